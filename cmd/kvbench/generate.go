@@ -1,0 +1,93 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/kvbench/kvbench/runtime"
+	"github.com/kvbench/kvbench/runtime/cpu"
+)
+
+func init() {
+	register("generate", "greedy text generation from a prompt", cmdGenerate)
+}
+
+func cmdGenerate(stdout, stderr io.Writer, args []string) error {
+	fs := newFlags("generate", "generate --model PATH|synthetic:NAME [--tokenizer PATH] [--prompt TEXT] [--steps N]", stderr)
+	model := fs.String("model", "", "model: Hugging Face directory, llama2.c .bin, or synthetic:NAME")
+	tokPath := fs.String("tokenizer", "", "tokenizer file (default: the one beside the model)")
+	prompt := fs.String("prompt", "", "text to continue (generation starts from BOS when empty)")
+	steps := fs.Int("steps", 256, "new tokens to generate (stops early at end of sequence)")
+	threads := fs.Int("threads", 0, "CPU threads (0: one per core)")
+	stats := fs.Bool("stats", false, "print timing to stderr")
+	if err := parseFlags(fs, args, 0); err != nil {
+		return err
+	}
+	if *steps < 0 {
+		return fmt.Errorf("generate: --steps must be >= 0, got %d", *steps)
+	}
+	m, tok, err := openModel(*model, *tokPath)
+	if err != nil {
+		return err
+	}
+	ids := tok.Encode(*prompt)
+	if tok.BOS() >= 0 {
+		ids = append([]int{tok.BOS()}, ids...)
+	}
+	if len(ids) == 0 {
+		return fmt.Errorf("generate: empty prompt and the tokenizer has no BOS token")
+	}
+	be := cpu.New(*threads)
+	defer be.Close()
+	r, err := runtime.NewRunner(m, be, 64)
+	if err != nil {
+		return err
+	}
+	out := bufio.NewWriter(stdout)
+	defer out.Flush()
+
+	logits := make([]float32, m.Config.Vocab)
+	t0 := time.Now()
+	if err := r.Forward(ids, logits); err != nil {
+		return err
+	}
+	tPrefill := time.Since(t0)
+	prev, n := ids[len(ids)-1], 0
+	t1 := time.Now()
+	for n < *steps {
+		next := argmax(logits)
+		if next == tok.EOS() || next == tok.BOS() {
+			break
+		}
+		fmt.Fprint(out, tok.Piece(prev, next))
+		n++
+		prev = next
+		if n == *steps {
+			break
+		}
+		if err := r.Forward([]int{next}, logits); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintln(out)
+	if *stats {
+		dec := time.Since(t1)
+		fmt.Fprintf(stderr, "prompt %d tokens in %v; generated %d tokens in %v (%.1f tokens/s) on %s\n",
+			len(ids), tPrefill.Round(time.Microsecond), n, dec.Round(time.Microsecond),
+			float64(n)/dec.Seconds(), be.Device())
+	}
+	return nil
+}
+
+// argmax returns the index of the largest value (the first on ties).
+func argmax(v []float32) int {
+	best := 0
+	for i, x := range v {
+		if x > v[best] {
+			best = i
+		}
+	}
+	return best
+}

@@ -1,0 +1,99 @@
+// Command kvbench benchmarks and evaluates KV-cache policies of long-context
+// LLM inference. Run "kvbench help" for the commands.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+)
+
+func main() {
+	err := run(os.Stdout, os.Stderr, os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	var ex exitError
+	if errors.As(err, &ex) {
+		os.Exit(int(ex))
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "kvbench:", err)
+		os.Exit(1)
+	}
+}
+
+// exitError ends the program with its status and no message.
+type exitError int
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+// command is one subcommand of the CLI.
+type command struct {
+	summary string
+	run     func(stdout, stderr io.Writer, args []string) error
+}
+
+var commands = map[string]command{}
+
+func register(name, summary string, fn func(stdout, stderr io.Writer, args []string) error) {
+	commands[name] = command{summary, fn}
+}
+
+// run executes the command line args (without the program name).
+func run(stdout, stderr io.Writer, args []string) error {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" || args[0] == "-help" {
+		usage(stderr)
+		if len(args) == 0 {
+			return exitError(2)
+		}
+		return nil
+	}
+	cmd, ok := commands[args[0]]
+	if !ok {
+		usage(stderr)
+		return fmt.Errorf("unknown command %q", args[0])
+	}
+	return cmd.run(stdout, stderr, args[1:])
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "kvbench: benchmark and evaluate KV-cache policies of long-context LLM inference")
+	fmt.Fprintln(w, "\nUsage: kvbench COMMAND [flags]   (kvbench COMMAND --help for its flags)")
+	fmt.Fprintln(w, "\nCommands:")
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
+	}
+}
+
+// newFlags returns a flag set that prints its usage to stderr and returns
+// errors instead of exiting.
+func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: kvbench %s\n\nFlags:\n", synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parseFlags parses args and rejects positional arguments beyond want.
+func parseFlags(fs *flag.FlagSet, args []string, want int) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > want {
+		return fmt.Errorf("%s: unexpected arguments: %s", fs.Name(), strings.Join(fs.Args()[want:], " "))
+	}
+	return nil
+}

@@ -1,0 +1,41 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/kvbench/kvbench/runtime"
+	"github.com/kvbench/kvbench/runtime/tokenizer"
+)
+
+// openModel loads a model and its tokenizer: tokPath when given, else the
+// tokenizer file beside the model, else the byte tokenizer of synthetic models.
+func openModel(path, tokPath string) (*runtime.Model, tokenizer.Tokenizer, error) {
+	if path == "" {
+		return nil, nil, fmt.Errorf("--model is required (a Hugging Face directory, a llama2.c .bin, or synthetic:%s)",
+			strings.Join(runtime.SyntheticNames(), "|synthetic:"))
+	}
+	m, err := runtime.Load(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	if tokPath == "" {
+		tokPath = m.Tokenizer
+	}
+	var tok tokenizer.Tokenizer
+	switch {
+	case tokPath != "":
+		if tok, err = tokenizer.Load(tokPath); err != nil {
+			return nil, nil, err
+		}
+	case strings.HasPrefix(path, "synthetic:"):
+		tok = tokenizer.Bytes{}
+	default:
+		return nil, nil, fmt.Errorf("model %s: no tokenizer beside it; give one with --tokenizer", path)
+	}
+	if tok.VocabSize() > m.Config.Vocab {
+		return nil, nil, fmt.Errorf("tokenizer %s has %d tokens, more than model %s's vocabulary of %d",
+			tokPath, tok.VocabSize(), path, m.Config.Vocab)
+	}
+	return m, tok, nil
+}

@@ -1,0 +1,76 @@
+package runtime
+
+// Buffer is memory owned by a Backend: float32 activations, a KV page, or a
+// weight held as stored. Only the backend that made a Buffer may use it.
+type Buffer interface {
+	// Len is the number of elements.
+	Len() int
+}
+
+// Backend runs the kernels of the forward pass on one device. Matrices are
+// row-major; a weight w used by MatMul is stored [out, in]. Methods panic only
+// on programmer errors (mismatched sizes), with the sizes in the message.
+type Backend interface {
+	// Name is the backend's short name ("cpu", "cuda").
+	Name() string
+	// Device describes the hardware ("2 cores, linux/amd64, avx2").
+	Device() string
+	// Upload makes a weight available to the kernels, kept in its stored type.
+	Upload(t *Tensor) (Buffer, error)
+	// Alloc returns a zeroed float32 buffer of n elements.
+	Alloc(n int) Buffer
+	// Write copies src into dst starting at element off.
+	Write(dst Buffer, off int, src []float32)
+	// Read copies len(dst) elements of src starting at element off into dst.
+	Read(dst []float32, src Buffer, off int)
+	// CopyRows copies rows rows of width elements from src (starting at row
+	// srcRow) to dst (starting at row dstRow).
+	CopyRows(dst, src Buffer, dstRow, srcRow, rows, width int)
+
+	// Embed writes the table rows of tokens into dst [len(tokens), dim].
+	Embed(dst, table Buffer, tokens []int, dim int)
+	// RMSNorm writes x / rms(x) * w row by row: dst, x [rows, dim], w [dim].
+	RMSNorm(dst, x, w Buffer, rows, dim int, eps float32)
+	// MatMul computes dst[r, o] = sum_i x[r, i] * w[o, i]: dst [rows, out],
+	// x [rows, in], w [out, in].
+	MatMul(dst, x, w Buffer, rows, in, out int)
+	// AddBias adds b [n] to every row of x [rows, n].
+	AddBias(x, b Buffer, rows, n int)
+	// RoPE rotates each head of x [rows, heads*headDim] by the angle of the
+	// row's position pos[row], pairing channels as style says.
+	RoPE(x Buffer, rows, heads, headDim int, pos []int, theta float64, style RopeStyle)
+	// SwiGLU sets gate = silu(gate) * up over n elements.
+	SwiGLU(gate, up Buffer, n int)
+	// Add sets dst += x over n elements.
+	Add(dst, x Buffer, n int)
+
+	// StoreKV copies head head of row row of k and v [rows, kvHeads*headDim]
+	// into slot slot of the pages kPage and vPage [pageSize, headDim].
+	StoreKV(kPage, vPage Buffer, slot int, k, v Buffer, row, head, headDim, kvDim int)
+	// Attend computes attention for every query row and head of a.
+	Attend(a *AttnArgs)
+}
+
+// AttnArgs describes one layer's attention call. Query row r at position
+// QPos[r] attends to the tokens of its KV head whose position is <= QPos[r].
+type AttnArgs struct {
+	Out     Buffer  // [rows, heads*headDim]
+	Q       Buffer  // [rows, heads*headDim], RoPE applied
+	Rows    int     // query rows
+	QPos    []int   // [rows] position of each query
+	Heads   int     // query heads
+	KVHeads int     // key/value heads; query head h reads KV head h/(Heads/KVHeads)
+	HeadDim int     // channels per head
+	Scale   float32 // softmax scale, 1/sqrt(HeadDim)
+	Seqs    []KVSeq // [KVHeads] the cached tokens of each KV head
+}
+
+// KVSeq is the cached tokens of one layer and KV head: N tokens stored in
+// pages of PageSize slots (token t in page t/PageSize, slot t%PageSize), and
+// the position of each.
+type KVSeq struct {
+	K, V     []Buffer // pages, each [PageSize, headDim]
+	N        int      // tokens held
+	PageSize int      // slots per page
+	Pos      []int32  // [N] position of each token
+}

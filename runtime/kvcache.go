@@ -1,0 +1,141 @@
+package runtime
+
+import "fmt"
+
+// DefaultPageSize is the number of token slots of a KV page.
+const DefaultPageSize = 16
+
+// KVCache holds the keys and values of every layer and KV head in pages of
+// backend memory. Each (layer, KV head) pair is its own sequence of tokens, so
+// a policy may keep different tokens per head. Pages come from a free list:
+// pages released by eviction are reused before new ones are allocated, so a
+// cache that holds a bounded number of tokens holds bounded memory.
+type KVCache struct {
+	be       Backend
+	layers   int
+	kvHeads  int
+	headDim  int
+	pageSize int
+	seqs     [][]KVSeq // [layer][kvHead]
+	free     []kvPage  // pages ready for reuse
+	total    int       // pages ever allocated
+}
+
+type kvPage struct{ k, v Buffer }
+
+// NewKVCache returns an empty cache for model shape c on backend be.
+func NewKVCache(be Backend, c Config, pageSize int) *KVCache {
+	if pageSize <= 0 {
+		pageSize = DefaultPageSize
+	}
+	kc := &KVCache{be: be, layers: c.Layers, kvHeads: c.KVHeads, headDim: c.HeadDim, pageSize: pageSize}
+	kc.seqs = make([][]KVSeq, c.Layers)
+	for l := range kc.seqs {
+		kc.seqs[l] = make([]KVSeq, c.KVHeads)
+		for h := range kc.seqs[l] {
+			kc.seqs[l][h].PageSize = pageSize
+		}
+	}
+	return kc
+}
+
+// PageSize is the number of token slots per page.
+func (c *KVCache) PageSize() int { return c.pageSize }
+
+// Seqs returns the sequences of layer l, one per KV head. The slice and its
+// contents are owned by the cache and valid until the next change.
+func (c *KVCache) Seqs(l int) []KVSeq { return c.seqs[l] }
+
+// Len is the number of tokens held by layer l, KV head h.
+func (c *KVCache) Len(l, h int) int { return c.seqs[l][h].N }
+
+// PageBytes is the memory of one page: keys and values, float32.
+func (c *KVCache) PageBytes() int64 { return int64(2 * c.pageSize * c.headDim * 4) }
+
+// ResidentBytes is the memory of the pages that hold tokens now.
+func (c *KVCache) ResidentBytes() int64 { return int64(c.total-len(c.free)) * c.PageBytes() }
+
+// AllocatedBytes is the memory of every page the cache has allocated, in use
+// or free for reuse: what the process holds for this cache.
+func (c *KVCache) AllocatedBytes() int64 { return int64(c.total) * c.PageBytes() }
+
+// Reserve allocates pages ahead so that every sequence can grow to tokens
+// tokens without allocating.
+func (c *KVCache) Reserve(tokens int) {
+	need := 0
+	for l := range c.seqs {
+		for h := range c.seqs[l] {
+			s := &c.seqs[l][h]
+			pages := (tokens + c.pageSize - 1) / c.pageSize
+			if pages > len(s.K) {
+				need += pages - len(s.K)
+			}
+			if cap(s.Pos) < tokens {
+				pos := make([]int32, len(s.Pos), tokens)
+				copy(pos, s.Pos)
+				s.Pos = pos
+			}
+			if cap(s.K) < pages {
+				k := make([]Buffer, len(s.K), pages)
+				v := make([]Buffer, len(s.V), pages)
+				copy(k, s.K)
+				copy(v, s.V)
+				s.K, s.V = k, v
+			}
+		}
+	}
+	for len(c.free) < need {
+		c.free = append(c.free, c.newPage())
+	}
+}
+
+func (c *KVCache) newPage() kvPage {
+	c.total++
+	n := c.pageSize * c.headDim
+	return kvPage{k: c.be.Alloc(n), v: c.be.Alloc(n)}
+}
+
+func (c *KVCache) takePage() kvPage {
+	if n := len(c.free); n > 0 {
+		p := c.free[n-1]
+		c.free = c.free[:n-1]
+		return p
+	}
+	return c.newPage()
+}
+
+// Append adds rows tokens to every KV head of layer l: row r of k and v
+// [rows, kvHeads*headDim] at position pos[r].
+func (c *KVCache) Append(l int, k, v Buffer, rows int, pos []int) {
+	if len(pos) < rows {
+		panic(fmt.Sprintf("kvcache: %d positions for %d rows", len(pos), rows))
+	}
+	kvDim := c.kvHeads * c.headDim
+	for h := range c.seqs[l] {
+		s := &c.seqs[l][h]
+		for r := 0; r < rows; r++ {
+			slot := s.N % c.pageSize
+			if slot == 0 && s.N/c.pageSize == len(s.K) {
+				p := c.takePage()
+				s.K = append(s.K, p.k)
+				s.V = append(s.V, p.v)
+			}
+			c.be.StoreKV(s.K[s.N/c.pageSize], s.V[s.N/c.pageSize], slot, k, v, r, h, c.headDim, kvDim)
+			s.Pos = append(s.Pos, int32(pos[r]))
+			s.N++
+		}
+	}
+}
+
+// Reset empties the cache; its pages go to the free list.
+func (c *KVCache) Reset() {
+	for l := range c.seqs {
+		for h := range c.seqs[l] {
+			s := &c.seqs[l][h]
+			for i := range s.K {
+				c.free = append(c.free, kvPage{k: s.K[i], v: s.V[i]})
+			}
+			s.K, s.V, s.Pos, s.N = s.K[:0], s.V[:0], s.Pos[:0], 0
+		}
+	}
+}

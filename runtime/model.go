@@ -1,0 +1,222 @@
+package runtime
+
+import (
+	"fmt"
+	"math"
+)
+
+// This file is the Llama-family forward pass: the layer loop, written once
+// against the Backend interface so that every backend runs the same model.
+
+// state is the scratch memory of a forward pass over up to maxRows tokens.
+type state struct {
+	maxRows int
+	x       Buffer // [rows, dim] the residual stream
+	xb      Buffer // [rows, dim] normalised input of a block
+	xb2     Buffer // [rows, dim] output of a block before the residual add
+	q       Buffer // [rows, heads*head_dim] queries
+	k       Buffer // [rows, kv_heads*head_dim] keys of the new tokens
+	v       Buffer // [rows, kv_heads*head_dim] values of the new tokens
+	att     Buffer // [rows, heads*head_dim] attention output
+	hb      Buffer // [rows, hidden] gate projection, then silu(gate)*up
+	hb2     Buffer // [rows, hidden] up projection
+	last    Buffer // [1, dim] the final row, normalised, for last-token logits
+	logits  Buffer // [rows, vocab]
+	pos     []int  // [rows] position of each row
+	attn    AttnArgs
+}
+
+// deviceWeights are the model's weights uploaded to the backend.
+type deviceWeights struct {
+	embed, norm, output Buffer
+	layers              []deviceLayer
+}
+
+type deviceLayer struct {
+	attnNorm, wq, wk, wv, wo, bq, bk, bv, mlpNorm, gate, up, down Buffer
+}
+
+// Runner runs a model on a backend, one stream of tokens at a time, with its
+// own KV cache. It is not safe for concurrent use.
+type Runner struct {
+	Model   *Model
+	Backend Backend
+	Cache   *KVCache
+	w       deviceWeights
+	s       state
+	pos     int // position of the next token
+}
+
+// NewRunner uploads the model's weights to be and prepares scratch memory for
+// forward passes of up to maxRows tokens at once (prefill chunks).
+func NewRunner(m *Model, be Backend, maxRows int) (*Runner, error) {
+	if maxRows <= 0 {
+		maxRows = 1
+	}
+	c := m.Config
+	up := func(t *Tensor) (Buffer, error) {
+		if t == nil {
+			return nil, nil
+		}
+		b, err := be.Upload(t)
+		if err != nil {
+			return nil, fmt.Errorf("upload %s: %w", t.Name, err)
+		}
+		return b, nil
+	}
+	var err error
+	r := &Runner{Model: m, Backend: be, Cache: NewKVCache(be, c, DefaultPageSize)}
+	w := &r.w
+	if w.embed, err = up(m.Weights.Embed); err != nil {
+		return nil, err
+	}
+	if w.norm, err = up(m.Weights.Norm); err != nil {
+		return nil, err
+	}
+	if m.Weights.Output == m.Weights.Embed {
+		w.output = w.embed
+	} else if w.output, err = up(m.Weights.Output); err != nil {
+		return nil, err
+	}
+	w.layers = make([]deviceLayer, c.Layers)
+	for i := range w.layers {
+		src, dst := &m.Weights.Layers[i], &w.layers[i]
+		for _, p := range []struct {
+			dst *Buffer
+			src *Tensor
+		}{{&dst.attnNorm, src.AttnNorm}, {&dst.wq, src.Wq}, {&dst.wk, src.Wk}, {&dst.wv, src.Wv},
+			{&dst.wo, src.Wo}, {&dst.bq, src.Bq}, {&dst.bk, src.Bk}, {&dst.bv, src.Bv},
+			{&dst.mlpNorm, src.MLPNorm}, {&dst.gate, src.Gate}, {&dst.up, src.Up}, {&dst.down, src.Down}} {
+			if *p.dst, err = up(p.src); err != nil {
+				return nil, err
+			}
+		}
+	}
+	n := maxRows
+	r.s = state{
+		maxRows: n,
+		x:       be.Alloc(n * c.Dim),
+		xb:      be.Alloc(n * c.Dim),
+		xb2:     be.Alloc(n * c.Dim),
+		q:       be.Alloc(n * c.QDim()),
+		k:       be.Alloc(n * c.KVDim()),
+		v:       be.Alloc(n * c.KVDim()),
+		att:     be.Alloc(n * c.QDim()),
+		hb:      be.Alloc(n * c.Hidden),
+		hb2:     be.Alloc(n * c.Hidden),
+		last:    be.Alloc(c.Dim),
+		logits:  be.Alloc(n * c.Vocab),
+		pos:     make([]int, n),
+	}
+	return r, nil
+}
+
+// Pos is the position the next token will take.
+func (r *Runner) Pos() int { return r.pos }
+
+// Reset empties the KV cache and starts a new stream at position 0.
+func (r *Runner) Reset() {
+	r.Cache.Reset()
+	r.pos = 0
+}
+
+// Forward feeds tokens at the next positions and writes the logits of the
+// last token into logits [vocab]. Long inputs are processed in chunks of the
+// runner's maxRows (prefill); one token is a decode step.
+func (r *Runner) Forward(tokens []int, logits []float32) error {
+	return r.forward(tokens, logits, false)
+}
+
+// ForwardAll is Forward that writes the logits of every token into logits
+// [len(tokens), vocab].
+func (r *Runner) ForwardAll(tokens []int, logits []float32) error {
+	return r.forward(tokens, logits, true)
+}
+
+func (r *Runner) forward(tokens []int, logits []float32, all bool) error {
+	c := r.Model.Config
+	if len(tokens) == 0 {
+		return fmt.Errorf("forward: no tokens")
+	}
+	want := c.Vocab
+	if all {
+		want = len(tokens) * c.Vocab
+	}
+	if len(logits) < want {
+		return fmt.Errorf("forward: logits buffer holds %d values, need %d", len(logits), want)
+	}
+	for i, t := range tokens {
+		if t < 0 || t >= c.Vocab {
+			return fmt.Errorf("forward: token %d at index %d is outside the vocabulary [0, %d)", t, i, c.Vocab)
+		}
+	}
+	for start := 0; start < len(tokens); start += r.s.maxRows {
+		chunk := tokens[start:min(start+r.s.maxRows, len(tokens))]
+		var out []float32
+		if all {
+			out = logits[start*c.Vocab : (start+len(chunk))*c.Vocab]
+		} else if start+len(chunk) == len(tokens) {
+			out = logits[:c.Vocab]
+		}
+		r.step(chunk, out, all)
+	}
+	return nil
+}
+
+// step runs the layer loop over rows tokens (rows <= maxRows) and writes the
+// logits of every row (all) or of the last row into out, when out is not nil.
+func (r *Runner) step(tokens []int, out []float32, all bool) {
+	c, be, w, s := r.Model.Config, r.Backend, &r.w, &r.s
+	rows := len(tokens)
+	for i := range rows {
+		s.pos[i] = r.pos + i
+	}
+	pos := s.pos[:rows]
+
+	be.Embed(s.x, w.embed, tokens, c.Dim)
+	for l := range w.layers {
+		lw := &w.layers[l]
+
+		// Attention block: x += Wo · attention(RoPE(Wq·xb), cache ∪ RoPE(Wk·xb), Wv·xb).
+		be.RMSNorm(s.xb, s.x, lw.attnNorm, rows, c.Dim, c.NormEps)
+		be.MatMul(s.q, s.xb, lw.wq, rows, c.Dim, c.QDim())
+		be.MatMul(s.k, s.xb, lw.wk, rows, c.Dim, c.KVDim())
+		be.MatMul(s.v, s.xb, lw.wv, rows, c.Dim, c.KVDim())
+		if c.QKVBias {
+			be.AddBias(s.q, lw.bq, rows, c.QDim())
+			be.AddBias(s.k, lw.bk, rows, c.KVDim())
+			be.AddBias(s.v, lw.bv, rows, c.KVDim())
+		}
+		be.RoPE(s.q, rows, c.Heads, c.HeadDim, pos, c.RopeTheta, c.Rope)
+		be.RoPE(s.k, rows, c.KVHeads, c.HeadDim, pos, c.RopeTheta, c.Rope)
+		r.Cache.Append(l, s.k, s.v, rows, pos)
+		s.attn = AttnArgs{Out: s.att, Q: s.q, Rows: rows, QPos: pos, Heads: c.Heads, KVHeads: c.KVHeads,
+			HeadDim: c.HeadDim, Scale: float32(1 / math.Sqrt(float64(c.HeadDim))), Seqs: r.Cache.Seqs(l)}
+		be.Attend(&s.attn)
+		be.MatMul(s.xb2, s.att, lw.wo, rows, c.QDim(), c.Dim)
+		be.Add(s.x, s.xb2, rows*c.Dim)
+
+		// MLP block: x += Wdown · (silu(Wgate·xb) ⊙ Wup·xb).
+		be.RMSNorm(s.xb, s.x, lw.mlpNorm, rows, c.Dim, c.NormEps)
+		be.MatMul(s.hb, s.xb, lw.gate, rows, c.Dim, c.Hidden)
+		be.MatMul(s.hb2, s.xb, lw.up, rows, c.Dim, c.Hidden)
+		be.SwiGLU(s.hb, s.hb2, rows*c.Hidden)
+		be.MatMul(s.xb2, s.hb, lw.down, rows, c.Hidden, c.Dim)
+		be.Add(s.x, s.xb2, rows*c.Dim)
+	}
+	r.pos += rows
+
+	if out == nil {
+		return
+	}
+	if all {
+		be.RMSNorm(s.xb, s.x, w.norm, rows, c.Dim, c.NormEps)
+		be.MatMul(s.logits, s.xb, w.output, rows, c.Dim, c.Vocab)
+		be.Read(out[:rows*c.Vocab], s.logits, 0)
+		return
+	}
+	be.CopyRows(s.last, s.x, 0, rows-1, 1, c.Dim)
+	be.RMSNorm(s.last, s.last, w.norm, 1, c.Dim, c.NormEps)
+	be.MatMul(s.logits, s.last, w.output, 1, c.Dim, c.Vocab)
+	be.Read(out[:c.Vocab], s.logits, 0)
+}

@@ -1,0 +1,3 @@
+// Package tasks holds the evaluation tasks of kvbench (streaming perplexity,
+// passkey retrieval, needle in a haystack) and the text preparation they share.
+package tasks
