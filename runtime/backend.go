@@ -47,6 +47,9 @@ type Backend interface {
 	// StoreKV copies head head of row row of k and v [rows, kvHeads*headDim]
 	// into slot slot of the pages kPage and vPage [pageSize, headDim].
 	StoreKV(kPage, vPage Buffer, slot int, k, v Buffer, row, head, headDim, kvDim int)
+	// MoveKV copies the key and value in slot srcSlot of pages srcK/srcV to
+	// slot dstSlot of pages dstK/dstV (cache compaction after eviction).
+	MoveKV(dstK, dstV Buffer, dstSlot int, srcK, srcV Buffer, srcSlot, headDim int)
 	// Attend computes attention for every query row and head of a.
 	Attend(a *AttnArgs)
 }
@@ -63,6 +66,30 @@ type AttnArgs struct {
 	HeadDim int     // channels per head
 	Scale   float32 // softmax scale, 1/sqrt(HeadDim)
 	Seqs    []KVSeq // [KVHeads] the cached tokens of each KV head
+
+	// Set by a cache policy (runtime.Hook); zero values mean plain attention.
+
+	// Rope and Theta describe the model's RoPE, for re-positioned keys.
+	Rope  RopeStyle
+	Theta float64
+	// QShift [rows]: position of query row r minus its position in the cache.
+	// With KVSeq.Shift, scores are those of keys and queries rotated at their
+	// cache positions (StreamingLLM): since RoPE scores depend only on the
+	// distance, the kernel rotates the query by Shift[t]-QShift[r] instead.
+	QShift []int
+	// Sel [heads]: the token indices query head h attends to; nil (or a nil
+	// entry) attends to every cached token of its KV head.
+	Sel [][]int32
+	// Acc [heads]: when set, the softmax probability of every token is added
+	// to Acc[h][t] for each query row whose position is >= AccFrom.
+	Acc     [][]float32
+	AccFrom int
+	// Ref [KVHeads] and Recall [rows*heads]: when set, Recall[r*heads+h]
+	// receives the share of full attention's probability mass (over the
+	// tokens of Ref, which holds token p at index p) that falls on the tokens
+	// the query attends to.
+	Ref    []KVSeq
+	Recall []float32
 }
 
 // KVSeq is the cached tokens of one layer and KV head: N tokens stored in
@@ -73,4 +100,5 @@ type KVSeq struct {
 	N        int      // tokens held
 	PageSize int      // slots per page
 	Pos      []int32  // [N] position of each token
+	Shift    []int32  // [N] position minus cache position; nil: no re-positioning
 }

@@ -1,6 +1,9 @@
 package runtime
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 // DefaultPageSize is the number of token slots of a KV page.
 const DefaultPageSize = 16
@@ -19,6 +22,9 @@ type KVCache struct {
 	seqs     [][]KVSeq // [layer][kvHead]
 	free     []kvPage  // pages ready for reuse
 	total    int       // pages ever allocated
+	shifts   bool      // keep KVSeq.Shift beside Pos
+	ref      [][]KVSeq // [layer][kvHead] every token ever appended, when recording
+	refPages int       // pages held by ref
 }
 
 type kvPage struct{ k, v Buffer }
@@ -95,6 +101,84 @@ func (c *KVCache) newPage() kvPage {
 	return kvPage{k: c.be.Alloc(n), v: c.be.Alloc(n)}
 }
 
+// TrackShifts makes every sequence carry a Shift per token (initially 0),
+// moved with its token on eviction; a re-positioning policy sets the values.
+func (c *KVCache) TrackShifts() {
+	c.shifts = true
+	for l := range c.seqs {
+		for h := range c.seqs[l] {
+			s := &c.seqs[l][h]
+			for len(s.Shift) < s.N {
+				s.Shift = append(s.Shift, 0)
+			}
+		}
+	}
+}
+
+// RecordAll makes the cache keep, beside the policy's tokens, a reference
+// copy of every token appended from now on, never evicted: the full-attention
+// key set that attention recall is measured against. Its memory is not part
+// of ResidentBytes (see ReferenceBytes).
+func (c *KVCache) RecordAll() {
+	if c.ref != nil {
+		return
+	}
+	c.ref = make([][]KVSeq, c.layers)
+	for l := range c.ref {
+		c.ref[l] = make([]KVSeq, c.kvHeads)
+		for h := range c.ref[l] {
+			c.ref[l][h].PageSize = c.pageSize
+		}
+	}
+}
+
+// Reference returns the reference sequences of layer l (see RecordAll), or
+// nil when the cache does not record them.
+func (c *KVCache) Reference(l int) []KVSeq {
+	if c.ref == nil {
+		return nil
+	}
+	return c.ref[l]
+}
+
+// ReferenceBytes is the memory of the reference copy kept for recall.
+func (c *KVCache) ReferenceBytes() int64 { return int64(c.refPages) * c.PageBytes() }
+
+// Evict removes the tokens at indices drop (distinct; sorted in place) from
+// layer l, KV head h. The last tokens move into the freed slots, so the order
+// of tokens is not kept; positions and shifts travel with them. Pages left
+// empty return to the free list.
+func (c *KVCache) Evict(l, h int, drop []int32) {
+	s := &c.seqs[l][h]
+	slices.Sort(drop)
+	for i := len(drop) - 1; i >= 0; i-- {
+		d := int(drop[i])
+		if d < 0 || d >= s.N || (i > 0 && drop[i-1] == drop[i]) {
+			panic(fmt.Sprintf("kvcache: evict index %d of %d tokens (layer %d head %d), or repeated", d, s.N, l, h))
+		}
+		last := s.N - 1
+		if d != last {
+			ps := c.pageSize
+			c.be.MoveKV(s.K[d/ps], s.V[d/ps], d%ps, s.K[last/ps], s.V[last/ps], last%ps, c.headDim)
+			s.Pos[d] = s.Pos[last]
+			if c.shifts {
+				s.Shift[d] = s.Shift[last]
+			}
+		}
+		s.N--
+	}
+	s.Pos = s.Pos[:s.N]
+	if c.shifts {
+		s.Shift = s.Shift[:s.N]
+	}
+	keep := (s.N + c.pageSize - 1) / c.pageSize
+	for i := keep; i < len(s.K); i++ {
+		c.free = append(c.free, kvPage{k: s.K[i], v: s.V[i]})
+		s.K[i], s.V[i] = nil, nil
+	}
+	s.K, s.V = s.K[:keep], s.V[:keep]
+}
+
 func (c *KVCache) takePage() kvPage {
 	if n := len(c.free); n > 0 {
 		p := c.free[n-1]
@@ -110,20 +194,39 @@ func (c *KVCache) Append(l int, k, v Buffer, rows int, pos []int) {
 	if len(pos) < rows {
 		panic(fmt.Sprintf("kvcache: %d positions for %d rows", len(pos), rows))
 	}
-	kvDim := c.kvHeads * c.headDim
 	for h := range c.seqs[l] {
-		s := &c.seqs[l][h]
-		for r := 0; r < rows; r++ {
-			slot := s.N % c.pageSize
-			if slot == 0 && s.N/c.pageSize == len(s.K) {
-				p := c.takePage()
-				s.K = append(s.K, p.k)
-				s.V = append(s.V, p.v)
+		c.appendSeq(&c.seqs[l][h], h, k, v, rows, pos, false)
+		if c.shifts {
+			s := &c.seqs[l][h]
+			for len(s.Shift) < s.N {
+				s.Shift = append(s.Shift, 0)
 			}
-			c.be.StoreKV(s.K[s.N/c.pageSize], s.V[s.N/c.pageSize], slot, k, v, r, h, c.headDim, kvDim)
-			s.Pos = append(s.Pos, int32(pos[r]))
-			s.N++
 		}
+		if c.ref != nil {
+			c.appendSeq(&c.ref[l][h], h, k, v, rows, pos, true)
+		}
+	}
+}
+
+func (c *KVCache) appendSeq(s *KVSeq, h int, k, v Buffer, rows int, pos []int, ref bool) {
+	kvDim := c.kvHeads * c.headDim
+	for r := 0; r < rows; r++ {
+		slot := s.N % c.pageSize
+		if slot == 0 && s.N/c.pageSize == len(s.K) {
+			var p kvPage
+			if ref {
+				c.refPages++
+				n := c.pageSize * c.headDim
+				p = kvPage{k: c.be.Alloc(n), v: c.be.Alloc(n)}
+			} else {
+				p = c.takePage()
+			}
+			s.K = append(s.K, p.k)
+			s.V = append(s.V, p.v)
+		}
+		c.be.StoreKV(s.K[s.N/c.pageSize], s.V[s.N/c.pageSize], slot, k, v, r, h, c.headDim, kvDim)
+		s.Pos = append(s.Pos, int32(pos[r]))
+		s.N++
 	}
 }
 
@@ -135,7 +238,15 @@ func (c *KVCache) Reset() {
 			for i := range s.K {
 				c.free = append(c.free, kvPage{k: s.K[i], v: s.V[i]})
 			}
-			s.K, s.V, s.Pos, s.N = s.K[:0], s.V[:0], s.Pos[:0], 0
+			s.K, s.V, s.Pos, s.Shift, s.N = s.K[:0], s.V[:0], s.Pos[:0], s.Shift[:0], 0
 		}
+	}
+	if c.ref != nil {
+		for l := range c.ref {
+			for h := range c.ref[l] {
+				c.ref[l][h] = KVSeq{PageSize: c.pageSize}
+			}
+		}
+		c.refPages = 0
 	}
 }

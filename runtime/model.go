@@ -36,12 +36,24 @@ type deviceLayer struct {
 	attnNorm, wq, wk, wv, wo, bq, bk, bv, mlpNorm, gate, up, down Buffer
 }
 
+// Hook lets a KV-cache policy act inside the layer loop of a Runner.
+type Hook interface {
+	// BeforeAttend runs once the new tokens of layer l are in the cache and
+	// before attention: it may evict tokens and set the policy fields of a
+	// (selection, shifts, score accumulation, recall).
+	BeforeAttend(l int, a *AttnArgs)
+	// AfterAttend runs after layer l's attention: it may read what attention
+	// accumulated and evict tokens.
+	AfterAttend(l int, a *AttnArgs)
+}
+
 // Runner runs a model on a backend, one stream of tokens at a time, with its
 // own KV cache. It is not safe for concurrent use.
 type Runner struct {
 	Model   *Model
 	Backend Backend
 	Cache   *KVCache
+	Hook    Hook // the cache policy; nil keeps every token (full attention)
 	w       deviceWeights
 	s       state
 	pos     int // position of the next token
@@ -191,8 +203,15 @@ func (r *Runner) step(tokens []int, out []float32, all bool) {
 		be.RoPE(s.k, rows, c.KVHeads, c.HeadDim, pos, c.RopeTheta, c.Rope)
 		r.Cache.Append(l, s.k, s.v, rows, pos)
 		s.attn = AttnArgs{Out: s.att, Q: s.q, Rows: rows, QPos: pos, Heads: c.Heads, KVHeads: c.KVHeads,
-			HeadDim: c.HeadDim, Scale: float32(1 / math.Sqrt(float64(c.HeadDim))), Seqs: r.Cache.Seqs(l)}
+			HeadDim: c.HeadDim, Scale: float32(1 / math.Sqrt(float64(c.HeadDim))), Seqs: r.Cache.Seqs(l),
+			Rope: c.Rope, Theta: c.RopeTheta}
+		if r.Hook != nil {
+			r.Hook.BeforeAttend(l, &s.attn)
+		}
 		be.Attend(&s.attn)
+		if r.Hook != nil {
+			r.Hook.AfterAttend(l, &s.attn)
+		}
 		be.MatMul(s.xb2, s.att, lw.wo, rows, c.QDim(), c.Dim)
 		be.Add(s.x, s.xb2, rows*c.Dim)
 

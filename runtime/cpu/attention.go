@@ -11,45 +11,108 @@ import (
 type attnJob struct {
 	a       *runtime.AttnArgs
 	q, out  []float32
+	byHead  bool        // items are heads (each looping over rows): Acc is written
 	scratch [][]float32 // per worker: scores
+	full    [][]float32 // per worker: full-attention scores for recall
+	qrot    [][]float32 // per worker: the query rotated for shifted keys
+	invFreq []float32   // RoPE inverse frequencies, for shifts
+	freqKey [2]float64  // theta and head dim invFreq was made for
 }
 
+var negInf = float32(math.Inf(-1))
+
 // Attend computes softmax(q·K^T·scale) V for every query row and head over
-// the cached tokens of its KV head at positions <= the row's position.
+// the cached tokens of its KV head at positions <= the row's position, with
+// the policy options of a (selection, shifts, accumulation, recall).
 func (b *Backend) Attend(a *runtime.AttnArgs) {
-	if a.Heads%a.KVHeads != 0 || len(a.Seqs) != a.KVHeads {
+	if a.KVHeads <= 0 || a.Heads%a.KVHeads != 0 || len(a.Seqs) != a.KVHeads {
 		panic(fmt.Sprintf("cpu: Attend with %d heads, %d kv heads, %d sequences", a.Heads, a.KVHeads, len(a.Seqs)))
 	}
+	j := &b.att
 	longest := 0
 	for i := range a.Seqs {
 		longest = max(longest, a.Seqs[i].N)
 	}
-	for w := range b.att.scratch {
-		if cap(b.att.scratch[w]) < longest {
-			b.att.scratch[w] = make([]float32, longest+longest/4+64)
+	refLongest := 0
+	for i := range a.Ref {
+		refLongest = max(refLongest, a.Ref[i].N)
+	}
+	grow := func(bufs [][]float32, n int) {
+		for w := range bufs {
+			if cap(bufs[w]) < n {
+				bufs[w] = make([]float32, n+n/4+64)
+			}
 		}
 	}
-	b.att.a, b.att.q, b.att.out = a, vec(a.Q), vec(a.Out)
+	if j.full == nil {
+		j.full = make([][]float32, len(j.scratch))
+		j.qrot = make([][]float32, len(j.scratch))
+	}
+	grow(j.scratch, longest)
+	grow(j.full, refLongest)
+	grow(j.qrot, a.HeadDim)
+	if a.QShift != nil && (j.freqKey != [2]float64{a.Theta, float64(a.HeadDim)}) {
+		j.invFreq = j.invFreq[:0]
+		for i := 0; i < a.HeadDim/2; i++ {
+			j.invFreq = append(j.invFreq, float32(1/math.Pow(a.Theta, float64(2*i)/float64(a.HeadDim))))
+		}
+		j.freqKey = [2]float64{a.Theta, float64(a.HeadDim)}
+	}
+	j.a, j.q, j.out = a, vec(a.Q), vec(a.Out)
+	j.byHead = a.Acc != nil
 	items := a.Rows * a.Heads
-	// Each item reads N keys and values of HeadDim channels.
+	if j.byHead {
+		items = a.Heads
+	}
 	grain := max(1, (1<<14)/max(1, longest*a.HeadDim))
-	b.pool.run(&b.att, items, grain)
+	b.pool.run(j, items, grain)
 }
 
 func (j *attnJob) run(w, lo, hi int) {
 	a := j.a
-	hd, group := a.HeadDim, a.Heads/a.KVHeads
-	scores := j.scratch[w]
 	for it := lo; it < hi; it++ {
-		r, h := it/a.Heads, it%a.Heads
-		seq := &a.Seqs[h/group]
-		q := j.q[(r*a.Heads+h)*hd : (r*a.Heads+h+1)*hd]
-		out := j.out[(r*a.Heads+h)*hd : (r*a.Heads+h+1)*hd]
-		qpos := int32(a.QPos[r])
-		sc := scores[:seq.N]
+		if j.byHead {
+			for r := 0; r < a.Rows; r++ {
+				j.one(w, r, it)
+			}
+		} else {
+			j.one(w, it/a.Heads, it%a.Heads)
+		}
+	}
+}
 
-		// Scores, with the causal mask by position.
-		maxs := float32(math.Inf(-1))
+// key returns token t's key (or value) in pages.
+func tokenVec(pages []runtime.Buffer, pageSize, hd, t int) []float32 {
+	return vec(pages[t/pageSize])[(t%pageSize)*hd : (t%pageSize+1)*hd]
+}
+
+// one computes attention of query row r, head h.
+func (j *attnJob) one(w, r, h int) {
+	a := j.a
+	hd, group := a.HeadDim, a.Heads/a.KVHeads
+	seq := &a.Seqs[h/group]
+	q := j.q[(r*a.Heads+h)*hd : (r*a.Heads+h+1)*hd]
+	out := j.out[(r*a.Heads+h)*hd : (r*a.Heads+h+1)*hd]
+	qpos := int32(a.QPos[r])
+	var sel []int32
+	if a.Sel != nil {
+		sel = a.Sel[h]
+	}
+	count := seq.N
+	if sel != nil {
+		count = len(sel)
+	}
+	sc := j.scratch[w][:count]
+	shifted := seq.Shift != nil && a.QShift != nil
+	qr, curShift := q, int32(0)
+	if shifted {
+		qr = j.qrot[w][:hd]
+		copy(qr, q)
+	}
+
+	// Scores, with the causal mask by position.
+	maxs := negInf
+	if sel == nil && !shifted {
 		for p := range seq.K {
 			keys := vec(seq.K[p])
 			base := p * seq.PageSize
@@ -57,7 +120,7 @@ func (j *attnJob) run(w, lo, hi int) {
 			for s := 0; s < n; s++ {
 				t := base + s
 				if seq.Pos[t] > qpos {
-					sc[t] = float32(math.Inf(-1))
+					sc[t] = negInf
 					continue
 				}
 				v := dotF32(q, keys[s*hd:(s+1)*hd]) * a.Scale
@@ -65,29 +128,124 @@ func (j *attnJob) run(w, lo, hi int) {
 				maxs = max(maxs, v)
 			}
 		}
-		clear(out)
-		if math.IsInf(float64(maxs), -1) {
-			continue // nothing visible: the output stays zero
-		}
-		// Softmax weights and the weighted sum of values.
-		var sum float32
-		for p := range seq.V {
-			vals := vec(seq.V[p])
-			base := p * seq.PageSize
-			n := min(seq.PageSize, seq.N-base)
-			for s := 0; s < n; s++ {
-				x := sc[base+s]
-				if math.IsInf(float64(x), -1) {
-					continue
-				}
-				e := expf(x - maxs)
-				sum += e
-				axpyF32(out, e, vals[s*hd:(s+1)*hd])
+	} else {
+		for i := range sc {
+			t := i
+			if sel != nil {
+				t = int(sel[i])
 			}
-		}
-		inv := 1 / sum
-		for i := range out {
-			out[i] *= inv
+			if seq.Pos[t] > qpos {
+				sc[i] = negInf
+				continue
+			}
+			if shifted {
+				if d := seq.Shift[t] - int32(a.QShift[r]); d != curShift {
+					j.rotate(qr, q, d, a.Rope)
+					curShift = d
+				}
+			}
+			v := dotF32(qr, tokenVec(seq.K, seq.PageSize, hd, t)) * a.Scale
+			sc[i] = v
+			maxs = max(maxs, v)
 		}
 	}
+	clear(out)
+	if maxs == negInf {
+		return // nothing visible: the output stays zero
+	}
+
+	// Softmax weights and the weighted sum of values.
+	var sum float32
+	for i, x := range sc {
+		if x == negInf {
+			sc[i] = 0
+			continue
+		}
+		e := expf(x - maxs)
+		sc[i] = e
+		sum += e
+		t := i
+		if sel != nil {
+			t = int(sel[i])
+		}
+		axpyF32(out, e, tokenVec(seq.V, seq.PageSize, hd, t))
+	}
+	inv := 1 / sum
+	for i := range out {
+		out[i] *= inv
+	}
+	if a.Acc != nil && int(qpos) >= a.AccFrom {
+		acc := a.Acc[h]
+		for i, e := range sc {
+			t := i
+			if sel != nil {
+				t = int(sel[i])
+			}
+			acc[t] += e * inv
+		}
+	}
+	if a.Recall != nil {
+		a.Recall[r*a.Heads+h] = j.recall(w, q, qpos, &a.Ref[h/group], seq, sel)
+	}
+}
+
+// rotate writes into dst the query q rotated by d positions.
+func (j *attnJob) rotate(dst, q []float32, d int32, style runtime.RopeStyle) {
+	half := len(q) / 2
+	for i := 0; i < half; i++ {
+		ang := float64(float32(d) * j.invFreq[i])
+		c, s := float32(math.Cos(ang)), float32(math.Sin(ang))
+		ia, ib := i, i+half
+		if style == runtime.RopeInterleaved {
+			ia, ib = 2*i, 2*i+1
+		}
+		x, y := q[ia], q[ib]
+		dst[ia] = x*c - y*s
+		dst[ib] = y*c + x*s
+	}
+}
+
+// recall returns the share of full attention's probability mass, over the
+// reference tokens ref (token p at index p), that falls on the tokens of seq
+// the query attends to (sel, or all of seq).
+func (j *attnJob) recall(w int, q []float32, qpos int32, ref, seq *runtime.KVSeq, sel []int32) float32 {
+	a := j.a
+	hd := a.HeadDim
+	full := j.full[w][:ref.N]
+	m := negInf
+	for t := range full {
+		if ref.Pos[t] > qpos {
+			full[t] = negInf
+			continue
+		}
+		full[t] = dotF32(q, tokenVec(ref.K, ref.PageSize, hd, t)) * a.Scale
+		m = max(m, full[t])
+	}
+	if m == negInf {
+		return 1
+	}
+	var total float64
+	for t, x := range full {
+		if x == negInf {
+			full[t] = 0
+			continue
+		}
+		full[t] = expf(x - m)
+		total += float64(full[t])
+	}
+	var part float64
+	n := seq.N
+	if sel != nil {
+		n = len(sel)
+	}
+	for i := 0; i < n; i++ {
+		t := i
+		if sel != nil {
+			t = int(sel[i])
+		}
+		if p := int(seq.Pos[t]); p < len(full) && seq.Pos[t] <= qpos {
+			part += float64(full[p])
+		}
+	}
+	return float32(part / total)
 }

@@ -171,3 +171,9 @@ func (b *Backend) StoreKV(kPage, vPage runtime.Buffer, slot int, k, v runtime.Bu
 }
 
 var _ runtime.Backend = (*Backend)(nil)
+
+// MoveKV copies one slot's key and value to another slot.
+func (b *Backend) MoveKV(dstK, dstV runtime.Buffer, dstSlot int, srcK, srcV runtime.Buffer, srcSlot, headDim int) {
+	copy(vec(dstK)[dstSlot*headDim:(dstSlot+1)*headDim], vec(srcK)[srcSlot*headDim:(srcSlot+1)*headDim])
+	copy(vec(dstV)[dstSlot*headDim:(dstSlot+1)*headDim], vec(srcV)[srcSlot*headDim:(srcSlot+1)*headDim])
+}
