@@ -102,3 +102,14 @@ type KVSeq struct {
 	Pos      []int32  // [N] position of each token
 	Shift    []int32  // [N] position minus cache position; nil: no re-positioning
 }
+
+// Scorer is an optional Backend capability the selection policies use: raw
+// attention scores and per-channel key bounds over cached tokens.
+type Scorer interface {
+	// QK writes q·k·Scale of query row r, head h of a against every token of
+	// its KV head's sequence into out [N] (causally masked tokens get -Inf).
+	QK(a *AttnArgs, r, h int, out []float32)
+	// KeyBounds writes the per-channel minimum and maximum of the keys of
+	// tokens [t0, t1) of seq into lo and hi [headDim].
+	KeyBounds(seq *KVSeq, t0, t1 int, lo, hi []float32)
+}

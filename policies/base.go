@@ -1,0 +1,180 @@
+package policies
+
+import (
+	"fmt"
+
+	"github.com/kvbench/kvbench/runtime"
+)
+
+// base is the part every policy shares: binding to a runner, the per-step
+// accounting of memory, bytes read and tokens attended, and recall sampling.
+// A policy calls begin first and finish last in BeforeAttend, and end last in
+// AfterAttend.
+type base struct {
+	name        string
+	params      Params
+	budget      int
+	evicts      bool // removes tokens: recall needs the cache's reference copy
+	r           *runtime.Runner
+	cache       *runtime.KVCache
+	cfg         runtime.Config
+	stats       Stats
+	recallEvery int
+	decode      bool      // the forward in progress is a single-token step
+	sampled     bool      // this decode step samples recall
+	recall      []float32 // [heads] recall output of attention
+	mark        []int32   // [tokens] stamp per token, for union counting
+	stamp       int32
+	drop        []int32 // scratch list of indices to evict
+	stepRead    int64   // KV bytes read so far in this decode step
+	prompt      int     // tokens of an announced prompt still to come
+}
+
+func (b *base) Name() string   { return b.name }
+func (b *base) Params() Params { return b.params }
+func (b *base) Budget() int    { return b.budget }
+func (b *base) Evicts() bool   { return b.evicts }
+
+// LayerBudget is the default for evicting policies: budget held and
+// attended; for the others, no bound.
+func (b *base) LayerBudget(l int) (hold, attend int) {
+	if b.evicts {
+		return b.budget, b.budget
+	}
+	return 0, 0
+}
+func (b *base) Stats() *Stats       { return &b.stats }
+func (b *base) MeasureRecall(n int) { b.recallEvery = max(n, 0) }
+func (b *base) Prompt(n int)        { b.prompt = n }
+
+// bind attaches the policy to a fresh stream of r.
+func (b *base) bind(r *runtime.Runner, self runtime.Hook) error {
+	if r.Pos() != 0 {
+		return fmt.Errorf("policy %s: Start needs a fresh stream (call Reset first), runner is at position %d", b.name, r.Pos())
+	}
+	b.r, b.cache, b.cfg = r, r.Cache, r.Model.Config
+	c := b.cfg
+	b.stats = Stats{Attended: make([][]int, c.Layers), RecallByLayer: make([]float64, c.Layers), RecallNByLayer: make([]int, c.Layers)}
+	for l := range b.stats.Attended {
+		b.stats.Attended[l] = make([]int, c.Heads)
+	}
+	b.recall = make([]float32, c.Heads)
+	if b.recallEvery > 0 && b.evicts {
+		r.Cache.RecordAll()
+	}
+	r.Hook = self
+	return nil
+}
+
+// elemBytes is the size of one cached key or value vector.
+func (b *base) vecBytes() int64 { return b.cache.PageBytes() / int64(2*b.cache.PageSize()) }
+
+// begin starts the accounting of layer l's attention.
+func (b *base) begin(l int, a *runtime.AttnArgs) {
+	if l == 0 {
+		b.decode = a.Rows == 1
+		if b.decode {
+			b.stats.Steps++
+			b.sampled = b.recallEvery > 0 && b.stats.Steps%b.recallEvery == 0
+			b.stepRead = 0
+			b.prompt = 0
+		} else {
+			b.prompt -= a.Rows
+		}
+	}
+}
+
+// finish counts what layer l's attention will read and arms recall sampling.
+// metaBytes is what the policy read to choose (Quest's page bounds).
+func (b *base) finish(l int, a *runtime.AttnArgs, metaBytes int64) {
+	if !b.decode {
+		return
+	}
+	group := a.Heads / a.KVHeads
+	vb := b.vecBytes()
+	for g := range a.Seqs {
+		seq := &a.Seqs[g]
+		union := 0
+		all := a.Sel == nil
+		for h := g * group; h < (g+1)*group && !all; h++ {
+			all = a.Sel[h] == nil
+		}
+		if all {
+			union = seq.N
+		} else {
+			if len(b.mark) < seq.N {
+				b.mark = make([]int32, seq.N*2)
+				b.stamp = 0
+			}
+			b.stamp++
+			for h := g * group; h < (g+1)*group; h++ {
+				for _, t := range a.Sel[h] {
+					if b.mark[t] != b.stamp {
+						b.mark[t] = b.stamp
+						union++
+					}
+				}
+			}
+		}
+		for h := g * group; h < (g+1)*group; h++ {
+			n := seq.N
+			if a.Sel != nil && a.Sel[h] != nil {
+				n = len(a.Sel[h])
+			}
+			b.stats.Attended[l][h] = n
+			b.stats.MaxAttended = max(b.stats.MaxAttended, n)
+		}
+		b.stepRead += int64(union) * 2 * vb
+	}
+	b.stepRead += metaBytes
+	if b.sampled {
+		a.Recall = b.recall
+		if b.evicts {
+			a.Ref = b.cache.Reference(l)
+		} else {
+			a.Ref = a.Seqs
+		}
+	}
+}
+
+// end collects recall and, after the last layer, the step's totals.
+func (b *base) end(l int, a *runtime.AttnArgs) {
+	if b.decode && b.sampled && a.Recall != nil {
+		for _, v := range a.Recall[:a.Heads] {
+			b.stats.RecallSum += float64(v)
+			b.stats.RecallN++
+			b.stats.RecallByLayer[l] += float64(v)
+			b.stats.RecallNByLayer[l]++
+		}
+	}
+	if l == b.cfg.Layers-1 {
+		s := &b.stats
+		s.ResidentBytes = b.cache.ResidentBytes()
+		s.MaxResidentBytes = max(s.MaxResidentBytes, s.ResidentBytes)
+		s.AllocatedBytes = b.cache.AllocatedBytes()
+		if b.decode {
+			s.BytesRead = b.stepRead
+			s.TotalBytesRead += b.stepRead
+		}
+	}
+}
+
+// evictWhere drops from every KV head of layer l the tokens whose position
+// drop accepts.
+func (b *base) evictWhere(l int, drop func(pos int32) bool) {
+	seqs := b.cache.Seqs(l)
+	for h := range seqs {
+		b.drop = b.drop[:0]
+		for t, p := range seqs[h].Pos[:seqs[h].N] {
+			if drop(p) {
+				b.drop = append(b.drop, int32(t))
+			}
+		}
+		if len(b.drop) > 0 {
+			b.cache.Evict(l, h, b.drop)
+		}
+	}
+}
+
+// newest is the position of the last token of the forward in progress.
+func newest(a *runtime.AttnArgs) int32 { return int32(a.QPos[a.Rows-1]) }
