@@ -151,12 +151,9 @@ func (r *paramReader) Enum(name string, choices ...string) string {
 	return choices[0]
 }
 
-// done reports the first error, or an unknown parameter with the closest
-// known name.
+// done reports an unknown parameter (with the closest known name), else the
+// first error.
 func (r *paramReader) done() (Params, error) {
-	if r.err != nil {
-		return nil, r.err
-	}
 	var unknown []string
 	for name := range r.p {
 		if !r.used[name] {
@@ -175,6 +172,9 @@ func (r *paramReader) done() (Params, error) {
 			msg += fmt.Sprintf("; did you mean %s?", c)
 		}
 		return nil, fmt.Errorf("%s", msg)
+	}
+	if r.err != nil {
+		return nil, r.err
 	}
 	return r.out, nil
 }

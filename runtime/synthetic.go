@@ -109,7 +109,9 @@ func NewRandomModel(c Config, seed uint64) *Model {
 		l.Up = mat(p+"up", c.Hidden, c.Dim)
 		l.Down = mat(p+"down", c.Dim, c.Hidden)
 	}
-	w.Norm = vec("norm", c.Dim, 1, 0.1)
+	// A final norm of 1/4 keeps the logits of the tied head (unit-RMS rows)
+	// at a spread of about 2, like a trained model's.
+	w.Norm = vec("norm", c.Dim, 0.25, 0.02)
 	if c.TiedEmbeddings {
 		w.Output = w.Embed
 	} else {

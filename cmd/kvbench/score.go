@@ -4,24 +4,43 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"sort"
+	"strings"
 	"time"
 
+	"github.com/kvbench/kvbench/policies"
 	"github.com/kvbench/kvbench/runtime"
 	"github.com/kvbench/kvbench/runtime/cpu"
 	"github.com/kvbench/kvbench/tasks"
 )
 
 func init() {
-	register("score", "perplexity of a text under full attention", cmdScore)
+	register("score", "perplexity of a text, under full attention or streamed through a cache policy", cmdScore)
+}
+
+// paramFlags collects repeated --param key=value flags.
+type paramFlags struct{ p policies.Params }
+
+func (f *paramFlags) String() string { return fmt.Sprint(f.p) }
+func (f *paramFlags) Set(s string) error {
+	if f.p == nil {
+		f.p = policies.Params{}
+	}
+	return policies.ParseParam(f.p, s)
 }
 
 func cmdScore(stdout, stderr io.Writer, args []string) error {
-	fs := newFlags("score", "score --model PATH|synthetic:NAME --text FILE|DIR [--tokens N]", stderr)
+	fs := newFlags("score", "score --model PATH|synthetic:NAME --text FILE|DIR [--tokens N] [--policy NAME --param key=value ...]", stderr)
 	model := fs.String("model", "", "model: Hugging Face directory, llama2.c .bin, or synthetic:NAME")
 	tokPath := fs.String("tokenizer", "", "tokenizer file (default: the one beside the model)")
 	text := fs.String("text", "", "text file, or folder of .txt files concatenated in name order")
 	tokens := fs.Int("tokens", 1024, "tokens to score (0: the whole text)")
-	chunk := fs.Int("chunk", 128, "tokens per forward pass")
+	chunk := fs.Int("chunk", 128, "tokens per forward pass without --policy")
+	policy := fs.String("policy", "", "stream the text one token at a time through this cache policy ("+strings.Join(policies.Names(), ", ")+")")
+	var params paramFlags
+	fs.Var(&params, "param", "policy parameter key=value (repeatable)")
+	bucket := fs.Int("bucket", 0, "with --policy: also print perplexity per bucket of this many tokens")
+	recallEvery := fs.Int("recall-every", 64, "with --policy: sample attention recall every N steps (0: never)")
 	threads := fs.Int("threads", 0, "CPU threads (0: one per core)")
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
@@ -29,8 +48,18 @@ func cmdScore(stdout, stderr io.Writer, args []string) error {
 	if *text == "" {
 		return fmt.Errorf("score: --text is required")
 	}
-	if *tokens < 0 || *chunk <= 0 {
-		return fmt.Errorf("score: --tokens must be >= 0 and --chunk > 0")
+	if *tokens < 0 || *chunk <= 0 || *bucket < 0 || *recallEvery < 0 {
+		return fmt.Errorf("score: --tokens, --bucket and --recall-every must be >= 0 and --chunk > 0")
+	}
+	if *policy == "" && params.p != nil {
+		return fmt.Errorf("score: --param needs --policy")
+	}
+	var pol policies.Policy
+	if *policy != "" {
+		var err error
+		if pol, err = policies.New(*policy, params.p); err != nil {
+			return err
+		}
 	}
 	m, tok, err := openModel(*model, *tokPath)
 	if err != nil {
@@ -52,29 +81,80 @@ func cmdScore(stdout, stderr io.Writer, args []string) error {
 	}
 	be := cpu.New(*threads)
 	defer be.Close()
-	r, err := runtime.NewRunner(m, be, *chunk)
+	rows := *chunk
+	if pol != nil {
+		rows = 1
+	}
+	r, err := runtime.NewRunner(m, be, rows)
 	if err != nil {
 		return err
 	}
+	if pol != nil {
+		pol.MeasureRecall(*recallEvery)
+		if err := pol.Start(r); err != nil {
+			return err
+		}
+	}
 	V := m.Config.Vocab
-	logits := make([]float32, *chunk*V)
-	var nll float64
+	logits := make([]float32, rows*V)
+	nlls := make([]float64, 0, len(ids)-1)
 	t0 := time.Now()
 	// Position i predicts ids[i+1]; the last id is only a target.
-	for start := 0; start < len(ids)-1; start += *chunk {
-		part := ids[start:min(start+*chunk, len(ids)-1)]
+	for start := 0; start < len(ids)-1; start += rows {
+		part := ids[start:min(start+rows, len(ids)-1)]
 		if err := r.ForwardAll(part, logits[:len(part)*V]); err != nil {
 			return err
 		}
 		for i := range part {
-			nll -= runtime.LogProb(logits[i*V:(i+1)*V], ids[start+i+1])
+			nlls = append(nlls, -runtime.LogProb(logits[i*V:(i+1)*V], ids[start+i+1]))
 		}
 	}
 	el := time.Since(t0)
-	n := len(ids) - 1
-	fmt.Fprintf(stdout, "model       %s\ntext        %s\ntokens      %d\nnll_sum     %.6f\nmean_nll    %.6f\nperplexity  %.4f\n",
-		m.Source, *text, n, nll, nll/float64(n), math.Exp(nll/float64(n)))
-	fmt.Fprintf(stdout, "kv_bytes    %d\ntime        %v (%.1f tokens/s, %s)\n",
-		r.Cache.ResidentBytes(), el.Round(time.Millisecond), float64(n)/el.Seconds(), be.Device())
+	n := len(nlls)
+	var nll float64
+	for _, v := range nlls {
+		nll += v
+	}
+	name := "full (prefill chunks)"
+	if pol != nil {
+		name = pol.Name() + " " + formatParams(pol.Params())
+	}
+	fmt.Fprintf(stdout, "model        %s\ntext         %s\npolicy       %s\ntokens       %d\nnll_sum      %.6f\nmean_nll     %.6f\nperplexity   %.4f\n",
+		m.Source, *text, name, n, nll, nll/float64(n), math.Exp(nll/float64(n)))
+	if pol != nil {
+		st := pol.Stats()
+		fmt.Fprintf(stdout, "kv_resident  %d bytes (max %d)\nkv_read      %.0f bytes per step (mean)\n", st.ResidentBytes, st.MaxResidentBytes, st.MeanBytesRead())
+		if rc := st.MeanRecall(); rc >= 0 {
+			fmt.Fprintf(stdout, "recall       %.4f (%d samples)\n", rc, st.RecallN)
+		}
+	} else {
+		fmt.Fprintf(stdout, "kv_resident  %d bytes\n", r.Cache.ResidentBytes())
+	}
+	fmt.Fprintf(stdout, "time         %v (%.1f tokens/s, %s)\n", el.Round(time.Millisecond), float64(n)/el.Seconds(), be.Device())
+	if *bucket > 0 {
+		fmt.Fprintf(stdout, "\n%-16s %10s\n", "tokens", "perplexity")
+		for b := 0; b < n; b += *bucket {
+			e := min(b+*bucket, n)
+			var s float64
+			for _, v := range nlls[b:e] {
+				s += v
+			}
+			fmt.Fprintf(stdout, "%7d-%-8d %10.3f\n", b, e, math.Exp(s/float64(e-b)))
+		}
+	}
 	return nil
+}
+
+// formatParams prints parameters as k=v in name order.
+func formatParams(p policies.Params) string {
+	keys := make([]string, 0, len(p))
+	for k := range p {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s=%v", k, p[k])
+	}
+	return strings.Join(parts, " ")
 }
