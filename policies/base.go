@@ -72,14 +72,15 @@ func (b *base) vecBytes() int64 { return b.cache.PageBytes() / int64(2*b.cache.P
 // begin starts the accounting of layer l's attention.
 func (b *base) begin(l int, a *runtime.AttnArgs) {
 	if l == 0 {
-		b.decode = a.Rows == 1
+		// A forward is a decode step when it feeds one token outside an
+		// announced prompt (a prompt's last chunk may be one row long).
+		b.decode = a.Rows == 1 && b.prompt <= 0
 		if b.decode {
 			b.stats.Steps++
 			b.sampled = b.recallEvery > 0 && b.stats.Steps%b.recallEvery == 0
 			b.stepRead = 0
-			b.prompt = 0
 		} else {
-			b.prompt -= a.Rows
+			b.prompt = max(0, b.prompt-a.Rows)
 		}
 	}
 }

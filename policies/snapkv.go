@@ -1,0 +1,310 @@
+package policies
+
+import (
+	"cmp"
+	"slices"
+
+	"github.com/kvbench/kvbench/runtime"
+)
+
+// snapKV compresses the cache once, when an announced prompt ends, by an
+// observation window (SnapKV, FasterDecoding/SnapKV; PyramidKV adds per-layer
+// budgets, see pyramidkv.go).
+//
+// For a prompt of n tokens starting at stream position start, the window is
+// its last `window` queries, positions [start+n-window, start+n). While the
+// prompt runs, attention accumulates (runtime.AttnArgs.Acc with AccFrom =
+// start+n-window) the softmax probabilities of the window's queries over every
+// cached key: the real causal attention of those rows, so keys inside the
+// window are masked causally as in the reference. Only the prefix keys
+// (positions < start+n-window) are candidates. For each query head the summed
+// probabilities of the prefix keys, taken in position order, are smoothed by a
+// 1-D pooling of width `kernel`, stride 1, padding kernel/2, exactly as the
+// reference's F.max_pool1d / F.avg_pool1d do: max pooling pads with -Inf (a
+// window at the edge takes the maximum of the tokens it covers), average
+// pooling pads with zeros and divides by `kernel` (count_include_pad=True, so
+// edge scores are shrunk). GQA: the pooled scores of the query heads of a KV
+// head's group are averaged (the reference repeats the KV heads and selects per
+// query head, which would break the cache's per-KV-head storage). Each KV head
+// keeps the top capacity-window prefix tokens by that score (ties: the earlier
+// position first; the reference's torch.topk leaves ties unspecified) plus
+// every token at or after the window's start; the rest are evicted.
+//
+// Compression runs only if n >= capacity (as the reference: q_len <
+// max_capacity_prompt keeps everything), once per announced prompt, layer by
+// layer: in AfterAttend of the forward chunk that holds the prompt's last row,
+// right after that layer's attention (the prompt's own attention is exact,
+// as in the reference, which compresses what it stores after prefill). When a
+// prompt follows earlier tokens of the stream, those are prefix keys too (the
+// reference only compresses a prompt fed into an empty cache). Decode steps
+// append to the cache and are never compressed: LayerBudget is (0, 0), Budget
+// is the capacity. A stream with no announced prompt (every token fed one at
+// a time, Prompt not called) is never compressed: SnapKV then equals full
+// attention.
+//
+// The window's probabilities are summed in float32 by the attention kernel
+// (the reference sums them in the model's dtype); pooling, averaging and
+// ranking are in float64.
+type snapKV struct {
+	base
+	capacity int // average tokens kept per KV head, window included
+	window   int
+	kernel   int  // pooling width (odd)
+	avg      bool // average pooling; max otherwise
+	pyramid  bool // per-layer budgets (pyramidkv)
+	beta     int  // pyramidkv's min-budget divisor
+
+	pending int  // announced prompt not yet begun
+	active  bool // a prompt to compress is in progress
+	n       int  // its length
+	from    int  // first window position: start+n-window
+	last    int  // last prompt position: start+n-1
+	// Set at layer 0 for the forward in progress.
+	winRows  bool // holds window rows: attention accumulates
+	firstWin bool // holds the first window row: accumulators start at zero
+	lastRow  bool // holds the last prompt row: compress after attention
+	shared   bool // the whole window is in this forward: one accumulator set for all layers
+
+	acc    [][][]float32 // [layer or 0 when shared][heads][tokens] window probabilities
+	order  []int32       // prefix token indices, in position order
+	rank   []int32       // positions in order, ranked by score
+	raw    []float64     // one query head's scores in position order
+	pooled []float64
+	score  []float64 // group mean of the pooled scores
+}
+
+func init() {
+	Register(Spec{Name: "snapkv", Doc: "keeps, once the prompt is read, the prompt tokens its last `window` queries attend to most (pooled), plus the window",
+		Params: snapParamDocs(),
+		New: func(p Params) (Policy, error) {
+			return newSnapKV("snapkv", p, false)
+		}})
+}
+
+func snapParamDocs() []ParamDoc {
+	return []ParamDoc{
+		{"capacity", "", "tokens kept per KV head after the prompt, window included"},
+		{"window", "32", "observation window: the last prompt queries scoring the prefix"},
+		{"kernel", "7", "pooling width (odd)"},
+		{"pooling", "max", "score smoothing: max or avg"},
+	}
+}
+
+// newSnapKV reads the parameters shared by snapkv and pyramidkv.
+func newSnapKV(name string, p Params, pyramid bool) (Policy, error) {
+	rd := newReader(name, p)
+	capacity := rd.Int("capacity", 0, 1, 1<<30)
+	window := rd.Int("window", 32, 1, 1<<30)
+	kernel := rd.Int("kernel", 7, 1, 1<<20)
+	pooling := rd.Enum("pooling", "max", "avg")
+	beta := 0
+	if pyramid {
+		beta = rd.Int("beta", 20, 1, 1<<30)
+	}
+	if rd.err == nil && capacity < window {
+		rd.fail("capacity", "%d is less than window %d (capacity counts the window)", capacity, window)
+	}
+	if rd.err == nil && kernel%2 == 0 {
+		rd.fail("kernel", "%d is even; the pooling width must be odd", kernel)
+	}
+	out, err := rd.done()
+	if err != nil {
+		return nil, err
+	}
+	return &snapKV{base: base{name: name, params: out, budget: capacity, evicts: true},
+		capacity: capacity, window: window, kernel: kernel, avg: pooling == "avg",
+		pyramid: pyramid, beta: beta}, nil
+}
+
+func (s *snapKV) Start(r *runtime.Runner) error {
+	s.active, s.winRows, s.firstWin, s.lastRow = false, false, false, false
+	return s.bind(r, s)
+}
+
+// LayerBudget is (0, 0): the cache grows during decode.
+func (s *snapKV) LayerBudget(l int) (hold, attend int) { return 0, 0 }
+
+// Prompt announces a prompt of n tokens: the next forward begins it.
+func (s *snapKV) Prompt(n int) {
+	s.base.Prompt(n)
+	s.pending = n
+}
+
+func (s *snapKV) BeforeAttend(l int, a *runtime.AttnArgs) {
+	s.begin(l, a)
+	if l == 0 {
+		s.plan(a)
+	}
+	if s.winRows {
+		s.accumulate(l, a)
+	}
+	s.finish(l, a, 0)
+}
+
+func (s *snapKV) AfterAttend(l int, a *runtime.AttnArgs) {
+	if s.lastRow {
+		s.compress(l, a)
+	}
+	s.end(l, a)
+}
+
+// plan places the forward in progress within the announced prompt.
+func (s *snapKV) plan(a *runtime.AttnArgs) {
+	first, newest := a.QPos[0], a.QPos[a.Rows-1]
+	if s.pending > 0 {
+		n := s.pending
+		s.pending = 0
+		s.active = n >= s.capacity
+		s.n, s.from, s.last = n, first+n-s.window, first+n-1
+	}
+	s.winRows, s.firstWin, s.lastRow, s.shared = false, false, false, false
+	if !s.active {
+		return
+	}
+	if first > s.last {
+		s.active = false // the prompt ended outside a forward we saw
+		return
+	}
+	s.winRows = newest >= s.from
+	s.firstWin = s.winRows && first <= s.from
+	s.lastRow = newest >= s.last
+	s.shared = s.firstWin && s.lastRow
+	if s.lastRow {
+		s.active = false
+	}
+}
+
+// accumulate points attention's probability accumulators at layer l's
+// buffers, sized to the layer's cache; they start at zero with the window.
+func (s *snapKV) accumulate(l int, a *runtime.AttnArgs) {
+	slot := l
+	if s.shared {
+		slot = 0
+	}
+	for len(s.acc) <= slot {
+		s.acc = append(s.acc, nil)
+	}
+	if len(s.acc[slot]) < a.Heads {
+		s.acc[slot] = make([][]float32, a.Heads)
+	}
+	bufs := s.acc[slot][:a.Heads]
+	group := a.Heads / a.KVHeads
+	for h := range bufs {
+		n := a.Seqs[h/group].N
+		b := bufs[h]
+		old := len(b)
+		if s.firstWin {
+			old = 0
+		}
+		if cap(b) < n {
+			nb := make([]float32, n, n+n/4+64)
+			copy(nb, b[:old])
+			b = nb
+		} else {
+			b = b[:n]
+			clear(b[min(old, n):])
+		}
+		bufs[h] = b
+	}
+	a.Acc, a.AccFrom = bufs, s.from
+}
+
+// compress evicts from layer l the prefix tokens outside each KV head's top
+// scores, once the prompt's last row has attended.
+func (s *snapKV) compress(l int, a *runtime.AttnArgs) {
+	slot := l
+	if s.shared {
+		slot = 0
+	}
+	acc := s.acc[slot]
+	group := a.Heads / a.KVHeads
+	seqs := s.cache.Seqs(l)
+	for g := range seqs {
+		seq := &seqs[g]
+		s.order = s.order[:0]
+		for t, p := range seq.Pos[:seq.N] {
+			if int(p) < s.from {
+				s.order = append(s.order, int32(t))
+			}
+		}
+		m := len(s.order)
+		keep := s.keep(l)
+		if keep >= m {
+			continue
+		}
+		slices.SortFunc(s.order, func(x, y int32) int { return cmp.Compare(seq.Pos[x], seq.Pos[y]) })
+		s.raw = snapGrow(s.raw, m)
+		s.pooled = snapGrow(s.pooled, m)
+		s.score = snapGrow(s.score, m)
+		clear(s.score)
+		for h := g * group; h < (g+1)*group; h++ {
+			for i, t := range s.order {
+				s.raw[i] = float64(acc[h][t])
+			}
+			snapPool1d(s.pooled, s.raw, s.kernel, s.avg)
+			for i, v := range s.pooled {
+				s.score[i] += v / float64(group)
+			}
+		}
+		s.rank = snapRank(s.rank, s.score)
+		// rank[keep:] are positions in order of the tokens to drop.
+		s.drop = s.drop[:0]
+		for _, i := range s.rank[keep:] {
+			s.drop = append(s.drop, s.order[i])
+		}
+		s.cache.Evict(l, g, s.drop)
+	}
+}
+
+// keep is the number of prefix tokens layer l keeps.
+func (s *snapKV) keep(l int) int {
+	if s.pyramid {
+		return pyramidBudget(s.capacity, s.window, s.beta, s.cfg.Layers, s.n, l)
+	}
+	return s.capacity - s.window
+}
+
+func snapGrow(b []float64, n int) []float64 {
+	if cap(b) < n {
+		return make([]float64, n, n+n/4+64)
+	}
+	return b[:n]
+}
+
+// snapRank writes into rank (reused) the indices 0..len(score)-1 ordered by
+// score, highest first, ties to the lower index.
+func snapRank(rank []int32, score []float64) []int32 {
+	rank = rank[:0]
+	for i := range score {
+		rank = append(rank, int32(i))
+	}
+	slices.SortFunc(rank, func(x, y int32) int {
+		if c := cmp.Compare(score[y], score[x]); c != 0 {
+			return c
+		}
+		return cmp.Compare(x, y)
+	})
+	return rank
+}
+
+// snapPool1d writes into dst the 1-D pooling of src with width kernel (odd),
+// stride 1 and padding kernel/2, as torch's F.max_pool1d (padding is -Inf:
+// the maximum over the covered elements) or F.avg_pool1d with
+// count_include_pad=True (padding is zero: the covered sum divided by kernel).
+// len(dst) == len(src).
+func snapPool1d(dst, src []float64, kernel int, avg bool) {
+	pad := kernel / 2
+	n := len(src)
+	for i := range dst[:n] {
+		lo, hi := max(i-pad, 0), min(i+pad, n-1)
+		if avg {
+			var sum float64
+			for _, v := range src[lo : hi+1] {
+				sum += v
+			}
+			dst[i] = sum / float64(kernel)
+		} else {
+			dst[i] = slices.Max(src[lo : hi+1])
+		}
+	}
+}
