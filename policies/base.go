@@ -28,7 +28,12 @@ type base struct {
 	drop        []int32 // scratch list of indices to evict
 	stepRead    int64   // KV bytes read so far in this decode step
 	prompt      int     // tokens of an announced prompt still to come
+	err         error   // a condition that makes the stream's results invalid
 }
+
+// Err reports why the policy could not act (the runner returns it from
+// Forward), or nil.
+func (b *base) Err() error { return b.err }
 
 func (b *base) Name() string   { return b.name }
 func (b *base) Params() Params { return b.params }

@@ -47,6 +47,9 @@ type Hook interface {
 	AfterAttend(l int, a *AttnArgs)
 }
 
+// A Hook that cannot act (bad parameters for the stream) may also implement
+// Err() error: Forward returns its error after the step.
+
 // Runner runs a model on a backend, one stream of tokens at a time, with its
 // own KV cache. It is not safe for concurrent use.
 type Runner struct {
@@ -171,6 +174,11 @@ func (r *Runner) forward(tokens []int, logits []float32, all bool) error {
 			out = logits[:c.Vocab]
 		}
 		r.step(chunk, out, all)
+		if e, ok := r.Hook.(interface{ Err() error }); ok {
+			if err := e.Err(); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }

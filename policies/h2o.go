@@ -1,0 +1,318 @@
+package policies
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+
+	"github.com/kvbench/kvbench/runtime"
+)
+
+// h2o is Heavy-Hitter Oracle (H2O, Zhang et al. 2023; reference
+// FMInference/H2O utils_real_drop): every layer and KV head keeps an
+// accumulated score per cached token, the sum over every query that attended
+// to it (all query heads of the GQA group, prefill and decode) of its softmax
+// probability. Whenever a KV head holds more than heavy+recent tokens it keeps
+// the recent most recent tokens (by position) and, of the others, the heavy
+// with the highest score, and evicts the rest. Heads choose independently.
+//
+// Scores come from attention itself (runtime.AttnArgs.Acc): the backend adds
+// each query row's probabilities into one buffer per query head, which the
+// policy sums over the group into a float64 score per token after the
+// layer's attention. The scores are kept aligned with the cache's token
+// indices: after an eviction the policy applies the cache's own rule (the
+// last token moves into each freed slot) to its score array.
+//
+// Timing. A single-token step evicts before attention, with the scores
+// accumulated through the previous step, so attention reads at most
+// heavy+recent tokens, the newest included. This is the reference's
+// evict-after-attention shifted by one step; the one difference is that the
+// reference's recent window counts the tokens up to the previous one and then
+// attends the new token on top (heavy+recent+1 tokens), while here the window
+// includes the new token and attention reads heavy+recent. A prompt chunk
+// (Rows > 1) attends causally in full, accumulates, and is evicted down to
+// heavy+recent after its attention, as the reference does after prefill. The
+// runner feeds long prompts in chunks of its maxRows; eviction runs after
+// each chunk, so a prompt longer than a chunk is not scored by the full
+// causal matrix as the reference's single prefill does (memory stays bounded
+// instead).
+//
+// Ties (equal scores) evict the older position first, a deterministic
+// choice (the reference's torch.topk leaves it unspecified).
+//
+// Budgets are heavy and recent in tokens, or heavy_ratio and recent_ratio of
+// the prompt length (the default: 0.1 and 0.1, the paper's setting). Ratios
+// are resolved by the stream's first Prompt(n) call with n > 0, flooring as
+// the reference does (int(ratio*n)), with recent at least 1 so the newest
+// token is always attended; a stream that starts without an announced prompt
+// has no prompt length to take a ratio of, and its first forward returns an
+// error saying so (there is no silent fallback). The budget then stays
+// fixed for the stream.
+//
+// normalize: false (the paper) ranks by plain column sums, which favour early
+// tokens (more queries have seen them); true divides each token's sum by the
+// number of queries that saw it (query rows from its position to the last
+// accumulated one: every held token was attended by each of them).
+type h2o struct {
+	base
+	heavy, recent          int
+	heavyRatio, recentRate float64
+	ratios                 bool // budgets are ratios of the prompt length
+	resolved               bool // heavy and recent are known for this stream
+	normalize              bool
+	score                  [][][]float64 // [layer][kvHead][token index] accumulated probability
+	acc                    [][]float32   // [heads] attention's accumulation buffers, reused by every layer
+	cand                   []h2oCand     // scratch: eviction candidates
+}
+
+// h2oCand is a token that may be evicted: its ranking key, position and index.
+type h2oCand struct {
+	key float64
+	pos int32
+	idx int32
+}
+
+func init() {
+	Register(Spec{Name: "h2o", Doc: "heavy hitters by accumulated attention plus a recent window (H2O)",
+		Params: []ParamDoc{
+			{"heavy", "", "heavy-hitter tokens kept per layer and KV head (with recent; or give ratios)"},
+			{"recent", "", "most recent tokens kept per layer and KV head (with heavy; or give ratios)"},
+			{"heavy_ratio", "0.1", "heavy as a share of the prompt length (when heavy/recent are not given)"},
+			{"recent_ratio", "0.1", "recent as a share of the prompt length (when heavy/recent are not given)"},
+			{"normalize", "false", "rank by the mean instead of the sum of the probabilities a token received"},
+		},
+		New: newH2O})
+}
+
+func newH2O(p Params) (Policy, error) {
+	rd := newReader("h2o", p)
+	tokens := rd.has("heavy") || rd.has("recent")
+	ratios := rd.has("heavy_ratio") || rd.has("recent_ratio")
+	pol := &h2o{base: base{name: "h2o", evicts: true}}
+	pol.normalize = rd.Bool("normalize", false)
+	switch {
+	case tokens && ratios:
+		for _, n := range []string{"heavy", "recent", "heavy_ratio", "recent_ratio"} {
+			rd.used[n] = true
+		}
+		name := "heavy"
+		if !rd.has("heavy") {
+			name = "recent"
+		}
+		rd.fail(name, "give the budget in tokens (heavy and recent) or as shares of the prompt (heavy_ratio and recent_ratio), not both")
+	case tokens:
+		pol.heavy = rd.Int("heavy", -1, 0, 1<<30)
+		pol.recent = rd.Int("recent", -1, 1, 1<<30)
+		pol.resolved = true
+		pol.budget = pol.heavy + pol.recent
+	default:
+		pol.ratios = true
+		pol.heavyRatio = rd.Float("heavy_ratio", 0.1, 0, 1)
+		pol.recentRate = rd.Float("recent_ratio", 0.1, 0, 1)
+	}
+	out, err := rd.done()
+	if err != nil {
+		return nil, err
+	}
+	pol.params = out
+	return pol, nil
+}
+
+func (p *h2o) Start(r *runtime.Runner) error {
+	if err := p.bind(r, p); err != nil {
+		return err
+	}
+	if p.ratios {
+		p.resolved, p.heavy, p.recent, p.budget = false, 0, 0, 0
+		delete(p.params, "heavy")
+		delete(p.params, "recent")
+	}
+	c := r.Model.Config
+	if len(p.score) != c.Layers || len(p.score[0]) != c.KVHeads {
+		p.score = make([][][]float64, c.Layers)
+		for l := range p.score {
+			p.score[l] = make([][]float64, c.KVHeads)
+		}
+	}
+	for l := range p.score {
+		for h := range p.score[l] {
+			p.score[l][h] = p.score[l][h][:0]
+		}
+	}
+	if len(p.acc) != c.Heads {
+		p.acc = make([][]float32, c.Heads)
+	}
+	return nil
+}
+
+// Prompt resolves ratio budgets from the stream's first announced prompt.
+func (p *h2o) Prompt(n int) {
+	p.base.Prompt(n)
+	if p.ratios && !p.resolved && n > 0 {
+		p.heavy = int(p.heavyRatio * float64(n))
+		p.recent = max(1, int(p.recentRate*float64(n)))
+		p.budget = p.heavy + p.recent
+		p.resolved = true
+		p.params["heavy"], p.params["recent"] = p.heavy, p.recent
+	}
+}
+
+// Scores returns the accumulated score of each token layer l, KV head h holds,
+// by cache index (the positions are Cache.Seqs(l)[h].Pos), through the last
+// finished forward; for inspection and tests. The slice is the policy's own,
+// valid until the next forward.
+func (p *h2o) Scores(l, h int) []float64 { return p.score[l][h] }
+
+func (p *h2o) BeforeAttend(l int, a *runtime.AttnArgs) {
+	if !p.resolved {
+		if p.err == nil {
+			p.err = fmt.Errorf("policy h2o: heavy_ratio %v and recent_ratio %v are shares of the prompt length, but no prompt was announced: give heavy and recent in tokens, or announce the prompt (Prompt(n)) before the first forward",
+				p.heavyRatio, p.recentRate)
+		}
+		return
+	}
+	p.begin(l, a)
+	p.grow(l)
+	if a.Rows == 1 {
+		pos := int32(a.QPos[0])
+		p.evict(l, pos, pos-1)
+	}
+	p.arm(a)
+	p.finish(l, a, 0)
+}
+
+func (p *h2o) AfterAttend(l int, a *runtime.AttnArgs) {
+	if !p.resolved {
+		return // BeforeAttend recorded the error
+	}
+	p.collect(l, a)
+	if a.Rows > 1 {
+		last := newest(a)
+		p.evict(l, last, last)
+	}
+	p.end(l, a)
+}
+
+// grow gives the tokens just appended to layer l a zero score.
+func (p *h2o) grow(l int) {
+	seqs := p.cache.Seqs(l)
+	for h := range seqs {
+		sc := p.score[l][h]
+		n := seqs[h].N
+		if len(sc) > n {
+			panic(fmt.Sprintf("policy h2o: layer %d KV head %d holds %d tokens, the policy scored %d: the cache changed behind the policy", l, h, n, len(sc)))
+		}
+		for len(sc) < n {
+			sc = append(sc, 0)
+		}
+		p.score[l][h] = sc
+	}
+}
+
+// arm hands attention zeroed accumulation buffers, one per query head, as long
+// as its KV head's sequence, for every query row.
+func (p *h2o) arm(a *runtime.AttnArgs) {
+	group := a.Heads / a.KVHeads
+	for h := range p.acc {
+		n := a.Seqs[h/group].N
+		if cap(p.acc[h]) < n {
+			p.acc[h] = make([]float32, n, n+n/4+64)
+		}
+		p.acc[h] = p.acc[h][:n]
+		clear(p.acc[h])
+	}
+	a.Acc, a.AccFrom = p.acc, 0
+}
+
+// collect adds what attention accumulated to the scores of layer l: the
+// probabilities of every query row and every head of a KV head's group.
+func (p *h2o) collect(l int, a *runtime.AttnArgs) {
+	group := a.Heads / a.KVHeads
+	for g := range a.Seqs {
+		sc := p.score[l][g][:a.Seqs[g].N]
+		for h := g * group; h < (g+1)*group; h++ {
+			for t, v := range p.acc[h][:len(sc)] {
+				sc[t] += float64(v)
+			}
+		}
+	}
+}
+
+// key is token t's ranking score; lastQ is the position of the last query
+// whose probabilities the scores hold.
+func (p *h2o) key(sc float64, pos, lastQ int32) float64 {
+	if !p.normalize {
+		return sc
+	}
+	return sc / float64(max(1, lastQ-pos+1))
+}
+
+// evict trims every KV head of layer l to heavy+recent tokens: the tokens at
+// positions > last-recent stay, and of the others the heavy with the highest
+// key; ties evict the older position. lastQ is the position of the last query
+// accumulated into the scores.
+func (p *h2o) evict(l int, last, lastQ int32) {
+	seqs := p.cache.Seqs(l)
+	lo := last - int32(p.recent) + 1 // the recent window is [lo, last]
+	for h := range seqs {
+		s := &seqs[h]
+		if s.N <= p.heavy+p.recent {
+			continue
+		}
+		sc := p.score[l][h]
+		// One pass: count the candidates and find the lowest, which is all a
+		// decode step needs (it evicts one token).
+		ncand, best, bestKey, bestPos := 0, -1, 0.0, int32(0)
+		for t, pos := range s.Pos[:s.N] {
+			if pos >= lo {
+				continue
+			}
+			ncand++
+			k := p.key(sc[t], pos, lastQ)
+			if best < 0 || k < bestKey || k == bestKey && pos < bestPos {
+				best, bestKey, bestPos = t, k, pos
+			}
+		}
+		excess := ncand - p.heavy
+		if excess <= 0 {
+			continue
+		}
+		p.drop = p.drop[:0]
+		if excess == 1 {
+			p.drop = append(p.drop, int32(best))
+		} else {
+			p.cand = p.cand[:0]
+			for t, pos := range s.Pos[:s.N] {
+				if pos < lo {
+					p.cand = append(p.cand, h2oCand{key: p.key(sc[t], pos, lastQ), pos: pos, idx: int32(t)})
+				}
+			}
+			slices.SortFunc(p.cand, func(x, y h2oCand) int {
+				if c := cmp.Compare(x.key, y.key); c != 0 {
+					return c
+				}
+				return cmp.Compare(x.pos, y.pos)
+			})
+			for _, c := range p.cand[:excess] {
+				p.drop = append(p.drop, c.idx)
+			}
+		}
+		p.cache.Evict(l, h, p.drop)
+		p.score[l][h] = h2oCompact(sc, p.drop)
+	}
+}
+
+// h2oCompact applies the cache's eviction rule to per-token values aligned
+// with a sequence: for each dropped index, highest first (drop is sorted), the
+// last value moves into the freed slot.
+func h2oCompact(v []float64, drop []int32) []float64 {
+	n := len(v)
+	for i := len(drop) - 1; i >= 0; i-- {
+		d := int(drop[i])
+		if d != n-1 {
+			v[d] = v[n-1]
+		}
+		n--
+	}
+	return v[:n]
+}

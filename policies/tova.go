@@ -1,0 +1,235 @@
+package policies
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+
+	"github.com/kvbench/kvbench/runtime"
+)
+
+// tova is Token Omission Via Attention (TOVA, Oren et al. 2024; reference
+// schwartz-lab-NLP/TOVA): whenever a layer holds more than cache tokens, each
+// token is scored by the attention probability the current (last) query gives
+// it, averaged over all query heads of the layer, and the lowest are evicted,
+// the same positions from every KV head. In steady state one token leaves per
+// step. There is no sink or recent protection: the newest token may go too.
+//
+// The choice needs the current query's attention, so a decode step attends to
+// cache+1 tokens (the held ones and the new one) and evicts in AfterAttend:
+// LayerBudget is (cache, cache+1). A prompt chunk attends causally in full and
+// is evicted down to cache after its attention, scored by its last row (the
+// reference scores a prompt by its last query as well; a prompt longer than
+// the runner's chunk is scored chunk by chunk).
+//
+// The probabilities come from attention itself (runtime.AttnArgs.Acc, from the
+// last row only, through AccFrom), one buffer per query head, summed over the
+// heads of the layer in float64 and divided by the number of heads. Ties evict
+// the older position first (the reference's argmin takes the first index, its
+// cache being in position order).
+//
+// All KV heads of a layer hold the same positions, since the policy evicts the
+// same positions from each; it normally finds them at the same indices as
+// well (the cache moves tokens the same way in every head), and otherwise
+// matches them by position.
+type tova struct {
+	base
+	size  int
+	armed bool
+	acc   [][]float32 // [heads] attention's accumulation buffers, reused by every layer
+	avg   []float64   // [tokens] head-averaged probability, by KV head 0's index
+	cand  []h2oCand   // scratch: tokens ranked for eviction
+	idx   [][]int32   // [kvHead] index in head h of KV head 0's token t; nil: the same
+	maps  [][]int32   // [kvHead] storage of idx
+	drops [][]int32   // [kvHead] indices to evict
+	ord0  []int32     // scratch for matching positions
+	ordH  []int32
+}
+
+func init() {
+	Register(Spec{Name: "tova", Doc: "evicts the token the current query attends least, averaged over the layer's heads (TOVA)",
+		Params: []ParamDoc{{"cache", "", "tokens kept per layer (every KV head holds the same ones)"}},
+		New: func(p Params) (Policy, error) {
+			rd := newReader("tova", p)
+			c := rd.Int("cache", 0, 1, 1<<30)
+			out, err := rd.done()
+			if err != nil {
+				return nil, err
+			}
+			return &tova{base: base{name: "tova", params: out, budget: c, evicts: true}, size: c}, nil
+		}})
+}
+
+// LayerBudget: cache tokens held after a step, cache+1 attended in it.
+func (p *tova) LayerBudget(l int) (hold, attend int) { return p.size, p.size + 1 }
+
+func (p *tova) Start(r *runtime.Runner) error {
+	if err := p.bind(r, p); err != nil {
+		return err
+	}
+	c := r.Model.Config
+	if len(p.acc) != c.Heads {
+		p.acc = make([][]float32, c.Heads)
+	}
+	if len(p.idx) != c.KVHeads {
+		p.idx = make([][]int32, c.KVHeads)
+		p.maps = make([][]int32, c.KVHeads)
+		p.drops = make([][]int32, c.KVHeads)
+	}
+	return nil
+}
+
+func (p *tova) BeforeAttend(l int, a *runtime.AttnArgs) {
+	p.begin(l, a)
+	p.armed = false
+	over := false
+	for g := range a.Seqs {
+		over = over || a.Seqs[g].N > p.size
+	}
+	if over {
+		group := a.Heads / a.KVHeads
+		for h := range p.acc {
+			n := a.Seqs[h/group].N
+			if cap(p.acc[h]) < n {
+				p.acc[h] = make([]float32, n, n+n/4+64)
+			}
+			p.acc[h] = p.acc[h][:n]
+			clear(p.acc[h])
+		}
+		a.Acc, a.AccFrom = p.acc, int(newest(a))
+		p.armed = true
+	}
+	p.finish(l, a, 0)
+}
+
+func (p *tova) AfterAttend(l int, a *runtime.AttnArgs) {
+	if p.armed {
+		p.evict(l, a)
+	}
+	p.end(l, a)
+}
+
+// evict drops the tokens of layer l the last query attended least, averaged
+// over every query head, until cache remain.
+func (p *tova) evict(l int, a *runtime.AttnArgs) {
+	seqs := p.cache.Seqs(l)
+	s0 := &seqs[0]
+	n := s0.N
+	excess := n - p.size
+	if excess <= 0 {
+		return
+	}
+	group := a.Heads / a.KVHeads
+	if cap(p.avg) < n {
+		p.avg = make([]float64, n, n+n/4+64)
+	}
+	avg := p.avg[:n]
+	clear(avg)
+	for g := range seqs {
+		idx := p.match(l, g)
+		for h := g * group; h < (g+1)*group; h++ {
+			acc := p.acc[h]
+			if idx == nil {
+				for t, v := range acc[:n] {
+					avg[t] += float64(v)
+				}
+			} else {
+				for t, i := range idx {
+					avg[t] += float64(acc[i])
+				}
+			}
+		}
+	}
+	inv := 1 / float64(a.Heads)
+	for t := range avg {
+		avg[t] *= inv
+	}
+
+	// The excess lowest by (score, position); one pass when one token goes.
+	d0 := p.drops[0][:0]
+	if excess == 1 {
+		best := 0
+		for t := 1; t < n; t++ {
+			if avg[t] < avg[best] || avg[t] == avg[best] && s0.Pos[t] < s0.Pos[best] {
+				best = t
+			}
+		}
+		d0 = append(d0, int32(best))
+	} else {
+		p.cand = p.cand[:0]
+		for t, pos := range s0.Pos[:n] {
+			p.cand = append(p.cand, h2oCand{key: avg[t], pos: pos, idx: int32(t)})
+		}
+		slices.SortFunc(p.cand, func(x, y h2oCand) int {
+			if c := cmp.Compare(x.key, y.key); c != 0 {
+				return c
+			}
+			return cmp.Compare(x.pos, y.pos)
+		})
+		for _, c := range p.cand[:excess] {
+			d0 = append(d0, c.idx)
+		}
+	}
+	p.drops[0] = d0
+	// Every head's indices first (head 0's positions change once it evicts).
+	for g := 1; g < len(seqs); g++ {
+		d := p.drops[g][:0]
+		for _, t := range d0 {
+			if p.idx[g] == nil {
+				d = append(d, t)
+			} else {
+				d = append(d, p.idx[g][t])
+			}
+		}
+		p.drops[g] = d
+	}
+	for g := range seqs {
+		p.cache.Evict(l, g, p.drops[g])
+	}
+}
+
+// match returns, for KV head g of layer l, the index of each of KV head 0's
+// tokens (by its index), or nil when head g holds the same positions at the
+// same indices. It panics when the heads hold different positions.
+func (p *tova) match(l, g int) []int32 {
+	seqs := p.cache.Seqs(l)
+	s0, s := &seqs[0], &seqs[g]
+	n := s0.N
+	if s.N == n && slices.Equal(s.Pos[:n], s0.Pos[:n]) {
+		p.idx[g] = nil
+		return nil
+	}
+	bad := s.N != n
+	if !bad {
+		p.ord0 = tovaOrder(p.ord0, s0.Pos[:n])
+		p.ordH = tovaOrder(p.ordH, s.Pos[:n])
+		m := p.maps[g]
+		if cap(m) < n {
+			m = make([]int32, n, n+n/4+64)
+		}
+		m = m[:n]
+		for i, t0 := range p.ord0 {
+			th := p.ordH[i]
+			if s0.Pos[t0] != s.Pos[th] {
+				bad = true
+				break
+			}
+			m[t0] = th
+		}
+		p.maps[g], p.idx[g] = m, m
+	}
+	if bad {
+		panic(fmt.Sprintf("policy tova: layer %d KV heads 0 and %d hold different tokens (%d and %d): the cache changed behind the policy", l, g, n, s.N))
+	}
+	return p.idx[g]
+}
+
+// tovaOrder fills ord with the indices 0..len(pos)-1 sorted by position.
+func tovaOrder(ord []int32, pos []int32) []int32 {
+	ord = ord[:0]
+	for t := range pos {
+		ord = append(ord, int32(t))
+	}
+	slices.SortFunc(ord, func(x, y int32) int { return cmp.Compare(pos[x], pos[y]) })
+	return ord
+}
