@@ -3,6 +3,7 @@ package runtime
 import (
 	"fmt"
 	"math"
+	"time"
 )
 
 // This file is the Llama-family forward pass: the layer loop, written once
@@ -57,6 +58,9 @@ type Runner struct {
 	Backend Backend
 	Cache   *KVCache
 	Hook    Hook // the cache policy; nil keeps every token (full attention)
+	// OnAttend, when set, receives the wall-clock time of each layer's
+	// attention (policy hooks excluded) and the rows it computed.
+	OnAttend func(layer, rows int, d time.Duration)
 	w       deviceWeights
 	s       state
 	pos     int // position of the next token
@@ -216,7 +220,13 @@ func (r *Runner) step(tokens []int, out []float32, all bool) {
 		if r.Hook != nil {
 			r.Hook.BeforeAttend(l, &s.attn)
 		}
-		be.Attend(&s.attn)
+		if r.OnAttend != nil {
+			t0 := time.Now()
+			be.Attend(&s.attn)
+			r.OnAttend(l, rows, time.Since(t0))
+		} else {
+			be.Attend(&s.attn)
+		}
 		if r.Hook != nil {
 			r.Hook.AfterAttend(l, &s.attn)
 		}

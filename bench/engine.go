@@ -1,0 +1,209 @@
+package bench
+
+import (
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/kvbench/kvbench/policies"
+	"github.com/kvbench/kvbench/results"
+	"github.com/kvbench/kvbench/runtime"
+	"github.com/kvbench/kvbench/runtime/cpu"
+	"github.com/kvbench/kvbench/runtime/tokenizer"
+	"github.com/kvbench/kvbench/tasks"
+)
+
+// Engine is a model under one cache policy configuration: it implements
+// tasks.Model, starting streams that each own a backend, a KV cache and a
+// fresh policy instance, and it gathers their accounting and attention
+// timings for the cell's record.
+type Engine struct {
+	Model       *runtime.Model
+	Tok         tokenizer.Tokenizer
+	Policy      string
+	Params      policies.Params
+	Threads     int // CPU threads per stream (0: every core)
+	RecallEvery int // sample attention recall every n decode steps (0: never)
+	MaxRows     int // prefill chunk (default 256)
+
+	mu      sync.Mutex
+	lat     []float64 // decode attention time per layer and step, µs (bounded reservoir)
+	latN    int
+	stats   []policies.Stats // of closed streams
+	budget  int
+	maxLat  int
+	seed    uint64
+	backend string
+	device  string
+}
+
+// NewEngine checks the policy and its parameters and returns an engine.
+func NewEngine(m *runtime.Model, tok tokenizer.Tokenizer, policy string, params policies.Params) (*Engine, error) {
+	p, err := policies.New(policy, params)
+	if err != nil {
+		return nil, err
+	}
+	return &Engine{Model: m, Tok: tok, Policy: policy, Params: params, budget: p.Budget(), maxLat: 1 << 16, seed: 1}, nil
+}
+
+// Tokenizer returns the model's tokenizer.
+func (e *Engine) Tokenizer() tokenizer.Tokenizer { return e.Tok }
+
+// Vocab is the model's vocabulary size.
+func (e *Engine) Vocab() int { return e.Model.Config.Vocab }
+
+// MaxSeq is the model's trained context.
+func (e *Engine) MaxSeq() int { return e.Model.Config.MaxSeq }
+
+// Budget is the policy's nominal budget.
+func (e *Engine) Budget() int { return e.budget }
+
+// Device describes the backend the streams run on.
+func (e *Engine) Device() (backend, device string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.backend, e.device
+}
+
+// NewStream starts an independent stream under a fresh policy instance.
+func (e *Engine) NewStream() (tasks.Stream, error) {
+	p, err := policies.New(e.Policy, e.Params)
+	if err != nil {
+		return nil, err
+	}
+	be := cpu.New(e.Threads)
+	rows := e.MaxRows
+	if rows <= 0 {
+		rows = 256
+	}
+	r, err := runtime.NewRunner(e.Model, be, rows)
+	if err != nil {
+		be.Close()
+		return nil, err
+	}
+	p.MeasureRecall(e.RecallEvery)
+	if err := p.Start(r); err != nil {
+		be.Close()
+		return nil, err
+	}
+	s := &stream{e: e, r: r, p: p, be: be}
+	r.OnAttend = s.onAttend
+	e.mu.Lock()
+	e.backend, e.device = be.Name(), be.Device()
+	e.mu.Unlock()
+	return s, nil
+}
+
+type stream struct {
+	e      *Engine
+	r      *runtime.Runner
+	p      policies.Policy
+	be     *cpu.Backend
+	one    [1]int
+	lat    []float64 // this stream's decode attention times, µs
+	closed bool
+}
+
+func (s *stream) onAttend(_, rows int, d time.Duration) {
+	if rows == 1 && len(s.lat) < 1<<16 {
+		s.lat = append(s.lat, float64(d.Nanoseconds())/1e3)
+	}
+}
+
+func (s *stream) Prompt(ids []int, logits []float32) error {
+	s.p.Prompt(len(ids))
+	return s.r.Forward(ids, logits)
+}
+
+func (s *stream) Step(id int, logits []float32) error {
+	s.one[0] = id
+	return s.r.Forward(s.one[:], logits)
+}
+
+func (s *stream) Pos() int               { return s.r.Pos() }
+func (s *stream) Stats() *policies.Stats { return s.p.Stats() }
+
+// Close hands the stream's accounting and timings to the engine and frees
+// its memory.
+func (s *stream) Close() {
+	if s.closed {
+		return
+	}
+	s.closed = true
+	e := s.e
+	e.mu.Lock()
+	e.stats = append(e.stats, *s.p.Stats())
+	for _, v := range s.lat {
+		e.latN++
+		if len(e.lat) < e.maxLat {
+			e.lat = append(e.lat, v)
+		} else if j := int(e.seed % uint64(e.latN)); j < e.maxLat { // reservoir sampling
+			e.lat[j] = v
+		}
+		e.seed = e.seed*6364136223846793005 + 1442695040888963407
+	}
+	e.mu.Unlock()
+	s.r.Reset()
+	s.be.Close()
+}
+
+// Summary returns the latency and cache accounting over every closed stream.
+func (e *Engine) Summary() (results.Latency, results.KV) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var lat results.Latency
+	if len(e.lat) > 0 {
+		v := append([]float64(nil), e.lat...)
+		sort.Float64s(v)
+		var sum float64
+		for _, x := range v {
+			sum += x
+		}
+		lat = results.Latency{P50: quantile(v, 0.5), P90: quantile(v, 0.9), Mean: sum / float64(len(v)), N: e.latN}
+		// Keep up to 200 evenly spaced samples (of the sorted values) for
+		// significance tests.
+		step := max(1, len(v)/200)
+		for i := 0; i < len(v); i += step {
+			lat.Samples = append(lat.Samples, v[i])
+		}
+	}
+	kv := results.KV{Recall: -1}
+	var rsum float64
+	var rn, steps int
+	var read float64
+	for _, st := range e.stats {
+		kv.MaxResident = max(kv.MaxResident, st.MaxResidentBytes)
+		kv.FinalResident = max(kv.FinalResident, st.ResidentBytes)
+		kv.MaxAttended = max(kv.MaxAttended, st.MaxAttended)
+		rsum += st.RecallSum
+		rn += st.RecallN
+		steps += st.Steps
+		read += float64(st.TotalBytesRead)
+	}
+	if rn > 0 {
+		kv.Recall = rsum / float64(rn)
+	}
+	if steps > 0 {
+		kv.BytesRead = read / float64(steps)
+	}
+	return lat, kv
+}
+
+func quantile(sorted []float64, q float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := q * float64(len(sorted)-1)
+	lo := int(i)
+	if lo+1 >= len(sorted) {
+		return sorted[len(sorted)-1]
+	}
+	f := i - float64(lo)
+	return sorted[lo]*(1-f) + sorted[lo+1]*f
+}
+
+var _ tasks.Model = (*Engine)(nil)
+
+// String names the engine's configuration.
+func (e *Engine) String() string { return fmt.Sprintf("%s under %s %v", e.Model.Source, e.Policy, e.Params) }

@@ -1,0 +1,77 @@
+// Package results holds kvbench's result records, the JSONL store that
+// survives crashes and resumes runs, tables (Markdown, CSV), plots (PNG,
+// SVG), the HTML report, and compare, the regression gate.
+package results
+
+import (
+	"time"
+
+	"github.com/kvbench/kvbench/tasks"
+)
+
+// Record is the outcome of one cell of a suite, self-describing: the cell's
+// parameters, the task's version and the run's environment travel with it.
+type Record struct {
+	Suite        string         `json:"suite"`
+	Cell         string         `json:"cell"` // stable key: model/policy(params)/task(params)
+	Model        string         `json:"model"`
+	ModelPath    string         `json:"model_path"`
+	Policy       string         `json:"policy"`
+	PolicyParams map[string]any `json:"policy_params"`
+	Budget       int            `json:"budget"` // the policy's nominal budget (0: none)
+	Task         string         `json:"task"`
+	TaskVersion  int            `json:"task_version"`
+	TaskParams   map[string]any `json:"task_params"`
+
+	Status string `json:"status"` // "ok" or "failed"
+	Error  string `json:"error,omitempty"`
+
+	Metrics map[string]float64       `json:"metrics,omitempty"`
+	Curves  map[string][]tasks.Point `json:"curves,omitempty"`
+	Detail  map[string]any           `json:"detail,omitempty"`
+
+	Latency    Latency `json:"attn_latency"` // attention time per layer and step
+	KV         KV      `json:"kv"`
+	Tokens     int     `json:"tokens"`
+	Throughput float64 `json:"tokens_per_s"`
+
+	Meta Meta `json:"meta"`
+}
+
+// Latency summarises attention-kernel times per layer and step, in
+// microseconds: wall-clock on the CPU backend, device events on the GPU.
+// Samples keeps a bounded set of per-step totals (all layers) for
+// significance tests in compare.
+type Latency struct {
+	P50     float64   `json:"p50_us"`
+	P90     float64   `json:"p90_us"`
+	Mean    float64   `json:"mean_us"`
+	N       int       `json:"n"`
+	Samples []float64 `json:"samples_us,omitempty"`
+}
+
+// KV is the cell's cache accounting.
+type KV struct {
+	MaxResident   int64   `json:"max_resident_bytes"`
+	FinalResident int64   `json:"final_resident_bytes"`
+	BytesRead     float64 `json:"bytes_read_per_step"` // mean over decode steps
+	Recall        float64 `json:"recall"`              // mean sampled attention recall (-1: not sampled)
+	MaxAttended   int     `json:"max_attended"`
+}
+
+// Meta is the environment of the run.
+type Meta struct {
+	GitRevision string    `json:"git_revision"`
+	Version     string    `json:"kvbench_version"`
+	GoVersion   string    `json:"go_version"`
+	Backend     string    `json:"backend"`
+	Device      string    `json:"device"`
+	NVRTC       string    `json:"nvrtc,omitempty"`
+	Host        string    `json:"host"`
+	Seed        int64     `json:"seed"`
+	Start       time.Time `json:"start"`
+	End         time.Time `json:"end"`
+}
+
+// OK reports whether the cell succeeded.
+func (r *Record) OK() bool { return r.Status == "ok" }
