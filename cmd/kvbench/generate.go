@@ -6,6 +6,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/kvbench/kvbench/bench"
 	"github.com/kvbench/kvbench/runtime"
 	"github.com/kvbench/kvbench/runtime/cpu"
 )
@@ -28,7 +29,7 @@ func cmdGenerate(stdout, stderr io.Writer, args []string) error {
 	if *steps < 0 {
 		return fmt.Errorf("generate: --steps must be >= 0, got %d", *steps)
 	}
-	m, tok, err := openModel(*model, *tokPath)
+	m, tok, err := bench.OpenModel(*model, *tokPath)
 	if err != nil {
 		return err
 	}

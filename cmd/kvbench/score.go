@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kvbench/kvbench/bench"
 	"github.com/kvbench/kvbench/policies"
 	"github.com/kvbench/kvbench/runtime"
 	"github.com/kvbench/kvbench/runtime/cpu"
@@ -61,7 +62,7 @@ func cmdScore(stdout, stderr io.Writer, args []string) error {
 			return err
 		}
 	}
-	m, tok, err := openModel(*model, *tokPath)
+	m, tok, err := bench.OpenModel(*model, *tokPath)
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"fmt"
@@ -8,9 +8,9 @@ import (
 	"github.com/kvbench/kvbench/runtime/tokenizer"
 )
 
-// openModel loads a model and its tokenizer: tokPath when given, else the
+// OpenModel loads a model and its tokenizer: tokPath when given, else the
 // tokenizer file beside the model, else the byte tokenizer of synthetic models.
-func openModel(path, tokPath string) (*runtime.Model, tokenizer.Tokenizer, error) {
+func OpenModel(path, tokPath string) (*runtime.Model, tokenizer.Tokenizer, error) {
 	if path == "" {
 		return nil, nil, fmt.Errorf("--model is required (a Hugging Face directory, a llama2.c .bin, or synthetic:%s)",
 			strings.Join(runtime.SyntheticNames(), "|synthetic:"))
