@@ -1,0 +1,357 @@
+package tasks
+
+// Helpers the tasks share: greedy decoding, typed parameter reading, and the
+// cache of tokenized texts.
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/kvbench/kvbench/policies"
+	"github.com/kvbench/kvbench/runtime/tokenizer"
+)
+
+// Argmax returns the index of the largest value of v (the first on ties), or
+// -1 when v is empty. NaN values are never chosen.
+func Argmax(v []float32) int {
+	best := -1
+	for i, x := range v {
+		if x != x {
+			continue
+		}
+		if best < 0 || x > v[best] {
+			best = i
+		}
+	}
+	return best
+}
+
+// Greedy generates up to n tokens: starting from logits (those of the last
+// token fed to s), it takes the argmax, feeds it with s.Step (which writes the
+// next logits into logits) and repeats. It stops before n tokens when it
+// generates eos (eos < 0: never); eos is not returned. Every returned token
+// has been fed to the stream. ctx is checked between steps.
+func Greedy(ctx context.Context, s Stream, logits []float32, n, eos int) ([]int, error) {
+	out := make([]int, 0, n)
+	for len(out) < n {
+		if err := ctx.Err(); err != nil {
+			return out, err
+		}
+		id := Argmax(logits)
+		if id < 0 {
+			return out, fmt.Errorf("greedy: no finite logit")
+		}
+		if eos >= 0 && id == eos {
+			break
+		}
+		out = append(out, id)
+		if err := s.Step(id, logits); err != nil {
+			return out, fmt.Errorf("greedy: step %d: %w", len(out), err)
+		}
+	}
+	return out, nil
+}
+
+// withBOS returns ids with tok's BOS in front, when it has one.
+func withBOS(tok tokenizer.Tokenizer, ids []int) []int {
+	if tok.BOS() < 0 {
+		return ids
+	}
+	return append([]int{tok.BOS()}, ids...)
+}
+
+// feedPrompt feeds ids to s: the first len(ids)-tail at once with Prompt
+// (prefill, at least one token), the rest one at a time with Step. It returns
+// how many were prefilled; logits hold those of the last token.
+func feedPrompt(ctx context.Context, s Stream, ids []int, tail int, logits []float32) (int, error) {
+	pre := max(1, len(ids)-tail)
+	if err := s.Prompt(ids[:pre], logits); err != nil {
+		return 0, fmt.Errorf("prefill of %d tokens: %w", pre, err)
+	}
+	for i := pre; i < len(ids); i++ {
+		if err := ctx.Err(); err != nil {
+			return pre, err
+		}
+		if err := s.Step(ids[i], logits); err != nil {
+			return pre, fmt.Errorf("decode of prompt token %d: %w", i, err)
+		}
+	}
+	return pre, nil
+}
+
+// paramReader reads a task's parameters with types and ranges, remembers
+// which names were read so unknown ones can be reported, and keeps the first
+// error. With cell set, parameters that the suite expands (lists) must
+// already be scalars; without it (Check), a list is validated element-wise.
+type paramReader struct {
+	task string
+	p    Params
+	cell bool
+	used map[string]bool
+	err  error
+}
+
+func newParamReader(task string, p Params, cell bool) *paramReader {
+	return &paramReader{task: task, p: p, cell: cell, used: map[string]bool{}}
+}
+
+func (r *paramReader) fail(name, format string, args ...any) {
+	if r.err == nil {
+		r.err = fmt.Errorf("task %s: parameter %s: %s", r.task, name, fmt.Sprintf(format, args...))
+	}
+}
+
+// values returns the parameter's values: one for a scalar, every element for
+// a list (allowed only for expanded parameters outside a cell).
+func (r *paramReader) values(name string, expanded bool) ([]any, bool) {
+	r.used[name] = true
+	v, ok := r.p[name]
+	if !ok || v == nil {
+		return nil, false
+	}
+	rv := reflect.ValueOf(v)
+	if k := rv.Kind(); k == reflect.Slice || k == reflect.Array {
+		if _, isBytes := v.([]byte); !isBytes {
+			if !expanded {
+				r.fail(name, "%v is a list; want one value", v)
+				return nil, false
+			}
+			if r.cell {
+				r.fail(name, "%v is a list; the suite expands it into one cell per value", v)
+				return nil, false
+			}
+			if rv.Len() == 0 {
+				r.fail(name, "is an empty list")
+				return nil, false
+			}
+			out := make([]any, rv.Len())
+			for i := range out {
+				out[i] = rv.Index(i).Interface()
+			}
+			return out, true
+		}
+	}
+	return []any{v}, true
+}
+
+// toFloat converts a number given as any numeric type or a numeric string.
+func toFloat(v any) (float64, bool) {
+	switch x := v.(type) {
+	case int:
+		return float64(x), true
+	case int8:
+		return float64(x), true
+	case int16:
+		return float64(x), true
+	case int32:
+		return float64(x), true
+	case int64:
+		return float64(x), true
+	case uint:
+		return float64(x), true
+	case uint8:
+		return float64(x), true
+	case uint16:
+		return float64(x), true
+	case uint32:
+		return float64(x), true
+	case uint64:
+		return float64(x), true
+	case float32:
+		return float64(x), true
+	case float64:
+		return x, true
+	case string:
+		f, err := strconv.ParseFloat(strings.TrimSpace(x), 64)
+		return f, err == nil
+	}
+	return 0, false
+}
+
+// Int reads an integer in [lo, hi]; def is used when absent, and the
+// parameter is required when def < lo. For an expanded parameter outside a
+// cell it returns the first element of the list.
+func (r *paramReader) Int(name string, def, lo, hi int, expanded bool) int {
+	vs, ok := r.values(name, expanded)
+	if !ok {
+		if def < lo {
+			r.fail(name, "is required")
+		}
+		return def
+	}
+	out := def
+	for i, v := range vs {
+		f, ok := toFloat(v)
+		switch {
+		case !ok:
+			r.fail(name, "%v (%T) is not a number", v, v)
+			return def
+		case f != math.Trunc(f) || math.IsInf(f, 0):
+			r.fail(name, "%v is not an integer", v)
+			return def
+		case f < float64(lo) || f > float64(hi):
+			r.fail(name, "%v is out of range [%d, %d]", v, lo, hi)
+			return def
+		}
+		if i == 0 {
+			out = int(f)
+		}
+	}
+	return out
+}
+
+// Float reads a number in [lo, hi]; def is used when absent (required when
+// required is set).
+func (r *paramReader) Float(name string, def, lo, hi float64, required, expanded bool) float64 {
+	vs, ok := r.values(name, expanded)
+	if !ok {
+		if required {
+			r.fail(name, "is required")
+		}
+		return def
+	}
+	out := def
+	for i, v := range vs {
+		f, ok := toFloat(v)
+		switch {
+		case !ok:
+			r.fail(name, "%v (%T) is not a number", v, v)
+			return def
+		case f != f || f < lo || f > hi:
+			r.fail(name, "%v is out of range [%v, %v]", v, lo, hi)
+			return def
+		}
+		if i == 0 {
+			out = f
+		}
+	}
+	return out
+}
+
+// String reads a string; def is used when absent (required when required is
+// set). An empty string is an error.
+func (r *paramReader) String(name, def string, required bool) string {
+	vs, ok := r.values(name, false)
+	if !ok {
+		if required {
+			r.fail(name, "is required")
+		}
+		return def
+	}
+	s, isStr := vs[0].(string)
+	if !isStr {
+		r.fail(name, "%v (%T) is not a string", vs[0], vs[0])
+		return def
+	}
+	if strings.TrimSpace(s) == "" {
+		r.fail(name, "is empty")
+		return def
+	}
+	return s
+}
+
+// Path reads a required path to a file or folder that must exist.
+func (r *paramReader) Path(name string) string {
+	p := r.String(name, "", true)
+	if p == "" {
+		return ""
+	}
+	if _, err := os.Stat(p); err != nil {
+		r.fail(name, "%v", err)
+	}
+	return p
+}
+
+// done reports the first unknown parameter (with the closest known name),
+// else the first error.
+func (r *paramReader) done() error {
+	var unknown []string
+	for name := range r.p {
+		if !r.used[name] {
+			unknown = append(unknown, name)
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		known := make([]string, 0, len(r.used))
+		for n := range r.used {
+			known = append(known, n)
+		}
+		sort.Strings(known)
+		msg := fmt.Sprintf("task %s: unknown parameter %s (known: %s)", r.task, unknown[0], strings.Join(known, ", "))
+		if c := policies.Closest(unknown[0], known); c != "" {
+			msg += fmt.Sprintf("; did you mean %s?", c)
+		}
+		return fmt.Errorf("%s", msg)
+	}
+	return r.err
+}
+
+// Tokenized texts are cached per (path, tokenizer): the cells of a suite
+// read the same books and haystacks many times. Ids are stored as int32 to
+// halve the memory of multi-million-token texts. A tokenizer whose dynamic
+// type is not comparable is not cached.
+type textKey struct {
+	path string
+	tok  tokenizer.Tokenizer
+}
+
+type textEntry struct {
+	once sync.Once
+	ids  []int32
+	err  error
+}
+
+var textCache = struct {
+	sync.Mutex
+	m map[textKey]*textEntry
+}{m: map[textKey]*textEntry{}}
+
+// tokenizedText returns the ids (without BOS) of ReadText(path) under tok,
+// tokenizing each (path, tokenizer) once per process.
+func tokenizedText(path string, tok tokenizer.Tokenizer) ([]int32, error) {
+	load := func() ([]int32, error) {
+		s, err := ReadText(path)
+		if err != nil {
+			return nil, err
+		}
+		ids := tok.Encode(s)
+		out := make([]int32, len(ids))
+		for i, id := range ids {
+			out[i] = int32(id)
+		}
+		return out, nil
+	}
+	if t := reflect.TypeOf(tok); t == nil || !t.Comparable() {
+		return load()
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		abs = path
+	}
+	key := textKey{abs, tok}
+	textCache.Lock()
+	e := textCache.m[key]
+	if e == nil {
+		e = &textEntry{}
+		textCache.m[key] = e
+	}
+	textCache.Unlock()
+	e.once.Do(func() { e.ids, e.err = load() })
+	if e.err != nil {
+		textCache.Lock()
+		if textCache.m[key] == e {
+			delete(textCache.m, key) // retry next time
+		}
+		textCache.Unlock()
+	}
+	return e.ids, e.err
+}

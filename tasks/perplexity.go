@@ -1,0 +1,206 @@
+package tasks
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sync"
+
+	"github.com/kvbench/kvbench/policies"
+	"github.com/kvbench/kvbench/runtime"
+)
+
+func init() { Register(perplexity{}) }
+
+// perplexity is streaming perplexity (StreamingLLM's protocol, TASKS.md):
+// the text is fed one token at a time through the cell's policy and the
+// negative log-likelihood of every next token is recorded.
+//
+// The text (a file, or a folder of .txt files concatenated in name order by
+// ReadText) is tokenized once per process and tokenizer. Stream i of S
+// starts at token offset i*N/S of the N text tokens, so the streams read
+// different parts of the text (different books of a folder when there are
+// enough); a stream that runs past the end wraps around to the start, which
+// Detail records as "wrapped". Each stream feeds BOS first (when the
+// tokenizer has one), so it scores exactly `tokens` text tokens with
+// `tokens` decode steps. Streams run concurrently, one goroutine and one
+// model stream each. Memory per stream is one logits vector and one sum per
+// bucket: no per-token arrays are kept.
+type perplexity struct{}
+
+type perplexityParams struct {
+	text                    string
+	tokens, streams, bucket int
+}
+
+func (perplexity) Name() string { return "perplexity" }
+func (perplexity) Version() int { return 1 }
+
+func (perplexity) Metrics() []Metric {
+	return []Metric{
+		{Name: "ppl", Unit: "", Better: "lower"},
+		{Name: "nll", Unit: "nats", Better: "lower"},
+	}
+}
+
+func (perplexity) Params() []policies.ParamDoc {
+	return []policies.ParamDoc{
+		{Name: "text", Doc: "text file, or folder of .txt files concatenated in name order (Gutenberg header and footer stripped)"},
+		{Name: "tokens", Doc: "tokens to score per stream, one decode step each"},
+		{Name: "streams", Default: "1", Doc: "independent streams run concurrently; stream i starts at token i*N/streams of the N text tokens (wrapping at the end)"},
+		{Name: "bucket", Default: "4096", Doc: "tokens per point of the nll and ppl curves"},
+	}
+}
+
+func (perplexity) Expand() []string { return nil }
+
+func readPerplexity(p Params, cell bool) (perplexityParams, error) {
+	r := newParamReader("perplexity", p, cell)
+	c := perplexityParams{
+		text:    r.Path("text"),
+		tokens:  r.Int("tokens", 0, 1, math.MaxInt32, false),
+		streams: r.Int("streams", 1, 1, 4096, false),
+		bucket:  r.Int("bucket", 4096, 1, math.MaxInt32, false),
+	}
+	return c, r.done()
+}
+
+func (perplexity) Check(p Params) error {
+	_, err := readPerplexity(p, false)
+	return err
+}
+
+func (perplexity) Run(ctx context.Context, m Model, p Params) (*Result, error) {
+	c, err := readPerplexity(p, true)
+	if err != nil {
+		return nil, err
+	}
+	tok := m.Tokenizer()
+	ids, err := tokenizedText(c.text, tok)
+	if err != nil {
+		return nil, fmt.Errorf("perplexity: %w", err)
+	}
+	n := len(ids)
+	bos := tok.BOS()
+	// shift: without BOS a stream feeds its first text token unscored.
+	shift := 0
+	if bos < 0 {
+		shift = 1
+	}
+	if n < 1+shift {
+		return nil, fmt.Errorf("perplexity: text %s gives %d tokens, need at least %d", c.text, n, 1+shift)
+	}
+	for _, id := range ids {
+		if int(id) >= m.Vocab() || id < 0 {
+			return nil, fmt.Errorf("perplexity: text %s: token id %d is outside the model's vocabulary of %d", c.text, id, m.Vocab())
+		}
+	}
+
+	nb := (c.tokens + c.bucket - 1) / c.bucket
+	offsets := make([]int, c.streams)
+	wrapped := false
+	for i := range offsets {
+		offsets[i] = int(int64(i) * int64(n) / int64(c.streams))
+		if offsets[i]+c.tokens+shift > n {
+			wrapped = true
+		}
+	}
+	sums := make([][]float64, c.streams) // per stream, NLL sum per bucket
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+	)
+	for i := range c.streams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := perplexityStream(ctx, m, ids, offsets[i], shift, bos, c.tokens, c.bucket, nb)
+			sums[i] = s
+			if err != nil {
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = fmt.Errorf("perplexity: stream %d: %w", i, err)
+				}
+				mu.Unlock()
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return nil, firstErr
+	}
+
+	res := &Result{
+		Metrics: map[string]float64{},
+		Curves:  map[string][]Point{"nll": make([]Point, nb), "ppl": make([]Point, nb)},
+		Tokens:  c.streams * c.tokens,
+	}
+	var total float64
+	streamNLL := make([]float64, c.streams)
+	for b := range nb {
+		count := min(c.bucket, c.tokens-b*c.bucket)
+		var s float64
+		for i := range sums {
+			s += sums[i][b]
+		}
+		total += s
+		mean := s / float64(count*c.streams)
+		end := float64(b*c.bucket + count)
+		res.Curves["nll"][b] = Point{X: end, Y: mean}
+		res.Curves["ppl"][b] = Point{X: end, Y: math.Exp(mean)}
+	}
+	for i := range sums {
+		var s float64
+		for _, v := range sums[i] {
+			s += v
+		}
+		streamNLL[i] = s / float64(c.tokens)
+	}
+	nll := total / float64(c.tokens*c.streams)
+	res.Metrics["nll"] = nll
+	res.Metrics["ppl"] = math.Exp(nll)
+	res.Detail = map[string]any{
+		"text_tokens": n,
+		"offsets":     offsets,
+		"stream_nll":  streamNLL,
+		"wrapped":     wrapped,
+		"bos":         bos >= 0,
+	}
+	return res, nil
+}
+
+// perplexityStream scores tokens text tokens from offset off (wrapping) on a
+// new stream and returns the NLL sum of each bucket.
+func perplexityStream(ctx context.Context, m Model, ids []int32, off, shift, bos, tokens, bucket, nb int) ([]float64, error) {
+	s, err := m.NewStream()
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	n := len(ids)
+	at := func(j int) int { return int(ids[(off+j)%n]) }
+	logits := make([]float32, m.Vocab())
+	sums := make([]float64, nb)
+	in := bos
+	if shift == 1 {
+		in = at(0)
+	}
+	for t := range tokens {
+		if err := ctx.Err(); err != nil {
+			return sums, err
+		}
+		if t > 0 {
+			in = at(t - 1 + shift)
+		}
+		if err := s.Step(in, logits); err != nil {
+			return sums, fmt.Errorf("token %d: %w", t, err)
+		}
+		sums[t/bucket] -= runtime.LogProb(logits, at(t+shift))
+	}
+	return sums, nil
+}
