@@ -1,0 +1,147 @@
+package results
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"math"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"unicode"
+)
+
+// BenchName returns the Go benchmark name of a record's attention latency:
+// "BenchmarkAttn/model=M/policy=P_k=v/task=T_k=v" (parameters sorted by key,
+// joined by "_"). Characters that would break the benchmark format (spaces,
+// slashes, control characters) become "_".
+func BenchName(r *Record) string {
+	part := func(name string, params map[string]any) string {
+		s := sanitizeBench(name)
+		if p := joinParams(params, "_"); p != "" {
+			s += "_" + sanitizeBench(p)
+		}
+		return s
+	}
+	name := "BenchmarkAttn/model=" + sanitizeBench(r.Model) +
+		"/policy=" + part(r.Policy, r.PolicyParams) +
+		"/task=" + part(r.Task, r.TaskParams)
+	// Tools read a final "-N" as GOMAXPROCS: keep a parameter such as
+	// "offset=-1" at the end from being taken for one.
+	if i := strings.LastIndexByte(name, '-'); i >= 0 && i < len(name)-1 && allDigits(name[i+1:]) {
+		name += "_"
+	}
+	return name
+}
+
+func allDigits(s string) bool {
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return s != ""
+}
+
+func sanitizeBench(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return strings.Map(func(r rune) rune {
+		if r == '/' || unicode.IsSpace(r) || !unicode.IsPrint(r) {
+			return '_'
+		}
+		return r
+	}, s)
+}
+
+// WriteGoBench writes the attention latency of the successful records in the
+// Go benchmark format, so that benchstat can summarise and compare runs:
+// configuration lines (goos, goarch, pkg: kvbench, and the backend and device
+// when all the records written share them), then one result line per latency sample
+// ("BenchmarkAttn/... 1 123456 ns/op", the per-step attention time across
+// layers in ns), so that benchstat sees repeated runs. A record without
+// samples but with a p50 gets one line with its p50. Lines are ordered by
+// name.
+func WriteGoBench(w io.Writer, records []Record) error {
+	bw := bufio.NewWriter(w)
+	fmt.Fprintf(bw, "goos: %s\n", runtime.GOOS)
+	fmt.Fprintf(bw, "goarch: %s\n", runtime.GOARCH)
+	fmt.Fprintf(bw, "pkg: kvbench\n")
+
+	type entry struct {
+		name string
+		r    *Record
+	}
+	var es []entry
+	for i := range records {
+		r := &records[i]
+		if !r.OK() || (len(r.Latency.Samples) == 0 && r.Latency.P50 <= 0) {
+			continue
+		}
+		es = append(es, entry{BenchName(r), r})
+	}
+	sort.SliceStable(es, func(i, j int) bool {
+		if es[i].name != es[j].name {
+			return es[i].name < es[j].name
+		}
+		return es[i].r.Cell < es[j].r.Cell
+	})
+	// Distinct cells whose names collide after sanitizing get a suffix, so
+	// that benchstat does not pool them.
+	owner := map[string]string{}
+	seen := map[string]int{}
+	for i := range es {
+		base := es[i].name
+		if c, ok := owner[base]; ok && c != es[i].r.Cell {
+			seen[base]++
+			es[i].name = fmt.Sprintf("%s_dup%d", base, seen[base])
+		} else {
+			owner[base] = es[i].r.Cell
+		}
+	}
+	benched := make([]*Record, len(es))
+	for i := range es {
+		benched[i] = es[i].r
+	}
+	if v, ok := common(benched, func(r *Record) string { return r.Meta.Backend }); ok {
+		fmt.Fprintf(bw, "backend: %s\n", v)
+	}
+	if v, ok := common(benched, func(r *Record) string { return r.Meta.Device }); ok {
+		fmt.Fprintf(bw, "device: %s\n", v)
+	}
+	width := 0
+	for _, e := range es {
+		width = max(width, len(e.name))
+	}
+	for _, e := range es {
+		samples := e.r.Latency.Samples
+		if len(samples) == 0 {
+			samples = []float64{e.r.Latency.P50}
+		}
+		for _, us := range samples {
+			ns := strconv.FormatFloat(math.Round(us*1e6)/1e3, 'f', -1, 64) // µs → ns, to the ps
+			fmt.Fprintf(bw, "%-*s \t%8d\t%12s ns/op\n", width, e.name, 1, ns)
+		}
+	}
+	return bw.Flush()
+}
+
+// common returns the value that all the records share, if it is not empty
+// and fits on a configuration line.
+func common(records []*Record, f func(*Record) string) (string, bool) {
+	if len(records) == 0 {
+		return "", false
+	}
+	v := f(records[0])
+	for _, r := range records[1:] {
+		if f(r) != v {
+			return "", false
+		}
+	}
+	if strings.TrimSpace(v) == "" || strings.ContainsAny(v, "\r\n") {
+		return "", false
+	}
+	return v, true
+}

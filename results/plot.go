@@ -1,0 +1,1079 @@
+package results
+
+// Plots of a suite's records (gonum/plot), each written as PNG and SVG:
+// perplexity against tokens, passkey accuracy against length, depth × length
+// heatmaps for passkey and needle, attention latency and KV memory against
+// context length, and attention recall against budget.
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"image/color"
+	"maps"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/font"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/text"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgimg"
+	"gonum.org/v1/plot/vg/vgsvg"
+
+	"github.com/kvbench/kvbench/policies"
+	"github.com/kvbench/kvbench/tasks"
+)
+
+// Task names the plots know.
+const (
+	plotTaskPerplexity = "perplexity"
+	plotTaskPasskey    = "passkey"
+	plotTaskNeedle     = "needle"
+)
+
+// plotDPI is the resolution of the PNG files.
+const plotDPI = 120
+
+// PlotLabel is the label of a record's policy configuration in plots and
+// legends: the policy's name and its parameters, in the order the policy
+// documents them (others sorted after), e.g. "streamingllm sinks=4
+// recent=1020".
+func PlotLabel(r *Record) string {
+	name := r.Policy
+	if name == "" {
+		name = "(none)"
+	}
+	if len(r.PolicyParams) == 0 {
+		return name
+	}
+	var order []string
+	seen := map[string]bool{}
+	if spec, err := policies.Lookup(r.Policy); err == nil {
+		for _, d := range spec.Params {
+			if _, ok := r.PolicyParams[d.Name]; ok && !seen[d.Name] {
+				order = append(order, d.Name)
+				seen[d.Name] = true
+			}
+		}
+	}
+	var rest []string
+	for k := range r.PolicyParams {
+		if !seen[k] {
+			rest = append(rest, k)
+		}
+	}
+	sort.Strings(rest)
+	order = append(order, rest...)
+	var b strings.Builder
+	b.WriteString(name)
+	for _, k := range order {
+		fmt.Fprintf(&b, " %s=%s", k, plotFormatAny(r.PolicyParams[k]))
+	}
+	return b.String()
+}
+
+// plotFormatAny formats a parameter value: integral numbers without a
+// decimal point or exponent.
+func plotFormatAny(v any) string {
+	if f, ok := plotNumber(v); ok {
+		if _, isStr := v.(string); !isStr {
+			return plotFormatNum(f)
+		}
+	}
+	return fmt.Sprint(v)
+}
+
+// plotFormatNum formats a number compactly: integers in full, others with
+// up to 4 significant digits.
+func plotFormatNum(f float64) string {
+	if f == math.Trunc(f) && math.Abs(f) < 1e15 {
+		return strconv.FormatInt(int64(f), 10)
+	}
+	return strconv.FormatFloat(f, 'g', 4, 64)
+}
+
+// plotNumber reads a number from a parameter value (as a suite file or
+// JSON decoding gives it).
+func plotNumber(v any) (float64, bool) {
+	switch x := v.(type) {
+	case int:
+		return float64(x), true
+	case int32:
+		return float64(x), true
+	case int64:
+		return float64(x), true
+	case uint:
+		return float64(x), true
+	case uint32:
+		return float64(x), true
+	case uint64:
+		return float64(x), true
+	case float32:
+		return float64(x), true
+	case float64:
+		return x, !math.IsNaN(x) && !math.IsInf(x, 0)
+	case json.Number:
+		f, err := x.Float64()
+		return f, err == nil
+	case string:
+		f, err := strconv.ParseFloat(strings.TrimSpace(x), 64)
+		return f, err == nil && !math.IsNaN(f) && !math.IsInf(f, 0)
+	}
+	return 0, false
+}
+
+// plotParam reads a numeric task parameter.
+func plotParam(r *Record, name string) (float64, bool) {
+	v, ok := r.TaskParams[name]
+	if !ok {
+		return 0, false
+	}
+	return plotNumber(v)
+}
+
+// plotContext is a record's context length: its task's "length", else
+// "tokens" (perplexity).
+func plotContext(r *Record) (float64, bool) {
+	if x, ok := plotParam(r, "length"); ok && x > 0 {
+		return x, true
+	}
+	if x, ok := plotParam(r, "tokens"); ok && x > 0 {
+		return x, true
+	}
+	return 0, false
+}
+
+// plotAccuracy is a record's accuracy ("accuracy", else "score").
+func plotAccuracy(r *Record) (float64, bool) {
+	for _, k := range []string{"accuracy", "score"} {
+		if v, ok := r.Metrics[k]; ok && !math.IsNaN(v) && !math.IsInf(v, 0) {
+			return v, true
+		}
+	}
+	return 0, false
+}
+
+// plotIsNeedleTask reports whether a task is the needle-in-a-haystack task.
+func plotIsNeedleTask(t string) bool {
+	t = strings.ToLower(t)
+	return t == plotTaskNeedle || t == "niah" || strings.HasPrefix(t, "needle")
+}
+
+// PlotFileName turns a label into a plain file-name part: lower case
+// letters, digits, '.' and '-', other runs replaced by '_'.
+func PlotFileName(s string) string {
+	var b strings.Builder
+	under := false
+	for _, c := range strings.ToLower(s) {
+		if (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '-' {
+			b.WriteRune(c)
+			under = false
+		} else if !under && b.Len() > 0 {
+			b.WriteByte('_')
+			under = true
+		}
+	}
+	out := strings.Trim(b.String(), "_.")
+	if out == "" {
+		out = "x"
+	}
+	if len(out) > 80 {
+		out = out[:80]
+	}
+	return out
+}
+
+// ---------------------------------------------------------------------------
+// Data extraction
+
+// plotSeries is one line of a chart.
+type plotSeries struct {
+	Label string
+	Pts   []tasks.Point // sorted by X
+}
+
+// plotAgg accumulates values per series and X.
+type plotAgg struct {
+	order  []string
+	series map[string]map[float64][]float64
+}
+
+func plotNewAgg() *plotAgg { return &plotAgg{series: map[string]map[float64][]float64{}} }
+
+func (a *plotAgg) add(label string, x, y float64) {
+	if math.IsNaN(x) || math.IsInf(x, 0) || math.IsNaN(y) || math.IsInf(y, 0) {
+		return
+	}
+	m, ok := a.series[label]
+	if !ok {
+		m = map[float64][]float64{}
+		a.series[label] = m
+		a.order = append(a.order, label)
+	}
+	m[x] = append(m[x], y)
+}
+
+// result reduces the values at each X with reduce (mean or max) and
+// returns the series sorted by label.
+func (a *plotAgg) result(reduce func([]float64) float64) []plotSeries {
+	labels := slices.Clone(a.order)
+	sort.Strings(labels)
+	var out []plotSeries
+	for _, l := range labels {
+		m := a.series[l]
+		s := plotSeries{Label: l}
+		for x, ys := range m {
+			s.Pts = append(s.Pts, tasks.Point{X: x, Y: reduce(ys)})
+		}
+		sort.Slice(s.Pts, func(i, j int) bool { return s.Pts[i].X < s.Pts[j].X })
+		if len(s.Pts) > 0 {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func plotMean(v []float64) float64 {
+	s := 0.0
+	for _, x := range v {
+		s += x
+	}
+	return s / float64(len(v))
+}
+
+func plotMax(v []float64) float64 {
+	m := v[0]
+	for _, x := range v[1:] {
+		m = max(m, x)
+	}
+	return m
+}
+
+// plotPPLSeries: perplexity per bucket of tokens, one series per policy
+// configuration (Curves["ppl"], else exp of Curves["nll"]).
+func plotPPLSeries(records []Record) []plotSeries {
+	a := plotNewAgg()
+	for i := range records {
+		r := &records[i]
+		if !r.OK() {
+			continue
+		}
+		pts, isNLL := r.Curves["ppl"], false
+		if len(pts) == 0 {
+			pts, isNLL = r.Curves["nll"], true
+		}
+		if len(pts) == 0 {
+			continue
+		}
+		l := PlotLabel(r)
+		for _, p := range pts {
+			y := p.Y
+			if isNLL {
+				y = math.Exp(y)
+			}
+			if y > 0 {
+				a.add(l, p.X, y)
+			}
+		}
+	}
+	return a.result(plotMean)
+}
+
+// plotAccuracyVsLength: mean accuracy per length (over depths) of one task.
+func plotAccuracyVsLength(task string, records []Record) []plotSeries {
+	a := plotNewAgg()
+	for i := range records {
+		r := &records[i]
+		if r.Task != task || !r.OK() {
+			continue
+		}
+		n, ok1 := plotParam(r, "length")
+		acc, ok2 := plotAccuracy(r)
+		if ok1 && ok2 {
+			a.add(PlotLabel(r), n, acc)
+		}
+	}
+	return a.result(plotMean)
+}
+
+// plotLatencySeries: attention p50 per context length (mean over cells).
+func plotLatencySeries(records []Record) []plotSeries {
+	a := plotNewAgg()
+	for i := range records {
+		r := &records[i]
+		if !r.OK() || r.Latency.P50 <= 0 {
+			continue
+		}
+		if n, ok := plotContext(r); ok {
+			a.add(PlotLabel(r), n, r.Latency.P50)
+		}
+	}
+	return a.result(plotMean)
+}
+
+// plotMemorySeries: max resident KV in MiB per context length (max over cells).
+func plotMemorySeries(records []Record) []plotSeries {
+	a := plotNewAgg()
+	for i := range records {
+		r := &records[i]
+		if !r.OK() || r.KV.MaxResident <= 0 {
+			continue
+		}
+		if n, ok := plotContext(r); ok {
+			a.add(PlotLabel(r), n, float64(r.KV.MaxResident)/(1<<20))
+		}
+	}
+	return a.result(plotMax)
+}
+
+// plotRecallSeries: mean sampled attention recall per budget, one series per
+// policy.
+func plotRecallSeries(records []Record) []plotSeries {
+	a := plotNewAgg()
+	for i := range records {
+		r := &records[i]
+		if !r.OK() || r.Budget <= 0 || r.KV.Recall < 0 || math.IsNaN(r.KV.Recall) {
+			continue
+		}
+		p := r.Policy
+		if p == "" {
+			p = "(none)"
+		}
+		a.add(p, float64(r.Budget), r.KV.Recall)
+	}
+	return a.result(plotMean)
+}
+
+// HeatCell is one cell of a depth × length grid.
+type HeatCell struct {
+	Value  float64 // mean accuracy of the cell's successful records (NaN: none)
+	N      int     // successful records
+	Failed int     // failed records
+}
+
+// HeatGrid is a depth × length accuracy grid of one task and one policy
+// configuration, in display order: Rows are depths from the top of the
+// picture down (shallowest, 0%, first), Cols are lengths from left to right
+// (shortest first); Cells[row][col].
+type HeatGrid struct {
+	Task  string
+	Label string
+	Rows  []float64
+	Cols  []float64
+	Cells [][]HeatCell
+}
+
+// HeatGrids builds the grids of a task, one per policy configuration, all
+// over the same depths and lengths (those of any record of the task), in
+// label order. Records without a numeric length and depth are left out.
+func HeatGrids(task string, records []Record) []HeatGrid {
+	type key struct {
+		label string
+		d, n  float64
+	}
+	var depths, lengths []float64
+	var labels []string
+	cells := map[key]*HeatCell{}
+	for i := range records {
+		r := &records[i]
+		if r.Task != task {
+			continue
+		}
+		n, ok1 := plotParam(r, "length")
+		d, ok2 := plotParam(r, "depth")
+		if !ok1 || !ok2 {
+			continue
+		}
+		acc, okAcc := plotAccuracy(r)
+		if r.OK() && !okAcc {
+			continue
+		}
+		l := PlotLabel(r)
+		k := key{l, d, n}
+		c := cells[k]
+		if c == nil {
+			c = &HeatCell{}
+			cells[k] = c
+		}
+		if !slices.Contains(labels, l) {
+			labels = append(labels, l)
+		}
+		if !slices.Contains(depths, d) {
+			depths = append(depths, d)
+		}
+		if !slices.Contains(lengths, n) {
+			lengths = append(lengths, n)
+		}
+		if r.OK() {
+			c.Value += acc
+			c.N++
+		} else {
+			c.Failed++
+		}
+	}
+	sort.Strings(labels)
+	sort.Float64s(depths)
+	sort.Float64s(lengths)
+	var out []HeatGrid
+	for _, l := range labels {
+		g := HeatGrid{Task: task, Label: l, Rows: depths, Cols: lengths}
+		for _, d := range depths {
+			row := make([]HeatCell, len(lengths))
+			for j, n := range lengths {
+				row[j] = HeatCell{Value: math.NaN()}
+				if c := cells[key{l, d, n}]; c != nil {
+					row[j] = *c
+					if c.N > 0 {
+						row[j].Value = c.Value / float64(c.N)
+					} else {
+						row[j].Value = math.NaN()
+					}
+				}
+			}
+			g.Cells = append(g.Cells, row)
+		}
+		out = append(out, g)
+	}
+	return out
+}
+
+// plotDepthLabels formats depths as percentages: fractions when all are <= 1,
+// percentages already otherwise.
+func plotDepthLabels(depths []float64) []string {
+	frac := true
+	for _, d := range depths {
+		if d > 1 {
+			frac = false
+		}
+	}
+	out := make([]string, len(depths))
+	for i, d := range depths {
+		if frac {
+			d *= 100
+		}
+		d = math.Round(d*1e4) / 1e4
+		out[i] = strconv.FormatFloat(d, 'f', -1, 64) + "%"
+	}
+	return out
+}
+
+// ---------------------------------------------------------------------------
+// Styles
+
+var plotColors = []color.RGBA{
+	{0x1f, 0x77, 0xb4, 0xff}, // blue
+	{0xff, 0x7f, 0x0e, 0xff}, // orange
+	{0x2c, 0xa0, 0x2c, 0xff}, // green
+	{0xd6, 0x27, 0x28, 0xff}, // red
+	{0x94, 0x67, 0xbd, 0xff}, // purple
+	{0x8c, 0x56, 0x4b, 0xff}, // brown
+	{0xe3, 0x77, 0xc2, 0xff}, // pink
+	{0x7f, 0x7f, 0x7f, 0xff}, // grey
+	{0xbc, 0xbd, 0x22, 0xff}, // olive
+	{0x17, 0xbe, 0xcf, 0xff}, // cyan
+}
+
+var plotDashes = [][]vg.Length{
+	nil,
+	{vg.Points(7), vg.Points(3)},
+	{vg.Points(2), vg.Points(2)},
+	{vg.Points(7), vg.Points(2), vg.Points(2), vg.Points(2)},
+}
+
+var plotShapes = []draw.GlyphDrawer{
+	draw.CircleGlyph{}, draw.SquareGlyph{}, draw.TriangleGlyph{},
+	draw.PyramidGlyph{}, draw.CrossGlyph{}, draw.PlusGlyph{}, draw.RingGlyph{},
+}
+
+// plotStyler gives each label a stable style index: the label's place in
+// the sorted list of all labels of the report, so that a configuration has
+// the same colour in every chart.
+type plotStyler map[string]int
+
+func plotNewStyler(labels []string) plotStyler {
+	labels = slices.Clone(labels)
+	sort.Strings(labels)
+	labels = slices.Compact(labels)
+	s := plotStyler{}
+	for i, l := range labels {
+		s[l] = i
+	}
+	return s
+}
+
+func (s plotStyler) index(label string) int {
+	if i, ok := s[label]; ok {
+		return i
+	}
+	i := len(s)
+	s[label] = i
+	return i
+}
+
+func plotFont(size float64) font.Font {
+	return font.From(plot.DefaultFont, vg.Points(size))
+}
+
+func plotTextStyle(size float64, c color.Color) text.Style {
+	return text.Style{
+		Color:   c,
+		Font:    plotFont(size),
+		XAlign:  draw.XCenter,
+		YAlign:  draw.YCenter,
+		Handler: plot.DefaultTextHandler,
+	}
+}
+
+// plotNew is a plot with the report's fonts.
+func plotNew(title, xlabel, ylabel string) *plot.Plot {
+	p := plot.New()
+	p.Title.Text = title
+	p.Title.TextStyle.Font = plotFont(15)
+	p.Title.Padding = vg.Points(10)
+	p.X.Label.Text = xlabel
+	p.Y.Label.Text = ylabel
+	for _, ax := range []*plot.Axis{&p.X, &p.Y} {
+		ax.Label.TextStyle.Font = plotFont(12)
+		ax.Tick.Label.Font = plotFont(10)
+		ax.Label.Padding = vg.Points(4)
+	}
+	return p
+}
+
+// ---------------------------------------------------------------------------
+// Ticks
+
+func plotIdentity(x float64) float64 { return x }
+
+// plotNiceFloor rounds a positive number down to an integer multiple of its
+// power of ten (4.56 → 4, 182 → 100); plotNiceCeil rounds up (182 → 200).
+func plotNiceFloor(v float64) float64 {
+	b := math.Pow(10, math.Floor(math.Log10(v)))
+	return math.Floor(v/b*(1+1e-12)) * b
+}
+
+func plotNiceCeil(v float64) float64 {
+	b := math.Pow(10, math.Floor(math.Log10(v)))
+	return math.Ceil(v/b*(1-1e-12)) * b
+}
+
+// plotLog10Ticks are ticks for an axis over log10 of the values: 1, 2 and 5
+// times powers of ten are labelled (in values), the other integer multiples
+// are minor ticks.
+type plotLog10Ticks struct{}
+
+func (plotLog10Ticks) Ticks(lo, hi float64) []plot.Tick {
+	vlo, vhi := math.Pow(10, lo), math.Pow(10, hi)
+	var ticks []plot.Tick
+	labelled := 0
+	for e := math.Floor(lo); e <= math.Ceil(hi); e++ {
+		base := math.Pow(10, e)
+		for m := 1; m <= 9; m++ {
+			v := float64(m) * base
+			if v < vlo*(1-1e-9) || v > vhi*(1+1e-9) {
+				continue
+			}
+			t := plot.Tick{Value: math.Log10(v)}
+			end := math.Abs(t.Value-lo) < 1e-9 || math.Abs(t.Value-hi) < 1e-9
+			if m == 1 || m == 2 || m == 5 || end {
+				t.Label = strconv.FormatFloat(v, 'g', 6, 64)
+				labelled++
+			}
+			ticks = append(ticks, t)
+		}
+	}
+	if labelled < 2 {
+		// A narrow range: label the ends too.
+		ticks = append(ticks,
+			plot.Tick{Value: lo, Label: strconv.FormatFloat(vlo, 'g', 3, 64)},
+			plot.Tick{Value: hi, Label: strconv.FormatFloat(vhi, 'g', 3, 64)})
+	}
+	return ticks
+}
+
+// plotPercentTicks labels a [0, 1] axis in percent.
+func plotPercentTicks() plot.Ticker {
+	var t plot.ConstantTicks
+	for _, v := range []float64{0, 0.25, 0.5, 0.75, 1} {
+		t = append(t, plot.Tick{Value: v, Label: fmt.Sprintf("%.0f%%", v*100)})
+	}
+	return t
+}
+
+// ---------------------------------------------------------------------------
+// Figures
+
+// plotFigure is a picture of a known size, drawn onto any canvas.
+type plotFigure struct {
+	W, H vg.Length
+	Draw func(c draw.Canvas)
+}
+
+// plotSave writes dir/name.png and dir/name.svg. A drawing that panics
+// (gonum/plot panics on some degenerate input) is returned as an error.
+func plotSave(dir, name string, f plotFigure) (pngPath, svgPath string, err error) {
+	pngBuf, err := plotRender(f, "png")
+	if err != nil {
+		return "", "", fmt.Errorf("plot %s: %w", name, err)
+	}
+	svgBuf, err := plotRender(f, "svg")
+	if err != nil {
+		return "", "", fmt.Errorf("plot %s: %w", name, err)
+	}
+	pngPath = filepath.Join(dir, name+".png")
+	svgPath = filepath.Join(dir, name+".svg")
+	if err := os.WriteFile(pngPath, pngBuf, 0o644); err != nil {
+		return "", "", err
+	}
+	if err := os.WriteFile(svgPath, svgBuf, 0o644); err != nil {
+		return "", "", err
+	}
+	return pngPath, svgPath, nil
+}
+
+func plotRender(f plotFigure, format string) (out []byte, err error) {
+	defer func() {
+		if e := recover(); e != nil {
+			err = fmt.Errorf("drawing %s: %v", format, e)
+		}
+	}()
+	var buf bytes.Buffer
+	switch format {
+	case "png":
+		c := vgimg.NewWith(vgimg.UseWH(f.W, f.H), vgimg.UseDPI(plotDPI))
+		f.Draw(draw.New(c))
+		_, err = vgimg.PngCanvas{Canvas: c}.WriteTo(&buf)
+	case "svg":
+		c := vgsvg.New(f.W, f.H)
+		f.Draw(draw.New(c))
+		_, err = c.WriteTo(&buf)
+	default:
+		err = fmt.Errorf("unknown format %q", format)
+	}
+	return buf.Bytes(), err
+}
+
+// plotLineChart describes a chart of lines with points, one per series.
+type plotLineChart struct {
+	Title, XLabel, YLabel string
+	Series                []plotSeries
+	Styler                plotStyler
+	// Unit range: Y fixed to [0, 1], labelled in percent.
+	UnitY bool
+	// LogX, LogY: log scales when all values are positive and the range
+	// spans more than the given factor (0: never).
+	LogXFactor, LogYFactor float64
+	// XValueTicks labels the X axis at the data's X values when there are
+	// few of them.
+	XValueTicks bool
+}
+
+func plotSeriesRange(ss []plotSeries) (xmin, xmax, ymin, ymax float64, xs []float64) {
+	xmin, ymin = math.Inf(1), math.Inf(1)
+	xmax, ymax = math.Inf(-1), math.Inf(-1)
+	for _, s := range ss {
+		for _, p := range s.Pts {
+			xmin, xmax = min(xmin, p.X), max(xmax, p.X)
+			ymin, ymax = min(ymin, p.Y), max(ymax, p.Y)
+			if !slices.Contains(xs, p.X) {
+				xs = append(xs, p.X)
+			}
+		}
+	}
+	sort.Float64s(xs)
+	return
+}
+
+// figure is the chart with its legend on the right.
+func (ch plotLineChart) figure() plotFigure { return plotFigureOf(ch.build()) }
+
+// build makes the plot and its legend. A log axis is drawn as a linear
+// axis over log10 of the values, with ticks labelled in values (gonum/plot
+// misplaces a long axis label on its own log scale).
+func (ch plotLineChart) build() (*plot.Plot, plot.Legend) {
+	xmin, xmax, ymin, ymax, xs := plotSeriesRange(ch.Series)
+	logX := ch.LogXFactor > 0 && xmin > 0 && xmax/xmin > ch.LogXFactor
+	logY := !ch.UnitY && ch.LogYFactor > 0 && ymin > 0 && ymax/ymin > ch.LogYFactor
+	fx, fy := plotIdentity, plotIdentity
+	if logX {
+		fx = math.Log10
+	}
+	if logY {
+		fy = math.Log10
+	}
+
+	p := plotNew(ch.Title, ch.XLabel, ch.YLabel)
+	grid := plotter.NewGrid()
+	grid.Vertical.Color = color.Gray{Y: 220}
+	grid.Horizontal.Color = color.Gray{Y: 220}
+	p.Add(grid)
+
+	leg := plot.NewLegend()
+	leg.TextStyle.Font = plotFont(11)
+	leg.Top, leg.Left = true, true
+	leg.ThumbnailWidth = vg.Points(34)
+	leg.Padding = vg.Points(5)
+
+	for _, s := range ch.Series {
+		xys := make(plotter.XYs, 0, len(s.Pts))
+		for _, pt := range s.Pts {
+			if (logX && pt.X <= 0) || (logY && pt.Y <= 0) {
+				continue
+			}
+			xys = append(xys, plotter.XY{X: fx(pt.X), Y: fy(pt.Y)})
+		}
+		if len(xys) == 0 {
+			continue
+		}
+		i := ch.Styler.index(s.Label)
+		line, pts, err := plotter.NewLinePoints(xys)
+		if err != nil {
+			continue
+		}
+		col := plotColors[i%len(plotColors)]
+		line.Color = col
+		line.Width = vg.Points(2)
+		line.Dashes = plotDashes[i%len(plotDashes)]
+		pts.Color = col
+		pts.Shape = plotShapes[i%len(plotShapes)]
+		pts.Radius = vg.Points(3.5)
+		p.Add(line, pts)
+		leg.Add(s.Label, line, pts)
+	}
+
+	switch {
+	case logX:
+		// A little room either side.
+		p.X.Min, p.X.Max = fx(xmin/1.12), fx(xmax*1.12)
+		p.X.Tick.Marker = plotLog10Ticks{}
+	case xmin == xmax:
+		d := max(1, math.Abs(xmin)*0.1)
+		p.X.Min, p.X.Max = xmin-d, xmax+d
+	default:
+		d := (xmax - xmin) * 0.04
+		p.X.Min, p.X.Max = xmin-d, xmax+d
+		if xmin >= 0 && p.X.Min < 0 {
+			p.X.Min = 0
+		}
+	}
+	if ch.XValueTicks && len(xs) <= 10 {
+		var t plot.ConstantTicks
+		for _, v := range xs {
+			t = append(t, plot.Tick{Value: fx(v), Label: plotFormatNum(v)})
+		}
+		p.X.Tick.Marker = t
+	}
+	switch {
+	case ch.UnitY:
+		p.Y.Min, p.Y.Max = 0, 1
+		p.Y.Tick.Marker = plotPercentTicks()
+	case logY:
+		// From an integer multiple of a power of ten to another, both
+		// labelled.
+		p.Y.Min, p.Y.Max = fy(plotNiceFloor(ymin/1.04)), fy(plotNiceCeil(ymax*1.04))
+		p.Y.Tick.Marker = plotLog10Ticks{}
+	default:
+		lo, hi := ymin, ymax
+		if lo == hi {
+			lo, hi = lo-max(1, math.Abs(lo)*0.1), hi+max(1, math.Abs(hi)*0.1)
+		} else {
+			pad := (hi - lo) * 0.06
+			lo, hi = lo-pad, hi+pad
+		}
+		if ymin >= 0 && lo < 0 {
+			lo = 0
+		}
+		p.Y.Min, p.Y.Max = lo, hi
+	}
+
+	return p, leg
+}
+
+// plotFigureOf lays the chart out with its legend in a column on the right,
+// the figure widened to fit the labels.
+func plotFigureOf(p *plot.Plot, leg plot.Legend) plotFigure {
+	legW := leg.Rectangle(draw.Canvas{}).Size().X
+	legH := leg.Rectangle(draw.Canvas{}).Size().Y
+	gap := vg.Points(16)
+	plotW := 7.5 * vg.Inch
+	w := plotW + gap + legW + vg.Points(12)
+	h := max(5*vg.Inch, legH+vg.Inch)
+	return plotFigure{W: w, H: h, Draw: func(c draw.Canvas) {
+		c.SetColor(color.White)
+		c.Fill(c.Rectangle.Path())
+		margin := vg.Points(8)
+		c = draw.Crop(c, margin, -margin, margin, -margin)
+		pc := draw.Crop(c, 0, -(gap + legW), 0, 0)
+		p.Draw(pc)
+		data := p.DataCanvas(pc)
+		lc := c
+		lc.Min.X = pc.Max.X + gap
+		lc.Max.Y = data.Max.Y
+		lc.Min.Y = c.Min.Y
+		leg.Draw(lc)
+	}}
+}
+
+// ---------------------------------------------------------------------------
+// Heatmaps
+
+// plotHeatStops are the colours from 0 (red) through yellow to 1 (green).
+var plotHeatStops = []color.RGBA{
+	{0xd7, 0x19, 0x1c, 0xff},
+	{0xfd, 0xae, 0x61, 0xff},
+	{0xff, 0xff, 0xbf, 0xff},
+	{0xa6, 0xd9, 0x6a, 0xff},
+	{0x1a, 0x96, 0x41, 0xff},
+}
+
+var (
+	plotHeatFailedColor  = color.RGBA{0x8c, 0x8c, 0x8c, 0xff}
+	plotHeatMissingColor = color.RGBA{0xee, 0xee, 0xee, 0xff}
+)
+
+// HeatColor is the colour of an accuracy in the heatmaps: red at 0 through
+// yellow to green at 1 (values are clamped to [0, 1]).
+func HeatColor(v float64) color.RGBA {
+	if math.IsNaN(v) {
+		return plotHeatMissingColor
+	}
+	v = min(max(v, 0), 1)
+	f := v * float64(len(plotHeatStops)-1)
+	i := int(f)
+	if i >= len(plotHeatStops)-1 {
+		return plotHeatStops[len(plotHeatStops)-1]
+	}
+	t := f - float64(i)
+	a, b := plotHeatStops[i], plotHeatStops[i+1]
+	mix := func(x, y uint8) uint8 { return uint8(math.Round(float64(x) + (float64(y)-float64(x))*t)) }
+	return color.RGBA{mix(a.R, b.R), mix(a.G, b.G), mix(a.B, b.B), 0xff}
+}
+
+// plotHeatBar is the colour scale of the heatmaps, as vector strips (an image
+// would be stretched out of shape in SVG).
+type plotHeatBar struct{}
+
+func (plotHeatBar) Plot(c draw.Canvas, p *plot.Plot) {
+	trX, trY := p.Transforms(&c)
+	const n = 100
+	x0, x1 := trX(0), trX(1)
+	for i := range n {
+		lo, hi := float64(i)/n, float64(i+1)/n
+		y0, y1 := trY(lo), trY(hi)+vg.Points(0.3) // overlap: no seams
+		c.FillPolygon(HeatColor((lo+hi)/2), []vg.Point{{X: x0, Y: y0}, {X: x1, Y: y0}, {X: x1, Y: y1}, {X: x0, Y: y1}})
+	}
+}
+
+// plotHeatCellText is the annotation of a cell.
+func plotHeatCellText(c HeatCell) string {
+	var s string
+	switch {
+	case c.N == 0 && c.Failed > 0:
+		return "failed"
+	case c.N == 0:
+		return "–"
+	case c.Value >= 0 && c.Value <= 1:
+		s = fmt.Sprintf("%.0f%%", c.Value*100)
+	default:
+		s = strconv.FormatFloat(c.Value, 'g', 3, 64)
+	}
+	if c.Failed > 0 {
+		s += fmt.Sprintf("\n+%d failed", c.Failed)
+	}
+	return s
+}
+
+// plotHeatPlotter draws a HeatGrid in data coordinates: column j at x = j, row
+// i (from the top) at y = rows-1-i, so that the first row is at the top.
+type plotHeatPlotter struct{ g HeatGrid }
+
+func (h plotHeatPlotter) DataRange() (xmin, xmax, ymin, ymax float64) {
+	return -0.5, float64(len(h.g.Cols)) - 0.5, -0.5, float64(len(h.g.Rows)) - 0.5
+}
+
+func (h plotHeatPlotter) Plot(c draw.Canvas, p *plot.Plot) {
+	trX, trY := p.Transforms(&c)
+	nr := len(h.g.Rows)
+	border := draw.LineStyle{Color: color.White, Width: vg.Points(1.5)}
+	for i, row := range h.g.Cells {
+		y := float64(nr - 1 - i)
+		for j, cell := range row {
+			x := float64(j)
+			x0, x1 := trX(x-0.5), trX(x+0.5)
+			y0, y1 := trY(y-0.5), trY(y+0.5)
+			fill := HeatColor(cell.Value)
+			if cell.N == 0 && cell.Failed > 0 {
+				fill = plotHeatFailedColor
+			}
+			rect := []vg.Point{{X: x0, Y: y0}, {X: x1, Y: y0}, {X: x1, Y: y1}, {X: x0, Y: y1}}
+			c.FillPolygon(fill, rect)
+			c.StrokeLines(border, append(rect, rect[0]))
+			ink := color.Color(color.Black)
+			if lum := 0.299*float64(fill.R) + 0.587*float64(fill.G) + 0.114*float64(fill.B); lum < 128 {
+				ink = color.White
+			}
+			size := 12.0
+			if cw := float64(x1-x0) / 4.5; cw < size {
+				size = max(7, cw)
+			}
+			c.FillText(plotTextStyle(size, ink), vg.Point{X: (x0 + x1) / 2, Y: (y0 + y1) / 2}, plotHeatCellText(cell))
+		}
+	}
+}
+
+// plotHeatFigure draws a grid with its colour bar on the right.
+func plotHeatFigure(g HeatGrid, title, ylabel string) plotFigure {
+	nr, nc := len(g.Rows), len(g.Cols)
+	p := plotNew(title, "context length (tokens)", ylabel)
+	p.Add(plotHeatPlotter{g})
+	p.X.Min, p.X.Max = -0.5, float64(nc)-0.5
+	p.Y.Min, p.Y.Max = -0.5, float64(nr)-0.5
+	p.X.Padding, p.Y.Padding = 0, 0
+	var xt, yt plot.ConstantTicks
+	for j, n := range g.Cols {
+		xt = append(xt, plot.Tick{Value: float64(j), Label: plotFormatNum(n)})
+	}
+	for i, l := range plotDepthLabels(g.Rows) {
+		yt = append(yt, plot.Tick{Value: float64(nr - 1 - i), Label: l})
+	}
+	p.X.Tick.Marker = xt
+	p.Y.Tick.Marker = yt
+	p.X.Tick.Length, p.Y.Tick.Length = 0, 0
+	p.X.LineStyle.Width, p.Y.LineStyle.Width = 0, 0
+
+	cb := plot.New()
+	cb.HideX()
+	cb.Add(plotHeatBar{})
+	cb.X.Min, cb.X.Max = 0, 1
+	cb.Y.Min, cb.Y.Max = 0, 1
+	cb.Y.Padding = 0
+	cb.Y.Label.Text = "accuracy"
+	cb.Y.Label.TextStyle.Font = plotFont(11)
+	cb.Y.Tick.Label.Font = plotFont(10)
+	cb.Y.Tick.Marker = plotPercentTicks()
+
+	cbW := 1.15 * vg.Inch
+	cellW := vg.Length(min(1.25, max(0.7, 9.0/float64(max(nc, 1))))) * vg.Inch
+	cellH := vg.Length(min(0.6, max(0.4, 6.0/float64(max(nr, 1))))) * vg.Inch
+	w := 1.6*vg.Inch + cellW*vg.Length(nc) + cbW
+	h := 1.6*vg.Inch + cellH*vg.Length(nr)
+	w, h = max(w, 6*vg.Inch), max(h, 3.5*vg.Inch)
+	return plotFigure{W: w, H: h, Draw: func(c draw.Canvas) {
+		c.SetColor(color.White)
+		c.Fill(c.Rectangle.Path())
+		margin := vg.Points(8)
+		c = draw.Crop(c, margin, -margin, margin, -margin)
+		hc := draw.Crop(c, 0, -cbW, 0, 0)
+		p.Draw(hc)
+		data := p.DataCanvas(hc)
+		bc := c
+		bc.Min.X = hc.Max.X + vg.Points(14)
+		bc.Max.X = c.Max.X - vg.Points(28)
+		bc.Min.Y, bc.Max.Y = data.Min.Y, data.Max.Y
+		cb.Draw(bc)
+	}}
+}
+
+// ---------------------------------------------------------------------------
+// The report's plots
+
+// plotJob is one figure of the report.
+type plotJob struct {
+	Name    string // file name without extension
+	Title   string
+	Section string // task name, or "cost" / "recall"
+	Fig     plotFigure
+}
+
+// Plot sections that are not tasks.
+const (
+	plotSectionCost   = "cost"
+	plotSectionRecall = "recall"
+)
+
+// plotPlan lists the report's figures; those without data are left out.
+func plotPlan(records []Record) []plotJob {
+	var labels []string
+	for i := range records {
+		labels = append(labels, PlotLabel(&records[i]))
+	}
+	styler := plotNewStyler(labels)
+	var jobs []plotJob
+	used := map[string]bool{}
+	unique := func(name string) string {
+		n := name
+		for k := 2; used[n]; k++ {
+			n = fmt.Sprintf("%s-%d", name, k)
+		}
+		used[n] = true
+		return n
+	}
+
+	if s := plotPPLSeries(records); len(s) > 0 {
+		t := "Perplexity vs tokens"
+		jobs = append(jobs, plotJob{unique("ppl_vs_tokens"), t, plotTaskPerplexity, plotLineChart{
+			Title: t, XLabel: "tokens", YLabel: "perplexity", Series: s, Styler: styler,
+			LogXFactor: 10, LogYFactor: 10, XValueTicks: true,
+		}.figure()})
+	}
+	if s := plotAccuracyVsLength(plotTaskPasskey, records); len(s) > 0 {
+		t := "Passkey accuracy vs context length"
+		jobs = append(jobs, plotJob{unique("passkey_accuracy"), t, plotTaskPasskey, plotLineChart{
+			Title: t, XLabel: "context length (tokens)", YLabel: "accuracy (mean over depths)",
+			Series: s, Styler: styler, UnitY: true, LogXFactor: 7, XValueTicks: true,
+		}.figure()})
+	}
+	for _, g := range HeatGrids(plotTaskPasskey, records) {
+		t := "Passkey accuracy: " + g.Label
+		jobs = append(jobs, plotJob{unique("passkey_heatmap_" + PlotFileName(g.Label)), t, plotTaskPasskey, plotHeatFigure(g, t, "passkey depth")})
+	}
+	needleTasks := map[string]bool{}
+	for i := range records {
+		if plotIsNeedleTask(records[i].Task) {
+			needleTasks[records[i].Task] = true
+		}
+	}
+	for _, task := range slices.Sorted(maps.Keys(needleTasks)) {
+		for _, g := range HeatGrids(task, records) {
+			t := "Needle in a haystack: " + g.Label
+			if task != plotTaskNeedle {
+				t = task + ": " + g.Label
+			}
+			jobs = append(jobs, plotJob{unique("needle_heatmap_" + PlotFileName(g.Label)), t, task, plotHeatFigure(g, t, "needle depth")})
+		}
+	}
+	if s := plotLatencySeries(records); len(s) > 0 {
+		t := "Attention latency (p50) vs context length"
+		jobs = append(jobs, plotJob{unique("latency_vs_context"), t, plotSectionCost, plotLineChart{
+			Title: t, XLabel: "context length (tokens)", YLabel: "attention p50 (µs per layer and step)",
+			Series: s, Styler: styler, LogXFactor: 7, LogYFactor: 10, XValueTicks: true,
+		}.figure()})
+	}
+	if s := plotMemorySeries(records); len(s) > 0 {
+		t := "KV memory (max resident) vs context length"
+		jobs = append(jobs, plotJob{unique("memory_vs_context"), t, plotSectionCost, plotLineChart{
+			Title: t, XLabel: "context length (tokens)", YLabel: "max resident KV (MiB)",
+			Series: s, Styler: styler, LogXFactor: 7, LogYFactor: 10, XValueTicks: true,
+		}.figure()})
+	}
+	if s := plotRecallSeries(records); len(s) > 0 {
+		var names []string
+		for _, x := range s {
+			names = append(names, x.Label)
+		}
+		t := "Attention recall vs budget"
+		jobs = append(jobs, plotJob{unique("recall_vs_budget"), t, plotSectionRecall, plotLineChart{
+			Title: t, XLabel: "budget (tokens)", YLabel: "sampled attention recall",
+			Series: s, Styler: plotNewStyler(names), UnitY: true, LogXFactor: 7, XValueTicks: true,
+		}.figure()})
+	}
+	return jobs
+}
