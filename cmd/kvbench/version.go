@@ -9,8 +9,12 @@ import (
 	"github.com/kvbench/kvbench/runtime/cpu"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// version and buildRevision are set at build time with -ldflags
+// "-X main.version=... -X main.buildRevision=..." (see the Makefile).
+var (
+	version       = "dev"
+	buildRevision = ""
+)
 
 func init() {
 	register("version", "print the version, build and backends", cmdVersion)
@@ -18,6 +22,9 @@ func init() {
 
 // revision returns the VCS revision the binary was built from, if recorded.
 func revision() string {
+	if buildRevision != "" {
+		return buildRevision
+	}
 	if info, ok := debug.ReadBuildInfo(); ok {
 		for _, s := range info.Settings {
 			if s.Key == "vcs.revision" {

@@ -1,0 +1,220 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	goruntime "runtime"
+	"runtime/debug"
+		"time"
+
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/kvbench/kvbench/results"
+	"github.com/kvbench/kvbench/runtime"
+	"github.com/kvbench/kvbench/runtime/tokenizer"
+	"github.com/kvbench/kvbench/tasks"
+)
+
+// RunOptions control a suite run.
+type RunOptions struct {
+	Out      string    // results directory
+	Quiet    bool      // no progress bar
+	Retry    bool      // rerun cells recorded as failed
+	Progress io.Writer // where the progress bar and notes go (stderr)
+	TTY      bool      // Progress is a terminal: draw the bar
+	Version  string    // kvbench version for the records
+	Revision string    // git revision of the build ("" : read from the binary)
+}
+
+// RunSummary counts what a run did.
+type RunSummary struct {
+	Cells, Skipped, Ran, Failed int
+	Backend, Reason             string
+}
+
+// SelectBackend resolves a suite's backend: "cpu"; "auto" falls back to the
+// CPU and says why; "cuda" is an error while this build has no CUDA backend.
+func SelectBackend(want string) (name, reason string, err error) {
+	switch want {
+	case "", "auto":
+		return "cpu", "auto: no CUDA backend in this build (the GPU runtime is not implemented yet); using the CPU", nil
+	case "cpu":
+		return "cpu", "", nil
+	case "cuda":
+		return "", "", fmt.Errorf("backend cuda: not available in this build (the GPU runtime is not implemented yet); use backend: cpu or auto")
+	}
+	return "", "", fmt.Errorf("unknown backend %q (auto, cpu, cuda)", want)
+}
+
+// Run executes every cell of s that DIR does not already hold, appending a
+// record as each cell ends. A cell that fails is recorded with its reason and
+// the run goes on. Rerunning into the same DIR resumes.
+func Run(ctx context.Context, s *Suite, opt RunOptions) (*RunSummary, error) {
+	backend, reason, err := SelectBackend(s.Backend)
+	if err != nil {
+		return nil, err
+	}
+	if opt.Progress == nil {
+		opt.Progress = io.Discard
+	}
+	if reason != "" {
+		fmt.Fprintln(opt.Progress, "kvbench:", reason)
+	}
+	cells := s.Cells()
+	store, err := results.Open(opt.Out)
+	if err != nil {
+		return nil, err
+	}
+	defer store.Close()
+	doneFn := results.Done
+	if opt.Retry {
+		doneFn = results.DoneOK
+	}
+	done, err := doneFn(opt.Out)
+	if err != nil {
+		return nil, err
+	}
+	var todo []Cell
+	for _, c := range cells {
+		if !done[c.Key] {
+			todo = append(todo, c)
+		}
+	}
+	sum := &RunSummary{Cells: len(cells), Skipped: len(cells) - len(todo), Backend: backend, Reason: reason}
+	if len(todo) == 0 {
+		return sum, nil
+	}
+	var bar *progressbar.ProgressBar
+	if opt.TTY && !opt.Quiet {
+		bar = progressbar.NewOptions(len(todo), progressbar.OptionSetWriter(opt.Progress),
+			progressbar.OptionSetDescription(s.Name), progressbar.OptionShowCount(),
+			progressbar.OptionSetPredictTime(true), progressbar.OptionShowElapsedTimeOnFinish(),
+			progressbar.OptionClearOnFinish())
+	}
+	models := map[string]*loadedModel{}
+	rev := opt.Revision
+	if rev == "" {
+		rev = gitRevision()
+	}
+	for _, c := range todo {
+		if err := ctx.Err(); err != nil {
+			return sum, err
+		}
+		if bar != nil {
+			bar.Describe(shorten(c.Key, 60))
+		}
+		rec := runCell(ctx, s, c, models, backend)
+		rec.Meta.GitRevision, rec.Meta.Version = rev, opt.Version
+		if err := store.Append(rec); err != nil {
+			if !rec.OK() {
+				return sum, err
+			}
+			// A result the store refuses (a metric that is not finite) is
+			// recorded as the cell's failure instead.
+			rec.Status, rec.Error = "failed", "result not storable: "+err.Error()
+			rec.Metrics, rec.Curves, rec.Detail, rec.Latency = nil, nil, nil, results.Latency{}
+			if err := store.Append(rec); err != nil {
+				return sum, err
+			}
+		}
+		sum.Ran++
+		if !rec.OK() {
+			sum.Failed++
+			if bar == nil && !opt.Quiet {
+				fmt.Fprintf(opt.Progress, "kvbench: cell %s failed: %s\n", c.Key, rec.Error)
+			}
+		}
+		if bar != nil {
+			_ = bar.Add(1)
+		} else if !opt.Quiet {
+			fmt.Fprintf(opt.Progress, "[%d/%d] %s %s\n", sum.Ran, len(todo), rec.Status, c.Key)
+		}
+	}
+	if bar != nil {
+		_ = bar.Finish()
+	}
+	return sum, nil
+}
+
+type loadedModel struct {
+	m   *runtime.Model
+	tok tokenizer.Tokenizer
+	err error
+}
+
+// runCell runs one cell and returns its record, failed or not; a panic in a
+// task is caught and recorded as the cell's failure.
+func runCell(ctx context.Context, s *Suite, c Cell, models map[string]*loadedModel, backend string) (rec *results.Record) {
+	rec = &results.Record{Suite: s.Name, Cell: c.Key, Model: c.Model.Name, ModelPath: c.Model.Path,
+		Policy: c.Policy, PolicyParams: c.PolicyParams, Task: c.Task, TaskParams: c.TaskParams,
+		KV: results.KV{Recall: -1}}
+	host, _ := os.Hostname()
+	rec.Meta = results.Meta{GoVersion: goruntime.Version(), Backend: backend, Host: host, Seed: int64(s.Seed), Start: time.Now().UTC()}
+	fail := func(err error) *results.Record {
+		rec.Status, rec.Error = "failed", err.Error()
+		rec.Meta.End = time.Now().UTC()
+		return rec
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			rec = fail(fmt.Errorf("panic: %v\n%s", p, debug.Stack()))
+		}
+	}()
+	task, err := tasks.Lookup(c.Task)
+	if err != nil {
+		return fail(err)
+	}
+	rec.TaskVersion = task.Version()
+	lm := models[c.Model.Name]
+	if lm == nil {
+		lm = &loadedModel{}
+		lm.m, lm.tok, lm.err = OpenModel(c.Model.Path, c.Model.Tokenizer)
+		models[c.Model.Name] = lm
+	}
+	if lm.err != nil {
+		return fail(lm.err)
+	}
+	e, err := NewEngine(lm.m, lm.tok, c.Policy, c.PolicyParams)
+	if err != nil {
+		return fail(err)
+	}
+	e.RecallEvery, e.Threads = s.RecallEvery, s.Threads
+	rec.Budget = e.Budget()
+	t0 := time.Now()
+	res, err := task.Run(ctx, e, c.TaskParams)
+	el := time.Since(t0)
+	if err != nil {
+		return fail(err)
+	}
+	rec.Status = "ok"
+	rec.Metrics, rec.Curves, rec.Detail, rec.Tokens = res.Metrics, res.Curves, res.Detail, res.Tokens
+	if el > 0 {
+		rec.Throughput = float64(res.Tokens) / el.Seconds()
+	}
+	rec.Latency, rec.KV = e.Summary()
+	_, rec.Meta.Device = e.Device()
+	rec.Meta.End = time.Now().UTC()
+	return rec
+}
+
+// gitRevision is the revision of the kvbench build, or of the working tree.
+func gitRevision() string {
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range info.Settings {
+			if s.Key == "vcs.revision" {
+				return s.Value
+			}
+		}
+	}
+	return "unknown"
+}
+
+func shorten(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-3] + "..."
+}
+

@@ -1,0 +1,1155 @@
+package bench
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/kvbench/kvbench/policies"
+	"github.com/kvbench/kvbench/runtime"
+	"github.com/kvbench/kvbench/tasks"
+)
+
+// Suite is a parsed, validated suite file: which models, which cache policy
+// configurations and which tasks to run, as a matrix (see Cells).
+//
+// The format is strict YAML:
+//
+//	name: passkey-quest      # required
+//	backend: auto            # auto | cpu | cuda (default auto)
+//	seed: 1                  # default 1
+//	recall_every: 64         # sample attention recall every N decode steps (0: off)
+//	threads: 0               # CPU threads per stream (0: every core)
+//	include: common.yaml     # optional, a file or a list: their models, policies and tasks come first
+//	models:                  # required, >= 1; name + path (+ tokenizer), or a bare path
+//	  - {name: ref25m, path: ../shared/models/gutenberg-llama-25m, tokenizer: tok.model}
+//	policies:                # required, >= 1; a bare name, or name + parameters
+//	  - full
+//	  - {name: quest, budget: [64, 256], page: 16}   # lists expand (cartesian product)
+//	tasks:                   # required, >= 1; name + parameters
+//	  - {name: passkey, lengths: [2048, 8192], depths: [0, 0.5, 1], trials: 10}
+//
+// Unknown fields, wrong types, unknown policies, tasks or parameters and
+// invalid values are errors naming file:line:col. Relative paths (model path
+// and tokenizer, task path parameters such as text and haystack) are
+// resolved against the suite file's folder; "synthetic:NAME" models are kept.
+type Suite struct {
+	Name        string
+	File        string // the suite file as named (errors name it)
+	Dir         string // the folder relative paths were resolved against
+	Backend     string // auto, cpu or cuda
+	Seed        int64
+	RecallEvery int
+	Threads     int
+	Includes    []string // included files, resolved, in order read
+	Models      []ModelSpec
+	Policies    []PolicyEntry
+	Tasks       []TaskEntry
+}
+
+// ModelSpec is a model of a suite.
+type ModelSpec struct {
+	Name      string `json:"name"`
+	Path      string `json:"path"`                // resolved, or synthetic:NAME
+	Tokenizer string `json:"tokenizer,omitempty"` // resolved; "" to use the one beside the model
+}
+
+// PolicyEntry is one entry of a suite's policies: a policy and its
+// parameters as written (a list value expands into one configuration per
+// element).
+type PolicyEntry struct {
+	Name   string
+	Params policies.Params
+	Pos    Pos
+
+	order  []string         // parameter names in file order
+	pos    map[string]Pos   // parameter value positions
+	elemAt map[string][]Pos // positions of list elements
+}
+
+// TaskEntry is one entry of a suite's tasks: a task and its parameters,
+// with path parameters resolved.
+type TaskEntry struct {
+	Name   string
+	Params tasks.Params
+	Pos    Pos
+
+	order  []string
+	pos    map[string]Pos
+	elemAt map[string][]Pos
+	raw    map[string]any // path parameters as written (for cell keys)
+}
+
+// ValueExpander is implemented by tasks whose expanded parameters accept
+// values other than lists: ExpandValue returns the values a parameter
+// stands for (needle's "depths: 10" is ten evenly spaced depths), or false
+// to fall back to list expansion.
+type ValueExpander interface {
+	ExpandValue(name string, v any) ([]any, bool)
+}
+
+// PathLister is implemented by tasks that have path parameters besides
+// text and haystack; their relative values are resolved against the suite.
+type PathLister interface {
+	PathParams() []string
+}
+
+// pathParams are task parameters that hold paths in every task.
+var pathParams = []string{"text", "haystack"}
+
+// Limits that keep a bad suite (or a fuzzer) from exhausting memory.
+const (
+	maxSuiteBytes  = 4 << 20
+	maxNodes       = 200000 // YAML values decoded, aliases followed
+	maxEntryCombos = 10000  // configurations of one policy or task entry
+	maxCells       = 100000
+	maxIncludes    = 8 // nesting depth
+	maxErrors      = 20
+	maxDepth       = 32 // nesting of a parameter value
+)
+
+// Pos is a position in a suite file.
+type Pos struct {
+	File      string
+	Line, Col int
+	via       string // " (included from f:l:c)"
+}
+
+func (p Pos) String() string {
+	switch {
+	case p.Line > 0 && p.Col > 0:
+		return fmt.Sprintf("%s:%d:%d", p.File, p.Line, p.Col)
+	case p.Line > 0:
+		return fmt.Sprintf("%s:%d", p.File, p.Line)
+	}
+	return p.File
+}
+
+// Error is one problem of a suite, at a position.
+type Error struct {
+	Pos Pos
+	Msg string
+}
+
+func (e *Error) Error() string { return e.Pos.String() + ": " + e.Msg + e.Pos.via }
+
+// Errors are every problem found in a suite, in file order.
+type Errors []*Error
+
+func (es Errors) Error() string {
+	var b strings.Builder
+	for i, e := range es {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(e.Error())
+	}
+	return b.String()
+}
+
+// LoadSuite reads and validates the suite file at path. Relative paths in it
+// are resolved against its folder.
+func LoadSuite(path string) (*Suite, error) {
+	data, err := readSuiteFile(path)
+	if err != nil {
+		return nil, Errors{{Pos: Pos{File: path}, Msg: err.Error()}}
+	}
+	dir, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		dir = filepath.Dir(path)
+	}
+	return parseSuite(path, dir, data)
+}
+
+// ParseSuite validates the suite in data; name is its file name, which
+// errors name and against whose folder relative paths are resolved.
+func ParseSuite(name string, data []byte) (*Suite, error) {
+	return parseSuite(name, filepath.Dir(name), data)
+}
+
+func readSuiteFile(path string) ([]byte, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, unwrapPath(err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("not a regular file")
+	}
+	if st.Size() > maxSuiteBytes {
+		return nil, fmt.Errorf("%d bytes: too large for a suite", st.Size())
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, unwrapPath(err)
+	}
+	return data, nil
+}
+
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// parser reads one file of a suite; included files get their own parser
+// sharing the error list and the node budget.
+type parser struct {
+	file  string
+	dir   string
+	via   string
+	errs  *Errors
+	seen  map[string]bool // errors reported, shared
+	nodes *int
+	stack []string // files being read, for include cycles
+	deep  bool     // a too deep value was reported
+}
+
+func (p *parser) pos(n *yaml.Node) Pos {
+	if n == nil {
+		return Pos{File: p.file, via: p.via}
+	}
+	return Pos{File: p.file, Line: n.Line, Col: n.Column, via: p.via}
+}
+
+func (p *parser) errorf(n *yaml.Node, format string, args ...any) {
+	p.errorAt(p.pos(n), format, args...)
+}
+
+func (p *parser) errorAt(pos Pos, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	id := pos.String() + pos.via + "\x00" + msg
+	if p.seen[id] {
+		return
+	}
+	p.seen[id] = true
+	*p.errs = append(*p.errs, &Error{Pos: pos, Msg: msg})
+}
+
+// part is what one file contributes to a suite.
+type part struct {
+	suite  Suite
+	models []modelEntry
+	has    map[string]*yaml.Node // top-level keys present
+	vals   map[string]*yaml.Node // and their values
+	root   *yaml.Node
+}
+
+type modelEntry struct {
+	spec ModelSpec
+	pos  Pos
+}
+
+func parseSuite(name string, dir string, data []byte) (s *Suite, err error) {
+	var errs Errors
+	nodes := 0
+	abs, _ := filepath.Abs(name)
+	p := &parser{file: name, dir: dir, errs: &errs, seen: map[string]bool{}, nodes: &nodes, stack: []string{abs}}
+	pt := p.parseFile(data)
+	if pt == nil {
+		return nil, finish(errs)
+	}
+	s = &pt.suite
+	s.File = name
+	s.Dir = dir
+	// Required fields.
+	if _, ok := pt.has["name"]; !ok {
+		p.errorf(pt.root, "missing required field name")
+	}
+	for _, f := range []struct {
+		key string
+		n   int
+	}{{"models", len(s.Models)}, {"policies", len(s.Policies)}, {"tasks", len(s.Tasks)}} {
+		if f.n > 0 {
+			continue
+		}
+		if k, ok := pt.has[f.key]; ok {
+			if v := deref(pt.vals[f.key]); v.Kind != yaml.SequenceNode && v.ShortTag() != "!!null" ||
+				v.Kind == yaml.SequenceNode && len(v.Content) > 0 {
+				continue // reported already: not a list, or its entries are wrong
+			}
+			p.errorf(k, "%s: needs at least one entry", f.key)
+		} else {
+			p.errorf(pt.root, "missing required field %s", f.key)
+		}
+	}
+	// Duplicate models.
+	seen := map[string]Pos{}
+	for _, m := range pt.models {
+		if first, dup := seen[m.spec.Name]; dup {
+			p.errorAt(m.pos, "duplicate model name %q (first at %s)", m.spec.Name, first)
+			continue
+		}
+		seen[m.spec.Name] = m.pos
+	}
+	if len(errs) == 0 {
+		p.checkMatrix(s)
+	}
+	if len(errs) > 0 {
+		return nil, finish(errs)
+	}
+	return s, nil
+}
+
+// finish sorts errors by position (suite file first) and bounds their number.
+func finish(errs Errors) error {
+	sort.SliceStable(errs, func(i, j int) bool {
+		a, b := errs[i].Pos, errs[j].Pos
+		if (a.via == "") != (b.via == "") {
+			return a.via == ""
+		}
+		if a.File != b.File {
+			return false
+		}
+		if a.Line != b.Line {
+			return a.Line < b.Line
+		}
+		return a.Col < b.Col
+	})
+	if len(errs) > maxErrors {
+		more := len(errs) - maxErrors
+		errs = append(errs[:maxErrors:maxErrors], &Error{Pos: errs[maxErrors].Pos, Msg: fmt.Sprintf("... and %d more errors", more)})
+	}
+	return errs
+}
+
+var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// decode parses one YAML document into its root node.
+func (p *parser) decode(data []byte) (root *yaml.Node) {
+	defer func() {
+		if r := recover(); r != nil {
+			p.errorf(nil, "invalid YAML: %v", r)
+			root = nil
+		}
+	}()
+	yamlErr := func(err error) {
+		msg := err.Error()
+		if m := yamlLine.FindStringSubmatch(msg); m != nil {
+			line, _ := strconv.Atoi(m[1])
+			p.errorAt(Pos{File: p.file, Line: line, via: p.via}, "%s", m[2])
+			return
+		}
+		p.errorf(nil, "%s", strings.TrimPrefix(msg, "yaml: "))
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if err == io.EOF {
+			p.errorf(nil, "empty suite")
+		} else {
+			yamlErr(err)
+		}
+		return nil
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		p.errorf(&extra, "a suite is one YAML document; found another")
+		return nil
+	} else if err != io.EOF {
+		yamlErr(err)
+		return nil
+	}
+	root = &doc
+	if root.Kind == yaml.DocumentNode {
+		if len(root.Content) == 0 {
+			p.errorf(nil, "empty suite")
+			return nil
+		}
+		root = root.Content[0]
+	}
+	root = deref(root)
+	if root.Kind == yaml.ScalarNode && root.ShortTag() == "!!null" {
+		p.errorf(root, "empty suite")
+		return nil
+	}
+	if root.Kind != yaml.MappingNode {
+		p.errorf(root, "a suite is a mapping of fields (name, models, policies, tasks...), got %s", describe(root))
+		return nil
+	}
+	return root
+}
+
+var topFields = []string{"name", "backend", "seed", "recall_every", "threads", "include", "models", "policies", "tasks"}
+
+func (p *parser) parseFile(data []byte) *part {
+	root := p.decode(data)
+	if root == nil {
+		return nil
+	}
+	pt := &part{root: root, has: map[string]*yaml.Node{}, vals: map[string]*yaml.Node{}}
+	s := &pt.suite
+	s.Backend = "auto"
+	s.Seed = 1
+	var own struct {
+		models   []modelEntry
+		policies []PolicyEntry
+		tasks    []TaskEntry
+	}
+	for _, f := range p.fields(root, "suite", topFields) {
+		pt.has[f.name] = f.key
+		pt.vals[f.name] = f.val
+		v := f.val
+		switch f.name {
+		case "name":
+			if str, ok := p.str(v, "name"); ok {
+				if strings.TrimSpace(str) == "" {
+					p.errorf(v, "name: must not be empty")
+				}
+				s.Name = str
+			}
+		case "backend":
+			if str, ok := p.str(v, "backend"); ok {
+				switch str {
+				case "auto", "cpu", "cuda":
+					s.Backend = str
+				default:
+					msg := fmt.Sprintf("backend: %q is not one of auto, cpu, cuda", str)
+					if c := policies.Closest(str, []string{"auto", "cpu", "cuda"}); c != "" {
+						msg += fmt.Sprintf("; did you mean %s?", c)
+					}
+					p.errorf(v, "%s", msg)
+				}
+			}
+		case "seed":
+			if i, ok := p.integer(v, "seed", 0, 1<<62); ok {
+				s.Seed = i
+			}
+		case "recall_every":
+			if i, ok := p.integer(v, "recall_every", 0, 1<<30); ok {
+				s.RecallEvery = int(i)
+			}
+		case "threads":
+			if i, ok := p.integer(v, "threads", 0, 1<<16); ok {
+				s.Threads = int(i)
+			}
+		case "include":
+			p.include(v, pt)
+		case "models":
+			own.models = p.models(v)
+		case "policies":
+			own.policies = p.policies(v)
+		case "tasks":
+			own.tasks = p.tasks(v)
+		}
+	}
+	// Included entries come first, then this file's.
+	pt.models = append(pt.models, own.models...)
+	s.Policies = append(s.Policies, own.policies...)
+	s.Tasks = append(s.Tasks, own.tasks...)
+	s.Models = s.Models[:0]
+	for _, m := range pt.models {
+		s.Models = append(s.Models, m.spec)
+	}
+	return pt
+}
+
+// include reads included files (a path or a list of paths) and adds their
+// models, policies and tasks to pt.
+func (p *parser) include(v *yaml.Node, pt *part) {
+	v = deref(v)
+	var items []*yaml.Node
+	switch v.Kind {
+	case yaml.ScalarNode:
+		items = []*yaml.Node{v}
+	case yaml.SequenceNode:
+		items = v.Content
+	default:
+		p.errorf(v, "include: want a file or a list of files, got %s", describe(v))
+		return
+	}
+	for _, it := range items {
+		name, ok := p.str(it, "include")
+		if !ok {
+			continue
+		}
+		if name == "" {
+			p.errorf(it, "include: empty file name")
+			continue
+		}
+		path := name
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(p.dir, path)
+		}
+		abs, _ := filepath.Abs(path)
+		cycle := false
+		for _, f := range p.stack {
+			if f == abs {
+				cycle = true
+			}
+		}
+		if cycle {
+			p.errorf(it, "include: %s includes itself (a cycle)", name)
+			continue
+		}
+		if len(p.stack) > maxIncludes {
+			p.errorf(it, "include: nested more than %d deep", maxIncludes)
+			continue
+		}
+		data, err := readSuiteFile(path)
+		if err != nil {
+			p.errorf(it, "include %s: %v", name, err)
+			continue
+		}
+		shown := name // as errors name it: relative to the including file as named
+		if !filepath.IsAbs(name) {
+			shown = filepath.Join(filepath.Dir(p.file), name)
+		}
+		sub := &parser{file: shown, dir: filepath.Dir(path), errs: p.errs, seen: p.seen, nodes: p.nodes,
+			stack: append(p.stack[:len(p.stack):len(p.stack)], abs)}
+		sub.via = fmt.Sprintf(" (included from %s)", p.pos(it))
+		if p.via != "" {
+			sub.via = fmt.Sprintf(" (included from %s%s)", p.pos(it), strings.TrimPrefix(p.via, " "))
+		}
+		spt := sub.parseFile(data)
+		if spt == nil {
+			continue
+		}
+		pt.suite.Includes = append(pt.suite.Includes, spt.suite.Includes...)
+		pt.suite.Includes = append(pt.suite.Includes, abs)
+		pt.models = append(pt.models, spt.models...)
+		pt.suite.Policies = append(pt.suite.Policies, spt.suite.Policies...)
+		pt.suite.Tasks = append(pt.suite.Tasks, spt.suite.Tasks...)
+	}
+}
+
+var modelFields = []string{"name", "path", "tokenizer"}
+
+func (p *parser) models(v *yaml.Node) []modelEntry {
+	items, ok := p.list(v, "models")
+	if !ok {
+		return nil
+	}
+	var out []modelEntry
+	for _, it := range items {
+		m := ModelSpec{}
+		good := true
+		if it.Kind == yaml.ScalarNode {
+			// A bare path: the name is the file's (or synthetic model's).
+			path, ok := p.str(it, "model")
+			if !ok {
+				continue
+			}
+			m.Path = path
+			m.Name = strings.TrimSuffix(filepath.Base(strings.TrimPrefix(path, "synthetic:")), filepath.Ext(path))
+		} else {
+			var hasName, hasPath bool
+			for _, f := range p.fields(it, "model", modelFields) {
+				str, ok := p.str(f.val, f.name)
+				if !ok {
+					good = false
+					continue
+				}
+				switch f.name {
+				case "name":
+					m.Name, hasName = str, true
+				case "path":
+					m.Path, hasPath = str, true
+				case "tokenizer":
+					m.Tokenizer = str
+				}
+			}
+			if it.Kind != yaml.MappingNode {
+				continue
+			}
+			if !hasName {
+				p.errorf(it, "model: missing required field name")
+				good = false
+			}
+			if !hasPath {
+				p.errorf(it, "model: missing required field path")
+				good = false
+			}
+		}
+		if !good {
+			continue
+		}
+		if strings.TrimSpace(m.Name) == "" || strings.ContainsAny(m.Name, "/()") {
+			p.errorf(it, "model name %q: want a non-empty name without / ( )", m.Name)
+			continue
+		}
+		if m.Path == "" {
+			p.errorf(it, "model %s: empty path", m.Name)
+			continue
+		}
+		if syn, ok := strings.CutPrefix(m.Path, "synthetic:"); ok {
+			syn, _, _ = strings.Cut(syn, "@")
+			if !contains(runtime.SyntheticNames(), syn) {
+				msg := fmt.Sprintf("model %s: unknown synthetic model %q (have %s)", m.Name, syn, strings.Join(runtime.SyntheticNames(), ", "))
+				if c := policies.Closest(syn, runtime.SyntheticNames()); c != "" {
+					msg += fmt.Sprintf("; did you mean synthetic:%s?", c)
+				}
+				p.errorf(it, "%s", msg)
+				continue
+			}
+		} else {
+			m.Path = p.resolve(m.Path)
+		}
+		if m.Tokenizer != "" {
+			m.Tokenizer = p.resolve(m.Tokenizer)
+		}
+		out = append(out, modelEntry{spec: m, pos: p.pos(it)})
+	}
+	return out
+}
+
+// resolve makes a relative path relative to the file's folder.
+func (p *parser) resolve(path string) string {
+	if path == "" || filepath.IsAbs(path) || strings.HasPrefix(path, "synthetic:") {
+		return path
+	}
+	return filepath.Join(p.dir, path)
+}
+
+// entry is a policy or task entry's name and parameter nodes.
+type entry struct {
+	node   *yaml.Node
+	name   string
+	nameAt *yaml.Node
+	params []field
+}
+
+// entry reads a bare name or a mapping with name and parameters.
+func (p *parser) entry(it *yaml.Node, what string) (entry, bool) {
+	e := entry{node: it}
+	switch it.Kind {
+	case yaml.ScalarNode:
+		name, ok := p.str(it, what)
+		if !ok {
+			return e, false
+		}
+		e.name, e.nameAt = name, it
+		return e, true
+	case yaml.MappingNode:
+		for _, f := range p.fields(it, what, nil) {
+			if f.name == "name" {
+				name, ok := p.str(f.val, what+" name")
+				if !ok {
+					return e, false
+				}
+				e.name, e.nameAt = name, f.val
+				continue
+			}
+			e.params = append(e.params, f)
+		}
+		if e.nameAt == nil {
+			hint := ""
+			if len(e.params) == 1 && deref(e.params[0].val).Kind == yaml.MappingNode {
+				hint = fmt.Sprintf(" (write {name: %s, ...})", e.params[0].name)
+			}
+			p.errorf(it, "%s: missing required field name%s", what, hint)
+			return e, false
+		}
+		return e, true
+	}
+	p.errorf(it, "%s: want a name or a mapping with name and parameters, got %s", what, describe(it))
+	return e, false
+}
+
+// params decodes an entry's parameter values, keeping positions.
+func (p *parser) params(e entry, what string) (map[string]any, []string, map[string]Pos, map[string][]Pos, bool) {
+	vals := map[string]any{}
+	pos := map[string]Pos{}
+	elemAt := map[string][]Pos{}
+	var order []string
+	ok := true
+	for _, f := range e.params {
+		v := deref(f.val)
+		if v.Kind == yaml.ScalarNode && v.ShortTag() == "!!null" {
+			p.errorf(f.val, "%s %s: parameter %s has no value", what, e.name, f.name)
+			ok = false
+			continue
+		}
+		x, good := p.value(f.val)
+		if !good {
+			ok = false
+			continue
+		}
+		vals[f.name] = x
+		order = append(order, f.name)
+		pos[f.name] = p.pos(f.val)
+		if v.Kind == yaml.SequenceNode {
+			for _, c := range v.Content {
+				elemAt[f.name] = append(elemAt[f.name], p.pos(c))
+			}
+		}
+	}
+	return vals, order, pos, elemAt, ok
+}
+
+func (p *parser) policies(v *yaml.Node) []PolicyEntry {
+	items, ok := p.list(v, "policies")
+	if !ok {
+		return nil
+	}
+	var out []PolicyEntry
+	for _, it := range items {
+		e, ok := p.entry(it, "policy")
+		if !ok {
+			continue
+		}
+		if _, err := policies.Lookup(e.name); err != nil {
+			p.errorf(e.nameAt, "%v", err)
+			continue
+		}
+		vals, order, pos, elemAt, ok := p.params(e, "policy")
+		if !ok {
+			continue
+		}
+		// Unknown parameters, by the policy's own reading of them.
+		for _, f := range e.params {
+			x, has := vals[f.name]
+			if !has {
+				continue
+			}
+			if l, isList := x.([]any); isList && len(l) > 0 {
+				x = l[0]
+			}
+			if _, err := safeNew(e.name, policies.Params{f.name: x}); err != nil &&
+				strings.Contains(err.Error(), "unknown parameter "+f.name+" ") {
+				p.errorf(f.key, "%v", err)
+				ok = false
+			}
+		}
+		if !ok {
+			continue
+		}
+		out = append(out, PolicyEntry{Name: e.name, Params: vals, Pos: p.pos(it), order: order, pos: pos, elemAt: elemAt})
+	}
+	return out
+}
+
+func (p *parser) tasks(v *yaml.Node) []TaskEntry {
+	items, ok := p.list(v, "tasks")
+	if !ok {
+		return nil
+	}
+	var out []TaskEntry
+	for _, it := range items {
+		e, ok := p.entry(it, "task")
+		if !ok {
+			continue
+		}
+		t, err := tasks.Lookup(e.name)
+		if err != nil {
+			p.errorf(e.nameAt, "%v", err)
+			continue
+		}
+		vals, order, pos, elemAt, ok := p.params(e, "task")
+		if !ok {
+			continue
+		}
+		var known []string
+		for _, d := range t.Params() {
+			known = append(known, d.Name)
+		}
+		if len(known) > 0 {
+			for _, f := range e.params {
+				if contains(known, f.name) {
+					continue
+				}
+				msg := fmt.Sprintf("task %s: unknown parameter %s (known: %s)", e.name, f.name, strings.Join(known, ", "))
+				if c := policies.Closest(f.name, known); c != "" {
+					msg += fmt.Sprintf("; did you mean %s?", c)
+				}
+				p.errorf(f.key, "%s", msg)
+				ok = false
+			}
+		}
+		if !ok {
+			continue
+		}
+		// Resolve path parameters, keeping what was written for keys.
+		raw := map[string]any{}
+		for _, name := range taskPathParams(t) {
+			x, has := vals[name]
+			if !has {
+				continue
+			}
+			switch y := x.(type) {
+			case string:
+				raw[name] = y
+				vals[name] = p.resolve(y)
+			case []any:
+				raw[name] = y
+				r := make([]any, len(y))
+				for i, z := range y {
+					if s, isStr := z.(string); isStr {
+						r[i] = p.resolve(s)
+					} else {
+						r[i] = z
+					}
+				}
+				vals[name] = r
+			}
+		}
+		out = append(out, TaskEntry{Name: e.name, Params: vals, Pos: p.pos(it), order: order, pos: pos, elemAt: elemAt, raw: raw})
+	}
+	return out
+}
+
+// safeCheck runs t.Check, turning a panic into an error.
+func safeCheck(t tasks.Task, p tasks.Params) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("task %s: check panicked: %v", t.Name(), r)
+		}
+	}()
+	return t.Check(p)
+}
+
+func taskPathParams(t tasks.Task) []string {
+	names := append([]string(nil), pathParams...)
+	if pl, ok := t.(PathLister); ok {
+		names = append(names, pl.PathParams()...)
+	}
+	return names
+}
+
+// checkMatrix expands every entry, validates each policy configuration with
+// policies.New and each task cell with Task.Check, and rejects repeated
+// configurations and oversized matrices.
+func (p *parser) checkMatrix(s *Suite) {
+	npol, ntask, work := 0, 0, 0
+	tooMany := func(at Pos, n int) bool {
+		work += n
+		if work > maxCells {
+			p.errorAt(at, "the suite expands to more than %d configurations", maxCells)
+			return true
+		}
+		return false
+	}
+	polKeys := map[string]Pos{}
+	for i := range s.Policies {
+		e := &s.Policies[i]
+		combos, err := expandPolicy(e)
+		if err != nil {
+			p.errorAt(e.Pos, "policy %s: %v", e.Name, err)
+			continue
+		}
+		if tooMany(e.Pos, len(combos)) {
+			return
+		}
+		for _, c := range combos {
+			if c.err != nil {
+				p.errorAt(blame(c.err.Error(), c.pos, e.Pos, true), "%v", c.err)
+				continue
+			}
+			if first, dup := polKeys[c.key]; dup {
+				p.errorAt(e.Pos, "policy %s repeats the configuration of %s", c.key, first)
+				continue
+			}
+			polKeys[c.key] = e.Pos
+			npol++
+		}
+	}
+	taskKeys := map[string]Pos{}
+	for i := range s.Tasks {
+		e := &s.Tasks[i]
+		t, err := tasks.Lookup(e.Name)
+		if err != nil {
+			p.errorAt(e.Pos, "%v", err)
+			continue
+		}
+		combos, err := expandTask(t, e)
+		if err != nil {
+			p.errorAt(e.Pos, "task %s: %v", e.Name, err)
+			continue
+		}
+		if tooMany(e.Pos, len(combos)) {
+			return
+		}
+		for _, c := range combos {
+			if err := safeCheck(t, c.params); err != nil {
+				msg := err.Error()
+				if !strings.HasPrefix(msg, "task "+e.Name) {
+					msg = "task " + e.Name + ": " + msg
+				}
+				p.errorAt(blame(err.Error(), c.pos, e.Pos, false), "%s", msg)
+				continue
+			}
+			if first, dup := taskKeys[c.key]; dup {
+				p.errorAt(e.Pos, "task %s repeats the cell of %s", c.key, first)
+				continue
+			}
+			taskKeys[c.key] = e.Pos
+			ntask++
+		}
+	}
+	if n := float64(len(s.Models)) * float64(npol) * float64(ntask); n > maxCells {
+		p.errorAt(Pos{File: p.file, Line: 1, Col: 1}, "the suite expands to %.0f cells (more than %d)", n, maxCells)
+	}
+}
+
+var paramInErr = regexp.MustCompile(`parameter (\S+?):`)
+
+// blame returns the position of the parameter an error is about: for
+// policies the one named "parameter X:", for tasks that one or else the
+// parameter name that appears first in the message; else the entry's.
+func blame(msg string, pos map[string]Pos, entry Pos, policy bool) Pos {
+	if m := paramInErr.FindStringSubmatch(msg); m != nil {
+		if p, ok := pos[m[1]]; ok {
+			return p
+		}
+	}
+	if policy {
+		return entry
+	}
+	best, bestAt := "", len(msg)+1
+	for name := range pos {
+		loc := regexp.MustCompile(`\b` + regexp.QuoteMeta(name) + `\b`).FindStringIndex(msg)
+		if loc == nil {
+			continue
+		}
+		if loc[0] < bestAt || (loc[0] == bestAt && len(name) > len(best)) {
+			best, bestAt = name, loc[0]
+		}
+	}
+	if best != "" {
+		return pos[best]
+	}
+	return entry
+}
+
+// field is one key of a mapping.
+type field struct {
+	name     string
+	key, val *yaml.Node
+}
+
+// fields returns a mapping's keys in order, reporting duplicates and (when
+// known is not nil) unknown keys with the closest known one.
+func (p *parser) fields(n *yaml.Node, what string, known []string) []field {
+	n = deref(n)
+	if n.Kind != yaml.MappingNode {
+		p.errorf(n, "%s: want a mapping, got %s", what, describe(n))
+		return nil
+	}
+	var out []field
+	seen := map[string]*yaml.Node{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := deref(n.Content[i]), n.Content[i+1]
+		if !p.spend() {
+			return out
+		}
+		if k.Kind != yaml.ScalarNode {
+			p.errorf(k, "%s: a key must be a name, got %s", what, describe(k))
+			continue
+		}
+		name := k.Value
+		if k.ShortTag() == "!!merge" {
+			p.errorf(k, "%s: merge keys (<<) are not supported", what)
+			continue
+		}
+		if first, dup := seen[name]; dup {
+			p.errorf(k, "%s: duplicate field %s (first at line %d)", what, name, first.Line)
+			continue
+		}
+		seen[name] = k
+		if known != nil && !contains(known, name) {
+			msg := fmt.Sprintf("unknown field %q in %s", name, what)
+			if c := policies.Closest(name, known); c != "" {
+				msg += fmt.Sprintf("; did you mean %s?", c)
+			} else {
+				msg += fmt.Sprintf(" (known: %s)", strings.Join(known, ", "))
+			}
+			p.errorf(k, "%s", msg)
+			continue
+		}
+		out = append(out, field{name: name, key: k, val: v})
+	}
+	return out
+}
+
+// list returns a sequence's items (aliases followed).
+func (p *parser) list(n *yaml.Node, what string) ([]*yaml.Node, bool) {
+	n = deref(n)
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
+		return nil, true // reported as empty by the caller
+	}
+	if n.Kind != yaml.SequenceNode {
+		p.errorf(n, "%s: want a list, got %s", what, describe(n))
+		return nil, false
+	}
+	out := make([]*yaml.Node, 0, len(n.Content))
+	for _, c := range n.Content {
+		out = append(out, deref(c))
+	}
+	return out, true
+}
+
+// spend counts one decoded node against the budget.
+func (p *parser) spend() bool {
+	*p.nodes++
+	if *p.nodes == maxNodes+1 {
+		p.errorf(nil, "suite too large (more than %d values, aliases expanded)", maxNodes)
+	}
+	return *p.nodes <= maxNodes
+}
+
+// str reads a scalar as a string.
+func (p *parser) str(n *yaml.Node, what string) (string, bool) {
+	n = deref(n)
+	if n.Kind != yaml.ScalarNode || n.ShortTag() == "!!null" {
+		p.errorf(n, "%s: want a string, got %s", what, describe(n))
+		return "", false
+	}
+	return n.Value, true
+}
+
+// integer reads an integer in [lo, hi].
+func (p *parser) integer(n *yaml.Node, what string, lo, hi int64) (int64, bool) {
+	n = deref(n)
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
+		p.errorf(n, "%s: want an integer, got %s", what, describe(n))
+		return 0, false
+	}
+	var i int64
+	if err := n.Decode(&i); err != nil {
+		p.errorf(n, "%s: integer %s out of range", what, n.Value)
+		return 0, false
+	}
+	if i < lo || i > hi {
+		p.errorf(n, "%s: %d is out of range [%d, %d]", what, i, lo, hi)
+		return 0, false
+	}
+	return i, true
+}
+
+// value decodes a parameter value: int, float64, bool, string, nil, []any
+// or map[string]any.
+func (p *parser) value(n *yaml.Node) (any, bool) {
+	return p.valueAt(n, 0)
+}
+
+func (p *parser) valueAt(n *yaml.Node, depth int) (any, bool) {
+	if !p.spend() {
+		return nil, false
+	}
+	if depth > maxDepth {
+		if !p.deep {
+			p.errorf(n, "value nested too deep (more than %d levels)", maxDepth)
+		}
+		p.deep = true
+		return nil, false
+	}
+	n = deref(n)
+	switch n.Kind {
+	case yaml.ScalarNode:
+		switch n.ShortTag() {
+		case "!!null":
+			return nil, true
+		case "!!bool":
+			var b bool
+			if err := n.Decode(&b); err != nil {
+				p.errorf(n, "bad boolean %q", n.Value)
+				return nil, false
+			}
+			return b, true
+		case "!!int":
+			var i int64
+			if err := n.Decode(&i); err != nil {
+				p.errorf(n, "integer %s out of range", n.Value)
+				return nil, false
+			}
+			return int(i), true
+		case "!!float":
+			var f float64
+			if err := n.Decode(&f); err != nil {
+				p.errorf(n, "bad number %q", n.Value)
+				return nil, false
+			}
+			return f, true
+		case "!!str", "!!timestamp", "!!binary":
+			return n.Value, true
+		}
+		p.errorf(n, "unsupported tag %s", n.Tag)
+		return nil, false
+	case yaml.SequenceNode:
+		out := make([]any, 0, len(n.Content))
+		ok := true
+		for _, c := range n.Content {
+			x, good := p.valueAt(c, depth+1)
+			if !good {
+				ok = false
+				if *p.nodes > maxNodes {
+					return nil, false
+				}
+			}
+			out = append(out, x)
+		}
+		return out, ok
+	case yaml.MappingNode:
+		out := map[string]any{}
+		ok := true
+		for _, f := range p.fields(n, "value", nil) {
+			x, good := p.valueAt(f.val, depth+1)
+			if !good {
+				ok = false
+				if *p.nodes > maxNodes {
+					return nil, false
+				}
+			}
+			out[f.name] = x
+		}
+		return out, ok
+	}
+	p.errorf(n, "unsupported YAML value")
+	return nil, false
+}
+
+func deref(n *yaml.Node) *yaml.Node {
+	for i := 0; n != nil && n.Kind == yaml.AliasNode && n.Alias != nil && i < 100; i++ {
+		n = n.Alias
+	}
+	if n == nil || n.Kind == yaml.AliasNode {
+		return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null"}
+	}
+	return n
+}
+
+// describe names a node's type and value for errors.
+func describe(n *yaml.Node) string {
+	n = deref(n)
+	switch n.Kind {
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.ScalarNode:
+		v := n.Value
+		if len(v) > 40 {
+			v = v[:40] + "..."
+		}
+		switch n.ShortTag() {
+		case "!!null":
+			return "nothing (null)"
+		case "!!int", "!!float":
+			return "number " + v
+		case "!!bool":
+			return "boolean " + v
+		}
+		return "string " + strconv.Quote(v)
+	}
+	return "an unsupported value"
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

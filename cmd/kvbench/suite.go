@@ -1,0 +1,238 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"golang.org/x/term"
+
+	"github.com/kvbench/kvbench/bench"
+	"github.com/kvbench/kvbench/policies"
+	"github.com/kvbench/kvbench/results"
+	"github.com/kvbench/kvbench/runtime"
+	"github.com/kvbench/kvbench/tasks"
+)
+
+func init() {
+	register("validate", "check a suite file and print its cells", cmdValidate)
+	register("run", "run a suite: every cell, resumable, results to DIR/results.jsonl", cmdRun)
+	register("list", "list the policies, tasks and backends with their parameters", cmdList)
+	register("report", "write report.md, CSV tables, plots and index.html for a results DIR", cmdReport)
+	register("compare", "compare two results DIRs; exit 1 on a regression beyond the thresholds", cmdCompare)
+}
+
+func cmdValidate(stdout, stderr io.Writer, args []string) error {
+	fs := newFlags("validate", "validate SUITE.yaml", stderr)
+	if err := parseFlags(fs, args, 1); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return fmt.Errorf("validate: give one suite file")
+	}
+	s, err := bench.LoadSuite(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	cells := s.Cells()
+	fmt.Fprintf(stdout, "%s: suite %q is valid: %d cells\n", fs.Arg(0), s.Name, len(cells))
+	return nil
+}
+
+func cmdRun(stdout, stderr io.Writer, args []string) error {
+	fs := newFlags("run", "run SUITE.yaml [--out DIR] [--dry-run] [--quiet] [--retry-failed]", stderr)
+	out := fs.String("out", "", "results directory (default: out/<suite name>)")
+	dry := fs.Bool("dry-run", false, "print the cells and an estimate of the work, run nothing")
+	quiet := fs.Bool("quiet", false, "no progress output")
+	retry := fs.Bool("retry-failed", false, "rerun cells recorded as failed")
+	// Flags may follow the suite file: parse what comes after it too.
+	var suite string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		suite, args = args[0], args[1:]
+	}
+	if err := parseFlags(fs, args, 1); err != nil {
+		return err
+	}
+	if suite == "" && fs.NArg() == 1 {
+		suite = fs.Arg(0)
+	}
+	if suite == "" {
+		return fmt.Errorf("run: give a suite file")
+	}
+	s, err := bench.LoadSuite(suite)
+	if err != nil {
+		return err
+	}
+	cells := s.Cells()
+	if *dry {
+		est := bench.Estimate(cells)
+		for _, c := range cells {
+			fmt.Fprintln(stdout, c.Key)
+		}
+		fmt.Fprintf(stdout, "%d cells; about %s tokens to process\n", len(cells), humanCount(est.Tokens))
+		return nil
+	}
+	dir := *out
+	if dir == "" {
+		dir = filepath.Join("out", s.Name)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	tty := false
+	if f, ok := stderr.(*os.File); ok {
+		tty = term.IsTerminal(int(f.Fd()))
+	}
+	sum, err := bench.Run(ctx, s, bench.RunOptions{Out: dir, Quiet: *quiet, Retry: *retry, Progress: stderr, TTY: tty,
+		Version: version, Revision: buildRevision})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: %d cells (%d already done, %d run, %d failed) on %s; results in %s\n",
+		s.Name, sum.Cells, sum.Skipped, sum.Ran, sum.Failed, sum.Backend, filepath.Join(dir, "results.jsonl"))
+	return nil
+}
+
+func humanCount(n int64) string {
+	switch {
+	case n >= 1e9:
+		return fmt.Sprintf("%.1fG", float64(n)/1e9)
+	case n >= 1e6:
+		return fmt.Sprintf("%.1fM", float64(n)/1e6)
+	case n >= 1e3:
+		return fmt.Sprintf("%.1fK", float64(n)/1e3)
+	}
+	return fmt.Sprint(n)
+}
+
+func cmdList(stdout, stderr io.Writer, args []string) error {
+	fs := newFlags("list", "list", stderr)
+	if err := parseFlags(fs, args, 0); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "Policies:")
+	for _, n := range policies.Names() {
+		s, _ := policies.Lookup(n)
+		fmt.Fprintf(stdout, "  %-13s %s\n", n, s.Doc)
+		for _, p := range s.Params {
+			def := p.Default
+			if def == "" {
+				def = "required"
+			}
+			fmt.Fprintf(stdout, "      %-14s %-9s %s\n", p.Name, def, p.Doc)
+		}
+	}
+	fmt.Fprintln(stdout, "\nTasks:")
+	for _, n := range tasks.Names() {
+		t, _ := tasks.Lookup(n)
+		var ms []string
+		for _, m := range t.Metrics() {
+			ms = append(ms, m.Name)
+		}
+		fmt.Fprintf(stdout, "  %-13s version %d, metrics: %s\n", n, t.Version(), strings.Join(ms, ", "))
+		ps := t.Params()
+		sort.Slice(ps, func(i, j int) bool { return ps[i].Name < ps[j].Name })
+		for _, p := range ps {
+			def := p.Default
+			if def == "" {
+				def = "required"
+			}
+			fmt.Fprintf(stdout, "      %-14s %-9s %s\n", p.Name, def, p.Doc)
+		}
+	}
+	fmt.Fprintln(stdout, "\nBackends:")
+	_, reason, _ := bench.SelectBackend("auto")
+	fmt.Fprintf(stdout, "  cpu           pure Go, every core\n  cuda          not in this build\n  auto          %s\n", reason)
+	fmt.Fprintf(stdout, "\nModels: a Hugging Face directory, a llama2.c .bin, or synthetic:%s\n", strings.Join(runtime.SyntheticNames(), ", synthetic:"))
+	return nil
+}
+
+func cmdReport(stdout, stderr io.Writer, args []string) error {
+	fs := newFlags("report", "report DIR", stderr)
+	if err := parseFlags(fs, args, 1); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return fmt.Errorf("report: give a results directory")
+	}
+	dir := fs.Arg(0)
+	recs, warn, err := results.LoadWarn(dir)
+	if err != nil {
+		return err
+	}
+	for _, w := range warn {
+		fmt.Fprintln(stderr, "kvbench:", w)
+	}
+	if len(recs) == 0 {
+		return fmt.Errorf("report: %s holds no records", dir)
+	}
+	files, err := results.Report(dir, recs)
+	if err != nil {
+		return err
+	}
+	for _, w := range files.Warnings {
+		fmt.Fprintln(stderr, "kvbench: report:", w)
+	}
+	fmt.Fprintf(stdout, "report: %s, %d tables, %d plots; open %s\n", files.Markdown, len(files.CSV), len(files.Plots), files.HTML)
+	return nil
+}
+
+func cmdCompare(stdout, stderr io.Writer, args []string) error {
+	fs := newFlags("compare", "compare BASE_DIR NEW_DIR [--max-regress accuracy=0.02,ppl=0.05,latency_p50=0.10]", stderr)
+	maxRegress := fs.String("max-regress", "accuracy=0.02,score=0.02,ppl=0.05,latency_p50=0.10", "thresholds per metric")
+	bench := fs.String("gobench", "", "also write NEW_DIR's attention latency in Go benchmark format to this file")
+	var dirs []string
+	for len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		dirs, args = append(dirs, args[0]), args[1:]
+	}
+	if err := parseFlags(fs, args, 2-len(dirs)); err != nil {
+		return err
+	}
+	dirs = append(dirs, fs.Args()...)
+	if len(dirs) != 2 {
+		return fmt.Errorf("compare: give BASE_DIR and NEW_DIR")
+	}
+	th, err := results.ParseThresholds(*maxRegress)
+	if err != nil {
+		return err
+	}
+	base, err := results.Load(dirs[0])
+	if err != nil {
+		return err
+	}
+	cur, err := results.Load(dirs[1])
+	if err != nil {
+		return err
+	}
+	cmp, err := results.Compare(base, cur, th)
+	if err != nil {
+		return err
+	}
+	if err := cmp.Markdown(stdout); err != nil {
+		return err
+	}
+	if *bench != "" {
+		f, err := os.Create(*bench)
+		if err != nil {
+			return err
+		}
+		if err := results.WriteGoBench(f, cur); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+	}
+	if regs := cmp.Regressions(); len(regs) > 0 {
+		for _, r := range regs {
+			fmt.Fprintln(stderr, "regression:", r)
+		}
+		return exitError(1)
+	}
+	return nil
+}
