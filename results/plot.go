@@ -131,10 +131,14 @@ func plotNumber(v any) (float64, bool) {
 }
 
 // plotParam reads a numeric task parameter.
+// A suite names the expanded parameters as written ("lengths", "depths"),
+// so each name is also looked up in its plural form.
 func plotParam(r *Record, name string) (float64, bool) {
 	v, ok := r.TaskParams[name]
 	if !ok {
-		return 0, false
+		if v, ok = r.TaskParams[name+"s"]; !ok {
+			return 0, false
+		}
 	}
 	return plotNumber(v)
 }
