@@ -1,22 +1,27 @@
 # kvbench: build, test, demo, benchmarks, lint. Pure Go: no cgo, no GPU needed.
 GO      ?= go
 BIN     := bin/kvbench
+REV     := $(shell git rev-parse HEAD 2>/dev/null)
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION) -X main.buildRevision=$(REV)
 export CGO_ENABLED := 0
 
 .PHONY: build test demo bench lint clean
 
 build:
-	$(GO) build -o $(BIN) ./cmd/kvbench
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/kvbench
 
 # The test command of the README and of CI (.ci/run). Fuzz seed corpora run too.
 test:
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
 
-# A first run with no files at all: the built-in synthetic model.
+# The smoke suite (synthetic model, every policy, all three tasks; no files
+# needed) and its report. Reruns resume: delete out/smoke to start afresh.
 demo: build
-	./$(BIN) generate --model synthetic:tiny --prompt "Once upon a time" --steps 48 --stats
-	./$(BIN) score --model synthetic:tiny --text README.md --tokens 512
+	./$(BIN) run configs/smoke.yaml --out out/smoke
+	./$(BIN) report out/smoke
+	@echo "demo: open out/smoke/index.html (or read out/smoke/report.md)"
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./runtime/...
