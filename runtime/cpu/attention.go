@@ -123,7 +123,7 @@ func (j *attnJob) one(w, r, h int) {
 					sc[t] = negInf
 					continue
 				}
-				v := dotF32(q, keys[s*hd:(s+1)*hd]) * a.Scale
+				v := dotHead(q, keys[s*hd:(s+1)*hd]) * a.Scale
 				sc[t] = v
 				maxs = max(maxs, v)
 			}
@@ -144,7 +144,7 @@ func (j *attnJob) one(w, r, h int) {
 					curShift = d
 				}
 			}
-			v := dotF32(qr, tokenVec(seq.K, seq.PageSize, hd, t)) * a.Scale
+			v := dotHead(qr, tokenVec(seq.K, seq.PageSize, hd, t)) * a.Scale
 			sc[i] = v
 			maxs = max(maxs, v)
 		}
@@ -168,7 +168,7 @@ func (j *attnJob) one(w, r, h int) {
 		if sel != nil {
 			t = int(sel[i])
 		}
-		axpyF32(out, e, tokenVec(seq.V, seq.PageSize, hd, t))
+		axpyHead(out, e, tokenVec(seq.V, seq.PageSize, hd, t))
 	}
 	inv := 1 / sum
 	for i := range out {
@@ -248,4 +248,33 @@ func (j *attnJob) recall(w int, q []float32, qpos int32, ref, seq *runtime.KVSeq
 		}
 	}
 	return float32(part / total)
+}
+
+// smallHead is the head size below which a plain Go loop beats a call into
+// the assembly kernels (small models such as stories260K have 8 channels).
+const smallHead = 16
+
+// dotHead is dotF32 for one head's vectors.
+func dotHead(a, b []float32) float32 {
+	if len(a) < smallHead {
+		b = b[:len(a)]
+		var s float32
+		for i, x := range a {
+			s += x * b[i]
+		}
+		return s
+	}
+	return dotF32(a, b)
+}
+
+// axpyHead is axpyF32 for one head's vectors.
+func axpyHead(y []float32, a float32, x []float32) {
+	if len(y) < smallHead {
+		x = x[:len(y)]
+		for i := range y {
+			y[i] += a * x[i]
+		}
+		return
+	}
+	axpyF32(y, a, x)
 }
