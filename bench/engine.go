@@ -206,4 +206,6 @@ func quantile(sorted []float64, q float64) float64 {
 var _ tasks.Model = (*Engine)(nil)
 
 // String names the engine's configuration.
-func (e *Engine) String() string { return fmt.Sprintf("%s under %s %v", e.Model.Source, e.Policy, e.Params) }
+func (e *Engine) String() string {
+	return fmt.Sprintf("%s under %s %v", e.Model.Source, e.Policy, e.Params)
+}

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"fmt"
+	"github.com/kvbench/kvbench/internal/num"
 	"math"
 	"regexp"
 	"sort"
@@ -429,7 +430,7 @@ func estimateCell(cell Cell) int64 {
 	num := func(def float64, names ...string) float64 {
 		for _, n := range names {
 			if v, ok := cell.TaskParams[n]; ok {
-				if f, ok := toFloat(v); ok {
+				if f, ok := num.Parse(v); ok {
 					return f
 				}
 			}
@@ -465,23 +466,6 @@ func estimateCell(cell Cell) int64 {
 		return math.MaxInt64 / 2
 	}
 	return int64(f)
-}
-
-func toFloat(v any) (float64, bool) {
-	switch x := v.(type) {
-	case int:
-		return float64(x), true
-	case int64:
-		return float64(x), true
-	case float64:
-		return x, true
-	case float32:
-		return float64(x), true
-	case string:
-		f, err := strconv.ParseFloat(strings.TrimSpace(x), 64)
-		return f, err == nil
-	}
-	return 0, false
 }
 
 // String summarises the estimate.

@@ -7,7 +7,7 @@ import (
 	"os"
 	goruntime "runtime"
 	"runtime/debug"
-		"time"
+	"time"
 
 	"github.com/schollz/progressbar/v3"
 
@@ -217,4 +217,3 @@ func shorten(s string, n int) string {
 	}
 	return s[:n-3] + "..."
 }
-

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"github.com/kvbench/kvbench/internal/num"
 	"math"
 	"os"
 	"path/filepath"
@@ -50,12 +51,12 @@ func (f *fakeExpander) ExpandValue(name string, v any) ([]any, bool) {
 
 func (f *fakeExpander) PathParams() []string { return []string{"corpus"} }
 
-func num(p tasks.Params, name string, lo, hi float64) error {
+func numVal(p tasks.Params, name string, lo, hi float64) error {
 	v, ok := p[name]
 	if !ok {
 		return nil
 	}
-	f, ok := toFloat(v)
+	f, ok := num.Parse(v)
 	if !ok {
 		return fmt.Errorf("parameter %s: %v is not a number", name, v)
 	}
@@ -88,7 +89,7 @@ func init() {
 	stand := []*fakeTask{
 		{name: "passkey", docs: docs("lengths", "depths", "trials", "seed", "decode_tail"), expand: []string{"lengths", "depths"},
 			check: func(p tasks.Params) error {
-				for _, e := range []error{num(p, "lengths", 1, 1<<31), num(p, "depths", 0, 1), num(p, "trials", 1, 1<<20)} {
+				for _, e := range []error{numVal(p, "lengths", 1, 1<<31), numVal(p, "depths", 0, 1), numVal(p, "trials", 1, 1<<20)} {
 					if e != nil {
 						return e
 					}
@@ -100,14 +101,14 @@ func init() {
 				if err := exists(p, "text"); err != nil {
 					return err
 				}
-				return num(p, "tokens", 1, 1<<31)
+				return numVal(p, "tokens", 1, 1<<31)
 			}},
 		{name: "needle", docs: docs("haystack", "needle", "question", "lengths", "depths", "max_new", "decode_tail"), expand: []string{"lengths", "depths"},
 			check: func(p tasks.Params) error {
 				if err := exists(p, "haystack"); err != nil {
 					return err
 				}
-				return num(p, "depths", 0, 1)
+				return numVal(p, "depths", 0, 1)
 			}},
 	}
 	for _, t := range stand {
@@ -120,7 +121,7 @@ func init() {
 			if err := exists(p, "corpus"); err != nil {
 				return err
 			}
-			return num(p, "xs", 0, 100)
+			return numVal(p, "xs", 0, 100)
 		}}})
 }
 

@@ -7,8 +7,8 @@ package results
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
+	"github.com/kvbench/kvbench/internal/num"
 	"image/color"
 	"maps"
 	"math"
@@ -103,31 +103,8 @@ func plotFormatNum(f float64) string {
 // plotNumber reads a number from a parameter value (as a suite file or
 // JSON decoding gives it).
 func plotNumber(v any) (float64, bool) {
-	switch x := v.(type) {
-	case int:
-		return float64(x), true
-	case int32:
-		return float64(x), true
-	case int64:
-		return float64(x), true
-	case uint:
-		return float64(x), true
-	case uint32:
-		return float64(x), true
-	case uint64:
-		return float64(x), true
-	case float32:
-		return float64(x), true
-	case float64:
-		return x, !math.IsNaN(x) && !math.IsInf(x, 0)
-	case json.Number:
-		f, err := x.Float64()
-		return f, err == nil
-	case string:
-		f, err := strconv.ParseFloat(strings.TrimSpace(x), 64)
-		return f, err == nil && !math.IsNaN(f) && !math.IsInf(f, 0)
-	}
-	return 0, false
+	x, ok := num.Float(v)
+	return x, ok && !math.IsNaN(x) && !math.IsInf(x, 0)
 }
 
 // plotParam reads a numeric task parameter.

@@ -4,6 +4,7 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
+	"github.com/kvbench/kvbench/internal/num"
 	"io"
 	"math"
 	"sort"
@@ -185,8 +186,8 @@ func compareParams(a, b map[string]any) int {
 		case !bok:
 			return 1
 		}
-		an, aNum := toFloat(av)
-		bn, bNum := toFloat(bv)
+		an, aNum := num.Float(av)
+		bn, bNum := num.Float(bv)
 		if aNum && bNum {
 			if an != bn {
 				if an < bn {
@@ -206,43 +207,10 @@ func compareParams(a, b map[string]any) int {
 	return 0
 }
 
-func toFloat(v any) (float64, bool) {
-	switch x := v.(type) {
-	case float64:
-		return x, true
-	case float32:
-		return float64(x), true
-	case int:
-		return float64(x), true
-	case int8:
-		return float64(x), true
-	case int16:
-		return float64(x), true
-	case int32:
-		return float64(x), true
-	case int64:
-		return float64(x), true
-	case uint:
-		return float64(x), true
-	case uint8:
-		return float64(x), true
-	case uint16:
-		return float64(x), true
-	case uint32:
-		return float64(x), true
-	case uint64:
-		return float64(x), true
-	case json.Number:
-		f, err := x.Float64()
-		return f, err == nil
-	}
-	return 0, false
-}
-
 // FormatValue formats a parameter value: numbers in their shortest form
 // (64, 0.5), strings as they are, anything else as compact JSON.
 func FormatValue(v any) string {
-	if f, ok := toFloat(v); ok {
+	if f, ok := num.Float(v); ok {
 		if _, isFloat := v.(float64); !isFloat {
 			return fmt.Sprint(v)
 		}

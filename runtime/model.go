@@ -61,9 +61,9 @@ type Runner struct {
 	// OnAttend, when set, receives the wall-clock time of each layer's
 	// attention (policy hooks excluded) and the rows it computed.
 	OnAttend func(layer, rows int, d time.Duration)
-	w       deviceWeights
-	s       state
-	pos     int // position of the next token
+	w        deviceWeights
+	s        state
+	pos      int // position of the next token
 }
 
 // NewRunner uploads the model's weights to be and prepares scratch memory for

@@ -6,12 +6,12 @@ package tasks
 import (
 	"context"
 	"fmt"
+	"github.com/kvbench/kvbench/internal/num"
 	"math"
 	"os"
 	"path/filepath"
 	"reflect"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 
@@ -142,40 +142,6 @@ func (r *paramReader) values(name string, expanded bool) ([]any, bool) {
 	return []any{v}, true
 }
 
-// toFloat converts a number given as any numeric type or a numeric string.
-func toFloat(v any) (float64, bool) {
-	switch x := v.(type) {
-	case int:
-		return float64(x), true
-	case int8:
-		return float64(x), true
-	case int16:
-		return float64(x), true
-	case int32:
-		return float64(x), true
-	case int64:
-		return float64(x), true
-	case uint:
-		return float64(x), true
-	case uint8:
-		return float64(x), true
-	case uint16:
-		return float64(x), true
-	case uint32:
-		return float64(x), true
-	case uint64:
-		return float64(x), true
-	case float32:
-		return float64(x), true
-	case float64:
-		return x, true
-	case string:
-		f, err := strconv.ParseFloat(strings.TrimSpace(x), 64)
-		return f, err == nil
-	}
-	return 0, false
-}
-
 // Int reads an integer in [lo, hi]; def is used when absent, and the
 // parameter is required when def < lo. For an expanded parameter outside a
 // cell it returns the first element of the list.
@@ -189,7 +155,7 @@ func (r *paramReader) Int(name string, def, lo, hi int, expanded bool) int {
 	}
 	out := def
 	for i, v := range vs {
-		f, ok := toFloat(v)
+		f, ok := num.Parse(v)
 		switch {
 		case !ok:
 			r.fail(name, "%v (%T) is not a number", v, v)
@@ -220,7 +186,7 @@ func (r *paramReader) Float(name string, def, lo, hi float64, required, expanded
 	}
 	out := def
 	for i, v := range vs {
-		f, ok := toFloat(v)
+		f, ok := num.Parse(v)
 		switch {
 		case !ok:
 			r.fail(name, "%v (%T) is not a number", v, v)

@@ -3,6 +3,7 @@ package tasks
 import (
 	"context"
 	"fmt"
+	"github.com/kvbench/kvbench/internal/num"
 	"math"
 	"strings"
 	"unicode"
@@ -192,7 +193,7 @@ func (needle) Expand() []string { return []string{"lengths", "depths"} }
 
 func readNeedle(p Params, cell bool) (needleParams, error) {
 	r := newParamReader("needle", p, cell)
-	if f, isNum := toFloat(p["depths"]); isNum && f > 1 && f == math.Trunc(f) {
+	if f, isNum := num.Parse(p["depths"]); isNum && f > 1 && f == math.Trunc(f) {
 		r.fail("depths", "%v is a count, not a depth in [0, 1]: the suite expands a count N into NeedleDepths(N)", p["depths"])
 	}
 	c := needleParams{

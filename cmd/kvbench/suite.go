@@ -74,7 +74,7 @@ func cmdRun(stdout, stderr io.Writer, args []string) error {
 		for _, c := range cells {
 			fmt.Fprintln(stdout, c.Key)
 		}
-		fmt.Fprintf(stdout, "%d cells; about %s tokens to process\n", len(cells), humanCount(est.Tokens))
+		fmt.Fprintln(stdout, est.String())
 		return nil
 	}
 	dir := *out
@@ -95,18 +95,6 @@ func cmdRun(stdout, stderr io.Writer, args []string) error {
 	fmt.Fprintf(stdout, "%s: %d cells (%d already done, %d run, %d failed) on %s; results in %s\n",
 		s.Name, sum.Cells, sum.Skipped, sum.Ran, sum.Failed, sum.Backend, filepath.Join(dir, "results.jsonl"))
 	return nil
-}
-
-func humanCount(n int64) string {
-	switch {
-	case n >= 1e9:
-		return fmt.Sprintf("%.1fG", float64(n)/1e9)
-	case n >= 1e6:
-		return fmt.Sprintf("%.1fM", float64(n)/1e6)
-	case n >= 1e3:
-		return fmt.Sprintf("%.1fK", float64(n)/1e3)
-	}
-	return fmt.Sprint(n)
 }
 
 func cmdList(stdout, stderr io.Writer, args []string) error {
