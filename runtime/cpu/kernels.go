@@ -14,7 +14,6 @@ import (
 //	out[r*outStride+o] = sum_i x[r*in+i] * w[o*in+i]
 //
 // with w stored [out, in] row-major as float32, bfloat16 or float16 bits.
-
 //
 // On amd64 with AVX2+FMA (and F16C for float16) the dispatchers below run
 // the assembly kernels of kernels_amd64.s; elsewhere, or when useAVX2 is
