@@ -117,14 +117,36 @@ func (j *attnJob) one(w, r, h int) {
 			keys := vec(seq.K[p])
 			base := p * seq.PageSize
 			n := min(seq.PageSize, seq.N-base)
-			for s := 0; s < n; s++ {
-				t := base + s
-				if seq.Pos[t] > qpos {
-					sc[t] = negInf
+			pos := seq.Pos[base : base+n]
+			out := sc[base : base+n]
+			if hd < smallHead {
+				// Small heads: the dot product inline, no call per token.
+				for s := range out {
+					if pos[s] > qpos {
+						out[s] = negInf
+						continue
+					}
+					k := keys[s*hd : (s+1)*hd]
+					k = k[:len(q)]
+					var v float32
+					for i, x := range q {
+						v += x * k[i]
+					}
+					v *= a.Scale
+					out[s] = v
+					if v > maxs {
+						maxs = v
+					}
+				}
+				continue
+			}
+			for s := range out {
+				if pos[s] > qpos {
+					out[s] = negInf
 					continue
 				}
-				v := dotHead(q, keys[s*hd:(s+1)*hd]) * a.Scale
-				sc[t] = v
+				v := dotF32(q, keys[s*hd:(s+1)*hd]) * a.Scale
+				out[s] = v
 				maxs = max(maxs, v)
 			}
 		}
@@ -155,20 +177,24 @@ func (j *attnJob) one(w, r, h int) {
 	}
 
 	// Softmax weights and the weighted sum of values.
-	var sum float32
-	for i, x := range sc {
-		if x == negInf {
-			sc[i] = 0
-			continue
+	sum := expNegSum(sc, maxs) // masked tokens (-Inf) give 0
+	if sel == nil {
+		for p := range seq.V {
+			vals := vec(seq.V[p])
+			base := p * seq.PageSize
+			w := sc[base:min(base+seq.PageSize, seq.N)]
+			for s, e := range w {
+				if e != 0 {
+					axpyHead(out, e, vals[s*hd:(s+1)*hd])
+				}
+			}
 		}
-		e := expf(x - maxs)
-		sc[i] = e
-		sum += e
-		t := i
-		if sel != nil {
-			t = int(sel[i])
+	} else {
+		for i, e := range sc {
+			if e != 0 {
+				axpyHead(out, e, tokenVec(seq.V, seq.PageSize, hd, int(sel[i])))
+			}
 		}
-		axpyHead(out, e, tokenVec(seq.V, seq.PageSize, hd, t))
 	}
 	inv := 1 / sum
 	for i := range out {

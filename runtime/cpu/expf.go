@@ -32,3 +32,23 @@ func expf(x float32) float32 {
 	}
 	return p * math.Float32frombits(uint32(ni+127)<<23)
 }
+
+// expNeg is expf for the arguments of a softmax, x <= 0 (or -Inf): no range
+// checks beyond underflow, and rounding by truncation instead of Floor.
+// Results below 2^-126 (x < -87.3) are flushed to 0, which changes a softmax
+// whose largest term is 1 by less than 1e-37.
+func expNeg(x float32) float32 {
+	if !(x > -87.3) { // also -Inf and NaN
+		return 0
+	}
+	const (
+		log2e = 1.4426950408889634
+		ln2hi = 0.693145751953125
+		ln2lo = 1.428606765330187045e-06
+	)
+	n := int32(x*log2e - 0.5) // round to nearest for x <= 0
+	fn := float32(n)
+	r := (x - fn*ln2hi) - fn*ln2lo
+	p := 1 + r*(1+r*(1.0/2+r*(1.0/6+r*(1.0/24+r*(1.0/120+r*(1.0/720+r*(1.0/5040)))))))
+	return p * math.Float32frombits(uint32(n+127)<<23)
+}

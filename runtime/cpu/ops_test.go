@@ -149,3 +149,62 @@ func TestAttendAgainstNaive(t *testing.T) {
 		}
 	}
 }
+
+func TestExpNeg(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := 0; i < 200000; i++ {
+		x := float32(-rng.Float64() * 90)
+		if i < 10 {
+			x = []float32{0, -1e-9, -0.5, -1, -10, -80, -87.2, -87.4, -100, float32(math.Inf(-1))}[i]
+		}
+		want := math.Exp(float64(x))
+		got := float64(expNeg(x))
+		if x < -87.3 {
+			if got != 0 {
+				t.Fatalf("expNeg(%g) = %g, want 0 (flushed)", x, got)
+			}
+			continue
+		}
+		if rel := math.Abs(got-want) / want; rel > 4e-7 {
+			t.Fatalf("expNeg(%g) = %g, want %g (rel %.2g)", x, got, want, rel)
+		}
+	}
+}
+
+func TestExpNegSum(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for _, fast := range []bool{true, false} {
+		saved := useAVX2
+		useAVX2 = useAVX2 && fast
+		for n := 0; n < 70; n++ {
+			x := make([]float32, n)
+			for i := range x {
+				x[i] = float32(rng.NormFloat64() * 30)
+				if rng.IntN(7) == 0 {
+					x[i] = float32(math.Inf(-1))
+				}
+			}
+			sub := float32(math.Inf(-1)) // as in a softmax: the largest value
+			for _, v := range x {
+				sub = max(sub, v)
+			}
+			want := make([]float32, n)
+			var wsum float64
+			for i, v := range x {
+				want[i] = expNeg(v - sub)
+				wsum += float64(want[i])
+			}
+			got := append([]float32(nil), x...)
+			sum := expNegSum(got, sub)
+			for i := range got {
+				if d := math.Abs(float64(got[i] - want[i])); d > 1e-6*float64(want[i])+1e-38 {
+					t.Fatalf("fast=%v n=%d: element %d (x=%g) = %g, want %g", fast, n, i, x[i], got[i], want[i])
+				}
+			}
+			if math.Abs(float64(sum)-wsum) > 1e-5*wsum+1e-30 {
+				t.Fatalf("fast=%v n=%d: sum %g, want %g", fast, n, sum, wsum)
+			}
+		}
+		useAVX2 = saved
+	}
+}
