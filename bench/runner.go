@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	goruntime "runtime"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -199,13 +201,19 @@ func runCell(ctx context.Context, s *Suite, c Cell, models map[string]*loadedMod
 	return rec
 }
 
-// gitRevision is the revision of the kvbench build, or of the working tree.
+// gitRevision is the revision of the kvbench build, else of the git
+// checkout in the working directory, else "unknown".
 func gitRevision() string {
 	if info, ok := debug.ReadBuildInfo(); ok {
 		for _, s := range info.Settings {
 			if s.Key == "vcs.revision" {
 				return s.Value
 			}
+		}
+	}
+	if out, err := exec.Command("git", "rev-parse", "HEAD").Output(); err == nil {
+		if rev := strings.TrimSpace(string(out)); rev != "" {
+			return rev
 		}
 	}
 	return "unknown"

@@ -135,15 +135,28 @@ func htmlWriteTable(b *bytes.Buffer, data []byte, caption string) error {
 		fmt.Fprintf(b, "<p class=\"note\">No rows.</p>\n")
 		return nil
 	}
+	// The cell key repeats the model, policy and task columns at length:
+	// it stays in the CSV and is left out here, so the metrics fit the page.
+	skip := -1
+	for i, h := range rows[0] {
+		if h == "cell" {
+			skip = i
+		}
+	}
 	e := html.EscapeString
 	fmt.Fprintf(b, "<div class=\"scroll\">\n<table class=\"data\" aria-label=\"%s\">\n<thead>\n<tr>", e(caption))
-	for _, h := range rows[0] {
-		fmt.Fprintf(b, "<th scope=\"col\">%s</th>", e(h))
+	for i, h := range rows[0] {
+		if i != skip {
+			fmt.Fprintf(b, "<th scope=\"col\">%s</th>", e(h))
+		}
 	}
 	fmt.Fprintf(b, "</tr>\n</thead>\n<tbody>\n")
 	for _, row := range rows[1:] {
 		fmt.Fprintf(b, "<tr>")
-		for _, c := range row {
+		for i, c := range row {
+			if i == skip {
+				continue
+			}
 			switch {
 			case htmlIsNumber(c):
 				if short := htmlShortNumber(c); short != c {

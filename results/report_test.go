@@ -317,7 +317,8 @@ func TestReportHTML(t *testing.T) {
 			t.Errorf("section %s missing from the page or its contents", id)
 		}
 	}
-	// Every table: each CSV cell appears, escaped, in the page.
+	// Every table: each CSV cell appears, escaped, in the page, but for the
+	// cell-key column, which the page leaves out.
 	for _, c := range files.CSV {
 		raw, err := os.ReadFile(c.Path)
 		if err != nil {
@@ -328,7 +329,10 @@ func TestReportHTML(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, row := range rows {
-			for _, cell := range row {
+			for i, cell := range row {
+				if rows[0][i] == "cell" {
+					continue
+				}
 				esc := html.EscapeString(cell)
 				if !strings.Contains(page, ">"+esc+"</t") && !strings.Contains(page, ` title="`+esc+`">`) {
 					t.Errorf("%s: cell %q not in a table of index.html", c.Task, cell)
