@@ -22,7 +22,9 @@ import (
 // RunOptions control a suite run.
 type RunOptions struct {
 	Out      string    // results directory
-	Quiet    bool      // no progress bar
+	Quiet    bool      // no progress bar and no notes
+	// Without a terminal there is no progress output either, only the notes
+	// (the backend chosen, failed cells).
 	Retry    bool      // rerun cells recorded as failed
 	Progress io.Writer // where the progress bar and notes go (stderr)
 	TTY      bool      // Progress is a terminal: draw the bar
@@ -61,7 +63,7 @@ func Run(ctx context.Context, s *Suite, opt RunOptions) (*RunSummary, error) {
 	if opt.Progress == nil {
 		opt.Progress = io.Discard
 	}
-	if reason != "" {
+	if reason != "" && !opt.Quiet {
 		fmt.Fprintln(opt.Progress, "kvbench:", reason)
 	}
 	cells := s.Cells()
@@ -130,8 +132,6 @@ func Run(ctx context.Context, s *Suite, opt RunOptions) (*RunSummary, error) {
 		}
 		if bar != nil {
 			_ = bar.Add(1)
-		} else if !opt.Quiet {
-			fmt.Fprintf(opt.Progress, "[%d/%d] %s %s\n", sum.Ran, len(todo), rec.Status, c.Key)
 		}
 	}
 	if bar != nil {
