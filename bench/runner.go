@@ -21,8 +21,8 @@ import (
 
 // RunOptions control a suite run.
 type RunOptions struct {
-	Out      string    // results directory
-	Quiet    bool      // no progress bar and no notes
+	Out   string // results directory
+	Quiet bool   // no progress bar and no notes
 	// Without a terminal there is no progress output either, only the notes
 	// (the backend chosen, failed cells).
 	Retry    bool      // rerun cells recorded as failed
