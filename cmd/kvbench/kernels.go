@@ -1,0 +1,504 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kvbench/kvbench/runtime/cuda"
+)
+
+func init() {
+	register("kernels", "time the GPU decode-attention kernels (dense, Quest) against copy bandwidth", cmdKernels)
+}
+
+// kernelPolicies are the attention variants `kvbench kernels` times.
+var kernelPolicies = map[string]string{
+	"full":       "dense split-KV attention over every token",
+	"quest":      "Quest, one page selection per GQA group (max of the group's page bounds)",
+	"quest-head": "Quest, one page selection per query head (as published)",
+}
+
+func cmdKernels(stdout, stderr io.Writer, args []string) error {
+	fs := newFlags("kernels", "kernels [--lengths N,...] [--heads H/KV,...] [--dim D] [--policies full,quest,quest-head] [--budget T] [--page P] [--iters N]", stderr)
+	lengthsF := fs.String("lengths", "4096,16384,32768,65536,131072", "cached tokens, comma-separated")
+	headsF := fs.String("heads", "32/8", "query heads / KV heads, comma-separated (32/8,32/32)")
+	dim := fs.Int("dim", 128, "head dimension (64 or 128)")
+	policiesF := fs.String("policies", "full,quest", "policies: full, quest, quest-head")
+	budget := fs.Int("budget", 2048, "Quest: tokens attended per head (rounded up to pages)")
+	page := fs.Int("page", 16, "Quest: tokens per page")
+	iters := fs.Int("iters", 200, "timed runs per cell (the median is reported)")
+	chunk := fs.Int("chunk", 0, "tokens per block of the split-KV kernel (0: chosen for the device)")
+	check := fs.Bool("check", true, "compare the outputs with a float64 CPU reference (two KV heads)")
+	seed := fs.Uint64("seed", 1, "random seed of the synthetic Q/K/V")
+	device := fs.Int("device", 0, "CUDA device ordinal")
+	split := fs.Bool("split", false, "Quest: also time the selection and the attention alone")
+	verbose := fs.Bool("v", false, "print each cell's launch plan")
+	if err := parseFlags(fs, args, 0); err != nil {
+		return err
+	}
+	lengths, err := parseInts(*lengthsF)
+	if err != nil {
+		return fmt.Errorf("kernels: --lengths: %w", err)
+	}
+	heads, err := parseHeads(*headsF)
+	if err != nil {
+		return fmt.Errorf("kernels: --heads: %w", err)
+	}
+	policies := strings.Split(*policiesF, ",")
+	for _, p := range policies {
+		if _, ok := kernelPolicies[p]; !ok {
+			return fmt.Errorf("kernels: unknown policy %q (have full, quest, quest-head)", p)
+		}
+	}
+	if *iters < 1 || *page < 1 || *budget < 1 {
+		return fmt.Errorf("kernels: --iters, --page and --budget must be positive")
+	}
+	if ok, why := cuda.Available(); !ok {
+		return fmt.Errorf("kernels: no usable GPU: %s", why)
+	}
+	d, err := cuda.Open(*device)
+	if err != nil {
+		return fmt.Errorf("kernels: %w", err)
+	}
+	defer d.Close()
+	t0 := time.Now()
+	k, err := cuda.LoadKernels(d)
+	if err != nil {
+		return fmt.Errorf("kernels: %w", err)
+	}
+	ver, path, _ := cuda.NVRTCVersion()
+	fmt.Fprintf(stdout, "# device: %s\n", d)
+	fmt.Fprintf(stdout, "# kernels: NVRTC %s (%s), %s, options %q, cached %v, loaded in %.1fs\n",
+		ver, path, d.Arch(), k.Mod.Res.Opts, k.Mod.Res.Cached, time.Since(t0).Seconds())
+	for _, name := range []string{fmt.Sprintf("attn_dense_d%d_g4", *dim), fmt.Sprintf("attn_paged_d%d_g1", *dim),
+		fmt.Sprintf("attn_combine_d%d", *dim), fmt.Sprintf("quest_score_d%d_g4", *dim)} {
+		if f, err := k.Func(name); err == nil {
+			fmt.Fprintf(stdout, "# %s: %d registers, %d B local, %d B static shared\n", f.Name, f.Regs, f.Local, f.Shared)
+		}
+	}
+	bw, err := copyBandwidth(k)
+	if err != nil {
+		return fmt.Errorf("kernels: copy bandwidth: %w", err)
+	}
+	fmt.Fprintf(stdout, "# device-to-device copy (cuMemcpyDtoDAsync, 1 GiB, read+write bytes): %.0f GB/s\n", bw/1e9)
+	io.WriteString(stdout, tableHeader+"\n")
+	var failed []string
+	for _, hk := range heads {
+		for _, n := range lengths {
+			s := cuda.Shape{Heads: hk[0], KVHeads: hk[1], HeadDim: *dim, Tokens: n}
+			rows, err := benchShape(k, s, policies, *page, *budget, *chunk, *iters, *check, *split, *seed, bw)
+			for _, r := range rows {
+				if *verbose && r.plan != "" {
+					fmt.Fprintf(stdout, "# %s %s %d: %s\n", r.policy, r.heads, r.tokens, r.plan)
+				}
+				fmt.Fprintln(stdout, r.String())
+				if r.bad {
+					failed = append(failed, fmt.Sprintf("%s %d/%d n=%d", r.policy, hk[0], hk[1], n))
+				}
+			}
+			if err != nil {
+				return fmt.Errorf("kernels: %d/%d heads, %d tokens: %w", hk[0], hk[1], n, err)
+			}
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("kernels: check failed: %s", strings.Join(failed, "; "))
+	}
+	return nil
+}
+
+// tableHeader names the columns that bench/sdpa.py prints too.
+const tableHeader = "impl     policy      heads   tokens  median_us    min_us   MB_moved     GB/s  %copy  check"
+
+type kernelRow struct {
+	policy       string
+	heads        string
+	tokens       int
+	median, best float64 // microseconds
+	bytes        int64
+	bw           float64 // copy bandwidth, bytes/s
+	check        string
+	bad          bool
+	plan         string
+}
+
+func (r kernelRow) String() string {
+	gbs := float64(r.bytes) / (r.median * 1e-6) / 1e9
+	return fmt.Sprintf("%-8s %-10s %6s %8d %10.1f %9.1f %10.1f %8.0f %6.1f  %s",
+		"kvbench", r.policy, r.heads, r.tokens, r.median, r.best, float64(r.bytes)/1e6, gbs, 100*gbs*1e9/r.bw, r.check)
+}
+
+// kvSet is one copy of the inputs; cells rotate among several so that the
+// bytes touched between two runs of one set exceed the L2 cache.
+type kvSet struct {
+	q, K, V, mn, mx, out cuda.Ptr
+}
+
+func benchShape(k *cuda.Kernels, s cuda.Shape, policies []string, page, budget, chunk, iters int, check, split bool, seed uint64, bw float64) ([]kernelRow, error) {
+	d := k.D
+	kvBytes := s.KVBytes()
+	needMeta := false
+	// Bytes each policy touches per run, for the rotation.
+	touched := kvBytes
+	impls := map[string]any{}
+	defer func() {
+		for _, im := range impls {
+			switch a := im.(type) {
+			case *cuda.Dense:
+				a.Free()
+			case *cuda.Quest:
+				a.Free()
+			}
+		}
+	}()
+	for _, p := range policies {
+		switch p {
+		case "full":
+			a, err := k.NewDense(s, chunk)
+			if err != nil {
+				return nil, err
+			}
+			impls[p] = a
+		case "quest", "quest-head":
+			a, err := k.NewQuest(s, page, budget, p == "quest-head", chunk)
+			if err != nil {
+				return nil, err
+			}
+			impls[p] = a
+			needMeta = true
+			touched = min(touched, a.Bytes())
+		}
+	}
+	pages := int64((s.Tokens + page - 1) / page)
+	metaBytes := 2 * int64(s.KVHeads) * pages * int64(s.HeadDim) * 2
+	setBytes := kvBytes + 2*int64(s.Heads*s.HeadDim)*2 + int64(s.Heads*s.HeadDim)*4
+	if needMeta {
+		setBytes += metaBytes
+	}
+	free, _, err := d.MemInfo()
+	if err != nil {
+		return nil, err
+	}
+	nsets := int(min(16, max(1, (3*int64(d.L2Bytes)+touched-1)/touched)))
+	nsets = int(min(int64(nsets), max(1, free/2/setBytes)))
+	sets := make([]kvSet, nsets)
+	var allocs []cuda.Ptr
+	defer func() {
+		for _, p := range allocs {
+			_ = d.Free(p)
+		}
+	}()
+	alloc := func(bytes int64) (cuda.Ptr, error) {
+		p, err := d.Alloc(bytes)
+		if err == nil {
+			allocs = append(allocs, p)
+		}
+		return p, err
+	}
+	elems := int64(s.KVHeads) * int64(s.Tokens) * int64(s.HeadDim)
+	for i := range sets {
+		st := &sets[i]
+		for _, b := range []struct {
+			p     *cuda.Ptr
+			bytes int64
+		}{{&st.q, int64(s.Heads*s.HeadDim) * 2}, {&st.K, elems * 2}, {&st.V, elems * 2}, {&st.out, int64(s.Heads*s.HeadDim) * 4}} {
+			if *b.p, err = alloc(b.bytes); err != nil {
+				return nil, err
+			}
+		}
+		base := seed*1000003 + uint64(i)*16
+		if err := k.FillRandomBF16(st.q, int64(s.Heads*s.HeadDim), base+1, 1); err != nil {
+			return nil, err
+		}
+		if err := k.FillRandomBF16(st.K, elems, base+2, 1); err != nil {
+			return nil, err
+		}
+		if err := k.FillRandomBF16(st.V, elems, base+3, 1); err != nil {
+			return nil, err
+		}
+		if needMeta {
+			if st.mn, err = alloc(metaBytes / 2); err != nil {
+				return nil, err
+			}
+			if st.mx, err = alloc(metaBytes / 2); err != nil {
+				return nil, err
+			}
+			if err := k.PageMinMax(st.K, s.KVHeads, s.Tokens, s.HeadDim, page, st.mn, st.mx); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := d.Sync(); err != nil {
+		return nil, err
+	}
+	var rows []kernelRow
+	for _, p := range policies {
+		row := kernelRow{policy: p, heads: fmt.Sprintf("%d/%d", s.Heads, s.KVHeads), tokens: s.Tokens, bw: bw, check: "-"}
+		var launch func(st kvSet) error
+		var parts []kernelRow
+		var partLaunch []func(st kvSet) error
+		switch a := impls[p].(type) {
+		case *cuda.Dense:
+			row.bytes = a.Bytes()
+			row.plan = fmt.Sprintf("%+v", a.Plan())
+			launch = func(st kvSet) error { return a.Launch(st.q, st.K, st.V, st.out) }
+		case *cuda.Quest:
+			row.bytes = a.Bytes()
+			row.plan = fmt.Sprintf("%d pages, %d selected per row, %d rows, attention %+v", a.Pages, a.Select, a.Rows(), a.Plan())
+			launch = func(st kvSet) error { return a.Launch(st.q, st.K, st.V, st.mn, st.mx, st.out) }
+			if split {
+				sel, att := row, row
+				sel.policy, sel.bytes, sel.plan = p+"/sel", a.MetaBytes(), ""
+				att.policy, att.bytes, att.plan = p+"/att", a.Bytes()-a.MetaBytes(), ""
+				parts = append(parts, sel, att)
+				partLaunch = append(partLaunch,
+					func(st kvSet) error { return a.LaunchSelect(st.q, st.mn, st.mx) },
+					func(st kvSet) error { return a.LaunchAttend(st.q, st.K, st.V, st.out) })
+			}
+		}
+		if check {
+			if err := d.PoisonF32(sets[0].out, int64(s.Heads*s.HeadDim)); err != nil {
+				return rows, err
+			}
+			if err := launch(sets[0]); err != nil {
+				return rows, err
+			}
+			msg, ok, err := checkCell(k, s, sets[0], impls[p], page)
+			if err != nil {
+				return rows, err
+			}
+			row.check, row.bad = msg, !ok
+		}
+		samples, err := timeLaunches(k, func(i int) error { return launch(sets[i%nsets]) }, nsets, iters)
+		if err != nil {
+			return rows, err
+		}
+		row.median, row.best = median(samples)*1e3, slices.Min(samples)*1e3
+		rows = append(rows, row)
+		for i, pr := range parts {
+			samples, err := timeLaunches(k, func(j int) error { return partLaunch[i](sets[j%nsets]) }, nsets, iters)
+			if err != nil {
+				return rows, err
+			}
+			pr.median, pr.best = median(samples)*1e3, slices.Min(samples)*1e3
+			rows = append(rows, pr)
+		}
+	}
+	return rows, nil
+}
+
+// timeLaunches runs launch(i) warm, then iters times, each between two CUDA
+// events, and returns the milliseconds of each run. The runs of a batch are
+// queued behind a spin kernel, so that they execute back to back without
+// the host's launch latency inside the timed region.
+func timeLaunches(k *cuda.Kernels, launch func(i int) error, nsets, iters int) ([]float64, error) {
+	d := k.D
+	for i := range max(3, nsets) {
+		if err := launch(i); err != nil {
+			return nil, err
+		}
+	}
+	if err := d.Sync(); err != nil {
+		return nil, err
+	}
+	const batch = 50
+	evs := make([]*cuda.Event, 2*batch)
+	for i := range evs {
+		e, err := d.NewEvent()
+		if err != nil {
+			return nil, err
+		}
+		evs[i] = e
+		defer e.Destroy()
+	}
+	spin := int64(2_000_000) // ns; grown when enqueuing a batch takes longer
+	var out []float64
+	retries := 0
+	for run := 0; run < iters; {
+		b := min(batch, iters-run)
+		if err := k.Spin(spin); err != nil {
+			return nil, err
+		}
+		t0 := time.Now()
+		for i := range b {
+			if err := evs[2*i].Record(); err != nil {
+				return nil, err
+			}
+			if err := launch(run + i); err != nil {
+				return nil, err
+			}
+			if err := evs[2*i+1].Record(); err != nil {
+				return nil, err
+			}
+		}
+		host := time.Since(t0).Nanoseconds()
+		var ms []float64
+		for i := range b {
+			t, err := evs[2*i+1].Since(evs[2*i])
+			if err != nil {
+				return nil, err
+			}
+			ms = append(ms, t)
+		}
+		if host > spin*8/10 && retries < 4 {
+			// The GPU may have caught up with the host: runs of this batch
+			// could include launch gaps. Spin longer and redo it.
+			spin, retries = host*2, retries+1
+			continue
+		}
+		out = append(out, ms...)
+		run += b
+	}
+	return out, nil
+}
+
+func median(x []float64) float64 {
+	s := slices.Clone(x)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// copyBandwidth measures a 1 GiB device-to-device copy: bytes read plus
+// bytes written over the median time.
+func copyBandwidth(k *cuda.Kernels) (float64, error) {
+	d := k.D
+	const bytes = 1 << 30
+	src, err := d.Alloc(bytes)
+	if err != nil {
+		return 0, err
+	}
+	defer d.Free(src)
+	dst, err := d.Alloc(bytes)
+	if err != nil {
+		return 0, err
+	}
+	defer d.Free(dst)
+	if err := k.FillRandomBF16(src, bytes/2, 99, 1); err != nil {
+		return 0, err
+	}
+	ms, err := timeLaunches(k, func(int) error { return d.CopyAsync(dst, src, bytes) }, 1, 20)
+	if err != nil {
+		return 0, err
+	}
+	return 2 * bytes / (median(ms) * 1e-3), nil
+}
+
+// checkCell compares the output of the last launch on st (and for Quest the
+// scores and the selection) with float64 references on the first and last
+// KV heads. It returns the report and whether it passed.
+func checkCell(k *cuda.Kernels, s cuda.Shape, st kvSet, impl any, page int) (string, bool, error) {
+	d := k.D
+	D, G, n := s.HeadDim, s.Group(), s.Tokens
+	q := make([]uint16, s.Heads*D)
+	if err := cuda.Download(d, q, st.q); err != nil {
+		return "", false, err
+	}
+	out := make([]float32, s.Heads*D)
+	if err := cuda.Download(d, out, st.out); err != nil {
+		return "", false, err
+	}
+	headKV := func(p cuda.Ptr, h int) ([]uint16, error) {
+		x := make([]uint16, n*D)
+		return x, cuda.Download(d, x, p.Add(int64(h)*int64(n*D)*2))
+	}
+	kvHeads := []int{0}
+	if s.KVHeads > 1 {
+		kvHeads = append(kvHeads, s.KVHeads-1)
+	}
+	worst := 0.0
+	selOK := true
+	for _, h := range kvHeads {
+		K, err := headKV(st.K, h)
+		if err != nil {
+			return "", false, err
+		}
+		V, err := headKV(st.V, h)
+		if err != nil {
+			return "", false, err
+		}
+		switch a := impl.(type) {
+		case *cuda.Dense:
+			ref := cuda.RefDecode(q[h*G*D:(h+1)*G*D], K, V, D, nil)
+			worst = math.Max(worst, cuda.RelErr(out[h*G*D:(h+1)*G*D], ref))
+		case *cuda.Quest:
+			scores, err := a.Scores()
+			if err != nil {
+				return "", false, err
+			}
+			sel, err := a.Selection()
+			if err != nil {
+				return "", false, err
+			}
+			rows := []int{h}
+			if a.PerHead {
+				rows = rows[:0]
+				for g := range G {
+					rows = append(rows, h*G+g)
+				}
+			}
+			for _, r := range rows {
+				if !slices.Equal(sel[r], cuda.TopK(scores[r], a.Select)) {
+					selOK = false
+				}
+				qh, oh := q[h*G*D:(h+1)*G*D], out[h*G*D:(h+1)*G*D]
+				if a.PerHead {
+					qh, oh = q[r*D:(r+1)*D], out[r*D:(r+1)*D]
+				}
+				ref := cuda.RefDecode(qh, K, V, D, cuda.PageTokens(sel[r], page, n))
+				worst = math.Max(worst, cuda.RelErr(oh, ref))
+			}
+		}
+	}
+	ok := worst < 1e-3 && selOK
+	msg := fmt.Sprintf("relerr=%.1e", worst)
+	if _, isQuest := impl.(*cuda.Quest); isQuest {
+		if selOK {
+			msg += " sel=ok"
+		} else {
+			msg += " sel=MISMATCH"
+		}
+	}
+	if !ok {
+		msg += " FAIL"
+	}
+	return msg, ok, nil
+}
+
+func parseInts(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		v, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || v <= 0 {
+			return nil, fmt.Errorf("%q is not a positive integer", f)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// parseHeads parses "32/8,32/32" into (query heads, KV heads) pairs.
+func parseHeads(s string) ([][2]int, error) {
+	var out [][2]int
+	for _, f := range strings.Split(s, ",") {
+		a, b, ok := strings.Cut(strings.TrimSpace(f), "/")
+		h, err1 := strconv.Atoi(a)
+		kv, err2 := strconv.Atoi(b)
+		if !ok || err1 != nil || err2 != nil || h <= 0 || kv <= 0 || h%kv != 0 {
+			return nil, fmt.Errorf("%q is not QUERY/KV heads with KV dividing QUERY", f)
+		}
+		out = append(out, [2]int{h, kv})
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no heads")
+	}
+	return out, nil
+}

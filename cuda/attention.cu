@@ -1,0 +1,371 @@
+// Split-KV decode attention ("flash decoding") for one query token, batch 1.
+//
+// Layout: q [heads, D] bf16; K and V [kvHeads, n, D] bf16 (a contiguous run
+// of pages per KV head); out [heads, D] float32. Query head h reads KV head
+// h / (heads / kvHeads).
+//
+// The work is split into rows and chunks. A row is a set of G query heads
+// that read the same tokens of one KV head: dense attention and Quest with a
+// selection shared by a GQA group have one row per KV head (G = the group
+// size), so each K/V byte is read once for the whole group; Quest with a
+// selection per query head has one row per query head (G = 1). Block
+// (chunk c, row r) of attn_{dense,paged}_d{D}_g{G} handles `chunk` tokens of
+// row r: a pass over K writes the scores of its tokens to shared memory, a
+// softmax over them, and a pass over V accumulates p*v; it writes its
+// partial (max, sum, unnormalised output). attn_combine_d{D} then merges the
+// partials of each query head, many blocks in parallel (one per query head).
+//
+// Each token's D channels are read by L = D/8 threads with one 16-byte load
+// each; a block of ATTN_NT threads covers ATTN_NT/L tokens per step and
+// issues U steps of loads before using them. The host sizes the chunks so
+// that the grid fills the GPU in one wave of resident blocks.
+//
+// Paged rows (Quest): virtual token i of row r is slot i % pageSize of page
+// pages[r*nsel + i/pageSize]; tokens past n (a partial last page) are masked.
+
+#define ATTN_NT 128
+#define COMB_NT 256
+// ATTN_MINB: minimum resident blocks per multiprocessor asked of the
+// compiler for groups of 4 or more heads (a register cap); 1 leaves the
+// compiler free.
+#ifndef ATTN_MINB
+#define ATTN_MINB 1
+#endif
+#define COMB_MAX_CHUNKS 4096
+
+// Halve sums G per-head partial dot products over the L lanes of a token
+// group with a butterfly reduce-scatter: each of the first log2(G) steps
+// exchanges half of the remaining values (lanes with the offset's bit set
+// keep the upper half), then plain butterfly steps finish the sums. Lane l
+// ends with the total of head h = l / (L/G) in v[0]: G = 4, L = 16 takes 5
+// shuffles instead of 16.
+template <int N, int OFF>
+struct Halve {
+    template <int G>
+    __device__ __forceinline__ static void run(float (&v)[G], int lane, int& h) {
+        const bool up = (lane & OFF) != 0;
+#pragma unroll
+        for (int i = 0; i < N / 2; ++i) {
+            const float send = up ? v[i] : v[i + N / 2];
+            const float keep = up ? v[i + N / 2] : v[i];
+            v[i] = keep + __shfl_xor_sync(FULL_MASK, send, OFF);
+        }
+        if (up) h += N / 2;
+        Halve<N / 2, OFF / 2>::run(v, lane, h);
+    }
+};
+template <int OFF>
+struct Halve<1, OFF> {
+    template <int G>
+    __device__ __forceinline__ static void run(float (&v)[G], int, int&) {
+#pragma unroll
+        for (int o = OFF; o > 0; o >>= 1) v[0] += __shfl_xor_sync(FULL_MASK, v[0], o);
+    }
+};
+
+template <int D, int G, bool PAGED>
+__device__ __forceinline__ void attn_split(
+    const bf16* __restrict__ q, const bf16* __restrict__ K, const bf16* __restrict__ V,
+    const int* __restrict__ pages, int n, int nsel, int pageSize, int rowsPerKV, int chunk,
+    float scaleLog2, float* __restrict__ partO, float* __restrict__ partML) {
+    constexpr int NT = ATTN_NT;
+    constexpr int L = D / 8;    // threads per token
+    constexpr int TG = NT / L;  // tokens per step
+    constexpr int U = 4;        // steps of loads in flight (twice that while computing)
+    constexpr int NW = NT / 32;
+    static_assert(G <= L, "group larger than the lanes of a token");
+    // smem: scores/probabilities [G][chunk], then (paged) the chunk's page
+    // ids; after pass 2 the warps' partial outputs [NW][G][D] from offset 0.
+    extern __shared__ float smem[];
+    __shared__ float red[NW][G];
+
+    const int r = blockIdx.y, c = blockIdx.x, nchunks = gridDim.x;
+    const int tid = threadIdx.x, lane = tid % L, tg = tid / L, w = tid >> 5;
+    const int kvh = r / rowsPerKV;
+    const int total = PAGED ? nsel * pageSize : n;
+    const int c0 = c * chunk;
+    const int len = min(chunk, total - c0);
+    const bf16* Kh = K + (size_t)kvh * n * D + lane * 8;
+    const bf16* Vh = V + (size_t)kvh * n * D + lane * 8;
+    // The query (loaded first: its latency overlaps the page-list staging),
+    // pre-scaled by softmax scale * log2(e): scores are in base 2.
+    float qf[G][8];
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+        const uint4 v = *reinterpret_cast<const uint4*>(q + (size_t)(r * G + g) * D + lane * 8);
+        unpack8(v, qf[g]);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) qf[g][j] *= scaleLog2;
+    }
+
+    int* spg = reinterpret_cast<int*>(smem + G * chunk);
+    const int pg0 = PAGED ? c0 / pageSize : 0;
+    if (PAGED) {
+        const int npg = (c0 + len - 1) / pageSize - pg0 + 1;
+        for (int j = tid; j < npg; j += NT) spg[j] = pages[(size_t)r * nsel + pg0 + j];
+        __syncthreads();
+    }
+
+    // token_of maps the chunk's i-th token to its index in the KV head, or
+    // -1 when it is masked.
+    auto token_of = [&](int i) -> int {
+        if (!PAGED) return c0 + i;
+        const int v = c0 + i;
+        const int t = spg[v / pageSize - pg0] * pageSize + v % pageSize;
+        return t < n ? t : -1;
+    };
+    // fetch issues the loads of the U tokens of step `base` of this thread.
+    auto fetch = [&](const bf16* base_ptr, int base, uint4(&x)[U], int(&t)[U]) {
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const int i = base + u * TG + tg;
+            t[u] = i < len ? token_of(i) : -1;
+            x[u].x = x[u].y = x[u].z = x[u].w = 0u;
+            if (t[u] >= 0) x[u] = ld_stream(base_ptr + (size_t)t[u] * D);
+        }
+    };
+
+    // Pass 1: scores, with the next step's loads in flight.
+    uint4 xa[U], xb[U];
+    int ta[U], tb[U];
+    fetch(Kh, 0, xa, ta);
+    for (int base = 0; base < len; base += TG * U) {
+        fetch(Kh, base + TG * U, xb, tb);
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            float kf[8];
+            unpack8(xa[u], kf);
+            float s[G];
+#pragma unroll
+            for (int g = 0; g < G; ++g) {
+                float a = 0.f;
+#pragma unroll
+                for (int j = 0; j < 8; ++j) a = fmaf(qf[g][j], kf[j], a);
+                s[g] = a;
+            }
+            int h = 0;
+            Halve<G, L / 2>::run(s, lane, h);
+            const int i = base + u * TG + tg;
+            if (lane % (L / G) == 0 && i < len) smem[h * chunk + i] = ta[u] >= 0 ? s[0] : NEG_INF;
+        }
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            xa[u] = xb[u];
+            ta[u] = tb[u];
+        }
+    }
+    // The first values are read while the softmax runs.
+    fetch(Vh, 0, xa, ta);
+    __syncthreads();
+
+    // Softmax over the chunk: max, then p = 2^(s - max) in place, and sum.
+    float m[G], l[G];
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+        float x = NEG_INF;
+        for (int i = tid; i < len; i += NT) x = fmaxf(x, smem[g * chunk + i]);
+        x = warp_max(x);
+        if ((tid & 31) == 0) red[w][g] = x;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+        float x = red[0][g];
+#pragma unroll
+        for (int k = 1; k < NW; ++k) x = fmaxf(x, red[k][g]);
+        m[g] = x;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+        const float mm = m[g] == NEG_INF ? 0.f : m[g];
+        float x = 0.f;
+        for (int i = tid; i < len; i += NT) {
+            const float p = exp2f(smem[g * chunk + i] - mm);
+            smem[g * chunk + i] = p;
+            x += p;
+        }
+        x = warp_sum(x);
+        if ((tid & 31) == 0) red[w][g] = x;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+        float x = 0.f;
+#pragma unroll
+        for (int k = 0; k < NW; ++k) x += red[k][g];
+        l[g] = x;
+    }
+
+    // Pass 2: acc[g] = sum_t p[g][t] * v[t] over this thread's tokens.
+    float acc[G][8];
+#pragma unroll
+    for (int g = 0; g < G; ++g)
+#pragma unroll
+        for (int j = 0; j < 8; ++j) acc[g][j] = 0.f;
+    for (int base = 0; base < len; base += TG * U) {
+        fetch(Vh, base + TG * U, xb, tb);
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            if (ta[u] < 0) continue;
+            const int i = base + u * TG + tg;
+            float vf[8];
+            unpack8(xa[u], vf);
+#pragma unroll
+            for (int g = 0; g < G; ++g) {
+                const float p = smem[g * chunk + i];
+#pragma unroll
+                for (int j = 0; j < 8; ++j) acc[g][j] = fmaf(p, vf[j], acc[g][j]);
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            xa[u] = xb[u];
+            ta[u] = tb[u];
+        }
+    }
+    // Sum over the token groups: first within the warp, then across warps.
+#pragma unroll
+    for (int o = L; o < 32; o <<= 1) {
+#pragma unroll
+        for (int g = 0; g < G; ++g)
+#pragma unroll
+            for (int j = 0; j < 8; ++j) acc[g][j] += __shfl_xor_sync(FULL_MASK, acc[g][j], o);
+    }
+    __syncthreads();  // every thread is done with the probabilities
+    if ((tid & 31) < L) {
+#pragma unroll
+        for (int g = 0; g < G; ++g)
+#pragma unroll
+            for (int j = 0; j < 8; ++j) smem[(w * G + g) * D + lane * 8 + j] = acc[g][j];
+    }
+    __syncthreads();
+    const size_t prow = (size_t)r * nchunks;
+    for (int idx = tid; idx < G * D; idx += NT) {
+        float x = 0.f;
+#pragma unroll
+        for (int k = 0; k < NW; ++k) x += smem[k * G * D + idx];
+        partO[(prow + c) * (G * D) + idx] = x;
+    }
+    if (tid == 0) {
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+            partML[((prow + c) * G + g) * 2 + 0] = m[g];
+            partML[((prow + c) * G + g) * 2 + 1] = l[g];
+        }
+    }
+}
+
+// Kernel parameters, in order: q, K, V, pages, n, nsel, pageSize, rowsPerKV,
+// chunk, scaleLog2, partO [rows, chunks, G, D], partML [rows, chunks, G, 2].
+#define ATTN_PARAMS                                                                             \
+    const bf16 *__restrict__ q, const bf16 *__restrict__ K, const bf16 *__restrict__ V,         \
+        const int *__restrict__ pages, int n, int nsel, int pageSize, int rowsPerKV, int chunk, \
+        float scaleLog2, float *__restrict__ partO, float *__restrict__ partML
+#define ATTN_ARGS q, K, V, pages, n, nsel, pageSize, rowsPerKV, chunk, scaleLog2, partO, partML
+
+#define ATTN_KERNELS(D, G)                                                                \
+    extern "C" __global__ void __launch_bounds__(ATTN_NT, ((G) >= 4 ? ATTN_MINB : 1)) attn_dense_d##D##_g##G(ATTN_PARAMS) { \
+        attn_split<D, G, false>(ATTN_ARGS);                                               \
+    }                                                                                     \
+    extern "C" __global__ void __launch_bounds__(ATTN_NT, ((G) >= 4 ? ATTN_MINB : 1)) attn_paged_d##D##_g##G(ATTN_PARAMS) { \
+        attn_split<D, G, true>(ATTN_ARGS);                                                \
+    }
+
+ATTN_KERNELS(64, 1)
+ATTN_KERNELS(64, 2)
+ATTN_KERNELS(64, 4)
+ATTN_KERNELS(64, 8)
+ATTN_KERNELS(128, 1)
+ATTN_KERNELS(128, 2)
+ATTN_KERNELS(128, 4)
+ATTN_KERNELS(128, 8)
+
+// attn_combine merges the partials of one query head: block (g, r) writes
+// out[(r*G + g)*D + d] = sum_c 2^(m_c - M) o_c[d] / sum_c 2^(m_c - M) l_c,
+// M = max_c m_c (chunks with no unmasked token have m_c = -inf and count for
+// nothing). COMB_NT threads: D/4 of them per chunk group, each reading 16
+// bytes of a chunk's output, so that many chunks' loads are in flight.
+template <int D>
+__device__ __forceinline__ void attn_combine(const float* __restrict__ partO, const float* __restrict__ partML,
+                                             int nchunks, float* __restrict__ out) {
+    constexpr int NT = COMB_NT;
+    constexpr int Q = D / 4;     // threads per chunk (float4 each)
+    constexpr int CG = NT / Q;   // chunk groups
+    constexpr int NW = NT / 32;
+    __shared__ float w[COMB_MAX_CHUNKS];
+    __shared__ float4 red[CG][Q];
+    __shared__ float rs[NW];
+    __shared__ float sM, sL;
+    const int g = blockIdx.x, G = gridDim.x, r = blockIdx.y, tid = threadIdx.x;
+    const size_t row = (size_t)r * nchunks;
+
+    float mx = NEG_INF;
+    for (int c = tid; c < nchunks; c += NT) {
+        const float m = partML[((row + c) * G + g) * 2];
+        w[c] = m;
+        mx = fmaxf(mx, m);
+    }
+    mx = warp_max(mx);
+    if ((tid & 31) == 0) rs[tid >> 5] = mx;
+    __syncthreads();
+    if (tid == 0) {
+        float x = rs[0];
+        for (int k = 1; k < NW; ++k) x = fmaxf(x, rs[k]);
+        sM = x;
+    }
+    __syncthreads();
+    const float M = sM;
+    float l = 0.f;
+    for (int c = tid; c < nchunks; c += NT) {
+        const float m = w[c];
+        const float wc = m == NEG_INF ? 0.f : exp2f(m - M);
+        w[c] = wc;
+        l += wc * partML[((row + c) * G + g) * 2 + 1];
+    }
+    l = warp_sum(l);
+    __syncthreads();  // rs is reused
+    if ((tid & 31) == 0) rs[tid >> 5] = l;
+    __syncthreads();
+    if (tid == 0) {
+        float x = 0.f;
+        for (int k = 0; k < NW; ++k) x += rs[k];
+        sL = x;
+    }
+    const int cg = tid / Q, qd = tid % Q;
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 4
+    for (int c = cg; c < nchunks; c += CG) {
+        const float4 o = __ldg(reinterpret_cast<const float4*>(partO + ((row + c) * G + g) * D) + qd);
+        const float wc = w[c];
+        acc.x = fmaf(wc, o.x, acc.x);
+        acc.y = fmaf(wc, o.y, acc.y);
+        acc.z = fmaf(wc, o.z, acc.z);
+        acc.w = fmaf(wc, o.w, acc.w);
+    }
+    red[cg][qd] = acc;
+    __syncthreads();
+    if (tid < Q) {
+        float4 s = red[0][tid];
+#pragma unroll
+        for (int k = 1; k < CG; ++k) {
+            s.x += red[k][tid].x;
+            s.y += red[k][tid].y;
+            s.z += red[k][tid].z;
+            s.w += red[k][tid].w;
+        }
+        const float L = sL;
+        const float inv = L > 0.f ? 1.f / L : 0.f;
+        float4 res = make_float4(s.x * inv, s.y * inv, s.z * inv, s.w * inv);
+        reinterpret_cast<float4*>(out + ((size_t)r * G + g) * D)[tid] = res;
+    }
+}
+
+#define COMBINE_KERNEL(D)                                                                                  \
+    extern "C" __global__ void __launch_bounds__(COMB_NT) attn_combine_d##D(                               \
+        const float* __restrict__ partO, const float* __restrict__ partML, int nchunks, float* __restrict__ out) { \
+        attn_combine<D>(partO, partML, nchunks, out);                                                      \
+    }
+
+COMBINE_KERNEL(64)
+COMBINE_KERNEL(128)

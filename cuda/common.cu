@@ -1,0 +1,125 @@
+// Shared helpers of kvbench's kernels. Compiled by NVRTC with no headers:
+// bf16 values are handled as raw 16-bit patterns (a bf16 is the top half of
+// a float32), so neither cuda_bf16.h nor the runtime headers are needed.
+
+typedef unsigned short bf16;
+typedef unsigned int u32;
+typedef unsigned long long u64;
+
+#define FULL_MASK 0xffffffffu
+#define NEG_INF __int_as_float(0xff800000)
+
+// unpack8 widens the 8 bf16 values of a 16-byte vector to float32.
+__device__ __forceinline__ void unpack8(const uint4 v, float f[8]) {
+    f[0] = __uint_as_float(v.x << 16);
+    f[1] = __uint_as_float(v.x & 0xffff0000u);
+    f[2] = __uint_as_float(v.y << 16);
+    f[3] = __uint_as_float(v.y & 0xffff0000u);
+    f[4] = __uint_as_float(v.z << 16);
+    f[5] = __uint_as_float(v.z & 0xffff0000u);
+    f[6] = __uint_as_float(v.w << 16);
+    f[7] = __uint_as_float(v.w & 0xffff0000u);
+}
+
+// ld_stream loads 16 read-only bytes that are used once: through the
+// non-coherent path, without allocating in L1.
+__device__ __forceinline__ uint4 ld_stream(const bf16* p) {
+    uint4 v;
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
+    return v;
+}
+
+__device__ __forceinline__ float f32_from_bf16(bf16 h) {
+    return __uint_as_float(((u32)h) << 16);
+}
+
+// bf16_from_f32 rounds to nearest even (inputs here are finite).
+__device__ __forceinline__ bf16 bf16_from_f32(float f) {
+    u32 u = __float_as_uint(f);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (bf16)(u >> 16);
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, o));
+    return v;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL_MASK, v, o);
+    return v;
+}
+
+// block_excl_scan returns the sum of v over the threads before this one.
+// All NT threads must call it; ws is NT/32 words of shared memory.
+template <int NT>
+__device__ __forceinline__ u32 block_excl_scan(u32 v, u32* ws) {
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    u32 incl = v;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        u32 t = __shfl_up_sync(FULL_MASK, incl, o);
+        if (lane >= o) incl += t;
+    }
+    __syncthreads();  // ws may still be read by a previous call
+    if (lane == 31) ws[w] = incl;
+    __syncthreads();
+    u32 before = 0;
+#pragma unroll
+    for (int i = 0; i < NT / 32; ++i)
+        if (i < w) before += ws[i];
+    return before + incl - v;
+}
+
+// splitmix64 hashes x to 64 well-mixed bits.
+__device__ __forceinline__ u64 splitmix64(u64 x) {
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+// fill_bf16 writes n pseudo-random bf16 values, uniform in [-scale, scale),
+// a function of (seed, index) only.
+extern "C" __global__ void fill_bf16(bf16* __restrict__ dst, u64 n, u64 seed, float scale) {
+    for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x) {
+        u64 h = splitmix64(seed * 0x632be59bd9b4e019ull + i);
+        float u = (float)(h >> 40) * (1.0f / 16777216.0f);  // [0, 1)
+        dst[i] = bf16_from_f32((2.0f * u - 1.0f) * scale);
+    }
+}
+
+// page_minmax writes the channel-wise minimum and maximum of the keys of
+// each page: K [kvHeads, n, D], mn and mx [kvHeads, pages, D]. A last page
+// with fewer than pageSize tokens covers the tokens it has.
+// Grid (pages, kvHeads), block D threads (one per channel).
+extern "C" __global__ void page_minmax(const bf16* __restrict__ K, int n, int D, int pageSize, int pages,
+                                       bf16* __restrict__ mn, bf16* __restrict__ mx) {
+    const int p = blockIdx.x, h = blockIdx.y, c = threadIdx.x;
+    if (c >= D) return;
+    const bf16* k = K + ((size_t)h * n) * D + c;
+    const int t0 = p * pageSize, t1 = min(n, t0 + pageSize);
+    float lo = f32_from_bf16(k[(size_t)t0 * D]), hi = lo;
+    for (int t = t0 + 1; t < t1; ++t) {
+        float v = f32_from_bf16(k[(size_t)t * D]);
+        lo = fminf(lo, v);
+        hi = fmaxf(hi, v);
+    }
+    const size_t o = ((size_t)h * pages + p) * D + c;
+    mn[o] = bf16_from_f32(lo);  // exact: lo and hi are bf16 values
+    mx[o] = bf16_from_f32(hi);
+}
+
+// spin keeps the GPU busy for ns nanoseconds, so that work enqueued behind
+// it starts back to back, free of the host's launch gaps, when timed.
+extern "C" __global__ void spin(u64 ns) {
+    u64 t0, t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+    do {
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    } while (t - t0 < ns);
+}

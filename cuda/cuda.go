@@ -1,0 +1,21 @@
+// Package cuda holds the CUDA C sources of kvbench's GPU kernels. They are
+// embedded in the binary and compiled at run time by NVRTC for the GPU found
+// (runtime/cuda does that), so building kvbench needs no CUDA toolkit.
+package cuda
+
+import _ "embed"
+
+//go:embed common.cu
+var common string
+
+//go:embed attention.cu
+var attention string
+
+//go:embed quest.cu
+var quest string
+
+// Source is the whole kernel source, one translation unit: the shared
+// helpers, the split-KV decode attention kernels and the Quest kernels.
+func Source() string {
+	return common + "\n" + attention + "\n" + quest
+}

@@ -1,0 +1,243 @@
+// Quest page selection (Tang et al., 2024): each page of pageSize tokens
+// keeps the channel-wise minimum m and maximum M of its keys; the upper
+// bound of a query's score on the page is sum_i max(q_i m_i, q_i M_i); each
+// head attends to the K pages of highest bound.
+//
+// quest_score_d{D}_g{G}: grid (ceil(P / ppb), kvHeads), block QS_NT threads.
+// Block (b, h) scores pages [b*ppb, b*ppb + ppb) of KV head h for the G query
+// heads of its group: with perHead, one score per query head, scores
+// [heads, P]; otherwise the maximum over the group, scores [kvHeads, P] (one
+// selection shared by the group, so the group reads each selected byte
+// once). quest_topk then selects, one block per row of scores, the K pages
+// of highest score and writes their indices in ascending order to
+// sel [rows, K].
+
+#define QS_NT 128
+#define TK_NT 512
+
+// kpad spreads the keys of shared memory so that threads reading runs of
+// consecutive keys hit different banks.
+__device__ __forceinline__ int kpad(int i) { return i + (i >> 5); }
+
+// topk_row writes the indices of the K largest of scores[0, P) to sel in
+// ascending order; ties at the K-th value go to the lowest indices. Scores
+// are read from L2 (other blocks of the launch wrote them). A radix select
+// over the order-preserving integer image of the floats finds the K-th
+// largest key 8 bits at a time, starting at the highest bit on which the
+// keys differ (scores share their sign and most exponent bits), then an
+// ordered compaction writes the selection. Histogram updates are aggregated
+// per warp over lanes with the same bin. All NT threads call it; keys is
+// kpad(P) + 1 words of shared memory.
+template <int NT>
+__device__ void topk_row(const float* __restrict__ scores, int P, int K, int* __restrict__ sel, u32* keys) {
+    __shared__ u32 hist[256];
+    __shared__ u32 ws[NT / 32];
+    __shared__ u32 wmin[NT / 32], wmax[NT / 32];
+    __shared__ u32 sBin, sNeed;
+    __shared__ int sDone;
+    const int tid = threadIdx.x, lane = tid & 31;
+    if (K >= P) {
+        for (int i = tid; i < P; i += NT) sel[i] = i;
+        return;
+    }
+    u32 kmin = 0xffffffffu, kmax = 0;
+#pragma unroll 8
+    for (int i = tid; i < P; i += NT) {
+        u32 u = __float_as_uint(__ldcg(scores + i));
+        if (u == 0x80000000u) u = 0u;  // -0 ties with +0
+        const u32 k = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+        keys[kpad(i)] = k;
+        kmin = min(kmin, k);
+        kmax = max(kmax, k);
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        kmin = min(kmin, __shfl_xor_sync(FULL_MASK, kmin, o));
+        kmax = max(kmax, __shfl_xor_sync(FULL_MASK, kmax, o));
+    }
+    if (lane == 0) {
+        wmin[tid >> 5] = kmin;
+        wmax[tid >> 5] = kmax;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int w = 0; w < NT / 32; ++w) {
+        kmin = min(kmin, wmin[w]);
+        kmax = max(kmax, wmax[w]);
+    }
+    // Bits above `top` are the same in every key.
+    int top = kmin == kmax ? -1 : 31 - __clz(kmin ^ kmax);
+    u32 mask = top < 0 ? 0xffffffffu : (top == 31 ? 0u : ~((2u << top) - 1u));
+    u32 prefix = kmin & mask, need = (u32)K;
+    while (top >= 0) {
+        const int bits = min(8, top + 1), shift = top - bits + 1;
+        const u32 dmask = (1u << bits) - 1u;
+        for (int i = tid; i < 256; i += NT) hist[i] = 0;
+        __syncthreads();
+        for (int base = 0; base < P; base += NT) {
+            const int i = base + tid;
+            const u32 k = i < P ? keys[kpad(i)] : 0u;
+            const bool in = i < P && (k & mask) == prefix;
+            const u32 bin = in ? (k >> shift) & dmask : 0xffffffffu;
+            const u32 peers = __match_any_sync(FULL_MASK, bin);
+            if (in && lane == __ffs(peers) - 1) atomicAdd(&hist[bin], (u32)__popc(peers));
+        }
+        __syncthreads();
+        if (tid < 32) {
+            // Lane l holds bins 255-8l down to 248-8l: counts from the top.
+            u32 cnt[8], tot = 0;
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                cnt[j] = hist[255 - tid * 8 - j];
+                tot += cnt[j];
+            }
+            u32 incl = tot;
+#pragma unroll
+            for (int o = 1; o < 32; o <<= 1) {
+                const u32 t = __shfl_up_sync(FULL_MASK, incl, o);
+                if (tid >= o) incl += t;
+            }
+            const u32 excl = incl - tot;
+            const u32 hit = __ballot_sync(FULL_MASK, excl < need && need <= incl);
+            if (tid == __ffs(hit) - 1) {
+                u32 above = excl;
+                bool found = false;
+#pragma unroll
+                for (int j = 0; j < 8; ++j) {
+                    if (!found) {
+                        if (above + cnt[j] >= need) {
+                            found = true;
+                            sBin = 255u - (u32)(tid * 8 + j);
+                            sNeed = need - above;
+                            sDone = cnt[j] == need - above;
+                        } else {
+                            above += cnt[j];
+                        }
+                    }
+                }
+            }
+        }
+        __syncthreads();
+        prefix |= sBin << shift;
+        mask |= dmask << shift;
+        need = sNeed;
+        const int done = sDone;
+        __syncthreads();
+        top = shift - 1;
+        if (done) break;
+    }
+    // Selected: keys whose masked value is above prefix, and the first `need`
+    // (in index order) of those equal to it.
+    const int E = (P + NT - 1) / NT;
+    const int b = min(P, tid * E), e = min(P, b + E);
+    u32 eq = 0;
+    for (int i = b; i < e; ++i) eq += (keys[kpad(i)] & mask) == prefix;
+    const u32 eqBefore = block_excl_scan<NT>(eq, ws);
+    u32 cnt = 0, rank = eqBefore;
+    for (int i = b; i < e; ++i) {
+        const u32 km = keys[kpad(i)] & mask;
+        if (km > prefix) {
+            ++cnt;
+        } else if (km == prefix) {
+            cnt += rank < need;
+            ++rank;
+        }
+    }
+    u32 pos = block_excl_scan<NT>(cnt, ws);
+    rank = eqBefore;
+    for (int i = b; i < e; ++i) {
+        const u32 km = keys[kpad(i)] & mask;
+        bool take = false;
+        if (km > prefix) {
+            take = true;
+        } else if (km == prefix) {
+            take = rank < need;
+            ++rank;
+        }
+        if (take) sel[pos++] = i;
+    }
+    __syncthreads();  // keys and ws are reused by the next row
+}
+
+template <int D, int G>
+__device__ __forceinline__ void quest_score(const bf16* __restrict__ q, const bf16* __restrict__ mn,
+                                            const bf16* __restrict__ mx, int P, int ppb, int perHead,
+                                            float* __restrict__ scores) {
+    constexpr int NT = QS_NT;
+    constexpr int L = D / 8;
+    constexpr int TG = NT / L;
+    constexpr int U = 4;
+    const int h = blockIdx.y, tid = threadIdx.x, lane = tid % L, tg = tid / L;
+    const int p0 = blockIdx.x * ppb, len = min(ppb, P - p0);
+
+    float qf[G][8];
+#pragma unroll
+    for (int g = 0; g < G; ++g) unpack8(*reinterpret_cast<const uint4*>(q + (size_t)(h * G + g) * D + lane * 8), qf[g]);
+    const bf16* mnh = mn + ((size_t)h * P + p0) * D + lane * 8;
+    const bf16* mxh = mx + ((size_t)h * P + p0) * D + lane * 8;
+
+    for (int base = 0; base < len; base += TG * U) {
+        uint4 a[U], bb[U];
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const int i = base + u * TG + tg;
+            a[u].x = a[u].y = a[u].z = a[u].w = 0u;
+            bb[u] = a[u];
+            if (i < len) {
+                a[u] = ld_stream(mnh + (size_t)i * D);
+                bb[u] = ld_stream(mxh + (size_t)i * D);
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            float lo[8], hi[8];
+            unpack8(a[u], lo);
+            unpack8(bb[u], hi);
+            float s[G];
+#pragma unroll
+            for (int g = 0; g < G; ++g) {
+                float x = 0.f;
+#pragma unroll
+                for (int j = 0; j < 8; ++j) x += fmaxf(qf[g][j] * lo[j], qf[g][j] * hi[j]);
+                s[g] = x;
+            }
+            int hh = 0;
+            Halve<G, L / 2>::run(s, lane, hh);  // lane holds head hh's bound
+            const int i = base + u * TG + tg;
+            if (perHead) {
+                if (lane % (L / G) == 0 && i < len) scores[(size_t)(h * G + hh) * P + p0 + i] = s[0];
+            } else {
+                float x = s[0];
+#pragma unroll
+                for (int o = L / G; o < L; o <<= 1) x = fmaxf(x, __shfl_xor_sync(FULL_MASK, x, o));
+                if (lane == 0 && i < len) scores[(size_t)h * P + p0 + i] = x;
+            }
+        }
+    }
+}
+
+#define QUEST_KERNELS(D, G)                                                                          \
+    extern "C" __global__ void __launch_bounds__(QS_NT) quest_score_d##D##_g##G(                     \
+        const bf16* __restrict__ q, const bf16* __restrict__ mn, const bf16* __restrict__ mx, int P, \
+        int ppb, int perHead, float* __restrict__ scores) {                                          \
+        quest_score<D, G>(q, mn, mx, P, ppb, perHead, scores);                                       \
+    }
+
+QUEST_KERNELS(64, 1)
+QUEST_KERNELS(64, 2)
+QUEST_KERNELS(64, 4)
+QUEST_KERNELS(64, 8)
+QUEST_KERNELS(128, 1)
+QUEST_KERNELS(128, 2)
+QUEST_KERNELS(128, 4)
+QUEST_KERNELS(128, 8)
+
+// quest_topk: grid (rows), block TK_NT threads, dynamic shared memory
+// kpad(P) + 1 words. Row r selects min(K, P) pages of scores [rows, P] into
+// sel [rows, min(K, P)].
+extern "C" __global__ void __launch_bounds__(TK_NT) quest_topk(const float* __restrict__ scores, int P, int K,
+                                                                int* __restrict__ sel) {
+    extern __shared__ u32 keys[];
+    const int r = blockIdx.x;
+    topk_row<TK_NT>(scores + (size_t)r * P, P, K, sel + (size_t)r * min(K, P), keys);
+}

@@ -1,0 +1,534 @@
+package cuda
+
+import (
+	"fmt"
+	"math"
+	"runtime"
+	"sync"
+	"unsafe"
+)
+
+// Device attributes (CUdevice_attribute values from cuda.h).
+const (
+	attrMaxThreadsPerBlock     = 1
+	attrMaxSharedPerBlock      = 8
+	attrClockRate              = 13
+	attrMultiprocessorCount    = 16
+	attrMemoryClockRate        = 36
+	attrGlobalMemoryBusWidth   = 37
+	attrL2CacheSize            = 38
+	attrComputeCapabilityMaj   = 75
+	attrComputeCapabilityMin   = 76
+	attrMaxSharedPerBlockOptin = 97
+)
+
+// Function attributes (CUfunction_attribute values from cuda.h).
+const (
+	funcAttrSharedSizeBytes = 1
+	funcAttrLocalSizeBytes  = 3
+	funcAttrNumRegs         = 4
+)
+
+// Ptr is a device memory address (CUdeviceptr).
+type Ptr uint64
+
+// Add returns p offset by bytes.
+func (p Ptr) Add(bytes int64) Ptr { return Ptr(int64(p) + bytes) }
+
+// Device is one CUDA GPU with its primary context and a stream that every
+// operation of this package is ordered on. Each method makes the context
+// current on the calling goroutine's OS thread, locked for the call, so a
+// Device may be used from any goroutine, one call at a time.
+type Device struct {
+	api     *driverAPI
+	ordinal int
+	dev     int32
+	ctx     uintptr
+	stream  uintptr
+
+	Name                string // e.g. "NVIDIA H100 80GB HBM3"
+	Major               int    // compute capability
+	Minor               int
+	SMs                 int   // multiprocessors
+	L2Bytes             int   // L2 cache size
+	MemBytes            int64 // total device memory
+	SharedPerBlock      int   // default shared memory limit of a block
+	SharedPerBlockOptin int   // limit a kernel can opt in to
+
+	mu     sync.Mutex
+	allocs map[Ptr]int64
+	now    int64
+	peak   int64
+	closed bool
+}
+
+// Open retains the primary context of device ordinal and creates a stream.
+func Open(ordinal int) (*Device, error) {
+	api, err := loadDriver()
+	if err != nil {
+		return nil, err
+	}
+	if ordinal < 0 || ordinal >= drvDevs {
+		return nil, fmt.Errorf("cuda: device %d does not exist (%d devices)", ordinal, drvDevs)
+	}
+	d := &Device{api: api, ordinal: ordinal, allocs: map[Ptr]int64{}}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := api.check("cuDeviceGet", api.cuDeviceGet(&d.dev, int32(ordinal))); err != nil {
+		return nil, err
+	}
+	name := make([]byte, 256)
+	if err := api.check("cuDeviceGetName", api.cuDeviceGetName(&name[0], int32(len(name)), d.dev)); err != nil {
+		return nil, err
+	}
+	d.Name = goString(&name[0])
+	attrs := []struct {
+		dst  *int
+		attr int32
+	}{
+		{&d.Major, attrComputeCapabilityMaj},
+		{&d.Minor, attrComputeCapabilityMin},
+		{&d.SMs, attrMultiprocessorCount},
+		{&d.L2Bytes, attrL2CacheSize},
+		{&d.SharedPerBlock, attrMaxSharedPerBlock},
+		{&d.SharedPerBlockOptin, attrMaxSharedPerBlockOptin},
+	}
+	for _, a := range attrs {
+		var v int32
+		if err := api.check(fmt.Sprintf("cuDeviceGetAttribute(%d)", a.attr), api.cuDeviceGetAttribute(&v, a.attr, d.dev)); err != nil {
+			return nil, err
+		}
+		*a.dst = int(v)
+	}
+	var total uint64
+	if err := api.check("cuDeviceTotalMem_v2", api.cuDeviceTotalMem(&total, d.dev)); err != nil {
+		return nil, err
+	}
+	d.MemBytes = int64(total)
+	if err := api.check("cuDevicePrimaryCtxRetain", api.cuDevicePrimaryCtxRetain(&d.ctx, d.dev)); err != nil {
+		return nil, err
+	}
+	if err := api.check("cuCtxSetCurrent", api.cuCtxSetCurrent(d.ctx)); err != nil {
+		return nil, err
+	}
+	// A blocking stream (flags 0): it synchronises with the legacy default
+	// stream that the synchronous copies and memsets of this package use.
+	if err := api.check("cuStreamCreate", api.cuStreamCreate(&d.stream, 0)); err != nil {
+		api.cuDevicePrimaryCtxRelease(d.dev)
+		return nil, err
+	}
+	return d, nil
+}
+
+// enter locks the goroutine to its thread and makes the context current;
+// the caller must call leave (runtime.UnlockOSThread) when done.
+func (d *Device) enter() error {
+	runtime.LockOSThread()
+	if d.closed {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("cuda: device %d is closed", d.ordinal)
+	}
+	if err := d.api.check("cuCtxSetCurrent", d.api.cuCtxSetCurrent(d.ctx)); err != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	return nil
+}
+
+func leave() { runtime.UnlockOSThread() }
+
+// Close frees every allocation still held, the stream and the context.
+func (d *Device) Close() error {
+	if err := d.enter(); err != nil {
+		return err
+	}
+	defer leave()
+	d.mu.Lock()
+	for p := range d.allocs {
+		d.api.cuMemFree(uint64(p))
+	}
+	d.allocs = map[Ptr]int64{}
+	d.now = 0
+	d.mu.Unlock()
+	err1 := d.api.check("cuStreamDestroy_v2", d.api.cuStreamDestroy(d.stream))
+	err2 := d.api.check("cuDevicePrimaryCtxRelease_v2", d.api.cuDevicePrimaryCtxRelease(d.dev))
+	d.closed = true
+	if err1 != nil {
+		return err1
+	}
+	return err2
+}
+
+// Arch is the NVRTC target for this device: "sm_90a" on Hopper (so kernels may
+// use its architecture-specific instructions), else "sm_XY".
+func (d *Device) Arch() string {
+	if d.Major == 9 && d.Minor == 0 {
+		return "sm_90a"
+	}
+	return fmt.Sprintf("sm_%d%d", d.Major, d.Minor)
+}
+
+// String describes the device in one line.
+func (d *Device) String() string {
+	return fmt.Sprintf("%s (sm_%d%d, %d SMs, %d MB L2, %.1f GiB, driver CUDA %s)",
+		d.Name, d.Major, d.Minor, d.SMs, d.L2Bytes>>20, float64(d.MemBytes)/(1<<30), drvVerStr)
+}
+
+// MemInfo returns the device's free and total memory.
+func (d *Device) MemInfo() (free, total int64, err error) {
+	if err := d.enter(); err != nil {
+		return 0, 0, err
+	}
+	defer leave()
+	var f, t uint64
+	err = d.api.check("cuMemGetInfo_v2", d.api.cuMemGetInfo(&f, &t))
+	return int64(f), int64(t), err
+}
+
+// Alloc allocates bytes of device memory (uninitialised).
+func (d *Device) Alloc(bytes int64) (Ptr, error) {
+	if bytes <= 0 {
+		panic(fmt.Sprintf("cuda: Alloc(%d)", bytes))
+	}
+	if err := d.enter(); err != nil {
+		return 0, err
+	}
+	defer leave()
+	var p uint64
+	if err := d.api.check(fmt.Sprintf("cuMemAlloc_v2(%d bytes)", bytes), d.api.cuMemAlloc(&p, uint64(bytes))); err != nil {
+		return 0, err
+	}
+	d.mu.Lock()
+	d.allocs[Ptr(p)] = bytes
+	d.now += bytes
+	d.peak = max(d.peak, d.now)
+	d.mu.Unlock()
+	return Ptr(p), nil
+}
+
+// Free releases memory from Alloc.
+func (d *Device) Free(p Ptr) error {
+	d.mu.Lock()
+	n, ok := d.allocs[p]
+	d.mu.Unlock()
+	if !ok {
+		panic(fmt.Sprintf("cuda: Free(%#x): not allocated by this device", uint64(p)))
+	}
+	if err := d.enter(); err != nil {
+		return err
+	}
+	defer leave()
+	if err := d.api.check("cuMemFree_v2", d.api.cuMemFree(uint64(p))); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	delete(d.allocs, p)
+	d.now -= n
+	d.mu.Unlock()
+	return nil
+}
+
+// MemStats returns the bytes allocated through Alloc now and at the peak.
+func (d *Device) MemStats() (now, peak int64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.now, d.peak
+}
+
+// ResetPeak sets the peak of MemStats to the bytes allocated now.
+func (d *Device) ResetPeak() {
+	d.mu.Lock()
+	d.peak = d.now
+	d.mu.Unlock()
+}
+
+func bytesOf[T any](s []T) (unsafe.Pointer, int64) {
+	if len(s) == 0 {
+		return nil, 0
+	}
+	var z T
+	return unsafe.Pointer(&s[0]), int64(len(s)) * int64(unsafe.Sizeof(z))
+}
+
+// Upload copies the elements of src to dst. It waits for this device's
+// stream first so that it is ordered after work launched before it.
+func Upload[T any](d *Device, dst Ptr, src []T) error {
+	p, n := bytesOf(src)
+	if n == 0 {
+		return nil
+	}
+	if err := d.enter(); err != nil {
+		return err
+	}
+	defer leave()
+	if err := d.api.check("cuStreamSynchronize", d.api.cuStreamSynchronize(d.stream)); err != nil {
+		return err
+	}
+	err := d.api.check("cuMemcpyHtoD_v2", d.api.cuMemcpyHtoD(uint64(dst), p, uint64(n)))
+	runtime.KeepAlive(src)
+	return err
+}
+
+// Download copies len(dst) elements from src into dst after the work on the
+// device's stream has finished.
+func Download[T any](d *Device, dst []T, src Ptr) error {
+	p, n := bytesOf(dst)
+	if n == 0 {
+		return nil
+	}
+	if err := d.enter(); err != nil {
+		return err
+	}
+	defer leave()
+	if err := d.api.check("cuStreamSynchronize", d.api.cuStreamSynchronize(d.stream)); err != nil {
+		return err
+	}
+	err := d.api.check("cuMemcpyDtoH_v2", d.api.cuMemcpyDtoH(p, uint64(src), uint64(n)))
+	runtime.KeepAlive(dst)
+	return err
+}
+
+// CopyAsync enqueues a device-to-device copy of bytes on the stream.
+func (d *Device) CopyAsync(dst, src Ptr, bytes int64) error {
+	if err := d.enter(); err != nil {
+		return err
+	}
+	defer leave()
+	return d.api.check("cuMemcpyDtoDAsync_v2", d.api.cuMemcpyDtoDAsync(uint64(dst), uint64(src), uint64(bytes), d.stream))
+}
+
+// Copy copies bytes from src to dst on the device and waits for it.
+func (d *Device) Copy(dst, src Ptr, bytes int64) error {
+	if err := d.Sync(); err != nil {
+		return err
+	}
+	if err := d.enter(); err != nil {
+		return err
+	}
+	defer leave()
+	return d.api.check("cuMemcpyDtoD_v2", d.api.cuMemcpyDtoD(uint64(dst), uint64(src), uint64(bytes)))
+}
+
+// Memset8 sets bytes bytes at p to v (after the stream's work).
+func (d *Device) Memset8(p Ptr, v uint8, bytes int64) error {
+	if err := d.Sync(); err != nil {
+		return err
+	}
+	if err := d.enter(); err != nil {
+		return err
+	}
+	defer leave()
+	return d.api.check("cuMemsetD8_v2", d.api.cuMemsetD8(uint64(p), v, uint64(bytes)))
+}
+
+// Memset32 sets n 32-bit words at p to v (after the stream's work); with
+// v = math.Float32bits(NaN) it poisons a float32 output.
+func (d *Device) Memset32(p Ptr, v uint32, n int64) error {
+	if err := d.Sync(); err != nil {
+		return err
+	}
+	if err := d.enter(); err != nil {
+		return err
+	}
+	defer leave()
+	return d.api.check("cuMemsetD32_v2", d.api.cuMemsetD32(uint64(p), v, uint64(n)))
+}
+
+// PoisonF32 fills n float32s at p with NaN.
+func (d *Device) PoisonF32(p Ptr, n int64) error {
+	return d.Memset32(p, math.Float32bits(float32(math.NaN())), n)
+}
+
+// Sync waits for all work on the device's stream and reports a launch or
+// execution error from it.
+func (d *Device) Sync() error {
+	if err := d.enter(); err != nil {
+		return err
+	}
+	defer leave()
+	return d.api.check("cuStreamSynchronize", d.api.cuStreamSynchronize(d.stream))
+}
+
+// Module is a loaded kernel image.
+type Module struct {
+	d   *Device
+	h   uintptr
+	Res *CompileResult
+}
+
+// Function is a kernel of a Module with its resource use.
+type Function struct {
+	d      *Device
+	h      uintptr
+	Name   string
+	Regs   int // registers per thread
+	Local  int // local memory (stack, spills) per thread, bytes
+	Shared int // static shared memory, bytes
+}
+
+// Load compiles src for this device (through the cache) and loads it.
+func (d *Device) Load(name, src string, opts []string) (*Module, error) {
+	res, err := Compile(name, src, d.Arch(), opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.enter(); err != nil {
+		return nil, err
+	}
+	defer leave()
+	m := &Module{d: d, Res: res}
+	img := append(res.Image, 0) // a PTX image must end in NUL
+	if err := d.api.check("cuModuleLoadData", d.api.cuModuleLoadData(&m.h, unsafe.Pointer(&img[0]))); err != nil {
+		return nil, err
+	}
+	runtime.KeepAlive(img)
+	return m, nil
+}
+
+// Unload unloads the module.
+func (m *Module) Unload() error {
+	if err := m.d.enter(); err != nil {
+		return err
+	}
+	defer leave()
+	return m.d.api.check("cuModuleUnload", m.d.api.cuModuleUnload(m.h))
+}
+
+// Function looks up the kernel name (an extern "C" name) in the module.
+func (m *Module) Function(name string) (*Function, error) {
+	if err := m.d.enter(); err != nil {
+		return nil, err
+	}
+	defer leave()
+	f := &Function{d: m.d, Name: name}
+	if err := m.d.api.check("cuModuleGetFunction("+name+")", m.d.api.cuModuleGetFunction(&f.h, m.h, name)); err != nil {
+		return nil, err
+	}
+	for _, a := range []struct {
+		dst  *int
+		attr int32
+	}{{&f.Regs, funcAttrNumRegs}, {&f.Local, funcAttrLocalSizeBytes}, {&f.Shared, funcAttrSharedSizeBytes}} {
+		var v int32
+		if err := m.d.api.check("cuFuncGetAttribute", m.d.api.cuFuncGetAttribute(&v, a.attr, f.h)); err != nil {
+			return nil, err
+		}
+		*a.dst = int(v)
+	}
+	return f, nil
+}
+
+// Occupancy is how many blocks of block threads and smem bytes of dynamic
+// shared memory can be resident on one multiprocessor.
+func (f *Function) Occupancy(block, smem int) (int, error) {
+	if err := f.d.enter(); err != nil {
+		return 0, err
+	}
+	defer leave()
+	var n int32
+	err := f.d.api.check("cuOccupancyMaxActiveBlocksPerMultiprocessor("+f.Name+")",
+		f.d.api.cuOccupancyMaxActiveBlocksPerMultiprocessor(&n, f.h, int32(block), uint64(smem)))
+	return int(n), err
+}
+
+// Dim3 is a grid or block shape.
+type Dim3 struct{ X, Y, Z int }
+
+// Launch enqueues f on the device's stream with grid, block, smem bytes of
+// dynamic shared memory and args, each a Ptr, int32, uint32, int64, uint64,
+// float32 or float64 (passed by value as the kernel's parameter of that
+// size). It does not wait; Sync reports errors of the kernel's execution.
+func (f *Function) Launch(grid, block Dim3, smem int, args ...any) error {
+	// One 8-byte slot per argument and an array of pointers to the slots;
+	// both are pinned while the driver reads them.
+	slots := make([]uint64, len(args)+1)
+	params := make([]unsafe.Pointer, len(args)+1)
+	for i, a := range args {
+		s := unsafe.Pointer(&slots[i])
+		switch v := a.(type) {
+		case Ptr:
+			*(*uint64)(s) = uint64(v)
+		case int32:
+			*(*int32)(s) = v
+		case uint32:
+			*(*uint32)(s) = v
+		case int64:
+			*(*int64)(s) = v
+		case uint64:
+			*(*uint64)(s) = v
+		case float32:
+			*(*float32)(s) = v
+		case float64:
+			*(*float64)(s) = v
+		default:
+			panic(fmt.Sprintf("cuda: %s: argument %d has unsupported type %T", f.Name, i, a))
+		}
+		params[i] = s
+	}
+	var pin runtime.Pinner
+	pin.Pin(&slots[0])
+	pin.Pin(&params[0])
+	defer pin.Unpin()
+	fix := func(v int) uint32 { return uint32(max(v, 1)) }
+	if err := f.d.enter(); err != nil {
+		return err
+	}
+	defer leave()
+	r := f.d.api.cuLaunchKernel(f.h, fix(grid.X), fix(grid.Y), fix(grid.Z), fix(block.X), fix(block.Y), fix(block.Z),
+		uint32(smem), f.d.stream, unsafe.Pointer(&params[0]), nil)
+	runtime.KeepAlive(slots)
+	runtime.KeepAlive(params)
+	return f.d.api.check("cuLaunchKernel("+f.Name+")", r)
+}
+
+// Event is a CUDA event for timing work on the device's stream.
+type Event struct {
+	d *Device
+	h uintptr
+}
+
+// NewEvent creates a timing event.
+func (d *Device) NewEvent() (*Event, error) {
+	if err := d.enter(); err != nil {
+		return nil, err
+	}
+	defer leave()
+	e := &Event{d: d}
+	if err := d.api.check("cuEventCreate", d.api.cuEventCreate(&e.h, 0)); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// Record enqueues the event on the device's stream.
+func (e *Event) Record() error {
+	if err := e.d.enter(); err != nil {
+		return err
+	}
+	defer leave()
+	return e.d.api.check("cuEventRecord", e.d.api.cuEventRecord(e.h, e.d.stream))
+}
+
+// Since waits for e and returns the milliseconds between start and e.
+func (e *Event) Since(start *Event) (float64, error) {
+	if err := e.d.enter(); err != nil {
+		return 0, err
+	}
+	defer leave()
+	if err := e.d.api.check("cuEventSynchronize", e.d.api.cuEventSynchronize(e.h)); err != nil {
+		return 0, err
+	}
+	var ms float32
+	if err := e.d.api.check("cuEventElapsedTime", e.d.api.cuEventElapsedTime(&ms, start.h, e.h)); err != nil {
+		return 0, err
+	}
+	return float64(ms), nil
+}
+
+// Destroy releases the event.
+func (e *Event) Destroy() error {
+	if err := e.d.enter(); err != nil {
+		return err
+	}
+	defer leave()
+	return e.d.api.check("cuEventDestroy_v2", e.d.api.cuEventDestroy(e.h))
+}
