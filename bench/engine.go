@@ -9,7 +9,7 @@ import (
 	"github.com/kvbench/kvbench/policies"
 	"github.com/kvbench/kvbench/results"
 	"github.com/kvbench/kvbench/runtime"
-	"github.com/kvbench/kvbench/runtime/cpu"
+	_ "github.com/kvbench/kvbench/runtime/cpu" // registers the cpu backend
 	"github.com/kvbench/kvbench/runtime/tokenizer"
 	"github.com/kvbench/kvbench/tasks"
 )
@@ -23,9 +23,10 @@ type Engine struct {
 	Tok         tokenizer.Tokenizer
 	Policy      string
 	Params      policies.Params
-	Threads     int // CPU threads per stream (0: every core)
-	RecallEvery int // sample attention recall every n decode steps (0: never)
-	MaxRows     int // prefill chunk (default 256)
+	Backend     string // registered backend name ("": cpu)
+	Threads     int    // CPU threads per stream (0: every core)
+	RecallEvery int    // sample attention recall every n decode steps (0: never)
+	MaxRows     int    // prefill chunk (default 256)
 
 	mu      sync.Mutex
 	lat     []float64 // decode attention time per layer and step, µs (bounded reservoir)
@@ -72,19 +73,30 @@ func (e *Engine) NewStream() (tasks.Stream, error) {
 	if err != nil {
 		return nil, err
 	}
-	be := cpu.New(e.Threads)
+	name := e.Backend
+	if name == "" {
+		name = "cpu"
+	}
+	spec, err := runtime.LookupBackend(name)
+	if err != nil {
+		return nil, err
+	}
+	be, err := spec.New(e.Threads)
+	if err != nil {
+		return nil, fmt.Errorf("backend %s: %w", name, err)
+	}
 	rows := e.MaxRows
 	if rows <= 0 {
 		rows = 256
 	}
 	r, err := runtime.NewRunner(e.Model, be, rows)
 	if err != nil {
-		be.Close()
+		closeBackend(be)
 		return nil, err
 	}
 	p.MeasureRecall(e.RecallEvery)
 	if err := p.Start(r); err != nil {
-		be.Close()
+		closeBackend(be)
 		return nil, err
 	}
 	s := &stream{e: e, r: r, p: p, be: be}
@@ -99,7 +111,7 @@ type stream struct {
 	e      *Engine
 	r      *runtime.Runner
 	p      policies.Policy
-	be     *cpu.Backend
+	be     runtime.Backend
 	one    [1]int
 	lat    []float64 // this stream's decode attention times, µs
 	closed bool
@@ -145,7 +157,13 @@ func (s *stream) Close() {
 	}
 	e.mu.Unlock()
 	s.r.Reset()
-	s.be.Close()
+	closeBackend(s.be)
+}
+
+func closeBackend(be runtime.Backend) {
+	if c, ok := be.(runtime.Closer); ok {
+		c.Close()
+	}
 }
 
 // Summary returns the latency and cache accounting over every closed stream.

@@ -38,16 +38,29 @@ type RunSummary struct {
 	Backend, Reason             string
 }
 
-// SelectBackend resolves a suite's backend: "cpu"; "auto" falls back to the
-// CPU and says why; "cuda" is an error while this build has no CUDA backend.
+// SelectBackend resolves a suite's backend: "auto" takes CUDA when this
+// machine can run it and otherwise the CPU, saying why; a named backend must
+// be able to run here.
 func SelectBackend(want string) (name, reason string, err error) {
 	switch want {
 	case "", "auto":
-		return "cpu", "auto: no CUDA backend in this build (the GPU runtime is not implemented yet); using the CPU", nil
-	case "cpu":
-		return "cpu", "", nil
-	case "cuda":
-		return "", "", fmt.Errorf("backend cuda: not available in this build (the GPU runtime is not implemented yet); use backend: cpu or auto")
+		s, err := runtime.LookupBackend("cuda")
+		if err != nil {
+			return "cpu", "auto: this build has no CUDA backend; using the CPU", nil
+		}
+		if ok, why := s.Available(); !ok {
+			return "cpu", "auto: no usable GPU (" + why + "); using the CPU", nil
+		}
+		return "cuda", "", nil
+	case "cpu", "cuda":
+		s, err := runtime.LookupBackend(want)
+		if err != nil {
+			return "", "", fmt.Errorf("backend %s: not in this build", want)
+		}
+		if ok, why := s.Available(); !ok {
+			return "", "", fmt.Errorf("backend %s: not usable here: %s", want, why)
+		}
+		return want, "", nil
 	}
 	return "", "", fmt.Errorf("unknown backend %q (auto, cpu, cuda)", want)
 }
@@ -182,7 +195,7 @@ func runCell(ctx context.Context, s *Suite, c Cell, models map[string]*loadedMod
 	if err != nil {
 		return fail(err)
 	}
-	e.RecallEvery, e.Threads = s.RecallEvery, s.Threads
+	e.RecallEvery, e.Threads, e.Backend = s.RecallEvery, s.Threads, backend
 	rec.Budget = e.Budget()
 	t0 := time.Now()
 	res, err := task.Run(ctx, e, c.TaskParams)

@@ -133,8 +133,24 @@ func cmdList(stdout, stderr io.Writer, args []string) error {
 		}
 	}
 	fmt.Fprintln(stdout, "\nBackends:")
-	_, reason, _ := bench.SelectBackend("auto")
-	fmt.Fprintf(stdout, "  cpu           pure Go, every core\n  cuda          not in this build\n  auto          %s\n", reason)
+	for _, name := range []string{"cpu", "cuda"} {
+		spec, err := runtime.LookupBackend(name)
+		switch {
+		case err != nil:
+			fmt.Fprintf(stdout, "  %-13s not in this build\n", name)
+		default:
+			if ok, why := spec.Available(); ok {
+				fmt.Fprintf(stdout, "  %-13s usable here\n", name)
+			} else {
+				fmt.Fprintf(stdout, "  %-13s not usable here: %s\n", name, why)
+			}
+		}
+	}
+	auto, reason, _ := bench.SelectBackend("auto")
+	if reason == "" {
+		reason = "uses " + auto
+	}
+	fmt.Fprintf(stdout, "  %-13s %s\n", "auto", reason)
 	fmt.Fprintf(stdout, "\nModels: a Hugging Face directory, a llama2.c .bin, or synthetic:%s\n", strings.Join(runtime.SyntheticNames(), ", synthetic:"))
 	return nil
 }
