@@ -140,7 +140,7 @@ func (x *oracleRef) AfterAttend(l int, a *runtime.AttnArgs) { x.inner.AfterAtten
 func TestOracleMatchesBruteForce(t *testing.T) {
 	for _, model := range []string{"tiny", "tiny-mha"} {
 		const n, prompt, budget = 300, 40, 20
-		r := questRunner(t, model, 32)
+		r := tinyRunner(t, model, 32)
 		p, err := policies.New("oracle", policies.Params{"budget": budget})
 		if err != nil {
 			t.Fatal(err)
@@ -151,7 +151,7 @@ func TestOracleMatchesBruteForce(t *testing.T) {
 		}
 		x := &oracleRef{t: t, inner: r.Hook, be: r.Backend, budget: budget}
 		r.Hook = x
-		toks := questTokens(n, 9)
+		toks := streamTokens(n, 9)
 		logits := make([]float32, r.Model.Config.Vocab)
 		p.Prompt(prompt)
 		if err := r.Forward(toks[:prompt], logits); err != nil {
@@ -184,14 +184,14 @@ func TestOracleMatchesBruteForce(t *testing.T) {
 func TestOracleFullBudgetRecall(t *testing.T) {
 	const n = 160
 	for _, budget := range []int{n, n + 50} {
-		r := questRunner(t, "tiny", 32)
+		r := tinyRunner(t, "tiny", 32)
 		p, _ := policies.New("oracle", policies.Params{"budget": budget})
 		p.MeasureRecall(1)
 		if err := p.Start(r); err != nil {
 			t.Fatal(err)
 		}
 		logits := make([]float32, r.Model.Config.Vocab)
-		for _, tk := range questTokens(n, 4) {
+		for _, tk := range streamTokens(n, 4) {
 			if err := r.Forward([]int{tk}, logits); err != nil {
 				t.Fatal(err)
 			}
@@ -208,7 +208,7 @@ func TestOracleFullBudgetRecall(t *testing.T) {
 func TestOracleRecallAboveQuest(t *testing.T) {
 	const n, budget = 400, 64
 	run := func(name string, params policies.Params) float64 {
-		r := questRunner(t, "tiny", 32)
+		r := tinyRunner(t, "tiny", 32)
 		p, err := policies.New(name, params)
 		if err != nil {
 			t.Fatal(err)
@@ -218,7 +218,7 @@ func TestOracleRecallAboveQuest(t *testing.T) {
 			t.Fatal(err)
 		}
 		logits := make([]float32, r.Model.Config.Vocab)
-		for _, tk := range questTokens(n, 6) {
+		for _, tk := range streamTokens(n, 6) {
 			if err := r.Forward([]int{tk}, logits); err != nil {
 				t.Fatal(err)
 			}

@@ -83,29 +83,6 @@ func TestQuestOracleNeedScorer(t *testing.T) {
 	}
 }
 
-// questRunner is a runner of a synthetic model on the CPU backend.
-func questRunner(t testing.TB, model string, maxRows int) *runtime.Runner {
-	t.Helper()
-	m, err := runtime.Synthetic(model)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := runtime.NewRunner(m, cpu.New(0), maxRows)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
-
-func questTokens(n int, seed uint64) []int {
-	rng := rand.New(rand.NewPCG(seed, 17))
-	out := make([]int, n)
-	for i := range out {
-		out[i] = 3 + rng.IntN(256)
-	}
-	return out
-}
-
 // readKeys copies the keys of s out through the backend: [N*headDim].
 func readKeys(be runtime.Backend, s *runtime.KVSeq, hd int) []float32 {
 	k := make([]float32, s.N*hd)
@@ -223,7 +200,7 @@ func questCheckSel(t *testing.T, be runtime.Backend, a *runtime.AttnArgs, k, pag
 // every page bound is at least each q·k of its page, and the selection equals
 // the brute-force top K of the bounds, the last page always in.
 func TestQuestBoundsAndSelection(t *testing.T) {
-	r := questRunner(t, "tiny", 8)
+	r := tinyRunner(t, "tiny", 8)
 	c := r.Model.Config
 	be := r.Backend
 	hd := c.HeadDim
@@ -341,7 +318,7 @@ func (x *questRef) AfterAttend(l int, a *runtime.AttnArgs) { x.inner.AfterAttend
 // full attention.
 func TestQuestMatchesBruteForce(t *testing.T) {
 	const n, prompt, budget, page, dense = 512, 100, 64, 16, 1
-	r := questRunner(t, "tiny", 32)
+	r := tinyRunner(t, "tiny", 32)
 	p, err := policies.New("quest", policies.Params{"budget": budget, "page": page, "dense_layers": dense})
 	if err != nil {
 		t.Fatal(err)
@@ -353,7 +330,7 @@ func TestQuestMatchesBruteForce(t *testing.T) {
 	vb := r.Cache.PageBytes() / int64(2*r.Cache.PageSize())
 	x := &questRef{t: t, inner: r.Hook, be: r.Backend, k: budget / page, page: page, dense: dense, vb: vb}
 	r.Hook = x
-	toks := questTokens(n, 5)
+	toks := streamTokens(n, 5)
 	logits := make([]float32, r.Model.Config.Vocab)
 	p.Prompt(prompt)
 	if err := r.Forward(toks[:prompt], logits); err != nil {
@@ -373,7 +350,7 @@ func TestQuestMatchesBruteForce(t *testing.T) {
 		t.Errorf("checked %d sparse layer steps, want %d", x.checked, want)
 	}
 
-	f := questRunner(t, "tiny", 32)
+	f := tinyRunner(t, "tiny", 32)
 	fp, _ := policies.New("full", nil)
 	if err := fp.Start(f); err != nil {
 		t.Fatal(err)
@@ -401,14 +378,14 @@ func TestQuestMatchesBruteForce(t *testing.T) {
 // than full attention does over the same growing cache, up to the amortized
 // growth of its page bounds.
 func TestQuestDecodeAllocs(t *testing.T) {
-	r := questRunner(t, "tiny", 32)
+	r := tinyRunner(t, "tiny", 32)
 	logits := make([]float32, r.Model.Config.Vocab)
 	measure := func(p policies.Policy) float64 {
 		r.Reset()
 		if err := p.Start(r); err != nil {
 			t.Fatal(err)
 		}
-		toks := questTokens(600, 3)
+		toks := streamTokens(600, 3)
 		p.Prompt(40)
 		if err := r.Forward(toks[:40], logits); err != nil {
 			t.Fatal(err)
