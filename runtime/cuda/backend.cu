@@ -1,0 +1,423 @@
+// Kernels of the runtime.Backend on CUDA (runtime/cuda/backend.go): the ops
+// of the forward pass in float32 over float32 activations and KV pages, with
+// weights read as stored (bf16, f16, f32). Compiled by NVRTC with no headers.
+// The semantics are those of the CPU backend (runtime/cpu), the oracle.
+
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef unsigned long long u64;
+
+#define FULL_MASK 0xffffffffu
+#define NEG_INF __int_as_float(0xff800000)
+
+// Weight types, as runtime.DType: F32 0, BF16 1, F16 2.
+#define WT_F32 0
+#define WT_BF16 1
+#define WT_F16 2
+
+__device__ __forceinline__ float be_f16(u16 h) {
+    float f;
+    asm("{cvt.f32.f16 %0, %1;}" : "=f"(f) : "h"(h));
+    return f;
+}
+
+__device__ __forceinline__ float be_bf16(u16 h) { return __uint_as_float(((u32)h) << 16); }
+
+// be_w returns element i of a weight of type wt.
+__device__ __forceinline__ float be_w(const void* w, int wt, long long i) {
+    if (wt == WT_F32) return ((const float*)w)[i];
+    u16 h = ((const u16*)w)[i];
+    return wt == WT_BF16 ? be_bf16(h) : be_f16(h);
+}
+
+__device__ __forceinline__ float be_warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL_MASK, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float be_warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, o));
+    return v;
+}
+
+__device__ __forceinline__ double be_warp_sum_d(double v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL_MASK, v, o);
+    return v;
+}
+
+// Block reductions for blocks of a multiple of 32 threads (at most 1024);
+// every thread gets the result. red holds 32 slots.
+__device__ float be_block_max(float v, float* red) {
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = be_warp_max(v);
+    __syncthreads();
+    if (lane == 0) red[w] = v;
+    __syncthreads();
+    v = lane < nw ? red[lane] : NEG_INF;
+    return be_warp_max(v);
+}
+
+__device__ float be_block_sum(float v, float* red) {
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = be_warp_sum(v);
+    __syncthreads();
+    if (lane == 0) red[w] = v;
+    __syncthreads();
+    v = lane < nw ? red[lane] : 0.f;
+    return be_warp_sum(v);
+}
+
+__device__ double be_block_sum_d(double v, double* red) {
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = be_warp_sum_d(v);
+    __syncthreads();
+    if (lane == 0) red[w] = v;
+    __syncthreads();
+    v = lane < nw ? red[lane] : 0.0;
+    return be_warp_sum_d(v);
+}
+
+extern "C" __global__ void be_zero(float* p, long long n) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+        p[i] = 0.f;
+}
+
+// be_embed: dst[r, :] = table[tokens[r], :]. Grid (rows), block 256.
+extern "C" __global__ void be_embed(float* dst, const void* table, int wt, const int* tokens, int dim) {
+    int r = blockIdx.x;
+    long long base = (long long)tokens[r] * dim;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) dst[(long long)r * dim + i] = be_w(table, wt, base + i);
+}
+
+// be_rmsnorm: one block per row; the sum of squares in double as the CPU.
+extern "C" __global__ void be_rmsnorm(float* dst, const float* x, const void* w, int wt, int dim, float eps) {
+    __shared__ double red[32];
+    int r = blockIdx.x;
+    const float* row = x + (long long)r * dim;
+    double ss = 0;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += (double)row[i] * (double)row[i];
+    ss = be_block_sum_d(ss, red);
+    float inv = (float)(1.0 / sqrt(ss / (double)dim + (double)eps));
+    __syncthreads();
+    for (int i = threadIdx.x; i < dim; i += blockDim.x)
+        dst[(long long)r * dim + i] = __fmul_rn(be_w(w, wt, i), __fmul_rn(row[i], inv));
+}
+
+// load8 widens 8 consecutive weights starting at element i (8-aligned).
+__device__ __forceinline__ void be_load8(const void* w, int wt, long long i, float f[8]) {
+    if (wt == WT_F32) {
+        float4 a = *(const float4*)((const float*)w + i), b = *(const float4*)((const float*)w + i + 4);
+        f[0] = a.x; f[1] = a.y; f[2] = a.z; f[3] = a.w; f[4] = b.x; f[5] = b.y; f[6] = b.z; f[7] = b.w;
+        return;
+    }
+    uint4 v = *(const uint4*)((const u16*)w + i);
+    u32 u[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        u16 lo = (u16)(u[j] & 0xffffu), hi = (u16)(u[j] >> 16);
+        if (wt == WT_BF16) {
+            f[2 * j] = be_bf16(lo);
+            f[2 * j + 1] = be_bf16(hi);
+        } else {
+            f[2 * j] = be_f16(lo);
+            f[2 * j + 1] = be_f16(hi);
+        }
+    }
+}
+
+#define MM_ROWS 8
+#define MM_WARPS 8
+
+// be_matmul: dst[r, o] = sum_i x[r, i] * w[o, i]. Block of MM_WARPS warps;
+// warp w of block (bx, by) computes output bx*MM_WARPS+w for the MM_ROWS
+// rows from by*MM_ROWS, reading each weight once for those rows. Lanes read
+// 8 consecutive channels at a time (16- or 32-byte loads) when in % 8 == 0.
+extern "C" __global__ void be_matmul(float* dst, const float* x, const void* w, int wt, int rows, int in, int out) {
+    int lane = threadIdx.x & 31;
+    int o = blockIdx.x * MM_WARPS + (threadIdx.x >> 5);
+    int r0 = blockIdx.y * MM_ROWS;
+    if (o >= out) return;
+    int nr = min(MM_ROWS, rows - r0);
+    float acc[MM_ROWS];
+#pragma unroll
+    for (int j = 0; j < MM_ROWS; j++) acc[j] = 0.f;
+    long long wrow = (long long)o * in;
+    if ((in & 7) == 0) {
+        for (int i = lane * 8; i < in; i += 256) {
+            float f[8];
+            be_load8(w, wt, wrow + i, f);
+#pragma unroll
+            for (int j = 0; j < MM_ROWS; j++) {
+                if (j < nr) {
+                    const float* xr = x + (long long)(r0 + j) * in + i;
+                    float4 a = *(const float4*)xr, b = *(const float4*)(xr + 4);
+                    acc[j] += f[0] * a.x + f[1] * a.y + f[2] * a.z + f[3] * a.w + f[4] * b.x + f[5] * b.y + f[6] * b.z + f[7] * b.w;
+                }
+            }
+        }
+    } else {
+        for (int i = lane; i < in; i += 32) {
+            float f = be_w(w, wt, wrow + i);
+#pragma unroll
+            for (int j = 0; j < MM_ROWS; j++)
+                if (j < nr) acc[j] += f * x[(long long)(r0 + j) * in + i];
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < MM_ROWS; j++) {
+        float s = be_warp_sum(acc[j]);
+        if (lane == 0 && j < nr) dst[(long long)(r0 + j) * out + o] = s;
+    }
+}
+
+extern "C" __global__ void be_add_bias(float* x, const void* b, int wt, int rows, int n) {
+    long long total = (long long)rows * n;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x)
+        x[i] = __fadd_rn(x[i], be_w(b, wt, i % n));
+}
+
+// be_rotate_pair rotates (x, y) by angle ang computed from float32 as the
+// CPU: cos and sin in double, rounded to float.
+__device__ __forceinline__ void be_rot(float x, float y, float ang, float* ox, float* oy) {
+    double a = (double)ang;
+    float c = (float)cos(a), s = (float)sin(a);
+    *ox = __fsub_rn(__fmul_rn(x, c), __fmul_rn(y, s));
+    *oy = __fadd_rn(__fmul_rn(y, c), __fmul_rn(x, s));
+}
+
+// be_rope: grid (rows), block 128; x [rows, heads*hd]; invf [hd/2].
+extern "C" __global__ void be_rope(float* x, const int* pos, const float* invf, int heads, int hd, int interleaved) {
+    int r = blockIdx.x, half = hd / 2;
+    float p = (float)pos[r];
+    for (int k = threadIdx.x; k < heads * half; k += blockDim.x) {
+        int h = k / half, i = k % half;
+        float ang = __fmul_rn(p, invf[i]);
+        float* v = x + ((long long)r * heads + h) * hd;
+        int ia = i, ib = i + half;
+        if (interleaved) { ia = 2 * i; ib = 2 * i + 1; }
+        float a = v[ia], b = v[ib], oa, ob;
+        if (interleaved) {
+            double an = (double)ang;
+            float c = (float)cos(an), s = (float)sin(an);
+            oa = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
+            ob = __fadd_rn(__fmul_rn(a, s), __fmul_rn(b, c));
+        } else {
+            be_rot(a, b, ang, &oa, &ob);
+        }
+        v[ia] = oa;
+        v[ib] = ob;
+    }
+}
+
+extern "C" __global__ void be_swiglu(float* g, const float* u, long long n) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        float v = g[i];
+        g[i] = __fmul_rn(__fdiv_rn(v, __fadd_rn(1.f, expf(-v))), u[i]);
+    }
+}
+
+extern "C" __global__ void be_add(float* d, const float* x, long long n) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+        d[i] = __fadd_rn(d[i], x[i]);
+}
+
+// be_copy_kv copies a key and a value of hd channels: StoreKV and MoveKV.
+extern "C" __global__ void be_copy_kv(float* dk, float* dv, const float* sk, const float* sv, int hd) {
+    for (int i = threadIdx.x; i < hd; i += blockDim.x) {
+        dk[i] = sk[i];
+        dv[i] = sv[i];
+    }
+}
+
+// ---- attention ----
+
+// Per KV head descriptor, ints: N, pageSize, kOff, vOff (into ptrs), posOff,
+// shiftOff (-1: none) (into ints), refN, refPageSize, refKOff, refPosOff.
+#define SD_N 0
+#define SD_PS 1
+#define SD_K 2
+#define SD_V 3
+#define SD_POS 4
+#define SD_SHIFT 5
+#define SD_RN 6
+#define SD_RPS 7
+#define SD_RK 8
+#define SD_RPOS 9
+#define SD_WORDS 10
+
+__device__ __forceinline__ const float* be_tok(const u64* ptrs, int off, int ps, int hd, int t) {
+    return (const float*)ptrs[off + t / ps] + (long long)(t % ps) * hd;
+}
+
+// be_attend: grid (heads, rows), block 128 (hd <= 512).
+// ints: [kvHeads*SD_WORDS] descriptors, then the arrays the offsets name.
+// rowInfo at ints[rowOff + 2r] = qpos, qshift; headInfo at ints[headOff + 2h]
+// = selOff, selCount (-1: all). invf [hd/2] (float bits) at ints[invOff].
+// scores [rows*heads*stride]: on return the probabilities (e/sum) of the
+// attended tokens, in attend order. full [rows*heads*fstride]: recall
+// scratch. recall [rows*heads]: NaN where not written.
+extern "C" __global__ void be_attend(float* out, const float* q, const u64* ptrs, const int* ints,
+                                     int heads, int kvHeads, int hd, float scale,
+                                     int rowOff, int headOff, int invOff, int shifted, int interleaved,
+                                     float* scores, int stride, float* full, int fstride, float* recall, int doRecall) {
+    __shared__ float qs[512];
+    __shared__ float red[32];
+    __shared__ double redd[32];
+    int h = blockIdx.x, r = blockIdx.y, group = heads / kvHeads;
+    const int* sd = ints + (h / group) * SD_WORDS;
+    int N = sd[SD_N], ps = sd[SD_PS];
+    const int* pos = ints + sd[SD_POS];
+    int qpos = ints[rowOff + 2 * r], qshift = ints[rowOff + 2 * r + 1];
+    int selOff = ints[headOff + 2 * h], count = ints[headOff + 2 * h + 1];
+    const int* sel = count >= 0 ? ints + selOff : 0;
+    if (count < 0) count = N;
+    const float* invf = (const float*)(ints + invOff);
+    const int* shift = (shifted && sd[SD_SHIFT] >= 0) ? ints + sd[SD_SHIFT] : 0;
+    long long item = (long long)r * heads + h;
+    const float* qv = q + item * hd;
+    float* o = out + item * hd;
+    float* sc = scores + item * stride;
+    for (int i = threadIdx.x; i < hd; i += blockDim.x) qs[i] = qv[i];
+    __syncthreads();
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5, half = hd / 2;
+
+    // Scores, one warp per token.
+    float m = NEG_INF;
+    for (int i = warp; i < count; i += nw) {
+        int t = sel ? sel[i] : i;
+        if (pos[t] > qpos) {
+            if (lane == 0) sc[i] = NEG_INF;
+            continue;
+        }
+        const float* k = be_tok(ptrs, sd[SD_K], ps, hd, t);
+        int d = shift ? shift[t] - qshift : 0;
+        float s = 0.f;
+        if (d == 0) {
+            for (int c = lane; c < hd; c += 32) s += qs[c] * k[c];
+        } else {
+            for (int j = lane; j < half; j += 32) {
+                int ia = j, ib = j + half;
+                if (interleaved) { ia = 2 * j; ib = 2 * j + 1; }
+                float ang = __fmul_rn((float)d, invf[j]);
+                double an = (double)ang;
+                float c = (float)cos(an), sn = (float)sin(an);
+                float x = qs[ia], y = qs[ib];
+                float ra = __fsub_rn(__fmul_rn(x, c), __fmul_rn(y, sn));
+                float rb = __fadd_rn(__fmul_rn(y, c), __fmul_rn(x, sn));
+                s += ra * k[ia] + rb * k[ib];
+            }
+        }
+        s = be_warp_sum(s) * scale;
+        if (lane == 0) sc[i] = s;
+        m = fmaxf(m, s);
+    }
+    __syncthreads();
+    m = be_block_max(m, red);
+    if (m == NEG_INF) {
+        for (int c = threadIdx.x; c < hd; c += blockDim.x) o[c] = 0.f;
+        for (int i = threadIdx.x; i < count; i += blockDim.x) sc[i] = 0.f;
+        if (doRecall && threadIdx.x == 0) recall[item] = __int_as_float(0x7fffffff);
+        return;
+    }
+    float sum = 0.f;
+    for (int i = threadIdx.x; i < count; i += blockDim.x) {
+        float s = sc[i];
+        float e = s == NEG_INF ? 0.f : expf(s - m);
+        sc[i] = e;
+        sum += e;
+    }
+    sum = be_block_sum(sum, red);
+    __syncthreads();
+    float inv = 1.f / sum;
+    const u64* vp = ptrs;
+    for (int c = threadIdx.x; c < hd; c += blockDim.x) {
+        float acc = 0.f;
+        for (int i = 0; i < count; i++) {
+            float e = sc[i];
+            if (e != 0.f) {
+                int t = sel ? sel[i] : i;
+                acc += e * be_tok(vp, sd[SD_V], ps, hd, t)[c];
+            }
+        }
+        o[c] = acc * inv;
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < count; i += blockDim.x) sc[i] = sc[i] * inv;
+    if (!doRecall) return;
+
+    // Recall: full attention's mass over the reference tokens that falls on
+    // the attended tokens (the unrotated query, as the CPU).
+    int RN = sd[SD_RN], rps = sd[SD_RPS];
+    const int* rpos = ints + sd[SD_RPOS];
+    float* fl = full + item * fstride;
+    float fm = NEG_INF;
+    for (int t = warp; t < RN; t += nw) {
+        if (rpos[t] > qpos) {
+            if (lane == 0) fl[t] = NEG_INF;
+            continue;
+        }
+        const float* k = be_tok(ptrs, sd[SD_RK], rps, hd, t);
+        float s = 0.f;
+        for (int c = lane; c < hd; c += 32) s += qs[c] * k[c];
+        s = be_warp_sum(s) * scale;
+        if (lane == 0) fl[t] = s;
+        fm = fmaxf(fm, s);
+    }
+    __syncthreads();
+    fm = be_block_max(fm, red);
+    if (fm == NEG_INF) {
+        if (threadIdx.x == 0) recall[item] = 1.f;
+        return;
+    }
+    double total = 0;
+    for (int t = threadIdx.x; t < RN; t += blockDim.x) {
+        float x = fl[t];
+        float e = x == NEG_INF ? 0.f : expf(x - fm);
+        fl[t] = e;
+        total += (double)e;
+    }
+    total = be_block_sum_d(total, redd);
+    __syncthreads();
+    double part = 0;
+    for (int i = threadIdx.x; i < count; i += blockDim.x) {
+        int t = sel ? sel[i] : i;
+        int p = pos[t];
+        if (p < RN && p <= qpos) part += (double)fl[p];
+    }
+    part = be_block_sum_d(part, redd);
+    if (threadIdx.x == 0) recall[item] = (float)(part / total);
+}
+
+// be_qk: scores of one query against every token of a sequence; grid
+// (ceil(N/4)), block 128 (a warp per token).
+extern "C" __global__ void be_qk(float* out, const float* q, const u64* kp, const int* pos, int N, int ps, int hd, int qpos, float scale) {
+    int lane = threadIdx.x & 31;
+    int t = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (t >= N) return;
+    if (pos[t] > qpos) {
+        if (lane == 0) out[t] = NEG_INF;
+        return;
+    }
+    const float* k = be_tok(kp, 0, ps, hd, t);
+    float s = 0.f;
+    for (int c = lane; c < hd; c += 32) s += q[c] * k[c];
+    s = be_warp_sum(s) * scale;
+    if (lane == 0) out[t] = s;
+}
+
+// be_key_bounds: per-channel min and max of keys [t0, t1); out [2*hd] = lo, hi.
+extern "C" __global__ void be_key_bounds(float* out, const u64* kp, int ps, int hd, int t0, int t1) {
+    for (int c = threadIdx.x; c < hd; c += blockDim.x) {
+        float lo = be_tok(kp, 0, ps, hd, t0)[c], hi = lo;
+        for (int t = t0 + 1; t < t1; t++) {
+            float v = be_tok(kp, 0, ps, hd, t)[c];
+            lo = fminf(lo, v);
+            hi = fmaxf(hi, v);
+        }
+        out[c] = lo;
+        out[hd + c] = hi;
+    }
+}

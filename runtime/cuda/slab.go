@@ -1,0 +1,97 @@
+package cuda
+
+import (
+	"fmt"
+	"sync"
+)
+
+// slabBytes is the size of one slab of the small-buffer allocator.
+const slabBytes = 64 << 20
+
+// slabMaxBlock is the largest block served from slabs; larger buffers get
+// their own cuMemAlloc.
+const slabMaxBlock = 64 << 10
+
+// slabMinBlock is the smallest block (and the alignment of every block).
+const slabMinBlock = 256
+
+// slabAllocator carves slabs of device memory (each one Device.Alloc, so the
+// device's MemStats counts them exactly) into fixed-size blocks of
+// power-of-two classes, with a free list per class. KV pages (pageSize *
+// headDim float32s, 4 KiB for 16 x 64) come from here.
+type slabAllocator struct {
+	d       *Device
+	mu      sync.Mutex
+	classes map[int64]*slabClass
+	slabs   []Ptr
+}
+
+type slabClass struct {
+	block int64
+	free  []Ptr
+}
+
+func newSlabAllocator(d *Device) *slabAllocator {
+	return &slabAllocator{d: d, classes: map[int64]*slabClass{}}
+}
+
+// blockFor returns the class size serving bytes, or 0 when too large.
+func blockFor(bytes int64) int64 {
+	if bytes > slabMaxBlock {
+		return 0
+	}
+	b := int64(slabMinBlock)
+	for b < bytes {
+		b <<= 1
+	}
+	return b
+}
+
+// alloc returns a block of at least bytes (bytes <= slabMaxBlock) and the
+// size of the block.
+func (s *slabAllocator) alloc(bytes int64) (Ptr, int64, error) {
+	bs := blockFor(bytes)
+	if bs == 0 {
+		return 0, 0, fmt.Errorf("cuda: slab allocation of %d bytes", bytes)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.classes[bs]
+	if c == nil {
+		c = &slabClass{block: bs}
+		s.classes[bs] = c
+	}
+	if len(c.free) == 0 {
+		p, err := s.d.Alloc(slabBytes)
+		if err != nil {
+			return 0, 0, err
+		}
+		s.slabs = append(s.slabs, p)
+		n := slabBytes / bs
+		// Pushed in reverse so that blocks are handed out in address order.
+		for i := n - 1; i >= 0; i-- {
+			c.free = append(c.free, p.Add(i*bs))
+		}
+	}
+	p := c.free[len(c.free)-1]
+	c.free = c.free[:len(c.free)-1]
+	return p, bs, nil
+}
+
+// release returns a block of class bs to its free list.
+func (s *slabAllocator) release(p Ptr, bs int64) {
+	s.mu.Lock()
+	s.classes[bs].free = append(s.classes[bs].free, p)
+	s.mu.Unlock()
+}
+
+// close frees every slab.
+func (s *slabAllocator) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range s.slabs {
+		_ = s.d.Free(p)
+	}
+	s.slabs = nil
+	s.classes = map[int64]*slabClass{}
+}
