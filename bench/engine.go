@@ -9,7 +9,8 @@ import (
 	"github.com/kvbench/kvbench/policies"
 	"github.com/kvbench/kvbench/results"
 	"github.com/kvbench/kvbench/runtime"
-	_ "github.com/kvbench/kvbench/runtime/cpu" // registers the cpu backend
+	_ "github.com/kvbench/kvbench/runtime/cpu"  // registers the cpu backend
+	_ "github.com/kvbench/kvbench/runtime/cuda" // registers the cuda backend
 	"github.com/kvbench/kvbench/runtime/tokenizer"
 	"github.com/kvbench/kvbench/tasks"
 )
@@ -161,8 +162,11 @@ func (s *stream) Close() {
 }
 
 func closeBackend(be runtime.Backend) {
-	if c, ok := be.(runtime.Closer); ok {
+	switch c := be.(type) {
+	case runtime.Closer:
 		c.Close()
+	case interface{ Close() error }:
+		_ = c.Close()
 	}
 }
 

@@ -8,7 +8,6 @@ import (
 
 	"github.com/kvbench/kvbench/bench"
 	"github.com/kvbench/kvbench/runtime"
-	"github.com/kvbench/kvbench/runtime/cpu"
 )
 
 func init() {
@@ -22,6 +21,7 @@ func cmdGenerate(stdout, stderr io.Writer, args []string) error {
 	prompt := fs.String("prompt", "", "text to continue (generation starts from BOS when empty)")
 	steps := fs.Int("steps", 256, "new tokens to generate (stops early at end of sequence)")
 	threads := fs.Int("threads", 0, "CPU threads (0: one per core)")
+	backend := fs.String("backend", "cpu", "backend: cpu, cuda or auto (CUDA when usable, else the CPU)")
 	stats := fs.Bool("stats", false, "print timing to stderr")
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
@@ -40,8 +40,11 @@ func cmdGenerate(stdout, stderr io.Writer, args []string) error {
 	if len(ids) == 0 {
 		return fmt.Errorf("generate: empty prompt and the tokenizer has no BOS token")
 	}
-	be := cpu.New(*threads)
-	defer be.Close()
+	be, release, err := openBackend(*backend, *threads, stderr)
+	if err != nil {
+		return err
+	}
+	defer release()
 	r, err := runtime.NewRunner(m, be, 64)
 	if err != nil {
 		return err

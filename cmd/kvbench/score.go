@@ -11,7 +11,6 @@ import (
 	"github.com/kvbench/kvbench/bench"
 	"github.com/kvbench/kvbench/policies"
 	"github.com/kvbench/kvbench/runtime"
-	"github.com/kvbench/kvbench/runtime/cpu"
 	"github.com/kvbench/kvbench/tasks"
 )
 
@@ -43,6 +42,7 @@ func cmdScore(stdout, stderr io.Writer, args []string) error {
 	bucket := fs.Int("bucket", 0, "with --policy: also print perplexity per bucket of this many tokens")
 	recallEvery := fs.Int("recall-every", 64, "with --policy: sample attention recall every N steps (0: never)")
 	threads := fs.Int("threads", 0, "CPU threads (0: one per core)")
+	backend := fs.String("backend", "cpu", "backend: cpu, cuda or auto (CUDA when usable, else the CPU)")
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
@@ -80,8 +80,11 @@ func cmdScore(stdout, stderr io.Writer, args []string) error {
 	if len(ids) < 2 {
 		return fmt.Errorf("score: text %s gives %d tokens, need at least 2", *text, len(ids))
 	}
-	be := cpu.New(*threads)
-	defer be.Close()
+	be, release, err := openBackend(*backend, *threads, stderr)
+	if err != nil {
+		return err
+	}
+	defer release()
 	rows := *chunk
 	if pol != nil {
 		rows = 1

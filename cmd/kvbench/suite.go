@@ -50,6 +50,7 @@ func cmdRun(stdout, stderr io.Writer, args []string) error {
 	dry := fs.Bool("dry-run", false, "print the cells and an estimate of the work, run nothing")
 	quiet := fs.Bool("quiet", false, "no progress output")
 	retry := fs.Bool("retry-failed", false, "rerun cells recorded as failed")
+	backendFlag := fs.String("backend", "", "override the suite's backend: auto, cpu or cuda")
 	// Flags may follow the suite file: parse what comes after it too.
 	var suite string
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
@@ -67,6 +68,9 @@ func cmdRun(stdout, stderr io.Writer, args []string) error {
 	s, err := bench.LoadSuite(suite)
 	if err != nil {
 		return err
+	}
+	if *backendFlag != "" {
+		s.Backend = *backendFlag
 	}
 	cells := s.Cells()
 	if *dry {
