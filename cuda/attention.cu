@@ -13,7 +13,10 @@
 // row r: a pass over K writes the scores of its tokens to shared memory, a
 // softmax over them, and a pass over V accumulates p*v; it writes its
 // partial (max, sum, unnormalised output). attn_combine_d{D} then merges the
-// partials of each query head, many blocks in parallel (one per query head).
+// partials of each query head, many blocks in parallel (one per query head);
+// or, when the host passes counters (its default for G = 1), the split
+// kernel merges them itself in two levels of "last block to finish" merges
+// (attn_merge), saving the second launch.
 //
 // Each token's D channels are read by L = D/8 threads with one 16-byte load
 // each; a block of ATTN_NT threads covers ATTN_NT/L tokens per step and
@@ -32,6 +35,10 @@
 #define ATTN_MINB 1
 #endif
 #define COMB_MAX_CHUNKS 4096
+// MERGE_S: chunks per first-level group of the fused merge.
+#ifndef MERGE_S
+#define MERGE_S 16
+#endif
 
 // Halve sums G per-head partial dot products over the L lanes of a token
 // group with a butterfly reduce-scatter: each of the first log2(G) steps
@@ -63,11 +70,124 @@ struct Halve<1, OFF> {
     }
 };
 
+// attn_merge: all NT threads of one block merge the nchunks partials of a
+// row (G heads) into out [G, D]: out = sum_c 2^(m_c - M) o_c / sum_c
+// 2^(m_c - M) l_c. Partials written by other blocks are read through L2
+// (__ldcg). Each thread owns float4 columns of the G*D outputs; when there
+// are fewer columns than threads, chunk groups split the chunks and are
+// summed in shared memory sm (NT float4).
+template <int D, int G, int NT>
+__device__ __forceinline__ void attn_merge(const float* __restrict__ pO, const float* __restrict__ pML, int nchunks,
+                                           float* __restrict__ out, float* __restrict__ outML, float* sm) {
+    constexpr int NW = NT / 32;
+    constexpr int Q = G * D / 4;
+    constexpr int CG = Q >= NT ? 1 : NT / Q;
+    constexpr int CPT = Q >= NT ? Q / NT : 1;
+    __shared__ float sM[G], sInv[G], sMx[G], sL[G];
+    const int tid = threadIdx.x, w = tid >> 5, ln = tid & 31;
+    for (int g = w; g < G; g += NW) {
+        float mx = NEG_INF;
+        for (int c = ln; c < nchunks; c += 32) mx = fmaxf(mx, __ldcg(pML + (c * G + g) * 2));
+        mx = warp_max(mx);
+        const float M = mx == NEG_INF ? 0.f : mx;
+        float l = 0.f;
+        for (int c = ln; c < nchunks; c += 32) {
+            const float2 ml = __ldcg(reinterpret_cast<const float2*>(pML) + c * G + g);
+            l += exp2f(ml.x - M) * ml.y;
+        }
+        l = warp_sum(l);
+        if (ln == 0) {
+            sM[g] = M;
+            sMx[g] = mx;
+            sL[g] = l;
+            // outML: a merged partial (unnormalised output, its max and sum).
+            sInv[g] = outML != nullptr ? 1.f : (l > 0.f ? 1.f / l : 0.f);
+        }
+    }
+    __syncthreads();
+    if (outML != nullptr && tid < G) {
+        outML[tid * 2] = sMx[tid];
+        outML[tid * 2 + 1] = sL[tid];
+    }
+    const int cg = CG == 1 ? 0 : tid / Q;
+    float4 acc[CPT];
+    int col[CPT], gg[CPT];
+    float Mg[CPT];
+#pragma unroll
+    for (int k = 0; k < CPT; ++k) {
+        acc[k] = make_float4(0.f, 0.f, 0.f, 0.f);
+        col[k] = CG == 1 ? tid + k * NT : tid % Q;
+        gg[k] = col[k] * 4 / D;
+        Mg[k] = sM[gg[k]];
+    }
+    // Batches of MB chunks: all their loads are issued before any is used.
+    constexpr int MB = 4;
+    int c = cg;
+    for (; c + (MB - 1) * CG < nchunks; c += MB * CG) {
+        float wm[MB][CPT];
+        float4 o[MB][CPT];
+#pragma unroll
+        for (int u = 0; u < MB; ++u)
+#pragma unroll
+            for (int k = 0; k < CPT; ++k) {
+                wm[u][k] = __ldcg(pML + ((c + u * CG) * G + gg[k]) * 2);
+                o[u][k] = __ldcg(reinterpret_cast<const float4*>(pO + (size_t)(c + u * CG) * (G * D)) + col[k]);
+            }
+#pragma unroll
+        for (int u = 0; u < MB; ++u)
+#pragma unroll
+            for (int k = 0; k < CPT; ++k) {
+                const float wc = exp2f(wm[u][k] - Mg[k]);
+                acc[k].x = fmaf(wc, o[u][k].x, acc[k].x);
+                acc[k].y = fmaf(wc, o[u][k].y, acc[k].y);
+                acc[k].z = fmaf(wc, o[u][k].z, acc[k].z);
+                acc[k].w = fmaf(wc, o[u][k].w, acc[k].w);
+            }
+    }
+    for (; c < nchunks; c += CG) {
+#pragma unroll
+        for (int k = 0; k < CPT; ++k) {
+            const float wc = exp2f(__ldcg(pML + (c * G + gg[k]) * 2) - Mg[k]);
+            const float4 o = __ldcg(reinterpret_cast<const float4*>(pO + (size_t)c * (G * D)) + col[k]);
+            acc[k].x = fmaf(wc, o.x, acc[k].x);
+            acc[k].y = fmaf(wc, o.y, acc[k].y);
+            acc[k].z = fmaf(wc, o.z, acc[k].z);
+            acc[k].w = fmaf(wc, o.w, acc[k].w);
+        }
+    }
+    if (CG == 1) {
+#pragma unroll
+        for (int k = 0; k < CPT; ++k) {
+            const float inv = sInv[gg[k]];
+            reinterpret_cast<float4*>(out)[col[k]] =
+                make_float4(acc[k].x * inv, acc[k].y * inv, acc[k].z * inv, acc[k].w * inv);
+        }
+    } else {
+        float4* red = reinterpret_cast<float4*>(sm);
+        red[tid] = acc[0];
+        __syncthreads();
+        if (tid < Q) {
+            float4 s = red[tid];
+#pragma unroll
+            for (int k = 1; k < CG; ++k) {
+                const float4 t = red[k * Q + tid];
+                s.x += t.x;
+                s.y += t.y;
+                s.z += t.z;
+                s.w += t.w;
+            }
+            const float inv = sInv[gg[0]];
+            reinterpret_cast<float4*>(out)[tid] = make_float4(s.x * inv, s.y * inv, s.z * inv, s.w * inv);
+        }
+    }
+}
+
 template <int D, int G, bool PAGED>
 __device__ __forceinline__ void attn_split(
     const bf16* __restrict__ q, const bf16* __restrict__ K, const bf16* __restrict__ V,
     const int* __restrict__ pages, int n, int nsel, int pageSize, int rowsPerKV, int chunk,
-    float scaleLog2, float* __restrict__ partO, float* __restrict__ partML) {
+    float scaleLog2, float* __restrict__ partO, float* __restrict__ partML, int* __restrict__ counters,
+    float* __restrict__ out) {
     constexpr int NT = ATTN_NT;
     constexpr int L = D / 8;    // threads per token
     constexpr int TG = NT / L;  // tokens per step
@@ -254,15 +374,55 @@ __device__ __forceinline__ void attn_split(
             partML[((prow + c) * G + g) * 2 + 1] = l[g];
         }
     }
+    if (counters == nullptr) return;  // attn_combine merges the partials
+    // Fused merge, two levels (threadFenceReduction pattern; each counter is
+    // reset by the block that saw it complete, for the next launch): the
+    // last block to finish among a group of MERGE_S consecutive chunks
+    // merges the group's partials into a group partial (after the chunk
+    // partials: [rows, ngroups, ...]); the last group merger of the row
+    // merges the group partials into out. With one group, the group merge
+    // writes out. Counters: [rows, ngroups] then [rows].
+    constexpr int S = MERGE_S;
+    const int rows = gridDim.y, ngroups = (nchunks + S - 1) / S, grp = c / S;
+    const int gsize = min(S, nchunks - grp * S);
+    __shared__ int sLast;
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) sLast = atomicAdd(&counters[r * ngroups + grp], 1) == gsize - 1;
+    __syncthreads();
+    if (!sLast) return;
+    __threadfence();
+    if (tid == 0) counters[r * ngroups + grp] = 0;
+    float* gO = partO + (size_t)rows * nchunks * (G * D) + (size_t)r * ngroups * (G * D);
+    float* gML = partML + (size_t)rows * nchunks * (G * 2) + (size_t)r * ngroups * (G * 2);
+    const float* pO = partO + (prow + grp * S) * (G * D);
+    const float* pML = partML + (prow + grp * S) * (G * 2);
+    if (ngroups == 1) {
+        attn_merge<D, G, NT>(pO, pML, gsize, out + (size_t)r * G * D, nullptr, smem);
+        return;
+    }
+    attn_merge<D, G, NT>(pO, pML, gsize, gO + (size_t)grp * (G * D), gML + (size_t)grp * (G * 2), smem);
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) sLast = atomicAdd(&counters[rows * ngroups + r], 1) == ngroups - 1;
+    __syncthreads();
+    if (!sLast) return;
+    __threadfence();
+    if (tid == 0) counters[rows * ngroups + r] = 0;
+    attn_merge<D, G, NT>(gO, gML, ngroups, out + (size_t)r * G * D, nullptr, smem);
 }
 
 // Kernel parameters, in order: q, K, V, pages, n, nsel, pageSize, rowsPerKV,
-// chunk, scaleLog2, partO [rows, chunks, G, D], partML [rows, chunks, G, 2].
+// chunk, scaleLog2, partO [rows, chunks, G, D], partML [rows, chunks, G, 2],
+// counters [rows] (zero between launches; null: attn_combine merges, the
+// default), out
+// [rows*G, D] (with counters: the last block of each row merges into it).
 #define ATTN_PARAMS                                                                             \
     const bf16 *__restrict__ q, const bf16 *__restrict__ K, const bf16 *__restrict__ V,         \
         const int *__restrict__ pages, int n, int nsel, int pageSize, int rowsPerKV, int chunk, \
-        float scaleLog2, float *__restrict__ partO, float *__restrict__ partML
-#define ATTN_ARGS q, K, V, pages, n, nsel, pageSize, rowsPerKV, chunk, scaleLog2, partO, partML
+        float scaleLog2, float *__restrict__ partO, float *__restrict__ partML, int *__restrict__ counters, \
+        float *__restrict__ out
+#define ATTN_ARGS q, K, V, pages, n, nsel, pageSize, rowsPerKV, chunk, scaleLog2, partO, partML, counters, out
 
 #define ATTN_KERNELS(D, G)                                                                \
     extern "C" __global__ void __launch_bounds__(ATTN_NT, ((G) >= 4 ? ATTN_MINB : 1)) attn_dense_d##D##_g##G(ATTN_PARAMS) { \

@@ -113,6 +113,7 @@ const (
 	attnThreads    = 128  // ATTN_NT in attention.cu
 	combThreads    = 256  // COMB_NT
 	combMaxChunks  = 4096 // COMB_MAX_CHUNKS
+	mergeGroup     = 16   // MERGE_S
 	questThreads   = 128  // QS_NT in quest.cu
 	topkThreads    = 512  // TK_NT
 	maxAttnSmemB   = 48 << 10
@@ -133,6 +134,22 @@ type splitKV struct {
 	occ       int // resident blocks per multiprocessor
 	partO     Ptr
 	partML    Ptr
+	counters  Ptr // [rows*(groups+1)] int32 for the fused merge, zero between launches; 0: separate combine
+}
+
+// fusedCombine reports whether the split-KV kernel with g query heads per
+// row merges the partials itself (two levels of last-block merges) instead
+// of a separate attn_combine launch. Default: fused for g = 1 (measured
+// faster on the H100), separate for GQA rows (measured ~1 µs slower fused);
+// KVBENCH_ATTN_COMBINE=fused or =separate forces one form.
+func fusedCombine(g int) bool {
+	switch os.Getenv("KVBENCH_ATTN_COMBINE") {
+	case "fused":
+		return true
+	case "separate":
+		return false
+	}
+	return g == 1
 }
 
 // attnSmem is the dynamic shared memory of the split-KV kernel: the scores
@@ -142,7 +159,8 @@ func attnSmem(g, chunk, headDim, pageSize int) int {
 	if pageSize > 0 {
 		words += chunk/pageSize + 2
 	}
-	return 4 * max(words, attnThreads/32*g*headDim)
+	// attnThreads float4 for the fused merge's chunk-group reduction.
+	return 4 * max(words, attnThreads/32*g*headDim, 4*attnThreads)
 }
 
 // pickChunk chooses the tokens per block: the grid should fill the GPU's
@@ -199,12 +217,29 @@ func (k *Kernels) newSplitKV(kind string, s Shape, g, rows, rowsPerKV, tokensPer
 	if a.occ, err = f.Occupancy(attnThreads, a.smem); err != nil {
 		return nil, err
 	}
-	if a.partO, err = k.D.Alloc(int64(rows*a.nchunks*g*s.HeadDim) * 4); err != nil {
+	// The fused merge keeps its group partials after the chunk partials and
+	// has a counter per group and per row.
+	parts, nctr := a.nchunks, 0
+	if fusedCombine(g) {
+		ngroups := (a.nchunks + mergeGroup - 1) / mergeGroup
+		parts += ngroups
+		nctr = rows * (ngroups + 1)
+	}
+	if a.partO, err = k.D.Alloc(int64(rows*parts*g*s.HeadDim) * 4); err != nil {
 		return nil, err
 	}
-	if a.partML, err = k.D.Alloc(int64(rows*a.nchunks*g*2) * 4); err != nil {
+	if a.partML, err = k.D.Alloc(int64(rows*parts*g*2) * 4); err != nil {
 		a.free()
 		return nil, err
+	}
+	if fusedCombine(g) {
+		if a.counters, err = k.D.Alloc(int64(nctr) * 4); err == nil {
+			err = k.D.Memset32(a.counters, 0, int64(nctr))
+		}
+		if err != nil {
+			a.free()
+			return nil, err
+		}
 	}
 	return a, nil
 }
@@ -213,15 +248,15 @@ func (a *splitKV) launch(s Shape, q, K, V, pages Ptr, nsel, pageSize int, out Pt
 	scale := float32(1 / math.Sqrt(float64(s.HeadDim)) * math.Log2E)
 	err := a.k.launch(a.fn, Dim3{a.nchunks, a.rows, 1}, Dim3{attnThreads, 1, 1}, a.smem,
 		q, K, V, pages, int32(s.Tokens), int32(nsel), int32(pageSize), int32(a.rowsPerKV), int32(a.chunk),
-		scale, a.partO, a.partML)
-	if err != nil {
+		scale, a.partO, a.partML, a.counters, out)
+	if err != nil || a.counters != 0 {
 		return err
 	}
 	return a.k.launch(a.comb, Dim3{a.g, a.rows, 1}, Dim3{combThreads, 1, 1}, 0, a.partO, a.partML, int32(a.nchunks), out)
 }
 
 func (a *splitKV) free() {
-	for _, p := range []Ptr{a.partO, a.partML} {
+	for _, p := range []Ptr{a.partO, a.partML, a.counters} {
 		if p != 0 {
 			_ = a.k.D.Free(p)
 		}
@@ -263,7 +298,8 @@ func (k *Kernels) NewDense(s Shape, chunk int) (*Dense, error) {
 // Plan is the split of the work into blocks.
 func (d *Dense) Plan() Plan { return d.a.plan() }
 
-// Launch enqueues the attention (two kernels: split-KV and combine).
+// Launch enqueues the attention (the split-KV kernel, then attn_combine
+// unless the split-KV kernel merges; see fusedCombine).
 func (d *Dense) Launch(q, K, V, out Ptr) error {
 	return d.a.launch(d.S, q, K, V, 0, 0, 1, out)
 }
@@ -353,7 +389,7 @@ func (q *Quest) Rows() int { return q.a.rows }
 func (q *Quest) Plan() Plan { return q.a.plan() }
 
 // Launch enqueues the scoring and the selection (two kernels) and the
-// attention over the selected pages (two kernels). mn and mx are the page key bounds
+// attention over the selected pages (one or two kernels, see fusedCombine). mn and mx are the page key bounds
 // [KVHeads, Pages, HeadDim] bf16.
 func (q *Quest) Launch(qp, K, V, mn, mx, out Ptr) error {
 	if err := q.LaunchSelect(qp, mn, mx); err != nil {
