@@ -463,26 +463,7 @@ func TestH2ODecodeAllocs(t *testing.T) {
 
 func testDecodeAllocs(t *testing.T, name string, params policies.Params) {
 	r := tinyRunner(t, "tiny", 32)
-	logits := make([]float32, r.Model.Config.Vocab)
-	measure := func(p policies.Policy) float64 {
-		r.Reset()
-		if err := p.Start(r); err != nil {
-			t.Fatal(err)
-		}
-		toks := streamTokens(400, 3)
-		p.Prompt(40)
-		if err := r.Forward(toks[:40], logits); err != nil {
-			t.Fatal(err)
-		}
-		i := 40
-		for ; i < 200; i++ {
-			_ = r.Forward(toks[i:i+1], logits)
-		}
-		return testing.AllocsPerRun(100, func() {
-			_ = r.Forward(toks[i:i+1], logits)
-			i++
-		})
-	}
+	measure := func(p policies.Policy) float64 { return decodeAllocs(t, r, p, 200, 100) }
 	// The baseline is the sliding window, bounded as well: what the runner
 	// itself allocates per step (nothing today).
 	window, err := policies.New("window", policies.Params{"window": 32})
@@ -498,4 +479,29 @@ func testDecodeAllocs(t *testing.T, name string, params policies.Params) {
 	if got > base {
 		t.Errorf("%s allocates %.1f times per decode step, the sliding window %.1f", name, got, base)
 	}
+}
+
+// decodeAllocs starts p on a fresh stream of r, feeds a 40-token prompt and
+// decode steps up to position warm, and returns the allocations per decode
+// step over the next runs steps.
+func decodeAllocs(t *testing.T, r *runtime.Runner, p policies.Policy, warm, runs int) float64 {
+	t.Helper()
+	logits := make([]float32, r.Model.Config.Vocab)
+	r.Reset()
+	if err := p.Start(r); err != nil {
+		t.Fatal(err)
+	}
+	toks := streamTokens(warm+runs+2, 3)
+	p.Prompt(40)
+	if err := r.Forward(toks[:40], logits); err != nil {
+		t.Fatal(err)
+	}
+	i := 40
+	for ; i < warm; i++ {
+		_ = r.Forward(toks[i:i+1], logits)
+	}
+	return testing.AllocsPerRun(runs, func() {
+		_ = r.Forward(toks[i:i+1], logits)
+		i++
+	})
 }

@@ -379,26 +379,7 @@ func TestQuestMatchesBruteForce(t *testing.T) {
 // growth of its page bounds.
 func TestQuestDecodeAllocs(t *testing.T) {
 	r := tinyRunner(t, "tiny", 32)
-	logits := make([]float32, r.Model.Config.Vocab)
-	measure := func(p policies.Policy) float64 {
-		r.Reset()
-		if err := p.Start(r); err != nil {
-			t.Fatal(err)
-		}
-		toks := streamTokens(600, 3)
-		p.Prompt(40)
-		if err := r.Forward(toks[:40], logits); err != nil {
-			t.Fatal(err)
-		}
-		i := 40
-		for ; i < 300; i++ {
-			_ = r.Forward(toks[i:i+1], logits)
-		}
-		return testing.AllocsPerRun(200, func() {
-			_ = r.Forward(toks[i:i+1], logits)
-			i++
-		})
-	}
+	measure := func(p policies.Policy) float64 { return decodeAllocs(t, r, p, 300, 200) }
 	fp, _ := policies.New("full", nil)
 	qp, _ := policies.New("quest", policies.Params{"budget": 64, "page": 8, "dense_layers": 1})
 	op, _ := policies.New("oracle", policies.Params{"budget": 32})
