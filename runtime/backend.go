@@ -1,5 +1,7 @@
 package runtime
 
+import "time"
+
 // Buffer is memory owned by a Backend: float32 activations, a KV page, or a
 // weight held as stored. Only the backend that made a Buffer may use it.
 type Buffer interface {
@@ -112,4 +114,29 @@ type Scorer interface {
 	// KeyBounds writes the per-channel minimum and maximum of the keys of
 	// tokens [t0, t1) of seq into lo and hi [headDim].
 	KeyBounds(seq *KVSeq, t0, t1 int, lo, hi []float32)
+}
+
+// KVAllocator is an optional Backend capability: KV pages stored in a type
+// other than float32 (bf16 halves the cache's memory and the bytes attention
+// reads). Pages hold keys and values rounded to the type; attention computes
+// in float32 over them. StoreKV, MoveKV, Attend and the Scorer methods accept
+// such pages wherever they accept float32 ones.
+type KVAllocator interface {
+	// KVTypes lists the page types AllocKV accepts.
+	KVTypes() []DType
+	// AllocKV returns a zeroed page buffer of n elements of type t.
+	AllocKV(n int, t DType) Buffer
+}
+
+// DeviceTimer is an optional Backend capability: timestamps taken on the
+// device's queue, for timing work that the host only enqueues (a GPU). The
+// Runner uses it to time attention when the backend has it.
+type DeviceTimer interface {
+	// Mark queues a timestamp behind the work enqueued so far and returns
+	// its index.
+	Mark() int
+	// Elapsed waits for marks a and b and returns the device time between.
+	Elapsed(a, b int) time.Duration
+	// ClearMarks forgets every mark; their indices are reused.
+	ClearMarks()
 }

@@ -19,6 +19,7 @@ type KVCache struct {
 	kvHeads  int
 	headDim  int
 	pageSize int
+	dtype    DType // element type of the pages
 	seqs     [][]KVSeq // [layer][kvHead]
 	free     []kvPage  // pages ready for reuse
 	total    int       // pages ever allocated
@@ -29,12 +30,33 @@ type KVCache struct {
 
 type kvPage struct{ k, v Buffer }
 
-// NewKVCache returns an empty cache for model shape c on backend be.
+// NewKVCache returns an empty cache of float32 pages for model shape c on
+// backend be.
 func NewKVCache(be Backend, c Config, pageSize int) *KVCache {
+	kc, err := NewKVCacheOf(be, c, pageSize, F32)
+	if err != nil {
+		panic(err) // float32 pages are always supported
+	}
+	return kc
+}
+
+// NewKVCacheOf returns an empty cache whose pages hold elements of type t:
+// F32 on every backend, others where the backend is a KVAllocator listing t.
+func NewKVCacheOf(be Backend, c Config, pageSize int, t DType) (*KVCache, error) {
 	if pageSize <= 0 {
 		pageSize = DefaultPageSize
 	}
-	kc := &KVCache{be: be, layers: c.Layers, kvHeads: c.KVHeads, headDim: c.HeadDim, pageSize: pageSize}
+	if t != F32 {
+		ka, ok := be.(KVAllocator)
+		if !ok || !slices.Contains(ka.KVTypes(), t) {
+			have := []DType{F32}
+			if ok {
+				have = append(have, ka.KVTypes()...)
+			}
+			return nil, fmt.Errorf("kv cache: backend %s stores KV pages as %v, not %v", be.Name(), have, t)
+		}
+	}
+	kc := &KVCache{be: be, layers: c.Layers, kvHeads: c.KVHeads, headDim: c.HeadDim, pageSize: pageSize, dtype: t}
 	kc.seqs = make([][]KVSeq, c.Layers)
 	for l := range kc.seqs {
 		kc.seqs[l] = make([]KVSeq, c.KVHeads)
@@ -42,8 +64,11 @@ func NewKVCache(be Backend, c Config, pageSize int) *KVCache {
 			kc.seqs[l][h].PageSize = pageSize
 		}
 	}
-	return kc
+	return kc, nil
 }
+
+// DType is the element type of the pages.
+func (c *KVCache) DType() DType { return c.dtype }
 
 // PageSize is the number of token slots per page.
 func (c *KVCache) PageSize() int { return c.pageSize }
@@ -55,8 +80,8 @@ func (c *KVCache) Seqs(l int) []KVSeq { return c.seqs[l] }
 // Len is the number of tokens held by layer l, KV head h.
 func (c *KVCache) Len(l, h int) int { return c.seqs[l][h].N }
 
-// PageBytes is the memory of one page: keys and values, float32.
-func (c *KVCache) PageBytes() int64 { return int64(2 * c.pageSize * c.headDim * 4) }
+// PageBytes is the memory of one page: keys and values.
+func (c *KVCache) PageBytes() int64 { return int64(2 * c.pageSize * c.headDim * c.dtype.Size()) }
 
 // ResidentBytes is the memory of the pages that hold tokens now.
 func (c *KVCache) ResidentBytes() int64 { return int64(c.total-len(c.free)) * c.PageBytes() }
@@ -97,7 +122,15 @@ func (c *KVCache) Reserve(tokens int) {
 
 func (c *KVCache) newPage() kvPage {
 	c.total++
+	return c.allocPage()
+}
+
+func (c *KVCache) allocPage() kvPage {
 	n := c.pageSize * c.headDim
+	if c.dtype != F32 {
+		ka := c.be.(KVAllocator)
+		return kvPage{k: ka.AllocKV(n, c.dtype), v: ka.AllocKV(n, c.dtype)}
+	}
 	return kvPage{k: c.be.Alloc(n), v: c.be.Alloc(n)}
 }
 
@@ -216,8 +249,7 @@ func (c *KVCache) appendSeq(s *KVSeq, h int, k, v Buffer, rows int, pos []int, r
 			var p kvPage
 			if ref {
 				c.refPages++
-				n := c.pageSize * c.headDim
-				p = kvPage{k: c.be.Alloc(n), v: c.be.Alloc(n)}
+				p = c.allocPage()
 			} else {
 				p = c.takePage()
 			}

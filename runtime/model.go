@@ -58,21 +58,43 @@ type Runner struct {
 	Backend Backend
 	Cache   *KVCache
 	Hook    Hook // the cache policy; nil keeps every token (full attention)
-	// OnAttend, when set, receives the wall-clock time of each layer's
-	// attention (policy hooks excluded) and the rows it computed.
+	// OnAttend, when set, receives the time of each layer's attention
+	// (policy hooks excluded) and the rows it computed: wall-clock time on a
+	// backend that computes as it is called (the CPU), device time between
+	// two timestamps on one that is a DeviceTimer (a GPU), delivered once
+	// the step's work is done.
 	OnAttend func(layer, rows int, d time.Duration)
 	w        deviceWeights
 	s        state
-	pos      int // position of the next token
+	pos      int   // position of the next token
+	marks    []int // device timestamps around each layer's attention
+}
+
+// RunnerOptions shape a Runner: its prefill chunk and its KV cache.
+type RunnerOptions struct {
+	MaxRows  int   // tokens per forward pass (prefill chunk); default 1
+	PageSize int   // KV page slots; default DefaultPageSize
+	KVType   DType // KV page element type; default F32 (BF16 on a KVAllocator backend)
 }
 
 // NewRunner uploads the model's weights to be and prepares scratch memory for
-// forward passes of up to maxRows tokens at once (prefill chunks).
+// forward passes of up to maxRows tokens at once (prefill chunks), with a
+// float32 KV cache of DefaultPageSize pages.
 func NewRunner(m *Model, be Backend, maxRows int) (*Runner, error) {
+	return NewRunnerWith(m, be, RunnerOptions{MaxRows: maxRows})
+}
+
+// NewRunnerWith is NewRunner with every option.
+func NewRunnerWith(m *Model, be Backend, o RunnerOptions) (*Runner, error) {
+	maxRows := o.MaxRows
 	if maxRows <= 0 {
 		maxRows = 1
 	}
 	c := m.Config
+	cache, err := NewKVCacheOf(be, c, o.PageSize, o.KVType)
+	if err != nil {
+		return nil, err
+	}
 	up := func(t *Tensor) (Buffer, error) {
 		if t == nil {
 			return nil, nil
@@ -83,8 +105,7 @@ func NewRunner(m *Model, be Backend, maxRows int) (*Runner, error) {
 		}
 		return b, nil
 	}
-	var err error
-	r := &Runner{Model: m, Backend: be, Cache: NewKVCache(be, c, DefaultPageSize)}
+	r := &Runner{Model: m, Backend: be, Cache: cache}
 	w := &r.w
 	if w.embed, err = up(m.Weights.Embed); err != nil {
 		return nil, err
@@ -220,7 +241,11 @@ func (r *Runner) step(tokens []int, out []float32, all bool) {
 		if r.Hook != nil {
 			r.Hook.BeforeAttend(l, &s.attn)
 		}
-		if r.OnAttend != nil {
+		if dt, ok := be.(DeviceTimer); ok && r.OnAttend != nil {
+			a := dt.Mark()
+			be.Attend(&s.attn)
+			r.marks = append(r.marks, a, dt.Mark())
+		} else if r.OnAttend != nil {
 			t0 := time.Now()
 			be.Attend(&s.attn)
 			r.OnAttend(l, rows, time.Since(t0))
@@ -242,6 +267,7 @@ func (r *Runner) step(tokens []int, out []float32, all bool) {
 		be.Add(s.x, s.xb2, rows*c.Dim)
 	}
 	r.pos += rows
+	defer r.deliverTimes(rows)
 
 	if out == nil {
 		return
@@ -256,4 +282,18 @@ func (r *Runner) step(tokens []int, out []float32, all bool) {
 	be.RMSNorm(s.last, s.last, w.norm, 1, c.Dim, c.NormEps)
 	be.MatMul(s.logits, s.last, w.output, 1, c.Dim, c.Vocab)
 	be.Read(out[:c.Vocab], s.logits, 0)
+}
+
+// deliverTimes hands the device times of this step's attention calls to
+// OnAttend (waiting for the device when the step read nothing back).
+func (r *Runner) deliverTimes(rows int) {
+	if len(r.marks) == 0 {
+		return
+	}
+	dt := r.Backend.(DeviceTimer)
+	for i := 0; i+1 < len(r.marks); i += 2 {
+		r.OnAttend(i/2, rows, dt.Elapsed(r.marks[i], r.marks[i+1]))
+	}
+	r.marks = r.marks[:0]
+	dt.ClearMarks()
 }

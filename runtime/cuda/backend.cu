@@ -224,11 +224,35 @@ extern "C" __global__ void be_add(float* d, const float* x, long long n) {
         d[i] = __fadd_rn(d[i], x[i]);
 }
 
-// be_copy_kv copies a key and a value of hd channels: StoreKV and MoveKV.
-extern "C" __global__ void be_copy_kv(float* dk, float* dv, const float* sk, const float* sv, int hd) {
+// bf16 of a float, rounded to nearest even (NaN kept a NaN).
+__device__ __forceinline__ u16 be_to_bf16(float f) {
+    u32 x = __float_as_uint(f);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (u16)((x >> 16) | 0x40);
+    return (u16)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
+
+// KV page element types, as the kvt arguments: float32 0, bf16 1.
+#define KV_F32 0
+#define KV_BF16 1
+
+// be_kv_ops runs a batch of key/value copies (StoreKV, MoveKV) that do not
+// depend on each other: op i is 5 words at ops[5i]: destination key and
+// value, source key and value, mode (0 f32->f32, 1 f32->bf16, 2 bf16->bf16).
+// Grid (ops), block min(hd, 128).
+extern "C" __global__ void be_kv_ops(const u64* ops, int hd) {
+    const u64* op = ops + 5 * (long long)blockIdx.x;
+    int mode = (int)op[4];
     for (int i = threadIdx.x; i < hd; i += blockDim.x) {
-        dk[i] = sk[i];
-        dv[i] = sv[i];
+        if (mode == 0) {
+            ((float*)op[0])[i] = ((const float*)op[2])[i];
+            ((float*)op[1])[i] = ((const float*)op[3])[i];
+        } else if (mode == 1) {
+            ((u16*)op[0])[i] = be_to_bf16(((const float*)op[2])[i]);
+            ((u16*)op[1])[i] = be_to_bf16(((const float*)op[3])[i]);
+        } else {
+            ((u16*)op[0])[i] = ((const u16*)op[2])[i];
+            ((u16*)op[1])[i] = ((const u16*)op[3])[i];
+        }
     }
 }
 
@@ -248,8 +272,14 @@ extern "C" __global__ void be_copy_kv(float* dk, float* dv, const float* sk, con
 #define SD_RPOS 9
 #define SD_WORDS 10
 
-__device__ __forceinline__ const float* be_tok(const u64* ptrs, int off, int ps, int hd, int t) {
-    return (const float*)ptrs[off + t / ps] + (long long)(t % ps) * hd;
+// be_row is the address of token t's row in a page list; be_ld reads its
+// channel c as float.
+__device__ __forceinline__ const void* be_row(const u64* ptrs, int off, int ps, int hd, int t, int kvt) {
+    return (const char*)ptrs[off + t / ps] + (long long)(t % ps) * hd * (kvt == KV_BF16 ? 2 : 4);
+}
+
+__device__ __forceinline__ float be_ld(const void* row, int c, int kvt) {
+    return kvt == KV_BF16 ? be_bf16(((const u16*)row)[c]) : ((const float*)row)[c];
 }
 
 // be_attend: grid (heads, rows), block 128 (hd <= 512).
@@ -262,7 +292,7 @@ __device__ __forceinline__ const float* be_tok(const u64* ptrs, int off, int ps,
 extern "C" __global__ void be_attend(float* out, const float* q, const u64* ptrs, const int* ints,
                                      int heads, int kvHeads, int hd, float scale,
                                      int rowOff, int headOff, int invOff, int shifted, int interleaved,
-                                     float* scores, int stride, float* full, int fstride, float* recall, int doRecall) {
+                                     float* scores, int stride, float* full, int fstride, float* recall, int doRecall, int kvt) {
     __shared__ float qs[512];
     __shared__ float red[32];
     __shared__ double redd[32];
@@ -292,11 +322,11 @@ extern "C" __global__ void be_attend(float* out, const float* q, const u64* ptrs
             if (lane == 0) sc[i] = NEG_INF;
             continue;
         }
-        const float* k = be_tok(ptrs, sd[SD_K], ps, hd, t);
+        const void* k = be_row(ptrs, sd[SD_K], ps, hd, t, kvt);
         int d = shift ? shift[t] - qshift : 0;
         float s = 0.f;
         if (d == 0) {
-            for (int c = lane; c < hd; c += 32) s += qs[c] * k[c];
+            for (int c = lane; c < hd; c += 32) s += qs[c] * be_ld(k, c, kvt);
         } else {
             for (int j = lane; j < half; j += 32) {
                 int ia = j, ib = j + half;
@@ -307,7 +337,7 @@ extern "C" __global__ void be_attend(float* out, const float* q, const u64* ptrs
                 float x = qs[ia], y = qs[ib];
                 float ra = __fsub_rn(__fmul_rn(x, c), __fmul_rn(y, sn));
                 float rb = __fadd_rn(__fmul_rn(y, c), __fmul_rn(x, sn));
-                s += ra * k[ia] + rb * k[ib];
+                s += ra * be_ld(k, ia, kvt) + rb * be_ld(k, ib, kvt);
             }
         }
         s = be_warp_sum(s) * scale;
@@ -339,7 +369,7 @@ extern "C" __global__ void be_attend(float* out, const float* q, const u64* ptrs
             float e = sc[i];
             if (e != 0.f) {
                 int t = sel ? sel[i] : i;
-                acc += e * be_tok(vp, sd[SD_V], ps, hd, t)[c];
+                acc += e * be_ld(be_row(vp, sd[SD_V], ps, hd, t, kvt), c, kvt);
             }
         }
         o[c] = acc * inv;
@@ -359,9 +389,9 @@ extern "C" __global__ void be_attend(float* out, const float* q, const u64* ptrs
             if (lane == 0) fl[t] = NEG_INF;
             continue;
         }
-        const float* k = be_tok(ptrs, sd[SD_RK], rps, hd, t);
+        const void* k = be_row(ptrs, sd[SD_RK], rps, hd, t, kvt);
         float s = 0.f;
-        for (int c = lane; c < hd; c += 32) s += qs[c] * k[c];
+        for (int c = lane; c < hd; c += 32) s += qs[c] * be_ld(k, c, kvt);
         s = be_warp_sum(s) * scale;
         if (lane == 0) fl[t] = s;
         fm = fmaxf(fm, s);
@@ -393,7 +423,7 @@ extern "C" __global__ void be_attend(float* out, const float* q, const u64* ptrs
 
 // be_qk: scores of one query against every token of a sequence; grid
 // (ceil(N/4)), block 128 (a warp per token).
-extern "C" __global__ void be_qk(float* out, const float* q, const u64* kp, const int* pos, int N, int ps, int hd, int qpos, float scale) {
+extern "C" __global__ void be_qk(float* out, const float* q, const u64* kp, const int* pos, int N, int ps, int hd, int qpos, float scale, int kvt) {
     int lane = threadIdx.x & 31;
     int t = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (t >= N) return;
@@ -401,23 +431,236 @@ extern "C" __global__ void be_qk(float* out, const float* q, const u64* kp, cons
         if (lane == 0) out[t] = NEG_INF;
         return;
     }
-    const float* k = be_tok(kp, 0, ps, hd, t);
+    const void* k = be_row(kp, 0, ps, hd, t, kvt);
     float s = 0.f;
-    for (int c = lane; c < hd; c += 32) s += q[c] * k[c];
+    for (int c = lane; c < hd; c += 32) s += q[c] * be_ld(k, c, kvt);
     s = be_warp_sum(s) * scale;
     if (lane == 0) out[t] = s;
 }
 
 // be_key_bounds: per-channel min and max of keys [t0, t1); out [2*hd] = lo, hi.
-extern "C" __global__ void be_key_bounds(float* out, const u64* kp, int ps, int hd, int t0, int t1) {
+extern "C" __global__ void be_key_bounds(float* out, const u64* kp, int ps, int hd, int t0, int t1, int kvt) {
     for (int c = threadIdx.x; c < hd; c += blockDim.x) {
-        float lo = be_tok(kp, 0, ps, hd, t0)[c], hi = lo;
+        float lo = be_ld(be_row(kp, 0, ps, hd, t0, kvt), c, kvt), hi = lo;
         for (int t = t0 + 1; t < t1; t++) {
-            float v = be_tok(kp, 0, ps, hd, t)[c];
+            float v = be_ld(be_row(kp, 0, ps, hd, t, kvt), c, kvt);
             lo = fminf(lo, v);
             hi = fmaxf(hi, v);
         }
         out[c] = lo;
         out[hd + c] = hi;
     }
+}
+
+// ---- split-KV attention (flash-decoding), the fast path of Attend ----
+//
+// Block (chunk c, query head h, row tile z) handles up to RT query rows from
+// z*RT against the attended tokens [c*chunk, (c+1)*chunk) of head h (its
+// selection or every cached token), reading each key and value once for the
+// RT rows: scores one thread per token (8 channels per load), softmax over
+// the chunk, values with hd/8 threads per token row. With one chunk it
+// writes the output; with several, unnormalised partials (acc [hd], max,
+// sum) that be_attn_merge combines. ml [rows*heads*2] receives each query's
+// softmax max and sum; raw (optional) the scaled scores, masked -Inf, at
+// [(r*heads+h)*stride + i] for be_attn_acc.
+
+#define SPLIT_THREADS 128
+
+__device__ __forceinline__ void be_kv8(const void* row, int c, int kvt, float f[8]) {
+    if (kvt == KV_BF16) {
+        uint4 v = *(const uint4*)((const u16*)row + c);
+        u32 u[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            f[2 * j] = __uint_as_float(u[j] << 16);
+            f[2 * j + 1] = __uint_as_float(u[j] & 0xffff0000u);
+        }
+    } else {
+        float4 a = *(const float4*)((const float*)row + c), b = *(const float4*)((const float*)row + c + 4);
+        f[0] = a.x; f[1] = a.y; f[2] = a.z; f[3] = a.w; f[4] = b.x; f[5] = b.y; f[6] = b.z; f[7] = b.w;
+    }
+}
+
+template <int RT>
+__device__ void be_split(float* out, const float* q, const u64* ptrs, const int* ints, int heads, int kvHeads,
+                         int hd, float scale, int rowOff, int headOff, int kvt, int rows, int chunk, int chunks,
+                         float* part, float* ml, float* raw, int stride) {
+    extern __shared__ float sm[];
+    __shared__ float red[32];
+    float* qs = sm;                 // [RT*hd]
+    float* sc = sm + RT * hd;       // [RT*chunk]
+    float* rd = sc + RT * chunk;    // [SPLIT_THREADS*8] value reduction
+    int c = blockIdx.x, h = blockIdx.y, r0 = blockIdx.z * RT, group = heads / kvHeads;
+    const int* sd = ints + (h / group) * SD_WORDS;
+    int N = sd[SD_N], ps = sd[SD_PS];
+    const int* pos = ints + sd[SD_POS];
+    int selOff = ints[headOff + 2 * h], count = ints[headOff + 2 * h + 1];
+    const int* sel = count >= 0 ? ints + selOff : 0;
+    if (count < 0) count = N;
+    int i0 = c * chunk, n = max(0, min(count - i0, chunk));
+    int nr = min(RT, rows - r0);
+    int qpos[RT];
+#pragma unroll
+    for (int j = 0; j < RT; j++) qpos[j] = j < nr ? ints[rowOff + 2 * (r0 + j)] : -1;
+    for (int x = threadIdx.x; x < RT * hd; x += blockDim.x) {
+        int j = x / hd;
+        qs[x] = j < nr ? q[((long long)(r0 + j) * heads + h) * hd + x % hd] : 0.f;
+    }
+    __syncthreads();
+
+    float m[RT];
+#pragma unroll
+    for (int j = 0; j < RT; j++) m[j] = NEG_INF;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        int t = sel ? sel[i0 + i] : i0 + i;
+        int p = pos[t];
+        const void* k = be_row(ptrs, sd[SD_K], ps, hd, t, kvt);
+        float s[RT];
+#pragma unroll
+        for (int j = 0; j < RT; j++) s[j] = 0.f;
+        for (int cc = 0; cc < hd; cc += 8) {
+            float f[8];
+            be_kv8(k, cc, kvt, f);
+#pragma unroll
+            for (int j = 0; j < RT; j++) {
+                const float* qq = qs + j * hd + cc;
+#pragma unroll
+                for (int u = 0; u < 8; u++) s[j] += qq[u] * f[u];
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < RT; j++) {
+            float v = p > qpos[j] ? NEG_INF : s[j] * scale;
+            sc[j * chunk + i] = v;
+            m[j] = fmaxf(m[j], v);
+            if (raw && j < nr) raw[((long long)(r0 + j) * heads + h) * stride + i0 + i] = v;
+        }
+    }
+    float l[RT];
+#pragma unroll
+    for (int j = 0; j < RT; j++) {
+        m[j] = be_block_max(m[j], red);
+        float sum = 0.f;
+        for (int i = threadIdx.x; i < n; i += blockDim.x) {
+            float v = sc[j * chunk + i];
+            float e = v == NEG_INF ? 0.f : expf(v - m[j]);
+            sc[j * chunk + i] = e;
+            sum += e;
+        }
+        l[j] = be_block_sum(sum, red);
+    }
+    __syncthreads();
+
+    // Values: hd/8 threads per token row, SPLIT_THREADS/(hd/8) token groups.
+    int per = hd / 8, groups = blockDim.x / per;
+    int g = threadIdx.x / per, cc = (threadIdx.x % per) * 8;
+    float acc[RT][8];
+#pragma unroll
+    for (int j = 0; j < RT; j++)
+#pragma unroll
+        for (int u = 0; u < 8; u++) acc[j][u] = 0.f;
+    if (g < groups) {
+        for (int i = g; i < n; i += groups) {
+            int t = sel ? sel[i0 + i] : i0 + i;
+            float f[8];
+            be_kv8(be_row(ptrs, sd[SD_V], ps, hd, t, kvt), cc, kvt, f);
+#pragma unroll
+            for (int j = 0; j < RT; j++) {
+                float e = sc[j * chunk + i];
+#pragma unroll
+                for (int u = 0; u < 8; u++) acc[j][u] += e * f[u];
+            }
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < RT; j++) {
+        if (g < groups)
+#pragma unroll
+            for (int u = 0; u < 8; u++) rd[threadIdx.x * 8 + u] = acc[j][u];
+        __syncthreads();
+        if (j < nr) {
+            long long item = (long long)(r0 + j) * heads + h;
+            for (int x = threadIdx.x; x < hd; x += blockDim.x) {
+                float v = 0.f;
+                for (int gg = 0; gg < groups; gg++) v += rd[(gg * per + x / 8) * 8 + x % 8];
+                if (chunks == 1) {
+                    out[item * hd + x] = l[j] > 0.f ? v / l[j] : 0.f;
+                } else {
+                    part[(item * chunks + c) * (hd + 2) + x] = v;
+                }
+            }
+            if (threadIdx.x == 0) {
+                if (chunks == 1) {
+                    ml[2 * item] = m[j];
+                    ml[2 * item + 1] = l[j];
+                } else {
+                    part[(item * chunks + c) * (hd + 2) + hd] = m[j];
+                    part[(item * chunks + c) * (hd + 2) + hd + 1] = l[j];
+                }
+            }
+        }
+        __syncthreads();
+    }
+}
+
+extern "C" __global__ void be_attn_split1(float* out, const float* q, const u64* ptrs, const int* ints, int heads,
+                                          int kvHeads, int hd, float scale, int rowOff, int headOff, int kvt, int rows,
+                                          int chunk, int chunks, float* part, float* ml, float* raw, int stride) {
+    be_split<1>(out, q, ptrs, ints, heads, kvHeads, hd, scale, rowOff, headOff, kvt, rows, chunk, chunks, part, ml, raw, stride);
+}
+
+extern "C" __global__ void be_attn_split8(float* out, const float* q, const u64* ptrs, const int* ints, int heads,
+                                          int kvHeads, int hd, float scale, int rowOff, int headOff, int kvt, int rows,
+                                          int chunk, int chunks, float* part, float* ml, float* raw, int stride) {
+    be_split<8>(out, q, ptrs, ints, heads, kvHeads, hd, scale, rowOff, headOff, kvt, rows, chunk, chunks, part, ml, raw, stride);
+}
+
+// be_attn_merge combines the chunk partials of each query: grid (rows*heads),
+// block 128.
+extern "C" __global__ void be_attn_merge(float* out, const float* part, float* ml, int hd, int chunks) {
+    long long item = blockIdx.x;
+    const float* p = part + item * chunks * (hd + 2);
+    float M = NEG_INF;
+    for (int c = 0; c < chunks; c++) M = fmaxf(M, p[c * (hd + 2) + hd]);
+    float L = 0.f;
+    for (int c = 0; c < chunks; c++) {
+        float mc = p[c * (hd + 2) + hd];
+        if (mc != NEG_INF) L += p[c * (hd + 2) + hd + 1] * expf(mc - M);
+    }
+    for (int x = threadIdx.x; x < hd; x += blockDim.x) {
+        float v = 0.f;
+        for (int c = 0; c < chunks; c++) {
+            float mc = p[c * (hd + 2) + hd];
+            if (mc != NEG_INF) v += p[c * (hd + 2) + x] * expf(mc - M);
+        }
+        out[item * hd + x] = L > 0.f ? v / L : 0.f;
+    }
+    if (threadIdx.x == 0) {
+        ml[2 * item] = M;
+        ml[2 * item + 1] = L;
+    }
+}
+
+// be_attn_acc adds the softmax probabilities of the query rows at positions
+// >= accFrom to acc [heads, astride] (by token index), rows in order as the
+// CPU adds them. Grid (ceil(stride/128), heads), block 128.
+extern "C" __global__ void be_attn_acc(float* acc, int astride, const float* raw, int stride, const float* ml,
+                                       const int* ints, int heads, int kvHeads, int rows, int rowOff, int headOff,
+                                       int accFrom) {
+    int h = blockIdx.y, group = heads / kvHeads;
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    const int* sd = ints + (h / group) * SD_WORDS;
+    int count = ints[headOff + 2 * h + 1];
+    const int* sel = count >= 0 ? ints + ints[headOff + 2 * h] : 0;
+    if (count < 0) count = sd[SD_N];
+    if (i >= count) return;
+    int t = sel ? sel[i] : i;
+    float a = acc[(long long)h * astride + t];
+    for (int r = 0; r < rows; r++) {
+        if (ints[rowOff + 2 * r] < accFrom) continue;
+        long long item = (long long)r * heads + h;
+        float s = raw[item * stride + i], M = ml[2 * item], L = ml[2 * item + 1];
+        if (s != NEG_INF) a += expf(s - M) * (1.f / L);
+    }
+    acc[(long long)h * astride + t] = a;
 }

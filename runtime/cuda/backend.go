@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"time"
+	"unsafe"
 
 	"github.com/kvbench/kvbench/runtime"
 )
@@ -15,8 +17,8 @@ import (
 //go:embed backend.cu
 var backendSource string
 
-// buf is a Backend buffer: float32 activations or KV pages (dtype F32), or a
-// weight kept as stored.
+// buf is a Backend buffer: float32 activations, a KV page (F32 or BF16), or
+// a weight kept as stored.
 type buf struct {
 	p     Ptr
 	n     int
@@ -42,13 +44,47 @@ type Backend struct {
 	peak int64
 
 	// Per-call scratch on the device, grown as needed.
-	ints, ptrs, scores, full, recall, small scratch
-	// Host staging for the per-call metadata.
+	scores, full, recall, small, part, ml, acc scratch
+	// Host building space for the per-call metadata.
 	hInts  []int32
 	hPtrs  []uint64
-	hProbs []float32
+	hAcc   []float32
 	hRec   []float32
 	desc   string
+	kvt    int32 // page type of the call being built (kvF32, kvBF16)
+	st     stager
+	kv     kvBatch
+	events []*Event
+	marks  int
+}
+
+// Page types as the kernels' kvt argument.
+const (
+	kvF32  = 0
+	kvBF16 = 1
+)
+
+// stager is the metadata upload path: a pinned host arena and a device arena
+// of the same size. put copies into the host arena and enqueues the copy of
+// the same bytes to the device arena, so the host never waits; the arenas
+// are reused from the start after the stream has been synchronised (every
+// queued copy and kernel that read them has run).
+type stager struct {
+	host *Pinned
+	dev  Ptr
+	size int64
+	off  int64
+}
+
+// kvBatch is StoreKV and MoveKV calls not yet launched: they run as one
+// kernel (be_kv_ops) before the next other operation, or earlier when a new
+// copy depends on one in the batch (reads or overwrites a slot it writes, or
+// overwrites a slot it reads).
+type kvBatch struct {
+	ops     []uint64 // 5 words per copy, as be_kv_ops
+	hd      int
+	written map[Ptr]struct{}
+	read    map[Ptr]struct{}
 }
 
 // scratch is a growable device buffer.
@@ -68,7 +104,8 @@ func NewBackend(ordinal int) (*Backend, error) {
 		d.Close()
 		return nil, err
 	}
-	b := &Backend{D: d, mod: m, fns: map[string]*Function{}, slab: newSlabAllocator(d), live: map[*buf]struct{}{}}
+	b := &Backend{D: d, mod: m, fns: map[string]*Function{}, slab: newSlabAllocator(d), live: map[*buf]struct{}{},
+		kv: kvBatch{written: map[Ptr]struct{}{}, read: map[Ptr]struct{}{}}}
 	nv, _, err := NVRTCVersion()
 	if err != nil {
 		nv = "unknown"
@@ -79,12 +116,23 @@ func NewBackend(ordinal int) (*Backend, error) {
 
 // Close frees every buffer and releases the device.
 func (b *Backend) Close() error {
-	for _, s := range []*scratch{&b.ints, &b.ptrs, &b.scores, &b.full, &b.recall, &b.small} {
+	b.flushKV()
+	_ = b.D.Sync()
+	for _, s := range []*scratch{&b.scores, &b.full, &b.recall, &b.small, &b.part, &b.ml, &b.acc} {
 		if s.p != 0 {
 			_ = b.D.Free(s.p)
 			*s = scratch{}
 		}
 	}
+	if b.st.host != nil {
+		_ = b.st.host.Free()
+		_ = b.D.Free(b.st.dev)
+		b.st = stager{}
+	}
+	for _, e := range b.events {
+		_ = e.Destroy()
+	}
+	b.events = nil
 	b.mu.Lock()
 	for x := range b.live {
 		if x.block == 0 {
@@ -127,7 +175,129 @@ func (b *Backend) fn(name string) *Function {
 }
 
 func (b *Backend) launch(name string, grid, block Dim3, args ...any) {
-	if err := b.fn(name).Launch(grid, block, 0, args...); err != nil {
+	b.launchSmem(name, grid, block, 0, args...)
+}
+
+// launchSmem launches with smem bytes of dynamic shared memory, after the
+// pending KV copies.
+func (b *Backend) launchSmem(name string, grid, block Dim3, smem int, args ...any) {
+	b.flushKV()
+	if err := b.fn(name).Launch(grid, block, smem, args...); err != nil {
+		panic(err)
+	}
+}
+
+// span is the arena bytes a put of n bytes takes.
+func span(n int64) int64 { return (max(n, 1) + 255) &^ 255 }
+
+// reserve makes room in the staging arena for puts of n bytes in all (the
+// sum of their spans), waiting for the stream and starting the arena over
+// when it is full. Every operation reserves once, after flushKV and before
+// its puts, so that no put overwrites data a queued kernel has yet to read.
+func (b *Backend) reserve(n int64) {
+	if b.st.off+n <= b.st.size {
+		return
+	}
+	b.sync()
+	if n > b.st.size {
+		if b.st.host != nil {
+			must(b.st.host.Free())
+			must(b.D.Free(b.st.dev))
+		}
+		size := max(n, 2*b.st.size, 1<<20)
+		h, err := b.D.AllocPinned(size)
+		must(err)
+		d, err := b.D.Alloc(size)
+		must(err)
+		b.st = stager{host: h, dev: d, size: size}
+	}
+}
+
+// put enqueues the upload of n bytes at p to the device arena, in room made
+// by reserve, and returns their device address; the host does not wait.
+func (b *Backend) put(p unsafe.Pointer, n int64) Ptr {
+	need := span(n)
+	if b.st.off+need > b.st.size {
+		panic(fmt.Sprintf("cuda: staging put of %d bytes without reserve (%d of %d used)", n, b.st.off, b.st.size))
+	}
+	off := b.st.off
+	if n > 0 {
+		copy(b.st.host.Bytes()[off:off+n], unsafe.Slice((*byte)(p), n))
+		must(b.D.CopyHtoDAsync(b.st.dev.Add(off), b.st.host, off, n))
+	}
+	b.st.off += need
+	return b.st.dev.Add(off)
+}
+
+// putInts uploads v through the arena.
+func (b *Backend) putInts(v []int32) Ptr {
+	if len(v) == 0 {
+		return b.put(nil, 0)
+	}
+	return b.put(unsafe.Pointer(&v[0]), int64(len(v))*4)
+}
+
+// putFloats uploads v through the arena.
+func (b *Backend) putFloats(v []float32) Ptr {
+	if len(v) == 0 {
+		return b.put(nil, 0)
+	}
+	return b.put(unsafe.Pointer(&v[0]), int64(len(v))*4)
+}
+
+// putWords uploads v through the arena.
+func (b *Backend) putWords(v []uint64) Ptr {
+	if len(v) == 0 {
+		return b.put(nil, 0)
+	}
+	return b.put(unsafe.Pointer(&v[0]), int64(len(v))*8)
+}
+
+// sync waits for the stream (after launching the pending KV copies); the
+// staging arenas are free again.
+func (b *Backend) sync() {
+	b.flushKV()
+	must(b.D.Sync())
+	b.st.off = 0
+}
+
+// download copies len(dst) floats from src once the queued work has run.
+func (b *Backend) download(dst []float32, src Ptr) {
+	b.sync()
+	must(Download(b.D, dst, src))
+}
+
+// queueKV adds one key/value copy to the batch (mode as be_kv_ops), flushing
+// the batch first when the copy depends on it.
+func (b *Backend) queueKV(dk, dv, sk, sv Ptr, mode, hd int) {
+	k := &b.kv
+	if len(k.ops) > 0 {
+		_, rw := k.written[sk]
+		_, wr := k.read[dk]
+		_, ww := k.written[dk]
+		if rw || wr || ww || hd != k.hd {
+			b.flushKV()
+		}
+	}
+	k.hd = hd
+	k.ops = append(k.ops, uint64(dk), uint64(dv), uint64(sk), uint64(sv), uint64(mode))
+	k.written[dk] = struct{}{}
+	k.read[sk] = struct{}{}
+}
+
+// flushKV launches the pending KV copies.
+func (b *Backend) flushKV() {
+	k := &b.kv
+	if len(k.ops) == 0 {
+		return
+	}
+	n := len(k.ops) / 5
+	b.reserve(span(int64(len(k.ops)) * 8))
+	p := b.putWords(k.ops)
+	k.ops = k.ops[:0]
+	clear(k.written)
+	clear(k.read)
+	if err := b.fn("be_kv_ops").Launch(Dim3{n, 1, 1}, Dim3{min(k.hd, 128), 1, 1}, 0, p, int32(k.hd)); err != nil {
 		panic(err)
 	}
 }
@@ -251,6 +421,38 @@ func (b *Backend) Alloc(n int) runtime.Buffer {
 	return x
 }
 
+// KVTypes lists the KV page types besides float32: bf16.
+func (b *Backend) KVTypes() []runtime.DType { return []runtime.DType{runtime.BF16} }
+
+// AllocKV returns a zeroed KV page of n elements of type t (F32 or BF16).
+func (b *Backend) AllocKV(n int, t runtime.DType) runtime.Buffer {
+	if t == runtime.F32 {
+		return b.Alloc(n)
+	}
+	if t != runtime.BF16 {
+		panic(fmt.Sprintf("cuda: KV pages of type %v", t))
+	}
+	x, err := b.newBuf(n, t, int64(n)*2)
+	must(err)
+	if n > 0 {
+		words := (n + 1) / 2
+		b.launch("be_zero", Dim3{min((words+255)/256, 1024), 1, 1}, Dim3{256, 1, 1}, x.p, int64(words))
+	}
+	return x
+}
+
+// kvPage returns the device pointer and page type of a KV page buffer.
+func (b *Backend) kvPage(x runtime.Buffer) (Ptr, int) {
+	d := b.dev(x)
+	switch d.dtype {
+	case runtime.F32:
+		return d.p, kvF32
+	case runtime.BF16:
+		return d.p, kvBF16
+	}
+	panic(fmt.Sprintf("cuda: KV page of type %v", d.dtype))
+}
+
 func (b *Backend) check(x runtime.Buffer, off, n int, what string) *buf {
 	d := b.dev(x)
 	if off < 0 || off+n > d.n {
@@ -261,14 +463,15 @@ func (b *Backend) check(x runtime.Buffer, off, n int, what string) *buf {
 
 // Write copies src into dst at element off.
 func (b *Backend) Write(dst runtime.Buffer, off int, src []float32) {
-	d := b.check(dst, off, len(src), "Write")
-	must(Upload(b.D, d.p.Add(int64(off)*4), src))
+	b.check(dst, off, len(src), "Write")
+	b.sync()
+	must(Upload(b.D, b.f32(dst).Add(int64(off)*4), src))
 }
 
 // Read copies from src at element off into dst, after the queued kernels.
 func (b *Backend) Read(dst []float32, src runtime.Buffer, off int) {
-	d := b.check(src, off, len(dst), "Read")
-	must(Download(b.D, dst, d.p.Add(int64(off)*4)))
+	b.check(src, off, len(dst), "Read")
+	b.download(dst, b.f32(src).Add(int64(off)*4))
 }
 
 // CopyRows copies rows of width elements between buffers.
@@ -278,13 +481,16 @@ func (b *Backend) CopyRows(dst, src runtime.Buffer, dstRow, srcRow, rows, width 
 	}
 	d := b.check(dst, dstRow*width, rows*width, "CopyRows")
 	s := b.check(src, srcRow*width, rows*width, "CopyRows")
+	b.flushKV()
 	must(b.D.CopyAsync(d.p.Add(int64(dstRow*width)*4), s.p.Add(int64(srcRow*width)*4), int64(rows*width)*4))
 }
 
-// grow makes s hold at least bytes.
+// grow makes s hold at least bytes (waiting for the queued work before it
+// frees a smaller one that work may use).
 func (b *Backend) grow(s *scratch, bytes int64) Ptr {
 	if s.bytes < bytes {
 		if s.p != 0 {
+			b.sync()
 			must(b.D.Free(s.p))
 		}
 		n := max(bytes+bytes/4, 4096)
@@ -293,13 +499,6 @@ func (b *Backend) grow(s *scratch, bytes int64) Ptr {
 		*s = scratch{p, n}
 	}
 	return s.p
-}
-
-// uploadInts copies v into the ints scratch.
-func (b *Backend) uploadInts(v []int32) Ptr {
-	p := b.grow(&b.ints, int64(len(v))*4)
-	must(Upload(b.D, p, v))
-	return p
 }
 
 func blocks(n int64) int { return int(min((n+255)/256, 4096)) }
@@ -319,7 +518,9 @@ func (b *Backend) Embed(dst, table runtime.Buffer, tokens []int, dim int) {
 		ids = append(ids, int32(tok))
 	}
 	b.hInts = ids
-	p := b.uploadInts(ids)
+	b.flushKV()
+	b.reserve(span(int64(len(ids)) * 4))
+	p := b.putInts(ids)
 	b.launch("be_embed", Dim3{len(tokens), 1, 1}, Dim3{256, 1, 1}, d.p, t.p, wtype(t.dtype), p, int32(dim))
 }
 
@@ -374,7 +575,9 @@ func (b *Backend) RoPE(x runtime.Buffer, rows, heads, headDim int, pos []int, th
 	}
 	v = invFreq(v, theta, headDim)
 	b.hInts = v
-	p := b.uploadInts(v)
+	b.flushKV()
+	b.reserve(span(int64(len(v)) * 4))
+	p := b.putInts(v)
 	inter := int32(0)
 	if style == runtime.RopeInterleaved {
 		inter = 1
@@ -396,30 +599,67 @@ func (b *Backend) Add(dst, x runtime.Buffer, n int) {
 	b.launch("be_add", Dim3{blocks(int64(n)), 1, 1}, Dim3{256, 1, 1}, b.f32(dst), b.f32(x), int64(n))
 }
 
-// StoreKV copies one head of one row of k and v into a page slot.
+// StoreKV copies one head of one row of k and v into a page slot (queued:
+// the copies of a layer's Append run as one kernel).
 func (b *Backend) StoreKV(kPage, vPage runtime.Buffer, slot int, k, v runtime.Buffer, row, head, headDim, kvDim int) {
 	src := row*kvDim + head*headDim
 	b.check(kPage, slot*headDim, headDim, "StoreKV")
 	b.check(vPage, slot*headDim, headDim, "StoreKV")
 	b.check(k, src, headDim, "StoreKV")
 	b.check(v, src, headDim, "StoreKV")
-	so, do := int64(src)*4, int64(slot*headDim)*4
-	b.launch("be_copy_kv", Dim3{1, 1, 1}, Dim3{min(headDim, 256), 1, 1},
-		b.f32(kPage).Add(do), b.f32(vPage).Add(do), b.f32(k).Add(so), b.f32(v).Add(so), int32(headDim))
+	kp, kt := b.kvPage(kPage)
+	vp, vt := b.kvPage(vPage)
+	if kt != vt {
+		panic("cuda: StoreKV into key and value pages of different types")
+	}
+	so, do := int64(src)*4, int64(slot*headDim)*int64(4-2*kt)
+	b.queueKV(kp.Add(do), vp.Add(do), b.f32(k).Add(so), b.f32(v).Add(so), kt, headDim)
 }
 
-// MoveKV copies one slot's key and value to another slot.
+// MoveKV copies one slot's key and value to another slot (queued).
 func (b *Backend) MoveKV(dstK, dstV runtime.Buffer, dstSlot int, srcK, srcV runtime.Buffer, srcSlot, headDim int) {
 	b.check(dstK, dstSlot*headDim, headDim, "MoveKV")
 	b.check(dstV, dstSlot*headDim, headDim, "MoveKV")
 	b.check(srcK, srcSlot*headDim, headDim, "MoveKV")
 	b.check(srcV, srcSlot*headDim, headDim, "MoveKV")
-	do, so := int64(dstSlot*headDim)*4, int64(srcSlot*headDim)*4
-	b.launch("be_copy_kv", Dim3{1, 1, 1}, Dim3{min(headDim, 256), 1, 1},
-		b.f32(dstK).Add(do), b.f32(dstV).Add(do), b.f32(srcK).Add(so), b.f32(srcV).Add(so), int32(headDim))
+	dk, t1 := b.kvPage(dstK)
+	dv, t2 := b.kvPage(dstV)
+	sk, t3 := b.kvPage(srcK)
+	sv, t4 := b.kvPage(srcV)
+	if t1 != t2 || t1 != t3 || t1 != t4 {
+		panic("cuda: MoveKV between pages of different types")
+	}
+	es := int64(4 - 2*t1)
+	do, so := int64(dstSlot*headDim)*es, int64(srcSlot*headDim)*es
+	b.queueKV(dk.Add(do), dv.Add(do), sk.Add(so), sv.Add(so), 2*t1, headDim)
 }
 
+// Mark records a timestamp on the stream after the work queued so far.
+func (b *Backend) Mark() int {
+	b.flushKV()
+	if b.marks == len(b.events) {
+		e, err := b.D.NewEvent()
+		must(err)
+		b.events = append(b.events, e)
+	}
+	must(b.events[b.marks].Record())
+	b.marks++
+	return b.marks - 1
+}
+
+// Elapsed waits for marks i and j and returns the device time between them.
+func (b *Backend) Elapsed(i, j int) time.Duration {
+	ms, err := b.events[j].Since(b.events[i])
+	must(err)
+	return time.Duration(ms * 1e6)
+}
+
+// ClearMarks lets the marks' events be recorded again.
+func (b *Backend) ClearMarks() { b.marks = 0 }
+
 var (
-	_ runtime.Backend = (*Backend)(nil)
-	_ runtime.Scorer  = (*Backend)(nil)
+	_ runtime.Backend     = (*Backend)(nil)
+	_ runtime.Scorer      = (*Backend)(nil)
+	_ runtime.KVAllocator = (*Backend)(nil)
+	_ runtime.DeviceTimer = (*Backend)(nil)
 )

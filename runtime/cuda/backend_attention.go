@@ -10,13 +10,36 @@ import (
 // Descriptor words per KV head, as SD_* in backend.cu.
 const sdWords = 10
 
-// pagePtrs appends the device pointers of pages and returns their offset.
+// pagePtrs appends the device pointers of pages and returns their offset;
+// every page of a call must have the same type (b.kvt, -1 before the first).
 func (b *Backend) pagePtrs(pages []runtime.Buffer) int32 {
 	off := int32(len(b.hPtrs))
 	for _, p := range pages {
-		b.hPtrs = append(b.hPtrs, uint64(b.f32(p)))
+		ptr, t := b.kvPage(p)
+		if b.kvt < 0 {
+			b.kvt = int32(t)
+		} else if b.kvt != int32(t) {
+			panic("cuda: one attention call over KV pages of different types")
+		}
+		b.hPtrs = append(b.hPtrs, uint64(ptr))
 	}
 	return off
+}
+
+// pageType is the page type of the call built (float32 when it has none).
+func (b *Backend) pageType() int32 { return max(b.kvt, 0) }
+
+// putMeta uploads the call's ints and pointers (after reserve).
+func (b *Backend) putMeta() (ints, ptrs Ptr) {
+	if len(b.hPtrs) == 0 {
+		b.hPtrs = append(b.hPtrs, 0)
+	}
+	return b.putInts(b.hInts), b.putWords(b.hPtrs)
+}
+
+// metaSpan is the arena room putMeta takes.
+func (b *Backend) metaSpan() int64 {
+	return span(int64(len(b.hInts))*4) + span(int64(max(len(b.hPtrs), 1))*8)
 }
 
 // appendInts appends v and returns its offset.
@@ -52,6 +75,7 @@ func (b *Backend) Attend(a *runtime.AttnArgs) {
 
 	b.hInts = append(b.hInts[:0], make([]int32, a.KVHeads*sdWords)...)
 	b.hPtrs = b.hPtrs[:0]
+	b.kvt = -1
 	rowOff := int32(len(b.hInts))
 	for r := 0; r < a.Rows; r++ {
 		qs := 0
@@ -105,12 +129,13 @@ func (b *Backend) Attend(a *runtime.AttnArgs) {
 		b.hInts[int(headOff)+2*h] = off
 		b.hInts[int(headOff)+2*h+1] = cnt
 	}
-	if len(b.hPtrs) == 0 {
-		b.hPtrs = append(b.hPtrs, 0)
+	if a.HeadDim%8 == 0 && a.HeadDim <= 256 && !shifted && !recall {
+		b.attendSplit(a, rowOff, headOff, stride)
+		return
 	}
-	ints := b.uploadInts(b.hInts)
-	ptrs := b.grow(&b.ptrs, int64(len(b.hPtrs))*8)
-	must(Upload(b.D, ptrs, b.hPtrs))
+	b.flushKV()
+	b.reserve(b.metaSpan())
+	ints, ptrs := b.putMeta()
 	items := a.Rows * a.Heads
 	scores := b.grow(&b.scores, int64(items*stride)*4)
 	full, rec := Ptr(0), Ptr(0)
@@ -118,24 +143,18 @@ func (b *Backend) Attend(a *runtime.AttnArgs) {
 		full = b.grow(&b.full, int64(items*fstride)*4)
 		rec = b.grow(&b.recall, int64(items)*4)
 	}
-	flag := func(v bool) int32 {
-		if v {
-			return 1
-		}
-		return 0
-	}
 	b.launch("be_attend", Dim3{a.Heads, a.Rows, 1}, Dim3{128, 1, 1},
 		b.f32(a.Out), b.f32(a.Q), ptrs, ints, int32(a.Heads), int32(a.KVHeads), int32(hd), a.Scale,
 		rowOff, headOff, invOff, flag(shifted), flag(a.Rope == runtime.RopeInterleaved),
-		scores, int32(stride), full, int32(fstride), rec, flag(recall))
+		scores, int32(stride), full, int32(fstride), rec, flag(recall), b.pageType())
 
 	if a.Acc != nil {
 		need := items * stride
-		if cap(b.hProbs) < need {
-			b.hProbs = make([]float32, need)
+		if cap(b.hAcc) < need {
+			b.hAcc = make([]float32, need)
 		}
-		probs := b.hProbs[:need]
-		must(Download(b.D, probs, scores))
+		probs := b.hAcc[:need]
+		b.download(probs, scores)
 		for h := 0; h < a.Heads; h++ {
 			acc := a.Acc[h]
 			var sel []int32
@@ -166,12 +185,92 @@ func (b *Backend) Attend(a *runtime.AttnArgs) {
 			b.hRec = make([]float32, items)
 		}
 		rv := b.hRec[:items]
-		must(Download(b.D, rv, rec))
+		b.download(rv, rec)
 		for i, v := range rv {
 			if !math.IsNaN(float64(v)) {
 				a.Recall[i] = v
 			}
 		}
+	}
+}
+
+func flag(v bool) int32 {
+	if v {
+		return 1
+	}
+	return 0
+}
+
+// splitThreads is the block size of be_attn_split* (SPLIT_THREADS).
+const splitThreads = 128
+
+// attendSplit is Attend's fast path (no shifts, no recall; head dim a
+// multiple of 8 up to 256): split-KV attention over the page lists, the
+// chunk partials merged by a second kernel when there are several, and the
+// probabilities added to Acc on the device.
+func (b *Backend) attendSplit(a *runtime.AttnArgs, rowOff, headOff int32, stride int) {
+	hd, group := a.HeadDim, a.Heads/a.KVHeads
+	rt, name, maxChunk := 1, "be_attn_split1", 2048
+	if a.Rows > 1 {
+		rt, name, maxChunk = 8, "be_attn_split8", 512
+	}
+	tiles := (a.Rows + rt - 1) / rt
+	per := a.Heads * tiles
+	chunks := max(1, (4*b.D.SMs+per-1)/per)
+	chunks = min(chunks, (stride+31)/32)
+	chunk := ((stride+chunks-1)/chunks + 31) &^ 31
+	chunk = min(chunk, maxChunk)
+	chunks = (stride + chunk - 1) / chunk
+	items := a.Rows * a.Heads
+
+	astride := 0
+	if a.Acc != nil {
+		for g := range a.Seqs {
+			astride = max(astride, a.Seqs[g].N)
+		}
+		need := a.Heads * astride
+		if cap(b.hAcc) < need {
+			b.hAcc = make([]float32, need)
+		}
+		b.hAcc = b.hAcc[:need]
+		for h := 0; h < a.Heads; h++ {
+			n := a.Seqs[h/group].N
+			if len(a.Acc[h]) < n {
+				panic(fmt.Sprintf("cuda: Attend Acc[%d] holds %d values for %d tokens", h, len(a.Acc[h]), n))
+			}
+			copy(b.hAcc[h*astride:], a.Acc[h][:n])
+		}
+	}
+	b.flushKV()
+	b.reserve(b.metaSpan() + span(int64(len(b.hAcc))*4))
+	ints, ptrs := b.putMeta()
+	var accDev, raw Ptr
+	if a.Acc != nil {
+		accDev = b.putFloats(b.hAcc)
+		raw = b.grow(&b.scores, int64(items*stride)*4)
+	}
+	ml := b.grow(&b.ml, int64(items)*8)
+	part := Ptr(0)
+	if chunks > 1 {
+		part = b.grow(&b.part, int64(items*chunks*(hd+2))*4)
+	}
+	smem := (rt*hd + rt*chunk + splitThreads*8) * 4
+	b.launchSmem(name, Dim3{chunks, a.Heads, tiles}, Dim3{splitThreads, 1, 1}, smem,
+		b.f32(a.Out), b.f32(a.Q), ptrs, ints, int32(a.Heads), int32(a.KVHeads), int32(hd), a.Scale,
+		rowOff, headOff, b.pageType(), int32(a.Rows), int32(chunk), int32(chunks), part, ml, raw, int32(stride))
+	if chunks > 1 {
+		b.launch("be_attn_merge", Dim3{items, 1, 1}, Dim3{128, 1, 1}, b.f32(a.Out), part, ml, int32(hd), int32(chunks))
+	}
+	if a.Acc == nil {
+		return
+	}
+	b.launch("be_attn_acc", Dim3{(stride + 127) / 128, a.Heads, 1}, Dim3{128, 1, 1},
+		accDev, int32(astride), raw, int32(stride), ml, ints, int32(a.Heads), int32(a.KVHeads), int32(a.Rows),
+		rowOff, headOff, int32(a.AccFrom))
+	b.download(b.hAcc, accDev)
+	for h := 0; h < a.Heads; h++ {
+		n := a.Seqs[h/group].N
+		copy(a.Acc[h][:n], b.hAcc[h*astride:h*astride+n])
 	}
 }
 
@@ -184,15 +283,16 @@ func (b *Backend) QK(a *runtime.AttnArgs, r, h int, out []float32) {
 		return
 	}
 	b.check(a.Q, (r*a.Heads+h)*hd, hd, "QK")
-	b.hPtrs = b.hPtrs[:0]
+	b.hPtrs, b.kvt = b.hPtrs[:0], -1
 	b.pagePtrs(seq.K)
-	ptrs := b.grow(&b.ptrs, int64(len(b.hPtrs))*8)
-	must(Upload(b.D, ptrs, b.hPtrs))
-	pos := b.uploadInts(seq.Pos[:seq.N])
+	b.hInts = append(b.hInts[:0], seq.Pos[:seq.N]...)
+	b.flushKV()
+	b.reserve(b.metaSpan())
+	pos, ptrs := b.putMeta()
 	o := b.grow(&b.small, int64(seq.N)*4)
 	b.launch("be_qk", Dim3{(seq.N + 3) / 4, 1, 1}, Dim3{128, 1, 1},
-		o, b.f32(a.Q).Add(int64((r*a.Heads+h)*hd)*4), ptrs, pos, int32(seq.N), int32(seq.PageSize), int32(hd), int32(a.QPos[r]), a.Scale)
-	must(Download(b.D, out[:seq.N], o))
+		o, b.f32(a.Q).Add(int64((r*a.Heads+h)*hd)*4), ptrs, pos, int32(seq.N), int32(seq.PageSize), int32(hd), int32(a.QPos[r]), a.Scale, b.pageType())
+	b.download(out[:seq.N], o)
 }
 
 // KeyBounds writes the per-channel min and max of keys [t0, t1) of seq.
@@ -204,17 +304,18 @@ func (b *Backend) KeyBounds(seq *runtime.KVSeq, t0, t1 int, lo, hi []float32) {
 	if t0 < 0 || t1 > seq.N {
 		panic(fmt.Sprintf("cuda: KeyBounds [%d, %d) of %d tokens", t0, t1, seq.N))
 	}
-	b.hPtrs = b.hPtrs[:0]
+	b.hPtrs, b.kvt, b.hInts = b.hPtrs[:0], -1, b.hInts[:0]
 	b.pagePtrs(seq.K)
-	ptrs := b.grow(&b.ptrs, int64(len(b.hPtrs))*8)
-	must(Upload(b.D, ptrs, b.hPtrs))
+	b.flushKV()
+	b.reserve(b.metaSpan())
+	_, ptrs := b.putMeta()
 	o := b.grow(&b.small, int64(2*hd)*4)
-	b.launch("be_key_bounds", Dim3{1, 1, 1}, Dim3{min(max(hd, 32), 256), 1, 1}, o, ptrs, int32(seq.PageSize), int32(hd), int32(t0), int32(t1))
+	b.launch("be_key_bounds", Dim3{1, 1, 1}, Dim3{min(max(hd, 32), 256), 1, 1}, o, ptrs, int32(seq.PageSize), int32(hd), int32(t0), int32(t1), b.pageType())
 	if cap(b.hRec) < 2*hd {
 		b.hRec = make([]float32, 2*hd)
 	}
 	v := b.hRec[:2*hd]
-	must(Download(b.D, v, o))
+	b.download(v, o)
 	copy(lo, v[:hd])
 	copy(hi[:hd], v[hd:])
 }

@@ -50,6 +50,10 @@ type driverAPI struct {
 	cuMemcpyDtoH                                func(dst unsafe.Pointer, src uint64, n uint64) int32
 	cuMemcpyDtoD                                func(dst, src uint64, n uint64) int32
 	cuMemcpyDtoDAsync                           func(dst, src uint64, n uint64, stream uintptr) int32
+	cuMemcpyHtoDAsync                           func(dst uint64, src unsafe.Pointer, n uint64, stream uintptr) int32
+	cuMemcpyDtoHAsync                           func(dst unsafe.Pointer, src uint64, n uint64, stream uintptr) int32
+	cuMemAllocHost                              func(p *unsafe.Pointer, bytes uint64) int32
+	cuMemFreeHost                               func(p unsafe.Pointer) int32
 	cuMemsetD8                                  func(dst uint64, v uint8, n uint64) int32
 	cuMemsetD32                                 func(dst uint64, v uint32, n uint64) int32
 	cuModuleLoadData                            func(mod *uintptr, image unsafe.Pointer) int32
@@ -66,6 +70,12 @@ type driverAPI struct {
 	cuEventRecord                               func(e, s uintptr) int32
 	cuEventSynchronize                          func(e uintptr) int32
 	cuEventElapsedTime                          func(ms *float32, start, end uintptr) int32
+	cuStreamBeginCapture                        func(s uintptr, mode int32) int32
+	cuStreamEndCapture                          func(s uintptr, graph *uintptr) int32
+	cuGraphInstantiateWithFlags                 func(exec *uintptr, graph uintptr, flags uint64) int32
+	cuGraphLaunch                               func(exec, s uintptr) int32
+	cuGraphExecDestroy                          func(exec uintptr) int32
+	cuGraphDestroy                              func(graph uintptr) int32
 }
 
 // symbol names one entry point: the Go function to bind and the exported
@@ -96,6 +106,10 @@ func (d *driverAPI) symbols() []symbol {
 		{&d.cuMemcpyDtoH, []string{"cuMemcpyDtoH_v2"}},
 		{&d.cuMemcpyDtoD, []string{"cuMemcpyDtoD_v2"}},
 		{&d.cuMemcpyDtoDAsync, []string{"cuMemcpyDtoDAsync_v2"}},
+		{&d.cuMemcpyHtoDAsync, []string{"cuMemcpyHtoDAsync_v2"}},
+		{&d.cuMemcpyDtoHAsync, []string{"cuMemcpyDtoHAsync_v2"}},
+		{&d.cuMemAllocHost, []string{"cuMemAllocHost_v2"}},
+		{&d.cuMemFreeHost, []string{"cuMemFreeHost"}},
 		{&d.cuMemsetD8, []string{"cuMemsetD8_v2"}},
 		{&d.cuMemsetD32, []string{"cuMemsetD32_v2"}},
 		{&d.cuModuleLoadData, []string{"cuModuleLoadData"}},
@@ -113,6 +127,12 @@ func (d *driverAPI) symbols() []symbol {
 		{&d.cuEventSynchronize, []string{"cuEventSynchronize"}},
 		// CUDA 12.8 added the _v2 export; CUDA 13 headers name only it.
 		{&d.cuEventElapsedTime, []string{"cuEventElapsedTime_v2", "cuEventElapsedTime"}},
+		{&d.cuStreamBeginCapture, []string{"cuStreamBeginCapture_v2", "cuStreamBeginCapture"}},
+		{&d.cuStreamEndCapture, []string{"cuStreamEndCapture"}},
+		{&d.cuGraphInstantiateWithFlags, []string{"cuGraphInstantiateWithFlags"}},
+		{&d.cuGraphLaunch, []string{"cuGraphLaunch"}},
+		{&d.cuGraphExecDestroy, []string{"cuGraphExecDestroy"}},
+		{&d.cuGraphDestroy, []string{"cuGraphDestroy"}},
 	}
 }
 
