@@ -198,7 +198,7 @@ func (b *Backend) reserve(n int64) {
 	if b.st.off+n <= b.st.size {
 		return
 	}
-	b.sync()
+	b.wait()
 	if n > b.st.size {
 		if b.st.host != nil {
 			must(b.st.host.Free())
@@ -257,6 +257,11 @@ func (b *Backend) putWords(v []uint64) Ptr {
 // staging arenas are free again.
 func (b *Backend) sync() {
 	b.flushKV()
+	b.wait()
+}
+
+// wait waits for the stream; the staging arenas are free again.
+func (b *Backend) wait() {
 	must(b.D.Sync())
 	b.st.off = 0
 }
@@ -337,6 +342,7 @@ func (b *Backend) newBuf(n int, dtype runtime.DType, bytes int64) (*buf, error) 
 // and long-lived callers may).
 func (b *Backend) Free(x runtime.Buffer) {
 	d := b.dev(x)
+	b.flushKV() // queued copies may read it
 	b.mu.Lock()
 	if _, ok := b.live[d]; !ok {
 		b.mu.Unlock()
