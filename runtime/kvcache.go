@@ -19,7 +19,7 @@ type KVCache struct {
 	kvHeads  int
 	headDim  int
 	pageSize int
-	dtype    DType // element type of the pages
+	dtype    DType     // element type of the pages
 	seqs     [][]KVSeq // [layer][kvHead]
 	free     []kvPage  // pages ready for reuse
 	total    int       // pages ever allocated
