@@ -664,3 +664,24 @@ extern "C" __global__ void be_attn_acc(float* acc, int astride, const float* raw
     }
     acc[(long long)h * astride + t] = a;
 }
+
+// ---- conversions around cuBLAS (MatMul of many rows) ----
+
+// be_widen: dst [n] float32 = w [n] of weight type wt.
+extern "C" __global__ void be_widen(float* dst, const void* w, int wt, long long n) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+        dst[i] = be_w(w, wt, i);
+}
+
+// be_narrow: dst [n] of type wt (bf16 or f16, round to nearest even) = x [n].
+extern "C" __global__ void be_narrow(u16* dst, const float* x, int wt, long long n) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        if (wt == WT_BF16) {
+            dst[i] = be_to_bf16(x[i]);
+        } else {
+            u16 h;
+            asm("{cvt.rn.f16.f32 %0, %1;}" : "=h"(h) : "f"(x[i]));
+            dst[i] = h;
+        }
+    }
+}

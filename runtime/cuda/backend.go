@@ -4,6 +4,7 @@ import (
 	_ "embed"
 	"fmt"
 	"math"
+	"os"
 	"sync"
 	"time"
 	"unsafe"
@@ -46,17 +47,26 @@ type Backend struct {
 	// Per-call scratch on the device, grown as needed.
 	scores, full, recall, small, part, ml, acc scratch
 	// Host building space for the per-call metadata.
-	hInts  []int32
-	hPtrs  []uint64
-	hAcc   []float32
-	hRec   []float32
-	desc   string
-	kvt    int32 // page type of the call being built (kvF32, kvBF16)
-	st     stager
-	kv     kvBatch
-	events []*Event
-	marks  int
+	hInts   []int32
+	hPtrs   []uint64
+	hAcc    []float32
+	hRec    []float32
+	desc    string
+	kvt     int32 // page type of the call being built (kvF32, kvBF16)
+	st      stager
+	kv      kvBatch
+	events  []*Event
+	marks   int
+	blas    *BLAS // nil when cuBLAS could not be loaded (blasErr says why)
+	blasErr error
+	gemm    string  // KVBENCH_GEMM: f32 (default), bf16 or off
+	wide    scratch // float32 copy of a bf16/f16 weight for an f32 GEMM
+	narrow  scratch // bf16/f16 copy of the activations for a bf16/f16 GEMM
 }
+
+// gemmMinRows is the smallest MatMul that goes to cuBLAS; fewer rows (decode)
+// use be_matmul, which reads the weights once for up to 8 rows.
+const gemmMinRows = 16
 
 // Page types as the kernels' kvt argument.
 const (
@@ -110,7 +120,25 @@ func NewBackend(ordinal int) (*Backend, error) {
 	if err != nil {
 		nv = "unknown"
 	}
-	b.desc = fmt.Sprintf("%s, %s, NVRTC %s", d.Name, d.Arch(), nv)
+	b.gemm = os.Getenv("KVBENCH_GEMM")
+	switch b.gemm {
+	case "":
+		b.gemm = "f32"
+	case "f32", "bf16", "off":
+	default:
+		b.Close()
+		return nil, fmt.Errorf("cuda: KVBENCH_GEMM=%q is not one of f32, bf16, off", b.gemm)
+	}
+	blasNote := ""
+	if b.gemm != "off" {
+		b.blas, b.blasErr = NewBLAS(d)
+		if b.blasErr != nil {
+			blasNote = ", no cuBLAS (" + b.blasErr.Error() + ")"
+		} else {
+			blasNote = fmt.Sprintf(", cuBLAS %s (%s GEMM)", b.blas.Version, b.gemm)
+		}
+	}
+	b.desc = fmt.Sprintf("%s, %s, NVRTC %s%s", d.Name, d.Arch(), nv, blasNote)
 	return b, nil
 }
 
@@ -118,7 +146,11 @@ func NewBackend(ordinal int) (*Backend, error) {
 func (b *Backend) Close() error {
 	b.flushKV()
 	_ = b.D.Sync()
-	for _, s := range []*scratch{&b.scores, &b.full, &b.recall, &b.small, &b.part, &b.ml, &b.acc} {
+	if b.blas != nil {
+		_ = b.blas.Close()
+		b.blas = nil
+	}
+	for _, s := range []*scratch{&b.scores, &b.full, &b.recall, &b.small, &b.part, &b.ml, &b.acc, &b.wide, &b.narrow} {
 		if s.p != 0 {
 			_ = b.D.Free(s.p)
 			*s = scratch{}
@@ -549,8 +581,40 @@ func (b *Backend) MatMul(dst, x, w runtime.Buffer, rows, in, out int) {
 	if rows == 0 {
 		return
 	}
+	if rows >= gemmMinRows && b.blas != nil {
+		b.gemmNT(dst, x, wd, rows, in, out)
+		return
+	}
 	b.launch("be_matmul", Dim3{(out + 7) / 8, (rows + 7) / 8, 1}, Dim3{256, 1, 1},
 		b.f32(dst), b.f32(x), wd.p, wtype(wd.dtype), int32(rows), int32(in), int32(out))
+}
+
+// gemmNT is MatMul on cuBLAS: float32 weights directly; bf16/f16 weights
+// widened to float32 (gemm f32: the float32 result of be_matmul, to rounding
+// order) or with the activations rounded to the weight's type (gemm bf16:
+// tensor cores, bf16 in, float32 accumulate).
+func (b *Backend) gemmNT(dst, x runtime.Buffer, w *buf, rows, in, out int) {
+	b.flushKV()
+	n := int64(in) * int64(out)
+	var err error
+	switch {
+	case w.dtype == runtime.F32:
+		err = b.blas.GemmNT(b.f32(dst), b.f32(x), w.p, GemmF32, rows, in, out)
+	case b.gemm == "f32":
+		wide := b.grow(&b.wide, n*4)
+		b.launch("be_widen", Dim3{blocks(n), 1, 1}, Dim3{256, 1, 1}, wide, w.p, wtype(w.dtype), n)
+		err = b.blas.GemmNT(b.f32(dst), b.f32(x), wide, GemmF32, rows, in, out)
+	default:
+		m := int64(rows) * int64(in)
+		nx := b.grow(&b.narrow, m*2)
+		b.launch("be_narrow", Dim3{blocks(m), 1, 1}, Dim3{256, 1, 1}, nx, b.f32(x), wtype(w.dtype), m)
+		t := GemmBF16
+		if w.dtype == runtime.F16 {
+			t = GemmF16
+		}
+		err = b.blas.GemmNT(b.f32(dst), nx, w.p, t, rows, in, out)
+	}
+	must(err)
 }
 
 // AddBias adds bias to every row of x.

@@ -67,10 +67,16 @@ var (
 // (a file), the loader's search path, the CUDA toolkit folders, and the
 // nvidia-cuda-nvrtc Python wheels' folders.
 func nvrtcCandidates() []string {
-	if p := os.Getenv("KVBENCH_NVRTC"); p != "" {
+	return libCandidates("KVBENCH_NVRTC", []string{"libnvrtc.so", "libnvrtc.so.13", "libnvrtc.so.12"}, "cuda_nvrtc")
+}
+
+// libCandidates lists the paths a CUDA library is looked for at: $env (a
+// file) alone when set, else the sonames on the loader's search path, then in
+// the CUDA toolkit folders and in the NVIDIA Python wheels' folder wheel.
+func libCandidates(env string, sonames []string, wheel string) []string {
+	if p := os.Getenv(env); p != "" {
 		return []string{p}
 	}
-	sonames := []string{"libnvrtc.so", "libnvrtc.so.13", "libnvrtc.so.12"}
 	out := append([]string(nil), sonames...)
 	dirs := []string{"/usr/local/cuda/lib64", "/usr/local/cuda/targets/x86_64-linux/lib", "/usr/lib/x86_64-linux-gnu"}
 	if h := os.Getenv("CUDA_HOME"); h != "" {
@@ -78,10 +84,10 @@ func nvrtcCandidates() []string {
 	}
 	for _, pat := range []string{
 		"/usr/local/cuda-*/lib64",
-		"/usr/local/lib/python3*/dist-packages/nvidia/cuda_nvrtc/lib",
-		"/usr/local/lib/python3*/site-packages/nvidia/cuda_nvrtc/lib",
-		"/usr/lib/python3*/dist-packages/nvidia/cuda_nvrtc/lib",
-		"/opt/*/.venv/lib/python3*/site-packages/nvidia/cuda_nvrtc/lib",
+		"/usr/local/lib/python3*/dist-packages/nvidia/" + wheel + "/lib",
+		"/usr/local/lib/python3*/site-packages/nvidia/" + wheel + "/lib",
+		"/usr/lib/python3*/dist-packages/nvidia/" + wheel + "/lib",
+		"/opt/*/.venv/lib/python3*/site-packages/nvidia/" + wheel + "/lib",
 		"/opt/*/.venv/lib/python3*/site-packages/nvidia/cu13/lib",
 	} {
 		m, _ := filepath.Glob(pat)
@@ -96,6 +102,22 @@ func nvrtcCandidates() []string {
 	return out
 }
 
+// preload opens the libraries matching pattern in path's folder (a library
+// that path loads by name, found there even when the folder is not on the
+// loader's path).
+func preload(path, pattern string) {
+	if !strings.Contains(path, "/") {
+		return
+	}
+	m, _ := filepath.Glob(filepath.Join(filepath.Dir(path), pattern))
+	sort.Strings(m)
+	for _, b := range m {
+		if _, err := purego.Dlopen(b, purego.RTLD_NOW|purego.RTLD_GLOBAL); err == nil {
+			return
+		}
+	}
+}
+
 func loadNVRTC() (*nvrtcAPI, error) {
 	nvrtcOnce.Do(func() {
 		var errs []error
@@ -107,14 +129,7 @@ func loadNVRTC() (*nvrtcAPI, error) {
 				// NVRTC loads its builtins library by name; load it from
 				// the same folder first so that a library found outside the
 				// loader's path still compiles.
-				if m, _ := filepath.Glob(filepath.Join(filepath.Dir(c), "libnvrtc-builtins.so*")); len(m) > 0 {
-					sort.Strings(m)
-					for _, b := range m {
-						if _, err := purego.Dlopen(b, purego.RTLD_NOW|purego.RTLD_GLOBAL); err == nil {
-							break
-						}
-					}
-				}
+				preload(c, "libnvrtc-builtins.so*")
 			}
 			h, err := purego.Dlopen(c, purego.RTLD_NOW|purego.RTLD_GLOBAL)
 			if err != nil {

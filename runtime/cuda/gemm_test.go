@@ -1,0 +1,116 @@
+package cuda_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kvbench/kvbench/internal/fixtures"
+	"github.com/kvbench/kvbench/runtime"
+	"github.com/kvbench/kvbench/runtime/cpu"
+	"github.com/kvbench/kvbench/runtime/cuda"
+)
+
+// gpuWith opens the CUDA backend with KVBENCH_GEMM set to mode.
+func gpuWith(t *testing.T, mode string) *cuda.Backend {
+	t.Helper()
+	t.Setenv("KVBENCH_GEMM", mode)
+	g := newGPU(t)
+	if mode != "off" && !strings.Contains(g.Device(), "cuBLAS ") {
+		t.Fatalf("KVBENCH_GEMM=%s: no cuBLAS: %s", mode, g.Device())
+	}
+	return g
+}
+
+// TestBackendGemm checks MatMul through cuBLAS (rows >= 16) against the CPU
+// for every weight type: float32 GEMM within float32 rounding, bf16 GEMM
+// (activations rounded to bf16) within bf16 rounding.
+func TestBackendGemm(t *testing.T) {
+	c := cpu.New(0)
+	defer c.Close()
+	for _, mode := range []string{"f32", "bf16"} {
+		t.Run(mode, func(t *testing.T) {
+			g := gpuWith(t, mode)
+			rng := rand.New(rand.NewPCG(8, 1))
+			for _, dt := range []runtime.DType{runtime.F32, runtime.BF16, runtime.F16} {
+				for _, sh := range [][3]int{{16, 64, 50}, {64, 512, 1376}, {300, 384, 259}} {
+					rows, in, out := sh[0], sh[1], sh[2]
+					w := weight(rng, dt, out, in)
+					wc, err := c.Upload(w)
+					if err != nil {
+						t.Fatal(err)
+					}
+					wg, err := g.Upload(w)
+					if err != nil {
+						t.Fatal(err)
+					}
+					x := newPair(c, g, randVec(rng, rows*in, 1))
+					dst := newPair(c, g, make([]float32, rows*out))
+					c.MatMul(dst.c, x.c, wc, rows, in, out)
+					g.MatMul(dst.g, x.g, wg, rows, in, out)
+					tol := 1e-5
+					if mode == "bf16" && dt != runtime.F32 {
+						tol = 2e-2
+					}
+					dst.cmp(t, c, g, fmt.Sprintf("GEMM %s %v %dx%dx%d", mode, dt, rows, in, out), tol)
+				}
+			}
+		})
+	}
+}
+
+// TestBackendGemmModel runs a 512-token prefill of gutenberg-llama-25m with
+// each GEMM mode: the logits against the CPU and the prefill time.
+func TestBackendGemmModel(t *testing.T) {
+	m, err := runtime.Load(fixtures.Path(t, "models/gutenberg-llama-25m"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cpu.New(0)
+	defer c.Close()
+	vocab := m.Config.Vocab
+	rng := rand.New(rand.NewPCG(2, 2))
+	prompt := make([]int, 512)
+	for i := range prompt {
+		prompt[i] = 3 + rng.IntN(vocab-3)
+	}
+	rc, err := runtime.NewRunner(m, c, 256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([]float32, vocab)
+	if err := rc.Forward(prompt, want); err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []string{"off", "f32", "bf16"} {
+		t.Run(mode, func(t *testing.T) {
+			g := gpuWith(t, mode)
+			rg, err := runtime.NewRunner(m, g, 256)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := make([]float32, vocab)
+			best := time.Duration(1 << 62)
+			for range 5 {
+				rg.Reset()
+				t0 := time.Now()
+				if err := rg.Forward(prompt, got); err != nil {
+					t.Fatal(err)
+				}
+				best = min(best, time.Since(t0))
+			}
+			d := relDiff(got, want)
+			t.Logf("gemm %s: 512-token prefill (chunks of 256) best of 5 %v (%.0f tokens/s); logits relative difference to the CPU %.3g",
+				mode, best, 512/best.Seconds(), d)
+			limit := 1e-4
+			if mode == "bf16" {
+				limit = 5e-2
+			}
+			if d > limit {
+				t.Errorf("gemm %s: logits differ by %.3g relative", mode, d)
+			}
+		})
+	}
+}
