@@ -24,10 +24,12 @@ type Engine struct {
 	Tok         tokenizer.Tokenizer
 	Policy      string
 	Params      policies.Params
-	Backend     string // registered backend name ("": cpu)
-	Threads     int    // CPU threads per stream (0: every core)
-	RecallEvery int    // sample attention recall every n decode steps (0: never)
-	MaxRows     int    // prefill chunk (default 256)
+	Backend     string        // registered backend name ("": cpu)
+	Threads     int           // CPU threads per stream (0: every core)
+	RecallEvery int           // sample attention recall every n decode steps (0: never)
+	MaxRows     int           // prefill chunk (default 256)
+	KVType      runtime.DType // KV page element type (default F32)
+	PageSize    int           // KV page slots (default runtime.DefaultPageSize)
 
 	mu      sync.Mutex
 	lat     []float64 // decode attention time per layer and step, µs (bounded reservoir)
@@ -90,7 +92,7 @@ func (e *Engine) NewStream() (tasks.Stream, error) {
 	if rows <= 0 {
 		rows = 256
 	}
-	r, err := runtime.NewRunner(e.Model, be, rows)
+	r, err := runtime.NewRunnerWith(e.Model, be, runtime.RunnerOptions{MaxRows: rows, PageSize: e.PageSize, KVType: e.KVType})
 	if err != nil {
 		closeBackend(be)
 		return nil, err

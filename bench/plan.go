@@ -63,6 +63,12 @@ func (s *Suite) Cells() []Cell {
 			tcs = append(tcs, tc{e.Name, c.params, c.key})
 		}
 	}
+	// A non-default KV layout is part of every key, so that results of
+	// another layout in the same folder are not taken as done.
+	kv := ""
+	if (s.KVType != "" && s.KVType != "f32") || (s.PageSize != 0 && s.PageSize != 16) {
+		kv = fmt.Sprintf("@kv=%s/%d", s.KVType, s.PageSize)
+	}
 	cells := make([]Cell, 0, len(s.Models)*len(pcs)*len(tcs))
 	for _, m := range s.Models {
 		for _, p := range pcs {
@@ -73,7 +79,7 @@ func (s *Suite) Cells() []Cell {
 					PolicyParams: cloneMap(p.params),
 					Task:         t.name,
 					TaskParams:   cloneMap(t.params),
-					Key:          m.Name + "/" + p.key + "/" + t.key,
+					Key:          m.Name + kv + "/" + p.key + "/" + t.key,
 				})
 			}
 		}

@@ -73,6 +73,13 @@ func Run(ctx context.Context, s *Suite, opt RunOptions) (*RunSummary, error) {
 	if err != nil {
 		return nil, err
 	}
+	if s.KVType != "" && s.KVType != "f32" && backend == "cpu" {
+		why := ""
+		if reason != "" {
+			why = " (" + reason + ")"
+		}
+		return nil, fmt.Errorf("suite %s: kv_dtype %s needs backend cuda; this run uses the cpu backend%s, whose KV pages are float32", s.File, s.KVType, why)
+	}
 	if opt.Progress == nil {
 		opt.Progress = io.Discard
 	}
@@ -195,7 +202,10 @@ func runCell(ctx context.Context, s *Suite, c Cell, models map[string]*loadedMod
 	if err != nil {
 		return fail(err)
 	}
-	e.RecallEvery, e.Threads, e.Backend = s.RecallEvery, s.Threads, backend
+	e.RecallEvery, e.Threads, e.Backend, e.PageSize = s.RecallEvery, s.Threads, backend, s.PageSize
+	if e.KVType, err = ParseKVType(s.KVType); err != nil {
+		return fail(err)
+	}
 	rec.Budget = e.Budget()
 	t0 := time.Now()
 	res, err := task.Run(ctx, e, c.TaskParams)
@@ -209,6 +219,7 @@ func runCell(ctx context.Context, s *Suite, c Cell, models map[string]*loadedMod
 		rec.Throughput = float64(res.Tokens) / el.Seconds()
 	}
 	rec.Latency, rec.KV = e.Summary()
+	rec.KV.Type, rec.KV.PageSize = s.KVType, s.PageSize
 	_, rec.Meta.Device = e.Device()
 	rec.Meta.End = time.Now().UTC()
 	return rec

@@ -30,6 +30,8 @@ import (
 //	seed: 1                  # default 1
 //	recall_every: 64         # sample attention recall every N decode steps (0: off)
 //	threads: 0               # CPU threads per stream (0: every core)
+//	kv_dtype: f32            # KV page type: f32 (every backend) | bf16 (cuda)
+//	page_size: 16            # KV page slots (default 16)
 //	include: common.yaml     # optional, a file or a list: their models, policies and tasks come first
 //	models:                  # required, >= 1; name + path (+ tokenizer), or a bare path
 //	  - {name: ref25m, path: ../shared/models/gutenberg-llama-25m, tokenizer: tok.model}
@@ -51,6 +53,8 @@ type Suite struct {
 	Seed        int64
 	RecallEvery int
 	Threads     int
+	KVType      string // f32 or bf16
+	PageSize    int
 	Includes    []string // included files, resolved, in order read
 	Models      []ModelSpec
 	Policies    []PolicyEntry
@@ -381,7 +385,7 @@ func (p *parser) decode(data []byte) (root *yaml.Node) {
 	return root
 }
 
-var topFields = []string{"name", "backend", "seed", "recall_every", "threads", "include", "models", "policies", "tasks"}
+var topFields = []string{"name", "backend", "seed", "recall_every", "threads", "kv_dtype", "page_size", "include", "models", "policies", "tasks"}
 
 func (p *parser) parseFile(data []byte) *part {
 	root := p.decode(data)
@@ -391,6 +395,7 @@ func (p *parser) parseFile(data []byte) *part {
 	pt := &part{root: root, has: map[string]*yaml.Node{}, vals: map[string]*yaml.Node{}}
 	s := &pt.suite
 	s.Backend = "auto"
+	s.KVType, s.PageSize = "f32", 16
 	s.Seed = 1
 	var own struct {
 		models   []modelEntry
@@ -433,6 +438,18 @@ func (p *parser) parseFile(data []byte) *part {
 		case "threads":
 			if i, ok := p.integer(v, "threads", 0, 1<<16); ok {
 				s.Threads = int(i)
+			}
+		case "kv_dtype":
+			if str, ok := p.str(v, "kv_dtype"); ok {
+				if _, err := ParseKVType(str); err != nil {
+					p.errorf(v, "kv_dtype: %v", err)
+				} else {
+					s.KVType = str
+				}
+			}
+		case "page_size":
+			if i, ok := p.integer(v, "page_size", 1, 1<<16); ok {
+				s.PageSize = int(i)
 			}
 		case "include":
 			p.include(v, pt)
@@ -1152,4 +1169,19 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// ParseKVType maps a kv_dtype name (f32, bf16) to its element type.
+func ParseKVType(s string) (runtime.DType, error) {
+	switch s {
+	case "f32", "float32":
+		return runtime.F32, nil
+	case "bf16", "bfloat16":
+		return runtime.BF16, nil
+	}
+	msg := fmt.Sprintf("%q is not one of f32, bf16", s)
+	if c := policies.Closest(s, []string{"f32", "bf16"}); c != "" {
+		msg += fmt.Sprintf("; did you mean %s?", c)
+	}
+	return 0, errors.New(msg)
 }

@@ -254,6 +254,8 @@ func TestParseSuiteErrors(t *testing.T) {
 		{"name not a string", edit(1, "name: [a]"), 1, "[a]", "name: want a string"},
 		{"missing name", edit(1, "backend: cpu"), 1, "backend", "missing required field name"},
 		{"bad backend", edit(1, "name: t\nbackend: gpu"), 2, "gpu", `"gpu" is not one of auto, cpu, cuda`},
+		{"bad kv_dtype", edit(1, "name: t\nkv_dtype: bf61"), 2, "bf61", `kv_dtype: "bf61" is not one of f32, bf16; did you mean bf16?`},
+		{"page_size zero", edit(1, "name: t\npage_size: 0"), 2, "0", "page_size"},
 		{"empty policies", strings.Replace(base, "policies:\n  - full\n", "policies: []\n", 1), 4, "policies", "policies: needs at least one entry"},
 		{"missing tasks", strings.Replace(base, "tasks:\n  - {name: passkey, lengths: [64]}\n", "", 1), 1, "name", "missing required field tasks"},
 		{"duplicate model", edit(3, "  - {name: m, path: synthetic:tiny}\n  - {name: m, path: synthetic:small}"), 4, "{", `duplicate model name "m" (first at suite.yaml:3:5)`},
@@ -455,4 +457,28 @@ func TestPolicyValuesCanonical(t *testing.T) {
 		t.Errorf("cell %+v", c)
 	}
 	_ = math.Inf
+}
+
+// TestKVLayout checks the KV layout fields: defaults, the key of a
+// non-default layout, and the refusal of bf16 pages on the CPU.
+func TestKVLayout(t *testing.T) {
+	s, err := ParseSuite("suite.yaml", []byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.KVType != "f32" || s.PageSize != 16 {
+		t.Errorf("defaults: kv_dtype %q page_size %d", s.KVType, s.PageSize)
+	}
+	plain := s.Cells()[0].Key
+	s, err = ParseSuite("suite.yaml", []byte(strings.Replace(base, "name: t\n", "name: t\nbackend: cpu\nkv_dtype: bf16\npage_size: 32\n", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k := s.Cells()[0].Key; k == plain || !strings.Contains(k, "@kv=bf16/32") {
+		t.Errorf("key of a bf16/32 layout %q (f32/16: %q)", k, plain)
+	}
+	_, err = Run(context.Background(), s, RunOptions{Out: t.TempDir(), Quiet: true})
+	if err == nil || !strings.Contains(err.Error(), "kv_dtype bf16 needs backend cuda") {
+		t.Errorf("bf16 on the cpu backend: %v", err)
+	}
 }

@@ -57,6 +57,8 @@ type KV struct {
 	BytesRead     float64 `json:"bytes_read_per_step"` // mean over decode steps
 	Recall        float64 `json:"recall"`              // mean sampled attention recall (-1: not sampled)
 	MaxAttended   int     `json:"max_attended"`
+	Type          string  `json:"kv_dtype,omitempty"`  // page element type (f32, bf16)
+	PageSize      int     `json:"page_size,omitempty"` // slots per page
 }
 
 // Meta is the environment of the run.

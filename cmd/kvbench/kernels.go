@@ -39,6 +39,7 @@ func cmdKernels(stdout, stderr io.Writer, args []string) error {
 	device := fs.Int("device", 0, "CUDA device ordinal")
 	split := fs.Bool("split", false, "Quest: also time the selection and the attention alone")
 	verbose := fs.Bool("v", false, "print each cell's launch plan")
+	graph := fs.Bool("graph", false, "also time each policy's step replayed as a CUDA graph (rows marked +graph)")
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
@@ -92,7 +93,7 @@ func cmdKernels(stdout, stderr io.Writer, args []string) error {
 	for _, hk := range heads {
 		for _, n := range lengths {
 			s := cuda.Shape{Heads: hk[0], KVHeads: hk[1], HeadDim: *dim, Tokens: n}
-			rows, err := benchShape(k, s, policies, *page, *budget, *chunk, *iters, *check, *split, *seed, bw)
+			rows, err := benchShape(k, s, policies, *page, *budget, *chunk, *iters, *check, *split, *graph, *seed, bw)
 			for _, r := range rows {
 				if *verbose && r.plan != "" {
 					fmt.Fprintf(stdout, "# %s %s %d: %s\n", r.policy, r.heads, r.tokens, r.plan)
@@ -140,7 +141,7 @@ type kvSet struct {
 	q, K, V, mn, mx, out cuda.Ptr
 }
 
-func benchShape(k *cuda.Kernels, s cuda.Shape, policies []string, page, budget, chunk, iters int, check, split bool, seed uint64, bw float64) ([]kernelRow, error) {
+func benchShape(k *cuda.Kernels, s cuda.Shape, policies []string, page, budget, chunk, iters int, check, split, graph bool, seed uint64, bw float64) ([]kernelRow, error) {
 	d := k.D
 	kvBytes := s.KVBytes()
 	needMeta := false
@@ -281,6 +282,16 @@ func benchShape(k *cuda.Kernels, s cuda.Shape, policies []string, page, budget, 
 		}
 		row.median, row.best = median(samples)*1e3, slices.Min(samples)*1e3
 		rows = append(rows, row)
+		if graph {
+			gr := row
+			gr.policy, gr.plan = p+"+graph", ""
+			samples, err := timeGraphs(k, launch, sets, iters)
+			if err != nil {
+				return rows, err
+			}
+			gr.median, gr.best = median(samples)*1e3, slices.Min(samples)*1e3
+			rows = append(rows, gr)
+		}
 		for i, pr := range parts {
 			samples, err := timeLaunches(k, func(j int) error { return partLaunch[i](sets[j%nsets]) }, nsets, iters)
 			if err != nil {
@@ -356,6 +367,38 @@ func timeLaunches(k *cuda.Kernels, launch func(i int) error, nsets, iters int) (
 		run += b
 	}
 	return out, nil
+}
+
+// timeGraphs captures one run of launch per input set as a CUDA graph and
+// times the replays as timeLaunches times direct launches.
+func timeGraphs(k *cuda.Kernels, launch func(st kvSet) error, sets []kvSet, iters int) ([]float64, error) {
+	d := k.D
+	graphs := make([]*cuda.Graph, len(sets))
+	defer func() {
+		for _, g := range graphs {
+			if g != nil {
+				_ = g.Destroy()
+			}
+		}
+	}()
+	for i := range sets {
+		if err := d.BeginCapture(); err != nil {
+			return nil, err
+		}
+		lerr := launch(sets[i])
+		g, err := d.EndCapture()
+		if lerr != nil {
+			if g != nil {
+				_ = g.Destroy()
+			}
+			return nil, lerr
+		}
+		if err != nil {
+			return nil, err
+		}
+		graphs[i] = g
+	}
+	return timeLaunches(k, func(i int) error { return graphs[i%len(graphs)].Launch() }, len(sets), iters)
 }
 
 func median(x []float64) float64 {

@@ -217,7 +217,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, rowOff, headOff int32, stride
 	tiles := (a.Rows + rt - 1) / rt
 	per := a.Heads * tiles
 	chunks := max(1, (4*b.D.SMs+per-1)/per)
-	chunks = min(chunks, (stride+31)/32)
+	chunks = min(chunks, (stride+127)/128) // at least a token per thread
 	chunk := ((stride+chunks-1)/chunks + 31) &^ 31
 	chunk = min(chunk, maxChunk)
 	chunks = (stride + chunk - 1) / chunk

@@ -18,7 +18,7 @@ func gpuWith(t *testing.T, mode string) *cuda.Backend {
 	t.Helper()
 	t.Setenv("KVBENCH_GEMM", mode)
 	g := newGPU(t)
-	if mode != "off" && !strings.Contains(g.Device(), "cuBLAS ") {
+	if mode != "off" && (strings.Contains(g.Device(), "no cuBLAS") || !strings.Contains(g.Device(), "cuBLAS")) {
 		t.Fatalf("KVBENCH_GEMM=%s: no cuBLAS: %s", mode, g.Device())
 	}
 	return g
