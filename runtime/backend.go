@@ -140,3 +140,21 @@ type DeviceTimer interface {
 	// ClearMarks forgets every mark; their indices are reused.
 	ClearMarks()
 }
+
+// Replayer is an optional Backend capability: a sequence of operations that
+// runs with the same buffers and sizes every time its key comes back is
+// recorded the first time and replayed as one unit afterwards (a CUDA
+// graph), which saves the host the cost of issuing each operation. ops may
+// only call the Backend's kernel methods on fixed buffers: no Write, Read,
+// Attend, RoPE, Embed or KV copies (they take host data).
+type Replayer interface {
+	Replay(key ReplayKey, ops func())
+}
+
+// ReplayKey names a replayed sequence: its owner (a Runner's unique id), a
+// layer and a part of the layer.
+type ReplayKey struct {
+	Owner uint64
+	Layer int
+	Part  int
+}

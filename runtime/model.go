@@ -3,6 +3,7 @@ package runtime
 import (
 	"fmt"
 	"math"
+	"sync/atomic"
 	"time"
 )
 
@@ -66,9 +67,12 @@ type Runner struct {
 	OnAttend func(layer, rows int, d time.Duration)
 	w        deviceWeights
 	s        state
-	pos      int   // position of the next token
-	marks    []int // device timestamps around each layer's attention
+	pos      int    // position of the next token
+	marks    []int  // device timestamps around each layer's attention
+	id       uint64 // unique among runners: the owner in ReplayKeys
 }
+
+var runnerIDs atomic.Uint64
 
 // RunnerOptions shape a Runner: its prefill chunk and its KV cache.
 type RunnerOptions struct {
@@ -105,7 +109,7 @@ func NewRunnerWith(m *Model, be Backend, o RunnerOptions) (*Runner, error) {
 		}
 		return b, nil
 	}
-	r := &Runner{Model: m, Backend: be, Cache: cache}
+	r := &Runner{Model: m, Backend: be, Cache: cache, id: runnerIDs.Add(1)}
 	w := &r.w
 	if w.embed, err = up(m.Weights.Embed); err != nil {
 		return nil, err
@@ -219,18 +223,18 @@ func (r *Runner) step(tokens []int, out []float32, all bool) {
 	pos := s.pos[:rows]
 
 	be.Embed(s.x, w.embed, tokens, c.Dim)
+	// A decode step's fixed sequences of operations (same buffers, one row)
+	// are replayed as a unit where the backend can (a CUDA graph).
+	rep, _ := be.(Replayer)
+	if rows != 1 {
+		rep = nil
+	}
 	for l := range w.layers {
-		lw := &w.layers[l]
-
 		// Attention block: x += Wo · attention(RoPE(Wq·xb), cache ∪ RoPE(Wk·xb), Wv·xb).
-		be.RMSNorm(s.xb, s.x, lw.attnNorm, rows, c.Dim, c.NormEps)
-		be.MatMul(s.q, s.xb, lw.wq, rows, c.Dim, c.QDim())
-		be.MatMul(s.k, s.xb, lw.wk, rows, c.Dim, c.KVDim())
-		be.MatMul(s.v, s.xb, lw.wv, rows, c.Dim, c.KVDim())
-		if c.QKVBias {
-			be.AddBias(s.q, lw.bq, rows, c.QDim())
-			be.AddBias(s.k, lw.bk, rows, c.KVDim())
-			be.AddBias(s.v, lw.bv, rows, c.KVDim())
+		if rep != nil {
+			rep.Replay(ReplayKey{r.id, l, 0}, func() { r.projectQKV(l, 1) })
+		} else {
+			r.projectQKV(l, rows)
 		}
 		be.RoPE(s.q, rows, c.Heads, c.HeadDim, pos, c.RopeTheta, c.Rope)
 		be.RoPE(s.k, rows, c.KVHeads, c.HeadDim, pos, c.RopeTheta, c.Rope)
@@ -255,16 +259,11 @@ func (r *Runner) step(tokens []int, out []float32, all bool) {
 		if r.Hook != nil {
 			r.Hook.AfterAttend(l, &s.attn)
 		}
-		be.MatMul(s.xb2, s.att, lw.wo, rows, c.QDim(), c.Dim)
-		be.Add(s.x, s.xb2, rows*c.Dim)
-
-		// MLP block: x += Wdown · (silu(Wgate·xb) ⊙ Wup·xb).
-		be.RMSNorm(s.xb, s.x, lw.mlpNorm, rows, c.Dim, c.NormEps)
-		be.MatMul(s.hb, s.xb, lw.gate, rows, c.Dim, c.Hidden)
-		be.MatMul(s.hb2, s.xb, lw.up, rows, c.Dim, c.Hidden)
-		be.SwiGLU(s.hb, s.hb2, rows*c.Hidden)
-		be.MatMul(s.xb2, s.hb, lw.down, rows, c.Hidden, c.Dim)
-		be.Add(s.x, s.xb2, rows*c.Dim)
+		if rep != nil {
+			rep.Replay(ReplayKey{r.id, l, 1}, func() { r.outputAndMLP(l, 1) })
+		} else {
+			r.outputAndMLP(l, rows)
+		}
 	}
 	r.pos += rows
 	defer r.deliverTimes(rows)
@@ -282,6 +281,36 @@ func (r *Runner) step(tokens []int, out []float32, all bool) {
 	be.RMSNorm(s.last, s.last, w.norm, 1, c.Dim, c.NormEps)
 	be.MatMul(s.logits, s.last, w.output, 1, c.Dim, c.Vocab)
 	be.Read(out[:c.Vocab], s.logits, 0)
+}
+
+// projectQKV computes the queries, keys and values of layer l from the
+// residual stream: q, k, v = W·RMSNorm(x) (+ bias).
+func (r *Runner) projectQKV(l, rows int) {
+	c, be, s, lw := r.Model.Config, r.Backend, &r.s, &r.w.layers[l]
+	be.RMSNorm(s.xb, s.x, lw.attnNorm, rows, c.Dim, c.NormEps)
+	be.MatMul(s.q, s.xb, lw.wq, rows, c.Dim, c.QDim())
+	be.MatMul(s.k, s.xb, lw.wk, rows, c.Dim, c.KVDim())
+	be.MatMul(s.v, s.xb, lw.wv, rows, c.Dim, c.KVDim())
+	if c.QKVBias {
+		be.AddBias(s.q, lw.bq, rows, c.QDim())
+		be.AddBias(s.k, lw.bk, rows, c.KVDim())
+		be.AddBias(s.v, lw.bv, rows, c.KVDim())
+	}
+}
+
+// outputAndMLP adds the attention output projection and the MLP block of
+// layer l to the residual stream:
+// x += Wo·att; x += Wdown · (silu(Wgate·xb) ⊙ Wup·xb) with xb = RMSNorm(x).
+func (r *Runner) outputAndMLP(l, rows int) {
+	c, be, s, lw := r.Model.Config, r.Backend, &r.s, &r.w.layers[l]
+	be.MatMul(s.xb2, s.att, lw.wo, rows, c.QDim(), c.Dim)
+	be.Add(s.x, s.xb2, rows*c.Dim)
+	be.RMSNorm(s.xb, s.x, lw.mlpNorm, rows, c.Dim, c.NormEps)
+	be.MatMul(s.hb, s.xb, lw.gate, rows, c.Dim, c.Hidden)
+	be.MatMul(s.hb2, s.xb, lw.up, rows, c.Dim, c.Hidden)
+	be.SwiGLU(s.hb, s.hb2, rows*c.Hidden)
+	be.MatMul(s.xb2, s.hb, lw.down, rows, c.Hidden, c.Dim)
+	be.Add(s.x, s.xb2, rows*c.Dim)
 }
 
 // deliverTimes hands the device times of this step's attention calls to

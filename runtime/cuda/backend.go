@@ -47,21 +47,24 @@ type Backend struct {
 	// Per-call scratch on the device, grown as needed.
 	scores, full, recall, small, part, ml, acc scratch
 	// Host building space for the per-call metadata.
-	hInts   []int32
-	hPtrs   []uint64
-	hAcc    []float32
-	hRec    []float32
-	desc    string
-	kvt     int32 // page type of the call being built (kvF32, kvBF16)
-	st      stager
-	kv      kvBatch
-	events  []*Event
-	marks   int
-	blas    *BLAS // nil when cuBLAS could not be loaded (blasErr says why)
-	blasErr error
-	gemm    string  // KVBENCH_GEMM: f32 (default), bf16 or off
-	wide    scratch // float32 copy of a bf16/f16 weight for an f32 GEMM
-	narrow  scratch // bf16/f16 copy of the activations for a bf16/f16 GEMM
+	hInts     []int32
+	hPtrs     []uint64
+	hAcc      []float32
+	hRec      []float32
+	desc      string
+	kvt       int32 // page type of the call being built (kvF32, kvBF16)
+	st        stager
+	kv        kvBatch
+	events    []*Event
+	marks     int
+	blas      *BLAS // nil when cuBLAS could not be loaded (blasErr says why)
+	blasErr   error
+	gemm      string // KVBENCH_GEMM: f32 (default), bf16 or off
+	graphs    map[runtime.ReplayKey]*Graph
+	capturing bool    // inside Replay's capture: no host data, no waiting
+	noGraphs  bool    // KVBENCH_GRAPHS=off: Replay runs the operations directly
+	wide      scratch // float32 copy of a bf16/f16 weight for an f32 GEMM
+	narrow    scratch // bf16/f16 copy of the activations for a bf16/f16 GEMM
 }
 
 // gemmMinRows is the smallest MatMul that goes to cuBLAS; fewer rows (decode)
@@ -115,7 +118,7 @@ func NewBackend(ordinal int) (*Backend, error) {
 		return nil, err
 	}
 	b := &Backend{D: d, mod: m, fns: map[string]*Function{}, slab: newSlabAllocator(d), live: map[*buf]struct{}{},
-		kv: kvBatch{written: map[Ptr]struct{}{}, read: map[Ptr]struct{}{}}}
+		kv: kvBatch{written: map[Ptr]struct{}{}, read: map[Ptr]struct{}{}}, graphs: map[runtime.ReplayKey]*Graph{}}
 	nv, _, err := NVRTCVersion()
 	if err != nil {
 		nv = "unknown"
@@ -129,6 +132,14 @@ func NewBackend(ordinal int) (*Backend, error) {
 		b.Close()
 		return nil, fmt.Errorf("cuda: KVBENCH_GEMM=%q is not one of f32, bf16, off", b.gemm)
 	}
+	switch g := os.Getenv("KVBENCH_GRAPHS"); g {
+	case "", "on":
+	case "off":
+		b.noGraphs = true
+	default:
+		b.Close()
+		return nil, fmt.Errorf("cuda: KVBENCH_GRAPHS=%q is not on or off", g)
+	}
 	blasNote := ""
 	if b.gemm != "off" {
 		b.blas, b.blasErr = NewBLAS(d)
@@ -137,6 +148,9 @@ func NewBackend(ordinal int) (*Backend, error) {
 		} else {
 			blasNote = fmt.Sprintf(", cuBLAS %s (%s GEMM)", b.blas.Version, b.gemm)
 		}
+	}
+	if b.noGraphs {
+		blasNote += ", no graphs"
 	}
 	b.desc = fmt.Sprintf("%s, %s, NVRTC %s%s", d.Name, d.Arch(), nv, blasNote)
 	return b, nil
@@ -149,6 +163,10 @@ func (b *Backend) Close() error {
 	if b.blas != nil {
 		_ = b.blas.Close()
 		b.blas = nil
+	}
+	for k, g := range b.graphs {
+		_ = g.Destroy()
+		delete(b.graphs, k)
 	}
 	for _, s := range []*scratch{&b.scores, &b.full, &b.recall, &b.small, &b.part, &b.ml, &b.acc, &b.wide, &b.narrow} {
 		if s.p != 0 {
@@ -227,6 +245,7 @@ func span(n int64) int64 { return (max(n, 1) + 255) &^ 255 }
 // when it is full. Every operation reserves once, after flushKV and before
 // its puts, so that no put overwrites data a queued kernel has yet to read.
 func (b *Backend) reserve(n int64) {
+	b.notCapturing("an upload")
 	if b.st.off+n <= b.st.size {
 		return
 	}
@@ -294,6 +313,7 @@ func (b *Backend) sync() {
 
 // wait waits for the stream; the staging arenas are free again.
 func (b *Backend) wait() {
+	b.notCapturing("a wait for the device")
 	must(b.D.Sync())
 	b.st.off = 0
 }
@@ -724,6 +744,37 @@ func (b *Backend) Elapsed(i, j int) time.Duration {
 	return time.Duration(ms * 1e6)
 }
 
+// Replay runs ops, recorded as a CUDA graph the first time key is seen and
+// replayed from the graph afterwards (see runtime.Replayer).
+func (b *Backend) Replay(key runtime.ReplayKey, ops func()) {
+	b.flushKV()
+	if b.noGraphs {
+		ops()
+		return
+	}
+	g, ok := b.graphs[key]
+	if !ok {
+		must(b.D.BeginCapture())
+		b.capturing = true
+		ops()
+		b.flushKV()
+		b.capturing = false
+		var err error
+		g, err = b.D.EndCapture()
+		must(err)
+		b.graphs[key] = g
+	}
+	must(g.Launch())
+}
+
+// notCapturing panics when an operation that needs host data or a wait runs
+// inside Replay's capture (a misuse of runtime.Replayer).
+func (b *Backend) notCapturing(what string) {
+	if b.capturing {
+		panic("cuda: " + what + " inside a replayed sequence (runtime.Replayer: kernel methods on fixed buffers only)")
+	}
+}
+
 // ClearMarks lets the marks' events be recorded again.
 func (b *Backend) ClearMarks() { b.marks = 0 }
 
@@ -732,4 +783,5 @@ var (
 	_ runtime.Scorer      = (*Backend)(nil)
 	_ runtime.KVAllocator = (*Backend)(nil)
 	_ runtime.DeviceTimer = (*Backend)(nil)
+	_ runtime.Replayer    = (*Backend)(nil)
 )

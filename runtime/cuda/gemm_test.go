@@ -114,3 +114,36 @@ func TestBackendGemmModel(t *testing.T) {
 		})
 	}
 }
+
+// TestBackendGemmSpeed logs the device time of MatMul by each path at the
+// shapes of a 25M model's prefill and of a 7B model's (bf16 weights), to
+// choose where cuBLAS takes over. Only -v output; nothing is asserted.
+func TestBackendGemmSpeed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("timing only")
+	}
+	rng := rand.New(rand.NewPCG(1, 1))
+	for _, mode := range []string{"off", "f32", "bf16"} {
+		g := gpuWith(t, mode)
+		for _, sh := range [][3]int{{256, 512, 1376}, {256, 512, 32000}, {256, 4096, 4096}, {256, 4096, 11008}, {1024, 4096, 4096}} {
+			rows, in, out := sh[0], sh[1], sh[2]
+			w, err := g.Upload(weight(rng, runtime.BF16, out, in))
+			if err != nil {
+				t.Fatal(err)
+			}
+			x, dst := g.Alloc(rows*in), g.Alloc(rows*out)
+			g.MatMul(dst, x, w, rows, in, out)
+			const reps = 10
+			a := g.Mark()
+			for range reps {
+				g.MatMul(dst, x, w, rows, in, out)
+			}
+			d := g.Elapsed(a, g.Mark()) / reps
+			g.ClearMarks()
+			t.Logf("MatMul bf16 weights %dx%dx%d gemm %s: %v (%.1f TFLOP/s)", rows, in, out, mode, d, 2*float64(rows*in*out)/d.Seconds()/1e12)
+			g.Free(w)
+			g.Free(x)
+			g.Free(dst)
+		}
+	}
+}

@@ -271,3 +271,49 @@ func TestBackendBF16Model(t *testing.T) {
 		t.Error("the CPU backend accepted bf16 KV pages")
 	}
 }
+
+// TestBackendReplay decodes with and without CUDA graph replay: the logits
+// are identical; the decode rates (and the CPU's) are logged.
+func TestBackendReplay(t *testing.T) {
+	m, err := runtime.Load(fixtures.Path(t, "models/gutenberg-llama-25m"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vocab := m.Config.Vocab
+	prompt := make([]int, 1000)
+	for i := range prompt {
+		prompt[i] = 3 + (i*7919)%(vocab-3)
+	}
+	const steps = 200
+	run := func(be runtime.Backend) ([]float32, time.Duration) {
+		r, err := runtime.NewRunner(m, be, 256)
+		if err != nil {
+			t.Fatal(err)
+		}
+		logits := make([]float32, vocab)
+		if err := r.Forward(prompt, logits); err != nil {
+			t.Fatal(err)
+		}
+		var all []float32
+		t0 := time.Now()
+		for i := range steps {
+			if err := r.Forward([]int{3 + i%100}, logits); err != nil {
+				t.Fatal(err)
+			}
+			all = append(all, logits...)
+		}
+		return all, time.Since(t0)
+	}
+	t.Setenv("KVBENCH_GRAPHS", "on")
+	on, ton := run(newGPU(t))
+	t.Setenv("KVBENCH_GRAPHS", "off")
+	off, toff := run(newGPU(t))
+	if !slices.Equal(on, off) {
+		t.Errorf("logits with graph replay differ from direct launches (relative %.3g)", relDiff(on, off))
+	}
+	c := cpu.New(0)
+	defer c.Close()
+	want, tc := run(c)
+	t.Logf("decode at 1000-1200 tokens of context, %d steps: graphs %.0f tokens/s, direct launches %.0f tokens/s, CPU (%s) %.0f tokens/s; GPU vs CPU logits %.3g",
+		steps, steps/ton.Seconds(), steps/toff.Seconds(), c.Device(), steps/tc.Seconds(), relDiff(on, want))
+}
