@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"sync"
 	"time"
 	"unsafe"
@@ -47,19 +48,25 @@ type Backend struct {
 	// Per-call scratch on the device, grown as needed.
 	scores, full, recall, small, part, ml, acc scratch
 	// Host building space for the per-call metadata.
-	hInts     []int32
-	hPtrs     []uint64
-	hAcc      []float32
-	hRec      []float32
-	desc      string
-	kvt       int32 // page type of the call being built (kvF32, kvBF16)
-	st        stager
-	kv        kvBatch
-	events    []*Event
-	marks     int
-	blas      *BLAS // nil when cuBLAS could not be loaded (blasErr says why)
-	blasErr   error
-	gemm      string // KVBENCH_GEMM: f32 (default), bf16 or off
+	hInts   []int32
+	hPtrs   []uint64
+	hAcc    []float32
+	hRec    []float32
+	desc    string
+	kvt     int32 // page type of the call being built (kvF32, kvBF16)
+	st      stager
+	kv      kvBatch
+	events  []*Event
+	marks   int
+	blas    *BLAS // nil when cuBLAS could not be loaded (blasErr says why)
+	blasErr error
+	gemm    string // KVBENCH_GEMM: f32 (default), bf16 or off
+	epoch   int    // counts arena restarts (wait)
+	rope    struct {
+		v     []int32
+		p     Ptr
+		epoch int
+	}
 	graphs    map[runtime.ReplayKey]*Graph
 	capturing bool    // inside Replay's capture: no host data, no waiting
 	noGraphs  bool    // KVBENCH_GRAPHS=off: Replay runs the operations directly
@@ -315,6 +322,7 @@ func (b *Backend) sync() {
 func (b *Backend) wait() {
 	b.notCapturing("a wait for the device")
 	must(b.D.Sync())
+	b.epoch++
 	b.st.off = 0
 }
 
@@ -666,8 +674,14 @@ func (b *Backend) RoPE(x runtime.Buffer, rows, heads, headDim int, pos []int, th
 	v = invFreq(v, theta, headDim)
 	b.hInts = v
 	b.flushKV()
-	b.reserve(span(int64(len(v)) * 4))
-	p := b.putInts(v)
+	// The queries and keys of a layer rotate by the same positions: reuse
+	// the upload while the arena still holds it.
+	p := b.rope.p
+	if b.rope.epoch != b.epoch || !slices.Equal(b.rope.v, v) {
+		b.reserve(span(int64(len(v)) * 4))
+		p = b.putInts(v)
+		b.rope.v, b.rope.p, b.rope.epoch = append(b.rope.v[:0], v...), p, b.epoch
+	}
 	inter := int32(0)
 	if style == runtime.RopeInterleaved {
 		inter = 1

@@ -111,9 +111,12 @@ func Open(ordinal int) (*Device, error) {
 	if err := api.check("cuCtxSetCurrent", api.cuCtxSetCurrent(d.ctx)); err != nil {
 		return nil, err
 	}
-	// A blocking stream (flags 0): it synchronises with the legacy default
-	// stream that the synchronous copies and memsets of this package use.
-	if err := api.check("cuStreamCreate", api.cuStreamCreate(&d.stream, 0)); err != nil {
+	// A non-blocking stream (CU_STREAM_NON_BLOCKING): every copy and memset
+	// of this package is enqueued on it too, so nothing is ordered through
+	// the legacy default stream, and work on another Device's stream (of
+	// another goroutine) never joins this one's (a graph capture on one
+	// stream is not broken by another's copies).
+	if err := api.check("cuStreamCreate", api.cuStreamCreate(&d.stream, 1)); err != nil {
 		api.cuDevicePrimaryCtxRelease(d.dev)
 		return nil, err
 	}
@@ -250,8 +253,8 @@ func bytesOf[T any](s []T) (unsafe.Pointer, int64) {
 	return unsafe.Pointer(&s[0]), int64(len(s)) * int64(unsafe.Sizeof(z))
 }
 
-// Upload copies the elements of src to dst. It waits for this device's
-// stream first so that it is ordered after work launched before it.
+// Upload copies the elements of src to dst on the device's stream (after
+// the work enqueued before it) and waits for the copy.
 func Upload[T any](d *Device, dst Ptr, src []T) error {
 	p, n := bytesOf(src)
 	if n == 0 {
@@ -261,10 +264,10 @@ func Upload[T any](d *Device, dst Ptr, src []T) error {
 		return err
 	}
 	defer leave()
-	if err := d.api.check("cuStreamSynchronize", d.api.cuStreamSynchronize(d.stream)); err != nil {
+	if err := d.api.check("cuMemcpyHtoDAsync_v2", d.api.cuMemcpyHtoDAsync(uint64(dst), p, uint64(n), d.stream)); err != nil {
 		return err
 	}
-	err := d.api.check("cuMemcpyHtoD_v2", d.api.cuMemcpyHtoD(uint64(dst), p, uint64(n)))
+	err := d.api.check("cuStreamSynchronize", d.api.cuStreamSynchronize(d.stream))
 	runtime.KeepAlive(src)
 	return err
 }
@@ -280,10 +283,10 @@ func Download[T any](d *Device, dst []T, src Ptr) error {
 		return err
 	}
 	defer leave()
-	if err := d.api.check("cuStreamSynchronize", d.api.cuStreamSynchronize(d.stream)); err != nil {
+	if err := d.api.check("cuMemcpyDtoHAsync_v2", d.api.cuMemcpyDtoHAsync(p, uint64(src), uint64(n), d.stream)); err != nil {
 		return err
 	}
-	err := d.api.check("cuMemcpyDtoH_v2", d.api.cuMemcpyDtoH(p, uint64(src), uint64(n)))
+	err := d.api.check("cuStreamSynchronize", d.api.cuStreamSynchronize(d.stream))
 	runtime.KeepAlive(dst)
 	return err
 }
@@ -297,41 +300,39 @@ func (d *Device) CopyAsync(dst, src Ptr, bytes int64) error {
 	return d.api.check("cuMemcpyDtoDAsync_v2", d.api.cuMemcpyDtoDAsync(uint64(dst), uint64(src), uint64(bytes), d.stream))
 }
 
-// Copy copies bytes from src to dst on the device and waits for it.
+// Copy copies bytes from src to dst on the device's stream and waits for it.
 func (d *Device) Copy(dst, src Ptr, bytes int64) error {
-	if err := d.Sync(); err != nil {
+	if err := d.CopyAsync(dst, src, bytes); err != nil {
 		return err
 	}
-	if err := d.enter(); err != nil {
-		return err
-	}
-	defer leave()
-	return d.api.check("cuMemcpyDtoD_v2", d.api.cuMemcpyDtoD(uint64(dst), uint64(src), uint64(bytes)))
+	return d.Sync()
 }
 
-// Memset8 sets bytes bytes at p to v (after the stream's work).
+// Memset8 sets bytes bytes at p to v on the stream and waits for it.
 func (d *Device) Memset8(p Ptr, v uint8, bytes int64) error {
-	if err := d.Sync(); err != nil {
-		return err
-	}
 	if err := d.enter(); err != nil {
 		return err
 	}
-	defer leave()
-	return d.api.check("cuMemsetD8_v2", d.api.cuMemsetD8(uint64(p), v, uint64(bytes)))
+	err := d.api.check("cuMemsetD8Async", d.api.cuMemsetD8Async(uint64(p), v, uint64(bytes), d.stream))
+	leave()
+	if err != nil {
+		return err
+	}
+	return d.Sync()
 }
 
-// Memset32 sets n 32-bit words at p to v (after the stream's work); with
-// v = math.Float32bits(NaN) it poisons a float32 output.
+// Memset32 sets n 32-bit words at p to v on the stream and waits for it;
+// with v = math.Float32bits(NaN) it poisons a float32 output.
 func (d *Device) Memset32(p Ptr, v uint32, n int64) error {
-	if err := d.Sync(); err != nil {
-		return err
-	}
 	if err := d.enter(); err != nil {
 		return err
 	}
-	defer leave()
-	return d.api.check("cuMemsetD32_v2", d.api.cuMemsetD32(uint64(p), v, uint64(n)))
+	err := d.api.check("cuMemsetD32Async", d.api.cuMemsetD32Async(uint64(p), v, uint64(n), d.stream))
+	leave()
+	if err != nil {
+		return err
+	}
+	return d.Sync()
 }
 
 // PoisonF32 fills n float32s at p with NaN.

@@ -56,6 +56,8 @@ type driverAPI struct {
 	cuMemFreeHost                               func(p unsafe.Pointer) int32
 	cuMemsetD8                                  func(dst uint64, v uint8, n uint64) int32
 	cuMemsetD32                                 func(dst uint64, v uint32, n uint64) int32
+	cuMemsetD8Async                             func(dst uint64, v uint8, n uint64, stream uintptr) int32
+	cuMemsetD32Async                            func(dst uint64, v uint32, n uint64, stream uintptr) int32
 	cuModuleLoadData                            func(mod *uintptr, image unsafe.Pointer) int32
 	cuModuleUnload                              func(mod uintptr) int32
 	cuModuleGetFunction                         func(fn *uintptr, mod uintptr, name string) int32
@@ -112,6 +114,8 @@ func (d *driverAPI) symbols() []symbol {
 		{&d.cuMemFreeHost, []string{"cuMemFreeHost"}},
 		{&d.cuMemsetD8, []string{"cuMemsetD8_v2"}},
 		{&d.cuMemsetD32, []string{"cuMemsetD32_v2"}},
+		{&d.cuMemsetD8Async, []string{"cuMemsetD8Async"}},
+		{&d.cuMemsetD32Async, []string{"cuMemsetD32Async"}},
 		{&d.cuModuleLoadData, []string{"cuModuleLoadData"}},
 		{&d.cuModuleUnload, []string{"cuModuleUnload"}},
 		{&d.cuModuleGetFunction, []string{"cuModuleGetFunction"}},
