@@ -287,6 +287,22 @@ func (b *Backend) put(p unsafe.Pointer, n int64) Ptr {
 	return b.st.dev.Add(off)
 }
 
+// put2 is two puts in one copy: the n2 bytes at p2 follow the n1 bytes at p1
+// after span(n1) bytes.
+func (b *Backend) put2(p1 unsafe.Pointer, n1 int64, p2 unsafe.Pointer, n2 int64) (Ptr, Ptr) {
+	need := span(n1) + span(n2)
+	if b.st.off+need > b.st.size {
+		panic(fmt.Sprintf("cuda: staging put of %d bytes without reserve (%d of %d used)", n1+n2, b.st.off, b.st.size))
+	}
+	off := b.st.off
+	h := b.st.host.Bytes()
+	copy(h[off:off+n1], unsafe.Slice((*byte)(p1), n1))
+	copy(h[off+span(n1):off+span(n1)+n2], unsafe.Slice((*byte)(p2), n2))
+	must(b.D.CopyHtoDAsync(b.st.dev.Add(off), b.st.host, off, span(n1)+n2))
+	b.st.off += need
+	return b.st.dev.Add(off), b.st.dev.Add(off + span(n1))
+}
+
 // putInts uploads v through the arena.
 func (b *Backend) putInts(v []int32) Ptr {
 	if len(v) == 0 {

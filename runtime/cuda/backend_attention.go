@@ -3,6 +3,7 @@ package cuda
 import (
 	"fmt"
 	"math"
+	"unsafe"
 
 	"github.com/kvbench/kvbench/runtime"
 )
@@ -29,12 +30,15 @@ func (b *Backend) pagePtrs(pages []runtime.Buffer) int32 {
 // pageType is the page type of the call built (float32 when it has none).
 func (b *Backend) pageType() int32 { return max(b.kvt, 0) }
 
-// putMeta uploads the call's ints and pointers (after reserve).
+// putMeta uploads the call's ints and pointers (after reserve), in one copy.
 func (b *Backend) putMeta() (ints, ptrs Ptr) {
 	if len(b.hPtrs) == 0 {
 		b.hPtrs = append(b.hPtrs, 0)
 	}
-	return b.putInts(b.hInts), b.putWords(b.hPtrs)
+	if len(b.hInts) == 0 {
+		b.hInts = append(b.hInts, 0)
+	}
+	return b.put2(unsafe.Pointer(&b.hInts[0]), int64(len(b.hInts))*4, unsafe.Pointer(&b.hPtrs[0]), int64(len(b.hPtrs))*8)
 }
 
 // metaSpan is the arena room putMeta takes.

@@ -5,7 +5,10 @@ import (
 	"math"
 	"runtime"
 	"sync"
+	"syscall"
 	"unsafe"
+
+	"github.com/ebitengine/purego"
 )
 
 // Device attributes (CUdevice_attribute values from cuda.h).
@@ -123,6 +126,10 @@ func Open(ordinal int) (*Device, error) {
 	return d, nil
 }
 
+// threadCtx maps an OS thread id to the context this package last made
+// current on it, so that enter skips the driver call when it already is.
+var threadCtx sync.Map
+
 // enter locks the goroutine to its thread and makes the context current;
 // the caller must call leave (runtime.UnlockOSThread) when done.
 func (d *Device) enter() error {
@@ -131,10 +138,16 @@ func (d *Device) enter() error {
 		runtime.UnlockOSThread()
 		return fmt.Errorf("cuda: device %d is closed", d.ordinal)
 	}
-	if err := d.api.check("cuCtxSetCurrent", d.api.cuCtxSetCurrent(d.ctx)); err != nil {
+	tid := syscall.Gettid()
+	if c, ok := threadCtx.Load(tid); ok && c.(uintptr) == d.ctx {
+		return nil
+	}
+	r, _, _ := purego.SyscallN(d.api.rawSetCtx, d.ctx)
+	if err := d.api.check("cuCtxSetCurrent", int32(r)); err != nil {
 		runtime.UnlockOSThread()
 		return err
 	}
+	threadCtx.Store(tid, d.ctx)
 	return nil
 }
 
@@ -155,6 +168,13 @@ func (d *Device) Close() error {
 	d.mu.Unlock()
 	err1 := d.api.check("cuStreamDestroy_v2", d.api.cuStreamDestroy(d.stream))
 	err2 := d.api.check("cuDevicePrimaryCtxRelease_v2", d.api.cuDevicePrimaryCtxRelease(d.dev))
+	// The context may be gone: no thread counts as having it current.
+	threadCtx.Range(func(k, v any) bool {
+		if v.(uintptr) == d.ctx {
+			threadCtx.Delete(k)
+		}
+		return true
+	})
 	d.closed = true
 	if err1 != nil {
 		return err1
@@ -439,12 +459,17 @@ type Dim3 struct{ X, Y, Z int }
 // float32 or float64 (passed by value as the kernel's parameter of that
 // size). It does not wait; Sync reports errors of the kernel's execution.
 func (f *Function) Launch(grid, block Dim3, smem int, args ...any) error {
-	// One 8-byte slot per argument and an array of pointers to the slots;
-	// both are pinned while the driver reads them.
-	slots := make([]uint64, len(args)+1)
-	params := make([]unsafe.Pointer, len(args)+1)
+	// One 8-byte slot per argument and an array of pointers to the slots,
+	// reused from a pool; the driver copies them before cuLaunchKernel
+	// returns.
+	lb := launchBufs.Get().(*launchBuf)
+	defer launchBufs.Put(lb)
+	if len(args) > len(lb.slots) {
+		return fmt.Errorf("cuda: %s: %d arguments (at most %d)", f.Name, len(args), len(lb.slots))
+	}
 	for i, a := range args {
-		s := unsafe.Pointer(&slots[i])
+		s := unsafe.Pointer(&lb.slots[i])
+		lb.slots[i] = 0
 		switch v := a.(type) {
 		case Ptr:
 			*(*uint64)(s) = uint64(v)
@@ -463,23 +488,29 @@ func (f *Function) Launch(grid, block Dim3, smem int, args ...any) error {
 		default:
 			panic(fmt.Sprintf("cuda: %s: argument %d has unsupported type %T", f.Name, i, a))
 		}
-		params[i] = s
+		lb.params[i] = s
 	}
-	var pin runtime.Pinner
-	pin.Pin(&slots[0])
-	pin.Pin(&params[0])
-	defer pin.Unpin()
-	fix := func(v int) uint32 { return uint32(max(v, 1)) }
+	fix := func(v int) uintptr { return uintptr(max(v, 1)) }
 	if err := f.d.enter(); err != nil {
 		return err
 	}
 	defer leave()
-	r := f.d.api.cuLaunchKernel(f.h, fix(grid.X), fix(grid.Y), fix(grid.Z), fix(block.X), fix(block.Y), fix(block.Z),
-		uint32(smem), f.d.stream, unsafe.Pointer(&params[0]), nil)
-	runtime.KeepAlive(slots)
-	runtime.KeepAlive(params)
-	return f.d.api.check("cuLaunchKernel("+f.Name+")", r)
+	r, _, _ := purego.SyscallN(f.d.api.rawLaunch, f.h, fix(grid.X), fix(grid.Y), fix(grid.Z), fix(block.X), fix(block.Y), fix(block.Z),
+		uintptr(smem), f.d.stream, uintptr(unsafe.Pointer(&lb.params[0])), 0)
+	runtime.KeepAlive(lb)
+	if r != 0 {
+		return f.d.api.check("cuLaunchKernel("+f.Name+")", int32(r))
+	}
+	return nil
 }
+
+// launchBuf holds a launch's argument slots and the pointers to them.
+type launchBuf struct {
+	slots  [32]uint64
+	params [32]unsafe.Pointer
+}
+
+var launchBufs = sync.Pool{New: func() any { return new(launchBuf) }}
 
 // Event is a CUDA event for timing work on the device's stream.
 type Event struct {

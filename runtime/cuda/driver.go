@@ -78,6 +78,10 @@ type driverAPI struct {
 	cuGraphLaunch                               func(exec, s uintptr) int32
 	cuGraphExecDestroy                          func(exec uintptr) int32
 	cuGraphDestroy                              func(graph uintptr) int32
+
+	// Raw addresses of the calls on the per-operation path, called through
+	// purego.SyscallN (no reflection, no allocation).
+	rawLaunch, rawSetCtx, rawHtoDAsync uintptr
 }
 
 // symbol names one entry point: the Go function to bind and the exported
@@ -202,6 +206,16 @@ func openDriver() (*driverAPI, error) {
 	d := &driverAPI{}
 	if err := bind(lib, "libcuda.so.1", d.symbols()); err != nil {
 		return nil, err
+	}
+	for _, r := range []struct {
+		dst  *uintptr
+		name string
+	}{{&d.rawLaunch, "cuLaunchKernel"}, {&d.rawSetCtx, "cuCtxSetCurrent"}, {&d.rawHtoDAsync, "cuMemcpyHtoDAsync_v2"}} {
+		addr, err := purego.Dlsym(lib, r.name)
+		if err != nil || addr == 0 {
+			return nil, fmt.Errorf("cuda: libcuda.so.1 has no %s: %v", r.name, err)
+		}
+		*r.dst = addr
 	}
 	if err := d.check("cuInit", d.cuInit(0)); err != nil {
 		return nil, err

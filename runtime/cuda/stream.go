@@ -3,6 +3,8 @@ package cuda
 import (
 	"fmt"
 	"unsafe"
+
+	"github.com/ebitengine/purego"
 )
 
 // Pinned is page-locked host memory: the source or destination of copies
@@ -70,7 +72,8 @@ func (d *Device) CopyHtoDAsync(dst Ptr, h *Pinned, off, bytes int64) error {
 		return err
 	}
 	defer leave()
-	return d.api.check("cuMemcpyHtoDAsync_v2", d.api.cuMemcpyHtoDAsync(uint64(dst), src, uint64(bytes), d.stream))
+	r, _, _ := purego.SyscallN(d.api.rawHtoDAsync, uintptr(dst), uintptr(src), uintptr(bytes), d.stream)
+	return d.api.check("cuMemcpyHtoDAsync_v2", int32(r))
 }
 
 // CopyDtoHAsync enqueues a copy of bytes from src to h at off on the stream;
