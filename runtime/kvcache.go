@@ -53,7 +53,7 @@ func NewKVCacheOf(be Backend, c Config, pageSize int, t DType) (*KVCache, error)
 			if ok {
 				have = append(have, ka.KVTypes()...)
 			}
-			return nil, fmt.Errorf("kv cache: backend %s stores KV pages as %v, not %v", be.Name(), have, t)
+			return nil, fmt.Errorf("kv cache: backend %s stores KV pages as %v, not %v (%v pages need the cuda backend)", be.Name(), have, t, t)
 		}
 	}
 	kc := &KVCache{be: be, layers: c.Layers, kvHeads: c.KVHeads, headDim: c.HeadDim, pageSize: pageSize, dtype: t}

@@ -22,6 +22,8 @@ func cmdGenerate(stdout, stderr io.Writer, args []string) error {
 	steps := fs.Int("steps", 256, "new tokens to generate (stops early at end of sequence)")
 	threads := fs.Int("threads", 0, "CPU threads (0: one per core)")
 	backend := fs.String("backend", "cpu", "backend: cpu, cuda or auto (CUDA when usable, else the CPU)")
+	kvType := fs.String("kv-dtype", "f32", "KV page type: f32, or bf16 (cuda)")
+	pageSize := fs.Int("page-size", runtime.DefaultPageSize, "KV page slots")
 	stats := fs.Bool("stats", false, "print timing to stderr")
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
@@ -45,9 +47,16 @@ func cmdGenerate(stdout, stderr io.Writer, args []string) error {
 		return err
 	}
 	defer release()
-	r, err := runtime.NewRunner(m, be, 64)
+	kt, err := bench.ParseKVType(*kvType)
 	if err != nil {
-		return err
+		return fmt.Errorf("generate: --kv-dtype: %w", err)
+	}
+	if *pageSize < 1 {
+		return fmt.Errorf("generate: --page-size %d: must be at least 1", *pageSize)
+	}
+	r, err := runtime.NewRunnerWith(m, be, runtime.RunnerOptions{MaxRows: 64, PageSize: *pageSize, KVType: kt})
+	if err != nil {
+		return fmt.Errorf("generate: %w", err)
 	}
 	out := bufio.NewWriter(stdout)
 	defer out.Flush()

@@ -132,6 +132,9 @@ func TestCLIErrors(t *testing.T) {
 		{[]string{"score", "--model", "synthetic:tiny", "--text", "x", "--policy", "window", "--param", "size=3"}, "unknown parameter size"},
 		{[]string{"score", "--model", "synthetic:tiny", "--text", "x", "--param", "a=1"}, "--param needs --policy"},
 		{[]string{"generate", "--model", "synthetic:tiny", "extra"}, "unexpected arguments"},
+		{[]string{"generate", "--model", "synthetic:tiny", "--kv-dtype", "bf61"}, "did you mean bf16"},
+		{[]string{"generate", "--model", "synthetic:tiny", "--kv-dtype", "bf16", "--backend", "cpu"}, "need the cuda backend"},
+		{[]string{"generate", "--model", "synthetic:tiny", "--page-size", "0"}, "--page-size 0"},
 	} {
 		_, _, err := runCLI(t, c.args...)
 		if err == nil || !strings.Contains(err.Error(), c.want) {

@@ -43,6 +43,8 @@ func cmdScore(stdout, stderr io.Writer, args []string) error {
 	recallEvery := fs.Int("recall-every", 64, "with --policy: sample attention recall every N steps (0: never)")
 	threads := fs.Int("threads", 0, "CPU threads (0: one per core)")
 	backend := fs.String("backend", "cpu", "backend: cpu, cuda or auto (CUDA when usable, else the CPU)")
+	kvType := fs.String("kv-dtype", "f32", "KV page type: f32, or bf16 (cuda)")
+	pageSize := fs.Int("page-size", runtime.DefaultPageSize, "KV page slots")
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
@@ -89,9 +91,16 @@ func cmdScore(stdout, stderr io.Writer, args []string) error {
 	if pol != nil {
 		rows = 1
 	}
-	r, err := runtime.NewRunner(m, be, rows)
+	kt, err := bench.ParseKVType(*kvType)
 	if err != nil {
-		return err
+		return fmt.Errorf("score: --kv-dtype: %w", err)
+	}
+	if *pageSize < 1 {
+		return fmt.Errorf("score: --page-size %d: must be at least 1", *pageSize)
+	}
+	r, err := runtime.NewRunnerWith(m, be, runtime.RunnerOptions{MaxRows: rows, PageSize: *pageSize, KVType: kt})
+	if err != nil {
+		return fmt.Errorf("score: %w", err)
 	}
 	if pol != nil {
 		pol.MeasureRecall(*recallEvery)
