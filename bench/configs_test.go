@@ -3,6 +3,7 @@ package bench
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -23,6 +24,14 @@ func TestConfigsValidate(t *testing.T) {
 			data, err := os.ReadFile(f)
 			if err != nil {
 				t.Fatal(err)
+			}
+			// An included suite's paths count as the file's own.
+			for _, m := range regexp.MustCompile(`(?m)^include:\s*(\S+)`).FindAllStringSubmatch(string(data), -1) {
+				inc, err := os.ReadFile(filepath.Join(filepath.Dir(f), m[1]))
+				if err != nil {
+					t.Fatal(err)
+				}
+				data = append(data, inc...)
 			}
 			if strings.Contains(string(data), "shared/") && !haveShared {
 				t.Skip("reads ../shared, which is absent")
