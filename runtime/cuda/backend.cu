@@ -481,10 +481,29 @@ __device__ __forceinline__ void be_kv8(const void* row, int c, int kvt, float f[
     }
 }
 
+// be_rot_dot is q·k with q rotated by d positions (RoPE, the CPU's rounding:
+// angle in float32, cos/sin in double rounded to float).
+__device__ float be_rot_dot(const float* q, const void* k, int kvt, int d, const float* invf, int hd, int interleaved) {
+    int half = hd / 2;
+    float s = 0.f;
+    for (int j = 0; j < half; j++) {
+        int ia = j, ib = j + half;
+        if (interleaved) { ia = 2 * j; ib = 2 * j + 1; }
+        float ang = __fmul_rn((float)d, invf[j]);
+        double an = (double)ang;
+        float c = (float)cos(an), sn = (float)sin(an);
+        float x = q[ia], y = q[ib];
+        float ra = __fsub_rn(__fmul_rn(x, c), __fmul_rn(y, sn));
+        float rb = __fadd_rn(__fmul_rn(y, c), __fmul_rn(x, sn));
+        s += ra * be_ld(k, ia, kvt) + rb * be_ld(k, ib, kvt);
+    }
+    return s;
+}
+
 template <int RT>
 __device__ void be_split(float* out, const float* q, const u64* ptrs, const int* ints, int heads, int kvHeads,
                          int hd, float scale, int rowOff, int headOff, int kvt, int rows, int chunk, int chunks,
-                         float* part, float* ml, float* raw, int stride) {
+                         float* part, float* ml, float* raw, int stride, int invOff, int shifted, int interleaved) {
     extern __shared__ float sm[];
     __shared__ float red[32];
     float* qs = sm;                 // [RT*hd]
@@ -499,9 +518,14 @@ __device__ void be_split(float* out, const float* q, const u64* ptrs, const int*
     if (count < 0) count = N;
     int i0 = c * chunk, n = max(0, min(count - i0, chunk));
     int nr = min(RT, rows - r0);
-    int qpos[RT];
+    int qpos[RT], qsh[RT];
 #pragma unroll
-    for (int j = 0; j < RT; j++) qpos[j] = j < nr ? ints[rowOff + 2 * (r0 + j)] : -1;
+    for (int j = 0; j < RT; j++) {
+        qpos[j] = j < nr ? ints[rowOff + 2 * (r0 + j)] : -1;
+        qsh[j] = j < nr ? ints[rowOff + 2 * (r0 + j) + 1] : 0;
+    }
+    const int* shift = (shifted && sd[SD_SHIFT] >= 0) ? ints + sd[SD_SHIFT] : 0;
+    const float* invf = (const float*)(ints + invOff);
     for (int x = threadIdx.x; x < RT * hd; x += blockDim.x) {
         int j = x / hd;
         qs[x] = j < nr ? q[((long long)(r0 + j) * heads + h) * hd + x % hd] : 0.f;
@@ -518,14 +542,28 @@ __device__ void be_split(float* out, const float* q, const u64* ptrs, const int*
         float s[RT];
 #pragma unroll
         for (int j = 0; j < RT; j++) s[j] = 0.f;
-        for (int cc = 0; cc < hd; cc += 8) {
-            float f[8];
-            be_kv8(k, cc, kvt, f);
+        bool rot = false;
+        if (shift) {
+#pragma unroll
+            for (int j = 0; j < RT; j++) rot |= j < nr && shift[t] != qsh[j];
+        }
+        if (!rot) {
+            for (int cc = 0; cc < hd; cc += 8) {
+                float f[8];
+                be_kv8(k, cc, kvt, f);
+#pragma unroll
+                for (int j = 0; j < RT; j++) {
+                    const float* qq = qs + j * hd + cc;
+#pragma unroll
+                    for (int u = 0; u < 8; u++) s[j] += qq[u] * f[u];
+                }
+            }
+        } else {
+            // Re-positioned keys (StreamingLLM): rotate the query by the
+            // token's shift minus the row's, row by row.
 #pragma unroll
             for (int j = 0; j < RT; j++) {
-                const float* qq = qs + j * hd + cc;
-#pragma unroll
-                for (int u = 0; u < 8; u++) s[j] += qq[u] * f[u];
+                if (j < nr) s[j] = be_rot_dot(qs + j * hd, k, kvt, shift[t] - qsh[j], invf, hd, interleaved);
             }
         }
 #pragma unroll
@@ -605,14 +643,18 @@ __device__ void be_split(float* out, const float* q, const u64* ptrs, const int*
 
 extern "C" __global__ void be_attn_split1(float* out, const float* q, const u64* ptrs, const int* ints, int heads,
                                           int kvHeads, int hd, float scale, int rowOff, int headOff, int kvt, int rows,
-                                          int chunk, int chunks, float* part, float* ml, float* raw, int stride) {
-    be_split<1>(out, q, ptrs, ints, heads, kvHeads, hd, scale, rowOff, headOff, kvt, rows, chunk, chunks, part, ml, raw, stride);
+                                          int chunk, int chunks, float* part, float* ml, float* raw, int stride,
+                                          int invOff, int shifted, int interleaved) {
+    be_split<1>(out, q, ptrs, ints, heads, kvHeads, hd, scale, rowOff, headOff, kvt, rows, chunk, chunks, part, ml, raw, stride,
+                invOff, shifted, interleaved);
 }
 
 extern "C" __global__ void be_attn_split8(float* out, const float* q, const u64* ptrs, const int* ints, int heads,
                                           int kvHeads, int hd, float scale, int rowOff, int headOff, int kvt, int rows,
-                                          int chunk, int chunks, float* part, float* ml, float* raw, int stride) {
-    be_split<8>(out, q, ptrs, ints, heads, kvHeads, hd, scale, rowOff, headOff, kvt, rows, chunk, chunks, part, ml, raw, stride);
+                                          int chunk, int chunks, float* part, float* ml, float* raw, int stride,
+                                          int invOff, int shifted, int interleaved) {
+    be_split<8>(out, q, ptrs, ints, heads, kvHeads, hd, scale, rowOff, headOff, kvt, rows, chunk, chunks, part, ml, raw, stride,
+                invOff, shifted, interleaved);
 }
 
 // be_attn_merge combines the chunk partials of each query: grid (rows*heads),

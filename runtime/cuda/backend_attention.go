@@ -133,8 +133,8 @@ func (b *Backend) Attend(a *runtime.AttnArgs) {
 		b.hInts[int(headOff)+2*h] = off
 		b.hInts[int(headOff)+2*h+1] = cnt
 	}
-	if a.HeadDim%8 == 0 && a.HeadDim <= 256 && !shifted && !recall {
-		b.attendSplit(a, rowOff, headOff, stride)
+	if a.HeadDim%8 == 0 && a.HeadDim <= 256 && !recall {
+		b.attendSplit(a, rowOff, headOff, invOff, stride)
 		return
 	}
 	b.flushKV()
@@ -208,11 +208,11 @@ func flag(v bool) int32 {
 // splitThreads is the block size of be_attn_split* (SPLIT_THREADS).
 const splitThreads = 128
 
-// attendSplit is Attend's fast path (no shifts, no recall; head dim a
-// multiple of 8 up to 256): split-KV attention over the page lists, the
+// attendSplit is Attend's fast path (no recall; head dim a multiple of 8 up
+// to 256; keys with shifts rotate the query per token): split-KV attention over the page lists, the
 // chunk partials merged by a second kernel when there are several, and the
 // probabilities added to Acc on the device.
-func (b *Backend) attendSplit(a *runtime.AttnArgs, rowOff, headOff int32, stride int) {
+func (b *Backend) attendSplit(a *runtime.AttnArgs, rowOff, headOff, invOff int32, stride int) {
 	hd, group := a.HeadDim, a.Heads/a.KVHeads
 	rt, name, maxChunk := 1, "be_attn_split1", 2048
 	if a.Rows > 1 {
@@ -261,7 +261,8 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, rowOff, headOff int32, stride
 	smem := (rt*hd + rt*chunk + splitThreads*8) * 4
 	b.launchSmem(name, Dim3{chunks, a.Heads, tiles}, Dim3{splitThreads, 1, 1}, smem,
 		b.f32(a.Out), b.f32(a.Q), ptrs, ints, int32(a.Heads), int32(a.KVHeads), int32(hd), a.Scale,
-		rowOff, headOff, b.pageType(), int32(a.Rows), int32(chunk), int32(chunks), part, ml, raw, int32(stride))
+		rowOff, headOff, b.pageType(), int32(a.Rows), int32(chunk), int32(chunks), part, ml, raw, int32(stride),
+		invOff, flag(a.QShift != nil), flag(a.Rope == runtime.RopeInterleaved))
 	if chunks > 1 {
 		b.launch("be_attn_merge", Dim3{items, 1, 1}, Dim3{128, 1, 1}, b.f32(a.Out), part, ml, int32(hd), int32(chunks))
 	}

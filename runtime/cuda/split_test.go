@@ -64,7 +64,8 @@ func buildSeq(t *testing.T, c *cpu.Backend, g *cuda.Backend, rng *rand.Rand, n, 
 // TestBackendAttendSplit checks Attend's split-KV path (and its merge and
 // on-device accumulation) against the CPU backend on random inputs: decode
 // and prefill rows, contexts from 1 token to several chunks, GQA, selections,
-// accumulation onto non-zero values, float32 and bf16 pages.
+// accumulation onto non-zero values, re-positioned keys (shifts), float32
+// and bf16 pages.
 func TestBackendAttendSplit(t *testing.T) {
 	g := newGPU(t)
 	c := cpu.New(0)
@@ -90,7 +91,17 @@ func TestBackendAttendSplit(t *testing.T) {
 						qpos[r] = 2*n - 1 - 3*(rows-1-r)
 					}
 					q := newPair(c, g, randVec(rng, rows*heads*hd, 2))
-					for _, opt := range []string{"plain", "sel+acc"} {
+					shifts := make([][]int32, kvHeads)
+					for i := range shifts {
+						for range n {
+							shifts[i] = append(shifts[i], int32(rng.IntN(5)))
+						}
+					}
+					qshift := make([]int, rows)
+					for r := range qshift {
+						qshift[r] = rng.IntN(3) - 1
+					}
+					for _, opt := range []string{"plain", "sel+acc", "shift"} {
 						out := newPair(c, g, make([]float32, rows*heads*hd))
 						init := randVec(rng, heads*n, 1)
 						mk := func(gpu bool) *runtime.AttnArgs {
@@ -101,10 +112,19 @@ func TestBackendAttendSplit(t *testing.T) {
 								a.Q, a.Out = q.g, out.g
 							}
 							for i := range seqs {
+								sq := seqs[i].c
 								if gpu {
-									a.Seqs = append(a.Seqs, seqs[i].g)
-								} else {
-									a.Seqs = append(a.Seqs, seqs[i].c)
+									sq = seqs[i].g
+								}
+								if opt == "shift" {
+									sq.Shift = shifts[i]
+								}
+								a.Seqs = append(a.Seqs, sq)
+							}
+							if opt == "shift" {
+								a.QShift, a.Rope, a.Theta = qshift, runtime.RopeHalf, 1e4
+								if hd == 128 {
+									a.Rope = runtime.RopeInterleaved
 								}
 							}
 							if opt == "sel+acc" {
