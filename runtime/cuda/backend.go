@@ -46,7 +46,7 @@ type Backend struct {
 	peak int64
 
 	// Per-call scratch on the device, grown as needed.
-	scores, full, recall, small, part, ml, acc scratch
+	scores, full, recall, small, part, ml scratch
 	// Host building space for the per-call metadata.
 	hInts   []int32
 	hPtrs   []uint64
@@ -175,7 +175,7 @@ func (b *Backend) Close() error {
 		_ = g.Destroy()
 		delete(b.graphs, k)
 	}
-	for _, s := range []*scratch{&b.scores, &b.full, &b.recall, &b.small, &b.part, &b.ml, &b.acc, &b.wide, &b.narrow} {
+	for _, s := range []*scratch{&b.scores, &b.full, &b.recall, &b.small, &b.part, &b.ml, &b.wide, &b.narrow} {
 		if s.p != 0 {
 			_ = b.D.Free(s.p)
 			*s = scratch{}
@@ -271,61 +271,44 @@ func (b *Backend) reserve(n int64) {
 	}
 }
 
-// put enqueues the upload of n bytes at p to the device arena, in room made
-// by reserve, and returns their device address; the host does not wait.
-func (b *Backend) put(p unsafe.Pointer, n int64) Ptr {
-	need := span(n)
+// putBytes enqueues one upload of the byte ranges parts, laid out in the
+// device arena one after the other at span boundaries (in room made by
+// reserve), and returns the device address of each; the host does not wait.
+func (b *Backend) putBytes(parts ...[]byte) []Ptr {
+	need := int64(0)
+	for _, p := range parts {
+		need += span(int64(len(p)))
+	}
 	if b.st.off+need > b.st.size {
-		panic(fmt.Sprintf("cuda: staging put of %d bytes without reserve (%d of %d used)", n, b.st.off, b.st.size))
+		panic(fmt.Sprintf("cuda: staging put of %d bytes without reserve (%d of %d used)", need, b.st.off, b.st.size))
 	}
-	off := b.st.off
-	if n > 0 {
-		copy(b.st.host.Bytes()[off:off+n], unsafe.Slice((*byte)(p), n))
-		must(b.D.CopyHtoDAsync(b.st.dev.Add(off), b.st.host, off, n))
-	}
-	b.st.off += need
-	return b.st.dev.Add(off)
-}
-
-// put2 is two puts in one copy: the n2 bytes at p2 follow the n1 bytes at p1
-// after span(n1) bytes.
-func (b *Backend) put2(p1 unsafe.Pointer, n1 int64, p2 unsafe.Pointer, n2 int64) (Ptr, Ptr) {
-	need := span(n1) + span(n2)
-	if b.st.off+need > b.st.size {
-		panic(fmt.Sprintf("cuda: staging put of %d bytes without reserve (%d of %d used)", n1+n2, b.st.off, b.st.size))
-	}
-	off := b.st.off
+	off, at := b.st.off, b.st.off
 	h := b.st.host.Bytes()
-	copy(h[off:off+n1], unsafe.Slice((*byte)(p1), n1))
-	copy(h[off+span(n1):off+span(n1)+n2], unsafe.Slice((*byte)(p2), n2))
-	must(b.D.CopyHtoDAsync(b.st.dev.Add(off), b.st.host, off, span(n1)+n2))
+	out := make([]Ptr, len(parts))
+	last := int64(0) // end of the last byte written, from off
+	for i, p := range parts {
+		copy(h[at:], p)
+		out[i] = b.st.dev.Add(at)
+		if len(p) > 0 {
+			last = at + int64(len(p)) - off
+		}
+		at += span(int64(len(p)))
+	}
+	if last > 0 {
+		must(b.D.CopyHtoDAsync(b.st.dev.Add(off), b.st.host, off, last))
+	}
 	b.st.off += need
-	return b.st.dev.Add(off), b.st.dev.Add(off + span(n1))
+	return out
 }
 
-// putInts uploads v through the arena.
-func (b *Backend) putInts(v []int32) Ptr {
-	if len(v) == 0 {
-		return b.put(nil, 0)
-	}
-	return b.put(unsafe.Pointer(&v[0]), int64(len(v))*4)
+// raw is the bytes of a slice.
+func raw[T any](v []T) []byte {
+	p, n := bytesOf(v)
+	return unsafe.Slice((*byte)(p), n)
 }
 
-// putFloats uploads v through the arena.
-func (b *Backend) putFloats(v []float32) Ptr {
-	if len(v) == 0 {
-		return b.put(nil, 0)
-	}
-	return b.put(unsafe.Pointer(&v[0]), int64(len(v))*4)
-}
-
-// putWords uploads v through the arena.
-func (b *Backend) putWords(v []uint64) Ptr {
-	if len(v) == 0 {
-		return b.put(nil, 0)
-	}
-	return b.put(unsafe.Pointer(&v[0]), int64(len(v))*8)
-}
+// put uploads the elements of v through the arena (see putBytes).
+func put[T any](b *Backend, v []T) Ptr { return b.putBytes(raw(v))[0] }
 
 // sync waits for the stream (after launching the pending KV copies); the
 // staging arenas are free again.
@@ -342,10 +325,17 @@ func (b *Backend) wait() {
 	b.st.off = 0
 }
 
-// download copies len(dst) floats from src once the queued work has run.
+// download copies len(dst) floats from src once the queued work has run
+// (Download waits for the stream; the staging arenas are free again after).
 func (b *Backend) download(dst []float32, src Ptr) {
-	b.sync()
+	if len(dst) == 0 {
+		return
+	}
+	b.flushKV()
+	b.notCapturing("a download")
 	must(Download(b.D, dst, src))
+	b.epoch++
+	b.st.off = 0
 }
 
 // queueKV adds one key/value copy to the batch (mode as be_kv_ops), flushing
@@ -374,7 +364,7 @@ func (b *Backend) flushKV() {
 	}
 	n := len(k.ops) / 5
 	b.reserve(span(int64(len(k.ops)) * 8))
-	p := b.putWords(k.ops)
+	p := put(b, k.ops)
 	k.ops = k.ops[:0]
 	clear(k.written)
 	clear(k.read)
@@ -546,7 +536,7 @@ func (b *Backend) check(x runtime.Buffer, off, n int, what string) *buf {
 // Write copies src into dst at element off.
 func (b *Backend) Write(dst runtime.Buffer, off int, src []float32) {
 	b.check(dst, off, len(src), "Write")
-	b.sync()
+	b.flushKV() // a queued copy may read dst; Upload is ordered after the rest
 	must(Upload(b.D, b.f32(dst).Add(int64(off)*4), src))
 }
 
@@ -602,7 +592,7 @@ func (b *Backend) Embed(dst, table runtime.Buffer, tokens []int, dim int) {
 	b.hInts = ids
 	b.flushKV()
 	b.reserve(span(int64(len(ids)) * 4))
-	p := b.putInts(ids)
+	p := put(b, ids)
 	b.launch("be_embed", Dim3{len(tokens), 1, 1}, Dim3{256, 1, 1}, d.p, t.p, wtype(t.dtype), p, int32(dim))
 }
 
@@ -695,7 +685,7 @@ func (b *Backend) RoPE(x runtime.Buffer, rows, heads, headDim int, pos []int, th
 	p := b.rope.p
 	if b.rope.epoch != b.epoch || !slices.Equal(b.rope.v, v) {
 		b.reserve(span(int64(len(v)) * 4))
-		p = b.putInts(v)
+		p = put(b, v)
 		b.rope.v, b.rope.p, b.rope.epoch = append(b.rope.v[:0], v...), p, b.epoch
 	}
 	inter := int32(0)

@@ -3,7 +3,6 @@ package cuda
 import (
 	"fmt"
 	"math"
-	"unsafe"
 
 	"github.com/kvbench/kvbench/runtime"
 )
@@ -38,12 +37,13 @@ func (b *Backend) putMeta() (ints, ptrs Ptr) {
 	if len(b.hInts) == 0 {
 		b.hInts = append(b.hInts, 0)
 	}
-	return b.put2(unsafe.Pointer(&b.hInts[0]), int64(len(b.hInts))*4, unsafe.Pointer(&b.hPtrs[0]), int64(len(b.hPtrs))*8)
+	p := b.putBytes(raw(b.hInts), raw(b.hPtrs))
+	return p[0], p[1]
 }
 
 // metaSpan is the arena room putMeta takes.
 func (b *Backend) metaSpan() int64 {
-	return span(int64(len(b.hInts))*4) + span(int64(max(len(b.hPtrs), 1))*8)
+	return span(int64(max(len(b.hInts), 1))*4) + span(int64(max(len(b.hPtrs), 1))*8)
 }
 
 // appendInts appends v and returns its offset.
@@ -250,7 +250,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, rowOff, headOff, invOff int32
 	ints, ptrs := b.putMeta()
 	var accDev, raw Ptr
 	if a.Acc != nil {
-		accDev = b.putFloats(b.hAcc)
+		accDev = put(b, b.hAcc)
 		raw = b.grow(&b.scores, int64(items*stride)*4)
 	}
 	ml := b.grow(&b.ml, int64(items)*8)
