@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/kvbench/kvbench/policies"
+	"github.com/kvbench/kvbench/runtime"
 	"github.com/kvbench/kvbench/tasks"
 )
 
@@ -66,7 +67,7 @@ func (s *Suite) Cells() []Cell {
 	// A non-default KV layout is part of every key, so that results of
 	// another layout in the same folder are not taken as done.
 	kv := ""
-	if (s.KVType != "" && s.KVType != "f32") || (s.PageSize != 0 && s.PageSize != 16) {
+	if (s.KVType != "" && s.KVType != "f32") || (s.PageSize != 0 && s.PageSize != runtime.DefaultPageSize) {
 		kv = fmt.Sprintf("@kv=%s/%d", s.KVType, s.PageSize)
 	}
 	cells := make([]Cell, 0, len(s.Models)*len(pcs)*len(tcs))

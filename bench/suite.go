@@ -395,7 +395,7 @@ func (p *parser) parseFile(data []byte) *part {
 	pt := &part{root: root, has: map[string]*yaml.Node{}, vals: map[string]*yaml.Node{}}
 	s := &pt.suite
 	s.Backend = "auto"
-	s.KVType, s.PageSize = "f32", 16
+	s.KVType, s.PageSize = "f32", runtime.DefaultPageSize
 	s.Seed = 1
 	var own struct {
 		models   []modelEntry

@@ -78,7 +78,7 @@ var runnerIDs atomic.Uint64
 type RunnerOptions struct {
 	MaxRows  int   // tokens per forward pass (prefill chunk); default 1
 	PageSize int   // KV page slots; default DefaultPageSize
-	KVType   DType // KV page element type; default F32 (BF16 on a KVAllocator backend)
+	KVType   DType // KV page element type; default F32 (others need a KVAllocator backend)
 }
 
 // NewRunner uploads the model's weights to be and prepares scratch memory for

@@ -208,5 +208,8 @@ func (bl *BLAS) GemmNT(dst, x, w Ptr, t GemmType, rows, in, out int) error {
 	r := bl.api.cublasGemmEx(bl.h, cublasOpT, cublasOpN, int32(out), int32(rows), int32(in),
 		unsafe.Pointer(&alpha), uint64(w), int32(t), int32(in), uint64(x), int32(t), int32(in),
 		unsafe.Pointer(&beta), uint64(dst), cudaR32F, int32(out), compute, cublasGemmDefault)
+	if r == 0 {
+		return nil
+	}
 	return bl.api.check(fmt.Sprintf("cublasGemmEx(%d x %d x %d, type %d)", rows, in, out, t), r)
 }

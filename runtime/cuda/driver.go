@@ -46,16 +46,11 @@ type driverAPI struct {
 	cuMemGetInfo                                func(free, total *uint64) int32
 	cuMemAlloc                                  func(dptr *uint64, bytes uint64) int32
 	cuMemFree                                   func(dptr uint64) int32
-	cuMemcpyHtoD                                func(dst uint64, src unsafe.Pointer, n uint64) int32
-	cuMemcpyDtoH                                func(dst unsafe.Pointer, src uint64, n uint64) int32
-	cuMemcpyDtoD                                func(dst, src uint64, n uint64) int32
 	cuMemcpyDtoDAsync                           func(dst, src uint64, n uint64, stream uintptr) int32
 	cuMemcpyHtoDAsync                           func(dst uint64, src unsafe.Pointer, n uint64, stream uintptr) int32
 	cuMemcpyDtoHAsync                           func(dst unsafe.Pointer, src uint64, n uint64, stream uintptr) int32
 	cuMemAllocHost                              func(p *unsafe.Pointer, bytes uint64) int32
 	cuMemFreeHost                               func(p unsafe.Pointer) int32
-	cuMemsetD8                                  func(dst uint64, v uint8, n uint64) int32
-	cuMemsetD32                                 func(dst uint64, v uint32, n uint64) int32
 	cuMemsetD8Async                             func(dst uint64, v uint8, n uint64, stream uintptr) int32
 	cuMemsetD32Async                            func(dst uint64, v uint32, n uint64, stream uintptr) int32
 	cuModuleLoadData                            func(mod *uintptr, image unsafe.Pointer) int32
@@ -63,7 +58,6 @@ type driverAPI struct {
 	cuModuleGetFunction                         func(fn *uintptr, mod uintptr, name string) int32
 	cuFuncGetAttribute                          func(v *int32, attr int32, fn uintptr) int32
 	cuOccupancyMaxActiveBlocksPerMultiprocessor func(n *int32, fn uintptr, blockSize int32, smem uint64) int32
-	cuLaunchKernel                              func(fn uintptr, gx, gy, gz, bx, by, bz, smem uint32, stream uintptr, params, extra unsafe.Pointer) int32
 	cuStreamCreate                              func(s *uintptr, flags uint32) int32
 	cuStreamDestroy                             func(s uintptr) int32
 	cuStreamSynchronize                         func(s uintptr) int32
@@ -108,16 +102,11 @@ func (d *driverAPI) symbols() []symbol {
 		{&d.cuMemGetInfo, []string{"cuMemGetInfo_v2"}},
 		{&d.cuMemAlloc, []string{"cuMemAlloc_v2"}},
 		{&d.cuMemFree, []string{"cuMemFree_v2"}},
-		{&d.cuMemcpyHtoD, []string{"cuMemcpyHtoD_v2"}},
-		{&d.cuMemcpyDtoH, []string{"cuMemcpyDtoH_v2"}},
-		{&d.cuMemcpyDtoD, []string{"cuMemcpyDtoD_v2"}},
 		{&d.cuMemcpyDtoDAsync, []string{"cuMemcpyDtoDAsync_v2"}},
 		{&d.cuMemcpyHtoDAsync, []string{"cuMemcpyHtoDAsync_v2"}},
 		{&d.cuMemcpyDtoHAsync, []string{"cuMemcpyDtoHAsync_v2"}},
 		{&d.cuMemAllocHost, []string{"cuMemAllocHost_v2"}},
 		{&d.cuMemFreeHost, []string{"cuMemFreeHost"}},
-		{&d.cuMemsetD8, []string{"cuMemsetD8_v2"}},
-		{&d.cuMemsetD32, []string{"cuMemsetD32_v2"}},
 		{&d.cuMemsetD8Async, []string{"cuMemsetD8Async"}},
 		{&d.cuMemsetD32Async, []string{"cuMemsetD32Async"}},
 		{&d.cuModuleLoadData, []string{"cuModuleLoadData"}},
@@ -125,7 +114,6 @@ func (d *driverAPI) symbols() []symbol {
 		{&d.cuModuleGetFunction, []string{"cuModuleGetFunction"}},
 		{&d.cuFuncGetAttribute, []string{"cuFuncGetAttribute"}},
 		{&d.cuOccupancyMaxActiveBlocksPerMultiprocessor, []string{"cuOccupancyMaxActiveBlocksPerMultiprocessor"}},
-		{&d.cuLaunchKernel, []string{"cuLaunchKernel"}},
 		{&d.cuStreamCreate, []string{"cuStreamCreate"}},
 		{&d.cuStreamDestroy, []string{"cuStreamDestroy_v2", "cuStreamDestroy"}},
 		{&d.cuStreamSynchronize, []string{"cuStreamSynchronize"}},
