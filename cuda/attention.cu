@@ -34,6 +34,11 @@
 #ifndef ATTN_MINB
 #define ATTN_MINB 1
 #endif
+// ATTN_U: steps of loads each thread has in flight (twice that while it
+// computes on the previous ones).
+#ifndef ATTN_U
+#define ATTN_U 4
+#endif
 #define COMB_MAX_CHUNKS 4096
 // MERGE_S: chunks per first-level group of the fused merge.
 #ifndef MERGE_S
@@ -187,11 +192,11 @@ __device__ __forceinline__ void attn_split(
     const bf16* __restrict__ q, const bf16* __restrict__ K, const bf16* __restrict__ V,
     const int* __restrict__ pages, int n, int nsel, int pageSize, int rowsPerKV, int chunk,
     float scaleLog2, float* __restrict__ partO, float* __restrict__ partML, int* __restrict__ counters,
-    float* __restrict__ out) {
+    float* __restrict__ out, float* __restrict__ raw) {
     constexpr int NT = ATTN_NT;
     constexpr int L = D / 8;    // threads per token
     constexpr int TG = NT / L;  // tokens per step
-    constexpr int U = 4;        // steps of loads in flight (twice that while computing)
+    constexpr int U = ATTN_U;
     constexpr int NW = NT / 32;
     static_assert(G <= L, "group larger than the lanes of a token");
     // smem: scores/probabilities [G][chunk], then (paged) the chunk's page
@@ -266,7 +271,11 @@ __device__ __forceinline__ void attn_split(
             int h = 0;
             Halve<G, L / 2>::run(s, lane, h);
             const int i = base + u * TG + tg;
-            if (lane % (L / G) == 0 && i < len) smem[h * chunk + i] = ta[u] >= 0 ? s[0] : NEG_INF;
+            if (lane % (L / G) == 0 && i < len) {
+                const float x = ta[u] >= 0 ? s[0] : NEG_INF;
+                smem[h * chunk + i] = x;
+                if (raw != nullptr) raw[(size_t)(r * G + h) * total + c0 + i] = x;
+            }
         }
 #pragma unroll
         for (int u = 0; u < U; ++u) {
@@ -415,14 +424,16 @@ __device__ __forceinline__ void attn_split(
 // Kernel parameters, in order: q, K, V, pages, n, nsel, pageSize, rowsPerKV,
 // chunk, scaleLog2, partO [rows, chunks, G, D], partML [rows, chunks, G, 2],
 // counters [rows] (zero between launches; null: attn_combine merges, the
-// default), out
-// [rows*G, D] (with counters: the last block of each row merges into it).
+// default), out [rows*G, D] (with counters: the last block of each row
+// merges into it), raw (null: none) [rows*G, tokens of a row] the base-2
+// scores (q·k · scale · log2 e; -inf where masked), for the policies that
+// score tokens by their attention (H2O, TOVA).
 #define ATTN_PARAMS                                                                             \
     const bf16 *__restrict__ q, const bf16 *__restrict__ K, const bf16 *__restrict__ V,         \
         const int *__restrict__ pages, int n, int nsel, int pageSize, int rowsPerKV, int chunk, \
         float scaleLog2, float *__restrict__ partO, float *__restrict__ partML, int *__restrict__ counters, \
-        float *__restrict__ out
-#define ATTN_ARGS q, K, V, pages, n, nsel, pageSize, rowsPerKV, chunk, scaleLog2, partO, partML, counters, out
+        float *__restrict__ out, float *__restrict__ raw
+#define ATTN_ARGS q, K, V, pages, n, nsel, pageSize, rowsPerKV, chunk, scaleLog2, partO, partML, counters, out, raw
 
 #define ATTN_KERNELS(D, G)                                                                \
     extern "C" __global__ void __launch_bounds__(ATTN_NT, ((G) >= 4 ? ATTN_MINB : 1)) attn_dense_d##D##_g##G(ATTN_PARAMS) { \

@@ -14,8 +14,12 @@ var attention string
 //go:embed quest.cu
 var quest string
 
+//go:embed policies.cu
+var policies string
+
 // Source is the whole kernel source, one translation unit: the shared
-// helpers, the split-KV decode attention kernels and the Quest kernels.
+// helpers, the split-KV decode attention kernels, the Quest kernels and the
+// other policies' steps.
 func Source() string {
-	return common + "\n" + attention + "\n" + quest
+	return common + "\n" + attention + "\n" + quest + "\n" + policies
 }

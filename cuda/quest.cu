@@ -26,9 +26,11 @@ __device__ __forceinline__ int kpad(int i) { return i + (i >> 5); }
 // largest key 8 bits at a time, starting at the highest bit on which the
 // keys differ (scores share their sign and most exponent bits), then an
 // ordered compaction writes the selection. Histogram updates are aggregated
-// per warp over lanes with the same bin. All NT threads call it; keys is
-// kpad(P) + 1 words of shared memory.
-template <int NT>
+// per warp over lanes with the same bin. All NT threads call it. With SM,
+// keys is kpad(P) + 1 words of shared memory holding the keys; without, every
+// pass reads the scores again (through L1: they were written by an earlier
+// launch), for rows too long for shared memory (oracle's token scores).
+template <int NT, bool SM>
 __device__ void topk_row(const float* __restrict__ scores, int P, int K, int* __restrict__ sel, u32* keys) {
     __shared__ u32 hist[256];
     __shared__ u32 ws[NT / 32];
@@ -40,13 +42,18 @@ __device__ void topk_row(const float* __restrict__ scores, int P, int K, int* __
         for (int i = tid; i < P; i += NT) sel[i] = i;
         return;
     }
+    // key maps a score to an unsigned integer of the same order.
+    auto key = [](float f) -> u32 {
+        u32 u = __float_as_uint(f);
+        if (u == 0x80000000u) u = 0u;  // -0 ties with +0
+        return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+    };
+    auto at = [&](int i) -> u32 { return SM ? keys[kpad(i)] : key(__ldg(scores + i)); };
     u32 kmin = 0xffffffffu, kmax = 0;
 #pragma unroll 8
     for (int i = tid; i < P; i += NT) {
-        u32 u = __float_as_uint(__ldcg(scores + i));
-        if (u == 0x80000000u) u = 0u;  // -0 ties with +0
-        const u32 k = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-        keys[kpad(i)] = k;
+        const u32 k = key(SM ? __ldcg(scores + i) : __ldg(scores + i));
+        if (SM) keys[kpad(i)] = k;
         kmin = min(kmin, k);
         kmax = max(kmax, k);
     }
@@ -76,7 +83,7 @@ __device__ void topk_row(const float* __restrict__ scores, int P, int K, int* __
         __syncthreads();
         for (int base = 0; base < P; base += NT) {
             const int i = base + tid;
-            const u32 k = i < P ? keys[kpad(i)] : 0u;
+            const u32 k = i < P ? at(i) : 0u;
             const bool in = i < P && (k & mask) == prefix;
             const u32 bin = in ? (k >> shift) & dmask : 0xffffffffu;
             const u32 peers = __match_any_sync(FULL_MASK, bin);
@@ -131,11 +138,11 @@ __device__ void topk_row(const float* __restrict__ scores, int P, int K, int* __
     const int E = (P + NT - 1) / NT;
     const int b = min(P, tid * E), e = min(P, b + E);
     u32 eq = 0;
-    for (int i = b; i < e; ++i) eq += (keys[kpad(i)] & mask) == prefix;
+    for (int i = b; i < e; ++i) eq += (at(i) & mask) == prefix;
     const u32 eqBefore = block_excl_scan<NT>(eq, ws);
     u32 cnt = 0, rank = eqBefore;
     for (int i = b; i < e; ++i) {
-        const u32 km = keys[kpad(i)] & mask;
+        const u32 km = at(i) & mask;
         if (km > prefix) {
             ++cnt;
         } else if (km == prefix) {
@@ -146,7 +153,7 @@ __device__ void topk_row(const float* __restrict__ scores, int P, int K, int* __
     u32 pos = block_excl_scan<NT>(cnt, ws);
     rank = eqBefore;
     for (int i = b; i < e; ++i) {
-        const u32 km = keys[kpad(i)] & mask;
+        const u32 km = at(i) & mask;
         bool take = false;
         if (km > prefix) {
             take = true;
@@ -239,5 +246,5 @@ extern "C" __global__ void __launch_bounds__(TK_NT) quest_topk(const float* __re
                                                                 int* __restrict__ sel) {
     extern __shared__ u32 keys[];
     const int r = blockIdx.x;
-    topk_row<TK_NT>(scores + (size_t)r * P, P, K, sel + (size_t)r * min(K, P), keys);
+    topk_row<TK_NT, true>(scores + (size_t)r * P, P, K, sel + (size_t)r * min(K, P), keys);
 }

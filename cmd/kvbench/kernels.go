@@ -17,20 +17,41 @@ func init() {
 	register("kernels", "time the GPU decode-attention kernels (dense, Quest) against copy bandwidth", cmdKernels)
 }
 
-// kernelPolicies are the attention variants `kvbench kernels` times.
-var kernelPolicies = map[string]string{
-	"full":       "dense split-KV attention over every token",
-	"quest":      "Quest, one page selection per GQA group (max of the group's page bounds)",
-	"quest-head": "Quest, one page selection per query head (as published)",
+// kernelPolicies are the decode steps `kvbench kernels` times, in the
+// order it lists them.
+var kernelPolicies = []struct{ name, doc string }{
+	{"full", "dense split-KV attention over every token"},
+	{"window", "dense attention over the last budget tokens it holds"},
+	{"streamingllm", "dense attention over the sinks and recent tokens it holds (budget in all)"},
+	{"h2o", "attention over the budget tokens it holds, their probabilities added to the accumulated scores, the lowest outside the recent window (budget/2) chosen for eviction"},
+	{"tova", "attention over the budget tokens it holds, the token of lowest probability averaged over the heads chosen for eviction"},
+	{"snapkv", "dense attention over the budget tokens kept after the prompt"},
+	{"pyramidkv", "dense attention over the layer's budget of tokens kept after the prompt (the average budget here)"},
+	{"quest", "Quest, one page selection per GQA group (max of the group's page bounds)"},
+	{"quest-head", "Quest, one page selection per query head (as published)"},
+	{"oracle", "the exact score of every token, the best budget per query head, attention over them"},
+	{"random", "dense attention over the budget tokens it holds (the victim is drawn on the host)"},
+}
+
+func kernelPolicy(name string) bool {
+	return slices.ContainsFunc(kernelPolicies, func(p struct{ name, doc string }) bool { return p.name == name })
+}
+
+func kernelPolicyNames() string {
+	var names []string
+	for _, p := range kernelPolicies {
+		names = append(names, p.name)
+	}
+	return strings.Join(names, ", ")
 }
 
 func cmdKernels(stdout, stderr io.Writer, args []string) error {
-	fs := newFlags("kernels", "kernels [--lengths N,...] [--heads H/KV,...] [--dim D] [--policies full,quest,quest-head] [--budget T] [--page P] [--iters N]", stderr)
+	fs := newFlags("kernels", "kernels [--lengths N,...] [--heads H/KV,...] [--dim D] [--policies full,quest,...|all] [--budget T] [--page P] [--iters N] [--graph] [--floor]", stderr)
 	lengthsF := fs.String("lengths", "4096,16384,32768,65536,131072", "cached tokens, comma-separated")
 	headsF := fs.String("heads", "32/8", "query heads / KV heads, comma-separated (32/8,32/32)")
 	dim := fs.Int("dim", 128, "head dimension (64 or 128)")
-	policiesF := fs.String("policies", "full,quest", "policies: full, quest, quest-head")
-	budget := fs.Int("budget", 2048, "Quest: tokens attended per head (rounded up to pages)")
+	policiesF := fs.String("policies", "full,quest", "policies, comma-separated, or all: "+kernelPolicyNames())
+	budget := fs.Int("budget", 2048, "tokens a policy holds or attends to per head (Quest: rounded up to pages)")
 	page := fs.Int("page", 16, "Quest: tokens per page")
 	iters := fs.Int("iters", 200, "timed runs per cell (the median is reported)")
 	chunk := fs.Int("chunk", 0, "tokens per block of the split-KV kernel (0: chosen for the device)")
@@ -40,6 +61,7 @@ func cmdKernels(stdout, stderr io.Writer, args []string) error {
 	split := fs.Bool("split", false, "Quest: also time the selection and the attention alone")
 	verbose := fs.Bool("v", false, "print each cell's launch plan")
 	graph := fs.Bool("graph", false, "also time each policy's step replayed as a CUDA graph (rows marked +graph)")
+	floor := fs.Bool("floor", false, "also time a kernel that only reads as many bytes as each step moves (rows marked /floor)")
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
@@ -52,9 +74,15 @@ func cmdKernels(stdout, stderr io.Writer, args []string) error {
 		return fmt.Errorf("kernels: --heads: %w", err)
 	}
 	policies := strings.Split(*policiesF, ",")
+	if *policiesF == "all" {
+		policies = policies[:0]
+		for _, p := range kernelPolicies {
+			policies = append(policies, p.name)
+		}
+	}
 	for _, p := range policies {
-		if _, ok := kernelPolicies[p]; !ok {
-			return fmt.Errorf("kernels: unknown policy %q (have full, quest, quest-head)", p)
+		if !kernelPolicy(p) {
+			return fmt.Errorf("kernels: unknown policy %q (have %s, or all)", p, kernelPolicyNames())
 		}
 	}
 	if *iters < 1 || *page < 1 || *budget < 1 {
@@ -93,7 +121,8 @@ func cmdKernels(stdout, stderr io.Writer, args []string) error {
 	for _, hk := range heads {
 		for _, n := range lengths {
 			s := cuda.Shape{Heads: hk[0], KVHeads: hk[1], HeadDim: *dim, Tokens: n}
-			rows, err := benchShape(k, s, policies, *page, *budget, *chunk, *iters, *check, *split, *graph, *seed, bw)
+			rows, err := benchShape(k, s, policies, cellOpts{page: *page, budget: *budget, chunk: *chunk, iters: *iters,
+				check: *check, split: *split, graph: *graph, floor: *floor, seed: *seed, bw: bw})
 			for _, r := range rows {
 				if *verbose && r.plan != "" {
 					fmt.Fprintf(stdout, "# %s %s %d: %s\n", r.policy, r.heads, r.tokens, r.plan)
@@ -141,42 +170,107 @@ type kvSet struct {
 	q, K, V, mn, mx, out cuda.Ptr
 }
 
-func benchShape(k *cuda.Kernels, s cuda.Shape, policies []string, page, budget, chunk, iters int, check, split, graph bool, seed uint64, bw float64) ([]kernelRow, error) {
+// cellOpts are the flags that shape every cell.
+type cellOpts struct {
+	page, budget, chunk, iters int
+	check, split, graph, floor bool
+	seed                       uint64
+	bw                         float64 // copy bandwidth, bytes/s
+}
+
+// kernelStep is a configured decode step of one policy.
+type kernelStep interface {
+	Bytes() int64
+	Free()
+}
+
+// cellStep is one policy's step in a cell: the implementation, how to run
+// it on an input set, and (with --split) its parts.
+type cellStep struct {
+	policy     string
+	impl       kernelStep
+	launch     func(st kvSet) error
+	plan       string
+	parts      []kernelRow
+	partLaunch []func(st kvSet) error
+}
+
+// newCellStep configures policy p's step for shape s. Policies that hold a
+// smaller cache run on the first min(budget, tokens) tokens of each KV head
+// (the inputs read as [KVHeads, held, HeadDim]).
+func newCellStep(k *cuda.Kernels, s cuda.Shape, p string, o cellOpts) (*cellStep, error) {
+	held := s
+	held.Tokens = min(o.budget, s.Tokens)
+	c := &cellStep{policy: p}
+	switch p {
+	case "full", "window", "streamingllm", "snapkv", "pyramidkv", "random":
+		shape := held
+		if p == "full" {
+			shape = s
+		}
+		a, err := k.NewDense(shape, o.chunk)
+		if err != nil {
+			return nil, err
+		}
+		c.impl, c.plan = a, fmt.Sprintf("%d tokens, %+v", shape.Tokens, a.Plan())
+		c.launch = func(st kvSet) error { return a.Launch(st.q, st.K, st.V, st.out) }
+	case "h2o", "tova":
+		a, err := k.NewEvicting(held, p == "tova", held.Tokens/2, o.chunk)
+		if err != nil {
+			return nil, err
+		}
+		c.impl, c.plan = a, fmt.Sprintf("%d tokens, recent %d, %+v", held.Tokens, a.Recent, a.Plan())
+		c.launch = func(st kvSet) error { return a.Launch(st.q, st.K, st.V, st.out) }
+	case "oracle":
+		a, err := k.NewOracle(s, o.budget, o.chunk)
+		if err != nil {
+			return nil, err
+		}
+		c.impl, c.plan = a, fmt.Sprintf("%d selected per query head, attention %+v", a.Select, a.Plan())
+		c.launch = func(st kvSet) error { return a.Launch(st.q, st.K, st.V, st.out) }
+	case "quest", "quest-head":
+		a, err := k.NewQuest(s, o.page, o.budget, p == "quest-head", o.chunk)
+		if err != nil {
+			return nil, err
+		}
+		c.impl = a
+		c.plan = fmt.Sprintf("%d pages, %d selected per row, %d rows, attention %+v", a.Pages, a.Select, a.Rows(), a.Plan())
+		c.launch = func(st kvSet) error { return a.Launch(st.q, st.K, st.V, st.mn, st.mx, st.out) }
+		if o.split {
+			c.parts = []kernelRow{{policy: p + "/sel", bytes: a.MetaBytes()}, {policy: p + "/att", bytes: a.Bytes() - a.MetaBytes()}}
+			c.partLaunch = []func(st kvSet) error{
+				func(st kvSet) error { return a.LaunchSelect(st.q, st.mn, st.mx) },
+				func(st kvSet) error { return a.LaunchAttend(st.q, st.K, st.V, st.out) }}
+		}
+	default:
+		return nil, fmt.Errorf("unknown policy %q", p)
+	}
+	return c, nil
+}
+
+func benchShape(k *cuda.Kernels, s cuda.Shape, policies []string, o cellOpts) ([]kernelRow, error) {
 	d := k.D
 	kvBytes := s.KVBytes()
 	needMeta := false
 	// Bytes each policy touches per run, for the rotation.
 	touched := kvBytes
-	impls := map[string]any{}
+	var steps []*cellStep
 	defer func() {
-		for _, im := range impls {
-			switch a := im.(type) {
-			case *cuda.Dense:
-				a.Free()
-			case *cuda.Quest:
-				a.Free()
-			}
+		for _, c := range steps {
+			c.impl.Free()
 		}
 	}()
 	for _, p := range policies {
-		switch p {
-		case "full":
-			a, err := k.NewDense(s, chunk)
-			if err != nil {
-				return nil, err
-			}
-			impls[p] = a
-		case "quest", "quest-head":
-			a, err := k.NewQuest(s, page, budget, p == "quest-head", chunk)
-			if err != nil {
-				return nil, err
-			}
-			impls[p] = a
-			needMeta = true
-			touched = min(touched, a.Bytes())
+		c, err := newCellStep(k, s, p, o)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", p, err)
 		}
+		steps = append(steps, c)
+		touched = min(touched, c.impl.Bytes())
+		_, isQuest := c.impl.(*cuda.Quest)
+		needMeta = needMeta || isQuest
 	}
-	pages := int64((s.Tokens + page - 1) / page)
+	pages := int64((s.Tokens + o.page - 1) / o.page)
 	metaBytes := 2 * int64(s.KVHeads) * pages * int64(s.HeadDim) * 2
 	setBytes := kvBytes + 2*int64(s.Heads*s.HeadDim)*2 + int64(s.Heads*s.HeadDim)*4
 	if needMeta {
@@ -213,7 +307,7 @@ func benchShape(k *cuda.Kernels, s cuda.Shape, policies []string, page, budget, 
 				return nil, err
 			}
 		}
-		base := seed*1000003 + uint64(i)*16
+		base := o.seed*1000003 + uint64(i)*16
 		if err := k.FillRandomBF16(st.q, int64(s.Heads*s.HeadDim), base+1, 1); err != nil {
 			return nil, err
 		}
@@ -230,7 +324,7 @@ func benchShape(k *cuda.Kernels, s cuda.Shape, policies []string, page, budget, 
 			if st.mx, err = alloc(metaBytes / 2); err != nil {
 				return nil, err
 			}
-			if err := k.PageMinMax(st.K, s.KVHeads, s.Tokens, s.HeadDim, page, st.mn, st.mx); err != nil {
+			if err := k.PageMinMax(st.K, s.KVHeads, s.Tokens, s.HeadDim, o.page, st.mn, st.mx); err != nil {
 				return nil, err
 			}
 		}
@@ -239,69 +333,82 @@ func benchShape(k *cuda.Kernels, s cuda.Shape, policies []string, page, budget, 
 		return nil, err
 	}
 	var rows []kernelRow
-	for _, p := range policies {
-		row := kernelRow{policy: p, heads: fmt.Sprintf("%d/%d", s.Heads, s.KVHeads), tokens: s.Tokens, bw: bw, check: "-"}
-		var launch func(st kvSet) error
-		var parts []kernelRow
-		var partLaunch []func(st kvSet) error
-		switch a := impls[p].(type) {
-		case *cuda.Dense:
-			row.bytes = a.Bytes()
-			row.plan = fmt.Sprintf("%+v", a.Plan())
-			launch = func(st kvSet) error { return a.Launch(st.q, st.K, st.V, st.out) }
-		case *cuda.Quest:
-			row.bytes = a.Bytes()
-			row.plan = fmt.Sprintf("%d pages, %d selected per row, %d rows, attention %+v", a.Pages, a.Select, a.Rows(), a.Plan())
-			launch = func(st kvSet) error { return a.Launch(st.q, st.K, st.V, st.mn, st.mx, st.out) }
-			if split {
-				sel, att := row, row
-				sel.policy, sel.bytes, sel.plan = p+"/sel", a.MetaBytes(), ""
-				att.policy, att.bytes, att.plan = p+"/att", a.Bytes()-a.MetaBytes(), ""
-				parts = append(parts, sel, att)
-				partLaunch = append(partLaunch,
-					func(st kvSet) error { return a.LaunchSelect(st.q, st.mn, st.mx) },
-					func(st kvSet) error { return a.LaunchAttend(st.q, st.K, st.V, st.out) })
-			}
+	timed := func(row kernelRow, launch func(i int) error, n int) error {
+		samples, err := timeLaunches(k, launch, n, o.iters)
+		if err != nil {
+			return err
 		}
-		if check {
+		row.median, row.best = median(samples)*1e3, slices.Min(samples)*1e3
+		rows = append(rows, row)
+		return nil
+	}
+	for _, c := range steps {
+		row := kernelRow{policy: c.policy, heads: fmt.Sprintf("%d/%d", s.Heads, s.KVHeads), tokens: s.Tokens, bw: o.bw,
+			check: "-", bytes: c.impl.Bytes(), plan: c.plan}
+		if o.check {
 			if err := d.PoisonF32(sets[0].out, int64(s.Heads*s.HeadDim)); err != nil {
 				return rows, err
 			}
-			if err := launch(sets[0]); err != nil {
+			if err := c.launch(sets[0]); err != nil {
 				return rows, err
 			}
-			msg, ok, err := checkCell(k, s, sets[0], impls[p], page)
+			msg, ok, err := checkCell(k, sets[0], c.impl, o.page)
 			if err != nil {
 				return rows, err
 			}
 			row.check, row.bad = msg, !ok
 		}
-		samples, err := timeLaunches(k, func(i int) error { return launch(sets[i%nsets]) }, nsets, iters)
-		if err != nil {
+		if err := timed(row, func(i int) error { return c.launch(sets[i%nsets]) }, nsets); err != nil {
 			return rows, err
 		}
-		row.median, row.best = median(samples)*1e3, slices.Min(samples)*1e3
-		rows = append(rows, row)
-		if graph {
+		row.plan = ""
+		if o.graph {
 			gr := row
-			gr.policy, gr.plan = p+"+graph", ""
-			samples, err := timeGraphs(k, launch, sets, iters)
+			gr.policy = c.policy + "+graph"
+			samples, err := timeGraphs(k, c.launch, sets, o.iters)
 			if err != nil {
 				return rows, err
 			}
 			gr.median, gr.best = median(samples)*1e3, slices.Min(samples)*1e3
 			rows = append(rows, gr)
 		}
-		for i, pr := range parts {
-			samples, err := timeLaunches(k, func(j int) error { return partLaunch[i](sets[j%nsets]) }, nsets, iters)
-			if err != nil {
+		for i, pr := range c.parts {
+			pr.heads, pr.tokens, pr.bw, pr.check = row.heads, row.tokens, row.bw, "-"
+			if err := timed(pr, func(j int) error { return c.partLaunch[i](sets[j%nsets]) }, nsets); err != nil {
 				return rows, err
 			}
-			pr.median, pr.best = median(samples)*1e3, slices.Min(samples)*1e3
-			rows = append(rows, pr)
+		}
+		if o.floor {
+			fl := row
+			fl.policy, fl.check = c.policy+"/floor", "-"
+			if err := timeFloor(k, fl.bytes, func(launch func(i int) error, n int) error { return timed(fl, launch, n) }); err != nil {
+				return rows, err
+			}
 		}
 	}
 	return rows, nil
+}
+
+// timeFloor times read_floor over bytes (rounded up to 16), rotating over
+// enough copies that the L2 cache holds none of them between two reads.
+func timeFloor(k *cuda.Kernels, bytes int64, timed func(launch func(i int) error, n int) error) error {
+	d := k.D
+	bytes = (bytes + 15) / 16 * 16
+	copies := max(1, (3*int64(d.L2Bytes)+bytes-1)/bytes)
+	buf, err := d.Alloc(copies * bytes)
+	if err != nil {
+		return err
+	}
+	defer d.Free(buf)
+	sink, err := d.Alloc(16)
+	if err != nil {
+		return err
+	}
+	defer d.Free(sink)
+	if err := k.FillRandomBF16(buf, copies*bytes/2, 7, 1); err != nil {
+		return err
+	}
+	return timed(func(i int) error { return k.ReadFloor(buf.Add(int64(i)%copies*bytes), bytes, sink) }, int(copies))
 }
 
 // timeLaunches runs launch(i) warm, then iters times, each between two CUDA
@@ -435,11 +542,25 @@ func copyBandwidth(k *cuda.Kernels) (float64, error) {
 	return 2 * bytes / (median(ms) * 1e-3), nil
 }
 
-// checkCell compares the output of the last launch on st (and for Quest the
-// scores and the selection) with float64 references on the first and last
-// KV heads. It returns the report and whether it passed.
-func checkCell(k *cuda.Kernels, s cuda.Shape, st kvSet, impl any, page int) (string, bool, error) {
+// checkCell compares the output of the last launch on st with float64
+// references on the first and last KV heads, and each policy's own choice:
+// Quest's and the oracle's selections against a brute-force top-K of their
+// scores, H2O's and TOVA's token scores against the reference probabilities
+// and their eviction against the lowest of those scores. It returns the
+// report and whether it passed.
+func checkCell(k *cuda.Kernels, st kvSet, impl kernelStep, page int) (string, bool, error) {
 	d := k.D
+	var s cuda.Shape
+	switch a := impl.(type) {
+	case *cuda.Dense:
+		s = a.S
+	case *cuda.Quest:
+		s = a.S
+	case *cuda.Evicting:
+		s = a.S
+	case *cuda.Oracle:
+		s = a.S
+	}
 	D, G, n := s.HeadDim, s.Group(), s.Tokens
 	q := make([]uint16, s.Heads*D)
 	if err := cuda.Download(d, q, st.q); err != nil {
@@ -458,7 +579,8 @@ func checkCell(k *cuda.Kernels, s cuda.Shape, st kvSet, impl any, page int) (str
 		kvHeads = append(kvHeads, s.KVHeads-1)
 	}
 	worst := 0.0
-	selOK := true
+	choiceOK := true
+	var extra string
 	for _, h := range kvHeads {
 		K, err := headKV(st.K, h)
 		if err != nil {
@@ -468,10 +590,38 @@ func checkCell(k *cuda.Kernels, s cuda.Shape, st kvSet, impl any, page int) (str
 		if err != nil {
 			return "", false, err
 		}
+		qg, og := q[h*G*D:(h+1)*G*D], out[h*G*D:(h+1)*G*D]
 		switch a := impl.(type) {
 		case *cuda.Dense:
-			ref := cuda.RefDecode(q[h*G*D:(h+1)*G*D], K, V, D, nil)
-			worst = math.Max(worst, cuda.RelErr(out[h*G*D:(h+1)*G*D], ref))
+			worst = math.Max(worst, cuda.RelErr(og, cuda.RefDecode(qg, K, V, D, nil)))
+		case *cuda.Evicting:
+			worst = math.Max(worst, cuda.RelErr(og, cuda.RefDecode(qg, K, V, D, nil)))
+			ok, msg, err := checkEvicting(a, h, cuda.RefProbs(qg, K, D))
+			if err != nil {
+				return "", false, err
+			}
+			choiceOK = choiceOK && ok
+			extra = msg
+		case *cuda.Oracle:
+			scores, err := a.Scores()
+			if err != nil {
+				return "", false, err
+			}
+			sel, err := a.Selection()
+			if err != nil {
+				return "", false, err
+			}
+			for g := range G {
+				r := h*G + g
+				if !slices.Equal(sel[r], cuda.TopK(scores[r], a.Select)) {
+					choiceOK = false
+				}
+				toks := make([]int, len(sel[r]))
+				for i, t := range sel[r] {
+					toks[i] = int(t)
+				}
+				worst = math.Max(worst, cuda.RelErr(out[r*D:(r+1)*D], cuda.RefDecode(q[r*D:(r+1)*D], K, V, D, toks)))
+			}
 		case *cuda.Quest:
 			scores, err := a.Scores()
 			if err != nil {
@@ -490,9 +640,9 @@ func checkCell(k *cuda.Kernels, s cuda.Shape, st kvSet, impl any, page int) (str
 			}
 			for _, r := range rows {
 				if !slices.Equal(sel[r], cuda.TopK(scores[r], a.Select)) {
-					selOK = false
+					choiceOK = false
 				}
-				qh, oh := q[h*G*D:(h+1)*G*D], out[h*G*D:(h+1)*G*D]
+				qh, oh := qg, og
 				if a.PerHead {
 					qh, oh = q[r*D:(r+1)*D], out[r*D:(r+1)*D]
 				}
@@ -501,19 +651,69 @@ func checkCell(k *cuda.Kernels, s cuda.Shape, st kvSet, impl any, page int) (str
 			}
 		}
 	}
-	ok := worst < 1e-3 && selOK
+	ok := worst < 1e-3 && choiceOK
 	msg := fmt.Sprintf("relerr=%.1e", worst)
-	if _, isQuest := impl.(*cuda.Quest); isQuest {
-		if selOK {
+	switch impl.(type) {
+	case *cuda.Quest, *cuda.Oracle:
+		if choiceOK {
 			msg += " sel=ok"
 		} else {
 			msg += " sel=MISMATCH"
 		}
+	case *cuda.Evicting:
+		msg += " " + extra
 	}
 	if !ok {
 		msg += " FAIL"
 	}
 	return msg, ok, nil
+}
+
+// checkEvicting compares KV head h's token scores after one launch with the
+// reference probabilities of its query heads (probs [G][n]), and (H2O) its
+// eviction with the lowest score outside the recent window.
+func checkEvicting(a *cuda.Evicting, h int, probs [][]float64) (bool, string, error) {
+	scores, err := a.Scores()
+	if err != nil {
+		return false, "", err
+	}
+	ev, err := a.Evicted()
+	if err != nil {
+		return false, "", err
+	}
+	n := a.S.Tokens
+	ref := make([]float64, n)
+	for _, p := range probs {
+		for i, x := range p {
+			ref[i] += x
+		}
+	}
+	worst := 0.0
+	for i, x := range ref {
+		worst = math.Max(worst, math.Abs(float64(scores[h][i])-x))
+	}
+	ok := worst < 1e-5
+	if !a.TOVA {
+		lim := n - a.Recent
+		e := int(ev[h])
+		ok = ok && e == cuda.ArgMin(scores[h], lim)
+		if lim > 0 && e >= 0 {
+			ok = ok && ref[e]-ref[cuda.ArgMin(ref, lim)] <= 1e-6
+		}
+	} else {
+		// The lowest sum over every KV head, added in the kernel's order.
+		sum := make([]float32, n)
+		for _, row := range scores {
+			for i, x := range row {
+				sum[i] += x
+			}
+		}
+		ok = ok && int(ev[0]) == cuda.ArgMin(sum, n)
+	}
+	if !ok {
+		return false, fmt.Sprintf("scores=%.0e evict=MISMATCH", worst), nil
+	}
+	return true, fmt.Sprintf("scores=%.0e evict=ok", worst), nil
 }
 
 func parseInts(s string) ([]int, error) {

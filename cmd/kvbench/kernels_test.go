@@ -36,7 +36,7 @@ func TestMedian(t *testing.T) {
 
 func TestKernelsBadFlags(t *testing.T) {
 	for _, args := range [][]string{
-		{"kernels", "--policies", "full,h2o"},
+		{"kernels", "--policies", "full,bogus"},
 		{"kernels", "--heads", "32/7"},
 		{"kernels", "--lengths", "x"},
 	} {
@@ -50,7 +50,7 @@ func TestKernelsBadFlags(t *testing.T) {
 // small cell and checks it.
 func TestKernelsCommand(t *testing.T) {
 	ok, why := cuda.Available()
-	out, _, err := runCLI(t, "kernels", "--lengths", "1000", "--heads", "8/2", "--iters", "5", "--policies", "full,quest,quest-head", "--budget", "256")
+	out, _, err := runCLI(t, "kernels", "--lengths", "1000", "--heads", "8/2", "--iters", "5", "--policies", "all", "--budget", "256", "--floor")
 	if !ok {
 		if err == nil || !strings.Contains(err.Error(), "no usable GPU") {
 			t.Fatalf("without a GPU (%s): err = %v", why, err)
@@ -62,7 +62,11 @@ func TestKernelsCommand(t *testing.T) {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	t.Log("\n" + out)
-	if strings.Count(out, "kvbench ") != 3 {
-		t.Fatalf("want 3 rows:\n%s", out)
+	// A row and a floor row per policy, every check passed.
+	if n := strings.Count(out, "kvbench "); n != 2*len(kernelPolicies) {
+		t.Fatalf("%d rows, want %d:\n%s", n, 2*len(kernelPolicies), out)
+	}
+	if strings.Contains(out, "FAIL") {
+		t.Fatalf("a check failed:\n%s", out)
 	}
 }

@@ -244,11 +244,16 @@ func (k *Kernels) newSplitKV(kind string, s Shape, g, rows, rowsPerKV, tokensPer
 	return a, nil
 }
 
-func (a *splitKV) launch(s Shape, q, K, V, pages Ptr, nsel, pageSize int, out Ptr) error {
-	scale := float32(1 / math.Sqrt(float64(s.HeadDim)) * math.Log2E)
+// scaleLog2 is the softmax scale times log2(e): the kernels' scores are in
+// base 2.
+func scaleLog2(headDim int) float32 { return float32(1 / math.Sqrt(float64(headDim)) * math.Log2E) }
+
+// launch enqueues the attention; raw (0: none) receives the base-2 scores
+// [rows*g, tokens of a row].
+func (a *splitKV) launch(s Shape, q, K, V, pages Ptr, nsel, pageSize int, out, raw Ptr) error {
 	err := a.k.launch(a.fn, Dim3{a.nchunks, a.rows, 1}, Dim3{attnThreads, 1, 1}, a.smem,
 		q, K, V, pages, int32(s.Tokens), int32(nsel), int32(pageSize), int32(a.rowsPerKV), int32(a.chunk),
-		scale, a.partO, a.partML, a.counters, out)
+		scaleLog2(s.HeadDim), a.partO, a.partML, a.counters, out, raw)
 	if err != nil || a.counters != 0 {
 		return err
 	}
@@ -301,7 +306,7 @@ func (d *Dense) Plan() Plan { return d.a.plan() }
 // Launch enqueues the attention (the split-KV kernel, then attn_combine
 // unless the split-KV kernel merges; see fusedCombine).
 func (d *Dense) Launch(q, K, V, out Ptr) error {
-	return d.a.launch(d.S, q, K, V, 0, 0, 1, out)
+	return d.a.launch(d.S, q, K, V, 0, 0, 1, out, 0)
 }
 
 // Bytes is the memory the attention must read: K and V.
@@ -416,7 +421,7 @@ func (q *Quest) LaunchSelect(qp, mn, mx Ptr) error {
 // LaunchAttend enqueues the attention over the pages the last LaunchSelect
 // chose.
 func (q *Quest) LaunchAttend(qp, K, V, out Ptr) error {
-	return q.a.launch(q.S, qp, K, V, q.sel, q.Select, q.PageSize, out)
+	return q.a.launch(q.S, qp, K, V, q.sel, q.Select, q.PageSize, out, 0)
 }
 
 // MetaBytes is the size of the page bounds read by the scoring.
@@ -432,29 +437,13 @@ func (q *Quest) Bytes() int64 {
 
 // Scores downloads the page scores of the last launch: [Rows()][Pages].
 func (q *Quest) Scores() ([][]float32, error) {
-	flat := make([]float32, q.Rows()*q.Pages)
-	if err := Download(q.k.D, flat, q.scores); err != nil {
-		return nil, err
-	}
-	out := make([][]float32, q.Rows())
-	for r := range out {
-		out[r] = flat[r*q.Pages : (r+1)*q.Pages]
-	}
-	return out, nil
+	return downloadRows[float32](q.k.D, q.scores, q.Rows(), q.Pages)
 }
 
 // Selection downloads the selected pages of the last launch, ascending:
 // [Rows()][Select].
 func (q *Quest) Selection() ([][]int32, error) {
-	flat := make([]int32, q.Rows()*q.Select)
-	if err := Download(q.k.D, flat, q.sel); err != nil {
-		return nil, err
-	}
-	out := make([][]int32, q.Rows())
-	for r := range out {
-		out[r] = flat[r*q.Select : (r+1)*q.Select]
-	}
-	return out, nil
+	return downloadRows[int32](q.k.D, q.sel, q.Rows(), q.Select)
 }
 
 // Free releases the scratch memory.

@@ -144,3 +144,45 @@ func RelErr(got []float32, want []float64) float64 {
 	}
 	return math.Sqrt(num / den)
 }
+
+// RefProbs is the float64 reference of the attention probabilities of the G
+// query heads q [G*D] over the n keys of K [n*D] (scale 1/sqrt(D)): [G][n].
+func RefProbs(q, K []uint16, D int) [][]float64 {
+	G, n := len(q)/D, len(K)/D
+	scale := 1 / math.Sqrt(float64(D))
+	out := make([][]float64, G)
+	for g := range out {
+		p := make([]float64, n)
+		m := math.Inf(-1)
+		for t := range p {
+			var a float64
+			for j := 0; j < D; j++ {
+				a += BF16Float64(q[g*D+j]) * BF16Float64(K[t*D+j])
+			}
+			p[t] = a * scale
+			m = math.Max(m, p[t])
+		}
+		var sum float64
+		for t := range p {
+			p[t] = math.Exp(p[t] - m)
+			sum += p[t]
+		}
+		for t := range p {
+			p[t] /= sum
+		}
+		out[g] = p
+	}
+	return out
+}
+
+// ArgMin is the index of the lowest of x[:n] (ties to the lower index), -1
+// when n is 0.
+func ArgMin[T float32 | float64](x []T, n int) int {
+	best := -1
+	for i := range n {
+		if best < 0 || x[i] < x[best] {
+			best = i
+		}
+	}
+	return best
+}
