@@ -393,3 +393,58 @@ func TestQuestDecodeAllocs(t *testing.T) {
 		t.Errorf("oracle allocates %.2f times per decode step, full %.2f", orc, base)
 	}
 }
+
+// scorerOnly is a backend with runtime.Scorer but not runtime.PageScorer.
+type scorerOnly struct {
+	runtime.Backend
+	runtime.Scorer
+}
+
+// TestQuestScorerOnlyBackend runs quest on a backend without PageScorer (the
+// page bounds kept on the host over Scorer.KeyBounds) under the brute-force
+// checker of every step's selection and bytes read.
+func TestQuestScorerOnlyBackend(t *testing.T) {
+	const n, prompt, budget, page, dense = 300, 60, 48, 8, 1
+	m, err := runtime.Synthetic("tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cpu.New(0)
+	defer c.Close()
+	be := scorerOnly{c, c}
+	if _, ok := runtime.Backend(be).(runtime.PageScorer); ok {
+		t.Fatal("scorerOnly has PageScorer")
+	}
+	r, err := runtime.NewRunner(m, be, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := policies.New("quest", policies.Params{"budget": budget, "page": page, "dense_layers": dense})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(r); err != nil {
+		t.Fatal(err)
+	}
+	vb := r.Cache.PageBytes() / int64(2*r.Cache.PageSize())
+	x := &questRef{t: t, inner: r.Hook, be: be, k: budget / page, page: page, dense: dense, vb: vb}
+	r.Hook = x
+	toks := streamTokens(n, 8)
+	logits := make([]float32, m.Config.Vocab)
+	p.Prompt(prompt)
+	if err := r.Forward(toks[:prompt], logits); err != nil {
+		t.Fatal(err)
+	}
+	for i := prompt; i < n; i++ {
+		x.step = i
+		if err := r.Forward(toks[i:i+1], logits); err != nil {
+			t.Fatal(err)
+		}
+		if got := p.Stats().BytesRead; got != x.bytes {
+			t.Fatalf("step %d: %d bytes read, formula %d", i, got, x.bytes)
+		}
+	}
+	if want := (n - prompt) * (m.Config.Layers - dense); x.checked != want {
+		t.Errorf("checked %d sparse layer steps, want %d", x.checked, want)
+	}
+}

@@ -116,6 +116,38 @@ type Scorer interface {
 	KeyBounds(seq *KVSeq, t0, t1 int, lo, hi []float32)
 }
 
+// PageScorer is an optional Backend capability for Quest-style selection:
+// per-page key bounds kept where the keys are, and pages scored there, one
+// call per layer for every head (on a GPU: one synchronisation per layer,
+// not one per KV head). A backend without it can still serve such a policy
+// through NewHostPageBounds over its Scorer.
+type PageScorer interface {
+	// NewPageBounds returns empty bounds for kvHeads sequences of keys of
+	// headDim channels split into pages of page tokens (token t in page
+	// t/page, whatever the cache's own page size).
+	NewPageBounds(kvHeads, headDim, page int) PageBounds
+}
+
+// PageBounds are the per-channel minimum m and maximum M of the keys of each
+// page of every KV head of one layer, extended as tokens are appended.
+type PageBounds interface {
+	// Extend folds the tokens appended to seqs[g] (KV head g) since the last
+	// call into its pages' bounds; a sequence shorter than what was folded
+	// is folded again from scratch. len(seqs) is kvHeads.
+	Extend(seqs []KVSeq)
+	// Score writes into out[h] [pages of KV head h/(a.Heads/a.KVHeads)] the
+	// score of each page p of that head's folded tokens for query head h of
+	// query row 0 of a: sum over channels i = 0..headDim-1, in that order,
+	// in float64, of max(q_i*m_i, q_i*M_i) with q_i, m_i, M_i widened to
+	// float64 (the products are exact, so every backend gets the same bits).
+	// len(out) is a.Heads; an empty out[h] skips head h.
+	Score(a *AttnArgs, out [][]float64)
+	// Reset forgets every folded token (a new stream), keeping the memory.
+	Reset()
+	// Free releases the bounds' memory; they are not used after.
+	Free()
+}
+
 // KVAllocator is an optional Backend capability: KV pages stored in a type
 // other than float32 (bf16 halves the cache's memory and the bytes attention
 // reads). Pages hold keys and values rounded to the type; attention computes

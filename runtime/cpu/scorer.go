@@ -37,4 +37,13 @@ func (b *Backend) KeyBounds(seq *runtime.KVSeq, t0, t1 int, lo, hi []float32) {
 	}
 }
 
-var _ runtime.Scorer = (*Backend)(nil)
+// NewPageBounds returns Quest's page bounds in host memory, built on
+// KeyBounds and scored on the host (runtime.NewHostPageBounds).
+func (b *Backend) NewPageBounds(kvHeads, headDim, page int) runtime.PageBounds {
+	return runtime.NewHostPageBounds(b, b, kvHeads, headDim, page)
+}
+
+var (
+	_ runtime.Scorer     = (*Backend)(nil)
+	_ runtime.PageScorer = (*Backend)(nil)
+)

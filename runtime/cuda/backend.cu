@@ -452,6 +452,79 @@ extern "C" __global__ void be_key_bounds(float* out, const u64* kp, int ps, int 
     }
 }
 
+// ---- Quest page bounds (runtime.PageBounds, backend_quest.go) ----
+//
+// The bounds of one KV head are float32 [pages][2][hd]: page p's per-channel
+// minimum of its keys at p*2*hd, its maximum at p*2*hd + hd.
+
+// Per KV head descriptor of be_quest_extend, ints: tokens folded n0, tokens
+// now n1, kOff (index in ptrs of the cache page holding token n0, whose first
+// token is n0 - n0 % ps), ps (the cache's page size), bOff (index in ptrs of
+// the bounds).
+#define QX_N0 0
+#define QX_N1 1
+#define QX_K 2
+#define QX_PS 3
+#define QX_B 4
+#define QX_WORDS 5
+
+// be_quest_extend folds tokens [n0, n1) of every KV head into its bounds:
+// grid (most bounds pages touched by a head, kvHeads), block min(max(hd, 32),
+// 256), a thread per channel. Block (x, g) updates bounds page n0/page + x of
+// head g: a page already holding tokens (n0 inside it) takes the minimum and
+// maximum with its new keys, a fresh page starts from its first key.
+extern "C" __global__ void be_quest_extend(const u64* ptrs, const int* ints, int page, int hd, int kvt) {
+    const int* d = ints + blockIdx.y * QX_WORDS;
+    const int n0 = d[QX_N0], n1 = d[QX_N1], ps = d[QX_PS], koff = d[QX_K];
+    const int p = n0 / page + blockIdx.x;
+    const int t0 = max(n0, p * page), t1 = min(n1, (p + 1) * page);
+    if (t0 >= t1) return;
+    const int first = n0 - n0 % ps;
+    float* b = (float*)ptrs[d[QX_B]] + (long long)p * 2 * hd;
+    const bool fresh = t0 == p * page;
+    for (int c = threadIdx.x; c < hd; c += blockDim.x) {
+        int t = t0;
+        float lo, hi;
+        if (fresh) {
+            lo = be_ld(be_row(ptrs, koff, ps, hd, t - first, kvt), c, kvt);
+            hi = lo;
+            t++;
+        } else {
+            lo = b[c];
+            hi = b[hd + c];
+        }
+        for (; t < t1; t++) {
+            const float v = be_ld(be_row(ptrs, koff, ps, hd, t - first, kvt), c, kvt);
+            lo = fminf(lo, v);
+            hi = fmaxf(hi, v);
+        }
+        b[c] = lo;
+        b[hd + c] = hi;
+    }
+}
+
+// be_quest_score: the score of every page p of query head h (row 0 of q
+// [heads*hd]) against the bounds of its KV head h/group (at bounds[h/group]):
+// sum over channels in order, in double, of max(q_i lo_i, q_i hi_i), the sum
+// of the host (runtime.NewHostPageBounds) bit for bit: products of two floats
+// are exact in double, so contraction cannot change them, and the maximum of
+// two equal-but-for-sign zeros adds as zero either way. ints [2*heads]:
+// pages of head h (0: skipped) and the offset of its scores in out. Grid
+// (ceil(most pages / 128), heads), block 128, a thread per page.
+extern "C" __global__ void be_quest_score(double* out, const float* q, const u64* bounds, const int* ints, int group, int hd) {
+    const int h = blockIdx.y, p = blockIdx.x * blockDim.x + threadIdx.x;
+    if (p >= ints[2 * h]) return;
+    const float* lo = (const float*)bounds[h / group] + (long long)p * 2 * hd;
+    const float* hi = lo + hd;
+    const float* qh = q + (long long)h * hd;
+    double s = 0.0;
+    for (int i = 0; i < hd; i++) {
+        const double x = (double)qh[i];
+        s += fmax(x * (double)lo[i], x * (double)hi[i]);
+    }
+    out[ints[2 * h + 1] + p] = s;
+}
+
 // ---- split-KV attention (flash-decoding), the fast path of Attend ----
 //
 // Block (chunk c, query head h, row tile z) handles up to RT query rows from

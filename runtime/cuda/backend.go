@@ -31,8 +31,9 @@ type buf struct {
 
 func (b *buf) Len() int { return b.n }
 
-// Backend is runtime.Backend (and runtime.Scorer) on one CUDA GPU. Buffers
-// live in device memory; the host only sees them through Write and Read.
+// Backend is runtime.Backend (and runtime.Scorer, runtime.PageScorer) on one
+// CUDA GPU. Buffers live in device memory; the host only sees them through
+// Write and Read.
 // Kernels run in order on the device's stream; Read waits for them. Like the
 // CPU backend it is not safe for concurrent use.
 type Backend struct {
@@ -45,13 +46,15 @@ type Backend struct {
 	now  int64 // bytes held by live buffers (as asked for)
 	peak int64
 
-	// Per-call scratch on the device, grown as needed.
-	scores, full, recall, small, part, ml scratch
+	// Per-call scratch on the device, grown as needed (pscore: the page
+	// scores of PageBounds.Score).
+	scores, full, recall, small, part, ml, pscore scratch
 	// Host building space for the per-call metadata.
 	hInts   []int32
 	hPtrs   []uint64
 	hAcc    []float32
 	hRec    []float32
+	hF64    []float64
 	desc    string
 	kvt     int32 // page type of the call being built (kvF32, kvBF16)
 	st      stager
@@ -175,7 +178,7 @@ func (b *Backend) Close() error {
 		_ = g.Destroy()
 		delete(b.graphs, k)
 	}
-	for _, s := range []*scratch{&b.scores, &b.full, &b.recall, &b.small, &b.part, &b.ml, &b.wide, &b.narrow} {
+	for _, s := range []*scratch{&b.scores, &b.full, &b.recall, &b.small, &b.part, &b.ml, &b.pscore, &b.wide, &b.narrow} {
 		if s.p != 0 {
 			_ = b.D.Free(s.p)
 			*s = scratch{}
@@ -326,8 +329,12 @@ func (b *Backend) wait() {
 }
 
 // download copies len(dst) floats from src once the queued work has run
+// (see get).
+func (b *Backend) download(dst []float32, src Ptr) { get(b, dst, src) }
+
+// get copies len(dst) elements from src once the queued work has run
 // (Download waits for the stream; the staging arenas are free again after).
-func (b *Backend) download(dst []float32, src Ptr) {
+func get[T any](b *Backend, dst []T, src Ptr) {
 	if len(dst) == 0 {
 		return
 	}
@@ -801,6 +808,7 @@ func (b *Backend) ClearMarks() { b.marks = 0 }
 var (
 	_ runtime.Backend     = (*Backend)(nil)
 	_ runtime.Scorer      = (*Backend)(nil)
+	_ runtime.PageScorer  = (*Backend)(nil)
 	_ runtime.KVAllocator = (*Backend)(nil)
 	_ runtime.DeviceTimer = (*Backend)(nil)
 	_ runtime.Replayer    = (*Backend)(nil)
