@@ -42,6 +42,23 @@ __device__ __forceinline__ bf16 bf16_from_f32(float f) {
     return (bf16)(u >> 16);
 }
 
+// pdl_wait: in a kernel launched as a programmatic dependent (LaunchAfter),
+// waits until the kernel before it on the stream has finished and its
+// writes are visible; otherwise (or before sm_90) it returns at once.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+// pdl_trigger lets a programmatic dependent launched after this kernel start
+// its blocks (which then wait in pdl_wait) before this kernel finishes.
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
+}
+
 __device__ __forceinline__ float warp_max(float v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, o));

@@ -3,6 +3,7 @@ package cuda
 import (
 	"fmt"
 	"math"
+	"os"
 	"runtime"
 	"sync"
 	"syscall"
@@ -63,6 +64,7 @@ type Device struct {
 	now    int64
 	peak   int64
 	closed bool
+	pdl    bool // LaunchAfter launches programmatic dependents
 }
 
 // Open retains the primary context of device ordinal and creates a stream.
@@ -123,6 +125,7 @@ func Open(ordinal int) (*Device, error) {
 		api.cuDevicePrimaryCtxRelease(d.dev)
 		return nil, err
 	}
+	d.pdl = d.Major >= 9 && api.rawLaunchEx != 0 && os.Getenv("KVBENCH_PDL") != "off"
 	return d, nil
 }
 
@@ -459,6 +462,39 @@ type Dim3 struct{ X, Y, Z int }
 // float32 or float64 (passed by value as the kernel's parameter of that
 // size). It does not wait; Sync reports errors of the kernel's execution.
 func (f *Function) Launch(grid, block Dim3, smem int, args ...any) error {
+	return f.launch(false, grid, block, smem, args)
+}
+
+// LaunchAfter launches f as a programmatic dependent of the kernel before it
+// on the stream (compute capability 9.0+, where the driver has
+// cuLaunchKernelEx; elsewhere, or with KVBENCH_PDL=off, it is Launch): f's
+// blocks may start while that kernel finishes, so f must wait (pdl_wait in
+// the kernels) before it reads what that kernel writes or writes what it
+// reads. The kernel before it may let f start early (pdl_trigger).
+func (f *Function) LaunchAfter(grid, block Dim3, smem int, args ...any) error {
+	return f.launch(f.d.pdl, grid, block, smem, args)
+}
+
+// launchConfig is CUlaunchConfig; launchAttr is CUlaunchAttribute (an id,
+// padding, a 64-byte value union).
+type launchConfig struct {
+	gridX, gridY, gridZ, blockX, blockY, blockZ, smem uint32
+	_                                                 uint32
+	stream, attrs                                     uintptr
+	nattrs                                            uint32
+	_                                                 uint32
+}
+
+type launchAttr struct {
+	id  uint32
+	_   uint32
+	val [64]byte
+}
+
+// attrProgrammaticSerialization is CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION.
+const attrProgrammaticSerialization = 6
+
+func (f *Function) launch(pdl bool, grid, block Dim3, smem int, args []any) error {
 	// One 8-byte slot per argument and an array of pointers to the slots,
 	// reused from a pool; the driver copies them before cuLaunchKernel
 	// returns.
@@ -495,6 +531,19 @@ func (f *Function) Launch(grid, block Dim3, smem int, args ...any) error {
 		return err
 	}
 	defer leave()
+	if pdl {
+		lb.attr = launchAttr{id: attrProgrammaticSerialization}
+		lb.attr.val[0] = 1
+		lb.cfg = launchConfig{gridX: uint32(fix(grid.X)), gridY: uint32(fix(grid.Y)), gridZ: uint32(fix(grid.Z)),
+			blockX: uint32(fix(block.X)), blockY: uint32(fix(block.Y)), blockZ: uint32(fix(block.Z)), smem: uint32(smem),
+			stream: f.d.stream, attrs: uintptr(unsafe.Pointer(&lb.attr)), nattrs: 1}
+		r, _, _ := purego.SyscallN(f.d.api.rawLaunchEx, uintptr(unsafe.Pointer(&lb.cfg)), f.h, uintptr(unsafe.Pointer(&lb.params[0])), 0)
+		runtime.KeepAlive(lb)
+		if r != 0 {
+			return f.d.api.check("cuLaunchKernelEx("+f.Name+")", int32(r))
+		}
+		return nil
+	}
 	r, _, _ := purego.SyscallN(f.d.api.rawLaunch, f.h, fix(grid.X), fix(grid.Y), fix(grid.Z), fix(block.X), fix(block.Y), fix(block.Z),
 		uintptr(smem), f.d.stream, uintptr(unsafe.Pointer(&lb.params[0])), 0)
 	runtime.KeepAlive(lb)
@@ -508,6 +557,8 @@ func (f *Function) Launch(grid, block Dim3, smem int, args ...any) error {
 type launchBuf struct {
 	slots  [32]uint64
 	params [32]unsafe.Pointer
+	cfg    launchConfig
+	attr   launchAttr
 }
 
 var launchBufs = sync.Pool{New: func() any { return new(launchBuf) }}

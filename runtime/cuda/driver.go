@@ -76,6 +76,9 @@ type driverAPI struct {
 	// Raw addresses of the calls on the per-operation path, called through
 	// purego.SyscallN (no reflection, no allocation).
 	rawLaunch, rawSetCtx, rawHtoDAsync uintptr
+	// cuLaunchKernelEx, for programmatic dependent launches; 0 when the
+	// driver lacks it.
+	rawLaunchEx uintptr
 }
 
 // symbol names one entry point: the Go function to bind and the exported
@@ -204,6 +207,9 @@ func openDriver() (*driverAPI, error) {
 			return nil, fmt.Errorf("cuda: libcuda.so.1 has no %s: %v", r.name, err)
 		}
 		*r.dst = addr
+	}
+	if addr, err := purego.Dlsym(lib, "cuLaunchKernelEx"); err == nil {
+		d.rawLaunchEx = addr
 	}
 	if err := d.check("cuInit", d.cuInit(0)); err != nil {
 		return nil, err

@@ -63,6 +63,16 @@ func (k *Kernels) launch(name string, grid, block Dim3, smem int, args ...any) e
 	return f.Launch(grid, block, smem, args...)
 }
 
+// launchAfter launches a kernel that depends on the one before it
+// (Function.LaunchAfter: it may start early and waits in pdl_wait).
+func (k *Kernels) launchAfter(name string, grid, block Dim3, smem int, args ...any) error {
+	f, err := k.Func(name)
+	if err != nil {
+		return err
+	}
+	return f.LaunchAfter(grid, block, smem, args...)
+}
+
 // FillRandomBF16 writes n pseudo-random bf16 values uniform in
 // [-scale, scale) at p, determined by seed.
 func (k *Kernels) FillRandomBF16(p Ptr, n int64, seed uint64, scale float32) error {
@@ -249,15 +259,21 @@ func (k *Kernels) newSplitKV(kind string, s Shape, g, rows, rowsPerKV, tokensPer
 func scaleLog2(headDim int) float32 { return float32(1 / math.Sqrt(float64(headDim)) * math.Log2E) }
 
 // launch enqueues the attention; raw (0: none) receives the base-2 scores
-// [rows*g, tokens of a row].
-func (a *splitKV) launch(s Shape, q, K, V, pages Ptr, nsel, pageSize int, out, raw Ptr) error {
-	err := a.k.launch(a.fn, Dim3{a.nchunks, a.rows, 1}, Dim3{attnThreads, 1, 1}, a.smem,
+// [rows*g, tokens of a row]. With after, the attention kernel depends on
+// the kernel before it (it reads its page list); the combine always depends
+// on the attention.
+func (a *splitKV) launch(s Shape, q, K, V, pages Ptr, nsel, pageSize int, out, raw Ptr, after bool) error {
+	launch := a.k.launch
+	if after {
+		launch = a.k.launchAfter
+	}
+	err := launch(a.fn, Dim3{a.nchunks, a.rows, 1}, Dim3{attnThreads, 1, 1}, a.smem,
 		q, K, V, pages, int32(s.Tokens), int32(nsel), int32(pageSize), int32(a.rowsPerKV), int32(a.chunk),
 		scaleLog2(s.HeadDim), a.partO, a.partML, a.counters, out, raw)
 	if err != nil || a.counters != 0 {
 		return err
 	}
-	return a.k.launch(a.comb, Dim3{a.g, a.rows, 1}, Dim3{combThreads, 1, 1}, 0, a.partO, a.partML, int32(a.nchunks), out)
+	return a.k.launchAfter(a.comb, Dim3{a.g, a.rows, 1}, Dim3{combThreads, 1, 1}, 0, a.partO, a.partML, int32(a.nchunks), out)
 }
 
 func (a *splitKV) free() {
@@ -306,7 +322,7 @@ func (d *Dense) Plan() Plan { return d.a.plan() }
 // Launch enqueues the attention (the split-KV kernel, then attn_combine
 // unless the split-KV kernel merges; see fusedCombine).
 func (d *Dense) Launch(q, K, V, out Ptr) error {
-	return d.a.launch(d.S, q, K, V, 0, 0, 1, out, 0)
+	return d.a.launch(d.S, q, K, V, 0, 0, 1, out, 0, false)
 }
 
 // Bytes is the memory the attention must read: K and V.
@@ -414,14 +430,14 @@ func (q *Quest) LaunchSelect(qp, mn, mx Ptr) error {
 	if err != nil {
 		return err
 	}
-	return q.k.launch("quest_topk", Dim3{q.Rows(), 1, 1}, Dim3{topkThreads, 1, 1}, q.topkSmem(),
+	return q.k.launchAfter("quest_topk", Dim3{q.Rows(), 1, 1}, Dim3{topkThreads, 1, 1}, q.topkSmem(),
 		q.scores, int32(q.Pages), int32(q.Select), q.sel)
 }
 
 // LaunchAttend enqueues the attention over the pages the last LaunchSelect
 // chose.
 func (q *Quest) LaunchAttend(qp, K, V, out Ptr) error {
-	return q.a.launch(q.S, qp, K, V, q.sel, q.Select, q.PageSize, out, 0)
+	return q.a.launch(q.S, qp, K, V, q.sel, q.Select, q.PageSize, out, 0, true)
 }
 
 // MetaBytes is the size of the page bounds read by the scoring.

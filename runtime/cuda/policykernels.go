@@ -69,21 +69,21 @@ func (e *Evicting) Reset() error {
 // Launch enqueues the step: attention into out, scores, the eviction.
 func (e *Evicting) Launch(q, K, V, out Ptr) error {
 	s := e.S
-	if err := e.a.launch(s, q, K, V, 0, 0, 1, out, e.raw); err != nil {
+	if err := e.a.launch(s, q, K, V, 0, 0, 1, out, e.raw, false); err != nil {
 		return err
 	}
 	mode := int32(0)
 	if e.TOVA {
 		mode = 1
 	}
-	if err := e.k.launch("evict_scores", Dim3{s.KVHeads, 1, 1}, Dim3{evictThreads, 1, 1}, 0,
+	if err := e.k.launchAfter("evict_scores", Dim3{s.KVHeads, 1, 1}, Dim3{evictThreads, 1, 1}, 0,
 		e.raw, int32(s.Tokens), int32(s.Group()), mode, int32(e.Recent), e.acc, e.evict); err != nil {
 		return err
 	}
 	if !e.TOVA {
 		return nil
 	}
-	return e.k.launch("tova_pick", Dim3{1, 1, 1}, Dim3{evictThreads, 1, 1}, 0, e.acc, int32(s.Tokens), int32(s.KVHeads), e.evict)
+	return e.k.launchAfter("tova_pick", Dim3{1, 1, 1}, Dim3{evictThreads, 1, 1}, 0, e.acc, int32(s.Tokens), int32(s.KVHeads), e.evict)
 }
 
 // Scores downloads the per-token scores [KVHeads][Tokens]: H2O's
@@ -197,11 +197,11 @@ func (o *Oracle) Launch(q, K, V, out Ptr) error {
 		q, K, int32(s.Tokens), int32(o.tpb), scaleLog2(s.HeadDim), o.scores); err != nil {
 		return err
 	}
-	if err := o.k.launch("topk_wide", Dim3{s.Heads, 1, 1}, Dim3{wideThreads, 1, 1}, 0,
+	if err := o.k.launchAfter("topk_wide", Dim3{s.Heads, 1, 1}, Dim3{wideThreads, 1, 1}, 0,
 		o.scores, int32(s.Tokens), int32(o.Select), o.sel); err != nil {
 		return err
 	}
-	return o.a.launch(s, q, K, V, o.sel, o.Select, 1, out, 0)
+	return o.a.launch(s, q, K, V, o.sel, o.Select, 1, out, 0, true)
 }
 
 // Scores downloads the base-2 scores of the last launch: [Heads][Tokens].
