@@ -77,7 +77,6 @@ extern "C" __global__ void __launch_bounds__(EV_NT) evict_scores(const float* __
     __shared__ float sM[8], sInv[8];
     __shared__ float red[EV_NT / 32];
     __shared__ int redi[EV_NT / 32];
-    pdl_trigger();
     pdl_wait();
     const int r = blockIdx.x, tid = threadIdx.x;
     for (int g = 0; g < G; ++g) {
@@ -147,7 +146,6 @@ __device__ __forceinline__ void qk_scores(const bf16* __restrict__ q, const bf16
     constexpr int L = D / 8;
     constexpr int TG = NT / L;
     constexpr int U = 4;
-    pdl_trigger();
     const int h = blockIdx.y, tid = threadIdx.x, lane = tid % L, tg = tid / L;
     const int t0 = blockIdx.x * tpb, len = min(tpb, n - t0);
     float qf[G][8];
@@ -207,7 +205,7 @@ QK_KERNELS(128, 8)
 // (ties to the lowest index), the scores re-read on every pass.
 extern "C" __global__ void __launch_bounds__(TKW_NT) topk_wide(const float* __restrict__ scores, int P, int K,
                                                                 int* __restrict__ sel) {
-    pdl_wait();  // no early trigger, as in quest_topk
+    pdl_wait();
     const int r = blockIdx.x;
     topk_row<TKW_NT, false>(scores + (size_t)r * P, P, K, sel + (size_t)r * min(K, P), nullptr);
 }

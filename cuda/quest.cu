@@ -174,7 +174,6 @@ __device__ __forceinline__ void quest_score(const bf16* __restrict__ q, const bf
     constexpr int L = D / 8;
     constexpr int TG = NT / L;
     constexpr int U = 4;
-    pdl_trigger();
     const int h = blockIdx.y, tid = threadIdx.x, lane = tid % L, tg = tid / L;
     const int p0 = blockIdx.x * ppb, len = min(ppb, P - p0);
 
@@ -246,8 +245,6 @@ QUEST_KERNELS(128, 8)
 extern "C" __global__ void __launch_bounds__(TK_NT) quest_topk(const float* __restrict__ scores, int P, int K,
                                                                 int* __restrict__ sel) {
     extern __shared__ u32 keys[];
-    // No early trigger: the attention launched after it sizes its grid to
-    // the whole GPU, which these blocks would crowd.
     pdl_wait();
     const int r = blockIdx.x;
     topk_row<TK_NT, true>(scores + (size_t)r * P, P, K, sel + (size_t)r * min(K, P), keys);
