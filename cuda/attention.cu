@@ -81,6 +81,27 @@ struct Halve<1, OFF> {
     }
 };
 
+// group_dot: the L lanes of a token group each hold 8 of a key's channels
+// (x) and the matching channels of G query heads (qf); it returns, in the
+// lanes with lane % (L/G) == 0, the dot product of query head hh (set here)
+// with the key.
+template <int G, int L>
+__device__ __forceinline__ float group_dot(const float (&qf)[G][8], const uint4 x, int lane, int& hh) {
+    float kf[8];
+    unpack8(x, kf);
+    float s[G];
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+        float a = 0.f;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) a = fmaf(qf[g][j], kf[j], a);
+        s[g] = a;
+    }
+    hh = 0;
+    Halve<G, L / 2>::run(s, lane, hh);
+    return s[0];
+}
+
 // attn_merge: all NT threads of one block merge the nchunks partials of a
 // row (G heads) into out [G, D]: out = sum_c 2^(m_c - M) o_c / sum_c
 // 2^(m_c - M) l_c. Partials written by other blocks are read through L2
@@ -266,21 +287,11 @@ __device__ __forceinline__ void attn_split(
         fetch(Kh, base + TG * U, xb, tb);
 #pragma unroll
         for (int u = 0; u < U; ++u) {
-            float kf[8];
-            unpack8(xa[u], kf);
-            float s[G];
-#pragma unroll
-            for (int g = 0; g < G; ++g) {
-                float a = 0.f;
-#pragma unroll
-                for (int j = 0; j < 8; ++j) a = fmaf(qf[g][j], kf[j], a);
-                s[g] = a;
-            }
-            int h = 0;
-            Halve<G, L / 2>::run(s, lane, h);
+            int h;
+            const float d = group_dot<G, L>(qf, xa[u], lane, h);
             const int i = base + u * TG + tg;
             if (lane % (L / G) == 0 && i < len) {
-                const float x = ta[u] >= 0 ? s[0] : NEG_INF;
+                const float x = ta[u] >= 0 ? d : NEG_INF;
                 smem[h * chunk + i] = x;
                 if (raw != nullptr) raw[(size_t)(r * G + h) * total + c0 + i] = x;
             }

@@ -166,20 +166,10 @@ __device__ __forceinline__ void qk_scores(const bf16* __restrict__ q, const bf16
         }
 #pragma unroll
         for (int u = 0; u < U; ++u) {
-            float kf[8];
-            unpack8(x[u], kf);
-            float s[G];
-#pragma unroll
-            for (int g = 0; g < G; ++g) {
-                float a = 0.f;
-#pragma unroll
-                for (int j = 0; j < 8; ++j) a = fmaf(qf[g][j], kf[j], a);
-                s[g] = a;
-            }
-            int hh = 0;
-            Halve<G, L / 2>::run(s, lane, hh);
+            int hh;
+            const float d = group_dot<G, L>(qf, x[u], lane, hh);
             const int i = base + u * TG + tg;
-            if (lane % (L / G) == 0 && i < len) scores[(size_t)(h * G + hh) * n + t0 + i] = s[0];
+            if (lane % (L / G) == 0 && i < len) scores[(size_t)(h * G + hh) * n + t0 + i] = d;
         }
     }
 }

@@ -327,28 +327,7 @@ func TestQuestMatchesBruteForce(t *testing.T) {
 	if err := p.Start(r); err != nil {
 		t.Fatal(err)
 	}
-	vb := r.Cache.PageBytes() / int64(2*r.Cache.PageSize())
-	x := &questRef{t: t, inner: r.Hook, be: r.Backend, k: budget / page, page: page, dense: dense, vb: vb}
-	r.Hook = x
-	toks := streamTokens(n, 5)
-	logits := make([]float32, r.Model.Config.Vocab)
-	p.Prompt(prompt)
-	if err := r.Forward(toks[:prompt], logits); err != nil {
-		t.Fatal(err)
-	}
-	for i := prompt; i < n; i++ {
-		x.step = i
-		if err := r.Forward(toks[i:i+1], logits); err != nil {
-			t.Fatal(err)
-		}
-		if got := p.Stats().BytesRead; got != x.bytes {
-			t.Fatalf("step %d: %d bytes read, formula (metadata + selected pages + dense layers) %d", i, got, x.bytes)
-		}
-	}
-	c := r.Model.Config
-	if want := (n - prompt) * (c.Layers - dense); x.checked != want {
-		t.Errorf("checked %d sparse layer steps, want %d", x.checked, want)
-	}
+	toks, logits := streamQuestRef(t, r, r.Backend, p, n, prompt, budget, page, dense, 5)
 
 	f := tinyRunner(t, "tiny", 32)
 	fp, _ := policies.New("full", nil)
@@ -426,11 +405,20 @@ func TestQuestScorerOnlyBackend(t *testing.T) {
 	if err := p.Start(r); err != nil {
 		t.Fatal(err)
 	}
+	streamQuestRef(t, r, be, p, n, prompt, budget, page, dense, 8)
+}
+
+// streamQuestRef streams n tokens of seed (a prompt, then decode steps)
+// through quest policy p on r under the brute-force checker of every sparse
+// layer step's selection (scores from be) and of the bytes read, and checks
+// that every such step was seen. It returns the tokens and a logits buffer.
+func streamQuestRef(t *testing.T, r *runtime.Runner, be runtime.Backend, p policies.Policy, n, prompt, budget, page, dense int, seed uint64) ([]int, []float32) {
+	t.Helper()
 	vb := r.Cache.PageBytes() / int64(2*r.Cache.PageSize())
 	x := &questRef{t: t, inner: r.Hook, be: be, k: budget / page, page: page, dense: dense, vb: vb}
 	r.Hook = x
-	toks := streamTokens(n, 8)
-	logits := make([]float32, m.Config.Vocab)
+	toks := streamTokens(n, seed)
+	logits := make([]float32, r.Model.Config.Vocab)
 	p.Prompt(prompt)
 	if err := r.Forward(toks[:prompt], logits); err != nil {
 		t.Fatal(err)
@@ -441,10 +429,11 @@ func TestQuestScorerOnlyBackend(t *testing.T) {
 			t.Fatal(err)
 		}
 		if got := p.Stats().BytesRead; got != x.bytes {
-			t.Fatalf("step %d: %d bytes read, formula %d", i, got, x.bytes)
+			t.Fatalf("step %d: %d bytes read, formula (metadata + selected pages + dense layers) %d", i, got, x.bytes)
 		}
 	}
-	if want := (n - prompt) * (m.Config.Layers - dense); x.checked != want {
+	if want := (n - prompt) * (r.Model.Config.Layers - dense); x.checked != want {
 		t.Errorf("checked %d sparse layer steps, want %d", x.checked, want)
 	}
+	return toks, logits
 }

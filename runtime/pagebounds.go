@@ -116,3 +116,25 @@ func (b *hostPageBounds) Reset() {
 func (b *hostPageBounds) Free() {
 	b.heads, b.tlo, b.thi, b.q = nil, nil, nil, nil
 }
+
+// RefPageScores is the brute force of PageBounds.Score for one query head q
+// [hd] over the keys [n*hd] of its KV head: each page's per-channel minimum
+// and maximum recomputed from its keys, then the score summed in float64 in
+// channel order. Tests compare the implementations with it.
+func RefPageScores(q, keys []float32, n, hd, page int) []float64 {
+	out := make([]float64, (n+page-1)/page)
+	for pg := range out {
+		t0, t1 := pg*page, min(n, (pg+1)*page)
+		var sum float64
+		for i := 0; i < hd; i++ {
+			lo, hi := keys[t0*hd+i], keys[t0*hd+i]
+			for t := t0 + 1; t < t1; t++ {
+				lo, hi = min(lo, keys[t*hd+i]), max(hi, keys[t*hd+i])
+			}
+			x := float64(q[i])
+			sum += max(x*float64(lo), x*float64(hi))
+		}
+		out[pg] = sum
+	}
+	return out
+}

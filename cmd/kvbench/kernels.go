@@ -603,11 +603,7 @@ func checkCell(k *cuda.Kernels, st kvSet, impl kernelStep, page int) (string, bo
 			choiceOK = choiceOK && ok
 			extra = msg
 		case *cuda.Oracle:
-			scores, err := a.Scores()
-			if err != nil {
-				return "", false, err
-			}
-			sel, err := a.Selection()
+			scores, sel, err := choices(a)
 			if err != nil {
 				return "", false, err
 			}
@@ -623,11 +619,7 @@ func checkCell(k *cuda.Kernels, st kvSet, impl kernelStep, page int) (string, bo
 				worst = math.Max(worst, cuda.RelErr(out[r*D:(r+1)*D], cuda.RefDecode(q[r*D:(r+1)*D], K, V, D, toks)))
 			}
 		case *cuda.Quest:
-			scores, err := a.Scores()
-			if err != nil {
-				return "", false, err
-			}
-			sel, err := a.Selection()
+			scores, sel, err := choices(a)
 			if err != nil {
 				return "", false, err
 			}
@@ -667,6 +659,23 @@ func checkCell(k *cuda.Kernels, st kvSet, impl kernelStep, page int) (string, bo
 		msg += " FAIL"
 	}
 	return msg, ok, nil
+}
+
+// selecting is a step that scores candidates and selects the best of them
+// per row (Quest's pages, the oracle's tokens).
+type selecting interface {
+	Scores() ([][]float32, error)
+	Selection() ([][]int32, error)
+}
+
+// choices downloads the scores and the selection of a's last launch.
+func choices(a selecting) ([][]float32, [][]int32, error) {
+	scores, err := a.Scores()
+	if err != nil {
+		return nil, nil, err
+	}
+	sel, err := a.Selection()
+	return scores, sel, err
 }
 
 // checkEvicting compares KV head h's token scores after one launch with the

@@ -9,27 +9,6 @@ import (
 	"github.com/kvbench/kvbench/runtime"
 )
 
-// bruteScores is each page's score for query q from the keys [n*hd] held by
-// one KV head: per channel the minimum and maximum over the page's keys,
-// then sum_i max(q_i m_i, q_i M_i) in float64 in channel order.
-func bruteScores(q, keys []float32, n, hd, page int) []float64 {
-	out := make([]float64, (n+page-1)/page)
-	for pg := range out {
-		t0, t1 := pg*page, min(n, (pg+1)*page)
-		var sum float64
-		for i := 0; i < hd; i++ {
-			lo, hi := keys[t0*hd+i], keys[t0*hd+i]
-			for t := t0 + 1; t < t1; t++ {
-				lo, hi = min(lo, keys[t*hd+i]), max(hi, keys[t*hd+i])
-			}
-			x := float64(q[i])
-			sum += max(x*float64(lo), x*float64(hi))
-		}
-		out[pg] = sum
-	}
-	return out
-}
-
 // TestPageBoundsBruteForce checks the CPU backend's PageBounds (the host
 // implementation) against a brute force recomputed from the keys at every
 // step: random keys (small integers in some trials, so that bounds and
@@ -114,7 +93,7 @@ func TestPageBoundsBruteForce(t *testing.T) {
 					continue
 				}
 				g := h / group
-				want := bruteScores(qv[h*hd:(h+1)*hd], keys[g], seqs[g].N, hd, page)
+				want := runtime.RefPageScores(qv[h*hd:(h+1)*hd], keys[g], seqs[g].N, hd, page)
 				for p := range want {
 					if out[h][p] != want[p] {
 						t.Fatalf("%s: head %d page %d score %v, brute force %v",
@@ -138,7 +117,7 @@ func TestPageBoundsBruteForce(t *testing.T) {
 		pb.Score(&runtime.AttnArgs{Q: q, Rows: 1, Heads: heads, KVHeads: kvHeads, HeadDim: hd, Seqs: seqs}, out)
 		for h := range out {
 			g := h / group
-			want := bruteScores(qv[h*hd:(h+1)*hd], keys[g], seqs[g].N, hd, page)
+			want := runtime.RefPageScores(qv[h*hd:(h+1)*hd], keys[g], seqs[g].N, hd, page)
 			for p := range want {
 				if out[h][p] != want[p] {
 					t.Fatalf("trial %d after Reset: head %d page %d score %v, brute force %v", trial, h, p, out[h][p], want[p])

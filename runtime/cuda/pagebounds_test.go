@@ -63,27 +63,6 @@ func (s *growSeq) store(c *cpu.Backend, g *cuda.Backend, rng *rand.Rand, t0, t1 
 	s.c.N, s.g.N = t1, t1
 }
 
-// questScores is the brute force of PageBounds.Score for one query head:
-// each page's per-channel minimum and maximum over its keys [n*hd], then
-// sum_i max(q_i m_i, q_i M_i) in float64 in channel order.
-func questScores(q, keys []float32, n, hd, page int) []float64 {
-	out := make([]float64, (n+page-1)/page)
-	for pg := range out {
-		t0, t1 := pg*page, min(n, (pg+1)*page)
-		var sum float64
-		for i := 0; i < hd; i++ {
-			lo, hi := keys[t0*hd+i], keys[t0*hd+i]
-			for t := t0 + 1; t < t1; t++ {
-				lo, hi = min(lo, keys[t*hd+i]), max(hi, keys[t*hd+i])
-			}
-			x := float64(q[i])
-			sum += max(x*float64(lo), x*float64(hi))
-		}
-		out[pg] = sum
-	}
-	return out
-}
-
 // TestBackendPageBounds checks the GPU's PageBounds against the CPU's (the
 // host implementation) and a brute force: the scores must be exactly equal.
 // float32 and bf16 pages, head dims 64 and 128, GQA (8 query heads on 2 KV
@@ -156,7 +135,7 @@ func TestBackendPageBounds(t *testing.T) {
 								continue
 							}
 							s := seqs[h/group]
-							want := questScores(qv[h*hd:(h+1)*hd], s.keys, s.c.N, hd, pc.page)
+							want := runtime.RefPageScores(qv[h*hd:(h+1)*hd], s.keys, s.c.N, hd, pc.page)
 							for p := range want {
 								if oc[h][p] != want[p] {
 									t.Fatalf("%s: CPU head %d page %d score %v, brute force %v", what, h, p, oc[h][p], want[p])
