@@ -190,7 +190,10 @@ func openDriver() (*driverAPI, error) {
 	if lib == 0 {
 		msgs := make([]string, len(errs))
 		for i, e := range errs {
-			msgs[i] = e.Error()
+			// dlerror's text can be empty (its state was read elsewhere).
+			if msgs[i] = e.Error(); msgs[i] == "" {
+				msgs[i] = names[i] + ": cannot be opened"
+			}
 		}
 		return nil, fmt.Errorf("no CUDA driver library: %s", strings.Join(msgs, "; "))
 	}
