@@ -214,6 +214,129 @@ __device__ __forceinline__ void attn_merge(const float* __restrict__ pO, const f
     }
 }
 
+// split_bf16 packs p as two bf16 halves, high | low: hi = bf16(p) in the
+// upper 16 bits, lo = bf16(p - hi) in the lower (hi + lo is p within about
+// 2^-17 relative), for tensor-core products that keep float32 accuracy.
+__device__ __forceinline__ u32 split_bf16(float p) {
+    const bf16 hi = bf16_from_f32(p);
+    return ((u32)hi << 16) | bf16_from_f32(p - f32_from_bf16(hi));
+}
+
+// chunk_softmax turns the base-2 scores s[g*stride + i] (i < len) of the
+// block's G heads into p = 2^(s - m_g) in place and returns each head's max
+// m and sum l. With PACK the probabilities are stored as split_bf16 words
+// and entries len..padTo-1 are zeroed (the tensor-core kernels read whole
+// tiles of 16 tokens). All NT threads must call it.
+template <int G, int NT, bool PACK>
+__device__ __forceinline__ void chunk_softmax(float* s, int stride, int len, int padTo, float (&m)[G], float (&l)[G]) {
+    constexpr int NW = NT / 32;
+    __shared__ float red[NW][G];
+    const int tid = threadIdx.x, w = tid >> 5;
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+        float x = NEG_INF;
+        for (int i = tid; i < len; i += NT) x = fmaxf(x, s[g * stride + i]);
+        x = warp_max(x);
+        if ((tid & 31) == 0) red[w][g] = x;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+        float x = red[0][g];
+#pragma unroll
+        for (int k = 1; k < NW; ++k) x = fmaxf(x, red[k][g]);
+        m[g] = x;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+        const float mm = m[g] == NEG_INF ? 0.f : m[g];
+        float x = 0.f;
+        for (int i = tid; i < len; i += NT) {
+            const float p = exp2f(s[g * stride + i] - mm);
+            if (PACK)
+                reinterpret_cast<u32*>(s)[g * stride + i] = split_bf16(p);
+            else
+                s[g * stride + i] = p;
+            x += p;
+        }
+        if (PACK)
+            for (int i = len + tid; i < padTo; i += NT) s[g * stride + i] = 0.f;
+        x = warp_sum(x);
+        if ((tid & 31) == 0) red[w][g] = x;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+        float x = 0.f;
+#pragma unroll
+        for (int k = 0; k < NW; ++k) x += red[k][g];
+        l[g] = x;
+    }
+}
+
+// attn_finish ends a split-KV block: the warps' partial outputs are in
+// smem [NW][G][D] (written after a barrier); it sums them into the block's
+// partial (partO, with each head's max m and sum l in partML) and, with
+// counters, runs the fused merge.
+template <int D, int G>
+__device__ __forceinline__ void attn_finish(float* smem, const float (&m)[G], const float (&l)[G], float* __restrict__ partO,
+                                            float* __restrict__ partML, int* __restrict__ counters, float* __restrict__ out) {
+    constexpr int NT = ATTN_NT, NW = NT / 32;
+    const int r = blockIdx.y, c = blockIdx.x, nchunks = gridDim.x, tid = threadIdx.x;
+    const size_t prow = (size_t)r * nchunks;
+    for (int idx = tid; idx < G * D; idx += NT) {
+        float x = 0.f;
+#pragma unroll
+        for (int k = 0; k < NW; ++k) x += smem[k * G * D + idx];
+        partO[(prow + c) * (G * D) + idx] = x;
+    }
+    if (tid == 0) {
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+            partML[((prow + c) * G + g) * 2 + 0] = m[g];
+            partML[((prow + c) * G + g) * 2 + 1] = l[g];
+        }
+    }
+    if (counters == nullptr) return;  // attn_combine merges the partials
+    // Fused merge, two levels (threadFenceReduction pattern; each counter is
+    // reset by the block that saw it complete, for the next launch): the
+    // last block to finish among a group of MERGE_S consecutive chunks
+    // merges the group's partials into a group partial (after the chunk
+    // partials: [rows, ngroups, ...]); the last group merger of the row
+    // merges the group partials into out. With one group, the group merge
+    // writes out. Counters: [rows, ngroups] then [rows].
+    constexpr int S = MERGE_S;
+    const int rows = gridDim.y, ngroups = (nchunks + S - 1) / S, grp = c / S;
+    const int gsize = min(S, nchunks - grp * S);
+    __shared__ int sLast;
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) sLast = atomicAdd(&counters[r * ngroups + grp], 1) == gsize - 1;
+    __syncthreads();
+    if (!sLast) return;
+    __threadfence();
+    if (tid == 0) counters[r * ngroups + grp] = 0;
+    float* gO = partO + (size_t)rows * nchunks * (G * D) + (size_t)r * ngroups * (G * D);
+    float* gML = partML + (size_t)rows * nchunks * (G * 2) + (size_t)r * ngroups * (G * 2);
+    const float* pO = partO + (prow + grp * S) * (G * D);
+    const float* pML = partML + (prow + grp * S) * (G * 2);
+    if (ngroups == 1) {
+        attn_merge<D, G, NT>(pO, pML, gsize, out + (size_t)r * G * D, nullptr, smem);
+        return;
+    }
+    attn_merge<D, G, NT>(pO, pML, gsize, gO + (size_t)grp * (G * D), gML + (size_t)grp * (G * 2), smem);
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) sLast = atomicAdd(&counters[rows * ngroups + r], 1) == ngroups - 1;
+    __syncthreads();
+    if (!sLast) return;
+    __threadfence();
+    if (tid == 0) counters[rows * ngroups + r] = 0;
+    attn_merge<D, G, NT>(gO, gML, ngroups, out + (size_t)r * G * D, nullptr, smem);
+}
+
+
 template <int D, int G, bool PAGED>
 __device__ __forceinline__ void attn_split(
     const bf16* __restrict__ q, const bf16* __restrict__ K, const bf16* __restrict__ V,
@@ -224,16 +347,14 @@ __device__ __forceinline__ void attn_split(
     constexpr int L = D / 8;    // threads per token
     constexpr int TG = NT / L;  // tokens per step
     constexpr int U = G == 1 ? ATTN_U1 : ATTN_U;
-    constexpr int NW = NT / 32;
     static_assert(G <= L, "group larger than the lanes of a token");
     // smem: scores/probabilities [G][chunk], then (paged) the chunk's page
     // ids; after pass 2 the warps' partial outputs [NW][G][D] from offset 0.
     extern __shared__ float smem[];
-    __shared__ float red[NW][G];
 
     pdl_trigger();
     pdl_wait();
-    const int r = blockIdx.y, c = blockIdx.x, nchunks = gridDim.x;
+    const int r = blockIdx.y, c = blockIdx.x;
     const int tid = threadIdx.x, lane = tid % L, tg = tid / L, w = tid >> 5;
     const int kvh = r / rowsPerKV;
     const int total = PAGED ? nsel * pageSize : n;
@@ -306,44 +427,8 @@ __device__ __forceinline__ void attn_split(
     fetch(Vh, 0, xa, ta);
     __syncthreads();
 
-    // Softmax over the chunk: max, then p = 2^(s - max) in place, and sum.
     float m[G], l[G];
-#pragma unroll
-    for (int g = 0; g < G; ++g) {
-        float x = NEG_INF;
-        for (int i = tid; i < len; i += NT) x = fmaxf(x, smem[g * chunk + i]);
-        x = warp_max(x);
-        if ((tid & 31) == 0) red[w][g] = x;
-    }
-    __syncthreads();
-#pragma unroll
-    for (int g = 0; g < G; ++g) {
-        float x = red[0][g];
-#pragma unroll
-        for (int k = 1; k < NW; ++k) x = fmaxf(x, red[k][g]);
-        m[g] = x;
-    }
-    __syncthreads();
-#pragma unroll
-    for (int g = 0; g < G; ++g) {
-        const float mm = m[g] == NEG_INF ? 0.f : m[g];
-        float x = 0.f;
-        for (int i = tid; i < len; i += NT) {
-            const float p = exp2f(smem[g * chunk + i] - mm);
-            smem[g * chunk + i] = p;
-            x += p;
-        }
-        x = warp_sum(x);
-        if ((tid & 31) == 0) red[w][g] = x;
-    }
-    __syncthreads();
-#pragma unroll
-    for (int g = 0; g < G; ++g) {
-        float x = 0.f;
-#pragma unroll
-        for (int k = 0; k < NW; ++k) x += red[k][g];
-        l[g] = x;
-    }
+    chunk_softmax<G, NT, false>(smem, chunk, len, len, m, l);
 
     // Pass 2: acc[g] = sum_t p[g][t] * v[t] over this thread's tokens.
     float acc[G][8];
@@ -388,56 +473,7 @@ __device__ __forceinline__ void attn_split(
             for (int j = 0; j < 8; ++j) smem[(w * G + g) * D + lane * 8 + j] = acc[g][j];
     }
     __syncthreads();
-    const size_t prow = (size_t)r * nchunks;
-    for (int idx = tid; idx < G * D; idx += NT) {
-        float x = 0.f;
-#pragma unroll
-        for (int k = 0; k < NW; ++k) x += smem[k * G * D + idx];
-        partO[(prow + c) * (G * D) + idx] = x;
-    }
-    if (tid == 0) {
-#pragma unroll
-        for (int g = 0; g < G; ++g) {
-            partML[((prow + c) * G + g) * 2 + 0] = m[g];
-            partML[((prow + c) * G + g) * 2 + 1] = l[g];
-        }
-    }
-    if (counters == nullptr) return;  // attn_combine merges the partials
-    // Fused merge, two levels (threadFenceReduction pattern; each counter is
-    // reset by the block that saw it complete, for the next launch): the
-    // last block to finish among a group of MERGE_S consecutive chunks
-    // merges the group's partials into a group partial (after the chunk
-    // partials: [rows, ngroups, ...]); the last group merger of the row
-    // merges the group partials into out. With one group, the group merge
-    // writes out. Counters: [rows, ngroups] then [rows].
-    constexpr int S = MERGE_S;
-    const int rows = gridDim.y, ngroups = (nchunks + S - 1) / S, grp = c / S;
-    const int gsize = min(S, nchunks - grp * S);
-    __shared__ int sLast;
-    __threadfence();
-    __syncthreads();
-    if (tid == 0) sLast = atomicAdd(&counters[r * ngroups + grp], 1) == gsize - 1;
-    __syncthreads();
-    if (!sLast) return;
-    __threadfence();
-    if (tid == 0) counters[r * ngroups + grp] = 0;
-    float* gO = partO + (size_t)rows * nchunks * (G * D) + (size_t)r * ngroups * (G * D);
-    float* gML = partML + (size_t)rows * nchunks * (G * 2) + (size_t)r * ngroups * (G * 2);
-    const float* pO = partO + (prow + grp * S) * (G * D);
-    const float* pML = partML + (prow + grp * S) * (G * 2);
-    if (ngroups == 1) {
-        attn_merge<D, G, NT>(pO, pML, gsize, out + (size_t)r * G * D, nullptr, smem);
-        return;
-    }
-    attn_merge<D, G, NT>(pO, pML, gsize, gO + (size_t)grp * (G * D), gML + (size_t)grp * (G * 2), smem);
-    __threadfence();
-    __syncthreads();
-    if (tid == 0) sLast = atomicAdd(&counters[rows * ngroups + r], 1) == ngroups - 1;
-    __syncthreads();
-    if (!sLast) return;
-    __threadfence();
-    if (tid == 0) counters[rows * ngroups + r] = 0;
-    attn_merge<D, G, NT>(gO, gML, ngroups, out + (size_t)r * G * D, nullptr, smem);
+    attn_finish<D, G>(smem, m, l, partO, partML, counters, out);
 }
 
 // Kernel parameters, in order: q, K, V, pages, n, nsel, pageSize, rowsPerKV,

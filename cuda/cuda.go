@@ -11,6 +11,9 @@ var common string
 //go:embed attention.cu
 var attention string
 
+//go:embed attention_mma.cu
+var attentionMMA string
+
 //go:embed quest.cu
 var quest string
 
@@ -18,8 +21,8 @@ var quest string
 var policies string
 
 // Source is the whole kernel source, one translation unit: the shared
-// helpers, the split-KV decode attention kernels, the Quest kernels and the
-// other policies' steps.
+// helpers, the split-KV decode attention kernels (CUDA-core and tensor-core),
+// the Quest kernels and the other policies' steps.
 func Source() string {
-	return common + "\n" + attention + "\n" + quest + "\n" + policies
+	return common + "\n" + attention + "\n" + attentionMMA + "\n" + quest + "\n" + policies
 }

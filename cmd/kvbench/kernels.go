@@ -105,7 +105,7 @@ func cmdKernels(stdout, stderr io.Writer, args []string) error {
 	fmt.Fprintf(stdout, "# device: %s\n", d)
 	fmt.Fprintf(stdout, "# kernels: NVRTC %s (%s), %s, options %q, cached %v, loaded in %.1fs\n",
 		ver, path, d.Arch(), k.Mod.Res.Opts, k.Mod.Res.Cached, time.Since(t0).Seconds())
-	for _, name := range []string{fmt.Sprintf("attn_dense_d%d_g4", *dim), fmt.Sprintf("attn_paged_d%d_g1", *dim),
+	for _, name := range []string{fmt.Sprintf("attn_dense_d%d_g4", *dim), fmt.Sprintf("attn_mma_dense_d%d_g4", *dim), fmt.Sprintf("attn_paged_d%d_g1", *dim),
 		fmt.Sprintf("attn_combine_d%d", *dim), fmt.Sprintf("quest_score_d%d_g4", *dim)} {
 		if f, err := k.Func(name); err == nil {
 			fmt.Fprintf(stdout, "# %s: %d registers, %d B local, %d B static shared\n", f.Name, f.Regs, f.Local, f.Shared)

@@ -162,10 +162,23 @@ func fusedCombine(g int) bool {
 	return g == 1
 }
 
+// useMMA reports whether rows of g query heads run on the tensor-core
+// kernels (attn_mma_*, attention_mma.cu): GQA groups on sm_80 and later,
+// unless KVBENCH_ATTN_MMA=off (the CUDA-core attn_split kernels, kept for
+// comparison and for older GPUs).
+func (k *Kernels) useMMA(g int) bool {
+	return g >= 2 && g <= 8 && k.D.Major >= 8 && os.Getenv("KVBENCH_ATTN_MMA") != "off"
+}
+
 // attnSmem is the dynamic shared memory of the split-KV kernel: the scores
 // and, when paged, the chunk's page ids; later the warps' partial outputs.
-func attnSmem(g, chunk, headDim, pageSize int) int {
-	words := g * chunk
+// The tensor-core kernels pad each head's scores by 8 words.
+func attnSmem(g, chunk, headDim, pageSize int, mma bool) int {
+	stride := chunk
+	if mma {
+		stride += 8
+	}
+	words := g * stride
 	if pageSize > 0 {
 		words += chunk/pageSize + 2
 	}
@@ -177,10 +190,10 @@ func attnSmem(g, chunk, headDim, pageSize int) int {
 // resident block slots (multiprocessors times blocks per multiprocessor) in
 // one wave, so that no multiprocessor gets a second round of blocks while
 // others idle; chunks are multiples of 32 tokens and at least 64.
-func (k *Kernels) pickChunk(f *Function, g, rows, tokensPerRow, headDim, pageSize int) (int, error) {
+func (k *Kernels) pickChunk(f *Function, g, rows, tokensPerRow, headDim, pageSize int, mma bool) (int, error) {
 	chunk := minChunkTokens
 	for range 4 {
-		occ, err := f.Occupancy(attnThreads, attnSmem(g, chunk, headDim, pageSize))
+		occ, err := f.Occupancy(attnThreads, attnSmem(g, chunk, headDim, pageSize, mma))
 		if err != nil {
 			return 0, err
 		}
@@ -192,7 +205,7 @@ func (k *Kernels) pickChunk(f *Function, g, rows, tokensPerRow, headDim, pageSiz
 		}
 		chunk = c
 	}
-	maxChunk := (maxAttnSmemB/4 - 64) / g / 32 * 32
+	maxChunk := (maxAttnSmemB/4-64)/g/32*32 - 32
 	chunk = min(chunk, maxChunk)
 	if (tokensPerRow+chunk-1)/chunk > combMaxChunks {
 		return 0, fmt.Errorf("cuda: %d tokens per row need more than %d chunks of %d", tokensPerRow, combMaxChunks, chunk)
@@ -201,7 +214,12 @@ func (k *Kernels) pickChunk(f *Function, g, rows, tokensPerRow, headDim, pageSiz
 }
 
 func (k *Kernels) newSplitKV(kind string, s Shape, g, rows, rowsPerKV, tokensPerRow, pageSize, chunk int) (*splitKV, error) {
-	a := &splitKV{k: k, fn: fmt.Sprintf("attn_%s_d%d_g%d", kind, s.HeadDim, g), comb: fmt.Sprintf("attn_combine_d%d", s.HeadDim),
+	mma := k.useMMA(g)
+	prefix := "attn_"
+	if mma {
+		prefix = "attn_mma_"
+	}
+	a := &splitKV{k: k, fn: fmt.Sprintf("%s%s_d%d_g%d", prefix, kind, s.HeadDim, g), comb: fmt.Sprintf("attn_combine_d%d", s.HeadDim),
 		g: g, rows: rows, rowsPerKV: rowsPerKV}
 	f, err := k.Func(a.fn)
 	if err != nil {
@@ -211,7 +229,7 @@ func (k *Kernels) newSplitKV(kind string, s Shape, g, rows, rowsPerKV, tokensPer
 		return nil, err
 	}
 	if chunk <= 0 {
-		if chunk, err = k.pickChunk(f, g, rows, tokensPerRow, s.HeadDim, pageSize); err != nil {
+		if chunk, err = k.pickChunk(f, g, rows, tokensPerRow, s.HeadDim, pageSize, mma); err != nil {
 			return nil, err
 		}
 	}
@@ -219,7 +237,7 @@ func (k *Kernels) newSplitKV(kind string, s Shape, g, rows, rowsPerKV, tokensPer
 	if chunk%32 != 0 {
 		return nil, fmt.Errorf("cuda: chunk %d is not a multiple of 32", chunk)
 	}
-	a.smem = attnSmem(g, chunk, s.HeadDim, pageSize)
+	a.smem = attnSmem(g, chunk, s.HeadDim, pageSize, mma)
 	a.nchunks = (tokensPerRow + chunk - 1) / chunk
 	if a.smem > maxAttnSmemB || a.nchunks > combMaxChunks {
 		return nil, fmt.Errorf("cuda: chunk %d: %d B of shared memory, %d chunks", chunk, a.smem, a.nchunks)
