@@ -277,96 +277,38 @@ __device__ __forceinline__ void chunk_softmax(float* s, int stride, int len, int
 
 // attn_finish ends a split-KV block: the warps' partial outputs are in
 // smem [NW][G][D] (written after a barrier); it sums them into the block's
-// partial: partO [rows, parts, G, D] (unnormalised) and partML [rows,
-// parts, G, 2] (each head's max m and sum l). Launched in clusters (sm_90+,
-// kernels.go: attnCluster), the CL blocks of a cluster hold consecutive
-// chunks of one row and merge their partials through distributed shared
-// memory into one partial per cluster (rank b merges columns b/CL of G*D),
-// so the merge after the kernel has CL times fewer partials to read. With
-// counters, the fused merge then runs over the row's parts.
+// partial (partO, with each head's max m and sum l in partML) and, with
+// counters, runs the fused merge.
 template <int D, int G>
 __device__ __forceinline__ void attn_finish(float* smem, const float (&m)[G], const float (&l)[G], float* __restrict__ partO,
                                             float* __restrict__ partML, int* __restrict__ counters, float* __restrict__ out) {
-    constexpr int NT = ATTN_NT, NW = NT / 32, Q = G * D, PT = (Q + NT - 1) / NT;
-    const int r = blockIdx.y, tid = threadIdx.x;
-    const int ncl = (int)cluster_size();
-    const int nparts = gridDim.x / ncl, c = blockIdx.x / ncl;
-    const size_t prow = (size_t)r * nparts;
-    float sum[PT];
-#pragma unroll
-    for (int k = 0; k < PT; ++k) {
-        const int idx = tid + k * NT;
+    constexpr int NT = ATTN_NT, NW = NT / 32;
+    const int r = blockIdx.y, c = blockIdx.x, nchunks = gridDim.x, tid = threadIdx.x;
+    const size_t prow = (size_t)r * nchunks;
+    for (int idx = tid; idx < G * D; idx += NT) {
         float x = 0.f;
-        if (idx < Q)
 #pragma unroll
-            for (int w = 0; w < NW; ++w) x += smem[w * Q + idx];
-        sum[k] = x;
+        for (int k = 0; k < NW; ++k) x += smem[k * G * D + idx];
+        partO[(prow + c) * (G * D) + idx] = x;
     }
-    if (ncl == 1) {
+    if (tid == 0) {
 #pragma unroll
-        for (int k = 0; k < PT; ++k)
-            if (tid + k * NT < Q) partO[(prow + c) * Q + tid + k * NT] = sum[k];
-        if (tid == 0) {
-#pragma unroll
-            for (int g = 0; g < G; ++g) {
-                partML[((prow + c) * G + g) * 2 + 0] = m[g];
-                partML[((prow + c) * G + g) * 2 + 1] = l[g];
-            }
+        for (int g = 0; g < G; ++g) {
+            partML[((prow + c) * G + g) * 2 + 0] = m[g];
+            partML[((prow + c) * G + g) * 2 + 1] = l[g];
         }
-    } else {
-        // The block's partial at smem [0, Q), its (m, l) pairs after it.
-        __syncthreads();  // every thread has read the warps' partials
-#pragma unroll
-        for (int k = 0; k < PT; ++k)
-            if (tid + k * NT < Q) smem[tid + k * NT] = sum[k];
-        if (tid == 0) {
-#pragma unroll
-            for (int g = 0; g < G; ++g) {
-                smem[Q + 2 * g] = m[g];
-                smem[Q + 2 * g + 1] = l[g];
-            }
-        }
-        cluster_sync();
-        const u32 rank = cluster_rank();
-        const int QC = Q / ncl;
-        for (int j = tid; j < QC; j += NT) {
-            const int idx = rank * QC + j, g = idx / D;
-            float mb[CLUSTER_MAX], M = NEG_INF;
-#pragma unroll
-            for (int b = 0; b < CLUSTER_MAX; ++b) {
-                mb[b] = b < ncl ? ld_cluster(smem + Q + 2 * g, b) : NEG_INF;
-                M = fmaxf(M, mb[b]);
-            }
-            const float Ms = M == NEG_INF ? 0.f : M;
-            float o = 0.f, L = 0.f;
-#pragma unroll
-            for (int b = 0; b < CLUSTER_MAX; ++b)
-                if (b < ncl) {
-                    const float wb = exp2f(mb[b] - Ms);
-                    o = fmaf(wb, ld_cluster(smem + idx, b), o);
-                    L = fmaf(wb, ld_cluster(smem + Q + 2 * g + 1, b), L);
-                }
-            partO[(prow + c) * Q + idx] = o;
-            if (idx % D == 0) {
-                partML[((prow + c) * G + g) * 2 + 0] = M;
-                partML[((prow + c) * G + g) * 2 + 1] = L;
-            }
-        }
-        __threadfence();
-        cluster_sync();  // no block leaves while others read its shared memory
-        if (rank != 0) return;
     }
     if (counters == nullptr) return;  // attn_combine merges the partials
     // Fused merge, two levels (threadFenceReduction pattern; each counter is
     // reset by the block that saw it complete, for the next launch): the
-    // last block to finish among a group of MERGE_S consecutive parts
-    // merges the group's partials into a group partial (after the parts'
+    // last block to finish among a group of MERGE_S consecutive chunks
+    // merges the group's partials into a group partial (after the chunk
     // partials: [rows, ngroups, ...]); the last group merger of the row
     // merges the group partials into out. With one group, the group merge
     // writes out. Counters: [rows, ngroups] then [rows].
     constexpr int S = MERGE_S;
-    const int rows = gridDim.y, ngroups = (nparts + S - 1) / S, grp = c / S;
-    const int gsize = min(S, nparts - grp * S);
+    const int rows = gridDim.y, ngroups = (nchunks + S - 1) / S, grp = c / S;
+    const int gsize = min(S, nchunks - grp * S);
     __shared__ int sLast;
     __threadfence();
     __syncthreads();
@@ -375,15 +317,15 @@ __device__ __forceinline__ void attn_finish(float* smem, const float (&m)[G], co
     if (!sLast) return;
     __threadfence();
     if (tid == 0) counters[r * ngroups + grp] = 0;
-    float* gO = partO + (size_t)rows * nparts * Q + (size_t)r * ngroups * Q;
-    float* gML = partML + (size_t)rows * nparts * (G * 2) + (size_t)r * ngroups * (G * 2);
-    const float* pO = partO + (prow + grp * S) * Q;
+    float* gO = partO + (size_t)rows * nchunks * (G * D) + (size_t)r * ngroups * (G * D);
+    float* gML = partML + (size_t)rows * nchunks * (G * 2) + (size_t)r * ngroups * (G * 2);
+    const float* pO = partO + (prow + grp * S) * (G * D);
     const float* pML = partML + (prow + grp * S) * (G * 2);
     if (ngroups == 1) {
-        attn_merge<D, G, NT>(pO, pML, gsize, out + (size_t)r * Q, nullptr, smem);
+        attn_merge<D, G, NT>(pO, pML, gsize, out + (size_t)r * G * D, nullptr, smem);
         return;
     }
-    attn_merge<D, G, NT>(pO, pML, gsize, gO + (size_t)grp * Q, gML + (size_t)grp * (G * 2), smem);
+    attn_merge<D, G, NT>(pO, pML, gsize, gO + (size_t)grp * (G * D), gML + (size_t)grp * (G * 2), smem);
     __threadfence();
     __syncthreads();
     if (tid == 0) sLast = atomicAdd(&counters[rows * ngroups + r], 1) == ngroups - 1;
@@ -391,8 +333,9 @@ __device__ __forceinline__ void attn_finish(float* smem, const float (&m)[G], co
     if (!sLast) return;
     __threadfence();
     if (tid == 0) counters[rows * ngroups + r] = 0;
-    attn_merge<D, G, NT>(gO, gML, ngroups, out + (size_t)r * Q, nullptr, smem);
+    attn_merge<D, G, NT>(gO, gML, ngroups, out + (size_t)r * G * D, nullptr, smem);
 }
+
 
 template <int D, int G, bool PAGED>
 __device__ __forceinline__ void attn_split(

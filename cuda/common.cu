@@ -64,52 +64,6 @@ __device__ __forceinline__ void pdl_trigger() {
 #endif
 }
 
-// Thread block clusters (sm_90+; elsewhere, or launched without a cluster,
-// every block is a cluster of one). CLUSTER_MAX is the largest cluster the
-// host launches.
-#define CLUSTER_MAX 8
-
-__device__ __forceinline__ u32 cluster_size() {
-    u32 n = 1;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("mov.u32 %0, %%cluster_nctarank;" : "=r"(n));
-#endif
-    return n;
-}
-
-__device__ __forceinline__ u32 cluster_rank() {
-    u32 r = 0;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
-#endif
-    return r;
-}
-
-// cluster_sync is a barrier of every thread of the cluster's blocks; shared
-// memory written before it is visible to the cluster's blocks after it.
-__device__ __forceinline__ void cluster_sync() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("barrier.cluster.arrive;\n\tbarrier.cluster.wait;" ::: "memory");
-#else
-    __syncthreads();
-#endif
-}
-
-// ld_cluster reads the float at p (this block's shared memory) in the
-// shared memory of the cluster's block `rank`.
-__device__ __forceinline__ float ld_cluster(const float* p, u32 rank) {
-    float v = 0.f;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    u32 a;
-    asm volatile("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
-    asm volatile("mapa.shared::cluster.u32 %0, %0, %1;" : "+r"(a) : "r"(rank));
-    asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(a) : "memory");
-#else
-    v = *p;
-#endif
-    return v;
-}
-
 __device__ __forceinline__ float warp_max(float v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, o));

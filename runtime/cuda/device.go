@@ -462,7 +462,7 @@ type Dim3 struct{ X, Y, Z int }
 // float32 or float64 (passed by value as the kernel's parameter of that
 // size). It does not wait; Sync reports errors of the kernel's execution.
 func (f *Function) Launch(grid, block Dim3, smem int, args ...any) error {
-	return f.launch(false, 0, grid, block, smem, args)
+	return f.launch(false, grid, block, smem, args)
 }
 
 // LaunchAfter launches f as a programmatic dependent of the kernel before it
@@ -472,20 +472,7 @@ func (f *Function) Launch(grid, block Dim3, smem int, args ...any) error {
 // the kernels) before it reads what that kernel writes or writes what it
 // reads. The kernel before it may let f start early (pdl_trigger).
 func (f *Function) LaunchAfter(grid, block Dim3, smem int, args ...any) error {
-	return f.launch(f.d.pdl, 0, grid, block, smem, args)
-}
-
-// LaunchCluster is Launch (or, with after, LaunchAfter) in thread block
-// clusters of cluster blocks along x (compute capability 9.0+; grid.X must
-// be a multiple of cluster). A cluster of 1 is a plain launch.
-func (f *Function) LaunchCluster(cluster int, after bool, grid, block Dim3, smem int, args ...any) error {
-	if cluster > 1 && (f.d.Major < 9 || f.d.api.rawLaunchEx == 0) {
-		return fmt.Errorf("cuda: %s: clusters need compute capability 9.0 and cuLaunchKernelEx", f.Name)
-	}
-	if cluster > 1 && grid.X%cluster != 0 {
-		return fmt.Errorf("cuda: %s: grid %d is not a multiple of the cluster %d", f.Name, grid.X, cluster)
-	}
-	return f.launch(after && f.d.pdl, max(cluster, 0), grid, block, smem, args)
+	return f.launch(f.d.pdl, grid, block, smem, args)
 }
 
 // launchConfig is CUlaunchConfig; launchAttr is CUlaunchAttribute (an id,
@@ -504,16 +491,10 @@ type launchAttr struct {
 	val [64]byte
 }
 
-// CUlaunchAttributeID values: CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION (value:
-// three uint32) and CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION.
-const (
-	attrClusterDimension          = 4
-	attrProgrammaticSerialization = 6
-)
+// attrProgrammaticSerialization is CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION.
+const attrProgrammaticSerialization = 6
 
-// launch enqueues f; with pdl or a cluster > 1 through cuLaunchKernelEx
-// with those attributes, else through cuLaunchKernel.
-func (f *Function) launch(pdl bool, cluster int, grid, block Dim3, smem int, args []any) error {
+func (f *Function) launch(pdl bool, grid, block Dim3, smem int, args []any) error {
 	// One 8-byte slot per argument and an array of pointers to the slots,
 	// reused from a pool; the driver copies them before cuLaunchKernel
 	// returns.
@@ -550,21 +531,12 @@ func (f *Function) launch(pdl bool, cluster int, grid, block Dim3, smem int, arg
 		return err
 	}
 	defer leave()
-	if pdl || cluster > 1 {
-		n := 0
-		if pdl {
-			lb.attrs[n] = launchAttr{id: attrProgrammaticSerialization}
-			lb.attrs[n].val[0] = 1
-			n++
-		}
-		if cluster > 1 {
-			lb.attrs[n] = launchAttr{id: attrClusterDimension}
-			*(*[3]uint32)(unsafe.Pointer(&lb.attrs[n].val[0])) = [3]uint32{uint32(cluster), 1, 1}
-			n++
-		}
+	if pdl {
+		lb.attr = launchAttr{id: attrProgrammaticSerialization}
+		lb.attr.val[0] = 1
 		lb.cfg = launchConfig{gridX: uint32(fix(grid.X)), gridY: uint32(fix(grid.Y)), gridZ: uint32(fix(grid.Z)),
 			blockX: uint32(fix(block.X)), blockY: uint32(fix(block.Y)), blockZ: uint32(fix(block.Z)), smem: uint32(smem),
-			stream: f.d.stream, attrs: uintptr(unsafe.Pointer(&lb.attrs[0])), nattrs: uint32(n)}
+			stream: f.d.stream, attrs: uintptr(unsafe.Pointer(&lb.attr)), nattrs: 1}
 		r, _, _ := purego.SyscallN(f.d.api.rawLaunchEx, uintptr(unsafe.Pointer(&lb.cfg)), f.h, uintptr(unsafe.Pointer(&lb.params[0])), 0)
 		runtime.KeepAlive(lb)
 		if r != 0 {
@@ -586,7 +558,7 @@ type launchBuf struct {
 	slots  [32]uint64
 	params [32]unsafe.Pointer
 	cfg    launchConfig
-	attrs  [2]launchAttr
+	attr   launchAttr
 }
 
 var launchBufs = sync.Pool{New: func() any { return new(launchBuf) }}

@@ -127,7 +127,6 @@ const (
 	questThreads   = 128  // QS_NT in quest.cu
 	topkThreads    = 512  // TK_NT
 	maxAttnSmemB   = 48 << 10
-	maxCluster     = 8 // CLUSTER_MAX in common.cu
 	minChunkTokens = 32
 )
 
@@ -143,7 +142,6 @@ type splitKV struct {
 	nchunks   int
 	smem      int
 	occ       int // resident blocks per multiprocessor
-	cluster   int // blocks per thread block cluster (1: none); they merge their partials
 	partO     Ptr
 	partML    Ptr
 	counters  Ptr // [rows*(groups+1)] int32 for the fused merge, zero between launches; 0: separate combine
@@ -170,30 +168,6 @@ func fusedCombine(g int) bool {
 // comparison and for older GPUs).
 func (k *Kernels) useMMA(g int) bool {
 	return g >= 2 && g <= 8 && k.D.Major >= 8 && os.Getenv("KVBENCH_ATTN_MMA") != "off"
-}
-
-// attnCluster is the thread block cluster for nchunks chunks per row: the
-// largest of 8, 4 and 2 that divides nchunks on sm_90+ (the blocks of a
-// cluster merge their partials in distributed shared memory), else 1;
-// KVBENCH_ATTN_CLUSTER=off (or 1, 2, 4) lowers the largest.
-func (k *Kernels) attnCluster(nchunks int) int {
-	most := maxCluster
-	switch v := os.Getenv("KVBENCH_ATTN_CLUSTER"); v {
-	case "", "8":
-	case "off", "1":
-		most = 1
-	case "2", "4":
-		most = int(v[0] - '0')
-	}
-	if k.D.Major < 9 || k.D.api.rawLaunchEx == 0 {
-		return 1
-	}
-	for c := most; c > 1; c /= 2 {
-		if nchunks%c == 0 {
-			return c
-		}
-	}
-	return 1
 }
 
 // attnSmem is the dynamic shared memory of the split-KV kernel: the scores
@@ -224,9 +198,6 @@ func (k *Kernels) pickChunk(f *Function, g, rows, tokensPerRow, headDim, pageSiz
 			return 0, err
 		}
 		perRow := max(1, k.D.SMs*occ/rows)
-		if cl := k.attnCluster(maxCluster); cl > 1 && perRow >= cl {
-			perRow = perRow / cl * cl // whole clusters in the one wave
-		}
 		c := (tokensPerRow + perRow - 1) / perRow
 		c = max(minChunkTokens, (c+31)/32*32)
 		if c == chunk {
@@ -268,19 +239,17 @@ func (k *Kernels) newSplitKV(kind string, s Shape, g, rows, rowsPerKV, tokensPer
 	}
 	a.smem = attnSmem(g, chunk, s.HeadDim, pageSize, mma)
 	a.nchunks = (tokensPerRow + chunk - 1) / chunk
-	a.cluster = k.attnCluster(a.nchunks)
 	if a.smem > maxAttnSmemB || a.nchunks > combMaxChunks {
 		return nil, fmt.Errorf("cuda: chunk %d: %d B of shared memory, %d chunks", chunk, a.smem, a.nchunks)
 	}
 	if a.occ, err = f.Occupancy(attnThreads, a.smem); err != nil {
 		return nil, err
 	}
-	// The fused merge keeps its group partials after the parts' partials
-	// (one per chunk, or per cluster) and has a counter per group and per
-	// row.
-	parts, nctr := a.nchunks/a.cluster, 0
+	// The fused merge keeps its group partials after the chunk partials and
+	// has a counter per group and per row.
+	parts, nctr := a.nchunks, 0
 	if fusedCombine(g) {
-		ngroups := (parts + mergeGroup - 1) / mergeGroup
+		ngroups := (a.nchunks + mergeGroup - 1) / mergeGroup
 		parts += ngroups
 		nctr = rows * (ngroups + 1)
 	}
@@ -312,17 +281,17 @@ func scaleLog2(headDim int) float32 { return float32(1 / math.Sqrt(float64(headD
 // the kernel before it (it reads its page list); the combine always depends
 // on the attention.
 func (a *splitKV) launch(s Shape, q, K, V, pages Ptr, nsel, pageSize int, out, raw Ptr, after bool) error {
-	f, err := a.k.Func(a.fn)
-	if err != nil {
-		return err
+	launch := a.k.launch
+	if after {
+		launch = a.k.launchAfter
 	}
-	err = f.LaunchCluster(a.cluster, after, Dim3{a.nchunks, a.rows, 1}, Dim3{attnThreads, 1, 1}, a.smem,
+	err := launch(a.fn, Dim3{a.nchunks, a.rows, 1}, Dim3{attnThreads, 1, 1}, a.smem,
 		q, K, V, pages, int32(s.Tokens), int32(nsel), int32(pageSize), int32(a.rowsPerKV), int32(a.chunk),
 		scaleLog2(s.HeadDim), a.partO, a.partML, a.counters, out, raw)
 	if err != nil || a.counters != 0 {
 		return err
 	}
-	return a.k.launchAfter(a.comb, Dim3{a.g, a.rows, 1}, Dim3{combThreads, 1, 1}, 0, a.partO, a.partML, int32(a.nchunks/a.cluster), out)
+	return a.k.launchAfter(a.comb, Dim3{a.g, a.rows, 1}, Dim3{combThreads, 1, 1}, 0, a.partO, a.partML, int32(a.nchunks), out)
 }
 
 func (a *splitKV) free() {
@@ -337,13 +306,12 @@ func (a *splitKV) free() {
 type Plan struct {
 	Chunk     int // tokens per block
 	Blocks    int // blocks of the attention kernel
-	Cluster   int // blocks per thread block cluster
 	Resident  int // blocks resident per multiprocessor
 	SharedMem int // dynamic shared memory per block, bytes
 }
 
 func (a *splitKV) plan() Plan {
-	return Plan{Chunk: a.chunk, Blocks: a.nchunks * a.rows, Cluster: a.cluster, Resident: a.occ, SharedMem: a.smem}
+	return Plan{Chunk: a.chunk, Blocks: a.nchunks * a.rows, Resident: a.occ, SharedMem: a.smem}
 }
 
 // Dense is dense decode attention for one Shape: q [Heads, HeadDim] bf16, K
