@@ -13,7 +13,8 @@
 // row r: a pass over K writes the scores of its tokens to shared memory, a
 // softmax over them, and a pass over V accumulates p*v; it writes its
 // partial (max, sum, unnormalised output). attn_combine_d{D} then merges the
-// partials of each query head, many blocks in parallel (one per query head);
+// partials of each query head, many blocks in parallel (one per query head
+// and 32 channels);
 // or, when the host passes counters (its default for G = 1), the split
 // kernel merges them itself in two levels of "last block to finish" merges
 // (attn_merge), saving the second launch.
@@ -45,7 +46,6 @@
 #ifndef ATTN_U
 #define ATTN_U 4
 #endif
-#define COMB_MAX_CHUNKS 4096
 // MERGE_S: chunks per first-level group of the fused merge.
 #ifndef MERGE_S
 #define MERGE_S 16
@@ -507,85 +507,77 @@ ATTN_KERNELS(128, 2)
 ATTN_KERNELS(128, 4)
 ATTN_KERNELS(128, 8)
 
-// attn_combine merges the partials of one query head: block (g, r) writes
-// out[(r*G + g)*D + d] = sum_c 2^(m_c - M) o_c[d] / sum_c 2^(m_c - M) l_c,
-// M = max_c m_c (chunks with no unmasked token have m_c = -inf and count for
-// nothing). COMB_NT threads: D/4 of them per chunk group, each reading 16
-// bytes of a chunk's output, so that many chunks' loads are in flight.
+// attn_combine merges the partials of the chunks of a row, one query head
+// and 32 channels per block: block (g, r, slice) writes out[(r*G + g)*D +
+// slice*32 + j] = sum_c 2^(m_c - M) o_c[.] / sum_c 2^(m_c - M) l_c, M =
+// max_c m_c (chunks with no unmasked token have m_c = -inf and count for
+// nothing). COMB_NT threads: 8 float4 columns times COMB_NT/8 chunk groups;
+// each thread issues the loads of all its chunks before it uses them and
+// keeps its own running max, so the kernel waits for memory once; the
+// chunk groups are then merged in shared memory.
 template <int D>
 __device__ __forceinline__ void attn_combine(const float* __restrict__ partO, const float* __restrict__ partML,
                                              int nchunks, float* __restrict__ out) {
-    constexpr int NT = COMB_NT;
-    constexpr int Q = D / 4;     // threads per chunk (float4 each)
-    constexpr int CG = NT / Q;   // chunk groups
-    constexpr int NW = NT / 32;
-    __shared__ float w[COMB_MAX_CHUNKS];
-    __shared__ float4 red[CG][Q];
-    __shared__ float rs[NW];
-    __shared__ float sM, sL;
+    constexpr int NT = COMB_NT, Q = 8, CG = NT / Q, B = 4;
+    __shared__ float4 sAcc[CG][Q];
+    __shared__ float sM[CG][Q], sL[CG][Q];
     pdl_wait();
     const int g = blockIdx.x, G = gridDim.x, r = blockIdx.y, tid = threadIdx.x;
+    const int cg = tid / Q, col = blockIdx.z * Q + tid % Q;
     const size_t row = (size_t)r * nchunks;
-
-    float mx = NEG_INF;
-    for (int c = tid; c < nchunks; c += NT) {
-        const float m = partML[((row + c) * G + g) * 2];
-        w[c] = m;
-        mx = fmaxf(mx, m);
-    }
-    mx = warp_max(mx);
-    if ((tid & 31) == 0) rs[tid >> 5] = mx;
-    __syncthreads();
-    if (tid == 0) {
-        float x = rs[0];
-        for (int k = 1; k < NW; ++k) x = fmaxf(x, rs[k]);
-        sM = x;
-    }
-    __syncthreads();
-    const float M = sM;
-    float l = 0.f;
-    for (int c = tid; c < nchunks; c += NT) {
-        const float m = w[c];
-        const float wc = m == NEG_INF ? 0.f : exp2f(m - M);
-        w[c] = wc;
-        l += wc * partML[((row + c) * G + g) * 2 + 1];
-    }
-    l = warp_sum(l);
-    __syncthreads();  // rs is reused
-    if ((tid & 31) == 0) rs[tid >> 5] = l;
-    __syncthreads();
-    if (tid == 0) {
-        float x = 0.f;
-        for (int k = 0; k < NW; ++k) x += rs[k];
-        sL = x;
-    }
-    const int cg = tid / Q, qd = tid % Q;
+    float mt = NEG_INF, lt = 0.f;
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll 4
-    for (int c = cg; c < nchunks; c += CG) {
-        const float4 o = __ldg(reinterpret_cast<const float4*>(partO + ((row + c) * G + g) * D) + qd);
-        const float wc = w[c];
-        acc.x = fmaf(wc, o.x, acc.x);
-        acc.y = fmaf(wc, o.y, acc.y);
-        acc.z = fmaf(wc, o.z, acc.z);
-        acc.w = fmaf(wc, o.w, acc.w);
-    }
-    red[cg][qd] = acc;
-    __syncthreads();
-    if (tid < Q) {
-        float4 s = red[0][tid];
+    for (int c0 = cg; c0 < nchunks; c0 += B * CG) {
+        float2 ml[B];
+        float4 o[B];
 #pragma unroll
-        for (int k = 1; k < CG; ++k) {
-            s.x += red[k][tid].x;
-            s.y += red[k][tid].y;
-            s.z += red[k][tid].z;
-            s.w += red[k][tid].w;
+        for (int u = 0; u < B; ++u) {
+            const int c = c0 + u * CG;
+            ml[u] = make_float2(NEG_INF, 0.f);
+            if (c < nchunks) {
+                ml[u] = __ldcg(reinterpret_cast<const float2*>(partML) + (row + c) * G + g);
+                o[u] = __ldcg(reinterpret_cast<const float4*>(partO + ((row + c) * G + g) * D) + col);
+            }
         }
-        const float L = sL;
-        const float inv = L > 0.f ? 1.f / L : 0.f;
-        float4 res = make_float4(s.x * inv, s.y * inv, s.z * inv, s.w * inv);
-        reinterpret_cast<float4*>(out + ((size_t)r * G + g) * D)[tid] = res;
+#pragma unroll
+        for (int u = 0; u < B; ++u) {
+            if (ml[u].x == NEG_INF) continue;
+            if (ml[u].x > mt) {
+                const float k = mt == NEG_INF ? 0.f : exp2f(mt - ml[u].x);
+                acc.x *= k, acc.y *= k, acc.z *= k, acc.w *= k, lt *= k;
+                mt = ml[u].x;
+            }
+            const float w = exp2f(ml[u].x - mt);
+            acc.x = fmaf(w, o[u].x, acc.x);
+            acc.y = fmaf(w, o[u].y, acc.y);
+            acc.z = fmaf(w, o[u].z, acc.z);
+            acc.w = fmaf(w, o[u].w, acc.w);
+            lt = fmaf(w, ml[u].y, lt);
+        }
     }
+    sAcc[cg][tid % Q] = acc;
+    sM[cg][tid % Q] = mt;
+    sL[cg][tid % Q] = lt;
+    __syncthreads();
+    if (tid >= Q) return;
+    float M = NEG_INF;
+#pragma unroll
+    for (int k = 0; k < CG; ++k) M = fmaxf(M, sM[k][tid]);
+    const float Ms = M == NEG_INF ? 0.f : M;
+    float4 s = make_float4(0.f, 0.f, 0.f, 0.f);
+    float L = 0.f;
+#pragma unroll 8
+    for (int k = 0; k < CG; ++k) {
+        const float w = exp2f(sM[k][tid] - Ms);
+        const float4 a = sAcc[k][tid];
+        s.x = fmaf(w, a.x, s.x);
+        s.y = fmaf(w, a.y, s.y);
+        s.z = fmaf(w, a.z, s.z);
+        s.w = fmaf(w, a.w, s.w);
+        L = fmaf(w, sL[k][tid], L);
+    }
+    const float inv = L > 0.f ? 1.f / L : 0.f;
+    reinterpret_cast<float4*>(out + ((size_t)r * G + g) * D)[col] = make_float4(s.x * inv, s.y * inv, s.z * inv, s.w * inv);
 }
 
 #define COMBINE_KERNEL(D)                                                                                  \

@@ -120,12 +120,11 @@ func (s Shape) validate() error {
 }
 
 const (
-	attnThreads    = 128  // ATTN_NT in attention.cu
-	combThreads    = 256  // COMB_NT
-	combMaxChunks  = 4096 // COMB_MAX_CHUNKS
-	mergeGroup     = 16   // MERGE_S
-	questThreads   = 128  // QS_NT in quest.cu
-	topkThreads    = 512  // TK_NT
+	attnThreads    = 128 // ATTN_NT in attention.cu
+	combThreads    = 256 // COMB_NT
+	mergeGroup     = 16  // MERGE_S
+	questThreads   = 128 // QS_NT in quest.cu
+	topkThreads    = 512 // TK_NT
 	maxAttnSmemB   = 48 << 10
 	minChunkTokens = 32
 )
@@ -207,9 +206,6 @@ func (k *Kernels) pickChunk(f *Function, g, rows, tokensPerRow, headDim, pageSiz
 	}
 	maxChunk := (maxAttnSmemB/4-64)/g/32*32 - 32
 	chunk = min(chunk, maxChunk)
-	if (tokensPerRow+chunk-1)/chunk > combMaxChunks {
-		return 0, fmt.Errorf("cuda: %d tokens per row need more than %d chunks of %d", tokensPerRow, combMaxChunks, chunk)
-	}
 	return chunk, nil
 }
 
@@ -239,8 +235,8 @@ func (k *Kernels) newSplitKV(kind string, s Shape, g, rows, rowsPerKV, tokensPer
 	}
 	a.smem = attnSmem(g, chunk, s.HeadDim, pageSize, mma)
 	a.nchunks = (tokensPerRow + chunk - 1) / chunk
-	if a.smem > maxAttnSmemB || a.nchunks > combMaxChunks {
-		return nil, fmt.Errorf("cuda: chunk %d: %d B of shared memory, %d chunks", chunk, a.smem, a.nchunks)
+	if a.smem > maxAttnSmemB {
+		return nil, fmt.Errorf("cuda: chunk %d: %d B of shared memory", chunk, a.smem)
 	}
 	if a.occ, err = f.Occupancy(attnThreads, a.smem); err != nil {
 		return nil, err
@@ -291,7 +287,7 @@ func (a *splitKV) launch(s Shape, q, K, V, pages Ptr, nsel, pageSize int, out, r
 	if err != nil || a.counters != 0 {
 		return err
 	}
-	return a.k.launchAfter(a.comb, Dim3{a.g, a.rows, 1}, Dim3{combThreads, 1, 1}, 0, a.partO, a.partML, int32(a.nchunks), out)
+	return a.k.launchAfter(a.comb, Dim3{a.g, a.rows, s.HeadDim / 32}, Dim3{combThreads, 1, 1}, 0, a.partO, a.partML, int32(a.nchunks), out)
 }
 
 func (a *splitKV) free() {
