@@ -362,16 +362,12 @@ __device__ __forceinline__ void attn_split(
     const int len = min(chunk, total - c0);
     const bf16* Kh = K + (size_t)kvh * n * D + lane * 8;
     const bf16* Vh = V + (size_t)kvh * n * D + lane * 8;
-    // The query (loaded first: its latency overlaps the page-list staging),
-    // pre-scaled by softmax scale * log2(e): scores are in base 2.
-    float qf[G][8];
+    // The query is loaded first (its latency overlaps the page-list staging
+    // and the first keys' loads) and used after the first keys are asked
+    // for, pre-scaled by softmax scale * log2(e): scores are in base 2.
+    uint4 qv[G];
 #pragma unroll
-    for (int g = 0; g < G; ++g) {
-        const uint4 v = *reinterpret_cast<const uint4*>(q + (size_t)(r * G + g) * D + lane * 8);
-        unpack8(v, qf[g]);
-#pragma unroll
-        for (int j = 0; j < 8; ++j) qf[g][j] *= scaleLog2;
-    }
+    for (int g = 0; g < G; ++g) qv[g] = *reinterpret_cast<const uint4*>(q + (size_t)(r * G + g) * D + lane * 8);
 
     int* spg = reinterpret_cast<int*>(smem + G * chunk);
     const int pg0 = PAGED ? c0 / pageSize : 0;
@@ -400,12 +396,22 @@ __device__ __forceinline__ void attn_split(
         }
     };
 
-    // Pass 1: scores, with the next step's loads in flight.
+    // Pass 1: scores, with the next step's loads in flight; the last step
+    // asks for the first values instead, so that the loads stay in flight
+    // across the softmax.
     uint4 xa[U], xb[U];
     int ta[U], tb[U];
     fetch(Kh, 0, xa, ta);
+    float qf[G][8];
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+        unpack8(qv[g], qf[g]);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) qf[g][j] *= scaleLog2;
+    }
     for (int base = 0; base < len; base += TG * U) {
-        fetch(Kh, base + TG * U, xb, tb);
+        const bool more = base + TG * U < len;
+        fetch(more ? Kh : Vh, more ? base + TG * U : 0, xb, tb);
 #pragma unroll
         for (int u = 0; u < U; ++u) {
             int h;
@@ -423,8 +429,6 @@ __device__ __forceinline__ void attn_split(
             ta[u] = tb[u];
         }
     }
-    // The first values are read while the softmax runs.
-    fetch(Vh, 0, xa, ta);
     __syncthreads();
 
     float m[G], l[G];

@@ -114,13 +114,16 @@ __device__ __forceinline__ void attn_mma(
         }
     };
 
-    // Pass 1: scores.
+    // Pass 1: scores; the warp's last tile asks for its first values, so
+    // that loads stay in flight across the softmax.
+    uint4 ya[4][VP], yb[4][VP];
     {
         uint4 xa[2][KP], xb[2][KP];
         int ta[2], tb[2];
         fetchK(w, xa, ta);
         for (int tile = w; tile < ntiles; tile += NW) {
-            fetchK(tile + NW, xb, tb);
+            fetchK(tile + NW, xb, tb);  // past the chunk: zeros, no loads
+            if (tile + NW >= ntiles) fetchV(w, ya);
             float s0[4] = {0.f, 0.f, 0.f, 0.f}, s1[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
             for (int j = 0; j < KP; ++j) {
@@ -145,9 +148,6 @@ __device__ __forceinline__ void attn_mma(
             }
         }
     }
-    // The first values are read while the softmax runs.
-    uint4 ya[4][VP], yb[4][VP];
-    fetchV(w, ya);
     __syncthreads();
     float m[G], l[G];
     chunk_softmax<G, NT, true>(smem, SC, len, ntiles * 16, m, l);
