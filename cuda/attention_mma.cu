@@ -5,7 +5,9 @@
 // ~G*8 FMAs, an unpack and a butterfly per 16 bytes of K or V; here one warp
 // instruction (mma.sync m16n8k16, bf16 in, float32 accumulate) covers 16
 // tokens x 16 channels x 8 heads, so a block issues a few instructions per
-// kilobyte read and the loads, not the arithmetic, set the pace.
+// kilobyte read. Opt-in (KVBENCH_ATTN_MMA=on, kernels.go useMMA): on the H100
+// the loads, not the arithmetic, set the pace, and these kernels measured
+// 2-4 % slower than attn_split (more registers, fewer loads in flight).
 //
 // Each warp takes the chunk's tiles of 16 tokens in turn (tile w, w+NW, ...)
 // with the next tile's loads in flight while it computes on the current one.

@@ -162,11 +162,13 @@ func fusedCombine(g int) bool {
 }
 
 // useMMA reports whether rows of g query heads run on the tensor-core
-// kernels (attn_mma_*, attention_mma.cu): GQA groups on sm_80 and later,
-// unless KVBENCH_ATTN_MMA=off (the CUDA-core attn_split kernels, kept for
-// comparison and for older GPUs).
+// kernels (attn_mma_*, attention_mma.cu): with KVBENCH_ATTN_MMA=on, for GQA
+// groups on sm_80 and later. They are not the default: on the H100 they
+// measured 2-4 % slower than the CUDA-core attn_split kernels at 4K-128K
+// tokens (docs/gpu-notes.md, fifth round), the loads, not the arithmetic,
+// setting the pace of both.
 func (k *Kernels) useMMA(g int) bool {
-	return g >= 2 && g <= 8 && k.D.Major >= 8 && os.Getenv("KVBENCH_ATTN_MMA") != "off"
+	return g >= 2 && g <= 8 && k.D.Major >= 8 && os.Getenv("KVBENCH_ATTN_MMA") == "on"
 }
 
 // attnSmem is the dynamic shared memory of the split-KV kernel: the scores

@@ -18,90 +18,92 @@ func TestKernelEvicting(t *testing.T) {
 	type tc struct{ heads, kv, dim, n, recent int }
 	cases := []tc{{8, 2, 128, 1000, 100}, {4, 4, 64, 300, 0}, {32, 8, 128, 2048, 64}, {8, 1, 128, 70, 70}}
 	rng := rand.New(rand.NewPCG(5, 6))
-	for _, c := range cases {
-		for _, tova := range []bool{false, true} {
-			t.Run(fmt.Sprintf("h%d_kv%d_d%d_n%d_recent%d_tova%v", c.heads, c.kv, c.dim, c.n, c.recent, tova), func(t *testing.T) {
-				s := Shape{Heads: c.heads, KVHeads: c.kv, HeadDim: c.dim, Tokens: c.n}
-				D, G, n := c.dim, s.Group(), c.n
-				q, K, V := randBF16(rng, c.heads*D), randBF16(rng, c.kv*n*D), randBF16(rng, c.kv*n*D)
-				qd, Kd, Vd := upload(t, d, q), upload(t, d, K), upload(t, d, V)
-				out := devOut(t, d, c.heads*D)
-				e, err := k.NewEvicting(s, tova, c.recent, 0)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer e.Free()
-				for range 2 {
-					if err := e.Launch(qd, Kd, Vd, out); err != nil {
+	attnFamilies(t, func(t *testing.T) {
+		for _, c := range cases {
+			for _, tova := range []bool{false, true} {
+				t.Run(fmt.Sprintf("h%d_kv%d_d%d_n%d_recent%d_tova%v", c.heads, c.kv, c.dim, c.n, c.recent, tova), func(t *testing.T) {
+					s := Shape{Heads: c.heads, KVHeads: c.kv, HeadDim: c.dim, Tokens: c.n}
+					D, G, n := c.dim, s.Group(), c.n
+					q, K, V := randBF16(rng, c.heads*D), randBF16(rng, c.kv*n*D), randBF16(rng, c.kv*n*D)
+					qd, Kd, Vd := upload(t, d, q), upload(t, d, K), upload(t, d, V)
+					out := devOut(t, d, c.heads*D)
+					e, err := k.NewEvicting(s, tova, c.recent, 0)
+					if err != nil {
 						t.Fatal(err)
 					}
-				}
-				got := make([]float32, c.heads*D)
-				if err := Download(d, got, out); err != nil {
-					t.Fatal(err)
-				}
-				acc, err := e.Scores()
-				if err != nil {
-					t.Fatal(err)
-				}
-				ev, err := e.Evicted()
-				if err != nil {
-					t.Fatal(err)
-				}
-				steps := 2.0
-				if tova {
-					steps = 1
-				}
-				worst, worstP := 0.0, 0.0
-				ref := make([][]float64, c.kv) // [kv][n] the group's probabilities summed
-				for h := range c.kv {
-					Kh, Vh := headSlice(K, h, n, D), headSlice(V, h, n, D)
-					worst = math.Max(worst, RelErr(got[h*G*D:(h+1)*G*D], RefDecode(q[h*G*D:(h+1)*G*D], Kh, Vh, D, nil)))
-					ref[h] = make([]float64, n)
-					for _, p := range RefProbs(q[h*G*D:(h+1)*G*D], Kh, D) {
-						for i, x := range p {
-							ref[h][i] += x
+					defer e.Free()
+					for range 2 {
+						if err := e.Launch(qd, Kd, Vd, out); err != nil {
+							t.Fatal(err)
 						}
 					}
-					for i, x := range ref[h] {
-						worstP = math.Max(worstP, math.Abs(float64(acc[h][i])-steps*x))
+					got := make([]float32, c.heads*D)
+					if err := Download(d, got, out); err != nil {
+						t.Fatal(err)
 					}
-				}
-				t.Logf("%+v: output error %.2e, scores error %.2e, evicted %v", e.Plan(), worst, worstP, ev)
-				if !(worst < 1e-4) || !(worstP < 1e-6*float64(G)) {
-					t.Fatalf("output error %.3e, scores error %.3e", worst, worstP)
-				}
-				if tova {
-					sum := make([]float32, n)
-					want := make([]float64, n)
-					for i := range sum {
-						for h := range c.kv {
-							sum[i] += acc[h][i]
-							want[i] += ref[h][i]
+					acc, err := e.Scores()
+					if err != nil {
+						t.Fatal(err)
+					}
+					ev, err := e.Evicted()
+					if err != nil {
+						t.Fatal(err)
+					}
+					steps := 2.0
+					if tova {
+						steps = 1
+					}
+					worst, worstP := 0.0, 0.0
+					ref := make([][]float64, c.kv) // [kv][n] the group's probabilities summed
+					for h := range c.kv {
+						Kh, Vh := headSlice(K, h, n, D), headSlice(V, h, n, D)
+						worst = math.Max(worst, RelErr(got[h*G*D:(h+1)*G*D], RefDecode(q[h*G*D:(h+1)*G*D], Kh, Vh, D, nil)))
+						ref[h] = make([]float64, n)
+						for _, p := range RefProbs(q[h*G*D:(h+1)*G*D], Kh, D) {
+							for i, x := range p {
+								ref[h][i] += x
+							}
+						}
+						for i, x := range ref[h] {
+							worstP = math.Max(worstP, math.Abs(float64(acc[h][i])-steps*x))
 						}
 					}
-					if int(ev[0]) != ArgMin(sum, n) {
-						t.Fatalf("evicted %d, lowest of the GPU's scores %d", ev[0], ArgMin(sum, n))
+					t.Logf("%+v: output error %.2e, scores error %.2e, evicted %v", e.Plan(), worst, worstP, ev)
+					if !(worst < 1e-4) || !(worstP < 1e-6*float64(G)) {
+						t.Fatalf("output error %.3e, scores error %.3e", worst, worstP)
 					}
-					if m := want[ArgMin(want, n)]; want[ev[0]]-m > 1e-6 {
-						t.Fatalf("evicted %d (%g), reference lowest %g", ev[0], want[ev[0]], m)
+					if tova {
+						sum := make([]float32, n)
+						want := make([]float64, n)
+						for i := range sum {
+							for h := range c.kv {
+								sum[i] += acc[h][i]
+								want[i] += ref[h][i]
+							}
+						}
+						if int(ev[0]) != ArgMin(sum, n) {
+							t.Fatalf("evicted %d, lowest of the GPU's scores %d", ev[0], ArgMin(sum, n))
+						}
+						if m := want[ArgMin(want, n)]; want[ev[0]]-m > 1e-6 {
+							t.Fatalf("evicted %d (%g), reference lowest %g", ev[0], want[ev[0]], m)
+						}
+						return
 					}
-					return
-				}
-				for h := range c.kv {
-					lim := n - c.recent
-					if int(ev[h]) != ArgMin(acc[h], lim) {
-						t.Fatalf("head %d: evicted %d, lowest of the GPU's scores %d", h, ev[h], ArgMin(acc[h], lim))
-					}
-					if lim > 0 {
-						if m := ref[h][ArgMin(ref[h], lim)]; ref[h][ev[h]]-m > 1e-6 {
-							t.Fatalf("head %d: evicted %d (%g), reference lowest %g", h, ev[h], ref[h][ev[h]], m)
+					for h := range c.kv {
+						lim := n - c.recent
+						if int(ev[h]) != ArgMin(acc[h], lim) {
+							t.Fatalf("head %d: evicted %d, lowest of the GPU's scores %d", h, ev[h], ArgMin(acc[h], lim))
+						}
+						if lim > 0 {
+							if m := ref[h][ArgMin(ref[h], lim)]; ref[h][ev[h]]-m > 1e-6 {
+								t.Fatalf("head %d: evicted %d (%g), reference lowest %g", h, ev[h], ref[h][ev[h]], m)
+							}
 						}
 					}
-				}
-			})
+				})
+			}
 		}
-	}
+	})
 }
 
 // TestKernelOracle checks the oracle step: every token's score against
