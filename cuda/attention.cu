@@ -30,21 +30,25 @@
 #define ATTN_NT 128
 #define COMB_NT 256
 // ATTN_MINB: minimum resident blocks per multiprocessor asked of the
-// compiler for groups of 4 or more heads (a register cap); 1 leaves the
-// compiler free.
+// compiler for groups of 4 heads (a register cap: 128 registers at 4).
 #ifndef ATTN_MINB
-#define ATTN_MINB 1
+#define ATTN_MINB 4
 #endif
-// ATTN_U1, ATTN_U: steps of loads each thread has in flight (twice that
-// while it computes on the previous ones) for rows of one query head and of
-// several. Measured on the H100 (2026-11-24): 6 for one head is 0.5-1.1 %
-// faster than 4 at 32K-128K tokens (MHA 32/32); for GQA groups of 4, 6 and 8
-// were up to 2 % slower than 4 (more registers, fewer resident blocks).
+// ATTN_U1, ATTN_U, ATTN_U8: steps of loads each thread has in flight (twice
+// that while it computes on the previous ones) for rows of one query head,
+// of 2 or 4, and of 8. Measured on the H100 (2026-11-24): 6 for one head is
+// 0.5-1.1 % faster than 4 at 32K-128K tokens (MHA 32/32); for groups of 4,
+// 6 steps under the 128-register cap is 1.5-2 % faster than 4 uncapped at
+// 32K-128K (51.9 vs 53.0 us at 32K) and 1 us slower at 4K; without the cap
+// 6 was slower (fewer resident blocks).
 #ifndef ATTN_U1
 #define ATTN_U1 6
 #endif
 #ifndef ATTN_U
-#define ATTN_U 4
+#define ATTN_U 6
+#endif
+#ifndef ATTN_U8
+#define ATTN_U8 4
 #endif
 // MERGE_S: chunks per first-level group of the fused merge.
 #ifndef MERGE_S
@@ -346,7 +350,7 @@ __device__ __forceinline__ void attn_split(
     constexpr int NT = ATTN_NT;
     constexpr int L = D / 8;    // threads per token
     constexpr int TG = NT / L;  // tokens per step
-    constexpr int U = G == 1 ? ATTN_U1 : ATTN_U;
+    constexpr int U = G == 1 ? ATTN_U1 : G >= 8 ? ATTN_U8 : ATTN_U;
     static_assert(G <= L, "group larger than the lanes of a token");
     // smem: scores/probabilities [G][chunk], then (paged) the chunk's page
     // ids; after pass 2 the warps' partial outputs [NW][G][D] from offset 0.
@@ -495,10 +499,10 @@ __device__ __forceinline__ void attn_split(
 #define ATTN_ARGS q, K, V, pages, n, nsel, pageSize, rowsPerKV, chunk, scaleLog2, partO, partML, counters, out, raw
 
 #define ATTN_KERNELS(D, G)                                                                \
-    extern "C" __global__ void __launch_bounds__(ATTN_NT, ((G) >= 4 ? ATTN_MINB : 1)) attn_dense_d##D##_g##G(ATTN_PARAMS) { \
+    extern "C" __global__ void __launch_bounds__(ATTN_NT, ((G) == 4 ? ATTN_MINB : 1)) attn_dense_d##D##_g##G(ATTN_PARAMS) { \
         attn_split<D, G, false>(ATTN_ARGS);                                               \
     }                                                                                     \
-    extern "C" __global__ void __launch_bounds__(ATTN_NT, ((G) >= 4 ? ATTN_MINB : 1)) attn_paged_d##D##_g##G(ATTN_PARAMS) { \
+    extern "C" __global__ void __launch_bounds__(ATTN_NT, ((G) == 4 ? ATTN_MINB : 1)) attn_paged_d##D##_g##G(ATTN_PARAMS) { \
         attn_split<D, G, true>(ATTN_ARGS);                                                \
     }
 
