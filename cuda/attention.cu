@@ -395,8 +395,7 @@ __device__ __forceinline__ void attn_split(
         for (int u = 0; u < U; ++u) {
             const int i = base + u * TG + tg;
             t[u] = i < len ? token_of(i) : -1;
-            x[u].x = x[u].y = x[u].z = x[u].w = 0u;
-            if (t[u] >= 0) x[u] = ld_stream(base_ptr + (size_t)t[u] * D);
+            x[u] = ld_stream_if(base_ptr + (size_t)max(t[u], 0) * D, t[u] >= 0);
         }
     };
 

@@ -95,7 +95,7 @@ __device__ __forceinline__ void attn_mma(
         return t < n ? t : -1;
     };
     auto load = [&](const bf16* p, int t) -> uint4 {
-        return t >= 0 ? ld_stream(p + (size_t)t * D) : make_uint4(0u, 0u, 0u, 0u);
+        return ld_stream_if(p + (size_t)max(t, 0) * D, t >= 0);
     };
     // fetchK: the lane's pieces of tokens gid and gid+8 of a tile.
     auto fetchK = [&](int tile, uint4 (&x)[2][KP], int (&t)[2]) {

@@ -31,6 +31,19 @@ __device__ __forceinline__ uint4 ld_stream(const bf16* p) {
     return v;
 }
 
+// ld_stream_if is ld_stream where ok, else zeros. The predicate is inside
+// the instruction: the compiler may execute an asm statement that it sees
+// as free of side effects ahead of the branch that guards it, so a guard
+// outside the asm does not keep a masked (out of bounds) address unread.
+__device__ __forceinline__ uint4 ld_stream_if(const bf16* p, bool ok) {
+    uint4 v = make_uint4(0u, 0u, 0u, 0u);
+    asm("{\n\t.reg .pred q;\n\tsetp.ne.b32 q, %5, 0;\n\t"
+        "@q ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n\t}"
+        : "+r"(v.x), "+r"(v.y), "+r"(v.z), "+r"(v.w)
+        : "l"(p), "r"((int)ok));
+    return v;
+}
+
 __device__ __forceinline__ float f32_from_bf16(bf16 h) {
     return __uint_as_float(((u32)h) << 16);
 }

@@ -161,8 +161,7 @@ __device__ __forceinline__ void qk_scores(const bf16* __restrict__ q, const bf16
 #pragma unroll
         for (int u = 0; u < U; ++u) {
             const int i = base + u * TG + tg;
-            x[u].x = x[u].y = x[u].z = x[u].w = 0u;
-            if (i < len) x[u] = ld_stream(Kh + (size_t)i * D);
+            x[u] = ld_stream_if(Kh + (size_t)min(i, len - 1) * D, i < len);
         }
 #pragma unroll
         for (int u = 0; u < U; ++u) {

@@ -188,12 +188,8 @@ __device__ __forceinline__ void quest_score(const bf16* __restrict__ q, const bf
 #pragma unroll
         for (int u = 0; u < U; ++u) {
             const int i = base + u * TG + tg;
-            a[u].x = a[u].y = a[u].z = a[u].w = 0u;
-            bb[u] = a[u];
-            if (i < len) {
-                a[u] = ld_stream(mnh + (size_t)i * D);
-                bb[u] = ld_stream(mxh + (size_t)i * D);
-            }
+            a[u] = ld_stream_if(mnh + (size_t)min(i, len - 1) * D, i < len);
+            bb[u] = ld_stream_if(mxh + (size_t)min(i, len - 1) * D, i < len);
         }
 #pragma unroll
         for (int u = 0; u < U; ++u) {
