@@ -341,6 +341,29 @@ __device__ __forceinline__ void attn_finish(float* smem, const float (&m)[G], co
 }
 
 
+// stage_pages: for a paged row (Quest, the oracle), the NT threads copy the
+// page ids of the chunk's tokens c0 .. c0+len-1 of row r into spg and
+// return the first page's index; dense rows stage nothing.
+template <bool PAGED, int NT>
+__device__ __forceinline__ int stage_pages(int* spg, const int* __restrict__ pages, int r, int nsel, int pageSize,
+                                           int c0, int len) {
+    if (!PAGED) return 0;
+    const int pg0 = c0 / pageSize, npg = (c0 + len - 1) / pageSize - pg0 + 1;
+    for (int j = threadIdx.x; j < npg; j += NT) spg[j] = pages[(size_t)r * nsel + pg0 + j];
+    __syncthreads();
+    return pg0;
+}
+
+// chunk_token maps the chunk's i-th token to its index in the KV head, or
+// -1 when it is masked (past n on a partial last page).
+template <bool PAGED>
+__device__ __forceinline__ int chunk_token(const int* spg, int pg0, int c0, int i, int pageSize, int n) {
+    if (!PAGED) return c0 + i;
+    const int v = c0 + i;
+    const int t = spg[v / pageSize - pg0] * pageSize + v % pageSize;
+    return t < n ? t : -1;
+}
+
 template <int D, int G, bool PAGED>
 __device__ __forceinline__ void attn_split(
     const bf16* __restrict__ q, const bf16* __restrict__ K, const bf16* __restrict__ V,
@@ -374,21 +397,8 @@ __device__ __forceinline__ void attn_split(
     for (int g = 0; g < G; ++g) qv[g] = *reinterpret_cast<const uint4*>(q + (size_t)(r * G + g) * D + lane * 8);
 
     int* spg = reinterpret_cast<int*>(smem + G * chunk);
-    const int pg0 = PAGED ? c0 / pageSize : 0;
-    if (PAGED) {
-        const int npg = (c0 + len - 1) / pageSize - pg0 + 1;
-        for (int j = tid; j < npg; j += NT) spg[j] = pages[(size_t)r * nsel + pg0 + j];
-        __syncthreads();
-    }
-
-    // token_of maps the chunk's i-th token to its index in the KV head, or
-    // -1 when it is masked.
-    auto token_of = [&](int i) -> int {
-        if (!PAGED) return c0 + i;
-        const int v = c0 + i;
-        const int t = spg[v / pageSize - pg0] * pageSize + v % pageSize;
-        return t < n ? t : -1;
-    };
+    const int pg0 = stage_pages<PAGED, NT>(spg, pages, r, nsel, pageSize, c0, len);
+    auto token_of = [&](int i) -> int { return chunk_token<PAGED>(spg, pg0, c0, i, pageSize, n); };
     // fetch issues the loads of the U tokens of step `base` of this thread.
     auto fetch = [&](const bf16* base_ptr, int base, uint4(&x)[U], int(&t)[U]) {
 #pragma unroll

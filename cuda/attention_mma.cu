@@ -81,19 +81,8 @@ __device__ __forceinline__ void attn_mma(
     }
 
     int* spg = reinterpret_cast<int*>(smem + G * SC);
-    const int pg0 = PAGED ? c0 / pageSize : 0;
-    if (PAGED) {
-        const int npg = (c0 + len - 1) / pageSize - pg0 + 1;
-        for (int j = tid; j < npg; j += NT) spg[j] = pages[(size_t)r * nsel + pg0 + j];
-        __syncthreads();
-    }
-    auto token_of = [&](int i) -> int {
-        if (i >= len) return -1;
-        if (!PAGED) return c0 + i;
-        const int v = c0 + i;
-        const int t = spg[v / pageSize - pg0] * pageSize + v % pageSize;
-        return t < n ? t : -1;
-    };
+    const int pg0 = stage_pages<PAGED, NT>(spg, pages, r, nsel, pageSize, c0, len);
+    auto token_of = [&](int i) -> int { return i < len ? chunk_token<PAGED>(spg, pg0, c0, i, pageSize, n) : -1; };
     auto load = [&](const bf16* p, int t) -> uint4 {
         return ld_stream_if(p + (size_t)max(t, 0) * D, t >= 0);
     };
