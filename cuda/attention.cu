@@ -340,7 +340,6 @@ __device__ __forceinline__ void attn_finish(float* smem, const float (&m)[G], co
     attn_merge<D, G, NT>(gO, gML, ngroups, out + (size_t)r * G * D, nullptr, smem);
 }
 
-
 // stage_pages: for a paged row (Quest, the oracle), the NT threads copy the
 // page ids of the chunk's tokens c0 .. c0+len-1 of row r into spg and
 // return the first page's index; dense rows stage nothing.

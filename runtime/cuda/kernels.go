@@ -171,15 +171,19 @@ func (k *Kernels) useMMA(g int) bool {
 	return g >= 2 && g <= 8 && k.D.Major >= 8 && os.Getenv("KVBENCH_ATTN_MMA") == "on"
 }
 
+// scorePad is the words the split-KV kernel pads each head's scores with:
+// 8 for the tensor-core kernels (so that heads fall in different banks).
+func scorePad(mma bool) int {
+	if mma {
+		return 8
+	}
+	return 0
+}
+
 // attnSmem is the dynamic shared memory of the split-KV kernel: the scores
 // and, when paged, the chunk's page ids; later the warps' partial outputs.
-// The tensor-core kernels pad each head's scores by 8 words.
 func attnSmem(g, chunk, headDim, pageSize int, mma bool) int {
-	stride := chunk
-	if mma {
-		stride += 8
-	}
-	words := g * stride
+	words := g * (chunk + scorePad(mma))
 	if pageSize > 0 {
 		words += chunk/pageSize + 2
 	}
@@ -206,7 +210,7 @@ func (k *Kernels) pickChunk(f *Function, g, rows, tokensPerRow, headDim, pageSiz
 		}
 		chunk = c
 	}
-	maxChunk := (maxAttnSmemB/4-64)/g/32*32 - 32
+	maxChunk := ((maxAttnSmemB/4-64)/g - scorePad(mma)) / 32 * 32
 	chunk = min(chunk, maxChunk)
 	return chunk, nil
 }
