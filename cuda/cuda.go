@@ -14,6 +14,9 @@ var attention string
 //go:embed attention_mma.cu
 var attentionMMA string
 
+//go:embed attention_bulk.cu
+var attentionBulk string
+
 //go:embed quest.cu
 var quest string
 
@@ -21,8 +24,8 @@ var quest string
 var policies string
 
 // Source is the whole kernel source, one translation unit: the shared
-// helpers, the split-KV decode attention kernels (CUDA-core and tensor-core),
-// the Quest kernels and the other policies' steps.
+// helpers, the split-KV decode attention kernels (CUDA-core, tensor-core and
+// bulk-copy), the Quest kernels and the other policies' steps.
 func Source() string {
-	return common + "\n" + attention + "\n" + attentionMMA + "\n" + quest + "\n" + policies
+	return common + "\n" + attention + "\n" + attentionMMA + "\n" + attentionBulk + "\n" + quest + "\n" + policies
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -127,6 +128,9 @@ const (
 	topkThreads    = 512 // TK_NT
 	maxAttnSmemB   = 48 << 10
 	minChunkTokens = 32
+	bulkThreads    = 128 // BULK_NT in attention_bulk.cu
+	bulkTile       = 16  // BULK_TT
+	bulkMaxStages  = 8   // BULK_SMAX
 )
 
 // splitKV is one configured launch of attn_{dense,paged}_d{D}_g{G} and
@@ -134,7 +138,10 @@ const (
 type splitKV struct {
 	k         *Kernels
 	fn, comb  string
-	g         int // query heads per row
+	family    string // "split", "mma" or "bulk" (attention_bulk.cu)
+	stages    int    // bulk: tiles in flight per warp
+	threads   int    // per block
+	g         int    // query heads per row
 	rows      int
 	rowsPerKV int
 	chunk     int
@@ -169,6 +176,64 @@ func fusedCombine(g int) bool {
 // setting the pace of both.
 func (k *Kernels) useMMA(g int) bool {
 	return g >= 2 && g <= 8 && k.D.Major >= 8 && os.Getenv("KVBENCH_ATTN_MMA") == "on"
+}
+
+// bulkStages is the tiles each warp of the bulk-copy kernels keeps in
+// flight: $KVBENCH_ATTN_STAGES (1-8), else 2.
+func bulkStages() (int, error) {
+	v, ok := os.LookupEnv("KVBENCH_ATTN_STAGES")
+	if !ok {
+		return 2, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > bulkMaxStages {
+		return 0, fmt.Errorf("cuda: KVBENCH_ATTN_STAGES=%q: want 1 to %d", v, bulkMaxStages)
+	}
+	return n, nil
+}
+
+// useBulk reports whether rows run on the bulk-copy kernels (attn_bulk_*,
+// attention_bulk.cu; sm_90 and later, compiled by NVRTC 12 or later): with
+// KVBENCH_ATTN_BULK=on.
+func (k *Kernels) useBulk() bool {
+	major, _, _ := strings.Cut(k.Mod.Res.NVRTC, ".")
+	v, _ := strconv.Atoi(major)
+	return k.D.Major >= 9 && v >= 12 && os.Getenv("KVBENCH_ATTN_BULK") == "on"
+}
+
+// bulkSmem is the bulk-copy kernel's dynamic shared memory: each warp's
+// ring of stages tiles of keys and values, each warp's tile scores and,
+// when paged, the chunk's page ids.
+func bulkSmem(g, chunk, headDim, pageSize, stages int) int {
+	warps := bulkThreads / 32
+	b := warps*stages*2*bulkTile*headDim*2 + warps*g*bulkTile*4
+	if pageSize > 0 {
+		b += 4 * (chunk/pageSize + 2)
+	}
+	return b
+}
+
+// pickBulkChunk is pickChunk for the bulk-copy kernels: chunks are whole
+// tiles, and the ring sets the blocks per multiprocessor.
+func (k *Kernels) pickBulkChunk(f *Function, g, rows, tokensPerRow, headDim, pageSize, stages int) (int, error) {
+	chunk := bulkTile
+	for range 4 {
+		occ, err := f.Occupancy(bulkThreads, bulkSmem(g, chunk, headDim, pageSize, stages))
+		if err != nil {
+			return 0, err
+		}
+		if occ == 0 {
+			return 0, fmt.Errorf("cuda: %s: %d stages do not fit in shared memory", f.Name, stages)
+		}
+		perRow := max(1, k.D.SMs*occ/rows)
+		c := (tokensPerRow + perRow - 1) / perRow
+		c = (c + bulkTile - 1) / bulkTile * bulkTile
+		if c == chunk {
+			break
+		}
+		chunk = c
+	}
+	return chunk, nil
 }
 
 // scorePad is the words the split-KV kernel pads each head's scores with:
@@ -217,12 +282,16 @@ func (k *Kernels) pickChunk(f *Function, g, rows, tokensPerRow, headDim, pageSiz
 
 func (k *Kernels) newSplitKV(kind string, s Shape, g, rows, rowsPerKV, tokensPerRow, pageSize, chunk int) (*splitKV, error) {
 	mma := k.useMMA(g)
-	prefix := "attn_"
-	if mma {
-		prefix = "attn_mma_"
-	}
-	a := &splitKV{k: k, fn: fmt.Sprintf("%s%s_d%d_g%d", prefix, kind, s.HeadDim, g), comb: fmt.Sprintf("attn_combine_d%d", s.HeadDim),
+	a := &splitKV{k: k, family: "split", threads: attnThreads, comb: fmt.Sprintf("attn_combine_d%d", s.HeadDim),
 		g: g, rows: rows, rowsPerKV: rowsPerKV}
+	prefix := "attn_"
+	switch {
+	case mma:
+		prefix, a.family = "attn_mma_", "mma"
+	case k.useBulk():
+		prefix, a.family, a.threads = "attn_bulk_", "bulk", bulkThreads
+	}
+	a.fn = fmt.Sprintf("%s%s_d%d_g%d", prefix, kind, s.HeadDim, g)
 	f, err := k.Func(a.fn)
 	if err != nil {
 		return nil, err
@@ -230,23 +299,15 @@ func (k *Kernels) newSplitKV(kind string, s Shape, g, rows, rowsPerKV, tokensPer
 	if _, err := k.Func(a.comb); err != nil {
 		return nil, err
 	}
-	if chunk <= 0 {
-		if chunk, err = k.pickChunk(f, g, rows, tokensPerRow, s.HeadDim, pageSize, mma); err != nil {
-			return nil, err
-		}
+	if a.family == "bulk" {
+		err = a.sizeBulk(f, s, tokensPerRow, pageSize, chunk)
+	} else {
+		err = a.sizeSplit(f, s, tokensPerRow, pageSize, chunk, mma)
 	}
-	a.chunk = chunk
-	if chunk%32 != 0 {
-		return nil, fmt.Errorf("cuda: chunk %d is not a multiple of 32", chunk)
-	}
-	a.smem = attnSmem(g, chunk, s.HeadDim, pageSize, mma)
-	a.nchunks = (tokensPerRow + chunk - 1) / chunk
-	if a.smem > maxAttnSmemB {
-		return nil, fmt.Errorf("cuda: chunk %d: %d B of shared memory", chunk, a.smem)
-	}
-	if a.occ, err = f.Occupancy(attnThreads, a.smem); err != nil {
+	if err != nil {
 		return nil, err
 	}
+	a.nchunks = (tokensPerRow + a.chunk - 1) / a.chunk
 	// The fused merge keeps its group partials after the chunk partials and
 	// has a counter per group and per row.
 	parts, nctr := a.nchunks, 0
@@ -274,6 +335,54 @@ func (k *Kernels) newSplitKV(kind string, s Shape, g, rows, rowsPerKV, tokensPer
 	return a, nil
 }
 
+// sizeSplit sets the chunk (picked when chunk is 0), shared memory and
+// occupancy of the split (CUDA-core or tensor-core) kernels.
+func (a *splitKV) sizeSplit(f *Function, s Shape, tokensPerRow, pageSize, chunk int, mma bool) error {
+	var err error
+	if chunk <= 0 {
+		if chunk, err = a.k.pickChunk(f, a.g, a.rows, tokensPerRow, s.HeadDim, pageSize, mma); err != nil {
+			return err
+		}
+	}
+	if chunk%32 != 0 {
+		return fmt.Errorf("cuda: chunk %d is not a multiple of 32", chunk)
+	}
+	a.chunk = chunk
+	a.smem = attnSmem(a.g, chunk, s.HeadDim, pageSize, mma)
+	if a.smem > maxAttnSmemB {
+		return fmt.Errorf("cuda: chunk %d: %d B of shared memory", chunk, a.smem)
+	}
+	a.occ, err = f.Occupancy(attnThreads, a.smem)
+	return err
+}
+
+// sizeBulk is sizeSplit for the bulk-copy kernels, which first opt in to
+// the device's largest shared memory per block.
+func (a *splitKV) sizeBulk(f *Function, s Shape, tokensPerRow, pageSize, chunk int) error {
+	var err error
+	if a.stages, err = bulkStages(); err != nil {
+		return err
+	}
+	if err = f.AllowShared(a.k.D.SharedPerBlockOptin - f.Shared); err != nil {
+		return err
+	}
+	if chunk <= 0 {
+		if chunk, err = a.k.pickBulkChunk(f, a.g, a.rows, tokensPerRow, s.HeadDim, pageSize, a.stages); err != nil {
+			return err
+		}
+	}
+	if chunk%bulkTile != 0 {
+		return fmt.Errorf("cuda: chunk %d is not a multiple of %d", chunk, bulkTile)
+	}
+	a.chunk = chunk
+	a.smem = bulkSmem(a.g, chunk, s.HeadDim, pageSize, a.stages)
+	if a.smem > a.k.D.SharedPerBlockOptin-f.Shared {
+		return fmt.Errorf("cuda: chunk %d, %d stages: %d B of shared memory", chunk, a.stages, a.smem)
+	}
+	a.occ, err = f.Occupancy(bulkThreads, a.smem)
+	return err
+}
+
 // scaleLog2 is the softmax scale times log2(e): the kernels' scores are in
 // base 2.
 func scaleLog2(headDim int) float32 { return float32(1 / math.Sqrt(float64(headDim)) * math.Log2E) }
@@ -287,9 +396,12 @@ func (a *splitKV) launch(s Shape, q, K, V, pages Ptr, nsel, pageSize int, out, r
 	if after {
 		launch = a.k.launchAfter
 	}
-	err := launch(a.fn, Dim3{a.nchunks, a.rows, 1}, Dim3{attnThreads, 1, 1}, a.smem,
-		q, K, V, pages, int32(s.Tokens), int32(nsel), int32(pageSize), int32(a.rowsPerKV), int32(a.chunk),
-		scaleLog2(s.HeadDim), a.partO, a.partML, a.counters, out, raw)
+	args := []any{q, K, V, pages, int32(s.Tokens), int32(nsel), int32(pageSize), int32(a.rowsPerKV), int32(a.chunk),
+		scaleLog2(s.HeadDim), a.partO, a.partML, a.counters, out, raw}
+	if a.family == "bulk" {
+		args = append(args, int32(a.stages))
+	}
+	err := launch(a.fn, Dim3{a.nchunks, a.rows, 1}, Dim3{a.threads, 1, 1}, a.smem, args...)
 	if err != nil || a.counters != 0 {
 		return err
 	}
@@ -306,14 +418,15 @@ func (a *splitKV) free() {
 
 // Plan describes a configured split-KV launch.
 type Plan struct {
-	Chunk     int // tokens per block
-	Blocks    int // blocks of the attention kernel
-	Resident  int // blocks resident per multiprocessor
-	SharedMem int // dynamic shared memory per block, bytes
+	Kernel    string // the split-KV kernel
+	Chunk     int    // tokens per block
+	Blocks    int    // blocks of the attention kernel
+	Resident  int    // blocks resident per multiprocessor
+	SharedMem int    // dynamic shared memory per block, bytes
 }
 
 func (a *splitKV) plan() Plan {
-	return Plan{Chunk: a.chunk, Blocks: a.nchunks * a.rows, Resident: a.occ, SharedMem: a.smem}
+	return Plan{Kernel: a.fn, Chunk: a.chunk, Blocks: a.nchunks * a.rows, Resident: a.occ, SharedMem: a.smem}
 }
 
 // Dense is dense decode attention for one Shape: q [Heads, HeadDim] bf16, K

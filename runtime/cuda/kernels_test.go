@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -177,6 +179,9 @@ func TestKernelDense(t *testing.T) {
 						t.Fatal(err)
 					}
 					defer a.Free()
+					if want := "attn_bulk_"; os.Getenv("KVBENCH_ATTN_BULK") == "on" && d.Major >= 9 && !strings.HasPrefix(a.Plan().Kernel, want) {
+						t.Fatalf("KVBENCH_ATTN_BULK=on: kernel %s", a.Plan().Kernel)
+					}
 					if err := a.Launch(qd, Kd, Vd, out); err != nil {
 						t.Fatal(err)
 					}
@@ -359,12 +364,17 @@ func TestKernelQuest(t *testing.T) {
 }
 
 // attnFamilies runs f once per family of split-KV kernels: the CUDA-core
-// kernels (the default) and, with KVBENCH_ATTN_MMA=on, the tensor-core
-// kernels for GQA rows.
+// kernels (the default), the tensor-core kernels for GQA rows
+// (KVBENCH_ATTN_MMA=on) and the bulk-copy kernels (KVBENCH_ATTN_BULK=on,
+// sm_90 and later) with two and three stages per warp.
 func attnFamilies(t *testing.T, f func(t *testing.T)) {
-	for _, mma := range []string{"off", "on"} {
-		t.Run("mma_"+mma, func(t *testing.T) {
-			t.Setenv("KVBENCH_ATTN_MMA", mma)
+	for _, fam := range []struct{ name, mma, bulk, stages string }{
+		{"split", "off", "off", "2"}, {"mma", "on", "off", "2"}, {"bulk", "off", "on", "2"}, {"bulk_s3", "off", "on", "3"},
+	} {
+		t.Run(fam.name, func(t *testing.T) {
+			t.Setenv("KVBENCH_ATTN_MMA", fam.mma)
+			t.Setenv("KVBENCH_ATTN_BULK", fam.bulk)
+			t.Setenv("KVBENCH_ATTN_STAGES", fam.stages)
 			f(t)
 		})
 	}

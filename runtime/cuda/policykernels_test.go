@@ -115,65 +115,67 @@ func TestKernelOracle(t *testing.T) {
 	type tc struct{ heads, kv, dim, n, budget int }
 	cases := []tc{{8, 2, 128, 5000, 300}, {4, 4, 64, 1000, 2000}, {8, 1, 128, 777, 64}, {32, 8, 128, 40000, 2048}}
 	rng := rand.New(rand.NewPCG(7, 8))
-	for _, c := range cases {
-		t.Run(fmt.Sprintf("h%d_kv%d_d%d_n%d_b%d", c.heads, c.kv, c.dim, c.n, c.budget), func(t *testing.T) {
-			if testing.Short() && c.n > 5000 {
-				t.Skip("long sequence in -short mode")
-			}
-			s := Shape{Heads: c.heads, KVHeads: c.kv, HeadDim: c.dim, Tokens: c.n}
-			D, G, n := c.dim, s.Group(), c.n
-			q, K, V := randBF16(rng, c.heads*D), randBF16(rng, c.kv*n*D), randBF16(rng, c.kv*n*D)
-			qd, Kd, Vd := upload(t, d, q), upload(t, d, K), upload(t, d, V)
-			out := devOut(t, d, c.heads*D)
-			o, err := k.NewOracle(s, c.budget, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer o.Free()
-			if err := o.Launch(qd, Kd, Vd, out); err != nil {
-				t.Fatal(err)
-			}
-			got := make([]float32, c.heads*D)
-			if err := Download(d, got, out); err != nil {
-				t.Fatal(err)
-			}
-			scores, err := o.Scores()
-			if err != nil {
-				t.Fatal(err)
-			}
-			sel, err := o.Selection()
-			if err != nil {
-				t.Fatal(err)
-			}
-			scale := math.Log2E / math.Sqrt(float64(D))
-			worst := 0.0
-			for h := range c.heads {
-				kv := h / G
-				Kh, Vh := headSlice(K, kv, n, D), headSlice(V, kv, n, D)
-				for i := 0; i < n; i += max(1, n/500) {
-					var a float64
-					for j := range D {
-						a += BF16Float64(q[h*D+j]) * BF16Float64(Kh[i*D+j])
+	attnFamilies(t, func(t *testing.T) {
+		for _, c := range cases {
+			t.Run(fmt.Sprintf("h%d_kv%d_d%d_n%d_b%d", c.heads, c.kv, c.dim, c.n, c.budget), func(t *testing.T) {
+				if testing.Short() && c.n > 5000 {
+					t.Skip("long sequence in -short mode")
+				}
+				s := Shape{Heads: c.heads, KVHeads: c.kv, HeadDim: c.dim, Tokens: c.n}
+				D, G, n := c.dim, s.Group(), c.n
+				q, K, V := randBF16(rng, c.heads*D), randBF16(rng, c.kv*n*D), randBF16(rng, c.kv*n*D)
+				qd, Kd, Vd := upload(t, d, q), upload(t, d, K), upload(t, d, V)
+				out := devOut(t, d, c.heads*D)
+				o, err := k.NewOracle(s, c.budget, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer o.Free()
+				if err := o.Launch(qd, Kd, Vd, out); err != nil {
+					t.Fatal(err)
+				}
+				got := make([]float32, c.heads*D)
+				if err := Download(d, got, out); err != nil {
+					t.Fatal(err)
+				}
+				scores, err := o.Scores()
+				if err != nil {
+					t.Fatal(err)
+				}
+				sel, err := o.Selection()
+				if err != nil {
+					t.Fatal(err)
+				}
+				scale := math.Log2E / math.Sqrt(float64(D))
+				worst := 0.0
+				for h := range c.heads {
+					kv := h / G
+					Kh, Vh := headSlice(K, kv, n, D), headSlice(V, kv, n, D)
+					for i := 0; i < n; i += max(1, n/500) {
+						var a float64
+						for j := range D {
+							a += BF16Float64(q[h*D+j]) * BF16Float64(Kh[i*D+j])
+						}
+						if math.Abs(float64(scores[h][i])-a*scale) > 1e-4 {
+							t.Fatalf("head %d token %d: score %v, want %v", h, i, scores[h][i], a*scale)
+						}
 					}
-					if math.Abs(float64(scores[h][i])-a*scale) > 1e-4 {
-						t.Fatalf("head %d token %d: score %v, want %v", h, i, scores[h][i], a*scale)
+					if !slices.Equal(sel[h], TopK(scores[h], o.Select)) {
+						t.Fatalf("head %d: selection differs from the brute-force top %d", h, o.Select)
 					}
+					toks := make([]int, len(sel[h]))
+					for i, x := range sel[h] {
+						toks[i] = int(x)
+					}
+					worst = math.Max(worst, RelErr(got[h*D:(h+1)*D], RefDecode(q[h*D:(h+1)*D], Kh, Vh, D, toks)))
 				}
-				if !slices.Equal(sel[h], TopK(scores[h], o.Select)) {
-					t.Fatalf("head %d: selection differs from the brute-force top %d", h, o.Select)
+				t.Logf("%d selected per head, %+v: max relative error %.2e", o.Select, o.Plan(), worst)
+				if !(worst < 1e-4) {
+					t.Fatalf("relative error %.3e", worst)
 				}
-				toks := make([]int, len(sel[h]))
-				for i, x := range sel[h] {
-					toks[i] = int(x)
-				}
-				worst = math.Max(worst, RelErr(got[h*D:(h+1)*D], RefDecode(q[h*D:(h+1)*D], Kh, Vh, D, toks)))
-			}
-			t.Logf("%d selected per head, %+v: max relative error %.2e", o.Select, o.Plan(), worst)
-			if !(worst < 1e-4) {
-				t.Fatalf("relative error %.3e", worst)
-			}
-		})
-	}
+			})
+		}
+	})
 }
 
 // TestReadFloor checks that the floor kernel runs over sizes that are not a
