@@ -14,6 +14,9 @@ var attention string
 //go:embed attention_mma.cu
 var attentionMMA string
 
+//go:embed attention_async.cu
+var attentionAsync string
+
 //go:embed attention_bulk.cu
 var attentionBulk string
 
@@ -24,8 +27,8 @@ var quest string
 var policies string
 
 // Source is the whole kernel source, one translation unit: the shared
-// helpers, the split-KV decode attention kernels (CUDA-core, tensor-core and
-// bulk-copy), the Quest kernels and the other policies' steps.
+// helpers, the split-KV decode attention kernels (CUDA-core, tensor-core,
+// cp.async and bulk-copy), the Quest kernels and the other policies' steps.
 func Source() string {
-	return common + "\n" + attention + "\n" + attentionMMA + "\n" + attentionBulk + "\n" + quest + "\n" + policies
+	return common + "\n" + attention + "\n" + attentionMMA + "\n" + attentionAsync + "\n" + attentionBulk + "\n" + quest + "\n" + policies
 }

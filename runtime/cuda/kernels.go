@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 
@@ -28,17 +27,29 @@ type Kernels struct {
 	D   *Device
 	Mod *Module
 
+	ringP, ringU int // the async kernels' ring: groups in flight, pieces per group
+
 	mu  sync.Mutex
 	fns map[string]*Function
 }
 
 // LoadKernels compiles (or takes from the cache) and loads the kernels.
+// The async kernels' ring is $KVBENCH_ATTN_RING ("P,U": groups in flight,
+// 16-byte pieces per group) when set.
 func LoadKernels(d *Device) (*Kernels, error) {
-	m, err := d.Load("kvbench.cu", kernelsrc.Source(), KernelOptions())
+	p, u, err := asyncRing()
 	if err != nil {
 		return nil, err
 	}
-	return &Kernels{D: d, Mod: m, fns: map[string]*Function{}}, nil
+	opts := KernelOptions()
+	if p != defaultRingP || u != defaultRingU {
+		opts = append(opts, fmt.Sprintf("-DASYNC_P=%d", p), fmt.Sprintf("-DASYNC_U=%d", u))
+	}
+	m, err := d.Load("kvbench.cu", kernelsrc.Source(), opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Kernels{D: d, Mod: m, ringP: p, ringU: u, fns: map[string]*Function{}}, nil
 }
 
 // Func returns the kernel name, looked up once.
@@ -131,303 +142,9 @@ const (
 	bulkThreads    = 128 // BULK_NT in attention_bulk.cu
 	bulkTile       = 16  // BULK_TT
 	bulkMaxStages  = 8   // BULK_SMAX
+	defaultRingP   = 4   // ASYNC_P in attention_async.cu
+	defaultRingU   = 4   // ASYNC_U
 )
-
-// splitKV is one configured launch of attn_{dense,paged}_d{D}_g{G} and
-// attn_combine_d{D}.
-type splitKV struct {
-	k         *Kernels
-	fn, comb  string
-	family    string // "split", "mma" or "bulk" (attention_bulk.cu)
-	stages    int    // bulk: tiles in flight per warp
-	threads   int    // per block
-	g         int    // query heads per row
-	rows      int
-	rowsPerKV int
-	chunk     int
-	nchunks   int
-	smem      int
-	occ       int // resident blocks per multiprocessor
-	partO     Ptr
-	partML    Ptr
-	counters  Ptr // [rows*(groups+1)] int32 for the fused merge, zero between launches; 0: separate combine
-}
-
-// fusedCombine reports whether the split-KV kernel with g query heads per
-// row merges the partials itself (two levels of last-block merges) instead
-// of a separate attn_combine launch. Default: fused for g = 1 (measured
-// faster on the H100), separate for GQA rows (measured ~1 µs slower fused);
-// KVBENCH_ATTN_COMBINE=fused or =separate forces one form.
-func fusedCombine(g int) bool {
-	switch os.Getenv("KVBENCH_ATTN_COMBINE") {
-	case "fused":
-		return true
-	case "separate":
-		return false
-	}
-	return g == 1
-}
-
-// useMMA reports whether rows of g query heads run on the tensor-core
-// kernels (attn_mma_*, attention_mma.cu): with KVBENCH_ATTN_MMA=on, for GQA
-// groups on sm_80 and later. They are not the default: on the H100 they
-// measured 2-4 % slower than the CUDA-core attn_split kernels at 4K-128K
-// tokens (docs/gpu-notes.md, fifth round), the loads, not the arithmetic,
-// setting the pace of both.
-func (k *Kernels) useMMA(g int) bool {
-	return g >= 2 && g <= 8 && k.D.Major >= 8 && os.Getenv("KVBENCH_ATTN_MMA") == "on"
-}
-
-// bulkStages is the tiles each warp of the bulk-copy kernels keeps in
-// flight: $KVBENCH_ATTN_STAGES (1-8), else 2.
-func bulkStages() (int, error) {
-	v, ok := os.LookupEnv("KVBENCH_ATTN_STAGES")
-	if !ok {
-		return 2, nil
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 1 || n > bulkMaxStages {
-		return 0, fmt.Errorf("cuda: KVBENCH_ATTN_STAGES=%q: want 1 to %d", v, bulkMaxStages)
-	}
-	return n, nil
-}
-
-// useBulk reports whether rows run on the bulk-copy kernels (attn_bulk_*,
-// attention_bulk.cu; sm_90 and later, compiled by NVRTC 12 or later): with
-// KVBENCH_ATTN_BULK=on.
-func (k *Kernels) useBulk() bool {
-	major, _, _ := strings.Cut(k.Mod.Res.NVRTC, ".")
-	v, _ := strconv.Atoi(major)
-	return k.D.Major >= 9 && v >= 12 && os.Getenv("KVBENCH_ATTN_BULK") == "on"
-}
-
-// bulkSmem is the bulk-copy kernel's dynamic shared memory: each warp's
-// ring of stages tiles of keys and values, each warp's tile scores and,
-// when paged, the chunk's page ids.
-func bulkSmem(g, chunk, headDim, pageSize, stages int) int {
-	warps := bulkThreads / 32
-	b := warps*stages*2*bulkTile*headDim*2 + warps*g*bulkTile*4
-	if pageSize > 0 {
-		b += 4 * (chunk/pageSize + 2)
-	}
-	return b
-}
-
-// pickBulkChunk is pickChunk for the bulk-copy kernels: chunks are whole
-// tiles, and the ring sets the blocks per multiprocessor.
-func (k *Kernels) pickBulkChunk(f *Function, g, rows, tokensPerRow, headDim, pageSize, stages int) (int, error) {
-	chunk := bulkTile
-	for range 4 {
-		occ, err := f.Occupancy(bulkThreads, bulkSmem(g, chunk, headDim, pageSize, stages))
-		if err != nil {
-			return 0, err
-		}
-		if occ == 0 {
-			return 0, fmt.Errorf("cuda: %s: %d stages do not fit in shared memory", f.Name, stages)
-		}
-		perRow := max(1, k.D.SMs*occ/rows)
-		c := (tokensPerRow + perRow - 1) / perRow
-		c = (c + bulkTile - 1) / bulkTile * bulkTile
-		if c == chunk {
-			break
-		}
-		chunk = c
-	}
-	return chunk, nil
-}
-
-// scorePad is the words the split-KV kernel pads each head's scores with:
-// 8 for the tensor-core kernels (so that heads fall in different banks).
-func scorePad(mma bool) int {
-	if mma {
-		return 8
-	}
-	return 0
-}
-
-// attnSmem is the dynamic shared memory of the split-KV kernel: the scores
-// and, when paged, the chunk's page ids; later the warps' partial outputs.
-func attnSmem(g, chunk, headDim, pageSize int, mma bool) int {
-	words := g * (chunk + scorePad(mma))
-	if pageSize > 0 {
-		words += chunk/pageSize + 2
-	}
-	// attnThreads float4 for the fused merge's chunk-group reduction.
-	return 4 * max(words, attnThreads/32*g*headDim, 4*attnThreads)
-}
-
-// pickChunk chooses the tokens per block: the grid should fill the GPU's
-// resident block slots (multiprocessors times blocks per multiprocessor) in
-// one wave, so that no multiprocessor gets a second round of blocks while
-// others idle; chunks are multiples of 32 tokens and at least 64.
-func (k *Kernels) pickChunk(f *Function, g, rows, tokensPerRow, headDim, pageSize int, mma bool) (int, error) {
-	chunk := minChunkTokens
-	for range 4 {
-		occ, err := f.Occupancy(attnThreads, attnSmem(g, chunk, headDim, pageSize, mma))
-		if err != nil {
-			return 0, err
-		}
-		perRow := max(1, k.D.SMs*occ/rows)
-		c := (tokensPerRow + perRow - 1) / perRow
-		c = max(minChunkTokens, (c+31)/32*32)
-		if c == chunk {
-			break
-		}
-		chunk = c
-	}
-	maxChunk := ((maxAttnSmemB/4-64)/g - scorePad(mma)) / 32 * 32
-	chunk = min(chunk, maxChunk)
-	return chunk, nil
-}
-
-func (k *Kernels) newSplitKV(kind string, s Shape, g, rows, rowsPerKV, tokensPerRow, pageSize, chunk int) (*splitKV, error) {
-	mma := k.useMMA(g)
-	a := &splitKV{k: k, family: "split", threads: attnThreads, comb: fmt.Sprintf("attn_combine_d%d", s.HeadDim),
-		g: g, rows: rows, rowsPerKV: rowsPerKV}
-	prefix := "attn_"
-	switch {
-	case mma:
-		prefix, a.family = "attn_mma_", "mma"
-	case k.useBulk():
-		prefix, a.family, a.threads = "attn_bulk_", "bulk", bulkThreads
-	}
-	a.fn = fmt.Sprintf("%s%s_d%d_g%d", prefix, kind, s.HeadDim, g)
-	f, err := k.Func(a.fn)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := k.Func(a.comb); err != nil {
-		return nil, err
-	}
-	if a.family == "bulk" {
-		err = a.sizeBulk(f, s, tokensPerRow, pageSize, chunk)
-	} else {
-		err = a.sizeSplit(f, s, tokensPerRow, pageSize, chunk, mma)
-	}
-	if err != nil {
-		return nil, err
-	}
-	a.nchunks = (tokensPerRow + a.chunk - 1) / a.chunk
-	// The fused merge keeps its group partials after the chunk partials and
-	// has a counter per group and per row.
-	parts, nctr := a.nchunks, 0
-	if fusedCombine(g) {
-		ngroups := (a.nchunks + mergeGroup - 1) / mergeGroup
-		parts += ngroups
-		nctr = rows * (ngroups + 1)
-	}
-	if a.partO, err = k.D.Alloc(int64(rows*parts*g*s.HeadDim) * 4); err != nil {
-		return nil, err
-	}
-	if a.partML, err = k.D.Alloc(int64(rows*parts*g*2) * 4); err != nil {
-		a.free()
-		return nil, err
-	}
-	if fusedCombine(g) {
-		if a.counters, err = k.D.Alloc(int64(nctr) * 4); err == nil {
-			err = k.D.Memset32(a.counters, 0, int64(nctr))
-		}
-		if err != nil {
-			a.free()
-			return nil, err
-		}
-	}
-	return a, nil
-}
-
-// sizeSplit sets the chunk (picked when chunk is 0), shared memory and
-// occupancy of the split (CUDA-core or tensor-core) kernels.
-func (a *splitKV) sizeSplit(f *Function, s Shape, tokensPerRow, pageSize, chunk int, mma bool) error {
-	var err error
-	if chunk <= 0 {
-		if chunk, err = a.k.pickChunk(f, a.g, a.rows, tokensPerRow, s.HeadDim, pageSize, mma); err != nil {
-			return err
-		}
-	}
-	if chunk%32 != 0 {
-		return fmt.Errorf("cuda: chunk %d is not a multiple of 32", chunk)
-	}
-	a.chunk = chunk
-	a.smem = attnSmem(a.g, chunk, s.HeadDim, pageSize, mma)
-	if a.smem > maxAttnSmemB {
-		return fmt.Errorf("cuda: chunk %d: %d B of shared memory", chunk, a.smem)
-	}
-	a.occ, err = f.Occupancy(attnThreads, a.smem)
-	return err
-}
-
-// sizeBulk is sizeSplit for the bulk-copy kernels, which first opt in to
-// the device's largest shared memory per block.
-func (a *splitKV) sizeBulk(f *Function, s Shape, tokensPerRow, pageSize, chunk int) error {
-	var err error
-	if a.stages, err = bulkStages(); err != nil {
-		return err
-	}
-	if err = f.AllowShared(a.k.D.SharedPerBlockOptin - f.Shared); err != nil {
-		return err
-	}
-	if chunk <= 0 {
-		if chunk, err = a.k.pickBulkChunk(f, a.g, a.rows, tokensPerRow, s.HeadDim, pageSize, a.stages); err != nil {
-			return err
-		}
-	}
-	if chunk%bulkTile != 0 {
-		return fmt.Errorf("cuda: chunk %d is not a multiple of %d", chunk, bulkTile)
-	}
-	a.chunk = chunk
-	a.smem = bulkSmem(a.g, chunk, s.HeadDim, pageSize, a.stages)
-	if a.smem > a.k.D.SharedPerBlockOptin-f.Shared {
-		return fmt.Errorf("cuda: chunk %d, %d stages: %d B of shared memory", chunk, a.stages, a.smem)
-	}
-	a.occ, err = f.Occupancy(bulkThreads, a.smem)
-	return err
-}
-
-// scaleLog2 is the softmax scale times log2(e): the kernels' scores are in
-// base 2.
-func scaleLog2(headDim int) float32 { return float32(1 / math.Sqrt(float64(headDim)) * math.Log2E) }
-
-// launch enqueues the attention; raw (0: none) receives the base-2 scores
-// [rows*g, tokens of a row]. With after, the attention kernel depends on
-// the kernel before it (it reads its page list); the combine always depends
-// on the attention.
-func (a *splitKV) launch(s Shape, q, K, V, pages Ptr, nsel, pageSize int, out, raw Ptr, after bool) error {
-	launch := a.k.launch
-	if after {
-		launch = a.k.launchAfter
-	}
-	args := []any{q, K, V, pages, int32(s.Tokens), int32(nsel), int32(pageSize), int32(a.rowsPerKV), int32(a.chunk),
-		scaleLog2(s.HeadDim), a.partO, a.partML, a.counters, out, raw}
-	if a.family == "bulk" {
-		args = append(args, int32(a.stages))
-	}
-	err := launch(a.fn, Dim3{a.nchunks, a.rows, 1}, Dim3{a.threads, 1, 1}, a.smem, args...)
-	if err != nil || a.counters != 0 {
-		return err
-	}
-	return a.k.launchAfter(a.comb, Dim3{a.g, a.rows, s.HeadDim / 32}, Dim3{combThreads, 1, 1}, 0, a.partO, a.partML, int32(a.nchunks), out)
-}
-
-func (a *splitKV) free() {
-	for _, p := range []Ptr{a.partO, a.partML, a.counters} {
-		if p != 0 {
-			_ = a.k.D.Free(p)
-		}
-	}
-}
-
-// Plan describes a configured split-KV launch.
-type Plan struct {
-	Kernel    string // the split-KV kernel
-	Chunk     int    // tokens per block
-	Blocks    int    // blocks of the attention kernel
-	Resident  int    // blocks resident per multiprocessor
-	SharedMem int    // dynamic shared memory per block, bytes
-}
-
-func (a *splitKV) plan() Plan {
-	return Plan{Kernel: a.fn, Chunk: a.chunk, Blocks: a.nchunks * a.rows, Resident: a.occ, SharedMem: a.smem}
-}
 
 // Dense is dense decode attention for one Shape: q [Heads, HeadDim] bf16, K
 // and V [KVHeads, Tokens, HeadDim] bf16, out [Heads, HeadDim] float32.

@@ -160,7 +160,7 @@ func TestKernelDense(t *testing.T) {
 		{32, 8, 128, []int{40000}, 0},
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
-	attnFamilies(t, func(t *testing.T) {
+	attnFamilies(t, k, func(t *testing.T, k *Kernels) {
 		for _, c := range cases {
 			for _, n := range c.lens {
 				name := fmt.Sprintf("h%d_kv%d_d%d_n%d_chunk%d", c.heads, c.kv, c.dim, n, c.chunk)
@@ -179,8 +179,10 @@ func TestKernelDense(t *testing.T) {
 						t.Fatal(err)
 					}
 					defer a.Free()
-					if want := "attn_bulk_"; os.Getenv("KVBENCH_ATTN_BULK") == "on" && d.Major >= 9 && !strings.HasPrefix(a.Plan().Kernel, want) {
-						t.Fatalf("KVBENCH_ATTN_BULK=on: kernel %s", a.Plan().Kernel)
+					if fam := os.Getenv(attnKernelEnv); fam == "async" || fam == "bulk" {
+						if want := "attn_" + fam + "_"; d.Major >= 9 && !strings.HasPrefix(a.Plan().Kernel, want) {
+							t.Fatalf("%s=%s: kernel %s", attnKernelEnv, fam, a.Plan().Kernel)
+						}
 					}
 					if err := a.Launch(qd, Kd, Vd, out); err != nil {
 						t.Fatal(err)
@@ -239,7 +241,7 @@ func TestKernelQuest(t *testing.T) {
 		{4, 2, 128, 2000, 16, 400, true},
 	}
 	rng := rand.New(rand.NewPCG(3, 4))
-	attnFamilies(t, func(t *testing.T) {
+	attnFamilies(t, k, func(t *testing.T, k *Kernels) {
 		for _, c := range cases {
 			for _, perHead := range []bool{false, true} {
 				name := fmt.Sprintf("h%d_kv%d_d%d_n%d_p%d_b%d_perhead%v_zeroq%v", c.heads, c.kv, c.dim, c.n, c.page, c.budget, perHead, c.zeroQ)
@@ -363,19 +365,28 @@ func TestKernelQuest(t *testing.T) {
 	})
 }
 
-// attnFamilies runs f once per family of split-KV kernels: the CUDA-core
-// kernels (the default), the tensor-core kernels for GQA rows
-// (KVBENCH_ATTN_MMA=on) and the bulk-copy kernels (KVBENCH_ATTN_BULK=on,
-// sm_90 and later) with two and three stages per warp.
-func attnFamilies(t *testing.T, f func(t *testing.T)) {
-	for _, fam := range []struct{ name, mma, bulk, stages string }{
-		{"split", "off", "off", "2"}, {"mma", "on", "off", "2"}, {"bulk", "off", "on", "2"}, {"bulk_s3", "off", "on", "3"},
+// attnFamilies runs f once per family of split-KV kernels (splitkv.go):
+// split, mma, async with the default ring and with 2 groups of 3 pieces (a
+// module of its own), and bulk with 2 and 3 stages per warp. A family the
+// device lacks runs split.
+func attnFamilies(t *testing.T, k *Kernels, f func(t *testing.T, k *Kernels)) {
+	for _, fam := range []struct{ name, kernel, ring, stages string }{
+		{"split", "split", "", "2"}, {"mma", "mma", "", "2"}, {"async", "async", "", "2"},
+		{"async_r23", "async", "2,3", "2"}, {"bulk", "bulk", "", "2"}, {"bulk_s3", "bulk", "", "3"},
 	} {
 		t.Run(fam.name, func(t *testing.T) {
-			t.Setenv("KVBENCH_ATTN_MMA", fam.mma)
-			t.Setenv("KVBENCH_ATTN_BULK", fam.bulk)
+			t.Setenv(attnKernelEnv, fam.kernel)
 			t.Setenv("KVBENCH_ATTN_STAGES", fam.stages)
-			f(t)
+			kf := k
+			if fam.ring != "" {
+				t.Setenv("KVBENCH_ATTN_RING", fam.ring)
+				var err error
+				if kf, err = LoadKernels(k.D); err != nil {
+					t.Fatal(err)
+				}
+				defer func() { _ = kf.Mod.Unload() }()
+			}
+			f(t, kf)
 		})
 	}
 }
