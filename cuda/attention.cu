@@ -279,14 +279,14 @@ __device__ __forceinline__ void chunk_softmax(float* s, int stride, int len, int
     }
 }
 
-// attn_finish ends a split-KV block of NT threads: the warps' partial
-// outputs are in smem [NW][G][D] (written after a barrier); it sums them into the block's
+// attn_finish ends a split-KV block: the warps' partial outputs are in
+// smem [NW][G][D] (written after a barrier); it sums them into the block's
 // partial (partO, with each head's max m and sum l in partML) and, with
 // counters, runs the fused merge.
-template <int D, int G, int NT = ATTN_NT>
+template <int D, int G>
 __device__ __forceinline__ void attn_finish(float* smem, const float (&m)[G], const float (&l)[G], float* __restrict__ partO,
                                             float* __restrict__ partML, int* __restrict__ counters, float* __restrict__ out) {
-    constexpr int NW = NT / 32;
+    constexpr int NT = ATTN_NT, NW = NT / 32;
     const int r = blockIdx.y, c = blockIdx.x, nchunks = gridDim.x, tid = threadIdx.x;
     const size_t prow = (size_t)r * nchunks;
     for (int idx = tid; idx < G * D; idx += NT) {

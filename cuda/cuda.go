@@ -14,12 +14,6 @@ var attention string
 //go:embed attention_mma.cu
 var attentionMMA string
 
-//go:embed attention_async.cu
-var attentionAsync string
-
-//go:embed attention_bulk.cu
-var attentionBulk string
-
 //go:embed quest.cu
 var quest string
 
@@ -27,8 +21,8 @@ var quest string
 var policies string
 
 // Source is the whole kernel source, one translation unit: the shared
-// helpers, the split-KV decode attention kernels (CUDA-core, tensor-core,
-// cp.async and bulk-copy), the Quest kernels and the other policies' steps.
+// helpers, the split-KV decode attention kernels (CUDA-core and tensor-core),
+// the Quest kernels and the other policies' steps.
 func Source() string {
-	return common + "\n" + attention + "\n" + attentionMMA + "\n" + attentionAsync + "\n" + attentionBulk + "\n" + quest + "\n" + policies
+	return common + "\n" + attention + "\n" + attentionMMA + "\n" + quest + "\n" + policies
 }

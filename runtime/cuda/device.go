@@ -31,8 +31,6 @@ const (
 	funcAttrSharedSizeBytes = 1
 	funcAttrLocalSizeBytes  = 3
 	funcAttrNumRegs         = 4
-	// funcAttrMaxDynamicShared is CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES.
-	funcAttrMaxDynamicShared = 8
 )
 
 // Ptr is a device memory address (CUdeviceptr).
@@ -454,17 +452,6 @@ func (f *Function) Occupancy(block, smem int) (int, error) {
 	err := f.d.api.check("cuOccupancyMaxActiveBlocksPerMultiprocessor("+f.Name+")",
 		f.d.api.cuOccupancyMaxActiveBlocksPerMultiprocessor(&n, f.h, int32(block), uint64(smem)))
 	return int(n), err
-}
-
-// AllowShared lets f's launches ask for up to bytes of dynamic shared
-// memory (above 48 KiB a kernel must opt in).
-func (f *Function) AllowShared(bytes int) error {
-	if err := f.d.enter(); err != nil {
-		return err
-	}
-	defer leave()
-	return f.d.api.check("cuFuncSetAttribute("+f.Name+", max dynamic shared memory)",
-		f.d.api.cuFuncSetAttribute(f.h, funcAttrMaxDynamicShared, int32(bytes)))
 }
 
 // Dim3 is a grid or block shape.

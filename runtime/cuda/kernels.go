@@ -27,29 +27,17 @@ type Kernels struct {
 	D   *Device
 	Mod *Module
 
-	ringP, ringU int // the async kernels' ring: groups in flight, pieces per group
-
 	mu  sync.Mutex
 	fns map[string]*Function
 }
 
 // LoadKernels compiles (or takes from the cache) and loads the kernels.
-// The async kernels' ring is $KVBENCH_ATTN_RING ("P,U": groups in flight,
-// 16-byte pieces per group) when set.
 func LoadKernels(d *Device) (*Kernels, error) {
-	p, u, err := asyncRing()
+	m, err := d.Load("kvbench.cu", kernelsrc.Source(), KernelOptions())
 	if err != nil {
 		return nil, err
 	}
-	opts := KernelOptions()
-	if p != defaultRingP || u != defaultRingU {
-		opts = append(opts, fmt.Sprintf("-DASYNC_P=%d", p), fmt.Sprintf("-DASYNC_U=%d", u))
-	}
-	m, err := d.Load("kvbench.cu", kernelsrc.Source(), opts)
-	if err != nil {
-		return nil, err
-	}
-	return &Kernels{D: d, Mod: m, ringP: p, ringU: u, fns: map[string]*Function{}}, nil
+	return &Kernels{D: d, Mod: m, fns: map[string]*Function{}}, nil
 }
 
 // Func returns the kernel name, looked up once.
@@ -139,11 +127,6 @@ const (
 	topkThreads    = 512 // TK_NT
 	maxAttnSmemB   = 48 << 10
 	minChunkTokens = 32
-	bulkThreads    = 128 // BULK_NT in attention_bulk.cu
-	bulkTile       = 16  // BULK_TT
-	bulkMaxStages  = 8   // BULK_SMAX
-	defaultRingP   = 4   // ASYNC_P in attention_async.cu
-	defaultRingU   = 4   // ASYNC_U
 )
 
 // Dense is dense decode attention for one Shape: q [Heads, HeadDim] bf16, K

@@ -179,10 +179,8 @@ func TestKernelDense(t *testing.T) {
 						t.Fatal(err)
 					}
 					defer a.Free()
-					if fam := os.Getenv(attnKernelEnv); fam == "async" || fam == "bulk" {
-						if want := "attn_" + fam + "_"; d.Major >= 9 && !strings.HasPrefix(a.Plan().Kernel, want) {
-							t.Fatalf("%s=%s: kernel %s", attnKernelEnv, fam, a.Plan().Kernel)
-						}
+					if fam := os.Getenv(attnKernelEnv); fam == "mma" && c.heads > c.kv && d.Major >= 8 && !strings.HasPrefix(a.Plan().Kernel, "attn_mma_") {
+						t.Fatalf("%s=mma: kernel %s", attnKernelEnv, a.Plan().Kernel)
 					}
 					if err := a.Launch(qd, Kd, Vd, out); err != nil {
 						t.Fatal(err)
@@ -366,27 +364,12 @@ func TestKernelQuest(t *testing.T) {
 }
 
 // attnFamilies runs f once per family of split-KV kernels (splitkv.go):
-// split, mma, async with the default ring and with 2 groups of 3 pieces (a
-// module of its own), and bulk with 2 and 3 stages per warp. A family the
-// device lacks runs split.
+// split and mma (which runs split for rows of one head).
 func attnFamilies(t *testing.T, k *Kernels, f func(t *testing.T, k *Kernels)) {
-	for _, fam := range []struct{ name, kernel, ring, stages string }{
-		{"split", "split", "", "2"}, {"mma", "mma", "", "2"}, {"async", "async", "", "2"},
-		{"async_r23", "async", "2,3", "2"}, {"bulk", "bulk", "", "2"}, {"bulk_s3", "bulk", "", "3"},
-	} {
-		t.Run(fam.name, func(t *testing.T) {
-			t.Setenv(attnKernelEnv, fam.kernel)
-			t.Setenv("KVBENCH_ATTN_STAGES", fam.stages)
-			kf := k
-			if fam.ring != "" {
-				t.Setenv("KVBENCH_ATTN_RING", fam.ring)
-				var err error
-				if kf, err = LoadKernels(k.D); err != nil {
-					t.Fatal(err)
-				}
-				defer func() { _ = kf.Mod.Unload() }()
-			}
-			f(t, kf)
+	for _, fam := range []string{"split", "mma"} {
+		t.Run(fam, func(t *testing.T) {
+			t.Setenv(attnKernelEnv, fam)
+			f(t, k)
 		})
 	}
 }

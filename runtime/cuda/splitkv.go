@@ -4,22 +4,18 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"strconv"
-	"strings"
 )
 
-// The split-KV attention kernels come in families that compute the same
-// thing (every family is tested against the same references):
+// The split-KV attention kernels come in two families that compute the
+// same thing (both are tested against the same references):
 //
 //   - split (attention.cu, the default): CUDA cores, loads in registers.
-//   - mma (attention_mma.cu): tensor cores for GQA rows.
-//   - async (attention_async.cu): split's passes with the loads staged in
-//     shared memory by cp.async (sm_80 and later).
-//   - bulk (attention_bulk.cu): per-warp rings filled by bulk copies and an
-//     online softmax (sm_90 and later, NVRTC 12 and later).
+//   - mma (attention_mma.cu): tensor cores for GQA rows, sm_80 and later.
+//     Not the default: on the H100 it measured 2-4 % slower than split at
+//     4K-128K tokens (docs/gpu-notes.md, fifth round), the loads, not the
+//     arithmetic, setting the pace of both.
 //
-// $KVBENCH_ATTN_KERNEL picks one; a family a row cannot use falls back to
-// split.
+// $KVBENCH_ATTN_KERNEL picks one; rows that mma cannot take run split.
 const attnKernelEnv = "KVBENCH_ATTN_KERNEL"
 
 // attnFamily is the family for rows of g query heads on this device.
@@ -32,65 +28,21 @@ func (k *Kernels) attnFamily(g int) (string, error) {
 			return "mma", nil
 		}
 		return "split", nil
-	case "async":
-		if k.D.Major >= 8 {
-			return "async", nil
-		}
-		return "split", nil
-	case "bulk":
-		major, _, _ := strings.Cut(k.Mod.Res.NVRTC, ".")
-		if v, _ := strconv.Atoi(major); k.D.Major >= 9 && v >= 12 {
-			return "bulk", nil
-		}
-		return "split", nil
 	default:
-		return "", fmt.Errorf("cuda: %s=%q: want split, mma, async or bulk", attnKernelEnv, v)
+		return "", fmt.Errorf("cuda: %s=%q: want split or mma", attnKernelEnv, v)
 	}
-}
-
-// asyncRing is the async kernels' ring: $KVBENCH_ATTN_RING ("P,U") or the
-// kernels' defaults.
-func asyncRing() (p, u int, err error) {
-	v, ok := os.LookupEnv("KVBENCH_ATTN_RING")
-	if !ok {
-		return defaultRingP, defaultRingU, nil
-	}
-	ps, us, _ := strings.Cut(v, ",")
-	p, err1 := strconv.Atoi(ps)
-	u, err2 := strconv.Atoi(us)
-	if err1 != nil || err2 != nil || p < 2 || p > 8 || u < 1 || u > 8 {
-		return 0, 0, fmt.Errorf("cuda: KVBENCH_ATTN_RING=%q: want P,U with P in 2..8 and U in 1..8", v)
-	}
-	return p, u, nil
-}
-
-// bulkStages is the tiles each warp of the bulk kernels keeps in flight:
-// $KVBENCH_ATTN_STAGES (1-8), else 2.
-func bulkStages() (int, error) {
-	v, ok := os.LookupEnv("KVBENCH_ATTN_STAGES")
-	if !ok {
-		return 2, nil
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 1 || n > bulkMaxStages {
-		return 0, fmt.Errorf("cuda: KVBENCH_ATTN_STAGES=%q: want 1 to %d", v, bulkMaxStages)
-	}
-	return n, nil
 }
 
 // splitKV is one configured launch of a split-KV kernel
-// (attn[_family]_{dense,paged}_d{D}_g{G}) and, unless it merges its
-// partials itself, attn_combine_d{D}.
+// (attn[_mma]_{dense,paged}_d{D}_g{G}) and, unless it merges its partials
+// itself, attn_combine_d{D}.
 type splitKV struct {
 	k         *Kernels
 	fn, comb  string
-	family    string
-	threads   int // per block
-	step      int // chunks are multiples of step tokens
-	maxSmem   int // the most dynamic shared memory a block may have
+	family    string // "split" or "mma"
+	step      int    // chunks are multiples of step tokens
 	smemFor   func(chunk int) int
-	extra     []any // launch arguments after the common ones
-	g         int   // query heads per row
+	g         int // query heads per row
 	rows      int
 	rowsPerKV int
 	chunk     int
@@ -119,79 +71,50 @@ func pageIDWords(chunk, pageSize int) int {
 	return chunk/pageSize + 2
 }
 
-// configure sets the family's kernel name, block, chunk step and shared
-// memory for rows of the shape's head dim.
-func (a *splitKV) configure(kind string, s Shape, pageSize int) error {
-	D, g := s.HeadDim, a.g
-	// Every family's end: the warps' partial outputs [warps][g][D] float and
-	// the fused merge's threads float4, over whatever came before.
-	finish := func(threads int) int { return max(4*threads/32*g*D, 16*threads) }
-	a.threads, a.step, a.maxSmem = attnThreads, minChunkTokens, maxAttnSmemB
+// configure sets the family's kernel name, chunk step and shared memory.
+// Split's chunks are multiples of 8 tokens, so that the host can spread a
+// row evenly over its blocks; mma's are whole tiles (multiples of 32).
+func (a *splitKV) configure(kind string, s Shape, pageSize int) {
+	D, g, mma := s.HeadDim, a.g, a.family == "mma"
+	a.step = 8
 	prefix := "attn_"
-	switch a.family {
-	case "split", "mma":
-		mma := a.family == "mma"
-		if mma {
-			prefix = "attn_mma_"
-		}
-		a.smemFor = func(chunk int) int {
-			return max(4*(g*(chunk+scorePad(mma))+pageIDWords(chunk, pageSize)), finish(attnThreads))
-		}
-	case "async":
-		prefix = "attn_async_"
-		a.maxSmem = a.k.D.SharedPerBlockOptin
-		ring := 16 * a.k.ringP * a.k.ringU * attnThreads
-		a.smemFor = func(chunk int) int {
-			return max(ring+4*(g*chunk+pageIDWords(chunk, pageSize)), finish(attnThreads))
-		}
-	case "bulk":
-		prefix, a.threads, a.step = "attn_bulk_", bulkThreads, bulkTile
-		a.maxSmem = a.k.D.SharedPerBlockOptin
-		stages, err := bulkStages()
-		if err != nil {
-			return err
-		}
-		warps := bulkThreads / 32
-		a.smemFor = func(chunk int) int {
-			return warps*stages*2*bulkTile*D*2 + warps*g*bulkTile*4 + 4*pageIDWords(chunk, pageSize)
-		}
-		a.extra = []any{int32(stages)}
+	if mma {
+		prefix, a.step = "attn_mma_", 32
 	}
 	a.fn = fmt.Sprintf("%s%s_d%d_g%d", prefix, kind, D, g)
-	return nil
+	// The scores and (paged) the chunk's page ids; at the end the warps'
+	// partial outputs [warps][g][D] float and the fused merge's threads
+	// float4 over them.
+	a.smemFor = func(chunk int) int {
+		words := g*(chunk+scorePad(mma)) + pageIDWords(chunk, pageSize)
+		return max(4*words, 4*attnThreads/32*g*D, 16*attnThreads)
+	}
 }
 
 // size sets the chunk (picked when chunk is 0), the shared memory and the
-// occupancy. A picked chunk fills the GPU's resident block slots
+// occupancy. A picked chunk is the smallest multiple of the step (and at
+// least minChunkTokens) that fills the GPU's resident block slots
 // (multiprocessors times blocks per multiprocessor) in one wave, so that no
 // multiprocessor gets a second round of blocks while others idle, within
-// the family's shared memory.
+// 48 KiB of shared memory.
 func (a *splitKV) size(f *Function, tokensPerRow, chunk int) error {
-	// Static and dynamic shared memory share the limit; above 48 KiB a
-	// kernel opts in.
-	optIn := a.maxSmem > maxAttnSmemB
-	a.maxSmem -= f.Shared
-	if optIn {
-		if err := f.AllowShared(a.maxSmem); err != nil {
-			return err
-		}
-	}
+	limit := maxAttnSmemB - f.Shared // static and dynamic shared memory share it
 	if chunk <= 0 {
-		chunk = a.step
+		chunk = minChunkTokens
 		for range 4 {
-			occ, err := f.Occupancy(a.threads, a.smemFor(chunk))
+			occ, err := f.Occupancy(attnThreads, a.smemFor(chunk))
 			if err != nil {
 				return err
 			}
 			perRow := max(1, a.k.D.SMs*max(occ, 1)/a.rows)
 			c := (tokensPerRow + perRow - 1) / perRow
-			c = max(a.step, (c+a.step-1)/a.step*a.step)
+			c = max(minChunkTokens, (c+a.step-1)/a.step*a.step)
 			if c == chunk {
 				break
 			}
 			chunk = c
 		}
-		for chunk > a.step && a.smemFor(chunk) > a.maxSmem {
+		for chunk > a.step && a.smemFor(chunk) > limit {
 			chunk -= a.step
 		}
 	}
@@ -200,11 +123,11 @@ func (a *splitKV) size(f *Function, tokensPerRow, chunk int) error {
 	}
 	a.chunk = chunk
 	a.smem = a.smemFor(chunk)
-	if a.smem > a.maxSmem {
-		return fmt.Errorf("cuda: %s: chunk %d: %d B of shared memory (at most %d)", a.fn, chunk, a.smem, a.maxSmem)
+	if a.smem > limit {
+		return fmt.Errorf("cuda: %s: chunk %d: %d B of shared memory (at most %d)", a.fn, chunk, a.smem, limit)
 	}
 	var err error
-	if a.occ, err = f.Occupancy(a.threads, a.smem); err == nil && a.occ == 0 {
+	if a.occ, err = f.Occupancy(attnThreads, a.smem); err == nil && a.occ == 0 {
 		err = fmt.Errorf("cuda: %s: %d B of shared memory: no block fits on a multiprocessor", a.fn, a.smem)
 	}
 	return err
@@ -216,9 +139,7 @@ func (k *Kernels) newSplitKV(kind string, s Shape, g, rows, rowsPerKV, tokensPer
 		return nil, err
 	}
 	a := &splitKV{k: k, family: family, comb: fmt.Sprintf("attn_combine_d%d", s.HeadDim), g: g, rows: rows, rowsPerKV: rowsPerKV}
-	if err := a.configure(kind, s, pageSize); err != nil {
-		return nil, err
-	}
+	a.configure(kind, s, pageSize)
 	f, err := k.Func(a.fn)
 	if err != nil {
 		return nil, err
@@ -285,9 +206,9 @@ func (a *splitKV) launch(s Shape, q, K, V, pages Ptr, nsel, pageSize int, out, r
 	if after {
 		launch = a.k.launchAfter
 	}
-	args := append([]any{q, K, V, pages, int32(s.Tokens), int32(nsel), int32(pageSize), int32(a.rowsPerKV), int32(a.chunk),
-		scaleLog2(s.HeadDim), a.partO, a.partML, a.counters, out, raw}, a.extra...)
-	err := launch(a.fn, Dim3{a.nchunks, a.rows, 1}, Dim3{a.threads, 1, 1}, a.smem, args...)
+	err := launch(a.fn, Dim3{a.nchunks, a.rows, 1}, Dim3{attnThreads, 1, 1}, a.smem,
+		q, K, V, pages, int32(s.Tokens), int32(nsel), int32(pageSize), int32(a.rowsPerKV), int32(a.chunk),
+		scaleLog2(s.HeadDim), a.partO, a.partML, a.counters, out, raw)
 	if err != nil || a.counters != 0 {
 		return err
 	}
