@@ -160,7 +160,7 @@ func TestKernelDense(t *testing.T) {
 		{32, 8, 128, []int{40000}, 0},
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
-	attnFamilies(t, k, func(t *testing.T, k *Kernels) {
+	attnFamilies(t, func(t *testing.T) {
 		for _, c := range cases {
 			for _, n := range c.lens {
 				name := fmt.Sprintf("h%d_kv%d_d%d_n%d_chunk%d", c.heads, c.kv, c.dim, n, c.chunk)
@@ -239,7 +239,7 @@ func TestKernelQuest(t *testing.T) {
 		{4, 2, 128, 2000, 16, 400, true},
 	}
 	rng := rand.New(rand.NewPCG(3, 4))
-	attnFamilies(t, k, func(t *testing.T, k *Kernels) {
+	attnFamilies(t, func(t *testing.T) {
 		for _, c := range cases {
 			for _, perHead := range []bool{false, true} {
 				name := fmt.Sprintf("h%d_kv%d_d%d_n%d_p%d_b%d_perhead%v_zeroq%v", c.heads, c.kv, c.dim, c.n, c.page, c.budget, perHead, c.zeroQ)
@@ -365,11 +365,11 @@ func TestKernelQuest(t *testing.T) {
 
 // attnFamilies runs f once per family of split-KV kernels (splitkv.go):
 // split and mma (which runs split for rows of one head).
-func attnFamilies(t *testing.T, k *Kernels, f func(t *testing.T, k *Kernels)) {
+func attnFamilies(t *testing.T, f func(t *testing.T)) {
 	for _, fam := range []string{"split", "mma"} {
 		t.Run(fam, func(t *testing.T) {
 			t.Setenv(attnKernelEnv, fam)
-			f(t, k)
+			f(t)
 		})
 	}
 }

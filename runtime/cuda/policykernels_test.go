@@ -18,7 +18,7 @@ func TestKernelEvicting(t *testing.T) {
 	type tc struct{ heads, kv, dim, n, recent int }
 	cases := []tc{{8, 2, 128, 1000, 100}, {4, 4, 64, 300, 0}, {32, 8, 128, 2048, 64}, {8, 1, 128, 70, 70}}
 	rng := rand.New(rand.NewPCG(5, 6))
-	attnFamilies(t, k, func(t *testing.T, k *Kernels) {
+	attnFamilies(t, func(t *testing.T) {
 		for _, c := range cases {
 			for _, tova := range []bool{false, true} {
 				t.Run(fmt.Sprintf("h%d_kv%d_d%d_n%d_recent%d_tova%v", c.heads, c.kv, c.dim, c.n, c.recent, tova), func(t *testing.T) {
@@ -115,7 +115,7 @@ func TestKernelOracle(t *testing.T) {
 	type tc struct{ heads, kv, dim, n, budget int }
 	cases := []tc{{8, 2, 128, 5000, 300}, {4, 4, 64, 1000, 2000}, {8, 1, 128, 777, 64}, {32, 8, 128, 40000, 2048}}
 	rng := rand.New(rand.NewPCG(7, 8))
-	attnFamilies(t, k, func(t *testing.T, k *Kernels) {
+	attnFamilies(t, func(t *testing.T) {
 		for _, c := range cases {
 			t.Run(fmt.Sprintf("h%d_kv%d_d%d_n%d_b%d", c.heads, c.kv, c.dim, c.n, c.budget), func(t *testing.T) {
 				if testing.Short() && c.n > 5000 {
