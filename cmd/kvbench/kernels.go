@@ -82,11 +82,21 @@ func cmdKernels(stdout, stderr io.Writer, args []string) error {
 	}
 	for _, p := range policies {
 		if !kernelPolicy(p) {
-			return fmt.Errorf("kernels: unknown policy %q (have %s, or all)", p, kernelPolicyNames())
+			return fmt.Errorf("kernels: --policies: unknown policy %q (have %s, or all)", p, kernelPolicyNames())
 		}
 	}
 	if *iters < 1 || *page < 1 || *budget < 1 {
 		return fmt.Errorf("kernels: --iters, --page and --budget must be positive")
+	}
+	if *chunk < 0 || *chunk%cuda.ChunkTokens != 0 {
+		return fmt.Errorf("kernels: --chunk %d is not 0 (chosen for the device) or a positive multiple of %d", *chunk, cuda.ChunkTokens)
+	}
+	for _, hk := range heads {
+		for _, n := range lengths {
+			if err := (cuda.Shape{Heads: hk[0], KVHeads: hk[1], HeadDim: *dim, Tokens: n}).Validate(); err != nil {
+				return fmt.Errorf("kernels: --heads %d/%d --dim %d --lengths %d: %w", hk[0], hk[1], *dim, n, err)
+			}
+		}
 	}
 	if ok, why := cuda.Available(); !ok {
 		return fmt.Errorf("kernels: no usable GPU: %s", why)

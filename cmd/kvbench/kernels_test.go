@@ -39,9 +39,19 @@ func TestKernelsBadFlags(t *testing.T) {
 		{"kernels", "--policies", "full,bogus"},
 		{"kernels", "--heads", "32/7"},
 		{"kernels", "--lengths", "x"},
+		{"kernels", "--dim", "96"},
+		{"kernels", "--heads", "48/3"},
+		{"kernels", "--chunk", "-32"},
+		{"kernels", "--chunk", "100"},
 	} {
-		if _, _, err := runCLI(t, args...); err == nil {
+		_, _, err := runCLI(t, args...)
+		if err == nil {
 			t.Errorf("%v: no error", args)
+			continue
+		}
+		// The flag is named before any GPU is looked for.
+		if flag := strings.TrimPrefix(args[1], "--"); !strings.Contains(err.Error(), flag) {
+			t.Errorf("%v: error %q does not name %s", args, err, flag)
 		}
 	}
 }

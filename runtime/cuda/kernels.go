@@ -105,7 +105,8 @@ func (s Shape) Group() int { return s.Heads / s.KVHeads }
 // KVBytes is the size of the K and V caches.
 func (s Shape) KVBytes() int64 { return 2 * int64(s.KVHeads) * int64(s.Tokens) * int64(s.HeadDim) * 2 }
 
-func (s Shape) validate() error {
+// Validate says why the kernels cannot take shape s (nil: they can).
+func (s Shape) Validate() error {
 	switch {
 	case s.HeadDim != 64 && s.HeadDim != 128:
 		return fmt.Errorf("cuda: head dim %d: the kernels are built for 64 and 128", s.HeadDim)
@@ -126,8 +127,12 @@ const (
 	questThreads   = 128 // QS_NT in quest.cu
 	topkThreads    = 512 // TK_NT
 	maxAttnSmemB   = 48 << 10
-	minChunkTokens = 32
+	minChunkTokens = ChunkTokens
 )
+
+// ChunkTokens is the unit of the split-KV kernels' chunks: a chunk asked
+// for (Kernels.NewDense and the others) is a multiple of it.
+const ChunkTokens = 32
 
 // Dense is dense decode attention for one Shape: q [Heads, HeadDim] bf16, K
 // and V [KVHeads, Tokens, HeadDim] bf16, out [Heads, HeadDim] float32.
@@ -139,7 +144,7 @@ type Dense struct {
 // NewDense prepares dense attention for s; chunk is the tokens per block
 // (0 picks one for the device).
 func (k *Kernels) NewDense(s Shape, chunk int) (*Dense, error) {
-	if err := s.validate(); err != nil {
+	if err := s.Validate(); err != nil {
 		return nil, err
 	}
 	a, err := k.newSplitKV("dense", s, s.Group(), s.KVHeads, 1, s.Tokens, 0, chunk)
@@ -184,7 +189,7 @@ type Quest struct {
 // selects per query head (Quest as published); otherwise each GQA group
 // shares one selection, scored by the maximum of its heads' bounds.
 func (k *Kernels) NewQuest(s Shape, pageSize, budget int, perHead bool, chunk int) (*Quest, error) {
-	if err := s.validate(); err != nil {
+	if err := s.Validate(); err != nil {
 		return nil, err
 	}
 	if pageSize <= 0 || budget <= 0 {

@@ -27,7 +27,7 @@ type Evicting struct {
 
 // NewEvicting prepares the H2O (tova false) or TOVA step for s.
 func (k *Kernels) NewEvicting(s Shape, tova bool, recent, chunk int) (*Evicting, error) {
-	if err := s.validate(); err != nil {
+	if err := s.Validate(); err != nil {
 		return nil, err
 	}
 	if recent < 0 {
@@ -156,7 +156,7 @@ type Oracle struct {
 // NewOracle prepares the oracle step for s attending to budget tokens per
 // query head.
 func (k *Kernels) NewOracle(s Shape, budget, chunk int) (*Oracle, error) {
-	if err := s.validate(); err != nil {
+	if err := s.Validate(); err != nil {
 		return nil, err
 	}
 	if budget <= 0 {
