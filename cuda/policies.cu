@@ -7,8 +7,8 @@
 // - H2O and TOVA also score the held tokens by their attention: the dense
 //   kernel writes its base-2 scores (raw), evict_scores turns them into
 //   probabilities, and picks the token to evict (H2O: the lowest accumulated
-//   score outside the recent window, per KV head; TOVA: tova_pick, the
-//   lowest probability averaged over all heads).
+//   score outside the recent window, per KV head; TOVA: the lowest
+//   probability averaged over all heads), one launch for both.
 // - The oracle scores every cached token (qk_scores), keeps the top `budget`
 //   per query head (topk_wide) and attends over them (attn_paged_* with
 //   pages of one token).
@@ -17,6 +17,7 @@
 // which no step that must read as many bytes can go.
 
 #define EV_NT 256
+#define EV_TT 32
 #define TKW_NT 1024
 #define RF_NT 256
 
@@ -50,90 +51,101 @@ __device__ __forceinline__ void block_argmin(float& v, int& i, float* sv, int* s
         }
 }
 
-// block_reduce returns the maximum (MAX) or the sum of v over the block in
-// every thread; s is EV_NT/32 words of shared memory.
-template <bool MAX>
-__device__ __forceinline__ float block_reduce(float v, float* s) {
-    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    v = MAX ? warp_max(v) : warp_sum(v);
-    __syncthreads();
-    if (lane == 0) s[w] = v;
-    __syncthreads();
-    v = s[0];
-    for (int k = 1; k < nw; ++k) v = MAX ? fmaxf(v, s[k]) : v + s[k];
-    return v;
-}
-
-// evict_scores: grid (kvHeads), block EV_NT. Row r (a KV head) turns the
-// base-2 scores raw [kvHeads*G, n] of its G query heads into probabilities
-// p_g(t) = 2^(raw - max) / sum and adds them over the group: with mode 0
-// (H2O) onto the accumulated scores acc [kvHeads, n], then evict[r] = the
-// token of lowest accumulated score among the first n - recent (ties: the
-// lowest index; -1 when there is none); with mode 1 (TOVA) acc[r, t] = the
-// group's sum for this step, which tova_pick combines.
-extern "C" __global__ void __launch_bounds__(EV_NT) evict_scores(const float* __restrict__ raw, int n, int G, int mode,
-                                                                  int recent, float* __restrict__ acc,
-                                                                  int* __restrict__ evict) {
-    __shared__ float sM[8], sInv[8];
+// evict_scores: grid (ceil(n / EV_NT), kvHeads) for H2O, (ceil(n / EV_TT))
+// for TOVA; block EV_NT; dynamic shared memory 2 floats per head of the
+// block's rows, and for TOVA EV_TT floats per KV head. It turns the base-2 scores
+// raw [kvHeads*G, n] into probabilities p_h(t) = 2^(raw - M_h) / l_h, with
+// each head's max M_h and sum l_h merged from the split-KV kernel's chunk
+// partials ml [kvHeads, nchunks, G, 2] (no pass over raw for them), one
+// token per thread:
+// - H2O (tova 0): block (b, r) adds the group's summed
+//   probabilities onto the accumulated scores acc [kvHeads, n] of KV head r
+//   and takes the lowest among its tokens that are not among the last
+//   `recent`;
+// - TOVA (tova 1, one row of blocks): block b sets acc[r, t] to each KV head's
+//   group sum and takes the token of lowest sum over every KV head (added
+//   in KV-head order).
+// Each block's lowest (ties: lowest token) goes into best[slot] with one
+// 64-bit atomicMin of (score bits, token) (scores are >= 0, so their bits
+// order as the scores); the last block of a slot to finish writes
+// evict[slot] (-1: no candidate) and resets best[slot] (all ones) and
+// done[slot] (0) for the next launch.
+extern "C" __global__ void __launch_bounds__(EV_NT) evict_scores(const float* __restrict__ raw,
+                                                                  const float* __restrict__ ml, int nchunks, int n,
+                                                                  int G, int kvHeads, int tova, int recent,
+                                                                  float* __restrict__ acc, u64* __restrict__ best,
+                                                                  int* __restrict__ done, int* __restrict__ evict) {
+    extern __shared__ float sml[];  // [nh] max, then [nh] 1/sum
     __shared__ float red[EV_NT / 32];
     __shared__ int redi[EV_NT / 32];
     pdl_wait();
-    const int r = blockIdx.x, tid = threadIdx.x;
-    for (int g = 0; g < G; ++g) {
-        const float* row = raw + (size_t)(r * G + g) * n;
+    const int slot = tova ? 0 : blockIdx.y;
+    const int r0 = tova ? 0 : blockIdx.y, r1 = tova ? kvHeads : r0 + 1, nh = (r1 - r0) * G;
+    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+    float* sM = sml;
+    float* sInv = sml + nh;
+    // Each head's max and sum from its nchunks partials, a warp per head.
+    for (int hh = w; hh < nh; hh += EV_NT / 32) {
+        const int row = r0 + hh / G, g = hh % G;
+        const float* p = ml + ((size_t)row * nchunks * G + g) * 2;
         float m = NEG_INF;
-        for (int t = tid; t < n; t += EV_NT) m = fmaxf(m, row[t]);
-        m = block_reduce<true>(m, red);
+        for (int c = lane; c < nchunks; c += 32) m = fmaxf(m, p[(size_t)c * G * 2]);
+        m = warp_max(m);
         const float M = m == NEG_INF ? 0.f : m;
         float l = 0.f;
-        for (int t = tid; t < n; t += EV_NT) l += exp2f(row[t] - M);
-        l = block_reduce<false>(l, red);
-        if (tid == 0) {
-            sM[g] = M;
-            sInv[g] = l > 0.f ? 1.f / l : 0.f;
+        for (int c = lane; c < nchunks; c += 32) {
+            const float lc = p[(size_t)c * G * 2 + 1];
+            if (lc > 0.f) l += lc * exp2f(p[(size_t)c * G * 2] - M);
+        }
+        l = warp_sum(l);
+        if (lane == 0) {
+            sM[hh] = M;
+            sInv[hh] = l > 0.f ? 1.f / l : 0.f;
         }
     }
     __syncthreads();
-    float best = __int_as_float(0x7f800000);
-    int bi = -1;
-    float* a = acc + (size_t)r * n;
-    for (int t = tid; t < n; t += EV_NT) {
-        float p = 0.f;
-        for (int g = 0; g < G; ++g) p += exp2f(raw[(size_t)(r * G + g) * n + t] - sM[g]) * sInv[g];
-        if (mode == 0) {
-            p += a[t];
-            if (t < n - recent && p < best) {
-                best = p;
-                bi = t;
+    // H2O: one token per thread. TOVA: EV_TT tokens per block, the KV heads
+    // spread over the EV_NT / EV_TT slices of threads, the per-head sums met
+    // in shared memory sp [kvHeads][EV_TT] and added in KV-head order.
+    const int TT = tova ? EV_TT : EV_NT, RS = EV_NT / TT;
+    const int tt = tid % TT, sl = tid / TT, t = blockIdx.x * TT + tt;
+    float* sp = sml + 2 * nh;
+    float sum = 0.f;
+    if (t < n) {
+        for (int r = r0 + sl; r < r1; r += RS) {
+            float p = 0.f;
+            for (int g = 0; g < G; ++g) {
+                const int hh = (r - r0) * G + g;
+                p += exp2f(raw[(size_t)(r * G + g) * n + t] - sM[hh]) * sInv[hh];
             }
-        }
-        a[t] = p;
-    }
-    if (mode != 0) return;
-    block_argmin(best, bi, red, redi);
-    if (tid == 0) evict[r] = bi;
-}
-
-// tova_pick: one block of EV_NT threads. evict[0] = the token t of lowest
-// sum over KV heads of acc [kvHeads, n] (the step's probability summed over
-// all query heads, i.e. their average up to a constant); ties: lowest t.
-extern "C" __global__ void __launch_bounds__(EV_NT) tova_pick(const float* __restrict__ acc, int n, int kvHeads,
-                                                               int* __restrict__ evict) {
-    __shared__ float red[EV_NT / 32];
-    __shared__ int redi[EV_NT / 32];
-    pdl_wait();
-    float best = __int_as_float(0x7f800000);
-    int bi = -1;
-    for (int t = threadIdx.x; t < n; t += EV_NT) {
-        float s = 0.f;
-        for (int r = 0; r < kvHeads; ++r) s += acc[(size_t)r * n + t];
-        if (s < best) {
-            best = s;
-            bi = t;
+            float* a = acc + (size_t)r * n + t;
+            if (!tova) p += *a;
+            *a = p;
+            if (tova)
+                sp[r * EV_TT + tt] = p;
+            else
+                sum = p;
         }
     }
-    block_argmin(best, bi, red, redi);
-    if (threadIdx.x == 0) evict[0] = bi;
+    if (tova) {
+        __syncthreads();
+        if (sl == 0 && t < n)
+            for (int r = 0; r < kvHeads; ++r) sum += sp[r * EV_TT + tt];
+    }
+    float cand = __int_as_float(0x7f800000);
+    int ci = -1;
+    if (sl == 0 && t < n && (tova || t < n - recent)) {
+        cand = sum;
+        ci = t;
+    }
+    block_argmin(cand, ci, red, redi);
+    if (tid != 0) return;
+    if (ci >= 0) atomicMin(best + slot, ((u64)__float_as_uint(cand) << 32) | (u32)ci);
+    __threadfence();
+    if (atomicAdd(done + slot, 1) != (int)gridDim.x - 1) return;
+    const u64 b = atomicExch(best + slot, ~0ull);
+    evict[slot] = b == ~0ull ? -1 : (int)(u32)b;
+    done[slot] = 0;
 }
 
 // qk_scores_d{D}_g{G}: grid (ceil(n / tpb), kvHeads), block QS_NT. Block

@@ -4,6 +4,7 @@ import "fmt"
 
 const (
 	evictThreads = 256  // EV_NT in policies.cu
+	tovaTokens   = 32   // EV_TT
 	wideThreads  = 1024 // TKW_NT
 	floorThreads = 256  // RF_NT
 )
@@ -23,6 +24,8 @@ type Evicting struct {
 	raw    Ptr // [Heads, Tokens] base-2 scores
 	acc    Ptr // [KVHeads, Tokens] accumulated (H2O) or this step's (TOVA) scores
 	evict  Ptr // [KVHeads] int32
+	best   Ptr // [KVHeads] uint64: the lowest (score bits, token) so far; all ones between launches
+	done   Ptr // [KVHeads] int32: blocks finished; 0 between launches
 }
 
 // NewEvicting prepares the H2O (tova false) or TOVA step for s.
@@ -35,10 +38,8 @@ func (k *Kernels) NewEvicting(s Shape, tova bool, recent, chunk int) (*Evicting,
 	}
 	e := &Evicting{S: s, TOVA: tova, Recent: recent, k: k}
 	var err error
-	for _, name := range []string{"evict_scores", "tova_pick"} {
-		if _, err = k.Func(name); err != nil {
-			return nil, err
-		}
+	if _, err = k.Func("evict_scores"); err != nil {
+		return nil, err
 	}
 	alloc := func(p *Ptr, bytes int64) {
 		if err == nil {
@@ -48,6 +49,14 @@ func (k *Kernels) NewEvicting(s Shape, tova bool, recent, chunk int) (*Evicting,
 	alloc(&e.raw, int64(s.Heads)*int64(s.Tokens)*4)
 	alloc(&e.acc, int64(s.KVHeads)*int64(s.Tokens)*4)
 	alloc(&e.evict, int64(s.KVHeads)*4)
+	alloc(&e.best, int64(s.KVHeads)*8)
+	alloc(&e.done, int64(s.KVHeads)*4)
+	if err == nil {
+		err = k.D.Memset32(e.best, ^uint32(0), 2*int64(s.KVHeads))
+	}
+	if err == nil {
+		err = k.D.Memset32(e.done, 0, int64(s.KVHeads))
+	}
 	if err == nil {
 		err = e.Reset()
 	}
@@ -72,18 +81,12 @@ func (e *Evicting) Launch(q, K, V, out Ptr) error {
 	if err := e.a.launch(s, q, K, V, 0, 0, 1, out, e.raw, false); err != nil {
 		return err
 	}
-	mode := int32(0)
+	tova, grid, smem := int32(0), Dim3{(s.Tokens + evictThreads - 1) / evictThreads, s.KVHeads, 1}, 2*s.Group()*4
 	if e.TOVA {
-		mode = 1
+		tova, grid, smem = 1, Dim3{(s.Tokens + tovaTokens - 1) / tovaTokens, 1, 1}, (2*s.Heads+tovaTokens*s.KVHeads)*4
 	}
-	if err := e.k.launchAfter("evict_scores", Dim3{s.KVHeads, 1, 1}, Dim3{evictThreads, 1, 1}, 0,
-		e.raw, int32(s.Tokens), int32(s.Group()), mode, int32(e.Recent), e.acc, e.evict); err != nil {
-		return err
-	}
-	if !e.TOVA {
-		return nil
-	}
-	return e.k.launchAfter("tova_pick", Dim3{1, 1, 1}, Dim3{evictThreads, 1, 1}, 0, e.acc, int32(s.Tokens), int32(s.KVHeads), e.evict)
+	return e.k.launchAfter("evict_scores", grid, Dim3{evictThreads, 1, 1}, smem, e.raw, e.a.partML, int32(e.a.nchunks), int32(s.Tokens), int32(s.Group()), int32(s.KVHeads), tova,
+		int32(e.Recent), e.acc, e.best, e.done, e.evict)
 }
 
 // Scores downloads the per-token scores [KVHeads][Tokens]: H2O's
@@ -115,14 +118,14 @@ func (e *Evicting) Evicted() ([]int32, error) {
 }
 
 // Bytes is the memory the step moves: K and V, the scores written and read
-// back, the per-token scores read (H2O) and written.
+// back, the per-token scores written (and read first by H2O).
 func (e *Evicting) Bytes() int64 {
 	s := e.S
 	b := s.KVBytes() + 2*int64(s.Heads)*int64(s.Tokens)*4 + int64(s.KVHeads)*int64(s.Tokens)*4
 	if e.TOVA {
-		return b + int64(s.KVHeads)*int64(s.Tokens)*4 // tova_pick reads them
+		return b
 	}
-	return b + int64(s.KVHeads)*int64(s.Tokens)*4 // H2O reads them before adding
+	return b + int64(s.KVHeads)*int64(s.Tokens)*4
 }
 
 // Plan is the split of the attention into blocks.
@@ -130,7 +133,7 @@ func (e *Evicting) Plan() Plan { return e.a.plan() }
 
 // Free releases the scratch memory.
 func (e *Evicting) Free() {
-	for _, p := range []Ptr{e.raw, e.acc, e.evict} {
+	for _, p := range []Ptr{e.raw, e.acc, e.evict, e.best, e.done} {
 		if p != 0 {
 			_ = e.k.D.Free(p)
 		}

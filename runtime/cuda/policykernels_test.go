@@ -16,7 +16,7 @@ func TestKernelEvicting(t *testing.T) {
 	k := gpu(t)
 	d := k.D
 	type tc struct{ heads, kv, dim, n, recent int }
-	cases := []tc{{8, 2, 128, 1000, 100}, {4, 4, 64, 300, 0}, {32, 8, 128, 2048, 64}, {8, 1, 128, 70, 70}}
+	cases := []tc{{8, 2, 128, 1000, 100}, {4, 4, 64, 300, 0}, {32, 8, 128, 2048, 64}, {8, 1, 128, 70, 70}, {16, 2, 64, 5000, 1000}}
 	rng := rand.New(rand.NewPCG(5, 6))
 	attnFamilies(t, func(t *testing.T) {
 		for _, c := range cases {
