@@ -53,18 +53,16 @@ __device__ __forceinline__ void block_argmin(float& v, int& i, float* sv, int* s
 
 // evict_scores: grid (ceil(n / EV_NT), kvHeads) for H2O, (ceil(n / EV_TT))
 // for TOVA; block EV_NT; dynamic shared memory 2 floats per head of the
-// block's rows, and for TOVA EV_TT floats per KV head. It turns the base-2 scores
-// raw [kvHeads*G, n] into probabilities p_h(t) = 2^(raw - M_h) / l_h, with
-// each head's max M_h and sum l_h merged from the split-KV kernel's chunk
-// partials ml [kvHeads, nchunks, G, 2] (no pass over raw for them), one
-// token per thread:
-// - H2O (tova 0): block (b, r) adds the group's summed
-//   probabilities onto the accumulated scores acc [kvHeads, n] of KV head r
-//   and takes the lowest among its tokens that are not among the last
-//   `recent`;
-// - TOVA (tova 1, one row of blocks): block b sets acc[r, t] to each KV head's
-//   group sum and takes the token of lowest sum over every KV head (added
-//   in KV-head order).
+// block's rows, and for TOVA EV_TT floats per KV head. It turns the base-2
+// scores raw [kvHeads*G, n] into probabilities p_h(t) = 2^(raw - M_h) / l_h,
+// with each head's max M_h and sum l_h merged from the split-KV kernel's
+// chunk partials ml [kvHeads, nchunks, G, 2] (no pass over raw for them):
+// - H2O (tova 0): block (b, r) adds the group's summed probabilities onto
+//   the accumulated scores acc [kvHeads, n] of KV head r and takes the
+//   lowest among its tokens that are not among the last `recent`;
+// - TOVA (tova 1): block b sets acc[r, t] to each KV head's group sum and
+//   takes the token of lowest sum over every KV head (added in KV-head
+//   order).
 // Each block's lowest (ties: lowest token) goes into best[slot] with one
 // 64-bit atomicMin of (score bits, token) (scores are >= 0, so their bits
 // order as the scores); the last block of a slot to finish writes
