@@ -30,12 +30,34 @@ type RunOptions struct {
 	TTY      bool      // Progress is a terminal: draw the bar
 	Version  string    // kvbench version for the records
 	Revision string    // git revision of the build ("" : read from the binary)
+	// Binary identifies the running executable in the run manifest (""
+	// : the SHA-256 digest of os.Executable).
+	Binary string
+	// ForceResume reuses the records of Out even when its manifest says
+	// another configuration produced them; the manifest notes the override.
+	ForceResume bool
 }
 
 // RunSummary counts what a run did.
 type RunSummary struct {
+	// Cells of the suite, those already done (skipped), those run now and
+	// those of them that failed.
 	Cells, Skipped, Ran, Failed int
 	Backend, Reason             string
+	// FailedCells are every cell of the results directory whose record is
+	// failed after the run, those recorded by earlier runs included, in
+	// the order of the results file.
+	FailedCells []FailedCell
+	// Warnings are what opening the results directory repaired or noticed.
+	Warnings []string
+}
+
+// FailedCell is a failed cell of a results directory.
+type FailedCell struct {
+	Key     string
+	Error   string
+	Earlier bool // recorded by an earlier run and not rerun by this one
+	InSuite bool // the cell belongs to the suite that ran
 }
 
 // SelectBackend resolves a suite's backend: "auto" takes CUDA when this
@@ -67,7 +89,11 @@ func SelectBackend(want string) (name, reason string, err error) {
 
 // Run executes every cell of s that DIR does not already hold, appending a
 // record as each cell ends. A cell that fails is recorded with its reason and
-// the run goes on. Rerunning into the same DIR resumes.
+// the run goes on. Rerunning into the same DIR resumes, after checking
+// DIR's manifest: records that another configuration produced (another
+// binary, backend, KV layout, recall sampling, suite, or cell
+// specification) are not reused but refused with a *results.MismatchError,
+// unless opt.ForceResume. The summary lists every failed cell of DIR.
 func Run(ctx context.Context, s *Suite, opt RunOptions) (*RunSummary, error) {
 	backend, reason, err := SelectBackend(s.Backend)
 	if err != nil {
@@ -92,22 +118,49 @@ func Run(ctx context.Context, s *Suite, opt RunOptions) (*RunSummary, error) {
 		return nil, err
 	}
 	defer store.Close()
-	doneFn := results.Done
-	if opt.Retry {
-		doneFn = results.DoneOK
-	}
-	done, err := doneFn(opt.Out)
+	recs, warns, err := results.LoadWarn(opt.Out)
 	if err != nil {
 		return nil, err
 	}
+	sum := &RunSummary{Cells: len(cells), Backend: backend, Reason: reason,
+		Warnings: append(store.Warnings(), warns...)}
+	if !opt.Quiet {
+		for _, w := range sum.Warnings {
+			fmt.Fprintln(opt.Progress, "kvbench:", w)
+		}
+	}
+	outcome := newOutcomes(recs)
 	var todo []Cell
+	var reused []string
+	planned := make(map[string]bool, len(cells))
 	for _, c := range cells {
-		if !done[c.Key] {
+		planned[c.Key] = true
+		if o, ok := outcome.byKey[c.Key]; ok && (o.ok || !opt.Retry) {
+			reused = append(reused, c.Key)
+		} else {
 			todo = append(todo, c)
 		}
 	}
-	sum := &RunSummary{Cells: len(cells), Skipped: len(cells) - len(todo), Backend: backend, Reason: reason}
+	sum.Skipped = len(reused)
+
+	manifestRev, rev := opt.Revision, opt.Revision
+	if rev == "" {
+		manifestRev, rev = stampedRevision(), gitRevision()
+	}
+	binary := opt.Binary
+	if binary == "" {
+		binary = executableDigest()
+	}
+	want, err := buildManifest(s, cells, backend, manifestRev, binary)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkResume(store, want, len(recs), reused, opt); err != nil {
+		return nil, err
+	}
+
 	if len(todo) == 0 {
+		sum.FailedCells = outcome.failed(planned)
 		return sum, nil
 	}
 	var bar *progressbar.ProgressBar
@@ -118,10 +171,7 @@ func Run(ctx context.Context, s *Suite, opt RunOptions) (*RunSummary, error) {
 			progressbar.OptionClearOnFinish())
 	}
 	models := map[string]*loadedModel{}
-	rev := opt.Revision
-	if rev == "" {
-		rev = gitRevision()
-	}
+	defer func() { sum.FailedCells = outcome.failed(planned) }()
 	for _, c := range todo {
 		if err := ctx.Err(); err != nil {
 			return sum, err
@@ -143,6 +193,7 @@ func Run(ctx context.Context, s *Suite, opt RunOptions) (*RunSummary, error) {
 				return sum, err
 			}
 		}
+		outcome.set(rec, false)
 		sum.Ran++
 		if !rec.OK() {
 			sum.Failed++
@@ -158,6 +209,84 @@ func Run(ctx context.Context, s *Suite, opt RunOptions) (*RunSummary, error) {
 		_ = bar.Finish()
 	}
 	return sum, nil
+}
+
+// checkResume compares the manifest of the store's directory with want
+// when the directory holds records (n of them; reused are the cells whose
+// records this run keeps), then writes the manifest of this run: want, plus
+// the recorded cells want does not name. It writes before any cell runs, so
+// no record is ever appended without its manifest entry.
+func checkResume(store *results.Store, want *results.Manifest, n int, reused []string, opt RunOptions) error {
+	old, err := results.ReadManifest(store.Dir())
+	if err != nil {
+		return err
+	}
+	var mis *results.MismatchError
+	if n > 0 {
+		if old == nil {
+			mis = &results.MismatchError{Dir: store.Dir(), Unchecked: n}
+		} else if d := results.DiffManifest(old, want, reused); len(d) > 0 {
+			mis = &results.MismatchError{Dir: store.Dir(), Diffs: d}
+		}
+	}
+	if mis != nil && !opt.ForceResume {
+		return mis
+	}
+	out := *want
+	if old != nil {
+		out.Forced = append(out.Forced, old.Forced...)
+		for k, v := range old.Cells {
+			if _, ok := out.Cells[k]; !ok {
+				out.Cells[k] = v
+			}
+		}
+	}
+	if mis != nil {
+		out.Forced = append(out.Forced, time.Now().UTC().Format(time.RFC3339)+": resumed despite: "+mis.Summary())
+		if !opt.Quiet {
+			fmt.Fprintln(opt.Progress, "kvbench: --force-resume: reusing records despite:", mis.Error())
+		}
+	}
+	return store.WriteManifest(&out)
+}
+
+// outcomes is the latest status of each cell of a results directory, in the
+// order of the results file.
+type outcomes struct {
+	order []string
+	byKey map[string]*outcome
+}
+
+type outcome struct {
+	ok      bool
+	err     string
+	earlier bool
+}
+
+func newOutcomes(recs []results.Record) *outcomes {
+	o := &outcomes{byKey: make(map[string]*outcome, len(recs))}
+	for i := range recs {
+		o.set(&recs[i], true)
+	}
+	return o
+}
+
+func (o *outcomes) set(r *results.Record, earlier bool) {
+	if _, ok := o.byKey[r.Cell]; !ok {
+		o.order = append(o.order, r.Cell)
+	}
+	o.byKey[r.Cell] = &outcome{ok: r.OK(), err: r.Error, earlier: earlier}
+}
+
+// failed lists the failed cells; planned marks the suite's cells.
+func (o *outcomes) failed(planned map[string]bool) []FailedCell {
+	var out []FailedCell
+	for _, k := range o.order {
+		if c := o.byKey[k]; !c.ok {
+			out = append(out, FailedCell{Key: k, Error: c.err, Earlier: c.earlier, InSuite: planned[k]})
+		}
+	}
+	return out
 }
 
 type loadedModel struct {
@@ -228,12 +357,8 @@ func runCell(ctx context.Context, s *Suite, c Cell, models map[string]*loadedMod
 // gitRevision is the revision of the kvbench build, else of the git
 // checkout in the working directory, else "unknown".
 func gitRevision() string {
-	if info, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range info.Settings {
-			if s.Key == "vcs.revision" {
-				return s.Value
-			}
-		}
+	if rev := stampedRevision(); rev != "unknown" {
+		return rev
 	}
 	if out, err := exec.Command("git", "rev-parse", "HEAD").Output(); err == nil {
 		if rev := strings.TrimSpace(string(out)); rev != "" {

@@ -1,0 +1,163 @@
+package bench
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strconv"
+	"strings"
+
+	"github.com/kvbench/kvbench/policies"
+	"github.com/kvbench/kvbench/results"
+	"github.com/kvbench/kvbench/runtime"
+	"github.com/kvbench/kvbench/tasks"
+)
+
+// backendEnv lists, per backend, the environment variables that change its
+// numbers or its timings (they are read by runtime/cuda): a run resuming
+// with another value of one of them would mix results.
+var backendEnv = map[string][]string{
+	"cuda": {"KVBENCH_GEMM", "KVBENCH_GRAPHS", "KVBENCH_PDL", "KVBENCH_ATTN_KERNEL", "KVBENCH_ATTN_COMBINE"},
+}
+
+// runSettings returns the run-wide settings that can change a metric, by
+// name, for the run manifest: the suite, the binary (its stamped revision
+// and the digest of the executable), the backend with its environment
+// knobs, and every suite setting that reaches the engine. A new setting
+// that can change numbers is one more line here.
+func runSettings(s *Suite, backend, revision, binary string) map[string]string {
+	set := map[string]string{
+		"suite":        s.Name,
+		"revision":     revision,
+		"binary":       binary,
+		"backend":      backend,
+		"kv_dtype":     kvTypeName(s.KVType),
+		"page_size":    strconv.Itoa(pageSizeOf(s.PageSize)),
+		"recall_every": strconv.Itoa(s.RecallEvery),
+		"threads":      strconv.Itoa(s.Threads), // attention latency depends on it
+		"seed":         strconv.FormatInt(s.Seed, 10),
+	}
+	for _, name := range backendEnv[backend] {
+		set["env."+name] = os.Getenv(name)
+	}
+	return set
+}
+
+// kvTypeName is a suite's KV page type in canonical form ("" is f32).
+func kvTypeName(s string) string {
+	if s == "" {
+		return "f32"
+	}
+	if dt, err := ParseKVType(s); err == nil {
+		return strings.ToLower(dt.String())
+	}
+	return s
+}
+
+func pageSizeOf(n int) int {
+	if n <= 0 {
+		return runtime.DefaultPageSize
+	}
+	return n
+}
+
+// cellSpec is what a cell runs, beyond the run-wide settings: everything
+// that decides its numbers.
+type cellSpec struct {
+	Model        string          `json:"model"`
+	ModelPath    string          `json:"model_path"`
+	Tokenizer    string          `json:"tokenizer,omitempty"`
+	Policy       string          `json:"policy"`
+	PolicyParams policies.Params `json:"policy_params"`
+	Task         string          `json:"task"`
+	TaskVersion  int             `json:"task_version"`
+	TaskParams   tasks.Params    `json:"task_params"`
+}
+
+// specOf returns c's specification in manifest form. Paths are made
+// absolute, so that the same files named from another folder compare equal.
+func specOf(c Cell) (map[string]any, error) {
+	spec := cellSpec{Model: c.Model.Name, ModelPath: absPath(c.Model.Path), Tokenizer: absPath(c.Model.Tokenizer),
+		Policy: c.Policy, PolicyParams: c.PolicyParams, Task: c.Task, TaskParams: c.TaskParams}
+	if t, err := tasks.Lookup(c.Task); err == nil {
+		spec.TaskVersion = t.Version()
+		params := tasks.Params{}
+		for k, v := range c.TaskParams {
+			params[k] = v
+		}
+		for _, name := range taskPathParams(t) {
+			if p, ok := params[name].(string); ok {
+				params[name] = absPath(p)
+			}
+		}
+		spec.TaskParams = params
+	}
+	m, err := results.CellSpec(spec)
+	if err != nil {
+		return nil, fmt.Errorf("cell %s: %w", c.Key, err)
+	}
+	return m, nil
+}
+
+// absPath makes a file path absolute; "", synthetic models and paths that
+// cannot be made absolute stay as they are.
+func absPath(p string) string {
+	if p == "" || strings.HasPrefix(p, "synthetic:") || filepath.IsAbs(p) {
+		return p
+	}
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
+}
+
+// buildManifest is the manifest of a run of cells.
+func buildManifest(s *Suite, cells []Cell, backend, revision, binary string) (*results.Manifest, error) {
+	m := &results.Manifest{Format: results.ManifestFormat, Settings: runSettings(s, backend, revision, binary),
+		Cells: make(map[string]map[string]any, len(cells))}
+	for _, c := range cells {
+		spec, err := specOf(c)
+		if err != nil {
+			return nil, err
+		}
+		m.Cells[c.Key] = spec
+	}
+	return m, nil
+}
+
+// stampedRevision is the VCS revision recorded in the running binary by the
+// Go toolchain, or "unknown" (go test and go run binaries carry none; the
+// binary's digest identifies them).
+func stampedRevision() string {
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range info.Settings {
+			if s.Key == "vcs.revision" {
+				return s.Value
+			}
+		}
+	}
+	return "unknown"
+}
+
+// executableDigest is "sha256:" and the digest of the running executable,
+// or "unknown" when it cannot be read.
+func executableDigest() string {
+	path, err := os.Executable()
+	if err != nil {
+		return "unknown"
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return "unknown"
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "unknown"
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))
+}
