@@ -6,11 +6,13 @@ import (
 	"github.com/kvbench/kvbench/runtime"
 )
 
-// base is the part every policy shares: binding to a runner, the per-step
-// accounting of memory, bytes read and tokens attended, and recall sampling.
-// A policy calls begin first and finish last in BeforeAttend, and end last in
-// AfterAttend.
+// base is the part every policy shares: binding to a runner, the prompt
+// protocol (promptState: which forward chunks evict, see Prefill), the
+// per-step accounting of memory, bytes read and tokens attended, and recall
+// sampling. A policy calls begin first and finish last in BeforeAttend, and
+// end last in AfterAttend.
 type base struct {
+	promptState
 	name        string
 	params      Params
 	budget      int
@@ -20,14 +22,12 @@ type base struct {
 	cfg         runtime.Config
 	stats       Stats
 	recallEvery int
-	decode      bool      // the forward in progress is a single-token step
 	sampled     bool      // this decode step samples recall
 	recall      []float32 // [heads] recall output of attention
 	mark        []int32   // [tokens] stamp per token, for union counting
 	stamp       int32
 	drop        []int32 // scratch list of indices to evict
 	stepRead    int64   // KV bytes read so far in this decode step
-	prompt      int     // tokens of an announced prompt still to come
 	err         error   // a condition that makes the stream's results invalid
 }
 
@@ -48,9 +48,10 @@ func (b *base) LayerBudget(l int) (hold, attend int) {
 	}
 	return 0, 0
 }
-func (b *base) Stats() *Stats       { return &b.stats }
-func (b *base) MeasureRecall(n int) { b.recallEvery = max(n, 0) }
-func (b *base) Prompt(n int)        { b.prompt = n }
+func (b *base) Stats() *Stats        { return &b.stats }
+func (b *base) MeasureRecall(n int)  { b.recallEvery = max(n, 0) }
+func (b *base) Prompt(n int)         { b.announce(n) }
+func (b *base) SetPrefill(p Prefill) { b.prefill = p }
 
 // bind attaches the policy to a fresh stream of r.
 func (b *base) bind(r *runtime.Runner, self runtime.Hook) error {
@@ -58,6 +59,7 @@ func (b *base) bind(r *runtime.Runner, self runtime.Hook) error {
 		return fmt.Errorf("policy %s: Start needs a fresh stream (call Reset first), runner is at position %d", b.name, r.Pos())
 	}
 	b.r, b.cache, b.cfg = r, r.Cache, r.Model.Config
+	b.restart()
 	c := b.cfg
 	b.stats = Stats{Attended: make([][]int, c.Layers), RecallByLayer: make([]float64, c.Layers), RecallNByLayer: make([]int, c.Layers)}
 	for l := range b.stats.Attended {
@@ -74,20 +76,23 @@ func (b *base) bind(r *runtime.Runner, self runtime.Hook) error {
 // elemBytes is the size of one cached key or value vector.
 func (b *base) vecBytes() int64 { return b.cache.PageBytes() / int64(2*b.cache.PageSize()) }
 
-// begin starts the accounting of layer l's attention.
+// begin places the forward within the prompt protocol (at layer 0) and
+// starts the accounting of layer l's attention. Layer l's new tokens are in
+// the cache and the policy has evicted nothing yet for them, so this is
+// where the cache's memory peaks: the high-water mark is taken here, at
+// every layer (a dense prompt peaks before its compression).
 func (b *base) begin(l int, a *runtime.AttnArgs) {
 	if l == 0 {
 		// A forward is a decode step when it feeds one token outside an
 		// announced prompt (a prompt's last chunk may be one row long).
-		b.decode = a.Rows == 1 && b.prompt <= 0
+		b.place(a)
 		if b.decode {
 			b.stats.Steps++
 			b.sampled = b.recallEvery > 0 && b.stats.Steps%b.recallEvery == 0
 			b.stepRead = 0
-		} else {
-			b.prompt = max(0, b.prompt-a.Rows)
 		}
 	}
+	b.stats.MaxResidentBytes = max(b.stats.MaxResidentBytes, b.cache.ResidentBytes())
 }
 
 // finish counts what layer l's attention will read and arms recall sampling.

@@ -23,19 +23,22 @@ import (
 // indices: after an eviction the policy applies the cache's own rule (the
 // last token moves into each freed slot) to its score array.
 //
-// Timing. A single-token step evicts before attention, with the scores
+// Timing. A decode step evicts before attention, with the scores
 // accumulated through the previous step, so attention reads at most
 // heavy+recent tokens, the newest included. This is the reference's
 // evict-after-attention shifted by one step; the one difference is that the
 // reference's recent window counts the tokens up to the previous one and then
 // attends the new token on top (heavy+recent+1 tokens), while here the window
-// includes the new token and attention reads heavy+recent. A prompt chunk
-// (Rows > 1) attends causally in full, accumulates, and is evicted down to
-// heavy+recent after its attention, as the reference does after prefill. The
-// runner feeds long prompts in chunks of its maxRows; eviction runs after
-// each chunk, so a prompt longer than a chunk is not scored by the full
-// causal matrix as the reference's single prefill does (memory stays bounded
-// instead).
+// includes the new token and attention reads heavy+recent. A prompt attends
+// causally in full and accumulates the probabilities of every one of its
+// rows; after its last row's attention each layer is evicted down to
+// heavy+recent, as the reference does after prefill. The runner feeds a long
+// prompt in chunks of its maxRows, and under PrefillDense (the default)
+// nothing is evicted between them, so the scores are the column sums of the
+// whole prompt's causal attention matrix, as in the reference's single
+// prefill. Under PrefillChunked each chunk is evicted after its attention (a
+// one-row chunk before it, as a decode step): later rows never see the
+// evicted tokens and the scores miss their attention.
 //
 // Ties (equal scores) evict the older position first, a deterministic
 // choice (the reference's torch.topk leaves it unspecified).
@@ -173,7 +176,7 @@ func (p *h2o) BeforeAttend(l int, a *runtime.AttnArgs) {
 	}
 	p.begin(l, a)
 	p.grow(l)
-	if a.Rows == 1 {
+	if p.stepEvict {
 		pos := int32(a.QPos[0])
 		p.evict(l, pos, pos-1)
 	}
@@ -186,7 +189,7 @@ func (p *h2o) AfterAttend(l int, a *runtime.AttnArgs) {
 		return // BeforeAttend recorded the error
 	}
 	p.collect(l, a)
-	if a.Rows > 1 {
+	if p.promptEvict {
 		last := newest(a)
 		p.evict(l, last, last)
 	}

@@ -29,6 +29,11 @@ func TestH2OPromptConformance(t *testing.T) {
 		Small: policies.Params{"heavy": 12, "recent": 12}, Large: policies.Params{"heavy": 2048, "recent": 2048}})
 }
 
+func TestH2OChunkedPromptConformance(t *testing.T) {
+	policytest.Run(t, policytest.Case{Policy: "h2o", Prompt: 50, LongSteps: 5000, Prefill: policies.PrefillChunked,
+		Small: policies.Params{"heavy": 12, "recent": 12}, Large: policies.Params{"heavy": 2048, "recent": 2048}})
+}
+
 // Ratios of the 50-token prompt: 12 + 12 tokens.
 func TestH2ORatioConformance(t *testing.T) {
 	policytest.Run(t, policytest.Case{Policy: "h2o", Prompt: 50, LongSteps: 20000,
@@ -278,6 +283,7 @@ type h2oRef struct {
 	ref           refAttn
 	heavy, recent int
 	normalize     bool
+	proto         protocol
 	score         [][]map[int32]float64 // [layer][kvHead] position -> accumulated probability
 	chk           evictionChecker
 	maxErr        float64
@@ -319,7 +325,7 @@ func (x *h2oRef) BeforeAttend(l int, a *runtime.AttnArgs) {
 	pre := heldPositions(x.cache, l)
 	x.inner.BeforeAttend(l, a)
 	post := heldPositions(x.cache, l)
-	if a.Rows == 1 {
+	if x.proto.before(a) {
 		x.checkEviction("decode", l, pre, post, int32(a.QPos[0]), int32(a.QPos[0])-1)
 	} else {
 		for g := range pre {
@@ -348,13 +354,13 @@ func (x *h2oRef) AfterAttend(l int, a *runtime.AttnArgs) {
 	pre := heldPositions(x.cache, l)
 	x.inner.AfterAttend(l, a)
 	post := heldPositions(x.cache, l)
-	if a.Rows > 1 {
+	if x.proto.after(a) {
 		last := int32(a.QPos[a.Rows-1])
 		x.checkEviction("prompt chunk", l, pre, post, last, last)
 	} else {
 		for g := range pre {
 			if !slices.Equal(pre[g], post[g]) {
-				x.t.Fatalf("a decode step evicted after its attention")
+				x.t.Fatalf("rows %d..%d (%s prompt of %d) evicted after their attention", a.QPos[0], a.QPos[a.Rows-1], x.proto, x.proto.prompt)
 			}
 		}
 	}
@@ -380,20 +386,23 @@ func (x *h2oRef) AfterAttend(l int, a *runtime.AttnArgs) {
 	}
 }
 
-// runH2ORef streams tokens through h2o under the reference checker.
-func runH2ORef(t *testing.T, model string, maxRows, prompt, steps int, params policies.Params, heavy, recent int) {
+// runH2ORef streams tokens through h2o under the reference checker, the
+// prompt under the given protocol.
+func runH2ORef(t *testing.T, model string, maxRows, prompt, steps int, params policies.Params, heavy, recent int, chunked bool) {
 	r := tinyRunner(t, model, maxRows)
 	p, err := policies.New("h2o", params)
 	if err != nil {
 		t.Fatal(err)
 	}
+	proto := protocol{prompt: prompt, chunked: chunked}
+	proto.set(p)
 	p.MeasureRecall(5)
 	if err := p.Start(r); err != nil {
 		t.Fatal(err)
 	}
 	c := r.Model.Config
 	x := &h2oRef{t: t, inner: r.Hook, pol: p.(interface{ Scores(l, h int) []float64 }), cache: r.Cache,
-		ref: refAttn{be: r.Backend}, heavy: heavy, recent: recent, chk: evictionChecker{t: t}}
+		ref: refAttn{be: r.Backend}, heavy: heavy, recent: recent, proto: proto, chk: evictionChecker{t: t}}
 	x.normalize, _ = params["normalize"].(bool)
 	x.score = make([][]map[int32]float64, c.Layers)
 	for l := range x.score {
@@ -441,19 +450,30 @@ func TestH2OReference(t *testing.T) {
 		{"decode-normalize", "tiny", 32, 0, 160, 6, 5, true},
 		{"prompt-chunks", "tiny", 16, 45, 100, 7, 4, false},
 		{"prompt-chunks-normalize", "tiny", 16, 45, 100, 7, 4, true},
+		{"prompt-one-row-last-chunk", "tiny", 16, 49, 60, 7, 4, false},
 		{"no-heavy", "tiny", 8, 20, 60, 0, 6, false},
 		{"mha", "tiny-mha", 8, 30, 100, 9, 3, false},
 	} {
-		t.Run(c.name, func(t *testing.T) {
-			runH2ORef(t, c.model, c.maxRows, c.prompt, c.steps,
-				policies.Params{"heavy": c.heavy, "recent": c.recent, "normalize": c.normalize}, c.heavy, c.recent)
-		})
+		for _, chunked := range []bool{false, true} {
+			if c.prompt == 0 && chunked {
+				continue
+			}
+			name := c.name
+			if chunked {
+				name += "/chunked"
+			}
+			t.Run(name, func(t *testing.T) {
+				runH2ORef(t, c.model, c.maxRows, c.prompt, c.steps,
+					policies.Params{"heavy": c.heavy, "recent": c.recent, "normalize": c.normalize}, c.heavy, c.recent, chunked)
+			})
+		}
 	}
 }
 
 // With ratios the reference budget is the floor of ratio times the prompt.
 func TestH2OReferenceRatios(t *testing.T) {
-	runH2ORef(t, "tiny", 32, 60, 80, policies.Params{"heavy_ratio": 0.15, "recent_ratio": 0.1}, 9, 6)
+	runH2ORef(t, "tiny", 32, 60, 80, policies.Params{"heavy_ratio": 0.15, "recent_ratio": 0.1}, 9, 6, false)
+	runH2ORef(t, "tiny", 32, 60, 80, policies.Params{"heavy_ratio": 0.15, "recent_ratio": 0.1}, 9, 6, true)
 }
 
 // After warm-up a decode step allocates nothing beyond what the runner does.

@@ -10,9 +10,10 @@ import (
 // oracle attends, at every decode step and for every query head, to the
 // budget cached tokens with the highest exact q·k, computed over the whole
 // cache (runtime.Scorer.QK). The newest token is attended only if it ranks.
-// Ties go to the lower index. Nothing is evicted and prompt chunks attend in
-// full. No real system can choose this cheaply: it bounds what any selection
-// policy of the same budget can reach.
+// Ties go to the lower index. Nothing is evicted and a prompt (every chunk,
+// a one-row last chunk included) attends in full. No real system can choose
+// this cheaply: it bounds what any selection policy of the same budget can
+// reach.
 //
 // Bytes read count the selected tokens only (the union over a KV head's
 // query heads); the full key scan the choice needs is not counted as
@@ -54,7 +55,7 @@ func (p *oracle) Start(r *runtime.Runner) error {
 
 func (p *oracle) BeforeAttend(l int, a *runtime.AttnArgs) {
 	p.begin(l, a)
-	if a.Rows == 1 {
+	if p.decode {
 		p.choose(a)
 	}
 	p.finish(l, a, 0)

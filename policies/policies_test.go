@@ -32,6 +32,20 @@ func TestStreamingLLMPromptConformance(t *testing.T) {
 		Small: policies.Params{"sinks": 4, "recent": 20}, Large: policies.Params{"sinks": 4, "recent": 4092}})
 }
 
+func TestStreamingLLMChunkedPromptConformance(t *testing.T) {
+	policytest.Run(t, policytest.Case{Policy: "streamingllm", Prompt: 50, LongSteps: 5000, Prefill: policies.PrefillChunked,
+		Small: policies.Params{"sinks": 4, "recent": 20}, Large: policies.Params{"sinks": 4, "recent": 4092}})
+}
+
+func TestRandomPromptConformance(t *testing.T) {
+	for _, pre := range []policies.Prefill{policies.PrefillDense, policies.PrefillChunked} {
+		t.Run(pre.String(), func(t *testing.T) {
+			policytest.Run(t, policytest.Case{Policy: "random", Prompt: 70, LongSteps: 5000, Prefill: pre,
+				Small: policies.Params{"budget": 24, "seed": 9}, Large: policies.Params{"budget": 4096}})
+		})
+	}
+}
+
 func TestRandomConformance(t *testing.T) {
 	policytest.Run(t, policytest.Case{Policy: "random",
 		Small: policies.Params{"budget": 24, "seed": 9}, Large: policies.Params{"budget": 4096}})

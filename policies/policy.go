@@ -32,10 +32,14 @@ type Policy interface {
 	// Start binds the policy to runner r for a new stream: r.Reset() must
 	// have been called; the policy installs itself as r.Hook.
 	Start(r *runtime.Runner) error
+	// SetPrefill chooses the protocol of announced prompts (PrefillDense
+	// unless set). Call before Start.
+	SetPrefill(p Prefill)
 	// Prompt announces that the next n tokens are a prompt fed at once
-	// (prefill); policies that compress after the prompt (snapkv, pyramidkv)
-	// act when it ends. Prompt(0) is not needed: the prompt ends with the
-	// first single-token step.
+	// (prefill). Under PrefillDense every policy keeps and attends every
+	// prompt token and compresses once the prompt's last row has attended;
+	// under PrefillChunked evicting policies evict after every chunk. Rows
+	// fed at once without an announcement are compressed after their chunk.
 	Prompt(n int)
 	// Stats is the policy's accounting so far.
 	Stats() *Stats

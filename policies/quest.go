@@ -28,7 +28,10 @@ import (
 // summed in float64 in channel order (products of float32 are exact there),
 // so every backend computes the same bits and selects the same pages. With at
 // most K pages every token is attended (and nothing is scored). The first
-// dense_layers layers and prompt chunks attend in full.
+// dense_layers layers attend in full, and so does every row of a prompt,
+// under either prefill protocol (a prompt's last chunk may be one row long:
+// it is still the prompt, and is not scored): Quest selects in decode only,
+// as in the paper.
 //
 // Bytes read per step are the page bounds scored (2 vectors per page of each
 // scored KV head) plus the selected tokens; resident memory is the whole
@@ -111,7 +114,7 @@ func (p *quest) BeforeAttend(l int, a *runtime.AttnArgs) {
 	var meta int64
 	if l >= p.dense {
 		p.bounds[l].Extend(a.Seqs)
-		if a.Rows == 1 {
+		if p.decode {
 			meta = p.choose(l, a)
 		}
 	}

@@ -39,14 +39,14 @@ func (p *random) Start(r *runtime.Runner) error {
 
 func (p *random) BeforeAttend(l int, a *runtime.AttnArgs) {
 	p.begin(l, a)
-	if a.Rows == 1 {
+	if p.stepEvict {
 		p.evict(l, newest(a))
 	}
 	p.finish(l, a, 0)
 }
 
 func (p *random) AfterAttend(l int, a *runtime.AttnArgs) {
-	if a.Rows > 1 {
+	if p.promptEvict {
 		p.evict(l, newest(a))
 	}
 	p.end(l, a)

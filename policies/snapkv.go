@@ -40,7 +40,9 @@ import (
 // append to the cache and are never compressed: LayerBudget is (0, 0), Budget
 // is the capacity. A stream with no announced prompt (every token fed one at
 // a time, Prompt not called) is never compressed: SnapKV then equals full
-// attention.
+// attention. This is the dense prompt protocol (PrefillDense) that every
+// policy follows by default, through the same prompt tracking (base); SnapKV
+// has no per-chunk variant, so PrefillChunked changes nothing here.
 //
 // The window's probabilities are summed in float32 by the attention kernel
 // (the reference sums them in the model's dtype); pooling, averaging and
@@ -54,12 +56,10 @@ type snapKV struct {
 	pyramid  bool // per-layer budgets (pyramidkv)
 	beta     int  // pyramidkv's min-budget divisor
 
-	pending int  // announced prompt not yet begun
-	active  bool // a prompt to compress is in progress
-	n       int  // its length
-	from    int  // first window position: start+n-window
-	last    int  // last prompt position: start+n-1
-	// Set at layer 0 for the forward in progress.
+	// Set at layer 0 for the forward in progress, from the prompt that base
+	// follows (promptState).
+	n        int  // the prompt's length
+	from     int  // its first window position: start+n-window
 	winRows  bool // holds window rows: attention accumulates
 	firstWin bool // holds the first window row: accumulators start at zero
 	lastRow  bool // holds the last prompt row: compress after attention
@@ -117,18 +117,12 @@ func newSnapKV(name string, p Params, pyramid bool) (Policy, error) {
 }
 
 func (s *snapKV) Start(r *runtime.Runner) error {
-	s.active, s.winRows, s.firstWin, s.lastRow = false, false, false, false
+	s.winRows, s.firstWin, s.lastRow, s.shared = false, false, false, false
 	return s.bind(r, s)
 }
 
 // LayerBudget is (0, 0): the cache grows during decode.
 func (s *snapKV) LayerBudget(l int) (hold, attend int) { return 0, 0 }
-
-// Prompt announces a prompt of n tokens: the next forward begins it.
-func (s *snapKV) Prompt(n int) {
-	s.base.Prompt(n)
-	s.pending = n
-}
 
 func (s *snapKV) BeforeAttend(l int, a *runtime.AttnArgs) {
 	s.begin(l, a)
@@ -148,30 +142,21 @@ func (s *snapKV) AfterAttend(l int, a *runtime.AttnArgs) {
 	s.end(l, a)
 }
 
-// plan places the forward in progress within the announced prompt.
+// plan places the forward in progress within the announced prompt that base
+// follows (the same protocol as every policy's: SnapKV compresses where the
+// others do under PrefillDense, after the prompt's last row, whatever the
+// protocol).
 func (s *snapKV) plan(a *runtime.AttnArgs) {
-	first, newest := a.QPos[0], a.QPos[a.Rows-1]
-	if s.pending > 0 {
-		n := s.pending
-		s.pending = 0
-		s.active = n >= s.capacity
-		s.n, s.from, s.last = n, first+n-s.window, first+n-1
-	}
 	s.winRows, s.firstWin, s.lastRow, s.shared = false, false, false, false
-	if !s.active {
+	if !s.prompting || s.promptLen() < s.capacity {
 		return
 	}
-	if first > s.last {
-		s.active = false // the prompt ended outside a forward we saw
-		return
-	}
+	first, newest := a.QPos[0], a.QPos[a.Rows-1]
+	s.n, s.from = s.promptLen(), s.hi+1-s.window
 	s.winRows = newest >= s.from
 	s.firstWin = s.winRows && first <= s.from
-	s.lastRow = newest >= s.last
+	s.lastRow = s.promptEnd
 	s.shared = s.firstWin && s.lastRow
-	if s.lastRow {
-		s.active = false
-	}
 }
 
 // accumulate points attention's probability accumulators at layer l's

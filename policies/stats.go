@@ -5,7 +5,7 @@ package policies
 type Stats struct {
 	Steps            int     // decode steps (single-token forwards)
 	ResidentBytes    int64   // KV bytes the cache holds now
-	MaxResidentBytes int64   // the most it held at the end of any step
+	MaxResidentBytes int64   // the most it held at any time: the peak, taken as each layer's new tokens arrive (a dense prompt's whole length, before compression)
 	AllocatedBytes   int64   // KV bytes the process holds for the cache (free pages included)
 	BytesRead        int64   // KV bytes attention read in the last decode step, metadata included
 	TotalBytesRead   int64   // summed over decode steps

@@ -17,10 +17,12 @@ import (
 //
 // The choice needs the current query's attention, so a decode step attends to
 // cache+1 tokens (the held ones and the new one) and evicts in AfterAttend:
-// LayerBudget is (cache, cache+1). A prompt chunk attends causally in full and
-// is evicted down to cache after its attention, scored by its last row (the
-// reference scores a prompt by its last query as well; a prompt longer than
-// the runner's chunk is scored chunk by chunk).
+// LayerBudget is (cache, cache+1). A prompt attends causally in full and is
+// evicted down to cache after its last row's attention, scored by that row,
+// the prompt's last query, as the reference does; under PrefillDense (the
+// default) the runner's earlier chunks of a long prompt neither accumulate
+// nor evict. Under PrefillChunked every chunk is evicted after its
+// attention, scored by its own last row.
 //
 // The probabilities come from attention itself (runtime.AttnArgs.Acc, from the
 // last row only, through AccFrom), one buffer per query head, summed over the
@@ -83,6 +85,10 @@ func (p *tova) BeforeAttend(l int, a *runtime.AttnArgs) {
 	p.begin(l, a)
 	p.armed = false
 	over := false
+	if !p.stepEvict && !p.promptEvict {
+		p.finish(l, a, 0) // a dense prompt's chunk before its last: keep all
+		return
+	}
 	for g := range a.Seqs {
 		over = over || a.Seqs[g].N > p.size
 	}

@@ -20,6 +20,11 @@ func TestTOVAPromptConformance(t *testing.T) {
 		Small: policies.Params{"cache": 24}, Large: policies.Params{"cache": 4096}})
 }
 
+func TestTOVAChunkedPromptConformance(t *testing.T) {
+	policytest.Run(t, policytest.Case{Policy: "tova", Prompt: 50, LongSteps: 5000, Prefill: policies.PrefillChunked,
+		Small: policies.Params{"cache": 20}, Large: policies.Params{"cache": 4096}})
+}
+
 func TestTOVAParams(t *testing.T) {
 	for _, c := range []struct {
 		params policies.Params
@@ -53,6 +58,7 @@ type tovaRef struct {
 	cache *runtime.KVCache
 	ref   refAttn
 	size  int
+	proto protocol
 	chk   evictionChecker
 }
 
@@ -64,7 +70,7 @@ func (x *tovaRef) BeforeAttend(l int, a *runtime.AttnArgs) {
 			x.t.Fatalf("tova evicted before attention")
 		}
 	}
-	if a.Rows == 1 {
+	if x.proto.before(a) {
 		for g := range a.Seqs {
 			if a.Seqs[g].N > x.size+1 {
 				x.t.Fatalf("layer %d head %d attends %d tokens, cache %d", l, g, a.Seqs[g].N, x.size)
@@ -101,25 +107,31 @@ func (x *tovaRef) AfterAttend(l int, a *runtime.AttnArgs) {
 	if len(score) != len(pre[0]) {
 		x.t.Fatalf("layer %d: %d scored positions for %d held", l, len(score), len(pre[0]))
 	}
-	x.chk.check("tova", pre[0], func(p int32) float64 { return score[p] }, minus(pre[0], post[0]), max(0, len(pre[0])-x.size))
+	want := 0
+	if x.proto.before(a) || x.proto.after(a) {
+		want = max(0, len(pre[0])-x.size)
+	}
+	x.chk.check("tova", pre[0], func(p int32) float64 { return score[p] }, minus(pre[0], post[0]), want)
 }
 
 // runTOVARef streams tokens through tova under the reference checker; after
 // step scramble (if > 0) it evicts a few tokens itself, from each KV head in
 // a different order, so that the heads hold the same positions at different
-// indices from then on.
-func runTOVARef(t *testing.T, model string, maxRows, prompt, steps, size, scramble int) {
+// indices from then on. The prompt runs under the given protocol.
+func runTOVARef(t *testing.T, model string, maxRows, prompt, steps, size, scramble int, chunked bool) {
 	r := tinyRunner(t, model, maxRows)
 	p, err := policies.New("tova", policies.Params{"cache": size})
 	if err != nil {
 		t.Fatal(err)
 	}
+	proto := protocol{prompt: prompt, chunked: chunked}
+	proto.set(p)
 	p.MeasureRecall(4)
 	if err := p.Start(r); err != nil {
 		t.Fatal(err)
 	}
 	c := r.Model.Config
-	x := &tovaRef{t: t, inner: r.Hook, cache: r.Cache, ref: refAttn{be: r.Backend}, size: size, chk: evictionChecker{t: t}}
+	x := &tovaRef{t: t, inner: r.Hook, cache: r.Cache, ref: refAttn{be: r.Backend}, size: size, proto: proto, chk: evictionChecker{t: t}}
 	r.Hook = x
 	toks := streamTokens(prompt+steps, 23)
 	logits := make([]float32, c.Vocab)
@@ -177,10 +189,22 @@ func TestTOVAReference(t *testing.T) {
 	}{
 		{"decode", "tiny", 32, 0, 150, 10, 0},
 		{"prompt-chunks", "tiny", 16, 45, 100, 12, 0},
+		{"prompt-one-row-last-chunk", "tiny", 16, 49, 60, 12, 0},
 		{"mha", "tiny-mha", 8, 30, 100, 9, 0},
 		{"heads-out-of-order", "tiny", 32, 0, 150, 10, 40},
 	} {
-		t.Run(c.name, func(t *testing.T) { runTOVARef(t, c.model, c.maxRows, c.prompt, c.steps, c.size, c.scramble) })
+		for _, chunked := range []bool{false, true} {
+			if c.prompt == 0 && chunked {
+				continue
+			}
+			name := c.name
+			if chunked {
+				name += "/chunked"
+			}
+			t.Run(name, func(t *testing.T) {
+				runTOVARef(t, c.model, c.maxRows, c.prompt, c.steps, c.size, c.scramble, chunked)
+			})
+		}
 	}
 }
 

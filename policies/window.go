@@ -8,10 +8,10 @@ import "github.com/kvbench/kvbench/runtime"
 // stores keys rotated at their original positions and attention rotates the
 // query per token class instead (runtime.AttnArgs.QShift).
 //
-// Single-token steps evict before attention, so attention reads at most
-// sinks+recent tokens. A prompt fed at once attends causally in full within
-// its chunk and is evicted after it (as the reference implementation
-// prefills, then evicts).
+// Decode steps evict before attention, so attention reads at most
+// sinks+recent tokens. A prompt attends causally in full and is evicted after
+// its last row's attention (as the reference implementation prefills, then
+// evicts); under PrefillChunked after every chunk (see Prefill).
 type sinkWindow struct {
 	base
 	sinks, recent int
@@ -56,7 +56,7 @@ func (w *sinkWindow) Start(r *runtime.Runner) error {
 
 func (w *sinkWindow) BeforeAttend(l int, a *runtime.AttnArgs) {
 	w.begin(l, a)
-	if a.Rows == 1 {
+	if w.stepEvict {
 		w.evict(l, newest(a))
 	}
 	if w.reposition {
@@ -66,7 +66,7 @@ func (w *sinkWindow) BeforeAttend(l int, a *runtime.AttnArgs) {
 }
 
 func (w *sinkWindow) AfterAttend(l int, a *runtime.AttnArgs) {
-	if a.Rows > 1 {
+	if w.promptEvict {
 		w.evict(l, newest(a))
 	}
 	w.end(l, a)

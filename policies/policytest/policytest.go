@@ -25,6 +25,8 @@ type Case struct {
 	// policies that act on the prompt (snapkv) need one. 0 streams every
 	// token one at a time.
 	Prompt int
+	// Prefill is the protocol of the prompt (default policies.PrefillDense).
+	Prefill policies.Prefill
 	// LongSteps is the length of the flat-memory stream (default 100,000).
 	LongSteps int
 }
@@ -56,12 +58,13 @@ type stream struct {
 	logits []float32
 }
 
-func newStream(t testing.TB, be runtime.Backend, m *runtime.Model, name string, params policies.Params, recall int) *stream {
+func newStream(t testing.TB, be runtime.Backend, m *runtime.Model, name string, params policies.Params, pre policies.Prefill, recall int) *stream {
 	t.Helper()
 	p, err := policies.New(name, params)
 	if err != nil {
 		t.Fatal(err)
 	}
+	p.SetPrefill(pre)
 	r, err := runtime.NewRunner(m, be, 32)
 	if err != nil {
 		t.Fatal(err)
@@ -110,13 +113,23 @@ func (s *stream) feed(t testing.TB, toks []int, prompt int, check func(step int,
 func testBudget(t *testing.T, c Case) {
 	be := Backend()
 	m := model(t)
-	s := newStream(t, be, m, c.Policy, c.Small, 7)
+	s := newStream(t, be, m, c.Policy, c.Small, c.Prefill, 7)
 	toks := tokens(300, 1)
+	pageBytes, pages := s.r.Cache.PageBytes(), func(n int) int64 { return int64((n + s.r.Cache.PageSize() - 1) / s.r.Cache.PageSize()) }
+	heads := int64(m.Config.Layers * m.Config.KVHeads)
+	hold, _ := s.p.LayerBudget(m.Config.Layers - 1)
+	bounded := s.p.Evicts() && hold > 0
+	// What a bounded policy may hold at the end of a decode step: its budget
+	// in pages, plus one partly filled page, in every layer and KV head.
+	limit := heads * (pages(hold) + 1) * pageBytes
 	s.feed(t, toks, c.Prompt, func(step int, _ []float32) {
 		if step < c.Prompt {
 			return
 		}
 		st := s.p.Stats()
+		if bounded && st.ResidentBytes > limit {
+			t.Fatalf("step %d: resident %d bytes, more than budget pages %d", step, st.ResidentBytes, limit)
+		}
 		for l := 0; l < m.Config.Layers; l++ {
 			hold, attend := s.p.LayerBudget(l)
 			for h := 0; h < m.Config.KVHeads; h++ {
@@ -144,13 +157,23 @@ func testBudget(t *testing.T, c Case) {
 	if st.TotalBytesRead <= 0 || st.MaxResidentBytes <= 0 {
 		t.Errorf("no bytes accounted: read %d, resident %d", st.TotalBytesRead, st.MaxResidentBytes)
 	}
-	if s.p.Evicts() {
-		if hold, _ := s.p.LayerBudget(m.Config.Layers - 1); hold > 0 {
-			limit := int64(m.Config.Layers*m.Config.KVHeads) * int64((hold+s.r.Cache.PageSize()-1)/s.r.Cache.PageSize()+1) * s.r.Cache.PageBytes()
-			if st.MaxResidentBytes > limit {
-				t.Errorf("resident %d bytes, more than budget pages %d", st.MaxResidentBytes, limit)
+	if bounded {
+		// The peak: the budget, or a prompt held whole until it is in
+		// (the dense protocol), which the accounting must not hide.
+		peak := limit
+		if c.Prefill == policies.PrefillDense && c.Prompt > 0 {
+			peak = max(peak, heads*pages(c.Prompt)*pageBytes)
+			if whole := int64(m.Config.KVHeads) * pages(c.Prompt) * pageBytes; c.Prompt > hold && st.MaxResidentBytes < whole {
+				t.Errorf("peak resident %d bytes, less than one layer holding the %d-token prompt (%d): the dense prompt's peak is not reported",
+					st.MaxResidentBytes, c.Prompt, whole)
 			}
 		}
+		if st.MaxResidentBytes > peak {
+			t.Errorf("peak resident %d bytes, more than %d (budget pages, or the prompt)", st.MaxResidentBytes, peak)
+		}
+	}
+	if st.MaxResidentBytes < st.ResidentBytes {
+		t.Errorf("peak resident %d bytes, below the resident %d", st.MaxResidentBytes, st.ResidentBytes)
 	}
 }
 
@@ -161,9 +184,9 @@ func testEqualsFull(t *testing.T, c Case) {
 	m := model(t)
 	toks := tokens(200, 2)
 	var want [][]float32
-	f := newStream(t, be, m, "full", nil, 0)
+	f := newStream(t, be, m, "full", nil, c.Prefill, 0)
 	f.feed(t, toks, c.Prompt, func(_ int, lg []float32) { want = append(want, append([]float32(nil), lg...)) })
-	s := newStream(t, be, m, c.Policy, c.Large, 5)
+	s := newStream(t, be, m, c.Policy, c.Large, c.Prefill, 5)
 	i := 0
 	s.feed(t, toks, c.Prompt, func(step int, lg []float32) {
 		for j := range lg {
@@ -183,7 +206,7 @@ func testDeterministic(t *testing.T, c Case) {
 	m := model(t)
 	toks := tokens(250, 3)
 	run := func() ([]float32, policies.Stats) {
-		s := newStream(t, be, m, c.Policy, c.Small, 3)
+		s := newStream(t, be, m, c.Policy, c.Small, c.Prefill, 3)
 		var all []float32
 		s.feed(t, toks, c.Prompt, func(_ int, lg []float32) { all = append(all, lg[:8]...) })
 		st := *s.p.Stats()
@@ -210,7 +233,7 @@ func testFlatMemory(t *testing.T, c Case) {
 	}
 	be := Backend()
 	m := model(t)
-	s := newStream(t, be, m, c.Policy, c.Small, 0)
+	s := newStream(t, be, m, c.Policy, c.Small, c.Prefill, 0)
 	if !s.p.Evicts() {
 		t.Skipf("%s does not evict: its memory grows with the stream by design", c.Policy)
 	}
