@@ -42,9 +42,11 @@ import (
 //	  - {name: passkey, lengths: [2048, 8192], depths: [0, 0.5, 1], trials: 10}
 //
 // Unknown fields, wrong types, unknown policies, tasks or parameters and
-// invalid values are errors naming file:line:col. Relative paths (model path
-// and tokenizer, task path parameters such as text and haystack) are
-// resolved against the suite file's folder; "synthetic:NAME" models are kept.
+// invalid values are errors naming file:line:col. Paths (model path and
+// tokenizer, include, task path parameters such as text and haystack) may
+// name environment variables, ${NAME} or ${NAME:-FALLBACK} (see expandVars);
+// relative ones are resolved against the suite file's folder;
+// "synthetic:NAME" models are kept.
 type Suite struct {
 	Name        string
 	File        string // the suite file as named (errors name it)
@@ -59,6 +61,8 @@ type Suite struct {
 	Models      []ModelSpec
 	Policies    []PolicyEntry
 	Tasks       []TaskEntry
+
+	models []modelEntry // Models with the positions CheckModels reports
 }
 
 // ModelSpec is a model of a suite.
@@ -251,8 +255,9 @@ type part struct {
 }
 
 type modelEntry struct {
-	spec ModelSpec
-	pos  Pos
+	spec          ModelSpec
+	pos           Pos
+	pathAt, tokAt Pos // where the path and the tokenizer are written
 }
 
 func parseSuite(name string, dir string, data []byte) (s *Suite, err error) {
@@ -267,6 +272,7 @@ func parseSuite(name string, dir string, data []byte) (s *Suite, err error) {
 	s = &pt.suite
 	s.File = name
 	s.Dir = dir
+	s.models = pt.models
 	// Required fields.
 	if _, ok := pt.has["name"]; !ok {
 		p.errorf(pt.root, "missing required field name")
@@ -495,9 +501,9 @@ func (p *parser) include(v *yaml.Node, pt *part) {
 			p.errorf(it, "include: empty file name")
 			continue
 		}
-		path := name
-		if !filepath.IsAbs(path) {
-			path = filepath.Join(p.dir, path)
+		path, ok := p.resolve(p.pos(it), "include", name)
+		if !ok {
+			continue
 		}
 		abs, _ := filepath.Abs(path)
 		cycle := false
@@ -552,6 +558,7 @@ func (p *parser) models(v *yaml.Node) []modelEntry {
 	for _, it := range items {
 		m := ModelSpec{}
 		good := true
+		pathAt, tokAt := it, it // the nodes errors about the path and tokenizer name
 		if it.Kind == yaml.ScalarNode {
 			// A bare path: the name is the file's (or synthetic model's).
 			path, ok := p.str(it, "model")
@@ -572,9 +579,9 @@ func (p *parser) models(v *yaml.Node) []modelEntry {
 				case "name":
 					m.Name, hasName = str, true
 				case "path":
-					m.Path, hasPath = str, true
+					m.Path, hasPath, pathAt = str, true, f.val
 				case "tokenizer":
-					m.Tokenizer = str
+					m.Tokenizer, tokAt = str, f.val
 				}
 			}
 			if it.Kind != yaml.MappingNode {
@@ -610,23 +617,35 @@ func (p *parser) models(v *yaml.Node) []modelEntry {
 				p.errorf(it, "%s", msg)
 				continue
 			}
-		} else {
-			m.Path = p.resolve(m.Path)
+		} else if m.Path, ok = p.resolve(p.pos(pathAt), "model "+m.Name+": path", m.Path); !ok {
+			continue
 		}
 		if m.Tokenizer != "" {
-			m.Tokenizer = p.resolve(m.Tokenizer)
+			if m.Tokenizer, ok = p.resolve(p.pos(tokAt), "model "+m.Name+": tokenizer", m.Tokenizer); !ok {
+				continue
+			}
 		}
-		out = append(out, modelEntry{spec: m, pos: p.pos(it)})
+		out = append(out, modelEntry{spec: m, pos: p.pos(it), pathAt: p.pos(pathAt), tokAt: p.pos(tokAt)})
 	}
 	return out
 }
 
-// resolve makes a relative path relative to the file's folder.
-func (p *parser) resolve(path string) string {
-	if path == "" || filepath.IsAbs(path) || strings.HasPrefix(path, "synthetic:") {
-		return path
+// resolve expands the environment variables of a path (see expandVars) and
+// makes a relative path relative to the file's folder. An unset variable is
+// reported at pos, with what the path is for; ok is false then.
+func (p *parser) resolve(pos Pos, what, path string) (string, bool) {
+	if path == "" || strings.HasPrefix(path, "synthetic:") {
+		return path, true
 	}
-	return filepath.Join(p.dir, path)
+	path, err := expandVars(path)
+	if err != nil {
+		p.errorAt(pos, "%s %v", what, err)
+		return "", false
+	}
+	if filepath.IsAbs(path) {
+		return path, true
+	}
+	return filepath.Join(p.dir, path), true
 }
 
 // entry is a policy or task entry's name and parameter nodes.
@@ -789,27 +808,41 @@ func (p *parser) tasks(v *yaml.Node) []TaskEntry {
 		}
 		// Resolve path parameters, keeping what was written for keys.
 		raw := map[string]any{}
+		good := true
 		for _, name := range taskPathParams(t) {
 			x, has := vals[name]
 			if !has {
 				continue
 			}
+			what := fmt.Sprintf("task %s: parameter %s:", e.name, name)
 			switch y := x.(type) {
 			case string:
 				raw[name] = y
-				vals[name] = p.resolve(y)
+				if vals[name], ok = p.resolve(pos[name], what, y); !ok {
+					good = false
+				}
 			case []any:
 				raw[name] = y
 				r := make([]any, len(y))
 				for i, z := range y {
-					if s, isStr := z.(string); isStr {
-						r[i] = p.resolve(s)
-					} else {
+					s, isStr := z.(string)
+					if !isStr {
 						r[i] = z
+						continue
+					}
+					at := pos[name]
+					if i < len(elemAt[name]) {
+						at = elemAt[name][i]
+					}
+					if r[i], ok = p.resolve(at, what, s); !ok {
+						good = false
 					}
 				}
 				vals[name] = r
 			}
+		}
+		if !good {
+			continue
 		}
 		out = append(out, TaskEntry{Name: e.name, Params: vals, Pos: p.pos(it), order: order, pos: pos, elemAt: elemAt, raw: raw})
 	}

@@ -3,12 +3,9 @@
 // weights read as stored (bf16, f16, f32). Compiled by NVRTC with no headers.
 // The semantics are those of the CPU backend (runtime/cpu), the oracle.
 
-typedef unsigned short u16;
-typedef unsigned int u32;
-typedef unsigned long long u64;
+// After common.cu (u32, u64, FULL_MASK, NEG_INF).
 
-#define FULL_MASK 0xffffffffu
-#define NEG_INF __int_as_float(0xff800000)
+typedef unsigned short u16;
 
 // Weight types, as runtime.DType: F32 0, BF16 1, F16 2.
 #define WT_F32 0

@@ -20,9 +20,17 @@ var quest string
 //go:embed policies.cu
 var policies string
 
-// Source is the whole kernel source, one translation unit: the shared
-// helpers, the split-KV decode attention kernels (CUDA-core and tensor-core),
-// the Quest kernels and the other policies' steps.
+//go:embed backend.cu
+var backend string
+
+//go:embed prefill.cu
+var prefill string
+
+// Source is the whole kernel source, one translation unit that serves both
+// the runtime's backend and kvbench kernels: the shared helpers, the forward
+// pass's ops (backend.cu), the tensor-core prefill attention, the split-KV
+// decode attention kernels (CUDA-core and tensor-core), the Quest kernels and
+// the other policies' steps.
 func Source() string {
-	return common + "\n" + attention + "\n" + attentionMMA + "\n" + quest + "\n" + policies
+	return common + "\n" + backend + "\n" + prefill + "\n" + attention + "\n" + attentionMMA + "\n" + quest + "\n" + policies
 }

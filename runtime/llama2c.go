@@ -62,21 +62,23 @@ func parseLlama2C(name string, data []byte) (*Model, error) {
 	return readLlama2C(name, bytes.NewReader(data), int64(len(data)))
 }
 
-// readLlama2C decodes the llama2.c checkpoint of the given size that r reads.
-func readLlama2C(name string, r io.ReaderAt, size int64) (*Model, error) {
+// readLlama2CHeader reads and checks the header of the llama2.c checkpoint of
+// the given size that r reads, and that the size is what the header implies;
+// it reads nothing else.
+func readLlama2CHeader(name string, r io.ReaderAt, size int64) (llama2cLayout, error) {
 	if size < llama2cHeaderBytes {
-		return nil, fmt.Errorf("llama2.c %s: file has %d bytes, too short for the %d-byte header", name, size, llama2cHeaderBytes)
+		return llama2cLayout{}, fmt.Errorf("llama2.c %s: file has %d bytes, too short for the %d-byte header", name, size, llama2cHeaderBytes)
 	}
 	var hb [llama2cHeaderBytes]byte
 	if err := readAtFull(r, hb[:], 0); err != nil {
-		return nil, fmt.Errorf("llama2.c %s: reading header: %w", name, err)
+		return llama2cLayout{}, fmt.Errorf("llama2.c %s: reading header: %w", name, err)
 	}
 	var h [7]int64
 	for i := range h {
 		h[i] = int64(int32(binary.LittleEndian.Uint32(hb[4*i:])))
 	}
 	if uint32(h[0]) == llama2cMagic {
-		return nil, fmt.Errorf("llama2.c %s: a versioned llama2.c export (magic \"ak42\", version %d); only the legacy format is supported", name, h[1])
+		return llama2cLayout{}, fmt.Errorf("llama2.c %s: a versioned llama2.c export (magic \"ak42\", version %d); only the legacy format is supported", name, h[1])
 	}
 	dim, hidden, layers, heads, kvHeads, vocab, seqLen := h[0], h[1], h[2], h[3], h[4], h[5], h[6]
 	shared := vocab > 0
@@ -96,18 +98,18 @@ func readLlama2C(name string, r io.ReaderAt, size int64) (*Model, error) {
 		{"seq_len", seqLen, 1 << 24},
 	} {
 		if p.v <= 0 || p.v > p.max {
-			return nil, fmt.Errorf("llama2.c %s: header %s = %d out of range [1, %d] (header %v)", name, p.name, p.v, p.max, h)
+			return llama2cLayout{}, fmt.Errorf("llama2.c %s: header %s = %d out of range [1, %d] (header %v)", name, p.name, p.v, p.max, h)
 		}
 	}
 	if dim%heads != 0 {
-		return nil, fmt.Errorf("llama2.c %s: header n_heads = %d does not divide dim = %d", name, heads, dim)
+		return llama2cLayout{}, fmt.Errorf("llama2.c %s: header n_heads = %d does not divide dim = %d", name, heads, dim)
 	}
 	if heads%kvHeads != 0 {
-		return nil, fmt.Errorf("llama2.c %s: header n_kv_heads = %d does not divide n_heads = %d", name, kvHeads, heads)
+		return llama2cLayout{}, fmt.Errorf("llama2.c %s: header n_kv_heads = %d does not divide n_heads = %d", name, kvHeads, heads)
 	}
 	headSize := dim / heads
 	if headSize%2 != 0 {
-		return nil, fmt.Errorf("llama2.c %s: head size dim/n_heads = %d is odd; RoPE needs it even", name, headSize)
+		return llama2cLayout{}, fmt.Errorf("llama2.c %s: head size dim/n_heads = %d is odd; RoPE needs it even", name, headSize)
 	}
 	kvDim := headSize * kvHeads
 
@@ -121,9 +123,30 @@ func readLlama2C(name string, r io.ReaderAt, size int64) (*Model, error) {
 	}
 	want := llama2cHeaderBytes + 4*(body+freq+cls)
 	if size != want {
-		return nil, fmt.Errorf("llama2.c %s: file has %d bytes, header implies %d (dim %d, hidden %d, layers %d, heads %d, kv heads %d, vocab %d, seq_len %d, shared classifier %v)",
+		return llama2cLayout{}, fmt.Errorf("llama2.c %s: file has %d bytes, header implies %d (dim %d, hidden %d, layers %d, heads %d, kv heads %d, vocab %d, seq_len %d, shared classifier %v)",
 			name, size, want, dim, hidden, layers, heads, kvHeads, vocab, seqLen, shared)
 	}
+	return llama2cLayout{dim: dim, hidden: hidden, layers: layers, heads: heads, kvHeads: kvHeads, vocab: vocab, seqLen: seqLen,
+		headSize: headSize, shared: shared, body: body, freq: freq, cls: cls}, nil
+}
+
+// llama2cLayout is what a llama2.c header says: the shape and where the
+// float32 arrays lie.
+type llama2cLayout struct {
+	dim, hidden, layers, heads, kvHeads, vocab, seqLen int64
+	headSize                                           int64
+	shared                                             bool
+	body, freq, cls                                    int64 // floats of the weights, the RoPE tables, the classifier
+}
+
+// readLlama2C decodes the llama2.c checkpoint of the given size that r reads.
+func readLlama2C(name string, r io.ReaderAt, size int64) (*Model, error) {
+	lay, err := readLlama2CHeader(name, r, size)
+	if err != nil {
+		return nil, err
+	}
+	dim, hidden, layers, heads, kvHeads, vocab, seqLen := lay.dim, lay.hidden, lay.layers, lay.heads, lay.kvHeads, lay.vocab, lay.seqLen
+	headSize, shared, body, freq, cls := lay.headSize, lay.shared, lay.body, lay.freq, lay.cls
 
 	buf := make([]float32, body+cls)
 	if err := readF32At(r, llama2cHeaderBytes, buf[:body]); err != nil {

@@ -1,7 +1,6 @@
 package cuda
 
 import (
-	_ "embed"
 	"fmt"
 	"math"
 	"os"
@@ -10,14 +9,9 @@ import (
 	"time"
 	"unsafe"
 
+	kernelsrc "github.com/kvbench/kvbench/cuda"
 	"github.com/kvbench/kvbench/runtime"
 )
-
-// backendSource is the kernels of the runtime.Backend (backend.cu), a module
-// of its own beside the benchmark's kernels.
-//
-//go:embed backend.cu
-var backendSource string
 
 // buf is a Backend buffer: float32 activations, a KV page (F32 or BF16), or
 // a weight kept as stored.
@@ -63,7 +57,13 @@ type Backend struct {
 	marks   int
 	blas    *BLAS // nil when cuBLAS could not be loaded (blasErr says why)
 	blasErr error
-	gemm    string // KVBENCH_GEMM: f32 (default), bf16 or off
+	gemm    string // KVBENCH_GEMM: bf16 (default under bf16 precision), f32 or off
+	// prec is the compute precision (KVBENCH_PRECISION): "bf16" (default:
+	// bf16 GEMMs and tensor-core prefill attention, float32 accumulation)
+	// or "f32" (float32 GEMMs and attention, the CPU's results to rounding).
+	prec       string
+	flashWarps int             // warps per prefill attention block (KVBENCH_FLASH_WARPS: 4 or 8)
+	shared     map[string]bool // kernels allowed more than 48 KiB of dynamic shared memory
 	epoch   int    // counts arena restarts (wait)
 	rope    struct {
 		v     []int32
@@ -122,7 +122,7 @@ func NewBackend(ordinal int) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := d.Load("kvbench_backend.cu", backendSource, KernelOptions())
+	m, err := d.Load("kvbench.cu", kernelsrc.Source(), KernelOptions())
 	if err != nil {
 		d.Close()
 		return nil, err
@@ -133,14 +133,32 @@ func NewBackend(ordinal int) (*Backend, error) {
 	if err != nil {
 		nv = "unknown"
 	}
+	b.prec = os.Getenv("KVBENCH_PRECISION")
+	switch b.prec {
+	case "":
+		b.prec = "bf16"
+	case "bf16", "f32":
+	default:
+		b.Close()
+		return nil, fmt.Errorf("cuda: KVBENCH_PRECISION=%q is not bf16 or f32", b.prec)
+	}
 	b.gemm = os.Getenv("KVBENCH_GEMM")
 	switch b.gemm {
 	case "":
-		b.gemm = "f32"
+		b.gemm = b.prec
 	case "f32", "bf16", "off":
 	default:
 		b.Close()
 		return nil, fmt.Errorf("cuda: KVBENCH_GEMM=%q is not one of f32, bf16, off", b.gemm)
+	}
+	b.flashWarps, b.shared = 4, map[string]bool{}
+	switch w := os.Getenv("KVBENCH_FLASH_WARPS"); w {
+	case "", "4":
+	case "8":
+		b.flashWarps = 8
+	default:
+		b.Close()
+		return nil, fmt.Errorf("cuda: KVBENCH_FLASH_WARPS=%q is not 4 or 8", w)
 	}
 	switch g := os.Getenv("KVBENCH_GRAPHS"); g {
 	case "", "on":
@@ -162,7 +180,7 @@ func NewBackend(ordinal int) (*Backend, error) {
 	if b.noGraphs {
 		blasNote += ", no graphs"
 	}
-	b.desc = fmt.Sprintf("%s, %s, NVRTC %s%s", d.Name, d.Arch(), nv, blasNote)
+	b.desc = fmt.Sprintf("%s, %s, NVRTC %s, %s compute%s", d.Name, d.Arch(), nv, b.prec, blasNote)
 	return b, nil
 }
 

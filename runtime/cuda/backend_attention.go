@@ -133,6 +133,10 @@ func (b *Backend) Attend(a *runtime.AttnArgs) {
 		b.hInts[int(headOff)+2*h] = off
 		b.hInts[int(headOff)+2*h+1] = cnt
 	}
+	if b.flashOK(a) {
+		b.attendFlash(a, rowOff)
+		return
+	}
 	if a.HeadDim%8 == 0 && a.HeadDim <= 256 && !recall {
 		b.attendSplit(a, rowOff, headOff, invOff, stride)
 		return
@@ -197,6 +201,60 @@ func (b *Backend) Attend(a *runtime.AttnArgs) {
 		}
 	}
 }
+
+// flashMinRows is the smallest call the tensor-core prefill kernel serves.
+const flashMinRows = 16
+
+// flashOK says whether a goes to the tensor-core prefill kernel: bf16
+// precision, a prompt chunk (flashMinRows rows or more), head dim 64 or 128,
+// and no policy option (selection, re-positioned keys, accumulated
+// probabilities, recall).
+func (b *Backend) flashOK(a *runtime.AttnArgs) bool {
+	if b.prec != "bf16" || a.Rows < flashMinRows || (a.HeadDim != 64 && a.HeadDim != 128) {
+		return false
+	}
+	if a.QShift != nil || a.Acc != nil || a.Recall != nil {
+		return false
+	}
+	for _, s := range a.Sel {
+		if s != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// attendFlash runs flash_prefill over the descriptors Attend built (the
+// KV heads' pages and positions, the rows' positions at rowOff).
+func (b *Backend) attendFlash(a *runtime.AttnArgs, rowOff int32) {
+	sorted := int32(1)
+	for g := range a.Seqs {
+		p := a.Seqs[g].Pos[:a.Seqs[g].N]
+		for i := 1; i < len(p); i++ {
+			if p[i] < p[i-1] {
+				sorted = 0
+				break
+			}
+		}
+	}
+	b.flushKV()
+	b.reserve(b.metaSpan())
+	ints, ptrs := b.putMeta()
+	hd, nw := a.HeadDim, b.flashWarps
+	name := fmt.Sprintf("flash_prefill_d%d_w%d", hd, nw)
+	smem := 4*flashBN*(hd+8)*2 + 2*flashBN*4 // FL_SMEM (prefill.cu)
+	if !b.shared[name] {
+		must(b.fn(name).AllowShared(smem))
+		b.shared[name] = true
+	}
+	bm := 16 * nw
+	b.launchSmem(name, Dim3{(a.Rows + bm - 1) / bm, a.Heads, 1}, Dim3{32 * nw, 1, 1}, smem,
+		b.f32(a.Out), b.f32(a.Q), ptrs, ints, int32(a.Heads), int32(a.KVHeads), a.Scale*float32(math.Log2E),
+		rowOff, int32(a.Rows), b.pageType(), sorted, Ptr(0))
+}
+
+// flashBN is FL_BN (prefill.cu): keys per tile.
+const flashBN = 64
 
 func flag(v bool) int32 {
 	if v {

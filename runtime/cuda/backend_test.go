@@ -16,9 +16,17 @@ import (
 	"github.com/kvbench/kvbench/runtime/cuda"
 )
 
-// newGPU returns the CUDA backend on GPU 0, or skips with the reason.
+// newGPU returns the CUDA backend on GPU 0 at float32 precision (the parity
+// tests against the CPU), or skips with the reason.
 func newGPU(t testing.TB) *cuda.Backend {
 	t.Helper()
+	return newGPUPrec(t, "f32")
+}
+
+// newGPUPrec is newGPU at compute precision prec (KVBENCH_PRECISION).
+func newGPUPrec(t testing.TB, prec string) *cuda.Backend {
+	t.Helper()
+	t.Setenv("KVBENCH_PRECISION", prec)
 	if ok, why := cuda.Available(); !ok {
 		t.Skip("no CUDA device: " + why)
 	}

@@ -454,6 +454,20 @@ func (f *Function) Occupancy(block, smem int) (int, error) {
 	return int(n), err
 }
 
+// funcAttrMaxDynamicShared is CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES.
+const funcAttrMaxDynamicShared = 8
+
+// AllowShared lets launches of f take up to bytes of dynamic shared memory
+// (the default limit is 48 KiB).
+func (f *Function) AllowShared(bytes int) error {
+	if err := f.d.enter(); err != nil {
+		return err
+	}
+	defer leave()
+	return f.d.api.check("cuFuncSetAttribute("+f.Name+", max dynamic shared)",
+		f.d.api.cuFuncSetAttribute(f.h, funcAttrMaxDynamicShared, int32(bytes)))
+}
+
 // Dim3 is a grid or block shape.
 type Dim3 struct{ X, Y, Z int }
 

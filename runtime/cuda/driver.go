@@ -57,6 +57,7 @@ type driverAPI struct {
 	cuModuleUnload                              func(mod uintptr) int32
 	cuModuleGetFunction                         func(fn *uintptr, mod uintptr, name string) int32
 	cuFuncGetAttribute                          func(v *int32, attr int32, fn uintptr) int32
+	cuFuncSetAttribute                          func(fn uintptr, attr int32, v int32) int32
 	cuOccupancyMaxActiveBlocksPerMultiprocessor func(n *int32, fn uintptr, blockSize int32, smem uint64) int32
 	cuStreamCreate                              func(s *uintptr, flags uint32) int32
 	cuStreamDestroy                             func(s uintptr) int32
@@ -116,6 +117,7 @@ func (d *driverAPI) symbols() []symbol {
 		{&d.cuModuleUnload, []string{"cuModuleUnload"}},
 		{&d.cuModuleGetFunction, []string{"cuModuleGetFunction"}},
 		{&d.cuFuncGetAttribute, []string{"cuFuncGetAttribute"}},
+		{&d.cuFuncSetAttribute, []string{"cuFuncSetAttribute"}},
 		{&d.cuOccupancyMaxActiveBlocksPerMultiprocessor, []string{"cuOccupancyMaxActiveBlocksPerMultiprocessor"}},
 		{&d.cuStreamCreate, []string{"cuStreamCreate"}},
 		{&d.cuStreamDestroy, []string{"cuStreamDestroy_v2", "cuStreamDestroy"}},

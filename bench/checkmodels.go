@@ -1,0 +1,55 @@
+package bench
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/kvbench/kvbench/runtime"
+	"github.com/kvbench/kvbench/runtime/tokenizer"
+)
+
+// CheckModels checks that every model of the suite can be opened, without
+// loading its weights: the path is a known synthetic:NAME, a Hugging Face
+// folder with a supported config.json and its weight files, or a llama2.c
+// .bin whose header and size agree (runtime.InspectModel); the tokenizer
+// named, or else the one beside the model, loads. Errors name the file, line
+// and field of the path or tokenizer. LoadSuite does not check this: a suite
+// is valid to write before its models are downloaded.
+func (s *Suite) CheckModels() error {
+	var errs Errors
+	for _, m := range s.models {
+		name, spec := m.spec.Name, m.spec
+		tok, err := runtime.InspectModel(spec.Path)
+		if err != nil {
+			errs = append(errs, &Error{Pos: m.pathAt, Msg: fmt.Sprintf("model %s: path: %v", name, err)})
+			continue
+		}
+		at, field := m.pathAt, "path"
+		if spec.Tokenizer != "" {
+			tok, at, field = spec.Tokenizer, m.tokAt, "tokenizer"
+		}
+		if tok == "" {
+			if strings.HasPrefix(spec.Path, "synthetic:") {
+				continue // the byte tokenizer
+			}
+			errs = append(errs, &Error{Pos: at, Msg: fmt.Sprintf("model %s: no tokenizer beside %s (tokenizer.json, tokenizer.model, tokenizer.bin or tok512.bin); name one with tokenizer:", name, spec.Path)})
+			continue
+		}
+		if st, err := os.Stat(tok); err != nil || st.IsDir() {
+			why := "is a folder"
+			if err != nil {
+				why = unwrapPath(err).Error()
+			}
+			errs = append(errs, &Error{Pos: at, Msg: fmt.Sprintf("model %s: %s: tokenizer %s: %s", name, field, tok, why)})
+			continue
+		}
+		if _, err := tokenizer.Load(tok); err != nil {
+			errs = append(errs, &Error{Pos: at, Msg: fmt.Sprintf("model %s: %s: %v", name, field, err)})
+		}
+	}
+	if len(errs) > 0 {
+		return finish(errs)
+	}
+	return nil
+}

@@ -1,0 +1,154 @@
+package cuda_test
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/kvbench/kvbench/internal/fixtures"
+	"github.com/kvbench/kvbench/runtime"
+	"github.com/kvbench/kvbench/runtime/cpu"
+)
+
+// flashTol is the relative error allowed to the tensor-core prefill
+// attention against the float32 CPU: queries, keys, values and
+// probabilities are rounded to bf16 (relative 2^-9 each), accumulation is
+// float32. Measured errors are near 4e-3; a wrong mask or a lost tile gives
+// errors of order 1.
+const flashTol = 2e-2
+
+// TestFlashPrefill compares the tensor-core prefill attention (bf16
+// precision, 16+ rows, no policy option) with the CPU's float32 attention on
+// random inputs: head dims 64 and 128, GQA groups 1, 4 and 8, page sizes 16
+// and 7, row counts that do not fill a tile, positions with gaps, queries
+// at and past the cached tokens, and keys out of position order.
+func TestFlashPrefill(t *testing.T) {
+	g := newGPUPrec(t, "bf16")
+	c := cpu.New(0)
+	defer c.Close()
+	rng := rand.New(rand.NewPCG(11, 12))
+	for _, tc := range []struct {
+		hd, heads, kvHeads, rows, n, ps int
+		shuffle                         bool
+	}{
+		{64, 4, 4, 16, 16, 16, false},
+		{64, 8, 2, 70, 200, 16, false},
+		{128, 8, 2, 33, 129, 16, false},
+		{128, 32, 4, 130, 300, 7, false},
+		{128, 16, 2, 64, 64, 16, false},
+		{64, 4, 1, 40, 90, 16, true},
+		{128, 4, 2, 200, 1000, 16, false},
+	} {
+		name := fmt.Sprintf("hd%d_%dx%d_rows%d_n%d_ps%d_shuffle%v", tc.hd, tc.heads, tc.kvHeads, tc.rows, tc.n, tc.ps, tc.shuffle)
+		t.Run(name, func(t *testing.T) {
+			var seqs []kvPair
+			for range tc.kvHeads {
+				kv := newKV(c, g, rng, tc.n, tc.ps, tc.hd, false)
+				if tc.shuffle {
+					p := slices.Clone(kv.c.Pos)
+					rng.Shuffle(len(p), func(i, j int) { p[i], p[j] = p[j], p[i] })
+					kv.c.Pos, kv.g.Pos = p, p
+				}
+				seqs = append(seqs, kv)
+			}
+			// The rows are the last cached tokens (a prompt chunk) and,
+			// past them, queries that see everything.
+			last := int(slices.Max(seqs[0].c.Pos))
+			qpos := make([]int, tc.rows)
+			for r := range qpos {
+				qpos[r] = last - tc.rows/2 + r
+			}
+			q := newPair(c, g, randVec(rng, tc.rows*tc.heads*tc.hd, 1))
+			out := newPair(c, g, make([]float32, tc.rows*tc.heads*tc.hd))
+			g.Write(out.g, 0, slices.Repeat([]float32{float32(math.NaN())}, tc.rows*tc.heads*tc.hd))
+			mk := func(gpu bool) *runtime.AttnArgs {
+				a := &runtime.AttnArgs{Rows: tc.rows, QPos: qpos, Heads: tc.heads, KVHeads: tc.kvHeads, HeadDim: tc.hd,
+					Scale: float32(1 / math.Sqrt(float64(tc.hd))), Rope: runtime.RopeHalf, Theta: 1e4, Q: q.c, Out: out.c}
+				if gpu {
+					a.Q, a.Out = q.g, out.g
+				}
+				for _, s := range seqs {
+					if gpu {
+						a.Seqs = append(a.Seqs, s.g)
+					} else {
+						a.Seqs = append(a.Seqs, s.c)
+					}
+				}
+				return a
+			}
+			c.Attend(mk(false))
+			g.Attend(mk(true))
+			out.cmp(t, c, g, name, flashTol)
+		})
+	}
+}
+
+// TestBackendModelsBF16 runs the reference models at bf16 precision (bf16
+// GEMMs, tensor-core prefill, bf16 KV pages) against the CPU's float32: the
+// logits of a 300-token prompt within a stated tolerance, and the same
+// greedy tokens.
+func TestBackendModelsBF16(t *testing.T) {
+	g := newGPUPrec(t, "bf16")
+	for _, rel := range []string{"models/gutenberg-llama-25m", "models/kvbench-ref-13m"} {
+		t.Run(rel, func(t *testing.T) {
+			m, err := runtime.Load(fixtures.Path(t, rel))
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := cpu.New(0)
+			defer c.Close()
+			rc, err := runtime.NewRunner(m, c, 128)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rg, err := runtime.NewRunnerWith(m, g, runtime.RunnerOptions{MaxRows: 128, KVType: runtime.BF16})
+			if err != nil {
+				t.Fatal(err)
+			}
+			vocab := m.Config.Vocab
+			rng := rand.New(rand.NewPCG(3, 4))
+			prompt := make([]int, 300)
+			for i := range prompt {
+				prompt[i] = 3 + rng.IntN(min(vocab-3, 8000))
+			}
+			lc, lg := make([]float32, vocab), make([]float32, vocab)
+			if err := rc.Forward(prompt, lc); err != nil {
+				t.Fatal(err)
+			}
+			if err := rg.Forward(prompt, lg); err != nil {
+				t.Fatal(err)
+			}
+			d := relDiff(lg, lc)
+			t.Logf("%s: last-token logits after a 300-token prefill differ by %.3g relative (bf16 vs float32)", rel, d)
+			if d > 5e-2 || math.IsNaN(d) {
+				t.Errorf("%s: logits differ by %.3g relative (tolerance 5e-2)", rel, d)
+			}
+			var idc, idg []int
+			for range 32 {
+				tc, tg := argmaxF(lc), argmaxF(lg)
+				idc, idg = append(idc, tc), append(idg, tg)
+				if err := rc.Forward([]int{tc}, lc); err != nil {
+					t.Fatal(err)
+				}
+				if err := rg.Forward([]int{tg}, lg); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if !slices.Equal(idc, idg) {
+				t.Errorf("%s: greedy ids differ:\n cpu  %v\n bf16 %v", rel, idc, idg)
+			}
+		})
+	}
+}
+
+func argmaxF(v []float32) int {
+	best := 0
+	for i, x := range v {
+		if x > v[best] {
+			best = i
+		}
+	}
+	return best
+}
