@@ -30,6 +30,11 @@ type Engine struct {
 	MaxRows     int           // prefill chunk (default 256)
 	KVType      runtime.DType // KV page element type (default F32)
 	PageSize    int           // KV page slots (default runtime.DefaultPageSize)
+	// Prefill is the protocol of each stream's prompt (policies.Prefill):
+	// dense, the default, keeps and attends the whole prompt and lets the
+	// policy compress once it is in; chunked evicts after every MaxRows
+	// chunk.
+	Prefill policies.Prefill
 
 	mu      sync.Mutex
 	lat     []float64 // decode attention time per layer and step, µs (bounded reservoir)
@@ -98,6 +103,7 @@ func (e *Engine) NewStream() (tasks.Stream, error) {
 		return nil, err
 	}
 	p.MeasureRecall(e.RecallEvery)
+	p.SetPrefill(e.Prefill)
 	if err := p.Start(r); err != nil {
 		closeBackend(be)
 		return nil, err

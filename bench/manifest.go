@@ -37,6 +37,7 @@ func runSettings(s *Suite, backend, revision, binary string) map[string]string {
 		"backend":      backend,
 		"kv_dtype":     kvTypeName(s.KVType),
 		"page_size":    strconv.Itoa(pageSizeOf(s.PageSize)),
+		"prefill":      prefillName(s.Prefill),
 		"recall_every": strconv.Itoa(s.RecallEvery),
 		"threads":      strconv.Itoa(s.Threads), // attention latency depends on it
 		"seed":         strconv.FormatInt(s.Seed, 10),
@@ -54,6 +55,14 @@ func kvTypeName(s string) string {
 	}
 	if dt, err := ParseKVType(s); err == nil {
 		return strings.ToLower(dt.String())
+	}
+	return s
+}
+
+// prefillName is a suite's prompt protocol in canonical form ("" is dense).
+func prefillName(s string) string {
+	if p, err := policies.ParsePrefill(s); err == nil {
+		return p.String()
 	}
 	return s
 }

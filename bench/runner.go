@@ -13,6 +13,7 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 
+	"github.com/kvbench/kvbench/policies"
 	"github.com/kvbench/kvbench/results"
 	"github.com/kvbench/kvbench/runtime"
 	"github.com/kvbench/kvbench/runtime/tokenizer"
@@ -335,6 +336,9 @@ func runCell(ctx context.Context, s *Suite, c Cell, models map[string]*loadedMod
 	if e.KVType, err = ParseKVType(s.KVType); err != nil {
 		return fail(err)
 	}
+	if e.Prefill, err = policies.ParsePrefill(s.Prefill); err != nil {
+		return fail(fmt.Errorf("suite %s: prefill: %w", s.File, err))
+	}
 	rec.Budget = e.Budget()
 	t0 := time.Now()
 	res, err := task.Run(ctx, e, c.TaskParams)
@@ -344,6 +348,11 @@ func runCell(ctx context.Context, s *Suite, c Cell, models map[string]*loadedMod
 	}
 	rec.Status = "ok"
 	rec.Metrics, rec.Curves, rec.Detail, rec.Tokens = res.Metrics, res.Curves, res.Detail, res.Tokens
+	// The prompt protocol the policy followed (policies.Prefill).
+	if rec.Detail == nil {
+		rec.Detail = map[string]any{}
+	}
+	rec.Detail["prefill"] = e.Prefill.String()
 	if el > 0 {
 		rec.Throughput = float64(res.Tokens) / el.Seconds()
 	}

@@ -32,6 +32,7 @@ import (
 //	threads: 0               # CPU threads per stream (0: every core)
 //	kv_dtype: f32            # KV page type: f32 (every backend) | bf16 (cuda)
 //	page_size: 16            # KV page slots (default 16)
+//	prefill: dense           # prompt protocol: dense (default) | chunked (policies.Prefill)
 //	include: common.yaml     # optional, a file or a list: their models, policies and tasks come first
 //	models:                  # required, >= 1; name + path (+ tokenizer), or a bare path
 //	  - {name: ref25m, path: ../shared/models/gutenberg-llama-25m, tokenizer: tok.model}
@@ -57,6 +58,7 @@ type Suite struct {
 	Threads     int
 	KVType      string // f32 or bf16
 	PageSize    int
+	Prefill     string   // prompt protocol: dense or chunked
 	Includes    []string // included files, resolved, in order read
 	Models      []ModelSpec
 	Policies    []PolicyEntry
@@ -391,7 +393,7 @@ func (p *parser) decode(data []byte) (root *yaml.Node) {
 	return root
 }
 
-var topFields = []string{"name", "backend", "seed", "recall_every", "threads", "kv_dtype", "page_size", "include", "models", "policies", "tasks"}
+var topFields = []string{"name", "backend", "seed", "recall_every", "threads", "kv_dtype", "page_size", "prefill", "include", "models", "policies", "tasks"}
 
 func (p *parser) parseFile(data []byte) *part {
 	root := p.decode(data)
@@ -402,6 +404,7 @@ func (p *parser) parseFile(data []byte) *part {
 	s := &pt.suite
 	s.Backend = "auto"
 	s.KVType, s.PageSize = "f32", runtime.DefaultPageSize
+	s.Prefill = policies.PrefillDense.String()
 	s.Seed = 1
 	var own struct {
 		models   []modelEntry
@@ -456,6 +459,14 @@ func (p *parser) parseFile(data []byte) *part {
 		case "page_size":
 			if i, ok := p.integer(v, "page_size", 1, 1<<16); ok {
 				s.PageSize = int(i)
+			}
+		case "prefill":
+			if str, ok := p.str(v, "prefill"); ok {
+				if pre, err := policies.ParsePrefill(str); err != nil {
+					p.errorf(v, "prefill: %v", err)
+				} else {
+					s.Prefill = pre.String()
+				}
 			}
 		case "include":
 			p.include(v, pt)

@@ -1,0 +1,121 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/kvbench/kvbench/policies"
+	"github.com/kvbench/kvbench/results"
+)
+
+// TestPrefillKey: the suite key prefill is dense by default, takes chunked,
+// and names the file and line of a bad value with a suggestion.
+func TestPrefillKey(t *testing.T) {
+	s, err := ParseSuite("suite.yaml", []byte(base))
+	require.NoError(t, err)
+	assert.Equal(t, "dense", s.Prefill)
+	s, err = ParseSuite("suite.yaml", []byte("prefill: chunked\n"+base))
+	require.NoError(t, err)
+	assert.Equal(t, "chunked", s.Prefill)
+	_, err = ParseSuite("suite.yaml", []byte("prefill: chunky\n"+base))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "suite.yaml:1")
+	assert.Contains(t, err.Error(), `prefill: "chunky" is not one of dense, chunked; did you mean chunked?`)
+	_, err = ParseSuite("suite.yaml", []byte("prefill: [dense]\n"+base))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "prefill")
+}
+
+// prefillSuiteText runs h2o and a window over passkey prompts several
+// prefill chunks long (the engine's chunk is 256 rows).
+const prefillSuiteText = `name: prefill
+backend: cpu
+%s
+models: [{name: tiny, path: "synthetic:tiny"}]
+policies: [{name: h2o, heavy: 24, recent: 24}, {name: window, window: 48}]
+tasks:
+  - {name: passkey, lengths: [700], trials: 2, decode_tail: 8}
+`
+
+func runPrefillSuite(t *testing.T, dir, out, setting string) []results.Record {
+	t.Helper()
+	path := filepath.Join(dir, "suite.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(strings.Replace(prefillSuiteText, "%s", setting, 1)), 0o644))
+	s, err := LoadSuite(path)
+	require.NoError(t, err)
+	sum, err := Run(context.Background(), s, runOpts(out))
+	require.NoError(t, err)
+	require.Empty(t, sum.FailedCells)
+	recs, err := results.Load(out)
+	require.NoError(t, err)
+	require.Len(t, recs, 2)
+	return recs
+}
+
+// TestPrefillRecorded: each record says which prompt protocol ran, the run's
+// manifest holds it (a resume with the other protocol is refused), and the
+// dense protocol's peak memory is the whole prompt while the chunked one's
+// stays near the budget.
+func TestPrefillRecorded(t *testing.T) {
+	dir := t.TempDir()
+	dense := runPrefillSuite(t, dir, filepath.Join(dir, "dense"), "")
+	chunked := runPrefillSuite(t, dir, filepath.Join(dir, "chunked"), "prefill: chunked")
+	for i := range dense {
+		d, c := dense[i], chunked[i]
+		require.Equal(t, d.Cell, c.Cell, "the protocol is recorded, not part of the cell key")
+		assert.Equal(t, "dense", d.Detail["prefill"], d.Cell)
+		assert.Equal(t, "chunked", c.Detail["prefill"], c.Cell)
+		// 692 prefilled tokens in pages of 16: 44 pages per layer and KV
+		// head at the peak of at least one layer, 3 layers and 2 KV heads of
+		// 2 KiB pages (float32, head dim 16).
+		whole := int64(2 * 44 * 2048)
+		assert.GreaterOrEqual(t, d.KV.MaxResident, whole, "%s: dense peak %d bytes, less than one layer holding the prompt", d.Cell, d.KV.MaxResident)
+		assert.Less(t, c.KV.MaxResident, whole, "%s: chunked peak %d bytes", c.Cell, c.KV.MaxResident)
+		assert.Equal(t, d.KV.FinalResident, c.KV.FinalResident, "%s: both end at the budget", d.Cell)
+	}
+	m, err := results.ReadManifest(filepath.Join(dir, "chunked"))
+	require.NoError(t, err)
+	assert.Equal(t, "chunked", m.Settings["prefill"])
+
+	path := filepath.Join(dir, "suite.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(strings.Replace(prefillSuiteText, "%s", "prefill: dense", 1)), 0o644))
+	s, err := LoadSuite(path)
+	require.NoError(t, err)
+	_, err = Run(context.Background(), s, runOpts(filepath.Join(dir, "chunked")))
+	var mis *results.MismatchError
+	require.True(t, errors.As(err, &mis), "want a MismatchError, got %v", err)
+	assert.Contains(t, err.Error(), "prefill: chunked (recorded), dense (this run)")
+}
+
+// TestEnginePrefill: the engine hands its protocol to every stream's policy.
+func TestEnginePrefill(t *testing.T) {
+	m, tok, err := OpenModel("synthetic:tiny", "")
+	require.NoError(t, err)
+	peak := func(pre policies.Prefill) int64 {
+		e, err := NewEngine(m, tok, "window", policies.Params{"window": 16})
+		require.NoError(t, err)
+		e.MaxRows, e.Prefill = 32, pre
+		s, err := e.NewStream()
+		require.NoError(t, err)
+		defer s.Close()
+		ids := make([]int, 200)
+		for i := range ids {
+			ids[i] = 3 + i%250
+		}
+		logits := make([]float32, m.Config.Vocab)
+		require.NoError(t, s.Prompt(ids, logits))
+		return s.Stats().MaxResidentBytes
+	}
+	dense, chunked := peak(policies.PrefillDense), peak(policies.PrefillChunked)
+	// 200 tokens: 13 pages per KV head in the layer the last chunk reaches
+	// first; the chunked protocol never holds more than 16+32 tokens.
+	assert.GreaterOrEqual(t, dense, int64(2*13*2048))
+	assert.LessOrEqual(t, chunked, int64(3*2*4*2048))
+}
