@@ -511,3 +511,84 @@ func TestParsePrefill(t *testing.T) {
 		t.Errorf("ParsePrefill(chunkd) error %v, want a suggestion of chunked", err)
 	}
 }
+
+// optWatch wraps a policy's hook and counts the prompt forwards (layer 0)
+// whose attention carries a policy option (QShift, Acc, Sel), which keep a
+// backend off its plain prompt kernel, and the decode steps with a QShift.
+type optWatch struct {
+	inner              runtime.Hook
+	prompt             int
+	plain, opt, shifts int
+}
+
+func (w *optWatch) BeforeAttend(l int, a *runtime.AttnArgs) {
+	w.inner.BeforeAttend(l, a)
+	if l != 0 {
+		return
+	}
+	switch {
+	case a.QPos[0] >= w.prompt:
+		if a.QShift != nil {
+			w.shifts++
+		}
+	case a.QShift != nil || a.Acc != nil || a.Sel != nil:
+		w.opt++
+	default:
+		w.plain++
+	}
+}
+
+func (w *optWatch) AfterAttend(l int, a *runtime.AttnArgs) { w.inner.AfterAttend(l, a) }
+
+// TestPrefillDensePlainChunks: under the dense protocol the chunks of a
+// prompt before its last carry no policy option for the position-based
+// policies and TOVA (nothing is evicted, no shift, no scoring), so a backend
+// runs them on its plain prompt kernel; re-positioning resumes in decode.
+func TestPrefillDensePlainChunks(t *testing.T) {
+	const maxRows, prompt, steps = 16, 97, 5
+	for _, c := range prefillCases {
+		t.Run(c.name, func(t *testing.T) {
+			r := tinyRunner(t, "tiny", maxRows)
+			p, err := policies.New(c.policy, c.params)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := p.Start(r); err != nil {
+				t.Fatal(err)
+			}
+			w := &optWatch{inner: r.Hook, prompt: prompt}
+			r.Hook = w
+			toks := streamTokens(prompt+steps, 31)
+			logits := make([]float32, r.Model.Config.Vocab)
+			p.Prompt(prompt)
+			if err := r.Forward(toks[:prompt], logits); err != nil {
+				t.Fatal(err)
+			}
+			for i := prompt; i < len(toks); i++ {
+				if err := r.Forward(toks[i:i+1], logits); err != nil {
+					t.Fatal(err)
+				}
+			}
+			chunks := (prompt + maxRows - 1) / maxRows
+			switch c.policy {
+			case "h2o":
+				// Every prompt row's attention is scored.
+				if w.opt != chunks {
+					t.Errorf("%d of %d prompt chunks carried options, want all (accumulation)", w.opt, chunks)
+				}
+			case "tova":
+				// Only the last chunk is scored, by its last row.
+				if w.opt != 1 || w.plain != chunks-1 {
+					t.Errorf("%d plain and %d scored prompt chunks, want %d and 1", w.plain, w.opt, chunks-1)
+				}
+			default:
+				if w.opt != 0 || w.plain != chunks {
+					t.Errorf("%d plain and %d prompt chunks with options, want %d and 0", w.plain, w.opt, chunks)
+				}
+			}
+			if v, _ := c.params["reposition"].(bool); (v || c.policy == "streamingllm") && w.shifts != steps {
+				t.Errorf("%d of %d decode steps re-positioned", w.shifts, steps)
+			}
+		})
+	}
+}

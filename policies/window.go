@@ -85,10 +85,13 @@ func (w *sinkWindow) evict(l int, last int32) {
 // shift sets cache positions: the kept tokens are positions [0, sinks) and a
 // contiguous run [lo, last], so a token's cache position is p (sink) or
 // sinks + p - lo, and its shift (position minus cache position) is 0 or
-// lo - sinks.
+// lo - sinks. While nothing has been evicted (a dense prompt) every shift is
+// 0 and attention gets no QShift: plain attention, the same numbers, which a
+// backend may run on its fastest prompt kernel.
 func (w *sinkWindow) shift(l int, a *runtime.AttnArgs) {
 	seqs := w.cache.Seqs(l)
 	sinks := int32(w.sinks)
+	shifted := false
 	for g := range seqs {
 		s := &seqs[g]
 		lo := int32(-1)
@@ -100,6 +103,7 @@ func (w *sinkWindow) shift(l int, a *runtime.AttnArgs) {
 		d := int32(0)
 		if lo > sinks {
 			d = lo - sinks
+			shifted = true
 		}
 		for t, p := range s.Pos[:s.N] {
 			if p < sinks {
@@ -119,5 +123,8 @@ func (w *sinkWindow) shift(l int, a *runtime.AttnArgs) {
 			}
 		}
 	}
-	a.QShift = w.qshift
+	a.QShift = nil
+	if shifted {
+		a.QShift = w.qshift
+	}
 }
