@@ -797,3 +797,46 @@ extern "C" __global__ void be_narrow(u16* dst, const float* x, int wt, long long
         }
     }
 }
+
+// be_logprob: out[r] = log softmax(logits[r, :])[targets[r]] in double, as
+// runtime.LogProb: the maximum, then the sum of exp(v - max) in double.
+// Grid (rows), block 256.
+extern "C" __global__ void be_logprob(double* out, const float* logits, const int* targets, int vocab) {
+    __shared__ float red[32];
+    __shared__ double redd[32];
+    const float* x = logits + (long long)blockIdx.x * vocab;
+    float m = NEG_INF;
+    for (int i = threadIdx.x; i < vocab; i += blockDim.x) m = fmaxf(m, x[i]);
+    m = be_block_max(m, red);
+    double s = 0.0;
+    for (int i = threadIdx.x; i < vocab; i += blockDim.x) s += exp((double)x[i] - (double)m);
+    s = be_block_sum_d(s, redd);
+    if (threadIdx.x == 0) out[blockIdx.x] = (double)x[targets[blockIdx.x]] - (double)m - log(s);
+}
+
+// be_kv_append stores rows rows of keys and values of one KV head (k, v
+// [rows, kvDim] float32, the head's channels from off) into consecutive
+// slots of a page list: row r goes to token first+r, page (first+r)/ps -
+// first/ps of kp/vp, slot (first+r)%ps. kvt is the pages' type. Grid (rows),
+// block min(hd, 128).
+extern "C" __global__ void be_kv_append(const u64* kp, const u64* vp, int first, int ps, const float* k, const float* v,
+                                        int off, int kvDim, int hd, int kvt) {
+    const int r = blockIdx.x, t = first + r, p = t / ps - first / ps, slot = t % ps;
+    const float* ks = k + (long long)r * kvDim + off;
+    const float* vs = v + (long long)r * kvDim + off;
+    if (kvt == KV_BF16) {
+        u16* kd = (u16*)kp[p] + (long long)slot * hd;
+        u16* vd = (u16*)vp[p] + (long long)slot * hd;
+        for (int i = threadIdx.x; i < hd; i += blockDim.x) {
+            kd[i] = be_to_bf16(ks[i]);
+            vd[i] = be_to_bf16(vs[i]);
+        }
+    } else {
+        float* kd = (float*)kp[p] + (long long)slot * hd;
+        float* vd = (float*)vp[p] + (long long)slot * hd;
+        for (int i = threadIdx.x; i < hd; i += blockDim.x) {
+            kd[i] = ks[i];
+            vd[i] = vs[i];
+        }
+    }
+}

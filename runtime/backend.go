@@ -190,3 +190,23 @@ type ReplayKey struct {
 	Layer int
 	Part  int
 }
+
+// LogProber is an optional Backend capability: the log-probabilities of
+// chosen tokens computed where the logits are, so that a scoring pass over
+// many rows reads back one number a row instead of the whole vocabulary.
+type LogProber interface {
+	// LogProbs writes into dst[r] log softmax(logits[r, :])[targets[r]] for
+	// r < rows, logits [rows, vocab], in float64 as LogProb does.
+	LogProbs(dst []float64, logits Buffer, rows, vocab int, targets []int)
+}
+
+// KVAppender is an optional Backend capability: the keys and values of many
+// rows of one KV head stored into consecutive slots of a page list in one
+// operation (a prompt chunk), instead of one StoreKV per row.
+type KVAppender interface {
+	// AppendKV stores head head of rows rows of k and v [rows, kvDim] as
+	// tokens first, first+1, ... of the page lists kPages and vPages (token
+	// t in page t/pageSize, slot t%pageSize); the pages those tokens fall in
+	// exist.
+	AppendKV(kPages, vPages []Buffer, first, pageSize int, k, v Buffer, rows, head, headDim, kvDim int)
+}

@@ -243,16 +243,26 @@ func (c *KVCache) Append(l int, k, v Buffer, rows int, pos []int) {
 
 func (c *KVCache) appendSeq(s *KVSeq, h int, k, v Buffer, rows int, pos []int, ref bool) {
 	kvDim := c.kvHeads * c.headDim
+	if ka, ok := c.be.(KVAppender); ok && rows > 1 {
+		for t := s.N; t < s.N+rows; t++ {
+			if t%c.pageSize == 0 && t/c.pageSize == len(s.K) {
+				p := c.seqPage(ref)
+				s.K = append(s.K, p.k)
+				s.V = append(s.V, p.v)
+			}
+		}
+		p0, p1 := s.N/c.pageSize, (s.N+rows-1)/c.pageSize+1
+		ka.AppendKV(s.K[p0:p1], s.V[p0:p1], s.N, c.pageSize, k, v, rows, h, c.headDim, kvDim)
+		for r := range rows {
+			s.Pos = append(s.Pos, int32(pos[r]))
+		}
+		s.N += rows
+		return
+	}
 	for r := 0; r < rows; r++ {
 		slot := s.N % c.pageSize
 		if slot == 0 && s.N/c.pageSize == len(s.K) {
-			var p kvPage
-			if ref {
-				c.refPages++
-				p = c.allocPage()
-			} else {
-				p = c.takePage()
-			}
+			p := c.seqPage(ref)
 			s.K = append(s.K, p.k)
 			s.V = append(s.V, p.v)
 		}
@@ -260,6 +270,16 @@ func (c *KVCache) appendSeq(s *KVSeq, h int, k, v Buffer, rows int, pos []int, r
 		s.Pos = append(s.Pos, int32(pos[r]))
 		s.N++
 	}
+}
+
+// seqPage is a page for a sequence: a fresh one for the recall reference
+// (ref), else one from the free list.
+func (c *KVCache) seqPage(ref bool) kvPage {
+	if ref {
+		c.refPages++
+		return c.allocPage()
+	}
+	return c.takePage()
 }
 
 // Reset empties the cache; its pages go to the free list.

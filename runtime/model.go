@@ -67,9 +67,10 @@ type Runner struct {
 	OnAttend func(layer, rows int, d time.Duration)
 	w        deviceWeights
 	s        state
-	pos      int    // position of the next token
-	marks    []int  // device timestamps around each layer's attention
-	id       uint64 // unique among runners: the owner in ReplayKeys
+	pos      int        // position of the next token
+	marks    []int      // device timestamps around each layer's attention
+	score    *scoreSink // set during LogProbs
+	id       uint64     // unique among runners: the owner in ReplayKeys
 }
 
 var runnerIDs atomic.Uint64
@@ -177,6 +178,32 @@ func (r *Runner) ForwardAll(tokens []int, logits []float32) error {
 	return r.forward(tokens, logits, true)
 }
 
+// LogProbs feeds tokens at the next positions, like ForwardAll, and writes
+// into out[i] the log-probability of targets[i] under the logits of
+// tokens[i] (a scoring pass: the logits stay on the device where the
+// backend is a LogProber).
+func (r *Runner) LogProbs(tokens, targets []int, out []float64) error {
+	if len(targets) != len(tokens) || len(out) < len(tokens) {
+		return fmt.Errorf("log probs: %d tokens, %d targets, room for %d results", len(tokens), len(targets), len(out))
+	}
+	for i, t := range targets {
+		if t < 0 || t >= r.Model.Config.Vocab {
+			return fmt.Errorf("log probs: target %d at index %d is outside the vocabulary [0, %d)", t, i, r.Model.Config.Vocab)
+		}
+	}
+	r.score = &scoreSink{targets: targets, out: out}
+	defer func() { r.score = nil }()
+	return r.forward(tokens, nil, true)
+}
+
+// scoreSink receives a LogProbs pass's results, chunk by chunk.
+type scoreSink struct {
+	targets []int
+	out     []float64
+	done    int       // rows scored so far
+	host    []float32 // logits read back where the backend is no LogProber
+}
+
 func (r *Runner) forward(tokens []int, logits []float32, all bool) error {
 	c := r.Model.Config
 	if len(tokens) == 0 {
@@ -185,6 +212,9 @@ func (r *Runner) forward(tokens []int, logits []float32, all bool) error {
 	want := c.Vocab
 	if all {
 		want = len(tokens) * c.Vocab
+	}
+	if r.score != nil {
+		want = 0
 	}
 	if len(logits) < want {
 		return fmt.Errorf("forward: logits buffer holds %d values, need %d", len(logits), want)
@@ -197,9 +227,11 @@ func (r *Runner) forward(tokens []int, logits []float32, all bool) error {
 	for start := 0; start < len(tokens); start += r.s.maxRows {
 		chunk := tokens[start:min(start+r.s.maxRows, len(tokens))]
 		var out []float32
-		if all {
+		switch {
+		case r.score != nil: // step hands the logits to the score sink
+		case all:
 			out = logits[start*c.Vocab : (start+len(chunk))*c.Vocab]
-		} else if start+len(chunk) == len(tokens) {
+		case start+len(chunk) == len(tokens):
 			out = logits[:c.Vocab]
 		}
 		r.step(chunk, out, all)
@@ -268,6 +300,24 @@ func (r *Runner) step(tokens []int, out []float32, all bool) {
 	r.pos += rows
 	defer r.deliverTimes(rows)
 
+	if sc := r.score; sc != nil {
+		be.RMSNorm(s.xb, s.x, w.norm, rows, c.Dim, c.NormEps)
+		be.MatMul(s.logits, s.xb, w.output, rows, c.Dim, c.Vocab)
+		dst, tg := sc.out[sc.done:sc.done+rows], sc.targets[sc.done:sc.done+rows]
+		if lp, ok := be.(LogProber); ok {
+			lp.LogProbs(dst, s.logits, rows, c.Vocab, tg)
+		} else {
+			if len(sc.host) < rows*c.Vocab {
+				sc.host = make([]float32, rows*c.Vocab)
+			}
+			be.Read(sc.host[:rows*c.Vocab], s.logits, 0)
+			for i := range rows {
+				dst[i] = LogProb(sc.host[i*c.Vocab:(i+1)*c.Vocab], tg[i])
+			}
+		}
+		sc.done += rows
+		return
+	}
 	if out == nil {
 		return
 	}

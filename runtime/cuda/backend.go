@@ -64,8 +64,8 @@ type Backend struct {
 	prec       string
 	flashWarps int             // warps per prefill attention block (KVBENCH_FLASH_WARPS: 4 or 8)
 	shared     map[string]bool // kernels allowed more than 48 KiB of dynamic shared memory
-	epoch   int    // counts arena restarts (wait)
-	rope    struct {
+	epoch      int             // counts arena restarts (wait)
+	rope       struct {
 		v     []int32
 		p     Ptr
 		epoch int
@@ -831,3 +831,55 @@ var (
 	_ runtime.DeviceTimer = (*Backend)(nil)
 	_ runtime.Replayer    = (*Backend)(nil)
 )
+
+// LogProbs writes into dst[r] the log-probability of targets[r] under the
+// logits of row r of logits [rows, vocab] (runtime.LogProber), computed on
+// the device so that only rows values come back.
+func (b *Backend) LogProbs(dst []float64, logits runtime.Buffer, rows, vocab int, targets []int) {
+	if rows == 0 {
+		return
+	}
+	if len(dst) < rows || len(targets) < rows {
+		panic(fmt.Sprintf("cuda: LogProbs of %d rows with %d outputs and %d targets", rows, len(dst), len(targets)))
+	}
+	b.check(logits, 0, rows*vocab, "LogProbs")
+	t := make([]int32, rows)
+	for i := range t {
+		if targets[i] < 0 || targets[i] >= vocab {
+			panic(fmt.Sprintf("cuda: LogProbs target %d of row %d outside [0, %d)", targets[i], i, vocab))
+		}
+		t[i] = int32(targets[i])
+	}
+	b.flushKV()
+	b.reserve(span(int64(rows) * 4))
+	tp := put(b, t)
+	o := b.grow(&b.small, int64(rows)*8)
+	b.launch("be_logprob", Dim3{rows, 1, 1}, Dim3{256, 1, 1}, o, b.f32(logits), tp, int32(vocab))
+	get(b, dst[:rows], o)
+}
+
+// AppendKV stores the keys and values of rows rows of one KV head into
+// consecutive slots of a page list in one kernel (runtime.KVAppender).
+func (b *Backend) AppendKV(kPages, vPages []runtime.Buffer, first, pageSize int, k, v runtime.Buffer, rows, head, headDim, kvDim int) {
+	if rows == 0 {
+		return
+	}
+	need := (first+rows-1)/pageSize - first/pageSize + 1
+	if len(kPages) < need || len(vPages) < need {
+		panic(fmt.Sprintf("cuda: AppendKV of %d rows from token %d needs %d pages, got %d and %d", rows, first, need, len(kPages), len(vPages)))
+	}
+	b.check(k, 0, rows*kvDim, "AppendKV")
+	b.check(v, 0, rows*kvDim, "AppendKV")
+	b.hPtrs, b.kvt = b.hPtrs[:0], -1
+	b.pagePtrs(kPages[:need])
+	b.pagePtrs(vPages[:need])
+	for _, p := range kPages[:need] {
+		b.check(p, 0, pageSize*headDim, "AppendKV page")
+	}
+	b.hInts = b.hInts[:0]
+	b.flushKV()
+	b.reserve(b.metaSpan())
+	_, ptrs := b.putMeta()
+	b.launch("be_kv_append", Dim3{rows, 1, 1}, Dim3{min(headDim, 128), 1, 1}, ptrs, ptrs.Add(int64(need)*8),
+		int32(first), int32(pageSize), b.f32(k), b.f32(v), int32(head*headDim), int32(kvDim), int32(headDim), b.pageType())
+}

@@ -1,0 +1,131 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"time"
+
+	"github.com/kvbench/kvbench/bench"
+	"github.com/kvbench/kvbench/runtime"
+)
+
+func init() {
+	register("e2e", "time a model end to end: prefill, a full-logit NLL pass, token-by-token decode, peak memory", cmdE2E)
+}
+
+// cmdE2E times the model's forward pass as users run it, on seeded random
+// token ids (the speed does not depend on the text): a prefill of each
+// length that keeps the last logits, a full-logit pass that scores every
+// next token (NLL), and greedy decoding one token at a time after a short
+// prompt. Each figure is the wall-clock time of one run after a warm-up;
+// the GPU's work is complete when Forward returns (the logits are read).
+func cmdE2E(stdout, stderr io.Writer, args []string) error {
+	fs := newFlags("e2e", "e2e --model PATH [--backend cuda] [--lengths 4096,16384] [--decode 128]", stderr)
+	model := fs.String("model", "", "model: Hugging Face directory, llama2.c .bin, or synthetic:NAME")
+	tokPath := fs.String("tokenizer", "", "tokenizer file (default: the one beside the model)")
+	lengths := fs.String("lengths", "4096,16384", "prompt lengths in tokens, comma-separated")
+	nll := fs.Bool("nll", true, "also time a full-logit NLL pass at each length")
+	decode := fs.Int("decode", 128, "tokens to decode one at a time after a prompt of --decode-prompt tokens (0: skip)")
+	decodePrompt := fs.Int("decode-prompt", 512, "prompt length before the timed decode")
+	chunk := fs.Int("chunk", 4096, "tokens per forward pass (prefill chunk)")
+	backend := fs.String("backend", "auto", "backend: cpu, cuda or auto")
+	threads := fs.Int("threads", 0, "CPU threads (0: one per core)")
+	kvType := fs.String("kv-dtype", "bf16", "KV page type: f32, or bf16 (cuda)")
+	if err := parseFlags(fs, args, 0); err != nil {
+		return err
+	}
+	lens, err := parseInts(*lengths)
+	if err != nil {
+		return fmt.Errorf("e2e: --lengths: %w", err)
+	}
+	if *chunk < 1 || *decode < 0 || *decodePrompt < 1 {
+		return fmt.Errorf("e2e: --chunk and --decode-prompt must be >= 1 and --decode >= 0")
+	}
+	m, _, err := bench.OpenModel(*model, *tokPath)
+	if err != nil {
+		return err
+	}
+	be, release, err := openBackend(*backend, *threads, stderr)
+	if err != nil {
+		return err
+	}
+	defer release()
+	kt, err := bench.ParseKVType(*kvType)
+	if err != nil {
+		return fmt.Errorf("e2e: --kv-dtype: %w", err)
+	}
+	if be.Name() == "cpu" && kt != runtime.F32 {
+		kt = runtime.F32
+	}
+	r, err := runtime.NewRunnerWith(m, be, runtime.RunnerOptions{MaxRows: *chunk, KVType: kt})
+	if err != nil {
+		return fmt.Errorf("e2e: %w", err)
+	}
+	c := m.Config
+	rng := rand.New(rand.NewPCG(1, 2))
+	ids := func(n int) []int {
+		v := make([]int, n)
+		for i := range v {
+			v[i] = 3 + rng.IntN(c.Vocab-3)
+		}
+		return v
+	}
+	logits := make([]float32, c.Vocab)
+	fmt.Fprintf(stdout, "model %s (%d layers, dim %d, %d/%d heads of %d, vocab %d) on %s, chunk %d, KV %s\n",
+		m.Source, c.Layers, c.Dim, c.Heads, c.KVHeads, c.HeadDim, c.Vocab, be.Device(), *chunk, kt)
+	// Warm-up: kernels compiled and loaded, GEMM handles and scratch made.
+	r.Reset()
+	if err := r.Forward(ids(min(*chunk, 256)), logits); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "| measure | tokens | seconds | tokens/s | note |\n|---|---:|---:|---:|---|\n")
+	for _, n := range lens {
+		prompt := ids(n)
+		r.Reset()
+		t0 := time.Now()
+		if err := r.Forward(prompt, logits); err != nil {
+			return err
+		}
+		el := time.Since(t0).Seconds()
+		fmt.Fprintf(stdout, "| prefill (last logits) | %d | %.3f | %.0f | |\n", n, el, float64(n)/el)
+		if !*nll {
+			continue
+		}
+		// Every next token's log-probability (full logits, chunk by chunk,
+		// reduced where they are).
+		r.Reset()
+		lp := make([]float64, n-1)
+		t0 = time.Now()
+		if err := r.LogProbs(prompt[:n-1], prompt[1:], lp); err != nil {
+			return err
+		}
+		var sum float64
+		for _, v := range lp {
+			sum -= v
+		}
+		el = time.Since(t0).Seconds()
+		fmt.Fprintf(stdout, "| NLL pass (all logits) | %d | %.3f | %.0f | mean NLL %.3f |\n", n, el, float64(n)/el, sum/float64(n-1))
+	}
+	if *decode > 0 {
+		r.Reset()
+		if err := r.Forward(ids(*decodePrompt), logits); err != nil {
+			return err
+		}
+		one := []int{0}
+		t0 := time.Now()
+		for range *decode {
+			one[0] = argmax(logits)
+			if err := r.Forward(one, logits); err != nil {
+				return err
+			}
+		}
+		el := time.Since(t0).Seconds()
+		fmt.Fprintf(stdout, "| decode (one token a step) | %d | %.3f | %.1f | after a %d-token prompt |\n", *decode, el, float64(*decode)/el, *decodePrompt)
+	}
+	if ms, ok := be.(interface{ MemStats() (int64, int64) }); ok {
+		now, peak := ms.MemStats()
+		fmt.Fprintf(stdout, "device memory: %.2f GB now, %.2f GB peak (weights, KV cache, scratch)\n", float64(now)/1e9, float64(peak)/1e9)
+	}
+	return nil
+}
