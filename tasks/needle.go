@@ -208,6 +208,12 @@ func readNeedle(p Params, cell bool) (needleParams, error) {
 	if r.err == nil && len(Words(c.needle)) == 0 {
 		r.fail("needle", "%q has no words to score", c.needle)
 	}
+	if !cell && r.err == nil && c.haystack != "" {
+		// Validation reads the start of the files; Run reads them whole.
+		if err := SniffText(c.haystack); err != nil {
+			r.fail("haystack", "%v", err)
+		}
+	}
 	return c, r.done()
 }
 
@@ -230,6 +236,9 @@ func (needle) Run(ctx context.Context, m Model, p Params) (*Result, error) {
 		return nil, fmt.Errorf("needle: haystack %s gives no tokens", c.haystack)
 	}
 	inst := BuildNeedle(tok, hay, c.needle, c.question, c.length, c.depth)
+	if len(inst.IDs) > c.length {
+		return nil, fmt.Errorf("task needle: parameter lengths: %d is too short: the shortest prompt (the needle and the question, with as little haystack as fits) takes %d tokens with this tokenizer; use lengths of at least %d", c.length, len(inst.IDs), len(inst.IDs))
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -259,9 +268,6 @@ func (needle) Run(ctx context.Context, m Model, p Params) (*Result, error) {
 			"prompt_tokens": len(inst.IDs),
 			"prefilled":     pre,
 		},
-	}
-	if len(inst.IDs) > c.length {
-		res.Detail["note"] = fmt.Sprintf("needle and question alone take %d tokens, more than the length %d", len(inst.IDs), c.length)
 	}
 	if c.length > m.MaxSeq() {
 		res.Detail["over_max_seq"] = true

@@ -197,6 +197,9 @@ func (passkey) Run(ctx context.Context, m Model, p Params) (*Result, error) {
 	tok := m.Tokenizer()
 	// Fit the filler once with the widest key; each trial then adjusts locally.
 	fit := BuildPasskey(tok, c.length, c.depth, PasskeyMax)
+	if len(fit.IDs) > c.length {
+		return nil, passkeyTooLong(c.length, len(fit.IDs))
+	}
 	res := &Result{Metrics: map[string]float64{}}
 	trials := make([]PasskeyTrial, 0, c.trials)
 	correct := 0
@@ -208,6 +211,9 @@ func (passkey) Run(ctx context.Context, m Model, p Params) (*Result, error) {
 		}
 		key := PasskeyKey(c.seed, t)
 		inst = buildPasskey(tok, c.length, c.depth, key, fit.Before+fit.After)
+		if len(inst.IDs) > c.length {
+			return nil, passkeyTooLong(c.length, len(inst.IDs))
+		}
 		tr, err := passkeyTrial(ctx, m, inst, c.decodeTail, logits)
 		if err != nil {
 			return nil, fmt.Errorf("passkey: length %d depth %v trial %d: %w", c.length, c.depth, t, err)
@@ -225,14 +231,17 @@ func (passkey) Run(ctx context.Context, m Model, p Params) (*Result, error) {
 		"filler_after":  fit.After,
 		"decode_tail":   c.decodeTail,
 	}
-	if len(inst.IDs) > c.length {
-		res.Detail["note"] = fmt.Sprintf("the prompt without filler takes %d tokens, more than the length %d", len(inst.IDs), c.length)
-	}
 	if c.length > m.MaxSeq() {
 		res.Detail["over_max_seq"] = true
 		res.Detail["max_seq"] = m.MaxSeq()
 	}
 	return res, nil
+}
+
+// passkeyTooLong is the error of a length that cannot hold the prompt even
+// without filler.
+func passkeyTooLong(length, need int) error {
+	return fmt.Errorf("task passkey: parameter lengths: %d is too short: the prompt without filler (intro, key line and question) takes %d tokens with this tokenizer; use lengths of at least %d", length, need, need)
 }
 
 // passkeyTrial runs one prompt on a fresh stream.

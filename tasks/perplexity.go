@@ -62,6 +62,12 @@ func readPerplexity(p Params, cell bool) (perplexityParams, error) {
 		streams: r.Int("streams", 1, 1, 4096, false),
 		bucket:  r.Int("bucket", 4096, 1, math.MaxInt32, false),
 	}
+	if !cell && r.err == nil && c.text != "" {
+		// Validation reads the start of the files; Run reads them whole.
+		if err := SniffText(c.text); err != nil {
+			r.fail("text", "%v", err)
+		}
+	}
 	return c, r.done()
 }
 
