@@ -17,17 +17,37 @@ import (
 	"github.com/kvbench/kvbench/tasks"
 )
 
-// backendEnv lists, per backend, the environment variables that change its
-// numbers or its timings (they are read by runtime/cuda): a run resuming
-// with another value of one of them would mix results.
-var backendEnv = map[string][]string{
-	"cuda": {"KVBENCH_GEMM", "KVBENCH_GRAPHS", "KVBENCH_PDL", "KVBENCH_ATTN_KERNEL", "KVBENCH_ATTN_COMBINE"},
+// envLocations are the KVBENCH_ environment variables that name where
+// things are (fixtures, caches, libraries) or drive the tests, not how a
+// run computes; every other KVBENCH_ variable is a setting of the run
+// (KVBENCH_PRECISION, KVBENCH_GEMM, KVBENCH_ATTN_KERNEL, ...), so that a
+// knob added later is covered without a change here.
+var envLocations = map[string]bool{
+	"KVBENCH_SHARED":          true,
+	"KVBENCH_CUDA_CACHE":      true,
+	"KVBENCH_LIBCUDA":         true,
+	"KVBENCH_NVRTC":           true,
+	"KVBENCH_CUBLAS":          true,
+	"KVBENCH_TEST_CHILD_ARGS": true,
+}
+
+// envSettings adds "env.NAME" for every KVBENCH_ variable set (non-empty)
+// in the environment, locations excepted.
+func envSettings(set map[string]string) {
+	for _, kv := range os.Environ() {
+		name, val, ok := strings.Cut(kv, "=")
+		if !ok || !strings.HasPrefix(name, "KVBENCH_") || envLocations[name] || val == "" {
+			continue
+		}
+		set["env."+name] = val
+	}
 }
 
 // runSettings returns the run-wide settings that can change a metric, by
 // name, for the run manifest: the suite, the binary (its stamped revision
-// and the digest of the executable), the backend with its environment
-// knobs, and every suite setting that reaches the engine. A new setting
+// and the digest of the executable), the backend, the knobs of the
+// environment (envSettings), and every suite setting that reaches the
+// engine. A new setting
 // that can change numbers is one more line here.
 func runSettings(s *Suite, backend, revision, binary string) map[string]string {
 	set := map[string]string{
@@ -42,9 +62,7 @@ func runSettings(s *Suite, backend, revision, binary string) map[string]string {
 		"threads":      strconv.Itoa(s.Threads), // attention latency depends on it
 		"seed":         strconv.FormatInt(s.Seed, 10),
 	}
-	for _, name := range backendEnv[backend] {
-		set["env."+name] = os.Getenv(name)
-	}
+	envSettings(set)
 	return set
 }
 

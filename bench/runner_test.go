@@ -263,26 +263,35 @@ func TestFailedCellsOfDirectory(t *testing.T) {
 	assert.False(t, sum.FailedCells[0].InSuite)
 }
 
-// TestRunSettings: the CUDA knobs of the environment are settings of a
-// CUDA run only, and equivalent spellings of a setting compare equal.
+// TestRunSettings: the KVBENCH_ knobs of the environment are settings,
+// locations are not, and equivalent spellings of a setting compare equal.
 func TestRunSettings(t *testing.T) {
 	t.Setenv("KVBENCH_GEMM", "bf16")
+	t.Setenv("KVBENCH_SHARED", "/somewhere")
+	t.Setenv("KVBENCH_PRECISION", "")
 	s := &Suite{Name: "x", Seed: 1, KVType: "float32"}
-	cpu := runSettings(s, "cpu", "r", "b")
-	_, has := cpu["env.KVBENCH_GEMM"]
-	assert.False(t, has, "the CUDA knobs do not concern a CPU run")
-	assert.Equal(t, "f32", cpu["kv_dtype"])
-	assert.Equal(t, "16", cpu["page_size"], "page size 0 is the default")
+	set := runSettings(s, "cuda", "r", "b")
+	assert.Equal(t, "bf16", set["env.KVBENCH_GEMM"])
+	_, has := set["env.KVBENCH_SHARED"]
+	assert.False(t, has, "a fixture location is no setting")
+	_, has = set["env.KVBENCH_PRECISION"]
+	assert.False(t, has, "an empty variable is as good as unset")
+	assert.Equal(t, "f32", set["kv_dtype"])
+	assert.Equal(t, "16", set["page_size"], "page size 0 is the default")
+	assert.Equal(t, "dense", set["prefill"], "no prefill is the default")
 
-	cuda := runSettings(s, "cuda", "r", "b")
-	assert.Equal(t, "bf16", cuda["env.KVBENCH_GEMM"])
 	s2 := *s
 	s2.KVType = "bf16"
 	t.Setenv("KVBENCH_GEMM", "")
-	d := results.DiffManifest(&results.Manifest{Settings: cuda}, &results.Manifest{Settings: runSettings(&s2, "cuda", "r", "b")}, nil)
+	t.Setenv("KVBENCH_ATTN_KERNEL", "mma")
+	d := results.DiffManifest(&results.Manifest{Settings: set}, &results.Manifest{Settings: runSettings(&s2, "cuda", "r", "b")}, nil)
 	var got []string
 	for _, m := range d {
 		got = append(got, m.String())
 	}
-	assert.Equal(t, []string{`env.KVBENCH_GEMM: bf16 (recorded), "" (this run)`, "kv_dtype: f32 (recorded), bf16 (this run)"}, got)
+	assert.Equal(t, []string{
+		"env.KVBENCH_ATTN_KERNEL: (none) (recorded), mma (this run)",
+		"env.KVBENCH_GEMM: bf16 (recorded), (none) (this run)",
+		"kv_dtype: f32 (recorded), bf16 (this run)",
+	}, got)
 }
