@@ -319,6 +319,7 @@ func runCell(ctx context.Context, s *Suite, c Cell, models map[string]*loadedMod
 		return fail(err)
 	}
 	rec.TaskVersion = task.Version()
+	rec.Declared = task.Metrics() // compare gates each metric by its declared direction and unit
 	lm := models[c.Model.Name]
 	if lm == nil {
 		lm = &loadedModel{}

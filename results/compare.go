@@ -11,6 +11,9 @@ import (
 	"github.com/olekukonko/tablewriter"
 	"github.com/olekukonko/tablewriter/renderer"
 	"github.com/olekukonko/tablewriter/tw"
+
+	"github.com/kvbench/kvbench/policies"
+	"github.com/kvbench/kvbench/tasks"
 )
 
 // Direction says which way a metric improves.
@@ -18,8 +21,8 @@ type Direction int
 
 const (
 	Unknown      Direction = iota // reported, never gated
-	HigherBetter                  // accuracy, score
-	LowerBetter                   // ppl, nll, latency
+	HigherBetter                  // accuracy, score, throughput
+	LowerBetter                   // ppl, nll, latency, memory
 )
 
 func (d Direction) String() string {
@@ -32,92 +35,113 @@ func (d Direction) String() string {
 	return "unknown"
 }
 
-// metricFamily is a known kind of metric: its direction and the threshold
-// key that gates it when the metric's own name is not a key.
-type metricFamily struct {
-	dir Direction
-	key string // threshold key of the family ("" : only the metric's own key)
+func directionOf(better string) Direction {
+	switch better {
+	case tasks.BetterHigher:
+		return HigherBetter
+	case tasks.BetterLower:
+		return LowerBetter
+	}
+	return Unknown
 }
 
-// knownMetrics maps a metric name, or the first word of one ("ppl" of
-// "ppl_final", "accuracy" of "accuracy@4k"), to its family. The Record does
-// not carry directions, so they are kept here.
-var knownMetrics = map[string]metricFamily{
-	"accuracy":    {HigherBetter, "accuracy"},
-	"acc":         {HigherBetter, "accuracy"},
-	"score":       {HigherBetter, "accuracy"},
-	"exact_match": {HigherBetter, "accuracy"},
-	"em":          {HigherBetter, "accuracy"},
-	"f1":          {HigherBetter, "accuracy"},
-	"pass":        {HigherBetter, "accuracy"},
-	"success":     {HigherBetter, "accuracy"},
-	"ppl":         {LowerBetter, "ppl"},
-	"perplexity":  {LowerBetter, "ppl"},
-	"nll":         {LowerBetter, ""},
-	"loss":        {LowerBetter, ""},
-	"bpb":         {LowerBetter, ""},
-	"bpc":         {LowerBetter, ""},
-	"latency":     {LowerBetter, ""},
-	"time":        {LowerBetter, ""},
-	"error":       {LowerBetter, ""},
-}
-
-// Names of the measurements compared besides the task metrics.
+// Names of the measurements kvbench itself makes of every cell, compared
+// besides the task's metrics.
 const (
-	MetricLatencyP50  = "latency_p50"     // Latency.P50 (µs), noise-aware
-	MetricKVMax       = "kv_max_resident" // KV.MaxResident (bytes)
-	MetricBytesRead   = "kv_bytes_read"   // KV.BytesRead per step
-	MetricTokensPerS  = "tokens_per_s"    // Throughput
-	latencyMinSamples = 5
-	latencyAlpha      = 0.05
+	MetricLatencyP50 = "latency_p50"     // Latency.P50 (µs): a timing, gated over repeated runs
+	MetricTokensPerS = "tokens_per_s"    // Throughput: a timing, gated over repeated runs
+	MetricKVMax      = "kv_max_resident" // KV.MaxResident (bytes)
+	MetricBytesRead  = "kv_bytes_read"   // KV.BytesRead per step (bytes)
 )
 
-var extraMetrics = map[string]metricFamily{
-	MetricLatencyP50: {LowerBetter, MetricLatencyP50},
-	MetricKVMax:      {LowerBetter, ""},
-	MetricBytesRead:  {LowerBetter, ""},
-	MetricTokensPerS: {HigherBetter, ""},
+// Default gates (see DefaultThreshold) and significance level (see Compare).
+const (
+	DefaultFractionGate = 0.02 // absolute drop of a fraction (accuracy, score)
+	DefaultRelativeGate = 0.05 // relative worsening of another task metric (ppl, nll) and of the cache figures
+	DefaultLatencyGate  = 0.10 // relative rise of latency_p50
+	DefaultAlpha        = 0.05 // family-wise error rate of the timing tests
+)
+
+// Off is the threshold that turns a metric's gate off ("ppl=off").
+var Off = math.Inf(1)
+
+// Where a MetricInfo came from.
+const (
+	SourceRecord  = "record"  // the task's declaration carried in the record
+	SourceBuild   = "build"   // an old record without declarations: the task as declared in this build
+	SourceHarness = "harness" // measured by kvbench for every cell
+)
+
+// MetricInfo is what compare knows of a metric: the direction that is
+// better, the unit, and where the two came from (Source*; "" when nothing
+// declares the metric).
+type MetricInfo struct {
+	Name      string
+	Unit      string
+	Direction Direction
+	Source    string
 }
 
-func familyOf(metric string) (metricFamily, bool) {
-	if f, ok := extraMetrics[metric]; ok {
-		return f, true
+// Absolute reports whether changes of the metric are absolute differences:
+// it is a fraction (tasks.UnitFraction). Other metrics change relatively.
+func (m MetricInfo) Absolute() bool { return m.Unit == tasks.UnitFraction }
+
+// Timing reports whether the metric is a time or a rate, which varies from
+// run to run: it is gated only over repeated runs, by significance and effect
+// size together.
+func (m MetricInfo) Timing() bool { return timingUnits[m.Unit] }
+
+var timingUnits = map[string]bool{"ns": true, "us": true, "µs": true, "ms": true, "s": true, "tokens/s": true}
+
+// harnessMetrics are the measurements of every cell, in table order.
+var harnessMetrics = []MetricInfo{
+	{MetricLatencyP50, "us", LowerBetter, SourceHarness},
+	{MetricKVMax, "bytes", LowerBetter, SourceHarness},
+	{MetricBytesRead, "bytes", LowerBetter, SourceHarness},
+	{MetricTokensPerS, "tokens/s", HigherBetter, SourceHarness},
+}
+
+// harnessValue returns a harness metric of a record; false when the record
+// has none (zero).
+func harnessValue(r *Record, name string) (float64, bool) {
+	var v float64
+	switch name {
+	case MetricLatencyP50:
+		v = r.Latency.P50
+	case MetricKVMax:
+		v = float64(r.KV.MaxResident)
+	case MetricBytesRead:
+		v = r.KV.BytesRead
+	case MetricTokensPerS:
+		v = r.Throughput
 	}
-	name := strings.ToLower(metric)
-	if f, ok := knownMetrics[name]; ok {
-		return f, true
+	return v, v > 0
+}
+
+// DefaultThreshold is the gate of a metric that the thresholds do not name:
+// DefaultFractionGate for a fraction (absolute drop), DefaultLatencyGate for
+// latency_p50, DefaultRelativeGate for every other metric a task declares and
+// for the cache figures. tokens_per_s (the whole cell's wall time, prefill
+// included: too noisy on a shared CPU) and metrics of unknown direction have
+// no default gate.
+func DefaultThreshold(m MetricInfo) (float64, bool) {
+	switch {
+	case m.Direction == Unknown || m.Name == MetricTokensPerS:
+		return 0, false
+	case m.Name == MetricLatencyP50:
+		return DefaultLatencyGate, true
+	case m.Absolute():
+		return DefaultFractionGate, true
 	}
-	first := strings.FieldsFunc(name, func(r rune) bool {
-		return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9')
-	})
-	if len(first) > 0 {
-		if f, ok := knownMetrics[first[0]]; ok {
-			return f, true
-		}
-	}
-	return metricFamily{}, false
+	return DefaultRelativeGate, true
 }
 
-// MetricDirection returns the direction of a metric name: exact names
-// (accuracy, score, ppl, nll, ...) or names whose first word is one
-// ("ppl_final", "accuracy@4k"); Unknown otherwise.
-func MetricDirection(metric string) Direction {
-	f, _ := familyOf(metric)
-	return f.dir
-}
-
-// DefaultThresholds are the gates Compare uses when given a nil map.
-var DefaultThresholds = map[string]float64{
-	"accuracy":       0.02,
-	"ppl":            0.05,
-	MetricLatencyP50: 0.10,
-}
-
-// ParseThresholds parses "accuracy=0.02,ppl=0.05,latency_p50=0.10".
-// A key is a metric name or a family ("accuracy" also gates score and the
-// like, absolute drop; "ppl" gates perplexities, relative increase;
-// "latency_p50" the attention latency, relative increase). Values are
-// non-negative numbers. An empty string gives an empty map (nothing gated).
+// ParseThresholds parses "accuracy=0.02,ppl=5%,latency_p50=0.10,nll=off": a
+// metric name and a non-negative number (a fraction, or a percentage with
+// "%"), or "off" for no gate. For a fraction metric (accuracy, score) the
+// value is an absolute drop, for any other a relative change. It checks the
+// syntax only; Compare checks the names against the metrics it knows. An
+// empty string gives an empty map (every metric keeps its default).
 func ParseThresholds(s string) (map[string]float64, error) {
 	m := map[string]float64{}
 	if strings.TrimSpace(s) == "" {
@@ -135,15 +159,19 @@ func ParseThresholds(s string) (map[string]float64, error) {
 		case key == "" || strings.ContainsAny(key, " \t"):
 			return nil, fmt.Errorf("thresholds: item %d %q: bad metric name %q", i+1, item, key)
 		}
+		if _, dup := m[key]; dup {
+			return nil, fmt.Errorf("thresholds: item %d %q: %s given twice", i+1, item, key)
+		}
+		if strings.EqualFold(val, "off") {
+			m[key] = Off
+			continue
+		}
 		v, err := strconv.ParseFloat(strings.TrimSuffix(val, "%"), 64)
 		if err != nil || math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
-			return nil, fmt.Errorf("thresholds: item %d %q: value %q is not a non-negative number", i+1, item, val)
+			return nil, fmt.Errorf("thresholds: item %d %q: value %q is not a non-negative number or off", i+1, item, val)
 		}
 		if strings.HasSuffix(val, "%") {
 			v /= 100
-		}
-		if _, dup := m[key]; dup {
-			return nil, fmt.Errorf("thresholds: item %d %q: %s given twice", i+1, item, key)
 		}
 		m[key] = v
 	}
@@ -154,201 +182,641 @@ func ParseThresholds(s string) (map[string]float64, error) {
 const (
 	VerdictSame         = "same"
 	VerdictImproved     = "improved"
-	VerdictWorse        = "worse"      // worse, within the threshold
-	VerdictRegression   = "REGRESSION" // worse beyond the threshold (and significant, for latency)
-	VerdictNoise        = "noise"      // latency beyond the threshold but not significant
-	VerdictInsufficient = "insufficient samples"
+	VerdictWorse        = "worse"      // worse, within the threshold (or not gated)
+	VerdictRegression   = "REGRESSION" // worse beyond the threshold (and significant, for a timing)
+	VerdictNoise        = "noise"      // a timing that moved, but not significantly
+	VerdictInsufficient = "too few runs"
 	VerdictChanged      = "changed" // unknown direction
 	VerdictMissing      = "missing"
-	VerdictFailed       = "failed"
 )
 
-// Change is the comparison of one metric of one cell.
+// Change is the comparison of one metric of one cell: the medians over the
+// runs of each side.
 type Change struct {
 	Cell      string
 	Metric    string
-	Base, New float64 // NaN where absent
+	Unit      string
+	Base, New float64 // medians over the runs (NaN where absent)
+	NBase     int     // runs of each side with a value
+	NNew      int
 	Delta     float64 // New - Base
 	Rel       float64 // Delta / |Base| (NaN when Base is 0)
 	Direction Direction
-	// Threshold is the gate applied (see ParseThresholds); Gated is false
-	// when no threshold applies to the metric.
+	// Threshold is the gate applied; Gated is false when none applies.
 	Threshold float64
 	Gated     bool
-	// P is the Mann-Whitney p-value of the latency samples (NaN if not run).
-	P          float64
+	// Timing marks a metric gated by a test over repeated runs. P is the
+	// exact Mann-Whitney p-value of the run-level values, PAdj the same
+	// adjusted by Holm's method over every gated timing of the comparison
+	// (NaN when not tested).
+	Timing     bool
+	P, PAdj    float64
 	Verdict    string
 	Regression bool
 	Note       string
 }
 
+// Options configure Compare.
+type Options struct {
+	// Thresholds set the gates of the metrics they name, which must be
+	// metrics of the records, of a registered task or of the harness;
+	// every other metric keeps DefaultThreshold. Off turns a gate off.
+	Thresholds map[string]float64
+	// Alpha is the family-wise error rate of the timing tests (0:
+	// DefaultAlpha).
+	Alpha float64
+	// AllowMissing lets NEW lack cells or metrics of BASE and hold failed
+	// cells (a cell that succeeded in BASE and failed in NEW is a
+	// regression all the same).
+	AllowMissing bool
+}
+
 // Comparison is the result of Compare.
 type Comparison struct {
 	Changes  []Change
-	OnlyBase []string // cells in base only
-	OnlyNew  []string // cells in new only
+	BaseRuns int
+	NewRuns  int
+	OnlyBase []string // cells of BASE that NEW lacks
+	OnlyNew  []string // cells in NEW only
+	// Problems make the gate fail whatever the metrics say: NEW or BASE
+	// without records, cells of BASE missing in NEW or failed in NEW
+	// (unless AllowMissing), metrics a task reports without declaring them.
+	Problems []string
 	Notes    []string
+	Alpha    float64
+	// TimingTests is the number of gated timings, the family of Holm's
+	// correction.
+	TimingTests int
 }
 
-// Compare matches the cells of base and new by Cell key and compares every
-// task metric, the attention latency p50 and the cache's and throughput
-// figures. A metric regresses when it moves in its worse direction beyond
-// its threshold: thresholds[metric] if present, else its family's key
-// ("accuracy": absolute drop, for accuracy, score...; "ppl": relative
-// increase; other lower-is-better keys relative increase, other
-// higher-is-better keys relative drop). latency_p50 regresses only when,
-// beyond its threshold, the Mann-Whitney test of the latency samples also
-// gives p < 0.05 (with fewer than 5 samples on a side it is not gated).
-// Metrics of unknown direction, or without a threshold, are reported and
-// not gated. A cell that succeeded in base and failed in new is a
-// regression. A nil thresholds map means DefaultThresholds.
-func Compare(base, new []Record, thresholds map[string]float64) (*Comparison, error) {
-	if thresholds == nil {
-		thresholds = DefaultThresholds
+// Failed reports whether the gate fails: a regression or a problem.
+func (c *Comparison) Failed() bool { return len(c.Problems) > 0 || c.HasRegressions() }
+
+// side is one side's records of one cell, over its runs.
+type side struct {
+	ok       []*Record
+	failed   []*Record
+	failedIn []string // runs where the cell failed
+	missing  []string // runs without the cell
+}
+
+// collect groups the records of runs by cell; dups notes repeated cells.
+func collect(runs []Run, name string) (map[string]*side, []string, int) {
+	cells := map[string]*side{}
+	var notes []string
+	total := 0
+	present := make([]map[string]bool, len(runs))
+	for i := range runs {
+		present[i] = map[string]bool{}
+		last := map[string]*Record{}
+		var order []string
+		for j := range runs[i].Records {
+			r := &runs[i].Records[j]
+			if _, dup := last[r.Cell]; dup {
+				notes = append(notes, fmt.Sprintf("%s: cell %s appears more than once in %s; the last record is used", name, r.Cell, runLabel(runs[i], i)))
+			} else {
+				order = append(order, r.Cell)
+			}
+			last[r.Cell] = r
+			total++
+		}
+		for _, k := range order {
+			r := last[k]
+			s := cells[k]
+			if s == nil {
+				s = &side{}
+				cells[k] = s
+			}
+			present[i][k] = true
+			if r.OK() {
+				s.ok = append(s.ok, r)
+			} else {
+				s.failed = append(s.failed, r)
+				s.failedIn = append(s.failedIn, runLabel(runs[i], i))
+			}
+		}
 	}
-	for k, v := range thresholds {
+	for k, s := range cells {
+		for i := range runs {
+			if !present[i][k] {
+				s.missing = append(s.missing, runLabel(runs[i], i))
+			}
+		}
+	}
+	return cells, notes, total
+}
+
+func runLabel(r Run, i int) string {
+	if r.Dir != "" {
+		return r.Dir
+	}
+	return fmt.Sprintf("run %d", i+1)
+}
+
+// Compare compares the runs of NEW with those of BASE, cell by cell (by Cell
+// key): every task metric, attention latency, the cache figures and
+// throughput. Each side may hold several runs of the suite, independent
+// repetitions; a metric's value on a side is its median over the runs.
+//
+// A metric regresses when its median moves in the worse direction beyond its
+// threshold (Options.Thresholds, else DefaultThreshold): an absolute drop for
+// a fraction (accuracy, score), a relative change otherwise. A timing
+// (latency_p50, tokens_per_s, a task metric in a time unit) must, besides,
+// differ significantly: the exact two-sided Mann-Whitney U test over the
+// run-level values (one per run and side, never the per-step samples of a
+// run, which are not independent draws), with Holm's correction over every
+// gated timing of the comparison, at family-wise level Alpha. So a timing is
+// gated only when each side has enough runs for a change to be significant
+// (with 12 gated cells, 6 runs per side); with fewer, it is reported and not
+// gated, and asking for its gate explicitly is an error. Direction and unit
+// come from the tasks' declarations carried in the records (for old records
+// without them, from the tasks of this build, which the notes say).
+//
+// The gate fails (Failed) on a regression, and on problems: NEW or BASE
+// without records, no cell compared, a cell of BASE missing from a run of NEW
+// or failed in NEW, a metric of BASE missing in NEW (these four unless
+// AllowMissing; a cell that succeeded in BASE and failed in NEW is always a
+// regression), a metric a task reports without declaring it. Unknown metric
+// names among the thresholds are an error naming the closest known one.
+func Compare(base, new []Run, opt Options) (*Comparison, error) {
+	c := &Comparison{BaseRuns: len(base), NewRuns: len(new), Alpha: opt.Alpha}
+	if c.Alpha == 0 {
+		c.Alpha = DefaultAlpha
+	}
+	if !(c.Alpha > 0 && c.Alpha < 1) {
+		return nil, fmt.Errorf("compare: alpha %v must be in (0, 1)", opt.Alpha)
+	}
+	for k, v := range opt.Thresholds {
 		if math.IsNaN(v) || v < 0 {
 			return nil, fmt.Errorf("compare: threshold %s=%v must be a non-negative number", k, v)
 		}
 	}
-	bm, bdup := byCell(base)
-	nm, ndup := byCell(new)
-	c := &Comparison{}
-	for _, d := range bdup {
-		c.Notes = append(c.Notes, fmt.Sprintf("base: cell %s appears more than once; the last record is used", d))
+	if err := checkThresholdNames(opt.Thresholds, base, new); err != nil {
+		return nil, err
 	}
-	for _, d := range ndup {
-		c.Notes = append(c.Notes, fmt.Sprintf("new: cell %s appears more than once; the last record is used", d))
+	bm, bnotes, btotal := collect(base, "BASE")
+	nm, nnotes, ntotal := collect(new, "NEW")
+	c.Notes = append(c.Notes, bnotes...)
+	c.Notes = append(c.Notes, nnotes...)
+	if btotal == 0 {
+		c.Problems = append(c.Problems, fmt.Sprintf("BASE holds no records (%s): nothing to compare against", runList(base)))
 	}
-	cells := make([]string, 0, len(bm))
-	for k := range bm {
-		if _, ok := nm[k]; ok {
-			cells = append(cells, k)
+	if ntotal == 0 {
+		c.Problems = append(c.Problems, fmt.Sprintf("NEW holds no records (%s): a run that produced nothing cannot pass", runList(new)))
+	}
+	if btotal == 0 || ntotal == 0 {
+		return c, nil
+	}
+	c.noteLegacy(base, "BASE")
+	c.noteLegacy(new, "NEW")
+
+	missingOrFailed := func(msg string) {
+		if opt.AllowMissing {
+			c.Notes = append(c.Notes, msg+" (allowed by --allow-missing)")
 		} else {
+			c.Problems = append(c.Problems, msg)
+		}
+	}
+	var cells []string
+	for _, k := range sortedKeys(bm) {
+		b, n := bm[k], nm[k]
+		if len(b.missing) > 0 {
+			c.Notes = append(c.Notes, fmt.Sprintf("cell %s: missing in BASE run(s) %s", k, strings.Join(b.missing, ", ")))
+		}
+		if n == nil {
 			c.OnlyBase = append(c.OnlyBase, k)
+			missingOrFailed(fmt.Sprintf("cell %s: in BASE, missing in NEW", k))
+			continue
+		}
+		if len(n.missing) > 0 {
+			missingOrFailed(fmt.Sprintf("cell %s: missing in NEW run(s) %s", k, strings.Join(n.missing, ", ")))
+		}
+		switch {
+		case len(b.ok) > 0 && len(n.failed) > 0:
+			c.Changes = append(c.Changes, Change{Cell: k, Metric: "status", Base: math.NaN(), New: math.NaN(),
+				Delta: math.NaN(), Rel: math.NaN(), P: math.NaN(), PAdj: math.NaN(), Verdict: VerdictRegression, Regression: true,
+				Note: fmt.Sprintf("failed in NEW (%d of %d runs): %s", len(n.failed), len(n.failed)+len(n.ok), oneLine(n.failed[0].Error))})
+			continue
+		case len(b.ok) == 0 && len(n.ok) > 0:
+			c.Notes = append(c.Notes, fmt.Sprintf("cell %s: failed in BASE (%s), ok in NEW", k, oneLine(b.failed[0].Error)))
+			continue
+		case len(b.ok) == 0:
+			missingOrFailed(fmt.Sprintf("cell %s: failed in BASE and in NEW (NEW: %s)", k, oneLine(n.failed[0].Error)))
+			continue
+		}
+		if len(b.failed) > 0 {
+			c.Notes = append(c.Notes, fmt.Sprintf("cell %s: failed in BASE run(s) %s; compared over the others", k, strings.Join(b.failedIn, ", ")))
+		}
+		cells = append(cells, k)
+	}
+	for _, k := range sortedKeys(nm) {
+		if _, ok := bm[k]; ok {
+			continue
+		}
+		c.OnlyNew = append(c.OnlyNew, k)
+		if n := nm[k]; len(n.failed) > 0 {
+			missingOrFailed(fmt.Sprintf("cell %s: only in NEW, failed: %s", k, oneLine(n.failed[0].Error)))
 		}
 	}
-	for k := range nm {
-		if _, ok := bm[k]; !ok {
-			c.OnlyNew = append(c.OnlyNew, k)
-		}
+	if len(cells) == 0 {
+		c.Problems = append(c.Problems, "no cell succeeded in both BASE and NEW: nothing was compared")
 	}
-	sort.Strings(cells)
-	sort.Strings(c.OnlyBase)
-	sort.Strings(c.OnlyNew)
-	for _, cell := range cells {
-		c.compareCell(bm[cell], nm[cell], thresholds)
+	for _, k := range cells {
+		c.compareCell(k, bm[k], nm[k], opt, missingOrFailed)
+	}
+	if err := c.testTimings(opt.Thresholds); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
 
-func byCell(recs []Record) (map[string]*Record, []string) {
-	m := make(map[string]*Record, len(recs))
-	var dups []string
-	for i := range recs {
-		if _, ok := m[recs[i].Cell]; ok {
-			dups = append(dups, recs[i].Cell)
-		}
-		m[recs[i].Cell] = &recs[i]
+func runList(runs []Run) string {
+	if len(runs) == 0 {
+		return "no runs"
 	}
-	sort.Strings(dups)
-	return m, dups
+	var s []string
+	for i, r := range runs {
+		s = append(s, runLabel(r, i))
+	}
+	return strings.Join(s, ", ")
 }
 
-func (c *Comparison) compareCell(b, n *Record, th map[string]float64) {
-	cell := b.Cell
-	if b.TaskVersion != n.TaskVersion {
-		c.Notes = append(c.Notes, fmt.Sprintf("cell %s: task version %d in base, %d in new; its metrics may not be comparable", cell, b.TaskVersion, n.TaskVersion))
+func sortedKeys[V any](m map[string]V) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
 	}
-	switch {
-	case b.OK() && !n.OK():
-		c.Changes = append(c.Changes, Change{Cell: cell, Metric: "status", Base: math.NaN(), New: math.NaN(),
-			Delta: math.NaN(), Rel: math.NaN(), P: math.NaN(), Verdict: VerdictRegression, Regression: true,
-			Note: "failed in new: " + oneLine(n.Error)})
-		return
-	case !b.OK() && n.OK():
-		c.Notes = append(c.Notes, fmt.Sprintf("cell %s: failed in base (%s), ok in new", cell, oneLine(b.Error)))
-		return
-	case !b.OK() && !n.OK():
-		c.Notes = append(c.Notes, fmt.Sprintf("cell %s: failed in both (new: %s)", cell, oneLine(n.Error)))
-		return
-	}
+	sort.Strings(ks)
+	return ks
+}
 
-	names := map[string]bool{}
-	for k := range b.Metrics {
-		names[k] = true
-	}
-	for k := range n.Metrics {
-		names[k] = true
-	}
-	metrics := make([]string, 0, len(names))
-	for k := range names {
-		metrics = append(metrics, k)
-	}
-	sortMetrics(metrics)
-	for _, m := range metrics {
-		bv, bok := b.Metrics[m]
-		nv, nok := n.Metrics[m]
-		if !bok || !nok {
-			ch := Change{Cell: cell, Metric: m, Base: math.NaN(), New: math.NaN(), Delta: math.NaN(),
-				Rel: math.NaN(), P: math.NaN(), Direction: MetricDirection(m), Verdict: VerdictMissing}
-			if bok {
-				ch.Base, ch.Note = bv, "absent in new"
-			} else {
-				ch.New, ch.Note = nv, "absent in base"
+// noteLegacy says when records lack their tasks' declarations.
+func (c *Comparison) noteLegacy(runs []Run, name string) {
+	n := 0
+	unknown := map[string]bool{}
+	for _, r := range runs {
+		for i := range r.Records {
+			rec := &r.Records[i]
+			if len(rec.Declared) > 0 || !rec.OK() {
+				continue
 			}
-			c.Changes = append(c.Changes, ch)
+			n++
+			if _, err := tasks.Lookup(rec.Task); err != nil {
+				unknown[rec.Task] = true
+			}
+		}
+	}
+	if n == 0 {
+		return
+	}
+	msg := fmt.Sprintf("%s: %d record(s) carry no metric declarations (written by an older kvbench); their metrics' directions and units are those their tasks declare in this build", name, n)
+	if len(unknown) > 0 {
+		msg += fmt.Sprintf("; task(s) %s are not in this build: their metrics are reported, not gated", strings.Join(sortedKeys(unknown), ", "))
+	}
+	c.Notes = append(c.Notes, msg)
+}
+
+// knownMetricNames lists the metric names that thresholds may name.
+func knownMetricNames(runs ...[]Run) []string {
+	set := map[string]bool{}
+	for _, m := range harnessMetrics {
+		set[m.Name] = true
+	}
+	for _, name := range tasks.Names() {
+		t, _ := tasks.Lookup(name)
+		for _, m := range t.Metrics() {
+			set[m.Name] = true
+		}
+	}
+	for _, side := range runs {
+		for _, r := range side {
+			for i := range r.Records {
+				for _, d := range r.Records[i].Declared {
+					set[d.Name] = true
+				}
+				for k := range r.Records[i].Metrics {
+					set[k] = true
+				}
+			}
+		}
+	}
+	return sortedKeys(set)
+}
+
+func checkThresholdNames(th map[string]float64, base, new []Run) error {
+	if len(th) == 0 {
+		return nil
+	}
+	known := knownMetricNames(base, new)
+	isKnown := map[string]bool{}
+	for _, k := range known {
+		isKnown[k] = true
+	}
+	var bad []string
+	for _, k := range sortedKeys(th) {
+		if isKnown[k] {
 			continue
 		}
-		c.Changes = append(c.Changes, judge(cell, m, bv, nv, th))
+		msg := fmt.Sprintf("%q", k)
+		if cl := closestMetric(k, known); cl != "" {
+			msg += fmt.Sprintf(" (did you mean %s?)", cl)
+		}
+		bad = append(bad, msg)
 	}
-
-	if b.Latency.P50 > 0 || n.Latency.P50 > 0 {
-		c.Changes = append(c.Changes, judgeLatency(cell, b, n, th))
+	if len(bad) > 0 {
+		return fmt.Errorf("thresholds: unknown metric %s; the metrics are %s", strings.Join(bad, ", "), strings.Join(known, ", "))
 	}
-	if b.KV.MaxResident > 0 || n.KV.MaxResident > 0 {
-		c.Changes = append(c.Changes, judge(cell, MetricKVMax, float64(b.KV.MaxResident), float64(n.KV.MaxResident), th))
-	}
-	if b.KV.BytesRead > 0 || n.KV.BytesRead > 0 {
-		c.Changes = append(c.Changes, judge(cell, MetricBytesRead, b.KV.BytesRead, n.KV.BytesRead, th))
-	}
-	if b.Throughput > 0 || n.Throughput > 0 {
-		c.Changes = append(c.Changes, judge(cell, MetricTokensPerS, b.Throughput, n.Throughput, th))
-	}
+	return nil
 }
 
-// threshold finds the gate of a metric: its own key, else its family's.
-func threshold(metric string, fam metricFamily, th map[string]float64) (float64, string, bool) {
-	if v, ok := th[metric]; ok {
-		return v, metric, true
+// closestMetric suggests a known name for an unknown one: the closest by
+// edit distance, else the one it begins ("latency" for latency_p50).
+func closestMetric(k string, known []string) string {
+	if cl := policies.Closest(k, known); cl != "" {
+		return cl
 	}
-	if fam.key != "" {
-		if v, ok := th[fam.key]; ok {
-			return v, fam.key, true
+	lk := strings.ToLower(k)
+	for _, n := range known {
+		if strings.HasPrefix(n, lk) || strings.HasPrefix(lk, n) {
+			return n
 		}
-		if fam.key == "accuracy" {
-			if v, ok := th["score"]; ok {
-				return v, "score", true
+	}
+	return ""
+}
+
+// infoOf returns the declaration of a task metric in a record: its own
+// declarations, else (an old record) its task's in this build.
+func infoOf(r *Record, metric string) (MetricInfo, bool) {
+	if len(r.Declared) > 0 {
+		for _, d := range r.Declared {
+			if d.Name == metric {
+				return MetricInfo{Name: metric, Unit: d.Unit, Direction: directionOf(d.Better), Source: SourceRecord}, true
+			}
+		}
+		return MetricInfo{Name: metric}, false
+	}
+	if t, err := tasks.Lookup(r.Task); err == nil {
+		for _, d := range t.Metrics() {
+			if d.Name == metric {
+				return MetricInfo{Name: metric, Unit: d.Unit, Direction: directionOf(d.Better), Source: SourceBuild}, true
 			}
 		}
 	}
-	return 0, "", false
+	return MetricInfo{Name: metric}, false
 }
 
-func newChange(cell, metric string, bv, nv float64) Change {
-	ch := Change{Cell: cell, Metric: metric, Base: bv, New: nv, Delta: nv - bv, P: math.NaN()}
+func (c *Comparison) compareCell(cell string, b, n *side, opt Options, missing func(string)) {
+	names := map[string]bool{}
+	for _, sd := range [][]*Record{b.ok, n.ok} {
+		for _, r := range sd {
+			for k := range r.Metrics {
+				names[k] = true
+			}
+		}
+	}
+	metrics := sortedKeys(names)
+	sortMetrics(metrics)
+	nr := n.ok[0]
+	for _, m := range metrics {
+		info, declared := infoOf(nr, m)
+		if !declared {
+			if bi, ok := infoOf(b.ok[0], m); ok {
+				info = bi
+			}
+		}
+		if len(nr.Declared) > 0 && !declared && hasMetric(n.ok, m) {
+			c.Problems = append(c.Problems, fmt.Sprintf("cell %s: task %s reports metric %s without declaring it in its Metrics(): it cannot be gated", cell, nr.Task, m))
+		}
+		if bi, ok := infoOf(b.ok[0], m); ok && declared && (bi.Direction != info.Direction || bi.Unit != info.Unit) {
+			c.Notes = append(c.Notes, fmt.Sprintf("cell %s: metric %s is declared %s-is-better in %q in BASE, %s-is-better in %q in NEW; NEW's declaration is used",
+				cell, m, bi.Direction, bi.Unit, info.Direction, info.Unit))
+		}
+		bv := metricValues(b.ok, func(r *Record) (float64, bool) { v, ok := r.Metrics[m]; return v, ok })
+		nv := metricValues(n.ok, func(r *Record) (float64, bool) { v, ok := r.Metrics[m]; return v, ok })
+		c.add(cell, info, bv, nv, opt, missing)
+	}
+	for _, h := range harnessMetrics {
+		get := func(r *Record) (float64, bool) { return harnessValue(r, h.Name) }
+		bv, nv := metricValues(b.ok, get), metricValues(n.ok, get)
+		if len(bv) == 0 && len(nv) == 0 {
+			continue
+		}
+		c.add(cell, h, bv, nv, opt, missing)
+	}
+}
+
+func hasMetric(recs []*Record, m string) bool {
+	for _, r := range recs {
+		if _, ok := r.Metrics[m]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+func metricValues(recs []*Record, get func(*Record) (float64, bool)) []float64 {
+	var v []float64
+	for _, r := range recs {
+		if x, ok := get(r); ok {
+			v = append(v, x)
+		}
+	}
+	return v
+}
+
+// add judges one metric of one cell from its run-level values.
+func (c *Comparison) add(cell string, info MetricInfo, bv, nv []float64, opt Options, missing func(string)) {
+	ch := Change{Cell: cell, Metric: info.Name, Unit: info.Unit, Direction: info.Direction,
+		Base: Median(bv), New: Median(nv), NBase: len(bv), NNew: len(nv), P: math.NaN(), PAdj: math.NaN()}
+	ch.Delta = ch.New - ch.Base
 	ch.Rel = math.NaN()
-	if bv != 0 {
-		ch.Rel = (nv - bv) / math.Abs(bv)
-	} else if nv == 0 {
+	if ch.Base != 0 {
+		ch.Rel = ch.Delta / math.Abs(ch.Base)
+	} else if ch.New == 0 {
 		ch.Rel = 0
 	}
-	return ch
+	if len(bv) == 0 || len(nv) == 0 {
+		ch.Verdict = VerdictMissing
+		if len(nv) == 0 {
+			ch.Note = "absent in NEW"
+			missing(fmt.Sprintf("cell %s: metric %s of BASE is absent in NEW", cell, info.Name))
+		} else {
+			ch.Note = "absent in BASE"
+		}
+		c.Changes = append(c.Changes, ch)
+		return
+	}
+	if info.Direction == Unknown {
+		ch.Verdict = VerdictSame
+		if ch.Delta != 0 {
+			ch.Verdict, ch.Note = VerdictChanged, "no declaration: not gated"
+		}
+		c.Changes = append(c.Changes, ch)
+		return
+	}
+	t, given := opt.Thresholds[info.Name]
+	if !given {
+		t, ch.Gated = DefaultThreshold(info)
+	} else {
+		ch.Gated = !math.IsInf(t, 1)
+	}
+	ch.Threshold = t
+	if info.Timing() {
+		ch.Timing = true
+		if mw, err := MannWhitney(bv, nv); err == nil {
+			ch.P = mw.P
+		}
+		c.Changes = append(c.Changes, ch) // judged by testTimings
+		return
+	}
+	w := worse(ch, info.Absolute())
+	switch {
+	case ch.Delta == 0:
+		ch.Verdict = VerdictSame
+	case w < 0:
+		ch.Verdict = VerdictImproved
+	case ch.Gated && w > t+gateEps:
+		ch.Verdict, ch.Regression = VerdictRegression, true
+	default:
+		ch.Verdict = VerdictWorse
+	}
+	ch.Note = gateNote(ch, info)
+	c.Changes = append(c.Changes, ch)
+}
+
+func gateNote(ch Change, info MetricInfo) string {
+	if !ch.Gated {
+		if math.IsInf(ch.Threshold, 1) {
+			return "gate off"
+		}
+		return "no threshold: not gated"
+	}
+	var s string
+	switch {
+	case info.Absolute():
+		s = fmt.Sprintf("gate: drop > %g", ch.Threshold)
+		if info.Direction == LowerBetter {
+			s = fmt.Sprintf("gate: rise > %g", ch.Threshold)
+		}
+	case info.Direction == HigherBetter:
+		s = "gate: -" + pct(ch.Threshold)
+	default:
+		s = "gate: +" + pct(ch.Threshold)
+	}
+	if info.Timing() {
+		s += " and significant"
+	}
+	return s
+}
+
+// MinP is the smallest two-sided p-value the exact Mann-Whitney test can
+// give for samples of n1 and n2 distinct values: 2/C(n1+n2, n1).
+func MinP(n1, n2 int) float64 {
+	if n1 <= 0 || n2 <= 0 {
+		return 1
+	}
+	return math.Min(1, 2*math.Exp(-logChoose(n1+n2, n1)))
+}
+
+// RunsNeeded is the number of runs per side with which m timing tests can
+// show a change at family-wise level alpha: the smallest n with
+// m·MinP(n, n) <= alpha.
+func RunsNeeded(m int, alpha float64) int {
+	n := 1
+	for float64(max(m, 1))*MinP(n, n) > alpha {
+		n++
+	}
+	return n
+}
+
+// testTimings judges the gated timings together: Holm's step-down
+// correction over their p-values, then significance and effect size.
+func (c *Comparison) testTimings(given map[string]float64) error {
+	var idx []int
+	for i := range c.Changes {
+		ch := &c.Changes[i]
+		if ch.Timing && ch.Gated && ch.Verdict == "" {
+			idx = append(idx, i)
+		}
+	}
+	m := len(idx)
+	c.TimingTests = m
+	sort.SliceStable(idx, func(a, b int) bool { return pOr1(c.Changes[idx[a]].P) < pOr1(c.Changes[idx[b]].P) })
+	run := 0.0
+	for k, i := range idx {
+		run = math.Max(run, math.Min(1, float64(m-k)*pOr1(c.Changes[i].P)))
+		c.Changes[i].PAdj = run
+	}
+	short := map[string]int{} // metric -> changes that cannot reach significance
+	for i := range c.Changes {
+		ch := &c.Changes[i]
+		if !ch.Timing || ch.Verdict != "" {
+			continue
+		}
+		info := MetricInfo{Name: ch.Metric, Unit: ch.Unit, Direction: ch.Direction}
+		w := worse(*ch, false)
+		sig := ch.Gated && ch.PAdj <= c.Alpha
+		if ch.Gated && float64(m)*MinP(ch.NBase, ch.NNew) > c.Alpha {
+			short[ch.Metric]++
+			ch.Verdict = VerdictInsufficient
+			ch.Note = fmt.Sprintf("%d and %d runs cannot show a change at %g over %d timings: not gated", ch.NBase, ch.NNew, c.Alpha, m)
+			if ch.Delta == 0 {
+				ch.Verdict = VerdictSame
+			}
+			continue
+		}
+		switch {
+		case ch.Delta == 0:
+			ch.Verdict = VerdictSame
+		case !ch.Gated:
+			ch.Verdict = VerdictWorse
+			if w < 0 {
+				ch.Verdict = VerdictImproved
+			}
+		case w < 0 && sig:
+			ch.Verdict = VerdictImproved
+		case w > ch.Threshold+gateEps && sig:
+			ch.Verdict, ch.Regression = VerdictRegression, true
+		case w > ch.Threshold+gateEps:
+			ch.Verdict = VerdictNoise
+			ch.Note = fmt.Sprintf("beyond %s but not significant (Holm p=%.3g)", pctSigned(*ch), ch.PAdj)
+			continue
+		case w > 0:
+			ch.Verdict = VerdictWorse
+		default:
+			ch.Verdict = VerdictNoise
+		}
+		ch.Note = gateNote(*ch, info)
+	}
+	for _, metric := range sortedKeys(short) {
+		need := RunsNeeded(m, c.Alpha)
+		msg := fmt.Sprintf("%s is gated over repeated runs: with %d BASE and %d NEW runs and %d gated timings, no change can be significant at %g (Holm); %d runs per side are needed (kvbench run SUITE --out DIR/1 ... --out DIR/%d, for BASE and NEW, interleaved)",
+			metric, c.BaseRuns, c.NewRuns, m, c.Alpha, need, need)
+		if _, explicit := given[metric]; explicit {
+			return fmt.Errorf("compare: %s was given a threshold, but %s", metric, msg)
+		}
+		c.Notes = append(c.Notes, msg+": it was reported, not gated")
+	}
+	return nil
+}
+
+func pOr1(p float64) float64 {
+	if math.IsNaN(p) {
+		return 1
+	}
+	return p
+}
+
+func pctSigned(ch Change) string {
+	if ch.Direction == HigherBetter {
+		return "-" + pct(ch.Threshold)
+	}
+	return "+" + pct(ch.Threshold)
 }
 
 // worse returns how much worse the change is, in the gate's terms: an
-// absolute drop for the accuracy family, else a relative change in the
-// worse direction. Positive is worse.
+// absolute difference for a fraction, else a relative change. Positive is
+// worse.
 func worse(ch Change, absolute bool) float64 {
 	var d float64
 	if absolute {
@@ -367,86 +835,6 @@ func worse(ch Change, absolute bool) float64 {
 
 const gateEps = 1e-12
 
-func judge(cell, metric string, bv, nv float64, th map[string]float64) Change {
-	ch := newChange(cell, metric, bv, nv)
-	fam, known := familyOf(metric)
-	ch.Direction = fam.dir
-	if !known || fam.dir == Unknown {
-		if ch.Delta == 0 {
-			ch.Verdict = VerdictSame
-		} else {
-			ch.Verdict = VerdictChanged
-			ch.Note = "direction unknown: not gated"
-		}
-		return ch
-	}
-	t, key, ok := threshold(metric, fam, th)
-	absolute := fam.key == "accuracy" // accuracy-like metrics are fractions: absolute drops
-	ch.Threshold, ch.Gated = t, ok
-	w := worse(ch, absolute)
-	switch {
-	case ch.Delta == 0:
-		ch.Verdict = VerdictSame
-	case w < 0:
-		ch.Verdict = VerdictImproved
-	case ok && w > t+gateEps:
-		ch.Verdict, ch.Regression = VerdictRegression, true
-	default:
-		ch.Verdict = VerdictWorse
-	}
-	if ok {
-		if absolute {
-			ch.Note = fmt.Sprintf("gate: drop > %g (%s)", t, key)
-		} else if fam.dir == HigherBetter {
-			ch.Note = fmt.Sprintf("gate: -%s (%s)", pct(t), key)
-		} else {
-			ch.Note = fmt.Sprintf("gate: +%s (%s)", pct(t), key)
-		}
-	} else if ch.Verdict == VerdictWorse {
-		ch.Note = "no threshold: not gated"
-	}
-	return ch
-}
-
-func judgeLatency(cell string, b, n *Record, th map[string]float64) Change {
-	ch := newChange(cell, MetricLatencyP50, b.Latency.P50, n.Latency.P50)
-	ch.Direction = LowerBetter
-	t, key, ok := threshold(MetricLatencyP50, extraMetrics[MetricLatencyP50], th)
-	ch.Threshold, ch.Gated = t, ok
-	enough := len(b.Latency.Samples) >= latencyMinSamples && len(n.Latency.Samples) >= latencyMinSamples
-	if enough {
-		if mw, err := MannWhitney(b.Latency.Samples, n.Latency.Samples); err == nil {
-			ch.P = mw.P
-		}
-	}
-	w := worse(ch, false)
-	switch {
-	case ch.Delta == 0:
-		ch.Verdict = VerdictSame
-	case !enough:
-		ch.Verdict = VerdictInsufficient
-		ch.Note = fmt.Sprintf("%d and %d samples (need %d each): not gated", len(b.Latency.Samples), len(n.Latency.Samples), latencyMinSamples)
-	case w < 0:
-		ch.Verdict = VerdictImproved
-		if !(ch.P < latencyAlpha) {
-			ch.Verdict = VerdictNoise
-		}
-	case ok && w > t+gateEps:
-		if ch.P < latencyAlpha {
-			ch.Verdict, ch.Regression = VerdictRegression, true
-		} else {
-			ch.Verdict = VerdictNoise
-			ch.Note = fmt.Sprintf("beyond +%s but not significant (p=%.3g)", pct(t), ch.P)
-		}
-	default:
-		ch.Verdict = VerdictWorse
-	}
-	if ok && ch.Note == "" {
-		ch.Note = fmt.Sprintf("gate: +%s and p<%g (%s)", pct(t), latencyAlpha, key)
-	}
-	return ch
-}
-
 func pct(f float64) string { return strconv.FormatFloat(100*f, 'g', 4, 64) + "%" }
 
 // Regressions names each regression: cell, metric, values and the gate.
@@ -461,8 +849,8 @@ func (c *Comparison) Regressions() []string {
 			continue
 		}
 		s := fmt.Sprintf("%s: %s %s → %s (%s)", ch.Cell, ch.Metric, fmtNum(ch.Base), fmtNum(ch.New), fmtChange(ch))
-		if !math.IsNaN(ch.P) {
-			s += fmt.Sprintf(", p=%.3g", ch.P)
+		if !math.IsNaN(ch.PAdj) {
+			s += fmt.Sprintf(", Holm p=%.3g over %d and %d runs", ch.PAdj, ch.NBase, ch.NNew)
 		}
 		if ch.Note != "" {
 			s += "; " + ch.Note
@@ -500,25 +888,39 @@ func fmtChange(ch Change) string {
 		return "0"
 	case math.IsNaN(ch.Rel) || math.IsInf(ch.Rel, 0):
 		return fmt.Sprintf("%+.4g", ch.Delta)
-	case ch.Direction == HigherBetter && isAccuracyLike(ch.Metric):
+	case ch.Unit == tasks.UnitFraction:
 		return fmt.Sprintf("%+.4g (%+.1f%%)", ch.Delta, 100*ch.Rel)
 	}
 	return fmt.Sprintf("%+.1f%%", 100*ch.Rel)
 }
 
-func isAccuracyLike(metric string) bool {
-	f, ok := familyOf(metric)
-	return ok && f.key == "accuracy"
-}
-
-// Markdown writes the comparison: a table of the changes per cell and
-// metric (regressions marked), then missing cells and notes.
+// Markdown writes the comparison: the verdict, the problems and regressions,
+// a table of the changes per cell and metric (medians over the runs), then
+// missing cells and notes.
 func (c *Comparison) Markdown(w io.Writer) error {
 	regs := c.Regressions()
-	if len(regs) == 0 {
-		fmt.Fprintf(w, "**No regressions** (%d changes compared).\n\n", len(c.Changes))
-	} else {
-		fmt.Fprintf(w, "**%d regression(s):**\n\n", len(regs))
+	runs := fmt.Sprintf("%d BASE and %d NEW run(s)", c.BaseRuns, c.NewRuns)
+	switch {
+	case len(c.Problems) > 0:
+		fmt.Fprintf(w, "**Gate failed: %d problem(s)", len(c.Problems))
+		if len(regs) > 0 {
+			fmt.Fprintf(w, " and %d regression(s)", len(regs))
+		}
+		fmt.Fprintf(w, "** (%d changes compared over %s).\n\n", len(c.Changes), runs)
+		fmt.Fprintln(w, "Problems:")
+		fmt.Fprintln(w)
+		for _, p := range c.Problems {
+			fmt.Fprintf(w, "- %s\n", mdEscape(p))
+		}
+		fmt.Fprintln(w)
+	case len(regs) == 0:
+		fmt.Fprintf(w, "**No regressions** (%d changes compared over %s).\n\n", len(c.Changes), runs)
+	default:
+		fmt.Fprintf(w, "**%d regression(s)** (%d changes compared over %s).\n\n", len(regs), len(c.Changes), runs)
+	}
+	if len(regs) > 0 {
+		fmt.Fprintln(w, "Regressions:")
+		fmt.Fprintln(w)
 		for _, r := range regs {
 			fmt.Fprintf(w, "- %s\n", mdEscape(r))
 		}
@@ -534,11 +936,13 @@ func (c *Comparison) Markdown(w io.Writer) error {
 			tablewriter.WithRowAlignmentConfig(tw.CellAlignment{PerColumn: []tw.Align{
 				tw.AlignLeft, tw.AlignLeft, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignLeft, tw.AlignLeft}}),
 		)
-		t.Header([]string{"cell", "metric", "base", "new", "change", "p", "verdict", "note"})
+		t.Header([]string{"cell", "metric", "base", "new", "change", "p (Holm)", "verdict", "note"})
 		for _, ch := range c.Changes {
 			p := ""
-			if !math.IsNaN(ch.P) {
-				p = fmt.Sprintf("%.3g", ch.P)
+			if !math.IsNaN(ch.PAdj) {
+				p = fmt.Sprintf("%.3g", ch.PAdj)
+			} else if !math.IsNaN(ch.P) {
+				p = fmt.Sprintf("(%.3g)", ch.P)
 			}
 			verdict := ch.Verdict
 			if ch.Regression {
@@ -553,16 +957,19 @@ func (c *Comparison) Markdown(w io.Writer) error {
 			return err
 		}
 		fmt.Fprintln(w)
+		if c.BaseRuns > 1 || c.NewRuns > 1 {
+			fmt.Fprintf(w, "Values are medians over the runs; p is the exact Mann-Whitney p-value of the run-level values, Holm-adjusted over the %d gated timings (in parentheses: unadjusted, not gated).\n\n", c.TimingTests)
+		}
 	}
 	if len(c.OnlyBase) > 0 {
-		fmt.Fprintf(w, "Cells only in base (%d):\n\n", len(c.OnlyBase))
+		fmt.Fprintf(w, "Cells only in BASE (%d):\n\n", len(c.OnlyBase))
 		for _, s := range c.OnlyBase {
 			fmt.Fprintf(w, "- %s\n", mdEscape(s))
 		}
 		fmt.Fprintln(w)
 	}
 	if len(c.OnlyNew) > 0 {
-		fmt.Fprintf(w, "Cells only in new (%d):\n\n", len(c.OnlyNew))
+		fmt.Fprintf(w, "Cells only in NEW (%d):\n\n", len(c.OnlyNew))
 		for _, s := range c.OnlyNew {
 			fmt.Fprintf(w, "- %s\n", mdEscape(s))
 		}

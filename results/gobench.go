@@ -59,11 +59,13 @@ func sanitizeBench(s string) string {
 // WriteGoBench writes the attention latency of the successful records in the
 // Go benchmark format, so that benchstat can summarise and compare runs:
 // configuration lines (goos, goarch, pkg: kvbench, and the backend and device
-// when all the records written share them), then one result line per latency sample
-// ("BenchmarkAttn/... 1 123456 ns/op", the per-step attention time across
-// layers in ns), so that benchstat sees repeated runs. A record without
-// samples but with a p50 gets one line with its p50. Lines are ordered by
-// name.
+// when all the records written share them), then one result line per record
+// ("BenchmarkAttn/... 1 123456 ns/op"): the median per-step attention time
+// of the cell in that run (Latency.P50, all layers, in ns). The per-step
+// samples of one run are not independent draws, so they are not written as
+// if they were runs: pass the records of several runs of the suite (the same
+// cell once per run) and benchstat sees that many repetitions. Lines are
+// ordered by name, then run.
 func WriteGoBench(w io.Writer, records []Record) error {
 	bw := bufio.NewWriter(w)
 	fmt.Fprintf(bw, "goos: %s\n", runtime.GOOS)
@@ -77,7 +79,7 @@ func WriteGoBench(w io.Writer, records []Record) error {
 	var es []entry
 	for i := range records {
 		r := &records[i]
-		if !r.OK() || (len(r.Latency.Samples) == 0 && r.Latency.P50 <= 0) {
+		if !r.OK() || r.Latency.P50 <= 0 {
 			continue
 		}
 		es = append(es, entry{BenchName(r), r})
@@ -89,10 +91,15 @@ func WriteGoBench(w io.Writer, records []Record) error {
 		return es[i].r.Cell < es[j].r.Cell
 	})
 	// Distinct cells whose names collide after sanitizing get a suffix, so
-	// that benchstat does not pool them.
+	// that benchstat does not pool them; the runs of one cell share a name.
 	owner := map[string]string{}
+	suffix := map[string]string{} // cell -> its name
 	seen := map[string]int{}
 	for i := range es {
+		if n, ok := suffix[es[i].r.Cell]; ok {
+			es[i].name = n
+			continue
+		}
 		base := es[i].name
 		if c, ok := owner[base]; ok && c != es[i].r.Cell {
 			seen[base]++
@@ -100,6 +107,7 @@ func WriteGoBench(w io.Writer, records []Record) error {
 		} else {
 			owner[base] = es[i].r.Cell
 		}
+		suffix[es[i].r.Cell] = es[i].name
 	}
 	benched := make([]*Record, len(es))
 	for i := range es {
@@ -116,14 +124,8 @@ func WriteGoBench(w io.Writer, records []Record) error {
 		width = max(width, len(e.name))
 	}
 	for _, e := range es {
-		samples := e.r.Latency.Samples
-		if len(samples) == 0 {
-			samples = []float64{e.r.Latency.P50}
-		}
-		for _, us := range samples {
-			ns := strconv.FormatFloat(math.Round(us*1e6)/1e3, 'f', -1, 64) // µs → ns, to the ps
-			fmt.Fprintf(bw, "%-*s \t%8d\t%12s ns/op\n", width, e.name, 1, ns)
-		}
+		ns := strconv.FormatFloat(math.Round(e.r.Latency.P50*1e6)/1e3, 'f', -1, 64) // µs → ns, to the ps
+		fmt.Fprintf(bw, "%-*s \t%8d\t%12s ns/op\n", width, e.name, 1, ns)
 	}
 	return bw.Flush()
 }

@@ -98,7 +98,7 @@ func TestWriteGoBenchParses(t *testing.T) {
 	res, ignored, err := parseGoBench(b.Bytes())
 	require.NoError(t, err)
 	assert.Empty(t, ignored, "every line is a configuration or result line")
-	require.Len(t, res, 4)
+	require.Len(t, res, 2)
 
 	byName := map[string][]float64{}
 	for _, r := range res {
@@ -112,11 +112,11 @@ func TestWriteGoBenchParses(t *testing.T) {
 		assert.Equal(t, "AMD EPYC 7B13", r.Config["device"])
 	}
 	quest := "BenchmarkAttn/model=ref25m/policy=quest_budget=64/task=passkey_length=2048"
-	assert.Equal(t, []float64{123456, 120000, 130500}, byName[quest], "one line per sample, in ns")
+	assert.Equal(t, []float64{123456}, byName[quest], "one line per record: its p50 in ns, not its per-step samples")
 	// Sanitized: no space or slash inside values; a final "-1" is not left
 	// to be read as GOMAXPROCS.
 	needle := "BenchmarkAttn/model=my_model_v2/policy=full/task=needle_depth=0.5_offset=-1_"
-	assert.Equal(t, []float64{80000}, byName[needle], "p50 when there are no samples")
+	assert.Equal(t, []float64{80000}, byName[needle])
 	for name := range byName {
 		assert.Equal(t, 4, strings.Count(name, "/")+1, name)
 		for _, part := range strings.Split(name, "/")[1:] {
@@ -136,4 +136,31 @@ func TestWriteGoBenchCollidingNames(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, res, 2)
 	assert.NotEqual(t, res[0].Name, res[1].Name)
+}
+
+// TestWriteGoBenchRuns: the records of several runs give one line per run
+// and cell, under one name per cell (a colliding name keeps its suffix in
+// every run), so benchstat sees the runs as repetitions.
+func TestWriteGoBenchRuns(t *testing.T) {
+	var recs []Record
+	for run, scale := range []float64{1, 1.1, 0.9} {
+		recs = append(recs,
+			Record{Cell: "x1", Model: "m a", Policy: "p", Task: "t", Status: "ok", Latency: Latency{P50: 10 * scale}},
+			Record{Cell: "x2", Model: "m_a", Policy: "p", Task: "t", Status: "ok", Latency: Latency{P50: 20 * scale}},
+		)
+		if run == 1 {
+			recs = append(recs, Record{Cell: "x3", Model: "m", Policy: "p", Task: "t", Status: "failed", Latency: Latency{P50: 5}})
+		}
+	}
+	var b bytes.Buffer
+	require.NoError(t, WriteGoBench(&b, recs))
+	res, _, err := parseGoBench(b.Bytes())
+	require.NoError(t, err)
+	byName := map[string][]float64{}
+	for _, r := range res {
+		byName[r.Name] = append(byName[r.Name], r.Values["ns/op"])
+	}
+	require.Len(t, byName, 2, "two cells: %v", byName)
+	assert.ElementsMatch(t, []float64{10000, 11000, 9000}, byName["BenchmarkAttn/model=m_a/policy=p/task=t"])
+	assert.ElementsMatch(t, []float64{20000, 22000, 18000}, byName["BenchmarkAttn/model=m_a/policy=p/task=t_dup1"])
 }

@@ -26,6 +26,13 @@ type Record struct {
 	Status string `json:"status"` // "ok" or "failed"
 	Error  string `json:"error,omitempty"`
 
+	// Declared are the task's declarations of its metrics (name, unit,
+	// better direction), copied from the task when the cell ran: compare
+	// gates each metric by them. Records written before they were carried
+	// lack them; compare then takes the declarations of the task in the
+	// running build, and says so.
+	Declared []tasks.Metric `json:"metric_decls,omitempty"`
+
 	Metrics map[string]float64       `json:"metrics,omitempty"`
 	Curves  map[string][]tasks.Point `json:"curves,omitempty"`
 	Detail  map[string]any           `json:"detail,omitempty"`

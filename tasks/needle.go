@@ -174,7 +174,7 @@ func (needle) Name() string { return "needle" }
 func (needle) Version() int { return 1 }
 
 func (needle) Metrics() []Metric {
-	return []Metric{{Name: "score", Unit: "", Better: "higher"}}
+	return []Metric{{Name: "score", Unit: UnitFraction, Better: BetterHigher}}
 }
 
 func (needle) Params() []policies.ParamDoc {

@@ -157,7 +157,7 @@ func (passkey) Name() string { return "passkey" }
 func (passkey) Version() int { return 1 }
 
 func (passkey) Metrics() []Metric {
-	return []Metric{{Name: "accuracy", Unit: "", Better: "higher"}}
+	return []Metric{{Name: "accuracy", Unit: UnitFraction, Better: BetterHigher}}
 }
 
 func (passkey) Params() []policies.ParamDoc {

@@ -38,8 +38,8 @@ func (perplexity) Version() int { return 1 }
 
 func (perplexity) Metrics() []Metric {
 	return []Metric{
-		{Name: "ppl", Unit: "", Better: "lower"},
-		{Name: "nll", Unit: "nats", Better: "lower"},
+		{Name: "ppl", Unit: "", Better: BetterLower},
+		{Name: "nll", Unit: "nats", Better: BetterLower},
 	}
 }
 

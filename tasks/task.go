@@ -14,11 +14,37 @@ import (
 // after matrix expansion: scalars, or lists a task takes whole).
 type Params map[string]any
 
-// Metric describes one number a task reports.
+// Metric describes one number a task reports. Every record carries its
+// task's declarations, and compare gates each metric by them: the direction
+// that is better, and the unit, which says how a change is measured (an
+// absolute drop for UnitFraction, a relative change otherwise) and whether the
+// metric is a noisy timing (a time or a rate, gated only over repeated runs).
 type Metric struct {
-	Name   string // "accuracy", "ppl", ...
-	Unit   string // "", "nats", "tokens", ...
-	Better string // "higher" or "lower"
+	Name   string `json:"name"`           // "accuracy", "ppl", ...
+	Unit   string `json:"unit,omitempty"` // UnitFraction, "nats", "tokens", "us", ... ("" : a plain number)
+	Better string `json:"better"`         // BetterHigher or BetterLower
+}
+
+// Directions a Metric can declare.
+const (
+	BetterHigher = "higher" // accuracy, score
+	BetterLower  = "lower"  // perplexity, loss, time
+)
+
+// UnitFraction is the unit of a metric that is a share in [0, 1] (accuracy,
+// recall): its changes are compared as absolute differences.
+const UnitFraction = "fraction"
+
+// Validate checks a declaration: a name without spaces or commas (it is a
+// key of compare's --max-regress) and a direction.
+func (m Metric) Validate() error {
+	switch {
+	case m.Name == "" || strings.ContainsAny(m.Name, " \t\n,="):
+		return fmt.Errorf("metric %q: the name must be non-empty, without spaces, commas or '='", m.Name)
+	case m.Better != BetterHigher && m.Better != BetterLower:
+		return fmt.Errorf("metric %s: better is %q, want %q or %q", m.Name, m.Better, BetterHigher, BetterLower)
+	}
+	return nil
 }
 
 // Point is one sample of a curve: X (tokens, length, depth...) and Y.
