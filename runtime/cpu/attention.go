@@ -3,9 +3,43 @@ package cpu
 import (
 	"fmt"
 	"math"
+	"os"
+	"strconv"
+	"time"
 
 	"github.com/kvbench/kvbench/runtime"
 )
+
+// SlowdownEnv names a test-only knob: KVBENCH_TEST_ATTN_SLOWDOWN=1.25 makes
+// every Attend take 1.25 times as long, by spinning on the core after the
+// real work for the extra share of the time it took. It exists to prove that
+// the regression gate (kvbench compare) catches a slower attention kernel;
+// never set it for measurements. A value that is not a number >= 1 makes
+// Attend panic with the variable named (a cell run by the runner records it
+// as its failure).
+const SlowdownEnv = "KVBENCH_TEST_ATTN_SLOWDOWN"
+
+// attnSlowdown is the factor of SlowdownEnv (1: none), or the error of its
+// value.
+var attnSlowdown, attnSlowdownErr = parseSlowdown(os.Getenv(SlowdownEnv))
+
+func parseSlowdown(v string) (float64, error) {
+	if v == "" {
+		return 1, nil
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || !(f >= 1) || math.IsInf(f, 0) {
+		return 1, fmt.Errorf("cpu: %s=%q: want a slowdown factor >= 1 (test only)", SlowdownEnv, v)
+	}
+	return f, nil
+}
+
+// spinUntil busy-waits until time.Since(t0) reaches d: the extra time of the
+// slowdown knob, spent on the core like real work.
+func spinUntil(t0 time.Time, d time.Duration) {
+	for time.Since(t0) < d {
+	}
+}
 
 // attnJob computes attention for (row, head) items in parallel.
 type attnJob struct {
@@ -27,6 +61,13 @@ var negInf = float32(math.Inf(-1))
 func (b *Backend) Attend(a *runtime.AttnArgs) {
 	if a.KVHeads <= 0 || a.Heads%a.KVHeads != 0 || len(a.Seqs) != a.KVHeads {
 		panic(fmt.Sprintf("cpu: Attend with %d heads, %d kv heads, %d sequences", a.Heads, a.KVHeads, len(a.Seqs)))
+	}
+	if attnSlowdownErr != nil {
+		panic(attnSlowdownErr)
+	}
+	if attnSlowdown > 1 {
+		t0 := time.Now()
+		defer func() { spinUntil(t0, time.Duration(attnSlowdown*float64(time.Since(t0)))) }()
 	}
 	j := &b.att
 	longest := 0
