@@ -71,6 +71,8 @@ type Runner struct {
 	marks    []int      // device timestamps around each layer's attention
 	score    *scoreSink // set during LogProbs
 	id       uint64     // unique among runners: the owner in ReplayKeys
+
+	probe func(l int) // set by a NaN diagnosis (finite.go): runs before layer l
 }
 
 var runnerIDs atomic.Uint64
@@ -240,6 +242,9 @@ func (r *Runner) forward(tokens []int, logits []float32, all bool) error {
 				return err
 			}
 		}
+		if err := r.checkFinite(chunk, out, all); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -262,6 +267,9 @@ func (r *Runner) step(tokens []int, out []float32, all bool) {
 		rep = nil
 	}
 	for l := range w.layers {
+		if r.probe != nil {
+			r.probe(l)
+		}
 		// Attention block: x += Wo · attention(RoPE(Wq·xb), cache ∪ RoPE(Wk·xb), Wv·xb).
 		if rep != nil {
 			rep.Replay(ReplayKey{r.id, l, 0}, func() { r.projectQKV(l, 1) })

@@ -2,9 +2,15 @@ package tasks_test
 
 import (
 	"context"
+	"errors"
+	"math"
 	"strings"
 	"testing"
 
+	"github.com/kvbench/kvbench/bench"
+	"github.com/kvbench/kvbench/policies"
+	"github.com/kvbench/kvbench/runtime"
+	"github.com/kvbench/kvbench/runtime/tokenizer"
 	"github.com/kvbench/kvbench/tasks"
 )
 
@@ -68,5 +74,31 @@ func TestBinaryText(t *testing.T) {
 	}
 	if _, err := task.Run(context.Background(), e, tasks.Params{"text": late, "tokens": 10}); err == nil || !strings.Contains(err.Error(), "offset 78000") {
 		t.Errorf("Run of a text with a bad byte at 78000: %v", err)
+	}
+}
+
+// NaN in the logits fails the cell, naming the token and where it arose.
+func TestNonFiniteLogits(t *testing.T) {
+	m, err := runtime.Synthetic("tiny-interleaved") // an untied head
+	if err != nil {
+		t.Fatal(err)
+	}
+	z := tokenizer.Bytes{}.Encode("Z")[0]
+	m.Weights.Embed.F32[z*m.Config.Dim] = float32(math.NaN())
+	e, err := bench.NewEngine(m, tokenizer.Bytes{}, "window", policies.Params{"window": 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := writeText(t, strings.Repeat("a", 50)+"Z"+strings.Repeat("b", 50))
+	task, _ := tasks.Lookup("perplexity")
+	_, err = task.Run(context.Background(), e, tasks.Params{"text": path, "tokens": 80})
+	// BOS is token 0 of the stream; text byte 50 is token 51.
+	if err == nil || !strings.Contains(err.Error(), "non-finite logits (NaN) at token 51 of the stream") ||
+		!strings.Contains(err.Error(), "the token's embedding is not finite") {
+		t.Errorf("perplexity over a NaN embedding: %v", err)
+	}
+	var nf *runtime.NonFiniteError
+	if !errors.As(err, &nf) || nf.Token != z {
+		t.Errorf("error %v does not carry the runtime's NonFiniteError for token %d", err, z)
 	}
 }
