@@ -86,6 +86,8 @@ func TestConfigsFindShared(t *testing.T) {
 				}
 			} else if err := os.MkdirAll(p, 0o755); err != nil {
 				t.Fatal(err)
+			} else if err := os.WriteFile(filepath.Join(p, "a.txt"), []byte("text"), 0o644); err != nil {
+				t.Fatal(err) // a folder of texts holds .txt files
 			}
 		}
 	}
