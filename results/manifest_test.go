@@ -127,3 +127,27 @@ func TestMismatchErrorText(t *testing.T) {
 	assert.Contains(t, u.Error(), "out/x/results.jsonl holds 4 records but no manifest.json")
 	assert.Equal(t, "4 records without a manifest", u.Summary())
 }
+
+// TestManifestLeftoverTemporary: a crash while writing the manifest leaves
+// the temporary file beside the old manifest; reading ignores it and the
+// next write replaces it.
+func TestManifestLeftoverTemporary(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir)
+	require.NoError(t, err)
+	defer s.Close()
+	want := testManifest(t)
+	require.NoError(t, s.WriteManifest(want))
+	tmp := filepath.Join(dir, ManifestName+".tmp")
+	require.NoError(t, os.WriteFile(tmp, []byte(`{"format": 1, "settings": {"revis`), 0o644))
+	got, err := ReadManifest(dir)
+	require.NoError(t, err)
+	assert.Equal(t, want.Settings, got.Settings, "the old manifest is intact")
+	want.Settings["revision"] = "def"
+	require.NoError(t, s.WriteManifest(want))
+	got, err = ReadManifest(dir)
+	require.NoError(t, err)
+	assert.Equal(t, "def", got.Settings["revision"])
+	_, err = os.Stat(tmp)
+	assert.True(t, os.IsNotExist(err))
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"golang.org/x/term"
 
@@ -44,11 +46,12 @@ func cmdValidate(stdout, stderr io.Writer, args []string) error {
 }
 
 func cmdRun(stdout, stderr io.Writer, args []string) error {
-	fs := newFlags("run", "run SUITE.yaml [--out DIR] [--dry-run] [--quiet] [--retry-failed]", stderr)
+	fs := newFlags("run", "run SUITE.yaml [--out DIR] [--dry-run] [--quiet] [--retry-failed] [--force-resume]", stderr)
 	out := fs.String("out", "", "results directory (default: out/<suite name>)")
 	dry := fs.Bool("dry-run", false, "print the cells and an estimate of the work, run nothing")
 	quiet := fs.Bool("quiet", false, "no progress output")
 	retry := fs.Bool("retry-failed", false, "rerun cells recorded as failed")
+	force := fs.Bool("force-resume", false, "reuse DIR's records even when DIR/manifest.json says another configuration (binary, suite, settings) produced them")
 	backendFlag := fs.String("backend", "", "override the suite's backend: auto, cpu or cuda")
 	// Flags may follow the suite file: parse what comes after it too.
 	var suite string
@@ -91,13 +94,67 @@ func cmdRun(stdout, stderr io.Writer, args []string) error {
 		tty = term.IsTerminal(int(f.Fd()))
 	}
 	sum, err := bench.Run(ctx, s, bench.RunOptions{Out: dir, Quiet: *quiet, Retry: *retry, Progress: stderr, TTY: tty,
-		Version: version, Revision: buildRevision})
+		Version: version, Revision: buildRevision, ForceResume: *force})
+	var mis *results.MismatchError
+	if errors.As(err, &mis) {
+		return fmt.Errorf("%w\nTo start afresh, run with another --out DIR or delete the directory %s; to keep its records anyway, rerun with --force-resume (%s notes the override)",
+			err, dir, filepath.Join(dir, results.ManifestName))
+	}
 	if err != nil {
 		return err
 	}
+	// failed counts the cells of DIR whose record is failed, those of
+	// earlier runs included, not only this run's.
 	fmt.Fprintf(stdout, "%s: %d cells (%d already done, %d run, %d failed) on %s; results in %s\n",
-		s.Name, sum.Cells, sum.Skipped, sum.Ran, sum.Failed, sum.Backend, filepath.Join(dir, "results.jsonl"))
-	return nil
+		s.Name, sum.Cells, sum.Skipped, sum.Ran, len(sum.FailedCells), sum.Backend, filepath.Join(dir, results.FileName))
+	if len(sum.FailedCells) == 0 {
+		return nil
+	}
+	earlier := 0
+	for _, c := range sum.FailedCells {
+		if c.Earlier {
+			earlier++
+		}
+	}
+	fmt.Fprintf(stdout, "\nFailed cells of %s (%d; %d recorded by earlier runs):\n", dir, len(sum.FailedCells), earlier)
+	for _, c := range sum.FailedCells {
+		var notes []string
+		if c.Earlier {
+			notes = append(notes, "earlier run")
+		}
+		if !c.InSuite {
+			notes = append(notes, "not in this suite")
+		}
+		note := ""
+		if len(notes) > 0 {
+			note = " [" + strings.Join(notes, ", ") + "]"
+		}
+		fmt.Fprintf(stdout, "  %s%s: %s\n", c.Key, note, firstLine(c.Error, 300))
+	}
+	noun := "cells"
+	if len(sum.FailedCells) == 1 {
+		noun = "cell"
+	}
+	return fmt.Errorf("run: %d %s of %s failed (listed above; the full errors are in %s; --retry-failed reruns them)",
+		len(sum.FailedCells), noun, dir, filepath.Join(dir, results.FileName))
+}
+
+// firstLine is the first line of s, cut to at most n bytes.
+func firstLine(s string, n int) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i] + " ..."
+	}
+	if len(s) > n {
+		cut := n - 3
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "..."
+	}
+	if s == "" {
+		s = "(no reason recorded)"
+	}
+	return s
 }
 
 func cmdList(stdout, stderr io.Writer, args []string) error {

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kvbench/kvbench/results"
 )
 
 // TestMain lets a test re-run this binary as the kvbench command, in a real
@@ -123,14 +125,14 @@ func TestKilledRunResumes(t *testing.T) {
 	}
 	dir := t.TempDir()
 	suite := "../../configs/smoke.yaml"
-	results := filepath.Join(dir, "results.jsonl")
+	resultsFile := filepath.Join(dir, "results.jsonl")
 	for _, killAfter := range []int{3, 40} {
 		cmd := child("run", suite, "--out", dir, "--quiet")
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
 		deadline := time.Now().Add(2 * time.Minute)
-		for lines(results) < killAfter && time.Now().Before(deadline) {
+		for lines(resultsFile) < killAfter && time.Now().Before(deadline) {
 			time.Sleep(2 * time.Millisecond)
 		}
 		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
@@ -159,6 +161,17 @@ func TestKilledRunResumes(t *testing.T) {
 	}
 	if before == 0 || before >= want {
 		t.Logf("note: the kills left %d of %d cells", before, want)
+	}
+	// The manifest, rewritten by every run, survived the kills whole and
+	// describes every cell.
+	m, err := results.ReadManifest(dir)
+	if err != nil || m == nil {
+		t.Fatalf("manifest after kills: %v, %v", m, err)
+	}
+	for cell := range counts {
+		if _, ok := m.Cells[cell]; !ok {
+			t.Errorf("cell %s has a record but no manifest entry", cell)
+		}
 	}
 }
 
