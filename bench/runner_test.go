@@ -295,3 +295,28 @@ func TestRunSettings(t *testing.T) {
 		"kv_dtype: f32 (recorded), bf16 (this run)",
 	}, got)
 }
+
+// TestResumeManifestWithoutRecords: a run killed before its first record
+// left only a manifest; another configuration may take the directory, since
+// nothing would be mixed.
+func TestResumeManifestWithoutRecords(t *testing.T) {
+	dir, out := t.TempDir(), t.TempDir()
+	s := writeRunSuite(t, dir, "")
+	st, err := results.Open(out)
+	require.NoError(t, err)
+	m, err := buildManifest(s, s.Cells(), "cpu", "rev-a", "bin-a")
+	require.NoError(t, err)
+	require.NoError(t, st.WriteManifest(m))
+	require.NoError(t, st.Close())
+
+	opt := runOpts(out)
+	opt.Revision = "rev-b"
+	sum, err := Run(context.Background(), writeRunSuite(t, dir, "recall_every: 4"), opt)
+	require.NoError(t, err)
+	assert.Equal(t, 2, sum.Ran)
+	got, err := results.ReadManifest(out)
+	require.NoError(t, err)
+	assert.Equal(t, "rev-b", got.Settings["revision"])
+	assert.Equal(t, "4", got.Settings["recall_every"])
+	assert.Empty(t, got.Forced)
+}
