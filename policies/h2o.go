@@ -43,8 +43,9 @@ import (
 // Ties (equal scores) evict the older position first, a deterministic
 // choice (the reference's torch.topk leaves it unspecified).
 //
-// Budgets are heavy and recent in tokens, or heavy_ratio and recent_ratio of
-// the prompt length (the default: 0.1 and 0.1, the paper's setting). Ratios
+// Budgets are heavy and recent in tokens (the default: 128 and 128), or
+// heavy_ratio and recent_ratio of the prompt length (0.1 and 0.1 is the
+// paper's setting; giving either ratio selects them). Ratios
 // are resolved by the stream's first Prompt(n) call with n > 0, flooring as
 // the reference does (int(ratio*n)), with recent at least 1 so the newest
 // token is always attended; a stream that starts without an announced prompt
@@ -78,10 +79,10 @@ type h2oCand struct {
 func init() {
 	Register(Spec{Name: "h2o", Doc: "heavy hitters by accumulated attention plus a recent window (H2O)",
 		Params: []ParamDoc{
-			{"heavy", "", "heavy-hitter tokens kept per layer and KV head (with recent; or give ratios)"},
-			{"recent", "", "most recent tokens kept per layer and KV head (with heavy; or give ratios)"},
-			{"heavy_ratio", "0.1", "heavy as a share of the prompt length (when heavy/recent are not given)"},
-			{"recent_ratio", "0.1", "recent as a share of the prompt length (when heavy/recent are not given)"},
+			{"heavy", "128", "heavy-hitter tokens kept per layer and KV head (or give ratios)"},
+			{"recent", "128", "most recent tokens kept per layer and KV head (or give ratios)"},
+			{"heavy_ratio", "0.1", "heavy as a share of the prompt length, instead of heavy and recent (giving either ratio selects ratios; 0.1 and 0.1 is the paper's setting)"},
+			{"recent_ratio", "0.1", "recent as a share of the prompt length, instead of heavy and recent"},
 			{"normalize", "false", "rank by the mean instead of the sum of the probabilities a token received"},
 		},
 		New: newH2O})
@@ -103,15 +104,15 @@ func newH2O(p Params) (Policy, error) {
 			name = "recent"
 		}
 		rd.fail(name, "give the budget in tokens (heavy and recent) or as shares of the prompt (heavy_ratio and recent_ratio), not both")
-	case tokens:
-		pol.heavy = rd.Int("heavy", -1, 0, 1<<30)
-		pol.recent = rd.Int("recent", -1, 1, 1<<30)
-		pol.resolved = true
-		pol.budget = pol.heavy + pol.recent
-	default:
+	case ratios:
 		pol.ratios = true
 		pol.heavyRatio = rd.Float("heavy_ratio", 0.1, 0, 1)
 		pol.recentRate = rd.Float("recent_ratio", 0.1, 0, 1)
+	default: // tokens, given or the defaults
+		pol.heavy = rd.Int("heavy", 128, 0, 1<<30)
+		pol.recent = rd.Int("recent", 128, 1, 1<<30)
+		pol.resolved = true
+		pol.budget = pol.heavy + pol.recent
 	}
 	out, err := rd.done()
 	if err != nil {
@@ -169,7 +170,7 @@ func (p *h2o) Scores(l, h int) []float64 { return p.score[l][h] }
 func (p *h2o) BeforeAttend(l int, a *runtime.AttnArgs) {
 	if !p.resolved {
 		if p.err == nil {
-			p.err = fmt.Errorf("policy h2o: heavy_ratio %v and recent_ratio %v are shares of the prompt length, but no prompt was announced: give heavy and recent in tokens, or announce the prompt (Prompt(n)) before the first forward",
+			p.err = fmt.Errorf("policy h2o: heavy_ratio %v and recent_ratio %v are shares of the prompt length, but no prompt was announced (a text streamed token by token, as kvbench score and the perplexity task feed it, has none): give heavy and recent in tokens",
 				p.heavyRatio, p.recentRate)
 		}
 		return

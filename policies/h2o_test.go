@@ -45,8 +45,8 @@ func TestH2OParams(t *testing.T) {
 		params policies.Params
 		want   string
 	}{
-		{policies.Params{"heavy": 4}, "parameter recent: is required"},
-		{policies.Params{"recent": 4}, "parameter heavy: is required"},
+		{policies.Params{"heavy": -1}, "parameter heavy: -1 is out of range"},
+		{policies.Params{"recent_ratio": -0.5}, "parameter recent_ratio: -0.5 is out of range"},
 		{policies.Params{"heavy": 4, "recent": 0}, "out of range"},
 		{policies.Params{"heavy": 4, "recent": 4, "heavy_ratio": 0.2}, "not both"},
 		{policies.Params{"heavy_ratio": 1.5}, "out of range"},
@@ -58,8 +58,8 @@ func TestH2OParams(t *testing.T) {
 		}
 	}
 
-	// Ratios (the paper's 0.1 + 0.1 by default) resolve at the first prompt.
-	p, err := policies.New("h2o", nil)
+	// Ratios (the paper's 0.1 + 0.1) resolve at the first prompt.
+	p, err := policies.New("h2o", policies.Params{"heavy_ratio": 0.1, "recent_ratio": 0.1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,10 +29,10 @@ type oracle struct {
 
 func init() {
 	Register(Spec{Name: "oracle", Doc: "attends to the `budget` keys of highest exact q·k per query head (an upper bound)",
-		Params: []ParamDoc{{"budget", "", "tokens attended per query head"}},
+		Params: []ParamDoc{{"budget", "256", "tokens attended per query head"}},
 		New: func(p Params) (Policy, error) {
 			rd := newReader("oracle", p)
-			b := rd.Int("budget", 0, 1, 1<<30)
+			b := rd.Int("budget", 256, 1, 1<<30)
 			out, err := rd.done()
 			if err != nil {
 				return nil, err

@@ -26,7 +26,6 @@ func TestOracleParams(t *testing.T) {
 		params policies.Params
 		want   string
 	}{
-		{nil, "parameter budget: is required"},
 		{policies.Params{"budget": 0}, "out of range"},
 		{policies.Params{"budget": 8, "page": 4}, "unknown parameter page"},
 	} {

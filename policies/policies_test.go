@@ -58,7 +58,6 @@ func TestParamErrors(t *testing.T) {
 		want   string
 	}{
 		{"windw", nil, "did you mean window"},
-		{"window", nil, "parameter window: is required"},
 		{"window", policies.Params{"window": 0}, "out of range"},
 		{"window", policies.Params{"window": "abc"}, "not a number"},
 		{"window", policies.Params{"window": 10, "windows": 3}, "unknown parameter windows"},

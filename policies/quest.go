@@ -48,11 +48,11 @@ type quest struct {
 
 func init() {
 	Register(Spec{Name: "quest", Doc: "query-aware selection of the top pages by a key-bound upper bound on q·k (Quest)",
-		Params: []ParamDoc{{"budget", "", "tokens attended per query head"}, {"page", "16", "tokens per page"},
+		Params: []ParamDoc{{"budget", "256", "tokens attended per query head"}, {"page", "16", "tokens per page"},
 			{"dense_layers", "2", "first layers attending in full"}},
 		New: func(p Params) (Policy, error) {
 			rd := newReader("quest", p)
-			b := rd.Int("budget", 0, 1, 1<<30)
+			b := rd.Int("budget", 256, 1, 1<<30)
 			pg := rd.Int("page", 16, 1, 1<<20)
 			d := rd.Int("dense_layers", 2, 0, 1<<20)
 			out, err := rd.done()

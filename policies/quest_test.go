@@ -30,7 +30,6 @@ func TestQuestParams(t *testing.T) {
 		params policies.Params
 		want   string
 	}{
-		{nil, "parameter budget: is required"},
 		{policies.Params{"budget": 64, "page": 0}, "out of range"},
 		{policies.Params{"budget": 64, "dense_layer": 1}, "did you mean dense_layers"},
 	} {

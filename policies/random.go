@@ -19,10 +19,10 @@ type random struct {
 
 func init() {
 	Register(Spec{Name: "random", Doc: "keeps a uniformly random subset of `budget` tokens plus the newest (a lower bound)",
-		Params: []ParamDoc{{"budget", "", "tokens kept per layer and KV head"}, {"seed", "1", "random seed"}},
+		Params: []ParamDoc{{"budget", "256", "tokens kept per layer and KV head"}, {"seed", "1", "random seed"}},
 		New: func(p Params) (Policy, error) {
 			rd := newReader("random", p)
-			b := rd.Int("budget", 0, 1, 1<<30)
+			b := rd.Int("budget", 256, 1, 1<<30)
 			seed := rd.Int("seed", 1, 0, 1<<62)
 			out, err := rd.done()
 			if err != nil {

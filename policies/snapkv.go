@@ -83,7 +83,7 @@ func init() {
 
 func snapParamDocs() []ParamDoc {
 	return []ParamDoc{
-		{"capacity", "", "tokens kept per KV head after the prompt, window included"},
+		{"capacity", "256", "tokens kept per KV head after the prompt, window included"},
 		{"window", "32", "observation window: the last prompt queries scoring the prefix"},
 		{"kernel", "7", "pooling width (odd)"},
 		{"pooling", "max", "score smoothing: max or avg"},
@@ -93,7 +93,7 @@ func snapParamDocs() []ParamDoc {
 // newSnapKV reads the parameters shared by snapkv and pyramidkv.
 func newSnapKV(name string, p Params, pyramid bool) (Policy, error) {
 	rd := newReader(name, p)
-	capacity := rd.Int("capacity", 0, 1, 1<<30)
+	capacity := rd.Int("capacity", 256, 1, 1<<30)
 	window := rd.Int("window", 32, 1, 1<<30)
 	kernel := rd.Int("kernel", 7, 1, 1<<20)
 	pooling := rd.Enum("pooling", "max", "avg")

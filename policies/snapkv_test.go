@@ -490,7 +490,6 @@ func TestSnapKVParamErrors(t *testing.T) {
 			params policies.Params
 			want   string
 		}{
-			{nil, "parameter capacity: is required"},
 			{policies.Params{"capacity": 16, "window": 32}, "parameter capacity: 16 is less than window 32"},
 			{policies.Params{"capacity": 64, "kernel": 4}, "parameter kernel: 4 is even"},
 			{policies.Params{"capacity": 64, "pooling": "median"}, `parameter pooling: "median" is not one of max, avg`},

@@ -50,10 +50,10 @@ type tova struct {
 
 func init() {
 	Register(Spec{Name: "tova", Doc: "evicts the token the current query attends least, averaged over the layer's heads (TOVA)",
-		Params: []ParamDoc{{"cache", "", "tokens kept per layer (every KV head holds the same ones)"}},
+		Params: []ParamDoc{{"cache", "256", "tokens kept per layer (every KV head holds the same ones)"}},
 		New: func(p Params) (Policy, error) {
 			rd := newReader("tova", p)
-			c := rd.Int("cache", 0, 1, 1<<30)
+			c := rd.Int("cache", 256, 1, 1<<30)
 			out, err := rd.done()
 			if err != nil {
 				return nil, err

@@ -30,7 +30,6 @@ func TestTOVAParams(t *testing.T) {
 		params policies.Params
 		want   string
 	}{
-		{nil, "parameter cache: is required"},
 		{policies.Params{"cache": 0}, "out of range"},
 		{policies.Params{"cache": 8, "budget": 3}, "unknown parameter budget"},
 	} {

@@ -21,10 +21,10 @@ type sinkWindow struct {
 
 func init() {
 	Register(Spec{Name: "window", Doc: "sliding window of the last `window` tokens, no sinks",
-		Params: []ParamDoc{{"window", "", "tokens kept"}, {"reposition", "false", "assign positions within the cache"}},
+		Params: []ParamDoc{{"window", "256", "tokens kept"}, {"reposition", "false", "assign positions within the cache"}},
 		New: func(p Params) (Policy, error) {
 			rd := newReader("window", p)
-			w := rd.Int("window", 0, 1, 1<<30)
+			w := rd.Int("window", 256, 1, 1<<30)
 			rep := rd.Bool("reposition", false)
 			out, err := rd.done()
 			if err != nil {
@@ -33,11 +33,11 @@ func init() {
 			return &sinkWindow{base: base{name: "window", params: out, budget: w, evicts: true}, recent: w, reposition: rep}, nil
 		}})
 	Register(Spec{Name: "streamingllm", Doc: "attention sinks plus a recent window, positions within the cache",
-		Params: []ParamDoc{{"sinks", "4", "first tokens kept forever"}, {"recent", "1020", "most recent tokens kept"}},
+		Params: []ParamDoc{{"sinks", "4", "first tokens kept forever"}, {"recent", "252", "most recent tokens kept"}},
 		New: func(p Params) (Policy, error) {
 			rd := newReader("streamingllm", p)
 			s := rd.Int("sinks", 4, 0, 1<<20)
-			rc := rd.Int("recent", 1020, 1, 1<<30)
+			rc := rd.Int("recent", 252, 1, 1<<30)
 			out, err := rd.done()
 			if err != nil {
 				return nil, err
