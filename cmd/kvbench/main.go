@@ -10,6 +10,8 @@ import (
 	"os"
 	"sort"
 	"strings"
+
+	"github.com/kvbench/kvbench/policies"
 )
 
 func main() {
@@ -53,10 +55,22 @@ func run(stdout, stderr io.Writer, args []string) error {
 		}
 		return nil
 	}
+	if args[0] == "--version" || args[0] == "-version" {
+		args = append([]string{"version"}, args[1:]...)
+	}
 	cmd, ok := commands[args[0]]
 	if !ok {
-		usage(stderr)
-		return fmt.Errorf("unknown command %q", args[0])
+		names := make([]string, 0, len(commands))
+		for n := range commands {
+			names = append(names, n)
+		}
+		msg := fmt.Sprintf("unknown command %q", args[0])
+		// A near name that starts alike (or a long word off by a few letters).
+		typed := strings.TrimLeft(args[0], "-")
+		if c := policies.Closest(typed, names); c != "" && typed != "" && (c[0] == typed[0] || len(typed) >= 6) {
+			msg += fmt.Sprintf("; did you mean %s?", c)
+		}
+		return fmt.Errorf("%s (kvbench help lists the commands)", msg)
 	}
 	return cmd.run(stdout, stderr, args[1:])
 }
@@ -75,8 +89,8 @@ func usage(w io.Writer) {
 	}
 }
 
-// newFlags returns a flag set that prints its usage to stderr and returns
-// errors instead of exiting.
+// newFlags returns a flag set that returns errors instead of exiting; its
+// usage (--help) goes to stderr.
 func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -87,10 +101,22 @@ func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
-// parseFlags parses args and rejects positional arguments beyond want.
+// parseFlags parses args and rejects positional arguments beyond want. A
+// bad flag is an error that main prints once, without the usage (which
+// --help prints).
 func parseFlags(fs *flag.FlagSet, args []string, want int) error {
-	if err := fs.Parse(args); err != nil {
+	out, usage := fs.Output(), fs.Usage
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	err := fs.Parse(args)
+	fs.SetOutput(out)
+	fs.Usage = usage
+	if errors.Is(err, flag.ErrHelp) {
+		fs.Usage()
 		return err
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %v (kvbench %s --help lists the flags)", fs.Name(), err, fs.Name())
 	}
 	if fs.NArg() > want {
 		return fmt.Errorf("%s: unexpected arguments: %s", fs.Name(), strings.Join(fs.Args()[want:], " "))

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/kvbench/kvbench/internal/fixtures"
+	"github.com/kvbench/kvbench/policies"
 )
 
 // storiesGolden is the output the reference C implementation prints for
@@ -146,5 +147,78 @@ func TestCLIErrors(t *testing.T) {
 		if err == nil || !strings.Contains(stderr, "Usage: kvbench "+cmd) {
 			t.Errorf("%s --help: err %v, stderr %q", cmd, err, stderr)
 		}
+	}
+}
+
+func TestVersionFlag(t *testing.T) {
+	for _, args := range [][]string{{"--version"}, {"-version"}, {"version"}} {
+		out, stderr, err := runCLI(t, args...)
+		if err != nil || !strings.HasPrefix(out, "kvbench "+version+" (revision ") || stderr != "" {
+			t.Errorf("kvbench %s: %v, stdout %q, stderr %q", args[0], err, out, stderr)
+		}
+	}
+}
+
+// Errors are returned once for main to print, without the usage text.
+func TestErrorsWithoutUsage(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"score", "--bogus"}, "score: flag provided but not defined: -bogus (kvbench score --help lists the flags)"},
+		{[]string{"score", "--tokens", "abc"}, `score: invalid value "abc" for flag -tokens`},
+		{[]string{"validate", "--nope", "x.yaml"}, "validate: flag provided but not defined: -nope"},
+		{[]string{"vresion"}, `unknown command "vresion"; did you mean version? (kvbench help lists the commands)`},
+		{[]string{"frob"}, `unknown command "frob" (kvbench help lists the commands)`},
+		{[]string{"--"}, `unknown command "--"`},
+	} {
+		out, stderr, err := runCLI(t, c.args...)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("kvbench %s: error %v, want %q", strings.Join(c.args, " "), err, c.want)
+		}
+		if stderr != "" || out != "" {
+			t.Errorf("kvbench %s printed besides its error: stdout %q, stderr %q", strings.Join(c.args, " "), out, stderr)
+		}
+	}
+}
+
+// Every policy runs with its default parameters.
+func TestScoreDefaultParams(t *testing.T) {
+	text := filepath.Join(t.TempDir(), "t.txt")
+	if err := os.WriteFile(text, []byte(strings.Repeat("The grass is green. The sky is blue. ", 20)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range policies.Names() {
+		out, _, err := runCLI(t, "score", "--model", "synthetic:tiny", "--text", text, "--tokens", "300", "--policy", name)
+		if err != nil {
+			t.Errorf("score --policy %s: %v", name, err)
+			continue
+		}
+		if !strings.Contains(out, "policy       "+name) || !strings.Contains(out, "perplexity") {
+			t.Errorf("score --policy %s output:\n%s", name, out)
+		}
+	}
+}
+
+// validate checks that the models' paths exist and are loadable formats,
+// naming the line; --no-models skips that.
+func TestValidateModels(t *testing.T) {
+	dir := t.TempDir()
+	suite := filepath.Join(dir, "s.yaml")
+	text := "name: m\nmodels:\n  - {name: a, path: \"synthetic:tiny\"}\n  - {name: b, path: missing/model}\npolicies: [full]\ntasks:\n  - {name: passkey, lengths: [300]}\n"
+	if err := os.WriteFile(suite, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := runCLI(t, "validate", suite)
+	if want := suite + ":4:21: model b: path: model " + filepath.Join(dir, "missing/model") + ": no such file or directory"; err == nil || err.Error() != want {
+		t.Errorf("validate with a missing model: %v\nwant %s", err, want)
+	}
+	out, _, err := runCLI(t, "validate", suite, "--no-models")
+	if err != nil || !strings.Contains(out, "is valid: 2 cells (models not checked)") {
+		t.Errorf("validate --no-models: %v %q", err, out)
+	}
+	out, _, err = runCLI(t, "validate", "../../configs/smoke.yaml")
+	if err != nil || !strings.Contains(out, "(models checked)") {
+		t.Errorf("validate smoke.yaml: %v %q", err, out)
 	}
 }

@@ -29,19 +29,36 @@ func init() {
 }
 
 func cmdValidate(stdout, stderr io.Writer, args []string) error {
-	fs := newFlags("validate", "validate SUITE.yaml", stderr)
+	fs := newFlags("validate", "validate SUITE.yaml [--no-models]", stderr)
+	noModels := fs.Bool("no-models", false, "do not check that the models' files exist and are loadable formats")
+	// Flags may follow the suite file.
+	var suite string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		suite, args = args[0], args[1:]
+	}
 	if err := parseFlags(fs, args, 1); err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
+	if suite == "" && fs.NArg() == 1 {
+		suite = fs.Arg(0)
+	} else if fs.NArg() > 0 {
+		return fmt.Errorf("validate: unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if suite == "" {
 		return fmt.Errorf("validate: give one suite file")
 	}
-	s, err := bench.LoadSuite(fs.Arg(0))
+	s, err := bench.LoadSuite(suite)
 	if err != nil {
 		return err
 	}
+	checked := "models checked"
+	if *noModels {
+		checked = "models not checked"
+	} else if err := s.CheckModels(); err != nil {
+		return err
+	}
 	cells := s.Cells()
-	fmt.Fprintf(stdout, "%s: suite %q is valid: %d cells\n", fs.Arg(0), s.Name, len(cells))
+	fmt.Fprintf(stdout, "%s: suite %q is valid: %d cells (%s)\n", suite, s.Name, len(cells), checked)
 	return nil
 }
 
