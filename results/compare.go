@@ -524,7 +524,7 @@ func checkThresholdNames(th map[string]float64, base, new []Run) error {
 		bad = append(bad, msg)
 	}
 	if len(bad) > 0 {
-		return fmt.Errorf("thresholds: unknown metric %s; the metrics are %s", strings.Join(bad, ", "), strings.Join(known, ", "))
+		return fmt.Errorf("compare: unknown metric %s in the thresholds; the metrics are %s", strings.Join(bad, ", "), strings.Join(known, ", "))
 	}
 	return nil
 }
@@ -768,6 +768,8 @@ func (c *Comparison) testTimings(given map[string]float64) error {
 		switch {
 		case ch.Delta == 0:
 			ch.Verdict = VerdictSame
+		case !ch.Gated && !(ch.P < c.Alpha):
+			ch.Verdict = VerdictNoise // not gated, and not significant even before correction
 		case !ch.Gated:
 			ch.Verdict = VerdictWorse
 			if w < 0 {

@@ -387,6 +387,23 @@ func TestCompareLatencyOverRuns(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "5 runs per side are needed")
 
+	// Throughput has no default gate: a change is reported, as noise when
+	// not significant even before the correction.
+	c, err = Compare(repeated(rng, 6, 1, 0.01), repeated(rng, 6, 1, 0.01), Options{})
+	require.NoError(t, err)
+	tp := findChange(t, c, "ppl-cell", MetricTokensPerS)
+	assert.False(t, tp.Gated)
+	assert.Equal(t, VerdictSame, tp.Verdict)
+	nwTp := repeated(rng, 6, 1, 0.01)
+	for i, r := range nwTp {
+		r.Records[0].Throughput *= []float64{0.8, 1.3, 0.9, 1.2, 1.0, 1.25}[i]
+	}
+	c, err = Compare(repeated(rng, 6, 1, 0.01), nwTp, Options{})
+	require.NoError(t, err)
+	tp = findChange(t, c, "ppl-cell", MetricTokensPerS)
+	assert.Equal(t, VerdictNoise, tp.Verdict, "%+v", tp)
+	assert.Equal(t, "no threshold: not gated", tp.Note)
+
 	// Throughput is a timing too: gated over runs when given a threshold.
 	slow := repeated(rng, 6, 1, 0.01)
 	for _, r := range slow {
