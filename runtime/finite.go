@@ -153,13 +153,15 @@ func (r *Runner) diagnose(tokens []int, row int, val float64) error {
 	if found {
 		return e
 	}
-	// Every layer is finite: the output head, row by row.
+	// Every layer is finite: the output head, row by row (into a buffer of
+	// its own: the runner's logit buffers are the step's business).
 	logits := make([]float32, c.Vocab)
+	dev := be.Alloc(c.Vocab)
 	for i := range rows {
 		be.CopyRows(s.last, s.x, 0, i, 1, c.Dim)
 		be.RMSNorm(s.last, s.last, r.w.norm, 1, c.Dim, c.NormEps)
-		be.MatMul(s.logits, s.last, r.w.output, 1, c.Dim, c.Vocab)
-		be.Read(logits, s.logits, 0)
+		be.MatMul(dev, s.last, r.w.output, 1, c.Dim, c.Vocab)
+		be.Read(logits, dev, 0)
 		if j := nonFinite32(logits); j >= 0 {
 			e.Layer, e.Pos, e.Token, e.Value = c.Layers, p0+i, tokens[i], float64(logits[j])
 			return e
