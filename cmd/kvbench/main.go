@@ -15,7 +15,9 @@ import (
 )
 
 func main() {
+	stop := startProfile()
 	err := run(os.Stdout, os.Stderr, os.Args[1:])
+	stop()
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
 	}
