@@ -77,6 +77,14 @@ __device__ double be_block_sum_d(double v, double* red) {
     return be_warp_sum_d(v);
 }
 
+// be_zero_many clears buffer i of list (pointer, float32 words at 2i, 2i+1)
+// in block i. Grid (buffers), block 256.
+extern "C" __global__ void be_zero_many(const u64* list) {
+    float* p = (float*)list[2 * blockIdx.x];
+    const long long n = (long long)list[2 * blockIdx.x + 1];
+    for (long long i = threadIdx.x; i < n; i += blockDim.x) p[i] = 0.f;
+}
+
 extern "C" __global__ void be_zero(float* p, long long n) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
         p[i] = 0.f;

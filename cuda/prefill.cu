@@ -5,29 +5,30 @@
 // path for prompt chunks of 16 rows or more without a policy option
 // (selection, re-positioning, accumulation, recall).
 //
-// Block (row tile z, query head h): BM = 16*NW query rows, each warp 16 of
-// them, against the keys of KV head h/group in tiles of FL_BN tokens. Keys
-// and values are staged in shared memory two tiles deep (cp.async for bf16
-// pages; float32 pages are read, rounded and stored). Per key tile a warp
-// computes S = Q K^T (mma.sync m16n8k16, bf16 in, float32 accumulate), masks
-// keys whose position is past the row's, updates the running max and sum
-// (base 2: scores scaled by scale*log2 e), and adds P V with P rounded to
-// bf16 straight from S's registers (the accumulator layout of two adjacent
-// 8-key tiles is the A operand layout of one 16-key step).
+// Block (row tile z, query head h): BM = 16*NW*MT query rows, each warp
+// 16*MT of them (MT m-tiles: every K or V fragment read from shared memory
+// feeds MT products), against the keys of KV head h/group in tiles of BN
+// tokens. The queries are rounded to bf16 into shared memory once; keys and
+// values are staged two tiles deep (cp.async for bf16 pages; float32 pages
+// are read, rounded and stored). Per key tile a warp computes S = Q K^T
+// (mma.sync m16n8k16, bf16 in, float32 accumulate), masks keys whose
+// position is past the row's (only in tiles that cross the warp's
+// diagonal), updates the running max and sum (base 2: one FFMA per score
+// applies scale*log2 e and subtracts the max), and adds P V with P rounded
+// to bf16 straight from S's registers (the accumulator layout of two
+// adjacent 8-key tiles is the A operand layout of one 16-key step).
 //
-// Operands: A fragments of Q are loaded once from global memory (float32,
-// rounded); B fragments of K with ldmatrix (keys are rows of 8 channels);
-// B fragments of V with ldmatrix.trans. Shared rows are padded by 8 bf16
+// Operands come from shared memory by ldmatrix: A of Q and B of K (rows of
+// 8 channels), B of V transposed (.trans). Shared rows are padded by 8 bf16
 // so that the 8 row addresses of an ldmatrix fall in different banks.
 //
 // Runtime metadata (the Attend descriptors, backend.cu): ints holds per KV
 // head SD_WORDS words (N, page size, K and V page offsets into ptrs, the
-// positions' offset) and per query row (qpos, qshift) at rowOff. When sorted
+// positions' offset) and per query row (qpos, qshift) at rowOff. Pages hold
+// 1 << psShift tokens (a power of two: shifts, not divisions, per load). When sorted
 // is set the KV head's positions ascend, so a tile of rows never needs keys
 // past the last position <= its largest query position (a binary search);
 // the mask itself is always by position.
-
-#define FL_BN 64
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
 __device__ __forceinline__ void fl_mma(float (&d)[4], const u32 (&a)[4], u32 b0, u32 b1) {
@@ -60,6 +61,13 @@ __device__ __forceinline__ void fl_cp16(void* dst, const void* src, bool ok) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(d), "l"(src), "r"(n));
 }
 
+// fl_exp2 is 2^x (ex2.approx: 2^-inf = +0).
+__device__ __forceinline__ float fl_exp2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
 __device__ __forceinline__ void fl_commit() { asm volatile("cp.async.commit_group;"); }
 template <int N>
 __device__ __forceinline__ void fl_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
@@ -70,26 +78,30 @@ __device__ __forceinline__ u32 fl_pack2(float lo, float hi) {
     return (u32)bf16_from_f32(lo) | ((u32)bf16_from_f32(hi) << 16);
 }
 
-template <int D, int NW>
+template <int D, int NW, int MT, int BN>
 __device__ __forceinline__ void flash_prefill(float* __restrict__ out, const float* __restrict__ q,
                                               const u64* __restrict__ ptrs, const int* __restrict__ ints, int heads,
                                               int kvHeads, float scaleLog2, int rowOff, int rows, int kvt, int sorted,
-                                              float* __restrict__ lse) {
+                                              int psShift, float* __restrict__ lse) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    constexpr int BM = 16 * NW, NT = 32 * NW, RS = D + 8;  // RS: padded shared row, bf16
-    constexpr int KS = D / 16;                              // k-steps of S = Q K^T
-    constexpr int NO = D / 8;                               // 8-channel tiles of O
+    constexpr int BM = 16 * NW * MT, NT = 32 * NW, RS = D + 8;  // RS: padded shared row, bf16
+    constexpr int KS = D / 16;                                   // k-steps of S = Q K^T
+    constexpr int NO = D / 8;                                    // 8-channel tiles of O
+    constexpr int NJ = BN / 8;                                   // 8-key tiles of S
+    constexpr int CH = D / 8;                                    // 16-byte pieces of a bf16 row
     extern __shared__ __align__(16) unsigned char fl_smem[];
-    bf16* Ks = (bf16*)fl_smem;           // [2][FL_BN][RS]
-    bf16* Vs = Ks + 2 * FL_BN * RS;      // [2][FL_BN][RS]
-    int* kp = (int*)(Vs + 2 * FL_BN * RS);  // [2][FL_BN] key positions
+    bf16* Qs = (bf16*)fl_smem;             // [BM][RS]
+    bf16* Ks = Qs + BM * RS;               // [2][BN][RS]
+    bf16* Vs = Ks + 2 * BN * RS;           // [2][BN][RS]
+    int* kp = (int*)(Vs + 2 * BN * RS);    // [2][BN] key positions
     __shared__ int qmaxs;
 
     const int tid = threadIdx.x, w = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
+    const int mi = lane >> 3, rr = lane & 7;  // ldmatrix: this lane's matrix and row
     const int z = gridDim.x - 1 - blockIdx.x;  // the longest row tiles first
     const int h = blockIdx.y, group = heads / kvHeads;
     const int* sd = ints + (h / group) * SD_WORDS;
-    const int N = sd[SD_N], ps = sd[SD_PS], kOff = sd[SD_K], vOff = sd[SD_V];
+    const int N = sd[SD_N], psMask = (1 << psShift) - 1, kOff = sd[SD_K], vOff = sd[SD_V];
     const int* pos = ints + sd[SD_POS];
     const int r0 = z * BM;
 
@@ -98,6 +110,17 @@ __device__ __forceinline__ void flash_prefill(float* __restrict__ out, const flo
         int m = -1;
         for (int i = 0; i < BM && r0 + i < rows; ++i) m = max(m, ints[rowOff + 2 * (r0 + i)]);
         qmaxs = m;
+    }
+    // The queries, rounded to bf16 (zeros past the last row).
+    for (int i = tid; i < BM * CH; i += NT) {
+        const int r = i / CH, c = (i % CH) * 8;
+        uint4 v = make_uint4(0u, 0u, 0u, 0u);
+        if (r0 + r < rows) {
+            const float* p = q + ((long long)(r0 + r) * heads + h) * D + c;
+            const float4 a = *(const float4*)p, b = *(const float4*)(p + 4);
+            v = make_uint4(fl_pack2(a.x, a.y), fl_pack2(a.z, a.w), fl_pack2(b.x, b.y), fl_pack2(b.z, b.w));
+        }
+        *(uint4*)(Qs + r * RS + c) = v;
     }
     __syncthreads();
     const int qmax = qmaxs;
@@ -110,50 +133,43 @@ __device__ __forceinline__ void flash_prefill(float* __restrict__ out, const flo
         }
         kend = lo;
     }
-    const int ntiles = (kend + FL_BN - 1) / FL_BN;
+    const int ntiles = (kend + BN - 1) / BN;
 
-    // This warp's rows: gid and gid+8 of its 16.
-    const int ra = r0 + w * 16 + gid, rb = ra + 8;
-    const int qa = ra < rows ? ints[rowOff + 2 * ra] : -1;
-    const int qb = rb < rows ? ints[rowOff + 2 * rb] : -1;
-
-    // Q as A fragments, rounded to bf16.
-    u32 qf[KS][4];
-    {
-        const float* pa = q + ((long long)ra * heads + h) * D;
-        const float* pb = q + ((long long)rb * heads + h) * D;
+    // This warp's rows: m-tile t holds rows wr + 16t + gid and + 8.
+    const int wr = r0 + w * 16 * MT;
+    int qa[MT], qb[MT];
+    int wmin = 0x7fffffff, wmax = -1;
 #pragma unroll
-        for (int k = 0; k < KS; ++k) {
-            const int c = k * 16 + 2 * tig;
-            float2 a0 = ra < rows ? *(const float2*)(pa + c) : make_float2(0.f, 0.f);
-            float2 a1 = rb < rows ? *(const float2*)(pb + c) : make_float2(0.f, 0.f);
-            float2 a2 = ra < rows ? *(const float2*)(pa + c + 8) : make_float2(0.f, 0.f);
-            float2 a3 = rb < rows ? *(const float2*)(pb + c + 8) : make_float2(0.f, 0.f);
-            qf[k][0] = fl_pack2(a0.x, a0.y);
-            qf[k][1] = fl_pack2(a1.x, a1.y);
-            qf[k][2] = fl_pack2(a2.x, a2.y);
-            qf[k][3] = fl_pack2(a3.x, a3.y);
-        }
+    for (int t = 0; t < MT; ++t) {
+        const int ra = wr + 16 * t + gid, rb = ra + 8;
+        qa[t] = ra < rows ? ints[rowOff + 2 * ra] : -1;
+        qb[t] = rb < rows ? ints[rowOff + 2 * rb] : -1;
+        wmin = min(wmin, min(qa[t], qb[t]));
+        wmax = max(wmax, max(qa[t], qb[t]));
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        wmin = min(wmin, __shfl_xor_sync(FULL_MASK, wmin, o));
+        wmax = max(wmax, __shfl_xor_sync(FULL_MASK, wmax, o));
     }
 
     // Stage key/value tile it into buffer it&1.
     auto stage = [&](int it) {
-        const int b = it & 1, t0 = it * FL_BN;
-        bf16* ks = Ks + b * FL_BN * RS;
-        bf16* vs = Vs + b * FL_BN * RS;
-        constexpr int CH = D / 8;  // 16-byte pieces of a bf16 row
-        for (int i = tid; i < FL_BN * CH; i += NT) {
+        const int b = it & 1, t0 = it * BN;
+        bf16* ks = Ks + b * BN * RS;
+        bf16* vs = Vs + b * BN * RS;
+        for (int i = tid; i < BN * CH; i += NT) {
             const int r = i / CH, c = (i % CH) * 8, t = t0 + r;
             const bool ok = t < kend;
             const int tt = ok ? t : 0;
-            const char* kr = (const char*)ptrs[kOff + tt / ps];
-            const char* vr = (const char*)ptrs[vOff + tt / ps];
+            const char* kr = (const char*)ptrs[kOff + (tt >> psShift)];
+            const char* vr = (const char*)ptrs[vOff + (tt >> psShift)];
             if (kvt == KV_BF16) {
-                const long long o = ((long long)(tt % ps) * D + c) * 2;
+                const long long o = ((long long)(tt & psMask) * D + c) * 2;
                 fl_cp16(ks + r * RS + c, kr + o, ok);
                 fl_cp16(vs + r * RS + c, vr + o, ok);
             } else {
-                const long long o = ((long long)(tt % ps) * D + c) * 4;
+                const long long o = ((long long)(tt & psMask) * D + c) * 4;
                 uint4 kk = make_uint4(0u, 0u, 0u, 0u), vv = kk;
                 if (ok) {
                     const float4 k0 = *(const float4*)(kr + o), k1 = *(const float4*)(kr + o + 16);
@@ -165,17 +181,22 @@ __device__ __forceinline__ void flash_prefill(float* __restrict__ out, const flo
                 *(uint4*)(vs + r * RS + c) = vv;
             }
         }
-        for (int i = tid; i < FL_BN; i += NT) {
+        for (int i = tid; i < BN; i += NT) {
             const int t = t0 + i;
-            kp[b * FL_BN + i] = t < kend ? pos[t] : 0x7fffffff;
+            kp[b * BN + i] = t < kend ? pos[t] : 0x7fffffff;
         }
         fl_commit();
     };
 
-    float o[NO][4];
+    float o[MT][NO][4];
+    float ma[MT], mb[MT], la[MT], lb[MT];  // running max (raw scores) and sum per row
 #pragma unroll
-    for (int n = 0; n < NO; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
-    float ma = NEG_INF, mb = NEG_INF, la = 0.f, lb = 0.f;
+    for (int t = 0; t < MT; ++t) {
+#pragma unroll
+        for (int n = 0; n < NO; ++n) o[t][n][0] = o[t][n][1] = o[t][n][2] = o[t][n][3] = 0.f;
+        ma[t] = mb[t] = NEG_INF;
+        la[t] = lb[t] = 0.f;
+    }
 
     if (ntiles > 0) stage(0);
     for (int it = 0; it < ntiles; ++it) {
@@ -187,128 +208,155 @@ __device__ __forceinline__ void flash_prefill(float* __restrict__ out, const flo
         }
         __syncthreads();
         const int b = it & 1;
-        const bf16* ks = Ks + b * FL_BN * RS;
-        const bf16* vs = Vs + b * FL_BN * RS;
-        const int* kps = kp + b * FL_BN;
-
-        // S = Q K^T: 16 rows x FL_BN keys, 8 tiles of 8 keys.
-        float s[FL_BN / 8][4];
+        const bf16* ks = Ks + b * BN * RS;
+        const bf16* vs = Vs + b * BN * RS;
+        const int* kps = kp + b * BN;
+        // With ascending positions: a tile wholly past the warp's rows is
+        // skipped, one wholly before them needs no mask.
+        const bool skip = sorted && kps[0] > wmax;
+        const bool full = sorted && kps[BN - 1] <= wmin;
+        if (!skip) {
+            float s[MT][NJ][4];
 #pragma unroll
-        for (int j = 0; j < FL_BN / 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+            for (int t = 0; t < MT; ++t)
 #pragma unroll
-        for (int k = 0; k < KS; ++k) {
+                for (int j = 0; j < NJ; ++j) s[t][j][0] = s[t][j][1] = s[t][j][2] = s[t][j][3] = 0.f;
 #pragma unroll
-            for (int j = 0; j < FL_BN / 8; j += 2) {
-                // Matrices: (tile j, channels 0-7), (j, 8-15), (j+1, 0-7), (j+1, 8-15).
-                const int mi = lane >> 3, rr = lane & 7;
-                const bf16* p = ks + ((j + (mi >> 1)) * 8 + rr) * RS + k * 16 + (mi & 1) * 8;
-                u32 bq[4];
-                fl_ldsm4(bq, p);
-                fl_mma(s[j], qf[k], bq[0], bq[1]);
-                fl_mma(s[j + 1], qf[k], bq[2], bq[3]);
+            for (int k = 0; k < KS; ++k) {
+                u32 qf[MT][4];
+#pragma unroll
+                for (int t = 0; t < MT; ++t)
+                    fl_ldsm4(qf[t], Qs + (w * 16 * MT + 16 * t + (mi & 1) * 8 + rr) * RS + k * 16 + (mi >> 1) * 8);
+#pragma unroll
+                for (int j = 0; j < NJ; j += 2) {
+                    // Matrices: (tile j, channels 0-7), (j, 8-15), (j+1, 0-7), (j+1, 8-15).
+                    u32 bq[4];
+                    fl_ldsm4(bq, ks + ((j + (mi >> 1)) * 8 + rr) * RS + k * 16 + (mi & 1) * 8);
+#pragma unroll
+                    for (int t = 0; t < MT; ++t) {
+                        fl_mma(s[t][j], qf[t], bq[0], bq[1]);
+                        fl_mma(s[t][j + 1], qf[t], bq[2], bq[3]);
+                    }
+                }
             }
-        }
-
-        // Mask by position, scale, running max.
-        float mxa = ma, mxb = mb;
+            u32 pf[MT][BN / 16][4];
 #pragma unroll
-        for (int j = 0; j < FL_BN / 8; ++j) {
+            for (int t = 0; t < MT; ++t) {
+                // Mask by position (diagonal tiles), running max.
+                float mxa = ma[t], mxb = mb[t];
 #pragma unroll
-            for (int e = 0; e < 2; ++e) {
-                const int kpos = kps[j * 8 + 2 * tig + e];
-                s[j][e] = kpos <= qa ? s[j][e] * scaleLog2 : NEG_INF;
-                s[j][2 + e] = kpos <= qb ? s[j][2 + e] * scaleLog2 : NEG_INF;
-                mxa = fmaxf(mxa, s[j][e]);
-                mxb = fmaxf(mxb, s[j][2 + e]);
+                for (int j = 0; j < NJ; ++j) {
+#pragma unroll
+                    for (int e = 0; e < 2; ++e) {
+                        if (!full) {
+                            const int kpos = kps[j * 8 + 2 * tig + e];
+                            if (kpos > qa[t]) s[t][j][e] = NEG_INF;
+                            if (kpos > qb[t]) s[t][j][2 + e] = NEG_INF;
+                        }
+                        mxa = fmaxf(mxa, s[t][j][e]);
+                        mxb = fmaxf(mxb, s[t][j][2 + e]);
+                    }
+                }
+                mxa = fmaxf(mxa, __shfl_xor_sync(FULL_MASK, mxa, 1));
+                mxa = fmaxf(mxa, __shfl_xor_sync(FULL_MASK, mxa, 2));
+                mxb = fmaxf(mxb, __shfl_xor_sync(FULL_MASK, mxb, 1));
+                mxb = fmaxf(mxb, __shfl_xor_sync(FULL_MASK, mxb, 2));
+                // A row with every key masked so far keeps max -inf: 0 as
+                // the reference makes exp2 give 0, not NaN.
+                const float ba = mxa == NEG_INF ? 0.f : mxa * scaleLog2;
+                const float bb = mxb == NEG_INF ? 0.f : mxb * scaleLog2;
+                const float ca = fl_exp2(ma[t] * scaleLog2 - ba), cb = fl_exp2(mb[t] * scaleLog2 - bb);
+                ma[t] = mxa;
+                mb[t] = mxb;
+                float sa = 0.f, sb = 0.f;
+#pragma unroll
+                for (int j = 0; j < NJ; ++j) {
+                    s[t][j][0] = fl_exp2(fmaf(s[t][j][0], scaleLog2, -ba));
+                    s[t][j][1] = fl_exp2(fmaf(s[t][j][1], scaleLog2, -ba));
+                    s[t][j][2] = fl_exp2(fmaf(s[t][j][2], scaleLog2, -bb));
+                    s[t][j][3] = fl_exp2(fmaf(s[t][j][3], scaleLog2, -bb));
+                    sa += s[t][j][0] + s[t][j][1];
+                    sb += s[t][j][2] + s[t][j][3];
+                }
+                la[t] = la[t] * ca + sa;
+                lb[t] = lb[t] * cb + sb;
+#pragma unroll
+                for (int n = 0; n < NO; ++n) {
+                    o[t][n][0] *= ca;
+                    o[t][n][1] *= ca;
+                    o[t][n][2] *= cb;
+                    o[t][n][3] *= cb;
+                }
+#pragma unroll
+                for (int kk = 0; kk < BN / 16; ++kk) {
+                    pf[t][kk][0] = fl_pack2(s[t][2 * kk][0], s[t][2 * kk][1]);
+                    pf[t][kk][1] = fl_pack2(s[t][2 * kk][2], s[t][2 * kk][3]);
+                    pf[t][kk][2] = fl_pack2(s[t][2 * kk + 1][0], s[t][2 * kk + 1][1]);
+                    pf[t][kk][3] = fl_pack2(s[t][2 * kk + 1][2], s[t][2 * kk + 1][3]);
+                }
             }
-        }
-        mxa = fmaxf(mxa, __shfl_xor_sync(FULL_MASK, mxa, 1));
-        mxa = fmaxf(mxa, __shfl_xor_sync(FULL_MASK, mxa, 2));
-        mxb = fmaxf(mxb, __shfl_xor_sync(FULL_MASK, mxb, 1));
-        mxb = fmaxf(mxb, __shfl_xor_sync(FULL_MASK, mxb, 2));
-        // A row with every key masked so far keeps max -inf: use 0 as the
-        // reference so that exp2 gives 0, not NaN.
-        const float ba = mxa == NEG_INF ? 0.f : mxa, bb = mxb == NEG_INF ? 0.f : mxb;
-        const float ca = exp2f(ma - ba), cb = exp2f(mb - bb);
-        ma = mxa;
-        mb = mxb;
-        la *= ca;
-        lb *= cb;
+            // O += P V.
 #pragma unroll
-        for (int n = 0; n < NO; ++n) {
-            o[n][0] *= ca;
-            o[n][1] *= ca;
-            o[n][2] *= cb;
-            o[n][3] *= cb;
-        }
-        // P (bf16 A fragments) and O += P V.
+            for (int kk = 0; kk < BN / 16; ++kk) {
 #pragma unroll
-        for (int kk = 0; kk < FL_BN / 16; ++kk) {
-            u32 pa[4];
-            {
-                float* s0 = s[2 * kk];
-                float* s1 = s[2 * kk + 1];
-                s0[0] = exp2f(s0[0] - ba);
-                s0[1] = exp2f(s0[1] - ba);
-                s0[2] = exp2f(s0[2] - bb);
-                s0[3] = exp2f(s0[3] - bb);
-                s1[0] = exp2f(s1[0] - ba);
-                s1[1] = exp2f(s1[1] - ba);
-                s1[2] = exp2f(s1[2] - bb);
-                s1[3] = exp2f(s1[3] - bb);
-                la += s0[0] + s0[1] + s1[0] + s1[1];
-                lb += s0[2] + s0[3] + s1[2] + s1[3];
-                pa[0] = fl_pack2(s0[0], s0[1]);
-                pa[1] = fl_pack2(s0[2], s0[3]);
-                pa[2] = fl_pack2(s1[0], s1[1]);
-                pa[3] = fl_pack2(s1[2], s1[3]);
-            }
+                for (int n = 0; n < NO; n += 2) {
+                    // Matrices: (keys 0-7, ch n*8..), (keys 8-15, ch n*8..),
+                    // (keys 0-7, ch (n+1)*8..), (keys 8-15, ch (n+1)*8..).
+                    u32 bv[4];
+                    fl_ldsm4t(bv, vs + (kk * 16 + (mi & 1) * 8 + rr) * RS + (n + (mi >> 1)) * 8);
 #pragma unroll
-            for (int n = 0; n < NO; n += 2) {
-                // Matrices: (keys 0-7, ch n*8..), (keys 8-15, ch n*8..),
-                // (keys 0-7, ch (n+1)*8..), (keys 8-15, ch (n+1)*8..).
-                const int mi = lane >> 3, rr = lane & 7;
-                const bf16* p = vs + (kk * 16 + (mi & 1) * 8 + rr) * RS + (n + (mi >> 1)) * 8;
-                u32 bv[4];
-                fl_ldsm4t(bv, p);
-                fl_mma(o[n], pa, bv[0], bv[1]);
-                fl_mma(o[n + 1], pa, bv[2], bv[3]);
+                    for (int t = 0; t < MT; ++t) {
+                        fl_mma(o[t][n], pf[t][kk], bv[0], bv[1]);
+                        fl_mma(o[t][n + 1], pf[t][kk], bv[2], bv[3]);
+                    }
+                }
             }
         }
         __syncthreads();  // the buffer is restaged two tiles on
     }
 
-    la += __shfl_xor_sync(FULL_MASK, la, 1);
-    la += __shfl_xor_sync(FULL_MASK, la, 2);
-    lb += __shfl_xor_sync(FULL_MASK, lb, 1);
-    lb += __shfl_xor_sync(FULL_MASK, lb, 2);
-    const float ia = la > 0.f ? 1.f / la : 0.f, ib = lb > 0.f ? 1.f / lb : 0.f;
-    if (ra < rows) {
-        float* pa = out + ((long long)ra * heads + h) * D + 2 * tig;
 #pragma unroll
-        for (int n = 0; n < NO; ++n) *(float2*)(pa + n * 8) = make_float2(o[n][0] * ia, o[n][1] * ia);
-        if (lse && tig == 0) lse[(long long)ra * heads + h] = la > 0.f ? ma + log2f(la) : NEG_INF;
-    }
-    if (rb < rows) {
-        float* pb = out + ((long long)rb * heads + h) * D + 2 * tig;
+    for (int t = 0; t < MT; ++t) {
+        float sa = la[t], sb = lb[t];
+        sa += __shfl_xor_sync(FULL_MASK, sa, 1);
+        sa += __shfl_xor_sync(FULL_MASK, sa, 2);
+        sb += __shfl_xor_sync(FULL_MASK, sb, 1);
+        sb += __shfl_xor_sync(FULL_MASK, sb, 2);
+        const float ia = sa > 0.f ? 1.f / sa : 0.f, ib = sb > 0.f ? 1.f / sb : 0.f;
+        const int ra = wr + 16 * t + gid, rb = ra + 8;
+        if (ra < rows) {
+            float* pa = out + ((long long)ra * heads + h) * D + 2 * tig;
 #pragma unroll
-        for (int n = 0; n < NO; ++n) *(float2*)(pb + n * 8) = make_float2(o[n][2] * ib, o[n][3] * ib);
-        if (lse && tig == 0) lse[(long long)rb * heads + h] = lb > 0.f ? mb + log2f(lb) : NEG_INF;
+            for (int n = 0; n < NO; ++n) *(float2*)(pa + n * 8) = make_float2(o[t][n][0] * ia, o[t][n][1] * ia);
+            if (lse && tig == 0) lse[(long long)ra * heads + h] = sa > 0.f ? ma[t] * scaleLog2 + log2f(sa) : NEG_INF;
+        }
+        if (rb < rows) {
+            float* pb = out + ((long long)rb * heads + h) * D + 2 * tig;
+#pragma unroll
+            for (int n = 0; n < NO; ++n) *(float2*)(pb + n * 8) = make_float2(o[t][n][2] * ib, o[t][n][3] * ib);
+            if (lse && tig == 0) lse[(long long)rb * heads + h] = sb > 0.f ? mb[t] * scaleLog2 + log2f(sb) : NEG_INF;
+        }
     }
 #endif
 }
 
-// fl_smem_bytes is the dynamic shared memory of flash_prefill<D, *>.
-#define FL_SMEM(D) (4 * FL_BN * ((D) + 8) * 2 + 2 * FL_BN * 4)
+// FL_SMEM is the dynamic shared memory of flash_prefill<D, NW, MT, BN>.
+#define FL_SMEM(D, NW, MT, BN) ((16 * (NW) * (MT) + 4 * (BN)) * ((D) + 8) * 2 + 2 * (BN) * 4)
 
-#define FLASH_KERNEL(D, NW)                                                                                    \
-    extern "C" __global__ void __launch_bounds__(32 * NW) flash_prefill_d##D##_w##NW(                          \
+#define FLASH_KERNEL(D, NW, MT, BN)                                                                            \
+    extern "C" __global__ void __launch_bounds__(32 * NW) flash_prefill_d##D##_w##NW##_m##MT##_n##BN(          \
         float* out, const float* q, const u64* ptrs, const int* ints, int heads, int kvHeads, float scaleLog2, \
-        int rowOff, int rows, int kvt, int sorted, float* lse) {                                               \
-        flash_prefill<D, NW>(out, q, ptrs, ints, heads, kvHeads, scaleLog2, rowOff, rows, kvt, sorted, lse);   \
+        int rowOff, int rows, int kvt, int sorted, int psShift, float* lse) {                                  \
+        flash_prefill<D, NW, MT, BN>(out, q, ptrs, ints, heads, kvHeads, scaleLog2, rowOff, rows, kvt, sorted, \
+                                     psShift, lse);                                                            \
     }
 
-FLASH_KERNEL(64, 4)
-FLASH_KERNEL(128, 4)
-FLASH_KERNEL(64, 8)
-FLASH_KERNEL(128, 8)
+// The variants KVBENCH_FLASH chooses among (wNW mMT nBN).
+FLASH_KERNEL(64, 4, 1, 64)
+FLASH_KERNEL(64, 4, 2, 64)
+FLASH_KERNEL(64, 8, 1, 64)
+FLASH_KERNEL(64, 4, 2, 32)
+FLASH_KERNEL(128, 4, 1, 64)
+FLASH_KERNEL(128, 4, 2, 64)
+FLASH_KERNEL(128, 8, 1, 64)
+FLASH_KERNEL(128, 4, 2, 32)

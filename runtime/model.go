@@ -23,7 +23,8 @@ type state struct {
 	hb      Buffer // [rows, hidden] gate projection, then silu(gate)*up
 	hb2     Buffer // [rows, hidden] up projection
 	last    Buffer // [1, dim] the final row, normalised, for last-token logits
-	logits  Buffer // [rows, vocab]
+	logits  Buffer // [rows, vocab], made at the first pass that needs every row's logits
+	logit1  Buffer // [1, vocab] the last row's logits
 	pos     []int  // [rows] position of each row
 	attn    AttnArgs
 }
@@ -152,7 +153,7 @@ func NewRunnerWith(m *Model, be Backend, o RunnerOptions) (*Runner, error) {
 		hb:      be.Alloc(n * c.Hidden),
 		hb2:     be.Alloc(n * c.Hidden),
 		last:    be.Alloc(c.Dim),
-		logits:  be.Alloc(n * c.Vocab),
+		logit1:  be.Alloc(c.Vocab),
 		pos:     make([]int, n),
 	}
 	return r, nil
@@ -308,6 +309,9 @@ func (r *Runner) step(tokens []int, out []float32, all bool) {
 	r.pos += rows
 	defer r.deliverTimes(rows)
 
+	if (r.score != nil || all) && s.logits == nil {
+		s.logits = be.Alloc(s.maxRows * c.Vocab)
+	}
 	if sc := r.score; sc != nil {
 		be.RMSNorm(s.xb, s.x, w.norm, rows, c.Dim, c.NormEps)
 		be.MatMul(s.logits, s.xb, w.output, rows, c.Dim, c.Vocab)
@@ -337,8 +341,8 @@ func (r *Runner) step(tokens []int, out []float32, all bool) {
 	}
 	be.CopyRows(s.last, s.x, 0, rows-1, 1, c.Dim)
 	be.RMSNorm(s.last, s.last, w.norm, 1, c.Dim, c.NormEps)
-	be.MatMul(s.logits, s.last, w.output, 1, c.Dim, c.Vocab)
-	be.Read(out[:c.Vocab], s.logits, 0)
+	be.MatMul(s.logit1, s.last, w.output, 1, c.Dim, c.Vocab)
+	be.Read(out[:c.Vocab], s.logit1, 0)
 }
 
 // projectQKV computes the queries, keys and values of layer l from the

@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 	"unsafe"
@@ -53,6 +54,7 @@ type Backend struct {
 	kvt     int32 // page type of the call being built (kvF32, kvBF16)
 	st      stager
 	kv      kvBatch
+	zeros   []uint64 // buffers to clear before the next operation: pointer, float32 words
 	events  []*Event
 	marks   int
 	blas    *BLAS // nil when cuBLAS could not be loaded (blasErr says why)
@@ -61,11 +63,12 @@ type Backend struct {
 	// prec is the compute precision (KVBENCH_PRECISION): "bf16" (default:
 	// bf16 GEMMs and tensor-core prefill attention, float32 accumulation)
 	// or "f32" (float32 GEMMs and attention, the CPU's results to rounding).
-	prec       string
-	flashWarps int             // warps per prefill attention block (KVBENCH_FLASH_WARPS: 4 or 8)
-	shared     map[string]bool // kernels allowed more than 48 KiB of dynamic shared memory
-	epoch      int             // counts arena restarts (wait)
-	rope       struct {
+	prec     string
+	flash    flashShape      // the prefill attention variant (KVBENCH_FLASH)
+	gemmRows int             // smallest MatMul on cuBLAS (KVBENCH_GEMM_MIN_ROWS, default gemmMinRows)
+	shared   map[string]bool // kernels allowed more than 48 KiB of dynamic shared memory
+	epoch    int             // counts arena restarts (wait)
+	rope     struct {
 		v     []int32
 		p     Ptr
 		epoch int
@@ -76,6 +79,10 @@ type Backend struct {
 	wide      scratch // float32 copy of a bf16/f16 weight for an f32 GEMM
 	narrow    scratch // bf16/f16 copy of the activations for a bf16/f16 GEMM
 }
+
+// defaultFlash is the prefill attention variant used unless KVBENCH_FLASH
+// names another.
+const defaultFlash = "w4m2n64"
 
 // gemmMinRows is the smallest MatMul that goes to cuBLAS; fewer rows (decode)
 // use be_matmul, which reads the weights once for up to 8 rows.
@@ -151,14 +158,24 @@ func NewBackend(ordinal int) (*Backend, error) {
 		b.Close()
 		return nil, fmt.Errorf("cuda: KVBENCH_GEMM=%q is not one of f32, bf16, off", b.gemm)
 	}
-	b.flashWarps, b.shared = 4, map[string]bool{}
-	switch w := os.Getenv("KVBENCH_FLASH_WARPS"); w {
-	case "", "4":
-	case "8":
-		b.flashWarps = 8
-	default:
+	b.shared = map[string]bool{}
+	b.gemmRows = gemmMinRows
+	if v := os.Getenv("KVBENCH_GEMM_MIN_ROWS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			b.Close()
+			return nil, fmt.Errorf("cuda: KVBENCH_GEMM_MIN_ROWS=%q is not a positive integer", v)
+		}
+		b.gemmRows = n
+	}
+	fname := os.Getenv("KVBENCH_FLASH")
+	if fname == "" {
+		fname = defaultFlash
+	}
+	var ok bool
+	if b.flash, ok = flashShapes[fname]; !ok {
 		b.Close()
-		return nil, fmt.Errorf("cuda: KVBENCH_FLASH_WARPS=%q is not 4 or 8", w)
+		return nil, fmt.Errorf("cuda: KVBENCH_FLASH=%q is not one of w4m1n64, w4m2n64, w8m1n64, w4m2n32", fname)
 	}
 	switch g := os.Getenv("KVBENCH_GRAPHS"); g {
 	case "", "on":
@@ -383,6 +400,9 @@ func (b *Backend) queueKV(dk, dv, sk, sv Ptr, mode, hd int) {
 
 // flushKV launches the pending KV copies.
 func (b *Backend) flushKV() {
+	if len(b.zeros) > 0 {
+		b.flushZeros()
+	}
 	k := &b.kv
 	if len(k.ops) == 0 {
 		return
@@ -512,10 +532,34 @@ func (b *Backend) Upload(t *runtime.Tensor) (runtime.Buffer, error) {
 func (b *Backend) Alloc(n int) runtime.Buffer {
 	x, err := b.newBuf(n, runtime.F32, int64(n)*4)
 	must(err)
-	if n > 0 {
-		b.launch("be_zero", Dim3{min((n+255)/256, 1024), 1, 1}, Dim3{256, 1, 1}, x.p, int64(n))
-	}
+	b.zero(x, int64(n))
 	return x
+}
+
+// zero clears words float32 words of x: a small buffer (a KV page) joins the
+// list that one be_zero_many clears before the next operation, so that a
+// prompt's thousands of new pages cost one launch; a large one is cleared at
+// once.
+func (b *Backend) zero(x *buf, words int64) {
+	if words == 0 {
+		return
+	}
+	if x.block != 0 {
+		b.zeros = append(b.zeros, uint64(x.p), uint64(words))
+		return
+	}
+	b.launch("be_zero", Dim3{int(min((words+255)/256, 1024)), 1, 1}, Dim3{256, 1, 1}, x.p, words)
+}
+
+// flushZeros launches the pending clears (before any other operation).
+func (b *Backend) flushZeros() {
+	n := len(b.zeros) / 2
+	b.reserve(span(int64(len(b.zeros)) * 8))
+	p := put(b, b.zeros)
+	b.zeros = b.zeros[:0]
+	if err := b.fn("be_zero_many").Launch(Dim3{n, 1, 1}, Dim3{256, 1, 1}, 0, p); err != nil {
+		panic(err)
+	}
 }
 
 // KVTypes lists the KV page types besides float32: bf16.
@@ -531,10 +575,7 @@ func (b *Backend) AllocKV(n int, t runtime.DType) runtime.Buffer {
 	}
 	x, err := b.newBuf(n, t, int64(n)*2)
 	must(err)
-	if n > 0 {
-		words := (n + 1) / 2
-		b.launch("be_zero", Dim3{min((words+255)/256, 1024), 1, 1}, Dim3{256, 1, 1}, x.p, int64(words))
-	}
+	b.zero(x, int64(n+1)/2)
 	return x
 }
 
@@ -640,7 +681,7 @@ func (b *Backend) MatMul(dst, x, w runtime.Buffer, rows, in, out int) {
 	if rows == 0 {
 		return
 	}
-	if rows >= gemmMinRows && b.blas != nil {
+	if rows >= b.gemmRows && b.blas != nil {
 		b.gemmNT(dst, x, wd, rows, in, out)
 		return
 	}

@@ -3,6 +3,7 @@ package cuda
 import (
 	"fmt"
 	"math"
+	"math/bits"
 
 	"github.com/kvbench/kvbench/runtime"
 )
@@ -207,11 +208,16 @@ const flashMinRows = 16
 
 // flashOK says whether a goes to the tensor-core prefill kernel: bf16
 // precision, a prompt chunk (flashMinRows rows or more), head dim 64 or 128,
-// and no policy option (selection, re-positioned keys, accumulated
-// probabilities, recall).
+// pages of a power of two tokens, and no policy option (selection,
+// re-positioned keys, accumulated probabilities, recall).
 func (b *Backend) flashOK(a *runtime.AttnArgs) bool {
 	if b.prec != "bf16" || a.Rows < flashMinRows || (a.HeadDim != 64 && a.HeadDim != 128) {
 		return false
+	}
+	for _, s := range a.Seqs {
+		if ps := s.PageSize; ps <= 0 || ps&(ps-1) != 0 || ps != a.Seqs[0].PageSize {
+			return false // pages of a power of two tokens, the same for every head
+		}
 	}
 	if a.QShift != nil || a.Acc != nil || a.Recall != nil {
 		return false
@@ -240,21 +246,28 @@ func (b *Backend) attendFlash(a *runtime.AttnArgs, rowOff int32) {
 	b.flushKV()
 	b.reserve(b.metaSpan())
 	ints, ptrs := b.putMeta()
-	hd, nw := a.HeadDim, b.flashWarps
-	name := fmt.Sprintf("flash_prefill_d%d_w%d", hd, nw)
-	smem := 4*flashBN*(hd+8)*2 + 2*flashBN*4 // FL_SMEM (prefill.cu)
+	hd, f := a.HeadDim, b.flash
+	name := fmt.Sprintf("flash_prefill_d%d_w%d_m%d_n%d", hd, f.warps, f.mtiles, f.keys)
+	smem := (16*f.warps*f.mtiles+4*f.keys)*(hd+8)*2 + 2*f.keys*4 // FL_SMEM (prefill.cu)
 	if !b.shared[name] {
 		must(b.fn(name).AllowShared(smem))
 		b.shared[name] = true
 	}
-	bm := 16 * nw
-	b.launchSmem(name, Dim3{(a.Rows + bm - 1) / bm, a.Heads, 1}, Dim3{32 * nw, 1, 1}, smem,
+	bm := 16 * f.warps * f.mtiles
+	b.launchSmem(name, Dim3{(a.Rows + bm - 1) / bm, a.Heads, 1}, Dim3{32 * f.warps, 1, 1}, smem,
 		b.f32(a.Out), b.f32(a.Q), ptrs, ints, int32(a.Heads), int32(a.KVHeads), a.Scale*float32(math.Log2E),
-		rowOff, int32(a.Rows), b.pageType(), sorted, Ptr(0))
+		rowOff, int32(a.Rows), b.pageType(), sorted, int32(bits.TrailingZeros(uint(a.Seqs[0].PageSize))), Ptr(0))
 }
 
-// flashBN is FL_BN (prefill.cu): keys per tile.
-const flashBN = 64
+// flashShape is a variant of flash_prefill: warps per block, m-tiles of 16
+// rows per warp, keys per tile.
+type flashShape struct{ warps, mtiles, keys int }
+
+// flashShapes are the compiled variants (FLASH_KERNEL in prefill.cu), by
+// their KVBENCH_FLASH name.
+var flashShapes = map[string]flashShape{
+	"w4m1n64": {4, 1, 64}, "w4m2n64": {4, 2, 64}, "w8m1n64": {8, 1, 64}, "w4m2n32": {4, 2, 32},
+}
 
 func flag(v bool) int32 {
 	if v {

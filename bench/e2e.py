@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""End-to-end reference timings with Hugging Face transformers, beside
+`kvbench e2e` (bench/e2e.sh runs both in one call on the GPU machine).
+
+  python3 bench/e2e.py make --shape 1b|8b --out DIR --tokenizer tokenizer.model
+      writes a random-weight Llama of that shape (bf16 safetensors) and the
+      tokenizer into DIR, made on the GPU with a fixed seed.
+  python3 bench/e2e.py time --model DIR --lengths 4096,16384 [--decode 128]
+      times, with SDPA attention in bf16: a prefill keeping the last logits,
+      a full-logit NLL pass (the loss over every next token), greedy decoding
+      one token at a time after a 512-token prompt, one passkey-shaped trial
+      (a prefill of --passkey tokens and 10 greedy tokens), peak memory.
+  python3 bench/e2e.py sdpa --lengths 4096,16384
+      times causal SDPA (flash) alone at the shapes of
+      runtime/cuda's TestFlashPrefillTiming.
+
+Each figure is one run after a warm-up, synchronised, in the table layout
+kvbench e2e prints.
+"""
+import argparse
+import os
+import shutil
+import time
+
+import torch
+
+SHAPES = {
+    # name: (layers, hidden, heads, kv heads, intermediate)
+    "1b": (16, 2048, 32, 8, 8192),
+    "8b": (32, 4096, 32, 8, 14336),
+}
+
+
+def make(args):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    layers, hidden, heads, kv, inter = SHAPES[args.shape]
+    cfg = LlamaConfig(
+        vocab_size=32000, hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=kv, max_position_embeddings=131072,
+        rope_theta=500000.0, rms_norm_eps=1e-5, tie_word_embeddings=False, torch_dtype="bfloat16",
+    )
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        m = LlamaForCausalLM(cfg).to(torch.bfloat16)
+    # Small weights keep activations in range over 32-128K tokens.
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 0.02)
+    m.save_pretrained(args.out, safe_serialization=True, max_shard_size="50GB")
+    shutil.copy(args.tokenizer, os.path.join(args.out, "tokenizer.model"))
+    print(f"made {args.shape} in {args.out}")
+
+
+def sync_time(fn):
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    out = fn()
+    torch.cuda.synchronize()
+    return time.perf_counter() - t0, out
+
+
+def row(name, tokens, secs, note=""):
+    print(f"| {name} | {tokens} | {secs:.3f} | {tokens / secs:.0f} | {note} |", flush=True)
+
+
+@torch.no_grad()
+def time_model(args):
+    from transformers import AutoModelForCausalLM, DynamicCache
+
+    m = AutoModelForCausalLM.from_pretrained(args.model, torch_dtype=torch.bfloat16, attn_implementation="sdpa").cuda().eval()
+    vocab = m.config.vocab_size
+    g = torch.Generator(device="cuda").manual_seed(1)
+
+    def ids(n):
+        return torch.randint(3, vocab, (1, n), device="cuda", generator=g)
+
+    m(ids(256), logits_to_keep=1)  # warm-up
+    print(f"transformers {__import__('transformers').__version__}, torch {torch.__version__}, {torch.cuda.get_device_name()}")
+    print("| measure | tokens | seconds | tokens/s | note |\n|---|---:|---:|---:|---|")
+    for n in [int(x) for x in args.lengths.split(",")]:
+        x = ids(n)
+        torch.cuda.reset_peak_memory_stats()
+        s, _ = sync_time(lambda: m(x, logits_to_keep=1))
+        row("HF prefill (last logits)", n, s, f"peak {torch.cuda.max_memory_allocated() / 1e9:.1f} GB")
+        if args.nll:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            try:
+                s, out = sync_time(lambda: m(x, labels=x).loss)
+                row("HF NLL pass (all logits)", n, s, f"mean NLL {out.item():.3f}, peak {torch.cuda.max_memory_allocated() / 1e9:.1f} GB")
+            except torch.OutOfMemoryError:
+                print(f"| HF NLL pass (all logits) | {n} | - | - | out of memory |")
+            torch.cuda.empty_cache()
+    if args.decode > 0:
+        cache = DynamicCache()
+        out = m(ids(512), past_key_values=cache, use_cache=True, logits_to_keep=1)
+        nxt = out.logits[:, -1:].argmax(-1)
+
+        def dec():
+            nonlocal nxt
+            for _ in range(args.decode):
+                o = m(nxt, past_key_values=cache, use_cache=True)
+                nxt = o.logits[:, -1:].argmax(-1)
+
+        s, _ = sync_time(dec)
+        row("HF decode (one token a step)", args.decode, s, "after a 512-token prompt")
+    if args.passkey > 0:
+        x = ids(args.passkey)
+
+        def trial():
+            cache = DynamicCache()
+            o = m(x, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            nxt = o.logits[:, -1:].argmax(-1)
+            for _ in range(9):
+                o = m(nxt, past_key_values=cache, use_cache=True)
+                nxt = o.logits[:, -1:].argmax(-1)
+
+        torch.cuda.reset_peak_memory_stats()
+        s, _ = sync_time(trial)
+        row("HF passkey trial (prefill + 10 tokens)", args.passkey, s, f"peak {torch.cuda.max_memory_allocated() / 1e9:.1f} GB")
+
+
+@torch.no_grad()
+def sdpa(args):
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    print("| shape | L | ms | TFLOP/s |\n|---|---:|---:|---:|")
+    for name, heads, kv, hd in [("1B 32/8 d64", 32, 8, 64), ("8B 32/8 d128", 32, 8, 128)]:
+        for n in [int(x) for x in args.lengths.split(",")]:
+            q = torch.randn(1, heads, n, hd, device="cuda", dtype=torch.bfloat16)
+            k = torch.randn(1, kv, n, hd, device="cuda", dtype=torch.bfloat16)
+            v = torch.randn(1, kv, n, hd, device="cuda", dtype=torch.bfloat16)
+            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                f = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+                f()
+                ts = []
+                for _ in range(5):
+                    s, _ = sync_time(f)
+                    ts.append(s)
+            ts.sort()
+            ms = ts[len(ts) // 2] * 1e3
+            flops = 4 * n * n / 2 * hd * heads
+            print(f"| SDPA {name} | {n} | {ms:.2f} | {flops / ms / 1e9:.0f} |", flush=True)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("make")
+    a.add_argument("--shape", choices=sorted(SHAPES), required=True)
+    a.add_argument("--out", required=True)
+    a.add_argument("--tokenizer", required=True)
+    a = sub.add_parser("time")
+    a.add_argument("--model", required=True)
+    a.add_argument("--lengths", default="4096,16384")
+    a.add_argument("--nll", type=int, default=1)
+    a.add_argument("--decode", type=int, default=128)
+    a.add_argument("--passkey", type=int, default=0)
+    a = sub.add_parser("sdpa")
+    a.add_argument("--lengths", default="4096,16384,32768")
+    args = p.parse_args()
+    {"make": make, "time": time_model, "sdpa": sdpa}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
