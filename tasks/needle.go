@@ -69,41 +69,57 @@ func InsertNeedle(text, needle string, depth float64) (string, int) {
 	return text[:p] + needle + " " + text[p:], p
 }
 
-// Words returns the distinct words of s, lowercased, with everything that
-// is not a letter or a digit treated as a separator, in order of first use.
-func Words(s string) []string {
-	f := strings.FieldsFunc(strings.ToLower(s), func(r rune) bool {
+// NeedleKeyPhrase is the part of DefaultNeedle an answer must contain to
+// count as an exact match: what the needle says that the question does not.
+const NeedleKeyPhrase = "eat a sandwich and sit in Dolores Park"
+
+// Tokens returns the words of s in order, lower-cased, everything that is not
+// a letter or a digit being a separator (punctuation is stripped): the
+// unigrams that ROUGE-1 counts, as the rouge_score package tokenizes (which
+// keeps only ASCII letters and digits; here any Unicode letter or digit is
+// kept, the same on ASCII text; and nothing is stemmed).
+func Tokens(s string) []string {
+	return strings.FieldsFunc(strings.ToLower(s), func(r rune) bool {
 		return !unicode.IsLetter(r) && !unicode.IsDigit(r)
 	})
-	seen := map[string]bool{}
-	out := f[:0]
-	for _, w := range f {
-		if !seen[w] {
-			seen[w] = true
-			out = append(out, w)
-		}
-	}
-	return out
 }
 
-// WordRecall is the share of the needle's distinct words (Words) that occur
-// among the answer's words: 0..1, 0 for a needle without words.
-func WordRecall(needle, answer string) float64 {
-	want := Words(needle)
-	if len(want) == 0 {
+// Rouge1F1 is the ROUGE-1 F1 score of answer against reference: with c the
+// number of unigrams (Tokens) the two share, each counted as often as it
+// occurs in both (the smaller count), precision c/|answer| and recall
+// c/|reference|, F1 = 2c/(|answer|+|reference|). 0..1; 0 when either has no
+// words. This is how KVCache-Factory and kvpress score the needle
+// (rouge_score's rouge1 fmeasure, which they also multiply by 10 and compute
+// with Porter stemming: "sandwiches" matches "sandwich" there, not here).
+func Rouge1F1(reference, answer string) float64 {
+	ref, ans := Tokens(reference), Tokens(answer)
+	if len(ref) == 0 || len(ans) == 0 {
 		return 0
 	}
-	have := map[string]bool{}
-	for _, w := range Words(answer) {
-		have[w] = true
+	count := make(map[string]int, len(ref))
+	for _, w := range ref {
+		count[w]++
 	}
-	n := 0
-	for _, w := range want {
-		if have[w] {
-			n++
+	shared := 0
+	for _, w := range ans {
+		if count[w] > 0 {
+			count[w]--
+			shared++
 		}
 	}
-	return float64(n) / float64(len(want))
+	return 2 * float64(shared) / float64(len(ref)+len(ans))
+}
+
+// ContainsPhrase reports whether answer contains phrase as a run of whole
+// words, both normalised as Tokens does (case and punctuation ignored): "...
+// eat a sandwich, and sit in Dolores Park!" contains "eat a sandwich and sit
+// in Dolores Park". A phrase without words is contained in nothing.
+func ContainsPhrase(answer, phrase string) bool {
+	want := Tokens(phrase)
+	if len(want) == 0 {
+		return false
+	}
+	return strings.Contains(" "+strings.Join(Tokens(answer), " ")+" ", " "+strings.Join(want, " ")+" ")
 }
 
 // NeedleInstance is one needle prompt fitted to a length.
@@ -160,21 +176,32 @@ func BuildNeedle(tok tokenizer.Tokenizer, hay []int32, needle, question string, 
 //
 // Its last decode_tail tokens (the question among them) are fed one at a
 // time, the rest prefilled; max_new tokens are generated greedily (stopping
-// at EOS) and scored by WordRecall of the needle in the answer.
+// at EOS). The answer is scored as KVCache-Factory and kvpress score it:
+// "score" is the ROUGE-1 F1 of the answer against the needle (Rouge1F1), and
+// "exact_match" is 1 when the answer contains the key phrase
+// (ContainsPhrase), else 0.
+//
+// Version 2 (this scoring) replaced version 1's share of the needle's
+// distinct words found in the answer, which an answer that only echoes the
+// question scored almost as well as the right one.
 type needle struct{}
 
 type needleParams struct {
 	haystack, needle, question string
+	keyPhrase                  string
 	length                     int
 	depth                      float64
 	maxNew, decodeTail         int
 }
 
 func (needle) Name() string { return "needle" }
-func (needle) Version() int { return 1 }
+func (needle) Version() int { return 2 }
 
 func (needle) Metrics() []Metric {
-	return []Metric{{Name: "score", Unit: UnitFraction, Better: BetterHigher}}
+	return []Metric{
+		{Name: "score", Unit: UnitFraction, Better: BetterHigher},       // ROUGE-1 F1 against the needle
+		{Name: "exact_match", Unit: UnitFraction, Better: BetterHigher}, // the answer contains the key phrase
+	}
 }
 
 func (needle) Params() []policies.ParamDoc {
@@ -182,6 +209,7 @@ func (needle) Params() []policies.ParamDoc {
 		{Name: "haystack", Doc: "text file, or folder of .txt files concatenated in name order; repeated when shorter than the length"},
 		{Name: "needle", Default: DefaultNeedle, Doc: "sentence hidden in the haystack"},
 		{Name: "question", Default: DefaultNeedleQuestion, Doc: `question after the context; the prompt ends "\n\n<question> Answer:"`},
+		{Name: "key_phrase", Default: NeedleKeyPhrase, Doc: "words of the needle an answer must contain (case and punctuation ignored) for exact_match; with another needle the default is the whole needle"},
 		{Name: "lengths", Doc: "prompt length in tokens, BOS included (one cell per value)"},
 		{Name: "depths", Default: "0.5", Doc: "needle position as a share of the context, 0..1, moved back to the previous sentence end (one cell per value; a suite turns an integer count N into NeedleDepths(N))"},
 		{Name: "max_new", Default: "32", Doc: "tokens generated for the answer"},
@@ -200,13 +228,29 @@ func readNeedle(p Params, cell bool) (needleParams, error) {
 		haystack:   r.Path("haystack"),
 		needle:     r.String("needle", DefaultNeedle, false),
 		question:   r.String("question", DefaultNeedleQuestion, false),
+		keyPhrase:  r.String("key_phrase", "", false),
 		length:     r.Int("lengths", 0, 1, math.MaxInt32, true),
 		depth:      r.Float("depths", 0.5, 0, 1, false, true),
 		maxNew:     r.Int("max_new", 32, 1, 1<<20, false),
 		decodeTail: r.Int("decode_tail", 64, 0, math.MaxInt32, false),
 	}
-	if r.err == nil && len(Words(c.needle)) == 0 {
+	if r.err == nil && len(Tokens(c.needle)) == 0 {
 		r.fail("needle", "%q has no words to score", c.needle)
+	}
+	if r.err == nil {
+		given := c.keyPhrase != ""
+		if !given {
+			c.keyPhrase = c.needle
+			if c.needle == DefaultNeedle {
+				c.keyPhrase = NeedleKeyPhrase
+			}
+		}
+		switch {
+		case given && len(Tokens(c.keyPhrase)) == 0:
+			r.fail("key_phrase", "%q has no words to match", c.keyPhrase)
+		case !ContainsPhrase(c.needle, c.keyPhrase):
+			r.fail("key_phrase", "%q is not a run of the needle's words (%q): no answer repeating the needle would match it", c.keyPhrase, c.needle)
+		}
 	}
 	if !cell && r.err == nil && c.haystack != "" {
 		// Validation reads the start of the files; Run reads them whole.
@@ -257,11 +301,16 @@ func (needle) Run(ctx context.Context, m Model, p Params) (*Result, error) {
 		return nil, fmt.Errorf("needle: length %d depth %v: %w", c.length, c.depth, err)
 	}
 	answer := tok.Decode(gen)
+	exact := 0.0
+	if ContainsPhrase(answer, c.keyPhrase) {
+		exact = 1
+	}
 	res := &Result{
-		Metrics: map[string]float64{"score": WordRecall(c.needle, answer)},
+		Metrics: map[string]float64{"score": Rouge1F1(c.needle, answer), "exact_match": exact},
 		Tokens:  len(inst.IDs) + len(gen),
 		Detail: map[string]any{
 			"answer":        answer,
+			"key_phrase":    c.keyPhrase,
 			"insert_byte":   inst.InsertAt,
 			"insert_token":  len(withBOS(tok, tok.Encode(inst.Prompt[:inst.InsertAt]))),
 			"insert_depth":  float64(inst.InsertAt) / float64(max(inst.Context, 1)),

@@ -51,34 +51,62 @@ func TestInsertNeedle(t *testing.T) {
 	}
 }
 
-func TestWordRecall(t *testing.T) {
+// The needle scored as the references score it (ROUGE-1 F1 against the
+// needle, and the key phrase for an exact match): an answer that only echoes
+// the question scores well below the right one, which word-set recall
+// (version 1) scored 0.47 against 0.58.
+func TestRouge1F1(t *testing.T) {
 	n := tasks.DefaultNeedle
-	// The needle's distinct words: the best thing to do in san francisco is
-	// eat a sandwich and sit dolores park on sunny day (19).
-	if got := len(tasks.Words(n)); got != 19 {
-		t.Errorf("needle has %d distinct words, want 19: %v", got, tasks.Words(n))
+	// The needle's 21 unigrams: the best thing to do in san francisco is eat
+	// a sandwich and sit in dolores park on a sunny day ("in" and "a" twice).
+	if got := len(tasks.Tokens(n)); got != 21 {
+		t.Errorf("needle has %d unigrams, want 21: %v", got, tasks.Tokens(n))
 	}
+	wrong := "The best thing to do in San Francisco is to visit the Golden Gate Bridge."
+	right := "eat a sandwich and sit in Dolores Park on a sunny day."
 	for _, c := range []struct {
 		answer string
 		want   float64
+		exact  bool
 	}{
-		{n, 1},
-		{strings.ToUpper(n), 1},
-		{"", 0},
-		{"Eat a sandwich!", 3.0 / 19},
-		{"eat a sandwich and sit in Dolores Park, on a sunny day.", 11.0 / 19},
-		{"sandwiches", 0},
-		{"xyz " + n + " xyz", 1},
+		{n, 1, true},
+		{strings.ToUpper(n), 1, true},
+		{"", 0, false},
+		// 15 unigrams, 9 shared (the, best, thing, to, do, in, san,
+		// francisco, is: "the" and "to" count once, as often as the needle
+		// has them): 2*9/(15+21).
+		{wrong, 0.5, false},
+		// 12 unigrams, all in the needle: 2*12/(12+21).
+		{right, 24.0 / 33, true},
+		{"Eat a sandwich!", 6.0 / 24, false},
+		{"eat a sandwich, and sit in Dolores Park", 16.0 / 29, true},
+		{"sandwiches", 0, false},                                        // no stemming
+		{"a a a a", 4.0 / 25, false},                                    // "a" counts twice at most: 2*2/(4+21)
+		{"xyz " + n + " xyz", 42.0 / 44, true},                          // precision 21/23, recall 1
+		{"eat a sandwich and sit in Dolores Parkway", 14.0 / 29, false}, // whole words only
 	} {
-		if got := tasks.WordRecall(n, c.answer); math.Abs(got-c.want) > 1e-12 {
-			t.Errorf("WordRecall(%q) = %v, want %v", c.answer, got, c.want)
+		if got := tasks.Rouge1F1(n, c.answer); math.Abs(got-c.want) > 1e-12 {
+			t.Errorf("Rouge1F1(%q) = %v, want %v", c.answer, got, c.want)
+		}
+		if got := tasks.ContainsPhrase(c.answer, tasks.NeedleKeyPhrase); got != c.exact {
+			t.Errorf("ContainsPhrase(%q) = %v, want %v", c.answer, got, c.exact)
 		}
 	}
-	if got := tasks.WordRecall("Hello, world!", "world... hello?"); got != 1 {
+	if w, r := tasks.Rouge1F1(n, wrong), tasks.Rouge1F1(n, right); r-w < 0.2 {
+		t.Errorf("the echoing answer scores %v, the right one %v: want the right one well above", w, r)
+	}
+	if got := tasks.Rouge1F1("Hello, world!", "world... hello?"); got != 1 {
 		t.Errorf("punctuation and case: %v", got)
 	}
-	if got := tasks.WordRecall("...", "anything"); got != 0 {
+	if got := tasks.Rouge1F1("...", "anything"); got != 0 {
 		t.Errorf("needle without words: %v", got)
+	}
+	if tasks.ContainsPhrase("anything", "?!") {
+		t.Error("a phrase without words is contained")
+	}
+	// Symmetric, as F1 is.
+	if a, b := tasks.Rouge1F1(n, wrong), tasks.Rouge1F1(wrong, n); a != b {
+		t.Errorf("not symmetric: %v, %v", a, b)
 	}
 }
 
@@ -134,8 +162,16 @@ func TestNeedleRun(t *testing.T) {
 	if d["prefilled"].(int) != d["prompt_tokens"].(int)-30 || d["prompt_tokens"].(int) > 400 {
 		t.Errorf("prefilled %v of %v tokens", d["prefilled"], d["prompt_tokens"])
 	}
-	if got := tasks.WordRecall(tasks.DefaultNeedle, d["answer"].(string)); got != res.Metrics["score"] {
-		t.Errorf("score %v, recall of the answer %v", res.Metrics["score"], got)
+	answer := d["answer"].(string)
+	if got := tasks.Rouge1F1(tasks.DefaultNeedle, answer); got != res.Metrics["score"] {
+		t.Errorf("score %v, ROUGE-1 F1 of the answer %q %v", res.Metrics["score"], answer, got)
+	}
+	exact, ok := res.Metrics["exact_match"]
+	if want := tasks.ContainsPhrase(answer, tasks.NeedleKeyPhrase); !ok || (exact == 1) != want || (exact != 0 && exact != 1) {
+		t.Errorf("exact_match %v (reported %v) for the answer %q, want %v", exact, ok, answer, want)
+	}
+	if d["key_phrase"] != tasks.NeedleKeyPhrase {
+		t.Errorf("key phrase %v", d["key_phrase"])
 	}
 	if dep := d["insert_depth"].(float64); dep > 0.5 || dep < 0.2 {
 		t.Errorf("insert depth %v for 0.5", dep)
@@ -148,6 +184,14 @@ func TestNeedleRun(t *testing.T) {
 		"needle": "The magic number is 7.", "question": "What is the magic number?"})
 	if res.Detail["insert_byte"] != 0 {
 		t.Errorf("depth 0: inserted at %v", res.Detail["insert_byte"])
+	}
+	if res.Detail["key_phrase"] != "The magic number is 7." {
+		t.Errorf("a custom needle's key phrase is %v, want the whole needle", res.Detail["key_phrase"])
+	}
+	res = run(t, e, "needle", tasks.Params{"haystack": path, "lengths": 300, "depths": 0, "max_new": 4,
+		"needle": "The magic number is 7.", "question": "What is the magic number?", "key_phrase": "number is 7"})
+	if res.Detail["key_phrase"] != "number is 7" {
+		t.Errorf("key phrase %v", res.Detail["key_phrase"])
 	}
 }
 
@@ -189,6 +233,9 @@ func TestNeedleCheck(t *testing.T) {
 		"wordless needle":  {tasks.Params{"haystack": path, "lengths": 1000, "needle": "?!"}, "needle"},
 		"question number":  {tasks.Params{"haystack": path, "lengths": 1000, "question": 5}, "question"},
 		"unknown":          {tasks.Params{"haystack": path, "lengths": 1000, "pooling": "max"}, "pooling"},
+		"phrase elsewhere": {tasks.Params{"haystack": path, "lengths": 1000, "key_phrase": "eat a taco"}, "key_phrase"},
+		"wordless phrase":  {tasks.Params{"haystack": path, "lengths": 1000, "key_phrase": "..."}, "key_phrase"},
+		"custom needle":    {tasks.Params{"haystack": path, "lengths": 1000, "needle": "The number is 7.", "key_phrase": tasks.NeedleKeyPhrase}, "key_phrase"},
 	})
 	task, _ := tasks.Lookup("needle")
 	if err := task.Check(tasks.Params{"haystack": path, "lengths": []int{1000, 2000}, "depths": tasks.NeedleDepths(10)}); err != nil {
