@@ -263,8 +263,9 @@ extern "C" __global__ void be_kv_ops(const u64* ops, int hd) {
 
 // ---- attention ----
 
-// Per KV head descriptor, ints: N, pageSize, kOff, vOff (into ptrs), posOff,
-// shiftOff (-1: none) (into ints), refN, refPageSize, refKOff, refPosOff.
+// Per KV head descriptor, ints: N, pageSize, kOff, vOff (into ptrs), posOff
+// (-1: no positions, every token is visible to every row), shiftOff (-1:
+// none) (into ints), refN, refPageSize, refKOff, refPosOff.
 #define SD_N 0
 #define SD_PS 1
 #define SD_K 2
@@ -304,7 +305,7 @@ extern "C" __global__ void be_attend(float* out, const float* q, const u64* ptrs
     int h = blockIdx.x, r = blockIdx.y, group = heads / kvHeads;
     const int* sd = ints + (h / group) * SD_WORDS;
     int N = sd[SD_N], ps = sd[SD_PS];
-    const int* pos = ints + sd[SD_POS];
+    const int* pos = sd[SD_POS] >= 0 ? ints + sd[SD_POS] : 0;  // none: every token is visible
     int qpos = ints[rowOff + 2 * r], qshift = ints[rowOff + 2 * r + 1];
     int selOff = ints[headOff + 2 * h], count = ints[headOff + 2 * h + 1];
     const int* sel = count >= 0 ? ints + selOff : 0;
@@ -323,7 +324,7 @@ extern "C" __global__ void be_attend(float* out, const float* q, const u64* ptrs
     float m = NEG_INF;
     for (int i = warp; i < count; i += nw) {
         int t = sel ? sel[i] : i;
-        if (pos[t] > qpos) {
+        if (pos && pos[t] > qpos) {
             if (lane == 0) sc[i] = NEG_INF;
             continue;
         }
@@ -590,7 +591,7 @@ __device__ void be_split(float* out, const float* q, const u64* ptrs, const int*
     int c = blockIdx.x, h = blockIdx.y, r0 = blockIdx.z * RT, group = heads / kvHeads;
     const int* sd = ints + (h / group) * SD_WORDS;
     int N = sd[SD_N], ps = sd[SD_PS];
-    const int* pos = ints + sd[SD_POS];
+    const int* pos = sd[SD_POS] >= 0 ? ints + sd[SD_POS] : 0;  // none: every token is visible
     int selOff = ints[headOff + 2 * h], count = ints[headOff + 2 * h + 1];
     const int* sel = count >= 0 ? ints + selOff : 0;
     if (count < 0) count = N;
@@ -615,7 +616,7 @@ __device__ void be_split(float* out, const float* q, const u64* ptrs, const int*
     for (int j = 0; j < RT; j++) m[j] = NEG_INF;
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
         int t = sel ? sel[i0 + i] : i0 + i;
-        int p = pos[t];
+        int p = pos ? pos[t] : 0;
         const void* k = be_row(ptrs, sd[SD_K], ps, hd, t, kvt);
         float s[RT];
 #pragma unroll

@@ -102,7 +102,7 @@ __device__ __forceinline__ void flash_prefill(float* __restrict__ out, const flo
     const int h = blockIdx.y, group = heads / kvHeads;
     const int* sd = ints + (h / group) * SD_WORDS;
     const int N = sd[SD_N], psMask = (1 << psShift) - 1, kOff = sd[SD_K], vOff = sd[SD_V];
-    const int* pos = ints + sd[SD_POS];
+    const int* pos = sd[SD_POS] >= 0 ? ints + sd[SD_POS] : 0;  // none: every token is visible
     const int r0 = z * BM;
 
     // Largest query position of the tile, and the keys it may need.
@@ -125,7 +125,7 @@ __device__ __forceinline__ void flash_prefill(float* __restrict__ out, const flo
     __syncthreads();
     const int qmax = qmaxs;
     int kend = N;
-    if (sorted) {  // first index whose position exceeds qmax
+    if (sorted && pos) {  // first index whose position exceeds qmax
         int lo = 0, hi = N;
         while (lo < hi) {
             int mid = (lo + hi) >> 1;
@@ -183,7 +183,7 @@ __device__ __forceinline__ void flash_prefill(float* __restrict__ out, const flo
         }
         for (int i = tid; i < BN; i += NT) {
             const int t = t0 + i;
-            kp[b * BN + i] = t < kend ? pos[t] : 0x7fffffff;
+            kp[b * BN + i] = t < kend ? (pos ? pos[t] : 0) : 0x7fffffff;
         }
         fl_commit();
     };

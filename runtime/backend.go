@@ -66,14 +66,21 @@ type AttnArgs struct {
 	Heads   int     // query heads
 	KVHeads int     // key/value heads; query head h reads KV head h/(Heads/KVHeads)
 	HeadDim int     // channels per head
-	Scale   float32 // softmax scale, 1/sqrt(HeadDim)
+	Scale   float32 // softmax scale: 1/sqrt(HeadDim), times the square of the RoPE attention factor (yarn, longrope)
 	Seqs    []KVSeq // [KVHeads] the cached tokens of each KV head
+	// Window is the model's sliding window (Config.SlidingWindow): query
+	// row r also ignores keys at positions <= QPos[r]-Window; 0: none. Only
+	// a WindowAttender applies it.
+	Window int
 
 	// Set by a cache policy (runtime.Hook); zero values mean plain attention.
 
-	// Rope and Theta describe the model's RoPE, for re-positioned keys.
-	Rope  RopeStyle
-	Theta float64
+	// Rope and Theta describe the model's RoPE, for re-positioned keys;
+	// InvFreq [HeadDim/2], when set, are its inverse frequencies (scaled
+	// RoPE, see ScaledRoPE) and take the place of Theta.
+	Rope    RopeStyle
+	Theta   float64
+	InvFreq []float32
 	// QShift [rows]: position of query row r minus its position in the cache.
 	// With KVSeq.Shift, scores are those of keys and queries rotated at their
 	// cache positions (StreamingLLM): since RoPE scores depend only on the
@@ -103,13 +110,39 @@ type KVSeq struct {
 	PageSize int      // slots per page
 	Pos      []int32  // [N] position of each token
 	Shift    []int32  // [N] position minus cache position; nil: no re-positioning
+	// Bounded says MaxPos is at least every position in Pos (KVCache keeps
+	// it; a sequence built elsewhere leaves it false). A backend may then
+	// skip the positions of a call whose queries all lie at MaxPos or past.
+	Bounded bool
+	MaxPos  int32
+}
+
+// ScaledRoPE is an optional Backend capability: RoPE with inverse
+// frequencies the caller gives (a scaled RoPE, Config.RopeInvFreq) instead of
+// ones derived from a base, in RoPEFreqs and, through AttnArgs.InvFreq, in
+// Attend's re-positioned keys. The Runner needs it for models with
+// RopeScaling.
+type ScaledRoPE interface {
+	// RoPEFreqs is RoPE with inv [headDim/2] as the inverse frequencies: pair
+	// i of row r turns by the angle pos[r]*inv[i].
+	RoPEFreqs(x Buffer, rows, heads, headDim int, pos []int, inv []float32, style RopeStyle)
+}
+
+// WindowAttender is an optional Backend capability: Attend (and QK, where
+// the backend is a Scorer) honours AttnArgs.Window, a model's sliding
+// window. The Runner refuses to run a position the window reaches on a
+// backend without it.
+type WindowAttender interface {
+	// AttendsWindow reports whether Attend applies AttnArgs.Window.
+	AttendsWindow() bool
 }
 
 // Scorer is an optional Backend capability the selection policies use: raw
 // attention scores and per-channel key bounds over cached tokens.
 type Scorer interface {
 	// QK writes q·k·Scale of query row r, head h of a against every token of
-	// its KV head's sequence into out [N] (causally masked tokens get -Inf).
+	// its KV head's sequence into out [N] (tokens masked causally, or by
+	// the model's window, get -Inf).
 	QK(a *AttnArgs, r, h int, out []float32)
 	// KeyBounds writes the per-channel minimum and maximum of the keys of
 	// tokens [t0, t1) of seq into lo and hi [headDim].

@@ -255,6 +255,7 @@ func (c *KVCache) appendSeq(s *KVSeq, h int, k, v Buffer, rows int, pos []int, r
 		ka.AppendKV(s.K[p0:p1], s.V[p0:p1], s.N, c.pageSize, k, v, rows, h, c.headDim, kvDim)
 		for r := range rows {
 			s.Pos = append(s.Pos, int32(pos[r]))
+			s.bound(int32(pos[r]))
 		}
 		s.N += rows
 		return
@@ -268,7 +269,16 @@ func (c *KVCache) appendSeq(s *KVSeq, h int, k, v Buffer, rows int, pos []int, r
 		}
 		c.be.StoreKV(s.K[s.N/c.pageSize], s.V[s.N/c.pageSize], slot, k, v, r, h, c.headDim, kvDim)
 		s.Pos = append(s.Pos, int32(pos[r]))
+		s.bound(int32(pos[r]))
 		s.N++
+	}
+}
+
+// bound raises the sequence's position bound to cover p (eviction only
+// lowers the true maximum, so the bound stays valid).
+func (s *KVSeq) bound(p int32) {
+	if !s.Bounded || p > s.MaxPos {
+		s.Bounded, s.MaxPos = true, p
 	}
 }
 
@@ -291,6 +301,7 @@ func (c *KVCache) Reset() {
 				c.free = append(c.free, kvPage{k: s.K[i], v: s.V[i]})
 			}
 			s.K, s.V, s.Pos, s.Shift, s.N = s.K[:0], s.V[:0], s.Pos[:0], s.Shift[:0], 0
+			s.Bounded, s.MaxPos = false, 0
 		}
 	}
 	if c.ref != nil {

@@ -93,9 +93,13 @@ func (b *Backend) Attend(a *runtime.AttnArgs) {
 	b.hInts = append(b.hInts, make([]int32, 2*a.Heads)...)
 	invOff := int32(len(b.hInts))
 	if shifted {
-		b.hInts = invFreq(b.hInts, a.Theta, hd)
+		b.hInts = attnInvFreq(b.hInts, a)
 	}
 	stride, fstride := 1, 1
+	minQ := a.QPos[0]
+	for _, p := range a.QPos[:a.Rows] {
+		minQ = min(minQ, p)
+	}
 	for g := range a.Seqs {
 		s := &a.Seqs[g]
 		if len(s.Pos) < s.N || len(s.K)*s.PageSize < s.N || len(s.V)*s.PageSize < s.N {
@@ -104,7 +108,11 @@ func (b *Backend) Attend(a *runtime.AttnArgs) {
 		d := [sdWords]int32{int32(s.N), int32(max(s.PageSize, 1)), 0, 0, 0, -1, 0, 1, 0, 0}
 		d[2] = b.pagePtrs(s.K)
 		d[3] = b.pagePtrs(s.V)
-		d[4] = b.appendInts(s.Pos[:s.N])
+		if s.Bounded && int(s.MaxPos) <= minQ {
+			d[4] = -1 // every token visible to every row: no positions to upload
+		} else {
+			d[4] = b.appendInts(s.Pos[:s.N])
+		}
 		if shifted && s.Shift != nil {
 			d[5] = b.appendInts(s.Shift[:s.N])
 		}
@@ -235,6 +243,9 @@ func (b *Backend) flashOK(a *runtime.AttnArgs) bool {
 func (b *Backend) attendFlash(a *runtime.AttnArgs, rowOff int32) {
 	sorted := int32(1)
 	for g := range a.Seqs {
+		if b.hInts[g*sdWords+4] < 0 {
+			continue // no positions uploaded: every token visible
+		}
 		p := a.Seqs[g].Pos[:a.Seqs[g].N]
 		for i := 1; i < len(p); i++ {
 			if p[i] < p[i-1] {

@@ -24,6 +24,9 @@ const flashTol = 2e-2
 // random inputs: head dims 64 and 128, GQA groups 1, 4 and 8, page sizes 16
 // and 7, row counts that do not fill a tile, positions with gaps, queries
 // at and past the cached tokens, and keys out of position order.
+//
+// Cases marked bounded carry KVSeq.Bounded with every row at or past the
+// keys' largest position, so no positions are uploaded.
 func TestFlashPrefill(t *testing.T) {
 	g := newGPUPrec(t, "bf16")
 	c := cpu.New(0)
@@ -31,17 +34,19 @@ func TestFlashPrefill(t *testing.T) {
 	rng := rand.New(rand.NewPCG(11, 12))
 	for _, tc := range []struct {
 		hd, heads, kvHeads, rows, n, ps int
-		shuffle                         bool
+		shuffle, bounded                bool // bounded: every row past every key, positions not uploaded
 	}{
-		{64, 4, 4, 16, 16, 16, false},
-		{64, 8, 2, 70, 200, 16, false},
-		{128, 8, 2, 33, 129, 16, false},
-		{128, 32, 4, 130, 300, 7, false},
-		{128, 16, 2, 64, 64, 16, false},
-		{64, 4, 1, 40, 90, 16, true},
-		{128, 4, 2, 200, 1000, 16, false},
+		{64, 4, 4, 16, 16, 16, false, false},
+		{64, 8, 2, 70, 200, 16, false, false},
+		{128, 8, 2, 33, 129, 16, false, false},
+		{128, 32, 4, 130, 300, 7, false, false},
+		{128, 16, 2, 64, 64, 16, false, false},
+		{64, 4, 1, 40, 90, 16, true, false},
+		{128, 4, 2, 200, 1000, 16, false, false},
+		{128, 8, 2, 48, 300, 16, false, true},
+		{64, 8, 8, 1, 100, 16, false, true}, // one row: the split-KV kernel without positions
 	} {
-		name := fmt.Sprintf("hd%d_%dx%d_rows%d_n%d_ps%d_shuffle%v", tc.hd, tc.heads, tc.kvHeads, tc.rows, tc.n, tc.ps, tc.shuffle)
+		name := fmt.Sprintf("hd%d_%dx%d_rows%d_n%d_ps%d_shuffle%v_bounded%v", tc.hd, tc.heads, tc.kvHeads, tc.rows, tc.n, tc.ps, tc.shuffle, tc.bounded)
 		t.Run(name, func(t *testing.T) {
 			var seqs []kvPair
 			for range tc.kvHeads {
@@ -59,6 +64,14 @@ func TestFlashPrefill(t *testing.T) {
 			qpos := make([]int, tc.rows)
 			for r := range qpos {
 				qpos[r] = last - tc.rows/2 + r
+				if tc.bounded {
+					qpos[r] = last + r
+				}
+			}
+			if tc.bounded {
+				for i := range seqs {
+					seqs[i].g.Bounded, seqs[i].g.MaxPos = true, int32(last)
+				}
 			}
 			q := newPair(c, g, randVec(rng, tc.rows*tc.heads*tc.hd, 1))
 			out := newPair(c, g, make([]float32, tc.rows*tc.heads*tc.hd))
