@@ -17,8 +17,10 @@ test:
 	$(GO) test -count=1 -timeout 20m ./...
 
 # The smoke suite (synthetic model, every policy, all three tasks; no files
-# needed) and its report. Reruns resume: delete out/smoke to start afresh.
+# needed) and its report. It takes seconds, so each demo starts afresh (a
+# resumed directory refuses results of another binary).
 demo: build
+	rm -rf out/smoke
 	./$(BIN) run configs/smoke.yaml --out out/smoke
 	./$(BIN) report out/smoke
 	@echo "demo: open out/smoke/index.html (or read out/smoke/report.md)"
