@@ -178,6 +178,40 @@ extern "C" __global__ void be_matmul(float* dst, const float* x, const void* w, 
     }
 }
 
+// be_dot8 is the dot product of 8 widened weights with x[0..7].
+__device__ __forceinline__ float be_dot8(const float f[8], const float* x) {
+    const float4 a = *(const float4*)x, b = *(const float4*)(x + 4);
+    return f[0] * a.x + f[1] * a.y + f[2] * a.z + f[3] * a.w + f[4] * b.x + f[5] * b.y + f[6] * b.z + f[7] * b.w;
+}
+
+// be_gemv is be_matmul for one row (a decode step), in % 8 == 0: warp w of
+// block b computes output b*MM_WARPS+w, each lane asking for four 16- or
+// 32-byte pieces of the weight row before it uses the first, so that a warp
+// keeps 2-4 KiB of loads in flight (the step reads every weight once: its
+// speed is the memory's).
+extern "C" __global__ void be_gemv(float* dst, const float* x, const void* w, int wt, int in, int out) {
+    const int lane = threadIdx.x & 31, o = blockIdx.x * MM_WARPS + (threadIdx.x >> 5);
+    if (o >= out) return;
+    const long long wrow = (long long)o * in;
+    float acc = 0.f;
+    int i = lane * 8;
+    for (; i + 3 * 256 < in; i += 4 * 256) {
+        float f0[8], f1[8], f2[8], f3[8];
+        be_load8(w, wt, wrow + i, f0);
+        be_load8(w, wt, wrow + i + 256, f1);
+        be_load8(w, wt, wrow + i + 512, f2);
+        be_load8(w, wt, wrow + i + 768, f3);
+        acc += be_dot8(f0, x + i) + be_dot8(f1, x + i + 256) + be_dot8(f2, x + i + 512) + be_dot8(f3, x + i + 768);
+    }
+    for (; i < in; i += 256) {
+        float f[8];
+        be_load8(w, wt, wrow + i, f);
+        acc += be_dot8(f, x + i);
+    }
+    acc = be_warp_sum(acc);
+    if (lane == 0) dst[o] = acc;
+}
+
 extern "C" __global__ void be_add_bias(float* x, const void* b, int wt, int rows, int n) {
     long long total = (long long)rows * n;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x)

@@ -685,6 +685,10 @@ func (b *Backend) MatMul(dst, x, w runtime.Buffer, rows, in, out int) {
 		b.gemmNT(dst, x, wd, rows, in, out)
 		return
 	}
+	if rows == 1 && in%8 == 0 {
+		b.launch("be_gemv", Dim3{(out + 7) / 8, 1, 1}, Dim3{256, 1, 1}, b.f32(dst), b.f32(x), wd.p, wtype(wd.dtype), int32(in), int32(out))
+		return
+	}
 	b.launch("be_matmul", Dim3{(out + 7) / 8, (rows + 7) / 8, 1}, Dim3{256, 1, 1},
 		b.f32(dst), b.f32(x), wd.p, wtype(wd.dtype), int32(rows), int32(in), int32(out))
 }
@@ -733,8 +737,39 @@ func invFreq(dst []int32, theta float64, headDim int) []int32 {
 	return dst
 }
 
+// freqBits appends the inverse frequencies inv as float32 bits.
+func freqBits(dst []int32, inv []float32) []int32 {
+	for _, f := range inv {
+		dst = append(dst, int32(math.Float32bits(f)))
+	}
+	return dst
+}
+
+// attnInvFreq appends the inverse frequencies of a's re-positioned keys:
+// a.InvFreq when set (scaled RoPE), else those of a.Theta.
+func attnInvFreq(dst []int32, a *runtime.AttnArgs) []int32 {
+	if a.InvFreq != nil {
+		return freqBits(dst, a.InvFreq[:a.HeadDim/2])
+	}
+	return invFreq(dst, a.Theta, a.HeadDim)
+}
+
 // RoPE rotates every head of every row by its position's angles.
 func (b *Backend) RoPE(x runtime.Buffer, rows, heads, headDim int, pos []int, theta float64, style runtime.RopeStyle) {
+	b.ropeWith(x, rows, heads, headDim, pos, theta, nil, style)
+}
+
+// RoPEFreqs rotates every head of every row by its position's angles with
+// the inverse frequencies inv [headDim/2] (scaled RoPE).
+func (b *Backend) RoPEFreqs(x runtime.Buffer, rows, heads, headDim int, pos []int, inv []float32, style runtime.RopeStyle) {
+	b.ropeWith(x, rows, heads, headDim, pos, 0, inv[:headDim/2], style)
+}
+
+var _ runtime.ScaledRoPE = (*Backend)(nil)
+
+// ropeWith runs be_rope with the inverse frequencies inv, or those of theta
+// when inv is nil.
+func (b *Backend) ropeWith(x runtime.Buffer, rows, heads, headDim int, pos []int, theta float64, inv []float32, style runtime.RopeStyle) {
 	if rows == 0 {
 		return
 	}
@@ -743,7 +778,11 @@ func (b *Backend) RoPE(x runtime.Buffer, rows, heads, headDim int, pos []int, th
 	for _, p := range pos[:rows] {
 		v = append(v, int32(p))
 	}
-	v = invFreq(v, theta, headDim)
+	if inv != nil {
+		v = freqBits(v, inv)
+	} else {
+		v = invFreq(v, theta, headDim)
+	}
 	b.hInts = v
 	b.flushKV()
 	// The queries and keys of a layer rotate by the same positions: reuse
