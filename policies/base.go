@@ -28,7 +28,15 @@ type base struct {
 	stamp       int32
 	drop        []int32 // scratch list of indices to evict
 	stepRead    int64   // KV bytes read so far in this decode step
+	held        int     // tokens held so far in this decode step, summed over layers and KV heads
 	err         error   // a condition that makes the stream's results invalid
+
+	// A budget given as a share of the prompt (see ratioBudget).
+	ratioOf   string            // the share, as errors name it ("ratio 0.25")
+	ratioKeys []string          // parameters resolve sets
+	resolve   func(n int) error // sets the budget from a prompt of n tokens; nil: in tokens
+	pending   bool              // the ratio waits for this stream's first prompt
+	halted    bool              // the prompt gave a budget the policy cannot use
 }
 
 // Err reports why the policy could not act (the runner returns it from
@@ -48,9 +56,15 @@ func (b *base) LayerBudget(l int) (hold, attend int) {
 	}
 	return 0, 0
 }
-func (b *base) Stats() *Stats        { return &b.stats }
-func (b *base) MeasureRecall(n int)  { b.recallEvery = max(n, 0) }
-func (b *base) Prompt(n int)         { b.announce(n) }
+func (b *base) Stats() *Stats       { return &b.stats }
+func (b *base) MeasureRecall(n int) { b.recallEvery = max(n, 0) }
+
+// Prompt announces a prompt; the stream's first one resolves a budget given
+// as a share of the prompt.
+func (b *base) Prompt(n int) {
+	b.announce(n)
+	b.resolveRatio(n)
+}
 func (b *base) SetPrefill(p Prefill) { b.prefill = p }
 
 // bind attaches the policy to a fresh stream of r.
@@ -60,6 +74,8 @@ func (b *base) bind(r *runtime.Runner, self runtime.Hook) error {
 	}
 	b.r, b.cache, b.cfg = r, r.Cache, r.Model.Config
 	b.restart()
+	b.err = nil
+	b.waitRatio()
 	c := b.cfg
 	b.stats = Stats{Attended: make([][]int, c.Layers), RecallByLayer: make([]float64, c.Layers), RecallNByLayer: make([]int, c.Layers)}
 	for l := range b.stats.Attended {
@@ -148,8 +164,19 @@ func (b *base) finish(l int, a *runtime.AttnArgs, metaBytes int64) {
 	}
 }
 
-// end collects recall and, after the last layer, the step's totals.
+// end collects recall, the tokens layer l holds after a decode step and,
+// after the last layer, the step's totals.
 func (b *base) end(l int, a *runtime.AttnArgs) {
+	if b.decode {
+		seqs := b.cache.Seqs(l)
+		if l == 0 {
+			b.held = 0
+		}
+		for h := range seqs {
+			b.held += seqs[h].N
+			b.stats.MaxHeld = max(b.stats.MaxHeld, seqs[h].N)
+		}
+	}
 	if b.decode && b.sampled && a.Recall != nil {
 		for _, v := range a.Recall[:a.Heads] {
 			b.stats.RecallSum += float64(v)
@@ -163,9 +190,11 @@ func (b *base) end(l int, a *runtime.AttnArgs) {
 		s.ResidentBytes = b.cache.ResidentBytes()
 		s.MaxResidentBytes = max(s.MaxResidentBytes, s.ResidentBytes)
 		s.AllocatedBytes = b.cache.AllocatedBytes()
+		s.Budget = b.budget
 		if b.decode {
 			s.BytesRead = b.stepRead
 			s.TotalBytesRead += b.stepRead
+			s.Held = float64(b.held) / float64(b.cfg.Layers*b.cfg.KVHeads)
 		}
 	}
 }

@@ -28,6 +28,12 @@ func TestDefaults(t *testing.T) {
 				continue
 			}
 			v, resolved := got[d.Name]
+			if d.Default == policies.NoDefault {
+				if resolved {
+					t.Errorf("%s: parameter %s has no default but resolves to %v without parameters", name, d.Name, v)
+				}
+				continue
+			}
 			if !resolved {
 				// h2o's ratios apply only when one is given.
 				if name == "h2o" && strings.HasSuffix(d.Name, "_ratio") {
@@ -51,6 +57,17 @@ func TestDefaults(t *testing.T) {
 		}
 		if name != "full" && p.Budget() != 256 {
 			t.Errorf("%s: default budget %d, want 256 (every policy's defaults keep or read 256 tokens)", name, p.Budget())
+		}
+		// Every budgeted policy documents the shared knob, and full none.
+		has := map[string]bool{}
+		for _, d := range spec.Params {
+			has[d.Name] = true
+		}
+		if budgeted := name != "full"; has["budget"] != budgeted || has["ratio"] != budgeted {
+			t.Errorf("%s: documents budget %v and ratio %v, want %v", name, has["budget"], has["ratio"], budgeted)
+		}
+		if name != "full" && got["budget"] != 256 {
+			t.Errorf("%s: resolved budget parameter %v, want 256", name, got["budget"])
 		}
 	}
 	// A budget given in part keeps the other default.

@@ -43,15 +43,18 @@ import (
 // Ties (equal scores) evict the older position first, a deterministic
 // choice (the reference's torch.topk leaves it unspecified).
 //
-// Budgets are heavy and recent in tokens (the default: 128 and 128), or
-// heavy_ratio and recent_ratio of the prompt length (0.1 and 0.1 is the
-// paper's setting; giving either ratio selects them). Ratios
-// are resolved by the stream's first Prompt(n) call with n > 0, flooring as
-// the reference does (int(ratio*n)), with recent at least 1 so the newest
-// token is always attended; a stream that starts without an announced prompt
-// has no prompt length to take a ratio of, and its first forward returns an
-// error saying so (there is no silent fallback). The budget then stays
-// fixed for the stream.
+// Budgets are heavy and recent in tokens (the default: 128 and 128); the
+// shared knob's budget B (budget.go) is heavy + recent, split evenly (heavy
+// B/2 floored, recent the rest) unless heavy or recent is given too; its
+// ratio R keeps RatioTokens(R, n) of an n-token prompt, split the same way.
+// heavy_ratio and recent_ratio are the paper's two shares of the prompt
+// length (0.1 and 0.1 is its setting; giving either selects them), floored
+// as the reference does (int(ratio*n)), with recent at least 1 so the newest
+// token is always attended. Shares are resolved by the stream's first
+// Prompt(n) call with n > 0; a stream that starts without an announced
+// prompt has no prompt length to take a share of, and its first forward
+// returns an error saying so (there is no silent fallback). The budget then
+// stays fixed for the stream.
 //
 // normalize: false (the paper) ranks by plain column sums, which favour early
 // tokens (more queries have seen them); true divides each token's sum by the
@@ -59,14 +62,12 @@ import (
 // accumulated one: every held token was attended by each of them).
 type h2o struct {
 	base
-	heavy, recent          int
-	heavyRatio, recentRate float64
-	ratios                 bool // budgets are ratios of the prompt length
-	resolved               bool // heavy and recent are known for this stream
-	normalize              bool
-	score                  [][][]float64 // [layer][kvHead][token index] accumulated probability
-	acc                    [][]float32   // [heads] attention's accumulation buffers, reused by every layer
-	cand                   []h2oCand     // scratch: eviction candidates
+	heavy, recent int
+	ratios        bool // budgets are shares of the prompt length (base.ratioBudget)
+	normalize     bool
+	score         [][][]float64 // [layer][kvHead][token index] accumulated probability
+	acc           [][]float32   // [heads] attention's accumulation buffers, reused by every layer
+	cand          []h2oCand     // scratch: eviction candidates
 }
 
 // h2oCand is a token that may be evicted: its ranking key, position and index.
@@ -78,58 +79,108 @@ type h2oCand struct {
 
 func init() {
 	Register(Spec{Name: "h2o", Doc: "heavy hitters by accumulated attention plus a recent window (H2O)",
-		Params: []ParamDoc{
-			{"heavy", "128", "heavy-hitter tokens kept per layer and KV head (or give ratios)"},
-			{"recent", "128", "most recent tokens kept per layer and KV head (or give ratios)"},
-			{"heavy_ratio", "0.1", "heavy as a share of the prompt length, instead of heavy and recent (giving either ratio selects ratios; 0.1 and 0.1 is the paper's setting)"},
-			{"recent_ratio", "0.1", "recent as a share of the prompt length, instead of heavy and recent"},
-			{"normalize", "false", "rank by the mean instead of the sum of the probabilities a token received"},
-		},
+		Params: append(knobDocs("tokens kept per layer and KV head, heavy + recent: heavy = budget/2 (floored), recent = the rest, unless one of them is given"),
+			ParamDoc{"heavy", "128", "heavy-hitter tokens kept per layer and KV head (budget - recent when budget and recent are given)"},
+			ParamDoc{"recent", "128", "most recent tokens kept per layer and KV head (budget - heavy when budget and heavy are given)"},
+			ParamDoc{"heavy_ratio", "0.1", "heavy as a share of the prompt length, instead of heavy and recent (giving either ratio selects them; 0.1 and 0.1 is the paper's setting; not with budget or ratio)"},
+			ParamDoc{"recent_ratio", "0.1", "recent as a share of the prompt length, instead of heavy and recent"},
+			ParamDoc{"normalize", "false", "rank by the mean instead of the sum of the probabilities a token received"},
+		),
 		New: newH2O})
 }
 
+// newH2O reads h2o's parameters. The budget in tokens is heavy + recent:
+// budget alone splits evenly (heavy = budget/2, recent = the rest); with
+// heavy or recent given, the other is the rest of the budget; with both,
+// they must add up to it. ratio splits its tokens evenly once the prompt
+// is known; heavy_ratio and recent_ratio are the paper's separate shares.
 func newH2O(p Params) (Policy, error) {
 	rd := newReader("h2o", p)
+	k := rd.knob(1)
 	tokens := rd.has("heavy") || rd.has("recent")
 	ratios := rd.has("heavy_ratio") || rd.has("recent_ratio")
 	pol := &h2o{base: base{name: "h2o", evicts: true}}
 	pol.normalize = rd.Bool("normalize", false)
+	for _, n := range []string{"heavy", "recent", "heavy_ratio", "recent_ratio"} {
+		rd.used[n] = true
+	}
+	given := func(names ...string) string {
+		for _, n := range names {
+			if rd.has(n) {
+				return n
+			}
+		}
+		return ""
+	}
 	switch {
 	case tokens && ratios:
-		for _, n := range []string{"heavy", "recent", "heavy_ratio", "recent_ratio"} {
-			rd.used[n] = true
+		rd.fail(given("heavy", "recent"), "give the budget in tokens (heavy and recent) or as shares of the prompt (heavy_ratio and recent_ratio), not both")
+	case ratios && k.tokens():
+		rd.fail(given("heavy_ratio", "recent_ratio"), "give the budget in tokens (budget) or as shares of the prompt (heavy_ratio and recent_ratio), not both")
+	case ratios && k.share():
+		rd.fail(given("heavy_ratio", "recent_ratio"), "give one share of the prompt (ratio, split evenly) or two (heavy_ratio and recent_ratio), not both")
+	case k.share():
+		if n := given("heavy", "recent"); n != "" {
+			rd.forbid(n, "ratio")
 		}
-		name := "heavy"
-		if !rd.has("heavy") {
-			name = "recent"
-		}
-		rd.fail(name, "give the budget in tokens (heavy and recent) or as shares of the prompt (heavy_ratio and recent_ratio), not both")
+		pol.ratios = true
+		pol.ratioBudget(fmt.Sprintf("ratio %v", k.ratio), []string{"budget", "heavy", "recent"}, pol.shareOf(k.ratio, func(kept, n int) error {
+			pol.setBudget(kept/2, kept-kept/2)
+			return nil
+		}))
 	case ratios:
 		pol.ratios = true
-		pol.heavyRatio = rd.Float("heavy_ratio", 0.1, 0, 1)
-		pol.recentRate = rd.Float("recent_ratio", 0.1, 0, 1)
-	default: // tokens, given or the defaults
+		hr := rd.Float("heavy_ratio", 0.1, 0, 1)
+		rr := rd.Float("recent_ratio", 0.1, 0, 1)
+		// The reference's flooring (int(ratio*n)), recent at least 1 so
+		// that the newest token is always attended.
+		pol.ratioBudget(fmt.Sprintf("heavy_ratio %v and recent_ratio %v", hr, rr), []string{"budget", "heavy", "recent"}, func(n int) error {
+			pol.setBudget(int(hr*float64(n)), max(1, int(rr*float64(n))))
+			return nil
+		})
+	case k.tokens():
+		switch {
+		case rd.has("heavy") && rd.has("recent"):
+			pol.heavy = rd.Int("heavy", 128, 0, 1<<30)
+			pol.recent = rd.Int("recent", 128, 1, 1<<30)
+			if rd.err == nil && pol.heavy+pol.recent != k.budget {
+				rd.fail("heavy", "heavy %d + recent %d = %d differs from budget %d", pol.heavy, pol.recent, pol.heavy+pol.recent, k.budget)
+			}
+		case rd.has("heavy"):
+			pol.heavy = rd.Int("heavy", 128, 0, 1<<30)
+			pol.recent = k.budget - pol.heavy
+			if rd.err == nil && pol.recent < 1 {
+				rd.fail("heavy", "%d leaves no recent token in budget %d (the newest token is always kept)", pol.heavy, k.budget)
+			}
+		case rd.has("recent"):
+			pol.recent = rd.Int("recent", 128, 1, 1<<30)
+			pol.heavy = k.budget - pol.recent
+			if rd.err == nil && pol.heavy < 0 {
+				rd.fail("recent", "%d exceeds budget %d", pol.recent, k.budget)
+			}
+		default:
+			pol.heavy, pol.recent = k.budget/2, k.budget-k.budget/2
+		}
+		rd.out["heavy"], rd.out["recent"] = pol.heavy, pol.recent
+	default: // heavy and recent, given or the defaults
 		pol.heavy = rd.Int("heavy", 128, 0, 1<<30)
 		pol.recent = rd.Int("recent", 128, 1, 1<<30)
-		pol.resolved = true
-		pol.budget = pol.heavy + pol.recent
 	}
 	out, err := rd.done()
 	if err != nil {
 		return nil, err
 	}
 	pol.params = out
+	if !pol.ratios {
+		pol.budget = pol.heavy + pol.recent
+		out["budget"] = pol.budget
+	}
 	return pol, nil
 }
 
 func (p *h2o) Start(r *runtime.Runner) error {
 	if err := p.bind(r, p); err != nil {
 		return err
-	}
-	if p.ratios {
-		p.resolved, p.heavy, p.recent, p.budget = false, 0, 0, 0
-		delete(p.params, "heavy")
-		delete(p.params, "recent")
 	}
 	c := r.Model.Config
 	if len(p.score) != c.Layers || len(p.score[0]) != c.KVHeads {
@@ -149,16 +200,10 @@ func (p *h2o) Start(r *runtime.Runner) error {
 	return nil
 }
 
-// Prompt resolves ratio budgets from the stream's first announced prompt.
-func (p *h2o) Prompt(n int) {
-	p.base.Prompt(n)
-	if p.ratios && !p.resolved && n > 0 {
-		p.heavy = int(p.heavyRatio * float64(n))
-		p.recent = max(1, int(p.recentRate*float64(n)))
-		p.budget = p.heavy + p.recent
-		p.resolved = true
-		p.params["heavy"], p.params["recent"] = p.heavy, p.recent
-	}
+// setBudget fixes heavy and recent (from a share of the prompt).
+func (p *h2o) setBudget(heavy, recent int) {
+	p.heavy, p.recent, p.budget = heavy, recent, heavy+recent
+	p.params["heavy"], p.params["recent"], p.params["budget"] = heavy, recent, heavy+recent
 }
 
 // Scores returns the accumulated score of each token layer l, KV head h holds,
@@ -168,12 +213,8 @@ func (p *h2o) Prompt(n int) {
 func (p *h2o) Scores(l, h int) []float64 { return p.score[l][h] }
 
 func (p *h2o) BeforeAttend(l int, a *runtime.AttnArgs) {
-	if !p.resolved {
-		if p.err == nil {
-			p.err = fmt.Errorf("policy h2o: heavy_ratio %v and recent_ratio %v are shares of the prompt length, but no prompt was announced (a text streamed token by token, as kvbench score and the perplexity task feed it, has none): give heavy and recent in tokens",
-				p.heavyRatio, p.recentRate)
-		}
-		return
+	if p.idle() {
+		return // the budget waits for a prompt: the stream's error says so
 	}
 	p.begin(l, a)
 	p.grow(l)
@@ -186,8 +227,8 @@ func (p *h2o) BeforeAttend(l int, a *runtime.AttnArgs) {
 }
 
 func (p *h2o) AfterAttend(l int, a *runtime.AttnArgs) {
-	if !p.resolved {
-		return // BeforeAttend recorded the error
+	if p.idle() {
+		return
 	}
 	p.collect(l, a)
 	if p.promptEvict {

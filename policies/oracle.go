@@ -29,15 +29,28 @@ type oracle struct {
 
 func init() {
 	Register(Spec{Name: "oracle", Doc: "attends to the `budget` keys of highest exact q·k per query head (an upper bound)",
-		Params: []ParamDoc{{"budget", "256", "tokens attended per query head"}},
+		Params: knobDocs("tokens attended per query head; the cache keeps every token"),
 		New: func(p Params) (Policy, error) {
 			rd := newReader("oracle", p)
-			b := rd.Int("budget", 256, 1, 1<<30)
+			k := rd.knob(1)
 			out, err := rd.done()
 			if err != nil {
 				return nil, err
 			}
-			return &oracle{base: base{name: "oracle", params: out, budget: b}}, nil
+			b := 256
+			if k.tokens() {
+				b = k.budget
+			}
+			pol := &oracle{base: base{name: "oracle", params: out, budget: b}}
+			if k.share() {
+				pol.ratioBudget(fmt.Sprintf("ratio %v", k.ratio), []string{"budget"}, pol.shareOf(k.ratio, func(kept, n int) error {
+					pol.budget = kept
+					return nil
+				}))
+			} else {
+				out["budget"] = b
+			}
+			return pol, nil
 		}})
 }
 
@@ -54,6 +67,9 @@ func (p *oracle) Start(r *runtime.Runner) error {
 }
 
 func (p *oracle) BeforeAttend(l int, a *runtime.AttnArgs) {
+	if p.idle() {
+		return
+	}
 	p.begin(l, a)
 	if p.decode {
 		p.choose(a)
@@ -61,7 +77,12 @@ func (p *oracle) BeforeAttend(l int, a *runtime.AttnArgs) {
 	p.finish(l, a, 0)
 }
 
-func (p *oracle) AfterAttend(l int, a *runtime.AttnArgs) { p.end(l, a) }
+func (p *oracle) AfterAttend(l int, a *runtime.AttnArgs) {
+	if p.idle() {
+		return
+	}
+	p.end(l, a)
+}
 
 // choose sets a.Sel[h] to the budget best tokens of each query head whose KV
 // head holds more than budget tokens.

@@ -1,6 +1,7 @@
 package policies
 
 import (
+	"fmt"
 	"slices"
 
 	"github.com/kvbench/kvbench/runtime"
@@ -48,18 +49,32 @@ type quest struct {
 
 func init() {
 	Register(Spec{Name: "quest", Doc: "query-aware selection of the top pages by a key-bound upper bound on q·k (Quest)",
-		Params: []ParamDoc{{"budget", "256", "tokens attended per query head"}, {"page", "16", "tokens per page"},
-			{"dense_layers", "2", "first layers attending in full"}},
+		Params: append(knobDocs("tokens attended per query head in sparse layers (budget/page pages, at least 1); the cache keeps every token"),
+			ParamDoc{"page", "16", "tokens per page"},
+			ParamDoc{"dense_layers", "2", "first layers attending in full"}),
 		New: func(p Params) (Policy, error) {
 			rd := newReader("quest", p)
-			b := rd.Int("budget", 256, 1, 1<<30)
+			k := rd.knob(1)
 			pg := rd.Int("page", 16, 1, 1<<20)
 			d := rd.Int("dense_layers", 2, 0, 1<<20)
 			out, err := rd.done()
 			if err != nil {
 				return nil, err
 			}
-			return &quest{base: base{name: "quest", params: out, budget: b}, page: pg, dense: d, k: max(1, b/pg)}, nil
+			b := 256
+			if k.tokens() {
+				b = k.budget
+			}
+			pol := &quest{base: base{name: "quest", params: out, budget: b}, page: pg, dense: d, k: max(1, b/pg)}
+			if k.share() {
+				pol.ratioBudget(fmt.Sprintf("ratio %v", k.ratio), []string{"budget"}, pol.shareOf(k.ratio, func(kept, n int) error {
+					pol.budget, pol.k = kept, max(1, kept/pg)
+					return nil
+				}))
+			} else {
+				out["budget"] = b
+			}
+			return pol, nil
 		}})
 }
 
@@ -110,6 +125,9 @@ func (p *quest) Start(r *runtime.Runner) error {
 }
 
 func (p *quest) BeforeAttend(l int, a *runtime.AttnArgs) {
+	if p.idle() {
+		return
+	}
 	p.begin(l, a)
 	var meta int64
 	if l >= p.dense {
@@ -121,7 +139,12 @@ func (p *quest) BeforeAttend(l int, a *runtime.AttnArgs) {
 	p.finish(l, a, meta)
 }
 
-func (p *quest) AfterAttend(l int, a *runtime.AttnArgs) { p.end(l, a) }
+func (p *quest) AfterAttend(l int, a *runtime.AttnArgs) {
+	if p.idle() {
+		return
+	}
+	p.end(l, a)
+}
 
 // choose sets a.Sel for a decode step of layer l and returns the bytes of
 // page bounds it read.

@@ -1,6 +1,7 @@
 package policies
 
 import (
+	"fmt"
 	"math/rand/v2"
 
 	"github.com/kvbench/kvbench/runtime"
@@ -19,16 +20,29 @@ type random struct {
 
 func init() {
 	Register(Spec{Name: "random", Doc: "keeps a uniformly random subset of `budget` tokens plus the newest (a lower bound)",
-		Params: []ParamDoc{{"budget", "256", "tokens kept per layer and KV head"}, {"seed", "1", "random seed"}},
+		Params: append(knobDocs("tokens kept per layer and KV head"), ParamDoc{"seed", "1", "random seed"}),
 		New: func(p Params) (Policy, error) {
 			rd := newReader("random", p)
-			b := rd.Int("budget", 256, 1, 1<<30)
+			k := rd.knob(1)
 			seed := rd.Int("seed", 1, 0, 1<<62)
 			out, err := rd.done()
 			if err != nil {
 				return nil, err
 			}
-			return &random{base: base{name: "random", params: out, budget: b, evicts: true}, seed: uint64(seed)}, nil
+			b := 256
+			if k.tokens() {
+				b = k.budget
+			}
+			pol := &random{base: base{name: "random", params: out, budget: b, evicts: true}, seed: uint64(seed)}
+			if k.share() {
+				pol.ratioBudget(fmt.Sprintf("ratio %v", k.ratio), []string{"budget"}, pol.shareOf(k.ratio, func(kept, n int) error {
+					pol.budget = kept
+					return nil
+				}))
+			} else {
+				out["budget"] = b
+			}
+			return pol, nil
 		}})
 }
 
@@ -38,6 +52,9 @@ func (p *random) Start(r *runtime.Runner) error {
 }
 
 func (p *random) BeforeAttend(l int, a *runtime.AttnArgs) {
+	if p.idle() {
+		return
+	}
 	p.begin(l, a)
 	if p.stepEvict {
 		p.evict(l, newest(a))
@@ -46,6 +63,9 @@ func (p *random) BeforeAttend(l int, a *runtime.AttnArgs) {
 }
 
 func (p *random) AfterAttend(l int, a *runtime.AttnArgs) {
+	if p.idle() {
+		return
+	}
 	if p.promptEvict {
 		p.evict(l, newest(a))
 	}

@@ -2,6 +2,7 @@ package policies
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
 
 	"github.com/kvbench/kvbench/runtime"
@@ -40,7 +41,9 @@ import (
 // append to the cache and are never compressed: LayerBudget is (0, 0), Budget
 // is the capacity. A stream with no announced prompt (every token fed one at
 // a time, Prompt not called) is never compressed: SnapKV then equals full
-// attention. This is the dense prompt protocol (PrefillDense) that every
+// attention, and Stats.NotApplicable says "no prompt" (records and tables
+// mark such a cell not applicable rather than show full attention's
+// numbers beside a budget). This is the dense prompt protocol (PrefillDense) that every
 // policy follows by default, through the same prompt tracking (base); SnapKV
 // has no per-chunk variant, so PrefillChunked changes nothing here.
 //
@@ -64,6 +67,7 @@ type snapKV struct {
 	firstWin bool // holds the first window row: accumulators start at zero
 	lastRow  bool // holds the last prompt row: compress after attention
 	shared   bool // the whole window is in this forward: one accumulator set for all layers
+	prompted bool // the stream has had an announced prompt
 
 	acc    [][][]float32 // [layer or 0 when shared][heads][tokens] window probabilities
 	order  []int32       // prefix token indices, in position order
@@ -82,18 +86,21 @@ func init() {
 }
 
 func snapParamDocs() []ParamDoc {
-	return []ParamDoc{
-		{"capacity", "256", "tokens kept per KV head after the prompt, window included"},
-		{"window", "32", "observation window: the last prompt queries scoring the prefix"},
-		{"kernel", "7", "pooling width (odd)"},
-		{"pooling", "max", "score smoothing: max or avg"},
-	}
+	return append(knobDocs("tokens kept per KV head after the prompt, window included: the capacity (pyramidkv: its mean over layers)"),
+		ParamDoc{"capacity", "256", "tokens kept per KV head after the prompt, window included (the budget under its own name)"},
+		ParamDoc{"window", "32", "observation window: the last prompt queries scoring the prefix"},
+		ParamDoc{"kernel", "7", "pooling width (odd)"},
+		ParamDoc{"pooling", "max", "score smoothing: max or avg"},
+	)
 }
 
-// newSnapKV reads the parameters shared by snapkv and pyramidkv.
+// newSnapKV reads the parameters shared by snapkv and pyramidkv: budget is
+// the capacity; a ratio sets it from the prompt (and must leave room for
+// the window).
 func newSnapKV(name string, p Params, pyramid bool) (Policy, error) {
 	rd := newReader(name, p)
-	capacity := rd.Int("capacity", 256, 1, 1<<30)
+	k := rd.knob(1)
+	capacity := rd.alias("capacity", k, 256, 1)
 	window := rd.Int("window", 32, 1, 1<<30)
 	kernel := rd.Int("kernel", 7, 1, 1<<20)
 	pooling := rd.Enum("pooling", "max", "avg")
@@ -101,8 +108,12 @@ func newSnapKV(name string, p Params, pyramid bool) (Policy, error) {
 	if pyramid {
 		beta = rd.Int("beta", 20, 1, 1<<30)
 	}
-	if rd.err == nil && capacity < window {
-		rd.fail("capacity", "%d is less than window %d (capacity counts the window)", capacity, window)
+	if rd.err == nil && !k.share() && capacity < window {
+		what := "capacity"
+		if k.tokens() {
+			what = "budget"
+		}
+		rd.fail(what, "%d is less than window %d (the capacity counts the window)", capacity, window)
 	}
 	if rd.err == nil && kernel%2 == 0 {
 		rd.fail("kernel", "%d is even; the pooling width must be odd", kernel)
@@ -111,13 +122,26 @@ func newSnapKV(name string, p Params, pyramid bool) (Policy, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &snapKV{base: base{name: name, params: out, budget: capacity, evicts: true},
+	pol := &snapKV{base: base{name: name, params: out, budget: capacity, evicts: true},
 		capacity: capacity, window: window, kernel: kernel, avg: pooling == "avg",
-		pyramid: pyramid, beta: beta}, nil
+		pyramid: pyramid, beta: beta}
+	if k.share() {
+		pol.ratioBudget(fmt.Sprintf("ratio %v", k.ratio), []string{"budget", "capacity"}, pol.shareOf(k.ratio, func(kept, n int) error {
+			if kept < window && kept < n {
+				return fmt.Errorf("fewer than the window's %d (the capacity counts the window)", window)
+			}
+			pol.capacity, pol.budget = kept, kept
+			pol.params["capacity"] = kept
+			return nil
+		}))
+	} else {
+		out["budget"] = capacity
+	}
+	return pol, nil
 }
 
 func (s *snapKV) Start(r *runtime.Runner) error {
-	s.winRows, s.firstWin, s.lastRow, s.shared = false, false, false, false
+	s.winRows, s.firstWin, s.lastRow, s.shared, s.prompted = false, false, false, false, false
 	return s.bind(r, s)
 }
 
@@ -125,9 +149,19 @@ func (s *snapKV) Start(r *runtime.Runner) error {
 func (s *snapKV) LayerBudget(l int) (hold, attend int) { return 0, 0 }
 
 func (s *snapKV) BeforeAttend(l int, a *runtime.AttnArgs) {
+	if s.idle() {
+		return
+	}
 	s.begin(l, a)
 	if l == 0 {
 		s.plan(a)
+		// Until a prompt is announced there is nothing to compress: the
+		// stream runs as full attention, and its Stats say so.
+		s.prompted = s.prompted || s.prompting
+		s.stats.NotApplicable = ""
+		if !s.prompted {
+			s.stats.NotApplicable = NotApplicableNoPrompt
+		}
 	}
 	if s.winRows {
 		s.accumulate(l, a)
@@ -136,6 +170,9 @@ func (s *snapKV) BeforeAttend(l int, a *runtime.AttnArgs) {
 }
 
 func (s *snapKV) AfterAttend(l int, a *runtime.AttnArgs) {
+	if s.idle() {
+		return
+	}
 	if s.lastRow {
 		s.compress(l, a)
 	}

@@ -424,7 +424,7 @@ func TestSnapKVBudgets(t *testing.T) {
 				t.Errorf("%s: LayerBudget(%d) = %d, %d; want 0, 0 (the cache grows during decode)", name, l, h, a)
 			}
 		}
-		want := policies.Params{"capacity": 100, "window": 10, "kernel": 7, "pooling": "max"}
+		want := policies.Params{"budget": 100, "capacity": 100, "window": 10, "kernel": 7, "pooling": "max"}
 		if name == "pyramidkv" {
 			want["beta"] = 20
 		}

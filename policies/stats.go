@@ -11,11 +11,23 @@ type Stats struct {
 	TotalBytesRead   int64   // summed over decode steps
 	Attended         [][]int // [layer][head] tokens attended in the last decode step
 	MaxAttended      int     // the most tokens any head attended in a decode step
-	RecallSum        float64 // sum of sampled recalls (one per layer, head and sampled step)
-	RecallN          int     // number of samples in RecallSum
-	RecallByLayer    []float64
-	RecallNByLayer   []int
+	Held             float64 // tokens held per layer and KV head when the last decode step ended, averaged over both
+	MaxHeld          int     // the most tokens any layer's KV head held when a decode step ended
+	Budget           int     // the policy's budget when the last forward ended (a ratio's, once resolved; 0: none)
+	// NotApplicable says why the policy had nothing to act on in this
+	// stream, so that it ran as full attention ("no prompt": snapkv and
+	// pyramidkv compress a prompt, and a text streamed token by token has
+	// none); "" when it acted.
+	NotApplicable  string
+	RecallSum      float64 // sum of sampled recalls (one per layer, head and sampled step)
+	RecallN        int     // number of samples in RecallSum
+	RecallByLayer  []float64
+	RecallNByLayer []int
 }
+
+// NotApplicableNoPrompt is Stats.NotApplicable of a policy that acts on a
+// prompt (snapkv, pyramidkv) in a stream that had none.
+const NotApplicableNoPrompt = "no prompt"
 
 // MeanRecall is the mean sampled attention recall, or -1 when none was
 // sampled.
@@ -24,6 +36,22 @@ func (s *Stats) MeanRecall() float64 {
 		return -1
 	}
 	return s.RecallSum / float64(s.RecallN)
+}
+
+// MeanAttended is the mean over layers and query heads of the tokens
+// attended in the last decode step (0 before any).
+func (s *Stats) MeanAttended() float64 {
+	var sum, n int
+	for _, l := range s.Attended {
+		for _, a := range l {
+			sum += a
+			n++
+		}
+	}
+	if n == 0 || s.Steps == 0 {
+		return 0
+	}
+	return float64(sum) / float64(n)
 }
 
 // MeanBytesRead is the mean KV bytes read per decode step.

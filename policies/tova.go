@@ -50,15 +50,27 @@ type tova struct {
 
 func init() {
 	Register(Spec{Name: "tova", Doc: "evicts the token the current query attends least, averaged over the layer's heads (TOVA)",
-		Params: []ParamDoc{{"cache", "256", "tokens kept per layer (every KV head holds the same ones)"}},
+		Params: append(knobDocs("tokens kept per layer (every KV head holds the same ones): the cache"),
+			ParamDoc{"cache", "256", "tokens kept per layer (the budget under its own name)"}),
 		New: func(p Params) (Policy, error) {
 			rd := newReader("tova", p)
-			c := rd.Int("cache", 256, 1, 1<<30)
+			k := rd.knob(1)
+			c := rd.alias("cache", k, 256, 1)
 			out, err := rd.done()
 			if err != nil {
 				return nil, err
 			}
-			return &tova{base: base{name: "tova", params: out, budget: c, evicts: true}, size: c}, nil
+			pol := &tova{base: base{name: "tova", params: out, budget: c, evicts: true}, size: c}
+			if k.share() {
+				pol.ratioBudget(fmt.Sprintf("ratio %v", k.ratio), []string{"budget", "cache"}, pol.shareOf(k.ratio, func(kept, n int) error {
+					pol.size, pol.budget = kept, kept
+					pol.params["cache"] = kept
+					return nil
+				}))
+			} else {
+				out["budget"] = c
+			}
+			return pol, nil
 		}})
 }
 
@@ -82,6 +94,9 @@ func (p *tova) Start(r *runtime.Runner) error {
 }
 
 func (p *tova) BeforeAttend(l int, a *runtime.AttnArgs) {
+	if p.idle() {
+		return
+	}
 	p.begin(l, a)
 	p.armed = false
 	over := false
@@ -109,6 +124,9 @@ func (p *tova) BeforeAttend(l int, a *runtime.AttnArgs) {
 }
 
 func (p *tova) AfterAttend(l int, a *runtime.AttnArgs) {
+	if p.idle() {
+		return
+	}
 	if p.armed {
 		p.evict(l, a)
 	}

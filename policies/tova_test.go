@@ -31,7 +31,8 @@ func TestTOVAParams(t *testing.T) {
 		want   string
 	}{
 		{policies.Params{"cache": 0}, "out of range"},
-		{policies.Params{"cache": 8, "budget": 3}, "unknown parameter budget"},
+		{policies.Params{"cache": 8, "budget": 3}, "parameter cache: 8 differs from budget 3"},
+		{policies.Params{"cache": 8, "budegt": 3}, "did you mean budget"},
 	} {
 		_, err := policies.New("tova", c.params)
 		if err == nil || !strings.Contains(err.Error(), c.want) {

@@ -1,6 +1,10 @@
 package policies
 
-import "github.com/kvbench/kvbench/runtime"
+import (
+	"fmt"
+
+	"github.com/kvbench/kvbench/runtime"
+)
 
 // sinkWindow keeps the first sinks tokens and the most recent recent tokens
 // (window: sinks = 0). With reposition, keys take positions within the cache
@@ -21,30 +25,86 @@ type sinkWindow struct {
 
 func init() {
 	Register(Spec{Name: "window", Doc: "sliding window of the last `window` tokens, no sinks",
-		Params: []ParamDoc{{"window", "256", "tokens kept"}, {"reposition", "false", "assign positions within the cache"}},
-		New: func(p Params) (Policy, error) {
-			rd := newReader("window", p)
-			w := rd.Int("window", 256, 1, 1<<30)
-			rep := rd.Bool("reposition", false)
-			out, err := rd.done()
-			if err != nil {
-				return nil, err
-			}
-			return &sinkWindow{base: base{name: "window", params: out, budget: w, evicts: true}, recent: w, reposition: rep}, nil
-		}})
+		Params: append(knobDocs("tokens kept per layer and KV head: the window"),
+			ParamDoc{"window", "256", "tokens kept (the budget under its own name)"},
+			ParamDoc{"reposition", "false", "assign positions within the cache"}),
+		New: newWindow})
 	Register(Spec{Name: "streamingllm", Doc: "attention sinks plus a recent window, positions within the cache",
-		Params: []ParamDoc{{"sinks", "4", "first tokens kept forever"}, {"recent", "252", "most recent tokens kept"}},
-		New: func(p Params) (Policy, error) {
-			rd := newReader("streamingllm", p)
-			s := rd.Int("sinks", 4, 0, 1<<20)
-			rc := rd.Int("recent", 252, 1, 1<<30)
-			out, err := rd.done()
-			if err != nil {
-				return nil, err
+		Params: append(knobDocs("tokens kept per layer and KV head, sinks included: recent = budget - sinks"),
+			ParamDoc{"sinks", "4", "first tokens kept forever"},
+			ParamDoc{"recent", "252", "most recent tokens kept (budget - sinks when budget or ratio is given)"}),
+		New: newStreamingLLM})
+}
+
+// newWindow reads window's parameters: budget is the window; a ratio sets
+// it from the prompt.
+func newWindow(p Params) (Policy, error) {
+	rd := newReader("window", p)
+	k := rd.knob(1)
+	w := rd.alias("window", k, 256, 1)
+	rep := rd.Bool("reposition", false)
+	out, err := rd.done()
+	if err != nil {
+		return nil, err
+	}
+	pol := &sinkWindow{base: base{name: "window", params: out, budget: w, evicts: true}, recent: w, reposition: rep}
+	if !k.share() {
+		out["budget"] = w
+	} else {
+		pol.ratioBudget(fmt.Sprintf("ratio %v", k.ratio), []string{"budget", "window"}, pol.shareOf(k.ratio, func(kept, n int) error {
+			pol.recent, pol.budget = kept, kept
+			pol.params["window"] = kept
+			return nil
+		}))
+	}
+	return pol, nil
+}
+
+// newStreamingLLM reads streamingllm's parameters: budget is sinks +
+// recent, so budget (or a ratio's tokens) less the sinks is the recent
+// window.
+func newStreamingLLM(p Params) (Policy, error) {
+	rd := newReader("streamingllm", p)
+	k := rd.knob(1)
+	s := rd.Int("sinks", 4, 0, 1<<20)
+	rc := 0
+	switch {
+	case k.share():
+		rd.forbid("recent", "ratio")
+	case k.tokens() && rd.has("recent"):
+		rc = rd.Int("recent", 252, 1, 1<<30)
+		if rd.err == nil && s+rc != k.budget {
+			rd.fail("recent", "sinks %d + recent %d = %d differs from budget %d (the budget counts the sinks)", s, rc, s+rc, k.budget)
+		}
+	case k.tokens():
+		rd.used["recent"] = true
+		rc = k.budget - s
+		if rd.err == nil && rc < 1 {
+			rd.fail("budget", "%d leaves no recent token beside %d sinks (the budget counts the sinks)", k.budget, s)
+		}
+		rd.out["recent"] = rc
+	default:
+		rc = rd.Int("recent", 252, 1, 1<<30)
+	}
+	out, err := rd.done()
+	if err != nil {
+		return nil, err
+	}
+	pol := &sinkWindow{base: base{name: "streamingllm", params: out, evicts: true}, sinks: s, recent: rc, reposition: true}
+	if k.share() {
+		pol.ratioBudget(fmt.Sprintf("ratio %v", k.ratio), []string{"budget", "recent"}, pol.shareOf(k.ratio, func(kept, n int) error {
+			if kept <= s {
+				return fmt.Errorf("not more than the %d sinks (the budget counts the sinks)", s)
 			}
-			return &sinkWindow{base: base{name: "streamingllm", params: out, budget: s + rc, evicts: true},
-				sinks: s, recent: rc, reposition: true}, nil
-		}})
+			pol.recent, pol.budget = kept-s, kept
+			pol.params["recent"] = kept - s
+			return nil
+		}))
+	} else {
+		pol.budget = s + rc
+		out["budget"] = s + rc
+	}
+	return pol, nil
 }
 
 func (w *sinkWindow) Start(r *runtime.Runner) error {
@@ -55,6 +115,9 @@ func (w *sinkWindow) Start(r *runtime.Runner) error {
 }
 
 func (w *sinkWindow) BeforeAttend(l int, a *runtime.AttnArgs) {
+	if w.idle() {
+		return
+	}
 	w.begin(l, a)
 	if w.stepEvict {
 		w.evict(l, newest(a))
@@ -66,6 +129,9 @@ func (w *sinkWindow) BeforeAttend(l int, a *runtime.AttnArgs) {
 }
 
 func (w *sinkWindow) AfterAttend(l int, a *runtime.AttnArgs) {
+	if w.idle() {
+		return
+	}
 	if w.promptEvict {
 		w.evict(l, newest(a))
 	}
