@@ -358,6 +358,7 @@ func runCell(ctx context.Context, s *Suite, c Cell, models map[string]*loadedMod
 		rec.Throughput = float64(res.Tokens) / el.Seconds()
 	}
 	rec.Latency, rec.KV = e.Summary()
+	e.describeEffective(rec) // tokens held and attended, a ratio's budget, not applicable
 	rec.KV.Type, rec.KV.PageSize = s.KVType, s.PageSize
 	_, rec.Meta.Device = e.Device()
 	rec.Meta.End = time.Now().UTC()

@@ -34,6 +34,8 @@ import (
 //	page_size: 16            # KV page slots (default 16)
 //	prefill: dense           # prompt protocol: dense (default) | chunked (policies.Prefill)
 //	include: common.yaml     # optional, a file or a list: their models, policies and tasks come first
+//	budgets: [64, 256, 1024] # optional: crosses every budgeted policy (not full) with these budgets
+//	ratios: [0.1, 0.25]      # optional, instead of budgets: shares of the prompt kept (policies.RatioTokens)
 //	models:                  # required, >= 1; name + path (+ tokenizer), or a bare path
 //	  - {name: ref25m, path: ../shared/models/gutenberg-llama-25m, tokenizer: tok.model}
 //	policies:                # required, >= 1; a bare name, or name + parameters
@@ -41,6 +43,18 @@ import (
 //	  - {name: quest, budget: [64, 256], page: 16}   # lists expand (cartesian product)
 //	tasks:                   # required, >= 1; name + parameters
 //	  - {name: passkey, lengths: [2048, 8192], depths: [0, 0.5, 1], trials: 10}
+//
+// budgets (or ratios) gives every policy entry whose policy takes the
+// shared budget knob (every policy but full; see policies/budget.go) the
+// parameter budget (or ratio) with those values, as if each entry listed
+// them: one configuration per value, the entry's other lists crossed with
+// them. An entry that gives budget or ratio itself is an error (the budgets
+// are given in one place), and so are budgets and ratios together, and
+// either in an included file (it would cross the including suite's
+// policies too). A policy's own parameters stay fine controls:
+// {name: streamingllm, sinks: 8} crossed with budgets [64, 256] keeps 8
+// sinks and 56 or 248 recent tokens; one that contradicts a budget
+// ({name: window, window: 64}) is an error at that budget.
 //
 // Unknown fields, wrong types, unknown policies, tasks or parameters and
 // invalid values are errors naming file:line:col. Paths (model path and
@@ -58,13 +72,26 @@ type Suite struct {
 	Threads     int
 	KVType      string // f32 or bf16
 	PageSize    int
-	Prefill     string   // prompt protocol: dense or chunked
-	Includes    []string // included files, resolved, in order read
+	Prefill     string    // prompt protocol: dense or chunked
+	Budgets     []int     // the suite's budgets, crossing every budgeted policy (nil: none)
+	Ratios      []float64 // the suite's ratios, crossing every budgeted policy (nil: none)
+	Includes    []string  // included files, resolved, in order read
 	Models      []ModelSpec
 	Policies    []PolicyEntry
 	Tasks       []TaskEntry
 
 	models []modelEntry // Models with the positions CheckModels reports
+	cross  *crossing    // budgets or ratios as written
+}
+
+// crossing is a suite's budgets or ratios: the policy parameter they set,
+// its values and where each was written.
+type crossing struct {
+	field string // "budgets" or "ratios"
+	param string // "budget" or "ratio"
+	key   Pos    // the field's key
+	vals  []any
+	at    []Pos
 }
 
 // ModelSpec is a model of a suite.
@@ -296,6 +323,7 @@ func parseSuite(name string, dir string, data []byte) (s *Suite, err error) {
 			p.errorf(pt.root, "missing required field %s", f.key)
 		}
 	}
+	p.cross(s)
 	// Duplicate models.
 	seen := map[string]Pos{}
 	for _, m := range pt.models {
@@ -393,7 +421,7 @@ func (p *parser) decode(data []byte) (root *yaml.Node) {
 	return root
 }
 
-var topFields = []string{"name", "backend", "seed", "recall_every", "threads", "kv_dtype", "page_size", "prefill", "include", "models", "policies", "tasks"}
+var topFields = []string{"name", "backend", "seed", "recall_every", "threads", "kv_dtype", "page_size", "prefill", "budgets", "ratios", "include", "models", "policies", "tasks"}
 
 func (p *parser) parseFile(data []byte) *part {
 	root := p.decode(data)
@@ -468,6 +496,8 @@ func (p *parser) parseFile(data []byte) *part {
 					s.Prefill = pre.String()
 				}
 			}
+		case "budgets", "ratios":
+			p.crossField(f, s)
 		case "include":
 			p.include(v, pt)
 		case "models":
@@ -487,6 +517,116 @@ func (p *parser) parseFile(data []byte) *part {
 		s.Models = append(s.Models, m.spec)
 	}
 	return pt
+}
+
+// crossField reads budgets (integers of at least 1) or ratios (numbers in
+// (0, 1]), a list or a single value, into s.cross.
+func (p *parser) crossField(f field, s *Suite) {
+	if p.via != "" {
+		p.errorf(f.key, "%s: only the suite file that is run may give it (it crosses every budgeted policy of the suite, the including file's too); move it there", f.name)
+		return
+	}
+	if s.cross != nil {
+		p.errorf(f.key, "%s: give budgets or ratios, not both (%s is at %s)", f.name, s.cross.field, s.cross.key)
+		return
+	}
+	c := &crossing{field: f.name, param: strings.TrimSuffix(f.name, "s"), key: p.pos(f.key)}
+	v := deref(f.val)
+	items := []*yaml.Node{v}
+	if v.Kind == yaml.SequenceNode {
+		items = v.Content
+		if len(items) == 0 {
+			p.errorf(f.val, "%s: needs at least one value", f.name)
+			return
+		}
+	}
+	good := true
+	for _, it := range items {
+		it = deref(it)
+		if !p.spend() {
+			return
+		}
+		if f.name == "budgets" {
+			i, ok := p.integer(it, "budgets", 1, 1<<30)
+			good = good && ok
+			c.vals = append(c.vals, int(i))
+		} else {
+			var r float64
+			if it.Kind != yaml.ScalarNode || (it.ShortTag() != "!!int" && it.ShortTag() != "!!float") || it.Decode(&r) != nil {
+				p.errorf(it, "ratios: want a number in (0, 1] (the share of the prompt kept), got %s", describe(it))
+				good = false
+				continue
+			}
+			if r != r || r <= 0 || r > 1 {
+				p.errorf(it, "ratios: %v is out of range (0, 1] (the share of the prompt kept: 1 - kvpress's compression_ratio)", r)
+				good = false
+				continue
+			}
+			c.vals = append(c.vals, r)
+		}
+		c.at = append(c.at, p.pos(it))
+	}
+	if good {
+		s.cross = c
+		for _, x := range c.vals {
+			if b, ok := x.(int); ok {
+				s.Budgets = append(s.Budgets, b)
+			} else {
+				s.Ratios = append(s.Ratios, x.(float64))
+			}
+		}
+	}
+}
+
+// cross gives every budgeted policy entry the suite's budgets or ratios
+// (see Suite).
+func (p *parser) cross(s *Suite) {
+	c := s.cross
+	if c == nil {
+		return
+	}
+	for i := range s.Policies {
+		e := &s.Policies[i]
+		spec, err := policies.Lookup(e.Name)
+		if err != nil || !takesKnob(spec) {
+			continue
+		}
+		if e.Params == nil {
+			e.Params = policies.Params{}
+		}
+		own := ""
+		for _, n := range []string{"budget", "ratio"} {
+			if _, has := e.Params[n]; has && own == "" {
+				own = n
+			}
+		}
+		if own != "" {
+			p.errorAt(e.pos[own], "policy %s: gives %s, and the suite's %s (%s) cross every budgeted policy: give the budgets in one place", e.Name, own, c.field, c.key)
+			continue
+		}
+		if e.pos == nil {
+			e.pos = map[string]Pos{}
+		}
+		if e.elemAt == nil {
+			e.elemAt = map[string][]Pos{}
+		}
+		e.order = append(paramOrder(e.order, e.Params), c.param)
+		e.Params[c.param] = append([]any(nil), c.vals...)
+		e.pos[c.param] = c.key
+		e.elemAt[c.param] = c.at
+	}
+}
+
+// takesKnob reports whether a policy takes the shared budget knob (it
+// documents budget and ratio).
+func takesKnob(s policies.Spec) bool {
+	n := 0
+	for _, d := range s.Params {
+		if d.Name == "budget" || d.Name == "ratio" {
+			n++
+		}
+	}
+	return n == 2
 }
 
 // include reads included files (a path or a list of paths) and adds their

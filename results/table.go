@@ -44,8 +44,29 @@ type Row struct {
 	AttnP50      float64 // µs
 	AttnP90      float64 // µs
 	TokensPerS   float64
+	// NotApplicable is why the cell's policy did not apply (NotApplicable);
+	// its numbers are then left out: they are full attention's.
+	NotApplicable string
 
 	policyParams, taskParams map[string]any // for ordering
+}
+
+// DetailNotApplicable is the key of a record's Detail that marks a cell
+// whose policy had nothing to act on, so that it ran as full attention; the
+// value says why ("no prompt": snapkv and pyramidkv compress a prompt, and
+// the perplexity task streams a text without one).
+const DetailNotApplicable = "not_applicable"
+
+// NotApplicable returns why r's policy did not apply to its task (the
+// record's Detail[DetailNotApplicable]), or "" when it did or the cell
+// failed. Tables show such a cell as "n/a (why)" rather than numbers that
+// are full attention's beside the policy's name and budget.
+func NotApplicable(r *Record) string {
+	if !r.OK() {
+		return ""
+	}
+	s, _ := r.Detail[DetailNotApplicable].(string)
+	return s
 }
 
 // metricOrder puts headline metrics first; others follow alphabetically.
@@ -119,7 +140,8 @@ func buildTable(task string, recs []*Record) Table {
 			AttnP90:    r.Latency.P90,
 			TokensPerS: r.Throughput,
 
-			policyParams: r.PolicyParams, taskParams: r.TaskParams,
+			NotApplicable: NotApplicable(r),
+			policyParams:  r.PolicyParams, taskParams: r.TaskParams,
 		}
 		if row.Recall < 0 {
 			row.Recall = math.NaN()
@@ -288,18 +310,22 @@ func csvNum(v float64) string {
 func (t *Table) markdownRow(r *Row) []string {
 	out := []string{mdEscape(r.Model), mdEscape(r.Policy), mdEscape(r.PolicyParams), mdEscape(r.TaskParams)}
 	failed := r.Status != "ok"
+	na := r.NotApplicable != ""
 	for _, v := range r.Metrics {
-		if failed {
+		switch {
+		case failed:
 			out = append(out, "—")
-		} else {
+		case na:
+			out = append(out, "n/a ("+mdEscape(r.NotApplicable)+")")
+		default:
 			out = append(out, mdNum(v, "%.4g"))
 		}
 	}
 	budget := "—"
-	if r.Budget > 0 {
+	if r.Budget > 0 && !na {
 		budget = strconv.Itoa(r.Budget)
 	}
-	if failed {
+	if failed || na {
 		out = append(out, budget, "—", "—", "—", "—", "—", "—")
 	} else {
 		out = append(out, budget,
@@ -327,6 +353,14 @@ func (t *Table) csvRow(r *Row, withTask bool) []string {
 	var out []string
 	if withTask {
 		out = append(out, r.Task)
+	}
+	if r.NotApplicable != "" {
+		// The status says why; the numbers, full attention's, are left out.
+		out = append(out, r.Cell, r.Model, r.Policy, r.PolicyParams, r.TaskParams, "n/a ("+r.NotApplicable+")", r.Error)
+		for range r.Metrics {
+			out = append(out, "")
+		}
+		return append(out, "", "", "", "", "", "", "")
 	}
 	out = append(out, r.Cell, r.Model, r.Policy, r.PolicyParams, r.TaskParams, r.Status, r.Error)
 	for _, v := range r.Metrics {

@@ -151,3 +151,51 @@ func TestFormatParams(t *testing.T) {
 		"e": true, "d": []any{1.0, 2.0}, "c": "x", "b": 0.5, "a": 1,
 	}))
 }
+
+// A cell whose policy did not apply (snapkv streamed without a prompt) shows
+// "n/a (why)" and none of its numbers, which are full attention's; the
+// record's own status stays ok (the cell ran).
+func TestTableNotApplicable(t *testing.T) {
+	recs := tableRecords()
+	na := recs[4] // full perplexity, made snapkv's
+	na.Policy, na.PolicyParams, na.Budget = "snapkv", map[string]any{"budget": 256.0}, 256
+	na.Cell = "ref25m/snapkv(budget=256)/perplexity(tokens=4096)"
+	na.Detail = map[string]any{DetailNotApplicable: "no prompt"}
+	recs = append(recs, na)
+	assert.Equal(t, "no prompt", NotApplicable(&na))
+	assert.Equal(t, "", NotApplicable(&recs[4]))
+	failed := na
+	failed.Status = "failed"
+	assert.Equal(t, "", NotApplicable(&failed), "a failed cell is failed, not n/a")
+
+	var b bytes.Buffer
+	require.NoError(t, WriteMarkdown(&b, recs))
+	var row string
+	for _, line := range strings.Split(b.String(), "\n") {
+		if strings.Contains(line, "snapkv") {
+			row = line
+		}
+	}
+	t.Log(row)
+	assert.Equal(t, 2, strings.Count(row, "n/a (no prompt)"), "ppl and nll")
+	assert.NotRegexp(t, `\|\s*256\s*\|`, row, "no budget beside full attention's numbers")
+	assert.NotContains(t, row, "12.35")
+	assert.NotContains(t, row, "123.5")
+
+	b.Reset()
+	require.NoError(t, WriteCSV(&b, "perplexity", recs))
+	rows, err := csv.NewReader(&b).ReadAll()
+	require.NoError(t, err)
+	require.Len(t, rows, 3)
+	h := rows[0]
+	got := map[string]string{}
+	for i, c := range rows[2] {
+		got[h[i]] = c
+	}
+	assert.Equal(t, "snapkv", got["policy"])
+	assert.Equal(t, "n/a (no prompt)", got["status"])
+	for _, c := range []string{"ppl", "nll", "budget", "kv_max_resident_mib", "attn_p50_us", "tokens_per_s"} {
+		assert.Equal(t, "", got[c], c)
+	}
+	assert.Equal(t, "ok", rows[1][5], "full's row")
+}
