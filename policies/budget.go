@@ -117,7 +117,7 @@ func RatioTokens(ratio float64, n int) int {
 func knobDocs(what string) []ParamDoc {
 	return []ParamDoc{
 		{"budget", "256", what},
-		{"ratio", NoDefault, "the budget as the share of the prompt kept, (0, 1]: ⌊ratio·n⌋ tokens of an n-token prompt (1 - kvpress's compression_ratio; instead of budget; needs a prompt)"},
+		{"ratio", NoDefault, "the budget as a share of the prompt, (0, 1]: ⌊ratio·n⌋ tokens of an n-token prompt (the share kept, 1 - kvpress's compression_ratio; instead of budget; needs a prompt)"},
 	}
 }
 
