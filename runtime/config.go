@@ -40,8 +40,16 @@ type Config struct {
 	Rope           RopeStyle // channel pairing of RoPE
 	NormEps        float32   // RMSNorm epsilon
 	QKVBias        bool      // q/k/v projections carry a bias (Qwen2)
+	QKNorm         bool      // queries and keys get an RMSNorm per head before RoPE (Qwen3)
 	TiedEmbeddings bool      // the output head is the token embedding
 	BOS, EOS       int       // special token ids (-1 when unknown)
+	// SlidingWindow is the model's own attention window (Mistral, Phi-3): a
+	// query at position p attends only to keys at positions > p -
+	// SlidingWindow, whatever the cache policy keeps; 0: no window.
+	SlidingWindow int
+	// RopeScaling stretches RoPE beyond the trained context; the zero value
+	// is plain RoPE.
+	RopeScaling RopeScaling
 }
 
 // QDim is the width of the query projection, Heads*HeadDim.
@@ -80,5 +88,8 @@ func (c Config) Validate() error {
 	if c.Rope != RopeHalf && c.Rope != RopeInterleaved {
 		return fmt.Errorf("config: unknown rope style %d", int(c.Rope))
 	}
-	return nil
+	if c.SlidingWindow < 0 {
+		return fmt.Errorf("config: sliding_window must not be negative, got %d", c.SlidingWindow)
+	}
+	return c.RopeScaling.validate(c)
 }

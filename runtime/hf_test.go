@@ -231,14 +231,18 @@ func TestHFRope(t *testing.T) {
 			c["rope_parameters"] = map[string]any{"rope_theta": 100000.0}
 		}, 0, "rope_parameters.rope_theta"},
 		{"llama3 parameters", func(c map[string]any) {
-			c["rope_parameters"] = map[string]any{"rope_theta": 500000.0, "rope_type": "llama3", "factor": 8.0}
-		}, 0, "field rope_parameters.rope_type: rope_type llama3 not supported yet"},
+			c["rope_parameters"] = map[string]any{"rope_theta": 500000.0, "rope_type": "llama3", "factor": 8.0,
+				"low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+		}, 500000, ""},
 		{"linear scaling", func(c map[string]any) {
 			c["rope_scaling"] = map[string]any{"type": "linear", "factor": 2.0}
-		}, 0, "field rope_scaling.rope_type: rope_type linear not supported yet"},
+		}, 500000, ""},
+		{"unknown scaling", func(c map[string]any) {
+			c["rope_scaling"] = map[string]any{"type": "ntk-by-parts", "factor": 2.0}
+		}, 0, "field rope_scaling.rope_type: rope_type ntk-by-parts not supported"},
 		{"untyped factor", func(c map[string]any) {
 			c["rope_scaling"] = map[string]any{"factor": 2.0}
-		}, 0, "field rope_scaling.factor: not supported yet"},
+		}, 0, "field rope_scaling.factor: not supported with rope_type default"},
 		{"theta string", func(c map[string]any) { c["rope_theta"] = "1e4" }, 0, "field rope_theta: want a number"},
 		{"theta negative", func(c map[string]any) { c["rope_theta"] = -1 }, 0, "field rope_theta: must be positive"},
 		{"parameters not an object", func(c map[string]any) { c["rope_parameters"] = 3 }, 0, "field rope_parameters: want an object"},
@@ -535,7 +539,16 @@ func hfConfigErrorCases() []hfConfigCase {
 		{"eos negative", set("eos_token_id", []int{-1}), "field eos_token_id: negative token id"},
 		{"eos object", set("eos_token_id", map[string]int{"a": 1}), "field eos_token_id: want an integer"},
 		{"max_position zero", set("max_position_embeddings", 0), "field max_position_embeddings: must be positive"},
-		{"llama3 scaling", set("rope_scaling", map[string]any{"rope_type": "llama3", "factor": 8.0}), "rope_type llama3 not supported yet"},
+		{"llama3 scaling", set("rope_scaling", map[string]any{"rope_type": "llama3", "factor": 8.0}), "field rope_scaling.low_freq_factor: missing (rope_type llama3 needs it)"},
+		{"qwen3 sliding window", func(c map[string]any) {
+			c["model_type"] = "qwen3"
+			c["use_sliding_window"] = true
+			c["sliding_window"] = 32
+		}, "field sliding_window: window 32 shorter than max_position_embeddings 128 not supported for qwen3"},
+		{"mistral zero window", func(c map[string]any) {
+			c["model_type"] = "mistral"
+			c["sliding_window"] = 0
+		}, "field sliding_window: must be positive or null"},
 	}
 }
 

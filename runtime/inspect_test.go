@@ -31,7 +31,7 @@ func TestInspectModel(t *testing.T) {
 	// the weights.
 	noConfig := t.TempDir()
 	badConfig := hfTestConfig()
-	badConfig["rope_scaling"] = map[string]any{"type": "linear", "factor": 2.0}
+	badConfig["rope_scaling"] = map[string]any{"type": "ntk-by-parts", "factor": 2.0}
 	scaled := hfWriteDir(t, badConfig, hfTestTensors(hfTiny))
 	noWeights := t.TempDir()
 	hfWriteConfig(t, noWeights, hfTestConfig())

@@ -36,7 +36,7 @@ type deviceWeights struct {
 }
 
 type deviceLayer struct {
-	attnNorm, wq, wk, wv, wo, bq, bk, bv, mlpNorm, gate, up, down Buffer
+	attnNorm, wq, wk, wv, wo, bq, bk, bv, qNorm, kNorm, mlpNorm, gate, up, down Buffer
 }
 
 // Hook lets a KV-cache policy act inside the layer loop of a Runner.
@@ -74,6 +74,13 @@ type Runner struct {
 	id       uint64     // unique among runners: the owner in ReplayKeys
 
 	probe func(l int) // set by a NaN diagnosis (finite.go): runs before layer l
+
+	// RoPE scaling (nil scaled: plain RoPE from Config.RopeTheta).
+	scaled    ScaledRoPE // the backend's scaled RoPE, for models with RopeScaling
+	invFreq   []float32  // [head_dim/2] the inverse frequencies of the current step
+	freqStage int        // the Config.ropeStage invFreq was made for
+	firstRope int        // the stage of the stream's first step; -1 before it
+	err       error      // a step's error, returned by forward
 }
 
 var runnerIDs atomic.Uint64
@@ -113,7 +120,14 @@ func NewRunnerWith(m *Model, be Backend, o RunnerOptions) (*Runner, error) {
 		}
 		return b, nil
 	}
-	r := &Runner{Model: m, Backend: be, Cache: cache, id: runnerIDs.Add(1)}
+	r := &Runner{Model: m, Backend: be, Cache: cache, id: runnerIDs.Add(1), firstRope: -1}
+	if c.RopeScaling.Type != "" {
+		sr, ok := be.(ScaledRoPE)
+		if !ok {
+			return nil, fmt.Errorf("model %s has RoPE scaling %s, which the %s backend cannot apply", m.Source, c.RopeScaling, be.Name())
+		}
+		r.scaled, r.invFreq = sr, c.RopeInvFreq(0)
+	}
 	w := &r.w
 	if w.embed, err = up(m.Weights.Embed); err != nil {
 		return nil, err
@@ -134,6 +148,7 @@ func NewRunnerWith(m *Model, be Backend, o RunnerOptions) (*Runner, error) {
 			src *Tensor
 		}{{&dst.attnNorm, src.AttnNorm}, {&dst.wq, src.Wq}, {&dst.wk, src.Wk}, {&dst.wv, src.Wv},
 			{&dst.wo, src.Wo}, {&dst.bq, src.Bq}, {&dst.bk, src.Bk}, {&dst.bv, src.Bv},
+			{&dst.qNorm, src.QNorm}, {&dst.kNorm, src.KNorm},
 			{&dst.mlpNorm, src.MLPNorm}, {&dst.gate, src.Gate}, {&dst.up, src.Up}, {&dst.down, src.Down}} {
 			if *p.dst, err = up(p.src); err != nil {
 				return nil, err
@@ -166,6 +181,7 @@ func (r *Runner) Pos() int { return r.pos }
 func (r *Runner) Reset() {
 	r.Cache.Reset()
 	r.pos = 0
+	r.firstRope = -1
 }
 
 // Forward feeds tokens at the next positions and writes the logits of the
@@ -229,6 +245,11 @@ func (r *Runner) forward(tokens []int, logits []float32, all bool) error {
 	}
 	for start := 0; start < len(tokens); start += r.s.maxRows {
 		chunk := tokens[start:min(start+r.s.maxRows, len(tokens))]
+		if w := c.SlidingWindow; w > 0 && r.pos+len(chunk)-1 >= w {
+			if wa, ok := r.Backend.(WindowAttender); !ok || !wa.AttendsWindow() {
+				return fmt.Errorf("forward: position %d reaches the model's sliding window (config.json field sliding_window = %d), which the %s backend's attention does not apply", r.pos+len(chunk)-1, w, r.Backend.Name())
+			}
+		}
 		var out []float32
 		switch {
 		case r.score != nil: // step hands the logits to the score sink
@@ -238,6 +259,10 @@ func (r *Runner) forward(tokens []int, logits []float32, all bool) error {
 			out = logits[:c.Vocab]
 		}
 		r.step(chunk, out, all)
+		if err := r.err; err != nil {
+			r.err = nil
+			return err
+		}
 		if e, ok := r.Hook.(interface{ Err() error }); ok {
 			if err := e.Err(); err != nil {
 				return err
@@ -259,6 +284,10 @@ func (r *Runner) step(tokens []int, out []float32, all bool) {
 		s.pos[i] = r.pos + i
 	}
 	pos := s.pos[:rows]
+	r.stepFreqs(r.pos + rows)
+	// Yarn and longrope scale cos and sin by a factor: scores by its square.
+	af := c.RopeScaling.Attention()
+	scale := float32(af * af / math.Sqrt(float64(c.HeadDim)))
 
 	be.Embed(s.x, w.embed, tokens, c.Dim)
 	// A decode step's fixed sequences of operations (same buffers, one row)
@@ -277,14 +306,25 @@ func (r *Runner) step(tokens []int, out []float32, all bool) {
 		} else {
 			r.projectQKV(l, rows)
 		}
-		be.RoPE(s.q, rows, c.Heads, c.HeadDim, pos, c.RopeTheta, c.Rope)
-		be.RoPE(s.k, rows, c.KVHeads, c.HeadDim, pos, c.RopeTheta, c.Rope)
+		if r.scaled != nil {
+			r.scaled.RoPEFreqs(s.q, rows, c.Heads, c.HeadDim, pos, r.invFreq, c.Rope)
+			r.scaled.RoPEFreqs(s.k, rows, c.KVHeads, c.HeadDim, pos, r.invFreq, c.Rope)
+		} else {
+			be.RoPE(s.q, rows, c.Heads, c.HeadDim, pos, c.RopeTheta, c.Rope)
+			be.RoPE(s.k, rows, c.KVHeads, c.HeadDim, pos, c.RopeTheta, c.Rope)
+		}
 		r.Cache.Append(l, s.k, s.v, rows, pos)
 		s.attn = AttnArgs{Out: s.att, Q: s.q, Rows: rows, QPos: pos, Heads: c.Heads, KVHeads: c.KVHeads,
-			HeadDim: c.HeadDim, Scale: float32(1 / math.Sqrt(float64(c.HeadDim))), Seqs: r.Cache.Seqs(l),
+			HeadDim: c.HeadDim, Scale: scale, Seqs: r.Cache.Seqs(l), Window: c.SlidingWindow,
 			Rope: c.Rope, Theta: c.RopeTheta}
+		if r.scaled != nil {
+			s.attn.InvFreq = r.invFreq
+		}
 		if r.Hook != nil {
 			r.Hook.BeforeAttend(l, &s.attn)
+			if s.attn.QShift != nil && r.scaled != nil && r.firstRope != r.freqStage && r.err == nil {
+				r.err = fmt.Errorf("forward: RoPE scaling %s changes its frequencies with the sequence length (%d tokens now, %d trained), so the keys cached before cannot be re-positioned exactly (the policy shifts positions within the cache); use a policy that keeps positions", c.RopeScaling, r.pos+rows, c.RopeScaling.OriginalMaxSeq)
+			}
 		}
 		if dt, ok := be.(DeviceTimer); ok && r.OnAttend != nil {
 			a := dt.Mark()
@@ -357,6 +397,29 @@ func (r *Runner) projectQKV(l, rows int) {
 		be.AddBias(s.q, lw.bq, rows, c.QDim())
 		be.AddBias(s.k, lw.bk, rows, c.KVDim())
 		be.AddBias(s.v, lw.bv, rows, c.KVDim())
+	}
+	if c.QKNorm { // Qwen3: RMSNorm of each head's query and key, [rows*heads, head_dim]
+		be.RMSNorm(s.q, s.q, lw.qNorm, rows*c.Heads, c.HeadDim, c.NormEps)
+		be.RMSNorm(s.k, s.k, lw.kNorm, rows*c.KVHeads, c.HeadDim, c.NormEps)
+	}
+}
+
+// stepFreqs sets the RoPE inverse frequencies of a step whose highest
+// position is seqLen-1: they change with the length only under dynamic and
+// longrope scaling, as transformers recomputes them per call from its
+// highest position. firstRope keeps the stage of the stream's first step,
+// to tell whether every cached key was rotated with today's frequencies.
+func (r *Runner) stepFreqs(seqLen int) {
+	if r.scaled == nil {
+		return
+	}
+	c := r.Model.Config
+	st := c.ropeStage(seqLen)
+	if st != r.freqStage {
+		r.invFreq, r.freqStage = c.RopeInvFreq(seqLen), st
+	}
+	if r.firstRope < 0 {
+		r.firstRope = st
 	}
 }
 

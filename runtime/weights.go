@@ -11,6 +11,8 @@ type LayerWeights struct {
 	Wv         *Tensor // [kv_heads*head_dim, dim]
 	Wo         *Tensor // [dim, heads*head_dim]
 	Bq, Bk, Bv *Tensor // [heads*head_dim], [kv_dim], [kv_dim]; nil without QKVBias
+	QNorm      *Tensor // [head_dim] RMSNorm weight of each query head; nil without QKNorm
+	KNorm      *Tensor // [head_dim] RMSNorm weight of each key head; nil without QKNorm
 	MLPNorm    *Tensor // [dim]
 	Gate       *Tensor // [hidden, dim] (w1)
 	Up         *Tensor // [hidden, dim] (w3)
@@ -74,6 +76,11 @@ func (m *Model) Check() error {
 				checkTensor("k bias", l.Bk, c.KVDim()),
 				checkTensor("v bias", l.Bv, c.KVDim()))
 		}
+		if c.QKNorm {
+			errs = append(errs,
+				checkTensor("q norm", l.QNorm, c.HeadDim),
+				checkTensor("k norm", l.KNorm, c.HeadDim))
+		}
 		for _, err := range errs {
 			if err != nil {
 				return fmt.Errorf("layer %d %w", i, err)
@@ -112,9 +119,32 @@ func (m *Model) ParamCount() int64 {
 	add(m.Weights.Output)
 	for i := range m.Weights.Layers {
 		l := &m.Weights.Layers[i]
-		for _, t := range []*Tensor{l.AttnNorm, l.Wq, l.Wk, l.Wv, l.Wo, l.Bq, l.Bk, l.Bv, l.MLPNorm, l.Gate, l.Up, l.Down} {
+		for _, t := range []*Tensor{l.AttnNorm, l.Wq, l.Wk, l.Wv, l.Wo, l.Bq, l.Bk, l.Bv, l.QNorm, l.KNorm, l.MLPNorm, l.Gate, l.Up, l.Down} {
 			add(t)
 		}
 	}
 	return n
+}
+
+// rowSlice returns rows [from, to) of the matrix t (a fused projection split
+// at load), sharing its data, named after t and part.
+func rowSlice(t *Tensor, part string, from, to int) (*Tensor, error) {
+	if len(t.Shape) != 2 || from < 0 || to > t.Shape[0] || from > to {
+		return nil, fmt.Errorf("tensor %s of shape %v has no rows [%d, %d)", t.Name, t.Shape, from, to)
+	}
+	cols := t.Shape[1]
+	s := &Tensor{Name: t.Name + "[" + part + "]", DType: t.DType, Shape: []int{to - from, cols}}
+	have := len(t.F32)
+	if t.DType != F32 {
+		have = len(t.U16)
+	}
+	if have != t.Len() {
+		return nil, fmt.Errorf("tensor %s holds %d elements, shape %v needs %d", t.Name, have, t.Shape, t.Len())
+	}
+	if t.DType == F32 {
+		s.F32 = t.F32[from*cols : to*cols : to*cols]
+	} else {
+		s.U16 = t.U16[from*cols : to*cols : to*cols]
+	}
+	return s, nil
 }

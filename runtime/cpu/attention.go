@@ -50,7 +50,6 @@ type attnJob struct {
 	full    [][]float32 // per worker: full-attention scores for recall
 	qrot    [][]float32 // per worker: the query rotated for shifted keys
 	invFreq []float32   // RoPE inverse frequencies, for shifts
-	freqKey [2]float64  // theta and head dim invFreq was made for
 }
 
 var negInf = float32(math.Inf(-1))
@@ -92,12 +91,12 @@ func (b *Backend) Attend(a *runtime.AttnArgs) {
 	grow(j.scratch, longest)
 	grow(j.full, refLongest)
 	grow(j.qrot, a.HeadDim)
-	if a.QShift != nil && (j.freqKey != [2]float64{a.Theta, float64(a.HeadDim)}) {
-		j.invFreq = j.invFreq[:0]
-		for i := 0; i < a.HeadDim/2; i++ {
-			j.invFreq = append(j.invFreq, float32(1/math.Pow(a.Theta, float64(2*i)/float64(a.HeadDim))))
+	if a.QShift != nil {
+		if a.InvFreq != nil {
+			j.invFreq = append(j.invFreq[:0], a.InvFreq[:a.HeadDim/2]...)
+		} else {
+			j.invFreq = baseInvFreq(j.invFreq[:0], a.Theta, a.HeadDim)
 		}
-		j.freqKey = [2]float64{a.Theta, float64(a.HeadDim)}
 	}
 	j.a, j.q, j.out = a, vec(a.Q), vec(a.Out)
 	j.byHead = a.Acc != nil
@@ -135,6 +134,7 @@ func (j *attnJob) one(w, r, h int) {
 	q := j.q[(r*a.Heads+h)*hd : (r*a.Heads+h+1)*hd]
 	out := j.out[(r*a.Heads+h)*hd : (r*a.Heads+h+1)*hd]
 	qpos := int32(a.QPos[r])
+	lo := windowStart(a, qpos) // keys at positions <= lo are outside the model's window
 	var sel []int32
 	if a.Sel != nil {
 		sel = a.Sel[h]
@@ -163,7 +163,7 @@ func (j *attnJob) one(w, r, h int) {
 			if hd < smallHead {
 				// Small heads: the dot product inline, no call per token.
 				for s := range out {
-					if pos[s] > qpos {
+					if pos[s] > qpos || pos[s] <= lo {
 						out[s] = negInf
 						continue
 					}
@@ -182,7 +182,7 @@ func (j *attnJob) one(w, r, h int) {
 				continue
 			}
 			for s := range out {
-				if pos[s] > qpos {
+				if pos[s] > qpos || pos[s] <= lo {
 					out[s] = negInf
 					continue
 				}
@@ -197,7 +197,7 @@ func (j *attnJob) one(w, r, h int) {
 			if sel != nil {
 				t = int(sel[i])
 			}
-			if seq.Pos[t] > qpos {
+			if seq.Pos[t] > qpos || seq.Pos[t] <= lo {
 				sc[i] = negInf
 				continue
 			}
@@ -256,6 +256,21 @@ func (j *attnJob) one(w, r, h int) {
 	}
 }
 
+// windowStart returns the highest key position the model's sliding window
+// hides from a query at qpos (keys at positions <= it are masked), or the
+// lowest int32 when there is no window.
+func windowStart(a *runtime.AttnArgs, qpos int32) int32 {
+	if a.Window <= 0 {
+		return math.MinInt32
+	}
+	return int32(max(int64(qpos)-int64(a.Window), math.MinInt32))
+}
+
+// AttendsWindow reports that Attend and QK apply AttnArgs.Window.
+func (b *Backend) AttendsWindow() bool { return true }
+
+var _ runtime.WindowAttender = (*Backend)(nil)
+
 // rotate writes into dst the query q rotated by d positions.
 func (j *attnJob) rotate(dst, q []float32, d int32, style runtime.RopeStyle) {
 	half := len(q) / 2
@@ -279,9 +294,10 @@ func (j *attnJob) recall(w int, q []float32, qpos int32, ref, seq *runtime.KVSeq
 	a := j.a
 	hd := a.HeadDim
 	full := j.full[w][:ref.N]
+	lo := windowStart(a, qpos)
 	m := negInf
 	for t := range full {
-		if ref.Pos[t] > qpos {
+		if ref.Pos[t] > qpos || ref.Pos[t] <= lo {
 			full[t] = negInf
 			continue
 		}
@@ -310,7 +326,7 @@ func (j *attnJob) recall(w int, q []float32, qpos int32, ref, seq *runtime.KVSeq
 		if sel != nil {
 			t = int(sel[i])
 		}
-		if p := int(seq.Pos[t]); p < len(full) && seq.Pos[t] <= qpos {
+		if p := int(seq.Pos[t]); p < len(full) && seq.Pos[t] <= qpos && seq.Pos[t] > lo {
 			part += float64(full[p])
 		}
 	}

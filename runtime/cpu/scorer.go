@@ -5,14 +5,15 @@ import (
 )
 
 // QK writes the scaled q·k of query row r, head h against every token of its
-// KV head, -Inf where the causal mask hides the token.
+// KV head, -Inf where the causal mask or the model's window hides the token.
 func (b *Backend) QK(a *runtime.AttnArgs, r, h int, out []float32) {
 	hd := a.HeadDim
 	seq := &a.Seqs[h/(a.Heads/a.KVHeads)]
 	q := vec(a.Q)[(r*a.Heads+h)*hd : (r*a.Heads+h+1)*hd]
 	qpos := int32(a.QPos[r])
+	lo := windowStart(a, qpos)
 	for t := 0; t < seq.N; t++ {
-		if seq.Pos[t] > qpos {
+		if seq.Pos[t] > qpos || seq.Pos[t] <= lo {
 			out[t] = negInf
 			continue
 		}
