@@ -1,7 +1,7 @@
 // Package tokenizer turns text into token ids and back for the models the
 // runtime loads.
 //
-// Three file formats are read, each by a small hand-written parser that
+// Four file formats are read, each by a small hand-written parser that
 // returns an error naming the file for any malformed input and never panics:
 //
 //   - SentencePiece .model files (a protobuf ModelProto), BPE model type, as
@@ -11,6 +11,9 @@
 //   - Hugging Face tokenizer.json files whose model is BPE, either byte-level
 //     (GPT-2, Llama-3, Qwen2) or SentencePiece-style with byte fallback: see
 //     [LoadHFJSON].
+//   - The tokenizer a GGUF model file embeds, SentencePiece ("llama") or
+//     byte-level BPE ("gpt2"), built through [NewSentencePiece] and
+//     [NewByteLevelBPE]: see [LoadGGUF].
 //
 // [Load] picks the format from the file name and, failing that, the content.
 // All of them implement [Tokenizer] and are safe for concurrent use. Encode

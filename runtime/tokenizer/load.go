@@ -3,15 +3,19 @@ package tokenizer
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/kvbench/kvbench/runtime/gguf"
 )
 
 // Load reads a tokenizer file, choosing the format by extension: .model is a
 // SentencePiece model, .json a Hugging Face tokenizer.json, .bin a llama2.c
-// tokenizer. Other names are recognised by content: a JSON object, a protobuf
-// whose first field is a SentencePiece piece, else llama2.c.
+// tokenizer, .gguf the tokenizer a GGUF model embeds. Other names are
+// recognised by content: the GGUF magic, a JSON object, a protobuf whose
+// first field is a SentencePiece piece, else llama2.c.
 func Load(path string) (Tokenizer, error) {
 	switch strings.ToLower(filepath.Ext(path)) {
 	case ".model":
@@ -20,6 +24,11 @@ func Load(path string) (Tokenizer, error) {
 		return LoadHFJSON(path)
 	case ".bin":
 		return LoadLlama2C(path, 0)
+	case ".gguf":
+		return LoadGGUF(path)
+	}
+	if isGGUF(path) {
+		return LoadGGUF(path) // without reading the weights
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -32,6 +41,18 @@ func Load(path string) (Tokenizer, error) {
 		return parseSentencePiece(path, data)
 	}
 	return parseLlama2C(path, data, 0)
+}
+
+// isGGUF reports whether the file at path starts with the GGUF magic.
+func isGGUF(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	var magic [4]byte
+	_, err = io.ReadFull(f, magic[:])
+	return err == nil && string(magic[:]) == gguf.Magic
 }
 
 type format int
