@@ -104,6 +104,10 @@ func NewRandomModel(c Config, seed uint64) *Model {
 			l.Bk = vec(p+"bk", c.KVDim(), 0, 0.5)
 			l.Bv = vec(p+"bv", c.KVDim(), 0, 0.5)
 		}
+		if c.QKNorm {
+			l.QNorm = vec(p+"q_norm", c.HeadDim, 1, 0.3)
+			l.KNorm = vec(p+"k_norm", c.HeadDim, 1, 0.3)
+		}
 		l.MLPNorm = vec(p+"mlp_norm", c.Dim, 1, 0.1)
 		l.Gate = mat(p+"gate", c.Hidden, c.Dim)
 		l.Up = mat(p+"up", c.Hidden, c.Dim)
