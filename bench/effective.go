@@ -74,10 +74,10 @@ func (e *Engine) describeEffective(rec *results.Record) {
 	if rec.Budget == 0 {
 		// A ratio: the budget its prompt gave.
 		slices.Sort(budgets)
-		switch len(budgets) {
-		case 1:
+		switch {
+		case len(budgets) == 1:
 			rec.Budget = budgets[0]
-		case 2, 3, 4, 5, 6, 7, 8:
+		case len(budgets) > 1:
 			rec.Detail[DetailBudgets] = budgets
 		}
 	}

@@ -3,6 +3,7 @@ package policies
 import (
 	"fmt"
 	"math"
+	"strings"
 )
 
 // The budget knob. Every budgeted policy (all but full) accepts the same two
@@ -186,7 +187,11 @@ func (b *base) resolveRatio(n int) {
 func (b *base) idle() bool {
 	if b.pending {
 		if b.err == nil {
-			b.err = fmt.Errorf("policy %s: %s is a share of the prompt length, but no prompt was announced (a text streamed token by token, as kvbench score and the perplexity task feed it, has none): give the budget in tokens (budget)", b.name, b.ratioOf)
+			what := "is a share"
+			if strings.Contains(b.ratioOf, " and ") {
+				what = "are shares"
+			}
+			b.err = fmt.Errorf("policy %s: %s %s of the prompt length, but no prompt was announced (a text streamed token by token, as kvbench score and the perplexity task feed it, has none): give the budget in tokens (budget)", b.name, b.ratioOf, what)
 		}
 		return true
 	}

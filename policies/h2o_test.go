@@ -102,7 +102,7 @@ func TestH2OParams(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = r.Forward([]int{5}, make([]float32, r.Model.Config.Vocab))
-	if err == nil || !strings.Contains(err.Error(), "no prompt was announced") {
+	if err == nil || !strings.Contains(err.Error(), "heavy_ratio 0.1 and recent_ratio 0.1 are shares of the prompt length, but no prompt was announced") {
 		t.Errorf("forward without a prompt: error %v, want a message about the missing prompt", err)
 	}
 }

@@ -18,7 +18,8 @@ type Policy interface {
 	// Params are the resolved parameters, defaults included.
 	Params() Params
 	// Budget is the policy's nominal token budget per layer and KV head, as
-	// reports show it (0: none).
+	// reports show it (0: none, or a ratio that the stream's prompt has not
+	// resolved yet; see budget.go).
 	Budget() int
 	// LayerBudget is what the policy guarantees for layer l at every decode
 	// step: at most hold tokens held per KV head when the step ends, and at
