@@ -270,3 +270,37 @@ tasks:
 		t.Errorf("quest passkey: held %v, want the whole context", h)
 	}
 }
+
+// describeEffective over several streams: the most held and attended, the
+// budget when the streams agree, the list when ratios resolved differently,
+// and not applicable only when no stream applied.
+func TestDescribeEffective(t *testing.T) {
+	st := func(held float64, maxHeld, budget int, na string) policies.Stats {
+		return policies.Stats{Steps: 1, Held: held, MaxHeld: maxHeld, Budget: budget, NotApplicable: na,
+			Attended: [][]int{{budget, budget}}, MaxAttended: budget}
+	}
+	e := &Engine{stats: []policies.Stats{st(40, 41, 40, ""), st(50, 52, 50, "")}}
+	rec := &results.Record{}
+	e.describeEffective(rec)
+	if rec.Budget != 0 || fmt.Sprint(rec.Detail[DetailBudgets]) != "[40 50]" || rec.Detail[DetailHeld] != 50.0 ||
+		rec.Detail[DetailHeldMax] != 52 || rec.Detail[DetailAttended] != 50.0 || rec.Detail[DetailAttendedMax] != 50 {
+		t.Errorf("differing budgets: budget %d, detail %v", rec.Budget, rec.Detail)
+	}
+	e = &Engine{stats: []policies.Stats{st(40, 40, 40, "no prompt"), st(40, 40, 40, "no prompt")}}
+	rec = &results.Record{}
+	e.describeEffective(rec)
+	if rec.Budget != 40 || rec.Detail[DetailNotApplicable] != "no prompt" || rec.Detail[DetailBudgets] != nil {
+		t.Errorf("agreeing budgets, no prompt: budget %d, detail %v", rec.Budget, rec.Detail)
+	}
+	e = &Engine{stats: []policies.Stats{st(40, 40, 40, "no prompt"), st(40, 40, 40, "")}}
+	rec = &results.Record{Budget: 64}
+	e.describeEffective(rec)
+	if rec.Budget != 64 || rec.Detail[DetailNotApplicable] != nil {
+		t.Errorf("applied in one stream: budget %d, detail %v", rec.Budget, rec.Detail)
+	}
+	rec = &results.Record{}
+	(&Engine{}).describeEffective(rec)
+	if rec.Detail != nil {
+		t.Errorf("no streams: detail %v", rec.Detail)
+	}
+}
