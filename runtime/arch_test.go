@@ -48,7 +48,15 @@ func archVariants() map[string]runtime.Config {
 				ShortFactor: short, LongFactor: long, AttnFactor: runtime.LongropeAttnFactor(4, 16)}
 		}),
 		"qknorm": with(func(c *runtime.Config) { c.QKNorm = true }),
+		// Qwen3's shape: heads*head_dim (128) apart from the hidden size.
+		"qwen3 shape": with(func(c *runtime.Config) { c.QKNorm, c.HeadDim, c.RopeTheta = true, 32, 1e6 }),
 		"window": with(func(c *runtime.Config) { c.SlidingWindow = 7 }),
+		// Heads of 8 channels (the CPU's inline small-head path), llama2.c's
+		// interleaved pairs, GQA 2:1.
+		"small heads": with(func(c *runtime.Config) {
+			c.Heads, c.KVHeads, c.HeadDim, c.Rope, c.SlidingWindow = 8, 4, 8, runtime.RopeInterleaved, 5
+			c.RopeScaling = runtime.RopeScaling{Type: runtime.RopeLlama3, Factor: 4, OriginalMaxSeq: 32, LowFreqFactor: 1, HighFreqFactor: 2}
+		}),
 		"all": with(func(c *runtime.Config) {
 			c.QKNorm, c.SlidingWindow = true, 9
 			c.RopeScaling = runtime.RopeScaling{Type: runtime.RopeYarn, Factor: 8, OriginalMaxSeq: 32, BetaFast: 16, BetaSlow: 2,
