@@ -50,7 +50,7 @@ func archVariants() map[string]runtime.Config {
 		"qknorm": with(func(c *runtime.Config) { c.QKNorm = true }),
 		// Qwen3's shape: heads*head_dim (128) apart from the hidden size.
 		"qwen3 shape": with(func(c *runtime.Config) { c.QKNorm, c.HeadDim, c.RopeTheta = true, 32, 1e6 }),
-		"window": with(func(c *runtime.Config) { c.SlidingWindow = 7 }),
+		"window":      with(func(c *runtime.Config) { c.SlidingWindow = 7 }),
 		// Heads of 8 channels (the CPU's inline small-head path), llama2.c's
 		// interleaved pairs, GQA 2:1.
 		"small heads": with(func(c *runtime.Config) {
