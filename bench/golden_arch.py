@@ -79,11 +79,14 @@ MODELS = {
                    **rope(1000000.0, None))),
     "mistral-window": (MistralConfig, MistralForCausalLM,
                        dict(max_position_embeddings=128, sliding_window=8, **rope(10000.0, None))),
-    # Phi-3 keeps the original context at the top level; no factor: the
-    # ratio 64/16 gives the attention factor.
+    # Phi-3 keeps the original context at the top level (transformers 5 also
+    # in rope_parameters; transformers 4 wants exactly type, short_factor and
+    # long_factor); no factor: the ratio 64/16 gives the attention factor.
     "phi3-longrope": (Phi3Config, Phi3ForCausalLM,
                       dict(max_position_embeddings=64, original_max_position_embeddings=16, sliding_window=None,
-                           **rope(10000.0, {"rope_type": "longrope", "short_factor": SHORT, "long_factor": LONG}))),
+                           **rope(10000.0, {"rope_type": "longrope", "short_factor": SHORT, "long_factor": LONG,
+                                            "original_max_position_embeddings": 16} if V5 else
+                                  {"type": "longrope", "short_factor": SHORT, "long_factor": LONG}))),
 }
 
 
