@@ -912,6 +912,12 @@ func (h plotHeatPlotter) Plot(c draw.Canvas, p *plot.Plot) {
 
 // plotHeatFigure draws a grid with its colour bar on the right.
 func plotHeatFigure(g HeatGrid, title, ylabel string) plotFigure {
+	return plotHeatFigureRows(g, title, ylabel, "accuracy", plotDepthLabels(g.Rows))
+}
+
+// plotHeatFigureRows draws a grid whose rows are labelled by rowLabels (top
+// to bottom), its colour bar labelled barLabel.
+func plotHeatFigureRows(g HeatGrid, title, ylabel, barLabel string, rowLabels []string) plotFigure {
 	nr, nc := len(g.Rows), len(g.Cols)
 	p := plotNew(title, "context length (tokens)", ylabel)
 	p.Add(plotHeatPlotter{g})
@@ -922,7 +928,7 @@ func plotHeatFigure(g HeatGrid, title, ylabel string) plotFigure {
 	for j, n := range g.Cols {
 		xt = append(xt, plot.Tick{Value: float64(j), Label: plotFormatNum(n)})
 	}
-	for i, l := range plotDepthLabels(g.Rows) {
+	for i, l := range rowLabels {
 		yt = append(yt, plot.Tick{Value: float64(nr - 1 - i), Label: l})
 	}
 	p.X.Tick.Marker = xt
@@ -936,7 +942,7 @@ func plotHeatFigure(g HeatGrid, title, ylabel string) plotFigure {
 	cb.X.Min, cb.X.Max = 0, 1
 	cb.Y.Min, cb.Y.Max = 0, 1
 	cb.Y.Padding = 0
-	cb.Y.Label.Text = "accuracy"
+	cb.Y.Label.Text = barLabel
 	cb.Y.Label.TextStyle.Font = plotFont(11)
 	cb.Y.Tick.Label.Font = plotFont(10)
 	cb.Y.Tick.Marker = plotPercentTicks()
@@ -1031,6 +1037,7 @@ func plotPlan(records []Record) []plotJob {
 			jobs = append(jobs, plotJob{unique("needle_heatmap_" + PlotFileName(g.Label)), t, task, plotHeatFigure(g, t, "needle depth")})
 		}
 	}
+	jobs = append(jobs, rulerPlotJobs(records, styler, unique)...)
 	if s := plotLatencySeries(records); len(s) > 0 {
 		t := "Attention latency (p50) vs context length"
 		jobs = append(jobs, plotJob{unique("latency_vs_context"), t, plotSectionCost, plotLineChart{

@@ -118,7 +118,20 @@ func Report(dir string, records []Record) (*ReportFiles, error) {
 
 	// A section per task, with its table and CSV file.
 	csvNames := map[string]bool{}
+	rulerDone := false
 	for _, task := range reportTasks(records) {
+		if !rulerDone && rulerRank(task) >= 0 {
+			// RULER's summary comes before its tasks' own sections.
+			rulerDone = true
+			s, c, ok, err := rulerReportSection(dir, records, files.Plots, csvNames)
+			if err != nil {
+				return nil, fmt.Errorf("report: RULER summary: %w", err)
+			}
+			if ok {
+				doc.Sections = append(doc.Sections, s)
+				files.CSV = append(files.CSV, *c)
+			}
+		}
 		var recs []Record
 		for i := range records {
 			if records[i].Task == task {
@@ -217,7 +230,7 @@ func Report(dir string, records []Record) (*ReportFiles, error) {
 }
 
 // reportTasks lists the tasks of the records: perplexity, passkey and
-// needle first, the others sorted.
+// needle first, then RULER's tasks in RULER's order, the others sorted.
 func reportTasks(records []Record) []string {
 	seen := map[string]bool{}
 	var ts []string
@@ -235,12 +248,17 @@ func reportTasks(records []Record) []string {
 			return 1
 		case plotIsNeedleTask(t):
 			return 2
+		case rulerRank(t) >= 0:
+			return 3
 		}
-		return 3
+		return 4
 	}
 	sort.Slice(ts, func(i, j int) bool {
 		if ri, rj := rank(ts[i]), rank(ts[j]); ri != rj {
 			return ri < rj
+		}
+		if rank(ts[i]) == 3 {
+			return rulerRank(ts[i]) < rulerRank(ts[j])
 		}
 		return ts[i] < ts[j]
 	})
