@@ -13,7 +13,8 @@ import (
 // path: a known synthetic:NAME; a Hugging Face folder whose config.json
 // describes a supported model (the same checks as Load, naming the field)
 // and whose weights are there (model.safetensors with a valid header, or
-// model.safetensors.index.json and every shard it names); or a llama2.c
+// model.safetensors.index.json and every shard it names); a GGUF file whose
+// header, metadata and tensor infos LoadGGUF accepts; or a llama2.c
 // checkpoint whose header is valid and whose size matches it. It returns the
 // tokenizer file beside the model that Load would use ("" when there is
 // none, and for synthetic models).
@@ -43,6 +44,9 @@ func InspectModel(path string) (tokenizer string, err error) {
 	}
 	if !st.Mode().IsRegular() {
 		return "", fmt.Errorf("model %s: not a regular file or a folder", path)
+	}
+	if isGGUFFile(path) {
+		return inspectGGUF(path)
 	}
 	f, err := os.Open(path)
 	if err != nil {

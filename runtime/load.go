@@ -8,7 +8,8 @@ import (
 )
 
 // Load reads a model from path: "synthetic:NAME" for a built-in seeded
-// model, a directory in Hugging Face layout (config.json + safetensors), or a
+// model, a directory in Hugging Face layout (config.json + safetensors), a
+// llama.cpp GGUF file (.gguf, or any file starting with the GGUF magic), or a
 // llama2.c checkpoint file (.bin). Errors name the file and what is wrong.
 func Load(path string) (*Model, error) {
 	if name, ok := strings.CutPrefix(path, "synthetic:"); ok {
@@ -19,9 +20,12 @@ func Load(path string) (*Model, error) {
 		return nil, fmt.Errorf("model %s: %w", path, err)
 	}
 	var m *Model
-	if st.IsDir() {
+	switch {
+	case st.IsDir():
 		m, err = LoadHF(path)
-	} else {
+	case isGGUFFile(path):
+		m, err = LoadGGUF(path)
+	default:
 		m, err = LoadLlama2C(path)
 	}
 	if err != nil {
