@@ -37,6 +37,7 @@ type Engine struct {
 	Prefill policies.Prefill
 
 	mu      sync.Mutex
+	idle    []idleRunner // closed streams' runners, for the next stream
 	lat     []float64 // decode attention time per layer and step, µs (bounded reservoir)
 	latN    int
 	stats   []policies.Stats // of closed streams
@@ -85,22 +86,31 @@ func (e *Engine) NewStream() (tasks.Stream, error) {
 	if name == "" {
 		name = "cpu"
 	}
-	spec, err := runtime.LookupBackend(name)
-	if err != nil {
-		return nil, err
+	var be runtime.Backend
+	var r *runtime.Runner
+	e.mu.Lock()
+	if n := len(e.idle); n > 0 {
+		be, r = e.idle[n-1].be, e.idle[n-1].r
+		e.idle = e.idle[:n-1]
 	}
-	be, err := spec.New(e.Threads)
-	if err != nil {
-		return nil, fmt.Errorf("backend %s: %w", name, err)
-	}
-	rows := e.MaxRows
-	if rows <= 0 {
-		rows = defaultChunk(name)
-	}
-	r, err := runtime.NewRunnerWith(e.Model, be, runtime.RunnerOptions{MaxRows: rows, PageSize: e.PageSize, KVType: e.KVType})
-	if err != nil {
-		closeBackend(be)
-		return nil, err
+	e.mu.Unlock()
+	if r == nil {
+		spec, err := runtime.LookupBackend(name)
+		if err != nil {
+			return nil, err
+		}
+		if be, err = spec.New(e.Threads); err != nil {
+			return nil, fmt.Errorf("backend %s: %w", name, err)
+		}
+		rows := e.MaxRows
+		if rows <= 0 {
+			rows = defaultChunk(name)
+		}
+		r, err = runtime.NewRunnerWith(e.Model, be, runtime.RunnerOptions{MaxRows: rows, PageSize: e.PageSize, KVType: e.KVType})
+		if err != nil {
+			closeBackend(be)
+			return nil, err
+		}
 	}
 	p.MeasureRecall(e.RecallEvery)
 	p.SetPrefill(e.Prefill)
@@ -174,9 +184,34 @@ func (s *stream) Close() {
 		}
 		e.seed = e.seed*6364136223846793005 + 1442695040888963407
 	}
-	e.mu.Unlock()
+	if rel, ok := s.p.(interface{ Release() }); ok {
+		rel.Release() // device memory the policy holds (Quest's page bounds)
+	}
 	s.r.Reset()
-	closeBackend(s.be)
+	s.r.Hook, s.r.OnAttend = nil, nil
+	e.idle = append(e.idle, idleRunner{s.be, s.r}) // the next stream reuses its weights and pages
+	e.mu.Unlock()
+}
+
+// idleRunner is a closed stream's backend and runner, weights uploaded and
+// cache emptied, kept for the engine's next stream: every stream of a cell
+// has the same policy configuration, so what a policy set on the cache
+// (shift tracking, the recall reference) holds for the next one too.
+type idleRunner struct {
+	be runtime.Backend
+	r  *runtime.Runner
+}
+
+// Close releases the backends the engine's closed streams left; call it
+// once the cell is done.
+func (e *Engine) Close() {
+	e.mu.Lock()
+	idle := e.idle
+	e.idle = nil
+	e.mu.Unlock()
+	for _, x := range idle {
+		closeBackend(x.be)
+	}
 }
 
 func closeBackend(be runtime.Backend) {

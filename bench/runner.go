@@ -333,6 +333,7 @@ func runCell(ctx context.Context, s *Suite, c Cell, models map[string]*loadedMod
 	if err != nil {
 		return fail(err)
 	}
+	defer e.Close()
 	e.RecallEvery, e.Threads, e.Backend, e.PageSize = s.RecallEvery, s.Threads, backend, s.PageSize
 	if e.KVType, err = ParseKVType(s.KVType); err != nil {
 		return fail(err)

@@ -124,6 +124,17 @@ func (p *quest) Start(r *runtime.Runner) error {
 	return nil
 }
 
+// Release frees the page bounds held on the runner's backend (the engine
+// calls it when a stream ends and its runner is kept for the next stream).
+func (p *quest) Release() {
+	for _, b := range p.bounds {
+		if b != nil {
+			b.Free()
+		}
+	}
+	p.owner, p.bounds = nil, nil
+}
+
 func (p *quest) BeforeAttend(l int, a *runtime.AttnArgs) {
 	if p.idle() {
 		return
