@@ -12,7 +12,7 @@ import (
 // tokenizer file beside the model, else the byte tokenizer of synthetic models.
 func OpenModel(path, tokPath string) (*runtime.Model, tokenizer.Tokenizer, error) {
 	if path == "" {
-		return nil, nil, fmt.Errorf("--model is required (a Hugging Face directory, a llama2.c .bin, or synthetic:%s)",
+		return nil, nil, fmt.Errorf("--model is required (a Hugging Face directory, a GGUF file, a llama2.c .bin, or synthetic:%s)",
 			strings.Join(runtime.SyntheticNames(), "|synthetic:"))
 	}
 	m, err := runtime.Load(path)

@@ -228,7 +228,7 @@ func cmdList(stdout, stderr io.Writer, args []string) error {
 		reason = "uses " + auto
 	}
 	fmt.Fprintf(stdout, "  %-13s %s\n", "auto", reason)
-	fmt.Fprintf(stdout, "\nModels: a Hugging Face directory, a llama2.c .bin, or synthetic:%s\n", strings.Join(runtime.SyntheticNames(), ", synthetic:"))
+	fmt.Fprintf(stdout, "\nModels: a Hugging Face directory, a GGUF file, a llama2.c .bin, or synthetic:%s\n", strings.Join(runtime.SyntheticNames(), ", synthetic:"))
 	return nil
 }
 
