@@ -333,7 +333,7 @@ func (p *parser) count(what string, minSize int64) (int, error) {
 	}
 	left := p.size - p.pos
 	if n > uint64(left/minSize) {
-		return 0, p.errorf(at, "%s is %d, but the %d bytes left in the file hold at most %d", what, n, left, left/minSize)
+		return 0, p.errorf(at, "%s is %d, but the %d bytes left in the file hold at most %d (truncated or corrupt file?)", what, n, left, left/minSize)
 	}
 	return int(n), nil
 }
