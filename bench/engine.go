@@ -38,7 +38,7 @@ type Engine struct {
 
 	mu      sync.Mutex
 	idle    []idleRunner // closed streams' runners, for the next stream
-	lat     []float64 // decode attention time per layer and step, µs (bounded reservoir)
+	lat     []float64    // decode attention time per layer and step, µs (bounded reservoir)
 	latN    int
 	stats   []policies.Stats // of closed streams
 	budget  int
