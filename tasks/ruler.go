@@ -243,6 +243,10 @@ func buildRuler(tok tokenizer.Tokenizer, spec *rulerSpec, o RulerOptions, hint i
 		return RulerSample{}, fmt.Errorf("task %s: parameter lengths: %d is too short: the prompt with the least haystack takes %d tokens with this tokenizer and the answer %d (max_new); use lengths of at least %d",
 			spec.name, o.Length, need-o.MaxNew, o.MaxNew, need)
 	}
+	if n == hi && count(n) < budget-budget/20 {
+		return RulerSample{}, fmt.Errorf("task %s: parameter lengths: %d is too long: the most haystack this task generates (%d) makes a prompt of %d tokens with this tokenizer",
+			spec.name, o.Length, hi, count(n))
+	}
 	if best == nil || best.Size != n {
 		count(n) // the search ends on a size it measured; rebuild if another was kept
 		if best == nil || best.Size != n {
