@@ -30,6 +30,7 @@ type Engine struct {
 	MaxRows     int           // prefill chunk (default: defaultChunk)
 	KVType      runtime.DType // KV page element type (default F32)
 	PageSize    int           // KV page slots (default runtime.DefaultPageSize)
+	Precision   string        // compute precision (bf16, f32; "": the backend's default)
 	// Prefill is the protocol of each stream's prompt (policies.Prefill):
 	// dense, the default, keeps and attends the whole prompt and lets the
 	// policy compress once it is in; chunked evicts after every MaxRows
@@ -99,7 +100,7 @@ func (e *Engine) NewStream() (tasks.Stream, error) {
 		if err != nil {
 			return nil, err
 		}
-		if be, err = spec.New(e.Threads); err != nil {
+		if be, err = spec.Open(e.Threads, e.Precision); err != nil {
 			return nil, fmt.Errorf("backend %s: %w", name, err)
 		}
 		rows := e.MaxRows

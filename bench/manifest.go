@@ -58,6 +58,7 @@ func runSettings(s *Suite, backend, revision, binary string) map[string]string {
 		"kv_dtype":     kvTypeName(s.KVType),
 		"page_size":    strconv.Itoa(pageSizeOf(s.PageSize)),
 		"prefill":      prefillName(s.Prefill),
+		"precision":    s.Precision,
 		"recall_every": strconv.Itoa(s.RecallEvery),
 		"threads":      strconv.Itoa(s.Threads), // attention latency depends on it
 		"seed":         strconv.FormatInt(s.Seed, 10),

@@ -334,7 +334,7 @@ func runCell(ctx context.Context, s *Suite, c Cell, models map[string]*loadedMod
 		return fail(err)
 	}
 	defer e.Close()
-	e.RecallEvery, e.Threads, e.Backend, e.PageSize = s.RecallEvery, s.Threads, backend, s.PageSize
+	e.RecallEvery, e.Threads, e.Backend, e.PageSize, e.Precision = s.RecallEvery, s.Threads, backend, s.PageSize, s.Precision
 	if e.KVType, err = ParseKVType(s.KVType); err != nil {
 		return fail(err)
 	}

@@ -33,6 +33,7 @@ import (
 //	kv_dtype: f32            # KV page type: f32 (every backend) | bf16 (cuda)
 //	page_size: 16            # KV page slots (default 16)
 //	prefill: dense           # prompt protocol: dense (default) | chunked (policies.Prefill)
+//	precision: bf16          # compute: bf16 | f32 (default: the backend's; cuda bf16, cpu f32)
 //	include: common.yaml     # optional, a file or a list: their models, policies and tasks come first
 //	budgets: [64, 256, 1024] # optional: crosses every budgeted policy (not full) with these budgets
 //	ratios: [0.1, 0.25]      # optional, instead of budgets: shares of the prompt kept (policies.RatioTokens)
@@ -73,6 +74,7 @@ type Suite struct {
 	KVType      string // f32 or bf16
 	PageSize    int
 	Prefill     string    // prompt protocol: dense or chunked
+	Precision   string    // compute precision: bf16, f32, or "" (the backend's default: bf16 on cuda, f32 on cpu)
 	Budgets     []int     // the suite's budgets, crossing every budgeted policy (nil: none)
 	Ratios      []float64 // the suite's ratios, crossing every budgeted policy (nil: none)
 	Includes    []string  // included files, resolved, in order read
@@ -421,7 +423,7 @@ func (p *parser) decode(data []byte) (root *yaml.Node) {
 	return root
 }
 
-var topFields = []string{"name", "backend", "seed", "recall_every", "threads", "kv_dtype", "page_size", "prefill", "budgets", "ratios", "include", "models", "policies", "tasks"}
+var topFields = []string{"name", "backend", "seed", "recall_every", "threads", "kv_dtype", "page_size", "prefill", "precision", "budgets", "ratios", "include", "models", "policies", "tasks"}
 
 func (p *parser) parseFile(data []byte) *part {
 	root := p.decode(data)
@@ -494,6 +496,14 @@ func (p *parser) parseFile(data []byte) *part {
 					p.errorf(v, "prefill: %v", err)
 				} else {
 					s.Prefill = pre.String()
+				}
+			}
+		case "precision":
+			if str, ok := p.str(v, "precision"); ok {
+				if str != "bf16" && str != "f32" {
+					p.errorf(v, "precision: %q is not bf16 or f32", str)
+				} else {
+					s.Precision = str
 				}
 			}
 		case "budgets", "ratios":

@@ -14,6 +14,32 @@ type BackendSpec struct {
 	Available func() (bool, string)
 	// New returns a backend using threads host threads (0: the default).
 	New func(threads int) (Backend, error)
+	// Precisions lists the compute precisions the backend offers, its
+	// default first; NewAt makes one at a given precision. A backend without
+	// them computes in float32 only.
+	Precisions []string
+	NewAt      func(threads int, precision string) (Backend, error)
+}
+
+// Open makes a backend of spec at precision ("" is the backend's default),
+// or says which precisions it offers.
+func (s BackendSpec) Open(threads int, precision string) (Backend, error) {
+	if precision == "" {
+		return s.New(threads)
+	}
+	have := s.Precisions
+	if len(have) == 0 {
+		have = []string{"f32"}
+	}
+	for _, p := range have {
+		if p == precision {
+			if s.NewAt == nil {
+				return s.New(threads)
+			}
+			return s.NewAt(threads, precision)
+		}
+	}
+	return nil, fmt.Errorf("backend %s computes in %s, not %q", s.Name, strings.Join(have, " or "), precision)
 }
 
 var backends = map[string]BackendSpec{}

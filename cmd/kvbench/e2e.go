@@ -32,6 +32,7 @@ func cmdE2E(stdout, stderr io.Writer, args []string) error {
 	backend := fs.String("backend", "auto", "backend: cpu, cuda or auto")
 	threads := fs.Int("threads", 0, "CPU threads (0: one per core)")
 	kvType := fs.String("kv-dtype", "bf16", "KV page type: f32, or bf16 (cuda)")
+	precision := fs.String("precision", "", "compute precision: bf16 or f32 (default: the backend's; cuda bf16)")
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
@@ -46,7 +47,7 @@ func cmdE2E(stdout, stderr io.Writer, args []string) error {
 	if err != nil {
 		return err
 	}
-	be, release, err := openBackend(*backend, *threads, stderr)
+	be, release, err := openBackendAt(*backend, *threads, *precision, stderr)
 	if err != nil {
 		return err
 	}

@@ -70,6 +70,7 @@ func cmdRun(stdout, stderr io.Writer, args []string) error {
 	retry := fs.Bool("retry-failed", false, "rerun cells recorded as failed")
 	force := fs.Bool("force-resume", false, "reuse DIR's records even when DIR/manifest.json says another configuration (binary, suite, settings) produced them")
 	backendFlag := fs.String("backend", "", "override the suite's backend: auto, cpu or cuda")
+	precision := fs.String("precision", "", "override the suite's compute precision: bf16 or f32")
 	// Flags may follow the suite file: parse what comes after it too.
 	var suite string
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
@@ -90,6 +91,13 @@ func cmdRun(stdout, stderr io.Writer, args []string) error {
 	}
 	if *backendFlag != "" {
 		s.Backend = *backendFlag
+	}
+	switch *precision {
+	case "":
+	case "bf16", "f32":
+		s.Precision = *precision
+	default:
+		return fmt.Errorf("run: --precision %q is not bf16 or f32", *precision)
 	}
 	cells := s.Cells()
 	if *dry {

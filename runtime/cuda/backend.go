@@ -123,8 +123,15 @@ type scratch struct {
 	bytes int64
 }
 
-// NewBackend opens GPU ordinal and compiles the backend's kernels.
+// NewBackend opens GPU ordinal and compiles the backend's kernels, at the
+// precision KVBENCH_PRECISION names (bf16 when unset).
 func NewBackend(ordinal int) (*Backend, error) {
+	return NewBackendAt(ordinal, os.Getenv("KVBENCH_PRECISION"))
+}
+
+// NewBackendAt is NewBackend at compute precision prec: "bf16" (bf16 GEMMs
+// and the tensor-core prefill, float32 accumulation), "f32", or "" (bf16).
+func NewBackendAt(ordinal int, prec string) (*Backend, error) {
 	d, err := Open(ordinal)
 	if err != nil {
 		return nil, err
@@ -140,14 +147,14 @@ func NewBackend(ordinal int) (*Backend, error) {
 	if err != nil {
 		nv = "unknown"
 	}
-	b.prec = os.Getenv("KVBENCH_PRECISION")
+	b.prec = prec
 	switch b.prec {
 	case "":
 		b.prec = "bf16"
 	case "bf16", "f32":
 	default:
 		b.Close()
-		return nil, fmt.Errorf("cuda: KVBENCH_PRECISION=%q is not bf16 or f32", b.prec)
+		return nil, fmt.Errorf("cuda: precision %q is not bf16 or f32", b.prec)
 	}
 	b.gemm = os.Getenv("KVBENCH_GEMM")
 	switch b.gemm {

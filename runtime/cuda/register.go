@@ -13,5 +13,13 @@ func init() {
 			}
 			return b, nil
 		},
+		Precisions: []string{"bf16", "f32"},
+		NewAt: func(_ int, precision string) (runtime.Backend, error) {
+			b, err := NewBackendAt(0, precision)
+			if err != nil {
+				return nil, err
+			}
+			return b, nil
+		},
 	})
 }
