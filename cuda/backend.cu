@@ -3,7 +3,7 @@
 // weights read as stored (bf16, f16, f32). Compiled by NVRTC with no headers.
 // The semantics are those of the CPU backend (runtime/cpu), the oracle.
 
-// After common.cu (u32, u64, FULL_MASK, NEG_INF).
+// After common.cu (u32, u64, FULL_MASK, NEG_INF, warp_sum, warp_max).
 
 typedef unsigned short u16;
 
@@ -27,17 +27,7 @@ __device__ __forceinline__ float be_w(const void* w, int wt, long long i) {
     return wt == WT_BF16 ? be_bf16(h) : be_f16(h);
 }
 
-__device__ __forceinline__ float be_warp_sum(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL_MASK, v, o);
-    return v;
-}
 
-__device__ __forceinline__ float be_warp_max(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, o));
-    return v;
-}
 
 __device__ __forceinline__ double be_warp_sum_d(double v) {
 #pragma unroll
@@ -49,22 +39,22 @@ __device__ __forceinline__ double be_warp_sum_d(double v) {
 // every thread gets the result. red holds 32 slots.
 __device__ float be_block_max(float v, float* red) {
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    v = be_warp_max(v);
+    v = warp_max(v);
     __syncthreads();
     if (lane == 0) red[w] = v;
     __syncthreads();
     v = lane < nw ? red[lane] : NEG_INF;
-    return be_warp_max(v);
+    return warp_max(v);
 }
 
 __device__ float be_block_sum(float v, float* red) {
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    v = be_warp_sum(v);
+    v = warp_sum(v);
     __syncthreads();
     if (lane == 0) red[w] = v;
     __syncthreads();
     v = lane < nw ? red[lane] : 0.f;
-    return be_warp_sum(v);
+    return warp_sum(v);
 }
 
 __device__ double be_block_sum_d(double v, double* red) {
@@ -173,7 +163,7 @@ extern "C" __global__ void be_matmul(float* dst, const float* x, const void* w, 
     }
 #pragma unroll
     for (int j = 0; j < MM_ROWS; j++) {
-        float s = be_warp_sum(acc[j]);
+        float s = warp_sum(acc[j]);
         if (lane == 0 && j < nr) dst[(long long)(r0 + j) * out + o] = s;
     }
 }
@@ -208,7 +198,7 @@ extern "C" __global__ void be_gemv(float* dst, const float* x, const void* w, in
         be_load8(w, wt, wrow + i, f);
         acc += be_dot8(f, x + i);
     }
-    acc = be_warp_sum(acc);
+    acc = warp_sum(acc);
     if (lane == 0) dst[o] = acc;
 }
 
@@ -380,7 +370,7 @@ extern "C" __global__ void be_attend(float* out, const float* q, const u64* ptrs
                 s += ra * be_ld(k, ia, kvt) + rb * be_ld(k, ib, kvt);
             }
         }
-        s = be_warp_sum(s) * scale;
+        s = warp_sum(s) * scale;
         if (lane == 0) sc[i] = s;
         m = fmaxf(m, s);
     }
@@ -432,7 +422,7 @@ extern "C" __global__ void be_attend(float* out, const float* q, const u64* ptrs
         const void* k = be_row(ptrs, sd[SD_RK], rps, hd, t, kvt);
         float s = 0.f;
         for (int c = lane; c < hd; c += 32) s += qs[c] * be_ld(k, c, kvt);
-        s = be_warp_sum(s) * scale;
+        s = warp_sum(s) * scale;
         if (lane == 0) fl[t] = s;
         fm = fmaxf(fm, s);
     }
@@ -474,7 +464,7 @@ extern "C" __global__ void be_qk(float* out, const float* q, const u64* kp, cons
     const void* k = be_row(kp, 0, ps, hd, t, kvt);
     float s = 0.f;
     for (int c = lane; c < hd; c += 32) s += q[c] * be_ld(k, c, kvt);
-    s = be_warp_sum(s) * scale;
+    s = warp_sum(s) * scale;
     if (lane == 0) out[t] = s;
 }
 
