@@ -14,6 +14,7 @@ import (
 	"github.com/kvbench/kvbench/policies"
 	"github.com/kvbench/kvbench/results"
 	"github.com/kvbench/kvbench/runtime"
+	"github.com/kvbench/kvbench/runtime/hub"
 	"github.com/kvbench/kvbench/tasks"
 )
 
@@ -134,7 +135,7 @@ func specOf(c Cell) (map[string]any, error) {
 // absPath makes a file path absolute; "", synthetic models and paths that
 // cannot be made absolute stay as they are.
 func absPath(p string) string {
-	if p == "" || strings.HasPrefix(p, "synthetic:") || filepath.IsAbs(p) {
+	if p == "" || strings.HasPrefix(p, "synthetic:") || hub.IsRef(p) || filepath.IsAbs(p) {
 		return p
 	}
 	if a, err := filepath.Abs(p); err == nil {

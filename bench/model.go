@@ -1,21 +1,29 @@
 package bench
 
 import (
+	"context"
 	"fmt"
 	"strings"
 
 	"github.com/kvbench/kvbench/runtime"
+	"github.com/kvbench/kvbench/runtime/hub"
 	"github.com/kvbench/kvbench/runtime/tokenizer"
 )
 
 // OpenModel loads a model and its tokenizer: tokPath when given, else the
 // tokenizer file beside the model, else the byte tokenizer of synthetic models.
+// A path hf:ORG/NAME[@REV] is downloaded from the Hugging Face Hub into its
+// cache (or found there; see package hub) and loaded from the snapshot folder.
 func OpenModel(path, tokPath string) (*runtime.Model, tokenizer.Tokenizer, error) {
 	if path == "" {
-		return nil, nil, fmt.Errorf("--model is required (a Hugging Face directory, a GGUF file, a llama2.c .bin, or synthetic:%s)",
+		return nil, nil, fmt.Errorf("--model is required (a Hugging Face directory, hf:ORG/NAME[@REV] from the Hub, a GGUF file, a llama2.c .bin, or synthetic:%s)",
 			strings.Join(runtime.SyntheticNames(), "|synthetic:"))
 	}
-	m, err := runtime.Load(path)
+	dir, err := hub.Resolve(context.Background(), path)
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := runtime.Load(dir)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/kvbench/kvbench/policies"
 	"github.com/kvbench/kvbench/runtime"
+	"github.com/kvbench/kvbench/runtime/hub"
 	"github.com/kvbench/kvbench/tasks"
 )
 
@@ -39,6 +40,7 @@ import (
 //	ratios: [0.1, 0.25]      # optional, instead of budgets: shares of the prompt kept (policies.RatioTokens)
 //	models:                  # required, >= 1; name + path (+ tokenizer), or a bare path
 //	  - {name: ref25m, path: ../shared/models/gutenberg-llama-25m, tokenizer: tok.model}
+//	  - hf:Qwen/Qwen2.5-0.5B@main  # a Hub model: downloaded into the Hugging Face cache
 //	policies:                # required, >= 1; a bare name, or name + parameters
 //	  - full
 //	  - {name: quest, budget: [64, 256], page: 16}   # lists expand (cartesian product)
@@ -62,7 +64,8 @@ import (
 // tokenizer, include, task path parameters such as text and haystack) may
 // name environment variables, ${NAME} or ${NAME:-FALLBACK} (see expandVars);
 // relative ones are resolved against the suite file's folder;
-// "synthetic:NAME" models are kept.
+// "synthetic:NAME" models are kept, and so are "hf:ORG/NAME[@REV]" models of
+// the Hugging Face Hub (their syntax checked here, downloaded by OpenModel).
 type Suite struct {
 	Name        string
 	File        string // the suite file as named (errors name it)
@@ -728,6 +731,9 @@ func (p *parser) models(v *yaml.Node) []modelEntry {
 			}
 			m.Path = path
 			m.Name = strings.TrimSuffix(filepath.Base(strings.TrimPrefix(path, "synthetic:")), filepath.Ext(path))
+			if r, err := hub.ParseRef(path); err == nil {
+				m.Name = r.Name() // hf:ORG/NAME@REV: NAME, dots and all
+			}
 		} else {
 			var hasName, hasPath bool
 			for _, f := range p.fields(it, "model", modelFields) {
@@ -776,6 +782,12 @@ func (p *parser) models(v *yaml.Node) []modelEntry {
 					msg += fmt.Sprintf("; did you mean synthetic:%s?", c)
 				}
 				p.errorf(it, "%s", msg)
+				continue
+			}
+		} else if hub.IsRef(m.Path) {
+			// Downloaded when the model is opened; only the syntax here.
+			if _, err := hub.ParseRef(m.Path); err != nil {
+				p.errorf(pathAt, "model %s: path: %v", m.Name, err)
 				continue
 			}
 		} else if m.Path, ok = p.resolve(p.pos(pathAt), "model "+m.Name+": path", m.Path); !ok {

@@ -57,6 +57,9 @@ func cmdValidate(stdout, stderr io.Writer, args []string) error {
 	} else if err := s.CheckModels(); err != nil {
 		return err
 	}
+	for _, line := range s.HubStatus() {
+		fmt.Fprintln(stdout, line) // nothing is downloaded here
+	}
 	cells := s.Cells()
 	fmt.Fprintf(stdout, "%s: suite %q is valid: %d cells (%s)\n", suite, s.Name, len(cells), checked)
 	return nil
