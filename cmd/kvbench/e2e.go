@@ -22,7 +22,7 @@ func init() {
 // the GPU's work is complete when Forward returns (the logits are read).
 func cmdE2E(stdout, stderr io.Writer, args []string) error {
 	fs := newFlags("e2e", "e2e --model PATH [--backend cuda] [--lengths 4096,16384] [--decode 128]", stderr)
-	model := fs.String("model", "", "model: Hugging Face directory, GGUF file, llama2.c .bin, or synthetic:NAME")
+	model := fs.String("model", "", "model: Hugging Face directory, hf:ORG/NAME[@REV] from the Hub, GGUF file, llama2.c .bin, or synthetic:NAME")
 	tokPath := fs.String("tokenizer", "", "tokenizer file (default: the one beside the model)")
 	lengths := fs.String("lengths", "4096,16384", "prompt lengths in tokens, comma-separated")
 	nll := fs.Bool("nll", true, "also time a full-logit NLL pass at each length")

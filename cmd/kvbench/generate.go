@@ -16,7 +16,7 @@ func init() {
 
 func cmdGenerate(stdout, stderr io.Writer, args []string) error {
 	fs := newFlags("generate", "generate --model PATH|synthetic:NAME [--tokenizer PATH] [--prompt TEXT] [--steps N]", stderr)
-	model := fs.String("model", "", "model: Hugging Face directory, GGUF file, llama2.c .bin, or synthetic:NAME")
+	model := fs.String("model", "", "model: Hugging Face directory, hf:ORG/NAME[@REV] from the Hub, GGUF file, llama2.c .bin, or synthetic:NAME")
 	tokPath := fs.String("tokenizer", "", "tokenizer file (default: the one beside the model)")
 	prompt := fs.String("prompt", "", "text to continue (generation starts from BOS when empty)")
 	steps := fs.Int("steps", 256, "new tokens to generate (stops early at end of sequence)")

@@ -31,7 +31,7 @@ func (f *paramFlags) Set(s string) error {
 
 func cmdScore(stdout, stderr io.Writer, args []string) error {
 	fs := newFlags("score", "score --model PATH|synthetic:NAME --text FILE|DIR [--tokens N] [--policy NAME --param key=value ...]", stderr)
-	model := fs.String("model", "", "model: Hugging Face directory, GGUF file, llama2.c .bin, or synthetic:NAME")
+	model := fs.String("model", "", "model: Hugging Face directory, hf:ORG/NAME[@REV] from the Hub, GGUF file, llama2.c .bin, or synthetic:NAME")
 	tokPath := fs.String("tokenizer", "", "tokenizer file (default: the one beside the model)")
 	text := fs.String("text", "", "text file, or folder of .txt files concatenated in name order")
 	tokens := fs.Int("tokens", 1024, "tokens to score (0: the whole text)")
