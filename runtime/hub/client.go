@@ -336,6 +336,16 @@ func (c *Client) head(ctx context.Context, r Ref, rev, file string) (fileMeta, e
 			}
 		}
 	}
+	if resp.StatusCode < 300 && rev != meta.commit {
+		// Served by the Hub itself: fetch the bytes at the commit, not at a
+		// branch that may move meanwhile.
+		at := "/resolve/" + url.PathEscape(rev) + "/"
+		if p := resp.Request.URL.EscapedPath(); strings.Contains(p, at) {
+			if u, err := url.Parse(strings.Replace(resp.Request.URL.String(), at, "/resolve/"+meta.commit+"/", 1)); err == nil {
+				meta.location = u.String()
+			}
+		}
+	}
 	if resp.StatusCode >= 300 {
 		loc, err := resp.Location()
 		if err != nil {

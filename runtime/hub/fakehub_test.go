@@ -34,6 +34,7 @@ type fakeHub struct {
 	srv   *httptest.Server // the Hub
 	cdn   *httptest.Server // another host serving the LFS blobs
 	repos map[string]*fakeRepo
+	moved map[string]string // old repository id -> new: a relative redirect
 
 	mu        sync.Mutex
 	log       []string // "HEAD /path" per request
@@ -47,7 +48,7 @@ type fakeHub struct {
 }
 
 func newFakeHub(t *testing.T) *fakeHub {
-	h := &fakeHub{t: t, repos: map[string]*fakeRepo{}}
+	h := &fakeHub{t: t, repos: map[string]*fakeRepo{}, moved: map[string]string{}}
 	h.srv = httptest.NewServer(http.HandlerFunc(h.serve))
 	t.Cleanup(h.srv.Close)
 	h.cdn = httptest.NewServer(http.HandlerFunc(h.serve))
@@ -122,6 +123,10 @@ func (h *fakeHub) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	repo, rev, file := segs[0]+"/"+segs[1], segs[3], strings.Join(segs[4:], "/")
+	if to, ok := h.moved[repo]; ok {
+		http.Redirect(w, r, "/"+to+strings.TrimPrefix(r.URL.EscapedPath(), "/"+repo), http.StatusTemporaryRedirect)
+		return
+	}
 	fr, ok := h.repos[repo]
 	if !ok {
 		w.Header().Set("X-Error-Code", "RepoNotFound")
@@ -163,10 +168,10 @@ func (h *fakeHub) serve(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodHead {
 		return
 	}
-	n, _ := w.Write(data)
 	h.mu.Lock()
-	h.served += int64(n)
+	h.served += int64(len(data))
 	h.mu.Unlock()
+	w.Write(data)
 }
 
 // serveCDN serves an LFS blob by its sha256, with Range unless noRange.
@@ -197,20 +202,19 @@ func (h *fakeHub) serveCDN(w http.ResponseWriter, r *http.Request, sum string) {
 	if noRange {
 		r.Header.Del("Range")
 	}
-	cw := &countingWriter{ResponseWriter: w}
-	http.ServeContent(cw, r, sum, time.Time{}, bytes.NewReader(data))
-	h.mu.Lock()
-	h.served += cw.n
-	h.mu.Unlock()
+	http.ServeContent(&countingWriter{ResponseWriter: w, h: h}, r, sum, time.Time{}, bytes.NewReader(data))
 }
 
+// countingWriter adds the body bytes it writes to the hub's count as it
+// writes them (before the client can have read them).
 type countingWriter struct {
 	http.ResponseWriter
-	n int64
+	h *fakeHub
 }
 
 func (c *countingWriter) Write(b []byte) (int, error) {
-	n, err := c.ResponseWriter.Write(b)
-	c.n += int64(n)
-	return n, err
+	c.h.mu.Lock()
+	c.h.served += int64(len(b))
+	c.h.mu.Unlock()
+	return c.ResponseWriter.Write(b)
 }

@@ -583,3 +583,26 @@ func TestResolve(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, filepath.Join(home, "hub", "models--org--m", "snapshots", commitA), p)
 }
+
+// TestDownloadMoved: a renamed repository answers with a relative redirect,
+// which the HEAD follows (unlike the absolute one to the CDN); the files are
+// cached under the name asked for.
+func TestDownloadMoved(t *testing.T) {
+	h := newFakeHub(t)
+	files := singleModel(1)
+	h.repos["org/new"] = &fakeRepo{refs: map[string]string{"main": commitA}, commits: map[string]map[string][]byte{commitA: files}}
+	h.moved["org/old"] = "org/new"
+	c := h.client()
+	dir, err := c.Download(context.Background(), mustRef(t, "hf:org/old"))
+	require.NoError(t, err)
+	assert.Equal(t, filepath.Join(c.Cache, "models--org--old", "snapshots", commitA), dir)
+	for name, data := range files {
+		got, err := os.ReadFile(filepath.Join(dir, name))
+		require.NoError(t, err, name)
+		assert.Equal(t, data, got, name)
+	}
+	log := h.requests()
+	assert.Contains(t, log, "HEAD /org/old/resolve/main/config.json")
+	assert.Contains(t, log, "HEAD /org/new/resolve/main/config.json")
+	assert.Contains(t, log, "GET /org/new/resolve/"+commitA+"/config.json")
+}
