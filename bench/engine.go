@@ -9,6 +9,7 @@ import (
 	"github.com/kvbench/kvbench/policies"
 	"github.com/kvbench/kvbench/results"
 	"github.com/kvbench/kvbench/runtime"
+	"github.com/kvbench/kvbench/runtime/chat"
 	_ "github.com/kvbench/kvbench/runtime/cpu"  // registers the cpu backend
 	_ "github.com/kvbench/kvbench/runtime/cuda" // registers the cuda backend
 	"github.com/kvbench/kvbench/runtime/tokenizer"
@@ -36,6 +37,8 @@ type Engine struct {
 	// policy compress once it is in; chunked evicts after every MaxRows
 	// chunk.
 	Prefill policies.Prefill
+	// Chat is the model's chat template, or nil (tasks.ChatTemplater).
+	Chat *chat.Template
 
 	mu      sync.Mutex
 	idle    []idleRunner // closed streams' runners, for the next stream
@@ -60,6 +63,9 @@ func NewEngine(m *runtime.Model, tok tokenizer.Tokenizer, policy string, params 
 
 // Tokenizer returns the model's tokenizer.
 func (e *Engine) Tokenizer() tokenizer.Tokenizer { return e.Tok }
+
+// ChatTemplate returns the model's chat template, or nil.
+func (e *Engine) ChatTemplate() *chat.Template { return e.Chat }
 
 // Vocab is the model's vocabulary size.
 func (e *Engine) Vocab() int { return e.Model.Config.Vocab }

@@ -16,6 +16,7 @@ import (
 	"github.com/kvbench/kvbench/policies"
 	"github.com/kvbench/kvbench/results"
 	"github.com/kvbench/kvbench/runtime"
+	"github.com/kvbench/kvbench/runtime/chat"
 	"github.com/kvbench/kvbench/runtime/tokenizer"
 	"github.com/kvbench/kvbench/tasks"
 )
@@ -291,9 +292,10 @@ func (o *outcomes) failed(planned map[string]bool) []FailedCell {
 }
 
 type loadedModel struct {
-	m   *runtime.Model
-	tok tokenizer.Tokenizer
-	err error
+	m    *runtime.Model
+	tok  tokenizer.Tokenizer
+	chat *chat.Template
+	err  error
 }
 
 // runCell runs one cell and returns its record, failed or not; a panic in a
@@ -324,6 +326,13 @@ func runCell(ctx context.Context, s *Suite, c Cell, models map[string]*loadedMod
 	if lm == nil {
 		lm = &loadedModel{}
 		lm.m, lm.tok, lm.err = OpenModel(c.Model.Path, c.Model.Tokenizer)
+		if lm.err == nil {
+			tokPath := c.Model.Tokenizer
+			if tokPath == "" {
+				tokPath = lm.m.Tokenizer // the one beside the model (or in its download)
+			}
+			lm.chat, lm.err = OpenChatTemplate(c.Model.Path, tokPath, c.Model.ChatTemplate)
+		}
 		models[c.Model.Name] = lm
 	}
 	if lm.err != nil {
@@ -335,6 +344,7 @@ func runCell(ctx context.Context, s *Suite, c Cell, models map[string]*loadedMod
 	}
 	defer e.Close()
 	e.RecallEvery, e.Threads, e.Backend, e.PageSize, e.Precision = s.RecallEvery, s.Threads, backend, s.PageSize, s.Precision
+	e.Chat = lm.chat
 	if e.KVType, err = ParseKVType(s.KVType); err != nil {
 		return fail(err)
 	}

@@ -40,6 +40,7 @@ import (
 //	ratios: [0.1, 0.25]      # optional, instead of budgets: shares of the prompt kept (policies.RatioTokens)
 //	models:                  # required, >= 1; name + path (+ tokenizer), or a bare path
 //	  - {name: ref25m, path: ../shared/models/gutenberg-llama-25m, tokenizer: tok.model}
+//	    # chat_template: a tokenizer_config.json or .jinja replacing the model's (optional)
 //	  - hf:Qwen/Qwen2.5-0.5B@main  # a Hub model: downloaded into the Hugging Face cache
 //	policies:                # required, >= 1; a bare name, or name + parameters
 //	  - full
@@ -104,6 +105,9 @@ type ModelSpec struct {
 	Name      string `json:"name"`
 	Path      string `json:"path"`                // resolved, or synthetic:NAME
 	Tokenizer string `json:"tokenizer,omitempty"` // resolved; "" to use the one beside the model
+	// ChatTemplate is a tokenizer_config.json or Jinja file whose chat
+	// template replaces the one beside the model or tokenizer (resolved).
+	ChatTemplate string `json:"chat_template,omitempty"`
 }
 
 // PolicyEntry is one entry of a suite's policies: a policy and its
@@ -711,7 +715,7 @@ func (p *parser) include(v *yaml.Node, pt *part) {
 	}
 }
 
-var modelFields = []string{"name", "path", "tokenizer"}
+var modelFields = []string{"name", "path", "tokenizer", "chat_template"}
 
 func (p *parser) models(v *yaml.Node) []modelEntry {
 	items, ok := p.list(v, "models")
@@ -722,7 +726,7 @@ func (p *parser) models(v *yaml.Node) []modelEntry {
 	for _, it := range items {
 		m := ModelSpec{}
 		good := true
-		pathAt, tokAt := it, it // the nodes errors about the path and tokenizer name
+		pathAt, tokAt, chatAt := it, it, it // the nodes errors about the path, tokenizer and chat template name
 		if it.Kind == yaml.ScalarNode {
 			// A bare path: the name is the file's (or synthetic model's).
 			path, ok := p.str(it, "model")
@@ -749,6 +753,8 @@ func (p *parser) models(v *yaml.Node) []modelEntry {
 					m.Path, hasPath, pathAt = str, true, f.val
 				case "tokenizer":
 					m.Tokenizer, tokAt = str, f.val
+				case "chat_template":
+					m.ChatTemplate, chatAt = str, f.val
 				}
 			}
 			if it.Kind != yaml.MappingNode {
@@ -795,6 +801,11 @@ func (p *parser) models(v *yaml.Node) []modelEntry {
 		}
 		if m.Tokenizer != "" {
 			if m.Tokenizer, ok = p.resolve(p.pos(tokAt), "model "+m.Name+": tokenizer", m.Tokenizer); !ok {
+				continue
+			}
+		}
+		if m.ChatTemplate != "" {
+			if m.ChatTemplate, ok = p.resolve(p.pos(chatAt), "model "+m.Name+": chat_template", m.ChatTemplate); !ok {
 				continue
 			}
 		}

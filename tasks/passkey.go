@@ -18,7 +18,10 @@ func init() { Register(passkey{}) }
 const (
 	PasskeyIntro    = "There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. I will quiz you about the important information there."
 	PasskeyFiller   = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
-	PasskeyQuestion = "What is the pass key? The pass key is"
+	PasskeyQuestion = "What is the pass key? " + PasskeyAnswerPrefix
+	// PasskeyAnswerPrefix ends the question; with a chat template it starts
+	// the assistant's reply, after the generation prompt.
+	PasskeyAnswerPrefix = "The pass key is"
 	// PasskeyMax is the largest key; keys are uniform in 1..PasskeyMax.
 	PasskeyMax = 50000
 	// passkeyNew is how many tokens are generated for the answer.
@@ -51,10 +54,10 @@ func PasskeyKey(seed uint64, trial int) int {
 // PasskeyInstance is one passkey prompt fitted to a length.
 type PasskeyInstance struct {
 	Key    int
-	Prompt string
-	IDs    []int // BOS (when the tokenizer has one) and the prompt's tokens
-	Before int   // filler sentences before the key line
-	After  int   // filler sentences after it
+	Prompt string // the text fed to the model (wrapped in the chat template when chat is on)
+	IDs    []int  // BOS (when the tokenizer has one, or as the chat template puts it) and the prompt's tokens
+	Before int    // filler sentences before the key line
+	After  int    // filler sentences after it
 }
 
 // BuildPasskey fits the prompt of key to length tokens (BOS included): the
@@ -62,35 +65,40 @@ type PasskeyInstance struct {
 // token counts), of which round(depth*n) go before the key line. With no
 // room for any filler the prompt is longer than length.
 func BuildPasskey(tok tokenizer.Tokenizer, length int, depth float64, key int) PasskeyInstance {
-	return buildPasskey(tok, length, depth, key, -1)
+	inst, _ := buildPasskey(prompter{tok: tok}, length, depth, key, -1) // raw prompts cannot fail
+	return inst
 }
 
-// buildPasskey is BuildPasskey starting a local search from hint filler
-// sentences (a hint < 0 searches from scratch).
-func buildPasskey(tok tokenizer.Tokenizer, length int, depth float64, key, hint int) PasskeyInstance {
+// buildPasskey is BuildPasskey through a prompter (raw or chat), starting a
+// local search from hint filler sentences (a hint < 0 searches from
+// scratch). Its error is the chat template's.
+func buildPasskey(pr prompter, length int, depth float64, key, hint int) (inst PasskeyInstance, err error) {
 	build := func(n int) PasskeyInstance {
 		before := int(math.Round(depth * float64(n)))
 		before = min(max(before, 0), n)
-		text := PasskeyPrompt(key, before, n-before)
-		return PasskeyInstance{Key: key, Prompt: text, IDs: withBOS(tok, tok.Encode(text)), Before: before, After: n - before}
+		text, ids, e := pr.encode(PasskeyPrompt(key, before, n-before), PasskeyAnswerPrefix)
+		if e != nil && err == nil {
+			err = e
+		}
+		return PasskeyInstance{Key: key, Prompt: text, IDs: ids, Before: before, After: n - before}
 	}
-	fits := func(p PasskeyInstance) bool { return len(p.IDs) <= length }
+	fits := func(p PasskeyInstance) bool { return err == nil && len(p.IDs) <= length }
 	best := build(0)
 	if !fits(best) {
-		return best
+		return best, err
 	}
 	if hint >= 0 {
 		// Walk from the hint: down while too long, then up while the next fits.
 		n := hint
 		cur := build(n)
-		for n > 0 && !fits(cur) {
+		for n > 0 && !fits(cur) && err == nil {
 			n--
 			cur = build(n)
 		}
 		for {
 			next := build(n + 1)
 			if !fits(next) {
-				return cur
+				return cur, err
 			}
 			n, cur = n+1, next
 		}
@@ -113,7 +121,7 @@ func buildPasskey(tok tokenizer.Tokenizer, length int, depth float64, key, hint 
 			hi = mid
 		}
 	}
-	return best
+	return best, err
 }
 
 // FirstDigits returns the first run of ASCII digits in s, or "".
@@ -151,6 +159,7 @@ type passkeyParams struct {
 	depth              float64
 	trials, decodeTail int
 	seed               uint64
+	chat               string
 }
 
 func (passkey) Name() string { return "passkey" }
@@ -167,6 +176,7 @@ func (passkey) Params() []policies.ParamDoc {
 		{Name: "trials", Default: "10", Doc: "prompts per cell, each with its own key"},
 		{Name: "seed", Default: "1", Doc: "keys are drawn from a PCG seeded by (seed, trial)"},
 		{Name: "decode_tail", Default: "100", Doc: "last prompt tokens fed one at a time (decode) instead of prefilled, so the question is never prefilled (Quest's variant)"},
+		chatParamDoc,
 	}
 }
 
@@ -180,6 +190,7 @@ func readPasskey(p Params, cell bool) (passkeyParams, error) {
 		trials:     r.Int("trials", 10, 1, 1<<20, false),
 		seed:       uint64(r.Int("seed", 1, 0, math.MaxInt, false)),
 		decodeTail: r.Int("decode_tail", 100, 0, math.MaxInt32, false),
+		chat:       readChat(r),
 	}
 	return c, r.done()
 }
@@ -194,9 +205,15 @@ func (passkey) Run(ctx context.Context, m Model, p Params) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	tok := m.Tokenizer()
+	pr, err := newPrompter("passkey", m, c.chat)
+	if err != nil {
+		return nil, err
+	}
 	// Fit the filler once with the widest key; each trial then adjusts locally.
-	fit := BuildPasskey(tok, c.length, c.depth, PasskeyMax)
+	fit, err := buildPasskey(pr, c.length, c.depth, PasskeyMax, -1)
+	if err != nil {
+		return nil, fmt.Errorf("passkey: %w", err)
+	}
 	if len(fit.IDs) > c.length {
 		return nil, passkeyTooLong(c.length, len(fit.IDs))
 	}
@@ -210,7 +227,9 @@ func (passkey) Run(ctx context.Context, m Model, p Params) (*Result, error) {
 			return nil, err
 		}
 		key := PasskeyKey(c.seed, t)
-		inst = buildPasskey(tok, c.length, c.depth, key, fit.Before+fit.After)
+		if inst, err = buildPasskey(pr, c.length, c.depth, key, fit.Before+fit.After); err != nil {
+			return nil, fmt.Errorf("passkey: %w", err)
+		}
 		if len(inst.IDs) > c.length {
 			return nil, passkeyTooLong(c.length, len(inst.IDs))
 		}
@@ -230,6 +249,16 @@ func (passkey) Run(ctx context.Context, m Model, p Params) (*Result, error) {
 		"filler_before": fit.Before,
 		"filler_after":  fit.After,
 		"decode_tail":   c.decodeTail,
+		"chat":          pr.mode(),
+	}
+	if pr.chat() {
+		// The last trial's prompt without its filler, to show the wrapping.
+		shape, _, err := pr.encode(PasskeyPrompt(inst.Key, 0, 0), PasskeyAnswerPrefix)
+		if err != nil {
+			return nil, fmt.Errorf("passkey: %w", err)
+		}
+		res.Detail["chat_template"] = pr.tmpl.Name
+		res.Detail["chat_prompt"] = shape
 	}
 	if c.length > m.MaxSeq() {
 		res.Detail["over_max_seq"] = true
