@@ -108,8 +108,8 @@ func (b *Backend) Attend(a *runtime.AttnArgs) {
 		d := [sdWords]int32{int32(s.N), int32(max(s.PageSize, 1)), 0, 0, 0, -1, 0, 1, 0, 0}
 		d[2] = b.pagePtrs(s.K)
 		d[3] = b.pagePtrs(s.V)
-		if s.Bounded && int(s.MaxPos) <= minQ {
-			d[4] = -1 // every token visible to every row: no positions to upload
+		if s.Bounded && int(s.MaxPos) <= minQ && !recall {
+			d[4] = -1 // every token visible to every row: no positions to upload (recall maps tokens by them)
 		} else {
 			d[4] = b.appendInts(s.Pos[:s.N])
 		}

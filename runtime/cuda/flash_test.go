@@ -60,7 +60,10 @@ func TestFlashPrefill(t *testing.T) {
 			}
 			// The rows are the last cached tokens (a prompt chunk) and,
 			// past them, queries that see everything.
-			last := int(slices.Max(seqs[0].c.Pos))
+			last := 0
+			for _, kv := range seqs {
+				last = max(last, int(slices.Max(kv.c.Pos)))
+			}
 			qpos := make([]int, tc.rows)
 			for r := range qpos {
 				qpos[r] = last - tc.rows/2 + r
