@@ -87,6 +87,17 @@ func buildPasskey(pr prompter, length int, depth float64, key, hint int) (inst P
 	if !fits(best) {
 		return best, err
 	}
+	if hint < 0 {
+		// Every filler sentence adds nearly the same number of tokens: the
+		// growth over a few sentences places the answer within a sentence or
+		// two, and the walk below settles it with a few encodings (a 32K
+		// prompt took some 23 by bisection).
+		const probe = 16
+		if p := build(probe); fits(p) && len(p.IDs) > len(best.IDs) {
+			per := float64(len(p.IDs)-len(best.IDs)) / probe
+			hint = probe + int(float64(length-len(p.IDs))/per)
+		}
+	}
 	if hint >= 0 {
 		// Walk from the hint: down while too long, then up while the next fits.
 		n := hint
