@@ -124,7 +124,9 @@ func (perplexity) Run(ctx context.Context, m Model, p Params) (*Result, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s, err := perplexityStream(ctx, m, ids, offsets[i], shift, bos, c.tokens, c.bucket, nb)
+			s, err := safeStream(func() ([]float64, error) {
+				return perplexityStream(ctx, m, ids, offsets[i], shift, bos, c.tokens, c.bucket, nb)
+			})
 			sums[i] = s
 			if err != nil {
 				mu.Lock()
@@ -178,6 +180,19 @@ func (perplexity) Run(ctx context.Context, m Model, p Params) (*Result, error) {
 		"bos":         bos >= 0,
 	}
 	return res, nil
+}
+
+// safeStream runs one stream's work in its own goroutine, turning a panic
+// (a device error, an allocation that failed) into that stream's error: the
+// cell fails with the reason and the run goes on, where an unrecovered panic
+// in a goroutine would end the process.
+func safeStream(run func() ([]float64, error)) (sums []float64, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			sums, err = nil, fmt.Errorf("panic: %v", p)
+		}
+	}()
+	return run()
 }
 
 // perplexityStream scores tokens text tokens from offset off (wrapping) on a
