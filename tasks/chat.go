@@ -90,22 +90,51 @@ func (p prompter) mode() string {
 // text becomes the tokenizer's BOS id (once); otherwise no BOS is added,
 // as transformers' apply_chat_template(tokenize=True) does.
 func (p prompter) encode(prompt, answerPrefix string) (string, []int, error) {
+	text, ids, _, err := p.wrap(prompt, answerPrefix)
+	return text, ids, err
+}
+
+// wrap is encode that also says where the prompt's text went: a byte
+// offset o of the raw prompt before its answer prefix is at o+shift in the
+// returned text (0 for raw prompts). A template that does not keep the
+// user message verbatim (beyond trimming its surrounding space) is an error
+// naming the template, as offsets could not be placed.
+func (p prompter) wrap(prompt, answerPrefix string) (text string, ids []int, shift int, err error) {
 	if !p.chat() {
-		return prompt, withBOS(p.tok, p.tok.Encode(prompt)), nil
+		return prompt, withBOS(p.tok, p.tok.Encode(prompt)), 0, nil
 	}
 	user, ok := strings.CutSuffix(prompt, answerPrefix)
 	if !ok {
-		return "", nil, fmt.Errorf("chat: the prompt does not end with its answer prefix %q", answerPrefix)
+		return "", nil, 0, fmt.Errorf("chat: the prompt does not end with its answer prefix %q", answerPrefix)
 	}
 	user = strings.TrimRight(user, " ")
-	text, err := p.tmpl.Apply([]chat.Message{{Role: "user", Content: user}}, true)
+	text, err = p.tmpl.Apply([]chat.Message{{Role: "user", Content: user}}, true)
 	if err != nil {
-		return "", nil, err
+		return "", nil, 0, err
+	}
+	if shift = strings.Index(text, user); shift < 0 {
+		trimmed := strings.TrimSpace(user)
+		at := strings.Index(text, trimmed)
+		if trimmed == "" || at < 0 {
+			return "", nil, 0, fmt.Errorf("chat template %s: the rendering does not hold the user message verbatim", p.tmpl.Name)
+		}
+		shift = at - strings.Index(user, trimmed)
 	}
 	text += answerPrefix
+	return text, p.ids(text), shift, nil
+}
+
+// ids tokenizes text fed from the start of a prompt: raw, with the
+// tokenizer's BOS in front when it has one; wrapped, with the template's
+// bos_token text at its start turned into the BOS id, as encode does. A
+// prefix of a prompt counts the tokens before a point in it.
+func (p prompter) ids(text string) []int {
+	if !p.chat() {
+		return withBOS(p.tok, p.tok.Encode(text))
+	}
 	bos := p.tmpl.BOSToken
 	if bos != "" && p.tok.BOS() >= 0 && strings.HasPrefix(text, bos) {
-		return text, append([]int{p.tok.BOS()}, p.tok.Encode(text[len(bos):])...), nil
+		return append([]int{p.tok.BOS()}, p.tok.Encode(text[len(bos):])...)
 	}
-	return text, p.tok.Encode(text), nil
+	return p.tok.Encode(text)
 }

@@ -124,11 +124,16 @@ func ContainsPhrase(answer, phrase string) bool {
 
 // NeedleInstance is one needle prompt fitted to a length.
 type NeedleInstance struct {
-	Prompt   string // context with the needle, then NeedleSuffix
-	IDs      []int  // BOS (when the tokenizer has one) and the prompt's tokens
-	Context  int    // bytes of context text, needle included
-	InsertAt int    // byte offset of the needle in the prompt
+	Prompt       string // context with the needle, then NeedleSuffix (wrapped in the chat template when chat is on)
+	IDs          []int  // BOS (when the tokenizer has one, or as the chat template puts it) and the prompt's tokens
+	Context      int    // bytes of context text, needle included
+	ContextStart int    // byte offset of the context in the prompt (0 unless wrapped)
+	InsertAt     int    // byte offset of the needle in the prompt
 }
+
+// NeedleAnswerPrefix ends NeedleSuffix; with a chat template it starts the
+// assistant's reply, after the generation prompt.
+const NeedleAnswerPrefix = "Answer:"
 
 // BuildNeedle makes the prompt of one cell: the haystack's tokens hay,
 // repeated (joined by a blank line) as often as needed and cut to fill
@@ -137,8 +142,26 @@ type NeedleInstance struct {
 // The context is shortened until the whole prompt fits in length tokens
 // (tokens can merge differently once the pieces are joined).
 func BuildNeedle(tok tokenizer.Tokenizer, hay []int32, needle, question string, length int, depth float64) NeedleInstance {
+	inst, _ := buildNeedle(prompter{tok: tok}, hay, needle, question, length, depth) // raw prompts cannot fail
+	return inst
+}
+
+// buildNeedle is BuildNeedle through a prompter (raw or chat). Wrapped, the
+// question (without " Answer:") ends the user message and "Answer:" follows
+// the generation prompt; the template's tokens are counted in the length.
+// Its error is the chat template's.
+func buildNeedle(pr prompter, hay []int32, needle, question string, length int, depth float64) (NeedleInstance, error) {
+	tok := pr.tok
 	suffix := NeedleSuffix(question)
 	fixed := len(withBOS(tok, nil)) + len(tok.Encode(needle+" ")) + len(tok.Encode(suffix))
+	if pr.chat() {
+		// The template's own tokens: the shortest prompt wrapped and raw.
+		_, wrapped, err := pr.encode(needle+suffix, NeedleAnswerPrefix)
+		if err != nil {
+			return NeedleInstance{}, err
+		}
+		fixed += len(wrapped) - len(withBOS(tok, tok.Encode(needle+suffix)))
+	}
 	sep := tok.Encode("\n\n")
 	budget := length - fixed
 	var inst NeedleInstance
@@ -159,15 +182,18 @@ func BuildNeedle(tok tokenizer.Tokenizer, hay []int32, needle, question string, 
 		ctxIDs = ctxIDs[:min(len(ctxIDs), budget)]
 		text := tok.Decode(ctxIDs)
 		withNeedle, at := InsertNeedle(text, needle, depth)
-		prompt := withNeedle + suffix
-		inst = NeedleInstance{Prompt: prompt, IDs: withBOS(tok, tok.Encode(prompt)), Context: len(withNeedle), InsertAt: at}
+		prompt, ids, shift, err := pr.wrap(withNeedle+suffix, NeedleAnswerPrefix)
+		if err != nil {
+			return NeedleInstance{}, err
+		}
+		inst = NeedleInstance{Prompt: prompt, IDs: ids, Context: len(withNeedle), ContextStart: shift, InsertAt: at + shift}
 		over := len(inst.IDs) - length
 		if over <= 0 || budget == 0 {
 			break
 		}
 		budget -= over
 	}
-	return inst
+	return inst, nil
 }
 
 // needle is needle in a haystack (TASKS.md). The prompt is BuildNeedle's:
@@ -181,6 +207,11 @@ func BuildNeedle(tok tokenizer.Tokenizer, hay []int32, needle, question string, 
 // "exact_match" is 1 when the answer contains the key phrase
 // (ContainsPhrase), else 0.
 //
+// With chat on (chatParamDoc), the prompt up to the question is the user
+// message of the model's chat template and "Answer:" follows the generation
+// prompt; the template's tokens count in the length, and the needle's
+// offsets are those of the wrapped prompt.
+//
 // Version 2 (this scoring) replaced version 1's share of the needle's
 // distinct words found in the answer, which an answer that only echoes the
 // question scored almost as well as the right one.
@@ -192,6 +223,7 @@ type needleParams struct {
 	length                     int
 	depth                      float64
 	maxNew, decodeTail         int
+	chat                       string
 }
 
 func (needle) Name() string { return "needle" }
@@ -214,6 +246,7 @@ func (needle) Params() []policies.ParamDoc {
 		{Name: "depths", Default: "0.5", Doc: "needle position as a share of the context, 0..1, moved back to the previous sentence end (one cell per value; a suite turns an integer count N into NeedleDepths(N))"},
 		{Name: "max_new", Default: "32", Doc: "tokens generated for the answer"},
 		{Name: "decode_tail", Default: "64", Doc: "last prompt tokens fed one at a time (decode) instead of prefilled"},
+		chatParamDoc,
 	}
 }
 
@@ -233,6 +266,7 @@ func readNeedle(p Params, cell bool) (needleParams, error) {
 		depth:      r.Float("depths", 0.5, 0, 1, false, true),
 		maxNew:     r.Int("max_new", 32, 1, 1<<20, false),
 		decodeTail: r.Int("decode_tail", 64, 0, math.MaxInt32, false),
+		chat:       readChat(r),
 	}
 	if r.err == nil && len(Tokens(c.needle)) == 0 {
 		r.fail("needle", "%q has no words to score", c.needle)
@@ -271,6 +305,10 @@ func (needle) Run(ctx context.Context, m Model, p Params) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	pr, err := newPrompter("needle", m, c.chat)
+	if err != nil {
+		return nil, err
+	}
 	tok := m.Tokenizer()
 	hay, err := tokenizedText(c.haystack, tok)
 	if err != nil {
@@ -279,7 +317,10 @@ func (needle) Run(ctx context.Context, m Model, p Params) (*Result, error) {
 	if len(hay) == 0 {
 		return nil, fmt.Errorf("needle: haystack %s gives no tokens", c.haystack)
 	}
-	inst := BuildNeedle(tok, hay, c.needle, c.question, c.length, c.depth)
+	inst, err := buildNeedle(pr, hay, c.needle, c.question, c.length, c.depth)
+	if err != nil {
+		return nil, fmt.Errorf("needle: %w", err)
+	}
 	if len(inst.IDs) > c.length {
 		return nil, fmt.Errorf("task needle: parameter lengths: %d is too short: the shortest prompt (the needle and the question, with as little haystack as fits) takes %d tokens with this tokenizer; use lengths of at least %d", c.length, len(inst.IDs), len(inst.IDs))
 	}
@@ -312,11 +353,21 @@ func (needle) Run(ctx context.Context, m Model, p Params) (*Result, error) {
 			"answer":        answer,
 			"key_phrase":    c.keyPhrase,
 			"insert_byte":   inst.InsertAt,
-			"insert_token":  len(withBOS(tok, tok.Encode(inst.Prompt[:inst.InsertAt]))),
-			"insert_depth":  float64(inst.InsertAt) / float64(max(inst.Context, 1)),
+			"insert_token":  len(pr.ids(inst.Prompt[:inst.InsertAt])),
+			"insert_depth":  float64(inst.InsertAt-inst.ContextStart) / float64(max(inst.Context, 1)),
 			"prompt_tokens": len(inst.IDs),
 			"prefilled":     pre,
+			"chat":          pr.mode(),
 		},
+	}
+	if pr.chat() {
+		// The prompt without haystack, to show the wrapping.
+		shape, _, err := pr.encode(c.needle+NeedleSuffix(c.question), NeedleAnswerPrefix)
+		if err != nil {
+			return nil, fmt.Errorf("needle: %w", err)
+		}
+		res.Detail["chat_template"] = pr.tmpl.Name
+		res.Detail["chat_prompt"] = shape
 	}
 	if c.length > m.MaxSeq() {
 		res.Detail["over_max_seq"] = true

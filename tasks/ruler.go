@@ -211,11 +211,30 @@ func BuildRuler(tok tokenizer.Tokenizer, task string, o RulerOptions) (RulerSamp
 	if !ok {
 		return RulerSample{}, fmt.Errorf("unknown RULER task %q (have %s)", task, strings.Join(RulerTaskNames(), ", "))
 	}
-	return buildRuler(tok, spec, o, -1)
+	return buildRuler(prompter{tok: tok}, spec, o, -1)
 }
 
-// buildRuler is BuildRuler starting the search at hint (< 0: none).
-func buildRuler(tok tokenizer.Tokenizer, spec *rulerSpec, o RulerOptions, hint int) (RulerSample, error) {
+// RulerAnswerPrefix returns the answer prefix that ends a RULER question
+// (the text from RulerSample.Question on): from "Answer:" on where the
+// question has one (vt, cwe, fwe), else what follows its last "? " (the
+// NIAH tasks' "The special magic number for ... is"). With a chat template
+// it starts the assistant's reply, after the generation prompt, as RULER
+// puts its answer_prefix after the model's template.
+func RulerAnswerPrefix(question string) string {
+	if i := strings.Index(question, " Answer: "); i >= 0 {
+		return question[i+1:]
+	}
+	if i := strings.LastIndex(question, "? "); i >= 0 {
+		return question[i+2:]
+	}
+	return ""
+}
+
+// buildRuler is BuildRuler through a prompter (raw or chat), starting the
+// search at hint (< 0: none). Wrapped, the template's tokens count in the
+// length and the sample's byte offsets are those of the wrapped prompt.
+func buildRuler(pr prompter, spec *rulerSpec, o RulerOptions, hint int) (RulerSample, error) {
+	tok := pr.tok
 	if o.MaxNew <= 0 {
 		o.MaxNew = spec.maxNew
 	}
@@ -225,19 +244,31 @@ func buildRuler(tok tokenizer.Tokenizer, spec *rulerSpec, o RulerOptions, hint i
 	}
 	budget := o.Length - o.MaxNew
 	var best *RulerSample
+	var wrapErr error
 	count := func(n int) int {
 		t := gen.build(n)
-		ids := withBOS(tok, tok.Encode(t.prompt))
+		prompt, ids, shift, err := pr.wrap(t.prompt, RulerAnswerPrefix(t.prompt[t.question:]))
+		if err != nil {
+			wrapErr = err
+			return math.MaxInt32 // fits nothing: the search stops on it
+		}
 		if len(ids) <= budget && (best == nil || n > best.Size) {
+			needles := make([]int, len(t.needles))
+			for i, at := range t.needles {
+				needles[i] = at + shift
+			}
 			best = &RulerSample{
-				Task: spec.name, Prompt: t.prompt, IDs: ids, Answers: t.answers,
-				ContextStart: t.contextStart, Question: t.question, Size: n, Needles: t.needles,
+				Task: spec.name, Prompt: prompt, IDs: ids, Answers: t.answers,
+				ContextStart: t.contextStart + shift, Question: t.question + shift, Size: n, Needles: needles,
 			}
 		}
 		return len(ids)
 	}
 	lo, hi := gen.sizes()
 	n, fits := rulerSearch(count, budget, lo, min(hi, 4*max(budget, 0)+64), hint)
+	if wrapErr != nil {
+		return RulerSample{}, fmt.Errorf("task %s: %w", spec.name, wrapErr)
+	}
 	if !fits {
 		need := count(lo) + o.MaxNew
 		return RulerSample{}, fmt.Errorf("task %s: parameter lengths: %d is too short: the prompt with the least haystack takes %d tokens with this tokenizer and the answer %d (max_new); use lengths of at least %d",
@@ -254,7 +285,7 @@ func buildRuler(tok tokenizer.Tokenizer, spec *rulerSpec, o RulerOptions, hint i
 		}
 	}
 	s := *best
-	s.QuestionTokens = len(s.IDs) - len(withBOS(tok, tok.Encode(s.Prompt[:s.Question])))
+	s.QuestionTokens = len(s.IDs) - len(pr.ids(s.Prompt[:s.Question]))
 	return s, nil
 }
 
@@ -340,19 +371,26 @@ type RulerTrial struct {
 	Generated  int       `json:"generated"` // answer tokens generated (and fed)
 }
 
+// RulerContextElided stands for the context in a record's chat_prompt.
+const RulerContextElided = "[...]"
+
 // rulerTask is one RULER task (TASKS.md). Per trial the prompt is fitted to
 // the cell's length (answer included, as RULER counts it); all of it but the
 // tail is prefilled, the tail (the question and answer prefix, and at least
 // decode_tail tokens) fed one token at a time, and max_new tokens generated
 // greedily (stopping at EOS). The prediction, cleaned as RULER does, scores
 // string_match_all against the expected values; the cell's score is the
-// mean over trials.
+// mean over trials. With chat on (chatParamDoc), the prompt before the
+// answer prefix (RulerAnswerPrefix) is the user message of the model's chat
+// template and the answer prefix follows the generation prompt; the
+// template's tokens count in the length.
 type rulerTask struct{ spec *rulerSpec }
 
 type rulerParams struct {
 	RulerOptions
 	trials, decodeTail int
 	haystack           string
+	chat               string
 }
 
 func (t rulerTask) Name() string { return t.spec.name }
@@ -385,6 +423,7 @@ func (t rulerTask) Params() []policies.ParamDoc {
 		policies.ParamDoc{Name: "seed", Default: "1", Doc: "keys, values, words and positions are drawn from PCGs seeded by (seed, task, trial)"},
 		policies.ParamDoc{Name: "max_new", Default: fmt.Sprint(t.spec.maxNew), Doc: "tokens generated for the answer (RULER's tokens_to_generate), kept free within the length"},
 		policies.ParamDoc{Name: "decode_tail", Default: "100", Doc: "last prompt tokens fed one at a time (decode) instead of prefilled, never fewer than the question and answer prefix, so the question is not prefilled; 0 prefills the whole prompt"},
+		chatParamDoc,
 	)
 }
 
@@ -431,6 +470,7 @@ func readRuler(spec *rulerSpec, p Params, cell bool) (rulerParams, error) {
 	c.Seed = uint64(r.Int("seed", 1, 0, math.MaxInt, false))
 	c.MaxNew = r.Int("max_new", spec.maxNew, 1, 1<<20, false)
 	c.decodeTail = r.Int("decode_tail", 100, 0, math.MaxInt32, false)
+	c.chat = readChat(r)
 	if r.err == nil && c.MaxNew >= c.Length {
 		r.fail("max_new", "%d leaves no room for the prompt in a length of %d", c.MaxNew, c.Length)
 	}
@@ -464,22 +504,27 @@ func (t rulerTask) Run(ctx context.Context, m Model, p Params) (*Result, error) 
 		}
 		c.Haystack = text
 	}
-	tok := m.Tokenizer()
+	pr, err := newPrompter(name, m, c.chat)
+	if err != nil {
+		return nil, err
+	}
 	res := &Result{Metrics: map[string]float64{}}
 	trials := make([]RulerTrial, 0, c.trials)
 	var score, part float64
 	logits := make([]float32, m.Vocab())
 	hint := -1
+	var last RulerSample
 	for trial := range c.trials {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
 		o := c.RulerOptions
 		o.Trial = trial
-		s, err := buildRuler(tok, t.spec, o, hint)
+		s, err := buildRuler(pr, t.spec, o, hint)
 		if err != nil {
 			return nil, err
 		}
+		last = s
 		hint = s.Size
 		tr, err := rulerRun(ctx, m, s, c.decodeTail, c.MaxNew, logits)
 		if err != nil {
@@ -496,6 +541,12 @@ func (t rulerTask) Run(ctx context.Context, m Model, p Params) (*Result, error) 
 		"trials":      trials,
 		"decode_tail": c.decodeTail,
 		"max_new":     c.MaxNew,
+		"chat":        pr.mode(),
+	}
+	if pr.chat() {
+		// The last trial's prompt with its context cut out, to show the wrapping.
+		res.Detail["chat_template"] = pr.tmpl.Name
+		res.Detail["chat_prompt"] = last.Prompt[:last.ContextStart] + RulerContextElided + last.Prompt[last.Question:]
 	}
 	if c.Length > m.MaxSeq() {
 		res.Detail["over_max_seq"] = true
