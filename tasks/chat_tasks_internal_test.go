@@ -1,6 +1,8 @@
 package tasks
 
 import (
+	"context"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -129,5 +131,38 @@ func TestChatNotVerbatim(t *testing.T) {
 	_, err = buildRuler(pr, spec, RulerOptions{Length: 2000, Depth: 0.5, Seed: 1}, -1)
 	if err == nil || !strings.Contains(err.Error(), "task niah_single_1: chat template upper") {
 		t.Errorf("ruler: %v", err)
+	}
+}
+
+// chat: on for a model without a template is an error naming the parameter,
+// for every task that takes it; chat: maybe is refused by Check.
+func TestChatOnWithoutTemplate(t *testing.T) {
+	hay := t.TempDir() + "/hay.txt"
+	if err := os.WriteFile(hay, []byte(chatTestHay), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range append([]string{"needle", "passkey"}, RulerTaskNames()...) {
+		task, err := Lookup(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := Params{"lengths": 2000, "haystack": hay, "chat": ChatOn}
+		if name == "passkey" {
+			delete(p, "haystack")
+		}
+		if spec, ok := rulerSpecOf(name); ok && !spec.usesEssay() {
+			delete(p, "haystack")
+		}
+		if err := task.Check(p); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		_, err = task.Run(context.Background(), chatModel{}, p)
+		if err == nil || !strings.Contains(err.Error(), "task "+name+": parameter chat: on, but the model has no chat template") {
+			t.Errorf("%s: %v", name, err)
+		}
+		p["chat"] = "maybe"
+		if err := task.Check(p); err == nil || !strings.Contains(err.Error(), `"maybe" is not auto, on or off`) {
+			t.Errorf("%s: chat: maybe: %v", name, err)
+		}
 	}
 }
