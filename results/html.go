@@ -41,6 +41,9 @@ ul.failures li { margin: 0.2rem 0; }
 code { font-family: "SFMono-Regular", Menlo, Consolas, "Liberation Mono", monospace; font-size: 0.85rem;
   background: #f4f4f5; padding: 0.05rem 0.3rem; border-radius: 3px; }
 .note { color: #52525b; }
+.banner { background: #fff4e5; border: 1px solid #f0b35a; border-radius: 6px; padding: 0.5rem 0.9rem; }
+.banner.failed-top { background: #fdecea; border-color: #e08a84; }
+table.summary td:first-child { text-align: right; }
 `
 
 // writeReportHTML writes the page; pngs holds each plot's PNG by name.
@@ -51,6 +54,19 @@ func writeReportHTML(w io.Writer, doc *reportDoc, pngs map[string][]byte) error 
 	fmt.Fprintf(&b, "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n")
 	fmt.Fprintf(&b, "<title>%s</title>\n<style>%s</style>\n</head>\n<body>\n", e(doc.Title), reportCSS)
 	fmt.Fprintf(&b, "<h1>%s</h1>\n", e(doc.Title))
+	for _, m := range doc.Banners {
+		fmt.Fprintf(&b, "<p class=\"banner\" role=\"note\"><strong>Note:</strong> %s</p>\n", e(m))
+	}
+	if doc.Failed > 0 {
+		fmt.Fprintf(&b, "<p class=\"banner failed-top\" role=\"alert\"><strong>%d failed cell(s):</strong>", doc.Failed)
+		for i := range doc.Sections {
+			s := &doc.Sections[i]
+			if len(s.Failed) > 0 {
+				fmt.Fprintf(&b, " <a href=\"#%s\">%s: %d</a>", e(reportFailedID(s)), e(s.Title), len(s.Failed))
+			}
+		}
+		fmt.Fprintf(&b, "</p>\n")
+	}
 
 	fmt.Fprintf(&b, "<nav>\n<h2>Contents</h2>\n<ul>\n<li><a href=\"#run\">Run</a></li>\n")
 	for _, s := range doc.Sections {
@@ -84,6 +100,12 @@ func writeReportHTML(w io.Writer, doc *reportDoc, pngs map[string][]byte) error 
 		if s.Intro != "" {
 			fmt.Fprintf(&b, "<p class=\"note\">%s</p>\n", e(s.Intro))
 		}
+		for _, n := range s.Notes {
+			fmt.Fprintf(&b, "<p class=\"note\">%s</p>\n", e(n))
+		}
+		for i := range s.Rankings {
+			htmlWriteRanking(&b, &s.Rankings[i])
+		}
 		if s.CSVName != "" {
 			if err := htmlWriteTable(&b, s.CSV, s.Title); err != nil {
 				return fmt.Errorf("table of %s: %w", s.Title, err)
@@ -102,7 +124,7 @@ func writeReportHTML(w io.Writer, doc *reportDoc, pngs map[string][]byte) error 
 			fmt.Fprintf(&b, "</div>\n")
 		}
 		if len(s.Failed) > 0 {
-			fmt.Fprintf(&b, "<h3>Failed cells</h3>\n<ul class=\"failures\">\n")
+			fmt.Fprintf(&b, "<h3 id=\"%s\">Failed cells</h3>\n<ul class=\"failures\">\n", e(reportFailedID(&s)))
 			for _, f := range s.Failed {
 				fmt.Fprintf(&b, "<li><code>%s</code>: %s</li>\n", e(f.Cell), e(f.Reason))
 			}
@@ -143,23 +165,53 @@ func htmlWriteTable(b *bytes.Buffer, data []byte, caption string) error {
 			skip = i
 		}
 	}
+	// Columns empty in every row (no error) are left out too.
+	empty := map[int]bool{}
+	for i := range rows[0] {
+		empty[i] = true
+		for _, row := range rows[1:] {
+			if i < len(row) && strings.TrimSpace(row[i]) != "" {
+				empty[i] = false
+				break
+			}
+		}
+	}
 	e := html.EscapeString
 	fmt.Fprintf(b, "<div class=\"scroll\">\n<table class=\"data\" aria-label=\"%s\">\n<thead>\n<tr>", e(caption))
 	for i, h := range rows[0] {
-		if i != skip {
-			fmt.Fprintf(b, "<th scope=\"col\">%s</th>", e(h))
+		if i != skip && !empty[i] {
+			label, _ := htmlColumn(h)
+			fmt.Fprintf(b, "<th scope=\"col\" title=\"%s\">%s</th>", e(h), e(label))
 		}
 	}
 	fmt.Fprintf(b, "</tr>\n</thead>\n<tbody>\n")
 	for _, row := range rows[1:] {
 		fmt.Fprintf(b, "<tr>")
 		for i, c := range row {
-			if i == skip {
+			if i == skip || empty[i] {
+				continue
+			}
+			var format func(string) string
+			if i < len(rows[0]) {
+				_, format = htmlColumn(rows[0][i])
+			}
+			if format != nil && strings.TrimSpace(c) != "" {
+				short := format(c)
+				class := ""
+				if htmlIsNumber(c) {
+					class = " class=\"num\""
+				}
+				if short != c {
+					// The exact value, as in the CSV, on hover.
+					fmt.Fprintf(b, "<td%s title=\"%s\">%s</td>", class, e(c), e(short))
+				} else {
+					fmt.Fprintf(b, "<td%s>%s</td>", class, e(c))
+				}
 				continue
 			}
 			switch {
 			case htmlIsNumber(c):
-				if short := htmlShortNumber(c); short != c {
+				if short := htmlHumanNumber(c); short != c {
 					// The exact value, as in the CSV, on hover.
 					fmt.Fprintf(b, "<td class=\"num\" title=\"%s\">%s</td>", e(c), e(short))
 				} else {
@@ -177,6 +229,56 @@ func htmlWriteTable(b *bytes.Buffer, data []byte, caption string) error {
 	return nil
 }
 
+// htmlNumberAs formats a numeric cell with f (the value scaled by scale);
+// other text stays as it is.
+func htmlNumberAs(f func(float64) string, scale float64) func(string) string {
+	return func(c string) string {
+		v, err := strconv.ParseFloat(strings.TrimSpace(c), 64)
+		if err != nil {
+			return c
+		}
+		return f(v * scale)
+	}
+}
+
+// htmlShortParams shortens the file paths in a "k=v, k2=v2" cell.
+func htmlShortParams(c string) string {
+	parts := strings.Split(c, ", ")
+	for i, p := range parts {
+		if k, v, ok := strings.Cut(p, "="); ok && strings.HasPrefix(v, "/") {
+			parts[i] = k + "=" + ShortPath(v)
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// htmlColumns are the people's names of the CSV columns, with the
+// formatting of their values.
+var htmlColumns = map[string]struct {
+	label  string
+	format func(string) string
+}{
+	"policy_params":          {"policy params", htmlShortParams},
+	"task_params":            {"task params", htmlShortParams},
+	"budget":                 {"budget (tokens)", nil},
+	"kv_max_resident_mib":    {"KV max resident", htmlNumberAs(HumanBytes, 1<<20)},
+	"kv_bytes_read_per_step": {"KV read per step", htmlNumberAs(HumanBytes, 1)},
+	"kv_recall":              {"attention recall", htmlNumberAs(HumanNumber, 1)},
+	"attn_p50_us":            {"attention p50", htmlNumberAs(HumanMicros, 1)},
+	"attn_p90_us":            {"attention p90", htmlNumberAs(HumanMicros, 1)},
+	"tokens_per_s":           {"tokens/s", htmlNumberAs(HumanNumber, 1)},
+	"ppl":                    {"perplexity", htmlNumberAs(HumanNumber, 1)},
+}
+
+// htmlColumn is a CSV column's label and the formatting of its values
+// (nil: numbers with 3 significant digits, other text as it is).
+func htmlColumn(h string) (string, func(string) string) {
+	if c, ok := htmlColumns[h]; ok {
+		return c.label, c.format
+	}
+	return strings.ReplaceAll(h, "_", " "), nil
+}
+
 func htmlIsNumber(s string) bool {
 	s = strings.TrimSpace(s)
 	if s == "" {
@@ -186,17 +288,35 @@ func htmlIsNumber(s string) bool {
 	return err == nil
 }
 
-// htmlShortNumber shows a long decimal (155.03338943962044) with 6
-// significant digits (155.033); integers and short numbers stay as they are.
-func htmlShortNumber(s string) string {
+// htmlHumanNumber shows a number with 3 significant digits (HumanNumber);
+// a percentage stays as it is.
+func htmlHumanNumber(s string) string {
 	t := strings.TrimSpace(s)
-	f, err := strconv.ParseFloat(t, 64)
-	if err != nil || !strings.Contains(t, ".") || strings.ContainsAny(t, "eE") {
+	v, err := strconv.ParseFloat(t, 64)
+	if err != nil {
 		return s
 	}
-	short := strconv.FormatFloat(f, 'g', 6, 64)
-	if strings.ContainsAny(short, "eE") || len(short) >= len(t) {
-		return s
+	return HumanNumber(v)
+}
+
+// htmlWriteRanking writes a task's ranking as a table of class "summary".
+func htmlWriteRanking(b *bytes.Buffer, rk *Ranking) {
+	e := html.EscapeString
+	fmt.Fprintf(b, "<h3>%s</h3>\n<div class=\"scroll\">\n<table class=\"summary\" aria-label=\"ranking of %s\">\n<thead>\n<tr>", e(rk.Task), e(rk.Task))
+	for _, h := range RankingHeader(rk.Metric) {
+		fmt.Fprintf(b, "<th scope=\"col\">%s</th>", e(h))
 	}
-	return short
+	fmt.Fprintf(b, "</tr>\n</thead>\n<tbody>\n")
+	for i := range rk.Rows {
+		fmt.Fprintf(b, "<tr>")
+		for j, c := range rk.Rows[i].Cells(rk.Metric) {
+			if j == 1 {
+				fmt.Fprintf(b, "<td>%s</td>", e(c))
+			} else {
+				fmt.Fprintf(b, "<td class=\"num\">%s</td>", e(c))
+			}
+		}
+		fmt.Fprintf(b, "</tr>\n")
+	}
+	fmt.Fprintf(b, "</tbody>\n</table>\n</div>\n")
 }

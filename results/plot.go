@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"fmt"
 	"github.com/kvbench/kvbench/internal/num"
+	"hash/fnv"
 	"image/color"
 	"maps"
 	"math"
@@ -244,7 +245,7 @@ func plotPPLSeries(records []Record) []plotSeries {
 	a := plotNewAgg()
 	for i := range records {
 		r := &records[i]
-		if !r.OK() {
+		if !r.OK() || NotApplicable(r) != "" {
 			continue
 		}
 		pts, isNLL := r.Curves["ppl"], false
@@ -449,6 +450,8 @@ func plotDepthLabels(depths []float64) []string {
 // ---------------------------------------------------------------------------
 // Styles
 
+// plotColors is the palette of the policies: twelve colours told apart on
+// screen and in print, none black (full attention's).
 var plotColors = []color.RGBA{
 	{0x1f, 0x77, 0xb4, 0xff}, // blue
 	{0xff, 0x7f, 0x0e, 0xff}, // orange
@@ -457,26 +460,93 @@ var plotColors = []color.RGBA{
 	{0x94, 0x67, 0xbd, 0xff}, // purple
 	{0x8c, 0x56, 0x4b, 0xff}, // brown
 	{0xe3, 0x77, 0xc2, 0xff}, // pink
-	{0x7f, 0x7f, 0x7f, 0xff}, // grey
 	{0xbc, 0xbd, 0x22, 0xff}, // olive
 	{0x17, 0xbe, 0xcf, 0xff}, // cyan
+	{0x00, 0x2f, 0x6c, 0xff}, // navy
+	{0x7f, 0x7f, 0x7f, 0xff}, // grey
+	{0x00, 0x80, 0x80, 0xff}, // teal
 }
+
+// plotFullColor is full attention's colour, drawn last, on top of the
+// others.
+var plotFullColor = color.RGBA{0, 0, 0, 0xff}
+
+// plotPolicyOrder fixes each known policy's place in the palette, dash
+// patterns and markers, so that a policy looks the same in every chart and
+// every report; other policies take a place from a hash of their name.
+var plotPolicyOrder = []string{"window", "streamingllm", "h2o", "tova", "snapkv", "pyramidkv", "quest", "oracle", "random"}
 
 var plotDashes = [][]vg.Length{
 	nil,
 	{vg.Points(7), vg.Points(3)},
 	{vg.Points(2), vg.Points(2)},
 	{vg.Points(7), vg.Points(2), vg.Points(2), vg.Points(2)},
+	{vg.Points(12), vg.Points(3), vg.Points(3), vg.Points(3)},
 }
 
 var plotShapes = []draw.GlyphDrawer{
 	draw.CircleGlyph{}, draw.SquareGlyph{}, draw.TriangleGlyph{},
-	draw.PyramidGlyph{}, draw.CrossGlyph{}, draw.PlusGlyph{}, draw.RingGlyph{},
+	draw.PyramidGlyph{}, draw.CrossGlyph{}, draw.PlusGlyph{}, draw.BoxGlyph{},
 }
 
-// plotStyler gives each label a stable style index: the label's place in
-// the sorted list of all labels of the report, so that a configuration has
-// the same colour in every chart.
+// plotStyle is how one line is drawn.
+type plotStyle struct {
+	Color  color.RGBA
+	Dashes []vg.Length
+	Shape  draw.GlyphDrawer
+	Width  vg.Length
+	Radius vg.Length
+	Top    bool // drawn after the others (full attention)
+}
+
+// plotPolicyIndex is a policy's place in the palette: its place among the
+// known policies, else one from a hash of its name.
+func plotPolicyIndex(policy string) int {
+	if i := slices.Index(plotPolicyOrder, policy); i >= 0 {
+		return i
+	}
+	h := fnv.New32a()
+	h.Write([]byte(policy))
+	return len(plotPolicyOrder) + int(h.Sum32()%uint32(len(plotColors)-len(plotPolicyOrder)))
+}
+
+// plotPolicyStyle is the style of a policy's variant-th configuration
+// (0: its first). The colour is the policy's; the dash pattern and marker
+// are the policy's for its first configuration and shift for the others.
+// Full attention is black, thick, dashed and ringed, drawn on top, so that
+// a policy with the same values shows through its gaps.
+func plotPolicyStyle(policy string, variant int) plotStyle {
+	if policy == "full" {
+		return plotStyle{
+			Color: plotFullColor, Dashes: []vg.Length{vg.Points(6), vg.Points(4)},
+			Shape: draw.RingGlyph{}, Width: vg.Points(2.5), Radius: vg.Points(5.5), Top: true,
+		}
+	}
+	i := plotPolicyIndex(policy)
+	return plotStyle{
+		Color:  plotColors[i%len(plotColors)],
+		Dashes: plotDashes[(i+variant)%len(plotDashes)],
+		Shape:  plotShapes[(i+3*variant)%len(plotShapes)],
+		Width:  vg.Points(2),
+		Radius: vg.Points(3.5),
+	}
+}
+
+// plotLabelPolicy is the policy named by a label: its first word, after a
+// model's "model / " prefix.
+func plotLabelPolicy(label string) string {
+	if i := strings.LastIndex(label, " / "); i >= 0 {
+		label = label[i+3:]
+	}
+	if f := strings.Fields(label); len(f) > 0 {
+		return f[0]
+	}
+	return label
+}
+
+// plotStyler gives each label a stable style: its policy's colour, and a
+// variant by the label's place among the sorted labels of its policy in the
+// whole report, so that a configuration looks the same in every chart.
 type plotStyler map[string]int
 
 func plotNewStyler(labels []string) plotStyler {
@@ -484,19 +554,29 @@ func plotNewStyler(labels []string) plotStyler {
 	sort.Strings(labels)
 	labels = slices.Compact(labels)
 	s := plotStyler{}
-	for i, l := range labels {
-		s[l] = i
+	n := map[string]int{}
+	for _, l := range labels {
+		p := plotLabelPolicy(l)
+		s[l] = n[p]
+		n[p]++
 	}
 	return s
 }
 
-func (s plotStyler) index(label string) int {
-	if i, ok := s[label]; ok {
-		return i
+// style is the label's style; a label the styler has not seen takes the
+// next variant of its policy.
+func (s plotStyler) style(label string) plotStyle {
+	p := plotLabelPolicy(label)
+	v, ok := s[label]
+	if !ok {
+		for l, lv := range s {
+			if plotLabelPolicy(l) == p {
+				v = max(v, lv+1)
+			}
+		}
+		s[label] = v
 	}
-	i := len(s)
-	s[label] = i
-	return i
+	return plotPolicyStyle(p, v)
 }
 
 func plotFont(size float64) font.Font {
@@ -655,6 +735,41 @@ type plotLineChart struct {
 	// XValueTicks labels the X axis at the data's X values when there are
 	// few of them.
 	XValueTicks bool
+	// Extra are drawn after the lines (a Pareto frontier); they must
+	// share the chart's scales.
+	Extra []plot.Plotter
+	// YFormat and XFormat format the ticks' values (nil: the default).
+	YFormat, XFormat func(float64) string
+}
+
+// plotDodge gives each series an offset, in steps, for its markers: 0
+// unless other series have the same points, then centred around 0 (-1, 0,
+// 1 for three) in series order. Series for which top is true (full
+// attention, drawn on top with larger rings) are not moved.
+func plotDodge(ss []plotSeries, top func(string) bool) []float64 {
+	keys := make([]string, len(ss))
+	groups := map[string][]int{}
+	for i, s := range ss {
+		if top(s.Label) {
+			continue
+		}
+		var b strings.Builder
+		for _, p := range s.Pts {
+			fmt.Fprintf(&b, "%.4g,%.4g;", p.X, p.Y)
+		}
+		keys[i] = b.String()
+		groups[keys[i]] = append(groups[keys[i]], i)
+	}
+	out := make([]float64, len(ss))
+	for _, g := range groups {
+		if len(g) < 2 {
+			continue
+		}
+		for k, i := range g {
+			out[i] = float64(k) - float64(len(g)-1)/2
+		}
+	}
+	return out
 }
 
 func plotSeriesRange(ss []plotSeries) (xmin, xmax, ymin, ymax float64, xs []float64) {
@@ -703,7 +818,13 @@ func (ch plotLineChart) build() (*plot.Plot, plot.Legend) {
 	leg.ThumbnailWidth = vg.Points(34)
 	leg.Padding = vg.Points(5)
 
-	for _, s := range ch.Series {
+	var top []plot.Plotter
+	dodge := plotDodge(ch.Series, func(l string) bool { return ch.Styler.style(l).Top })
+	step := 0.01 * (fx(xmax) - fx(xmin))
+	if step <= 0 {
+		step = 0.01
+	}
+	for si, s := range ch.Series {
 		xys := make(plotter.XYs, 0, len(s.Pts))
 		for _, pt := range s.Pts {
 			if (logX && pt.X <= 0) || (logY && pt.Y <= 0) {
@@ -714,21 +835,38 @@ func (ch plotLineChart) build() (*plot.Plot, plot.Legend) {
 		if len(xys) == 0 {
 			continue
 		}
-		i := ch.Styler.index(s.Label)
+		st := ch.Styler.style(s.Label)
 		line, pts, err := plotter.NewLinePoints(xys)
 		if err != nil {
 			continue
 		}
-		col := plotColors[i%len(plotColors)]
-		line.Color = col
-		line.Width = vg.Points(2)
-		line.Dashes = plotDashes[i%len(plotDashes)]
-		pts.Color = col
-		pts.Shape = plotShapes[i%len(plotShapes)]
-		pts.Radius = vg.Points(3.5)
-		p.Add(line, pts)
+		line.Color = st.Color
+		line.Width = st.Width
+		line.Dashes = st.Dashes
+		pts.Color = st.Color
+		pts.Shape = st.Shape
+		pts.Radius = st.Radius
+		if dodge[si] != 0 {
+			// Lines with the same points: the markers side by side.
+			moved := make(plotter.XYs, len(xys))
+			for k, q := range xys {
+				moved[k] = plotter.XY{X: q.X + dodge[si]*step, Y: q.Y}
+			}
+			if sc, err := plotter.NewScatter(moved); err == nil {
+				sc.GlyphStyle = pts.GlyphStyle
+				pts = sc
+			}
+		}
+		if st.Top {
+			top = append(top, line, pts)
+		} else {
+			p.Add(line, pts)
+		}
 		leg.Add(s.Label, line, pts)
 	}
+	// Full attention last, on top of policies with the same values.
+	p.Add(top...)
+	p.Add(ch.Extra...)
 
 	switch {
 	case logX:
@@ -774,8 +912,38 @@ func (ch plotLineChart) build() (*plot.Plot, plot.Legend) {
 		}
 		p.Y.Min, p.Y.Max = lo, hi
 	}
+	if ch.YFormat != nil && !ch.UnitY {
+		p.Y.Tick.Marker = plotFormattedTicks{Inner: p.Y.Tick.Marker, Format: ch.YFormat, Log: logY}
+	}
+	if ch.XFormat != nil {
+		p.X.Tick.Marker = plotFormattedTicks{Inner: p.X.Tick.Marker, Format: ch.XFormat, Log: logX}
+	}
 
 	return p, leg
+}
+
+// plotFormattedTicks relabels the labelled ticks of another ticker with a
+// formatter of the values (10^value on a log axis).
+type plotFormattedTicks struct {
+	Inner  plot.Ticker
+	Format func(float64) string
+	Log    bool
+}
+
+// Ticks implements plot.Ticker.
+func (t plotFormattedTicks) Ticks(lo, hi float64) []plot.Tick {
+	ts := t.Inner.Ticks(lo, hi)
+	for i := range ts {
+		if ts[i].Label == "" {
+			continue
+		}
+		v := ts[i].Value
+		if t.Log {
+			v = math.Pow(10, v)
+		}
+		ts[i].Label = t.Format(v)
+	}
+	return ts
 }
 
 // plotFigureOf lays the chart out with its legend in a column on the right,
@@ -990,7 +1158,7 @@ const (
 func plotPlan(records []Record) []plotJob {
 	var labels []string
 	for i := range records {
-		labels = append(labels, PlotLabel(&records[i]))
+		labels = append(labels, PlotLabel(&records[i]), chartLineLabel(&records[i]))
 	}
 	styler := plotNewStyler(labels)
 	var jobs []plotJob
@@ -1037,21 +1205,15 @@ func plotPlan(records []Record) []plotJob {
 			jobs = append(jobs, plotJob{unique("needle_heatmap_" + PlotFileName(g.Label)), t, task, plotHeatFigure(g, t, "needle depth")})
 		}
 	}
+	for _, task := range chartTasks(records) {
+		for _, j := range []*plotJob{chartBudgetJob(task, records, styler, unique), chartParetoJob(task, records, styler, unique)} {
+			if j != nil {
+				jobs = append(jobs, *j)
+			}
+		}
+	}
 	jobs = append(jobs, rulerPlotJobs(records, styler, unique)...)
-	if s := plotLatencySeries(records); len(s) > 0 {
-		t := "Attention latency (p50) vs context length"
-		jobs = append(jobs, plotJob{unique("latency_vs_context"), t, plotSectionCost, plotLineChart{
-			Title: t, XLabel: "context length (tokens)", YLabel: "attention p50 (µs per layer and step)",
-			Series: s, Styler: styler, LogXFactor: 7, LogYFactor: 10, XValueTicks: true,
-		}.figure()})
-	}
-	if s := plotMemorySeries(records); len(s) > 0 {
-		t := "KV memory (max resident) vs context length"
-		jobs = append(jobs, plotJob{unique("memory_vs_context"), t, plotSectionCost, plotLineChart{
-			Title: t, XLabel: "context length (tokens)", YLabel: "max resident KV (MiB)",
-			Series: s, Styler: styler, LogXFactor: 7, LogYFactor: 10, XValueTicks: true,
-		}.figure()})
-	}
+	jobs = append(jobs, chartCostJobs(records, styler, unique)...)
 	if s := plotRecallSeries(records); len(s) > 0 {
 		var names []string
 		for _, x := range s {

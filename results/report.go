@@ -67,6 +67,11 @@ type reportDoc struct {
 	Meta     [][2]string
 	Sections []reportSection
 	Warnings []string
+	// Banners are shown above everything (random weights).
+	Banners []string
+	// Failed counts the failed cells; each section with failures is
+	// linked from the top.
+	Failed int
 }
 
 // reportSection is a task's section (table, CSV, plots, failures) or one of
@@ -81,7 +86,14 @@ type reportSection struct {
 	CSV      []byte
 	Plots    []ReportPlot
 	Failed   []reportFailure
+	// Notes follow the intro (cells left out of the charts, and why).
+	Notes []string
+	// Rankings: the summary's tables, one per task.
+	Rankings []Ranking
 }
+
+// reportFailedID is the anchor of a section's list of failed cells.
+func reportFailedID(s *reportSection) string { return "failed-" + s.ID }
 
 type reportFailure struct{ Cell, Reason string }
 
@@ -115,6 +127,17 @@ func Report(dir string, records []Record) (*ReportFiles, error) {
 	}
 
 	doc := &reportDoc{Title: reportTitle(records), Meta: reportMeta(records), Warnings: files.Warnings}
+	if ms := SyntheticModels(records); len(ms) > 0 {
+		doc.Banners = append(doc.Banners, fmt.Sprintf("Model %s has %s.", strings.Join(ms, ", "), SyntheticNote))
+	}
+	for i := range records {
+		if !records[i].OK() {
+			doc.Failed++
+		}
+	}
+	if rk := Rankings(records); len(rk) > 0 {
+		doc.Sections = append(doc.Sections, reportSection{ID: "summary", Title: "Summary: policies ranked per task", Intro: reportSummaryIntro, Rankings: rk})
+	}
 
 	// A section per task, with its table and CSV file.
 	csvNames := map[string]bool{}
@@ -169,6 +192,9 @@ func Report(dir string, records []Record) (*ReportFiles, error) {
 				s.Plots = append(s.Plots, p)
 			}
 		}
+		if na := chartNotApplicable(task, records); len(na) > 0 {
+			s.Notes = append(s.Notes, "Not applicable, left out of the charts and the ranking: "+strings.Join(na, "; ")+".")
+		}
 		for i := range recs {
 			if !recs[i].OK() {
 				s.Failed = append(s.Failed, reportFailure{Cell: reportCellName(&recs[i]), Reason: reportReason(&recs[i])})
@@ -180,8 +206,9 @@ func Report(dir string, records []Record) (*ReportFiles, error) {
 	// Sections of plots across tasks.
 	for _, x := range []struct{ section, id, title, intro string }{
 		{plotSectionCost, "cost", "Latency and memory",
-			"Attention-kernel latency is the median (p50) per layer and decoding step, averaged over the cells of a context length; " +
-				"KV memory is the largest resident cache of any such cell. The context length is the task's length (tokens for perplexity)."},
+			"One chart per task. Attention-kernel latency is the median (p50) per layer and decoding step, averaged over the cells of a context length; " +
+				"KV memory is the largest resident cache of any such cell. The context length is the task's length (tokens for perplexity). " +
+				"Full attention is the black dashed line with rings, drawn on top: a policy with the same values shows through its gaps."},
 		{plotSectionRecall, "recall", "Attention recall",
 			"Mean sampled attention recall (the share of full attention mass the policy's cache keeps) against the policy's nominal budget."},
 	} {
@@ -228,6 +255,12 @@ func Report(dir string, records []Record) (*ReportFiles, error) {
 	}
 	return files, nil
 }
+
+// reportSummaryIntro is the text above the ranking tables.
+const reportSummaryIntro = "Each task's policy configurations, best first: accuracy higher, perplexity lower, " +
+	"the mean over the configuration's successful cells (ties: less KV memory first). " +
+	"Tokens held is the mean per KV head at the end of decoding; KV held the mean of the cells' largest resident cache; " +
+	"attn p50 the mean median attention time per layer and step."
 
 // reportTasks lists the tasks of the records: perplexity, passkey and
 // needle first, then RULER's tasks in RULER's order, the others sorted.
@@ -386,6 +419,18 @@ func reportMDText(s string) string {
 
 func writeReportMarkdown(w io.Writer, doc *reportDoc) {
 	fmt.Fprintf(w, "# %s\n\n", reportMDText(doc.Title))
+	for _, b := range doc.Banners {
+		fmt.Fprintf(w, "> **Note:** %s\n\n", reportMDText(b))
+	}
+	if doc.Failed > 0 {
+		fmt.Fprintf(w, "> **%d failed cell(s):**", doc.Failed)
+		for _, s := range doc.Sections {
+			if len(s.Failed) > 0 {
+				fmt.Fprintf(w, " [%s: %d](#failed-cells-%s)", reportMDText(s.Title), len(s.Failed), reportMDAnchor(s.Title))
+			}
+		}
+		fmt.Fprintf(w, "\n\n")
+	}
 	fmt.Fprintf(w, "## Run\n\n| | |\n|---|---|\n")
 	for _, m := range doc.Meta {
 		fmt.Fprintf(w, "| %s | %s |\n", reportMDText(m[0]), reportMDText(m[1]))
@@ -405,6 +450,12 @@ func writeReportMarkdown(w io.Writer, doc *reportDoc) {
 		if s.Intro != "" {
 			fmt.Fprintf(w, "%s\n\n", s.Intro)
 		}
+		for _, n := range s.Notes {
+			fmt.Fprintf(w, "%s\n\n", reportMDText(n))
+		}
+		for _, rk := range s.Rankings {
+			writeRankingMarkdown(w, &rk)
+		}
 		if s.Markdown != "" {
 			fmt.Fprintf(w, "%s\n", strings.TrimRight(s.Markdown, "\n")+"\n")
 		}
@@ -416,7 +467,7 @@ func writeReportMarkdown(w io.Writer, doc *reportDoc) {
 			fmt.Fprintf(w, "### %s\n\n![%s](%s)\n\n[PNG](%s) · [SVG](%s)\n\n", reportMDText(p.Title), reportMDText(p.Title), png, png, svg)
 		}
 		if len(s.Failed) > 0 {
-			fmt.Fprintf(w, "### Failed cells\n\n")
+			fmt.Fprintf(w, "### Failed cells: %s\n\n", reportMDText(s.Title))
 			for _, f := range s.Failed {
 				fmt.Fprintf(w, "- %s: %s\n", reportMDCode(f.Cell), reportMDCode(f.Reason))
 			}
@@ -444,4 +495,19 @@ func reportMDAnchor(title string) string {
 		}
 	}
 	return b.String()
+}
+
+// writeRankingMarkdown writes a task's ranking as a Markdown table.
+func writeRankingMarkdown(w io.Writer, rk *Ranking) {
+	fmt.Fprintf(w, "### %s\n\n", reportMDText(rk.Task))
+	h := RankingHeader(rk.Metric)
+	fmt.Fprintf(w, "| %s |\n|%s\n", strings.Join(h, " | "), strings.Repeat("---|", len(h)))
+	for i := range rk.Rows {
+		cells := rk.Rows[i].Cells(rk.Metric)
+		for j := range cells {
+			cells[j] = reportMDText(cells[j])
+		}
+		fmt.Fprintf(w, "| %s |\n", strings.Join(cells, " | "))
+	}
+	fmt.Fprintln(w)
 }

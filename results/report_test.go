@@ -151,7 +151,11 @@ func TestReportFiles(t *testing.T) {
 		"ppl_vs_tokens", "passkey_accuracy",
 		"passkey_heatmap_full", "passkey_heatmap_streamingllm_sinks_4_recent_1020",
 		"needle_heatmap_full", "needle_heatmap_streamingllm_sinks_4_recent_1020",
-		"latency_vs_context", "memory_vs_context", "recall_vs_budget",
+		"latency_vs_context_perplexity", "memory_vs_context_perplexity",
+		"latency_vs_context_passkey", "memory_vs_context_passkey",
+		"latency_vs_context_needle", "memory_vs_context_needle", "recall_vs_budget",
+		"perplexity_vs_budget", "passkey_vs_budget", "needle_vs_budget",
+		"perplexity_pareto_memory", "passkey_pareto_memory", "needle_pareto_memory",
 	}
 	for _, w := range want {
 		names := []string{w}
@@ -164,8 +168,8 @@ func TestReportFiles(t *testing.T) {
 			}
 		}
 	}
-	if len(files.Plots) != 9 {
-		t.Errorf("%d plots, want 9: %+v", len(files.Plots), files.Plots)
+	if len(files.Plots) != 19 {
+		t.Errorf("%d plots, want 19: %+v", len(files.Plots), files.Plots)
 	}
 	if len(files.CSV) != 3 || files.CSV[0].Task != "perplexity" {
 		t.Errorf("CSV files %+v", files.CSV)

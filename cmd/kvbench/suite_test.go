@@ -81,7 +81,8 @@ func TestSmokeSuiteAndReport(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"results.jsonl", "report.md", "index.html", "perplexity.csv", "passkey.csv", "needle.csv",
-		"ppl_vs_tokens.png", "ppl_vs_tokens.svg", "passkey_accuracy.png", "latency_vs_context.png", "memory_vs_context.png", "recall_vs_budget.png"} {
+		"ppl_vs_tokens.png", "ppl_vs_tokens.svg", "passkey_accuracy.png", "latency_vs_context_passkey.png", "memory_vs_context_passkey.png", "recall_vs_budget.png",
+		"passkey_vs_budget.png", "perplexity_vs_budget.png", "needle_pareto_memory.png"} {
 		st, err := os.Stat(filepath.Join(dir, name))
 		if err != nil {
 			t.Errorf("report file missing: %v", err)
