@@ -273,7 +273,7 @@ func joinParams(p map[string]any, sep string) string {
 func (t *Table) Header() []string {
 	h := []string{"model", "policy", "policy params", "task params"}
 	h = append(h, t.Metrics...)
-	h = append(h, "budget", "KV max (MiB)", "read/step (MiB)", "recall", "attn p50 (µs)", "attn p90 (µs)", "tokens/s")
+	h = append(h, "budget", "KV max", "KV read/step", "recall", "attn p50", "attn p90", "tokens/s")
 	if t.Failures > 0 {
 		h = append(h, "error")
 	}
@@ -308,7 +308,8 @@ func csvNum(v float64) string {
 
 // markdownRow formats a row for the Markdown table.
 func (t *Table) markdownRow(r *Row) []string {
-	out := []string{mdEscape(r.Model), mdEscape(r.Policy), mdEscape(r.PolicyParams), mdEscape(r.TaskParams)}
+	// File paths shortened (the CSV keeps them whole).
+	out := []string{mdEscape(r.Model), mdEscape(r.Policy), mdEscape(htmlShortParams(r.PolicyParams)), mdEscape(htmlShortParams(r.TaskParams))}
 	failed := r.Status != "ok"
 	na := r.NotApplicable != ""
 	for _, v := range r.Metrics {
@@ -318,7 +319,7 @@ func (t *Table) markdownRow(r *Row) []string {
 		case na:
 			out = append(out, "n/a ("+mdEscape(r.NotApplicable)+")")
 		default:
-			out = append(out, mdNum(v, "%.4g"))
+			out = append(out, HumanNumber(v))
 		}
 	}
 	budget := "—"
@@ -329,12 +330,12 @@ func (t *Table) markdownRow(r *Row) []string {
 		out = append(out, budget, "—", "—", "—", "—", "—", "—")
 	} else {
 		out = append(out, budget,
-			mdNum(r.KVMaxMiB, "%.2f"),
-			mdNum(r.BytesRead/(1<<20), "%.3f"),
-			mdNum(r.Recall, "%.3f"),
-			mdNum(r.AttnP50, "%.1f"),
-			mdNum(r.AttnP90, "%.1f"),
-			mdNum(r.TokensPerS, "%.1f"))
+			HumanBytes(r.KVMaxMiB*(1<<20)),
+			HumanBytes(r.BytesRead),
+			HumanNumber(r.Recall),
+			HumanMicros(r.AttnP50),
+			HumanMicros(r.AttnP90),
+			HumanNumber(r.TokensPerS))
 	}
 	if t.Failures > 0 {
 		e := ""

@@ -81,15 +81,17 @@ func TestWriteMarkdown(t *testing.T) {
 	assert.Contains(t, md, "### perplexity (v1)")
 	// Header as given (no auto-format to upper case).
 	assert.Contains(t, md, "policy params")
-	assert.Contains(t, md, "attn p50 (µs)")
+	assert.Contains(t, md, "attn p50")
 	assert.NotContains(t, md, "POLICY")
-	// Values.
-	assert.Contains(t, md, "12.35") // ppl
-	assert.Contains(t, md, "3.00")  // KV MiB
-	assert.Contains(t, md, "0.500") // read/step MiB
-	assert.Contains(t, md, "123.5") // p50
-	assert.Contains(t, md, "0.875") // recall
-	assert.Contains(t, md, "456.8") // tokens/s
+	assert.NotContains(t, md, "kv_bytes_read_per_step")
+	// Values, with 3 significant digits and units.
+	assert.Contains(t, md, "12.3")     // ppl
+	assert.Contains(t, md, "3 MiB")    // KV max
+	assert.Contains(t, md, "512 KiB")  // read/step
+	assert.Contains(t, md, "123 µs")   // p50
+	assert.Contains(t, md, "0.875")    // recall
+	assert.Contains(t, md, " 457 |")   // tokens/s
+	assert.NotContains(t, md, "123.5") // no more digits than 3
 	// The failed cell shows its error on one line with the pipe escaped.
 	assert.Contains(t, md, `FAILED: cuda: out of memory \| retry later`)
 	// Two tables, each with one separator row, every row closed by a pipe.
