@@ -422,12 +422,13 @@ func chartScoreOfTask(task string, records []Record) (float64, string, bool, boo
 // Cost per task
 
 // costSeries is a task's latency (mean p50, µs) or memory (max resident,
-// bytes) against context length.
+// bytes) against context length. Cells whose policy did not apply are left
+// out: their costs are full attention's.
 func costSeries(task string, records []Record, memory bool) []plotSeries {
 	a := plotNewAgg()
 	for i := range records {
 		r := &records[i]
-		if r.Task != task || !r.OK() {
+		if r.Task != task || !r.OK() || NotApplicable(r) != "" {
 			continue
 		}
 		n, ok := plotContext(r)

@@ -322,7 +322,7 @@ func plotRecallSeries(records []Record) []plotSeries {
 	a := plotNewAgg()
 	for i := range records {
 		r := &records[i]
-		if !r.OK() || r.Budget <= 0 || r.KV.Recall < 0 || math.IsNaN(r.KV.Recall) {
+		if !r.OK() || r.Budget <= 0 || r.KV.Recall < 0 || math.IsNaN(r.KV.Recall) || NotApplicable(r) != "" {
 			continue
 		}
 		p := r.Policy

@@ -208,7 +208,8 @@ func Report(dir string, records []Record) (*ReportFiles, error) {
 		{plotSectionCost, "cost", "Latency and memory",
 			"One chart per task. Attention-kernel latency is the median (p50) per layer and decoding step, averaged over the cells of a context length; " +
 				"KV memory is the largest resident cache of any such cell. The context length is the task's length (tokens for perplexity). " +
-				"Full attention is the black dashed line with rings, drawn on top: a policy with the same values shows through its gaps."},
+				"Full attention is the black dashed line with rings, drawn on top: a policy with the same values shows through its gaps; " +
+				"markers of lines with the same points are set side by side. Cells whose policy did not apply (snapkv and pyramidkv without a prompt) are left out."},
 		{plotSectionRecall, "recall", "Attention recall",
 			"Mean sampled attention recall (the share of full attention mass the policy's cache keeps) against the policy's nominal budget."},
 	} {
