@@ -60,7 +60,18 @@ func TestReportInChromium(t *testing.T) {
 	if _, err := os.Stat(rptChromium); err != nil {
 		t.Skipf("no %s (apt-get install -y chromium): %v", rptChromium, err)
 	}
-	files, _ := rptFixtureReport(t)
+	// The fixture, its model synthetic and its text a long path.
+	recs := rptFixtureRecords()
+	for i := range recs {
+		recs[i].ModelPath = "synthetic:tiny"
+		if recs[i].Task == "perplexity" {
+			recs[i].TaskParams["text"] = "/nowhere/deep/down/data/river.txt"
+		}
+	}
+	files, err := Report(t.TempDir(), recs)
+	if err != nil {
+		t.Fatal(err)
+	}
 	page, err := os.ReadFile(files.HTML)
 	if err != nil {
 		t.Fatal(err)
@@ -102,6 +113,37 @@ func TestReportInChromium(t *testing.T) {
 	}
 	if !bytes.Contains(dom, []byte(html.EscapeString("cuda: out of memory | allocating <kv> & retrying"))) {
 		t.Errorf("failure reason not in the DOM")
+	}
+	// The summary: a ranking table per task with a score.
+	if n := bytes.Count(dom, []byte(`<table class="summary"`)); n != 3 {
+		t.Errorf("%d ranking tables in the DOM, want 3", n)
+	}
+	// The charts that compare, each an image that loaded (counted above).
+	for _, name := range []string{"perplexity_vs_budget", "passkey_vs_budget", "needle_vs_budget",
+		"passkey_pareto_memory", "latency_vs_context_passkey", "memory_vs_context_needle"} {
+		if !bytes.Contains(dom, []byte(`<figure id="plot-`+name+`">`)) {
+			t.Errorf("no figure %s in the DOM", name)
+		}
+	}
+	// Above everything: the random-weights note and the failures, linked.
+	top := bytes.Index(dom, []byte(`<section id="run">`))
+	note := bytes.Index(dom, []byte(html.EscapeString(SyntheticNote)))
+	fails := bytes.Index(dom, []byte(`<a href="#failed-task-needle">needle: 1</a>`))
+	if note < 0 || note > top || fails < 0 || fails > top {
+		t.Errorf("note at %d, failures at %d, the run at %d: want both above the run", note, fails, top)
+	}
+	if !bytes.Contains(dom, []byte(`<h3 id="failed-task-needle">`)) {
+		t.Errorf("the failures' link has no target")
+	}
+	// People's column names and numbers; the path shortened, whole on hover.
+	for _, want := range []string{">KV read per step</th>", ">attention p50</th>", " MiB</td>", " µs</td>",
+		"text=…/data/river.txt", `title="text=/nowhere/deep/down/data/river.txt`} {
+		if !bytes.Contains(dom, []byte(want)) && !bytes.Contains(dom, []byte(html.EscapeString(want))) {
+			t.Errorf("DOM lacks %q", want)
+		}
+	}
+	if bytes.Contains(dom, []byte(">kv_bytes_read_per_step<")) {
+		t.Errorf("a raw column name in the DOM")
 	}
 
 	shot := filepath.Join(tmp, "shot.png")
