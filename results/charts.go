@@ -373,6 +373,7 @@ func chartParetoJob(task string, records []Record, styler plotStyler, unique fun
 			front = append(front, plotter.XY{X: p.Bytes, Y: p.Score})
 		}
 	}
+	sort.Slice(series, func(i, j int) bool { return series[i].Label < series[j].Label })
 	title := fmt.Sprintf("%s: %s vs KV memory held (Pareto front dotted)", task, metric)
 	ch := plotLineChart{
 		Title: title, XLabel: "KV memory held (max resident, mean over cells)", YLabel: metric,
