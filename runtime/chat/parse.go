@@ -373,37 +373,27 @@ func (p *parser) expr() (expr, error) {
 	return e, nil
 }
 
-func (p *parser) orExpr() (expr, error) {
-	l, err := p.andExpr()
+// leftAssoc parses next (op next)* with op a token of kind among ops,
+// associating to the left: one precedence level of binary operators.
+func (p *parser) leftAssoc(next func() (expr, error), kind tokKind, ops ...string) (expr, error) {
+	l, err := next()
 	for err == nil {
 		t := p.peek()
-		if t.kind != tName || t.s != "or" {
+		if t.kind != kind || !slices.Contains(ops, t.s) {
 			return l, nil
 		}
 		p.j++
 		var r expr
-		if r, err = p.andExpr(); err == nil {
-			l = binExpr{op: "or", l: l, r: r, at: t.at}
+		if r, err = next(); err == nil {
+			l = binExpr{op: t.s, l: l, r: r, at: t.at}
 		}
 	}
 	return nil, err
 }
 
-func (p *parser) andExpr() (expr, error) {
-	l, err := p.notExpr()
-	for err == nil {
-		t := p.peek()
-		if t.kind != tName || t.s != "and" {
-			return l, nil
-		}
-		p.j++
-		var r expr
-		if r, err = p.notExpr(); err == nil {
-			l = binExpr{op: "and", l: l, r: r, at: t.at}
-		}
-	}
-	return nil, err
-}
+func (p *parser) orExpr() (expr, error) { return p.leftAssoc(p.andExpr, tName, "or") }
+
+func (p *parser) andExpr() (expr, error) { return p.leftAssoc(p.notExpr, tName, "and") }
 
 func (p *parser) notExpr() (expr, error) {
 	if t := p.peek(); t.kind == tName && t.s == "not" {
@@ -446,69 +436,13 @@ func (p *parser) compare() (expr, error) {
 	}
 }
 
-func (p *parser) concat() (expr, error) {
-	l, err := p.sum()
-	for err == nil {
-		t := p.peek()
-		if t.kind != tOp || t.s != "~" {
-			return l, nil
-		}
-		p.j++
-		var r expr
-		if r, err = p.sum(); err == nil {
-			l = binExpr{op: "~", l: l, r: r, at: t.at}
-		}
-	}
-	return nil, err
-}
+func (p *parser) concat() (expr, error) { return p.leftAssoc(p.sum, tOp, "~") }
 
-func (p *parser) sum() (expr, error) {
-	l, err := p.product()
-	for err == nil {
-		t := p.peek()
-		if t.kind != tOp || (t.s != "+" && t.s != "-") {
-			return l, nil
-		}
-		p.j++
-		var r expr
-		if r, err = p.product(); err == nil {
-			l = binExpr{op: t.s, l: l, r: r, at: t.at}
-		}
-	}
-	return nil, err
-}
+func (p *parser) sum() (expr, error) { return p.leftAssoc(p.product, tOp, "+", "-") }
 
-func (p *parser) product() (expr, error) {
-	l, err := p.power()
-	for err == nil {
-		t := p.peek()
-		if t.kind != tOp || !slices.Contains([]string{"*", "/", "//", "%"}, t.s) {
-			return l, nil
-		}
-		p.j++
-		var r expr
-		if r, err = p.power(); err == nil {
-			l = binExpr{op: t.s, l: l, r: r, at: t.at}
-		}
-	}
-	return nil, err
-}
+func (p *parser) product() (expr, error) { return p.leftAssoc(p.power, tOp, "*", "/", "//", "%") }
 
-func (p *parser) power() (expr, error) {
-	l, err := p.unary()
-	for err == nil {
-		t := p.peek()
-		if t.kind != tOp || t.s != "**" {
-			return l, nil
-		}
-		p.j++
-		var r expr
-		if r, err = p.unary(); err == nil {
-			l = binExpr{op: "**", l: l, r: r, at: t.at}
-		}
-	}
-	return nil, err
-}
+func (p *parser) power() (expr, error) { return p.leftAssoc(p.unary, tOp, "**") }
 
 // unary parses -x, +x, then a primary with its postfixes, filters and tests.
 func (p *parser) unary() (expr, error) {
