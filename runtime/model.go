@@ -223,6 +223,24 @@ type scoreSink struct {
 	host    []float32 // logits read back where the backend is no LogProber
 }
 
+// take scores rows rows of logits [rows, vocab] against the next targets:
+// on the device where the backend is a LogProber, else on the host.
+func (sc *scoreSink) take(be Backend, logits Buffer, rows, vocab int) {
+	dst, tg := sc.out[sc.done:sc.done+rows], sc.targets[sc.done:sc.done+rows]
+	if lp, ok := be.(LogProber); ok {
+		lp.LogProbs(dst, logits, rows, vocab, tg)
+	} else {
+		if len(sc.host) < rows*vocab {
+			sc.host = make([]float32, rows*vocab)
+		}
+		be.Read(sc.host[:rows*vocab], logits, 0)
+		for i := range rows {
+			dst[i] = LogProb(sc.host[i*vocab:(i+1)*vocab], tg[i])
+		}
+	}
+	sc.done += rows
+}
+
 func (r *Runner) forward(tokens []int, logits []float32, all bool) error {
 	c := r.Model.Config
 	if len(tokens) == 0 {
@@ -349,34 +367,20 @@ func (r *Runner) step(tokens []int, out []float32, all bool) {
 	r.pos += rows
 	defer r.deliverTimes(rows)
 
-	if (r.score != nil || all) && s.logits == nil {
-		s.logits = be.Alloc(s.maxRows * c.Vocab)
-	}
-	if sc := r.score; sc != nil {
+	if r.score != nil || (all && out != nil) {
+		if s.logits == nil {
+			s.logits = be.Alloc(s.maxRows * c.Vocab)
+		}
 		be.RMSNorm(s.xb, s.x, w.norm, rows, c.Dim, c.NormEps)
 		be.MatMul(s.logits, s.xb, w.output, rows, c.Dim, c.Vocab)
-		dst, tg := sc.out[sc.done:sc.done+rows], sc.targets[sc.done:sc.done+rows]
-		if lp, ok := be.(LogProber); ok {
-			lp.LogProbs(dst, s.logits, rows, c.Vocab, tg)
+		if r.score != nil {
+			r.score.take(be, s.logits, rows, c.Vocab)
 		} else {
-			if len(sc.host) < rows*c.Vocab {
-				sc.host = make([]float32, rows*c.Vocab)
-			}
-			be.Read(sc.host[:rows*c.Vocab], s.logits, 0)
-			for i := range rows {
-				dst[i] = LogProb(sc.host[i*c.Vocab:(i+1)*c.Vocab], tg[i])
-			}
+			be.Read(out[:rows*c.Vocab], s.logits, 0)
 		}
-		sc.done += rows
 		return
 	}
 	if out == nil {
-		return
-	}
-	if all {
-		be.RMSNorm(s.xb, s.x, w.norm, rows, c.Dim, c.NormEps)
-		be.MatMul(s.logits, s.xb, w.output, rows, c.Dim, c.Vocab)
-		be.Read(out[:rows*c.Vocab], s.logits, 0)
 		return
 	}
 	be.CopyRows(s.last, s.x, 0, rows-1, 1, c.Dim)
