@@ -115,6 +115,8 @@ type KVSeq struct {
 	// skip the positions of a call whose queries all lie at MaxPos or past.
 	Bounded bool
 	MaxPos  int32
+	// Ascending says Pos[:N] ascends (KVCache keeps it; false: unknown).
+	Ascending bool
 }
 
 // ScaledRoPE is an optional Backend capability: RoPE with inverse

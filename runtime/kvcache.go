@@ -194,6 +194,7 @@ func (c *KVCache) Evict(l, h int, drop []int32) {
 			ps := c.pageSize
 			c.be.MoveKV(s.K[d/ps], s.V[d/ps], d%ps, s.K[last/ps], s.V[last/ps], last%ps, c.headDim)
 			s.Pos[d] = s.Pos[last]
+			s.Ascending = false // the last token moved into the hole
 			if c.shifts {
 				s.Shift[d] = s.Shift[last]
 			}
@@ -254,8 +255,8 @@ func (c *KVCache) appendSeq(s *KVSeq, h int, k, v Buffer, rows int, pos []int, r
 		p0, p1 := s.N/c.pageSize, (s.N+rows-1)/c.pageSize+1
 		ka.AppendKV(s.K[p0:p1], s.V[p0:p1], s.N, c.pageSize, k, v, rows, h, c.headDim, kvDim)
 		for r := range rows {
+			s.track(int32(pos[r]))
 			s.Pos = append(s.Pos, int32(pos[r]))
-			s.bound(int32(pos[r]))
 		}
 		s.N += rows
 		return
@@ -268,15 +269,17 @@ func (c *KVCache) appendSeq(s *KVSeq, h int, k, v Buffer, rows int, pos []int, r
 			s.V = append(s.V, p.v)
 		}
 		c.be.StoreKV(s.K[s.N/c.pageSize], s.V[s.N/c.pageSize], slot, k, v, r, h, c.headDim, kvDim)
+		s.track(int32(pos[r]))
 		s.Pos = append(s.Pos, int32(pos[r]))
-		s.bound(int32(pos[r]))
 		s.N++
 	}
 }
 
-// bound raises the sequence's position bound to cover p (eviction only
-// lowers the true maximum, so the bound stays valid).
-func (s *KVSeq) bound(p int32) {
+// track keeps the order and bound flags as position p is appended: the
+// positions ascend while each new one exceeds the last, and MaxPos covers
+// them (eviction only lowers the true maximum, so the bound stays valid).
+func (s *KVSeq) track(p int32) {
+	s.Ascending = len(s.Pos) == 0 || (s.Ascending && p > s.Pos[len(s.Pos)-1])
 	if !s.Bounded || p > s.MaxPos {
 		s.Bounded, s.MaxPos = true, p
 	}
@@ -301,7 +304,7 @@ func (c *KVCache) Reset() {
 				c.free = append(c.free, kvPage{k: s.K[i], v: s.V[i]})
 			}
 			s.K, s.V, s.Pos, s.Shift, s.N = s.K[:0], s.V[:0], s.Pos[:0], s.Shift[:0], 0
-			s.Bounded, s.MaxPos = false, 0
+			s.Bounded, s.MaxPos, s.Ascending = false, 0, false
 		}
 	}
 	if c.ref != nil {

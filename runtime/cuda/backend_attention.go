@@ -243,8 +243,8 @@ func (b *Backend) flashOK(a *runtime.AttnArgs) bool {
 func (b *Backend) attendFlash(a *runtime.AttnArgs, rowOff int32) {
 	sorted := int32(1)
 	for g := range a.Seqs {
-		if b.hInts[g*sdWords+4] < 0 {
-			continue // no positions uploaded: every token visible
+		if b.hInts[g*sdWords+4] < 0 || a.Seqs[g].Ascending {
+			continue // no positions uploaded (every token visible), or known to ascend
 		}
 		p := a.Seqs[g].Pos[:a.Seqs[g].N]
 		for i := 1; i < len(p); i++ {
