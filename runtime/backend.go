@@ -117,6 +117,14 @@ type KVSeq struct {
 	MaxPos  int32
 	// Ascending says Pos[:N] ascends (KVCache keeps it; false: unknown).
 	Ascending bool
+	// ID and Gen let a backend keep its own copy of the page lists (a GPU's
+	// device-resident page table) and send only the pages appended since
+	// it last looked. ID, when not 0, names this sequence uniquely in the
+	// process; Gen changes whenever K or V change other than by appending
+	// pages (pages removed or replaced). While ID and Gen stay the same, the
+	// lists only grow: K[i] and V[i] stay the pages they were. KVCache
+	// keeps both; a sequence built elsewhere has ID 0 and is read whole.
+	ID, Gen uint64
 }
 
 // ScaledRoPE is an optional Backend capability: RoPE with inverse

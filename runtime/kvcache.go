@@ -3,6 +3,7 @@ package runtime
 import (
 	"fmt"
 	"slices"
+	"sync/atomic"
 )
 
 // DefaultPageSize is the number of token slots of a KV page.
@@ -29,6 +30,12 @@ type KVCache struct {
 }
 
 type kvPage struct{ k, v Buffer }
+
+// kvSeqIDs hands out KVSeq.ID: unique in the process, never 0.
+var kvSeqIDs atomic.Uint64
+
+// newSeq is an empty sequence of pages of pageSize slots with a fresh ID.
+func newSeq(pageSize int) KVSeq { return KVSeq{PageSize: pageSize, ID: kvSeqIDs.Add(1)} }
 
 // NewKVCache returns an empty cache of float32 pages for model shape c on
 // backend be.
@@ -61,7 +68,7 @@ func NewKVCacheOf(be Backend, c Config, pageSize int, t DType) (*KVCache, error)
 	for l := range kc.seqs {
 		kc.seqs[l] = make([]KVSeq, c.KVHeads)
 		for h := range kc.seqs[l] {
-			kc.seqs[l][h].PageSize = pageSize
+			kc.seqs[l][h] = newSeq(pageSize)
 		}
 	}
 	return kc, nil
@@ -160,7 +167,7 @@ func (c *KVCache) RecordAll() {
 	for l := range c.ref {
 		c.ref[l] = make([]KVSeq, c.kvHeads)
 		for h := range c.ref[l] {
-			c.ref[l][h].PageSize = c.pageSize
+			c.ref[l][h] = newSeq(c.pageSize)
 		}
 	}
 }
@@ -206,6 +213,9 @@ func (c *KVCache) Evict(l, h int, drop []int32) {
 		s.Shift = s.Shift[:s.N]
 	}
 	keep := (s.N + c.pageSize - 1) / c.pageSize
+	if keep < len(s.K) {
+		s.Gen++ // pages leave the lists: the next ones appended differ
+	}
 	for i := keep; i < len(s.K); i++ {
 		c.free = append(c.free, kvPage{k: s.K[i], v: s.V[i]})
 		s.K[i], s.V[i] = nil, nil
@@ -303,6 +313,9 @@ func (c *KVCache) Reset() {
 			for i := range s.K {
 				c.free = append(c.free, kvPage{k: s.K[i], v: s.V[i]})
 			}
+			if len(s.K) > 0 {
+				s.Gen++
+			}
 			s.K, s.V, s.Pos, s.Shift, s.N = s.K[:0], s.V[:0], s.Pos[:0], s.Shift[:0], 0
 			s.Bounded, s.MaxPos, s.Ascending = false, 0, false
 		}
@@ -310,7 +323,10 @@ func (c *KVCache) Reset() {
 	if c.ref != nil {
 		for l := range c.ref {
 			for h := range c.ref[l] {
-				c.ref[l][h] = KVSeq{PageSize: c.pageSize}
+				// The pages were not freed (the reference's own): a
+				// fresh sequence, with its ID and a new generation.
+				s := &c.ref[l][h]
+				*s = KVSeq{PageSize: c.pageSize, ID: s.ID, Gen: s.Gen + 1}
 			}
 		}
 		c.refPages = 0
