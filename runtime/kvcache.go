@@ -132,13 +132,35 @@ func (c *KVCache) newPage() kvPage {
 	return c.allocPage()
 }
 
+// allocPage makes a page: through AllocKV where the backend is a
+// KVAllocator (float32 pages too, so that it counts them as KV memory).
 func (c *KVCache) allocPage() kvPage {
 	n := c.pageSize * c.headDim
-	if c.dtype != F32 {
-		ka := c.be.(KVAllocator)
+	if ka, ok := c.be.(KVAllocator); ok {
 		return kvPage{k: ka.AllocKV(n, c.dtype), v: ka.AllocKV(n, c.dtype)}
 	}
 	return kvPage{k: c.be.Alloc(n), v: c.be.Alloc(n)}
+}
+
+// freePage gives a page back where the backend is a BufferFreer.
+func (c *KVCache) freePage(k, v Buffer) {
+	if f, ok := c.be.(BufferFreer); ok {
+		f.Free(k)
+		f.Free(v)
+	}
+}
+
+// Free gives every page back to the backend (where it is a BufferFreer):
+// the tokens held, the free list and the recall reference. The cache is
+// empty after, as after Reset, and allocates anew if used again.
+func (c *KVCache) Free() {
+	c.Reset() // the tokens' pages join the free list; the reference's are freed
+	for _, p := range c.free {
+		c.freePage(p.k, p.v)
+	}
+	clear(c.free)
+	c.free = c.free[:0]
+	c.total = 0
 }
 
 // TrackShifts makes every sequence carry a Shift per token (initially 0),
@@ -323,9 +345,12 @@ func (c *KVCache) Reset() {
 	if c.ref != nil {
 		for l := range c.ref {
 			for h := range c.ref[l] {
-				// The pages were not freed (the reference's own): a
+				// The reference's own pages go back to the backend: a
 				// fresh sequence, with its ID and a new generation.
 				s := &c.ref[l][h]
+				for i := range s.K {
+					c.freePage(s.K[i], s.V[i])
+				}
 				*s = KVSeq{PageSize: c.pageSize, ID: s.ID, Gen: s.Gen + 1}
 			}
 		}

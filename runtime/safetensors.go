@@ -39,8 +39,14 @@ type stEntry struct {
 
 // ReadSafetensors reads every tensor of the safetensors file at path, keeping
 // each in its stored type (BF16 and F16 as bit patterns in U16, F32 in F32).
-// The data is read straight into the tensors' slices: loading does not hold
-// a second copy of the file. Errors name the file.
+// The file is mapped into memory (read-only) and each tensor's slice points
+// into the mapping: nothing is copied, the kernel pages the data in as it is
+// touched, and a backend that copies the weights to a device lets the pages
+// go again (ReleaseHost). The tensors are read-only. Where the file cannot
+// be mapped (another system, a file system without mmap, a big-endian
+// machine), or a tensor's data is not aligned to its element size, the data
+// is read into the tensors' slices instead; loading never holds a second
+// copy of the file. Errors name the file.
 func ReadSafetensors(path string) (map[string]*Tensor, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -54,7 +60,58 @@ func ReadSafetensors(path string) (map[string]*Tensor, error) {
 	if st.IsDir() {
 		return nil, fmt.Errorf("safetensors %s: is a directory", path)
 	}
+	if readNative && useMmap && st.Size() >= 8 {
+		if mp, err := mapFile(f, st.Size()); err == nil {
+			return mappedSafetensors(path, mp)
+		}
+	}
 	return readSafetensors(path, f, st.Size())
+}
+
+// useMmap, when false, makes ReadSafetensors read files instead of mapping
+// them (tests cover both paths).
+var useMmap = true
+
+// mappedSafetensors decodes the safetensors file mapped by mp; name is used
+// in errors. The tensors point into the mapping where their data is aligned.
+func mappedSafetensors(name string, mp *mapping) (map[string]*Tensor, error) {
+	entries, dataStart, err := safetensorsLayout(name, bytes.NewReader(mp.data), int64(len(mp.data)))
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]*Tensor, len(entries))
+	for _, e := range entries {
+		t := &Tensor{Name: e.name, DType: e.dtype, Shape: e.shape}
+		count := int((e.end - e.begin) / int64(e.dtype.Size()))
+		off := dataStart + e.begin
+		if e.dtype == F32 {
+			t.F32 = mappedSlice[float32](mp, off, count, t)
+		} else {
+			t.U16 = mappedSlice[uint16](mp, off, count, t)
+		}
+		out[e.name] = t
+	}
+	return out, nil
+}
+
+// mappedSlice returns the count elements at byte off of the mapping: a
+// slice of the mapping itself when off is aligned to the element size (t
+// then holds the mapping), else a copy on the heap. The host is little-endian
+// (mapping is only used then), as the file is.
+func mappedSlice[T float32 | uint16](mp *mapping, off int64, count int, t *Tensor) []T {
+	if count == 0 {
+		return make([]T, 0)
+	}
+	var z T
+	size := int64(unsafe.Sizeof(z))
+	src := mp.data[off : off+int64(count)*size]
+	if off%size == 0 {
+		t.mem = mp
+		return unsafe.Slice((*T)(unsafe.Pointer(unsafe.SliceData(src))), count)
+	}
+	dst := make([]T, count)
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(dst))), len(src)), src)
+	return dst
 }
 
 // parseSafetensors decodes a whole safetensors file held in data; name is
@@ -66,28 +123,9 @@ func parseSafetensors(name string, data []byte) (map[string]*Tensor, error) {
 // readSafetensors decodes the safetensors file of the given size that r
 // reads.
 func readSafetensors(name string, r io.ReaderAt, size int64) (map[string]*Tensor, error) {
-	if size < 8 {
-		return nil, fmt.Errorf("safetensors %s: file has %d bytes, too short for the 8-byte header length", name, size)
-	}
-	var lenBuf [8]byte
-	if err := readAtFull(r, lenBuf[:], 0); err != nil {
-		return nil, fmt.Errorf("safetensors %s: reading header length: %w", name, err)
-	}
-	n := binary.LittleEndian.Uint64(lenBuf[:])
-	if n > uint64(size-8) {
-		return nil, fmt.Errorf("safetensors %s: header length %d exceeds the %d bytes after it (file has %d bytes)", name, n, size-8, size)
-	}
-	if n > maxSafetensorsHeader {
-		return nil, fmt.Errorf("safetensors %s: header length %d is implausibly large (limit %d)", name, n, maxSafetensorsHeader)
-	}
-	header := make([]byte, n)
-	if err := readAtFull(r, header, 8); err != nil {
-		return nil, fmt.Errorf("safetensors %s: reading header: %w", name, err)
-	}
-	dataStart := 8 + int64(n)
-	entries, err := parseSafetensorsHeader(header, size-dataStart)
+	entries, dataStart, err := safetensorsLayout(name, r, size)
 	if err != nil {
-		return nil, fmt.Errorf("safetensors %s: %w", name, err)
+		return nil, err
 	}
 	out := make(map[string]*Tensor, len(entries))
 	for _, e := range entries {
@@ -107,6 +145,36 @@ func readSafetensors(name string, r io.ReaderAt, size int64) (map[string]*Tensor
 		out[e.name] = t
 	}
 	return out, nil
+}
+
+// safetensorsLayout reads and checks the header of the safetensors file of
+// the given size that r reads: its tensors, ordered by offset, and the
+// offset of the data buffer in the file.
+func safetensorsLayout(name string, r io.ReaderAt, size int64) ([]stEntry, int64, error) {
+	if size < 8 {
+		return nil, 0, fmt.Errorf("safetensors %s: file has %d bytes, too short for the 8-byte header length", name, size)
+	}
+	var lenBuf [8]byte
+	if err := readAtFull(r, lenBuf[:], 0); err != nil {
+		return nil, 0, fmt.Errorf("safetensors %s: reading header length: %w", name, err)
+	}
+	n := binary.LittleEndian.Uint64(lenBuf[:])
+	if n > uint64(size-8) {
+		return nil, 0, fmt.Errorf("safetensors %s: header length %d exceeds the %d bytes after it (file has %d bytes)", name, n, size-8, size)
+	}
+	if n > maxSafetensorsHeader {
+		return nil, 0, fmt.Errorf("safetensors %s: header length %d is implausibly large (limit %d)", name, n, maxSafetensorsHeader)
+	}
+	header := make([]byte, n)
+	if err := readAtFull(r, header, 8); err != nil {
+		return nil, 0, fmt.Errorf("safetensors %s: reading header: %w", name, err)
+	}
+	dataStart := 8 + int64(n)
+	entries, err := parseSafetensorsHeader(header, size-dataStart)
+	if err != nil {
+		return nil, 0, fmt.Errorf("safetensors %s: %w", name, err)
+	}
+	return entries, dataStart, nil
 }
 
 // stHeaderEntry is the JSON form of one tensor in a header; pointers tell an

@@ -45,6 +45,10 @@ type Tensor struct {
 	Shape []int
 	F32   []float32
 	U16   []uint16
+	// mem is what F32 or U16 point into when it is not the Go heap (a
+	// mapped file, see ReadSafetensors): held so that it lives as long as
+	// the tensor does.
+	mem any
 }
 
 // Len is the number of elements, the product of Shape.

@@ -133,7 +133,7 @@ func rowSlice(t *Tensor, part string, from, to int) (*Tensor, error) {
 		return nil, fmt.Errorf("tensor %s of shape %v has no rows [%d, %d)", t.Name, t.Shape, from, to)
 	}
 	cols := t.Shape[1]
-	s := &Tensor{Name: t.Name + "[" + part + "]", DType: t.DType, Shape: []int{to - from, cols}}
+	s := &Tensor{Name: t.Name + "[" + part + "]", DType: t.DType, Shape: []int{to - from, cols}, mem: t.mem}
 	have := len(t.F32)
 	if t.DType != F32 {
 		have = len(t.U16)

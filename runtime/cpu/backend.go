@@ -25,6 +25,7 @@ func (b *weight) Len() int { return b.t.Len() }
 // Backend is the CPU backend. Its methods are not safe for concurrent use:
 // one Backend drives one forward pass at a time, using every core inside.
 type Backend struct {
+	mem  memCounter
 	pool *pool
 	mm   matmulJob
 	att  attnJob
@@ -69,11 +70,12 @@ func (b *Backend) Upload(t *runtime.Tensor) (runtime.Buffer, error) {
 	default:
 		return nil, fmt.Errorf("tensor %s: unsupported type %v", t.Name, t.DType)
 	}
+	b.mem.upload(t)
 	return &weight{t}, nil
 }
 
 // Alloc returns a zeroed float32 buffer.
-func (b *Backend) Alloc(n int) runtime.Buffer { return &f32{make([]float32, n)} }
+func (b *Backend) Alloc(n int) runtime.Buffer { return b.mem.alloc(runtime.MemScratch, n) }
 
 // Write copies src into dst at element off.
 func (b *Backend) Write(dst runtime.Buffer, off int, src []float32) { copy(vec(dst)[off:], src) }
