@@ -26,7 +26,25 @@ type state struct {
 	logits  Buffer // [rows, vocab], made at the first pass that needs every row's logits
 	logit1  Buffer // [1, vocab] the last row's logits
 	pos     []int  // [rows] position of each row
-	attn    AttnArgs
+}
+
+// newState allocates the scratch of a forward pass over up to n rows.
+func newState(be Backend, c Config, n int) state {
+	return state{
+		maxRows: n,
+		x:       be.Alloc(n * c.Dim),
+		xb:      be.Alloc(n * c.Dim),
+		xb2:     be.Alloc(n * c.Dim),
+		q:       be.Alloc(n * c.QDim()),
+		k:       be.Alloc(n * c.KVDim()),
+		v:       be.Alloc(n * c.KVDim()),
+		att:     be.Alloc(n * c.QDim()),
+		hb:      be.Alloc(n * c.Hidden),
+		hb2:     be.Alloc(n * c.Hidden),
+		last:    be.Alloc(c.Dim),
+		logit1:  be.Alloc(c.Vocab),
+		pos:     make([]int, n),
+	}
 }
 
 // deviceWeights are the model's weights uploaded to the backend.
@@ -54,7 +72,8 @@ type Hook interface {
 // Err() error: Forward returns its error after the step.
 
 // Runner runs a model on a backend, one stream of tokens at a time, with its
-// own KV cache. It is not safe for concurrent use.
+// own KV cache. It is not safe for concurrent use. Several runners that
+// share a backend can also step together as a Batch.
 type Runner struct {
 	Model   *Model
 	Backend Backend
@@ -66,12 +85,17 @@ type Runner struct {
 	// two timestamps on one that is a DeviceTimer (a GPU), delivered once
 	// the step's work is done.
 	OnAttend func(layer, rows int, d time.Duration)
-	w        deviceWeights
-	s        state
-	pos      int        // position of the next token
-	marks    []int      // device timestamps around each layer's attention
-	score    *scoreSink // set during LogProbs
-	id       uint64     // unique among runners: the owner in ReplayKeys
+	w        *deviceWeights
+	s        state         // scratch of the runner's own passes, made at the first
+	opts     RunnerOptions // as given, for Sibling
+	maxRows  int           // tokens per pass of the runner's own (prefill chunk)
+	attn     AttnArgs      // the attention call of the layer in progress
+	pass     pass          // the runner's own pass in progress
+	seg      [1]segment    // its one segment
+	pos      int           // position of the next token
+	marks    []int         // device timestamps around each layer's attention
+	score    *scoreSink    // set during LogProbs
+	id       uint64        // unique among runners: the owner in ReplayKeys
 
 	probe func(l int) // set by a NaN diagnosis (finite.go): runs before layer l
 
@@ -90,6 +114,10 @@ type RunnerOptions struct {
 	MaxRows  int   // tokens per forward pass (prefill chunk); default 1
 	PageSize int   // KV page slots; default DefaultPageSize
 	KVType   DType // KV page element type; default F32 (others need a KVAllocator backend)
+	// Weights, when set, are the model's weights already uploaded to the
+	// backend (UploadWeights), shared with every other runner that uses
+	// them; nil uploads them for this runner.
+	Weights *DeviceWeights
 }
 
 // NewRunner uploads the model's weights to be and prepares scratch memory for
@@ -99,8 +127,38 @@ func NewRunner(m *Model, be Backend, maxRows int) (*Runner, error) {
 	return NewRunnerWith(m, be, RunnerOptions{MaxRows: maxRows})
 }
 
-// NewRunnerWith is NewRunner with every option.
+// NewRunnerWith is NewRunner with every option: with o.Weights, the runner
+// uses those uploaded weights (no upload of its own).
 func NewRunnerWith(m *Model, be Backend, o RunnerOptions) (*Runner, error) {
+	if dw := o.Weights; dw != nil {
+		if err := dw.usableBy(m, be); err != nil {
+			return nil, err
+		}
+		return newRunner(m, be, dw.w, o)
+	}
+	dw, err := UploadWeights(m, be)
+	if err != nil {
+		return nil, err
+	}
+	r, err := newRunner(m, be, dw.w, o)
+	if err != nil {
+		dw.Free()
+	}
+	return r, err
+}
+
+// Sibling returns a new runner of r's model on r's backend, with r's options
+// and an empty KV cache of its own, that uses r's uploaded weights (no
+// second copy): a stream to step beside r in a Batch. It has no Hook or
+// OnAttend.
+func (r *Runner) Sibling() (*Runner, error) {
+	return newRunner(r.Model, r.Backend, r.w, r.opts)
+}
+
+// newRunner makes a runner over weights w already uploaded to be. Its
+// scratch memory is made at its first own pass (a runner that only steps in
+// a Batch never needs it).
+func newRunner(m *Model, be Backend, w *deviceWeights, o RunnerOptions) (*Runner, error) {
 	maxRows := o.MaxRows
 	if maxRows <= 0 {
 		maxRows = 1
@@ -110,17 +168,7 @@ func NewRunnerWith(m *Model, be Backend, o RunnerOptions) (*Runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	up := func(t *Tensor) (Buffer, error) {
-		if t == nil {
-			return nil, nil
-		}
-		b, err := be.Upload(t)
-		if err != nil {
-			return nil, fmt.Errorf("upload %s: %w", t.Name, err)
-		}
-		return b, nil
-	}
-	r := &Runner{Model: m, Backend: be, Cache: cache, id: runnerIDs.Add(1), firstRope: -1}
+	r := &Runner{Model: m, Backend: be, Cache: cache, w: w, opts: o, maxRows: maxRows, id: runnerIDs.Add(1), firstRope: -1}
 	if c.RopeScaling.Type != "" {
 		sr, ok := be.(ScaledRoPE)
 		if !ok {
@@ -128,50 +176,15 @@ func NewRunnerWith(m *Model, be Backend, o RunnerOptions) (*Runner, error) {
 		}
 		r.scaled, r.invFreq = sr, c.RopeInvFreq(0)
 	}
-	w := &r.w
-	if w.embed, err = up(m.Weights.Embed); err != nil {
-		return nil, err
-	}
-	if w.norm, err = up(m.Weights.Norm); err != nil {
-		return nil, err
-	}
-	if m.Weights.Output == m.Weights.Embed {
-		w.output = w.embed
-	} else if w.output, err = up(m.Weights.Output); err != nil {
-		return nil, err
-	}
-	w.layers = make([]deviceLayer, c.Layers)
-	for i := range w.layers {
-		src, dst := &m.Weights.Layers[i], &w.layers[i]
-		for _, p := range []struct {
-			dst *Buffer
-			src *Tensor
-		}{{&dst.attnNorm, src.AttnNorm}, {&dst.wq, src.Wq}, {&dst.wk, src.Wk}, {&dst.wv, src.Wv},
-			{&dst.wo, src.Wo}, {&dst.bq, src.Bq}, {&dst.bk, src.Bk}, {&dst.bv, src.Bv},
-			{&dst.qNorm, src.QNorm}, {&dst.kNorm, src.KNorm},
-			{&dst.mlpNorm, src.MLPNorm}, {&dst.gate, src.Gate}, {&dst.up, src.Up}, {&dst.down, src.Down}} {
-			if *p.dst, err = up(p.src); err != nil {
-				return nil, err
-			}
-		}
-	}
-	n := maxRows
-	r.s = state{
-		maxRows: n,
-		x:       be.Alloc(n * c.Dim),
-		xb:      be.Alloc(n * c.Dim),
-		xb2:     be.Alloc(n * c.Dim),
-		q:       be.Alloc(n * c.QDim()),
-		k:       be.Alloc(n * c.KVDim()),
-		v:       be.Alloc(n * c.KVDim()),
-		att:     be.Alloc(n * c.QDim()),
-		hb:      be.Alloc(n * c.Hidden),
-		hb2:     be.Alloc(n * c.Hidden),
-		last:    be.Alloc(c.Dim),
-		logit1:  be.Alloc(c.Vocab),
-		pos:     make([]int, n),
-	}
 	return r, nil
+}
+
+// scratch returns the runner's own scratch, made at the first call.
+func (r *Runner) scratch() *state {
+	if r.s.maxRows == 0 {
+		r.s = newState(r.Backend, r.Model.Config, r.maxRows)
+	}
+	return &r.s
 }
 
 // Pos is the position the next token will take.
@@ -261,12 +274,10 @@ func (r *Runner) forward(tokens []int, logits []float32, all bool) error {
 			return fmt.Errorf("forward: token %d at index %d is outside the vocabulary [0, %d)", t, i, c.Vocab)
 		}
 	}
-	for start := 0; start < len(tokens); start += r.s.maxRows {
-		chunk := tokens[start:min(start+r.s.maxRows, len(tokens))]
-		if w := c.SlidingWindow; w > 0 && r.pos+len(chunk)-1 >= w {
-			if wa, ok := r.Backend.(WindowAttender); !ok || !wa.AttendsWindow() {
-				return fmt.Errorf("forward: position %d reaches the model's sliding window (config.json field sliding_window = %d), which the %s backend's attention does not apply", r.pos+len(chunk)-1, w, r.Backend.Name())
-			}
+	for start := 0; start < len(tokens); start += r.maxRows {
+		chunk := tokens[start:min(start+r.maxRows, len(tokens))]
+		if err := r.checkWindow(len(chunk)); err != nil {
+			return err
 		}
 		var out []float32
 		switch {
@@ -277,104 +288,228 @@ func (r *Runner) forward(tokens []int, logits []float32, all bool) error {
 			out = logits[:c.Vocab]
 		}
 		r.step(chunk, out, all)
-		if err := r.err; err != nil {
-			r.err = nil
-			return err
-		}
-		if e, ok := r.Hook.(interface{ Err() error }); ok {
-			if err := e.Err(); err != nil {
-				return err
-			}
-		}
-		if err := r.checkFinite(chunk, out, all); err != nil {
+		if err := r.stepDone(chunk, out, all); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// checkWindow refuses a pass of rows tokens that reaches the model's sliding
+// window on a backend whose attention does not apply it.
+func (r *Runner) checkWindow(rows int) error {
+	if w := r.Model.Config.SlidingWindow; w > 0 && r.pos+rows-1 >= w {
+		if wa, ok := r.Backend.(WindowAttender); !ok || !wa.AttendsWindow() {
+			return fmt.Errorf("forward: position %d reaches the model's sliding window (config.json field sliding_window = %d), which the %s backend's attention does not apply", r.pos+rows-1, w, r.Backend.Name())
+		}
+	}
+	return nil
+}
+
+// stepDone returns what went wrong in the step that just fed tokens: a
+// step's error, the policy's, or non-finite outputs (diagnosed).
+func (r *Runner) stepDone(tokens []int, out []float32, all bool) error {
+	if err := r.err; err != nil {
+		r.err = nil
+		return err
+	}
+	if e, ok := r.Hook.(interface{ Err() error }); ok {
+		if err := e.Err(); err != nil {
+			return err
+		}
+	}
+	return r.checkFinite(tokens, out, all)
+}
+
+// segment is one stream's part of a forward pass: the runner whose cache,
+// policy and position it uses, and the rows it feeds.
+type segment struct {
+	r      *Runner
+	tokens []int     // the stream's tokens, rows [row, row+len(tokens)) of the pass
+	row    int       // first row of the segment in the pass's buffers
+	out    []float32 // where its logits go (see pass.head), or nil
+	// The segment's rows of the pass's queries, keys, values and attention
+	// output: the pass's buffers themselves for a pass of one segment,
+	// views into them (Viewer) otherwise.
+	q, k, v, att Buffer
+	pos          []int // [rows] the rows' positions
+}
+
+// pass is one forward pass over the rows of one stream (a Runner's prefill
+// chunk or decode step) or of several (a Batch's decode step): the matrix
+// products run once over every row; RoPE, the KV cache, the policy's hooks
+// and attention run per stream, each on its own cache.
+type pass struct {
+	c      Config
+	be     Backend
+	w      *deviceWeights
+	s      *state
+	segs   []segment
+	tokens []int      // [rows] every segment's tokens in row order
+	all    bool       // a single segment's out takes the logits of every row
+	score  *scoreSink // the rows' log-probabilities go here instead of out
+	owner  uint64     // ReplayKey owner of a one-row pass's replayed parts
+}
+
 // step runs the layer loop over rows tokens (rows <= maxRows) and writes the
 // logits of every row (all) or of the last row into out, when out is not nil.
 func (r *Runner) step(tokens []int, out []float32, all bool) {
-	c, be, w, s := r.Model.Config, r.Backend, &r.w, &r.s
+	s := r.scratch()
 	rows := len(tokens)
-	for i := range rows {
-		s.pos[i] = r.pos + i
+	r.seg[0] = segment{r: r, tokens: tokens, out: out, q: s.q, k: s.k, v: s.v, att: s.att, pos: s.pos[:rows]}
+	r.pass = pass{c: r.Model.Config, be: r.Backend, w: r.w, s: s, segs: r.seg[:], tokens: tokens, all: all, score: r.score, owner: r.id}
+	r.pass.run()
+}
+
+// run is the layer loop.
+func (p *pass) run() {
+	c, be, w, s := p.c, p.be, p.w, p.s
+	rows := len(p.tokens)
+	for i := range p.segs {
+		g := &p.segs[i]
+		for j := range g.tokens {
+			g.pos[j] = g.r.pos + j
+		}
+		g.r.stepFreqs(g.r.pos + len(g.tokens))
 	}
 	pos := s.pos[:rows]
-	r.stepFreqs(r.pos + rows)
 	// Yarn and longrope scale cos and sin by a factor: scores by its square.
 	af := c.RopeScaling.Attention()
 	scale := float32(af * af / math.Sqrt(float64(c.HeadDim)))
 
-	be.Embed(s.x, w.embed, tokens, c.Dim)
+	be.Embed(s.x, w.embed, p.tokens, c.Dim)
 	// A decode step's fixed sequences of operations (same buffers, one row)
 	// are replayed as a unit where the backend can (a CUDA graph).
 	rep, _ := be.(Replayer)
-	if rows != 1 {
+	if rows != 1 || p.owner == 0 {
 		rep = nil
 	}
 	for l := range w.layers {
-		if r.probe != nil {
-			r.probe(l)
+		for i := range p.segs {
+			if probe := p.segs[i].r.probe; probe != nil {
+				probe(l)
+			}
 		}
 		// Attention block: x += Wo · attention(RoPE(Wq·xb), cache ∪ RoPE(Wk·xb), Wv·xb).
 		if rep != nil {
-			rep.Replay(ReplayKey{r.id, l, 0}, func() { r.projectQKV(l, 1) })
+			rep.Replay(ReplayKey{p.owner, l, 0}, func() { p.projectQKV(l, 1) })
 		} else {
-			r.projectQKV(l, rows)
+			p.projectQKV(l, rows)
 		}
-		if r.scaled != nil {
-			r.scaled.RoPEFreqs(s.q, rows, c.Heads, c.HeadDim, pos, r.invFreq, c.Rope)
-			r.scaled.RoPEFreqs(s.k, rows, c.KVHeads, c.HeadDim, pos, r.invFreq, c.Rope)
+		if p.segs[0].r.scaled != nil {
+			// Scaled RoPE: each stream's frequencies follow its own length.
+			for i := range p.segs {
+				g := &p.segs[i]
+				n := len(g.tokens)
+				g.r.scaled.RoPEFreqs(g.q, n, c.Heads, c.HeadDim, g.pos, g.r.invFreq, c.Rope)
+				g.r.scaled.RoPEFreqs(g.k, n, c.KVHeads, c.HeadDim, g.pos, g.r.invFreq, c.Rope)
+			}
 		} else {
 			be.RoPE(s.q, rows, c.Heads, c.HeadDim, pos, c.RopeTheta, c.Rope)
 			be.RoPE(s.k, rows, c.KVHeads, c.HeadDim, pos, c.RopeTheta, c.Rope)
 		}
-		r.Cache.Append(l, s.k, s.v, rows, pos)
-		s.attn = AttnArgs{Out: s.att, Q: s.q, Rows: rows, QPos: pos, Heads: c.Heads, KVHeads: c.KVHeads,
-			HeadDim: c.HeadDim, Scale: scale, Seqs: r.Cache.Seqs(l), Window: c.SlidingWindow,
-			Rope: c.Rope, Theta: c.RopeTheta}
-		if r.scaled != nil {
-			s.attn.InvFreq = r.invFreq
+		// Each stream's new keys and values go to its cache and its policy
+		// acts; then every stream attends; then every policy sees the result.
+		for i := range p.segs {
+			p.segs[i].beforeAttend(l, c, scale)
 		}
-		if r.Hook != nil {
-			r.Hook.BeforeAttend(l, &s.attn)
-			if s.attn.QShift != nil && r.scaled != nil && r.firstRope != r.freqStage && r.err == nil {
-				r.err = fmt.Errorf("forward: RoPE scaling %s changes its frequencies with the sequence length (%d tokens now, %d trained), so the keys cached before cannot be re-positioned exactly (the policy shifts positions within the cache); use a policy that keeps positions", c.RopeScaling, r.pos+rows, c.RopeScaling.OriginalMaxSeq)
+		for i := range p.segs {
+			p.segs[i].attend(l)
+		}
+		for i := range p.segs {
+			if r := p.segs[i].r; r.Hook != nil {
+				r.Hook.AfterAttend(l, &r.attn)
 			}
 		}
-		if dt, ok := be.(DeviceTimer); ok && r.OnAttend != nil {
-			a := dt.Mark()
-			be.Attend(&s.attn)
-			r.marks = append(r.marks, a, dt.Mark())
-		} else if r.OnAttend != nil {
-			t0 := time.Now()
-			be.Attend(&s.attn)
-			r.OnAttend(l, rows, time.Since(t0))
-		} else {
-			be.Attend(&s.attn)
-		}
-		if r.Hook != nil {
-			r.Hook.AfterAttend(l, &s.attn)
-		}
 		if rep != nil {
-			rep.Replay(ReplayKey{r.id, l, 1}, func() { r.outputAndMLP(l, 1) })
+			rep.Replay(ReplayKey{p.owner, l, 1}, func() { p.outputAndMLP(l, 1) })
 		} else {
-			r.outputAndMLP(l, rows)
+			p.outputAndMLP(l, rows)
 		}
 	}
-	r.pos += rows
-	defer r.deliverTimes(rows)
+	for i := range p.segs {
+		g := &p.segs[i]
+		g.r.pos += len(g.tokens)
+	}
+	defer p.deliverTimes()
+	p.head()
+}
 
-	if r.score != nil || (all && out != nil) {
+// beforeAttend stores the segment's keys and values of layer l in its
+// stream's cache, builds the stream's attention call and lets its policy act.
+func (g *segment) beforeAttend(l int, c Config, scale float32) {
+	r, rows := g.r, len(g.tokens)
+	r.Cache.Append(l, g.k, g.v, rows, g.pos)
+	r.attn = AttnArgs{Out: g.att, Q: g.q, Rows: rows, QPos: g.pos, Heads: c.Heads, KVHeads: c.KVHeads,
+		HeadDim: c.HeadDim, Scale: scale, Seqs: r.Cache.Seqs(l), Window: c.SlidingWindow,
+		Rope: c.Rope, Theta: c.RopeTheta}
+	if r.scaled != nil {
+		r.attn.InvFreq = r.invFreq
+	}
+	if r.Hook != nil {
+		r.Hook.BeforeAttend(l, &r.attn)
+		if r.attn.QShift != nil && r.scaled != nil && r.firstRope != r.freqStage && r.err == nil {
+			r.err = fmt.Errorf("forward: RoPE scaling %s changes its frequencies with the sequence length (%d tokens now, %d trained), so the keys cached before cannot be re-positioned exactly (the policy shifts positions within the cache); use a policy that keeps positions", c.RopeScaling, r.pos+rows, c.RopeScaling.OriginalMaxSeq)
+		}
+	}
+}
+
+// attend runs the segment's attention of layer l, timed when its runner
+// asks.
+func (g *segment) attend(l int) {
+	r, be := g.r, g.r.Backend
+	if dt, ok := be.(DeviceTimer); ok && r.OnAttend != nil {
+		a := dt.Mark()
+		be.Attend(&r.attn)
+		r.marks = append(r.marks, a, dt.Mark())
+	} else if r.OnAttend != nil {
+		t0 := time.Now()
+		be.Attend(&r.attn)
+		r.OnAttend(l, len(g.tokens), time.Since(t0))
+	} else {
+		be.Attend(&r.attn)
+	}
+}
+
+// head is the output head: the logits of every row (a single segment with
+// all set), of every segment's last row, or their log-probabilities (score).
+func (p *pass) head() {
+	c, be, w, s := p.c, p.be, p.w, p.s
+	rows := len(p.tokens)
+	if len(p.segs) > 1 {
+		// A batch: one row per stream, each the last of its stream.
+		need := p.score != nil
+		for i := range p.segs {
+			need = need || p.segs[i].out != nil
+		}
+		if !need {
+			return
+		}
 		if s.logits == nil {
 			s.logits = be.Alloc(s.maxRows * c.Vocab)
 		}
 		be.RMSNorm(s.xb, s.x, w.norm, rows, c.Dim, c.NormEps)
 		be.MatMul(s.logits, s.xb, w.output, rows, c.Dim, c.Vocab)
-		if r.score != nil {
-			r.score.take(be, s.logits, rows, c.Vocab)
+		if p.score != nil {
+			p.score.take(be, s.logits, rows, c.Vocab)
+			return
+		}
+		for i := range p.segs {
+			if g := &p.segs[i]; g.out != nil {
+				be.Read(g.out[:c.Vocab], s.logits, g.row*c.Vocab)
+			}
+		}
+		return
+	}
+	out := p.segs[0].out
+	if p.score != nil || (p.all && out != nil) {
+		if s.logits == nil {
+			s.logits = be.Alloc(s.maxRows * c.Vocab)
+		}
+		be.RMSNorm(s.xb, s.x, w.norm, rows, c.Dim, c.NormEps)
+		be.MatMul(s.logits, s.xb, w.output, rows, c.Dim, c.Vocab)
+		if p.score != nil {
+			p.score.take(be, s.logits, rows, c.Vocab)
 		} else {
 			be.Read(out[:rows*c.Vocab], s.logits, 0)
 		}
@@ -391,8 +526,8 @@ func (r *Runner) step(tokens []int, out []float32, all bool) {
 
 // projectQKV computes the queries, keys and values of layer l from the
 // residual stream: q, k, v = W·RMSNorm(x) (+ bias).
-func (r *Runner) projectQKV(l, rows int) {
-	c, be, s, lw := r.Model.Config, r.Backend, &r.s, &r.w.layers[l]
+func (p *pass) projectQKV(l, rows int) {
+	c, be, s, lw := p.c, p.be, p.s, &p.w.layers[l]
 	be.RMSNorm(s.xb, s.x, lw.attnNorm, rows, c.Dim, c.NormEps)
 	be.MatMul(s.q, s.xb, lw.wq, rows, c.Dim, c.QDim())
 	be.MatMul(s.k, s.xb, lw.wk, rows, c.Dim, c.KVDim())
@@ -430,8 +565,8 @@ func (r *Runner) stepFreqs(seqLen int) {
 // outputAndMLP adds the attention output projection and the MLP block of
 // layer l to the residual stream:
 // x += Wo·att; x += Wdown · (silu(Wgate·xb) ⊙ Wup·xb) with xb = RMSNorm(x).
-func (r *Runner) outputAndMLP(l, rows int) {
-	c, be, s, lw := r.Model.Config, r.Backend, &r.s, &r.w.layers[l]
+func (p *pass) outputAndMLP(l, rows int) {
+	c, be, s, lw := p.c, p.be, p.s, &p.w.layers[l]
 	be.MatMul(s.xb2, s.att, lw.wo, rows, c.QDim(), c.Dim)
 	be.Add(s.x, s.xb2, rows*c.Dim)
 	be.RMSNorm(s.xb, s.x, lw.mlpNorm, rows, c.Dim, c.NormEps)
@@ -442,16 +577,24 @@ func (r *Runner) outputAndMLP(l, rows int) {
 	be.Add(s.x, s.xb2, rows*c.Dim)
 }
 
-// deliverTimes hands the device times of this step's attention calls to
-// OnAttend (waiting for the device when the step read nothing back).
-func (r *Runner) deliverTimes(rows int) {
-	if len(r.marks) == 0 {
-		return
+// deliverTimes hands the device times of this pass's attention calls to
+// each stream's OnAttend (waiting for the device when the pass read nothing
+// back), then forgets the marks.
+func (p *pass) deliverTimes() {
+	var dt DeviceTimer
+	for i := range p.segs {
+		g := &p.segs[i]
+		r := g.r
+		if len(r.marks) == 0 {
+			continue
+		}
+		dt = r.Backend.(DeviceTimer)
+		for j := 0; j+1 < len(r.marks); j += 2 {
+			r.OnAttend(j/2, len(g.tokens), dt.Elapsed(r.marks[j], r.marks[j+1]))
+		}
+		r.marks = r.marks[:0]
 	}
-	dt := r.Backend.(DeviceTimer)
-	for i := 0; i+1 < len(r.marks); i += 2 {
-		r.OnAttend(i/2, rows, dt.Elapsed(r.marks[i], r.marks[i+1]))
+	if dt != nil {
+		dt.ClearMarks()
 	}
-	r.marks = r.marks[:0]
-	dt.ClearMarks()
 }
