@@ -312,8 +312,17 @@ __device__ __forceinline__ float be_ld(const void* row, int c, int kvt) {
     return kvt == KV_BF16 ? be_bf16(((const u16*)row)[c]) : ((const float*)row)[c];
 }
 
+// be_win_lo is the highest key position a model's sliding window of
+// window tokens hides from a query at qpos (keys at positions <= it are
+// masked), or the lowest int when there is no window (window <= 0).
+__device__ __forceinline__ int be_win_lo(int qpos, int window) {
+    return window > 0 ? qpos - window : (int)0x80000000;
+}
+
 // be_attend: grid (heads, rows), block 128 (hd <= 512).
 // ints: [kvHeads*SD_WORDS] descriptors, then the arrays the offsets name.
+// window: the model's sliding window (0: none): keys at positions <=
+// qpos - window are masked like those past qpos.
 // rowInfo at ints[rowOff + 2r] = qpos, qshift; headInfo at ints[headOff + 2h]
 // = selOff, selCount (-1: all). invf [hd/2] (float bits) at ints[invOff].
 // scores [rows*heads*stride]: on return the probabilities (e/sum) of the
@@ -322,7 +331,8 @@ __device__ __forceinline__ float be_ld(const void* row, int c, int kvt) {
 extern "C" __global__ void be_attend(float* out, const float* q, const u64* ptrs, const int* ints,
                                      int heads, int kvHeads, int hd, float scale,
                                      int rowOff, int headOff, int invOff, int shifted, int interleaved,
-                                     float* scores, int stride, float* full, int fstride, float* recall, int doRecall, int kvt) {
+                                     float* scores, int stride, float* full, int fstride, float* recall, int doRecall, int kvt,
+                                     int window) {
     __shared__ float qs[512];
     __shared__ float red[32];
     __shared__ double redd[32];
@@ -331,6 +341,7 @@ extern "C" __global__ void be_attend(float* out, const float* q, const u64* ptrs
     int N = sd[SD_N], ps = sd[SD_PS];
     const int* pos = sd[SD_POS] >= 0 ? ints + sd[SD_POS] : 0;  // none: every token is visible
     int qpos = ints[rowOff + 2 * r], qshift = ints[rowOff + 2 * r + 1];
+    const int qlo = be_win_lo(qpos, window);
     int selOff = ints[headOff + 2 * h], count = ints[headOff + 2 * h + 1];
     const int* sel = count >= 0 ? ints + selOff : 0;
     if (count < 0) count = N;
@@ -348,7 +359,7 @@ extern "C" __global__ void be_attend(float* out, const float* q, const u64* ptrs
     float m = NEG_INF;
     for (int i = warp; i < count; i += nw) {
         int t = sel ? sel[i] : i;
-        if (pos && pos[t] > qpos) {
+        if (pos && (pos[t] > qpos || pos[t] <= qlo)) {
             if (lane == 0) sc[i] = NEG_INF;
             continue;
         }
@@ -415,7 +426,7 @@ extern "C" __global__ void be_attend(float* out, const float* q, const u64* ptrs
     float* fl = full + item * fstride;
     float fm = NEG_INF;
     for (int t = warp; t < RN; t += nw) {
-        if (rpos[t] > qpos) {
+        if (rpos[t] > qpos || rpos[t] <= qlo) {
             if (lane == 0) fl[t] = NEG_INF;
             continue;
         }
@@ -445,19 +456,21 @@ extern "C" __global__ void be_attend(float* out, const float* q, const u64* ptrs
     for (int i = threadIdx.x; i < count; i += blockDim.x) {
         int t = sel ? sel[i] : i;
         int p = pos[t];
-        if (p < RN && p <= qpos) part += (double)fl[p];
+        if (p < RN && p <= qpos && p > qlo) part += (double)fl[p];
     }
     part = be_block_sum_d(part, redd);
     if (threadIdx.x == 0) recall[item] = (float)(part / total);
 }
 
-// be_qk: scores of one query against every token of a sequence; grid
+// be_qk: scores of one query against every token of a sequence, -inf where
+// the causal mask or the sliding window (window > 0) hides the token; grid
 // (ceil(N/4)), block 128 (a warp per token).
-extern "C" __global__ void be_qk(float* out, const float* q, const u64* kp, const int* pos, int N, int ps, int hd, int qpos, float scale, int kvt) {
+extern "C" __global__ void be_qk(float* out, const float* q, const u64* kp, const int* pos, int N, int ps, int hd, int qpos, float scale, int kvt,
+                                 int window) {
     int lane = threadIdx.x & 31;
     int t = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (t >= N) return;
-    if (pos[t] > qpos) {
+    if (pos[t] > qpos || pos[t] <= be_win_lo(qpos, window)) {
         if (lane == 0) out[t] = NEG_INF;
         return;
     }
@@ -606,7 +619,8 @@ __device__ float be_rot_dot(const float* q, const void* k, int kvt, int d, const
 template <int RT>
 __device__ void be_split(float* out, const float* q, const u64* ptrs, const int* ints, int heads, int kvHeads,
                          int hd, float scale, int rowOff, int headOff, int kvt, int rows, int chunk, int chunks,
-                         float* part, float* ml, float* raw, int stride, int invOff, int shifted, int interleaved) {
+                         float* part, float* ml, float* raw, int stride, int invOff, int shifted, int interleaved,
+                         int window) {
     extern __shared__ float sm[];
     __shared__ float red[32];
     float* qs = sm;                 // [RT*hd]
@@ -621,10 +635,11 @@ __device__ void be_split(float* out, const float* q, const u64* ptrs, const int*
     if (count < 0) count = N;
     int i0 = c * chunk, n = max(0, min(count - i0, chunk));
     int nr = min(RT, rows - r0);
-    int qpos[RT], qsh[RT];
+    int qpos[RT], qlo[RT], qsh[RT];
 #pragma unroll
     for (int j = 0; j < RT; j++) {
         qpos[j] = j < nr ? ints[rowOff + 2 * (r0 + j)] : -1;
+        qlo[j] = be_win_lo(qpos[j], window);
         qsh[j] = j < nr ? ints[rowOff + 2 * (r0 + j) + 1] : 0;
     }
     const int* shift = (shifted && sd[SD_SHIFT] >= 0) ? ints + sd[SD_SHIFT] : 0;
@@ -671,7 +686,7 @@ __device__ void be_split(float* out, const float* q, const u64* ptrs, const int*
         }
 #pragma unroll
         for (int j = 0; j < RT; j++) {
-            float v = p > qpos[j] ? NEG_INF : s[j] * scale;
+            float v = pos && (p > qpos[j] || p <= qlo[j]) ? NEG_INF : s[j] * scale;
             sc[j * chunk + i] = v;
             m[j] = fmaxf(m[j], v);
             if (raw && j < nr) raw[((long long)(r0 + j) * heads + h) * stride + i0 + i] = v;
@@ -747,17 +762,17 @@ __device__ void be_split(float* out, const float* q, const u64* ptrs, const int*
 extern "C" __global__ void be_attn_split1(float* out, const float* q, const u64* ptrs, const int* ints, int heads,
                                           int kvHeads, int hd, float scale, int rowOff, int headOff, int kvt, int rows,
                                           int chunk, int chunks, float* part, float* ml, float* raw, int stride,
-                                          int invOff, int shifted, int interleaved) {
+                                          int invOff, int shifted, int interleaved, int window) {
     be_split<1>(out, q, ptrs, ints, heads, kvHeads, hd, scale, rowOff, headOff, kvt, rows, chunk, chunks, part, ml, raw, stride,
-                invOff, shifted, interleaved);
+                invOff, shifted, interleaved, window);
 }
 
 extern "C" __global__ void be_attn_split8(float* out, const float* q, const u64* ptrs, const int* ints, int heads,
                                           int kvHeads, int hd, float scale, int rowOff, int headOff, int kvt, int rows,
                                           int chunk, int chunks, float* part, float* ml, float* raw, int stride,
-                                          int invOff, int shifted, int interleaved) {
+                                          int invOff, int shifted, int interleaved, int window) {
     be_split<8>(out, q, ptrs, ints, heads, kvHeads, hd, scale, rowOff, headOff, kvt, rows, chunk, chunks, part, ml, raw, stride,
-                invOff, shifted, interleaved);
+                invOff, shifted, interleaved, window);
 }
 
 // be_attn_merge combines the chunk partials of each query: grid (rows*heads),

@@ -3,7 +3,8 @@
 // bf16 pages), queries float32 rounded to bf16, scores and the output
 // accumulated in float32. The runtime's Attend (runtime/cuda) takes this
 // path for prompt chunks of 16 rows or more without a policy option
-// (selection, re-positioning, accumulation, recall).
+// (selection, re-positioning, accumulation, recall); it applies a model's
+// sliding window.
 //
 // Block (row tile z, query head h): BM = 16*NW*MT query rows, each warp
 // 16*MT of them (MT m-tiles: every K or V fragment read from shared memory
@@ -28,7 +29,11 @@
 // 1 << psShift tokens (a power of two: shifts, not divisions, per load). When sorted
 // is set the KV head's positions ascend, so a tile of rows never needs keys
 // past the last position <= its largest query position (a binary search);
-// the mask itself is always by position.
+// the mask itself is always by position. A model's sliding window (window >
+// 0) also masks keys at positions <= the row's position - window; with
+// ascending positions the tiles before the first key the tile's smallest
+// query position still sees are not read, and a warp skips a tile whose
+// keys its rows' windows all hide.
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
 __device__ __forceinline__ void fl_mma(float (&d)[4], const u32 (&a)[4], u32 b0, u32 b1) {
@@ -82,7 +87,7 @@ template <int D, int NW, int MT, int BN>
 __device__ __forceinline__ void flash_prefill(float* __restrict__ out, const float* __restrict__ q,
                                               const u64* __restrict__ ptrs, const int* __restrict__ ints, int heads,
                                               int kvHeads, float scaleLog2, int rowOff, int rows, int kvt, int sorted,
-                                              int psShift, float* __restrict__ lse) {
+                                              int psShift, float* __restrict__ lse, int window) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     constexpr int BM = 16 * NW * MT, NT = 32 * NW, RS = D + 8;  // RS: padded shared row, bf16
     constexpr int KS = D / 16;                                   // k-steps of S = Q K^T
@@ -94,7 +99,7 @@ __device__ __forceinline__ void flash_prefill(float* __restrict__ out, const flo
     bf16* Ks = Qs + BM * RS;               // [2][BN][RS]
     bf16* Vs = Ks + 2 * BN * RS;           // [2][BN][RS]
     int* kp = (int*)(Vs + 2 * BN * RS);    // [2][BN] key positions
-    __shared__ int qmaxs;
+    __shared__ int qmaxs, qmins;
 
     const int tid = threadIdx.x, w = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
     const int mi = lane >> 3, rr = lane & 7;  // ldmatrix: this lane's matrix and row
@@ -105,11 +110,17 @@ __device__ __forceinline__ void flash_prefill(float* __restrict__ out, const flo
     const int* pos = sd[SD_POS] >= 0 ? ints + sd[SD_POS] : 0;  // none: every token is visible
     const int r0 = z * BM;
 
-    // Largest query position of the tile, and the keys it may need.
+    // Largest and smallest query positions of the tile, and the keys they
+    // may need.
     if (tid == 0) {
-        int m = -1;
-        for (int i = 0; i < BM && r0 + i < rows; ++i) m = max(m, ints[rowOff + 2 * (r0 + i)]);
+        int m = -1, mn = 0x7fffffff;
+        for (int i = 0; i < BM && r0 + i < rows; ++i) {
+            const int p = ints[rowOff + 2 * (r0 + i)];
+            m = max(m, p);
+            mn = min(mn, p);
+        }
         qmaxs = m;
+        qmins = mn;
     }
     // The queries, rounded to bf16 (zeros past the last row).
     for (int i = tid; i < BM * CH; i += NT) {
@@ -123,8 +134,8 @@ __device__ __forceinline__ void flash_prefill(float* __restrict__ out, const flo
         *(uint4*)(Qs + r * RS + c) = v;
     }
     __syncthreads();
-    const int qmax = qmaxs;
-    int kend = N;
+    const int qmax = qmaxs, qmin = qmins;
+    int kend = N, kstart = 0;
     if (sorted && pos) {  // first index whose position exceeds qmax
         int lo = 0, hi = N;
         while (lo < hi) {
@@ -132,18 +143,29 @@ __device__ __forceinline__ void flash_prefill(float* __restrict__ out, const flo
             if (pos[mid] <= qmax) lo = mid + 1; else hi = mid;
         }
         kend = lo;
+        if (window > 0) {  // first index the window of the smallest row still sees
+            const int wlo = be_win_lo(qmin, window);
+            lo = 0, hi = kend;
+            while (lo < hi) {
+                int mid = (lo + hi) >> 1;
+                if (pos[mid] <= wlo) lo = mid + 1; else hi = mid;
+            }
+            kstart = lo;
+        }
     }
-    const int ntiles = (kend + BN - 1) / BN;
+    const int it0 = kstart / BN, ntiles = (kend + BN - 1) / BN;
 
     // This warp's rows: m-tile t holds rows wr + 16t + gid and + 8.
     const int wr = r0 + w * 16 * MT;
-    int qa[MT], qb[MT];
+    int qa[MT], qb[MT], wla[MT], wlb[MT];  // row positions and window bounds
     int wmin = 0x7fffffff, wmax = -1;
 #pragma unroll
     for (int t = 0; t < MT; ++t) {
         const int ra = wr + 16 * t + gid, rb = ra + 8;
         qa[t] = ra < rows ? ints[rowOff + 2 * ra] : -1;
         qb[t] = rb < rows ? ints[rowOff + 2 * rb] : -1;
+        wla[t] = be_win_lo(qa[t], window);
+        wlb[t] = be_win_lo(qb[t], window);
         wmin = min(wmin, min(qa[t], qb[t]));
         wmax = max(wmax, max(qa[t], qb[t]));
     }
@@ -198,8 +220,8 @@ __device__ __forceinline__ void flash_prefill(float* __restrict__ out, const flo
         la[t] = lb[t] = 0.f;
     }
 
-    if (ntiles > 0) stage(0);
-    for (int it = 0; it < ntiles; ++it) {
+    if (it0 < ntiles) stage(it0);
+    for (int it = it0; it < ntiles; ++it) {
         if (it + 1 < ntiles) {
             stage(it + 1);
             fl_wait<1>();
@@ -211,10 +233,11 @@ __device__ __forceinline__ void flash_prefill(float* __restrict__ out, const flo
         const bf16* ks = Ks + b * BN * RS;
         const bf16* vs = Vs + b * BN * RS;
         const int* kps = kp + b * BN;
-        // With ascending positions: a tile wholly past the warp's rows is
-        // skipped, one wholly before them needs no mask.
-        const bool skip = sorted && kps[0] > wmax;
-        const bool full = sorted && kps[BN - 1] <= wmin;
+        // With ascending positions: a tile wholly past the warp's rows, or
+        // wholly before every row's window, is skipped; one wholly before
+        // the rows and inside every row's window needs no mask.
+        const bool skip = sorted && (kps[0] > wmax || kps[BN - 1] <= be_win_lo(wmin, window));
+        const bool full = sorted && kps[BN - 1] <= wmin && kps[0] > be_win_lo(wmax, window);
         if (!skip) {
             float s[MT][NJ][4];
 #pragma unroll
@@ -250,8 +273,8 @@ __device__ __forceinline__ void flash_prefill(float* __restrict__ out, const flo
                     for (int e = 0; e < 2; ++e) {
                         if (!full) {
                             const int kpos = kps[j * 8 + 2 * tig + e];
-                            if (kpos > qa[t]) s[t][j][e] = NEG_INF;
-                            if (kpos > qb[t]) s[t][j][2 + e] = NEG_INF;
+                            if (kpos > qa[t] || kpos <= wla[t]) s[t][j][e] = NEG_INF;
+                            if (kpos > qb[t] || kpos <= wlb[t]) s[t][j][2 + e] = NEG_INF;
                         }
                         mxa = fmaxf(mxa, s[t][j][e]);
                         mxb = fmaxf(mxb, s[t][j][2 + e]);
@@ -346,9 +369,9 @@ __device__ __forceinline__ void flash_prefill(float* __restrict__ out, const flo
 #define FLASH_KERNEL(D, NW, MT, BN)                                                                            \
     extern "C" __global__ void __launch_bounds__(32 * NW) flash_prefill_d##D##_w##NW##_m##MT##_n##BN(          \
         float* out, const float* q, const u64* ptrs, const int* ints, int heads, int kvHeads, float scaleLog2, \
-        int rowOff, int rows, int kvt, int sorted, int psShift, float* lse) {                                  \
+        int rowOff, int rows, int kvt, int sorted, int psShift, float* lse, int window) {                      \
         flash_prefill<D, NW, MT, BN>(out, q, ptrs, ints, heads, kvHeads, scaleLog2, rowOff, rows, kvt, sorted, \
-                                     psShift, lse);                                                            \
+                                     psShift, lse, window);                                                    \
     }
 
 // The variants KVBENCH_FLASH chooses among (wNW mMT nBN).

@@ -96,9 +96,9 @@ func (b *Backend) Attend(a *runtime.AttnArgs) {
 		b.hInts = attnInvFreq(b.hInts, a)
 	}
 	stride, fstride := 1, 1
-	minQ := a.QPos[0]
+	minQ, maxQ := a.QPos[0], a.QPos[0]
 	for _, p := range a.QPos[:a.Rows] {
-		minQ = min(minQ, p)
+		minQ, maxQ = min(minQ, p), max(maxQ, p)
 	}
 	for g := range a.Seqs {
 		s := &a.Seqs[g]
@@ -108,7 +108,7 @@ func (b *Backend) Attend(a *runtime.AttnArgs) {
 		d := [sdWords]int32{int32(s.N), int32(max(s.PageSize, 1)), 0, 0, 0, -1, 0, 1, 0, 0}
 		d[2] = b.pagePtrs(s.K)
 		d[3] = b.pagePtrs(s.V)
-		if s.Bounded && int(s.MaxPos) <= minQ && !recall {
+		if allVisible(s, minQ, maxQ, a.Window) && !recall {
 			d[4] = -1 // every token visible to every row: no positions to upload (recall maps tokens by them)
 		} else {
 			d[4] = b.appendInts(s.Pos[:s.N])
@@ -163,7 +163,7 @@ func (b *Backend) Attend(a *runtime.AttnArgs) {
 	b.launch("be_attend", Dim3{a.Heads, a.Rows, 1}, Dim3{128, 1, 1},
 		b.f32(a.Out), b.f32(a.Q), ptrs, ints, int32(a.Heads), int32(a.KVHeads), int32(hd), a.Scale,
 		rowOff, headOff, invOff, flag(shifted), flag(a.Rope == runtime.RopeInterleaved),
-		scores, int32(stride), full, int32(fstride), rec, flag(recall), b.pageType())
+		scores, int32(stride), full, int32(fstride), rec, flag(recall), b.pageType(), int32(max(a.Window, 0)))
 
 	if a.Acc != nil {
 		need := items * stride
@@ -210,6 +210,27 @@ func (b *Backend) Attend(a *runtime.AttnArgs) {
 		}
 	}
 }
+
+// allVisible reports whether every token of s is visible to every query row
+// at positions minQ..maxQ, so that attention needs no positions: the
+// sequence's positions are bounded by minQ (KVSeq.Bounded) and, with a
+// sliding window, its smallest position (the first: they must be known to
+// ascend) lies inside the window of the row at maxQ.
+func allVisible(s *runtime.KVSeq, minQ, maxQ, window int) bool {
+	if !s.Bounded || int(s.MaxPos) > minQ {
+		return false
+	}
+	if window <= 0 || s.N == 0 {
+		return true
+	}
+	return s.Ascending && int(s.Pos[0]) > maxQ-window // keys at positions <= maxQ-window are hidden from the row at maxQ
+}
+
+// AttendsWindow reports that Attend and QK apply AttnArgs.Window, the model's
+// sliding window (runtime.WindowAttender).
+func (b *Backend) AttendsWindow() bool { return true }
+
+var _ runtime.WindowAttender = (*Backend)(nil)
 
 // flashMinRows is the smallest call the tensor-core prefill kernel serves.
 const flashMinRows = 16
@@ -267,7 +288,8 @@ func (b *Backend) attendFlash(a *runtime.AttnArgs, rowOff int32) {
 	bm := 16 * f.warps * f.mtiles
 	b.launchSmem(name, Dim3{(a.Rows + bm - 1) / bm, a.Heads, 1}, Dim3{32 * f.warps, 1, 1}, smem,
 		b.f32(a.Out), b.f32(a.Q), ptrs, ints, int32(a.Heads), int32(a.KVHeads), a.Scale*float32(math.Log2E),
-		rowOff, int32(a.Rows), b.pageType(), sorted, int32(bits.TrailingZeros(uint(a.Seqs[0].PageSize))), Ptr(0))
+		rowOff, int32(a.Rows), b.pageType(), sorted, int32(bits.TrailingZeros(uint(a.Seqs[0].PageSize))), Ptr(0),
+		int32(max(a.Window, 0)))
 }
 
 // flashShape is a variant of flash_prefill: warps per block, m-tiles of 16
@@ -344,7 +366,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, rowOff, headOff, invOff int32
 	b.launchSmem(name, Dim3{chunks, a.Heads, tiles}, Dim3{splitThreads, 1, 1}, smem,
 		b.f32(a.Out), b.f32(a.Q), ptrs, ints, int32(a.Heads), int32(a.KVHeads), int32(hd), a.Scale,
 		rowOff, headOff, b.pageType(), int32(a.Rows), int32(chunk), int32(chunks), part, ml, raw, int32(stride),
-		invOff, flag(a.QShift != nil), flag(a.Rope == runtime.RopeInterleaved))
+		invOff, flag(a.QShift != nil), flag(a.Rope == runtime.RopeInterleaved), int32(max(a.Window, 0)))
 	if chunks > 1 {
 		b.launch("be_attn_merge", Dim3{items, 1, 1}, Dim3{128, 1, 1}, b.f32(a.Out), part, ml, int32(hd), int32(chunks))
 	}
@@ -362,7 +384,8 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, rowOff, headOff, invOff int32
 }
 
 // QK writes the scaled q·k of query row r, head h against every token of its
-// KV head, -Inf where the causal mask hides the token.
+// KV head, -Inf where the causal mask or the model's sliding window hides
+// the token.
 func (b *Backend) QK(a *runtime.AttnArgs, r, h int, out []float32) {
 	hd := a.HeadDim
 	seq := &a.Seqs[h/(a.Heads/a.KVHeads)]
@@ -378,7 +401,8 @@ func (b *Backend) QK(a *runtime.AttnArgs, r, h int, out []float32) {
 	pos, ptrs := b.putMeta()
 	o := b.grow(&b.small, int64(seq.N)*4)
 	b.launch("be_qk", Dim3{(seq.N + 3) / 4, 1, 1}, Dim3{128, 1, 1},
-		o, b.f32(a.Q).Add(int64((r*a.Heads+h)*hd)*4), ptrs, pos, int32(seq.N), int32(seq.PageSize), int32(hd), int32(a.QPos[r]), a.Scale, b.pageType())
+		o, b.f32(a.Q).Add(int64((r*a.Heads+h)*hd)*4), ptrs, pos, int32(seq.N), int32(seq.PageSize), int32(hd), int32(a.QPos[r]), a.Scale, b.pageType(),
+		int32(max(a.Window, 0)))
 	b.download(out[:seq.N], o)
 }
 
