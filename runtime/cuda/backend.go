@@ -78,6 +78,8 @@ type Backend struct {
 	noGraphs  bool    // KVBENCH_GRAPHS=off: Replay runs the operations directly
 	wide      scratch // float32 copy of a bf16/f16 weight for an f32 GEMM
 	narrow    scratch // bf16/f16 copy of the activations for a bf16/f16 GEMM
+
+	pt pageTables // the KV sequences' page lists on the device (pagetable.go)
 }
 
 // defaultFlash is the prefill attention variant used unless KVBENCH_FLASH
@@ -183,6 +185,10 @@ func NewBackendAt(ordinal int, prec string) (*Backend, error) {
 	if b.flash, ok = flashShapes[fname]; !ok {
 		b.Close()
 		return nil, fmt.Errorf("cuda: KVBENCH_FLASH=%q is not one of w4m1n64, w4m2n64, w8m1n64, w4m2n32", fname)
+	}
+	if err := b.initTables(); err != nil {
+		b.Close()
+		return nil, err
 	}
 	switch g := os.Getenv("KVBENCH_GRAPHS"); g {
 	case "", "on":

@@ -13,7 +13,12 @@ const sdWords = 10
 
 // pagePtrs appends the device pointers of pages and returns their offset;
 // every page of a call must have the same type (b.kvt, -1 before the first).
+// A call whose lists come from the device page tables (callPages) has no
+// pointers of its own.
 func (b *Backend) pagePtrs(pages []runtime.Buffer) int32 {
+	if b.pt.call {
+		panic("cuda: a page list uploaded in a call whose lists come from the page tables (callPages, seqPages)")
+	}
 	off := int32(len(b.hPtrs))
 	for _, p := range pages {
 		ptr, t := b.kvPage(p)
@@ -31,12 +36,18 @@ func (b *Backend) pagePtrs(pages []runtime.Buffer) int32 {
 func (b *Backend) pageType() int32 { return max(b.kvt, 0) }
 
 // putMeta uploads the call's ints and pointers (after reserve), in one copy.
+// A call whose lists come from the device page tables uploads its ints
+// alone, and its pointer array is the tables' pool.
 func (b *Backend) putMeta() (ints, ptrs Ptr) {
-	if len(b.hPtrs) == 0 {
-		b.hPtrs = append(b.hPtrs, 0)
-	}
 	if len(b.hInts) == 0 {
 		b.hInts = append(b.hInts, 0)
+	}
+	if b.pt.call {
+		b.pt.call = false
+		return b.putBytes(raw(b.hInts))[0], b.pt.pool
+	}
+	if len(b.hPtrs) == 0 {
+		b.hPtrs = append(b.hPtrs, 0)
 	}
 	p := b.putBytes(raw(b.hInts), raw(b.hPtrs))
 	return p[0], p[1]
@@ -44,6 +55,9 @@ func (b *Backend) putMeta() (ints, ptrs Ptr) {
 
 // metaSpan is the arena room putMeta takes.
 func (b *Backend) metaSpan() int64 {
+	if b.pt.call {
+		return span(int64(max(len(b.hInts), 1)) * 4)
+	}
 	return span(int64(max(len(b.hInts), 1))*4) + span(int64(max(len(b.hPtrs), 1))*8)
 }
 
@@ -79,8 +93,11 @@ func (b *Backend) Attend(a *runtime.AttnArgs) {
 	}
 
 	b.hInts = append(b.hInts[:0], make([]int32, a.KVHeads*sdWords)...)
-	b.hPtrs = b.hPtrs[:0]
-	b.kvt = -1
+	var refs []runtime.KVSeq
+	if recall {
+		refs = a.Ref
+	}
+	b.callPages(a.Seqs, refs) // page lists from the device tables where they can (pagetable.go)
 	rowOff := int32(len(b.hInts))
 	for r := 0; r < a.Rows; r++ {
 		qs := 0
@@ -106,8 +123,7 @@ func (b *Backend) Attend(a *runtime.AttnArgs) {
 			panic(fmt.Sprintf("cuda: Attend kv head %d: %d tokens, %d positions, %d+%d pages of %d", g, s.N, len(s.Pos), len(s.K), len(s.V), s.PageSize))
 		}
 		d := [sdWords]int32{int32(s.N), int32(max(s.PageSize, 1)), 0, 0, 0, -1, 0, 1, 0, 0}
-		d[2] = b.pagePtrs(s.K)
-		d[3] = b.pagePtrs(s.V)
+		d[2], d[3] = b.seqPages(s)
 		if allVisible(s, minQ, maxQ, a.Window) && !recall {
 			d[4] = -1 // every token visible to every row: no positions to upload (recall maps tokens by them)
 		} else {
@@ -119,7 +135,7 @@ func (b *Backend) Attend(a *runtime.AttnArgs) {
 		if recall {
 			ref := &a.Ref[g]
 			d[6], d[7] = int32(ref.N), int32(max(ref.PageSize, 1))
-			d[8] = b.pagePtrs(ref.K)
+			d[8] = b.seqKeys(ref)
 			d[9] = b.appendInts(ref.Pos[:ref.N])
 			fstride = max(fstride, ref.N)
 		}

@@ -1,0 +1,38 @@
+package cuda
+
+import "github.com/kvbench/kvbench/runtime"
+
+// Test hooks of package cuda, compiled only with its tests.
+
+// TableWords is the page tables' pool size in words, the words handed out
+// from it, and those in live tables' regions and in the free lists.
+func (b *Backend) TableWords() (size, top, live, free int64) { return b.tableWords() }
+
+// ReadTable downloads the key and value page lists the device holds for
+// the sequence with ID id (nil, nil when it has none).
+func (b *Backend) ReadTable(id uint64) (k, v []uint64) { return b.readTable(id) }
+
+// PagePtr is the device address of a KV page.
+func (b *Backend) PagePtr(x runtime.Buffer) uint64 {
+	p, _ := b.kvPage(x)
+	return uint64(p)
+}
+
+// SetTablePoolMin sets the smallest size of a page tables' pool, in words,
+// for the pools made or grown after it; the returned function restores it.
+func SetTablePoolMin(words int64) (restore func()) {
+	old := tablePoolMin
+	tablePoolMin = words
+	return func() { tablePoolMin = old }
+}
+
+// SetTableIdleCalls sets how many calls a page table may go unused before
+// the pool may drop it; the returned function restores it.
+func SetTableIdleCalls(calls uint64) (restore func()) {
+	old := tableIdleCalls
+	tableIdleCalls = calls
+	return func() { tableIdleCalls = old }
+}
+
+// Tables is the number of sequences the backend keeps page tables for.
+func (b *Backend) Tables() int { return len(b.pt.seqs) }

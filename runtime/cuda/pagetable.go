@@ -1,0 +1,343 @@
+package cuda
+
+// Device-resident page tables (issue 14, the host's share of a decode
+// step). An attention kernel finds token t of a KV head in page t/ps of the
+// head's list of page pointers. Those lists used to be rebuilt on the host
+// and uploaded for every call: at 32K tokens, 16K page pointers per layer, a
+// cache miss each. Now each KV sequence with an ID (runtime.KVSeq.ID, every
+// sequence of a runtime.KVCache) has its key and value lists in one device
+// pool, kept by the backend and extended by the pages appended since the
+// last call; a change of KVSeq.Gen (pages left the lists) re-sends the lists
+// from the first page that differs. A decode step that adds no page uploads
+// no pointer.
+//
+// For the attention code (backend_attention.go): an attention call starts
+// its lists with callPages(seqs, refs) and takes each sequence's offsets
+// with seqPages (value list included) or seqKeys; when every sequence has an
+// ID the offsets index the pool and putMeta returns the pool as the call's
+// pointer array (no pointer upload), else they index the call's own
+// pointers, uploaded by putMeta as before. Kernels read the array as
+// before (ptrs[off + t/ps]); no kernel signature changed. Within one call
+// the two sources do not mix: pagePtrs panics while the call's lists come
+// from the tables.
+
+import (
+	"fmt"
+	"math"
+	"math/bits"
+	"os"
+	"slices"
+
+	"github.com/kvbench/kvbench/runtime"
+)
+
+// pageTables is the device pool of the page lists of the KV sequences the
+// backend has seen, by KVSeq.ID. Regions of the pool are powers of two of
+// 8-byte words; one holds a sequence's key list then its value list. A
+// region a sequence outgrows goes to a free list and is reused; since every
+// write to the pool is queued on the device's one stream, a kernel queued
+// before a region is reused has read it before it is overwritten. The
+// backend cannot tell when a sequence is gone (its cache dropped or freed),
+// so before the pool grows, the tables no call has used for tableIdleCalls
+// calls are dropped: a sequence still alive gets a new table at its next
+// call (its lists uploaded whole once).
+type pageTables struct {
+	off   bool              // KVBENCH_PAGE_TABLES=off: every call uploads its lists
+	pool  Ptr               // [words] page pointers
+	words int64             // the pool's size in words
+	top   int64             // words handed out from the pool's start
+	free  map[int64][]int64 // released regions by size in words: their offsets
+	seqs  map[uint64]*pageTable
+	clock uint64 // calls that used the tables
+	// call says the attention call being built takes its lists from the
+	// pool (set by callPages, cleared by putMeta).
+	call bool
+	runs []tableRun // scratch: the uploads of one call
+	host []uint64   // scratch: the pointers they upload
+}
+
+// pageTable is the device copy of one sequence's page lists.
+type pageTable struct {
+	gen  uint64
+	off  int64            // region: key list at off, value list at off+size
+	size int64            // pages each list has room for (0: no region yet)
+	k, v []runtime.Buffer // the pages the device lists hold, as the host knows them
+	kvt  int32            // page type of the lists; -1 while they are empty
+	used uint64           // the clock of the last call that used it
+}
+
+// tableRun is an upload into the pool: words words at pool offset at, from
+// index from of pageTables.host.
+type tableRun struct{ at, from, words int64 }
+
+// minTablePages is the room of a sequence's first region, per list.
+const minTablePages = 64
+
+// tablePoolMin is the size of the first pool, in words (tests make it
+// small, to see the pool grow).
+var tablePoolMin int64 = 1 << 16
+
+// tableIdleCalls is how many calls a table may go unused before the pool
+// may drop it (a decode step of a 32-layer model makes 32 calls).
+var tableIdleCalls uint64 = 1 << 12
+
+// initTables reads KVBENCH_PAGE_TABLES (on, the default, or off).
+func (b *Backend) initTables() error {
+	switch v := os.Getenv("KVBENCH_PAGE_TABLES"); v {
+	case "", "on":
+	case "off":
+		b.pt.off = true
+	default:
+		return fmt.Errorf("cuda: KVBENCH_PAGE_TABLES=%q is not on or off", v)
+	}
+	return nil
+}
+
+// callPages starts the page lists of an attention call over seqs and, when
+// refs is not nil, the reference sequences of recall: from the device
+// tables when every one of them has an ID (the tables brought up to date
+// here, uploading only what changed), else through pagePtrs. It resets the
+// call's pointers and page type.
+func (b *Backend) callPages(seqs, refs []runtime.KVSeq) {
+	b.hPtrs, b.kvt = b.hPtrs[:0], -1
+	pt := &b.pt
+	pt.call = false
+	if pt.off {
+		return
+	}
+	for _, list := range [][]runtime.KVSeq{seqs, refs} {
+		for i := range list {
+			if list[i].ID == 0 {
+				return
+			}
+		}
+	}
+	pt.runs, pt.host = pt.runs[:0], pt.host[:0]
+	pt.clock++
+	for _, list := range [][]runtime.KVSeq{seqs, refs} {
+		for i := range list {
+			b.refresh(&list[i])
+		}
+	}
+	b.sendRuns()
+	for _, list := range [][]runtime.KVSeq{seqs, refs} {
+		for i := range list {
+			t := pt.seqs[list[i].ID]
+			if t.kvt < 0 {
+				continue
+			}
+			if b.kvt < 0 {
+				b.kvt = t.kvt
+			} else if b.kvt != t.kvt {
+				panic("cuda: one attention call over KV pages of different types")
+			}
+		}
+	}
+	pt.call = true
+}
+
+// seqPages returns the offsets of the key and value page lists of s in the
+// call's pointer array (see callPages).
+func (b *Backend) seqPages(s *runtime.KVSeq) (k, v int32) {
+	if !b.pt.call {
+		return b.pagePtrs(s.K), b.pagePtrs(s.V)
+	}
+	t := b.pt.seqs[s.ID]
+	return int32(t.off), int32(t.off + t.size)
+}
+
+// seqKeys is seqPages for the key list alone.
+func (b *Backend) seqKeys(s *runtime.KVSeq) int32 {
+	if !b.pt.call {
+		return b.pagePtrs(s.K)
+	}
+	return int32(b.pt.seqs[s.ID].off)
+}
+
+// refresh brings the table of s up to date: it finds where the device's
+// lists stop matching s (the whole of them while s.Gen is unchanged), gives
+// the table room, and stages the pointers of the pages past that point
+// (b.pt.host, b.pt.runs) for sendRuns.
+func (b *Backend) refresh(s *runtime.KVSeq) {
+	pt := &b.pt
+	if pt.seqs == nil {
+		pt.seqs, pt.free = map[uint64]*pageTable{}, map[int64][]int64{}
+	}
+	t := pt.seqs[s.ID]
+	if t == nil {
+		t = &pageTable{gen: s.Gen, kvt: -1}
+		pt.seqs[s.ID] = t
+	}
+	t.used = pt.clock
+	if t.gen != s.Gen || len(s.K) < len(t.k) || len(s.V) < len(t.v) {
+		// Pages left the lists: keep what still matches.
+		t.k = t.k[:matching(t.k, s.K)]
+		t.v = t.v[:matching(t.v, s.V)]
+		t.gen = s.Gen
+	}
+	if len(t.k) == 0 && len(t.v) == 0 {
+		t.kvt = -1
+	}
+	if len(t.k) == len(s.K) && len(t.v) == len(s.V) {
+		return
+	}
+	if need := int64(max(len(s.K), len(s.V))); need > t.size {
+		b.moveTable(t, need)
+	}
+	for _, l := range []struct {
+		host  *[]runtime.Buffer
+		pages []runtime.Buffer
+		at    int64
+	}{{&t.k, s.K, t.off}, {&t.v, s.V, t.off + t.size}} {
+		have := len(*l.host)
+		if have == len(l.pages) {
+			continue
+		}
+		from := int64(len(pt.host))
+		for _, p := range l.pages[have:] {
+			ptr, typ := b.kvPage(p)
+			if t.kvt < 0 {
+				t.kvt = int32(typ)
+			} else if t.kvt != int32(typ) {
+				panic(fmt.Sprintf("cuda: KV sequence %d holds pages of different types", s.ID))
+			}
+			pt.host = append(pt.host, uint64(ptr))
+		}
+		pt.runs = append(pt.runs, tableRun{at: l.at + int64(have), from: from, words: int64(len(l.pages) - have)})
+		*l.host = append(*l.host, l.pages[have:]...)
+	}
+}
+
+// matching is the length of the common start of have and now.
+func matching(have, now []runtime.Buffer) int {
+	n := min(len(have), len(now))
+	for i := range n {
+		if have[i] != now[i] {
+			return i
+		}
+	}
+	return n
+}
+
+// sendRuns queues the uploads refresh noted: the staged pointers through
+// the staging arena, one copy per run.
+func (b *Backend) sendRuns() {
+	pt := &b.pt
+	if len(pt.runs) == 0 {
+		return
+	}
+	b.flushKV() // reserve's rule: pending operations first
+	n := span(int64(len(pt.host)) * 8)
+	b.reserve(n)
+	src := b.st.off
+	copy(b.st.host.Bytes()[src:], raw(pt.host))
+	b.st.off += n
+	for _, r := range pt.runs {
+		must(b.D.CopyHtoDAsync(pt.pool.Add(r.at*8), b.st.host, src+r.from*8, r.words*8))
+	}
+	pt.runs = pt.runs[:0]
+}
+
+// moveTable gives t a region of room for at least pages pages per list,
+// copying the lists it holds (on the device) and releasing its old region.
+func (b *Backend) moveTable(t *pageTable, pages int64) {
+	size := max(int64(minTablePages), int64(1)<<bits.Len64(uint64(pages-1)))
+	off := b.tableRegion(2 * size)
+	pt := &b.pt
+	if t.size > 0 {
+		for i, n := range []int{len(t.k), len(t.v)} {
+			if n > 0 {
+				must(b.D.CopyAsync(pt.pool.Add((off+int64(i)*size)*8), pt.pool.Add((t.off+int64(i)*t.size)*8), int64(n)*8))
+			}
+		}
+		pt.free[2*t.size] = append(pt.free[2*t.size], t.off)
+	}
+	t.off, t.size = off, size
+}
+
+// tableRegion returns the offset of a free region of words words (a power
+// of two), growing the pool when none is free.
+func (b *Backend) tableRegion(words int64) int64 {
+	pt := &b.pt
+	take := func() (int64, bool) {
+		l := pt.free[words]
+		if len(l) == 0 {
+			return 0, false
+		}
+		pt.free[words] = l[:len(l)-1]
+		return l[len(l)-1], true
+	}
+	if off, ok := take(); ok {
+		return off
+	}
+	if pt.top+words > pt.words && b.sweepTables() {
+		if off, ok := take(); ok {
+			return off
+		}
+	}
+	if pt.top+words > pt.words {
+		n := max(2*pt.words, pt.top+words, tablePoolMin)
+		if n > math.MaxInt32 {
+			// Offsets into the pool are int32 in the kernels.
+			panic(fmt.Sprintf("cuda: page tables of %d pointers, more than the kernels can index", n))
+		}
+		p, err := b.D.Alloc(n * 8)
+		must(err)
+		if pt.pool != 0 {
+			if pt.top > 0 {
+				must(b.D.CopyAsync(p, pt.pool, pt.top*8))
+			}
+			b.sync() // queued kernels read the old pool
+			must(b.D.Free(pt.pool))
+		}
+		pt.pool, pt.words = p, n
+	}
+	off := pt.top
+	pt.top += words
+	return off
+}
+
+// sweepTables drops the tables unused for tableIdleCalls calls, their
+// regions freed, and says whether it dropped any.
+func (b *Backend) sweepTables() bool {
+	pt := &b.pt
+	dropped := false
+	for id, t := range pt.seqs {
+		if pt.clock-t.used < tableIdleCalls {
+			continue
+		}
+		if t.size > 0 {
+			pt.free[2*t.size] = append(pt.free[2*t.size], t.off)
+		}
+		delete(pt.seqs, id)
+		dropped = true
+	}
+	return dropped
+}
+
+// tableWords is the pool's size in words, the words handed out from it,
+// and those in the regions of live tables and in the free lists (for
+// tests: handed out = live + free).
+func (b *Backend) tableWords() (size, top, live, free int64) {
+	pt := &b.pt
+	for _, t := range pt.seqs {
+		live += 2 * t.size
+	}
+	for w, l := range pt.free {
+		free += w * int64(len(l))
+	}
+	return pt.words, pt.top, live, free
+}
+
+// readTable downloads the key and value lists the device holds for the
+// sequence id, nil when it has none (for tests).
+func (b *Backend) readTable(id uint64) (k, v []uint64) {
+	t := b.pt.seqs[id]
+	if t == nil {
+		return nil, nil
+	}
+	k, v = make([]uint64, len(t.k)), make([]uint64, len(t.v))
+	get(b, k, b.pt.pool.Add(t.off*8))
+	get(b, v, b.pt.pool.Add((t.off+t.size)*8))
+	return slices.Clip(k), slices.Clip(v)
+}
