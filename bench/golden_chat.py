@@ -3,8 +3,8 @@ in runtime/chat/testdata (Llama-3.1, Qwen2.5 and Mistral v0.3 instruct, as
 their tokenizer_config.json ship them) on the conversations of
 runtime/chat/models_test.go, one JSON object per line: file, case, text.
 
-Usage: python3 bench/golden_chat.py > chat_golden.jsonl
-       KVBENCH_CHAT_GOLDEN=$PWD/chat_golden.jsonl go test ./runtime/chat/ -run Golden
+Usage: python3 bench/golden_chat.py > runtime/chat/testdata/transformers_golden.jsonl
+       go test ./runtime/chat/ -run Golden   (or KVBENCH_CHAT_GOLDEN=other.jsonl)
 
 Needs transformers and tokenizers; works offline: each template is set on
 a one-token tokenizer built in memory with the file's bos_token and
