@@ -23,9 +23,11 @@ func init() { Register(perplexity{}) }
 // enough); a stream that runs past the end wraps around to the start, which
 // Detail records as "wrapped". Each stream feeds BOS first (when the
 // tokenizer has one), so it scores exactly `tokens` text tokens with
-// `tokens` decode steps. Streams run concurrently, one goroutine and one
-// model stream each. Memory per stream is one logits vector and one sum per
-// bucket: no per-token arrays are kept.
+// `tokens` decode steps. Where the model is a Batcher the streams decode
+// as one batch (each step feeds every stream's next token at once, and the
+// log-probabilities are computed where the logits are); otherwise they run
+// concurrently, one goroutine and one model stream each. Memory per stream
+// is one logits vector and one sum per bucket: no per-token arrays are kept.
 type perplexity struct{}
 
 type perplexityParams struct {
@@ -111,36 +113,17 @@ func (perplexity) Run(ctx context.Context, m Model, p Params) (*Result, error) {
 			wrapped = true
 		}
 	}
-	sums := make([][]float64, c.streams) // per stream, NLL sum per bucket
-
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		firstErr error
-	)
-	for i := range c.streams {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s, err := safeStream(func() ([]float64, error) {
-				return perplexityStream(ctx, m, ids, offsets[i], shift, bos, c.tokens, c.bucket, nb)
-			})
-			sums[i] = s
-			if err != nil {
-				mu.Lock()
-				if firstErr == nil {
-					firstErr = fmt.Errorf("perplexity: stream %d: %w", i, err)
-				}
-				mu.Unlock()
-				cancel()
-			}
-		}()
-	}
-	wg.Wait()
-	if firstErr != nil {
-		return nil, firstErr
+	var sums [][]float64 // per stream, NLL sum per bucket
+	bm, batched := m.(Batcher)
+	if batched {
+		sums, err = safeRun(func() ([][]float64, error) {
+			return perplexityBatch(ctx, bm, ids, offsets, shift, bos, c.tokens, c.bucket, nb)
+		})
+		if err != nil {
+			return nil, fmt.Errorf("perplexity: batch of %d streams: %w", c.streams, err)
+		}
+	} else if sums, err = perplexityConcurrent(ctx, m, ids, offsets, shift, bos, c.tokens, c.bucket, nb); err != nil {
+		return nil, err
 	}
 
 	res := &Result{
@@ -178,21 +161,104 @@ func (perplexity) Run(ctx context.Context, m Model, p Params) (*Result, error) {
 		"stream_nll":  streamNLL,
 		"wrapped":     wrapped,
 		"bos":         bos >= 0,
+		"batched":     batched,
 	}
 	return res, nil
 }
 
-// safeStream runs one stream's work in its own goroutine, turning a panic
-// (a device error, an allocation that failed) into that stream's error: the
-// cell fails with the reason and the run goes on, where an unrecovered panic
-// in a goroutine would end the process.
-func safeStream(run func() ([]float64, error)) (sums []float64, err error) {
+// perplexityConcurrent runs the streams that start at offsets concurrently,
+// one goroutine and one model stream each, and returns each stream's NLL
+// sum per bucket.
+func perplexityConcurrent(ctx context.Context, m Model, ids []int32, offsets []int, shift, bos, tokens, bucket, nb int) ([][]float64, error) {
+	sums := make([][]float64, len(offsets))
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+	)
+	for i := range offsets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := safeRun(func() ([]float64, error) {
+				return perplexityStream(ctx, m, ids, offsets[i], shift, bos, tokens, bucket, nb)
+			})
+			sums[i] = s
+			if err != nil {
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = fmt.Errorf("perplexity: stream %d: %w", i, err)
+				}
+				mu.Unlock()
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	return sums, firstErr
+}
+
+// safeRun runs one stream's (or one batch's) work, turning a panic (a
+// device error, an allocation that failed) into its error: the cell fails
+// with the reason and the run goes on, where an unrecovered panic in a
+// goroutine would end the process.
+func safeRun[T any](run func() (T, error)) (res T, err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			sums, err = nil, fmt.Errorf("panic: %v", p)
+			var zero T
+			res, err = zero, fmt.Errorf("panic: %v", p)
 		}
 	}()
 	return run()
+}
+
+// perplexityBatch scores tokens text tokens for each stream i from offset
+// offsets[i] (wrapping), every stream of a new batch fed its next token in
+// the same step, and returns each stream's NLL sum per bucket: the sums
+// perplexityStream gives each stream alone.
+func perplexityBatch(ctx context.Context, bm Batcher, ids []int32, offsets []int, shift, bos, tokens, bucket, nb int) ([][]float64, error) {
+	S := len(offsets)
+	b, err := bm.NewBatch(S)
+	if err != nil {
+		return nil, err
+	}
+	defer b.Close()
+	n := len(ids)
+	at := func(i, j int) int { return int(ids[(offsets[i]+j)%n]) }
+	streams := make([]int, S)
+	in := make([]int, S)
+	targets := make([]int, S)
+	out := make([]float64, S)
+	sums := make([][]float64, S)
+	for i := range S {
+		streams[i] = i
+		sums[i] = make([]float64, nb)
+	}
+	for t := range tokens {
+		if err := ctx.Err(); err != nil {
+			return sums, err
+		}
+		for i := range S {
+			switch {
+			case t > 0:
+				in[i] = at(i, t-1+shift)
+			case shift == 1:
+				in[i] = at(i, 0)
+			default:
+				in[i] = bos
+			}
+			targets[i] = at(i, t+shift)
+		}
+		if err := b.LogProbs(streams, in, targets, out); err != nil {
+			return sums, fmt.Errorf("token %d: %w", t, err)
+		}
+		for i, lp := range out {
+			sums[i][t/bucket] -= lp
+		}
+	}
+	return sums, nil
 }
 
 // perplexityStream scores tokens text tokens from offset off (wrapping) on a

@@ -106,9 +106,11 @@ func TestPerplexityStreams(t *testing.T) {
 	if res.Detail["wrapped"] != true {
 		t.Errorf("streams past the end of a %d-token text not marked wrapped", n)
 	}
-	// Stream 0 alone scores the same tokens as stream 0 among three.
+	// Stream 0 alone scores the same tokens as stream 0 among three (to the
+	// rounding of the CPU's one-row and multi-row matrix kernels: the three
+	// streams step as one batch).
 	one := run(t, e, "perplexity", tasks.Params{"text": path, "tokens": 120})
-	if s0 := res.Detail["stream_nll"].([]float64)[0]; math.Abs(s0-one.Metrics["nll"]) > 1e-12 {
+	if s0 := res.Detail["stream_nll"].([]float64)[0]; math.Abs(s0-one.Metrics["nll"]) > 1e-5*one.Metrics["nll"] {
 		t.Errorf("stream 0 nll %v, single stream %v", s0, one.Metrics["nll"])
 	}
 	var mean float64
