@@ -17,16 +17,21 @@ import (
 )
 
 // Engine is a model under one cache policy configuration: it implements
-// tasks.Model, starting streams that each own a backend, a KV cache and a
-// fresh policy instance, and it gathers their accounting and attention
-// timings for the cell's record.
+// tasks.Model, starting streams that each own a KV cache and a fresh policy
+// instance on the model's device (one backend and one upload of the
+// weights, shared by every stream and every cell of the model: Devices),
+// and it gathers their accounting and attention timings for the cell's
+// record. The streams take turns on the device, one call at a time; a
+// device error in any of them (a panic of the backend: memory that ran
+// out, a failed launch) becomes that stream's error, and the engine's other
+// streams stop with it.
 type Engine struct {
 	Model       *runtime.Model
 	Tok         tokenizer.Tokenizer
 	Policy      string
 	Params      policies.Params
 	Backend     string        // registered backend name ("": cpu)
-	Threads     int           // CPU threads per stream (0: every core)
+	Threads     int           // CPU threads of the backend (0: every core)
 	RecallEvery int           // sample attention recall every n decode steps (0: never)
 	MaxRows     int           // prefill chunk (default: defaultChunk)
 	KVType      runtime.DType // KV page element type (default F32)
@@ -39,10 +44,19 @@ type Engine struct {
 	Prefill policies.Prefill
 	// Chat is the model's chat template, or nil (tasks.ChatTemplater).
 	Chat *chat.Template
+	// Devices are the run's backends, shared by its cells (Run sets them);
+	// nil: the engine opens its own, closed by Close.
+	Devices *Devices
 
 	mu      sync.Mutex
-	idle    []idleRunner // closed streams' runners, for the next stream
-	lat     []float64    // decode attention time per layer and step, µs (bounded reservoir)
+	idle    []*runtime.Runner // closed streams' runners, for the next stream
+	dev     *device           // the device the streams run on, once acquired
+	weights *runtime.DeviceWeights
+	own     *Devices // the engine's own devices when Devices is nil
+	fault   error    // a device error of a stream: the engine's streams stop
+	mem     *results.Memory
+	closed  bool
+	lat     []float64 // decode attention time per layer and step, µs (bounded reservoir)
 	latN    int
 	stats   []policies.Stats // of closed streams
 	budget  int
@@ -89,48 +103,132 @@ func (e *Engine) NewStream() (tasks.Stream, error) {
 	if err != nil {
 		return nil, err
 	}
+	if _, _, err := e.acquire(); err != nil {
+		return nil, err
+	}
+	var s *stream
+	err = e.guard(func() error {
+		r, err := e.runner()
+		if err != nil {
+			return err
+		}
+		p.MeasureRecall(e.RecallEvery)
+		p.SetPrefill(e.Prefill)
+		if err := p.Start(r); err != nil {
+			e.mu.Lock()
+			e.idle = append(e.idle, r) // fresh or reset: fit for the next stream
+			e.mu.Unlock()
+			return err
+		}
+		s = &stream{e: e, r: r, p: p, be: r.Backend}
+		r.OnAttend = s.onAttend
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// acquire returns the engine's backend and the model's weights on it,
+// acquired from Devices (or the engine's own) at the first call. The first
+// acquisition starts the cell's memory peaks.
+func (e *Engine) acquire() (runtime.Backend, *runtime.DeviceWeights, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return nil, nil, fmt.Errorf("engine %s: closed", e)
+	}
+	if e.dev != nil {
+		return e.dev.be, e.weights, nil
+	}
+	ds := e.Devices
+	if ds == nil {
+		if e.own == nil {
+			e.own = NewDevices()
+		}
+		ds = e.own
+	}
 	name := e.Backend
 	if name == "" {
 		name = "cpu"
 	}
-	var be runtime.Backend
-	var r *runtime.Runner
+	uploads := runtime.WeightUploads()
+	d, w, err := ds.acquire(devKey{name, e.Threads, e.Precision}, e.Model)
+	if err != nil {
+		return nil, nil, err
+	}
+	e.dev, e.weights = d, w
+	e.backend, e.device = d.be.Name(), d.be.Device()
+	e.mem = &results.Memory{Weights: w.Bytes(), Uploaded: runtime.WeightUploads() != uploads}
+	d.mu.Lock()
+	if mr, ok := d.be.(runtime.MemoryReporter); ok && d.users == 1 {
+		mr.ResetMemoryPeak()
+	}
+	d.mu.Unlock()
+	return d.be, w, nil
+}
+
+// runner returns a closed stream's runner, or a new one over the shared
+// weights; the device is held (guard).
+func (e *Engine) runner() (*runtime.Runner, error) {
 	e.mu.Lock()
 	if n := len(e.idle); n > 0 {
-		be, r = e.idle[n-1].be, e.idle[n-1].r
+		r := e.idle[n-1]
 		e.idle = e.idle[:n-1]
+		e.mu.Unlock()
+		return r, nil
 	}
+	be, w := e.dev.be, e.weights
 	e.mu.Unlock()
-	if r == nil {
-		spec, err := runtime.LookupBackend(name)
-		if err != nil {
-			return nil, err
-		}
-		if be, err = spec.Open(e.Threads, e.Precision); err != nil {
-			return nil, fmt.Errorf("backend %s: %w", name, err)
-		}
-		rows := e.MaxRows
-		if rows <= 0 {
-			rows = defaultChunk(name)
-		}
-		r, err = runtime.NewRunnerWith(e.Model, be, runtime.RunnerOptions{MaxRows: rows, PageSize: e.PageSize, KVType: e.KVType})
-		if err != nil {
-			closeBackend(be)
-			return nil, err
-		}
+	rows := e.MaxRows
+	if rows <= 0 {
+		rows = defaultChunk(be.Name())
 	}
-	p.MeasureRecall(e.RecallEvery)
-	p.SetPrefill(e.Prefill)
-	if err := p.Start(r); err != nil {
-		closeBackend(be)
-		return nil, err
-	}
-	s := &stream{e: e, r: r, p: p, be: be}
-	r.OnAttend = s.onAttend
+	return runtime.NewRunnerWith(e.Model, be, runtime.RunnerOptions{MaxRows: rows, PageSize: e.PageSize, KVType: e.KVType, Weights: w})
+}
+
+// guard runs f holding the engine's device (acquired before), one call at a
+// time across every stream that shares it. A panic of the backend in f (a
+// device error) is returned as an error and becomes the engine's fault:
+// from then on guard returns that fault without running anything, so the
+// cell's other streams stop instead of running on a device in an unknown
+// state; the cell's end gives everything back (Close).
+func (e *Engine) guard(f func() error) (err error) {
 	e.mu.Lock()
-	e.backend, e.device = be.Name(), be.Device()
+	d, fault := e.dev, e.fault
 	e.mu.Unlock()
-	return s, nil
+	if d == nil {
+		return fmt.Errorf("engine %s: no device acquired", e)
+	}
+	if fault != nil {
+		return fault
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("device error on %s: %v", d.be.Name(), p)
+			e.mu.Lock()
+			if e.fault == nil {
+				e.fault = err
+			} else {
+				err = e.fault
+			}
+			e.mu.Unlock()
+		}
+	}()
+	if fault := e.faulted(); fault != nil { // set while f waited for the device
+		return fault
+	}
+	return f()
+}
+
+// faulted is the engine's fault, or nil.
+func (e *Engine) faulted() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.fault
 }
 
 // defaultChunk is the prefill chunk of a backend: 256 rows on the CPU (its
@@ -160,20 +258,29 @@ func (s *stream) onAttend(_, rows int, d time.Duration) {
 }
 
 func (s *stream) Prompt(ids []int, logits []float32) error {
-	s.p.Prompt(len(ids))
-	return s.r.Forward(ids, logits)
+	return s.e.guard(func() error {
+		s.p.Prompt(len(ids))
+		return s.r.Forward(ids, logits)
+	})
 }
 
 func (s *stream) Step(id int, logits []float32) error {
-	s.one[0] = id
-	return s.r.Forward(s.one[:], logits)
+	return s.e.guard(func() error {
+		s.one[0] = id
+		return s.r.Forward(s.one[:], logits)
+	})
 }
 
 func (s *stream) Pos() int               { return s.r.Pos() }
 func (s *stream) Stats() *policies.Stats { return s.p.Stats() }
 
 // Close hands the stream's accounting and timings to the engine and frees
-// its memory.
+// its memory: the policy's, and the cache's pages go to the runner's free
+// list, the runner kept for the engine's next stream (every stream of a
+// cell has the same policy configuration, so what a policy set on the cache,
+// shift tracking or the recall reference, holds for the next one too; a
+// batch's runners too). A stream closed after a device error leaves its
+// runner to the cell's release.
 func (s *stream) Close() {
 	if s.closed {
 		return
@@ -191,34 +298,89 @@ func (s *stream) Close() {
 		}
 		e.seed = e.seed*6364136223846793005 + 1442695040888963407
 	}
-	if rel, ok := s.p.(interface{ Release() }); ok {
-		rel.Release() // device memory the policy holds (Quest's page bounds)
-	}
-	s.r.Reset()
-	s.r.Hook, s.r.OnAttend = nil, nil
-	e.idle = append(e.idle, idleRunner{s.be, s.r}) // the next stream reuses its weights and pages
 	e.mu.Unlock()
+	err := e.guard(func() error {
+		if rel, ok := s.p.(interface{ Release() }); ok {
+			rel.Release() // device memory the policy holds (Quest's page bounds)
+		}
+		s.r.Reset()
+		s.r.Hook, s.r.OnAttend = nil, nil
+		return nil
+	})
+	if err == nil {
+		e.mu.Lock()
+		e.idle = append(e.idle, s.r) // the next stream reuses its pages
+		e.mu.Unlock()
+	}
 }
 
-// idleRunner is a closed stream's backend and runner, weights uploaded and
-// cache emptied, kept for the engine's next stream: every stream of a cell
-// has the same policy configuration, so what a policy set on the cache
-// (shift tracking, the recall reference) holds for the next one too.
-type idleRunner struct {
-	be runtime.Backend
-	r  *runtime.Runner
-}
-
-// Close releases the backends the engine's closed streams left; call it
-// once the cell is done.
-func (e *Engine) Close() {
+// Close ends the cell: it gives back what its streams held on the device
+// (their KV pages, and through the device's release everything but the
+// weights, when no other engine uses the device) and keeps the cell's
+// memory figures for Memory. The weights stay for the model's next cell;
+// an engine without Devices closes its own. Call it once the cell is done
+// and its streams are closed. The error is a device fault found in the
+// release (the device is then closed, and the next cell opens it anew).
+func (e *Engine) Close() error {
 	e.mu.Lock()
-	idle := e.idle
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
+	idle, d, own := e.idle, e.dev, e.own
 	e.idle = nil
 	e.mu.Unlock()
-	for _, x := range idle {
-		closeBackend(x.be)
+	if d == nil {
+		if own != nil {
+			own.Close()
+		}
+		return nil
 	}
+	d.mu.Lock()
+	if mr, ok := d.be.(runtime.MemoryReporter); ok {
+		m := mr.Memory()
+		e.mu.Lock()
+		e.mem.KV, e.mem.Scratch, e.mem.Peak = m.PeakKV, m.PeakScratch, m.Peak
+		e.mu.Unlock()
+	}
+	if e.faulted() == nil {
+		func() {
+			defer func() { _ = recover() }() // a device in trouble: the release below reports it
+			for _, r := range idle {
+				r.Cache.Free()
+			}
+		}()
+	}
+	d.mu.Unlock()
+	ds := e.Devices
+	if ds == nil {
+		ds = own
+	}
+	err := ds.release(d, e.Model)
+	if own != nil {
+		own.Close()
+	}
+	if _, peak, herr := runtime.HostMemory(); herr == nil {
+		e.mu.Lock()
+		e.mem.HostPeakRSS = peak
+		e.mu.Unlock()
+	}
+	return err
+}
+
+// Memory is the device memory of the cell: the model's weights, and the
+// peaks of KV pages, scratch and their sum while the cell ran (known once
+// Close has run; nil when the engine never used a device or its backend
+// does not report memory).
+func (e *Engine) Memory() *results.Memory {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.mem == nil || !e.closed {
+		return nil
+	}
+	m := *e.mem
+	return &m
 }
 
 func closeBackend(be runtime.Backend) {

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -8,83 +9,161 @@ import (
 	"testing"
 
 	"github.com/kvbench/kvbench/runtime"
-	"github.com/kvbench/kvbench/runtime/cpu"
 )
 
-// faulty is a CPU backend whose second instance panics, as a device whose
-// memory ran out would, once it has made failAfter buffers.
-type faulty struct {
-	runtime.Backend
-	id, allocs int
-}
+// errInjected is the allocation failure the tests inject.
+var errInjected = errors.New("out of memory (injected)")
 
-var faults struct {
-	sync.Mutex
-	made, closed int
-}
-
-const failAfter = 40
-
-func (f *faulty) Alloc(n int) runtime.Buffer {
-	f.allocs++
-	if f.id == 2 && f.allocs > failAfter {
-		panic("cuda: cuMemAlloc_v2: CUDA_ERROR_OUT_OF_MEMORY (injected)")
+// failNth returns an AllocFailer hook that fails the nth allocation of kind
+// it is asked about, once, and counts the failures it made.
+func failNth(kind runtime.MemKind, nth int) (func(runtime.MemKind, int64) error, func() int) {
+	var mu sync.Mutex
+	seen, failed := 0, 0
+	hook := func(k runtime.MemKind, _ int64) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if k != kind {
+			return nil
+		}
+		seen++
+		if seen == nth {
+			failed++
+			return errInjected
+		}
+		return nil
 	}
-	return f.Backend.Alloc(n)
+	return hook, func() int { mu.Lock(); defer mu.Unlock(); return failed }
 }
 
-func (f *faulty) Close() {
-	faults.Lock()
-	faults.closed++
-	faults.Unlock()
-	f.Backend.(runtime.Closer).Close()
-}
-
-func init() {
-	runtime.RegisterBackend(runtime.BackendSpec{
-		Name:      "faulty-test",
-		Available: func() (bool, string) { return true, "" },
-		New: func(threads int) (runtime.Backend, error) {
-			faults.Lock()
-			faults.made++
-			id := faults.made
-			faults.Unlock()
-			return &faulty{Backend: cpu.New(1), id: id}, nil
-		},
-	})
-}
-
-// TestStreamFailureContained injects an allocation failure into one stream
-// of a four-stream perplexity cell: the cell is recorded as failed with the
-// reason, every backend it opened is closed, and the next cell runs.
-func TestStreamFailureContained(t *testing.T) {
+// faultSuite writes a text and a suite of two cells of one model: a
+// four-stream perplexity cell under each of full and window.
+func faultSuite(t *testing.T, backend string) *Suite {
+	t.Helper()
 	dir := t.TempDir()
 	text := strings.Repeat("The river ran past the mill and on to the sea. ", 400)
 	if err := os.WriteFile(filepath.Join(dir, "t.txt"), []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	y := "name: f\nmodels: [synthetic:tiny]\npolicies: [full]\n" +
-		"tasks: [{name: perplexity, text: t.txt, tokens: 300, streams: 4, bucket: 100}]\n"
+	y := "name: f\nbackend: " + backend + "\nmodels: [synthetic:tiny]\npolicies: [full, {name: window, window: 32}]\n" +
+		"tasks: [{name: perplexity, text: t.txt, tokens: 120, streams: 4, bucket: 40}]\n"
 	s, err := ParseSuite(filepath.Join(dir, "s.yaml"), []byte(y))
 	if err != nil {
 		t.Fatal(err)
 	}
+	if n := len(s.Cells()); n != 2 {
+		t.Fatalf("%d cells, want 2", n)
+	}
+	return s
+}
+
+// TestStreamFailureContained injects an allocation failure into one stream
+// of a four-stream perplexity cell on the CPU: the cell is recorded as failed
+// with the reason and its memory figures, the device gives back every KV
+// page and scratch buffer the cell held (the weights stay), and the next
+// cell runs on the same device and upload.
+func TestStreamFailureContained(t *testing.T) {
+	checkFailureContained(t, "cpu")
+}
+
+// TestStreamFailureContainedGPU is TestStreamFailureContained on the CUDA
+// backend (skipped without a GPU).
+func TestStreamFailureContainedGPU(t *testing.T) {
+	skipWithoutGPU(t)
+	checkFailureContained(t, "cuda")
+}
+
+// skipWithoutGPU skips the test when the CUDA backend cannot run here.
+func skipWithoutGPU(t *testing.T) {
+	t.Helper()
+	spec, err := runtime.LookupBackend("cuda")
+	if err != nil {
+		t.Skip("no CUDA backend in this build")
+	}
+	if ok, why := spec.Available(); !ok {
+		t.Skip("no CUDA device: " + why)
+	}
+}
+
+func checkFailureContained(t *testing.T, backend string) {
+	s := faultSuite(t, backend)
 	cells := s.Cells()
-	if len(cells) != 1 {
-		t.Fatalf("%d cells", len(cells))
+	devs := NewDevices()
+	defer devs.Close()
+	// The 30th KV page allocation fails: the cell's streams have all begun
+	// (every stream's first token takes pages in each layer) and one of
+	// them is growing its cache.
+	hook, failures := failNth(runtime.MemKV, 30)
+	devs.onOpen = func(be runtime.Backend) {
+		be.(runtime.AllocFailer).FailAllocs(hook)
 	}
 	models := map[string]*loadedModel{}
-	rec := runCell(t.Context(), s, cells[0], models, "faulty-test")
-	if rec.OK() || !strings.Contains(rec.Error, "injected") || !strings.Contains(rec.Error, "stream") {
-		t.Fatalf("status %s, error %q: want the cell failed with the stream's reason", rec.Status, rec.Error)
+	rec := runCell(t.Context(), s, cells[0], models, devs, backend)
+	if failures() != 1 {
+		t.Fatalf("%d allocations failed, want 1", failures())
 	}
-	faults.Lock()
-	made, closed := faults.made, faults.closed
-	faults.Unlock()
-	if made < 2 || closed != made {
-		t.Errorf("%d backends opened, %d closed: want every one closed when the cell ends", made, closed)
+	if rec.OK() || !strings.Contains(rec.Error, "injected") || !strings.Contains(rec.Error, "device error") {
+		t.Fatalf("status %s, error %q: want the cell failed with the device error", rec.Status, rec.Error)
 	}
-	if again := runCell(t.Context(), s, cells[0], models, "cpu"); !again.OK() {
-		t.Errorf("the next cell failed too: %s", again.Error)
+	t.Logf("failed cell: %s; memory %+v", rec.Error, rec.Memory)
+	if rec.Memory == nil || rec.Memory.Weights <= 0 || rec.Memory.KV <= 0 {
+		t.Errorf("failed cell's memory %+v: want its weights and the KV it held", rec.Memory)
 	}
+	bes := devs.backends()
+	if len(bes) != 1 {
+		t.Fatalf("%d devices open after the failed cell, want the one (its weights kept)", len(bes))
+	}
+	mr := bes[0].(runtime.MemoryReporter)
+	after := mr.Memory()
+	if after.KV != 0 || after.KVBuffers != 0 {
+		t.Errorf("after the failed cell the device holds %d KV bytes in %d buffers, want none", after.KV, after.KVBuffers)
+	}
+	if backend == "cpu" && after.Scratch != 0 {
+		t.Errorf("after the failed cell the CPU backend counts %d scratch bytes, want none", after.Scratch)
+	}
+	if after.Weights != rec.Memory.Weights {
+		t.Errorf("device holds %d weight bytes after the cell, the cell reported %d", after.Weights, rec.Memory.Weights)
+	}
+
+	next := runCell(t.Context(), s, cells[1], models, devs, backend)
+	if !next.OK() {
+		t.Fatalf("the next cell failed too: %s", next.Error)
+	}
+	if next.Memory == nil || next.Memory.Uploaded {
+		t.Errorf("next cell's memory %+v: want it to reuse the weights the failed cell uploaded", next.Memory)
+	}
+	if again := devs.backends(); len(again) != 1 || again[0] != bes[0] {
+		t.Errorf("the next cell ran on another device")
+	}
+	end := mr.Memory()
+	if end.KV != 0 || end.Scratch != after.Scratch || end.Weights != after.Weights {
+		t.Errorf("after the next cell: %+v; after the failed one: %+v: want the same (no KV, no scratch kept)", end, after)
+	}
+	if want := distinctTensors(cells[0].Model.Path, t); end.Uploads != want {
+		t.Errorf("device saw %d tensor uploads over both cells, want %d (one upload)", end.Uploads, want)
+	}
+}
+
+// distinctTensors is the number of distinct tensors of the model at path.
+func distinctTensors(path string, t *testing.T) int {
+	t.Helper()
+	m, err := runtime.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[*runtime.Tensor]bool{}
+	add := func(x *runtime.Tensor) {
+		if x != nil {
+			seen[x] = true
+		}
+	}
+	add(m.Weights.Embed)
+	add(m.Weights.Norm)
+	add(m.Weights.Output)
+	for i := range m.Weights.Layers {
+		l := &m.Weights.Layers[i]
+		for _, x := range []*runtime.Tensor{l.AttnNorm, l.Wq, l.Wk, l.Wv, l.Wo, l.Bq, l.Bk, l.Bv, l.QNorm, l.KNorm, l.MLPNorm, l.Gate, l.Up, l.Down} {
+			add(x)
+		}
+	}
+	return len(seen)
 }

@@ -38,6 +38,8 @@ type RunOptions struct {
 	// ForceResume reuses the records of Out even when its manifest says
 	// another configuration produced them; the manifest notes the override.
 	ForceResume bool
+
+	devices *Devices // the run's devices (tests); nil: Run opens and closes its own
 }
 
 // RunSummary counts what a run did.
@@ -173,6 +175,11 @@ func Run(ctx context.Context, s *Suite, opt RunOptions) (*RunSummary, error) {
 			progressbar.OptionClearOnFinish())
 	}
 	models := map[string]*loadedModel{}
+	devs := opt.devices
+	if devs == nil {
+		devs = NewDevices() // one backend per configuration, one upload per model, for every cell
+		defer devs.Close()
+	}
 	defer func() { sum.FailedCells = outcome.failed(planned) }()
 	for _, c := range todo {
 		if err := ctx.Err(); err != nil {
@@ -181,7 +188,7 @@ func Run(ctx context.Context, s *Suite, opt RunOptions) (*RunSummary, error) {
 		if bar != nil {
 			bar.Describe(shorten(c.Key, 60))
 		}
-		rec := runCell(ctx, s, c, models, backend)
+		rec := runCell(ctx, s, c, models, devs, backend)
 		rec.Meta.GitRevision, rec.Meta.Version = rev, opt.Version
 		if err := store.Append(rec); err != nil {
 			if !rec.OK() {
@@ -298,9 +305,12 @@ type loadedModel struct {
 	err  error
 }
 
-// runCell runs one cell and returns its record, failed or not; a panic in a
-// task is caught and recorded as the cell's failure.
-func runCell(ctx context.Context, s *Suite, c Cell, models map[string]*loadedModel, backend string) (rec *results.Record) {
+// runCell runs one cell on devs and returns its record, failed or not; a
+// panic in a task, or a device error in any of its streams, is caught and
+// recorded as the cell's failure, with the cell's memory figures. The
+// cell's device memory is given back before the next cell runs (only the
+// model's weights stay).
+func runCell(ctx context.Context, s *Suite, c Cell, models map[string]*loadedModel, devs *Devices, backend string) (rec *results.Record) {
 	rec = &results.Record{Suite: s.Name, Cell: c.Key, Model: c.Model.Name, ModelPath: c.Model.Path,
 		Policy: c.Policy, PolicyParams: c.PolicyParams, Task: c.Task, TaskParams: c.TaskParams,
 		KV: results.KV{Recall: -1}}
@@ -342,7 +352,21 @@ func runCell(ctx context.Context, s *Suite, c Cell, models map[string]*loadedMod
 	if err != nil {
 		return fail(err)
 	}
-	defer e.Close()
+	e.Devices = devs
+	defer func() {
+		// After the record is made (a panic's failure included): the
+		// release, then what the cell held.
+		err := e.Close()
+		rec.Memory = e.Memory()
+		if err != nil {
+			if rec.OK() {
+				rec.Metrics, rec.Curves, rec.Latency = nil, nil, results.Latency{}
+				rec.Status, rec.Error = "failed", "device fault found when the cell ended (its results are not trusted): "+err.Error()
+			} else {
+				rec.Error += "; the device faulted and was reopened: " + err.Error()
+			}
+		}
+	}()
 	e.RecallEvery, e.Threads, e.Backend, e.PageSize, e.Precision = s.RecallEvery, s.Threads, backend, s.PageSize, s.Precision
 	e.Chat = lm.chat
 	if e.KVType, err = ParseKVType(s.KVType); err != nil {

@@ -42,6 +42,10 @@ type Record struct {
 	Tokens     int     `json:"tokens"`
 	Throughput float64 `json:"tokens_per_s"`
 
+	// Memory is what the cell held on its device; nil in records written
+	// before it was measured, and for a cell that failed before using one.
+	Memory *Memory `json:"memory,omitempty"`
+
 	Meta Meta `json:"meta"`
 }
 
@@ -66,6 +70,26 @@ type KV struct {
 	MaxAttended   int     `json:"max_attended"`
 	Type          string  `json:"kv_dtype,omitempty"`  // page element type (f32, bf16)
 	PageSize      int     `json:"page_size,omitempty"` // slots per page
+}
+
+// Memory is a cell's memory on its device, from the backend's own
+// accounting: weights + KV + scratch. KV is the KV pages as allocated
+// (pages a cache keeps free for reuse included) and, beside the policies'
+// kv.max_resident_bytes (the most any one stream held), what every stream
+// of the cell held at once; scratch is everything else the backend took
+// (activations, workspaces; on a GPU also staging space, page tables and
+// the unused part of its slabs).
+type Memory struct {
+	Weights int64 `json:"weights_bytes"` // the model's uploaded weights, shared by every stream and cell of the model
+	KV      int64 `json:"kv_bytes"`      // the most KV page bytes held at once
+	Scratch int64 `json:"scratch_bytes"` // the most scratch bytes held at once
+	Peak    int64 `json:"peak_bytes"`    // the most held at once, weights included
+	// Uploaded says the cell uploaded the weights; false: it used those an
+	// earlier cell of the model uploaded.
+	Uploaded bool `json:"weights_uploaded"`
+	// HostPeakRSS is the process's peak resident memory on the host when
+	// the cell ended (VmHWM; 0 where not known).
+	HostPeakRSS int64 `json:"host_peak_rss_bytes,omitempty"`
 }
 
 // Meta is the environment of the run.

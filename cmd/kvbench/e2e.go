@@ -63,6 +63,7 @@ func cmdE2E(stdout, stderr io.Writer, args []string) error {
 	if err != nil {
 		return fmt.Errorf("e2e: %w", err)
 	}
+	hostAfterUpload := hostMemoryLine("after the upload")
 	c := m.Config
 	rng := rand.New(rand.NewPCG(1, 2))
 	ids := func(n int) []int {
@@ -124,9 +125,23 @@ func cmdE2E(stdout, stderr io.Writer, args []string) error {
 		el := time.Since(t0).Seconds()
 		fmt.Fprintf(stdout, "| decode (one token a step) | %d | %.3f | %.1f | after a %d-token prompt |\n", *decode, el, float64(*decode)/el, *decodePrompt)
 	}
-	if ms, ok := be.(interface{ MemStats() (int64, int64) }); ok {
-		now, peak := ms.MemStats()
-		fmt.Fprintf(stdout, "device memory: %.2f GB now, %.2f GB peak (weights, KV cache, scratch)\n", float64(now)/1e9, float64(peak)/1e9)
+	if mr, ok := be.(runtime.MemoryReporter); ok {
+		mem := mr.Memory()
+		fmt.Fprintf(stdout, "%s memory: %.2f GB now (weights %.2f GB, KV %.2f GB, scratch %.2f GB), %.2f GB peak\n", be.Name(),
+			float64(mem.Total())/1e9, float64(mem.Weights)/1e9, float64(mem.KV)/1e9, float64(mem.Scratch)/1e9, float64(mem.Peak)/1e9)
 	}
+	fmt.Fprintln(stdout, hostAfterUpload)
+	fmt.Fprintln(stdout, hostMemoryLine("at the end"))
 	return nil
+}
+
+// hostMemoryLine describes the process's resident memory on the host now
+// and at its peak so far (VmRSS, VmHWM): the model's weights are mapped
+// from their files and, on a GPU, dropped from the host once uploaded.
+func hostMemoryLine(when string) string {
+	rss, peak, err := runtime.HostMemory()
+	if err != nil {
+		return fmt.Sprintf("host memory %s: not known (%v)", when, err)
+	}
+	return fmt.Sprintf("host memory %s: %.2f GB resident, %.2f GB peak (VmRSS, VmHWM)", when, float64(rss)/1e9, float64(peak)/1e9)
 }

@@ -22,6 +22,7 @@ type buf struct {
 	dtype runtime.DType
 	block int64 // slab block size; 0: an allocation of its own
 	bytes int64
+	kind  runtime.MemKind // what it counts as in Memory (memory.go)
 }
 
 func (b *buf) Len() int { return b.n }
@@ -59,7 +60,8 @@ type Backend struct {
 	marks   int
 	blas    *BLAS // nil when cuBLAS could not be loaded (blasErr says why)
 	blasErr error
-	gemm    string // KVBENCH_GEMM: bf16 (default under bf16 precision), f32 or off
+	mem     memAcct // memory by kind (memory.go), guarded by mu
+	gemm    string  // KVBENCH_GEMM: bf16 (default under bf16 precision), f32 or off
 	// prec is the compute precision (KVBENCH_PRECISION): "bf16" (default:
 	// bf16 GEMMs and tensor-core prefill attention, float32 accumulation)
 	// or "f32" (float32 GEMMs and attention, the CPU's results to rounding).
@@ -80,6 +82,7 @@ type Backend struct {
 	narrow    scratch // bf16/f16 copy of the activations for a bf16/f16 GEMM
 
 	pt pageTables // the KV sequences' page lists on the device (pagetable.go)
+	cs chosenCall // the device selection of the attention call being built (backend_quest.go)
 }
 
 // defaultFlash is the prefill attention variant used unless KVBENCH_FLASH
@@ -438,28 +441,9 @@ func must(err error) {
 }
 
 // newBuf allocates bytes for n elements of dtype: from the slabs when small.
+// It counts as scratch (newBufOf: another kind).
 func (b *Backend) newBuf(n int, dtype runtime.DType, bytes int64) (*buf, error) {
-	x := &buf{n: n, dtype: dtype, bytes: bytes}
-	alloc := max(bytes, 4)
-	if blockFor(alloc) != 0 {
-		p, bs, err := b.slab.alloc(alloc)
-		if err != nil {
-			return nil, err
-		}
-		x.p, x.block = p, bs
-	} else {
-		p, err := b.D.Alloc(alloc)
-		if err != nil {
-			return nil, err
-		}
-		x.p = p
-	}
-	b.mu.Lock()
-	b.live[x] = struct{}{}
-	b.now += bytes
-	b.peak = max(b.peak, b.now)
-	b.mu.Unlock()
-	return x, nil
+	return b.newBufOf(runtime.MemScratch, n, dtype, bytes)
 }
 
 // Free releases a buffer of this backend (the runtime never frees; tests
@@ -468,12 +452,10 @@ func (b *Backend) Free(x runtime.Buffer) {
 	d := b.dev(x)
 	b.flushKV() // queued copies may read it
 	b.mu.Lock()
-	if _, ok := b.live[d]; !ok {
+	if !b.forgetBuf(d) {
 		b.mu.Unlock()
 		panic("cuda: Free of a buffer not live in this backend")
 	}
-	delete(b.live, d)
-	b.now -= d.bytes
 	b.mu.Unlock()
 	if d.block != 0 {
 		b.slab.release(d.p, d.block)
@@ -526,7 +508,7 @@ func (b *Backend) Upload(t *runtime.Tensor) (runtime.Buffer, error) {
 	default:
 		return nil, fmt.Errorf("tensor %s: unsupported type %v", t.Name, t.DType)
 	}
-	x, err := b.newBuf(n, t.DType, t.Bytes())
+	x, err := b.newBufOf(runtime.MemWeights, n, t.DType, t.Bytes())
 	if err != nil {
 		return nil, err
 	}
@@ -536,8 +518,12 @@ func (b *Backend) Upload(t *runtime.Tensor) (runtime.Buffer, error) {
 		err = Upload(b.D, x.p, t.U16)
 	}
 	if err != nil {
-		return nil, err
+		b.Free(x)
+		return nil, fmt.Errorf("tensor %s: %w", t.Name, err)
 	}
+	b.mu.Lock()
+	b.mem.uploads++
+	b.mu.Unlock()
 	return x, nil
 }
 
@@ -579,16 +565,14 @@ func (b *Backend) flushZeros() {
 func (b *Backend) KVTypes() []runtime.DType { return []runtime.DType{runtime.BF16} }
 
 // AllocKV returns a zeroed KV page of n elements of type t (F32 or BF16).
+// Pages count as KV memory (Memory).
 func (b *Backend) AllocKV(n int, t runtime.DType) runtime.Buffer {
-	if t == runtime.F32 {
-		return b.Alloc(n)
-	}
-	if t != runtime.BF16 {
+	if t != runtime.F32 && t != runtime.BF16 {
 		panic(fmt.Sprintf("cuda: KV pages of type %v", t))
 	}
-	x, err := b.newBuf(n, t, int64(n)*2)
+	x, err := b.newBufOf(runtime.MemKV, n, t, int64(n)*int64(t.Size()))
 	must(err)
-	b.zero(x, int64(n+1)/2)
+	b.zero(x, (int64(n)*int64(t.Size())+3)/4)
 	return x
 }
 
@@ -648,6 +632,7 @@ func (b *Backend) grow(s *scratch, bytes int64) Ptr {
 		p, err := b.D.Alloc(n)
 		must(err)
 		*s = scratch{p, n}
+		b.sampleScratch()
 	}
 	return s.p
 }

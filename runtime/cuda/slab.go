@@ -2,6 +2,7 @@ package cuda
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 )
 
@@ -94,4 +95,50 @@ func (s *slabAllocator) close() {
 	}
 	s.slabs = nil
 	s.classes = map[int64]*slabClass{}
+}
+
+// trim gives back to the driver every slab none of whose blocks is in use.
+func (s *slabAllocator) trim() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	bases := slices.Clone(s.slabs)
+	slices.Sort(bases)
+	base := func(p Ptr) Ptr { // the slab holding p
+		i, found := slices.BinarySearch(bases, p)
+		if !found {
+			i--
+		}
+		return bases[i]
+	}
+	empty := map[Ptr]bool{}
+	for bs, c := range s.classes {
+		free := map[Ptr]int64{}
+		for _, p := range c.free {
+			free[base(p)]++
+		}
+		kept := c.free[:0]
+		for _, p := range c.free {
+			if free[base(p)] < slabBytes/bs {
+				kept = append(kept, p)
+			}
+		}
+		c.free = kept
+		for p, n := range free {
+			if n == slabBytes/bs {
+				empty[p] = true
+			}
+		}
+	}
+	if len(empty) == 0 {
+		return
+	}
+	left := s.slabs[:0]
+	for _, p := range s.slabs {
+		if empty[p] {
+			_ = s.d.Free(p)
+		} else {
+			left = append(left, p)
+		}
+	}
+	s.slabs = left
 }
