@@ -1,0 +1,101 @@
+package bench
+
+import (
+	"fmt"
+
+	"github.com/kvbench/kvbench/policies"
+	"github.com/kvbench/kvbench/runtime"
+	"github.com/kvbench/kvbench/tasks"
+)
+
+// NewBatch starts n streams under fresh instances of the engine's policy
+// that can decode together (tasks.Batcher): runners on the engine's device
+// over its one upload of the weights, stepped through a runtime.Batch, so a
+// batch step runs the matrix products once over every stream's row while
+// each stream attends its own cache under its own policy. On a GPU only the
+// first stream times its attention (device timestamps around every
+// stream's attention would cost more than the attention); on the CPU every
+// stream does, as alone. Closing the batch closes its streams, whose
+// runners go to the engine's next streams as a closed stream's do.
+func (e *Engine) NewBatch(n int) (tasks.Batch, error) {
+	if n < 1 {
+		return nil, fmt.Errorf("batch of %d streams: need at least one", n)
+	}
+	pols := make([]policies.Policy, n)
+	for i := range pols {
+		p, err := policies.New(e.Policy, e.Params)
+		if err != nil {
+			return nil, err
+		}
+		p.MeasureRecall(e.RecallEvery)
+		p.SetPrefill(e.Prefill)
+		pols[i] = p
+	}
+	be, _, err := e.acquire()
+	if err != nil {
+		return nil, err
+	}
+	_, onDevice := be.(runtime.DeviceTimer)
+	b := &engineBatch{e: e}
+	err = e.guard(func() error {
+		runners := make([]*runtime.Runner, 0, n)
+		for i, p := range pols {
+			r, err := e.runner()
+			if err != nil {
+				return err
+			}
+			if err := p.Start(r); err != nil {
+				e.mu.Lock()
+				e.idle = append(e.idle, r) // fresh or reset: fit for the next stream
+				e.mu.Unlock()
+				return err
+			}
+			s := &stream{e: e, r: r, p: p, be: be}
+			if !onDevice || i == 0 {
+				r.OnAttend = s.onAttend
+			}
+			b.streams = append(b.streams, s)
+			runners = append(runners, r)
+		}
+		var err error
+		b.b, err = runtime.NewBatch(runners...)
+		return err
+	})
+	if err != nil {
+		for _, s := range b.streams {
+			s.Close()
+		}
+		return nil, err
+	}
+	return b, nil
+}
+
+// engineBatch is a tasks.Batch: the engine's streams stepped together
+// through a runtime.Batch, each call holding the engine's device (guard).
+type engineBatch struct {
+	e       *Engine
+	b       *runtime.Batch
+	streams []*stream
+	closed  bool
+}
+
+func (b *engineBatch) Len() int                  { return len(b.streams) }
+func (b *engineBatch) Stream(i int) tasks.Stream { return b.streams[i] }
+
+func (b *engineBatch) LogProbs(streams, ids, targets []int, out []float64) error {
+	return b.e.guard(func() error { return b.b.LogProbs(streams, ids, targets, out) })
+}
+
+// Close closes every stream: each hands its accounting and timings to the
+// engine, as a stream's Close does.
+func (b *engineBatch) Close() {
+	if b.closed {
+		return
+	}
+	b.closed = true
+	for _, s := range b.streams {
+		s.Close()
+	}
+}
+
+var _ tasks.Batcher = (*Engine)(nil)
