@@ -46,27 +46,28 @@ type device struct {
 func NewDevices() *Devices { return &Devices{devs: map[devKey]*device{}} }
 
 // acquire returns the device of configuration k, opened if needed, with m's
-// weights uploaded to it, and counts one more engine using both. Weights of
-// other models that no engine uses are given back before m's are uploaded,
-// so a device holds one model's weights at a time when cells run one after
-// another.
-func (ds *Devices) acquire(k devKey, m *runtime.Model) (*device, *runtime.DeviceWeights, error) {
+// weights uploaded to it (uploaded: by this call), and counts one more
+// engine using both; the device's memory peaks restart when that engine is
+// its only one. Weights of other models that no engine uses are given back
+// before m's are uploaded, so a device holds one model's weights at a time
+// when cells run one after another.
+func (ds *Devices) acquire(k devKey, m *runtime.Model) (d *device, w *runtime.DeviceWeights, uploaded bool, err error) {
 	ds.mu.Lock()
 	if ds.closed {
 		ds.mu.Unlock()
-		return nil, nil, errors.New("devices: closed")
+		return nil, nil, false, errors.New("devices: closed")
 	}
-	d := ds.devs[k]
+	d = ds.devs[k]
 	if d == nil {
 		spec, err := runtime.LookupBackend(k.name)
 		if err != nil {
 			ds.mu.Unlock()
-			return nil, nil, err
+			return nil, nil, false, err
 		}
 		be, err := spec.Open(k.threads, k.precision)
 		if err != nil {
 			ds.mu.Unlock()
-			return nil, nil, fmt.Errorf("backend %s: %w", k.name, err)
+			return nil, nil, false, fmt.Errorf("backend %s: %w", k.name, err)
 		}
 		if ds.onOpen != nil {
 			ds.onOpen(be)
@@ -79,16 +80,23 @@ func (ds *Devices) acquire(k devKey, m *runtime.Model) (*device, *runtime.Device
 	ds.mu.Unlock()
 
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	if w := d.weights[m]; w != nil {
-		return d, w, nil
+	w = d.weights[m]
+	if w == nil {
+		if w, err = d.upload(m); err != nil {
+			d.mu.Unlock()
+			ds.release(d, m)
+			return nil, nil, false, err
+		}
+		uploaded = true
 	}
-	w, err := d.upload(m)
-	if err != nil {
-		ds.release(d, m)
-		return nil, nil, err
+	ds.mu.Lock()
+	sole := d.users == 1
+	ds.mu.Unlock()
+	if mr, ok := d.be.(runtime.MemoryReporter); ok && sole {
+		mr.ResetMemoryPeak() // the peaks of the cell that starts
 	}
-	return d, w, nil
+	d.mu.Unlock()
+	return d, w, uploaded, nil
 }
 
 // upload gives back the weights no engine uses, then uploads m's; d.mu is

@@ -131,8 +131,7 @@ func (e *Engine) NewStream() (tasks.Stream, error) {
 }
 
 // acquire returns the engine's backend and the model's weights on it,
-// acquired from Devices (or the engine's own) at the first call. The first
-// acquisition starts the cell's memory peaks.
+// acquired from Devices (or the engine's own) at the first call.
 func (e *Engine) acquire() (runtime.Backend, *runtime.DeviceWeights, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -153,19 +152,13 @@ func (e *Engine) acquire() (runtime.Backend, *runtime.DeviceWeights, error) {
 	if name == "" {
 		name = "cpu"
 	}
-	uploads := runtime.WeightUploads()
-	d, w, err := ds.acquire(devKey{name, e.Threads, e.Precision}, e.Model)
+	d, w, uploaded, err := ds.acquire(devKey{name, e.Threads, e.Precision}, e.Model)
 	if err != nil {
 		return nil, nil, err
 	}
 	e.dev, e.weights = d, w
 	e.backend, e.device = d.be.Name(), d.be.Device()
-	e.mem = &results.Memory{Weights: w.Bytes(), Uploaded: runtime.WeightUploads() != uploads}
-	d.mu.Lock()
-	if mr, ok := d.be.(runtime.MemoryReporter); ok && d.users == 1 {
-		mr.ResetMemoryPeak()
-	}
-	d.mu.Unlock()
+	e.mem = &results.Memory{Weights: w.Bytes(), Uploaded: uploaded}
 	return d.be, w, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -13,6 +14,7 @@ import (
 	"github.com/kvbench/kvbench/policies"
 	"github.com/kvbench/kvbench/results"
 	"github.com/kvbench/kvbench/runtime"
+	"github.com/kvbench/kvbench/runtime/cpu"
 )
 
 // uploadSuite is a suite of six cells of one model on backend %s: three
@@ -190,5 +192,75 @@ func checkKVAccounting(t *testing.T, backend string) {
 				}
 			})
 		}
+	}
+}
+
+// TestDevicesOneModelAtATime runs cells of two models on one device: the
+// first model's weights are given back when the second's are uploaded, each
+// model is uploaded once, and a failed upload (injected) fails its cell
+// only: the device stays, and the next cell uploads the model.
+func TestDevicesOneModelAtATime(t *testing.T) {
+	dir := t.TempDir()
+	text, err := os.ReadFile("../configs/data/river.txt")
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "text.txt"), text, 0o644))
+	y := `name: two-models
+backend: cpu
+models: [{name: a, path: "synthetic:tiny"}, {name: b, path: "synthetic:tiny-mha"}]
+policies: [full, {name: window, window: 32}]
+tasks: [{name: perplexity, text: text.txt, tokens: 40, streams: 2, bucket: 20}]
+`
+	s, err := ParseSuite(filepath.Join(dir, "s.yaml"), []byte(y))
+	require.NoError(t, err)
+	cells := s.Cells()
+	require.Len(t, cells, 4) // a/full, a/window, b/full, b/window
+	devs := NewDevices()
+	defer devs.Close()
+	// failNext fails the next weight allocation: set when model b's first
+	// cell starts.
+	var failNext bool
+	devs.onOpen = func(be runtime.Backend) {
+		be.(runtime.AllocFailer).FailAllocs(func(kind runtime.MemKind, _ int64) error {
+			if failNext && kind == runtime.MemWeights {
+				failNext = false
+				return errInjected
+			}
+			return nil
+		})
+	}
+	models := map[string]*loadedModel{}
+	ran := func(i int) *results.Record {
+		t.Helper()
+		return runCell(t.Context(), s, cells[i], models, devs, "cpu")
+	}
+	for i := range 2 {
+		require.True(t, ran(i).OK(), "cell %d", i)
+	}
+	mem := func() runtime.Memory { return devs.backends()[0].(runtime.MemoryReporter).Memory() }
+	wa := mem().Weights
+	require.Positive(t, wa)
+	failNext = true
+	bad := ran(2)
+	if bad.OK() || !strings.Contains(bad.Error, "injected") {
+		t.Fatalf("cell with the failed upload: status %s, error %q", bad.Status, bad.Error)
+	}
+	if len(devs.backends()) != 1 {
+		t.Fatalf("%d devices after a failed upload, want the one", len(devs.backends()))
+	}
+	for _, i := range []int{2, 3} {
+		r := ran(i)
+		require.True(t, r.OK(), "cell %d: %s", i, r.Error)
+		require.NotNil(t, r.Memory)
+		if r.Memory.Uploaded != (i == 2) {
+			t.Errorf("cell %d says weights_uploaded %v", i, r.Memory.Uploaded)
+		}
+	}
+	wb := mem().Weights
+	mb, err := runtime.Synthetic("tiny-mha")
+	require.NoError(t, err)
+	dw, err := runtime.UploadWeights(mb, cpu.New(1))
+	require.NoError(t, err)
+	if wb != dw.Bytes() {
+		t.Errorf("the device holds %d weight bytes after model b's cells, want b's %d alone (a's %d given back)", wb, dw.Bytes(), wa)
 	}
 }

@@ -70,7 +70,9 @@ func (b *Backend) Upload(t *runtime.Tensor) (runtime.Buffer, error) {
 	default:
 		return nil, fmt.Errorf("tensor %s: unsupported type %v", t.Name, t.DType)
 	}
-	b.mem.upload(t)
+	if err := b.mem.upload(t); err != nil {
+		return nil, err
+	}
 	return &weight{t}, nil
 }
 

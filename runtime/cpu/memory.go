@@ -85,10 +85,16 @@ func (m *memCounter) add(kind runtime.MemKind, bytes int64) {
 	m.total = max(m.total, m.now[0]+m.now[1]+m.now[2])
 }
 
-// upload counts a weight tensor served by Upload (its bytes once per tensor).
-func (m *memCounter) upload(t *runtime.Tensor) {
+// upload counts a weight tensor served by Upload (its bytes once per
+// tensor), after asking the failure hook, whose error it returns.
+func (m *memCounter) upload(t *runtime.Tensor) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.fail != nil {
+		if err := m.fail(runtime.MemWeights, t.Bytes()); err != nil {
+			return fmt.Errorf("cpu: weight %s of %d bytes: %w", t.Name, t.Bytes(), err)
+		}
+	}
 	m.uploads++
 	if m.weights == nil {
 		m.weights = map[*runtime.Tensor]bool{}
@@ -97,6 +103,7 @@ func (m *memCounter) upload(t *runtime.Tensor) {
 		m.weights[t] = true
 		m.add(runtime.MemWeights, t.Bytes())
 	}
+	return nil
 }
 
 // Memory reports the bytes of the buffers the backend made and still counts:
@@ -123,7 +130,8 @@ func (b *Backend) ResetMemoryPeak() {
 }
 
 // FailAllocs sets the test hook that may fail allocations
-// (runtime.AllocFailer): Alloc and AllocKV panic with its error.
+// (runtime.AllocFailer): Alloc and AllocKV panic with its error, Upload
+// returns it.
 func (b *Backend) FailAllocs(fail func(kind runtime.MemKind, bytes int64) error) {
 	b.mem.mu.Lock()
 	b.mem.fail = fail
