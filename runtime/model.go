@@ -396,8 +396,12 @@ func (p *pass) run() {
 		} else {
 			p.projectQKV(l, rows)
 		}
-		if p.segs[0].r.scaled != nil {
-			// Scaled RoPE: each stream's frequencies follow its own length.
+		if r0 := p.segs[0].r; r0.scaled != nil && p.sameFreqs() {
+			r0.scaled.RoPEFreqs(s.q, rows, c.Heads, c.HeadDim, pos, r0.invFreq, c.Rope)
+			r0.scaled.RoPEFreqs(s.k, rows, c.KVHeads, c.HeadDim, pos, r0.invFreq, c.Rope)
+		} else if r0.scaled != nil {
+			// Scaled RoPE whose frequencies follow each stream's length
+			// (dynamic, longrope): stream by stream.
 			for i := range p.segs {
 				g := &p.segs[i]
 				n := len(g.tokens)
@@ -433,6 +437,18 @@ func (p *pass) run() {
 	}
 	defer p.deliverTimes()
 	p.head()
+}
+
+// sameFreqs reports whether every segment's stream rotates with the same
+// scaled-RoPE frequencies (the same stage: always, for scalings that do not
+// vary with the length).
+func (p *pass) sameFreqs() bool {
+	for i := range p.segs[1:] {
+		if p.segs[i+1].r.freqStage != p.segs[0].r.freqStage {
+			return false
+		}
+	}
+	return true
 }
 
 // beforeAttend stores the segment's keys and values of layer l in its
