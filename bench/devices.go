@@ -167,10 +167,12 @@ func releaseWork(be runtime.Backend) (err error) {
 	return rel.ReleaseWork()
 }
 
-// close frees the device's weights and closes its backend.
+// close frees the device's weights and closes its backend. A backend that
+// fails as it closes (a device already in trouble) is left as it is.
 func (d *device) close() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	defer func() { _ = recover() }()
 	d.weights = nil
 	closeBackend(d.be) // frees the weights with the rest
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/kvbench/kvbench/runtime"
+	"github.com/kvbench/kvbench/runtime/cpu"
 )
 
 // errInjected is the allocation failure the tests inject.
@@ -166,4 +167,70 @@ func distinctTensors(path string, t *testing.T) int {
 		}
 	}
 	return len(seen)
+}
+
+// sticky is a CPU backend whose ReleaseWork reports a device fault while
+// stickyFault is set (once), as a GPU whose context a failed kernel
+// poisoned would; stickyClosed counts the Close calls.
+type sticky struct{ *cpu.Backend }
+
+var stickyFault, stickyClosed int
+
+func (s *sticky) ReleaseWork() error {
+	if err := s.Backend.ReleaseWork(); err != nil {
+		return err
+	}
+	if stickyFault > 0 {
+		stickyFault--
+		return errors.New("an illegal memory access was encountered (injected)")
+	}
+	return nil
+}
+
+func (s *sticky) Close() {
+	stickyClosed++
+	s.Backend.Close()
+}
+
+func init() {
+	runtime.RegisterBackend(runtime.BackendSpec{
+		Name:      "sticky-test",
+		Available: func() (bool, string) { return true, "" },
+		New: func(threads int) (runtime.Backend, error) {
+			return &sticky{Backend: cpu.New(1)}, nil
+		},
+	})
+}
+
+// TestDeviceFaultReopens checks a fault found when a cell gives its memory
+// back: the cell is recorded as failed (its results are not trusted), the
+// device is closed, and the next cell opens it afresh and uploads the
+// weights again.
+func TestDeviceFaultReopens(t *testing.T) {
+	s := faultSuite(t, "cpu")
+	cells := s.Cells()
+	devs := NewDevices()
+	defer devs.Close()
+	opened := 0
+	devs.onOpen = func(runtime.Backend) { opened++ }
+	models := map[string]*loadedModel{}
+	closedBefore := stickyClosed
+	stickyFault = 1
+	rec := runCell(t.Context(), s, cells[0], models, devs, "sticky-test")
+	if rec.OK() || !strings.Contains(rec.Error, "device fault") || !strings.Contains(rec.Error, "illegal memory access") {
+		t.Fatalf("status %s, error %q: want the cell failed by the fault found at its end", rec.Status, rec.Error)
+	}
+	if rec.Metrics != nil {
+		t.Errorf("a cell failed by a device fault keeps its metrics %v", rec.Metrics)
+	}
+	if n := len(devs.backends()); n != 0 || stickyClosed != closedBefore+1 {
+		t.Fatalf("%d devices open, %d closed after the fault: want the faulty one closed", n, stickyClosed-closedBefore)
+	}
+	next := runCell(t.Context(), s, cells[1], models, devs, "sticky-test")
+	if !next.OK() {
+		t.Fatalf("the next cell failed: %s", next.Error)
+	}
+	if opened != 2 || next.Memory == nil || !next.Memory.Uploaded {
+		t.Errorf("%d devices opened, next cell's memory %+v: want a new device with the weights uploaded again", opened, next.Memory)
+	}
 }
