@@ -5,6 +5,11 @@ import (
 	"math"
 )
 
+// maxBatchRows is the most rows one pass of a Batch feeds: enough for the
+// matrix products to read each weight once for many streams, few enough
+// that the scratch (the logits above all: rows x vocab) stays small.
+var maxBatchRows = 256
+
 // Viewer is an optional Backend capability: a buffer that aliases part of
 // another. A Batch of several streams needs it, to hand each stream's
 // attention call its own rows of the batch's queries, keys, values and
@@ -27,7 +32,9 @@ type Viewer interface {
 // rounding of the backend's matrix kernels over one row or several (the
 // same evictions; logits within 1e-5 relative on the CPU).
 //
-// The runners share the model and the backend; each keeps its Hook,
+// A step of more than maxBatchRows streams runs as several passes of at
+// most that many rows (the batch's scratch is sized by it, not by the
+// streams). The runners share the model and the backend; each keeps its Hook,
 // OnAttend and position, and may still be fed alone between batch steps (a
 // prompt, say). A Batch is not safe for concurrent use, nor is a runner
 // while the batch steps it.
@@ -35,7 +42,7 @@ type Batch struct {
 	runners []*Runner
 	be      Backend
 	c       Config
-	s       state // [len(runners) rows] the batch's scratch
+	s       state // [min(len(runners), maxBatchRows) rows] the batch's scratch
 	id      uint64
 	tokens  []int // [rows] the step's tokens
 	segs    []segment
@@ -76,6 +83,7 @@ func NewBatch(runners ...*Runner) (*Batch, error) {
 	n := len(runners)
 	b := &Batch{runners: runners, be: be, c: c, id: runnerIDs.Add(1), used: make([]bool, n)}
 	if vw, ok := be.(Viewer); ok {
+		n = min(n, maxBatchRows)
 		b.s = newState(be, c, n)
 		b.views = make([][4]Buffer, n)
 		for i := range b.views {
@@ -104,7 +112,7 @@ func (b *Batch) Step(streams, tokens []int, logits []float32) error {
 	if logits != nil && len(logits) < len(streams)*b.c.Vocab {
 		return fmt.Errorf("batch step: logits buffer holds %d values, need %d", len(logits), len(streams)*b.c.Vocab)
 	}
-	return b.step(streams, tokens, logits, nil)
+	return b.step(streams, tokens, logits, nil, nil)
 }
 
 // LogProbs feeds tokens[j] to runner streams[j], as Step does, and writes
@@ -120,11 +128,14 @@ func (b *Batch) LogProbs(streams, tokens, targets []int, out []float64) error {
 			return fmt.Errorf("batch log probs: target %d of stream %d is outside the vocabulary [0, %d)", t, streams[j], b.c.Vocab)
 		}
 	}
-	b.sc = scoreSink{targets: targets, out: out, host: b.sc.host}
-	return b.step(streams, tokens, nil, &b.sc)
+	return b.step(streams, tokens, nil, targets, out)
 }
 
-func (b *Batch) step(streams, tokens []int, logits []float32, score *scoreSink) error {
+// step checks a step's streams and tokens, then feeds them in passes of at
+// most maxBatchRows rows: with logits, or scored against targets into out
+// when targets is not nil. On an error the streams of the passes before
+// (and of the failing one) have stepped.
+func (b *Batch) step(streams, tokens []int, logits []float32, targets []int, out []float64) error {
 	c := b.c
 	if len(streams) == 0 {
 		return fmt.Errorf("batch step: no streams")
@@ -149,8 +160,31 @@ func (b *Batch) step(streams, tokens []int, logits []float32, score *scoreSink) 
 		}
 	}
 	if b.views == nil {
-		return b.stepEach(streams, tokens, logits, score)
+		return b.stepEach(streams, tokens, logits, targets, out)
 	}
+	V := c.Vocab
+	for lo := 0; lo < len(streams); lo += b.s.maxRows {
+		hi := min(lo+b.s.maxRows, len(streams))
+		var lg []float32
+		if logits != nil {
+			lg = logits[lo*V : hi*V]
+		}
+		var score *scoreSink
+		if targets != nil {
+			b.sc = scoreSink{targets: targets[lo:hi], out: out[lo:hi], host: b.sc.host}
+			score = &b.sc
+		}
+		if err := b.pass(streams[lo:hi], tokens[lo:hi], lg, score); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pass runs one forward pass over the rows of streams (at most the batch's
+// scratch rows).
+func (b *Batch) pass(streams, tokens []int, logits []float32, score *scoreSink) error {
+	c := b.c
 	rows := len(streams)
 	b.tokens = append(b.tokens[:0], tokens...)
 	b.segs = b.segs[:0]
@@ -196,14 +230,14 @@ func (b *Batch) segDone(g *segment, j int, score *scoreSink) error {
 
 // stepEach is a batch step on a backend that is no Viewer: each stream's
 // token through its own runner, one after another.
-func (b *Batch) stepEach(streams, tokens []int, logits []float32, score *scoreSink) error {
+func (b *Batch) stepEach(streams, tokens []int, logits []float32, targets []int, out []float64) error {
 	V := b.c.Vocab
 	for j, i := range streams {
 		r, one := b.runners[i], tokens[j:j+1]
 		var err error
 		switch {
-		case score != nil:
-			err = r.LogProbs(one, score.targets[j:j+1], score.out[j:j+1])
+		case targets != nil:
+			err = r.LogProbs(one, targets[j:j+1], out[j:j+1])
 		case logits != nil:
 			err = r.Forward(one, logits[j*V:(j+1)*V])
 		default: // no logits wanted (the window was checked)

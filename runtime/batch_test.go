@@ -228,3 +228,67 @@ func TestBatchStepAllocatesNothing(t *testing.T) {
 		t.Errorf("a batch step allocates %.1f times, want 0", n)
 	}
 }
+
+// TestBatchPasses checks a step of more streams than one pass takes: five
+// streams with passes of at most two rows (three passes) give each stream
+// what it gives alone, within 1e-5 of its largest logit (passes of one and
+// two rows run different CPU matrix kernels than one row alone), with
+// logits and with log-probabilities.
+func TestBatchPasses(t *testing.T) {
+	defer runtime.SetMaxBatchRows(2)()
+	m, err := runtime.Synthetic("tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	be := cpu.New(1)
+	defer be.Close()
+	V := m.Config.Vocab
+	batched := batchRunners(t, m, be, 5)
+	alone := batchRunners(t, m, be, 5)
+	b, err := runtime.NewBatch(batched...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	streams := []int{4, 1, 0, 3, 2}
+	logits := make([]float32, 5*V)
+	lp := make([]float64, 5)
+	one := make([]float32, V)
+	for step := range 4 {
+		toks := randTokens(5, V, uint64(200+step))
+		targets := randTokens(5, V, uint64(300+step))
+		score := step%2 == 1
+		if score {
+			err = b.LogProbs(streams, toks, targets, lp)
+		} else {
+			err = b.Step(streams, toks, logits)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j, i := range streams {
+			if err := alone[i].Forward(toks[j:j+1], one); err != nil {
+				t.Fatal(err)
+			}
+			var scale float64
+			for _, v := range one {
+				scale = max(scale, math.Abs(float64(v)))
+			}
+			if score {
+				if want := runtime.LogProb(one, targets[j]); math.Abs(lp[j]-want) > 1e-5*math.Abs(want) {
+					t.Fatalf("step %d stream %d: log-prob %v batched, %v alone", step, i, lp[j], want)
+				}
+				continue
+			}
+			for k, w := range one {
+				if g := logits[j*V+k]; math.Abs(float64(g-w)) > 1e-5*scale {
+					t.Fatalf("step %d stream %d token %d: %v batched, %v alone", step, i, k, g, w)
+				}
+			}
+		}
+	}
+	for i := range batched {
+		if batched[i].Pos() != alone[i].Pos() {
+			t.Errorf("stream %d at position %d, alone %d", i, batched[i].Pos(), alone[i].Pos())
+		}
+	}
+}

@@ -1,0 +1,9 @@
+package runtime
+
+// SetMaxBatchRows sets the most rows of one Batch pass, for tests of steps
+// that take several passes, and returns the function that restores it.
+func SetMaxBatchRows(n int) (restore func()) {
+	old := maxBatchRows
+	maxBatchRows = n
+	return func() { maxBatchRows = old }
+}
