@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/kvbench/kvbench/policies"
+	"github.com/kvbench/kvbench/runtime"
 	"github.com/kvbench/kvbench/tasks"
 )
 
@@ -20,6 +21,26 @@ type unbatched struct{ tasks.Model }
 // differently) and that the cache accounting, which follows every
 // eviction, is identical.
 func TestPerplexityBatchedMatchesStreams(t *testing.T) {
+	comparePerplexityBatched(t, "")
+}
+
+// TestPerplexityBatchedMatchesStreamsGPU is the same on the CUDA backend
+// at f32 precision (skipped without a GPU): the engine's batch on the
+// device, log-probabilities computed there, against the streams stepped
+// alone on the same device.
+func TestPerplexityBatchedMatchesStreamsGPU(t *testing.T) {
+	spec, err := runtime.LookupBackend("cuda")
+	if err != nil {
+		t.Skip(err)
+	}
+	if ok, why := spec.Available(); !ok {
+		t.Skipf("no GPU here: %s", why)
+	}
+	comparePerplexityBatched(t, "cuda")
+}
+
+// comparePerplexityBatched runs the comparison on a backend ("": cpu).
+func comparePerplexityBatched(t *testing.T, backend string) {
 	path := writeText(t, sample+sample)
 	p := tasks.Params{"text": path, "tokens": 150, "streams": 4, "bucket": 40}
 	for _, pc := range []struct {
@@ -35,6 +56,10 @@ func TestPerplexityBatchedMatchesStreams(t *testing.T) {
 	} {
 		t.Run(pc.name, func(t *testing.T) {
 			eb, ea := newEngine(t, pc.name, pc.params), newEngine(t, pc.name, pc.params)
+			if backend != "" {
+				eb.Backend, ea.Backend = backend, backend
+				eb.Precision, ea.Precision = "f32", "f32"
+			}
 			batched := run(t, eb, "perplexity", p)
 			alone := run(t, unbatched{ea}, "perplexity", p)
 			if batched.Detail["batched"] != true || alone.Detail["batched"] != false {
@@ -56,8 +81,13 @@ func TestPerplexityBatchedMatchesStreams(t *testing.T) {
 			if kvB != kvA {
 				t.Errorf("cache accounting %+v batched, %+v alone", kvB, kvA)
 			}
-			if latB.N != latA.N || latA.N != 4*150*3 {
-				t.Errorf("%d attention timings batched, %d alone, want %d (streams x tokens x layers)", latB.N, latA.N, 4*150*3)
+			// On a GPU only a batch's first stream times its attention.
+			wantB := 4 * 150 * 3 // streams x tokens x layers
+			if backend == "cuda" {
+				wantB = 150 * 3
+			}
+			if latB.N != wantB || latA.N != 4*150*3 {
+				t.Errorf("%d attention timings batched, %d alone, want %d and %d", latB.N, latA.N, wantB, 4*150*3)
 			}
 		})
 	}
