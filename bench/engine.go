@@ -2,6 +2,8 @@ package bench
 
 import (
 	"fmt"
+	goruntime "runtime"
+	"runtime/debug"
 	"sort"
 	"sync"
 	"time"
@@ -201,7 +203,7 @@ func (e *Engine) guard(f func() error) (err error) {
 	defer d.mu.Unlock()
 	defer func() {
 		if p := recover(); p != nil {
-			err = fmt.Errorf("device error on %s: %v", d.be.Name(), p)
+			err = panicError(d.be, p)
 			e.mu.Lock()
 			if e.fault == nil {
 				e.fault = err
@@ -215,6 +217,18 @@ func (e *Engine) guard(f func() error) (err error) {
 		return fault
 	}
 	return f()
+}
+
+// panicError is the error of a panic in a stream's work on be: an error the
+// backend raised (a device error: memory that ran out, a failed launch)
+// with its message, anything else (a bug) with its stack too.
+func panicError(be runtime.Backend, p any) error {
+	if err, ok := p.(error); ok {
+		if _, bug := err.(goruntime.Error); !bug {
+			return fmt.Errorf("device error on %s: %w", be.Name(), err)
+		}
+	}
+	return fmt.Errorf("panic on %s: %v\n%s", be.Name(), p, debug.Stack())
 }
 
 // faulted is the engine's fault, or nil.
