@@ -245,3 +245,204 @@ extern "C" __global__ void __launch_bounds__(TK_NT) quest_topk(const float* __re
     const int r = blockIdx.x;
     topk_row<TK_NT, true>(scores + (size_t)r * P, P, K, sel + (size_t)r * min(K, P), keys);
 }
+
+// ---- Quest's choice over the runtime's cache (runtime.PageChooser, runtime/cuda/backend_quest.go) ----
+//
+// The runtime's Quest (policies/quest.go) scores pages in double
+// (be_quest_score) and attends, for each query head whose KV head holds more
+// than K pages, the K-1 best pages but the last, ties to the lower page,
+// plus the last page. be_quest_choose makes that choice on the device, so
+// that neither the scores nor the selection cross to the host.
+
+#define QC_NT 256
+
+// qc_key maps a double to an unsigned integer of the same order (-0 ties
+// with +0).
+__device__ __forceinline__ u64 qc_key(double d) {
+    u64 u = (u64)__double_as_longlong(d);
+    if (u == 0x8000000000000000ull) u = 0ull;
+    return (u >> 63) ? ~u : (u | 0x8000000000000000ull);
+}
+
+// qc_select writes to out, ascending, the indices of the k largest of the M
+// doubles s (0 < k < M), ties to the lower index: a radix select over the
+// keys (qc_key), 8 bits a pass from the highest bit on which the keys
+// differ, then an ordered compaction. All QC_NT threads call it.
+__device__ void qc_select(const double* __restrict__ s, int M, int k, int* __restrict__ out) {
+    __shared__ u32 hist[256];
+    __shared__ u32 ws[QC_NT / 32];
+    __shared__ u64 wlo[QC_NT / 32], whi[QC_NT / 32];
+    __shared__ u32 sBin, sNeed;
+    __shared__ int sDone;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    u64 lo = ~0ull, hi = 0ull;
+    for (int i = tid; i < M; i += QC_NT) {
+        const u64 x = qc_key(s[i]);
+        lo = min(lo, x);
+        hi = max(hi, x);
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        lo = min(lo, __shfl_xor_sync(FULL_MASK, lo, o));
+        hi = max(hi, __shfl_xor_sync(FULL_MASK, hi, o));
+    }
+    if (lane == 0) {
+        wlo[warp] = lo;
+        whi[warp] = hi;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int w = 0; w < QC_NT / 32; ++w) {
+        lo = min(lo, wlo[w]);
+        hi = max(hi, whi[w]);
+    }
+    // Bits above top are the same in every key; prefix holds the bits of the
+    // k-th largest key decided so far, mask says which.
+    int top = lo == hi ? -1 : 63 - __clzll((long long)(lo ^ hi));
+    u64 mask = top < 0 ? ~0ull : (top == 63 ? 0ull : ~((2ull << top) - 1ull));
+    u64 prefix = lo & mask;
+    u32 need = (u32)k;  // keys still to take among those matching prefix
+    while (top >= 0) {
+        const int bits = min(8, top + 1), shift = top - bits + 1;
+        const u64 dmask = (1ull << bits) - 1ull;
+        for (int i = tid; i < 256; i += QC_NT) hist[i] = 0;
+        __syncthreads();
+        for (int i = tid; i < M; i += QC_NT) {
+            const u64 x = qc_key(s[i]);
+            if ((x & mask) == prefix) atomicAdd(&hist[(u32)((x >> shift) & dmask)], 1u);
+        }
+        __syncthreads();
+        if (warp == 0) {
+            // Lane l holds bins 255-8l down to 248-8l: counts from the top.
+            u32 cnt[8], tot = 0;
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                cnt[j] = hist[255 - lane * 8 - j];
+                tot += cnt[j];
+            }
+            u32 incl = tot;
+#pragma unroll
+            for (int o = 1; o < 32; o <<= 1) {
+                const u32 t = __shfl_up_sync(FULL_MASK, incl, o);
+                if (lane >= o) incl += t;
+            }
+            const u32 excl = incl - tot;
+            const u32 hit = __ballot_sync(FULL_MASK, excl < need && need <= incl);
+            if (lane == __ffs(hit) - 1) {
+                u32 above = excl;
+                for (int j = 0; j < 8; ++j) {
+                    if (above + cnt[j] >= need) {
+                        sBin = 255u - (u32)(lane * 8 + j);
+                        sNeed = need - above;
+                        sDone = cnt[j] == need - above;
+                        break;
+                    }
+                    above += cnt[j];
+                }
+            }
+        }
+        __syncthreads();
+        prefix |= (u64)sBin << shift;
+        mask |= dmask << shift;
+        need = sNeed;
+        const int done = sDone;
+        __syncthreads();
+        top = shift - 1;
+        if (done) break;
+    }
+    // Taken: keys whose masked value is above prefix, and the first `need`
+    // (by index) of those equal to it.
+    const int E = (M + QC_NT - 1) / QC_NT;
+    const int b = min(M, tid * E), e = min(M, b + E);
+    u32 eq = 0;
+    for (int i = b; i < e; ++i) eq += (qc_key(s[i]) & mask) == prefix;
+    const u32 eqBefore = block_excl_scan<QC_NT>(eq, ws);
+    u32 cnt = 0, rank = eqBefore;
+    for (int i = b; i < e; ++i) {
+        const u64 x = qc_key(s[i]) & mask;
+        if (x > prefix) {
+            ++cnt;
+        } else if (x == prefix) {
+            cnt += rank < need;
+            ++rank;
+        }
+    }
+    u32 pos = block_excl_scan<QC_NT>(cnt, ws);
+    rank = eqBefore;
+    for (int i = b; i < e; ++i) {
+        const u64 x = qc_key(s[i]) & mask;
+        bool take = x > prefix;
+        if (x == prefix) {
+            take = rank < need;
+            ++rank;
+        }
+        if (take) out[pos++] = i;
+    }
+}
+
+// qc_in says whether sorted list l [n] holds x.
+__device__ __forceinline__ bool qc_in(const int* l, int n, int x) {
+    int a = 0, b = n;
+    while (a < b) {
+        const int m = (a + b) >> 1;
+        const int v = __ldcg(l + m);
+        if (v == x) return true;
+        if (v < x) a = m + 1;
+        else b = m;
+    }
+    return false;
+}
+
+// be_quest_choose: grid (heads), block QC_NT. ints: [2*heads] the pages P of
+// query head h (0: not scored) and the offset of its scores in scores (the
+// layout of be_quest_score), then [kvHeads] the tokens n of each KV head.
+// Block h chooses the K-1 pages of highest score among pages [0, P-1), ties
+// to the lower page, and page P-1; it writes the first ones, ascending, to
+// pages [heads, max(K-1, 1)], and the tokens of every chosen page, in page
+// order, to sel [heads, cap]: page p's tokens p*page ... p*page+page-1, the
+// last page's up to n-1. The last block of each KV head's group to finish
+// writes to cov[g] the number of distinct tokens the group chose, and sets
+// its counter done[g] back to 0 (done is 0 between launches).
+extern "C" __global__ void __launch_bounds__(QC_NT) be_quest_choose(const double* __restrict__ scores, const int* __restrict__ ints,
+                                                                    int heads, int group, int K, int page, int cap, int* pages,
+                                                                    int* sel, int* cov, u32* done) {
+    __shared__ int sLast;
+    __shared__ u32 sCount;
+    const int h = blockIdx.x, tid = threadIdx.x, g = h / group;
+    const int P = ints[2 * h], n = ints[2 * heads + g], k = K - 1, kr = max(k, 1);
+    if (P > 0) {
+        int* chosen = pages + (size_t)h * kr;
+        if (k > 0) qc_select(scores + ints[2 * h + 1], P - 1, k, chosen);
+        __syncthreads();  // the block's chosen pages, written to global memory, visible to the block
+        int* o = sel + (size_t)h * cap;
+        for (int i = tid; i < k * page; i += QC_NT) o[i] = chosen[i / page] * page + i % page;
+        const int first = (P - 1) * page;  // the last page's first token
+        for (int t = first + tid; t < n; t += QC_NT) o[k * page + t - first] = t;
+    }
+    // The group's last block counts the distinct tokens it chose.
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) {
+        sLast = atomicAdd(done + g, 1u) == (u32)(group - 1);
+        sCount = 0;
+    }
+    __syncthreads();
+    if (!sLast) return;
+    __threadfence();
+    if (P > 0) {
+        const int* first = pages + (size_t)g * group * kr;
+        u32 c = 0;
+        for (int x = tid; x < group * k; x += QC_NT) {
+            const int j = x / k, v = __ldcg(first + (size_t)j * kr + x % k);
+            bool seen = false;
+            for (int i = 0; i < j && !seen; ++i) seen = qc_in(first + (size_t)i * kr, k, v);
+            c += !seen;
+        }
+        if (c > 0) atomicAdd(&sCount, c);
+        __syncthreads();
+    }
+    if (tid == 0) {
+        cov[g] = P > 0 ? (int)sCount * page + n - (P - 1) * page : n;
+        done[g] = 0;
+    }
+}

@@ -30,6 +30,11 @@ type base struct {
 	stepRead    int64   // KV bytes read so far in this decode step
 	held        int     // tokens held so far in this decode step, summed over layers and KV heads
 	err         error   // a condition that makes the stream's results invalid
+	inStep      bool    // a decode step is between its first begin and its last end
+
+	// covers are the token counts of device selections (runtime.Chosen)
+	// that the accounting of a decode step still lacks (see settle).
+	covers []pendingCover
 
 	// A budget given as a share of the prompt (see ratioBudget).
 	ratioOf   string            // the share, as errors name it ("ratio 0.25")
@@ -56,7 +61,10 @@ func (b *base) LayerBudget(l int) (hold, attend int) {
 	}
 	return 0, 0
 }
-func (b *base) Stats() *Stats       { return &b.stats }
+func (b *base) Stats() *Stats {
+	b.settle()
+	return &b.stats
+}
 func (b *base) MeasureRecall(n int) { b.recallEvery = max(n, 0) }
 
 // Prompt announces a prompt; the stream's first one resolves a budget given
@@ -73,6 +81,7 @@ func (b *base) bind(r *runtime.Runner, self runtime.Hook) error {
 		return fmt.Errorf("policy %s: Start needs a fresh stream (call Reset first), runner is at position %d", b.name, r.Pos())
 	}
 	b.r, b.cache, b.cfg = r, r.Cache, r.Model.Config
+	b.covers = b.covers[:0] // the last stream's, whose accounting is dropped
 	b.restart()
 	b.err = nil
 	b.waitRatio()
@@ -99,9 +108,11 @@ func (b *base) vecBytes() int64 { return b.cache.PageBytes() / int64(2*b.cache.P
 // every layer (a dense prompt peaks before its compression).
 func (b *base) begin(l int, a *runtime.AttnArgs) {
 	if l == 0 {
+		b.settle()
 		// A forward is a decode step when it feeds one token outside an
 		// announced prompt (a prompt's last chunk may be one row long).
 		b.place(a)
+		b.inStep = b.decode
 		if b.decode {
 			b.stats.Steps++
 			b.sampled = b.recallEvery > 0 && b.stats.Steps%b.recallEvery == 0
@@ -122,13 +133,21 @@ func (b *base) finish(l int, a *runtime.AttnArgs, metaBytes int64) {
 	for g := range a.Seqs {
 		seq := &a.Seqs[g]
 		union := 0
-		all := a.Sel == nil
+		all := a.Sel == nil && a.Chosen == nil
 		for h := g * group; h < (g+1)*group && !all; h++ {
-			all = a.Sel[h] == nil
+			if a.Chosen != nil {
+				all = a.Chosen.Count(h) < 0
+			} else {
+				all = a.Sel[h] == nil
+			}
 		}
-		if all {
+		switch {
+		case all:
 			union = seq.N
-		} else {
+		case a.Chosen != nil:
+			// On the device: counted once it is known (settle).
+			b.covers = append(b.covers, pendingCover{a.Chosen, g, 2 * vb})
+		default:
 			if len(b.mark) < seq.N {
 				b.mark = make([]int32, seq.N*2)
 				b.stamp = 0
@@ -147,6 +166,8 @@ func (b *base) finish(l int, a *runtime.AttnArgs, metaBytes int64) {
 			n := seq.N
 			if a.Sel != nil && a.Sel[h] != nil {
 				n = len(a.Sel[h])
+			} else if a.Chosen != nil && a.Chosen.Count(h) >= 0 {
+				n = a.Chosen.Count(h)
 			}
 			b.stats.Attended[l][h] = n
 			b.stats.MaxAttended = max(b.stats.MaxAttended, n)
@@ -186,6 +207,7 @@ func (b *base) end(l int, a *runtime.AttnArgs) {
 		}
 	}
 	if l == b.cfg.Layers-1 {
+		b.inStep = false
 		s := &b.stats
 		s.ResidentBytes = b.cache.ResidentBytes()
 		s.MaxResidentBytes = max(s.MaxResidentBytes, s.ResidentBytes)
@@ -197,6 +219,32 @@ func (b *base) end(l int, a *runtime.AttnArgs) {
 			s.Held = float64(b.held) / float64(b.cfg.Layers*b.cfg.KVHeads)
 		}
 	}
+}
+
+// pendingCover is a KV head's token count in a device selection, of bytes
+// bytes a token, that a decode step's accounting still lacks.
+type pendingCover struct {
+	c     runtime.Chosen
+	g     int
+	bytes int64
+}
+
+// settle counts the device selections' tokens (runtime.Chosen.Covered,
+// which may wait for the device) into the bytes read: of the step in
+// progress, or of the last one and the total once it has ended. A
+// selection is valid until its layer's next one, so settle runs before a
+// step's first layer, and whenever Stats are read.
+func (b *base) settle() {
+	for _, p := range b.covers {
+		n := int64(p.c.Covered(p.g)) * p.bytes
+		if b.inStep {
+			b.stepRead += n
+		} else {
+			b.stats.BytesRead += n
+			b.stats.TotalBytesRead += n
+		}
+	}
+	b.covers = b.covers[:0]
 }
 
 // evictWhere drops from every KV head of layer l the tokens whose position

@@ -16,10 +16,11 @@ import (
 //
 // The bounds and the scoring live in a runtime.PageBounds per sparse layer:
 // the backend's own (runtime.PageScorer: on the GPU the bounds stay in device
-// memory, one launch extends every KV head of a layer and one scores every
-// head, with one download of the scores per layer) or, for a backend with
-// only a runtime.Scorer, runtime.NewHostPageBounds (bounds on the host from
-// Scorer.KeyBounds, the query read back, scores on the host).
+// memory, one launch extends every KV head of a layer, and the scoring and
+// the choice below run there too, runtime.PageChooser: no score and no
+// selection crosses to the host) or, for a backend with only a
+// runtime.Scorer, runtime.NewHostPageBounds (bounds on the host from
+// Scorer.KeyBounds, the query read back, scores and choice on the host).
 //
 // At each decode step, in layers from dense_layers on, every query head
 // scores each page by sum_i max(q_i m_i, q_i M_i) — an upper bound on q·k for
@@ -127,6 +128,7 @@ func (p *quest) Start(r *runtime.Runner) error {
 // Release frees the page bounds held on the runner's backend (the engine
 // calls it when a stream ends and its runner is kept for the next stream).
 func (p *quest) Release() {
+	p.settle() // the accounting still reads the last step's selections
 	for _, b := range p.bounds {
 		if b != nil {
 			b.Free()
@@ -185,6 +187,10 @@ func (p *quest) choose(l int, a *runtime.AttnArgs) int64 {
 	if !some {
 		a.Sel = nil
 		return 0
+	}
+	if pc, ok := p.bounds[l].(runtime.PageChooser); ok {
+		pc.Choose(a, p.k) // scores and choice stay on the device (a.Chosen)
+		return meta
 	}
 	p.bounds[l].Score(a, p.score[:a.Heads])
 	for h := 0; h < a.Heads; h++ {

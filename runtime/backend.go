@@ -89,6 +89,9 @@ type AttnArgs struct {
 	// Sel [heads]: the token indices query head h attends to; nil (or a nil
 	// entry) attends to every cached token of its KV head.
 	Sel [][]int32
+	// Chosen, when set, takes the place of Sel (then nil): a selection held
+	// in the backend's memory, made by its PageChooser for this call.
+	Chosen Chosen
 	// Acc [heads]: when set, the softmax probability of every token is added
 	// to Acc[h][t] for each query row whose position is >= AccFrom.
 	Acc     [][]float32
@@ -189,6 +192,36 @@ type PageBounds interface {
 	Reset()
 	// Free releases the bounds' memory; they are not used after.
 	Free()
+}
+
+// PageChooser is an optional PageBounds capability: Quest's choice of
+// pages made where the bounds are, so that neither the page scores nor the
+// selection cross to the host (on a GPU: no wait for the device per layer).
+type PageChooser interface {
+	// Choose makes, for query row 0 of a, the choice Quest makes from
+	// Score's scores, and sets a.Chosen to it (a.Sel to nil): every query
+	// head whose KV head's folded tokens fill more than k pages attends the
+	// tokens of the k-1 pages of highest score but the last (ties to the
+	// lower page) and of the last page, in page order; every other head
+	// attends every token. With no head over k pages a.Chosen is nil. The
+	// selection is valid until the next Choose on the same bounds.
+	Choose(a *AttnArgs, k int)
+}
+
+// Chosen is a selection of tokens per query head held in a backend's memory
+// (PageChooser.Choose); only that backend's Attend reads it.
+type Chosen interface {
+	// Count is the number of tokens query head h attends; -1: every token
+	// of its KV head.
+	Count(h int) int
+	// Covered is the number of distinct tokens the query heads of KV head
+	// g attend together (the tokens attention reads once for the group),
+	// or its token count when they attend every token. It may wait for the
+	// device.
+	Covered(g int) int
+	// Tokens reads back query head h's token indices (nil: every token);
+	// it waits for the device (tests, diagnostics).
+	Tokens(h int) []int32
 }
 
 // KVAllocator is an optional Backend capability: KV pages stored in a type

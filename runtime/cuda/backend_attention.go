@@ -37,28 +37,62 @@ func (b *Backend) pageType() int32 { return max(b.kvt, 0) }
 
 // putMeta uploads the call's ints and pointers (after reserve), in one copy.
 // A call whose lists come from the device page tables uploads its ints
-// alone, and its pointer array is the tables' pool.
+// alone, and its pointer array is the tables' pool. A call over a device
+// selection (Chosen, see chosenHead) has it copied, on the device, right
+// after its ints.
 func (b *Backend) putMeta() (ints, ptrs Ptr) {
 	if len(b.hInts) == 0 {
 		b.hInts = append(b.hInts, 0)
 	}
-	if b.pt.call {
-		b.pt.call = false
-		return b.putBytes(raw(b.hInts))[0], b.pt.pool
-	}
-	if len(b.hPtrs) == 0 {
+	tables, sel := b.pt.call, b.cs
+	b.pt.call, b.cs = false, chosenCall{}
+	if !tables && len(b.hPtrs) == 0 {
 		b.hPtrs = append(b.hPtrs, 0)
 	}
-	p := b.putBytes(raw(b.hInts), raw(b.hPtrs))
-	return p[0], p[1]
+	if !sel.on {
+		if tables {
+			return b.putBytes(raw(b.hInts))[0], b.pt.pool
+		}
+		p := b.putBytes(raw(b.hInts), raw(b.hPtrs))
+		return p[0], p[1]
+	}
+	n := int64(len(b.hInts)) * 4
+	if int(sel.base) != len(b.hInts) {
+		panic(fmt.Sprintf("cuda: %d ints appended after the selection's place (%d)", len(b.hInts)-int(sel.base), sel.base))
+	}
+	room, pb, pbRoom := span(n+sel.bytes), int64(0), int64(0)
+	if !tables {
+		pb = int64(len(b.hPtrs)) * 8
+		pbRoom = span(pb)
+	}
+	off := b.st.off
+	if off+room+pbRoom > b.st.size {
+		panic(fmt.Sprintf("cuda: staging put of %d bytes without reserve (%d of %d used)", room+pbRoom, off, b.st.size))
+	}
+	h := b.st.host.Bytes()
+	copy(h[off:], raw(b.hInts))
+	must(b.D.CopyHtoDAsync(b.st.dev.Add(off), b.st.host, off, n))
+	must(b.D.CopyAsync(b.st.dev.Add(off+n), sel.src, sel.bytes))
+	ints, ptrs = b.st.dev.Add(off), b.pt.pool
+	if !tables {
+		copy(h[off+room:], raw(b.hPtrs))
+		must(b.D.CopyHtoDAsync(b.st.dev.Add(off+room), b.st.host, off+room, pb))
+		ptrs = b.st.dev.Add(off + room)
+	}
+	b.st.off += room + pbRoom
+	return ints, ptrs
 }
 
 // metaSpan is the arena room putMeta takes.
 func (b *Backend) metaSpan() int64 {
-	if b.pt.call {
-		return span(int64(max(len(b.hInts), 1)) * 4)
+	ints := int64(max(len(b.hInts), 1)) * 4
+	if b.cs.on {
+		ints += b.cs.bytes
 	}
-	return span(int64(max(len(b.hInts), 1))*4) + span(int64(max(len(b.hPtrs), 1))*8)
+	if b.pt.call {
+		return span(ints)
+	}
+	return span(ints) + span(int64(max(len(b.hPtrs), 1))*8)
 }
 
 // appendInts appends v and returns its offset.
@@ -144,7 +178,10 @@ func (b *Backend) Attend(a *runtime.AttnArgs) {
 	}
 	for h := 0; h < a.Heads; h++ {
 		cnt, off := int32(-1), int32(0)
-		if a.Sel != nil && a.Sel[h] != nil {
+		if a.Chosen != nil { // a selection on the device (Quest's PageChooser)
+			off, cnt = b.chosenHead(a, h)
+			stride = max(stride, int(cnt))
+		} else if a.Sel != nil && a.Sel[h] != nil {
 			sel := a.Sel[h]
 			n := a.Seqs[h/group].N
 			for _, t := range sel {
@@ -271,6 +308,9 @@ func (b *Backend) flashOK(a *runtime.AttnArgs) bool {
 		if s != nil {
 			return false
 		}
+	}
+	if a.Chosen != nil {
+		return false
 	}
 	return true
 }

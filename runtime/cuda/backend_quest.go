@@ -1,19 +1,23 @@
 package cuda
 
 import (
+	"encoding/binary"
 	"fmt"
+	"slices"
 
 	"github.com/kvbench/kvbench/runtime"
 )
 
-// pageBounds is runtime.PageBounds in device memory: one float32 buffer
-// [pages][2][headDim] per KV head (a page's minimum, then its maximum),
-// grown by doubling. Extend is one kernel for every KV head (no wait); Score
-// is one kernel for every query head and one download of the scores.
+// pageBounds is runtime.PageBounds (and runtime.PageChooser) in device
+// memory: one float32 buffer [pages][2][headDim] per KV head (a page's
+// minimum, then its maximum), grown by doubling. Extend is one kernel for
+// every KV head (no wait); Score is one kernel for every query head and one
+// download of the scores; Choose scores and chooses on the device, no wait.
 type pageBounds struct {
 	b        *Backend
 	hd, page int
 	heads    []boundsHead // [kvHeads]
+	ch       choice       // Choose's selection
 }
 
 // boundsHead is the bounds of one KV head.
@@ -153,6 +157,188 @@ func (pb *pageBounds) Score(a *runtime.AttnArgs, out [][]float64) {
 	}
 }
 
+// choice is the selection a pageBounds' Choose leaves on the device
+// (runtime.Chosen), valid until its next Choose.
+type choice struct {
+	pb     *pageBounds
+	sel    *buf    // [heads, cap] int32: the token indices of each head
+	pages  *buf    // [heads, max(k-1, 1)] int32: the chosen pages but the last
+	cov    *buf    // [kvHeads] int32: distinct tokens per KV head (Covered)
+	done   *buf    // [kvHeads] uint32: be_quest_choose's counters, 0 between launches
+	host   *Pinned // [kvHeads] int32: cov, downloaded after each Choose
+	heads  int     // heads sel has room for
+	cap    int     // tokens per head sel has room for
+	kr     int     // pages per head pages has room for
+	counts []int   // [heads] tokens each head attends; -1: every token
+	epoch  int     // b.epoch when cov's download was queued
+}
+
+// room gives c buffers for heads query heads of cap tokens and kr pages
+// each, over kvHeads KV heads. New buffers wait for the queued work that
+// may still use the old ones.
+func (c *choice) room(heads, kvHeads, capTokens, kr int) {
+	b := c.pb.b
+	if c.sel != nil && heads <= c.heads && capTokens <= c.cap && kr <= c.kr {
+		return
+	}
+	c.free()
+	c.heads, c.cap, c.kr = heads, capTokens, kr
+	var err error
+	alloc := func(words int) *buf {
+		x, e := b.newBuf(words, runtime.F32, int64(words)*4)
+		if e != nil && err == nil {
+			err = e
+		}
+		return x
+	}
+	c.sel, c.pages, c.cov, c.done = alloc(heads*capTokens), alloc(heads*kr), alloc(kvHeads), alloc(kvHeads)
+	must(err)
+	b.zero(c.done, int64(kvHeads))
+	c.host, err = b.D.AllocPinned(int64(kvHeads) * 4)
+	must(err)
+}
+
+// free releases c's buffers (after the queued work).
+func (c *choice) free() {
+	if c.sel == nil {
+		return
+	}
+	b := c.pb.b
+	b.sync()
+	for _, x := range []*buf{c.sel, c.pages, c.cov, c.done} {
+		b.Free(x)
+	}
+	must(c.host.Free())
+	c.sel, c.pages, c.cov, c.done, c.host = nil, nil, nil, nil, nil
+}
+
+// Choose is Quest's choice on the device (runtime.PageChooser): the pages
+// scored as Score does (be_quest_score), then be_quest_choose picks each
+// head's pages and writes its token indices, and counts each KV head's
+// distinct tokens; that count is downloaded without a wait. Three launches
+// and no wait for the device.
+func (pb *pageBounds) Choose(a *runtime.AttnArgs, k int) {
+	b, hd := pb.b, pb.hd
+	if a.KVHeads != len(pb.heads) || a.HeadDim != hd || len(a.Seqs) != a.KVHeads || a.Heads%a.KVHeads != 0 || k < 1 {
+		panic(fmt.Sprintf("cuda: PageBounds.Choose of %d pages with %d heads, %d kv heads, %d sequences, head dim %d; bounds of %d kv heads, head dim %d",
+			k, a.Heads, a.KVHeads, len(a.Seqs), a.HeadDim, len(pb.heads), hd))
+	}
+	group := a.Heads / a.KVHeads
+	for g := range pb.heads {
+		if n := pb.heads[g].n; n != a.Seqs[g].N {
+			panic(fmt.Sprintf("cuda: PageBounds.Choose: kv head %d holds %d tokens, %d folded (Extend first)", g, a.Seqs[g].N, n))
+		}
+	}
+	c := &pb.ch
+	c.pb = pb
+	c.counts = slices.Grow(c.counts[:0], a.Heads)[:a.Heads]
+	b.hInts, b.hPtrs = b.hInts[:0], b.hPtrs[:0]
+	total, most := 0, 0
+	for h := range a.Heads {
+		n := pb.heads[h/group].n
+		pages := (n + pb.page - 1) / pb.page
+		c.counts[h] = -1
+		if pages <= k {
+			pages = 0 // every token attended: not scored
+		} else {
+			c.counts[h] = (k-1)*pb.page + n - (pages-1)*pb.page
+		}
+		b.hInts = append(b.hInts, int32(pages), int32(total))
+		total += pages
+		most = max(most, pages)
+	}
+	a.Sel, a.Chosen = nil, nil
+	if total == 0 {
+		return
+	}
+	for g := range pb.heads {
+		p := uint64(0) // no tokens folded: no bounds, not scored
+		if x := pb.heads[g].buf; x != nil {
+			p = uint64(x.p)
+		}
+		b.hInts = append(b.hInts, int32(pb.heads[g].n))
+		b.hPtrs = append(b.hPtrs, p)
+	}
+	b.check(a.Q, 0, a.Heads*hd, "PageBounds.Choose Q")
+	// Buffers first: growing them waits for the stream, and new ones are
+	// cleared by a queued operation, both before the uploads below.
+	c.room(a.Heads, len(pb.heads), k*pb.page, max(k-1, 1))
+	dev := b.grow(&b.pscore, int64(total)*8)
+	b.flushKV()
+	b.reserve(b.metaSpan())
+	ints, ptrs := b.putMeta()
+	b.launch("be_quest_score", Dim3{(most + 127) / 128, a.Heads, 1}, Dim3{128, 1, 1},
+		dev, b.f32(a.Q), ptrs, ints, int32(group), int32(hd))
+	b.launch("be_quest_choose", Dim3{a.Heads, 1, 1}, Dim3{questChooseThreads, 1, 1},
+		dev, ints, int32(a.Heads), int32(group), int32(k), int32(pb.page), int32(c.cap), c.pages.p, c.sel.p, c.cov.p, c.done.p)
+	must(b.D.CopyDtoHAsync(c.host, 0, c.cov.p, int64(len(pb.heads))*4))
+	c.epoch = b.epoch
+	a.Chosen = c
+}
+
+// questChooseThreads is be_quest_choose's block (QC_NT in quest.cu).
+const questChooseThreads = 256
+
+// Count is the number of tokens query head h attends (-1: every token).
+func (c *choice) Count(h int) int { return c.counts[h] }
+
+// Covered is the number of distinct tokens KV head g's query heads attend,
+// from the download Choose queued (waiting for it if the host has not
+// waited for the device since).
+func (c *choice) Covered(g int) int {
+	b := c.pb.b
+	if b.epoch == c.epoch {
+		b.sync()
+	}
+	return int(int32(binary.LittleEndian.Uint32(c.host.Bytes()[4*g:])))
+}
+
+// Tokens downloads query head h's token indices (nil: every token).
+func (c *choice) Tokens(h int) []int32 {
+	if c.counts[h] < 0 {
+		return nil
+	}
+	out := make([]int32, c.counts[h])
+	get(c.pb.b, out, c.sel.p.Add(int64(h*c.cap)*4))
+	return out
+}
+
+var (
+	_ runtime.PageChooser = (*pageBounds)(nil)
+	_ runtime.Chosen      = (*choice)(nil)
+)
+
+// chosenCall is the device selection of the attention call being built:
+// putMeta copies it (src, bytes) into the call's ints at index base.
+type chosenCall struct {
+	on    bool
+	src   Ptr
+	bytes int64
+	base  int32
+}
+
+// chosenHead returns the offset in the call's ints and the token count of
+// query head h's selection in a.Chosen (-1: every token), for Attend's
+// loop over the heads, which calls it for h = 0 first, once its ints past
+// the head table are all appended: the selection is copied, on the device,
+// right after them.
+func (b *Backend) chosenHead(a *runtime.AttnArgs, h int) (off, cnt int32) {
+	c, ok := a.Chosen.(*choice)
+	if !ok || c.pb.b != b {
+		panic(fmt.Sprintf("cuda: Attend with a selection (%T) not made by this backend", a.Chosen))
+	}
+	if h == 0 {
+		if a.Sel != nil || a.Acc != nil || len(c.counts) != a.Heads {
+			panic(fmt.Sprintf("cuda: Attend with Chosen (for %d heads) and Sel or Acc, %d heads", len(c.counts), a.Heads))
+		}
+		b.cs = chosenCall{on: true, src: c.sel.p, bytes: int64(a.Heads*c.cap) * 4, base: int32(len(b.hInts))}
+	}
+	if c.counts[h] < 0 {
+		return 0, -1
+	}
+	return b.cs.base + int32(h*c.cap), int32(c.counts[h])
+}
+
 // Reset forgets every folded token; the buffers stay.
 func (pb *pageBounds) Reset() {
 	for g := range pb.heads {
@@ -171,5 +357,6 @@ func (pb *pageBounds) Free() {
 			pb.b.Free(x)
 		}
 	}
+	pb.ch.free()
 	pb.heads = nil
 }

@@ -424,6 +424,10 @@ func (h *selHook) BeforeAttend(l int, a *runtime.AttnArgs) {
 		for _, x := range a.Sel {
 			s = append(s, slices.Clone(x))
 		}
+	} else if a.Chosen != nil { // a selection on the device (Quest's PageChooser)
+		for h := range a.Heads {
+			s = append(s, a.Chosen.Tokens(h))
+		}
 	}
 	h.sel[l] = s
 }
@@ -574,6 +578,9 @@ func TestBackendPolicies(t *testing.T) {
 			t.Logf("%s: logits max relative difference %.3g; steps with a kept/selected set mismatch: %d (first %d)", name, worst, bad, firstBad)
 			t.Logf("%s: mean recall cpu %.6f gpu %.6f (%d samples); bytes read cpu %d gpu %d", name,
 				sc.MeanRecall(), sg.MeanRecall(), sc.RecallN, sc.TotalBytesRead, sg.TotalBytesRead)
+			if sc.TotalBytesRead != sg.TotalBytesRead || sc.MaxAttended != sg.MaxAttended {
+				t.Errorf("%s: bytes read cpu %d gpu %d, most tokens attended cpu %d gpu %d", name, sc.TotalBytesRead, sg.TotalBytesRead, sc.MaxAttended, sg.MaxAttended)
+			}
 			if math.Abs(sc.MeanRecall()-sg.MeanRecall()) > 1e-4 {
 				t.Errorf("%s: mean recall cpu %.6f gpu %.6f", name, sc.MeanRecall(), sg.MeanRecall())
 			}
