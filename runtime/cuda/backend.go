@@ -82,7 +82,6 @@ type Backend struct {
 	narrow    scratch // bf16/f16 copy of the activations for a bf16/f16 GEMM
 
 	pt pageTables // the KV sequences' page lists on the device (pagetable.go)
-	cs chosenCall // the device selection of the attention call being built (backend_quest.go)
 }
 
 // defaultFlash is the prefill attention variant used unless KVBENCH_FLASH
@@ -229,7 +228,7 @@ func (b *Backend) Close() error {
 		_ = g.Destroy()
 		delete(b.graphs, k)
 	}
-	for _, s := range []*scratch{&b.scores, &b.full, &b.recall, &b.small, &b.part, &b.ml, &b.pscore, &b.wide, &b.narrow} {
+	for _, s := range b.workspaces() {
 		if s.p != 0 {
 			_ = b.D.Free(s.p)
 			*s = scratch{}

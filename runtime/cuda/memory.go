@@ -191,10 +191,16 @@ func (b *Backend) ReleaseWork() (err error) {
 	return nil
 }
 
+// workspaces lists the backend's grown scratch buffers (a new one joins
+// this list, so that Close and ReleaseWork free it).
+func (b *Backend) workspaces() []*scratch {
+	return []*scratch{&b.scores, &b.full, &b.recall, &b.small, &b.part, &b.ml, &b.pscore, &b.wide, &b.narrow}
+}
+
 // freeWorkspaces frees the backend's grown scratch buffers and its staging
 // arenas; they are made again when needed.
 func (b *Backend) freeWorkspaces() {
-	for _, s := range []*scratch{&b.scores, &b.full, &b.recall, &b.small, &b.part, &b.ml, &b.pscore, &b.wide, &b.narrow} {
+	for _, s := range b.workspaces() {
 		if s.p != 0 {
 			_ = b.D.Free(s.p)
 			*s = scratch{}
