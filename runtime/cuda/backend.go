@@ -82,6 +82,7 @@ type Backend struct {
 	narrow    scratch // bf16/f16 copy of the activations for a bf16/f16 GEMM
 
 	pt pageTables // the KV sequences' page lists on the device (pagetable.go)
+	cs chosenCall // the device selection of the attention call being built (backend_quest.go)
 }
 
 // defaultFlash is the prefill attention variant used unless KVBENCH_FLASH
