@@ -162,6 +162,7 @@ func (b *Backend) ReleaseWork() (err error) {
 	}
 	b.freeWorkspaces()
 	b.releaseTables()
+	b.cs = chosenCall{} // a call being built when the failure came
 	var dead []*buf
 	b.mu.Lock()
 	for x := range b.live {
