@@ -298,6 +298,10 @@ func (b *Backend) launchSmem(name string, grid, block Dim3, smem int, args ...an
 	}
 }
 
+// stagerMax is the size up to which the staging arena grows when it fills
+// between two of the host's own waits for the device (see reserve).
+const stagerMax = 64 << 20
+
 // span is the arena bytes a put of n bytes takes.
 func span(n int64) int64 { return (max(n, 1) + 255) &^ 255 }
 
@@ -311,12 +315,16 @@ func (b *Backend) reserve(n int64) {
 		return
 	}
 	b.wait()
-	if n > b.st.size {
+	// The arena filled before the host waited for the device on its own (a
+	// download): the host stalled mid-step, the device then idle while the
+	// host queues the rest. Grow it, up to stagerMax, so that what the host
+	// queues between its own waits (a decode step's uploads) fits.
+	if n > b.st.size || b.st.size < stagerMax {
 		if b.st.host != nil {
 			must(b.st.host.Free())
 			must(b.D.Free(b.st.dev))
 		}
-		size := max(n, 2*b.st.size, 1<<20)
+		size := max(n, min(2*b.st.size, stagerMax), 1<<20)
 		h, err := b.D.AllocPinned(size)
 		must(err)
 		d, err := b.D.Alloc(size)

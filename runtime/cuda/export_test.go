@@ -36,3 +36,10 @@ func SetTableIdleCalls(calls uint64) (restore func()) {
 
 // Tables is the number of sequences the backend keeps page tables for.
 func (b *Backend) Tables() int { return len(b.pt.seqs) }
+
+// Epoch counts the host's waits for the device (each restarts the staging
+// arena).
+func (b *Backend) Epoch() int { return b.epoch }
+
+// StagingBytes is the size of the staging arena.
+func (b *Backend) StagingBytes() int64 { return b.st.size }
