@@ -20,6 +20,14 @@ package cuda
 // before (ptrs[off + t/ps]); no kernel signature changed. Within one call
 // the two sources do not mix: pagePtrs panics while the call's lists come
 // from the tables.
+//
+// Quest's selection made on the device (runtime.AttnArgs.Chosen, see
+// backend_quest.go) keeps the head table's contract too: Attend's loop over
+// the heads takes each head's (offset, count) from chosenHead, for head 0
+// first and once every other int of the call is appended; putMeta then
+// copies the selection, on the device, right after the call's ints, where
+// the offsets point (token indices, as Sel's). A kernel that reads Sel
+// through the head table reads it unchanged.
 
 import (
 	"fmt"
