@@ -1,31 +1,43 @@
-// Split-KV decode attention ("flash decoding") for one query token, batch 1.
-//
-// Layout: q [heads, D] bf16; K and V [kvHeads, n, D] bf16 (a contiguous run
-// of pages per KV head); out [heads, D] float32. Query head h reads KV head
-// h / (heads / kvHeads).
+// Split-KV decode attention ("flash decoding"): one set of kernels for the
+// runtime's paged KV cache (Backend.Attend, runtime/cuda) and for the
+// synthetic contiguous layout of the kernel tests (Kernels: Dense, Quest,
+// Evicting, Oracle). Both are instantiations of one template (attn_split):
+// only where a block finds its tokens, queries, masks and outputs differs
+// (the "source", SynthSrc or RtSrc below).
 //
 // The work is split into rows and chunks. A row is a set of G query heads
-// that read the same tokens of one KV head: dense attention and Quest with a
-// selection shared by a GQA group have one row per KV head (G = the group
-// size), so each K/V byte is read once for the whole group; Quest with a
-// selection per query head has one row per query head (G = 1). Block
-// (chunk c, row r) of attn_{dense,paged}_d{D}_g{G} handles `chunk` tokens of
+// (virtual heads) that read the same tokens of one KV head, so each K/V byte
+// is read once for the whole row: a GQA group (dense attention, a selection
+// shared by the group), one query head (a selection per query head), and in
+// the runtime also several query rows of a prompt chunk (the virtual heads
+// are then rows x heads). Block (chunk c, row r) handles `chunk` tokens of
 // row r: a pass over K writes the scores of its tokens to shared memory, a
 // softmax over them, and a pass over V accumulates p*v; it writes its
-// partial (max, sum, unnormalised output). attn_combine_d{D} then merges the
-// partials of each query head, many blocks in parallel (one per query head
-// and 32 channels);
-// or, when the host passes counters (its default for G = 1), the split
-// kernel merges them itself in two levels of "last block to finish" merges
-// (attn_merge), saving the second launch.
+// partial (max, sum, unnormalised output). A combine kernel then merges the
+// partials of each virtual head, many blocks in parallel (one per virtual
+// head and 32 channels); or, when the host passes counters (its default for
+// G = 1), the split kernel merges them itself in two levels of "last block
+// to finish" merges (attn_merge), saving the second launch.
 //
 // Each token's D channels are read by L = D/8 threads with one 16-byte load
-// each; a block of ATTN_NT threads covers ATTN_NT/L tokens per step and
-// issues U steps of loads before using them. The host sizes the chunks so
-// that the grid fills the GPU in one wave of resident blocks.
+// each (two for float32 pages); a block of ATTN_NT threads covers ATTN_NT/L
+// tokens per step and issues U steps of loads before using them. The host
+// sizes the chunks so that the grid fills the GPU in one wave of resident
+// blocks. Scores are in base 2: the queries are pre-scaled by softmax scale
+// * log2(e).
 //
+// Synthetic layout: q [heads, D] bf16; K and V [kvHeads, n, D] bf16; out
+// [heads, D] float32; query head h reads KV head h / (heads / kvHeads).
 // Paged rows (Quest): virtual token i of row r is slot i % pageSize of page
-// pages[r*nsel + i/pageSize]; tokens past n (a partial last page) are masked.
+// pages[r*nsel + i/pageSize]; tokens past n (a partial last page) are
+// masked.
+//
+// Runtime layout (attn_rt_*, the descriptors of be_attend in backend.cu):
+// q and out [rows, heads, D] float32; each KV head's keys and values in
+// pages of float32 or bf16 (a pointer list in ptrs), its positions,
+// re-positioning shifts and the range of token indices to read; a
+// selection of token indices per query head (Quest, the oracle); the
+// model's sliding window. See RtSrc.
 
 #define ATTN_NT 128
 #define COMB_NT 256
@@ -40,7 +52,8 @@
 // 0.5-1.1 % faster than 4 at 32K-128K tokens (MHA 32/32); for groups of 4,
 // 6 steps under the 128-register cap is 1.5-2 % faster than 4 uncapped at
 // 32K-128K (51.9 vs 53.0 us at 32K) and 1 us slower at 4K; without the cap
-// 6 was slower (fewer resident blocks).
+// 6 was slower (fewer resident blocks). Float32 pages take half as many
+// steps (each step is two loads: the same bytes in flight).
 #ifndef ATTN_U1
 #define ATTN_U1 6
 #endif
@@ -86,13 +99,11 @@ struct Halve<1, OFF> {
 };
 
 // group_dot: the L lanes of a token group each hold 8 of a key's channels
-// (x) and the matching channels of G query heads (qf); it returns, in the
+// (kf) and the matching channels of G query heads (qf); it returns, in the
 // lanes with lane % (L/G) == 0, the dot product of query head hh (set here)
 // with the key.
 template <int G, int L>
-__device__ __forceinline__ float group_dot(const float (&qf)[G][8], const uint4 x, int lane, int& hh) {
-    float kf[8];
-    unpack8(x, kf);
+__device__ __forceinline__ float group_dot(const float (&qf)[G][8], const float (&kf)[8], int lane, int& hh) {
     float s[G];
 #pragma unroll
     for (int g = 0; g < G; ++g) {
@@ -106,15 +117,121 @@ __device__ __forceinline__ float group_dot(const float (&qf)[G][8], const uint4 
     return s[0];
 }
 
+// group_dot of a key held as 8 bf16 values (x).
+template <int G, int L>
+__device__ __forceinline__ float group_dot(const float (&qf)[G][8], const uint4 x, int lane, int& hh) {
+    float kf[8];
+    unpack8(x, kf);
+    return group_dot<G, L>(qf, kf, lane, hh);
+}
+
+// KFrag is one lane's 8 channels of a key or value row: one 16-byte word of
+// bf16 values (KV_BF16) or two of float32 (KV_F32).
+template <int KT>
+struct KFrag {
+    uint4 a;
+};
+template <>
+struct KFrag<KV_F32> {
+    uint4 a, b;
+};
+
+// kf_load loads channels lane*8 .. lane*8+7 of a row; where ok is false it
+// reads nothing and the fragment is zeros.
+__device__ __forceinline__ void kf_load(KFrag<KV_BF16>& f, const void* row, int lane, bool ok) {
+    f.a = ld_stream_if(reinterpret_cast<const bf16*>(row) + lane * 8, ok);
+}
+
+__device__ __forceinline__ void kf_load(KFrag<KV_F32>& f, const void* row, int lane, bool ok) {
+    const float* p = reinterpret_cast<const float*>(row) + lane * 8;
+    f.a = ld_stream_if(reinterpret_cast<const bf16*>(p), ok);
+    f.b = ld_stream_if(reinterpret_cast<const bf16*>(p + 4), ok);
+}
+
+// kf_unpack widens a fragment to float32.
+__device__ __forceinline__ void kf_unpack(const KFrag<KV_BF16>& f, float (&x)[8]) { unpack8(f.a, x); }
+
+__device__ __forceinline__ void kf_unpack(const KFrag<KV_F32>& f, float (&x)[8]) {
+    x[0] = __uint_as_float(f.a.x);
+    x[1] = __uint_as_float(f.a.y);
+    x[2] = __uint_as_float(f.a.z);
+    x[3] = __uint_as_float(f.a.w);
+    x[4] = __uint_as_float(f.b.x);
+    x[5] = __uint_as_float(f.b.y);
+    x[6] = __uint_as_float(f.b.z);
+    x[7] = __uint_as_float(f.b.w);
+}
+
+// rope_cs is the cosine and sine of the RoPE angle d * invf as the CPU
+// computes them: the angle in float32, cos and sin in double rounded to
+// float. Not inlined: the re-positioned path is rare, and double cos and
+// sin at every unrolled call site would multiply the kernels' code.
+__device__ __noinline__ float2 rope_cs(int d, float invf) {
+    const double an = (double)__fmul_rn((float)d, invf);
+    return make_float2((float)cos(an), (float)sin(an));
+}
+
+// rot_group_dot is group_dot with the query of virtual head g rotated by
+// the distance src.delta(i, g) of token i (RoPE of re-positioned keys,
+// StreamingLLM): the key is turned back instead, R(a) q . k = q . R(-a) k,
+// with each channel pair's angle as the CPU computes it (the distance times
+// the inverse frequency in float32, cos and sin in double rounded to
+// float); a distance of 0 leaves the key as it is. The partner channel of a
+// pair is L/2 lanes away (rotate-half pairs) or in the lane itself
+// (interleaved pairs). Every lane of the warp calls it (ok: the lane's
+// token is real).
+template <int G, int L, class Src>
+__device__ __forceinline__ float rot_group_dot(const float (&qf)[G][8], const float (&kf)[8], int lane, int& hh,
+                                               const Src& src, int i, bool ok) {
+    constexpr int D = 8 * L;
+    const bool inter = src.interleaved();
+    float kp[8], kr[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+        const float o = __shfl_xor_sync(FULL_MASK, kf[j], L / 2);
+        kp[j] = inter ? kf[j ^ 1] : o;
+        kr[j] = kf[j];
+    }
+    float s[G];
+    int dprev = 0;
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+        const int dd = ok ? src.delta(i, g) : 0;
+        if (dd != dprev) {
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                const int ch = lane * 8 + j;
+                const int f = inter ? ch >> 1 : (ch < D / 2 ? ch : ch - D / 2);
+                const bool first = inter ? (j & 1) == 0 : ch < D / 2;
+                const float2 cs = rope_cs(dd, src.invf(f));
+                kr[j] = first ? __fadd_rn(__fmul_rn(kf[j], cs.x), __fmul_rn(kp[j], cs.y))
+                              : __fsub_rn(__fmul_rn(kf[j], cs.x), __fmul_rn(kp[j], cs.y));
+            }
+            dprev = dd;
+        }
+        float a = 0.f;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) a = fmaf(qf[g][j], kr[j], a);
+        s[g] = a;
+    }
+    hh = 0;
+    Halve<G, L / 2>::run(s, lane, hh);
+    return s[0];
+}
+
 // attn_merge: all NT threads of one block merge the nchunks partials of a
-// row (G heads) into out [G, D]: out = sum_c 2^(m_c - M) o_c / sum_c
-// 2^(m_c - M) l_c. Partials written by other blocks are read through L2
-// (__ldcg). Each thread owns float4 columns of the G*D outputs; when there
-// are fewer columns than threads, chunk groups split the chunks and are
-// summed in shared memory sm (NT float4).
-template <int D, int G, int NT>
+// row (G virtual heads) into the outputs: out_g = sum_c 2^(m_c - M) o_c /
+// sum_c 2^(m_c - M) l_c, written at outp(g) (D floats; nullptr: not
+// written). Partials written by other blocks are read through L2 (__ldcg).
+// With outML the result is itself a partial (unnormalised output, its max
+// and sum into outML); without, mlp(g) (nullptr: none) receives each head's
+// M (0 where every token was masked) and sum, so that probabilities 2^(s -
+// M) / sum can be formed later. Each thread owns float4 columns of the G*D
+// outputs; when there are fewer columns than threads, chunk groups split the
+// chunks and are summed in shared memory sm (NT float4).
+template <int D, int G, int NT, class OutF, class MLF>
 __device__ __forceinline__ void attn_merge(const float* __restrict__ pO, const float* __restrict__ pML, int nchunks,
-                                           float* __restrict__ out, float* __restrict__ outML, float* sm) {
+                                           OutF outp, float* __restrict__ outML, MLF mlp, float* sm) {
     constexpr int NW = NT / 32;
     constexpr int Q = G * D / 4;
     constexpr int CG = Q >= NT ? 1 : NT / Q;
@@ -141,9 +258,14 @@ __device__ __forceinline__ void attn_merge(const float* __restrict__ pO, const f
         }
     }
     __syncthreads();
-    if (outML != nullptr && tid < G) {
-        outML[tid * 2] = sMx[tid];
-        outML[tid * 2 + 1] = sL[tid];
+    if (tid < G) {
+        if (outML != nullptr) {
+            outML[tid * 2] = sMx[tid];
+            outML[tid * 2 + 1] = sL[tid];
+        } else if (float* p = mlp(tid)) {
+            p[0] = sM[tid];
+            p[1] = sL[tid];
+        }
     }
     const int cg = CG == 1 ? 0 : tid / Q;
     float4 acc[CPT];
@@ -195,8 +317,9 @@ __device__ __forceinline__ void attn_merge(const float* __restrict__ pO, const f
 #pragma unroll
         for (int k = 0; k < CPT; ++k) {
             const float inv = sInv[gg[k]];
-            reinterpret_cast<float4*>(out)[col[k]] =
-                make_float4(acc[k].x * inv, acc[k].y * inv, acc[k].z * inv, acc[k].w * inv);
+            if (float* o = outp(gg[k]))
+                *reinterpret_cast<float4*>(o + col[k] * 4 - gg[k] * D) =
+                    make_float4(acc[k].x * inv, acc[k].y * inv, acc[k].z * inv, acc[k].w * inv);
         }
     } else {
         float4* red = reinterpret_cast<float4*>(sm);
@@ -213,7 +336,8 @@ __device__ __forceinline__ void attn_merge(const float* __restrict__ pO, const f
                 s.w += t.w;
             }
             const float inv = sInv[gg[0]];
-            reinterpret_cast<float4*>(out)[tid] = make_float4(s.x * inv, s.y * inv, s.z * inv, s.w * inv);
+            if (float* o = outp(gg[0]))
+                *reinterpret_cast<float4*>(o + tid * 4 - gg[0] * D) = make_float4(s.x * inv, s.y * inv, s.z * inv, s.w * inv);
         }
     }
 }
@@ -279,15 +403,18 @@ __device__ __forceinline__ void chunk_softmax(float* s, int stride, int len, int
     }
 }
 
-// attn_finish ends a split-KV block: the warps' partial outputs are in
-// smem [NW][G][D] (written after a barrier); it sums them into the block's
-// partial (partO, with each head's max m and sum l in partML) and, with
-// counters, runs the fused merge.
-template <int D, int G>
-__device__ __forceinline__ void attn_finish(float* smem, const float (&m)[G], const float (&l)[G], float* __restrict__ partO,
-                                            float* __restrict__ partML, int* __restrict__ counters, float* __restrict__ out) {
+// attn_finish ends split-KV block (chunk c, row r) of a launch of nchunks x
+// rows blocks: the warps' partial outputs are in smem [NW][G][D] (written
+// after a barrier); it sums them into the block's partial (partO, with each
+// head's max m and sum l in partML) and, with counters, runs the fused
+// merge, which writes virtual head g's output at outp(g) and its max and sum
+// at mlp(g) (see attn_merge).
+template <int D, int G, class OutF, class MLF>
+__device__ __forceinline__ void attn_finish(float* smem, const float (&m)[G], const float (&l)[G], int r, int c, int nchunks,
+                                            int rows, float* __restrict__ partO, float* __restrict__ partML,
+                                            int* __restrict__ counters, OutF outp, MLF mlp) {
     constexpr int NT = ATTN_NT, NW = NT / 32;
-    const int r = blockIdx.y, c = blockIdx.x, nchunks = gridDim.x, tid = threadIdx.x;
+    const int tid = threadIdx.x;
     const size_t prow = (size_t)r * nchunks;
     for (int idx = tid; idx < G * D; idx += NT) {
         float x = 0.f;
@@ -302,16 +429,16 @@ __device__ __forceinline__ void attn_finish(float* smem, const float (&m)[G], co
             partML[((prow + c) * G + g) * 2 + 1] = l[g];
         }
     }
-    if (counters == nullptr) return;  // attn_combine merges the partials
+    if (counters == nullptr) return;  // a combine kernel merges the partials
     // Fused merge, two levels (threadFenceReduction pattern; each counter is
     // reset by the block that saw it complete, for the next launch): the
     // last block to finish among a group of MERGE_S consecutive chunks
     // merges the group's partials into a group partial (after the chunk
     // partials: [rows, ngroups, ...]); the last group merger of the row
-    // merges the group partials into out. With one group, the group merge
-    // writes out. Counters: [rows, ngroups] then [rows].
+    // merges the group partials into the outputs. With one group, the group
+    // merge writes the outputs. Counters: [rows, ngroups] then [rows].
     constexpr int S = MERGE_S;
-    const int rows = gridDim.y, ngroups = (nchunks + S - 1) / S, grp = c / S;
+    const int ngroups = (nchunks + S - 1) / S, grp = c / S;
     const int gsize = min(S, nchunks - grp * S);
     __shared__ int sLast;
     __threadfence();
@@ -326,10 +453,11 @@ __device__ __forceinline__ void attn_finish(float* smem, const float (&m)[G], co
     const float* pO = partO + (prow + grp * S) * (G * D);
     const float* pML = partML + (prow + grp * S) * (G * 2);
     if (ngroups == 1) {
-        attn_merge<D, G, NT>(pO, pML, gsize, out + (size_t)r * G * D, nullptr, smem);
+        attn_merge<D, G, NT>(pO, pML, gsize, outp, nullptr, mlp, smem);
         return;
     }
-    attn_merge<D, G, NT>(pO, pML, gsize, gO + (size_t)grp * (G * D), gML + (size_t)grp * (G * 2), smem);
+    float* gOg = gO + (size_t)grp * (G * D);
+    attn_merge<D, G, NT>(pO, pML, gsize, [=](int g) { return gOg + (size_t)g * D; }, gML + (size_t)grp * (G * 2), mlp, smem);
     __threadfence();
     __syncthreads();
     if (tid == 0) sLast = atomicAdd(&counters[rows * ngroups + r], 1) == ngroups - 1;
@@ -337,7 +465,24 @@ __device__ __forceinline__ void attn_finish(float* smem, const float (&m)[G], co
     if (!sLast) return;
     __threadfence();
     if (tid == 0) counters[rows * ngroups + r] = 0;
-    attn_merge<D, G, NT>(gO, gML, ngroups, out + (size_t)r * G * D, nullptr, smem);
+    attn_merge<D, G, NT>(gO, gML, ngroups, outp, nullptr, mlp, smem);
+}
+
+// NoML is the merges' mlp where no one needs the heads' max and sum.
+struct NoML {
+    __device__ float* operator()(int) const { return nullptr; }
+};
+
+// attn_finish for the synthetic layout: block (chunk blockIdx.x, row
+// blockIdx.y) of the launch; virtual head g of row r is output row r*G + g
+// of out [rows*G, D].
+template <int D, int G>
+__device__ __forceinline__ void attn_finish(float* smem, const float (&m)[G], const float (&l)[G], float* __restrict__ partO,
+                                            float* __restrict__ partML, int* __restrict__ counters, float* __restrict__ out) {
+    const int r = blockIdx.y;
+    float* o = out + (size_t)r * G * D;
+    attn_finish<D, G>(smem, m, l, r, blockIdx.x, gridDim.x, gridDim.y, partO, partML, counters,
+                      [=](int g) { return o + (size_t)g * D; }, NoML{});
 }
 
 // stage_pages: for a paged row (Quest, the oracle), the NT threads copy the
@@ -363,76 +508,63 @@ __device__ __forceinline__ int chunk_token(const int* spg, int pg0, int c0, int 
     return t < n ? t : -1;
 }
 
-template <int D, int G, bool PAGED>
-__device__ __forceinline__ void attn_split(
-    const bf16* __restrict__ q, const bf16* __restrict__ K, const bf16* __restrict__ V,
-    const int* __restrict__ pages, int n, int nsel, int pageSize, int rowsPerKV, int chunk,
-    float scaleLog2, float* __restrict__ partO, float* __restrict__ partML, int* __restrict__ counters,
-    float* __restrict__ out, float* __restrict__ raw) {
+// attn_core is the work of one split-KV block on the len tokens of its
+// chunk (chunk: the row stride of the scores in smem), the source src
+// telling where they are and which are visible: pass 1 writes the scores to
+// smem [G][chunk] (and, where src keeps them, to the raw scores), a softmax
+// gives each virtual head's max m and sum l, and pass 2 sums p*v; the warps'
+// partial outputs are left in smem [NW][G][D] for attn_finish. qinit fills
+// the pre-scaled queries; it runs once the first keys are asked for. With
+// SH, the tokens whose key was re-positioned (src.needs_rot) are scored by
+// rot_group_dot. Every thread of the block calls it.
+template <int D, int G, int KT, bool SH, class Src, class QInit>
+__device__ __forceinline__ void attn_core(const Src& src, QInit qinit, int len, int chunk, float* smem, float (&m)[G],
+                                          float (&l)[G]) {
     constexpr int NT = ATTN_NT;
     constexpr int L = D / 8;    // threads per token
     constexpr int TG = NT / L;  // tokens per step
-    constexpr int U = G == 1 ? ATTN_U1 : G >= 8 ? ATTN_U8 : ATTN_U;
+    constexpr int U0 = G == 1 ? ATTN_U1 : G >= 8 ? ATTN_U8 : ATTN_U;
+    // Re-positioned keys (SH: StreamingLLM, whose cache is its budget)
+    // take 2 steps, which keeps the code of the rotations small.
+    constexpr int U = SH ? 2 : KT == KV_F32 ? (U0 + 1) / 2 : U0;
     static_assert(G <= L, "group larger than the lanes of a token");
-    // smem: scores/probabilities [G][chunk], then (paged) the chunk's page
-    // ids; after pass 2 the warps' partial outputs [NW][G][D] from offset 0.
-    extern __shared__ float smem[];
-
-    pdl_trigger();
-    pdl_wait();
-    const int r = blockIdx.y, c = blockIdx.x;
     const int tid = threadIdx.x, lane = tid % L, tg = tid / L, w = tid >> 5;
-    const int kvh = r / rowsPerKV;
-    const int total = PAGED ? nsel * pageSize : n;
-    const int c0 = c * chunk;
-    const int len = min(chunk, total - c0);
-    const bf16* Kh = K + (size_t)kvh * n * D + lane * 8;
-    const bf16* Vh = V + (size_t)kvh * n * D + lane * 8;
-    // The query is loaded first (its latency overlaps the page-list staging
-    // and the first keys' loads) and used after the first keys are asked
-    // for, pre-scaled by softmax scale * log2(e): scores are in base 2.
-    uint4 qv[G];
-#pragma unroll
-    for (int g = 0; g < G; ++g) qv[g] = *reinterpret_cast<const uint4*>(q + (size_t)(r * G + g) * D + lane * 8);
-
-    int* spg = reinterpret_cast<int*>(smem + G * chunk);
-    const int pg0 = stage_pages<PAGED, NT>(spg, pages, r, nsel, pageSize, c0, len);
-    auto token_of = [&](int i) -> int { return chunk_token<PAGED>(spg, pg0, c0, i, pageSize, n); };
     // fetch issues the loads of the U tokens of step `base` of this thread.
-    auto fetch = [&](const bf16* base_ptr, int base, uint4(&x)[U], int(&t)[U]) {
+    auto fetch = [&](bool isV, int base, KFrag<KT>(&x)[U], int(&t)[U]) {
 #pragma unroll
         for (int u = 0; u < U; ++u) {
             const int i = base + u * TG + tg;
-            t[u] = i < len ? token_of(i) : -1;
-            x[u] = ld_stream_if(base_ptr + (size_t)max(t[u], 0) * D, t[u] >= 0);
+            t[u] = i < len ? src.token(i) : -1;
+            kf_load(x[u], src.row(isV, t[u]), lane, t[u] >= 0);
         }
     };
 
     // Pass 1: scores, with the next step's loads in flight; the last step
     // asks for the first values instead, so that the loads stay in flight
     // across the softmax.
-    uint4 xa[U], xb[U];
+    KFrag<KT> xa[U], xb[U];
     int ta[U], tb[U];
-    fetch(Kh, 0, xa, ta);
+    fetch(false, 0, xa, ta);
     float qf[G][8];
-#pragma unroll
-    for (int g = 0; g < G; ++g) {
-        unpack8(qv[g], qf[g]);
-#pragma unroll
-        for (int j = 0; j < 8; ++j) qf[g][j] *= scaleLog2;
-    }
+    qinit(qf);
     for (int base = 0; base < len; base += TG * U) {
         const bool more = base + TG * U < len;
-        fetch(more ? Kh : Vh, more ? base + TG * U : 0, xb, tb);
+        fetch(!more, more ? base + TG * U : 0, xb, tb);
 #pragma unroll
         for (int u = 0; u < U; ++u) {
-            int h;
-            const float d = group_dot<G, L>(qf, xa[u], lane, h);
             const int i = base + u * TG + tg;
+            float kf[8];
+            kf_unpack(xa[u], kf);
+            int h;
+            float d;
+            if (SH && __any_sync(FULL_MASK, ta[u] >= 0 && src.needs_rot(i)))
+                d = rot_group_dot<G, L>(qf, kf, lane, h, src, i, ta[u] >= 0);
+            else
+                d = group_dot<G, L>(qf, kf, lane, h);
             if (lane % (L / G) == 0 && i < len) {
-                const float x = ta[u] >= 0 ? d : NEG_INF;
+                const float x = ta[u] >= 0 && src.visible(i, h) ? d : NEG_INF;
                 smem[h * chunk + i] = x;
-                if (raw != nullptr) raw[(size_t)(r * G + h) * total + c0 + i] = x;
+                src.put_raw(h, i, x);
             }
         }
 #pragma unroll
@@ -443,7 +575,6 @@ __device__ __forceinline__ void attn_split(
     }
     __syncthreads();
 
-    float m[G], l[G];
     chunk_softmax<G, NT, false>(smem, chunk, len, len, m, l);
 
     // Pass 2: acc[g] = sum_t p[g][t] * v[t] over this thread's tokens.
@@ -453,13 +584,13 @@ __device__ __forceinline__ void attn_split(
 #pragma unroll
         for (int j = 0; j < 8; ++j) acc[g][j] = 0.f;
     for (int base = 0; base < len; base += TG * U) {
-        fetch(Vh, base + TG * U, xb, tb);
+        fetch(true, base + TG * U, xb, tb);
 #pragma unroll
         for (int u = 0; u < U; ++u) {
             if (ta[u] < 0) continue;
             const int i = base + u * TG + tg;
             float vf[8];
-            unpack8(xa[u], vf);
+            kf_unpack(xa[u], vf);
 #pragma unroll
             for (int g = 0; g < G; ++g) {
                 const float p = smem[g * chunk + i];
@@ -489,6 +620,75 @@ __device__ __forceinline__ void attn_split(
             for (int j = 0; j < 8; ++j) smem[(w * G + g) * D + lane * 8 + j] = acc[g][j];
     }
     __syncthreads();
+}
+
+// SynthSrc is the synthetic layout's source for attn_core: the tokens of
+// one KV head (K and V its [n, D] rows), a dense chunk or, PAGED, the
+// chunk's pages staged in spg; every token is visible; raw (nullptr: none)
+// holds the scores of the row's G heads, rawStride apart.
+template <int D, bool PAGED>
+struct SynthSrc {
+    const bf16* K;
+    const bf16* V;
+    const int* spg;
+    int pg0, c0, pageSize, n;
+    float* raw;
+    int rawStride;
+    __device__ int token(int i) const { return chunk_token<PAGED>(spg, pg0, c0, i, pageSize, n); }
+    __device__ const void* row(bool isV, int t) const { return (isV ? V : K) + (size_t)max(t, 0) * D; }
+    __device__ bool visible(int, int) const { return true; }
+    __device__ bool needs_rot(int) const { return false; }
+    __device__ int delta(int, int) const { return 0; }
+    __device__ float invf(int) const { return 0.f; }
+    __device__ bool interleaved() const { return false; }
+    __device__ void put_raw(int h, int i, float x) const {
+        if (raw != nullptr) raw[(size_t)h * rawStride + c0 + i] = x;
+    }
+};
+
+template <int D, int G, bool PAGED>
+__device__ __forceinline__ void attn_split(
+    const bf16* __restrict__ q, const bf16* __restrict__ K, const bf16* __restrict__ V,
+    const int* __restrict__ pages, int n, int nsel, int pageSize, int rowsPerKV, int chunk,
+    float scaleLog2, float* __restrict__ partO, float* __restrict__ partML, int* __restrict__ counters,
+    float* __restrict__ out, float* __restrict__ raw) {
+    constexpr int NT = ATTN_NT;
+    constexpr int L = D / 8;
+    // smem: scores/probabilities [G][chunk], then (paged) the chunk's page
+    // ids; after pass 2 the warps' partial outputs [NW][G][D] from offset 0.
+    extern __shared__ float smem[];
+
+    pdl_trigger();
+    pdl_wait();
+    const int r = blockIdx.y, c = blockIdx.x;
+    const int lane = threadIdx.x % L;
+    const int kvh = r / rowsPerKV;
+    const int total = PAGED ? nsel * pageSize : n;
+    const int c0 = c * chunk;
+    const int len = min(chunk, total - c0);
+    // The query is loaded first (its latency overlaps the page-list staging
+    // and the first keys' loads) and used after the first keys are asked
+    // for, pre-scaled by softmax scale * log2(e): scores are in base 2.
+    uint4 qv[G];
+#pragma unroll
+    for (int g = 0; g < G; ++g) qv[g] = *reinterpret_cast<const uint4*>(q + (size_t)(r * G + g) * D + lane * 8);
+
+    int* spg = reinterpret_cast<int*>(smem + G * chunk);
+    const int pg0 = stage_pages<PAGED, NT>(spg, pages, r, nsel, pageSize, c0, len);
+    const SynthSrc<D, PAGED> src{K + (size_t)kvh * n * D, V + (size_t)kvh * n * D, spg, pg0, c0, pageSize, n,
+                                 raw != nullptr ? raw + (size_t)r * G * total : nullptr, total};
+    float m[G], l[G];
+    attn_core<D, G, KV_BF16, false>(
+        src,
+        [&](float(&qf)[G][8]) {
+#pragma unroll
+            for (int g = 0; g < G; ++g) {
+                unpack8(qv[g], qf[g]);
+#pragma unroll
+                for (int j = 0; j < 8; ++j) qf[g][j] *= scaleLog2;
+            }
+        },
+        len, chunk, smem, m, l);
     attn_finish<D, G>(smem, m, l, partO, partML, counters, out);
 }
 
@@ -523,17 +723,259 @@ ATTN_KERNELS(128, 2)
 ATTN_KERNELS(128, 4)
 ATTN_KERNELS(128, 8)
 
-// attn_combine merges the partials of the chunks of a row, one query head
-// and 32 channels per block: block (g, r, slice) writes out[(r*G + g)*D +
-// slice*32 + j] = sum_c 2^(m_c - M) o_c[.] / sum_c 2^(m_c - M) l_c, M =
-// max_c m_c (chunks with no unmasked token have m_c = -inf and count for
-// nothing). COMB_NT threads: 8 float4 columns times COMB_NT/8 chunk groups;
+// ---- the runtime's attention (Backend.Attend) ----
+//
+// ints (uploaded per call by backend_attention.go) holds the SD_WORDS
+// descriptor of each KV head (backend.cu: token count, page size, key and
+// value page lists in ptrs, positions (-1: every token visible to every
+// row), shifts (-1: none), and the range [SD_LO, SD_HI) of token indices a
+// row without a selection reads), each query row's (position, shift), each
+// query head's (selection offset, count; -1: none), the RoPE inverse
+// frequencies, and the call's header at hdr (RH_*). A split row is
+// (KV head kvh, head subgroup s, row tile): the GH query heads kvh*G +
+// s*GH .. +GH-1 of the RT query rows tile*RT .. +RT-1, G = RT*GH virtual
+// heads read together; split row r = (kvh*(G/GH) + s)*tiles + tile. A
+// selection is the token list of the subgroup's first head (GH = G: the
+// group shares it; GH = 1: per head). Keys are masked by position where
+// positions are given (causal, and the sliding window).
+
+#define RH_ROWS 0    // query rows
+#define RH_HEADS 1   // query heads
+#define RH_G 2       // query heads per KV head
+#define RH_GH 3      // query heads per split row
+#define RH_RT 4      // query rows per split row
+#define RH_TILES 5   // row tiles: ceil(rows / RT)
+#define RH_WIN 6     // sliding window (0: none)
+#define RH_ROWOFF 7  // offset of the rows' (position, shift)
+#define RH_HEADOFF 8 // offset of the heads' (selection offset, count)
+#define RH_INVOFF 9  // offset of the RoPE inverse frequencies [D/2] (float bits)
+#define RH_STRIDE 10 // raw scores per (row, head)
+#define RH_INTER 11  // interleaved RoPE pairs (else rotate-half)
+#define RH_WORDS 12
+
+// rt_item returns row*heads + head of virtual head v of split row r, or -1
+// past the last query row.
+__device__ __forceinline__ int rt_item(const int* __restrict__ H, int r, int v) {
+    const int T = H[RH_TILES], GH = H[RH_GH], sub = H[RH_G] / GH;
+    const int tile = r % T, q2 = r / T, s = q2 % sub, kvh = q2 / sub;
+    const int row = tile * H[RH_RT] + v / GH;
+    if (row >= H[RH_ROWS]) return -1;
+    return row * H[RH_HEADS] + kvh * H[RH_G] + s * GH + v % GH;
+}
+
+// RtSrc is the runtime's source for attn_core: token i of the chunk is
+// stok[i] (a selection) or lo + c0 + i (a range); rows are found through the
+// KV head's page lists (kp, vp; a range's pages staged in spk, spv from
+// page pg0); positions spos and shifts ssh are staged per token where given;
+// sQ, sLo, sQs, sItem are each virtual head's query position, the highest
+// position its window hides, its shift and its row*heads + head (-1: none).
+template <int D, int G, int KT>
+struct RtSrc {
+    const u64* kp;
+    const u64* vp;
+    const u64* spk;
+    const u64* spv;
+    const int* stok;
+    const int* spos;
+    const int* ssh;
+    const float* sinv;
+    const int* sQ;
+    const int* sLo;
+    const int* sQs;
+    const int* sItem;
+    float* raw;
+    int stride, pg0, psh, ps, lo, c0, nvalid;
+    bool selMode, hasPos, hasShift, inter;
+    __device__ int token(int i) const { return selMode ? stok[i] : lo + c0 + i; }
+    __device__ const void* row(bool isV, int t) const {
+        if (t < 0) return kp;  // not read
+        const int pg = psh >= 0 ? t >> psh : t / ps;
+        const int sl = t - pg * ps;
+        const u64 base = selMode ? __ldg(isV ? vp + pg : kp + pg) : (isV ? spv : spk)[pg - pg0];
+        return reinterpret_cast<const char*>(base) + (size_t)sl * (D * (KT == KV_F32 ? 4 : 2));
+    }
+    __device__ bool visible(int i, int h) const {
+        if (!hasPos) return true;
+        const int p = spos[i];
+        return p <= sQ[h] && p > sLo[h];
+    }
+    __device__ bool needs_rot(int i) const {
+        if (!hasShift) return false;
+        const int s = ssh[i];
+#pragma unroll
+        for (int g = 0; g < G; ++g)
+            if (g < nvalid && s != sQs[g]) return true;
+        return false;
+    }
+    __device__ int delta(int i, int g) const { return hasShift ? ssh[i] - sQs[g] : 0; }
+    __device__ float invf(int f) const { return sinv[f]; }
+    __device__ bool interleaved() const { return inter; }
+    __device__ void put_raw(int h, int i, float x) const {
+        if (raw != nullptr && sItem[h] >= 0) raw[(size_t)sItem[h] * stride + c0 + i] = x;
+    }
+};
+
+// attn_rt is split-KV block (chunk blockIdx.x, split row blockIdx.y) of the
+// runtime's attention: q, out [rows, heads, D] float32; pages of type KT;
+// SH: re-positioned keys (shifts) may occur. pgw is the room for staged page
+// pointers per list (pages a chunk's range spans at most). Outputs as
+// attn_split's, indexed by split row; raw (nullptr: none) receives the
+// base-2 scores at [(row*heads + head)*stride + index in the row's token
+// list], and ml (nullptr: none; fused merge only) each (row, head)'s max
+// and sum at [(row*heads + head)*2].
+template <int D, int G, int KT, bool SH>
+__device__ __forceinline__ void attn_rt(const float* __restrict__ q, const u64* __restrict__ ptrs, const int* __restrict__ ints,
+                                        int hdr, int chunk, int pgw, float scaleLog2, float* __restrict__ partO,
+                                        float* __restrict__ partML, int* __restrict__ counters, float* __restrict__ out,
+                                        float* __restrict__ raw, float* __restrict__ ml) {
+    constexpr int NT = ATTN_NT;
+    constexpr int L = D / 8;
+    // smem: scores/probabilities [G][chunk]; the chunk's token ids, positions
+    // and (SH) shifts [chunk] each; (SH) the inverse frequencies [D/2]; the
+    // range's key and value page pointers [pgw] each. After pass 2 the warps'
+    // partial outputs [NW][G][D] from offset 0.
+    extern __shared__ float smem[];
+    __shared__ int sQ[G], sLo[G], sQs[G], sItem[G];
+
+    pdl_trigger();
+    pdl_wait();
+    const int* H = ints + hdr;
+    const int r = blockIdx.y, c = blockIdx.x, tid = threadIdx.x, lane = tid % L;
+    const int heads = H[RH_HEADS], GH = H[RH_GH];
+    const int kvh = r / H[RH_TILES] / (H[RH_G] / GH);
+    const int* sd = ints + kvh * SD_WORDS;
+    const int h0 = rt_item(H, r, 0) % heads;  // the subgroup's first head (row 0 of a tile always exists)
+    const int selCount = ints[H[RH_HEADOFF] + 2 * h0 + 1];
+    const bool selMode = selCount >= 0;
+    const int* sel = selMode ? ints + ints[H[RH_HEADOFF] + 2 * h0] : nullptr;
+    const int lo = sd[SD_LO], total = selMode ? selCount : sd[SD_HI] - lo;
+    const int c0 = c * chunk, len = max(0, min(chunk, total - c0));
+    const int ps = sd[SD_PS], psh = (ps & (ps - 1)) == 0 ? __ffs(ps) - 1 : -1;
+    const int* pos = sd[SD_POS] >= 0 ? ints + sd[SD_POS] : nullptr;
+    const int* shift = SH && sd[SD_SHIFT] >= 0 ? ints + sd[SD_SHIFT] : nullptr;
+    const u64* kp = ptrs + sd[SD_K];
+    const u64* vp = ptrs + sd[SD_V];
+    int* stok = reinterpret_cast<int*>(smem + G * chunk);
+    int* spos = stok + chunk;
+    int* ssh = spos + chunk;
+    float* sinv = reinterpret_cast<float*>(ssh + chunk);
+    u64* spk = reinterpret_cast<u64*>(SH ? reinterpret_cast<int*>(sinv + D / 2) : ssh);
+    u64* spv = spk + pgw;
+
+    if (tid < G) {
+        const int it = rt_item(H, r, tid);
+        sItem[tid] = it;
+        const int row = it >= 0 ? it / heads : 0;
+        const int qp = it >= 0 ? ints[H[RH_ROWOFF] + 2 * row] : (int)0x80000000;  // none: every key hidden
+        sQ[tid] = qp;
+        sLo[tid] = it >= 0 ? be_win_lo(qp, H[RH_WIN]) : (int)0x80000000;
+        sQs[tid] = it >= 0 ? ints[H[RH_ROWOFF] + 2 * row + 1] : 0;
+    }
+    int pg0 = 0;
+    if (len > 0) {
+        if (selMode) {
+            for (int i = tid; i < len; i += NT) stok[i] = sel[c0 + i];
+        } else {
+            const int t0 = lo + c0, t1 = lo + c0 + len - 1;
+            pg0 = psh >= 0 ? t0 >> psh : t0 / ps;
+            const int npg = (psh >= 0 ? t1 >> psh : t1 / ps) - pg0 + 1;
+            for (int j = tid; j < npg; j += NT) {
+                spk[j] = kp[pg0 + j];
+                spv[j] = vp[pg0 + j];
+            }
+        }
+        if (pos != nullptr || shift != nullptr) {
+            for (int i = tid; i < len; i += NT) {
+                const int t = selMode ? sel[c0 + i] : lo + c0 + i;
+                if (pos != nullptr) spos[i] = pos[t];
+                if (SH && shift != nullptr) ssh[i] = shift[t];
+            }
+        }
+    }
+    if (SH)
+        for (int j = tid; j < D / 2; j += NT) sinv[j] = __int_as_float(ints[H[RH_INVOFF] + j]);
+    __syncthreads();
+
+    int nvalid = 0;
+#pragma unroll
+    for (int g = 0; g < G; ++g) nvalid += sItem[g] >= 0;
+    const RtSrc<D, G, KT> src{kp, vp, spk, spv, stok, spos, ssh, sinv, sQ, sLo, sQs, sItem, raw, H[RH_STRIDE],
+                              pg0, psh, ps, lo, c0, nvalid, selMode, pos != nullptr, shift != nullptr, H[RH_INTER] != 0};
+    float m[G], l[G];
+    attn_core<D, G, KT, SH>(
+        src,
+        [&](float(&qf)[G][8]) {
+#pragma unroll
+            for (int g = 0; g < G; ++g) {
+                const int it = sItem[g];
+                float4 a = make_float4(0.f, 0.f, 0.f, 0.f), b = a;
+                if (it >= 0) {
+                    const float* p = q + (size_t)it * D + lane * 8;
+                    a = *reinterpret_cast<const float4*>(p);
+                    b = *reinterpret_cast<const float4*>(p + 4);
+                }
+                qf[g][0] = a.x * scaleLog2;
+                qf[g][1] = a.y * scaleLog2;
+                qf[g][2] = a.z * scaleLog2;
+                qf[g][3] = a.w * scaleLog2;
+                qf[g][4] = b.x * scaleLog2;
+                qf[g][5] = b.y * scaleLog2;
+                qf[g][6] = b.z * scaleLog2;
+                qf[g][7] = b.w * scaleLog2;
+            }
+        },
+        len, chunk, smem, m, l);
+    attn_finish<D, G>(
+        smem, m, l, r, c, gridDim.x, gridDim.y, partO, partML, counters,
+        [&](int g) { return sItem[g] >= 0 ? out + (size_t)sItem[g] * D : nullptr; },
+        [&](int g) { return ml != nullptr && sItem[g] >= 0 ? ml + (size_t)sItem[g] * 2 : nullptr; });
+}
+
+// Kernel parameters of attn_rt_*: q, ptrs, ints, hdr, chunk, pgw,
+// scaleLog2, partO [split rows, chunks, G, D], partML [split rows, chunks,
+// G, 2] (with counters: the fused merge's group partials after them),
+// counters [split rows * (groups + 1)] (zero between launches; null:
+// attn_rt_combine merges), out, raw, ml.
+#define ATTN_RT_PARAMS                                                                                              \
+    const float *__restrict__ q, const u64 *__restrict__ ptrs, const int *__restrict__ ints, int hdr, int chunk,  \
+        int pgw, float scaleLog2, float *__restrict__ partO, float *__restrict__ partML, int *__restrict__ counters, \
+        float *__restrict__ out, float *__restrict__ raw, float *__restrict__ ml
+#define ATTN_RT_ARGS q, ptrs, ints, hdr, chunk, pgw, scaleLog2, partO, partML, counters, out, raw, ml
+
+// attn_rt_d{D}_g{G}_{bf16,f32}[_sh]: G virtual heads per split row, pages of
+// bf16 or float32, _sh with re-positioned keys.
+#define ATTN_RT_KERNEL(D, G, KT, KN, SH, SN)                                                                   \
+    extern "C" __global__ void __launch_bounds__(ATTN_NT, ((G) == 4 && (KT) == KV_BF16 ? ATTN_MINB : 1))      \
+        attn_rt_d##D##_g##G##_##KN##SN(ATTN_RT_PARAMS) {                                                       \
+        attn_rt<D, G, KT, SH>(ATTN_RT_ARGS);                                                                   \
+    }
+#define ATTN_RT_KERNELS(D, G)                            \
+    ATTN_RT_KERNEL(D, G, KV_BF16, bf16, false, )         \
+    ATTN_RT_KERNEL(D, G, KV_BF16, bf16, true, _sh)       \
+    ATTN_RT_KERNEL(D, G, KV_F32, f32, false, )           \
+    ATTN_RT_KERNEL(D, G, KV_F32, f32, true, _sh)
+
+ATTN_RT_KERNELS(64, 1)
+ATTN_RT_KERNELS(64, 2)
+ATTN_RT_KERNELS(64, 4)
+ATTN_RT_KERNELS(64, 8)
+ATTN_RT_KERNELS(128, 1)
+ATTN_RT_KERNELS(128, 2)
+ATTN_RT_KERNELS(128, 4)
+ATTN_RT_KERNELS(128, 8)
+
+// attn_combine merges the partials of the chunks of a row, one virtual head
+// and 32 channels per block: block (g, r, slice) writes outRow[slice*32 + j]
+// = sum_c 2^(m_c - M) o_c[.] / sum_c 2^(m_c - M) l_c, M = max_c m_c (chunks
+// with no unmasked token have m_c = -inf and count for nothing), where
+// outRow is head g's output row (nullptr: none); block slice 0 writes M (0
+// when every token was masked) and the sum to mlRow (nullptr: none). COMB_NT threads: 8 float4 columns times COMB_NT/8 chunk groups;
 // each thread issues the loads of all its chunks before it uses them and
 // keeps its own running max, so the kernel waits for memory once; the
 // chunk groups are then merged in shared memory.
 template <int D>
 __device__ __forceinline__ void attn_combine(const float* __restrict__ partO, const float* __restrict__ partML,
-                                             int nchunks, float* __restrict__ out) {
+                                             int nchunks, float* __restrict__ outRow, float* __restrict__ mlRow) {
     constexpr int NT = COMB_NT, Q = 8, CG = NT / Q, B = 4;
     __shared__ float4 sAcc[CG][Q];
     __shared__ float sM[CG][Q], sL[CG][Q];
@@ -593,14 +1035,61 @@ __device__ __forceinline__ void attn_combine(const float* __restrict__ partO, co
         L = fmaf(w, sL[k][tid], L);
     }
     const float inv = L > 0.f ? 1.f / L : 0.f;
-    reinterpret_cast<float4*>(out + ((size_t)r * G + g) * D)[col] = make_float4(s.x * inv, s.y * inv, s.z * inv, s.w * inv);
+    if (outRow != nullptr) reinterpret_cast<float4*>(outRow)[col] = make_float4(s.x * inv, s.y * inv, s.z * inv, s.w * inv);
+    if (mlRow != nullptr && tid == 0 && blockIdx.z == 0) {
+        mlRow[0] = Ms;
+        mlRow[1] = L;
+    }
 }
 
 #define COMBINE_KERNEL(D)                                                                                  \
     extern "C" __global__ void __launch_bounds__(COMB_NT) attn_combine_d##D(                               \
         const float* __restrict__ partO, const float* __restrict__ partML, int nchunks, float* __restrict__ out) { \
-        attn_combine<D>(partO, partML, nchunks, out);                                                      \
+        attn_combine<D>(partO, partML, nchunks, out + ((size_t)blockIdx.y * gridDim.x + blockIdx.x) * (D), nullptr); \
     }
 
 COMBINE_KERNEL(64)
 COMBINE_KERNEL(128)
+
+// attn_rt_combine_d{D} is attn_combine for the runtime's split rows (grid
+// (G, split rows, D/32)): the output and the max and sum (ml, nullptr:
+// none) of virtual head g of split row r go to its (row, head).
+#define RT_COMBINE_KERNEL(D)                                                                                       \
+    extern "C" __global__ void __launch_bounds__(COMB_NT) attn_rt_combine_d##D(                                    \
+        const float* __restrict__ partO, const float* __restrict__ partML, int nchunks, float* __restrict__ out,   \
+        float* __restrict__ ml, const int* __restrict__ ints, int hdr) {                                           \
+        const int it = rt_item(ints + hdr, blockIdx.y, blockIdx.x);                                                \
+        attn_combine<D>(partO, partML, nchunks, it >= 0 ? out + (size_t)it * (D) : nullptr,                       \
+                        ml != nullptr && it >= 0 ? ml + (size_t)it * 2 : nullptr);                                 \
+    }
+
+RT_COMBINE_KERNEL(64)
+RT_COMBINE_KERNEL(128)
+
+// attn_rt_acc adds the softmax probabilities of the query rows at positions
+// >= accFrom to acc [heads, astride] (by token index), rows in order as the
+// CPU adds them: p = 2^(raw - M) / sum with each (row, head)'s max and sum
+// in ml [rows*heads*2] and its base-2 scores in raw (attn_rt), index i of
+// head h's token list being token sel[i] or lo + i. Grid (ceil(longest
+// list / 128), heads), block 128.
+extern "C" __global__ void attn_rt_acc(float* __restrict__ acc, int astride, const float* __restrict__ raw,
+                                       const float* __restrict__ ml, const int* __restrict__ ints, int hdr, int accFrom) {
+    pdl_wait();
+    const int* H = ints + hdr;
+    const int h = blockIdx.y, i = blockIdx.x * blockDim.x + threadIdx.x;
+    const int heads = H[RH_HEADS], rows = H[RH_ROWS], stride = H[RH_STRIDE], rowOff = H[RH_ROWOFF];
+    const int* sd = ints + (h / H[RH_G]) * SD_WORDS;
+    const int count = ints[H[RH_HEADOFF] + 2 * h + 1];
+    const int* sel = count >= 0 ? ints + ints[H[RH_HEADOFF] + 2 * h] : nullptr;
+    const int n = sel != nullptr ? count : sd[SD_HI] - sd[SD_LO];
+    if (i >= n) return;
+    const int t = sel != nullptr ? sel[i] : sd[SD_LO] + i;
+    float a = acc[(size_t)h * astride + t];
+    for (int r = 0; r < rows; ++r) {
+        if (ints[rowOff + 2 * r] < accFrom) continue;
+        const size_t item = (size_t)r * heads + h;
+        const float s = raw[item * stride + i];
+        if (s != NEG_INF) a += exp2f(s - ml[2 * item]) * (1.f / ml[2 * item + 1]);
+    }
+    acc[(size_t)h * astride + t] = a;
+}

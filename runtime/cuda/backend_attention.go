@@ -9,7 +9,7 @@ import (
 )
 
 // Descriptor words per KV head, as SD_* in backend.cu.
-const sdWords = 10
+const sdWords = 12
 
 // pagePtrs appends the device pointers of pages and returns their offset;
 // every page of a call must have the same type (b.kvt, -1 before the first).
@@ -103,10 +103,15 @@ func (b *Backend) appendInts(v []int32) int32 {
 }
 
 // Attend computes attention for every query row and head of a, with the
-// policy options (selection, shifts, accumulation, recall), on the device.
-// The per-call metadata (page pointers, positions, selections) is uploaded;
-// accumulated probabilities and recall are downloaded and written into the
-// host slices of a.
+// policy options (selection, shifts, accumulation, recall, the model's
+// sliding window), on the device. The per-call metadata (page pointers,
+// positions, selections) is uploaded; accumulated probabilities and recall
+// are downloaded and written into the host slices of a. Kernels: prompt
+// chunks without a policy option at bf16 precision run the tensor-core
+// prefill (flash_prefill_*, prefill.cu); every other call of head dim 64 or
+// 128 without recall runs the split-KV kernels of attention.cu (attendSplit,
+// the kernels `kvbench kernels` times); recall and other head dims run the
+// general kernel be_attend (backend.cu). AttnPlan names the last one.
 func (b *Backend) Attend(a *runtime.AttnArgs) {
 	if a.KVHeads <= 0 || a.Heads%a.KVHeads != 0 || len(a.Seqs) != a.KVHeads {
 		panic(fmt.Sprintf("cuda: Attend with %d heads, %d kv heads, %d sequences", a.Heads, a.KVHeads, len(a.Seqs)))
@@ -126,7 +131,8 @@ func (b *Backend) Attend(a *runtime.AttnArgs) {
 		panic(fmt.Sprintf("cuda: Attend with Recall and %d reference sequences for %d kv heads", len(a.Ref), a.KVHeads))
 	}
 
-	b.hInts = append(b.hInts[:0], make([]int32, a.KVHeads*sdWords)...)
+	b.hInts = append(b.hInts[:0], make([]int32, a.KVHeads*sdWords+rhWords)...)
+	hdr := int32(a.KVHeads * sdWords) // the split-KV kernels' header (attendSplit)
 	var refs []runtime.KVSeq
 	if recall {
 		refs = a.Ref
@@ -156,7 +162,8 @@ func (b *Backend) Attend(a *runtime.AttnArgs) {
 		if len(s.Pos) < s.N || len(s.K)*s.PageSize < s.N || len(s.V)*s.PageSize < s.N {
 			panic(fmt.Sprintf("cuda: Attend kv head %d: %d tokens, %d positions, %d+%d pages of %d", g, s.N, len(s.Pos), len(s.K), len(s.V), s.PageSize))
 		}
-		d := [sdWords]int32{int32(s.N), int32(max(s.PageSize, 1)), 0, 0, 0, -1, 0, 1, 0, 0}
+		lo, hi := tokenRange(s, minQ, maxQ, a.Window)
+		d := [sdWords]int32{int32(s.N), int32(max(s.PageSize, 1)), 0, 0, 0, -1, 0, 1, 0, 0, int32(lo), int32(hi)}
 		d[2], d[3] = b.seqPages(s)
 		if allVisible(s, minQ, maxQ, a.Window) && !recall {
 			d[4] = -1 // every token visible to every row: no positions to upload (recall maps tokens by them)
@@ -199,10 +206,11 @@ func (b *Backend) Attend(a *runtime.AttnArgs) {
 		b.attendFlash(a, rowOff)
 		return
 	}
-	if a.HeadDim%8 == 0 && a.HeadDim <= 256 && !recall {
-		b.attendSplit(a, rowOff, headOff, invOff, stride)
+	if splitOK(a, recall) {
+		b.attendSplit(a, hdr, rowOff, headOff, invOff)
 		return
 	}
+	b.split.last = Plan{Kernel: "be_attend", Blocks: a.Heads * a.Rows}
 	b.flushKV()
 	b.reserve(b.metaSpan())
 	ints, ptrs := b.putMeta()
@@ -342,6 +350,7 @@ func (b *Backend) attendFlash(a *runtime.AttnArgs, rowOff int32) {
 		b.shared[name] = true
 	}
 	bm := 16 * f.warps * f.mtiles
+	b.split.last = Plan{Kernel: name, Blocks: (a.Rows + bm - 1) / bm * a.Heads, SharedMem: smem}
 	b.launchSmem(name, Dim3{(a.Rows + bm - 1) / bm, a.Heads, 1}, Dim3{32 * f.warps, 1, 1}, smem,
 		b.f32(a.Out), b.f32(a.Q), ptrs, ints, int32(a.Heads), int32(a.KVHeads), a.Scale*float32(math.Log2E),
 		rowOff, int32(a.Rows), b.pageType(), sorted, int32(bits.TrailingZeros(uint(a.Seqs[0].PageSize))), Ptr(0),
@@ -363,80 +372,6 @@ func flag(v bool) int32 {
 		return 1
 	}
 	return 0
-}
-
-// splitThreads is the block size of be_attn_split* (SPLIT_THREADS).
-const splitThreads = 128
-
-// attendSplit is Attend's fast path (no recall; head dim a multiple of 8 up
-// to 256; keys with shifts rotate the query per token): split-KV attention over the page lists, the
-// chunk partials merged by a second kernel when there are several, and the
-// probabilities added to Acc on the device.
-func (b *Backend) attendSplit(a *runtime.AttnArgs, rowOff, headOff, invOff int32, stride int) {
-	hd, group := a.HeadDim, a.Heads/a.KVHeads
-	rt, name, maxChunk := 1, "be_attn_split1", 2048
-	if a.Rows > 1 {
-		rt, name, maxChunk = 8, "be_attn_split8", 512
-	}
-	tiles := (a.Rows + rt - 1) / rt
-	per := a.Heads * tiles
-	chunks := max(1, (4*b.D.SMs+per-1)/per)
-	chunks = min(chunks, (stride+127)/128) // at least a token per thread
-	chunk := ((stride+chunks-1)/chunks + 31) &^ 31
-	chunk = min(chunk, maxChunk)
-	chunks = (stride + chunk - 1) / chunk
-	items := a.Rows * a.Heads
-
-	astride := 0
-	if a.Acc != nil {
-		for g := range a.Seqs {
-			astride = max(astride, a.Seqs[g].N)
-		}
-		need := a.Heads * astride
-		if cap(b.hAcc) < need {
-			b.hAcc = make([]float32, need)
-		}
-		b.hAcc = b.hAcc[:need]
-		for h := 0; h < a.Heads; h++ {
-			n := a.Seqs[h/group].N
-			if len(a.Acc[h]) < n {
-				panic(fmt.Sprintf("cuda: Attend Acc[%d] holds %d values for %d tokens", h, len(a.Acc[h]), n))
-			}
-			copy(b.hAcc[h*astride:], a.Acc[h][:n])
-		}
-	}
-	b.flushKV()
-	b.reserve(b.metaSpan() + span(int64(len(b.hAcc))*4))
-	ints, ptrs := b.putMeta()
-	var accDev, raw Ptr
-	if a.Acc != nil {
-		accDev = put(b, b.hAcc)
-		raw = b.grow(&b.scores, int64(items*stride)*4)
-	}
-	ml := b.grow(&b.ml, int64(items)*8)
-	part := Ptr(0)
-	if chunks > 1 {
-		part = b.grow(&b.part, int64(items*chunks*(hd+2))*4)
-	}
-	smem := (rt*hd + rt*chunk + splitThreads*8) * 4
-	b.launchSmem(name, Dim3{chunks, a.Heads, tiles}, Dim3{splitThreads, 1, 1}, smem,
-		b.f32(a.Out), b.f32(a.Q), ptrs, ints, int32(a.Heads), int32(a.KVHeads), int32(hd), a.Scale,
-		rowOff, headOff, b.pageType(), int32(a.Rows), int32(chunk), int32(chunks), part, ml, raw, int32(stride),
-		invOff, flag(a.QShift != nil), flag(a.Rope == runtime.RopeInterleaved), int32(max(a.Window, 0)))
-	if chunks > 1 {
-		b.launch("be_attn_merge", Dim3{items, 1, 1}, Dim3{128, 1, 1}, b.f32(a.Out), part, ml, int32(hd), int32(chunks))
-	}
-	if a.Acc == nil {
-		return
-	}
-	b.launch("be_attn_acc", Dim3{(stride + 127) / 128, a.Heads, 1}, Dim3{128, 1, 1},
-		accDev, int32(astride), raw, int32(stride), ml, ints, int32(a.Heads), int32(a.KVHeads), int32(a.Rows),
-		rowOff, headOff, int32(a.AccFrom))
-	b.download(b.hAcc, accDev)
-	for h := 0; h < a.Heads; h++ {
-		n := a.Seqs[h/group].N
-		copy(a.Acc[h][:n], b.hAcc[h*astride:h*astride+n])
-	}
 }
 
 // QK writes the scaled q·k of query row r, head h against every token of its

@@ -3,7 +3,11 @@ package cuda
 import (
 	"fmt"
 	"math"
+	"math/bits"
 	"os"
+	"slices"
+
+	"github.com/kvbench/kvbench/runtime"
 )
 
 // The split-KV attention kernels come in two families that compute the
@@ -232,4 +236,273 @@ type Plan struct {
 
 func (a *splitKV) plan() Plan {
 	return Plan{Kernel: a.fn, Chunk: a.chunk, Blocks: a.nchunks * a.rows, Resident: a.occ, SharedMem: a.smem}
+}
+
+// ---- the runtime's attention on the split-KV kernels (attn_rt_*) ----
+
+// Header words of a call of the runtime's split-KV kernels (RH_* in
+// attention.cu), placed after the KV heads' descriptors.
+const (
+	rhRows = iota
+	rhHeads
+	rhG
+	rhGH
+	rhRT
+	rhTiles
+	rhWin
+	rhRowOff
+	rhHeadOff
+	rhInvOff
+	rhStride
+	rhInter
+	rhWords
+)
+
+// ctrWords is the room for the fused merge's counters at the start of the
+// b.ml workspace: kept zero between launches (each launch resets what it
+// used), cleared when the workspace is made again. A call that would need
+// more merges its partials with attn_rt_combine instead.
+const ctrWords = 16 << 10
+
+// splitState is a Backend's state for the split-KV kernels of Attend.
+type splitState struct {
+	chunk int            // tokens per block asked for (SetAttnChunk); 0: chosen per call
+	occ   map[occKey]int // resident blocks per multiprocessor, by kernel and shared memory
+	last  Plan           // the last Attend's launch (AttnPlan)
+}
+
+type occKey struct {
+	f    *Function
+	smem int
+}
+
+// SetAttnChunk sets the tokens per block of the split-KV kernels of Attend
+// (a multiple of ChunkTokens, lowered where the block's shared memory would
+// not fit); 0 lets each call choose one that fills the GPU in one wave.
+func (b *Backend) SetAttnChunk(tokens int) error {
+	if tokens < 0 || tokens%ChunkTokens != 0 {
+		return fmt.Errorf("cuda: attention chunk %d is not 0 or a positive multiple of %d", tokens, ChunkTokens)
+	}
+	b.split.chunk = tokens
+	return nil
+}
+
+// AttnPlan describes the launch of the last Attend: its attention kernel
+// (attn_rt_* for the split-KV kernels, flash_prefill_* for the tensor-core
+// prefill, be_attend for the general kernel) and, for the split-KV kernels,
+// the chunk, blocks, residency and shared memory.
+func (b *Backend) AttnPlan() Plan { return b.split.last }
+
+// occupancy is f's resident blocks per multiprocessor at attnThreads
+// threads and smem bytes of dynamic shared memory, asked of the driver once.
+func (b *Backend) occupancy(f *Function, smem int) int {
+	k := occKey{f, smem}
+	if n, ok := b.split.occ[k]; ok {
+		return n
+	}
+	n, err := f.Occupancy(attnThreads, smem)
+	must(err)
+	if b.split.occ == nil {
+		b.split.occ = map[occKey]int{}
+	}
+	b.split.occ[k] = n
+	return n
+}
+
+// splitOK says whether Attend runs a on the split-KV kernels: head dim 64
+// or 128 and no recall (the general kernel be_attend measures it).
+func splitOK(a *runtime.AttnArgs, recall bool) bool {
+	return (a.HeadDim == 64 || a.HeadDim == 128) && !recall
+}
+
+// tokenRange is the range [lo, hi) of the token indices of s that a query
+// row at a position in minQ..maxQ may see: with positions known to ascend,
+// the tokens past maxQ and those every row's sliding window hides are left
+// out; otherwise all of them.
+func tokenRange(s *runtime.KVSeq, minQ, maxQ, window int) (lo, hi int) {
+	if !s.Ascending || s.N == 0 {
+		return 0, s.N
+	}
+	pos := s.Pos[:s.N]
+	hi, _ = slices.BinarySearch(pos, int32(min(maxQ, math.MaxInt32-1)+1)) // first position > maxQ
+	if window > 0 {
+		lo, _ = slices.BinarySearch(pos[:hi], int32(max(minQ-window, math.MinInt32+1)+1)) // first position > minQ-window
+	}
+	return lo, hi
+}
+
+// sharedHeads is the number of query heads per split row: the largest of 8,
+// 4, 2, 1 that divides group such that the heads of each such subgroup read
+// the same token list (the same selection, or none). heads holds (offset,
+// count) per query head, as Attend lays them out.
+func sharedHeads(heads []int32, group int) int {
+	for _, gh := range []int{8, 4, 2} {
+		if group%gh != 0 {
+			continue
+		}
+		same := true
+		for h := 0; h < len(heads)/2 && same; h++ {
+			first := h - h%gh
+			same = heads[2*h] == heads[2*first] && heads[2*h+1] == heads[2*first+1]
+		}
+		if same {
+			return gh
+		}
+	}
+	return 1
+}
+
+// attendSplit is Attend on the split-KV kernels of attention.cu, the same
+// kernels for every policy: attn_rt_d{D}_g{G}_{bf16,f32}[_sh], a block per
+// (chunk of tokens, split row), where a split row is G virtual heads that
+// read the same tokens of one KV head once (the query heads of a GQA group
+// that share their tokens, times query rows of a prompt chunk), then
+// attn_rt_combine_d{D} (or the split kernel's own fused merge for rows of
+// one head), and attn_rt_acc to add the probabilities to Acc. The
+// descriptors, rows, heads and inverse frequencies are in b.hInts (Attend),
+// the header's room at hdr.
+func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff int32) {
+	hd, group := a.HeadDim, a.Heads/a.KVHeads
+	gh := sharedHeads(b.hInts[headOff:int(headOff)+2*a.Heads], group)
+	rt := 1
+	if a.Rows > 1 {
+		rt = min(8/gh, 1<<bits.Len(uint(a.Rows-1)))
+	}
+	vg, sub, tiles := gh*rt, group/gh, (a.Rows+rt-1)/rt
+	nsrows := a.KVHeads * sub * tiles
+	// The longest token list of a split row, and the smallest page.
+	longest, minPS, shifted := 0, math.MaxInt, false
+	for g := range a.Seqs {
+		d := b.hInts[g*sdWords : (g+1)*sdWords]
+		minPS = min(minPS, int(d[1]))
+		shifted = shifted || (a.QShift != nil && d[5] >= 0)
+		for s := range sub {
+			h := g*group + s*gh
+			if n := b.hInts[int(headOff)+2*h+1]; n >= 0 {
+				longest = max(longest, int(n))
+			} else {
+				longest = max(longest, int(d[11]-d[10]))
+			}
+		}
+	}
+	kt, sh := "f32", ""
+	if b.pageType() == kvBF16 {
+		kt = "bf16"
+	}
+	if shifted {
+		sh = "_sh"
+	}
+	name := fmt.Sprintf("attn_rt_d%d_g%d_%s%s", hd, vg, kt, sh)
+	f := b.fn(name)
+	smemFor := func(chunk int) int {
+		words := vg*chunk + 2*chunk
+		if shifted {
+			words += chunk + hd/2
+		}
+		return max(4*words+16*(chunk/minPS+2), 4*attnThreads/32*vg*hd, 16*attnThreads)
+	}
+	chunk := b.splitChunk(f, smemFor, nsrows, longest)
+	smem, nchunks := smemFor(chunk), max(1, (longest+chunk-1)/chunk)
+	pgw := chunk/minPS + 2
+	ngroups := (nchunks + mergeGroup - 1) / mergeGroup
+	fused := vg == 1 && fusedCombine(1) && nsrows*(ngroups+1) <= ctrWords
+	parts := nchunks
+	if fused {
+		parts += ngroups
+	}
+	stride := max(longest, 1)
+	copy(b.hInts[hdr:], []int32{rhRows: int32(a.Rows), rhHeads: int32(a.Heads), rhG: int32(group), rhGH: int32(gh),
+		rhRT: int32(rt), rhTiles: int32(tiles), rhWin: int32(max(a.Window, 0)), rhRowOff: rowOff, rhHeadOff: headOff,
+		rhInvOff: invOff, rhStride: int32(stride), rhInter: flag(a.Rope == runtime.RopeInterleaved)})
+
+	// Workspaces first (growing one waits for the device, which restarts
+	// the staging arena): partials in b.part; in b.ml the fused merge's
+	// counters, each (row, head)'s max and sum for Acc, then the partials'
+	// maxima and sums; Acc's raw scores in b.scores.
+	items := a.Rows * a.Heads
+	partO := b.grow(&b.part, int64(nsrows*parts*vg*hd)*4)
+	mlAt := span(ctrWords * 4)
+	pmlAt := mlAt + span(int64(items)*8)
+	oldP, oldN := b.ml.p, b.ml.bytes
+	ws := b.grow(&b.ml, pmlAt+int64(nsrows*parts*vg*2)*4)
+	if ws != oldP || b.ml.bytes != oldN {
+		b.launch("be_zero", Dim3{ctrWords / 256, 1, 1}, Dim3{256, 1, 1}, ws, int64(ctrWords))
+	}
+	var raw, mlAcc, counters Ptr
+	if a.Acc != nil {
+		raw = b.grow(&b.scores, int64(items*stride)*4)
+		mlAcc = ws.Add(mlAt)
+	}
+	if fused {
+		counters = ws
+	}
+	astride := 0
+	if a.Acc != nil {
+		for g := range a.Seqs {
+			astride = max(astride, a.Seqs[g].N)
+		}
+		need := a.Heads * astride
+		if cap(b.hAcc) < need {
+			b.hAcc = make([]float32, need)
+		}
+		b.hAcc = b.hAcc[:need]
+		for h := 0; h < a.Heads; h++ {
+			n := a.Seqs[h/group].N
+			if len(a.Acc[h]) < n {
+				panic(fmt.Sprintf("cuda: Attend Acc[%d] holds %d values for %d tokens", h, len(a.Acc[h]), n))
+			}
+			copy(b.hAcc[h*astride:], a.Acc[h][:n])
+		}
+	}
+	b.flushKV()
+	b.reserve(b.metaSpan() + span(int64(len(b.hAcc))*4))
+	ints, ptrs := b.putMeta()
+	var accDev Ptr
+	if a.Acc != nil {
+		accDev = put(b, b.hAcc)
+	}
+	b.launchSmem(name, Dim3{nchunks, nsrows, 1}, Dim3{attnThreads, 1, 1}, smem,
+		b.f32(a.Q), ptrs, ints, hdr, int32(chunk), int32(pgw), a.Scale*float32(math.Log2E),
+		partO, ws.Add(pmlAt), counters, b.f32(a.Out), raw, mlAcc)
+	b.split.last = Plan{Kernel: name, Chunk: chunk, Blocks: nchunks * nsrows, Resident: b.occupancy(f, smem), SharedMem: smem}
+	if !fused {
+		must(b.fn(fmt.Sprintf("attn_rt_combine_d%d", hd)).LaunchAfter(Dim3{vg, nsrows, hd / 32}, Dim3{combThreads, 1, 1}, 0,
+			partO, ws.Add(pmlAt), int32(nchunks), b.f32(a.Out), mlAcc, ints, hdr))
+	}
+	if a.Acc == nil {
+		return
+	}
+	must(b.fn("attn_rt_acc").LaunchAfter(Dim3{(stride + 127) / 128, a.Heads, 1}, Dim3{128, 1, 1}, 0,
+		accDev, int32(astride), raw, mlAcc, ints, hdr, int32(a.AccFrom)))
+	b.download(b.hAcc, accDev)
+	for h := 0; h < a.Heads; h++ {
+		n := a.Seqs[h/group].N
+		copy(a.Acc[h][:n], b.hAcc[h*astride:h*astride+n])
+	}
+}
+
+// splitChunk is the chunk of a launch of f over rows split rows of up to
+// tokensPerRow tokens (smemFor: its shared memory at a chunk): the one
+// SetAttnChunk asked for, else the smallest multiple of ChunkTokens that
+// fills the GPU's resident block slots in one wave (as splitKV.size),
+// lowered until the shared memory fits.
+func (b *Backend) splitChunk(f *Function, smemFor func(int) int, rows, tokensPerRow int) int {
+	limit := maxAttnSmemB - f.Shared
+	chunk := b.split.chunk
+	if chunk == 0 {
+		chunk = minChunkTokens
+		for range 4 {
+			perRow := max(1, b.D.SMs*max(b.occupancy(f, smemFor(chunk)), 1)/rows)
+			c := (tokensPerRow + perRow - 1) / perRow
+			c = max(minChunkTokens, (c+minChunkTokens-1)/minChunkTokens*minChunkTokens)
+			if c == chunk {
+				break
+			}
+			chunk = c
+		}
+	}
+	for chunk > minChunkTokens && smemFor(chunk) > limit {
+		chunk -= minChunkTokens
+	}
+	return chunk
 }

@@ -1,0 +1,141 @@
+package cuda_test
+
+import (
+	"fmt"
+	"math/bits"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/kvbench/kvbench/runtime"
+	"github.com/kvbench/kvbench/runtime/cpu"
+)
+
+// TestAttendSplitKernels compares Attend on the split-KV kernels of
+// attention.cu (attn_rt_*) with the CPU on caches built through
+// runtime.KVCache, and checks which kernel ran: float32 and bf16 pages,
+// head dims 64 and 128, GQA groups 1, 2, 4, 8 and 3 (6 query heads over 2:
+// split rows of one head), one and several query rows (rows share a split
+// row), page sizes 16 and 7, eviction (positions out of order), a
+// selection per head with accumulation, re-positioned keys (the _sh
+// kernels), the sliding window, and chunks chosen per call or of 32 tokens
+// (many partials: the fused merge's two levels for rows of one head, the
+// combine kernel otherwise).
+func TestAttendSplitKernels(t *testing.T) {
+	g := newGPU(t)
+	c := cpu.New(0)
+	defer c.Close()
+	rng := rand.New(rand.NewPCG(23, 5))
+	if err := g.SetAttnChunk(33); err == nil {
+		t.Error("SetAttnChunk(33) accepted a chunk that is not a multiple of 32")
+	}
+	defer g.SetAttnChunk(0)
+	for _, typ := range []runtime.DType{runtime.F32, runtime.BF16} {
+		for _, hd := range []int{64, 128} {
+			for _, hk := range [][2]int{{8, 8}, {8, 4}, {8, 2}, {8, 1}, {6, 2}} {
+				for _, rows := range []int{1, 3, 19} {
+					for _, opt := range []string{"plain", "sel+acc", "shift", "window"} {
+						for _, ps := range []int{16, 7} {
+							for _, chunk := range []int{0, 32} {
+								evict := (rows+ps+chunk/32)%2 == 1 // half the cases hold positions out of order
+								name := fmt.Sprintf("%v/hd%d/%dx%d/rows%d/%s/ps%d/chunk%d/evict%v", typ, hd, hk[0], hk[1], rows, opt, ps, chunk, evict)
+								t.Run(name, func(t *testing.T) {
+									if err := g.SetAttnChunk(chunk); err != nil {
+										t.Fatal(err)
+									}
+									cfg := runtime.Config{Heads: hk[0], KVHeads: hk[1], HeadDim: hd}
+									cp := newCachePair(t, c, g, cfg, ps, typ, false)
+									cp.append(rng, 600)
+									if evict {
+										cp.evict(rng, 0.25)
+									}
+									cp.append(rng, rows)
+									qpos := make([]int, rows)
+									for r := range qpos {
+										qpos[r] = cp.next - rows + r
+									}
+									ac := attnCase{heads: hk[0], rows: rows, qpos: qpos, opt: opt, tol: 2e-5}
+									if opt == "window" {
+										ac.opt, ac.window = "plain", 50
+									}
+									compareAttend(t, c, g, cp, rng, ac)
+									group := hk[0] / hk[1]
+									gh := 1
+									for _, x := range []int{8, 4, 2} {
+										if opt != "sel+acc" && group%x == 0 {
+											gh = x
+											break
+										}
+									}
+									rt := 1
+									if rows > 1 {
+										rt = min(8/gh, 1<<bits.Len(uint(rows-1)))
+									}
+									kt, sh := "f32", ""
+									if typ == runtime.BF16 {
+										kt = "bf16"
+									}
+									if opt == "shift" {
+										sh = "_sh"
+									}
+									want := fmt.Sprintf("attn_rt_d%d_g%d_%s%s", hd, gh*rt, kt, sh)
+									if p := g.AttnPlan(); p.Kernel != want {
+										t.Errorf("kernel %s, want %s (plan %+v)", p.Kernel, want, p)
+									} else if chunk != 0 && p.Chunk != chunk {
+										t.Errorf("chunk %d, asked for %d", p.Chunk, chunk)
+									}
+								})
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestAttendKernelChoice checks which attention kernel Attend launches for
+// each kind of call: the general kernel for head dims the split-KV kernels
+// are not built for and for recall, the tensor-core prefill for prompt
+// chunks at bf16 precision, the split-KV kernels otherwise.
+func TestAttendKernelChoice(t *testing.T) {
+	c := cpu.New(0)
+	defer c.Close()
+	rng := rand.New(rand.NewPCG(2, 29))
+	for _, tc := range []struct {
+		prec       string
+		hd, rows   int
+		opt        string
+		want       string
+		flashTol   bool
+		heads, kvh int
+	}{
+		{"f32", 16, 1, "plain", "be_attend", false, 4, 2},
+		{"f32", 64, 1, "recall", "be_attend", false, 4, 2},
+		{"f32", 64, 1, "plain", "attn_rt_d64_g2_f32", false, 4, 2},
+		{"f32", 128, 20, "plain", "attn_rt_d128_g8_f32", false, 4, 1},
+		{"bf16", 128, 20, "plain", "flash_prefill_d128_w4_m2_n64", true, 4, 1},
+		{"bf16", 128, 20, "sel+acc", "attn_rt_d128_g8_f32", false, 4, 1},
+		{"bf16", 64, 1, "plain", "attn_rt_d64_g2_f32", false, 4, 2},
+	} {
+		name := fmt.Sprintf("%s/hd%d/rows%d/%s", tc.prec, tc.hd, tc.rows, tc.opt)
+		t.Run(name, func(t *testing.T) {
+			g := newGPUPrec(t, tc.prec)
+			cfg := runtime.Config{Heads: tc.heads, KVHeads: tc.kvh, HeadDim: tc.hd}
+			cp := newCachePair(t, c, g, cfg, 16, runtime.F32, tc.opt == "recall")
+			cp.append(rng, 300)
+			cp.append(rng, tc.rows)
+			qpos := make([]int, tc.rows)
+			for r := range qpos {
+				qpos[r] = cp.next - tc.rows + r
+			}
+			tol := 2e-5
+			if tc.flashTol {
+				tol = flashTol
+			}
+			compareAttend(t, c, g, cp, rng, attnCase{heads: tc.heads, rows: tc.rows, qpos: qpos, opt: tc.opt, tol: tol})
+			if p := g.AttnPlan(); p.Kernel != tc.want {
+				t.Errorf("kernel %s, want %s", p.Kernel, tc.want)
+			}
+		})
+	}
+}
