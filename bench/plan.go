@@ -43,6 +43,7 @@ func (s *Suite) Cells() []Cell {
 		name   string
 		params tasks.Params
 		key    string
+		only   []string
 	}
 	var pcs []pc
 	for i := range s.Policies {
@@ -61,7 +62,7 @@ func (s *Suite) Cells() []Cell {
 		}
 		combos, _ := expandTask(t, e)
 		for _, c := range combos {
-			tcs = append(tcs, tc{e.Name, c.params, c.key})
+			tcs = append(tcs, tc{e.Name, c.params, c.key, e.Policies})
 		}
 	}
 	// A non-default KV layout is part of every key, so that results of
@@ -74,6 +75,9 @@ func (s *Suite) Cells() []Cell {
 	for _, m := range s.Models {
 		for _, p := range pcs {
 			for _, t := range tcs {
+				if len(t.only) > 0 && !contains(t.only, p.name) {
+					continue
+				}
 				cells = append(cells, Cell{
 					Model:        m,
 					Policy:       p.name,

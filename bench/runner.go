@@ -348,6 +348,7 @@ func runCell(ctx context.Context, s *Suite, c Cell, models map[string]*loadedMod
 	if lm.err != nil {
 		return fail(lm.err)
 	}
+	rec.ModelContext = lm.m.Config.MaxSeq
 	e, err := NewEngine(lm.m, lm.tok, c.Policy, c.PolicyParams)
 	if err != nil {
 		return fail(err)

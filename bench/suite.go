@@ -129,6 +129,11 @@ type TaskEntry struct {
 	Name   string
 	Params tasks.Params
 	Pos    Pos
+	// Policies, when not empty, limits the task to the suite's policies of
+	// these names (the task entry's `policies` key); empty: every policy.
+	Policies []string
+
+	policiesAt Pos
 
 	order  []string
 	pos    map[string]Pos
@@ -333,6 +338,7 @@ func parseSuite(name string, dir string, data []byte) (s *Suite, err error) {
 		}
 	}
 	p.cross(s)
+	p.checkTaskPolicies(s)
 	// Duplicate models.
 	seen := map[string]Pos{}
 	for _, m := range pt.models {
@@ -961,6 +967,10 @@ func (p *parser) tasks(v *yaml.Node) []TaskEntry {
 		if !ok {
 			continue
 		}
+		only, onlyAt, ok := p.taskPolicies(&e)
+		if !ok {
+			continue
+		}
 		t, err := tasks.Lookup(e.name)
 		if err != nil {
 			p.errorf(e.nameAt, "%v", err)
@@ -1028,9 +1038,66 @@ func (p *parser) tasks(v *yaml.Node) []TaskEntry {
 		if !good {
 			continue
 		}
-		out = append(out, TaskEntry{Name: e.name, Params: vals, Pos: p.pos(it), order: order, pos: pos, elemAt: elemAt, raw: raw})
+		out = append(out, TaskEntry{Name: e.name, Params: vals, Pos: p.pos(it), Policies: only, policiesAt: onlyAt,
+			order: order, pos: pos, elemAt: elemAt, raw: raw})
 	}
 	return out
+}
+
+// taskPolicies takes a task entry's `policies` key (a policy name or a list
+// of them) out of its parameters.
+func (p *parser) taskPolicies(e *entry) (names []string, at Pos, ok bool) {
+	kept := make([]field, 0, len(e.params))
+	ok = true
+	for _, f := range e.params {
+		if f.name != "policies" {
+			kept = append(kept, f)
+			continue
+		}
+		at = p.pos(f.key)
+		what := "task " + e.name + ": policies"
+		items := []*yaml.Node{deref(f.val)}
+		if items[0].Kind == yaml.SequenceNode {
+			items = items[0].Content
+			if len(items) == 0 {
+				p.errorf(f.val, "%s: needs at least one policy name (or leave the key out: every policy)", what)
+				ok = false
+			}
+		}
+		for _, it := range items {
+			name, good := p.str(it, what)
+			if !good {
+				ok = false
+				continue
+			}
+			names = append(names, name)
+		}
+	}
+	e.params = kept
+	return names, at, ok
+}
+
+// checkTaskPolicies reports task `policies` names that no policy of the
+// suite has.
+func (p *parser) checkTaskPolicies(s *Suite) {
+	var have []string
+	for _, e := range s.Policies {
+		if !contains(have, e.Name) {
+			have = append(have, e.Name)
+		}
+	}
+	for _, t := range s.Tasks {
+		for _, name := range t.Policies {
+			if contains(have, name) {
+				continue
+			}
+			msg := fmt.Sprintf("task %s: policies: the suite has no policy %q (it has %s)", t.Name, name, strings.Join(have, ", "))
+			if c := policies.Closest(name, have); c != "" {
+				msg += fmt.Sprintf("; did you mean %s?", c)
+			}
+			p.errorAt(t.policiesAt, "%s", msg)
+		}
+	}
 }
 
 // safeCheck runs t.Check, turning a panic into an error.

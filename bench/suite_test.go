@@ -482,3 +482,34 @@ func TestKVLayout(t *testing.T) {
 		t.Errorf("bf16 on the cpu backend: %v", err)
 	}
 }
+
+// TestTaskPolicies checks a task entry's policies key: the task runs with
+// those policies only, and names the suite lacks, an empty list or a
+// non-string are errors naming the line.
+func TestTaskPolicies(t *testing.T) {
+	head := "name: s\nmodels: [{name: m, path: \"synthetic:tiny\"}]\npolicies:\n  - full\n  - {name: window, window: 64}\n  - {name: h2o, budget: [32, 64]}\ntasks:\n"
+	s, err := ParseSuite("s.yaml", []byte(head+
+		"  - {name: passkey, lengths: [512], depths: [0], trials: 1}\n"+
+		"  - {name: perplexity, text: ../configs/data/river.txt, tokens: 64, policies: [full, window]}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := map[string]int{}
+	for _, c := range s.Cells() {
+		count[c.Task+"/"+c.Policy]++
+	}
+	want := map[string]int{"passkey/full": 1, "passkey/window": 1, "passkey/h2o": 2, "perplexity/full": 1, "perplexity/window": 1}
+	if fmt.Sprint(count) != fmt.Sprint(want) {
+		t.Fatalf("cells %v, want %v", count, want)
+	}
+	for _, tc := range []struct{ task, want string }{
+		{"{name: passkey, policies: [full, widow]}", `s.yaml:8:21: task passkey: policies: the suite has no policy "widow" (it has full, window, h2o); did you mean window?`},
+		{"{name: passkey, policies: []}", "s.yaml:8:31: task passkey: policies: needs at least one policy name"},
+		{"{name: passkey, policies: [{a: 1}]}", "s.yaml:8:32: task passkey: policies: want a string"},
+	} {
+		_, err := ParseSuite("s.yaml", []byte(head+"  - "+tc.task+"\n"))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want %q", tc.task, err, tc.want)
+		}
+	}
+}

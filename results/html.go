@@ -71,7 +71,7 @@ func writeReportHTML(w io.Writer, doc *reportDoc, pngs map[string][]byte) error 
 	fmt.Fprintf(&b, "<nav>\n<h2>Contents</h2>\n<ul>\n<li><a href=\"#run\">Run</a></li>\n")
 	for _, s := range doc.Sections {
 		fmt.Fprintf(&b, "<li><a href=\"#%s\">%s</a>", e(s.ID), e(s.Title))
-		if len(s.Plots) > 0 && s.Task != "" {
+		if len(s.Plots) > 0 && (s.Task != "" || s.ID == "summary") {
 			fmt.Fprintf(&b, "\n<ul>")
 			for _, p := range s.Plots {
 				fmt.Fprintf(&b, "<li><a href=\"#plot-%s\">%s</a></li>", e(p.Name), e(p.Title))
@@ -102,6 +102,9 @@ func writeReportHTML(w io.Writer, doc *reportDoc, pngs map[string][]byte) error 
 		}
 		for _, n := range s.Notes {
 			fmt.Fprintf(&b, "<p class=\"note\">%s</p>\n", e(n))
+		}
+		for i := range s.Tables {
+			htmlWriteSummaryTable(&b, &s.Tables[i])
 		}
 		for i := range s.Rankings {
 			htmlWriteRanking(&b, &s.Rankings[i])
@@ -300,6 +303,31 @@ func htmlHumanNumber(s string) string {
 }
 
 // htmlWriteRanking writes a task's ranking as a table of class "summary".
+func htmlWriteSummaryTable(b *bytes.Buffer, t *SummaryTable) {
+	e := html.EscapeString
+	fmt.Fprintf(b, "<h3>%s</h3>\n", e(t.Title))
+	if t.Note != "" {
+		fmt.Fprintf(b, "<p class=\"note\">%s</p>\n", e(t.Note))
+	}
+	fmt.Fprintf(b, "<div class=\"scroll\">\n<table class=\"summary overview\" aria-label=\"%s\">\n<thead>\n<tr>", e(t.Title))
+	for _, h := range t.Header {
+		fmt.Fprintf(b, "<th scope=\"col\">%s</th>", e(h))
+	}
+	fmt.Fprintf(b, "</tr>\n</thead>\n<tbody>\n")
+	for _, r := range t.Rows {
+		fmt.Fprintf(b, "<tr>")
+		for j, c := range r {
+			if j == 0 {
+				fmt.Fprintf(b, "<td>%s</td>", e(c))
+			} else {
+				fmt.Fprintf(b, "<td class=\"num\">%s</td>", e(c))
+			}
+		}
+		fmt.Fprintf(b, "</tr>\n")
+	}
+	fmt.Fprintf(b, "</tbody>\n</table>\n</div>\n")
+}
+
 func htmlWriteRanking(b *bytes.Buffer, rk *Ranking) {
 	e := html.EscapeString
 	fmt.Fprintf(b, "<h3>%s</h3>\n<div class=\"scroll\">\n<table class=\"summary\" aria-label=\"ranking of %s\">\n<thead>\n<tr>", e(rk.Task), e(rk.Task))

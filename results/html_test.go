@@ -118,6 +118,9 @@ func TestReportInChromium(t *testing.T) {
 	if n := bytes.Count(dom, []byte(`<table class="summary"`)); n != 3 {
 		t.Errorf("%d ranking tables in the DOM, want 3", n)
 	}
+	if !bytes.Contains(dom, []byte(`<table class="summary overview" aria-label="passkey: accuracy vs KV budget"`)) {
+		t.Errorf("no passkey accuracy-vs-budget table in the DOM")
+	}
 	// The charts that compare, each an image that loaded (counted above).
 	for _, name := range []string{"perplexity_vs_budget", "passkey_vs_budget", "needle_vs_budget",
 		"passkey_pareto_memory", "latency_vs_context_passkey", "memory_vs_context_needle"} {

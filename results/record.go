@@ -12,10 +12,14 @@ import (
 // Record is the outcome of one cell of a suite, self-describing: the cell's
 // parameters, the task's version and the run's environment travel with it.
 type Record struct {
-	Suite        string         `json:"suite"`
-	Cell         string         `json:"cell"` // stable key: model/policy(params)/task(params)
-	Model        string         `json:"model"`
-	ModelPath    string         `json:"model_path"`
+	Suite     string `json:"suite"`
+	Cell      string `json:"cell"` // stable key: model/policy(params)/task(params)
+	Model     string `json:"model"`
+	ModelPath string `json:"model_path"`
+	// ModelContext is the context the model was trained for
+	// (max_position_embeddings; 0 when not recorded): the report marks
+	// what lies past it.
+	ModelContext int            `json:"model_context,omitempty"`
 	Policy       string         `json:"policy"`
 	PolicyParams map[string]any `json:"policy_params"`
 	Budget       int            `json:"budget"` // the policy's nominal budget (0: none)

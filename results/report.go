@@ -90,6 +90,9 @@ type reportSection struct {
 	Notes []string
 	// Rankings: the summary's tables, one per task.
 	Rankings []Ranking
+	// Tables: the summary's opening tables (accuracy vs budget, perplexity
+	// past the trained context).
+	Tables []SummaryTable
 }
 
 // reportFailedID is the anchor of a section's list of failed cells.
@@ -135,8 +138,17 @@ func Report(dir string, records []Record) (*ReportFiles, error) {
 			doc.Failed++
 		}
 	}
+	summarised := false
 	if rk := Rankings(records); len(rk) > 0 {
-		doc.Sections = append(doc.Sections, reportSection{ID: "summary", Title: "Summary: policies ranked per task", Intro: reportSummaryIntro, Rankings: rk})
+		summarised = true
+		s := reportSection{ID: "summary", Title: "Summary", Intro: reportSummaryIntro, Rankings: rk,
+			Tables: summaryTables(records)}
+		for _, p := range files.Plots {
+			if summaryPlot(p, records) {
+				s.Plots = append(s.Plots, p)
+			}
+		}
+		doc.Sections = append(doc.Sections, s)
 	}
 
 	// A section per task, with its table and CSV file.
@@ -188,8 +200,8 @@ func Report(dir string, records []Record) (*ReportFiles, error) {
 		}
 		files.CSV = append(files.CSV, ReportCSV{Task: task, Path: path})
 		for _, p := range files.Plots {
-			if p.Section == task {
-				s.Plots = append(s.Plots, p)
+			if p.Section == task && !(summarised && summaryPlot(p, records)) {
+				s.Plots = append(s.Plots, p) // the summary's plots are shown there, once
 			}
 		}
 		if na := chartNotApplicable(task, records); len(na) > 0 {
@@ -258,7 +270,8 @@ func Report(dir string, records []Record) (*ReportFiles, error) {
 }
 
 // reportSummaryIntro is the text above the ranking tables.
-const reportSummaryIntro = "Each task's policy configurations, best first: accuracy higher, perplexity lower, " +
+const reportSummaryIntro = "What each policy keeps of an accuracy task at each budget and what perplexity does past the model's trained context (when the run has them), " +
+	"then each task's policy configurations ranked, best first: accuracy higher, perplexity lower, " +
 	"the mean over the configuration's successful cells (ties: less KV memory first). " +
 	"Tokens held is the mean per KV head at the end of decoding; KV held the mean of the cells' largest resident cache; " +
 	"attn p50 the mean median attention time per layer and step."
@@ -454,6 +467,9 @@ func writeReportMarkdown(w io.Writer, doc *reportDoc) {
 		for _, n := range s.Notes {
 			fmt.Fprintf(w, "%s\n\n", reportMDText(n))
 		}
+		for _, t := range s.Tables {
+			writeSummaryTableMarkdown(w, &t)
+		}
 		for _, rk := range s.Rankings {
 			writeRankingMarkdown(w, &rk)
 		}
@@ -499,6 +515,25 @@ func reportMDAnchor(title string) string {
 }
 
 // writeRankingMarkdown writes a task's ranking as a Markdown table.
+func writeSummaryTableMarkdown(w io.Writer, t *SummaryTable) {
+	fmt.Fprintf(w, "### %s\n\n", reportMDText(t.Title))
+	if t.Note != "" {
+		fmt.Fprintf(w, "%s\n\n", reportMDText(t.Note))
+	}
+	cells := func(row []string) string {
+		out := make([]string, len(row))
+		for i, c := range row {
+			out[i] = reportMDText(c)
+		}
+		return strings.Join(out, " | ")
+	}
+	fmt.Fprintf(w, "| %s |\n|%s\n", cells(t.Header), strings.Repeat("---|", len(t.Header)))
+	for _, r := range t.Rows {
+		fmt.Fprintf(w, "| %s |\n", cells(r))
+	}
+	fmt.Fprintln(w)
+}
+
 func writeRankingMarkdown(w io.Writer, rk *Ranking) {
 	fmt.Fprintf(w, "### %s\n\n", reportMDText(rk.Task))
 	h := RankingHeader(rk.Metric)
