@@ -10,15 +10,21 @@ import (
 	"github.com/kvbench/kvbench/tasks"
 )
 
-// TestPasskeyAnswersBF16 runs passkey on kvbench-ref-13m (a model that
-// retrieves) on the CPU and on the GPU at its default bf16 precision (bf16
-// GEMMs, tensor-core prefill, bf16 KV pages) and requires the same answer in
-// every trial, for full attention and for Quest. It needs a GPU.
+// TestPasskeyAnswersBF16 runs passkey on the models that retrieve (the
+// bundled models/kvbench-ref-7m and the fixture kvbench-ref-13m) on the CPU
+// and on the GPU at its default bf16 precision (bf16 GEMMs, tensor-core
+// prefill, bf16 KV pages) and requires the same answer in every trial, for
+// full attention and for Quest. It needs a GPU.
 func TestPasskeyAnswersBF16(t *testing.T) {
 	if ok, why := cuda.Available(); !ok {
 		t.Skip("no CUDA device: " + why)
 	}
-	m, tok, err := OpenModel(fixtures.Path(t, "models/kvbench-ref-13m"), "")
+	t.Run("kvbench-ref-7m", func(t *testing.T) { passkeyAnswersBF16(t, "../models/kvbench-ref-7m") })
+	t.Run("kvbench-ref-13m", func(t *testing.T) { passkeyAnswersBF16(t, fixtures.Path(t, "models/kvbench-ref-13m")) })
+}
+
+func passkeyAnswersBF16(t *testing.T, path string) {
+	m, tok, err := OpenModel(path, "")
 	if err != nil {
 		t.Fatal(err)
 	}
