@@ -5,62 +5,49 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/kvbench/kvbench/policies"
+	"github.com/kvbench/kvbench/runtime"
 	"github.com/kvbench/kvbench/runtime/cuda"
 )
 
 func init() {
-	register("kernels", "time the GPU decode-attention kernels (dense, Quest) against copy bandwidth", cmdKernels)
+	register("kernels", "time the runtime's decode attention step (Backend.Attend) under each policy against copy bandwidth", cmdKernels)
 }
 
-// kernelPolicies are the decode steps `kvbench kernels` times, in the
-// order it lists them.
-var kernelPolicies = []struct{ name, doc string }{
-	{"full", "dense split-KV attention over every token"},
-	{"window", "dense attention over the last budget tokens it holds"},
-	{"streamingllm", "dense attention over the sinks and recent tokens it holds (budget in all)"},
-	{"h2o", "attention over the budget tokens it holds, their probabilities added to the accumulated scores, the lowest outside the recent window (budget/2) chosen for eviction"},
-	{"tova", "attention over the budget tokens it holds, the token of lowest probability averaged over the heads chosen for eviction"},
-	{"snapkv", "dense attention over the budget tokens kept after the prompt"},
-	{"pyramidkv", "dense attention over the layer's budget of tokens kept after the prompt (the average budget here)"},
-	{"quest", "Quest, one page selection per GQA group (max of the group's page bounds)"},
-	{"quest-head", "Quest, one page selection per query head (as published)"},
-	{"oracle", "the exact score of every token, the best budget per query head, attention over them"},
-	{"random", "dense attention over the budget tokens it holds (the victim is drawn on the host)"},
-}
+// kernelPolicyNames lists the policies `kvbench kernels` can time: every
+// registered policy.
+func kernelPolicyNames() string { return strings.Join(policies.Names(), ", ") }
 
-func kernelPolicy(name string) bool {
-	return slices.ContainsFunc(kernelPolicies, func(p struct{ name, doc string }) bool { return p.name == name })
-}
-
-func kernelPolicyNames() string {
-	var names []string
-	for _, p := range kernelPolicies {
-		names = append(names, p.name)
-	}
-	return strings.Join(names, ", ")
-}
+// The cache a cell builds: the prompt enters the cache in chunks of up to
+// promptChunk tokens (the KV block repeated), the policy's hooks seeing each
+// chunk; attention runs for the last promptRows rows only.
+const (
+	promptChunk = 4096
+	promptRows  = 64
+)
 
 func cmdKernels(stdout, stderr io.Writer, args []string) error {
-	fs := newFlags("kernels", "kernels [--lengths N,...] [--heads H/KV,...] [--dim D] [--policies full,quest,...|all] [--budget T] [--page P] [--iters N] [--graph] [--floor]", stderr)
+	fs := newFlags("kernels", "kernels [--lengths N,...] [--heads H/KV,...] [--dim D] [--policies full,quest,...|all] [--budget T] [--page P] [--iters N] [--floor]", stderr)
 	lengthsF := fs.String("lengths", "4096,16384,32768,65536,131072", "cached tokens, comma-separated")
 	headsF := fs.String("heads", "32/8", "query heads / KV heads, comma-separated (32/8,32/32)")
 	dim := fs.Int("dim", 128, "head dimension (64 or 128)")
 	policiesF := fs.String("policies", "full,quest", "policies, comma-separated, or all: "+kernelPolicyNames())
-	budget := fs.Int("budget", 2048, "tokens a policy holds or attends to per head (Quest: rounded up to pages)")
+	budget := fs.Int("budget", 2048, "the policies' budget parameter: tokens held or attended per head (Quest: rounded up to pages)")
 	page := fs.Int("page", 16, "Quest: tokens per page")
 	iters := fs.Int("iters", 200, "timed runs per cell (the median is reported)")
-	chunk := fs.Int("chunk", 0, "tokens per block of the split-KV kernel (0: chosen for the device)")
-	check := fs.Bool("check", true, "compare the outputs with a float64 CPU reference (two KV heads)")
+	chunk := fs.Int("chunk", 0, "tokens per block of the split-KV kernels (0: chosen for the device)")
+	check := fs.Bool("check", true, "compare the output (and accumulated probabilities) with a float64 CPU reference (two KV heads)")
 	seed := fs.Uint64("seed", 1, "random seed of the synthetic Q/K/V")
 	device := fs.Int("device", 0, "CUDA device ordinal")
-	split := fs.Bool("split", false, "Quest: also time the selection and the attention alone")
-	verbose := fs.Bool("v", false, "print each cell's launch plan")
-	graph := fs.Bool("graph", false, "also time each policy's step replayed as a CUDA graph (rows marked +graph)")
+	split := fs.Bool("split", false, "selecting policies (Quest, the oracle): also time the selection, the policy's step before attention (rows marked /sel)")
+	verbose := fs.Bool("v", false, "print each cell's launch plan and cache")
+	graph := fs.Bool("graph", false, "replay each step as a CUDA graph (refused: the runtime's attention uploads per-call metadata)")
 	floor := fs.Bool("floor", false, "also time a kernel that only reads as many bytes as each step moves (rows marked /floor)")
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
@@ -73,16 +60,13 @@ func cmdKernels(stdout, stderr io.Writer, args []string) error {
 	if err != nil {
 		return fmt.Errorf("kernels: --heads: %w", err)
 	}
-	policies := strings.Split(*policiesF, ",")
+	names := strings.Split(*policiesF, ",")
 	if *policiesF == "all" {
-		policies = policies[:0]
-		for _, p := range kernelPolicies {
-			policies = append(policies, p.name)
-		}
+		names = policies.Names()
 	}
-	for _, p := range policies {
-		if !kernelPolicy(p) {
-			return fmt.Errorf("kernels: --policies: unknown policy %q (have %s, or all)", p, kernelPolicyNames())
+	for _, p := range names {
+		if _, err := policies.Lookup(p); err != nil {
+			return fmt.Errorf("kernels: --policies: %w", err)
 		}
 	}
 	if *iters < 1 || *page < 1 || *budget < 1 {
@@ -91,32 +75,35 @@ func cmdKernels(stdout, stderr io.Writer, args []string) error {
 	if *chunk < 0 || *chunk%cuda.ChunkTokens != 0 {
 		return fmt.Errorf("kernels: --chunk %d is not 0 (chosen for the device) or a positive multiple of %d", *chunk, cuda.ChunkTokens)
 	}
-	for _, hk := range heads {
-		for _, n := range lengths {
-			if err := (cuda.Shape{Heads: hk[0], KVHeads: hk[1], HeadDim: *dim, Tokens: n}).Validate(); err != nil {
-				return fmt.Errorf("kernels: --heads %d/%d --dim %d --lengths %d: %w", hk[0], hk[1], *dim, n, err)
-			}
-		}
+	if *dim != 64 && *dim != 128 {
+		return fmt.Errorf("kernels: --dim %d: the split-KV kernels are built for head dims 64 and 128", *dim)
+	}
+	if *graph {
+		return fmt.Errorf("kernels: --graph: the runtime's attention uploads its per-call metadata (rows, selections, positions) from the host, so a step cannot be replayed as a CUDA graph")
 	}
 	if ok, why := cuda.Available(); !ok {
 		return fmt.Errorf("kernels: no usable GPU: %s", why)
 	}
-	d, err := cuda.Open(*device)
+	t0 := time.Now()
+	b, err := cuda.NewBackend(*device)
 	if err != nil {
 		return fmt.Errorf("kernels: %w", err)
 	}
-	defer d.Close()
-	t0 := time.Now()
-	k, err := cuda.LoadKernels(d)
+	defer b.Close()
+	// The helper kernels (spin, read floor) come from the same source.
+	k, err := cuda.LoadKernels(b.D)
 	if err != nil {
 		return fmt.Errorf("kernels: %w", err)
+	}
+	if err := b.SetAttnChunk(*chunk); err != nil {
+		return fmt.Errorf("kernels: --chunk: %w", err)
 	}
 	ver, path, _ := cuda.NVRTCVersion()
-	fmt.Fprintf(stdout, "# device: %s\n", d)
+	fmt.Fprintf(stdout, "# device: %s\n", b.Device())
 	fmt.Fprintf(stdout, "# kernels: NVRTC %s (%s), %s, options %q, cached %v, loaded in %.1fs\n",
-		ver, path, d.Arch(), k.Mod.Res.Opts, k.Mod.Res.Cached, time.Since(t0).Seconds())
-	for _, name := range []string{fmt.Sprintf("attn_dense_d%d_g4", *dim), fmt.Sprintf("attn_mma_dense_d%d_g4", *dim), fmt.Sprintf("attn_paged_d%d_g1", *dim),
-		fmt.Sprintf("attn_combine_d%d", *dim), fmt.Sprintf("quest_score_d%d_g4", *dim)} {
+		ver, path, b.D.Arch(), k.Mod.Res.Opts, k.Mod.Res.Cached, time.Since(t0).Seconds())
+	fmt.Fprintf(stdout, "# timed: Backend.Attend of one decode step (device time between events, metadata upload included) on a bf16 cache of pages of %d tokens built through runtime.KVCache and each policy's hooks\n", runtime.DefaultPageSize)
+	for _, name := range []string{fmt.Sprintf("attn_rt_d%d_g4_bf16", *dim), fmt.Sprintf("attn_rt_d%d_g1_bf16", *dim), fmt.Sprintf("attn_rt_combine_d%d", *dim)} {
 		if f, err := k.Func(name); err == nil {
 			fmt.Fprintf(stdout, "# %s: %d registers, %d B local, %d B static shared\n", f.Name, f.Regs, f.Local, f.Shared)
 		}
@@ -128,11 +115,11 @@ func cmdKernels(stdout, stderr io.Writer, args []string) error {
 	fmt.Fprintf(stdout, "# device-to-device copy (cuMemcpyDtoDAsync, 1 GiB, read+write bytes): %.0f GB/s\n", bw/1e9)
 	io.WriteString(stdout, tableHeader+"\n")
 	var failed []string
+	o := cellOpts{page: *page, budget: *budget, iters: *iters, check: *check, split: *split, floor: *floor, seed: *seed, bw: bw}
 	for _, hk := range heads {
 		for _, n := range lengths {
-			s := cuda.Shape{Heads: hk[0], KVHeads: hk[1], HeadDim: *dim, Tokens: n}
-			rows, err := benchShape(k, s, policies, cellOpts{page: *page, budget: *budget, chunk: *chunk, iters: *iters,
-				check: *check, split: *split, graph: *graph, floor: *floor, seed: *seed, bw: bw})
+			s := cell{heads: hk[0], kvHeads: hk[1], dim: *dim, tokens: n}
+			rows, err := benchCell(b, k, s, names, o)
 			for _, r := range rows {
 				if *verbose && r.plan != "" {
 					fmt.Fprintf(stdout, "# %s %s %d: %s\n", r.policy, r.heads, r.tokens, r.plan)
@@ -174,229 +161,549 @@ func (r kernelRow) String() string {
 		"kvbench", r.policy, r.heads, r.tokens, r.median, r.best, float64(r.bytes)/1e6, gbs, 100*gbs*1e9/r.bw, r.check)
 }
 
-// kvSet is one copy of the inputs; cells rotate among several so that the
-// bytes touched between two runs of one set exceed the L2 cache.
-type kvSet struct {
-	q, K, V, mn, mx, out cuda.Ptr
-}
+// cell is the attention shape of a row of the table: Tokens cached tokens
+// of KVHeads KV heads read by Heads query heads of dim channels.
+type cell struct{ heads, kvHeads, dim, tokens int }
 
 // cellOpts are the flags that shape every cell.
 type cellOpts struct {
-	page, budget, chunk, iters int
-	check, split, graph, floor bool
-	seed                       uint64
-	bw                         float64 // copy bandwidth, bytes/s
+	page, budget, iters int
+	check, split, floor bool
+	seed                uint64
+	bw                  float64 // copy bandwidth, bytes/s
 }
 
-// kernelStep is a configured decode step of one policy.
-type kernelStep interface {
-	Bytes() int64
-	Free()
+// cellData is what every policy of a cell shares: the model (its shape; one
+// layer), its uploaded weights, the block of keys and values appended
+// repeatedly (host copy and device rows [block, kvDim]), the queries and
+// the output rows.
+type cellData struct {
+	s      cell
+	model  *runtime.Model
+	dw     *runtime.DeviceWeights
+	block  int
+	hk, hv []float32 // [block, kvDim] as generated; the pages hold them rounded to bf16
+	kb, vb runtime.Buffer
+	hq     []float32 // [promptRows, heads*dim]
+	qb, ob runtime.Buffer
 }
 
-// cellStep is one policy's step in a cell: the implementation, how to run
-// it on an input set, and (with --split) its parts.
-type cellStep struct {
-	policy     string
-	impl       kernelStep
-	launch     func(st kvSet) error
-	plan       string
-	parts      []kernelRow
-	partLaunch []func(st kvSet) error
-}
-
-// newCellStep configures policy p's step for shape s. Policies that hold a
-// smaller cache run on the first min(budget, tokens) tokens of each KV head
-// (the inputs read as [KVHeads, held, HeadDim]).
-func newCellStep(k *cuda.Kernels, s cuda.Shape, p string, o cellOpts) (*cellStep, error) {
-	held := s
-	held.Tokens = min(o.budget, s.Tokens)
-	c := &cellStep{policy: p}
-	switch p {
-	case "full", "window", "streamingllm", "snapkv", "pyramidkv", "random":
-		shape := held
-		if p == "full" {
-			shape = s
-		}
-		a, err := k.NewDense(shape, o.chunk)
-		if err != nil {
-			return nil, err
-		}
-		c.impl, c.plan = a, fmt.Sprintf("%d tokens, %+v", shape.Tokens, a.Plan())
-		c.launch = func(st kvSet) error { return a.Launch(st.q, st.K, st.V, st.out) }
-	case "h2o", "tova":
-		a, err := k.NewEvicting(held, p == "tova", held.Tokens/2, o.chunk)
-		if err != nil {
-			return nil, err
-		}
-		c.impl, c.plan = a, fmt.Sprintf("%d tokens, recent %d, %+v", held.Tokens, a.Recent, a.Plan())
-		c.launch = func(st kvSet) error { return a.Launch(st.q, st.K, st.V, st.out) }
-	case "oracle":
-		a, err := k.NewOracle(s, o.budget, o.chunk)
-		if err != nil {
-			return nil, err
-		}
-		c.impl, c.plan = a, fmt.Sprintf("%d selected per query head, attention %+v", a.Select, a.Plan())
-		c.launch = func(st kvSet) error { return a.Launch(st.q, st.K, st.V, st.out) }
-	case "quest", "quest-head":
-		a, err := k.NewQuest(s, o.page, o.budget, p == "quest-head", o.chunk)
-		if err != nil {
-			return nil, err
-		}
-		c.impl = a
-		c.plan = fmt.Sprintf("%d pages, %d selected per row, %d rows, attention %+v", a.Pages, a.Select, a.Rows(), a.Plan())
-		c.launch = func(st kvSet) error { return a.Launch(st.q, st.K, st.V, st.mn, st.mx, st.out) }
-		if o.split {
-			c.parts = []kernelRow{{policy: p + "/sel", bytes: a.MetaBytes()}, {policy: p + "/att", bytes: a.Bytes() - a.MetaBytes()}}
-			c.partLaunch = []func(st kvSet) error{
-				func(st kvSet) error { return a.LaunchSelect(st.q, st.mn, st.mx) },
-				func(st kvSet) error { return a.LaunchAttend(st.q, st.K, st.V, st.out) }}
-		}
-	default:
-		return nil, fmt.Errorf("unknown policy %q", p)
+// newCellData makes the shared inputs of cell s.
+func newCellData(b *cuda.Backend, s cell, seed uint64) (*cellData, error) {
+	c := runtime.Config{Arch: "synthetic", Dim: 8, Hidden: 8, Layers: 1, Heads: s.heads, KVHeads: s.kvHeads, HeadDim: s.dim,
+		Vocab: 8, MaxSeq: s.tokens + 1, RopeTheta: 1e4, Rope: runtime.RopeHalf, NormEps: 1e-5, TiedEmbeddings: true, BOS: 1, EOS: 2}
+	if err := c.Validate(); err != nil {
+		return nil, err
 	}
-	return c, nil
-}
-
-func benchShape(k *cuda.Kernels, s cuda.Shape, policies []string, o cellOpts) ([]kernelRow, error) {
-	d := k.D
-	kvBytes := s.KVBytes()
-	needMeta := false
-	// Bytes each policy touches per run, for the rotation.
-	touched := kvBytes
-	var steps []*cellStep
-	defer func() {
-		for _, c := range steps {
-			c.impl.Free()
-		}
-	}()
-	for _, p := range policies {
-		c, err := newCellStep(k, s, p, o)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", p, err)
-		}
-		steps = append(steps, c)
-		touched = min(touched, c.impl.Bytes())
-		_, isQuest := c.impl.(*cuda.Quest)
-		needMeta = needMeta || isQuest
-	}
-	pages := int64((s.Tokens + o.page - 1) / o.page)
-	metaBytes := 2 * int64(s.KVHeads) * pages * int64(s.HeadDim) * 2
-	setBytes := kvBytes + 2*int64(s.Heads*s.HeadDim)*2 + int64(s.Heads*s.HeadDim)*4
-	if needMeta {
-		setBytes += metaBytes
-	}
-	free, _, err := d.MemInfo()
+	d := &cellData{s: s, model: runtime.NewRandomModel(c, seed), block: min(s.tokens, promptChunk)}
+	dw, err := runtime.UploadWeights(d.model, b)
 	if err != nil {
 		return nil, err
 	}
-	nsets := int(min(16, max(1, (3*int64(d.L2Bytes)+touched-1)/touched)))
-	nsets = int(min(int64(nsets), max(1, free/2/setBytes)))
-	sets := make([]kvSet, nsets)
-	var allocs []cuda.Ptr
-	defer func() {
-		for _, p := range allocs {
-			_ = d.Free(p)
+	d.dw = dw
+	rng := rand.New(rand.NewPCG(seed, 0x6b65726e656c73))
+	uni := func(n int) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(2*rng.Float64() - 1)
 		}
-	}()
-	alloc := func(bytes int64) (cuda.Ptr, error) {
-		p, err := d.Alloc(bytes)
-		if err == nil {
-			allocs = append(allocs, p)
-		}
-		return p, err
+		return v
 	}
-	elems := int64(s.KVHeads) * int64(s.Tokens) * int64(s.HeadDim)
-	for i := range sets {
-		st := &sets[i]
-		for _, b := range []struct {
-			p     *cuda.Ptr
-			bytes int64
-		}{{&st.q, int64(s.Heads*s.HeadDim) * 2}, {&st.K, elems * 2}, {&st.V, elems * 2}, {&st.out, int64(s.Heads*s.HeadDim) * 4}} {
-			if *b.p, err = alloc(b.bytes); err != nil {
-				return nil, err
-			}
-		}
-		base := o.seed*1000003 + uint64(i)*16
-		if err := k.FillRandomBF16(st.q, int64(s.Heads*s.HeadDim), base+1, 1); err != nil {
-			return nil, err
-		}
-		if err := k.FillRandomBF16(st.K, elems, base+2, 1); err != nil {
-			return nil, err
-		}
-		if err := k.FillRandomBF16(st.V, elems, base+3, 1); err != nil {
-			return nil, err
-		}
-		if needMeta {
-			if st.mn, err = alloc(metaBytes / 2); err != nil {
-				return nil, err
-			}
-			if st.mx, err = alloc(metaBytes / 2); err != nil {
-				return nil, err
-			}
-			if err := k.PageMinMax(st.K, s.KVHeads, s.Tokens, s.HeadDim, o.page, st.mn, st.mx); err != nil {
-				return nil, err
-			}
-		}
+	kvDim, qDim := c.KVDim(), c.QDim()
+	d.hk, d.hv, d.hq = uni(d.block*kvDim), uni(d.block*kvDim), uni(promptRows*qDim)
+	d.kb, d.vb = b.Alloc(d.block*kvDim), b.Alloc(d.block*kvDim)
+	d.qb, d.ob = b.Alloc(d.block*qDim), b.Alloc(d.block*qDim)
+	b.Write(d.kb, 0, d.hk)
+	b.Write(d.vb, 0, d.hv)
+	b.Write(d.qb, 0, d.hq)
+	return d, nil
+}
+
+// rowOf is the row of the KV block that newStep appends at position p: the
+// prompt's chunks before its last rows start at multiples of the block, its
+// last promptRows rows and the decode step's token start at row 0.
+func (d *cellData) rowOf(p int) int {
+	n := d.s.tokens
+	last := n - min(n, promptRows)
+	switch {
+	case p >= n:
+		return p - n
+	case p >= last:
+		return p - last
 	}
-	if err := d.Sync(); err != nil {
+	return p % d.block
+}
+
+func (d *cellData) free(b *cuda.Backend) {
+	for _, x := range []runtime.Buffer{d.kb, d.vb, d.qb, d.ob} {
+		b.Free(x)
+	}
+	d.dw.Free()
+}
+
+// policyParams are the parameters policy name runs with in a cell: the
+// budget and Quest's page where the policy has them, and every layer sparse
+// (the cell's model has one layer).
+func policyParams(name string, o cellOpts) (policies.Params, error) {
+	spec, err := policies.Lookup(name)
+	if err != nil {
 		return nil, err
 	}
-	var rows []kernelRow
-	timed := func(row kernelRow, launch func(i int) error, n int) error {
-		samples, err := timeLaunches(k, launch, n, o.iters)
-		if err != nil {
-			return err
+	p := policies.Params{}
+	for _, d := range spec.Params {
+		switch d.Name {
+		case "budget":
+			p["budget"] = o.budget
+		case "page":
+			p["page"] = o.page
+		case "dense_layers":
+			p["dense_layers"] = 0
 		}
-		row.median, row.best = median(samples)*1e3, slices.Min(samples)*1e3
-		rows = append(rows, row)
+	}
+	return p, nil
+}
+
+// step is one policy's decode step over its own cache: the runner that
+// holds the cache, the policy, and the attention arguments the policy set
+// for the step (the newest token's query at the end of the cache).
+type step struct {
+	r *runtime.Runner
+	p policies.Policy
+	a runtime.AttnArgs
+}
+
+// args are the attention arguments the runner would pass for rows rows at
+// positions pos (layer 0 of d's model), before the policy's hook.
+func (d *cellData) args(r *runtime.Runner, rows int, pos []int) runtime.AttnArgs {
+	c := d.model.Config
+	return runtime.AttnArgs{Out: d.ob, Q: d.qb, Rows: rows, QPos: pos, Heads: c.Heads, KVHeads: c.KVHeads, HeadDim: c.HeadDim,
+		Scale: float32(1 / math.Sqrt(float64(c.HeadDim))), Seqs: r.Cache.Seqs(0), Window: c.SlidingWindow,
+		Rope: c.Rope, Theta: c.RopeTheta}
+}
+
+// newStep builds policy name's cache for d's cell: a prompt of the cell's
+// tokens (the KV block repeated) announced to the policy and fed to its
+// hooks in chunks, attention computed for the last promptRows rows, the
+// policy compressing as it does after a prompt; then a decode step's token
+// appended and the policy's hook run before its attention.
+func newStep(b *cuda.Backend, d *cellData, name string, params policies.Params) (*step, error) {
+	r, err := runtime.NewRunnerWith(d.model, b, runtime.RunnerOptions{MaxRows: 1, KVType: runtime.BF16, Weights: d.dw})
+	if err != nil {
+		return nil, err
+	}
+	p, err := policies.New(name, params)
+	if err != nil {
+		r.Cache.Free()
+		return nil, err
+	}
+	st := &step{r: r, p: p}
+	if err := p.Start(r); err != nil {
+		st.free()
+		return nil, err
+	}
+	n := d.s.tokens
+	last := min(n, promptRows)
+	p.Prompt(n)
+	run := func(rows, at int, attend bool) error {
+		pos := make([]int, rows)
+		for i := range pos {
+			pos[i] = at + i
+		}
+		for i := 0; i < rows; i += d.block {
+			m := min(d.block, rows-i)
+			r.Cache.Append(0, d.kb, d.vb, m, pos[i:i+m])
+		}
+		a := d.args(r, rows, pos)
+		p.BeforeAttend(0, &a)
+		if attend {
+			b.Attend(&a)
+		}
+		p.AfterAttend(0, &a)
+		if e, ok := p.(interface{ Err() error }); ok {
+			return e.Err()
+		}
 		return nil
 	}
-	for _, c := range steps {
-		row := kernelRow{policy: c.policy, heads: fmt.Sprintf("%d/%d", s.Heads, s.KVHeads), tokens: s.Tokens, bw: o.bw,
-			check: "-", bytes: c.impl.Bytes(), plan: c.plan}
-		if o.check {
-			if err := d.PoisonF32(sets[0].out, int64(s.Heads*s.HeadDim)); err != nil {
-				return rows, err
-			}
-			if err := c.launch(sets[0]); err != nil {
-				return rows, err
-			}
-			msg, ok, err := checkCell(k, sets[0], c.impl, o.page)
-			if err != nil {
-				return rows, err
-			}
-			row.check, row.bad = msg, !ok
+	for at := 0; at < n-last; at += d.block {
+		// Hooks only: these rows' queries are not computed (their
+		// attention would not change what the cell times).
+		if err := run(min(d.block, n-last-at), at, false); err != nil {
+			st.free()
+			return nil, err
 		}
-		if err := timed(row, func(i int) error { return c.launch(sets[i%nsets]) }, nsets); err != nil {
+	}
+	if err := run(last, n-last, true); err != nil {
+		st.free()
+		return nil, err
+	}
+	r.Cache.Append(0, d.kb, d.vb, 1, []int{n})
+	st.a = d.args(r, 1, []int{n})
+	p.BeforeAttend(0, &st.a)
+	if e, ok := p.(interface{ Err() error }); ok && e.Err() != nil {
+		err := e.Err()
+		st.free()
+		return nil, err
+	}
+	return st, nil
+}
+
+// free gives the step's cache and the policy's device memory back.
+func (st *step) free() {
+	if rl, ok := st.p.(interface{ Release() }); ok {
+		rl.Release()
+	}
+	st.r.Cache.Free()
+}
+
+// kvBytes is what the step's attention reads of the cache: each KV head's
+// keys and values once per split row of the kernels (per query head where
+// the heads select their own tokens, per GQA group otherwise).
+func (st *step) kvBytes() int64 {
+	a := &st.a
+	group := a.Heads / a.KVHeads
+	vec := int64(a.HeadDim) * 2 // bf16
+	var n int64
+	for g := range a.Seqs {
+		own := false
+		for h := g * group; h < (g+1)*group; h++ {
+			own = own || st.count(h) >= 0
+		}
+		if !own {
+			n += int64(a.Seqs[g].N)
+			continue
+		}
+		for h := g * group; h < (g+1)*group; h++ {
+			if c := st.count(h); c >= 0 {
+				n += int64(c)
+			} else {
+				n += int64(a.Seqs[g].N)
+			}
+		}
+	}
+	return 2 * n * vec
+}
+
+// count is the number of tokens query head h selects, -1 for all.
+func (st *step) count(h int) int {
+	a := &st.a
+	switch {
+	case a.Chosen != nil:
+		return a.Chosen.Count(h)
+	case a.Sel != nil && a.Sel[h] != nil:
+		return len(a.Sel[h])
+	}
+	return -1
+}
+
+// tokens is the token indices query head h attends (all of its KV head's
+// when it selects none).
+func (st *step) tokens(h int) []int32 {
+	a := &st.a
+	var sel []int32
+	switch {
+	case a.Chosen != nil:
+		sel = a.Chosen.Tokens(h)
+	case a.Sel != nil:
+		sel = a.Sel[h]
+	}
+	if sel != nil {
+		return sel
+	}
+	all := make([]int32, a.Seqs[h/(a.Heads/a.KVHeads)].N)
+	for i := range all {
+		all[i] = int32(i)
+	}
+	return all
+}
+
+// bytes is what the step moves: the cache it reads and, where it
+// accumulates probabilities (H2O, TOVA, SnapKV), the scores written and
+// read back and the accumulators read and written.
+func (st *step) bytes() int64 {
+	b := st.kvBytes()
+	a := &st.a
+	if a.Acc != nil {
+		longest := 0
+		for g := range a.Seqs {
+			longest = max(longest, a.Seqs[g].N)
+		}
+		b += 4 * int64(a.Heads) * int64(longest) * 4
+	}
+	return b
+}
+
+func benchCell(b *cuda.Backend, k *cuda.Kernels, s cell, names []string, o cellOpts) ([]kernelRow, error) {
+	d, err := newCellData(b, s, o.seed)
+	if err != nil {
+		return nil, err
+	}
+	defer d.free(b)
+	var rows []kernelRow
+	for _, name := range names {
+		params, err := policyParams(name, o)
+		if err != nil {
 			return rows, err
 		}
-		row.plan = ""
-		if o.graph {
-			gr := row
-			gr.policy = c.policy + "+graph"
-			samples, err := timeGraphs(k, c.launch, sets, o.iters)
-			if err != nil {
-				return rows, err
-			}
-			gr.median, gr.best = median(samples)*1e3, slices.Min(samples)*1e3
-			rows = append(rows, gr)
-		}
-		for i, pr := range c.parts {
-			pr.heads, pr.tokens, pr.bw, pr.check = row.heads, row.tokens, row.bw, "-"
-			if err := timed(pr, func(j int) error { return c.partLaunch[i](sets[j%nsets]) }, nsets); err != nil {
-				return rows, err
-			}
-		}
-		if o.floor {
-			fl := row
-			fl.policy, fl.check = c.policy+"/floor", "-"
-			if err := timeFloor(k, fl.bytes, func(launch func(i int) error, n int) error { return timed(fl, launch, n) }); err != nil {
-				return rows, err
-			}
+		r, err := benchPolicy(b, k, d, name, params, o)
+		rows = append(rows, r...)
+		if err != nil {
+			return rows, fmt.Errorf("%s: %w", name, err)
 		}
 	}
 	return rows, nil
+}
+
+// benchPolicy times one policy's step in d's cell, on as many copies of its
+// cache as keep the bytes touched between two runs of one copy above the L2
+// cache (up to 16, within half the free memory).
+func benchPolicy(b *cuda.Backend, k *cuda.Kernels, d *cellData, name string, params policies.Params, o cellOpts) ([]kernelRow, error) {
+	first, err := newStep(b, d, name, params)
+	if err != nil {
+		return nil, err
+	}
+	steps := []*step{first}
+	defer func() {
+		for _, st := range steps {
+			st.free()
+		}
+	}()
+	touched := max(first.bytes(), 1)
+	free, _, err := b.D.MemInfo()
+	if err != nil {
+		return nil, err
+	}
+	cacheBytes := first.r.Cache.AllocatedBytes()
+	nsets := int(min(16, (3*int64(b.D.L2Bytes)+touched-1)/touched))
+	nsets = int(min(int64(nsets), max(1, free/2/max(cacheBytes, 1))))
+	for len(steps) < nsets {
+		st, err := newStep(b, d, name, params)
+		if err != nil {
+			return nil, err
+		}
+		steps = append(steps, st)
+	}
+	s := d.s
+	row := kernelRow{policy: name, heads: fmt.Sprintf("%d/%d", s.heads, s.kvHeads), tokens: s.tokens, bw: o.bw,
+		check: "-", bytes: first.bytes()}
+	if o.check {
+		msg, ok := checkStep(b, d, first)
+		row.check, row.bad = msg, !ok
+	}
+	samples, err := timeSteps(b, k, steps, o.iters, func(st *step) { b.Attend(&st.a) })
+	if err != nil {
+		return nil, err
+	}
+	row.median, row.best = median(samples)*1e3, slices.Min(samples)*1e3
+	held := 0
+	for _, sq := range first.a.Seqs {
+		held += sq.N
+	}
+	row.plan = fmt.Sprintf("%+v; %d copies of the cache; %.0f tokens held per KV head", b.AttnPlan(), len(steps), float64(held)/float64(len(first.a.Seqs)))
+	rows := []kernelRow{row}
+	if o.split && (first.a.Sel != nil || first.a.Chosen != nil) {
+		sel := row
+		sel.policy, sel.check, sel.plan = name+"/sel", "-", ""
+		sel.bytes = max(0, stepBytesRead(first)-first.kvBytes())
+		samples, err := timeSteps(b, k, steps, o.iters, func(st *step) { st.p.BeforeAttend(0, &st.a) })
+		if err != nil {
+			return rows, err
+		}
+		sel.median, sel.best = median(samples)*1e3, slices.Min(samples)*1e3
+		rows = append(rows, sel)
+	}
+	if o.floor {
+		fl := row
+		fl.policy, fl.check, fl.plan = name+"/floor", "-", ""
+		if err := timeFloor(k, fl.bytes, func(launch func(i int) error, n int) error {
+			samples, err := timeLaunches(k, launch, n, o.iters)
+			if err != nil {
+				return err
+			}
+			fl.median, fl.best = median(samples)*1e3, slices.Min(samples)*1e3
+			return nil
+		}); err != nil {
+			return rows, err
+		}
+		rows = append(rows, fl)
+	}
+	return rows, nil
+}
+
+// stepBytesRead is the bytes the policy counts for a decode step (the cache
+// it reads and what it reads to choose), from a whole step on a copy of
+// st's cache state: the policy's accounting after its hooks.
+func stepBytesRead(st *step) int64 {
+	st.r.Backend.Attend(&st.a)
+	st.p.AfterAttend(0, &st.a)
+	return st.p.Stats().BytesRead
+}
+
+// timeSteps runs run on each step warm, then iters times rotating over the
+// steps, each run between two device timestamps behind a spin kernel long
+// enough to cover the host's share of the run (so the timestamps hold the
+// device's work: uploads, kernels, downloads), and returns the milliseconds
+// of each run.
+func timeSteps(b *cuda.Backend, k *cuda.Kernels, steps []*step, iters int, run func(st *step)) ([]float64, error) {
+	host := time.Duration(0)
+	for i := range max(3, len(steps)) {
+		t0 := time.Now()
+		run(steps[i%len(steps)])
+		host = max(host, time.Since(t0))
+	}
+	sync := b.Alloc(1)
+	defer b.Free(sync)
+	tmp := make([]float32, 1)
+	spin := max(200*time.Microsecond, 3*host)
+	out := make([]float64, 0, iters)
+	for i := range iters {
+		b.Read(tmp, sync, 0) // the device idle and the staging arena free
+		if err := k.Spin(spin.Nanoseconds()); err != nil {
+			return nil, err
+		}
+		m0 := b.Mark()
+		run(steps[i%len(steps)])
+		m1 := b.Mark()
+		out = append(out, float64(b.Elapsed(m0, m1))/1e6)
+		b.ClearMarks()
+	}
+	return out, nil
+}
+
+// checkStep compares one run of st's attention with a float64 reference on
+// the first and last KV heads, from the host copy of the keys, values and
+// queries as the pages hold them (bf16): the output of each of their query
+// heads and, where the policy accumulates probabilities, what the run added.
+// It returns the report and whether it passed.
+func checkStep(b *cuda.Backend, d *cellData, st *step) (string, bool) {
+	a := &st.a
+	hd, group := a.HeadDim, a.Heads/a.KVHeads
+	var before [][]float32
+	for _, acc := range a.Acc {
+		before = append(before, slices.Clone(acc))
+	}
+	b.Write(a.Out, 0, slices.Repeat([]float32{float32(math.NaN())}, a.Heads*hd))
+	b.Attend(a)
+	out := make([]float32, a.Heads*hd)
+	b.Read(out, a.Out, 0)
+	kvHeads := []int{0}
+	if a.KVHeads > 1 {
+		kvHeads = append(kvHeads, a.KVHeads-1)
+	}
+	worst, accWorst := 0.0, 0.0
+	for _, g := range kvHeads {
+		seq := &a.Seqs[g]
+		for h := g * group; h < (g+1)*group; h++ {
+			toks := st.tokens(h)
+			ref, probs := refAttend(d, a, h, seq, toks)
+			var m, e float64
+			for c := range hd {
+				m = max(m, math.Abs(ref[c]))
+				e = max(e, math.Abs(float64(out[h*hd+c])-ref[c]))
+			}
+			if math.IsNaN(e) {
+				e = math.Inf(1)
+			}
+			worst = max(worst, e/max(m, 1e-30))
+			if a.Acc != nil && a.QPos[0] >= a.AccFrom {
+				for i, t := range toks {
+					accWorst = max(accWorst, math.Abs(float64(a.Acc[h][t]-before[h][t])-probs[i]))
+				}
+			}
+		}
+	}
+	ok := worst < 1e-3
+	msg := fmt.Sprintf("relerr=%.1e", worst)
+	if a.Acc != nil {
+		ok = ok && accWorst < 1e-5
+		msg += fmt.Sprintf(" acc=%.0e", accWorst)
+	}
+	if !ok {
+		msg += " FAIL"
+	}
+	return msg, ok
+}
+
+// refAttend is query head h's attention (row 0 of a) over tokens toks of
+// seq in float64, from the host copies: the keys and values of the token at
+// position p are row rowOf(p) of the KV block rounded to bf16; a
+// re-positioned key (KVSeq.Shift with AttnArgs.QShift) is scored against
+// the query rotated by its shift minus the row's. It returns the output and
+// each token's probability.
+func refAttend(d *cellData, a *runtime.AttnArgs, h int, seq *runtime.KVSeq, toks []int32) ([]float64, []float64) {
+	hd, g := a.HeadDim, h/(a.Heads/a.KVHeads)
+	kvDim := a.KVHeads * hd
+	q := make([]float64, hd)
+	for c := range q {
+		q[c] = float64(d.hq[h*hd+c])
+	}
+	row := func(src []float32, t int32) []float64 {
+		p := d.rowOf(int(seq.Pos[t]))
+		v := make([]float64, hd)
+		for c := range v {
+			v[c] = cuda.BF16Float64(cuda.BF16(src[p*kvDim+g*hd+c]))
+		}
+		return v
+	}
+	scores := make([]float64, len(toks))
+	m := math.Inf(-1)
+	for i, t := range toks {
+		qq := q
+		if a.QShift != nil && seq.Shift != nil {
+			if dd := int(seq.Shift[t]) - a.QShift[0]; dd != 0 {
+				qq = rotate(q, dd, a)
+			}
+		}
+		k := row(d.hk, t)
+		s := 0.0
+		for c := range k {
+			s += qq[c] * k[c]
+		}
+		scores[i] = s * float64(a.Scale)
+		if int(seq.Pos[t]) > a.QPos[0] {
+			scores[i] = math.Inf(-1)
+		}
+		m = max(m, scores[i])
+	}
+	out := make([]float64, hd)
+	probs := make([]float64, len(toks))
+	if math.IsInf(m, -1) {
+		return out, probs
+	}
+	sum := 0.0
+	for i := range scores {
+		probs[i] = math.Exp(scores[i] - m)
+		sum += probs[i]
+	}
+	for i, t := range toks {
+		probs[i] /= sum
+		v := row(d.hv, t)
+		for c := range out {
+			out[c] += probs[i] * v[c]
+		}
+	}
+	return out, probs
+}
+
+// rotate returns q turned by RoPE over dd positions (a's style and base;
+// the angle in float32 as the runtime computes it).
+func rotate(q []float64, dd int, a *runtime.AttnArgs) []float64 {
+	hd := len(q)
+	r := slices.Clone(q)
+	for i := range hd / 2 {
+		inv := float32(1 / math.Pow(a.Theta, float64(2*i)/float64(hd)))
+		if a.InvFreq != nil {
+			inv = a.InvFreq[i]
+		}
+		ang := float64(float32(dd) * inv)
+		c, s := math.Cos(ang), math.Sin(ang)
+		ia, ib := i, i+hd/2
+		if a.Rope == runtime.RopeInterleaved {
+			ia, ib = 2*i, 2*i+1
+		}
+		r[ia] = q[ia]*c - q[ib]*s
+		r[ib] = q[ib]*c + q[ia]*s
+	}
+	return r
 }
 
 // timeFloor times read_floor over bytes (rounded up to 16), rotating over
@@ -486,38 +793,6 @@ func timeLaunches(k *cuda.Kernels, launch func(i int) error, nsets, iters int) (
 	return out, nil
 }
 
-// timeGraphs captures one run of launch per input set as a CUDA graph and
-// times the replays as timeLaunches times direct launches.
-func timeGraphs(k *cuda.Kernels, launch func(st kvSet) error, sets []kvSet, iters int) ([]float64, error) {
-	d := k.D
-	graphs := make([]*cuda.Graph, len(sets))
-	defer func() {
-		for _, g := range graphs {
-			if g != nil {
-				_ = g.Destroy()
-			}
-		}
-	}()
-	for i := range sets {
-		if err := d.BeginCapture(); err != nil {
-			return nil, err
-		}
-		lerr := launch(sets[i])
-		g, err := d.EndCapture()
-		if lerr != nil {
-			if g != nil {
-				_ = g.Destroy()
-			}
-			return nil, lerr
-		}
-		if err != nil {
-			return nil, err
-		}
-		graphs[i] = g
-	}
-	return timeLaunches(k, func(i int) error { return graphs[i%len(graphs)].Launch() }, len(sets), iters)
-}
-
 func median(x []float64) float64 {
 	s := slices.Clone(x)
 	slices.Sort(s)
@@ -550,189 +825,6 @@ func copyBandwidth(k *cuda.Kernels) (float64, error) {
 		return 0, err
 	}
 	return 2 * bytes / (median(ms) * 1e-3), nil
-}
-
-// checkCell compares the output of the last launch on st with float64
-// references on the first and last KV heads, and each policy's own choice:
-// Quest's and the oracle's selections against a brute-force top-K of their
-// scores, H2O's and TOVA's token scores against the reference probabilities
-// and their eviction against the lowest of those scores. It returns the
-// report and whether it passed.
-func checkCell(k *cuda.Kernels, st kvSet, impl kernelStep, page int) (string, bool, error) {
-	d := k.D
-	var s cuda.Shape
-	switch a := impl.(type) {
-	case *cuda.Dense:
-		s = a.S
-	case *cuda.Quest:
-		s = a.S
-	case *cuda.Evicting:
-		s = a.S
-	case *cuda.Oracle:
-		s = a.S
-	}
-	D, G, n := s.HeadDim, s.Group(), s.Tokens
-	q := make([]uint16, s.Heads*D)
-	if err := cuda.Download(d, q, st.q); err != nil {
-		return "", false, err
-	}
-	out := make([]float32, s.Heads*D)
-	if err := cuda.Download(d, out, st.out); err != nil {
-		return "", false, err
-	}
-	headKV := func(p cuda.Ptr, h int) ([]uint16, error) {
-		x := make([]uint16, n*D)
-		return x, cuda.Download(d, x, p.Add(int64(h)*int64(n*D)*2))
-	}
-	kvHeads := []int{0}
-	if s.KVHeads > 1 {
-		kvHeads = append(kvHeads, s.KVHeads-1)
-	}
-	worst := 0.0
-	choiceOK := true
-	var extra string
-	for _, h := range kvHeads {
-		K, err := headKV(st.K, h)
-		if err != nil {
-			return "", false, err
-		}
-		V, err := headKV(st.V, h)
-		if err != nil {
-			return "", false, err
-		}
-		qg, og := q[h*G*D:(h+1)*G*D], out[h*G*D:(h+1)*G*D]
-		switch a := impl.(type) {
-		case *cuda.Dense:
-			worst = math.Max(worst, cuda.RelErr(og, cuda.RefDecode(qg, K, V, D, nil)))
-		case *cuda.Evicting:
-			worst = math.Max(worst, cuda.RelErr(og, cuda.RefDecode(qg, K, V, D, nil)))
-			ok, msg, err := checkEvicting(a, h, cuda.RefProbs(qg, K, D))
-			if err != nil {
-				return "", false, err
-			}
-			choiceOK = choiceOK && ok
-			extra = msg
-		case *cuda.Oracle:
-			scores, sel, err := choices(a)
-			if err != nil {
-				return "", false, err
-			}
-			for g := range G {
-				r := h*G + g
-				if !slices.Equal(sel[r], cuda.TopK(scores[r], a.Select)) {
-					choiceOK = false
-				}
-				toks := make([]int, len(sel[r]))
-				for i, t := range sel[r] {
-					toks[i] = int(t)
-				}
-				worst = math.Max(worst, cuda.RelErr(out[r*D:(r+1)*D], cuda.RefDecode(q[r*D:(r+1)*D], K, V, D, toks)))
-			}
-		case *cuda.Quest:
-			scores, sel, err := choices(a)
-			if err != nil {
-				return "", false, err
-			}
-			rows := []int{h}
-			if a.PerHead {
-				rows = rows[:0]
-				for g := range G {
-					rows = append(rows, h*G+g)
-				}
-			}
-			for _, r := range rows {
-				if !slices.Equal(sel[r], cuda.TopK(scores[r], a.Select)) {
-					choiceOK = false
-				}
-				qh, oh := qg, og
-				if a.PerHead {
-					qh, oh = q[r*D:(r+1)*D], out[r*D:(r+1)*D]
-				}
-				ref := cuda.RefDecode(qh, K, V, D, cuda.PageTokens(sel[r], page, n))
-				worst = math.Max(worst, cuda.RelErr(oh, ref))
-			}
-		}
-	}
-	ok := worst < 1e-3 && choiceOK
-	msg := fmt.Sprintf("relerr=%.1e", worst)
-	switch impl.(type) {
-	case *cuda.Quest, *cuda.Oracle:
-		if choiceOK {
-			msg += " sel=ok"
-		} else {
-			msg += " sel=MISMATCH"
-		}
-	case *cuda.Evicting:
-		msg += " " + extra
-	}
-	if !ok {
-		msg += " FAIL"
-	}
-	return msg, ok, nil
-}
-
-// selecting is a step that scores candidates and selects the best of them
-// per row (Quest's pages, the oracle's tokens).
-type selecting interface {
-	Scores() ([][]float32, error)
-	Selection() ([][]int32, error)
-}
-
-// choices downloads the scores and the selection of a's last launch.
-func choices(a selecting) ([][]float32, [][]int32, error) {
-	scores, err := a.Scores()
-	if err != nil {
-		return nil, nil, err
-	}
-	sel, err := a.Selection()
-	return scores, sel, err
-}
-
-// checkEvicting compares KV head h's token scores after one launch with the
-// reference probabilities of its query heads (probs [G][n]), and (H2O) its
-// eviction with the lowest score outside the recent window.
-func checkEvicting(a *cuda.Evicting, h int, probs [][]float64) (bool, string, error) {
-	scores, err := a.Scores()
-	if err != nil {
-		return false, "", err
-	}
-	ev, err := a.Evicted()
-	if err != nil {
-		return false, "", err
-	}
-	n := a.S.Tokens
-	ref := make([]float64, n)
-	for _, p := range probs {
-		for i, x := range p {
-			ref[i] += x
-		}
-	}
-	worst := 0.0
-	for i, x := range ref {
-		worst = math.Max(worst, math.Abs(float64(scores[h][i])-x))
-	}
-	ok := worst < 1e-5
-	if !a.TOVA {
-		lim := n - a.Recent
-		e := int(ev[h])
-		ok = ok && e == cuda.ArgMin(scores[h], lim)
-		if lim > 0 && e >= 0 {
-			ok = ok && ref[e]-ref[cuda.ArgMin(ref, lim)] <= 1e-6
-		}
-	} else {
-		// The lowest sum over every KV head, added in the kernel's order.
-		sum := make([]float32, n)
-		for _, row := range scores {
-			for i, x := range row {
-				sum[i] += x
-			}
-		}
-		ok = ok && int(ev[0]) == cuda.ArgMin(sum, n)
-	}
-	if !ok {
-		return false, fmt.Sprintf("scores=%.0e evict=MISMATCH", worst), nil
-	}
-	return true, fmt.Sprintf("scores=%.0e evict=ok", worst), nil
 }
 
 func parseInts(s string) ([]int, error) {

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
+	"github.com/kvbench/kvbench/policies"
 	"github.com/kvbench/kvbench/runtime/cuda"
 )
 
@@ -40,9 +42,9 @@ func TestKernelsBadFlags(t *testing.T) {
 		{"kernels", "--heads", "32/7"},
 		{"kernels", "--lengths", "x"},
 		{"kernels", "--dim", "96"},
-		{"kernels", "--heads", "48/3"},
 		{"kernels", "--chunk", "-32"},
 		{"kernels", "--chunk", "100"},
+		{"kernels", "--graph"},
 	} {
 		_, _, err := runCLI(t, args...)
 		if err == nil {
@@ -56,11 +58,13 @@ func TestKernelsBadFlags(t *testing.T) {
 	}
 }
 
-// Without a GPU the command fails with the reason; with one, it runs a
-// small cell and checks it.
+// Without a GPU the command fails with the reason; with one, it times every
+// registered policy's step on a small cell (the runtime's attention through
+// the policies' hooks), checks each against the float64 reference, and
+// times each selecting policy's selection alone.
 func TestKernelsCommand(t *testing.T) {
 	ok, why := cuda.Available()
-	out, _, err := runCLI(t, "kernels", "--lengths", "1000", "--heads", "8/2", "--iters", "5", "--policies", "all", "--budget", "256", "--floor")
+	out, _, err := runCLI(t, "kernels", "--lengths", "1000", "--heads", "8/2,12/4", "--iters", "5", "--policies", "all", "--budget", "256", "--floor", "--split", "-v")
 	if !ok {
 		if err == nil || !strings.Contains(err.Error(), "no usable GPU") {
 			t.Fatalf("without a GPU (%s): err = %v", why, err)
@@ -72,11 +76,65 @@ func TestKernelsCommand(t *testing.T) {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	t.Log("\n" + out)
-	// A row and a floor row per policy, every check passed.
-	if n := strings.Count(out, "kvbench "); n != 2*len(kernelPolicies) {
-		t.Fatalf("%d rows, want %d:\n%s", n, 2*len(kernelPolicies), out)
+	// Per head shape, a row and a floor row per policy and a selection row
+	// for Quest and the oracle; every check passed.
+	names := policies.Names()
+	if n, want := strings.Count(out, "kvbench "), 2*(2*len(names)+2); n != want {
+		t.Fatalf("%d rows, want %d:\n%s", n, want, out)
+	}
+	for _, p := range names {
+		if !strings.Contains(out, "kvbench  "+p+" ") && !strings.Contains(out, "kvbench  "+p) {
+			t.Errorf("no row for policy %s", p)
+		}
+	}
+	for _, p := range []string{"quest/sel", "oracle/sel"} {
+		if !strings.Contains(out, p) {
+			t.Errorf("no %s row", p)
+		}
+	}
+	if !strings.Contains(out, "attn_rt_d128_g4_bf16") {
+		t.Errorf("the plans do not name the split-KV kernel of 8/2 heads (attn_rt_d128_g4_bf16):\n%s", out)
 	}
 	if strings.Contains(out, "FAIL") {
 		t.Fatalf("a check failed:\n%s", out)
+	}
+}
+
+// TestKernelsCellLayout checks, without a GPU, where the cell's cache takes
+// each token's keys from (the rows the reference reads) and the parameters
+// each policy runs with.
+func TestKernelsCellLayout(t *testing.T) {
+	d := &cellData{s: cell{tokens: 10000}, block: 4096}
+	for p, want := range map[int]int{0: 0, 4095: 4095, 4096: 0, 8191: 4095, 8192: 0, 9935: 1743, 9936: 0, 9999: 63, 10000: 0} {
+		if got := d.rowOf(p); got != want {
+			t.Errorf("rowOf(%d) = %d, want %d", p, got, want)
+		}
+	}
+	small := &cellData{s: cell{tokens: 40}, block: 40}
+	for p, want := range map[int]int{0: 0, 39: 39, 40: 0} {
+		if got := small.rowOf(p); got != want {
+			t.Errorf("40 tokens: rowOf(%d) = %d, want %d", p, got, want)
+		}
+	}
+	o := cellOpts{budget: 512, page: 32}
+	for name, want := range map[string]policies.Params{
+		"full":   {},
+		"quest":  {"budget": 512, "page": 32, "dense_layers": 0},
+		"h2o":    {"budget": 512},
+		"snapkv": {"budget": 512},
+	} {
+		got, err := policyParams(name, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s: params %v, want %v", name, got, want)
+		}
+		if _, err := policies.New(name, got); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if _, err := policyParams("bogus", o); err == nil {
+		t.Error("an unknown policy got parameters")
 	}
 }
