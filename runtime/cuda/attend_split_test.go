@@ -2,10 +2,14 @@ package cuda_test
 
 import (
 	"fmt"
+	"math"
 	"math/bits"
 	"math/rand/v2"
+	"slices"
+	"sort"
 	"testing"
 
+	"github.com/kvbench/kvbench/policies"
 	"github.com/kvbench/kvbench/runtime"
 	"github.com/kvbench/kvbench/runtime/cpu"
 )
@@ -135,6 +139,75 @@ func TestAttendKernelChoice(t *testing.T) {
 			compareAttend(t, c, g, cp, rng, attnCase{heads: tc.heads, rows: tc.rows, qpos: qpos, opt: tc.opt, tol: tol})
 			if p := g.AttnPlan(); p.Kernel != tc.want {
 				t.Errorf("kernel %s, want %s", p.Kernel, tc.want)
+			}
+		})
+	}
+}
+
+// TestPoliciesSplitKernelsGPU runs every policy on the small synthetic model
+// (head dim 64, 6 query heads over 2 KV heads: the split-KV kernels, with
+// split rows of one query head) on both backends: a 50-token prompt, then
+// 60 decode steps; the logits, the tokens each KV head keeps and the mean
+// recall agree. Where TestBackendPolicies (head dim 16) runs the general
+// kernel, this runs every policy option through attn_rt_*: selections
+// (Quest's on the device, the oracle's), accumulation (H2O, TOVA, SnapKV,
+// PyramidKV), re-positioned keys (StreamingLLM).
+func TestPoliciesSplitKernelsGPU(t *testing.T) {
+	g := newGPU(t)
+	m, err := runtime.Synthetic("small")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(8, 13))
+	toks := make([]int, 110)
+	for i := range toks {
+		toks[i] = 3 + rng.IntN(256)
+	}
+	const prompt = 50
+	names := policies.Names()
+	sort.Strings(names)
+	for _, name := range names {
+		t.Run(name, func(t *testing.T) {
+			c := cpu.New(0)
+			defer c.Close()
+			params := policyParams[name]
+			rc, rg := newPolRun(t, c, m, name, params), newPolRun(t, g, m, name, params)
+			worst := 0.0
+			kernels := map[string]bool{}
+			step := func(in []int) {
+				if err := rc.r.Forward(in, rc.logits); err != nil {
+					t.Fatal(err)
+				}
+				if err := rg.r.Forward(in, rg.logits); err != nil {
+					t.Fatal(err)
+				}
+				kernels[g.AttnPlan().Kernel] = true
+				worst = max(worst, relDiff(rg.logits, rc.logits))
+				for l := range m.Config.Layers {
+					sc, sg := rc.r.Cache.Seqs(l), rg.r.Cache.Seqs(l)
+					for h := range sc {
+						if pc, pg := sortedPos(sc[h]), sortedPos(sg[h]); !slices.Equal(pc, pg) {
+							t.Fatalf("position %d layer %d kv head %d: kept cpu %v gpu %v", rc.r.Pos()-1, l, h, pc, pg)
+						}
+					}
+				}
+			}
+			rc.p.Prompt(prompt)
+			rg.p.Prompt(prompt)
+			step(toks[:prompt])
+			for i := prompt; i < len(toks); i++ {
+				step(toks[i : i+1])
+			}
+			sc, sg := rc.p.Stats(), rg.p.Stats()
+			t.Logf("%s: logits max relative difference %.3g; mean recall cpu %.6f gpu %.6f; kernels %v", name, worst, sc.MeanRecall(), sg.MeanRecall(), kernels)
+			if worst > 1e-3 {
+				t.Errorf("logits differ by %.3g relative", worst)
+			}
+			if math.Abs(sc.MeanRecall()-sg.MeanRecall()) > 1e-4 {
+				t.Errorf("mean recall cpu %.6f gpu %.6f", sc.MeanRecall(), sg.MeanRecall())
+			}
+			if !kernels["attn_rt_d64_g1_f32"] && !kernels["attn_rt_d64_g1_f32_sh"] {
+				t.Errorf("the decode steps did not run the split-KV kernels (ran %v)", kernels)
 			}
 		})
 	}
