@@ -176,22 +176,15 @@ func TestUploadDropsHostPages(t *testing.T) {
 			bytes += x.Bytes()
 		}
 	}
-	goruntime.GC()
-	rss0, _, err := runtime.HostMemory()
-	if err != nil {
-		t.Fatal(err)
-	}
+	rss0 := runtime.RSSFileForTest(t)
 	be := &copying{Backend: cpu.New(1)}
 	defer be.Close()
 	if _, err := runtime.UploadWeights(m, be); err != nil {
 		t.Fatal(err)
 	}
-	rss1, _, err := runtime.HostMemory()
-	if err != nil {
-		t.Fatal(err)
-	}
+	rss1 := runtime.RSSFileForTest(t)
 	if grew := rss1 - rss0; grew > bytes/4 {
-		t.Errorf("resident memory grew by %d bytes uploading a %d-byte model to a copying backend, want under a quarter of it", grew, bytes)
+		t.Errorf("resident file-backed memory grew by %d bytes uploading a %d-byte model to a copying backend, want under a quarter of it", grew, bytes)
 	}
 	// Read in place (a CPU upload keeps the pages): resident again.
 	var sum float64 // in the order of the upload
@@ -205,13 +198,10 @@ func TestUploadDropsHostPages(t *testing.T) {
 			sum += float64(x.At(i))
 		}
 	}
-	rss2, _, err := runtime.HostMemory()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("model of %d bytes: resident memory +%d after a copying upload, +%d once read in place", bytes, rss1-rss0, rss2-rss0)
+	rss2 := runtime.RSSFileForTest(t)
+	t.Logf("model of %d bytes: resident file-backed memory +%d after a copying upload, +%d once read in place", bytes, rss1-rss0, rss2-rss0)
 	if grew := rss2 - rss0; grew < bytes/2 {
-		t.Errorf("reading every weight grew resident memory by %d bytes only, for a %d-byte model: the measure does not see mapped pages", grew, bytes)
+		t.Errorf("reading every weight grew resident file-backed memory by %d bytes only, for a %d-byte model: the measure does not see mapped pages", grew, bytes)
 	}
 	if sum != be.sum {
 		t.Errorf("the weights read back after their pages were dropped differ from those uploaded (sums %v, %v)", sum, be.sum)
