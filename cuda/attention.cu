@@ -751,7 +751,8 @@ ATTN_KERNELS(128, 8)
 #define RH_INVOFF 9  // offset of the RoPE inverse frequencies [D/2] (float bits)
 #define RH_STRIDE 10 // raw scores per (row, head)
 #define RH_INTER 11  // interleaved RoPE pairs (else rotate-half)
-#define RH_WORDS 12
+#define RH_SROWS 12  // split rows (launches span them in grid y and z: at most 65535 in y)
+#define RH_WORDS 13
 
 // rt_item returns row*heads + head of virtual head v of split row r, or -1
 // past the last query row.
@@ -815,7 +816,8 @@ struct RtSrc {
     }
 };
 
-// attn_rt is split-KV block (chunk blockIdx.x, split row blockIdx.y) of the
+// attn_rt is split-KV block (chunk blockIdx.x, split row blockIdx.y +
+// blockIdx.z * gridDim.y; past the last split row a block does nothing) of the
 // runtime's attention: q, out [rows, heads, D] float32; pages of type KT;
 // SH: re-positioned keys (shifts) may occur. pgw is the room for staged page
 // pointers per list (pages a chunk's range spans at most). Outputs as
@@ -840,7 +842,9 @@ __device__ __forceinline__ void attn_rt(const float* __restrict__ q, const u64* 
     pdl_trigger();
     pdl_wait();
     const int* H = ints + hdr;
-    const int r = blockIdx.y, c = blockIdx.x, tid = threadIdx.x, lane = tid % L;
+    const int r = blockIdx.y + blockIdx.z * gridDim.y, c = blockIdx.x, tid = threadIdx.x, lane = tid % L;
+    const int nsrows = H[RH_SROWS];
+    if (r >= nsrows) return;
     const int heads = H[RH_HEADS], GH = H[RH_GH];
     const int kvh = r / H[RH_TILES] / (H[RH_G] / GH);
     const int* sd = ints + kvh * SD_WORDS;
@@ -926,7 +930,7 @@ __device__ __forceinline__ void attn_rt(const float* __restrict__ q, const u64* 
         },
         len, chunk, smem, m, l);
     attn_finish<D, G>(
-        smem, m, l, r, c, gridDim.x, gridDim.y, partO, partML, counters,
+        smem, m, l, r, c, gridDim.x, nsrows, partO, partML, counters,
         [&](int g) { return sItem[g] >= 0 ? out + (size_t)sItem[g] * D : nullptr; },
         [&](int g) { return ml != nullptr && sItem[g] >= 0 ? ml + (size_t)sItem[g] * 2 : nullptr; });
 }
@@ -975,13 +979,14 @@ ATTN_RT_KERNELS(128, 8)
 // chunk groups are then merged in shared memory.
 template <int D>
 __device__ __forceinline__ void attn_combine(const float* __restrict__ partO, const float* __restrict__ partML,
-                                             int nchunks, float* __restrict__ outRow, float* __restrict__ mlRow) {
+                                             int nchunks, int r, int slice, float* __restrict__ outRow,
+                                             float* __restrict__ mlRow) {
     constexpr int NT = COMB_NT, Q = 8, CG = NT / Q, B = 4;
     __shared__ float4 sAcc[CG][Q];
     __shared__ float sM[CG][Q], sL[CG][Q];
     pdl_wait();
-    const int g = blockIdx.x, G = gridDim.x, r = blockIdx.y, tid = threadIdx.x;
-    const int cg = tid / Q, col = blockIdx.z * Q + tid % Q;
+    const int g = blockIdx.x, G = gridDim.x, tid = threadIdx.x;
+    const int cg = tid / Q, col = slice * Q + tid % Q;
     const size_t row = (size_t)r * nchunks;
     float mt = NEG_INF, lt = 0.f;
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
@@ -1036,7 +1041,7 @@ __device__ __forceinline__ void attn_combine(const float* __restrict__ partO, co
     }
     const float inv = L > 0.f ? 1.f / L : 0.f;
     if (outRow != nullptr) reinterpret_cast<float4*>(outRow)[col] = make_float4(s.x * inv, s.y * inv, s.z * inv, s.w * inv);
-    if (mlRow != nullptr && tid == 0 && blockIdx.z == 0) {
+    if (mlRow != nullptr && tid == 0 && slice == 0) {
         mlRow[0] = Ms;
         mlRow[1] = L;
     }
@@ -1045,22 +1050,26 @@ __device__ __forceinline__ void attn_combine(const float* __restrict__ partO, co
 #define COMBINE_KERNEL(D)                                                                                  \
     extern "C" __global__ void __launch_bounds__(COMB_NT) attn_combine_d##D(                               \
         const float* __restrict__ partO, const float* __restrict__ partML, int nchunks, float* __restrict__ out) { \
-        attn_combine<D>(partO, partML, nchunks, out + ((size_t)blockIdx.y * gridDim.x + blockIdx.x) * (D), nullptr); \
+        attn_combine<D>(partO, partML, nchunks, blockIdx.y, blockIdx.z,                                    \
+                        out + ((size_t)blockIdx.y * gridDim.x + blockIdx.x) * (D), nullptr);               \
     }
 
 COMBINE_KERNEL(64)
 COMBINE_KERNEL(128)
 
 // attn_rt_combine_d{D} is attn_combine for the runtime's split rows (grid
-// (G, split rows, D/32)): the output and the max and sum (ml, nullptr:
-// none) of virtual head g of split row r go to its (row, head).
+// (G, up to 65535 split rows, D/32 slices times the split rows' blocks of
+// 65535)): the output and the max and sum (ml, nullptr: none) of virtual
+// head g of split row r go to its (row, head).
 #define RT_COMBINE_KERNEL(D)                                                                                       \
     extern "C" __global__ void __launch_bounds__(COMB_NT) attn_rt_combine_d##D(                                    \
         const float* __restrict__ partO, const float* __restrict__ partML, int nchunks, float* __restrict__ out,   \
         float* __restrict__ ml, const int* __restrict__ ints, int hdr) {                                           \
-        const int it = rt_item(ints + hdr, blockIdx.y, blockIdx.x);                                                \
-        attn_combine<D>(partO, partML, nchunks, it >= 0 ? out + (size_t)it * (D) : nullptr,                       \
-                        ml != nullptr && it >= 0 ? ml + (size_t)it * 2 : nullptr);                                 \
+        const int r = blockIdx.y + blockIdx.z / ((D) / 32) * gridDim.y;                                           \
+        if (r >= ints[hdr + RH_SROWS]) return;                                                                     \
+        const int it = rt_item(ints + hdr, r, blockIdx.x);                                                         \
+        attn_combine<D>(partO, partML, nchunks, r, blockIdx.z % ((D) / 32),                                       \
+                        it >= 0 ? out + (size_t)it * (D) : nullptr, ml != nullptr && it >= 0 ? ml + (size_t)it * 2 : nullptr); \
     }
 
 RT_COMBINE_KERNEL(64)

@@ -212,3 +212,26 @@ func TestPoliciesSplitKernelsGPU(t *testing.T) {
 		})
 	}
 }
+
+// TestAttendSplitManyRows checks a call with more split rows than a grid's
+// y dimension holds (70000 query rows of one GQA group of 8: 70000 split
+// rows, spread over grid y and z) against the CPU, through the combine
+// kernel's own spread.
+func TestAttendSplitManyRows(t *testing.T) {
+	g := newGPU(t)
+	c := cpu.New(0)
+	defer c.Close()
+	rng := rand.New(rand.NewPCG(31, 7))
+	cfg := runtime.Config{Heads: 8, KVHeads: 1, HeadDim: 64}
+	cp := newCachePair(t, c, g, cfg, 16, runtime.F32, false)
+	cp.append(rng, 40)
+	const rows = 70000
+	qpos := make([]int, rows)
+	for r := range qpos {
+		qpos[r] = 20 + r%40 // rows see different prefixes of the cache
+	}
+	compareAttend(t, c, g, cp, rng, attnCase{heads: 8, rows: rows, qpos: qpos, opt: "plain", tol: 2e-5})
+	if p := g.AttnPlan(); p.Kernel != "attn_rt_d64_g8_f32" {
+		t.Errorf("kernel %s, want attn_rt_d64_g8_f32", p.Kernel)
+	}
+}

@@ -255,8 +255,13 @@ const (
 	rhInvOff
 	rhStride
 	rhInter
+	rhSRows
 	rhWords
 )
+
+// maxGridY is the most blocks a launch has in grid y; split rows beyond it
+// go to grid z (RH_SROWS).
+const maxGridY = 65535
 
 // ctrWords is the room for the fused merge's counters at the start of the
 // b.ml workspace: kept zero between launches (each launch resets what it
@@ -413,7 +418,8 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	stride := max(longest, 1)
 	copy(b.hInts[hdr:], []int32{rhRows: int32(a.Rows), rhHeads: int32(a.Heads), rhG: int32(group), rhGH: int32(gh),
 		rhRT: int32(rt), rhTiles: int32(tiles), rhWin: int32(max(a.Window, 0)), rhRowOff: rowOff, rhHeadOff: headOff,
-		rhInvOff: invOff, rhStride: int32(stride), rhInter: flag(a.Rope == runtime.RopeInterleaved)})
+		rhInvOff: invOff, rhStride: int32(stride), rhInter: flag(a.Rope == runtime.RopeInterleaved), rhSRows: int32(nsrows)})
+	gy, gz := min(nsrows, maxGridY), (nsrows+maxGridY-1)/maxGridY
 
 	// Workspaces first (growing one waits for the device, which restarts
 	// the staging arena): partials in b.part; in b.ml the fused merge's
@@ -461,12 +467,12 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	if a.Acc != nil {
 		accDev = put(b, b.hAcc)
 	}
-	b.launchSmem(name, Dim3{nchunks, nsrows, 1}, Dim3{attnThreads, 1, 1}, smem,
+	b.launchSmem(name, Dim3{nchunks, gy, gz}, Dim3{attnThreads, 1, 1}, smem,
 		b.f32(a.Q), ptrs, ints, hdr, int32(chunk), int32(pgw), a.Scale*float32(math.Log2E),
 		partO, ws.Add(pmlAt), counters, b.f32(a.Out), raw, mlAcc)
 	b.split.last = Plan{Kernel: name, Chunk: chunk, Blocks: nchunks * nsrows, Resident: b.occupancy(f, smem), SharedMem: smem}
 	if !fused {
-		must(b.fn(fmt.Sprintf("attn_rt_combine_d%d", hd)).LaunchAfter(Dim3{vg, nsrows, hd / 32}, Dim3{combThreads, 1, 1}, 0,
+		must(b.fn(fmt.Sprintf("attn_rt_combine_d%d", hd)).LaunchAfter(Dim3{vg, gy, hd / 32 * gz}, Dim3{combThreads, 1, 1}, 0,
 			partO, ws.Add(pmlAt), int32(nchunks), b.f32(a.Out), mlAcc, ints, hdr))
 	}
 	if a.Acc == nil {
