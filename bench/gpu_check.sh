@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The GPU correctness pass of one device call: every GPU test of the packages
+# that have them, then the prefill-attention and decode-host timings beside
+# SDPA. Build here first (no Go there), stripped and packed to fit the carry:
+#   for p in runtime/cuda policies tasks bench cmd/kvbench; do
+#     CGO_ENABLED=0 go test -c -ldflags="-s -w" -o B/$(echo $p | tr / _).test ./$p; done
+#   CGO_ENABLED=0 go build -ldflags="-s -w" -o B/kvbench ./cmd/kvbench
+#   tar -C B -czf .gpucarry/gpubin.tgz .
+# then, with .gpucarry carried: bash bench/gpu_check.sh .gpucarry   (logs in $OUT)
+set -u
+C=${1:-.gpucarry}
+B=/tmp/gpubin; mkdir -p $B && tar -C $B -xzf $C/gpubin.tgz
+export KVBENCH_CUDA_CACHE=/tmp/kc PYTHONUNBUFFERED=1 KVBENCH_SHARED=${KVBENCH_SHARED:-$PWD/$C/shared}
+T0=$(date +%s); el() { echo "[t=$(( $(date +%s) - T0 ))s] $*"; }
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+summ() { grep -E "^(--- FAIL|FAIL|ok|PASS)|^panic|--- SKIP" "$1" | sort | uniq -c | sort -rn | head -${2:-12}; }
+run() { # package-dir binary pattern timeout log
+	(cd "$1" && timeout "$4" $B/$2 -test.count=1 -test.v -test.timeout "$(( $4 - 5 ))s" -test.run "$3" > "$OUT/$5" 2>&1)
+	echo "== $1 ($3): rc $?"; grep -E "^--- (FAIL|PASS)|^(FAIL|ok|PASS)$|^panic" "$OUT/$5" | grep -v "^--- PASS" | head -20
+	grep -c "^--- PASS" "$OUT/$5" | sed 's/^/passed: /'; grep -c "^--- SKIP" "$OUT/$5" | sed 's/^/skipped: /'
+}
+run runtime/cuda runtime_cuda.test . 220 cuda.log; el
+run policies policies.test GPU 80 policies.log; el
+run tasks tasks.test GPU 60 tasks.log; el
+run bench bench.test 'GPU|BF16' 120 bench.log; el
+run cmd/kvbench cmd_kvbench.test 'Kernel' 60 cmd.log; el
+echo "== decode host time (TestDecodeHostTime)"; sed -n '/=== RUN   TestDecodeHostTime/,/--- /p' $OUT/cuda.log | head -20
+echo "== prefill attention: kvbench flash_prefill, then SDPA"
+(cd runtime/cuda && KVBENCH_FLASH_BENCH=${LENGTHS:-4096,16384,32768} timeout 60 $B/runtime_cuda.test -test.run TestFlashPrefillTiming -test.count=1 2>&1 | grep "^|")
+timeout 60 python3 bench/e2e.py sdpa --lengths ${LENGTHS:-4096,16384,32768} 2>&1 | grep "^|"; el
