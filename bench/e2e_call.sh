@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The end-to-end measurement of one device call (issues 14 and 15): per shape a
+# random-weight model made by bench/e2e.py, transformers beside kvbench (prefill,
+# full-logit NLL, decode, host memory), the passkey cell at 32K under three
+# policies, batched streams (kvbench streams) and the decode kernels. Build the
+# binary here (CGO_ENABLED=0 go build -ldflags="-s -w" -o .e2ecarry/kvbench
+# ./cmd/kvbench; cp the Llama-2 tokenizer.model beside it), carry .e2ecarry, and
+# run from the repository root on the GPU machine: bash bench/e2e_call.sh
+set -u
+C=${CARRY:-.e2ecarry}; K=$C/kvbench
+export KVBENCH_CUDA_CACHE=/tmp/kc PYTHONUNBUFFERED=1
+T0=$(date +%s); el() { echo "[t=$(( $(date +%s) - T0 ))s] $*"; }
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+pk() { # shape: one passkey cell per policy at 32K, 2 trials
+cat > /tmp/pk-$1.yaml <<YAML
+name: pk-$1
+backend: cuda
+kv_dtype: bf16
+models: [{name: m, path: /tmp/m$1}]
+policies: [full, {name: quest, budget: 1024, page: 16}, {name: streamingllm, sinks: 4, recent: 1020}]
+tasks: [{name: passkey, lengths: [32768], depths: [0.5], trials: 2}]
+YAML
+timeout 120 $K run /tmp/pk-$1.yaml --out /tmp/pko-$1 --quiet 2>&1 | tail -1
+python3 - "$1" <<'PY'
+import json, sys
+from datetime import datetime as D
+t = lambda s: D.fromisoformat(s.replace('Z', '+00:00'))
+for l in open('/tmp/pko-%s/results.jsonl' % sys.argv[1]):
+    r = json.loads(l); m = r.get('memory') or {}
+    print('| passkey cell 32K', r['policy'], '|', r['status'], '|', round((t(r['meta']['end']) - t(r['meta']['start'])).total_seconds(), 2),
+          's (2 trials) |', r.get('metrics'), '| host peak', m.get('host_peak_rss_bytes'), '| uploaded', m.get('weights_uploaded'), r.get('error', '')[:200])
+PY
+}
+s=8b
+timeout 150 python3 bench/e2e.py make --shape $s --out /tmp/m$s --tokenizer $C/tokenizer.model 2>&1 | tail -1; el make $s
+timeout 150 python3 bench/e2e.py time --model /tmp/m$s --lengths 4096,16384,32768 --decode 64 --passkey 32768 2>&1 | grep "^|\|^trans"; el hf $s
+timeout 120 $K e2e --model /tmp/m$s --backend cuda --lengths 4096,16384,32768 --decode 128 2>&1 | grep -E "^\||error|panic|memory|host"; el kvbench e2e $s
+pk $s; el passkey $s
+timeout 90 $K streams --model /tmp/m$s --backend cuda --streams 64 --policy streamingllm --param sinks=4 --budget 1024 --prompt 1024 --tokens 64 --alone 2 2>&1 | grep -v "^$" | tail -12; el streams $s
+rm -rf /tmp/m8b
+s=1b
+timeout 60 python3 bench/e2e.py make --shape $s --out /tmp/m$s --tokenizer $C/tokenizer.model 2>&1 | tail -1; el make $s
+timeout 60 $K e2e --model /tmp/m$s --backend cuda --lengths 4096,32768 --decode 128 2>&1 | grep -E "^\||error|panic|memory|host"; el kvbench e2e $s
+for p in streamingllm window; do
+timeout 60 $K streams --model /tmp/m$s --backend cuda --streams 64 --policy $p --budget 1024 --prompt 1024 --tokens 128 --alone 2 2>&1 | grep -v "^$" | tail -10; el streams $s $p
+done
+timeout 60 $K kernels 2>&1 | tail -25; el kernels
