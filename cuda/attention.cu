@@ -179,9 +179,11 @@ __device__ __noinline__ float2 rope_cs(int d, float invf) {
 // float); a distance of 0 leaves the key as it is. The partner channel of a
 // pair is L/2 lanes away (rotate-half pairs) or in the lane itself
 // (interleaved pairs). Every lane of the warp calls it (ok: the lane's
-// token is real).
+// token is real). Not inlined: re-positioned tokens are few (StreamingLLM's
+// sinks), and inlined at every unrolled step it would multiply the
+// kernels' code.
 template <int G, int L, class Src>
-__device__ __forceinline__ float rot_group_dot(const float (&qf)[G][8], const float (&kf)[8], int lane, int& hh,
+__device__ __noinline__ float rot_group_dot(const float (&qf)[G][8], const float (&kf)[8], int lane, int& hh,
                                                const Src& src, int i, bool ok) {
     constexpr int D = 8 * L;
     const bool inter = src.interleaved();
@@ -524,9 +526,7 @@ __device__ __forceinline__ void attn_core(const Src& src, QInit qinit, int len, 
     constexpr int L = D / 8;    // threads per token
     constexpr int TG = NT / L;  // tokens per step
     constexpr int U0 = G == 1 ? ATTN_U1 : G >= 8 ? ATTN_U8 : ATTN_U;
-    // Re-positioned keys (SH: StreamingLLM, whose cache is its budget)
-    // take 2 steps, which keeps the code of the rotations small.
-    constexpr int U = SH ? 2 : KT == KV_F32 ? (U0 + 1) / 2 : U0;
+    constexpr int U = KT == KV_F32 ? (U0 + 1) / 2 : U0;
     static_assert(G <= L, "group larger than the lanes of a token");
     const int tid = threadIdx.x, lane = tid % L, tg = tid / L, w = tid >> 5;
     // fetch issues the loads of the U tokens of step `base` of this thread.
