@@ -544,11 +544,13 @@ func stepBytesRead(st *step) int64 {
 // device's work: uploads, kernels, downloads), and returns the milliseconds
 // of each run.
 func timeSteps(b *cuda.Backend, k *cuda.Kernels, steps []*step, iters int, run func(st *step)) ([]float64, error) {
-	host := time.Duration(0)
-	for i := range max(3, len(steps)) {
+	// The host's share: the fastest warm run (the first ones may grow the
+	// backend's workspaces, which waits for the device).
+	host := time.Duration(math.MaxInt64)
+	for i := range max(5, len(steps)) {
 		t0 := time.Now()
 		run(steps[i%len(steps)])
-		host = max(host, time.Since(t0))
+		host = min(host, time.Since(t0))
 	}
 	sync := b.Alloc(1)
 	defer b.Free(sync)
