@@ -304,41 +304,34 @@ func htmlHumanNumber(s string) string {
 
 // htmlWriteRanking writes a task's ranking as a table of class "summary".
 func htmlWriteSummaryTable(b *bytes.Buffer, t *SummaryTable) {
-	e := html.EscapeString
-	fmt.Fprintf(b, "<h3>%s</h3>\n", e(t.Title))
-	if t.Note != "" {
-		fmt.Fprintf(b, "<p class=\"note\">%s</p>\n", e(t.Note))
-	}
-	fmt.Fprintf(b, "<div class=\"scroll\">\n<table class=\"summary overview\" aria-label=\"%s\">\n<thead>\n<tr>", e(t.Title))
-	for _, h := range t.Header {
-		fmt.Fprintf(b, "<th scope=\"col\">%s</th>", e(h))
-	}
-	fmt.Fprintf(b, "</tr>\n</thead>\n<tbody>\n")
-	for _, r := range t.Rows {
-		fmt.Fprintf(b, "<tr>")
-		for j, c := range r {
-			if j == 0 {
-				fmt.Fprintf(b, "<td>%s</td>", e(c))
-			} else {
-				fmt.Fprintf(b, "<td class=\"num\">%s</td>", e(c))
-			}
-		}
-		fmt.Fprintf(b, "</tr>\n")
-	}
-	fmt.Fprintf(b, "</tbody>\n</table>\n</div>\n")
+	htmlWriteSmallTable(b, t.Title, t.Note, "summary overview", t.Title, t.Header, t.Rows, 0)
 }
 
 func htmlWriteRanking(b *bytes.Buffer, rk *Ranking) {
+	rows := make([][]string, len(rk.Rows))
+	for i := range rk.Rows {
+		rows[i] = rk.Rows[i].Cells(rk.Metric)
+	}
+	htmlWriteSmallTable(b, rk.Task, "", "summary", "ranking of "+rk.Task, RankingHeader(rk.Metric), rows, 1)
+}
+
+// htmlWriteSmallTable writes a heading, an optional note and a table of
+// text cells; column textCol is text, the others numbers.
+func htmlWriteSmallTable(b *bytes.Buffer, heading, note, class, label string, header []string, rows [][]string, textCol int) {
 	e := html.EscapeString
-	fmt.Fprintf(b, "<h3>%s</h3>\n<div class=\"scroll\">\n<table class=\"summary\" aria-label=\"ranking of %s\">\n<thead>\n<tr>", e(rk.Task), e(rk.Task))
-	for _, h := range RankingHeader(rk.Metric) {
+	fmt.Fprintf(b, "<h3>%s</h3>\n", e(heading))
+	if note != "" {
+		fmt.Fprintf(b, "<p class=\"note\">%s</p>\n", e(note))
+	}
+	fmt.Fprintf(b, "<div class=\"scroll\">\n<table class=\"%s\" aria-label=\"%s\">\n<thead>\n<tr>", e(class), e(label))
+	for _, h := range header {
 		fmt.Fprintf(b, "<th scope=\"col\">%s</th>", e(h))
 	}
 	fmt.Fprintf(b, "</tr>\n</thead>\n<tbody>\n")
-	for i := range rk.Rows {
+	for _, r := range rows {
 		fmt.Fprintf(b, "<tr>")
-		for j, c := range rk.Rows[i].Cells(rk.Metric) {
-			if j == 1 {
+		for j, c := range r {
+			if j == textCol {
 				fmt.Fprintf(b, "<td>%s</td>", e(c))
 			} else {
 				fmt.Fprintf(b, "<td class=\"num\">%s</td>", e(c))

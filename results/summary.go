@@ -18,95 +18,70 @@ type SummaryTable struct {
 	Rows   [][]string
 }
 
-// budgetAliases are the parameters that name a policy's budget (budget,
-// ratio, or the policy's own name for it); a budget table's rows leave them
-// out, since the columns are the budgets.
-var budgetAliases = []string{"budget", "ratio", "window", "cache", "capacity"}
-
 // BudgetTables returns, for each task scored by accuracy, a table of the
-// mean accuracy of each policy (its parameters other than the budget) at
-// each budget: the columns are the budgets, smallest first, and "no budget"
-// for policies that keep everything.
+// mean accuracy of each policy (its parameters other than the budget, as the
+// charts against the budget label it) at each budget: the columns are the
+// budgets, smallest first, and "no budget" for policies that keep everything.
 func BudgetTables(records []Record) []SummaryTable {
 	var out []SummaryTable
 	for _, task := range chartTasks(records) {
-		if _, metric, _, ok := chartScoreOfTask(task, records); !ok || metric != "accuracy" {
+		lines, flat, metric, _ := budgetSeries(task, records)
+		if metric != "accuracy" || len(lines) == 0 {
 			continue
 		}
-		type key struct {
-			row    string
-			budget int
-		}
-		sums, counts := map[key]float64{}, map[key]int{}
-		var rows []string
-		var budgets []int
-		unbudgeted := false
-		for i := range records {
-			r := &records[i]
-			if r.Task != task || !r.OK() || NotApplicable(r) != "" {
-				continue
+		at := map[string]map[float64]float64{}
+		var budgets []float64
+		for _, l := range lines {
+			at[l.Label] = map[float64]float64{}
+			for _, p := range l.Pts {
+				at[l.Label][p.X] = p.Y
+				if !slices.Contains(budgets, p.X) {
+					budgets = append(budgets, p.X)
+				}
 			}
-			v, _, _, ok := chartScore(r)
-			if !ok {
-				continue
-			}
-			row := budgetRowLabel(r)
-			if !slices.Contains(rows, row) {
-				rows = append(rows, row)
-			}
-			if r.Budget > 0 && !slices.Contains(budgets, r.Budget) {
-				budgets = append(budgets, r.Budget)
-			}
-			unbudgeted = unbudgeted || r.Budget <= 0
-			k := key{row, max(r.Budget, 0)}
-			sums[k] += v
-			counts[k]++
-		}
-		if len(budgets) == 0 {
-			continue // nothing to set against a budget
 		}
 		slices.Sort(budgets)
-		cols := slices.Clone(budgets)
 		header := []string{"policy"}
 		for _, b := range budgets {
-			header = append(header, "budget "+strconv.Itoa(b))
+			header = append(header, "budget "+strconv.Itoa(int(b)))
 		}
-		if unbudgeted {
-			cols = append(cols, 0)
+		if len(flat) > 0 {
 			header = append(header, "no budget")
 		}
 		t := SummaryTable{Title: task + ": accuracy vs KV budget", Header: header,
 			Note: "Mean accuracy of each policy's cells at each budget (tokens kept per KV head); — where the policy did not run at that budget."}
-		for _, row := range rows {
-			line := []string{row}
-			for _, b := range cols {
-				k := key{row, b}
-				if counts[k] == 0 {
-					line = append(line, "—")
-					continue
-				}
-				line = append(line, HumanNumber(100*sums[k]/float64(counts[k]))+"%")
+		var done []string
+		for i := range records { // rows in the order the suite ran them
+			r := &records[i]
+			l := PlotLabel(r)
+			if r.Budget > 0 {
+				l = chartLineLabel(r)
 			}
-			t.Rows = append(t.Rows, line)
+			_, isFlat := flat[l]
+			if r.Task != task || slices.Contains(done, l) || at[l] == nil && !isFlat {
+				continue
+			}
+			done = append(done, l)
+			row := []string{l}
+			for _, b := range budgets {
+				row = append(row, percentOr(at[l], b))
+			}
+			if len(flat) > 0 {
+				row = append(row, percentOr(flat, l))
+			}
+			t.Rows = append(t.Rows, row)
 		}
 		out = append(out, t)
 	}
 	return out
 }
 
-// budgetRowLabel is a record's policy label without its budget parameter.
-func budgetRowLabel(r *Record) string {
-	if r.Budget <= 0 || len(r.PolicyParams) == 0 {
-		return PlotLabel(r)
+// percentOr formats m[k] as a percentage, or — when absent.
+func percentOr[K comparable](m map[K]float64, k K) string {
+	if v, ok := m[k]; ok {
+		return HumanNumber(100*v) + "%"
 	}
-	c := *r
-	c.PolicyParams = map[string]any{}
-	for k, v := range r.PolicyParams {
-		if !slices.Contains(budgetAliases, k) {
-			c.PolicyParams[k] = v
-		}
-	}
-	return PlotLabel(&c)
+	return "—"
 }
 
 // ContextTable returns perplexity within the model's trained context and

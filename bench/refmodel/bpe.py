@@ -47,6 +47,19 @@ def pieces(text):
     return ["".join(BYTES[b] for b in m.encode("utf-8")) for m in SPLIT.findall(text)]
 
 
+def merge(w, a, b):
+    """w with every adjacent a, b (left to right) replaced by a + b."""
+    out, j = [], 0
+    while j < len(w):
+        if j + 1 < len(w) and w[j] == a and w[j + 1] == b:
+            out.append(a + b)
+            j += 2
+        else:
+            out.append(w[j])
+            j += 1
+    return out
+
+
 def train(texts, vocab_size):
     """Learns merges from texts until the vocabulary (specials, 256 bytes,
     merges) has vocab_size entries. Returns the list of merges (a, b)."""
@@ -79,14 +92,7 @@ def train(texts, vocab_size):
             for x, y in zip(w, w[1:]):  # remove the word's old pairs
                 pairs[(x, y)] -= freq[i]
                 touched.add((x, y))
-            out, j = [], 0
-            while j < len(w):
-                if j + 1 < len(w) and w[j] == a and w[j + 1] == b:
-                    out.append(a + b)
-                    j += 2
-                else:
-                    out.append(w[j])
-                    j += 1
+            out = merge(w, a, b)
             words[i] = out
             for x, y in zip(out, out[1:]):
                 pairs[(x, y)] += freq[i]
@@ -131,16 +137,7 @@ class Encoder:
                     best, at = r, j
             if best is None:
                 break
-            a, b = w[at], w[at + 1]
-            out, j = [], 0
-            while j < len(w):
-                if j + 1 < len(w) and w[j] == a and w[j + 1] == b:
-                    out.append(a + b)
-                    j += 2
-                else:
-                    out.append(w[j])
-                    j += 1
-            w = out
+            w = merge(w, w[at], w[at + 1])
         ids = [self.vocab[s] for s in w]
         if len(self.cache) < 2_000_000:
             self.cache[p] = ids
