@@ -243,6 +243,7 @@ func (b *Batch) stepEach(streams, tokens []int, logits []float32, targets []int,
 		default: // no logits wanted (the window was checked)
 			r.step(one, nil, false)
 			err = r.stepDone(one, nil, false)
+			r.releaseScratch()
 		}
 		if err != nil {
 			return fmt.Errorf("stream %d: %w", i, err)

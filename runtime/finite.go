@@ -109,7 +109,10 @@ func (r *Runner) checkFinite(tokens []int, out []float32, all bool) error {
 // taken out of the cache (where the policy left them), and the re-run has no
 // policy hook: it attends every token the cache holds.
 func (r *Runner) diagnose(tokens []int, row int, val float64) error {
-	c, be, s := r.Model.Config, r.Backend, &r.s
+	if r.s == nil { // a batch's stream: its scratch is borrowed for the diagnosis
+		defer r.releaseScratch()
+	}
+	c, be, s := r.Model.Config, r.Backend, r.scratch()
 	rows := len(tokens)
 	p0 := r.pos - rows
 	e := &NonFiniteError{Pos: p0 + row, Token: tokens[row], Value: val, Layer: NotReproduced, Layers: c.Layers}

@@ -51,6 +51,7 @@ func newState(be Backend, c Config, n int) state {
 type deviceWeights struct {
 	embed, norm, output Buffer
 	layers              []deviceLayer
+	scratch             scratchPool // the runners' own scratch, lent per call
 }
 
 type deviceLayer struct {
@@ -86,7 +87,7 @@ type Runner struct {
 	// the step's work is done.
 	OnAttend func(layer, rows int, d time.Duration)
 	w        *deviceWeights
-	s        state         // scratch of the runner's own passes, made at the first
+	s        *state        // scratch of the runner's own passes while one runs (lent by w.scratch)
 	opts     RunnerOptions // as given, for Sibling
 	maxRows  int           // tokens per pass of the runner's own (prefill chunk)
 	attn     AttnArgs      // the attention call of the layer in progress
@@ -179,12 +180,22 @@ func newRunner(m *Model, be Backend, w *deviceWeights, o RunnerOptions) (*Runner
 	return r, nil
 }
 
-// scratch returns the runner's own scratch, made at the first call.
+// scratch returns the scratch of the runner's own passes, borrowed from
+// the weights' pool until releaseScratch.
 func (r *Runner) scratch() *state {
-	if r.s.maxRows == 0 {
-		r.s = newState(r.Backend, r.Model.Config, r.maxRows)
+	if r.s == nil {
+		r.s = r.w.scratch.take(r.Backend, r.Model.Config, r.maxRows)
 	}
-	return &r.s
+	return r.s
+}
+
+// releaseScratch gives the runner's scratch back to the pool, for the next
+// runner's pass (the logits a caller reads are on the host by then).
+func (r *Runner) releaseScratch() {
+	if r.s != nil {
+		r.w.scratch.give(r.s)
+		r.s = nil
+	}
 }
 
 // Pos is the position the next token will take.
@@ -274,6 +285,7 @@ func (r *Runner) forward(tokens []int, logits []float32, all bool) error {
 			return fmt.Errorf("forward: token %d at index %d is outside the vocabulary [0, %d)", t, i, c.Vocab)
 		}
 	}
+	defer r.releaseScratch()
 	for start := 0; start < len(tokens); start += r.maxRows {
 		chunk := tokens[start:min(start+r.maxRows, len(tokens))]
 		if err := r.checkWindow(len(chunk)); err != nil {
