@@ -816,6 +816,18 @@ struct RtSrc {
     }
 };
 
+// attn_rt_row is block (chunk blockIdx.x, split row r of the call whose
+// ints and header are ints and hdr) of the runtime's attention; its partials
+// go to split row rg of nsg in partO, partML and counters (rg = r, nsg the
+// call's split rows, for one call; the split row among every call's for a
+// batched launch, attn_rtb). The caller has waited for the kernel before
+// (pdl_wait) and checked r < the call's split rows.
+template <int D, int G, int KT, bool SH>
+__device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u64* __restrict__ ptrs, const int* __restrict__ ints,
+                                            int hdr, int chunk, int pgw, float scaleLog2, float* __restrict__ partO,
+                                            float* __restrict__ partML, int* __restrict__ counters, float* __restrict__ out,
+                                            float* __restrict__ raw, float* __restrict__ ml, int r, int rg, int nsg);
+
 // attn_rt is split-KV block (chunk blockIdx.x, split row blockIdx.y +
 // blockIdx.z * gridDim.y; past the last split row a block does nothing) of the
 // runtime's attention: q, out [rows, heads, D] float32; pages of type KT;
@@ -830,6 +842,19 @@ __device__ __forceinline__ void attn_rt(const float* __restrict__ q, const u64* 
                                         int hdr, int chunk, int pgw, float scaleLog2, float* __restrict__ partO,
                                         float* __restrict__ partML, int* __restrict__ counters, float* __restrict__ out,
                                         float* __restrict__ raw, float* __restrict__ ml) {
+    pdl_trigger();
+    pdl_wait();
+    const int r = blockIdx.y + blockIdx.z * gridDim.y;
+    const int nsrows = ints[hdr + RH_SROWS];
+    if (r >= nsrows) return;
+    attn_rt_row<D, G, KT, SH>(q, ptrs, ints, hdr, chunk, pgw, scaleLog2, partO, partML, counters, out, raw, ml, r, r, nsrows);
+}
+
+template <int D, int G, int KT, bool SH>
+__device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u64* __restrict__ ptrs, const int* __restrict__ ints,
+                                            int hdr, int chunk, int pgw, float scaleLog2, float* __restrict__ partO,
+                                            float* __restrict__ partML, int* __restrict__ counters, float* __restrict__ out,
+                                            float* __restrict__ raw, float* __restrict__ ml, int r, int rg, int nsg) {
     constexpr int NT = ATTN_NT;
     constexpr int L = D / 8;
     // smem: scores/probabilities [G][chunk]; the chunk's token ids, positions
@@ -839,12 +864,8 @@ __device__ __forceinline__ void attn_rt(const float* __restrict__ q, const u64* 
     extern __shared__ float smem[];
     __shared__ int sQ[G], sLo[G], sQs[G], sItem[G];
 
-    pdl_trigger();
-    pdl_wait();
     const int* H = ints + hdr;
-    const int r = blockIdx.y + blockIdx.z * gridDim.y, c = blockIdx.x, tid = threadIdx.x, lane = tid % L;
-    const int nsrows = H[RH_SROWS];
-    if (r >= nsrows) return;
+    const int c = blockIdx.x, tid = threadIdx.x, lane = tid % L;
     const int heads = H[RH_HEADS], GH = H[RH_GH];
     const int kvh = r / H[RH_TILES] / (H[RH_G] / GH);
     const int* sd = ints + kvh * SD_WORDS;
@@ -930,7 +951,7 @@ __device__ __forceinline__ void attn_rt(const float* __restrict__ q, const u64* 
         },
         len, chunk, smem, m, l);
     attn_finish<D, G>(
-        smem, m, l, r, c, gridDim.x, nsrows, partO, partML, counters,
+        smem, m, l, rg, c, gridDim.x, nsg, partO, partML, counters,
         [&](int g) { return sItem[g] >= 0 ? out + (size_t)sItem[g] * D : nullptr; },
         [&](int g) { return ml != nullptr && sItem[g] >= 0 ? ml + (size_t)sItem[g] * 2 : nullptr; });
 }
@@ -1102,3 +1123,90 @@ extern "C" __global__ void attn_rt_acc(float* __restrict__ acc, int astride, con
     }
     acc[(size_t)h * astride + t] = a;
 }
+
+// ---- the runtime's attention of many calls in one launch (Backend.AttendBatch) ----
+//
+// A batched launch runs the split rows of several calls (the streams of a
+// batch, each over its own cache, descriptors and header) as one grid: the
+// calls' ints lie one after another in ints, each with offsets relative to
+// its own start, and tab [calls] says where each call starts among the
+// launch's split rows (ascending), where its ints and header lie, and its
+// queries and outputs. Every call has the same head dim, virtual heads per
+// split row, page type and re-positioning; page lists come from the
+// backend's device tables (ptrs, shared by every call).
+struct RtbCall {
+    int srow0;  // the call's first split row in the launch
+    int base;   // the call's ints start at ints + base
+    int hdr;    // its header, from its ints
+    int pad;
+    const float* q;
+    float* out;
+};
+
+// rtb_call finds the call of split row rg among nst calls (the last whose
+// first split row is <= rg).
+__device__ __forceinline__ int rtb_call(const RtbCall* __restrict__ tab, int nst, int rg) {
+    int lo = 0, hi = nst - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) >> 1;
+        if (tab[mid].srow0 <= rg) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
+// attn_rtb_d{D}_g{G}_{bf16,f32}[_sh] is attn_rt over the nsg split rows of
+// nst calls (tab): block (chunk blockIdx.x, split row blockIdx.y + blockIdx.z
+// * gridDim.y of the launch); partials (and the fused merge's counters) are
+// indexed by the launch's split row.
+#define ATTN_RTB_KERNEL(D, G, KT, KN, SH, SN)                                                                        \
+    extern "C" __global__ void __launch_bounds__(ATTN_NT, ((G) == 4 && (KT) == KV_BF16 ? ATTN_MINB : 1))            \
+        attn_rtb_d##D##_g##G##_##KN##SN(const RtbCall* __restrict__ tab, int nst, int nsg, const u64* __restrict__ ptrs, \
+                                       const int* __restrict__ ints, int chunk, int pgw, float scaleLog2,             \
+                                       float* __restrict__ partO, float* __restrict__ partML, int* __restrict__ counters) { \
+        pdl_trigger();                                                                                                \
+        pdl_wait();                                                                                                   \
+        const int rg = blockIdx.y + blockIdx.z * gridDim.y;                                                           \
+        if (rg >= nsg) return;                                                                                        \
+        const RtbCall e = tab[rtb_call(tab, nst, rg)];                                                                \
+        const int* ci = ints + e.base;                                                                                \
+        const int r = rg - e.srow0;                                                                                   \
+        if (r >= ci[e.hdr + RH_SROWS]) return;                                                                        \
+        attn_rt_row<D, G, KT, SH>(e.q, ptrs, ci, e.hdr, chunk, pgw, scaleLog2, partO, partML, counters, e.out,         \
+                                  nullptr, nullptr, r, rg, nsg);                                                      \
+    }
+#define ATTN_RTB_KERNELS(D, G)                            \
+    ATTN_RTB_KERNEL(D, G, KV_BF16, bf16, false, )         \
+    ATTN_RTB_KERNEL(D, G, KV_BF16, bf16, true, _sh)       \
+    ATTN_RTB_KERNEL(D, G, KV_F32, f32, false, )           \
+    ATTN_RTB_KERNEL(D, G, KV_F32, f32, true, _sh)
+
+ATTN_RTB_KERNELS(64, 1)
+ATTN_RTB_KERNELS(64, 2)
+ATTN_RTB_KERNELS(64, 4)
+ATTN_RTB_KERNELS(64, 8)
+ATTN_RTB_KERNELS(128, 1)
+ATTN_RTB_KERNELS(128, 2)
+ATTN_RTB_KERNELS(128, 4)
+ATTN_RTB_KERNELS(128, 8)
+
+// attn_rtb_combine_d{D} is attn_rt_combine over a batched launch's split
+// rows (grid (G, up to 65535 split rows, D/32 slices times the split rows'
+// blocks of 65535)).
+#define RTB_COMBINE_KERNEL(D)                                                                                        \
+    extern "C" __global__ void __launch_bounds__(COMB_NT) attn_rtb_combine_d##D(                                     \
+        const float* __restrict__ partO, const float* __restrict__ partML, int nchunks, const RtbCall* __restrict__ tab, \
+        int nst, int nsg, const int* __restrict__ ints) {                                                            \
+        const int rg = blockIdx.y + blockIdx.z / ((D) / 32) * gridDim.y;                                            \
+        if (rg >= nsg) return;                                                                                       \
+        const RtbCall e = tab[rtb_call(tab, nst, rg)];                                                               \
+        const int* H = ints + e.base + e.hdr;                                                                        \
+        const int r = rg - e.srow0;                                                                                  \
+        if (r >= H[RH_SROWS]) return;                                                                                \
+        const int it = rt_item(H, r, blockIdx.x);                                                                    \
+        attn_combine<D>(partO, partML, nchunks, rg, blockIdx.z % ((D) / 32), it >= 0 ? e.out + (size_t)it * (D) : nullptr, \
+                        nullptr);                                                                                    \
+    }
+
+RTB_COMBINE_KERNEL(64)
+RTB_COMBINE_KERNEL(128)

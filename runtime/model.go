@@ -13,19 +13,20 @@ import (
 // state is the scratch memory of a forward pass over up to maxRows tokens.
 type state struct {
 	maxRows int
-	x       Buffer // [rows, dim] the residual stream
-	xb      Buffer // [rows, dim] normalised input of a block
-	xb2     Buffer // [rows, dim] output of a block before the residual add
-	q       Buffer // [rows, heads*head_dim] queries
-	k       Buffer // [rows, kv_heads*head_dim] keys of the new tokens
-	v       Buffer // [rows, kv_heads*head_dim] values of the new tokens
-	att     Buffer // [rows, heads*head_dim] attention output
-	hb      Buffer // [rows, hidden] gate projection, then silu(gate)*up
-	hb2     Buffer // [rows, hidden] up projection
-	last    Buffer // [1, dim] the final row, normalised, for last-token logits
-	logits  Buffer // [rows, vocab], made at the first pass that needs every row's logits
-	logit1  Buffer // [1, vocab] the last row's logits
-	pos     []int  // [rows] position of each row
+	x       Buffer      // [rows, dim] the residual stream
+	xb      Buffer      // [rows, dim] normalised input of a block
+	xb2     Buffer      // [rows, dim] output of a block before the residual add
+	q       Buffer      // [rows, heads*head_dim] queries
+	k       Buffer      // [rows, kv_heads*head_dim] keys of the new tokens
+	v       Buffer      // [rows, kv_heads*head_dim] values of the new tokens
+	att     Buffer      // [rows, heads*head_dim] attention output
+	hb      Buffer      // [rows, hidden] gate projection, then silu(gate)*up
+	hb2     Buffer      // [rows, hidden] up projection
+	last    Buffer      // [1, dim] the final row, normalised, for last-token logits
+	logits  Buffer      // [rows, vocab], made at the first pass that needs every row's logits
+	logit1  Buffer      // [1, vocab] the last row's logits
+	pos     []int       // [rows] position of each row
+	calls   []*AttnArgs // a batch pass's attention calls of one layer (pass.attend)
 }
 
 // newState allocates the scratch of a forward pass over up to n rows.
@@ -429,9 +430,7 @@ func (p *pass) run() {
 		for i := range p.segs {
 			p.segs[i].beforeAttend(l, c, scale)
 		}
-		for i := range p.segs {
-			p.segs[i].attend(l)
-		}
+		p.attend(l)
 		for i := range p.segs {
 			if r := p.segs[i].r; r.Hook != nil {
 				r.Hook.AfterAttend(l, &r.attn)

@@ -85,6 +85,7 @@ type Backend struct {
 
 	pt pageTables // the KV sequences' page lists on the device (pagetable.go)
 	cs chosenCall // the device selection of the attention call being built (backend_quest.go)
+	bt batchAttn  // AttendBatch's building space on the host (batchattn.go)
 }
 
 // defaultFlash is the prefill attention variant used unless KVBENCH_FLASH

@@ -123,6 +123,96 @@ func (b *Backend) Attend(a *runtime.AttnArgs) {
 		return
 	}
 	hd, group := a.HeadDim, a.Heads/a.KVHeads
+	m := b.attnMeta(a)
+	shifted, recall, stride, fstride := a.QShift != nil, m.recall, m.stride, m.fstride
+	hdr, rowOff, headOff, invOff := m.hdr, m.rowOff, m.headOff, m.invOff
+	if b.flashOK(a) {
+		b.attendFlash(a, rowOff)
+		return
+	}
+	if splitOK(a, recall) {
+		b.attendSplit(a, hdr, rowOff, headOff, invOff)
+		return
+	}
+	b.split.last = Plan{Kernel: "be_attend", Blocks: a.Heads * a.Rows}
+	b.flushKV()
+	b.reserve(b.metaSpan())
+	ints, ptrs := b.putMeta()
+	items := a.Rows * a.Heads
+	scores := b.grow(&b.scores, int64(items*stride)*4)
+	full, rec := Ptr(0), Ptr(0)
+	if recall {
+		full = b.grow(&b.full, int64(items*fstride)*4)
+		rec = b.grow(&b.recall, int64(items)*4)
+	}
+	b.launch("be_attend", Dim3{a.Heads, a.Rows, 1}, Dim3{128, 1, 1},
+		b.f32(a.Out), b.f32(a.Q), ptrs, ints, int32(a.Heads), int32(a.KVHeads), int32(hd), a.Scale,
+		rowOff, headOff, invOff, flag(shifted), flag(a.Rope == runtime.RopeInterleaved),
+		scores, int32(stride), full, int32(fstride), rec, flag(recall), b.pageType(), int32(max(a.Window, 0)))
+
+	if a.Acc != nil {
+		need := items * stride
+		if cap(b.hAcc) < need {
+			b.hAcc = make([]float32, need)
+		}
+		probs := b.hAcc[:need]
+		b.download(probs, scores)
+		for h := 0; h < a.Heads; h++ {
+			acc := a.Acc[h]
+			var sel []int32
+			if a.Sel != nil {
+				sel = a.Sel[h]
+			}
+			n := a.Seqs[h/group].N
+			if sel != nil {
+				n = len(sel)
+			}
+			for r := 0; r < a.Rows; r++ {
+				if a.QPos[r] < a.AccFrom {
+					continue
+				}
+				p := probs[(r*a.Heads+h)*stride:]
+				for i := 0; i < n; i++ {
+					t := i
+					if sel != nil {
+						t = int(sel[i])
+					}
+					acc[t] += p[i]
+				}
+			}
+		}
+	}
+	if recall {
+		if cap(b.hRec) < items {
+			b.hRec = make([]float32, items)
+		}
+		rv := b.hRec[:items]
+		b.download(rv, rec)
+		for i, v := range rv {
+			if !math.IsNaN(float64(v)) {
+				a.Recall[i] = v
+			}
+		}
+	}
+}
+
+// attnLayout is where Attend's metadata of one call lies in b.hInts (from
+// index 0): the KV heads' descriptors, the split-KV header's room at hdr,
+// the rows' (position, shift) at rowOff, the heads' (selection offset,
+// count) at headOff, the RoPE inverse frequencies at invOff; the longest
+// token list of a (row, head) (stride) and of a reference sequence
+// (fstride), and whether the call measures recall.
+type attnLayout struct {
+	hdr, rowOff, headOff, invOff int32
+	stride, fstride              int
+	recall                       bool
+}
+
+// attnMeta checks a's buffers and builds its metadata in b.hInts (from
+// index 0), its page lists through callPages (pagetable.go): the first half
+// of Attend, shared with AttendBatch (batchattn.go).
+func (b *Backend) attnMeta(a *runtime.AttnArgs) attnLayout {
+	hd, group := a.HeadDim, a.Heads/a.KVHeads
 	b.check(a.Q, 0, a.Rows*a.Heads*hd, "Attend Q")
 	b.check(a.Out, 0, a.Rows*a.Heads*hd, "Attend Out")
 	shifted := a.QShift != nil
@@ -202,74 +292,7 @@ func (b *Backend) Attend(a *runtime.AttnArgs) {
 		b.hInts[int(headOff)+2*h] = off
 		b.hInts[int(headOff)+2*h+1] = cnt
 	}
-	if b.flashOK(a) {
-		b.attendFlash(a, rowOff)
-		return
-	}
-	if splitOK(a, recall) {
-		b.attendSplit(a, hdr, rowOff, headOff, invOff)
-		return
-	}
-	b.split.last = Plan{Kernel: "be_attend", Blocks: a.Heads * a.Rows}
-	b.flushKV()
-	b.reserve(b.metaSpan())
-	ints, ptrs := b.putMeta()
-	items := a.Rows * a.Heads
-	scores := b.grow(&b.scores, int64(items*stride)*4)
-	full, rec := Ptr(0), Ptr(0)
-	if recall {
-		full = b.grow(&b.full, int64(items*fstride)*4)
-		rec = b.grow(&b.recall, int64(items)*4)
-	}
-	b.launch("be_attend", Dim3{a.Heads, a.Rows, 1}, Dim3{128, 1, 1},
-		b.f32(a.Out), b.f32(a.Q), ptrs, ints, int32(a.Heads), int32(a.KVHeads), int32(hd), a.Scale,
-		rowOff, headOff, invOff, flag(shifted), flag(a.Rope == runtime.RopeInterleaved),
-		scores, int32(stride), full, int32(fstride), rec, flag(recall), b.pageType(), int32(max(a.Window, 0)))
-
-	if a.Acc != nil {
-		need := items * stride
-		if cap(b.hAcc) < need {
-			b.hAcc = make([]float32, need)
-		}
-		probs := b.hAcc[:need]
-		b.download(probs, scores)
-		for h := 0; h < a.Heads; h++ {
-			acc := a.Acc[h]
-			var sel []int32
-			if a.Sel != nil {
-				sel = a.Sel[h]
-			}
-			n := a.Seqs[h/group].N
-			if sel != nil {
-				n = len(sel)
-			}
-			for r := 0; r < a.Rows; r++ {
-				if a.QPos[r] < a.AccFrom {
-					continue
-				}
-				p := probs[(r*a.Heads+h)*stride:]
-				for i := 0; i < n; i++ {
-					t := i
-					if sel != nil {
-						t = int(sel[i])
-					}
-					acc[t] += p[i]
-				}
-			}
-		}
-	}
-	if recall {
-		if cap(b.hRec) < items {
-			b.hRec = make([]float32, items)
-		}
-		rv := b.hRec[:items]
-		b.download(rv, rec)
-		for i, v := range rv {
-			if !math.IsNaN(float64(v)) {
-				a.Recall[i] = v
-			}
-		}
-	}
+	return attnLayout{hdr: hdr, rowOff: rowOff, headOff: headOff, invOff: invOff, stride: stride, fstride: fstride, recall: recall}
 }
 
 // allVisible reports whether every token of s is visible to every query row

@@ -1,0 +1,250 @@
+package cuda
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"math/bits"
+	"slices"
+
+	"github.com/kvbench/kvbench/runtime"
+)
+
+// AttendBatch (runtime.BatchAttender) is Attend over the calls of a batch's
+// streams, each over its own cache and under its own policy, with as few
+// launches as the calls' shapes allow: the calls that the split-KV kernels
+// take without a download (no accumulated probabilities, no recall, no
+// selection made on the device, page lists in the device tables, not a
+// prompt chunk for the tensor-core prefill) have their metadata built one
+// after another into one array, uploaded in one copy, and run as one grid
+// of every call's split rows per kernel (attn_rtb_*, then attn_rtb_combine
+// or the fused merge; one launch for the usual batch, whose streams share
+// the policy); the KV copies the streams queued go in one be_kv_ops before
+// it. Every other call runs through Attend, in the calls' order. Each
+// call's outputs are those Attend gives it to the rounding of a different
+// chunk of tokens per block (the chunk is chosen for the whole grid).
+func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
+	bt := &b.bt
+	bt.calls = bt.calls[:0]
+	for _, a := range calls {
+		if b.batchable(a) {
+			bt.calls = append(bt.calls, batchCall{a: a})
+		} else {
+			b.Attend(a)
+		}
+	}
+	if len(bt.calls) < 2 {
+		for i := range bt.calls {
+			b.Attend(bt.calls[i].a)
+		}
+		return
+	}
+	bt.ints = bt.ints[:0]
+	for i := range bt.calls {
+		c := &bt.calls[i]
+		m := b.attnMeta(c.a)
+		if !b.pt.call {
+			panic("cuda: AttendBatch: a call's page lists are not in the device tables")
+		}
+		b.pt.call = false // no putMeta: the batch uploads every call's ints at once
+		b.splitHeader(c, m)
+		c.base = int32(len(bt.ints))
+		bt.ints = append(bt.ints, b.hInts...)
+	}
+	// Launches: the calls of one kernel and scale together.
+	bt.order = bt.order[:0]
+	for i := range bt.calls {
+		bt.order = append(bt.order, i)
+	}
+	slices.SortStableFunc(bt.order, func(i, j int) int {
+		ci, cj := &bt.calls[i], &bt.calls[j]
+		if c := cmp.Compare(ci.kernel, cj.kernel); c != 0 {
+			return c
+		}
+		return cmp.Compare(ci.a.Scale, cj.a.Scale)
+	})
+	bt.launches = bt.launches[:0]
+	bt.tab = bt.tab[:0]
+	var needO, needML int64
+	for lo := 0; lo < len(bt.order); {
+		first := &bt.calls[bt.order[lo]]
+		hi := lo + 1
+		for hi < len(bt.order) {
+			c := &bt.calls[bt.order[hi]]
+			if c.kernel != first.kernel || c.a.Scale != first.a.Scale {
+				break
+			}
+			hi++
+		}
+		l := b.planLaunch(lo, hi)
+		needO = max(needO, l.bytesO)
+		needML = max(needML, l.bytesML)
+		bt.launches = append(bt.launches, l)
+		lo = hi
+	}
+	// Workspaces before the upload (growing one waits for the device, which
+	// restarts the staging arena): partials in b.part; in b.ml the fused
+	// merge's counters, then the partials' maxima and sums.
+	partO := b.grow(&b.part, needO)
+	pmlAt := span(ctrWords * 4)
+	oldP, oldN := b.ml.p, b.ml.bytes
+	ws := b.grow(&b.ml, pmlAt+needML)
+	if ws != oldP || b.ml.bytes != oldN {
+		b.launch("be_zero", Dim3{ctrWords / 256, 1, 1}, Dim3{256, 1, 1}, ws, int64(ctrWords))
+	}
+	b.flushKV()
+	b.reserve(span(int64(len(bt.ints))*4) + span(int64(len(bt.tab))*8))
+	p := b.putBytes(raw(bt.ints), raw(bt.tab))
+	ints, tab := p[0], p[1]
+	for _, l := range bt.launches {
+		lt := tab.Add(int64(l.first) * rtbWords * 8)
+		gy, gz := min(l.nsg, maxGridY), (l.nsg+maxGridY-1)/maxGridY
+		var counters Ptr
+		if l.fused {
+			counters = ws
+		}
+		b.launchSmem(l.kernel, Dim3{l.nchunks, gy, gz}, Dim3{attnThreads, 1, 1}, l.smem,
+			lt, int32(l.calls), int32(l.nsg), b.pt.pool, ints, int32(l.chunk), int32(l.pgw), l.scale*float32(math.Log2E),
+			partO, ws.Add(pmlAt), counters)
+		b.split.last = Plan{Kernel: l.kernel, Chunk: l.chunk, Blocks: l.nchunks * l.nsg, Resident: b.occupancy(b.fn(l.kernel), l.smem), SharedMem: l.smem}
+		if !l.fused {
+			must(b.fn(fmt.Sprintf("attn_rtb_combine_d%d", l.hd)).LaunchAfter(Dim3{l.vg, gy, l.hd / 32 * gz}, Dim3{combThreads, 1, 1}, 0,
+				partO, ws.Add(pmlAt), int32(l.nchunks), lt, int32(l.calls), int32(l.nsg), ints))
+		}
+	}
+}
+
+var _ runtime.BatchAttender = (*Backend)(nil)
+
+// rtbWords is the 8-byte words of a call's entry in a batched launch's
+// table (RtbCall in attention.cu: first split row and ints offset, header
+// offset, queries, outputs).
+const rtbWords = 4
+
+// batchAttn is AttendBatch's building space on the host.
+type batchAttn struct {
+	calls    []batchCall
+	order    []int // calls by launch
+	ints     []int32
+	tab      []uint64
+	launches []batchLaunch
+}
+
+// batchCall is one call of a batch: its ints at base in the batch's ints,
+// its header at hdr in them, and its split-KV shape.
+type batchCall struct {
+	a         *runtime.AttnArgs
+	base, hdr int32
+	kernel    string // attn_rtb_d{D}_g{G}_{bf16,f32}[_sh]
+	vg, srows int    // virtual heads per split row, split rows
+	longest   int    // the longest token list of a split row
+	minPS     int    // the smallest page of its KV heads
+	shifted   bool
+	hd        int
+}
+
+// batchLaunch is one grid of a batch: calls calls (order[first:] of the
+// batch, entries first.. of its table) of one kernel.
+type batchLaunch struct {
+	kernel              string
+	first, calls, nsg   int
+	hd, vg              int
+	chunk, nchunks, pgw int
+	smem                int
+	fused               bool
+	scale               float32
+	bytesO, bytesML     int64
+}
+
+// batchable says whether AttendBatch runs a in a batched launch.
+func (b *Backend) batchable(a *runtime.AttnArgs) bool {
+	if a.Rows == 0 || a.KVHeads <= 0 || a.Heads%a.KVHeads != 0 || len(a.Seqs) != a.KVHeads || b.pt.off {
+		return false
+	}
+	if !splitOK(a, false) || a.Acc != nil || a.Recall != nil || a.Chosen != nil || b.flashOK(a) {
+		return false
+	}
+	for i := range a.Seqs {
+		if a.Seqs[i].ID == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// splitHeader is attendSplit's shape of call c (its ints in b.hInts, laid
+// out as m says): the split rows, the longest token list, the kernel, and
+// the header written into b.hInts.
+func (b *Backend) splitHeader(c *batchCall, m attnLayout) {
+	a := c.a
+	hd, group := a.HeadDim, a.Heads/a.KVHeads
+	gh := sharedHeads(b.hInts[m.headOff:int(m.headOff)+2*a.Heads], group)
+	rt := 1
+	if a.Rows > 1 {
+		rt = min(8/gh, 1<<bits.Len(uint(a.Rows-1)))
+	}
+	vg, sub, tiles := gh*rt, group/gh, (a.Rows+rt-1)/rt
+	longest, minPS, shifted := 0, math.MaxInt, false
+	for g := range a.Seqs {
+		d := b.hInts[g*sdWords : (g+1)*sdWords]
+		minPS = min(minPS, int(d[1]))
+		shifted = shifted || (a.QShift != nil && d[5] >= 0)
+		for s := range sub {
+			h := g*group + s*gh
+			if n := b.hInts[int(m.headOff)+2*h+1]; n >= 0 {
+				longest = max(longest, int(n))
+			} else {
+				longest = max(longest, int(d[11]-d[10]))
+			}
+		}
+	}
+	kt, sh := "f32", ""
+	if b.pageType() == kvBF16 {
+		kt = "bf16"
+	}
+	if shifted {
+		sh = "_sh"
+	}
+	c.kernel = fmt.Sprintf("attn_rtb_d%d_g%d_%s%s", hd, vg, kt, sh)
+	c.vg, c.srows, c.longest, c.minPS, c.shifted, c.hd = vg, a.KVHeads*sub*tiles, longest, minPS, shifted, hd
+	copy(b.hInts[m.hdr:], []int32{rhRows: int32(a.Rows), rhHeads: int32(a.Heads), rhG: int32(group), rhGH: int32(gh),
+		rhRT: int32(rt), rhTiles: int32(tiles), rhWin: int32(max(a.Window, 0)), rhRowOff: m.rowOff, rhHeadOff: m.headOff,
+		rhInvOff: m.invOff, rhStride: int32(max(longest, 1)), rhInter: flag(a.Rope == runtime.RopeInterleaved), rhSRows: int32(c.srows)})
+	c.hdr = m.hdr
+}
+
+// planLaunch sizes the grid of the calls order[lo:hi] of the batch (one
+// kernel) and appends their table entries.
+func (b *Backend) planLaunch(lo, hi int) batchLaunch {
+	bt := &b.bt
+	c0 := &bt.calls[bt.order[lo]]
+	l := batchLaunch{kernel: c0.kernel, first: len(bt.tab) / rtbWords, calls: hi - lo, hd: c0.hd, vg: c0.vg, scale: c0.a.Scale}
+	longest, minPS := 0, math.MaxInt
+	for _, i := range bt.order[lo:hi] {
+		c := &bt.calls[i]
+		bt.tab = append(bt.tab, uint64(uint32(l.nsg))|uint64(uint32(c.base))<<32, uint64(uint32(c.hdr)),
+			uint64(b.f32(c.a.Q)), uint64(b.f32(c.a.Out)))
+		l.nsg += c.srows
+		longest, minPS = max(longest, c.longest), min(minPS, c.minPS)
+	}
+	vg, hd, shifted := l.vg, l.hd, c0.shifted
+	smemFor := func(chunk int) int {
+		words := vg*chunk + 2*chunk
+		if shifted {
+			words += chunk + hd/2
+		}
+		return max(4*words+16*(chunk/minPS+2), 4*attnThreads/32*vg*hd, 16*attnThreads)
+	}
+	l.chunk = b.splitChunk(b.fn(l.kernel), smemFor, l.nsg, longest)
+	l.smem, l.nchunks = smemFor(l.chunk), max(1, (longest+l.chunk-1)/l.chunk)
+	l.pgw = l.chunk/minPS + 2
+	ngroups := (l.nchunks + mergeGroup - 1) / mergeGroup
+	l.fused = vg == 1 && fusedCombine(1) && l.nsg*(ngroups+1) <= ctrWords
+	parts := l.nchunks
+	if l.fused {
+		parts += ngroups
+	}
+	l.bytesO = int64(l.nsg*parts*vg*hd) * 4
+	l.bytesML = int64(l.nsg*parts*vg*2) * 4
+	return l
+}

@@ -1,0 +1,182 @@
+package cuda_test
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/kvbench/kvbench/runtime"
+	"github.com/kvbench/kvbench/runtime/cpu"
+	"github.com/kvbench/kvbench/runtime/cuda"
+)
+
+// TestAttendBatchGPU compares AttendBatch, the attention of many streams'
+// calls in one launch (attn_rtb_*), with Attend on each call on the GPU and
+// with the CPU, on random caches built through runtime.KVCache: float32 and
+// bf16 pages, head dims 64 and 128, GQA groups 4 (the 8B and 1B shapes), 1
+// (rows of one head: the fused merge) and 3 (split rows of one head of a
+// group), streams of different lengths (one of a single token; evictions:
+// positions out of order), and per case one policy option for every stream
+// (plain, re-positioned keys, the sliding window, a selection per head) or
+// a mix (options per stream; accumulated probabilities go through Attend;
+// a stream of three query rows), which takes several launches. It checks
+// every stream's output (and Acc) and that the batched kernel ran.
+func TestAttendBatchGPU(t *testing.T) {
+	g := newGPU(t)
+	c := cpu.New(0)
+	defer c.Close()
+	rng := rand.New(rand.NewPCG(41, 3))
+	for _, typ := range []runtime.DType{runtime.F32, runtime.BF16} {
+		for _, hd := range []int{64, 128} {
+			for _, hk := range [][2]int{{32, 8}, {8, 8}, {6, 2}} {
+				for _, opt := range []string{"plain", "shift", "window", "sel", "mixed"} {
+					name := fmt.Sprintf("%v/hd%d/%dx%d/%s", typ, hd, hk[0], hk[1], opt)
+					t.Run(name, func(t *testing.T) {
+						batchCase(t, c, g, rng, typ, hd, hk[0], hk[1], opt)
+					})
+				}
+			}
+		}
+	}
+}
+
+// batchOpts are the options of the streams of a "mixed" case, by stream.
+var batchOpts = []string{"plain", "shift", "window", "sel", "acc", "plain"}
+
+// batchCase is one case of TestAttendBatchGPU: six streams attended on
+// the CPU, by Attend on the GPU and by one AttendBatch.
+func batchCase(t *testing.T, c *cpu.Backend, g *cuda.Backend, rng *rand.Rand, typ runtime.DType, hd, heads, kvHeads int, opt string) {
+	t.Helper()
+	const S = 6
+	cfg := runtime.Config{Heads: heads, KVHeads: kvHeads, HeadDim: hd}
+	group := heads / kvHeads
+	rows := make([]int, S)
+	cps := make([]*cachePair, S)
+	qrow := make([]int, S+1) // first query row of each stream in the shared buffers
+	for i := range S {
+		rows[i] = 1
+		if opt == "mixed" && i == S-1 {
+			rows[i] = 3
+		}
+		cps[i] = newCachePair(t, c, g, cfg, 16, typ, false)
+		if n := 150*i + rng.IntN(60); n > 0 && i > 0 {
+			cps[i].append(rng, n)
+		}
+		if i%2 == 1 {
+			cps[i].evict(rng, 0.2)
+		}
+		cps[i].append(rng, rows[i]) // the rows' own tokens
+		qrow[i+1] = qrow[i] + rows[i]
+	}
+	w := heads * hd
+	qAll := randVec(rng, qrow[S]*w, 1)
+	qc, qg := c.Alloc(len(qAll)), g.Alloc(len(qAll))
+	c.Write(qc, 0, qAll)
+	g.Write(qg, 0, qAll)
+	// outputs: CPU, GPU alone, GPU batched
+	outs := [3]runtime.Buffer{c.Alloc(len(qAll)), g.Alloc(len(qAll)), g.Alloc(len(qAll))}
+	nan := slices.Repeat([]float32{float32(math.NaN())}, len(qAll))
+	g.Write(outs[1], 0, nan)
+	g.Write(outs[2], 0, nan)
+	var args [3][]*runtime.AttnArgs
+	for i := range S {
+		o := opt
+		if opt == "mixed" {
+			o = batchOpts[i]
+		}
+		cp := cps[i]
+		qpos := make([]int, rows[i])
+		for r := range qpos {
+			qpos[r] = cp.next - rows[i] + r
+		}
+		var sel [][]int32
+		var qshift []int
+		var acc [][]float32
+		switch o {
+		case "shift":
+			for _, kc := range []*runtime.KVCache{cp.c, cp.g} {
+				kc.TrackShifts()
+			}
+			for h := range kvHeads {
+				sh := cp.c.Seqs(0)[h].Shift
+				for j := range sh {
+					sh[j] = int32(rng.IntN(5))
+				}
+				copy(cp.g.Seqs(0)[h].Shift, sh)
+			}
+			for range rows[i] {
+				qshift = append(qshift, rng.IntN(3)-1)
+			}
+		case "sel", "acc":
+			sel = make([][]int32, heads)
+			for h := range sel {
+				n := cp.c.Len(0, h/group)
+				switch h % 4 {
+				case 1:
+					sel[h] = []int32{int32(n - 1)}
+				case 2:
+					sel[h] = []int32{}
+				case 3:
+					for _, x := range rng.Perm(n)[:n/2+1] {
+						sel[h] = append(sel[h], int32(x))
+					}
+				}
+			}
+			if o == "acc" {
+				for h := range heads {
+					acc = append(acc, randVec(rng, cp.c.Len(0, h/group), 1))
+				}
+			}
+		}
+		for k := range args {
+			q := g.View(qg, qrow[i]*w, rows[i]*w)
+			out := g.View(outs[k], qrow[i]*w, rows[i]*w)
+			seqs := cp.seqs(1)
+			if k == 0 {
+				seqs = cp.seqs(0)
+				q, out = c.View(qc, qrow[i]*w, rows[i]*w), c.View(outs[0], qrow[i]*w, rows[i]*w)
+			}
+			a := &runtime.AttnArgs{Rows: rows[i], QPos: qpos, Heads: heads, KVHeads: kvHeads, HeadDim: hd,
+				Scale: float32(1 / math.Sqrt(float64(hd))), Seqs: seqs, Rope: runtime.RopeHalf, Theta: 1e4,
+				Q: q, Out: out, Sel: sel, QShift: qshift}
+			if o == "window" {
+				a.Window = 40
+			}
+			if acc != nil {
+				a.Acc = make([][]float32, heads)
+				for h := range acc {
+					a.Acc[h] = slices.Clone(acc[h])
+				}
+			}
+			args[k] = append(args[k], a)
+		}
+	}
+	for _, a := range args[0] {
+		c.Attend(a)
+	}
+	for _, a := range args[1] {
+		g.Attend(a)
+	}
+	g.AttendBatch(args[2])
+	want, alone, got := read(c, outs[0]), read(g, outs[1]), read(g, outs[2])
+	for i := range S {
+		lo, hi := qrow[i]*w, qrow[i+1]*w
+		if d := relDiff(got[lo:hi], want[lo:hi]); d > 2e-5 || math.IsNaN(d) {
+			t.Errorf("stream %d (%d tokens): batched vs CPU: relative difference %.3g", i, cps[i].c.Len(0, 0), d)
+		}
+		if d := relDiff(got[lo:hi], alone[lo:hi]); d > 2e-5 || math.IsNaN(d) {
+			t.Errorf("stream %d (%d tokens): batched vs Attend alone: relative difference %.3g", i, cps[i].c.Len(0, 0), d)
+		}
+		for h := range args[0][i].Acc {
+			if d := relDiff(args[2][i].Acc[h], args[0][i].Acc[h]); d > 2e-5 || math.IsNaN(d) {
+				t.Errorf("stream %d Acc[%d]: relative difference %.3g", i, h, d)
+			}
+		}
+	}
+	if k := g.AttnPlan().Kernel; !strings.HasPrefix(k, "attn_rtb_") {
+		t.Errorf("the last launch ran %s, want a batched attn_rtb_* kernel", k)
+	}
+}
