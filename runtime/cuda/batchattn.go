@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
+	"os"
 	"slices"
 
 	"github.com/kvbench/kvbench/runtime"
@@ -23,11 +24,14 @@ import (
 // it. Every other call runs through Attend, in the calls' order. Each
 // call's outputs are those Attend gives it to the rounding of a different
 // chunk of tokens per block (the chunk is chosen for the whole grid).
+//
+// KVBENCH_BATCH_ATTN=off runs every call through Attend (for comparison).
 func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
 	bt := &b.bt
 	bt.calls = bt.calls[:0]
+	off := os.Getenv(batchAttnEnv) == "off"
 	for _, a := range calls {
-		if b.batchable(a) {
+		if !off && b.batchable(a) {
 			bt.calls = append(bt.calls, batchCall{a: a})
 		} else {
 			b.Attend(a)
@@ -115,6 +119,9 @@ func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
 }
 
 var _ runtime.BatchAttender = (*Backend)(nil)
+
+// batchAttnEnv names the variable that turns the batched launches off.
+const batchAttnEnv = "KVBENCH_BATCH_ATTN"
 
 // rtbWords is the 8-byte words of a call's entry in a batched launch's
 // table (RtbCall in attention.cu: first split row and ints offset, header
