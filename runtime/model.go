@@ -194,7 +194,7 @@ func (r *Runner) scratch() *state {
 // runner's pass (the logits a caller reads are on the host by then).
 func (r *Runner) releaseScratch() {
 	if r.s != nil {
-		r.w.scratch.give(r.s)
+		r.w.scratch.give(r.Backend, r.s)
 		r.s = nil
 	}
 }

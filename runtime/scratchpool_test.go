@@ -7,11 +7,16 @@ import (
 	"github.com/kvbench/kvbench/runtime/cpu"
 )
 
-// allocCounter is a backend that counts the Alloc calls of each size.
+// allocCounter is a backend that counts the Alloc calls of each size, and
+// a WorkCounter whose count the test sets (a ReleaseWork that freed every
+// buffer but the weights).
 type allocCounter struct {
 	runtime.Backend
-	sizes map[int]int
+	sizes    map[int]int
+	releases uint64
 }
+
+func (a *allocCounter) WorkReleases() uint64 { return a.releases }
 
 func (a *allocCounter) Alloc(n int) runtime.Buffer {
 	a.sizes[n]++
@@ -22,7 +27,8 @@ func (a *allocCounter) Alloc(n int) runtime.Buffer {
 // share the scratch of their own passes: eight streams fed prompts one after
 // another make one prefill-sized scratch between them (its MLP buffers,
 // [rows, hidden], twice), not one each, and a stream fed after the others
-// gives the logits a runner of its own gives.
+// gives the logits a runner of its own gives. After a ReleaseWork the
+// scratch is made anew (the old one's buffers were freed), once.
 func TestRunnersShareScratch(t *testing.T) {
 	m, err := runtime.Synthetic("tiny")
 	if err != nil {
@@ -53,6 +59,15 @@ func TestRunnersShareScratch(t *testing.T) {
 	}
 	if n := be.sizes[rows*c.Hidden]; n != 2 {
 		t.Errorf("8 streams made %d buffers of [%d rows, hidden %d], want 2 (one shared scratch)", n, rows, c.Hidden)
+	}
+	be.releases++
+	for i, r := range rs[:3] {
+		if err := r.Forward(randTokens(2+i, c.Vocab, uint64(40+i)), logits); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := be.sizes[rows*c.Hidden]; n != 4 {
+		t.Errorf("after a ReleaseWork, streams made %d buffers of [%d rows, hidden %d] in all, want 4 (one scratch before, one after)", n, rows, c.Hidden)
 	}
 	// The shared scratch gives what a runner's own does.
 	own, err := runtime.NewRunner(m, cb, rows)

@@ -86,6 +86,8 @@ type Backend struct {
 	pt pageTables // the KV sequences' page lists on the device (pagetable.go)
 	cs chosenCall // the device selection of the attention call being built (backend_quest.go)
 	bt batchAttn  // AttendBatch's building space on the host (batchattn.go)
+	// releases counts ReleaseWork calls (runtime.WorkCounter).
+	releases uint64
 }
 
 // defaultFlash is the prefill attention variant used unless KVBENCH_FLASH

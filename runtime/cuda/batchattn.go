@@ -255,3 +255,10 @@ func (b *Backend) planLaunch(lo, hi int) batchLaunch {
 	l.bytesML = int64(l.nsg*parts*vg*2) * 4
 	return l
 }
+
+// WorkReleases is the number of ReleaseWork calls so far
+// (runtime.WorkCounter): memory the runtime keeps across calls (the
+// runners' shared scratch) is invalid once it changes.
+func (b *Backend) WorkReleases() uint64 { return b.releases }
+
+var _ runtime.WorkCounter = (*Backend)(nil)

@@ -184,6 +184,7 @@ func (b *Backend) ReleaseWork() (err error) {
 	b.slab.trim()
 	b.rope.v, b.rope.p, b.rope.epoch = b.rope.v[:0], 0, -1
 	b.epoch++
+	b.releases++
 	b.st.off = 0
 	b.marks = 0
 	if syncErr != nil {
