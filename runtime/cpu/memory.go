@@ -27,6 +27,8 @@ type memCounter struct {
 	bufs    map[uintptr]counted
 	weights map[*runtime.Tensor]bool // tensors served by Upload and not freed
 	fail    func(kind runtime.MemKind, bytes int64) error
+	// releases counts ReleaseWork calls (runtime.WorkCounter).
+	releases uint64
 }
 
 // alloc makes a zeroed buffer of n float32s counted as kind, after asking
@@ -188,7 +190,17 @@ func (b *Backend) ReleaseWork() error {
 	defer m.mu.Unlock()
 	clear(m.bufs)
 	m.now[runtime.MemKV], m.now[runtime.MemScratch], m.kvBufs = 0, 0, 0
+	m.releases++
 	return nil
+}
+
+// WorkReleases counts the ReleaseWork calls so far (runtime.WorkCounter):
+// what the runtime kept across them (the runners' shared scratch) is no
+// longer counted, so it makes it anew.
+func (b *Backend) WorkReleases() uint64 {
+	b.mem.mu.Lock()
+	defer b.mem.mu.Unlock()
+	return b.mem.releases
 }
 
 var (
@@ -197,4 +209,5 @@ var (
 	_ runtime.KVAllocator    = (*Backend)(nil)
 	_ runtime.BufferFreer    = (*Backend)(nil)
 	_ runtime.WorkReleaser   = (*Backend)(nil)
+	_ runtime.WorkCounter    = (*Backend)(nil)
 )
