@@ -752,7 +752,8 @@ ATTN_KERNELS(128, 8)
 #define RH_STRIDE 10 // raw scores per (row, head)
 #define RH_INTER 11  // interleaved RoPE pairs (else rotate-half)
 #define RH_SROWS 12  // split rows (launches span them in grid y and z: at most 65535 in y)
-#define RH_WORDS 13
+#define RH_LEAN 13   // 1: no head selects and every token is visible (no token ids or positions staged)
+#define RH_WORDS 14
 
 // rt_item returns row*heads + head of virtual head v of split row r, or -1
 // past the last query row.
@@ -857,14 +858,16 @@ __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u
                                             float* __restrict__ raw, float* __restrict__ ml, int r, int rg, int nsg) {
     constexpr int NT = ATTN_NT;
     constexpr int L = D / 8;
-    // smem: scores/probabilities [G][chunk]; the chunk's token ids, positions
-    // and (SH) shifts [chunk] each; (SH) the inverse frequencies [D/2]; the
-    // range's key and value page pointers [pgw] each. After pass 2 the warps'
-    // partial outputs [NW][G][D] from offset 0.
+    // smem: scores/probabilities [G][chunk]; the chunk's token ids and
+    // positions [chunk] each (none in a lean call, RH_LEAN: no selection, no
+    // positions), (SH) its shifts [chunk]; (SH) the inverse frequencies
+    // [D/2]; the range's key and value page pointers [pgw] each. After pass 2
+    // the warps' partial outputs [NW][G][D] from offset 0.
     extern __shared__ float smem[];
     __shared__ int sQ[G], sLo[G], sQs[G], sItem[G];
 
     const int* H = ints + hdr;
+    const int staged = H[RH_LEAN] != 0 ? 0 : chunk;  // room for the token ids and for the positions
     const int c = blockIdx.x, tid = threadIdx.x, lane = tid % L;
     const int heads = H[RH_HEADS], GH = H[RH_GH];
     const int kvh = r / H[RH_TILES] / (H[RH_G] / GH);
@@ -881,8 +884,8 @@ __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u
     const u64* kp = ptrs + sd[SD_K];
     const u64* vp = ptrs + sd[SD_V];
     int* stok = reinterpret_cast<int*>(smem + G * chunk);
-    int* spos = stok + chunk;
-    int* ssh = spos + chunk;
+    int* spos = stok + staged;
+    int* ssh = spos + staged;
     float* sinv = reinterpret_cast<float*>(ssh + chunk);
     u64* spk = reinterpret_cast<u64*>(SH ? reinterpret_cast<int*>(sinv + D / 2) : ssh);
     u64* spv = spk + pgw;

@@ -256,6 +256,7 @@ const (
 	rhStride
 	rhInter
 	rhSRows
+	rhLean
 	rhWords
 )
 
@@ -375,16 +376,20 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	}
 	vg, sub, tiles := gh*rt, group/gh, (a.Rows+rt-1)/rt
 	nsrows := a.KVHeads * sub * tiles
-	// The longest token list of a split row, and the smallest page.
-	longest, minPS, shifted := 0, math.MaxInt, false
+	// The longest token list of a split row, and the smallest page. A lean
+	// call (no selection, no positions: full attention of a decode step)
+	// stages no token ids or positions, which leaves room for longer chunks.
+	longest, minPS, shifted, lean := 0, math.MaxInt, false, true
 	for g := range a.Seqs {
 		d := b.hInts[g*sdWords : (g+1)*sdWords]
 		minPS = min(minPS, int(d[1]))
 		shifted = shifted || (a.QShift != nil && d[5] >= 0)
+		lean = lean && d[4] < 0
 		for s := range sub {
 			h := g*group + s*gh
 			if n := b.hInts[int(headOff)+2*h+1]; n >= 0 {
 				longest = max(longest, int(n))
+				lean = false
 			} else {
 				longest = max(longest, int(d[11]-d[10]))
 			}
@@ -399,13 +404,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	}
 	name := fmt.Sprintf("attn_rt_d%d_g%d_%s%s", hd, vg, kt, sh)
 	f := b.fn(name)
-	smemFor := func(chunk int) int {
-		words := vg*chunk + 2*chunk
-		if shifted {
-			words += chunk + hd/2
-		}
-		return max(4*words+16*(chunk/minPS+2), 4*attnThreads/32*vg*hd, 16*attnThreads)
-	}
+	smemFor := func(chunk int) int { return rtSmem(vg, hd, chunk, minPS, shifted, lean) }
 	chunk := b.splitChunk(f, smemFor, nsrows, longest)
 	smem, nchunks := smemFor(chunk), max(1, (longest+chunk-1)/chunk)
 	pgw := chunk/minPS + 2
@@ -418,7 +417,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	stride := max(longest, 1)
 	copy(b.hInts[hdr:], []int32{rhRows: int32(a.Rows), rhHeads: int32(a.Heads), rhG: int32(group), rhGH: int32(gh),
 		rhRT: int32(rt), rhTiles: int32(tiles), rhWin: int32(max(a.Window, 0)), rhRowOff: rowOff, rhHeadOff: headOff,
-		rhInvOff: invOff, rhStride: int32(stride), rhInter: flag(a.Rope == runtime.RopeInterleaved), rhSRows: int32(nsrows)})
+		rhInvOff: invOff, rhStride: int32(stride), rhInter: flag(a.Rope == runtime.RopeInterleaved), rhSRows: int32(nsrows), rhLean: flag(lean)})
 	gy, gz := min(nsrows, maxGridY), (nsrows+maxGridY-1)/maxGridY
 
 	// Workspaces first (growing one waits for the device, which restarts
@@ -485,6 +484,23 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 		n := a.Seqs[h/group].N
 		copy(a.Acc[h][:n], b.hAcc[h*astride:h*astride+n])
 	}
+}
+
+// rtSmem is the dynamic shared memory of a block of attn_rt_d{hd}_g{vg}
+// over chunk tokens with pages of at least minPS tokens (attn_rt_row's
+// layout): the scores, the chunk's token ids and positions unless the call
+// is lean (RH_LEAN), its shifts and the inverse frequencies when keys are
+// re-positioned, the key and value page pointers of its range; and at least
+// the warps' partial outputs and the fused merge's room.
+func rtSmem(vg, hd, chunk, minPS int, shifted, lean bool) int {
+	words := vg * chunk
+	if !lean {
+		words += 2 * chunk
+	}
+	if shifted {
+		words += chunk + hd/2
+	}
+	return max(4*words+16*(chunk/minPS+2), 4*attnThreads/32*vg*hd, 16*attnThreads)
 }
 
 // splitChunk is the chunk of a launch of f over rows split rows of up to

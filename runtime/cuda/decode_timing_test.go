@@ -1,0 +1,212 @@
+package cuda_test
+
+import (
+	"math"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/kvbench/kvbench/runtime"
+	"github.com/kvbench/kvbench/runtime/cuda"
+)
+
+// decodeLengths are the cache lengths TestDecodeAttendTiming times.
+var decodeLengths = []int{4096, 16384, 32768, 65536, 131072}
+
+// TestDecodeAttendTiming times one decode step's full attention through the
+// runtime (Backend.Attend: one query row of 32 heads over a bf16 paged cache
+// of 8 KV heads of 128, pages of 16, built through runtime.KVCache, as
+// `kvbench kernels` builds it) beside the synthetic split-KV kernel
+// (Kernels.Dense over contiguous bf16 K and V) on the same shape, at 4K to
+// 128K tokens, and logs both: device time of one call behind a spin (the
+// upload of Attend's metadata included, as `kvbench kernels` times it) and
+// per call of 20 calls in a row, with each one's plan. Both rotate over
+// copies of their cache so that the L2 cache holds none between two reads.
+// It checks what does not depend on speed: the runtime launches
+// attn_rt_d128_g4_bf16 in one wave of resident blocks and its output is
+// finite. GPU only; skipped in -short mode (up to 1.1 GB of device memory).
+func TestDecodeAttendTiming(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: decode attention timing (GPU, up to 1.1 GB)")
+	}
+	g := newGPUPrec(t, "bf16")
+	k, err := cuda.LoadKernels(g.D)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const heads, kvHeads, hd, ps = 32, 8, 128, 16
+	t.Logf("%s, %d SMs, L2 %d MiB", g.D.Name, g.D.SMs, g.D.L2Bytes>>20)
+	t.Logf("| tokens | Attend alone (us) | Dense alone (us) | Attend/Dense | Attend in a row (us) | Dense in a row (us) |")
+	for _, n := range decodeLengths {
+		tokens := n + 1 // the decode step's own token is cached before it attends
+		kvBytes := int64(2 * kvHeads * tokens * hd * 2)
+		copies := int(min(16, max(1, (3*int64(g.D.L2Bytes)+kvBytes-1)/kvBytes)))
+
+		// The runtime: one layer per copy of the cache.
+		cfg := runtime.Config{Layers: copies, Heads: heads, KVHeads: kvHeads, HeadDim: hd}
+		cache, err := runtime.NewKVCacheOf(g, cfg, ps, runtime.BF16)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fillCache(g, cache, cfg, n)
+		q, out := g.Alloc(heads*hd), g.Alloc(heads*hd)
+		g.Write(q, 0, randVec(rand.New(rand.NewPCG(5, uint64(n))), heads*hd, 1))
+		args := make([]runtime.AttnArgs, copies)
+		for l := range args {
+			args[l] = runtime.AttnArgs{Out: out, Q: q, Rows: 1, QPos: []int{n}, Heads: heads, KVHeads: kvHeads, HeadDim: hd,
+				Scale: float32(1 / math.Sqrt(hd)), Seqs: cache.Seqs(l)}
+		}
+		attend := func(i int) { g.Attend(&args[i%copies]) }
+		rtAlone := timeAlone(t, g, k, copies, attend)
+		plan := g.AttnPlan()
+		rtRow := timeInRow(t, g, k, attend)
+		res := make([]float32, heads*hd)
+		g.Read(res, out, 0)
+		for i, v := range res {
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+				t.Fatalf("%d tokens: Attend output %d is %v", n, i, v)
+			}
+		}
+		if want := "attn_rt_d128_g4_bf16"; plan.Kernel != want {
+			t.Errorf("%d tokens: Attend launched %s, want %s", n, plan.Kernel, want)
+		}
+		if slots := g.D.SMs * plan.Resident; plan.Blocks > slots {
+			t.Errorf("%d tokens: Attend's grid of %d blocks takes more than one wave of %d resident blocks (%+v)", n, plan.Blocks, slots, plan)
+		}
+		cache.Free()
+		g.Free(q)
+		g.Free(out)
+
+		// The synthetic kernel on the same shape.
+		s := cuda.Shape{Heads: heads, KVHeads: kvHeads, HeadDim: hd, Tokens: tokens}
+		d, err := k.NewDense(s, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kv, err := g.D.Alloc(int64(copies) * kvBytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dq, err := g.D.Alloc(int64(heads * hd * 2))
+		if err != nil {
+			t.Fatal(err)
+		}
+		dout, err := g.D.Alloc(int64(heads * hd * 4))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := k.FillRandomBF16(kv, int64(copies)*kvBytes/2, 7, 1); err != nil {
+			t.Fatal(err)
+		}
+		if err := k.FillRandomBF16(dq, int64(heads*hd), 8, 1); err != nil {
+			t.Fatal(err)
+		}
+		half := kvBytes / 2
+		dense := func(i int) {
+			base := kv.Add(int64(i%copies) * kvBytes)
+			if err := d.Launch(dq, base, base.Add(half), dout); err != nil {
+				t.Fatal(err)
+			}
+		}
+		dAlone := timeAlone(t, g, k, copies, dense)
+		dRow := timeInRow(t, g, k, dense)
+		t.Logf("| %dK | %.1f | %.1f | %.2f | %.1f | %.1f |", n>>10, rtAlone, dAlone, rtAlone/dAlone, rtRow, dRow)
+		t.Logf("  Attend %+v; Dense %+v; %d copies", plan, d.Plan(), copies)
+		d.Free()
+		for _, p := range []cuda.Ptr{kv, dq, dout} {
+			if err := g.D.Free(p); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// fillCache appends n+1 tokens of random keys and values at positions 0..n
+// (the last: the decode step's own token) to every layer of cache.
+func fillCache(g *cuda.Backend, cache *runtime.KVCache, cfg runtime.Config, n int) {
+	const chunk = 2048
+	rng := rand.New(rand.NewPCG(3, uint64(n)))
+	kvDim := cfg.KVDim()
+	k, v := g.Alloc(chunk*kvDim), g.Alloc(chunk*kvDim)
+	defer g.Free(k)
+	defer g.Free(v)
+	g.Write(k, 0, randVec(rng, chunk*kvDim, 1))
+	g.Write(v, 0, randVec(rng, chunk*kvDim, 1))
+	pos := make([]int, chunk)
+	for start := 0; start <= n; start += chunk {
+		m := min(chunk, n+1-start)
+		for i := range m {
+			pos[i] = start + i
+		}
+		for l := range cfg.Layers {
+			cache.Append(l, k, v, m, pos[:m])
+		}
+	}
+}
+
+// timeAlone returns the median device time, in microseconds, of one run
+// (run(i) on copy i) between two events behind a spin kernel long enough to
+// cover the host's share of a run, the device idle before each (as `kvbench
+// kernels` times a step).
+func timeAlone(t *testing.T, g *cuda.Backend, k *cuda.Kernels, copies int, run func(i int)) float64 {
+	host := time.Duration(math.MaxInt64)
+	for i := range max(5, copies) {
+		t0 := time.Now()
+		run(i)
+		host = min(host, time.Since(t0))
+	}
+	sync := g.Alloc(1)
+	defer g.Free(sync)
+	tmp := make([]float32, 1)
+	spin := max(200*time.Microsecond, 3*host)
+	var us []float64
+	for i := range 30 {
+		g.Read(tmp, sync, 0)
+		if err := k.Spin(spin.Nanoseconds()); err != nil {
+			t.Fatal(err)
+		}
+		m0 := g.Mark()
+		run(i)
+		m1 := g.Mark()
+		us = append(us, float64(g.Elapsed(m0, m1).Nanoseconds())/1e3)
+		g.ClearMarks()
+	}
+	slices.Sort(us)
+	return us[len(us)/2]
+}
+
+// timeInRow returns the device time per run, in microseconds, of 20 runs
+// queued one after another (rotating over the copies) behind a spin kernel
+// that covers the host's share of queuing them: the best of 5.
+func timeInRow(t *testing.T, g *cuda.Backend, k *cuda.Kernels, run func(i int)) float64 {
+	const n = 20
+	sync := g.Alloc(1)
+	defer g.Free(sync)
+	tmp := make([]float32, 1)
+	host := time.Duration(math.MaxInt64)
+	for range 3 {
+		g.Read(tmp, sync, 0)
+		t0 := time.Now()
+		for i := range n {
+			run(i)
+		}
+		host = min(host, time.Since(t0))
+	}
+	spin := max(500*time.Microsecond, 3*host)
+	best := math.Inf(1)
+	for range 5 {
+		g.Read(tmp, sync, 0)
+		if err := k.Spin(spin.Nanoseconds()); err != nil {
+			t.Fatal(err)
+		}
+		m0 := g.Mark()
+		for i := range n {
+			run(i)
+		}
+		m1 := g.Mark()
+		best = min(best, float64(g.Elapsed(m0, m1).Nanoseconds())/1e3/n)
+		g.ClearMarks()
+	}
+	return best
+}
