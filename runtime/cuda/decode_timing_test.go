@@ -21,14 +21,15 @@ var decodeLengths = []int{4096, 16384, 32768, 65536, 131072}
 // (Kernels.Dense over contiguous bf16 K and V) on the same shape, at 4K to
 // 128K tokens, and logs both: device time of one call behind a spin (the
 // upload of Attend's metadata included, as `kvbench kernels` times it) and
-// per call of 20 calls in a row, with each one's plan. Both rotate over
+// per call of 20 calls in a row, with each one's plan; and Attend alone
+// over caches of one KV head each (each head's pages together in memory). Both rotate over
 // copies of their cache so that the L2 cache holds none between two reads.
 // It checks what does not depend on speed: the runtime launches
 // attn_rt_d128_g4_bf16 in one wave of resident blocks and its output is
-// finite. GPU only; skipped in -short mode (up to 1.1 GB of device memory).
+// finite. GPU only; skipped in -short mode (up to 1.7 GB of device memory).
 func TestDecodeAttendTiming(t *testing.T) {
 	if testing.Short() {
-		t.Skip("-short: decode attention timing (GPU, up to 1.1 GB)")
+		t.Skip("-short: decode attention timing (GPU, up to 1.7 GB)")
 	}
 	g := newGPUPrec(t, "bf16")
 	k, err := cuda.LoadKernels(g.D)
@@ -37,13 +38,32 @@ func TestDecodeAttendTiming(t *testing.T) {
 	}
 	const heads, kvHeads, hd, ps = 32, 8, 128, 16
 	t.Logf("%s, %d SMs, L2 %d MiB", g.D.Name, g.D.SMs, g.D.L2Bytes>>20)
-	t.Logf("| tokens | Attend alone (us) | Dense alone (us) | Attend/Dense | Attend in a row (us) | Dense in a row (us) |")
-	for _, n := range decodeLengths {
+	t.Logf("| tokens | Attend alone (us) | Dense alone (us) | Attend/Dense | Attend in a row (us) | Dense in a row (us) | Attend, pages by head, alone (us) |")
+	// Longest first, and each length's caches of one KV head built first
+	// and freed last: they take the pages the last ones gave back (the
+	// backend's free list returns the last freed first), so that each
+	// head's pages stay together; the interleaved cache gets fresh slabs
+	// at 128K and the interleaved cache's pages after.
+	for _, n := range slices.Backward(decodeLengths) {
 		tokens := n + 1 // the decode step's own token is cached before it attends
 		kvBytes := int64(2 * kvHeads * tokens * hd * 2)
 		copies := int(min(16, max(1, (3*int64(g.D.L2Bytes)+kvBytes-1)/kvBytes)))
 
-		// The runtime: one layer per copy of the cache.
+		// The runtime over caches of one KV head each, filled one after
+		// the other: each head's pages lie together in the slabs, to tell
+		// the layout's share of the time. One layer per copy.
+		one := runtime.Config{Layers: copies, Heads: heads / kvHeads, KVHeads: 1, HeadDim: hd}
+		var byHead []*runtime.KVCache
+		for range kvHeads {
+			c, err := runtime.NewKVCacheOf(g, one, ps, runtime.BF16)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fillCache(g, c, one, n)
+			byHead = append(byHead, c)
+		}
+		// The runtime as `kvbench kernels` builds it: one cache of every
+		// head, whose pages interleave the heads token group by token group.
 		cfg := runtime.Config{Layers: copies, Heads: heads, KVHeads: kvHeads, HeadDim: hd}
 		cache, err := runtime.NewKVCacheOf(g, cfg, ps, runtime.BF16)
 		if err != nil {
@@ -74,7 +94,17 @@ func TestDecodeAttendTiming(t *testing.T) {
 		if slots := g.D.SMs * plan.Resident; plan.Blocks > slots {
 			t.Errorf("%d tokens: Attend's grid of %d blocks takes more than one wave of %d resident blocks (%+v)", n, plan.Blocks, slots, plan)
 		}
+		for l := range args {
+			args[l].Seqs = nil
+			for _, c := range byHead {
+				args[l].Seqs = append(args[l].Seqs, c.Seqs(l)[0])
+			}
+		}
+		hdAlone := timeAlone(t, g, k, copies, attend)
 		cache.Free()
+		for _, c := range byHead {
+			c.Free()
+		}
 		g.Free(q)
 		g.Free(out)
 
@@ -111,7 +141,7 @@ func TestDecodeAttendTiming(t *testing.T) {
 		}
 		dAlone := timeAlone(t, g, k, copies, dense)
 		dRow := timeInRow(t, g, k, dense)
-		t.Logf("| %dK | %.1f | %.1f | %.2f | %.1f | %.1f |", n>>10, rtAlone, dAlone, rtAlone/dAlone, rtRow, dRow)
+		t.Logf("| %dK | %.1f | %.1f | %.2f | %.1f | %.1f | %.1f |", n>>10, rtAlone, dAlone, rtAlone/dAlone, rtRow, dRow, hdAlone)
 		t.Logf("  Attend %+v; Dense %+v; %d copies", plan, d.Plan(), copies)
 		d.Free()
 		for _, p := range []cuda.Ptr{kv, dq, dout} {
