@@ -22,8 +22,9 @@ var decodeLengths = []int{4096, 16384, 32768, 65536, 131072}
 // 128K tokens, and logs both: device time of one call behind a spin (the
 // upload of Attend's metadata included, as `kvbench kernels` times it) and
 // per call of 20 calls in a row, with each one's plan; and Attend alone
-// over caches of one KV head each (each head's pages together in memory). Both rotate over
-// copies of their cache so that the L2 cache holds none between two reads.
+// over caches of one KV head each (each head's pages together in memory).
+// All rotate over copies of their cache so that the L2 cache holds none
+// between two reads.
 // It checks what does not depend on speed: the runtime launches
 // attn_rt_d128_g4_bf16 in one wave of resident blocks and its output is
 // finite. GPU only; skipped in -short mode (up to 1.7 GB of device memory).
