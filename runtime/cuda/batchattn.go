@@ -147,6 +147,7 @@ type batchCall struct {
 	longest   int    // the longest token list of a split row
 	minPS     int    // the smallest page of its KV heads
 	shifted   bool
+	lean      bool // no selection, no positions (RH_LEAN)
 	hd        int
 }
 
@@ -191,15 +192,17 @@ func (b *Backend) splitHeader(c *batchCall, m attnLayout) {
 		rt = min(8/gh, 1<<bits.Len(uint(a.Rows-1)))
 	}
 	vg, sub, tiles := gh*rt, group/gh, (a.Rows+rt-1)/rt
-	longest, minPS, shifted := 0, math.MaxInt, false
+	longest, minPS, shifted, lean := 0, math.MaxInt, false, true
 	for g := range a.Seqs {
 		d := b.hInts[g*sdWords : (g+1)*sdWords]
 		minPS = min(minPS, int(d[1]))
 		shifted = shifted || (a.QShift != nil && d[5] >= 0)
+		lean = lean && d[4] < 0
 		for s := range sub {
 			h := g*group + s*gh
 			if n := b.hInts[int(m.headOff)+2*h+1]; n >= 0 {
 				longest = max(longest, int(n))
+				lean = false
 			} else {
 				longest = max(longest, int(d[11]-d[10]))
 			}
@@ -213,10 +216,10 @@ func (b *Backend) splitHeader(c *batchCall, m attnLayout) {
 		sh = "_sh"
 	}
 	c.kernel = fmt.Sprintf("attn_rtb_d%d_g%d_%s%s", hd, vg, kt, sh)
-	c.vg, c.srows, c.longest, c.minPS, c.shifted, c.hd = vg, a.KVHeads*sub*tiles, longest, minPS, shifted, hd
+	c.vg, c.srows, c.longest, c.minPS, c.shifted, c.lean, c.hd = vg, a.KVHeads*sub*tiles, longest, minPS, shifted, lean, hd
 	copy(b.hInts[m.hdr:], []int32{rhRows: int32(a.Rows), rhHeads: int32(a.Heads), rhG: int32(group), rhGH: int32(gh),
 		rhRT: int32(rt), rhTiles: int32(tiles), rhWin: int32(max(a.Window, 0)), rhRowOff: m.rowOff, rhHeadOff: m.headOff,
-		rhInvOff: m.invOff, rhStride: int32(max(longest, 1)), rhInter: flag(a.Rope == runtime.RopeInterleaved), rhSRows: int32(c.srows)})
+		rhInvOff: m.invOff, rhStride: int32(max(longest, 1)), rhInter: flag(a.Rope == runtime.RopeInterleaved), rhSRows: int32(c.srows), rhLean: flag(lean)})
 	c.hdr = m.hdr
 }
 
@@ -226,22 +229,18 @@ func (b *Backend) planLaunch(lo, hi int) batchLaunch {
 	bt := &b.bt
 	c0 := &bt.calls[bt.order[lo]]
 	l := batchLaunch{kernel: c0.kernel, first: len(bt.tab) / rtbWords, calls: hi - lo, hd: c0.hd, vg: c0.vg, scale: c0.a.Scale}
-	longest, minPS := 0, math.MaxInt
+	longest, minPS, lean := 0, math.MaxInt, true
 	for _, i := range bt.order[lo:hi] {
 		c := &bt.calls[i]
 		bt.tab = append(bt.tab, uint64(uint32(l.nsg))|uint64(uint32(c.base))<<32, uint64(uint32(c.hdr)),
 			uint64(b.f32(c.a.Q)), uint64(b.f32(c.a.Out)))
 		l.nsg += c.srows
-		longest, minPS = max(longest, c.longest), min(minPS, c.minPS)
+		longest, minPS, lean = max(longest, c.longest), min(minPS, c.minPS), lean && c.lean
 	}
+	// A lean call stages less than the others: the grid's blocks have room
+	// for the others' (lean only when every call is).
 	vg, hd, shifted := l.vg, l.hd, c0.shifted
-	smemFor := func(chunk int) int {
-		words := vg*chunk + 2*chunk
-		if shifted {
-			words += chunk + hd/2
-		}
-		return max(4*words+16*(chunk/minPS+2), 4*attnThreads/32*vg*hd, 16*attnThreads)
-	}
+	smemFor := func(chunk int) int { return rtSmem(vg, hd, chunk, minPS, shifted, lean) }
 	l.chunk = b.splitChunk(b.fn(l.kernel), smemFor, l.nsg, longest)
 	l.smem, l.nchunks = smemFor(l.chunk), max(1, (longest+l.chunk-1)/l.chunk)
 	l.pgw = l.chunk/minPS + 2
