@@ -771,7 +771,11 @@ __device__ __forceinline__ int rt_item(const int* __restrict__ H, int r, int v) 
 // page pg0); positions spos and shifts ssh are staged per token where given;
 // sQ, sLo, sQs, sItem are each virtual head's query position, the highest
 // position its window hides, its shift and its row*heads + head (-1: none).
-template <int D, int G, int KT>
+// LEAN: a range whose tokens are all visible, in pages of a power of two
+// tokens (a lean call's, RH_LEAN): the token, its page and its visibility
+// cost the fewest instructions (the loops issue as many as the synthetic
+// kernels', which matters at the few warps a multiprocessor holds).
+template <int D, int G, int KT, bool LEAN = false>
 struct RtSrc {
     const u64* kp;
     const u64* vp;
@@ -788,21 +792,25 @@ struct RtSrc {
     float* raw;
     int stride, pg0, psh, ps, lo, c0, nvalid;
     bool selMode, hasPos, hasShift, inter;
-    __device__ int token(int i) const { return selMode ? stok[i] : lo + c0 + i; }
+    __device__ int token(int i) const { return !LEAN && selMode ? stok[i] : lo + c0 + i; }
     __device__ const void* row(bool isV, int t) const {
         if (t < 0) return kp;  // not read
+        if (LEAN) {
+            const u64 base = (isV ? spv : spk)[(t >> psh) - pg0];
+            return reinterpret_cast<const char*>(base) + (size_t)(t & (ps - 1)) * (D * (KT == KV_F32 ? 4 : 2));
+        }
         const int pg = psh >= 0 ? t >> psh : t / ps;
         const int sl = t - pg * ps;
         const u64 base = selMode ? __ldg(isV ? vp + pg : kp + pg) : (isV ? spv : spk)[pg - pg0];
         return reinterpret_cast<const char*>(base) + (size_t)sl * (D * (KT == KV_F32 ? 4 : 2));
     }
     __device__ bool visible(int i, int h) const {
-        if (!hasPos) return true;
+        if (LEAN || !hasPos) return true;
         const int p = spos[i];
         return p <= sQ[h] && p > sLo[h];
     }
     __device__ bool needs_rot(int i) const {
-        if (!hasShift) return false;
+        if (LEAN || !hasShift) return false;
         const int s = ssh[i];
 #pragma unroll
         for (int g = 0; g < G; ++g)
@@ -822,8 +830,11 @@ struct RtSrc {
 // go to split row rg of nsg in partO, partML and counters (rg = r, nsg the
 // call's split rows, for one call; the split row among every call's for a
 // batched launch, attn_rtb). The caller has waited for the kernel before
-// (pdl_wait) and checked r < the call's split rows.
-template <int D, int G, int KT, bool SH>
+// (pdl_wait) and checked r < the call's split rows. LEANOK: a lean call
+// (RH_LEAN) over pages of a power of two tokens runs the loops of the lean
+// source (RtSrc's LEAN), compiled in only where asked (attn_rt without
+// re-positioned keys).
+template <int D, int G, int KT, bool SH, bool LEANOK = false>
 __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u64* __restrict__ ptrs, const int* __restrict__ ints,
                                             int hdr, int chunk, int pgw, float scaleLog2, float* __restrict__ partO,
                                             float* __restrict__ partML, int* __restrict__ counters, float* __restrict__ out,
@@ -848,10 +859,10 @@ __device__ __forceinline__ void attn_rt(const float* __restrict__ q, const u64* 
     const int r = blockIdx.y + blockIdx.z * gridDim.y;
     const int nsrows = ints[hdr + RH_SROWS];
     if (r >= nsrows) return;
-    attn_rt_row<D, G, KT, SH>(q, ptrs, ints, hdr, chunk, pgw, scaleLog2, partO, partML, counters, out, raw, ml, r, r, nsrows);
+    attn_rt_row<D, G, KT, SH, !SH>(q, ptrs, ints, hdr, chunk, pgw, scaleLog2, partO, partML, counters, out, raw, ml, r, r, nsrows);
 }
 
-template <int D, int G, int KT, bool SH>
+template <int D, int G, int KT, bool SH, bool LEANOK>
 __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u64* __restrict__ ptrs, const int* __restrict__ ints,
                                             int hdr, int chunk, int pgw, float scaleLog2, float* __restrict__ partO,
                                             float* __restrict__ partML, int* __restrict__ counters, float* __restrict__ out,
@@ -927,32 +938,38 @@ __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u
     int nvalid = 0;
 #pragma unroll
     for (int g = 0; g < G; ++g) nvalid += sItem[g] >= 0;
-    const RtSrc<D, G, KT> src{kp, vp, spk, spv, stok, spos, ssh, sinv, sQ, sLo, sQs, sItem, raw, H[RH_STRIDE],
-                              pg0, psh, ps, lo, c0, nvalid, selMode, pos != nullptr, shift != nullptr, H[RH_INTER] != 0};
-    float m[G], l[G];
-    attn_core<D, G, KT, SH>(
-        src,
-        [&](float(&qf)[G][8]) {
+    auto qinit = [&](float(&qf)[G][8]) {
 #pragma unroll
-            for (int g = 0; g < G; ++g) {
-                const int it = sItem[g];
-                float4 a = make_float4(0.f, 0.f, 0.f, 0.f), b = a;
-                if (it >= 0) {
-                    const float* p = q + (size_t)it * D + lane * 8;
-                    a = *reinterpret_cast<const float4*>(p);
-                    b = *reinterpret_cast<const float4*>(p + 4);
-                }
-                qf[g][0] = a.x * scaleLog2;
-                qf[g][1] = a.y * scaleLog2;
-                qf[g][2] = a.z * scaleLog2;
-                qf[g][3] = a.w * scaleLog2;
-                qf[g][4] = b.x * scaleLog2;
-                qf[g][5] = b.y * scaleLog2;
-                qf[g][6] = b.z * scaleLog2;
-                qf[g][7] = b.w * scaleLog2;
+        for (int g = 0; g < G; ++g) {
+            const int it = sItem[g];
+            float4 a = make_float4(0.f, 0.f, 0.f, 0.f), b = a;
+            if (it >= 0) {
+                const float* p = q + (size_t)it * D + lane * 8;
+                a = *reinterpret_cast<const float4*>(p);
+                b = *reinterpret_cast<const float4*>(p + 4);
             }
-        },
-        len, chunk, smem, m, l);
+            qf[g][0] = a.x * scaleLog2;
+            qf[g][1] = a.y * scaleLog2;
+            qf[g][2] = a.z * scaleLog2;
+            qf[g][3] = a.w * scaleLog2;
+            qf[g][4] = b.x * scaleLog2;
+            qf[g][5] = b.y * scaleLog2;
+            qf[g][6] = b.z * scaleLog2;
+            qf[g][7] = b.w * scaleLog2;
+        }
+    };
+    float m[G], l[G];
+    if (LEANOK && staged == 0 && psh >= 0 && !selMode && pos == nullptr) {
+        // A lean call (no selection, no positions) over pages of a power of
+        // two tokens: the lean source's loops.
+        const RtSrc<D, G, KT, true> src{kp, vp, spk, spv, stok, spos, ssh, sinv, sQ, sLo, sQs, sItem, raw, H[RH_STRIDE],
+                                        pg0, psh, ps, lo, c0, nvalid, false, false, false, H[RH_INTER] != 0};
+        attn_core<D, G, KT, SH>(src, qinit, len, chunk, smem, m, l);
+    } else {
+        const RtSrc<D, G, KT> src{kp, vp, spk, spv, stok, spos, ssh, sinv, sQ, sLo, sQs, sItem, raw, H[RH_STRIDE],
+                                  pg0, psh, ps, lo, c0, nvalid, selMode, pos != nullptr, shift != nullptr, H[RH_INTER] != 0};
+        attn_core<D, G, KT, SH>(src, qinit, len, chunk, smem, m, l);
+    }
     attn_finish<D, G>(
         smem, m, l, rg, c, gridDim.x, nsg, partO, partML, counters,
         [&](int g) { return sItem[g] >= 0 ? out + (size_t)sItem[g] * D : nullptr; },

@@ -34,7 +34,7 @@ func TestRtSmem(t *testing.T) {
 	if n := (tokens + chunk - 1) / chunk * rows; n > sms*resident {
 		t.Fatalf("chunk %d: %d blocks for %d slots", chunk, n, sms*resident)
 	}
-	const static = 256 // attn_rt's static shared memory is 240 bytes (ptxas, sm_80)
+	const static = 256 // attn_rt_d128_g4_bf16's static shared memory (ptxas, sm_80)
 	if got := rtSmem(4, 128, chunk, 16, false, true); got > maxAttnSmemB-static {
 		t.Errorf("lean call, chunk %d: %d B of shared memory, more than %d", chunk, got, maxAttnSmemB-static)
 	}
