@@ -132,12 +132,15 @@ func batchCase(t *testing.T, c *cpu.Backend, g *cuda.Backend, rng *rand.Rand, ty
 			}
 		}
 		for k := range args {
-			q := g.View(qg, qrow[i]*w, rows[i]*w)
-			out := g.View(outs[k], qrow[i]*w, rows[i]*w)
-			seqs := cp.seqs(1)
+			// k 0 is the CPU's call, over the CPU's buffers; the others the GPU's.
+			var q, out runtime.Buffer
+			var seqs []runtime.KVSeq
 			if k == 0 {
 				seqs = cp.seqs(0)
 				q, out = c.View(qc, qrow[i]*w, rows[i]*w), c.View(outs[0], qrow[i]*w, rows[i]*w)
+			} else {
+				seqs = cp.seqs(1)
+				q, out = g.View(qg, qrow[i]*w, rows[i]*w), g.View(outs[k], qrow[i]*w, rows[i]*w)
 			}
 			a := &runtime.AttnArgs{Rows: rows[i], QPos: qpos, Heads: heads, KVHeads: kvHeads, HeadDim: hd,
 				Scale: float32(1 / math.Sqrt(float64(hd))), Seqs: seqs, Rope: runtime.RopeHalf, Theta: 1e4,
