@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"fmt"
 	"math"
-	"math/bits"
 	"os"
 	"slices"
 
@@ -185,41 +184,13 @@ func (b *Backend) batchable(a *runtime.AttnArgs) bool {
 // the header written into b.hInts.
 func (b *Backend) splitHeader(c *batchCall, m attnLayout) {
 	a := c.a
-	hd, group := a.HeadDim, a.Heads/a.KVHeads
-	gh := sharedHeads(b.hInts[m.headOff:int(m.headOff)+2*a.Heads], group)
-	rt := 1
-	if a.Rows > 1 {
-		rt = min(8/gh, 1<<bits.Len(uint(a.Rows-1)))
-	}
-	vg, sub, tiles := gh*rt, group/gh, (a.Rows+rt-1)/rt
-	longest, minPS, shifted, lean := 0, math.MaxInt, false, true
-	for g := range a.Seqs {
-		d := b.hInts[g*sdWords : (g+1)*sdWords]
-		minPS = min(minPS, int(d[1]))
-		shifted = shifted || (a.QShift != nil && d[5] >= 0)
-		lean = lean && d[4] < 0
-		for s := range sub {
-			h := g*group + s*gh
-			if n := b.hInts[int(m.headOff)+2*h+1]; n >= 0 {
-				longest = max(longest, int(n))
-				lean = false
-			} else {
-				longest = max(longest, int(d[11]-d[10]))
-			}
-		}
-	}
-	kt, sh := "f32", ""
-	if b.pageType() == kvBF16 {
-		kt = "bf16"
-	}
-	if shifted {
-		sh = "_sh"
-	}
-	c.kernel = fmt.Sprintf("attn_rtb_d%d_g%d_%s%s", hd, vg, kt, sh)
-	c.vg, c.srows, c.longest, c.minPS, c.shifted, c.lean, c.hd = vg, a.KVHeads*sub*tiles, longest, minPS, shifted, lean, hd
-	copy(b.hInts[m.hdr:], []int32{rhRows: int32(a.Rows), rhHeads: int32(a.Heads), rhG: int32(group), rhGH: int32(gh),
-		rhRT: int32(rt), rhTiles: int32(tiles), rhWin: int32(max(a.Window, 0)), rhRowOff: m.rowOff, rhHeadOff: m.headOff,
-		rhInvOff: m.invOff, rhStride: int32(max(longest, 1)), rhInter: flag(a.Rope == runtime.RopeInterleaved), rhSRows: int32(c.srows), rhLean: flag(lean)})
+	group := a.Heads / a.KVHeads
+	p := b.splitShapeOf(a, m.headOff)
+	c.kernel = "attn_rtb" + p.suffix
+	c.vg, c.srows, c.longest, c.minPS, c.shifted, c.lean, c.hd = p.vg, p.srows, p.longest, p.minPS, p.shifted, p.lean, a.HeadDim
+	copy(b.hInts[m.hdr:], []int32{rhRows: int32(a.Rows), rhHeads: int32(a.Heads), rhG: int32(group), rhGH: int32(p.gh),
+		rhRT: int32(p.rt), rhTiles: int32(p.tiles), rhWin: int32(max(a.Window, 0)), rhRowOff: m.rowOff, rhHeadOff: m.headOff,
+		rhInvOff: m.invOff, rhStride: int32(max(p.longest, 1)), rhInter: flag(a.Rope == runtime.RopeInterleaved), rhSRows: int32(c.srows), rhLean: flag(p.lean)})
 	c.hdr = m.hdr
 }
 

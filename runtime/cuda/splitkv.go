@@ -367,31 +367,44 @@ func sharedHeads(heads []int32, group int) int {
 // one head), and attn_rt_acc to add the probabilities to Acc. The
 // descriptors, rows, heads and inverse frequencies are in b.hInts (Attend),
 // the header's room at hdr.
-func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff int32) {
+// splitShape is the shape of a split-KV call: heads sharing a selection
+// (gh), query rows per split row (rt), virtual group (vg), split rows, the
+// longest token list of a split row, the smallest page, whether keys are
+// re-positioned, whether the call is lean (no selection, no positions: full
+// attention of a decode step stages no token ids or positions, which leaves
+// room for longer chunks), and the kernel name's suffix (_d.._g.._type[_sh]).
+type splitShape struct {
+	gh, rt, vg, sub, tiles, srows int
+	longest, minPS                int
+	shifted, lean                 bool
+	suffix                        string
+}
+
+// splitShapeOf reads a call's shape from its descriptors and head table
+// (b.hInts at headOff).
+func (b *Backend) splitShapeOf(a *runtime.AttnArgs, headOff int32) splitShape {
 	hd, group := a.HeadDim, a.Heads/a.KVHeads
-	gh := sharedHeads(b.hInts[headOff:int(headOff)+2*a.Heads], group)
-	rt := 1
+	var p splitShape
+	p.gh = sharedHeads(b.hInts[headOff:int(headOff)+2*a.Heads], group)
+	p.rt = 1
 	if a.Rows > 1 {
-		rt = min(8/gh, 1<<bits.Len(uint(a.Rows-1)))
+		p.rt = min(8/p.gh, 1<<bits.Len(uint(a.Rows-1)))
 	}
-	vg, sub, tiles := gh*rt, group/gh, (a.Rows+rt-1)/rt
-	nsrows := a.KVHeads * sub * tiles
-	// The longest token list of a split row, and the smallest page. A lean
-	// call (no selection, no positions: full attention of a decode step)
-	// stages no token ids or positions, which leaves room for longer chunks.
-	longest, minPS, shifted, lean := 0, math.MaxInt, false, true
+	p.vg, p.sub, p.tiles = p.gh*p.rt, group/p.gh, (a.Rows+p.rt-1)/p.rt
+	p.srows = a.KVHeads * p.sub * p.tiles
+	p.minPS, p.lean = math.MaxInt, true
 	for g := range a.Seqs {
 		d := b.hInts[g*sdWords : (g+1)*sdWords]
-		minPS = min(minPS, int(d[1]))
-		shifted = shifted || (a.QShift != nil && d[5] >= 0)
-		lean = lean && d[4] < 0
-		for s := range sub {
-			h := g*group + s*gh
+		p.minPS = min(p.minPS, int(d[1]))
+		p.shifted = p.shifted || (a.QShift != nil && d[5] >= 0)
+		p.lean = p.lean && d[4] < 0
+		for s := range p.sub {
+			h := g*group + s*p.gh
 			if n := b.hInts[int(headOff)+2*h+1]; n >= 0 {
-				longest = max(longest, int(n))
-				lean = false
+				p.longest = max(p.longest, int(n))
+				p.lean = false
 			} else {
-				longest = max(longest, int(d[11]-d[10]))
+				p.longest = max(p.longest, int(d[11]-d[10]))
 			}
 		}
 	}
@@ -399,10 +412,19 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	if b.pageType() == kvBF16 {
 		kt = "bf16"
 	}
-	if shifted {
+	if p.shifted {
 		sh = "_sh"
 	}
-	name := fmt.Sprintf("attn_rt_d%d_g%d_%s%s", hd, vg, kt, sh)
+	p.suffix = fmt.Sprintf("_d%d_g%d_%s%s", hd, p.vg, kt, sh)
+	return p
+}
+
+func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff int32) {
+	hd, group := a.HeadDim, a.Heads/a.KVHeads
+	p := b.splitShapeOf(a, headOff)
+	gh, rt, vg, tiles, nsrows := p.gh, p.rt, p.vg, p.tiles, p.srows
+	longest, minPS, shifted, lean := p.longest, p.minPS, p.shifted, p.lean
+	name := "attn_rt" + p.suffix
 	f := b.fn(name)
 	smemFor := func(chunk int) int { return rtSmem(vg, hd, chunk, minPS, shifted, lean) }
 	chunk := b.splitChunk(f, smemFor, nsrows, longest)
