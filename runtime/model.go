@@ -498,6 +498,17 @@ func (g *segment) attend(l int) {
 	}
 }
 
+// headAll runs the final norm and the output head over the pass's first
+// rows rows into the full-logit buffer (made on first use).
+func (p *pass) headAll(rows int) {
+	c, be, w, s := p.c, p.be, p.w, p.s
+	if s.logits == nil {
+		s.logits = be.Alloc(s.maxRows * c.Vocab)
+	}
+	be.RMSNorm(s.xb, s.x, w.norm, rows, c.Dim, c.NormEps)
+	be.MatMul(s.logits, s.xb, w.output, rows, c.Dim, c.Vocab)
+}
+
 // head is the output head: the logits of every row (a single segment with
 // all set), of every segment's last row, or their log-probabilities (score).
 func (p *pass) head() {
@@ -512,11 +523,7 @@ func (p *pass) head() {
 		if !need {
 			return
 		}
-		if s.logits == nil {
-			s.logits = be.Alloc(s.maxRows * c.Vocab)
-		}
-		be.RMSNorm(s.xb, s.x, w.norm, rows, c.Dim, c.NormEps)
-		be.MatMul(s.logits, s.xb, w.output, rows, c.Dim, c.Vocab)
+		p.headAll(rows)
 		if p.score != nil {
 			p.score.take(be, s.logits, rows, c.Vocab)
 			return
@@ -530,11 +537,7 @@ func (p *pass) head() {
 	}
 	out := p.segs[0].out
 	if p.score != nil || (p.all && out != nil) {
-		if s.logits == nil {
-			s.logits = be.Alloc(s.maxRows * c.Vocab)
-		}
-		be.RMSNorm(s.xb, s.x, w.norm, rows, c.Dim, c.NormEps)
-		be.MatMul(s.logits, s.xb, w.output, rows, c.Dim, c.Vocab)
+		p.headAll(rows)
 		if p.score != nil {
 			p.score.take(be, s.logits, rows, c.Vocab)
 		} else {

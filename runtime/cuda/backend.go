@@ -234,17 +234,7 @@ func (b *Backend) Close() error {
 		_ = g.Destroy()
 		delete(b.graphs, k)
 	}
-	for _, s := range b.workspaces() {
-		if s.p != 0 {
-			_ = b.D.Free(s.p)
-			*s = scratch{}
-		}
-	}
-	if b.st.host != nil {
-		_ = b.st.host.Free()
-		_ = b.D.Free(b.st.dev)
-		b.st = stager{}
-	}
+	b.freeWorkspaces()
 	for _, e := range b.events {
 		_ = e.Destroy()
 	}
