@@ -41,6 +41,16 @@ WORDS = ("apple,river,stone,cloud,silver,tiger,maple,violet,anchor,candle,meadow
          "ivory,jasper,kettle,lemon,marble,nectar,onyx,pebble,quartz,raven,spruce,tulip").split(",")
 
 
+def passkey_prompt(key, before, after):
+    """tasks/passkey.go's prompt: the intro, before and after (filler or
+    text; an int is that many filler sentences) around the key line, the
+    question."""
+    k = str(key)
+    f = lambda x: " ".join([PASSKEY_FILLER] * x) if isinstance(x, int) else x
+    line = "The pass key is " + k + ". Remember it. " + k + " is the pass key."
+    return "\n".join([PASSKEY_INTRO, f(before), line, f(after), PASSKEY_QUESTION])
+
+
 class Maker:
     """Makes batches of token sequences of one length."""
 
@@ -82,17 +92,15 @@ class Maker:
         """kvbench's passkey prompt (filler or novel text), key as answer."""
         key = self.rng.randint(1, 50000) if self.rng.random() < 0.8 else self.rng.randint(1, 999999)
         k = str(key)
-        line = "The pass key is " + k + ". Remember it. " + k + " is the pass key."
         budget = self.rng.randint(length // 3, length - 16)
         if self.rng.random() < 0.75:
             units = max(0, (budget - 80) // len(self.filler))
             before = self.rng.randint(0, units)
-            f = lambda n: " ".join([PASSKEY_FILLER] * n)
-            prompt = "\n".join([PASSKEY_INTRO, f(before), line, f(units - before), PASSKEY_QUESTION])
+            prompt = passkey_prompt(key, before, units - before)
         else:
             text = self.text_chars(int(max(budget - 80, 0) * 3.2))
             cut = int(self.rng.random() * len(text))
-            prompt = "\n".join([PASSKEY_INTRO, text[:cut], line, text[cut:], PASSKEY_QUESTION])
+            prompt = passkey_prompt(key, text[:cut], text[cut:])
         return self.finish(prompt, " " + k + ".", length)
 
     def activity(self):

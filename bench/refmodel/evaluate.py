@@ -38,11 +38,9 @@ def passkey_depth0(model, enc, length=4096, trials=40):
     ok = 0
     for t in range(trials):
         k = str(1 + (t * 7919) % 50000)
-        line = "The pass key is " + k + ". Remember it. " + k + " is the pass key."
         units = (length - 90) // unit
         while True:
-            f = " ".join([data.PASSKEY_FILLER] * units)
-            prompt = "\n".join([data.PASSKEY_INTRO, "", line, f, data.PASSKEY_QUESTION])
+            prompt = data.passkey_prompt(k, 0, units)
             ids = [data.BOS] + enc.encode(prompt)
             if len(ids) <= length:
                 break

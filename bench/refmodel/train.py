@@ -100,12 +100,10 @@ def passkey_acc(model, enc, length, trials, seed):
     for _ in range(trials):
         key = rng.randint(1, 50000)
         k = str(key)
-        line = "The pass key is " + k + ". Remember it. " + k + " is the pass key."
         units = max(0, (length - 90) // unit)
         while True:
             before = int(round(rng.random() * units))
-            f = lambda n: " ".join([data.PASSKEY_FILLER] * n)
-            prompt = "\n".join([data.PASSKEY_INTRO, f(before), line, f(units - before), data.PASSKEY_QUESTION])
+            prompt = data.passkey_prompt(key, before, units - before)
             ids = [data.BOS] + enc.encode(prompt)
             if len(ids) <= length or units == 0:
                 break
