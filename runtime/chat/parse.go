@@ -678,48 +678,53 @@ func (p *parser) primary() (expr, error) {
 			return e, p.expectOp(")")
 		case "[":
 			var l listExpr
-			for !p.acceptOp("]") {
-				if len(l.items) > 0 {
-					if err := p.expectOp(","); err != nil {
-						return nil, err
-					}
-					if p.acceptOp("]") {
-						break
-					}
-				}
+			err := p.commaList("]", func() error {
 				it, err := p.expr()
-				if err != nil {
-					return nil, err
-				}
 				l.items = append(l.items, it)
+				return err
+			})
+			if err != nil {
+				return nil, err
 			}
 			return l, nil
 		case "{":
 			var d dictExpr
-			for !p.acceptOp("}") {
-				if len(d.keys) > 0 {
-					if err := p.expectOp(","); err != nil {
-						return nil, err
-					}
-					if p.acceptOp("}") {
-						break
-					}
-				}
+			err := p.commaList("}", func() error {
 				k, err := p.expr()
 				if err != nil {
-					return nil, err
+					return err
 				}
 				if err := p.expectOp(":"); err != nil {
-					return nil, err
+					return err
 				}
 				v, err := p.expr()
-				if err != nil {
-					return nil, err
-				}
 				d.keys, d.vals = append(d.keys, k), append(d.vals, v)
+				return err
+			})
+			if err != nil {
+				return nil, err
 			}
 			return d, nil
 		}
 	}
 	return nil, p.errorf(t.at, "unexpected %s in an expression", describe(t))
+}
+
+// commaList reads comma-separated items (a trailing comma allowed) up to
+// and including the closing operator; item reads one.
+func (p *parser) commaList(closing string, item func() error) error {
+	for n := 0; !p.acceptOp(closing); n++ {
+		if n > 0 {
+			if err := p.expectOp(","); err != nil {
+				return err
+			}
+			if p.acceptOp(closing) {
+				break
+			}
+		}
+		if err := item(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
