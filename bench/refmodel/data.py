@@ -95,11 +95,16 @@ class Maker:
         budget = self.rng.randint(length // 3, length - 16)
         if self.rng.random() < 0.75:
             units = max(0, (budget - 80) // len(self.filler))
-            before = self.rng.randint(0, units)
+            # the ends are where a uniform depth rarely lands and where the
+            # model missed (the key right after the intro): a fifth of the
+            # prompts put it there
+            r = self.rng.random()
+            before = 0 if r < 0.12 else units if r < 0.2 else self.rng.randint(0, units)
             prompt = passkey_prompt(key, before, units - before)
         else:
             text = self.text_chars(int(max(budget - 80, 0) * 3.2))
-            cut = int(self.rng.random() * len(text))
+            r = self.rng.random()
+            cut = 0 if r < 0.12 else len(text) if r < 0.2 else int(self.rng.random() * len(text))
             prompt = passkey_prompt(key, text[:cut], text[cut:])
         return self.finish(prompt, " " + k + ".", length)
 

@@ -141,7 +141,7 @@ def main():
     ap.add_argument("--wd", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--workers", type=int, default=6)
-    ap.add_argument("--edges", default="0.12,0.30,0.55", help="where 1K, 2K and 4K start (fractions of the budget)")
+    ap.add_argument("--edges", default="0.10,0.25,0.45", help="where 1K, 2K and 4K start (fractions of the budget)")
     args = ap.parse_args()
     global EDGES
     EDGES = tuple(float(x) for x in args.edges.split(","))
