@@ -5,11 +5,11 @@
 #   for p in runtime/cuda policies tasks bench cmd/kvbench; do
 #     CGO_ENABLED=0 go test -c -ldflags="-s -w" -o B/$(echo $p | tr / _).test ./$p; done
 #   CGO_ENABLED=0 go build -ldflags="-s -w" -o B/kvbench ./cmd/kvbench
-#   tar -C B -czf .gpucarry/gpubin.tgz .
+#   tar -C B -cJf .gpucarry/gpubin.txz .  (xz: a third smaller than gzip)
 # then, with .gpucarry carried: bash bench/gpu_check.sh .gpucarry   (logs in $OUT)
 set -u
 C=${1:-.gpucarry}
-B=/tmp/gpubin; mkdir -p $B && tar -C $B -xzf $C/gpubin.tgz
+B=/tmp/gpubin; mkdir -p $B && tar -C $B -xf $C/gpubin.t*z
 export KVBENCH_CUDA_CACHE=/tmp/kc PYTHONUNBUFFERED=1 KVBENCH_SHARED=${KVBENCH_SHARED:-$PWD/$C/shared}
 T0=$(date +%s); el() { echo "[t=$(( $(date +%s) - T0 ))s] $*"; }
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
