@@ -19,8 +19,8 @@ run() { # package-dir binary pattern timeout log
 	echo "== $1 ($3): rc $?"; grep -E "^--- (FAIL|PASS)|^(FAIL|ok|PASS)$|^panic" "$OUT/$5" | grep -v "^--- PASS" | head -20
 	grep -c "^--- PASS" "$OUT/$5" | sed 's/^/passed: /'; grep -c "^--- SKIP" "$OUT/$5" | sed 's/^/skipped: /'
 }
-run runtime/cuda runtime_cuda.test . 220 cuda.log; el
-run policies policies.test GPU 80 policies.log; el
+run runtime/cuda runtime_cuda.test . 300 cuda.log; el
+run policies policies.test GPU 150 policies.log; el
 run tasks tasks.test GPU 60 tasks.log; el
 run bench bench.test 'GPU|BF16' 120 bench.log; el
 run cmd/kvbench cmd_kvbench.test 'Kernel' 60 cmd.log; el
