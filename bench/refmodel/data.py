@@ -88,6 +88,13 @@ class Maker:
         w[0] = 0.0  # nothing predicts BOS
         return ids, w
 
+    def key_end(self, n):
+        """0 or n for a fifth of the passkey prompts (the key right after the
+        intro or right before the question: where a uniform depth rarely
+        lands and where the model missed), else None (any depth)."""
+        r = self.rng.random()
+        return 0 if r < 0.12 else n if r < 0.2 else None
+
     def passkey(self, length):
         """kvbench's passkey prompt (filler or novel text), key as answer."""
         key = self.rng.randint(1, 50000) if self.rng.random() < 0.8 else self.rng.randint(1, 999999)
@@ -95,16 +102,15 @@ class Maker:
         budget = self.rng.randint(length // 3, length - 16)
         if self.rng.random() < 0.75:
             units = max(0, (budget - 80) // len(self.filler))
-            # the ends are where a uniform depth rarely lands and where the
-            # model missed (the key right after the intro): a fifth of the
-            # prompts put it there
-            r = self.rng.random()
-            before = 0 if r < 0.12 else units if r < 0.2 else self.rng.randint(0, units)
+            before = self.key_end(units)
+            if before is None:
+                before = self.rng.randint(0, units)
             prompt = passkey_prompt(key, before, units - before)
         else:
             text = self.text_chars(int(max(budget - 80, 0) * 3.2))
-            r = self.rng.random()
-            cut = 0 if r < 0.12 else len(text) if r < 0.2 else int(self.rng.random() * len(text))
+            cut = self.key_end(len(text))
+            if cut is None:
+                cut = int(self.rng.random() * len(text))
             prompt = passkey_prompt(key, text[:cut], text[cut:])
         return self.finish(prompt, " " + k + ".", length)
 
