@@ -714,6 +714,7 @@ __device__ __forceinline__ void attn_split(
         attn_split<D, G, true>(ATTN_ARGS);                                                \
     }
 
+#if KVB_IN(9)
 ATTN_KERNELS(64, 1)
 ATTN_KERNELS(64, 2)
 ATTN_KERNELS(64, 4)
@@ -722,6 +723,7 @@ ATTN_KERNELS(128, 1)
 ATTN_KERNELS(128, 2)
 ATTN_KERNELS(128, 4)
 ATTN_KERNELS(128, 8)
+#endif
 
 // ---- the runtime's attention (Backend.Attend) ----
 //
@@ -1000,14 +1002,22 @@ __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u
     ATTN_RT_KERNEL(D, G, KV_F32, f32, false, )           \
     ATTN_RT_KERNEL(D, G, KV_F32, f32, true, _sh)
 
+#if KVB_IN(1)
 ATTN_RT_KERNELS(64, 1)
 ATTN_RT_KERNELS(64, 2)
+#endif
+#if KVB_IN(2)
 ATTN_RT_KERNELS(64, 4)
 ATTN_RT_KERNELS(64, 8)
+#endif
+#if KVB_IN(3)
 ATTN_RT_KERNELS(128, 1)
 ATTN_RT_KERNELS(128, 2)
+#endif
+#if KVB_IN(4)
 ATTN_RT_KERNELS(128, 4)
 ATTN_RT_KERNELS(128, 8)
+#endif
 
 // attn_combine merges the partials of the chunks of a row, one virtual head
 // and 32 channels per block: block (g, r, slice) writes outRow[slice*32 + j]
@@ -1201,14 +1211,22 @@ __device__ __forceinline__ int rtb_call(const RtbCall* __restrict__ tab, int nst
     ATTN_RTB_KERNEL(D, G, KV_F32, f32, false, )           \
     ATTN_RTB_KERNEL(D, G, KV_F32, f32, true, _sh)
 
+#if KVB_IN(5)
 ATTN_RTB_KERNELS(64, 1)
 ATTN_RTB_KERNELS(64, 2)
+#endif
+#if KVB_IN(6)
 ATTN_RTB_KERNELS(64, 4)
 ATTN_RTB_KERNELS(64, 8)
+#endif
+#if KVB_IN(7)
 ATTN_RTB_KERNELS(128, 1)
 ATTN_RTB_KERNELS(128, 2)
+#endif
+#if KVB_IN(8)
 ATTN_RTB_KERNELS(128, 4)
 ATTN_RTB_KERNELS(128, 8)
+#endif
 
 // attn_rtb_combine_d{D} is attn_rt_combine over a batched launch's split
 // rows (grid (G, up to 65535 split rows, D/32 slices times the split rows'

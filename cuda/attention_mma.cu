@@ -199,9 +199,11 @@ __device__ __forceinline__ void attn_mma(
         attn_mma<D, G, true>(ATTN_ARGS);                                                                         \
     }
 
+#if KVB_IN(10)
 ATTN_MMA_KERNELS(64, 2)
 ATTN_MMA_KERNELS(64, 4)
 ATTN_MMA_KERNELS(64, 8)
 ATTN_MMA_KERNELS(128, 2)
 ATTN_MMA_KERNELS(128, 4)
 ATTN_MMA_KERNELS(128, 8)
+#endif

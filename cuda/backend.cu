@@ -87,18 +87,38 @@ extern "C" __global__ void be_embed(float* dst, const void* table, int wt, const
     for (int i = threadIdx.x; i < dim; i += blockDim.x) dst[(long long)r * dim + i] = be_w(table, wt, base + i);
 }
 
-// be_rmsnorm: one block per row; the sum of squares in double as the CPU.
+// be_rmsnorm: one block per row, of about dim/4 threads (the host's
+// choice: a decode step's one row is then one load per thread, not a chain
+// of dependent ones); the sum of squares in double as the CPU. dst may be x.
 extern "C" __global__ void be_rmsnorm(float* dst, const float* x, const void* w, int wt, int dim, float eps) {
     __shared__ double red[32];
-    int r = blockIdx.x;
-    const float* row = x + (long long)r * dim;
+    const long long r = blockIdx.x;
+    const float* row = x + r * dim;
+    float* out = dst + r * dim;
+    const bool vec = (dim & 3) == 0 && (((unsigned long long)row | (unsigned long long)out) & 15) == 0;
     double ss = 0;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += (double)row[i] * (double)row[i];
+    if (vec) {
+        for (int i = threadIdx.x * 4; i < dim; i += blockDim.x * 4) {
+            float4 v = *(const float4*)(row + i);
+            ss += (double)v.x * (double)v.x + (double)v.y * (double)v.y + (double)v.z * (double)v.z + (double)v.w * (double)v.w;
+        }
+    } else {
+        for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += (double)row[i] * (double)row[i];
+    }
     ss = be_block_sum_d(ss, red);
-    float inv = (float)(1.0 / sqrt(ss / (double)dim + (double)eps));
-    __syncthreads();
-    for (int i = threadIdx.x; i < dim; i += blockDim.x)
-        dst[(long long)r * dim + i] = __fmul_rn(be_w(w, wt, i), __fmul_rn(row[i], inv));
+    const float inv = (float)(1.0 / sqrt(ss / (double)dim + (double)eps));
+    if (vec) {
+        for (int i = threadIdx.x * 4; i < dim; i += blockDim.x * 4) {
+            float4 v = *(const float4*)(row + i);
+            v.x = __fmul_rn(be_w(w, wt, i), __fmul_rn(v.x, inv));
+            v.y = __fmul_rn(be_w(w, wt, i + 1), __fmul_rn(v.y, inv));
+            v.z = __fmul_rn(be_w(w, wt, i + 2), __fmul_rn(v.z, inv));
+            v.w = __fmul_rn(be_w(w, wt, i + 3), __fmul_rn(v.w, inv));
+            *(float4*)(out + i) = v;
+        }
+    } else {
+        for (int i = threadIdx.x; i < dim; i += blockDim.x) out[i] = __fmul_rn(be_w(w, wt, i), __fmul_rn(row[i], inv));
+    }
 }
 
 // load8 widens 8 consecutive weights starting at element i (8-aligned).
@@ -168,40 +188,6 @@ extern "C" __global__ void be_matmul(float* dst, const float* x, const void* w, 
     }
 }
 
-// be_dot8 is the dot product of 8 widened weights with x[0..7].
-__device__ __forceinline__ float be_dot8(const float f[8], const float* x) {
-    const float4 a = *(const float4*)x, b = *(const float4*)(x + 4);
-    return f[0] * a.x + f[1] * a.y + f[2] * a.z + f[3] * a.w + f[4] * b.x + f[5] * b.y + f[6] * b.z + f[7] * b.w;
-}
-
-// be_gemv is be_matmul for one row (a decode step), in % 8 == 0: warp w of
-// block b computes output b*MM_WARPS+w, each lane asking for four 16- or
-// 32-byte pieces of the weight row before it uses the first, so that a warp
-// keeps 2-4 KiB of loads in flight (the step reads every weight once: its
-// speed is the memory's).
-extern "C" __global__ void be_gemv(float* dst, const float* x, const void* w, int wt, int in, int out) {
-    const int lane = threadIdx.x & 31, o = blockIdx.x * MM_WARPS + (threadIdx.x >> 5);
-    if (o >= out) return;
-    const long long wrow = (long long)o * in;
-    float acc = 0.f;
-    int i = lane * 8;
-    for (; i + 3 * 256 < in; i += 4 * 256) {
-        float f0[8], f1[8], f2[8], f3[8];
-        be_load8(w, wt, wrow + i, f0);
-        be_load8(w, wt, wrow + i + 256, f1);
-        be_load8(w, wt, wrow + i + 512, f2);
-        be_load8(w, wt, wrow + i + 768, f3);
-        acc += be_dot8(f0, x + i) + be_dot8(f1, x + i + 256) + be_dot8(f2, x + i + 512) + be_dot8(f3, x + i + 768);
-    }
-    for (; i < in; i += 256) {
-        float f[8];
-        be_load8(w, wt, wrow + i, f);
-        acc += be_dot8(f, x + i);
-    }
-    acc = warp_sum(acc);
-    if (lane == 0) dst[o] = acc;
-}
-
 extern "C" __global__ void be_add_bias(float* x, const void* b, int wt, int rows, int n) {
     long long total = (long long)rows * n;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x)
@@ -217,11 +203,13 @@ __device__ __forceinline__ void be_rot(float x, float y, float ang, float* ox, f
     *oy = __fadd_rn(__fmul_rn(y, c), __fmul_rn(x, s));
 }
 
-// be_rope: grid (rows), block 128; x [rows, heads*hd]; invf [hd/2].
+// be_rope: grid (rows, pair blocks), block 128, a pair a thread (cos and
+// sin in double are slow: a decode step's one row is spread over blocks);
+// x [rows, heads*hd]; invf [hd/2].
 extern "C" __global__ void be_rope(float* x, const int* pos, const float* invf, int heads, int hd, int interleaved) {
     int r = blockIdx.x, half = hd / 2;
     float p = (float)pos[r];
-    for (int k = threadIdx.x; k < heads * half; k += blockDim.x) {
+    for (int k = blockIdx.y * blockDim.x + threadIdx.x; k < heads * half; k += gridDim.y * blockDim.x) {
         int h = k / half, i = k % half;
         float ang = __fmul_rn(p, invf[i]);
         float* v = x + ((long long)r * heads + h) * hd;

@@ -6,6 +6,18 @@ typedef unsigned short bf16;
 typedef unsigned int u32;
 typedef unsigned long long u64;
 
+// The source is compiled as Parts modules side by side (package cuda's
+// Parts; runtime/cuda's Device.LoadParts), module p with -DKVB_PART=p: the
+// big families of instantiated kernels sit in KVB_IN(p) blocks (the
+// prefill, Quest and scoring families in part 0), the small kernels in
+// every part. Without KVB_PART (one module)
+// everything is compiled.
+#ifdef KVB_PART
+#define KVB_IN(p) (KVB_PART == (p))
+#else
+#define KVB_IN(p) 1
+#endif
+
 #define FULL_MASK 0xffffffffu
 #define NEG_INF __int_as_float(0xff800000)
 

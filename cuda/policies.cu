@@ -190,6 +190,7 @@ __device__ __forceinline__ void qk_scores(const bf16* __restrict__ q, const bf16
         qk_scores<D, G>(q, K, n, tpb, scaleLog2, scores);                                                \
     }
 
+#if KVB_IN(0)
 QK_KERNELS(64, 1)
 QK_KERNELS(64, 2)
 QK_KERNELS(64, 4)
@@ -198,6 +199,7 @@ QK_KERNELS(128, 1)
 QK_KERNELS(128, 2)
 QK_KERNELS(128, 4)
 QK_KERNELS(128, 8)
+#endif
 
 // topk_wide: grid (rows), block TKW_NT. Row r writes the indices of the K
 // largest of scores [rows, P] in ascending order to sel [rows, min(K, P)]

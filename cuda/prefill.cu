@@ -375,6 +375,7 @@ __device__ __forceinline__ void flash_prefill(float* __restrict__ out, const flo
     }
 
 // The variants KVBENCH_FLASH chooses among (wNW mMT nBN).
+#if KVB_IN(0)
 FLASH_KERNEL(64, 4, 1, 64)
 FLASH_KERNEL(64, 4, 2, 64)
 FLASH_KERNEL(64, 8, 1, 64)
@@ -383,3 +384,4 @@ FLASH_KERNEL(128, 4, 1, 64)
 FLASH_KERNEL(128, 4, 2, 64)
 FLASH_KERNEL(128, 8, 1, 64)
 FLASH_KERNEL(128, 4, 2, 32)
+#endif

@@ -226,6 +226,7 @@ __device__ __forceinline__ void quest_score(const bf16* __restrict__ q, const bf
         quest_score<D, G>(q, mn, mx, P, ppb, perHead, scores);                                       \
     }
 
+#if KVB_IN(0)
 QUEST_KERNELS(64, 1)
 QUEST_KERNELS(64, 2)
 QUEST_KERNELS(64, 4)
@@ -234,6 +235,7 @@ QUEST_KERNELS(128, 1)
 QUEST_KERNELS(128, 2)
 QUEST_KERNELS(128, 4)
 QUEST_KERNELS(128, 8)
+#endif
 
 // quest_topk: grid (rows), block TK_NT threads, dynamic shared memory
 // kpad(P) + 1 words. Row r selects min(K, P) pages of scores [rows, P] into

@@ -267,6 +267,29 @@ type ReplayKey struct {
 	Part  int
 }
 
+// FusedMatMul is an optional Backend capability: a decode step's matrix
+// products together with what follows them, in fewer kernels. Each method
+// leaves dst with the values of the Backend calls it names (scratch
+// buffers, named so, are left undefined); the forward pass reaches it
+// through fused.go, which makes those calls on other backends.
+type FusedMatMul interface {
+	// MatMul3 is MatMul(m.Dst, x, m.W, rows, in, m.Out) for m = a, b, c
+	// (a layer's query, key and value projections).
+	MatMul3(x Buffer, rows, in int, a, b, c MatOut)
+	// MatMulAdd is MatMul(tmp, x, w, rows, in, out), then Add(dst, tmp,
+	// rows*out); tmp is scratch.
+	MatMulAdd(dst, tmp, x, w Buffer, rows, in, out int)
+	// MatMulSwiGLU is MatMul(gate, x, wg, ...), MatMul(up, x, wu, ...), then
+	// SwiGLU(gate, up, rows*out); up is scratch.
+	MatMulSwiGLU(gate, up, x, wg, wu Buffer, rows, in, out int)
+}
+
+// MatOut is one product of FusedMatMul.MatMul3: Dst [rows, Out] = x·Wᵀ.
+type MatOut struct {
+	Dst, W Buffer
+	Out    int
+}
+
 // LogProber is an optional Backend capability: the log-probabilities of
 // chosen tokens computed where the logits are, so that a scoring pass over
 // many rows reads back one number a row instead of the whole vocabulary.

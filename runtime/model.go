@@ -559,9 +559,7 @@ func (p *pass) head() {
 func (p *pass) projectQKV(l, rows int) {
 	c, be, s, lw := p.c, p.be, p.s, &p.w.layers[l]
 	be.RMSNorm(s.xb, s.x, lw.attnNorm, rows, c.Dim, c.NormEps)
-	be.MatMul(s.q, s.xb, lw.wq, rows, c.Dim, c.QDim())
-	be.MatMul(s.k, s.xb, lw.wk, rows, c.Dim, c.KVDim())
-	be.MatMul(s.v, s.xb, lw.wv, rows, c.Dim, c.KVDim())
+	matMul3(be, s.xb, rows, c.Dim, MatOut{s.q, lw.wq, c.QDim()}, MatOut{s.k, lw.wk, c.KVDim()}, MatOut{s.v, lw.wv, c.KVDim()})
 	if c.QKVBias {
 		be.AddBias(s.q, lw.bq, rows, c.QDim())
 		be.AddBias(s.k, lw.bk, rows, c.KVDim())
@@ -597,14 +595,10 @@ func (r *Runner) stepFreqs(seqLen int) {
 // x += Wo·att; x += Wdown · (silu(Wgate·xb) ⊙ Wup·xb) with xb = RMSNorm(x).
 func (p *pass) outputAndMLP(l, rows int) {
 	c, be, s, lw := p.c, p.be, p.s, &p.w.layers[l]
-	be.MatMul(s.xb2, s.att, lw.wo, rows, c.QDim(), c.Dim)
-	be.Add(s.x, s.xb2, rows*c.Dim)
+	matMulAdd(be, s.x, s.xb2, s.att, lw.wo, rows, c.QDim(), c.Dim)
 	be.RMSNorm(s.xb, s.x, lw.mlpNorm, rows, c.Dim, c.NormEps)
-	be.MatMul(s.hb, s.xb, lw.gate, rows, c.Dim, c.Hidden)
-	be.MatMul(s.hb2, s.xb, lw.up, rows, c.Dim, c.Hidden)
-	be.SwiGLU(s.hb, s.hb2, rows*c.Hidden)
-	be.MatMul(s.xb2, s.hb, lw.down, rows, c.Hidden, c.Dim)
-	be.Add(s.x, s.xb2, rows*c.Dim)
+	matMulSwiGLU(be, s.hb, s.hb2, s.xb, lw.gate, lw.up, rows, c.Dim, c.Hidden)
+	matMulAdd(be, s.x, s.xb2, s.hb, lw.down, rows, c.Hidden, c.Dim)
 }
 
 // deliverTimes hands the device times of this pass's attention calls to

@@ -100,8 +100,12 @@ func cmdKernels(stdout, stderr io.Writer, args []string) error {
 	}
 	ver, path, _ := cuda.NVRTCVersion()
 	fmt.Fprintf(stdout, "# device: %s\n", b.Device())
-	fmt.Fprintf(stdout, "# kernels: NVRTC %s (%s), %s, options %q, cached %v, loaded in %.1fs\n",
-		ver, path, b.D.Arch(), k.Mod.Res.Opts, k.Mod.Res.Cached, time.Since(t0).Seconds())
+	cached := true
+	for _, m := range k.Mods {
+		cached = cached && m.Res.Cached
+	}
+	fmt.Fprintf(stdout, "# kernels: NVRTC %s (%s), %s, options %q, %d modules, cached %v, loaded in %.1fs\n",
+		ver, path, b.D.Arch(), cuda.KernelOptions(), len(k.Mods), cached, time.Since(t0).Seconds())
 	fmt.Fprintf(stdout, "# timed: Backend.Attend of one decode step (device time between events, metadata upload included) on a bf16 cache of pages of %d tokens built through runtime.KVCache and each policy's hooks\n", runtime.DefaultPageSize)
 	for _, name := range []string{fmt.Sprintf("attn_rt_d%d_g4_bf16", *dim), fmt.Sprintf("attn_rt_d%d_g1_bf16", *dim), fmt.Sprintf("attn_rt_combine_d%d", *dim)} {
 		if f, err := k.Func(name); err == nil {

@@ -34,7 +34,7 @@ func (b *buf) Len() int { return b.n }
 // CPU backend it is not safe for concurrent use.
 type Backend struct {
 	D    *Device
-	mod  *Module
+	mod  Modules
 	fns  map[string]*Function
 	slab *slabAllocator
 	mu   sync.Mutex
@@ -146,7 +146,7 @@ func NewBackendAt(ordinal int, prec string) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := d.Load("kvbench.cu", kernelsrc.Source(), KernelOptions())
+	m, err := d.LoadParts("kvbench.cu", kernelsrc.Source(), KernelOptions(), kernelsrc.Parts)
 	if err != nil {
 		d.Close()
 		return nil, err
@@ -668,7 +668,10 @@ func (b *Backend) RMSNorm(dst, x, w runtime.Buffer, rows, dim int, eps float32) 
 	wd := b.dev(w)
 	b.check(dst, 0, rows*dim, "RMSNorm")
 	b.check(x, 0, rows*dim, "RMSNorm")
-	b.launch("be_rmsnorm", Dim3{rows, 1, 1}, Dim3{256, 1, 1}, b.f32(dst), b.f32(x), wd.p, wtype(wd.dtype), int32(dim), eps)
+	// About a float4 a thread: a one-row norm (a decode step) is then one
+	// load's latency, not a chain of them.
+	threads := min(1024, max(32, (dim/4+31)&^31))
+	b.launch("be_rmsnorm", Dim3{rows, 1, 1}, Dim3{threads, 1, 1}, b.f32(dst), b.f32(x), wd.p, wtype(wd.dtype), int32(dim), eps)
 }
 
 // MatMul computes dst[r, o] = sum_i x[r, i] * w[o, i].
@@ -686,8 +689,8 @@ func (b *Backend) MatMul(dst, x, w runtime.Buffer, rows, in, out int) {
 		b.gemmNT(dst, x, wd, rows, in, out)
 		return
 	}
-	if rows == 1 && in%8 == 0 {
-		b.launch("be_gemv", Dim3{(out + 7) / 8, 1, 1}, Dim3{256, 1, 1}, b.f32(dst), b.f32(x), wd.p, wtype(wd.dtype), int32(in), int32(out))
+	if b.mvFits(x, rows, in, wd) {
+		b.mv(mvStore, x, in, mvOut{dst, wd, out})
 		return
 	}
 	b.launch("be_matmul", Dim3{(out + 7) / 8, (rows + 7) / 8, 1}, Dim3{256, 1, 1},
@@ -798,7 +801,8 @@ func (b *Backend) ropeWith(x runtime.Buffer, rows, heads, headDim int, pos []int
 	if style == runtime.RopeInterleaved {
 		inter = 1
 	}
-	b.launch("be_rope", Dim3{rows, 1, 1}, Dim3{128, 1, 1}, b.f32(x), p, p.Add(int64(rows)*4), int32(heads), int32(headDim), inter)
+	pairBlocks := (heads*headDim/2 + 127) / 128
+	b.launch("be_rope", Dim3{rows, pairBlocks, 1}, Dim3{128, 1, 1}, b.f32(x), p, p.Add(int64(rows)*4), int32(heads), int32(headDim), inter)
 }
 
 // SwiGLU sets gate = silu(gate) * up.

@@ -1,6 +1,7 @@
 package cuda
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -396,6 +397,11 @@ func (d *Device) Load(name, src string, opts []string) (*Module, error) {
 	if err != nil {
 		return nil, err
 	}
+	return d.loadImage(res)
+}
+
+// loadImage loads a compiled image as a module.
+func (d *Device) loadImage(res *CompileResult) (*Module, error) {
 	if err := d.enter(); err != nil {
 		return nil, err
 	}
@@ -407,6 +413,56 @@ func (d *Device) Load(name, src string, opts []string) (*Module, error) {
 	}
 	runtime.KeepAlive(img)
 	return m, nil
+}
+
+// LoadParts compiles src as parts modules (CompileParts) and loads them.
+func (d *Device) LoadParts(name, src string, opts []string, parts int) (Modules, error) {
+	res, err := CompileParts(name, src, d.Arch(), opts, parts)
+	if err != nil {
+		return nil, err
+	}
+	mods := make([]*Module, 0, parts)
+	for _, r := range res {
+		m, err := d.loadImage(r)
+		if err != nil {
+			for _, m := range mods {
+				_ = m.Unload()
+			}
+			return nil, err
+		}
+		mods = append(mods, m)
+	}
+	return mods, nil
+}
+
+// Modules are the parts of one source (LoadParts).
+type Modules []*Module
+
+// Function looks up the kernel name in each part in turn.
+func (ms Modules) Function(name string) (*Function, error) {
+	var first error
+	for _, m := range ms {
+		f, err := m.Function(name)
+		if err == nil {
+			return f, nil
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	if first == nil {
+		first = fmt.Errorf("cuda: no module to look up %s in", name)
+	}
+	return nil, first
+}
+
+// Unload unloads every part.
+func (ms Modules) Unload() error {
+	var errs []error
+	for _, m := range ms {
+		errs = append(errs, m.Unload())
+	}
+	return errors.Join(errs...)
 }
 
 // Unload unloads the module.

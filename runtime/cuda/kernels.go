@@ -24,8 +24,8 @@ func KernelOptions() []string {
 // Kernels is kvbench's kernel module (package kvbench/cuda's sources)
 // compiled and loaded on one device.
 type Kernels struct {
-	D   *Device
-	Mod *Module
+	D    *Device
+	Mods Modules // the source's parts (Device.LoadParts)
 
 	mu  sync.Mutex
 	fns map[string]*Function
@@ -33,11 +33,11 @@ type Kernels struct {
 
 // LoadKernels compiles (or takes from the cache) and loads the kernels.
 func LoadKernels(d *Device) (*Kernels, error) {
-	m, err := d.Load("kvbench.cu", kernelsrc.Source(), KernelOptions())
+	m, err := d.LoadParts("kvbench.cu", kernelsrc.Source(), KernelOptions(), kernelsrc.Parts)
 	if err != nil {
 		return nil, err
 	}
-	return &Kernels{D: d, Mod: m, fns: map[string]*Function{}}, nil
+	return &Kernels{D: d, Mods: m, fns: map[string]*Function{}}, nil
 }
 
 // Func returns the kernel name, looked up once.
@@ -47,7 +47,7 @@ func (k *Kernels) Func(name string) (*Function, error) {
 	if f, ok := k.fns[name]; ok {
 		return f, nil
 	}
-	f, err := k.Mod.Function(name)
+	f, err := k.Mods.Function(name)
 	if err != nil {
 		return nil, err
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -181,6 +182,31 @@ type CompileResult struct {
 	Cached bool     // read from the on-disk cache
 	Key    string   // the cache key
 	Log    string   // NVRTC's log (warnings), empty when cached
+}
+
+// CompileParts compiles src as parts programs side by side, program p with
+// -DKVB_PART=p added to opts (package kvbench/cuda's Parts). NVRTC takes
+// programs on several threads at once: the time is about that of the
+// largest part, not of the whole source.
+func CompileParts(name, src, arch string, opts []string, parts int) ([]*CompileResult, error) {
+	res := make([]*CompileResult, parts)
+	errs := make([]error, parts)
+	var wg sync.WaitGroup
+	for p := range parts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res[p], errs[p] = Compile(name, src, arch, append(slices.Clip(opts), fmt.Sprintf("-DKVB_PART=%d", p)))
+			if errs[p] != nil {
+				errs[p] = fmt.Errorf("part %d of %d: %w", p, parts, errs[p])
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return res, nil
 }
 
 // CacheDir is where compiled kernels are kept: $KVBENCH_CUDA_CACHE, else

@@ -1,0 +1,143 @@
+// Matrix-vector products of a decode step: one activation row x [in] (in %
+// 8 == 0) times weights stored as bf16, f16 or f32 [out, in], with the
+// epilogues the forward pass would otherwise run as kernels of their own.
+// A decode step reads every weight once, so these run at the memory's
+// speed when enough loads are in flight: a block of MV_THREADS threads
+// computes MV_ROWS outputs, every thread asking for its 16-byte piece of all
+// MV_ROWS rows before it uses the first and reusing its x values across
+// them; weights are read past L1 (they are not read again in the step).
+//
+// After backend.cu (be_bf16, be_f16, WT_*, warp_sum).
+
+#define MV_ROWS 4
+#define MV_MAX_WARPS 8
+
+// mv_ld reads 16 bytes of a weight, not kept in L1.
+__device__ __forceinline__ uint4 mv_ld(const void* p) {
+    uint4 v;
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
+    return v;
+}
+
+// mv_fetch reads weight elements i..i+7 as stored: one 16-byte piece for
+// bf16 and f16, two for f32 (b unused otherwise).
+__device__ __forceinline__ void mv_fetch(const void* w, int wt, long long i, uint4* a, uint4* b) {
+    if (wt == WT_F32) {
+        *a = mv_ld((const float*)w + i);
+        *b = mv_ld((const float*)w + i + 4);
+    } else {
+        *a = mv_ld((const u16*)w + i);
+    }
+}
+
+__device__ __forceinline__ float mv_lo(int wt, u32 u) { return wt == WT_BF16 ? be_bf16((u16)(u & 0xffffu)) : be_f16((u16)(u & 0xffffu)); }
+__device__ __forceinline__ float mv_hi(int wt, u32 u) { return wt == WT_BF16 ? be_bf16((u16)(u >> 16)) : be_f16((u16)(u >> 16)); }
+
+// mv_dot is the dot product of the 8 weights fetched into (a, b) with x[0..7].
+__device__ __forceinline__ float mv_dot(int wt, uint4 a, uint4 b, const float x[8]) {
+    if (wt == WT_F32)
+        return __uint_as_float(a.x) * x[0] + __uint_as_float(a.y) * x[1] + __uint_as_float(a.z) * x[2] + __uint_as_float(a.w) * x[3] +
+               __uint_as_float(b.x) * x[4] + __uint_as_float(b.y) * x[5] + __uint_as_float(b.z) * x[6] + __uint_as_float(b.w) * x[7];
+    return mv_lo(wt, a.x) * x[0] + mv_hi(wt, a.x) * x[1] + mv_lo(wt, a.y) * x[2] + mv_hi(wt, a.y) * x[3] +
+           mv_lo(wt, a.z) * x[4] + mv_hi(wt, a.z) * x[5] + mv_lo(wt, a.w) * x[6] + mv_hi(wt, a.w) * x[7];
+}
+
+// mv_rows computes the NM*MV_ROWS dot products of x with rows row0.. of w0
+// (and of w1 when NM == 2) into red[j] (the block's sums, in smem): row
+// row0+r of matrix m is j = m*MV_ROWS + r. Rows past nrows re-read the last
+// row; their sums are not used. Ends with the block synchronised.
+template <int NM, int WT>
+__device__ __forceinline__ void mv_rows_t(float* red, const float* x, int in, const void* w0, const void* w1, long long row0,
+                                          int nrows) {
+    float acc[NM * MV_ROWS];
+#pragma unroll
+    for (int j = 0; j < NM * MV_ROWS; j++) acc[j] = 0.f;
+    for (int i = threadIdx.x * 8; i < in; i += blockDim.x * 8) {
+        uint4 a[NM * MV_ROWS], b[NM * MV_ROWS];
+#pragma unroll
+        for (int m = 0; m < NM; m++)
+#pragma unroll
+            for (int r = 0; r < MV_ROWS; r++) {
+                long long row = row0 + min(r, nrows - 1);
+                mv_fetch(m == 0 ? w0 : w1, WT, row * in + i, &a[m * MV_ROWS + r], &b[m * MV_ROWS + r]);
+            }
+        const float4 x0 = *(const float4*)(x + i), x1 = *(const float4*)(x + i + 4);
+        const float xv[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+#pragma unroll
+        for (int j = 0; j < NM * MV_ROWS; j++) acc[j] += mv_dot(WT, a[j], b[j], xv);
+    }
+    __shared__ float part[NM * MV_ROWS][MV_MAX_WARPS];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+#pragma unroll
+    for (int j = 0; j < NM * MV_ROWS; j++) {
+        float s = warp_sum(acc[j]);
+        if (lane == 0) part[j][warp] = s;
+    }
+    __syncthreads();
+    if (threadIdx.x < NM * MV_ROWS) {
+        float s = 0.f;
+        for (int k = 0; k < nw; k++) s += part[threadIdx.x][k];
+        red[threadIdx.x] = s;
+    }
+    __syncthreads();
+}
+
+// mv_rows is mv_rows_t for the weight type wt (a constant in the loop).
+template <int NM>
+__device__ __forceinline__ void mv_rows(float* red, const float* x, int in, int wt, const void* w0, const void* w1, long long row0,
+                                        int nrows) {
+    if (wt == WT_BF16)
+        mv_rows_t<NM, WT_BF16>(red, x, in, w0, w1, row0, nrows);
+    else if (wt == WT_F16)
+        mv_rows_t<NM, WT_F16>(red, x, in, w0, w1, row0, nrows);
+    else
+        mv_rows_t<NM, WT_F32>(red, x, in, w0, w1, row0, nrows);
+}
+
+#define MV_STORE 0
+#define MV_ADD 1
+
+// be_mv: dst_m = W_m x (mode MV_STORE) or dst_m += W_m x (MV_ADD, rounded as
+// be_add) for up to three matrices m of one input (the query, key and value
+// projections are one launch). Grid: ceil(o0/MV_ROWS) blocks for matrix 0,
+// then those of matrix 1 and 2 (o1, o2 zero when absent); block MV_THREADS
+// threads, a multiple of 32 up to 256.
+extern "C" __global__ void be_mv(const float* x, int in, int wt, int mode, float* d0, const void* w0, int o0, float* d1,
+                                 const void* w1, int o1, float* d2, const void* w2, int o2) {
+    __shared__ float red[MV_ROWS];
+    int b = blockIdx.x;
+    int n0 = (o0 + MV_ROWS - 1) / MV_ROWS, n1 = (o1 + MV_ROWS - 1) / MV_ROWS;
+    float* d = d0;
+    const void* w = w0;
+    int out = o0;
+    if (b >= n0 + n1) {
+        b -= n0 + n1;
+        d = d2, w = w2, out = o2;
+    } else if (b >= n0) {
+        b -= n0;
+        d = d1, w = w1, out = o1;
+    }
+    const int row0 = b * MV_ROWS, nrows = min(MV_ROWS, out - row0);
+    if (nrows <= 0) return;
+    mv_rows<1>(red, x, in, wt, w, w, row0, nrows);
+    if (threadIdx.x < nrows) {
+        float s = red[threadIdx.x];
+        float* p = d + row0 + threadIdx.x;
+        *p = mode == MV_ADD ? __fadd_rn(*p, s) : s;
+    }
+}
+
+// be_mv_swiglu: dst = silu(Wg x) * (Wu x) over out outputs (as be_swiglu):
+// a block computes the same MV_ROWS rows of both matrices.
+extern "C" __global__ void be_mv_swiglu(const float* x, int in, int wt, float* dst, const void* wg, const void* wu, int out) {
+    __shared__ float red[2 * MV_ROWS];
+    const int row0 = blockIdx.x * MV_ROWS, nrows = min(MV_ROWS, out - row0);
+    if (nrows <= 0) return;
+    mv_rows<2>(red, x, in, wt, wg, wu, row0, nrows);
+    if (threadIdx.x < nrows) {
+        float g = red[threadIdx.x], u = red[MV_ROWS + threadIdx.x];
+        dst[row0 + threadIdx.x] = __fmul_rn(__fdiv_rn(g, __fadd_rn(1.f, expf(-g))), u);
+    }
+}

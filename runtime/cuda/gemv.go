@@ -1,0 +1,114 @@
+package cuda
+
+import (
+	"fmt"
+
+	"github.com/kvbench/kvbench/runtime"
+)
+
+// A decode step's matrix-vector products (gemv.cu): MatMul of one row, and
+// runtime.FusedMatMul, where the query, key and value projections are one
+// launch, the residual adds and SwiGLU are the products' epilogues.
+
+// mvThreads is be_mv's block: 8 warps share a block's MV_ROWS rows.
+const (
+	mvThreads = 256
+	mvRows    = 4 // MV_ROWS
+)
+
+// be_mv's modes.
+const (
+	mvStore = 0
+	mvAdd   = 1
+)
+
+// mvOut is one matrix of a be_mv launch: dst [out] = w [out, in] · x.
+type mvOut struct {
+	dst runtime.Buffer
+	w   *buf
+	out int
+}
+
+var _ runtime.FusedMatMul = (*Backend)(nil)
+
+// mvFits reports whether be_mv can run x [1, in] by the weights ws: in a
+// multiple of 8 (16-byte pieces), x 16-byte aligned (a view may not be),
+// one weight type.
+func (b *Backend) mvFits(x runtime.Buffer, rows, in int, ws ...*buf) bool {
+	if rows != 1 || in%8 != 0 || uint64(b.f32(x))%16 != 0 {
+		return false
+	}
+	for _, w := range ws {
+		if w.dtype != ws[0].dtype || uint64(w.p)%16 != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// mv launches be_mv over up to three matrices of one input (mvFits holds).
+func (b *Backend) mv(mode int32, x runtime.Buffer, in int, ms ...mvOut) {
+	if len(ms) == 0 || len(ms) > 3 {
+		panic(fmt.Sprintf("cuda: be_mv of %d matrices", len(ms)))
+	}
+	var args [3]struct {
+		d   Ptr
+		w   Ptr
+		out int32
+	}
+	blocks := 0
+	for i, m := range ms {
+		if m.w.n < in*m.out {
+			panic(fmt.Sprintf("cuda: MatMul weight of %d values, need %d x %d", m.w.n, m.out, in))
+		}
+		b.check(m.dst, 0, m.out, "MatMul")
+		args[i].d, args[i].w, args[i].out = b.f32(m.dst), m.w.p, int32(m.out)
+		blocks += (m.out + mvRows - 1) / mvRows
+	}
+	b.check(x, 0, in, "MatMul")
+	b.launch("be_mv", Dim3{blocks, 1, 1}, Dim3{mvThreads, 1, 1}, b.f32(x), int32(in), wtype(ms[0].w.dtype), mode,
+		args[0].d, args[0].w, args[0].out, args[1].d, args[1].w, args[1].out, args[2].d, args[2].w, args[2].out)
+}
+
+// MatMul3 runs the three products of one row as one launch (else one
+// MatMul each).
+func (b *Backend) MatMul3(x runtime.Buffer, rows, in int, p, q, r runtime.MatOut) {
+	wp, wq, wr := b.dev(p.W), b.dev(q.W), b.dev(r.W)
+	if b.mvFits(x, rows, in, wp, wq, wr) {
+		b.mv(mvStore, x, in, mvOut{p.Dst, wp, p.Out}, mvOut{q.Dst, wq, q.Out}, mvOut{r.Dst, wr, r.Out})
+		return
+	}
+	b.MatMul(p.Dst, x, p.W, rows, in, p.Out)
+	b.MatMul(q.Dst, x, q.W, rows, in, q.Out)
+	b.MatMul(r.Dst, x, r.W, rows, in, r.Out)
+}
+
+// MatMulAdd adds the product to dst in the product's kernel for one row.
+func (b *Backend) MatMulAdd(dst, tmp, x, w runtime.Buffer, rows, in, out int) {
+	if wd := b.dev(w); b.mvFits(x, rows, in, wd) {
+		b.mv(mvAdd, x, in, mvOut{dst, wd, out})
+		return
+	}
+	b.MatMul(tmp, x, w, rows, in, out)
+	b.Add(dst, tmp, rows*out)
+}
+
+// MatMulSwiGLU computes both products and SwiGLU in one kernel for one row.
+func (b *Backend) MatMulSwiGLU(gate, up, x, wg, wu runtime.Buffer, rows, in, out int) {
+	g, u := b.dev(wg), b.dev(wu)
+	if !b.mvFits(x, rows, in, g, u) {
+		b.MatMul(gate, x, wg, rows, in, out)
+		b.MatMul(up, x, wu, rows, in, out)
+		b.SwiGLU(gate, up, rows*out)
+		return
+	}
+	for _, w := range []*buf{g, u} {
+		if w.n < in*out {
+			panic(fmt.Sprintf("cuda: MatMul weight of %d values, need %d x %d", w.n, out, in))
+		}
+	}
+	b.check(gate, 0, out, "MatMulSwiGLU")
+	b.check(x, 0, in, "MatMulSwiGLU")
+	b.launch("be_mv_swiglu", Dim3{(out + mvRows - 1) / mvRows, 1, 1}, Dim3{mvThreads, 1, 1},
+		b.f32(x), int32(in), wtype(g.dtype), b.f32(gate), g.p, u.p, int32(out))
+}
