@@ -90,8 +90,11 @@ extern "C" __global__ void be_embed(float* dst, const void* table, int wt, const
 // be_rmsnorm: one block per row, of about dim/4 threads (the host's
 // choice: a decode step's one row is then one load per thread, not a chain
 // of dependent ones); the sum of squares in double as the CPU. dst may be x.
+// A programmatic dependent (LaunchAfter) that lets its own start early.
 extern "C" __global__ void be_rmsnorm(float* dst, const float* x, const void* w, int wt, int dim, float eps) {
     __shared__ double red[32];
+    pdl_trigger();
+    pdl_wait();
     const long long r = blockIdx.x;
     const float* row = x + r * dim;
     float* out = dst + r * dim;
@@ -149,7 +152,8 @@ __device__ __forceinline__ void be_load8(const void* w, int wt, long long i, flo
 // be_matmul: dst[r, o] = sum_i x[r, i] * w[o, i]. Block of MM_WARPS warps;
 // warp w of block (bx, by) computes output bx*MM_WARPS+w for the MM_ROWS
 // rows from by*MM_ROWS, reading each weight once for those rows. Lanes read
-// 8 consecutive channels at a time (16- or 32-byte loads) when in % 8 == 0.
+// 8 consecutive channels at a time (16- or 32-byte loads) when in % 8 == 0
+// and x is 16-byte aligned.
 extern "C" __global__ void be_matmul(float* dst, const float* x, const void* w, int wt, int rows, int in, int out) {
     int lane = threadIdx.x & 31;
     int o = blockIdx.x * MM_WARPS + (threadIdx.x >> 5);
@@ -160,7 +164,9 @@ extern "C" __global__ void be_matmul(float* dst, const float* x, const void* w, 
 #pragma unroll
     for (int j = 0; j < MM_ROWS; j++) acc[j] = 0.f;
     long long wrow = (long long)o * in;
-    if ((in & 7) == 0) {
+    // 16-byte loads of x and of the weights: in % 8 == 0 and x aligned (a
+    // view of a buffer may not be; the weight types' rows then are).
+    if ((in & 7) == 0 && ((unsigned long long)x & 15) == 0) {
         for (int i = lane * 8; i < in; i += 256) {
             float f[8];
             be_load8(w, wt, wrow + i, f);
@@ -205,8 +211,10 @@ __device__ __forceinline__ void be_rot(float x, float y, float ang, float* ox, f
 
 // be_rope: grid (rows, pair blocks), block 128, a pair a thread (cos and
 // sin in double are slow: a decode step's one row is spread over blocks);
-// x [rows, heads*hd]; invf [hd/2].
+// x [rows, heads*hd]; invf [hd/2]. A programmatic dependent (LaunchAfter).
 extern "C" __global__ void be_rope(float* x, const int* pos, const float* invf, int heads, int hd, int interleaved) {
+    pdl_trigger();
+    pdl_wait();
     int r = blockIdx.x, half = hd / 2;
     float p = (float)pos[r];
     for (int k = blockIdx.y * blockDim.x + threadIdx.x; k < heads * half; k += gridDim.y * blockDim.x) {

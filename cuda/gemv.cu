@@ -2,12 +2,15 @@
 // 8 == 0) times weights stored as bf16, f16 or f32 [out, in], with the
 // epilogues the forward pass would otherwise run as kernels of their own.
 // A decode step reads every weight once, so these run at the memory's
-// speed when enough loads are in flight: a block of MV_THREADS threads
-// computes MV_ROWS outputs, every thread asking for its 16-byte piece of all
-// MV_ROWS rows before it uses the first and reusing its x values across
-// them; weights are read past L1 (they are not read again in the step).
+// speed when enough loads are in flight: a block of up to 256 threads
+// computes R outputs (be_mv_r4, be_mv_r8; MV_ROWS of each matrix for
+// be_mv_swiglu), every thread asking for its 16-byte piece of all R rows
+// before it uses the first and reusing its x values across them; weights
+// are read past L1 (they are not read again in the step). Every kernel here
+// is launched as a programmatic dependent of the one before it.
 //
-// After backend.cu (be_bf16, be_f16, WT_*, warp_sum).
+// After backend.cu (be_bf16, be_f16, WT_*, warp_sum) and common.cu
+// (pdl_wait, pdl_trigger).
 
 #define MV_ROWS 4
 #define MV_MAX_WARPS 8
@@ -44,39 +47,62 @@ __device__ __forceinline__ float mv_dot(int wt, uint4 a, uint4 b, const float x[
            mv_lo(wt, a.z) * x[4] + mv_hi(wt, a.z) * x[5] + mv_lo(wt, a.w) * x[6] + mv_hi(wt, a.w) * x[7];
 }
 
-// mv_rows computes the NM*MV_ROWS dot products of x with rows row0.. of w0
-// (and of w1 when NM == 2) into red[j] (the block's sums, in smem): row
-// row0+r of matrix m is j = m*MV_ROWS + r. Rows past nrows re-read the last
-// row; their sums are not used. Ends with the block synchronised.
-template <int NM, int WT>
+// mv_rows computes the NM*R dot products of x with rows row0.. of w0 (and
+// of w1 when NM == 2) into red[j] (the block's sums, in smem): row row0+r of
+// matrix m is j = m*R + r. Rows past nrows re-read the last row; their sums
+// are not used. The next piece of each row is asked for before the current
+// one is used, and the first before pdl_wait: the weights are never
+// written, so a block launched early (LaunchAfter) has its first loads in
+// flight while the kernel before it finishes; x is read after. Ends with
+// the block synchronised.
+template <int NM, int R, int WT>
 __device__ __forceinline__ void mv_rows_t(float* red, const float* x, int in, const void* w0, const void* w1, long long row0,
                                           int nrows) {
-    float acc[NM * MV_ROWS];
+    float acc[NM * R];
 #pragma unroll
-    for (int j = 0; j < NM * MV_ROWS; j++) acc[j] = 0.f;
-    for (int i = threadIdx.x * 8; i < in; i += blockDim.x * 8) {
-        uint4 a[NM * MV_ROWS], b[NM * MV_ROWS];
+    for (int j = 0; j < NM * R; j++) acc[j] = 0.f;
+    uint4 a[NM * R], b[NM * R];
+    const int stride = blockDim.x * 8;
+    int i = threadIdx.x * 8;
+    bool has = i < in;
+    if (has) {
 #pragma unroll
         for (int m = 0; m < NM; m++)
 #pragma unroll
-            for (int r = 0; r < MV_ROWS; r++) {
-                long long row = row0 + min(r, nrows - 1);
-                mv_fetch(m == 0 ? w0 : w1, WT, row * in + i, &a[m * MV_ROWS + r], &b[m * MV_ROWS + r]);
-            }
+            for (int r = 0; r < R; r++)
+                mv_fetch(m == 0 ? w0 : w1, WT, (row0 + min(r, nrows - 1)) * in + i, &a[m * R + r], &b[m * R + r]);
+    }
+    pdl_trigger();
+    pdl_wait();
+    while (has) {
         const float4 x0 = *(const float4*)(x + i), x1 = *(const float4*)(x + i + 4);
         const float xv[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+        const int nx = i + stride;
+        const bool more = nx < in;
+        uint4 a2[NM * R], b2[NM * R];
+        if (more) {
 #pragma unroll
-        for (int j = 0; j < NM * MV_ROWS; j++) acc[j] += mv_dot(WT, a[j], b[j], xv);
+            for (int m = 0; m < NM; m++)
+#pragma unroll
+                for (int r = 0; r < R; r++)
+                    mv_fetch(m == 0 ? w0 : w1, WT, (row0 + min(r, nrows - 1)) * in + nx, &a2[m * R + r], &b2[m * R + r]);
+        }
+#pragma unroll
+        for (int j = 0; j < NM * R; j++) acc[j] += mv_dot(WT, a[j], b[j], xv);
+#pragma unroll
+        for (int j = 0; j < NM * R; j++) a[j] = a2[j], b[j] = b2[j];
+        i = nx;
+        has = more;
     }
-    __shared__ float part[NM * MV_ROWS][MV_MAX_WARPS];
+    __shared__ float part[NM * R][MV_MAX_WARPS];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
 #pragma unroll
-    for (int j = 0; j < NM * MV_ROWS; j++) {
+    for (int j = 0; j < NM * R; j++) {
         float s = warp_sum(acc[j]);
         if (lane == 0) part[j][warp] = s;
     }
     __syncthreads();
-    if (threadIdx.x < NM * MV_ROWS) {
+    if (threadIdx.x < NM * R) {
         float s = 0.f;
         for (int k = 0; k < nw; k++) s += part[threadIdx.x][k];
         red[threadIdx.x] = s;
@@ -85,30 +111,33 @@ __device__ __forceinline__ void mv_rows_t(float* red, const float* x, int in, co
 }
 
 // mv_rows is mv_rows_t for the weight type wt (a constant in the loop).
-template <int NM>
+template <int NM, int R>
 __device__ __forceinline__ void mv_rows(float* red, const float* x, int in, int wt, const void* w0, const void* w1, long long row0,
                                         int nrows) {
     if (wt == WT_BF16)
-        mv_rows_t<NM, WT_BF16>(red, x, in, w0, w1, row0, nrows);
+        mv_rows_t<NM, R, WT_BF16>(red, x, in, w0, w1, row0, nrows);
     else if (wt == WT_F16)
-        mv_rows_t<NM, WT_F16>(red, x, in, w0, w1, row0, nrows);
+        mv_rows_t<NM, R, WT_F16>(red, x, in, w0, w1, row0, nrows);
     else
-        mv_rows_t<NM, WT_F32>(red, x, in, w0, w1, row0, nrows);
+        mv_rows_t<NM, R, WT_F32>(red, x, in, w0, w1, row0, nrows);
 }
 
 #define MV_STORE 0
 #define MV_ADD 1
 
-// be_mv: dst_m = W_m x (mode MV_STORE) or dst_m += W_m x (MV_ADD, rounded as
-// be_add) for up to three matrices m of one input (the query, key and value
-// projections are one launch). Grid: ceil(o0/MV_ROWS) blocks for matrix 0,
-// then those of matrix 1 and 2 (o1, o2 zero when absent); block MV_THREADS
-// threads, a multiple of 32 up to 256.
-extern "C" __global__ void be_mv(const float* x, int in, int wt, int mode, float* d0, const void* w0, int o0, float* d1,
-                                 const void* w1, int o1, float* d2, const void* w2, int o2) {
-    __shared__ float red[MV_ROWS];
+// be_mv_r{R}: dst_m = W_m x (mode MV_STORE) or dst_m += W_m x (MV_ADD,
+// rounded as be_add) for up to three matrices m of one input (the query,
+// key and value projections are one launch). Grid: ceil(o0/R) blocks for
+// matrix 0, then those of matrix 1 and 2 (o1, o2 zero when absent); block
+// a multiple of 32 threads up to 256 (two blocks a multiprocessor: the
+// float32 weights' loop would take more registers). A programmatic
+// dependent (LaunchAfter).
+template <int R>
+__device__ __forceinline__ void mv_kernel(const float* x, int in, int wt, int mode, float* d0, const void* w0, int o0, float* d1,
+                                          const void* w1, int o1, float* d2, const void* w2, int o2) {
+    __shared__ float red[R];
     int b = blockIdx.x;
-    int n0 = (o0 + MV_ROWS - 1) / MV_ROWS, n1 = (o1 + MV_ROWS - 1) / MV_ROWS;
+    int n0 = (o0 + R - 1) / R, n1 = (o1 + R - 1) / R;
     float* d = d0;
     const void* w = w0;
     int out = o0;
@@ -119,9 +148,9 @@ extern "C" __global__ void be_mv(const float* x, int in, int wt, int mode, float
         b -= n0;
         d = d1, w = w1, out = o1;
     }
-    const int row0 = b * MV_ROWS, nrows = min(MV_ROWS, out - row0);
+    const int row0 = b * R, nrows = min(R, out - row0);
     if (nrows <= 0) return;
-    mv_rows<1>(red, x, in, wt, w, w, row0, nrows);
+    mv_rows<1, R>(red, x, in, wt, w, w, row0, nrows);
     if (threadIdx.x < nrows) {
         float s = red[threadIdx.x];
         float* p = d + row0 + threadIdx.x;
@@ -129,13 +158,22 @@ extern "C" __global__ void be_mv(const float* x, int in, int wt, int mode, float
     }
 }
 
+#define MV_KERNEL(R)                                                                                                       \
+    extern "C" __global__ void __launch_bounds__(256, 2) be_mv_r##R(const float* x, int in, int wt, int mode, float* d0, const void* w0, int o0,      \
+                                          float* d1, const void* w1, int o1, float* d2, const void* w2, int o2) {           \
+        mv_kernel<R>(x, in, wt, mode, d0, w0, o0, d1, w1, o1, d2, w2, o2);                                                  \
+    }
+MV_KERNEL(4)
+MV_KERNEL(8)
+
 // be_mv_swiglu: dst = silu(Wg x) * (Wu x) over out outputs (as be_swiglu):
-// a block computes the same MV_ROWS rows of both matrices.
-extern "C" __global__ void be_mv_swiglu(const float* x, int in, int wt, float* dst, const void* wg, const void* wu, int out) {
+// a block computes the same MV_ROWS rows of both matrices. A programmatic
+// dependent (LaunchAfter).
+extern "C" __global__ void __launch_bounds__(256, 2) be_mv_swiglu(const float* x, int in, int wt, float* dst, const void* wg, const void* wu, int out) {
     __shared__ float red[2 * MV_ROWS];
     const int row0 = blockIdx.x * MV_ROWS, nrows = min(MV_ROWS, out - row0);
     if (nrows <= 0) return;
-    mv_rows<2>(red, x, in, wt, wg, wu, row0, nrows);
+    mv_rows<2, MV_ROWS>(red, x, in, wt, wg, wu, row0, nrows);
     if (threadIdx.x < nrows) {
         float g = red[threadIdx.x], u = red[MV_ROWS + threadIdx.x];
         dst[row0 + threadIdx.x] = __fmul_rn(__fdiv_rn(g, __fadd_rn(1.f, expf(-g))), u);

@@ -80,6 +80,7 @@ type Backend struct {
 	graphs    map[runtime.ReplayKey]*Graph
 	capturing bool    // inside Replay's capture: no host data, no waiting
 	noGraphs  bool    // KVBENCH_GRAPHS=off: Replay runs the operations directly
+	mvRows    int     // rows of a be_mv block ($KVBENCH_MV_ROWS)
 	wide      scratch // float32 copy of a bf16/f16 weight for an f32 GEMM
 	narrow    scratch // bf16/f16 copy of the activations for a bf16/f16 GEMM
 
@@ -198,6 +199,10 @@ func NewBackendAt(ordinal int, prec string) (*Backend, error) {
 		b.Close()
 		return nil, err
 	}
+	if b.mvRows, err = mvRowsOf(); err != nil {
+		b.Close()
+		return nil, err
+	}
 	switch g := os.Getenv("KVBENCH_GRAPHS"); g {
 	case "", "on":
 	case "off":
@@ -289,6 +294,16 @@ func (b *Backend) launch(name string, grid, block Dim3, args ...any) {
 func (b *Backend) launchSmem(name string, grid, block Dim3, smem int, args ...any) {
 	b.flushKV()
 	if err := b.fn(name).Launch(grid, block, smem, args...); err != nil {
+		panic(err)
+	}
+}
+
+// launchAfter is launch as a programmatic dependent of the kernel before
+// it (Function.LaunchAfter): name must wait (pdl_wait) before it reads what
+// that kernel writes or writes what it reads.
+func (b *Backend) launchAfter(name string, grid, block Dim3, args ...any) {
+	b.flushKV()
+	if err := b.fn(name).LaunchAfter(grid, block, 0, args...); err != nil {
 		panic(err)
 	}
 }
@@ -671,7 +686,7 @@ func (b *Backend) RMSNorm(dst, x, w runtime.Buffer, rows, dim int, eps float32) 
 	// About a float4 a thread: a one-row norm (a decode step) is then one
 	// load's latency, not a chain of them.
 	threads := min(1024, max(32, (dim/4+31)&^31))
-	b.launch("be_rmsnorm", Dim3{rows, 1, 1}, Dim3{threads, 1, 1}, b.f32(dst), b.f32(x), wd.p, wtype(wd.dtype), int32(dim), eps)
+	b.launchAfter("be_rmsnorm", Dim3{rows, 1, 1}, Dim3{threads, 1, 1}, b.f32(dst), b.f32(x), wd.p, wtype(wd.dtype), int32(dim), eps)
 }
 
 // MatMul computes dst[r, o] = sum_i x[r, i] * w[o, i].
@@ -802,7 +817,7 @@ func (b *Backend) ropeWith(x runtime.Buffer, rows, heads, headDim int, pos []int
 		inter = 1
 	}
 	pairBlocks := (heads*headDim/2 + 127) / 128
-	b.launch("be_rope", Dim3{rows, pairBlocks, 1}, Dim3{128, 1, 1}, b.f32(x), p, p.Add(int64(rows)*4), int32(heads), int32(headDim), inter)
+	b.launchAfter("be_rope", Dim3{rows, pairBlocks, 1}, Dim3{128, 1, 1}, b.f32(x), p, p.Add(int64(rows)*4), int32(heads), int32(headDim), inter)
 }
 
 // SwiGLU sets gate = silu(gate) * up.

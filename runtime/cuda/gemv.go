@@ -2,6 +2,7 @@ package cuda
 
 import (
 	"fmt"
+	"os"
 
 	"github.com/kvbench/kvbench/runtime"
 )
@@ -10,11 +11,28 @@ import (
 // runtime.FusedMatMul, where the query, key and value projections are one
 // launch, the residual adds and SwiGLU are the products' epilogues.
 
-// mvThreads is be_mv's block: 8 warps share a block's MV_ROWS rows.
+// mvThreads is the block of the be_mv kernels: 8 warps share a block's
+// rows; be_mv_swiglu's block computes mvRows rows of each matrix.
 const (
 	mvThreads = 256
 	mvRows    = 4 // MV_ROWS
 )
+
+// mvRowsEnv picks be_mv_r4 or be_mv_r8 (the rows of a block) for the
+// products of one matrix: 4 or 8, default 8.
+const mvRowsEnv = "KVBENCH_MV_ROWS"
+
+// mvRowsOf reads $KVBENCH_MV_ROWS.
+func mvRowsOf() (int, error) {
+	switch v := os.Getenv(mvRowsEnv); v {
+	case "", "8":
+		return 8, nil
+	case "4":
+		return 4, nil
+	default:
+		return 0, fmt.Errorf("cuda: %s=%q: want 4 or 8", mvRowsEnv, v)
+	}
+}
 
 // be_mv's modes.
 const (
@@ -63,10 +81,10 @@ func (b *Backend) mv(mode int32, x runtime.Buffer, in int, ms ...mvOut) {
 		}
 		b.check(m.dst, 0, m.out, "MatMul")
 		args[i].d, args[i].w, args[i].out = b.f32(m.dst), m.w.p, int32(m.out)
-		blocks += (m.out + mvRows - 1) / mvRows
+		blocks += (m.out + b.mvRows - 1) / b.mvRows
 	}
 	b.check(x, 0, in, "MatMul")
-	b.launch("be_mv", Dim3{blocks, 1, 1}, Dim3{mvThreads, 1, 1}, b.f32(x), int32(in), wtype(ms[0].w.dtype), mode,
+	b.launchAfter(fmt.Sprintf("be_mv_r%d", b.mvRows), Dim3{blocks, 1, 1}, Dim3{mvThreads, 1, 1}, b.f32(x), int32(in), wtype(ms[0].w.dtype), mode,
 		args[0].d, args[0].w, args[0].out, args[1].d, args[1].w, args[1].out, args[2].d, args[2].w, args[2].out)
 }
 
@@ -109,6 +127,6 @@ func (b *Backend) MatMulSwiGLU(gate, up, x, wg, wu runtime.Buffer, rows, in, out
 	}
 	b.check(gate, 0, out, "MatMulSwiGLU")
 	b.check(x, 0, in, "MatMulSwiGLU")
-	b.launch("be_mv_swiglu", Dim3{(out + mvRows - 1) / mvRows, 1, 1}, Dim3{mvThreads, 1, 1},
+	b.launchAfter("be_mv_swiglu", Dim3{(out + mvRows - 1) / mvRows, 1, 1}, Dim3{mvThreads, 1, 1},
 		b.f32(x), int32(in), wtype(g.dtype), b.f32(gate), g.p, u.p, int32(out))
 }

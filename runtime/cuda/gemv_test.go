@@ -15,6 +15,15 @@ import (
 // that leave a part of a block's stride and outputs that leave a part of
 // a block's rows; an unaligned view of x takes the general kernel.
 func TestBackendMatVec(t *testing.T) {
+	for _, rows := range []string{"4", "8"} {
+		t.Run("rows"+rows, func(t *testing.T) {
+			t.Setenv("KVBENCH_MV_ROWS", rows)
+			testMatVec(t)
+		})
+	}
+}
+
+func testMatVec(t *testing.T) {
 	c := cpu.New(0)
 	defer c.Close()
 	g := newGPU(t)
@@ -95,6 +104,15 @@ func TestBackendMatVecSpeed(t *testing.T) {
 	if testing.Short() {
 		t.Skip("timing only")
 	}
+	for _, rows := range []string{"4", "8"} {
+		t.Run("rows"+rows, func(t *testing.T) {
+			t.Setenv("KVBENCH_MV_ROWS", rows)
+			matVecSpeed(t)
+		})
+	}
+}
+
+func matVecSpeed(t *testing.T) {
 	g := newGPU(t)
 	rng := rand.New(rand.NewPCG(1, 1))
 	const copies = 8 // 8 x 32 MB > the H200's 50 MB L2
