@@ -211,16 +211,19 @@ __device__ __forceinline__ void be_rot(float x, float y, float ang, float* ox, f
 
 // be_rope: grid (rows, pair blocks), block 128, a pair a thread (cos and
 // sin in double are slow: a decode step's one row is spread over blocks);
-// x [rows, heads*hd]; invf [hd/2]. A programmatic dependent (LaunchAfter).
-extern "C" __global__ void be_rope(float* x, const int* pos, const float* invf, int heads, int hd, int interleaved) {
+// x [rows, heads*hd], and x2 [rows, heads2*hd] when heads2 > 0 (a layer's
+// queries and keys in one launch); invf [hd/2]. A programmatic dependent
+// (LaunchAfter).
+extern "C" __global__ void be_rope(float* x, const int* pos, const float* invf, int heads, int hd, int interleaved, float* x2,
+                                   int heads2) {
     pdl_trigger();
     pdl_wait();
     int r = blockIdx.x, half = hd / 2;
     float p = (float)pos[r];
-    for (int k = blockIdx.y * blockDim.x + threadIdx.x; k < heads * half; k += gridDim.y * blockDim.x) {
+    for (int k = blockIdx.y * blockDim.x + threadIdx.x; k < (heads + heads2) * half; k += gridDim.y * blockDim.x) {
         int h = k / half, i = k % half;
         float ang = __fmul_rn(p, invf[i]);
-        float* v = x + ((long long)r * heads + h) * hd;
+        float* v = h < heads ? x + ((long long)r * heads + h) * hd : x2 + ((long long)r * heads2 + h - heads) * hd;
         int ia = i, ib = i + half;
         if (interleaved) { ia = 2 * i; ib = 2 * i + 1; }
         float a = v[ia], b = v[ib], oa, ob;

@@ -267,6 +267,13 @@ type ReplayKey struct {
 	Part  int
 }
 
+// RoPEPairer is an optional Backend capability: RoPE of a layer's queries
+// and keys, which turn by the same positions, as one operation.
+type RoPEPairer interface {
+	// RoPE2 is RoPE(q, rows, heads, ...) and RoPE(k, rows, kvHeads, ...).
+	RoPE2(q, k Buffer, rows, heads, kvHeads, headDim int, pos []int, theta float64, style RopeStyle)
+}
+
 // FusedMatMul is an optional Backend capability: a decode step's matrix
 // products together with what follows them, in fewer kernels. Each method
 // leaves dst with the values of the Backend calls it names (scratch

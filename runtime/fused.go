@@ -1,7 +1,7 @@
 package runtime
 
-// The forward pass's fused matrix products: one FusedMatMul call where the
-// backend has it, else the Backend calls it stands for.
+// The forward pass's fused operations: one FusedMatMul or RoPEPairer call
+// where the backend has it, else the Backend calls it stands for.
 
 // matMul3 is MatMul of x by a.W, b.W and c.W into a.Dst, b.Dst and c.Dst.
 func matMul3(be Backend, x Buffer, rows, in int, a, b, c MatOut) {
@@ -34,4 +34,15 @@ func matMulSwiGLU(be Backend, gate, up, x, wg, wu Buffer, rows, in, out int) {
 	be.MatMul(gate, x, wg, rows, in, out)
 	be.MatMul(up, x, wu, rows, in, out)
 	be.SwiGLU(gate, up, rows*out)
+}
+
+// rope2 is RoPE of the queries q and the keys k, in one operation where the
+// backend has it.
+func rope2(be Backend, q, k Buffer, rows, heads, kvHeads, headDim int, pos []int, theta float64, style RopeStyle) {
+	if p, ok := be.(RoPEPairer); ok {
+		p.RoPE2(q, k, rows, heads, kvHeads, headDim, pos, theta, style)
+		return
+	}
+	be.RoPE(q, rows, heads, headDim, pos, theta, style)
+	be.RoPE(k, rows, kvHeads, headDim, pos, theta, style)
 }

@@ -422,8 +422,7 @@ func (p *pass) run() {
 				g.r.scaled.RoPEFreqs(g.k, n, c.KVHeads, c.HeadDim, g.pos, g.r.invFreq, c.Rope)
 			}
 		} else {
-			be.RoPE(s.q, rows, c.Heads, c.HeadDim, pos, c.RopeTheta, c.Rope)
-			be.RoPE(s.k, rows, c.KVHeads, c.HeadDim, pos, c.RopeTheta, c.Rope)
+			rope2(be, s.q, s.k, rows, c.Heads, c.KVHeads, c.HeadDim, pos, c.RopeTheta, c.Rope)
 		}
 		// Each stream's new keys and values go to its cache and its policy
 		// acts; then every stream attends; then every policy sees the result.

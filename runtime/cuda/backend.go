@@ -76,6 +76,10 @@ type Backend struct {
 		v     []int32
 		p     Ptr
 		epoch int
+		// The inverse frequencies of theta and hd (bits), computed once.
+		theta float64
+		hd    int
+		inv   []int32
 	}
 	graphs    map[runtime.ReplayKey]*Graph
 	capturing bool    // inside Replay's capture: no host data, no waiting
@@ -196,6 +200,10 @@ func NewBackendAt(ordinal int, prec string) (*Backend, error) {
 		return nil, fmt.Errorf("cuda: KVBENCH_FLASH=%q is not one of w4m1n64, w4m2n64, w8m1n64, w4m2n32", fname)
 	}
 	if err := b.initTables(); err != nil {
+		b.Close()
+		return nil, err
+	}
+	if b.split.minChunk, err = minChunkOf(); err != nil {
 		b.Close()
 		return nil, err
 	}
@@ -775,24 +783,41 @@ func attnInvFreq(dst []int32, a *runtime.AttnArgs) []int32 {
 
 // RoPE rotates every head of every row by its position's angles.
 func (b *Backend) RoPE(x runtime.Buffer, rows, heads, headDim int, pos []int, theta float64, style runtime.RopeStyle) {
-	b.ropeWith(x, rows, heads, headDim, pos, theta, nil, style)
+	b.ropeWith(x, rows, heads, headDim, pos, theta, nil, style, nil, 0)
 }
 
 // RoPEFreqs rotates every head of every row by its position's angles with
 // the inverse frequencies inv [headDim/2] (scaled RoPE).
 func (b *Backend) RoPEFreqs(x runtime.Buffer, rows, heads, headDim int, pos []int, inv []float32, style runtime.RopeStyle) {
-	b.ropeWith(x, rows, heads, headDim, pos, 0, inv[:headDim/2], style)
+	b.ropeWith(x, rows, heads, headDim, pos, 0, inv[:headDim/2], style, nil, 0)
 }
 
-var _ runtime.ScaledRoPE = (*Backend)(nil)
+// RoPE2 rotates the queries q and the keys k in one launch.
+func (b *Backend) RoPE2(q, k runtime.Buffer, rows, heads, kvHeads, headDim int, pos []int, theta float64, style runtime.RopeStyle) {
+	b.ropeWith(q, rows, heads, headDim, pos, theta, nil, style, k, kvHeads)
+}
+
+var (
+	_ runtime.ScaledRoPE = (*Backend)(nil)
+	_ runtime.RoPEPairer = (*Backend)(nil)
+)
 
 // ropeWith runs be_rope with the inverse frequencies inv, or those of theta
-// when inv is nil.
-func (b *Backend) ropeWith(x runtime.Buffer, rows, heads, headDim int, pos []int, theta float64, inv []float32, style runtime.RopeStyle) {
+// when inv is nil, over x and, when x2 is not nil, x2 [rows,
+// heads2*headDim] too.
+func (b *Backend) ropeWith(x runtime.Buffer, rows, heads, headDim int, pos []int, theta float64, inv []float32, style runtime.RopeStyle,
+	x2 runtime.Buffer, heads2 int) {
 	if rows == 0 {
 		return
 	}
 	b.check(x, 0, rows*heads*headDim, "RoPE")
+	var p2 Ptr
+	if x2 != nil {
+		b.check(x2, 0, rows*heads2*headDim, "RoPE")
+		p2 = b.f32(x2)
+	} else {
+		heads2 = 0
+	}
 	v := b.hInts[:0]
 	for _, p := range pos[:rows] {
 		v = append(v, int32(p))
@@ -800,7 +825,10 @@ func (b *Backend) ropeWith(x runtime.Buffer, rows, heads, headDim int, pos []int
 	if inv != nil {
 		v = freqBits(v, inv)
 	} else {
-		v = invFreq(v, theta, headDim)
+		if b.rope.inv == nil || b.rope.theta != theta || b.rope.hd != headDim {
+			b.rope.inv, b.rope.theta, b.rope.hd = invFreq(b.rope.inv[:0], theta, headDim), theta, headDim
+		}
+		v = append(v, b.rope.inv...)
 	}
 	b.hInts = v
 	b.flushKV()
@@ -816,8 +844,9 @@ func (b *Backend) ropeWith(x runtime.Buffer, rows, heads, headDim int, pos []int
 	if style == runtime.RopeInterleaved {
 		inter = 1
 	}
-	pairBlocks := (heads*headDim/2 + 127) / 128
-	b.launchAfter("be_rope", Dim3{rows, pairBlocks, 1}, Dim3{128, 1, 1}, b.f32(x), p, p.Add(int64(rows)*4), int32(heads), int32(headDim), inter)
+	pairBlocks := ((heads+heads2)*headDim/2 + 127) / 128
+	b.launchAfter("be_rope", Dim3{rows, pairBlocks, 1}, Dim3{128, 1, 1}, b.f32(x), p, p.Add(int64(rows)*4), int32(heads), int32(headDim), inter,
+		p2, int32(heads2))
 }
 
 // SwiGLU sets gate = silu(gate) * up.

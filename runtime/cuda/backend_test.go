@@ -150,6 +150,13 @@ func TestBackendOps(t *testing.T) {
 			c.RoPE(x.c, rows, heads, hd, pos, 1e4, style)
 			g.RoPE(x.g, rows, heads, hd, pos, 1e4, style)
 			x.cmp(t, c, g, fmt.Sprintf("RoPE style %v hd %d", style, hd), 1e-6)
+			// Queries and keys in one launch (RoPE2), 5 and 2 heads.
+			q, k := newPair(c, g, randVec(rng, rows*5*hd, 1)), newPair(c, g, randVec(rng, rows*2*hd, 1))
+			c.RoPE(q.c, rows, 5, hd, pos, 5e5, style)
+			c.RoPE(k.c, rows, 2, hd, pos, 5e5, style)
+			g.RoPE2(q.g, k.g, rows, 5, 2, hd, pos, 5e5, style)
+			q.cmp(t, c, g, fmt.Sprintf("RoPE2 queries style %v hd %d", style, hd), 1e-6)
+			k.cmp(t, c, g, fmt.Sprintf("RoPE2 keys style %v hd %d", style, hd), 1e-6)
 		}
 	}
 	n := 1000

@@ -6,6 +6,7 @@ import (
 	"math/bits"
 	"os"
 	"slices"
+	"strconv"
 
 	"github.com/kvbench/kvbench/runtime"
 )
@@ -272,14 +273,31 @@ const ctrWords = 16 << 10
 
 // splitState is a Backend's state for the split-KV kernels of Attend.
 type splitState struct {
-	chunk int            // tokens per block asked for (SetAttnChunk); 0: chosen per call
-	occ   map[occKey]int // resident blocks per multiprocessor, by kernel and shared memory
-	last  Plan           // the last Attend's launch (AttnPlan)
+	chunk    int            // tokens per block asked for (SetAttnChunk); 0: chosen per call
+	minChunk int            // least tokens per block a chosen chunk has ($KVBENCH_ATTN_MIN_CHUNK)
+	occ      map[occKey]int // resident blocks per multiprocessor, by kernel and shared memory
+	last     Plan           // the last Attend's launch (AttnPlan)
 }
 
 type occKey struct {
 	f    *Function
 	smem int
+}
+
+// minChunkEnv sets splitState.minChunk: a multiple of ChunkTokens.
+const minChunkEnv = "KVBENCH_ATTN_MIN_CHUNK"
+
+// minChunkOf reads $KVBENCH_ATTN_MIN_CHUNK (default ChunkTokens).
+func minChunkOf() (int, error) {
+	v := os.Getenv(minChunkEnv)
+	if v == "" {
+		return ChunkTokens, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 || n%ChunkTokens != 0 {
+		return 0, fmt.Errorf("cuda: %s=%q: want a positive multiple of %d", minChunkEnv, v, ChunkTokens)
+	}
+	return n, nil
 }
 
 // SetAttnChunk sets the tokens per block of the split-KV kernels of Attend
@@ -527,23 +545,28 @@ func rtSmem(vg, hd, chunk, minPS int, shifted, lean bool) int {
 
 // splitChunk is the chunk of a launch of f over rows split rows of up to
 // tokensPerRow tokens (smemFor: its shared memory at a chunk): the one
-// SetAttnChunk asked for, else the smallest multiple of ChunkTokens that
-// fills the GPU's resident block slots in one wave (as splitKV.size),
-// lowered until the shared memory fits.
+// SetAttnChunk asked for, else the smallest multiple of ChunkTokens, at
+// least $KVBENCH_ATTN_MIN_CHUNK and at most the row, that fills the GPU's
+// resident block slots in one wave (as splitKV.size), lowered until the
+// shared memory fits.
 func (b *Backend) splitChunk(f *Function, smemFor func(int) int, rows, tokensPerRow int) int {
 	limit := maxAttnSmemB - f.Shared
 	chunk := b.split.chunk
 	if chunk == 0 {
-		chunk = minChunkTokens
+		least := max(b.split.minChunk, minChunkTokens)
+		chunk = least
 		for range 4 {
 			perRow := max(1, b.D.SMs*max(b.occupancy(f, smemFor(chunk)), 1)/rows)
 			c := (tokensPerRow + perRow - 1) / perRow
-			c = max(minChunkTokens, (c+minChunkTokens-1)/minChunkTokens*minChunkTokens)
+			c = max(least, (c+minChunkTokens-1)/minChunkTokens*minChunkTokens)
 			if c == chunk {
 				break
 			}
 			chunk = c
 		}
+		// No longer than the row: a least chunk past it would only take
+		// shared memory.
+		chunk = min(chunk, max(minChunkTokens, (tokensPerRow+minChunkTokens-1)/minChunkTokens*minChunkTokens))
 	}
 	for chunk > minChunkTokens && smemFor(chunk) > limit {
 		chunk -= minChunkTokens
