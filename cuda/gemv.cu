@@ -10,19 +10,13 @@
 // is launched as a programmatic dependent of the one before it.
 //
 // After backend.cu (be_bf16, be_f16, WT_*, warp_sum) and common.cu
-// (pdl_wait, pdl_trigger).
+// (ld_stream, pdl_wait, pdl_trigger).
 
 #define MV_ROWS 4
 #define MV_MAX_WARPS 8
 
-// mv_ld reads 16 bytes of a weight, not kept in L1.
-__device__ __forceinline__ uint4 mv_ld(const void* p) {
-    uint4 v;
-    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-        : "l"(p));
-    return v;
-}
+// mv_ld reads 16 bytes of a weight, not kept in L1 (common.cu's ld_stream).
+__device__ __forceinline__ uint4 mv_ld(const void* p) { return ld_stream((const bf16*)p); }
 
 // mv_fetch reads weight elements i..i+7 as stored: one 16-byte piece for
 // bf16 and f16, two for f32 (b unused otherwise).

@@ -24,6 +24,20 @@ func gpuWith(t *testing.T, mode string) *cuda.Backend {
 	return g
 }
 
+// uploadBoth uploads w to the CPU and the GPU backend.
+func uploadBoth(t *testing.T, c *cpu.Backend, g *cuda.Backend, w *runtime.Tensor) (runtime.Buffer, runtime.Buffer) {
+	t.Helper()
+	wc, err := c.Upload(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg, err := g.Upload(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return wc, wg
+}
+
 // TestBackendGemm checks MatMul through cuBLAS (rows >= 16) against the CPU
 // for every weight type: float32 GEMM within float32 rounding, bf16 GEMM
 // (activations rounded to bf16) within bf16 rounding.
@@ -37,15 +51,7 @@ func TestBackendGemm(t *testing.T) {
 			for _, dt := range []runtime.DType{runtime.F32, runtime.BF16, runtime.F16} {
 				for _, sh := range [][3]int{{16, 64, 50}, {64, 512, 1376}, {300, 384, 259}} {
 					rows, in, out := sh[0], sh[1], sh[2]
-					w := weight(rng, dt, out, in)
-					wc, err := c.Upload(w)
-					if err != nil {
-						t.Fatal(err)
-					}
-					wg, err := g.Upload(w)
-					if err != nil {
-						t.Fatal(err)
-					}
+					wc, wg := uploadBoth(t, c, g, weight(rng, dt, out, in))
 					x := newPair(c, g, randVec(rng, rows*in, 1))
 					dst := newPair(c, g, make([]float32, rows*out))
 					c.MatMul(dst.c, x.c, wc, rows, in, out)

@@ -31,18 +31,7 @@ func testMatVec(t *testing.T) {
 	for _, dt := range []runtime.DType{runtime.BF16, runtime.F16, runtime.F32} {
 		for _, sh := range []struct{ in, o0, o1, o2 int }{{8, 1, 2, 3}, {264, 5, 3, 7}, {2056, 13, 4, 1}, {4096, 512, 128, 128}} {
 			in := sh.in
-			up := func(out int) (runtime.Buffer, runtime.Buffer) {
-				w := weight(rng, dt, out, in)
-				wc, err := c.Upload(w)
-				if err != nil {
-					t.Fatal(err)
-				}
-				wg, err := g.Upload(w)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return wc, wg
-			}
+			up := func(out int) (runtime.Buffer, runtime.Buffer) { return uploadBoth(t, c, g, weight(rng, dt, out, in)) }
 			name := fmt.Sprintf("%v in %d", dt, in)
 			x := newPair(c, g, randVec(rng, in, 1))
 			wc0, wg0 := up(sh.o0)

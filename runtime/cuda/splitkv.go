@@ -449,7 +449,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	smem, nchunks := smemFor(chunk), max(1, (longest+chunk-1)/chunk)
 	pgw := chunk/minPS + 2
 	ngroups := (nchunks + mergeGroup - 1) / mergeGroup
-	fused := vg == 1 && fusedCombine(1) && nsrows*(ngroups+1) <= ctrWords
+	fused := fusedCombine(vg) && nsrows*(ngroups+1) <= ctrWords
 	parts := nchunks
 	if fused {
 		parts += ngroups
