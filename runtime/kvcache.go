@@ -20,13 +20,15 @@ type KVCache struct {
 	kvHeads  int
 	headDim  int
 	pageSize int
-	dtype    DType     // element type of the pages
-	seqs     [][]KVSeq // [layer][kvHead]
-	free     []kvPage  // pages ready for reuse
-	total    int       // pages ever allocated
-	shifts   bool      // keep KVSeq.Shift beside Pos
-	ref      [][]KVSeq // [layer][kvHead] every token ever appended, when recording
-	refPages int       // pages held by ref
+	dtype    DType         // element type of the pages
+	seqs     [][]KVSeq     // [layer][kvHead]
+	free     []kvPage      // pages ready for reuse
+	total    int           // pages ever allocated
+	shifts   bool          // keep KVSeq.Shift beside Pos
+	moves    [][2]int32    // Evict's copies (destination, source; -1: dropped), reused
+	moveAt   map[int32]int // Evict's copy into a slot, for many drops
+	ref      [][]KVSeq     // [layer][kvHead] every token ever appended, when recording
+	refPages int           // pages held by ref
 }
 
 type kvPage struct{ k, v Buffer }
@@ -210,9 +212,21 @@ func (c *KVCache) ReferenceBytes() int64 { return int64(c.refPages) * c.PageByte
 // layer l, KV head h. The last tokens move into the freed slots, so the order
 // of tokens is not kept; positions and shifts travel with them. Pages left
 // empty return to the free list.
+//
+// The key and value copies are those of the final layout: a token moved
+// twice (into a hole that later became the last slot, then on) is copied
+// once, from where it was, so no copy reads a slot another one writes and
+// the backend may run them all together.
 func (c *KVCache) Evict(l, h int, drop []int32) {
 	s := &c.seqs[l][h]
 	slices.Sort(drop)
+	c.moves = c.moves[:0] // (destination, original slot) of the tokens moved so far
+	if len(drop) > smallEvict {
+		if c.moveAt == nil {
+			c.moveAt = map[int32]int{}
+		}
+		clear(c.moveAt)
+	}
 	for i := len(drop) - 1; i >= 0; i-- {
 		d := int(drop[i])
 		if d < 0 || d >= s.N || (i > 0 && drop[i-1] == drop[i]) {
@@ -220,8 +234,18 @@ func (c *KVCache) Evict(l, h int, drop []int32) {
 		}
 		last := s.N - 1
 		if d != last {
-			ps := c.pageSize
-			c.be.MoveKV(s.K[d/ps], s.V[d/ps], d%ps, s.K[last/ps], s.V[last/ps], last%ps, c.headDim)
+			from := int32(last)
+			// The last token may itself have been moved here: it moves
+			// on from where it was, and that earlier copy is dropped
+			// (its destination is past the end now).
+			if j, ok := c.movedTo(last, len(drop)); ok {
+				from = c.moves[j][1]
+				c.moves[j][1] = -1
+			}
+			if len(drop) > smallEvict {
+				c.moveAt[int32(d)] = len(c.moves)
+			}
+			c.moves = append(c.moves, [2]int32{int32(d), from})
 			s.Pos[d] = s.Pos[last]
 			s.Ascending = false // the last token moved into the hole
 			if c.shifts {
@@ -229,6 +253,14 @@ func (c *KVCache) Evict(l, h int, drop []int32) {
 			}
 		}
 		s.N--
+	}
+	ps := c.pageSize
+	for _, m := range c.moves {
+		d, f := int(m[0]), int(m[1])
+		if f < 0 {
+			continue
+		}
+		c.be.MoveKV(s.K[d/ps], s.V[d/ps], d%ps, s.K[f/ps], s.V[f/ps], f%ps, c.headDim)
 	}
 	s.Pos = s.Pos[:s.N]
 	if c.shifts {
@@ -243,6 +275,25 @@ func (c *KVCache) Evict(l, h int, drop []int32) {
 		s.K[i], s.V[i] = nil, nil
 	}
 	s.K, s.V = s.K[:keep], s.V[:keep]
+}
+
+// smallEvict is the most drops an Evict finds earlier copies for by
+// looking through them; more use the moveAt index.
+const smallEvict = 16
+
+// movedTo reports whether an earlier copy of the Evict in progress (of
+// ndrop drops) moved a token into slot, and which.
+func (c *KVCache) movedTo(slot, ndrop int) (int, bool) {
+	if ndrop > smallEvict {
+		j, ok := c.moveAt[int32(slot)]
+		return j, ok && c.moves[j][1] >= 0
+	}
+	for j, m := range c.moves {
+		if m[0] == int32(slot) && m[1] >= 0 {
+			return j, true
+		}
+	}
+	return 0, false
 }
 
 func (c *KVCache) takePage() kvPage {
