@@ -2,7 +2,6 @@ package cuda
 
 import (
 	"bytes"
-	"debug/elf"
 	"os"
 	"slices"
 	"testing"
@@ -101,29 +100,37 @@ func TestCompileKernels(t *testing.T) {
 	}
 }
 
-// kernelNames lists the kernels (global functions) of a CUBIN image.
+// kernelNames lists the kernels of a compiled image.
 func kernelNames(t *testing.T, img []byte) []string {
 	t.Helper()
-	// CUBINs carry their own ELF version (ident and header); debug/elf
-	// reads only version 1.
-	img = slices.Clone(img)
-	if len(img) > 24 {
-		img[elf.EI_VERSION] = byte(elf.EV_CURRENT)
-		copy(img[20:24], []byte{1, 0, 0, 0})
-	}
-	f, err := elf.NewFile(bytes.NewReader(img))
+	names, err := imageKernels(img)
 	if err != nil {
-		t.Fatalf("CUBIN: %v", err)
-	}
-	syms, err := f.Symbols()
-	if err != nil {
-		t.Fatalf("CUBIN symbols: %v", err)
-	}
-	var names []string
-	for _, s := range syms {
-		if elf.ST_TYPE(s.Info) == elf.STT_FUNC && elf.ST_BIND(s.Info) == elf.STB_GLOBAL {
-			names = append(names, s.Name)
-		}
+		t.Fatal(err)
 	}
 	return names
+}
+
+// TestImageKernels lists the kernels of a small program compiled to CUBIN
+// and to PTX (with NVRTC only).
+func TestImageKernels(t *testing.T) {
+	if _, _, err := NVRTCVersion(); err != nil {
+		t.Skip("no NVRTC:", err)
+	}
+	t.Setenv("KVBENCH_CUDA_CACHE", t.TempDir())
+	src := `extern "C" __global__ void one(float* x) { x[0] = 1.f; }
+__device__ float helper(float v) { return v * 2.f; }
+extern "C" __global__ void two(float* x) { x[0] = helper(x[1]); }
+template <int N> __global__ void three(float* x) { x[0] = N; }
+template __global__ void three<3>(float*);`
+	for _, arch := range []string{"sm_90", "compute_90"} {
+		res, err := Compile("image.cu", src, arch, KernelOptions())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := kernelNames(t, res.Image)
+		slices.Sort(got)
+		if len(got) != 3 || got[0] != "_Z5threeILi3EEvPf" || got[1] != "one" || got[2] != "two" {
+			t.Errorf("%s: kernels %v, want _Z5threeILi3EEvPf, one, two", arch, got)
+		}
+	}
 }

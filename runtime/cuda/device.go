@@ -376,9 +376,10 @@ func (d *Device) Sync() error {
 
 // Module is a loaded kernel image.
 type Module struct {
-	d   *Device
-	h   uintptr
-	Res *CompileResult
+	d       *Device
+	h       uintptr
+	Res     *CompileResult
+	kernels map[string]bool // the image's kernels; nil: not known
 }
 
 // Function is a kernel of a Module with its resource use.
@@ -407,6 +408,12 @@ func (d *Device) loadImage(res *CompileResult) (*Module, error) {
 	}
 	defer leave()
 	m := &Module{d: d, Res: res}
+	if names, err := imageKernels(res.Image); err == nil {
+		m.kernels = make(map[string]bool, len(names))
+		for _, n := range names {
+			m.kernels[n] = true
+		}
+	}
 	img := append(res.Image, 0) // a PTX image must end in NUL
 	if err := d.api.check("cuModuleLoadData", d.api.cuModuleLoadData(&m.h, unsafe.Pointer(&img[0]))); err != nil {
 		return nil, err
@@ -438,8 +445,15 @@ func (d *Device) LoadParts(name, src string, opts []string, parts int) (Modules,
 // Modules are the parts of one source (LoadParts).
 type Modules []*Module
 
-// Function looks up the kernel name in each part in turn.
+// Function looks up the kernel name in the part whose image lists it (the
+// first, for the small kernels every part holds); where none does (a list
+// that could not be read), in each part in turn.
 func (ms Modules) Function(name string) (*Function, error) {
+	for _, m := range ms {
+		if m.kernels[name] {
+			return m.Function(name)
+		}
+	}
 	var first error
 	for _, m := range ms {
 		f, err := m.Function(name)
@@ -451,7 +465,7 @@ func (ms Modules) Function(name string) (*Function, error) {
 		}
 	}
 	if first == nil {
-		first = fmt.Errorf("cuda: no module to look up %s in", name)
+		first = fmt.Errorf("cuda: no kernel %s in the %d modules", name, len(ms))
 	}
 	return nil, first
 }
