@@ -21,6 +21,16 @@ type sinkWindow struct {
 	sinks, recent int
 	reposition    bool
 	qshift        []int
+	// ring[l][p % recent] is the slot of the token at position p >= sinks
+	// in layer l's sequences (the same in every KV head) once the window is
+	// full (nil: not known): a decode step's new token lands in its victim's
+	// slot, p - recent, which shares its ring entry, so the ring stays
+	// right and a step evicts in O(1) a head.
+	ring     [][]int32
+	ringLast []int32 // the newest position of layer l when its ring was last right
+	lo       int32   // the smallest kept position >= sinks after evict; -1: not known
+	ringHits int     // evictions through the ring (for tests)
+	one  [1]int32
 }
 
 func init() {
@@ -111,6 +121,8 @@ func (w *sinkWindow) Start(r *runtime.Runner) error {
 	if w.reposition {
 		r.Cache.TrackShifts()
 	}
+	w.ring = make([][]int32, r.Model.Config.Layers)
+	w.ringLast = make([]int32, r.Model.Config.Layers)
 	return w.bind(r, w)
 }
 
@@ -119,6 +131,7 @@ func (w *sinkWindow) BeforeAttend(l int, a *runtime.AttnArgs) {
 		return
 	}
 	w.begin(l, a)
+	w.lo = -1
 	if w.stepEvict {
 		w.evict(l, newest(a))
 	}
@@ -138,14 +151,75 @@ func (w *sinkWindow) AfterAttend(l int, a *runtime.AttnArgs) {
 	w.end(l, a)
 }
 
-// evict drops tokens that are neither sinks nor among the recent ones.
+// evict drops tokens that are neither sinks nor among the recent ones:
+// in a decode step after the window filled, the one token at position
+// last - recent, found through the ring; otherwise by a scan, after which
+// the ring is rebuilt.
 func (w *sinkWindow) evict(l int, last int32) {
 	lo := last - int32(w.recent) + 1
 	if lo <= int32(w.sinks) {
 		return
 	}
+	if w.evictOne(l, last) {
+		w.lo = lo
+		return
+	}
 	sinks := int32(w.sinks)
 	w.evictWhere(l, func(p int32) bool { return p >= sinks && p < lo })
+	w.buildRing(l, last)
+}
+
+// evictOne evicts the token at position last - recent from every KV head
+// of layer l where the ring says where it is: one token after the one the
+// ring was last right at (so that the sequences hold the sinks and the
+// window [last - recent, last], by induction), each sequence that many
+// tokens long with last in its last slot. It reports whether it did (else
+// nothing changed).
+func (w *sinkWindow) evictOne(l int, last int32) bool {
+	ring := w.ring[l]
+	if ring == nil || last != w.ringLast[l]+1 {
+		return false
+	}
+	v := last - int32(w.recent)
+	d := ring[int(v)%w.recent]
+	seqs := w.cache.Seqs(l)
+	for h := range seqs {
+		s := &seqs[h]
+		if s.N != w.sinks+w.recent+1 || s.Pos[s.N-1] != last || int(d) >= s.N-1 || s.Pos[d] != v {
+			w.ring[l] = nil
+			return false
+		}
+	}
+	for h := range seqs {
+		w.one[0] = d
+		w.cache.Evict(l, h, w.one[:])
+	}
+	w.ringLast[l] = last
+	w.ringHits++
+	return true
+}
+
+// buildRing records where layer l's tokens are once its sequences hold
+// exactly the sinks and the window ending at last (nil otherwise).
+func (w *sinkWindow) buildRing(l int, last int32) {
+	w.ring[l] = nil
+	seqs := w.cache.Seqs(l)
+	if len(seqs) == 0 || seqs[0].N != w.sinks+w.recent {
+		return
+	}
+	s := &seqs[0]
+	ring := make([]int32, w.recent)
+	lo, sinks := last-int32(w.recent)+1, int32(w.sinks)
+	for t, p := range s.Pos[:s.N] {
+		switch {
+		case p < sinks:
+		case p < lo || p > last:
+			return
+		default:
+			ring[int(p)%w.recent] = int32(t)
+		}
+	}
+	w.ring[l], w.ringLast[l] = ring, last
 }
 
 // shift sets cache positions: the kept tokens are positions [0, sinks) and a
@@ -160,10 +234,12 @@ func (w *sinkWindow) shift(l int, a *runtime.AttnArgs) {
 	shifted := false
 	for g := range seqs {
 		s := &seqs[g]
-		lo := int32(-1)
-		for _, p := range s.Pos[:s.N] {
-			if p >= sinks && (lo < 0 || p < lo) {
-				lo = p
+		lo := w.lo // known after a ring eviction: every head holds [lo, last]
+		if lo < 0 {
+			for _, p := range s.Pos[:s.N] {
+				if p >= sinks && (lo < 0 || p < lo) {
+					lo = p
+				}
 			}
 		}
 		d := int32(0)

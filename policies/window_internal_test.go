@@ -1,0 +1,96 @@
+package policies
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/kvbench/kvbench/runtime"
+	"github.com/kvbench/kvbench/runtime/cpu"
+)
+
+// scanOnly is a sinkWindow's hook that forgets the ring before every
+// layer, so that each eviction scans.
+type scanOnly struct{ w *sinkWindow }
+
+func (s scanOnly) BeforeAttend(l int, a *runtime.AttnArgs) {
+	s.w.ring[l] = nil
+	s.w.BeforeAttend(l, a)
+}
+
+func (s scanOnly) AfterAttend(l int, a *runtime.AttnArgs) { s.w.AfterAttend(l, a) }
+
+// TestSinkWindowRing checks the ring's O(1) eviction against the scan: two
+// streams of window and streamingllm over the same tokens (a prompt, then
+// one token a step), one scanning every time, give the same logits bit for
+// bit and the same cache layout, the ring serves most steps, and every
+// sequence holds the sinks and the window.
+func TestSinkWindowRing(t *testing.T) {
+	m, err := runtime.Synthetic("tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name   string
+		params Params
+		sinks  int
+	}{{"window", Params{"budget": 48}, 0}, {"streamingllm", Params{"sinks": 4, "budget": 52}, 4}} {
+		t.Run(c.name, func(t *testing.T) {
+			var ws [2]*sinkWindow
+			var rs [2]*runtime.Runner
+			for i := range 2 {
+				p, err := New(c.name, c.params)
+				if err != nil {
+					t.Fatal(err)
+				}
+				r, err := runtime.NewRunner(m, cpu.New(1), 64)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := p.Start(r); err != nil {
+					t.Fatal(err)
+				}
+				ws[i], rs[i] = p.(*sinkWindow), r
+			}
+			rs[1].Hook = scanOnly{ws[1]}
+			toks := make([]int, 300)
+			for i := range toks {
+				toks[i] = 3 + (i*37)%200
+			}
+			lg := [2][]float32{make([]float32, m.Config.Vocab), make([]float32, m.Config.Vocab)}
+			for i := range 2 {
+				ws[i].Prompt(80)
+				if err := rs[i].Forward(toks[:80], lg[i]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for n := 80; n < len(toks); n++ {
+				for i := range 2 {
+					if err := rs[i].Forward(toks[n:n+1], lg[i]); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if !slices.Equal(lg[0], lg[1]) {
+					t.Fatalf("token %d: the ring's logits differ from the scan's", n)
+				}
+				for l := range m.Config.Layers {
+					a, b := rs[0].Cache.Seqs(l), rs[1].Cache.Seqs(l)
+					for h := range a {
+						if !slices.Equal(a[h].Pos[:a[h].N], b[h].Pos[:b[h].N]) {
+							t.Fatalf("token %d layer %d head %d: layout %v, the scan's %v", n, l, h, a[h].Pos[:a[h].N], b[h].Pos[:b[h].N])
+						}
+						kept := slices.Sorted(slices.Values(a[h].Pos[:a[h].N]))
+						if a[h].N != ws[0].sinks+ws[0].recent || int(kept[c.sinks]) != n-ws[0].recent+1 || int(kept[len(kept)-1]) != n {
+							t.Fatalf("token %d layer %d head %d: holds %v", n, l, h, kept)
+						}
+					}
+				}
+			}
+			if hits, want := ws[0].ringHits, 200*m.Config.Layers; hits < want {
+				t.Errorf("%d layer evictions through the ring, want at least %d", hits, want)
+			}
+			if ws[1].ringHits != 0 {
+				t.Errorf("the scanning stream evicted %d times through the ring", ws[1].ringHits)
+			}
+		})
+	}
+}
