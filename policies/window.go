@@ -30,7 +30,7 @@ type sinkWindow struct {
 	ringLast []int32 // the newest position of layer l when its ring was last right
 	lo       int32   // the smallest kept position >= sinks after evict; -1: not known
 	ringHits int     // evictions through the ring (for tests)
-	one  [1]int32
+	one      [1]int32
 }
 
 func init() {
