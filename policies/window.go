@@ -224,10 +224,15 @@ func (w *sinkWindow) buildRing(l int, last int32) {
 
 // shift sets cache positions: the kept tokens are positions [0, sinks) and a
 // contiguous run [lo, last], so a token's cache position is p (sink) or
-// sinks + p - lo, and its shift (position minus cache position) is 0 or
-// lo - sinks. While nothing has been evicted (a dense prompt) every shift is
-// 0 and attention gets no QShift: plain attention, the same numbers, which a
-// backend may run on its fastest prompt kernel.
+// sinks + p - lo. Attention needs only each key's shift (position minus
+// cache position) less its query's, so the shifts are kept up to a constant
+// per step: -d for the sinks and 0 for the rest (their cache positions less
+// d, d = lo - sinks), queries likewise. Only the sinks' values then change
+// from step to step: after a ring eviction, with the sinks in the first
+// slots, they are all that is written. While nothing has been evicted (a
+// dense prompt) every shift is 0 and attention gets no QShift: plain
+// attention, the same numbers, which a backend may run on its fastest
+// prompt kernel.
 func (w *sinkWindow) shift(l int, a *runtime.AttnArgs) {
 	seqs := w.cache.Seqs(l)
 	sinks := int32(w.sinks)
@@ -247,20 +252,26 @@ func (w *sinkWindow) shift(l int, a *runtime.AttnArgs) {
 			d = lo - sinks
 			shifted = true
 		}
-		for t, p := range s.Pos[:s.N] {
-			if p < sinks {
-				s.Shift[t] = 0
-			} else {
-				s.Shift[t] = d
+		if !(w.lo >= 0 && w.sinksFirst(s)) {
+			for t, p := range s.Pos[:s.N] {
+				if p < sinks {
+					s.Shift[t] = -d
+				} else {
+					s.Shift[t] = 0
+				}
+			}
+		} else {
+			for t := range w.sinks {
+				s.Shift[t] = -d
 			}
 		}
 		if g == 0 {
 			w.qshift = w.qshift[:0]
 			for r := 0; r < a.Rows; r++ {
 				if int32(a.QPos[r]) < sinks {
-					w.qshift = append(w.qshift, 0)
+					w.qshift = append(w.qshift, int(-d))
 				} else {
-					w.qshift = append(w.qshift, int(d))
+					w.qshift = append(w.qshift, 0)
 				}
 			}
 		}
@@ -269,4 +280,19 @@ func (w *sinkWindow) shift(l int, a *runtime.AttnArgs) {
 	if shifted {
 		a.QShift = w.qshift
 	}
+}
+
+// sinksFirst reports whether s holds the sinks in its first slots (every
+// other token's shift is then 0 already: appended as 0, moved with its
+// token, and written 0 by every shift).
+func (w *sinkWindow) sinksFirst(s *runtime.KVSeq) bool {
+	if s.N < w.sinks {
+		return false
+	}
+	for t, p := range s.Pos[:w.sinks] {
+		if p != int32(t) {
+			return false
+		}
+	}
+	return true
 }

@@ -81,7 +81,8 @@ type AttnArgs struct {
 	Rope    RopeStyle
 	Theta   float64
 	InvFreq []float32
-	// QShift [rows]: position of query row r minus its position in the cache.
+	// QShift [rows]: position of query row r minus its position in the cache,
+	// up to the constant of KVSeq.Shift.
 	// With KVSeq.Shift, scores are those of keys and queries rotated at their
 	// cache positions (StreamingLLM): since RoPE scores depend only on the
 	// distance, the kernel rotates the query by Shift[t]-QShift[r] instead.
@@ -112,7 +113,7 @@ type KVSeq struct {
 	N        int      // tokens held
 	PageSize int      // slots per page
 	Pos      []int32  // [N] position of each token
-	Shift    []int32  // [N] position minus cache position; nil: no re-positioning
+	Shift    []int32  // [N] position minus cache position, up to a constant shared with AttnArgs.QShift (only Shift[t]-QShift[r] counts); nil: no re-positioning
 	// Bounded says MaxPos is at least every position in Pos (KVCache keeps
 	// it; a sequence built elsewhere leaves it false). A backend may then
 	// skip the positions of a call whose queries all lie at MaxPos or past.
