@@ -774,11 +774,20 @@ func freqBits(dst []int32, inv []float32) []int32 {
 
 // attnInvFreq appends the inverse frequencies of a's re-positioned keys:
 // a.InvFreq when set (scaled RoPE), else those of a.Theta.
-func attnInvFreq(dst []int32, a *runtime.AttnArgs) []int32 {
+func (b *Backend) attnInvFreq(dst []int32, a *runtime.AttnArgs) []int32 {
 	if a.InvFreq != nil {
 		return freqBits(dst, a.InvFreq[:a.HeadDim/2])
 	}
-	return invFreq(dst, a.Theta, a.HeadDim)
+	return append(dst, b.thetaFreqs(a.Theta, a.HeadDim)...)
+}
+
+// thetaFreqs is invFreq of theta and headDim, computed once for the last
+// pair asked for (a model's RoPE: every call asks the same).
+func (b *Backend) thetaFreqs(theta float64, headDim int) []int32 {
+	if b.rope.inv == nil || b.rope.theta != theta || b.rope.hd != headDim {
+		b.rope.inv, b.rope.theta, b.rope.hd = invFreq(b.rope.inv[:0], theta, headDim), theta, headDim
+	}
+	return b.rope.inv
 }
 
 // RoPE rotates every head of every row by its position's angles.
@@ -825,10 +834,7 @@ func (b *Backend) ropeWith(x runtime.Buffer, rows, heads, headDim int, pos []int
 	if inv != nil {
 		v = freqBits(v, inv)
 	} else {
-		if b.rope.inv == nil || b.rope.theta != theta || b.rope.hd != headDim {
-			b.rope.inv, b.rope.theta, b.rope.hd = invFreq(b.rope.inv[:0], theta, headDim), theta, headDim
-		}
-		v = append(v, b.rope.inv...)
+		v = append(v, b.thetaFreqs(theta, headDim)...)
 	}
 	b.hInts = v
 	b.flushKV()

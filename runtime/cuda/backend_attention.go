@@ -240,7 +240,7 @@ func (b *Backend) attnMeta(a *runtime.AttnArgs) attnLayout {
 	b.hInts = append(b.hInts, make([]int32, 2*a.Heads)...)
 	invOff := int32(len(b.hInts))
 	if shifted {
-		b.hInts = attnInvFreq(b.hInts, a)
+		b.hInts = b.attnInvFreq(b.hInts, a)
 	}
 	stride, fstride := 1, 1
 	minQ, maxQ := a.QPos[0], a.QPos[0]
