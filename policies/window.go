@@ -158,6 +158,7 @@ func (w *sinkWindow) AfterAttend(l int, a *runtime.AttnArgs) {
 func (w *sinkWindow) evict(l int, last int32) {
 	lo := last - int32(w.recent) + 1
 	if lo <= int32(w.sinks) {
+		w.lo = int32(w.sinks) // nothing evicted yet: every position from the sinks on is kept
 		return
 	}
 	if w.evictOne(l, last) {
