@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """End-to-end reference timings with Hugging Face transformers, beside
-`kvbench e2e` (bench/e2e.sh runs both in one call on the GPU machine).
+`kvbench e2e` (bench/e2e_call.sh runs both in one call on the GPU machine).
 
   python3 bench/e2e.py make --shape 1b|8b --out DIR --tokenizer tokenizer.model
       writes a random-weight Llama of that shape (bf16 safetensors) and the

@@ -44,4 +44,6 @@ timeout 60 $K e2e --model /tmp/m$s --backend cuda --lengths 4096,32768 --decode 
 for p in streamingllm window; do
 timeout 60 $K streams --model /tmp/m$s --backend cuda --streams 64 --policy $p --budget 1024 --prompt 1024 --tokens 128 --alone 2 2>&1 | grep -v "^$" | tail -10; el streams $s $p
 done
-timeout 60 $K kernels 2>&1 | tail -25; el kernels
+# Decode attention of the runtime beside SDPA's, short contexts to long.
+timeout 90 $K kernels --lengths 512,2048,4096,8192,32768,131072 --policies full,quest 2>&1 | grep -E "^#|^kvbench|^impl"; el kernels
+timeout 60 python3 bench/sdpa.py --heads 32/8 --lengths 512,2048,4096,8192,32768,131072 --backends default --iters 100 2>&1 | grep -E "^sdpa|copy"; el sdpa
