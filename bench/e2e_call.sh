@@ -35,6 +35,11 @@ s=8b
 timeout 150 python3 bench/e2e.py make --shape $s --out /tmp/m$s --tokenizer $C/tokenizer.model 2>&1 | tail -1; el make $s
 timeout 150 python3 bench/e2e.py time --model /tmp/m$s --lengths 4096,16384,32768 --decode 64 --passkey 32768 2>&1 | grep "^|\|^trans"; el hf $s
 timeout 120 $K e2e --model /tmp/m$s --backend cuda --lengths 4096,16384,32768 --decode 128 2>&1 | grep -E "^\||error|panic|memory|host"; el kvbench e2e $s
+# 128K (issue 14): the prefill and the NLL pass alone, each side (set E2E_128K=0 to skip).
+if [ "${E2E_128K:-1}" = 1 ]; then
+timeout 150 python3 bench/e2e.py time --model /tmp/m$s --lengths 131072 --decode 0 2>&1 | grep "^|\|^trans"; el hf 128K $s
+timeout 150 $K e2e --model /tmp/m$s --backend cuda --lengths 131072 --decode 0 2>&1 | grep -E "^\||error|panic|memory|host"; el kvbench 128K $s
+fi
 pk $s; el passkey $s
 timeout 90 $K streams --model /tmp/m$s --backend cuda --streams 64 --policy streamingllm --param sinks=4 --budget 1024 --prompt 1024 --tokens 64 --alone 2 2>&1 | grep -v "^$" | tail -12; el streams $s
 rm -rf /tmp/m8b
