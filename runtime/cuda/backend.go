@@ -121,17 +121,6 @@ type stager struct {
 	off  int64
 }
 
-// kvBatch is StoreKV and MoveKV calls not yet launched: they run as one
-// kernel (be_kv_ops) before the next other operation, or earlier when a new
-// copy depends on one in the batch (reads or overwrites a slot it writes, or
-// overwrites a slot it reads).
-type kvBatch struct {
-	ops     []uint64 // 5 words per copy, as be_kv_ops
-	hd      int
-	written map[Ptr]struct{}
-	read    map[Ptr]struct{}
-}
-
 // scratch is a growable device buffer.
 type scratch struct {
 	p     Ptr
@@ -157,7 +146,7 @@ func NewBackendAt(ordinal int, prec string) (*Backend, error) {
 		return nil, err
 	}
 	b := &Backend{D: d, mod: m, fns: map[string]*Function{}, slab: newSlabAllocator(d), live: map[*buf]struct{}{},
-		kv: kvBatch{written: map[Ptr]struct{}{}, read: map[Ptr]struct{}{}}, graphs: map[runtime.ReplayKey]*Graph{}}
+		kv: newKVBatch(), graphs: map[runtime.ReplayKey]*Graph{}}
 	nv, _, err := NVRTCVersion()
 	if err != nil {
 		nv = "unknown"
@@ -422,22 +411,15 @@ func get[T any](b *Backend, dst []T, src Ptr) {
 	b.st.off = 0
 }
 
-// queueKV adds one key/value copy to the batch (mode as be_kv_ops), flushing
-// the batch first when the copy depends on it.
+// queueKV adds one key/value copy to the batch (mode as be_kv_ops; see
+// kvBatch), launching the batch first when the copy depends on it.
 func (b *Backend) queueKV(dk, dv, sk, sv Ptr, mode, hd int) {
-	k := &b.kv
-	if len(k.ops) > 0 {
-		_, rw := k.written[sk]
-		_, wr := k.read[dk]
-		_, ww := k.written[dk]
-		if rw || wr || ww || hd != k.hd {
-			b.flushKV()
+	if !b.kv.add(dk, dv, sk, sv, mode, hd) {
+		b.flushKV()
+		if !b.kv.add(dk, dv, sk, sv, mode, hd) {
+			panic("cuda: a KV copy refused by an empty batch")
 		}
 	}
-	k.hd = hd
-	k.ops = append(k.ops, uint64(dk), uint64(dv), uint64(sk), uint64(sv), uint64(mode))
-	k.written[dk] = struct{}{}
-	k.read[sk] = struct{}{}
 }
 
 // flushKV launches the pending KV copies.
@@ -452,9 +434,7 @@ func (b *Backend) flushKV() {
 	n := len(k.ops) / 5
 	b.reserve(span(int64(len(k.ops)) * 8))
 	p := put(b, k.ops)
-	k.ops = k.ops[:0]
-	clear(k.written)
-	clear(k.read)
+	k.reset()
 	if err := b.fn("be_kv_ops").Launch(Dim3{n, 1, 1}, Dim3{min(k.hd, 128), 1, 1}, 0, p, int32(k.hd)); err != nil {
 		panic(err)
 	}

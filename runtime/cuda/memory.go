@@ -151,9 +151,7 @@ func (b *Backend) ReleaseWork() (err error) {
 		}
 	}
 	// Pending copies and clears name buffers about to be freed.
-	b.kv.ops = b.kv.ops[:0]
-	clear(b.kv.written)
-	clear(b.kv.read)
+	b.kv.reset()
 	b.zeros = b.zeros[:0]
 	syncErr := b.D.Sync()
 	for k, g := range b.graphs {

@@ -1,0 +1,64 @@
+package cuda
+
+// kvBatch is StoreKV and MoveKV calls not yet launched: they run as one
+// kernel (be_kv_ops), every copy reading before any writes, before the next
+// other operation. A copy that reads a slot a copy of the batch writes takes
+// that copy's source instead (a decode step stores its new token in the
+// last slot and an eviction then moves it into a hole: the hole gets the
+// token from where the store got it), when the modes compose (the move is a
+// plain copy: f32 to f32 or bf16 to bf16); any other dependence on the
+// batch (reading a slot it writes otherwise, overwriting a slot it reads or
+// writes) launches the batch first. Key and value slots move together: a
+// copy names its key slot and value slot, and the tracking is by key slot.
+type kvBatch struct {
+	ops     []uint64 // 5 words per copy, as be_kv_ops: dk, dv, sk, sv, mode
+	hd      int
+	written map[Ptr]int32 // key slot -> the copy that writes it
+	read    map[Ptr]struct{}
+}
+
+// be_kv_ops' modes.
+const (
+	kvCopyF32  = 0 // float32 to float32
+	kvStoreB16 = 1 // float32 to bf16
+	kvCopyB16  = 2 // bf16 to bf16
+)
+
+func newKVBatch() kvBatch {
+	return kvBatch{written: map[Ptr]int32{}, read: map[Ptr]struct{}{}}
+}
+
+// add queues the copy of key slot sk and value slot sv into dk and dv (hd
+// channels, mode as be_kv_ops), or reports false, queueing nothing, when it
+// depends on the batch in a way only a launch of the batch resolves.
+func (k *kvBatch) add(dk, dv, sk, sv Ptr, mode, hd int) bool {
+	if len(k.ops) == 0 {
+		k.hd = hd
+	} else if hd != k.hd {
+		return false
+	}
+	if j, ok := k.written[sk]; ok {
+		o := k.ops[5*j : 5*j+5]
+		if Ptr(o[1]) != sv || (mode != kvCopyF32 && mode != kvCopyB16) {
+			return false
+		}
+		sk, sv, mode = Ptr(o[2]), Ptr(o[3]), int(o[4]) // forwarded
+	}
+	_, rw := k.written[sk]
+	_, wr := k.read[dk]
+	_, ww := k.written[dk]
+	if rw || wr || ww {
+		return false
+	}
+	k.written[dk] = int32(len(k.ops) / 5)
+	k.read[sk] = struct{}{}
+	k.ops = append(k.ops, uint64(dk), uint64(dv), uint64(sk), uint64(sv), uint64(mode))
+	return true
+}
+
+// reset empties the batch (after its launch).
+func (k *kvBatch) reset() {
+	k.ops = k.ops[:0]
+	clear(k.written)
+	clear(k.read)
+}

@@ -1,0 +1,112 @@
+package cuda
+
+import (
+	"math/rand/v2"
+	"testing"
+)
+
+// kvVal is a simulated slot's content: which value, and whether it was
+// rounded to bf16 on the way.
+type kvVal struct {
+	id      int
+	rounded bool
+}
+
+// kvCopy applies a copy of mode m to v.
+func kvCopy(v kvVal, m int) kvVal {
+	if m == kvStoreB16 {
+		v.rounded = true
+	}
+	return v
+}
+
+// TestKVBatchForwarding runs random sequences of stores (activation rows
+// into cache slots, float32 to bf16), moves between slots (bf16 copies, often
+// out of a slot the batch just wrote, as a decode step's store then
+// eviction) and other operations, through kvBatch and its launches (every
+// copy of a launch reads before any writes), against the copies applied one
+// after another: the slots end the same, and the store-then-move chains
+// need no launch of their own.
+func TestKVBatchForwarding(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 5))
+	const slots, acts = 24, 6
+	for trial := range 500 {
+		ref := map[Ptr]kvVal{}
+		mem := map[Ptr]kvVal{}
+		for a := range acts {
+			v := kvVal{id: 1000 + a}
+			ref[Ptr(1<<20+a*64)], mem[Ptr(1<<20+a*64)] = v, v
+		}
+		k := newKVBatch()
+		launches := 0
+		launch := func() {
+			writes := map[Ptr]kvVal{}
+			for i := 0; i < len(k.ops); i += 5 {
+				writes[Ptr(k.ops[i])] = kvCopy(mem[Ptr(k.ops[i+2])], int(k.ops[i+4]))
+				writes[Ptr(k.ops[i+1])] = kvCopy(mem[Ptr(k.ops[i+3])], int(k.ops[i+4]))
+			}
+			for p, v := range writes {
+				mem[p] = v
+			}
+			if len(k.ops) > 0 {
+				launches++
+			}
+			k.reset()
+		}
+		slot := func(i int) (Ptr, Ptr) { return Ptr(i * 64), Ptr(1<<16 + i*64) } // key slot, value slot
+		chains := 0
+		for range 40 {
+			var dk, dv, sk, sv Ptr
+			mode := kvCopyB16
+			switch r := rng.IntN(10); {
+			case r < 4: // a store
+				dk, dv = slot(rng.IntN(slots))
+				a := Ptr(1<<20 + rng.IntN(acts)*64)
+				sk, sv, mode = a, a, kvStoreB16
+			case r < 9: // a move, often out of the slot written last
+				dk, dv = slot(rng.IntN(slots))
+				if n := len(k.ops); n > 0 && rng.IntN(2) == 0 {
+					sk, sv = Ptr(k.ops[n-5]), Ptr(k.ops[n-4])
+					chains++
+				} else {
+					sk, sv = slot(rng.IntN(slots))
+				}
+				if sk == dk {
+					continue
+				}
+			default: // another operation launches the batch
+				launch()
+				continue
+			}
+			ref[dk] = kvCopy(ref[sk], mode)
+			ref[dv] = kvCopy(ref[sv], mode)
+			if !k.add(dk, dv, sk, sv, mode, 64) {
+				launch()
+				if !k.add(dk, dv, sk, sv, mode, 64) {
+					t.Fatal("an empty batch refused a copy")
+				}
+			}
+		}
+		launch()
+		for p, v := range ref {
+			if mem[p] != v {
+				t.Fatalf("trial %d: slot %#x holds %+v, one copy after another gives %+v", trial, p, mem[p], v)
+			}
+		}
+		_ = chains
+	}
+
+	// A decode step of 8 KV heads: a store into the last slot, then the
+	// eviction's move of it into a hole, per head: one launch.
+	k := newKVBatch()
+	for h := range 8 {
+		last, hole := Ptr(h<<12+15*64), Ptr(h<<12+3*64)
+		act := Ptr(1<<20 + h*64)
+		if !k.add(last, last+1<<10, act, act+1<<10, kvStoreB16, 64) || !k.add(hole, hole+1<<10, last, last+1<<10, kvCopyB16, 64) {
+			t.Fatalf("head %d: the store-then-move chain needed a launch", h)
+		}
+	}
+	if len(k.ops) != 8*2*5 || k.ops[9] != kvStoreB16 || k.ops[7] != uint64(Ptr(1<<20)) {
+		t.Errorf("the forwarded move is %v, want a store from the activation row", k.ops[5:10])
+	}
+}
