@@ -251,7 +251,9 @@ func (w *sinkWindow) shift(l int, a *runtime.AttnArgs) {
 		d := int32(0)
 		if lo > sinks {
 			d = lo - sinks
-			shifted = true
+			// Without sinks every kept token and query shifts by d alike:
+			// no distance changes, plain attention.
+			shifted = sinks > 0
 		}
 		if !(w.lo >= 0 && w.sinksFirst(s)) {
 			for t, p := range s.Pos[:s.N] {

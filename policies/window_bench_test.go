@@ -65,3 +65,27 @@ func BenchmarkSinkWindowHooks(b *testing.B) {
 		})
 	}
 }
+
+// TestWindowRepositionPlain: a window without sinks re-positioned gives the
+// logits of the plain window bit for bit (every kept key and query shifts
+// alike, so no distance changes).
+func TestWindowRepositionPlain(t *testing.T) {
+	toks := streamTokens(120, 8)
+	var out [2][][]float32
+	for i, rep := range []bool{false, true} {
+		p, err := policies.New("window", policies.Params{"window": 24, "reposition": rep})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out[i], err = runPolicy(t, p, toks, 40); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for s := range out[0] {
+		for j := range out[0][s] {
+			if out[0][s][j] != out[1][s][j] {
+				t.Fatalf("forward %d: logit %d is %v re-positioned, %v plain", s, j, out[1][s][j], out[0][s][j])
+			}
+		}
+	}
+}
