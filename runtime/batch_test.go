@@ -10,23 +10,31 @@ import (
 	"github.com/kvbench/kvbench/runtime/cpu"
 )
 
-// batchRunners returns n runners of m on be made with Sibling, each fed a
-// prompt of a different length, so that the batch's streams sit at
-// different positions.
-func batchRunners(t *testing.T, m *runtime.Model, be runtime.Backend, n int) []*runtime.Runner {
-	t.Helper()
-	first, err := runtime.NewRunner(m, be, 8)
+// siblings returns n runners of m on be (prefill chunks of maxRows), the
+// first made by NewRunner and the rest by its Sibling.
+func siblings(tb testing.TB, m *runtime.Model, be runtime.Backend, maxRows, n int) []*runtime.Runner {
+	tb.Helper()
+	first, err := runtime.NewRunner(m, be, maxRows)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	rs := []*runtime.Runner{first}
 	for len(rs) < n {
 		r, err := first.Sibling()
 		if err != nil {
-			t.Fatal(err)
+			tb.Fatal(err)
 		}
 		rs = append(rs, r)
 	}
+	return rs
+}
+
+// batchRunners returns n runners of m on be made with Sibling, each fed a
+// prompt of a different length, so that the batch's streams sit at
+// different positions.
+func batchRunners(t *testing.T, m *runtime.Model, be runtime.Backend, n int) []*runtime.Runner {
+	t.Helper()
+	rs := siblings(t, m, be, 8, n)
 	logits := make([]float32, m.Config.Vocab)
 	for i, r := range rs {
 		if err := r.Forward(randTokens(3+5*i, m.Config.Vocab, uint64(i)), logits); err != nil {

@@ -1,7 +1,6 @@
 package runtime_test
 
 import (
-	"fmt"
 	"testing"
 	"time"
 
@@ -68,19 +67,7 @@ func BenchmarkBatchHostStep(b *testing.B) {
 		params policies.Params
 	}{{"window", policies.Params{"budget": 1024}}, {"streamingllm", policies.Params{"sinks": 4, "budget": 1024}}} {
 		b.Run(pc.name, func(b *testing.B) {
-			var be nullBackend
-			first, err := runtime.NewRunner(m, be, 1)
-			if err != nil {
-				b.Fatal(err)
-			}
-			rs := []*runtime.Runner{first}
-			for len(rs) < streams {
-				r, err := first.Sibling()
-				if err != nil {
-					b.Fatal(err)
-				}
-				rs = append(rs, r)
-			}
+			rs := siblings(b, m, nullBackend{}, 1, streams)
 			for _, r := range rs {
 				p, err := policies.New(pc.name, pc.params)
 				if err != nil {
@@ -113,7 +100,6 @@ func BenchmarkBatchHostStep(b *testing.B) {
 			ms := float64(time.Since(t0).Microseconds()) / 1e3 / float64(b.N)
 			b.ReportMetric(ms, "ms/step")
 			b.ReportMetric(float64(streams)*60e3/ms, "tokens/min")
-			_ = fmt.Sprint()
 		})
 	}
 }
