@@ -271,14 +271,31 @@ func (p *h2o) arm(a *runtime.AttnArgs) {
 
 // collect adds what attention accumulated to the scores of layer l: the
 // probabilities of every query row and every head of a KV head's group.
+//
+// A token's score takes its heads' probabilities in head order (the sums
+// of adding head after head over the whole list), in one pass over the
+// scores.
 func (p *h2o) collect(l int, a *runtime.AttnArgs) {
 	group := a.Heads / a.KVHeads
 	for g := range a.Seqs {
 		sc := p.score[l][g][:a.Seqs[g].N]
-		for h := g * group; h < (g+1)*group; h++ {
-			for t, v := range p.acc[h][:len(sc)] {
-				sc[t] += float64(v)
+		accs := p.acc[g*group : (g+1)*group]
+		for i := range accs {
+			accs[i] = accs[i][:len(sc)]
+		}
+		if group == 4 { // the common GQA group, unrolled
+			a0, a1, a2, a3 := accs[0], accs[1], accs[2], accs[3]
+			for t := range sc {
+				sc[t] = sc[t] + float64(a0[t]) + float64(a1[t]) + float64(a2[t]) + float64(a3[t])
 			}
+			continue
+		}
+		for t := range sc {
+			v := sc[t]
+			for _, acc := range accs {
+				v += float64(acc[t])
+			}
+			sc[t] = v
 		}
 	}
 }

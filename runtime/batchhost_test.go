@@ -65,7 +65,8 @@ func BenchmarkBatchHostStep(b *testing.B) {
 	for _, pc := range []struct {
 		name   string
 		params policies.Params
-	}{{"window", policies.Params{"budget": 1024}}, {"streamingllm", policies.Params{"sinks": 4, "budget": 1024}}} {
+	}{{"full", nil}, {"window", policies.Params{"budget": 1024}}, {"streamingllm", policies.Params{"sinks": 4, "budget": 1024}},
+		{"h2o", policies.Params{"budget": 1024}}, {"tova", policies.Params{"budget": 1024}}} {
 		b.Run(pc.name, func(b *testing.B) {
 			rs := siblings(b, m, nullBackend{}, 1, streams)
 			for _, r := range rs {
