@@ -6,7 +6,8 @@
 #     CGO_ENABLED=0 go test -c -ldflags="-s -w" -o B/$(echo $p | tr / _).test ./$p; done
 #   CGO_ENABLED=0 go build -ldflags="-s -w" -o B/kvbench ./cmd/kvbench
 #   tar -C B -cJf .gpucarry/gpubin.txz .  (xz: a third smaller than gzip)
-# then, with .gpucarry carried: bash bench/gpu_check.sh .gpucarry   (logs in $OUT)
+# then, with .gpucarry carried: bash bench/gpu_check.sh .gpucarry   (logs in $OUT;
+# SANITIZE=0 skips compute-sanitizer, TIMING=0 the timings)
 set -u
 C=${1:-.gpucarry}
 B=/tmp/gpubin; mkdir -p $B && tar -C $B -xf $C/gpubin.t*z
@@ -24,6 +25,11 @@ run policies policies.test GPU 150 policies.log; el
 run tasks tasks.test GPU 60 tasks.log; el
 run bench bench.test 'GPU|BF16' 120 bench.log; el
 run cmd/kvbench cmd_kvbench.test 'Kernel' 60 cmd.log; el
+if [ "${SANITIZE:-1}" = 1 ]; then # memcheck of the forward pass's kernels and the attention
+	(cd runtime/cuda && timeout 240 compute-sanitizer --tool memcheck --print-limit 20 $B/runtime_cuda.test -test.count=1 \
+		-test.run 'TestBackendMatVec$|TestBackendOps|TestBackendModels$|TestAttend|TestFlashPrefill$' > "$OUT/sanitizer.log" 2>&1)
+	echo "== compute-sanitizer memcheck: rc $?"; grep -E "ERROR SUMMARY|^--- FAIL|^(FAIL|ok|PASS)$" "$OUT/sanitizer.log" | head -5; el
+fi
 [ "${TIMING:-1}" = 0 ] && exit 0 # the tests only (timings perturbed by other work on the device)
 echo "== decode host time (TestDecodeHostTime)"; sed -n '/=== RUN   TestDecodeHostTime/,/--- /p' $OUT/cuda.log | head -20
 echo "== prefill attention: kvbench flash_prefill, then SDPA"
