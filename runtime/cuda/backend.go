@@ -84,7 +84,7 @@ type Backend struct {
 	graphs    map[runtime.ReplayKey]*Graph
 	capturing bool    // inside Replay's capture: no host data, no waiting
 	noGraphs  bool    // KVBENCH_GRAPHS=off: Replay runs the operations directly
-	mvRows    int     // rows of a be_mv block ($KVBENCH_MV_ROWS)
+	mvKernel  string  // be_mv_r4 or be_mv_r8 ($KVBENCH_MV_ROWS)
 	wide      scratch // float32 copy of a bf16/f16 weight for an f32 GEMM
 	narrow    scratch // bf16/f16 copy of the activations for a bf16/f16 GEMM
 
@@ -196,7 +196,7 @@ func NewBackendAt(ordinal int, prec string) (*Backend, error) {
 		b.Close()
 		return nil, err
 	}
-	if b.mvRows, err = mvRowsOf(); err != nil {
+	if b.mvKernel, err = mvKernelOf(); err != nil {
 		b.Close()
 		return nil, err
 	}
@@ -680,9 +680,7 @@ func (b *Backend) RMSNorm(dst, x, w runtime.Buffer, rows, dim int, eps float32) 
 // MatMul computes dst[r, o] = sum_i x[r, i] * w[o, i].
 func (b *Backend) MatMul(dst, x, w runtime.Buffer, rows, in, out int) {
 	wd := b.dev(w)
-	if wd.n < in*out {
-		panic(fmt.Sprintf("cuda: MatMul weight of %d values, need %d x %d", wd.n, out, in))
-	}
+	checkWeight(wd, in, out)
 	b.check(dst, 0, rows*out, "MatMul")
 	b.check(x, 0, rows*in, "MatMul")
 	if rows == 0 {

@@ -12,25 +12,41 @@ import (
 // launch, the residual adds and SwiGLU are the products' epilogues.
 
 // mvThreads is the block of the be_mv kernels: 8 warps share a block's
-// rows; be_mv_swiglu's block computes mvRows rows of each matrix.
+// rows; be_mv_swiglu's block computes swigluRows rows of each matrix.
 const (
-	mvThreads = 256
-	mvRows    = 4 // MV_ROWS
+	mvThreads  = 256
+	swigluRows = 4 // MV_ROWS in gemv.cu
 )
 
 // mvRowsEnv picks be_mv_r4 or be_mv_r8 (the rows of a block) for the
 // products of one matrix: 4 or 8, default 8.
 const mvRowsEnv = "KVBENCH_MV_ROWS"
 
-// mvRowsOf reads $KVBENCH_MV_ROWS.
-func mvRowsOf() (int, error) {
+// mvKernelOf reads $KVBENCH_MV_ROWS: the be_mv kernel to launch.
+func mvKernelOf() (string, error) {
 	switch v := os.Getenv(mvRowsEnv); v {
 	case "", "8":
-		return 8, nil
+		return "be_mv_r8", nil
 	case "4":
-		return 4, nil
+		return "be_mv_r4", nil
 	default:
-		return 0, fmt.Errorf("cuda: %s=%q: want 4 or 8", mvRowsEnv, v)
+		return "", fmt.Errorf("cuda: %s=%q: want 4 or 8", mvRowsEnv, v)
+	}
+}
+
+// mvRows is the rows a block of the chosen be_mv kernel computes.
+func (b *Backend) mvRows() int {
+	if b.mvKernel == "be_mv_r4" {
+		return 4
+	}
+	return 8
+}
+
+// checkWeight panics (a programmer error) when w holds fewer than out x in
+// values.
+func checkWeight(w *buf, in, out int) {
+	if w.n < in*out {
+		panic(fmt.Sprintf("cuda: MatMul weight of %d values, need %d x %d", w.n, out, in))
 	}
 }
 
@@ -74,17 +90,15 @@ func (b *Backend) mv(mode int32, x runtime.Buffer, in int, ms ...mvOut) {
 		w   Ptr
 		out int32
 	}
-	blocks := 0
+	blocks, rows := 0, b.mvRows()
 	for i, m := range ms {
-		if m.w.n < in*m.out {
-			panic(fmt.Sprintf("cuda: MatMul weight of %d values, need %d x %d", m.w.n, m.out, in))
-		}
+		checkWeight(m.w, in, m.out)
 		b.check(m.dst, 0, m.out, "MatMul")
 		args[i].d, args[i].w, args[i].out = b.f32(m.dst), m.w.p, int32(m.out)
-		blocks += (m.out + b.mvRows - 1) / b.mvRows
+		blocks += (m.out + rows - 1) / rows
 	}
 	b.check(x, 0, in, "MatMul")
-	b.launchAfter(fmt.Sprintf("be_mv_r%d", b.mvRows), Dim3{blocks, 1, 1}, Dim3{mvThreads, 1, 1}, b.f32(x), int32(in), wtype(ms[0].w.dtype), mode,
+	b.launchAfter(b.mvKernel, Dim3{blocks, 1, 1}, Dim3{mvThreads, 1, 1}, b.f32(x), int32(in), wtype(ms[0].w.dtype), mode,
 		args[0].d, args[0].w, args[0].out, args[1].d, args[1].w, args[1].out, args[2].d, args[2].w, args[2].out)
 }
 
@@ -120,13 +134,10 @@ func (b *Backend) MatMulSwiGLU(gate, up, x, wg, wu runtime.Buffer, rows, in, out
 		b.SwiGLU(gate, up, rows*out)
 		return
 	}
-	for _, w := range []*buf{g, u} {
-		if w.n < in*out {
-			panic(fmt.Sprintf("cuda: MatMul weight of %d values, need %d x %d", w.n, out, in))
-		}
-	}
+	checkWeight(g, in, out)
+	checkWeight(u, in, out)
 	b.check(gate, 0, out, "MatMulSwiGLU")
 	b.check(x, 0, in, "MatMulSwiGLU")
-	b.launchAfter("be_mv_swiglu", Dim3{(out + mvRows - 1) / mvRows, 1, 1}, Dim3{mvThreads, 1, 1},
+	b.launchAfter("be_mv_swiglu", Dim3{(out + swigluRows - 1) / swigluRows, 1, 1}, Dim3{mvThreads, 1, 1},
 		b.f32(x), int32(in), wtype(g.dtype), b.f32(gate), g.p, u.p, int32(out))
 }
