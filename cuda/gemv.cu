@@ -41,6 +41,19 @@ __device__ __forceinline__ float mv_dot(int wt, uint4 a, uint4 b, const float x[
            mv_lo(wt, a.z) * x[4] + mv_hi(wt, a.z) * x[5] + mv_lo(wt, a.w) * x[6] + mv_hi(wt, a.w) * x[7];
 }
 
+// mv_fetch_rows asks for the pieces at column i of rows row0.. of w0 (and
+// w1): piece j = m*R + r of row row0+r of matrix m, rows past nrows
+// re-reading the last.
+template <int NM, int R, int WT>
+__device__ __forceinline__ void mv_fetch_rows(const void* w0, const void* w1, long long row0, int nrows, int in, int i,
+                                              uint4 (&a)[NM * R], uint4 (&b)[NM * R]) {
+#pragma unroll
+    for (int m = 0; m < NM; m++)
+#pragma unroll
+        for (int r = 0; r < R; r++)
+            mv_fetch(m == 0 ? w0 : w1, WT, (row0 + min(r, nrows - 1)) * in + i, &a[m * R + r], &b[m * R + r]);
+}
+
 // mv_rows computes the NM*R dot products of x with rows row0.. of w0 (and
 // of w1 when NM == 2) into red[j] (the block's sums, in smem): row row0+r of
 // matrix m is j = m*R + r. Rows past nrows re-read the last row; their sums
@@ -59,13 +72,7 @@ __device__ __forceinline__ void mv_rows_t(float* red, const float* x, int in, co
     const int stride = blockDim.x * 8;
     int i = threadIdx.x * 8;
     bool has = i < in;
-    if (has) {
-#pragma unroll
-        for (int m = 0; m < NM; m++)
-#pragma unroll
-            for (int r = 0; r < R; r++)
-                mv_fetch(m == 0 ? w0 : w1, WT, (row0 + min(r, nrows - 1)) * in + i, &a[m * R + r], &b[m * R + r]);
-    }
+    if (has) mv_fetch_rows<NM, R, WT>(w0, w1, row0, nrows, in, i, a, b);
     pdl_trigger();
     pdl_wait();
     while (has) {
@@ -74,13 +81,7 @@ __device__ __forceinline__ void mv_rows_t(float* red, const float* x, int in, co
         const int nx = i + stride;
         const bool more = nx < in;
         uint4 a2[NM * R], b2[NM * R];
-        if (more) {
-#pragma unroll
-            for (int m = 0; m < NM; m++)
-#pragma unroll
-                for (int r = 0; r < R; r++)
-                    mv_fetch(m == 0 ? w0 : w1, WT, (row0 + min(r, nrows - 1)) * in + nx, &a2[m * R + r], &b2[m * R + r]);
-        }
+        if (more) mv_fetch_rows<NM, R, WT>(w0, w1, row0, nrows, in, nx, a2, b2);
 #pragma unroll
         for (int j = 0; j < NM * R; j++) acc[j] += mv_dot(WT, a[j], b[j], xv);
 #pragma unroll
