@@ -6,11 +6,12 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strings"
 )
 
 // imageKernels lists the kernels (global functions) of a compiled image:
 // the global and weak (an instantiated template) function symbols of a
-// CUBIN, the .entry names of PTX. Modules
+// CUBIN but the compiler's helpers, the .entry names of PTX. Modules
 // look a kernel up only in the part that holds it: a failed
 // cuModuleGetFunction is an API error compute-sanitizer reports.
 func imageKernels(img []byte) ([]string, error) {
@@ -38,7 +39,9 @@ func imageKernels(img []byte) ([]string, error) {
 	}
 	var names []string
 	for _, s := range syms {
-		if b := elf.ST_BIND(s.Info); elf.ST_TYPE(s.Info) == elf.STT_FUNC && (b == elf.STB_GLOBAL || b == elf.STB_WEAK) {
+		// NVRTC 13 also leaves its arithmetic helpers as global functions
+		// ($__internal_N_$__cuda_sm20_div_u64, ...); they are no kernels.
+		if b := elf.ST_BIND(s.Info); elf.ST_TYPE(s.Info) == elf.STT_FUNC && (b == elf.STB_GLOBAL || b == elf.STB_WEAK) && !strings.HasPrefix(s.Name, "$") {
 			names = append(names, s.Name)
 		}
 	}
