@@ -929,7 +929,7 @@ __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u
             for (int i = tid; i < len; i += NT) {
                 const int t = selMode ? sel[c0 + i] : lo + c0 + i;
                 if (pos != nullptr) spos[i] = pos[t];
-                if (SH && shift != nullptr) ssh[i] = shift[t];
+                if (SH && shift != nullptr) ssh[i] = be_shift(shift, sd, t);
             }
         }
     }

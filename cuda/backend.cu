@@ -290,7 +290,8 @@ extern "C" __global__ void be_kv_ops(const u64* ops, int hd) {
 // (-1: no positions, every token is visible to every row), shiftOff (-1:
 // none) (into ints), refN, refPageSize, refKOff, refPosOff, and the range
 // [lo, hi) of token indices that a row without a selection needs to read
-// (the split-KV kernels of attention.cu; the others read every token).
+// (the split-KV kernels of attention.cu; the others read every token), and
+// the number of shifts given (a token past them has shift 0: be_shift).
 #define SD_N 0
 #define SD_PS 1
 #define SD_K 2
@@ -303,7 +304,14 @@ extern "C" __global__ void be_kv_ops(const u64* ops, int hd) {
 #define SD_RPOS 9
 #define SD_LO 10
 #define SD_HI 11
-#define SD_WORDS 12
+#define SD_SHN 12
+#define SD_WORDS 13
+
+// be_shift is token t's shift: shift[t] for the first sd[SD_SHN] tokens,
+// else 0 (the host sends only the shifts that may be nonzero).
+__device__ __forceinline__ int be_shift(const int* shift, const int* sd, int t) {
+    return t < sd[SD_SHN] ? shift[t] : 0;
+}
 
 // be_row is the address of token t's row in a page list; be_ld reads its
 // channel c as float.
@@ -367,7 +375,7 @@ extern "C" __global__ void be_attend(float* out, const float* q, const u64* ptrs
             continue;
         }
         const void* k = be_row(ptrs, sd[SD_K], ps, hd, t, kvt);
-        int d = shift ? shift[t] - qshift : 0;
+        int d = shift ? be_shift(shift, sd, t) - qshift : 0;
         float s = 0.f;
         if (d == 0) {
             for (int c = lane; c < hd; c += 32) s += qs[c] * be_ld(k, c, kvt);

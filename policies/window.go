@@ -256,17 +256,21 @@ func (w *sinkWindow) shift(l int, a *runtime.AttnArgs) {
 			shifted = sinks > 0
 		}
 		if !(w.lo >= 0 && w.sinksFirst(s)) {
+			span := 0 // one past the last sink's slot
 			for t, p := range s.Pos[:s.N] {
 				if p < sinks {
 					s.Shift[t] = -d
+					span = t + 1
 				} else {
 					s.Shift[t] = 0
 				}
 			}
+			s.ShiftSpan = span
 		} else {
 			for t := range w.sinks {
 				s.Shift[t] = -d
 			}
+			s.ShiftSpan = w.sinks
 		}
 		if g == 0 {
 			w.qshift = w.qshift[:0]

@@ -78,6 +78,18 @@ func TestSinkWindowRing(t *testing.T) {
 						if !slices.Equal(a[h].Pos[:a[h].N], b[h].Pos[:b[h].N]) {
 							t.Fatalf("token %d layer %d head %d: layout %v, the scan's %v", n, l, h, a[h].Pos[:a[h].N], b[h].Pos[:b[h].N])
 						}
+						for i, s := range []runtime.KVSeq{a[h], b[h]} {
+							if s.Shift == nil {
+								continue
+							}
+							// Past ShiftSpan every shift is 0 (backends send the span alone).
+							if c.sinks > 0 && (s.ShiftSpan <= 0 || s.ShiftSpan > s.N) {
+								t.Fatalf("token %d layer %d head %d runner %d: shift span %d of %d tokens", n, l, h, i, s.ShiftSpan, s.N)
+							}
+							if s.ShiftSpan > 0 && slices.ContainsFunc(s.Shift[s.ShiftSpan:s.N], func(v int32) bool { return v != 0 }) {
+								t.Fatalf("token %d layer %d head %d runner %d: a nonzero shift past the span %d: %v", n, l, h, i, s.ShiftSpan, s.Shift[:s.N])
+							}
+						}
 						kept := slices.Sorted(slices.Values(a[h].Pos[:a[h].N]))
 						if a[h].N != ws[0].sinks+ws[0].recent || int(kept[c.sinks]) != n-ws[0].recent+1 || int(kept[len(kept)-1]) != n {
 							t.Fatalf("token %d layer %d head %d: holds %v", n, l, h, kept)

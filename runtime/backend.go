@@ -114,6 +114,11 @@ type KVSeq struct {
 	PageSize int      // slots per page
 	Pos      []int32  // [N] position of each token
 	Shift    []int32  // [N] position minus cache position, up to a constant shared with AttnArgs.QShift (only Shift[t]-QShift[r] counts); nil: no re-positioning
+	// ShiftSpan, when positive, says Shift[t] is 0 for every t >= ShiftSpan:
+	// a backend may read Shift[:ShiftSpan] alone (StreamingLLM's shifts are
+	// nonzero for the sinks only, in the first slots). 0: unknown. The
+	// policy that writes Shift sets it; KVCache clears it when tokens move.
+	ShiftSpan int
 	// Bounded says MaxPos is at least every position in Pos (KVCache keeps
 	// it; a sequence built elsewhere leaves it false). A backend may then
 	// skip the positions of a call whose queries all lie at MaxPos or past.

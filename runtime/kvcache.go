@@ -92,7 +92,9 @@ func (c *KVCache) Len(l, h int) int { return c.seqs[l][h].N }
 // PageBytes is the memory of one page: keys and values.
 func (c *KVCache) PageBytes() int64 { return int64(2 * c.pageSize * c.headDim * c.dtype.Size()) }
 
-// ResidentBytes is the memory of the pages that hold tokens now.
+// ResidentBytes is the memory of the pages the sequences hold now: their
+// tokens', and an empty page a sequence keeps for its next token after an
+// eviction left its pages full (see Evict).
 func (c *KVCache) ResidentBytes() int64 { return int64(c.total-len(c.free)) * c.PageBytes() }
 
 // AllocatedBytes is the memory of every page the cache has allocated, in use
@@ -211,7 +213,8 @@ func (c *KVCache) ReferenceBytes() int64 { return int64(c.refPages) * c.PageByte
 // Evict removes the tokens at indices drop (distinct; sorted in place) from
 // layer l, KV head h. The last tokens move into the freed slots, so the order
 // of tokens is not kept; positions and shifts travel with them. Pages left
-// empty return to the free list.
+// empty return to the free list, but for one past a sequence's last full
+// page (the next token's), which the sequence keeps; ShiftSpan is reset.
 //
 // The key and value copies are those of the final layout: a token moved
 // twice (into a hole that later became the last slot, then on) is copied
@@ -267,6 +270,14 @@ func (c *KVCache) Evict(l, h int, drop []int32) {
 		s.Shift = s.Shift[:s.N]
 	}
 	keep := (s.N + c.pageSize - 1) / c.pageSize
+	if s.N%c.pageSize == 0 && keep < len(s.K) {
+		// Full pages: the empty page past them stays for the next token.
+		// A bounded policy appends a token and evicts one every step;
+		// freeing the page would take it back one step later, and change
+		// the lists (Gen) a backend keeps a copy of, every step.
+		keep++
+	}
+	s.ShiftSpan = 0
 	if keep < len(s.K) {
 		s.Gen++ // pages leave the lists: the next ones appended differ
 	}
@@ -389,7 +400,7 @@ func (c *KVCache) Reset() {
 			if len(s.K) > 0 {
 				s.Gen++
 			}
-			s.K, s.V, s.Pos, s.Shift, s.N = s.K[:0], s.V[:0], s.Pos[:0], s.Shift[:0], 0
+			s.K, s.V, s.Pos, s.Shift, s.N, s.ShiftSpan = s.K[:0], s.V[:0], s.Pos[:0], s.Shift[:0], 0, 0
 			s.Bounded, s.MaxPos, s.Ascending = false, 0, false
 		}
 	}

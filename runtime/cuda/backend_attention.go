@@ -9,7 +9,7 @@ import (
 )
 
 // Descriptor words per KV head, as SD_* in backend.cu.
-const sdWords = 12
+const sdWords = 13
 
 // pagePtrs appends the device pointers of pages and returns their offset;
 // every page of a call must have the same type (b.kvt, -1 before the first).
@@ -253,7 +253,7 @@ func (b *Backend) attnMeta(a *runtime.AttnArgs) attnLayout {
 			panic(fmt.Sprintf("cuda: Attend kv head %d: %d tokens, %d positions, %d+%d pages of %d", g, s.N, len(s.Pos), len(s.K), len(s.V), s.PageSize))
 		}
 		lo, hi := tokenRange(s, minQ, maxQ, a.Window)
-		d := [sdWords]int32{int32(s.N), int32(max(s.PageSize, 1)), 0, 0, 0, -1, 0, 1, 0, 0, int32(lo), int32(hi)}
+		d := [sdWords]int32{int32(s.N), int32(max(s.PageSize, 1)), 0, 0, 0, -1, 0, 1, 0, 0, int32(lo), int32(hi), 0}
 		d[2], d[3] = b.seqPages(s)
 		if allVisible(s, minQ, maxQ, a.Window) && !recall {
 			d[4] = -1 // every token visible to every row: no positions to upload (recall maps tokens by them)
@@ -261,7 +261,11 @@ func (b *Backend) attnMeta(a *runtime.AttnArgs) attnLayout {
 			d[4] = b.appendInts(s.Pos[:s.N])
 		}
 		if shifted && s.Shift != nil {
-			d[5] = b.appendInts(s.Shift[:s.N])
+			n := s.N // the shifts past ShiftSpan are 0: not sent
+			if s.ShiftSpan > 0 {
+				n = min(n, s.ShiftSpan)
+			}
+			d[5], d[12] = b.appendInts(s.Shift[:n]), int32(n)
 		}
 		if recall {
 			ref := &a.Ref[g]

@@ -348,7 +348,11 @@ func tokenRange(s *runtime.KVSeq, minQ, maxQ, window int) (lo, hi int) {
 		return 0, s.N
 	}
 	pos := s.Pos[:s.N]
-	hi, _ = slices.BinarySearch(pos, int32(min(maxQ, math.MaxInt32-1)+1)) // first position > maxQ
+	if s.Bounded && int(s.MaxPos) <= maxQ {
+		hi = s.N // no position past maxQ (a decode step's usual case)
+	} else {
+		hi, _ = slices.BinarySearch(pos, int32(min(maxQ, math.MaxInt32-1)+1)) // first position > maxQ
+	}
 	if window > 0 {
 		lo, _ = slices.BinarySearch(pos[:hi], int32(max(minQ-window, math.MinInt32+1)+1)) // first position > minQ-window
 	}
