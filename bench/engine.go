@@ -164,6 +164,21 @@ func (e *Engine) acquire() (runtime.Backend, *runtime.DeviceWeights, error) {
 	return d.be, w, nil
 }
 
+// ProfilerRange starts or stops a profiler's range on the engine's backend
+// (an ncu or nsys run with --profile-from-start off records what lies
+// between), when the backend has one.
+func (e *Engine) ProfilerRange(on bool) error {
+	be, _, err := e.acquire()
+	if err != nil {
+		return err
+	}
+	pr, ok := be.(interface{ ProfilerRange(on bool) error })
+	if !ok {
+		return fmt.Errorf("engine %s: backend %s has no profiler range", e, be.Name())
+	}
+	return pr.ProfilerRange(on)
+}
+
 // runner returns a closed stream's runner, or a new one over the shared
 // weights; the device is held (guard).
 func (e *Engine) runner() (*runtime.Runner, error) {

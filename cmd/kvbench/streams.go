@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
+	"strconv"
 	"time"
 
 	"github.com/kvbench/kvbench/bench"
@@ -129,10 +131,28 @@ func cmdStreams(stdout, stderr io.Writer, args []string) error {
 			return fmt.Errorf("streams: warm-up: %w", err)
 		}
 	}
+	// KVBENCH_PROFILE_STEP=k: decode step k (from 0) alone inside a
+	// profiler's range (ncu --profile-from-start off).
+	profStep := -1
+	if v := os.Getenv("KVBENCH_PROFILE_STEP"); v != "" {
+		if profStep, err = strconv.Atoi(v); err != nil || profStep < 0 || profStep >= *tokens {
+			return fmt.Errorf("streams: KVBENCH_PROFILE_STEP=%q is not a step in [0, %d)", v, *tokens)
+		}
+	}
 	t0 = time.Now()
-	for range *tokens {
+	for k := range *tokens {
+		if k == profStep {
+			if err := e.ProfilerRange(true); err != nil {
+				return fmt.Errorf("streams: %w", err)
+			}
+		}
 		if err := step(); err != nil {
 			return fmt.Errorf("streams: %w", err)
+		}
+		if k == profStep {
+			if err := e.ProfilerRange(false); err != nil {
+				return fmt.Errorf("streams: %w", err)
+			}
 		}
 	}
 	el := time.Since(t0).Seconds()

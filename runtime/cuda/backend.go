@@ -224,6 +224,13 @@ func NewBackendAt(ordinal int, prec string) (*Backend, error) {
 	return b, nil
 }
 
+// ProfilerRange starts or stops a profiler's range (Device.ProfilerRange)
+// after the queued operations (the pending KV copies too) have run.
+func (b *Backend) ProfilerRange(on bool) error {
+	b.flushKV()
+	return b.D.ProfilerRange(on)
+}
+
 // Close frees every buffer and releases the device.
 func (b *Backend) Close() error {
 	b.flushKV()

@@ -374,6 +374,28 @@ func (d *Device) Sync() error {
 	return d.api.check("cuStreamSynchronize", d.api.cuStreamSynchronize(d.stream))
 }
 
+// ProfilerRange starts (on) or stops the range a profiler attached with
+// --profile-from-start off records (ncu, nsys), after the queued work has
+// run; without a profiler it does nothing.
+func (d *Device) ProfilerRange(on bool) error {
+	if err := d.Sync(); err != nil {
+		return err
+	}
+	fn, name := d.api.rawProfStop, "cuProfilerStop"
+	if on {
+		fn, name = d.api.rawProfStart, "cuProfilerStart"
+	}
+	if fn == 0 {
+		return fmt.Errorf("cuda: the driver has no %s", name)
+	}
+	if err := d.enter(); err != nil {
+		return err
+	}
+	defer leave()
+	r, _, _ := purego.SyscallN(fn)
+	return d.api.check(name, int32(r))
+}
+
 // Module is a loaded kernel image.
 type Module struct {
 	d       *Device

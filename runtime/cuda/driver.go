@@ -80,6 +80,9 @@ type driverAPI struct {
 	// cuLaunchKernelEx, for programmatic dependent launches; 0 when the
 	// driver lacks it.
 	rawLaunchEx uintptr
+	// cuProfilerStart and cuProfilerStop (a profiler's range: ncu
+	// --profile-from-start off); 0 when the driver lacks them.
+	rawProfStart, rawProfStop uintptr
 }
 
 // symbol names one entry point: the Go function to bind and the exported
@@ -216,6 +219,8 @@ func openDriver() (*driverAPI, error) {
 	if addr, err := purego.Dlsym(lib, "cuLaunchKernelEx"); err == nil {
 		d.rawLaunchEx = addr
 	}
+	d.rawProfStart, _ = purego.Dlsym(lib, "cuProfilerStart")
+	d.rawProfStop, _ = purego.Dlsym(lib, "cuProfilerStop")
 	if err := d.check("cuInit", d.cuInit(0)); err != nil {
 		return nil, err
 	}
