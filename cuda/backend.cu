@@ -284,6 +284,13 @@ extern "C" __global__ void be_kv_ops(const u64* ops, int hd) {
     }
 }
 
+// be_scatter64 writes n words: dst[pairs[2i]] = pairs[2i+1] (the page
+// tables' updates of many sequences in one launch). Grid ceil(n/256), block 256.
+extern "C" __global__ void be_scatter64(u64* dst, const u64* pairs, int n) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) dst[pairs[2 * i]] = pairs[2 * i + 1];
+}
+
 // ---- attention ----
 
 // Per KV head descriptor, ints: N, pageSize, kOff, vOff (into ptrs), posOff

@@ -60,8 +60,12 @@ type pageTables struct {
 	// call says the attention call being built takes its lists from the
 	// pool (set by callPages, cleared by putMeta).
 	call bool
-	runs []tableRun // scratch: the uploads of one call
-	host []uint64   // scratch: the pointers they upload
+	// hold keeps the uploads staged across calls (AttendBatch sends those
+	// of all its calls at once, before its launches).
+	hold  bool
+	runs  []tableRun // scratch: the uploads staged
+	host  []uint64   // scratch: the pointers they upload
+	pairs []uint64   // scratch: (word, pointer) pairs of a scattered upload
 }
 
 // pageTable is the device copy of one sequence's page lists.
@@ -120,14 +124,15 @@ func (b *Backend) callPages(seqs, refs []runtime.KVSeq) {
 			}
 		}
 	}
-	pt.runs, pt.host = pt.runs[:0], pt.host[:0]
 	pt.clock++
 	for _, list := range [][]runtime.KVSeq{seqs, refs} {
 		for i := range list {
 			b.refresh(&list[i])
 		}
 	}
-	b.sendRuns()
+	if !pt.hold {
+		b.sendRuns()
+	}
 	for _, list := range [][]runtime.KVSeq{seqs, refs} {
 		for i := range list {
 			t := pt.seqs[list[i].ID]
@@ -227,31 +232,53 @@ func matching(have, now []runtime.Buffer) int {
 	return n
 }
 
-// sendRuns queues the uploads refresh noted: the staged pointers through
-// the staging arena, one copy per run.
+// scatterRuns is the fewest runs sendRuns scatters with one kernel rather
+// than copying run by run (a decode step's runs are mostly one word each:
+// the page a sequence just took, in each of its lists).
+const scatterRuns = 4
+
+// sendRuns queues the uploads refresh noted, through the staging arena: a
+// few runs one copy each, more as (word, pointer) pairs that be_scatter64
+// writes into the pool in one launch.
 func (b *Backend) sendRuns() {
 	pt := &b.pt
 	if len(pt.runs) == 0 {
 		return
 	}
 	b.flushKV() // reserve's rule: pending operations first
-	n := span(int64(len(pt.host)) * 8)
-	b.reserve(n)
-	src := b.st.off
-	copy(b.st.host.Bytes()[src:], raw(pt.host))
-	b.st.off += n
-	for _, r := range pt.runs {
-		must(b.D.CopyHtoDAsync(pt.pool.Add(r.at*8), b.st.host, src+r.from*8, r.words*8))
+	if len(pt.runs) >= scatterRuns {
+		pt.pairs = pt.pairs[:0]
+		for _, r := range pt.runs {
+			for w := range r.words {
+				pt.pairs = append(pt.pairs, uint64(r.at+w), pt.host[r.from+w])
+			}
+		}
+		b.reserve(span(int64(len(pt.pairs)) * 8))
+		p := put(b, pt.pairs)
+		n := len(pt.pairs) / 2
+		b.launch("be_scatter64", Dim3{(n + 255) / 256, 1, 1}, Dim3{256, 1, 1}, pt.pool, p, int32(n))
+	} else {
+		n := span(int64(len(pt.host)) * 8)
+		b.reserve(n)
+		src := b.st.off
+		copy(b.st.host.Bytes()[src:], raw(pt.host))
+		b.st.off += n
+		for _, r := range pt.runs {
+			must(b.D.CopyHtoDAsync(pt.pool.Add(r.at*8), b.st.host, src+r.from*8, r.words*8))
+		}
 	}
-	pt.runs = pt.runs[:0]
+	pt.runs, pt.host = pt.runs[:0], pt.host[:0]
 }
 
 // moveTable gives t a region of room for at least pages pages per list,
 // copying the lists it holds (on the device) and releasing its old region.
 func (b *Backend) moveTable(t *pageTable, pages int64) {
 	size := max(int64(minTablePages), int64(1)<<bits.Len64(uint64(pages-1)))
-	off := b.tableRegion(2 * size)
 	pt := &b.pt
+	if len(pt.runs) > 0 {
+		b.sendRuns() // staged words (held for a batch) go before the lists are copied
+	}
+	off := b.tableRegion(2 * size)
 	if t.size > 0 {
 		for i, n := range []int{len(t.k), len(t.v)} {
 			if n > 0 {
