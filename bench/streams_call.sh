@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Batched streams on the GPU machine in one device call (issue 15): the GPU
+# tests of the code a batch step runs, then `kvbench streams` (64 streams,
+# 1B and 8B shapes made by bench/e2e.py) under three policies, and one decode
+# step of each shape under ncu (KVBENCH_PROFILE_STEP), summed by kernel
+# (bench/ncu_sum.py). Build here: kvbench, and the test binaries of
+# runtime/cuda, policies and bench (go test -c), with the Llama-2
+# tokenizer.model, packed as .e2ecarry/p.tgz; carry .e2ecarry.
+# TESTS=0 skips the tests; SHAPES="1b 8b" picks the shapes.
+set -u
+P=/tmp/p; mkdir -p $P && tar -C $P -xzf ${CARRY:-.e2ecarry}/p.tgz
+export KVBENCH_CUDA_CACHE=/tmp/kc PYTHONUNBUFFERED=1
+T0=$(date +%s); el() { echo "[t=$(( $(date +%s) - T0 ))s] $*"; }
+run() { # package-dir binary pattern timeout log
+	(cd "$1" && timeout "$4" $P/$2 -test.count=1 -test.v -test.timeout "$(( $4 - 5 ))s" -test.run "$3" -test.skip 'Timing|Speed|Profile|HostTime|ReadFloor' > "$OUT/$5" 2>&1)
+	echo "== $1 ($3): rc $? passed $(grep -c '^--- PASS' "$OUT/$5") skipped $(grep -c '^--- SKIP' "$OUT/$5")"
+	grep -E "^--- FAIL|^panic" "$OUT/$5" | head -10
+}
+if [ "${TESTS:-1}" = 1 ]; then
+	run runtime/cuda runtime_cuda.test . 240 cuda.log; el
+	run policies policies.test GPU 150 policies.log; el
+	run bench bench.test 'GPU|BF16' 120 bench.log; el
+fi
+for s in ${SHAPES:-1b 8b}; do
+	timeout 100 python3 bench/e2e.py make --shape $s --out /tmp/m$s --tokenizer $P/tokenizer.model 2>&1 | tail -1
+	pols="full window streamingllm"; n=128; [ $s = 8b ] && pols=streamingllm && n=64
+	for p in $pols; do
+		timeout 90 $P/kvbench streams --model /tmp/m$s --backend cuda --streams 64 --policy $p --budget 1024 --prompt 1024 --tokens $n --alone 0 2>&1 | grep -E "decode|a batch step|device memory"; el streams $s $p
+	done
+	for p in full streamingllm; do
+		[ $s = 8b ] && [ $p = full ] && continue
+		KVBENCH_PROFILE_STEP=2 timeout 150 ncu --profile-from-start off --clock-control none --metrics gpu__time_duration.sum --csv \
+			$P/kvbench streams --model /tmp/m$s --backend cuda --streams 64 --policy $p --budget 1024 --prompt 1024 --tokens 3 --alone 0 > $OUT/ncu-$s-$p.csv 2>/dev/null
+		echo "== one decode step of 64 streams, $s $p, device time by kernel (ncu):"; python3 bench/ncu_sum.py $OUT/ncu-$s-$p.csv | head -14; el ncu $s $p
+	done
+	rm -rf /tmp/m$s
+done
