@@ -9,7 +9,7 @@
 # TESTS=0 skips the tests; SHAPES="1b 8b" picks the shapes.
 set -u
 P=/tmp/p; mkdir -p $P && tar -C $P -xzf ${CARRY:-.e2ecarry}/p.tgz
-export KVBENCH_CUDA_CACHE=/tmp/kc PYTHONUNBUFFERED=1
+export KVBENCH_CUDA_CACHE=/tmp/kc PYTHONUNBUFFERED=1 KVBENCH_SHARED=${KVBENCH_SHARED:-$P/shared}
 T0=$(date +%s); el() { echo "[t=$(( $(date +%s) - T0 ))s] $*"; }
 run() { # package-dir binary pattern timeout log
 	(cd "$1" && timeout "$4" $P/$2 -test.count=1 -test.v -test.timeout "$(( $4 - 5 ))s" -test.run "$3" -test.skip 'Timing|Speed|Profile|HostTime|ReadFloor' > "$OUT/$5" 2>&1)
