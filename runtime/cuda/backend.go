@@ -196,6 +196,10 @@ func NewBackendAt(ordinal int, prec string) (*Backend, error) {
 		b.Close()
 		return nil, err
 	}
+	if b.split.waves, err = wavesOf(); err != nil {
+		b.Close()
+		return nil, err
+	}
 	if b.mvKernel, err = mvKernelOf(); err != nil {
 		b.Close()
 		return nil, err

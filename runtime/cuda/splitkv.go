@@ -275,6 +275,7 @@ const ctrWords = 16 << 10
 type splitState struct {
 	chunk    int            // tokens per block asked for (SetAttnChunk); 0: chosen per call
 	minChunk int            // least tokens per block a chosen chunk has ($KVBENCH_ATTN_MIN_CHUNK)
+	waves    int            // waves of resident blocks a chosen chunk fills ($KVBENCH_ATTN_WAVES)
 	occ      map[occKey]int // resident blocks per multiprocessor, by kernel and shared memory
 	last     Plan           // the last Attend's launch (AttnPlan)
 }
@@ -296,6 +297,23 @@ func minChunkOf() (int, error) {
 	n, err := strconv.Atoi(v)
 	if err != nil || n <= 0 || n%ChunkTokens != 0 {
 		return 0, fmt.Errorf("cuda: %s=%q: want a positive multiple of %d", minChunkEnv, v, ChunkTokens)
+	}
+	return n, nil
+}
+
+// wavesEnv sets splitState.waves: the chosen chunk is the one that fills
+// the resident block slots that many times (1, the default: one wave).
+const wavesEnv = "KVBENCH_ATTN_WAVES"
+
+// wavesOf reads $KVBENCH_ATTN_WAVES (default 1).
+func wavesOf() (int, error) {
+	v := os.Getenv(wavesEnv)
+	if v == "" {
+		return 1, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 64 {
+		return 0, fmt.Errorf("cuda: %s=%q: want a whole number of waves in [1, 64]", wavesEnv, v)
 	}
 	return n, nil
 }
@@ -551,7 +569,8 @@ func rtSmem(vg, hd, chunk, minPS int, shifted, lean bool) int {
 // tokensPerRow tokens (smemFor: its shared memory at a chunk): the one
 // SetAttnChunk asked for, else the smallest multiple of ChunkTokens, at
 // least $KVBENCH_ATTN_MIN_CHUNK and at most the row, that fills the GPU's
-// resident block slots in one wave (as splitKV.size), lowered until the
+// resident block slots in one wave ($KVBENCH_ATTN_WAVES waves; as
+// splitKV.size), lowered until the
 // shared memory fits.
 func (b *Backend) splitChunk(f *Function, smemFor func(int) int, rows, tokensPerRow int) int {
 	limit := maxAttnSmemB - f.Shared
@@ -560,7 +579,7 @@ func (b *Backend) splitChunk(f *Function, smemFor func(int) int, rows, tokensPer
 		least := max(b.split.minChunk, minChunkTokens)
 		chunk = least
 		for range 4 {
-			perRow := max(1, b.D.SMs*max(b.occupancy(f, smemFor(chunk)), 1)/rows)
+			perRow := max(1, b.D.SMs*max(b.occupancy(f, smemFor(chunk)), 1)*max(b.split.waves, 1)/rows)
 			c := (tokensPerRow + perRow - 1) / perRow
 			c = max(least, (c+minChunkTokens-1)/minChunkTokens*minChunkTokens)
 			if c == chunk {
