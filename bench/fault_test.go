@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -63,6 +64,16 @@ func faultSuite(t *testing.T, backend string) *Suite {
 // page and scratch buffer the cell held (the weights stay), and the next
 // cell runs on the same device and upload.
 func TestStreamFailureContained(t *testing.T) {
+	checkFailureContained(t, "cpu")
+}
+
+// TestStreamFailureContainedLanes is TestStreamFailureContained with the
+// batch step's appends and evictions on lanes (runtime.KVLaner): the
+// allocation fails on a lane's goroutine and must reach the cell all the
+// same.
+func TestStreamFailureContainedLanes(t *testing.T) {
+	defer goruntime.GOMAXPROCS(goruntime.GOMAXPROCS(4))
+	t.Setenv("KVBENCH_LANES", "2")
 	checkFailureContained(t, "cpu")
 }
 

@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"reflect"
+	goruntime "runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -350,5 +351,34 @@ func TestBatchMatchesAlone(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestBatchLanesMatchAlone: a batch of streams enough for lanes
+// (runtime.KVLaner: each stream's appends, evictions and policy hooks on a
+// goroutine of its own) gives each stream what it gives alone, under the
+// lane-safe policies and, in the same batch shape, under those that are not
+// (one after another); run it with -race.
+func TestBatchLanesMatchAlone(t *testing.T) {
+	defer goruntime.GOMAXPROCS(goruntime.GOMAXPROCS(4))
+	t.Setenv("KVBENCH_LANES", "2") // the test's steps feed 2 to 12 streams
+	be := cpu.New(2)
+	defer be.Close()
+	m, err := runtime.Synthetic("tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sts := batchStreams(12, m.Config.Vocab, 5)
+	for _, pc := range append(batchPolicies, struct {
+		name   string
+		params policies.Params
+	}{"random", policies.Params{"budget": 20, "seed": 3}}) {
+		t.Run(pc.name, func(t *testing.T) {
+			got := batchedTraces(t, m, be, pc.name, pc.params, sts)
+			for i, st := range sts {
+				want := unbatchedTrace(t, m, be, pc.name, pc.params, st)
+				compareTraces(t, fmt.Sprintf("stream %d", i), got[i], want, cpuTol)
+			}
+		})
 	}
 }

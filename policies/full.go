@@ -18,6 +18,9 @@ func init() {
 
 func (f *full) Start(r *runtime.Runner) error { return f.bind(r, f) }
 
+// LaneSafe: its hooks touch only its cache and its own state (runtime.LaneSafe).
+func (f *full) LaneSafe() {}
+
 func (f *full) BeforeAttend(l int, a *runtime.AttnArgs) {
 	f.begin(l, a)
 	f.finish(l, a, 0)

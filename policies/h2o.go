@@ -212,6 +212,9 @@ func (p *h2o) setBudget(heavy, recent int) {
 // valid until the next forward.
 func (p *h2o) Scores(l, h int) []float64 { return p.score[l][h] }
 
+// LaneSafe: its hooks touch only its cache and its own state (runtime.LaneSafe).
+func (p *h2o) LaneSafe() {}
+
 func (p *h2o) BeforeAttend(l int, a *runtime.AttnArgs) {
 	if p.idle() {
 		return // the budget waits for a prompt: the stream's error says so

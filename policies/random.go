@@ -51,6 +51,9 @@ func (p *random) Start(r *runtime.Runner) error {
 	return p.bind(r, p)
 }
 
+// LaneSafe: its hooks touch only its cache and its own state (runtime.LaneSafe).
+func (p *random) LaneSafe() {}
+
 func (p *random) BeforeAttend(l int, a *runtime.AttnArgs) {
 	if p.idle() {
 		return

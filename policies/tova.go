@@ -93,6 +93,9 @@ func (p *tova) Start(r *runtime.Runner) error {
 	return nil
 }
 
+// LaneSafe: its hooks touch only its cache and its own state (runtime.LaneSafe).
+func (p *tova) LaneSafe() {}
+
 func (p *tova) BeforeAttend(l int, a *runtime.AttnArgs) {
 	if p.idle() {
 		return

@@ -126,6 +126,9 @@ func (w *sinkWindow) Start(r *runtime.Runner) error {
 	return w.bind(r, w)
 }
 
+// LaneSafe: its hooks touch only its cache and its own state (runtime.LaneSafe).
+func (w *sinkWindow) LaneSafe() {}
+
 func (w *sinkWindow) BeforeAttend(l int, a *runtime.AttnArgs) {
 	if w.idle() {
 		return

@@ -51,6 +51,9 @@ type Batch struct {
 	used    []bool // which runners the step feeds
 	// Views of row i of the batch's buffers, made once: q, k, v, att.
 	views [][4]Buffer
+	// minLanes is the fewest streams a step spreads over goroutines
+	// ($KVBENCH_LANES, read by NewBatch; 0: never).
+	minLanes int
 }
 
 // NewBatch returns a batch over runners: distinct runners of one model on
@@ -81,7 +84,11 @@ func NewBatch(runners ...*Runner) (*Batch, error) {
 	}
 	be, c := r0.Backend, r0.Model.Config
 	n := len(runners)
-	b := &Batch{runners: runners, be: be, c: c, id: runnerIDs.Add(1), used: make([]bool, n)}
+	minLanes, err := minLaneStreams()
+	if err != nil {
+		return nil, fmt.Errorf("batch: %w", err)
+	}
+	b := &Batch{runners: runners, be: be, c: c, id: runnerIDs.Add(1), used: make([]bool, n), minLanes: minLanes}
 	if vw, ok := be.(Viewer); ok {
 		n = min(n, maxBatchRows)
 		b.s = newState(be, c, n)
@@ -200,7 +207,7 @@ func (b *Batch) pass(streams, tokens []int, logits []float32, score *scoreSink) 
 		}
 		b.segs = append(b.segs, g)
 	}
-	b.p = pass{c: c, be: b.be, w: b.runners[0].w, s: &b.s, segs: b.segs, tokens: b.tokens, score: score, owner: b.id}
+	b.p = pass{c: c, be: b.be, w: b.runners[0].w, s: &b.s, segs: b.segs, tokens: b.tokens, score: score, owner: b.id, minLanes: b.minLanes}
 	b.p.run()
 	for j := range b.segs {
 		g := &b.segs[j]

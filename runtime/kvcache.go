@@ -16,6 +16,7 @@ const DefaultPageSize = 16
 // cache that holds a bounded number of tokens holds bounded memory.
 type KVCache struct {
 	be       Backend
+	ops      KVOps // the KV copies' lane while a batch step runs on lanes (nil: be)
 	layers   int
 	kvHeads  int
 	headDim  int
@@ -32,6 +33,14 @@ type KVCache struct {
 }
 
 type kvPage struct{ k, v Buffer }
+
+// kv is where the cache's key/value copies go: its lane, else its backend.
+func (c *KVCache) kv() KVOps {
+	if c.ops != nil {
+		return c.ops
+	}
+	return c.be
+}
 
 // kvSeqIDs hands out KVSeq.ID: unique in the process, never 0.
 var kvSeqIDs atomic.Uint64
@@ -263,7 +272,7 @@ func (c *KVCache) Evict(l, h int, drop []int32) {
 		if f < 0 {
 			continue
 		}
-		c.be.MoveKV(s.K[d/ps], s.V[d/ps], d%ps, s.K[f/ps], s.V[f/ps], f%ps, c.headDim)
+		c.kv().MoveKV(s.K[d/ps], s.V[d/ps], d%ps, s.K[f/ps], s.V[f/ps], f%ps, c.headDim)
 	}
 	s.Pos = s.Pos[:s.N]
 	if c.shifts {
@@ -362,7 +371,7 @@ func (c *KVCache) appendSeq(s *KVSeq, h int, k, v Buffer, rows int, pos []int, r
 			s.K = append(s.K, p.k)
 			s.V = append(s.V, p.v)
 		}
-		c.be.StoreKV(s.K[s.N/c.pageSize], s.V[s.N/c.pageSize], slot, k, v, r, h, c.headDim, kvDim)
+		c.kv().StoreKV(s.K[s.N/c.pageSize], s.V[s.N/c.pageSize], slot, k, v, r, h, c.headDim, kvDim)
 		s.track(int32(pos[r]))
 		s.Pos = append(s.Pos, int32(pos[r]))
 		s.N++

@@ -362,6 +362,10 @@ type pass struct {
 	all    bool       // a single segment's out takes the logits of every row
 	score  *scoreSink // the rows' log-probabilities go here instead of out
 	owner  uint64     // ReplayKey owner of a one-row pass's replayed parts
+	scale  float32    // attention's score scale
+	// minLanes is the fewest streams the pass spreads over goroutines (a
+	// batch's; 0: never; lanes.go).
+	minLanes int
 }
 
 // step runs the layer loop over rows tokens (rows <= maxRows) and writes the
@@ -388,7 +392,7 @@ func (p *pass) run() {
 	pos := s.pos[:rows]
 	// Yarn and longrope scale cos and sin by a factor: scores by its square.
 	af := c.RopeScaling.Attention()
-	scale := float32(af * af / math.Sqrt(float64(c.HeadDim)))
+	p.scale = float32(af * af / math.Sqrt(float64(c.HeadDim)))
 
 	be.Embed(s.x, w.embed, p.tokens, c.Dim)
 	// A decode step's fixed sequences of operations (same buffers, one row)
@@ -426,15 +430,9 @@ func (p *pass) run() {
 		}
 		// Each stream's new keys and values go to its cache and its policy
 		// acts; then every stream attends; then every policy sees the result.
-		for i := range p.segs {
-			p.segs[i].beforeAttend(l, c, scale)
-		}
+		p.beforeAttend(l)
 		p.attend(l)
-		for i := range p.segs {
-			if r := p.segs[i].r; r.Hook != nil {
-				r.Hook.AfterAttend(l, &r.attn)
-			}
-		}
+		p.afterAttend(l)
 		if rep != nil {
 			rep.Replay(ReplayKey{p.owner, l, 1}, func() { p.outputAndMLP(l, 1) })
 		} else {

@@ -181,3 +181,19 @@ func (b *Backend) MoveKV(dstK, dstV runtime.Buffer, dstSlot int, srcK, srcV runt
 	copy(vec(dstK)[dstSlot*headDim:(dstSlot+1)*headDim], vec(srcK)[srcSlot*headDim:(srcSlot+1)*headDim])
 	copy(vec(dstV)[dstSlot*headDim:(dstSlot+1)*headDim], vec(srcV)[srcSlot*headDim:(srcSlot+1)*headDim])
 }
+
+// KVLanes returns n lanes (runtime.KVLaner): the backend itself, whose
+// StoreKV and MoveKV copy at once and touch only the pages named (lanes
+// write disjoint pages), and whose allocations are locked.
+func (b *Backend) KVLanes(n int) []runtime.KVOps {
+	ops := make([]runtime.KVOps, n) // batches on other goroutines may ask at once
+	for i := range ops {
+		ops[i] = b
+	}
+	return ops
+}
+
+// JoinKVLanes does nothing: the lanes' copies are made.
+func (b *Backend) JoinKVLanes() {}
+
+var _ runtime.KVLaner = (*Backend)(nil)

@@ -57,7 +57,10 @@ type Backend struct {
 	kvt     int32 // page type of the call being built (kvF32, kvBF16)
 	st      stager
 	kv      kvBatch
-	zeros   []uint64 // buffers to clear before the next operation: pointer, float32 words
+	lanes   []*kvLane // KV copies made on lanes (kvlanes.go)
+	laneOps []runtime.KVOps
+	allocKV sync.Mutex // AllocKV, called from lanes
+	zeros   []uint64   // buffers to clear before the next operation: pointer, float32 words
 	events  []*Event
 	marks   int
 	blas    *BLAS // nil when cuBLAS could not be loaded (blasErr says why)
@@ -587,6 +590,8 @@ func (b *Backend) AllocKV(n int, t runtime.DType) runtime.Buffer {
 	if t != runtime.F32 && t != runtime.BF16 {
 		panic(fmt.Sprintf("cuda: KV pages of type %v", t))
 	}
+	b.allocKV.Lock() // lanes allocate at once (runtime.KVLaner)
+	defer b.allocKV.Unlock()
 	x, err := b.newBufOf(runtime.MemKV, n, t, int64(n)*int64(t.Size()))
 	must(err)
 	b.zero(x, (int64(n)*int64(t.Size())+3)/4)
@@ -861,6 +866,12 @@ func (b *Backend) Add(dst, x runtime.Buffer, n int) {
 // StoreKV copies one head of one row of k and v into a page slot (queued:
 // the copies of a layer's Append run as one kernel).
 func (b *Backend) StoreKV(kPage, vPage runtime.Buffer, slot int, k, v runtime.Buffer, row, head, headDim, kvDim int) {
+	b.queueKV(b.storeOp(kPage, vPage, slot, k, v, row, head, headDim, kvDim))
+}
+
+// storeOp checks a StoreKV and returns its copy, as queueKV takes it (it
+// reads the buffers alone: lanes call it at once).
+func (b *Backend) storeOp(kPage, vPage runtime.Buffer, slot int, k, v runtime.Buffer, row, head, headDim, kvDim int) (dk, dv, sk, sv Ptr, mode, hd int) {
 	src := row*kvDim + head*headDim
 	b.check(kPage, slot*headDim, headDim, "StoreKV")
 	b.check(vPage, slot*headDim, headDim, "StoreKV")
@@ -872,11 +883,16 @@ func (b *Backend) StoreKV(kPage, vPage runtime.Buffer, slot int, k, v runtime.Bu
 		panic("cuda: StoreKV into key and value pages of different types")
 	}
 	so, do := int64(src)*4, int64(slot*headDim)*int64(4-2*kt)
-	b.queueKV(kp.Add(do), vp.Add(do), b.f32(k).Add(so), b.f32(v).Add(so), kt, headDim)
+	return kp.Add(do), vp.Add(do), b.f32(k).Add(so), b.f32(v).Add(so), kt, headDim
 }
 
 // MoveKV copies one slot's key and value to another slot (queued).
 func (b *Backend) MoveKV(dstK, dstV runtime.Buffer, dstSlot int, srcK, srcV runtime.Buffer, srcSlot, headDim int) {
+	b.queueKV(b.moveOp(dstK, dstV, dstSlot, srcK, srcV, srcSlot, headDim))
+}
+
+// moveOp checks a MoveKV and returns its copy (as storeOp).
+func (b *Backend) moveOp(dstK, dstV runtime.Buffer, dstSlot int, srcK, srcV runtime.Buffer, srcSlot, headDim int) (dk, dv, sk, sv Ptr, mode, hd int) {
 	b.check(dstK, dstSlot*headDim, headDim, "MoveKV")
 	b.check(dstV, dstSlot*headDim, headDim, "MoveKV")
 	b.check(srcK, srcSlot*headDim, headDim, "MoveKV")
@@ -890,7 +906,7 @@ func (b *Backend) MoveKV(dstK, dstV runtime.Buffer, dstSlot int, srcK, srcV runt
 	}
 	es := int64(4 - 2*t1)
 	do, so := int64(dstSlot*headDim)*es, int64(srcSlot*headDim)*es
-	b.queueKV(dk.Add(do), dv.Add(do), sk.Add(so), sv.Add(so), 2*t1, headDim)
+	return dk.Add(do), dv.Add(do), sk.Add(so), sv.Add(so), 2 * t1, headDim
 }
 
 // Mark records a timestamp on the stream after the work queued so far.

@@ -43,7 +43,7 @@ func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
 		return
 	}
 	bt.ints = bt.ints[:0]
-	b.pt.hold = true // the page tables' uploads of every call at once, below
+	b.pt.hold = true                     // the page tables' uploads of every call at once, below
 	defer func() { b.pt.hold = false }() // also when a call's metadata panics (a cell's failure)
 	for i := range bt.calls {
 		c := &bt.calls[i]

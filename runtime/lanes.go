@@ -1,0 +1,156 @@
+package runtime
+
+import (
+	"fmt"
+	"os"
+	goruntime "runtime"
+	"strconv"
+	"sync"
+)
+
+// KVOps is the key/value copies of a backend, or of one of its lanes
+// (KVLaner): what a KVCache asks of its backend per token.
+type KVOps interface {
+	StoreKV(kPage, vPage Buffer, slot int, k, v Buffer, row, head, headDim, kvDim int)
+	MoveKV(dstK, dstV Buffer, dstSlot int, srcK, srcV Buffer, srcSlot, headDim int)
+}
+
+// KVLaner is an optional Backend capability: the key/value copies of
+// several streams made from several goroutines at once. A Batch step then
+// appends each stream's keys and values and runs its policy's BeforeAttend
+// (evictions) on a goroutine of its own, one lane per goroutine. AllocKV
+// (where the backend is a KVAllocator) must be safe to call from the lanes'
+// goroutines.
+type KVLaner interface {
+	// KVLanes returns n lanes (n >= 1), each to be used by one goroutine
+	// at a time. A lane's copies take effect once JoinKVLanes queues
+	// them; the lanes of one round write disjoint pages (each stream's
+	// cache owns its pages).
+	KVLanes(n int) []KVOps
+	// JoinKVLanes queues every lane's copies, in each lane's order, behind
+	// the backend's operations queued before, and empties the lanes.
+	JoinKVLanes()
+}
+
+// LaneSafe is implemented by a Hook whose BeforeAttend and AfterAttend
+// touch only its runner's cache (evictions: the cache's KV copies and page
+// allocations), the call's AttnArgs and the hook's own state, no other
+// backend call, so that a Batch step may run them for several streams at
+// once.
+type LaneSafe interface {
+	LaneSafe()
+}
+
+// lanesEnv sets the fewest streams a batch step spreads over goroutines
+// (fewer are not worth the goroutines' start; default 8), or turns the
+// lanes off. maxLanes is the most goroutines.
+const lanesEnv = "KVBENCH_LANES"
+
+var maxLanes = 16
+
+// minLaneStreams reads $KVBENCH_LANES: the fewest streams a batch step
+// spreads over goroutines (0: never).
+func minLaneStreams() (int, error) {
+	switch v := os.Getenv(lanesEnv); v {
+	case "", "on":
+		return 8, nil
+	case "off":
+		return 0, nil
+	default:
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 2 {
+			return 0, fmt.Errorf("%s=%q: want on, off, or the fewest streams (2 or more) a batch step spreads over goroutines", lanesEnv, v)
+		}
+		return n, nil
+	}
+}
+
+// lanes is the goroutines the pass's beforeAttend spreads over: 1 (one
+// after another) unless the backend has lanes, the pass is a batch of
+// p.minLanes streams or more, the process may run on several threads,
+// and every stream's hook is lane-safe.
+func (p *pass) lanes() int {
+	if _, ok := p.be.(KVLaner); !ok || p.minLanes == 0 || len(p.segs) < p.minLanes {
+		return 1
+	}
+	n := min(goruntime.GOMAXPROCS(0), maxLanes, len(p.segs)/2)
+	if n <= 1 {
+		return 1
+	}
+	for i := range p.segs {
+		if h := p.segs[i].r.Hook; h != nil {
+			if _, ok := h.(LaneSafe); !ok {
+				return 1
+			}
+		}
+	}
+	return n
+}
+
+// beforeAttend stores every segment's keys and values of layer l and lets
+// its policy act (segment.beforeAttend), on lanes.
+func (p *pass) beforeAttend(l int) { p.onLanes(l, false) }
+
+// afterAttend lets every segment's policy see layer l's attention, on lanes.
+func (p *pass) afterAttend(l int) { p.onLanes(l, true) }
+
+// laneWork is segment g's share of layer l: its store and policy before
+// attention, or its policy's look after.
+func (p *pass) laneWork(g *segment, l int, after bool) {
+	if !after {
+		g.beforeAttend(l, p.c, p.scale)
+	} else if r := g.r; r.Hook != nil {
+		r.Hook.AfterAttend(l, &r.attn)
+	}
+}
+
+// onLanes runs every segment's laneWork: on lanes() goroutines, segment j
+// on lane j mod lanes with its cache's KV copies on that lane, or one after
+// another. A panic on a lane (a device error in an allocation) is raised
+// again on the caller's goroutine, after the lanes are joined.
+func (p *pass) onLanes(l int, after bool) {
+	n := p.lanes()
+	if n <= 1 {
+		for i := range p.segs {
+			p.laneWork(&p.segs[i], l, after)
+		}
+		return
+	}
+	kl := p.be.(KVLaner)
+	ops := kl.KVLanes(n)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var failed any
+	for w := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() {
+				if e := recover(); e != nil {
+					mu.Lock()
+					if failed == nil {
+						failed = e
+					}
+					mu.Unlock()
+				}
+			}()
+			for j := w; j < len(p.segs); j += n {
+				g := &p.segs[j]
+				g.r.Cache.ops = ops[w]
+				p.laneWork(g, l, after)
+				g.r.Cache.ops = nil
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range p.segs {
+		p.segs[i].r.Cache.ops = nil // also those a panic left on a lane
+	}
+	kl.JoinKVLanes()
+	if failed != nil {
+		if err, ok := failed.(error); ok {
+			panic(fmt.Errorf("batch step, layer %d: %w", l, err))
+		}
+		panic(failed)
+	}
+}
