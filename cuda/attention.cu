@@ -431,7 +431,16 @@ __device__ __forceinline__ void attn_finish(float* smem, const float (&m)[G], co
             partML[((prow + c) * G + g) * 2 + 1] = l[g];
         }
     }
-    if (counters == nullptr) return;  // a combine kernel merges the partials
+    if (counters == nullptr) {
+        if (nchunks != 1) return;  // a combine kernel merges the partials
+        // One chunk a row (a batch of many streams): this block holds the
+        // whole row, and its own partial, normalised, is the output; the
+        // host launches no combine. (The partial stays written: a combine
+        // launched all the same writes the same outputs.)
+        __syncthreads();  // the partial (global, this block's) is seen; smem is free for the merge
+        attn_merge<D, G, NT>(partO + prow * (G * D), partML + prow * (G * 2), 1, outp, nullptr, mlp, smem);
+        return;
+    }
     // Fused merge, two levels (threadFenceReduction pattern; each counter is
     // reset by the block that saw it complete, for the next launch): the
     // last block to finish among a group of MERGE_S consecutive chunks

@@ -532,7 +532,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 		b.f32(a.Q), ptrs, ints, hdr, int32(chunk), int32(pgw), a.Scale*float32(math.Log2E),
 		partO, ws.Add(pmlAt), counters, b.f32(a.Out), raw, mlAcc)
 	b.split.last = Plan{Kernel: name, Chunk: chunk, Blocks: nchunks * nsrows, Resident: b.occupancy(f, smem), SharedMem: smem}
-	if !fused {
+	if !fused && nchunks > 1 { // one chunk a row: the kernel wrote the outputs (and ml)
 		must(b.fn(fmt.Sprintf("attn_rt_combine_d%d", hd)).LaunchAfter(Dim3{vg, gy, hd / 32 * gz}, Dim3{combThreads, 1, 1}, 0,
 			partO, ws.Add(pmlAt), int32(nchunks), b.f32(a.Out), mlAcc, ints, hdr))
 	}
