@@ -21,9 +21,10 @@ import (
 // split rows of one head), one and several query rows (rows share a split
 // row), page sizes 16 and 7, eviction (positions out of order), a
 // selection per head with accumulation, re-positioned keys (the _sh
-// kernels), the sliding window, and chunks chosen per call or of 32 tokens
+// kernels), the sliding window, and chunks chosen per call, of 32 tokens
 // (many partials: the fused merge's two levels for rows of one head, the
-// combine kernel otherwise).
+// combine kernel otherwise) or of 1024 (one a row: the block writes the
+// outputs).
 func TestAttendSplitKernels(t *testing.T) {
 	g := newGPU(t)
 	c := cpu.New(0)
@@ -39,7 +40,7 @@ func TestAttendSplitKernels(t *testing.T) {
 				for _, rows := range []int{1, 3, 19} {
 					for _, opt := range []string{"plain", "sel+acc", "shift", "window"} {
 						for _, ps := range []int{16, 7} {
-							for _, chunk := range []int{0, 32} {
+							for _, chunk := range []int{0, 32, 1024} { // 1024: one chunk a row, no combine
 								evict := (rows+ps+chunk/32)%2 == 1 // half the cases hold positions out of order
 								name := fmt.Sprintf("%v/hd%d/%dx%d/rows%d/%s/ps%d/chunk%d/evict%v", typ, hd, hk[0], hk[1], rows, opt, ps, chunk, evict)
 								t.Run(name, func(t *testing.T) {

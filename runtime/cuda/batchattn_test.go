@@ -33,10 +33,16 @@ func TestAttendBatchGPU(t *testing.T) {
 		for _, hd := range []int{64, 128} {
 			for _, hk := range [][2]int{{32, 8}, {8, 8}, {6, 2}} {
 				for _, opt := range []string{"plain", "shift", "window", "sel", "mixed"} {
-					name := fmt.Sprintf("%v/hd%d/%dx%d/%s", typ, hd, hk[0], hk[1], opt)
-					t.Run(name, func(t *testing.T) {
-						batchCase(t, c, g, rng, typ, hd, hk[0], hk[1], opt)
-					})
+					for _, chunk := range []int{0, 1024} { // 1024: one chunk a row, no combine
+						name := fmt.Sprintf("%v/hd%d/%dx%d/%s/chunk%d", typ, hd, hk[0], hk[1], opt, chunk)
+						t.Run(name, func(t *testing.T) {
+							if err := g.SetAttnChunk(chunk); err != nil {
+								t.Fatal(err)
+							}
+							defer g.SetAttnChunk(0)
+							batchCase(t, c, g, rng, typ, hd, hk[0], hk[1], opt)
+						})
+					}
 				}
 			}
 		}
