@@ -215,6 +215,9 @@ func (p *h2o) Scores(l, h int) []float64 { return p.score[l][h] }
 // LaneSafe: its hooks touch only its cache and its own state (runtime.LaneSafe).
 func (p *h2o) LaneSafe() {}
 
+// LaneAfter: its AfterAttend (the scores) is worth spreading over goroutines (runtime.LaneAfter).
+func (p *h2o) LaneAfter() {}
+
 func (p *h2o) BeforeAttend(l int, a *runtime.AttnArgs) {
 	if p.idle() {
 		return // the budget waits for a prompt: the stream's error says so

@@ -96,6 +96,9 @@ func (p *tova) Start(r *runtime.Runner) error {
 // LaneSafe: its hooks touch only its cache and its own state (runtime.LaneSafe).
 func (p *tova) LaneSafe() {}
 
+// LaneAfter: its AfterAttend (the scores) is worth spreading over goroutines (runtime.LaneAfter).
+func (p *tova) LaneAfter() {}
+
 func (p *tova) BeforeAttend(l int, a *runtime.AttnArgs) {
 	if p.idle() {
 		return

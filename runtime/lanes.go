@@ -41,6 +41,13 @@ type LaneSafe interface {
 	LaneSafe()
 }
 
+// LaneAfter is implemented by a LaneSafe hook whose AfterAttend does
+// enough work (H2O's and TOVA's scores) to be worth spreading over
+// goroutines; the others' run one after another.
+type LaneAfter interface {
+	LaneAfter()
+}
+
 // lanesEnv sets the fewest streams a batch step spreads over goroutines
 // (fewer are not worth the goroutines' start; default 8), or turns the
 // lanes off. maxLanes is the most goroutines.
@@ -65,11 +72,12 @@ func minLaneStreams() (int, error) {
 	}
 }
 
-// lanes is the goroutines the pass's beforeAttend spreads over: 1 (one
-// after another) unless the backend has lanes, the pass is a batch of
-// p.minLanes streams or more, the process may run on several threads,
-// and every stream's hook is lane-safe.
-func (p *pass) lanes() int {
+// lanes is the goroutines the pass's work before attention (after: after
+// it) spreads over: 1 (one after another) unless the backend has lanes, the
+// pass is a batch of p.minLanes streams or more, the process may run on
+// several threads, and every stream's hook is lane-safe (after attention:
+// and a LaneAfter).
+func (p *pass) lanes(after bool) int {
 	if _, ok := p.be.(KVLaner); !ok || p.minLanes == 0 || len(p.segs) < p.minLanes {
 		return 1
 	}
@@ -78,10 +86,18 @@ func (p *pass) lanes() int {
 		return 1
 	}
 	for i := range p.segs {
-		if h := p.segs[i].r.Hook; h != nil {
-			if _, ok := h.(LaneSafe); !ok {
-				return 1
+		h := p.segs[i].r.Hook
+		if h == nil {
+			if after {
+				return 1 // nothing to do after attention
 			}
+			continue
+		}
+		if _, ok := h.(LaneSafe); !ok {
+			return 1
+		}
+		if _, ok := h.(LaneAfter); after && !ok {
+			return 1
 		}
 	}
 	return n
@@ -109,7 +125,7 @@ func (p *pass) laneWork(g *segment, l int, after bool) {
 // another. A panic on a lane (a device error in an allocation) is raised
 // again on the caller's goroutine, after the lanes are joined.
 func (p *pass) onLanes(l int, after bool) {
-	n := p.lanes()
+	n := p.lanes(after)
 	if n <= 1 {
 		for i := range p.segs {
 			p.laneWork(&p.segs[i], l, after)
