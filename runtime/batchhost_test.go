@@ -36,6 +36,16 @@ func (nullBackend) MoveKV(_, _ runtime.Buffer, _ int, _, _ runtime.Buffer, _, _ 
 func (nullBackend) Attend(*runtime.AttnArgs)                                                {}
 func (nullBackend) View(_ runtime.Buffer, _, n int) runtime.Buffer                          { return nullBuf(n) }
 
+// KVLanes and JoinKVLanes (runtime.KVLaner): its copies do nothing.
+func (nb nullBackend) KVLanes(n int) []runtime.KVOps {
+	ops := make([]runtime.KVOps, n)
+	for i := range ops {
+		ops[i] = nb
+	}
+	return ops
+}
+func (nullBackend) JoinKVLanes() {}
+
 // shapeModel is a model of shape c whose tensors hold no data (for the
 // null backend).
 func shapeModel(c runtime.Config) *runtime.Model {
@@ -56,7 +66,9 @@ func shapeModel(c runtime.Config) *runtime.Model {
 // BenchmarkBatchHostStep reports the host time of a batched decode step of
 // 64 streams of the 8B shape (32 layers of 8 KV heads) holding 1024 tokens
 // each under window and streamingllm, on the null backend: the runtime's
-// and the policies' share of a step (ms/step), whatever the device.
+// and the policies' share of a step (ms/step), whatever the device. The
+// null backend has lanes: KVBENCH_LANES=off for the step one stream after
+// another.
 func BenchmarkBatchHostStep(b *testing.B) {
 	c := runtime.Config{Arch: "llama", Dim: 4096, Hidden: 14336, Layers: 32, Heads: 32, KVHeads: 8, HeadDim: 128,
 		Vocab: 32000, MaxSeq: 1 << 20, RopeTheta: 5e5, NormEps: 1e-5}

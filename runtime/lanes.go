@@ -120,9 +120,9 @@ func (p *pass) laneWork(g *segment, l int, after bool) {
 	}
 }
 
-// onLanes runs every segment's laneWork: on lanes() goroutines, segment j
-// on lane j mod lanes with its cache's KV copies on that lane, or one after
-// another. A panic on a lane (a device error in an allocation) is raised
+// onLanes runs every segment's laneWork: on lanes() goroutines (the
+// caller's one of them), segment j on lane j mod lanes with its cache's KV
+// copies on that lane, or one after another. A panic on a lane (a device error in an allocation) is raised
 // again on the caller's goroutine, after the lanes are joined.
 func (p *pass) onLanes(l int, after bool) {
 	n := p.lanes(after)
@@ -137,27 +137,31 @@ func (p *pass) onLanes(l int, after bool) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var failed any
-	for w := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() {
-				if e := recover(); e != nil {
-					mu.Lock()
-					if failed == nil {
-						failed = e
-					}
-					mu.Unlock()
+	lane := func(w int) {
+		defer func() {
+			if e := recover(); e != nil {
+				mu.Lock()
+				if failed == nil {
+					failed = e
 				}
-			}()
-			for j := w; j < len(p.segs); j += n {
-				g := &p.segs[j]
-				g.r.Cache.ops = ops[w]
-				p.laneWork(g, l, after)
-				g.r.Cache.ops = nil
+				mu.Unlock()
 			}
 		}()
+		for j := w; j < len(p.segs); j += n {
+			g := &p.segs[j]
+			g.r.Cache.ops = ops[w]
+			p.laneWork(g, l, after)
+			g.r.Cache.ops = nil
+		}
 	}
+	wg.Add(n - 1)
+	for w := 1; w < n; w++ {
+		go func() {
+			defer wg.Done()
+			lane(w)
+		}()
+	}
+	lane(0) // on the caller's goroutine
 	wg.Wait()
 	for i := range p.segs {
 		p.segs[i].r.Cache.ops = nil // also those a panic left on a lane
