@@ -51,31 +51,40 @@ func (b *Backend) KVLanes(n int) []runtime.KVOps {
 // before: round r of every lane in one be_kv_ops, r = 0, 1, ...
 func (b *Backend) JoinKVLanes() {
 	b.flushKV() // the main queue and the pages' clears first
+	joinRounds(b.lanes, func(ops []uint64, hd int) {
+		if len(b.kv.ops) > 0 && b.kv.hd != hd {
+			b.flushKV() // one head dim a launch
+		}
+		if len(b.kv.ops) == 0 {
+			b.kv.hd = hd
+		}
+		// Disjoint pages: no copy of another lane depends on these, so
+		// they join the launch without the batch's tracking.
+		b.kv.ops = append(b.kv.ops, ops...)
+	}, b.flushKV)
+}
+
+// joinRounds hands add the copies of round r of every lane (5 words each,
+// and their head dim), then calls launch, for r = 0, 1, ... while a lane
+// has round r; the lanes are empty after.
+func joinRounds(lanes []*kvLane, add func(ops []uint64, hd int), launch func()) {
 	for r := 0; ; r++ {
 		any := false
-		for _, l := range b.lanes {
+		for _, l := range lanes {
 			if r >= l.used {
 				continue
 			}
 			any = true
 			rd := &l.rounds[r]
-			if len(b.kv.ops) > 0 && b.kv.hd != rd.hd {
-				b.flushKV() // one head dim a launch
-			}
-			if len(b.kv.ops) == 0 {
-				b.kv.hd = rd.hd
-			}
-			// Disjoint pages: no copy of another lane depends on these,
-			// so they join the launch without the batch's tracking.
-			b.kv.ops = append(b.kv.ops, rd.ops...)
+			add(rd.ops, rd.hd)
 			rd.reset()
 		}
 		if !any {
 			break
 		}
-		b.flushKV()
+		launch()
 	}
-	for _, l := range b.lanes {
+	for _, l := range lanes {
 		l.used = 0
 	}
 }

@@ -110,3 +110,88 @@ func TestKVBatchForwarding(t *testing.T) {
 		t.Errorf("the forwarded move is %v, want a store from the activation row", k.ops[5:10])
 	}
 }
+
+// TestKVLanesJoin runs random copy sequences on several lanes at once (each
+// lane's stores and moves within its own slots, as each stream's cache owns
+// its pages; stores read the activation rows all lanes share), joins them
+// as JoinKVLanes does (round r of every lane in one launch, every copy of a
+// launch reading before any writes) and checks the slots against each
+// lane's copies applied one after another.
+func TestKVLanesJoin(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 9))
+	const lanes, slots, acts = 5, 12, 4
+	for trial := range 300 {
+		ref := map[Ptr]kvVal{}
+		mem := map[Ptr]kvVal{}
+		for a := range acts {
+			v := kvVal{id: 1000 + a}
+			ref[Ptr(1<<30+a*64)], mem[Ptr(1<<30+a*64)] = v, v
+		}
+		ls := make([]*kvLane, lanes)
+		for i := range ls {
+			ls[i] = &kvLane{}
+		}
+		slot := func(lane, i int) (Ptr, Ptr) { // key slot, value slot
+			return Ptr(lane<<20 + i*64), Ptr(lane<<20 + 1<<16 + i*64)
+		}
+		for range 60 {
+			w := rng.IntN(lanes)
+			l := ls[w]
+			var dk, dv, sk, sv Ptr
+			mode := kvCopyB16
+			dk, dv = slot(w, rng.IntN(slots))
+			switch r := rng.IntN(10); {
+			case r < 4: // a store
+				a := Ptr(1<<30 + rng.IntN(acts)*64)
+				sk, sv, mode = a, a, kvStoreB16
+			default: // a move, often out of the slot the lane wrote last
+				if l.used > 0 && len(l.rounds[l.used-1].ops) > 0 && rng.IntN(2) == 0 {
+					ops := l.rounds[l.used-1].ops
+					sk, sv = Ptr(ops[len(ops)-5]), Ptr(ops[len(ops)-4])
+				} else {
+					sk, sv = slot(w, rng.IntN(slots))
+				}
+				if sk == dk {
+					continue
+				}
+			}
+			ref[dk] = kvCopy(ref[sk], mode)
+			ref[dv] = kvCopy(ref[sv], mode)
+			l.add(dk, dv, sk, sv, mode, 64)
+		}
+		var pending []uint64
+		launches := 0
+		joinRounds(ls, func(ops []uint64, hd int) {
+			if hd != 64 {
+				t.Fatalf("head dim %d", hd)
+			}
+			pending = append(pending, ops...)
+		}, func() {
+			writes := map[Ptr]kvVal{}
+			for i := 0; i < len(pending); i += 5 {
+				for j := range 2 {
+					d := Ptr(pending[i+j])
+					if _, twice := writes[d]; twice {
+						t.Fatalf("trial %d: one launch writes slot %#x twice", trial, d)
+					}
+					writes[d] = kvCopy(mem[Ptr(pending[i+2+j])], int(pending[i+4]))
+				}
+			}
+			for p, v := range writes {
+				mem[p] = v
+			}
+			pending = pending[:0]
+			launches++
+		})
+		for p, v := range ref {
+			if mem[p] != v {
+				t.Fatalf("trial %d: slot %#x holds %+v, each lane's copies one after another give %+v (%d launches)", trial, p, mem[p], v, launches)
+			}
+		}
+		for i, l := range ls {
+			if l.used != 0 {
+				t.Fatalf("lane %d holds %d rounds after the join", i, l.used)
+			}
+		}
+	}
+}
