@@ -12,6 +12,16 @@ type kvVal struct {
 	rounded bool
 }
 
+// kvActs is simulated memory holding n activation rows (values 1000+a)
+// at base + a*64.
+func kvActs(base, n int) map[Ptr]kvVal {
+	m := map[Ptr]kvVal{}
+	for a := range n {
+		m[Ptr(base+a*64)] = kvVal{id: 1000 + a}
+	}
+	return m
+}
+
 // kvCopy applies a copy of mode m to v.
 func kvCopy(v kvVal, m int) kvVal {
 	if m == kvStoreB16 {
@@ -31,12 +41,7 @@ func TestKVBatchForwarding(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 5))
 	const slots, acts = 24, 6
 	for trial := range 500 {
-		ref := map[Ptr]kvVal{}
-		mem := map[Ptr]kvVal{}
-		for a := range acts {
-			v := kvVal{id: 1000 + a}
-			ref[Ptr(1<<20+a*64)], mem[Ptr(1<<20+a*64)] = v, v
-		}
+		ref, mem := kvActs(1<<20, acts), kvActs(1<<20, acts)
 		k := newKVBatch()
 		launches := 0
 		launch := func() {
@@ -121,12 +126,7 @@ func TestKVLanesJoin(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 9))
 	const lanes, slots, acts = 5, 12, 4
 	for trial := range 300 {
-		ref := map[Ptr]kvVal{}
-		mem := map[Ptr]kvVal{}
-		for a := range acts {
-			v := kvVal{id: 1000 + a}
-			ref[Ptr(1<<30+a*64)], mem[Ptr(1<<30+a*64)] = v, v
-		}
+		ref, mem := kvActs(1<<30, acts), kvActs(1<<30, acts)
 		ls := make([]*kvLane, lanes)
 		for i := range ls {
 			ls[i] = &kvLane{}
