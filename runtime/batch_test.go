@@ -1,8 +1,10 @@
 package runtime_test
 
 import (
+	"errors"
 	"math"
 	"math/rand/v2"
+	goruntime "runtime"
 	"strings"
 	"testing"
 
@@ -297,6 +299,68 @@ func TestBatchPasses(t *testing.T) {
 	for i := range batched {
 		if batched[i].Pos() != alone[i].Pos() {
 			t.Errorf("stream %d at position %d, alone %d", i, batched[i].Pos(), alone[i].Pos())
+		}
+	}
+}
+
+// laneBug is a lane-safe hook whose BeforeAttend fails on one stream: with
+// a device-style error, or with a bug (an index out of range).
+type laneBug struct {
+	fail bool
+	bug  bool
+}
+
+func (h *laneBug) LaneSafe() {}
+func (h *laneBug) BeforeAttend(l int, a *runtime.AttnArgs) {
+	if !h.fail || l != 1 {
+		return
+	}
+	if h.bug {
+		var s []int
+		_ = s[l] // index out of range
+	}
+	panic(errors.New("out of memory (injected)"))
+}
+func (h *laneBug) AfterAttend(int, *runtime.AttnArgs) {}
+
+// TestBatchLanePanics: a panic in one stream's hook on a lane reaches the
+// caller of the batch step, after the lanes are joined: an error as an error
+// (errors.Is finds it), a bug as a message with the lane's stack.
+func TestBatchLanePanics(t *testing.T) {
+	defer goruntime.GOMAXPROCS(goruntime.GOMAXPROCS(4))
+	t.Setenv("KVBENCH_LANES", "2")
+	m, err := runtime.Synthetic("tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	be := cpu.New(1)
+	defer be.Close()
+	for _, bug := range []bool{false, true} {
+		rs := batchRunners(t, m, be, 8)
+		for i, r := range rs {
+			r.Hook = &laneBug{fail: i == 5, bug: bug}
+		}
+		b, err := runtime.NewBatch(rs...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		streams, toks := []int{0, 1, 2, 3, 4, 5, 6, 7}, []int{5, 6, 7, 8, 9, 10, 11, 12}
+		p := func() (p any) {
+			defer func() { p = recover() }()
+			_ = b.Step(streams, toks, nil)
+			return nil
+		}()
+		switch v := p.(type) {
+		case error:
+			if bug || !strings.Contains(v.Error(), "layer 1") || !strings.Contains(v.Error(), "injected") {
+				t.Errorf("bug %v: the step panicked with the error %v", bug, v)
+			}
+		case string:
+			if !bug || !strings.Contains(v, "index out of range") || !strings.Contains(v, "laneBug") {
+				t.Errorf("bug %v: the step panicked with %q", bug, v)
+			}
+		default:
+			t.Errorf("bug %v: the step panicked with %v (%T)", bug, p, p)
 		}
 	}
 }

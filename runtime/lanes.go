@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	goruntime "runtime"
+	"runtime/debug"
 	"strconv"
 	"sync"
 )
@@ -122,8 +123,10 @@ func (p *pass) laneWork(g *segment, l int, after bool) {
 
 // onLanes runs every segment's laneWork: on lanes() goroutines (the
 // caller's one of them), segment j on lane j mod lanes with its cache's KV
-// copies on that lane, or one after another. A panic on a lane (a device error in an allocation) is raised
-// again on the caller's goroutine, after the lanes are joined.
+// copies on that lane, or one after another. A panic on a lane (a device
+// error in an allocation) is raised again on the caller's goroutine, after
+// the lanes are joined: an error as an error (wrapped with the layer),
+// anything else (a bug) as a message with the lane's stack.
 func (p *pass) onLanes(l int, after bool) {
 	n := p.lanes(after)
 	if n <= 1 {
@@ -140,6 +143,10 @@ func (p *pass) onLanes(l int, after bool) {
 	lane := func(w int) {
 		defer func() {
 			if e := recover(); e != nil {
+				if err, ok := e.(error); !ok || isRuntimeError(err) {
+					// A bug, not a device error: its stack is the lane's.
+					e = fmt.Sprintf("%v (on a batch step's lane)\n%s", e, debug.Stack())
+				}
 				mu.Lock()
 				if failed == nil {
 					failed = e
@@ -173,4 +180,11 @@ func (p *pass) onLanes(l int, after bool) {
 		}
 		panic(failed)
 	}
+}
+
+// isRuntimeError says whether err is the Go runtime's (an index out of
+// range, a nil dereference: a bug).
+func isRuntimeError(err error) bool {
+	_, ok := err.(goruntime.Error)
+	return ok
 }
