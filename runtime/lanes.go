@@ -156,9 +156,8 @@ func (p *pass) onLanes(l int, after bool) {
 		}()
 		for j := w; j < len(p.segs); j += n {
 			g := &p.segs[j]
-			g.r.Cache.ops = ops[w]
+			g.r.Cache.ops = ops[w] // reset for every stream after the join
 			p.laneWork(g, l, after)
-			g.r.Cache.ops = nil
 		}
 	}
 	wg.Add(n - 1)
@@ -171,7 +170,7 @@ func (p *pass) onLanes(l int, after bool) {
 	lane(0) // on the caller's goroutine
 	wg.Wait()
 	for i := range p.segs {
-		p.segs[i].r.Cache.ops = nil // also those a panic left on a lane
+		p.segs[i].r.Cache.ops = nil
 	}
 	kl.JoinKVLanes()
 	if failed != nil {

@@ -44,7 +44,7 @@ func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
 	}
 	bt.ints = bt.ints[:0]
 	b.pt.hold = true                     // the page tables' uploads of every call at once, below
-	defer func() { b.pt.hold = false }() // also when a call's metadata panics (a cell's failure)
+	defer func() { b.pt.hold = false }() // at the end, also when a call's metadata panics (a cell's failure)
 	for i := range bt.calls {
 		c := &bt.calls[i]
 		m := b.attnMeta(c.a)
@@ -56,7 +56,6 @@ func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
 		c.base = int32(len(bt.ints))
 		bt.ints = append(bt.ints, b.hInts...)
 	}
-	b.pt.hold = false
 	b.sendRuns()
 	// Launches: the calls of one kernel and scale together.
 	bt.order = bt.order[:0]
