@@ -1,27 +1,40 @@
 #!/usr/bin/env bash
 # A million tokens per policy on the GPU machine (issue 15): configs/million.yaml
 # (kvbench-ref-13m, 7 policies, the four held-out novels, 16 streams of 16,384
-# tokens a cell), resumable across device calls. Build here and carry
-# .millioncarry:
-#   mkdir -p .millioncarry/shared/models .millioncarry/shared/data/gutenberg
-#   CGO_ENABLED=0 go build -ldflags="-s -w" -o .millioncarry/kvbench ./cmd/kvbench
-#   cp -r ../shared/models/kvbench-ref-13m .millioncarry/shared/models/
-#   cp ../shared/data/gutenberg/{Moby-Dick--Or-The-Whale_2701,Dracula_345,Pride-and-Prejudice_1342,A-Tale-of-Two-Cities_98}.txt .millioncarry/shared/data/gutenberg/
-# and, to resume, an earlier call's results.jsonl and manifest.json (from $OUT)
-# in .millioncarry/out. Then, from the repository root there:
-#   bash bench/million_call.sh      (LIMIT=seconds, default 540)
-# The records and the report come back in $OUT; a cell cut by the limit is
-# run again by the next call.
+# tokens a cell), one kvbench process per policy side by side on the one GPU
+# (the 13M model leaves the device mostly idle: a step is host work), and
+# resumable across device calls. Build here and carry the folder ($C):
+#   mkdir -p C/shared/models C/shared/data/gutenberg
+#   CGO_ENABLED=0 go build -ldflags="-s -w" -o C/kvbench ./cmd/kvbench
+#   cp -r ../shared/models/kvbench-ref-13m C/shared/models/
+#   cp ../shared/data/gutenberg/{Moby-Dick--Or-The-Whale_2701,Dracula_345,Pride-and-Prejudice_1342,A-Tale-of-Two-Cities_98}.txt C/shared/data/gutenberg/
+# and, to resume, an earlier call's p*/ folders (from $OUT) in C/out. Then,
+# from the repository root there:
+#   C=folder bash bench/million_call.sh      (LIMIT=seconds, default 540;
+#   PROCS=GOMAXPROCS of each process, default 2; KVBENCH=binary)
+# Each policy's records come back in $OUT/pN; the merged records and the
+# report in $OUT/all. A cell cut by the limit is run again by the next call.
 set -u
-C=${CARRY:-.millioncarry}
-export KVBENCH_CUDA_CACHE=/tmp/kc KVBENCH_SHARED=$PWD/$C/shared
-mkdir -p $C/out
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-timeout ${LIMIT:-540} $C/kvbench run configs/million.yaml --out $C/out --quiet 2>&1 | tail -3
-echo "run: rc $?"
-cp $C/out/results.jsonl $C/out/manifest.json "$OUT"/ 2>/dev/null
-$C/kvbench report $C/out > /dev/null 2>&1 && cp $C/out/report.md "$OUT"/ 2>/dev/null
-python3 - "$C/out/results.jsonl" <<'PY'
+C=${C:-.millioncarry}; case $C in /*) ;; *) C=$PWD/$C ;; esac; K=${KVBENCH:-$C/kvbench}
+export KVBENCH_CUDA_CACHE=/tmp/kc KVBENCH_SHARED=$C/shared
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
+S=${SUITE:-configs/million.yaml}; T0=$(date +%s)
+# one suite per policy: every line of the suite but the other policies' lines
+mapfile -t POL < <(sed -n '/^policies:/,/^tasks:/p' $S | grep '^  - ')
+i=0; for pol in "${POL[@]}"; do
+	i=$((i + 1)); mkdir -p $C/out/p$i
+	awk -v keep="$pol" '/^policies:/{inp=1; print; next} /^tasks:/{inp=0} inp && /^  - / && $0 != keep {next} {print}' $S > /tmp/million-p$i.yaml
+	(GOMAXPROCS=${PROCS:-2} timeout ${LIMIT:-540} $K run /tmp/million-p$i.yaml --out $C/out/p$i --quiet > $C/out/p$i/log 2>&1
+	 echo "p$i ($pol): rc $? after $(( $(date +%s) - T0 ))s") &
+done
+wait
+mkdir -p $C/out/all; : > $C/out/all/results.jsonl
+for d in $C/out/p*; do
+	mkdir -p "$OUT/$(basename $d)"; cp $d/results.jsonl $d/manifest.json $d/log "$OUT/$(basename $d)"/ 2>/dev/null
+	cat $d/results.jsonl >> $C/out/all/results.jsonl 2>/dev/null; tail -2 $d/log
+done
+$K report $C/out/all > /dev/null 2>&1; mkdir -p $OUT/all && cp -r $C/out/all/. "$OUT/all"/ 2>/dev/null
+python3 - "$C/out/all/results.jsonl" <<'PY'
 import json, sys
 from datetime import datetime as D
 t = lambda s: D.fromisoformat(s.replace('Z', '+00:00'))
