@@ -8,12 +8,12 @@
 #   CGO_ENABLED=0 go build -ldflags="-s -w" -o C/kvbench ./cmd/kvbench
 #   cp -r ../shared/models/kvbench-ref-13m C/shared/models/
 #   cp ../shared/data/gutenberg/{Moby-Dick--Or-The-Whale_2701,Dracula_345,Pride-and-Prejudice_1342,A-Tale-of-Two-Cities_98}.txt C/shared/data/gutenberg/
-# and, to resume, an earlier call's p*/ folders (from $OUT) in C/out. Then,
+# and, to resume, an earlier call's million-out.tgz (from $OUT) extracted in C. Then,
 # from the repository root there:
 #   C=folder bash bench/million_call.sh      (LIMIT=seconds, default 540;
 #   PROCS=GOMAXPROCS of each process, default 2; KVBENCH=binary)
-# Each policy's records come back in $OUT/pN; the merged records and the
-# report in $OUT/all. A cell cut by the limit is run again by the next call.
+# Each policy's records (out/pN) and the merged report (out/all) come back in
+# $OUT/million-out.tgz. A cell cut by the limit is run again by the next call.
 set -u
 C=${C:-.millioncarry}; case $C in /*) ;; *) C=$PWD/$C ;; esac; K=${KVBENCH:-$C/kvbench}
 export KVBENCH_CUDA_CACHE=/tmp/kc KVBENCH_SHARED=$C/shared
@@ -30,10 +30,11 @@ done
 wait
 mkdir -p $C/out/all; : > $C/out/all/results.jsonl
 for d in $C/out/p*; do
-	mkdir -p "$OUT/$(basename $d)"; cp $d/results.jsonl $d/manifest.json $d/log "$OUT/$(basename $d)"/ 2>/dev/null
 	cat $d/results.jsonl >> $C/out/all/results.jsonl 2>/dev/null; tail -2 $d/log
 done
-$K report $C/out/all > /dev/null 2>&1; mkdir -p $OUT/all && cp -r $C/out/all/. "$OUT/all"/ 2>/dev/null
+$K report $C/out/all > /dev/null 2>&1
+# one file back (a call returns 8 at most): extract it in C to resume
+(cd $C && tar -czf "$OUT/million-out.tgz" out/p*/results.jsonl out/p*/manifest.json out/p*/log out/all/report.md out/all/*.svg out/all/*.csv 2>/dev/null)
 python3 - "$C/out/all/results.jsonl" <<'PY'
 import json, sys
 from datetime import datetime as D
