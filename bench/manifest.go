@@ -119,8 +119,18 @@ func specOf(c Cell) (map[string]any, error) {
 			params[k] = v
 		}
 		for _, name := range taskPathParams(t) {
-			if p, ok := params[name].(string); ok {
+			switch p := params[name].(type) {
+			case string:
 				params[name] = absPath(p)
+			case []any:
+				abs := make([]any, len(p))
+				for i, e := range p {
+					abs[i] = e
+					if s, ok := e.(string); ok {
+						abs[i] = absPath(s)
+					}
+				}
+				params[name] = abs
 			}
 		}
 		spec.TaskParams = params

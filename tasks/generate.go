@@ -236,6 +236,51 @@ func (r *paramReader) Path(name string) string {
 	return p
 }
 
+// Paths reads a required path, or a list of paths, each to a file or folder
+// that must exist.
+func (r *paramReader) Paths(name string) []string {
+	r.used[name] = true
+	v, ok := r.p[name]
+	if !ok || v == nil {
+		r.fail(name, "is required")
+		return nil
+	}
+	var out []string
+	switch x := v.(type) {
+	case string:
+		out = []string{x}
+	case []string:
+		out = x
+	case []any:
+		for i, e := range x {
+			s, isStr := e.(string)
+			if !isStr {
+				r.fail(name, "element %d: %v (%T) is not a path", i+1, e, e)
+				return nil
+			}
+			out = append(out, s)
+		}
+	default:
+		r.fail(name, "%v (%T) is not a path or a list of paths", v, v)
+		return nil
+	}
+	if len(out) == 0 {
+		r.fail(name, "is an empty list")
+		return nil
+	}
+	for i, p := range out {
+		if strings.TrimSpace(p) == "" {
+			r.fail(name, "element %d is empty", i+1)
+			return nil
+		}
+		if _, err := os.Stat(p); err != nil {
+			r.fail(name, "%v", err)
+			return nil
+		}
+	}
+	return out
+}
+
 // done reports the first unknown parameter (with the closest known name),
 // else the first error.
 func (r *paramReader) done() error {
@@ -261,13 +306,13 @@ func (r *paramReader) done() error {
 	return r.err
 }
 
-// Tokenized texts are cached per (path, tokenizer): the cells of a suite
+// Tokenized texts are cached per (paths, tokenizer): the cells of a suite
 // read the same books and haystacks many times. Ids are stored as int32 to
 // halve the memory of multi-million-token texts. A tokenizer whose dynamic
 // type is not comparable is not cached.
 type textKey struct {
-	path string
-	tok  tokenizer.Tokenizer
+	paths string // the absolute paths, joined by NUL
+	tok   tokenizer.Tokenizer
 }
 
 type textEntry struct {
@@ -281,11 +326,11 @@ var textCache = struct {
 	m map[textKey]*textEntry
 }{m: map[textKey]*textEntry{}}
 
-// tokenizedText returns the ids (without BOS) of ReadText(path) under tok,
-// tokenizing each (path, tokenizer) once per process.
-func tokenizedText(path string, tok tokenizer.Tokenizer) ([]int32, error) {
+// tokenizedText returns the ids (without BOS) of ReadText(paths...) under
+// tok, tokenizing each (paths, tokenizer) once per process.
+func tokenizedText(tok tokenizer.Tokenizer, paths ...string) ([]int32, error) {
 	load := func() ([]int32, error) {
-		s, err := ReadText(path)
+		s, err := ReadText(paths...)
 		if err != nil {
 			return nil, err
 		}
@@ -299,11 +344,15 @@ func tokenizedText(path string, tok tokenizer.Tokenizer) ([]int32, error) {
 	if t := reflect.TypeOf(tok); t == nil || !t.Comparable() {
 		return load()
 	}
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		abs = path
+	abs := make([]string, len(paths))
+	for i, p := range paths {
+		a, err := filepath.Abs(p)
+		if err != nil {
+			a = p
+		}
+		abs[i] = a
 	}
-	key := textKey{abs, tok}
+	key := textKey{strings.Join(abs, "\x00"), tok}
 	textCache.Lock()
 	e := textCache.m[key]
 	if e == nil {

@@ -310,7 +310,7 @@ func (needle) Run(ctx context.Context, m Model, p Params) (*Result, error) {
 		return nil, err
 	}
 	tok := m.Tokenizer()
-	hay, err := tokenizedText(c.haystack, tok)
+	hay, err := tokenizedText(tok, c.haystack)
 	if err != nil {
 		return nil, fmt.Errorf("needle: %w", err)
 	}

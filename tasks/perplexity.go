@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"strings"
 	"sync"
 
 	"github.com/kvbench/kvbench/policies"
@@ -16,8 +17,9 @@ func init() { Register(perplexity{}) }
 // the text is fed one token at a time through the cell's policy and the
 // negative log-likelihood of every next token is recorded.
 //
-// The text (a file, or a folder of .txt files concatenated in name order by
-// ReadText) is tokenized once per process and tokenizer. Stream i of S
+// The text (a file, a folder of .txt files concatenated in name order, or a
+// list of files and folders, read by ReadText) is tokenized once per process
+// and tokenizer. Stream i of S
 // starts at token offset i*N/S of the N text tokens, so the streams read
 // different parts of the text (different books of a folder when there are
 // enough); a stream that runs past the end wraps around to the start, which
@@ -31,7 +33,7 @@ func init() { Register(perplexity{}) }
 type perplexity struct{}
 
 type perplexityParams struct {
-	text                    string
+	text                    []string
 	tokens, streams, bucket int
 }
 
@@ -47,7 +49,7 @@ func (perplexity) Metrics() []Metric {
 
 func (perplexity) Params() []policies.ParamDoc {
 	return []policies.ParamDoc{
-		{Name: "text", Doc: "text file, or folder of .txt files concatenated in name order (Gutenberg header and footer stripped)"},
+		{Name: "text", Doc: "text file, or folder of .txt files concatenated in name order, or a list of files and folders concatenated in the list's order (Gutenberg header and footer stripped)"},
 		{Name: "tokens", Doc: "tokens to score per stream, one decode step each"},
 		{Name: "streams", Default: "1", Doc: "independent streams run concurrently; stream i starts at token i*N/streams of the N text tokens (wrapping at the end)"},
 		{Name: "bucket", Default: "4096", Doc: "tokens per point of the nll and ppl curves"},
@@ -59,14 +61,14 @@ func (perplexity) Expand() []string { return nil }
 func readPerplexity(p Params, cell bool) (perplexityParams, error) {
 	r := newParamReader("perplexity", p, cell)
 	c := perplexityParams{
-		text:    r.Path("text"),
+		text:    r.Paths("text"),
 		tokens:  r.Int("tokens", 0, 1, math.MaxInt32, false),
 		streams: r.Int("streams", 1, 1, 4096, false),
 		bucket:  r.Int("bucket", 4096, 1, math.MaxInt32, false),
 	}
-	if !cell && r.err == nil && c.text != "" {
+	if !cell && r.err == nil && len(c.text) > 0 {
 		// Validation reads the start of the files; Run reads them whole.
-		if err := SniffText(c.text); err != nil {
+		if err := SniffText(c.text...); err != nil {
 			r.fail("text", "%v", err)
 		}
 	}
@@ -84,7 +86,7 @@ func (perplexity) Run(ctx context.Context, m Model, p Params) (*Result, error) {
 		return nil, err
 	}
 	tok := m.Tokenizer()
-	ids, err := tokenizedText(c.text, tok)
+	ids, err := tokenizedText(tok, c.text...)
 	if err != nil {
 		return nil, fmt.Errorf("perplexity: %w", err)
 	}
@@ -96,11 +98,11 @@ func (perplexity) Run(ctx context.Context, m Model, p Params) (*Result, error) {
 		shift = 1
 	}
 	if n < 1+shift {
-		return nil, fmt.Errorf("perplexity: text %s gives %d tokens, need at least %d", c.text, n, 1+shift)
+		return nil, fmt.Errorf("perplexity: text %s gives %d tokens, need at least %d", strings.Join(c.text, ", "), n, 1+shift)
 	}
 	for _, id := range ids {
 		if int(id) >= m.Vocab() || id < 0 {
-			return nil, fmt.Errorf("perplexity: text %s: token id %d is outside the model's vocabulary of %d", c.text, id, m.Vocab())
+			return nil, fmt.Errorf("perplexity: text %s: token id %d is outside the model's vocabulary of %d", strings.Join(c.text, ", "), id, m.Vocab())
 		}
 	}
 

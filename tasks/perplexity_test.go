@@ -161,6 +161,9 @@ func TestPerplexityCheck(t *testing.T) {
 		"missing text":    {tasks.Params{"tokens": 10}, "text"},
 		"absent file":     {tasks.Params{"text": path + ".none", "tokens": 10}, "text"},
 		"text not string": {tasks.Params{"text": 3, "tokens": 10}, "text"},
+		"empty text list": {tasks.Params{"text": []any{}, "tokens": 10}, "text"},
+		"number in list":  {tasks.Params{"text": []any{path, 3}, "tokens": 10}, "text"},
+		"absent in list":  {tasks.Params{"text": []any{path, path + ".none"}, "tokens": 10}, "text"},
 		"missing tokens":  {tasks.Params{"text": path}, "tokens"},
 		"zero tokens":     {tasks.Params{"text": path, "tokens": 0}, "tokens"},
 		"fraction":        {tasks.Params{"text": path, "tokens": 2.5}, "tokens"},
@@ -173,6 +176,9 @@ func TestPerplexityCheck(t *testing.T) {
 	err := task.Check(tasks.Params{"text": path, "tokens": 10, "bucke": 5})
 	if err == nil || !strings.Contains(err.Error(), "did you mean bucket") {
 		t.Errorf("misspelt parameter: %v", err)
+	}
+	if err := task.Check(tasks.Params{"text": []any{path, path}, "tokens": 10}); err != nil {
+		t.Errorf("a list of texts: %v", err)
 	}
 	if err := task.Check(tasks.Params{"text": path, "tokens": "1000", "streams": 4.0, "bucket": int64(8)}); err != nil {
 		t.Errorf("numbers as string, float and int64: %v", err)

@@ -11,15 +11,23 @@ import (
 	"unicode/utf8"
 )
 
-// ReadText returns the text at path: a file, or every .txt file of a folder
-// concatenated in name order and separated by a blank line. Project Gutenberg
-// licence headers and footers are stripped, a byte-order mark dropped and
-// CRLF line ends turned into LF. A file that is not UTF-8 text (a NUL byte,
-// or bytes that are not UTF-8) is an error naming it and the offset.
-func ReadText(path string) (string, error) {
-	files, err := textFiles(path)
-	if err != nil {
-		return "", err
+// ReadText returns the text at the paths, in order: each a file, or a folder
+// whose .txt files are taken in name order; the files are concatenated and
+// separated by a blank line. Project Gutenberg licence headers and footers
+// are stripped, a byte-order mark dropped and CRLF line ends turned into LF.
+// A file that is not UTF-8 text (a NUL byte, or bytes that are not UTF-8) is
+// an error naming it and the offset.
+func ReadText(paths ...string) (string, error) {
+	if len(paths) == 0 {
+		return "", fmt.Errorf("text: no path given")
+	}
+	var files []string
+	for _, p := range paths {
+		fs, err := textFiles(p)
+		if err != nil {
+			return "", err
+		}
+		files = append(files, fs...)
 	}
 	var b strings.Builder
 	for i, f := range files {
@@ -62,12 +70,16 @@ func textFiles(path string) ([]string, error) {
 const sniffBytes = 64 << 10
 
 // SniffText is a quick form of ReadText's checks for validating a suite:
-// path exists, a folder holds .txt files, and the first 64 KiB of each file
-// is UTF-8 text without NUL bytes. Errors name the file.
-func SniffText(path string) error {
-	files, err := textFiles(path)
-	if err != nil {
-		return err
+// the paths exist, a folder holds .txt files, and the first 64 KiB of each
+// file is UTF-8 text without NUL bytes. Errors name the file.
+func SniffText(paths ...string) error {
+	var files []string
+	for _, p := range paths {
+		fs, err := textFiles(p)
+		if err != nil {
+			return err
+		}
+		files = append(files, fs...)
 	}
 	buf := make([]byte, sniffBytes)
 	for _, f := range files {

@@ -34,6 +34,17 @@ func TestReadTextFolder(t *testing.T) {
 	if _, err := ReadText(filepath.Join(dir, "missing")); err == nil {
 		t.Error("ReadText of a missing path succeeded")
 	}
+	// Several paths: their texts in the list's order, a folder's in name order.
+	got, err = ReadText(filepath.Join(dir, "b.txt"), dir)
+	if want := "second\n\nfirst\n\nsecond"; err != nil || got != want {
+		t.Errorf("ReadText(b.txt, folder) = %q, %v; want %q", got, err, want)
+	}
+	if _, err := ReadText(dir, filepath.Join(dir, "missing")); err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Errorf("ReadText with a missing second path: %v", err)
+	}
+	if err := SniffText(dir, filepath.Join(dir, "missing")); err == nil {
+		t.Error("SniffText with a missing second path succeeded")
+	}
 	if _, err := ReadText(t.TempDir()); err == nil {
 		t.Error("ReadText of an empty folder succeeded")
 	}
