@@ -11,7 +11,7 @@
 # (pack it as C/mc.txz to fit the carry) and, to resume, an earlier call's
 # million-out.tgz (from $OUT) extracted in C. Then, from the repository root:
 #   C=folder bash bench/million_call.sh      (LIMIT=seconds, default 540;
-#   KVBENCH=binary, SUITE=another suite)
+#   KVBENCH=binary, SUITE=another suite, PROFILE=1 a CPU profile)
 # The records, the log and the report come back in $OUT/million-out.tgz. A
 # cell cut by the limit is run again by the next call.
 set -u
@@ -19,11 +19,14 @@ C=${C:-.millioncarry}; case $C in /*) ;; *) C=$PWD/$C ;; esac; K=${KVBENCH:-$C/k
 export KVBENCH_CUDA_CACHE=/tmp/kc KVBENCH_SHARED=$C/shared
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
 mkdir -p $C/out
-timeout ${LIMIT:-540} $K run ${SUITE:-configs/million.yaml} --out $C/out > $C/out/log 2>&1
+# SIGINT at the limit: kvbench stops the cell, keeps the records and writes
+# the CPU profile (PROFILE=1: out/cpu.pprof, read with go tool pprof).
+prof=; [ "${PROFILE:-0}" = 1 ] && prof=$C/out/cpu.pprof
+KVBENCH_CPUPROFILE=$prof timeout -s INT -k 30 ${LIMIT:-540} $K run ${SUITE:-configs/million.yaml} --out $C/out > $C/out/log 2>&1
 echo "run: rc $?"; tail -4 $C/out/log
 $K report $C/out > /dev/null 2>&1
 # one file back (a call returns 8 at most): extract it in C to resume
-(cd $C && tar -czf "$OUT/million-out.tgz" out/results.jsonl out/manifest.json out/log out/report.md out/*.svg out/*.csv 2>/dev/null)
+(cd $C && tar -czf "$OUT/million-out.tgz" out/results.jsonl out/manifest.json out/log out/report.md out/*.svg out/*.csv out/cpu.pprof 2>/dev/null)
 python3 - "$C/out/results.jsonl" <<'PY'
 import json, sys
 from datetime import datetime as D

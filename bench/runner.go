@@ -189,6 +189,11 @@ func Run(ctx context.Context, s *Suite, opt RunOptions) (*RunSummary, error) {
 			bar.Describe(shorten(c.Key, 60))
 		}
 		rec := runCell(ctx, s, c, models, devs, backend)
+		if err := ctx.Err(); err != nil && !rec.OK() {
+			// Cut by the interruption (Ctrl-C, a time limit's SIGINT): no
+			// record, so that resuming runs the cell again.
+			return sum, err
+		}
 		rec.Meta.GitRevision, rec.Meta.Version = rev, opt.Version
 		if err := store.Append(rec); err != nil {
 			if !rec.OK() {

@@ -320,3 +320,38 @@ func TestResumeManifestWithoutRecords(t *testing.T) {
 	assert.Equal(t, "4", got.Settings["recall_every"])
 	assert.Empty(t, got.Forced)
 }
+
+// errAfter is a context whose Err reports Canceled from its n-th call on:
+// it interrupts a cell part way, where the task polls Err every step.
+type errAfter struct {
+	context.Context
+	n, calls int
+}
+
+func (c *errAfter) Err() error {
+	c.calls++
+	if c.calls >= c.n {
+		return context.Canceled
+	}
+	return nil
+}
+
+// TestInterruptedCellNotRecorded: a cell cut by the run's interruption leaves
+// no record (not a failure record), so resuming runs it again; the cells
+// finished before it are kept.
+func TestInterruptedCellNotRecorded(t *testing.T) {
+	dir, out := t.TempDir(), t.TempDir()
+	s := writeRunSuite(t, dir, "")
+	// The loop's check before each cell, then one a decode step: the second
+	// cell is cut in its first steps.
+	ctx := &errAfter{Context: context.Background(), n: 1 + 60 + 5}
+	sum, err := Run(ctx, s, runOpts(out))
+	require.ErrorIs(t, err, context.Canceled)
+	assert.Equal(t, 1, sum.Ran, "the first cell ran")
+	assert.Equal(t, 1, resultLines(t, out), "the cut cell has no record")
+	sum, err = Run(context.Background(), s, runOpts(out))
+	require.NoError(t, err)
+	assert.Equal(t, 1, sum.Skipped)
+	assert.Equal(t, 1, sum.Ran, "resuming runs the cut cell")
+	assert.Equal(t, 2, resultLines(t, out))
+}
