@@ -14,8 +14,9 @@ import (
 // batch step runs the matrix products once over every stream's row while
 // each stream attends its own cache under its own policy. On a GPU only the
 // first stream times its attention (device timestamps around every
-// stream's attention would cost more than the attention); on the CPU every
-// stream does, as alone. Closing the batch closes its streams, whose
+// stream's attention would cost more than the attention), and in batch
+// steps only on sampled ones (timedStep): a timed stream attends apart from
+// the batch. On the CPU every stream does, as alone. Closing the batch closes its streams, whose
 // runners go to the engine's next streams as a closed stream's do.
 func (e *Engine) NewBatch(n int) (tasks.Batch, error) {
 	if n < 1 {
@@ -54,6 +55,9 @@ func (e *Engine) NewBatch(n int) (tasks.Batch, error) {
 			if !onDevice || i == 0 {
 				r.OnAttend = s.onAttend
 			}
+			if onDevice && i == 0 {
+				b.timed = s
+			}
 			b.streams = append(b.streams, s)
 			runners = append(runners, r)
 		}
@@ -77,12 +81,29 @@ type engineBatch struct {
 	b       *runtime.Batch
 	streams []*stream
 	closed  bool
+	timed   *stream // on a device, the stream that times its attention
+	steps   int     // batch steps so far
 }
+
+// timedStep says whether the timed stream of a batch on a device times its
+// attention in batch step n (from 0): the first timedFirst steps and then
+// every timedEvery-th, so its samples span the run (contexts short to long)
+// while it attends apart from the batch in one step of timedEvery.
+func timedStep(n int) bool { return n < timedFirst || n%timedEvery == 0 }
+
+const timedFirst, timedEvery = 8, 16
 
 func (b *engineBatch) Len() int                  { return len(b.streams) }
 func (b *engineBatch) Stream(i int) tasks.Stream { return b.streams[i] }
 
 func (b *engineBatch) LogProbs(streams, ids, targets []int, out []float64) error {
+	if t := b.timed; t != nil {
+		if !timedStep(b.steps) {
+			t.r.OnAttend = nil // in the batch this step; timed again alone (Prompt, Step)
+			defer func() { t.r.OnAttend = t.onAttend }()
+		}
+		b.steps++
+	}
 	return b.e.guard(func() error { return b.b.LogProbs(streams, ids, targets, out) })
 }
 
