@@ -143,6 +143,22 @@ func NewBackendAt(ordinal int, prec string) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
+	return newBackendOn(d, prec)
+}
+
+// NewFakeBackend is NewBackendAt on the fake device (fake.go), whatever
+// KVBENCH_CUDA_FAKE says: the backend's host code with no GPU, for tests
+// of that code and for host timings. It computes nothing.
+func NewFakeBackend(prec string) (*Backend, error) {
+	d, err := openWith(fakeDriver(), 0)
+	if err != nil {
+		return nil, err
+	}
+	return newBackendOn(d, prec)
+}
+
+// newBackendOn is NewBackendAt on the opened device d.
+func newBackendOn(d *Device, prec string) (*Backend, error) {
 	m, err := d.LoadParts("kvbench.cu", kernelsrc.Source(), KernelOptions(), kernelsrc.Parts)
 	if err != nil {
 		d.Close()

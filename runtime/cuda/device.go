@@ -77,6 +77,12 @@ func Open(ordinal int) (*Device, error) {
 	if ordinal < 0 || ordinal >= drvDevs {
 		return nil, fmt.Errorf("cuda: device %d does not exist (%d devices)", ordinal, drvDevs)
 	}
+	return openWith(api, ordinal)
+}
+
+// openWith is Open through the entry points api (the driver's or the fake
+// device's).
+func openWith(api *driverAPI, ordinal int) (*Device, error) {
 	d := &Device{api: api, ordinal: ordinal, allocs: map[Ptr]int64{}}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -146,7 +152,10 @@ func (d *Device) enter() error {
 	if c, ok := threadCtx.Load(tid); ok && c.(uintptr) == d.ctx {
 		return nil
 	}
-	r, _, _ := purego.SyscallN(d.api.rawSetCtx, d.ctx)
+	var r uintptr
+	if d.api.fake == nil {
+		r, _, _ = purego.SyscallN(d.api.rawSetCtx, d.ctx)
+	}
 	if err := d.api.check("cuCtxSetCurrent", int32(r)); err != nil {
 		runtime.UnlockOSThread()
 		return err
@@ -381,6 +390,9 @@ func (d *Device) ProfilerRange(on bool) error {
 	if err := d.Sync(); err != nil {
 		return err
 	}
+	if d.api.fake != nil {
+		return nil
+	}
 	fn, name := d.api.rawProfStop, "cuProfilerStop"
 	if on {
 		fn, name = d.api.rawProfStart, "cuProfilerStart"
@@ -416,6 +428,10 @@ type Function struct {
 
 // Load compiles src for this device (through the cache) and loads it.
 func (d *Device) Load(name, src string, opts []string) (*Module, error) {
+	if d.api.fake != nil {
+		ms, err := d.fakeModules(1)
+		return ms[0], err
+	}
 	res, err := Compile(name, src, d.Arch(), opts)
 	if err != nil {
 		return nil, err
@@ -446,6 +462,9 @@ func (d *Device) loadImage(res *CompileResult) (*Module, error) {
 
 // LoadParts compiles src as parts modules (CompileParts) and loads them.
 func (d *Device) LoadParts(name, src string, opts []string, parts int) (Modules, error) {
+	if d.api.fake != nil {
+		return d.fakeModules(parts)
+	}
 	res, err := CompileParts(name, src, d.Arch(), opts, parts)
 	if err != nil {
 		return nil, err
@@ -637,6 +656,10 @@ func (f *Function) launch(pdl bool, grid, block Dim3, smem int, args []any) erro
 		return err
 	}
 	defer leave()
+	if fk := f.d.api.fake; fk != nil {
+		fk.launches.Add(1)
+		return nil
+	}
 	if pdl {
 		lb.attr = launchAttr{id: attrProgrammaticSerialization}
 		lb.attr.val[0] = 1

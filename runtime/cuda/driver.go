@@ -83,6 +83,9 @@ type driverAPI struct {
 	// cuProfilerStart and cuProfilerStop (a profiler's range: ncu
 	// --profile-from-start off); 0 when the driver lacks them.
 	rawProfStart, rawProfStop uintptr
+	// fake is the fake device's state when the entry points are its
+	// (KVBENCH_CUDA_FAKE, fake.go): the raw calls above are not made.
+	fake *fakeDev
 }
 
 // symbol names one entry point: the Go function to bind and the exported
@@ -172,6 +175,10 @@ var (
 // runs once; later calls return the first result.
 func loadDriver() (*driverAPI, error) {
 	drvOnce.Do(func() {
+		if fakeOn() {
+			drv, drvDevs, drvVerStr = fakeDriver(), 1, "13.0"
+			return
+		}
 		drv, drvErr = openDriver()
 	})
 	return drv, drvErr

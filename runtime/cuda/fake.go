@@ -1,0 +1,204 @@
+package cuda
+
+import (
+	"os"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+)
+
+// A device that runs nothing, for timing and profiling the host's share of
+// a run on a machine without a GPU (KVBENCH_CUDA_FAKE=1 makes it the only
+// CUDA device of the process: kvbench then runs its suites on it;
+// NewFakeBackend opens it alone, for tests). Every driver and
+// cuBLAS entry point answers at once: allocations hand out addresses that
+// point nowhere, launches and copies to the device do nothing, copies from
+// it give zeros, events measure no time, kernels need no compiling. The
+// backend's host code (metadata, page tables, KV-copy queues, lanes, the
+// policies) runs as on a GPU, so a Go CPU profile of a run shows where a
+// step's host time goes; the numbers the run computes are zeros and mean
+// nothing. The backend's description starts with "fake". FakeCounts tells
+// how many launches and copies a piece of work made: a real driver spends
+// a few microseconds of host time on each, which the fake does not.
+
+// fakeEnv names the variable that selects the fake device.
+const fakeEnv = "KVBENCH_CUDA_FAKE"
+
+// fakeOn reports whether KVBENCH_CUDA_FAKE asks for the fake device.
+func fakeOn() bool { v := os.Getenv(fakeEnv); return v != "" && v != "0" && v != "off" }
+
+// fakeDev is the fake device's state.
+type fakeDev struct {
+	next     atomic.Uint64 // the next device address handed out
+	handles  atomic.Uint64 // the next module, function, stream, event or graph handle
+	mu       sync.Mutex
+	host     map[unsafe.Pointer][]byte // pinned host buffers, kept alive here
+	sizes    map[uint64]uint64         // device allocations' sizes
+	used     atomic.Int64              // device bytes held
+	launches atomic.Int64
+	copies   atomic.Int64 // host-to-device and device-to-device copies, memsets
+	reads    atomic.Int64 // device-to-host copies
+	gemms    atomic.Int64
+}
+
+// fakeMem is the fake device's memory, in bytes (an H200's).
+const fakeMem = 143771 << 20
+
+// fake is the one fake device of the process.
+var fake = &fakeDev{host: map[unsafe.Pointer][]byte{}, sizes: map[uint64]uint64{}}
+
+// FakeCounts returns the launches (cuBLAS GEMMs included), copies to or on
+// the device (memsets included) and reads from it that the fake device has
+// seen since the process started: the difference of two calls is what the
+// work between them asked of the driver.
+func FakeCounts() (launches, copies, reads int64) {
+	return fake.launches.Load() + fake.gemms.Load(), fake.copies.Load(), fake.reads.Load()
+}
+
+func (f *fakeDev) handle() uintptr { return uintptr(f.handles.Add(1)) }
+
+// fakeDriver returns the entry points of the fake device.
+func fakeDriver() *driverAPI {
+	f := fake
+	f.next.CompareAndSwap(0, 1<<40)
+	ok := func() int32 { return 0 }
+	d := &driverAPI{fake: f}
+	d.cuInit = func(uint32) int32 { return 0 }
+	d.cuDriverGetVersion = func(v *int32) int32 { *v = 13000; return 0 }
+	d.cuGetErrorName = func(int32, **byte) int32 { return 1 }
+	d.cuDeviceGetCount = func(n *int32) int32 { *n = 1; return 0 }
+	d.cuDeviceGet = func(dev *int32, ordinal int32) int32 { *dev = ordinal; return 0 }
+	d.cuDeviceGetName = func(name *byte, n int32, _ int32) int32 {
+		s := unsafe.Slice(name, n)
+		copy(s, "fake device (no kernels run)\x00")
+		return 0
+	}
+	d.cuDeviceGetAttribute = func(v *int32, attr int32, _ int32) int32 {
+		switch attr {
+		case attrComputeCapabilityMaj:
+			*v = 9
+		case attrComputeCapabilityMin:
+			*v = 0
+		case attrMultiprocessorCount:
+			*v = 132
+		case attrL2CacheSize:
+			*v = 60 << 20
+		case attrMaxSharedPerBlock:
+			*v = 48 << 10
+		case attrMaxSharedPerBlockOptin:
+			*v = 227 << 10
+		default:
+			*v = 0
+		}
+		return 0
+	}
+	d.cuDeviceTotalMem = func(b *uint64, _ int32) int32 { *b = fakeMem; return 0 }
+	d.cuDevicePrimaryCtxRetain = func(ctx *uintptr, _ int32) int32 { *ctx = f.handle(); return 0 }
+	d.cuDevicePrimaryCtxRelease = func(int32) int32 { return 0 }
+	d.cuCtxSetCurrent = func(uintptr) int32 { return 0 }
+	d.cuCtxSynchronize = ok
+	d.cuMemGetInfo = func(free, total *uint64) int32 {
+		*total = fakeMem
+		*free = uint64(max(fakeMem-f.used.Load(), 0))
+		return 0
+	}
+	d.cuMemAlloc = func(p *uint64, n uint64) int32 {
+		if int64(n) > fakeMem-f.used.Load() {
+			return 2 // CUDA_ERROR_OUT_OF_MEMORY
+		}
+		n = (max(n, 1) + 511) &^ 511
+		*p = f.next.Add(n) - n // addresses are not reused
+		f.used.Add(int64(n))
+		f.mu.Lock()
+		f.sizes[*p] = n
+		f.mu.Unlock()
+		return 0
+	}
+	d.cuMemFree = func(p uint64) int32 {
+		f.mu.Lock()
+		n, ok := f.sizes[p]
+		delete(f.sizes, p)
+		f.mu.Unlock()
+		if !ok {
+			return 1 // CUDA_ERROR_INVALID_VALUE
+		}
+		f.used.Add(-int64(n))
+		return 0
+	}
+	d.cuMemcpyDtoDAsync = func(_, _ uint64, _ uint64, _ uintptr) int32 { f.copies.Add(1); return 0 }
+	d.cuMemcpyHtoDAsync = func(_ uint64, _ unsafe.Pointer, _ uint64, _ uintptr) int32 { f.copies.Add(1); return 0 }
+	d.cuMemcpyDtoHAsync = func(dst unsafe.Pointer, _ uint64, n uint64, _ uintptr) int32 {
+		f.reads.Add(1)
+		clear(unsafe.Slice((*byte)(dst), n))
+		return 0
+	}
+	d.cuMemAllocHost = func(p *unsafe.Pointer, n uint64) int32 {
+		b := make([]byte, max(n, 1))
+		*p = unsafe.Pointer(&b[0])
+		f.mu.Lock()
+		f.host[*p] = b
+		f.mu.Unlock()
+		return 0
+	}
+	d.cuMemFreeHost = func(p unsafe.Pointer) int32 {
+		f.mu.Lock()
+		delete(f.host, p)
+		f.mu.Unlock()
+		return 0
+	}
+	d.cuMemsetD8Async = func(uint64, uint8, uint64, uintptr) int32 { f.copies.Add(1); return 0 }
+	d.cuMemsetD32Async = func(uint64, uint32, uint64, uintptr) int32 { f.copies.Add(1); return 0 }
+	d.cuModuleLoadData = func(m *uintptr, _ unsafe.Pointer) int32 { *m = f.handle(); return 0 }
+	d.cuModuleUnload = func(uintptr) int32 { return 0 }
+	d.cuModuleGetFunction = func(fn *uintptr, _ uintptr, _ string) int32 { *fn = f.handle(); return 0 }
+	d.cuFuncGetAttribute = func(v *int32, _ int32, _ uintptr) int32 { *v = 0; return 0 }
+	d.cuFuncSetAttribute = func(uintptr, int32, int32) int32 { return 0 }
+	d.cuOccupancyMaxActiveBlocksPerMultiprocessor = func(n *int32, _ uintptr, block int32, _ uint64) int32 {
+		*n = max(2048/max(block, 1), 1) // threads alone limit it
+		return 0
+	}
+	d.cuStreamCreate = func(s *uintptr, _ uint32) int32 { *s = f.handle(); return 0 }
+	d.cuStreamDestroy = func(uintptr) int32 { return 0 }
+	d.cuStreamSynchronize = func(uintptr) int32 { return 0 }
+	d.cuEventCreate = func(e *uintptr, _ uint32) int32 { *e = f.handle(); return 0 }
+	d.cuEventDestroy = func(uintptr) int32 { return 0 }
+	d.cuEventRecord = func(_, _ uintptr) int32 { return 0 }
+	d.cuEventSynchronize = func(uintptr) int32 { return 0 }
+	d.cuEventElapsedTime = func(ms *float32, _, _ uintptr) int32 { *ms = 0; return 0 }
+	d.cuStreamBeginCapture = func(uintptr, int32) int32 { return 0 }
+	d.cuStreamEndCapture = func(_ uintptr, g *uintptr) int32 { *g = f.handle(); return 0 }
+	d.cuGraphInstantiateWithFlags = func(e *uintptr, _ uintptr, _ uint64) int32 { *e = f.handle(); return 0 }
+	d.cuGraphLaunch = func(_, _ uintptr) int32 { f.launches.Add(1); return 0 }
+	d.cuGraphExecDestroy = func(uintptr) int32 { return 0 }
+	d.cuGraphDestroy = func(uintptr) int32 { return 0 }
+	d.rawLaunchEx = 1 // programmatic dependent launches, as on a Hopper GPU's driver
+	return d
+}
+
+// fakeCublas returns cuBLAS entry points for the fake device.
+func fakeCublas() *cublasAPI {
+	f := fake
+	return &cublasAPI{
+		path:               "fake",
+		cublasCreate:       func(h *uintptr) int32 { *h = f.handle(); return 0 },
+		cublasDestroy:      func(uintptr) int32 { return 0 },
+		cublasSetStream:    func(_, _ uintptr) int32 { return 0 },
+		cublasSetWorkspace: func(uintptr, uint64, uint64) int32 { return 0 },
+		cublasGetVersion:   func(_ uintptr, v *int32) int32 { *v = 130100; return 0 },
+		cublasGemmEx: func(uintptr, int32, int32, int32, int32, int32, unsafe.Pointer, uint64, int32, int32, uint64, int32, int32,
+			unsafe.Pointer, uint64, int32, int32, int32, int32) int32 {
+			f.gemms.Add(1)
+			return 0
+		},
+	}
+}
+
+// fakeModules stands for LoadParts' compiled modules on the fake device:
+// parts modules whose kernel lists are not known (any name is found).
+func (d *Device) fakeModules(parts int) (Modules, error) {
+	mods := make(Modules, parts)
+	for i := range mods {
+		mods[i] = &Module{d: d, h: fake.handle(), Res: &CompileResult{Arch: d.Arch(), NVRTC: "fake"}}
+	}
+	return mods, nil
+}

@@ -1,0 +1,221 @@
+package cuda_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/kvbench/kvbench/policies"
+	"github.com/kvbench/kvbench/runtime"
+	"github.com/kvbench/kvbench/runtime/cuda"
+)
+
+// BenchmarkFakeBatchStep times the host's share of a batched decode step of
+// the CUDA backend, on the fake device (no kernels run, no GPU needed:
+// fake.go): 64 streams holding 1,024 tokens each, for the shapes of
+// kvbench-ref-13m, the 1B and the 8B Llama (bench/e2e.py), under the
+// policies that batch. With a CPU profile it shows where the time goes:
+//
+//	go test ./runtime/cuda -run '^$' -bench FakeBatchStep/8b -cpuprofile cpu.out
+//	go tool pprof -top -cum -focus 'Batch..LogProbs' cpu.out
+//
+// It reports ms/step and the launches, copies and reads a step asks of the
+// driver (a real driver spends a few µs of host time on each, which the
+// fake does not).
+func BenchmarkFakeBatchStep(b *testing.B) {
+	be := fakeBackend(b)
+	shapes := []struct {
+		name string
+		c    runtime.Config
+	}{
+		{"13m", runtime.Config{Arch: "llama", Dim: 256, Hidden: 768, Layers: 6, Heads: 4, KVHeads: 2, HeadDim: 64, Vocab: 32000, MaxSeq: 1 << 20, RopeTheta: 1e4, NormEps: 1e-5}},
+		{"1b", runtime.Config{Arch: "llama", Dim: 2048, Hidden: 8192, Layers: 16, Heads: 32, KVHeads: 8, HeadDim: 64, Vocab: 32000, MaxSeq: 1 << 20, RopeTheta: 5e5, NormEps: 1e-5}},
+		{"8b", runtime.Config{Arch: "llama", Dim: 4096, Hidden: 14336, Layers: 32, Heads: 32, KVHeads: 8, HeadDim: 128, Vocab: 32000, MaxSeq: 1 << 20, RopeTheta: 5e5, NormEps: 1e-5}},
+	}
+	pols := []struct {
+		name   string
+		params policies.Params
+	}{{"full", nil}, {"window", policies.Params{"budget": 1024}}, {"streamingllm", policies.Params{"sinks": 4, "budget": 1024}},
+		{"h2o", policies.Params{"budget": 1024}}, {"tova", policies.Params{"budget": 1024}}}
+	for _, sh := range shapes {
+		m := zeroModel(sh.c)
+		for _, pc := range pols {
+			b.Run(sh.name+"/"+pc.name, func(b *testing.B) {
+				const streams, prompt = 64, 1100
+				rs := make([]*runtime.Runner, streams)
+				first, err := runtime.NewRunnerWith(m, be, runtime.RunnerOptions{MaxRows: 256, KVType: runtime.BF16})
+				if err != nil {
+					b.Fatal(err)
+				}
+				rs[0] = first
+				for i := 1; i < streams; i++ {
+					if rs[i], err = first.Sibling(); err != nil {
+						b.Fatal(err)
+					}
+				}
+				ids := make([]int, prompt)
+				for i := range ids {
+					ids[i] = 3 + i%100
+				}
+				logits := make([]float32, sh.c.Vocab)
+				for _, r := range rs {
+					p, err := policies.New(pc.name, pc.params)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if err := p.Start(r); err != nil {
+						b.Fatal(err)
+					}
+					p.Prompt(prompt)
+					if err := r.Forward(ids, logits); err != nil {
+						b.Fatal(err)
+					}
+				}
+				batch, err := runtime.NewBatch(rs...)
+				if err != nil {
+					b.Fatal(err)
+				}
+				sids, toks := make([]int, streams), make([]int, streams)
+				targets, out := make([]int, streams), make([]float64, streams)
+				for i := range sids {
+					sids[i], toks[i], targets[i] = i, 3+i, 4+i
+				}
+				step := func() {
+					if err := batch.LogProbs(sids, toks, targets, out); err != nil {
+						b.Fatal(err)
+					}
+				}
+				for range 8 {
+					step()
+				}
+				l0, c0, r0 := cuda.FakeCounts()
+				b.ResetTimer()
+				t0 := time.Now()
+				for range b.N {
+					step()
+				}
+				ms := float64(time.Since(t0).Microseconds()) / 1e3 / float64(b.N)
+				b.StopTimer()
+				l1, c1, r1 := cuda.FakeCounts()
+				n := float64(b.N)
+				b.ReportMetric(ms, "ms/step")
+				b.ReportMetric(float64(streams)*60e3/ms, "tokens/min")
+				b.ReportMetric(float64(l1-l0)/n, "launches/step")
+				b.ReportMetric(float64(c1-c0)/n, "copies/step")
+				b.ReportMetric(float64(r1-r0)/n, "reads/step")
+				for _, r := range rs {
+					r.Reset() // its cache's pages to the runner's free list
+				}
+			})
+		}
+	}
+}
+
+// fakeBackend opens the CUDA backend on the fake device.
+func fakeBackend(b testing.TB) *cuda.Backend {
+	b.Helper()
+	be, err := cuda.NewFakeBackend("bf16")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { be.Close() })
+	return be
+}
+
+// zeroModel is a model of shape c whose bf16 tensors are views of one
+// zeroed slice: the fake device reads none of them, so they cost address
+// space, not memory.
+func zeroModel(c runtime.Config) *runtime.Model {
+	m := &runtime.Model{Config: c}
+	big := max(c.Vocab*c.Dim, c.Hidden*c.Dim, c.QDim()*c.Dim)
+	zeros := make([]uint16, big)
+	t := func(shape ...int) *runtime.Tensor {
+		n := 1
+		for _, s := range shape {
+			n *= s
+		}
+		return &runtime.Tensor{Name: fmt.Sprint(shape), DType: runtime.BF16, Shape: shape, U16: zeros[:n]}
+	}
+	w := &m.Weights
+	w.Embed, w.Norm, w.Output = t(c.Vocab, c.Dim), t(c.Dim), t(c.Vocab, c.Dim)
+	w.Layers = make([]runtime.LayerWeights, c.Layers)
+	for i := range w.Layers {
+		l := &w.Layers[i]
+		l.AttnNorm, l.MLPNorm = t(c.Dim), t(c.Dim)
+		l.Wq, l.Wk, l.Wv, l.Wo = t(c.QDim(), c.Dim), t(c.KVDim(), c.Dim), t(c.KVDim(), c.Dim), t(c.Dim, c.QDim())
+		l.Gate, l.Up, l.Down = t(c.Hidden, c.Dim), t(c.Hidden, c.Dim), t(c.Dim, c.Hidden)
+	}
+	return m
+}
+
+// TestFakeBackendSteps runs the CUDA backend's host code on the fake device
+// (no GPU needed, so it runs in CI): prompts and batched decode steps of
+// 12 streams under policies that batch, evict, shift and score, with lanes.
+// Nothing is computed; the test checks that the host side runs to the end
+// without a panic and asks the driver for launches and copies.
+func TestFakeBackendSteps(t *testing.T) {
+	be := fakeBackend(t)
+	t.Setenv("KVBENCH_LANES", "4")
+	c := runtime.Config{Arch: "llama", Dim: 64, Hidden: 128, Layers: 2, Heads: 4, KVHeads: 2, HeadDim: 16, Vocab: 300, MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
+	m := zeroModel(c)
+	for _, pc := range []struct {
+		name   string
+		params policies.Params
+	}{{"full", nil}, {"window", policies.Params{"budget": 40}}, {"streamingllm", policies.Params{"sinks": 4, "budget": 40}},
+		{"h2o", policies.Params{"budget": 40}}, {"tova", policies.Params{"budget": 40}}, {"quest", policies.Params{"budget": 32, "page": 8}}} {
+		t.Run(pc.name, func(t *testing.T) {
+			const streams = 12
+			first, err := runtime.NewRunnerWith(m, be, runtime.RunnerOptions{MaxRows: 16, KVType: runtime.BF16})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rs := []*runtime.Runner{first}
+			for len(rs) < streams {
+				r, err := first.Sibling()
+				if err != nil {
+					t.Fatal(err)
+				}
+				rs = append(rs, r)
+			}
+			logits := make([]float32, c.Vocab)
+			for i, r := range rs {
+				p, err := policies.New(pc.name, pc.params)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := p.Start(r); err != nil {
+					t.Fatal(err)
+				}
+				ids := make([]int, 30+3*i) // prompts of different lengths
+				for j := range ids {
+					ids[j] = 3 + j%50
+				}
+				p.Prompt(len(ids))
+				if err := r.Forward(ids, logits); err != nil {
+					t.Fatal(err)
+				}
+			}
+			batch, err := runtime.NewBatch(rs...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sids, toks, targets, out := make([]int, streams), make([]int, streams), make([]int, streams), make([]float64, streams)
+			for i := range sids {
+				sids[i], toks[i], targets[i] = i, 3+i, 4+i
+			}
+			l0, c0, _ := cuda.FakeCounts()
+			for range 60 { // past every budget: evictions every step
+				if err := batch.LogProbs(sids, toks, targets, out); err != nil {
+					t.Fatal(err)
+				}
+			}
+			l1, c1, _ := cuda.FakeCounts()
+			if l1 == l0 || c1 == c0 {
+				t.Errorf("60 batch steps made %d launches and %d copies on the fake device", l1-l0, c1-c0)
+			}
+			for _, r := range rs {
+				r.Reset()
+			}
+		})
+	}
+}
