@@ -49,24 +49,27 @@ type Backend struct {
 	split splitState
 	// Host building space for the per-call metadata.
 	hInts   []int32
-	hPtrs   []uint64
-	hAcc    []float32
-	hRec    []float32
-	hF64    []float64
-	desc    string
-	kvt     int32 // page type of the call being built (kvF32, kvBF16)
-	st      stager
-	kv      kvBatch
-	lanes   []*kvLane // KV copies made on lanes (kvlanes.go)
-	laneOps []runtime.KVOps
-	allocKV sync.Mutex // AllocKV, called from lanes
-	zeros   []uint64   // buffers to clear before the next operation: pointer, float32 words
-	events  []*Event
-	marks   int
-	blas    *BLAS // nil when cuBLAS could not be loaded (blasErr says why)
-	blasErr error
-	mem     memAcct // memory by kind (memory.go), guarded by mu
-	gemm    string  // KVBENCH_GEMM: bf16 (default under bf16 precision), f32 or off
+	noLanes bool // KVBENCH_LANES=off: AttendBatch builds its calls' metadata on one goroutine
+	// onBatchMeta, when set (tests), sees the ints of each AttendBatch.
+	onBatchMeta func(ints, bases []int32, parts int)
+	hPtrs       []uint64
+	hAcc        []float32
+	hRec        []float32
+	hF64        []float64
+	desc        string
+	kvt         int32 // page type of the call being built (kvF32, kvBF16)
+	st          stager
+	kv          kvBatch
+	lanes       []*kvLane // KV copies made on lanes (kvlanes.go)
+	laneOps     []runtime.KVOps
+	allocKV     sync.Mutex // AllocKV, called from lanes
+	zeros       []uint64   // buffers to clear before the next operation: pointer, float32 words
+	events      []*Event
+	marks       int
+	blas        *BLAS // nil when cuBLAS could not be loaded (blasErr says why)
+	blasErr     error
+	mem         memAcct // memory by kind (memory.go), guarded by mu
+	gemm        string  // KVBENCH_GEMM: bf16 (default under bf16 precision), f32 or off
 	// prec is the compute precision (KVBENCH_PRECISION): "bf16" (default:
 	// bf16 GEMMs and tensor-core prefill attention, float32 accumulation)
 	// or "f32" (float32 GEMMs and attention, the CPU's results to rounding).
@@ -189,6 +192,7 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 		return nil, fmt.Errorf("cuda: KVBENCH_GEMM=%q is not one of f32, bf16, off", b.gemm)
 	}
 	b.shared = map[string]bool{}
+	b.noLanes = os.Getenv("KVBENCH_LANES") == "off"
 	b.gemmRows = gemmMinRows
 	if v := os.Getenv("KVBENCH_GEMM_MIN_ROWS"); v != "" {
 		n, err := strconv.Atoi(v)

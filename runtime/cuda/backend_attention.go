@@ -17,7 +17,7 @@ const sdWords = 13
 // pointers of its own.
 func (b *Backend) pagePtrs(pages []runtime.Buffer) int32 {
 	if b.pt.call {
-		panic("cuda: a page list uploaded in a call whose lists come from the page tables (callPages, seqPages)")
+		panic("cuda: a page list uploaded in a call whose lists come from the page tables (callPages, tablePages)")
 	}
 	off := int32(len(b.hPtrs))
 	for _, p := range pages {
@@ -93,13 +93,6 @@ func (b *Backend) metaSpan() int64 {
 		return span(ints)
 	}
 	return span(ints) + span(int64(max(len(b.hPtrs), 1))*8)
-}
-
-// appendInts appends v and returns its offset.
-func (b *Backend) appendInts(v []int32) int32 {
-	off := int32(len(b.hInts))
-	b.hInts = append(b.hInts, v...)
-	return off
 }
 
 // Attend computes attention for every query row and head of a, with the
@@ -210,8 +203,25 @@ type attnLayout struct {
 
 // attnMeta checks a's buffers and builds its metadata in b.hInts (from
 // index 0), its page lists through callPages (pagetable.go): the first half
-// of Attend, shared with AttendBatch (batchattn.go).
+// of Attend.
 func (b *Backend) attnMeta(a *runtime.AttnArgs) attnLayout {
+	recall := a.Recall != nil && a.Ref != nil
+	var refs []runtime.KVSeq
+	if recall {
+		refs = a.Ref
+	}
+	b.callPages(a.Seqs, refs) // page lists from the device tables where they can (pagetable.go)
+	b.hInts = b.hInts[:0]
+	return b.describe(&b.hInts, a, b.pt.call)
+}
+
+// describe checks a's buffers and appends its metadata to *h (empty), the
+// page lists' offsets from the device tables when tables is set (callPages
+// has refreshed them), else from the call's own pointers (b.hPtrs). Where
+// tables is set and a has no recall and no device selection, it reads the
+// backend and writes nothing but *h: AttendBatch runs it for several calls
+// at once (batchattn.go).
+func (b *Backend) describe(h *[]int32, a *runtime.AttnArgs, tables bool) attnLayout {
 	hd, group := a.HeadDim, a.Heads/a.KVHeads
 	b.check(a.Q, 0, a.Rows*a.Heads*hd, "Attend Q")
 	b.check(a.Out, 0, a.Rows*a.Heads*hd, "Attend Out")
@@ -220,27 +230,26 @@ func (b *Backend) attnMeta(a *runtime.AttnArgs) attnLayout {
 	if a.Recall != nil && len(a.Ref) != a.KVHeads {
 		panic(fmt.Sprintf("cuda: Attend with Recall and %d reference sequences for %d kv heads", len(a.Ref), a.KVHeads))
 	}
-
-	b.hInts = append(b.hInts[:0], make([]int32, a.KVHeads*sdWords+rhWords)...)
-	hdr := int32(a.KVHeads * sdWords) // the split-KV kernels' header (attendSplit)
-	var refs []runtime.KVSeq
-	if recall {
-		refs = a.Ref
+	add := func(v []int32) int32 { // appends v, returns its offset
+		off := int32(len(*h))
+		*h = append(*h, v...)
+		return off
 	}
-	b.callPages(a.Seqs, refs) // page lists from the device tables where they can (pagetable.go)
-	rowOff := int32(len(b.hInts))
+	*h = append((*h)[:0], make([]int32, a.KVHeads*sdWords+rhWords)...)
+	hdr := int32(a.KVHeads * sdWords) // the split-KV kernels' header (attendSplit)
+	rowOff := int32(len(*h))
 	for r := 0; r < a.Rows; r++ {
 		qs := 0
 		if shifted {
 			qs = a.QShift[r]
 		}
-		b.hInts = append(b.hInts, int32(a.QPos[r]), int32(qs))
+		*h = append(*h, int32(a.QPos[r]), int32(qs))
 	}
-	headOff := int32(len(b.hInts))
-	b.hInts = append(b.hInts, make([]int32, 2*a.Heads)...)
-	invOff := int32(len(b.hInts))
+	headOff := int32(len(*h))
+	*h = append(*h, make([]int32, 2*a.Heads)...)
+	invOff := int32(len(*h))
 	if shifted {
-		b.hInts = b.attnInvFreq(b.hInts, a)
+		*h = b.attnInvFreq(*h, a)
 	}
 	stride, fstride := 1, 1
 	minQ, maxQ := a.QPos[0], a.QPos[0]
@@ -254,47 +263,55 @@ func (b *Backend) attnMeta(a *runtime.AttnArgs) attnLayout {
 		}
 		lo, hi := tokenRange(s, minQ, maxQ, a.Window)
 		d := [sdWords]int32{int32(s.N), int32(max(s.PageSize, 1)), 0, 0, 0, -1, 0, 1, 0, 0, int32(lo), int32(hi), 0}
-		d[2], d[3] = b.seqPages(s)
+		if tables {
+			d[2], d[3] = b.tablePages(s)
+		} else {
+			d[2], d[3] = b.pagePtrs(s.K), b.pagePtrs(s.V)
+		}
 		if allVisible(s, minQ, maxQ, a.Window) && !recall {
 			d[4] = -1 // every token visible to every row: no positions to upload (recall maps tokens by them)
 		} else {
-			d[4] = b.appendInts(s.Pos[:s.N])
+			d[4] = add(s.Pos[:s.N])
 		}
 		if shifted && s.Shift != nil {
 			n := s.N // the shifts past ShiftSpan are 0: not sent
 			if s.ShiftSpan > 0 {
 				n = min(n, s.ShiftSpan)
 			}
-			d[5], d[12] = b.appendInts(s.Shift[:n]), int32(n)
+			d[5], d[12] = add(s.Shift[:n]), int32(n)
 		}
 		if recall {
 			ref := &a.Ref[g]
 			d[6], d[7] = int32(ref.N), int32(max(ref.PageSize, 1))
-			d[8] = b.seqKeys(ref)
-			d[9] = b.appendInts(ref.Pos[:ref.N])
+			if tables {
+				d[8], _ = b.tablePages(ref)
+			} else {
+				d[8] = b.pagePtrs(ref.K)
+			}
+			d[9] = add(ref.Pos[:ref.N])
 			fstride = max(fstride, ref.N)
 		}
-		copy(b.hInts[g*sdWords:], d[:])
+		copy((*h)[g*sdWords:], d[:])
 		stride = max(stride, s.N)
 	}
-	for h := 0; h < a.Heads; h++ {
+	for i := 0; i < a.Heads; i++ {
 		cnt, off := int32(-1), int32(0)
 		if a.Chosen != nil { // a selection on the device (Quest's PageChooser)
-			off, cnt = b.chosenHead(a, h)
+			off, cnt = b.chosenHead(a, i)
 			stride = max(stride, int(cnt))
-		} else if a.Sel != nil && a.Sel[h] != nil {
-			sel := a.Sel[h]
-			n := a.Seqs[h/group].N
+		} else if a.Sel != nil && a.Sel[i] != nil {
+			sel := a.Sel[i]
+			n := a.Seqs[i/group].N
 			for _, t := range sel {
 				if t < 0 || int(t) >= n {
-					panic(fmt.Sprintf("cuda: Attend head %d selects token %d of %d", h, t, n))
+					panic(fmt.Sprintf("cuda: Attend head %d selects token %d of %d", i, t, n))
 				}
 			}
-			cnt, off = int32(len(sel)), b.appendInts(sel)
+			cnt, off = int32(len(sel)), add(sel)
 			stride = max(stride, len(sel))
 		}
-		b.hInts[int(headOff)+2*h] = off
-		b.hInts[int(headOff)+2*h+1] = cnt
+		(*h)[int(headOff)+2*i] = off
+		(*h)[int(headOff)+2*i+1] = cnt
 	}
 	return attnLayout{hdr: hdr, rowOff: rowOff, headOff: headOff, invOff: invOff, stride: stride, fstride: fstride, recall: recall}
 }

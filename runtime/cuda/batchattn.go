@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"math"
 	"os"
+	goruntime "runtime"
 	"slices"
+	"sync"
 
 	"github.com/kvbench/kvbench/runtime"
 )
@@ -42,19 +44,27 @@ func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
 		}
 		return
 	}
-	bt.ints = bt.ints[:0]
 	b.pt.hold = true                     // the page tables' uploads of every call at once, below
 	defer func() { b.pt.hold = false }() // at the end, also when a call's metadata panics (a cell's failure)
-	for i := range bt.calls {
+	for i := range bt.calls { // the page tables first, one call after another
 		c := &bt.calls[i]
-		m := b.attnMeta(c.a)
+		b.callPages(c.a.Seqs, nil)
 		if !b.pt.call {
 			panic("cuda: AttendBatch: a call's page lists are not in the device tables")
 		}
 		b.pt.call = false // no putMeta: the batch uploads every call's ints at once
-		b.splitHeader(c, m)
-		c.base = int32(len(bt.ints))
-		bt.ints = append(bt.ints, b.hInts...)
+		c.kvt = b.pageType()
+		if c.a.QShift != nil && c.a.InvFreq == nil {
+			b.thetaFreqs(c.a.Theta, c.a.HeadDim) // its cache filled before the calls read it side by side
+		}
+	}
+	parts := b.batchMeta(bt)
+	if b.onBatchMeta != nil {
+		bases := make([]int32, 0, 2*len(bt.calls))
+		for i := range bt.calls {
+			bases = append(bases, bt.calls[i].base, bt.calls[i].hdr)
+		}
+		b.onBatchMeta(bt.ints, bases, parts)
 	}
 	b.sendRuns()
 	// Launches: the calls of one kernel and scale together.
@@ -137,6 +147,80 @@ type batchAttn struct {
 	ints     []int32
 	tab      []uint64
 	launches []batchLaunch
+	parts    []metaPart
+}
+
+// metaPart is one goroutine's share of batchMeta: the ints of its calls,
+// and a call's ints while they are built.
+type metaPart struct {
+	ints, h []int32
+	panic   any // a panic of its goroutine, raised again by the caller
+}
+
+// metaCallsPerPart is the fewest calls worth a goroutine of batchMeta
+// (tests change it).
+var metaCallsPerPart = 32
+
+// batchMeta builds every call's ints (describe, splitHeader) into bt.ints,
+// each call at its base: the calls split into parts built side by side on
+// goroutines (the backend's lanes; one part with KVBENCH_LANES=off or few
+// calls), then joined in the calls' order; it returns the parts. The page
+// tables are up to date (callPages of every call): describe only reads the
+// backend.
+func (b *Backend) batchMeta(bt *batchAttn) int {
+	n := len(bt.calls)
+	parts := 1
+	if !b.noLanes {
+		parts = max(1, min(goruntime.GOMAXPROCS(0), 16, n/metaCallsPerPart))
+	}
+	for len(bt.parts) < parts {
+		bt.parts = append(bt.parts, metaPart{})
+	}
+	per := (n + parts - 1) / parts
+	build := func(k int) {
+		pt := &bt.parts[k]
+		defer func() {
+			if r := recover(); r != nil {
+				pt.panic = r
+			}
+		}()
+		pt.ints = pt.ints[:0]
+		for i := k * per; i < min(n, (k+1)*per); i++ {
+			c := &bt.calls[i]
+			m := b.describe(&pt.h, c.a, true)
+			splitHeader(c, pt.h, m)
+			c.base, c.part = int32(len(pt.ints)), k
+			pt.ints = append(pt.ints, pt.h...)
+		}
+	}
+	var wg sync.WaitGroup
+	for k := 1; k < parts; k++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			build(k)
+		}()
+	}
+	build(0)
+	wg.Wait()
+	for k := range parts {
+		if r := bt.parts[k].panic; r != nil {
+			for j := range parts {
+				bt.parts[j].panic = nil
+			}
+			panic(r)
+		}
+	}
+	bt.ints = bt.ints[:0]
+	starts := [16]int32{}
+	for k := range parts {
+		starts[k] = int32(len(bt.ints))
+		bt.ints = append(bt.ints, bt.parts[k].ints...)
+	}
+	for i := range bt.calls {
+		bt.calls[i].base += starts[bt.calls[i].part]
+	}
+	return parts
 }
 
 // batchCall is one call of a batch: its ints at base in the batch's ints,
@@ -151,6 +235,8 @@ type batchCall struct {
 	shifted   bool
 	lean      bool // no selection, no positions (RH_LEAN)
 	hd        int
+	kvt       int32 // its pages' type
+	part      int   // the part of batchMeta that built its ints
 }
 
 // batchLaunch is one grid of a batch: calls calls (order[first:] of the
@@ -182,16 +268,16 @@ func (b *Backend) batchable(a *runtime.AttnArgs) bool {
 	return true
 }
 
-// splitHeader is attendSplit's shape of call c (its ints in b.hInts, laid
-// out as m says): the split rows, the longest token list, the kernel, and
-// the header written into b.hInts.
-func (b *Backend) splitHeader(c *batchCall, m attnLayout) {
+// splitHeader is attendSplit's shape of call c (its ints h, laid out as m
+// says): the split rows, the longest token list, the kernel, and the header
+// written into h.
+func splitHeader(c *batchCall, h []int32, m attnLayout) {
 	a := c.a
 	group := a.Heads / a.KVHeads
-	p := b.splitShapeOf(a, m.headOff)
+	p := splitShapeOf(a, h, m.headOff, c.kvt)
 	c.kernel = "attn_rtb" + p.suffix
 	c.vg, c.srows, c.longest, c.minPS, c.shifted, c.lean, c.hd = p.vg, p.srows, p.longest, p.minPS, p.shifted, p.lean, a.HeadDim
-	copy(b.hInts[m.hdr:], []int32{rhRows: int32(a.Rows), rhHeads: int32(a.Heads), rhG: int32(group), rhGH: int32(p.gh),
+	copy(h[m.hdr:], []int32{rhRows: int32(a.Rows), rhHeads: int32(a.Heads), rhG: int32(group), rhGH: int32(p.gh),
 		rhRT: int32(p.rt), rhTiles: int32(p.tiles), rhWin: int32(max(a.Window, 0)), rhRowOff: m.rowOff, rhHeadOff: m.headOff,
 		rhInvOff: m.invOff, rhStride: int32(max(p.longest, 1)), rhInter: flag(a.Rope == runtime.RopeInterleaved), rhSRows: int32(c.srows), rhLean: flag(p.lean)})
 	c.hdr = m.hdr

@@ -43,3 +43,16 @@ func (b *Backend) Epoch() int { return b.epoch }
 
 // StagingBytes is the size of the staging arena.
 func (b *Backend) StagingBytes() int64 { return b.st.size }
+
+// OnBatchMeta sets a function that sees the ints AttendBatch built for its
+// calls, each call's (base, header) offsets in them, and the parts it built
+// them in (nil: none).
+func (b *Backend) OnBatchMeta(f func(ints, bases []int32, parts int)) { b.onBatchMeta = f }
+
+// SetMetaCallsPerPart sets the fewest calls AttendBatch builds the metadata
+// of on a goroutine of their own; the returned function restores it.
+func SetMetaCallsPerPart(n int) (restore func()) {
+	old := metaCallsPerPart
+	metaCallsPerPart = n
+	return func() { metaCallsPerPart = old }
+}

@@ -2,6 +2,8 @@ package cuda_test
 
 import (
 	"fmt"
+	goruntime "runtime"
+	"slices"
 	"testing"
 	"time"
 
@@ -154,68 +156,113 @@ func zeroModel(c runtime.Config) *runtime.Model {
 // Nothing is computed; the test checks that the host side runs to the end
 // without a panic and asks the driver for launches and copies.
 func TestFakeBackendSteps(t *testing.T) {
-	be := fakeBackend(t)
 	t.Setenv("KVBENCH_LANES", "4")
-	c := runtime.Config{Arch: "llama", Dim: 64, Hidden: 128, Layers: 2, Heads: 4, KVHeads: 2, HeadDim: 16, Vocab: 300, MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
-	m := zeroModel(c)
-	for _, pc := range []struct {
-		name   string
-		params policies.Params
-	}{{"full", nil}, {"window", policies.Params{"budget": 40}}, {"streamingllm", policies.Params{"sinks": 4, "budget": 40}},
-		{"h2o", policies.Params{"budget": 40}}, {"tova", policies.Params{"budget": 40}}, {"quest", policies.Params{"budget": 32, "page": 8}}} {
+	for _, pc := range fakePolicies {
 		t.Run(pc.name, func(t *testing.T) {
-			const streams = 12
-			first, err := runtime.NewRunnerWith(m, be, runtime.RunnerOptions{MaxRows: 16, KVType: runtime.BF16})
-			if err != nil {
-				t.Fatal(err)
-			}
-			rs := []*runtime.Runner{first}
-			for len(rs) < streams {
-				r, err := first.Sibling()
-				if err != nil {
-					t.Fatal(err)
-				}
-				rs = append(rs, r)
-			}
-			logits := make([]float32, c.Vocab)
-			for i, r := range rs {
-				p, err := policies.New(pc.name, pc.params)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := p.Start(r); err != nil {
-					t.Fatal(err)
-				}
-				ids := make([]int, 30+3*i) // prompts of different lengths
-				for j := range ids {
-					ids[j] = 3 + j%50
-				}
-				p.Prompt(len(ids))
-				if err := r.Forward(ids, logits); err != nil {
-					t.Fatal(err)
-				}
-			}
-			batch, err := runtime.NewBatch(rs...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			sids, toks, targets, out := make([]int, streams), make([]int, streams), make([]int, streams), make([]float64, streams)
-			for i := range sids {
-				sids[i], toks[i], targets[i] = i, 3+i, 4+i
-			}
+			be := fakeBackend(t)
 			l0, c0, _ := cuda.FakeCounts()
-			for range 60 { // past every budget: evictions every step
-				if err := batch.LogProbs(sids, toks, targets, out); err != nil {
-					t.Fatal(err)
-				}
-			}
+			fakeSteps(t, be, pc.name, pc.params, 12, 60)
 			l1, c1, _ := cuda.FakeCounts()
 			if l1 == l0 || c1 == c0 {
 				t.Errorf("60 batch steps made %d launches and %d copies on the fake device", l1-l0, c1-c0)
 			}
-			for _, r := range rs {
-				r.Reset()
+		})
+	}
+}
+
+// TestBatchMetaParts: the metadata AttendBatch builds on several goroutines
+// (batchMeta's parts) is the metadata it builds on one, call for call, for
+// policies that batch (shifted keys, evictions, growing caches), on the fake
+// device.
+func TestBatchMetaParts(t *testing.T) {
+	defer goruntime.GOMAXPROCS(goruntime.GOMAXPROCS(4))
+	for _, pc := range fakePolicies[:4] {
+		t.Run(pc.name, func(t *testing.T) {
+			record := func(perPart int) (all, bases []int32, maxParts int) {
+				defer cuda.SetMetaCallsPerPart(perPart)()
+				be := fakeBackend(t)
+				be.OnBatchMeta(func(ints, b []int32, parts int) {
+					all, bases = append(all, ints...), append(bases, b...)
+					maxParts = max(maxParts, parts)
+				})
+				fakeSteps(t, be, pc.name, pc.params, 12, 40)
+				return all, bases, maxParts
+			}
+			one, b1, p1 := record(1 << 20)
+			many, bn, pn := record(1)
+			if p1 != 1 || pn < 2 {
+				t.Fatalf("parts: %d and %d, want 1 and several", p1, pn)
+			}
+			if len(one) == 0 || !slices.Equal(one, many) {
+				t.Errorf("metadata differs: %d ints on one goroutine, %d in %d parts", len(one), len(many), pn)
+			}
+			if !slices.Equal(b1, bn) {
+				t.Errorf("the calls' offsets in the metadata differ: %v on one goroutine, %v in parts", b1[:min(len(b1), 24)], bn[:min(len(bn), 24)])
 			}
 		})
+	}
+}
+
+// fakePolicies are the policies the fake-device tests run (those that
+// AttendBatch takes first).
+var fakePolicies = []struct {
+	name   string
+	params policies.Params
+}{{"full", nil}, {"window", policies.Params{"budget": 40}}, {"streamingllm", policies.Params{"sinks": 4, "budget": 40}},
+	{"random", policies.Params{"budget": 40}}, {"h2o", policies.Params{"budget": 40}}, {"tova", policies.Params{"budget": 40}},
+	{"quest", policies.Params{"budget": 32, "page": 8}}}
+
+// fakeSteps feeds streams streams of a small zero model on be prompts of
+// different lengths under the policy, then steps them as one batch steps
+// times (past every budget: evictions every step).
+func fakeSteps(t *testing.T, be *cuda.Backend, policy string, params policies.Params, streams, steps int) {
+	t.Helper()
+	c := runtime.Config{Arch: "llama", Dim: 256, Hidden: 256, Layers: 2, Heads: 4, KVHeads: 2, HeadDim: 64, Vocab: 300, MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
+	m := zeroModel(c)
+	first, err := runtime.NewRunnerWith(m, be, runtime.RunnerOptions{MaxRows: 16, KVType: runtime.BF16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := []*runtime.Runner{first}
+	for len(rs) < streams {
+		r, err := first.Sibling()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs = append(rs, r)
+	}
+	logits := make([]float32, c.Vocab)
+	for i, r := range rs {
+		p, err := policies.New(policy, params)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Start(r); err != nil {
+			t.Fatal(err)
+		}
+		ids := make([]int, 30+3*i) // prompts of different lengths
+		for j := range ids {
+			ids[j] = 3 + j%50
+		}
+		p.Prompt(len(ids))
+		if err := r.Forward(ids, logits); err != nil {
+			t.Fatal(err)
+		}
+	}
+	batch, err := runtime.NewBatch(rs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sids, toks, targets, out := make([]int, streams), make([]int, streams), make([]int, streams), make([]float64, streams)
+	for i := range sids {
+		sids[i], toks[i], targets[i] = i, 3+i, 4+i
+	}
+	for range steps {
+		if err := batch.LogProbs(sids, toks, targets, out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, r := range rs {
+		r.Reset()
 	}
 }

@@ -13,7 +13,7 @@ package cuda
 //
 // For the attention code (backend_attention.go): an attention call starts
 // its lists with callPages(seqs, refs) and takes each sequence's offsets
-// with seqPages (value list included) or seqKeys; when every sequence has an
+// with tablePages, or pagePtrs where callPages did not; when every sequence has an
 // ID the offsets index the pool and putMeta returns the pool as the call's
 // pointer array (no pointer upload), else they index the call's own
 // pointers, uploaded by putMeta as before. Kernels read the array as
@@ -149,22 +149,12 @@ func (b *Backend) callPages(seqs, refs []runtime.KVSeq) {
 	pt.call = true
 }
 
-// seqPages returns the offsets of the key and value page lists of s in the
-// call's pointer array (see callPages).
-func (b *Backend) seqPages(s *runtime.KVSeq) (k, v int32) {
-	if !b.pt.call {
-		return b.pagePtrs(s.K), b.pagePtrs(s.V)
-	}
+// tablePages returns the offsets of the key and value page lists of s in
+// the device tables' pool, which callPages has brought up to date. It reads
+// the tables alone: AttendBatch's calls take theirs side by side.
+func (b *Backend) tablePages(s *runtime.KVSeq) (k, v int32) {
 	t := b.pt.seqs[s.ID]
 	return int32(t.off), int32(t.off + t.size)
-}
-
-// seqKeys is seqPages for the key list alone.
-func (b *Backend) seqKeys(s *runtime.KVSeq) int32 {
-	if !b.pt.call {
-		return b.pagePtrs(s.K)
-	}
-	return int32(b.pt.seqs[s.ID].off)
 }
 
 // refresh brings the table of s up to date: it finds where the device's

@@ -421,11 +421,11 @@ type splitShape struct {
 }
 
 // splitShapeOf reads a call's shape from its descriptors and head table
-// (b.hInts at headOff).
-func (b *Backend) splitShapeOf(a *runtime.AttnArgs, headOff int32) splitShape {
+// (its ints h, the table at headOff) and its page type kvt.
+func splitShapeOf(a *runtime.AttnArgs, h []int32, headOff, kvt int32) splitShape {
 	hd, group := a.HeadDim, a.Heads/a.KVHeads
 	var p splitShape
-	p.gh = sharedHeads(b.hInts[headOff:int(headOff)+2*a.Heads], group)
+	p.gh = sharedHeads(h[headOff:int(headOff)+2*a.Heads], group)
 	p.rt = 1
 	if a.Rows > 1 {
 		p.rt = min(8/p.gh, 1<<bits.Len(uint(a.Rows-1)))
@@ -434,13 +434,13 @@ func (b *Backend) splitShapeOf(a *runtime.AttnArgs, headOff int32) splitShape {
 	p.srows = a.KVHeads * p.sub * p.tiles
 	p.minPS, p.lean = math.MaxInt, true
 	for g := range a.Seqs {
-		d := b.hInts[g*sdWords : (g+1)*sdWords]
+		d := h[g*sdWords : (g+1)*sdWords]
 		p.minPS = min(p.minPS, int(d[1]))
 		p.shifted = p.shifted || (a.QShift != nil && d[5] >= 0)
 		p.lean = p.lean && d[4] < 0
 		for s := range p.sub {
-			h := g*group + s*p.gh
-			if n := b.hInts[int(headOff)+2*h+1]; n >= 0 {
+			hh := g*group + s*p.gh
+			if n := h[int(headOff)+2*hh+1]; n >= 0 {
 				p.longest = max(p.longest, int(n))
 				p.lean = false
 			} else {
@@ -449,7 +449,7 @@ func (b *Backend) splitShapeOf(a *runtime.AttnArgs, headOff int32) splitShape {
 		}
 	}
 	kt, sh := "f32", ""
-	if b.pageType() == kvBF16 {
+	if kvt == kvBF16 {
 		kt = "bf16"
 	}
 	if p.shifted {
@@ -461,7 +461,7 @@ func (b *Backend) splitShapeOf(a *runtime.AttnArgs, headOff int32) splitShape {
 
 func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff int32) {
 	hd, group := a.HeadDim, a.Heads/a.KVHeads
-	p := b.splitShapeOf(a, headOff)
+	p := splitShapeOf(a, b.hInts, headOff, b.pageType())
 	gh, rt, vg, tiles, nsrows := p.gh, p.rt, p.vg, p.tiles, p.srows
 	longest, minPS, shifted, lean := p.longest, p.minPS, p.shifted, p.lean
 	name := "attn_rt" + p.suffix
