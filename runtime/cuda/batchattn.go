@@ -158,8 +158,10 @@ type metaPart struct {
 }
 
 // metaCallsPerPart is the fewest calls worth a goroutine of batchMeta
-// (tests change it).
-var metaCallsPerPart = 32
+// (tests change it), and metaMinProcs the fewest threads: on 2 cores the
+// goroutines' wake-ups cost more than they save (1B, 64 streams: 4.3 ->
+// 4.8-5.1 ms a step, docs/benchmarks.md).
+var metaCallsPerPart, metaMinProcs = 32, 4
 
 // batchMeta builds every call's ints (describe, splitHeader) into bt.ints,
 // each call at its base: the calls split into parts built side by side on
@@ -170,8 +172,8 @@ var metaCallsPerPart = 32
 func (b *Backend) batchMeta(bt *batchAttn) int {
 	n := len(bt.calls)
 	parts := 1
-	if !b.noLanes {
-		parts = max(1, min(goruntime.GOMAXPROCS(0), 16, n/metaCallsPerPart))
+	if procs := goruntime.GOMAXPROCS(0); !b.noLanes && procs >= metaMinProcs {
+		parts = max(1, min(procs, 16, n/metaCallsPerPart))
 	}
 	for len(bt.parts) < parts {
 		bt.parts = append(bt.parts, metaPart{})
