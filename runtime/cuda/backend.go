@@ -54,6 +54,8 @@ type Backend struct {
 	onBatchMeta func(ints, bases []int32, parts int)
 	hPtrs       []uint64
 	hAcc        []float32
+	accq        accQueue // AttendBatch's queued reads of Acc values (accbatch.go)
+	accOn       bool     // attendSplit queues its Acc read in accq
 	hRec        []float32
 	hF64        []float64
 	desc        string

@@ -22,21 +22,31 @@ import (
 // of every call's split rows per kernel (attn_rtb_*, then attn_rtb_combine
 // or the fused merge; one launch for the usual batch, whose streams share
 // the policy); the KV copies the streams queued go in one be_kv_ops before
-// it. Every other call runs through Attend, in the calls' order. Each
+// it. The calls with accumulated probabilities that the split-KV kernels
+// take run through Attend with their reads waited for once (attendAcc).
+// Every other call runs through Attend, in the calls' order. Each
 // call's outputs are those Attend gives it to the rounding of a different
 // chunk of tokens per block (the chunk is chosen for the whole grid).
 //
 // KVBENCH_BATCH_ATTN=off runs every call through Attend (for comparison).
 func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
 	bt := &b.bt
-	bt.calls = bt.calls[:0]
+	bt.calls, bt.acc = bt.calls[:0], bt.acc[:0]
 	off := os.Getenv(batchAttnEnv) == "off"
 	for _, a := range calls {
-		if !off && b.batchable(a) {
+		switch {
+		case !off && b.batchable(a):
 			bt.calls = append(bt.calls, batchCall{a: a})
-		} else {
+		case !off && b.accDeferred(a):
+			bt.acc = append(bt.acc, a)
+		default:
 			b.Attend(a)
 		}
+	}
+	if len(bt.acc) > 1 {
+		b.attendAcc(bt.acc)
+	} else if len(bt.acc) == 1 {
+		b.Attend(bt.acc[0])
 	}
 	if len(bt.calls) < 2 {
 		for i := range bt.calls {
@@ -46,7 +56,7 @@ func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
 	}
 	b.pt.hold = true                     // the page tables' uploads of every call at once, below
 	defer func() { b.pt.hold = false }() // at the end, also when a call's metadata panics (a cell's failure)
-	for i := range bt.calls { // the page tables first, one call after another
+	for i := range bt.calls {            // the page tables first, one call after another
 		c := &bt.calls[i]
 		b.callPages(c.a.Seqs, nil)
 		if !b.pt.call {
@@ -148,6 +158,7 @@ type batchAttn struct {
 	tab      []uint64
 	launches []batchLaunch
 	parts    []metaPart
+	acc      []*runtime.AttnArgs // calls with Acc (attendAcc)
 }
 
 // metaPart is one goroutine's share of batchMeta: the ints of its calls,

@@ -38,6 +38,7 @@ type fakeDev struct {
 	launches atomic.Int64
 	copies   atomic.Int64 // host-to-device and device-to-device copies, memsets
 	reads    atomic.Int64 // device-to-host copies
+	waits    atomic.Int64 // the host's waits for the device (stream, context, event)
 	gemms    atomic.Int64
 }
 
@@ -48,11 +49,12 @@ const fakeMem = 143771 << 20
 var fake = &fakeDev{host: map[unsafe.Pointer][]byte{}, sizes: map[uint64]uint64{}}
 
 // FakeCounts returns the launches (cuBLAS GEMMs included), copies to or on
-// the device (memsets included) and reads from it that the fake device has
-// seen since the process started: the difference of two calls is what the
-// work between them asked of the driver.
-func FakeCounts() (launches, copies, reads int64) {
-	return fake.launches.Load() + fake.gemms.Load(), fake.copies.Load(), fake.reads.Load()
+// the device (memsets included), reads from it and waits for it that the
+// fake device has seen since the process started: the difference of two
+// calls is what the work between them asked of the driver. On a GPU each
+// wait costs the host the time the device needs to catch up.
+func FakeCounts() (launches, copies, reads, waits int64) {
+	return fake.launches.Load() + fake.gemms.Load(), fake.copies.Load(), fake.reads.Load(), fake.waits.Load()
 }
 
 func (f *fakeDev) handle() uintptr { return uintptr(f.handles.Add(1)) }
@@ -61,7 +63,6 @@ func (f *fakeDev) handle() uintptr { return uintptr(f.handles.Add(1)) }
 func fakeDriver() *driverAPI {
 	f := fake
 	f.next.CompareAndSwap(0, 1<<40)
-	ok := func() int32 { return 0 }
 	d := &driverAPI{fake: f}
 	d.cuInit = func(uint32) int32 { return 0 }
 	d.cuDriverGetVersion = func(v *int32) int32 { *v = 13000; return 0 }
@@ -96,7 +97,7 @@ func fakeDriver() *driverAPI {
 	d.cuDevicePrimaryCtxRetain = func(ctx *uintptr, _ int32) int32 { *ctx = f.handle(); return 0 }
 	d.cuDevicePrimaryCtxRelease = func(int32) int32 { return 0 }
 	d.cuCtxSetCurrent = func(uintptr) int32 { return 0 }
-	d.cuCtxSynchronize = ok
+	d.cuCtxSynchronize = func() int32 { f.waits.Add(1); return 0 }
 	d.cuMemGetInfo = func(free, total *uint64) int32 {
 		*total = fakeMem
 		*free = uint64(max(fakeMem-f.used.Load(), 0))
@@ -159,11 +160,11 @@ func fakeDriver() *driverAPI {
 	}
 	d.cuStreamCreate = func(s *uintptr, _ uint32) int32 { *s = f.handle(); return 0 }
 	d.cuStreamDestroy = func(uintptr) int32 { return 0 }
-	d.cuStreamSynchronize = func(uintptr) int32 { return 0 }
+	d.cuStreamSynchronize = func(uintptr) int32 { f.waits.Add(1); return 0 }
 	d.cuEventCreate = func(e *uintptr, _ uint32) int32 { *e = f.handle(); return 0 }
 	d.cuEventDestroy = func(uintptr) int32 { return 0 }
 	d.cuEventRecord = func(_, _ uintptr) int32 { return 0 }
-	d.cuEventSynchronize = func(uintptr) int32 { return 0 }
+	d.cuEventSynchronize = func(uintptr) int32 { f.waits.Add(1); return 0 }
 	d.cuEventElapsedTime = func(ms *float32, _, _ uintptr) int32 { *ms = 0; return 0 }
 	d.cuStreamBeginCapture = func(uintptr, int32) int32 { return 0 }
 	d.cuStreamEndCapture = func(_ uintptr, g *uintptr) int32 { *g = f.handle(); return 0 }

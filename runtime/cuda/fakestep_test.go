@@ -21,9 +21,9 @@ import (
 //	go test ./runtime/cuda -run '^$' -bench FakeBatchStep/8b -cpuprofile cpu.out
 //	go tool pprof -top -cum -focus 'Batch..LogProbs' cpu.out
 //
-// It reports ms/step and the launches, copies and reads a step asks of the
-// driver (a real driver spends a few µs of host time on each, which the
-// fake does not).
+// It reports ms/step and the launches, copies, reads and waits a step asks
+// of the driver (a real driver spends a few µs of host time on each, which
+// the fake does not; a wait costs what the device needs to catch up).
 func BenchmarkFakeBatchStep(b *testing.B) {
 	be := fakeBackend(b)
 	shapes := []struct {
@@ -90,7 +90,7 @@ func BenchmarkFakeBatchStep(b *testing.B) {
 				for range 8 {
 					step()
 				}
-				l0, c0, r0 := cuda.FakeCounts()
+				l0, c0, r0, w0 := cuda.FakeCounts()
 				b.ResetTimer()
 				t0 := time.Now()
 				for range b.N {
@@ -98,13 +98,14 @@ func BenchmarkFakeBatchStep(b *testing.B) {
 				}
 				ms := float64(time.Since(t0).Microseconds()) / 1e3 / float64(b.N)
 				b.StopTimer()
-				l1, c1, r1 := cuda.FakeCounts()
+				l1, c1, r1, w1 := cuda.FakeCounts()
 				n := float64(b.N)
 				b.ReportMetric(ms, "ms/step")
 				b.ReportMetric(float64(streams)*60e3/ms, "tokens/min")
 				b.ReportMetric(float64(l1-l0)/n, "launches/step")
 				b.ReportMetric(float64(c1-c0)/n, "copies/step")
 				b.ReportMetric(float64(r1-r0)/n, "reads/step")
+				b.ReportMetric(float64(w1-w0)/n, "waits/step")
 				for _, r := range rs {
 					r.Reset() // its cache's pages to the runner's free list
 				}
@@ -154,17 +155,23 @@ func zeroModel(c runtime.Config) *runtime.Model {
 // (no GPU needed, so it runs in CI): prompts and batched decode steps of
 // 12 streams under policies that batch, evict, shift and score, with lanes.
 // Nothing is computed; the test checks that the host side runs to the end
-// without a panic and asks the driver for launches and copies.
+// without a panic and asks the driver for launches and copies, and that a
+// step waits for the device once a layer at most (H2O's and TOVA's reads of
+// their streams' probabilities included: attendAcc) and once for the logits.
 func TestFakeBackendSteps(t *testing.T) {
 	t.Setenv("KVBENCH_LANES", "4")
 	for _, pc := range fakePolicies {
 		t.Run(pc.name, func(t *testing.T) {
 			be := fakeBackend(t)
-			l0, c0, _ := cuda.FakeCounts()
-			fakeSteps(t, be, pc.name, pc.params, 12, 60)
-			l1, c1, _ := cuda.FakeCounts()
+			const steps, layers = 60, 2
+			var l0, c0, w0 int64
+			fakeStepsAfterPrompt(t, be, pc.name, pc.params, 12, steps, func() { l0, c0, _, w0 = cuda.FakeCounts() })
+			l1, c1, _, w1 := cuda.FakeCounts()
 			if l1 == l0 || c1 == c0 {
-				t.Errorf("60 batch steps made %d launches and %d copies on the fake device", l1-l0, c1-c0)
+				t.Errorf("%d batch steps made %d launches and %d copies on the fake device", steps, l1-l0, c1-c0)
+			}
+			if w := w1 - w0; pc.name != "quest" && w > steps*(layers+1) {
+				t.Errorf("%d batch steps waited for the device %d times, want at most %d (a layer's and the logits')", steps, w, steps*(layers+1))
 			}
 		})
 	}
@@ -217,6 +224,12 @@ var fakePolicies = []struct {
 // times (past every budget: evictions every step).
 func fakeSteps(t *testing.T, be *cuda.Backend, policy string, params policies.Params, streams, steps int) {
 	t.Helper()
+	fakeStepsAfterPrompt(t, be, policy, params, streams, steps, func() {})
+}
+
+// fakeStepsAfterPrompt is fakeSteps calling prompted once the prompts are in.
+func fakeStepsAfterPrompt(t *testing.T, be *cuda.Backend, policy string, params policies.Params, streams, steps int, prompted func()) {
+	t.Helper()
 	c := runtime.Config{Arch: "llama", Dim: 256, Hidden: 256, Layers: 2, Heads: 4, KVHeads: 2, HeadDim: 64, Vocab: 300, MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
 	m := zeroModel(c)
 	first, err := runtime.NewRunnerWith(m, be, runtime.RunnerOptions{MaxRows: 16, KVType: runtime.BF16})
@@ -257,6 +270,7 @@ func fakeSteps(t *testing.T, be *cuda.Backend, policy string, params policies.Pa
 	for i := range sids {
 		sids[i], toks[i], targets[i] = i, 3+i, 4+i
 	}
+	prompted()
 	for range steps {
 		if err := batch.LogProbs(sids, toks, targets, out); err != nil {
 			t.Fatal(err)

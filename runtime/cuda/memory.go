@@ -211,6 +211,10 @@ func (b *Backend) freeWorkspaces() {
 		_ = b.D.Free(b.st.dev)
 		b.st = stager{}
 	}
+	if b.accq.pin != nil { // the callers waited for the device: no read into it is pending
+		_ = b.accq.pin.Free()
+		b.accq = accQueue{}
+	}
 }
 
 // releaseTables frees the device page tables (pagetable.go): the KV

@@ -541,6 +541,10 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	}
 	must(b.fn("attn_rt_acc").LaunchAfter(Dim3{(stride + 127) / 128, a.Heads, 1}, Dim3{128, 1, 1}, 0,
 		accDev, int32(astride), raw, mlAcc, ints, hdr, int32(a.AccFrom)))
+	if b.accOn { // a batch's call: the read queued, the wait once for all (accbatch.go)
+		b.queueAcc(a, accDev, astride)
+		return
+	}
 	b.download(b.hAcc, accDev)
 	for h := 0; h < a.Heads; h++ {
 		n := a.Seqs[h/group].N
