@@ -272,7 +272,7 @@ func (p *h2o) arm(a *runtime.AttnArgs) {
 		p.acc[h] = p.acc[h][:n]
 		clear(p.acc[h])
 	}
-	a.Acc, a.AccFrom = p.acc, 0
+	a.Acc, a.AccFrom, a.AccZero = p.acc, 0, true
 }
 
 // collect adds what attention accumulated to the scores of layer l: the

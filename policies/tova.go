@@ -123,7 +123,7 @@ func (p *tova) BeforeAttend(l int, a *runtime.AttnArgs) {
 			p.acc[h] = p.acc[h][:n]
 			clear(p.acc[h])
 		}
-		a.Acc, a.AccFrom = p.acc, int(newest(a))
+		a.Acc, a.AccFrom, a.AccZero = p.acc, int(newest(a)), true
 		p.armed = true
 	}
 	p.finish(l, a, 0)

@@ -518,14 +518,22 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 			if len(a.Acc[h]) < n {
 				panic(fmt.Sprintf("cuda: Attend Acc[%d] holds %d values for %d tokens", h, len(a.Acc[h]), n))
 			}
-			copy(b.hAcc[h*astride:], a.Acc[h][:n])
+			if !a.AccZero {
+				copy(b.hAcc[h*astride:], a.Acc[h][:n])
+			}
 		}
 	}
 	b.flushKV()
 	b.reserve(b.metaSpan() + span(int64(len(b.hAcc))*4))
 	ints, ptrs := b.putMeta()
 	var accDev Ptr
-	if a.Acc != nil {
+	switch {
+	case a.Acc != nil && a.AccZero: // room in the arena, zeroed on the device: no upload
+		n := int64(len(b.hAcc))
+		accDev = b.st.dev.Add(b.st.off)
+		b.st.off += span(n * 4)
+		b.launch("be_zero", Dim3{blocks(n), 1, 1}, Dim3{256, 1, 1}, accDev, n)
+	case a.Acc != nil:
 		accDev = put(b, b.hAcc)
 	}
 	b.launchSmem(name, Dim3{nchunks, gy, gz}, Dim3{attnThreads, 1, 1}, smem,
