@@ -46,23 +46,6 @@ func (nb nullBackend) KVLanes(n int) []runtime.KVOps {
 }
 func (nullBackend) JoinKVLanes() {}
 
-// shapeModel is a model of shape c whose tensors hold no data (for the
-// null backend).
-func shapeModel(c runtime.Config) *runtime.Model {
-	m := &runtime.Model{Config: c}
-	t := func(shape ...int) *runtime.Tensor { return &runtime.Tensor{DType: runtime.BF16, Shape: shape} }
-	w := &m.Weights
-	w.Embed, w.Norm, w.Output = t(c.Vocab, c.Dim), t(c.Dim), t(c.Vocab, c.Dim)
-	w.Layers = make([]runtime.LayerWeights, c.Layers)
-	for i := range w.Layers {
-		l := &w.Layers[i]
-		l.AttnNorm, l.MLPNorm = t(c.Dim), t(c.Dim)
-		l.Wq, l.Wk, l.Wv, l.Wo = t(c.QDim(), c.Dim), t(c.KVDim(), c.Dim), t(c.KVDim(), c.Dim), t(c.Dim, c.QDim())
-		l.Gate, l.Up, l.Down = t(c.Hidden, c.Dim), t(c.Hidden, c.Dim), t(c.Dim, c.Hidden)
-	}
-	return m
-}
-
 // BenchmarkBatchHostStep reports the host time of a batched decode step of
 // 64 streams of the 8B shape (32 layers of 8 KV heads) holding 1024 tokens
 // each under window and streamingllm, on the null backend: the runtime's
@@ -72,7 +55,7 @@ func shapeModel(c runtime.Config) *runtime.Model {
 func BenchmarkBatchHostStep(b *testing.B) {
 	c := runtime.Config{Arch: "llama", Dim: 4096, Hidden: 14336, Layers: 32, Heads: 32, KVHeads: 8, HeadDim: 128,
 		Vocab: 32000, MaxSeq: 1 << 20, RopeTheta: 5e5, NormEps: 1e-5}
-	m := shapeModel(c)
+	m := runtime.ZeroModel(c)
 	const streams, prompt = 64, 1100
 	for _, pc := range []struct {
 		name   string

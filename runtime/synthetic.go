@@ -123,3 +123,30 @@ func NewRandomModel(c Config, seed uint64) *Model {
 	}
 	return m
 }
+
+// ZeroModel returns a Llama-layout model of shape c whose bf16 tensors are
+// zeros, all views of one slice as long as the largest: untouched pages of
+// it cost no memory, so the shape of an 8B model fits anywhere. It is for
+// timing the host's share of a run on a backend that computes nothing (a
+// null backend, the CUDA backend's fake device); its outputs mean nothing.
+func ZeroModel(c Config) *Model {
+	m := &Model{Config: c}
+	zeros := make([]uint16, max(c.Vocab*c.Dim, c.Hidden*c.Dim, c.QDim()*c.Dim))
+	t := func(shape ...int) *Tensor {
+		n := 1
+		for _, s := range shape {
+			n *= s
+		}
+		return &Tensor{Name: fmt.Sprint(shape), DType: BF16, Shape: shape, U16: zeros[:n]}
+	}
+	w := &m.Weights
+	w.Embed, w.Norm, w.Output = t(c.Vocab, c.Dim), t(c.Dim), t(c.Vocab, c.Dim)
+	w.Layers = make([]LayerWeights, c.Layers)
+	for i := range w.Layers {
+		l := &w.Layers[i]
+		l.AttnNorm, l.MLPNorm = t(c.Dim), t(c.Dim)
+		l.Wq, l.Wk, l.Wv, l.Wo = t(c.QDim(), c.Dim), t(c.KVDim(), c.Dim), t(c.KVDim(), c.Dim), t(c.Dim, c.QDim())
+		l.Gate, l.Up, l.Down = t(c.Hidden, c.Dim), t(c.Hidden, c.Dim), t(c.Dim, c.Hidden)
+	}
+	return m
+}

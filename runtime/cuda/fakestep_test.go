@@ -1,7 +1,6 @@
 package cuda_test
 
 import (
-	"fmt"
 	goruntime "runtime"
 	"slices"
 	"testing"
@@ -40,7 +39,7 @@ func BenchmarkFakeBatchStep(b *testing.B) {
 	}{{"full", nil}, {"window", policies.Params{"budget": 1024}}, {"streamingllm", policies.Params{"sinks": 4, "budget": 1024}},
 		{"h2o", policies.Params{"budget": 1024}}, {"tova", policies.Params{"budget": 1024}}}
 	for _, sh := range shapes {
-		m := zeroModel(sh.c)
+		m := runtime.ZeroModel(sh.c)
 		for _, pc := range pols {
 			b.Run(sh.name+"/"+pc.name, func(b *testing.B) {
 				const streams, prompt = 64, 1100
@@ -125,32 +124,6 @@ func fakeBackend(b testing.TB) *cuda.Backend {
 	return be
 }
 
-// zeroModel is a model of shape c whose bf16 tensors are views of one
-// zeroed slice: the fake device reads none of them, so they cost address
-// space, not memory.
-func zeroModel(c runtime.Config) *runtime.Model {
-	m := &runtime.Model{Config: c}
-	big := max(c.Vocab*c.Dim, c.Hidden*c.Dim, c.QDim()*c.Dim)
-	zeros := make([]uint16, big)
-	t := func(shape ...int) *runtime.Tensor {
-		n := 1
-		for _, s := range shape {
-			n *= s
-		}
-		return &runtime.Tensor{Name: fmt.Sprint(shape), DType: runtime.BF16, Shape: shape, U16: zeros[:n]}
-	}
-	w := &m.Weights
-	w.Embed, w.Norm, w.Output = t(c.Vocab, c.Dim), t(c.Dim), t(c.Vocab, c.Dim)
-	w.Layers = make([]runtime.LayerWeights, c.Layers)
-	for i := range w.Layers {
-		l := &w.Layers[i]
-		l.AttnNorm, l.MLPNorm = t(c.Dim), t(c.Dim)
-		l.Wq, l.Wk, l.Wv, l.Wo = t(c.QDim(), c.Dim), t(c.KVDim(), c.Dim), t(c.KVDim(), c.Dim), t(c.Dim, c.QDim())
-		l.Gate, l.Up, l.Down = t(c.Hidden, c.Dim), t(c.Hidden, c.Dim), t(c.Dim, c.Hidden)
-	}
-	return m
-}
-
 // TestFakeBackendSteps runs the CUDA backend's host code on the fake device
 // (no GPU needed, so it runs in CI): prompts and batched decode steps of
 // 12 streams under policies that batch, evict, shift and score, with lanes.
@@ -231,7 +204,7 @@ func fakeSteps(t *testing.T, be *cuda.Backend, policy string, params policies.Pa
 func fakeStepsAfterPrompt(t *testing.T, be *cuda.Backend, policy string, params policies.Params, streams, steps int, prompted func()) {
 	t.Helper()
 	c := runtime.Config{Arch: "llama", Dim: 256, Hidden: 256, Layers: 2, Heads: 4, KVHeads: 2, HeadDim: 64, Vocab: 300, MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
-	m := zeroModel(c)
+	m := runtime.ZeroModel(c)
 	first, err := runtime.NewRunnerWith(m, be, runtime.RunnerOptions{MaxRows: 16, KVType: runtime.BF16})
 	if err != nil {
 		t.Fatal(err)
