@@ -37,7 +37,8 @@ func BenchmarkFakeBatchStep(b *testing.B) {
 		name   string
 		params policies.Params
 	}{{"full", nil}, {"window", policies.Params{"budget": 1024}}, {"streamingllm", policies.Params{"sinks": 4, "budget": 1024}},
-		{"h2o", policies.Params{"budget": 1024}}, {"tova", policies.Params{"budget": 1024}}}
+		{"h2o", policies.Params{"budget": 1024}}, {"tova", policies.Params{"budget": 1024}},
+		{"random", policies.Params{"budget": 1024}}, {"quest", policies.Params{"budget": 1024, "page": 16}}}
 	for _, sh := range shapes {
 		m := runtime.ZeroModel(sh.c)
 		for _, pc := range pols {
