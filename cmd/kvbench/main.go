@@ -15,6 +15,9 @@ import (
 )
 
 func main() {
+	if v := os.Getenv("KVBENCH_CUDA_FAKE"); v != "" && v != "0" && v != "off" {
+		fmt.Fprintln(os.Stderr, "kvbench: KVBENCH_CUDA_FAKE is set: the CUDA device is a fake that computes nothing; timings are the host's share alone and every other number is meaningless")
+	}
 	stop := startProfile()
 	err := run(os.Stdout, os.Stderr, os.Args[1:])
 	stop()
