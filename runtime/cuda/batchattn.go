@@ -56,7 +56,8 @@ func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
 	}
 	b.pt.hold = true                     // the page tables' uploads of every call at once, below
 	defer func() { b.pt.hold = false }() // at the end, also when a call's metadata panics (a cell's failure)
-	for i := range bt.calls {            // the page tables first, one call after another
+	bt.oneRope = true
+	for i := range bt.calls { // the page tables first, one call after another
 		c := &bt.calls[i]
 		b.callPages(c.a.Seqs, nil)
 		if !b.pt.call {
@@ -66,6 +67,7 @@ func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
 		c.kvt = b.pageType()
 		if c.a.QShift != nil && c.a.InvFreq == nil {
 			b.thetaFreqs(c.a.Theta, c.a.HeadDim) // its cache filled before the calls read it side by side
+			bt.oneRope = bt.oneRope && b.rope.theta == bt.calls[0].a.Theta && b.rope.hd == bt.calls[0].a.HeadDim
 		}
 	}
 	parts := b.batchMeta(bt)
@@ -159,6 +161,7 @@ type batchAttn struct {
 	launches []batchLaunch
 	parts    []metaPart
 	acc      []*runtime.AttnArgs // calls with Acc (attendAcc)
+	oneRope  bool                // the re-positioned calls share one theta and head dim (thetaFreqs' cache)
 }
 
 // metaPart is one goroutine's share of batchMeta: the ints of its calls,
@@ -183,7 +186,7 @@ var metaCallsPerPart, metaMinProcs = 32, 4
 func (b *Backend) batchMeta(bt *batchAttn) int {
 	n := len(bt.calls)
 	parts := 1
-	if procs := goruntime.GOMAXPROCS(0); !b.noLanes && procs >= metaMinProcs {
+	if procs := goruntime.GOMAXPROCS(0); !b.noLanes && bt.oneRope && procs >= metaMinProcs {
 		parts = max(1, min(procs, 16, n/metaCallsPerPart))
 	}
 	for len(bt.parts) < parts {
