@@ -44,39 +44,7 @@ func BenchmarkFakeBatchStep(b *testing.B) {
 		for _, pc := range pols {
 			b.Run(sh.name+"/"+pc.name, func(b *testing.B) {
 				const streams, prompt = 64, 1100
-				rs := make([]*runtime.Runner, streams)
-				first, err := runtime.NewRunnerWith(m, be, runtime.RunnerOptions{MaxRows: 256, KVType: runtime.BF16})
-				if err != nil {
-					b.Fatal(err)
-				}
-				rs[0] = first
-				for i := 1; i < streams; i++ {
-					if rs[i], err = first.Sibling(); err != nil {
-						b.Fatal(err)
-					}
-				}
-				ids := make([]int, prompt)
-				for i := range ids {
-					ids[i] = 3 + i%100
-				}
-				logits := make([]float32, sh.c.Vocab)
-				for _, r := range rs {
-					p, err := policies.New(pc.name, pc.params)
-					if err != nil {
-						b.Fatal(err)
-					}
-					if err := p.Start(r); err != nil {
-						b.Fatal(err)
-					}
-					p.Prompt(prompt)
-					if err := r.Forward(ids, logits); err != nil {
-						b.Fatal(err)
-					}
-				}
-				batch, err := runtime.NewBatch(rs...)
-				if err != nil {
-					b.Fatal(err)
-				}
+				batch := promptedBatch(b, be, m, pc.name, pc.params, streams, 256, func(int) int { return prompt })
 				sids, toks := make([]int, streams), make([]int, streams)
 				targets, out := make([]int, streams), make([]float64, streams)
 				for i := range sids {
@@ -106,8 +74,8 @@ func BenchmarkFakeBatchStep(b *testing.B) {
 				b.ReportMetric(float64(c1-c0)/n, "copies/step")
 				b.ReportMetric(float64(r1-r0)/n, "reads/step")
 				b.ReportMetric(float64(w1-w0)/n, "waits/step")
-				for _, r := range rs {
-					r.Reset() // its cache's pages to the runner's free list
+				for i := range batch.Len() {
+					batch.Runner(i).Reset() // its cache's pages to the runner's free list
 				}
 			})
 		}
@@ -205,41 +173,7 @@ func fakeSteps(t *testing.T, be *cuda.Backend, policy string, params policies.Pa
 func fakeStepsAfterPrompt(t *testing.T, be *cuda.Backend, policy string, params policies.Params, streams, steps int, prompted func()) {
 	t.Helper()
 	c := runtime.Config{Arch: "llama", Dim: 256, Hidden: 256, Layers: 2, Heads: 4, KVHeads: 2, HeadDim: 64, Vocab: 300, MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
-	m := runtime.ZeroModel(c)
-	first, err := runtime.NewRunnerWith(m, be, runtime.RunnerOptions{MaxRows: 16, KVType: runtime.BF16})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs := []*runtime.Runner{first}
-	for len(rs) < streams {
-		r, err := first.Sibling()
-		if err != nil {
-			t.Fatal(err)
-		}
-		rs = append(rs, r)
-	}
-	logits := make([]float32, c.Vocab)
-	for i, r := range rs {
-		p, err := policies.New(policy, params)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := p.Start(r); err != nil {
-			t.Fatal(err)
-		}
-		ids := make([]int, 30+3*i) // prompts of different lengths
-		for j := range ids {
-			ids[j] = 3 + j%50
-		}
-		p.Prompt(len(ids))
-		if err := r.Forward(ids, logits); err != nil {
-			t.Fatal(err)
-		}
-	}
-	batch, err := runtime.NewBatch(rs...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	batch := promptedBatch(t, be, runtime.ZeroModel(c), policy, params, streams, 16, func(i int) int { return 30 + 3*i })
 	sids, toks, targets, out := make([]int, streams), make([]int, streams), make([]int, streams), make([]float64, streams)
 	for i := range sids {
 		sids[i], toks[i], targets[i] = i, 3+i, 4+i
@@ -250,7 +184,49 @@ func fakeStepsAfterPrompt(t *testing.T, be *cuda.Backend, policy string, params 
 			t.Fatal(err)
 		}
 	}
-	for _, r := range rs {
-		r.Reset()
+	for i := range batch.Len() {
+		batch.Runner(i).Reset()
 	}
+}
+
+// promptedBatch starts streams runners of m on be (siblings: one upload),
+// each under a fresh instance of the policy, feeds stream i a prompt of
+// prompt(i) tokens (maxRows a chunk), and returns them as one batch.
+func promptedBatch(tb testing.TB, be *cuda.Backend, m *runtime.Model, policy string, params policies.Params, streams, maxRows int, prompt func(i int) int) *runtime.Batch {
+	tb.Helper()
+	first, err := runtime.NewRunnerWith(m, be, runtime.RunnerOptions{MaxRows: maxRows, KVType: runtime.BF16})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	rs := []*runtime.Runner{first}
+	for len(rs) < streams {
+		r, err := first.Sibling()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		rs = append(rs, r)
+	}
+	logits := make([]float32, m.Config.Vocab)
+	for i, r := range rs {
+		p, err := policies.New(policy, params)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if err := p.Start(r); err != nil {
+			tb.Fatal(err)
+		}
+		ids := make([]int, prompt(i))
+		for j := range ids {
+			ids[j] = 3 + j%50
+		}
+		p.Prompt(len(ids))
+		if err := r.Forward(ids, logits); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	batch, err := runtime.NewBatch(rs...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return batch
 }
