@@ -11,7 +11,8 @@
 # (pack it as C/mc.txz to fit the carry) and, to resume, an earlier call's
 # million-out.tgz (from $OUT) extracted in C. Then, from the repository root:
 #   C=folder bash bench/million_call.sh      (LIMIT=seconds, default 540;
-#   KVBENCH=binary, SUITE=another suite, PROFILE=1 a CPU profile)
+#   KVBENCH=binary, SUITE=another suite, PROFILE=1 a CPU profile, FORCE=1
+#   to resume with records of an earlier binary)
 # The records, the log and the report come back in $OUT/million-out.tgz. A
 # cell cut by the limit is run again by the next call.
 set -u
@@ -22,7 +23,8 @@ mkdir -p $C/out
 # SIGINT at the limit: kvbench stops the cell, keeps the records and writes
 # the CPU profile (PROFILE=1: out/cpu.pprof, read with go tool pprof).
 prof=; [ "${PROFILE:-0}" = 1 ] && prof=$C/out/cpu.pprof
-KVBENCH_CPUPROFILE=$prof timeout -s INT -k 30 ${LIMIT:-540} $K run ${SUITE:-configs/million.yaml} --out $C/out > $C/out/log 2>&1
+force=; [ "${FORCE:-0}" = 1 ] && force=--force-resume # keep records of another binary (the manifest notes it)
+KVBENCH_CPUPROFILE=$prof timeout -s INT -k 30 ${LIMIT:-540} $K run ${SUITE:-configs/million.yaml} --out $C/out $force > $C/out/log 2>&1
 echo "run: rc $?"; tail -4 $C/out/log
 $K report $C/out > /dev/null 2>&1
 # one file back (a call returns 8 at most): extract it in C to resume
