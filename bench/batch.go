@@ -97,14 +97,30 @@ func (b *engineBatch) Len() int                  { return len(b.streams) }
 func (b *engineBatch) Stream(i int) tasks.Stream { return b.streams[i] }
 
 func (b *engineBatch) LogProbs(streams, ids, targets []int, out []float64) error {
-	if t := b.timed; t != nil {
-		if !timedStep(b.steps) {
-			t.r.OnAttend = nil // in the batch this step; timed again alone (Prompt, Step)
-			defer func() { t.r.OnAttend = t.onAttend }()
-		}
-		b.steps++
-	}
+	defer b.sample()()
 	return b.e.guard(func() error { return b.b.LogProbs(streams, ids, targets, out) })
+}
+
+func (b *engineBatch) Step(streams, ids []int, logits []float32) error {
+	defer b.sample()()
+	return b.e.guard(func() error { return b.b.Step(streams, ids, logits) })
+}
+
+// sample counts a batch step and, on a device, takes the timed stream into
+// the batch when the step is not one it times (timedStep); the returned
+// function gives it back its timing.
+func (b *engineBatch) sample() func() {
+	t := b.timed
+	if t == nil {
+		return func() {}
+	}
+	n := b.steps
+	b.steps++
+	if timedStep(n) {
+		return func() {}
+	}
+	t.r.OnAttend = nil // in the batch this step; timed again alone (Prompt, Step)
+	return func() { t.r.OnAttend = t.onAttend }
 }
 
 // Close closes every stream: each hands its accounting and timings to the

@@ -24,6 +24,10 @@ type Batch interface {
 	// decode step of each, all in one batch step, and writes into out[j]
 	// the log-probability of targets[j] under the logits that follow.
 	LogProbs(streams, ids, targets []int, out []float64) error
+	// Step feeds ids[j] to stream streams[j] (distinct indices) as one
+	// decode step of each, all in one batch step, and writes the logits
+	// that follow into logits[j*vocab : (j+1)*vocab].
+	Step(streams, ids []int, logits []float32) error
 	// Close closes every stream and releases the batch's memory.
 	Close()
 }

@@ -5,8 +5,8 @@ package tasks
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"github.com/kvbench/kvbench/internal/num"
 	"math"
 	"os"
 	"path/filepath"
@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/kvbench/kvbench/internal/num"
 	"github.com/kvbench/kvbench/policies"
 	"github.com/kvbench/kvbench/runtime/tokenizer"
 )
@@ -370,3 +371,136 @@ func tokenizedText(tok tokenizer.Tokenizer, paths ...string) ([]int32, error) {
 	}
 	return e.ids, e.err
 }
+
+// generated is one prompt's run by generateAll: the tokens prefilled and
+// the answer's tokens.
+type generated struct {
+	pre int
+	gen []int
+}
+
+// generateAll runs every prompt as feedPrompt then Greedy do on a fresh
+// stream each (tails[i] tokens of prompt i decoded, up to n answer tokens,
+// eos stopping one). With batch > 1 and a model that is a Batcher, up to
+// batch prompts run at once: each prefilled alone, then their decoded tails
+// and answers fed as batch steps of every stream with a token to feed, the
+// matrix products of a step shared; the streams' caches are held together.
+// Otherwise the prompts run one after another. err names the prompt (from 0)
+// that failed.
+func generateAll(ctx context.Context, m Model, prompts [][]int, tails []int, n, eos, batch int) ([]generated, error) {
+	out := make([]generated, len(prompts))
+	bm, ok := m.(Batcher)
+	if !ok || batch < 2 || len(prompts) < 2 {
+		logits := make([]float32, m.Vocab())
+		for i, ids := range prompts {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			if err := oneStream(ctx, m, ids, tails[i], n, eos, logits, &out[i]); err != nil {
+				return nil, fmt.Errorf("prompt %d: %w", i, err)
+			}
+		}
+		return out, nil
+	}
+	for lo := 0; lo < len(prompts); lo += batch {
+		hi := min(len(prompts), lo+batch)
+		if err := generateBatch(ctx, bm, m.Vocab(), prompts[lo:hi], tails[lo:hi], n, eos, out[lo:hi]); err != nil {
+			var pe promptError
+			if errors.As(err, &pe) {
+				return nil, fmt.Errorf("prompt %d: %w", lo+pe.i, pe.err)
+			}
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// oneStream runs one prompt on a fresh stream of m into g.
+func oneStream(ctx context.Context, m Model, ids []int, tail, n, eos int, logits []float32, g *generated) error {
+	s, err := m.NewStream()
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	if g.pre, err = feedPrompt(ctx, s, ids, tail, logits); err != nil {
+		return err
+	}
+	g.gen, err = Greedy(ctx, s, logits, n, eos)
+	return err
+}
+
+// promptError is the failure of prompt i of a batch.
+type promptError struct {
+	i   int
+	err error
+}
+
+func (e promptError) Error() string { return fmt.Sprintf("prompt %d: %v", e.i, e.err) }
+func (e promptError) Unwrap() error { return e.err }
+
+// generateBatch is generateAll's batch of prompts on one Batch.
+func generateBatch(ctx context.Context, bm Batcher, vocab int, prompts [][]int, tails []int, n, eos int, out []generated) error {
+	b, err := bm.NewBatch(len(prompts))
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	logits := make([]float32, len(prompts)*vocab)
+	next := make([]int, len(prompts)) // the next prompt token to feed (decoded), or len: answering
+	done := make([]bool, len(prompts))
+	for i, ids := range prompts {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		pre := max(1, len(ids)-tails[i])
+		if err := b.Stream(i).Prompt(ids[:pre], logits[i*vocab:(i+1)*vocab]); err != nil {
+			return promptError{i, fmt.Errorf("prefill of %d tokens: %w", pre, err)}
+		}
+		out[i].pre, next[i] = pre, pre
+	}
+	streams, ids := make([]int, 0, len(prompts)), make([]int, 0, len(prompts))
+	step := make([]float32, len(prompts)*vocab)
+	for {
+		streams, ids = streams[:0], ids[:0]
+		for i, p := range prompts {
+			switch {
+			case done[i]:
+			case next[i] < len(p): // a prompt token of the decoded tail
+				streams, ids = append(streams, i), append(ids, p[next[i]])
+				next[i]++
+			case len(out[i].gen) < n: // an answer token, from the last logits
+				id := Argmax(logits[i*vocab : (i+1)*vocab])
+				switch {
+				case id < 0:
+					return promptError{i, fmt.Errorf("greedy: no finite logit")}
+				case eos >= 0 && id == eos:
+					done[i] = true
+					continue
+				}
+				out[i].gen = append(out[i].gen, id)
+				if len(out[i].gen) == n {
+					done[i] = true // its last token is fed, as Greedy feeds it
+				}
+				streams, ids = append(streams, i), append(ids, id)
+			default:
+				done[i] = true
+			}
+		}
+		if len(streams) == 0 {
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := b.Step(streams, ids, step[:len(streams)*vocab]); err != nil {
+			return fmt.Errorf("batch step of %d streams: %w", len(streams), err)
+		}
+		for j, i := range streams {
+			copy(logits[i*vocab:(i+1)*vocab], step[j*vocab:(j+1)*vocab])
+		}
+	}
+}
+
+// batchParamDoc documents the batch parameter of the tasks with trials.
+var batchParamDoc = policies.ParamDoc{Name: "batch", Default: "1",
+	Doc: "trials run together where the model batches streams (each prompt prefilled alone, then the decoded tails and the answers as batch steps); their KV caches are held at once, so the device must hold batch prompts' caches"}

@@ -169,6 +169,7 @@ type passkeyParams struct {
 	length             int
 	depth              float64
 	trials, decodeTail int
+	batch              int
 	seed               uint64
 	chat               string
 }
@@ -187,6 +188,7 @@ func (passkey) Params() []policies.ParamDoc {
 		{Name: "trials", Default: "10", Doc: "prompts per cell, each with its own key"},
 		{Name: "seed", Default: "1", Doc: "keys are drawn from a PCG seeded by (seed, trial)"},
 		{Name: "decode_tail", Default: "100", Doc: "last prompt tokens fed one at a time (decode) instead of prefilled, so the question is never prefilled (Quest's variant)"},
+		batchParamDoc,
 		chatParamDoc,
 	}
 }
@@ -201,6 +203,7 @@ func readPasskey(p Params, cell bool) (passkeyParams, error) {
 		trials:     r.Int("trials", 10, 1, 1<<20, false),
 		seed:       uint64(r.Int("seed", 1, 0, math.MaxInt, false)),
 		decodeTail: r.Int("decode_tail", 100, 0, math.MaxInt32, false),
+		batch:      r.Int("batch", 1, 1, 4096, false),
 		chat:       readChat(r),
 	}
 	return c, r.done()
@@ -229,37 +232,43 @@ func (passkey) Run(ctx context.Context, m Model, p Params) (*Result, error) {
 		return nil, passkeyTooLong(c.length, len(fit.IDs))
 	}
 	res := &Result{Metrics: map[string]float64{}}
-	trials := make([]PasskeyTrial, 0, c.trials)
-	correct := 0
-	var inst PasskeyInstance
-	logits := make([]float32, m.Vocab())
-	for t := range c.trials {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
+	insts := make([]PasskeyInstance, c.trials)
+	prompts, tails := make([][]int, c.trials), make([]int, c.trials)
+	for t := range insts {
 		key := PasskeyKey(c.seed, t)
-		if inst, err = buildPasskey(pr, c.length, c.depth, key, fit.Before+fit.After); err != nil {
+		inst, err := buildPasskey(pr, c.length, c.depth, key, fit.Before+fit.After)
+		if err != nil {
 			return nil, fmt.Errorf("passkey: %w", err)
 		}
 		if len(inst.IDs) > c.length {
 			return nil, passkeyTooLong(c.length, len(inst.IDs))
 		}
-		tr, err := passkeyTrial(ctx, m, inst, c.decodeTail, logits)
-		if err != nil {
-			return nil, fmt.Errorf("passkey: length %d depth %v trial %d: %w", c.length, c.depth, t, err)
-		}
-		if tr.Correct {
+		insts[t], prompts[t], tails[t] = inst, inst.IDs, c.decodeTail
+	}
+	tok := m.Tokenizer()
+	runs, err := generateAll(ctx, m, prompts, tails, passkeyNew, tok.EOS(), c.batch)
+	if err != nil {
+		return nil, fmt.Errorf("passkey: length %d depth %v: %w", c.length, c.depth, err)
+	}
+	trials := make([]PasskeyTrial, c.trials)
+	correct := 0
+	for t, g := range runs {
+		answer := tok.Decode(g.gen)
+		trials[t] = PasskeyTrial{Key: insts[t].Key, Answer: answer, Correct: FirstDigits(answer) == strconv.Itoa(insts[t].Key),
+			Prefilled: g.pre, Tokens: len(insts[t].IDs), Generated: len(g.gen)}
+		if trials[t].Correct {
 			correct++
 		}
-		res.Tokens += tr.Tokens + tr.Generated
-		trials = append(trials, tr)
+		res.Tokens += trials[t].Tokens + trials[t].Generated
 	}
+	inst := insts[len(insts)-1]
 	res.Metrics["accuracy"] = float64(correct) / float64(c.trials)
 	res.Detail = map[string]any{
 		"trials":        trials,
 		"filler_before": fit.Before,
 		"filler_after":  fit.After,
 		"decode_tail":   c.decodeTail,
+		"batch":         c.batch,
 		"chat":          pr.mode(),
 	}
 	if pr.chat() {
@@ -282,31 +291,4 @@ func (passkey) Run(ctx context.Context, m Model, p Params) (*Result, error) {
 // without filler.
 func passkeyTooLong(length, need int) error {
 	return fmt.Errorf("task passkey: parameter lengths: %d is too short: the prompt without filler (intro, key line and question) takes %d tokens with this tokenizer; use lengths of at least %d", length, need, need)
-}
-
-// passkeyTrial runs one prompt on a fresh stream.
-func passkeyTrial(ctx context.Context, m Model, inst PasskeyInstance, tail int, logits []float32) (PasskeyTrial, error) {
-	s, err := m.NewStream()
-	if err != nil {
-		return PasskeyTrial{}, err
-	}
-	defer s.Close()
-	tok := m.Tokenizer()
-	pre, err := feedPrompt(ctx, s, inst.IDs, tail, logits)
-	if err != nil {
-		return PasskeyTrial{}, err
-	}
-	gen, err := Greedy(ctx, s, logits, passkeyNew, tok.EOS())
-	if err != nil {
-		return PasskeyTrial{}, err
-	}
-	answer := tok.Decode(gen)
-	return PasskeyTrial{
-		Key:       inst.Key,
-		Answer:    answer,
-		Correct:   FirstDigits(answer) == strconv.Itoa(inst.Key),
-		Prefilled: pre,
-		Tokens:    len(inst.IDs),
-		Generated: len(gen),
-	}, nil
 }

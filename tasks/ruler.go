@@ -389,6 +389,7 @@ type rulerTask struct{ spec *rulerSpec }
 type rulerParams struct {
 	RulerOptions
 	trials, decodeTail int
+	batch              int
 	haystack           string
 	chat               string
 }
@@ -423,6 +424,7 @@ func (t rulerTask) Params() []policies.ParamDoc {
 		policies.ParamDoc{Name: "seed", Default: "1", Doc: "keys, values, words and positions are drawn from PCGs seeded by (seed, task, trial)"},
 		policies.ParamDoc{Name: "max_new", Default: fmt.Sprint(t.spec.maxNew), Doc: "tokens generated for the answer (RULER's tokens_to_generate), kept free within the length"},
 		policies.ParamDoc{Name: "decode_tail", Default: "100", Doc: "last prompt tokens fed one at a time (decode) instead of prefilled, never fewer than the question and answer prefix, so the question is not prefilled; 0 prefills the whole prompt"},
+		batchParamDoc,
 		chatParamDoc,
 	)
 }
@@ -470,6 +472,7 @@ func readRuler(spec *rulerSpec, p Params, cell bool) (rulerParams, error) {
 	c.Seed = uint64(r.Int("seed", 1, 0, math.MaxInt, false))
 	c.MaxNew = r.Int("max_new", spec.maxNew, 1, 1<<20, false)
 	c.decodeTail = r.Int("decode_tail", 100, 0, math.MaxInt32, false)
+	c.batch = r.Int("batch", 1, 1, 4096, false)
 	c.chat = readChat(r)
 	if r.err == nil && c.MaxNew >= c.Length {
 		r.fail("max_new", "%d leaves no room for the prompt in a length of %d", c.MaxNew, c.Length)
@@ -509,11 +512,9 @@ func (t rulerTask) Run(ctx context.Context, m Model, p Params) (*Result, error) 
 		return nil, err
 	}
 	res := &Result{Metrics: map[string]float64{}}
-	trials := make([]RulerTrial, 0, c.trials)
-	var score, part float64
-	logits := make([]float32, m.Vocab())
+	samples := make([]RulerSample, c.trials)
+	prompts, tails := make([][]int, c.trials), make([]int, c.trials)
 	hint := -1
-	var last RulerSample
 	for trial := range c.trials {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -524,16 +525,29 @@ func (t rulerTask) Run(ctx context.Context, m Model, p Params) (*Result, error) 
 		if err != nil {
 			return nil, err
 		}
-		last = s
 		hint = s.Size
-		tr, err := rulerRun(ctx, m, s, c.decodeTail, c.MaxNew, logits)
-		if err != nil {
-			return nil, fmt.Errorf("%s: length %d trial %d: %w", name, c.Length, trial, err)
+		samples[trial], prompts[trial] = s, s.IDs
+		if c.decodeTail > 0 {
+			tails[trial] = max(c.decodeTail, s.QuestionTokens) // the question is never prefilled
 		}
-		score += tr.Score
-		part += tr.Part
-		res.Tokens += tr.Tokens + tr.Generated
-		trials = append(trials, tr)
+	}
+	last := samples[len(samples)-1]
+	tok := m.Tokenizer()
+	runs, err := generateAll(ctx, m, prompts, tails, c.MaxNew, tok.EOS(), c.batch)
+	if err != nil {
+		return nil, fmt.Errorf("%s: length %d: %w", name, c.Length, err)
+	}
+	trials := make([]RulerTrial, c.trials)
+	var score, part float64
+	for trial, g := range runs {
+		s := samples[trial]
+		pred := RulerPostprocess(tok.Decode(g.gen))
+		trials[trial] = RulerTrial{Answers: s.Answers, Prediction: pred, Score: StringMatchAll(pred, s.Answers),
+			Part: StringMatchPart(pred, s.Answers), Size: s.Size, Depths: s.NeedleDepths(), Prefilled: g.pre,
+			Tokens: len(s.IDs), Question: s.QuestionTokens, Generated: len(g.gen)}
+		score += trials[trial].Score
+		part += trials[trial].Part
+		res.Tokens += trials[trial].Tokens + trials[trial].Generated
 	}
 	res.Metrics["score"] = score / float64(c.trials)
 	res.Metrics["match_part"] = part / float64(c.trials)
@@ -541,6 +555,7 @@ func (t rulerTask) Run(ctx context.Context, m Model, p Params) (*Result, error) 
 		"trials":      trials,
 		"decode_tail": c.decodeTail,
 		"max_new":     c.MaxNew,
+		"batch":       c.batch,
 		"chat":        pr.mode(),
 	}
 	if pr.chat() {
@@ -553,39 +568,4 @@ func (t rulerTask) Run(ctx context.Context, m Model, p Params) (*Result, error) 
 		res.Detail["max_seq"] = m.MaxSeq()
 	}
 	return res, nil
-}
-
-// rulerRun runs one prompt on a fresh stream and scores the answer.
-func rulerRun(ctx context.Context, m Model, s RulerSample, decodeTail, maxNew int, logits []float32) (RulerTrial, error) {
-	st, err := m.NewStream()
-	if err != nil {
-		return RulerTrial{}, err
-	}
-	defer st.Close()
-	tail := 0
-	if decodeTail > 0 {
-		tail = max(decodeTail, s.QuestionTokens)
-	}
-	pre, err := feedPrompt(ctx, st, s.IDs, tail, logits)
-	if err != nil {
-		return RulerTrial{}, err
-	}
-	tok := m.Tokenizer()
-	gen, err := Greedy(ctx, st, logits, maxNew, tok.EOS())
-	if err != nil {
-		return RulerTrial{}, err
-	}
-	pred := RulerPostprocess(tok.Decode(gen))
-	return RulerTrial{
-		Answers:    s.Answers,
-		Prediction: pred,
-		Score:      StringMatchAll(pred, s.Answers),
-		Part:       StringMatchPart(pred, s.Answers),
-		Size:       s.Size,
-		Depths:     s.NeedleDepths(),
-		Prefilled:  pre,
-		Tokens:     len(s.IDs),
-		Question:   s.QuestionTokens,
-		Generated:  len(gen),
-	}, nil
 }
