@@ -136,3 +136,23 @@ func (b *engineBatch) Close() {
 }
 
 var _ tasks.Batcher = (*Engine)(nil)
+
+// BatchRoom (tasks.BatchSizer) is how many streams holding tokens tokens
+// each the engine's device could hold at once beside what it holds now: half
+// of its free memory (runtime.MemoryRoom) over one stream's KV cache at that
+// length, at least 1; 1 where the backend cannot tell its free memory.
+func (e *Engine) BatchRoom(tokens int) int {
+	be, _, err := e.acquire()
+	if err != nil {
+		return 1
+	}
+	mr, ok := be.(runtime.MemoryRoom)
+	if !ok {
+		return 1
+	}
+	c := e.Model.Config
+	perStream := int64(max(tokens, 1)) * int64(c.Layers*c.KVHeads*c.HeadDim*2*e.KVType.Size())
+	return int(max(1, min(mr.FreeBytes()/2/max(perStream, 1), 1<<16)))
+}
+
+var _ tasks.BatchSizer = (*Engine)(nil)

@@ -60,3 +60,24 @@ func TestTimedStreamSampledGPU(t *testing.T) {
 		t.Errorf("a step alone added %d samples, want %d", got-want, m.Config.Layers)
 	}
 }
+
+// TestBatchRoom: the streams the engine says fit fall as their length grows,
+// never below 1.
+func TestBatchRoom(t *testing.T) {
+	m, err := runtime.Synthetic("tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := NewEngine(m, nil, "full", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	short, long, huge := e.BatchRoom(1<<10), e.BatchRoom(1<<24), e.BatchRoom(1<<40)
+	if short < long || long < 1 || huge != 1 {
+		t.Errorf("room for streams of 1K, 16M and 2^40 tokens: %d, %d, %d", short, long, huge)
+	}
+	if short < 16 {
+		t.Errorf("room for 1K-token streams of a tiny model: %d", short)
+	}
+}

@@ -50,3 +50,33 @@ func parseProcStatus(data []byte) (rss, peak int64, err error) {
 	}
 	return rss, peak, nil
 }
+
+// HostAvailable is the memory the host can still give processes without
+// swapping (MemAvailable of /proc/meminfo), 0 where it cannot tell.
+func HostAvailable() int64 {
+	data, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	return parseMemAvailable(data)
+}
+
+// parseMemAvailable reads MemAvailable (kB) from /proc/meminfo's text.
+func parseMemAvailable(data []byte) int64 {
+	for _, line := range strings.Split(string(data), "\n") {
+		rest, ok := strings.CutPrefix(line, "MemAvailable:")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) == 0 {
+			return 0
+		}
+		kb, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil || kb < 0 {
+			return 0
+		}
+		return kb << 10
+	}
+	return 0
+}

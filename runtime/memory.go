@@ -62,6 +62,13 @@ type MemoryReporter interface {
 	ResetMemoryPeak()
 }
 
+// MemoryRoom is an optional Backend capability: the bytes it could still
+// allocate now (a GPU's free memory; for the CPU, the host's available
+// memory), 0 when it cannot tell.
+type MemoryRoom interface {
+	FreeBytes() int64
+}
+
 // BufferFreer is an optional Backend capability: a buffer given back before
 // the backend closes. The buffer is not used after.
 type BufferFreer interface {

@@ -131,6 +131,17 @@ func rssFile(t testing.TB) int64 {
 	return 0
 }
 
+// TestParseMemAvailable reads MemAvailable (kB) from /proc/meminfo's text,
+// 0 when it is missing or not a number.
+func TestParseMemAvailable(t *testing.T) {
+	assert.Equal(t, int64(3<<30), parseMemAvailable([]byte("MemTotal:  8388608 kB\nMemFree: 1 kB\nMemAvailable:    3145728 kB\n")))
+	assert.Equal(t, int64(0), parseMemAvailable([]byte("MemTotal:  8388608 kB\n")))
+	assert.Equal(t, int64(0), parseMemAvailable([]byte("MemAvailable: lots kB\n")))
+	if _, err := os.Stat("/proc/meminfo"); err == nil {
+		assert.Greater(t, HostAvailable(), int64(0))
+	}
+}
+
 // TestParseProcStatus checks the reading of VmRSS and VmHWM, and the errors
 // for a status without them or with values that are not kB.
 func TestParseProcStatus(t *testing.T) {

@@ -31,3 +31,10 @@ type Batch interface {
 	// Close closes every stream and releases the batch's memory.
 	Close()
 }
+
+// BatchSizer is an optional Model capability: how many streams of tokens
+// tokens each its device can hold at once (at least 1), for tasks that run
+// their trials in batches of the size that fits.
+type BatchSizer interface {
+	BatchRoom(tokens int) int
+}

@@ -2,6 +2,7 @@ package tasks_test
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/kvbench/kvbench/bench"
@@ -12,10 +13,11 @@ import (
 
 // TestTrialsBatchedMatchAlone runs a passkey cell and a RULER cell with
 // their trials in batches (the engine is a Batcher; batch 3 of 5 trials:
-// a full batch and a ragged one) and one after another (batch 1, and a
-// model that cannot batch), under policies that keep, evict by position, by
-// score, and select: every trial's answer, prefill and generated count are
-// the same, and the record says the batch.
+// a full batch and a ragged one; auto, the default: all 5, the engine's
+// memory holding them) and one after another (batch 1, and a model that
+// cannot batch), under policies that keep, evict by position, by score, and
+// select: every trial's answer, prefill and generated count are the same,
+// and the record says the batch.
 func TestTrialsBatchedMatchAlone(t *testing.T) {
 	for _, pc := range []struct {
 		name   string
@@ -34,21 +36,32 @@ func TestTrialsBatchedMatchAlone(t *testing.T) {
 				{"passkey", tasks.Params{"lengths": 300, "depths": 0.3, "trials": 5, "seed": 3, "decode_tail": 30}},
 				{"niah_single_1", tasks.Params{"lengths": 600, "trials": 5, "seed": 3, "decode_tail": 30, "max_new": 16}},
 			} {
-				one := run(t, newEngine(t, pc.name, pc.params), task.name, task.p)
-				alone := run(t, unbatched{newEngine(t, pc.name, pc.params)}, task.name, task.p)
-				bp := tasks.Params{"batch": 3}
-				for k, v := range task.p {
-					bp[k] = v
+				with := func(b any) tasks.Params {
+					q := tasks.Params{"batch": b}
+					for k, v := range task.p {
+						q[k] = v
+					}
+					return q
 				}
-				batched := run(t, newEngine(t, pc.name, pc.params), task.name, bp)
-				if batched.Detail["batch"] != 3 || one.Detail["batch"] != 1 {
-					t.Errorf("%s: batch recorded as %v and %v", task.name, batched.Detail["batch"], one.Detail["batch"])
+				one := run(t, newEngine(t, pc.name, pc.params), task.name, with(1))
+				alone := run(t, unbatched{newEngine(t, pc.name, pc.params)}, task.name, task.p)
+				batched := run(t, newEngine(t, pc.name, pc.params), task.name, with(3))
+				auto := run(t, newEngine(t, pc.name, pc.params), task.name, task.p) // batch: auto, the default
+				for _, c := range []struct {
+					res  *tasks.Result
+					want int
+				}{{one, 1}, {alone, 1}, {batched, 3}, {auto, 5}} {
+					if c.res.Detail["batch"] != c.want {
+						t.Errorf("%s: batch recorded as %v, want %d", task.name, c.res.Detail["batch"], c.want)
+					}
 				}
 				if !reflect.DeepEqual(one.Detail["trials"], alone.Detail["trials"]) {
 					t.Errorf("%s: batch 1 differs on a model that cannot batch", task.name)
 				}
-				if !reflect.DeepEqual(batched.Detail["trials"], one.Detail["trials"]) || !reflect.DeepEqual(batched.Metrics, one.Metrics) {
-					t.Errorf("%s: trials in batches of 3:\n%v\none after another:\n%v", task.name, batched.Detail["trials"], one.Detail["trials"])
+				for _, r := range []*tasks.Result{batched, auto} {
+					if !reflect.DeepEqual(r.Detail["trials"], one.Detail["trials"]) || !reflect.DeepEqual(r.Metrics, one.Metrics) {
+						t.Errorf("%s: trials in batches of %v:\n%v\none after another:\n%v", task.name, r.Detail["batch"], r.Detail["trials"], one.Detail["trials"])
+					}
 				}
 			}
 		})
@@ -84,5 +97,23 @@ func TestPasskeyBatchedRefModel(t *testing.T) {
 	}
 	if res[1].Metrics["accuracy"] < 0.75 {
 		t.Errorf("accuracy %v at 1K with full attention (the model retrieves: FIXTURES.md)", res[1].Metrics["accuracy"])
+	}
+}
+
+// TestBatchParam: batch is auto or a count of 1 or more.
+func TestBatchParam(t *testing.T) {
+	for _, name := range []string{"passkey", "niah_single_1"} {
+		task, _ := tasks.Lookup(name)
+		for _, bad := range []any{0, -2, "fast", 2.5} {
+			err := task.Check(tasks.Params{"lengths": 1000, "batch": bad})
+			if err == nil || !strings.Contains(err.Error(), "batch") {
+				t.Errorf("%s with batch %v: %v, want an error naming batch", name, bad, err)
+			}
+		}
+		for _, good := range []any{1, 8, "auto"} {
+			if err := task.Check(tasks.Params{"lengths": 1000, "batch": good}); err != nil {
+				t.Errorf("%s with batch %v: %v", name, good, err)
+			}
+		}
 	}
 }

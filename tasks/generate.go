@@ -502,5 +502,36 @@ func generateBatch(ctx context.Context, bm Batcher, vocab int, prompts [][]int, 
 }
 
 // batchParamDoc documents the batch parameter of the tasks with trials.
-var batchParamDoc = policies.ParamDoc{Name: "batch", Default: "1",
-	Doc: "trials run together where the model batches streams (each prompt prefilled alone, then the decoded tails and the answers as batch steps); their KV caches are held at once, so the device must hold batch prompts' caches"}
+var batchParamDoc = policies.ParamDoc{Name: "batch", Default: "auto",
+	Doc: "trials run together where the model batches streams (each prompt prefilled alone, then the decoded tails and the answers as batch steps, the same answers as one after another); their KV caches are held at once: auto takes as many as half the device's free memory holds (at most 16), N at most N, 1 one after another"}
+
+// autoBatchMax is the most trials batch: auto runs together.
+const autoBatchMax = 16
+
+// readBatch reads the batch parameter: a count of trials (1 or more), or
+// auto (0).
+func readBatch(r *paramReader) int {
+	switch v, ok := r.p["batch"]; {
+	case !ok || v == nil || v == "auto":
+		r.used["batch"] = true
+		return 0
+	}
+	return r.Int("batch", 1, 1, 4096, false)
+}
+
+// trialBatch is how many of trials prompts of tokens tokens run together:
+// batch when given (> 0), else as many as the model says fit (BatchSizer),
+// at most autoBatchMax; 1 for a model that does not batch.
+func trialBatch(m Model, trials, tokens, batch int) int {
+	if _, ok := m.(Batcher); !ok {
+		return 1
+	}
+	if batch > 0 {
+		return min(batch, trials)
+	}
+	bs, ok := m.(BatchSizer)
+	if !ok {
+		return 1
+	}
+	return max(1, min(trials, autoBatchMax, bs.BatchRoom(tokens)))
+}

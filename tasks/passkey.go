@@ -203,7 +203,7 @@ func readPasskey(p Params, cell bool) (passkeyParams, error) {
 		trials:     r.Int("trials", 10, 1, 1<<20, false),
 		seed:       uint64(r.Int("seed", 1, 0, math.MaxInt, false)),
 		decodeTail: r.Int("decode_tail", 100, 0, math.MaxInt32, false),
-		batch:      r.Int("batch", 1, 1, 4096, false),
+		batch:      readBatch(r),
 		chat:       readChat(r),
 	}
 	return c, r.done()
@@ -246,7 +246,8 @@ func (passkey) Run(ctx context.Context, m Model, p Params) (*Result, error) {
 		insts[t], prompts[t], tails[t] = inst, inst.IDs, c.decodeTail
 	}
 	tok := m.Tokenizer()
-	runs, err := generateAll(ctx, m, prompts, tails, passkeyNew, tok.EOS(), c.batch)
+	batch := trialBatch(m, c.trials, c.length, c.batch)
+	runs, err := generateAll(ctx, m, prompts, tails, passkeyNew, tok.EOS(), batch)
 	if err != nil {
 		return nil, fmt.Errorf("passkey: length %d depth %v: %w", c.length, c.depth, err)
 	}
@@ -268,7 +269,7 @@ func (passkey) Run(ctx context.Context, m Model, p Params) (*Result, error) {
 		"filler_before": fit.Before,
 		"filler_after":  fit.After,
 		"decode_tail":   c.decodeTail,
-		"batch":         c.batch,
+		"batch":         batch,
 		"chat":          pr.mode(),
 	}
 	if pr.chat() {

@@ -472,7 +472,7 @@ func readRuler(spec *rulerSpec, p Params, cell bool) (rulerParams, error) {
 	c.Seed = uint64(r.Int("seed", 1, 0, math.MaxInt, false))
 	c.MaxNew = r.Int("max_new", spec.maxNew, 1, 1<<20, false)
 	c.decodeTail = r.Int("decode_tail", 100, 0, math.MaxInt32, false)
-	c.batch = r.Int("batch", 1, 1, 4096, false)
+	c.batch = readBatch(r)
 	c.chat = readChat(r)
 	if r.err == nil && c.MaxNew >= c.Length {
 		r.fail("max_new", "%d leaves no room for the prompt in a length of %d", c.MaxNew, c.Length)
@@ -533,7 +533,8 @@ func (t rulerTask) Run(ctx context.Context, m Model, p Params) (*Result, error) 
 	}
 	last := samples[len(samples)-1]
 	tok := m.Tokenizer()
-	runs, err := generateAll(ctx, m, prompts, tails, c.MaxNew, tok.EOS(), c.batch)
+	batch := trialBatch(m, c.trials, c.Length, c.batch)
+	runs, err := generateAll(ctx, m, prompts, tails, c.MaxNew, tok.EOS(), batch)
 	if err != nil {
 		return nil, fmt.Errorf("%s: length %d: %w", name, c.Length, err)
 	}
@@ -555,7 +556,7 @@ func (t rulerTask) Run(ctx context.Context, m Model, p Params) (*Result, error) 
 		"trials":      trials,
 		"decode_tail": c.decodeTail,
 		"max_new":     c.MaxNew,
-		"batch":       c.batch,
+		"batch":       batch,
 		"chat":        pr.mode(),
 	}
 	if pr.chat() {

@@ -211,3 +211,8 @@ var (
 	_ runtime.WorkReleaser   = (*Backend)(nil)
 	_ runtime.WorkCounter    = (*Backend)(nil)
 )
+
+// FreeBytes is the host's available memory (runtime.MemoryRoom).
+func (b *Backend) FreeBytes() int64 { return runtime.HostAvailable() }
+
+var _ runtime.MemoryRoom = (*Backend)(nil)

@@ -234,3 +234,15 @@ var (
 	_ runtime.WorkReleaser   = (*Backend)(nil)
 	_ runtime.WeightCopier   = (*Backend)(nil)
 )
+
+// FreeBytes is the device's free memory (runtime.MemoryRoom), 0 when the
+// driver cannot tell.
+func (b *Backend) FreeBytes() int64 {
+	free, _, err := b.D.MemInfo()
+	if err != nil {
+		return 0
+	}
+	return free
+}
+
+var _ runtime.MemoryRoom = (*Backend)(nil)
