@@ -22,6 +22,7 @@ if [ "${TESTS:-1}" = 1 ]; then
 	run runtime/cuda runtime_cuda.test . 240 cuda.log; el
 	run policies policies.test GPU 150 policies.log; el
 	run bench bench.test 'GPU|BF16' 120 bench.log; el
+	[ -x $P/tasks.test ] && { run tasks tasks.test 'GPU' 90 tasks.log; el; }
 fi
 for s in ${SHAPES:-1b 8b}; do
 	timeout 100 python3 bench/e2e.py make --shape $s --out /tmp/m$s --tokenizer $P/tokenizer.model 2>&1 | tail -1

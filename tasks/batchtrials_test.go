@@ -8,6 +8,7 @@ import (
 	"github.com/kvbench/kvbench/bench"
 	"github.com/kvbench/kvbench/internal/fixtures"
 	"github.com/kvbench/kvbench/policies"
+	"github.com/kvbench/kvbench/runtime"
 	"github.com/kvbench/kvbench/tasks"
 )
 
@@ -18,7 +19,32 @@ import (
 // cannot batch), under policies that keep, evict by position, by score, and
 // select: every trial's answer, prefill and generated count are the same,
 // and the record says the batch.
-func TestTrialsBatchedMatchAlone(t *testing.T) {
+func TestTrialsBatchedMatchAlone(t *testing.T) { compareTrialsBatched(t, "") }
+
+// TestTrialsBatchedMatchAloneGPU is the same on the CUDA backend at f32
+// precision (skipped without a GPU): the batch steps' logits read back from
+// the device.
+func TestTrialsBatchedMatchAloneGPU(t *testing.T) {
+	spec, err := runtime.LookupBackend("cuda")
+	if err != nil {
+		t.Skip(err)
+	}
+	if ok, why := spec.Available(); !ok {
+		t.Skipf("no GPU here: %s", why)
+	}
+	compareTrialsBatched(t, "cuda")
+}
+
+// compareTrialsBatched runs the comparison on a backend ("": cpu).
+func compareTrialsBatched(t *testing.T, backend string) {
+	engine := func(policy string, params policies.Params) *bench.Engine {
+		e := newEngine(t, policy, params)
+		t.Cleanup(func() { e.Close() })
+		if backend != "" {
+			e.Backend, e.Precision = backend, "f32"
+		}
+		return e
+	}
 	for _, pc := range []struct {
 		name   string
 		params policies.Params
@@ -43,10 +69,10 @@ func TestTrialsBatchedMatchAlone(t *testing.T) {
 					}
 					return q
 				}
-				one := run(t, newEngine(t, pc.name, pc.params), task.name, with(1))
-				alone := run(t, unbatched{newEngine(t, pc.name, pc.params)}, task.name, task.p)
-				batched := run(t, newEngine(t, pc.name, pc.params), task.name, with(3))
-				auto := run(t, newEngine(t, pc.name, pc.params), task.name, task.p) // batch: auto, the default
+				one := run(t, engine(pc.name, pc.params), task.name, with(1))
+				alone := run(t, unbatched{engine(pc.name, pc.params)}, task.name, task.p)
+				batched := run(t, engine(pc.name, pc.params), task.name, with(3))
+				auto := run(t, engine(pc.name, pc.params), task.name, task.p) // batch: auto, the default
 				for _, c := range []struct {
 					res  *tasks.Result
 					want int
