@@ -37,6 +37,18 @@ func (k *kvBatch) add(dk, dv, sk, sv Ptr, mode, hd int) bool {
 	} else if hd != k.hd {
 		return false
 	}
+	if mode == kvStoreB16 {
+		// A store reads the step's keys and values (float32 activations),
+		// which no copy writes: only its destination can conflict.
+		_, wr := k.read[dk]
+		_, ww := k.written[dk]
+		if wr || ww {
+			return false
+		}
+		k.written[dk] = int32(len(k.ops) / 5)
+		k.ops = append(k.ops, uint64(dk), uint64(dv), uint64(sk), uint64(sv), uint64(mode))
+		return true
+	}
 	if j, ok := k.written[sk]; ok {
 		o := k.ops[5*j : 5*j+5]
 		if Ptr(o[1]) != sv || (mode != kvCopyF32 && mode != kvCopyB16) {
