@@ -10,7 +10,7 @@
 # the policies; LANES_CMP=1 also runs each with KVBENCH_LANES=off (the host's
 # work one stream after another: the lanes' and batchMeta's gain, same call).
 set -u
-P=/tmp/p; mkdir -p $P && tar -C $P -xzf ${CARRY:-.e2ecarry}/p.tgz
+P=/tmp/p; mkdir -p $P && tar -C $P -xf ${CARRY:-.e2ecarry}/p.t*z
 export KVBENCH_CUDA_CACHE=/tmp/kc PYTHONUNBUFFERED=1 KVBENCH_SHARED=${KVBENCH_SHARED:-$P/shared}
 T0=$(date +%s); el() { echo "[t=$(( $(date +%s) - T0 ))s] $*"; }
 run() { # package-dir binary pattern timeout log
