@@ -1,6 +1,7 @@
 package tasks_test
 
 import (
+	"errors"
 	"reflect"
 	"strings"
 	"testing"
@@ -141,5 +142,49 @@ func TestBatchParam(t *testing.T) {
 				t.Errorf("%s with batch %v: %v", name, good, err)
 			}
 		}
+	}
+}
+
+// failingBatcher is a Batcher whose batches' stream fail (its Prompt) says
+// so: a trial that cannot run.
+type failingBatcher struct {
+	*bench.Engine
+	fail int
+}
+
+func (f failingBatcher) NewBatch(n int) (tasks.Batch, error) {
+	b, err := f.Engine.NewBatch(n)
+	if err != nil {
+		return nil, err
+	}
+	return failingBatch{b, f.fail}, nil
+}
+
+type failingBatch struct {
+	tasks.Batch
+	fail int
+}
+
+func (b failingBatch) Stream(i int) tasks.Stream {
+	if i == b.fail {
+		return failingStream{b.Batch.Stream(i)}
+	}
+	return b.Batch.Stream(i)
+}
+
+type failingStream struct{ tasks.Stream }
+
+func (failingStream) Prompt([]int, []float32) error { return errors.New("out of memory (injected)") }
+
+// TestTrialsBatchedFailure: a trial that fails in a batch fails the cell
+// with an error naming the trial (prompt 2 of the cell: the third) and the
+// reason.
+func TestTrialsBatchedFailure(t *testing.T) {
+	e := newEngine(t, "full", nil)
+	defer e.Close()
+	task, _ := tasks.Lookup("passkey")
+	_, err := task.Run(t.Context(), failingBatcher{e, 2}, tasks.Params{"lengths": 300, "trials": 4, "batch": 4})
+	if err == nil || !strings.Contains(err.Error(), "prompt 2") || !strings.Contains(err.Error(), "out of memory (injected)") {
+		t.Errorf("a failing trial in a batch: %v", err)
 	}
 }
