@@ -9,7 +9,6 @@ import (
 	"github.com/kvbench/kvbench/bench"
 	"github.com/kvbench/kvbench/internal/fixtures"
 	"github.com/kvbench/kvbench/policies"
-	"github.com/kvbench/kvbench/runtime"
 	"github.com/kvbench/kvbench/tasks"
 )
 
@@ -26,13 +25,7 @@ func TestTrialsBatchedMatchAlone(t *testing.T) { compareTrialsBatched(t, "") }
 // precision (skipped without a GPU): the batch steps' logits read back from
 // the device.
 func TestTrialsBatchedMatchAloneGPU(t *testing.T) {
-	spec, err := runtime.LookupBackend("cuda")
-	if err != nil {
-		t.Skip(err)
-	}
-	if ok, why := spec.Available(); !ok {
-		t.Skipf("no GPU here: %s", why)
-	}
+	skipWithoutGPU(t)
 	compareTrialsBatched(t, "cuda")
 }
 

@@ -327,20 +327,11 @@ func (needle) Run(ctx context.Context, m Model, p Params) (*Result, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	s, err := m.NewStream()
-	if err != nil {
-		return nil, fmt.Errorf("needle: %w", err)
-	}
-	defer s.Close()
-	logits := make([]float32, m.Vocab())
-	pre, err := feedPrompt(ctx, s, inst.IDs, c.decodeTail, logits)
-	if err != nil {
+	var g generated
+	if err := oneStream(ctx, m, inst.IDs, c.decodeTail, c.maxNew, tok.EOS(), make([]float32, m.Vocab()), &g); err != nil {
 		return nil, fmt.Errorf("needle: length %d depth %v: %w", c.length, c.depth, err)
 	}
-	gen, err := Greedy(ctx, s, logits, c.maxNew, tok.EOS())
-	if err != nil {
-		return nil, fmt.Errorf("needle: length %d depth %v: %w", c.length, c.depth, err)
-	}
+	pre, gen := g.pre, g.gen
 	answer := tok.Decode(gen)
 	exact := 0.0
 	if ContainsPhrase(answer, c.keyPhrase) {

@@ -29,13 +29,7 @@ func TestPerplexityBatchedMatchesStreams(t *testing.T) {
 // device, log-probabilities computed there, against the streams stepped
 // alone on the same device.
 func TestPerplexityBatchedMatchesStreamsGPU(t *testing.T) {
-	spec, err := runtime.LookupBackend("cuda")
-	if err != nil {
-		t.Skip(err)
-	}
-	if ok, why := spec.Available(); !ok {
-		t.Skipf("no GPU here: %s", why)
-	}
+	skipWithoutGPU(t)
 	comparePerplexityBatched(t, "cuda")
 }
 
@@ -90,5 +84,17 @@ func comparePerplexityBatched(t *testing.T, backend string) {
 				t.Errorf("%d attention timings batched, %d alone, want %d and %d", latB.N, latA.N, wantB, 4*150*3)
 			}
 		})
+	}
+}
+
+// skipWithoutGPU skips the test where the CUDA backend cannot run.
+func skipWithoutGPU(t *testing.T) {
+	t.Helper()
+	spec, err := runtime.LookupBackend("cuda")
+	if err != nil {
+		t.Skip(err)
+	}
+	if ok, why := spec.Available(); !ok {
+		t.Skipf("no GPU here: %s", why)
 	}
 }

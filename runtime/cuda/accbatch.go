@@ -72,18 +72,22 @@ func (b *Backend) attendAcc(calls []*runtime.AttnArgs) {
 	for _, a := range calls {
 		b.Attend(a)
 	}
-	b.accOn = false
 	b.sync()
 	buf := q.pin.Bytes()
 	for _, it := range q.items {
-		a, group := it.a, it.a.Heads/it.a.KVHeads
-		vals := unsafe.Slice((*float32)(unsafe.Pointer(&buf[it.off])), a.Heads*it.astride)
-		for h := 0; h < a.Heads; h++ {
-			n := a.Seqs[h/group].N
-			copy(a.Acc[h][:n], vals[h*it.astride:h*it.astride+n])
-		}
+		fillAcc(it.a, unsafe.Slice((*float32)(unsafe.Pointer(&buf[it.off])), it.a.Heads*it.astride), it.astride)
 	}
 	q.items = q.items[:0]
+}
+
+// fillAcc copies the sums read back from the device, astride values a query
+// head, into a's Acc (each head's first N, N its KV head's tokens).
+func fillAcc(a *runtime.AttnArgs, vals []float32, astride int) {
+	group := a.Heads / a.KVHeads
+	for h := 0; h < a.Heads; h++ {
+		n := a.Seqs[h/group].N
+		copy(a.Acc[h][:n], vals[h*astride:h*astride+n])
+	}
 }
 
 // queueAcc queues the read of call a's Acc values from dev (astride a head),

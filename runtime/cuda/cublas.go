@@ -117,9 +117,9 @@ type BLAS struct {
 
 // NewBLAS creates a cuBLAS handle on d's stream.
 func NewBLAS(d *Device) (*BLAS, error) {
-	api, err := loadCublas()
-	if d.api.fake != nil {
-		api, err = fakeCublas(), nil // the fake device's
+	api, err := fakeCublas(), error(nil) // the fake device's
+	if d.api.fake == nil {
+		api, err = loadCublas()
 	}
 	if err != nil {
 		return nil, err

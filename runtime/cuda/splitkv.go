@@ -505,9 +505,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	}
 	astride := 0
 	if a.Acc != nil {
-		for g := range a.Seqs {
-			astride = max(astride, a.Seqs[g].N)
-		}
+		astride = accStride(a)
 		need := a.Heads * astride
 		if cap(b.hAcc) < need {
 			b.hAcc = make([]float32, need)
@@ -554,10 +552,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 		return
 	}
 	b.download(b.hAcc, accDev)
-	for h := 0; h < a.Heads; h++ {
-		n := a.Seqs[h/group].N
-		copy(a.Acc[h][:n], b.hAcc[h*astride:h*astride+n])
-	}
+	fillAcc(a, b.hAcc, astride)
 }
 
 // rtSmem is the dynamic shared memory of a block of attn_rt_d{hd}_g{vg}
