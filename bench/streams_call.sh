@@ -24,7 +24,7 @@ if [ "${TESTS:-1}" = 1 ]; then
 	run bench bench.test 'GPU|BF16' 120 bench.log; el
 	[ -x $P/tasks.test ] && { run tasks tasks.test 'GPU' 90 tasks.log; el; }
 fi
-for s in ${SHAPES:-1b 8b}; do
+for s in ${SHAPES-1b 8b}; do # SHAPES= (empty) runs none
 	timeout 100 python3 bench/e2e.py make --shape $s --out /tmp/m$s --tokenizer $P/tokenizer.model 2>&1 | tail -1
 	pols=${POLS1B:-full window streamingllm h2o}; n=128; [ $s = 8b ] && pols=${POLS8B:-streamingllm h2o} && n=64
 	for p in $pols; do
