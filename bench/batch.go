@@ -93,6 +93,19 @@ func timedStep(n int) bool { return n < timedFirst || n%timedEvery == 0 }
 
 const timedFirst, timedEvery = 8, 16
 
+// TimedSteps is how many of a batch's first n steps time its timed stream's
+// attention on a device (timedStep): the attention timings a run of n steps
+// records per layer.
+func TimedSteps(n int) int {
+	c := 0
+	for i := 0; i < n; i++ {
+		if timedStep(i) {
+			c++
+		}
+	}
+	return c
+}
+
 func (b *engineBatch) Len() int                  { return len(b.streams) }
 func (b *engineBatch) Stream(i int) tasks.Stream { return b.streams[i] }
 

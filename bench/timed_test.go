@@ -35,12 +35,7 @@ func TestTimedStreamSampledGPU(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	want := 0
-	for n := range steps {
-		if timedStep(n) {
-			want += m.Config.Layers
-		}
-	}
+	want := TimedSteps(steps) * m.Config.Layers
 	if want == steps*m.Config.Layers || want == 0 {
 		t.Fatalf("timedStep samples %d of %d layer steps: the test needs some steps left out", want, steps*m.Config.Layers)
 	}
