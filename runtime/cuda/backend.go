@@ -724,8 +724,8 @@ func (b *Backend) MatMul(dst, x, w runtime.Buffer, rows, in, out int) {
 	if rows == 0 {
 		return
 	}
-	if rows >= b.gemmRows && b.blas != nil {
-		b.gemmNT(dst, x, wd, rows, in, out)
+	if b.gemmFits(rows) {
+		b.gemmNT(x, rows, in, gemmOut{dst: dst, w: wd, out: out})
 		return
 	}
 	if b.mvFits(x, rows, in, wd) {
@@ -736,33 +736,58 @@ func (b *Backend) MatMul(dst, x, w runtime.Buffer, rows, in, out int) {
 		b.f32(dst), b.f32(x), wd.p, wtype(wd.dtype), int32(rows), int32(in), int32(out))
 }
 
-// gemmNT is MatMul on cuBLAS: float32 weights directly; bf16/f16 weights
-// widened to float32 (gemm f32: the float32 result of be_matmul, to rounding
-// order) or with the activations rounded to the weight's type (gemm bf16:
-// tensor cores, bf16 in, float32 accumulate).
-func (b *Backend) gemmNT(dst, x runtime.Buffer, w *buf, rows, in, out int) {
-	b.flushKV()
-	n := int64(in) * int64(out)
-	var err error
-	switch {
-	case w.dtype == runtime.F32:
-		err = b.blas.GemmNT(b.f32(dst), b.f32(x), w.p, GemmF32, rows, in, out)
-	case b.gemm == "f32":
-		wide := b.grow(&b.wide, n*4)
-		b.launch("be_widen", Dim3{blocks(n), 1, 1}, Dim3{256, 1, 1}, wide, w.p, wtype(w.dtype), n)
-		err = b.blas.GemmNT(b.f32(dst), b.f32(x), wide, GemmF32, rows, in, out)
-	default:
-		m := int64(rows) * int64(in)
-		nx := b.grow(&b.narrow, m*2)
-		b.launch("be_narrow", Dim3{blocks(m), 1, 1}, Dim3{256, 1, 1}, nx, b.f32(x), wtype(w.dtype), m)
-		t := GemmBF16
-		if w.dtype == runtime.F16 {
-			t = GemmF16
-		}
-		err = b.blas.GemmNT(b.f32(dst), nx, w.p, t, rows, in, out)
-	}
-	must(err)
+// gemmOut is one product of gemmNT: dst [rows, out] (+)= x w^T.
+type gemmOut struct {
+	dst runtime.Buffer
+	w   *buf
+	out int
+	add bool // add the product to dst (the GEMM's beta 1) instead of storing it
 }
+
+// gemmNT runs products of one input x on cuBLAS: float32 weights directly;
+// bf16/f16 weights widened to float32 (gemm f32: the float32 result of
+// be_matmul, to rounding order) or with the activations rounded to the
+// weight's type (gemm bf16: tensor cores, bf16 in, float32 accumulate),
+// once for every product whose weights share that type.
+func (b *Backend) gemmNT(x runtime.Buffer, rows, in int, outs ...gemmOut) {
+	b.flushKV()
+	var nx Ptr // x rounded to narrowT (when narrowed), for the products after the first of that type
+	var narrowT runtime.DType
+	narrowed := false
+	for _, o := range outs {
+		w := o.w
+		n := int64(in) * int64(o.out)
+		gemm := b.blas.GemmNT
+		if o.add {
+			gemm = b.blas.GemmNTAdd
+		}
+		var err error
+		switch {
+		case w.dtype == runtime.F32:
+			err = gemm(b.f32(o.dst), b.f32(x), w.p, GemmF32, rows, in, o.out)
+		case b.gemm == "f32":
+			wide := b.grow(&b.wide, n*4)
+			b.launch("be_widen", Dim3{blocks(n), 1, 1}, Dim3{256, 1, 1}, wide, w.p, wtype(w.dtype), n)
+			err = gemm(b.f32(o.dst), b.f32(x), wide, GemmF32, rows, in, o.out)
+		default:
+			if !narrowed || w.dtype != narrowT {
+				m := int64(rows) * int64(in)
+				nx = b.grow(&b.narrow, m*2)
+				b.launch("be_narrow", Dim3{blocks(m), 1, 1}, Dim3{256, 1, 1}, nx, b.f32(x), wtype(w.dtype), m)
+				narrowT, narrowed = w.dtype, true
+			}
+			t := GemmBF16
+			if w.dtype == runtime.F16 {
+				t = GemmF16
+			}
+			err = gemm(b.f32(o.dst), nx, w.p, t, rows, in, o.out)
+		}
+		must(err)
+	}
+}
+
+// gemmFits says whether products of rows rows go to cuBLAS.
+func (b *Backend) gemmFits(rows int) bool { return rows >= b.gemmRows && b.blas != nil }
 
 // AddBias adds bias to every row of x.
 func (b *Backend) AddBias(x, bias runtime.Buffer, rows, n int) {

@@ -195,6 +195,17 @@ const (
 // t, accumulated in float32 (float32 inputs: full float32 arithmetic, no
 // TF32).
 func (bl *BLAS) GemmNT(dst, x, w Ptr, t GemmType, rows, in, out int) error {
+	return bl.gemm(dst, x, w, t, rows, in, out, 0)
+}
+
+// GemmNTAdd is GemmNT adding the product to dst (dst += x w^T, in the
+// GEMM's float32 epilogue: the sum a separate float32 addition gives).
+func (bl *BLAS) GemmNTAdd(dst, x, w Ptr, t GemmType, rows, in, out int) error {
+	return bl.gemm(dst, x, w, t, rows, in, out, 1)
+}
+
+// gemm is GemmNT with dst scaled by beta before the product is added.
+func (bl *BLAS) gemm(dst, x, w Ptr, t GemmType, rows, in, out int, beta float32) error {
 	if rows <= 0 || in <= 0 || out <= 0 {
 		return fmt.Errorf("cuda: GemmNT of %d x %d x %d", rows, in, out)
 	}
@@ -202,7 +213,7 @@ func (bl *BLAS) GemmNT(dst, x, w Ptr, t GemmType, rows, in, out int) error {
 	if t == GemmF32 {
 		compute = cublasCompute32FPed
 	}
-	alpha, beta := float32(1), float32(0)
+	alpha := float32(1)
 	if err := bl.d.enter(); err != nil {
 		return err
 	}
@@ -214,5 +225,5 @@ func (bl *BLAS) GemmNT(dst, x, w Ptr, t GemmType, rows, in, out int) error {
 	if r == 0 {
 		return nil
 	}
-	return bl.api.check(fmt.Sprintf("cublasGemmEx(%d x %d x %d, type %d)", rows, in, out, t), r)
+	return bl.api.check(fmt.Sprintf("cublasGemmEx(%d x %d x %d, type %d, beta %v)", rows, in, out, t, beta), r)
 }

@@ -657,7 +657,7 @@ func (f *Function) launch(pdl bool, grid, block Dim3, smem int, args []any) erro
 	}
 	defer leave()
 	if fk := f.d.api.fake; fk != nil {
-		fk.launches.Add(1)
+		fk.launched(f.Name)
 		return nil
 	}
 	if pdl {

@@ -1,6 +1,7 @@
 package cuda
 
 import (
+	"maps"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -40,13 +41,14 @@ type fakeDev struct {
 	reads    atomic.Int64 // device-to-host copies
 	waits    atomic.Int64 // the host's waits for the device (stream, context, event)
 	gemms    atomic.Int64
+	byName   map[string]int64 // launches by kernel name (cuBLAS GEMMs as "cublas"), under mu
 }
 
 // fakeMem is the fake device's memory, in bytes (an H200's).
 const fakeMem = 143771 << 20
 
 // fake is the one fake device of the process.
-var fake = &fakeDev{host: map[unsafe.Pointer][]byte{}, sizes: map[uint64]uint64{}}
+var fake = &fakeDev{host: map[unsafe.Pointer][]byte{}, sizes: map[uint64]uint64{}, byName: map[string]int64{}}
 
 // FakeCounts returns the launches (cuBLAS GEMMs included), copies to or on
 // the device (memsets included), reads from it and waits for it that the
@@ -55,6 +57,22 @@ var fake = &fakeDev{host: map[unsafe.Pointer][]byte{}, sizes: map[uint64]uint64{
 // wait costs the host the time the device needs to catch up.
 func FakeCounts() (launches, copies, reads, waits int64) {
 	return fake.launches.Load() + fake.gemms.Load(), fake.copies.Load(), fake.reads.Load(), fake.waits.Load()
+}
+
+// FakeKernels returns the launches the fake device has seen by kernel name
+// (cuBLAS's GEMMs under "cublas", graph launches under "graph"), a copy.
+func FakeKernels() map[string]int64 {
+	fake.mu.Lock()
+	defer fake.mu.Unlock()
+	return maps.Clone(fake.byName)
+}
+
+// launched counts one launch of the kernel name.
+func (f *fakeDev) launched(name string) {
+	f.launches.Add(1)
+	f.mu.Lock()
+	f.byName[name]++
+	f.mu.Unlock()
 }
 
 func (f *fakeDev) handle() uintptr { return uintptr(f.handles.Add(1)) }
@@ -169,7 +187,7 @@ func fakeDriver() *driverAPI {
 	d.cuStreamBeginCapture = func(uintptr, int32) int32 { return 0 }
 	d.cuStreamEndCapture = func(_ uintptr, g *uintptr) int32 { *g = f.handle(); return 0 }
 	d.cuGraphInstantiateWithFlags = func(e *uintptr, _ uintptr, _ uint64) int32 { *e = f.handle(); return 0 }
-	d.cuGraphLaunch = func(_, _ uintptr) int32 { f.launches.Add(1); return 0 }
+	d.cuGraphLaunch = func(_, _ uintptr) int32 { f.launched("graph"); return 0 }
 	d.cuGraphExecDestroy = func(uintptr) int32 { return 0 }
 	d.cuGraphDestroy = func(uintptr) int32 { return 0 }
 	d.rawLaunchEx = 1 // programmatic dependent launches, as on a Hopper GPU's driver
@@ -189,6 +207,9 @@ func fakeCublas() *cublasAPI {
 		cublasGemmEx: func(uintptr, int32, int32, int32, int32, int32, unsafe.Pointer, uint64, int32, int32, uint64, int32, int32,
 			unsafe.Pointer, uint64, int32, int32, int32, int32) int32 {
 			f.gemms.Add(1)
+			f.mu.Lock()
+			f.byName["cublas"]++
+			f.mu.Unlock()
 			return 0
 		},
 	}

@@ -1,6 +1,8 @@
 package cuda_test
 
 import (
+	"fmt"
+	"maps"
 	goruntime "runtime"
 	"slices"
 	"testing"
@@ -59,6 +61,7 @@ func BenchmarkFakeBatchStep(b *testing.B) {
 					step()
 				}
 				l0, c0, r0, w0 := cuda.FakeCounts()
+				k0 := cuda.FakeKernels()
 				b.ResetTimer()
 				t0 := time.Now()
 				for range b.N {
@@ -74,6 +77,15 @@ func BenchmarkFakeBatchStep(b *testing.B) {
 				b.ReportMetric(float64(c1-c0)/n, "copies/step")
 				b.ReportMetric(float64(r1-r0)/n, "reads/step")
 				b.ReportMetric(float64(w1-w0)/n, "waits/step")
+				if testing.Verbose() { // the launches a step by kernel
+					k1, line := cuda.FakeKernels(), ""
+					for _, k := range slices.Sorted(maps.Keys(k1)) {
+						if d := k1[k] - k0[k]; d > 0 {
+							line += fmt.Sprintf(" %s %.1f", k, float64(d)/n)
+						}
+					}
+					b.Logf("launches a step by kernel:%s", line)
+				}
 				for i := range batch.Len() {
 					batch.Runner(i).Reset() // its cache's pages to the runner's free list
 				}

@@ -67,6 +67,62 @@ func TestBackendGemm(t *testing.T) {
 	}
 }
 
+// TestBackendGemmFused checks the products of many rows that share an
+// input or add to their output (MatMul3, MatMulSwiGLU: x rounded to the
+// weights' type once for every GEMM; MatMulAdd: the sum in the GEMM's
+// epilogue) against the CPU's separate products, in each GEMM mode and for
+// every weight type, also with weights of two types in one MatMul3.
+func TestBackendGemmFused(t *testing.T) {
+	c := cpu.New(0)
+	defer c.Close()
+	for _, mode := range []string{"f32", "bf16"} {
+		t.Run(mode, func(t *testing.T) {
+			g := gpuWith(t, mode)
+			rng := rand.New(rand.NewPCG(8, 2))
+			for _, dts := range [][3]runtime.DType{{runtime.BF16, runtime.BF16, runtime.BF16}, {runtime.F16, runtime.F16, runtime.F16},
+				{runtime.F32, runtime.F32, runtime.F32}, {runtime.BF16, runtime.F16, runtime.BF16}} {
+				for _, sh := range [][4]int{{16, 64, 50, 24}, {64, 512, 1376, 256}} {
+					rows, in, o0, o1 := sh[0], sh[1], sh[2], sh[3]
+					tol := 1e-5
+					if mode == "bf16" && dts != [3]runtime.DType{runtime.F32, runtime.F32, runtime.F32} {
+						tol = 2e-2
+					}
+					name := fmt.Sprintf("%s %v %dx%d", mode, dts, rows, in)
+					x := newPair(c, g, randVec(rng, rows*in, 1))
+					outs := [3]int{o0, o1, o1}
+					var wc, wg [3]runtime.Buffer
+					var ds [3]pair
+					var ms [3]runtime.MatOut
+					for i := range 3 {
+						wc[i], wg[i] = uploadBoth(t, c, g, weight(rng, dts[i], outs[i], in))
+						ds[i] = newPair(c, g, make([]float32, rows*outs[i]))
+						c.MatMul(ds[i].c, x.c, wc[i], rows, in, outs[i])
+						ms[i] = runtime.MatOut{Dst: ds[i].g, W: wg[i], Out: outs[i]}
+					}
+					g.MatMul3(x.g, rows, in, ms[0], ms[1], ms[2])
+					for i := range ds {
+						ds[i].cmp(t, c, g, fmt.Sprintf("%s MatMul3 [%d]", name, i), tol)
+					}
+
+					acc := newPair(c, g, randVec(rng, rows*o0, 4))
+					tmp := newPair(c, g, make([]float32, rows*o0))
+					c.MatMul(tmp.c, x.c, wc[0], rows, in, o0)
+					c.Add(acc.c, tmp.c, rows*o0)
+					g.MatMulAdd(acc.g, tmp.g, x.g, wg[0], rows, in, o0)
+					acc.cmp(t, c, g, name+" MatMulAdd", tol)
+
+					gate, up := newPair(c, g, make([]float32, rows*o1)), newPair(c, g, make([]float32, rows*o1))
+					c.MatMul(gate.c, x.c, wc[1], rows, in, o1)
+					c.MatMul(up.c, x.c, wc[2], rows, in, o1)
+					c.SwiGLU(gate.c, up.c, rows*o1)
+					g.MatMulSwiGLU(gate.g, up.g, x.g, wg[1], wg[2], rows, in, o1)
+					gate.cmp(t, c, g, name+" MatMulSwiGLU", tol)
+				}
+			}
+		})
+	}
+}
+
 // TestBackendGemmModel runs a 512-token prefill of gutenberg-llama-25m with
 // each GEMM mode: the logits against the CPU and the prefill time.
 func TestBackendGemmModel(t *testing.T) {

@@ -110,15 +110,35 @@ func (b *Backend) MatMul3(x runtime.Buffer, rows, in int, p, q, r runtime.MatOut
 		b.mv(mvStore, x, in, mvOut{p.Dst, wp, p.Out}, mvOut{q.Dst, wq, q.Out}, mvOut{r.Dst, wr, r.Out})
 		return
 	}
+	if rows > 0 && b.gemmFits(rows) { // x rounded for the GEMMs once
+		b.checkGemm(x, rows, in, p.Dst, wp, p.Out)
+		b.checkGemm(x, rows, in, q.Dst, wq, q.Out)
+		b.checkGemm(x, rows, in, r.Dst, wr, r.Out)
+		b.gemmNT(x, rows, in, gemmOut{dst: p.Dst, w: wp, out: p.Out}, gemmOut{dst: q.Dst, w: wq, out: q.Out}, gemmOut{dst: r.Dst, w: wr, out: r.Out})
+		return
+	}
 	b.MatMul(p.Dst, x, p.W, rows, in, p.Out)
 	b.MatMul(q.Dst, x, q.W, rows, in, q.Out)
 	b.MatMul(r.Dst, x, r.W, rows, in, r.Out)
+}
+
+// checkGemm checks one product of gemmNT: its weight's shape and the
+// buffers' lengths, as MatMul does.
+func (b *Backend) checkGemm(x runtime.Buffer, rows, in int, dst runtime.Buffer, w *buf, out int) {
+	checkWeight(w, in, out)
+	b.check(dst, 0, rows*out, "MatMul")
+	b.check(x, 0, rows*in, "MatMul")
 }
 
 // MatMulAdd adds the product to dst in the product's kernel for one row.
 func (b *Backend) MatMulAdd(dst, tmp, x, w runtime.Buffer, rows, in, out int) {
 	if wd := b.dev(w); b.mvFits(x, rows, in, wd) {
 		b.mv(mvAdd, x, in, mvOut{dst, wd, out})
+		return
+	}
+	if wd := b.dev(w); rows > 0 && b.gemmFits(rows) { // added in the GEMM's epilogue
+		b.checkGemm(x, rows, in, dst, wd, out)
+		b.gemmNT(x, rows, in, gemmOut{dst: dst, w: wd, out: out, add: true})
 		return
 	}
 	b.MatMul(tmp, x, w, rows, in, out)
@@ -128,6 +148,13 @@ func (b *Backend) MatMulAdd(dst, tmp, x, w runtime.Buffer, rows, in, out int) {
 // MatMulSwiGLU computes both products and SwiGLU in one kernel for one row.
 func (b *Backend) MatMulSwiGLU(gate, up, x, wg, wu runtime.Buffer, rows, in, out int) {
 	g, u := b.dev(wg), b.dev(wu)
+	if rows > 0 && b.gemmFits(rows) { // x rounded for both GEMMs once
+		b.checkGemm(x, rows, in, gate, g, out)
+		b.checkGemm(x, rows, in, up, u, out)
+		b.gemmNT(x, rows, in, gemmOut{dst: gate, w: g, out: out}, gemmOut{dst: up, w: u, out: out})
+		b.SwiGLU(gate, up, rows*out)
+		return
+	}
 	if !b.mvFits(x, rows, in, g, u) {
 		b.MatMul(gate, x, wg, rows, in, out)
 		b.MatMul(up, x, wu, rows, in, out)
