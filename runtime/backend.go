@@ -260,20 +260,24 @@ type DeviceTimer interface {
 
 // Replayer is an optional Backend capability: a sequence of operations that
 // runs with the same buffers and sizes every time its key comes back is
-// recorded the first time and replayed as one unit afterwards (a CUDA
-// graph), which saves the host the cost of issuing each operation. ops may
-// only call the Backend's kernel methods on fixed buffers: no Write, Read,
-// Attend, RoPE, Embed or KV copies (they take host data).
+// recorded and replayed as one unit afterwards (a CUDA graph), which saves
+// the host the cost of issuing each operation. ops may only call the
+// Backend's kernel methods on fixed buffers: no Write, Read, Attend, RoPE,
+// Embed or KV copies (they take host data). Scratch memory of the backend's
+// own that those methods use is the backend's to keep valid (the CUDA
+// backend records a sequence again after such scratch moved).
 type Replayer interface {
 	Replay(key ReplayKey, ops func())
 }
 
-// ReplayKey names a replayed sequence: its owner (a Runner's unique id), a
-// layer and a part of the layer.
+// ReplayKey names a replayed sequence: its owner (a Runner's or a Batch's
+// unique id), a layer, a part of the layer and the rows of the pass (a
+// batch's streams).
 type ReplayKey struct {
 	Owner uint64
 	Layer int
 	Part  int
+	Rows  int
 }
 
 // RoPEPairer is an optional Backend capability: RoPE of a layer's queries

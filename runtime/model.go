@@ -395,10 +395,11 @@ func (p *pass) run() {
 	p.scale = float32(af * af / math.Sqrt(float64(c.HeadDim)))
 
 	be.Embed(s.x, w.embed, p.tokens, c.Dim)
-	// A decode step's fixed sequences of operations (same buffers, one row)
-	// are replayed as a unit where the backend can (a CUDA graph).
+	// A decode step's fixed sequences of operations (same buffers, one row
+	// a stream: a runner's step or a batch's) are replayed as a unit where
+	// the backend can (a CUDA graph); a prompt's chunks are not.
 	rep, _ := be.(Replayer)
-	if rows != 1 || p.owner == 0 {
+	if rows != len(p.segs) || p.owner == 0 {
 		rep = nil
 	}
 	for l := range w.layers {
@@ -409,7 +410,7 @@ func (p *pass) run() {
 		}
 		// Attention block: x += Wo · attention(RoPE(Wq·xb), cache ∪ RoPE(Wk·xb), Wv·xb).
 		if rep != nil {
-			rep.Replay(ReplayKey{p.owner, l, 0}, func() { p.projectQKV(l, 1) })
+			rep.Replay(ReplayKey{p.owner, l, 0, rows}, func() { p.projectQKV(l, rows) })
 		} else {
 			p.projectQKV(l, rows)
 		}
@@ -434,7 +435,7 @@ func (p *pass) run() {
 		p.attend(l)
 		p.afterAttend(l)
 		if rep != nil {
-			rep.Replay(ReplayKey{p.owner, l, 1}, func() { p.outputAndMLP(l, 1) })
+			rep.Replay(ReplayKey{p.owner, l, 1, rows}, func() { p.outputAndMLP(l, rows) })
 		} else {
 			p.outputAndMLP(l, rows)
 		}

@@ -89,7 +89,8 @@ type Backend struct {
 		hd    int
 		inv   []int32
 	}
-	graphs    map[runtime.ReplayKey]*Graph
+	graphs    map[runtime.ReplayKey]*replay
+	replayGen uint64  // bumped when the scratch replayed products use (wide, narrow) moves
 	capturing bool    // inside Replay's capture: no host data, no waiting
 	noGraphs  bool    // KVBENCH_GRAPHS=off: Replay runs the operations directly
 	mvKernel  string  // be_mv_r4 or be_mv_r8 ($KVBENCH_MV_ROWS)
@@ -170,7 +171,7 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 		return nil, err
 	}
 	b := &Backend{D: d, mod: m, fns: map[string]*Function{}, slab: newSlabAllocator(d), live: map[*buf]struct{}{},
-		kv: newKVBatch(), graphs: map[runtime.ReplayKey]*Graph{}}
+		kv: newKVBatch(), graphs: map[runtime.ReplayKey]*replay{}}
 	nv, _, err := NVRTCVersion()
 	if err != nil {
 		nv = "unknown"
@@ -268,10 +269,7 @@ func (b *Backend) Close() error {
 		_ = b.blas.Close()
 		b.blas = nil
 	}
-	for k, g := range b.graphs {
-		_ = g.Destroy()
-		delete(b.graphs, k)
-	}
+	b.dropReplays()
 	b.freeWorkspaces()
 	for _, e := range b.events {
 		_ = e.Destroy()
@@ -668,6 +666,10 @@ func (b *Backend) CopyRows(dst, src runtime.Buffer, dstRow, srcRow, rows, width 
 // frees a smaller one that work may use).
 func (b *Backend) grow(s *scratch, bytes int64) Ptr {
 	if s.bytes < bytes {
+		if s == &b.wide || s == &b.narrow {
+			b.notCapturing("growing the products' scratch")
+			b.replayGen++ // graphs that read the old one are recorded again
+		}
 		if s.p != 0 {
 			b.sync()
 			must(b.D.Free(s.p))
@@ -976,27 +978,55 @@ func (b *Backend) Elapsed(i, j int) time.Duration {
 	return time.Duration(ms * 1e6)
 }
 
-// Replay runs ops, recorded as a CUDA graph the first time key is seen and
-// replayed from the graph afterwards (see runtime.Replayer).
+// Replay runs ops (see runtime.Replayer): directly the first time key is
+// seen (the scratch they need grows then, never inside a capture), recorded
+// as a CUDA graph the second time, replayed from the graph afterwards. A
+// graph recorded before the scratch of the products it runs moved
+// (replayGen) is recorded again.
 func (b *Backend) Replay(key runtime.ReplayKey, ops func()) {
 	b.flushKV()
 	if b.noGraphs {
 		ops()
 		return
 	}
-	g, ok := b.graphs[key]
-	if !ok {
+	r := b.graphs[key]
+	if r == nil {
+		b.graphs[key] = &replay{}
+		ops()
+		return
+	}
+	if r.g != nil && r.gen != b.replayGen {
+		must(r.g.Destroy())
+		r.g = nil
+	}
+	if r.g == nil {
 		must(b.D.BeginCapture())
 		b.capturing = true
 		ops()
 		b.flushKV()
 		b.capturing = false
-		var err error
-		g, err = b.D.EndCapture()
+		g, err := b.D.EndCapture()
 		must(err)
-		b.graphs[key] = g
+		r.g, r.gen = g, b.replayGen
 	}
-	must(g.Launch())
+	must(r.g.Launch())
+}
+
+// replay is a Replay key's state: seen once (no graph yet) or recorded at
+// scratch generation gen.
+type replay struct {
+	g   *Graph
+	gen uint64
+}
+
+// dropReplays destroys every recorded graph and forgets the keys.
+func (b *Backend) dropReplays() {
+	for k, r := range b.graphs {
+		if r.g != nil {
+			_ = r.g.Destroy()
+		}
+		delete(b.graphs, k)
+	}
 }
 
 // notCapturing panics when an operation that needs host data or a wait runs

@@ -60,7 +60,8 @@ func FakeCounts() (launches, copies, reads, waits int64) {
 }
 
 // FakeKernels returns the launches the fake device has seen by kernel name
-// (cuBLAS's GEMMs under "cublas", graph launches under "graph"), a copy.
+// (cuBLAS's GEMMs under "cublas", graph launches under "graph"; graph
+// captures begun under "capture"), a copy.
 func FakeKernels() map[string]int64 {
 	fake.mu.Lock()
 	defer fake.mu.Unlock()
@@ -184,7 +185,7 @@ func fakeDriver() *driverAPI {
 	d.cuEventRecord = func(_, _ uintptr) int32 { return 0 }
 	d.cuEventSynchronize = func(uintptr) int32 { f.waits.Add(1); return 0 }
 	d.cuEventElapsedTime = func(ms *float32, _, _ uintptr) int32 { *ms = 0; return 0 }
-	d.cuStreamBeginCapture = func(uintptr, int32) int32 { return 0 }
+	d.cuStreamBeginCapture = func(uintptr, int32) int32 { f.mu.Lock(); f.byName["capture"]++; f.mu.Unlock(); return 0 }
 	d.cuStreamEndCapture = func(_ uintptr, g *uintptr) int32 { *g = f.handle(); return 0 }
 	d.cuGraphInstantiateWithFlags = func(e *uintptr, _ uintptr, _ uint64) int32 { *e = f.handle(); return 0 }
 	d.cuGraphLaunch = func(_, _ uintptr) int32 { f.launched("graph"); return 0 }

@@ -154,10 +154,7 @@ func (b *Backend) ReleaseWork() (err error) {
 	b.kv.reset()
 	b.zeros = b.zeros[:0]
 	syncErr := b.D.Sync()
-	for k, g := range b.graphs {
-		_ = g.Destroy()
-		delete(b.graphs, k)
-	}
+	b.dropReplays()
 	b.freeWorkspaces()
 	b.releaseTables()
 	b.cs = chosenCall{} // a call being built when the failure came
