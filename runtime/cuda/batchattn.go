@@ -291,7 +291,7 @@ func splitHeader(c *batchCall, h []int32, m attnLayout) {
 	a := c.a
 	group := a.Heads / a.KVHeads
 	p := splitShapeOf(a, h, m.headOff, c.kvt)
-	c.kernel = "attn_rtb" + p.suffix
+	c.kernel = p.names.rtb
 	c.vg, c.srows, c.longest, c.minPS, c.shifted, c.lean, c.hd = p.vg, p.srows, p.longest, p.minPS, p.shifted, p.lean, a.HeadDim
 	copy(h[m.hdr:], []int32{rhRows: int32(a.Rows), rhHeads: int32(a.Heads), rhG: int32(group), rhGH: int32(p.gh),
 		rhRT: int32(p.rt), rhTiles: int32(p.tiles), rhWin: int32(max(a.Window, 0)), rhRowOff: m.rowOff, rhHeadOff: m.headOff,

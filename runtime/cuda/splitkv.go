@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"sync"
 
 	"github.com/kvbench/kvbench/runtime"
 )
@@ -417,8 +418,38 @@ type splitShape struct {
 	gh, rt, vg, sub, tiles, srows int
 	longest, minPS                int
 	shifted, lean                 bool
-	suffix                        string
+	names                         *splitNames // the kernels of this shape
 }
+
+// splitNames are the split-KV kernels of one shape: one call's (attn_rt_*)
+// and a batch's (attn_rtb_*).
+type splitNames struct{ rt, rtb string }
+
+// splitKey is the shape that names a split-KV kernel.
+type splitKey struct {
+	hd, vg        int
+	bf16, shifted bool
+}
+
+// splitNamesOf returns the kernel names of shape k, built once (calls'
+// shapes are read on batchMeta's goroutines, a thousand a step).
+func splitNamesOf(k splitKey) *splitNames {
+	if n, ok := splitNameCache.Load(k); ok {
+		return n.(*splitNames)
+	}
+	kt, sh := "f32", ""
+	if k.bf16 {
+		kt = "bf16"
+	}
+	if k.shifted {
+		sh = "_sh"
+	}
+	suffix := fmt.Sprintf("_d%d_g%d_%s%s", k.hd, k.vg, kt, sh)
+	n, _ := splitNameCache.LoadOrStore(k, &splitNames{rt: "attn_rt" + suffix, rtb: "attn_rtb" + suffix})
+	return n.(*splitNames)
+}
+
+var splitNameCache sync.Map // splitKey -> *splitNames
 
 // splitShapeOf reads a call's shape from its descriptors and head table
 // (its ints h, the table at headOff) and its page type kvt.
@@ -448,14 +479,7 @@ func splitShapeOf(a *runtime.AttnArgs, h []int32, headOff, kvt int32) splitShape
 			}
 		}
 	}
-	kt, sh := "f32", ""
-	if kvt == kvBF16 {
-		kt = "bf16"
-	}
-	if p.shifted {
-		sh = "_sh"
-	}
-	p.suffix = fmt.Sprintf("_d%d_g%d_%s%s", hd, p.vg, kt, sh)
+	p.names = splitNamesOf(splitKey{hd: hd, vg: p.vg, bf16: kvt == kvBF16, shifted: p.shifted})
 	return p
 }
 
@@ -464,7 +488,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	p := splitShapeOf(a, b.hInts, headOff, b.pageType())
 	gh, rt, vg, tiles, nsrows := p.gh, p.rt, p.vg, p.tiles, p.srows
 	longest, minPS, shifted, lean := p.longest, p.minPS, p.shifted, p.lean
-	name := "attn_rt" + p.suffix
+	name := p.names.rt
 	f := b.fn(name)
 	smemFor := func(chunk int) int { return rtSmem(vg, hd, chunk, minPS, shifted, lean) }
 	chunk := b.splitChunk(f, smemFor, nsrows, longest)
