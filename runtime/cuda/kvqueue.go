@@ -13,8 +13,8 @@ package cuda
 type kvBatch struct {
 	ops     []uint64 // 5 words per copy, as be_kv_ops: dk, dv, sk, sv, mode
 	hd      int
-	written map[Ptr]int32 // key slot -> the copy that writes it
-	read    map[Ptr]struct{}
+	written ptrTable // key slot -> the copy that writes it
+	read    ptrTable // key slots copies read
 }
 
 // be_kv_ops' modes.
@@ -25,7 +25,7 @@ const (
 )
 
 func newKVBatch() kvBatch {
-	return kvBatch{written: map[Ptr]int32{}, read: map[Ptr]struct{}{}}
+	return kvBatch{}
 }
 
 // add queues the copy of key slot sk and value slot sv into dk and dv (hd
@@ -40,30 +40,25 @@ func (k *kvBatch) add(dk, dv, sk, sv Ptr, mode, hd int) bool {
 	if mode == kvStoreB16 {
 		// A store reads the step's keys and values (float32 activations),
 		// which no copy writes: only its destination can conflict.
-		_, wr := k.read[dk]
-		_, ww := k.written[dk]
-		if wr || ww {
+		if k.read.has(dk) || k.written.has(dk) {
 			return false
 		}
-		k.written[dk] = int32(len(k.ops) / 5)
+		k.written.put(dk, int32(len(k.ops)/5))
 		k.ops = append(k.ops, uint64(dk), uint64(dv), uint64(sk), uint64(sv), uint64(mode))
 		return true
 	}
-	if j, ok := k.written[sk]; ok {
+	if j, ok := k.written.get(sk); ok {
 		o := k.ops[5*j : 5*j+5]
 		if Ptr(o[1]) != sv || (mode != kvCopyF32 && mode != kvCopyB16) {
 			return false
 		}
 		sk, sv, mode = Ptr(o[2]), Ptr(o[3]), int(o[4]) // forwarded
 	}
-	_, rw := k.written[sk]
-	_, wr := k.read[dk]
-	_, ww := k.written[dk]
-	if rw || wr || ww {
+	if k.written.has(sk) || k.read.has(dk) || k.written.has(dk) {
 		return false
 	}
-	k.written[dk] = int32(len(k.ops) / 5)
-	k.read[sk] = struct{}{}
+	k.written.put(dk, int32(len(k.ops)/5))
+	k.read.put(sk, 0)
 	k.ops = append(k.ops, uint64(dk), uint64(dv), uint64(sk), uint64(sv), uint64(mode))
 	return true
 }
@@ -71,6 +66,6 @@ func (k *kvBatch) add(dk, dv, sk, sv Ptr, mode, hd int) bool {
 // reset empties the batch (after its launch).
 func (k *kvBatch) reset() {
 	k.ops = k.ops[:0]
-	clear(k.written)
-	clear(k.read)
+	k.written.reset()
+	k.read.reset()
 }
