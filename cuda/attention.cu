@@ -526,7 +526,8 @@ __device__ __forceinline__ int chunk_token(const int* spg, int pg0, int c0, int 
 // gives each virtual head's max m and sum l, and pass 2 sums p*v; the warps'
 // partial outputs are left in smem [NW][G][D] for attn_finish. qinit fills
 // the pre-scaled queries; it runs once the first keys are asked for. With
-// SH, the tokens whose key was re-positioned (src.needs_rot) are scored by
+// SH, the tokens whose key was re-positioned (src.needs_rot; none at or past
+// src.rot_limit(), whose steps skip the check) are scored by
 // rot_group_dot. Every thread of the block calls it.
 template <int D, int G, int KT, bool SH, class Src, class QInit>
 __device__ __forceinline__ void attn_core(const Src& src, QInit qinit, int len, int chunk, float* smem, float (&m)[G],
@@ -566,7 +567,7 @@ __device__ __forceinline__ void attn_core(const Src& src, QInit qinit, int len, 
             kf_unpack(xa[u], kf);
             int h;
             float d;
-            if (SH && __any_sync(FULL_MASK, ta[u] >= 0 && src.needs_rot(i)))
+            if (SH && base < src.rot_limit() && __any_sync(FULL_MASK, ta[u] >= 0 && src.needs_rot(i)))
                 d = rot_group_dot<G, L>(qf, kf, lane, h, src, i, ta[u] >= 0);
             else
                 d = group_dot<G, L>(qf, kf, lane, h);
@@ -647,6 +648,7 @@ struct SynthSrc {
     __device__ const void* row(bool isV, int t) const { return (isV ? V : K) + (size_t)max(t, 0) * D; }
     __device__ bool visible(int, int) const { return true; }
     __device__ bool needs_rot(int) const { return false; }
+    __device__ int rot_limit() const { return 0; }
     __device__ int delta(int, int) const { return 0; }
     __device__ float invf(int) const { return 0.f; }
     __device__ bool interleaved() const { return false; }
@@ -803,6 +805,7 @@ struct RtSrc {
     float* raw;
     int stride, pg0, psh, ps, lo, c0, nvalid;
     bool selMode, hasPos, hasShift, inter;
+    int nrot;  // tokens [0, nrot) of the chunk may have their key turned; none past them
     __device__ int token(int i) const { return !LEAN && selMode ? stok[i] : lo + c0 + i; }
     __device__ const void* row(bool isV, int t) const {
         if (t < 0) return kp;  // not read
@@ -828,6 +831,7 @@ struct RtSrc {
             if (g < nvalid && s != sQs[g]) return true;
         return false;
     }
+    __device__ int rot_limit() const { return nrot; }
     __device__ int delta(int i, int g) const { return hasShift ? ssh[i] - sQs[g] : 0; }
     __device__ float invf(int f) const { return sinv[f]; }
     __device__ bool interleaved() const { return inter; }
@@ -949,6 +953,17 @@ __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u
     int nvalid = 0;
 #pragma unroll
     for (int g = 0; g < G; ++g) nvalid += sItem[g] >= 0;
+    // SH: the chunk's tokens [0, nrot) may need their key turned. With every
+    // query's shift 0, a range's tokens past the shifts given (SD_SHN: a
+    // token past them has shift 0) need none (StreamingLLM: only the sinks,
+    // in the first slots, are re-positioned).
+    int nrot = 0;
+    if (SH && shift != nullptr) {
+        bool q0 = true;
+#pragma unroll
+        for (int g = 0; g < G; ++g) q0 = q0 && (sItem[g] < 0 || sQs[g] == 0);
+        nrot = q0 && !selMode ? max(0, min(len, sd[SD_SHN] - (lo + c0))) : len;
+    }
     auto qinit = [&](float(&qf)[G][8]) {
 #pragma unroll
         for (int g = 0; g < G; ++g) {
@@ -974,11 +989,11 @@ __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u
         // A lean call (no selection, no positions) over pages of a power of
         // two tokens: the lean source's loops.
         const RtSrc<D, G, KT, true> src{kp, vp, spk, spv, stok, spos, ssh, sinv, sQ, sLo, sQs, sItem, raw, H[RH_STRIDE],
-                                        pg0, psh, ps, lo, c0, nvalid, false, false, false, H[RH_INTER] != 0};
+                                        pg0, psh, ps, lo, c0, nvalid, false, false, false, H[RH_INTER] != 0, 0};
         attn_core<D, G, KT, SH>(src, qinit, len, chunk, smem, m, l);
     } else {
         const RtSrc<D, G, KT> src{kp, vp, spk, spv, stok, spos, ssh, sinv, sQ, sLo, sQs, sItem, raw, H[RH_STRIDE],
-                                  pg0, psh, ps, lo, c0, nvalid, selMode, pos != nullptr, shift != nullptr, H[RH_INTER] != 0};
+                                  pg0, psh, ps, lo, c0, nvalid, selMode, pos != nullptr, shift != nullptr, H[RH_INTER] != 0, nrot};
         attn_core<D, G, KT, SH>(src, qinit, len, chunk, smem, m, l);
     }
     attn_finish<D, G>(
