@@ -16,6 +16,8 @@ type random struct {
 	base
 	seed uint64
 	rng  *rand.Rand
+	one  [1]int32
+	list bool // list the candidates every time (tests: the decode step's shortcut against it)
 }
 
 func init() {
@@ -82,6 +84,15 @@ func (p *random) evict(l int, last int32) {
 		s := &seqs[h]
 		excess := s.N - p.budget
 		if excess <= 0 {
+			continue
+		}
+		if excess == 1 && s.Pos[s.N-1] == last && !p.list {
+			// A decode step: the newest token in the last slot, every
+			// other one a candidate (positions are unique), so the
+			// candidates are slots 0..N-2 and the pick below is slot
+			// IntN(N-1), drawn without listing them.
+			p.one[0] = int32(p.rng.IntN(s.N - 1))
+			p.cache.Evict(l, h, p.one[:])
 			continue
 		}
 		// A partial Fisher-Yates over the candidate indices picks excess of
