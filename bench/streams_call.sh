@@ -8,7 +8,9 @@
 # tokenizer.model, packed as .e2ecarry/p.tgz; carry .e2ecarry.
 # TESTS=0 skips the tests; SHAPES="1b 8b" picks the shapes; POLS1B and POLS8B
 # the policies; LANES_CMP=1 also runs each with KVBENCH_LANES=off (the host's
-# work one stream after another: the lanes' and batchMeta's gain, same call).
+# work one stream after another: the lanes' and batchMeta's gain, same call);
+# GRAPHS_CMP=1 also runs each with KVBENCH_GRAPHS=off (a batch step's
+# products launched one by one: the graphs' gain, same call).
 set -u
 P=/tmp/p; mkdir -p $P && tar -C $P -xf ${CARRY:-.e2ecarry}/p.t*z
 export KVBENCH_CUDA_CACHE=/tmp/kc PYTHONUNBUFFERED=1 KVBENCH_SHARED=${KVBENCH_SHARED:-$P/shared}
@@ -28,8 +30,9 @@ for s in ${SHAPES-1b 8b}; do # SHAPES= (empty) runs none
 	timeout 100 python3 bench/e2e.py make --shape $s --out /tmp/m$s --tokenizer $P/tokenizer.model 2>&1 | tail -1
 	pols=${POLS1B:-full window streamingllm h2o}; n=128; [ $s = 8b ] && pols=${POLS8B:-streamingllm h2o} && n=64
 	for p in $pols; do
-		for lanes in on $([ "${LANES_CMP:-0}" = 1 ] && echo off); do
-			KVBENCH_LANES=$lanes timeout 90 $P/kvbench streams --model /tmp/m$s --backend cuda --streams 64 --policy $p --budget 1024 --prompt 1024 --tokens $n --alone 0 2>&1 | grep -E "decode|a batch step|device memory" | sed "s/^/lanes=$lanes /"; el streams $s $p lanes=$lanes
+		for v in lanes=on $([ "${LANES_CMP:-0}" = 1 ] && echo lanes=off) $([ "${GRAPHS_CMP:-0}" = 1 ] && echo graphs=off); do
+			lanes=on graphs=on; eval "$v"
+			KVBENCH_LANES=$lanes KVBENCH_GRAPHS=$graphs timeout 90 $P/kvbench streams --model /tmp/m$s --backend cuda --streams 64 --policy $p --budget 1024 --prompt 1024 --tokens $n --alone 0 2>&1 | grep -E "decode|a batch step|device memory" | sed "s/^/$v /"; el streams $s $p $v
 		done
 	done
 	for p in full streamingllm; do
