@@ -1150,18 +1150,18 @@ COMBINE_KERNEL(128)
 RT_COMBINE_KERNEL(64)
 RT_COMBINE_KERNEL(128)
 
-// attn_rt_acc adds the softmax probabilities of the query rows at positions
-// >= accFrom to acc [heads, astride] (by token index), rows in order as the
-// CPU adds them: p = 2^(raw - M) / sum with each (row, head)'s max and sum
-// in ml [rows*heads*2] and its base-2 scores in raw (attn_rt), index i of
-// head h's token list being token sel[i] or lo + i. Grid (ceil(longest
-// list / 128), heads), block 128.
-extern "C" __global__ void attn_rt_acc(float* __restrict__ acc, int astride, const float* __restrict__ raw,
-                                       const float* __restrict__ ml, const int* __restrict__ ints, int hdr, int accFrom) {
-    pdl_wait();
+// rt_acc adds, for token index i of query head h's token list, the softmax
+// probabilities of the query rows at positions >= accFrom to acc [heads,
+// astride] (by token index), rows in order as the CPU adds them: p = 2^(raw
+// - M) / sum with each (row, head)'s max and sum in ml [rows*heads*2] and
+// its base-2 scores in raw (attn_rt), index i of head h's token list being
+// token sel[i] or lo + i; ints and hdr are the call's.
+__device__ __forceinline__ void rt_acc(float* __restrict__ acc, int astride, const float* __restrict__ raw,
+                                       const float* __restrict__ ml, const int* __restrict__ ints, int hdr, int accFrom,
+                                       int h, int i) {
     const int* H = ints + hdr;
-    const int h = blockIdx.y, i = blockIdx.x * blockDim.x + threadIdx.x;
     const int heads = H[RH_HEADS], rows = H[RH_ROWS], stride = H[RH_STRIDE], rowOff = H[RH_ROWOFF];
+    if (h >= heads) return;
     const int* sd = ints + (h / H[RH_G]) * SD_WORDS;
     const int count = ints[H[RH_HEADOFF] + 2 * h + 1];
     const int* sel = count >= 0 ? ints + ints[H[RH_HEADOFF] + 2 * h] : nullptr;
@@ -1176,6 +1176,33 @@ extern "C" __global__ void attn_rt_acc(float* __restrict__ acc, int astride, con
         if (s != NEG_INF) a += exp2f(s - ml[2 * item]) * (1.f / ml[2 * item + 1]);
     }
     acc[(size_t)h * astride + t] = a;
+}
+
+// attn_rt_acc is rt_acc over one call: grid (ceil(longest list / 128),
+// heads), block 128.
+extern "C" __global__ void attn_rt_acc(float* __restrict__ acc, int astride, const float* __restrict__ raw,
+                                       const float* __restrict__ ml, const int* __restrict__ ints, int hdr, int accFrom) {
+    pdl_wait();
+    rt_acc(acc, astride, raw, ml, ints, hdr, accFrom, blockIdx.y, blockIdx.x * blockDim.x + threadIdx.x);
+}
+
+// AccCall is one call of attn_rtb_acc: its sums (astride a query head), its
+// raw scores and (row, head) maxima and sums as a batched launch of
+// attn_rtb left them, its ints (at base in the batch's) and header, and
+// the first query position whose probabilities count.
+struct AccCall {
+    float* acc;
+    const float* raw;
+    const float* ml;
+    int base, hdr, astride, accFrom;
+};
+
+// attn_rtb_acc is rt_acc over the calls of tab: grid (ceil(longest list /
+// 128), most heads, calls), block 128.
+extern "C" __global__ void attn_rtb_acc(const AccCall* __restrict__ tab, const int* __restrict__ ints) {
+    pdl_wait();
+    const AccCall e = tab[blockIdx.z];
+    rt_acc(e.acc, e.astride, e.raw, e.ml, ints + e.base, e.hdr, e.accFrom, blockIdx.y, blockIdx.x * blockDim.x + threadIdx.x);
 }
 
 // ---- the runtime's attention of many calls in one launch (Backend.AttendBatch) ----
@@ -1195,6 +1222,8 @@ struct RtbCall {
     int pad;
     const float* q;
     float* out;
+    float* raw;  // a call with accumulated probabilities (H2O, TOVA): its base-2 scores (attn_rt's raw); else null
+    float* ml;   // and each (row, head)'s max and sum; else null
 };
 
 // rtb_call finds the call of split row rg among nst calls (the last whose
@@ -1227,7 +1256,7 @@ __device__ __forceinline__ int rtb_call(const RtbCall* __restrict__ tab, int nst
         const int r = rg - e.srow0;                                                                                   \
         if (r >= ci[e.hdr + RH_SROWS]) return;                                                                        \
         attn_rt_row<D, G, KT, SH>(e.q, ptrs, ci, e.hdr, chunk, pgw, scaleLog2, partO, partML, counters, e.out,         \
-                                  nullptr, nullptr, r, rg, nsg);                                                      \
+                                  e.raw, e.ml, r, rg, nsg);                                                           \
     }
 #define ATTN_RTB_KERNELS(D, G)                            \
     ATTN_RTB_KERNEL(D, G, KV_BF16, bf16, false, )         \
@@ -1267,7 +1296,7 @@ ATTN_RTB_KERNELS(128, 8)
         if (r >= H[RH_SROWS]) return;                                                                                \
         const int it = rt_item(H, r, blockIdx.x);                                                                    \
         attn_combine<D>(partO, partML, nchunks, rg, blockIdx.z % ((D) / 32), it >= 0 ? e.out + (size_t)it * (D) : nullptr, \
-                        nullptr);                                                                                    \
+                        e.ml != nullptr && it >= 0 ? e.ml + (size_t)it * 2 : nullptr);                               \
     }
 
 RTB_COMBINE_KERNEL(64)

@@ -56,16 +56,7 @@ func (b *Backend) attendAcc(calls []*runtime.AttnArgs) {
 	for _, a := range calls {
 		need += span(int64(a.Heads*accStride(a)) * 4)
 	}
-	q := &b.accq
-	if q.pin == nil || q.pin.bytes < need {
-		if q.pin != nil {
-			b.sync() // no read queued into the old buffer is pending
-			must(q.pin.Free())
-		}
-		p, err := b.D.AllocPinned(max(need+need/4, 1<<20))
-		must(err)
-		q.pin = p
-	}
+	q := b.accPinned(need)
 	q.off, q.items = 0, q.items[:0]
 	b.accOn = true
 	defer func() { b.accOn = false }()
@@ -78,6 +69,99 @@ func (b *Backend) attendAcc(calls []*runtime.AttnArgs) {
 		fillAcc(it.a, unsafe.Slice((*float32)(unsafe.Pointer(&buf[it.off])), it.a.Heads*it.astride), it.astride)
 	}
 	q.items = q.items[:0]
+}
+
+// accPinned gives the Acc reads a pinned buffer of need bytes at least.
+func (b *Backend) accPinned(need int64) *accQueue {
+	q := &b.accq
+	if q.pin == nil || q.pin.bytes < need {
+		if q.pin != nil {
+			b.sync() // no read queued into the old buffer is pending
+			must(q.pin.Free())
+			q.pin = nil
+		}
+		p, err := b.D.AllocPinned(max(need+need/4, 1<<20))
+		must(err)
+		q.pin = p
+	}
+	return q
+}
+
+// The batched launch's calls with accumulated probabilities (batchable:
+// Acc zeroed by the call, AccZero). Their split rows run in the batch's
+// grid like the others', each writing its base-2 scores and (row, head)
+// maxima and sums where its table entry says (RtbCall's raw and ml, in
+// accWork); one attn_rtb_acc launch then turns every call's scores into
+// its sums (in accWork too, zeroed by one be_zero), one read brings them
+// all back and the host waits once: 4 launches and a read a (stream,
+// layer) before, 3 launches and a read a layer now.
+
+// accPlan lays out the Acc calls of the batch in accWork (raw scores:
+// rows*heads x the call's longest list; maxima and sums; the sums: heads x
+// accStride) and builds their attn_rtb_acc table in bt.acct; it returns
+// how many there are. The calls' ints are built (batchMeta): c.longest is
+// the stride attn_rt writes its raw scores with.
+func (b *Backend) accPlan(bt *batchAttn) int {
+	bt.acct = bt.acct[:0]
+	var rawB, mlB, accB int64
+	n := 0
+	for i := range bt.calls {
+		c := &bt.calls[i]
+		if c.a.Acc == nil {
+			continue
+		}
+		items := int64(c.a.Rows * c.a.Heads)
+		c.astride = accStride(c.a)
+		rawB += span(items * int64(max(c.longest, 1)) * 4)
+		mlB += span(items * 8)
+		accB += span(int64(c.a.Heads*c.astride) * 4)
+		n++
+	}
+	if n == 0 {
+		return 0
+	}
+	base := b.grow(&b.accWork, rawB+mlB+accB)
+	bt.accDev, bt.accBytes = base.Add(rawB+mlB), accB
+	bt.accLongest, bt.accHeads = 0, 0
+	var ro, mo, ao int64
+	for i := range bt.calls {
+		c := &bt.calls[i]
+		if c.a.Acc == nil {
+			continue
+		}
+		items := int64(c.a.Rows * c.a.Heads)
+		c.raw, c.ml, c.accOff = base.Add(ro), base.Add(rawB+mo), ao
+		acc := bt.accDev.Add(ao)
+		ro += span(items * int64(max(c.longest, 1)) * 4)
+		mo += span(items * 8)
+		ao += span(int64(c.a.Heads*c.astride) * 4)
+		bt.acct = append(bt.acct, uint64(acc), uint64(c.raw), uint64(c.ml),
+			uint64(uint32(c.base))|uint64(uint32(c.hdr))<<32, uint64(uint32(c.astride))|uint64(uint32(int32(c.a.AccFrom)))<<32)
+		bt.accLongest, bt.accHeads = max(bt.accLongest, c.longest), max(bt.accHeads, c.a.Heads)
+	}
+	return n
+}
+
+// accTabWords is the 8-byte words of an attn_rtb_acc table entry (AccCall
+// in attention.cu: sums, raw scores, maxima and sums, then base and header,
+// astride and accFrom).
+const accTabWords = 5
+
+// accFinish runs attn_rtb_acc over the n Acc calls (table at tab in the
+// upload, ints the batch's), reads every call's sums back in one copy,
+// waits once and fills each call's Acc.
+func (b *Backend) accFinish(bt *batchAttn, n int, tab, ints Ptr) {
+	b.launch("attn_rtb_acc", Dim3{(max(bt.accLongest, 1) + 127) / 128, bt.accHeads, n}, Dim3{128, 1, 1}, tab, ints)
+	q := b.accPinned(bt.accBytes)
+	must(b.D.CopyDtoHAsync(q.pin, 0, bt.accDev, bt.accBytes))
+	b.sync()
+	buf := q.pin.Bytes()
+	for i := range bt.calls {
+		c := &bt.calls[i]
+		if c.a.Acc != nil {
+			fillAcc(c.a, unsafe.Slice((*float32)(unsafe.Pointer(&buf[c.accOff])), c.a.Heads*c.astride), c.astride)
+		}
+	}
 }
 
 // fillAcc copies the sums read back from the device, astride values a query

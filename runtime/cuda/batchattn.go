@@ -79,6 +79,7 @@ func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
 		b.onBatchMeta(bt.ints, bases, parts)
 	}
 	b.sendRuns()
+	nacc := b.accPlan(bt) // before the upload: it may grow accWork, which waits
 	// Launches: the calls of one kernel and scale together.
 	bt.order = bt.order[:0]
 	for i := range bt.calls {
@@ -121,9 +122,13 @@ func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
 		b.launch("be_zero", Dim3{ctrWords / 256, 1, 1}, Dim3{256, 1, 1}, ws, int64(ctrWords))
 	}
 	b.flushKV()
-	b.reserve(span(int64(len(bt.ints))*4) + span(int64(len(bt.tab))*8))
-	p := b.putBytes(raw(bt.ints), raw(bt.tab))
+	b.reserve(span(int64(len(bt.ints))*4) + span(int64(len(bt.tab))*8) + span(int64(len(bt.acct))*8))
+	p := b.putBytes(raw(bt.ints), raw(bt.tab), raw(bt.acct))
 	ints, tab := p[0], p[1]
+	if nacc > 0 { // the sums start at 0 (AccZero)
+		n := bt.accBytes / 4
+		b.launch("be_zero", Dim3{blocks(n), 1, 1}, Dim3{256, 1, 1}, bt.accDev, n)
+	}
 	for _, l := range bt.launches {
 		lt := tab.Add(int64(l.first) * rtbWords * 8)
 		gy, gz := min(l.nsg, maxGridY), (l.nsg+maxGridY-1)/maxGridY
@@ -140,6 +145,9 @@ func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
 				partO, ws.Add(pmlAt), int32(l.nchunks), lt, int32(l.calls), int32(l.nsg), ints))
 		}
 	}
+	if nacc > 0 {
+		b.accFinish(bt, nacc, p[2], ints)
+	}
 }
 
 var _ runtime.BatchAttender = (*Backend)(nil)
@@ -149,8 +157,8 @@ const batchAttnEnv = "KVBENCH_BATCH_ATTN"
 
 // rtbWords is the 8-byte words of a call's entry in a batched launch's
 // table (RtbCall in attention.cu: first split row and ints offset, header
-// offset, queries, outputs).
-const rtbWords = 4
+// offset, queries, outputs, raw scores, maxima and sums).
+const rtbWords = 6
 
 // batchAttn is AttendBatch's building space on the host.
 type batchAttn struct {
@@ -160,8 +168,14 @@ type batchAttn struct {
 	tab      []uint64
 	launches []batchLaunch
 	parts    []metaPart
-	acc      []*runtime.AttnArgs // calls with Acc (attendAcc)
+	acc      []*runtime.AttnArgs // calls with Acc that do not batch (attendAcc)
 	oneRope  bool                // the re-positioned calls share one theta and head dim (thetaFreqs' cache)
+	// The batched calls with Acc (accPlan): attn_rtb_acc's table, their
+	// sums' device region, the longest token list and the most heads.
+	acct                 []uint64
+	accDev               Ptr
+	accBytes             int64
+	accLongest, accHeads int
 }
 
 // metaPart is one goroutine's share of batchMeta: the ints of its calls,
@@ -253,6 +267,11 @@ type batchCall struct {
 	hd        int
 	kvt       int32 // its pages' type
 	part      int   // the part of batchMeta that built its ints
+	// With Acc (accPlan): where its raw scores and (row, head) maxima and
+	// sums go, its sums' offset in the read and their stride a head.
+	raw, ml Ptr
+	accOff  int64
+	astride int
 }
 
 // batchLaunch is one grid of a batch: calls calls (order[first:] of the
@@ -273,7 +292,7 @@ func (b *Backend) batchable(a *runtime.AttnArgs) bool {
 	if a.Rows == 0 || a.KVHeads <= 0 || a.Heads%a.KVHeads != 0 || len(a.Seqs) != a.KVHeads || b.pt.off {
 		return false
 	}
-	if !splitOK(a, false) || a.Acc != nil || a.Recall != nil || a.Chosen != nil || b.flashOK(a) {
+	if !splitOK(a, false) || (a.Acc != nil && !a.AccZero) || a.Recall != nil || a.Chosen != nil || b.flashOK(a) {
 		return false
 	}
 	for i := range a.Seqs {
@@ -309,7 +328,7 @@ func (b *Backend) planLaunch(lo, hi int) batchLaunch {
 	for _, i := range bt.order[lo:hi] {
 		c := &bt.calls[i]
 		bt.tab = append(bt.tab, uint64(uint32(l.nsg))|uint64(uint32(c.base))<<32, uint64(uint32(c.hdr)),
-			uint64(b.f32(c.a.Q)), uint64(b.f32(c.a.Out)))
+			uint64(b.f32(c.a.Q)), uint64(b.f32(c.a.Out)), uint64(c.raw), uint64(c.ml))
 		l.nsg += c.srows
 		longest, minPS, lean = max(longest, c.longest), min(minPS, c.minPS), lean && c.lean
 	}

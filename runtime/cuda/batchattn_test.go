@@ -22,7 +22,8 @@ import (
 // positions out of order), and per case one policy option for every stream
 // (plain, re-positioned keys, the sliding window, a selection per head,
 // accumulated probabilities with a selection: Attend's kernels, their reads
-// waited for once) or a mix (options per stream; a stream of three query
+// waited for once; or, the sums zeroed (AccZero, as H2O and TOVA give
+// them), in the batched grid with one attn_rtb_acc) or a mix (options per stream; a stream of three query
 // rows), which takes several launches. It checks every stream's output (and
 // Acc) and that the batched kernel ran.
 func TestAttendBatchGPU(t *testing.T) {
@@ -33,7 +34,7 @@ func TestAttendBatchGPU(t *testing.T) {
 	for _, typ := range []runtime.DType{runtime.F32, runtime.BF16} {
 		for _, hd := range []int{64, 128} {
 			for _, hk := range [][2]int{{32, 8}, {8, 8}, {6, 2}} {
-				for _, opt := range []string{"plain", "shift", "window", "sel", "acc", "mixed"} {
+				for _, opt := range []string{"plain", "shift", "window", "sel", "acc", "acczero", "mixed"} {
 					for _, chunk := range []int{0, 1024} { // 1024: one chunk a row, no combine
 						name := fmt.Sprintf("%v/hd%d/%dx%d/%s/chunk%d", typ, hd, hk[0], hk[1], opt, chunk)
 						t.Run(name, func(t *testing.T) {
@@ -51,7 +52,7 @@ func TestAttendBatchGPU(t *testing.T) {
 }
 
 // batchOpts are the options of the streams of a "mixed" case, by stream.
-var batchOpts = []string{"plain", "shift", "window", "sel", "acc", "plain"}
+var batchOpts = []string{"plain", "shift", "window", "sel", "acc", "acczero"}
 
 // batchCase is one case of TestAttendBatchGPU: six streams attended on
 // the CPU, by Attend on the GPU and by one AttendBatch.
@@ -117,7 +118,7 @@ func batchCase(t *testing.T, c *cpu.Backend, g *cuda.Backend, rng *rand.Rand, ty
 			for range rows[i] {
 				qshift = append(qshift, rng.IntN(3)-1)
 			}
-		case "sel", "acc":
+		case "sel", "acc", "acczero":
 			sel = make([][]int32, heads)
 			for h := range sel {
 				n := cp.c.Len(0, h/group)
@@ -132,9 +133,12 @@ func batchCase(t *testing.T, c *cpu.Backend, g *cuda.Backend, rng *rand.Rand, ty
 					}
 				}
 			}
-			if o == "acc" {
-				for h := range heads {
+			for h := range heads {
+				switch o {
+				case "acc":
 					acc = append(acc, randVec(rng, cp.c.Len(0, h/group), 1))
+				case "acczero": // zeroed sums, said so: the batched grid's case (H2O, TOVA)
+					acc = append(acc, make([]float32, cp.c.Len(0, h/group)))
 				}
 			}
 		}
@@ -156,6 +160,7 @@ func batchCase(t *testing.T, c *cpu.Backend, g *cuda.Backend, rng *rand.Rand, ty
 				a.Window = 40
 			}
 			if acc != nil {
+				a.AccZero = o == "acczero"
 				a.Acc = make([][]float32, heads)
 				for h := range acc {
 					a.Acc[h] = slices.Clone(acc[h])

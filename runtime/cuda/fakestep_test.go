@@ -111,21 +111,31 @@ func fakeBackend(b testing.TB) *cuda.Backend {
 // Nothing is computed; the test checks that the host side runs to the end
 // without a panic and asks the driver for launches and copies, and that a
 // step waits for the device once a layer at most (H2O's and TOVA's reads of
-// their streams' probabilities included: attendAcc) and once for the logits.
+// their streams' probabilities included: their calls batch, one read a
+// layer) and once for the logits, but for a few waits of scratch growing
+// while the caches fill; H2O's and TOVA's calls attend in the batch's grid
+// and sum their probabilities in one attn_rtb_acc a layer.
 func TestFakeBackendSteps(t *testing.T) {
 	t.Setenv("KVBENCH_LANES", "4")
 	for _, pc := range fakePolicies {
 		t.Run(pc.name, func(t *testing.T) {
 			be := fakeBackend(t)
-			const steps, layers = 60, 2
+			const steps, layers, growth = 60, 2, 8
 			var l0, c0, w0 int64
-			fakeStepsAfterPrompt(t, be, pc.name, pc.params, 12, steps, func() { l0, c0, _, w0 = cuda.FakeCounts() })
+			var k0 map[string]int64
+			fakeStepsAfterPrompt(t, be, pc.name, pc.params, 12, steps, func() { l0, c0, _, w0 = cuda.FakeCounts(); k0 = cuda.FakeKernels() })
 			l1, c1, _, w1 := cuda.FakeCounts()
+			k1 := cuda.FakeKernels()
 			if l1 == l0 || c1 == c0 {
 				t.Errorf("%d batch steps made %d launches and %d copies on the fake device", steps, l1-l0, c1-c0)
 			}
-			if w := w1 - w0; pc.name != "quest" && w > steps*(layers+1) {
-				t.Errorf("%d batch steps waited for the device %d times, want at most %d (a layer's and the logits')", steps, w, steps*(layers+1))
+			if pc.name == "h2o" || pc.name == "tova" {
+				if n, one := k1["attn_rtb_acc"]-k0["attn_rtb_acc"], k1["attn_rt_acc"]-k0["attn_rt_acc"]; n != steps*layers || one != 0 {
+					t.Errorf("%d batch steps: %d batched and %d one-call sums of probabilities, want %d and 0", steps, n, one, steps*layers)
+				}
+			}
+			if w := w1 - w0; pc.name != "quest" && w > steps*(layers+1)+growth {
+				t.Errorf("%d batch steps waited for the device %d times, want at most %d (a layer's and the logits', and %d as scratch grows)", steps, w, steps*(layers+1)+growth, growth)
 			}
 		})
 	}
