@@ -129,6 +129,18 @@ func (p *pass) laneWork(g *segment, l int, after bool) {
 // anything else (a bug) as a message with the lane's stack.
 func (p *pass) onLanes(l int, after bool) {
 	n := p.lanes(after)
+	if n <= 1 && !after {
+		// Every stream's keys first, then every policy: a policy that
+		// calls the backend (Quest's bounds and choice) finds the batch's
+		// KV copies queued together, launched once, not a launch a stream.
+		for i := range p.segs {
+			p.segs[i].store(l)
+		}
+		for i := range p.segs {
+			p.segs[i].prepare(l, p.c, p.scale)
+		}
+		return
+	}
 	if n <= 1 {
 		for i := range p.segs {
 			p.laneWork(&p.segs[i], l, after)

@@ -463,8 +463,18 @@ func (p *pass) sameFreqs() bool {
 // beforeAttend stores the segment's keys and values of layer l in its
 // stream's cache, builds the stream's attention call and lets its policy act.
 func (g *segment) beforeAttend(l int, c Config, scale float32) {
+	g.store(l)
+	g.prepare(l, c, scale)
+}
+
+// store appends the segment's keys and values of layer l to its stream's
+// cache.
+func (g *segment) store(l int) { g.r.Cache.Append(l, g.k, g.v, len(g.tokens), g.pos) }
+
+// prepare builds the stream's attention call of layer l (its keys stored)
+// and lets its policy act.
+func (g *segment) prepare(l int, c Config, scale float32) {
 	r, rows := g.r, len(g.tokens)
-	r.Cache.Append(l, g.k, g.v, rows, g.pos)
 	r.attn = AttnArgs{Out: g.att, Q: g.q, Rows: rows, QPos: g.pos, Heads: c.Heads, KVHeads: c.KVHeads,
 		HeadDim: c.HeadDim, Scale: scale, Seqs: r.Cache.Seqs(l), Window: c.SlidingWindow,
 		Rope: c.Rope, Theta: c.RopeTheta}
