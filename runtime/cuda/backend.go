@@ -45,7 +45,7 @@ type Backend struct {
 	// Per-call scratch on the device, grown as needed (pscore: the page
 	// scores of PageBounds.Score).
 	scores, full, recall, small, part, ml, pscore scratch
-	accWork                                      scratch // a batch's accumulated probabilities: raw scores, maxima and sums, the sums (accbatch.go)
+	accWork                                       scratch // a batch's accumulated probabilities: raw scores, maxima and sums, the sums (accbatch.go)
 	// The split-KV attention's chunk, occupancies and last plan (splitkv.go).
 	split splitState
 	// Host building space for the per-call metadata.

@@ -199,6 +199,7 @@ type attnLayout struct {
 	hdr, rowOff, headOff, invOff int32
 	stride, fstride              int
 	recall                       bool
+	sel                          chosenCall // a device selection to copy after the ints (chosenHead)
 }
 
 // attnMeta checks a's buffers and builds its metadata in b.hInts (from
@@ -212,15 +213,18 @@ func (b *Backend) attnMeta(a *runtime.AttnArgs) attnLayout {
 	}
 	b.callPages(a.Seqs, refs) // page lists from the device tables where they can (pagetable.go)
 	b.hInts = b.hInts[:0]
-	return b.describe(&b.hInts, a, b.pt.call)
+	m := b.describe(&b.hInts, a, b.pt.call)
+	b.cs = m.sel // putMeta copies the selection after the ints
+	return m
 }
 
 // describe checks a's buffers and appends its metadata to *h (empty), the
 // page lists' offsets from the device tables when tables is set (callPages
 // has refreshed them), else from the call's own pointers (b.hPtrs). Where
-// tables is set and a has no recall and no device selection, it reads the
-// backend and writes nothing but *h: AttendBatch runs it for several calls
-// at once (batchattn.go).
+// tables is set and a has no recall, it reads the backend and writes
+// nothing but *h: AttendBatch runs it for several calls at once
+// (batchattn.go). A device selection (a.Chosen) is to be copied right after
+// the ints: the layout's sel says what and where.
 func (b *Backend) describe(h *[]int32, a *runtime.AttnArgs, tables bool) attnLayout {
 	hd, group := a.HeadDim, a.Heads/a.KVHeads
 	b.check(a.Q, 0, a.Rows*a.Heads*hd, "Attend Q")
@@ -294,10 +298,11 @@ func (b *Backend) describe(h *[]int32, a *runtime.AttnArgs, tables bool) attnLay
 		copy((*h)[g*sdWords:], d[:])
 		stride = max(stride, s.N)
 	}
+	var cs chosenCall
 	for i := 0; i < a.Heads; i++ {
 		cnt, off := int32(-1), int32(0)
 		if a.Chosen != nil { // a selection on the device (Quest's PageChooser)
-			off, cnt = b.chosenHead(a, i)
+			off, cnt = b.chosenHead(a, i, int32(len(*h)), &cs)
 			stride = max(stride, int(cnt))
 		} else if a.Sel != nil && a.Sel[i] != nil {
 			sel := a.Sel[i]
@@ -313,7 +318,7 @@ func (b *Backend) describe(h *[]int32, a *runtime.AttnArgs, tables bool) attnLay
 		(*h)[int(headOff)+2*i] = off
 		(*h)[int(headOff)+2*i+1] = cnt
 	}
-	return attnLayout{hdr: hdr, rowOff: rowOff, headOff: headOff, invOff: invOff, stride: stride, fstride: fstride, recall: recall}
+	return attnLayout{hdr: hdr, rowOff: rowOff, headOff: headOff, invOff: invOff, stride: stride, fstride: fstride, recall: recall, sel: cs}
 }
 
 // allVisible reports whether every token of s is visible to every query row

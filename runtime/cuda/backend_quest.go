@@ -318,11 +318,12 @@ type chosenCall struct {
 }
 
 // chosenHead returns the offset in the call's ints and the token count of
-// query head h's selection in a.Chosen (-1: every token), for Attend's
-// loop over the heads, which calls it for h = 0 first, once its ints past
-// the head table are all appended: the selection is copied, on the device,
-// right after them.
-func (b *Backend) chosenHead(a *runtime.AttnArgs, h int) (off, cnt int32) {
+// query head h's selection in a.Chosen (-1: every token), for describe's
+// loop over the heads, which calls it for h = 0 first, once the call's ints
+// past the head table are all appended (hlen of them): the selection is
+// copied, on the device, right after them; *cs says what to copy where.
+// It reads the backend only (AttendBatch describes calls side by side).
+func (b *Backend) chosenHead(a *runtime.AttnArgs, h int, hlen int32, cs *chosenCall) (off, cnt int32) {
 	c, ok := a.Chosen.(*choice)
 	if !ok || c.pb.b != b {
 		panic(fmt.Sprintf("cuda: Attend with a selection (%T) not made by this backend", a.Chosen))
@@ -331,12 +332,12 @@ func (b *Backend) chosenHead(a *runtime.AttnArgs, h int) (off, cnt int32) {
 		if a.Sel != nil || a.Acc != nil || len(c.counts) != a.Heads {
 			panic(fmt.Sprintf("cuda: Attend with Chosen (for %d heads) and Sel or Acc, %d heads", len(c.counts), a.Heads))
 		}
-		b.cs = chosenCall{on: true, src: c.sel.p, bytes: int64(a.Heads*c.cap) * 4, base: int32(len(b.hInts))}
+		*cs = chosenCall{on: true, src: c.sel.p, bytes: int64(a.Heads*c.cap) * 4, base: hlen}
 	}
 	if c.counts[h] < 0 {
 		return 0, -1
 	}
-	return b.cs.base + int32(h*c.cap), int32(c.counts[h])
+	return cs.base + int32(h*c.cap), int32(c.counts[h])
 }
 
 // Reset forgets every folded token; the buffers stay.

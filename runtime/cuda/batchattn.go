@@ -15,9 +15,10 @@ import (
 // AttendBatch (runtime.BatchAttender) is Attend over the calls of a batch's
 // streams, each over its own cache and under its own policy, with as few
 // launches as the calls' shapes allow: the calls that the split-KV kernels
-// take without a download (no accumulated probabilities, no recall, no
-// selection made on the device, page lists in the device tables, not a
-// prompt chunk for the tensor-core prefill) have their metadata built one
+// take without a download of their own (no recall, accumulated
+// probabilities only zeroed ones, page lists in the device tables, not a
+// prompt chunk for the tensor-core prefill; a selection made on the device
+// is copied into the call's ints there) have their metadata built one
 // after another into one array, uploaded in one copy, and run as one grid
 // of every call's split rows per kernel (attn_rtb_*, then attn_rtb_combine
 // or the fused merge; one launch for the usual batch, whose streams share
@@ -122,9 +123,18 @@ func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
 		b.launch("be_zero", Dim3{ctrWords / 256, 1, 1}, Dim3{256, 1, 1}, ws, int64(ctrWords))
 	}
 	b.flushKV()
-	b.reserve(span(int64(len(bt.ints))*4) + span(int64(len(bt.tab))*8) + span(int64(len(bt.acct))*8))
-	p := b.putBytes(raw(bt.ints), raw(bt.tab), raw(bt.acct))
-	ints, tab := p[0], p[1]
+	selBytes := b.selRoom(bt)
+	b.reserve(span(int64(len(bt.ints))*4) + span(int64(len(bt.tab))*8) + span(int64(len(bt.acct))*8) + span(selBytes))
+	p := b.putBytes(raw(bt.tab), raw(bt.acct), raw(bt.ints)) // the ints last: the selections' room follows them
+	tab, ints := p[0], p[2]
+	if selBytes > 0 {
+		b.st.off += span(selBytes) // device room only: the selections are copied there on the device
+		for i := range bt.calls {
+			if c := &bt.calls[i]; c.sel.on {
+				must(b.D.CopyAsync(ints.Add(int64(c.selAt)*4), c.sel.src, c.sel.bytes))
+			}
+		}
+	}
 	if nacc > 0 { // the sums start at 0 (AccZero)
 		n := bt.accBytes / 4
 		b.launch("be_zero", Dim3{blocks(n), 1, 1}, Dim3{256, 1, 1}, bt.accDev, n)
@@ -146,8 +156,34 @@ func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
 		}
 	}
 	if nacc > 0 {
-		b.accFinish(bt, nacc, p[2], ints)
+		b.accFinish(bt, nacc, p[1], ints)
 	}
+}
+
+// selRoom places the calls' device selections (Quest's choice) one after
+// another past the batch's ints, in the arena room that follows their
+// upload, and points each call's head table there (describe wrote offsets
+// for a selection right after the call's own ints); it returns the room's
+// bytes.
+func (b *Backend) selRoom(bt *batchAttn) int64 {
+	at := int32(span(int64(len(bt.ints))*4) / 4)
+	start := at
+	for i := range bt.calls {
+		c := &bt.calls[i]
+		if !c.sel.on {
+			continue
+		}
+		c.selAt = at
+		delta := at - c.base - c.sel.base
+		h := bt.ints[c.base:]
+		for hh := range c.a.Heads {
+			if h[c.headOff+2*int32(hh)+1] >= 0 {
+				h[c.headOff+2*int32(hh)] += delta
+			}
+		}
+		at += int32(span(c.sel.bytes) / 4)
+	}
+	return int64(at-start) * 4
 }
 
 var _ runtime.BatchAttender = (*Backend)(nil)
@@ -219,6 +255,10 @@ func (b *Backend) batchMeta(bt *batchAttn) int {
 			c := &bt.calls[i]
 			m := b.describe(&pt.h, c.a, true)
 			splitHeader(c, pt.h, m)
+			if c.sel = m.sel; c.sel.on && int(c.sel.base) != len(pt.h) {
+				panic(fmt.Sprintf("cuda: AttendBatch: %d ints after a selection's place (%d)", len(pt.h)-int(c.sel.base), c.sel.base))
+			}
+			c.headOff = m.headOff
 			c.base, c.part = int32(len(pt.ints)), k
 			pt.ints = append(pt.ints, pt.h...)
 		}
@@ -265,8 +305,11 @@ type batchCall struct {
 	shifted   bool
 	lean      bool // no selection, no positions (RH_LEAN)
 	hd        int
-	kvt       int32 // its pages' type
-	part      int   // the part of batchMeta that built its ints
+	kvt       int32      // its pages' type
+	part      int        // the part of batchMeta that built its ints
+	sel       chosenCall // its device selection (Quest's), copied after the batch's ints (selRoom)
+	selAt     int32      // where, in the batch's ints
+	headOff   int32      // its head table, in its ints
 	// With Acc (accPlan): where its raw scores and (row, head) maxima and
 	// sums go, its sums' offset in the read and their stride a head.
 	raw, ml Ptr
@@ -292,7 +335,7 @@ func (b *Backend) batchable(a *runtime.AttnArgs) bool {
 	if a.Rows == 0 || a.KVHeads <= 0 || a.Heads%a.KVHeads != 0 || len(a.Seqs) != a.KVHeads || b.pt.off {
 		return false
 	}
-	if !splitOK(a, false) || (a.Acc != nil && !a.AccZero) || a.Recall != nil || a.Chosen != nil || b.flashOK(a) {
+	if !splitOK(a, false) || (a.Acc != nil && !a.AccZero) || a.Recall != nil || b.flashOK(a) {
 		return false
 	}
 	for i := range a.Seqs {
