@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"github.com/kvbench/kvbench/runtime"
-	"github.com/kvbench/kvbench/runtime/cpu"
 )
 
 // TestRandomDecodeShortcut checks random's decode-step eviction (one token,
@@ -18,43 +17,13 @@ func TestRandomDecodeShortcut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ps [2]*random
-	var rs [2]*runtime.Runner
-	for i := range 2 {
-		p, err := New("random", Params{"budget": 40, "seed": 7})
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := runtime.NewRunner(m, cpu.New(1), 64)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := p.Start(r); err != nil {
-			t.Fatal(err)
-		}
-		ps[i], rs[i] = p.(*random), r
-	}
-	ps[1].list = true
+	ps, rs := twinRunners(t, m, "random", Params{"budget": 40, "seed": 7})
+	ps[1].(*random).list = true
 	toks := make([]int, 200)
 	for i := range toks {
 		toks[i] = 3 + (i*29)%200
 	}
-	lg := [2][]float32{make([]float32, m.Config.Vocab), make([]float32, m.Config.Vocab)}
-	for i := range 2 {
-		ps[i].Prompt(60)
-		if err := rs[i].Forward(toks[:60], lg[i]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for n := 60; n < len(toks); n++ {
-		for i := range 2 {
-			if err := rs[i].Forward(toks[n:n+1], lg[i]); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if !slices.Equal(lg[0], lg[1]) {
-			t.Fatalf("token %d: the shortcut's logits differ from the listing's", n)
-		}
+	stepTwins(t, m, ps, rs, toks, 60, func(n int) {
 		for l := range m.Config.Layers {
 			a, b := rs[0].Cache.Seqs(l), rs[1].Cache.Seqs(l)
 			for h := range a {
@@ -63,5 +32,5 @@ func TestRandomDecodeShortcut(t *testing.T) {
 				}
 			}
 		}
-	}
+	})
 }

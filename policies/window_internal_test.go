@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"github.com/kvbench/kvbench/runtime"
-	"github.com/kvbench/kvbench/runtime/cpu"
 )
 
 // scanOnly is a sinkWindow's hook that forgets the ring before every
@@ -35,43 +34,14 @@ func TestSinkWindowRing(t *testing.T) {
 		sinks  int
 	}{{"window", Params{"budget": 48}, 0}, {"streamingllm", Params{"sinks": 4, "budget": 52}, 4}} {
 		t.Run(c.name, func(t *testing.T) {
-			var ws [2]*sinkWindow
-			var rs [2]*runtime.Runner
-			for i := range 2 {
-				p, err := New(c.name, c.params)
-				if err != nil {
-					t.Fatal(err)
-				}
-				r, err := runtime.NewRunner(m, cpu.New(1), 64)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := p.Start(r); err != nil {
-					t.Fatal(err)
-				}
-				ws[i], rs[i] = p.(*sinkWindow), r
-			}
+			ps, rs := twinRunners(t, m, c.name, c.params)
+			ws := [2]*sinkWindow{ps[0].(*sinkWindow), ps[1].(*sinkWindow)}
 			rs[1].Hook = scanOnly{ws[1]}
 			toks := make([]int, 300)
 			for i := range toks {
 				toks[i] = 3 + (i*37)%200
 			}
-			lg := [2][]float32{make([]float32, m.Config.Vocab), make([]float32, m.Config.Vocab)}
-			for i := range 2 {
-				ws[i].Prompt(80)
-				if err := rs[i].Forward(toks[:80], lg[i]); err != nil {
-					t.Fatal(err)
-				}
-			}
-			for n := 80; n < len(toks); n++ {
-				for i := range 2 {
-					if err := rs[i].Forward(toks[n:n+1], lg[i]); err != nil {
-						t.Fatal(err)
-					}
-				}
-				if !slices.Equal(lg[0], lg[1]) {
-					t.Fatalf("token %d: the ring's logits differ from the scan's", n)
-				}
+			stepTwins(t, m, ps, rs, toks, 80, func(n int) {
 				for l := range m.Config.Layers {
 					a, b := rs[0].Cache.Seqs(l), rs[1].Cache.Seqs(l)
 					for h := range a {
@@ -96,7 +66,7 @@ func TestSinkWindowRing(t *testing.T) {
 						}
 					}
 				}
-			}
+			})
 			if hits, want := ws[0].ringHits, 200*m.Config.Layers; hits < want {
 				t.Errorf("%d layer evictions through the ring, want at least %d", hits, want)
 			}
