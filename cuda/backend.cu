@@ -572,8 +572,8 @@ extern "C" __global__ void be_quest_extend(const u64* ptrs, const int* ints, int
 // two equal-but-for-sign zeros adds as zero either way. ints [2*heads]:
 // pages of head h (0: skipped) and the offset of its scores in out. Grid
 // (ceil(most pages / 128), heads), block 128, a thread per page.
-extern "C" __global__ void be_quest_score(double* out, const float* q, const u64* bounds, const int* ints, int group, int hd) {
-    const int h = blockIdx.y, p = blockIdx.x * blockDim.x + threadIdx.x;
+__device__ __forceinline__ void quest_score_page(double* out, const float* q, const u64* bounds, const int* ints, int group, int hd,
+                                                 int h, int p) {
     if (p >= ints[2 * h]) return;
     const float* lo = (const float*)bounds[h / group] + (long long)p * 2 * hd;
     const float* hi = lo + hd;
@@ -584,6 +584,10 @@ extern "C" __global__ void be_quest_score(double* out, const float* q, const u64
         s += fmax(x * (double)lo[i], x * (double)hi[i]);
     }
     out[ints[2 * h + 1] + p] = s;
+}
+
+extern "C" __global__ void be_quest_score(double* out, const float* q, const u64* bounds, const int* ints, int group, int hd) {
+    quest_score_page(out, q, bounds, ints, group, hd, blockIdx.y, blockIdx.x * blockDim.x + threadIdx.x);
 }
 
 // ---- conversions around cuBLAS (MatMul of many rows) ----

@@ -405,12 +405,12 @@ __device__ __forceinline__ bool qc_in(const int* l, int n, int x) {
 // last page's up to n-1. The last block of each KV head's group to finish
 // writes to cov[g] the number of distinct tokens the group chose, and sets
 // its counter done[g] back to 0 (done is 0 between launches).
-extern "C" __global__ void __launch_bounds__(QC_NT) be_quest_choose(const double* __restrict__ scores, const int* __restrict__ ints,
-                                                                    int heads, int group, int K, int page, int cap, int* pages,
-                                                                    int* sel, int* cov, u32* done) {
+__device__ __forceinline__ void quest_choose_block(const double* __restrict__ scores, const int* __restrict__ ints, int heads,
+                                                   int group, int K, int page, int cap, int* pages, int* sel, int* cov, u32* done,
+                                                   int h) {
     __shared__ int sLast;
     __shared__ u32 sCount;
-    const int h = blockIdx.x, tid = threadIdx.x, g = h / group;
+    const int tid = threadIdx.x, g = h / group;
     const int P = ints[2 * h], n = ints[2 * heads + g], k = K - 1, kr = max(k, 1);
     if (P > 0) {
         int* chosen = pages + (size_t)h * kr;
@@ -447,4 +447,43 @@ extern "C" __global__ void __launch_bounds__(QC_NT) be_quest_choose(const double
         cov[g] = P > 0 ? (int)sCount * page + n - (P - 1) * page : n;
         done[g] = 0;
     }
+}
+
+extern "C" __global__ void __launch_bounds__(QC_NT) be_quest_choose(const double* __restrict__ scores, const int* __restrict__ ints,
+                                                                    int heads, int group, int K, int page, int cap, int* pages,
+                                                                    int* sel, int* cov, u32* done) {
+    quest_choose_block(scores, ints, heads, group, K, page, cap, pages, sel, cov, done, blockIdx.x);
+}
+
+// QuestCall is one Choose of a batch of them (Backend.flushQuest): its
+// query row, its scores, its choice's buffers (as be_quest_choose takes
+// them), where its ints (be_quest_score's and be_quest_choose's layout) and
+// its KV heads' bounds (in ptrs) start, and its shape.
+struct QuestCall {
+    const float* q;
+    double* scores;
+    int* pages;
+    int* sel;
+    int* cov;
+    u32* done;
+    int ints, bounds, heads, group, K, cap;
+};
+
+// be_quest_score_batch is be_quest_score over the calls of tab: grid
+// (ceil(most pages / 128), most heads, calls), block 128.
+extern "C" __global__ void be_quest_score_batch(const QuestCall* __restrict__ tab, const int* __restrict__ ints,
+                                                const u64* __restrict__ ptrs, int hd) {
+    const QuestCall e = tab[blockIdx.z];
+    const int h = blockIdx.y;
+    if (h >= e.heads) return;
+    quest_score_page(e.scores, e.q, ptrs + e.bounds, ints + e.ints, e.group, hd, h, blockIdx.x * blockDim.x + threadIdx.x);
+}
+
+// be_quest_choose_batch is be_quest_choose over the calls of tab: grid (most
+// heads, calls), block QC_NT; a block past its call's heads does nothing.
+extern "C" __global__ void __launch_bounds__(QC_NT) be_quest_choose_batch(const QuestCall* __restrict__ tab,
+                                                                          const int* __restrict__ ints, int page) {
+    const QuestCall e = tab[blockIdx.y];
+    if ((int)blockIdx.x >= e.heads) return;
+    quest_choose_block(e.scores, ints + e.ints, e.heads, e.group, e.K, page, e.cap, e.pages, e.sel, e.cov, e.done, blockIdx.x);
 }

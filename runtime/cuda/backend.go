@@ -55,8 +55,9 @@ type Backend struct {
 	onBatchMeta func(ints, bases []int32, parts int)
 	hPtrs       []uint64
 	hAcc        []float32
-	accq        accQueue // AttendBatch's queued reads of Acc values (accbatch.go)
-	accOn       bool     // attendSplit queues its Acc read in accq
+	accq        accQueue   // AttendBatch's queued reads of Acc values (accbatch.go)
+	qq          questQueue // Quest's queued bounds and choices (questbatch.go)
+	accOn       bool       // attendSplit queues its Acc read in accq
 	hRec        []float32
 	hF64        []float64
 	desc        string
@@ -264,6 +265,7 @@ func (b *Backend) ProfilerRange(on bool) error {
 
 // Close frees every buffer and releases the device.
 func (b *Backend) Close() error {
+	b.qq.reset()
 	b.flushKV()
 	_ = b.D.Sync()
 	if b.blas != nil {

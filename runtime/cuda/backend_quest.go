@@ -42,6 +42,7 @@ func (b *Backend) NewPageBounds(kvHeads, headDim, page int) runtime.PageBounds {
 // grow gives head h room for pages bounds pages, keeping the folded ones.
 func (pb *pageBounds) grow(h *boundsHead, pages int) {
 	b := pb.b
+	b.flushQuest() // queued work may name the old buffer
 	c := max(pages, 2*h.pages, minBoundsPages)
 	vec := int64(pb.hd) * 4
 	x, err := b.newBuf(c*2*pb.hd, runtime.F32, int64(c)*2*vec)
@@ -98,11 +99,7 @@ func (pb *pageBounds) Extend(seqs []runtime.KVSeq) {
 		}
 		b.hInts = append(b.hInts, int32(n0), int32(n1), kOff, int32(max(s.PageSize, 1)), bOff)
 	}
-	b.flushKV() // the keys of queued copies must land first
-	b.reserve(b.metaSpan())
-	ints, ptrs := b.putMeta()
-	b.launch("be_quest_extend", Dim3{touched, len(seqs), 1}, Dim3{min(max(pb.hd, 32), 256), 1, 1},
-		ptrs, ints, int32(pb.page), int32(pb.hd), b.pageType())
+	b.queueExtend(touched, int32(pb.page), int32(pb.hd), b.pageType()) // launched with the batch's others (questbatch.go)
 	for g := range seqs {
 		pb.heads[g].n = seqs[g].N
 	}
@@ -112,6 +109,7 @@ func (pb *pageBounds) Extend(seqs []runtime.KVSeq) {
 // and downloads the scores (one wait).
 func (pb *pageBounds) Score(a *runtime.AttnArgs, out [][]float64) {
 	b, hd := pb.b, pb.hd
+	b.flushQuest() // the scores' scratch and the bounds
 	if a.KVHeads != len(pb.heads) || a.HeadDim != hd || len(out) != a.Heads || a.Heads%a.KVHeads != 0 {
 		panic(fmt.Sprintf("cuda: PageBounds.Score with %d heads, %d kv heads, head dim %d, %d outputs; bounds of %d kv heads, head dim %d",
 			a.Heads, a.KVHeads, a.HeadDim, len(out), len(pb.heads), hd))
@@ -160,17 +158,18 @@ func (pb *pageBounds) Score(a *runtime.AttnArgs, out [][]float64) {
 // choice is the selection a pageBounds' Choose leaves on the device
 // (runtime.Chosen), valid until its next Choose.
 type choice struct {
-	pb     *pageBounds
-	sel    *buf    // [heads, cap] int32: the token indices of each head
-	pages  *buf    // [heads, max(k-1, 1)] int32: the chosen pages but the last
-	cov    *buf    // [kvHeads] int32: distinct tokens per KV head (Covered)
-	done   *buf    // [kvHeads] uint32: be_quest_choose's counters, 0 between launches
-	host   *Pinned // [kvHeads] int32: cov, downloaded after each Choose
-	heads  int     // heads sel has room for
-	cap    int     // tokens per head sel has room for
-	kr     int     // pages per head pages has room for
-	counts []int   // [heads] tokens each head attends; -1: every token
-	epoch  int     // b.epoch when cov's download was queued
+	pb      *pageBounds
+	sel     *buf    // [heads, cap] int32: the token indices of each head
+	pages   *buf    // [heads, max(k-1, 1)] int32: the chosen pages but the last
+	cov     *buf    // [kvHeads] int32: distinct tokens per KV head (Covered)
+	done    *buf    // [kvHeads] uint32: be_quest_choose's counters, 0 between launches
+	host    *Pinned // [kvHeads] int32: cov, downloaded after each Choose
+	heads   int     // heads sel has room for
+	cap     int     // tokens per head sel has room for
+	kr      int     // pages per head pages has room for
+	counts  []int   // [heads] tokens each head attends; -1: every token
+	epoch   int     // b.epoch when cov's download was queued
+	pending bool    // its Choose is queued, not launched (questbatch.go)
 }
 
 // room gives c buffers for heads query heads of cap tokens and kr pages
@@ -204,6 +203,7 @@ func (c *choice) free() {
 		return
 	}
 	b := c.pb.b
+	b.flushQuest() // queued work may name these buffers
 	b.sync()
 	for _, x := range []*buf{c.sel, c.pages, c.cov, c.done} {
 		b.Free(x)
@@ -215,8 +215,8 @@ func (c *choice) free() {
 // Choose is Quest's choice on the device (runtime.PageChooser): the pages
 // scored as Score does (be_quest_score), then be_quest_choose picks each
 // head's pages and writes its token indices, and counts each KV head's
-// distinct tokens; that count is downloaded without a wait. Three launches
-// and no wait for the device.
+// distinct tokens; that count is downloaded without a wait. Queued with the
+// batch's other Quest work (questbatch.go): no launch, no wait here.
 func (pb *pageBounds) Choose(a *runtime.AttnArgs, k int) {
 	b, hd := pb.b, pb.hd
 	if a.KVHeads != len(pb.heads) || a.HeadDim != hd || len(a.Seqs) != a.KVHeads || a.Heads%a.KVHeads != 0 || k < 1 {
@@ -263,16 +263,7 @@ func (pb *pageBounds) Choose(a *runtime.AttnArgs, k int) {
 	// Buffers first: growing them waits for the stream, and new ones are
 	// cleared by a queued operation, both before the uploads below.
 	c.room(a.Heads, len(pb.heads), k*pb.page, max(k-1, 1))
-	dev := b.grow(&b.pscore, int64(total)*8)
-	b.flushKV()
-	b.reserve(b.metaSpan())
-	ints, ptrs := b.putMeta()
-	b.launch("be_quest_score", Dim3{(most + 127) / 128, a.Heads, 1}, Dim3{128, 1, 1},
-		dev, b.f32(a.Q), ptrs, ints, int32(group), int32(hd))
-	b.launch("be_quest_choose", Dim3{a.Heads, 1, 1}, Dim3{questChooseThreads, 1, 1},
-		dev, ints, int32(a.Heads), int32(group), int32(k), int32(pb.page), int32(c.cap), c.pages.p, c.sel.p, c.cov.p, c.done.p)
-	must(b.D.CopyDtoHAsync(c.host, 0, c.cov.p, int64(len(pb.heads))*4))
-	c.epoch = b.epoch
+	b.queueChoose(c, b.f32(a.Q), a.Heads, len(pb.heads), group, k, total, most, int32(pb.page), int32(hd)) // questbatch.go
 	a.Chosen = c
 }
 
@@ -287,6 +278,9 @@ func (c *choice) Count(h int) int { return c.counts[h] }
 // waited for the device since).
 func (c *choice) Covered(g int) int {
 	b := c.pb.b
+	if c.pending {
+		b.flushQuest()
+	}
 	if b.epoch == c.epoch {
 		b.sync()
 	}
@@ -295,6 +289,7 @@ func (c *choice) Covered(g int) int {
 
 // Tokens downloads query head h's token indices (nil: every token).
 func (c *choice) Tokens(h int) []int32 {
+	c.pb.b.flushQuest()
 	if c.counts[h] < 0 {
 		return nil
 	}
@@ -303,10 +298,7 @@ func (c *choice) Tokens(h int) []int32 {
 	return out
 }
 
-var (
-	_ runtime.PageChooser = (*pageBounds)(nil)
-	_ runtime.Chosen      = (*choice)(nil)
-)
+var _ runtime.Chosen = (*choice)(nil)
 
 // chosenCall is the device selection of the attention call being built:
 // putMeta copies it (src, bytes) into the call's ints at index base.
@@ -352,6 +344,7 @@ func (pb *pageBounds) Free() {
 	if len(pb.heads) == 0 {
 		return
 	}
+	pb.b.flushQuest()
 	pb.b.sync() // a queued Extend may still write them
 	for g := range pb.heads {
 		if x := pb.heads[g].buf; x != nil {

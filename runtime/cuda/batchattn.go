@@ -31,6 +31,7 @@ import (
 //
 // KVBENCH_BATCH_ATTN=off runs every call through Attend (for comparison).
 func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
+	b.flushQuest() // the streams' Quest bounds and choices, queued by their hooks, as one launch each
 	bt := &b.bt
 	bt.calls, bt.acc = bt.calls[:0], bt.acc[:0]
 	off := os.Getenv(batchAttnEnv) == "off"

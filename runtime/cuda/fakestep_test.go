@@ -114,7 +114,8 @@ func fakeBackend(b testing.TB) *cuda.Backend {
 // their streams' probabilities included: their calls batch, one read a
 // layer) and once for the logits, but for a few waits of scratch growing
 // while the caches fill; H2O's and TOVA's calls attend in the batch's grid
-// and sum their probabilities in one attn_rtb_acc a layer.
+// and sum their probabilities in one attn_rtb_acc a layer, and Quest's
+// choices go as one be_quest_choose_batch a layer (questbatch.go).
 func TestFakeBackendSteps(t *testing.T) {
 	t.Setenv("KVBENCH_LANES", "4")
 	for _, pc := range fakePolicies {
@@ -129,12 +130,17 @@ func TestFakeBackendSteps(t *testing.T) {
 			if l1 == l0 || c1 == c0 {
 				t.Errorf("%d batch steps made %d launches and %d copies on the fake device", steps, l1-l0, c1-c0)
 			}
+			if pc.name == "quest" {
+				if n, one := k1["be_quest_choose_batch"]-k0["be_quest_choose_batch"], k1["be_quest_choose"]-k0["be_quest_choose"]; n == 0 || n > steps*layers || one != 0 {
+					t.Errorf("%d batch steps: %d batched Quest choices and %d one-call ones, want 1 to %d a layer's and 0", steps, n, one, steps*layers)
+				}
+			}
 			if pc.name == "h2o" || pc.name == "tova" {
 				if n, one := k1["attn_rtb_acc"]-k0["attn_rtb_acc"], k1["attn_rt_acc"]-k0["attn_rt_acc"]; n != steps*layers || one != 0 {
 					t.Errorf("%d batch steps: %d batched and %d one-call sums of probabilities, want %d and 0", steps, n, one, steps*layers)
 				}
 			}
-			if w := w1 - w0; pc.name != "quest" && w > steps*(layers+1)+growth {
+			if w := w1 - w0; w > steps*(layers+1)+growth {
 				t.Errorf("%d batch steps waited for the device %d times, want at most %d (a layer's and the logits', and %d as scratch grows)", steps, w, steps*(layers+1)+growth, growth)
 			}
 		})
@@ -181,7 +187,7 @@ var fakePolicies = []struct {
 	params policies.Params
 }{{"full", nil}, {"window", policies.Params{"budget": 40}}, {"streamingllm", policies.Params{"sinks": 4, "budget": 40}},
 	{"random", policies.Params{"budget": 40}}, {"h2o", policies.Params{"budget": 40}}, {"tova", policies.Params{"budget": 40}},
-	{"quest", policies.Params{"budget": 32, "page": 8}}}
+	{"quest", policies.Params{"budget": 32, "page": 8, "dense_layers": 1}}}
 
 // fakeSteps feeds streams streams of a small zero model on be prompts of
 // different lengths under the policy, then steps them as one batch steps

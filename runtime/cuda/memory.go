@@ -152,6 +152,7 @@ func (b *Backend) ReleaseWork() (err error) {
 	}
 	// Pending copies and clears name buffers about to be freed.
 	b.kv.reset()
+	b.qq.reset() // queued Quest work names buffers about to be freed
 	b.zeros = b.zeros[:0]
 	syncErr := b.D.Sync()
 	b.dropReplays()

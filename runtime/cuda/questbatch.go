@@ -1,0 +1,154 @@
+package cuda
+
+import (
+	"os"
+
+	"github.com/kvbench/kvbench/runtime"
+)
+
+// Quest's bounds and choices of a batch step, launched together. Quest
+// folds each stream's new keys into its page bounds (Extend) and chooses
+// its pages (Choose) in its policy hook, stream after stream, before the
+// batch attends: three launches, two uploads and a read a (stream, layer).
+// The backend queues them instead (questQueue) and launches them when
+// something needs their results (flushQuest: Attend, AttendBatch, the
+// scores downloaded, a choice read back, a bounds or choice buffer freed or
+// grown): every queued Extend as one be_quest_extend (its descriptors are
+// per KV head already), every queued Choose as one be_quest_score_batch and
+// one be_quest_choose_batch over a table of calls (QuestCall in quest.cu),
+// with one upload. A choice's counts are known on the host when Choose
+// returns; only its token indices and distinct-token counts wait for the
+// launch. KVBENCH_BATCH_ATTN=off launches each at once (for comparison).
+
+// questQueue is the Quest work queued since the last flushQuest.
+type questQueue struct {
+	// Extends: be_quest_extend descriptors (QX_WORDS a KV head; their page
+	// and bounds offsets index xPtrs) and the most bounds pages a head
+	// touches; every one with the same page, head dim and page type.
+	xInts            []int32
+	xPtrs            []uint64
+	xMost            int
+	xPage, xHd, xKvt int32
+	// Chooses: their ints (2*heads + kvHeads each: be_quest_score's and
+	// be_quest_choose's layout), their KV heads' bounds, the calls.
+	cInts  []int32
+	cPtrs  []uint64
+	calls  []questJob
+	scores int64 // doubles the calls' scores take
+	cMost  int   // most pages a head scores
+	cHeads int   // most query heads
+	cPage  int32
+	cHd    int32
+	tab    []uint64
+}
+
+// questJob is one queued Choose.
+type questJob struct {
+	c                        *choice
+	q                        Ptr
+	ints, bounds, heads, kvh int32
+	group, k                 int32
+	scores                   int64 // its first score
+}
+
+// questTabWords is the 8-byte words of a QuestCall (quest.cu): q, scores,
+// pages, sel, cov, done, then (ints, bounds), (heads, group), (K, cap).
+const questTabWords = 9
+
+// queueExtend queues an Extend's descriptors (b.hInts, b.hPtrs, as
+// be_quest_extend takes them for one call).
+func (b *Backend) queueExtend(touched int, page, hd, kvt int32) {
+	q := &b.qq
+	if len(q.xInts) > 0 && (q.xPage != page || q.xHd != hd || q.xKvt != kvt) {
+		b.flushQuest()
+	}
+	base := int32(len(q.xPtrs))
+	for i := 0; i+qxWords <= len(b.hInts); i += qxWords {
+		d := b.hInts[i : i+qxWords]
+		if d[1] > d[0] { // tokens to fold: its page and bounds offsets index xPtrs now
+			d[2] += base
+			d[4] += base
+		}
+		q.xInts = append(q.xInts, d...)
+	}
+	q.xPtrs = append(q.xPtrs, b.hPtrs...)
+	q.xMost = max(q.xMost, touched)
+	q.xPage, q.xHd, q.xKvt = page, hd, kvt
+	b.questNow()
+}
+
+// qxWords is be_quest_extend's descriptor (QX_WORDS in backend.cu).
+const qxWords = 5
+
+// queueChoose queues a Choose of choice c for the query row at qp (its
+// ints in b.hInts, its bounds in b.hPtrs; total scores, most a head).
+func (b *Backend) queueChoose(c *choice, qp Ptr, heads, kvHeads, group, k, total, most int, page, hd int32) {
+	q := &b.qq
+	if len(q.calls) > 0 && (q.cPage != page || q.cHd != hd) {
+		b.flushQuest()
+	}
+	q.calls = append(q.calls, questJob{c: c, q: qp, ints: int32(len(q.cInts)), bounds: int32(len(q.cPtrs)),
+		heads: int32(heads), kvh: int32(kvHeads), group: int32(group), k: int32(k), scores: q.scores})
+	q.cInts = append(q.cInts, b.hInts...)
+	q.cPtrs = append(q.cPtrs, b.hPtrs...)
+	q.scores += int64(total)
+	q.cMost, q.cHeads = max(q.cMost, most), max(q.cHeads, heads)
+	q.cPage, q.cHd = page, hd
+	c.pending = true
+	b.questNow()
+}
+
+// questNow flushes at once when batching is off (KVBENCH_BATCH_ATTN=off).
+func (b *Backend) questNow() {
+	if os.Getenv(batchAttnEnv) == "off" {
+		b.flushQuest()
+	}
+}
+
+// flushQuest launches the queued Quest work: the Extends, then the
+// Chooses' scores and choices, then each choice's read of its counts.
+func (b *Backend) flushQuest() {
+	q := &b.qq
+	if len(q.xInts) == 0 && len(q.calls) == 0 {
+		return
+	}
+	b.flushKV() // the keys of queued copies must land first
+	var dev Ptr
+	if len(q.calls) > 0 {
+		dev = b.grow(&b.pscore, q.scores*8) // growing waits: before the upload
+	}
+	q.tab = q.tab[:0]
+	for _, j := range q.calls {
+		c := j.c
+		q.tab = append(q.tab, uint64(j.q), uint64(dev.Add(j.scores*8)), uint64(c.pages.p), uint64(c.sel.p), uint64(c.cov.p), uint64(c.done.p),
+			uint64(uint32(j.ints))|uint64(uint32(j.bounds))<<32, uint64(uint32(j.heads))|uint64(uint32(j.group))<<32,
+			uint64(uint32(j.k))|uint64(uint32(int32(c.cap)))<<32)
+	}
+	b.reserve(span(int64(len(q.xInts))*4) + span(int64(len(q.xPtrs))*8) + span(int64(len(q.cInts))*4) +
+		span(int64(len(q.cPtrs))*8) + span(int64(len(q.tab))*8))
+	p := b.putBytes(raw(q.xInts), raw(q.xPtrs), raw(q.cInts), raw(q.cPtrs), raw(q.tab))
+	if len(q.xInts) > 0 {
+		b.launch("be_quest_extend", Dim3{q.xMost, len(q.xInts) / qxWords, 1}, Dim3{min(max(int(q.xHd), 32), 256), 1, 1},
+			p[1], p[0], q.xPage, q.xHd, q.xKvt)
+	}
+	if n := len(q.calls); n > 0 {
+		b.launch("be_quest_score_batch", Dim3{(q.cMost + 127) / 128, q.cHeads, n}, Dim3{128, 1, 1}, p[4], p[2], p[3], q.cHd)
+		b.launch("be_quest_choose_batch", Dim3{q.cHeads, n, 1}, Dim3{questChooseThreads, 1, 1}, p[4], p[2], q.cPage)
+		for _, j := range q.calls {
+			must(b.D.CopyDtoHAsync(j.c.host, 0, j.c.cov.p, int64(j.kvh)*4))
+			j.c.epoch, j.c.pending = b.epoch, false
+		}
+	}
+	q.reset()
+}
+
+// reset forgets the queued work (launched, or dropped after a failure).
+func (q *questQueue) reset() {
+	q.xInts, q.xPtrs, q.xMost = q.xInts[:0], q.xPtrs[:0], 0
+	for _, j := range q.calls {
+		j.c.pending = false
+	}
+	q.cInts, q.cPtrs, q.calls, q.scores, q.cMost, q.cHeads = q.cInts[:0], q.cPtrs[:0], q.calls[:0], 0, 0, 0
+}
+
+var _ runtime.PageChooser = (*pageBounds)(nil)
