@@ -161,9 +161,8 @@ type choice struct {
 	pb      *pageBounds
 	sel     *buf    // [heads, cap] int32: the token indices of each head
 	pages   *buf    // [heads, max(k-1, 1)] int32: the chosen pages but the last
-	cov     *buf    // [kvHeads] int32: distinct tokens per KV head (Covered)
 	done    *buf    // [kvHeads] uint32: be_quest_choose's counters, 0 between launches
-	host    *Pinned // [kvHeads] int32: cov, downloaded after each Choose
+	host    *Pinned // [kvHeads] int32: distinct tokens per KV head (Covered), written by the device
 	heads   int     // heads sel has room for
 	cap     int     // tokens per head sel has room for
 	kr      int     // pages per head pages has room for
@@ -190,7 +189,7 @@ func (c *choice) room(heads, kvHeads, capTokens, kr int) {
 		}
 		return x
 	}
-	c.sel, c.pages, c.cov, c.done = alloc(heads*capTokens), alloc(heads*kr), alloc(kvHeads), alloc(kvHeads)
+	c.sel, c.pages, c.done = alloc(heads*capTokens), alloc(heads*kr), alloc(kvHeads)
 	must(err)
 	b.zero(c.done, int64(kvHeads))
 	c.host, err = b.D.AllocPinned(int64(kvHeads) * 4)
@@ -205,11 +204,11 @@ func (c *choice) free() {
 	b := c.pb.b
 	b.flushQuest() // queued work may name these buffers
 	b.sync()
-	for _, x := range []*buf{c.sel, c.pages, c.cov, c.done} {
+	for _, x := range []*buf{c.sel, c.pages, c.done} {
 		b.Free(x)
 	}
 	must(c.host.Free())
-	c.sel, c.pages, c.cov, c.done, c.host = nil, nil, nil, nil, nil
+	c.sel, c.pages, c.done, c.host = nil, nil, nil, nil
 }
 
 // Choose is Quest's choice on the device (runtime.PageChooser): the pages
@@ -274,8 +273,8 @@ const questChooseThreads = 256
 func (c *choice) Count(h int) int { return c.counts[h] }
 
 // Covered is the number of distinct tokens KV head g's query heads attend,
-// from the download Choose queued (waiting for it if the host has not
-// waited for the device since).
+// as the device wrote it into the choice's pinned memory (waiting for the
+// device if the host has not waited since the choice was launched).
 func (c *choice) Covered(g int) int {
 	b := c.pb.b
 	if c.pending {

@@ -9,7 +9,9 @@ import (
 // Quest's bounds and choices of a batch step, launched together. Quest
 // folds each stream's new keys into its page bounds (Extend) and chooses
 // its pages (Choose) in its policy hook, stream after stream, before the
-// batch attends: three launches, two uploads and a read a (stream, layer).
+// batch attends: three launches, two uploads and a read a (stream, layer)
+// when each was launched at once. A choice's distinct-token counts are
+// written by the device straight into its pinned host memory (no read).
 // The backend queues them instead (questQueue) and launches them when
 // something needs their results (flushQuest: Attend, AttendBatch, the
 // scores downloaded, a choice read back, a bounds or choice buffer freed or
@@ -120,7 +122,10 @@ func (b *Backend) flushQuest() {
 	q.tab = q.tab[:0]
 	for _, j := range q.calls {
 		c := j.c
-		q.tab = append(q.tab, uint64(j.q), uint64(dev.Add(j.scores*8)), uint64(c.pages.p), uint64(c.sel.p), uint64(c.cov.p), uint64(c.done.p),
+		// cov: the choice's pinned host memory, which the device writes
+		// directly (unified addressing: the host pointer is the device's),
+		// so no read is queued a call; Covered waits for the stream.
+		q.tab = append(q.tab, uint64(j.q), uint64(dev.Add(j.scores*8)), uint64(c.pages.p), uint64(c.sel.p), uint64(uintptr(c.host.p)), uint64(c.done.p),
 			uint64(uint32(j.ints))|uint64(uint32(j.bounds))<<32, uint64(uint32(j.heads))|uint64(uint32(j.group))<<32,
 			uint64(uint32(j.k))|uint64(uint32(int32(c.cap)))<<32)
 	}
@@ -135,7 +140,6 @@ func (b *Backend) flushQuest() {
 		b.launch("be_quest_score_batch", Dim3{(q.cMost + 127) / 128, q.cHeads, n}, Dim3{128, 1, 1}, p[4], p[2], p[3], q.cHd)
 		b.launch("be_quest_choose_batch", Dim3{q.cHeads, n, 1}, Dim3{questChooseThreads, 1, 1}, p[4], p[2], q.cPage)
 		for _, j := range q.calls {
-			must(b.D.CopyDtoHAsync(j.c.host, 0, j.c.cov.p, int64(j.kvh)*4))
 			j.c.epoch, j.c.pending = b.epoch, false
 		}
 	}
