@@ -260,8 +260,9 @@ func (p *h2o) grow(l int) {
 	}
 }
 
-// arm hands attention zeroed accumulation buffers, one per query head, as long
-// as its KV head's sequence, for every query row.
+// arm hands attention accumulation buffers, one per query head, as long as
+// its KV head's sequence, for every query row; AccZero: the backend starts
+// the sums from zero and overwrites them (no clearing here).
 func (p *h2o) arm(a *runtime.AttnArgs) {
 	group := a.Heads / a.KVHeads
 	for h := range p.acc {
@@ -270,7 +271,6 @@ func (p *h2o) arm(a *runtime.AttnArgs) {
 			p.acc[h] = make([]float32, n, n+n/4+64)
 		}
 		p.acc[h] = p.acc[h][:n]
-		clear(p.acc[h])
 	}
 	a.Acc, a.AccFrom, a.AccZero = p.acc, 0, true
 }

@@ -121,7 +121,6 @@ func (p *tova) BeforeAttend(l int, a *runtime.AttnArgs) {
 				p.acc[h] = make([]float32, n, n+n/4+64)
 			}
 			p.acc[h] = p.acc[h][:n]
-			clear(p.acc[h])
 		}
 		a.Acc, a.AccFrom, a.AccZero = p.acc, int(newest(a)), true
 		p.armed = true

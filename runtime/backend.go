@@ -97,8 +97,9 @@ type AttnArgs struct {
 	// to Acc[h][t] for each query row whose position is >= AccFrom.
 	Acc     [][]float32
 	AccFrom int
-	// AccZero says Acc's values are all zero: a backend may start the sums
-	// from zero without reading them (no upload of the zeros).
+	// AccZero says the sums start from zero whatever Acc holds: the backend
+	// overwrites Acc[h][:n] (n: head h's KV head's tokens) without reading
+	// it (no upload; the caller need not clear it).
 	AccZero bool
 	// Ref [KVHeads] and Recall [rows*heads]: when set, Recall[r*heads+h]
 	// receives the share of full attention's probability mass (over the

@@ -100,6 +100,12 @@ func (b *Backend) Attend(a *runtime.AttnArgs) {
 	}
 	j.a, j.q, j.out = a, vec(a.Q), vec(a.Out)
 	j.byHead = a.Acc != nil
+	if a.Acc != nil && a.AccZero { // the sums start from zero, whatever Acc holds
+		group := a.Heads / a.KVHeads
+		for h := range a.Heads {
+			clear(a.Acc[h][:a.Seqs[h/group].N])
+		}
+	}
 	items := a.Rows * a.Heads
 	if j.byHead {
 		items = a.Heads

@@ -153,6 +153,9 @@ func (b *Backend) Attend(a *runtime.AttnArgs) {
 		b.download(probs, scores)
 		for h := 0; h < a.Heads; h++ {
 			acc := a.Acc[h]
+			if a.AccZero { // the sums start from zero, whatever Acc holds
+				clear(acc[:a.Seqs[h/group].N])
+			}
 			var sel []int32
 			if a.Sel != nil {
 				sel = a.Sel[h]
