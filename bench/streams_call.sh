@@ -10,7 +10,9 @@
 # the policies; LANES_CMP=1 also runs each with KVBENCH_LANES=off (the host's
 # work one stream after another: the lanes' and batchMeta's gain, same call);
 # GRAPHS_CMP=1 also runs each with KVBENCH_GRAPHS=off (a batch step's
-# products launched one by one: the graphs' gain, same call).
+# products launched one by one: the graphs' gain, same call). A package's
+# failed tests run again with KVBENCH_BATCH_ATTN=off and with
+# KVBENCH_GRAPHS=off (BISECT=0: not), to tell which path a failure follows.
 set -u
 P=/tmp/p; mkdir -p $P && tar -C $P -xf ${CARRY:-.e2ecarry}/p.t*z
 export KVBENCH_CUDA_CACHE=/tmp/kc PYTHONUNBUFFERED=1 KVBENCH_SHARED=${KVBENCH_SHARED:-$P/shared}
@@ -19,6 +21,17 @@ run() { # package-dir binary pattern timeout log
 	(cd "$1" && timeout "$4" $P/$2 -test.count=1 -test.v -test.timeout "$(( $4 - 5 ))s" -test.run "$3" -test.skip 'Timing|Speed|Profile|HostTime|ReadFloor' > "$OUT/$5" 2>&1)
 	echo "== $1 ($3): rc $? passed $(grep -c '^--- PASS' "$OUT/$5") skipped $(grep -c '^--- SKIP' "$OUT/$5")"
 	grep -E "^--- FAIL|^panic" "$OUT/$5" | head -10
+	grep -m3 -iE "nvrtc|compil.*error|error:" "$OUT/$5"
+	# The failed tests again with one batching path off at a time: which
+	# one a failure follows (KVBENCH_BATCH_ATTN: batched attention, H2O's
+	# sums, Quest's queued work; KVBENCH_GRAPHS: replayed products).
+	local failed; failed=$(grep -oE '^--- FAIL: [A-Za-z0-9_]+' "$OUT/$5" | awk '{print $3}' | sort -u | paste -sd'|')
+	if [ -n "$failed" ] && [ "${BISECT:-1}" = 1 ]; then
+		for v in KVBENCH_BATCH_ATTN=off KVBENCH_GRAPHS=off; do
+			(cd "$1" && env $v timeout 120 $P/$2 -test.count=1 -test.timeout 115s -test.run "^($failed)\$" > "$OUT/$5.$v" 2>&1)
+			echo "   again with $v: rc $? ($(grep -c '^--- FAIL' "$OUT/$5.$v") failing)"
+		done
+	fi
 }
 if [ "${TESTS:-1}" = 1 ]; then
 	run runtime/cuda runtime_cuda.test . 240 cuda.log; el
