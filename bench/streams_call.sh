@@ -28,8 +28,9 @@ run() { # package-dir binary pattern timeout log
 	local failed; failed=$(grep -oE '^--- FAIL: [A-Za-z0-9_]+' "$OUT/$5" | awk '{print $3}' | sort -u | paste -sd'|')
 	if [ -n "$failed" ] && [ "${BISECT:-1}" = 1 ]; then
 		for v in KVBENCH_BATCH_ATTN=off KVBENCH_GRAPHS=off; do
-			(cd "$1" && env $v timeout 120 $P/$2 -test.count=1 -test.timeout 115s -test.run "^($failed)\$" > "$OUT/$5.$v" 2>&1)
-			echo "   again with $v: rc $? ($(grep -c '^--- FAIL' "$OUT/$5.$v") failing)"
+			local log=/tmp/bisect-$5-${v%%=*}
+			(cd "$1" && env $v timeout 120 $P/$2 -test.count=1 -test.v -test.timeout 115s -test.run "^($failed)\$" > "$log" 2>&1)
+			echo "   again with $v: rc $?, $(grep -c '^--- FAIL' "$log") failing"; grep -E '^--- FAIL' "$log" | head -5
 		done
 	fi
 }
