@@ -157,3 +157,77 @@ func TestAccPlan(t *testing.T) {
 		}
 	}
 }
+
+// TestQueueExtend checks that queued Extends' descriptors are rebased onto
+// the queue's pointers: each KV head with tokens to fold names, through its
+// page and bounds offsets, the same pointers in the queue as in its own
+// call's list; heads with nothing to fold are left as they were.
+func TestQueueExtend(t *testing.T) {
+	b, err := NewFakeBackend("bf16")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	t.Setenv(batchAttnEnv, "")
+	rng := rand.New(rand.NewPCG(2, 6))
+	type head struct {
+		fold       bool
+		pages      []uint64
+		bounds     uint64
+		n0, n1, ps int32
+	}
+	var calls [][]head
+	for range 6 {
+		var hs []head
+		b.hInts, b.hPtrs = b.hInts[:0], b.hPtrs[:0]
+		for range 1 + rng.IntN(4) {
+			h := head{fold: rng.IntN(4) > 0, n0: rng.Int32N(100), ps: 16}
+			kOff, bOff := int32(0), int32(0)
+			h.n1 = h.n0
+			if h.fold {
+				h.n1 = h.n0 + 1 + rng.Int32N(40)
+				kOff = int32(len(b.hPtrs))
+				for range 1 + rng.IntN(3) {
+					p := rng.Uint64()
+					h.pages = append(h.pages, p)
+					b.hPtrs = append(b.hPtrs, p)
+				}
+				bOff, h.bounds = int32(len(b.hPtrs)), rng.Uint64()
+				b.hPtrs = append(b.hPtrs, h.bounds)
+			}
+			b.hInts = append(b.hInts, h.n0, h.n1, kOff, h.ps, bOff)
+			hs = append(hs, h)
+		}
+		b.queueExtend(1+rng.IntN(5), 16, 64, kvBF16)
+		calls = append(calls, hs)
+	}
+	q := &b.qq
+	i := 0
+	for c, hs := range calls {
+		for g, h := range hs {
+			d := q.xInts[i*qxWords : (i+1)*qxWords]
+			i++
+			if d[0] != h.n0 || d[1] != h.n1 || d[3] != h.ps {
+				t.Fatalf("call %d head %d: descriptor %v", c, g, d)
+			}
+			if !h.fold {
+				continue
+			}
+			for j, p := range h.pages {
+				if q.xPtrs[int(d[2])+j] != p {
+					t.Fatalf("call %d head %d: page %d is %#x in the queue, want %#x", c, g, j, q.xPtrs[int(d[2])+j], p)
+				}
+			}
+			if q.xPtrs[d[4]] != h.bounds {
+				t.Fatalf("call %d head %d: bounds %#x in the queue, want %#x", c, g, q.xPtrs[d[4]], h.bounds)
+			}
+		}
+	}
+	if i*qxWords != len(q.xInts) {
+		t.Fatalf("%d descriptors queued, want %d", len(q.xInts)/qxWords, i)
+	}
+	b.flushQuest()
+	if len(q.xInts) != 0 || len(q.xPtrs) != 0 {
+		t.Fatal("the queue is not empty after its flush")
+	}
+}
