@@ -271,9 +271,10 @@ type Replayer interface {
 	Replay(key ReplayKey, ops func())
 }
 
-// ReplayKey names a replayed sequence: its owner (a Runner's or a Batch's
-// unique id), a layer, a part of the layer and the rows of the pass (a
-// batch's streams).
+// ReplayKey names a replayed sequence: its owner (the unique id of the
+// scratch the pass runs on: a runner borrows its scratch from a pool, so a
+// runner's id would not name fixed buffers), a layer, a part of the layer
+// and the rows of the pass (a batch's streams).
 type ReplayKey struct {
 	Owner uint64
 	Layer int

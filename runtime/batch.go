@@ -43,7 +43,6 @@ type Batch struct {
 	be      Backend
 	c       Config
 	s       state // [min(len(runners), maxBatchRows) rows] the batch's scratch
-	id      uint64
 	tokens  []int // [rows] the step's tokens
 	segs    []segment
 	p       pass
@@ -88,7 +87,7 @@ func NewBatch(runners ...*Runner) (*Batch, error) {
 	if err != nil {
 		return nil, fmt.Errorf("batch: %w", err)
 	}
-	b := &Batch{runners: runners, be: be, c: c, id: runnerIDs.Add(1), used: make([]bool, n), minLanes: minLanes}
+	b := &Batch{runners: runners, be: be, c: c, used: make([]bool, n), minLanes: minLanes}
 	if vw, ok := be.(Viewer); ok {
 		n = min(n, maxBatchRows)
 		b.s = newState(be, c, n)
@@ -207,7 +206,7 @@ func (b *Batch) pass(streams, tokens []int, logits []float32, score *scoreSink) 
 		}
 		b.segs = append(b.segs, g)
 	}
-	b.p = pass{c: c, be: b.be, w: b.runners[0].w, s: &b.s, segs: b.segs, tokens: b.tokens, score: score, owner: b.id, minLanes: b.minLanes}
+	b.p = pass{c: c, be: b.be, w: b.runners[0].w, s: &b.s, segs: b.segs, tokens: b.tokens, score: score, owner: b.s.id, minLanes: b.minLanes}
 	b.p.run()
 	for j := range b.segs {
 		g := &b.segs[j]

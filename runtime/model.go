@@ -12,6 +12,7 @@ import (
 
 // state is the scratch memory of a forward pass over up to maxRows tokens.
 type state struct {
+	id      uint64 // unique: the owner in ReplayKeys (a replayed sequence runs on these buffers)
 	maxRows int
 	x       Buffer      // [rows, dim] the residual stream
 	xb      Buffer      // [rows, dim] normalised input of a block
@@ -32,6 +33,7 @@ type state struct {
 // newState allocates the scratch of a forward pass over up to n rows.
 func newState(be Backend, c Config, n int) state {
 	return state{
+		id:      scratchIDs.Add(1),
 		maxRows: n,
 		x:       be.Alloc(n * c.Dim),
 		xb:      be.Alloc(n * c.Dim),
@@ -97,7 +99,6 @@ type Runner struct {
 	pos      int           // position of the next token
 	marks    []int         // device timestamps around each layer's attention
 	score    *scoreSink    // set during LogProbs
-	id       uint64        // unique among runners: the owner in ReplayKeys
 
 	probe func(l int) // set by a NaN diagnosis (finite.go): runs before layer l
 
@@ -109,7 +110,8 @@ type Runner struct {
 	err       error      // a step's error, returned by forward
 }
 
-var runnerIDs atomic.Uint64
+// scratchIDs numbers the scratch states (state.id, the owners in ReplayKeys).
+var scratchIDs atomic.Uint64
 
 // RunnerOptions shape a Runner: its prefill chunk and its KV cache.
 type RunnerOptions struct {
@@ -170,7 +172,7 @@ func newRunner(m *Model, be Backend, w *deviceWeights, o RunnerOptions) (*Runner
 	if err != nil {
 		return nil, err
 	}
-	r := &Runner{Model: m, Backend: be, Cache: cache, w: w, opts: o, maxRows: maxRows, id: runnerIDs.Add(1), firstRope: -1}
+	r := &Runner{Model: m, Backend: be, Cache: cache, w: w, opts: o, maxRows: maxRows, firstRope: -1}
 	if c.RopeScaling.Type != "" {
 		sr, ok := be.(ScaledRoPE)
 		if !ok {
@@ -361,7 +363,7 @@ type pass struct {
 	tokens []int      // [rows] every segment's tokens in row order
 	all    bool       // a single segment's out takes the logits of every row
 	score  *scoreSink // the rows' log-probabilities go here instead of out
-	owner  uint64     // ReplayKey owner of a one-row pass's replayed parts
+	owner  uint64     // ReplayKey owner of the pass's replayed parts: its scratch's id
 	scale  float32    // attention's score scale
 	// minLanes is the fewest streams the pass spreads over goroutines (a
 	// batch's; 0: never; lanes.go).
@@ -374,7 +376,7 @@ func (r *Runner) step(tokens []int, out []float32, all bool) {
 	s := r.scratch()
 	rows := len(tokens)
 	r.seg[0] = segment{r: r, tokens: tokens, out: out, q: s.q, k: s.k, v: s.v, att: s.att, pos: s.pos[:rows]}
-	r.pass = pass{c: r.Model.Config, be: r.Backend, w: r.w, s: s, segs: r.seg[:], tokens: tokens, all: all, score: r.score, owner: r.id}
+	r.pass = pass{c: r.Model.Config, be: r.Backend, w: r.w, s: s, segs: r.seg[:], tokens: tokens, all: all, score: r.score, owner: s.id}
 	r.pass.run()
 }
 
