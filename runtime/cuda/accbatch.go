@@ -1,6 +1,8 @@
 package cuda
 
 import (
+	goruntime "runtime"
+	"sync"
 	"unsafe"
 
 	"github.com/kvbench/kvbench/runtime"
@@ -156,13 +158,41 @@ func (b *Backend) accFinish(bt *batchAttn, n int, tab, ints Ptr) {
 	must(b.D.CopyDtoHAsync(q.pin, 0, bt.accDev, bt.accBytes))
 	b.sync()
 	buf := q.pin.Bytes()
-	for i := range bt.calls {
-		c := &bt.calls[i]
-		if c.a.Acc != nil {
-			fillAcc(c.a, unsafe.Slice((*float32)(unsafe.Pointer(&buf[c.accOff])), c.a.Heads*c.astride), c.astride)
+	fill := func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			if c := &bt.calls[i]; c.a.Acc != nil {
+				fillAcc(c.a, unsafe.Slice((*float32)(unsafe.Pointer(&buf[c.accOff])), c.a.Heads*c.astride), c.astride)
+			}
 		}
 	}
+	// The copies are the step's largest serial host work for H2O and TOVA
+	// (a 1B step of 64 streams: ~130 MB): on goroutines where there are
+	// threads for them (as batchMeta's parts), each call's copy its own.
+	calls := len(bt.calls)
+	parts := 1
+	if procs := goruntime.GOMAXPROCS(0); !b.noLanes && procs >= metaMinProcs {
+		parts = max(1, min(procs, 16, calls/accCallsPerPart))
+	}
+	if parts == 1 {
+		fill(0, calls)
+		return
+	}
+	per := (calls + parts - 1) / parts
+	var wg sync.WaitGroup
+	for k := 1; k < parts; k++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fill(k*per, min(calls, (k+1)*per))
+		}()
+	}
+	fill(0, min(calls, per))
+	wg.Wait()
 }
+
+// accCallsPerPart is the fewest calls worth a goroutine of accFinish's
+// copies.
+const accCallsPerPart = 8
 
 // fillAcc copies the sums read back from the device, astride values a query
 // head, into a's Acc (each head's first N, N its KV head's tokens).

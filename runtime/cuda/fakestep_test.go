@@ -258,3 +258,15 @@ func promptedBatch(tb testing.TB, be *cuda.Backend, m *runtime.Model, policy str
 	}
 	return batch
 }
+
+// TestAccFillParts runs H2O's and TOVA's batch steps of 32 streams with 4
+// threads, so that the copies of their sums back into the policies' slices
+// go on several goroutines (accFinish's parts; run it with -race).
+func TestAccFillParts(t *testing.T) {
+	defer goruntime.GOMAXPROCS(goruntime.GOMAXPROCS(4))
+	for _, pc := range fakePolicies[4:6] {
+		t.Run(pc.name, func(t *testing.T) {
+			fakeSteps(t, fakeBackend(t), pc.name, pc.params, 32, 20)
+		})
+	}
+}
