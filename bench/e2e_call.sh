@@ -5,7 +5,9 @@
 # policies, batched streams (kvbench streams) and the decode kernels. Build the
 # binary here (CGO_ENABLED=0 go build -ldflags="-s -w" -o .e2ecarry/kvbench
 # ./cmd/kvbench; cp the Llama-2 tokenizer.model beside it), carry .e2ecarry, and
-# run from the repository root on the GPU machine: bash bench/e2e_call.sh
+# run from the repository root on the GPU machine: bash bench/e2e_call.sh. With
+# the packed carry of bench/streams_call.sh (.e2ecarry/p.txz): mkdir -p /tmp/p &&
+# tar -C /tmp/p -xJf .e2ecarry/p.txz && CARRY=/tmp/p bash bench/e2e_call.sh
 set -u
 C=${CARRY:-.e2ecarry}; K=$C/kvbench
 export KVBENCH_CUDA_CACHE=/tmp/kc PYTHONUNBUFFERED=1
