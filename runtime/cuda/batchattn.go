@@ -125,14 +125,21 @@ func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
 	}
 	b.flushKV()
 	selBytes := b.selRoom(bt)
-	b.reserve(span(int64(len(bt.ints))*4) + span(int64(len(bt.tab))*8) + span(int64(len(bt.acct))*8) + span(selBytes))
-	p := b.putBytes(raw(bt.tab), raw(bt.acct), raw(bt.ints)) // the ints last: the selections' room follows them
-	tab, ints := p[0], p[2]
+	b.reserve(span(int64(len(bt.ints))*4) + span(int64(len(bt.tab))*8) + span(int64(len(bt.acct))*8) +
+		span(int64(len(bt.selt))*8) + span(selBytes))
+	p := b.putBytes(raw(bt.tab), raw(bt.acct), raw(bt.selt), raw(bt.ints)) // the ints last: the selections' room follows them
+	tab, ints := p[0], p[3]
 	if selBytes > 0 {
-		b.st.off += span(selBytes) // device room only: the selections are copied there on the device
-		for i := range bt.calls {
-			if c := &bt.calls[i]; c.sel.on {
-				must(b.D.CopyAsync(ints.Add(int64(c.selAt)*4), c.sel.src, c.sel.bytes))
+		// Device room only: every selection copied there on the device, in
+		// one launch (a copy each below two).
+		b.st.off += span(selBytes)
+		if n := len(bt.selt) / 3; n > 1 {
+			b.launch("be_copy_into", Dim3{min(bt.selMost/256+1, 64), n, 1}, Dim3{256, 1, 1}, ints, p[2])
+		} else {
+			for i := range bt.calls {
+				if c := &bt.calls[i]; c.sel.on {
+					must(b.D.CopyAsync(ints.Add(int64(c.selAt)*4), c.sel.src, c.sel.bytes))
+				}
 			}
 		}
 	}
@@ -163,12 +170,14 @@ func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
 
 // selRoom places the calls' device selections (Quest's choice) one after
 // another past the batch's ints, in the arena room that follows their
-// upload, and points each call's head table there (describe wrote offsets
-// for a selection right after the call's own ints); it returns the room's
-// bytes.
+// upload, points each call's head table there (describe wrote offsets for a
+// selection right after the call's own ints) and lists the copies in
+// bt.selt (be_copy_into's: offset from the ints, source, words); it returns
+// the room's bytes.
 func (b *Backend) selRoom(bt *batchAttn) int64 {
 	at := int32(span(int64(len(bt.ints))*4) / 4)
 	start := at
+	bt.selt, bt.selMost = bt.selt[:0], 0
 	for i := range bt.calls {
 		c := &bt.calls[i]
 		if !c.sel.on {
@@ -182,6 +191,8 @@ func (b *Backend) selRoom(bt *batchAttn) int64 {
 				h[c.headOff+2*int32(hh)] += delta
 			}
 		}
+		bt.selt = append(bt.selt, uint64(c.selAt), uint64(c.sel.src), uint64(c.sel.bytes/4))
+		bt.selMost = max(bt.selMost, int(c.sel.bytes/4))
 		at += int32(span(c.sel.bytes) / 4)
 	}
 	return int64(at-start) * 4
@@ -210,6 +221,8 @@ type batchAttn struct {
 	// The batched calls with Acc (accPlan): attn_rtb_acc's table, their
 	// sums' device region, the longest token list and the most heads.
 	acct                 []uint64
+	selt                 []uint64 // be_copy_into's list of the selections (selRoom)
+	selMost              int      // the longest, in words
 	accDev               Ptr
 	accBytes             int64
 	accLongest, accHeads int

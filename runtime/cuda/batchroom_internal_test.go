@@ -34,7 +34,7 @@ func TestSelRoom(t *testing.T) {
 			c := batchCall{a: &runtime.AttnArgs{Heads: heads}, base: base, headOff: headOff}
 			on := rng.IntN(3) > 0
 			if on {
-				c.sel = chosenCall{on: true, src: Ptr(0x1000), bytes: int64(heads*capTokens) * 4, base: int32(n)}
+				c.sel = chosenCall{on: true, src: Ptr(0x1000 + rng.IntN(1<<20)*4), bytes: int64(heads*capTokens) * 4, base: int32(n)}
 			}
 			counts := make([]int32, heads)
 			for h := range heads {
@@ -54,6 +54,7 @@ func TestSelRoom(t *testing.T) {
 		room := b.selRoom(bt)
 		end := int32(span(int64(len(bt.ints))*4) / 4)
 		var used int64
+		nsel := 0
 		for i := range bt.calls {
 			c := &bt.calls[i]
 			h := bt.ints[c.base:]
@@ -70,6 +71,10 @@ func TestSelRoom(t *testing.T) {
 				t.Fatalf("call %d: room at %d (ints end at %d, %d bytes placed before, %d in all)", i, c.selAt, end, used, room)
 			}
 			used = int64(c.selAt-end)*4 + span(c.sel.bytes)
+			if k := 3 * nsel; len(bt.selt) < k+3 || bt.selt[k] != uint64(c.selAt) || bt.selt[k+1] != uint64(c.sel.src) || bt.selt[k+2] != uint64(c.sel.bytes/4) {
+				t.Fatalf("call %d: copy entry %d of %v, want (%d, %#x, %d)", i, nsel, bt.selt, c.selAt, c.sel.src, c.sel.bytes/4)
+			}
+			nsel++
 			capTokens := int32(c.sel.bytes / 4 / int64(c.a.Heads))
 			for hh := range c.a.Heads {
 				off, cnt := h[int(c.headOff)+2*hh], h[int(c.headOff)+2*hh+1]
@@ -83,6 +88,9 @@ func TestSelRoom(t *testing.T) {
 					t.Fatalf("call %d head %d: selection at %d of the batch's ints, want %d", i, hh, got, want)
 				}
 			}
+		}
+		if len(bt.selt) != 3*nsel {
+			t.Fatalf("%d copy entries for %d selections", len(bt.selt)/3, nsel)
 		}
 	}
 }
