@@ -2,6 +2,7 @@ package cuda
 
 import (
 	"os"
+	"slices"
 
 	"github.com/kvbench/kvbench/runtime"
 )
@@ -9,18 +10,18 @@ import (
 // Quest's bounds and choices of a batch step, launched together. Quest
 // folds each stream's new keys into its page bounds (Extend) and chooses
 // its pages (Choose) in its policy hook, stream after stream, before the
-// batch attends: three launches, two uploads and a read a (stream, layer)
-// when each was launched at once. A choice's distinct-token counts are
-// written by the device straight into its pinned host memory (no read).
-// The backend queues them instead (questQueue) and launches them when
-// something needs their results (flushQuest: Attend, AttendBatch, the
-// scores downloaded, a choice read back, a bounds or choice buffer freed or
-// grown): every queued Extend as one be_quest_extend (its descriptors are
-// per KV head already), every queued Choose as one be_quest_score_batch and
-// one be_quest_choose_batch over a table of calls (QuestCall in quest.cu),
-// with one upload. A choice's counts are known on the host when Choose
-// returns; only its token indices and distinct-token counts wait for the
-// launch. KVBENCH_BATCH_ATTN=off launches each at once (for comparison).
+// batch attends: launched at once, that was three launches, two uploads
+// and a read a (stream, layer). The backend queues them instead
+// (questQueue) and launches them when something needs their results
+// (flushQuest: Attend, AttendBatch, the scores downloaded, a choice read
+// back, a bounds or choice buffer freed or grown): every queued Extend as
+// one be_quest_extend (its descriptors are per KV head already), every
+// queued Choose as one be_quest_score_batch and one be_quest_choose_batch
+// over a table of calls (QuestCall in quest.cu), with one upload. A
+// choice's counts are known on the host when Choose returns; its token
+// indices wait for the launch, and its distinct-token counts too, which the
+// device writes straight into the choice's pinned host memory (no read).
+// KVBENCH_BATCH_ATTN=off launches each at once (for comparison).
 
 // questQueue is the Quest work queued since the last flushQuest.
 type questQueue struct {
@@ -119,7 +120,7 @@ func (b *Backend) flushQuest() {
 	if len(q.calls) > 0 {
 		dev = b.grow(&b.pscore, q.scores*8) // growing waits: before the upload
 	}
-	q.tab = q.tab[:0]
+	q.tab = slices.Grow(q.tab[:0], questTabWords*len(q.calls))
 	for _, j := range q.calls {
 		c := j.c
 		// cov: the choice's pinned host memory, which the device writes
