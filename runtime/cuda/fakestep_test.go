@@ -222,6 +222,12 @@ func fakeStepsAfterPrompt(t *testing.T, be *cuda.Backend, policy string, params 
 // prompt(i) tokens (maxRows a chunk), and returns them as one batch.
 func promptedBatch(tb testing.TB, be *cuda.Backend, m *runtime.Model, policy string, params policies.Params, streams, maxRows int, prompt func(i int) int) *runtime.Batch {
 	tb.Helper()
+	return promptedMixed(tb, be, m, func(int) (string, policies.Params) { return policy, params }, streams, maxRows, prompt)
+}
+
+// promptedMixed is promptedBatch with stream i under policy pick(i).
+func promptedMixed(tb testing.TB, be *cuda.Backend, m *runtime.Model, pick func(i int) (string, policies.Params), streams, maxRows int, prompt func(i int) int) *runtime.Batch {
+	tb.Helper()
 	first, err := runtime.NewRunnerWith(m, be, runtime.RunnerOptions{MaxRows: maxRows, KVType: runtime.BF16})
 	if err != nil {
 		tb.Fatal(err)
@@ -236,7 +242,7 @@ func promptedBatch(tb testing.TB, be *cuda.Backend, m *runtime.Model, policy str
 	}
 	logits := make([]float32, m.Config.Vocab)
 	for i, r := range rs {
-		p, err := policies.New(policy, params)
+		p, err := policies.New(pick(i))
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -268,5 +274,45 @@ func TestAccFillParts(t *testing.T) {
 		t.Run(pc.name, func(t *testing.T) {
 			fakeSteps(t, fakeBackend(t), pc.name, pc.params, 32, 20)
 		})
+	}
+}
+
+// TestFakeMixedBatch steps one batch whose streams run every policy of
+// fakePolicies side by side (their calls batched together: plain, shifted,
+// with Acc, with a device selection) with 4 threads, on the fake device:
+// the host side runs to the end, H2O's and TOVA's sums go as one
+// attn_rtb_acc a layer and Quest's choices as one be_quest_choose_batch a
+// layer, and a step waits once a layer at most (and for the logits).
+func TestFakeMixedBatch(t *testing.T) {
+	defer goruntime.GOMAXPROCS(goruntime.GOMAXPROCS(4))
+	be := fakeBackend(t)
+	const streams, steps, layers, growth = 21, 30, 2, 8
+	c := runtime.Config{Arch: "llama", Dim: 256, Hidden: 256, Layers: layers, Heads: 4, KVHeads: 2, HeadDim: 64, Vocab: 300, MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
+	pick := func(i int) (string, policies.Params) { p := fakePolicies[i%len(fakePolicies)]; return p.name, p.params }
+	batch := promptedMixed(t, be, runtime.ZeroModel(c), pick, streams, 16, func(i int) int { return 30 + 3*i })
+	sids, toks, targets, out := make([]int, streams), make([]int, streams), make([]int, streams), make([]float64, streams)
+	for i := range sids {
+		sids[i], toks[i], targets[i] = i, 3+i, 4+i
+	}
+	_, _, _, w0 := cuda.FakeCounts()
+	k := kernelsDuring(func() {
+		for range steps {
+			if err := batch.LogProbs(sids, toks, targets, out); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	_, _, _, w1 := cuda.FakeCounts()
+	if k["attn_rtb_acc"] != steps*layers || k["attn_rt_acc"] != 0 {
+		t.Errorf("%d steps: %d batched and %d one-call sums, want %d and 0", steps, k["attn_rtb_acc"], k["attn_rt_acc"], steps*layers)
+	}
+	if n := k["be_quest_choose_batch"]; n == 0 || n > steps*layers || k["be_quest_choose"] != 0 {
+		t.Errorf("%d steps: %d batched and %d one-call Quest choices", steps, n, k["be_quest_choose"])
+	}
+	if w := w1 - w0; w > steps*(layers+1)+growth {
+		t.Errorf("%d steps waited %d times, want at most %d", steps, w, steps*(layers+1)+growth)
+	}
+	for i := range batch.Len() {
+		batch.Runner(i).Reset()
 	}
 }
