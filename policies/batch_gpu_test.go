@@ -80,3 +80,13 @@ func TestBatchWideGPU(t *testing.T) {
 		}
 	}
 }
+
+// TestBatchMixedGPU is TestBatchMixed on the CUDA backend at both compute
+// precisions: one batch grid of plain, re-positioned, H2O/TOVA (their sums
+// batched), Quest (its queued choices and copied selections) and SnapKV
+// calls, each stream against itself alone.
+func TestBatchMixedGPU(t *testing.T) {
+	for _, prec := range []string{"f32", "bf16"} {
+		t.Run(prec, func(t *testing.T) { compareMixed(t, gpuBackendAt(t, prec)) })
+	}
+}

@@ -166,6 +166,12 @@ func cloneStats(s *policies.Stats) policies.Stats {
 // into a logits group and a log-probability group by scoreStep.
 func batchedTraces(t testing.TB, m *runtime.Model, be runtime.Backend, name string, params policies.Params, sts []batchStream) []streamTrace {
 	t.Helper()
+	return mixedTraces(t, m, be, func(int) (string, policies.Params) { return name, params }, sts)
+}
+
+// mixedTraces is batchedTraces with stream i under policy pick(i).
+func mixedTraces(t testing.TB, m *runtime.Model, be runtime.Backend, pick func(i int) (string, policies.Params), sts []batchStream) []streamTrace {
+	t.Helper()
 	V := m.Config.Vocab
 	first, err := runtime.NewRunner(m, be, 16)
 	if err != nil {
@@ -185,6 +191,7 @@ func batchedTraces(t testing.TB, m *runtime.Model, be runtime.Backend, name stri
 	}
 	pols := make([]policies.Policy, len(sts))
 	for i := range sts {
+		name, params := pick(i)
 		pols[i] = startPolicy(t, runners[i], name, params)
 	}
 	traces := make([]streamTrace, len(sts))
@@ -380,5 +387,31 @@ func TestBatchLanesMatchAlone(t *testing.T) {
 				compareTraces(t, fmt.Sprintf("stream %d", i), got[i], want, cpuTol)
 			}
 		})
+	}
+}
+
+// TestBatchMixed steps one batch whose streams run different policies
+// (batchPolicies, one a stream, in turn) and checks each stream against
+// itself alone, as TestBatchMatchesAlone does for one policy: a batch's
+// calls of different kinds (plain, re-positioned, scored, selecting,
+// compressing) step together.
+func TestBatchMixed(t *testing.T) {
+	be := cpu.New(2)
+	defer be.Close()
+	compareMixed(t, be)
+}
+
+// compareMixed is TestBatchMixed on be.
+func compareMixed(t *testing.T, be runtime.Backend) {
+	m, err := runtime.Synthetic("tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pick := func(i int) (string, policies.Params) { p := batchPolicies[i%len(batchPolicies)]; return p.name, p.params }
+	sts := batchStreams(len(batchPolicies)+2, m.Config.Vocab, 5)
+	got := mixedTraces(t, m, be, pick, sts)
+	for i, st := range sts {
+		name, params := pick(i)
+		compareTraces(t, fmt.Sprintf("stream %d (%s)", i, name), got[i], unbatchedTrace(t, m, be, name, params, st), 1e-5)
 	}
 }
