@@ -407,7 +407,10 @@ func compareMixed(t *testing.T, be runtime.Backend) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pick := func(i int) (string, policies.Params) { p := batchPolicies[i%len(batchPolicies)]; return p.name, p.params }
+	pick := func(i int) (string, policies.Params) {
+		p := batchPolicies[i%len(batchPolicies)]
+		return p.name, p.params
+	}
 	sts := batchStreams(len(batchPolicies)+2, m.Config.Vocab, 5)
 	got := mixedTraces(t, m, be, pick, sts)
 	for i, st := range sts {
