@@ -37,6 +37,10 @@ s=8b
 timeout 150 python3 bench/e2e.py make --shape $s --out /tmp/m$s --tokenizer $C/tokenizer.model 2>&1 | tail -1; el make $s
 timeout 150 python3 bench/e2e.py time --model /tmp/m$s --lengths 4096,16384,32768 --decode 64 --passkey 32768 2>&1 | grep "^|\|^trans"; el hf $s
 timeout 120 $K e2e --model /tmp/m$s --backend cuda --lengths 4096,16384,32768 --decode 128 2>&1 | grep -E "^\||error|panic|memory|host"; el kvbench e2e $s
+# E2E_CHUNKS="8192 16384": the 32K prefill again with larger prefill chunks (kvbench e2e's default is 4096).
+for ch in ${E2E_CHUNKS:-}; do
+timeout 90 $K e2e --model /tmp/m$s --backend cuda --lengths 32768 --decode 0 --chunk $ch 2>&1 | grep -E "^\||error|panic" | sed "s/^/chunk $ch /"; el kvbench e2e chunk $ch
+done
 # 128K (issue 14): the prefill and the NLL pass alone, each side (set E2E_128K=0 to skip).
 if [ "${E2E_128K:-1}" = 1 ]; then
 timeout 150 python3 bench/e2e.py time --model /tmp/m$s --lengths 131072 --decode 0 2>&1 | grep "^|\|^trans"; el hf 128K $s
