@@ -231,6 +231,10 @@ func (c *KVCache) ReferenceBytes() int64 { return int64(c.refPages) * c.PageByte
 // the backend may run them all together.
 func (c *KVCache) Evict(l, h int, drop []int32) {
 	s := &c.seqs[l][h]
+	if len(drop) == 1 { // a decode step's usual eviction: no sorting, no move list
+		c.evictOne(l, h, s, int(drop[0]))
+		return
+	}
 	slices.Sort(drop)
 	c.moves = c.moves[:0] // (destination, original slot) of the tokens moved so far
 	if len(drop) > smallEvict {
@@ -274,6 +278,31 @@ func (c *KVCache) Evict(l, h int, drop []int32) {
 		}
 		c.kv().MoveKV(s.K[d/ps], s.V[d/ps], d%ps, s.K[f/ps], s.V[f/ps], f%ps, c.headDim)
 	}
+	c.trim(s)
+}
+
+// evictOne is Evict of the one token d of sequence s (layer l, KV head h):
+// the last token moves into its slot.
+func (c *KVCache) evictOne(l, h int, s *KVSeq, d int) {
+	if d < 0 || d >= s.N {
+		panic(fmt.Sprintf("kvcache: evict index %d of %d tokens (layer %d head %d), or repeated", d, s.N, l, h))
+	}
+	if last := s.N - 1; d != last {
+		s.Pos[d] = s.Pos[last]
+		s.Ascending = false // the last token moved into the hole
+		if c.shifts {
+			s.Shift[d] = s.Shift[last]
+		}
+		ps := c.pageSize
+		c.kv().MoveKV(s.K[d/ps], s.V[d/ps], d%ps, s.K[last/ps], s.V[last/ps], last%ps, c.headDim)
+	}
+	s.N--
+	c.trim(s)
+}
+
+// trim shortens s's positions and shifts to its N tokens and frees the
+// pages past them, but for the empty page past its last full one.
+func (c *KVCache) trim(s *KVSeq) {
 	s.Pos = s.Pos[:s.N]
 	if c.shifts {
 		s.Shift = s.Shift[:s.N]
