@@ -58,7 +58,8 @@ func (pb *pageBounds) grow(h *boundsHead, pages int) {
 	h.buf, h.pages = x, c
 }
 
-// Extend folds the new tokens of every KV head into its bounds, one launch.
+// Extend folds the new tokens of every KV head into its bounds: queued,
+// launched with the batch's other Extends (questbatch.go).
 func (pb *pageBounds) Extend(seqs []runtime.KVSeq) {
 	b := pb.b
 	if len(seqs) != len(pb.heads) {
@@ -167,7 +168,7 @@ type choice struct {
 	cap     int     // tokens per head sel has room for
 	kr      int     // pages per head pages has room for
 	counts  []int   // [heads] tokens each head attends; -1: every token
-	epoch   int     // b.epoch when cov's download was queued
+	epoch   int     // b.epoch when its choice was launched (Covered waits if the host has not since)
 	pending bool    // its Choose is queued, not launched (questbatch.go)
 }
 
