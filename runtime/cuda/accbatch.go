@@ -1,8 +1,6 @@
 package cuda
 
 import (
-	goruntime "runtime"
-	"sync"
 	"unsafe"
 
 	"github.com/kvbench/kvbench/runtime"
@@ -167,27 +165,9 @@ func (b *Backend) accFinish(bt *batchAttn, n int, tab, ints Ptr) {
 	}
 	// The copies are the step's largest serial host work for H2O and TOVA
 	// (a 1B step of 64 streams: ~130 MB): on goroutines where there are
-	// threads for them (as batchMeta's parts), each call's copy its own.
+	// threads for them (as batchMeta's parts).
 	calls := len(bt.calls)
-	parts := 1
-	if procs := goruntime.GOMAXPROCS(0); !b.noLanes && procs >= metaMinProcs {
-		parts = max(1, min(procs, 16, calls/accCallsPerPart))
-	}
-	if parts == 1 {
-		fill(0, calls)
-		return
-	}
-	per := (calls + parts - 1) / parts
-	var wg sync.WaitGroup
-	for k := 1; k < parts; k++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			fill(k*per, min(calls, (k+1)*per))
-		}()
-	}
-	fill(0, min(calls, per))
-	wg.Wait()
+	inParts(b.partsFor(calls, accCallsPerPart), calls, func(_, lo, hi int) { fill(lo, hi) })
 }
 
 // accCallsPerPart is the fewest calls worth a goroutine of accFinish's

@@ -723,9 +723,7 @@ func (b *Backend) RMSNorm(dst, x, w runtime.Buffer, rows, dim int, eps float32) 
 // MatMul computes dst[r, o] = sum_i x[r, i] * w[o, i].
 func (b *Backend) MatMul(dst, x, w runtime.Buffer, rows, in, out int) {
 	wd := b.dev(w)
-	checkWeight(wd, in, out)
-	b.check(dst, 0, rows*out, "MatMul")
-	b.check(x, 0, rows*in, "MatMul")
+	b.checkGemm(x, rows, in, dst, wd, out)
 	if rows == 0 {
 		return
 	}

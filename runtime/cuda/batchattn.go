@@ -241,6 +241,32 @@ type metaPart struct {
 // 4.8-5.1 ms a step, docs/benchmarks.md).
 var metaCallsPerPart, metaMinProcs = 32, 4
 
+// partsFor is how many goroutines share work on n calls, at least perPart
+// a goroutine: one with KVBENCH_LANES=off or fewer than metaMinProcs
+// threads, at most 16.
+func (b *Backend) partsFor(n, perPart int) int {
+	if procs := goruntime.GOMAXPROCS(0); !b.noLanes && procs >= metaMinProcs {
+		return max(1, min(procs, 16, n/perPart))
+	}
+	return 1
+}
+
+// inParts runs f(k, lo, hi) over parts consecutive ranges of [0, n), part
+// k on a goroutine of its own (part 0 on the caller's), and waits for them.
+func inParts(parts, n int, f func(k, lo, hi int)) {
+	per := (n + parts - 1) / parts
+	var wg sync.WaitGroup
+	for k := 1; k < parts; k++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f(k, min(n, k*per), min(n, (k+1)*per))
+		}()
+	}
+	f(0, 0, min(n, per))
+	wg.Wait()
+}
+
 // batchMeta builds every call's ints (describe, splitHeader) into bt.ints,
 // each call at its base: the calls split into parts built side by side on
 // goroutines (the backend's lanes; one part with KVBENCH_LANES=off or few
@@ -250,14 +276,13 @@ var metaCallsPerPart, metaMinProcs = 32, 4
 func (b *Backend) batchMeta(bt *batchAttn) int {
 	n := len(bt.calls)
 	parts := 1
-	if procs := goruntime.GOMAXPROCS(0); !b.noLanes && bt.oneRope && procs >= metaMinProcs {
-		parts = max(1, min(procs, 16, n/metaCallsPerPart))
+	if bt.oneRope {
+		parts = b.partsFor(n, metaCallsPerPart)
 	}
 	for len(bt.parts) < parts {
 		bt.parts = append(bt.parts, metaPart{})
 	}
-	per := (n + parts - 1) / parts
-	build := func(k int) {
+	build := func(k, lo, hi int) {
 		pt := &bt.parts[k]
 		defer func() {
 			if r := recover(); r != nil {
@@ -265,7 +290,7 @@ func (b *Backend) batchMeta(bt *batchAttn) int {
 			}
 		}()
 		pt.ints = pt.ints[:0]
-		for i := k * per; i < min(n, (k+1)*per); i++ {
+		for i := lo; i < hi; i++ {
 			c := &bt.calls[i]
 			m := b.describe(&pt.h, c.a, true)
 			splitHeader(c, pt.h, m)
@@ -277,16 +302,7 @@ func (b *Backend) batchMeta(bt *batchAttn) int {
 			pt.ints = append(pt.ints, pt.h...)
 		}
 	}
-	var wg sync.WaitGroup
-	for k := 1; k < parts; k++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			build(k)
-		}()
-	}
-	build(0)
-	wg.Wait()
+	inParts(parts, n, build)
 	for k := range parts {
 		if r := bt.parts[k].panic; r != nil {
 			for j := range parts {

@@ -122,8 +122,8 @@ func (b *Backend) MatMul3(x runtime.Buffer, rows, in int, p, q, r runtime.MatOut
 	b.MatMul(r.Dst, x, r.W, rows, in, r.Out)
 }
 
-// checkGemm checks one product of gemmNT: its weight's shape and the
-// buffers' lengths, as MatMul does.
+// checkGemm checks one product dst = x w^T of rows rows: the weight's
+// shape and the buffers' lengths (MatMul's checks, gemmNT's products').
 func (b *Backend) checkGemm(x runtime.Buffer, rows, in int, dst runtime.Buffer, w *buf, out int) {
 	checkWeight(w, in, out)
 	b.check(dst, 0, rows*out, "MatMul")
