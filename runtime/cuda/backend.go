@@ -51,6 +51,9 @@ type Backend struct {
 	// Host building space for the per-call metadata.
 	hInts   []int32
 	noLanes bool // KVBENCH_LANES=off: AttendBatch builds its calls' metadata on one goroutine
+	// KVBENCH_BATCH_ATTN=off: AttendBatch runs every call through Attend,
+	// Quest's work is launched at once (read once: Quest queues per call).
+	batchOff bool
 	// onBatchMeta, when set (tests), sees the ints of each AttendBatch.
 	onBatchMeta func(ints, bases []int32, parts int)
 	hPtrs       []uint64
@@ -198,6 +201,7 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 	}
 	b.shared = map[string]bool{}
 	b.noLanes = os.Getenv("KVBENCH_LANES") == "off"
+	b.batchOff = os.Getenv(batchAttnEnv) == "off"
 	b.gemmRows = gemmMinRows
 	if v := os.Getenv("KVBENCH_GEMM_MIN_ROWS"); v != "" {
 		n, err := strconv.Atoi(v)

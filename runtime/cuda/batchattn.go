@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"fmt"
 	"math"
-	"os"
 	goruntime "runtime"
 	"slices"
 	"sync"
@@ -34,7 +33,7 @@ func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
 	b.flushQuest() // the streams' Quest bounds and choices, queued by their hooks, as one launch each
 	bt := &b.bt
 	bt.calls, bt.acc = bt.calls[:0], bt.acc[:0]
-	off := os.Getenv(batchAttnEnv) == "off"
+	off := b.batchOff
 	for _, a := range calls {
 		switch {
 		case !off && b.batchable(a):

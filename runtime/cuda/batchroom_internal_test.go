@@ -171,12 +171,12 @@ func TestAccPlan(t *testing.T) {
 // page and bounds offsets, the same pointers in the queue as in its own
 // call's list; heads with nothing to fold are left as they were.
 func TestQueueExtend(t *testing.T) {
+	t.Setenv(batchAttnEnv, "") // queued, not launched at once
 	b, err := NewFakeBackend("bf16")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	t.Setenv(batchAttnEnv, "")
 	rng := rand.New(rand.NewPCG(2, 6))
 	type head struct {
 		fold       bool

@@ -1,7 +1,6 @@
 package cuda
 
 import (
-	"os"
 	"slices"
 
 	"github.com/kvbench/kvbench/runtime"
@@ -103,7 +102,7 @@ func (b *Backend) queueChoose(c *choice, qp Ptr, heads, kvHeads, group, k, total
 
 // questNow flushes at once when batching is off (KVBENCH_BATCH_ATTN=off).
 func (b *Backend) questNow() {
-	if os.Getenv(batchAttnEnv) == "off" {
+	if b.batchOff {
 		b.flushQuest()
 	}
 }
