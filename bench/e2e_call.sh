@@ -12,6 +12,8 @@ set -u
 C=${CARRY:-.e2ecarry}; K=$C/kvbench
 export KVBENCH_CUDA_CACHE=/tmp/kc PYTHONUNBUFFERED=1
 T0=$(date +%s); el() { echo "[t=$(( $(date +%s) - T0 ))s] $*"; }
+# PROFILE=1: the batched streams runs write CPU profiles to $OUT/cpu-<shape>-<policy>.pprof.
+prof() { [ "${PROFILE:-0}" = 1 ] && echo "$OUT/cpu-$1.pprof"; }
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 pk() { # shape: one passkey cell per policy at 32K, 2 trials
 cat > /tmp/pk-$1.yaml <<YAML
@@ -47,13 +49,15 @@ timeout 150 python3 bench/e2e.py time --model /tmp/m$s --lengths 131072 --decode
 timeout 150 $K e2e --model /tmp/m$s --backend cuda --lengths 131072 --decode 0 2>&1 | grep -E "^\||error|panic|memory|host"; el kvbench 128K $s
 fi
 pk $s; el passkey $s
-timeout 90 $K streams --model /tmp/m$s --backend cuda --streams 64 --policy streamingllm --param sinks=4 --budget 1024 --prompt 1024 --tokens 64 --alone 2 2>&1 | grep -v "^$" | tail -12; el streams $s
+KVBENCH_CPUPROFILE=$(prof $s-streamingllm) timeout 90 $K streams --model /tmp/m$s --backend cuda --streams 64 --policy streamingllm --param sinks=4 --budget 1024 --prompt 1024 --tokens 64 --alone 2 2>&1 | grep -v "^$" | tail -12; el streams $s
 rm -rf /tmp/m8b
+# E2E_1B=0 stops here: the 1B shape, the decode kernels and SDPA are skipped.
+[ "${E2E_1B:-1}" = 1 ] || exit 0
 s=1b
 timeout 60 python3 bench/e2e.py make --shape $s --out /tmp/m$s --tokenizer $C/tokenizer.model 2>&1 | tail -1; el make $s
 timeout 60 $K e2e --model /tmp/m$s --backend cuda --lengths 4096,32768 --decode 128 2>&1 | grep -E "^\||error|panic|memory|host"; el kvbench e2e $s
 for p in streamingllm window; do
-timeout 60 $K streams --model /tmp/m$s --backend cuda --streams 64 --policy $p --budget 1024 --prompt 1024 --tokens 128 --alone 2 2>&1 | grep -v "^$" | tail -10; el streams $s $p
+KVBENCH_CPUPROFILE=$(prof $s-$p) timeout 60 $K streams --model /tmp/m$s --backend cuda --streams 64 --policy $p --budget 1024 --prompt 1024 --tokens 128 --alone 2 2>&1 | grep -v "^$" | tail -10; el streams $s $p
 done
 # Decode attention of the runtime beside SDPA's, short contexts to long.
 timeout 90 $K kernels --lengths 512,2048,4096,8192,32768,131072 --policies full,quest 2>&1 | grep -E "^#|^kvbench|^impl"; el kernels

@@ -179,11 +179,10 @@ __device__ __noinline__ float2 rope_cs(int d, float invf) {
 // float); a distance of 0 leaves the key as it is. The partner channel of a
 // pair is L/2 lanes away (rotate-half pairs) or in the lane itself
 // (interleaved pairs). Every lane of the warp calls it (ok: the lane's
-// token is real). Not inlined: re-positioned tokens are few (StreamingLLM's
-// sinks), and inlined at every unrolled step it would multiply the
-// kernels' code.
+// token is real). Called once a kernel, from rot_scores, outside the
+// unrolled steps of pass 1.
 template <int G, int L, class Src>
-__device__ __noinline__ float rot_group_dot(const float (&qf)[G][8], const float (&kf)[8], int lane, int& hh,
+__device__ __forceinline__ float rot_group_dot(const float (&qf)[G][8], const float (&kf)[8], int lane, int& hh,
                                                const Src& src, int i, bool ok) {
     constexpr int D = 8 * L;
     const bool inter = src.interleaved();
@@ -519,6 +518,41 @@ __device__ __forceinline__ int chunk_token(const int* spg, int pg0, int c0, int 
     return t < n ? t : -1;
 }
 
+// rot_scores scores again, with their keys turned (rot_group_dot), the
+// chunk's tokens [0, src.rot_limit()) whose key was re-positioned, after
+// pass 1 scored every token as if none were and the block synchronised:
+// a separate loop keeps the rotation out of pass 1's unrolled steps (where
+// it cost StreamingLLM's decode 3x the time of plain attention, for the
+// four sinks it turns), and reads the few keys it needs again. A warp's
+// step turns its tokens only where one of them needs it, as pass 1 did
+// before. rot_limit() is the block's, so every warp runs the same steps;
+// the block synchronises again after it.
+template <int D, int G, int KT, class Src>
+__device__ __forceinline__ void rot_scores(const Src& src, const float (&qf)[G][8], int chunk, float* smem) {
+    constexpr int L = D / 8;
+    constexpr int TG = ATTN_NT / L;
+    const int nr = src.rot_limit();
+    if (nr <= 0) return;
+    const int lane = threadIdx.x % L, tg = threadIdx.x / L;
+    for (int base = 0; base < nr; base += TG) {
+        const int i = base + tg;
+        const int t = i < nr ? src.token(i) : -1;
+        if (!__any_sync(FULL_MASK, t >= 0 && src.needs_rot(i))) continue;
+        KFrag<KT> x;
+        kf_load(x, src.row(false, t), lane, t >= 0);
+        float kf[8];
+        kf_unpack(x, kf);
+        int h;
+        const float d = rot_group_dot<G, L>(qf, kf, lane, h, src, i, t >= 0);
+        if (lane % (L / G) == 0 && t >= 0) {
+            const float v = src.visible(i, h) ? d : NEG_INF;
+            smem[h * chunk + i] = v;
+            src.put_raw(h, i, v);
+        }
+    }
+    __syncthreads();
+}
+
 // attn_core is the work of one split-KV block on the len tokens of its
 // chunk (chunk: the row stride of the scores in smem), the source src
 // telling where they are and which are visible: pass 1 writes the scores to
@@ -527,8 +561,8 @@ __device__ __forceinline__ int chunk_token(const int* spg, int pg0, int c0, int 
 // partial outputs are left in smem [NW][G][D] for attn_finish. qinit fills
 // the pre-scaled queries; it runs once the first keys are asked for. With
 // SH, the tokens whose key was re-positioned (src.needs_rot; none at or past
-// src.rot_limit(), whose steps skip the check) are scored by
-// rot_group_dot. Every thread of the block calls it.
+// src.rot_limit()) are scored again by rot_scores between pass 1 and the
+// softmax. Every thread of the block calls it.
 template <int D, int G, int KT, bool SH, class Src, class QInit>
 __device__ __forceinline__ void attn_core(const Src& src, QInit qinit, int len, int chunk, float* smem, float (&m)[G],
                                           float (&l)[G]) {
@@ -566,11 +600,7 @@ __device__ __forceinline__ void attn_core(const Src& src, QInit qinit, int len, 
             float kf[8];
             kf_unpack(xa[u], kf);
             int h;
-            float d;
-            if (SH && base < src.rot_limit() && __any_sync(FULL_MASK, ta[u] >= 0 && src.needs_rot(i)))
-                d = rot_group_dot<G, L>(qf, kf, lane, h, src, i, ta[u] >= 0);
-            else
-                d = group_dot<G, L>(qf, kf, lane, h);
+            const float d = group_dot<G, L>(qf, kf, lane, h);
             if (lane % (L / G) == 0 && i < len) {
                 const float x = ta[u] >= 0 && src.visible(i, h) ? d : NEG_INF;
                 smem[h * chunk + i] = x;
@@ -584,6 +614,7 @@ __device__ __forceinline__ void attn_core(const Src& src, QInit qinit, int len, 
         }
     }
     __syncthreads();
+    if (SH) rot_scores<D, G, KT>(src, qf, chunk, smem);
 
     chunk_softmax<G, NT, false>(smem, chunk, len, len, m, l);
 
