@@ -138,6 +138,11 @@ type KVSeq struct {
 	// lists only grow: K[i] and V[i] stay the pages they were. KVCache
 	// keeps both; a sequence built elsewhere has ID 0 and is read whole.
 	ID, Gen uint64
+	// Slot is the backend's own index of its copy of the lists (0: none
+	// yet), written by the backend so that it finds them without a lookup
+	// by ID, thousands a decode step. A copy of the sequence may carry a
+	// stale one: the backend checks it against ID.
+	Slot int32
 }
 
 // ScaledRoPE is an optional Backend capability: RoPE with inverse

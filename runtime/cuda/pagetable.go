@@ -56,7 +56,12 @@ type pageTables struct {
 	top   int64             // words handed out from the pool's start
 	free  map[int64][]int64 // released regions by size in words: their offsets
 	seqs  map[uint64]*pageTable
-	clock uint64 // calls that used the tables
+	// slots[i-1] is the table whose KVSeq.Slot is i (nil: dropped; its
+	// index free for another in freeSlots): a sequence whose Slot names a
+	// table of its ID finds it without the map.
+	slots     []*pageTable
+	freeSlots []int32
+	clock     uint64 // calls that used the tables
 	// call says the attention call being built takes its lists from the
 	// pool (set by callPages, cleared by putMeta).
 	call bool
@@ -70,6 +75,8 @@ type pageTables struct {
 
 // pageTable is the device copy of one sequence's page lists.
 type pageTable struct {
+	id   uint64 // the sequence's KVSeq.ID
+	slot int32  // its index in pageTables.slots, plus one
 	gen  uint64
 	off  int64            // region: key list at off, value list at off+size
 	size int64            // pages each list has room for (0: no region yet)
@@ -135,7 +142,7 @@ func (b *Backend) callPages(seqs, refs []runtime.KVSeq) {
 	}
 	for _, list := range [][]runtime.KVSeq{seqs, refs} {
 		for i := range list {
-			t := pt.seqs[list[i].ID]
+			t := b.table(&list[i])
 			if t.kvt < 0 {
 				continue
 			}
@@ -153,8 +160,20 @@ func (b *Backend) callPages(seqs, refs []runtime.KVSeq) {
 // the device tables' pool, which callPages has brought up to date. It reads
 // the tables alone: AttendBatch's calls take theirs side by side.
 func (b *Backend) tablePages(s *runtime.KVSeq) (k, v int32) {
-	t := b.pt.seqs[s.ID]
+	t := b.table(s)
 	return int32(t.off), int32(t.off + t.size)
+}
+
+// table returns the table of s (nil: none), through s.Slot where it names
+// one of s's ID, else by ID. It only reads the tables.
+func (b *Backend) table(s *runtime.KVSeq) *pageTable {
+	pt := &b.pt
+	if i := int(s.Slot) - 1; i >= 0 && i < len(pt.slots) {
+		if t := pt.slots[i]; t != nil && t.id == s.ID {
+			return t
+		}
+	}
+	return pt.seqs[s.ID]
 }
 
 // refresh brings the table of s up to date: it finds where the device's
@@ -166,11 +185,20 @@ func (b *Backend) refresh(s *runtime.KVSeq) {
 	if pt.seqs == nil {
 		pt.seqs, pt.free = map[uint64]*pageTable{}, map[int64][]int64{}
 	}
-	t := pt.seqs[s.ID]
+	t := b.table(s)
 	if t == nil {
-		t = &pageTable{gen: s.Gen, kvt: -1}
+		t = &pageTable{id: s.ID, gen: s.Gen, kvt: -1}
 		pt.seqs[s.ID] = t
+		if n := len(pt.freeSlots); n > 0 {
+			t.slot = pt.freeSlots[n-1]
+			pt.freeSlots = pt.freeSlots[:n-1]
+			pt.slots[t.slot-1] = t
+		} else {
+			pt.slots = append(pt.slots, t)
+			t.slot = int32(len(pt.slots))
+		}
 	}
+	s.Slot = t.slot
 	t.used = pt.clock
 	if t.gen != s.Gen || len(s.K) < len(t.k) || len(s.V) < len(t.v) {
 		// Pages left the lists: keep what still matches.
@@ -335,6 +363,8 @@ func (b *Backend) sweepTables() bool {
 			pt.free[2*t.size] = append(pt.free[2*t.size], t.off)
 		}
 		delete(pt.seqs, id)
+		pt.slots[t.slot-1] = nil
+		pt.freeSlots = append(pt.freeSlots, t.slot)
 		dropped = true
 	}
 	return dropped
