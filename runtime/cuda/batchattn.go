@@ -58,14 +58,17 @@ func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
 	b.pt.hold = true                     // the page tables' uploads of every call at once, below
 	defer func() { b.pt.hold = false }() // at the end, also when a call's metadata panics (a cell's failure)
 	bt.oneRope = true
+	b.checkTables(bt)
 	for i := range bt.calls { // the page tables first, one call after another
 		c := &bt.calls[i]
-		b.callPages(c.a.Seqs, nil)
-		if !b.pt.call {
-			panic("cuda: AttendBatch: a call's page lists are not in the device tables")
+		if !c.current {
+			b.callPages(c.a.Seqs, nil)
+			if !b.pt.call {
+				panic("cuda: AttendBatch: a call's page lists are not in the device tables")
+			}
+			b.pt.call = false // no putMeta: the batch uploads every call's ints at once
+			c.kvt = b.pageType()
 		}
-		b.pt.call = false // no putMeta: the batch uploads every call's ints at once
-		c.kvt = b.pageType()
 		if c.a.QShift != nil && c.a.InvFreq == nil {
 			b.thetaFreqs(c.a.Theta, c.a.HeadDim) // its cache filled before the calls read it side by side
 			bt.oneRope = bt.oneRope && b.rope.theta == bt.calls[0].a.Theta && b.rope.hd == bt.calls[0].a.HeadDim
@@ -250,6 +253,62 @@ func (b *Backend) partsFor(n, perPart int) int {
 	return 1
 }
 
+// checkTables marks the calls whose every KV sequence's device page table
+// holds its lists as they are (callPages would stage nothing: the lists'
+// generation and lengths are the table's), with their page type: the
+// calls split into parts checked side by side, as batchMeta builds them.
+// A decode step adds a page to a sequence once in PageSize tokens, so most
+// calls need no refresh, and the check's reads (a cache miss or two a
+// sequence, 8,192 sequences a 1B step) leave the serial loop. The tables
+// are only read, but for each one's clock of use (each table belongs to one
+// call) and each sequence's Slot.
+func (b *Backend) checkTables(bt *batchAttn) {
+	n := len(bt.calls)
+	clock0 := b.pt.clock
+	b.pt.clock += uint64(n)
+	for i := range bt.calls {
+		bt.calls[i].current = false
+	}
+	if b.pt.off || b.pt.seqs == nil || !tableChecks {
+		return
+	}
+	inParts(b.partsFor(n, metaCallsPerPart), n, func(_, lo, hi int) {
+		for i := lo; i < hi; i++ {
+			c := &bt.calls[i]
+			c.kvt, c.current = b.tablesCurrent(c.a.Seqs, clock0+uint64(i)+1)
+		}
+	})
+}
+
+// tableChecks enables checkTables (tests turn it off to compare).
+var tableChecks = true
+
+// tablesCurrent reports whether every sequence of seqs has a device table
+// holding its lists as they are, all of one page type kvt, and marks those
+// tables used at clock; false where any has no ID, no table, an older
+// generation, other lengths or no pages (callPages then refreshes it, or
+// says what is wrong).
+func (b *Backend) tablesCurrent(seqs []runtime.KVSeq, clock uint64) (kvt int32, ok bool) {
+	kvt = -1
+	for i := range seqs {
+		s := &seqs[i]
+		if s.ID == 0 {
+			return -1, false
+		}
+		t := b.table(s)
+		if t == nil || t.gen != s.Gen || len(t.k) != len(s.K) || len(t.v) != len(s.V) || t.kvt < 0 || (kvt >= 0 && t.kvt != kvt) {
+			return -1, false
+		}
+		kvt = t.kvt
+	}
+	for i := range seqs {
+		t := b.table(&seqs[i])
+		t.used = clock
+		seqs[i].Slot = t.slot
+	}
+	return kvt, true
+}
+
 // inParts runs f(k, lo, hi) over parts consecutive ranges of [0, n), part
 // k on a goroutine of its own (part 0 on the caller's), and waits for them.
 func inParts(parts, n int, f func(k, lo, hi int)) {
@@ -335,6 +394,7 @@ type batchCall struct {
 	lean      bool // no selection, no positions (RH_LEAN)
 	hd        int
 	kvt       int32      // its pages' type
+	current   bool       // its page tables held its lists already (checkTables)
 	part      int        // the part of batchMeta that built its ints
 	sel       chosenCall // its device selection (Quest's), copied after the batch's ints (selRoom)
 	selAt     int32      // where, in the batch's ints

@@ -56,3 +56,24 @@ func SetMetaCallsPerPart(n int) (restore func()) {
 	metaCallsPerPart = n
 	return func() { metaCallsPerPart = old }
 }
+
+// SetTableChecks turns AttendBatch's check of its calls' page tables off
+// (every call's tables refreshed one after another, as before it) or on;
+// the returned function restores it.
+func SetTableChecks(on bool) (restore func()) {
+	old := tableChecks
+	tableChecks = on
+	return func() { tableChecks = old }
+}
+
+// CurrentCalls counts the calls of the last AttendBatch whose page tables
+// checkTables found current.
+func (b *Backend) CurrentCalls() int {
+	n := 0
+	for i := range b.bt.calls {
+		if b.bt.calls[i].current {
+			n++
+		}
+	}
+	return n
+}

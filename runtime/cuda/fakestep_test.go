@@ -316,3 +316,44 @@ func TestFakeMixedBatch(t *testing.T) {
 		batch.Runner(i).Reset()
 	}
 }
+
+// TestBatchTableChecks: the metadata AttendBatch builds with its calls'
+// page tables checked side by side (checkTables: most calls of a decode
+// step need no refresh) is the metadata it builds with every call
+// refreshed one after another, for the policies that batch, with prompts
+// of different lengths and evictions every step (pages taken and freed);
+// and the check does find current calls.
+func TestBatchTableChecks(t *testing.T) {
+	defer goruntime.GOMAXPROCS(goruntime.GOMAXPROCS(4))
+	defer cuda.SetMetaCallsPerPart(2)()
+	for _, pc := range fakePolicies {
+		t.Run(pc.name, func(t *testing.T) {
+			// work: the device calls of the run (the page tables' uploads
+			// among them: a table wrongly taken as current uploads less).
+			record := func(on bool) (all, bases []int32, current int, work [3]int64) {
+				defer cuda.SetTableChecks(on)()
+				be := fakeBackend(t)
+				be.OnBatchMeta(func(ints, b []int32, parts int) {
+					all, bases = append(all, ints...), append(bases, b...)
+					current += be.CurrentCalls()
+				})
+				l0, c0, r0, _ := cuda.FakeCounts()
+				fakeSteps(t, be, pc.name, pc.params, 12, 40)
+				l1, c1, r1, _ := cuda.FakeCounts()
+				return all, bases, current, [3]int64{l1 - l0, c1 - c0, r1 - r0}
+			}
+			off, boff, coff, woff := record(false)
+			on, bon, con, won := record(true)
+			if coff != 0 || con == 0 {
+				t.Fatalf("calls found current: %d with the checks off, %d with them on (want 0 and some)", coff, con)
+			}
+			if len(off) == 0 || !slices.Equal(off, on) || !slices.Equal(boff, bon) {
+				t.Errorf("metadata differs: %d ints refreshing every call, %d checking the tables (%d calls current)", len(off), len(on), con)
+			}
+			if woff != won {
+				t.Errorf("launches, copies and reads: %v refreshing every call, %v checking the tables", woff, won)
+			}
+			t.Logf("%d of the batches' calls current", con)
+		})
+	}
+}
