@@ -68,6 +68,25 @@ type h2o struct {
 	score         [][][]float64 // [layer][kvHead][token index] accumulated probability
 	acc           [][]float32   // [heads] attention's accumulation buffers, reused by every layer
 	cand          []h2oCand     // scratch: eviction candidates
+	// next[l][h] is the next decode step's eviction as collect found it
+	// in its pass over the scores (see h2oNext); scan (tests) turns it off.
+	next  [][]h2oNext
+	scan  bool
+	fused int // evictions that took collect's candidate (tests)
+}
+
+// h2oNext is the candidate a decode step's collect found for the step
+// after it: with the query at position at+1 and the scores as they stand
+// (the step's one new token, at position at+1, is no candidate), the
+// candidate of the lowest key (best, an index) among ncand, while the KV
+// head held n tokens. evict takes it, instead of scanning, when it evicts
+// for the query at at+1 from n+1 tokens (the one appended since); any
+// other eviction scans, and every eviction spends it.
+type h2oNext struct {
+	at       int32
+	n, ncand int
+	best     int32
+	ok       bool
 }
 
 // h2oCand is a token that may be evicted: its ranking key, position and index.
@@ -197,6 +216,10 @@ func (p *h2o) Start(r *runtime.Runner) error {
 	if len(p.acc) != c.Heads {
 		p.acc = make([][]float32, c.Heads)
 	}
+	p.next = make([][]h2oNext, c.Layers)
+	for l := range p.next {
+		p.next[l] = make([]h2oNext, c.KVHeads)
+	}
 	return nil
 }
 
@@ -283,25 +306,52 @@ func (p *h2o) arm(a *runtime.AttnArgs) {
 // scores.
 func (p *h2o) collect(l int, a *runtime.AttnArgs) {
 	group := a.Heads / a.KVHeads
+	// A decode step (one row, evicting before attention) also finds the
+	// next step's victim in the same pass (h2oNext): the candidates are
+	// the tokens before the next query's recent window.
+	fuse := a.Rows == 1 && p.stepEvict && !p.scan
+	q := newest(a)
+	lo := q + 2 - int32(p.recent)
 	for g := range a.Seqs {
-		sc := p.score[l][g][:a.Seqs[g].N]
+		s := &a.Seqs[g]
+		sc := p.score[l][g][:s.N]
+		pos := s.Pos[:s.N]
 		accs := p.acc[g*group : (g+1)*group]
 		for i := range accs {
 			accs[i] = accs[i][:len(sc)]
 		}
+		nx := &p.next[l][g]
+		*nx = h2oNext{}
+		ncand, best, bestKey, bestPos := 0, -1, 0.0, int32(0)
 		if group == 4 { // the common GQA group, unrolled
 			a0, a1, a2, a3 := accs[0], accs[1], accs[2], accs[3]
 			for t := range sc {
-				sc[t] = sc[t] + float64(a0[t]) + float64(a1[t]) + float64(a2[t]) + float64(a3[t])
+				v := sc[t] + float64(a0[t]) + float64(a1[t]) + float64(a2[t]) + float64(a3[t])
+				sc[t] = v
+				if fuse && pos[t] < lo {
+					ncand++
+					if k := p.key(v, pos[t], q); best < 0 || k < bestKey || k == bestKey && pos[t] < bestPos {
+						best, bestKey, bestPos = t, k, pos[t]
+					}
+				}
 			}
-			continue
+		} else {
+			for t := range sc {
+				v := sc[t]
+				for _, acc := range accs {
+					v += float64(acc[t])
+				}
+				sc[t] = v
+				if fuse && pos[t] < lo {
+					ncand++
+					if k := p.key(v, pos[t], q); best < 0 || k < bestKey || k == bestKey && pos[t] < bestPos {
+						best, bestKey, bestPos = t, k, pos[t]
+					}
+				}
+			}
 		}
-		for t := range sc {
-			v := sc[t]
-			for _, acc := range accs {
-				v += float64(acc[t])
-			}
-			sc[t] = v
+		if fuse {
+			*nx = h2oNext{at: q, n: len(sc), ncand: ncand, best: int32(best), ok: true}
 		}
 	}
 }
@@ -322,6 +372,11 @@ func (p *h2o) key(sc float64, pos, lastQ int32) float64 {
 func (p *h2o) evict(l int, last, lastQ int32) {
 	seqs := p.cache.Seqs(l)
 	lo := last - int32(p.recent) + 1 // the recent window is [lo, last]
+	defer func() {                   // every eviction spends what collect found
+		for h := range p.next[l] {
+			p.next[l][h].ok = false
+		}
+	}()
 	for h := range seqs {
 		s := &seqs[h]
 		if s.N <= p.heavy+p.recent {
@@ -329,16 +384,23 @@ func (p *h2o) evict(l int, last, lastQ int32) {
 		}
 		sc := p.score[l][h]
 		// One pass: count the candidates and find the lowest, which is all a
-		// decode step needs (it evicts one token).
-		ncand, best, bestKey, bestPos := 0, -1, 0.0, int32(0)
-		for t, pos := range s.Pos[:s.N] {
-			if pos >= lo {
-				continue
-			}
-			ncand++
-			k := p.key(sc[t], pos, lastQ)
-			if best < 0 || k < bestKey || k == bestKey && pos < bestPos {
-				best, bestKey, bestPos = t, k, pos
+		// decode step needs (it evicts one token); or none, where the last
+		// step's collect found them for this query (h2oNext).
+		ncand, best := 0, -1
+		if nx := p.next[l][h]; nx.ok && nx.at+1 == last && nx.at == lastQ && nx.n+1 == s.N {
+			ncand, best = nx.ncand, int(nx.best)
+			p.fused++
+		} else {
+			bestKey, bestPos := 0.0, int32(0)
+			for t, pos := range s.Pos[:s.N] {
+				if pos >= lo {
+					continue
+				}
+				ncand++
+				k := p.key(sc[t], pos, lastQ)
+				if best < 0 || k < bestKey || k == bestKey && pos < bestPos {
+					best, bestKey, bestPos = t, k, pos
+				}
 			}
 		}
 		excess := ncand - p.heavy

@@ -1,0 +1,46 @@
+package policies
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/kvbench/kvbench/runtime"
+)
+
+// TestH2OFusedEviction checks H2O's decode eviction taken from collect's
+// pass (h2oNext: the next step's victim found while the scores are summed)
+// against the scan of every candidate: two streams over the same tokens,
+// one scanning every time, keep the same tokens in the same slots with the
+// same scores and give the same logits at every step, summed and
+// normalized, and the fused path does serve the decode steps.
+func TestH2OFusedEviction(t *testing.T) {
+	m, err := runtime.Synthetic("tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, params := range []Params{{"heavy": 20, "recent": 20}, {"heavy": 12, "recent": 30, "normalize": true}, {"heavy": 30, "recent": 1}} {
+		ps, rs := twinRunners(t, m, "h2o", params)
+		ps[1].(*h2o).scan = true
+		toks := make([]int, 160)
+		for i := range toks {
+			toks[i] = 3 + (i*37)%200
+		}
+		stepTwins(t, m, ps, rs, toks, 60, func(n int) {
+			for l := range m.Config.Layers {
+				a, b := rs[0].Cache.Seqs(l), rs[1].Cache.Seqs(l)
+				for h := range a {
+					if !slices.Equal(a[h].Pos[:a[h].N], b[h].Pos[:b[h].N]) {
+						t.Fatalf("%v token %d layer %d head %d: holds %v, the scan's %v", params, n, l, h, a[h].Pos[:a[h].N], b[h].Pos[:b[h].N])
+					}
+					if sa, sb := ps[0].(*h2o).Scores(l, h), ps[1].(*h2o).Scores(l, h); !slices.Equal(sa, sb) {
+						t.Fatalf("%v token %d layer %d head %d: scores differ from the scan's", params, n, l, h)
+					}
+				}
+			}
+		})
+		steps := (len(toks) - 60) * m.Config.Layers * m.Config.KVHeads
+		if f, s := ps[0].(*h2o).fused, ps[1].(*h2o).fused; s != 0 || f < steps/2 {
+			t.Errorf("%v: %d evictions fused (the scanning twin %d) of %d decode evictions at most", params, f, s, steps)
+		}
+	}
+}
