@@ -23,6 +23,7 @@ type buf struct {
 	block int64 // slab block size; 0: an allocation of its own
 	bytes int64
 	kind  runtime.MemKind // what it counts as in Memory (memory.go)
+	live  int             // its index in Backend.live plus one; 0: not live
 }
 
 func (b *buf) Len() int { return b.n }
@@ -38,7 +39,7 @@ type Backend struct {
 	fns  map[string]*Function
 	slab *slabAllocator
 	mu   sync.Mutex
-	live map[*buf]struct{}
+	live []*buf // the buffers not yet freed (buf.live: each one's index)
 	now  int64 // bytes held by live buffers (as asked for)
 	peak int64
 
@@ -175,7 +176,7 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 		d.Close()
 		return nil, err
 	}
-	b := &Backend{D: d, mod: m, fns: map[string]*Function{}, slab: newSlabAllocator(d), live: map[*buf]struct{}{},
+	b := &Backend{D: d, mod: m, fns: map[string]*Function{}, slab: newSlabAllocator(d),
 		kv: newKVBatch(), graphs: map[runtime.ReplayKey]*replay{}}
 	nv, _, err := NVRTCVersion()
 	if err != nil {
@@ -283,12 +284,13 @@ func (b *Backend) Close() error {
 	}
 	b.events = nil
 	b.mu.Lock()
-	for x := range b.live {
+	for _, x := range b.live {
 		if x.block == 0 {
 			_ = b.D.Free(x.p)
 		}
-		delete(b.live, x)
+		x.live = 0
 	}
+	b.live = nil
 	b.now = 0
 	b.mu.Unlock()
 	b.slab.close()

@@ -46,7 +46,8 @@ func (b *Backend) newBufOf(kind runtime.MemKind, n int, dtype runtime.DType, byt
 		x.p = p
 	}
 	b.mu.Lock()
-	b.live[x] = struct{}{}
+	b.live = append(b.live, x)
+	x.live = len(b.live)
 	b.now += bytes
 	b.peak = max(b.peak, b.now)
 	switch kind {
@@ -65,10 +66,15 @@ func (b *Backend) newBufOf(kind runtime.MemKind, n int, dtype runtime.DType, byt
 // forgetBuf takes a buffer out of the live set and the counts; b.mu is held.
 // It reports whether the buffer was live.
 func (b *Backend) forgetBuf(x *buf) bool {
-	if _, ok := b.live[x]; !ok {
+	i := x.live - 1
+	if i < 0 || i >= len(b.live) || b.live[i] != x {
 		return false
 	}
-	delete(b.live, x)
+	last := b.live[len(b.live)-1] // the last one takes its place
+	b.live[i], last.live = last, i+1
+	b.live[len(b.live)-1] = nil
+	b.live = b.live[:len(b.live)-1]
+	x.live = 0
 	b.now -= x.bytes
 	switch x.kind {
 	case runtime.MemWeights:
@@ -161,7 +167,7 @@ func (b *Backend) ReleaseWork() (err error) {
 	b.cs = chosenCall{} // a call being built when the failure came
 	var dead []*buf
 	b.mu.Lock()
-	for x := range b.live {
+	for _, x := range b.live {
 		if x.kind != runtime.MemWeights {
 			dead = append(dead, x)
 		}

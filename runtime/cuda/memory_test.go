@@ -98,7 +98,7 @@ func TestMemoryByKindAndRelease(t *testing.T) {
 	if len(b.graphs) != 0 {
 		t.Errorf("%d graphs kept after ReleaseWork", len(b.graphs))
 	}
-	for x := range b.live {
+	for _, x := range b.live {
 		if x.kind != runtime.MemWeights {
 			t.Fatalf("a %s buffer of %d bytes is live after ReleaseWork", x.kind, x.bytes)
 		}
