@@ -95,6 +95,25 @@ func (c *KVCache) PageSize() int { return c.pageSize }
 // contents are owned by the cache and valid until the next change.
 func (c *KVCache) Seqs(l int) []KVSeq { return c.seqs[l] }
 
+// Room gives every sequence's lists room for n more tokens (positions,
+// shifts, page lists; no pages: Reserve allocates those), so that a long
+// prompt appended chunk by chunk does not grow them again and again. It
+// changes no token, page or count.
+func (c *KVCache) Room(n int) {
+	for l := range c.seqs {
+		for h := range c.seqs[l] {
+			s := &c.seqs[l][h]
+			s.Pos = slices.Grow(s.Pos, s.N+n-len(s.Pos))
+			if c.shifts {
+				s.Shift = slices.Grow(s.Shift, s.N+n-len(s.Shift))
+			}
+			pages := (s.N + n + c.pageSize - 1) / c.pageSize
+			s.K = slices.Grow(s.K, pages-len(s.K))
+			s.V = slices.Grow(s.V, pages-len(s.V))
+		}
+	}
+}
+
 // Len is the number of tokens held by layer l, KV head h.
 func (c *KVCache) Len(l, h int) int { return c.seqs[l][h].N }
 

@@ -289,6 +289,9 @@ func (r *Runner) forward(tokens []int, logits []float32, all bool) error {
 		}
 	}
 	defer r.releaseScratch()
+	if len(tokens) > r.maxRows {
+		r.Cache.Room(len(tokens)) // a long prompt's positions and page lists, grown once
+	}
 	for start := 0; start < len(tokens); start += r.maxRows {
 		chunk := tokens[start:min(start+r.maxRows, len(tokens))]
 		if err := r.checkWindow(len(chunk)); err != nil {
