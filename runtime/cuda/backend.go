@@ -40,7 +40,7 @@ type Backend struct {
 	slab *slabAllocator
 	mu   sync.Mutex
 	live []*buf // the buffers not yet freed (buf.live: each one's index)
-	now  int64 // bytes held by live buffers (as asked for)
+	now  int64  // bytes held by live buffers (as asked for)
 	peak int64
 
 	// Per-call scratch on the device, grown as needed (pscore: the page
