@@ -32,12 +32,13 @@ func (b *Backend) newBufOf(kind runtime.MemKind, n int, dtype runtime.DType, byt
 	}
 	x := &buf{n: n, dtype: dtype, bytes: bytes, kind: kind}
 	alloc := max(bytes, 4)
+	fromDriver := true // memory taken from the driver: the scratch may peak
 	if blockFor(alloc) != 0 {
-		p, bs, err := b.slab.alloc(alloc)
+		p, bs, grew, err := b.slab.alloc(alloc)
 		if err != nil {
 			return nil, err
 		}
-		x.p, x.block = p, bs
+		x.p, x.block, fromDriver = p, bs, grew
 	} else {
 		p, err := b.D.Alloc(alloc)
 		if err != nil {
@@ -59,7 +60,11 @@ func (b *Backend) newBufOf(kind runtime.MemKind, n int, dtype runtime.DType, byt
 		b.mem.peakKV = max(b.mem.peakKV, b.mem.kv)
 	}
 	b.mu.Unlock()
-	b.sampleScratch()
+	if fromDriver {
+		// A block of a slab already taken leaves the driver's total as it
+		// was, and the scratch (that total less weights and KV) no higher.
+		b.sampleScratch()
+	}
 	return x, nil
 }
 

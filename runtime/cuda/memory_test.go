@@ -168,23 +168,33 @@ func TestFailAllocs(t *testing.T) {
 // slab and some of another, and checks that trim gives back exactly the
 // empty slab and that the blocks left stay usable.
 func TestSlabTrim(t *testing.T) {
-	b := newMemGPU(t)
+	b, err := NewFakeBackend("f32") // the allocator's bookkeeping: the fake device's will do
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
 	s := newSlabAllocator(b.D)
 	defer s.close()
 	const small = 4096
 	per := int(slabBytes / small)
 	var a, c []Ptr
-	for range per { // one slab of 4 KiB blocks
-		p, _, err := s.alloc(small)
+	for i := range per { // one slab of 4 KiB blocks
+		p, _, grew, err := s.alloc(small)
 		if err != nil {
 			t.Fatal(err)
 		}
+		if grew != (i == 0) {
+			t.Fatalf("block %d of the first slab: took a slab from the driver %v", i, grew)
+		}
 		a = append(a, p)
 	}
-	for range 3 { // three blocks of another class, in one more slab
-		p, _, err := s.alloc(2 * small)
+	for i := range 3 { // three blocks of another class, in one more slab
+		p, _, grew, err := s.alloc(2 * small)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if grew != (i == 0) {
+			t.Fatalf("block %d of the second slab: took a slab from the driver %v", i, grew)
 		}
 		c = append(c, p)
 	}
@@ -204,7 +214,7 @@ func TestSlabTrim(t *testing.T) {
 	if n := len(s.classes[small].free); n != 0 {
 		t.Errorf("%d free blocks of the freed slab left on the list", n)
 	}
-	p, _, err := s.alloc(2 * small)
+	p, _, _, err := s.alloc(2 * small)
 	if err != nil || p == 0 {
 		t.Fatalf("allocation after trim: %v", err)
 	}

@@ -50,10 +50,10 @@ func blockFor(bytes int64) int64 {
 
 // alloc returns a block of at least bytes (bytes <= slabMaxBlock) and the
 // size of the block.
-func (s *slabAllocator) alloc(bytes int64) (Ptr, int64, error) {
+func (s *slabAllocator) alloc(bytes int64) (Ptr, int64, bool, error) {
 	bs := blockFor(bytes)
 	if bs == 0 {
-		return 0, 0, fmt.Errorf("cuda: slab allocation of %d bytes", bytes)
+		return 0, 0, false, fmt.Errorf("cuda: slab allocation of %d bytes", bytes)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -62,10 +62,11 @@ func (s *slabAllocator) alloc(bytes int64) (Ptr, int64, error) {
 		c = &slabClass{block: bs}
 		s.classes[bs] = c
 	}
-	if len(c.free) == 0 {
+	grew := len(c.free) == 0
+	if grew {
 		p, err := s.d.Alloc(slabBytes)
 		if err != nil {
-			return 0, 0, err
+			return 0, 0, false, err
 		}
 		s.slabs = append(s.slabs, p)
 		n := slabBytes / bs
@@ -76,7 +77,7 @@ func (s *slabAllocator) alloc(bytes int64) (Ptr, int64, error) {
 	}
 	p := c.free[len(c.free)-1]
 	c.free = c.free[:len(c.free)-1]
-	return p, bs, nil
+	return p, bs, grew, nil
 }
 
 // release returns a block of class bs to its free list.
