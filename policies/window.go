@@ -28,6 +28,7 @@ type sinkWindow struct {
 	// right and a step evicts in O(1) a head.
 	ring     [][]int32
 	ringLast []int32 // the newest position of layer l when its ring was last right
+	scan     bool    // tests: shift scans every position unless a ring eviction told lo
 	lo       int32   // the smallest kept position >= sinks after evict; -1: not known
 	ringHits int     // evictions through the ring (for tests)
 	one      [1]int32
@@ -232,8 +233,11 @@ func (w *sinkWindow) buildRing(l int, last int32) {
 // cache position) less its query's, so the shifts are kept up to a constant
 // per step: -d for the sinks and 0 for the rest (their cache positions less
 // d, d = lo - sinks), queries likewise. Only the sinks' values then change
-// from step to step: after a ring eviction, with the sinks in the first
-// slots, they are all that is written. While nothing has been evicted (a
+// from step to step: with the sinks in the first slots, they are all that is
+// written (only a sink's shift is ever nonzero: every other token's is
+// appended as 0, moves with its token and is written 0 here), and in an
+// ascending sequence the lowest kept position past them is the one after
+// them (a dense prompt's chunks: no scan). While nothing has been evicted (a
 // dense prompt) every shift is 0 and attention gets no QShift: plain
 // attention, the same numbers, which a backend may run on its fastest
 // prompt kernel.
@@ -243,8 +247,17 @@ func (w *sinkWindow) shift(l int, a *runtime.AttnArgs) {
 	shifted := false
 	for g := range seqs {
 		s := &seqs[g]
+		first := w.sinksFirst(s) && (!w.scan || w.lo >= 0)
 		lo := w.lo // known after a ring eviction: every head holds [lo, last]
-		if lo < 0 {
+		switch {
+		case lo >= 0:
+		case s.Ascending && first && !w.scan:
+			// The sinks, then the rest in order (a prompt's chunks, before
+			// any eviction): the first after the sinks is the lowest.
+			if s.N > w.sinks {
+				lo = s.Pos[w.sinks]
+			}
+		default:
 			for _, p := range s.Pos[:s.N] {
 				if p >= sinks && (lo < 0 || p < lo) {
 					lo = p
@@ -258,7 +271,7 @@ func (w *sinkWindow) shift(l int, a *runtime.AttnArgs) {
 			// no distance changes, plain attention.
 			shifted = sinks > 0
 		}
-		if !(w.lo >= 0 && w.sinksFirst(s)) {
+		if !first {
 			span := 0 // one past the last sink's slot
 			for t, p := range s.Pos[:s.N] {
 				if p < sinks {

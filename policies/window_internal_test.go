@@ -76,3 +76,42 @@ func TestSinkWindowRing(t *testing.T) {
 		})
 	}
 }
+
+// TestSinkWindowShiftShortcuts checks shift's shortcuts (the lowest kept
+// position of an ascending sequence read after the sinks; only the sinks
+// written whenever they lead, ring or not) against the scans they replace:
+// two streams of streamingllm over the same tokens, a prompt of several
+// chunks (dense and chunked protocols) and then one token a step, the
+// second scanning, hold the same shifts and span and give the same logits.
+func TestSinkWindowShiftShortcuts(t *testing.T) {
+	m, err := runtime.Synthetic("tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		params  Params
+		prefill Prefill
+	}{{Params{"sinks": 4, "budget": 52}, PrefillDense}, {Params{"sinks": 4, "budget": 52}, PrefillChunked}, {Params{"sinks": 2, "budget": 100}, PrefillDense}} {
+		params := c.params
+		ps, rs := twinRunners(t, m, "streamingllm", params)
+		ps[1].(*sinkWindow).scan = true
+		for _, p := range ps {
+			p.SetPrefill(c.prefill)
+		}
+		toks := make([]int, 330)
+		for i := range toks {
+			toks[i] = 3 + (i*41)%200
+		}
+		stepTwins(t, m, ps, rs, toks, 200, func(n int) {
+			for l := range m.Config.Layers {
+				a, b := rs[0].Cache.Seqs(l), rs[1].Cache.Seqs(l)
+				for h := range a {
+					if a[h].ShiftSpan != b[h].ShiftSpan || !slices.Equal(a[h].Shift[:a[h].N], b[h].Shift[:b[h].N]) {
+						t.Fatalf("%v token %d layer %d head %d: shifts %v (span %d), the scan's %v (span %d)", params, n, l, h,
+							a[h].Shift[:a[h].N], a[h].ShiftSpan, b[h].Shift[:b[h].N], b[h].ShiftSpan)
+					}
+				}
+			}
+		})
+	}
+}
