@@ -1,6 +1,7 @@
 package cuda
 
 import (
+	"bytes"
 	"fmt"
 	"math"
 	"math/bits"
@@ -264,6 +265,7 @@ func (b *Backend) describe(h *[]int32, a *runtime.AttnArgs, tables bool) attnLay
 	for _, p := range a.QPos[:a.Rows] {
 		minQ, maxQ = min(minQ, p), max(maxQ, p)
 	}
+	lastPos, lastN := int32(-1), 0 // the last positions added: their offset and count
 	for g := range a.Seqs {
 		s := &a.Seqs[g]
 		if len(s.Pos) < s.N || len(s.K)*s.PageSize < s.N || len(s.V)*s.PageSize < s.N {
@@ -276,10 +278,16 @@ func (b *Backend) describe(h *[]int32, a *runtime.AttnArgs, tables bool) attnLay
 		} else {
 			d[2], d[3] = b.pagePtrs(s.K), b.pagePtrs(s.V)
 		}
-		if allVisible(s, minQ, maxQ, a.Window) && !recall {
+		switch {
+		case allVisible(s, minQ, maxQ, a.Window) && !recall:
 			d[4] = -1 // every token visible to every row: no positions to upload (recall maps tokens by them)
-		} else {
+		case lastPos >= 0 && lastN == s.N && bytes.Equal(raw(s.Pos[:s.N]), raw((*h)[lastPos:lastPos+int32(s.N)])):
+			// The KV heads of a layer mostly hold the same positions (a
+			// prompt's chunks: the whole prompt's, every head): sent once.
+			d[4] = lastPos
+		default:
 			d[4] = add(s.Pos[:s.N])
+			lastPos, lastN = d[4], s.N
 		}
 		if shifted && s.Shift != nil {
 			n := s.N // the shifts past ShiftSpan are 0: not sent
