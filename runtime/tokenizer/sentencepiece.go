@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"unicode/utf8"
@@ -49,7 +50,16 @@ type SentencePiece struct {
 	escapeSpaces bool          // escape_whitespaces
 	suffixSpace  bool          // treat_whitespace_as_suffix
 	userDefined  []string      // user-defined pieces
+	// wordSplit: no normal piece holds the space symbol right after another
+	// character (the trainer's split_by_whitespace), so no merge joins a
+	// character to the space run after it: Encode merges word by word (a
+	// word: a run of spaces and what follows up to the next run) and reuses
+	// a repeated word's ids.
+	wordSplit bool
 }
+
+// maxCachedWord is the longest word (bytes) whose ids Encode keeps for reuse.
+const maxCachedWord = 64
 
 // LoadSentencePiece reads a SentencePiece .model file (a serialized
 // ModelProto). Only the BPE model type with the identity normalizer is
@@ -297,6 +307,7 @@ func (sp *SentencePiece) setup(tr spTrainer, nm spNormalizer) error {
 	sp.byteFallback = tr.byteFallback
 	sp.suffixSpace = tr.suffixSpace
 	sp.dummyPrefix, sp.removeExtra, sp.escapeSpaces = nm.dummyPrefix, nm.removeExtra, nm.escWS
+	sp.wordSplit = !sp.suffixSpace // until a piece says otherwise (below)
 	sp.normal = make(map[string]int32, n)
 	sp.reserved = make(map[string]int32)
 	sp.runeInPiece = make(map[rune]bool)
@@ -325,6 +336,9 @@ func (sp *SentencePiece) setup(tr spTrainer, nm spNormalizer) error {
 			return fmt.Errorf("piece %d %q is already defined", i, p)
 		}
 		m[p] = int32(i)
+		if (typ == pieceNormal || typ == pieceUserDefined || typ == pieceUnused) && spaceAfterOther(p) {
+			sp.wordSplit = false
+		}
 		switch typ {
 		case pieceUnknown:
 			if sp.unk < 0 {
@@ -472,14 +486,26 @@ func (sp *SentencePiece) isBoundary(c string) bool {
 	return !sp.runeInPiece[r]
 }
 
+// spaceAfterOther reports whether piece p holds the space symbol right
+// after a character that is not one.
+func spaceAfterOther(p string) bool {
+	for j := 1; j < len(p); j++ {
+		if strings.HasPrefix(p[j:], spaceSymbol) && !strings.HasSuffix(p[:j], spaceSymbol) {
+			return true
+		}
+	}
+	return false
+}
+
 // spEncoder holds the state of one Encode call.
 type spEncoder struct {
-	sp   *SentencePiece
-	m    merger
-	seg  string               // the text being merged
-	rev  map[string][2]string // UNUSED pieces formed by merges, and their parts
-	pair pairFunc
-	out  []int
+	sp    *SentencePiece
+	m     merger
+	seg   string               // the text being merged
+	rev   map[string][2]string // UNUSED pieces formed by merges, and their parts
+	pair  pairFunc
+	out   []int
+	words map[string][]int // wordSplit: the ids of the words merged so far
 }
 
 // Encode returns the ids of text as sentencepiece's EncodeAsIds does (no BOS
@@ -499,7 +525,8 @@ func (sp *SentencePiece) Encode(text string) []int {
 			_, n = utf8.DecodeRuneInString(norm[i:])
 			boundary = sp.isBoundary(norm[i : i+n])
 		}
-		if boundary || i+n-start > maxSegment {
+		if boundary || i+n-start > maxSegment ||
+			sp.wordSplit && i > start && strings.HasPrefix(norm[i:], spaceSymbol) && !strings.HasSuffix(norm[start:i], spaceSymbol) {
 			e.flush(norm[start:i])
 			start = i
 		}
@@ -537,6 +564,23 @@ func (e *spEncoder) flush(seg string) {
 	if len(e.m.syms) == 0 {
 		return
 	}
+	cache := e.sp.wordSplit && len(seg) <= maxCachedWord
+	if cache {
+		if ids, ok := e.words[seg]; ok {
+			e.out = append(e.out, ids...)
+			e.m.reset()
+			return
+		}
+	}
+	from := len(e.out)
+	defer func() {
+		if cache {
+			if e.words == nil {
+				e.words = make(map[string][]int)
+			}
+			e.words[seg] = slices.Clone(e.out[from:])
+		}
+	}()
 	e.seg = seg
 	for i := e.m.run(e.pair); i >= 0; i = e.m.syms[i].next {
 		s := &e.m.syms[i]
