@@ -21,15 +21,15 @@ type KVCache struct {
 	kvHeads  int
 	headDim  int
 	pageSize int
-	dtype    DType         // element type of the pages
-	seqs     [][]KVSeq     // [layer][kvHead]
-	free     []kvPage      // pages ready for reuse
-	total    int           // pages ever allocated
-	shifts   bool          // keep KVSeq.Shift beside Pos
-	moves    [][2]int32    // Evict's copies (destination, source; -1: dropped), reused
-	moveAt   map[int32]int // Evict's copy into a slot, for many drops
-	ref      [][]KVSeq     // [layer][kvHead] every token ever appended, when recording
-	refPages int           // pages held by ref
+	dtype    DType      // element type of the pages
+	seqs     [][]KVSeq  // [layer][kvHead]
+	free     []kvPage   // pages ready for reuse
+	total    int        // pages ever allocated
+	shifts   bool       // keep KVSeq.Shift beside Pos
+	moves    [][2]int32 // Evict's copies (destination, source; -1: dropped), reused
+	moveAt   []int32    // Evict's copy into each slot (an index in moves; -1: none), for many drops
+	ref      [][]KVSeq  // [layer][kvHead] every token ever appended, when recording
+	refPages int        // pages held by ref
 }
 
 type kvPage struct{ k, v Buffer }
@@ -257,10 +257,10 @@ func (c *KVCache) Evict(l, h int, drop []int32) {
 	slices.Sort(drop)
 	c.moves = c.moves[:0] // (destination, original slot) of the tokens moved so far
 	if len(drop) > smallEvict {
-		if c.moveAt == nil {
-			c.moveAt = map[int32]int{}
+		c.moveAt = slices.Grow(c.moveAt[:0], s.N)[:s.N]
+		for i := range c.moveAt {
+			c.moveAt[i] = -1
 		}
-		clear(c.moveAt)
 	}
 	for i := len(drop) - 1; i >= 0; i-- {
 		d := int(drop[i])
@@ -278,7 +278,7 @@ func (c *KVCache) Evict(l, h int, drop []int32) {
 				c.moves[j][1] = -1
 			}
 			if len(drop) > smallEvict {
-				c.moveAt[int32(d)] = len(c.moves)
+				c.moveAt[d] = int32(len(c.moves))
 			}
 			c.moves = append(c.moves, [2]int32{int32(d), from})
 			s.Pos[d] = s.Pos[last]
@@ -353,8 +353,8 @@ const smallEvict = 16
 // ndrop drops) moved a token into slot, and which.
 func (c *KVCache) movedTo(slot, ndrop int) (int, bool) {
 	if ndrop > smallEvict {
-		j, ok := c.moveAt[int32(slot)]
-		return j, ok && c.moves[j][1] >= 0
+		j := int(c.moveAt[slot])
+		return j, j >= 0 && c.moves[j][1] >= 0
 	}
 	for j, m := range c.moves {
 		if m[0] == int32(slot) && m[1] >= 0 {
