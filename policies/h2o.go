@@ -66,7 +66,8 @@ type h2o struct {
 	ratios        bool // budgets are shares of the prompt length (base.ratioBudget)
 	normalize     bool
 	score         [][][]float64 // [layer][kvHead][token index] accumulated probability
-	acc           [][]float32   // [heads] attention's accumulation buffers, reused by every layer
+	acc           [][]float32   // [heads] the sums of the last call: own (as armed) or the backend's (AccView)
+	own           [][]float32   // [heads] the policy's accumulation buffers, reused by every layer
 	cand          []h2oCand     // scratch: eviction candidates
 	// next[l][h] is the next decode step's eviction as collect found it
 	// in its pass over the scores (see h2oNext); scan (tests) turns it off.
@@ -214,7 +215,7 @@ func (p *h2o) Start(r *runtime.Runner) error {
 		}
 	}
 	if len(p.acc) != c.Heads {
-		p.acc = make([][]float32, c.Heads)
+		p.acc, p.own = make([][]float32, c.Heads), make([][]float32, c.Heads)
 	}
 	p.next = make([][]h2oNext, c.Layers)
 	for l := range p.next {
@@ -285,17 +286,19 @@ func (p *h2o) grow(l int) {
 
 // arm hands attention accumulation buffers, one per query head, as long as
 // its KV head's sequence, for every query row; AccZero: the backend starts
-// the sums from zero and overwrites them (no clearing here).
+// the sums from zero and overwrites them (no clearing here); AccView: it may
+// hand back its own copy of them instead (read in AfterAttend, before the
+// backend's next call), so Acc is armed from the policy's buffers each time.
 func (p *h2o) arm(a *runtime.AttnArgs) {
 	group := a.Heads / a.KVHeads
 	for h := range p.acc {
 		n := a.Seqs[h/group].N
-		if cap(p.acc[h]) < n {
-			p.acc[h] = make([]float32, n, n+n/4+64)
+		if cap(p.own[h]) < n {
+			p.own[h] = make([]float32, n, n+n/4+64)
 		}
-		p.acc[h] = p.acc[h][:n]
+		p.acc[h] = p.own[h][:n]
 	}
-	a.Acc, a.AccFrom, a.AccZero = p.acc, 0, true
+	a.Acc, a.AccFrom, a.AccZero, a.AccView = p.acc, 0, true, true
 }
 
 // collect adds what attention accumulated to the scores of layer l: the

@@ -38,7 +38,8 @@ type tova struct {
 	base
 	size  int
 	armed bool
-	acc   [][]float32 // [heads] attention's accumulation buffers, reused by every layer
+	acc   [][]float32 // [heads] the sums of the last call: own (as armed) or the backend's (AccView)
+	own   [][]float32 // [heads] the policy's accumulation buffers, reused by every layer
 	avg   []float64   // [tokens] head-averaged probability, by KV head 0's index
 	cand  []h2oCand   // scratch: tokens ranked for eviction
 	idx   [][]int32   // [kvHead] index in head h of KV head 0's token t; nil: the same
@@ -83,7 +84,7 @@ func (p *tova) Start(r *runtime.Runner) error {
 	}
 	c := r.Model.Config
 	if len(p.acc) != c.Heads {
-		p.acc = make([][]float32, c.Heads)
+		p.acc, p.own = make([][]float32, c.Heads), make([][]float32, c.Heads)
 	}
 	if len(p.idx) != c.KVHeads {
 		p.idx = make([][]int32, c.KVHeads)
@@ -115,14 +116,14 @@ func (p *tova) BeforeAttend(l int, a *runtime.AttnArgs) {
 	}
 	if over {
 		group := a.Heads / a.KVHeads
-		for h := range p.acc {
+		for h := range p.acc { // armed from the policy's buffers: AccView may leave the backend's in acc
 			n := a.Seqs[h/group].N
-			if cap(p.acc[h]) < n {
-				p.acc[h] = make([]float32, n, n+n/4+64)
+			if cap(p.own[h]) < n {
+				p.own[h] = make([]float32, n, n+n/4+64)
 			}
-			p.acc[h] = p.acc[h][:n]
+			p.acc[h] = p.own[h][:n]
 		}
-		a.Acc, a.AccFrom, a.AccZero = p.acc, int(newest(a)), true
+		a.Acc, a.AccFrom, a.AccZero, a.AccView = p.acc, int(newest(a)), true, true
 		p.armed = true
 	}
 	p.finish(l, a, 0)

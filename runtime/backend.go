@@ -101,6 +101,13 @@ type AttnArgs struct {
 	// overwrites Acc[h][:n] (n: head h's KV head's tokens) without reading
 	// it (no upload; the caller need not clear it).
 	AccZero bool
+	// AccView lets the backend hand the sums back as slices of its own
+	// memory, replacing Acc[h] (its first n values as before), instead of
+	// copying them into the caller's: the caller reads them before its next
+	// call of the backend and arms Acc with its own buffers every call (the
+	// slices are the backend's again after it). A backend may ignore it and
+	// write into Acc[h] as without it.
+	AccView bool
 	// Ref [KVHeads] and Recall [rows*heads]: when set, Recall[r*heads+h]
 	// receives the share of full attention's probability mass (over the
 	// tokens of Ref, which holds token p at index p) that falls on the tokens

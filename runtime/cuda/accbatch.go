@@ -175,12 +175,19 @@ func (b *Backend) accFinish(bt *batchAttn, n int, tab, ints Ptr) {
 const accCallsPerPart = 8
 
 // fillAcc copies the sums read back from the device, astride values a query
-// head, into a's Acc (each head's first N, N its KV head's tokens).
+// head, into a's Acc (each head's first N, N its KV head's tokens), or with
+// AccView points Acc[h] at them in the pinned buffer (no copy: the buffer
+// is read again only by the next call's reads, after the caller's hooks).
 func fillAcc(a *runtime.AttnArgs, vals []float32, astride int) {
 	group := a.Heads / a.KVHeads
 	for h := 0; h < a.Heads; h++ {
 		n := a.Seqs[h/group].N
-		copy(a.Acc[h][:n], vals[h*astride:h*astride+n])
+		v := vals[h*astride : h*astride+n : h*astride+n]
+		if a.AccView {
+			a.Acc[h] = v
+			continue
+		}
+		copy(a.Acc[h][:n], v)
 	}
 }
 
