@@ -103,10 +103,11 @@ type AttnArgs struct {
 	AccZero bool
 	// AccView lets the backend hand the sums back as slices of its own
 	// memory, replacing Acc[h] (its first n values as before), instead of
-	// copying them into the caller's: the caller reads them before its next
-	// call of the backend and arms Acc with its own buffers every call (the
-	// slices are the backend's again after it). A backend may ignore it and
-	// write into Acc[h] as without it.
+	// copying them into the caller's. They hold until the backend's next
+	// attention call (Attend or AttendBatch, on any stream): the caller reads
+	// them before that (a policy's AfterAttend) and arms Acc with its own
+	// buffers every call. A backend may ignore it and write into Acc[h] as
+	// without it.
 	AccView bool
 	// Ref [KVHeads] and Recall [rows*heads]: when set, Recall[r*heads+h]
 	// receives the share of full attention's probability mass (over the

@@ -176,8 +176,9 @@ const accCallsPerPart = 8
 
 // fillAcc copies the sums read back from the device, astride values a query
 // head, into a's Acc (each head's first N, N its KV head's tokens), or with
-// AccView points Acc[h] at them in the pinned buffer (no copy: the buffer
-// is read again only by the next call's reads, after the caller's hooks).
+// AccView points Acc[h] at them in the pinned buffer (no copy: only the
+// next attention call's reads write the buffer again, or free it to grow
+// it, after the policies' AfterAttend hooks have read these).
 func fillAcc(a *runtime.AttnArgs, vals []float32, astride int) {
 	group := a.Heads / a.KVHeads
 	for h := 0; h < a.Heads; h++ {
