@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"github.com/kvbench/kvbench/runtime"
-	"github.com/kvbench/kvbench/runtime/cpu"
 )
 
 // TestKVSeqGen checks the promise KVSeq.ID and KVSeq.Gen make to a backend
@@ -15,19 +14,8 @@ import (
 // index). Random prompt chunks, single steps, evictions of few and many
 // tokens (pages freed, then taken again from the free list) and resets.
 func TestKVSeqGen(t *testing.T) {
-	m, err := runtime.Synthetic("tiny")
-	if err != nil {
-		t.Fatal(err)
-	}
-	be := cpu.New(1)
-	defer be.Close()
-	c := m.Config
-	cache, err := runtime.NewKVCacheOf(be, c, 4, runtime.F32)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cache, c, k, v := tinyCache(t, 4, 32)
 	cache.RecordAll()
-	k, v := be.Alloc(32*c.KVDim()), be.Alloc(32*c.KVDim())
 	rng := rand.New(rand.NewPCG(6, 1))
 
 	type seen struct {

@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"github.com/kvbench/kvbench/runtime"
-	"github.com/kvbench/kvbench/runtime/cpu"
 )
 
 // TestKVCacheRoom: Room(n) leaves every sequence as it was (tokens,
@@ -13,19 +12,8 @@ import (
 // tokens, so that appending them in chunks moves no list (the prompt of
 // Runner.forward, grown once), with shifts tracked.
 func TestKVCacheRoom(t *testing.T) {
-	m, err := runtime.Synthetic("tiny")
-	if err != nil {
-		t.Fatal(err)
-	}
-	be := cpu.New(1)
-	defer be.Close()
-	c := m.Config
-	cache, err := runtime.NewKVCacheOf(be, c, 8, runtime.F32)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cache, c, k, v := tinyCache(t, 8, 50)
 	cache.TrackShifts()
-	k, v := be.Alloc(50*c.KVDim()), be.Alloc(50*c.KVDim())
 	next := 0
 	appendRows := func(rows int) {
 		pos := make([]int, rows)

@@ -4,9 +4,6 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
-
-	"github.com/kvbench/kvbench/runtime"
-	"github.com/kvbench/kvbench/runtime/cpu"
 )
 
 // TestKVSeqFlags checks the flags KVCache keeps on each sequence against its
@@ -14,18 +11,7 @@ import (
 // the positions ascend, through prompt chunks, single steps, evictions
 // (which move the last token into the hole) and a reset.
 func TestKVSeqFlags(t *testing.T) {
-	m, err := runtime.Synthetic("tiny")
-	if err != nil {
-		t.Fatal(err)
-	}
-	be := cpu.New(1)
-	defer be.Close()
-	c := m.Config
-	cache, err := runtime.NewKVCacheOf(be, c, 8, runtime.F32)
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, v := be.Alloc(40*c.KVDim()), be.Alloc(40*c.KVDim())
+	cache, c, k, v := tinyCache(t, 8, 40)
 	rng := rand.New(rand.NewPCG(4, 4))
 	next := 0
 	check := func(what string) {
