@@ -100,6 +100,7 @@ func (c *KVCache) Seqs(l int) []KVSeq { return c.seqs[l] }
 // prompt appended chunk by chunk does not grow them again and again. It
 // changes no token, page or count.
 func (c *KVCache) Room(n int) {
+	n += n/16 + 64 // and the first tokens after it (a task's answer)
 	for l := range c.seqs {
 		for h := range c.seqs[l] {
 			s := &c.seqs[l][h]
@@ -448,6 +449,13 @@ func (c *KVCache) seqPage(ref bool) kvPage {
 
 // Reset empties the cache; its pages go to the free list.
 func (c *KVCache) Reset() {
+	pages := 0
+	for l := range c.seqs {
+		for h := range c.seqs[l] {
+			pages += len(c.seqs[l][h].K)
+		}
+	}
+	c.free = slices.Grow(c.free, pages) // a long prompt's million pages: one growth
 	for l := range c.seqs {
 		for h := range c.seqs[l] {
 			s := &c.seqs[l][h]
