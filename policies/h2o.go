@@ -90,6 +90,21 @@ type h2oNext struct {
 	ok       bool
 }
 
+// h2oLowest finds, among the candidates offered, the one a decode step
+// evicts: the lowest key, ties to the older position; n counts them.
+type h2oLowest struct {
+	n, best int // best: its index, -1 before any
+	key     float64
+	pos     int32
+}
+
+func (m *h2oLowest) offer(t int, key float64, pos int32) {
+	m.n++
+	if m.best < 0 || key < m.key || key == m.key && pos < m.pos {
+		m.best, m.key, m.pos = t, key, pos
+	}
+}
+
 // h2oCand is a token that may be evicted: its ranking key, position and index.
 type h2oCand struct {
 	key float64
@@ -323,19 +338,14 @@ func (p *h2o) collect(l int, a *runtime.AttnArgs) {
 		for i := range accs {
 			accs[i] = accs[i][:len(sc)]
 		}
-		nx := &p.next[l][g]
-		*nx = h2oNext{}
-		ncand, best, bestKey, bestPos := 0, -1, 0.0, int32(0)
+		low := h2oLowest{best: -1}
 		if group == 4 { // the common GQA group, unrolled
 			a0, a1, a2, a3 := accs[0], accs[1], accs[2], accs[3]
 			for t := range sc {
 				v := sc[t] + float64(a0[t]) + float64(a1[t]) + float64(a2[t]) + float64(a3[t])
 				sc[t] = v
 				if fuse && pos[t] < lo {
-					ncand++
-					if k := p.key(v, pos[t], q); best < 0 || k < bestKey || k == bestKey && pos[t] < bestPos {
-						best, bestKey, bestPos = t, k, pos[t]
-					}
+					low.offer(t, p.key(v, pos[t], q), pos[t])
 				}
 			}
 		} else {
@@ -346,16 +356,11 @@ func (p *h2o) collect(l int, a *runtime.AttnArgs) {
 				}
 				sc[t] = v
 				if fuse && pos[t] < lo {
-					ncand++
-					if k := p.key(v, pos[t], q); best < 0 || k < bestKey || k == bestKey && pos[t] < bestPos {
-						best, bestKey, bestPos = t, k, pos[t]
-					}
+					low.offer(t, p.key(v, pos[t], q), pos[t])
 				}
 			}
 		}
-		if fuse {
-			*nx = h2oNext{at: q, n: len(sc), ncand: ncand, best: int32(best), ok: true}
-		}
+		p.next[l][g] = h2oNext{at: q, n: len(sc), ncand: low.n, best: int32(low.best), ok: fuse}
 	}
 }
 
@@ -375,12 +380,9 @@ func (p *h2o) key(sc float64, pos, lastQ int32) float64 {
 func (p *h2o) evict(l int, last, lastQ int32) {
 	seqs := p.cache.Seqs(l)
 	lo := last - int32(p.recent) + 1 // the recent window is [lo, last]
-	defer func() {                   // every eviction spends what collect found
-		for h := range p.next[l] {
-			p.next[l][h].ok = false
-		}
-	}()
 	for h := range seqs {
+		nx := p.next[l][h]
+		p.next[l][h].ok = false // every eviction spends what collect found
 		s := &seqs[h]
 		if s.N <= p.heavy+p.recent {
 			continue
@@ -389,24 +391,18 @@ func (p *h2o) evict(l int, last, lastQ int32) {
 		// One pass: count the candidates and find the lowest, which is all a
 		// decode step needs (it evicts one token); or none, where the last
 		// step's collect found them for this query (h2oNext).
-		ncand, best := 0, -1
-		if nx := p.next[l][h]; nx.ok && nx.at+1 == last && nx.at == lastQ && nx.n+1 == s.N {
-			ncand, best = nx.ncand, int(nx.best)
+		low := h2oLowest{best: -1}
+		if nx.ok && nx.at+1 == last && nx.at == lastQ && nx.n+1 == s.N {
+			low.n, low.best = nx.ncand, int(nx.best)
 			p.fused++
 		} else {
-			bestKey, bestPos := 0.0, int32(0)
 			for t, pos := range s.Pos[:s.N] {
-				if pos >= lo {
-					continue
-				}
-				ncand++
-				k := p.key(sc[t], pos, lastQ)
-				if best < 0 || k < bestKey || k == bestKey && pos < bestPos {
-					best, bestKey, bestPos = t, k, pos
+				if pos < lo {
+					low.offer(t, p.key(sc[t], pos, lastQ), pos)
 				}
 			}
 		}
-		excess := ncand - p.heavy
+		best, excess := low.best, low.n-p.heavy
 		if excess <= 0 {
 			continue
 		}

@@ -58,9 +58,6 @@ type SentencePiece struct {
 	wordSplit bool
 }
 
-// maxCachedWord is the longest word (bytes) whose ids Encode keeps for reuse.
-const maxCachedWord = 64
-
 // LoadSentencePiece reads a SentencePiece .model file (a serialized
 // ModelProto). Only the BPE model type with the identity normalizer is
 // supported.
@@ -564,7 +561,7 @@ func (e *spEncoder) flush(seg string) {
 	if len(e.m.syms) == 0 {
 		return
 	}
-	cache := e.sp.wordSplit && len(seg) <= maxCachedWord
+	cache := e.sp.wordSplit && len(seg) <= cacheWordLen // a word (BPE's cache bound)
 	if cache {
 		if ids, ok := e.words[seg]; ok {
 			e.out = append(e.out, ids...)
@@ -573,14 +570,6 @@ func (e *spEncoder) flush(seg string) {
 		}
 	}
 	from := len(e.out)
-	defer func() {
-		if cache {
-			if e.words == nil {
-				e.words = make(map[string][]int)
-			}
-			e.words[seg] = slices.Clone(e.out[from:])
-		}
-	}()
 	e.seg = seg
 	for i := e.m.run(e.pair); i >= 0; i = e.m.syms[i].next {
 		s := &e.m.syms[i]
@@ -591,6 +580,12 @@ func (e *spEncoder) flush(seg string) {
 		e.emit(seg[s.start:s.end])
 	}
 	e.m.reset()
+	if cache {
+		if e.words == nil {
+			e.words = make(map[string][]int)
+		}
+		e.words[seg] = slices.Clone(e.out[from:])
+	}
 }
 
 // emit appends the ids of the symbol w: its piece, the parts an UNUSED piece
