@@ -284,10 +284,10 @@ func (b *Backend) checkTables(bt *batchAttn) {
 var tableChecks = true
 
 // tablesCurrent reports whether every sequence of seqs has a device table
-// holding its lists as they are, all of one page type kvt, and marks those
-// tables used at clock; false where any has no ID, no table, an older
-// generation, other lengths or no pages (callPages then refreshes it, or
-// says what is wrong).
+// holding its lists as they are, all of one page type kvt, marking the
+// tables it finds used at clock; false where any has no ID, no table, an
+// older generation, other lengths or no pages (callPages then refreshes
+// them, or says what is wrong: the marks it left are callPages's own).
 func (b *Backend) tablesCurrent(seqs []runtime.KVSeq, clock uint64) (kvt int32, ok bool) {
 	kvt = -1
 	for i := range seqs {
@@ -299,12 +299,7 @@ func (b *Backend) tablesCurrent(seqs []runtime.KVSeq, clock uint64) (kvt int32, 
 		if t == nil || t.gen != s.Gen || len(t.k) != len(s.K) || len(t.v) != len(s.V) || t.kvt < 0 || (kvt >= 0 && t.kvt != kvt) {
 			return -1, false
 		}
-		kvt = t.kvt
-	}
-	for i := range seqs {
-		t := b.table(&seqs[i])
-		t.used = clock
-		seqs[i].Slot = t.slot
+		t.used, s.Slot, kvt = clock, t.slot, t.kvt
 	}
 	return kvt, true
 }

@@ -101,11 +101,7 @@ func TestSelRoom(t *testing.T) {
 // parts of accWork; the others get none; the attn_rtb_acc table names each
 // call's parts, ints, header, stride and AccFrom.
 func TestAccPlan(t *testing.T) {
-	b, err := NewFakeBackend("bf16")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := fakeOf(t, "bf16")
 	rng := rand.New(rand.NewPCG(9, 4))
 	for range 30 {
 		bt := &batchAttn{}
@@ -172,11 +168,7 @@ func TestAccPlan(t *testing.T) {
 // call's list; heads with nothing to fold are left as they were.
 func TestQueueExtend(t *testing.T) {
 	t.Setenv(batchAttnEnv, "") // queued, not launched at once
-	b, err := NewFakeBackend("bf16")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := fakeOf(t, "bf16")
 	rng := rand.New(rand.NewPCG(2, 6))
 	type head struct {
 		fold       bool

@@ -14,11 +14,7 @@ import (
 // same positions (as a prompt's do) share one copy, while heads whose
 // positions differ (an eviction moved a token) get their own.
 func TestDescribePositions(t *testing.T) {
-	b, err := NewFakeBackend("bf16")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := fakeOf(t, "bf16")
 	rng := rand.New(rand.NewPCG(6, 1))
 	const heads, kvHeads, hd, ps = 8, 4, 64, 16
 	for trial := range 40 {

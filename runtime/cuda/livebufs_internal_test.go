@@ -12,16 +12,8 @@ import (
 // freed, the KV bytes and buffers counted match them, and freeing a buffer
 // twice, or one of another backend, panics.
 func TestLiveBuffers(t *testing.T) {
-	b, err := NewFakeBackend("bf16")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	other, err := NewFakeBackend("bf16")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
+	b := fakeOf(t, "bf16")
+	other := fakeOf(t, "bf16")
 	rng := rand.New(rand.NewPCG(4, 4))
 	base := len(b.live)
 	bufs := map[runtime.Buffer]bool{}

@@ -168,11 +168,7 @@ func TestFailAllocs(t *testing.T) {
 // slab and some of another, and checks that trim gives back exactly the
 // empty slab and that the blocks left stay usable.
 func TestSlabTrim(t *testing.T) {
-	b, err := NewFakeBackend("f32") // the allocator's bookkeeping: the fake device's will do
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := fakeOf(t, "f32") // the allocator's bookkeeping: the fake device's will do
 	s := newSlabAllocator(b.D)
 	defer s.close()
 	const small = 4096

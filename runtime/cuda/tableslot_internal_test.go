@@ -16,11 +16,7 @@ import (
 // own pages and belongs to its ID, and the slots of live tables are
 // distinct.
 func TestTableSlots(t *testing.T) {
-	b, err := NewFakeBackend("bf16")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := fakeOf(t, "bf16")
 	defer func(v uint64) { tableIdleCalls = v }(tableIdleCalls)
 	tableIdleCalls = 3
 	rng := rand.New(rand.NewPCG(3, 9))
