@@ -328,14 +328,14 @@ func (sp *SentencePiece) setup(tr spTrainer, nm spNormalizer) error {
 				}
 			}
 			sp.surface[i] = strings.ReplaceAll(p, spaceSymbol, " ")
+			if spaceAfterOther(p) { // a merge may join a word to the spaces after it
+				sp.wordSplit = false
+			}
 		}
 		if _, dup := m[p]; dup {
 			return fmt.Errorf("piece %d %q is already defined", i, p)
 		}
 		m[p] = int32(i)
-		if (typ == pieceNormal || typ == pieceUserDefined || typ == pieceUnused) && spaceAfterOther(p) {
-			sp.wordSplit = false
-		}
 		switch typ {
 		case pieceUnknown:
 			if sp.unk < 0 {
