@@ -7,3 +7,11 @@ func SetMaxBatchRows(n int) (restore func()) {
 	maxBatchRows = n
 	return func() { maxBatchRows = old }
 }
+
+// SetPhases turns the pass timing (KVBENCH_PHASES) on or off and returns
+// the function that restores it.
+func SetPhases(on bool) (restore func()) {
+	old := phasesOn
+	phasesOn = on
+	return func() { phasesOn = old }
+}

@@ -7,6 +7,8 @@ import (
 	"runtime/debug"
 	"strconv"
 	"sync"
+
+	"github.com/kvbench/kvbench/internal/crew"
 )
 
 // KVOps is the key/value copies of a backend, or of one of its lanes
@@ -149,7 +151,6 @@ func (p *pass) onLanes(l int, after bool) {
 	}
 	kl := p.be.(KVLaner)
 	ops := kl.KVLanes(n)
-	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var failed any
 	lane := func(w int) {
@@ -172,15 +173,7 @@ func (p *pass) onLanes(l int, after bool) {
 			p.laneWork(g, l, after)
 		}
 	}
-	wg.Add(n - 1)
-	for w := 1; w < n; w++ {
-		go func() {
-			defer wg.Done()
-			lane(w)
-		}()
-	}
-	lane(0) // on the caller's goroutine
-	wg.Wait()
+	crew.Run(n, lane) // lane 0 on the caller's goroutine
 	for i := range p.segs {
 		p.segs[i].r.Cache.ops = nil
 	}

@@ -371,6 +371,7 @@ type pass struct {
 	// minLanes is the fewest streams the pass spreads over goroutines (a
 	// batch's; 0: never; lanes.go).
 	minLanes int
+	clock    phaseClock // the parts' wall times, with KVBENCH_PHASES (phases.go)
 }
 
 // step runs the layer loop over rows tokens (rows <= maxRows) and writes the
@@ -387,6 +388,8 @@ func (r *Runner) step(tokens []int, out []float32, all bool) {
 func (p *pass) run() {
 	c, be, w, s := p.c, p.be, p.w, p.s
 	rows := len(p.tokens)
+	k := &p.clock
+	k.start()
 	for i := range p.segs {
 		g := &p.segs[i]
 		for j := range g.tokens {
@@ -400,6 +403,7 @@ func (p *pass) run() {
 	p.scale = float32(af * af / math.Sqrt(float64(c.HeadDim)))
 
 	be.Embed(s.x, w.embed, p.tokens, c.Dim)
+	k.mark(phaseStart)
 	// A decode step's fixed sequences of operations (same buffers, one row
 	// a stream: a runner's step or a batch's) are replayed as a unit where
 	// the backend can (a CUDA graph); a prompt's chunks are not.
@@ -419,6 +423,7 @@ func (p *pass) run() {
 		} else {
 			p.projectQKV(l, rows)
 		}
+		k.mark(phaseQKV)
 		if r0 := p.segs[0].r; r0.scaled != nil && p.sameFreqs() {
 			r0.scaled.RoPEFreqs(s.q, rows, c.Heads, c.HeadDim, pos, r0.invFreq, c.Rope)
 			r0.scaled.RoPEFreqs(s.k, rows, c.KVHeads, c.HeadDim, pos, r0.invFreq, c.Rope)
@@ -434,16 +439,21 @@ func (p *pass) run() {
 		} else {
 			rope2(be, s.q, s.k, rows, c.Heads, c.KVHeads, c.HeadDim, pos, c.RopeTheta, c.Rope)
 		}
+		k.mark(phaseRoPE)
 		// Each stream's new keys and values go to its cache and its policy
 		// acts; then every stream attends; then every policy sees the result.
 		p.beforeAttend(l)
+		k.mark(phaseBefore)
 		p.attend(l)
+		k.mark(phaseAttend)
 		p.afterAttend(l)
+		k.mark(phaseAfter)
 		if rep != nil {
 			rep.Replay(ReplayKey{p.owner, l, 1, rows}, func() { p.outputAndMLP(l, rows) })
 		} else {
 			p.outputAndMLP(l, rows)
 		}
+		k.mark(phaseMLP)
 	}
 	for i := range p.segs {
 		g := &p.segs[i]
@@ -451,6 +461,8 @@ func (p *pass) run() {
 	}
 	defer p.deliverTimes()
 	p.head()
+	k.mark(phaseHead)
+	k.done(len(p.segs))
 }
 
 // sameFreqs reports whether every segment's stream rotates with the same

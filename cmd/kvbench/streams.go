@@ -139,6 +139,7 @@ func cmdStreams(stdout, stderr io.Writer, args []string) error {
 			return fmt.Errorf("streams: KVBENCH_PROFILE_STEP=%q is not a step in [0, %d)", v, *tokens)
 		}
 	}
+	runtime.WritePhases(io.Discard) // the prompts' and warm-up's passes (KVBENCH_PHASES)
 	t0 = time.Now()
 	for k := range *tokens {
 		if k == profStep {
@@ -158,6 +159,7 @@ func cmdStreams(stdout, stderr io.Writer, args []string) error {
 	el := time.Since(t0).Seconds()
 	row(stdout, "decode, one batch", S, S**tokens, el, fmt.Sprintf("%.2f ms a step", 1e3*el/float64(*tokens)))
 	stepSec := el / float64(*tokens)
+	runtime.WritePhases(stdout) // with KVBENCH_PHASES: the host's wall time a step, part by part
 	var kvRead int64
 	for i := range S {
 		kvRead += b.Stream(i).Stats().BytesRead

@@ -50,8 +50,9 @@ type Backend struct {
 	// The split-KV attention's chunk, occupancies and last plan (splitkv.go).
 	split splitState
 	// Host building space for the per-call metadata.
-	hInts   []int32
-	noLanes bool // KVBENCH_LANES=off: AttendBatch builds its calls' metadata on one goroutine
+	hInts     []int32
+	noLanes   bool // KVBENCH_LANES=off: AttendBatch builds its calls' metadata on one goroutine
+	metaCalls int  // KVBENCH_META_CALLS: batchMeta's fewest calls a part (0: metaCallsPerPart)
 	// KVBENCH_BATCH_ATTN=off: AttendBatch runs every call through Attend,
 	// Quest's work is launched at once (read once: Quest queues per call).
 	batchOff bool
@@ -211,6 +212,14 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 			return nil, fmt.Errorf("cuda: KVBENCH_GEMM_MIN_ROWS=%q is not a positive integer", v)
 		}
 		b.gemmRows = n
+	}
+	if v := os.Getenv(metaCallsEnv); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			b.Close()
+			return nil, fmt.Errorf("cuda: %s=%q is not a positive integer", metaCallsEnv, v)
+		}
+		b.metaCalls = n
 	}
 	fname := os.Getenv("KVBENCH_FLASH")
 	if fname == "" {

@@ -6,8 +6,8 @@ import (
 	"math"
 	goruntime "runtime"
 	"slices"
-	"sync"
 
+	"github.com/kvbench/kvbench/internal/crew"
 	"github.com/kvbench/kvbench/runtime"
 )
 
@@ -243,6 +243,18 @@ type metaPart struct {
 // 4.8-5.1 ms a step, docs/benchmarks.md).
 var metaCallsPerPart, metaMinProcs = 32, 4
 
+// metaCallsEnv sets Backend.metaCalls: batchMeta's and checkTables's
+// fewest calls a part, in place of metaCallsPerPart.
+const metaCallsEnv = "KVBENCH_META_CALLS"
+
+// metaPer is the fewest calls a part of batchMeta and checkTables.
+func (b *Backend) metaPer() int {
+	if b.metaCalls > 0 {
+		return b.metaCalls
+	}
+	return metaCallsPerPart
+}
+
 // partsFor is how many goroutines share work on n calls, at least perPart
 // a goroutine: one with KVBENCH_LANES=off or fewer than metaMinProcs
 // threads, at most 16.
@@ -272,7 +284,7 @@ func (b *Backend) checkTables(bt *batchAttn) {
 	if b.pt.off || b.pt.seqs == nil || !tableChecks {
 		return
 	}
-	inParts(b.partsFor(n, metaCallsPerPart), n, func(_, lo, hi int) {
+	inParts(b.partsFor(n, b.metaPer()), n, func(_, lo, hi int) {
 		for i := lo; i < hi; i++ {
 			c := &bt.calls[i]
 			c.kvt, c.current = b.tablesCurrent(c.a.Seqs, clock0+uint64(i)+1)
@@ -305,19 +317,10 @@ func (b *Backend) tablesCurrent(seqs []runtime.KVSeq, clock uint64) (kvt int32, 
 }
 
 // inParts runs f(k, lo, hi) over parts consecutive ranges of [0, n), part
-// k on a goroutine of its own (part 0 on the caller's), and waits for them.
+// k on a goroutine of the crew (part 0 on the caller's), and waits for them.
 func inParts(parts, n int, f func(k, lo, hi int)) {
 	per := (n + parts - 1) / parts
-	var wg sync.WaitGroup
-	for k := 1; k < parts; k++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			f(k, min(n, k*per), min(n, (k+1)*per))
-		}()
-	}
-	f(0, 0, min(n, per))
-	wg.Wait()
+	crew.Run(parts, func(k int) { f(k, min(n, k*per), min(n, (k+1)*per)) })
 }
 
 // batchMeta builds every call's ints (describe, splitHeader) into bt.ints,
@@ -330,7 +333,7 @@ func (b *Backend) batchMeta(bt *batchAttn) int {
 	n := len(bt.calls)
 	parts := 1
 	if bt.oneRope {
-		parts = b.partsFor(n, metaCallsPerPart)
+		parts = b.partsFor(n, b.metaPer())
 	}
 	for len(bt.parts) < parts {
 		bt.parts = append(bt.parts, metaPart{})

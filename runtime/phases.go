@@ -1,0 +1,120 @@
+package runtime
+
+import (
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// PhasesEnv, when set (to anything but "" or "0"), makes every pass of a
+// runner or a batch time its parts by the wall clock of the goroutine that
+// runs it: what a step's host side waits on and spends, part by part
+// (WritePhases prints the sums). Off, a pass reads no clock.
+const PhasesEnv = "KVBENCH_PHASES"
+
+var phasesOn = func() bool { v := os.Getenv(PhasesEnv); return v != "" && v != "0" }()
+
+// The parts of a pass, in the order a layer runs them.
+const (
+	phaseStart  = iota // positions, frequencies, the embedding
+	phaseQKV           // the query, key and value products (replayed or not)
+	phaseRoPE          // RoPE of the queries and keys
+	phaseBefore        // every stream's KV store and policy (lanes, their start and join)
+	phaseAttend        // attention (AttendBatch: tables, metadata, launches)
+	phaseAfter         // every policy's look at the attention
+	phaseMLP           // the output projection and the MLP
+	phaseHead          // the output head and the read of the logits (the device's wait)
+	numPhases
+)
+
+var phaseNames = [numPhases]string{"start", "qkv products", "rope", "store + policy", "attention", "after attention", "output + mlp", "head + read"}
+
+// phaseClock sums a pass's parts; its zero value is off.
+type phaseClock struct {
+	on   bool
+	last time.Time
+	sum  [numPhases]time.Duration
+}
+
+func (k *phaseClock) start() {
+	if k.on = phasesOn; k.on {
+		k.last, k.sum = time.Now(), [numPhases]time.Duration{}
+	}
+}
+
+// mark ends part ph: the time since the last mark is its.
+func (k *phaseClock) mark(ph int) {
+	if k.on {
+		now := time.Now()
+		k.sum[ph] += now.Sub(k.last)
+		k.last = now
+	}
+}
+
+// phaseTotals is every pass's sums since the last WritePhases, by the
+// number of streams a pass fed (1: a runner's step or prompt chunk).
+var phaseTotals struct {
+	sync.Mutex
+	by map[int]*phaseSum
+}
+
+type phaseSum struct {
+	passes int
+	sum    [numPhases]time.Duration
+}
+
+// done adds the pass's sums to the totals.
+func (k *phaseClock) done(streams int) {
+	if !k.on {
+		return
+	}
+	phaseTotals.Lock()
+	defer phaseTotals.Unlock()
+	if phaseTotals.by == nil {
+		phaseTotals.by = map[int]*phaseSum{}
+	}
+	t := phaseTotals.by[streams]
+	if t == nil {
+		t = &phaseSum{}
+		phaseTotals.by[streams] = t
+	}
+	t.passes++
+	for i, d := range k.sum {
+		t.sum[i] += d
+	}
+}
+
+// WritePhases writes the mean wall time of each part of the passes run
+// since the last call (with KVBENCH_PHASES set), one table row per number
+// of streams a pass fed, and forgets them. It writes nothing when the
+// timing is off or no pass ran.
+func WritePhases(w io.Writer) {
+	phaseTotals.Lock()
+	defer phaseTotals.Unlock()
+	if len(phaseTotals.by) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "| streams a pass | passes |")
+	for _, n := range phaseNames {
+		fmt.Fprintf(w, " %s ms |", n)
+	}
+	fmt.Fprintf(w, " total ms |\n|---:|---:|%s---:|\n", strings.Repeat("---:|", numPhases))
+	for _, streams := range slices.Sorted(maps.Keys(phaseTotals.by)) {
+		t := phaseTotals.by[streams]
+		fmt.Fprintf(w, "| %d | %d |", streams, t.passes)
+		var all time.Duration
+		for _, d := range t.sum {
+			all += d
+			fmt.Fprintf(w, " %.3f |", ms(d, t.passes))
+		}
+		fmt.Fprintf(w, " %.3f |\n", ms(all, t.passes))
+	}
+	clear(phaseTotals.by)
+}
+
+func ms(d time.Duration, n int) float64 { return d.Seconds() * 1e3 / float64(n) }

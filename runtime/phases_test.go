@@ -1,0 +1,90 @@
+package runtime_test
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kvbench/kvbench/runtime"
+	"github.com/kvbench/kvbench/runtime/cpu"
+)
+
+// TestPhases checks the pass timing: with it on, a batch's steps and a
+// runner's steps land in rows of their own (4 streams a pass, 1), with the
+// passes counted, attention and the head timed, and no more time than the
+// steps took; a second
+// WritePhases writes nothing (the sums were forgotten); off, nothing.
+func TestPhases(t *testing.T) {
+	m, err := runtime.Synthetic("tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	be := cpu.New(1)
+	defer be.Close()
+	rs := batchRunners(t, m, be, 4)
+	b, err := runtime.NewBatch(rs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	V := m.Config.Vocab
+	logits := make([]float32, 4*V)
+	runtime.WritePhases(&bytes.Buffer{}) // the prompts' passes, if any were timed
+	restore := runtime.SetPhases(true)
+	t0 := time.Now()
+	for range 3 {
+		if err := b.Step([]int{0, 1, 2, 3}, []int{5, 6, 7, 8}, logits); err != nil {
+			t.Fatal(err)
+		}
+	}
+	batchWall := time.Since(t0)
+	t0 = time.Now()
+	for range 2 {
+		if err := rs[0].Forward([]int{9}, logits[:V]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	walls := []time.Duration{time.Since(t0) / 2, batchWall / 3}
+	restore()
+	var out bytes.Buffer
+	runtime.WritePhases(&out)
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 4 || !strings.Contains(lines[0], "| attention ms |") {
+		t.Fatalf("WritePhases wrote\n%s\nwant a header, a rule and two rows", out.String())
+	}
+	for i, want := range []string{"| 1 | 2 |", "| 4 | 3 |"} {
+		row := lines[2+i]
+		if !strings.HasPrefix(row, want) {
+			t.Errorf("row %d is %q, want it to start %q (streams a pass, passes)", i, row, want)
+		}
+		var cells []float64
+		for _, f := range strings.Split(strings.Trim(row, "| "), "|")[2:] {
+			var v float64
+			if _, err := fmt.Sscan(strings.TrimSpace(f), &v); err != nil {
+				t.Fatalf("row %q: cell %q: %v", row, f, err)
+			}
+			cells = append(cells, v)
+		}
+		// Every layer attends and the head reads: those parts took time.
+		// A pass is timed inside its step: the mean is at most the step's.
+		if cells[4] <= 0 || cells[7] <= 0 {
+			t.Errorf("row %q: attention %.4f ms, head %.4f ms, want both > 0", row, cells[4], cells[7])
+		}
+		if total, wall := cells[len(cells)-1], walls[i].Seconds()*1e3; total > wall+0.0015 {
+			t.Errorf("row %q: a pass's parts sum to %.4f ms, more than its step's %.4f", row, total, wall)
+		}
+	}
+	out.Reset()
+	runtime.WritePhases(&out)
+	if out.Len() != 0 {
+		t.Errorf("a second WritePhases wrote %q, want nothing", out.String())
+	}
+	if err := rs[0].Forward([]int{9}, logits[:V]); err != nil { // timing off again
+		t.Fatal(err)
+	}
+	runtime.WritePhases(&out)
+	if out.Len() != 0 {
+		t.Errorf("with the timing off, WritePhases wrote %q", out.String())
+	}
+}
