@@ -8,6 +8,7 @@ ncu's own lines before the CSV header (==PROF== ...) are skipped.
 """
 import csv
 import io
+import signal
 import sys
 from collections import defaultdict
 
@@ -39,10 +40,12 @@ def main():
     all_ns = sum(tot.values())
     print('| kernel | launches | total us | mean us | share |')
     print('|---|---:|---:|---:|---:|')
+    # The total first: callers keep the table's head (| head -14).
+    print('| total | %g | %.1f | | |' % (sum(cnt.values()) / per, all_ns / 1e3 / per))
     for k in sorted(tot, key=tot.get, reverse=True):
         print('| %s | %g | %.1f | %.2f | %.1f %% |' % (k, cnt[k] / per, tot[k] / 1e3 / per, tot[k] / 1e3 / cnt[k], 100 * tot[k] / max(all_ns, 1)))
-    print('| total | %g | %.1f | | |' % (sum(cnt.values()) / per, all_ns / 1e3 / per))
 
 
 if __name__ == '__main__':
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # a reader that stops early (head) ends it quietly
     main()

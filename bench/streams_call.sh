@@ -7,7 +7,7 @@
 # runtime/cuda, policies and bench (go test -c), with the Llama-2
 # tokenizer.model, packed as .e2ecarry/p.tgz; carry .e2ecarry.
 # TESTS=0 skips the tests; SHAPES="1b 8b" picks the shapes; POLS1B and POLS8B
-# the policies; LANES_CMP=1 also runs each with KVBENCH_LANES=off (the host's
+# the policies (each run prints its step part by part: KVBENCH_PHASES); LANES_CMP=1 also runs each with KVBENCH_LANES=off (the host's
 # work one stream after another: the lanes' and batchMeta's gain, same call);
 # GRAPHS_CMP=1 also runs each with KVBENCH_GRAPHS=off (a batch step's
 # products launched one by one: the graphs' gain, same call). A package's
@@ -46,7 +46,7 @@ for s in ${SHAPES-1b 8b}; do # SHAPES= (empty) runs none
 	for p in $pols; do
 		for v in lanes=on $([ "${LANES_CMP:-0}" = 1 ] && echo lanes=off) $([ "${GRAPHS_CMP:-0}" = 1 ] && echo graphs=off); do
 			lanes=on graphs=on; eval "$v"
-			KVBENCH_LANES=$lanes KVBENCH_GRAPHS=$graphs timeout 90 $P/kvbench streams --model /tmp/m$s --backend cuda --streams 64 --policy $p --budget 1024 --prompt 1024 --tokens $n --alone 0 2>&1 | grep -E "decode|a batch step|device memory" | sed "s/^/$v /"; el streams $s $p $v
+			KVBENCH_PHASES=1 KVBENCH_LANES=$lanes KVBENCH_GRAPHS=$graphs timeout 90 $P/kvbench streams --model /tmp/m$s --backend cuda --streams 64 --policy $p --budget 1024 --prompt 1024 --tokens $n --alone 0 2>&1 | grep -E "decode|a batch step|device memory|^\| streams a pass|^\| [0-9]+ \| [0-9]+ \|" | sed "s/^/$v /"; el streams $s $p $v
 		done
 	done
 	for p in full streamingllm; do
