@@ -33,13 +33,14 @@ const (
 )
 
 func cmdKernels(stdout, stderr io.Writer, args []string) error {
-	fs := newFlags("kernels", "kernels [--lengths N,...] [--heads H/KV,...] [--dim D] [--policies full,quest,...|all] [--budget T] [--page P] [--iters N] [--floor]", stderr)
+	fs := newFlags("kernels", "kernels [--lengths N,...] [--heads H/KV,...] [--dim D] [--policies full,quest,...|all] [--budget T] [--page P] [--kv-page P] [--iters N] [--floor]", stderr)
 	lengthsF := fs.String("lengths", "4096,16384,32768,65536,131072", "cached tokens, comma-separated")
 	headsF := fs.String("heads", "32/8", "query heads / KV heads, comma-separated (32/8,32/32)")
 	dim := fs.Int("dim", 128, "head dimension (64 or 128)")
 	policiesF := fs.String("policies", "full,quest", "policies, comma-separated, or all: "+kernelPolicyNames())
 	budget := fs.Int("budget", 2048, "the policies' budget parameter: tokens held or attended per head (Quest: rounded up to pages)")
 	page := fs.Int("page", 16, "Quest: tokens per page")
+	kvPage := fs.Int("kv-page", runtime.DefaultPageSize, "token slots of a KV cache page")
 	iters := fs.Int("iters", 200, "timed runs per cell (the median is reported)")
 	chunk := fs.Int("chunk", 0, "tokens per block of the split-KV kernels (0: chosen for the device)")
 	check := fs.Bool("check", true, "compare the output (and accumulated probabilities) with a float64 CPU reference (two KV heads)")
@@ -69,8 +70,8 @@ func cmdKernels(stdout, stderr io.Writer, args []string) error {
 			return fmt.Errorf("kernels: --policies: %w", err)
 		}
 	}
-	if *iters < 1 || *page < 1 || *budget < 1 {
-		return fmt.Errorf("kernels: --iters, --page and --budget must be positive")
+	if *iters < 1 || *page < 1 || *budget < 1 || *kvPage < 1 {
+		return fmt.Errorf("kernels: --iters, --page, --kv-page and --budget must be positive")
 	}
 	if *chunk < 0 || *chunk%cuda.ChunkTokens != 0 {
 		return fmt.Errorf("kernels: --chunk %d is not 0 (chosen for the device) or a positive multiple of %d", *chunk, cuda.ChunkTokens)
@@ -106,7 +107,7 @@ func cmdKernels(stdout, stderr io.Writer, args []string) error {
 	}
 	fmt.Fprintf(stdout, "# kernels: NVRTC %s (%s), %s, options %q, %d modules, cached %v, loaded in %.1fs\n",
 		ver, path, b.D.Arch(), cuda.KernelOptions(), len(k.Mods), cached, time.Since(t0).Seconds())
-	fmt.Fprintf(stdout, "# timed: Backend.Attend of one decode step (device time between events, metadata upload included) on a bf16 cache of pages of %d tokens built through runtime.KVCache and each policy's hooks\n", runtime.DefaultPageSize)
+	fmt.Fprintf(stdout, "# timed: Backend.Attend of one decode step (device time between events, metadata upload included) on a bf16 cache of pages of %d tokens built through runtime.KVCache and each policy's hooks\n", *kvPage)
 	for _, name := range []string{fmt.Sprintf("attn_rt_d%d_g4_bf16", *dim), fmt.Sprintf("attn_rt_d%d_g1_bf16", *dim), fmt.Sprintf("attn_rt_combine_d%d", *dim)} {
 		if f, err := k.Func(name); err == nil {
 			fmt.Fprintf(stdout, "# %s: %d registers, %d B local, %d B static shared\n", f.Name, f.Regs, f.Local, f.Shared)
@@ -119,7 +120,7 @@ func cmdKernels(stdout, stderr io.Writer, args []string) error {
 	fmt.Fprintf(stdout, "# device-to-device copy (cuMemcpyDtoDAsync, 1 GiB, read+write bytes): %.0f GB/s\n", bw/1e9)
 	io.WriteString(stdout, tableHeader+"\n")
 	var failed []string
-	o := cellOpts{page: *page, budget: *budget, iters: *iters, check: *check, split: *split, floor: *floor, seed: *seed, bw: bw}
+	o := cellOpts{page: *page, kvPage: *kvPage, budget: *budget, iters: *iters, check: *check, split: *split, floor: *floor, seed: *seed, bw: bw}
 	for _, hk := range heads {
 		for _, n := range lengths {
 			s := cell{heads: hk[0], kvHeads: hk[1], dim: *dim, tokens: n}
@@ -172,6 +173,7 @@ type cell struct{ heads, kvHeads, dim, tokens int }
 // cellOpts are the flags that shape every cell.
 type cellOpts struct {
 	page, budget, iters int
+	kvPage              int // KV cache page slots
 	check, split, floor bool
 	seed                uint64
 	bw                  float64 // copy bandwidth, bytes/s
@@ -183,6 +185,7 @@ type cellOpts struct {
 // the output rows.
 type cellData struct {
 	s      cell
+	kvPage int // KV cache page slots (0: the runtime's default)
 	model  *runtime.Model
 	dw     *runtime.DeviceWeights
 	block  int
@@ -291,7 +294,7 @@ func (d *cellData) args(r *runtime.Runner, rows int, pos []int) runtime.AttnArgs
 // policy compressing as it does after a prompt; then a decode step's token
 // appended and the policy's hook run before its attention.
 func newStep(b *cuda.Backend, d *cellData, name string, params policies.Params) (*step, error) {
-	r, err := runtime.NewRunnerWith(d.model, b, runtime.RunnerOptions{MaxRows: 1, KVType: runtime.BF16, Weights: d.dw})
+	r, err := runtime.NewRunnerWith(d.model, b, runtime.RunnerOptions{MaxRows: 1, PageSize: d.kvPage, KVType: runtime.BF16, Weights: d.dw})
 	if err != nil {
 		return nil, err
 	}
@@ -441,6 +444,7 @@ func benchCell(b *cuda.Backend, k *cuda.Kernels, s cell, names []string, o cellO
 	if err != nil {
 		return nil, err
 	}
+	d.kvPage = o.kvPage
 	defer d.free(b)
 	var rows []kernelRow
 	for _, name := range names {

@@ -45,6 +45,7 @@ func TestKernelsBadFlags(t *testing.T) {
 		{"kernels", "--chunk", "-32"},
 		{"kernels", "--chunk", "100"},
 		{"kernels", "--graph"},
+		{"kernels", "--kv-page", "0"},
 	} {
 		_, _, err := runCLI(t, args...)
 		if err == nil {
