@@ -462,7 +462,7 @@ func (p *pass) run() {
 	defer p.deliverTimes()
 	p.head()
 	k.mark(phaseHead)
-	k.done(len(p.segs))
+	k.done(len(p.segs), rows)
 }
 
 // sameFreqs reports whether every segment's stream rotates with the same

@@ -57,10 +57,16 @@ func (k *phaseClock) mark(ph int) {
 }
 
 // phaseTotals is every pass's sums since the last WritePhases, by the
-// number of streams a pass fed (1: a runner's step or prompt chunk).
+// number of streams a pass fed (1: a runner's) and whether it fed several
+// rows a stream (a prompt's chunk) or one (a decode step).
 var phaseTotals struct {
 	sync.Mutex
-	by map[int]*phaseSum
+	by map[phaseKey]*phaseSum
+}
+
+type phaseKey struct {
+	streams int
+	chunk   bool
 }
 
 type phaseSum struct {
@@ -68,20 +74,22 @@ type phaseSum struct {
 	sum    [numPhases]time.Duration
 }
 
-// done adds the pass's sums to the totals.
-func (k *phaseClock) done(streams int) {
+// done adds the sums of a pass of rows rows over streams streams to the
+// totals.
+func (k *phaseClock) done(streams, rows int) {
 	if !k.on {
 		return
 	}
 	phaseTotals.Lock()
 	defer phaseTotals.Unlock()
 	if phaseTotals.by == nil {
-		phaseTotals.by = map[int]*phaseSum{}
+		phaseTotals.by = map[phaseKey]*phaseSum{}
 	}
-	t := phaseTotals.by[streams]
+	key := phaseKey{streams, rows > streams}
+	t := phaseTotals.by[key]
 	if t == nil {
 		t = &phaseSum{}
-		phaseTotals.by[streams] = t
+		phaseTotals.by[key] = t
 	}
 	t.passes++
 	for i, d := range k.sum {
@@ -91,7 +99,8 @@ func (k *phaseClock) done(streams int) {
 
 // WritePhases writes the mean wall time of each part of the passes run
 // since the last call (with KVBENCH_PHASES set), one table row per number
-// of streams a pass fed, and forgets them. It writes nothing when the
+// of streams a pass fed (decode steps: one row a stream; "chunks": prompt
+// chunks, several), and forgets them. It writes nothing when the
 // timing is off or no pass ran.
 func WritePhases(w io.Writer) {
 	phaseTotals.Lock()
@@ -104,9 +113,19 @@ func WritePhases(w io.Writer) {
 		fmt.Fprintf(w, " %s ms |", n)
 	}
 	fmt.Fprintf(w, " total ms |\n|---:|---:|%s---:|\n", strings.Repeat("---:|", numPhases))
-	for _, streams := range slices.Sorted(maps.Keys(phaseTotals.by)) {
-		t := phaseTotals.by[streams]
-		fmt.Fprintf(w, "| %d | %d |", streams, t.passes)
+	keys := slices.SortedFunc(maps.Keys(phaseTotals.by), func(a, b phaseKey) int {
+		if a.streams != b.streams {
+			return a.streams - b.streams
+		}
+		return boolInt(a.chunk) - boolInt(b.chunk)
+	})
+	for _, key := range keys {
+		t := phaseTotals.by[key]
+		label := fmt.Sprint(key.streams)
+		if key.chunk {
+			label += " (chunks)"
+		}
+		fmt.Fprintf(w, "| %s | %d |", label, t.passes)
 		var all time.Duration
 		for _, d := range t.sum {
 			all += d
@@ -118,3 +137,10 @@ func WritePhases(w io.Writer) {
 }
 
 func ms(d time.Duration, n int) float64 { return d.Seconds() * 1e3 / float64(n) }
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -11,8 +11,9 @@ import (
 	"github.com/kvbench/kvbench/runtime/cpu"
 )
 
-// TestPhases checks the pass timing: with it on, a batch's steps and a
-// runner's steps land in rows of their own (4 streams a pass, 1), with the
+// TestPhases checks the pass timing: with it on, a batch's steps, a
+// runner's steps and its prompt chunk land in rows of their own (4 streams a
+// pass, 1, 1 with chunks), with the
 // passes counted, attention and the head timed, and no more time than the
 // steps took; a second
 // WritePhases writes nothing (the sums were forgotten); off, nothing.
@@ -45,15 +46,20 @@ func TestPhases(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	walls := []time.Duration{time.Since(t0) / 2, batchWall / 3}
+	walls := []time.Duration{time.Since(t0) / 2, 0, batchWall / 3}
+	t0 = time.Now()
+	if err := rs[1].Forward([]int{3, 4, 5}, logits[:V]); err != nil { // a prompt chunk of three rows
+		t.Fatal(err)
+	}
+	walls[1] = time.Since(t0)
 	restore()
 	var out bytes.Buffer
 	runtime.WritePhases(&out)
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	if len(lines) != 4 || !strings.Contains(lines[0], "| attention ms |") {
-		t.Fatalf("WritePhases wrote\n%s\nwant a header, a rule and two rows", out.String())
+	if len(lines) != 5 || !strings.Contains(lines[0], "| attention ms |") {
+		t.Fatalf("WritePhases wrote\n%s\nwant a header, a rule and three rows", out.String())
 	}
-	for i, want := range []string{"| 1 | 2 |", "| 4 | 3 |"} {
+	for i, want := range []string{"| 1 | 2 |", "| 1 (chunks) | 1 |", "| 4 | 3 |"} {
 		row := lines[2+i]
 		if !strings.HasPrefix(row, want) {
 			t.Errorf("row %d is %q, want it to start %q (streams a pass, passes)", i, row, want)

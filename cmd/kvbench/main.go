@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/kvbench/kvbench/policies"
+	"github.com/kvbench/kvbench/runtime"
 )
 
 func main() {
@@ -21,6 +22,9 @@ func main() {
 	stop := startProfile()
 	err := run(os.Stdout, os.Stderr, os.Args[1:])
 	stop()
+	// With KVBENCH_PHASES, the passes no command printed (a suite's prompts
+	// and decode steps, say): the host's time in each part of a pass.
+	runtime.WritePhases(os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
 	}
