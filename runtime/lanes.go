@@ -150,6 +150,7 @@ func (p *pass) onLanes(l int, after bool) {
 		return
 	}
 	kl := p.be.(KVLaner)
+	pc, names := StartParts(), &laneParts[boolInt(after)]
 	ops := kl.KVLanes(n)
 	var mu sync.Mutex
 	var failed any
@@ -172,18 +173,30 @@ func (p *pass) onLanes(l int, after bool) {
 			g.r.Cache.ops = ops[w] // reset for every stream after the join
 			p.laneWork(g, l, after)
 		}
+		if w == 0 {
+			pc.Mark(names[0])
+		}
 	}
 	crew.Run(n, lane) // lane 0 on the caller's goroutine
+	pc.Mark(names[1])
 	for i := range p.segs {
 		p.segs[i].r.Cache.ops = nil
 	}
 	kl.JoinKVLanes()
+	pc.Mark(names[2])
 	if failed != nil {
 		if err, ok := failed.(error); ok {
 			panic(fmt.Errorf("batch step, layer %d: %w", l, err))
 		}
 		panic(failed)
 	}
+}
+
+// laneParts names the parts of onLanes that KVBENCH_PHASES times (before
+// attention, after).
+var laneParts = [2][3]string{
+	{"lanes before attention: the caller's lane", "lanes before attention: waiting for the others", "lanes before attention: join (KV copies queued)"},
+	{"lanes after attention: the caller's lane", "lanes after attention: waiting for the others", "lanes after attention: join"},
 }
 
 // isRuntimeError says whether err is the Go runtime's (an index out of

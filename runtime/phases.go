@@ -61,7 +61,14 @@ func (k *phaseClock) mark(ph int) {
 // rows a stream (a prompt's chunk) or one (a decode step).
 var phaseTotals struct {
 	sync.Mutex
-	by map[phaseKey]*phaseSum
+	by    map[phaseKey]*phaseSum
+	parts []partSum // the finer parts (PartClock), in the order first seen
+}
+
+type partSum struct {
+	name  string
+	calls int
+	sum   time.Duration
 }
 
 type phaseKey struct {
@@ -97,6 +104,44 @@ func (k *phaseClock) done(streams, rows int) {
 	}
 }
 
+// PartClock times the finer parts of a pass's work (a backend's share of
+// attention, the lanes' start, wait and join) with KVBENCH_PHASES, summed
+// over the process by name; its zero value (the timing off) reads no
+// clock.
+type PartClock struct {
+	on   bool
+	last time.Time
+}
+
+// StartParts starts a PartClock (off unless KVBENCH_PHASES is set).
+func StartParts() PartClock {
+	if !phasesOn {
+		return PartClock{}
+	}
+	return PartClock{on: true, last: time.Now()}
+}
+
+// Mark ends part name: the time since the clock started or last marked
+// is its.
+func (k *PartClock) Mark(name string) {
+	if !k.on {
+		return
+	}
+	now := time.Now()
+	d := now.Sub(k.last)
+	k.last = now
+	phaseTotals.Lock()
+	defer phaseTotals.Unlock()
+	for i := range phaseTotals.parts {
+		if p := &phaseTotals.parts[i]; p.name == name {
+			p.calls++
+			p.sum += d
+			return
+		}
+	}
+	phaseTotals.parts = append(phaseTotals.parts, partSum{name: name, calls: 1, sum: d})
+}
+
 // WritePhases writes the mean wall time of each part of the passes run
 // since the last call (with KVBENCH_PHASES set), one table row per number
 // of streams a pass fed (decode steps: one row a stream; "chunks": prompt
@@ -105,6 +150,7 @@ func (k *phaseClock) done(streams, rows int) {
 func WritePhases(w io.Writer) {
 	phaseTotals.Lock()
 	defer phaseTotals.Unlock()
+	defer writeParts(w)
 	if len(phaseTotals.by) == 0 {
 		return
 	}
@@ -134,6 +180,19 @@ func WritePhases(w io.Writer) {
 		fmt.Fprintf(w, " %.3f |\n", ms(all, t.passes))
 	}
 	clear(phaseTotals.by)
+}
+
+// writeParts writes the PartClock sums since the last call, each part's
+// calls, total and mean, and forgets them; the caller holds phaseTotals.
+func writeParts(w io.Writer) {
+	if len(phaseTotals.parts) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "| part | calls | total ms | mean us |\n|---|---:|---:|---:|\n")
+	for _, p := range phaseTotals.parts {
+		fmt.Fprintf(w, "| %s | %d | %.3f | %.2f |\n", p.name, p.calls, ms(p.sum, 1), 1e3*ms(p.sum, p.calls))
+	}
+	phaseTotals.parts = phaseTotals.parts[:0]
 }
 
 func ms(d time.Duration, n int) float64 { return d.Seconds() * 1e3 / float64(n) }

@@ -94,3 +94,37 @@ func TestPhases(t *testing.T) {
 		t.Errorf("with the timing off, WritePhases wrote %q", out.String())
 	}
 }
+
+// TestPartClock checks the finer parts: summed by name in the order first
+// seen, written after the passes' table and forgotten; nothing while the
+// timing is off.
+func TestPartClock(t *testing.T) {
+	var out bytes.Buffer
+	runtime.WritePhases(&out)
+	out.Reset()
+	off := runtime.StartParts()
+	off.Mark("never")
+	restore := runtime.SetPhases(true)
+	pc := runtime.StartParts()
+	time.Sleep(time.Millisecond)
+	pc.Mark("a")
+	pc.Mark("b")
+	pc.Mark("a")
+	off.Mark("never") // started while off: stays off
+	restore()
+	runtime.WritePhases(&out)
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 4 || !strings.HasPrefix(lines[2], "| a | 2 | ") || !strings.HasPrefix(lines[3], "| b | 1 | ") {
+		t.Fatalf("WritePhases wrote\n%s\nwant the parts a (2 calls) and b (1)", out.String())
+	}
+	var calls int
+	var total float64
+	if _, err := fmt.Sscanf(lines[2], "| a | %d | %f |", &calls, &total); err != nil || total < 1 {
+		t.Errorf("part a: %q (%v): want at least the 1 ms slept", lines[2], err)
+	}
+	out.Reset()
+	runtime.WritePhases(&out)
+	if out.Len() != 0 {
+		t.Errorf("a second WritePhases wrote %q", out.String())
+	}
+}

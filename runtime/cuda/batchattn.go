@@ -30,7 +30,8 @@ import (
 //
 // KVBENCH_BATCH_ATTN=off runs every call through Attend (for comparison).
 func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
-	b.flushQuest() // the streams' Quest bounds and choices, queued by their hooks, as one launch each
+	pc := runtime.StartParts() // KVBENCH_PHASES: the parts below, timed
+	b.flushQuest()             // the streams' Quest bounds and choices, queued by their hooks, as one launch each
 	bt := &b.bt
 	bt.calls, bt.acc = bt.calls[:0], bt.acc[:0]
 	off := b.batchOff
@@ -55,10 +56,12 @@ func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
 		}
 		return
 	}
+	pc.Mark("attention: calls sorted, Quest's work flushed")
 	b.pt.hold = true                     // the page tables' uploads of every call at once, below
 	defer func() { b.pt.hold = false }() // at the end, also when a call's metadata panics (a cell's failure)
 	bt.oneRope = true
 	b.checkTables(bt)
+	pc.Mark("attention: tables checked")
 	for i := range bt.calls { // the page tables first, one call after another
 		c := &bt.calls[i]
 		if !c.current {
@@ -74,7 +77,9 @@ func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
 			bt.oneRope = bt.oneRope && b.rope.theta == bt.calls[0].a.Theta && b.rope.hd == bt.calls[0].a.HeadDim
 		}
 	}
+	pc.Mark("attention: tables refreshed")
 	parts := b.batchMeta(bt)
+	pc.Mark("attention: metadata built")
 	if b.onBatchMeta != nil {
 		bases := make([]int32, 0, 2*len(bt.calls))
 		for i := range bt.calls {
@@ -125,7 +130,9 @@ func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
 	if ws != oldP || b.ml.bytes != oldN {
 		b.launch("be_zero", Dim3{ctrWords / 256, 1, 1}, Dim3{256, 1, 1}, ws, int64(ctrWords))
 	}
+	pc.Mark("attention: launches planned, workspaces")
 	b.flushKV()
+	pc.Mark("attention: KV copies flushed")
 	selBytes := b.selRoom(bt)
 	b.reserve(span(int64(len(bt.ints))*4) + span(int64(len(bt.tab))*8) + span(int64(len(bt.acct))*8) +
 		span(int64(len(bt.selt))*8) + span(selBytes))
@@ -145,6 +152,7 @@ func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
 			}
 		}
 	}
+	pc.Mark("attention: metadata uploaded")
 	if nacc > 0 { // the sums start at 0 (AccZero)
 		n := bt.accBytes / 4
 		b.launch("be_zero", Dim3{blocks(n), 1, 1}, Dim3{256, 1, 1}, bt.accDev, n)
@@ -165,8 +173,10 @@ func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
 				partO, ws.Add(pmlAt), int32(l.nchunks), lt, int32(l.calls), int32(l.nsg), ints))
 		}
 	}
+	pc.Mark("attention: kernels launched")
 	if nacc > 0 {
 		b.accFinish(bt, nacc, p[1], ints)
+		pc.Mark("attention: sums read and handed out")
 	}
 }
 
