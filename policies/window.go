@@ -272,21 +272,22 @@ func (w *sinkWindow) shift(l int, a *runtime.AttnArgs) {
 			shifted = sinks > 0
 		}
 		if !first {
-			span := 0 // one past the last sink's slot
+			span, held := 0, 0 // one past the last sink's slot; the sinks held
 			for t, p := range s.Pos[:s.N] {
 				if p < sinks {
 					s.Shift[t] = -d
-					span = t + 1
+					span, held = t+1, held+1
 				} else {
 					s.Shift[t] = 0
 				}
 			}
-			s.ShiftSpan = span
+			// Sinks alone before the span: every shift there is -d.
+			s.ShiftSpan, s.ShiftEqual, s.ShiftAll = span, span > 0 && held == span, -d
 		} else {
 			for t := range w.sinks {
 				s.Shift[t] = -d
 			}
-			s.ShiftSpan = w.sinks
+			s.ShiftSpan, s.ShiftEqual, s.ShiftAll = w.sinks, w.sinks > 0, -d
 		}
 		if g == 0 {
 			w.qshift = w.qshift[:0]

@@ -82,7 +82,9 @@ func TestSinkWindowRing(t *testing.T) {
 // written whenever they lead, ring or not) against the scans they replace:
 // two streams of streamingllm over the same tokens, a prompt of several
 // chunks (dense and chunked protocols) and then one token a step, the
-// second scanning, hold the same shifts and span and give the same logits.
+// second scanning, hold the same shifts and span and give the same logits;
+// both mark the sinks' span as one run of equal shifts (ShiftEqual, which
+// describe trusts) that holds ShiftAll.
 func TestSinkWindowShiftShortcuts(t *testing.T) {
 	m, err := runtime.Synthetic("tiny")
 	if err != nil {
@@ -109,6 +111,18 @@ func TestSinkWindowShiftShortcuts(t *testing.T) {
 					if a[h].ShiftSpan != b[h].ShiftSpan || !slices.Equal(a[h].Shift[:a[h].N], b[h].Shift[:b[h].N]) {
 						t.Fatalf("%v token %d layer %d head %d: shifts %v (span %d), the scan's %v (span %d)", params, n, l, h,
 							a[h].Shift[:a[h].N], a[h].ShiftSpan, b[h].Shift[:b[h].N], b[h].ShiftSpan)
+					}
+					for _, s := range []runtime.KVSeq{a[h], b[h]} {
+						// An equal run holds ShiftAll throughout (describe writes
+						// it without reading Shift); the sinks' run is one.
+						if s.ShiftSpan > 0 && !s.ShiftEqual {
+							t.Fatalf("%v token %d layer %d head %d: the sinks' span %d not marked equal", params, n, l, h, s.ShiftSpan)
+						}
+						for i := range s.ShiftSpan {
+							if s.ShiftEqual && s.Shift[i] != s.ShiftAll {
+								t.Fatalf("%v token %d layer %d head %d: shift %d is %d in a run marked %d", params, n, l, h, i, s.Shift[i], s.ShiftAll)
+							}
+						}
 					}
 				}
 			}

@@ -131,6 +131,12 @@ type KVSeq struct {
 	// nonzero for the sinks only, in the first slots). 0: unknown. The
 	// policy that writes Shift sets it; KVCache clears it when tokens move.
 	ShiftSpan int
+	// ShiftEqual, with ShiftSpan positive, says Shift[t] is ShiftAll for
+	// every t < ShiftSpan (StreamingLLM's sinks all shift alike): a backend
+	// may write the run without reading Shift. The policy that sets
+	// ShiftSpan sets both; KVCache clears ShiftEqual with ShiftSpan.
+	ShiftEqual bool
+	ShiftAll   int32
 	// Bounded says MaxPos is at least every position in Pos (KVCache keeps
 	// it; a sequence built elsewhere leaves it false). A backend may then
 	// skip the positions of a call whose queries all lie at MaxPos or past.

@@ -243,7 +243,8 @@ func (c *KVCache) ReferenceBytes() int64 { return int64(c.refPages) * c.PageByte
 // layer l, KV head h. The last tokens move into the freed slots, so the order
 // of tokens is not kept; positions and shifts travel with them. Pages left
 // empty return to the free list, but for one past a sequence's last full
-// page (the next token's), which the sequence keeps; ShiftSpan is reset.
+// page (the next token's), which the sequence keeps; ShiftSpan and
+// ShiftEqual are reset.
 //
 // The key and value copies are those of the final layout: a token moved
 // twice (into a hole that later became the last slot, then on) is copied
@@ -335,7 +336,7 @@ func (c *KVCache) trim(s *KVSeq) {
 		// the lists (Gen) a backend keeps a copy of, every step.
 		keep++
 	}
-	s.ShiftSpan = 0
+	s.ShiftSpan, s.ShiftEqual = 0, false
 	if keep < len(s.K) {
 		s.Gen++ // pages leave the lists: the next ones appended differ
 	}
@@ -465,7 +466,7 @@ func (c *KVCache) Reset() {
 			if len(s.K) > 0 {
 				s.Gen++
 			}
-			s.K, s.V, s.Pos, s.Shift, s.N, s.ShiftSpan = s.K[:0], s.V[:0], s.Pos[:0], s.Shift[:0], 0, 0
+			s.K, s.V, s.Pos, s.Shift, s.N, s.ShiftSpan, s.ShiftEqual = s.K[:0], s.V[:0], s.Pos[:0], s.Shift[:0], 0, 0, false
 			s.Bounded, s.MaxPos, s.Ascending = false, 0, false
 		}
 	}

@@ -266,6 +266,7 @@ func (b *Backend) describe(h *[]int32, a *runtime.AttnArgs, tables bool) attnLay
 		minQ, maxQ = min(minQ, p), max(maxQ, p)
 	}
 	lastPos, lastN := int32(-1), 0 // the last positions added: their offset and count
+	var lastShift shiftRun         // the last run of equal shifts added
 	for g := range a.Seqs {
 		s := &a.Seqs[g]
 		if len(s.Pos) < s.N || len(s.K)*s.PageSize < s.N || len(s.V)*s.PageSize < s.N {
@@ -294,7 +295,23 @@ func (b *Backend) describe(h *[]int32, a *runtime.AttnArgs, tables bool) attnLay
 			if s.ShiftSpan > 0 {
 				n = min(n, s.ShiftSpan)
 			}
-			d[5], d[12] = add(s.Shift[:n]), int32(n)
+			if run := (shiftRun{n: int32(n), v: s.ShiftAll, at: -1}); s.ShiftSpan > 0 && s.ShiftEqual {
+				// One value for the whole run (the sinks'): written without
+				// reading Shift, and once for the KV heads that share it.
+				if lastShift.at >= 0 && lastShift.n == run.n && lastShift.v == run.v {
+					run.at = lastShift.at
+				} else {
+					run.at = int32(len(*h))
+					for range n {
+						*h = append(*h, run.v)
+					}
+					lastShift = run
+				}
+				d[5] = run.at
+			} else {
+				d[5] = add(s.Shift[:n])
+			}
+			d[12] = int32(n)
 		}
 		if recall {
 			ref := &a.Ref[g]
@@ -332,6 +349,9 @@ func (b *Backend) describe(h *[]int32, a *runtime.AttnArgs, tables bool) attnLay
 	}
 	return attnLayout{hdr: hdr, rowOff: rowOff, headOff: headOff, invOff: invOff, stride: stride, fstride: fstride, recall: recall, sel: cs}
 }
+
+// shiftRun is a run of n equal shifts v in a call's ints, at offset at.
+type shiftRun struct{ n, v, at int32 }
 
 // allVisible reports whether every token of s is visible to every query row
 // at positions minQ..maxQ, so that attention needs no positions: the

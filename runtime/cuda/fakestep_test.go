@@ -2,9 +2,11 @@ package cuda_test
 
 import (
 	"fmt"
+	"io"
 	"maps"
 	goruntime "runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,6 +23,9 @@ import (
 //
 //	go test ./runtime/cuda -run '^$' -bench FakeBatchStep/8b -cpuprofile cpu.out
 //	go tool pprof -top -cum -focus 'Batch..LogProbs' cpu.out
+//
+// With KVBENCH_PHASES=1 it logs each case's step part by part (the pass's
+// parts and the lanes' and AttendBatch's finer ones, runtime/phases.go).
 //
 // It reports ms/step and the launches, copies, reads and waits a step asks
 // of the driver (a real driver spends a few µs of host time on each, which
@@ -62,6 +67,7 @@ func BenchmarkFakeBatchStep(b *testing.B) {
 				}
 				l0, c0, r0, w0 := cuda.FakeCounts()
 				k0 := cuda.FakeKernels()
+				runtime.WritePhases(io.Discard) // the prompts' and warm-up's (KVBENCH_PHASES)
 				b.ResetTimer()
 				t0 := time.Now()
 				for range b.N {
@@ -77,6 +83,11 @@ func BenchmarkFakeBatchStep(b *testing.B) {
 				b.ReportMetric(float64(c1-c0)/n, "copies/step")
 				b.ReportMetric(float64(r1-r0)/n, "reads/step")
 				b.ReportMetric(float64(w1-w0)/n, "waits/step")
+				var phases strings.Builder // with KVBENCH_PHASES: the step part by part
+				runtime.WritePhases(&phases)
+				if phases.Len() > 0 && b.N > 1 { // printed: a benchmark's log keeps 10 lines
+					fmt.Printf("%s: the timed steps part by part\n%s", b.Name(), phases.String())
+				}
 				if testing.Verbose() { // the launches a step by kernel
 					k1, line := cuda.FakeKernels(), ""
 					for _, k := range slices.Sorted(maps.Keys(k1)) {
