@@ -3,9 +3,10 @@
 // stores and evictions, the attention calls' metadata) into up to 16 parts,
 // several times a layer: a goroutine started, or woken from sleep, for each
 // part costs tens of microseconds on a server, more than a part's work.
-// The crew's workers wait for the next job by spinning (yielding the
-// thread to other goroutines) for a while after each one, then sleep until
-// a job wakes them.
+// The crew's workers wait for the next job by spinning on a word for a
+// while after each one (holding their threads at first, then yielding them
+// between looks), then sleep until a job wakes them. The workers live as
+// long as the process.
 package crew
 
 import (
