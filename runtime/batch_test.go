@@ -46,6 +46,25 @@ func batchRunners(t *testing.T, m *runtime.Model, be runtime.Backend, n int) []*
 	return rs
 }
 
+// tinyBatch returns the tiny synthetic model, n of its runners on a CPU
+// backend (closed with the test), fed prompts of different lengths, and a
+// batch over them.
+func tinyBatch(t *testing.T, n int) (*runtime.Model, []*runtime.Runner, *runtime.Batch) {
+	t.Helper()
+	m, err := runtime.Synthetic("tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	be := cpu.New(1)
+	t.Cleanup(func() { be.Close() })
+	rs := batchRunners(t, m, be, n)
+	b, err := runtime.NewBatch(rs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, rs, b
+}
+
 func randTokens(n, vocab int, seed uint64) []int {
 	rng := rand.New(rand.NewPCG(seed, 9))
 	v := make([]int, n)
@@ -205,19 +224,9 @@ func itoa(n int) string {
 // TestBatchStepAllocatesNothing checks that a steady batch step (logits or
 // log-probabilities) allocates nothing on the host.
 func TestBatchStepAllocatesNothing(t *testing.T) {
-	m, err := runtime.Synthetic("tiny")
-	if err != nil {
-		t.Fatal(err)
-	}
-	be := cpu.New(1)
-	defer be.Close()
-	rs := batchRunners(t, m, be, 4)
+	m, rs, b := tinyBatch(t, 4)
 	for _, r := range rs {
 		r.Cache.Reserve(1000)
-	}
-	b, err := runtime.NewBatch(rs...)
-	if err != nil {
-		t.Fatal(err)
 	}
 	V := m.Config.Vocab
 	streams, toks, targets := []int{0, 1, 2, 3}, []int{5, 6, 7, 8}, []int{1, 2, 3, 4}

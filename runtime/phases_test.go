@@ -8,27 +8,15 @@ import (
 	"time"
 
 	"github.com/kvbench/kvbench/runtime"
-	"github.com/kvbench/kvbench/runtime/cpu"
 )
 
 // TestPhases checks the pass timing: with it on, a batch's steps, a
 // runner's steps and its prompt chunk land in rows of their own (4 streams a
-// pass, 1, 1 with chunks), with the
-// passes counted, attention and the head timed, and no more time than the
-// steps took; a second
-// WritePhases writes nothing (the sums were forgotten); off, nothing.
+// pass, 1, 1 with chunks), with the passes counted, attention and the head
+// timed, and no more time than the steps took; a second WritePhases writes
+// nothing (the sums were forgotten); off, nothing.
 func TestPhases(t *testing.T) {
-	m, err := runtime.Synthetic("tiny")
-	if err != nil {
-		t.Fatal(err)
-	}
-	be := cpu.New(1)
-	defer be.Close()
-	rs := batchRunners(t, m, be, 4)
-	b, err := runtime.NewBatch(rs...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, rs, b := tinyBatch(t, 4)
 	V := m.Config.Vocab
 	logits := make([]float32, 4*V)
 	runtime.WritePhases(&bytes.Buffer{}) // the prompts' passes, if any were timed
