@@ -62,7 +62,8 @@ func TestKernelsBadFlags(t *testing.T) {
 // Without a GPU the command fails with the reason; with one, it times every
 // registered policy's step on a small cell (the runtime's attention through
 // the policies' hooks), checks each against the float64 reference, and
-// times each selecting policy's selection alone.
+// times each selecting policy's selection alone; then again on pages of 64
+// slots.
 func TestKernelsCommand(t *testing.T) {
 	ok, why := cuda.Available()
 	out, _, err := runCLI(t, "kernels", "--lengths", "1000", "--heads", "8/2,12/4", "--iters", "5", "--policies", "all", "--budget", "256", "--floor", "--split", "-v")
@@ -98,6 +99,15 @@ func TestKernelsCommand(t *testing.T) {
 	}
 	if strings.Contains(out, "FAIL") {
 		t.Fatalf("a check failed:\n%s", out)
+	}
+	// Pages of 64 slots (--kv-page): the same checks pass, and the header
+	// says the page size.
+	out, _, err = runCLI(t, "kernels", "--lengths", "1000", "--heads", "8/2", "--iters", "5", "--policies", "full,streamingllm,h2o", "--budget", "256", "--kv-page", "64")
+	if err != nil {
+		t.Fatalf("--kv-page 64: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "pages of 64 tokens") || strings.Count(out, "kvbench ") != 3 || strings.Contains(out, "FAIL") {
+		t.Fatalf("--kv-page 64: want the page size in the header and three rows, every check passed:\n%s", out)
 	}
 }
 
