@@ -392,10 +392,14 @@ func (b *Backend) reserve(n int64) {
 	}
 }
 
-// putBytes enqueues one upload of the byte ranges parts, laid out in the
-// device arena one after the other at span boundaries (in room made by
-// reserve), and returns the device address of each; the host does not wait.
-func (b *Backend) putBytes(parts ...[]byte) []Ptr {
+// putBytes enqueues one upload of the byte ranges parts (at most putMax),
+// laid out in the device arena one after the other at span boundaries (in
+// room made by reserve), and returns the device address of each (by value:
+// no allocation, several uploads a layer); the host does not wait.
+func (b *Backend) putBytes(parts ...[]byte) [putMax]Ptr {
+	if len(parts) > putMax {
+		panic(fmt.Sprintf("cuda: an upload of %d parts (at most %d)", len(parts), putMax))
+	}
 	need := int64(0)
 	for _, p := range parts {
 		need += span(int64(len(p)))
@@ -405,7 +409,7 @@ func (b *Backend) putBytes(parts ...[]byte) []Ptr {
 	}
 	off, at := b.st.off, b.st.off
 	h := b.st.host.Bytes()
-	out := make([]Ptr, len(parts))
+	var out [putMax]Ptr
 	last := int64(0) // end of the last byte written, from off
 	for i, p := range parts {
 		copy(h[at:], p)
@@ -430,6 +434,9 @@ func raw[T any](v []T) []byte {
 
 // put uploads the elements of v through the arena (see putBytes).
 func put[T any](b *Backend, v []T) Ptr { return b.putBytes(raw(v))[0] }
+
+// putMax is the most parts of one putBytes.
+const putMax = 5
 
 // sync waits for the stream (after launching the pending KV copies); the
 // staging arenas are free again.

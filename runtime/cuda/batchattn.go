@@ -169,7 +169,7 @@ func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
 			partO, ws.Add(pmlAt), counters)
 		b.split.last = Plan{Kernel: l.kernel, Chunk: l.chunk, Blocks: l.nchunks * l.nsg, Resident: b.occupancy(b.fn(l.kernel), l.smem), SharedMem: l.smem}
 		if !l.fused && l.nchunks > 1 { // one chunk a row: the kernel wrote the outputs
-			must(b.fn(fmt.Sprintf("attn_rtb_combine_d%d", l.hd)).LaunchAfter(Dim3{l.vg, gy, l.hd / 32 * gz}, Dim3{combThreads, 1, 1}, 0,
+			must(b.fn(combineName("attn_rtb_combine_d", l.hd)).LaunchAfter(Dim3{l.vg, gy, l.hd / 32 * gz}, Dim3{combThreads, 1, 1}, 0,
 				partO, ws.Add(pmlAt), int32(l.nchunks), lt, int32(l.calls), int32(l.nsg), ints))
 		}
 	}

@@ -286,6 +286,22 @@ type occKey struct {
 	smem int
 }
 
+// combineName is a combine kernel's name: prefix and the head dim (64 and
+// 128 without formatting: a name a layer).
+func combineName(prefix string, hd int) string {
+	switch {
+	case hd == 64 && prefix == "attn_rt_combine_d":
+		return "attn_rt_combine_d64"
+	case hd == 128 && prefix == "attn_rt_combine_d":
+		return "attn_rt_combine_d128"
+	case hd == 64 && prefix == "attn_rtb_combine_d":
+		return "attn_rtb_combine_d64"
+	case hd == 128 && prefix == "attn_rtb_combine_d":
+		return "attn_rtb_combine_d128"
+	}
+	return prefix + strconv.Itoa(hd)
+}
+
 // minChunkEnv sets splitState.minChunk: a multiple of ChunkTokens.
 const minChunkEnv = "KVBENCH_ATTN_MIN_CHUNK"
 
@@ -563,7 +579,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 		partO, ws.Add(pmlAt), counters, b.f32(a.Out), raw, mlAcc)
 	b.split.last = Plan{Kernel: name, Chunk: chunk, Blocks: nchunks * nsrows, Resident: b.occupancy(f, smem), SharedMem: smem}
 	if !fused && nchunks > 1 { // one chunk a row: the kernel wrote the outputs (and ml)
-		must(b.fn(fmt.Sprintf("attn_rt_combine_d%d", hd)).LaunchAfter(Dim3{vg, gy, hd / 32 * gz}, Dim3{combThreads, 1, 1}, 0,
+		must(b.fn(combineName("attn_rt_combine_d", hd)).LaunchAfter(Dim3{vg, gy, hd / 32 * gz}, Dim3{combThreads, 1, 1}, 0,
 			partO, ws.Add(pmlAt), int32(nchunks), b.f32(a.Out), mlAcc, ints, hdr))
 	}
 	if a.Acc == nil {
