@@ -169,7 +169,7 @@ func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
 			partO, ws.Add(pmlAt), counters)
 		b.split.last = Plan{Kernel: l.kernel, Chunk: l.chunk, Blocks: l.nchunks * l.nsg, Resident: b.occupancy(b.fn(l.kernel), l.smem), SharedMem: l.smem}
 		if !l.fused && l.nchunks > 1 { // one chunk a row: the kernel wrote the outputs
-			must(b.fn(combineName("attn_rtb_combine_d", l.hd)).LaunchAfter(Dim3{l.vg, gy, l.hd / 32 * gz}, Dim3{combThreads, 1, 1}, 0,
+			must(b.fn(l.comb).LaunchAfter(Dim3{l.vg, gy, l.hd / 32 * gz}, Dim3{combThreads, 1, 1}, 0,
 				partO, ws.Add(pmlAt), int32(l.nchunks), lt, int32(l.calls), int32(l.nsg), ints))
 		}
 	}
@@ -395,6 +395,7 @@ type batchCall struct {
 	a         *runtime.AttnArgs
 	base, hdr int32
 	kernel    string // attn_rtb_d{D}_g{G}_{bf16,f32}[_sh]
+	comb      string // its combine, attn_rtb_combine_d{D}
 	vg, srows int    // virtual heads per split row, split rows
 	longest   int    // the longest token list of a split row
 	minPS     int    // the smallest page of its KV heads
@@ -417,7 +418,7 @@ type batchCall struct {
 // batchLaunch is one grid of a batch: calls calls (order[first:] of the
 // batch, entries first.. of its table) of one kernel.
 type batchLaunch struct {
-	kernel              string
+	kernel, comb        string
 	first, calls, nsg   int
 	hd, vg              int
 	chunk, nchunks, pgw int
@@ -450,7 +451,7 @@ func splitHeader(c *batchCall, h []int32, m attnLayout) {
 	a := c.a
 	group := a.Heads / a.KVHeads
 	p := splitShapeOf(a, h, m.headOff, c.kvt)
-	c.kernel = p.names.rtb
+	c.kernel, c.comb = p.names.rtb, p.names.rtbComb
 	c.vg, c.srows, c.longest, c.minPS, c.shifted, c.lean, c.hd = p.vg, p.srows, p.longest, p.minPS, p.shifted, p.lean, a.HeadDim
 	copy(h[m.hdr:], []int32{rhRows: int32(a.Rows), rhHeads: int32(a.Heads), rhG: int32(group), rhGH: int32(p.gh),
 		rhRT: int32(p.rt), rhTiles: int32(p.tiles), rhWin: int32(max(a.Window, 0)), rhRowOff: m.rowOff, rhHeadOff: m.headOff,
@@ -463,7 +464,7 @@ func splitHeader(c *batchCall, h []int32, m attnLayout) {
 func (b *Backend) planLaunch(lo, hi int) batchLaunch {
 	bt := &b.bt
 	c0 := &bt.calls[bt.order[lo]]
-	l := batchLaunch{kernel: c0.kernel, first: len(bt.tab) / rtbWords, calls: hi - lo, hd: c0.hd, vg: c0.vg, scale: c0.a.Scale}
+	l := batchLaunch{kernel: c0.kernel, comb: c0.comb, first: len(bt.tab) / rtbWords, calls: hi - lo, hd: c0.hd, vg: c0.vg, scale: c0.a.Scale}
 	longest, minPS, lean := 0, math.MaxInt, true
 	for _, i := range bt.order[lo:hi] {
 		c := &bt.calls[i]

@@ -286,22 +286,6 @@ type occKey struct {
 	smem int
 }
 
-// combineName is a combine kernel's name: prefix and the head dim (64 and
-// 128 without formatting: a name a layer).
-func combineName(prefix string, hd int) string {
-	switch {
-	case hd == 64 && prefix == "attn_rt_combine_d":
-		return "attn_rt_combine_d64"
-	case hd == 128 && prefix == "attn_rt_combine_d":
-		return "attn_rt_combine_d128"
-	case hd == 64 && prefix == "attn_rtb_combine_d":
-		return "attn_rtb_combine_d64"
-	case hd == 128 && prefix == "attn_rtb_combine_d":
-		return "attn_rtb_combine_d128"
-	}
-	return prefix + strconv.Itoa(hd)
-}
-
 // minChunkEnv sets splitState.minChunk: a multiple of ChunkTokens.
 const minChunkEnv = "KVBENCH_ATTN_MIN_CHUNK"
 
@@ -438,8 +422,8 @@ type splitShape struct {
 }
 
 // splitNames are the split-KV kernels of one shape: one call's (attn_rt_*)
-// and a batch's (attn_rtb_*).
-type splitNames struct{ rt, rtb string }
+// and a batch's (attn_rtb_*), and their combines.
+type splitNames struct{ rt, rtb, rtComb, rtbComb string }
 
 // splitKey is the shape that names a split-KV kernel.
 type splitKey struct {
@@ -461,7 +445,8 @@ func splitNamesOf(k splitKey) *splitNames {
 		sh = "_sh"
 	}
 	suffix := fmt.Sprintf("_d%d_g%d_%s%s", k.hd, k.vg, kt, sh)
-	n, _ := splitNameCache.LoadOrStore(k, &splitNames{rt: "attn_rt" + suffix, rtb: "attn_rtb" + suffix})
+	n, _ := splitNameCache.LoadOrStore(k, &splitNames{rt: "attn_rt" + suffix, rtb: "attn_rtb" + suffix,
+		rtComb: fmt.Sprintf("attn_rt_combine_d%d", k.hd), rtbComb: fmt.Sprintf("attn_rtb_combine_d%d", k.hd)})
 	return n.(*splitNames)
 }
 
@@ -579,7 +564,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 		partO, ws.Add(pmlAt), counters, b.f32(a.Out), raw, mlAcc)
 	b.split.last = Plan{Kernel: name, Chunk: chunk, Blocks: nchunks * nsrows, Resident: b.occupancy(f, smem), SharedMem: smem}
 	if !fused && nchunks > 1 { // one chunk a row: the kernel wrote the outputs (and ml)
-		must(b.fn(combineName("attn_rt_combine_d", hd)).LaunchAfter(Dim3{vg, gy, hd / 32 * gz}, Dim3{combThreads, 1, 1}, 0,
+		must(b.fn(p.names.rtComb).LaunchAfter(Dim3{vg, gy, hd / 32 * gz}, Dim3{combThreads, 1, 1}, 0,
 			partO, ws.Add(pmlAt), int32(nchunks), b.f32(a.Out), mlAcc, ints, hdr))
 	}
 	if a.Acc == nil {

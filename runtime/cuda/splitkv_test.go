@@ -1,7 +1,6 @@
 package cuda
 
 import (
-	"fmt"
 	"strings"
 	"testing"
 
@@ -100,17 +99,6 @@ func TestSharedHeads(t *testing.T) {
 	} {
 		if got := sharedHeads(c.heads, c.group); got != c.want {
 			t.Errorf("%s: sharedHeads = %d, want %d", c.name, got, c.want)
-		}
-	}
-}
-
-// TestCombineName checks the combine kernels' names against formatting.
-func TestCombineName(t *testing.T) {
-	for _, prefix := range []string{"attn_rt_combine_d", "attn_rtb_combine_d"} {
-		for _, hd := range []int{32, 64, 96, 128, 256} {
-			if got, want := combineName(prefix, hd), fmt.Sprintf("%s%d", prefix, hd); got != want {
-				t.Errorf("combineName(%q, %d) = %q, want %q", prefix, hd, got, want)
-			}
 		}
 	}
 }
