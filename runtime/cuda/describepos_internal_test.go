@@ -34,12 +34,8 @@ func TestDescribePositions(t *testing.T) {
 				pos[n-1] = int32(n + g)
 			}
 			same[g] = g > 0 && slices.Equal(pos, seqs[g-1].Pos)
-			pages := (n + ps - 1) / ps
 			s := runtime.KVSeq{N: n, PageSize: ps, Pos: pos, Bounded: true, MaxPos: slices.Max(pos)}
-			for range pages {
-				s.K = append(s.K, b.AllocKV(ps*hd, runtime.BF16))
-				s.V = append(s.V, b.AllocKV(ps*hd, runtime.BF16))
-			}
+			addPages(b, &s, hd)
 			seqs[g] = s
 		}
 		qpos := make([]int, rows)
@@ -113,10 +109,7 @@ func TestDescribeShifts(t *testing.T) {
 					s.Shift[i] = 99 // the run must come from ShiftAll
 				}
 			}
-			for range (n + ps - 1) / ps {
-				s.K = append(s.K, b.AllocKV(ps*hd, runtime.BF16))
-				s.V = append(s.V, b.AllocKV(ps*hd, runtime.BF16))
-			}
+			addPages(b, &s, hd)
 			seqs[g] = s
 		}
 		a := &runtime.AttnArgs{Q: b.Alloc(heads * hd), Out: b.Alloc(heads * hd), Rows: 1, QPos: []int{n + 50}, QShift: []int{-1},
@@ -142,5 +135,13 @@ func TestDescribeShifts(t *testing.T) {
 		}
 		b.Free(a.Q)
 		b.Free(a.Out)
+	}
+}
+
+// addPages gives s the bf16 key and value pages its N tokens need.
+func addPages(b *Backend, s *runtime.KVSeq, hd int) {
+	for range (s.N + s.PageSize - 1) / s.PageSize {
+		s.K = append(s.K, b.AllocKV(s.PageSize*hd, runtime.BF16))
+		s.V = append(s.V, b.AllocKV(s.PageSize*hd, runtime.BF16))
 	}
 }
