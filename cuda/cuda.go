@@ -29,6 +29,9 @@ var gemv string
 //go:embed prefill.cu
 var prefill string
 
+//go:embed prefill_wg.cu
+var prefillWG string
+
 // Parts is the number of modules the source is compiled as, side by side:
 // module p with -DKVB_PART=p holds the kernel families common.cu's KVB_IN
 // gives it (the split-KV decode kernels by head dimension and group, the
@@ -36,14 +39,14 @@ var prefill string
 // small kernels. NVRTC's time goes
 // mostly to the big families; compiled one after the other they took 148
 // s on the H200 machine.
-const Parts = 11
+const Parts = 12
 
 // Source is the whole kernel source, one translation unit that serves both
 // the runtime's backend and kvbench kernels: the shared helpers, the forward
 // pass's ops (backend.cu) and its decode matrix-vector products (gemv.cu),
-// the tensor-core prefill attention, the split-KV decode attention kernels
+// the tensor-core prefill attention (mma.sync, and wgmma on Hopper), the split-KV decode attention kernels
 // (CUDA-core and tensor-core), the Quest kernels and the other policies'
 // steps.
 func Source() string {
-	return common + "\n" + backend + "\n" + gemv + "\n" + prefill + "\n" + attention + "\n" + attentionMMA + "\n" + quest + "\n" + policies
+	return common + "\n" + backend + "\n" + gemv + "\n" + prefill + "\n" + prefillWG + "\n" + attention + "\n" + attentionMMA + "\n" + quest + "\n" + policies
 }

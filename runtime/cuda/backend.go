@@ -112,8 +112,12 @@ type Backend struct {
 }
 
 // defaultFlash is the prefill attention variant used unless KVBENCH_FLASH
-// names another.
-const defaultFlash = "w4m2n64"
+// names another: flashWG on Hopper (sm_90a, wgmma), flashMMA elsewhere.
+// flashMMA also serves float32 pages on Hopper.
+const (
+	flashWG  = "g2n128s"
+	flashMMA = "w4m2n64"
+)
 
 // gemmMinRows is the smallest MatMul that goes to cuBLAS; fewer rows (decode)
 // use be_matmul, which reads the weights once for up to 8 rows.
@@ -221,14 +225,9 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 		}
 		b.metaCalls = n
 	}
-	fname := os.Getenv("KVBENCH_FLASH")
-	if fname == "" {
-		fname = defaultFlash
-	}
-	var ok bool
-	if b.flash, ok = flashShapes[fname]; !ok {
+	if b.flash, err = chooseFlash(os.Getenv("KVBENCH_FLASH"), d.Arch()); err != nil {
 		b.Close()
-		return nil, fmt.Errorf("cuda: KVBENCH_FLASH=%q is not one of w4m1n64, w4m2n64, w8m1n64, w4m2n32", fname)
+		return nil, err
 	}
 	if err := b.initTables(); err != nil {
 		b.Close()

@@ -3,8 +3,11 @@ package cuda
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"math"
 	"math/bits"
+	"slices"
+	"strings"
 
 	"github.com/kvbench/kvbench/runtime"
 )
@@ -404,8 +407,10 @@ func (b *Backend) flashOK(a *runtime.AttnArgs) bool {
 	return true
 }
 
-// attendFlash runs flash_prefill over the descriptors Attend built (the
-// KV heads' pages and positions, the rows' positions at rowOff).
+// attendFlash runs the prefill attention kernel over the descriptors
+// Attend built (the KV heads' pages and positions, the rows' positions at
+// rowOff): flash_wg (prefill_wg.cu) for bf16 pages where the variant is a
+// wgmma one, else flash_prefill (prefill.cu).
 func (b *Backend) attendFlash(a *runtime.AttnArgs, rowOff int32) {
 	sorted := int32(1)
 	for g := range a.Seqs {
@@ -423,29 +428,88 @@ func (b *Backend) attendFlash(a *runtime.AttnArgs, rowOff int32) {
 	b.flushKV()
 	b.reserve(b.metaSpan())
 	ints, ptrs := b.putMeta()
-	hd, f := a.HeadDim, b.flash
-	name := fmt.Sprintf("flash_prefill_d%d_w%d_m%d_n%d", hd, f.warps, f.mtiles, f.keys)
-	smem := (16*f.warps*f.mtiles+4*f.keys)*(hd+8)*2 + 2*f.keys*4 // FL_SMEM (prefill.cu)
+	hd, f, kvt := a.HeadDim, b.flash, b.pageType()
+	if f.wg && kvt != kvBF16 {
+		f = flashShapes[flashMMA]
+	}
+	name, smem := f.kernel(hd)
 	if !b.shared[name] {
 		must(b.fn(name).AllowShared(smem))
 		b.shared[name] = true
 	}
-	bm := 16 * f.warps * f.mtiles
-	b.split.last = Plan{Kernel: name, Blocks: (a.Rows + bm - 1) / bm * a.Heads, SharedMem: smem}
-	b.launchSmem(name, Dim3{(a.Rows + bm - 1) / bm, a.Heads, 1}, Dim3{32 * f.warps, 1, 1}, smem,
-		b.f32(a.Out), b.f32(a.Q), ptrs, ints, int32(a.Heads), int32(a.KVHeads), a.Scale*float32(math.Log2E),
-		rowOff, int32(a.Rows), b.pageType(), sorted, int32(bits.TrailingZeros(uint(a.Seqs[0].PageSize))), Ptr(0),
-		int32(max(a.Window, 0)))
+	bm := f.rows()
+	grid := Dim3{(a.Rows + bm - 1) / bm, a.Heads, 1}
+	b.split.last = Plan{Kernel: name, Blocks: grid.X * grid.Y, SharedMem: smem}
+	scale, ps := a.Scale*float32(math.Log2E), int32(bits.TrailingZeros(uint(a.Seqs[0].PageSize)))
+	if f.wg {
+		b.launchSmem(name, grid, Dim3{32 * f.warps, 1, 1}, smem, b.f32(a.Out), b.f32(a.Q), ptrs, ints,
+			int32(a.Heads), int32(a.KVHeads), scale, rowOff, int32(a.Rows), sorted, ps, Ptr(0), int32(max(a.Window, 0)))
+		return
+	}
+	b.launchSmem(name, grid, Dim3{32 * f.warps, 1, 1}, smem, b.f32(a.Out), b.f32(a.Q), ptrs, ints,
+		int32(a.Heads), int32(a.KVHeads), scale, rowOff, int32(a.Rows), kvt, sorted, ps, Ptr(0), int32(max(a.Window, 0)))
 }
 
-// flashShape is a variant of flash_prefill: warps per block, m-tiles of 16
-// rows per warp, keys per tile.
-type flashShape struct{ warps, mtiles, keys int }
+// flashShape is a variant of the prefill attention kernel: warps per block,
+// m-tiles of 16 rows per warp (flash_prefill), keys per tile, whether it is
+// flash_wg (warpgroups of four warps, 64 rows each) and, for flash_wg, the
+// order of a warpgroup's work (MODE in prefill_wg.cu).
+type flashShape struct {
+	warps, mtiles, keys int
+	wg                  bool
+	mode                int
+}
 
-// flashShapes are the compiled variants (FLASH_KERNEL in prefill.cu), by
-// their KVBENCH_FLASH name.
+// flashShapes are the compiled variants (FLASH_KERNEL in prefill.cu,
+// WG_KERNEL in prefill_wg.cu), by their KVBENCH_FLASH name.
 var flashShapes = map[string]flashShape{
-	"w4m1n64": {4, 1, 64}, "w4m2n64": {4, 2, 64}, "w8m1n64": {8, 1, 64}, "w4m2n32": {4, 2, 32},
+	"w4m1n64": {4, 1, 64, false, 0}, "w4m2n64": {4, 2, 64, false, 0},
+	"w8m1n64": {8, 1, 64, false, 0}, "w4m2n32": {4, 2, 32, false, 0},
+	"g2n128": {8, 1, 128, true, 1}, "g2n128s": {8, 1, 128, true, 0},
+	"g2n128k": {8, 1, 128, true, 2}, "g2n64k": {8, 1, 64, true, 2},
+}
+
+// chooseFlash is the variant KVBENCH_FLASH names (name), or the default
+// for the device's architecture when it is empty. The wgmma variants need
+// sm_90a.
+func chooseFlash(name, arch string) (flashShape, error) {
+	if name == "" {
+		name = flashMMA
+		if arch == "sm_90a" {
+			name = flashWG
+		}
+	}
+	f, ok := flashShapes[name]
+	if !ok {
+		names := slices.Sorted(maps.Keys(flashShapes))
+		return f, fmt.Errorf("cuda: KVBENCH_FLASH=%q is not one of %s", name, strings.Join(names, ", "))
+	}
+	if f.wg && arch != "sm_90a" {
+		return f, fmt.Errorf("cuda: KVBENCH_FLASH=%q needs a Hopper GPU (sm_90a), not %s", name, arch)
+	}
+	return f, nil
+}
+
+// rows is the query rows a block of f takes.
+func (f flashShape) rows() int {
+	if f.wg {
+		return 16 * f.warps
+	}
+	return 16 * f.warps * f.mtiles
+}
+
+// kernel is f's kernel name for head dim hd and its dynamic shared memory
+// (FL_SMEM in prefill.cu, WG_SMEM in prefill_wg.cu).
+func (f flashShape) kernel(hd int) (string, int) {
+	if f.wg {
+		stages := 2
+		if f.mode != 0 {
+			stages = 3
+		}
+		return fmt.Sprintf("flash_wg_d%d_g%d_n%d_m%d", hd, f.warps/4, f.keys, f.mode), f.rows()*hd*2 + stages*f.keys*(hd*4+4)
+	}
+	return fmt.Sprintf("flash_prefill_d%d_w%d_m%d_n%d", hd, f.warps, f.mtiles, f.keys),
+		(16*f.warps*f.mtiles+4*f.keys)*(hd+8)*2 + 2*f.keys*4
 }
 
 func flag(v bool) int32 {

@@ -5,11 +5,13 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/kvbench/kvbench/internal/fixtures"
 	"github.com/kvbench/kvbench/runtime"
 	"github.com/kvbench/kvbench/runtime/cpu"
+	"github.com/kvbench/kvbench/runtime/cuda"
 )
 
 // flashTol is the relative error allowed to the tensor-core prefill
@@ -28,7 +30,32 @@ const flashTol = 2e-2
 // Cases marked bounded carry KVSeq.Bounded with every row at or past the
 // keys' largest position, so no positions are uploaded.
 func TestFlashPrefill(t *testing.T) {
-	g := newGPUPrec(t, "bf16")
+	for _, variant := range []string{"", "w4m2n64", "g2n128k"} {
+		t.Run("flash="+variant, func(t *testing.T) { testFlashPrefill(t, variant) })
+	}
+}
+
+// newGPUFlash is newGPUPrec at bf16 with KVBENCH_FLASH=variant ("" the
+// device's default); it skips a wgmma variant on a device without wgmma.
+func newGPUFlash(t *testing.T, variant string) *cuda.Backend {
+	t.Helper()
+	t.Setenv("KVBENCH_FLASH", variant)
+	if ok, why := cuda.Available(); ok {
+		if b, err := cuda.NewBackend(0); err != nil && strings.Contains(err.Error(), "needs a Hopper GPU") {
+			t.Skip(err)
+		} else if err == nil {
+			_ = b.Close()
+		} else {
+			t.Fatal(err)
+		}
+	} else {
+		t.Skip("no CUDA device: " + why)
+	}
+	return newGPUPrec(t, "bf16")
+}
+
+func testFlashPrefill(t *testing.T, variant string) {
+	g := newGPUFlash(t, variant)
 	c := cpu.New(0)
 	defer c.Close()
 	rng := rand.New(rand.NewPCG(11, 12))
@@ -45,6 +72,9 @@ func TestFlashPrefill(t *testing.T) {
 		{128, 4, 2, 200, 1000, 16, false, false},
 		{128, 8, 2, 48, 300, 16, false, true},
 		{64, 8, 8, 1, 100, 16, false, true}, // one row: the split-KV kernel without positions
+		{64, 8, 2, 600, 2000, 16, false, false},
+		{128, 4, 1, 150, 400, 4, false, false},
+		{128, 8, 4, 300, 520, 8, true, false},
 	} {
 		name := fmt.Sprintf("hd%d_%dx%d_rows%d_n%d_ps%d_shuffle%v_bounded%v", tc.hd, tc.heads, tc.kvHeads, tc.rows, tc.n, tc.ps, tc.shuffle, tc.bounded)
 		t.Run(name, func(t *testing.T) {
@@ -97,6 +127,60 @@ func TestFlashPrefill(t *testing.T) {
 			c.Attend(mk(false))
 			g.Attend(mk(true))
 			out.cmp(t, c, g, name, flashTol)
+			if k := g.AttnPlan().Kernel; tc.rows >= 16 && tc.ps&(tc.ps-1) == 0 && !strings.HasPrefix(k, "flash_prefill_") {
+				t.Errorf("float32 pages ran %s, want flash_prefill (wgmma reads bf16 pages only)", k)
+			}
+		})
+	}
+}
+
+// TestFlashPrefillBF16Pages compares the prefill attention over bf16 pages
+// (on Hopper the wgmma kernel, flash_wg) with the CPU's float32 attention
+// on caches built through runtime.KVCache: head dims 64 and 128, GQA groups
+// 1 to 8, page sizes 4 to 64, prompts that end inside a tile, row tiles
+// and key tiles several deep, and eviction (positions out of order).
+func TestFlashPrefillBF16Pages(t *testing.T) {
+	for _, variant := range []string{"", "g2n128s", "g2n128k", "g2n64k", "w4m2n64"} {
+		t.Run("flash="+variant, func(t *testing.T) {
+			g := newGPUFlash(t, variant)
+			c := cpu.New(0)
+			defer c.Close()
+			rng := rand.New(rand.NewPCG(21, 22))
+			for _, tc := range []struct {
+				hd, heads, kvHeads, ps, prompt, rows int
+				evict                                bool
+			}{
+				{64, 4, 4, 16, 0, 16, false},
+				{128, 8, 2, 16, 300, 129, false},
+				{64, 32, 8, 16, 700, 300, false},
+				{128, 32, 8, 64, 1000, 520, false},
+				{128, 8, 1, 4, 90, 70, false},
+				{64, 8, 2, 16, 500, 100, true},
+				{128, 16, 2, 8, 333, 40, true},
+			} {
+				name := fmt.Sprintf("hd%d_%dx%d_ps%d_prompt%d_rows%d_evict%v", tc.hd, tc.heads, tc.kvHeads, tc.ps, tc.prompt, tc.rows, tc.evict)
+				t.Run(name, func(t *testing.T) {
+					cfg := runtime.Config{Heads: tc.heads, KVHeads: tc.kvHeads, HeadDim: tc.hd}
+					cp := newCachePair(t, c, g, cfg, tc.ps, runtime.BF16, false)
+					if tc.prompt > 0 {
+						cp.append(rng, tc.prompt)
+					}
+					if tc.evict {
+						cp.evict(rng, 0.3)
+					}
+					cp.append(rng, tc.rows)
+					qpos := make([]int, tc.rows)
+					for r := range qpos {
+						qpos[r] = cp.next - tc.rows + r
+					}
+					compareAttend(t, c, g, cp, rng, attnCase{heads: tc.heads, rows: tc.rows, qpos: qpos, opt: "plain", tol: flashTol})
+					k := g.AttnPlan().Kernel
+					t.Logf("kernel %s", k)
+					if strings.HasPrefix(variant, "g") && !strings.HasPrefix(k, "flash_wg_") {
+						t.Errorf("KVBENCH_FLASH=%s ran %s", variant, k)
+					}
+				})
+			}
 		})
 	}
 }

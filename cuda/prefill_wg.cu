@@ -1,0 +1,591 @@
+// Prefill attention on Hopper's warpgroup tensor cores (wgmma, sm_90a):
+// the same contract as flash_prefill (prefill.cu: causal by position, GQA,
+// head dim 64 or 128, the runtime's paged KV cache, a model's sliding
+// window, the optional log-sum-exp), for bf16 pages. The runtime takes it on
+// sm_90 devices (runtime/cuda's flashOK and attendFlash); elsewhere, and for
+// float32 pages, flash_prefill serves.
+//
+// Block (row tile z, query head h): NWG warpgroups of 128 threads, each 64
+// query rows (BM = 64*NWG), against the keys of KV head h/group in tiles of
+// BN tokens staged two deep by cp.async. Per key tile a warpgroup computes
+// S = Q K^T with both operands in shared memory (D/16 wgmma m64nBNk16), masks
+// and exponentiates S in registers (FlashAttention-2's running max and sum,
+// base 2), rounds P to bf16 in registers (the accumulator layout of S is the
+// A-operand layout of P V) and adds P V with V from shared memory read
+// transposed (BN/16 wgmma m64nDk16).
+//
+// Shared tiles (Q, K and V) are stored as 8x8 core matrices, no swizzle: the
+// 16 bytes of channels 8c..8c+7 of row r sit at wg_off(r, c), so that the
+// eight rows of a core matrix are 128 contiguous bytes. Core matrices are
+// then 128 bytes apart along the channels and D*16 bytes apart along the
+// rows (tokens). A descriptor's leading byte offset (LBO) is the step along
+// the reduction and its stride byte offset (SBO) the step along M or N; Q
+// and K are K-major operands (the channels are the reduction): LBO 128, SBO
+// D*16; V is read as an MN-major operand (the tokens are the reduction, the
+// transpose bit set): LBO D*16, SBO 128.
+// TestWGMMALayouts checks both against the CPU.
+//
+// Writes by cp.async and st.shared are the generic proxy's; wgmma reads
+// through the async proxy, hence fence.proxy.async before the barrier that
+// publishes a tile.
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define KVB_WG 1
+#else
+#define KVB_WG 0
+#endif
+
+// wg_off is the byte offset of the 16-byte chunk c (channels 8c..8c+7) of
+// row r in a tile of rows of D channels stored as 8x8 core matrices.
+template <int D>
+__device__ __forceinline__ int wg_off(int r, int c) {
+    return (r >> 3) * (D * 16) + c * 128 + (r & 7) * 16;
+}
+
+#if KVB_WG
+// wg_desc is a wgmma shared-memory matrix descriptor without swizzle:
+// start address, leading and stride byte offsets (all in 16-byte units).
+__device__ __forceinline__ u64 wg_desc(const void* p, u32 lbo, u32 sbo) {
+    const u32 a = (u32)__cvta_generic_to_shared(p);
+    return (u64)((a >> 4) & 0x3fffu) | ((u64)((lbo >> 4) & 0x3fffu) << 16) | ((u64)((sbo >> 4) & 0x3fffu) << 32);
+}
+
+__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory"); }
+// wg_pack2 rounds two floats to bf16 (to nearest even) and packs them, lo
+// in the low half: one instruction for fl_pack2's eight.
+__device__ __forceinline__ u32 wg_pack2(float lo, float hi) {
+    u32 r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+
+__device__ __forceinline__ void wg_proxy_fence() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
+
+// wg_hold keeps the compiler from moving reads or writes of accumulator
+// registers across the asynchronous wgmma's issue and wait.
+template <int N>
+__device__ __forceinline__ void wg_hold(float (&d)[N]) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+// wg_ss: d (+)= A B, m64nNk16, A and B K-major in shared memory.
+// wg_rs: d += A B, m64nNk16, A (four registers a lane, the mma.sync
+// m16n8k16 A layout per warp) and B MN-major in shared memory.
+__device__ __forceinline__ void wg_ss(float (&d)[32], u64 da, u64 db, int accumulate) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "l"(da), "l"(db), "r"(accumulate));
+}
+
+__device__ __forceinline__ void wg_ss(float (&d)[64], u64 da, u64 db, int accumulate) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "l"(da), "l"(db), "r"(accumulate));
+}
+
+__device__ __forceinline__ void wg_rs(float (&d)[32], const u32 (&a)[4], u64 db) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
+}
+
+__device__ __forceinline__ void wg_rs(float (&d)[64], const u32 (&a)[4], u64 db) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
+}
+
+#endif
+
+// wg_cp16 copies 16 bytes global -> shared asynchronously; ok false
+// writes zeros and reads nothing.
+__device__ __forceinline__ void wg_cp16(void* dst, const void* src, bool ok) {
+#if KVB_WG
+    const u32 d = (u32)__cvta_generic_to_shared(dst);
+    const int n = ok ? 16 : 0;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(d), "l"(src), "r"(n));
+#endif
+}
+
+// wg_cp8 and wg_cp4 copy 8 and 4 bytes global -> shared asynchronously
+// (wg_cp8: ok false writes zeros and reads nothing).
+__device__ __forceinline__ void wg_cp8(void* dst, const void* src, bool ok) {
+#if KVB_WG
+    const u32 d = (u32)__cvta_generic_to_shared(dst);
+    const int n = ok ? 8 : 0;
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;" ::"r"(d), "l"(src), "r"(n));
+#endif
+}
+
+__device__ __forceinline__ void wg_cp4(void* dst, const void* src) {
+#if KVB_WG
+    const u32 d = (u32)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(d), "l"(src));
+#endif
+}
+
+// wg_probe computes D = A B for one m64nNk16 step through the same layouts
+// and descriptors as flash_wg, for TestWGMMALayouts: mode 0 reads A [64][16]
+// and B given as [N][16] (K-major, as K) from shared memory; mode 1 takes A
+// from registers and B given as [16][N] (MN-major, as V). lbo and sbo are
+// the shared operands' offsets (the test also tries them swapped). out is
+// [64][N] float32.
+template <int N>
+__device__ __forceinline__ void wg_probe(float* out, const bf16* a, const bf16* b, int mode, int lbo, int sbo) {
+#if KVB_WG
+    // bs has room for reads at wrong strides (the test's swapped offsets).
+    __shared__ __align__(128) unsigned char as[64 * 16 * 2], bs[16384];
+    const int tid = threadIdx.x, w = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
+    for (int i = tid; i < 64 * 2; i += 128) {
+        const int r = i >> 1, c = i & 1;
+        *(uint4*)(as + wg_off<16>(r, c)) = *(const uint4*)(a + r * 16 + c * 8);
+    }
+    for (int i = tid; i < N * 2; i += 128) {
+        if (mode == 0) {  // rows n, channels k
+            const int r = i >> 1, c = i & 1;
+            *(uint4*)(bs + wg_off<16>(r, c)) = *(const uint4*)(b + r * 16 + c * 8);
+        } else {  // rows k (16), channels n
+            const int r = i / (N / 8), c = i % (N / 8);
+            *(uint4*)(bs + wg_off<N>(r, c)) = *(const uint4*)(b + r * N + c * 8);
+        }
+    }
+    wg_proxy_fence();
+    __syncthreads();
+    float d[N / 2];
+#pragma unroll
+    for (int i = 0; i < N / 2; ++i) d[i] = 0.f;
+    wg_fence();
+    wg_hold(d);
+    if (mode == 0) {
+        wg_ss(d, wg_desc(as, lbo, sbo), wg_desc(bs, lbo, sbo), 0);  // A and B alike
+    } else {
+        const int ra = w * 16 + gid, rb = ra + 8;
+        const u32* a32 = (const u32*)a;
+        const u32 af[4] = {a32[(ra * 16 + 2 * tig) / 2], a32[(rb * 16 + 2 * tig) / 2], a32[(ra * 16 + 2 * tig + 8) / 2],
+                           a32[(rb * 16 + 2 * tig + 8) / 2]};
+        wg_rs(d, af, wg_desc(bs, lbo, sbo));
+    }
+    wg_commit();
+    wg_wait0();
+    wg_hold(d);
+    const int ra = w * 16 + gid, rb = ra + 8;
+#pragma unroll
+    for (int j = 0; j < N / 8; ++j) {
+        out[ra * N + j * 8 + 2 * tig] = d[j * 4];
+        out[ra * N + j * 8 + 2 * tig + 1] = d[j * 4 + 1];
+        out[rb * N + j * 8 + 2 * tig] = d[j * 4 + 2];
+        out[rb * N + j * 8 + 2 * tig + 1] = d[j * 4 + 3];
+    }
+#endif
+}
+
+#if KVB_WG
+// wg_bool carries a compile-time flag into a generic lambda.
+template <bool B>
+struct wg_bool {
+    static constexpr bool value = B;
+};
+
+template <int N>
+__device__ __forceinline__ void wg_wait() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
+}
+
+// wg_softmax masks the scores s of one key tile (an m64nBN accumulator: this
+// thread's rows qa and qb, keys by their positions kps; FULL: no key of the
+// tile is hidden from any row of the warpgroup, nothing to mask), updates the running max
+// (ma, mb, raw scores) and sums (la, lb), writes P = exp2(s*scaleLog2 - max)
+// rounded to bf16 in the A layout of P V, and returns the factors (ca, cb)
+// that rescale what was accumulated under the old max.
+template <int BN, bool FULL>
+__device__ __forceinline__ void wg_softmax(const float (&s)[BN / 2], const int* kps, int tig, int qa, int qb,
+                                           int wla, int wlb, float scaleLog2, float& ma, float& mb, float& la, float& lb,
+                                           u32 (&p)[BN / 16][4], float& ca, float& cb) {
+    // s is only read: the wgmma writing P V may still be running, and no
+    // other instruction may define a wgmma's accumulators meanwhile (ptxas
+    // would serialize the wgmmas). Hidden keys are bits of hid.
+    static_assert(BN / 2 <= 64, "one bit a score");
+    unsigned long long hid = 0;
+    float mxa = ma, mxb = mb;
+#pragma unroll
+    for (int j = 0; j < BN / 8; ++j) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+            bool ha = false, hb = false;
+            if (!FULL) {
+                const int kpos = kps[j * 8 + 2 * tig + e];
+                ha = kpos > qa || kpos <= wla;
+                hb = kpos > qb || kpos <= wlb;
+                hid |= (unsigned long long)ha << (j * 4 + e);
+                hid |= (unsigned long long)hb << (j * 4 + 2 + e);
+            }
+            mxa = ha ? mxa : fmaxf(mxa, s[j * 4 + e]);
+            mxb = hb ? mxb : fmaxf(mxb, s[j * 4 + 2 + e]);
+        }
+    }
+    mxa = fmaxf(mxa, __shfl_xor_sync(FULL_MASK, mxa, 1));
+    mxa = fmaxf(mxa, __shfl_xor_sync(FULL_MASK, mxa, 2));
+    mxb = fmaxf(mxb, __shfl_xor_sync(FULL_MASK, mxb, 1));
+    mxb = fmaxf(mxb, __shfl_xor_sync(FULL_MASK, mxb, 2));
+    // A row with every key hidden so far keeps max -inf: 0 as the reference
+    // makes exp2 give 0, not NaN.
+    const float ba = mxa == NEG_INF ? 0.f : mxa * scaleLog2;
+    const float bb = mxb == NEG_INF ? 0.f : mxb * scaleLog2;
+    ca = fl_exp2(ma * scaleLog2 - ba);
+    cb = fl_exp2(mb * scaleLog2 - bb);
+    ma = mxa;
+    mb = mxb;
+    float sa = 0.f, sb = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk) {
+        float e[8];
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+            const int k = 8 * kk + i;
+            const float x = fl_exp2(fmaf(s[k], scaleLog2, (i & 2) ? -bb : -ba));
+            e[i] = !FULL && (hid >> k) & 1 ? 0.f : x;
+        }
+        sa += e[0] + e[1] + e[4] + e[5];
+        sb += e[2] + e[3] + e[6] + e[7];
+        p[kk][0] = wg_pack2(e[0], e[1]);
+        p[kk][1] = wg_pack2(e[2], e[3]);
+        p[kk][2] = wg_pack2(e[4], e[5]);
+        p[kk][3] = wg_pack2(e[6], e[7]);
+    }
+    la = la * ca + sa;
+    lb = lb * cb + sb;
+}
+
+// wg_scale multiplies the output rows by the softmax's factors.
+template <int D>
+__device__ __forceinline__ void wg_scale(float (&o)[D / 2], float ca, float cb) {
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) {
+        o[n * 4 + 0] *= ca;
+        o[n * 4 + 1] *= ca;
+        o[n * 4 + 2] *= cb;
+        o[n * 4 + 3] *= cb;
+    }
+}
+#endif
+
+// flash_wg: the arguments of flash_prefill less kvt (pages are bf16).
+// MODE orders a warpgroup's work on a key tile j: 0, scores, softmax, P V,
+// one after another (two tiles staged); 1 overlaps the softmax with the
+// tensor cores within the warpgroup: the scores of tile j are computed
+// while P V of tile j-1 runs, and the softmax of tile j runs while P V of
+// tile j-1 finishes; 2 runs the odd warpgroups half a tile behind the even
+// ones (P V of tile j-1, then the scores and softmax of tile j), so that one
+// warpgroup's softmax meets the other's products. 1 and 2 stage three tiles.
+template <int D, int NWG, int BN, int MODE>
+__device__ __forceinline__ void flash_wg(float* __restrict__ out, const float* __restrict__ q,
+                                         const u64* __restrict__ ptrs, const int* __restrict__ ints, int heads,
+                                         int kvHeads, float scaleLog2, int rowOff, int rows, int sorted, int psShift,
+                                         float* __restrict__ lse, int window) {
+#if KVB_WG
+    constexpr int BM = 64 * NWG, NT = 128 * NWG, CH = D / 8, NS = MODE ? 3 : 2;
+    constexpr int KT = BN * D * 2;  // bytes of a K or V tile
+    extern __shared__ __align__(128) unsigned char wg_smem[];
+    unsigned char* Qs = wg_smem;            // [BM rows] of D channels
+    unsigned char* Ks = Qs + BM * D * 2;    // [NS] tiles of BN keys
+    unsigned char* Vs = Ks + NS * KT;       // [NS] tiles of BN values
+    int* kp = (int*)(Vs + NS * KT);         // [NS][BN] key positions
+    constexpr int PG = 16;  // page pointers a tile's K or V holds in shared memory
+    __shared__ int qmaxs, qmins, wgb[NWG * 4][2];
+    __shared__ __align__(16) u64 pg[NS][2][PG];
+
+    const int tid = threadIdx.x, wg = tid >> 7, wq = (tid >> 5) & 3, lane = tid & 31, tig = lane & 3;
+    const int z = gridDim.x - 1 - blockIdx.x;  // the longest row tiles first
+    const int h = blockIdx.y, group = heads / kvHeads;
+    const int* sd = ints + (h / group) * SD_WORDS;
+    const int N = sd[SD_N], psMask = (1 << psShift) - 1, kOff = sd[SD_K], vOff = sd[SD_V];
+    const int* pos = sd[SD_POS] >= 0 ? ints + sd[SD_POS] : 0;  // none: every token is visible
+    const int r0 = z * BM;
+
+    if (tid == 0) {
+        int m = -1, mn = 0x7fffffff;
+        for (int i = 0; i < BM && r0 + i < rows; ++i) {
+            const int p = ints[rowOff + 2 * (r0 + i)];
+            m = max(m, p);
+            mn = min(mn, p);
+        }
+        qmaxs = m;
+        qmins = mn;
+    }
+    // The queries, rounded to bf16 (zeros past the last row); eight
+    // consecutive threads take the eight rows of a core matrix, so the
+    // shared stores are consecutive.
+    for (int i = tid; i < BM * CH; i += NT) {
+        const int rest = i >> 3, r = (rest / CH) * 8 + (i & 7), c = rest % CH;
+        uint4 v = make_uint4(0u, 0u, 0u, 0u);
+        if (r0 + r < rows) {
+            const float* p = q + ((long long)(r0 + r) * heads + h) * D + c * 8;
+            const float4 a = *(const float4*)p, b = *(const float4*)(p + 4);
+            v = make_uint4(wg_pack2(a.x, a.y), wg_pack2(a.z, a.w), wg_pack2(b.x, b.y), wg_pack2(b.z, b.w));
+        }
+        *(uint4*)(Qs + i * 16) = v;
+    }
+    // This thread's rows, their window bounds, and the warp's extremes.
+    const int ra = r0 + wg * 64 + wq * 16 + (lane >> 2), rb = ra + 8;
+    const int qa = ra < rows ? ints[rowOff + 2 * ra] : -1, qb = rb < rows ? ints[rowOff + 2 * rb] : -1;
+    const int wla = be_win_lo(qa, window), wlb = be_win_lo(qb, window);
+    int wmin = min(qa, qb), wmax = max(qa, qb);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        wmin = min(wmin, __shfl_xor_sync(FULL_MASK, wmin, o));
+        wmax = max(wmax, __shfl_xor_sync(FULL_MASK, wmax, o));
+    }
+    if (lane == 0) {
+        wgb[wg * 4 + wq][0] = wmin;
+        wgb[wg * 4 + wq][1] = wmax;
+    }
+    wg_proxy_fence();
+    __syncthreads();
+    // The warpgroup's extremes: its skips are decided together (a wgmma is
+    // the whole warpgroup's).
+    wmin = min(min(wgb[wg * 4][0], wgb[wg * 4 + 1][0]), min(wgb[wg * 4 + 2][0], wgb[wg * 4 + 3][0]));
+    wmax = max(max(wgb[wg * 4][1], wgb[wg * 4 + 1][1]), max(wgb[wg * 4 + 2][1], wgb[wg * 4 + 3][1]));
+    const int qmax = qmaxs, qmin = qmins;
+    int kend = N, kstart = 0;
+    if (sorted && pos) {  // first index whose position exceeds qmax
+        int lo = 0, hi = N;
+        while (lo < hi) {
+            int mid = (lo + hi) >> 1;
+            if (pos[mid] <= qmax) lo = mid + 1; else hi = mid;
+        }
+        kend = lo;
+        if (window > 0) {  // first index the window of the smallest row still sees
+            const int wlo = be_win_lo(qmin, window);
+            lo = 0, hi = kend;
+            while (lo < hi) {
+                int mid = (lo + hi) >> 1;
+                if (pos[mid] <= wlo) lo = mid + 1; else hi = mid;
+            }
+            kstart = lo;
+        }
+    }
+    const int it0 = kstart / BN, ntiles = (kend + BN - 1) / BN;
+
+    // Stage key/value tile it into buffer it % NS, eight consecutive
+    // threads on the eight tokens of a core matrix, with the keys'
+    // positions, all by cp.async: no thread waits for a global load here.
+    // The page pointers of a tile come from shared memory (pg, copied a tile
+    // ahead) where its pages number at most PG, else from the page table.
+    const bool pgOK = (BN >> psShift) + 1 <= PG;
+    auto pages = [&](int it) {  // the page pointers of tile it, into pg[it % NS]
+        if (!pgOK || it >= ntiles || tid >= 2 * PG) return;
+        const int p0 = (it * BN) >> psShift, np = ((min(it * BN + BN, kend) - 1) >> psShift) - p0 + 1;
+        const int j = tid % PG;
+        const u64* src = ptrs + (tid < PG ? kOff : vOff) + p0 + (j < np ? j : 0);
+        wg_cp8(&pg[it % NS][tid / PG][j], src, j < np);
+    };
+    auto stage = [&](int it) {
+        const int b = it % NS, t0 = it * BN, p0 = t0 >> psShift;
+        unsigned char* ks = Ks + b * KT;
+        unsigned char* vs = Vs + b * KT;
+#pragma unroll 4
+        for (int i = tid; i < BN * CH; i += NT) {
+            const int rest = i >> 3, t = t0 + (rest / CH) * 8 + (i & 7), c = rest % CH;
+            const bool ok = t < kend;
+            const int tt = ok ? t : t0, page = tt >> psShift;
+            const long long o = ((long long)(tt & psMask) * D + c * 8) * 2;
+            const char* kr = (const char*)(pgOK ? pg[b][0][page - p0] : ptrs[kOff + page]);
+            const char* vr = (const char*)(pgOK ? pg[b][1][page - p0] : ptrs[vOff + page]);
+            wg_cp16(ks + i * 16, kr + o, ok);
+            wg_cp16(vs + i * 16, vr + o, ok);
+        }
+        for (int i = tid; i < BN; i += NT) {
+            const int t = t0 + i;
+            if (t < kend && pos) {
+                wg_cp4(&kp[b * BN + i], pos + t);
+            } else {
+                kp[b * BN + i] = t < kend ? 0 : 0x7fffffff;
+            }
+        }
+        pages(it + 1);
+        fl_commit();
+    };
+    float o[D / 2], s[BN / 2];
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) s[i] = 0.f;
+    float ma = NEG_INF, mb = NEG_INF, la = 0.f, lb = 0.f, ca, cb;  // running max (raw scores) and sum
+    // Descriptors (the file's header): +16 (256 bytes) a 16-channel step of
+    // Q K^T, +2*D (two core matrices of tokens) a 16-key step of P V.
+    const u64 qdesc = wg_desc(Qs + wg * 64 * D * 2, 128, D * 16);
+    u32 pf[BN / 16][4];  // P of the tile whose P V runs (MODE 1, 2; zero before the first)
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk) pf[kk][0] = pf[kk][1] = pf[kk][2] = pf[kk][3] = 0u;
+
+    pages(it0);
+    fl_commit();
+    fl_wait<0>();
+    __syncthreads();
+    if (it0 < ntiles) stage(it0);
+    for (int it = it0; it < ntiles; ++it) {
+        // Tile it has landed for every thread, and every warpgroup is done
+        // with tile it - NS + 1, whose buffer is restaged now.
+        fl_wait<0>();
+        wg_proxy_fence();
+        __syncthreads();
+        if (it + 1 < ntiles) stage(it + 1);
+        const int b = it % NS;
+        const int* kps = kp + b * BN;
+        const u64 kdesc = wg_desc(Ks + b * KT, 128, D * 16);
+        const bool full = sorted && kps[BN - 1] <= wmin && kps[0] > be_win_lo(wmax, window);
+        if constexpr (MODE == 1) {
+            // P V of the previous tile (of this one, with P zero, at the
+            // first: V is loaded and finite there), then this tile's
+            // softmax while it runs. Each branch holds whole wgmma stages:
+            // a stage split by a branch makes ptxas serialize the wgmmas.
+            const int bp = (it > it0 ? it - 1 : it) % NS;
+            const u64 vdesc = wg_desc(Vs + bp * KT, D * 16, 128);
+            auto step = [&](auto fullTile) {
+                wg_fence();
+                wg_hold(s);
+                wg_hold(o);
+#pragma unroll
+                for (int k = 0; k < D / 16; ++k) wg_ss(s, qdesc + 16 * k, kdesc + 16 * k, k);
+                wg_commit();
+#pragma unroll
+                for (int kk = 0; kk < BN / 16; ++kk) wg_rs(o, pf[kk], vdesc + (u64)(kk * 2 * D));
+                wg_commit();
+                wg_wait<1>();
+                wg_hold(s);
+                u32 pn[BN / 16][4];
+                wg_softmax<BN, decltype(fullTile)::value>(s, kps, tig, qa, qb, wla, wlb, scaleLog2, ma, mb, la, lb, pn,
+                                                         ca, cb);
+                wg_wait<0>();
+                wg_hold(o);
+                wg_scale<D>(o, ca, cb);
+#pragma unroll
+                for (int kk = 0; kk < BN / 16; ++kk)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) pf[kk][e] = pn[kk][e];
+            };
+            if (full) {
+                step(wg_bool<true>());
+            } else {
+                step(wg_bool<false>());
+            }
+        } else if (MODE == 2 && (wg & 1)) {
+            // P V of the previous tile (P zero at the first), then the
+            // scores and softmax of this one.
+            const u64 vdesc = wg_desc(Vs + ((it > it0 ? it - 1 : it) % NS) * KT, D * 16, 128);
+            wg_fence();
+            wg_hold(o);
+#pragma unroll
+            for (int kk = 0; kk < BN / 16; ++kk) wg_rs(o, pf[kk], vdesc + (u64)(kk * 2 * D));
+            wg_commit();
+            wg_wait<0>();
+            wg_hold(o);
+            wg_fence();
+            wg_hold(s);
+#pragma unroll
+            for (int k = 0; k < D / 16; ++k) wg_ss(s, qdesc + 16 * k, kdesc + 16 * k, k);
+            wg_commit();
+            wg_wait<0>();
+            wg_hold(s);
+            if (full) {
+                wg_softmax<BN, true>(s, kps, tig, qa, qb, wla, wlb, scaleLog2, ma, mb, la, lb, pf, ca, cb);
+            } else {
+                wg_softmax<BN, false>(s, kps, tig, qa, qb, wla, wlb, scaleLog2, ma, mb, la, lb, pf, ca, cb);
+            }
+            wg_scale<D>(o, ca, cb);
+        } else {
+            const bool skip = sorted && (kps[0] > wmax || kps[BN - 1] <= be_win_lo(wmin, window));
+            if (!skip) {
+                wg_fence();
+                wg_hold(s);
+#pragma unroll
+                for (int k = 0; k < D / 16; ++k) wg_ss(s, qdesc + 16 * k, kdesc + 16 * k, k);
+                wg_commit();
+                wg_wait<0>();
+                wg_hold(s);
+                if (full) {
+                    wg_softmax<BN, true>(s, kps, tig, qa, qb, wla, wlb, scaleLog2, ma, mb, la, lb, pf, ca, cb);
+                } else {
+                    wg_softmax<BN, false>(s, kps, tig, qa, qb, wla, wlb, scaleLog2, ma, mb, la, lb, pf, ca, cb);
+                }
+                wg_scale<D>(o, ca, cb);
+                const u64 vdesc = wg_desc(Vs + b * KT, D * 16, 128);
+                wg_fence();
+                wg_hold(o);
+#pragma unroll
+                for (int kk = 0; kk < BN / 16; ++kk) wg_rs(o, pf[kk], vdesc + (u64)(kk * 2 * D));
+                wg_commit();
+                wg_wait<0>();
+                wg_hold(o);
+            }
+        }
+    }
+    if ((MODE == 1 || (MODE == 2 && (wg & 1))) && it0 < ntiles) {  // P V of the last tile
+        const u64 vdesc = wg_desc(Vs + ((ntiles - 1) % NS) * KT, D * 16, 128);
+        wg_fence();
+        wg_hold(o);
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk) wg_rs(o, pf[kk], vdesc + (u64)(kk * 2 * D));
+        wg_commit();
+        wg_wait<0>();
+        wg_hold(o);
+    }
+
+    float sa = la, sb = lb;
+    sa += __shfl_xor_sync(FULL_MASK, sa, 1);
+    sa += __shfl_xor_sync(FULL_MASK, sa, 2);
+    sb += __shfl_xor_sync(FULL_MASK, sb, 1);
+    sb += __shfl_xor_sync(FULL_MASK, sb, 2);
+    const float ia = sa > 0.f ? 1.f / sa : 0.f, ib = sb > 0.f ? 1.f / sb : 0.f;
+    if (ra < rows) {
+        float* pa = out + ((long long)ra * heads + h) * D + 2 * tig;
+#pragma unroll
+        for (int n = 0; n < D / 8; ++n) *(float2*)(pa + n * 8) = make_float2(o[n * 4] * ia, o[n * 4 + 1] * ia);
+        if (lse && tig == 0) lse[(long long)ra * heads + h] = sa > 0.f ? ma * scaleLog2 + log2f(sa) : NEG_INF;
+    }
+    if (rb < rows) {
+        float* pb = out + ((long long)rb * heads + h) * D + 2 * tig;
+#pragma unroll
+        for (int n = 0; n < D / 8; ++n) *(float2*)(pb + n * 8) = make_float2(o[n * 4 + 2] * ib, o[n * 4 + 3] * ib);
+        if (lse && tig == 0) lse[(long long)rb * heads + h] = sb > 0.f ? mb * scaleLog2 + log2f(sb) : NEG_INF;
+    }
+#endif
+}
+
+// WG_SMEM is the dynamic shared memory of flash_wg<D, NWG, BN, MODE>.
+#define WG_SMEM(D, NWG, BN, MODE) (64 * (NWG) * (D) * 2 + ((MODE) ? 3 : 2) * (BN) * ((D) * 4 + 4))
+
+#define WG_KERNEL(D, NWG, BN, MODE)                                                                                 \
+    extern "C" __global__ void __launch_bounds__(128 * NWG, 1) flash_wg_d##D##_g##NWG##_n##BN##_m##MODE(            \
+        float* out, const float* q, const u64* ptrs, const int* ints, int heads, int kvHeads, float scaleLog2,       \
+        int rowOff, int rows, int sorted, int psShift, float* lse, int window) {                                     \
+        flash_wg<D, NWG, BN, MODE>(out, q, ptrs, ints, heads, kvHeads, scaleLog2, rowOff, rows, sorted, psShift,   \
+                                   lse, window);                                                                     \
+    }
+
+// The variants KVBENCH_FLASH chooses among (gNWG nBN; s: MODE 0, k: MODE 2).
+#if KVB_IN(11)
+extern "C" __global__ void __launch_bounds__(128) wg_probe64(float* out, const bf16* a, const bf16* b, int mode, int lbo,
+                                                           int sbo) {
+    wg_probe<64>(out, a, b, mode, lbo, sbo);
+}
+WG_KERNEL(64, 2, 128, 1)
+WG_KERNEL(64, 2, 128, 0)
+WG_KERNEL(64, 2, 128, 2)
+WG_KERNEL(64, 2, 64, 2)
+WG_KERNEL(128, 2, 128, 1)
+WG_KERNEL(128, 2, 128, 0)
+WG_KERNEL(128, 2, 128, 2)
+WG_KERNEL(128, 2, 64, 2)
+#endif
