@@ -49,7 +49,9 @@ timeout 150 python3 bench/e2e.py time --model /tmp/m$s --lengths 131072 --decode
 timeout 150 $K e2e --model /tmp/m$s --backend cuda --lengths 131072 --decode 0 2>&1 | grep -E "^\||error|panic|memory|host"; el kvbench 128K $s
 fi
 pk $s; el passkey $s
+if [ "${E2E_STREAMS:-1}" = 1 ]; then # E2E_STREAMS=0 skips the batched streams
 KVBENCH_CPUPROFILE=$(prof $s-streamingllm) timeout 90 $K streams --model /tmp/m$s --backend cuda --streams 64 --policy streamingllm --param sinks=4 --budget 1024 --prompt 1024 --tokens 64 --alone 2 2>&1 | grep -v "^$" | tail -12; el streams $s
+fi
 rm -rf /tmp/m8b
 # E2E_1B=0 stops here: the 1B shape, the decode kernels and SDPA are skipped.
 [ "${E2E_1B:-1}" = 1 ] || exit 0
