@@ -35,8 +35,8 @@ var prefillWG string
 // Parts is the number of modules the source is compiled as, side by side:
 // module p with -DKVB_PART=p holds the kernel families common.cu's KVB_IN
 // gives it (the split-KV decode kernels by head dimension and group, the
-// CUDA-core and tensor-core dense ones, the rest in part 0) and all the
-// small kernels. NVRTC's time goes
+// CUDA-core and tensor-core dense ones, the wgmma prefill in part 11, the
+// rest in part 0) and all the small kernels. NVRTC's time goes
 // mostly to the big families; compiled one after the other they took 148
 // s on the H200 machine.
 const Parts = 12
