@@ -78,6 +78,46 @@ template <int N>
 __device__ __forceinline__ void fl_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
 #endif
 
+// fl_row_span sets qmax and qmin to the largest and smallest positions of
+// the rows [r0, r0 + bm) that exist (of rows), -1 and INT_MAX if none.
+__device__ __forceinline__ void fl_row_span(const int* ints, int rowOff, int r0, int bm, int rows, int& qmax,
+                                            int& qmin) {
+    int m = -1, mn = 0x7fffffff;
+    for (int i = 0; i < bm && r0 + i < rows; ++i) {
+        const int p = ints[rowOff + 2 * (r0 + i)];
+        m = max(m, p);
+        mn = min(mn, p);
+    }
+    qmax = m;
+    qmin = mn;
+}
+
+// fl_key_range sets [kstart, kend) to the key indices a tile of rows with
+// positions in [qmin, qmax] may see: all N unless the positions ascend
+// (sorted) and are uploaded (pos); then up to the last position <= qmax
+// and, under a sliding window (window > 0), from the first position the
+// smallest row's window still sees. A binary search each.
+__device__ __forceinline__ void fl_key_range(const int* pos, int N, int sorted, int qmin, int qmax, int window,
+                                             int& kstart, int& kend) {
+    kend = N, kstart = 0;
+    if (!sorted || !pos) return;
+    int lo = 0, hi = N;  // first index whose position exceeds qmax
+    while (lo < hi) {
+        const int mid = (lo + hi) >> 1;
+        if (pos[mid] <= qmax) lo = mid + 1; else hi = mid;
+    }
+    kend = lo;
+    if (window > 0) {  // first index the window of the smallest row still sees
+        const int wlo = be_win_lo(qmin, window);
+        lo = 0, hi = kend;
+        while (lo < hi) {
+            const int mid = (lo + hi) >> 1;
+            if (pos[mid] <= wlo) lo = mid + 1; else hi = mid;
+        }
+        kstart = lo;
+    }
+}
+
 // fl_pack2 rounds two floats to bf16 and packs them, lo in the low half.
 __device__ __forceinline__ u32 fl_pack2(float lo, float hi) {
     return (u32)bf16_from_f32(lo) | ((u32)bf16_from_f32(hi) << 16);
@@ -112,16 +152,7 @@ __device__ __forceinline__ void flash_prefill(float* __restrict__ out, const flo
 
     // Largest and smallest query positions of the tile, and the keys they
     // may need.
-    if (tid == 0) {
-        int m = -1, mn = 0x7fffffff;
-        for (int i = 0; i < BM && r0 + i < rows; ++i) {
-            const int p = ints[rowOff + 2 * (r0 + i)];
-            m = max(m, p);
-            mn = min(mn, p);
-        }
-        qmaxs = m;
-        qmins = mn;
-    }
+    if (tid == 0) fl_row_span(ints, rowOff, r0, BM, rows, qmaxs, qmins);
     // The queries, rounded to bf16 (zeros past the last row).
     for (int i = tid; i < BM * CH; i += NT) {
         const int r = i / CH, c = (i % CH) * 8;
@@ -135,24 +166,8 @@ __device__ __forceinline__ void flash_prefill(float* __restrict__ out, const flo
     }
     __syncthreads();
     const int qmax = qmaxs, qmin = qmins;
-    int kend = N, kstart = 0;
-    if (sorted && pos) {  // first index whose position exceeds qmax
-        int lo = 0, hi = N;
-        while (lo < hi) {
-            int mid = (lo + hi) >> 1;
-            if (pos[mid] <= qmax) lo = mid + 1; else hi = mid;
-        }
-        kend = lo;
-        if (window > 0) {  // first index the window of the smallest row still sees
-            const int wlo = be_win_lo(qmin, window);
-            lo = 0, hi = kend;
-            while (lo < hi) {
-                int mid = (lo + hi) >> 1;
-                if (pos[mid] <= wlo) lo = mid + 1; else hi = mid;
-            }
-            kstart = lo;
-        }
-    }
+    int kstart, kend;
+    fl_key_range(pos, N, sorted, qmin, qmax, window, kstart, kend);
     const int it0 = kstart / BN, ntiles = (kend + BN - 1) / BN;
 
     // This warp's rows: m-tile t holds rows wr + 16t + gid and + 8.

@@ -329,6 +329,40 @@ __device__ __forceinline__ void wg_pipe_step(float (&s)[BN / 2], float (&o)[D / 
 #pragma unroll
         for (int e = 0; e < 4; ++e) pf[kk][e] = pn[kk][e];
 }
+
+// wg_scores computes a tile's S = Q K^T (and waits for it), its softmax
+// into P (p), and rescales o by the softmax's factors.
+template <int D, int BN>
+__device__ __forceinline__ void wg_scores(float (&s)[BN / 2], float (&o)[D / 2], u32 (&p)[BN / 16][4], u64 qdesc,
+                                          u64 kdesc, bool full, const int* kps, int tig, int qa, int qb, int wla,
+                                          int wlb, float scaleLog2, float& ma, float& mb, float& la, float& lb) {
+    wg_fence();
+    wg_hold(s);
+#pragma unroll
+    for (int k = 0; k < D / 16; ++k) wg_ss(s, qdesc + 16 * k, kdesc + 16 * k, k);
+    wg_commit();
+    wg_wait<0>();
+    wg_hold(s);
+    float ca, cb;
+    if (full) {
+        wg_softmax<BN, true>(s, kps, tig, qa, qb, wla, wlb, scaleLog2, ma, mb, la, lb, p, ca, cb);
+    } else {
+        wg_softmax<BN, false>(s, kps, tig, qa, qb, wla, wlb, scaleLog2, ma, mb, la, lb, p, ca, cb);
+    }
+    wg_scale<D>(o, ca, cb);
+}
+
+// wg_pv adds P V (P in p, V at vdesc) to o and waits for it.
+template <int D, int BN>
+__device__ __forceinline__ void wg_pv(float (&o)[D / 2], const u32 (&p)[BN / 16][4], u64 vdesc) {
+    wg_fence();
+    wg_hold(o);
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk) wg_rs(o, p[kk], vdesc + (u64)(kk * 2 * D));
+    wg_commit();
+    wg_wait<0>();
+    wg_hold(o);
+}
 #endif
 
 // flash_wg: the arguments of flash_prefill less kvt (pages are bf16).
@@ -376,16 +410,7 @@ __device__ __forceinline__ void flash_wg(float* __restrict__ out, const float* _
             mb_init(&emptyb[i], NT);
         }
     }
-    if (tid == 0) {
-        int m = -1, mn = 0x7fffffff;
-        for (int i = 0; i < BM && r0 + i < rows; ++i) {
-            const int p = ints[rowOff + 2 * (r0 + i)];
-            m = max(m, p);
-            mn = min(mn, p);
-        }
-        qmaxs = m;
-        qmins = mn;
-    }
+    if (tid == 0) fl_row_span(ints, rowOff, r0, BM, rows, qmaxs, qmins);
     // The queries, rounded to bf16 (zeros past the last row); eight
     // consecutive threads take the eight rows of a core matrix, so the
     // shared stores are consecutive.
@@ -421,24 +446,8 @@ __device__ __forceinline__ void flash_wg(float* __restrict__ out, const float* _
     wmin = min(min(wgb[wgi * 4][0], wgb[wgi * 4 + 1][0]), min(wgb[wgi * 4 + 2][0], wgb[wgi * 4 + 3][0]));
     wmax = max(max(wgb[wgi * 4][1], wgb[wgi * 4 + 1][1]), max(wgb[wgi * 4 + 2][1], wgb[wgi * 4 + 3][1]));
     const int qmax = qmaxs, qmin = qmins;
-    int kend = N, kstart = 0;
-    if (sorted && pos) {  // first index whose position exceeds qmax
-        int lo = 0, hi = N;
-        while (lo < hi) {
-            int mid = (lo + hi) >> 1;
-            if (pos[mid] <= qmax) lo = mid + 1; else hi = mid;
-        }
-        kend = lo;
-        if (window > 0) {  // first index the window of the smallest row still sees
-            const int wlo = be_win_lo(qmin, window);
-            lo = 0, hi = kend;
-            while (lo < hi) {
-                int mid = (lo + hi) >> 1;
-                if (pos[mid] <= wlo) lo = mid + 1; else hi = mid;
-            }
-            kstart = lo;
-        }
-    }
+    int kstart, kend;
+    fl_key_range(pos, N, sorted, qmin, qmax, window, kstart, kend);
     const int it0 = kstart / BN, ntiles = (kend + BN - 1) / BN;
 
     // Stage key/value tile it into buffer it % NS, eight consecutive
@@ -485,7 +494,7 @@ __device__ __forceinline__ void flash_wg(float* __restrict__ out, const float* _
     for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
 #pragma unroll
     for (int i = 0; i < BN / 2; ++i) s[i] = 0.f;
-    float ma = NEG_INF, mb = NEG_INF, la = 0.f, lb = 0.f, ca, cb;  // running max (raw scores) and sum
+    float ma = NEG_INF, mb = NEG_INF, la = 0.f, lb = 0.f;  // running max (raw scores) and sum
     // Descriptors (the file's header): +16 (256 bytes) a 16-channel step of
     // Q K^T, +2*D (two core matrices of tokens) a 16-key step of P V.
     const u64 qdesc = wg_desc(Qs + wg * 64 * D * 2, 128, D * 16);
@@ -579,65 +588,19 @@ __device__ __forceinline__ void flash_wg(float* __restrict__ out, const float* _
         } else if (MODE == 2 && (wg & 1)) {
             // P V of the previous tile (P zero at the first), then the
             // scores and softmax of this one.
-            const u64 vdesc = wg_desc(Vs + ((it > it0 ? it - 1 : it) % NS) * KT, D * 16, 128);
-            wg_fence();
-            wg_hold(o);
-#pragma unroll
-            for (int kk = 0; kk < BN / 16; ++kk) wg_rs(o, pf[kk], vdesc + (u64)(kk * 2 * D));
-            wg_commit();
-            wg_wait<0>();
-            wg_hold(o);
-            wg_fence();
-            wg_hold(s);
-#pragma unroll
-            for (int k = 0; k < D / 16; ++k) wg_ss(s, qdesc + 16 * k, kdesc + 16 * k, k);
-            wg_commit();
-            wg_wait<0>();
-            wg_hold(s);
-            if (full) {
-                wg_softmax<BN, true>(s, kps, tig, qa, qb, wla, wlb, scaleLog2, ma, mb, la, lb, pf, ca, cb);
-            } else {
-                wg_softmax<BN, false>(s, kps, tig, qa, qb, wla, wlb, scaleLog2, ma, mb, la, lb, pf, ca, cb);
-            }
-            wg_scale<D>(o, ca, cb);
+            wg_pv<D, BN>(o, pf, wg_desc(Vs + ((it > it0 ? it - 1 : it) % NS) * KT, D * 16, 128));
+            wg_scores<D, BN>(s, o, pf, qdesc, kdesc, full, kps, tig, qa, qb, wla, wlb, scaleLog2, ma, mb, la, lb);
         } else {
             const bool skip = sorted && (kps[0] > wmax || kps[BN - 1] <= be_win_lo(wmin, window));
             if (!skip) {
-                wg_fence();
-                wg_hold(s);
-#pragma unroll
-                for (int k = 0; k < D / 16; ++k) wg_ss(s, qdesc + 16 * k, kdesc + 16 * k, k);
-                wg_commit();
-                wg_wait<0>();
-                wg_hold(s);
-                if (full) {
-                    wg_softmax<BN, true>(s, kps, tig, qa, qb, wla, wlb, scaleLog2, ma, mb, la, lb, pf, ca, cb);
-                } else {
-                    wg_softmax<BN, false>(s, kps, tig, qa, qb, wla, wlb, scaleLog2, ma, mb, la, lb, pf, ca, cb);
-                }
-                wg_scale<D>(o, ca, cb);
-                const u64 vdesc = wg_desc(Vs + b * KT, D * 16, 128);
-                wg_fence();
-                wg_hold(o);
-#pragma unroll
-                for (int kk = 0; kk < BN / 16; ++kk) wg_rs(o, pf[kk], vdesc + (u64)(kk * 2 * D));
-                wg_commit();
-                wg_wait<0>();
-                wg_hold(o);
+                wg_scores<D, BN>(s, o, pf, qdesc, kdesc, full, kps, tig, qa, qb, wla, wlb, scaleLog2, ma, mb, la, lb);
+                wg_pv<D, BN>(o, pf, wg_desc(Vs + b * KT, D * 16, 128));
             }
         }
         if constexpr (PROD) mb_arrive(&emptyb[b]);  // this thread is done with tile it's buffer
     }
-    if ((MODE == 1 || (MODE == 2 && (wg & 1))) && it0 < ntiles) {  // P V of the last tile
-        const u64 vdesc = wg_desc(Vs + ((ntiles - 1) % NS) * KT, D * 16, 128);
-        wg_fence();
-        wg_hold(o);
-#pragma unroll
-        for (int kk = 0; kk < BN / 16; ++kk) wg_rs(o, pf[kk], vdesc + (u64)(kk * 2 * D));
-        wg_commit();
-        wg_wait<0>();
-        wg_hold(o);
-    }
+    if ((MODE == 1 || (MODE == 2 && (wg & 1))) && it0 < ntiles)  // P V of the last tile
+        wg_pv<D, BN>(o, pf, wg_desc(Vs + ((ntiles - 1) % NS) * KT, D * 16, 128));
 
     float sa = la, sb = lb;
     sa += __shfl_xor_sync(FULL_MASK, sa, 1);
