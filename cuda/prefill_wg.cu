@@ -71,6 +71,15 @@ __device__ __forceinline__ void wg_hold(float (&d)[N]) {
     for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
+// wg_hold_a is wg_hold for the registers of an A operand (P).
+template <int N>
+__device__ __forceinline__ void wg_hold_a(u32 (&a)[N][4]) {
+#pragma unroll
+    for (int i = 0; i < N; ++i)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) asm volatile("" : "+r"(a[i][e])::"memory");
+}
+
 // wg_ss: d (+)= A B, m64nNk16, A and B K-major in shared memory.
 // wg_rs: d += A B, m64nNk16, A (four registers a lane, the mma.sync
 // m16n8k16 A layout per warp) and B MN-major in shared memory.
@@ -323,6 +332,7 @@ __device__ __forceinline__ void wg_pipe_step(float (&s)[BN / 2], float (&o)[D / 
     wg_softmax<BN, FULL>(s, kps, tig, qa, qb, wla, wlb, scaleLog2, ma, mb, la, lb, pn, ca, cb);
     wg_wait<0>();
     wg_hold(o);
+    wg_hold_a(pf);  // P's registers feed the P V until the wait: the copy below must not move above it
     wg_scale<D>(o, ca, cb);
 #pragma unroll
     for (int kk = 0; kk < BN / 16; ++kk)
