@@ -8,7 +8,7 @@
 #   CGO_ENABLED=0 go test -c -ldflags="-s -w" -o .gpucarry/runtime_cuda.test ./runtime/cuda
 # then carry .gpucarry and run from the repository root:
 #   bash bench/prefill_call.sh 2>&1 | tee $OUT/prefill.log
-# VARIANTS (default "g2n128 g2n128s g2n128k g2n64k g2n128p w4m2n64"), LENGTHS
+# VARIANTS (default "g2n128 g2n128s g2n128k g2n64k w4m2n64"), LENGTHS
 # (4096,16384,32768); TESTS=0 skips the tests, NCU=0 the profiles
 # (NCU_VARIANTS, default "g2n128 g2n128s"); SASS=1 writes the d128 wgmma
 # kernels' SASS to $OUT.
@@ -30,12 +30,12 @@ if [ "${TESTS:-1}" = 1 ]; then
 fi
 if [ "${SASS:-0}" = 1 ]; then # the SASS of the d128 wgmma kernels, from NVRTC's cache (after a run)
 	F=$(grep -l flash_wg_d128 $(find $KVBENCH_CUDA_CACHE -name '*.cubin') | head -1)
-	for k in $(cuobjdump -symbols $F 2>/dev/null | grep -oE 'flash_wg_d128_g2_n128_m[0-3]' | sort -u); do
+	for k in $(cuobjdump -symbols $F 2>/dev/null | grep -oE 'flash_wg_d128_g2_n128_m[0-2]' | sort -u); do
 		cuobjdump -sass -fun $k $F > $OUT/sass_$k.txt 2>&1
 		echo "$k: $(grep -cE '^\s+/\*[0-9a-f]{4}\*/' $OUT/sass_$k.txt) instructions"
 	done
 fi
-for v in ${VARIANTS:-g2n128 g2n128s g2n128k g2n64k g2n128p w4m2n64}; do
+for v in ${VARIANTS:-g2n128 g2n128s g2n128k g2n64k w4m2n64}; do
 	KVBENCH_FLASH=$v KVBENCH_FLASH_BENCH=$L timeout 120 $B/runtime_cuda.test -test.run 'TestFlashPrefillTiming$' -test.v -test.count=1 2>&1 |
 		grep -E "^\| [18]B|FAIL|panic|error" | sed "s/^/$v /"; el timing $v
 done

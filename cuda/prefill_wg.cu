@@ -200,31 +200,6 @@ __device__ __forceinline__ void wg_probe(float* out, const bf16* a, const bf16* 
 }
 
 #if KVB_WG
-// mbarriers (MODE 3): init by one thread before a __syncthreads; arrive;
-// wait for the completion of the phase of the given parity.
-__device__ __forceinline__ void mb_init(u64* bar, int count) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"((u32)__cvta_generic_to_shared(bar)), "r"(count)
-                 : "memory");
-}
-
-__device__ __forceinline__ void mb_arrive(u64* bar) {
-    asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}" ::"r"(
-                     (u32)__cvta_generic_to_shared(bar))
-                 : "memory");
-}
-
-__device__ __forceinline__ void mb_wait(u64* bar, int parity) {
-    const u32 a = (u32)__cvta_generic_to_shared(bar);
-    u32 done = 0;
-    while (!done) {
-        asm volatile(
-            "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}"
-            : "=r"(done)
-            : "r"(a), "r"(parity)
-            : "memory");
-    }
-}
-
 template <int N>
 __device__ __forceinline__ void wg_wait() {
     asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
@@ -382,10 +357,9 @@ __device__ __forceinline__ void wg_pv(float (&o)[D / 2], const u32 (&p)[BN / 16]
 // while P V of tile j-1 runs, and the softmax of tile j runs while P V of
 // tile j-1 finishes; 2 runs the odd warpgroups half a tile behind the even
 // ones (P V of tile j-1, then the scores and softmax of tile j), so that one
-// warpgroup's softmax meets the other's products; 3 adds a producer warp
-// that alone stages the tiles (three deep) and hands them over through
-// mbarriers, so the warpgroups neither stage nor wait for each other, and
-// orders each warpgroup's work as 0 does. 1, 2 and 3 stage three tiles.
+// warpgroup's softmax meets the other's products. 1 and 2 stage three
+// tiles. (A third order, a producer warp staging every tile behind
+// mbarriers, was 1.7x slower on the H200 and is gone: docs/gpu-notes.md.)
 template <int D, int NWG, int BN, int MODE>
 __device__ __forceinline__ void flash_wg(float* __restrict__ out, const float* __restrict__ q,
                                          const u64* __restrict__ ptrs, const int* __restrict__ ints, int heads,
@@ -393,7 +367,6 @@ __device__ __forceinline__ void flash_wg(float* __restrict__ out, const float* _
                                          float* __restrict__ lse, int window) {
 #if KVB_WG
     constexpr int BM = 64 * NWG, NT = 128 * NWG, CH = D / 8, NS = MODE ? 3 : 2;
-    constexpr bool PROD = MODE == 3;  // threads NT.. are the producer warp
     constexpr int KT = BN * D * 2;  // bytes of a K or V tile
     extern __shared__ __align__(128) unsigned char wg_smem[];
     unsigned char* Qs = wg_smem;            // [BM rows] of D channels
@@ -403,7 +376,6 @@ __device__ __forceinline__ void flash_wg(float* __restrict__ out, const float* _
     constexpr int PG = 16;  // page pointers a tile's K or V holds in shared memory
     __shared__ int qmaxs, qmins, wgb[NWG * 4][2];
     __shared__ __align__(16) u64 pg[NS][2][PG];
-    __shared__ __align__(8) u64 fullb[NS], emptyb[NS];  // MODE 3: a tile staged; a tile's reads done
 
     const int tid = threadIdx.x, wg = tid >> 7, wq = (tid >> 5) & 3, lane = tid & 31, tig = lane & 3;
     const int z = gridDim.x - 1 - blockIdx.x;  // the longest row tiles first
@@ -413,18 +385,11 @@ __device__ __forceinline__ void flash_wg(float* __restrict__ out, const float* _
     const int* pos = sd[SD_POS] >= 0 ? ints + sd[SD_POS] : 0;  // none: every token is visible
     const int r0 = z * BM;
 
-    if (PROD && tid == 0) {
-#pragma unroll
-        for (int i = 0; i < NS; ++i) {
-            mb_init(&fullb[i], 32);
-            mb_init(&emptyb[i], NT);
-        }
-    }
     if (tid == 0) fl_row_span(ints, rowOff, r0, BM, rows, qmaxs, qmins);
     // The queries, rounded to bf16 (zeros past the last row); eight
     // consecutive threads take the eight rows of a core matrix, so the
     // shared stores are consecutive.
-    for (int i = tid; i < BM * CH && tid < NT; i += NT) {
+    for (int i = tid; i < BM * CH; i += NT) {
         const int rest = i >> 3, r = (rest / CH) * 8 + (i & 7), c = rest % CH;
         uint4 v = make_uint4(0u, 0u, 0u, 0u);
         if (r0 + r < rows) {
@@ -444,7 +409,7 @@ __device__ __forceinline__ void flash_wg(float* __restrict__ out, const float* _
         wmin = min(wmin, __shfl_xor_sync(FULL_MASK, wmin, o));
         wmax = max(wmax, __shfl_xor_sync(FULL_MASK, wmax, o));
     }
-    if (lane == 0 && tid < NT) {
+    if (lane == 0) {
         wgb[wg * 4 + wq][0] = wmin;
         wgb[wg * 4 + wq][1] = wmax;
     }
@@ -452,9 +417,8 @@ __device__ __forceinline__ void flash_wg(float* __restrict__ out, const float* _
     __syncthreads();
     // The warpgroup's extremes: its skips are decided together (a wgmma is
     // the whole warpgroup's).
-    const int wgi = min(wg, NWG - 1);  // the producer warp reads a warpgroup's, unused
-    wmin = min(min(wgb[wgi * 4][0], wgb[wgi * 4 + 1][0]), min(wgb[wgi * 4 + 2][0], wgb[wgi * 4 + 3][0]));
-    wmax = max(max(wgb[wgi * 4][1], wgb[wgi * 4 + 1][1]), max(wgb[wgi * 4 + 2][1], wgb[wgi * 4 + 3][1]));
+    wmin = min(min(wgb[wg * 4][0], wgb[wg * 4 + 1][0]), min(wgb[wg * 4 + 2][0], wgb[wg * 4 + 3][0]));
+    wmax = max(max(wgb[wg * 4][1], wgb[wg * 4 + 1][1]), max(wgb[wg * 4 + 2][1], wgb[wg * 4 + 3][1]));
     const int qmax = qmaxs, qmin = qmins;
     int kstart, kend;
     fl_key_range(pos, N, sorted, qmin, qmax, window, kstart, kend);
@@ -512,72 +476,19 @@ __device__ __forceinline__ void flash_wg(float* __restrict__ out, const float* _
 #pragma unroll
     for (int kk = 0; kk < BN / 16; ++kk) pf[kk][0] = pf[kk][1] = pf[kk][2] = pf[kk][3] = 0u;
 
-    if constexpr (PROD) {
-        if (tid >= NT) {
-            // The producer warp: tile it into buffer it % NS once the
-            // warpgroups are done with its last use; full once the copies
-            // of tile it have landed (checked a tile later, so that two
-            // tiles' copies are in flight). Lane j holds the tile's page
-            // pointers j (K) and, shuffled, hands each lane its own.
-            for (int it = it0; it <= ntiles; ++it) {
-                if (it < ntiles) {
-                    const int b = it % NS, n = it - it0, t0 = it * BN, p0 = t0 >> psShift;
-                    if (n >= NS) mb_wait(&emptyb[b], (n / NS - 1) & 1);
-                    const int np = ((min(t0 + BN, kend) - 1) >> psShift) - p0 + 1;
-                    const bool few = np <= 32;
-                    const u64 kpg = few && lane < np ? ptrs[kOff + p0 + lane] : 0ull;
-                    const u64 vpg = few && lane < np ? ptrs[vOff + p0 + lane] : 0ull;
-                    unsigned char* ks = Ks + b * KT;
-                    unsigned char* vs = Vs + b * KT;
-#pragma unroll 4
-                    for (int i = lane; i < BN * CH; i += 32) {
-                        const int rest = i >> 3, t = t0 + (rest / CH) * 8 + (i & 7), c = rest % CH;
-                        const bool ok = t < kend;
-                        const int tt = ok ? t : t0, page = tt >> psShift;
-                        const long long o = ((long long)(tt & psMask) * D + c * 8) * 2;
-                        const u64 kr = few ? __shfl_sync(FULL_MASK, kpg, page - p0) : ptrs[kOff + page];
-                        const u64 vr = few ? __shfl_sync(FULL_MASK, vpg, page - p0) : ptrs[vOff + page];
-                        wg_cp16(ks + i * 16, (const char*)kr + o, ok);
-                        wg_cp16(vs + i * 16, (const char*)vr + o, ok);
-                    }
-                    for (int i = lane; i < BN; i += 32) {
-                        const int t = t0 + i;
-                        if (t < kend && pos) {
-                            wg_cp4(&kp[b * BN + i], pos + t);
-                        } else {
-                            kp[b * BN + i] = t < kend ? 0 : 0x7fffffff;
-                        }
-                    }
-                }
-                fl_commit();
-                if (it > it0) {
-                    fl_wait<1>();
-                    wg_proxy_fence();
-                    mb_arrive(&fullb[(it - 1) % NS]);
-                }
-            }
-            return;
-        }
-    }
-    if (!PROD) {
-        pages(it0);
-        fl_commit();
-        fl_wait<0>();
-        __syncthreads();
-        if (it0 < ntiles) stage(it0);
-    }
+    pages(it0);
+    fl_commit();
+    fl_wait<0>();
+    __syncthreads();
+    if (it0 < ntiles) stage(it0);
     for (int it = it0; it < ntiles; ++it) {
         // Tile it has landed for every thread, and every warpgroup is done
         // with tile it - NS + 1, whose buffer is restaged now.
         const int b = it % NS;
-        if constexpr (PROD) {
-            mb_wait(&fullb[b], ((it - it0) / NS) & 1);
-        } else {
-            fl_wait<0>();
-            wg_proxy_fence();
-            __syncthreads();
-            if (it + 1 < ntiles) stage(it + 1);
-        }
+        fl_wait<0>();
+        wg_proxy_fence();
+        __syncthreads();
+        if (it + 1 < ntiles) stage(it + 1);
         const int* kps = kp + b * BN;
         const u64 kdesc = wg_desc(Ks + b * KT, 128, D * 16);
         const bool full = sorted && kps[BN - 1] <= wmin && kps[0] > be_win_lo(wmax, window);
@@ -607,7 +518,6 @@ __device__ __forceinline__ void flash_wg(float* __restrict__ out, const float* _
                 wg_pv<D, BN>(o, pf, wg_desc(Vs + b * KT, D * 16, 128));
             }
         }
-        if constexpr (PROD) mb_arrive(&emptyb[b]);  // this thread is done with tile it's buffer
     }
     if ((MODE == 1 || (MODE == 2 && (wg & 1))) && it0 < ntiles)  // P V of the last tile
         wg_pv<D, BN>(o, pf, wg_desc(Vs + ((ntiles - 1) % NS) * KT, D * 16, 128));
@@ -637,16 +547,14 @@ __device__ __forceinline__ void flash_wg(float* __restrict__ out, const float* _
 #define WG_SMEM(D, NWG, BN, MODE) (64 * (NWG) * (D) * 2 + ((MODE) ? 3 : 2) * (BN) * ((D) * 4 + 4))
 
 #define WG_KERNEL(D, NWG, BN, MODE)                                                                                 \
-    extern "C" __global__ void __launch_bounds__(128 * NWG + ((MODE) == 3 ? 32 : 0), 1)                             \
-        flash_wg_d##D##_g##NWG##_n##BN##_m##MODE(                                                                   \
+    extern "C" __global__ void __launch_bounds__(128 * NWG, 1) flash_wg_d##D##_g##NWG##_n##BN##_m##MODE(            \
         float* out, const float* q, const u64* ptrs, const int* ints, int heads, int kvHeads, float scaleLog2,       \
         int rowOff, int rows, int sorted, int psShift, float* lse, int window) {                                     \
         flash_wg<D, NWG, BN, MODE>(out, q, ptrs, ints, heads, kvHeads, scaleLog2, rowOff, rows, sorted, psShift,   \
                                    lse, window);                                                                     \
     }
 
-// The variants KVBENCH_FLASH chooses among (gNWG nBN; s: MODE 0, k: MODE 2,
-// p: MODE 3).
+// The variants KVBENCH_FLASH chooses among (gNWG nBN; s: MODE 0, k: MODE 2).
 #if KVB_IN(11)
 extern "C" __global__ void __launch_bounds__(128) wg_probe64(float* out, const bf16* a, const bf16* b, int mode, int lbo,
                                                            int sbo) {
@@ -656,10 +564,8 @@ WG_KERNEL(64, 2, 128, 1)
 WG_KERNEL(64, 2, 128, 0)
 WG_KERNEL(64, 2, 128, 2)
 WG_KERNEL(64, 2, 64, 2)
-WG_KERNEL(64, 2, 128, 3)
 WG_KERNEL(128, 2, 128, 1)
 WG_KERNEL(128, 2, 128, 0)
 WG_KERNEL(128, 2, 128, 2)
 WG_KERNEL(128, 2, 64, 2)
-WG_KERNEL(128, 2, 128, 3)
 #endif

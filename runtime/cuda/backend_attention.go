@@ -442,7 +442,7 @@ func (b *Backend) attendFlash(a *runtime.AttnArgs, rowOff int32) {
 	b.split.last = Plan{Kernel: name, Blocks: grid.X * grid.Y, SharedMem: smem}
 	scale, ps := a.Scale*float32(math.Log2E), int32(bits.TrailingZeros(uint(a.Seqs[0].PageSize)))
 	if f.wg {
-		b.launchSmem(name, grid, Dim3{f.threads(), 1, 1}, smem, b.f32(a.Out), b.f32(a.Q), ptrs, ints,
+		b.launchSmem(name, grid, Dim3{32 * f.warps, 1, 1}, smem, b.f32(a.Out), b.f32(a.Q), ptrs, ints,
 			int32(a.Heads), int32(a.KVHeads), scale, rowOff, int32(a.Rows), sorted, ps, Ptr(0), int32(max(a.Window, 0)))
 		return
 	}
@@ -467,7 +467,6 @@ var flashShapes = map[string]flashShape{
 	"w8m1n64": {8, 1, 64, false, 0}, "w4m2n32": {4, 2, 32, false, 0},
 	"g2n128": {8, 1, 128, true, 1}, "g2n128s": {8, 1, 128, true, 0},
 	"g2n128k": {8, 1, 128, true, 2}, "g2n64k": {8, 1, 64, true, 2},
-	"g2n128p": {8, 1, 128, true, 3},
 }
 
 // chooseFlash is the variant KVBENCH_FLASH names (name), or the default
@@ -489,15 +488,6 @@ func chooseFlash(name, arch string) (flashShape, error) {
 		return f, fmt.Errorf("cuda: KVBENCH_FLASH=%q needs a Hopper GPU (sm_90a), not %s", name, arch)
 	}
 	return f, nil
-}
-
-// threads is a block's threads: the warps, and flash_wg's producer warp in
-// MODE 3.
-func (f flashShape) threads() int {
-	if f.wg && f.mode == 3 {
-		return 32*f.warps + 32
-	}
-	return 32 * f.warps
 }
 
 // rows is the query rows a block of f takes.
