@@ -73,6 +73,26 @@ __device__ __forceinline__ float fl_exp2(float x) {
     return y;
 }
 
+// fl_new_max takes this lane's maximum mx of a row's scores in a key tile
+// to the row's (the four lanes that hold it), sets base to its scaled value
+// (0 for a row with every key masked so far, max -inf, so that exp2 gives 0
+// and not NaN), returns the factor rescaling what was summed under the old
+// maximum m, and moves m to the new one.
+__device__ __forceinline__ float fl_new_max(float mx, float& m, float scaleLog2, float& base) {
+    mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, 2));
+    base = mx == NEG_INF ? 0.f : mx * scaleLog2;
+    const float c = fl_exp2(m * scaleLog2 - base);
+    m = mx;
+    return c;
+}
+
+// fl_quad_sum sums x over the four lanes that hold a row.
+__device__ __forceinline__ float fl_quad_sum(float x) {
+    x += __shfl_xor_sync(FULL_MASK, x, 1);
+    return x + __shfl_xor_sync(FULL_MASK, x, 2);
+}
+
 __device__ __forceinline__ void fl_commit() { asm volatile("cp.async.commit_group;"); }
 template <int N>
 __device__ __forceinline__ void fl_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
@@ -295,17 +315,8 @@ __device__ __forceinline__ void flash_prefill(float* __restrict__ out, const flo
                         mxb = fmaxf(mxb, s[t][j][2 + e]);
                     }
                 }
-                mxa = fmaxf(mxa, __shfl_xor_sync(FULL_MASK, mxa, 1));
-                mxa = fmaxf(mxa, __shfl_xor_sync(FULL_MASK, mxa, 2));
-                mxb = fmaxf(mxb, __shfl_xor_sync(FULL_MASK, mxb, 1));
-                mxb = fmaxf(mxb, __shfl_xor_sync(FULL_MASK, mxb, 2));
-                // A row with every key masked so far keeps max -inf: 0 as
-                // the reference makes exp2 give 0, not NaN.
-                const float ba = mxa == NEG_INF ? 0.f : mxa * scaleLog2;
-                const float bb = mxb == NEG_INF ? 0.f : mxb * scaleLog2;
-                const float ca = fl_exp2(ma[t] * scaleLog2 - ba), cb = fl_exp2(mb[t] * scaleLog2 - bb);
-                ma[t] = mxa;
-                mb[t] = mxb;
+                float ba, bb;
+                const float ca = fl_new_max(mxa, ma[t], scaleLog2, ba), cb = fl_new_max(mxb, mb[t], scaleLog2, bb);
                 float sa = 0.f, sb = 0.f;
 #pragma unroll
                 for (int j = 0; j < NJ; ++j) {
@@ -355,11 +366,7 @@ __device__ __forceinline__ void flash_prefill(float* __restrict__ out, const flo
 
 #pragma unroll
     for (int t = 0; t < MT; ++t) {
-        float sa = la[t], sb = lb[t];
-        sa += __shfl_xor_sync(FULL_MASK, sa, 1);
-        sa += __shfl_xor_sync(FULL_MASK, sa, 2);
-        sb += __shfl_xor_sync(FULL_MASK, sb, 1);
-        sb += __shfl_xor_sync(FULL_MASK, sb, 2);
+        const float sa = fl_quad_sum(la[t]), sb = fl_quad_sum(lb[t]);
         const float ia = sa > 0.f ? 1.f / sa : 0.f, ib = sb > 0.f ? 1.f / sb : 0.f;
         const int ra = wr + 16 * t + gid, rb = ra + 8;
         if (ra < rows) {

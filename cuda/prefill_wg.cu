@@ -237,18 +237,9 @@ __device__ __forceinline__ void wg_softmax(const float (&s)[BN / 2], const int* 
             mxb = hb ? mxb : fmaxf(mxb, s[j * 4 + 2 + e]);
         }
     }
-    mxa = fmaxf(mxa, __shfl_xor_sync(FULL_MASK, mxa, 1));
-    mxa = fmaxf(mxa, __shfl_xor_sync(FULL_MASK, mxa, 2));
-    mxb = fmaxf(mxb, __shfl_xor_sync(FULL_MASK, mxb, 1));
-    mxb = fmaxf(mxb, __shfl_xor_sync(FULL_MASK, mxb, 2));
-    // A row with every key hidden so far keeps max -inf: 0 as the reference
-    // makes exp2 give 0, not NaN.
-    const float ba = mxa == NEG_INF ? 0.f : mxa * scaleLog2;
-    const float bb = mxb == NEG_INF ? 0.f : mxb * scaleLog2;
-    ca = fl_exp2(ma * scaleLog2 - ba);
-    cb = fl_exp2(mb * scaleLog2 - bb);
-    ma = mxa;
-    mb = mxb;
+    float ba, bb;
+    ca = fl_new_max(mxa, ma, scaleLog2, ba);
+    cb = fl_new_max(mxb, mb, scaleLog2, bb);
     float sa = 0.f, sb = 0.f;
 #pragma unroll
     for (int kk = 0; kk < BN / 16; ++kk) {
@@ -522,11 +513,7 @@ __device__ __forceinline__ void flash_wg(float* __restrict__ out, const float* _
     if ((MODE == 1 || (MODE == 2 && (wg & 1))) && it0 < ntiles)  // P V of the last tile
         wg_pv<D, BN>(o, pf, wg_desc(Vs + ((ntiles - 1) % NS) * KT, D * 16, 128));
 
-    float sa = la, sb = lb;
-    sa += __shfl_xor_sync(FULL_MASK, sa, 1);
-    sa += __shfl_xor_sync(FULL_MASK, sa, 2);
-    sb += __shfl_xor_sync(FULL_MASK, sb, 1);
-    sb += __shfl_xor_sync(FULL_MASK, sb, 2);
+    const float sa = fl_quad_sum(la), sb = fl_quad_sum(lb);
     const float ia = sa > 0.f ? 1.f / sa : 0.f, ib = sb > 0.f ? 1.f / sb : 0.f;
     if (ra < rows) {
         float* pa = out + ((long long)ra * heads + h) * D + 2 * tig;
