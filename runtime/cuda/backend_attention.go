@@ -429,6 +429,9 @@ func (b *Backend) attendFlash(a *runtime.AttnArgs, rowOff int32) {
 	b.reserve(b.metaSpan())
 	ints, ptrs := b.putMeta()
 	hd, f, kvt := a.HeadDim, b.flash, b.pageType()
+	if hd == 64 {
+		f = b.flash64
+	}
 	if f.wg && kvt != kvBF16 {
 		f = flashShapes[flashMMA]
 	}
@@ -470,12 +473,16 @@ var flashShapes = map[string]flashShape{
 }
 
 // chooseFlash is the variant KVBENCH_FLASH names (name), or the default
-// for the device's architecture when it is empty. The wgmma variants need
-// sm_90a.
-func chooseFlash(name, arch string) (flashShape, error) {
+// for the device's architecture and head dim hd when it is empty. The wgmma
+// variants need sm_90a.
+func chooseFlash(name, arch string, hd int) (flashShape, error) {
 	if name == "" {
-		name = flashMMA
-		if arch == "sm_90a" {
+		switch {
+		case arch != "sm_90a":
+			name = flashMMA
+		case hd == 64:
+			name = flashWG64
+		default:
 			name = flashWG
 		}
 	}

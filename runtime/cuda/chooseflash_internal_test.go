@@ -11,26 +11,29 @@ import (
 func TestChooseFlash(t *testing.T) {
 	for _, c := range []struct {
 		name, arch string
+		hd         int
 		want       flashShape
 		err        string
 	}{
-		{"", "sm_90a", flashShapes[flashWG], ""},
-		{"", "sm_80", flashShapes[flashMMA], ""},
-		{"", "sm_89", flashShapes[flashMMA], ""},
-		{"w4m1n64", "sm_90a", flashShape{4, 1, 64, false, 0}, ""},
-		{"g2n64k", "sm_90a", flashShape{8, 1, 64, true, 2}, ""},
-		{"g2n128k", "sm_80", flashShape{}, "needs a Hopper GPU"},
-		{"w9", "sm_90a", flashShape{}, `"w9" is not one of g2n128, g2n128k, g2n128s, g2n64k, w4m1n64`},
+		{"", "sm_90a", 128, flashShapes[flashWG], ""},
+		{"", "sm_90a", 64, flashShapes[flashWG64], ""},
+		{"", "sm_80", 128, flashShapes[flashMMA], ""},
+		{"", "sm_89", 64, flashShapes[flashMMA], ""},
+		{"w4m1n64", "sm_90a", 128, flashShape{4, 1, 64, false, 0}, ""},
+		{"g2n64k", "sm_90a", 128, flashShape{8, 1, 64, true, 2}, ""},
+		{"g2n128s", "sm_90a", 64, flashShape{8, 1, 128, true, 0}, ""},
+		{"g2n128k", "sm_80", 128, flashShape{}, "needs a Hopper GPU"},
+		{"w9", "sm_90a", 64, flashShape{}, `"w9" is not one of g2n128, g2n128k, g2n128s, g2n64k, w4m1n64`},
 	} {
-		got, err := chooseFlash(c.name, c.arch)
+		got, err := chooseFlash(c.name, c.arch, c.hd)
 		if c.err != "" {
 			if err == nil || !strings.Contains(err.Error(), c.err) {
-				t.Errorf("chooseFlash(%q, %q): error %v, want one with %q", c.name, c.arch, err, c.err)
+				t.Errorf("chooseFlash(%q, %q, %d): error %v, want one with %q", c.name, c.arch, c.hd, err, c.err)
 			}
 			continue
 		}
 		if err != nil || got != c.want {
-			t.Errorf("chooseFlash(%q, %q) = %+v, %v; want %+v", c.name, c.arch, got, err, c.want)
+			t.Errorf("chooseFlash(%q, %q, %d) = %+v, %v; want %+v", c.name, c.arch, c.hd, got, err, c.want)
 		}
 	}
 	for name, f := range flashShapes {
