@@ -50,6 +50,61 @@ __device__ __forceinline__ u64 wg_desc(const void* p, u32 lbo, u32 sbo) {
     return (u64)((a >> 4) & 0x3fffu) | ((u64)((lbo >> 4) & 0x3fffu) << 16) | ((u64)((sbo >> 4) & 0x3fffu) << 32);
 }
 
+// WGL is flash_wg's shared-memory layout of Q (BM rows), K and V (BN
+// tokens) of head dim D: SW 0 the 8x8 core matrices without swizzle (the
+// file's header); SW 1 the 128-byte swizzle: rows of 64 channels (128
+// bytes) in blocks of 64 channels, the 16-byte chunk c of row r at chunk
+// (c ^ r) & 7 of its row, tiles 1024-byte aligned; Q and K are K-major
+// (leading offset unused, stride 1024 bytes: eight rows), V is MN-major
+// with the step between blocks of 64 channels as the leading offset and
+// 1024 (eight tokens) as the stride (the two swapped fault on the H200).
+// Without the swizzle, wgmma's shared-memory reads conflict: the H200 ran
+// d128 32/8 at 32K in 34.7 ms with SW 0 and 23.5 with SW 1 (ncu: shared
+// memory 70 % busy at a tensor pipe 25 % busy, SW 0). A descriptor step is
+// in 16-byte units.
+template <int D, int BM, int BN, int SW>
+struct WGL {
+    static constexpr u64 SWZ = SW ? (1ull << 62) : 0ull;
+    // off is the byte offset of chunk c (channels 8c..8c+7) of row r in a
+    // tile of R rows.
+    template <int R>
+    static __device__ __forceinline__ int off(int r, int c) {
+        if constexpr (SW != 0) return (c >> 3) * (R * 128) + r * 128 + (((c ^ r) & 7) << 4);
+        return wg_off<D>(r, c);
+    }
+    // rc maps the i-th chunk a block copies to its row and chunk: with the
+    // swizzle consecutive chunks of a row (coalesced reads, conflict-free
+    // stores either way), without it the eight rows of a core matrix.
+    static __device__ __forceinline__ void rc(int i, int& r, int& c) {
+        constexpr int CH = D / 8;
+        if constexpr (SW != 0) {
+            r = i / CH;
+            c = i % CH;
+        } else {
+            const int rest = i >> 3;
+            r = (rest / CH) * 8 + (i & 7);
+            c = rest % CH;
+        }
+    }
+    static __device__ __forceinline__ u64 qdesc(const unsigned char* qs, int wg) {
+        if constexpr (SW != 0) return wg_desc(qs + wg * 64 * 128, 16, 1024) | SWZ;
+        return wg_desc(qs + wg * 64 * D * 2, 128, D * 16);
+    }
+    static __device__ __forceinline__ u64 kdesc(const unsigned char* ks) {
+        if constexpr (SW != 0) return wg_desc(ks, 16, 1024) | SWZ;
+        return wg_desc(ks, 128, D * 16);
+    }
+    static __device__ __forceinline__ u64 vdesc(const unsigned char* vs) {
+        if constexpr (SW != 0) return wg_desc(vs, BN * 128, 1024) | SWZ;
+        return wg_desc(vs, D * 16, 128);
+    }
+    // qstep and kstep: to channels 16k..16k+15 of Q and K; vstep: to
+    // tokens 16kk..16kk+15 of V.
+    static __device__ __forceinline__ u64 qstep(int k) { return SW ? (k & 3) * 2 + (k >> 2) * (BM * 8) : 16 * k; }
+    static __device__ __forceinline__ u64 kstep(int k) { return SW ? (k & 3) * 2 + (k >> 2) * (BN * 8) : 16 * k; }
+    static __device__ __forceinline__ u64 vstep(int kk) { return SW ? 128 * kk : 2 * D * kk; }
+};
+
 __device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
 __device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
 __device__ __forceinline__ void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory"); }
@@ -200,6 +255,39 @@ __device__ __forceinline__ void wg_probe(float* out, const bf16* a, const bf16* 
 }
 
 #if KVB_WG
+// mbarriers (MODE 3): init by one thread before a __syncthreads; arrive
+// (release); wait for the completion of the phase of the given parity
+// (acquire).
+__device__ __forceinline__ void mb_init(u64* bar, int count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"((u32)__cvta_generic_to_shared(bar)), "r"(count)
+                 : "memory");
+}
+
+__device__ __forceinline__ void mb_arrive(u64* bar) {
+    asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}" ::"r"(
+                     (u32)__cvta_generic_to_shared(bar))
+                 : "memory");
+}
+
+__device__ __forceinline__ void mb_wait(u64* bar, int parity) {
+    const u32 a = (u32)__cvta_generic_to_shared(bar);
+    u32 done = 0;
+    while (!done) {
+        asm volatile(
+            "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}"
+            : "=r"(done)
+            : "r"(a), "r"(parity)
+            : "memory");
+    }
+}
+
+// Named barriers of n threads (0 is __syncthreads'): bar_sync waits for
+// the barrier, bar_arrive counts this thread in without waiting.
+__device__ __forceinline__ void bar_sync(int id, int n) { asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(n) : "memory"); }
+__device__ __forceinline__ void bar_arrive(int id, int n) {
+    asm volatile("bar.arrive %0, %1;" ::"r"(id), "r"(n) : "memory");
+}
+
 template <int N>
 __device__ __forceinline__ void wg_wait() {
     asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
@@ -278,7 +366,7 @@ __device__ __forceinline__ void wg_scale(float (&o)[D / 2], float ca, float cb) 
 // P V runs, then the rescale; pf becomes this tile's P. The whole wgmma stage
 // sits in one function per FULL: a stage split by a branch makes ptxas
 // serialize the wgmmas.
-template <int D, int BN, bool FULL>
+template <int D, int BN, class L, bool FULL>
 __device__ __forceinline__ void wg_pipe_step(float (&s)[BN / 2], float (&o)[D / 2], u32 (&pf)[BN / 16][4], u64 qdesc,
                                              u64 kdesc, u64 vdesc, const int* kps, int tig, int qa, int qb, int wla,
                                              int wlb, float scaleLog2, float& ma, float& mb, float& la, float& lb) {
@@ -286,10 +374,10 @@ __device__ __forceinline__ void wg_pipe_step(float (&s)[BN / 2], float (&o)[D / 
     wg_hold(s);
     wg_hold(o);
 #pragma unroll
-    for (int k = 0; k < D / 16; ++k) wg_ss(s, qdesc + 16 * k, kdesc + 16 * k, k);
+    for (int k = 0; k < D / 16; ++k) wg_ss(s, qdesc + L::qstep(k), kdesc + L::kstep(k), k);
     wg_commit();
 #pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk) wg_rs(o, pf[kk], vdesc + (u64)(kk * 2 * D));
+    for (int kk = 0; kk < BN / 16; ++kk) wg_rs(o, pf[kk], vdesc + L::vstep(kk));
     wg_commit();
     wg_wait<1>();
     wg_hold(s);
@@ -308,14 +396,14 @@ __device__ __forceinline__ void wg_pipe_step(float (&s)[BN / 2], float (&o)[D / 
 
 // wg_scores computes a tile's S = Q K^T (and waits for it), its softmax
 // into P (p), and rescales o by the softmax's factors.
-template <int D, int BN>
+template <int D, int BN, class L>
 __device__ __forceinline__ void wg_scores(float (&s)[BN / 2], float (&o)[D / 2], u32 (&p)[BN / 16][4], u64 qdesc,
                                           u64 kdesc, bool full, const int* kps, int tig, int qa, int qb, int wla,
                                           int wlb, float scaleLog2, float& ma, float& mb, float& la, float& lb) {
     wg_fence();
     wg_hold(s);
 #pragma unroll
-    for (int k = 0; k < D / 16; ++k) wg_ss(s, qdesc + 16 * k, kdesc + 16 * k, k);
+    for (int k = 0; k < D / 16; ++k) wg_ss(s, qdesc + L::qstep(k), kdesc + L::kstep(k), k);
     wg_commit();
     wg_wait<0>();
     wg_hold(s);
@@ -328,13 +416,33 @@ __device__ __forceinline__ void wg_scores(float (&s)[BN / 2], float (&o)[D / 2],
     wg_scale<D>(o, ca, cb);
 }
 
+// wg_qk_issue starts S = Q K^T of one tile (MODE 3; wg_wait<0> retires it).
+template <int D, int BN, class L>
+__device__ __forceinline__ void wg_qk_issue(float (&s)[BN / 2], u64 qdesc, u64 kdesc) {
+    wg_fence();
+    wg_hold(s);
+#pragma unroll
+    for (int k = 0; k < D / 16; ++k) wg_ss(s, qdesc + L::qstep(k), kdesc + L::kstep(k), k);
+    wg_commit();
+}
+
+// wg_pv_issue starts o += P V (MODE 3; wg_wait<0> retires it).
+template <int D, int BN, class L>
+__device__ __forceinline__ void wg_pv_issue(float (&o)[D / 2], const u32 (&p)[BN / 16][4], u64 vdesc) {
+    wg_fence();
+    wg_hold(o);
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk) wg_rs(o, p[kk], vdesc + L::vstep(kk));
+    wg_commit();
+}
+
 // wg_pv adds P V (P in p, V at vdesc) to o and waits for it.
-template <int D, int BN>
+template <int D, int BN, class L>
 __device__ __forceinline__ void wg_pv(float (&o)[D / 2], const u32 (&p)[BN / 16][4], u64 vdesc) {
     wg_fence();
     wg_hold(o);
 #pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk) wg_rs(o, p[kk], vdesc + (u64)(kk * 2 * D));
+    for (int kk = 0; kk < BN / 16; ++kk) wg_rs(o, p[kk], vdesc + L::vstep(kk));
     wg_commit();
     wg_wait<0>();
     wg_hold(o);
@@ -348,10 +456,14 @@ __device__ __forceinline__ void wg_pv(float (&o)[D / 2], const u32 (&p)[BN / 16]
 // while P V of tile j-1 runs, and the softmax of tile j runs while P V of
 // tile j-1 finishes; 2 runs the odd warpgroups half a tile behind the even
 // ones (P V of tile j-1, then the scores and softmax of tile j), so that one
-// warpgroup's softmax meets the other's products. 1 and 2 stage three
-// tiles. (A third order, a producer warp staging every tile behind
-// mbarriers, was 1.7x slower on the H200 and is gone: docs/gpu-notes.md.)
-template <int D, int NWG, int BN, int MODE>
+// warpgroup's softmax meets the other's products; 3 (two warpgroups) has
+// warpgroup 0 stage K and warpgroup 1 V, each tile published by mbarriers
+// instead of a block-wide barrier, and the warpgroups take turns at the
+// tensor cores (ping-pong: one's softmax while the other's products run).
+// 1, 2 and 3 stage three tiles. (Another order, a producer warp staging
+// every tile behind mbarriers, was 1.7x slower on the H200 and is gone:
+// docs/gpu-notes.md.)
+template <int D, int NWG, int BN, int MODE, int SW>
 __device__ __forceinline__ void flash_wg(float* __restrict__ out, const float* __restrict__ q,
                                          const u64* __restrict__ ptrs, const int* __restrict__ ints, int heads,
                                          int kvHeads, float scaleLog2, int rowOff, int rows, int sorted, int psShift,
@@ -359,8 +471,11 @@ __device__ __forceinline__ void flash_wg(float* __restrict__ out, const float* _
 #if KVB_WG
     constexpr int BM = 64 * NWG, NT = 128 * NWG, CH = D / 8, NS = MODE ? 3 : 2;
     constexpr int KT = BN * D * 2;  // bytes of a K or V tile
+    using L = WGL<D, BM, BN, SW>;
     extern __shared__ __align__(128) unsigned char wg_smem[];
-    unsigned char* Qs = wg_smem;            // [BM rows] of D channels
+    // [BM rows] of D channels; the swizzled tiles start on 1024 bytes (the
+    // kernel has that much more shared memory: WG_SMEM).
+    unsigned char* Qs = SW ? (unsigned char*)(((unsigned long long)wg_smem + 1023) & ~1023ull) : wg_smem;
     unsigned char* Ks = Qs + BM * D * 2;    // [NS] tiles of BN keys
     unsigned char* Vs = Ks + NS * KT;       // [NS] tiles of BN values
     int* kp = (int*)(Vs + NS * KT);         // [NS][BN] key positions
@@ -377,18 +492,18 @@ __device__ __forceinline__ void flash_wg(float* __restrict__ out, const float* _
     const int r0 = z * BM;
 
     if (tid == 0) fl_row_span(ints, rowOff, r0, BM, rows, qmaxs, qmins);
-    // The queries, rounded to bf16 (zeros past the last row); eight
-    // consecutive threads take the eight rows of a core matrix, so the
-    // shared stores are consecutive.
+    // The queries, rounded to bf16 (zeros past the last row), in the
+    // order of L::rc.
     for (int i = tid; i < BM * CH; i += NT) {
-        const int rest = i >> 3, r = (rest / CH) * 8 + (i & 7), c = rest % CH;
+        int r, c;
+        L::rc(i, r, c);
         uint4 v = make_uint4(0u, 0u, 0u, 0u);
         if (r0 + r < rows) {
             const float* p = q + ((long long)(r0 + r) * heads + h) * D + c * 8;
             const float4 a = *(const float4*)p, b = *(const float4*)(p + 4);
             v = make_uint4(wg_pack2(a.x, a.y), wg_pack2(a.z, a.w), wg_pack2(b.x, b.y), wg_pack2(b.z, b.w));
         }
-        *(uint4*)(Qs + i * 16) = v;
+        *(uint4*)(Qs + L::template off<BM>(r, c)) = v;
     }
     // This thread's rows, their window bounds, and the warp's extremes.
     const int ra = r0 + wg * 64 + wq * 16 + (lane >> 2), rb = ra + 8;
@@ -415,9 +530,9 @@ __device__ __forceinline__ void flash_wg(float* __restrict__ out, const float* _
     fl_key_range(pos, N, sorted, qmin, qmax, window, kstart, kend);
     const int it0 = kstart / BN, ntiles = (kend + BN - 1) / BN;
 
-    // Stage key/value tile it into buffer it % NS, eight consecutive
-    // threads on the eight tokens of a core matrix, with the keys'
-    // positions, all by cp.async: no thread waits for a global load here.
+    // Stage key/value tile it into buffer it % NS (chunks in the order of
+    // L::rc), with the keys' positions, all by cp.async: no thread waits
+    // for a global load here.
     // The page pointers of a tile come from shared memory (pg, copied a tile
     // ahead) where its pages number at most PG, else from the page table.
     const bool pgOK = (BN >> psShift) + 1 <= PG;
@@ -434,14 +549,16 @@ __device__ __forceinline__ void flash_wg(float* __restrict__ out, const float* _
         unsigned char* vs = Vs + b * KT;
 #pragma unroll 4
         for (int i = tid; i < BN * CH; i += NT) {
-            const int rest = i >> 3, t = t0 + (rest / CH) * 8 + (i & 7), c = rest % CH;
+            int r, c;
+            L::rc(i, r, c);
+            const int t = t0 + r;
             const bool ok = t < kend;
-            const int tt = ok ? t : t0, page = tt >> psShift;
+            const int tt = ok ? t : t0, page = tt >> psShift, so = L::template off<BN>(r, c);
             const long long o = ((long long)(tt & psMask) * D + c * 8) * 2;
             const char* kr = (const char*)(pgOK ? pg[b][0][page - p0] : ptrs[kOff + page]);
             const char* vr = (const char*)(pgOK ? pg[b][1][page - p0] : ptrs[vOff + page]);
-            wg_cp16(ks + i * 16, kr + o, ok);
-            wg_cp16(vs + i * 16, vr + o, ok);
+            wg_cp16(ks + so, kr + o, ok);
+            wg_cp16(vs + so, vr + o, ok);
         }
         for (int i = tid; i < BN; i += NT) {
             const int t = t0 + i;
@@ -462,11 +579,117 @@ __device__ __forceinline__ void flash_wg(float* __restrict__ out, const float* _
     float ma = NEG_INF, mb = NEG_INF, la = 0.f, lb = 0.f;  // running max (raw scores) and sum
     // Descriptors (the file's header): +16 (256 bytes) a 16-channel step of
     // Q K^T, +2*D (two core matrices of tokens) a 16-key step of P V.
-    const u64 qdesc = wg_desc(Qs + wg * 64 * D * 2, 128, D * 16);
+    const u64 qdesc = L::qdesc(Qs, wg);
     u32 pf[BN / 16][4];  // P of the tile whose P V runs (MODE 1, 2; zero before the first)
 #pragma unroll
     for (int kk = 0; kk < BN / 16; ++kk) pf[kk][0] = pf[kk][1] = pf[kk][2] = pf[kk][3] = 0u;
 
+    if constexpr (MODE == 3) {
+        static_assert(NWG == 2, "MODE 3: one warpgroup stages K, the other V");
+        // fullb[0][b]: K and positions of buffer b landed (staged by
+        // warpgroup 0), fullb[1][b]: V (warpgroup 1); emptyb[b]: both
+        // warpgroups are done with buffer b. Tiles are counted from it0 (u)
+        // so that buffer u % NS's phases alternate.
+        __shared__ __align__(8) u64 fullb[2][NS], emptyb[NS];
+        const int wt = tid & 127, kv = wg;  // kv 0: this warpgroup stages K and positions, 1: V
+        const int off = kv ? vOff : kOff;
+        if (tid == 0) {
+            for (int i = 0; i < NS; ++i) {
+                mb_init(&fullb[0][i], 128);
+                mb_init(&fullb[1][i], 128);
+                mb_init(&emptyb[i], NT);
+            }
+        }
+        auto ptrs3 = [&](int u) {  // the page pointers of this warpgroup's half of tile it0 + u
+            const int it = it0 + u;
+            if (!pgOK || it >= ntiles || wt >= PG) return;
+            const int p0 = (it * BN) >> psShift, np = ((min(it * BN + BN, kend) - 1) >> psShift) - p0 + 1;
+            wg_cp8(&pg[u % NS][kv][wt], ptrs + off + p0 + (wt < np ? wt : 0), wt < np);
+        };
+        auto stage3 = [&](int u) {  // this warpgroup's half of tile it0 + u, and the next tile's pointers
+            const int b = u % NS, t0 = (it0 + u) * BN, p0 = t0 >> psShift;
+            unsigned char* dst = (kv ? Vs : Ks) + b * KT;
+#pragma unroll 4
+            for (int i = wt; i < BN * CH; i += 128) {
+                int r, c;
+                L::rc(i, r, c);
+                const int t = t0 + r;
+                const bool ok = t < kend;
+                const int tt = ok ? t : t0, page = tt >> psShift;
+                const long long o = ((long long)(tt & psMask) * D + c * 8) * 2;
+                const char* src = (const char*)(pgOK ? pg[b][kv][page - p0] : ptrs[off + page]);
+                wg_cp16(dst + L::template off<BN>(r, c), src + o, ok);
+            }
+            if (kv == 0) {
+                for (int i = wt; i < BN; i += 128) {
+                    const int t = t0 + i;
+                    if (t < kend && pos) {
+                        wg_cp4(&kp[b * BN + i], pos + t);
+                    } else {
+                        kp[b * BN + i] = t < kend ? 0 : 0x7fffffff;
+                    }
+                }
+            }
+            ptrs3(u + 1);
+            fl_commit();
+        };
+        ptrs3(0);
+        fl_commit();
+        fl_wait<0>();
+        __syncthreads();  // the barriers are set up, tile it0's pointers are in
+        if (it0 < ntiles) {
+            stage3(0);
+            fl_wait<0>();
+            wg_proxy_fence();
+            mb_arrive(&fullb[kv][0]);
+            if (it0 + 1 < ntiles) {
+                mb_wait(&fullb[kv][0], 0);  // tile it0 + 1's pointers, copied by this warpgroup
+                stage3(1);
+            }
+        }
+        if (wg == 1 && it0 < ntiles) bar_arrive(1, NT);  // warpgroup 0 takes the tensor cores first
+        // Per tile the two warpgroups take turns at the tensor cores (named
+        // barriers 1 and 2): 0 issues Q K^T while 1 runs its softmax, then 1
+        // issues Q K^T while 0 runs its softmax, and so on for P V; each
+        // warpgroup publishes its half of the next tile once its Q K^T is
+        // issued and stages the tile after that at the end.
+        for (int u = 0; it0 + u < ntiles; ++u) {
+            const int it = it0 + u, b = u % NS, par = (u / NS) & 1;
+            const bool more = it + 1 < ntiles, more2 = it + 2 < ntiles;
+            bar_sync(1 + wg, NT);
+            mb_wait(&fullb[0][b], par);
+            const int* kps = kp + b * BN;
+            const bool full = sorted && kps[BN - 1] <= wmin && kps[0] > be_win_lo(wmax, window);
+            wg_qk_issue<D, BN, L>(s, qdesc, L::kdesc(Ks + b * KT));
+            bar_arrive(2 - wg, NT);
+            if (more) {  // tile it + 1's half from this warpgroup has landed: publish it
+                fl_wait<0>();
+                wg_proxy_fence();
+                mb_arrive(&fullb[kv][(u + 1) % NS]);
+            }
+            wg_wait<0>();
+            wg_hold(s);
+            float ca, cb;
+            if (full) {
+                wg_softmax<BN, true>(s, kps, tig, qa, qb, wla, wlb, scaleLog2, ma, mb, la, lb, pf, ca, cb);
+            } else {
+                wg_softmax<BN, false>(s, kps, tig, qa, qb, wla, wlb, scaleLog2, ma, mb, la, lb, pf, ca, cb);
+            }
+            wg_scale<D>(o, ca, cb);
+            bar_sync(1 + wg, NT);
+            mb_wait(&fullb[1][b], par);
+            wg_pv_issue<D, BN, L>(o, pf, L::vdesc(Vs + b * KT));
+            if (wg == 0 || more) bar_arrive(2 - wg, NT);  // warpgroup 1's last would be left unmatched
+            wg_wait<0>();
+            wg_hold(o);
+            mb_arrive(&emptyb[b]);
+            if (more2) {
+                mb_wait(&fullb[kv][(u + 1) % NS], ((u + 1) / NS) & 1);  // tile it + 1's pointers
+                if (u >= 1) mb_wait(&emptyb[(u + 2) % NS], ((u - 1) / NS) & 1);  // tile it - 1 is done with
+                stage3(u + 2);
+            }
+        }
+    } else {
     pages(it0);
     fl_commit();
     fl_wait<0>();
@@ -481,7 +704,7 @@ __device__ __forceinline__ void flash_wg(float* __restrict__ out, const float* _
         __syncthreads();
         if (it + 1 < ntiles) stage(it + 1);
         const int* kps = kp + b * BN;
-        const u64 kdesc = wg_desc(Ks + b * KT, 128, D * 16);
+        const u64 kdesc = L::kdesc(Ks + b * KT);
         const bool full = sorted && kps[BN - 1] <= wmin && kps[0] > be_win_lo(wmax, window);
         if constexpr (MODE == 1) {
             // P V of the previous tile (of this one, with P zero, at the
@@ -489,29 +712,30 @@ __device__ __forceinline__ void flash_wg(float* __restrict__ out, const float* _
             // softmax while it runs. Each branch holds whole wgmma stages:
             // a stage split by a branch makes ptxas serialize the wgmmas.
             const int bp = (it > it0 ? it - 1 : it) % NS;
-            const u64 vdesc = wg_desc(Vs + bp * KT, D * 16, 128);
+            const u64 vdesc = L::vdesc(Vs + bp * KT);
             if (full) {
-                wg_pipe_step<D, BN, true>(s, o, pf, qdesc, kdesc, vdesc, kps, tig, qa, qb, wla, wlb, scaleLog2, ma, mb,
+                wg_pipe_step<D, BN, L, true>(s, o, pf, qdesc, kdesc, vdesc, kps, tig, qa, qb, wla, wlb, scaleLog2, ma, mb,
                                           la, lb);
             } else {
-                wg_pipe_step<D, BN, false>(s, o, pf, qdesc, kdesc, vdesc, kps, tig, qa, qb, wla, wlb, scaleLog2, ma, mb,
+                wg_pipe_step<D, BN, L, false>(s, o, pf, qdesc, kdesc, vdesc, kps, tig, qa, qb, wla, wlb, scaleLog2, ma, mb,
                                            la, lb);
             }
         } else if (MODE == 2 && (wg & 1)) {
             // P V of the previous tile (P zero at the first), then the
             // scores and softmax of this one.
-            wg_pv<D, BN>(o, pf, wg_desc(Vs + ((it > it0 ? it - 1 : it) % NS) * KT, D * 16, 128));
-            wg_scores<D, BN>(s, o, pf, qdesc, kdesc, full, kps, tig, qa, qb, wla, wlb, scaleLog2, ma, mb, la, lb);
+            wg_pv<D, BN, L>(o, pf, L::vdesc(Vs + ((it > it0 ? it - 1 : it) % NS) * KT));
+            wg_scores<D, BN, L>(s, o, pf, qdesc, kdesc, full, kps, tig, qa, qb, wla, wlb, scaleLog2, ma, mb, la, lb);
         } else {
             const bool skip = sorted && (kps[0] > wmax || kps[BN - 1] <= be_win_lo(wmin, window));
             if (!skip) {
-                wg_scores<D, BN>(s, o, pf, qdesc, kdesc, full, kps, tig, qa, qb, wla, wlb, scaleLog2, ma, mb, la, lb);
-                wg_pv<D, BN>(o, pf, wg_desc(Vs + b * KT, D * 16, 128));
+                wg_scores<D, BN, L>(s, o, pf, qdesc, kdesc, full, kps, tig, qa, qb, wla, wlb, scaleLog2, ma, mb, la, lb);
+                wg_pv<D, BN, L>(o, pf, L::vdesc(Vs + b * KT));
             }
         }
     }
     if ((MODE == 1 || (MODE == 2 && (wg & 1))) && it0 < ntiles)  // P V of the last tile
-        wg_pv<D, BN>(o, pf, wg_desc(Vs + ((ntiles - 1) % NS) * KT, D * 16, 128));
+        wg_pv<D, BN, L>(o, pf, L::vdesc(Vs + ((ntiles - 1) % NS) * KT));
+    }
 
     const float sa = fl_quad_sum(la), sb = fl_quad_sum(lb);
     const float ia = sa > 0.f ? 1.f / sa : 0.f, ib = sb > 0.f ? 1.f / sb : 0.f;
@@ -530,18 +754,22 @@ __device__ __forceinline__ void flash_wg(float* __restrict__ out, const float* _
 #endif
 }
 
-// WG_SMEM is the dynamic shared memory of flash_wg<D, NWG, BN, MODE>.
-#define WG_SMEM(D, NWG, BN, MODE) (64 * (NWG) * (D) * 2 + ((MODE) ? 3 : 2) * (BN) * ((D) * 4 + 4))
+// WG_SMEM is the dynamic shared memory of flash_wg<D, NWG, BN, MODE, SW>.
+#define WG_SMEM(D, NWG, BN, MODE, SW) (64 * (NWG) * (D) * 2 + ((MODE) ? 3 : 2) * (BN) * ((D) * 4 + 4) + ((SW) ? 1024 : 0))
 
-#define WG_KERNEL(D, NWG, BN, MODE)                                                                                 \
-    extern "C" __global__ void __launch_bounds__(128 * NWG, 1) flash_wg_d##D##_g##NWG##_n##BN##_m##MODE(            \
-        float* out, const float* q, const u64* ptrs, const int* ints, int heads, int kvHeads, float scaleLog2,       \
-        int rowOff, int rows, int sorted, int psShift, float* lse, int window) {                                     \
-        flash_wg<D, NWG, BN, MODE>(out, q, ptrs, ints, heads, kvHeads, scaleLog2, rowOff, rows, sorted, psShift,   \
-                                   lse, window);                                                                     \
+#define WG_KERNEL_AS(NAME, D, NWG, BN, MODE, SW)                                                                     \
+    extern "C" __global__ void __launch_bounds__(128 * NWG, 1)                                                       \
+        NAME(float* out, const float* q, const u64* ptrs, const int* ints, int heads, int kvHeads, float scaleLog2,  \
+             int rowOff, int rows, int sorted, int psShift, float* lse, int window) {                                \
+        flash_wg<D, NWG, BN, MODE, SW>(out, q, ptrs, ints, heads, kvHeads, scaleLog2, rowOff, rows, sorted, psShift, \
+                                       lse, window);                                                                 \
     }
+#define WG_KERNEL(D, NWG, BN, MODE) WG_KERNEL_AS(flash_wg_d##D##_g##NWG##_n##BN##_m##MODE, D, NWG, BN, MODE, 0)
+#define WG_KERNEL_SW(D, NWG, BN, MODE, SW) \
+    WG_KERNEL_AS(flash_wg_d##D##_g##NWG##_n##BN##_m##MODE##_w##SW, D, NWG, BN, MODE, SW)
 
-// The variants KVBENCH_FLASH chooses among (gNWG nBN; s: MODE 0, k: MODE 2).
+// The variants KVBENCH_FLASH chooses among (gNWG nBN; s: MODE 0, k: MODE 2,
+// p: MODE 3; _wSW: the swizzled layouts).
 #if KVB_IN(11)
 extern "C" __global__ void __launch_bounds__(128) wg_probe64(float* out, const bf16* a, const bf16* b, int mode, int lbo,
                                                            int sbo) {
@@ -555,4 +783,14 @@ WG_KERNEL(128, 2, 128, 1)
 WG_KERNEL(128, 2, 128, 0)
 WG_KERNEL(128, 2, 128, 2)
 WG_KERNEL(128, 2, 64, 2)
+WG_KERNEL(64, 2, 128, 3)
+WG_KERNEL(64, 2, 64, 3)
+WG_KERNEL(128, 2, 128, 3)
+WG_KERNEL(128, 2, 64, 3)
+WG_KERNEL_SW(64, 2, 128, 0, 1)
+WG_KERNEL_SW(128, 2, 128, 0, 1)
+WG_KERNEL_SW(64, 2, 64, 2, 1)
+WG_KERNEL_SW(128, 2, 64, 2, 1)
+WG_KERNEL_SW(64, 2, 64, 3, 1)
+WG_KERNEL_SW(128, 2, 64, 3, 1)
 #endif

@@ -456,20 +456,24 @@ func (b *Backend) attendFlash(a *runtime.AttnArgs, rowOff int32) {
 // flashShape is a variant of the prefill attention kernel: warps per block,
 // m-tiles of 16 rows per warp (flash_prefill), keys per tile, whether it is
 // flash_wg (warpgroups of four warps, 64 rows each) and, for flash_wg, the
-// order of a warpgroup's work (MODE in prefill_wg.cu).
+// order of a warpgroup's work (MODE in prefill_wg.cu) and its shared-memory
+// layout (SW: 0 core matrices, 1 the 128-byte swizzle).
 type flashShape struct {
 	warps, mtiles, keys int
 	wg                  bool
-	mode                int
+	mode, sw            int
 }
 
 // flashShapes are the compiled variants (FLASH_KERNEL in prefill.cu,
 // WG_KERNEL in prefill_wg.cu), by their KVBENCH_FLASH name.
 var flashShapes = map[string]flashShape{
-	"w4m1n64": {4, 1, 64, false, 0}, "w4m2n64": {4, 2, 64, false, 0},
-	"w8m1n64": {8, 1, 64, false, 0}, "w4m2n32": {4, 2, 32, false, 0},
-	"g2n128": {8, 1, 128, true, 1}, "g2n128s": {8, 1, 128, true, 0},
-	"g2n128k": {8, 1, 128, true, 2}, "g2n64k": {8, 1, 64, true, 2},
+	"w4m1n64": {4, 1, 64, false, 0, 0}, "w4m2n64": {4, 2, 64, false, 0, 0},
+	"w8m1n64": {8, 1, 64, false, 0, 0}, "w4m2n32": {4, 2, 32, false, 0, 0},
+	"g2n128": {8, 1, 128, true, 1, 0}, "g2n128s": {8, 1, 128, true, 0, 0},
+	"g2n128k": {8, 1, 128, true, 2, 0}, "g2n64k": {8, 1, 64, true, 2, 0},
+	"g2n128p": {8, 1, 128, true, 3, 0}, "g2n64p": {8, 1, 64, true, 3, 0},
+	"g2n128w": {8, 1, 128, true, 0, 1},
+	"g2n64kw": {8, 1, 64, true, 2, 1}, "g2n64pw": {8, 1, 64, true, 3, 1},
 }
 
 // chooseFlash is the variant KVBENCH_FLASH names (name), or the default
@@ -513,7 +517,11 @@ func (f flashShape) kernel(hd int) (string, int) {
 		if f.mode != 0 {
 			stages = 3
 		}
-		return fmt.Sprintf("flash_wg_d%d_g%d_n%d_m%d", hd, f.warps/4, f.keys, f.mode), f.rows()*hd*2 + stages*f.keys*(hd*4+4)
+		name, smem := fmt.Sprintf("flash_wg_d%d_g%d_n%d_m%d", hd, f.warps/4, f.keys, f.mode), f.rows()*hd*2+stages*f.keys*(hd*4+4)
+		if f.sw != 0 {
+			name, smem = fmt.Sprintf("%s_w%d", name, f.sw), smem+1024
+		}
+		return name, smem
 	}
 	return fmt.Sprintf("flash_prefill_d%d_w%d_m%d_n%d", hd, f.warps, f.mtiles, f.keys),
 		(16*f.warps*f.mtiles+4*f.keys)*(hd+8)*2 + 2*f.keys*4
