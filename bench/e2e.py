@@ -124,26 +124,43 @@ def time_model(args):
 
 @torch.no_grad()
 def sdpa(args):
+    import contextlib
+
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
+    # flash: the FlashAttention-2 backend; cudnn: cuDNN's attention; default:
+    # whatever PyTorch's dispatcher picks (what transformers gets).
+    chosen = {"flash": lambda: sdpa_kernel(SDPBackend.FLASH_ATTENTION),
+              "cudnn": lambda: sdpa_kernel(SDPBackend.CUDNN_ATTENTION),
+              "default": contextlib.nullcontext}
+    backends = args.backends.split(",")
+    for b in backends:
+        if b not in chosen:
+            raise SystemExit(f"sdpa: --backends: {b!r} is not one of {', '.join(sorted(chosen))}")
     print("| shape | L | ms | TFLOP/s |\n|---|---:|---:|---:|")
     for name, heads, kv, hd in [("1B 32/8 d64", 32, 8, 64), ("8B 32/8 d128", 32, 8, 128)]:
         for n in [int(x) for x in args.lengths.split(",")]:
             q = torch.randn(1, heads, n, hd, device="cuda", dtype=torch.bfloat16)
             k = torch.randn(1, kv, n, hd, device="cuda", dtype=torch.bfloat16)
             v = torch.randn(1, kv, n, hd, device="cuda", dtype=torch.bfloat16)
-            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-                f = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-                f()
-                ts = []
-                for _ in range(5):
-                    s, _ = sync_time(f)
-                    ts.append(s)
-            ts.sort()
-            ms = ts[len(ts) // 2] * 1e3
-            flops = 4 * n * n / 2 * hd * heads
-            print(f"| SDPA {name} | {n} | {ms:.2f} | {flops / ms / 1e9:.0f} |", flush=True)
+            for b in backends:
+                label = "SDPA" if b == "flash" else f"SDPA-{b}"
+                try:
+                    with chosen[b]():
+                        f = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+                        f()
+                        ts = []
+                        for _ in range(5):
+                            s, _ = sync_time(f)
+                            ts.append(s)
+                except RuntimeError as e:
+                    print(f"| {label} {name} | {n} | error: {str(e).splitlines()[0][:80]} | |", flush=True)
+                    continue
+                ts.sort()
+                ms = ts[len(ts) // 2] * 1e3
+                flops = 4 * n * n / 2 * hd * heads
+                print(f"| {label} {name} | {n} | {ms:.2f} | {flops / ms / 1e9:.0f} |", flush=True)
 
 
 def main():
@@ -161,6 +178,7 @@ def main():
     a.add_argument("--passkey", type=int, default=0)
     a = sub.add_parser("sdpa")
     a.add_argument("--lengths", default="4096,16384,32768")
+    a.add_argument("--backends", default="flash", help="comma-separated: flash, cudnn, default")
     args = p.parse_args()
     {"make": make, "time": time_model, "sdpa": sdpa}[args.cmd](args)
 

@@ -11,7 +11,8 @@
 # VARIANTS (default "g2n128 g2n128s g2n128k g2n64k w4m2n64"), LENGTHS
 # (4096,16384,32768); TESTS=0 skips the tests, NCU=0 the profiles
 # (NCU_VARIANTS, default "g2n128 g2n128s"); SASS=1 writes the d128 wgmma
-# kernels' SASS to $OUT.
+# kernels' SASS to $OUT; SDPA_BACKENDS (default flash; also cudnn, default)
+# the PyTorch backends timed beside.
 set -u
 B=$PWD/${CARRY:-.gpucarry}
 export KVBENCH_CUDA_CACHE=/tmp/kc PYTHONUNBUFFERED=1 KVBENCH_NVRTC_OPTS="-lineinfo --ptxas-options=-v"
@@ -50,4 +51,4 @@ if [ "${NCU:-1}" = 1 ]; then # one d128 launch at 16K a variant, under Nsight Co
 	done
 fi
 cd ../..
-timeout 120 python3 bench/e2e.py sdpa --lengths $L 2>&1 | grep -E "^\| SDPA|Error"; el sdpa
+timeout 150 python3 bench/e2e.py sdpa --lengths $L --backends ${SDPA_BACKENDS:-flash} 2>&1 | grep -E "^\| SDPA|Error"; el sdpa

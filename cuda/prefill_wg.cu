@@ -472,16 +472,22 @@ __device__ __forceinline__ void flash_wg(float* __restrict__ out, const float* _
     constexpr int BM = 64 * NWG, NT = 128 * NWG, CH = D / 8, NS = MODE ? 3 : 2;
     constexpr int KT = BN * D * 2;  // bytes of a K or V tile
     using L = WGL<D, BM, BN, SW>;
-    extern __shared__ __align__(128) unsigned char wg_smem[];
-    // [BM rows] of D channels; the swizzled tiles start on 1024 bytes (the
-    // kernel has that much more shared memory: WG_SMEM).
-    unsigned char* Qs = SW ? (unsigned char*)(((unsigned long long)wg_smem + 1023) & ~1023ull) : wg_smem;
+    // Everything in dynamic shared memory (WG_SMEM), the tiles first: with
+    // no static shared memory the block's dynamic shared memory starts on
+    // 1024 bytes, which the swizzled layout needs (checked below).
+    extern __shared__ __align__(1024) unsigned char wg_smem[];
+    unsigned char* Qs = wg_smem;            // [BM rows] of D channels
     unsigned char* Ks = Qs + BM * D * 2;    // [NS] tiles of BN keys
     unsigned char* Vs = Ks + NS * KT;       // [NS] tiles of BN values
     int* kp = (int*)(Vs + NS * KT);         // [NS][BN] key positions
     constexpr int PG = 16;  // page pointers a tile's K or V holds in shared memory
-    __shared__ int qmaxs, qmins, wgb[NWG * 4][2];
-    __shared__ __align__(16) u64 pg[NS][2][PG];
+    u64(*pg)[2][PG] = (u64(*)[2][PG])(kp + NS * BN);  // [NS][K, V][PG]
+    u64(*fullb)[NS] = (u64(*)[NS])(pg + NS);          // MODE 3's mbarriers: [K, V][NS], then emptyb [NS]
+    u64* emptyb = fullb[2];
+    int* misc = (int*)(emptyb + NS);
+    int &qmaxs = misc[0], &qmins = misc[1];
+    int(*wgb)[2] = (int(*)[2])(misc + 2);  // [NWG * 4]: each warp's lowest and highest row position
+    if (SW && ((u32)__cvta_generic_to_shared(wg_smem) & 1023u)) __trap();
 
     const int tid = threadIdx.x, wg = tid >> 7, wq = (tid >> 5) & 3, lane = tid & 31, tig = lane & 3;
     const int z = gridDim.x - 1 - blockIdx.x;  // the longest row tiles first
@@ -590,7 +596,6 @@ __device__ __forceinline__ void flash_wg(float* __restrict__ out, const float* _
         // warpgroup 0), fullb[1][b]: V (warpgroup 1); emptyb[b]: both
         // warpgroups are done with buffer b. Tiles are counted from it0 (u)
         // so that buffer u % NS's phases alternate.
-        __shared__ __align__(8) u64 fullb[2][NS], emptyb[NS];
         const int wt = tid & 127, kv = wg;  // kv 0: this warpgroup stages K and positions, 1: V
         const int off = kv ? vOff : kOff;
         if (tid == 0) {
@@ -754,8 +759,12 @@ __device__ __forceinline__ void flash_wg(float* __restrict__ out, const float* _
 #endif
 }
 
-// WG_SMEM is the dynamic shared memory of flash_wg<D, NWG, BN, MODE, SW>.
-#define WG_SMEM(D, NWG, BN, MODE, SW) (64 * (NWG) * (D) * 2 + ((MODE) ? 3 : 2) * (BN) * ((D) * 4 + 4) + ((SW) ? 1024 : 0))
+// WG_SMEM is the dynamic shared memory of flash_wg<D, NWG, BN, MODE, SW> (any SW):
+// Q, NS stages of K, V and positions, NS stages of page pointers (16 for K
+// and 16 for V), 3 NS mbarriers, two row bounds and a warp's two.
+#define WG_NS(MODE) ((MODE) ? 3 : 2)
+#define WG_SMEM(D, NWG, BN, MODE) \
+    (64 * (NWG) * (D) * 2 + WG_NS(MODE) * (BN) * ((D) * 4 + 4) + WG_NS(MODE) * 2 * 16 * 8 + 3 * WG_NS(MODE) * 8 + (2 + (NWG) * 8) * 4)
 
 #define WG_KERNEL_AS(NAME, D, NWG, BN, MODE, SW)                                                                     \
     extern "C" __global__ void __launch_bounds__(128 * NWG, 1)                                                       \
@@ -793,4 +802,8 @@ WG_KERNEL_SW(64, 2, 64, 2, 1)
 WG_KERNEL_SW(128, 2, 64, 2, 1)
 WG_KERNEL_SW(64, 2, 64, 3, 1)
 WG_KERNEL_SW(128, 2, 64, 3, 1)
+WG_KERNEL_SW(64, 2, 128, 2, 1)
+WG_KERNEL_SW(128, 2, 128, 2, 1)
+WG_KERNEL_SW(64, 2, 128, 3, 1)
+WG_KERNEL_SW(128, 2, 128, 3, 1)
 #endif

@@ -15,7 +15,7 @@ inline uint4 make_uint4(unsigned a,unsigned b,unsigned c,unsigned d){return {a,b
 inline float2 make_float2(float a,float b){return {a,b};}
 inline float4 make_float4(float a,float b,float c,float d){return {a,b,c,d};}
 struct dim3v {unsigned x,y,z;}; extern dim3v threadIdx, blockIdx, gridDim, blockDim;
-void __syncthreads(); void __syncwarp(unsigned m=0xffffffff);
+void __syncthreads(); void __syncwarp(unsigned m=0xffffffff); void __trap();
 template<class T> T __shfl_xor_sync(unsigned, T, int, int w=32); template<class T> T __shfl_sync(unsigned, T, int, int w=32);
 template<class T> T __shfl_down_sync(unsigned, T, int, int w=32); template<class T> T __shfl_up_sync(unsigned, T, int, int w=32);
 unsigned __ballot_sync(unsigned,int); unsigned __activemask(); int __popc(unsigned); int __ffs(int); int __clz(int);

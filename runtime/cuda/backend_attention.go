@@ -474,6 +474,7 @@ var flashShapes = map[string]flashShape{
 	"g2n128p": {8, 1, 128, true, 3, 0}, "g2n64p": {8, 1, 64, true, 3, 0},
 	"g2n128w": {8, 1, 128, true, 0, 1},
 	"g2n64kw": {8, 1, 64, true, 2, 1}, "g2n64pw": {8, 1, 64, true, 3, 1},
+	"g2n128kw": {8, 1, 128, true, 2, 1}, "g2n128pw": {8, 1, 128, true, 3, 1},
 }
 
 // chooseFlash is the variant KVBENCH_FLASH names (name), or the default
@@ -517,11 +518,11 @@ func (f flashShape) kernel(hd int) (string, int) {
 		if f.mode != 0 {
 			stages = 3
 		}
-		name, smem := fmt.Sprintf("flash_wg_d%d_g%d_n%d_m%d", hd, f.warps/4, f.keys, f.mode), f.rows()*hd*2+stages*f.keys*(hd*4+4)
+		name := fmt.Sprintf("flash_wg_d%d_g%d_n%d_m%d", hd, f.warps/4, f.keys, f.mode)
 		if f.sw != 0 {
-			name, smem = fmt.Sprintf("%s_w%d", name, f.sw), smem+1024
+			name = fmt.Sprintf("%s_w%d", name, f.sw)
 		}
-		return name, smem
+		return name, f.rows()*hd*2 + stages*f.keys*(hd*4+4) + stages*2*16*8 + 3*stages*8 + (2+f.warps*2)*4
 	}
 	return fmt.Sprintf("flash_prefill_d%d_w%d_m%d_n%d", hd, f.warps, f.mtiles, f.keys),
 		(16*f.warps*f.mtiles+4*f.keys)*(hd+8)*2 + 2*f.keys*4
