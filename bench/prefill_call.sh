@@ -8,9 +8,9 @@
 #   CGO_ENABLED=0 go test -c -ldflags="-s -w" -o .gpucarry/runtime_cuda.test ./runtime/cuda
 # then carry .gpucarry and run from the repository root:
 #   bash bench/prefill_call.sh 2>&1 | tee $OUT/prefill.log
-# VARIANTS (default "g2n128 g2n128s g2n128k g2n64k w4m2n64"), LENGTHS
+# VARIANTS (default "g2n128w g2n128kw g2n64kw g2n128s w4m2n64"), LENGTHS
 # (4096,16384,32768); TESTS=0 skips the tests, NCU=0 the profiles
-# (NCU_VARIANTS, default "g2n128 g2n128s"); SASS=1 writes the d128 wgmma
+# (NCU_VARIANTS, default "g2n128w"); SASS=1 writes the d128 wgmma
 # kernels' SASS to $OUT; SDPA_BACKENDS (default flash; also cudnn, default)
 # the PyTorch backends timed beside.
 set -u
@@ -31,17 +31,17 @@ if [ "${TESTS:-1}" = 1 ]; then
 fi
 if [ "${SASS:-0}" = 1 ]; then # the SASS of the d128 wgmma kernels, from NVRTC's cache (after a run)
 	F=$(grep -l flash_wg_d128 $(find $KVBENCH_CUDA_CACHE -name '*.cubin') | head -1)
-	for k in $(cuobjdump -symbols $F 2>/dev/null | grep -oE 'flash_wg_d128_g2_n128_m[0-2]' | sort -u); do
+	for k in $(cuobjdump -symbols $F 2>/dev/null | grep -oE 'flash_wg_d128_g2_n(64|128)_m[0-2](_w1)?' | sort -u); do
 		cuobjdump -sass -fun $k $F > $OUT/sass_$k.txt 2>&1
 		echo "$k: $(grep -cE '^\s+/\*[0-9a-f]{4}\*/' $OUT/sass_$k.txt) instructions"
 	done
 fi
-for v in ${VARIANTS:-g2n128 g2n128s g2n128k g2n64k w4m2n64}; do
+for v in ${VARIANTS:-g2n128w g2n128kw g2n64kw g2n128s w4m2n64}; do
 	KVBENCH_FLASH=$v KVBENCH_FLASH_BENCH=$L timeout 120 $B/runtime_cuda.test -test.run 'TestFlashPrefillTiming$' -test.v -test.count=1 2>&1 |
 		grep -E "^\| [18]B|FAIL|panic|error" | sed "s/^/$v /"; el timing $v
 done
 if [ "${NCU:-1}" = 1 ]; then # one d128 launch at 16K a variant, under Nsight Compute
-	for v in ${NCU_VARIANTS:-g2n128 g2n128s}; do
+	for v in ${NCU_VARIANTS:-g2n128w}; do
 		KVBENCH_FLASH=$v KVBENCH_FLASH_BENCH=16384 timeout 200 ncu --clock-control none -k regex:flash_wg_d128 --launch-skip 1 --launch-count 1 \
 			--section SpeedOfLight --section ComputeWorkloadAnalysis --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis \
 			--metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio' \

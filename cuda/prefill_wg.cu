@@ -126,15 +126,6 @@ __device__ __forceinline__ void wg_hold(float (&d)[N]) {
     for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
-// wg_hold_a is wg_hold for the registers of an A operand (P).
-template <int N>
-__device__ __forceinline__ void wg_hold_a(u32 (&a)[N][4]) {
-#pragma unroll
-    for (int i = 0; i < N; ++i)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) asm volatile("" : "+r"(a[i][e])::"memory");
-}
-
 // wg_ss: d (+)= A B, m64nNk16, A and B K-major in shared memory.
 // wg_rs: d += A B, m64nNk16, A (four registers a lane, the mma.sync
 // m16n8k16 A layout per warp) and B MN-major in shared memory.
@@ -255,39 +246,6 @@ __device__ __forceinline__ void wg_probe(float* out, const bf16* a, const bf16* 
 }
 
 #if KVB_WG
-// mbarriers (MODE 3): init by one thread before a __syncthreads; arrive
-// (release); wait for the completion of the phase of the given parity
-// (acquire).
-__device__ __forceinline__ void mb_init(u64* bar, int count) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"((u32)__cvta_generic_to_shared(bar)), "r"(count)
-                 : "memory");
-}
-
-__device__ __forceinline__ void mb_arrive(u64* bar) {
-    asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}" ::"r"(
-                     (u32)__cvta_generic_to_shared(bar))
-                 : "memory");
-}
-
-__device__ __forceinline__ void mb_wait(u64* bar, int parity) {
-    const u32 a = (u32)__cvta_generic_to_shared(bar);
-    u32 done = 0;
-    while (!done) {
-        asm volatile(
-            "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}"
-            : "=r"(done)
-            : "r"(a), "r"(parity)
-            : "memory");
-    }
-}
-
-// Named barriers of n threads (0 is __syncthreads'): bar_sync waits for
-// the barrier, bar_arrive counts this thread in without waiting.
-__device__ __forceinline__ void bar_sync(int id, int n) { asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(n) : "memory"); }
-__device__ __forceinline__ void bar_arrive(int id, int n) {
-    asm volatile("bar.arrive %0, %1;" ::"r"(id), "r"(n) : "memory");
-}
-
 template <int N>
 __device__ __forceinline__ void wg_wait() {
     asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
@@ -361,39 +319,6 @@ __device__ __forceinline__ void wg_scale(float (&o)[D / 2], float ca, float cb) 
     }
 }
 
-// wg_pipe_step is MODE 1's work on one key tile: Q K^T of this tile and P V
-// of the previous one (pf: its P) issued together, this tile's softmax while
-// P V runs, then the rescale; pf becomes this tile's P. The whole wgmma stage
-// sits in one function per FULL: a stage split by a branch makes ptxas
-// serialize the wgmmas.
-template <int D, int BN, class L, bool FULL>
-__device__ __forceinline__ void wg_pipe_step(float (&s)[BN / 2], float (&o)[D / 2], u32 (&pf)[BN / 16][4], u64 qdesc,
-                                             u64 kdesc, u64 vdesc, const int* kps, int tig, int qa, int qb, int wla,
-                                             int wlb, float scaleLog2, float& ma, float& mb, float& la, float& lb) {
-    wg_fence();
-    wg_hold(s);
-    wg_hold(o);
-#pragma unroll
-    for (int k = 0; k < D / 16; ++k) wg_ss(s, qdesc + L::qstep(k), kdesc + L::kstep(k), k);
-    wg_commit();
-#pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk) wg_rs(o, pf[kk], vdesc + L::vstep(kk));
-    wg_commit();
-    wg_wait<1>();
-    wg_hold(s);
-    u32 pn[BN / 16][4];
-    float ca, cb;
-    wg_softmax<BN, FULL>(s, kps, tig, qa, qb, wla, wlb, scaleLog2, ma, mb, la, lb, pn, ca, cb);
-    wg_wait<0>();
-    wg_hold(o);
-    wg_hold_a(pf);  // P's registers feed the P V until the wait: the copy below must not move above it
-    wg_scale<D>(o, ca, cb);
-#pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) pf[kk][e] = pn[kk][e];
-}
-
 // wg_scores computes a tile's S = Q K^T (and waits for it), its softmax
 // into P (p), and rescales o by the softmax's factors.
 template <int D, int BN, class L>
@@ -416,26 +341,6 @@ __device__ __forceinline__ void wg_scores(float (&s)[BN / 2], float (&o)[D / 2],
     wg_scale<D>(o, ca, cb);
 }
 
-// wg_qk_issue starts S = Q K^T of one tile (MODE 3; wg_wait<0> retires it).
-template <int D, int BN, class L>
-__device__ __forceinline__ void wg_qk_issue(float (&s)[BN / 2], u64 qdesc, u64 kdesc) {
-    wg_fence();
-    wg_hold(s);
-#pragma unroll
-    for (int k = 0; k < D / 16; ++k) wg_ss(s, qdesc + L::qstep(k), kdesc + L::kstep(k), k);
-    wg_commit();
-}
-
-// wg_pv_issue starts o += P V (MODE 3; wg_wait<0> retires it).
-template <int D, int BN, class L>
-__device__ __forceinline__ void wg_pv_issue(float (&o)[D / 2], const u32 (&p)[BN / 16][4], u64 vdesc) {
-    wg_fence();
-    wg_hold(o);
-#pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk) wg_rs(o, p[kk], vdesc + L::vstep(kk));
-    wg_commit();
-}
-
 // wg_pv adds P V (P in p, V at vdesc) to o and waits for it.
 template <int D, int BN, class L>
 __device__ __forceinline__ void wg_pv(float (&o)[D / 2], const u32 (&p)[BN / 16][4], u64 vdesc) {
@@ -451,18 +356,15 @@ __device__ __forceinline__ void wg_pv(float (&o)[D / 2], const u32 (&p)[BN / 16]
 
 // flash_wg: the arguments of flash_prefill less kvt (pages are bf16).
 // MODE orders a warpgroup's work on a key tile j: 0, scores, softmax, P V,
-// one after another (two tiles staged); 1 overlaps the softmax with the
-// tensor cores within the warpgroup: the scores of tile j are computed
-// while P V of tile j-1 runs, and the softmax of tile j runs while P V of
-// tile j-1 finishes; 2 runs the odd warpgroups half a tile behind the even
-// ones (P V of tile j-1, then the scores and softmax of tile j), so that one
-// warpgroup's softmax meets the other's products; 3 (two warpgroups) has
-// warpgroup 0 stage K and warpgroup 1 V, each tile published by mbarriers
-// instead of a block-wide barrier, and the warpgroups take turns at the
-// tensor cores (ping-pong: one's softmax while the other's products run).
-// 1, 2 and 3 stage three tiles. (Another order, a producer warp staging
-// every tile behind mbarriers, was 1.7x slower on the H200 and is gone:
-// docs/gpu-notes.md.)
+// one after another (two tiles staged); 2 runs the odd warpgroups half a
+// tile behind the even ones (P V of tile j-1, then the scores and softmax
+// of tile j; three tiles staged), so that one warpgroup's softmax meets the
+// other's products. Orders measured slower on the H200 and removed
+// (docs/gpu-notes.md): MODE 1, the softmax of tile j beside P V of tile j-1
+// within a warpgroup (ptxas serialises its wgmmas, C7513; in 82f2d6d);
+// MODE 3, one warpgroup staging K and the other V behind mbarriers with the
+// warpgroups taking turns at the tensor cores (82f2d6d); a producer warp
+// staging every tile (fed074e).
 template <int D, int NWG, int BN, int MODE, int SW>
 __device__ __forceinline__ void flash_wg(float* __restrict__ out, const float* __restrict__ q,
                                          const u64* __restrict__ ptrs, const int* __restrict__ ints, int heads,
@@ -482,9 +384,7 @@ __device__ __forceinline__ void flash_wg(float* __restrict__ out, const float* _
     int* kp = (int*)(Vs + NS * KT);         // [NS][BN] key positions
     constexpr int PG = 16;  // page pointers a tile's K or V holds in shared memory
     u64(*pg)[2][PG] = (u64(*)[2][PG])(kp + NS * BN);  // [NS][K, V][PG]
-    u64(*fullb)[NS] = (u64(*)[NS])(pg + NS);          // MODE 3's mbarriers: [K, V][NS], then emptyb [NS]
-    u64* emptyb = fullb[2];
-    int* misc = (int*)(emptyb + NS);
+    int* misc = (int*)(pg + NS);
     int &qmaxs = misc[0], &qmins = misc[1];
     int(*wgb)[2] = (int(*)[2])(misc + 2);  // [NWG * 4]: each warp's lowest and highest row position
     if (SW && ((u32)__cvta_generic_to_shared(wg_smem) & 1023u)) __trap();
@@ -586,115 +486,10 @@ __device__ __forceinline__ void flash_wg(float* __restrict__ out, const float* _
     // Descriptors (the file's header): +16 (256 bytes) a 16-channel step of
     // Q K^T, +2*D (two core matrices of tokens) a 16-key step of P V.
     const u64 qdesc = L::qdesc(Qs, wg);
-    u32 pf[BN / 16][4];  // P of the tile whose P V runs (MODE 1, 2; zero before the first)
+    u32 pf[BN / 16][4];  // P of the tile whose P V runs (MODE 2's odd warpgroups; zero before the first)
 #pragma unroll
     for (int kk = 0; kk < BN / 16; ++kk) pf[kk][0] = pf[kk][1] = pf[kk][2] = pf[kk][3] = 0u;
 
-    if constexpr (MODE == 3) {
-        static_assert(NWG == 2, "MODE 3: one warpgroup stages K, the other V");
-        // fullb[0][b]: K and positions of buffer b landed (staged by
-        // warpgroup 0), fullb[1][b]: V (warpgroup 1); emptyb[b]: both
-        // warpgroups are done with buffer b. Tiles are counted from it0 (u)
-        // so that buffer u % NS's phases alternate.
-        const int wt = tid & 127, kv = wg;  // kv 0: this warpgroup stages K and positions, 1: V
-        const int off = kv ? vOff : kOff;
-        if (tid == 0) {
-            for (int i = 0; i < NS; ++i) {
-                mb_init(&fullb[0][i], 128);
-                mb_init(&fullb[1][i], 128);
-                mb_init(&emptyb[i], NT);
-            }
-        }
-        auto ptrs3 = [&](int u) {  // the page pointers of this warpgroup's half of tile it0 + u
-            const int it = it0 + u;
-            if (!pgOK || it >= ntiles || wt >= PG) return;
-            const int p0 = (it * BN) >> psShift, np = ((min(it * BN + BN, kend) - 1) >> psShift) - p0 + 1;
-            wg_cp8(&pg[u % NS][kv][wt], ptrs + off + p0 + (wt < np ? wt : 0), wt < np);
-        };
-        auto stage3 = [&](int u) {  // this warpgroup's half of tile it0 + u, and the next tile's pointers
-            const int b = u % NS, t0 = (it0 + u) * BN, p0 = t0 >> psShift;
-            unsigned char* dst = (kv ? Vs : Ks) + b * KT;
-#pragma unroll 4
-            for (int i = wt; i < BN * CH; i += 128) {
-                int r, c;
-                L::rc(i, r, c);
-                const int t = t0 + r;
-                const bool ok = t < kend;
-                const int tt = ok ? t : t0, page = tt >> psShift;
-                const long long o = ((long long)(tt & psMask) * D + c * 8) * 2;
-                const char* src = (const char*)(pgOK ? pg[b][kv][page - p0] : ptrs[off + page]);
-                wg_cp16(dst + L::template off<BN>(r, c), src + o, ok);
-            }
-            if (kv == 0) {
-                for (int i = wt; i < BN; i += 128) {
-                    const int t = t0 + i;
-                    if (t < kend && pos) {
-                        wg_cp4(&kp[b * BN + i], pos + t);
-                    } else {
-                        kp[b * BN + i] = t < kend ? 0 : 0x7fffffff;
-                    }
-                }
-            }
-            ptrs3(u + 1);
-            fl_commit();
-        };
-        ptrs3(0);
-        fl_commit();
-        fl_wait<0>();
-        __syncthreads();  // the barriers are set up, tile it0's pointers are in
-        if (it0 < ntiles) {
-            stage3(0);
-            fl_wait<0>();
-            wg_proxy_fence();
-            mb_arrive(&fullb[kv][0]);
-            if (it0 + 1 < ntiles) {
-                mb_wait(&fullb[kv][0], 0);  // tile it0 + 1's pointers, copied by this warpgroup
-                stage3(1);
-            }
-        }
-        if (wg == 1 && it0 < ntiles) bar_arrive(1, NT);  // warpgroup 0 takes the tensor cores first
-        // Per tile the two warpgroups take turns at the tensor cores (named
-        // barriers 1 and 2): 0 issues Q K^T while 1 runs its softmax, then 1
-        // issues Q K^T while 0 runs its softmax, and so on for P V; each
-        // warpgroup publishes its half of the next tile once its Q K^T is
-        // issued and stages the tile after that at the end.
-        for (int u = 0; it0 + u < ntiles; ++u) {
-            const int it = it0 + u, b = u % NS, par = (u / NS) & 1;
-            const bool more = it + 1 < ntiles, more2 = it + 2 < ntiles;
-            bar_sync(1 + wg, NT);
-            mb_wait(&fullb[0][b], par);
-            const int* kps = kp + b * BN;
-            const bool full = sorted && kps[BN - 1] <= wmin && kps[0] > be_win_lo(wmax, window);
-            wg_qk_issue<D, BN, L>(s, qdesc, L::kdesc(Ks + b * KT));
-            bar_arrive(2 - wg, NT);
-            if (more) {  // tile it + 1's half from this warpgroup has landed: publish it
-                fl_wait<0>();
-                wg_proxy_fence();
-                mb_arrive(&fullb[kv][(u + 1) % NS]);
-            }
-            wg_wait<0>();
-            wg_hold(s);
-            float ca, cb;
-            if (full) {
-                wg_softmax<BN, true>(s, kps, tig, qa, qb, wla, wlb, scaleLog2, ma, mb, la, lb, pf, ca, cb);
-            } else {
-                wg_softmax<BN, false>(s, kps, tig, qa, qb, wla, wlb, scaleLog2, ma, mb, la, lb, pf, ca, cb);
-            }
-            wg_scale<D>(o, ca, cb);
-            bar_sync(1 + wg, NT);
-            mb_wait(&fullb[1][b], par);
-            wg_pv_issue<D, BN, L>(o, pf, L::vdesc(Vs + b * KT));
-            if (wg == 0 || more) bar_arrive(2 - wg, NT);  // warpgroup 1's last would be left unmatched
-            wg_wait<0>();
-            wg_hold(o);
-            mb_arrive(&emptyb[b]);
-            if (more2) {
-                mb_wait(&fullb[kv][(u + 1) % NS], ((u + 1) / NS) & 1);  // tile it + 1's pointers
-                if (u >= 1) mb_wait(&emptyb[(u + 2) % NS], ((u - 1) / NS) & 1);  // tile it - 1 is done with
-                stage3(u + 2);
-            }
-        }
-    } else {
     pages(it0);
     fl_commit();
     fl_wait<0>();
@@ -711,21 +506,7 @@ __device__ __forceinline__ void flash_wg(float* __restrict__ out, const float* _
         const int* kps = kp + b * BN;
         const u64 kdesc = L::kdesc(Ks + b * KT);
         const bool full = sorted && kps[BN - 1] <= wmin && kps[0] > be_win_lo(wmax, window);
-        if constexpr (MODE == 1) {
-            // P V of the previous tile (of this one, with P zero, at the
-            // first: V is loaded and finite there), then this tile's
-            // softmax while it runs. Each branch holds whole wgmma stages:
-            // a stage split by a branch makes ptxas serialize the wgmmas.
-            const int bp = (it > it0 ? it - 1 : it) % NS;
-            const u64 vdesc = L::vdesc(Vs + bp * KT);
-            if (full) {
-                wg_pipe_step<D, BN, L, true>(s, o, pf, qdesc, kdesc, vdesc, kps, tig, qa, qb, wla, wlb, scaleLog2, ma, mb,
-                                          la, lb);
-            } else {
-                wg_pipe_step<D, BN, L, false>(s, o, pf, qdesc, kdesc, vdesc, kps, tig, qa, qb, wla, wlb, scaleLog2, ma, mb,
-                                           la, lb);
-            }
-        } else if (MODE == 2 && (wg & 1)) {
+        if (MODE == 2 && (wg & 1)) {
             // P V of the previous tile (P zero at the first), then the
             // scores and softmax of this one.
             wg_pv<D, BN, L>(o, pf, L::vdesc(Vs + ((it > it0 ? it - 1 : it) % NS) * KT));
@@ -738,9 +519,8 @@ __device__ __forceinline__ void flash_wg(float* __restrict__ out, const float* _
             }
         }
     }
-    if ((MODE == 1 || (MODE == 2 && (wg & 1))) && it0 < ntiles)  // P V of the last tile
+    if (MODE == 2 && (wg & 1) && it0 < ntiles)  // P V of the last tile
         wg_pv<D, BN, L>(o, pf, L::vdesc(Vs + ((ntiles - 1) % NS) * KT));
-    }
 
     const float sa = fl_quad_sum(la), sb = fl_quad_sum(lb);
     const float ia = sa > 0.f ? 1.f / sa : 0.f, ib = sb > 0.f ? 1.f / sb : 0.f;
@@ -761,10 +541,10 @@ __device__ __forceinline__ void flash_wg(float* __restrict__ out, const float* _
 
 // WG_SMEM is the dynamic shared memory of flash_wg<D, NWG, BN, MODE, SW> (any SW):
 // Q, NS stages of K, V and positions, NS stages of page pointers (16 for K
-// and 16 for V), 3 NS mbarriers, two row bounds and a warp's two.
+// and 16 for V), two row bounds and a warp's two.
 #define WG_NS(MODE) ((MODE) ? 3 : 2)
 #define WG_SMEM(D, NWG, BN, MODE) \
-    (64 * (NWG) * (D) * 2 + WG_NS(MODE) * (BN) * ((D) * 4 + 4) + WG_NS(MODE) * 2 * 16 * 8 + 3 * WG_NS(MODE) * 8 + (2 + (NWG) * 8) * 4)
+    (64 * (NWG) * (D) * 2 + WG_NS(MODE) * (BN) * ((D) * 4 + 4) + WG_NS(MODE) * 2 * 16 * 8 + (2 + (NWG) * 8) * 4)
 
 #define WG_KERNEL_AS(NAME, D, NWG, BN, MODE, SW)                                                                     \
     extern "C" __global__ void __launch_bounds__(128 * NWG, 1)                                                       \
@@ -777,33 +557,19 @@ __device__ __forceinline__ void flash_wg(float* __restrict__ out, const float* _
 #define WG_KERNEL_SW(D, NWG, BN, MODE, SW) \
     WG_KERNEL_AS(flash_wg_d##D##_g##NWG##_n##BN##_m##MODE##_w##SW, D, NWG, BN, MODE, SW)
 
-// The variants KVBENCH_FLASH chooses among (gNWG nBN; s: MODE 0, k: MODE 2,
-// p: MODE 3; _wSW: the swizzled layouts).
+// The variants KVBENCH_FLASH chooses among (gNWG nBN; s: MODE 0, k: MODE 2;
+// _w1: the swizzled layout).
 #if KVB_IN(11)
 extern "C" __global__ void __launch_bounds__(128) wg_probe64(float* out, const bf16* a, const bf16* b, int mode, int lbo,
                                                            int sbo) {
     wg_probe<64>(out, a, b, mode, lbo, sbo);
 }
-WG_KERNEL(64, 2, 128, 1)
 WG_KERNEL(64, 2, 128, 0)
-WG_KERNEL(64, 2, 128, 2)
-WG_KERNEL(64, 2, 64, 2)
-WG_KERNEL(128, 2, 128, 1)
 WG_KERNEL(128, 2, 128, 0)
-WG_KERNEL(128, 2, 128, 2)
-WG_KERNEL(128, 2, 64, 2)
-WG_KERNEL(64, 2, 128, 3)
-WG_KERNEL(64, 2, 64, 3)
-WG_KERNEL(128, 2, 128, 3)
-WG_KERNEL(128, 2, 64, 3)
 WG_KERNEL_SW(64, 2, 128, 0, 1)
 WG_KERNEL_SW(128, 2, 128, 0, 1)
 WG_KERNEL_SW(64, 2, 64, 2, 1)
 WG_KERNEL_SW(128, 2, 64, 2, 1)
-WG_KERNEL_SW(64, 2, 64, 3, 1)
-WG_KERNEL_SW(128, 2, 64, 3, 1)
 WG_KERNEL_SW(64, 2, 128, 2, 1)
 WG_KERNEL_SW(128, 2, 128, 2, 1)
-WG_KERNEL_SW(64, 2, 128, 3, 1)
-WG_KERNEL_SW(128, 2, 128, 3, 1)
 #endif

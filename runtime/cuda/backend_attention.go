@@ -469,12 +469,8 @@ type flashShape struct {
 var flashShapes = map[string]flashShape{
 	"w4m1n64": {4, 1, 64, false, 0, 0}, "w4m2n64": {4, 2, 64, false, 0, 0},
 	"w8m1n64": {8, 1, 64, false, 0, 0}, "w4m2n32": {4, 2, 32, false, 0, 0},
-	"g2n128": {8, 1, 128, true, 1, 0}, "g2n128s": {8, 1, 128, true, 0, 0},
-	"g2n128k": {8, 1, 128, true, 2, 0}, "g2n64k": {8, 1, 64, true, 2, 0},
-	"g2n128p": {8, 1, 128, true, 3, 0}, "g2n64p": {8, 1, 64, true, 3, 0},
-	"g2n128w": {8, 1, 128, true, 0, 1},
-	"g2n64kw": {8, 1, 64, true, 2, 1}, "g2n64pw": {8, 1, 64, true, 3, 1},
-	"g2n128kw": {8, 1, 128, true, 2, 1}, "g2n128pw": {8, 1, 128, true, 3, 1},
+	"g2n128s": {8, 1, 128, true, 0, 0}, "g2n128w": {8, 1, 128, true, 0, 1},
+	"g2n128kw": {8, 1, 128, true, 2, 1}, "g2n64kw": {8, 1, 64, true, 2, 1},
 }
 
 // chooseFlash is the variant KVBENCH_FLASH names (name), or the default
@@ -522,7 +518,7 @@ func (f flashShape) kernel(hd int) (string, int) {
 		if f.sw != 0 {
 			name = fmt.Sprintf("%s_w%d", name, f.sw)
 		}
-		return name, f.rows()*hd*2 + stages*f.keys*(hd*4+4) + stages*2*16*8 + 3*stages*8 + (2+f.warps*2)*4
+		return name, f.rows()*hd*2 + stages*f.keys*(hd*4+4) + stages*2*16*8 + (2+f.warps*2)*4
 	}
 	return fmt.Sprintf("flash_prefill_d%d_w%d_m%d_n%d", hd, f.warps, f.mtiles, f.keys),
 		(16*f.warps*f.mtiles+4*f.keys)*(hd+8)*2 + 2*f.keys*4

@@ -20,10 +20,10 @@ func TestChooseFlash(t *testing.T) {
 		{"", "sm_80", 128, flashShapes[flashMMA], ""},
 		{"", "sm_89", 64, flashShapes[flashMMA], ""},
 		{"w4m1n64", "sm_90a", 128, flashShape{4, 1, 64, false, 0, 0}, ""},
-		{"g2n64k", "sm_90a", 128, flashShape{8, 1, 64, true, 2, 0}, ""},
+		{"g2n64kw", "sm_90a", 128, flashShape{8, 1, 64, true, 2, 1}, ""},
 		{"g2n128s", "sm_90a", 64, flashShape{8, 1, 128, true, 0, 0}, ""},
-		{"g2n128k", "sm_80", 128, flashShape{}, "needs a Hopper GPU"},
-		{"w9", "sm_90a", 64, flashShape{}, `"w9" is not one of g2n128, g2n128k, g2n128kw, g2n128p, g2n128pw, g2n128s, g2n128w, g2n64k, g2n64kw, g2n64p, g2n64pw, w4m1n64`},
+		{"g2n128kw", "sm_80", 128, flashShape{}, "needs a Hopper GPU"},
+		{"w9", "sm_90a", 64, flashShape{}, `"w9" is not one of g2n128kw, g2n128s, g2n128w, g2n64kw, w4m1n64`},
 	} {
 		got, err := chooseFlash(c.name, c.arch, c.hd)
 		if c.err != "" {
@@ -42,13 +42,13 @@ func TestChooseFlash(t *testing.T) {
 			t.Errorf("%s: kernel %s with %d bytes of shared memory", name, k, smem)
 		}
 	}
-	if k, smem := flashShapes["g2n128"].kernel(128); k != "flash_wg_d128_g2_n128_m1" || smem != 128*128*2+6*128*128*2+3*128*4+3*2*16*8+3*3*8+(2+16)*4 {
-		t.Errorf("g2n128: %s, %d bytes", k, smem)
+	if k, smem := flashShapes["g2n128kw"].kernel(128); k != "flash_wg_d128_g2_n128_m2_w1" || smem != 128*128*2+6*128*128*2+3*128*4+3*2*16*8+(2+16)*4 {
+		t.Errorf("g2n128kw: %s, %d bytes", k, smem)
 	}
-	if k, smem := flashShapes["g2n128w"].kernel(64); k != "flash_wg_d64_g2_n128_m0_w1" || smem != 128*64*2+2*128*64*4+2*128*4+2*2*16*8+3*2*8+(2+16)*4 {
+	if k, smem := flashShapes["g2n128w"].kernel(64); k != "flash_wg_d64_g2_n128_m0_w1" || smem != 128*64*2+2*128*64*4+2*128*4+2*2*16*8+(2+16)*4 {
 		t.Errorf("g2n128w: %s, %d bytes", k, smem)
 	}
-	if r := flashShapes["g2n64k"].rows(); r != 128 {
-		t.Errorf("g2n64k: %d rows a block, want 128", r)
+	if r := flashShapes["g2n64kw"].rows(); r != 128 {
+		t.Errorf("g2n64kw: %d rows a block, want 128", r)
 	}
 }
