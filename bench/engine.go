@@ -35,7 +35,7 @@ type Engine struct {
 	Backend     string        // registered backend name ("": cpu)
 	Threads     int           // CPU threads of the backend (0: every core)
 	RecallEvery int           // sample attention recall every n decode steps (0: never)
-	MaxRows     int           // prefill chunk (default: defaultChunk)
+	MaxRows     int           // prefill chunk (default: PrefillChunk's)
 	KVType      runtime.DType // KV page element type (default F32)
 	PageSize    int           // KV page slots (default runtime.DefaultPageSize)
 	Precision   string        // compute precision (bf16, f32; "": the backend's default)
@@ -191,11 +191,7 @@ func (e *Engine) runner() (*runtime.Runner, error) {
 	}
 	be, w := e.dev.be, e.weights
 	e.mu.Unlock()
-	rows := e.MaxRows
-	if rows <= 0 {
-		rows = defaultChunk(be.Name())
-	}
-	return runtime.NewRunnerWith(e.Model, be, runtime.RunnerOptions{MaxRows: rows, PageSize: e.PageSize, KVType: e.KVType, Weights: w})
+	return runtime.NewRunnerWith(e.Model, be, runtime.RunnerOptions{MaxRows: PrefillChunk(e.MaxRows, be.Name(), e.Prefill), PageSize: e.PageSize, KVType: e.KVType, Weights: w})
 }
 
 // guard runs f holding the engine's device (acquired before), one call at a
@@ -253,12 +249,21 @@ func (e *Engine) faulted() error {
 	return e.fault
 }
 
-// defaultChunk is the prefill chunk of a backend: 256 rows on the CPU (its
-// kernels gain nothing from more), 2048 on a GPU, whose GEMMs and prefill
-// attention fill the device only with thousands of rows.
-func defaultChunk(backend string) int {
-	if backend == "cuda" {
-		return 2048
+// PrefillChunk is the prompt tokens a forward pass takes: n when set (> 0),
+// else the default of the protocol and backend. Under chunked prefill the
+// chunk is where the policy evicts, so it is 256 on every backend (the same
+// records on the CPU and a GPU); under dense prefill it only sets how much a
+// pass computes at once: 256 rows on the CPU (its kernels gain nothing from
+// more), 4096 on a GPU, whose GEMMs and prefill attention fill the device
+// only with thousands of rows (the H200, an 8B prefill of 32K tokens: 1.88 s
+// in chunks of 2,048, 1.77 in 4,096, 1.73 in 8,192, whose scratch is twice
+// 4,096's 1.8 GB; docs/benchmarks.md).
+func PrefillChunk(n int, backend string, pre policies.Prefill) int {
+	switch {
+	case n > 0:
+		return n
+	case backend == "cuda" && pre != policies.PrefillChunked:
+		return 4096
 	}
 	return 256
 }

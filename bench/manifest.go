@@ -52,17 +52,18 @@ func envSettings(set map[string]string) {
 // that can change numbers is one more line here.
 func runSettings(s *Suite, backend, revision, binary string) map[string]string {
 	set := map[string]string{
-		"suite":        s.Name,
-		"revision":     revision,
-		"binary":       binary,
-		"backend":      backend,
-		"kv_dtype":     kvTypeName(s.KVType),
-		"page_size":    strconv.Itoa(pageSizeOf(s.PageSize)),
-		"prefill":      prefillName(s.Prefill),
-		"precision":    s.Precision,
-		"recall_every": strconv.Itoa(s.RecallEvery),
-		"threads":      strconv.Itoa(s.Threads), // attention latency depends on it
-		"seed":         strconv.FormatInt(s.Seed, 10),
+		"suite":         s.Name,
+		"revision":      revision,
+		"binary":        binary,
+		"backend":       backend,
+		"kv_dtype":      kvTypeName(s.KVType),
+		"page_size":     strconv.Itoa(pageSizeOf(s.PageSize)),
+		"prefill":       prefillName(s.Prefill),
+		"prefill_chunk": strconv.Itoa(prefillChunkOf(s, backend)),
+		"precision":     s.Precision,
+		"recall_every":  strconv.Itoa(s.RecallEvery),
+		"threads":       strconv.Itoa(s.Threads), // attention latency depends on it
+		"seed":          strconv.FormatInt(s.Seed, 10),
 	}
 	envSettings(set)
 	return set
@@ -77,6 +78,12 @@ func kvTypeName(s string) string {
 		return strings.ToLower(dt.String())
 	}
 	return s
+}
+
+// prefillChunkOf is the prompt chunk s's cells run with on backend.
+func prefillChunkOf(s *Suite, backend string) int {
+	p, _ := policies.ParsePrefill(s.Prefill) // checked when the suite was read ("" is dense)
+	return PrefillChunk(s.PrefillChunk, backend, p)
 }
 
 // prefillName is a suite's prompt protocol in canonical form ("" is dense).

@@ -33,6 +33,39 @@ func TestPrefillKey(t *testing.T) {
 	assert.Contains(t, err.Error(), "prefill")
 }
 
+// TestPrefillChunkKey: prefill_chunk takes a positive number of tokens and
+// names the file and line of a bad value; PrefillChunk's defaults follow
+// the protocol and the backend.
+func TestPrefillChunkKey(t *testing.T) {
+	s, err := ParseSuite("suite.yaml", []byte(base))
+	require.NoError(t, err)
+	assert.Zero(t, s.PrefillChunk, "unset: the default")
+	s, err = ParseSuite("suite.yaml", []byte("prefill_chunk: 8192\n"+base))
+	require.NoError(t, err)
+	assert.Equal(t, 8192, s.PrefillChunk)
+	for _, bad := range []string{"0", "-4", "big", "[256]", "2000000"} {
+		_, err = ParseSuite("suite.yaml", []byte("prefill_chunk: "+bad+"\n"+base))
+		require.Error(t, err, bad)
+		assert.Contains(t, err.Error(), "suite.yaml:1", bad)
+		assert.Contains(t, err.Error(), "prefill_chunk", bad)
+	}
+	for _, c := range []struct {
+		n       int
+		backend string
+		pre     policies.Prefill
+		want    int
+	}{
+		{0, "cpu", policies.PrefillDense, 256},
+		{0, "cuda", policies.PrefillDense, 4096},
+		{0, "cpu", policies.PrefillChunked, 256},
+		{0, "cuda", policies.PrefillChunked, 256}, // the eviction points match the CPU's
+		{1000, "cuda", policies.PrefillChunked, 1000},
+		{64, "cpu", policies.PrefillDense, 64},
+	} {
+		assert.Equal(t, c.want, PrefillChunk(c.n, c.backend, c.pre), "%+v", c)
+	}
+}
+
 // prefillSuiteText runs h2o and a window over passkey prompts several
 // prefill chunks long (the engine's chunk is 256 rows).
 const prefillSuiteText = `name: prefill
@@ -83,6 +116,24 @@ func TestPrefillRecorded(t *testing.T) {
 	m, err := results.ReadManifest(filepath.Join(dir, "chunked"))
 	require.NoError(t, err)
 	assert.Equal(t, "chunked", m.Settings["prefill"])
+	assert.Equal(t, "256", m.Settings["prefill_chunk"])
+	for i := range dense {
+		assert.EqualValues(t, 256, dense[i].Detail["prefill_chunk"], dense[i].Cell)
+	}
+
+	// A chunk of its own: recorded, changes the chunked protocol's
+	// eviction points (its peak), and a resume with another is refused.
+	wide := runPrefillSuite(t, dir, filepath.Join(dir, "wide"), "prefill: chunked\nprefill_chunk: 128")
+	for i := range wide {
+		assert.EqualValues(t, 128, wide[i].Detail["prefill_chunk"], wide[i].Cell)
+		assert.Less(t, wide[i].KV.MaxResident, chunked[i].KV.MaxResident, "%s: a smaller chunk, a lower peak", wide[i].Cell)
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "suite.yaml"), []byte(strings.Replace(prefillSuiteText, "%s", "prefill: chunked\nprefill_chunk: 64", 1)), 0o644))
+	s64, err := LoadSuite(filepath.Join(dir, "suite.yaml"))
+	require.NoError(t, err)
+	_, err = Run(context.Background(), s64, runOpts(filepath.Join(dir, "wide")))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "prefill_chunk: 128 (recorded), 64 (this run)")
 
 	path := filepath.Join(dir, "suite.yaml")
 	require.NoError(t, os.WriteFile(path, []byte(strings.Replace(prefillSuiteText, "%s", "prefill: dense", 1)), 0o644))

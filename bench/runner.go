@@ -381,6 +381,7 @@ func runCell(ctx context.Context, s *Suite, c Cell, models map[string]*loadedMod
 	if e.Prefill, err = policies.ParsePrefill(s.Prefill); err != nil {
 		return fail(fmt.Errorf("suite %s: prefill: %w", s.File, err))
 	}
+	e.MaxRows = s.PrefillChunk
 	rec.Budget = e.Budget()
 	t0 := time.Now()
 	res, err := task.Run(ctx, e, c.TaskParams)
@@ -395,6 +396,7 @@ func runCell(ctx context.Context, s *Suite, c Cell, models map[string]*loadedMod
 		rec.Detail = map[string]any{}
 	}
 	rec.Detail["prefill"] = e.Prefill.String()
+	rec.Detail["prefill_chunk"] = PrefillChunk(e.MaxRows, backend, e.Prefill)
 	if el > 0 {
 		rec.Throughput = float64(res.Tokens) / el.Seconds()
 	}

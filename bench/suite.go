@@ -34,6 +34,7 @@ import (
 //	kv_dtype: f32            # KV page type: f32 (every backend) | bf16 (cuda)
 //	page_size: 16            # KV page slots (default 16)
 //	prefill: dense           # prompt protocol: dense (default) | chunked (policies.Prefill)
+//	prefill_chunk: 4096      # prompt tokens a forward pass (default: PrefillChunk)
 //	precision: bf16          # compute: bf16 | f32 (default: the backend's; cuda bf16, cpu f32)
 //	include: common.yaml     # optional, a file or a list: their models, policies and tasks come first
 //	budgets: [64, 256, 1024] # optional: crosses every budgeted policy (not full) with these budgets
@@ -77,14 +78,17 @@ type Suite struct {
 	Threads     int
 	KVType      string // f32 or bf16
 	PageSize    int
-	Prefill     string    // prompt protocol: dense or chunked
-	Precision   string    // compute precision: bf16, f32, or "" (the backend's default: bf16 on cuda, f32 on cpu)
-	Budgets     []int     // the suite's budgets, crossing every budgeted policy (nil: none)
-	Ratios      []float64 // the suite's ratios, crossing every budgeted policy (nil: none)
-	Includes    []string  // included files, resolved, in order read
-	Models      []ModelSpec
-	Policies    []PolicyEntry
-	Tasks       []TaskEntry
+	Prefill     string // prompt protocol: dense or chunked
+	// PrefillChunk is the prompt tokens a forward pass takes (0: the
+	// default, PrefillChunk).
+	PrefillChunk int
+	Precision    string    // compute precision: bf16, f32, or "" (the backend's default: bf16 on cuda, f32 on cpu)
+	Budgets      []int     // the suite's budgets, crossing every budgeted policy (nil: none)
+	Ratios       []float64 // the suite's ratios, crossing every budgeted policy (nil: none)
+	Includes     []string  // included files, resolved, in order read
+	Models       []ModelSpec
+	Policies     []PolicyEntry
+	Tasks        []TaskEntry
 
 	models []modelEntry // Models with the positions CheckModels reports
 	cross  *crossing    // budgets or ratios as written
@@ -436,7 +440,7 @@ func (p *parser) decode(data []byte) (root *yaml.Node) {
 	return root
 }
 
-var topFields = []string{"name", "backend", "seed", "recall_every", "threads", "kv_dtype", "page_size", "prefill", "precision", "budgets", "ratios", "include", "models", "policies", "tasks"}
+var topFields = []string{"name", "backend", "seed", "recall_every", "threads", "kv_dtype", "page_size", "prefill", "prefill_chunk", "precision", "budgets", "ratios", "include", "models", "policies", "tasks"}
 
 func (p *parser) parseFile(data []byte) *part {
 	root := p.decode(data)
@@ -510,6 +514,10 @@ func (p *parser) parseFile(data []byte) *part {
 				} else {
 					s.Prefill = pre.String()
 				}
+			}
+		case "prefill_chunk":
+			if i, ok := p.integer(v, "prefill_chunk", 1, 1<<20); ok {
+				s.PrefillChunk = int(i)
 			}
 		case "precision":
 			if str, ok := p.str(v, "precision"); ok {
