@@ -14,7 +14,9 @@
 // A-operand layout of P V) and adds P V with V from shared memory read
 // transposed (BN/16 wgmma m64nDk16).
 //
-// Shared tiles (Q, K and V) are stored as 8x8 core matrices, no swizzle: the
+// Shared tiles (Q, K and V) come in two layouts (WGL): the 128-byte swizzle
+// (SW 1, the variants the runtime picks by default; WGL says how) and 8x8
+// core matrices without swizzle (SW 0), which follow. The
 // 16 bytes of channels 8c..8c+7 of row r sit at wg_off(r, c), so that the
 // eight rows of a core matrix are 128 contiguous bytes. Core matrices are
 // then 128 bytes apart along the channels and D*16 bytes apart along the
@@ -23,7 +25,8 @@
 // and K are K-major operands (the channels are the reduction): LBO 128, SBO
 // D*16; V is read as an MN-major operand (the tokens are the reduction, the
 // transpose bit set): LBO D*16, SBO 128.
-// TestWGMMALayouts checks both against the CPU.
+// TestWGMMALayouts checks both against the CPU (the swizzled descriptors
+// are checked through the kernels' tests).
 //
 // Writes by cp.async and st.shared are the generic proxy's; wgmma reads
 // through the async proxy, hence fence.proxy.async before the barrier that
@@ -483,8 +486,7 @@ __device__ __forceinline__ void flash_wg(float* __restrict__ out, const float* _
 #pragma unroll
     for (int i = 0; i < BN / 2; ++i) s[i] = 0.f;
     float ma = NEG_INF, mb = NEG_INF, la = 0.f, lb = 0.f;  // running max (raw scores) and sum
-    // Descriptors (the file's header): +16 (256 bytes) a 16-channel step of
-    // Q K^T, +2*D (two core matrices of tokens) a 16-key step of P V.
+    // Descriptors and their steps: WGL.
     const u64 qdesc = L::qdesc(Qs, wg);
     u32 pf[BN / 16][4];  // P of the tile whose P V runs (MODE 2's odd warpgroups; zero before the first)
 #pragma unroll
