@@ -17,7 +17,7 @@ import (
 // (KVBENCH_CUDA_FAKE: nothing computed): the prompt's tokenizing, the KV
 // pages allocated and appended, the policies' hooks and the attention
 // calls' metadata, which a GPU run adds to its device time where the host
-// falls behind. It needs the Llama-2 tokenizer of the shared fixtures
+// falls behind. The cells share one backend, as the cells of a run do. It needs the Llama-2 tokenizer of the shared fixtures
 // ($KVBENCH_SHARED/tokenizers/llama2).
 func BenchmarkPasskeyHost32K(b *testing.B) {
 	dir := os.Getenv("KVBENCH_SHARED")
@@ -32,6 +32,10 @@ func BenchmarkPasskeyHost32K(b *testing.B) {
 	c := runtime.Config{Arch: "llama", Dim: 4096, Hidden: 14336, Layers: 32, Heads: 32, KVHeads: 8, HeadDim: 128, Vocab: 32000,
 		MaxSeq: 1 << 17, RopeTheta: 5e5, NormEps: 1e-5, BOS: 1, EOS: 2}
 	m := runtime.ZeroModel(c)
+	// One backend and weight upload for every cell, as in a run (bench.Run
+	// shares its Devices among the cells); the first cell uploads.
+	ds := bench.NewDevices()
+	defer ds.Close()
 	for _, pol := range []string{"full", "streamingllm"} {
 		b.Run(pol, func(b *testing.B) {
 			for range b.N {
@@ -39,7 +43,7 @@ func BenchmarkPasskeyHost32K(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				e.Backend, e.KVType = "cuda", runtime.BF16
+				e.Backend, e.KVType, e.Devices = "cuda", runtime.BF16, ds
 				run(b, e, "passkey", tasks.Params{"lengths": 32768, "depths": 0.5, "trials": 2})
 				if err := e.Close(); err != nil {
 					b.Fatal(err)
