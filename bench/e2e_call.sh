@@ -13,6 +13,7 @@ C=${CARRY:-.e2ecarry}; K=$C/kvbench
 export KVBENCH_CUDA_CACHE=/tmp/kc PYTHONUNBUFFERED=1
 T0=$(date +%s); el() { echo "[t=$(( $(date +%s) - T0 ))s] $*"; }
 # PROFILE=1: the batched streams runs write CPU profiles to $OUT/cpu-<shape>-<policy>.pprof.
+# PK_PHASES=1: the streamingllm passkey cell once more, timed part by part (KVBENCH_PHASES).
 prof() { [ "${PROFILE:-0}" = 1 ] && echo "$OUT/cpu-$1.pprof"; }
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 pk() { # shape: one passkey cell per policy at 32K, 2 trials
@@ -49,6 +50,13 @@ timeout 150 python3 bench/e2e.py time --model /tmp/m$s --lengths 131072 --decode
 timeout 150 $K e2e --model /tmp/m$s --backend cuda --lengths 131072 --decode 0 2>&1 | grep -E "^\||error|panic|memory|host"; el kvbench 128K $s
 fi
 pk $s; el passkey $s
+# PK_PHASES=1: the streamingllm cell again with KVBENCH_PHASES (the host's wall time a pass, part by
+# part, and the waits for the device: how much of the cell the device leaves to the host).
+if [ "${PK_PHASES:-0}" = 1 ]; then
+sed -e 's/^policies: .*/policies: [{name: streamingllm, sinks: 4, recent: 1020}]/' -e 's/^name: pk-/name: pkp-/' /tmp/pk-$s.yaml > /tmp/pkp-$s.yaml
+KVBENCH_PHASES=1 timeout 120 $K run /tmp/pkp-$s.yaml --out /tmp/pkpo-$s --quiet > $OUT/phases-$s.txt 2>&1
+tail -40 $OUT/phases-$s.txt; el passkey phases $s
+fi
 if [ "${E2E_STREAMS:-1}" = 1 ]; then # E2E_STREAMS=0 skips the batched streams
 KVBENCH_CPUPROFILE=$(prof $s-streamingllm) timeout 90 $K streams --model /tmp/m$s --backend cuda --streams 64 --policy streamingllm --param sinks=4 --budget 1024 --prompt 1024 --tokens 64 --alone 2 2>&1 | grep -v "^$" | tail -12; el streams $s
 fi
