@@ -39,7 +39,7 @@ PY
 s=8b
 timeout 150 python3 bench/e2e.py make --shape $s --out /tmp/m$s --tokenizer $C/tokenizer.model 2>&1 | tail -1; el make $s
 timeout 150 python3 bench/e2e.py time --model /tmp/m$s --lengths 4096,16384,32768 --decode 64 --passkey 32768 2>&1 | grep "^|\|^trans"; el hf $s
-timeout 120 $K e2e --model /tmp/m$s --backend cuda --lengths 4096,16384,32768 --decode 128 2>&1 | grep -E "^\||error|panic|memory|host"; el kvbench e2e $s
+timeout 120 $K e2e --model /tmp/m$s --backend cuda --lengths 4096,16384,32768 --decode 128 2>&1 | grep -E "^\||error|panic|memory|host|weights"; el kvbench e2e $s
 # DECODE_MIN_CHUNKS="32 64 128 256": decode after a 512-token prompt again per KVBENCH_ATTN_MIN_CHUNK
 # (the least tokens a block of the split-KV decode attention takes; 32 by default).
 for mc in ${DECODE_MIN_CHUNKS:-}; do
@@ -52,7 +52,7 @@ done
 # 128K (issue 14): the prefill and the NLL pass alone, each side (set E2E_128K=0 to skip).
 if [ "${E2E_128K:-1}" = 1 ]; then
 timeout 150 python3 bench/e2e.py time --model /tmp/m$s --lengths 131072 --decode 0 2>&1 | grep "^|\|^trans"; el hf 128K $s
-timeout 150 $K e2e --model /tmp/m$s --backend cuda --lengths 131072 --decode 0 2>&1 | grep -E "^\||error|panic|memory|host"; el kvbench 128K $s
+timeout 150 $K e2e --model /tmp/m$s --backend cuda --lengths 131072 --decode 0 2>&1 | grep -E "^\||error|panic|memory|host|weights"; el kvbench 128K $s
 fi
 pk $s; el passkey $s
 # PK_PHASES=1: the streamingllm cell again with KVBENCH_PHASES (the host's wall time a pass, part by
@@ -70,7 +70,7 @@ rm -rf /tmp/m8b
 [ "${E2E_1B:-1}" = 1 ] || exit 0
 s=1b
 timeout 60 python3 bench/e2e.py make --shape $s --out /tmp/m$s --tokenizer $C/tokenizer.model 2>&1 | tail -1; el make $s
-timeout 60 $K e2e --model /tmp/m$s --backend cuda --lengths 4096,32768 --decode 128 2>&1 | grep -E "^\||error|panic|memory|host"; el kvbench e2e $s
+timeout 60 $K e2e --model /tmp/m$s --backend cuda --lengths 4096,32768 --decode 128 2>&1 | grep -E "^\||error|panic|memory|host|weights"; el kvbench e2e $s
 for p in streamingllm window; do
 KVBENCH_CPUPROFILE=$(prof $s-$p) timeout 60 $K streams --model /tmp/m$s --backend cuda --streams 64 --policy $p --budget 1024 --prompt 1024 --tokens 128 --alone 2 2>&1 | grep -v "^$" | tail -10; el streams $s $p
 done

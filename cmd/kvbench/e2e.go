@@ -59,7 +59,13 @@ func cmdE2E(stdout, stderr io.Writer, args []string) error {
 	if be.Name() == "cpu" && kt != runtime.F32 {
 		kt = runtime.F32
 	}
-	r, err := runtime.NewRunnerWith(m, be, runtime.RunnerOptions{MaxRows: *chunk, KVType: kt})
+	t0 := time.Now()
+	dw, err := runtime.UploadWeights(m, be)
+	if err != nil {
+		return fmt.Errorf("e2e: %w", err)
+	}
+	upload := time.Since(t0).Seconds()
+	r, err := runtime.NewRunnerWith(m, be, runtime.RunnerOptions{MaxRows: *chunk, KVType: kt, Weights: dw})
 	if err != nil {
 		return fmt.Errorf("e2e: %w", err)
 	}
@@ -76,6 +82,7 @@ func cmdE2E(stdout, stderr io.Writer, args []string) error {
 	logits := make([]float32, c.Vocab)
 	fmt.Fprintf(stdout, "model %s (%d layers, dim %d, %d/%d heads of %d, vocab %d) on %s, chunk %d, KV %s\n",
 		m.Source, c.Layers, c.Dim, c.Heads, c.KVHeads, c.HeadDim, c.Vocab, be.Device(), *chunk, kt)
+	fmt.Fprintf(stdout, "weights: %.2f GB uploaded in %.2f s (%.1f GB/s)\n", float64(dw.Bytes())/1e9, upload, float64(dw.Bytes())/1e9/max(upload, 1e-9))
 	// Warm-up: kernels compiled and loaded, GEMM handles and scratch made.
 	r.Reset()
 	if err := r.Forward(ids(min(*chunk, 256)), logits); err != nil {
