@@ -26,8 +26,8 @@ type KVCache struct {
 	free     []kvPage   // pages ready for reuse
 	total    int        // pages ever allocated
 	shifts   bool       // keep KVSeq.Shift beside Pos
-	moves    [][2]int32 // Evict's copies (destination, source; -1: dropped), reused
-	moveAt   []int32    // Evict's copy into each slot (an index in moves; -1: none), for many drops
+	moves    [][2]int32 // Evict's copies (destination, source), reused
+	held     []int32    // Evict's token now in each slot past the kept count (its original slot), reused
 	ref      [][]KVSeq  // [layer][kvHead] every token ever appended, when recording
 	refPages int        // pages held by ref
 }
@@ -257,32 +257,32 @@ func (c *KVCache) Evict(l, h int, drop []int32) {
 		return
 	}
 	slices.Sort(drop)
-	c.moves = c.moves[:0] // (destination, original slot) of the tokens moved so far
-	if len(drop) > smallEvict {
-		c.moveAt = slices.Grow(c.moveAt[:0], s.N)[:s.N]
-		for i := range c.moveAt {
-			c.moveAt[i] = -1
-		}
+	// The swap-removes, last drop first, track which original token each
+	// slot past the kept count holds (held); a token moved into such a slot
+	// moves on when that slot becomes the last, so only the copies into the
+	// kept slots are made, each from the token's original slot.
+	keep := s.N - len(drop)
+	if keep < 0 {
+		panic(fmt.Sprintf("kvcache: evict %d of %d tokens (layer %d head %d)", len(drop), s.N, l, h))
+	}
+	c.moves = c.moves[:0] // (destination, original slot) of the copies
+	c.held = slices.Grow(c.held[:0], len(drop))[:len(drop)]
+	for i := range c.held {
+		c.held[i] = int32(keep + i)
 	}
 	for i := len(drop) - 1; i >= 0; i-- {
 		d := int(drop[i])
 		if d < 0 || d >= s.N || (i > 0 && drop[i-1] == drop[i]) {
 			panic(fmt.Sprintf("kvcache: evict index %d of %d tokens (layer %d head %d), or repeated", d, s.N, l, h))
 		}
-		last := s.N - 1
+		last := s.N - 1 // >= keep
 		if d != last {
-			from := int32(last)
-			// The last token may itself have been moved here: it moves
-			// on from where it was, and that earlier copy is dropped
-			// (its destination is past the end now).
-			if j, ok := c.movedTo(last, len(drop)); ok {
-				from = c.moves[j][1]
-				c.moves[j][1] = -1
+			from := c.held[last-keep]
+			if d >= keep {
+				c.held[d-keep] = from // moves on when d is the last
+			} else {
+				c.moves = append(c.moves, [2]int32{int32(d), from})
 			}
-			if len(drop) > smallEvict {
-				c.moveAt[d] = int32(len(c.moves))
-			}
-			c.moves = append(c.moves, [2]int32{int32(d), from})
 			s.Pos[d] = s.Pos[last]
 			s.Ascending = false // the last token moved into the hole
 			if c.shifts {
@@ -294,9 +294,6 @@ func (c *KVCache) Evict(l, h int, drop []int32) {
 	ps := c.pageSize
 	for _, m := range c.moves {
 		d, f := int(m[0]), int(m[1])
-		if f < 0 {
-			continue
-		}
 		c.kv().MoveKV(s.K[d/ps], s.V[d/ps], d%ps, s.K[f/ps], s.V[f/ps], f%ps, c.headDim)
 	}
 	c.trim(s)
@@ -345,25 +342,6 @@ func (c *KVCache) trim(s *KVSeq) {
 		s.K[i], s.V[i] = nil, nil
 	}
 	s.K, s.V = s.K[:keep], s.V[:keep]
-}
-
-// smallEvict is the most drops an Evict finds earlier copies for by
-// looking through them; more use the moveAt index.
-const smallEvict = 16
-
-// movedTo reports whether an earlier copy of the Evict in progress (of
-// ndrop drops) moved a token into slot, and which.
-func (c *KVCache) movedTo(slot, ndrop int) (int, bool) {
-	if ndrop > smallEvict {
-		j := int(c.moveAt[slot])
-		return j, j >= 0 && c.moves[j][1] >= 0
-	}
-	for j, m := range c.moves {
-		if m[0] == int32(slot) && m[1] >= 0 {
-			return j, true
-		}
-	}
-	return 0, false
 }
 
 func (c *KVCache) takePage() kvPage {

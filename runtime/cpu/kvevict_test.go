@@ -26,8 +26,8 @@ func (m *moveRecorder) MoveKV(dstK, dstV runtime.Buffer, dstSlot int, srcK, srcV
 	m.Backend.MoveKV(dstK, dstV, dstSlot, srcK, srcV, srcSlot, headDim)
 }
 
-// TestEvictFinalCopies evicts random sets (one token, a few, most of the
-// cache) and checks that every token left holds its own key and value (the
+// TestEvictFinalCopies evicts random sets and runs (one token, a few, most
+// of the cache) and checks that every token left holds its own key and value (the
 // key stores the position), that the positions are those of the tokens
 // kept, in the layout one swap-remove after another gives, and that no
 // copy of an Evict reads a slot another of its copies writes (the backend
@@ -62,6 +62,12 @@ func TestEvictFinalCopies(t *testing.T) {
 			be.Write(v, 0, kd)
 			cache.Append(0, k, v, tokens, pos)
 			drop := rng.Perm(tokens)[:n]
+			if trial%5 == 4 { // a run of tokens, as a sink and window policy cuts one
+				lo := rng.IntN(tokens - n + 1)
+				for i := range drop {
+					drop[i] = lo + i
+				}
+			}
 			d32 := make([]int32, n)
 			for i, d := range drop {
 				d32[i] = int32(d)
