@@ -101,6 +101,7 @@ func (c *KVCache) Seqs(l int) []KVSeq { return c.seqs[l] }
 // changes no token, page or count.
 func (c *KVCache) Room(n int) {
 	n += n/16 + 64 // and the first tokens after it (a task's answer)
+	total := 0
 	for l := range c.seqs {
 		for h := range c.seqs[l] {
 			s := &c.seqs[l][h]
@@ -111,7 +112,13 @@ func (c *KVCache) Room(n int) {
 			pages := (s.N + n + c.pageSize - 1) / c.pageSize
 			s.K = slices.Grow(s.K, pages-len(s.K))
 			s.V = slices.Grow(s.V, pages-len(s.V))
+			total += pages
 		}
+	}
+	// Every page may come back to the free list (a policy's compression
+	// after the prompt, the next Reset): one growth.
+	if more := total - len(c.free); more > 0 {
+		c.free = slices.Grow(c.free, more)
 	}
 }
 
