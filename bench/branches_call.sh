@@ -25,7 +25,7 @@ for dir in .gpucarry/b/*/; do
 			grep -E "^\| [18]B|FAIL|panic|error" | sed "s/^/$ref $v /")
 	done
 	el "timing $ref"
-	if [ -n "${E2E_MODEL:-}" ]; then
+	if [ -n "${E2E_MODEL:-}" ] && [ -x "$B/kvbench" ]; then
 		timeout 150 "$B/kvbench" e2e --model "$E2E_MODEL" --backend cuda --lengths 4096,32768 --decode 128 2>&1 |
 			grep -E "^\||weights|error|panic" | sed "s/^/$ref /"
 		el "e2e $ref"

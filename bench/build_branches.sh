@@ -4,7 +4,8 @@
 # temporary git worktree), for bench/branches_call.sh to check and time them
 # side by side in one device call. Run from the repository root:
 #   bash bench/build_branches.sh main prefill-next decode-norm-fold
-# then carry .gpucarry/b (64 MiB in all: about 24 MB a ref).
+# then carry .gpucarry/b (64 MiB at most: a ref is 6 MB of test binary and
+# 18 MB of kvbench; KVBENCH=0 builds the test binaries only).
 set -eu
 out=$PWD/.gpucarry/b
 mkdir -p "$out"
@@ -12,8 +13,10 @@ for ref in "$@"; do
 	wt=$(mktemp -d)
 	git worktree add -q --detach "$wt" "$ref"
 	mkdir -p "$out/$ref"
-	(cd "$wt" && CGO_ENABLED=0 go test -c -ldflags="-s -w" -o "$out/$ref/runtime_cuda.test" ./runtime/cuda &&
-		CGO_ENABLED=0 go build -ldflags="-s -w" -o "$out/$ref/kvbench" ./cmd/kvbench)
+	(cd "$wt" && CGO_ENABLED=0 go test -c -ldflags="-s -w" -o "$out/$ref/runtime_cuda.test" ./runtime/cuda)
+	if [ "${KVBENCH:-1}" = 1 ]; then
+		(cd "$wt" && CGO_ENABLED=0 go build -ldflags="-s -w" -o "$out/$ref/kvbench" ./cmd/kvbench)
+	fi
 	git -C "$wt" rev-parse --short HEAD > "$out/$ref/commit"
 	git worktree remove --force "$wt"
 	echo "$ref: $(cat "$out/$ref/commit") -> $out/$ref"
