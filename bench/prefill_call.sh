@@ -12,7 +12,8 @@
 # (4096,16384,32768); TESTS=0 skips the tests, NCU=0 the profiles
 # (NCU_VARIANTS, default "g2n128w"); SASS=1 writes the d128 wgmma
 # kernels' SASS to $OUT; SDPA_BACKENDS (default flash; also cudnn, default)
-# the PyTorch backends timed beside.
+# the PyTorch backends timed beside, SDPA=0 none; EXTRA_TESTS (a -test.run
+# alternation) more tests; CARRY the folder of the test binary.
 set -u
 B=$PWD/${CARRY:-.gpucarry}
 export KVBENCH_CUDA_CACHE=/tmp/kc PYTHONUNBUFFERED=1 KVBENCH_NVRTC_OPTS="-lineinfo --ptxas-options=-v"
@@ -24,7 +25,7 @@ echo "compile rc $?"; grep -E "^(--- |ok|FAIL)|error" $OUT/compile.log | head -2
 grep -E "entry function '(flash_wg|flash_prefill_d128_w4_m2_n64|wg_probe)" -A3 $OUT/compile.log | grep -E "entry|spill|Used" | sed 's/ptxas info *: //' | head -30
 grep -iE "warn|serializ|performance loss" $OUT/compile.log | sort | uniq -c | head -10; el compile
 if [ "${TESTS:-1}" = 1 ]; then
-	timeout 240 $B/runtime_cuda.test -test.run 'TestWGMMALayouts|TestFlashPrefill$|TestFlashPrefillBF16Pages|TestAttendWindowGPU|TestArchWindowGPU|TestChooseFlash|TestBackendModelsBF16' \
+	timeout 240 $B/runtime_cuda.test -test.run "TestWGMMALayouts|TestFlashPrefill\$|TestFlashPrefillBF16Pages|TestAttendWindowGPU|TestArchWindowGPU|TestChooseFlash|TestBackendModelsBF16${EXTRA_TESTS:+|$EXTRA_TESTS}" \
 		-test.v -test.count=1 > $OUT/tests.log 2>&1
 	echo "tests rc $?"; grep -E "^\s*--- FAIL|^(ok|FAIL)$|^panic|wgmma_test|worst absolute" $OUT/tests.log | head -40
 	grep -c -- "--- PASS" $OUT/tests.log | sed 's/^/passed (with subtests): /'; el tests
@@ -51,4 +52,5 @@ if [ "${NCU:-1}" = 1 ]; then # one d128 launch at 16K a variant, under Nsight Co
 	done
 fi
 cd ../..
+[ "${SDPA:-1}" = 1 ] || exit 0
 timeout 150 python3 bench/e2e.py sdpa --lengths $L --backends ${SDPA_BACKENDS:-flash} 2>&1 | grep -E "^\| SDPA|Error"; el sdpa
