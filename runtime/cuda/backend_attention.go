@@ -471,6 +471,7 @@ var flashShapes = map[string]flashShape{
 	"w8m1n64": {8, 1, 64, false, 0, 0}, "w4m2n32": {4, 2, 32, false, 0, 0},
 	"g2n128s": {8, 1, 128, true, 0, 0}, "g2n128w": {8, 1, 128, true, 0, 1},
 	"g2n128kw": {8, 1, 128, true, 2, 1}, "g2n64kw": {8, 1, 64, true, 2, 1},
+	"g3n64w": {12, 1, 64, true, 0, 1}, "g3n64kw": {12, 1, 64, true, 2, 1},
 }
 
 // chooseFlash is the variant KVBENCH_FLASH names (name), or the default

@@ -23,7 +23,7 @@ func TestChooseFlash(t *testing.T) {
 		{"g2n64kw", "sm_90a", 128, flashShape{8, 1, 64, true, 2, 1}, ""},
 		{"g2n128s", "sm_90a", 64, flashShape{8, 1, 128, true, 0, 0}, ""},
 		{"g2n128kw", "sm_80", 128, flashShape{}, "needs a Hopper GPU"},
-		{"w9", "sm_90a", 64, flashShape{}, `"w9" is not one of g2n128kw, g2n128s, g2n128w, g2n64kw, w4m1n64`},
+		{"w9", "sm_90a", 64, flashShape{}, `"w9" is not one of g2n128kw, g2n128s, g2n128w, g2n64kw, g3n64kw, g3n64w, w4m1n64`},
 	} {
 		got, err := chooseFlash(c.name, c.arch, c.hd)
 		if c.err != "" {
@@ -47,6 +47,9 @@ func TestChooseFlash(t *testing.T) {
 	}
 	if k, smem := flashShapes["g2n128w"].kernel(64); k != "flash_wg_d64_g2_n128_m0_w1" || smem != 128*64*2+2*128*64*4+2*128*4+2*2*16*8+(2+16)*4 {
 		t.Errorf("g2n128w: %s, %d bytes", k, smem)
+	}
+	if k, smem := flashShapes["g3n64w"].kernel(128); k != "flash_wg_d128_g3_n64_m0_w1" || smem != 192*128*2+2*64*128*4+2*64*4+2*2*16*8+(2+24)*4 {
+		t.Errorf("g3n64w: %s, %d bytes", k, smem)
 	}
 	if r := flashShapes["g2n64kw"].rows(); r != 128 {
 		t.Errorf("g2n64kw: %d rows a block, want 128", r)
