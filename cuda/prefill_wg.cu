@@ -269,7 +269,9 @@ __device__ __forceinline__ void wg_softmax(const float (&s)[BN / 2], const int* 
     // would serialize the wgmmas). Hidden keys are bits of hid.
     static_assert(BN / 2 <= 64, "one bit a score");
     unsigned long long hid = 0;
-    float mxa = ma, mxb = mb;
+    // Four running maxima a row and two sums: chains a quarter and a half
+    // as long (the scheduler waits on each link of a chain).
+    float mxa[4] = {ma, ma, ma, ma}, mxb[4] = {mb, mb, mb, mb};
 #pragma unroll
     for (int j = 0; j < BN / 8; ++j) {
 #pragma unroll
@@ -282,14 +284,15 @@ __device__ __forceinline__ void wg_softmax(const float (&s)[BN / 2], const int* 
                 hid |= (unsigned long long)ha << (j * 4 + e);
                 hid |= (unsigned long long)hb << (j * 4 + 2 + e);
             }
-            mxa = ha ? mxa : fmaxf(mxa, s[j * 4 + e]);
-            mxb = hb ? mxb : fmaxf(mxb, s[j * 4 + 2 + e]);
+            const int q = (2 * j + e) & 3;
+            mxa[q] = ha ? mxa[q] : fmaxf(mxa[q], s[j * 4 + e]);
+            mxb[q] = hb ? mxb[q] : fmaxf(mxb[q], s[j * 4 + 2 + e]);
         }
     }
     float ba, bb;
-    ca = fl_new_max(mxa, ma, scaleLog2, ba);
-    cb = fl_new_max(mxb, mb, scaleLog2, bb);
-    float sa = 0.f, sb = 0.f;
+    ca = fl_new_max(fmaxf(fmaxf(mxa[0], mxa[1]), fmaxf(mxa[2], mxa[3])), ma, scaleLog2, ba);
+    cb = fl_new_max(fmaxf(fmaxf(mxb[0], mxb[1]), fmaxf(mxb[2], mxb[3])), mb, scaleLog2, bb);
+    float sa2[2] = {0.f, 0.f}, sb2[2] = {0.f, 0.f};
 #pragma unroll
     for (int kk = 0; kk < BN / 16; ++kk) {
         float e[8];
@@ -299,15 +302,15 @@ __device__ __forceinline__ void wg_softmax(const float (&s)[BN / 2], const int* 
             const float x = fl_exp2(fmaf(s[k], scaleLog2, (i & 2) ? -bb : -ba));
             e[i] = !FULL && (hid >> k) & 1 ? 0.f : x;
         }
-        sa += e[0] + e[1] + e[4] + e[5];
-        sb += e[2] + e[3] + e[6] + e[7];
+        sa2[kk & 1] += (e[0] + e[1]) + (e[4] + e[5]);
+        sb2[kk & 1] += (e[2] + e[3]) + (e[6] + e[7]);
         p[kk][0] = wg_pack2(e[0], e[1]);
         p[kk][1] = wg_pack2(e[2], e[3]);
         p[kk][2] = wg_pack2(e[4], e[5]);
         p[kk][3] = wg_pack2(e[6], e[7]);
     }
-    la = la * ca + sa;
-    lb = lb * cb + sb;
+    la = la * ca + (sa2[0] + sa2[1]);
+    lb = lb * cb + (sb2[0] + sb2[1]);
 }
 
 // wg_scale multiplies the output rows by the softmax's factors.
@@ -341,7 +344,10 @@ __device__ __forceinline__ void wg_scores(float (&s)[BN / 2], float (&o)[D / 2],
     } else {
         wg_softmax<BN, false>(s, kps, tig, qa, qb, wla, wlb, scaleLog2, ma, mb, la, lb, p, ca, cb);
     }
-    wg_scale<D>(o, ca, cb);
+    // The factors are exactly 1 where a row's maximum held (most tiles, once
+    // a row has met its largest scores): a warp whose rows all held skips
+    // the D/2 products.
+    if (!__all_sync(FULL_MASK, ca == 1.f && cb == 1.f)) wg_scale<D>(o, ca, cb);
 }
 
 // wg_pv adds P V (P in p, V at vdesc) to o and waits for it.
