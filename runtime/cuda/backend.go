@@ -114,11 +114,12 @@ type Backend struct {
 
 // The prefill attention variants used unless KVBENCH_FLASH names another:
 // on Hopper (sm_90a, wgmma) flashWG, or flashWG64 for head dim 64 (the
-// H200, 32/8 at 32K: d128 23.5 ms against SDPA's 25.4, d64 15.2 against
+// H200, 32/8 at 32K: d128 22.0 ms (three warpgroups, 64-key tiles; two
+// with 128-key tiles 23.4) against SDPA flash's 25.2, d64 14.7 against
 // 14.3; docs/benchmarks.md); flashMMA elsewhere, and for float32 pages on
 // Hopper.
 const (
-	flashWG   = "g2n128w"
+	flashWG   = "g3n64w"
 	flashWG64 = "g2n64kw"
 	flashMMA  = "w4m2n64"
 )
