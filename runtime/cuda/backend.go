@@ -962,6 +962,25 @@ func (b *Backend) storeOp(kPage, vPage runtime.Buffer, slot int, k, v runtime.Bu
 	return kp.Add(do), vp.Add(do), b.f32(k).Add(so), b.f32(v).Add(so), kt, headDim
 }
 
+// MoveKVs (runtime.KVMover) queues one eviction's copies untracked (kvBatch):
+// beside other sequences' evictions, after a launch of anything else queued.
+func (b *Backend) MoveKVs(k, v []runtime.Buffer, moves [][2]int32, ps, hd int) {
+	q := &b.kv
+	seq := b.dev(k[0])
+	if len(q.ops) > 0 && (!q.bulk || q.hd != hd || q.bulkSeqs[seq]) {
+		b.flushKV()
+	}
+	if q.bulkSeqs == nil {
+		q.bulkSeqs = map[*buf]bool{}
+	}
+	q.bulk, q.hd, q.bulkSeqs[seq] = true, hd, true
+	for _, m := range moves {
+		d, f := int(m[0]), int(m[1])
+		dk, dv, sk, sv, mode, _ := b.moveOp(k[d/ps], v[d/ps], d%ps, k[f/ps], v[f/ps], f%ps, hd)
+		q.ops = append(q.ops, uint64(dk), uint64(dv), uint64(sk), uint64(sv), uint64(mode))
+	}
+}
+
 // MoveKV copies one slot's key and value to another slot (queued).
 func (b *Backend) MoveKV(dstK, dstV runtime.Buffer, dstSlot int, srcK, srcV runtime.Buffer, srcSlot, headDim int) {
 	b.queueKV(b.moveOp(dstK, dstV, dstSlot, srcK, srcV, srcSlot, headDim))
