@@ -34,14 +34,15 @@ func (b *buf) Len() int { return b.n }
 // Kernels run in order on the device's stream; Read waits for them. Like the
 // CPU backend it is not safe for concurrent use.
 type Backend struct {
-	D    *Device
-	mod  Modules
-	fns  map[string]*Function
-	slab *slabAllocator
-	mu   sync.Mutex
-	live []*buf // the buffers not yet freed (buf.live: each one's index)
-	now  int64  // bytes held by live buffers (as asked for)
-	peak int64
+	D     *Device
+	mod   Modules
+	fns   map[string]*Function
+	slab  *slabAllocator
+	mu    sync.Mutex
+	live  []*buf       // the buffers not yet freed (buf.live: each one's index)
+	pinUp pinnedStager // pinned buffers of large uploads (pinup.go)
+	now   int64        // bytes held by live buffers (as asked for)
+	peak  int64
 
 	// Per-call scratch on the device, grown as needed (pscore: the page
 	// scores of PageBounds.Score).
@@ -292,6 +293,7 @@ func (b *Backend) Close() error {
 	}
 	b.dropReplays()
 	b.freeWorkspaces()
+	b.pinUp.free()
 	for _, e := range b.events {
 		_ = e.Destroy()
 	}
@@ -581,9 +583,14 @@ func (b *Backend) Upload(t *runtime.Tensor) (runtime.Buffer, error) {
 	if err != nil {
 		return nil, err
 	}
-	if t.DType == runtime.F32 {
+	switch {
+	case t.Bytes() >= stageMin && t.DType == runtime.F32:
+		err = b.uploadStaged(x.p, asBytes(t.F32))
+	case t.Bytes() >= stageMin:
+		err = b.uploadStaged(x.p, asBytes(t.U16))
+	case t.DType == runtime.F32:
 		err = Upload(b.D, x.p, t.F32)
-	} else {
+	default:
 		err = Upload(b.D, x.p, t.U16)
 	}
 	if err != nil {
