@@ -299,9 +299,13 @@ func (c *KVCache) Evict(l, h int, drop []int32) {
 		s.N--
 	}
 	ps := c.pageSize
-	for _, m := range c.moves {
-		d, f := int(m[0]), int(m[1])
-		c.kv().MoveKV(s.K[d/ps], s.V[d/ps], d%ps, s.K[f/ps], s.V[f/ps], f%ps, c.headDim)
+	if mv, ok := c.kv().(KVMover); ok && len(c.moves) > 0 {
+		mv.MoveKVs(s.K, s.V, c.moves, ps, c.headDim)
+	} else {
+		for _, m := range c.moves {
+			d, f := int(m[0]), int(m[1])
+			c.kv().MoveKV(s.K[d/ps], s.V[d/ps], d%ps, s.K[f/ps], s.V[f/ps], f%ps, c.headDim)
+		}
 	}
 	c.trim(s)
 }

@@ -18,6 +18,16 @@ type KVOps interface {
 	MoveKV(dstK, dstV Buffer, dstSlot int, srcK, srcV Buffer, srcSlot, headDim int)
 }
 
+// KVMover is an optional capability of a backend's key/value copies
+// (KVOps): the copies of one KVCache.Evict given together. They are
+// independent (no copy reads a slot another writes, all within one
+// sequence's pages), so the backend need not check one against another.
+type KVMover interface {
+	// MoveKVs is MoveKV(k[d/ps], v[d/ps], d%ps, k[f/ps], v[f/ps], f%ps,
+	// headDim) for each (d, f) of moves, ps the page size.
+	MoveKVs(k, v []Buffer, moves [][2]int32, pageSize, headDim int)
+}
+
 // KVLaner is an optional Backend capability: the key/value copies of
 // several streams made from several goroutines at once. A Batch step then
 // appends each stream's keys and values and runs its policy's BeforeAttend

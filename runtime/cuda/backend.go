@@ -34,14 +34,15 @@ func (b *buf) Len() int { return b.n }
 // Kernels run in order on the device's stream; Read waits for them. Like the
 // CPU backend it is not safe for concurrent use.
 type Backend struct {
-	D    *Device
-	mod  Modules
-	fns  map[string]*Function
-	slab *slabAllocator
-	mu   sync.Mutex
-	live []*buf // the buffers not yet freed (buf.live: each one's index)
-	now  int64  // bytes held by live buffers (as asked for)
-	peak int64
+	D     *Device
+	mod   Modules
+	fns   map[string]*Function
+	slab  *slabAllocator
+	mu    sync.Mutex
+	live  []*buf       // the buffers not yet freed (buf.live: each one's index)
+	pinUp pinnedStager // pinned buffers of large uploads (pinup.go)
+	now   int64        // bytes held by live buffers (as asked for)
+	peak  int64
 
 	// Per-call scratch on the device, grown as needed (pscore: the page
 	// scores of PageBounds.Score).
@@ -293,6 +294,7 @@ func (b *Backend) Close() error {
 	}
 	b.dropReplays()
 	b.freeWorkspaces()
+	b.pinUp.free()
 	for _, e := range b.events {
 		_ = e.Destroy()
 	}
@@ -582,9 +584,14 @@ func (b *Backend) Upload(t *runtime.Tensor) (runtime.Buffer, error) {
 	if err != nil {
 		return nil, err
 	}
-	if t.DType == runtime.F32 {
+	switch {
+	case t.Bytes() >= stageMin && t.DType == runtime.F32:
+		err = b.uploadStaged(x.p, asBytes(t.F32))
+	case t.Bytes() >= stageMin:
+		err = b.uploadStaged(x.p, asBytes(t.U16))
+	case t.DType == runtime.F32:
 		err = Upload(b.D, x.p, t.F32)
-	} else {
+	default:
 		err = Upload(b.D, x.p, t.U16)
 	}
 	if err != nil {
@@ -961,6 +968,25 @@ func (b *Backend) storeOp(kPage, vPage runtime.Buffer, slot int, k, v runtime.Bu
 	}
 	so, do := int64(src)*4, int64(slot*headDim)*int64(4-2*kt)
 	return kp.Add(do), vp.Add(do), b.f32(k).Add(so), b.f32(v).Add(so), kt, headDim
+}
+
+// MoveKVs (runtime.KVMover) queues one eviction's copies untracked (kvBatch):
+// beside other sequences' evictions, after a launch of anything else queued.
+func (b *Backend) MoveKVs(k, v []runtime.Buffer, moves [][2]int32, ps, hd int) {
+	q := &b.kv
+	seq := b.dev(k[0])
+	if len(q.ops) > 0 && (!q.bulk || q.hd != hd || q.bulkSeqs[seq]) {
+		b.flushKV()
+	}
+	if q.bulkSeqs == nil {
+		q.bulkSeqs = map[*buf]bool{}
+	}
+	q.bulk, q.hd, q.bulkSeqs[seq] = true, hd, true
+	for _, m := range moves {
+		d, f := int(m[0]), int(m[1])
+		dk, dv, sk, sv, mode, _ := b.moveOp(k[d/ps], v[d/ps], d%ps, k[f/ps], v[f/ps], f%ps, hd)
+		q.ops = append(q.ops, uint64(dk), uint64(dv), uint64(sk), uint64(sv), uint64(mode))
+	}
 }
 
 // MoveKV copies one slot's key and value to another slot (queued).

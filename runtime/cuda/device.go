@@ -736,6 +736,15 @@ func (e *Event) Since(start *Event) (float64, error) {
 	return float64(ms), nil
 }
 
+// Wait waits until the work enqueued before the event's last Record has run.
+func (e *Event) Wait() error {
+	if err := e.d.enter(); err != nil {
+		return err
+	}
+	defer leave()
+	return e.d.api.check("cuEventSynchronize", e.d.api.cuEventSynchronize(e.h))
+}
+
 // Destroy releases the event.
 func (e *Event) Destroy() error {
 	if err := e.d.enter(); err != nil {

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/kvbench/kvbench/runtime"
+	"github.com/kvbench/kvbench/runtime/cuda"
 )
 
 // BenchmarkFakePromptEvict times the host's share of compressing a 32K-token
@@ -49,5 +50,45 @@ func BenchmarkFakePromptEvict(b *testing.B) {
 		if got := kc.Len(c.Layers-1, c.KVHeads-1); got != sinks+recent {
 			b.Fatalf("%d tokens left, want %d", got, sinks+recent)
 		}
+	}
+}
+
+// TestMoveKVsBatching: evictions of different sequences share one launch
+// of copies; a second eviction of a sequence, or a tracked copy, launches
+// the queued ones first (fake device: launches counted).
+func TestMoveKVsBatching(t *testing.T) {
+	be := fakeBackend(t)
+	c := runtime.Config{Arch: "llama", Dim: 64, Hidden: 128, Layers: 1, Heads: 2, KVHeads: 2, HeadDim: 32, Vocab: 100,
+		MaxSeq: 4096, RopeTheta: 1e4, NormEps: 1e-5}
+	kc, err := runtime.NewKVCacheOf(be, c, 16, runtime.BF16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 200
+	k, v := be.Alloc(n*c.KVDim()), be.Alloc(n*c.KVDim())
+	pos := make([]int, n)
+	for i := range pos {
+		pos[i] = i
+	}
+	kc.Append(0, k, v, n, pos)
+	out := make([]float32, 1)
+	be.Read(out, k, 0) // the appends launched
+	run := func(d ...int32) []int32 { return d }
+	l0, _, _, _ := cuda.FakeCounts()
+	kc.Evict(0, 0, run(3, 4, 5, 6, 7, 8, 9, 10, 11, 12)) // copies into kept slots: queued
+	kc.Evict(0, 1, run(3, 4, 5, 6, 7, 8, 9, 10, 11, 12)) // another sequence: the same batch
+	l1, _, _, _ := cuda.FakeCounts()
+	if l1 != l0 {
+		t.Fatalf("two sequences' evictions launched %d times before a flush", l1-l0)
+	}
+	kc.Evict(0, 0, run(20, 21, 22, 23)) // the same sequence again: the batch goes first
+	l2, _, _, _ := cuda.FakeCounts()
+	if l2-l1 != 1 {
+		t.Errorf("a second eviction of a sequence: %d launches, want 1 (the queued copies)", l2-l1)
+	}
+	be.Read(out, k, 0)
+	l3, _, _, _ := cuda.FakeCounts()
+	if l3-l2 != 1 {
+		t.Errorf("the read: %d launches, want 1", l3-l2)
 	}
 }

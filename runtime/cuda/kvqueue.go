@@ -10,11 +10,18 @@ package cuda
 // batch (reading a slot it writes otherwise, overwriting a slot it reads or
 // writes) launches the batch first. Key and value slots move together: a
 // copy names its key slot and value slot, and the tracking is by key slot.
+//
+// Evictions' copies given together (MoveKVs) are not tracked: a batch holds
+// either tracked copies or such untracked ones (bulk), of one eviction a
+// sequence (bulkSeqs: each sequence's first key page); a copy of the other
+// kind, or a second eviction of a sequence, launches the batch first.
 type kvBatch struct {
-	ops     []uint64 // 5 words per copy, as be_kv_ops: dk, dv, sk, sv, mode
-	hd      int
-	written ptrTable // key slot -> the copy that writes it
-	read    ptrTable // key slots copies read
+	ops      []uint64 // 5 words per copy, as be_kv_ops: dk, dv, sk, sv, mode
+	hd       int
+	written  ptrTable // key slot -> the copy that writes it
+	read     ptrTable // key slots copies read
+	bulk     bool
+	bulkSeqs map[*buf]bool
 }
 
 // be_kv_ops' modes.
@@ -32,6 +39,9 @@ func newKVBatch() kvBatch {
 // channels, mode as be_kv_ops), or reports false, queueing nothing, when it
 // depends on the batch in a way only a launch of the batch resolves.
 func (k *kvBatch) add(dk, dv, sk, sv Ptr, mode, hd int) bool {
+	if k.bulk && len(k.ops) > 0 {
+		return false
+	}
 	if len(k.ops) == 0 {
 		k.hd = hd
 	} else if hd != k.hd {
@@ -66,6 +76,8 @@ func (k *kvBatch) add(dk, dv, sk, sv Ptr, mode, hd int) bool {
 // reset empties the batch (after its launch).
 func (k *kvBatch) reset() {
 	k.ops = k.ops[:0]
+	k.bulk = false
+	clear(k.bulkSeqs)
 	k.written.reset()
 	k.read.reset()
 }
