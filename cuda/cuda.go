@@ -32,21 +32,25 @@ var prefill string
 //go:embed prefill_wg.cu
 var prefillWG string
 
+//go:embed prefill_tma.cu
+var prefillTMA string
+
 // Parts is the number of modules the source is compiled as, side by side:
 // module p with -DKVB_PART=p holds the kernel families common.cu's KVB_IN
 // gives it (the split-KV decode kernels by head dimension and group, the
-// CUDA-core and tensor-core dense ones, the wgmma prefill in part 11, the
-// rest in part 0) and all the small kernels. NVRTC's time goes
+// CUDA-core and tensor-core dense ones, the wgmma prefill in part 11, its
+// TMA-fed variants in part 12, the rest in part 0) and all the small kernels. NVRTC's time goes
 // mostly to the big families; compiled one after the other they took 148
 // s on the H200 machine.
-const Parts = 12
+const Parts = 13
 
 // Source is the whole kernel source, one translation unit that serves both
 // the runtime's backend and kvbench kernels: the shared helpers, the forward
 // pass's ops (backend.cu) and its decode matrix-vector products (gemv.cu),
-// the tensor-core prefill attention (mma.sync, and wgmma on Hopper), the split-KV decode attention kernels
+// the tensor-core prefill attention (mma.sync, and wgmma on Hopper, fed by
+// cp.async or the TMA), the split-KV decode attention kernels
 // (CUDA-core and tensor-core), the Quest kernels and the other policies'
 // steps.
 func Source() string {
-	return common + "\n" + backend + "\n" + gemv + "\n" + prefill + "\n" + prefillWG + "\n" + attention + "\n" + attentionMMA + "\n" + quest + "\n" + policies
+	return common + "\n" + backend + "\n" + gemv + "\n" + prefill + "\n" + prefillWG + "\n" + prefillTMA + "\n" + attention + "\n" + attentionMMA + "\n" + quest + "\n" + policies
 }

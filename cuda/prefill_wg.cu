@@ -361,6 +361,69 @@ __device__ __forceinline__ void wg_pv(float (&o)[D / 2], const u32 (&p)[BN / 16]
     wg_wait<0>();
     wg_hold(o);
 }
+
+// wg_load_q stages the BM query rows of head h from row r0 (rows of them
+// exist; zeros past the last) in shared memory, rounded to bf16, in L's
+// layout and the order of L::rc, thread tid of nt.
+template <int D, int BM, class L>
+__device__ __forceinline__ void wg_load_q(unsigned char* Qs, const float* q, int r0, int rows, int heads, int h, int tid,
+                                          int nt) {
+    for (int i = tid; i < BM * (D / 8); i += nt) {
+        int r, c;
+        L::rc(i, r, c);
+        uint4 v = make_uint4(0u, 0u, 0u, 0u);
+        if (r0 + r < rows) {
+            const float* p = q + ((long long)(r0 + r) * heads + h) * D + c * 8;
+            const float4 a = *(const float4*)p, b = *(const float4*)(p + 4);
+            v = make_uint4(wg_pack2(a.x, a.y), wg_pack2(a.z, a.w), wg_pack2(b.x, b.y), wg_pack2(b.z, b.w));
+        }
+        *(uint4*)(Qs + L::template off<BM>(r, c)) = v;
+    }
+}
+
+// wg_warp_bounds writes the warp's lowest and highest row position (of
+// this thread's qa and qb) to wb; wg_group_bounds reads its warpgroup's
+// four (after a barrier): a warpgroup decides its skips together (a wgmma
+// is the whole warpgroup's).
+__device__ __forceinline__ void wg_warp_bounds(int* wb, int qa, int qb, int lane) {
+    int wmin = min(qa, qb), wmax = max(qa, qb);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        wmin = min(wmin, __shfl_xor_sync(FULL_MASK, wmin, o));
+        wmax = max(wmax, __shfl_xor_sync(FULL_MASK, wmax, o));
+    }
+    if (lane == 0) {
+        wb[0] = wmin;
+        wb[1] = wmax;
+    }
+}
+
+__device__ __forceinline__ void wg_group_bounds(const int (*wb)[2], int& wmin, int& wmax) {
+    wmin = min(min(wb[0][0], wb[1][0]), min(wb[2][0], wb[3][0]));
+    wmax = max(max(wb[0][1], wb[1][1]), max(wb[2][1], wb[3][1]));
+}
+
+// wg_store writes this thread's rows ra and rb of the output (o over the
+// row's sum; rows past rows are not written) and, with lse, their
+// log-sum-exp (base 2).
+template <int D>
+__device__ __forceinline__ void wg_store(float* out, float* lse, const float (&o)[D / 2], int ra, int rb, int rows, int heads,
+                                         int h, int tig, float ma, float mb, float la, float lb, float scaleLog2) {
+    const float sa = fl_quad_sum(la), sb = fl_quad_sum(lb);
+    const float ia = sa > 0.f ? 1.f / sa : 0.f, ib = sb > 0.f ? 1.f / sb : 0.f;
+    if (ra < rows) {
+        float* pa = out + ((long long)ra * heads + h) * D + 2 * tig;
+#pragma unroll
+        for (int n = 0; n < D / 8; ++n) *(float2*)(pa + n * 8) = make_float2(o[n * 4] * ia, o[n * 4 + 1] * ia);
+        if (lse && tig == 0) lse[(long long)ra * heads + h] = sa > 0.f ? ma * scaleLog2 + log2f(sa) : NEG_INF;
+    }
+    if (rb < rows) {
+        float* pb = out + ((long long)rb * heads + h) * D + 2 * tig;
+#pragma unroll
+        for (int n = 0; n < D / 8; ++n) *(float2*)(pb + n * 8) = make_float2(o[n * 4 + 2] * ib, o[n * 4 + 3] * ib);
+        if (lse && tig == 0) lse[(long long)rb * heads + h] = sb > 0.f ? mb * scaleLog2 + log2f(sb) : NEG_INF;
+    }
+}
 #endif
 
 // flash_wg: the arguments of flash_prefill less kvt (pages are bf16).
@@ -407,39 +470,16 @@ __device__ __forceinline__ void flash_wg(float* __restrict__ out, const float* _
     const int r0 = z * BM;
 
     if (tid == 0) fl_row_span(ints, rowOff, r0, BM, rows, qmaxs, qmins);
-    // The queries, rounded to bf16 (zeros past the last row), in the
-    // order of L::rc.
-    for (int i = tid; i < BM * CH; i += NT) {
-        int r, c;
-        L::rc(i, r, c);
-        uint4 v = make_uint4(0u, 0u, 0u, 0u);
-        if (r0 + r < rows) {
-            const float* p = q + ((long long)(r0 + r) * heads + h) * D + c * 8;
-            const float4 a = *(const float4*)p, b = *(const float4*)(p + 4);
-            v = make_uint4(wg_pack2(a.x, a.y), wg_pack2(a.z, a.w), wg_pack2(b.x, b.y), wg_pack2(b.z, b.w));
-        }
-        *(uint4*)(Qs + L::template off<BM>(r, c)) = v;
-    }
+    wg_load_q<D, BM, L>(Qs, q, r0, rows, heads, h, tid, NT);
     // This thread's rows, their window bounds, and the warp's extremes.
     const int ra = r0 + wg * 64 + wq * 16 + (lane >> 2), rb = ra + 8;
     const int qa = ra < rows ? ints[rowOff + 2 * ra] : -1, qb = rb < rows ? ints[rowOff + 2 * rb] : -1;
     const int wla = be_win_lo(qa, window), wlb = be_win_lo(qb, window);
-    int wmin = min(qa, qb), wmax = max(qa, qb);
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-        wmin = min(wmin, __shfl_xor_sync(FULL_MASK, wmin, o));
-        wmax = max(wmax, __shfl_xor_sync(FULL_MASK, wmax, o));
-    }
-    if (lane == 0) {
-        wgb[wg * 4 + wq][0] = wmin;
-        wgb[wg * 4 + wq][1] = wmax;
-    }
+    wg_warp_bounds(wgb[wg * 4 + wq], qa, qb, lane);
     wg_proxy_fence();
     __syncthreads();
-    // The warpgroup's extremes: its skips are decided together (a wgmma is
-    // the whole warpgroup's).
-    wmin = min(min(wgb[wg * 4][0], wgb[wg * 4 + 1][0]), min(wgb[wg * 4 + 2][0], wgb[wg * 4 + 3][0]));
-    wmax = max(max(wgb[wg * 4][1], wgb[wg * 4 + 1][1]), max(wgb[wg * 4 + 2][1], wgb[wg * 4 + 3][1]));
+    int wmin, wmax;
+    wg_group_bounds(wgb + wg * 4, wmin, wmax);
     const int qmax = qmaxs, qmin = qmins;
     int kstart, kend;
     fl_key_range(pos, N, sorted, qmin, qmax, window, kstart, kend);
@@ -530,20 +570,7 @@ __device__ __forceinline__ void flash_wg(float* __restrict__ out, const float* _
     if (MODE == 2 && (wg & 1) && it0 < ntiles)  // P V of the last tile
         wg_pv<D, BN, L>(o, pf, L::vdesc(Vs + ((ntiles - 1) % NS) * KT));
 
-    const float sa = fl_quad_sum(la), sb = fl_quad_sum(lb);
-    const float ia = sa > 0.f ? 1.f / sa : 0.f, ib = sb > 0.f ? 1.f / sb : 0.f;
-    if (ra < rows) {
-        float* pa = out + ((long long)ra * heads + h) * D + 2 * tig;
-#pragma unroll
-        for (int n = 0; n < D / 8; ++n) *(float2*)(pa + n * 8) = make_float2(o[n * 4] * ia, o[n * 4 + 1] * ia);
-        if (lse && tig == 0) lse[(long long)ra * heads + h] = sa > 0.f ? ma * scaleLog2 + log2f(sa) : NEG_INF;
-    }
-    if (rb < rows) {
-        float* pb = out + ((long long)rb * heads + h) * D + 2 * tig;
-#pragma unroll
-        for (int n = 0; n < D / 8; ++n) *(float2*)(pb + n * 8) = make_float2(o[n * 4 + 2] * ib, o[n * 4 + 3] * ib);
-        if (lse && tig == 0) lse[(long long)rb * heads + h] = sb > 0.f ? mb * scaleLog2 + log2f(sb) : NEG_INF;
-    }
+    wg_store<D>(out, lse, o, ra, rb, rows, heads, h, tig, ma, mb, la, lb, scaleLog2);
 #endif
 }
 

@@ -8,6 +8,6 @@
 # Run from the repository root: bash bench/cudasyntax/check.sh
 set -eu
 d=$(dirname "$0")
-for f in common backend gemv prefill prefill_wg attention attention_mma quest policies; do cat cuda/$f.cu; echo; done |
+for f in common backend gemv prefill prefill_wg prefill_tma attention attention_mma quest policies; do cat cuda/$f.cu; echo; done |
 	sed -E 's/\basm volatile\(/ASMX(/g; s/\basm\(/ASMX(/g; s/extern __shared__/extern/g' |
 	g++ -std=c++17 -fsyntax-only -x c++ -include "$d/stand_ins.h" - && echo "cuda sources: syntax ok"

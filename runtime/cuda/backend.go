@@ -86,6 +86,7 @@ type Backend struct {
 	prec     string
 	flash    flashShape      // the prefill attention variant (KVBENCH_FLASH)
 	flash64  flashShape      // the same for head dim 64
+	tma      tmaPages        // the KV pages' range and tensor maps (TMA-fed prefill, flashtma.go)
 	gemmRows int             // smallest MatMul on cuBLAS (KVBENCH_GEMM_MIN_ROWS, default gemmMinRows)
 	shared   map[string]bool // kernels allowed more than 48 KiB of dynamic shared memory
 	epoch    int             // counts arena restarts (wait)
@@ -652,6 +653,7 @@ func (b *Backend) AllocKV(n int, t runtime.DType) runtime.Buffer {
 	x, err := b.newBufOf(runtime.MemKV, n, t, int64(n)*int64(t.Size()))
 	must(err)
 	b.zero(x, (int64(n)*int64(t.Size())+3)/4)
+	b.tma.grow(x.p, x.bytes)
 	return x
 }
 

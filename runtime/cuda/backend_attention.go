@@ -435,6 +435,15 @@ func (b *Backend) attendFlash(a *runtime.AttnArgs, rowOff int32) {
 	if f.wg && kvt != kvBF16 {
 		f = flashShapes[flashMMA]
 	}
+	var tm *TensorMap
+	var base Ptr
+	var maxRows int64
+	if f.tma {
+		var ok bool
+		if tm, base, maxRows, ok = b.tmaMap(hd, a.Seqs[0].PageSize, f.keys); !ok {
+			f = flashShapes[f.fallback(hd)]
+		}
+	}
 	name, smem := f.kernel(hd)
 	if !b.shared[name] {
 		must(b.fn(name).AllowShared(smem))
@@ -444,6 +453,12 @@ func (b *Backend) attendFlash(a *runtime.AttnArgs, rowOff int32) {
 	grid := Dim3{(a.Rows + bm - 1) / bm, a.Heads, 1}
 	b.split.last = Plan{Kernel: name, Blocks: grid.X * grid.Y, SharedMem: smem}
 	scale, ps := a.Scale*float32(math.Log2E), int32(bits.TrailingZeros(uint(a.Seqs[0].PageSize)))
+	if f.tma { // a producer warp beside the warpgroups
+		b.launchSmem(name, grid, Dim3{32*f.warps + 32, 1, 1}, smem, b.f32(a.Out), b.f32(a.Q), ptrs, ints,
+			int32(a.Heads), int32(a.KVHeads), scale, rowOff, int32(a.Rows), sorted, ps, Ptr(0), int32(max(a.Window, 0)),
+			base, maxRows, tm)
+		return
+	}
 	if f.wg {
 		b.launchSmem(name, grid, Dim3{32 * f.warps, 1, 1}, smem, b.f32(a.Out), b.f32(a.Q), ptrs, ints,
 			int32(a.Heads), int32(a.KVHeads), scale, rowOff, int32(a.Rows), sorted, ps, Ptr(0), int32(max(a.Window, 0)))
@@ -453,25 +468,31 @@ func (b *Backend) attendFlash(a *runtime.AttnArgs, rowOff int32) {
 		int32(a.Heads), int32(a.KVHeads), scale, rowOff, int32(a.Rows), kvt, sorted, ps, Ptr(0), int32(max(a.Window, 0)))
 }
 
-// flashShape is a variant of the prefill attention kernel: warps per block,
-// m-tiles of 16 rows per warp (flash_prefill), keys per tile, whether it is
-// flash_wg (warpgroups of four warps, 64 rows each) and, for flash_wg, the
-// order of a warpgroup's work (MODE in prefill_wg.cu) and its shared-memory
-// layout (SW: 0 core matrices, 1 the 128-byte swizzle).
+// flashShape is a variant of the prefill attention kernel: warps per block
+// (the consumers' for flash_tma), m-tiles of 16 rows per warp
+// (flash_prefill), keys per tile, whether it is flash_wg (warpgroups of
+// four warps, 64 rows each) and, for flash_wg, the order of a warpgroup's
+// work (MODE in prefill_wg.cu) and its shared-memory layout (SW: 0 core
+// matrices, 1 the 128-byte swizzle); tma: flash_tma (prefill_tma.cu: the
+// tiles brought by the TMA, stages deep, swizzled).
 type flashShape struct {
 	warps, mtiles, keys int
 	wg                  bool
 	mode, sw            int
+	tma                 bool
+	stages              int
 }
 
 // flashShapes are the compiled variants (FLASH_KERNEL in prefill.cu,
 // WG_KERNEL in prefill_wg.cu), by their KVBENCH_FLASH name.
 var flashShapes = map[string]flashShape{
-	"w4m1n64": {4, 1, 64, false, 0, 0}, "w4m2n64": {4, 2, 64, false, 0, 0},
-	"w8m1n64": {8, 1, 64, false, 0, 0}, "w4m2n32": {4, 2, 32, false, 0, 0},
-	"g2n128s": {8, 1, 128, true, 0, 0}, "g2n128w": {8, 1, 128, true, 0, 1},
-	"g2n128kw": {8, 1, 128, true, 2, 1}, "g2n64kw": {8, 1, 64, true, 2, 1},
-	"g3n64w": {12, 1, 64, true, 0, 1}, "g3n64kw": {12, 1, 64, true, 2, 1},
+	"w4m1n64": {4, 1, 64, false, 0, 0, false, 0}, "w4m2n64": {4, 2, 64, false, 0, 0, false, 0},
+	"w8m1n64": {8, 1, 64, false, 0, 0, false, 0}, "w4m2n32": {4, 2, 32, false, 0, 0, false, 0},
+	"g2n128s": {8, 1, 128, true, 0, 0, false, 0}, "g2n128w": {8, 1, 128, true, 0, 1, false, 0},
+	"g2n128kw": {8, 1, 128, true, 2, 1, false, 0}, "g2n64kw": {8, 1, 64, true, 2, 1, false, 0},
+	"g3n64w": {12, 1, 64, true, 0, 1, false, 0}, "g3n64kw": {12, 1, 64, true, 2, 1, false, 0},
+	"t2n64": {8, 1, 64, true, 0, 1, true, 4}, "t3n64": {12, 1, 64, true, 0, 1, true, 4},
+	"t2n128": {8, 1, 128, true, 0, 1, true, 3},
 }
 
 // chooseFlash is the variant KVBENCH_FLASH names (name), or the default
@@ -508,8 +529,13 @@ func (f flashShape) rows() int {
 }
 
 // kernel is f's kernel name for head dim hd and its dynamic shared memory
-// (FL_SMEM in prefill.cu, WG_SMEM in prefill_wg.cu).
+// (FL_SMEM in prefill.cu, WG_SMEM in prefill_wg.cu, TMA_SMEM in
+// prefill_tma.cu).
 func (f flashShape) kernel(hd int) (string, int) {
+	if f.tma { // TMA_SMEM
+		return fmt.Sprintf("flash_tma_d%d_g%d_n%d_s%d", hd, f.warps/4, f.keys, f.stages),
+			f.rows()*hd*2 + f.stages*f.keys*(hd*4+4) + f.stages*2*8 + (2+f.warps*2)*4
+	}
 	if f.wg {
 		stages := 2
 		if f.mode != 0 {

@@ -71,6 +71,15 @@ func TestCompileKernels(t *testing.T) {
 		}
 	}
 	t.Logf("%d kernels; of their own, by part: %v", len(all), own)
+	// Every prefill variant KVBENCH_FLASH names is compiled (the wgmma
+	// and TMA ones for sm_90a only).
+	for name, f := range flashShapes {
+		for _, hd := range []int{64, 128} {
+			if k, _ := f.kernel(hd); (arch == "sm_90a" || !f.wg) && !all[k] {
+				t.Errorf("KVBENCH_FLASH=%s: no kernel %s", name, k)
+			}
+		}
+	}
 	again, err := CompileParts("kvbench.cu", kernelsrc.Source(), arch, KernelOptions(), kernelsrc.Parts)
 	if err != nil {
 		t.Fatal(err)

@@ -646,6 +646,9 @@ func (f *Function) launch(pdl bool, grid, block Dim3, smem int, args []any) erro
 			*(*float32)(s) = v
 		case float64:
 			*(*float64)(s) = v
+		case *TensorMap: // by value: the driver copies the 128 bytes at launch
+			lb.params[i] = v.bytes()
+			continue
 		default:
 			panic(fmt.Sprintf("cuda: %s: argument %d has unsupported type %T", f.Name, i, a))
 		}

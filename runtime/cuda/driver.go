@@ -83,6 +83,8 @@ type driverAPI struct {
 	// cuProfilerStart and cuProfilerStop (a profiler's range: ncu
 	// --profile-from-start off); 0 when the driver lacks them.
 	rawProfStart, rawProfStop uintptr
+	// cuTensorMapEncodeTiled (tma.go); 0 when the driver lacks it.
+	rawTensorMapEncode uintptr
 	// fake is the fake device's state when the entry points are its
 	// (KVBENCH_CUDA_FAKE, fake.go): the raw calls above are not made.
 	fake *fakeDev
@@ -228,6 +230,7 @@ func openDriver() (*driverAPI, error) {
 	}
 	d.rawProfStart, _ = purego.Dlsym(lib, "cuProfilerStart")
 	d.rawProfStop, _ = purego.Dlsym(lib, "cuProfilerStop")
+	d.rawTensorMapEncode, _ = purego.Dlsym(lib, "cuTensorMapEncodeTiled")
 	if err := d.check("cuInit", d.cuInit(0)); err != nil {
 		return nil, err
 	}
