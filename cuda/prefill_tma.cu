@@ -80,17 +80,107 @@ __device__ __forceinline__ void tm_load(void* dst, const TmaMap* m, int c0, int 
 }
 #endif
 
+// tma_consume_pipe is a consumer warpgroup's loop over the key tiles
+// [it0, ntiles) with the products of one tile beside the softmax of the
+// next (FlashAttention-3's intra-warpgroup pipelining): while P V of tile k
+// runs on the tensor cores, S of tile k+1 (issued before it) is waited for
+// and its softmax computed; O's rescale by tile k+1's factors waits for P V
+// of tile k. Two score and two P register sets alternate by tile parity
+// (the loop body twice, static names), so that no register an in-flight
+// wgmma reads or writes is defined by another instruction (ptxas would
+// serialise the wgmmas, C7513). Every tile is computed (no skips: a tile
+// hidden from the whole warpgroup only costs its products).
+template <int D, int BN, int NS, int NC, class L>
+__device__ __forceinline__ void tma_consume_pipe(float (&o)[D / 2], u64* full, u64* empty, const int* kp,
+                                                 unsigned char* Ks, unsigned char* Vs, u64 qdesc, int it0, int ntiles,
+                                                 int kend, int tid, int lane, int tig, int sorted, int window, int qa,
+                                                 int qb, int wla, int wlb, int wmin, int wmax, float scaleLog2,
+                                                 float& ma, float& mb, float& la, float& lb) {
+    constexpr int KT = BN * D * 2, CH = D / 8;
+    float s0[BN / 2], s1[BN / 2];
+    u32 p0[BN / 16][4], p1[BN / 16][4];
+    // land waits for tile it (stage b, use k), zeroes the last tile's value
+    // rows past kend (flash_tma's header) and issues its S = Q K^T.
+    auto land = [&](int it, float(&s)[BN / 2]) {
+        const int k = it - it0, b = k % NS, t0 = it * BN;
+        tm_wait(&full[b], (k / NS) & 1);
+        if (t0 + BN > kend) {
+            const int from = kend - t0;
+            for (int i = tid; i < (BN - from) * CH; i += NC)
+                *(uint4*)(Vs + b * KT + L::template off<BN>(from + i / CH, i % CH)) = make_uint4(0u, 0u, 0u, 0u);
+            wg_proxy_fence();
+            asm volatile("bar.sync 1, %0;" ::"n"(NC) : "memory");
+        }
+        wg_fence();
+        wg_hold(s);
+        const u64 kdesc = L::kdesc(Ks + b * KT);
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk) wg_ss(s, qdesc + L::qstep(kk), kdesc + L::kstep(kk), kk);
+        wg_commit();
+    };
+    // soft computes tile it's softmax from s (landed) into p; ca, cb: the
+    // factors for what O holds.
+    auto soft = [&](int it, float(&s)[BN / 2], u32(&p)[BN / 16][4], float& ca, float& cb) {
+        wg_hold(s);
+        const int* kps = kp + ((it - it0) % NS) * BN;
+        const bool fullTile = sorted && kps[BN - 1] <= wmin && kps[0] > be_win_lo(wmax, window);
+        if (fullTile) {
+            wg_softmax<BN, true>(s, kps, tig, qa, qb, wla, wlb, scaleLog2, ma, mb, la, lb, p, ca, cb);
+        } else {
+            wg_softmax<BN, false>(s, kps, tig, qa, qb, wla, wlb, scaleLog2, ma, mb, la, lb, p, ca, cb);
+        }
+    };
+    // pv issues O += P V for tile it.
+    auto pv = [&](int it, const u32(&p)[BN / 16][4]) {
+        wg_fence();
+        wg_hold(o);
+        const u64 vdesc = L::vdesc(Vs + ((it - it0) % NS) * KT);
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk) wg_rs(o, p[kk], vdesc + L::vstep(kk));
+        wg_commit();
+    };
+    // step: P V of tile it (P in pc) beside the softmax of tile it+1 (S in
+    // sn, into pn); then O rescaled and the stage of tile it released.
+    auto step = [&](int it, u32(&pc)[BN / 16][4], float(&sn)[BN / 2], u32(&pn)[BN / 16][4]) {
+        const bool more = it + 1 < ntiles;
+        if (more) land(it + 1, sn);
+        pv(it, pc);
+        float ca = 1.f, cb = 1.f;
+        if (more) {
+            wg_wait<1>();  // S of tile it+1 (the older group)
+            soft(it + 1, sn, pn, ca, cb);
+        }
+        wg_wait<0>();  // P V of tile it
+        wg_hold(o);
+        __syncwarp();
+        if (lane == 0) tm_arrive(&empty[(it - it0) % NS]);
+        if (!__all_sync(FULL_MASK, ca == 1.f && cb == 1.f)) wg_scale<D>(o, ca, cb);
+    };
+    if (it0 >= ntiles) return;
+    float ca, cb;
+    land(it0, s0);
+    wg_wait<0>();
+    soft(it0, s0, p0, ca, cb);  // O is zero: its factors do not matter
+    for (int it = it0; it < ntiles; it += 2) {
+        step(it, p0, s1, p1);
+        if (it + 1 < ntiles) step(it + 1, p1, s0, p0);
+    }
+}
+
 // flash_tma: flash_wg's arguments, then base (the map's first row's
 // address), maxRows (the map's rows) and the map m; box rows R = min(page
-// tokens, BN).
-template <int D, int NWG, int BN, int NS>
+// tokens, BN). PIPE: the producer is a warpgroup (its warp 0 works) that
+// gives its registers to the consumers (setmaxnreg), which pipeline
+// (tma_consume_pipe); else one producer warp and flash_wg's MODE 0 order.
+template <int D, int NWG, int BN, int NS, bool PIPE>
 __device__ __forceinline__ void flash_tma(float* __restrict__ out, const float* __restrict__ q,
                                           const u64* __restrict__ ptrs, const int* __restrict__ ints, int heads,
                                           int kvHeads, float scaleLog2, int rowOff, int rows, int sorted, int psShift,
                                           float* __restrict__ lse, int window, u64 base, long long maxRows,
                                           const TmaMap* m) {
 #if KVB_WG
-    constexpr int BM = 64 * NWG, NC = 128 * NWG, NT = NC + 32, CH = D / 8;
+    constexpr int BM = 64 * NWG, NC = 128 * NWG, NT = NC + (PIPE ? 128 : 32), CH = D / 8;
+    static_assert(!PIPE || NWG == 2, "setmaxnreg's budget: two consumer warpgroups");
     constexpr int KT = BN * D * 2;  // bytes of a K or V tile
     using L = WGL<D, BM, BN, 1>;
     extern __shared__ __align__(1024) unsigned char wg_smem[];
@@ -136,6 +226,10 @@ __device__ __forceinline__ void flash_tma(float* __restrict__ out, const float* 
     const int it0 = kstart / BN, ntiles = (kend + BN - 1) / BN;
 
     if (!consumer) {
+        if constexpr (PIPE) {  // 168 registers a thread at launch (384 threads): 40 here, 232 a consumer
+            asm volatile("setmaxnreg.dec.sync.aligned.u32 40;" ::: "memory");
+            if (wq != 0) return;
+        }
         // The producer warp: positions by every lane, the copies by lane 0.
         const int R = min(1 << psShift, BN), rowBytes = D * 2;
         for (int it = it0, k = 0; it < ntiles; ++it, ++k) {
@@ -166,15 +260,25 @@ __device__ __forceinline__ void flash_tma(float* __restrict__ out, const float* 
         return;
     }
 
+    if constexpr (PIPE) asm volatile("setmaxnreg.inc.sync.aligned.u32 232;" ::: "memory");
     int wmin, wmax;
     wg_group_bounds(wgb + wg * 4, wmin, wmax);
+    const u64 qdesc = L::qdesc(Qs, wg);
+    float ma = NEG_INF, mb = NEG_INF, la = 0.f, lb = 0.f;  // running max (raw scores) and sum
+    if constexpr (PIPE) {
+        float o[D / 2];
+#pragma unroll
+        for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
+        tma_consume_pipe<D, BN, NS, NC, L>(o, full, empty, kp, Ks, Vs, qdesc, it0, ntiles, kend, tid, lane, tig, sorted,
+                                           window, qa, qb, wla, wlb, wmin, wmax, scaleLog2, ma, mb, la, lb);
+        wg_store<D>(out, lse, o, ra, rb, rows, heads, h, tig, ma, mb, la, lb, scaleLog2);
+        return;
+    }
     float o[D / 2], s[BN / 2];
 #pragma unroll
     for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
 #pragma unroll
     for (int i = 0; i < BN / 2; ++i) s[i] = 0.f;
-    float ma = NEG_INF, mb = NEG_INF, la = 0.f, lb = 0.f;  // running max (raw scores) and sum
-    const u64 qdesc = L::qdesc(Qs, wg);
     u32 p[BN / 16][4];
     for (int it = it0, k = 0; it < ntiles; ++it, ++k) {
         const int b = k % NS, t0 = it * BN;
@@ -208,14 +312,16 @@ __device__ __forceinline__ void flash_tma(float* __restrict__ out, const float* 
 // consumer warp's two.
 #define TMA_SMEM(D, NWG, BN, NS) (64 * (NWG) * (D) * 2 + (NS) * (BN) * ((D) * 4 + 4) + (NS) * 2 * 8 + (2 + (NWG) * 8) * 4)
 
-#define TMA_KERNEL(D, NWG, BN, NS)                                                                                      \
-    extern "C" __global__ void __launch_bounds__(128 * NWG + 32, 1) flash_tma_d##D##_g##NWG##_n##BN##_s##NS(          \
-        float* out, const float* q, const u64* ptrs, const int* ints, int heads, int kvHeads, float scaleLog2,        \
-        int rowOff, int rows, int sorted, int psShift, float* lse, int window, u64 base, long long maxRows,          \
-        const __grid_constant__ TmaMap m) {                                                                          \
-        flash_tma<D, NWG, BN, NS>(out, q, ptrs, ints, heads, kvHeads, scaleLog2, rowOff, rows, sorted, psShift, lse,  \
-                                  window, base, maxRows, &m);                                                        \
+#define TMA_KERNEL_AS(NAME, D, NWG, BN, NS, PIPE)                                                                    \
+    extern "C" __global__ void __launch_bounds__(128 * NWG + (PIPE ? 128 : 32), 1)                                     \
+        NAME(float* out, const float* q, const u64* ptrs, const int* ints, int heads, int kvHeads, float scaleLog2,   \
+             int rowOff, int rows, int sorted, int psShift, float* lse, int window, u64 base, long long maxRows,     \
+             const __grid_constant__ TmaMap m) {                                                                     \
+        flash_tma<D, NWG, BN, NS, PIPE>(out, q, ptrs, ints, heads, kvHeads, scaleLog2, rowOff, rows, sorted, psShift, \
+                                        lse, window, base, maxRows, &m);                                             \
     }
+#define TMA_KERNEL(D, NWG, BN, NS) TMA_KERNEL_AS(flash_tma_d##D##_g##NWG##_n##BN##_s##NS, D, NWG, BN, NS, false)
+#define TMA_KERNEL_PIPE(D, NWG, BN, NS) TMA_KERNEL_AS(flash_tma_d##D##_g##NWG##_n##BN##_s##NS##_p, D, NWG, BN, NS, true)
 
 // The variants KVBENCH_FLASH chooses among (tNWG nBN, NS stages).
 #if KVB_IN(12)
@@ -225,4 +331,6 @@ TMA_KERNEL(64, 3, 64, 4)
 TMA_KERNEL(128, 3, 64, 4)
 TMA_KERNEL(64, 2, 128, 3)
 TMA_KERNEL(128, 2, 128, 3)
+TMA_KERNEL_PIPE(64, 2, 64, 4)
+TMA_KERNEL_PIPE(128, 2, 64, 4)
 #endif

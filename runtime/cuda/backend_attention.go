@@ -438,7 +438,7 @@ func (b *Backend) attendFlash(a *runtime.AttnArgs, rowOff int32) {
 	var tm *TensorMap
 	var base Ptr
 	var maxRows int64
-	if f.tma {
+	if f.tma != 0 {
 		var ok bool
 		if tm, base, maxRows, ok = b.tmaMap(hd, a.Seqs[0].PageSize, f.keys); !ok {
 			f = flashShapes[f.fallback(hd)]
@@ -453,8 +453,8 @@ func (b *Backend) attendFlash(a *runtime.AttnArgs, rowOff int32) {
 	grid := Dim3{(a.Rows + bm - 1) / bm, a.Heads, 1}
 	b.split.last = Plan{Kernel: name, Blocks: grid.X * grid.Y, SharedMem: smem}
 	scale, ps := a.Scale*float32(math.Log2E), int32(bits.TrailingZeros(uint(a.Seqs[0].PageSize)))
-	if f.tma { // a producer warp beside the warpgroups
-		b.launchSmem(name, grid, Dim3{32*f.warps + 32, 1, 1}, smem, b.f32(a.Out), b.f32(a.Q), ptrs, ints,
+	if f.tma != 0 { // a producer beside the warpgroups
+		b.launchSmem(name, grid, Dim3{f.threads(), 1, 1}, smem, b.f32(a.Out), b.f32(a.Q), ptrs, ints,
 			int32(a.Heads), int32(a.KVHeads), scale, rowOff, int32(a.Rows), sorted, ps, Ptr(0), int32(max(a.Window, 0)),
 			base, maxRows, tm)
 		return
@@ -474,25 +474,43 @@ func (b *Backend) attendFlash(a *runtime.AttnArgs, rowOff int32) {
 // four warps, 64 rows each) and, for flash_wg, the order of a warpgroup's
 // work (MODE in prefill_wg.cu) and its shared-memory layout (SW: 0 core
 // matrices, 1 the 128-byte swizzle); tma: flash_tma (prefill_tma.cu: the
-// tiles brought by the TMA, stages deep, swizzled).
+// tiles brought by the TMA, stages deep, swizzled): tmaWarp a producer
+// warp, tmaPipe a producer warpgroup and the consumers pipelined (PIPE).
 type flashShape struct {
 	warps, mtiles, keys int
 	wg                  bool
 	mode, sw            int
-	tma                 bool
+	tma                 int
 	stages              int
+}
+
+// flashShape.tma's values besides 0 (no TMA).
+const (
+	tmaWarp = 1
+	tmaPipe = 2
+)
+
+// threads is a block's threads: the consumers' warps, and the producer's.
+func (f flashShape) threads() int {
+	switch f.tma {
+	case tmaWarp:
+		return 32*f.warps + 32
+	case tmaPipe:
+		return 32*f.warps + 128
+	}
+	return 32 * f.warps
 }
 
 // flashShapes are the compiled variants (FLASH_KERNEL in prefill.cu,
 // WG_KERNEL in prefill_wg.cu), by their KVBENCH_FLASH name.
 var flashShapes = map[string]flashShape{
-	"w4m1n64": {4, 1, 64, false, 0, 0, false, 0}, "w4m2n64": {4, 2, 64, false, 0, 0, false, 0},
-	"w8m1n64": {8, 1, 64, false, 0, 0, false, 0}, "w4m2n32": {4, 2, 32, false, 0, 0, false, 0},
-	"g2n128s": {8, 1, 128, true, 0, 0, false, 0}, "g2n128w": {8, 1, 128, true, 0, 1, false, 0},
-	"g2n128kw": {8, 1, 128, true, 2, 1, false, 0}, "g2n64kw": {8, 1, 64, true, 2, 1, false, 0},
-	"g3n64w": {12, 1, 64, true, 0, 1, false, 0}, "g3n64kw": {12, 1, 64, true, 2, 1, false, 0},
-	"t2n64": {8, 1, 64, true, 0, 1, true, 4}, "t3n64": {12, 1, 64, true, 0, 1, true, 4},
-	"t2n128": {8, 1, 128, true, 0, 1, true, 3},
+	"w4m1n64": {4, 1, 64, false, 0, 0, 0, 0}, "w4m2n64": {4, 2, 64, false, 0, 0, 0, 0},
+	"w8m1n64": {8, 1, 64, false, 0, 0, 0, 0}, "w4m2n32": {4, 2, 32, false, 0, 0, 0, 0},
+	"g2n128s": {8, 1, 128, true, 0, 0, 0, 0}, "g2n128w": {8, 1, 128, true, 0, 1, 0, 0},
+	"g2n128kw": {8, 1, 128, true, 2, 1, 0, 0}, "g2n64kw": {8, 1, 64, true, 2, 1, 0, 0},
+	"g3n64w": {12, 1, 64, true, 0, 1, 0, 0}, "g3n64kw": {12, 1, 64, true, 2, 1, 0, 0},
+	"t2n64": {8, 1, 64, true, 0, 1, tmaWarp, 4}, "t3n64": {12, 1, 64, true, 0, 1, tmaWarp, 4},
+	"t2n128": {8, 1, 128, true, 0, 1, tmaWarp, 3}, "p2n64": {8, 1, 64, true, 0, 1, tmaPipe, 4},
 }
 
 // chooseFlash is the variant KVBENCH_FLASH names (name), or the default
@@ -532,9 +550,12 @@ func (f flashShape) rows() int {
 // (FL_SMEM in prefill.cu, WG_SMEM in prefill_wg.cu, TMA_SMEM in
 // prefill_tma.cu).
 func (f flashShape) kernel(hd int) (string, int) {
-	if f.tma { // TMA_SMEM
-		return fmt.Sprintf("flash_tma_d%d_g%d_n%d_s%d", hd, f.warps/4, f.keys, f.stages),
-			f.rows()*hd*2 + f.stages*f.keys*(hd*4+4) + f.stages*2*8 + (2+f.warps*2)*4
+	if f.tma != 0 { // TMA_SMEM
+		name := fmt.Sprintf("flash_tma_d%d_g%d_n%d_s%d", hd, f.warps/4, f.keys, f.stages)
+		if f.tma == tmaPipe {
+			name += "_p"
+		}
+		return name, f.rows()*hd*2 + f.stages*f.keys*(hd*4+4) + f.stages*2*8 + (2+f.warps*2)*4
 	}
 	if f.wg {
 		stages := 2

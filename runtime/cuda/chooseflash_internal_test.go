@@ -19,13 +19,13 @@ func TestChooseFlash(t *testing.T) {
 		{"", "sm_90a", 64, flashShapes[flashWG64], ""},
 		{"", "sm_80", 128, flashShapes[flashMMA], ""},
 		{"", "sm_89", 64, flashShapes[flashMMA], ""},
-		{"w4m1n64", "sm_90a", 128, flashShape{4, 1, 64, false, 0, 0, false, 0}, ""},
-		{"g2n64kw", "sm_90a", 128, flashShape{8, 1, 64, true, 2, 1, false, 0}, ""},
-		{"g2n128s", "sm_90a", 64, flashShape{8, 1, 128, true, 0, 0, false, 0}, ""},
-		{"t3n64", "sm_90a", 128, flashShape{12, 1, 64, true, 0, 1, true, 4}, ""},
+		{"w4m1n64", "sm_90a", 128, flashShape{4, 1, 64, false, 0, 0, 0, 0}, ""},
+		{"g2n64kw", "sm_90a", 128, flashShape{8, 1, 64, true, 2, 1, 0, 0}, ""},
+		{"g2n128s", "sm_90a", 64, flashShape{8, 1, 128, true, 0, 0, 0, 0}, ""},
+		{"t3n64", "sm_90a", 128, flashShape{12, 1, 64, true, 0, 1, tmaWarp, 4}, ""},
 		{"g2n128kw", "sm_80", 128, flashShape{}, "needs a Hopper GPU"},
 		{"t2n64", "sm_80", 64, flashShape{}, "needs a Hopper GPU"},
-		{"w9", "sm_90a", 64, flashShape{}, `"w9" is not one of g2n128kw, g2n128s, g2n128w, g2n64kw, g3n64kw, g3n64w, t2n128, t2n64, t3n64, w4m1n64`},
+		{"w9", "sm_90a", 64, flashShape{}, `"w9" is not one of g2n128kw, g2n128s, g2n128w, g2n64kw, g3n64kw, g3n64w, p2n64, t2n128, t2n64, t3n64, w4m1n64`},
 	} {
 		got, err := chooseFlash(c.name, c.arch, c.hd)
 		if c.err != "" {
@@ -59,6 +59,9 @@ func TestChooseFlash(t *testing.T) {
 	}
 	if k, smem := flashShapes["t2n128"].kernel(64); k != "flash_tma_d64_g2_n128_s3" || smem != 128*64*2+3*128*64*4+3*128*4+3*2*8+(2+16)*4 {
 		t.Errorf("t2n128: %s, %d bytes", k, smem)
+	}
+	if k, n := flashShapes["p2n64"].kernel(128); k != "flash_tma_d128_g2_n64_s4_p" || flashShapes["p2n64"].threads() != 384 || flashShapes["t3n64"].threads() != 416 {
+		t.Errorf("p2n64: %s (%d bytes), %d threads; t3n64 %d", k, n, flashShapes["p2n64"].threads(), flashShapes["t3n64"].threads())
 	}
 	if r := flashShapes["g2n64kw"].rows(); r != 128 {
 		t.Errorf("g2n64kw: %d rows a block, want 128", r)
