@@ -23,10 +23,12 @@
 // Keys past the sequence's last (kend) in the last tile: their positions are
 // written as hidden, so their scores never count, but a hidden key's value
 // still meets a zero in P V, and whatever bits the page or the stage held
-// there (a NaN among them) would turn 0 x NaN into NaN. The consumers
-// therefore zero those value rows of the last tile once it has landed, all
-// of them together behind a named barrier (consumers only), before any uses
-// it.
+// there (a NaN among them) would turn 0 x NaN into NaN. Without PIPE the
+// consumers therefore zero those value rows of the last tile once it has
+// landed, all of them together behind a named barrier (consumers only),
+// before any uses it; with PIPE the producer fills every row of the tile,
+// boxes past the last key again from the last key's box (rows of a page
+// hold bf16 values or AllocKV's zeros, all finite).
 
 // TmaMap is a CUtensorMap (128 bytes, 64-byte aligned), passed by value as a
 // __grid_constant__ kernel parameter.
@@ -99,18 +101,13 @@ __device__ __forceinline__ void tma_consume_pipe(float (&o)[D / 2], u64* full, u
     constexpr int KT = BN * D * 2, CH = D / 8;
     float s0[BN / 2], s1[BN / 2];
     u32 p0[BN / 16][4], p1[BN / 16][4];
-    // land waits for tile it (stage b, use k), zeroes the last tile's value
-    // rows past kend (flash_tma's header) and issues its S = Q K^T.
+    // land waits for tile it and issues its S = Q K^T. (The producer fills
+    // every row of a PIPE tile from a page, so no value row is zeroed
+    // here: a branch with a barrier between the wgmmas' issue and wait
+    // kept ptxas from pipelining them.)
     auto land = [&](int it, float(&s)[BN / 2]) {
-        const int k = it - it0, b = k % NS, t0 = it * BN;
+        const int k = it - it0, b = k % NS;
         tm_wait(&full[b], (k / NS) & 1);
-        if (t0 + BN > kend) {
-            const int from = kend - t0;
-            for (int i = tid; i < (BN - from) * CH; i += NC)
-                *(uint4*)(Vs + b * KT + L::template off<BN>(from + i / CH, i % CH)) = make_uint4(0u, 0u, 0u, 0u);
-            wg_proxy_fence();
-            asm volatile("bar.sync 1, %0;" ::"n"(NC) : "memory");
-        }
         wg_fence();
         wg_hold(s);
         const u64 kdesc = L::kdesc(Ks + b * KT);
@@ -139,21 +136,23 @@ __device__ __forceinline__ void tma_consume_pipe(float (&o)[D / 2], u64* full, u
         for (int kk = 0; kk < BN / 16; ++kk) wg_rs(o, p[kk], vdesc + L::vstep(kk));
         wg_commit();
     };
-    // step: P V of tile it (P in pc) beside the softmax of tile it+1 (S in
-    // sn, into pn); then O rescaled and the stage of tile it released.
-    auto step = [&](int it, u32(&pc)[BN / 16][4], float(&sn)[BN / 2], u32(&pn)[BN / 16][4]) {
-        const bool more = it + 1 < ntiles;
-        if (more) land(it + 1, sn);
-        pv(it, pc);
-        float ca = 1.f, cb = 1.f;
-        if (more) {
-            wg_wait<1>();  // S of tile it+1 (the older group)
-            soft(it + 1, sn, pn, ca, cb);
-        }
-        wg_wait<0>();  // P V of tile it
+    // retire waits for P V of tile it and releases its stage.
+    auto retire = [&](int it) {
+        wg_wait<0>();
         wg_hold(o);
         __syncwarp();
         if (lane == 0) tm_arrive(&empty[(it - it0) % NS]);
+    };
+    // step: P V of tile it (P in pc) beside the softmax of tile it+1 (S in
+    // sn, into pn), then O rescaled by tile it+1's factors. No branch
+    // between a wgmma's issue and its wait.
+    auto step = [&](int it, u32(&pc)[BN / 16][4], float(&sn)[BN / 2], u32(&pn)[BN / 16][4]) {
+        land(it + 1, sn);
+        pv(it, pc);
+        wg_wait<1>();  // S of tile it+1 (the older group)
+        float ca, cb;
+        soft(it + 1, sn, pn, ca, cb);
+        retire(it);
         if (!__all_sync(FULL_MASK, ca == 1.f && cb == 1.f)) wg_scale<D>(o, ca, cb);
     };
     if (it0 >= ntiles) return;
@@ -161,9 +160,18 @@ __device__ __forceinline__ void tma_consume_pipe(float (&o)[D / 2], u64* full, u
     land(it0, s0);
     wg_wait<0>();
     soft(it0, s0, p0, ca, cb);  // O is zero: its factors do not matter
-    for (int it = it0; it < ntiles; it += 2) {
+    int it = it0;
+    for (; it + 2 < ntiles; it += 2) {
         step(it, p0, s1, p1);
-        if (it + 1 < ntiles) step(it + 1, p1, s0, p0);
+        step(it + 1, p1, s0, p0);
+    }
+    if (it + 1 < ntiles) {
+        step(it, p0, s1, p1);
+        pv(it + 1, p1);
+        retire(it + 1);
+    } else {
+        pv(it, p0);
+        retire(it);
     }
 }
 
@@ -241,10 +249,14 @@ __device__ __forceinline__ void flash_tma(float* __restrict__ out, const float* 
             }
             __syncwarp();
             if (lane == 0) {
-                const int nb = (min(t0 + BN, kend) - t0 + R - 1) / R;  // boxes holding a key of the tile
+                // The boxes holding a key of the tile; PIPE: every box, those
+                // past the last key from the last key's page (its rows are
+                // bf16 values or the zeros AllocKV wrote: finite, so that
+                // their zero weights in P V give zero).
+                const int nb = PIPE ? BN / R : (min(t0 + BN, kend) - t0 + R - 1) / R;
                 tm_expect(&full[b], (u32)(nb * (D / 64) * 2 * R * 128));
                 for (int j = 0; j < nb; ++j) {
-                    const int t = t0 + j * R, page = t >> psShift;
+                    const int t = t0 + j * R < kend ? t0 + j * R : (kend - 1) / R * R, page = t >> psShift;
                     const u64 kpg = ptrs[kOff + page], vpg = ptrs[vOff + page];
                     const long long kr = (long long)(kpg - base) / rowBytes, vr = (long long)(vpg - base) / rowBytes;
                     if (kpg < base || vpg < base || kr + psMask >= maxRows || vr + psMask >= maxRows) __trap();
