@@ -84,28 +84,26 @@ __device__ __forceinline__ void tm_load(void* dst, const TmaMap* m, int c0, int 
 
 // tma_consume_pipe is a consumer warpgroup's loop over the key tiles
 // [it0, ntiles) with the products of one tile beside the softmax of the
-// next (FlashAttention-3's intra-warpgroup pipelining): while P V of tile k
-// runs on the tensor cores, S of tile k+1 (issued before it) is waited for
-// and its softmax computed; O's rescale by tile k+1's factors waits for P V
-// of tile k. Two score and two P register sets alternate by tile parity
-// (the loop body twice, static names), so that no register an in-flight
-// wgmma reads or writes is defined by another instruction (ptxas would
-// serialise the wgmmas, C7513). Every tile is computed (no skips: a tile
-// hidden from the whole warpgroup only costs its products).
-template <int D, int BN, int NS, int NC, class L>
+// next (FlashAttention-3's intra-warpgroup pipelining): S of tile k+1 is
+// issued, then P V of tile k; once S has landed its softmax is computed in
+// place (float32 in S's registers) while P V runs; after P V, O is rescaled
+// by tile k+1's factors and P rounded from S, which the next S = Q K^T then
+// overwrites. Registers: O, one S and one P (D/2 + BN/2 + BN/8 a thread).
+// No branch lies between a wgmma's issue and its wait (ptxas serialised the
+// wgmmas of a first version that had one, C7514). Every tile is computed (no
+// skips: a tile hidden from the whole warpgroup only costs its products).
+template <int D, int BN, int NS, class L>
 __device__ __forceinline__ void tma_consume_pipe(float (&o)[D / 2], u64* full, u64* empty, const int* kp,
                                                  unsigned char* Ks, unsigned char* Vs, u64 qdesc, int it0, int ntiles,
-                                                 int kend, int tid, int lane, int tig, int sorted, int window, int qa,
-                                                 int qb, int wla, int wlb, int wmin, int wmax, float scaleLog2,
-                                                 float& ma, float& mb, float& la, float& lb) {
-    constexpr int KT = BN * D * 2, CH = D / 8;
-    float s0[BN / 2], s1[BN / 2];
-    u32 p0[BN / 16][4], p1[BN / 16][4];
+                                                 int lane, int tig, int sorted, int window, int qa, int qb, int wla,
+                                                 int wlb, int wmin, int wmax, float scaleLog2, float& ma, float& mb,
+                                                 float& la, float& lb) {
+    constexpr int KT = BN * D * 2;
+    float s[BN / 2];
+    u32 p[BN / 16][4];
     // land waits for tile it and issues its S = Q K^T. (The producer fills
-    // every row of a PIPE tile from a page, so no value row is zeroed
-    // here: a branch with a barrier between the wgmmas' issue and wait
-    // kept ptxas from pipelining them.)
-    auto land = [&](int it, float(&s)[BN / 2]) {
+    // every row of a PIPE tile from a page: no value row to zero here.)
+    auto land = [&](int it) {
         const int k = it - it0, b = k % NS;
         tm_wait(&full[b], (k / NS) & 1);
         wg_fence();
@@ -115,20 +113,20 @@ __device__ __forceinline__ void tma_consume_pipe(float (&o)[D / 2], u64* full, u
         for (int kk = 0; kk < D / 16; ++kk) wg_ss(s, qdesc + L::qstep(kk), kdesc + L::kstep(kk), kk);
         wg_commit();
     };
-    // soft computes tile it's softmax from s (landed) into p; ca, cb: the
+    // soft computes tile it's softmax in place in s (landed); ca, cb: the
     // factors for what O holds.
-    auto soft = [&](int it, float(&s)[BN / 2], u32(&p)[BN / 16][4], float& ca, float& cb) {
+    auto soft = [&](int it, float& ca, float& cb) {
         wg_hold(s);
         const int* kps = kp + ((it - it0) % NS) * BN;
         const bool fullTile = sorted && kps[BN - 1] <= wmin && kps[0] > be_win_lo(wmax, window);
         if (fullTile) {
-            wg_softmax<BN, true>(s, kps, tig, qa, qb, wla, wlb, scaleLog2, ma, mb, la, lb, p, ca, cb);
+            wg_softmax<BN, true, true>(s, kps, tig, qa, qb, wla, wlb, scaleLog2, ma, mb, la, lb, p, ca, cb);
         } else {
-            wg_softmax<BN, false>(s, kps, tig, qa, qb, wla, wlb, scaleLog2, ma, mb, la, lb, p, ca, cb);
+            wg_softmax<BN, false, true>(s, kps, tig, qa, qb, wla, wlb, scaleLog2, ma, mb, la, lb, p, ca, cb);
         }
     };
     // pv issues O += P V for tile it.
-    auto pv = [&](int it, const u32(&p)[BN / 16][4]) {
+    auto pv = [&](int it) {
         wg_fence();
         wg_hold(o);
         const u64 vdesc = L::vdesc(Vs + ((it - it0) % NS) * KT);
@@ -143,36 +141,23 @@ __device__ __forceinline__ void tma_consume_pipe(float (&o)[D / 2], u64* full, u
         __syncwarp();
         if (lane == 0) tm_arrive(&empty[(it - it0) % NS]);
     };
-    // step: P V of tile it (P in pc) beside the softmax of tile it+1 (S in
-    // sn, into pn), then O rescaled by tile it+1's factors. No branch
-    // between a wgmma's issue and its wait.
-    auto step = [&](int it, u32(&pc)[BN / 16][4], float(&sn)[BN / 2], u32(&pn)[BN / 16][4]) {
-        land(it + 1, sn);
-        pv(it, pc);
-        wg_wait<1>();  // S of tile it+1 (the older group)
-        float ca, cb;
-        soft(it + 1, sn, pn, ca, cb);
-        retire(it);
-        if (!__all_sync(FULL_MASK, ca == 1.f && cb == 1.f)) wg_scale<D>(o, ca, cb);
-    };
     if (it0 >= ntiles) return;
     float ca, cb;
-    land(it0, s0);
+    land(it0);
     wg_wait<0>();
-    soft(it0, s0, p0, ca, cb);  // O is zero: its factors do not matter
-    int it = it0;
-    for (; it + 2 < ntiles; it += 2) {
-        step(it, p0, s1, p1);
-        step(it + 1, p1, s0, p0);
-    }
-    if (it + 1 < ntiles) {
-        step(it, p0, s1, p1);
-        pv(it + 1, p1);
-        retire(it + 1);
-    } else {
-        pv(it, p0);
+    soft(it0, ca, cb);  // O is zero: its factors do not matter
+    wg_pack_p<BN>(s, p);
+    for (int it = it0; it + 1 < ntiles; ++it) {
+        land(it + 1);
+        pv(it);
+        wg_wait<1>();  // S of tile it+1 (the older group)
+        soft(it + 1, ca, cb);
         retire(it);
+        if (!__all_sync(FULL_MASK, ca == 1.f && cb == 1.f)) wg_scale<D>(o, ca, cb);
+        wg_pack_p<BN>(s, p);
     }
+    pv(ntiles - 1);
+    retire(ntiles - 1);
 }
 
 // flash_tma: flash_wg's arguments, then base (the map's first row's
@@ -281,8 +266,8 @@ __device__ __forceinline__ void flash_tma(float* __restrict__ out, const float* 
         float o[D / 2];
 #pragma unroll
         for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
-        tma_consume_pipe<D, BN, NS, NC, L>(o, full, empty, kp, Ks, Vs, qdesc, it0, ntiles, kend, tid, lane, tig, sorted,
-                                           window, qa, qb, wla, wlb, wmin, wmax, scaleLog2, ma, mb, la, lb);
+        tma_consume_pipe<D, BN, NS, L>(o, full, empty, kp, Ks, Vs, qdesc, it0, ntiles, lane, tig, sorted, window, qa, qb,
+                                       wla, wlb, wmin, wmax, scaleLog2, ma, mb, la, lb);
         wg_store<D>(out, lse, o, ra, rb, rows, heads, h, tig, ma, mb, la, lb, scaleLog2);
         return;
     }
@@ -345,4 +330,6 @@ TMA_KERNEL(64, 2, 128, 3)
 TMA_KERNEL(128, 2, 128, 3)
 TMA_KERNEL_PIPE(64, 2, 64, 4)
 TMA_KERNEL_PIPE(128, 2, 64, 4)
+TMA_KERNEL_PIPE(64, 2, 128, 3)
+TMA_KERNEL_PIPE(128, 2, 128, 3)
 #endif

@@ -259,9 +259,10 @@ __device__ __forceinline__ void wg_wait() {
 // tile is hidden from any row of the warpgroup, nothing to mask), updates the running max
 // (ma, mb, raw scores) and sums (la, lb), writes P = exp2(s*scaleLog2 - max)
 // rounded to bf16 in the A layout of P V, and returns the factors (ca, cb)
-// that rescale what was accumulated under the old max.
-template <int BN, bool FULL>
-__device__ __forceinline__ void wg_softmax(const float (&s)[BN / 2], const int* kps, int tig, int qa, int qb,
+// that rescale what was accumulated under the old max. INPLACE: P is left
+// in s as float32 (wg_pack_p rounds it into p later) and p is not written.
+template <int BN, bool FULL, bool INPLACE = false>
+__device__ __forceinline__ void wg_softmax(float (&s)[BN / 2], const int* kps, int tig, int qa, int qb,
                                            int wla, int wlb, float scaleLog2, float& ma, float& mb, float& la, float& lb,
                                            u32 (&p)[BN / 16][4], float& ca, float& cb) {
     // s is only read: the wgmma writing P V may still be running, and no
@@ -304,13 +305,31 @@ __device__ __forceinline__ void wg_softmax(const float (&s)[BN / 2], const int* 
         }
         sa2[kk & 1] += (e[0] + e[1]) + (e[4] + e[5]);
         sb2[kk & 1] += (e[2] + e[3]) + (e[6] + e[7]);
-        p[kk][0] = wg_pack2(e[0], e[1]);
-        p[kk][1] = wg_pack2(e[2], e[3]);
-        p[kk][2] = wg_pack2(e[4], e[5]);
-        p[kk][3] = wg_pack2(e[6], e[7]);
+        if constexpr (INPLACE) {
+#pragma unroll
+            for (int i = 0; i < 8; ++i) s[8 * kk + i] = e[i];
+        } else {
+            p[kk][0] = wg_pack2(e[0], e[1]);
+            p[kk][1] = wg_pack2(e[2], e[3]);
+            p[kk][2] = wg_pack2(e[4], e[5]);
+            p[kk][3] = wg_pack2(e[6], e[7]);
+        }
     }
     la = la * ca + (sa2[0] + sa2[1]);
     lb = lb * cb + (sb2[0] + sb2[1]);
+}
+
+// wg_pack_p rounds P, left in s by wg_softmax's INPLACE, to bf16 in the A
+// layout of P V.
+template <int BN>
+__device__ __forceinline__ void wg_pack_p(const float (&s)[BN / 2], u32 (&p)[BN / 16][4]) {
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk) {
+        p[kk][0] = wg_pack2(s[8 * kk + 0], s[8 * kk + 1]);
+        p[kk][1] = wg_pack2(s[8 * kk + 2], s[8 * kk + 3]);
+        p[kk][2] = wg_pack2(s[8 * kk + 4], s[8 * kk + 5]);
+        p[kk][3] = wg_pack2(s[8 * kk + 6], s[8 * kk + 7]);
+    }
 }
 
 // wg_scale multiplies the output rows by the softmax's factors.

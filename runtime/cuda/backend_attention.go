@@ -511,6 +511,7 @@ var flashShapes = map[string]flashShape{
 	"g3n64w": {12, 1, 64, true, 0, 1, 0, 0}, "g3n64kw": {12, 1, 64, true, 2, 1, 0, 0},
 	"t2n64": {8, 1, 64, true, 0, 1, tmaWarp, 4}, "t3n64": {12, 1, 64, true, 0, 1, tmaWarp, 4},
 	"t2n128": {8, 1, 128, true, 0, 1, tmaWarp, 3}, "p2n64": {8, 1, 64, true, 0, 1, tmaPipe, 4},
+	"p2n128": {8, 1, 128, true, 0, 1, tmaPipe, 3},
 }
 
 // chooseFlash is the variant KVBENCH_FLASH names (name), or the default
