@@ -115,14 +115,18 @@ type Backend struct {
 }
 
 // The prefill attention variants used unless KVBENCH_FLASH names another:
-// on Hopper (sm_90a, wgmma) flashWG, or flashWG64 for head dim 64 (the
-// H200, 32/8 at 32K: d128 22.0 ms (three warpgroups, 64-key tiles; two
-// with 128-key tiles 23.4) against SDPA flash's 25.2, d64 14.7 against
-// 14.3; docs/benchmarks.md); flashMMA elsewhere, and for float32 pages on
-// Hopper.
+// on Hopper (sm_90a) flashWG for both head dims: the tiles brought by the
+// TMA, 128-key tiles, a producer warpgroup and the consumers' products
+// beside their softmax (the H200, 32/8 at 32K: d128 16.5 ms against SDPA
+// flash's 25.2 and cuDNN's 14.3, d64 10.9 against 14.2 and 9.2;
+// docs/benchmarks.md); where the TMA cannot serve (tmaMap) the cp.async
+// variants flashCopy and flashCopy64; flashMMA elsewhere, and for float32
+// pages on Hopper.
 const (
-	flashWG   = "g3n64w"
-	flashWG64 = "g2n64kw"
+	flashWG     = "p2n128"
+	flashWG64   = "p2n128"
+	flashCopy   = "g3n64w"
+	flashCopy64 = "g2n64kw"
 	flashMMA  = "w4m2n64"
 )
 

@@ -86,9 +86,9 @@ func (b *Backend) tmaMap(hd, pageSize, keys int) (*TensorMap, Ptr, int64, bool) 
 // serve (tmaMap): the same tile without the TMA.
 func (f flashShape) fallback(hd int) string {
 	if hd == 64 {
-		return flashWG64
+		return flashCopy64
 	}
-	return flashWG
+	return flashCopy
 }
 
 // tmaErr reports the last encoding the driver refused for head dim hd and
