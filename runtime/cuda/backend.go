@@ -127,7 +127,7 @@ const (
 	flashWG64   = "p2n128"
 	flashCopy   = "g3n64w"
 	flashCopy64 = "g2n64kw"
-	flashMMA  = "w4m2n64"
+	flashMMA    = "w4m2n64"
 )
 
 // gemmMinRows is the smallest MatMul that goes to cuBLAS; fewer rows (decode)
