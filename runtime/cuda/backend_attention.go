@@ -441,7 +441,7 @@ func (b *Backend) attendFlash(a *runtime.AttnArgs, rowOff int32) {
 	if f.tma != 0 {
 		var ok bool
 		if tm, base, maxRows, ok = b.tmaMap(hd, a.Seqs[0].PageSize, f.keys); !ok {
-			f = flashShapes[f.fallback(hd)]
+			f = flashShapes[flashFallback(hd)]
 		}
 	}
 	name, smem := f.kernel(hd)

@@ -82,9 +82,9 @@ func (b *Backend) tmaMap(hd, pageSize, keys int) (*TensorMap, Ptr, int64, bool) 
 	return e.m, Ptr(t.lo), int64(rows), true
 }
 
-// fallback is the variant a TMA-fed one gives way to where the TMA cannot
-// serve (tmaMap): the same tile without the TMA.
-func (f flashShape) fallback(hd int) string {
+// flashFallback is the variant a TMA-fed one gives way to where the TMA
+// cannot serve (tmaMap): a cp.async variant for head dim hd.
+func flashFallback(hd int) string {
 	if hd == 64 {
 		return flashCopy64
 	}

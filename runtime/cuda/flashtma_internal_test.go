@@ -57,7 +57,7 @@ func TestTMAMap(t *testing.T) {
 	if _, _, _, ok := b.tmaMap(128, 16, 64); ok {
 		t.Error("a range past 2^31 rows took the TMA")
 	}
-	if f := flashShapes["t3n64"]; flashShapes[f.fallback(128)].tma != 0 || flashShapes[f.fallback(64)].tma != 0 {
+	if flashShapes[flashFallback(128)].tma != 0 || flashShapes[flashFallback(64)].tma != 0 {
 		t.Error("a TMA variant falls back to a TMA variant")
 	}
 }
