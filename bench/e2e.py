@@ -8,8 +8,10 @@
   python3 bench/e2e.py time --model DIR --lengths 4096,16384 [--decode 128]
       times, with SDPA attention in bf16: a prefill keeping the last logits,
       a full-logit NLL pass (the loss over every next token), greedy decoding
-      one token at a time after a 512-token prompt, one passkey-shaped trial
-      (a prefill of --passkey tokens and 10 greedy tokens), peak memory.
+      one token at a time after a 512-token prompt, passkey-shaped trials of
+      --passkey tokens (a prefill and 10 greedy tokens; and kvbench's protocol:
+      the last --passkey-tail prompt tokens fed one at a time), peak memory;
+      --profile N: device time by kernel of a prefill of N tokens.
   python3 bench/e2e.py sdpa --lengths 4096,16384
       times causal SDPA (flash) alone at the shapes of
       runtime/cuda's TestFlashPrefillTiming.
@@ -107,19 +109,45 @@ def time_model(args):
         s, _ = sync_time(dec)
         row("HF decode (one token a step)", args.decode, s, "after a 512-token prompt")
     if args.passkey > 0:
-        x = ids(args.passkey)
+        # kvbench's passkey trial: the prompt's last --passkey-tail tokens fed
+        # one at a time after the prefill of the rest (the task's decode_tail),
+        # then 10 greedy tokens; tail 0 is a prefill and 10 tokens.
+        for tail in sorted({0, args.passkey_tail}):
+            x = ids(args.passkey)
 
-        def trial():
-            cache = DynamicCache()
-            o = m(x, past_key_values=cache, use_cache=True, logits_to_keep=1)
-            nxt = o.logits[:, -1:].argmax(-1)
-            for _ in range(9):
-                o = m(nxt, past_key_values=cache, use_cache=True)
+            def trial():
+                cache = DynamicCache()
+                o = m(x[:, : args.passkey - tail], past_key_values=cache, use_cache=True, logits_to_keep=1)
+                for i in range(args.passkey - tail, args.passkey):
+                    o = m(x[:, i : i + 1], past_key_values=cache, use_cache=True)
                 nxt = o.logits[:, -1:].argmax(-1)
+                for _ in range(9):
+                    o = m(nxt, past_key_values=cache, use_cache=True)
+                    nxt = o.logits[:, -1:].argmax(-1)
 
-        torch.cuda.reset_peak_memory_stats()
-        s, _ = sync_time(trial)
-        row("HF passkey trial (prefill + 10 tokens)", args.passkey, s, f"peak {torch.cuda.max_memory_allocated() / 1e9:.1f} GB")
+            torch.cuda.reset_peak_memory_stats()
+            s, _ = sync_time(trial)
+            what = "prefill + 10 tokens" if tail == 0 else f"prefill, {tail} prompt tokens one at a time, 10 tokens"
+            row(f"HF passkey trial, tail {tail} ({what})", args.passkey, s, f"peak {torch.cuda.max_memory_allocated() / 1e9:.1f} GB")
+    if args.profile > 0:
+        # Device time by kernel of one prefill (last logits), torch's profiler.
+        from torch.profiler import ProfilerActivity, profile
+
+        x = ids(args.profile)
+        m(x, logits_to_keep=1)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            m(x, logits_to_keep=1)
+            torch.cuda.synchronize()
+        kern = [e for e in prof.key_averages() if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA]
+        if not kern:  # an older profiler: its own table
+            print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=25))
+            return
+        allus = sum(e.self_device_time_total for e in kern)
+        print(f"HF prefill {args.profile}: device time by kernel (torch profiler), total {allus / 1e3:.2f} ms")
+        for e in sorted(kern, key=lambda e: -e.self_device_time_total)[:25]:
+            t = e.self_device_time_total
+            print(f"  {t / 1e3:9.2f} ms {100 * t / allus:5.1f} % {e.count:6d}x  {e.key[:70]}")
 
 
 @torch.no_grad()
@@ -176,6 +204,8 @@ def main():
     a.add_argument("--nll", type=int, default=1)
     a.add_argument("--decode", type=int, default=128)
     a.add_argument("--passkey", type=int, default=0)
+    a.add_argument("--passkey-tail", type=int, default=100, help="prompt tokens fed one at a time (kvbench's passkey decode_tail)")
+    a.add_argument("--profile", type=int, default=0, help="also profile one prefill of this many tokens (device time by kernel)")
     a = sub.add_parser("sdpa")
     a.add_argument("--lengths", default="4096,16384,32768")
     a.add_argument("--backends", default="flash", help="comma-separated: flash, cudnn, default")

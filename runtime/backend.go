@@ -265,6 +265,15 @@ type KVAllocator interface {
 	AllocKV(n int, t DType) Buffer
 }
 
+// KVPageAllocator is an optional KVAllocator capability: many pages in one
+// call. A prompt's chunk of 4,096 tokens takes 512 pages a KV head and
+// layer; taken one by one they cost the host as much as the device's work.
+type KVPageAllocator interface {
+	// AllocKVPages fills dst with zeroed page buffers of n elements of
+	// type t, as AllocKV would one by one.
+	AllocKVPages(n int, t DType, dst []Buffer)
+}
+
 // DeviceTimer is an optional Backend capability: timestamps taken on the
 // device's queue, for timing work that the host only enqueues (a GPU). The
 // Runner uses it to time attention when the backend has it.

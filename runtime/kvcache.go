@@ -386,14 +386,16 @@ func (c *KVCache) Append(l int, k, v Buffer, rows int, pos []int) {
 
 func (c *KVCache) appendSeq(s *KVSeq, h int, k, v Buffer, rows int, pos []int, ref bool) {
 	kvDim := c.kvHeads * c.headDim
+	// Room for the rows' positions and pages at once: a prompt's chunk
+	// appends thousands (grown one by one, the copies cost a fresh cache's
+	// prefill several milliseconds a layer on the host).
+	if pages := (s.N+rows+c.pageSize-1)/c.pageSize - len(s.K); pages > 0 {
+		s.K = slices.Grow(s.K, pages)
+		s.V = slices.Grow(s.V, pages)
+	}
+	s.Pos = slices.Grow(s.Pos, rows)
 	if ka, ok := c.be.(KVAppender); ok && rows > 1 {
-		for t := s.N; t < s.N+rows; t++ {
-			if t%c.pageSize == 0 && t/c.pageSize == len(s.K) {
-				p := c.seqPage(ref)
-				s.K = append(s.K, p.k)
-				s.V = append(s.V, p.v)
-			}
-		}
+		c.seqPages(s, (s.N+rows+c.pageSize-1)/c.pageSize-len(s.K), ref)
 		p0, p1 := s.N/c.pageSize, (s.N+rows-1)/c.pageSize+1
 		ka.AppendKV(s.K[p0:p1], s.V[p0:p1], s.N, c.pageSize, k, v, rows, h, c.headDim, kvDim)
 		for r := range rows {
@@ -435,6 +437,33 @@ func (c *KVCache) seqPage(ref bool) kvPage {
 		return c.allocPage()
 	}
 	return c.takePage()
+}
+
+// seqPages appends count pages (none where count <= 0) to s: seqPage's,
+// the new ones made in one call where the backend is a KVPageAllocator.
+func (c *KVCache) seqPages(s *KVSeq, count int, ref bool) {
+	for ; count > 0 && !ref && len(c.free) > 0; count-- {
+		p := c.takePage()
+		s.K, s.V = append(s.K, p.k), append(s.V, p.v)
+	}
+	pa, ok := c.be.(KVPageAllocator)
+	if count <= 0 || !ok {
+		for range count {
+			p := c.seqPage(ref)
+			s.K, s.V = append(s.K, p.k), append(s.V, p.v)
+		}
+		return
+	}
+	bufs := make([]Buffer, 2*count)
+	pa.AllocKVPages(c.pageSize*c.headDim, c.dtype, bufs)
+	for i := range count {
+		s.K, s.V = append(s.K, bufs[2*i]), append(s.V, bufs[2*i+1])
+	}
+	if ref {
+		c.refPages += count
+	} else {
+		c.total += count
+	}
 }
 
 // Reset empties the cache; its pages go to the free list.

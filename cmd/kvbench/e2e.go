@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"time"
 
 	"github.com/kvbench/kvbench/bench"
@@ -80,6 +81,20 @@ func cmdE2E(stdout, stderr io.Writer, args []string) error {
 		return v
 	}
 	logits := make([]float32, c.Vocab)
+	// KVBENCH_PROFILE_PASS=prefill: the first length's prefill alone inside
+	// a profiler's range (ncu --profile-from-start off); =decode: the timed
+	// decode's first three steps.
+	profPass := os.Getenv("KVBENCH_PROFILE_PASS")
+	if profPass != "" && profPass != "prefill" && profPass != "decode" {
+		return fmt.Errorf("e2e: KVBENCH_PROFILE_PASS=%q is neither prefill nor decode", profPass)
+	}
+	profile := func(on bool) error {
+		pr, ok := be.(interface{ ProfilerRange(on bool) error })
+		if !ok {
+			return fmt.Errorf("e2e: KVBENCH_PROFILE_PASS: backend %s has no profiler range", be.Name())
+		}
+		return pr.ProfilerRange(on)
+	}
 	fmt.Fprintf(stdout, "model %s (%d layers, dim %d, %d/%d heads of %d, vocab %d) on %s, chunk %d, KV %s\n",
 		m.Source, c.Layers, c.Dim, c.Heads, c.KVHeads, c.HeadDim, c.Vocab, be.Device(), *chunk, kt)
 	fmt.Fprintf(stdout, "weights: %.2f GB uploaded in %.2f s (%.1f GB/s)\n", float64(dw.Bytes())/1e9, upload, float64(dw.Bytes())/1e9/max(upload, 1e-9))
@@ -89,14 +104,25 @@ func cmdE2E(stdout, stderr io.Writer, args []string) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "| measure | tokens | seconds | tokens/s | note |\n|---|---:|---:|---:|---|\n")
-	for _, n := range lens {
+	for i, n := range lens {
 		prompt := ids(n)
 		r.Reset()
+		prof := i == 0 && profPass == "prefill"
+		if prof {
+			if err := profile(true); err != nil {
+				return err
+			}
+		}
 		t0 := time.Now()
 		if err := r.Forward(prompt, logits); err != nil {
 			return err
 		}
 		el := time.Since(t0).Seconds()
+		if prof {
+			if err := profile(false); err != nil {
+				return err
+			}
+		}
 		fmt.Fprintf(stdout, "| prefill (last logits) | %d | %.3f | %.0f | |\n", n, el, float64(n)/el)
 		if !*nll {
 			continue
@@ -123,7 +149,12 @@ func cmdE2E(stdout, stderr io.Writer, args []string) error {
 		}
 		one := []int{0}
 		t0 := time.Now()
-		for range *decode {
+		for k := range *decode {
+			if profPass == "decode" && (k == 0 || k == 3) {
+				if err := profile(k == 0); err != nil {
+					return err
+				}
+			}
 			one[0] = argmax(logits)
 			if err := r.Forward(one, logits); err != nil {
 				return err

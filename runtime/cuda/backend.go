@@ -661,6 +661,54 @@ func (b *Backend) AllocKV(n int, t runtime.DType) runtime.Buffer {
 	return x
 }
 
+// AllocKVPages fills dst with zeroed KV pages of n elements of type t
+// (runtime.KVPageAllocator): AllocKV's pages, taken under one lock each, as
+// a prompt's chunk takes thousands.
+func (b *Backend) AllocKVPages(n int, t runtime.DType, dst []runtime.Buffer) {
+	if t != runtime.F32 && t != runtime.BF16 {
+		panic(fmt.Sprintf("cuda: KV pages of type %v", t))
+	}
+	bytes := int64(n) * int64(t.Size())
+	b.mu.Lock()
+	fail := b.mem.fail
+	b.mu.Unlock()
+	if fail != nil || blockFor(max(bytes, 4)) == 0 || len(dst) < 2 {
+		for i := range dst {
+			dst[i] = b.AllocKV(n, t)
+		}
+		return
+	}
+	b.allocKV.Lock() // lanes allocate at once (runtime.KVLaner)
+	defer b.allocKV.Unlock()
+	ptrs := make([]Ptr, len(dst))
+	bs, grew, err := b.slab.allocMany(max(bytes, 4), ptrs)
+	must(err)
+	bufs := make([]buf, len(dst))
+	all := bytes * int64(len(dst))
+	b.mu.Lock()
+	for i := range bufs {
+		x := &bufs[i]
+		*x = buf{p: ptrs[i], n: n, dtype: t, block: bs, bytes: bytes, kind: runtime.MemKV}
+		b.live = append(b.live, x)
+		x.live = len(b.live)
+		dst[i] = x
+	}
+	b.now += all
+	b.peak = max(b.peak, b.now)
+	b.mem.kv += all
+	b.mem.kvBufs += len(dst)
+	b.mem.peakKV = max(b.mem.peakKV, b.mem.kv)
+	b.mu.Unlock()
+	if grew {
+		b.sampleScratch()
+	}
+	words := (bytes + 3) / 4
+	for _, p := range ptrs {
+		b.zeros = append(b.zeros, uint64(p), uint64(words))
+		b.tma.grow(p, bytes)
+	}
+}
+
 // kvPage returns the device pointer and page type of a KV page buffer.
 func (b *Backend) kvPage(x runtime.Buffer) (Ptr, int) {
 	d := b.dev(x)

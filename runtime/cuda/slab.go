@@ -48,12 +48,21 @@ func blockFor(bytes int64) int64 {
 	return b
 }
 
-// alloc returns a block of at least bytes (bytes <= slabMaxBlock) and the
-// size of the block.
+// alloc returns a block of at least bytes (bytes <= slabMaxBlock), the
+// size of the block, and whether a slab was taken from the driver for it.
 func (s *slabAllocator) alloc(bytes int64) (Ptr, int64, bool, error) {
+	var p [1]Ptr
+	bs, grew, err := s.allocMany(bytes, p[:])
+	return p[0], bs, grew, err
+}
+
+// allocMany fills dst with blocks of at least bytes each (bytes <=
+// slabMaxBlock) under one lock, in address order within a slab; it returns
+// the blocks' size and whether a slab was taken from the driver.
+func (s *slabAllocator) allocMany(bytes int64, dst []Ptr) (int64, bool, error) {
 	bs := blockFor(bytes)
 	if bs == 0 {
-		return 0, 0, false, fmt.Errorf("cuda: slab allocation of %d bytes", bytes)
+		return 0, false, fmt.Errorf("cuda: slab allocation of %d bytes", bytes)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -62,22 +71,28 @@ func (s *slabAllocator) alloc(bytes int64) (Ptr, int64, bool, error) {
 		c = &slabClass{block: bs}
 		s.classes[bs] = c
 	}
-	grew := len(c.free) == 0
-	if grew {
-		p, err := s.d.Alloc(slabBytes)
-		if err != nil {
-			return 0, 0, false, err
+	grew := false
+	for i := range dst {
+		if len(c.free) == 0 {
+			p, err := s.d.Alloc(slabBytes)
+			if err != nil {
+				for _, q := range dst[:i] { // nothing taken on failure
+					c.free = append(c.free, q)
+				}
+				return 0, grew, err
+			}
+			grew = true
+			s.slabs = append(s.slabs, p)
+			n := slabBytes / bs
+			// Pushed in reverse so that blocks are handed out in address order.
+			for j := n - 1; j >= 0; j-- {
+				c.free = append(c.free, p.Add(j*bs))
+			}
 		}
-		s.slabs = append(s.slabs, p)
-		n := slabBytes / bs
-		// Pushed in reverse so that blocks are handed out in address order.
-		for i := n - 1; i >= 0; i-- {
-			c.free = append(c.free, p.Add(i*bs))
-		}
+		dst[i] = c.free[len(c.free)-1]
+		c.free = c.free[:len(c.free)-1]
 	}
-	p := c.free[len(c.free)-1]
-	c.free = c.free[:len(c.free)-1]
-	return p, bs, grew, nil
+	return bs, grew, nil
 }
 
 // release returns a block of class bs to its free list.

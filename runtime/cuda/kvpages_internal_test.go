@@ -1,0 +1,55 @@
+package cuda
+
+import (
+	"testing"
+
+	"github.com/kvbench/kvbench/runtime"
+)
+
+// TestAllocKVPages takes pages in bulk across a slab's end and checks them
+// against AllocKV's: distinct blocks of the page's class, counted as KV
+// memory, each queued for its clear, in the TMA's range; freed, the counts
+// return to what they were.
+func TestAllocKVPages(t *testing.T) {
+	b := fakeOf(t, "bf16")
+	const n = 16 * 128 // a page: 16 tokens of head dim 128, 4 KiB in bf16
+	one := b.AllocKV(n, runtime.BF16)
+	before := b.Memory()
+	zeros := len(b.zeros)
+	pages := make([]runtime.Buffer, slabBytes/4096+100) // past the first slab's end
+	b.AllocKVPages(n, runtime.BF16, pages)
+	got := b.Memory()
+	if got.KV-before.KV != int64(len(pages))*4096 || got.KVBuffers-before.KVBuffers != len(pages) {
+		t.Fatalf("KV %d bytes in %d buffers after %d pages, want %d more bytes and buffers than %+v", got.KV, got.KVBuffers, len(pages), int64(len(pages))*4096, before)
+	}
+	if len(b.zeros)-zeros != 2*len(pages) {
+		t.Fatalf("%d clears queued for %d pages", (len(b.zeros)-zeros)/2, len(pages))
+	}
+	seen := map[Ptr]bool{b.dev(one).p: true}
+	for i, x := range pages {
+		d := b.dev(x)
+		if d.n != n || d.dtype != runtime.BF16 || d.block != 4096 || d.kind != runtime.MemKV || uint64(d.p)%4096 != 0 {
+			t.Fatalf("page %d: %+v", i, *d)
+		}
+		if seen[d.p] {
+			t.Fatalf("page %d: block %#x handed out twice", i, uint64(d.p))
+		}
+		seen[d.p] = true
+		if uint64(d.p) < b.tma.lo || uint64(d.p)+4096 > b.tma.hi {
+			t.Fatalf("page %d at %#x outside the TMA's range [%#x, %#x)", i, uint64(d.p), b.tma.lo, b.tma.hi)
+		}
+	}
+	for _, x := range pages {
+		b.Free(x)
+	}
+	if m := b.Memory(); m.KV != before.KV || m.KVBuffers != before.KVBuffers {
+		t.Fatalf("after freeing the pages: KV %d bytes in %d buffers, want %+v", m.KV, m.KVBuffers, before)
+	}
+	// Refused allocations go page by page, through the hook.
+	b.FailAllocs(func(kind runtime.MemKind, bytes int64) error { return nil })
+	two := make([]runtime.Buffer, 2)
+	b.AllocKVPages(n, runtime.BF16, two)
+	if two[0] == nil || two[1] == nil || two[0] == two[1] {
+		t.Fatalf("pages through the failure hook: %v", two)
+	}
+}
