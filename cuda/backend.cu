@@ -610,6 +610,28 @@ extern "C" __global__ void be_widen(float* dst, const void* w, int wt, long long
         dst[i] = be_w(w, wt, i);
 }
 
+// be_swiglu_bf16: g[i] = bf16(silu(g[i]) * u[i]) over bf16 g and u (the
+// products of a prompt's MLP, as the GEMMs rounded them), eight a thread
+// at a time; n a multiple of 8 and both 16-byte aligned.
+extern "C" __global__ void be_swiglu_bf16(u16* g, const u16* u, long long n) {
+    for (long long i = (blockIdx.x * (long long)blockDim.x + threadIdx.x) * 8; i < n;
+         i += (long long)gridDim.x * blockDim.x * 8) {
+        uint4 gv = *reinterpret_cast<const uint4*>(g + i);
+        const uint4 uv = *reinterpret_cast<const uint4*>(u + i);
+        u32* gw = reinterpret_cast<u32*>(&gv);
+        const u32* uw = reinterpret_cast<const u32*>(&uv);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const float g0 = be_bf16((u16)(gw[j] & 0xffffu)), g1 = be_bf16((u16)(gw[j] >> 16));
+            const float u0 = be_bf16((u16)(uw[j] & 0xffffu)), u1 = be_bf16((u16)(uw[j] >> 16));
+            const float r0 = __fmul_rn(__fdiv_rn(g0, __fadd_rn(1.f, expf(-g0))), u0);
+            const float r1 = __fmul_rn(__fdiv_rn(g1, __fadd_rn(1.f, expf(-g1))), u1);
+            gw[j] = (u32)be_to_bf16(r0) | ((u32)be_to_bf16(r1) << 16);
+        }
+        *reinterpret_cast<uint4*>(g + i) = gv;
+    }
+}
+
 // be_narrow: dst [n] of type wt (bf16 or f16, round to nearest even) = x [n].
 extern "C" __global__ void be_narrow(u16* dst, const float* x, int wt, long long n) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {

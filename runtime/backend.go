@@ -334,6 +334,16 @@ type FusedMatMul interface {
 	MatMulSwiGLU(gate, up, x, wg, wu Buffer, rows, in, out int)
 }
 
+// FusedMLP is an optional Backend capability: a layer's MLP block in one
+// call, its intermediates the backend's own (a GPU keeps them in bf16).
+type FusedMLP interface {
+	// MLP adds down·(silu(gate·xb) ⊙ up·xb) to x ([rows, dim]; gate and up
+	// [hidden, dim], down [dim, hidden]) and reports true, or does nothing
+	// and reports false where it does not serve (the caller then runs
+	// MatMulSwiGLU and MatMulAdd).
+	MLP(x, xb, gate, up, down Buffer, rows, dim, hidden int) bool
+}
+
 // MatOut is one product of FusedMatMul.MatMul3: Dst [rows, Out] = x·Wᵀ.
 type MatOut struct {
 	Dst, W Buffer

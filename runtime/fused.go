@@ -46,3 +46,14 @@ func rope2(be Backend, q, k Buffer, rows, heads, kvHeads, headDim int, pos []int
 	be.RoPE(q, rows, heads, headDim, pos, theta, style)
 	be.RoPE(k, rows, kvHeads, headDim, pos, theta, style)
 }
+
+// mlp adds the MLP block to x: x += down·(silu(gate·xb) ⊙ up·xb), in one
+// call where the backend takes it, else through hb, hb2 [rows, hidden] and
+// tmp [rows, dim] (scratch).
+func mlp(be Backend, x, tmp, xb, hb, hb2, gate, up, down Buffer, rows, dim, hidden int) {
+	if f, ok := be.(FusedMLP); ok && f.MLP(x, xb, gate, up, down, rows, dim, hidden) {
+		return
+	}
+	matMulSwiGLU(be, hb, hb2, xb, gate, up, rows, dim, hidden)
+	matMulAdd(be, x, tmp, hb, down, rows, hidden, dim)
+}

@@ -622,8 +622,7 @@ func (p *pass) outputAndMLP(l, rows int) {
 	c, be, s, lw := p.c, p.be, p.s, &p.w.layers[l]
 	matMulAdd(be, s.x, s.xb2, s.att, lw.wo, rows, c.QDim(), c.Dim)
 	be.RMSNorm(s.xb, s.x, lw.mlpNorm, rows, c.Dim, c.NormEps)
-	matMulSwiGLU(be, s.hb, s.hb2, s.xb, lw.gate, lw.up, rows, c.Dim, c.Hidden)
-	matMulAdd(be, s.x, s.xb2, s.hb, lw.down, rows, c.Hidden, c.Dim)
+	mlp(be, s.x, s.xb2, s.xb, s.hb, s.hb2, lw.gate, lw.up, lw.down, rows, c.Dim, c.Hidden)
 }
 
 // deliverTimes hands the device times of this pass's attention calls to

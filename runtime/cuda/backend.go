@@ -106,6 +106,7 @@ type Backend struct {
 	mvKernel  string  // be_mv_r4 or be_mv_r8 ($KVBENCH_MV_ROWS)
 	wide      scratch // float32 copy of a bf16/f16 weight for an f32 GEMM
 	narrow    scratch // bf16/f16 copy of the activations for a bf16/f16 GEMM
+	mlp       scratch // bf16 gate and up products of a prompt's MLP (MLP)
 
 	pt pageTables // the KV sequences' page lists on the device (pagetable.go)
 	cs chosenCall // the device selection of the attention call being built (backend_quest.go)
@@ -757,7 +758,7 @@ func (b *Backend) CopyRows(dst, src runtime.Buffer, dstRow, srcRow, rows, width 
 // frees a smaller one that work may use).
 func (b *Backend) grow(s *scratch, bytes int64) Ptr {
 	if s.bytes < bytes {
-		if s == &b.wide || s == &b.narrow {
+		if s == &b.wide || s == &b.narrow || s == &b.mlp {
 			b.notCapturing("growing the products' scratch")
 			b.replayGen++ // graphs that read the old one are recorded again
 		}

@@ -195,17 +195,27 @@ const (
 // t, accumulated in float32 (float32 inputs: full float32 arithmetic, no
 // TF32).
 func (bl *BLAS) GemmNT(dst, x, w Ptr, t GemmType, rows, in, out int) error {
-	return bl.gemm(dst, x, w, t, rows, in, out, 0)
+	return bl.gemm(dst, x, w, t, rows, in, out, 0, cudaR32F)
+}
+
+// GemmNTNarrow is GemmNT with dst of the inputs' type t (bf16 or f16): the
+// float32 sums rounded once, as they are stored.
+func (bl *BLAS) GemmNTNarrow(dst, x, w Ptr, t GemmType, rows, in, out int) error {
+	if t == GemmF32 {
+		return fmt.Errorf("cuda: GemmNTNarrow of float32 inputs")
+	}
+	return bl.gemm(dst, x, w, t, rows, in, out, 0, int32(t))
 }
 
 // GemmNTAdd is GemmNT adding the product to dst (dst += x w^T, in the
 // GEMM's float32 epilogue: the sum a separate float32 addition gives).
 func (bl *BLAS) GemmNTAdd(dst, x, w Ptr, t GemmType, rows, in, out int) error {
-	return bl.gemm(dst, x, w, t, rows, in, out, 1)
+	return bl.gemm(dst, x, w, t, rows, in, out, 1, cudaR32F)
 }
 
-// gemm is GemmNT with dst scaled by beta before the product is added.
-func (bl *BLAS) gemm(dst, x, w Ptr, t GemmType, rows, in, out int, beta float32) error {
+// gemm is GemmNT with dst (of type ct) scaled by beta before the product is
+// added.
+func (bl *BLAS) gemm(dst, x, w Ptr, t GemmType, rows, in, out int, beta float32, ct int32) error {
 	if rows <= 0 || in <= 0 || out <= 0 {
 		return fmt.Errorf("cuda: GemmNT of %d x %d x %d", rows, in, out)
 	}
@@ -221,7 +231,7 @@ func (bl *BLAS) gemm(dst, x, w Ptr, t GemmType, rows, in, out int, beta float32)
 	// Column-major view: dst^T [out x rows] = (w as [in x out])^T * (x as [in x rows]).
 	r := bl.api.cublasGemmEx(bl.h, cublasOpT, cublasOpN, int32(out), int32(rows), int32(in),
 		unsafe.Pointer(&alpha), uint64(w), int32(t), int32(in), uint64(x), int32(t), int32(in),
-		unsafe.Pointer(&beta), uint64(dst), cudaR32F, int32(out), compute, cublasGemmDefault)
+		unsafe.Pointer(&beta), uint64(dst), ct, int32(out), compute, cublasGemmDefault)
 	if r == 0 {
 		return nil
 	}

@@ -10,6 +10,46 @@ import (
 	"github.com/kvbench/kvbench/runtime/cuda"
 )
 
+// TestFakePrefillMLP checks that a prompt's chunk takes the fused MLP on
+// the bf16 GEMM path (FusedMLP: one be_swiglu_bf16 a layer, no float32
+// SwiGLU) and a decode step the one-row kernels (be_mv_swiglu).
+func TestFakePrefillMLP(t *testing.T) {
+	be := fakeBackend(t)
+	c := runtime.Config{Arch: "llama", Dim: 256, Hidden: 768, Layers: 3, Heads: 4, KVHeads: 2, HeadDim: 64, Vocab: 512,
+		MaxSeq: 4096, RopeTheta: 1e4, NormEps: 1e-5}
+	m := runtime.ZeroModel(c)
+	r, err := runtime.NewRunnerWith(m, be, runtime.RunnerOptions{MaxRows: 64, KVType: runtime.BF16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logits := make([]float32, c.Vocab)
+	count := func(f func()) map[string]int64 {
+		k0 := cuda.FakeKernels()
+		f()
+		k1 := cuda.FakeKernels()
+		for k := range k1 {
+			k1[k] -= k0[k]
+		}
+		return k1
+	}
+	k := count(func() {
+		if err := r.Forward(make([]int, 64), logits); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if k["be_swiglu_bf16"] != int64(c.Layers) || k["be_swiglu"] != 0 || k["be_mv_swiglu"] != 0 {
+		t.Fatalf("a 64-token chunk: be_swiglu_bf16 %d, be_swiglu %d, be_mv_swiglu %d launches; want %d, 0, 0", k["be_swiglu_bf16"], k["be_swiglu"], k["be_mv_swiglu"], c.Layers)
+	}
+	k = count(func() {
+		if err := r.Forward([]int{5}, logits); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if k["be_swiglu_bf16"] != 0 || k["be_swiglu"] != 0 {
+		t.Fatalf("a decode step: be_swiglu_bf16 %d, be_swiglu %d launches; want none", k["be_swiglu_bf16"], k["be_swiglu"])
+	}
+}
+
 // BenchmarkFakePrefill times the host's share of a prompt's prefill on the
 // CUDA backend, on the fake device (no kernels run): one chunk of 4,096
 // tokens through the layers of the 8B shape (four of its 32 layers: the

@@ -123,6 +123,50 @@ func TestBackendGemmFused(t *testing.T) {
 	}
 }
 
+// TestBackendMLP checks the fused MLP block (bf16 gate and up products,
+// SwiGLU rounded to bf16, the down GEMM adding to x) against the CPU's
+// separate float32 operations, within bf16 rounding, for bf16 weights in
+// the bf16 GEMM mode; elsewhere (float32 weights, the f32 mode, rows under
+// the GEMMs' least, a hidden width not a multiple of 8) it must decline.
+func TestBackendMLP(t *testing.T) {
+	c := cpu.New(0)
+	defer c.Close()
+	rng := rand.New(rand.NewPCG(8, 3))
+	for _, mode := range []string{"bf16", "f32"} {
+		g := gpuWith(t, mode)
+		for _, sh := range [][4]int{{16, 64, 176, 0}, {300, 384, 1024, 0}, {64, 512, 1376, 0}, {64, 256, 100, 1}, {1, 256, 512, 1}} {
+			rows, dim, hidden := sh[0], sh[1], sh[2]
+			for _, dt := range []runtime.DType{runtime.BF16, runtime.F32} {
+				name := fmt.Sprintf("%s %v %dx%dx%d", mode, dt, rows, dim, hidden)
+				gc, gg := uploadBoth(t, c, g, weight(rng, dt, hidden, dim))
+				uc, ug := uploadBoth(t, c, g, weight(rng, dt, hidden, dim))
+				dc, dg := uploadBoth(t, c, g, weight(rng, dt, dim, hidden))
+				xb := newPair(c, g, randVec(rng, rows*dim, 1))
+				x := newPair(c, g, randVec(rng, rows*dim, 0.5))
+				gate, up := c.Alloc(rows*hidden), c.Alloc(rows*hidden)
+				c.MatMul(gate, xb.c, gc, rows, dim, hidden)
+				c.MatMul(up, xb.c, uc, rows, dim, hidden)
+				c.SwiGLU(gate, up, rows*hidden)
+				tmp := c.Alloc(rows * dim)
+				c.MatMul(tmp, gate, dc, rows, hidden, dim)
+				c.Add(x.c, tmp, rows*dim)
+				before := read(g, x.g)
+				served := g.MLP(x.g, xb.g, gg, ug, dg, rows, dim, hidden)
+				if want := mode == "bf16" && dt == runtime.BF16 && sh[3] == 0; served != want {
+					t.Fatalf("%s: MLP served %v, want %v", name, served, want)
+				}
+				if !served {
+					if after := read(g, x.g); relDiff(after, before) != 0 {
+						t.Fatalf("%s: MLP declined but changed x", name)
+					}
+					continue
+				}
+				x.cmp(t, c, g, name+" MLP", 2e-2)
+			}
+		}
+	}
+}
+
 // TestBackendGemmModel runs a 512-token prefill of gutenberg-llama-25m with
 // each GEMM mode: the logits against the CPU and the prefill time.
 func TestBackendGemmModel(t *testing.T) {

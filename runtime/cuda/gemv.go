@@ -168,3 +168,34 @@ func (b *Backend) MatMulSwiGLU(gate, up, x, wg, wu runtime.Buffer, rows, in, out
 	b.launchAfter("be_mv_swiglu", Dim3{(out + swigluRows - 1) / swigluRows, 1, 1}, Dim3{mvThreads, 1, 1},
 		b.f32(x), int32(in), wtype(g.dtype), b.f32(gate), g.p, u.p, int32(out))
 }
+
+// MLP adds a prompt's MLP block to x (runtime.FusedMLP): x += down ·
+// (silu(gate · xb) ⊙ up · xb), for rows the GEMMs take and bf16 weights
+// under bf16 compute. The gate and up products come out of the GEMMs in
+// bf16, SwiGLU rounds its result to bf16 in place, and that is the down
+// GEMM's input as it stands: against MatMulSwiGLU then MatMulAdd, no
+// float32 [rows, hidden] is written or read (about 1.4 GB less traffic a
+// layer for 4,096 rows of the 8B shape). Elsewhere it declines (false).
+func (b *Backend) MLP(x, xb, gate, up, down runtime.Buffer, rows, dim, hidden int) bool {
+	g, u, d := b.dev(gate), b.dev(up), b.dev(down)
+	if rows <= 0 || !b.gemmFits(rows) || b.gemm == "f32" || hidden%8 != 0 ||
+		g.dtype != runtime.BF16 || u.dtype != runtime.BF16 || d.dtype != runtime.BF16 {
+		return false
+	}
+	checkWeight(g, dim, hidden)
+	checkWeight(u, dim, hidden)
+	checkWeight(d, hidden, dim)
+	b.check(x, 0, rows*dim, "MLP")
+	b.check(xb, 0, rows*dim, "MLP")
+	b.flushKV()
+	m, n := int64(rows)*int64(dim), int64(rows)*int64(hidden)
+	nx := b.grow(&b.narrow, m*2)
+	b.launch("be_narrow", Dim3{blocks(m), 1, 1}, Dim3{256, 1, 1}, nx, b.f32(xb), wtype(runtime.BF16), m)
+	h := b.grow(&b.mlp, n*4) // gate's products, then up's
+	hu := h.Add(n * 2)
+	must(b.blas.GemmNTNarrow(h, nx, g.p, GemmBF16, rows, dim, hidden))
+	must(b.blas.GemmNTNarrow(hu, nx, u.p, GemmBF16, rows, dim, hidden))
+	b.launch("be_swiglu_bf16", Dim3{blocks(n / 8), 1, 1}, Dim3{256, 1, 1}, h, hu, n)
+	must(b.blas.GemmNTAdd(b.f32(x), h, d.p, GemmBF16, rows, hidden, dim))
+	return true
+}
