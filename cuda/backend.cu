@@ -212,43 +212,49 @@ extern "C" __global__ void be_add_bias(float* x, const void* b, int wt, int rows
         x[i] = __fadd_rn(x[i], be_w(b, wt, i % n));
 }
 
-// be_rotate_pair rotates (x, y) by angle ang computed from float32 as the
-// CPU: cos and sin in double, rounded to float.
-__device__ __forceinline__ void be_rot(float x, float y, float ang, float* ox, float* oy) {
-    double a = (double)ang;
-    float c = (float)cos(a), s = (float)sin(a);
-    *ox = __fsub_rn(__fmul_rn(x, c), __fmul_rn(y, s));
-    *oy = __fadd_rn(__fmul_rn(y, c), __fmul_rn(x, s));
-}
-
-// be_rope: grid (rows, pair blocks), block 128, a pair a thread (cos and
-// sin in double are slow: a decode step's one row is spread over blocks);
-// x [rows, heads*hd], and x2 [rows, heads2*hd] when heads2 > 0 (a layer's
-// queries and keys in one launch); invf [hd/2]. A programmatic dependent
-// (LaunchAfter).
+// be_rope: grid (rows, pair blocks), a pair a thread; x [rows, heads*hd],
+// and x2 [rows, heads2*hd] when heads2 > 0 (a layer's queries and keys in
+// one launch); invf [hd/2]. cos and sin, in double as the CPU's, depend on
+// the row and the pair's index only: a block first puts its row's into
+// shared memory (hd/2 of them) for every head it turns. A prompt's rows take
+// one block a row; a decode step's one row is spread over blocks (many
+// blocks then compute the same table; past hd 512 every pair its own). A
+// programmatic dependent (LaunchAfter).
 extern "C" __global__ void be_rope(float* x, const int* pos, const float* invf, int heads, int hd, int interleaved, float* x2,
                                    int heads2) {
+    __shared__ float cs[2][256];
     pdl_trigger();
     pdl_wait();
-    int r = blockIdx.x, half = hd / 2;
-    float p = (float)pos[r];
+    const int r = blockIdx.x, half = hd / 2;
+    const float p = (float)pos[r];
+    const bool table = half <= 256;  // else each pair computes its own
+    for (int i = threadIdx.x; table && i < half; i += blockDim.x) {
+        double s, c;
+        sincos((double)__fmul_rn(p, invf[i]), &s, &c);
+        cs[0][i] = (float)c;
+        cs[1][i] = (float)s;
+    }
+    __syncthreads();
     for (int k = blockIdx.y * blockDim.x + threadIdx.x; k < (heads + heads2) * half; k += gridDim.y * blockDim.x) {
-        int h = k / half, i = k % half;
-        float ang = __fmul_rn(p, invf[i]);
+        const int h = k / half, i = k % half;
         float* v = h < heads ? x + ((long long)r * heads + h) * hd : x2 + ((long long)r * heads2 + h - heads) * hd;
-        int ia = i, ib = i + half;
-        if (interleaved) { ia = 2 * i; ib = 2 * i + 1; }
-        float a = v[ia], b = v[ib], oa, ob;
-        if (interleaved) {
-            double an = (double)ang;
-            float c = (float)cos(an), s = (float)sin(an);
-            oa = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
-            ob = __fadd_rn(__fmul_rn(a, s), __fmul_rn(b, c));
+        const int ia = interleaved ? 2 * i : i, ib = interleaved ? 2 * i + 1 : i + half;
+        float c, s;
+        if (table) {
+            c = cs[0][i], s = cs[1][i];
         } else {
-            be_rot(a, b, ang, &oa, &ob);
+            double sd, cd;
+            sincos((double)__fmul_rn(p, invf[i]), &sd, &cd);
+            c = (float)cd, s = (float)sd;
         }
-        v[ia] = oa;
-        v[ib] = ob;
+        const float a = v[ia], b = v[ib];
+        if (interleaved) {
+            v[ia] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
+            v[ib] = __fadd_rn(__fmul_rn(a, s), __fmul_rn(b, c));
+        } else {
+            v[ia] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
+            v[ib] = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
+        }
     }
 }
 
@@ -632,17 +638,30 @@ extern "C" __global__ void be_swiglu_bf16(u16* g, const u16* u, long long n) {
     }
 }
 
-// be_narrow: dst [n] of type wt (bf16 or f16, round to nearest even) = x [n].
+// be_narrow: dst [n] of type wt (bf16 or f16, round to nearest even) = x [n];
+// four a thread where dst and x allow 8- and 16-byte accesses (a prompt's
+// activations: a quarter of the loads and stores).
+__device__ __forceinline__ u16 be_narrow1(float f, int wt) {
+    if (wt == WT_BF16) return be_to_bf16(f);
+    u16 h;
+    asm("{cvt.rn.f16.f32 %0, %1;}" : "=h"(h) : "f"(f));
+    return h;
+}
+
 extern "C" __global__ void be_narrow(u16* dst, const float* x, int wt, long long n) {
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
-        if (wt == WT_BF16) {
-            dst[i] = be_to_bf16(x[i]);
-        } else {
-            u16 h;
-            asm("{cvt.rn.f16.f32 %0, %1;}" : "=h"(h) : "f"(x[i]));
-            dst[i] = h;
+    const long long stride = (long long)gridDim.x * blockDim.x, first = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    long long done = 0;
+    if (((u64)dst & 7) == 0 && ((u64)x & 15) == 0) {
+        done = n & ~3LL;
+        for (long long i = first * 4; i < done; i += stride * 4) {
+            const float4 v = *reinterpret_cast<const float4*>(x + i);
+            uint2 o;
+            o.x = (u32)be_narrow1(v.x, wt) | ((u32)be_narrow1(v.y, wt) << 16);
+            o.y = (u32)be_narrow1(v.z, wt) | ((u32)be_narrow1(v.w, wt) << 16);
+            *reinterpret_cast<uint2*>(dst + i) = o;
         }
     }
+    for (long long i = done + first; i < n; i += stride) dst[i] = be_narrow1(x[i], wt);
 }
 
 // be_logprob: out[r] = log softmax(logits[r, :])[targets[r]] in double, as

@@ -30,7 +30,7 @@ float atomicAdd(float*, float); int atomicAdd(int*, int); unsigned atomicAdd(uns
 long long clock64(); unsigned __nanosleep(unsigned);
 void __threadfence(); void __threadfence_block();
 template<class T> T __ldg(const T*);
-typedef unsigned long size_t; double sqrt(double); double cos(double); double sin(double); double log(double); double pow(double,double);
+typedef unsigned long size_t; double sqrt(double); double cos(double); double sin(double); void sincos(double,double*,double*); double log(double); double pow(double,double);
 float __fmul_rn(float,float); float __fadd_rn(float,float); float __fsub_rn(float,float); float __fdiv_rn(float,float); float __frcp_rn(float); float __fsqrt_rn(float); float __fmaf_rn(float,float,float);
 double fmax(double,double);
 #define __noinline__ __attribute__((noinline))

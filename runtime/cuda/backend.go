@@ -983,8 +983,13 @@ func (b *Backend) ropeWith(x runtime.Buffer, rows, heads, headDim int, pos []int
 	if style == runtime.RopeInterleaved {
 		inter = 1
 	}
-	pairBlocks := ((heads+heads2)*headDim/2 + 127) / 128
-	b.launchAfter("be_rope", Dim3{rows, pairBlocks, 1}, Dim3{128, 1, 1}, b.f32(x), p, p.Add(int64(rows)*4), int32(heads), int32(headDim), inter,
+	// A prompt's rows: a block a row, its cos and sin table computed once
+	// for every head; a few rows: the pairs spread over blocks.
+	threads, pairBlocks := 128, ((heads+heads2)*headDim/2+127)/128
+	if rows >= 64 {
+		threads, pairBlocks = 256, 1
+	}
+	b.launchAfter("be_rope", Dim3{rows, pairBlocks, 1}, Dim3{threads, 1, 1}, b.f32(x), p, p.Add(int64(rows)*4), int32(heads), int32(headDim), inter,
 		p2, int32(heads2))
 }
 
