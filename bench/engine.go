@@ -254,16 +254,16 @@ func (e *Engine) faulted() error {
 // chunk is where the policy evicts, so it is 256 on every backend (the same
 // records on the CPU and a GPU); under dense prefill it only sets how much a
 // pass computes at once: 256 rows on the CPU (its kernels gain nothing from
-// more), 4096 on a GPU, whose GEMMs and prefill attention fill the device
-// only with thousands of rows (the H200, an 8B prefill of 32K tokens: 1.88 s
-// in chunks of 2,048, 1.77 in 4,096, 1.73 in 8,192, whose scratch is twice
-// 4,096's 1.8 GB; docs/benchmarks.md).
+// more), 8192 on a GPU, whose GEMMs and prefill attention fill the device
+// only with thousands of rows (the H200, an 8B prefill of 32K tokens: 1.445 s
+// in chunks of 4,096, 1.393 in 8,192, whose 3.6 GB of scratch is twice
+// 4,096's; 2026-12-04, docs/benchmarks.md).
 func PrefillChunk(n int, backend string, pre policies.Prefill) int {
 	switch {
 	case n > 0:
 		return n
 	case backend == "cuda" && pre != policies.PrefillChunked:
-		return 4096
+		return 8192
 	}
 	return 256
 }

@@ -40,9 +40,9 @@ func TestPrefillChunkKey(t *testing.T) {
 	s, err := ParseSuite("suite.yaml", []byte(base))
 	require.NoError(t, err)
 	assert.Zero(t, s.PrefillChunk, "unset: the default")
-	s, err = ParseSuite("suite.yaml", []byte("prefill_chunk: 8192\n"+base))
+	s, err = ParseSuite("suite.yaml", []byte("prefill_chunk: 2048\n"+base))
 	require.NoError(t, err)
-	assert.Equal(t, 8192, s.PrefillChunk)
+	assert.Equal(t, 2048, s.PrefillChunk)
 	for _, bad := range []string{"0", "-4", "big", "[256]", "2000000"} {
 		_, err = ParseSuite("suite.yaml", []byte("prefill_chunk: "+bad+"\n"+base))
 		require.Error(t, err, bad)
@@ -56,7 +56,7 @@ func TestPrefillChunkKey(t *testing.T) {
 		want    int
 	}{
 		{0, "cpu", policies.PrefillDense, 256},
-		{0, "cuda", policies.PrefillDense, 4096},
+		{0, "cuda", policies.PrefillDense, 8192},
 		{0, "cpu", policies.PrefillChunked, 256},
 		{0, "cuda", policies.PrefillChunked, 256}, // the eviction points match the CPU's
 		{1000, "cuda", policies.PrefillChunked, 1000},

@@ -34,7 +34,7 @@ import (
 //	kv_dtype: f32            # KV page type: f32 (every backend) | bf16 (cuda)
 //	page_size: 16            # KV page slots (default 16)
 //	prefill: dense           # prompt protocol: dense (default) | chunked (policies.Prefill)
-//	prefill_chunk: 4096      # prompt tokens a forward pass (default: PrefillChunk)
+//	prefill_chunk: 8192      # prompt tokens a forward pass (default: PrefillChunk)
 //	precision: bf16          # compute: bf16 | f32 (default: the backend's; cuda bf16, cpu f32)
 //	include: common.yaml     # optional, a file or a list: their models, policies and tasks come first
 //	budgets: [64, 256, 1024] # optional: crosses every budgeted policy (not full) with these budgets

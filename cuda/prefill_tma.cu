@@ -92,15 +92,8 @@ __device__ __forceinline__ void tm_load(void* dst, const TmaMap* m, int c0, int 
 // No branch lies between a wgmma's issue and its wait (ptxas serialised the
 // wgmmas of a first version that had one, C7514). Every tile is computed (no
 // skips: a tile hidden from the whole warpgroup only costs its products).
-// PP (FlashAttention-3's ping-pong): the two consumer warpgroups take turns
-// to issue their products, so that one's softmax runs while the other's
-// products hold the tensor cores: warpgroup wg waits on named barrier 2+wg
-// for its turn, issues, and arrives on the other's (warpgroup 1 arrives on
-// warpgroup 0's once at the start: 0 goes first). Both walk the same tiles,
-// so their turns alternate to the end; the last arrival is left pending at
-// the block's exit.
-template <int D, int BN, int NS, bool PP, class L>
-__device__ __forceinline__ void tma_consume_pipe(float (&o)[D / 2], u64* full, u64* empty, const int* kp, int wg,
+template <int D, int BN, int NS, class L>
+__device__ __forceinline__ void tma_consume_pipe(float (&o)[D / 2], u64* full, u64* empty, const int* kp,
                                                  unsigned char* Ks, unsigned char* Vs, u64 qdesc, int it0, int ntiles,
                                                  int lane, int tig, int sorted, int window, int qa, int qb, int wla,
                                                  int wlb, int wmin, int wmax, float scaleLog2, float& ma, float& mb,
@@ -148,36 +141,22 @@ __device__ __forceinline__ void tma_consume_pipe(float (&o)[D / 2], u64* full, u
         __syncwarp();
         if (lane == 0) tm_arrive(&empty[(it - it0) % NS]);
     };
-    // turn waits for this warpgroup's turn to issue; done hands it over.
-    auto turn = [&]() {
-        if constexpr (PP) asm volatile("bar.sync %0, 256;" ::"r"(2 + wg) : "memory");
-    };
-    auto done = [&]() {
-        if constexpr (PP) asm volatile("bar.arrive %0, 256;" ::"r"(3 - wg) : "memory");
-    };
     if (it0 >= ntiles) return;
     float ca, cb;
-    if (PP && wg == 1) asm volatile("bar.arrive 2, 256;" ::: "memory");
-    turn();
     land(it0);
-    done();
     wg_wait<0>();
     soft(it0, ca, cb);  // O is zero: its factors do not matter
     wg_pack_p<BN>(s, p);
     for (int it = it0; it + 1 < ntiles; ++it) {
-        turn();
         land(it + 1);
         pv(it);
-        done();
         wg_wait<1>();  // S of tile it+1 (the older group)
         soft(it + 1, ca, cb);
         retire(it);
         if (!__all_sync(FULL_MASK, ca == 1.f && cb == 1.f)) wg_scale<D>(o, ca, cb);
         wg_pack_p<BN>(s, p);
     }
-    turn();
     pv(ntiles - 1);
-    done();
     retire(ntiles - 1);
 }
 
@@ -185,9 +164,8 @@ __device__ __forceinline__ void tma_consume_pipe(float (&o)[D / 2], u64* full, u
 // address), maxRows (the map's rows) and the map m; box rows R = min(page
 // tokens, BN). PIPE: the producer is a warpgroup (its warp 0 works) that
 // gives its registers to the consumers (setmaxnreg), which pipeline
-// (tma_consume_pipe; PIPE 2: and take turns, PP); else (0) one producer
-// warp and flash_wg's MODE 0 order.
-template <int D, int NWG, int BN, int NS, int PIPE>
+// (tma_consume_pipe); else one producer warp and flash_wg's MODE 0 order.
+template <int D, int NWG, int BN, int NS, bool PIPE>
 __device__ __forceinline__ void flash_tma(float* __restrict__ out, const float* __restrict__ q,
                                           const u64* __restrict__ ptrs, const int* __restrict__ ints, int heads,
                                           int kvHeads, float scaleLog2, int rowOff, int rows, int sorted, int psShift,
@@ -309,7 +287,7 @@ __device__ __forceinline__ void flash_tma(float* __restrict__ out, const float* 
         float o[D / 2];
 #pragma unroll
         for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
-        tma_consume_pipe<D, BN, NS, PIPE == 2, L>(o, full, empty, kp, wg, Ks, Vs, qdesc, it0, ntiles, lane, tig, sorted, window, qa, qb,
+        tma_consume_pipe<D, BN, NS, L>(o, full, empty, kp, Ks, Vs, qdesc, it0, ntiles, lane, tig, sorted, window, qa, qb,
                                        wla, wlb, wmin, wmax, scaleLog2, ma, mb, la, lb);
         wg_store<D>(out, lse, o, ra, rb, rows, heads, h, tig, ma, mb, la, lb, scaleLog2);
         return;
@@ -360,9 +338,8 @@ __device__ __forceinline__ void flash_tma(float* __restrict__ out, const float* 
         flash_tma<D, NWG, BN, NS, PIPE>(out, q, ptrs, ints, heads, kvHeads, scaleLog2, rowOff, rows, sorted, psShift, \
                                         lse, window, base, maxRows, &m);                                             \
     }
-#define TMA_KERNEL(D, NWG, BN, NS) TMA_KERNEL_AS(flash_tma_d##D##_g##NWG##_n##BN##_s##NS, D, NWG, BN, NS, 0)
-#define TMA_KERNEL_PIPE(D, NWG, BN, NS) TMA_KERNEL_AS(flash_tma_d##D##_g##NWG##_n##BN##_s##NS##_p, D, NWG, BN, NS, 1)
-#define TMA_KERNEL_PP(D, NWG, BN, NS) TMA_KERNEL_AS(flash_tma_d##D##_g##NWG##_n##BN##_s##NS##_pp, D, NWG, BN, NS, 2)
+#define TMA_KERNEL(D, NWG, BN, NS) TMA_KERNEL_AS(flash_tma_d##D##_g##NWG##_n##BN##_s##NS, D, NWG, BN, NS, false)
+#define TMA_KERNEL_PIPE(D, NWG, BN, NS) TMA_KERNEL_AS(flash_tma_d##D##_g##NWG##_n##BN##_s##NS##_p, D, NWG, BN, NS, true)
 
 // The variants KVBENCH_FLASH chooses among (tNWG nBN, NS stages).
 #if KVB_IN(12)
@@ -376,6 +353,4 @@ TMA_KERNEL_PIPE(64, 2, 64, 4)
 TMA_KERNEL_PIPE(128, 2, 64, 4)
 TMA_KERNEL_PIPE(64, 2, 128, 3)
 TMA_KERNEL_PIPE(128, 2, 128, 3)
-TMA_KERNEL_PP(64, 2, 128, 3)
-TMA_KERNEL_PP(128, 2, 128, 3)
 #endif

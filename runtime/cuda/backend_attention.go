@@ -475,8 +475,7 @@ func (b *Backend) attendFlash(a *runtime.AttnArgs, rowOff int32) {
 // work (MODE in prefill_wg.cu) and its shared-memory layout (SW: 0 core
 // matrices, 1 the 128-byte swizzle); tma: flash_tma (prefill_tma.cu: the
 // tiles brought by the TMA, stages deep, swizzled): tmaWarp a producer
-// warp, tmaPipe a producer warpgroup and the consumers pipelined (PIPE),
-// tmaPingPong the same with the consumers taking turns to issue (PP).
+// warp, tmaPipe a producer warpgroup and the consumers pipelined (PIPE).
 type flashShape struct {
 	warps, mtiles, keys int
 	wg                  bool
@@ -487,9 +486,8 @@ type flashShape struct {
 
 // flashShape.tma's values besides 0 (no TMA).
 const (
-	tmaWarp     = 1
-	tmaPipe     = 2
-	tmaPingPong = 3
+	tmaWarp = 1
+	tmaPipe = 2
 )
 
 // threads is a block's threads: the consumers' warps, and the producer's.
@@ -497,7 +495,7 @@ func (f flashShape) threads() int {
 	switch f.tma {
 	case tmaWarp:
 		return 32*f.warps + 32
-	case tmaPipe, tmaPingPong:
+	case tmaPipe:
 		return 32*f.warps + 128
 	}
 	return 32 * f.warps
@@ -513,7 +511,7 @@ var flashShapes = map[string]flashShape{
 	"g3n64w": {12, 1, 64, true, 0, 1, 0, 0}, "g3n64kw": {12, 1, 64, true, 2, 1, 0, 0},
 	"t2n64": {8, 1, 64, true, 0, 1, tmaWarp, 4}, "t3n64": {12, 1, 64, true, 0, 1, tmaWarp, 4},
 	"t2n128": {8, 1, 128, true, 0, 1, tmaWarp, 3}, "p2n64": {8, 1, 64, true, 0, 1, tmaPipe, 4},
-	"p2n128": {8, 1, 128, true, 0, 1, tmaPipe, 3}, "pp2n128": {8, 1, 128, true, 0, 1, tmaPingPong, 3},
+	"p2n128": {8, 1, 128, true, 0, 1, tmaPipe, 3},
 }
 
 // chooseFlash is the variant KVBENCH_FLASH names (name), or the default
@@ -555,11 +553,8 @@ func (f flashShape) rows() int {
 func (f flashShape) kernel(hd int) (string, int) {
 	if f.tma != 0 { // TMA_SMEM
 		name := fmt.Sprintf("flash_tma_d%d_g%d_n%d_s%d", hd, f.warps/4, f.keys, f.stages)
-		switch f.tma {
-		case tmaPipe:
+		if f.tma == tmaPipe {
 			name += "_p"
-		case tmaPingPong:
-			name += "_pp"
 		}
 		return name, f.rows()*hd*2 + f.stages*f.keys*(hd*4+4) + f.stages*2*8 + (2+f.warps*2)*4
 	}

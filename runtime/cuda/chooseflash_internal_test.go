@@ -25,7 +25,7 @@ func TestChooseFlash(t *testing.T) {
 		{"t3n64", "sm_90a", 128, flashShape{12, 1, 64, true, 0, 1, tmaWarp, 4}, ""},
 		{"g2n128kw", "sm_80", 128, flashShape{}, "needs a Hopper GPU"},
 		{"t2n64", "sm_80", 64, flashShape{}, "needs a Hopper GPU"},
-		{"w9", "sm_90a", 64, flashShape{}, `"w9" is not one of g2n128kw, g2n128s, g2n128w, g2n64kw, g3n64kw, g3n64w, p2n128, p2n64, pp2n128, t2n128, t2n64, t3n64, w4m1n64`},
+		{"w9", "sm_90a", 64, flashShape{}, `"w9" is not one of g2n128kw, g2n128s, g2n128w, g2n64kw, g3n64kw, g3n64w, p2n128, p2n64, t2n128, t2n64, t3n64, w4m1n64`},
 	} {
 		got, err := chooseFlash(c.name, c.arch, c.hd)
 		if c.err != "" {
