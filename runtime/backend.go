@@ -266,8 +266,9 @@ type KVAllocator interface {
 }
 
 // KVPageAllocator is an optional KVAllocator capability: many pages in one
-// call. A prompt's chunk of 4,096 tokens takes 512 pages a KV head and
-// layer; taken one by one they cost the host as much as the device's work.
+// call. A prompt's chunk of 4,096 tokens takes 512 page buffers (256 of
+// keys, 256 of values) a KV head and layer; taken one by one they cost the
+// host milliseconds a layer.
 type KVPageAllocator interface {
 	// AllocKVPages fills dst with zeroed page buffers of n elements of
 	// type t, as AllocKV would one by one.
