@@ -141,22 +141,27 @@ func TestBackendOps(t *testing.T) {
 			x.cmp(t, c, g, fmt.Sprintf("AddBias %v", dt), 0)
 		}
 	}
-	// RoPE, both styles.
+	// RoPE, both styles; 7 rows (a decode step's layout: pairs spread over
+	// blocks) and 70 (a prompt's: a block a row, one cos/sin table for every
+	// head; past head dim 512 without the table).
 	for _, style := range []runtime.RopeStyle{runtime.RopeHalf, runtime.RopeInterleaved} {
-		for _, hd := range []int{8, 64, 128} {
-			rows, heads := 7, 3
+		for _, sh := range [][2]int{{7, 8}, {7, 64}, {7, 128}, {70, 64}, {70, 128}, {70, 640}} {
+			rows, heads, hd := sh[0], 3, sh[1]
 			pos := []int{0, 1, 5, 100, 1000, 4095, 16383}
+			for len(pos) < rows {
+				pos = append(pos, 17*len(pos)+3)
+			}
 			x := newPair(c, g, randVec(rng, rows*heads*hd, 1))
 			c.RoPE(x.c, rows, heads, hd, pos, 1e4, style)
 			g.RoPE(x.g, rows, heads, hd, pos, 1e4, style)
-			x.cmp(t, c, g, fmt.Sprintf("RoPE style %v hd %d", style, hd), 1e-6)
+			x.cmp(t, c, g, fmt.Sprintf("RoPE style %v rows %d hd %d", style, rows, hd), 1e-6)
 			// Queries and keys in one launch (RoPE2), 5 and 2 heads.
 			q, k := newPair(c, g, randVec(rng, rows*5*hd, 1)), newPair(c, g, randVec(rng, rows*2*hd, 1))
 			c.RoPE(q.c, rows, 5, hd, pos, 5e5, style)
 			c.RoPE(k.c, rows, 2, hd, pos, 5e5, style)
 			g.RoPE2(q.g, k.g, rows, 5, 2, hd, pos, 5e5, style)
-			q.cmp(t, c, g, fmt.Sprintf("RoPE2 queries style %v hd %d", style, hd), 1e-6)
-			k.cmp(t, c, g, fmt.Sprintf("RoPE2 keys style %v hd %d", style, hd), 1e-6)
+			q.cmp(t, c, g, fmt.Sprintf("RoPE2 queries style %v rows %d hd %d", style, rows, hd), 1e-6)
+			k.cmp(t, c, g, fmt.Sprintf("RoPE2 keys style %v rows %d hd %d", style, rows, hd), 1e-6)
 		}
 	}
 	n := 1000
