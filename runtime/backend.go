@@ -318,6 +318,15 @@ type RoPEPairer interface {
 	RoPE2(q, k Buffer, rows, heads, kvHeads, headDim int, pos []int, theta float64, style RopeStyle)
 }
 
+// ScaledRoPEPairer is RoPEPairer for a scaled RoPE (ScaledRoPE): a layer's
+// queries and keys turned in one operation (Llama 3.1's llama3 scaling,
+// YaRN, ...).
+type ScaledRoPEPairer interface {
+	// RoPE2Freqs is RoPEFreqs(q, rows, heads, ...) and RoPEFreqs(k, rows,
+	// kvHeads, ...).
+	RoPE2Freqs(q, k Buffer, rows, heads, kvHeads, headDim int, pos []int, inv []float32, style RopeStyle)
+}
+
 // FusedMatMul is an optional Backend capability: a decode step's matrix
 // products together with what follows them, in fewer kernels. Each method
 // leaves dst with the values of the Backend calls it names (scratch

@@ -57,3 +57,14 @@ func mlp(be Backend, x, tmp, xb, hb, hb2, gate, up, down Buffer, rows, dim, hidd
 	matMulSwiGLU(be, hb, hb2, xb, gate, up, rows, dim, hidden)
 	matMulAdd(be, x, tmp, hb, down, rows, hidden, dim)
 }
+
+// rope2Freqs is RoPEFreqs of the queries q and the keys k with the inverse
+// frequencies inv, in one operation where the backend has it.
+func rope2Freqs(sr ScaledRoPE, q, k Buffer, rows, heads, kvHeads, headDim int, pos []int, inv []float32, style RopeStyle) {
+	if p, ok := sr.(ScaledRoPEPairer); ok {
+		p.RoPE2Freqs(q, k, rows, heads, kvHeads, headDim, pos, inv, style)
+		return
+	}
+	sr.RoPEFreqs(q, rows, heads, headDim, pos, inv, style)
+	sr.RoPEFreqs(k, rows, kvHeads, headDim, pos, inv, style)
+}

@@ -425,16 +425,14 @@ func (p *pass) run() {
 		}
 		k.mark(phaseQKV)
 		if r0 := p.segs[0].r; r0.scaled != nil && p.sameFreqs() {
-			r0.scaled.RoPEFreqs(s.q, rows, c.Heads, c.HeadDim, pos, r0.invFreq, c.Rope)
-			r0.scaled.RoPEFreqs(s.k, rows, c.KVHeads, c.HeadDim, pos, r0.invFreq, c.Rope)
+			rope2Freqs(r0.scaled, s.q, s.k, rows, c.Heads, c.KVHeads, c.HeadDim, pos, r0.invFreq, c.Rope)
 		} else if r0.scaled != nil {
 			// Scaled RoPE whose frequencies follow each stream's length
 			// (dynamic, longrope): stream by stream.
 			for i := range p.segs {
 				g := &p.segs[i]
 				n := len(g.tokens)
-				g.r.scaled.RoPEFreqs(g.q, n, c.Heads, c.HeadDim, g.pos, g.r.invFreq, c.Rope)
-				g.r.scaled.RoPEFreqs(g.k, n, c.KVHeads, c.HeadDim, g.pos, g.r.invFreq, c.Rope)
+				rope2Freqs(g.r.scaled, g.q, g.k, n, c.Heads, c.KVHeads, c.HeadDim, g.pos, g.r.invFreq, c.Rope)
 			}
 		} else {
 			rope2(be, s.q, s.k, rows, c.Heads, c.KVHeads, c.HeadDim, pos, c.RopeTheta, c.Rope)

@@ -934,14 +934,21 @@ func (b *Backend) RoPEFreqs(x runtime.Buffer, rows, heads, headDim int, pos []in
 	b.ropeWith(x, rows, heads, headDim, pos, 0, inv[:headDim/2], style, nil, 0)
 }
 
+// RoPE2Freqs rotates the queries q and the keys k in one launch with the
+// inverse frequencies inv [headDim/2] (scaled RoPE).
+func (b *Backend) RoPE2Freqs(q, k runtime.Buffer, rows, heads, kvHeads, headDim int, pos []int, inv []float32, style runtime.RopeStyle) {
+	b.ropeWith(q, rows, heads, headDim, pos, 0, inv[:headDim/2], style, k, kvHeads)
+}
+
 // RoPE2 rotates the queries q and the keys k in one launch.
 func (b *Backend) RoPE2(q, k runtime.Buffer, rows, heads, kvHeads, headDim int, pos []int, theta float64, style runtime.RopeStyle) {
 	b.ropeWith(q, rows, heads, headDim, pos, theta, nil, style, k, kvHeads)
 }
 
 var (
-	_ runtime.ScaledRoPE = (*Backend)(nil)
-	_ runtime.RoPEPairer = (*Backend)(nil)
+	_ runtime.ScaledRoPE       = (*Backend)(nil)
+	_ runtime.RoPEPairer       = (*Backend)(nil)
+	_ runtime.ScaledRoPEPairer = (*Backend)(nil)
 )
 
 // ropeWith runs be_rope with the inverse frequencies inv, or those of theta

@@ -162,6 +162,15 @@ func TestBackendOps(t *testing.T) {
 			g.RoPE2(q.g, k.g, rows, 5, 2, hd, pos, 5e5, style)
 			q.cmp(t, c, g, fmt.Sprintf("RoPE2 queries style %v rows %d hd %d", style, rows, hd), 1e-6)
 			k.cmp(t, c, g, fmt.Sprintf("RoPE2 keys style %v rows %d hd %d", style, rows, hd), 1e-6)
+			// Scaled RoPE (llama3's frequencies), one launch (RoPE2Freqs).
+			sc := runtime.Config{HeadDim: hd, RopeTheta: 5e5, MaxSeq: 1 << 17,
+				RopeScaling: runtime.RopeScaling{Type: runtime.RopeLlama3, Factor: 8, OriginalMaxSeq: 8192, LowFreqFactor: 1, HighFreqFactor: 4}}
+			inv := sc.RopeInvFreq(0)
+			c.RoPEFreqs(q.c, rows, 5, hd, pos, inv, style)
+			c.RoPEFreqs(k.c, rows, 2, hd, pos, inv, style)
+			g.RoPE2Freqs(q.g, k.g, rows, 5, 2, hd, pos, inv, style)
+			q.cmp(t, c, g, fmt.Sprintf("RoPE2Freqs queries style %v rows %d hd %d", style, rows, hd), 1e-6)
+			k.cmp(t, c, g, fmt.Sprintf("RoPE2Freqs keys style %v rows %d hd %d", style, rows, hd), 1e-6)
 		}
 	}
 	n := 1000

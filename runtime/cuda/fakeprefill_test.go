@@ -50,6 +50,32 @@ func TestFakePrefillMLP(t *testing.T) {
 	}
 }
 
+// TestFakeScaledRoPEPaired checks that a model with a scaled RoPE (Llama
+// 3.1's llama3 scaling) turns a layer's queries and keys in one be_rope
+// launch (runtime.ScaledRoPEPairer), in a prompt's chunk and in a decode
+// step alike.
+func TestFakeScaledRoPEPaired(t *testing.T) {
+	be := fakeBackend(t)
+	c := runtime.Config{Arch: "llama", Dim: 256, Hidden: 768, Layers: 3, Heads: 4, KVHeads: 2, HeadDim: 64, Vocab: 512,
+		MaxSeq: 4096, RopeTheta: 5e5, NormEps: 1e-5,
+		RopeScaling: runtime.RopeScaling{Type: runtime.RopeLlama3, Factor: 8, OriginalMaxSeq: 1024, LowFreqFactor: 1, HighFreqFactor: 4}}
+	m := runtime.ZeroModel(c)
+	r, err := runtime.NewRunnerWith(m, be, runtime.RunnerOptions{MaxRows: 64, KVType: runtime.BF16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logits := make([]float32, c.Vocab)
+	for _, n := range []int{64, 1} {
+		k0 := cuda.FakeKernels()
+		if err := r.Forward(make([]int, n), logits); err != nil {
+			t.Fatal(err)
+		}
+		if got := cuda.FakeKernels()["be_rope"] - k0["be_rope"]; got != int64(c.Layers) {
+			t.Errorf("a pass of %d rows: %d be_rope launches, want one a layer (%d)", n, got, c.Layers)
+		}
+	}
+}
+
 // BenchmarkFakePrefill times the host's share of a prompt's prefill on the
 // CUDA backend, on the fake device (no kernels run): one chunk of 4,096
 // tokens through the layers of the 8B shape (four of its 32 layers: the
