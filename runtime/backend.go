@@ -352,6 +352,10 @@ type FusedMLP interface {
 	// and reports false where it does not serve (the caller then runs
 	// MatMulSwiGLU and MatMulAdd).
 	MLP(x, xb, gate, up, down Buffer, rows, dim, hidden int) bool
+	// MLPFrom is the fewest rows MLP serves for these weights (it then
+	// serves every pass of as many rows or more), or 0 where it serves none:
+	// the runner sizes the scratch of the fallback by it.
+	MLPFrom(gate, up, down Buffer, dim, hidden int) int
 }
 
 // MatOut is one product of FusedMatMul.MatMul3: Dst [rows, Out] = x·Wᵀ.

@@ -90,7 +90,7 @@ func NewBatch(runners ...*Runner) (*Batch, error) {
 	b := &Batch{runners: runners, be: be, c: c, used: make([]bool, n), minLanes: minLanes}
 	if vw, ok := be.(Viewer); ok {
 		n = min(n, maxBatchRows)
-		b.s = newState(be, c, n)
+		b.s = newState(be, c, n, mlpRows(be, runners[0].w, c, n))
 		b.views = make([][4]Buffer, n)
 		for i := range b.views {
 			b.views[i] = [4]Buffer{

@@ -49,7 +49,7 @@ func rope2(be Backend, q, k Buffer, rows, heads, kvHeads, headDim int, pos []int
 
 // mlp adds the MLP block to x: x += down·(silu(gate·xb) ⊙ up·xb), in one
 // call where the backend takes it, else through hb, hb2 [rows, hidden] and
-// tmp [rows, dim] (scratch).
+// tmp [rows, dim] (scratch; hb and hb2 hold mlpRows' rows).
 func mlp(be Backend, x, tmp, xb, hb, hb2, gate, up, down Buffer, rows, dim, hidden int) {
 	if f, ok := be.(FusedMLP); ok && f.MLP(x, xb, gate, up, down, rows, dim, hidden) {
 		return
@@ -67,4 +67,24 @@ func rope2Freqs(sr ScaledRoPE, q, k Buffer, rows, heads, kvHeads, headDim int, p
 	}
 	sr.RoPEFreqs(q, rows, heads, headDim, pos, inv, style)
 	sr.RoPEFreqs(k, rows, kvHeads, headDim, pos, inv, style)
+}
+
+// mlpRows is the rows the fallback of mlp can see in passes of up to n rows
+// of w on be: n, or fewer where the backend's FusedMLP serves the larger
+// passes for every layer (a GPU's prompt chunks: the float32 [rows, hidden]
+// buffers then hold only the rows a decode step or a small batch needs).
+func mlpRows(be Backend, w *deviceWeights, c Config, n int) int {
+	f, ok := be.(FusedMLP)
+	if !ok || w == nil || len(w.layers) == 0 {
+		return n
+	}
+	from := 0
+	for _, l := range w.layers {
+		m := f.MLPFrom(l.gate, l.up, l.down, c.Dim, c.Hidden)
+		if m <= 0 {
+			return n
+		}
+		from = max(from, m)
+	}
+	return max(1, min(n, from-1))
 }

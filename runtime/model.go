@@ -31,7 +31,7 @@ type state struct {
 }
 
 // newState allocates the scratch of a forward pass over up to n rows.
-func newState(be Backend, c Config, n int) state {
+func newState(be Backend, c Config, n, hbRows int) state {
 	return state{
 		id:      scratchIDs.Add(1),
 		maxRows: n,
@@ -42,8 +42,8 @@ func newState(be Backend, c Config, n int) state {
 		k:       be.Alloc(n * c.KVDim()),
 		v:       be.Alloc(n * c.KVDim()),
 		att:     be.Alloc(n * c.QDim()),
-		hb:      be.Alloc(n * c.Hidden),
-		hb2:     be.Alloc(n * c.Hidden),
+		hb:      be.Alloc(hbRows * c.Hidden),
+		hb2:     be.Alloc(hbRows * c.Hidden),
 		last:    be.Alloc(c.Dim),
 		logit1:  be.Alloc(c.Vocab),
 		pos:     make([]int, n),
@@ -187,7 +187,7 @@ func newRunner(m *Model, be Backend, w *deviceWeights, o RunnerOptions) (*Runner
 // the weights' pool until releaseScratch.
 func (r *Runner) scratch() *state {
 	if r.s == nil {
-		r.s = r.w.scratch.take(r.Backend, r.Model.Config, r.maxRows)
+		r.s = r.w.scratch.take(r.Backend, r.Model.Config, r.maxRows, mlpRows(r.Backend, r.w, r.Model.Config, r.maxRows))
 	}
 	return r.s
 }

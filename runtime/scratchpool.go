@@ -27,8 +27,9 @@ func releases(be Backend) uint64 {
 	return 0
 }
 
-// take lends a state of rows rows, made on be for c when none is idle.
-func (p *scratchPool) take(be Backend, c Config, rows int) *state {
+// take lends a state of rows rows (hbRows of them in the MLP's float32
+// scratch, mlpRows), made on be for c when none is idle.
+func (p *scratchPool) take(be Backend, c Config, rows, hbRows int) *state {
 	now := releases(be)
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -38,7 +39,7 @@ func (p *scratchPool) take(be Backend, c Config, rows int) *state {
 		s = l[len(l)-1]
 		p.idle[rows] = l[:len(l)-1]
 	} else {
-		st := newState(be, c, rows)
+		st := newState(be, c, rows, hbRows)
 		s = &st
 	}
 	if p.lent == nil {

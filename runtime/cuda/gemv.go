@@ -177,11 +177,10 @@ func (b *Backend) MatMulSwiGLU(gate, up, x, wg, wu runtime.Buffer, rows, in, out
 // float32 [rows, hidden] is written or read (about 1.4 GB less traffic a
 // layer for 4,096 rows of the 8B shape). Elsewhere it declines (false).
 func (b *Backend) MLP(x, xb, gate, up, down runtime.Buffer, rows, dim, hidden int) bool {
-	g, u, d := b.dev(gate), b.dev(up), b.dev(down)
-	if rows <= 0 || !b.gemmFits(rows) || b.gemm == "f32" || hidden%8 != 0 ||
-		g.dtype != runtime.BF16 || u.dtype != runtime.BF16 || d.dtype != runtime.BF16 {
+	if from := b.MLPFrom(gate, up, down, dim, hidden); from == 0 || rows < from {
 		return false
 	}
+	g, u, d := b.dev(gate), b.dev(up), b.dev(down)
 	checkWeight(g, dim, hidden)
 	checkWeight(u, dim, hidden)
 	checkWeight(d, hidden, dim)
@@ -198,4 +197,16 @@ func (b *Backend) MLP(x, xb, gate, up, down runtime.Buffer, rows, dim, hidden in
 	b.launch("be_swiglu_bf16", Dim3{blocks(n / 8), 1, 1}, Dim3{256, 1, 1}, h, hu, n)
 	must(b.blas.GemmNTAdd(b.f32(x), h, d.p, GemmBF16, rows, hidden, dim))
 	return true
+}
+
+// MLPFrom is the fewest rows MLP serves for these weights
+// (runtime.FusedMLP): the GEMMs' least, for bf16 weights under bf16
+// compute and a hidden width of a multiple of 8; else 0.
+func (b *Backend) MLPFrom(gate, up, down runtime.Buffer, dim, hidden int) int {
+	g, u, d := b.dev(gate), b.dev(up), b.dev(down)
+	if b.blas == nil || b.gemm == "f32" || hidden%8 != 0 ||
+		g.dtype != runtime.BF16 || u.dtype != runtime.BF16 || d.dtype != runtime.BF16 {
+		return 0
+	}
+	return max(b.gemmRows, 1)
 }
