@@ -121,7 +121,7 @@ def time_model(args):
                 for i in range(args.passkey - tail, args.passkey):
                     o = m(x[:, i : i + 1], past_key_values=cache, use_cache=True)
                 nxt = o.logits[:, -1:].argmax(-1)
-                for _ in range(9):
+                for _ in range(10):  # 10 tokens generated and fed, as the task does
                     o = m(nxt, past_key_values=cache, use_cache=True)
                     nxt = o.logits[:, -1:].argmax(-1)
 
