@@ -389,13 +389,14 @@ func (c *KVCache) appendSeq(s *KVSeq, h int, k, v Buffer, rows int, pos []int, r
 	// Room for the rows' positions and pages at once: a prompt's chunk
 	// appends thousands (grown one by one, the copies cost a fresh cache's
 	// prefill several milliseconds a layer on the host).
-	if pages := (s.N+rows+c.pageSize-1)/c.pageSize - len(s.K); pages > 0 {
+	pages := (s.N+rows+c.pageSize-1)/c.pageSize - len(s.K) // new pages needed
+	if pages > 0 {
 		s.K = slices.Grow(s.K, pages)
 		s.V = slices.Grow(s.V, pages)
 	}
 	s.Pos = slices.Grow(s.Pos, rows)
 	if ka, ok := c.be.(KVAppender); ok && rows > 1 {
-		c.seqPages(s, (s.N+rows+c.pageSize-1)/c.pageSize-len(s.K), ref)
+		c.seqPages(s, pages, ref)
 		p0, p1 := s.N/c.pageSize, (s.N+rows-1)/c.pageSize+1
 		ka.AppendKV(s.K[p0:p1], s.V[p0:p1], s.N, c.pageSize, k, v, rows, h, c.headDim, kvDim)
 		for r := range rows {

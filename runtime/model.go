@@ -93,6 +93,7 @@ type Runner struct {
 	s        *state        // scratch of the runner's own passes while one runs (lent by w.scratch)
 	opts     RunnerOptions // as given, for Sibling
 	maxRows  int           // tokens per pass of the runner's own (prefill chunk)
+	hbRows   int           // rows of its scratch's float32 MLP buffers (mlpRows)
 	attn     AttnArgs      // the attention call of the layer in progress
 	pass     pass          // the runner's own pass in progress
 	seg      [1]segment    // its one segment
@@ -172,7 +173,7 @@ func newRunner(m *Model, be Backend, w *deviceWeights, o RunnerOptions) (*Runner
 	if err != nil {
 		return nil, err
 	}
-	r := &Runner{Model: m, Backend: be, Cache: cache, w: w, opts: o, maxRows: maxRows, firstRope: -1}
+	r := &Runner{Model: m, Backend: be, Cache: cache, w: w, opts: o, maxRows: maxRows, hbRows: mlpRows(be, w, c, maxRows), firstRope: -1}
 	if c.RopeScaling.Type != "" {
 		sr, ok := be.(ScaledRoPE)
 		if !ok {
@@ -187,7 +188,7 @@ func newRunner(m *Model, be Backend, w *deviceWeights, o RunnerOptions) (*Runner
 // the weights' pool until releaseScratch.
 func (r *Runner) scratch() *state {
 	if r.s == nil {
-		r.s = r.w.scratch.take(r.Backend, r.Model.Config, r.maxRows, mlpRows(r.Backend, r.w, r.Model.Config, r.maxRows))
+		r.s = r.w.scratch.take(r.Backend, r.Model.Config, r.maxRows, r.hbRows)
 	}
 	return r.s
 }

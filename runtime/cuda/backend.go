@@ -685,20 +685,13 @@ func (b *Backend) AllocKVPages(n int, t runtime.DType, dst []runtime.Buffer) {
 	bs, grew, err := b.slab.allocMany(max(bytes, 4), ptrs)
 	must(err)
 	bufs := make([]buf, len(dst))
-	all := bytes * int64(len(dst))
 	b.mu.Lock()
 	for i := range bufs {
 		x := &bufs[i]
 		*x = buf{p: ptrs[i], n: n, dtype: t, block: bs, bytes: bytes, kind: runtime.MemKV}
-		b.live = append(b.live, x)
-		x.live = len(b.live)
+		b.liveBuf(x)
 		dst[i] = x
 	}
-	b.now += all
-	b.peak = max(b.peak, b.now)
-	b.mem.kv += all
-	b.mem.kvBufs += len(dst)
-	b.mem.peakKV = max(b.mem.peakKV, b.mem.kv)
 	b.mu.Unlock()
 	if grew {
 		b.sampleScratch()

@@ -47,18 +47,7 @@ func (b *Backend) newBufOf(kind runtime.MemKind, n int, dtype runtime.DType, byt
 		x.p = p
 	}
 	b.mu.Lock()
-	b.live = append(b.live, x)
-	x.live = len(b.live)
-	b.now += bytes
-	b.peak = max(b.peak, b.now)
-	switch kind {
-	case runtime.MemWeights:
-		b.mem.weights += bytes
-	case runtime.MemKV:
-		b.mem.kv += bytes
-		b.mem.kvBufs++
-		b.mem.peakKV = max(b.mem.peakKV, b.mem.kv)
-	}
+	b.liveBuf(x)
 	b.mu.Unlock()
 	if fromDriver {
 		// A block of a slab already taken leaves the driver's total as it
@@ -66,6 +55,23 @@ func (b *Backend) newBufOf(kind runtime.MemKind, n int, dtype runtime.DType, byt
 		b.sampleScratch()
 	}
 	return x, nil
+}
+
+// liveBuf puts a new buffer in the live set and the counts (forgetBuf's
+// inverse); b.mu is held.
+func (b *Backend) liveBuf(x *buf) {
+	b.live = append(b.live, x)
+	x.live = len(b.live)
+	b.now += x.bytes
+	b.peak = max(b.peak, b.now)
+	switch x.kind {
+	case runtime.MemWeights:
+		b.mem.weights += x.bytes
+	case runtime.MemKV:
+		b.mem.kv += x.bytes
+		b.mem.kvBufs++
+		b.mem.peakKV = max(b.mem.peakKV, b.mem.kv)
+	}
 }
 
 // forgetBuf takes a buffer out of the live set and the counts; b.mu is held.
