@@ -50,22 +50,23 @@ type Engine struct {
 	// nil: the engine opens its own, closed by Close.
 	Devices *Devices
 
-	mu      sync.Mutex
-	idle    []*runtime.Runner // closed streams' runners, for the next stream
-	dev     *device           // the device the streams run on, once acquired
-	weights *runtime.DeviceWeights
-	own     *Devices // the engine's own devices when Devices is nil
-	fault   error    // a device error of a stream: the engine's streams stop
-	mem     *results.Memory
-	closed  bool
-	lat     []float64 // decode attention time per layer and step, µs (bounded reservoir)
-	latN    int
-	stats   []policies.Stats // of closed streams
-	budget  int
-	maxLat  int
-	seed    uint64
-	backend string
-	device  string
+	mu       sync.Mutex
+	idle     []*runtime.Runner // closed streams' runners, for the next stream
+	dev      *device           // the device the streams run on, once acquired
+	weights  *runtime.DeviceWeights
+	own      *Devices // the engine's own devices when Devices is nil
+	fault    error    // a device error of a stream: the engine's streams stop
+	passRows int      // the runners' prefill chunk (PassRows)
+	mem      *results.Memory
+	closed   bool
+	lat      []float64 // decode attention time per layer and step, µs (bounded reservoir)
+	latN     int
+	stats    []policies.Stats // of closed streams
+	budget   int
+	maxLat   int
+	seed     uint64
+	backend  string
+	device   string
 }
 
 // NewEngine checks the policy and its parameters and returns an engine.
@@ -191,7 +192,26 @@ func (e *Engine) runner() (*runtime.Runner, error) {
 	}
 	be, w := e.dev.be, e.weights
 	e.mu.Unlock()
-	return runtime.NewRunnerWith(e.Model, be, runtime.RunnerOptions{MaxRows: PrefillChunk(e.MaxRows, be.Name(), e.Prefill), PageSize: e.PageSize, KVType: e.KVType, Weights: w})
+	// The default chunk of a dense prefill may move to the rows the
+	// backend's passes run best at (a GPU's: RowFitter); an asked one, and
+	// the chunked protocol's, where the policy evicts, stay.
+	fit := e.MaxRows <= 0 && e.Prefill != policies.PrefillChunked
+	r, err := runtime.NewRunnerWith(e.Model, be, runtime.RunnerOptions{MaxRows: PrefillChunk(e.MaxRows, be.Name(), e.Prefill), FitRows: fit,
+		PageSize: e.PageSize, KVType: e.KVType, Weights: w})
+	if err == nil {
+		e.mu.Lock()
+		e.passRows = r.MaxRows()
+		e.mu.Unlock()
+	}
+	return r, err
+}
+
+// PassRows is the prefill chunk of the engine's runners (0 before the
+// first is made).
+func (e *Engine) PassRows() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.passRows
 }
 
 // guard runs f holding the engine's device (acquired before), one call at a
@@ -257,7 +277,9 @@ func (e *Engine) faulted() error {
 // more), 8192 on a GPU, whose GEMMs and prefill attention fill the device
 // only with thousands of rows (the H200, an 8B prefill of 32K tokens: 1.445 s
 // in chunks of 4,096, 1.393 in 8,192, whose 3.6 GB of scratch is twice
-// 4,096's; 2026-12-04, docs/benchmarks.md).
+// 4,096's; 2026-12-04, docs/benchmarks.md). A GPU's runners then move that
+// default to the rows its prefill attention fills its multiprocessors at
+// (runtime.RowFitter: 8,448 for the 8B shape on the H200).
 func PrefillChunk(n int, backend string, pre policies.Prefill) int {
 	switch {
 	case n > 0:

@@ -397,6 +397,9 @@ func runCell(ctx context.Context, s *Suite, c Cell, models map[string]*loadedMod
 	}
 	rec.Detail["prefill"] = e.Prefill.String()
 	rec.Detail["prefill_chunk"] = PrefillChunk(e.MaxRows, backend, e.Prefill)
+	if n := e.PassRows(); n > 0 {
+		rec.Detail["prefill_chunk"] = n
+	}
 	if el > 0 {
 		rec.Throughput = float64(res.Tokens) / el.Seconds()
 	}

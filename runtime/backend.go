@@ -358,6 +358,24 @@ type FusedMLP interface {
 	MLPFrom(gate, up, down Buffer, dim, hidden int) int
 }
 
+// RowFitter is a Backend whose prompt passes run best at some row counts:
+// a GPU's, where the prefill attention's blocks (row tiles x query heads)
+// fill whole waves of its multiprocessors' block slots.
+type RowFitter interface {
+	// FitRows is the rows a prompt pass of about rows tokens (at most a
+	// sixteenth away) runs best at, for a model of heads query heads of
+	// headDim channels: rows itself where none is better.
+	FitRows(rows, heads, headDim int) int
+}
+
+// FitRows is be's FitRows where it is a RowFitter, else rows.
+func FitRows(be Backend, rows, heads, headDim int) int {
+	if f, ok := be.(RowFitter); ok {
+		return f.FitRows(rows, heads, headDim)
+	}
+	return rows
+}
+
 // MatOut is one product of FusedMatMul.MatMul3: Dst [rows, Out] = x·Wᵀ.
 type MatOut struct {
 	Dst, W Buffer

@@ -116,7 +116,10 @@ var scratchIDs atomic.Uint64
 
 // RunnerOptions shape a Runner: its prefill chunk and its KV cache.
 type RunnerOptions struct {
-	MaxRows  int   // tokens per forward pass (prefill chunk); default 1
+	MaxRows int // tokens per forward pass (prefill chunk); default 1
+	// FitRows lets the backend move MaxRows (by up to a sixteenth) to the
+	// rows its prompt passes run best at (RowFitter).
+	FitRows  bool
 	PageSize int   // KV page slots; default DefaultPageSize
 	KVType   DType // KV page element type; default F32 (others need a KVAllocator backend)
 	// Weights, when set, are the model's weights already uploaded to the
@@ -169,6 +172,9 @@ func newRunner(m *Model, be Backend, w *deviceWeights, o RunnerOptions) (*Runner
 		maxRows = 1
 	}
 	c := m.Config
+	if o.FitRows {
+		maxRows = FitRows(be, maxRows, c.Heads, c.HeadDim)
+	}
 	cache, err := NewKVCacheOf(be, c, o.PageSize, o.KVType)
 	if err != nil {
 		return nil, err
@@ -183,6 +189,10 @@ func newRunner(m *Model, be Backend, w *deviceWeights, o RunnerOptions) (*Runner
 	}
 	return r, nil
 }
+
+// MaxRows is the most tokens a pass of the runner takes (its prefill
+// chunk, after RunnerOptions.FitRows).
+func (r *Runner) MaxRows() int { return r.maxRows }
 
 // scratch returns the scratch of the runner's own passes, borrowed from
 // the weights' pool until releaseScratch.

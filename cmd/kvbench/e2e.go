@@ -1,6 +1,7 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -29,7 +30,7 @@ func cmdE2E(stdout, stderr io.Writer, args []string) error {
 	nll := fs.Bool("nll", true, "also time a full-logit NLL pass at each length")
 	decode := fs.Int("decode", 128, "tokens to decode one at a time after a prompt of --decode-prompt tokens (0: skip)")
 	decodePrompt := fs.Int("decode-prompt", 512, "prompt length before the timed decode")
-	chunk := fs.Int("chunk", 8192, "tokens per forward pass (prefill chunk; the suites' default on a GPU)")
+	chunk := fs.Int("chunk", 8192, "tokens per forward pass (prefill chunk; the suites' default on a GPU, which moves it by up to a sixteenth to fill its multiprocessors unless it is given)")
 	backend := fs.String("backend", "auto", "backend: cpu, cuda or auto")
 	threads := fs.Int("threads", 0, "CPU threads (0: one per core)")
 	kvType := fs.String("kv-dtype", "bf16", "KV page type: f32, or bf16 (cuda)")
@@ -66,7 +67,9 @@ func cmdE2E(stdout, stderr io.Writer, args []string) error {
 		return fmt.Errorf("e2e: %w", err)
 	}
 	upload := time.Since(t0).Seconds()
-	r, err := runtime.NewRunnerWith(m, be, runtime.RunnerOptions{MaxRows: *chunk, KVType: kt, Weights: dw})
+	chunkSet := false
+	fs.Visit(func(f *flag.Flag) { chunkSet = chunkSet || f.Name == "chunk" })
+	r, err := runtime.NewRunnerWith(m, be, runtime.RunnerOptions{MaxRows: *chunk, FitRows: !chunkSet, KVType: kt, Weights: dw})
 	if err != nil {
 		return fmt.Errorf("e2e: %w", err)
 	}
@@ -96,11 +99,11 @@ func cmdE2E(stdout, stderr io.Writer, args []string) error {
 		return pr.ProfilerRange(on)
 	}
 	fmt.Fprintf(stdout, "model %s (%d layers, dim %d, %d/%d heads of %d, vocab %d) on %s, chunk %d, KV %s\n",
-		m.Source, c.Layers, c.Dim, c.Heads, c.KVHeads, c.HeadDim, c.Vocab, be.Device(), *chunk, kt)
+		m.Source, c.Layers, c.Dim, c.Heads, c.KVHeads, c.HeadDim, c.Vocab, be.Device(), r.MaxRows(), kt)
 	fmt.Fprintf(stdout, "weights: %.2f GB uploaded in %.2f s (%.1f GB/s)\n", float64(dw.Bytes())/1e9, upload, float64(dw.Bytes())/1e9/max(upload, 1e-9))
 	// Warm-up: kernels compiled and loaded, GEMM handles and scratch made.
 	r.Reset()
-	if err := r.Forward(ids(min(*chunk, 256)), logits); err != nil {
+	if err := r.Forward(ids(min(r.MaxRows(), 256)), logits); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "| measure | tokens | seconds | tokens/s | note |\n|---|---:|---:|---:|---|\n")

@@ -627,3 +627,61 @@ func (b *Backend) KeyBounds(seq *runtime.KVSeq, t0, t1 int, lo, hi []float32) {
 	copy(lo, v[:hd])
 	copy(hi[:hd], v[hd:])
 }
+
+var _ runtime.RowFitter = (*Backend)(nil)
+
+// FitRows is the rows a prompt pass of about rows tokens runs best at
+// (runtime.RowFitter): the prefill attention's grid is a block per row tile
+// and query head, and a grid that leaves the last wave of the
+// multiprocessors' block slots part empty idles the rest for a block's
+// time. Of the whole row tiles within a sixteenth of rows, the one whose
+// grid fills its waves best (the closest to rows among equals), where it
+// fills them better than rows does; else rows. Measured on the H200 (132
+// multiprocessors, 2026-12-04): the 8B shape's 128K prefill in passes of
+// 8,192 rows (64 tiles x 32 heads: 15.5 waves) 12.20 s, of 8,448 (16
+// waves) 12.07-12.10; 16,384 12.18, 16,896 12.05 (docs/benchmarks.md).
+func (b *Backend) FitRows(rows, heads, headDim int) int {
+	f := b.flash
+	if headDim == 64 {
+		f = b.flash64
+	}
+	if (headDim != 64 && headDim != 128) || heads <= 0 || rows <= 0 {
+		return rows
+	}
+	name, smem := f.kernel(headDim)
+	fn := b.fn(name)
+	if !b.shared[name] {
+		must(fn.AllowShared(smem))
+		b.shared[name] = true
+	}
+	occ, err := fn.Occupancy(f.threads(), smem)
+	if err != nil || occ < 1 {
+		return rows
+	}
+	return fitRows(rows, heads, f.rows(), b.D.SMs*occ)
+}
+
+// fitRows is FitRows for a grid of a block per tile rows and head, slots
+// blocks a wave.
+func fitRows(rows, heads, tile, slots int) int {
+	fill := func(tiles int) float64 { // the share of the waves' slots the grid uses
+		n := tiles * heads
+		return float64(n) / float64((n+slots-1)/slots*slots)
+	}
+	t0 := rows / tile
+	if t0 < 1 || heads < 1 || slots < 1 {
+		return rows
+	}
+	best, bestFill := 0, fill((rows+tile-1)/tile)
+	for d := 0; d <= t0/16; d++ {
+		for _, t := range []int{t0 + d, t0 - d} {
+			if t >= 1 && fill(t) > bestFill+1e-9 {
+				best, bestFill = t, fill(t)
+			}
+		}
+	}
+	if best == 0 {
+		return rows
+	}
+	return best * tile
+}

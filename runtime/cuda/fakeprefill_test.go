@@ -150,3 +150,32 @@ func BenchmarkFakePrefill(b *testing.B) {
 		})
 	}
 }
+
+// TestFakeRunnerFitRows checks that a runner's prefill chunk moves to the
+// backend's FitRows only when its options ask (RunnerOptions.FitRows).
+func TestFakeRunnerFitRows(t *testing.T) {
+	be := fakeBackend(t)
+	c := runtime.Config{Arch: "llama", Dim: 256, Hidden: 768, Layers: 1, Heads: 32, KVHeads: 8, HeadDim: 128, Vocab: 512,
+		MaxSeq: 32768, RopeTheta: 1e4, NormEps: 1e-5}
+	m := runtime.ZeroModel(c)
+	for _, fit := range []bool{false, true} {
+		r, err := runtime.NewRunnerWith(m, be, runtime.RunnerOptions{MaxRows: 8192, FitRows: fit, KVType: runtime.BF16})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := 8192
+		if fit {
+			want = be.FitRows(8192, c.Heads, c.HeadDim)
+		}
+		if r.MaxRows() != want {
+			t.Errorf("FitRows %v: the runner's chunk is %d, want %d", fit, r.MaxRows(), want)
+		}
+		s, err := r.Sibling()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.MaxRows() != r.MaxRows() {
+			t.Errorf("FitRows %v: a sibling's chunk is %d, its runner's %d", fit, s.MaxRows(), r.MaxRows())
+		}
+	}
+}
