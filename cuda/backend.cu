@@ -99,18 +99,39 @@ extern "C" __global__ void be_embed(float* dst, const void* table, int wt, const
     for (int i = threadIdx.x; i < dim; i += blockDim.x) dst[(long long)r * dim + i] = be_w(table, wt, base + i);
 }
 
-// be_rmsnorm: one block per row, of about dim/4 threads (the host's
-// choice: a decode step's one row is then one load per thread, not a chain
-// of dependent ones); the sum of squares in double as the CPU. dst may be x.
-// A programmatic dependent (LaunchAfter) that lets its own start early.
-extern "C" __global__ void be_rmsnorm(float* dst, const float* x, const void* w, int wt, int dim, float eps) {
+// bf16 of a float, rounded to nearest even (NaN kept a NaN).
+__device__ __forceinline__ u16 be_to_bf16(float f) {
+    u32 x = __float_as_uint(f);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (u16)((x >> 16) | 0x40);
+    return (u16)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
+
+// be_narrow1 rounds f to type wt (bf16 or f16, to nearest even).
+__device__ __forceinline__ u16 be_narrow1(float f, int wt) {
+    if (wt == WT_BF16) return be_to_bf16(f);
+    u16 h;
+    asm("{cvt.rn.f16.f32 %0, %1;}" : "=h"(h) : "f"(f));
+    return h;
+}
+
+// rmsnorm_row writes RMSNorm of row blockIdx.x of x [rows, dim] to dst:
+// float32, or (NARROW) rounded to type nt (bf16 or f16) as be_narrow rounds
+// the float32 values, for the GEMMs that read it. About dim/4 threads (the
+// host's choice: a decode step's one row is then one load per thread, not a
+// chain of dependent ones); the sum of squares in double as the CPU. dst may
+// be x (float32). A programmatic dependent (LaunchAfter) that lets its own
+// start early.
+template <bool NARROW>
+__device__ __forceinline__ void rmsnorm_row(void* dst, const float* x, const void* w, int wt, int dim, float eps, int nt) {
     __shared__ double red[32];
     pdl_trigger();
     pdl_wait();
     const long long r = blockIdx.x;
     const float* row = x + r * dim;
-    float* out = dst + r * dim;
-    const bool vec = (dim & 3) == 0 && (((unsigned long long)row | (unsigned long long)out) & 15) == 0;
+    float* out = (float*)dst + r * dim;
+    u16* nout = (u16*)dst + r * dim;
+    const bool vec = (dim & 3) == 0 && (((unsigned long long)row | (NARROW ? 0ull : (unsigned long long)out)) & 15) == 0 &&
+                     (!NARROW || ((unsigned long long)nout & 7) == 0);
     double ss = 0;
     if (vec) {
         for (int i = threadIdx.x * 4; i < dim; i += blockDim.x * 4) {
@@ -129,11 +150,37 @@ extern "C" __global__ void be_rmsnorm(float* dst, const float* x, const void* w,
             v.y = __fmul_rn(be_w(w, wt, i + 1), __fmul_rn(v.y, inv));
             v.z = __fmul_rn(be_w(w, wt, i + 2), __fmul_rn(v.z, inv));
             v.w = __fmul_rn(be_w(w, wt, i + 3), __fmul_rn(v.w, inv));
-            *(float4*)(out + i) = v;
+            if (NARROW) {
+                uint2 o;
+                o.x = (u32)be_narrow1(v.x, nt) | ((u32)be_narrow1(v.y, nt) << 16);
+                o.y = (u32)be_narrow1(v.z, nt) | ((u32)be_narrow1(v.w, nt) << 16);
+                *(uint2*)(nout + i) = o;
+            } else {
+                *(float4*)(out + i) = v;
+            }
         }
     } else {
-        for (int i = threadIdx.x; i < dim; i += blockDim.x) out[i] = __fmul_rn(be_w(w, wt, i), __fmul_rn(row[i], inv));
+        for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+            const float v = __fmul_rn(be_w(w, wt, i), __fmul_rn(row[i], inv));
+            if (NARROW)
+                nout[i] = be_narrow1(v, nt);
+            else
+                out[i] = v;
+        }
     }
+}
+
+// be_rmsnorm: dst [rows, dim] float32 = RMSNorm(x) (rmsnorm_row); grid
+// (rows).
+extern "C" __global__ void be_rmsnorm(float* dst, const float* x, const void* w, int wt, int dim, float eps) {
+    rmsnorm_row<false>(dst, x, w, wt, dim, eps, 0);
+}
+
+// be_rmsnorm_narrow: dst [rows, dim] of type nt (bf16 or f16) = RMSNorm(x)
+// rounded, the input of the GEMMs after it (no float32 row, no be_narrow);
+// grid (rows).
+extern "C" __global__ void be_rmsnorm_narrow(u16* dst, const float* x, const void* w, int wt, int dim, float eps, int nt) {
+    rmsnorm_row<true>(dst, x, w, wt, dim, eps, nt);
 }
 
 // load8 widens 8 consecutive weights starting at element i (8-aligned).
@@ -268,13 +315,6 @@ extern "C" __global__ void be_swiglu(float* g, const float* u, long long n) {
 extern "C" __global__ void be_add(float* d, const float* x, long long n) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
         d[i] = __fadd_rn(d[i], x[i]);
-}
-
-// bf16 of a float, rounded to nearest even (NaN kept a NaN).
-__device__ __forceinline__ u16 be_to_bf16(float f) {
-    u32 x = __float_as_uint(f);
-    if ((x & 0x7fffffffu) > 0x7f800000u) return (u16)((x >> 16) | 0x40);
-    return (u16)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
 }
 
 // KV page element types, as the kvt arguments: float32 0, bf16 1.
@@ -641,13 +681,6 @@ extern "C" __global__ void be_swiglu_bf16(u16* g, const u16* u, long long n) {
 // be_narrow: dst [n] of type wt (bf16 or f16, round to nearest even) = x [n];
 // four a thread where dst and x allow 8- and 16-byte accesses (a prompt's
 // activations: a quarter of the loads and stores).
-__device__ __forceinline__ u16 be_narrow1(float f, int wt) {
-    if (wt == WT_BF16) return be_to_bf16(f);
-    u16 h;
-    asm("{cvt.rn.f16.f32 %0, %1;}" : "=h"(h) : "f"(f));
-    return h;
-}
-
 extern "C" __global__ void be_narrow(u16* dst, const float* x, int wt, long long n) {
     const long long stride = (long long)gridDim.x * blockDim.x, first = blockIdx.x * (long long)blockDim.x + threadIdx.x;
     long long done = 0;

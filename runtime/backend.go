@@ -376,6 +376,23 @@ func FitRows(be Backend, rows, heads, headDim int) int {
 	return rows
 }
 
+// NormedProducts is a Backend that runs an RMSNorm and the products of its
+// result as one operation (a GPU's prompt rows: the norm writes the GEMMs'
+// bf16 input itself, with no float32 row and no rounding pass between
+// them). Each method reports true, or does nothing and reports false where
+// it does not serve (the caller then runs RMSNorm and the products).
+type NormedProducts interface {
+	// NormMatMul3 sets each o.Dst [rows, o.Out] = RMSNorm(x)·o.Wᵀ of the
+	// products a, b and c (x [rows, in]; norm the norm's weights, eps its
+	// epsilon, as RMSNorm).
+	NormMatMul3(x, norm Buffer, eps float32, rows, in int, a, b, c MatOut) bool
+	// NormMatMul is NormMatMul3 of one product.
+	NormMatMul(x, norm Buffer, eps float32, rows, in int, a MatOut) bool
+	// NormMLP adds down·(silu(gate·n) ⊙ up·n), n = RMSNorm(x), to x ([rows,
+	// dim]).
+	NormMLP(x, norm Buffer, eps float32, gate, up, down Buffer, rows, dim, hidden int) bool
+}
+
 // MatOut is one product of FusedMatMul.MatMul3: Dst [rows, Out] = x·Wᵀ.
 type MatOut struct {
 	Dst, W Buffer

@@ -88,3 +88,33 @@ func mlpRows(be Backend, w *deviceWeights, c Config, n int) int {
 	}
 	return max(1, min(n, from-1))
 }
+
+// normMatMul3 sets each o.Dst = RMSNorm(x)·o.Wᵀ of the products a, b and c,
+// in one operation where the backend has it, else through xb [rows, in]
+// (RMSNorm's output).
+func normMatMul3(be Backend, xb, x, norm Buffer, eps float32, rows, in int, a, b, c MatOut) {
+	if f, ok := be.(NormedProducts); ok && f.NormMatMul3(x, norm, eps, rows, in, a, b, c) {
+		return
+	}
+	be.RMSNorm(xb, x, norm, rows, in, eps)
+	matMul3(be, xb, rows, in, a, b, c)
+}
+
+// normMatMul is normMatMul3 of one product.
+func normMatMul(be Backend, xb, x, norm Buffer, eps float32, rows, in int, a MatOut) {
+	if f, ok := be.(NormedProducts); ok && f.NormMatMul(x, norm, eps, rows, in, a) {
+		return
+	}
+	be.RMSNorm(xb, x, norm, rows, in, eps)
+	be.MatMul(a.Dst, xb, a.W, rows, in, a.Out)
+}
+
+// normMLP adds the MLP block of RMSNorm(x) to x, in one operation where the
+// backend has it, else RMSNorm into xb, then mlp.
+func normMLP(be Backend, x, tmp, xb, hb, hb2, norm Buffer, eps float32, gate, up, down Buffer, rows, dim, hidden int) {
+	if f, ok := be.(NormedProducts); ok && f.NormMLP(x, norm, eps, gate, up, down, rows, dim, hidden) {
+		return
+	}
+	be.RMSNorm(xb, x, norm, rows, dim, eps)
+	mlp(be, x, tmp, xb, hb, hb2, gate, up, down, rows, dim, hidden)
+}

@@ -539,8 +539,7 @@ func (p *pass) headAll(rows int) {
 	if s.logits == nil {
 		s.logits = be.Alloc(s.maxRows * c.Vocab)
 	}
-	be.RMSNorm(s.xb, s.x, w.norm, rows, c.Dim, c.NormEps)
-	be.MatMul(s.logits, s.xb, w.output, rows, c.Dim, c.Vocab)
+	normMatMul(be, s.xb, s.x, w.norm, c.NormEps, rows, c.Dim, MatOut{s.logits, w.output, c.Vocab})
 }
 
 // head is the output head: the logits of every row (a single segment with
@@ -592,8 +591,8 @@ func (p *pass) head() {
 // residual stream: q, k, v = W·RMSNorm(x) (+ bias).
 func (p *pass) projectQKV(l, rows int) {
 	c, be, s, lw := p.c, p.be, p.s, &p.w.layers[l]
-	be.RMSNorm(s.xb, s.x, lw.attnNorm, rows, c.Dim, c.NormEps)
-	matMul3(be, s.xb, rows, c.Dim, MatOut{s.q, lw.wq, c.QDim()}, MatOut{s.k, lw.wk, c.KVDim()}, MatOut{s.v, lw.wv, c.KVDim()})
+	normMatMul3(be, s.xb, s.x, lw.attnNorm, c.NormEps, rows, c.Dim, MatOut{s.q, lw.wq, c.QDim()}, MatOut{s.k, lw.wk, c.KVDim()},
+		MatOut{s.v, lw.wv, c.KVDim()})
 	if c.QKVBias {
 		be.AddBias(s.q, lw.bq, rows, c.QDim())
 		be.AddBias(s.k, lw.bk, rows, c.KVDim())
@@ -630,8 +629,7 @@ func (r *Runner) stepFreqs(seqLen int) {
 func (p *pass) outputAndMLP(l, rows int) {
 	c, be, s, lw := p.c, p.be, p.s, &p.w.layers[l]
 	matMulAdd(be, s.x, s.xb2, s.att, lw.wo, rows, c.QDim(), c.Dim)
-	be.RMSNorm(s.xb, s.x, lw.mlpNorm, rows, c.Dim, c.NormEps)
-	mlp(be, s.x, s.xb2, s.xb, s.hb, s.hb2, lw.gate, lw.up, lw.down, rows, c.Dim, c.Hidden)
+	normMLP(be, s.x, s.xb2, s.xb, s.hb, s.hb2, lw.mlpNorm, c.NormEps, lw.gate, lw.up, lw.down, rows, c.Dim, c.Hidden)
 }
 
 // deliverTimes hands the device times of this pass's attention calls to

@@ -12,7 +12,8 @@ import (
 
 // TestFakePrefillMLP checks that a prompt's chunk takes the fused MLP on
 // the bf16 GEMM path (FusedMLP: one be_swiglu_bf16 a layer, no float32
-// SwiGLU) and a decode step the one-row kernels (be_mv_swiglu).
+// SwiGLU) with its norms in bf16 (NormedProducts), and a decode step the
+// one-row kernels (be_mv_swiglu).
 func TestFakePrefillMLP(t *testing.T) {
 	be := fakeBackend(t)
 	c := runtime.Config{Arch: "llama", Dim: 256, Hidden: 768, Layers: 3, Heads: 4, KVHeads: 2, HeadDim: 64, Vocab: 512,
@@ -40,13 +41,19 @@ func TestFakePrefillMLP(t *testing.T) {
 	if k["be_swiglu_bf16"] != int64(c.Layers) || k["be_swiglu"] != 0 || k["be_mv_swiglu"] != 0 {
 		t.Fatalf("a 64-token chunk: be_swiglu_bf16 %d, be_swiglu %d, be_mv_swiglu %d launches; want %d, 0, 0", k["be_swiglu_bf16"], k["be_swiglu"], k["be_mv_swiglu"], c.Layers)
 	}
+	// The layers' two norms write the GEMMs' bf16 input (NormedProducts);
+	// only the attention output is narrowed for its GEMM, and the head's
+	// one row takes the float32 norm.
+	if n, l := k["be_rmsnorm_narrow"], int64(c.Layers); n != 2*l || k["be_narrow"] != l || k["be_rmsnorm"] != 1 {
+		t.Fatalf("a 64-token chunk: be_rmsnorm_narrow %d, be_narrow %d, be_rmsnorm %d launches; want %d, %d, 1", n, k["be_narrow"], k["be_rmsnorm"], 2*l, l)
+	}
 	k = count(func() {
 		if err := r.Forward([]int{5}, logits); err != nil {
 			t.Fatal(err)
 		}
 	})
-	if k["be_swiglu_bf16"] != 0 || k["be_swiglu"] != 0 {
-		t.Fatalf("a decode step: be_swiglu_bf16 %d, be_swiglu %d launches; want none", k["be_swiglu_bf16"], k["be_swiglu"])
+	if k["be_swiglu_bf16"] != 0 || k["be_swiglu"] != 0 || k["be_rmsnorm_narrow"] != 0 {
+		t.Fatalf("a decode step: be_swiglu_bf16 %d, be_swiglu %d, be_rmsnorm_narrow %d launches; want none", k["be_swiglu_bf16"], k["be_swiglu"], k["be_rmsnorm_narrow"])
 	}
 }
 

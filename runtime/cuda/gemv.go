@@ -187,16 +187,23 @@ func (b *Backend) MLP(x, xb, gate, up, down runtime.Buffer, rows, dim, hidden in
 	b.check(x, 0, rows*dim, "MLP")
 	b.check(xb, 0, rows*dim, "MLP")
 	b.flushKV()
-	m, n := int64(rows)*int64(dim), int64(rows)*int64(hidden)
+	m := int64(rows) * int64(dim)
 	nx := b.grow(&b.narrow, m*2)
 	b.launch("be_narrow", Dim3{blocks(m), 1, 1}, Dim3{256, 1, 1}, nx, b.f32(xb), wtype(runtime.BF16), m)
+	b.mlpFrom(x, nx, g, u, d, rows, dim, hidden)
+	return true
+}
+
+// mlpFrom is MLP's products from its input rounded to bf16 (nx [rows,
+// dim]): gate and up to bf16, SwiGLU in place, down added to x.
+func (b *Backend) mlpFrom(x runtime.Buffer, nx Ptr, g, u, d *buf, rows, dim, hidden int) {
+	n := int64(rows) * int64(hidden)
 	h := b.grow(&b.mlp, n*4) // gate's products, then up's
 	hu := h.Add(n * 2)
 	must(b.blas.GemmNTNarrow(h, nx, g.p, GemmBF16, rows, dim, hidden))
 	must(b.blas.GemmNTNarrow(hu, nx, u.p, GemmBF16, rows, dim, hidden))
 	b.launch("be_swiglu_bf16", Dim3{blocks(n / 8), 1, 1}, Dim3{256, 1, 1}, h, hu, n)
 	must(b.blas.GemmNTAdd(b.f32(x), h, d.p, GemmBF16, rows, hidden, dim))
-	return true
 }
 
 // MLPFrom is the fewest rows MLP serves for these weights
