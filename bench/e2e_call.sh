@@ -43,13 +43,14 @@ done
 s=8b
 timeout 150 python3 bench/e2e.py make --shape $s --out /tmp/m$s --tokenizer $C/tokenizer.model 2>&1 | tail -1; el make $s
 timeout 150 python3 bench/e2e.py time --model /tmp/m$s --lengths 4096,16384,32768 --decode 64 --passkey 32768 --passkey-tail 100 2>&1 | grep "^|\|^trans"; el hf $s
-timeout 120 $K e2e --model /tmp/m$s --backend cuda --lengths 4096,16384,32768 --decode 128 2>&1 | grep -E "^\||error|panic|memory|host|weights"; el kvbench e2e $s
+timeout 120 $K e2e --model /tmp/m$s --backend cuda --lengths 4096,16384,32768 --decode 128 2>&1 | grep -E "^\||^model|error|panic|memory|host|weights"; el kvbench e2e $s
 # DECODE_MIN_CHUNKS="32 64 128 256": decode after a 512-token prompt again per KVBENCH_ATTN_MIN_CHUNK
 # (the least tokens a block of the split-KV decode attention takes; 32 by default).
 for mc in ${DECODE_MIN_CHUNKS:-}; do
 KVBENCH_ATTN_MIN_CHUNK=$mc timeout 60 $K e2e --model /tmp/m$s --backend cuda --lengths 4096 --decode 128 2>&1 | grep -E "^\| decode|error|panic" | sed "s/^/min chunk $mc /"; el kvbench decode min chunk $mc
 done
-# E2E_CHUNKS="4096 16384": the 32K prefill again with other prefill chunks (kvbench e2e's default is 8192).
+# E2E_CHUNKS="4096 16384": the 32K prefill again with other prefill chunks (kvbench e2e's default is 8192,
+# moved to the rows that fill the GPU's waves: its "model" line says which).
 for ch in ${E2E_CHUNKS:-}; do
 timeout 90 $K e2e --model /tmp/m$s --backend cuda --lengths 32768 --decode 0 --chunk $ch 2>&1 | grep -E "^\||error|panic" | sed "s/^/chunk $ch /"; el kvbench e2e chunk $ch
 done
@@ -75,7 +76,7 @@ rm -rf /tmp/m8b
 s=1b
 timeout 60 python3 bench/e2e.py make --shape $s --out /tmp/m$s --tokenizer $C/tokenizer.model 2>&1 | tail -1; el make $s
 timeout 90 python3 bench/e2e.py time --model /tmp/m$s --lengths 4096,16384,32768 --decode 64 2>&1 | grep "^|\|^trans"; el hf $s
-timeout 60 $K e2e --model /tmp/m$s --backend cuda --lengths 4096,16384,32768 --decode 128 2>&1 | grep -E "^\||error|panic|memory|host|weights"; el kvbench e2e $s
+timeout 60 $K e2e --model /tmp/m$s --backend cuda --lengths 4096,16384,32768 --decode 128 2>&1 | grep -E "^\||^model|error|panic|memory|host|weights"; el kvbench e2e $s
 if [ "${E2E_STREAMS:-1}" = 1 ]; then
 for p in streamingllm window; do
 KVBENCH_CPUPROFILE=$(prof $s-$p) timeout 60 $K streams --model /tmp/m$s --backend cuda --streams 64 --policy $p --budget 1024 --prompt 1024 --tokens 128 --alone 2 2>&1 | grep -v "^$" | tail -10; el streams $s $p
