@@ -116,12 +116,12 @@ var scratchIDs atomic.Uint64
 
 // RunnerOptions shape a Runner: its prefill chunk and its KV cache.
 type RunnerOptions struct {
-	MaxRows int // tokens per forward pass (prefill chunk); default 1
-	// FitRows lets the backend move MaxRows (by up to a sixteenth) to the
-	// rows its prompt passes run best at (RowFitter).
-	FitRows  bool
+	MaxRows  int   // tokens per forward pass (prefill chunk); default 1
 	PageSize int   // KV page slots; default DefaultPageSize
 	KVType   DType // KV page element type; default F32 (others need a KVAllocator backend)
+	// FitRows lets the backend move MaxRows (by up to a sixteenth) to the
+	// rows its prompt passes run best at (RowFitter).
+	FitRows bool
 	// Weights, when set, are the model's weights already uploaded to the
 	// backend (UploadWeights), shared with every other runner that uses
 	// them; nil uploads them for this runner.
