@@ -796,11 +796,13 @@ func (b *Backend) RMSNorm(dst, x, w runtime.Buffer, rows, dim int, eps float32) 
 	wd := b.dev(w)
 	b.check(dst, 0, rows*dim, "RMSNorm")
 	b.check(x, 0, rows*dim, "RMSNorm")
-	// About a float4 a thread: a one-row norm (a decode step) is then one
-	// load's latency, not a chain of them.
-	threads := min(1024, max(32, (dim/4+31)&^31))
-	b.launchAfter("be_rmsnorm", Dim3{rows, 1, 1}, Dim3{threads, 1, 1}, b.f32(dst), b.f32(x), wd.p, wtype(wd.dtype), int32(dim), eps)
+	b.launchAfter("be_rmsnorm", Dim3{rows, 1, 1}, Dim3{normThreads(dim), 1, 1}, b.f32(dst), b.f32(x), wd.p, wtype(wd.dtype), int32(dim), eps)
 }
+
+// normThreads is the block of the RMSNorm kernels for rows of dim values:
+// about a float4 a thread, so that a one-row norm (a decode step) is one
+// load's latency, not a chain of them.
+func normThreads(dim int) int { return min(1024, max(32, (dim/4+31)&^31)) }
 
 // MatMul computes dst[r, o] = sum_i x[r, i] * w[o, i].
 func (b *Backend) MatMul(dst, x, w runtime.Buffer, rows, in, out int) {
@@ -846,14 +848,13 @@ func (b *Backend) gemmNT(x runtime.Buffer, rows, in int, outs ...gemmOut) {
 		if o.add {
 			gemm = b.blas.GemmNTAdd
 		}
-		var err error
 		switch {
 		case w.dtype == runtime.F32:
-			err = gemm(b.f32(o.dst), b.f32(x), w.p, GemmF32, rows, in, o.out)
+			must(gemm(b.f32(o.dst), b.f32(x), w.p, GemmF32, rows, in, o.out))
 		case b.gemm == "f32":
 			wide := b.grow(&b.wide, n*4)
 			b.launch("be_widen", Dim3{blocks(n), 1, 1}, Dim3{256, 1, 1}, wide, w.p, wtype(w.dtype), n)
-			err = gemm(b.f32(o.dst), b.f32(x), wide, GemmF32, rows, in, o.out)
+			must(gemm(b.f32(o.dst), b.f32(x), wide, GemmF32, rows, in, o.out))
 		default:
 			if !narrowed || w.dtype != narrowT {
 				m := int64(rows) * int64(in)
@@ -861,13 +862,8 @@ func (b *Backend) gemmNT(x runtime.Buffer, rows, in int, outs ...gemmOut) {
 				b.launch("be_narrow", Dim3{blocks(m), 1, 1}, Dim3{256, 1, 1}, nx, b.f32(x), wtype(w.dtype), m)
 				narrowT, narrowed = w.dtype, true
 			}
-			t := GemmBF16
-			if w.dtype == runtime.F16 {
-				t = GemmF16
-			}
-			err = gemm(b.f32(o.dst), nx, w.p, t, rows, in, o.out)
+			b.gemmFrom(nx, w.dtype, rows, in, o)
 		}
-		must(err)
 	}
 }
 

@@ -445,10 +445,7 @@ func (b *Backend) attendFlash(a *runtime.AttnArgs, rowOff int32) {
 		}
 	}
 	name, smem := f.kernel(hd)
-	if !b.shared[name] {
-		must(b.fn(name).AllowShared(smem))
-		b.shared[name] = true
-	}
+	b.allowShared(name, smem)
 	bm := f.rows()
 	grid := Dim3{(a.Rows + bm - 1) / bm, a.Heads, 1}
 	b.split.last = Plan{Kernel: name, Blocks: grid.X * grid.Y, SharedMem: smem}
@@ -628,6 +625,15 @@ func (b *Backend) KeyBounds(seq *runtime.KVSeq, t0, t1 int, lo, hi []float32) {
 	copy(hi[:hd], v[hd:])
 }
 
+// allowShared lets the flash kernel name take its smem bytes of dynamic
+// shared memory (once a kernel: a flash shape's is fixed).
+func (b *Backend) allowShared(name string, smem int) {
+	if !b.shared[name] {
+		must(b.fn(name).AllowShared(smem))
+		b.shared[name] = true
+	}
+}
+
 var _ runtime.RowFitter = (*Backend)(nil)
 
 // FitRows is the rows a prompt pass of about rows tokens runs best at
@@ -649,12 +655,8 @@ func (b *Backend) FitRows(rows, heads, headDim int) int {
 		return rows
 	}
 	name, smem := f.kernel(headDim)
-	fn := b.fn(name)
-	if !b.shared[name] {
-		must(fn.AllowShared(smem))
-		b.shared[name] = true
-	}
-	occ, err := fn.Occupancy(f.threads(), smem)
+	b.allowShared(name, smem)
+	occ, err := b.fn(name).Occupancy(f.threads(), smem)
 	if err != nil || occ < 1 {
 		return rows
 	}

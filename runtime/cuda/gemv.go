@@ -177,21 +177,31 @@ func (b *Backend) MatMulSwiGLU(gate, up, x, wg, wu runtime.Buffer, rows, in, out
 // float32 [rows, hidden] is written or read (about 1.4 GB less traffic a
 // layer for 4,096 rows of the 8B shape). Elsewhere it declines (false).
 func (b *Backend) MLP(x, xb, gate, up, down runtime.Buffer, rows, dim, hidden int) bool {
-	if from := b.MLPFrom(gate, up, down, dim, hidden); from == 0 || rows < from {
+	g, u, d, ok := b.mlpWeights(x, gate, up, down, rows, dim, hidden)
+	if !ok {
 		return false
 	}
-	g, u, d := b.dev(gate), b.dev(up), b.dev(down)
-	checkWeight(g, dim, hidden)
-	checkWeight(u, dim, hidden)
-	checkWeight(d, hidden, dim)
-	b.check(x, 0, rows*dim, "MLP")
 	b.check(xb, 0, rows*dim, "MLP")
-	b.flushKV()
 	m := int64(rows) * int64(dim)
 	nx := b.grow(&b.narrow, m*2)
 	b.launch("be_narrow", Dim3{blocks(m), 1, 1}, Dim3{256, 1, 1}, nx, b.f32(xb), wtype(runtime.BF16), m)
 	b.mlpFrom(x, nx, g, u, d, rows, dim, hidden)
 	return true
+}
+
+// mlpWeights is the MLP's weights where MLP serves rows rows of x (false:
+// it declines), checked against x [rows, dim], after the pending KV copies.
+func (b *Backend) mlpWeights(x, gate, up, down runtime.Buffer, rows, dim, hidden int) (g, u, d *buf, ok bool) {
+	if from := b.MLPFrom(gate, up, down, dim, hidden); from == 0 || rows < from {
+		return nil, nil, nil, false
+	}
+	g, u, d = b.dev(gate), b.dev(up), b.dev(down)
+	checkWeight(g, dim, hidden)
+	checkWeight(u, dim, hidden)
+	checkWeight(d, hidden, dim)
+	b.check(x, 0, rows*dim, "MLP")
+	b.flushKV()
+	return g, u, d, true
 }
 
 // mlpFrom is MLP's products from its input rounded to bf16 (nx [rows,

@@ -43,8 +43,7 @@ func (b *Backend) normNarrow(x, norm runtime.Buffer, rows, dim int, eps float32,
 	}
 	b.check(x, 0, rows*dim, "RMSNorm")
 	nx := b.grow(&b.narrow, int64(rows)*int64(dim)*2)
-	threads := min(1024, max(32, (dim/4+31)&^31)) // as RMSNorm
-	b.launchAfter("be_rmsnorm_narrow", Dim3{rows, 1, 1}, Dim3{threads, 1, 1}, nx, b.f32(x), nd.p, wtype(nd.dtype), int32(dim), eps,
+	b.launchAfter("be_rmsnorm_narrow", Dim3{rows, 1, 1}, Dim3{normThreads(dim), 1, 1}, nx, b.f32(x), nd.p, wtype(nd.dtype), int32(dim), eps,
 		wtype(t))
 	return nx
 }
@@ -99,15 +98,10 @@ func (b *Backend) NormMatMul(x, norm runtime.Buffer, eps float32, rows, in int, 
 // NormMLP is the norm and the fused MLP of a prompt's rows
 // (runtime.NormedProducts), where MLP serves them.
 func (b *Backend) NormMLP(x, norm runtime.Buffer, eps float32, gate, up, down runtime.Buffer, rows, dim, hidden int) bool {
-	if from := b.MLPFrom(gate, up, down, dim, hidden); from == 0 || rows < from {
+	g, u, d, ok := b.mlpWeights(x, gate, up, down, rows, dim, hidden)
+	if !ok {
 		return false
 	}
-	g, u, d := b.dev(gate), b.dev(up), b.dev(down)
-	checkWeight(g, dim, hidden)
-	checkWeight(u, dim, hidden)
-	checkWeight(d, hidden, dim)
-	b.check(x, 0, rows*dim, "MLP")
-	b.flushKV()
 	b.mlpFrom(x, b.normNarrow(x, norm, rows, dim, eps, runtime.BF16), g, u, d, rows, dim, hidden)
 	return true
 }
