@@ -886,6 +886,20 @@ __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u
                                             float* __restrict__ partML, int* __restrict__ counters, float* __restrict__ out,
                                             float* __restrict__ raw, float* __restrict__ ml, int r, int rg, int nsg);
 
+// RtBox carries a small call's ints by value (n > 0 words; n = 0: the ints
+// were uploaded): no copy ahead of the kernel on the stream, and the
+// header and descriptors are read from the launch's parameters instead of
+// memory the copy engine just wrote. RtHead is a call's header alone, for
+// the combine.
+#define RT_BOX_WORDS 384
+struct RtBox {
+    int n;
+    int w[RT_BOX_WORDS];
+};
+struct RtHead {
+    int w[RH_WORDS];
+};
+
 // attn_rt is split-KV block (chunk blockIdx.x, split row blockIdx.y +
 // blockIdx.z * gridDim.y; past the last split row a block does nothing) of the
 // runtime's attention: q, out [rows, heads, D] float32; pages of type KT;
@@ -894,18 +908,25 @@ __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u
 // attn_split's, indexed by split row; raw (nullptr: none) receives the
 // base-2 scores at [(row*heads + head)*stride + index in the row's token
 // list], and ml (nullptr: none; fused merge only) each (row, head)'s max
-// and sum at [(row*heads + head)*2].
+// and sum at [(row*heads + head)*2]. The call's ints are box's where it
+// holds them (block 0 then writes them to ints, where the kernels after
+// this one, attn_rt_acc, read them), else at ints.
 template <int D, int G, int KT, bool SH>
 __device__ __forceinline__ void attn_rt(const float* __restrict__ q, const u64* __restrict__ ptrs, const int* __restrict__ ints,
                                         int hdr, int chunk, int pgw, float scaleLog2, float* __restrict__ partO,
                                         float* __restrict__ partML, int* __restrict__ counters, float* __restrict__ out,
-                                        float* __restrict__ raw, float* __restrict__ ml) {
+                                        float* __restrict__ raw, float* __restrict__ ml, const RtBox& box) {
     pdl_trigger();
-    pdl_wait();
+    const int* I = ints;
+    if (box.n > 0) {
+        I = box.w;
+        if (blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0)
+            for (int i = threadIdx.x; i < box.n; i += blockDim.x) const_cast<int*>(ints)[i] = box.w[i];
+    }
     const int r = blockIdx.y + blockIdx.z * gridDim.y;
-    const int nsrows = ints[hdr + RH_SROWS];
+    const int nsrows = I[hdr + RH_SROWS];
     if (r >= nsrows) return;
-    attn_rt_row<D, G, KT, SH, !SH>(q, ptrs, ints, hdr, chunk, pgw, scaleLog2, partO, partML, counters, out, raw, ml, r, r, nsrows);
+    attn_rt_row<D, G, KT, SH, !SH>(q, ptrs, I, hdr, chunk, pgw, scaleLog2, partO, partML, counters, out, raw, ml, r, r, nsrows);
 }
 
 template <int D, int G, int KT, bool SH, bool LEANOK>
@@ -956,6 +977,10 @@ __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u
         sLo[tid] = it >= 0 ? be_win_lo(qp, H[RH_WIN]) : (int)0x80000000;
         sQs[tid] = it >= 0 ? ints[H[RH_ROWOFF] + 2 * row + 1] : 0;
     }
+    // The call's ints are ready (uploaded before the launch, or by value);
+    // the page tables, q and the keys may be written by the kernels just
+    // before this one.
+    pdl_wait();
     int pg0 = 0;
     if (len > 0) {
         if (selMode) {
@@ -1037,12 +1062,12 @@ __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u
 // scaleLog2, partO [split rows, chunks, G, D], partML [split rows, chunks,
 // G, 2] (with counters: the fused merge's group partials after them),
 // counters [split rows * (groups + 1)] (zero between launches; null:
-// attn_rt_combine merges), out, raw, ml.
+// attn_rt_combine merges), out, raw, ml, box (the ints by value, or n = 0).
 #define ATTN_RT_PARAMS                                                                                              \
     const float *__restrict__ q, const u64 *__restrict__ ptrs, const int *__restrict__ ints, int hdr, int chunk,  \
         int pgw, float scaleLog2, float *__restrict__ partO, float *__restrict__ partML, int *__restrict__ counters, \
-        float *__restrict__ out, float *__restrict__ raw, float *__restrict__ ml
-#define ATTN_RT_ARGS q, ptrs, ints, hdr, chunk, pgw, scaleLog2, partO, partML, counters, out, raw, ml
+        float *__restrict__ out, float *__restrict__ raw, float *__restrict__ ml, const __grid_constant__ RtBox box
+#define ATTN_RT_ARGS q, ptrs, ints, hdr, chunk, pgw, scaleLog2, partO, partML, counters, out, raw, ml, box
 
 // attn_rt_d{D}_g{G}_{bf16,f32}[_sh]: G virtual heads per split row, pages of
 // bf16 or float32, _sh with re-positioned keys.
@@ -1170,10 +1195,10 @@ COMBINE_KERNEL(128)
 #define RT_COMBINE_KERNEL(D)                                                                                       \
     extern "C" __global__ void __launch_bounds__(COMB_NT) attn_rt_combine_d##D(                                    \
         const float* __restrict__ partO, const float* __restrict__ partML, int nchunks, float* __restrict__ out,   \
-        float* __restrict__ ml, const int* __restrict__ ints, int hdr) {                                           \
+        float* __restrict__ ml, const __grid_constant__ RtHead hd) {                                               \
         const int r = blockIdx.y + blockIdx.z / ((D) / 32) * gridDim.y;                                           \
-        if (r >= ints[hdr + RH_SROWS]) return;                                                                     \
-        const int it = rt_item(ints + hdr, r, blockIdx.x);                                                         \
+        if (r >= hd.w[RH_SROWS]) return;                                                                           \
+        const int it = rt_item(hd.w, r, blockIdx.x);                                                               \
         attn_combine<D>(partO, partML, nchunks, r, blockIdx.z % ((D) / 32),                                       \
                         it >= 0 ? out + (size_t)it * (D) : nullptr, ml != nullptr && it >= 0 ? ml + (size_t)it * 2 : nullptr); \
     }

@@ -24,7 +24,9 @@ import (
 // kernels), the sliding window, and chunks chosen per call, of 32 tokens
 // (many partials: the fused merge's two levels for rows of one head, the
 // combine kernel otherwise) or of 1024 (one a row: the block writes the
-// outputs).
+// outputs). Calls whose ints are few go to the kernel by value (RtBox),
+// the others are uploaded: both must occur, accumulation among the first
+// (attn_rt_acc reads what the kernel wrote of them).
 func TestAttendSplitKernels(t *testing.T) {
 	g := newGPU(t)
 	c := cpu.New(0)
@@ -34,11 +36,17 @@ func TestAttendSplitKernels(t *testing.T) {
 		t.Error("SetAttnChunk(33) accepted a chunk that is not a multiple of 32")
 	}
 	defer g.SetAttnChunk(0)
+	byValue := map[string]int{} // calls by whether their ints went by value, and the accumulating ones
+	defer func() {
+		if byValue["box"] == 0 || byValue["upload"] == 0 || byValue["box acc"] == 0 {
+			t.Errorf("calls by value and uploaded: %v, want some of each and some accumulating by value", byValue)
+		}
+	}()
 	for _, typ := range []runtime.DType{runtime.F32, runtime.BF16} {
 		for _, hd := range []int{64, 128} {
 			for _, hk := range [][2]int{{8, 8}, {8, 4}, {8, 2}, {8, 1}, {6, 2}} {
 				for _, rows := range []int{1, 3, 19} {
-					for _, opt := range []string{"plain", "sel+acc", "shift", "window"} {
+					for _, opt := range []string{"plain", "sel+acc", "acc", "shift", "window"} {
 						for _, ps := range []int{16, 7} {
 							for _, chunk := range []int{0, 32, 1024} { // 1024: one chunk a row, no combine
 								evict := (rows+ps+chunk/32)%2 == 1 // half the cases hold positions out of order
@@ -83,7 +91,16 @@ func TestAttendSplitKernels(t *testing.T) {
 										sh = "_sh"
 									}
 									want := fmt.Sprintf("attn_rt_d%d_g%d_%s%s", hd, gh*rt, kt, sh)
-									if p := g.AttnPlan(); p.Kernel != want {
+									p := g.AttnPlan()
+									switch {
+									case p.ByValue && opt == "acc":
+										byValue["box acc"]++
+									case p.ByValue:
+										byValue["box"]++
+									default:
+										byValue["upload"]++
+									}
+									if p.Kernel != want {
 										t.Errorf("kernel %s, want %s (plan %+v)", p.Kernel, want, p)
 									} else if chunk != 0 && p.Chunk != chunk {
 										t.Errorf("chunk %d, asked for %d", p.Chunk, chunk)

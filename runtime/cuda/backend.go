@@ -103,6 +103,8 @@ type Backend struct {
 	replayGen uint64  // bumped when the scratch replayed products use (wide, narrow) moves
 	capturing bool    // inside Replay's capture: no host data, no waiting
 	noGraphs  bool    // KVBENCH_GRAPHS=off: Replay runs the operations directly
+	noBox     bool    // KVBENCH_RT_BOX=off: the split-KV calls' ints are always uploaded
+	box       []int32 // RtBox: the words' count, then a call's ints by value (rtBox)
 	mvKernel  string  // be_mv_r4 or be_mv_r8 ($KVBENCH_MV_ROWS)
 	wide      scratch // float32 copy of a bf16/f16 weight for an f32 GEMM
 	narrow    scratch // bf16/f16 copy of the activations for a bf16/f16 GEMM
@@ -266,6 +268,15 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 		b.Close()
 		return nil, fmt.Errorf("cuda: KVBENCH_GRAPHS=%q is not on or off", g)
 	}
+	switch v := os.Getenv("KVBENCH_RT_BOX"); v {
+	case "", "on":
+	case "off":
+		b.noBox = true
+	default:
+		b.Close()
+		return nil, fmt.Errorf("cuda: KVBENCH_RT_BOX=%q is not on or off", v)
+	}
+	b.box = make([]int32, 1+rtBoxWords)
 	blasNote := ""
 	if b.gemm != "off" {
 		b.blas, b.blasErr = NewBLAS(d)

@@ -87,6 +87,38 @@ func (b *Backend) putMeta() (ints, ptrs Ptr) {
 	return ints, ptrs
 }
 
+// rtBox fills b.box (RtBox) with the call's ints where they can go to the
+// split-KV kernel by value, and says whether they do: the page lists are in
+// the device tables (no pointers of the call's own), no device selection is
+// copied after the ints, and they are at most rtBoxWords. Otherwise the box
+// holds none (the kernel reads the uploaded ints).
+func (b *Backend) rtBox() bool {
+	if b.noBox || !b.pt.call || b.cs.on || len(b.hInts) == 0 || len(b.hInts) > rtBoxWords {
+		b.box[0] = 0
+		return false
+	}
+	b.box[0] = int32(len(b.hInts))
+	copy(b.box[1:], b.hInts)
+	return true
+}
+
+// placeMeta is putMeta for a call whose ints go by value (rtBox): it takes
+// their room in the arena without a copy (the kernel writes them there for
+// the kernels after it) and returns it with the device page tables.
+func (b *Backend) placeMeta() (ints, ptrs Ptr) {
+	if !b.pt.call || b.cs.on {
+		panic("cuda: placeMeta for a call with its own page pointers or a device selection")
+	}
+	b.pt.call = false
+	room := span(int64(len(b.hInts)) * 4)
+	if b.st.off+room > b.st.size {
+		panic(fmt.Sprintf("cuda: staging put of %d bytes without reserve (%d of %d used)", room, b.st.off, b.st.size))
+	}
+	ints = b.st.dev.Add(b.st.off)
+	b.st.off += room
+	return ints, b.pt.pool
+}
+
 // metaSpan is the arena room putMeta takes.
 func (b *Backend) metaSpan() int64 {
 	ints := int64(max(len(b.hInts), 1)) * 4

@@ -649,6 +649,12 @@ func (f *Function) launch(pdl bool, grid, block Dim3, smem int, args []any) erro
 		case *TensorMap: // by value: the driver copies the 128 bytes at launch
 			lb.params[i] = v.bytes()
 			continue
+		case ByValue: // a struct parameter: the driver copies its bytes at launch
+			if len(v) == 0 {
+				panic(fmt.Sprintf("cuda: %s: argument %d is an empty struct", f.Name, i))
+			}
+			lb.params[i] = unsafe.Pointer(&v[0])
+			continue
 		default:
 			panic(fmt.Sprintf("cuda: %s: argument %d has unsupported type %T", f.Name, i, a))
 		}
@@ -684,6 +690,13 @@ func (f *Function) launch(pdl bool, grid, block Dim3, smem int, args []any) erro
 	}
 	return nil
 }
+
+// ByValue is a kernel parameter passed by value (a struct): exactly the
+// bytes of the kernel's parameter type, which the driver copies at launch.
+type ByValue []byte
+
+// wordsByValue is a struct parameter of int32 words (RtBox, RtHead).
+func wordsByValue(w []int32) ByValue { return ByValue(raw(w)) }
 
 // launchBuf holds a launch's argument slots and the pointers to them.
 type launchBuf struct {

@@ -368,3 +368,44 @@ func TestBatchTableChecks(t *testing.T) {
 		})
 	}
 }
+
+// TestFakeDecodeMetaByValue: a decode call of the 8B shape's attention (32/8
+// heads of 128, one row that sees every token) passes its ints to the
+// split-KV kernel by value (RtBox): once the page tables are on the device,
+// the call copies nothing to it. With KVBENCH_RT_BOX=off the same call
+// uploads them.
+func TestFakeDecodeMetaByValue(t *testing.T) {
+	for _, box := range []string{"on", "off"} {
+		t.Run(box, func(t *testing.T) {
+			t.Setenv("KVBENCH_RT_BOX", box)
+			be := fakeBackend(t)
+			c := runtime.Config{Arch: "llama", Dim: 4096, Hidden: 14336, Layers: 1, Heads: 32, KVHeads: 8, HeadDim: 128, Vocab: 32000,
+				MaxSeq: 1 << 16, RopeTheta: 5e5, NormEps: 1e-5}
+			kc, err := runtime.NewKVCacheOf(be, c, 16, runtime.BF16)
+			if err != nil {
+				t.Fatal(err)
+			}
+			const n = 600
+			k, v := be.Alloc(n*c.KVDim()), be.Alloc(n*c.KVDim())
+			pos := make([]int, n)
+			for i := range pos {
+				pos[i] = i
+			}
+			kc.Append(0, k, v, n, pos)
+			a := &runtime.AttnArgs{Rows: 1, QPos: []int{n - 1}, Heads: c.Heads, KVHeads: c.KVHeads, HeadDim: c.HeadDim,
+				Scale: 0.088, Seqs: kc.Seqs(0), Rope: runtime.RopeHalf, Theta: c.RopeTheta,
+				Q: be.Alloc(c.Heads * c.HeadDim), Out: be.Alloc(c.Heads * c.HeadDim)}
+			be.Attend(a) // sends the page tables
+			_, c0, _, _ := cuda.FakeCounts()
+			be.Attend(a)
+			_, c1, _, _ := cuda.FakeCounts()
+			p := be.AttnPlan()
+			if p.Kernel != "attn_rt_d128_g4_bf16" {
+				t.Fatalf("kernel %s, want attn_rt_d128_g4_bf16", p.Kernel)
+			}
+			if want := box == "on"; p.ByValue != want || (c1-c0 == 0) != want {
+				t.Errorf("KVBENCH_RT_BOX=%s: ints by value %v, %d copies to the device, want by value %v", box, p.ByValue, c1-c0, want)
+			}
+		})
+	}
+}

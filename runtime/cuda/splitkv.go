@@ -234,6 +234,7 @@ type Plan struct {
 	Blocks    int    // blocks of the attention kernel
 	Resident  int    // blocks resident per multiprocessor
 	SharedMem int    // dynamic shared memory per block, bytes
+	ByValue   bool   // the call's ints went to the kernel by value (RtBox), not uploaded
 }
 
 func (a *splitKV) plan() Plan {
@@ -261,6 +262,10 @@ const (
 	rhLean
 	rhWords
 )
+
+// rtBoxWords is the most ints a call passes by value (RT_BOX_WORDS in
+// attention.cu: RtBox, a kernel parameter of 4 + 4*rtBoxWords bytes).
+const rtBoxWords = 384
 
 // maxGridY is the most blocks a launch has in grid y; split rows beyond it
 // go to grid z (RH_SROWS).
@@ -548,7 +553,13 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	}
 	b.flushKV()
 	b.reserve(b.metaSpan() + span(int64(len(b.hAcc))*4))
-	ints, ptrs := b.putMeta()
+	boxed := b.rtBox()
+	var ints, ptrs Ptr
+	if boxed {
+		ints, ptrs = b.placeMeta()
+	} else {
+		ints, ptrs = b.putMeta()
+	}
 	var accDev Ptr
 	switch {
 	case a.Acc != nil && a.AccZero: // room in the arena, zeroed on the device: no upload
@@ -559,13 +570,16 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	case a.Acc != nil:
 		accDev = put(b, b.hAcc)
 	}
-	b.launchSmem(name, Dim3{nchunks, gy, gz}, Dim3{attnThreads, 1, 1}, smem,
+	// A programmatic dependent: its blocks read the call's ints (by value,
+	// or uploaded before the kernel ahead of it) while that kernel ends, and
+	// wait for it before the page tables, q and the keys.
+	must(f.LaunchAfter(Dim3{nchunks, gy, gz}, Dim3{attnThreads, 1, 1}, smem,
 		b.f32(a.Q), ptrs, ints, hdr, int32(chunk), int32(pgw), a.Scale*float32(math.Log2E),
-		partO, ws.Add(pmlAt), counters, b.f32(a.Out), raw, mlAcc)
-	b.split.last = Plan{Kernel: name, Chunk: chunk, Blocks: nchunks * nsrows, Resident: b.occupancy(f, smem), SharedMem: smem}
+		partO, ws.Add(pmlAt), counters, b.f32(a.Out), raw, mlAcc, wordsByValue(b.box)))
+	b.split.last = Plan{Kernel: name, Chunk: chunk, Blocks: nchunks * nsrows, Resident: b.occupancy(f, smem), SharedMem: smem, ByValue: boxed}
 	if !fused && nchunks > 1 { // one chunk a row: the kernel wrote the outputs (and ml)
 		must(b.fn(p.names.rtComb).LaunchAfter(Dim3{vg, gy, hd / 32 * gz}, Dim3{combThreads, 1, 1}, 0,
-			partO, ws.Add(pmlAt), int32(nchunks), b.f32(a.Out), mlAcc, ints, hdr))
+			partO, ws.Add(pmlAt), int32(nchunks), b.f32(a.Out), mlAcc, wordsByValue(b.hInts[hdr:hdr+rhWords])))
 	}
 	if a.Acc == nil {
 		return

@@ -123,6 +123,11 @@ func compareAttend(t *testing.T, c *cpu.Backend, g *cuda.Backend, cp *cachePair,
 	var sel [][]int32
 	var acc []float32
 	var qshift []int
+	if ac.opt == "acc" { // accumulation over every token (H2O's and TOVA's decode calls)
+		for h := range ac.heads {
+			acc = append(acc, randVec(rng, cp.c.Len(0, h/group), 1)...)
+		}
+	}
 	if ac.opt == "sel+acc" {
 		sel = make([][]int32, ac.heads)
 		for h := range sel {
@@ -165,7 +170,7 @@ func compareAttend(t *testing.T, c *cpu.Backend, g *cuda.Backend, cp *cachePair,
 		if i == 1 {
 			a.Q, a.Out = q.g, out.g
 		}
-		if sel != nil {
+		if acc != nil {
 			a.Sel = sel
 			a.Acc = make([][]float32, ac.heads)
 			off := 0
