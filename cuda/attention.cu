@@ -563,13 +563,13 @@ __device__ __forceinline__ void rot_scores(const Src& src, const float (&qf)[G][
 // SH, the tokens whose key was re-positioned (src.needs_rot; none at or past
 // src.rot_limit()) are scored again by rot_scores between pass 1 and the
 // softmax. Every thread of the block calls it.
-template <int D, int G, int KT, bool SH, class Src, class QInit>
+template <int D, int G, int KT, bool SH, class Src, class QInit, int UX = 0>
 __device__ __forceinline__ void attn_core(const Src& src, QInit qinit, int len, int chunk, float* smem, float (&m)[G],
                                           float (&l)[G]) {
     constexpr int NT = ATTN_NT;
     constexpr int L = D / 8;    // threads per token
     constexpr int TG = NT / L;  // tokens per step
-    constexpr int U0 = G == 1 ? ATTN_U1 : G >= 8 ? ATTN_U8 : ATTN_U;
+    constexpr int U0 = UX > 0 ? UX : G == 1 ? ATTN_U1 : G >= 8 ? ATTN_U8 : ATTN_U;
     constexpr int U = KT == KV_F32 ? (U0 + 1) / 2 : U0;
     static_assert(G <= L, "group larger than the lanes of a token");
     const int tid = threadIdx.x, lane = tid % L, tg = tid / L, w = tid >> 5;
@@ -880,7 +880,7 @@ struct RtSrc {
 // (RH_LEAN) over pages of a power of two tokens runs the loops of the lean
 // source (RtSrc's LEAN), compiled in only where asked (attn_rt without
 // re-positioned keys).
-template <int D, int G, int KT, bool SH, bool LEANOK = false>
+template <int D, int G, int KT, bool SH, bool LEANOK = false, int UX = 0>
 __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u64* __restrict__ ptrs, const int* __restrict__ ints,
                                             int hdr, int chunk, int pgw, float scaleLog2, float* __restrict__ partO,
                                             float* __restrict__ partML, int* __restrict__ counters, float* __restrict__ out,
@@ -911,7 +911,7 @@ struct RtHead {
 // and sum at [(row*heads + head)*2]. The call's ints are box's where it
 // holds them (block 0 then writes them to ints, where the kernels after
 // this one, attn_rt_acc, read them), else at ints.
-template <int D, int G, int KT, bool SH>
+template <int D, int G, int KT, bool SH, int UX = 0>
 __device__ __forceinline__ void attn_rt(const float* __restrict__ q, const u64* __restrict__ ptrs, const int* __restrict__ ints,
                                         int hdr, int chunk, int pgw, float scaleLog2, float* __restrict__ partO,
                                         float* __restrict__ partML, int* __restrict__ counters, float* __restrict__ out,
@@ -926,10 +926,10 @@ __device__ __forceinline__ void attn_rt(const float* __restrict__ q, const u64* 
     const int r = blockIdx.y + blockIdx.z * gridDim.y;
     const int nsrows = I[hdr + RH_SROWS];
     if (r >= nsrows) return;
-    attn_rt_row<D, G, KT, SH, !SH>(q, ptrs, I, hdr, chunk, pgw, scaleLog2, partO, partML, counters, out, raw, ml, r, r, nsrows);
+    attn_rt_row<D, G, KT, SH, !SH, UX>(q, ptrs, I, hdr, chunk, pgw, scaleLog2, partO, partML, counters, out, raw, ml, r, r, nsrows);
 }
 
-template <int D, int G, int KT, bool SH, bool LEANOK>
+template <int D, int G, int KT, bool SH, bool LEANOK, int UX>
 __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u64* __restrict__ ptrs, const int* __restrict__ ints,
                                             int hdr, int chunk, int pgw, float scaleLog2, float* __restrict__ partO,
                                             float* __restrict__ partML, int* __restrict__ counters, float* __restrict__ out,
@@ -1046,11 +1046,11 @@ __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u
         // two tokens: the lean source's loops.
         const RtSrc<D, G, KT, true> src{kp, vp, spk, spv, stok, spos, ssh, sinv, sQ, sLo, sQs, sItem, raw, H[RH_STRIDE],
                                         pg0, psh, ps, lo, c0, nvalid, false, false, false, H[RH_INTER] != 0, 0};
-        attn_core<D, G, KT, SH>(src, qinit, len, chunk, smem, m, l);
+        attn_core<D, G, KT, SH, decltype(src), decltype(qinit), UX>(src, qinit, len, chunk, smem, m, l);
     } else {
         const RtSrc<D, G, KT> src{kp, vp, spk, spv, stok, spos, ssh, sinv, sQ, sLo, sQs, sItem, raw, H[RH_STRIDE],
                                   pg0, psh, ps, lo, c0, nvalid, selMode, pos != nullptr, shift != nullptr, H[RH_INTER] != 0, nrot};
-        attn_core<D, G, KT, SH>(src, qinit, len, chunk, smem, m, l);
+        attn_core<D, G, KT, SH, decltype(src), decltype(qinit), UX>(src, qinit, len, chunk, smem, m, l);
     }
     attn_finish<D, G>(
         smem, m, l, rg, c, gridDim.x, nsg, partO, partML, counters,
@@ -1076,6 +1076,18 @@ __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u
         attn_rt_d##D##_g##G##_##KN##SN(ATTN_RT_PARAMS) {                                                       \
         attn_rt<D, G, KT, SH>(ATTN_RT_ARGS);                                                                   \
     }
+// attn_rt_d{D}_g{G}_bf16_short: the bf16 kernel with ATTN_US steps of loads
+// in flight, for chunks of a few steps (short contexts): a chunk of 32
+// tokens is one step of 4 for head dim 128, where the default 6 leaves a
+// third of the step's loads and sums masked off.
+#ifndef ATTN_US
+#define ATTN_US 4
+#endif
+#define ATTN_RT_SHORT(D, G)                                                                                    \
+    extern "C" __global__ void __launch_bounds__(ATTN_NT, ((G) == 4 ? ATTN_MINB : 1))                         \
+        attn_rt_d##D##_g##G##_bf16_short(ATTN_RT_PARAMS) {                                                     \
+        attn_rt<D, G, KV_BF16, false, ATTN_US>(ATTN_RT_ARGS);                                                  \
+    }
 #define ATTN_RT_KERNELS(D, G)                            \
     ATTN_RT_KERNEL(D, G, KV_BF16, bf16, false, )         \
     ATTN_RT_KERNEL(D, G, KV_BF16, bf16, true, _sh)       \
@@ -1085,18 +1097,22 @@ __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u
 #if KVB_IN(1)
 ATTN_RT_KERNELS(64, 1)
 ATTN_RT_KERNELS(64, 2)
+ATTN_RT_SHORT(64, 2)
 #endif
 #if KVB_IN(2)
 ATTN_RT_KERNELS(64, 4)
 ATTN_RT_KERNELS(64, 8)
+ATTN_RT_SHORT(64, 4)
 #endif
 #if KVB_IN(3)
 ATTN_RT_KERNELS(128, 1)
 ATTN_RT_KERNELS(128, 2)
+ATTN_RT_SHORT(128, 2)
 #endif
 #if KVB_IN(4)
 ATTN_RT_KERNELS(128, 4)
 ATTN_RT_KERNELS(128, 8)
+ATTN_RT_SHORT(128, 4)
 #endif
 
 // attn_combine merges the partials of the chunks of a row, one virtual head

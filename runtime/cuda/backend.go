@@ -256,6 +256,10 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 		b.Close()
 		return nil, err
 	}
+	if b.split.short, err = shortOf(); err != nil {
+		b.Close()
+		return nil, err
+	}
 	if b.mvKernel, err = mvKernelOf(); err != nil {
 		b.Close()
 		return nil, err

@@ -282,6 +282,7 @@ type splitState struct {
 	chunk    int            // tokens per block asked for (SetAttnChunk); 0: chosen per call
 	minChunk int            // least tokens per block a chosen chunk has ($KVBENCH_ATTN_MIN_CHUNK)
 	waves    int            // waves of resident blocks a chosen chunk fills ($KVBENCH_ATTN_WAVES)
+	short    int            // the longest chunk the _short kernels take ($KVBENCH_ATTN_SHORT; 0: none)
 	occ      map[occKey]int // resident blocks per multiprocessor, by kernel and shared memory
 	last     Plan           // the last Attend's launch (AttnPlan)
 }
@@ -320,6 +321,30 @@ func wavesOf() (int, error) {
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 1 || n > 64 {
 		return 0, fmt.Errorf("cuda: %s=%q: want a whole number of waves in [1, 64]", wavesEnv, v)
+	}
+	return n, nil
+}
+
+// shortEnv sets splitState.short: chunks of at most that many tokens run the
+// _short kernels where there is one (0: never).
+const shortEnv = "KVBENCH_ATTN_SHORT"
+
+// shortChunk is the default longest chunk of the _short kernels: 32/8 heads
+// of 128 on the H200 (2026-12-04), 4 steps of loads in flight against 6 were
+// 0.7-1.6 us faster at 512-8K tokens (chunks of 32-256), 0.5 faster at 16K
+// (256) and 0.4-3 us slower from 32K (512 and longer); 32/16 and head dim 64
+// gained 0.2-1.5 us at 512-8K.
+const shortChunk = 256
+
+// shortOf reads $KVBENCH_ATTN_SHORT (default shortChunk).
+func shortOf() (int, error) {
+	v := os.Getenv(shortEnv)
+	if v == "" {
+		return shortChunk, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("cuda: %s=%q: want the longest chunk in tokens (0: none)", shortEnv, v)
 	}
 	return n, nil
 }
@@ -428,7 +453,10 @@ type splitShape struct {
 
 // splitNames are the split-KV kernels of one shape: one call's (attn_rt_*)
 // and a batch's (attn_rtb_*), and their combines.
-type splitNames struct{ rt, rtb, rtComb, rtbComb string }
+// short is attn_rt's variant with fewer loads in flight for short chunks
+// ("" where there is none: float32 pages, re-positioned keys, 1 or 8 heads a
+// row; rows of one head measured no faster with it, 32/32 heads).
+type splitNames struct{ rt, rtb, rtComb, rtbComb, short string }
 
 // splitKey is the shape that names a split-KV kernel.
 type splitKey struct {
@@ -450,8 +478,12 @@ func splitNamesOf(k splitKey) *splitNames {
 		sh = "_sh"
 	}
 	suffix := fmt.Sprintf("_d%d_g%d_%s%s", k.hd, k.vg, kt, sh)
+	short := ""
+	if k.bf16 && !k.shifted && k.vg >= 2 && k.vg <= 4 {
+		short = "attn_rt" + suffix + "_short"
+	}
 	n, _ := splitNameCache.LoadOrStore(k, &splitNames{rt: "attn_rt" + suffix, rtb: "attn_rtb" + suffix,
-		rtComb: fmt.Sprintf("attn_rt_combine_d%d", k.hd), rtbComb: fmt.Sprintf("attn_rtb_combine_d%d", k.hd)})
+		rtComb: fmt.Sprintf("attn_rt_combine_d%d", k.hd), rtbComb: fmt.Sprintf("attn_rtb_combine_d%d", k.hd), short: short})
 	return n.(*splitNames)
 }
 
@@ -499,6 +531,10 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	smemFor := func(chunk int) int { return rtSmem(vg, hd, chunk, minPS, shifted, lean) }
 	chunk := b.splitChunk(f, smemFor, nsrows, longest)
 	smem, nchunks := smemFor(chunk), max(1, (longest+chunk-1)/chunk)
+	if p.names.short != "" && chunk <= b.split.short {
+		name = p.names.short
+		f = b.fn(name)
+	}
 	pgw := chunk/minPS + 2
 	ngroups := (nchunks + mergeGroup - 1) / mergeGroup
 	fused := fusedCombine(vg) && nsrows*(ngroups+1) <= ctrWords
