@@ -90,6 +90,7 @@ type Backend struct {
 	gemmRows int             // smallest MatMul on cuBLAS (KVBENCH_GEMM_MIN_ROWS, default gemmMinRows)
 	shared   map[string]bool // kernels allowed more than 48 KiB of dynamic shared memory
 	epoch    int             // counts arena restarts (wait)
+	retired  []retired       // freed at the next wait (retire)
 	rope     struct {
 		v     []int32
 		p     Ptr
@@ -153,6 +154,13 @@ type stager struct {
 	dev  Ptr
 	size int64
 	off  int64
+}
+
+// retired is memory queued work may still read (a staging arena or a page
+// tables' pool that grew): kept until the host's next wait for the device.
+type retired struct {
+	dev  Ptr
+	host *Pinned
 }
 
 // scratch is a growable device buffer.
@@ -401,15 +409,15 @@ func (b *Backend) reserve(n int64) {
 	if b.st.off+n <= b.st.size {
 		return
 	}
-	b.wait()
 	// The arena filled before the host waited for the device on its own (a
-	// download): the host stalled mid-step, the device then idle while the
-	// host queues the rest. Grow it, up to stagerMax, so that what the host
-	// queues between its own waits (a decode step's uploads) fits.
+	// download): without more room the host would stall mid-step, the
+	// device then idle while the host queues the rest. Grow it, up to
+	// stagerMax, so that what the host queues between its own waits (a
+	// decode step's uploads) fits; the old one serves the copies queued
+	// from it until the next wait (retire), so growing waits for nothing.
 	if n > b.st.size || b.st.size < stagerMax {
 		if b.st.host != nil {
-			must(b.st.host.Free())
-			must(b.D.Free(b.st.dev))
+			b.retire(b.st.dev, b.st.host)
 		}
 		size := max(n, min(2*b.st.size, stagerMax), 1<<20)
 		h, err := b.D.AllocPinned(size)
@@ -417,7 +425,9 @@ func (b *Backend) reserve(n int64) {
 		d, err := b.D.Alloc(size)
 		must(err)
 		b.st = stager{host: h, dev: d, size: size}
+		return
 	}
+	b.wait()
 }
 
 // putBytes enqueues one upload of the byte ranges parts (at most putMax),
@@ -479,6 +489,28 @@ func (b *Backend) wait() {
 	must(b.D.Sync())
 	b.epoch++
 	b.st.off = 0
+	b.freeRetired()
+}
+
+// retire frees dev and host (either may be none) at the host's next wait
+// for the device: queued work may still read them.
+func (b *Backend) retire(dev Ptr, host *Pinned) {
+	b.retired = append(b.retired, retired{dev: dev, host: host})
+}
+
+// freeRetired frees what retire kept; the device has finished the work
+// queued before (the caller waited for it).
+func (b *Backend) freeRetired() {
+	for _, r := range b.retired {
+		if r.host != nil {
+			must(r.host.Free())
+		}
+		if r.dev != 0 {
+			must(b.D.Free(r.dev))
+		}
+	}
+	clear(b.retired)
+	b.retired = b.retired[:0]
 }
 
 // download copies len(dst) floats from src once the queued work has run
@@ -496,6 +528,7 @@ func get[T any](b *Backend, dst []T, src Ptr) {
 	must(Download(b.D, dst, src))
 	b.epoch++
 	b.st.off = 0
+	b.freeRetired()
 }
 
 // queueKV adds one key/value copy to the batch (mode as be_kv_ops; see

@@ -226,6 +226,15 @@ func (b *Backend) freeWorkspaces() {
 		_ = b.D.Free(b.st.dev)
 		b.st = stager{}
 	}
+	for _, r := range b.retired { // the callers waited for the device
+		if r.host != nil {
+			_ = r.host.Free()
+		}
+		if r.dev != 0 {
+			_ = b.D.Free(r.dev)
+		}
+	}
+	b.retired = nil
 	if b.accq.pin != nil { // the callers waited for the device: no read into it is pending
 		_ = b.accq.pin.Free()
 		b.accq = accQueue{}

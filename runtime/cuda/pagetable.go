@@ -340,8 +340,7 @@ func (b *Backend) tableRegion(words int64) int64 {
 			if pt.top > 0 {
 				must(b.D.CopyAsync(p, pt.pool, pt.top*8))
 			}
-			b.sync() // queued kernels read the old pool
-			must(b.D.Free(pt.pool))
+			b.retire(pt.pool, nil) // queued kernels read the old pool: freed at the next wait
 		}
 		pt.pool, pt.words = p, n
 	}
