@@ -409,3 +409,38 @@ func TestFakeDecodeMetaByValue(t *testing.T) {
 		})
 	}
 }
+
+// TestFakeGrowthNoWait: an Attend whose page tables outgrow their pool (a
+// pool of 16 words to start with) and whose uploads outgrow the staging
+// arena grows both without waiting for the device (the old ones are freed
+// at the next wait); the next download waits once.
+func TestFakeGrowthNoWait(t *testing.T) {
+	defer cuda.SetTablePoolMin(16)()
+	be := fakeBackend(t)
+	c := runtime.Config{Arch: "llama", Dim: 512, Hidden: 1024, Layers: 1, Heads: 8, KVHeads: 8, HeadDim: 64, Vocab: 100,
+		MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
+	kc, err := runtime.NewKVCacheOf(be, c, 16, runtime.BF16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 20000 // 1,250 pages a list: the pool grows from 16 words several times
+	k, v := be.Alloc(n*c.KVDim()), be.Alloc(n*c.KVDim())
+	pos := make([]int, n)
+	for i := range pos {
+		pos[i] = i
+	}
+	q, out := be.Alloc(c.Heads*c.HeadDim), be.Alloc(c.Heads*c.HeadDim)
+	_, _, _, w0 := cuda.FakeCounts()
+	kc.Append(0, k, v, n, pos)
+	be.Attend(&runtime.AttnArgs{Rows: 1, QPos: []int{n - 1}, Heads: c.Heads, KVHeads: c.KVHeads, HeadDim: c.HeadDim,
+		Scale: 0.125, Seqs: kc.Seqs(0), Rope: runtime.RopeHalf, Theta: c.RopeTheta, Q: q, Out: out})
+	size, _, _, _ := be.TableWords()
+	_, _, _, w1 := cuda.FakeCounts()
+	if size < int64(2*n/16*c.KVHeads) || w1 != w0 {
+		t.Errorf("a pool of %d words, %d waits for the device; want at least %d words and no wait", size, w1-w0, 2*n/16*c.KVHeads)
+	}
+	be.Read(make([]float32, 1), out, 0)
+	if _, _, _, w2 := cuda.FakeCounts(); w2 != w1+1 {
+		t.Errorf("the download waited %d times, want once", w2-w1)
+	}
+}
