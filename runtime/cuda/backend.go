@@ -19,12 +19,16 @@ import (
 type buf struct {
 	p     Ptr
 	n     int
-	dtype runtime.DType
 	block int64 // slab block size; 0: an allocation of its own
 	bytes int64
+	live  int32 // its index in Backend.live plus one; 0: not live
+	dtype runtime.DType
 	kind  runtime.MemKind // what it counts as in Memory (memory.go)
-	live  int             // its index in Backend.live plus one; 0: not live
 }
+
+// bufBytes is a buf's size, its fields so ordered: a 128K prompt of the 8B
+// shape makes 4 M of them, one a KV page (TestBufSize).
+const bufBytes = 40
 
 func (b *buf) Len() int { return b.n }
 
@@ -734,6 +738,7 @@ func (b *Backend) AllocKVPages(n int, t runtime.DType, dst []runtime.Buffer) {
 	must(err)
 	bufs := make([]buf, len(dst))
 	b.mu.Lock()
+	b.growLive(len(bufs))
 	for i := range bufs {
 		x := &bufs[i]
 		*x = buf{p: ptrs[i], n: n, dtype: t, block: bs, bytes: bytes, kind: runtime.MemKV}

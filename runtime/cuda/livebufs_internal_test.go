@@ -3,6 +3,7 @@ package cuda
 import (
 	"math/rand/v2"
 	"testing"
+	"unsafe"
 
 	"github.com/kvbench/kvbench/runtime"
 )
@@ -35,7 +36,7 @@ func TestLiveBuffers(t *testing.T) {
 		}
 		var kv int64
 		for i, y := range b.live {
-			if y.live != i+1 {
+			if int(y.live) != i+1 {
 				t.Fatalf("live buffer %d says it is at %d", i, y.live-1)
 			}
 			if y.kind == runtime.MemKV {
@@ -61,4 +62,12 @@ func TestLiveBuffers(t *testing.T) {
 	mustPanic("a second Free", func() { b.Free(order[0]) })
 	y := other.AllocKV(64, runtime.BF16)
 	mustPanic("a Free of another backend's buffer", func() { b.Free(y) })
+}
+
+// TestBufSize: a buf (one a KV page, millions in a long prompt) keeps the
+// size its field order gives it.
+func TestBufSize(t *testing.T) {
+	if s := unsafe.Sizeof(buf{}); s != bufBytes {
+		t.Errorf("a buf takes %d bytes, want %d (field order)", s, bufBytes)
+	}
 }

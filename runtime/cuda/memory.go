@@ -61,7 +61,7 @@ func (b *Backend) newBufOf(kind runtime.MemKind, n int, dtype runtime.DType, byt
 // inverse); b.mu is held.
 func (b *Backend) liveBuf(x *buf) {
 	b.live = append(b.live, x)
-	x.live = len(b.live)
+	x.live = int32(len(b.live))
 	b.now += x.bytes
 	b.peak = max(b.peak, b.now)
 	switch x.kind {
@@ -74,15 +74,27 @@ func (b *Backend) liveBuf(x *buf) {
 	}
 }
 
+// growLive makes room in the live set for n more buffers, doubling it
+// (append grows a long slice by a quarter: a prompt's millions of KV pages
+// would copy the set over and over); b.mu is held.
+func (b *Backend) growLive(n int) {
+	if len(b.live)+n <= cap(b.live) {
+		return
+	}
+	l := make([]*buf, len(b.live), max(2*cap(b.live), len(b.live)+n, 1024))
+	copy(l, b.live)
+	b.live = l
+}
+
 // forgetBuf takes a buffer out of the live set and the counts; b.mu is held.
 // It reports whether the buffer was live.
 func (b *Backend) forgetBuf(x *buf) bool {
-	i := x.live - 1
+	i := int(x.live) - 1
 	if i < 0 || i >= len(b.live) || b.live[i] != x {
 		return false
 	}
 	last := b.live[len(b.live)-1] // the last one takes its place
-	b.live[i], last.live = last, i+1
+	b.live[i], last.live = last, int32(i+1)
 	b.live[len(b.live)-1] = nil
 	b.live = b.live[:len(b.live)-1]
 	x.live = 0

@@ -235,6 +235,9 @@ func (b *Backend) refresh(s *runtime.KVSeq) {
 			pt.host = append(pt.host, uint64(ptr))
 		}
 		pt.runs = append(pt.runs, tableRun{at: l.at + int64(have), from: from, words: int64(len(l.pages) - have)})
+		if cap(*l.host) < len(l.pages) { // room for the table's pages at once (append grows by a quarter)
+			*l.host = slices.Grow(*l.host, max(len(l.pages), int(t.size))-have)
+		}
 		*l.host = append(*l.host, l.pages[have:]...)
 	}
 }
