@@ -875,11 +875,14 @@ struct RtSrc {
 // ints and header are ints and hdr) of the runtime's attention; its partials
 // go to split row rg of nsg in partO, partML and counters (rg = r, nsg the
 // call's split rows, for one call; the split row among every call's for a
-// batched launch, attn_rtb). The caller has waited for the kernel before
-// (pdl_wait) and checked r < the call's split rows. LEANOK: a lean call
-// (RH_LEAN) over pages of a power of two tokens runs the loops of the lean
-// source (RtSrc's LEAN), compiled in only where asked (attn_rt without
-// re-positioned keys).
+// batched launch, attn_rtb). The caller has checked r < the call's split
+// rows; the ints must be readable before the kernel ahead finishes (by value,
+// or uploaded ahead of the launch): attn_rt_row reads them, then waits for
+// that kernel (pdl_wait) before the page tables, q and the keys. LEANOK: a
+// lean call (RH_LEAN) over pages of a power of two tokens runs the loops of
+// the lean source (RtSrc's LEAN), compiled in only where asked (attn_rt
+// without re-positioned keys). UX: steps of loads in flight (0: attn_core's
+// default for G and KT).
 template <int D, int G, int KT, bool SH, bool LEANOK = false, int UX = 0>
 __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u64* __restrict__ ptrs, const int* __restrict__ ints,
                                             int hdr, int chunk, int pgw, float scaleLog2, float* __restrict__ partO,
