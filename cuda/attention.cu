@@ -563,7 +563,7 @@ __device__ __forceinline__ void rot_scores(const Src& src, const float (&qf)[G][
 // SH, the tokens whose key was re-positioned (src.needs_rot; none at or past
 // src.rot_limit()) are scored again by rot_scores between pass 1 and the
 // softmax. Every thread of the block calls it.
-template <int D, int G, int KT, bool SH, class Src, class QInit, int UX = 0>
+template <int D, int G, int KT, bool SH, int UX = 0, class Src, class QInit>
 __device__ __forceinline__ void attn_core(const Src& src, QInit qinit, int len, int chunk, float* smem, float (&m)[G],
                                           float (&l)[G]) {
     constexpr int NT = ATTN_NT;
@@ -1049,11 +1049,11 @@ __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u
         // two tokens: the lean source's loops.
         const RtSrc<D, G, KT, true> src{kp, vp, spk, spv, stok, spos, ssh, sinv, sQ, sLo, sQs, sItem, raw, H[RH_STRIDE],
                                         pg0, psh, ps, lo, c0, nvalid, false, false, false, H[RH_INTER] != 0, 0};
-        attn_core<D, G, KT, SH, decltype(src), decltype(qinit), UX>(src, qinit, len, chunk, smem, m, l);
+        attn_core<D, G, KT, SH, UX>(src, qinit, len, chunk, smem, m, l);
     } else {
         const RtSrc<D, G, KT> src{kp, vp, spk, spv, stok, spos, ssh, sinv, sQ, sLo, sQs, sItem, raw, H[RH_STRIDE],
                                   pg0, psh, ps, lo, c0, nvalid, selMode, pos != nullptr, shift != nullptr, H[RH_INTER] != 0, nrot};
-        attn_core<D, G, KT, SH, decltype(src), decltype(qinit), UX>(src, qinit, len, chunk, smem, m, l);
+        attn_core<D, G, KT, SH, UX>(src, qinit, len, chunk, smem, m, l);
     }
     attn_finish<D, G>(
         smem, m, l, rg, c, gridDim.x, nsg, partO, partML, counters,

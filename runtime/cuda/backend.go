@@ -276,21 +276,13 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 		b.Close()
 		return nil, err
 	}
-	switch g := os.Getenv("KVBENCH_GRAPHS"); g {
-	case "", "on":
-	case "off":
-		b.noGraphs = true
-	default:
+	if b.noGraphs, err = envOff("KVBENCH_GRAPHS"); err != nil {
 		b.Close()
-		return nil, fmt.Errorf("cuda: KVBENCH_GRAPHS=%q is not on or off", g)
+		return nil, err
 	}
-	switch v := os.Getenv("KVBENCH_RT_BOX"); v {
-	case "", "on":
-	case "off":
-		b.noBox = true
-	default:
+	if b.noBox, err = envOff("KVBENCH_RT_BOX"); err != nil {
 		b.Close()
-		return nil, fmt.Errorf("cuda: KVBENCH_RT_BOX=%q is not on or off", v)
+		return nil, err
 	}
 	b.box = make([]int32, 1+rtBoxWords)
 	blasNote := ""
@@ -493,7 +485,20 @@ func (b *Backend) wait() {
 	must(b.D.Sync())
 	b.epoch++
 	b.st.off = 0
-	b.freeRetired()
+	must(b.freeRetired())
+}
+
+// envOff reads a switch that is on by default: whether $name is "off" ("" and
+// "on" are on; anything else is an error).
+func envOff(name string) (bool, error) {
+	switch v := os.Getenv(name); v {
+	case "", "on":
+		return false, nil
+	case "off":
+		return true, nil
+	default:
+		return false, fmt.Errorf("cuda: %s=%q is not on or off", name, v)
+	}
 }
 
 // retire frees dev and host (either may be none) at the host's next wait
@@ -502,19 +507,27 @@ func (b *Backend) retire(dev Ptr, host *Pinned) {
 	b.retired = append(b.retired, retired{dev: dev, host: host})
 }
 
-// freeRetired frees what retire kept; the device has finished the work
-// queued before (the caller waited for it).
-func (b *Backend) freeRetired() {
+// freeRetired frees what retire kept, every one of them, and returns the
+// first error; the device has finished the work queued before (the caller
+// waited for it).
+func (b *Backend) freeRetired() error {
+	var first error
+	keep := func(err error) {
+		if first == nil {
+			first = err
+		}
+	}
 	for _, r := range b.retired {
 		if r.host != nil {
-			must(r.host.Free())
+			keep(r.host.Free())
 		}
 		if r.dev != 0 {
-			must(b.D.Free(r.dev))
+			keep(b.D.Free(r.dev))
 		}
 	}
 	clear(b.retired)
 	b.retired = b.retired[:0]
+	return first
 }
 
 // download copies len(dst) floats from src once the queued work has run
@@ -532,7 +545,7 @@ func get[T any](b *Backend, dst []T, src Ptr) {
 	must(Download(b.D, dst, src))
 	b.epoch++
 	b.st.off = 0
-	b.freeRetired()
+	must(b.freeRetired())
 }
 
 // queueKV adds one key/value copy to the batch (mode as be_kv_ops; see

@@ -53,6 +53,24 @@ func BenchmarkFakePromptEvict(b *testing.B) {
 	}
 }
 
+// fakeFilledCache makes a KV cache of bf16 pages of 16 tokens for c on be
+// and appends n tokens at positions 0..n-1 to every KV head of layer 0; it
+// returns the cache and the keys' buffer.
+func fakeFilledCache(t *testing.T, be *cuda.Backend, c runtime.Config, n int) (*runtime.KVCache, runtime.Buffer) {
+	t.Helper()
+	kc, err := runtime.NewKVCacheOf(be, c, 16, runtime.BF16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, v := be.Alloc(n*c.KVDim()), be.Alloc(n*c.KVDim())
+	pos := make([]int, n)
+	for i := range pos {
+		pos[i] = i
+	}
+	kc.Append(0, k, v, n, pos)
+	return kc, k
+}
+
 // TestMoveKVsBatching: evictions of different sequences share one launch
 // of copies; a second eviction of a sequence, or a tracked copy, launches
 // the queued ones first (fake device: launches counted).
@@ -60,17 +78,7 @@ func TestMoveKVsBatching(t *testing.T) {
 	be := fakeBackend(t)
 	c := runtime.Config{Arch: "llama", Dim: 64, Hidden: 128, Layers: 1, Heads: 2, KVHeads: 2, HeadDim: 32, Vocab: 100,
 		MaxSeq: 4096, RopeTheta: 1e4, NormEps: 1e-5}
-	kc, err := runtime.NewKVCacheOf(be, c, 16, runtime.BF16)
-	if err != nil {
-		t.Fatal(err)
-	}
-	const n = 200
-	k, v := be.Alloc(n*c.KVDim()), be.Alloc(n*c.KVDim())
-	pos := make([]int, n)
-	for i := range pos {
-		pos[i] = i
-	}
-	kc.Append(0, k, v, n, pos)
+	kc, k := fakeFilledCache(t, be, c, 200)
 	out := make([]float32, 1)
 	be.Read(out, k, 0) // the appends launched
 	run := func(d ...int32) []int32 { return d }

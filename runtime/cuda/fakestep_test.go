@@ -381,17 +381,8 @@ func TestFakeDecodeMetaByValue(t *testing.T) {
 			be := fakeBackend(t)
 			c := runtime.Config{Arch: "llama", Dim: 4096, Hidden: 14336, Layers: 1, Heads: 32, KVHeads: 8, HeadDim: 128, Vocab: 32000,
 				MaxSeq: 1 << 16, RopeTheta: 5e5, NormEps: 1e-5}
-			kc, err := runtime.NewKVCacheOf(be, c, 16, runtime.BF16)
-			if err != nil {
-				t.Fatal(err)
-			}
 			const n = 600
-			k, v := be.Alloc(n*c.KVDim()), be.Alloc(n*c.KVDim())
-			pos := make([]int, n)
-			for i := range pos {
-				pos[i] = i
-			}
-			kc.Append(0, k, v, n, pos)
+			kc, _ := fakeFilledCache(t, be, c, n)
 			a := &runtime.AttnArgs{Rows: 1, QPos: []int{n - 1}, Heads: c.Heads, KVHeads: c.KVHeads, HeadDim: c.HeadDim,
 				Scale: 0.088, Seqs: kc.Seqs(0), Rope: runtime.RopeHalf, Theta: c.RopeTheta,
 				Q: be.Alloc(c.Heads * c.HeadDim), Out: be.Alloc(c.Heads * c.HeadDim)}
@@ -419,19 +410,10 @@ func TestFakeGrowthNoWait(t *testing.T) {
 	be := fakeBackend(t)
 	c := runtime.Config{Arch: "llama", Dim: 512, Hidden: 1024, Layers: 1, Heads: 8, KVHeads: 8, HeadDim: 64, Vocab: 100,
 		MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
-	kc, err := runtime.NewKVCacheOf(be, c, 16, runtime.BF16)
-	if err != nil {
-		t.Fatal(err)
-	}
 	const n = 20000 // 1,250 pages a list: the pool grows from 16 words several times
-	k, v := be.Alloc(n*c.KVDim()), be.Alloc(n*c.KVDim())
-	pos := make([]int, n)
-	for i := range pos {
-		pos[i] = i
-	}
+	kc, _ := fakeFilledCache(t, be, c, n)
 	q, out := be.Alloc(c.Heads*c.HeadDim), be.Alloc(c.Heads*c.HeadDim)
 	_, _, _, w0 := cuda.FakeCounts()
-	kc.Append(0, k, v, n, pos)
 	be.Attend(&runtime.AttnArgs{Rows: 1, QPos: []int{n - 1}, Heads: c.Heads, KVHeads: c.KVHeads, HeadDim: c.HeadDim,
 		Scale: 0.125, Seqs: kc.Seqs(0), Rope: runtime.RopeHalf, Theta: c.RopeTheta, Q: q, Out: out})
 	size, _, _, _ := be.TableWords()
@@ -442,5 +424,23 @@ func TestFakeGrowthNoWait(t *testing.T) {
 	be.Read(make([]float32, 1), out, 0)
 	if _, _, _, w2 := cuda.FakeCounts(); w2 != w1+1 {
 		t.Errorf("the download waited %d times, want once", w2-w1)
+	}
+}
+
+// TestEnvSwitches: the backend's on/off switches refuse other values, naming
+// the variable.
+func TestEnvSwitches(t *testing.T) {
+	for _, name := range []string{"KVBENCH_GRAPHS", "KVBENCH_RT_BOX", "KVBENCH_PAGE_TABLES"} {
+		t.Run(name, func(t *testing.T) {
+			t.Setenv(name, "maybe")
+			be, err := cuda.NewFakeBackend("bf16")
+			if err == nil {
+				be.Close()
+				t.Fatalf("%s=maybe accepted", name)
+			}
+			if !strings.Contains(err.Error(), name) {
+				t.Errorf("the error %q does not name %s", err, name)
+			}
+		})
 	}
 }

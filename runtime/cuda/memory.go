@@ -238,15 +238,7 @@ func (b *Backend) freeWorkspaces() {
 		_ = b.D.Free(b.st.dev)
 		b.st = stager{}
 	}
-	for _, r := range b.retired { // the callers waited for the device
-		if r.host != nil {
-			_ = r.host.Free()
-		}
-		if r.dev != 0 {
-			_ = b.D.Free(r.dev)
-		}
-	}
-	b.retired = nil
+	_ = b.freeRetired()    // the callers waited for the device
 	if b.accq.pin != nil { // the callers waited for the device: no read into it is pending
 		_ = b.accq.pin.Free()
 		b.accq = accQueue{}

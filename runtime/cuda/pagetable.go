@@ -33,7 +33,6 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
-	"os"
 	"slices"
 
 	"github.com/kvbench/kvbench/runtime"
@@ -102,14 +101,9 @@ var tableIdleCalls uint64 = 1 << 12
 
 // initTables reads KVBENCH_PAGE_TABLES (on, the default, or off).
 func (b *Backend) initTables() error {
-	switch v := os.Getenv("KVBENCH_PAGE_TABLES"); v {
-	case "", "on":
-	case "off":
-		b.pt.off = true
-	default:
-		return fmt.Errorf("cuda: KVBENCH_PAGE_TABLES=%q is not on or off", v)
-	}
-	return nil
+	off, err := envOff("KVBENCH_PAGE_TABLES")
+	b.pt.off = off
+	return err
 }
 
 // callPages starts the page lists of an attention call over seqs and, when
