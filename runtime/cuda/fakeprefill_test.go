@@ -189,13 +189,13 @@ func TestFakeRunnerFitRows(t *testing.T) {
 
 // BenchmarkFakeFirstPrompt times the host's share of a prompt whose KV pages
 // are all new (a process's first prompt; a cell's after the last one freed
-// its pages): 32K tokens of the 8B shape on the fake device, 524 K pages of
-// 16 tokens. The pages go back to the backend between prompts, outside the
-// timing.
+// its pages): 128K tokens of the 8B shape on the fake device, 4.2 M pages
+// of 16 tokens. The pages go back to the backend between prompts, outside
+// the timing.
 func BenchmarkFakeFirstPrompt(b *testing.B) {
 	be := fakeBackend(b)
 	c := runtime.Config{Arch: "llama", Dim: 4096, Hidden: 14336, Layers: 32, Heads: 32, KVHeads: 8, HeadDim: 128, Vocab: 32000,
-		MaxSeq: 1 << 16, RopeTheta: 5e5, NormEps: 1e-5, BOS: 1, EOS: 2}
+		MaxSeq: 1 << 17, RopeTheta: 5e5, NormEps: 1e-5, BOS: 1, EOS: 2}
 	m := runtime.ZeroModel(c)
 	dw, err := runtime.UploadWeights(m, be)
 	if err != nil {
@@ -205,7 +205,7 @@ func BenchmarkFakeFirstPrompt(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ids := make([]int, 32768)
+	ids := make([]int, 131072)
 	for i := range ids {
 		ids[i] = 3 + i%30000
 	}
