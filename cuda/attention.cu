@@ -903,6 +903,16 @@ struct RtHead {
     int w[RH_WORDS];
 };
 
+// rt_ints returns a call's ints: box's where it holds them (block 0 then
+// writes them to ints, where the kernels after this one, attn_rt_acc, read
+// them), else ints.
+__device__ __forceinline__ const int* rt_ints(const int* __restrict__ ints, const RtBox& box) {
+    if (box.n <= 0) return ints;
+    if (blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0)
+        for (int i = threadIdx.x; i < box.n; i += blockDim.x) const_cast<int*>(ints)[i] = box.w[i];
+    return box.w;
+}
+
 // attn_rt is split-KV block (chunk blockIdx.x, split row blockIdx.y +
 // blockIdx.z * gridDim.y; past the last split row a block does nothing) of the
 // runtime's attention: q, out [rows, heads, D] float32; pages of type KT;
@@ -920,12 +930,7 @@ __device__ __forceinline__ void attn_rt(const float* __restrict__ q, const u64* 
                                         float* __restrict__ partML, int* __restrict__ counters, float* __restrict__ out,
                                         float* __restrict__ raw, float* __restrict__ ml, const RtBox& box) {
     pdl_trigger();
-    const int* I = ints;
-    if (box.n > 0) {
-        I = box.w;
-        if (blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0)
-            for (int i = threadIdx.x; i < box.n; i += blockDim.x) const_cast<int*>(ints)[i] = box.w[i];
-    }
+    const int* I = rt_ints(ints, box);
     const int r = blockIdx.y + blockIdx.z * gridDim.y;
     const int nsrows = I[hdr + RH_SROWS];
     if (r >= nsrows) return;

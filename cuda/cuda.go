@@ -14,6 +14,9 @@ var attention string
 //go:embed attention_mma.cu
 var attentionMMA string
 
+//go:embed attention_tc.cu
+var attentionTC string
+
 //go:embed quest.cu
 var quest string
 
@@ -42,7 +45,7 @@ var prefillTMA string
 // TMA-fed variants in part 12, the rest in part 0) and all the small kernels. NVRTC's time goes
 // mostly to the big families; compiled one after the other they took 148
 // s on the H200 machine.
-const Parts = 13
+const Parts = 14
 
 // Source is the whole kernel source, one translation unit that serves both
 // the runtime's backend and kvbench kernels: the shared helpers, the forward
@@ -52,5 +55,5 @@ const Parts = 13
 // (CUDA-core and tensor-core), the Quest kernels and the other policies'
 // steps.
 func Source() string {
-	return common + "\n" + backend + "\n" + gemv + "\n" + prefill + "\n" + prefillWG + "\n" + prefillTMA + "\n" + attention + "\n" + attentionMMA + "\n" + quest + "\n" + policies
+	return common + "\n" + backend + "\n" + gemv + "\n" + prefill + "\n" + prefillWG + "\n" + prefillTMA + "\n" + attention + "\n" + attentionMMA + "\n" + attentionTC + "\n" + quest + "\n" + policies
 }

@@ -24,10 +24,13 @@ import (
 // kernels), the sliding window, and chunks chosen per call, of 32 tokens
 // (many partials: the fused merge's two levels for rows of one head, the
 // combine kernel otherwise) or of 1024 (one a row: the block writes the
-// outputs). Calls whose ints are few go to the kernel by value (RtBox),
+// outputs). Lean calls over bf16 pages of 16 (one row that sees every
+// token, no selection or accumulation) run the tensor-core kernels
+// (attention_tc.cu; KVBENCH_ATTN_TC=on: whatever the chunk and group). Calls whose ints are few go to the kernel by value (RtBox),
 // the others are uploaded: both must occur, accumulation among the first
 // (attn_rt_acc reads what the kernel wrote of them).
 func TestAttendSplitKernels(t *testing.T) {
+	t.Setenv("KVBENCH_ATTN_TC", "on") // every lean call it serves, whatever the chunk and group
 	g := newGPU(t)
 	c := cpu.New(0)
 	defer c.Close()
@@ -92,7 +95,10 @@ func TestAttendSplitKernels(t *testing.T) {
 									}
 									want := fmt.Sprintf("attn_rt_d%d_g%d_%s%s", hd, gh*rt, kt, sh)
 									p := g.AttnPlan()
-									if typ == runtime.BF16 && sh == "" && gh*rt >= 2 && gh*rt <= 4 && p.Chunk <= 256 {
+									switch {
+									case typ == runtime.BF16 && rows == 1 && opt == "plain" && ps == 16:
+										want += "_tc" // a lean call (every token visible, no selection, no accumulation)
+									case typ == runtime.BF16 && sh == "" && gh*rt >= 2 && gh*rt <= 4 && p.Chunk <= 256:
 										want += "_short" // a chunk of a few steps of loads
 									}
 									switch {
@@ -254,5 +260,43 @@ func TestAttendSplitManyRows(t *testing.T) {
 	compareAttend(t, c, g, cp, rng, attnCase{heads: 8, rows: rows, qpos: qpos, opt: "plain", tol: 2e-5})
 	if p := g.AttnPlan(); p.Kernel != "attn_rt_d64_g8_f32" {
 		t.Errorf("kernel %s, want attn_rt_d64_g8_f32", p.Kernel)
+	}
+}
+
+// TestAttendTCKernels compares the tensor-core kernels of lean calls
+// (attention_tc.cu: one row that sees every token, bf16 pages of a power of
+// two tokens) with the CPU beyond TestAttendSplitKernels' cases: pages of 8
+// (tiles span two pages: the copies' general path), 16 and 32, contexts of
+// 1, 15 and 3,000 tokens (a last tile in part past the chunk; many tiles a
+// warp: the stages' ring turns), and chunks chosen per call or of 32.
+func TestAttendTCKernels(t *testing.T) {
+	t.Setenv("KVBENCH_ATTN_TC", "on")
+	g := newGPU(t)
+	c := cpu.New(0)
+	defer c.Close()
+	rng := rand.New(rand.NewPCG(41, 3))
+	defer g.SetAttnChunk(0)
+	for _, hd := range []int{64, 128} {
+		for _, hk := range [][2]int{{8, 8}, {8, 4}, {8, 2}, {8, 1}} {
+			for _, ps := range []int{8, 16, 32} {
+				for _, n := range []int{1, 15, 3000} {
+					for _, chunk := range []int{0, 32} {
+						t.Run(fmt.Sprintf("hd%d/%dx%d/ps%d/n%d/chunk%d", hd, hk[0], hk[1], ps, n, chunk), func(t *testing.T) {
+							if err := g.SetAttnChunk(chunk); err != nil {
+								t.Fatal(err)
+							}
+							cfg := runtime.Config{Heads: hk[0], KVHeads: hk[1], HeadDim: hd}
+							cp := newCachePair(t, c, g, cfg, ps, runtime.BF16, false)
+							cp.append(rng, n)
+							compareAttend(t, c, g, cp, rng, attnCase{heads: hk[0], rows: 1, qpos: []int{cp.next - 1}, opt: "plain", tol: 2e-5})
+							want := fmt.Sprintf("attn_rt_d%d_g%d_bf16_tc", hd, hk[0]/hk[1])
+							if p := g.AttnPlan(); p.Kernel != want {
+								t.Errorf("kernel %s, want %s (plan %+v)", p.Kernel, want, p)
+							}
+						})
+					}
+				}
+			}
+		}
 	}
 }

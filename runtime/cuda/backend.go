@@ -284,6 +284,10 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 		b.Close()
 		return nil, err
 	}
+	if b.split.tc, err = tcModeOf(); err != nil {
+		b.Close()
+		return nil, err
+	}
 	b.box = make([]int32, 1+rtBoxWords)
 	blasNote := ""
 	if b.gemm != "off" {

@@ -373,11 +373,17 @@ func TestBatchTableChecks(t *testing.T) {
 // heads of 128, one row that sees every token) passes its ints to the
 // split-KV kernel by value (RtBox): once the page tables are on the device,
 // the call copies nothing to it. With KVBENCH_RT_BOX=off the same call
-// uploads them.
+// uploads them. The call runs the tensor-core kernel of lean calls
+// (attn_rt_*_tc), or with KVBENCH_ATTN_TC=off attn_rt's _short variant
+// (600 tokens: chunks of a few steps).
 func TestFakeDecodeMetaByValue(t *testing.T) {
 	for _, box := range []string{"on", "off"} {
 		t.Run(box, func(t *testing.T) {
 			t.Setenv("KVBENCH_RT_BOX", box)
+			tc := box == "on" // both kernels, each way
+			if !tc {
+				t.Setenv("KVBENCH_ATTN_TC", "off")
+			}
 			be := fakeBackend(t)
 			c := runtime.Config{Arch: "llama", Dim: 4096, Hidden: 14336, Layers: 1, Heads: 32, KVHeads: 8, HeadDim: 128, Vocab: 32000,
 				MaxSeq: 1 << 16, RopeTheta: 5e5, NormEps: 1e-5}
@@ -391,8 +397,12 @@ func TestFakeDecodeMetaByValue(t *testing.T) {
 			be.Attend(a)
 			_, c1, _, _ := cuda.FakeCounts()
 			p := be.AttnPlan()
-			if p.Kernel != "attn_rt_d128_g4_bf16_short" { // 600 tokens: chunks of a few steps
-				t.Fatalf("kernel %s (plan %+v), want attn_rt_d128_g4_bf16_short", p.Kernel, p)
+			want := "attn_rt_d128_g4_bf16_short"
+			if tc {
+				want = "attn_rt_d128_g4_bf16_tc"
+			}
+			if p.Kernel != want {
+				t.Fatalf("kernel %s (plan %+v), want %s", p.Kernel, p, want)
 			}
 			if want := box == "on"; p.ByValue != want || (c1-c0 == 0) != want {
 				t.Errorf("KVBENCH_RT_BOX=%s: ints by value %v, %d copies to the device, want by value %v", box, p.ByValue, c1-c0, want)
@@ -430,7 +440,7 @@ func TestFakeGrowthNoWait(t *testing.T) {
 // TestEnvSwitches: the backend's on/off switches refuse other values, naming
 // the variable.
 func TestEnvSwitches(t *testing.T) {
-	for _, name := range []string{"KVBENCH_GRAPHS", "KVBENCH_RT_BOX", "KVBENCH_PAGE_TABLES"} {
+	for _, name := range []string{"KVBENCH_GRAPHS", "KVBENCH_RT_BOX", "KVBENCH_PAGE_TABLES", "KVBENCH_ATTN_TC"} {
 		t.Run(name, func(t *testing.T) {
 			t.Setenv(name, "maybe")
 			be, err := cuda.NewFakeBackend("bf16")

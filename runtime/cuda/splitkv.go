@@ -283,6 +283,7 @@ type splitState struct {
 	minChunk int            // least tokens per block a chosen chunk has ($KVBENCH_ATTN_MIN_CHUNK)
 	waves    int            // waves of resident blocks a chosen chunk fills ($KVBENCH_ATTN_WAVES)
 	short    int            // the longest chunk the _short kernels take ($KVBENCH_ATTN_SHORT; 0: none)
+	tc       tcMode         // when lean calls run the tensor-core _tc kernels ($KVBENCH_ATTN_TC)
 	occ      map[occKey]int // resident blocks per multiprocessor, by kernel and shared memory
 	last     Plan           // the last Attend's launch (AttnPlan)
 }
@@ -447,7 +448,7 @@ func sharedHeads(heads []int32, group int) int {
 type splitShape struct {
 	gh, rt, vg, sub, tiles, srows int
 	longest, minPS                int
-	shifted, lean                 bool
+	shifted, lean, pow2           bool        // pow2: every KV head's pages hold a power of two tokens
 	names                         *splitNames // the kernels of this shape
 }
 
@@ -455,8 +456,10 @@ type splitShape struct {
 // and a batch's (attn_rtb_*), and their combines.
 // short is attn_rt's variant with fewer loads in flight for short chunks
 // ("" where there is none: float32 pages, re-positioned keys, 1 or 8 heads a
-// row; rows of one head measured no faster with it, 32/32 heads).
-type splitNames struct{ rt, rtb, rtComb, rtbComb, short string }
+// row; rows of one head measured no faster with it, 32/32 heads); tc the
+// tensor-core kernel of lean calls (attention_tc.cu; "" for float32 pages
+// and re-positioned keys).
+type splitNames struct{ rt, rtb, rtComb, rtbComb, short, tc string }
 
 // splitKey is the shape that names a split-KV kernel.
 type splitKey struct {
@@ -478,12 +481,15 @@ func splitNamesOf(k splitKey) *splitNames {
 		sh = "_sh"
 	}
 	suffix := fmt.Sprintf("_d%d_g%d_%s%s", k.hd, k.vg, kt, sh)
-	short := ""
+	short, tc := "", ""
 	if k.bf16 && !k.shifted && k.vg >= 2 && k.vg <= 4 {
 		short = "attn_rt" + suffix + "_short"
 	}
+	if k.bf16 && !k.shifted && k.vg&(k.vg-1) == 0 && k.vg <= 8 {
+		tc = "attn_rt" + suffix + "_tc"
+	}
 	n, _ := splitNameCache.LoadOrStore(k, &splitNames{rt: "attn_rt" + suffix, rtb: "attn_rtb" + suffix,
-		rtComb: fmt.Sprintf("attn_rt_combine_d%d", k.hd), rtbComb: fmt.Sprintf("attn_rtb_combine_d%d", k.hd), short: short})
+		rtComb: fmt.Sprintf("attn_rt_combine_d%d", k.hd), rtbComb: fmt.Sprintf("attn_rtb_combine_d%d", k.hd), short: short, tc: tc})
 	return n.(*splitNames)
 }
 
@@ -501,10 +507,11 @@ func splitShapeOf(a *runtime.AttnArgs, h []int32, headOff, kvt int32) splitShape
 	}
 	p.vg, p.sub, p.tiles = p.gh*p.rt, group/p.gh, (a.Rows+p.rt-1)/p.rt
 	p.srows = a.KVHeads * p.sub * p.tiles
-	p.minPS, p.lean = math.MaxInt, true
+	p.minPS, p.lean, p.pow2 = math.MaxInt, true, true
 	for g := range a.Seqs {
 		d := h[g*sdWords : (g+1)*sdWords]
 		p.minPS = min(p.minPS, int(d[1]))
+		p.pow2 = p.pow2 && d[1]&(d[1]-1) == 0
 		p.shifted = p.shifted || (a.QShift != nil && d[5] >= 0)
 		p.lean = p.lean && d[4] < 0
 		for s := range p.sub {
@@ -529,9 +536,22 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	name := p.names.rt
 	f := b.fn(name)
 	smemFor := func(chunk int) int { return rtSmem(vg, hd, chunk, minPS, shifted, lean) }
-	chunk := b.splitChunk(f, smemFor, nsrows, longest)
+	var chunk int
+	tc := b.tcOK(a, p)
+	if tc {
+		tf := b.fn(p.names.tc)
+		tcFor := func(chunk int) int { return tcSmem(vg, hd, chunk, minPS) }
+		b.allowShared(p.names.tc, b.D.SharedPerBlockOptin-tf.Shared)
+		chunk = b.splitChunk(tf, tcFor, b.D.SharedPerBlockOptin, nsrows, longest)
+		if tc = b.split.tc == tcOn || useTC(vg, chunk); tc {
+			name, f, smemFor = p.names.tc, tf, tcFor
+		}
+	}
+	if !tc {
+		chunk = b.splitChunk(f, smemFor, maxAttnSmemB, nsrows, longest)
+	}
 	smem, nchunks := smemFor(chunk), max(1, (longest+chunk-1)/chunk)
-	if p.names.short != "" && chunk <= b.split.short {
+	if !tc && p.names.short != "" && chunk <= b.split.short {
 		name = p.names.short
 		f = b.fn(name)
 	}
@@ -647,15 +667,76 @@ func rtSmem(vg, hd, chunk, minPS int, shifted, lean bool) int {
 	return max(4*words+16*(chunk/minPS+2), 4*attnThreads/32*vg*hd, 16*attnThreads)
 }
 
+// tcOK says whether the tensor-core kernel of lean calls (attention_tc.cu)
+// can serve a split-KV call of shape p: bf16 pages of a power of two tokens,
+// no selection, positions, re-positioned keys or accumulation, 1, 2, 4 or
+// 8 virtual heads a split row, sm_80 or later, and KVBENCH_ATTN_TC not off.
+// Whether it does is useTC's (or KVBENCH_ATTN_TC=on: always).
+func (b *Backend) tcOK(a *runtime.AttnArgs, p splitShape) bool {
+	return b.split.tc != tcOff && p.names.tc != "" && p.lean && p.pow2 && a.Acc == nil && b.D.Major >= 8
+}
+
+// useTC is the default choice between the tensor-core kernel (its chunk at
+// chunk tokens a block) and attn_rt for a lean call of vg virtual heads a
+// split row: the tensor-core kernel for groups of 4 or more and chunks of
+// at most tcMaxChunk tokens. Measured on the H200 (2026-12-04,
+// docs/benchmarks.md): it ran 32/8 heads of 128 in 10.0-19.4 us at 512-8K
+// tokens (chunks of 32-256) against attn_rt's 10.7-19.7, and of 64 in
+// 8.9-14.5 against 10.6-15.6, but from 16K (chunks of 512 and more) it
+// stays near 3.4 TB/s, slower than attn_rt (150.5 against 141.7 us at
+// 128K); with 1 or 2 heads a row (32/32, 32/16) it was slower at every
+// length.
+func useTC(vg, chunk int) bool { return vg >= 4 && chunk <= tcMaxChunk }
+
+// tcMaxChunk is the longest chunk useTC gives the tensor-core kernel.
+const tcMaxChunk = 256
+
+// tcMode is when lean calls run the tensor-core kernel ($KVBENCH_ATTN_TC).
+type tcMode int
+
+const (
+	tcAuto tcMode = iota // useTC's choice (the default; KVBENCH_ATTN_TC unset or auto)
+	tcOn                 // every call it serves
+	tcOff                // none
+)
+
+// tcModeOf reads $KVBENCH_ATTN_TC: auto (or unset), on or off.
+func tcModeOf() (tcMode, error) {
+	switch v := os.Getenv("KVBENCH_ATTN_TC"); v {
+	case "", "auto":
+		return tcAuto, nil
+	case "on":
+		return tcOn, nil
+	case "off":
+		return tcOff, nil
+	default:
+		return 0, fmt.Errorf("cuda: KVBENCH_ATTN_TC=%q is not auto, on or off", v)
+	}
+}
+
+// tcSmem is the dynamic shared memory of a block of the _tc kernel over
+// chunk tokens with pages of at least minPS tokens: its warps' stages
+// (attention_tc.cu: TC_ST tiles of 16 tokens' keys and values each) and the
+// key and value page pointers of its range; at least the warps' outputs and
+// the fused merge's room.
+func tcSmem(vg, hd, chunk, minPS int) int {
+	stages := attnThreads / 32 * tcStages * 2 * 16 * hd * 2
+	return max(stages+16*(chunk/minPS+2), 4*attnThreads/32*vg*hd, 16*attnThreads)
+}
+
+// tcStages is TC_ST in attention_tc.cu.
+const tcStages = 3
+
 // splitChunk is the chunk of a launch of f over rows split rows of up to
-// tokensPerRow tokens (smemFor: its shared memory at a chunk): the one
+// tokensPerRow tokens (smemFor: its shared memory at a chunk, at most limit
+// bytes with f's static shared memory): the one
 // SetAttnChunk asked for, else the smallest multiple of ChunkTokens, at
 // least $KVBENCH_ATTN_MIN_CHUNK and at most the row, that fills the GPU's
 // resident block slots in one wave ($KVBENCH_ATTN_WAVES waves; as
 // splitKV.size), lowered until the
 // shared memory fits.
-func (b *Backend) splitChunk(f *Function, smemFor func(int) int, rows, tokensPerRow int) int {
-	limit := maxAttnSmemB - f.Shared
+func (b *Backend) splitChunk(f *Function, smemFor func(int) int, limit, rows, tokensPerRow int) int {
+	limit -= f.Shared
 	chunk := b.split.chunk
 	if chunk == 0 {
 		least := max(b.split.minChunk, minChunkTokens)

@@ -1,0 +1,341 @@
+// The runtime's lean decode attention on the tensor cores:
+// attn_rt_d{D}_g{G}_bf16_tc, G = 1, 2, 4, 8 virtual heads per split row.
+// Same launch, parameters, partials and merge as attn_rt (attention.cu);
+// it serves only lean calls (RH_LEAN: no selection, no positions, every
+// token visible) over bf16 pages of a power of two tokens, without raw
+// scores or re-positioned keys: the host (splitkv.go) checks that.
+//
+// Why: attn_rt spends ~125 warp instructions per token and KV head (the
+// unpacks, G*8 FMAs and a butterfly per 16 bytes of K, the same for V), so
+// at long contexts it is issue-bound below the memory's speed. Here a warp
+// issues a few instructions per 16-byte piece: the copies (cp.async), one
+// ldmatrix per 16 channels of 16 tokens, and mma.sync m16n8k16 (bf16 in,
+// float32 accumulate).
+//
+// Each warp takes the chunk's tiles of 16 tokens in turn (tile w, w+NW,
+// ...), TC_ST tiles of its own deep: a tile's K and V rows are copied to
+// the warp's stage by cp.async (16 bytes a copy, its 16-byte pieces
+// swizzled by the row so that ldmatrix's 8 row addresses fall in different
+// banks) while it computes on the tile TC_ST-1 before. One pass, online
+// softmax per warp (FlashAttention-2's):
+//
+//   S^T = Q K^T: A = the queries (16 rows, the virtual heads 0..G-1, the
+//   rest zero; float32 q pre-scaled by scale*log2 e and split into bf16
+//   high and low halves, two products), B = K^T from the K stage by
+//   ldmatrix (a row of K is a column of B). The accumulator gives lane
+//   (gid, tig) head gid, tokens 2tig, 2tig+1 (first 8 tokens) and 8+2tig,
+//   9+2tig (second): exactly the B operand of the next product.
+//
+//   O^T += V^T P^T: A = V^T from the V stage by ldmatrix.trans, B = P^T
+//   (the probabilities split into bf16 high and low halves, two products,
+//   so the output keeps float32 accuracy). The accumulator gives lane
+//   (gid, tig) channels 16j + gid and 16j + gid + 8, heads 2tig, 2tig+1.
+//
+// At the end the warps' maxima, sums and outputs meet in shared memory,
+// rescaled to the block's maximum, and attn_finish writes the partial (and
+// runs the fused merge) as attn_rt's blocks do.
+
+#define TC_ST 3  // tiles in a warp's stages: TC_ST-1 in flight while it computes on one
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+// tc_mma accumulates d += A B for one m16n8k16 product (bf16 in, float32
+// accumulate). Not volatile: a product only reads and writes registers, so
+// the compiler may order the independent ones as their inputs arrive.
+__device__ __forceinline__ void tc_mma(float (&d)[4], const u32 (&a)[4], u32 b0, u32 b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// tc_pack is two float32 values as bf16 (lo in the lower half), rounded.
+__device__ __forceinline__ u32 tc_pack(float lo, float hi) { return (u32)bf16_from_f32(lo) | ((u32)bf16_from_f32(hi) << 16); }
+
+// tc_split packs x0, x1 as bf16 high halves (h) and what they leave (l).
+__device__ __forceinline__ void tc_split(float x0, float x1, u32& h, u32& l) {
+    const bf16 a = bf16_from_f32(x0), b = bf16_from_f32(x1);
+    h = (u32)a | ((u32)b << 16);
+    l = tc_pack(x0 - f32_from_bf16(a), x1 - f32_from_bf16(b));
+}
+#endif
+
+// tc_smem_bytes is the dynamic shared memory of a block before the page
+// pointers: NW warps' TC_ST stages of a 16-token tile's K and V rows.
+#define TC_STAGE_BYTES(D) (ATTN_NT / 32 * TC_ST * 2 * 16 * (D) * 2)
+
+template <int D, int G>
+__device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u64* __restrict__ ptrs, const int* __restrict__ ints,
+                                            int hdr, int chunk, int pgw, float scaleLog2, float* __restrict__ partO,
+                                            float* __restrict__ partML, int* __restrict__ counters, float* __restrict__ out,
+                                            int r, int nsg) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    constexpr int NT = ATTN_NT, NW = NT / 32;
+    constexpr int RB = D * 2;           // bytes of a K or V row
+    constexpr int PC = RB / 16;         // its 16-byte pieces
+    constexpr int TB = 16 * RB;         // bytes of a tile's K (or V)
+    constexpr int KS = D / 16;          // k steps of S^T, channel groups of O^T
+    constexpr int CP = 16 * PC / 32;    // copies a lane issues per tile, of K and of V each
+    static_assert(G == 1 || G == 2 || G == 4 || G == 8, "1, 2, 4 or 8 virtual heads");
+    // smem: the stages [NW][TC_ST][K, V][16 rows][RB], then the range's key
+    // and value page pointers [pgw] each. After the loop: the warps'
+    // outputs [NW][G][D] from offset 0 (attn_finish).
+    extern __shared__ __align__(16) unsigned char tsm[];
+    __shared__ int sItem[G];
+    __shared__ float wM[NW][8], wL[NW][8];
+
+    const int* H = ints + hdr;
+    const int c = blockIdx.x, tid = threadIdx.x, w = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
+    const int heads = H[RH_HEADS], GH = H[RH_GH];
+    const int kvh = r / H[RH_TILES] / (H[RH_G] / GH);
+    const int* sd = ints + kvh * SD_WORDS;
+    const int lo = sd[SD_LO], total = sd[SD_HI] - lo;
+    const int c0 = c * chunk, len = max(0, min(chunk, total - c0));
+    const int ps = sd[SD_PS], psh = __ffs(ps) - 1;  // a power of two (the host checks)
+    const u64* kp = ptrs + sd[SD_K];
+    const u64* vp = ptrs + sd[SD_V];
+    u64* spk = reinterpret_cast<u64*>(tsm + TC_STAGE_BYTES(D));
+    u64* spv = spk + pgw;
+    if (tid < G) sItem[tid] = rt_item(H, r, tid);
+    // The call's ints are ready; the page tables, q and the keys may be
+    // written by the kernels just before this one.
+    pdl_wait();
+    int pg0 = 0;
+    if (len > 0) {
+        const int t0 = lo + c0, t1 = t0 + len - 1;
+        pg0 = t0 >> psh;
+        const int npg = (t1 >> psh) - pg0 + 1;
+        for (int j = tid; j < npg; j += NT) {
+            spk[j] = kp[pg0 + j];
+            spv[j] = vp[pg0 + j];
+        }
+    }
+    __syncthreads();
+
+    // The queries as A fragments: row gid (virtual head gid, zero past G),
+    // channels 16j + 2tig, +1 (qa[j][0]) and 16j + 8 + 2tig, +1 (qa[j][1]);
+    // rows gid + 8 are zero.
+    u32 qh[KS][2], ql[KS][2];
+    {
+        const int it = gid < G ? sItem[gid] : -1;
+        const float* qr = q + (size_t)max(it, 0) * D + 2 * tig;
+#pragma unroll
+        for (int j = 0; j < KS; ++j)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                float2 v = make_float2(0.f, 0.f);
+                if (it >= 0) v = *reinterpret_cast<const float2*>(qr + 16 * j + 8 * e);
+                tc_split(v.x * scaleLog2, v.y * scaleLog2, qh[j][e], ql[j][e]);
+            }
+    }
+
+    unsigned char* stages = tsm + w * (TC_ST * 2 * TB);
+    // Where this lane's copies go in a stage: piece pc of row i to 16-byte
+    // slot pc ^ (i & 7) of the row.
+    int at[CP];
+#pragma unroll
+    for (int k = 0; k < CP; ++k) {
+        const int idx = lane + 32 * k, row = idx / PC, pc = idx % PC;
+        at[k] = row * RB + ((pc ^ (row & 7)) << 4);
+    }
+    // A tile whose 16 tokens lie in one page (pages of 16 tokens or more,
+    // the range's first token at a multiple of 16) is 16 consecutive rows:
+    // one page pointer, copies at fixed offsets.
+    const bool whole = psh >= 4 && ((lo + c0) & 15) == 0;
+    // issue copies tile ti's K and V rows into stage s; tokens past the
+    // chunk are zero (nothing read).
+    auto issue = [&](int ti, int s) {
+        unsigned char* dk = stages + s * (2 * TB);
+        const int tb = ti * 16;
+        if (whole && tb + 16 <= len) {
+            const int t0 = lo + c0 + tb, pj = (t0 >> psh) - pg0;
+            const size_t off = (size_t)(t0 & (ps - 1)) * RB;
+            const char* ks = reinterpret_cast<const char*>(spk[pj]) + off;
+            const char* vs = reinterpret_cast<const char*>(spv[pj]) + off;
+#pragma unroll
+            for (int k = 0; k < CP; ++k) {
+                fl_cp16(dk + at[k], ks + (lane + 32 * k) * 16, true);
+                fl_cp16(dk + TB + at[k], vs + (lane + 32 * k) * 16, true);
+            }
+            return;
+        }
+#pragma unroll
+        for (int k = 0; k < CP; ++k) {
+            const int idx = lane + 32 * k, row = idx / PC, pc = idx % PC;
+            const int i = tb + row;
+            const bool ok = i < len;
+            const int t = lo + c0 + (ok ? i : 0);
+            const int pj = (t >> psh) - pg0;
+            const size_t off = (size_t)(t & (ps - 1)) * RB + pc * 16;
+            fl_cp16(dk + at[k], reinterpret_cast<const char*>(spk[pj]) + off, ok);
+            fl_cp16(dk + TB + at[k], reinterpret_cast<const char*>(spv[pj]) + off, ok);
+        }
+    };
+    // ldmatrix's addresses: lane's matrix mi = lane / 8 is rows (mi / 2)*8
+    // .. +7 of 8 channels 8*(mi % 2) past the step's first; its row rr.
+    const int mrow = ((lane >> 3) >> 1) * 8 + (lane & 7), mhalf = (lane >> 3) & 1;
+
+    const int ntiles = (len + 15) / 16;
+    const int mine = ntiles > w ? (ntiles - w + NW - 1) / NW : 0;  // this warp's tiles
+#pragma unroll
+    for (int s = 0; s < TC_ST - 1; ++s) {
+        if (s < mine) issue(w + s * NW, s);
+        fl_commit();
+    }
+    float o[KS][4];
+#pragma unroll
+    for (int j = 0; j < KS; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+    float m = NEG_INF, lsum = 0.f;  // head gid's running max and this lane's share of its sum
+    for (int k = 0; k < mine; ++k) {
+        __syncwarp();  // the stage written next was read by every lane (iteration k-1)
+        if (k + TC_ST - 1 < mine) issue(w + (k + TC_ST - 1) * NW, (k + TC_ST - 1) % TC_ST);
+        fl_commit();
+        fl_wait<TC_ST - 1>();
+        __syncwarp();  // every lane's copies of tile k are in
+        const unsigned char* sk = stages + (k % TC_ST) * (2 * TB);
+        const unsigned char* sv = sk + TB;
+        const int ti = w + k * NW;
+
+        // The tile's K fragments, all asked for before the first product.
+        u32 kb[KS][4];
+#pragma unroll
+        for (int j = 0; j < KS; ++j) {
+            const int pc = 2 * j + mhalf;
+            fl_ldsm4(kb[j], sk + mrow * RB + ((pc ^ (mrow & 7)) << 4));
+        }
+        // S^T for tokens 0-7 (n = 0) and 8-15 (n = 1) of the tile, with
+        // the queries' high and low halves (x = 0, 1) and even and odd k
+        // steps in separate sums: eight independent chains of KS/2.
+        float sa[2][2][2][4];
+#pragma unroll
+        for (int a = 0; a < 2; ++a)
+#pragma unroll
+            for (int x = 0; x < 2; ++x)
+#pragma unroll
+                for (int n = 0; n < 2; ++n) sa[a][x][n][0] = sa[a][x][n][1] = sa[a][x][n][2] = sa[a][x][n][3] = 0.f;
+#pragma unroll
+        for (int j = 0; j < KS; ++j) {
+            const u32 ah[4] = {qh[j][0], 0u, qh[j][1], 0u}, al[4] = {ql[j][0], 0u, ql[j][1], 0u};
+#pragma unroll
+            for (int n = 0; n < 2; ++n) {
+                tc_mma(sa[j & 1][0][n], ah, kb[j][2 * n], kb[j][2 * n + 1]);
+                tc_mma(sa[j & 1][1][n], al, kb[j][2 * n], kb[j][2 * n + 1]);
+            }
+        }
+        // The V fragments (A = V^T: matrices (tokens 0-7, ch 16j), (0-7,
+        // 16j+8), (8-15, 16j), (8-15, 16j+8) transposed), asked for before
+        // the softmax so that it hides their latency.
+        u32 va[KS][4];
+#pragma unroll
+        for (int j = 0; j < KS; ++j) {
+            const int pc = 2 * j + mhalf;
+            fl_ldsm4t(va[j], sv + mrow * RB + ((pc ^ (mrow & 7)) << 4));
+        }
+        // Online softmax of head gid over the tile's 16 tokens (the four
+        // lanes tig hold them all); tokens past the chunk are masked.
+        const int i0 = ti * 16 + 2 * tig;
+        float x[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int n = e >> 1, c = e & 1;
+            x[e] = (sa[0][0][n][c] + sa[1][0][n][c]) + (sa[0][1][n][c] + sa[1][1][n][c]);
+        }
+        x[0] = i0 < len ? x[0] : NEG_INF;
+        x[1] = i0 + 1 < len ? x[1] : NEG_INF;
+        x[2] = i0 + 8 < len ? x[2] : NEG_INF;
+        x[3] = i0 + 9 < len ? x[3] : NEG_INF;
+        float mx = fmaxf(fmaxf(x[0], x[1]), fmaxf(x[2], x[3]));
+        mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, 2));
+        const float mn = fmaxf(m, mx);  // finite: a tile's first token is in the chunk
+        const float alpha = fl_exp2(m - mn);
+        m = mn;
+        float p[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) p[e] = fl_exp2(x[e] - mn);
+        lsum = lsum * alpha + ((p[0] + p[1]) + (p[2] + p[3]));
+        // Rescale the outputs of heads 2tig, 2tig+1 (held by lanes 8tig..)
+        // where a head's max moved (mostly in the first tiles).
+        if (__any_sync(FULL_MASK, alpha != 1.f)) {
+            const float a0 = __shfl_sync(FULL_MASK, alpha, 8 * tig), a1 = __shfl_sync(FULL_MASK, alpha, 8 * tig + 4);
+#pragma unroll
+            for (int j = 0; j < KS; ++j) {
+                o[j][0] *= a0;
+                o[j][1] *= a1;
+                o[j][2] *= a0;
+                o[j][3] *= a1;
+            }
+        }
+        u32 bh0, bl0, bh1, bl1;
+        tc_split(p[0], p[1], bh0, bl0);
+        tc_split(p[2], p[3], bh1, bl1);
+        // O^T += V^T P^T: the high halves' products, then the low halves'
+        // (no product waits for the one before it).
+#pragma unroll
+        for (int j = 0; j < KS; ++j) tc_mma(o[j], va[j], bh0, bh1);
+#pragma unroll
+        for (int j = 0; j < KS; ++j) tc_mma(o[j], va[j], bl0, bl1);
+    }
+    fl_wait<0>();
+
+    // The warps' maxima and sums (head gid: lanes 4gid..4gid+3), then the
+    // block's; each warp's outputs rescaled to the block's maximum.
+    lsum += __shfl_xor_sync(FULL_MASK, lsum, 1);
+    lsum += __shfl_xor_sync(FULL_MASK, lsum, 2);
+    if (tig == 0) {
+        wM[w][gid] = m;
+        wL[w][gid] = lsum;
+    }
+    __syncthreads();  // the stages are free: the outputs go there
+    float bm[G], bl[G];
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+        float x = NEG_INF;
+#pragma unroll
+        for (int v = 0; v < NW; ++v) x = fmaxf(x, wM[v][g]);
+        float y = 0.f;
+#pragma unroll
+        for (int v = 0; v < NW; ++v) y += wM[v][g] == NEG_INF ? 0.f : wL[v][g] * fl_exp2(wM[v][g] - x);
+        bm[g] = x;
+        bl[g] = y;
+    }
+    float* red = reinterpret_cast<float*>(tsm);
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+        if ((g >> 1) != tig) continue;  // heads 2tig, 2tig+1 are this lane's
+        const float wm = wM[w][g];
+        const float sc = wm == NEG_INF ? 0.f : fl_exp2(wm - bm[g]);
+        float* dst = red + (w * G + g) * D + gid;
+#pragma unroll
+        for (int j = 0; j < KS; ++j) {
+            dst[16 * j] = o[j][g & 1] * sc;
+            dst[16 * j + 8] = o[j][2 + (g & 1)] * sc;
+        }
+    }
+    __syncthreads();
+    attn_finish<D, G>(
+        red, bm, bl, r, c, gridDim.x, nsg, partO, partML, counters,
+        [&](int g) { return sItem[g] >= 0 ? out + (size_t)sItem[g] * D : nullptr; }, NoML{});
+#endif
+}
+
+// attn_rt_d{D}_g{G}_bf16_tc: attn_rt's parameters (ATTN_RT_PARAMS); raw and
+// ml are not written (the host sends no such call here).
+#define ATTN_TC_KERNEL(D, G)                                                                                   \
+    extern "C" __global__ void __launch_bounds__(ATTN_NT) attn_rt_d##D##_g##G##_bf16_tc(ATTN_RT_PARAMS) {     \
+        pdl_trigger();                                                                                         \
+        const int* I = rt_ints(ints, box);                                                                     \
+        const int r = blockIdx.y + blockIdx.z * gridDim.y;                                                     \
+        const int nsrows = I[hdr + RH_SROWS];                                                                  \
+        if (r >= nsrows) return;                                                                               \
+        attn_tc_row<D, G>(q, ptrs, I, hdr, chunk, pgw, scaleLog2, partO, partML, counters, out, r, nsrows);   \
+    }
+
+#if KVB_IN(13)
+ATTN_TC_KERNEL(64, 1)
+ATTN_TC_KERNEL(64, 2)
+ATTN_TC_KERNEL(64, 4)
+ATTN_TC_KERNEL(64, 8)
+ATTN_TC_KERNEL(128, 1)
+ATTN_TC_KERNEL(128, 2)
+ATTN_TC_KERNEL(128, 4)
+ATTN_TC_KERNEL(128, 8)
+#endif
