@@ -42,9 +42,10 @@ var prefillTMA string
 // module p with -DKVB_PART=p holds the kernel families common.cu's KVB_IN
 // gives it (the split-KV decode kernels by head dimension and group, the
 // CUDA-core and tensor-core dense ones, the wgmma prefill in part 11, its
-// TMA-fed variants in part 12, the rest in part 0) and all the small kernels. NVRTC's time goes
-// mostly to the big families; compiled one after the other they took 148
-// s on the H200 machine.
+// TMA-fed variants in part 12, the runtime's tensor-core decode kernels of
+// lean calls in part 13, the rest in part 0) and all the small kernels.
+// NVRTC's time goes mostly to the big families; compiled one after the
+// other they took 148 s on the H200 machine.
 const Parts = 14
 
 // Source is the whole kernel source, one translation unit that serves both
@@ -52,7 +53,7 @@ const Parts = 14
 // pass's ops (backend.cu) and its decode matrix-vector products (gemv.cu),
 // the tensor-core prefill attention (mma.sync, and wgmma on Hopper, fed by
 // cp.async or the TMA), the split-KV decode attention kernels
-// (CUDA-core and tensor-core), the Quest kernels and the other policies'
+// (CUDA-core and tensor-core, synthetic and the runtime's), the Quest kernels and the other policies'
 // steps.
 func Source() string {
 	return common + "\n" + backend + "\n" + gemv + "\n" + prefill + "\n" + prefillWG + "\n" + prefillTMA + "\n" + attention + "\n" + attentionMMA + "\n" + attentionTC + "\n" + quest + "\n" + policies
