@@ -14,10 +14,15 @@
 //
 // Each warp takes the chunk's tiles of 16 tokens in turn (tile w, w+NW,
 // ...), TC_ST tiles of its own deep: a tile's K and V rows are copied to
-// the warp's stage by cp.async (16 bytes a copy, its 16-byte pieces
-// swizzled by the row so that ldmatrix's 8 row addresses fall in different
-// banks) while it computes on the tile TC_ST-1 before. One pass, online
-// softmax per warp (FlashAttention-2's):
+// the warp's stage by cp.async (16 bytes a copy; rows padded by 16 bytes
+// so that ldmatrix's 8 row addresses fall in different banks) while it
+// computes on the tile TC_ST-1 before. Padding, not an XOR swizzle of the
+// 16-byte pieces: with the pieces of a 32-byte sector reordered in shared
+// memory, every sector was read from L2 twice (ncu on the H200 at 128K
+// tokens: 2x the bytes in L2 sectors, a 50 % hit rate, DRAM at 74 %,
+// 152 us); padded, 1.5x (34 %, DRAM at 80 %, 140 us): likely the odd rows,
+// which start 16 bytes past a 32-byte boundary. One pass, online softmax
+// per warp (FlashAttention-2's):
 //
 //   S^T = Q K^T: A = the queries (16 rows, the virtual heads 0..G-1, the
 //   rest zero; float32 q pre-scaled by scale*log2 e and split into bf16
@@ -58,9 +63,10 @@ __device__ __forceinline__ void tc_split(float x0, float x1, u32& h, u32& l) {
 }
 #endif
 
-// tc_smem_bytes is the dynamic shared memory of a block before the page
-// pointers: NW warps' TC_ST stages of a 16-token tile's K and V rows.
-#define TC_STAGE_BYTES(D) (ATTN_NT / 32 * TC_ST * 2 * 16 * (D) * 2)
+// TC_STAGE_BYTES is the dynamic shared memory of a block before the page
+// pointers: NW warps' TC_ST stages of a 16-token tile's K and V rows, each
+// row padded by 16 bytes (tcSmem in splitkv.go: the same).
+#define TC_STAGE_BYTES(D) (ATTN_NT / 32 * TC_ST * 2 * 16 * ((D) * 2 + 16))
 
 template <int D, int G>
 __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u64* __restrict__ ptrs, const int* __restrict__ ints,
@@ -71,11 +77,12 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     constexpr int NT = ATTN_NT, NW = NT / 32;
     constexpr int RB = D * 2;           // bytes of a K or V row
     constexpr int PC = RB / 16;         // its 16-byte pieces
-    constexpr int TB = 16 * RB;         // bytes of a tile's K (or V)
+    constexpr int SR = RB + 16;         // a row's stride in a stage: 16 bytes of padding
+    constexpr int TB = 16 * SR;         // bytes of a tile's K (or V) in a stage
     constexpr int KS = D / 16;          // k steps of S^T, channel groups of O^T
     constexpr int CP = 16 * PC / 32;    // copies a lane issues per tile, of K and of V each
     static_assert(G == 1 || G == 2 || G == 4 || G == 8, "1, 2, 4 or 8 virtual heads");
-    // smem: the stages [NW][TC_ST][K, V][16 rows][RB], then the range's key
+    // smem: the stages [NW][TC_ST][K, V][16 rows][SR], then the range's key
     // and value page pointers [pgw] each. After the loop: the warps'
     // outputs [NW][G][D] from offset 0 (attn_finish).
     extern __shared__ __align__(16) unsigned char tsm[];
@@ -128,13 +135,13 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     }
 
     unsigned char* stages = tsm + w * (TC_ST * 2 * TB);
-    // Where this lane's copies go in a stage: piece pc of row i to 16-byte
-    // slot pc ^ (i & 7) of the row.
+    // Where this lane's copies go in a stage: piece pc of row i at i*SR +
+    // 16*pc.
     int at[CP];
 #pragma unroll
     for (int k = 0; k < CP; ++k) {
         const int idx = lane + 32 * k, row = idx / PC, pc = idx % PC;
-        at[k] = row * RB + ((pc ^ (row & 7)) << 4);
+        at[k] = row * SR + pc * 16;
     }
     // A tile whose 16 tokens lie in one page (pages of 16 tokens or more,
     // the range's first token at a multiple of 16) is 16 consecutive rows:
@@ -199,7 +206,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
 #pragma unroll
         for (int j = 0; j < KS; ++j) {
             const int pc = 2 * j + mhalf;
-            fl_ldsm4(kb[j], sk + mrow * RB + ((pc ^ (mrow & 7)) << 4));
+            fl_ldsm4(kb[j], sk + mrow * SR + pc * 16);
         }
         // S^T for tokens 0-7 (n = 0) and 8-15 (n = 1) of the tile, with
         // the queries' high and low halves (x = 0, 1) and even and odd k
@@ -227,7 +234,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
 #pragma unroll
         for (int j = 0; j < KS; ++j) {
             const int pc = 2 * j + mhalf;
-            fl_ldsm4t(va[j], sv + mrow * RB + ((pc ^ (mrow & 7)) << 4));
+            fl_ldsm4t(va[j], sv + mrow * SR + pc * 16);
         }
         // Online softmax of head gid over the tile's 16 tokens (the four
         // lanes tig hold them all); tokens past the chunk are masked.

@@ -536,20 +536,16 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	name := p.names.rt
 	f := b.fn(name)
 	smemFor := func(chunk int) int { return rtSmem(vg, hd, chunk, minPS, shifted, lean) }
-	var chunk int
-	tc := b.tcOK(a, p)
+	limit := maxAttnSmemB
+	tc := b.tcOK(a, p) && (b.split.tc == tcOn || useTC(vg))
 	if tc {
-		tf := b.fn(p.names.tc)
-		tcFor := func(chunk int) int { return tcSmem(vg, hd, chunk, minPS) }
-		b.allowShared(p.names.tc, b.D.SharedPerBlockOptin-tf.Shared)
-		chunk = b.splitChunk(tf, tcFor, b.D.SharedPerBlockOptin, nsrows, longest)
-		if tc = b.split.tc == tcOn || useTC(vg, chunk); tc {
-			name, f, smemFor = p.names.tc, tf, tcFor
-		}
+		name = p.names.tc
+		f = b.fn(name)
+		smemFor = func(chunk int) int { return tcSmem(vg, hd, chunk, minPS) }
+		limit = b.D.SharedPerBlockOptin
+		b.allowShared(name, limit-f.Shared)
 	}
-	if !tc {
-		chunk = b.splitChunk(f, smemFor, maxAttnSmemB, nsrows, longest)
-	}
+	chunk := b.splitChunk(f, smemFor, limit, nsrows, longest)
 	smem, nchunks := smemFor(chunk), max(1, (longest+chunk-1)/chunk)
 	if !tc && p.names.short != "" && chunk <= b.split.short {
 		name = p.names.short
@@ -676,20 +672,14 @@ func (b *Backend) tcOK(a *runtime.AttnArgs, p splitShape) bool {
 	return b.split.tc != tcOff && p.names.tc != "" && p.lean && p.pow2 && a.Acc == nil && b.D.Major >= 8
 }
 
-// useTC is the default choice between the tensor-core kernel (its chunk at
-// chunk tokens a block) and attn_rt for a lean call of vg virtual heads a
-// split row: the tensor-core kernel for groups of 4 or more and chunks of
-// at most tcMaxChunk tokens. Measured on the H200 (2026-12-04,
-// docs/benchmarks.md): it ran 32/8 heads of 128 in 10.0-19.4 us at 512-8K
-// tokens (chunks of 32-256) against attn_rt's 10.7-19.7, and of 64 in
-// 8.9-14.5 against 10.6-15.6, but from 16K (chunks of 512 and more) it
-// stays near 3.4 TB/s, slower than attn_rt (150.5 against 141.7 us at
-// 128K); with 1 or 2 heads a row (32/32, 32/16) it was slower at every
-// length.
-func useTC(vg, chunk int) bool { return vg >= 4 && chunk <= tcMaxChunk }
-
-// tcMaxChunk is the longest chunk useTC gives the tensor-core kernel.
-const tcMaxChunk = 256
+// useTC is the default choice between the tensor-core kernel and attn_rt
+// for a lean call of vg virtual heads a split row: the tensor-core kernel
+// for groups of 4 or more. Measured on the H200 (2026-12-04,
+// docs/benchmarks.md): 32/8 heads of 128 in 9.9-138.4 us at 512-128K
+// tokens against attn_rt's 10.8-140.4 (faster at every length), of 64 in
+// 8.9-75.4 against 10.5-75.3 (faster to 32K, even after); with 2 heads a
+// row (32/16) 0-6 % slower, with 1 (32/32) slower at every length.
+func useTC(vg int) bool { return vg >= 4 }
 
 // tcMode is when lean calls run the tensor-core kernel ($KVBENCH_ATTN_TC).
 type tcMode int
@@ -720,7 +710,7 @@ func tcModeOf() (tcMode, error) {
 // key and value page pointers of its range; at least the warps' outputs and
 // the fused merge's room.
 func tcSmem(vg, hd, chunk, minPS int) int {
-	stages := attnThreads / 32 * tcStages * 2 * 16 * hd * 2
+	stages := attnThreads / 32 * tcStages * 2 * 16 * (hd*2 + 16) // rows padded by 16 bytes
 	return max(stages+16*(chunk/minPS+2), 4*attnThreads/32*vg*hd, 16*attnThreads)
 }
 

@@ -3,18 +3,11 @@ package cuda
 import "testing"
 
 // TestUseTC: the default choice of the tensor-core kernel for lean calls
-// (groups of 4 or more, chunks of at most tcMaxChunk) and KVBENCH_ATTN_TC's
-// values.
+// (groups of 4 or more) and KVBENCH_ATTN_TC's values.
 func TestUseTC(t *testing.T) {
-	for _, c := range []struct {
-		vg, chunk int
-		want      bool
-	}{
-		{4, 32, true}, {4, tcMaxChunk, true}, {4, tcMaxChunk + 32, false}, {8, 64, true},
-		{2, 32, false}, {1, 32, false}, {8, 4000, false},
-	} {
-		if got := useTC(c.vg, c.chunk); got != c.want {
-			t.Errorf("useTC(%d, %d) = %v, want %v", c.vg, c.chunk, got, c.want)
+	for vg, want := range map[int]bool{1: false, 2: false, 4: true, 8: true} {
+		if got := useTC(vg); got != want {
+			t.Errorf("useTC(%d) = %v, want %v", vg, got, want)
 		}
 	}
 	for v, want := range map[string]tcMode{"": tcAuto, "auto": tcAuto, "on": tcOn, "off": tcOff} {
