@@ -18,6 +18,14 @@ func (b *Backend) PagePtr(x runtime.Buffer) uint64 {
 	return uint64(p)
 }
 
+// SetFakeSharedOptin sets the shared memory a block of fake devices made
+// after it may opt in to; the returned function restores it.
+func SetFakeSharedOptin(bytes int32) (restore func()) {
+	old := fakeSharedOptin
+	fakeSharedOptin = bytes
+	return func() { fakeSharedOptin = old }
+}
+
 // SetTablePoolMin sets the smallest size of a page tables' pool, in words,
 // for the pools made or grown after it; the returned function restores it.
 func SetTablePoolMin(words int64) (restore func()) {

@@ -47,6 +47,10 @@ type fakeDev struct {
 // fakeMem is the fake device's memory, in bytes (an H200's).
 const fakeMem = 143771 << 20
 
+// fakeSharedOptin is the shared memory a block of the fake device may opt
+// in to (an H200's; tests set others: SetFakeSharedOptin).
+var fakeSharedOptin int32 = 227 << 10
+
 // fake is the one fake device of the process.
 var fake = &fakeDev{host: map[unsafe.Pointer][]byte{}, sizes: map[uint64]uint64{}, byName: map[string]int64{}}
 
@@ -106,7 +110,7 @@ func fakeDriver() *driverAPI {
 		case attrMaxSharedPerBlock:
 			*v = 48 << 10
 		case attrMaxSharedPerBlockOptin:
-			*v = 227 << 10
+			*v = fakeSharedOptin
 		default:
 			*v = 0
 		}

@@ -411,6 +411,38 @@ func TestFakeDecodeMetaByValue(t *testing.T) {
 	}
 }
 
+// TestFakeTCSharedMemory: a lean decode call runs the tensor-core kernel
+// only where its stages fit a block's shared memory: on a device whose
+// blocks may opt in to 99 KB (sm_86, sm_89) head dim 128 (102 KB of
+// stages) runs attn_rt, head dim 64 (55 KB) the tensor-core kernel; on the
+// H200's 227 KB both run it.
+func TestFakeTCSharedMemory(t *testing.T) {
+	for _, c := range []struct {
+		optin int32
+		hd    int
+		want  string
+	}{
+		{99 << 10, 128, "attn_rt_d128_g4_bf16_short"},
+		{99 << 10, 64, "attn_rt_d64_g4_bf16_tc"},
+		{227 << 10, 128, "attn_rt_d128_g4_bf16_tc"},
+	} {
+		t.Run(fmt.Sprintf("optin%dK/hd%d", c.optin>>10, c.hd), func(t *testing.T) {
+			defer cuda.SetFakeSharedOptin(c.optin)()
+			be := fakeBackend(t)
+			cfg := runtime.Config{Arch: "llama", Dim: 32 * c.hd, Hidden: 1024, Layers: 1, Heads: 32, KVHeads: 8, HeadDim: c.hd, Vocab: 100,
+				MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
+			const n = 600
+			kc, _ := fakeFilledCache(t, be, cfg, n)
+			be.Attend(&runtime.AttnArgs{Rows: 1, QPos: []int{n - 1}, Heads: cfg.Heads, KVHeads: cfg.KVHeads, HeadDim: cfg.HeadDim,
+				Scale: 0.1, Seqs: kc.Seqs(0), Rope: runtime.RopeHalf, Theta: cfg.RopeTheta,
+				Q: be.Alloc(cfg.Heads * cfg.HeadDim), Out: be.Alloc(cfg.Heads * cfg.HeadDim)})
+			if p := be.AttnPlan(); p.Kernel != c.want {
+				t.Errorf("kernel %s, want %s (plan %+v)", p.Kernel, c.want, p)
+			}
+		})
+	}
+}
+
 // TestFakeGrowthNoWait: an Attend whose page tables outgrow their pool (a
 // pool of 16 words to start with) and whose uploads outgrow the staging
 // arena grows both without waiting for the device (the old ones are freed

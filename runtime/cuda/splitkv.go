@@ -537,7 +537,11 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	f := b.fn(name)
 	smemFor := func(chunk int) int { return rtSmem(vg, hd, chunk, minPS, shifted, lean) }
 	limit := maxAttnSmemB
-	tc := b.tcOK(a, p) && (b.split.tc == tcOn || useTC(vg))
+	// The tensor-core kernel's stages (102 KB a block for head dim 128)
+	// must fit the block's shared memory: not on GPUs of 99 KB (sm_86,
+	// sm_89), where attn_rt serves.
+	tc := b.tcOK(a, p) && (b.split.tc == tcOn || useTC(vg)) &&
+		tcSmem(vg, hd, minChunkTokens, minPS) <= b.D.SharedPerBlockOptin-b.fn(p.names.tc).Shared
 	if tc {
 		name = p.names.tc
 		f = b.fn(name)
