@@ -2,24 +2,30 @@
 # Decode attention beside SDPA in one device call (issue 14, item 6): for each
 # head shape, kvbench kernels (the runtime's Backend.Attend of one decode step
 # on a bf16 cache built through runtime.KVCache) under each setting of ENVS,
-# then bench/sdpa.py, one line a run (tokens=median us). Build here
-# (CGO_ENABLED=0 go build -ldflags="-s -w" -o C/kvbench ./cmd/kvbench), carry
-# C, and run from the repository root on the GPU machine:
-#   bash bench/decode_attn_call.sh C
+# for each build given, then bench/sdpa.py, one line a run (tokens=median
+# us). Build here (CGO_ENABLED=0 go build -ldflags="-s -w" -o C/kvbench
+# ./cmd/kvbench; several variants of the kernels: bench/variants.sh), carry
+# the folders, and run from the repository root on the GPU machine:
+#   bash bench/decode_attn_call.sh C [C2 ...]
+# (with several folders each line starts with the folder's name).
 # SHAPES="32/8:128 32/32:128" LENGTHS=512,...,131072 ITERS=200 and
 # ENVS="default KVBENCH_ATTN_SHORT=0 KVBENCH_ATTN_COMBINE=separate" (settings
 # joined by commas in one word: "KVBENCH_ATTN_SHORT=0,KVBENCH_RT_BOX=off").
 set -u
-C=${1:-.gpucarry}; K=$C/kvbench
+[ $# -eq 0 ] && set -- .gpucarry
+DIRS=("$@")
 export KVBENCH_CUDA_CACHE=/tmp/kc PYTHONUNBUFFERED=1
 L=${LENGTHS:-512,1024,2048,4096,8192,16384,32768,65536,131072}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 line() { awk -v t="$1" '$1 ~ /^(kvbench|sdpa)$/ && $4 ~ /^[0-9]+$/ {s = s " " $4 "=" $5} END {print t ":" s}'; }
 for sh in ${SHAPES:-32/8:128 32/16:128 32/32:128 32/8:64}; do
 	h=${sh%%:*} d=${sh##*:}
-	for e in ${ENVS:-default KVBENCH_ATTN_SHORT=0}; do
-		set -- ; [ "$e" != default ] && set -- $(echo "$e" | tr , ' ')
-		env "$@" timeout 120 $K kernels --policies full --iters ${ITERS:-200} --check=false --lengths $L --heads $h --dim $d 2>&1 | line "$h d$d $e"
+	for C in "${DIRS[@]}"; do
+		tag=""; [ ${#DIRS[@]} -gt 1 ] && tag="$(basename "$C") "
+		for e in ${ENVS:-default KVBENCH_ATTN_SHORT=0}; do
+			set -- ; [ "$e" != default ] && set -- $(echo "$e" | tr , ' ')
+			env "$@" timeout 120 "$C/kvbench" kernels --policies full --iters ${ITERS:-200} --check=false --lengths $L --heads $h --dim $d 2>&1 | line "$tag$h d$d $e"
+		done
 	done
 	timeout 120 python3 bench/sdpa.py --heads $h --dim $d --backends default --iters ${ITERS:-200} --lengths $L 2>&1 | line "$h d$d sdpa"
 done
