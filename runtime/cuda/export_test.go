@@ -18,12 +18,13 @@ func (b *Backend) PagePtr(x runtime.Buffer) uint64 {
 	return uint64(p)
 }
 
-// SetFakeSharedOptin sets the shared memory a block of fake devices made
-// after it may opt in to; the returned function restores it.
-func SetFakeSharedOptin(bytes int32) (restore func()) {
-	old := fakeSharedOptin
-	fakeSharedOptin = bytes
-	return func() { fakeSharedOptin = old }
+// SetFakeShared sets the shared memory a block of fake devices made after
+// it may opt in to and a multiprocessor's; the returned function restores
+// them.
+func SetFakeShared(optin, perSM int32) (restore func()) {
+	o, p := fakeSharedOptin, fakeSharedPerSM
+	fakeSharedOptin, fakeSharedPerSM = optin, perSM
+	return func() { fakeSharedOptin, fakeSharedPerSM = o, p }
 }
 
 // SetTablePoolMin sets the smallest size of a page tables' pool, in words,

@@ -48,8 +48,12 @@ type fakeDev struct {
 const fakeMem = 143771 << 20
 
 // fakeSharedOptin is the shared memory a block of the fake device may opt
-// in to (an H200's; tests set others: SetFakeSharedOptin).
-var fakeSharedOptin int32 = 227 << 10
+// in to, fakeSharedPerSM a multiprocessor's (an H200's; tests set others:
+// SetFakeShared).
+var (
+	fakeSharedOptin int32 = 227 << 10
+	fakeSharedPerSM int32 = 228 << 10
+)
 
 // fake is the one fake device of the process.
 var fake = &fakeDev{host: map[unsafe.Pointer][]byte{}, sizes: map[uint64]uint64{}, byName: map[string]int64{}}
@@ -177,8 +181,11 @@ func fakeDriver() *driverAPI {
 	d.cuModuleGetFunction = func(fn *uintptr, _ uintptr, _ string) int32 { *fn = f.handle(); return 0 }
 	d.cuFuncGetAttribute = func(v *int32, _ int32, _ uintptr) int32 { *v = 0; return 0 }
 	d.cuFuncSetAttribute = func(uintptr, int32, int32) int32 { return 0 }
-	d.cuOccupancyMaxActiveBlocksPerMultiprocessor = func(n *int32, _ uintptr, block int32, _ uint64) int32 {
-		*n = max(2048/max(block, 1), 1) // threads alone limit it
+	d.cuOccupancyMaxActiveBlocksPerMultiprocessor = func(n *int32, _ uintptr, block int32, smem uint64) int32 {
+		*n = max(2048/max(block, 1), 1) // threads and dynamic shared memory (1 KB a block reserved) limit it
+		if smem > 0 {
+			*n = max(min(*n, fakeSharedPerSM/(int32(smem)+1024)), 0)
+		}
 		return 0
 	}
 	d.cuStreamCreate = func(s *uintptr, _ uint32) int32 { *s = f.handle(); return 0 }

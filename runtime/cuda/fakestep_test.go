@@ -412,22 +412,30 @@ func TestFakeDecodeMetaByValue(t *testing.T) {
 }
 
 // TestFakeTCSharedMemory: a lean decode call runs the tensor-core kernel
-// only where its stages fit a block's shared memory: on a device whose
-// blocks may opt in to 99 KB (sm_86, sm_89) head dim 128 (102 KB of
-// stages) runs attn_rt, head dim 64 (55 KB) the tensor-core kernel; on the
-// H200's 227 KB both run it.
+// only where its stages fit a block's shared memory and, by default, two
+// blocks fit a multiprocessor: on a device of 99 / 100 KB (a block, a
+// multiprocessor: sm_86, sm_89) head dim 128 (102 KB of stages) runs
+// attn_rt, even with KVBENCH_ATTN_TC=on, and head dim 64 (55 KB: one block
+// a multiprocessor) runs attn_rt unless KVBENCH_ATTN_TC=on; so does head
+// dim 128 on an A100's 163 / 164 KB; on the H200's 227 / 228 KB the
+// tensor-core kernel.
 func TestFakeTCSharedMemory(t *testing.T) {
 	for _, c := range []struct {
-		optin int32
-		hd    int
-		want  string
+		optin, perSM int32
+		hd           int
+		env, want    string
 	}{
-		{99 << 10, 128, "attn_rt_d128_g4_bf16_short"},
-		{99 << 10, 64, "attn_rt_d64_g4_bf16_tc"},
-		{227 << 10, 128, "attn_rt_d128_g4_bf16_tc"},
+		{99 << 10, 100 << 10, 128, "", "attn_rt_d128_g4_bf16_short"},
+		{99 << 10, 100 << 10, 128, "on", "attn_rt_d128_g4_bf16_short"},
+		{99 << 10, 100 << 10, 64, "", "attn_rt_d64_g4_bf16_short"},
+		{99 << 10, 100 << 10, 64, "on", "attn_rt_d64_g4_bf16_tc"},
+		{163 << 10, 164 << 10, 128, "", "attn_rt_d128_g4_bf16_short"},
+		{163 << 10, 164 << 10, 128, "on", "attn_rt_d128_g4_bf16_tc"},
+		{227 << 10, 228 << 10, 128, "", "attn_rt_d128_g4_bf16_tc"},
 	} {
-		t.Run(fmt.Sprintf("optin%dK/hd%d", c.optin>>10, c.hd), func(t *testing.T) {
-			defer cuda.SetFakeSharedOptin(c.optin)()
+		t.Run(fmt.Sprintf("optin%dK/hd%d/%s", c.optin>>10, c.hd, c.env), func(t *testing.T) {
+			defer cuda.SetFakeShared(c.optin, c.perSM)()
+			t.Setenv("KVBENCH_ATTN_TC", c.env)
 			be := fakeBackend(t)
 			cfg := runtime.Config{Arch: "llama", Dim: 32 * c.hd, Hidden: 1024, Layers: 1, Heads: 32, KVHeads: 8, HeadDim: c.hd, Vocab: 100,
 				MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}

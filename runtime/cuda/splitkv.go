@@ -537,11 +537,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	f := b.fn(name)
 	smemFor := func(chunk int) int { return rtSmem(vg, hd, chunk, minPS, shifted, lean) }
 	limit := maxAttnSmemB
-	// The tensor-core kernel's stages (102 KB a block for head dim 128)
-	// must fit the block's shared memory: not on GPUs of 99 KB (sm_86,
-	// sm_89), where attn_rt serves.
-	tc := b.tcOK(a, p) && (b.split.tc == tcOn || useTC(vg)) &&
-		tcSmem(vg, hd, minChunkTokens, minPS) <= b.D.SharedPerBlockOptin-b.fn(p.names.tc).Shared
+	tc := b.tcOK(a, p) && (b.split.tc == tcOn || useTC(vg)) && b.tcFits(p.names.tc, vg, hd, minPS)
 	if tc {
 		name = p.names.tc
 		f = b.fn(name)
@@ -674,6 +670,23 @@ func rtSmem(vg, hd, chunk, minPS int, shifted, lean bool) int {
 // Whether it does is useTC's (or KVBENCH_ATTN_TC=on: always).
 func (b *Backend) tcOK(a *runtime.AttnArgs, p splitShape) bool {
 	return b.split.tc != tcOff && p.names.tc != "" && p.lean && p.pow2 && a.Acc == nil && b.D.Major >= 8
+}
+
+// tcFits says whether the tensor-core kernel name can run a call of vg
+// virtual heads of hd channels over pages of at least minPS tokens here:
+// its stages (102 KB a block for head dim 128) must fit a block's shared
+// memory (not on GPUs of 99 KB, sm_86 and sm_89, where attn_rt serves) and,
+// unless KVBENCH_ATTN_TC=on, two blocks must fit a multiprocessor, as on
+// the H200 where it was measured: one block (four warps, twelve tiles in
+// flight: an A100's 164 KB) was not.
+func (b *Backend) tcFits(name string, vg, hd, minPS int) bool {
+	f := b.fn(name)
+	smem := tcSmem(vg, hd, minChunkTokens, minPS)
+	if smem > b.D.SharedPerBlockOptin-f.Shared {
+		return false
+	}
+	b.allowShared(name, b.D.SharedPerBlockOptin-f.Shared)
+	return b.split.tc == tcOn || b.occupancy(f, smem) >= 2
 }
 
 // useTC is the default choice between the tensor-core kernel and attn_rt
