@@ -4,7 +4,7 @@
 # on a bf16 cache built through runtime.KVCache) under each setting of ENVS,
 # for each build given, then bench/sdpa.py, one line a run (tokens=median
 # us). Build here (CGO_ENABLED=0 go build -ldflags="-s -w" -o C/kvbench
-# ./cmd/kvbench; several variants of the kernels: bench/variants.sh), carry
+# ./cmd/kvbench; several variants of the kernels: bench/build_branches.sh), carry
 # the folders, and run from the repository root on the GPU machine:
 #   bash bench/decode_attn_call.sh C [C2 ...]
 # (with several folders each line starts with the folder's name).
