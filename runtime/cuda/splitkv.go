@@ -538,12 +538,11 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	smemFor := func(chunk int) int { return rtSmem(vg, hd, chunk, minPS, shifted, lean) }
 	limit := maxAttnSmemB
 	tc := b.tcOK(a, p) && (b.split.tc == tcOn || useTC(vg)) && b.tcFits(p.names.tc, vg, hd, minPS)
-	if tc {
+	if tc { // tcFits has let it take the opt-in shared memory
 		name = p.names.tc
 		f = b.fn(name)
 		smemFor = func(chunk int) int { return tcSmem(vg, hd, chunk, minPS) }
 		limit = b.D.SharedPerBlockOptin
-		b.allowShared(name, limit-f.Shared)
 	}
 	chunk := b.splitChunk(f, smemFor, limit, nsrows, longest)
 	smem, nchunks := smemFor(chunk), max(1, (longest+chunk-1)/chunk)
@@ -677,8 +676,9 @@ func (b *Backend) tcOK(a *runtime.AttnArgs, p splitShape) bool {
 // its stages (102 KB a block for head dim 128) must fit a block's shared
 // memory (not on GPUs of 99 KB, sm_86 and sm_89, where attn_rt serves) and,
 // unless KVBENCH_ATTN_TC=on, two blocks must fit a multiprocessor, as on
-// the H200 where it was measured: one block (four warps, twelve tiles in
-// flight: an A100's 164 KB) was not.
+// the H200 where it was measured (one block, four warps, as an A100's 164 KB
+// would hold, has not been measured). It lets name take the opt-in shared
+// memory where it fits.
 func (b *Backend) tcFits(name string, vg, hd, minPS int) bool {
 	f := b.fn(name)
 	smem := tcSmem(vg, hd, minChunkTokens, minPS)
