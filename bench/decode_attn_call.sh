@@ -12,7 +12,8 @@
 # ENVS="default KVBENCH_ATTN_SHORT=0 KVBENCH_ATTN_COMBINE=separate" (settings
 # joined by commas in one word: "KVBENCH_ATTN_SHORT=0,KVBENCH_RT_BOX=off");
 # NCU_LEN=131072 adds a line per run with ncu's view of one attention launch
-# at that length (its time, the L2 sectors it read, the DRAM's share).
+# at that length (its time, the L2 sectors it read, the DRAM's share; NCU_METRICS=a,b,... other
+# metrics instead).
 set -u
 [ $# -eq 0 ] && set -- .gpucarry
 DIRS=("$@")
@@ -29,9 +30,9 @@ for sh in ${SHAPES:-32/8:128 32/16:128 32/32:128 32/8:64}; do
 			env "$@" timeout 120 "$C/kvbench" kernels --policies full --iters ${ITERS:-200} --check=false --lengths $L --heads $h --dim $d 2>&1 | line "$tag$h d$d $e"
 			if [ -n "${NCU_LEN:-}" ]; then # one attention launch under ncu: its time, L2 sectors read, DRAM share
 				env "$@" timeout 120 ncu --profile-from-start on -k regex:'^attn_rt_d' --launch-skip 2 --launch-count 1 \
-					--metrics gpu__time_duration.sum,lts__t_sectors_srcunit_tex_op_read.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed \
+					--metrics "${NCU_METRICS:-gpu__time_duration.sum,lts__t_sectors_srcunit_tex_op_read.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed}" \
 					"$C/kvbench" kernels --policies full --iters 3 --check=false --lengths $NCU_LEN --heads $h --dim $d 2>&1 |
-					awk -v t="$tag$h d$d $e ncu $NCU_LEN" '/^  attn_rt_d/ {k = $1} /(gpu__time|lts__t_sectors|dram__through)/ {s = s " " $1 "=" $NF} END {print t ": " k s}'
+					awk -v t="$tag$h d$d $e ncu $NCU_LEN" '/^  attn_rt_d/ {k = $1} $1 ~ /^[a-z0-9]+__[a-z0-9_.]+$/ && NF >= 2 {s = s " " $1 "=" $NF} END {print t ": " k s}'
 			fi
 		done
 	done

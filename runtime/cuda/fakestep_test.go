@@ -375,39 +375,45 @@ func TestBatchTableChecks(t *testing.T) {
 // the call copies nothing to it. With KVBENCH_RT_BOX=off the same call
 // uploads them. The call runs the tensor-core kernel of lean calls
 // (attn_rt_*_tc), or with KVBENCH_ATTN_TC=off attn_rt's _short variant
-// (600 tokens: chunks of a few steps).
+// (600 tokens: chunks of a few steps). So does an MHA call (32/32 heads:
+// 13 descriptor words a KV head, more than the 8B shape's 384-word box held
+// before RT_BOX_WORDS was 960).
 func TestFakeDecodeMetaByValue(t *testing.T) {
-	for _, box := range []string{"on", "off"} {
-		t.Run(box, func(t *testing.T) {
-			t.Setenv("KVBENCH_RT_BOX", box)
-			tc := box == "on" // both kernels, each way
-			if !tc {
-				t.Setenv("KVBENCH_ATTN_TC", "off")
-			}
-			be := fakeBackend(t)
-			c := runtime.Config{Arch: "llama", Dim: 4096, Hidden: 14336, Layers: 1, Heads: 32, KVHeads: 8, HeadDim: 128, Vocab: 32000,
-				MaxSeq: 1 << 16, RopeTheta: 5e5, NormEps: 1e-5}
-			const n = 600
-			kc, _ := fakeFilledCache(t, be, c, n)
-			a := &runtime.AttnArgs{Rows: 1, QPos: []int{n - 1}, Heads: c.Heads, KVHeads: c.KVHeads, HeadDim: c.HeadDim,
-				Scale: 0.088, Seqs: kc.Seqs(0), Rope: runtime.RopeHalf, Theta: c.RopeTheta,
-				Q: be.Alloc(c.Heads * c.HeadDim), Out: be.Alloc(c.Heads * c.HeadDim)}
-			be.Attend(a) // sends the page tables
-			_, c0, _, _ := cuda.FakeCounts()
-			be.Attend(a)
-			_, c1, _, _ := cuda.FakeCounts()
-			p := be.AttnPlan()
-			want := "attn_rt_d128_g4_bf16_short"
-			if tc {
-				want = "attn_rt_d128_g4_bf16_tc"
-			}
-			if p.Kernel != want {
-				t.Fatalf("kernel %s (plan %+v), want %s", p.Kernel, p, want)
-			}
-			if want := box == "on"; p.ByValue != want || (c1-c0 == 0) != want {
-				t.Errorf("KVBENCH_RT_BOX=%s: ints by value %v, %d copies to the device, want by value %v", box, p.ByValue, c1-c0, want)
-			}
-		})
+	for _, kv := range []int{8, 32} {
+		for _, box := range []string{"on", "off"} {
+			t.Run(fmt.Sprintf("32/%d/%s", kv, box), func(t *testing.T) {
+				t.Setenv("KVBENCH_RT_BOX", box)
+				tc := box == "on" // both kernels, each way
+				if !tc {
+					t.Setenv("KVBENCH_ATTN_TC", "off")
+				}
+				be := fakeBackend(t)
+				c := runtime.Config{Arch: "llama", Dim: 4096, Hidden: 14336, Layers: 1, Heads: 32, KVHeads: kv, HeadDim: 128, Vocab: 32000,
+					MaxSeq: 1 << 16, RopeTheta: 5e5, NormEps: 1e-5}
+				const n = 600
+				kc, _ := fakeFilledCache(t, be, c, n)
+				a := &runtime.AttnArgs{Rows: 1, QPos: []int{n - 1}, Heads: c.Heads, KVHeads: c.KVHeads, HeadDim: c.HeadDim,
+					Scale: 0.088, Seqs: kc.Seqs(0), Rope: runtime.RopeHalf, Theta: c.RopeTheta,
+					Q: be.Alloc(c.Heads * c.HeadDim), Out: be.Alloc(c.Heads * c.HeadDim)}
+				be.Attend(a) // sends the page tables
+				_, c0, _, _ := cuda.FakeCounts()
+				be.Attend(a)
+				_, c1, _, _ := cuda.FakeCounts()
+				p := be.AttnPlan()
+				want := "attn_rt_d128_g4_bf16_short"
+				if kv == 32 {
+					want = "attn_rt_d128_g1_bf16" // MHA: attn_rt (useTC: groups of 4+; no _short of one head)
+				} else if tc {
+					want = "attn_rt_d128_g4_bf16_tc"
+				}
+				if p.Kernel != want {
+					t.Fatalf("kernel %s (plan %+v), want %s", p.Kernel, p, want)
+				}
+				if want := box == "on"; p.ByValue != want || (c1-c0 == 0) != want {
+					t.Errorf("KVBENCH_RT_BOX=%s: ints by value %v, %d copies to the device, want by value %v", box, p.ByValue, c1-c0, want)
+				}
+			})
+		}
 	}
 }
 

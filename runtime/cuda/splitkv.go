@@ -265,7 +265,7 @@ const (
 
 // rtBoxWords is the most ints a call passes by value (RT_BOX_WORDS in
 // attention.cu: RtBox, a kernel parameter of 4 + 4*rtBoxWords bytes).
-const rtBoxWords = 384
+const rtBoxWords = 960
 
 // maxGridY is the most blocks a launch has in grid y; split rows beyond it
 // go to grid z (RH_SROWS).
