@@ -1,0 +1,10 @@
+# Sourced at the start of a device call's script (bench/pack_carry.sh packed
+# .gpucarry): unpacks the binaries into $B (/tmp/gpubin), the variants into
+# .gpucarry/b and the fixtures into .gpucarry/shared, and sets the
+# environment kvbench's GPU runs and tests expect.
+B=/tmp/gpubin
+mkdir -p $B
+tar -C $B -xJf .gpucarry/bin.txz
+[ -f .gpucarry/b.txz ] && tar -C .gpucarry -xJf .gpucarry/b.txz
+[ -f .gpucarry/shared.txz ] && tar -C .gpucarry -xJf .gpucarry/shared.txz
+export KVBENCH_CUDA_CACHE=/tmp/kc PYTHONUNBUFFERED=1 KVBENCH_SHARED=$PWD/.gpucarry/shared
