@@ -9,22 +9,23 @@
 //
 // Files, by layer:
 //   - the binding: driver.go (the driver API's functions), device.go
-//     (contexts, memory, kernels' launch), stream.go (pinned memory,
-//     copies), nvrtc.go, image.go and kernels.go (compiling and loading
-//     kvbench/cuda's source), cublas.go, tma.go, fake.go (a device that
-//     runs nothing, for the host's share);
-//   - memory: slab.go (the small buffers' sub-allocator: KV pages among
-//     them), memory.go (accounting), pinup.go (weight uploads), view.go;
+//     (contexts, memory, kernels' launch), stream.go (pinned memory, copies),
+//     nvrtc.go, image.go and kernels.go (compiling and loading kvbench/cuda's
+//     source), cublas.go, tma.go, fake.go (a device that runs nothing, for the
+//     host's share);
+//   - memory: slab.go (the small buffers' sub-allocator: KV pages among them),
+//     memory.go (accounting), pinup.go (weight uploads), view.go;
 //   - the Backend (runtime.Backend on one GPU, registered as "cuda" by
-//     register.go): backend.go (buffers, staging of metadata), backend_ops.go (embedding, norms, products,
-//     adds), gemv.go and normed.go (a decode step's one-row products, a
-//     prompt's norms in the GEMMs' input type), backend_rope.go,
-//     backend_kv.go (KV pages: allocation, stores, moves; kvqueue.go,
-//     kvlanes.go, ptrtable.go), backend_replay.go (device-time marks, CUDA graphs);
+//     register.go): backend.go (buffers, staging of metadata), backend_ops.go
+//     (embedding, norms, products, adds), gemv.go and normed.go (a decode
+//     step's one-row products, a prompt's norms in the GEMMs' input type),
+//     backend_rope.go, backend_kv.go (KV pages: allocation, stores, moves;
+//     kvqueue.go, kvlanes.go, ptrtable.go), backend_replay.go (device-time
+//     marks, CUDA graphs);
 //   - attention: backend_attention.go and splitkv.go (Attend: the split-KV
-//     decode kernels over the paged cache), pagetable.go (page lists kept
-//     on the device), flashtma.go (prefill), batchattn.go,
-//     accbatch.go (a batch's calls), backend_quest.go and questbatch.go
-//     (Quest), policykernels.go (H2O's and TOVA's scoring), reference.go
-//     (float64 references of the kernels).
+//     decode kernels over the paged cache), pagetable.go (page lists kept on
+//     the device), flashtma.go (prefill), batchattn.go, accbatch.go (a batch's
+//     calls), backend_quest.go and questbatch.go (Quest), policykernels.go
+//     (H2O's and TOVA's scoring), reference.go (float64 references of the
+//     kernels).
 package cuda
