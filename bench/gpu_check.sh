@@ -2,10 +2,7 @@
 # The GPU correctness pass of one device call: every GPU test of the packages
 # that have them, then the prefill-attention and decode-host timings beside
 # SDPA. Build here first (no Go there), stripped and packed to fit the carry:
-#   for p in runtime/cuda policies tasks bench cmd/kvbench; do
-#     CGO_ENABLED=0 go test -c -ldflags="-s -w" -o B/$(echo $p | tr / _).test ./$p; done
-#   CGO_ENABLED=0 go build -ldflags="-s -w" -o B/kvbench ./cmd/kvbench
-#   tar -C B -cJf .gpucarry/gpubin.txz .  (xz: a third smaller than gzip)
+#   PKGS="runtime/cuda policies tasks bench cmd/kvbench" bash bench/pack_carry.sh
 # then, with .gpucarry carried: bash bench/gpu_check.sh .gpucarry   (logs in $OUT;
 # SANITIZE=0 skips compute-sanitizer, TIMING=0 the timings)
 set -u

@@ -4,9 +4,11 @@
 # the tracked files plus everything carried (a tree of 66.8 MB was refused,
 # 61.0 MB taken: this script stops at 63 MB). Run from the repository root:
 #   bash bench/pack_carry.sh [NAME:PATCH | ref ...]
-# - bin.txz: kvbench and the runtime/cuda and bench test binaries of the
-#   working tree (TESTS=0: kvbench alone), and Llama-2's tokenizer.model
-#   (for bench/e2e.py make);
+# - gpubin.txz: kvbench and the test binaries of the packages PKGS names
+#   (default "runtime/cuda bench"; bench/gpu_check.sh wants "runtime/cuda
+#   policies tasks bench cmd/kvbench"; TESTS=0: kvbench alone), as
+#   <package with / as _>.test, and Llama-2's tokenizer.model (for
+#   bench/e2e.py make);
 # - shared.txz (SHARED=1, the default): ../shared's kvbench-ref-13m and
 #   tokenizers, for the tests that read $KVBENCH_SHARED (cached in /tmp);
 # - b.txz: the variants named, built by bench/build_branches.sh (kvbench
@@ -17,16 +19,17 @@
 set -eu
 shared=${KVBENCH_SHARED:-../shared}
 limit=63000000
-rm -rf .gpucarry/bin.txz .gpucarry/b.txz .gpucarry/shared.txz .gpucarry/b
+rm -rf .gpucarry/gpubin.txz .gpucarry/b.txz .gpucarry/shared.txz .gpucarry/b
 mkdir -p .gpucarry
 tmp=$(mktemp -d)
 CGO_ENABLED=0 go build -ldflags="-s -w" -o "$tmp/kvbench" ./cmd/kvbench
 if [ "${TESTS:-1}" = 1 ]; then
-	CGO_ENABLED=0 go test -c -ldflags="-s -w" -o "$tmp/runtime_cuda.test" ./runtime/cuda
-	CGO_ENABLED=0 go test -c -ldflags="-s -w" -o "$tmp/bench.test" ./bench
+	for p in ${PKGS:-runtime/cuda bench}; do
+		CGO_ENABLED=0 go test -c -ldflags="-s -w" -o "$tmp/$(echo "$p" | tr / _).test" "./$p"
+	done
 fi
 [ -f "$shared/tokenizers/llama2/tokenizer.model" ] && cp "$shared/tokenizers/llama2/tokenizer.model" "$tmp/"
-tar -C "$tmp" -cJf .gpucarry/bin.txz .
+tar -C "$tmp" -cJf .gpucarry/gpubin.txz .
 rm -rf "$tmp"
 if [ "${SHARED:-1}" = 1 ]; then
 	if [ ! -d "$shared/models/kvbench-ref-13m" ]; then

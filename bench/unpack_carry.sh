@@ -4,7 +4,7 @@
 # environment kvbench's GPU runs and tests expect.
 B=/tmp/gpubin
 mkdir -p $B
-tar -C $B -xJf .gpucarry/bin.txz
+tar -C $B -xJf .gpucarry/gpubin.txz
 [ -f .gpucarry/b.txz ] && tar -C .gpucarry -xJf .gpucarry/b.txz
 [ -f .gpucarry/shared.txz ] && tar -C .gpucarry -xJf .gpucarry/shared.txz
 export KVBENCH_CUDA_CACHE=/tmp/kc PYTHONUNBUFFERED=1 KVBENCH_SHARED=$PWD/.gpucarry/shared
