@@ -321,12 +321,10 @@ extern "C" __global__ void be_add(float* d, const float* x, long long n) {
 #define KV_F32 0
 #define KV_BF16 1
 
-// be_kv_ops runs a batch of key/value copies (StoreKV, MoveKV) that do not
-// depend on each other: op i is 5 words at ops[5i]: destination key and
-// value, source key and value, mode (0 f32->f32, 1 f32->bf16, 2 bf16->bf16).
-// Grid (ops), block min(hd, 128).
-extern "C" __global__ void be_kv_ops(const u64* ops, int hd) {
-    const u64* op = ops + 5 * (long long)blockIdx.x;
+// be_kv_op runs one key/value copy of a batch (StoreKV, MoveKV): op is 5
+// words: destination key and value, source key and value, mode (0 f32->f32,
+// 1 f32->bf16, 2 bf16->bf16), hd channels, a block's threads in turn.
+__device__ __forceinline__ void be_kv_op(const u64* op, int hd) {
     int mode = (int)op[4];
     for (int i = threadIdx.x; i < hd; i += blockDim.x) {
         if (mode == 0) {
@@ -340,6 +338,27 @@ extern "C" __global__ void be_kv_ops(const u64* ops, int hd) {
             ((u16*)op[1])[i] = ((const u16*)op[3])[i];
         }
     }
+}
+
+// be_kv_ops runs a batch of key/value copies that do not depend on each
+// other: op i is be_kv_op's 5 words at ops[5i] (uploaded). Grid (ops), block
+// min(hd, 128).
+extern "C" __global__ void be_kv_ops(const u64* ops, int hd) { be_kv_op(ops + 5 * (long long)blockIdx.x, hd); }
+
+// KvBox holds a batch of at most KV_BOX_OPS copies by value (a decode
+// step's store of one row: a copy a KV head): no upload ahead of the launch.
+// 32 copies are 1,280 bytes of parameters.
+#define KV_BOX_OPS 32
+struct KvBox {
+    u64 w[5 * KV_BOX_OPS];
+};
+
+// be_kv_box is be_kv_ops with the copies in box, a programmatic dependent
+// (LaunchAfter): it reads only its parameters before pdl_wait.
+extern "C" __global__ void be_kv_box(const __grid_constant__ KvBox box, int hd) {
+    pdl_trigger();
+    pdl_wait();
+    be_kv_op(box.w + 5 * blockIdx.x, hd);
 }
 
 // be_scatter64 writes n words: dst[pairs[2i]] = pairs[2i+1] (the page

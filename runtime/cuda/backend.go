@@ -102,15 +102,17 @@ type Backend struct {
 		inv   []int32
 	}
 	graphs    map[runtime.ReplayKey]*replay
-	replayGen uint64  // bumped when the scratch replayed products use (wide, narrow) moves
-	capturing bool    // inside Replay's capture: no host data, no waiting
-	noGraphs  bool    // KVBENCH_GRAPHS=off: Replay runs the operations directly
-	noBox     bool    // KVBENCH_RT_BOX=off: the split-KV calls' ints are always uploaded
-	box       []int32 // RtBox: the words' count, then a call's ints by value (rtBox)
-	mvKernel  string  // be_mv_r4 or be_mv_r8 ($KVBENCH_MV_ROWS)
-	wide      scratch // float32 copy of a bf16/f16 weight for an f32 GEMM
-	narrow    scratch // bf16/f16 copy of the activations for a bf16/f16 GEMM
-	mlp       scratch // bf16 gate and up products of a prompt's MLP (MLP)
+	replayGen uint64   // bumped when the scratch replayed products use (wide, narrow) moves
+	capturing bool     // inside Replay's capture: no host data, no waiting
+	noGraphs  bool     // KVBENCH_GRAPHS=off: Replay runs the operations directly
+	noBox     bool     // KVBENCH_RT_BOX=off: the split-KV calls' ints are always uploaded
+	noKVBox   bool     // KVBENCH_KV_BOX=off: KV copies are always uploaded (be_kv_ops, not be_kv_box)
+	kvBox     []uint64 // KvBox: a batch of KV copies by value (flushKV)
+	box       []int32  // RtBox: the words' count, then a call's ints by value (rtBox)
+	mvKernel  string   // be_mv_r4 or be_mv_r8 ($KVBENCH_MV_ROWS)
+	wide      scratch  // float32 copy of a bf16/f16 weight for an f32 GEMM
+	narrow    scratch  // bf16/f16 copy of the activations for a bf16/f16 GEMM
+	mlp       scratch  // bf16 gate and up products of a prompt's MLP (MLP)
 
 	pt pageTables // the KV sequences' page lists on the device (pagetable.go)
 	cs chosenCall // the device selection of the attention call being built (backend_quest.go)
@@ -275,11 +277,16 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 		b.Close()
 		return nil, err
 	}
+	if b.noKVBox, err = envOff("KVBENCH_KV_BOX"); err != nil {
+		b.Close()
+		return nil, err
+	}
 	if b.split.tc, err = tcModeOf(); err != nil {
 		b.Close()
 		return nil, err
 	}
 	b.box = make([]int32, 1+rtBoxWords)
+	b.kvBox = make([]uint64, 5*kvBoxOps)
 	blasNote := ""
 	if b.gemm != "off" {
 		b.blas, b.blasErr = NewBLAS(d)

@@ -37,13 +37,27 @@ func (b *Backend) flushKV() {
 		return
 	}
 	n := len(k.ops) / 5
+	grid, block := Dim3{n, 1, 1}, Dim3{min(k.hd, 128), 1, 1}
+	if n <= kvBoxOps && !b.noKVBox {
+		// By value: no upload on the stream, and the launch may overlap
+		// the kernel before it (LaunchAfter).
+		copy(b.kvBox, k.ops)
+		hd := int32(k.hd)
+		k.reset()
+		must(b.fn("be_kv_box").LaunchAfter(grid, block, 0, ByValue(raw(b.kvBox)), hd))
+		return
+	}
 	b.reserve(span(int64(len(k.ops)) * 8))
 	p := put(b, k.ops)
 	k.reset()
-	if err := b.fn("be_kv_ops").Launch(Dim3{n, 1, 1}, Dim3{min(k.hd, 128), 1, 1}, 0, p, int32(k.hd)); err != nil {
+	if err := b.fn("be_kv_ops").Launch(grid, block, 0, p, int32(k.hd)); err != nil {
 		panic(err)
 	}
 }
+
+// kvBoxOps is the most copies be_kv_box takes by value (KV_BOX_OPS in
+// backend.cu: KvBox, a kernel parameter of 40 bytes a copy).
+const kvBoxOps = 32
 
 // KVTypes lists the KV page types besides float32: bf16.
 func (b *Backend) KVTypes() []runtime.DType { return []runtime.DType{runtime.BF16} }

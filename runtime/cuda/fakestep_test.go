@@ -500,3 +500,57 @@ func TestEnvSwitches(t *testing.T) {
 		})
 	}
 }
+
+// TestFakeDecodeStepUploads: a decode step of one stream (the 8B shape at
+// 512 tokens, graphs on) uploads nothing a layer: its KV stores go by value
+// (be_kv_box, one a layer), the attention's ints too (RtBox); the step's
+// copies are its own (the token, the positions and frequencies of RoPE),
+// fewer than its layers. With KVBENCH_KV_BOX=off each layer's store uploads
+// its copies (be_kv_ops).
+func TestFakeDecodeStepUploads(t *testing.T) {
+	for _, box := range []string{"on", "off"} {
+		t.Run(box, func(t *testing.T) {
+			t.Setenv("KVBENCH_KV_BOX", box)
+			be := fakeBackend(t)
+			c := runtime.Config{Arch: "llama", Dim: 4096, Hidden: 14336, Layers: 32, Heads: 32, KVHeads: 8, HeadDim: 128, Vocab: 32000,
+				MaxSeq: 4096, RopeTheta: 5e5, NormEps: 1e-5, BOS: 1, EOS: 2}
+			m := runtime.ZeroModel(c)
+			dw, err := runtime.UploadWeights(m, be)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := runtime.NewRunnerWith(m, be, runtime.RunnerOptions{MaxRows: 512, KVType: runtime.BF16, Weights: dw})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids := make([]int, 512)
+			for i := range ids {
+				ids[i] = 3 + i
+			}
+			logits := make([]float32, c.Vocab)
+			for i := range 4 { // the prompt, then steps until the graphs replay
+				if i > 0 {
+					ids = []int{5}
+				}
+				if err := r.Forward(ids, logits); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, c0, _, _ := cuda.FakeCounts()
+			k0 := cuda.FakeKernels()
+			if err := r.Forward([]int{5}, logits); err != nil {
+				t.Fatal(err)
+			}
+			_, c1, _, _ := cuda.FakeCounts()
+			k1 := cuda.FakeKernels()
+			boxed, uploaded := k1["be_kv_box"]-k0["be_kv_box"], k1["be_kv_ops"]-k0["be_kv_ops"]
+			copies := c1 - c0
+			if box == "on" && (boxed != int64(c.Layers) || uploaded != 0 || copies >= int64(c.Layers)) {
+				t.Errorf("be_kv_box %d, be_kv_ops %d, %d copies to the device; want %d, 0, fewer than %d", boxed, uploaded, copies, c.Layers, c.Layers)
+			}
+			if box == "off" && (boxed != 0 || uploaded != int64(c.Layers) || copies < int64(c.Layers)) {
+				t.Errorf("KVBENCH_KV_BOX=off: be_kv_box %d, be_kv_ops %d, %d copies; want 0, %d, at least %d", boxed, uploaded, copies, c.Layers, c.Layers)
+			}
+		})
+	}
+}
