@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Times token-by-token decode (kvbench e2e --decode, the 8B shape of
+# bench/e2e.py after a 512-token prompt) for several builds and settings side
+# by side in one device call, interleaved REPS times (the clocks drift between
+# runs; the order of each round is the same). Run from the repository root on
+# the GPU machine after `source bench/unpack_carry.sh`:
+#   VARIANTS="main=$B/kvbench box384=.gpucarry/b/box384/kvbench" \
+#   ENVS="- KVBENCH_KV_BOX=off KVBENCH_GRAPHS=off" REPS=2 bash bench/decode_call.sh
+# An ENVS entry is "-" (none) or VAR=value[,VAR=value...]. SHAPE (8b) and
+# MODEL (/tmp/m<shape>, made if absent), PROMPT (512), STEPS (128) as named.
+set -u
+shape=${SHAPE:-8b}; model=${MODEL:-/tmp/m$shape}
+if [ ! -f "$model/config.json" ]; then
+	timeout 200 python3 bench/e2e.py make --shape "$shape" --out "$model" --tokenizer "${B:-.gpucarry}/tokenizer.model" 2>&1 | tail -1
+fi
+echo "| round | build | settings | tok/s |"
+echo "|---|---|---|---:|"
+for r in $(seq 1 "${REPS:-2}"); do
+	for v in ${VARIANTS:-main=${B:-/tmp/gpubin}/kvbench}; do
+		name=${v%%=*} bin=${v#*=}
+		for e in ${ENVS:--}; do
+			envs=()
+			[ "$e" != - ] && IFS=, read -ra envs <<< "$e"
+			line=$(env "${envs[@]}" timeout 120 "$bin" e2e --model "$model" --backend cuda --lengths "${PROMPT:-512}" --nll=false \
+				--decode "${STEPS:-128}" 2>&1 | grep -E "^\| decode|error|panic" | head -3)
+			tok=$(echo "$line" | awk -F'|' '/^\| decode/ {gsub(/ /, "", $5); print $5}')
+			echo "| $r | $name | $e | ${tok:-$line} |"
+		done
+	done
+done
