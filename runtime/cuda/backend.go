@@ -105,6 +105,7 @@ type Backend struct {
 	replayGen uint64   // bumped when the scratch replayed products use (wide, narrow) moves
 	capturing bool     // inside Replay's capture: no host data, no waiting
 	noGraphs  bool     // KVBENCH_GRAPHS=off: Replay runs the operations directly
+	allGraphs bool     // KVBENCH_GRAPHS=on: one-row steps replay from graphs too (graphsFor)
 	noBox     bool     // KVBENCH_RT_BOX=off: the split-KV calls' ints are always uploaded
 	noKVBox   bool     // KVBENCH_KV_BOX=off: KV copies are always uploaded (be_kv_ops, not be_kv_box)
 	kvBox     []uint64 // KvBox: a batch of KV copies by value (flushKV)
@@ -269,9 +270,15 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 		b.Close()
 		return nil, err
 	}
-	if b.noGraphs, err = envOff("KVBENCH_GRAPHS"); err != nil {
+	switch v := os.Getenv("KVBENCH_GRAPHS"); v {
+	case "":
+	case "on":
+		b.allGraphs = true
+	case "off":
+		b.noGraphs = true
+	default:
 		b.Close()
-		return nil, err
+		return nil, fmt.Errorf("cuda: KVBENCH_GRAPHS=%q is not on or off (unset: graphs for steps of several rows)", v)
 	}
 	if b.noBox, err = envOff("KVBENCH_RT_BOX"); err != nil {
 		b.Close()
@@ -298,6 +305,8 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 	}
 	if b.noGraphs {
 		blasNote += ", no graphs"
+	} else if b.allGraphs {
+		blasNote += ", graphs for one-row steps too"
 	}
 	b.desc = fmt.Sprintf("%s, %s, NVRTC %s, %s compute%s", d.Name, d.Arch(), nv, b.prec, blasNote)
 	return b, nil

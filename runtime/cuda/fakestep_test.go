@@ -486,7 +486,7 @@ func TestFakeGrowthNoWait(t *testing.T) {
 // TestEnvSwitches: the backend's on/off switches refuse other values, naming
 // the variable.
 func TestEnvSwitches(t *testing.T) {
-	for _, name := range []string{"KVBENCH_GRAPHS", "KVBENCH_RT_BOX", "KVBENCH_PAGE_TABLES", "KVBENCH_ATTN_TC"} {
+	for _, name := range []string{"KVBENCH_GRAPHS", "KVBENCH_RT_BOX", "KVBENCH_KV_BOX", "KVBENCH_PAGE_TABLES", "KVBENCH_ATTN_TC"} {
 		t.Run(name, func(t *testing.T) {
 			t.Setenv(name, "maybe")
 			be, err := cuda.NewFakeBackend("bf16")
@@ -506,11 +506,14 @@ func TestEnvSwitches(t *testing.T) {
 // (be_kv_box, one a layer), the attention's ints too (RtBox); the step's
 // copies are its own (the token, the positions and frequencies of RoPE),
 // fewer than its layers. With KVBENCH_KV_BOX=off each layer's store uploads
-// its copies (be_kv_ops).
+// its copies (be_kv_ops). The step's products run directly, not from CUDA
+// graphs, unless KVBENCH_GRAPHS=on (graphsFor).
 func TestFakeDecodeStepUploads(t *testing.T) {
-	for _, box := range []string{"on", "off"} {
-		t.Run(box, func(t *testing.T) {
+	for _, cs := range []struct{ box, graphs string }{{"on", ""}, {"off", ""}, {"on", "on"}, {"on", "off"}} {
+		box := cs.box
+		t.Run("kvbox "+box+"/graphs "+cs.graphs, func(t *testing.T) {
 			t.Setenv("KVBENCH_KV_BOX", box)
+			t.Setenv("KVBENCH_GRAPHS", cs.graphs)
 			be := fakeBackend(t)
 			c := runtime.Config{Arch: "llama", Dim: 4096, Hidden: 14336, Layers: 32, Heads: 32, KVHeads: 8, HeadDim: 128, Vocab: 32000,
 				MaxSeq: 4096, RopeTheta: 5e5, NormEps: 1e-5, BOS: 1, EOS: 2}
@@ -547,6 +550,9 @@ func TestFakeDecodeStepUploads(t *testing.T) {
 			copies := c1 - c0
 			if box == "on" && (boxed != int64(c.Layers) || uploaded != 0 || copies >= int64(c.Layers)) {
 				t.Errorf("be_kv_box %d, be_kv_ops %d, %d copies to the device; want %d, 0, fewer than %d", boxed, uploaded, copies, c.Layers, c.Layers)
+			}
+			if g, want := k1["graph"]-k0["graph"], map[string]int64{"on": 2 * int64(c.Layers)}[cs.graphs]; g != want {
+				t.Errorf("KVBENCH_GRAPHS=%q: %d graph launches in a step, want %d", cs.graphs, g, want)
 			}
 			if box == "off" && (boxed != 0 || uploaded != int64(c.Layers) || copies < int64(c.Layers)) {
 				t.Errorf("KVBENCH_KV_BOX=off: be_kv_box %d, be_kv_ops %d, %d copies; want 0, %d, at least %d", boxed, uploaded, copies, c.Layers, c.Layers)

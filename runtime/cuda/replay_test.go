@@ -34,7 +34,7 @@ func kernelsDuring(run func()) map[string]int64 {
 func TestFakeBatchReplays(t *testing.T) {
 	const streams, steps = 20, 5
 	L := int64(replayConfig.Layers)
-	for _, graphs := range []string{"on", "off"} {
+	for _, graphs := range []string{"", "on", "off"} { // unset: a batch step replays
 		t.Run("graphs "+graphs, func(t *testing.T) {
 			t.Setenv("KVBENCH_GRAPHS", graphs)
 			be := fakeBackend(t)
