@@ -161,6 +161,42 @@ __device__ __forceinline__ void mv_kernel(const float* x, int in, int wt, int mo
 MV_KERNEL(4)
 MV_KERNEL(8)
 
+// be_mv_r{R}_norm: d0 += W0 x (be_mv_r{R}'s MV_ADD of one matrix, o0
+// outputs: the residual stream's row), then nout = RMSNorm(d0) with the
+// norm's weights nw (type nwt) and eps, as be_rmsnorm writes it: the last
+// block to finish (ctr counts the blocks; that block sets it back to zero)
+// computes the norm, so no launch sits between the product and the norm.
+// Grid ceil(o0/R), block as be_mv_r{R}. A programmatic dependent
+// (LaunchAfter).
+template <int R>
+__device__ __forceinline__ void mv_norm_kernel(const float* x, int in, int wt, float* d0, const void* w0, int o0, float* nout,
+                                               const void* nw, int nwt, float eps, unsigned* ctr) {
+    __shared__ float red[R];
+    __shared__ bool last;
+    const int row0 = blockIdx.x * R, nrows = min(R, o0 - row0);
+    mv_rows<1, R>(red, x, in, wt, w0, w0, row0, nrows);
+    if (threadIdx.x < nrows) {
+        float* p = d0 + row0 + threadIdx.x;
+        *p = __fadd_rn(*p, red[threadIdx.x]);
+    }
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(ctr, 1u) == gridDim.x - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    rmsnorm_of<false, true>(nout, d0, nw, nwt, o0, eps, 0, 0);
+    if (threadIdx.x == 0) *ctr = 0;
+}
+
+#define MV_NORM_KERNEL(R)                                                                                                  \
+    extern "C" __global__ void __launch_bounds__(256, 2) be_mv_r##R##_norm(const float* x, int in, int wt, float* d0,           \
+                                          const void* w0, int o0, float* nout, const void* nw, int nwt, float eps, unsigned* ctr) { \
+        mv_norm_kernel<R>(x, in, wt, d0, w0, o0, nout, nw, nwt, eps, ctr);                                                 \
+    }
+MV_NORM_KERNEL(4)
+MV_NORM_KERNEL(8)
+
 // be_mv_swiglu: dst = silu(Wg x) * (Wu x) over out outputs (as be_swiglu):
 // a block computes the same MV_ROWS rows of both matrices. A programmatic
 // dependent (LaunchAfter).

@@ -135,7 +135,20 @@ func fakeDriver() *driverAPI {
 			return 2 // CUDA_ERROR_OUT_OF_MEMORY
 		}
 		n = (max(n, 1) + 511) &^ 511
-		*p = f.next.Add(n) - n // addresses are not reused
+		// Addresses are not reused; aligned as the driver's: 512 bytes, 2
+		// MiB from 2 MiB on (the slabs' pages count on it).
+		align := uint64(512)
+		if n >= 2<<20 {
+			align = 2 << 20
+		}
+		for {
+			old := f.next.Load()
+			start := (old + align - 1) &^ (align - 1)
+			if f.next.CompareAndSwap(old, start+n) {
+				*p = start
+				break
+			}
+		}
 		f.used.Add(int64(n))
 		f.mu.Lock()
 		f.sizes[*p] = n

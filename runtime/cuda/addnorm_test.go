@@ -1,0 +1,119 @@
+package cuda_test
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/kvbench/kvbench/internal/fixtures"
+	"github.com/kvbench/kvbench/runtime"
+)
+
+// TestFakeAddNormLaunches: a one-row decode step's residual products
+// normalise for the block after them (be_mv_r8_norm: the output projection
+// for the MLP, the down projection for the next layer's attention), so the
+// step launches be_rmsnorm twice (the first layer's attention norm, the
+// output head's norm) instead of twice a layer; with KVBENCH_ADD_NORM=off,
+// as before. A prompt's chunk does not (AddNorms: one row only).
+func TestFakeAddNormLaunches(t *testing.T) {
+	c := runtime.Config{Arch: "llama", Dim: 512, Hidden: 1024, Layers: 4, Heads: 8, KVHeads: 2, HeadDim: 64, Vocab: 1000,
+		MaxSeq: 4096, RopeTheta: 1e4, NormEps: 1e-5}
+	L := int64(c.Layers)
+	for _, env := range []string{"", "off"} {
+		t.Run("KVBENCH_ADD_NORM="+env, func(t *testing.T) {
+			t.Setenv("KVBENCH_ADD_NORM", env)
+			be := fakeBackend(t)
+			r, err := runtime.NewRunnerWith(runtime.ZeroModel(c), be, runtime.RunnerOptions{MaxRows: 64, KVType: runtime.BF16})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids := make([]int, 64)
+			for i := range ids {
+				ids[i] = 3 + i
+			}
+			logits := make([]float32, c.Vocab)
+			k := kernelsDuring(func() {
+				if err := r.Forward(ids, logits); err != nil {
+					t.Fatal(err)
+				}
+			})
+			if k["be_mv_r8_norm"] != 0 {
+				t.Errorf("a 64-row prompt: %d be_mv_r8_norm launches, want none", k["be_mv_r8_norm"])
+			}
+			k = kernelsDuring(func() {
+				if err := r.Forward([]int{5}, logits); err != nil {
+					t.Fatal(err)
+				}
+			})
+			fused, norms := k["be_mv_r8_norm"], k["be_rmsnorm"]
+			if env == "" && (fused != 2*L-1 || norms != 2) {
+				t.Errorf("a decode step: be_mv_r8_norm %d, be_rmsnorm %d launches; want %d, 2", fused, norms, 2*L-1)
+			}
+			if env == "off" && (fused != 0 || norms != 2*L+1) {
+				t.Errorf("KVBENCH_ADD_NORM=off: be_mv_r8_norm %d, be_rmsnorm %d launches; want 0, %d", fused, norms, 2*L+1)
+			}
+		})
+	}
+}
+
+// TestBackendAddNorm decodes with the norms in the residual products'
+// last blocks and with be_rmsnorm launches (KVBENCH_ADD_NORM=off), at both
+// computes: the same arithmetic, so the logits agree to float32 rounding
+// (the sums of squares are added in another order) and the greedy tokens
+// are the same.
+func TestBackendAddNorm(t *testing.T) {
+	m, err := runtime.Load(fixtures.Path(t, "models/kvbench-ref-13m"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vocab := m.Config.Vocab
+	prompt := make([]int, 300)
+	for i := range prompt {
+		prompt[i] = 3 + (i*7919)%(vocab-3)
+	}
+	const steps = 40
+	for _, prec := range []string{"bf16", "f32"} {
+		run := func(t *testing.T, env string) ([]float32, []int) {
+			t.Setenv("KVBENCH_ADD_NORM", env)
+			r, err := runtime.NewRunner(m, newGPUPrec(t, prec), 256)
+			if err != nil {
+				t.Fatal(err)
+			}
+			logits := make([]float32, vocab)
+			if err := r.Forward(prompt, logits); err != nil {
+				t.Fatal(err)
+			}
+			var all []float32
+			var ids []int
+			for range steps {
+				next := greedy(logits)
+				ids = append(ids, next)
+				if err := r.Forward([]int{next}, logits); err != nil {
+					t.Fatal(err)
+				}
+				all = append(all, logits...)
+			}
+			return all, ids
+		}
+		t.Run(prec, func(t *testing.T) {
+			on, idOn := run(t, "")
+			off, idOff := run(t, "off")
+			if d := relDiff(on, off); d > 1e-6 {
+				t.Errorf("logits with the norms in the products differ from be_rmsnorm's by %.3g (relative)", d)
+			}
+			if fmt.Sprint(idOn) != fmt.Sprint(idOff) {
+				t.Errorf("greedy tokens %v with the norms in the products, %v without", idOn, idOff)
+			}
+		})
+	}
+}
+
+// greedy is the index of the largest logit.
+func greedy(logits []float32) int {
+	best := 0
+	for i, v := range logits {
+		if v > logits[best] {
+			best = i
+		}
+	}
+	return best
+}
