@@ -268,16 +268,18 @@ extern "C" __global__ void be_add_bias(float* x, const void* b, int wt, int rows
         x[i] = __fadd_rn(x[i], be_w(b, wt, i % n));
 }
 
-// be_rope: grid (rows, pair blocks), a pair a thread; x [rows, heads*hd],
-// and x2 [rows, heads2*hd] when heads2 > 0 (a layer's queries and keys in
-// one launch); invf [hd/2]. cos and sin, in double as the CPU's, depend on
-// the row and the pair's index only: a block first puts its row's into
-// shared memory (hd/2 of them) for every head it turns. A prompt's rows take
-// one block a row; a decode step's one row is spread over blocks (many
-// blocks then compute the same table; past hd 512 every pair its own). A
-// programmatic dependent (LaunchAfter).
-extern "C" __global__ void be_rope(float* x, const int* pos, const float* invf, int heads, int hd, int interleaved, float* x2,
-                                   int heads2) {
+// rope_rows is be_rope's work: grid (rows, pair blocks), a pair a thread;
+// x [rows, heads*hd], and x2 [rows, heads2*hd] when heads2 > 0 (a layer's
+// queries and keys in one launch); invf [hd/2]. cos and sin, in double as
+// the CPU's, depend on the row and the pair's index only: a block first puts
+// its row's into shared memory (hd/2 of them) for every head it turns. A
+// prompt's rows take one block a row; a decode step's one row is spread over
+// blocks (many blocks then compute the same table; past hd 512 every pair
+// its own). With ops (one row), key head j's rotated pair also goes to the
+// KV page slot of copy j of ops (be_kv_op's 5 words, mode 0 or 1, its
+// source that head's key), and the same pair of that copy's value.
+__device__ __forceinline__ void rope_rows(float* x, const int* pos, const float* invf, int heads, int hd, int interleaved, float* x2,
+                                          int heads2, const u64* ops) {
     __shared__ float cs[2][256];
     pdl_trigger();
     pdl_wait();
@@ -304,14 +306,39 @@ extern "C" __global__ void be_rope(float* x, const int* pos, const float* invf, 
             c = (float)cd, s = (float)sd;
         }
         const float a = v[ia], b = v[ib];
+        float na, nb;
         if (interleaved) {
-            v[ia] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
-            v[ib] = __fadd_rn(__fmul_rn(a, s), __fmul_rn(b, c));
+            na = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
+            nb = __fadd_rn(__fmul_rn(a, s), __fmul_rn(b, c));
         } else {
-            v[ia] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
-            v[ib] = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
+            na = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
+            nb = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
+        }
+        v[ia] = na;
+        v[ib] = nb;
+        if (ops != nullptr && h >= heads) {
+            const u64* op = ops + 5 * (h - heads);
+            const float* sv = (const float*)op[3];
+            if (op[4] == 1) {
+                ((u16*)op[0])[ia] = be_to_bf16(na);
+                ((u16*)op[0])[ib] = be_to_bf16(nb);
+                ((u16*)op[1])[ia] = be_to_bf16(sv[ia]);
+                ((u16*)op[1])[ib] = be_to_bf16(sv[ib]);
+            } else {
+                ((float*)op[0])[ia] = na;
+                ((float*)op[0])[ib] = nb;
+                ((float*)op[1])[ia] = sv[ia];
+                ((float*)op[1])[ib] = sv[ib];
+            }
         }
     }
+}
+
+// be_rope: RoPE of x (and x2), rope_rows without stores. A programmatic
+// dependent (LaunchAfter).
+extern "C" __global__ void be_rope(float* x, const int* pos, const float* invf, int heads, int hd, int interleaved, float* x2,
+                                   int heads2) {
+    rope_rows(x, pos, invf, heads, hd, interleaved, x2, heads2, nullptr);
 }
 
 extern "C" __global__ void be_swiglu(float* g, const float* u, long long n) {
@@ -368,6 +395,15 @@ extern "C" __global__ void be_kv_box(const __grid_constant__ KvBox box, int hd) 
     pdl_trigger();
     pdl_wait();
     be_kv_op(box.w + 5 * blockIdx.x, hd);
+}
+
+// be_rope_kv is be_rope of one row's queries and keys (x2, heads2 of them)
+// with the store of each key head and its value into the KV pages: copy j of
+// box (mode 0 or 1) is key head j's (rope_rows). No launch between the
+// rotation and the store. A programmatic dependent (LaunchAfter).
+extern "C" __global__ void be_rope_kv(float* x, const int* pos, const float* invf, int heads, int hd, int interleaved, float* x2,
+                                      int heads2, const __grid_constant__ KvBox box) {
+    rope_rows(x, pos, invf, heads, hd, interleaved, x2, heads2, box.w);
 }
 
 // be_scatter64 writes n words: dst[pairs[2i]] = pairs[2i+1] (the page

@@ -161,6 +161,44 @@ __device__ __forceinline__ void mv_kernel(const float* x, int in, int wt, int mo
 MV_KERNEL(4)
 MV_KERNEL(8)
 
+// MV_NORM_V is the most float4s of the row a thread of mv_norm_regs holds.
+#define MV_NORM_V 8
+
+// mv_norm_regs is rmsnorm_of (float32 out, x read past L1) for one row of
+// dim <= 4 * MV_NORM_V * blockDim.x values, 16-byte aligned, with the row in
+// registers: every load is asked for at once (a block of 256 threads would
+// otherwise wait for 4 loads in turn at dim 4,096, twice), the sums in
+// double in rmsnorm_of's order.
+__device__ __forceinline__ void mv_norm_regs(float* out, const float* row, const void* w, int wt, int dim, float eps) {
+    __shared__ double red[32];
+    const int n4 = dim / 4;
+    float4 v[MV_NORM_V];
+#pragma unroll
+    for (int j = 0; j < MV_NORM_V; j++) {
+        const int i = threadIdx.x + j * blockDim.x;
+        if (i < n4) v[j] = __ldcg((const float4*)row + i);
+    }
+    double ss = 0;
+#pragma unroll
+    for (int j = 0; j < MV_NORM_V; j++)
+        if (threadIdx.x + j * blockDim.x < n4)
+            ss += (double)v[j].x * (double)v[j].x + (double)v[j].y * (double)v[j].y + (double)v[j].z * (double)v[j].z +
+                  (double)v[j].w * (double)v[j].w;
+    ss = be_block_sum_d(ss, red);
+    const float inv = (float)(1.0 / sqrt(ss / (double)dim + (double)eps));
+#pragma unroll
+    for (int j = 0; j < MV_NORM_V; j++) {
+        const int i = threadIdx.x + j * blockDim.x, e = 4 * i;
+        if (i >= n4) continue;
+        float4 o;
+        o.x = __fmul_rn(be_w(w, wt, e), __fmul_rn(v[j].x, inv));
+        o.y = __fmul_rn(be_w(w, wt, e + 1), __fmul_rn(v[j].y, inv));
+        o.z = __fmul_rn(be_w(w, wt, e + 2), __fmul_rn(v[j].z, inv));
+        o.w = __fmul_rn(be_w(w, wt, e + 3), __fmul_rn(v[j].w, inv));
+        ((float4*)out)[i] = o;
+    }
+}
+
 // be_mv_r{R}_norm: d0 += W0 x (be_mv_r{R}'s MV_ADD of one matrix, o0
 // outputs: the residual stream's row), then nout = RMSNorm(d0) with the
 // norm's weights nw (type nwt) and eps, as be_rmsnorm writes it: the last
@@ -175,17 +213,21 @@ __device__ __forceinline__ void mv_norm_kernel(const float* x, int in, int wt, f
     __shared__ bool last;
     const int row0 = blockIdx.x * R, nrows = min(R, o0 - row0);
     mv_rows<1, R>(red, x, in, wt, w0, w0, row0, nrows);
-    if (threadIdx.x < nrows) {
-        float* p = d0 + row0 + threadIdx.x;
-        *p = __fadd_rn(*p, red[threadIdx.x]);
+    if (threadIdx.x < 32) { // the writers' warp publishes its sums, then counts the block
+        if (threadIdx.x < nrows) {
+            float* p = d0 + row0 + threadIdx.x;
+            *p = __fadd_rn(*p, red[threadIdx.x]);
+        }
+        __threadfence();
+        if (threadIdx.x == 0) last = atomicAdd(ctr, 1u) == gridDim.x - 1;
     }
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) last = atomicAdd(ctr, 1u) == gridDim.x - 1;
     __syncthreads();
     if (!last) return;
     __threadfence();
-    rmsnorm_of<false, true>(nout, d0, nw, nwt, o0, eps, 0, 0);
+    if ((o0 & 3) == 0 && o0 <= 4 * MV_NORM_V * (int)blockDim.x && (((unsigned long long)d0 | (unsigned long long)nout) & 15) == 0)
+        mv_norm_regs(nout, d0, nw, nwt, o0, eps);
+    else
+        rmsnorm_of<false, true>(nout, d0, nw, nwt, o0, eps, 0, 0);
     if (threadIdx.x == 0) *ctr = 0;
 }
 

@@ -110,6 +110,8 @@ type Backend struct {
 	noKVBox   bool     // KVBENCH_KV_BOX=off: KV copies are always uploaded (be_kv_ops, not be_kv_box)
 	kvBox     []uint64 // KvBox: a batch of KV copies by value (flushKV)
 	noAddNorm bool     // KVBENCH_ADD_NORM=off: residual products do not normalise (AddNorms)
+	noRopeKV  bool     // KVBENCH_ROPE_KV=off: a step's RoPE and KV stores are separate launches (ropeCall)
+	ropeAt    ropeCall // the last RoPE launch, pending until the next flushKV for a decode step
 	normCtr   Ptr      // be_mv_r*_norm's block counter (4 bytes, zero between launches)
 	box       []int32  // RtBox: the words' count, then a call's ints by value (rtBox)
 	mvKernel  string   // be_mv_r4 or be_mv_r8 ($KVBENCH_MV_ROWS)
@@ -291,6 +293,10 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 		return nil, err
 	}
 	if b.noAddNorm, err = envOff("KVBENCH_ADD_NORM"); err != nil {
+		b.Close()
+		return nil, err
+	}
+	if b.noRopeKV, err = envOff("KVBENCH_ROPE_KV"); err != nil {
 		b.Close()
 		return nil, err
 	}
@@ -506,6 +512,9 @@ func (b *Backend) sync() {
 // wait waits for the stream; the staging arenas are free again.
 func (b *Backend) wait() {
 	b.notCapturing("a wait for the device")
+	if b.ropeAt.pending { // its positions are in the arena this wait frees
+		b.launchRope(false)
+	}
 	must(b.D.Sync())
 	b.epoch++
 	b.st.off = 0

@@ -33,6 +33,14 @@ func (b *Backend) flushKV() {
 		b.flushZeros()
 	}
 	k := &b.kv
+	if b.ropeAt.pending {
+		fused := b.ropeStores()
+		b.launchRope(fused)
+		if fused {
+			k.reset()
+			return
+		}
+	}
 	if len(k.ops) == 0 {
 		return
 	}

@@ -118,6 +118,72 @@ func (b *Backend) ropeWith(x runtime.Buffer, rows, heads, headDim int, pos []int
 	if rows >= 64 {
 		threads, pairBlocks = 256, 1
 	}
-	b.launchAfter("be_rope", Dim3{rows, pairBlocks, 1}, Dim3{threads, 1, 1}, b.f32(x), p, p.Add(int64(rows)*4), int32(heads), int32(headDim), inter,
-		p2, int32(heads2))
+	b.ropeAt = ropeCall{grid: Dim3{rows, pairBlocks, 1}, block: Dim3{threads, 1, 1}, x: b.f32(x), p: p, inv: p.Add(int64(rows) * 4),
+		heads: heads, hd: headDim, inter: inter, k: p2, heads2: heads2}
+	if rows == 1 && heads2 > 0 && !b.noRopeKV && !b.noKVBox && heads2 <= kvBoxOps {
+		b.ropeAt.pending = true // flushKV launches it, with the keys' stores if they follow
+		return
+	}
+	b.launchRope(false)
+}
+
+// ropeCall is ropeWith's launch. A decode step's (one row, queries and
+// keys) is left pending: the next operation's flushKV launches it, as
+// be_rope_kv with the KV stores queued after it when they are one store of
+// each key head of that row (the cache's Append of the step), else as
+// be_rope before them. So the rotated key goes to its page from the
+// rotating thread, with no launch between (KVBENCH_ROPE_KV=off: never).
+type ropeCall struct {
+	pending      bool
+	grid, block  Dim3
+	x, p, inv, k Ptr
+	heads, hd    int
+	heads2       int
+	inter        int32
+}
+
+// launchRope launches b.ropeAt: with the queued KV copies as its stores
+// (withStores: ropeStores has put them in b.kvBox), or alone.
+func (b *Backend) launchRope(withStores bool) {
+	r := &b.ropeAt
+	r.pending = false
+	if withStores {
+		must(b.fn("be_rope_kv").LaunchAfter(r.grid, r.block, 0, r.x, r.p, r.inv, int32(r.heads), int32(r.hd), r.inter, r.k, int32(r.heads2),
+			ByValue(raw(b.kvBox))))
+		return
+	}
+	must(b.fn("be_rope").LaunchAfter(r.grid, r.block, 0, r.x, r.p, r.inv, int32(r.heads), int32(r.hd), r.inter, r.k, int32(r.heads2)))
+}
+
+// ropeStores reports whether the queued KV copies are exactly one store of
+// each key head of b.ropeAt's row (into f32 or bf16 pages, one mode, the
+// values' heads at one stride too) and, if so, puts them in b.kvBox in key
+// head order for be_rope_kv.
+func (b *Backend) ropeStores() bool {
+	r, q := &b.ropeAt, &b.kv
+	n := len(q.ops) / 5
+	if q.bulk || n != r.heads2 || q.hd != r.hd || n > kvBoxOps {
+		return false
+	}
+	stride := uint64(r.hd) * 4
+	mode, v0 := q.ops[4], uint64(0)
+	var seen [kvBoxOps]bool
+	for i := range n {
+		o := q.ops[5*i : 5*i+5]
+		if o[4] != mode || (mode != kvCopyF32 && mode != kvStoreB16) || o[2] < uint64(r.k) || (o[2]-uint64(r.k))%stride != 0 {
+			return false
+		}
+		j := int((o[2] - uint64(r.k)) / stride)
+		if j >= n || seen[j] {
+			return false
+		}
+		if i == 0 {
+			v0 = o[3] - uint64(j)*stride
+		} else if o[3] != v0+uint64(j)*stride {
+			return false
+		}
+		seen[j] = true
+		copy(b.kvBox[5*j:5*j+5], o)
+	}
+	return true
 }

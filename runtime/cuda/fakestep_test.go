@@ -486,7 +486,7 @@ func TestFakeGrowthNoWait(t *testing.T) {
 // TestEnvSwitches: the backend's on/off switches refuse other values, naming
 // the variable.
 func TestEnvSwitches(t *testing.T) {
-	for _, name := range []string{"KVBENCH_GRAPHS", "KVBENCH_RT_BOX", "KVBENCH_KV_BOX", "KVBENCH_ADD_NORM", "KVBENCH_PAGE_TABLES", "KVBENCH_ATTN_TC"} {
+	for _, name := range []string{"KVBENCH_GRAPHS", "KVBENCH_RT_BOX", "KVBENCH_KV_BOX", "KVBENCH_ADD_NORM", "KVBENCH_ROPE_KV", "KVBENCH_PAGE_TABLES", "KVBENCH_ATTN_TC"} {
 		t.Run(name, func(t *testing.T) {
 			t.Setenv(name, "maybe")
 			be, err := cuda.NewFakeBackend("bf16")
@@ -502,17 +502,18 @@ func TestEnvSwitches(t *testing.T) {
 }
 
 // TestFakeDecodeStepUploads: a decode step of one stream (the 8B shape at
-// 512 tokens, graphs on) uploads nothing a layer: its KV stores go by value
-// (be_kv_box, one a layer), the attention's ints too (RtBox); the step's
-// copies are its own (the token, the positions and frequencies of RoPE),
-// fewer than its layers. With KVBENCH_KV_BOX=off each layer's store uploads
-// its copies (be_kv_ops). The step's products run directly, not from CUDA
+// 512 tokens) uploads nothing a layer: its KV stores go by value with RoPE
+// (be_rope_kv, one a layer; with KVBENCH_ROPE_KV=off in a be_kv_box
+// launch of their own), the attention's ints too (RtBox); the step's copies
+// are its own (the token, the positions and frequencies of RoPE), fewer
+// than its layers. With KVBENCH_KV_BOX=off each layer's store uploads its
+// copies (be_kv_ops). The step's products run directly, not from CUDA
 // graphs, unless KVBENCH_GRAPHS=on (graphsFor).
 func TestFakeDecodeStepUploads(t *testing.T) {
-	for _, cs := range []struct{ box, graphs string }{{"on", ""}, {"off", ""}, {"on", "on"}, {"on", "off"}} {
-		box := cs.box
-		t.Run("kvbox "+box+"/graphs "+cs.graphs, func(t *testing.T) {
-			t.Setenv("KVBENCH_KV_BOX", box)
+	for _, cs := range []struct{ box, ropeKV, graphs string }{{"", "", ""}, {"", "off", ""}, {"off", "", ""}, {"", "", "on"}, {"", "", "off"}} {
+		t.Run(fmt.Sprintf("kvbox %q, rope kv %q, graphs %q", cs.box, cs.ropeKV, cs.graphs), func(t *testing.T) {
+			t.Setenv("KVBENCH_KV_BOX", cs.box)
+			t.Setenv("KVBENCH_ROPE_KV", cs.ropeKV)
 			t.Setenv("KVBENCH_GRAPHS", cs.graphs)
 			be := fakeBackend(t)
 			c := runtime.Config{Arch: "llama", Dim: 4096, Hidden: 14336, Layers: 32, Heads: 32, KVHeads: 8, HeadDim: 128, Vocab: 32000,
@@ -546,16 +547,26 @@ func TestFakeDecodeStepUploads(t *testing.T) {
 			}
 			_, c1, _, _ := cuda.FakeCounts()
 			k1 := cuda.FakeKernels()
-			boxed, uploaded := k1["be_kv_box"]-k0["be_kv_box"], k1["be_kv_ops"]-k0["be_kv_ops"]
-			copies := c1 - c0
-			if box == "on" && (boxed != int64(c.Layers) || uploaded != 0 || copies >= int64(c.Layers)) {
-				t.Errorf("be_kv_box %d, be_kv_ops %d, %d copies to the device; want %d, 0, fewer than %d", boxed, uploaded, copies, c.Layers, c.Layers)
+			L := int64(c.Layers)
+			got := [4]int64{}
+			for i, name := range []string{"be_rope_kv", "be_rope", "be_kv_box", "be_kv_ops"} {
+				got[i] = k1[name] - k0[name]
 			}
-			if g, want := k1["graph"]-k0["graph"], map[string]int64{"on": 2 * int64(c.Layers)}[cs.graphs]; g != want {
+			want := [4]int64{L, 0, 0, 0}
+			switch {
+			case cs.box == "off":
+				want = [4]int64{0, L, 0, L}
+			case cs.ropeKV == "off":
+				want = [4]int64{0, L, L, 0}
+			}
+			if got != want {
+				t.Errorf("launches of be_rope_kv, be_rope, be_kv_box, be_kv_ops: %v, want %v", got, want)
+			}
+			if copies := c1 - c0; (cs.box == "off") != (copies >= L) {
+				t.Errorf("%d copies to the device in a step of %d layers", copies, L)
+			}
+			if g, want := k1["graph"]-k0["graph"], map[string]int64{"on": 2 * L}[cs.graphs]; g != want {
 				t.Errorf("KVBENCH_GRAPHS=%q: %d graph launches in a step, want %d", cs.graphs, g, want)
-			}
-			if box == "off" && (boxed != 0 || uploaded != int64(c.Layers) || copies < int64(c.Layers)) {
-				t.Errorf("KVBENCH_KV_BOX=off: be_kv_box %d, be_kv_ops %d, %d copies; want 0, %d, at least %d", boxed, uploaded, copies, c.Layers, c.Layers)
 			}
 		})
 	}

@@ -2,6 +2,7 @@ package cuda_test
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/kvbench/kvbench/internal/fixtures"
@@ -55,12 +56,14 @@ func TestFakeAddNormLaunches(t *testing.T) {
 	}
 }
 
-// TestBackendAddNorm decodes with the norms in the residual products'
-// last blocks and with be_rmsnorm launches (KVBENCH_ADD_NORM=off), at both
-// computes: the same arithmetic, so the logits agree to float32 rounding
-// (the sums of squares are added in another order) and the greedy tokens
-// are the same.
-func TestBackendAddNorm(t *testing.T) {
+// TestBackendFusedStep decodes with each of a one-row step's fusions and
+// without it, at both computes and with f32 and bf16 KV pages: the norms in
+// the residual products' last blocks (KVBENCH_ADD_NORM: the same
+// arithmetic, the sums of squares added in another order, so the logits
+// agree to float32 rounding) and the KV stores in the RoPE kernel
+// (KVBENCH_ROPE_KV: the same values stored, identical logits); the greedy
+// tokens are the same either way.
+func TestBackendFusedStep(t *testing.T) {
 	m, err := runtime.Load(fixtures.Path(t, "models/kvbench-ref-13m"))
 	if err != nil {
 		t.Fatal(err)
@@ -71,39 +74,46 @@ func TestBackendAddNorm(t *testing.T) {
 		prompt[i] = 3 + (i*7919)%(vocab-3)
 	}
 	const steps = 40
-	for _, prec := range []string{"bf16", "f32"} {
-		run := func(t *testing.T, env string) ([]float32, []int) {
-			t.Setenv("KVBENCH_ADD_NORM", env)
-			r, err := runtime.NewRunner(m, newGPUPrec(t, prec), 256)
-			if err != nil {
-				t.Fatal(err)
-			}
-			logits := make([]float32, vocab)
-			if err := r.Forward(prompt, logits); err != nil {
-				t.Fatal(err)
-			}
-			var all []float32
-			var ids []int
-			for range steps {
-				next := greedy(logits)
-				ids = append(ids, next)
-				if err := r.Forward([]int{next}, logits); err != nil {
-					t.Fatal(err)
+	for _, fusion := range []struct {
+		env string
+		tol float64
+	}{{"KVBENCH_ADD_NORM", 1e-6}, {"KVBENCH_ROPE_KV", 0}} {
+		for _, prec := range []string{"bf16", "f32"} {
+			for _, kt := range []runtime.DType{runtime.F32, runtime.BF16} {
+				run := func(t *testing.T, env string) ([]float32, []int) {
+					t.Setenv(fusion.env, env)
+					r, err := runtime.NewRunnerWith(m, newGPUPrec(t, prec), runtime.RunnerOptions{MaxRows: 256, KVType: kt})
+					if err != nil {
+						t.Fatal(err)
+					}
+					logits := make([]float32, vocab)
+					if err := r.Forward(prompt, logits); err != nil {
+						t.Fatal(err)
+					}
+					var all []float32
+					var ids []int
+					for range steps {
+						next := greedy(logits)
+						ids = append(ids, next)
+						if err := r.Forward([]int{next}, logits); err != nil {
+							t.Fatal(err)
+						}
+						all = append(all, logits...)
+					}
+					return all, ids
 				}
-				all = append(all, logits...)
+				t.Run(fmt.Sprintf("%s/%s/%v", fusion.env, prec, kt), func(t *testing.T) {
+					on, idOn := run(t, "")
+					off, idOff := run(t, "off")
+					if d := relDiff(on, off); d > fusion.tol || (fusion.tol == 0 && !slices.Equal(on, off)) {
+						t.Errorf("logits fused and not (%s=off) differ by %.3g (relative), more than %g", fusion.env, d, fusion.tol)
+					}
+					if fmt.Sprint(idOn) != fmt.Sprint(idOff) {
+						t.Errorf("greedy tokens %v fused, %v with %s=off", idOn, idOff, fusion.env)
+					}
+				})
 			}
-			return all, ids
 		}
-		t.Run(prec, func(t *testing.T) {
-			on, idOn := run(t, "")
-			off, idOff := run(t, "off")
-			if d := relDiff(on, off); d > 1e-6 {
-				t.Errorf("logits with the norms in the products differ from be_rmsnorm's by %.3g (relative)", d)
-			}
-			if fmt.Sprint(idOn) != fmt.Sprint(idOff) {
-				t.Errorf("greedy tokens %v with the norms in the products, %v without", idOn, idOff)
-			}
-		})
 	}
 }
 
