@@ -114,14 +114,19 @@ __device__ __forceinline__ u16 be_narrow1(float f, int wt) {
     return h;
 }
 
-// rmsnorm_of writes RMSNorm of row r of x [rows, dim] to dst: float32, or
-// (NARROW) rounded to type nt (bf16 or f16) as be_narrow rounds the float32
-// values, for the GEMMs that read it; the sum of squares in double as the
-// CPU. dst may be x (float32). CG reads x past L1 (rows other blocks of the
-// same kernel wrote: be_mv_r*_norm's last block).
-template <bool NARROW, bool CG>
-__device__ __forceinline__ void rmsnorm_of(void* dst, const float* x, const void* w, int wt, int dim, float eps, int nt, long long r) {
+// rmsnorm_row writes RMSNorm of row blockIdx.x of x [rows, dim] to dst:
+// float32, or (NARROW) rounded to type nt (bf16 or f16) as be_narrow rounds
+// the float32 values, for the GEMMs that read it. About dim/4 threads (the
+// host's choice: a decode step's one row is then one load per thread, not a
+// chain of dependent ones); the sum of squares in double as the CPU. dst may
+// be x (float32). A programmatic dependent (LaunchAfter) that lets its own
+// start early.
+template <bool NARROW>
+__device__ __forceinline__ void rmsnorm_row(void* dst, const float* x, const void* w, int wt, int dim, float eps, int nt) {
     __shared__ double red[32];
+    pdl_trigger();
+    pdl_wait();
+    const long long r = blockIdx.x;
     const float* row = x + r * dim;
     float* out = (float*)dst + r * dim;
     u16* nout = (u16*)dst + r * dim;
@@ -130,20 +135,17 @@ __device__ __forceinline__ void rmsnorm_of(void* dst, const float* x, const void
     double ss = 0;
     if (vec) {
         for (int i = threadIdx.x * 4; i < dim; i += blockDim.x * 4) {
-            const float4 v = CG ? __ldcg((const float4*)(row + i)) : *(const float4*)(row + i);
+            float4 v = *(const float4*)(row + i);
             ss += (double)v.x * (double)v.x + (double)v.y * (double)v.y + (double)v.z * (double)v.z + (double)v.w * (double)v.w;
         }
     } else {
-        for (int i = threadIdx.x; i < dim; i += blockDim.x) {
-            const float v = CG ? __ldcg(row + i) : row[i];
-            ss += (double)v * (double)v;
-        }
+        for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += (double)row[i] * (double)row[i];
     }
     ss = be_block_sum_d(ss, red);
     const float inv = (float)(1.0 / sqrt(ss / (double)dim + (double)eps));
     if (vec) {
         for (int i = threadIdx.x * 4; i < dim; i += blockDim.x * 4) {
-            float4 v = CG ? __ldcg((const float4*)(row + i)) : *(const float4*)(row + i);
+            float4 v = *(const float4*)(row + i);
             v.x = __fmul_rn(be_w(w, wt, i), __fmul_rn(v.x, inv));
             v.y = __fmul_rn(be_w(w, wt, i + 1), __fmul_rn(v.y, inv));
             v.z = __fmul_rn(be_w(w, wt, i + 2), __fmul_rn(v.z, inv));
@@ -159,24 +161,13 @@ __device__ __forceinline__ void rmsnorm_of(void* dst, const float* x, const void
         }
     } else {
         for (int i = threadIdx.x; i < dim; i += blockDim.x) {
-            const float v = __fmul_rn(be_w(w, wt, i), __fmul_rn(CG ? __ldcg(row + i) : row[i], inv));
+            const float v = __fmul_rn(be_w(w, wt, i), __fmul_rn(row[i], inv));
             if (NARROW)
                 nout[i] = be_narrow1(v, nt);
             else
                 out[i] = v;
         }
     }
-}
-
-// rmsnorm_row is rmsnorm_of row blockIdx.x. About dim/4 threads (the
-// host's choice: a decode step's one row is then one load per thread, not a
-// chain of dependent ones). A programmatic dependent (LaunchAfter) that lets
-// its own start early.
-template <bool NARROW>
-__device__ __forceinline__ void rmsnorm_row(void* dst, const float* x, const void* w, int wt, int dim, float eps, int nt) {
-    pdl_trigger();
-    pdl_wait();
-    rmsnorm_of<NARROW, false>(dst, x, w, wt, dim, eps, nt, blockIdx.x);
 }
 
 // be_rmsnorm: dst [rows, dim] float32 = RMSNorm(x) (rmsnorm_row); grid

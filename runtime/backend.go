@@ -393,20 +393,6 @@ type NormedProducts interface {
 	NormMLP(x, norm Buffer, eps float32, gate, up, down Buffer, rows, dim, hidden int) bool
 }
 
-// ResidualNormer is a Backend that adds a product to the residual stream
-// and normalises the sum in one operation (the CUDA backend's one-row
-// products: the product's last block computes the norm, with no launch
-// between them and the products that read it).
-type ResidualNormer interface {
-	// AddNorms reports whether MatMulAddNorm is one operation for rows rows
-	// (the forward pass then lets each residual product normalise for the
-	// block after it); it answers the same for the same rows.
-	AddNorms(rows int) bool
-	// MatMulAddNorm is MatMulAdd(dst, tmp, x, w, rows, in, out), then
-	// RMSNorm(xb, dst, norm, rows, out, eps).
-	MatMulAddNorm(dst, tmp, x, w Buffer, rows, in, out int, xb, norm Buffer, eps float32)
-}
-
 // MatOut is one product of FusedMatMul.MatMul3: Dst [rows, Out] = x·Wᵀ.
 type MatOut struct {
 	Dst, W Buffer

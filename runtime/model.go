@@ -379,10 +379,6 @@ type pass struct {
 	score  *scoreSink // the rows' log-probabilities go here instead of out
 	owner  uint64     // ReplayKey owner of the pass's replayed parts: its scratch's id
 	scale  float32    // attention's score scale
-	// addNorm: each residual product also writes the norm of the block
-	// after it into xb (ResidualNormer; a layer's attention norm then comes
-	// from the layer before, all but the first's).
-	addNorm ResidualNormer
 	// minLanes is the fewest streams the pass spreads over goroutines (a
 	// batch's; 0: never; lanes.go).
 	minLanes int
@@ -418,9 +414,6 @@ func (p *pass) run() {
 	p.scale = float32(af * af / math.Sqrt(float64(c.HeadDim)))
 
 	be.Embed(s.x, w.embed, p.tokens, c.Dim)
-	if rn, ok := be.(ResidualNormer); ok && rn.AddNorms(rows) {
-		p.addNorm = rn
-	}
 	k.mark(phaseStart)
 	// A decode step's fixed sequences of operations (same buffers, one row
 	// a stream: a runner's step or a batch's) are replayed as a unit where
@@ -598,12 +591,8 @@ func (p *pass) head() {
 // residual stream: q, k, v = W·RMSNorm(x) (+ bias).
 func (p *pass) projectQKV(l, rows int) {
 	c, be, s, lw := p.c, p.be, p.s, &p.w.layers[l]
-	q, k, v := MatOut{s.q, lw.wq, c.QDim()}, MatOut{s.k, lw.wk, c.KVDim()}, MatOut{s.v, lw.wv, c.KVDim()}
-	if p.addNorm != nil && l > 0 { // xb: the layer before's down product normalised x
-		matMul3(be, s.xb, rows, c.Dim, q, k, v)
-	} else {
-		normMatMul3(be, s.xb, s.x, lw.attnNorm, c.NormEps, rows, c.Dim, q, k, v)
-	}
+	normMatMul3(be, s.xb, s.x, lw.attnNorm, c.NormEps, rows, c.Dim, MatOut{s.q, lw.wq, c.QDim()}, MatOut{s.k, lw.wk, c.KVDim()},
+		MatOut{s.v, lw.wv, c.KVDim()})
 	if c.QKVBias {
 		be.AddBias(s.q, lw.bq, rows, c.QDim())
 		be.AddBias(s.k, lw.bk, rows, c.KVDim())
@@ -637,20 +626,8 @@ func (r *Runner) stepFreqs(seqLen int) {
 // outputAndMLP adds the attention output projection and the MLP block of
 // layer l to the residual stream:
 // x += Wo·att; x += Wdown · (silu(Wgate·xb) ⊙ Wup·xb) with xb = RMSNorm(x).
-// With addNorm the products that add to x write the norms after them (the
-// MLP's, and the next layer's attention norm) into xb.
 func (p *pass) outputAndMLP(l, rows int) {
 	c, be, s, lw := p.c, p.be, p.s, &p.w.layers[l]
-	if an := p.addNorm; an != nil {
-		an.MatMulAddNorm(s.x, s.xb2, s.att, lw.wo, rows, c.QDim(), c.Dim, s.xb, lw.mlpNorm, c.NormEps)
-		matMulSwiGLU(be, s.hb, s.hb2, s.xb, lw.gate, lw.up, rows, c.Dim, c.Hidden)
-		if l+1 < len(p.w.layers) {
-			an.MatMulAddNorm(s.x, s.xb2, s.hb, lw.down, rows, c.Hidden, c.Dim, s.xb, p.w.layers[l+1].attnNorm, c.NormEps)
-		} else {
-			matMulAdd(be, s.x, s.xb2, s.hb, lw.down, rows, c.Hidden, c.Dim)
-		}
-		return
-	}
 	matMulAdd(be, s.x, s.xb2, s.att, lw.wo, rows, c.QDim(), c.Dim)
 	normMLP(be, s.x, s.xb2, s.xb, s.hb, s.hb2, lw.mlpNorm, c.NormEps, lw.gate, lw.up, lw.down, rows, c.Dim, c.Hidden)
 }

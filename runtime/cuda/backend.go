@@ -109,10 +109,8 @@ type Backend struct {
 	noBox     bool     // KVBENCH_RT_BOX=off: the split-KV calls' ints are always uploaded
 	noKVBox   bool     // KVBENCH_KV_BOX=off: KV copies are always uploaded (be_kv_ops, not be_kv_box)
 	kvBox     []uint64 // KvBox: a batch of KV copies by value (flushKV)
-	noAddNorm bool     // KVBENCH_ADD_NORM=off: residual products do not normalise (AddNorms)
 	noRopeKV  bool     // KVBENCH_ROPE_KV=off: a step's RoPE and KV stores are separate launches (ropeCall)
 	ropeAt    ropeCall // the last RoPE launch, pending until the next flushKV for a decode step
-	normCtr   Ptr      // be_mv_r*_norm's block counter (4 bytes, zero between launches)
 	box       []int32  // RtBox: the words' count, then a call's ints by value (rtBox)
 	mvKernel  string   // be_mv_r4 or be_mv_r8 ($KVBENCH_MV_ROWS)
 	wide      scratch  // float32 copy of a bf16/f16 weight for an f32 GEMM
@@ -292,18 +290,7 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 		b.Close()
 		return nil, err
 	}
-	if b.noAddNorm, err = envOff("KVBENCH_ADD_NORM"); err != nil {
-		b.Close()
-		return nil, err
-	}
 	if b.noRopeKV, err = envOff("KVBENCH_ROPE_KV"); err != nil {
-		b.Close()
-		return nil, err
-	}
-	if b.normCtr, err = d.Alloc(4); err == nil {
-		err = d.Memset32(b.normCtr, 0, 1)
-	}
-	if err != nil {
 		b.Close()
 		return nil, err
 	}

@@ -9,60 +9,10 @@ import (
 	"github.com/kvbench/kvbench/runtime"
 )
 
-// TestFakeAddNormLaunches: a one-row decode step's residual products
-// normalise for the block after them (be_mv_r8_norm: the output projection
-// for the MLP, the down projection for the next layer's attention), so the
-// step launches be_rmsnorm twice (the first layer's attention norm, the
-// output head's norm) instead of twice a layer; with KVBENCH_ADD_NORM=off,
-// as before. A prompt's chunk does not (AddNorms: one row only).
-func TestFakeAddNormLaunches(t *testing.T) {
-	c := runtime.Config{Arch: "llama", Dim: 512, Hidden: 1024, Layers: 4, Heads: 8, KVHeads: 2, HeadDim: 64, Vocab: 1000,
-		MaxSeq: 4096, RopeTheta: 1e4, NormEps: 1e-5}
-	L := int64(c.Layers)
-	for _, env := range []string{"", "off"} {
-		t.Run("KVBENCH_ADD_NORM="+env, func(t *testing.T) {
-			t.Setenv("KVBENCH_ADD_NORM", env)
-			be := fakeBackend(t)
-			r, err := runtime.NewRunnerWith(runtime.ZeroModel(c), be, runtime.RunnerOptions{MaxRows: 64, KVType: runtime.BF16})
-			if err != nil {
-				t.Fatal(err)
-			}
-			ids := make([]int, 64)
-			for i := range ids {
-				ids[i] = 3 + i
-			}
-			logits := make([]float32, c.Vocab)
-			k := kernelsDuring(func() {
-				if err := r.Forward(ids, logits); err != nil {
-					t.Fatal(err)
-				}
-			})
-			if k["be_mv_r8_norm"] != 0 {
-				t.Errorf("a 64-row prompt: %d be_mv_r8_norm launches, want none", k["be_mv_r8_norm"])
-			}
-			k = kernelsDuring(func() {
-				if err := r.Forward([]int{5}, logits); err != nil {
-					t.Fatal(err)
-				}
-			})
-			fused, norms := k["be_mv_r8_norm"], k["be_rmsnorm"]
-			if env == "" && (fused != 2*L-1 || norms != 2) {
-				t.Errorf("a decode step: be_mv_r8_norm %d, be_rmsnorm %d launches; want %d, 2", fused, norms, 2*L-1)
-			}
-			if env == "off" && (fused != 0 || norms != 2*L+1) {
-				t.Errorf("KVBENCH_ADD_NORM=off: be_mv_r8_norm %d, be_rmsnorm %d launches; want 0, %d", fused, norms, 2*L+1)
-			}
-		})
-	}
-}
-
-// TestBackendFusedStep decodes with each of a one-row step's fusions and
-// without it, at both computes and with f32 and bf16 KV pages: the norms in
-// the residual products' last blocks (KVBENCH_ADD_NORM: the same
-// arithmetic, the sums of squares added in another order, so the logits
-// agree to float32 rounding) and the KV stores in the RoPE kernel
-// (KVBENCH_ROPE_KV: the same values stored, identical logits); the greedy
-// tokens are the same either way.
+// TestBackendFusedStep decodes with a one-row step's fusions and without
+// each, at both computes and with f32 and bf16 KV pages: the KV stores in
+// the RoPE kernel (KVBENCH_ROPE_KV: the same values stored, identical
+// logits); the greedy tokens are the same either way.
 func TestBackendFusedStep(t *testing.T) {
 	m, err := runtime.Load(fixtures.Path(t, "models/kvbench-ref-13m"))
 	if err != nil {
@@ -77,7 +27,7 @@ func TestBackendFusedStep(t *testing.T) {
 	for _, fusion := range []struct {
 		env string
 		tol float64
-	}{{"KVBENCH_ADD_NORM", 1e-6}, {"KVBENCH_ROPE_KV", 0}} {
+	}{{"KVBENCH_ROPE_KV", 0}} {
 		for _, prec := range []string{"bf16", "f32"} {
 			for _, kt := range []runtime.DType{runtime.F32, runtime.BF16} {
 				run := func(t *testing.T, env string) ([]float32, []int) {

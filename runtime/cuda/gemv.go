@@ -227,31 +227,3 @@ func (b *Backend) MLPFrom(gate, up, down runtime.Buffer, dim, hidden int) int {
 	}
 	return max(b.gemmRows, 1)
 }
-
-var _ runtime.ResidualNormer = (*Backend)(nil)
-
-// AddNorms reports whether MatMulAddNorm is one launch for rows rows: for
-// one row (be_mv_r{8,4}_norm), unless KVBENCH_ADD_NORM=off.
-func (b *Backend) AddNorms(rows int) bool { return rows == 1 && !b.noAddNorm }
-
-// MatMulAddNorm adds the product of one row to dst and writes RMSNorm(dst)
-// into xb in the same launch (runtime.ResidualNormer): the last block of
-// be_mv_r{8,4}_norm to finish computes the norm as be_rmsnorm does. Where
-// be_mv does not fit (or for more rows), MatMulAdd and RMSNorm.
-func (b *Backend) MatMulAddNorm(dst, tmp, x, w runtime.Buffer, rows, in, out int, xb, norm runtime.Buffer, eps float32) {
-	wd := b.dev(w)
-	if !b.AddNorms(rows) || !b.mvFits(x, rows, in, wd) {
-		b.MatMulAdd(dst, tmp, x, w, rows, in, out)
-		b.RMSNorm(xb, dst, norm, rows, out, eps)
-		return
-	}
-	checkWeight(wd, in, out)
-	nd := b.dev(norm)
-	b.check(x, 0, in, "MatMulAddNorm")
-	b.check(dst, 0, out, "MatMulAddNorm")
-	b.check(xb, 0, out, "MatMulAddNorm")
-	b.check(norm, 0, out, "MatMulAddNorm")
-	rs := b.mvRows()
-	b.launchAfter(b.mvKernel+"_norm", Dim3{(out + rs - 1) / rs, 1, 1}, Dim3{mvThreads, 1, 1}, b.f32(x), int32(in), wtype(wd.dtype),
-		b.f32(dst), wd.p, int32(out), b.f32(xb), nd.p, wtype(nd.dtype), eps, b.normCtr)
-}
