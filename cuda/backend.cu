@@ -125,13 +125,19 @@ template <bool NARROW>
 __device__ __forceinline__ void rmsnorm_row(void* dst, const float* x, const void* w, int wt, int dim, float eps, int nt) {
     __shared__ double red[32];
     pdl_trigger();
-    pdl_wait();
     const long long r = blockIdx.x;
     const float* row = x + r * dim;
     float* out = (float*)dst + r * dim;
     u16* nout = (u16*)dst + r * dim;
     const bool vec = (dim & 3) == 0 && (((unsigned long long)row | (NARROW ? 0ull : (unsigned long long)out)) & 15) == 0 &&
                      (!NARROW || ((unsigned long long)nout & 7) == 0);
+    // The weights of the first float4 a thread scales, read before the
+    // wait (the kernel before writes x, never w).
+    const int i0 = threadIdx.x * 4;
+    float w0[4] = {0.f, 0.f, 0.f, 0.f};
+    if (vec && i0 < dim)
+        for (int j = 0; j < 4; j++) w0[j] = be_w(w, wt, i0 + j);
+    pdl_wait();
     double ss = 0;
     if (vec) {
         for (int i = threadIdx.x * 4; i < dim; i += blockDim.x * 4) {
@@ -144,12 +150,13 @@ __device__ __forceinline__ void rmsnorm_row(void* dst, const float* x, const voi
     ss = be_block_sum_d(ss, red);
     const float inv = (float)(1.0 / sqrt(ss / (double)dim + (double)eps));
     if (vec) {
-        for (int i = threadIdx.x * 4; i < dim; i += blockDim.x * 4) {
+        for (int i = i0; i < dim; i += blockDim.x * 4) {
             float4 v = *(const float4*)(row + i);
-            v.x = __fmul_rn(be_w(w, wt, i), __fmul_rn(v.x, inv));
-            v.y = __fmul_rn(be_w(w, wt, i + 1), __fmul_rn(v.y, inv));
-            v.z = __fmul_rn(be_w(w, wt, i + 2), __fmul_rn(v.z, inv));
-            v.w = __fmul_rn(be_w(w, wt, i + 3), __fmul_rn(v.w, inv));
+            const bool first = i == i0;
+            v.x = __fmul_rn(first ? w0[0] : be_w(w, wt, i), __fmul_rn(v.x, inv));
+            v.y = __fmul_rn(first ? w0[1] : be_w(w, wt, i + 1), __fmul_rn(v.y, inv));
+            v.z = __fmul_rn(first ? w0[2] : be_w(w, wt, i + 2), __fmul_rn(v.z, inv));
+            v.w = __fmul_rn(first ? w0[3] : be_w(w, wt, i + 3), __fmul_rn(v.w, inv));
             if (NARROW) {
                 uint2 o;
                 o.x = (u32)be_narrow1(v.x, nt) | ((u32)be_narrow1(v.y, nt) << 16);
@@ -273,7 +280,8 @@ __device__ __forceinline__ void rope_rows(float* x, const int* pos, const float*
                                           int heads2, const u64* ops) {
     __shared__ float cs[2][256];
     pdl_trigger();
-    pdl_wait();
+    // The angles before the wait: pos and invf are uploaded (a copy the
+    // stream finishes before the kernel ahead), never written by a kernel.
     const int r = blockIdx.x, half = hd / 2;
     const float p = (float)pos[r];
     const bool table = half <= 256;  // else each pair computes its own
@@ -284,6 +292,7 @@ __device__ __forceinline__ void rope_rows(float* x, const int* pos, const float*
         cs[1][i] = (float)s;
     }
     __syncthreads();
+    pdl_wait();
     for (int k = blockIdx.y * blockDim.x + threadIdx.x; k < (heads + heads2) * half; k += gridDim.y * blockDim.x) {
         const int h = k / half, i = k % half;
         float* v = h < heads ? x + ((long long)r * heads + h) * hd : x2 + ((long long)r * heads2 + h - heads) * hd;
