@@ -582,7 +582,8 @@ func (p *pass) head() {
 		return
 	}
 	be.CopyRows(s.last, s.x, 0, rows-1, 1, c.Dim)
-	normMatMul(be, s.last, s.last, w.norm, c.NormEps, 1, c.Dim, MatOut{s.logit1, w.output, c.Vocab})
+	be.RMSNorm(s.last, s.last, w.norm, 1, c.Dim, c.NormEps)
+	be.MatMul(s.logit1, s.last, w.output, 1, c.Dim, c.Vocab)
 	be.Read(out[:c.Vocab], s.logit1, 0)
 }
 

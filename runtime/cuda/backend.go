@@ -109,7 +109,6 @@ type Backend struct {
 	noBox     bool     // KVBENCH_RT_BOX=off: the split-KV calls' ints are always uploaded
 	noKVBox   bool     // KVBENCH_KV_BOX=off: KV copies are always uploaded (be_kv_ops, not be_kv_box)
 	kvBox     []uint64 // KvBox: a batch of KV copies by value (flushKV)
-	noMVNorm  bool     // KVBENCH_MV_NORM=off: a decode step's norms launch be_rmsnorm (mvNormOf)
 	noRopeKV  bool     // KVBENCH_ROPE_KV=off: a step's RoPE and KV stores are separate launches (ropeCall)
 	ropeAt    ropeCall // the last RoPE launch, pending until the next flushKV for a decode step
 	box       []int32  // RtBox: the words' count, then a call's ints by value (rtBox)
@@ -288,10 +287,6 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 		return nil, err
 	}
 	if b.noKVBox, err = envOff("KVBENCH_KV_BOX"); err != nil {
-		b.Close()
-		return nil, err
-	}
-	if b.noMVNorm, err = envOff("KVBENCH_MV_NORM"); err != nil {
 		b.Close()
 		return nil, err
 	}

@@ -80,16 +80,8 @@ func (b *Backend) mvFits(x runtime.Buffer, rows, in int, ws ...*buf) bool {
 	return true
 }
 
-// mvNorm is an RMSNorm folded into a be_mv launch (the _rms kernels,
-// MvNorm in gemv.cu): its weights and epsilon; nil: none.
-type mvNorm struct {
-	w   *buf
-	eps float32
-}
-
-// mv launches be_mv over up to three matrices of one input x [in] (mvFits
-// holds; checked by the caller), of RMSNorm(x) when nm is not nil.
-func (b *Backend) mv(mode int32, x Ptr, in int, nm *mvNorm, ms ...mvOut) {
+// mv launches be_mv over up to three matrices of one input (mvFits holds).
+func (b *Backend) mv(mode int32, x runtime.Buffer, in int, ms ...mvOut) {
 	if len(ms) == 0 || len(ms) > 3 {
 		panic(fmt.Sprintf("cuda: be_mv of %d matrices", len(ms)))
 	}
@@ -105,14 +97,9 @@ func (b *Backend) mv(mode int32, x Ptr, in int, nm *mvNorm, ms ...mvOut) {
 		args[i].d, args[i].w, args[i].out = b.f32(m.dst), m.w.p, int32(m.out)
 		blocks += (m.out + rows - 1) / rows
 	}
-	a := []any{x, int32(in), wtype(ms[0].w.dtype), mode,
-		args[0].d, args[0].w, args[0].out, args[1].d, args[1].w, args[1].out, args[2].d, args[2].w, args[2].out}
-	name := b.mvKernel
-	if nm != nil {
-		name += "_rms"
-		a = append(a, nm.w.p, wtype(nm.w.dtype), nm.eps)
-	}
-	b.launchAfter(name, Dim3{blocks, 1, 1}, Dim3{mvThreads, 1, 1}, a...)
+	b.check(x, 0, in, "MatMul")
+	b.launchAfter(b.mvKernel, Dim3{blocks, 1, 1}, Dim3{mvThreads, 1, 1}, b.f32(x), int32(in), wtype(ms[0].w.dtype), mode,
+		args[0].d, args[0].w, args[0].out, args[1].d, args[1].w, args[1].out, args[2].d, args[2].w, args[2].out)
 }
 
 // MatMul3 runs the three products of one row as one launch (else one
@@ -120,8 +107,7 @@ func (b *Backend) mv(mode int32, x Ptr, in int, nm *mvNorm, ms ...mvOut) {
 func (b *Backend) MatMul3(x runtime.Buffer, rows, in int, p, q, r runtime.MatOut) {
 	wp, wq, wr := b.dev(p.W), b.dev(q.W), b.dev(r.W)
 	if b.mvFits(x, rows, in, wp, wq, wr) {
-		b.check(x, 0, in, "MatMul")
-		b.mv(mvStore, b.f32(x), in, nil, mvOut{p.Dst, wp, p.Out}, mvOut{q.Dst, wq, q.Out}, mvOut{r.Dst, wr, r.Out})
+		b.mv(mvStore, x, in, mvOut{p.Dst, wp, p.Out}, mvOut{q.Dst, wq, q.Out}, mvOut{r.Dst, wr, r.Out})
 		return
 	}
 	if rows > 0 && b.gemmFits(rows) { // x rounded for the GEMMs once
@@ -147,8 +133,7 @@ func (b *Backend) checkGemm(x runtime.Buffer, rows, in int, dst runtime.Buffer, 
 // MatMulAdd adds the product to dst in the product's kernel for one row.
 func (b *Backend) MatMulAdd(dst, tmp, x, w runtime.Buffer, rows, in, out int) {
 	if wd := b.dev(w); b.mvFits(x, rows, in, wd) {
-		b.check(x, 0, in, "MatMul")
-		b.mv(mvAdd, b.f32(x), in, nil, mvOut{dst, wd, out})
+		b.mv(mvAdd, x, in, mvOut{dst, wd, out})
 		return
 	}
 	if wd := b.dev(w); rows > 0 && b.gemmFits(rows) { // added in the GEMM's epilogue

@@ -6,15 +6,12 @@ import (
 	"github.com/kvbench/kvbench/runtime"
 )
 
-// RMSNorms with the products that read them (runtime.NormedProducts). A
-// prompt's are written in their GEMMs' input type: be_rmsnorm_narrow rounds
-// the norm's float32 values as be_narrow would and stores only those, so the
-// products see the same bits as after RMSNorm and the GEMMs' own rounding,
-// without the float32 row between them (for 8,192 rows of the 8B shape, 134
-// MB written and read again and a launch, twice a layer). A decode step's
-// one row goes into the products themselves (be_mv_r8_rms,
-// be_mv_swiglu_rms: each block sums x's squares as it reads x and scales
-// its sums by 1/rms), with no launch for the norm.
+// A prompt's RMSNorms written in their GEMMs' input type
+// (runtime.NormedProducts): be_rmsnorm_narrow rounds the norm's float32
+// values as be_narrow would and stores only those, so the products see the
+// same bits as after RMSNorm and the GEMMs' own rounding, without the
+// float32 row between them (for 8,192 rows of the 8B shape, 134 MB written
+// and read again and a launch, twice a layer).
 
 var _ runtime.NormedProducts = (*Backend)(nil)
 
@@ -67,30 +64,11 @@ func (b *Backend) gemmFrom(nx Ptr, t runtime.DType, rows, in int, outs ...gemmOu
 	}
 }
 
-// mvNormOf is the norm of a one-row product folded into be_mv (mvNorm),
-// or nil where it does not go there: more rows, be_mv does not fit, the
-// norm's weights hold fewer than in values, KVBENCH_MV_NORM=off.
-func (b *Backend) mvNormOf(x, norm runtime.Buffer, eps float32, rows, in int, ws ...*buf) *mvNorm {
-	if b.noMVNorm || !b.mvFits(x, rows, in, ws...) {
-		return nil
-	}
-	nd := b.dev(norm)
-	if nd.n < in || uint64(nd.p)%16 != 0 { // read in 16-byte pieces
-		return nil
-	}
-	b.check(x, 0, in, "RMSNorm")
-	return &mvNorm{w: nd, eps: eps}
-}
-
-// NormMatMul3 is the norm and the three products of a prompt's rows, or of
-// a decode step's row (runtime.NormedProducts); it declines where the GEMMs
-// take no 16-bit input (narrowType) and be_mv does not fit.
+// NormMatMul3 is the norm and the three products of a prompt's rows
+// (runtime.NormedProducts); it declines where the GEMMs take no 16-bit
+// input (narrowType).
 func (b *Backend) NormMatMul3(x, norm runtime.Buffer, eps float32, rows, in int, p, q, r runtime.MatOut) bool {
 	wp, wq, wr := b.dev(p.W), b.dev(q.W), b.dev(r.W)
-	if nm := b.mvNormOf(x, norm, eps, rows, in, wp, wq, wr); nm != nil {
-		b.mv(mvStore, b.f32(x), in, nm, mvOut{p.Dst, wp, p.Out}, mvOut{q.Dst, wq, q.Out}, mvOut{r.Dst, wr, r.Out})
-		return true
-	}
 	t, ok := b.narrowType(rows, wp, wq, wr)
 	if !ok {
 		return false
@@ -103,13 +81,10 @@ func (b *Backend) NormMatMul3(x, norm runtime.Buffer, eps float32, rows, in int,
 	return true
 }
 
-// NormMatMul is NormMatMul3 of one product (the output head).
+// NormMatMul is NormMatMul3 of one product (the output head of a pass
+// that keeps every row's logits).
 func (b *Backend) NormMatMul(x, norm runtime.Buffer, eps float32, rows, in int, p runtime.MatOut) bool {
 	wp := b.dev(p.W)
-	if nm := b.mvNormOf(x, norm, eps, rows, in, wp); nm != nil {
-		b.mv(mvStore, b.f32(x), in, nm, mvOut{p.Dst, wp, p.Out})
-		return true
-	}
 	t, ok := b.narrowType(rows, wp)
 	if !ok {
 		return false
@@ -121,22 +96,8 @@ func (b *Backend) NormMatMul(x, norm runtime.Buffer, eps float32, rows, in int, 
 }
 
 // NormMLP is the norm and the fused MLP of a prompt's rows
-// (runtime.NormedProducts), where MLP serves them, or of a decode step's
-// row: be_mv_swiglu_rms into scratch, then the down product added to x.
+// (runtime.NormedProducts), where MLP serves them.
 func (b *Backend) NormMLP(x, norm runtime.Buffer, eps float32, gate, up, down runtime.Buffer, rows, dim, hidden int) bool {
-	if g, u, d := b.dev(gate), b.dev(up), b.dev(down); hidden%8 == 0 && uint64(d.p)%16 == 0 {
-		if nm := b.mvNormOf(x, norm, eps, rows, dim, g, u); nm != nil {
-			checkWeight(g, dim, hidden)
-			checkWeight(u, dim, hidden)
-			checkWeight(d, hidden, dim)
-			b.check(x, 0, dim, "MLP")
-			h := b.grow(&b.mlp, int64(hidden)*4)
-			b.launchAfter("be_mv_swiglu_rms", Dim3{(hidden + swigluRows - 1) / swigluRows, 1, 1}, Dim3{mvThreads, 1, 1},
-				b.f32(x), int32(dim), wtype(g.dtype), h, g.p, u.p, int32(hidden), nm.w.p, wtype(nm.w.dtype), nm.eps)
-			b.mv(mvAdd, h, hidden, nil, mvOut{x, d, dim})
-			return true
-		}
-	}
 	g, u, d, ok := b.mlpWeights(x, gate, up, down, rows, dim, hidden)
 	if !ok {
 		return false
