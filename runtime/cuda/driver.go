@@ -80,6 +80,8 @@ type driverAPI struct {
 	// cuLaunchKernelEx, for programmatic dependent launches; 0 when the
 	// driver lacks it.
 	rawLaunchEx uintptr
+	// cuCtxGetCurrent (Device.enter); 0 when the driver lacks it.
+	rawGetCtx uintptr
 	// cuProfilerStart and cuProfilerStop (a profiler's range: ncu
 	// --profile-from-start off); 0 when the driver lacks them.
 	rawProfStart, rawProfStop uintptr
@@ -228,6 +230,7 @@ func openDriver() (*driverAPI, error) {
 	if addr, err := purego.Dlsym(lib, "cuLaunchKernelEx"); err == nil {
 		d.rawLaunchEx = addr
 	}
+	d.rawGetCtx, _ = purego.Dlsym(lib, "cuCtxGetCurrent")
 	d.rawProfStart, _ = purego.Dlsym(lib, "cuProfilerStart")
 	d.rawProfStop, _ = purego.Dlsym(lib, "cuProfilerStop")
 	d.rawTensorMapEncode, _ = purego.Dlsym(lib, "cuTensorMapEncodeTiled")
