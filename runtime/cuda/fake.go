@@ -42,6 +42,8 @@ type fakeDev struct {
 	waits    atomic.Int64 // the host's waits for the device (stream, context, event)
 	gemms    atomic.Int64
 	byName   map[string]int64 // launches by kernel name (cuBLAS GEMMs as "cublas"), under mu
+	trace    []string         // launches in order while tracing (FakeTrace), under mu
+	tracing  bool
 }
 
 // fakeMem is the fake device's memory, in bytes (an H200's).
@@ -76,11 +78,30 @@ func FakeKernels() map[string]int64 {
 	return maps.Clone(fake.byName)
 }
 
+// FakeTrace starts recording the fake device's launches in order (kernel
+// names, and "graph" for a graph's launch; not cuBLAS's GEMMs) and
+// returns a function that stops and returns them: the order a piece of
+// work queued its kernels in.
+func FakeTrace() func() []string {
+	fake.mu.Lock()
+	fake.trace, fake.tracing = nil, true
+	fake.mu.Unlock()
+	return func() []string {
+		fake.mu.Lock()
+		defer fake.mu.Unlock()
+		fake.tracing = false
+		return fake.trace
+	}
+}
+
 // launched counts one launch of the kernel name.
 func (f *fakeDev) launched(name string) {
 	f.launches.Add(1)
 	f.mu.Lock()
 	f.byName[name]++
+	if f.tracing {
+		f.trace = append(f.trace, name)
+	}
 	f.mu.Unlock()
 }
 
