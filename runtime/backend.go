@@ -49,8 +49,11 @@ type Backend interface {
 	// StoreKV copies head head of row row of k and v [rows, kvHeads*headDim]
 	// into slot slot of the pages kPage and vPage [pageSize, headDim].
 	StoreKV(kPage, vPage Buffer, slot int, k, v Buffer, row, head, headDim, kvDim int)
-	// MoveKV copies the key and value in slot srcSlot of pages srcK/srcV to
-	// slot dstSlot of pages dstK/dstV (cache compaction after eviction).
+	// MoveKV moves the key and value in slot srcSlot of pages srcK/srcV to
+	// slot dstSlot of pages dstK/dstV (cache compaction after eviction):
+	// the source slot holds nothing after it (the cache's source is past
+	// the sequence's end), so a backend may skip a store into it that the
+	// move alone reads.
 	MoveKV(dstK, dstV Buffer, dstSlot int, srcK, srcV Buffer, srcSlot, headDim int)
 	// Attend computes attention for every query row and head of a.
 	Attend(a *AttnArgs)

@@ -12,7 +12,8 @@ import (
 )
 
 // KVOps is the key/value copies of a backend, or of one of its lanes
-// (KVLaner): what a KVCache asks of its backend per token.
+// (KVLaner): what a KVCache asks of its backend per token, as Backend's
+// StoreKV and MoveKV (a move leaves its source slot empty).
 type KVOps interface {
 	StoreKV(kPage, vPage Buffer, slot int, k, v Buffer, row, head, headDim, kvDim int)
 	MoveKV(dstK, dstV Buffer, dstSlot int, srcK, srcV Buffer, srcSlot, headDim int)
