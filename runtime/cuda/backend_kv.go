@@ -50,17 +50,14 @@ func (b *Backend) flushKV() {
 		// By value: no upload on the stream, and the launch may overlap
 		// the kernel before it (LaunchAfter).
 		copy(b.kvBox, k.ops)
-		hd := int32(k.hd)
 		k.reset()
-		must(b.fn("be_kv_box").LaunchAfter(grid, block, 0, ByValue(raw(b.kvBox)), hd))
+		must(b.fn("be_kv_box").LaunchAfter(grid, block, 0, ByValue(raw(b.kvBox)), int32(k.hd)))
 		return
 	}
 	b.reserve(span(int64(len(k.ops)) * 8))
 	p := put(b, k.ops)
 	k.reset()
-	if err := b.fn("be_kv_ops").Launch(grid, block, 0, p, int32(k.hd)); err != nil {
-		panic(err)
-	}
+	must(b.fn("be_kv_ops").Launch(grid, block, 0, p, int32(k.hd)))
 }
 
 // kvBoxOps is the most copies be_kv_box takes by value (KV_BOX_OPS in

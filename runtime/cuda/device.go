@@ -155,29 +155,26 @@ func (d *Device) enter() error {
 	if d.api.fake != nil {
 		return nil
 	}
+	tid := -1
 	if d.api.rawGetCtx != 0 {
 		var cur uintptr
-		r, _, _ := purego.SyscallN(d.api.rawGetCtx, uintptr(unsafe.Pointer(&cur)))
-		if r == 0 && cur == d.ctx {
+		if r, _, _ := purego.SyscallN(d.api.rawGetCtx, uintptr(unsafe.Pointer(&cur))); r == 0 && cur == d.ctx {
 			return nil
 		}
-		r, _, _ = purego.SyscallN(d.api.rawSetCtx, d.ctx)
-		if err := d.api.check("cuCtxSetCurrent", int32(r)); err != nil {
-			runtime.UnlockOSThread()
-			return err
+	} else {
+		tid = syscall.Gettid()
+		if c, ok := threadCtx.Load(tid); ok && c.(uintptr) == d.ctx {
+			return nil
 		}
-		return nil
-	}
-	tid := syscall.Gettid()
-	if c, ok := threadCtx.Load(tid); ok && c.(uintptr) == d.ctx {
-		return nil
 	}
 	r, _, _ := purego.SyscallN(d.api.rawSetCtx, d.ctx)
 	if err := d.api.check("cuCtxSetCurrent", int32(r)); err != nil {
 		runtime.UnlockOSThread()
 		return err
 	}
-	threadCtx.Store(tid, d.ctx)
+	if tid >= 0 {
+		threadCtx.Store(tid, d.ctx)
+	}
 	return nil
 }
 

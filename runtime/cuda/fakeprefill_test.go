@@ -240,24 +240,7 @@ func BenchmarkFakeDecodeStep(b *testing.B) {
 			MaxSeq: 4096, RopeTheta: 5e5, NormEps: 1e-5, BOS: 1, EOS: 2}},
 	} {
 		b.Run(sh.name, func(b *testing.B) {
-			be := fakeBackend(b)
-			m := runtime.ZeroModel(sh.c)
-			dw, err := runtime.UploadWeights(m, be)
-			if err != nil {
-				b.Fatal(err)
-			}
-			r, err := runtime.NewRunnerWith(m, be, runtime.RunnerOptions{MaxRows: 512, KVType: runtime.BF16, Weights: dw})
-			if err != nil {
-				b.Fatal(err)
-			}
-			ids := make([]int, 512)
-			for i := range ids {
-				ids[i] = 3 + i
-			}
-			logits := make([]float32, sh.c.Vocab)
-			if err := r.Forward(ids, logits); err != nil {
-				b.Fatal(err)
-			}
+			r, logits := fakePrompted(b, fakeBackend(b), sh.c)
 			for range 5 { // the steps' graphs recorded
 				if err := r.Forward([]int{5}, logits); err != nil {
 					b.Fatal(err)
@@ -271,4 +254,28 @@ func BenchmarkFakeDecodeStep(b *testing.B) {
 			}
 		})
 	}
+}
+
+// fakePrompted is a runner of c's zero weights (uploaded once, bf16 KV
+// pages, chunks of 512 rows) on be after a 512-token prompt, and its logits.
+func fakePrompted(tb testing.TB, be *cuda.Backend, c runtime.Config) (*runtime.Runner, []float32) {
+	tb.Helper()
+	m := runtime.ZeroModel(c)
+	dw, err := runtime.UploadWeights(m, be)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	r, err := runtime.NewRunnerWith(m, be, runtime.RunnerOptions{MaxRows: 512, KVType: runtime.BF16, Weights: dw})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ids := make([]int, 512)
+	for i := range ids {
+		ids[i] = 3 + i
+	}
+	logits := make([]float32, c.Vocab)
+	if err := r.Forward(ids, logits); err != nil {
+		tb.Fatal(err)
+	}
+	return r, logits
 }

@@ -515,28 +515,11 @@ func TestFakeDecodeStepUploads(t *testing.T) {
 			t.Setenv("KVBENCH_KV_BOX", cs.box)
 			t.Setenv("KVBENCH_ROPE_KV", cs.ropeKV)
 			t.Setenv("KVBENCH_GRAPHS", cs.graphs)
-			be := fakeBackend(t)
 			c := runtime.Config{Arch: "llama", Dim: 4096, Hidden: 14336, Layers: 32, Heads: 32, KVHeads: 8, HeadDim: 128, Vocab: 32000,
 				MaxSeq: 4096, RopeTheta: 5e5, NormEps: 1e-5, BOS: 1, EOS: 2}
-			m := runtime.ZeroModel(c)
-			dw, err := runtime.UploadWeights(m, be)
-			if err != nil {
-				t.Fatal(err)
-			}
-			r, err := runtime.NewRunnerWith(m, be, runtime.RunnerOptions{MaxRows: 512, KVType: runtime.BF16, Weights: dw})
-			if err != nil {
-				t.Fatal(err)
-			}
-			ids := make([]int, 512)
-			for i := range ids {
-				ids[i] = 3 + i
-			}
-			logits := make([]float32, c.Vocab)
-			for i := range 4 { // the prompt, then steps until the graphs replay
-				if i > 0 {
-					ids = []int{5}
-				}
-				if err := r.Forward(ids, logits); err != nil {
+			r, logits := fakePrompted(t, fakeBackend(t), c)
+			for range 3 { // steps until the graphs replay
+				if err := r.Forward([]int{5}, logits); err != nil {
 					t.Fatal(err)
 				}
 			}
