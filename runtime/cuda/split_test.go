@@ -203,11 +203,18 @@ func TestBackendKVBatch(t *testing.T) {
 		}
 		ops(c, seq.c, src.c)
 		ops(g, seq.g, src.g)
+		// Slots 6 and 7 of page 5 were the sources of moves: they hold
+		// nothing after them (MoveKV's contract), and the GPU skips the
+		// store into 7 that only the move read.
+		emptied := func(p, slot int) bool { return p == 5 && slot >= 6 }
 		for p := range seq.c.K {
 			if typ == runtime.BF16 {
 				// read returns float32 words: compare through key bounds instead.
 				lo, hi, wlo, whi := make([]float32, hd), make([]float32, hd), make([]float32, hd), make([]float32, hd)
 				for slot := 0; slot < 8; slot++ {
+					if emptied(p, slot) {
+						continue
+					}
 					c.KeyBounds(&seq.c, p*8+slot, p*8+slot+1, wlo, whi)
 					g.KeyBounds(&seq.g, p*8+slot, p*8+slot+1, lo, hi)
 					if !slices.Equal(lo, wlo) {
@@ -216,8 +223,11 @@ func TestBackendKVBatch(t *testing.T) {
 				}
 				continue
 			}
-			if got, want := read(g, seq.g.K[p]), read(c, seq.c.K[p]); !slices.Equal(got, want) {
-				t.Fatalf("%v page %d: %v, want %v", typ, p, got, want)
+			got, want := read(g, seq.g.K[p]), read(c, seq.c.K[p])
+			for slot := 0; slot < 8; slot++ {
+				if gs, ws := got[slot*hd:(slot+1)*hd], want[slot*hd:(slot+1)*hd]; !emptied(p, slot) && !slices.Equal(gs, ws) {
+					t.Fatalf("%v page %d slot %d: %v, want %v", typ, p, slot, gs, ws)
+				}
 			}
 		}
 	}
