@@ -44,29 +44,27 @@ __device__ __forceinline__ float mv_dot(int wt, uint4 a, uint4 b, const float x[
 // mv_fetch_rows asks for the pieces at column i of rows row0.. of w0 (and
 // w1): piece j = m*R + r of row row0+r of matrix m, rows past nrows
 // re-reading the last.
-// Rows R/2 and on lie gap rows further (be_mv_qkv_rope's rotation pairs;
-// 0 elsewhere).
 template <int NM, int R, int WT>
-__device__ __forceinline__ void mv_fetch_rows(const void* w0, const void* w1, long long row0, int nrows, int gap, int in, int i,
+__device__ __forceinline__ void mv_fetch_rows(const void* w0, const void* w1, long long row0, int nrows, int in, int i,
                                               uint4 (&a)[NM * R], uint4 (&b)[NM * R]) {
 #pragma unroll
     for (int m = 0; m < NM; m++)
 #pragma unroll
         for (int r = 0; r < R; r++)
-            mv_fetch(m == 0 ? w0 : w1, WT, (row0 + min(r, nrows - 1) + (r >= R / 2 ? gap : 0)) * in + i, &a[m * R + r], &b[m * R + r]);
+            mv_fetch(m == 0 ? w0 : w1, WT, (row0 + min(r, nrows - 1)) * in + i, &a[m * R + r], &b[m * R + r]);
 }
 
 // mv_rows computes the NM*R dot products of x with rows row0.. of w0 (and
 // of w1 when NM == 2) into red[j] (the block's sums, in smem): row row0+r of
-// matrix m is j = m*R + r (row0+r+gap for r >= R/2). Rows past nrows re-read the last row; their sums
+// matrix m is j = m*R + r. Rows past nrows re-read the last row; their sums
 // are not used. The next piece of each row is asked for before the current
 // one is used, and the first before pdl_wait: the weights are never
 // written, so a block launched early (LaunchAfter) has its first loads in
 // flight while the kernel before it finishes; x is read after. Ends with
 // the block synchronised.
-template <int NM, int R, int WT, class Pre>
+template <int NM, int R, int WT>
 __device__ __forceinline__ void mv_rows_t(float* red, const float* x, int in, const void* w0, const void* w1, long long row0,
-                                          int nrows, int gap, const Pre& pre) {
+                                          int nrows) {
     float acc[NM * R];
 #pragma unroll
     for (int j = 0; j < NM * R; j++) acc[j] = 0.f;
@@ -74,8 +72,7 @@ __device__ __forceinline__ void mv_rows_t(float* red, const float* x, int in, co
     const int stride = blockDim.x * 8;
     int i = threadIdx.x * 8;
     bool has = i < in;
-    if (has) mv_fetch_rows<NM, R, WT>(w0, w1, row0, nrows, gap, in, i, a, b);
-    pre();  // the caller's work that needs no input, while the first pieces arrive
+    if (has) mv_fetch_rows<NM, R, WT>(w0, w1, row0, nrows, in, i, a, b);
     pdl_trigger();
     pdl_wait();
     while (has) {
@@ -84,7 +81,7 @@ __device__ __forceinline__ void mv_rows_t(float* red, const float* x, int in, co
         const int nx = i + stride;
         const bool more = nx < in;
         uint4 a2[NM * R], b2[NM * R];
-        if (more) mv_fetch_rows<NM, R, WT>(w0, w1, row0, nrows, gap, in, nx, a2, b2);
+        if (more) mv_fetch_rows<NM, R, WT>(w0, w1, row0, nrows, in, nx, a2, b2);
 #pragma unroll
         for (int j = 0; j < NM * R; j++) acc[j] += mv_dot(WT, a[j], b[j], xv);
 #pragma unroll
@@ -108,21 +105,16 @@ __device__ __forceinline__ void mv_rows_t(float* red, const float* x, int in, co
     __syncthreads();
 }
 
-// mv_rows is mv_rows_t for the weight type wt (a constant in the loop);
-// pre runs after the first pieces are asked for, before pdl_wait.
-struct MvNoPre {
-    __device__ void operator()() const {}
-};
-
-template <int NM, int R, class Pre = MvNoPre>
+// mv_rows is mv_rows_t for the weight type wt (a constant in the loop).
+template <int NM, int R>
 __device__ __forceinline__ void mv_rows(float* red, const float* x, int in, int wt, const void* w0, const void* w1, long long row0,
-                                        int nrows, int gap = 0, const Pre& pre = Pre{}) {
+                                        int nrows) {
     if (wt == WT_BF16)
-        mv_rows_t<NM, R, WT_BF16>(red, x, in, w0, w1, row0, nrows, gap, pre);
+        mv_rows_t<NM, R, WT_BF16>(red, x, in, w0, w1, row0, nrows);
     else if (wt == WT_F16)
-        mv_rows_t<NM, R, WT_F16>(red, x, in, w0, w1, row0, nrows, gap, pre);
+        mv_rows_t<NM, R, WT_F16>(red, x, in, w0, w1, row0, nrows);
     else
-        mv_rows_t<NM, R, WT_F32>(red, x, in, w0, w1, row0, nrows, gap, pre);
+        mv_rows_t<NM, R, WT_F32>(red, x, in, w0, w1, row0, nrows);
 }
 
 #define MV_STORE 0
@@ -180,64 +172,5 @@ extern "C" __global__ void __launch_bounds__(256, 2) be_mv_swiglu(const float* x
     if (threadIdx.x < nrows) {
         float g = red[threadIdx.x], u = red[MV_ROWS + threadIdx.x];
         dst[row0 + threadIdx.x] = __fmul_rn(__fdiv_rn(g, __fadd_rn(1.f, expf(-g))), u);
-    }
-}
-
-// be_mv_qkv_rope: a decode step's query, key and value products (be_mv_r8's
-// three matrices, stored) with RoPE of the queries and keys and the KV
-// stores in the epilogue: what be_mv_r8, then be_rope_kv write, to the bit
-// (rope_rows' arithmetic), without the launch between. Copy j of box
-// (be_kv_op's 5 words, mode 0 f32 or 1 bf16) is key head j's store and its
-// value's. A block's 8 rows are 4 rotation pairs of one head: rows 4j..4j+3
-// and their partners hd/2 on (rotate-half), or 8 consecutive rows
-// (interleaved pairs); the values' blocks take 8 consecutive rows. Threads
-// 0-7 compute their pair's cos and sin (in double, as rope_rows) while their
-// first weights arrive, before the wait for the kernel ahead (computed
-// before the first loads, the blocks took 3 us more: 19.1 us against 15.9
-// for the products alone, ncu, H200). hd is a multiple of 8, oq, ok and ov multiples
-// of hd (the host checks). A programmatic dependent (LaunchAfter).
-extern "C" __global__ void __launch_bounds__(256, 2)
-    be_mv_qkv_rope(const float* x, int in, int wt, float* dq, const void* wq, int oq, float* dk, const void* wk, int ok, float* dv,
-                   const void* wv, int ov, const int* pos, const float* invf, int hd, int interleaved, const __grid_constant__ KvBox box) {
-    __shared__ float red[8];
-    int b = blockIdx.x, m = 0;  // matrix m: 0 queries, 1 keys, 2 values
-    if (b >= (oq + ok) / 8) {
-        m = 2, b -= (oq + ok) / 8;
-    } else if (b >= oq / 8) {
-        m = 1, b -= oq / 8;
-    }
-    if (m == 2 && b >= ov / 8) return;
-    float* d = m == 0 ? dq : m == 1 ? dk : dv;
-    const void* w = m == 0 ? wq : m == 1 ? wk : wv;
-    const int half = hd / 2, per = hd / 8;  // a head's blocks
-    const bool pairs = m < 2 && !interleaved;
-    const long long row0 = pairs ? (long long)(b / per) * hd + (b % per) * 4 : (long long)b * 8;
-    const int r = threadIdx.x;
-    const int row = (int)row0 + (r & 7) + (pairs && (r & 7) >= 4 ? half - 4 : 0);
-    float c = 1.f, sn = 0.f;
-    mv_rows<1, 8>(red, x, in, wt, w, w, row0, 8, pairs ? half - 4 : 0, [&] {
-        if (m < 2 && r < 8) {
-            const int ih = row % hd, i = interleaved ? ih / 2 : ih % half;
-            double sd, cd;
-            sincos((double)__fmul_rn((float)pos[0], invf[i]), &sd, &cd);
-            c = (float)cd, sn = (float)sd;
-        }
-    });
-    if (r >= 8) return;
-    float v = red[r];
-    if (m < 2) {  // rope_rows: a' = a c - b s, b' = b c + a s for the pair (a, b)
-        const float p = red[interleaved ? r ^ 1 : r ^ 4];
-        const bool first = interleaved ? (r & 1) == 0 : r < 4;
-        v = first ? __fsub_rn(__fmul_rn(v, c), __fmul_rn(p, sn)) : __fadd_rn(__fmul_rn(v, c), __fmul_rn(p, sn));
-    }
-    d[row] = v;
-    if (m > 0) {
-        const u64* op = box.w + 5 * (row / hd);
-        const int at = row % hd;
-        void* dst = (void*)op[m == 1 ? 0 : 1];
-        if (op[4] == 1)
-            ((u16*)dst)[at] = be_to_bf16(v);
-        else
-            ((float*)dst)[at] = v;
     }
 }

@@ -111,8 +111,6 @@ type Backend struct {
 	kvBox     []uint64 // KvBox: a batch of KV copies by value (flushKV)
 	noRopeKV  bool     // KVBENCH_ROPE_KV=off: a step's RoPE and KV stores are separate launches (ropeCall)
 	ropeAt    ropeCall // the last RoPE launch, pending until the next flushKV for a decode step
-	mvAt      mvCall   // a decode step's query, key and value products, pending until the next flushKV
-	noQKVRope bool     // KVBENCH_QKV_ROPE=off: the products launch at once (mvCall)
 	box       []int32  // RtBox: the words' count, then a call's ints by value (rtBox)
 	mvKernel  string   // be_mv_r4 or be_mv_r8 ($KVBENCH_MV_ROWS)
 	wide      scratch  // float32 copy of a bf16/f16 weight for an f32 GEMM
@@ -293,10 +291,6 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 		return nil, err
 	}
 	if b.noRopeKV, err = envOff("KVBENCH_ROPE_KV"); err != nil {
-		b.Close()
-		return nil, err
-	}
-	if b.noQKVRope, err = envOff("KVBENCH_QKV_ROPE"); err != nil {
 		b.Close()
 		return nil, err
 	}
@@ -505,10 +499,6 @@ func (b *Backend) sync() {
 // wait waits for the stream; the staging arenas are free again.
 func (b *Backend) wait() {
 	b.notCapturing("a wait for the device")
-	if b.mvAt.pending { // before the RoPE that reads its products
-		b.mvAt.pending = false
-		b.launchMV(b.mvAt)
-	}
 	if b.ropeAt.pending { // its positions are in the arena this wait frees
 		b.launchRope(false)
 	}

@@ -33,15 +33,6 @@ func (b *Backend) flushKV() {
 		b.flushZeros()
 	}
 	k := &b.kv
-	if b.mvAt.pending {
-		b.mvAt.pending = false
-		if b.qkvRope() { // the products, the RoPE and the stores launched
-			b.ropeAt.pending = false
-			k.reset()
-			return
-		}
-		b.launchMV(b.mvAt)
-	}
 	if b.ropeAt.pending {
 		fused := b.ropeStores()
 		b.launchRope(fused)

@@ -99,10 +99,7 @@ func (b *Backend) ropeWith(x runtime.Buffer, rows, heads, headDim int, pos []int
 		v = append(v, b.thetaFreqs(theta, headDim)...)
 	}
 	b.hInts = v
-	pend := rows == 1 && heads2 > 0 && !b.noRopeKV && !b.noKVBox && heads2 <= kvBoxOps
-	if !pend || !b.mvAt.pending || len(b.kv.ops) > 0 || len(b.zeros) > 0 {
-		b.flushKV()
-	} // else the pending products wait for this RoPE (qkvRope), nothing queued after them
+	b.flushKV()
 	// The queries and keys of a layer rotate by the same positions: reuse
 	// the upload while the arena still holds it.
 	p := b.rope.p
@@ -123,7 +120,7 @@ func (b *Backend) ropeWith(x runtime.Buffer, rows, heads, headDim int, pos []int
 	}
 	b.ropeAt = ropeCall{grid: Dim3{rows, pairBlocks, 1}, block: Dim3{threads, 1, 1}, x: b.f32(x), p: p, inv: p.Add(int64(rows) * 4),
 		heads: heads, hd: headDim, inter: inter, k: p2, heads2: heads2}
-	if pend {
+	if rows == 1 && heads2 > 0 && !b.noRopeKV && !b.noKVBox && heads2 <= kvBoxOps {
 		b.ropeAt.pending = true // flushKV launches it, with the keys' stores if they follow
 		return
 	}

@@ -486,7 +486,7 @@ func TestFakeGrowthNoWait(t *testing.T) {
 // TestEnvSwitches: the backend's on/off switches refuse other values, naming
 // the variable.
 func TestEnvSwitches(t *testing.T) {
-	for _, name := range []string{"KVBENCH_GRAPHS", "KVBENCH_RT_BOX", "KVBENCH_KV_BOX", "KVBENCH_ROPE_KV", "KVBENCH_PAGE_TABLES", "KVBENCH_ATTN_TC", "KVBENCH_QKV_ROPE"} {
+	for _, name := range []string{"KVBENCH_GRAPHS", "KVBENCH_RT_BOX", "KVBENCH_KV_BOX", "KVBENCH_ROPE_KV", "KVBENCH_PAGE_TABLES", "KVBENCH_ATTN_TC"} {
 		t.Run(name, func(t *testing.T) {
 			t.Setenv(name, "maybe")
 			be, err := cuda.NewFakeBackend("bf16")
@@ -502,22 +502,18 @@ func TestEnvSwitches(t *testing.T) {
 }
 
 // TestFakeDecodeStepUploads: a decode step of one stream (the 8B shape at
-// 512 tokens) uploads nothing a layer: its query, key and value products,
-// RoPE and KV stores are one launch (be_mv_qkv_rope; with
-// KVBENCH_QKV_ROPE=off the stores go by value with RoPE, be_rope_kv; with
-// KVBENCH_ROPE_KV=off too in a be_kv_box launch of their own), the
-// attention's ints go by value too (RtBox); the step's copies are its own
-// (the token, the positions and frequencies of RoPE), fewer than its
-// layers. With KVBENCH_KV_BOX=off each layer's store uploads its copies
-// (be_kv_ops). The step's products run directly, not from CUDA graphs,
-// unless KVBENCH_GRAPHS=on (graphsFor; then be_rope_kv).
+// 512 tokens) uploads nothing a layer: its KV stores go by value with RoPE
+// (be_rope_kv, one a layer; with KVBENCH_ROPE_KV=off in a be_kv_box
+// launch of their own), the attention's ints too (RtBox); the step's copies
+// are its own (the token, the positions and frequencies of RoPE), fewer
+// than its layers. With KVBENCH_KV_BOX=off each layer's store uploads its
+// copies (be_kv_ops). The step's products run directly, not from CUDA
+// graphs, unless KVBENCH_GRAPHS=on (graphsFor).
 func TestFakeDecodeStepUploads(t *testing.T) {
-	for _, cs := range []struct{ box, ropeKV, qkv, graphs string }{{"", "", "", ""}, {"", "", "off", ""}, {"", "off", "", ""},
-		{"off", "", "", ""}, {"", "", "", "on"}, {"", "", "", "off"}} {
-		t.Run(fmt.Sprintf("kvbox %q, rope kv %q, qkv rope %q, graphs %q", cs.box, cs.ropeKV, cs.qkv, cs.graphs), func(t *testing.T) {
+	for _, cs := range []struct{ box, ropeKV, graphs string }{{"", "", ""}, {"", "off", ""}, {"off", "", ""}, {"", "", "on"}, {"", "", "off"}} {
+		t.Run(fmt.Sprintf("kvbox %q, rope kv %q, graphs %q", cs.box, cs.ropeKV, cs.graphs), func(t *testing.T) {
 			t.Setenv("KVBENCH_KV_BOX", cs.box)
 			t.Setenv("KVBENCH_ROPE_KV", cs.ropeKV)
-			t.Setenv("KVBENCH_QKV_ROPE", cs.qkv)
 			t.Setenv("KVBENCH_GRAPHS", cs.graphs)
 			c := runtime.Config{Arch: "llama", Dim: 4096, Hidden: 14336, Layers: 32, Heads: 32, KVHeads: 8, HeadDim: 128, Vocab: 32000,
 				MaxSeq: 4096, RopeTheta: 5e5, NormEps: 1e-5, BOS: 1, EOS: 2}
@@ -535,21 +531,19 @@ func TestFakeDecodeStepUploads(t *testing.T) {
 			_, c1, _, _ := cuda.FakeCounts()
 			k1 := cuda.FakeKernels()
 			L := int64(c.Layers)
-			got := [5]int64{}
-			for i, name := range []string{"be_mv_qkv_rope", "be_rope_kv", "be_rope", "be_kv_box", "be_kv_ops"} {
+			got := [4]int64{}
+			for i, name := range []string{"be_rope_kv", "be_rope", "be_kv_box", "be_kv_ops"} {
 				got[i] = k1[name] - k0[name]
 			}
-			want := [5]int64{L, 0, 0, 0, 0}
+			want := [4]int64{L, 0, 0, 0}
 			switch {
 			case cs.box == "off":
-				want = [5]int64{0, 0, L, 0, L}
+				want = [4]int64{0, L, 0, L}
 			case cs.ropeKV == "off":
-				want = [5]int64{0, 0, L, L, 0}
-			case cs.qkv == "off" || cs.graphs == "on": // a graph's capture launches the products at its end
-				want = [5]int64{0, L, 0, 0, 0}
+				want = [4]int64{0, L, L, 0}
 			}
 			if got != want {
-				t.Errorf("launches of be_mv_qkv_rope, be_rope_kv, be_rope, be_kv_box, be_kv_ops: %v, want %v", got, want)
+				t.Errorf("launches of be_rope_kv, be_rope, be_kv_box, be_kv_ops: %v, want %v", got, want)
 			}
 			if copies := c1 - c0; (cs.box == "off") != (copies >= L) {
 				t.Errorf("%d copies to the device in a step of %d layers", copies, L)

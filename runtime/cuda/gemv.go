@@ -98,61 +98,8 @@ func (b *Backend) mv(mode int32, x runtime.Buffer, in int, ms ...mvOut) {
 		blocks += (m.out + rows - 1) / rows
 	}
 	b.check(x, 0, in, "MatMul")
-	c := mvCall{kernel: b.mvKernel, blocks: blocks, x: b.f32(x), in: int32(in), wt: wtype(ms[0].w.dtype), mode: mode}
-	for i := range args {
-		c.d[i], c.w[i], c.out[i] = args[i].d, args[i].w, args[i].out
-	}
-	b.flushKV()
-	if len(ms) == 3 && mode == mvStore && b.mvKernel == "be_mv_r8" && !b.noQKVRope && !b.noRopeKV && !b.noKVBox {
-		c.pending = true // flushKV launches it, with the RoPE and the KV stores if they follow (qkvRope)
-		b.mvAt = c
-		return
-	}
-	b.launchMV(c)
-}
-
-// mvCall is a be_mv launch. A decode step's query, key and value products
-// are left pending, as its RoPE is (ropeCall): when the RoPE of their
-// queries and keys and one store of each key head and its value follow,
-// flushKV launches all three as be_mv_qkv_rope (qkvRope), else the products
-// alone first (KVBENCH_QKV_ROPE=off: never pending).
-type mvCall struct {
-	pending bool
-	kernel  string
-	blocks  int
-	x       Ptr
-	in, wt  int32
-	mode    int32
-	d, w    [3]Ptr
-	out     [3]int32
-}
-
-// launchMV launches c.
-func (b *Backend) launchMV(c mvCall) {
-	must(b.fn(c.kernel).LaunchAfter(Dim3{c.blocks, 1, 1}, Dim3{mvThreads, 1, 1}, 0, c.x, c.in, c.wt, c.mode,
-		c.d[0], c.w[0], c.out[0], c.d[1], c.w[1], c.out[1], c.d[2], c.w[2], c.out[2]))
-}
-
-// qkvRope reports whether the pending products b.mvAt, the pending RoPE
-// b.ropeAt and the queued stores are one decode step's (the RoPE turns the
-// products' queries and keys of one row, the stores are one a key head of
-// the rotated keys and of the products' values: ropeStores, which then
-// holds them in b.kvBox) and, if so, launches them as be_mv_qkv_rope.
-func (b *Backend) qkvRope() bool {
-	m, r := &b.mvAt, &b.ropeAt
-	hd := int32(r.hd)
-	if !r.pending || r.grid.X != 1 || r.x != m.d[0] || r.k != m.d[1] || hd%8 != 0 || int32(r.heads)*hd != m.out[0] ||
-		int32(r.heads2)*hd != m.out[1] || m.out[2] != m.out[1] || !b.ropeStores() {
-		return false
-	}
-	if b.kvBox[3] != uint64(m.d[2]) { // key head 0's value is not the products'
-		b.launchMV(*m)
-		b.launchRope(true)
-		return true
-	}
-	must(b.fn("be_mv_qkv_rope").LaunchAfter(Dim3{int(m.out[0]+m.out[1]+m.out[2]) / 8, 1, 1}, Dim3{mvThreads, 1, 1}, 0, m.x, m.in, m.wt,
-		m.d[0], m.w[0], m.out[0], m.d[1], m.w[1], m.out[1], m.d[2], m.w[2], m.out[2], r.p, r.inv, hd, r.inter, ByValue(raw(b.kvBox))))
-	return true
+	b.launchAfter(b.mvKernel, Dim3{blocks, 1, 1}, Dim3{mvThreads, 1, 1}, b.f32(x), int32(in), wtype(ms[0].w.dtype), mode,
+		args[0].d, args[0].w, args[0].out, args[1].d, args[1].w, args[1].out, args[2].d, args[2].w, args[2].out)
 }
 
 // MatMul3 runs the three products of one row as one launch (else one

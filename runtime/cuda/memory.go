@@ -183,7 +183,6 @@ func (b *Backend) ReleaseWork() (err error) {
 	b.kv.reset()
 	b.qq.reset() // queued Quest work names buffers about to be freed
 	b.zeros = b.zeros[:0]
-	b.mvAt.pending, b.ropeAt.pending = false, false // pending launches read buffers about to be freed
 	syncErr := b.D.Sync()
 	b.dropReplays()
 	b.freeWorkspaces()
