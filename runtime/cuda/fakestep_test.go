@@ -554,3 +554,22 @@ func TestFakeDecodeStepUploads(t *testing.T) {
 		})
 	}
 }
+
+// TestFakeReleaseDropsPendingRoPE: a decode step's RoPE left pending
+// (ropeCall) when the work is released after a failure is dropped, not
+// launched later over the freed queries and keys.
+func TestFakeReleaseDropsPendingRoPE(t *testing.T) {
+	be := fakeBackend(t)
+	q, k := be.Alloc(4*64), be.Alloc(2*64)
+	k0 := cuda.FakeKernels()
+	be.RoPE2(q, k, 1, 4, 2, 64, []int{7}, 1e4, runtime.RopeHalf)
+	if err := be.ReleaseWork(); err != nil {
+		t.Fatal(err)
+	}
+	x := be.Alloc(8)
+	be.Write(x, 0, make([]float32, 8)) // flushes what is queued
+	k1 := cuda.FakeKernels()
+	if n := k1["be_rope"] - k0["be_rope"] + k1["be_rope_kv"] - k0["be_rope_kv"]; n != 0 {
+		t.Errorf("%d RoPE launches after ReleaseWork, want none", n)
+	}
+}

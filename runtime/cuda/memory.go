@@ -183,6 +183,7 @@ func (b *Backend) ReleaseWork() (err error) {
 	b.kv.reset()
 	b.qq.reset() // queued Quest work names buffers about to be freed
 	b.zeros = b.zeros[:0]
+	b.ropeAt.pending = false // a decode step's RoPE, pending, reads buffers about to be freed
 	syncErr := b.D.Sync()
 	b.dropReplays()
 	b.freeWorkspaces()
