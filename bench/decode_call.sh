@@ -11,7 +11,13 @@
 set -u
 shape=${SHAPE:-8b}; model=${MODEL:-/tmp/m$shape}
 if [ ! -f "$model/config.json" ]; then
-	timeout 200 python3 bench/e2e.py make --shape "$shape" --out "$model" --tokenizer "${B:-.gpucarry}/tokenizer.model" 2>&1 | tail -1
+	# $B is the unpacked carry (bench/unpack_carry.sh sets it, unexported).
+	if ! timeout 200 python3 bench/e2e.py make --shape "$shape" --out "$model" --tokenizer "${B:-/tmp/gpubin}/tokenizer.model" > /tmp/decode_make.log 2>&1; then
+		tail -3 /tmp/decode_make.log
+		rm -rf "$model" # a half-made model would be taken next time
+		exit 1
+	fi
+	tail -1 /tmp/decode_make.log
 fi
 echo "| round | build | settings | tok/s |"
 echo "|---|---|---|---:|"
