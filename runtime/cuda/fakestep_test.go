@@ -48,10 +48,18 @@ func BenchmarkFakeBatchStep(b *testing.B) {
 		{"random", policies.Params{"budget": 1024}}, {"quest", policies.Params{"budget": 1024, "page": 16}}}
 	for _, sh := range shapes {
 		m := runtime.ZeroModel(sh.c)
+		var dw *runtime.DeviceWeights // uploaded at the shape's first run, freed after its last
 		for _, pc := range pols {
 			b.Run(sh.name+"/"+pc.name, func(b *testing.B) {
 				const streams, prompt = 64, 1100
-				batch := promptedBatch(b, be, m, pc.name, pc.params, streams, 256, func(int) int { return prompt })
+				if dw == nil {
+					var err error
+					if dw, err = runtime.UploadWeights(m, be); err != nil {
+						b.Fatal(err)
+					}
+				}
+				batch := promptedWith(b, be, m, dw, func(int) (string, policies.Params) { return pc.name, pc.params }, streams, 256,
+					func(int) int { return prompt })
 				sids, toks := make([]int, streams), make([]int, streams)
 				targets, out := make([]int, streams), make([]float64, streams)
 				for i := range sids {
@@ -98,9 +106,12 @@ func BenchmarkFakeBatchStep(b *testing.B) {
 					b.Logf("launches a step by kernel:%s", line)
 				}
 				for i := range batch.Len() {
-					batch.Runner(i).Reset() // its cache's pages to the runner's free list
+					batch.Runner(i).Cache.Free() // its pages back to the device: a run is 9 GB of the 8B's
 				}
 			})
+		}
+		if dw != nil {
+			dw.Free()
 		}
 	}
 }
@@ -239,7 +250,15 @@ func promptedBatch(tb testing.TB, be *cuda.Backend, m *runtime.Model, policy str
 // promptedMixed is promptedBatch with stream i under policy pick(i).
 func promptedMixed(tb testing.TB, be *cuda.Backend, m *runtime.Model, pick func(i int) (string, policies.Params), streams, maxRows int, prompt func(i int) int) *runtime.Batch {
 	tb.Helper()
-	first, err := runtime.NewRunnerWith(m, be, runtime.RunnerOptions{MaxRows: maxRows, KVType: runtime.BF16})
+	return promptedWith(tb, be, m, nil, pick, streams, maxRows, prompt)
+}
+
+// promptedWith is promptedMixed over the weights dw already uploaded (nil:
+// an upload of its own, never freed: the fake device's memory runs out
+// after a few 8B batches).
+func promptedWith(tb testing.TB, be *cuda.Backend, m *runtime.Model, dw *runtime.DeviceWeights, pick func(i int) (string, policies.Params), streams, maxRows int, prompt func(i int) int) *runtime.Batch {
+	tb.Helper()
+	first, err := runtime.NewRunnerWith(m, be, runtime.RunnerOptions{MaxRows: maxRows, KVType: runtime.BF16, Weights: dw})
 	if err != nil {
 		tb.Fatal(err)
 	}
