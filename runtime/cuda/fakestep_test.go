@@ -578,6 +578,8 @@ func TestFakeDecodeStepUploads(t *testing.T) {
 // (ropeCall) when the work is released after a failure is dropped, not
 // launched later over the freed queries and keys.
 func TestFakeReleaseDropsPendingRoPE(t *testing.T) {
+	t.Setenv("KVBENCH_ROPE_KV", "") // the switches under which a decode RoPE waits
+	t.Setenv("KVBENCH_KV_BOX", "")
 	be := fakeBackend(t)
 	q, k := be.Alloc(4*64), be.Alloc(2*64)
 	k0 := cuda.FakeKernels()
