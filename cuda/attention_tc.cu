@@ -42,6 +42,16 @@
 
 #define TC_ST 3  // tiles in a warp's stages: TC_ST-1 in flight while it computes on one
 
+// BULK (attn_rt_d{D}_g{G}_bf16_tcb, sm_90a): the same kernel with a tile's
+// rows brought by the TMA's bulk copies instead of cp.async: lane l asks
+// for row l % 16 of the tile's K (lanes 0-15) or V (16-31), 256 or 128
+// bytes in one cp.async.bulk into the same padded stage row, completing on
+// the stage's mbarrier by byte count (lane 0 arrives with the expected
+// 32 rows' bytes). A warp then issues one copy a lane a tile instead of
+// 2 x 16 x PC / 32 16-byte ones, and the loads leave the warp's issue slots
+// and the LSU. Rows past the chunk copy its last row again (finite: its K
+// row's score is masked, its V row meets a zero probability).
+
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
 // tc_mma accumulates d += A B for one m16n8k16 product (bf16 in, float32
 // accumulate). Not volatile: a product only reads and writes registers, so
@@ -68,7 +78,20 @@ __device__ __forceinline__ void tc_split(float x0, float x1, u32& h, u32& l) {
 // row padded by 16 bytes (tcSmem in splitkv.go: the same).
 #define TC_STAGE_BYTES(D) (ATTN_NT / 32 * TC_ST * 2 * 16 * ((D) * 2 + 16))
 
-template <int D, int G>
+// tc_bulk copies bytes (a multiple of 16) from global src to shared dst by
+// the TMA's bulk copy, completing on the mbarrier bar (sm_90a).
+__device__ __forceinline__ void tc_bulk(void* dst, u64 src, u32 bytes, u64* bar) {
+#if KVB_WG
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+                     (u32)__cvta_generic_to_shared(dst)),
+                 "l"(src), "r"(bytes), "r"((u32)__cvta_generic_to_shared(bar))
+                 : "memory");
+#else
+    __trap();
+#endif
+}
+
+template <int D, int G, bool BULK>
 __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u64* __restrict__ ptrs, const int* __restrict__ ints,
                                             int hdr, int chunk, int pgw, float scaleLog2, float* __restrict__ partO,
                                             float* __restrict__ partML, int* __restrict__ counters, float* __restrict__ out,
@@ -88,6 +111,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     extern __shared__ __align__(16) unsigned char tsm[];
     __shared__ int sItem[G];
     __shared__ float wM[NW][8], wL[NW][8];
+    __shared__ u64 tbar[BULK ? NW * TC_ST : 1];  // BULK: a stage's mbarrier
 
     const int* H = ints + hdr;
     const int c = blockIdx.x, tid = threadIdx.x, w = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
@@ -102,6 +126,13 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     u64* spk = reinterpret_cast<u64*>(tsm + TC_STAGE_BYTES(D));
     u64* spv = spk + pgw;
     if (tid < G) sItem[tid] = rt_item(H, r, tid);
+#if KVB_WG
+    if (BULK && lane == 0) {
+#pragma unroll
+        for (int s = 0; s < TC_ST; ++s) tm_init(&tbar[w * TC_ST + s], 1);
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+#endif
     // The call's ints are ready; the page tables, q and the keys may be
     // written by the kernels just before this one.
     pdl_wait();
@@ -152,6 +183,16 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     auto issue = [&](int ti, int s) {
         unsigned char* dk = stages + s * (2 * TB);
         const int tb = ti * 16;
+        if (BULK) {
+#if KVB_WG
+            u64* bar = &tbar[w * TC_ST + s];
+            if (lane == 0) tm_expect(bar, 32 * RB);
+            const int row = lane & 15, t = lo + c0 + min(tb + row, len - 1);
+            const u64* pp = lane < 16 ? spk : spv;
+            tc_bulk(dk + (lane >> 4) * TB + row * SR, pp[(t >> psh) - pg0] + (size_t)(t & (ps - 1)) * RB, RB, bar);
+#endif
+            return;
+        }
         if (whole && tb + 16 <= len) {
             const int t0 = lo + c0 + tb, pj = (t0 >> psh) - pg0;
             const size_t off = (size_t)(t0 & (ps - 1)) * RB;
@@ -185,7 +226,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
 #pragma unroll
     for (int s = 0; s < TC_ST - 1; ++s) {
         if (s < mine) issue(w + s * NW, s);
-        fl_commit();
+        if (!BULK) fl_commit();
     }
     float o[KS][4];
 #pragma unroll
@@ -194,9 +235,15 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     for (int k = 0; k < mine; ++k) {
         __syncwarp();  // the stage written next was read by every lane (iteration k-1)
         if (k + TC_ST - 1 < mine) issue(w + (k + TC_ST - 1) * NW, (k + TC_ST - 1) % TC_ST);
-        fl_commit();
-        fl_wait<TC_ST - 1>();
-        __syncwarp();  // every lane's copies of tile k are in
+        if (BULK) {
+#if KVB_WG
+            tm_wait(&tbar[w * TC_ST + k % TC_ST], (k / TC_ST) & 1);  // tile k's 32 rows are in
+#endif
+        } else {
+            fl_commit();
+            fl_wait<TC_ST - 1>();
+            __syncwarp();  // every lane's copies of tile k are in
+        }
         const unsigned char* sk = stages + (k % TC_ST) * (2 * TB);
         const unsigned char* sv = sk + TB;
         const int ti = w + k * NW;
@@ -326,15 +373,20 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
 
 // attn_rt_d{D}_g{G}_bf16_tc: attn_rt's parameters (ATTN_RT_PARAMS); raw and
 // ml are not written (the host sends no such call here).
-#define ATTN_TC_KERNEL(D, G)                                                                                   \
-    extern "C" __global__ void __launch_bounds__(ATTN_NT) attn_rt_d##D##_g##G##_bf16_tc(ATTN_RT_PARAMS) {     \
-        pdl_trigger();                                                                                         \
-        const int* I = rt_ints(ints, box);                                                                     \
-        const int r = blockIdx.y + blockIdx.z * gridDim.y;                                                     \
-        const int nsrows = I[hdr + RH_SROWS];                                                                  \
-        if (r >= nsrows) return;                                                                               \
-        attn_tc_row<D, G>(q, ptrs, I, hdr, chunk, pgw, scaleLog2, partO, partML, counters, out, r, nsrows);   \
+#define ATTN_TC_KERNEL_AS(D, G, BULK, SUF)                                                                          \
+    extern "C" __global__ void __launch_bounds__(ATTN_NT) attn_rt_d##D##_g##G##_bf16_##SUF(ATTN_RT_PARAMS) {        \
+        pdl_trigger();                                                                                              \
+        const int* I = rt_ints(ints, box);                                                                          \
+        const int r = blockIdx.y + blockIdx.z * gridDim.y;                                                          \
+        const int nsrows = I[hdr + RH_SROWS];                                                                       \
+        if (r >= nsrows) return;                                                                                    \
+        attn_tc_row<D, G, BULK>(q, ptrs, I, hdr, chunk, pgw, scaleLog2, partO, partML, counters, out, r, nsrows);  \
     }
+// attn_rt_d{D}_g{G}_bf16_tc (cp.async) and _tcb (the TMA's bulk copies:
+// sm_90a; elsewhere it traps, and the host does not choose it).
+#define ATTN_TC_KERNEL(D, G)                  \
+    ATTN_TC_KERNEL_AS(D, G, false, tc)        \
+    ATTN_TC_KERNEL_AS(D, G, true, tcb)
 
 #if KVB_IN(13)
 ATTN_TC_KERNEL(64, 1)

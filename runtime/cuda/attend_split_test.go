@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/bits"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"sort"
 	"testing"
@@ -268,10 +269,28 @@ func TestAttendSplitManyRows(t *testing.T) {
 // two tokens) with the CPU beyond TestAttendSplitKernels' cases: pages of 8
 // (tiles span two pages: the copies' general path), 16 and 32, contexts of
 // 1, 15 and 3,000 tokens (a last tile in part past the chunk; many tiles a
-// warp: the stages' ring turns), and chunks chosen per call or of 32.
+// warp: the stages' ring turns), and chunks chosen per call or of 32; on
+// sm_90a both the cp.async kernel (_tc) and the one fed by the TMA's bulk
+// copies (_tcb, KVBENCH_ATTN_BULK=on).
 func TestAttendTCKernels(t *testing.T) {
+	for _, bulk := range []string{"off", "on"} {
+		t.Run("bulk="+bulk, func(t *testing.T) {
+			t.Setenv("KVBENCH_ATTN_BULK", bulk)
+			testAttendTCKernels(t)
+		})
+	}
+}
+
+func testAttendTCKernels(t *testing.T) {
 	t.Setenv("KVBENCH_ATTN_TC", "on")
 	g := newGPU(t)
+	suffix := "_tc"
+	if os.Getenv("KVBENCH_ATTN_BULK") == "on" {
+		if g.D.Arch() != "sm_90a" {
+			t.Skipf("the bulk-copy kernel needs sm_90a, not %s", g.D.Arch())
+		}
+		suffix = "_tcb"
+	}
 	c := cpu.New(0)
 	defer c.Close()
 	rng := rand.New(rand.NewPCG(41, 3))
@@ -289,7 +308,7 @@ func TestAttendTCKernels(t *testing.T) {
 							cp := newCachePair(t, c, g, cfg, ps, runtime.BF16, false)
 							cp.append(rng, n)
 							compareAttend(t, c, g, cp, rng, attnCase{heads: hk[0], rows: 1, qpos: []int{cp.next - 1}, opt: "plain", tol: 2e-5})
-							want := fmt.Sprintf("attn_rt_d%d_g%d_bf16_tc", hd, hk[0]/hk[1])
+							want := fmt.Sprintf("attn_rt_d%d_g%d_bf16%s", hd, hk[0]/hk[1], suffix)
 							if p := g.AttnPlan(); p.Kernel != want {
 								t.Errorf("kernel %s, want %s (plan %+v)", p.Kernel, want, p)
 							}

@@ -476,6 +476,37 @@ func TestFakeTCSharedMemory(t *testing.T) {
 	}
 }
 
+// TestFakeAttnBulk: KVBENCH_ATTN_BULK=on runs a lean decode call of 32/8
+// heads on the tensor-core kernel fed by the TMA's bulk copies (_tcb; the
+// fake device is sm_90a), off or unset the cp.async one (_tc), and any
+// other value is refused when the backend is made, naming the variable.
+func TestFakeAttnBulk(t *testing.T) {
+	for _, c := range []struct{ env, want string }{{"", "attn_rt_d128_g4_bf16_tc"}, {"off", "attn_rt_d128_g4_bf16_tc"},
+		{"on", "attn_rt_d128_g4_bf16_tcb"}} {
+		t.Run("bulk="+c.env, func(t *testing.T) {
+			t.Setenv("KVBENCH_ATTN_BULK", c.env)
+			be := fakeBackend(t)
+			cfg := runtime.Config{Arch: "llama", Dim: 4096, Hidden: 1024, Layers: 1, Heads: 32, KVHeads: 8, HeadDim: 128, Vocab: 100,
+				MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
+			const n = 600
+			kc, _ := fakeFilledCache(t, be, cfg, n)
+			be.Attend(&runtime.AttnArgs{Rows: 1, QPos: []int{n - 1}, Heads: cfg.Heads, KVHeads: cfg.KVHeads, HeadDim: cfg.HeadDim,
+				Scale: 0.1, Seqs: kc.Seqs(0), Rope: runtime.RopeHalf, Theta: cfg.RopeTheta,
+				Q: be.Alloc(cfg.Heads * cfg.HeadDim), Out: be.Alloc(cfg.Heads * cfg.HeadDim)})
+			if p := be.AttnPlan(); p.Kernel != c.want {
+				t.Errorf("kernel %s, want %s (plan %+v)", p.Kernel, c.want, p)
+			}
+		})
+	}
+	t.Setenv("KVBENCH_ATTN_BULK", "yes")
+	if be, err := cuda.NewFakeBackend("bf16"); err == nil {
+		be.Close()
+		t.Fatal("KVBENCH_ATTN_BULK=yes: backend made, want an error")
+	} else if !strings.Contains(err.Error(), "KVBENCH_ATTN_BULK") {
+		t.Errorf("error %q does not name KVBENCH_ATTN_BULK", err)
+	}
+}
+
 // TestFakeGrowthNoWait: an Attend whose page tables outgrow their pool (a
 // pool of 16 words to start with) and whose uploads outgrow the staging
 // arena grows both without waiting for the device (the old ones are freed

@@ -284,6 +284,7 @@ type splitState struct {
 	waves    int            // waves of resident blocks a chosen chunk fills ($KVBENCH_ATTN_WAVES)
 	short    int            // the longest chunk the _short kernels take ($KVBENCH_ATTN_SHORT; 0: none)
 	tc       tcMode         // when lean calls run the tensor-core _tc kernels ($KVBENCH_ATTN_TC)
+	bulk     bool           // they run the _tcb variant (the TMA's bulk copies) on sm_90a ($KVBENCH_ATTN_BULK)
 	occ      map[occKey]int // resident blocks per multiprocessor, by kernel and shared memory
 	last     Plan           // the last Attend's launch (AttnPlan)
 }
@@ -459,7 +460,8 @@ type splitShape struct {
 // row; rows of one head measured no faster with it, 32/32 heads); tc the
 // tensor-core kernel of lean calls (attention_tc.cu; "" for float32 pages
 // and re-positioned keys).
-type splitNames struct{ rt, rtb, rtComb, rtbComb, short, tc string }
+// tcb is tc's variant fed by the TMA's bulk copies (sm_90a).
+type splitNames struct{ rt, rtb, rtComb, rtbComb, short, tc, tcb string }
 
 // splitKey is the shape that names a split-KV kernel.
 type splitKey struct {
@@ -481,15 +483,15 @@ func splitNamesOf(k splitKey) *splitNames {
 		sh = "_sh"
 	}
 	suffix := fmt.Sprintf("_d%d_g%d_%s%s", k.hd, k.vg, kt, sh)
-	short, tc := "", ""
+	short, tc, tcb := "", "", ""
 	if k.bf16 && !k.shifted && k.vg >= 2 && k.vg <= 4 {
 		short = "attn_rt" + suffix + "_short"
 	}
 	if k.bf16 && !k.shifted && k.vg&(k.vg-1) == 0 && k.vg <= 8 {
-		tc = "attn_rt" + suffix + "_tc"
+		tc, tcb = "attn_rt"+suffix+"_tc", "attn_rt"+suffix+"_tcb"
 	}
 	n, _ := splitNameCache.LoadOrStore(k, &splitNames{rt: "attn_rt" + suffix, rtb: "attn_rtb" + suffix,
-		rtComb: fmt.Sprintf("attn_rt_combine_d%d", k.hd), rtbComb: fmt.Sprintf("attn_rtb_combine_d%d", k.hd), short: short, tc: tc})
+		rtComb: fmt.Sprintf("attn_rt_combine_d%d", k.hd), rtbComb: fmt.Sprintf("attn_rtb_combine_d%d", k.hd), short: short, tc: tc, tcb: tcb})
 	return n.(*splitNames)
 }
 
@@ -540,6 +542,10 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	tc := b.tcOK(a, p) && (b.split.tc == tcOn || useTC(vg)) && b.tcFits(p.names.tc, vg, hd, minPS)
 	if tc { // tcFits has let it take the opt-in shared memory
 		name = p.names.tc
+		if b.split.bulk && b.D.Arch() == "sm_90a" {
+			name = p.names.tcb
+			b.allowShared(name, b.D.SharedPerBlockOptin-b.fn(name).Shared)
+		}
 		f = b.fn(name)
 		smemFor = func(chunk int) int { return tcSmem(vg, hd, chunk, minPS) }
 		limit = b.D.SharedPerBlockOptin
@@ -718,6 +724,20 @@ func tcModeOf() (tcMode, error) {
 		return tcOff, nil
 	default:
 		return 0, fmt.Errorf("cuda: KVBENCH_ATTN_TC=%q is not auto, on or off", v)
+	}
+}
+
+// bulkOf reads $KVBENCH_ATTN_BULK: whether lean calls on the tensor cores
+// take the variant fed by the TMA's bulk copies (attention_tc.cu's BULK)
+// on sm_90a: on, off, or unset (off).
+func bulkOf() (bool, error) {
+	switch v := os.Getenv("KVBENCH_ATTN_BULK"); v {
+	case "", "off":
+		return false, nil
+	case "on":
+		return true, nil
+	default:
+		return false, fmt.Errorf("cuda: KVBENCH_ATTN_BULK=%q is not on or off", v)
 	}
 }
 
