@@ -14,14 +14,17 @@
 //
 // Each warp takes the chunk's tiles of 16 tokens in turn (tile w, w+NW,
 // ...), TC_ST tiles of its own deep: a tile's K and V rows are copied to
-// the warp's stage by cp.async (16 bytes a copy; rows padded by 16 bytes
-// so that ldmatrix's 8 row addresses fall in different banks) while it
-// computes on the tile TC_ST-1 before. Padding, not an XOR swizzle of the
-// 16-byte pieces: with the pieces of a 32-byte sector reordered in shared
-// memory, every sector was read from L2 twice (ncu on the H200 at 128K
-// tokens: 2x the bytes in L2 sectors, a 50 % hit rate, DRAM at 74 %,
-// 152 us); padded, 1.5x (34 %, DRAM at 80 %, 140 us): likely the odd rows,
-// which start 16 bytes past a 32-byte boundary. One pass, online softmax
+// the warp's stage by cp.async (16 bytes a copy) while it computes on the
+// tile TC_ST-1 before. A stage holds the rows as 128-byte halves with the
+// 16-byte chunks XOR-swizzled by row (tc_at): every 128-byte line of the
+// cache lands in one aligned 128-byte span of shared memory, and
+// ldmatrix's eight row addresses fall in eight bank groups. How the layout
+// moved the H200 (32/8 heads of 128, 128K tokens, ncu of one launch): rows
+// padded by 16 bytes (a line of an odd row straddles two spans) had the L2
+// serve 1.5x the cache's sectors in 2.6x the requests, DRAM at 76 %, 142 us;
+// this layout 1.0x the sectors in 4-sector requests (as cuDNN's kernel),
+// DRAM at 85 %, 132 us (SDPA 133). Swizzling 32-byte units instead (2-way
+// ldmatrix conflicts) read as little and ran 1 % slower. One pass, online softmax
 // per warp (FlashAttention-2's):
 //
 //   S^T = Q K^T: A = the queries (16 rows, the virtual heads 0..G-1, the
@@ -45,7 +48,8 @@
 // BULK (attn_rt_d{D}_g{G}_bf16_tcb, sm_90a): the same kernel with a tile's
 // rows brought by the TMA's bulk copies instead of cp.async: lane l asks
 // for row l % 16 of the tile's K (lanes 0-15) or V (16-31), 256 or 128
-// bytes in one cp.async.bulk into the same padded stage row, completing on
+// bytes in one cp.async.bulk into a stage row padded by 16 bytes (a row
+// is one copy: tc_at's padded layout, not the swizzle), completing on
 // the stage's mbarrier by byte count (lane 0 arrives with the expected
 // 32 rows' bytes). A warp then issues one copy a lane a tile instead of
 // 2 x 16 x PC / 32 16-byte ones, and the loads leave the warp's issue slots
@@ -74,8 +78,9 @@ __device__ __forceinline__ void tc_split(float x0, float x1, u32& h, u32& l) {
 #endif
 
 // TC_STAGE_BYTES is the dynamic shared memory of a block before the page
-// pointers: NW warps' TC_ST stages of a 16-token tile's K and V rows, each
-// row padded by 16 bytes (tcSmem in splitkv.go: the same).
+// pointers: NW warps' TC_ST stages of a 16-token tile's K and V rows, room
+// for rows padded by 16 bytes (BULK's layout; the swizzled one uses 16*D*2
+// bytes of each TB) (tcSmem in splitkv.go: the same).
 #define TC_STAGE_BYTES(D) (ATTN_NT / 32 * TC_ST * 2 * 16 * ((D) * 2 + 16))
 
 // tc_bulk copies bytes (a multiple of 16) from global src to shared dst by
@@ -89,6 +94,19 @@ __device__ __forceinline__ void tc_bulk(void* dst, u64 src, u32 bytes, u64* bar)
 #else
     __trap();
 #endif
+}
+
+// tc_at is the byte offset of the 16-byte piece pc of row i (0-15) in a
+// tile's K or V in a stage. SW (the cp.async kernel): the rows as 128-byte
+// halves, [D/64 halves][16 rows][128 bytes], the piece's chunk c = pc % 8
+// at c ^ (i % 8) of its half row: a 128-byte line of a row lands in one
+// aligned 128-byte span of shared memory, and ldmatrix's eight rows of a
+// piece fall in eight different 16-byte bank groups. Else (BULK: a row is
+// one bulk copy) rows padded by 16 bytes, row i at i * (D*2 + 16).
+template <int D, bool SW>
+__device__ __forceinline__ int tc_at(int i, int pc) {
+    if (SW) return (pc >> 3) * (16 * 128) + i * 128 + (((pc & 7) ^ (i & 7)) << 4);
+    return i * (D * 2 + 16) + pc * 16;
 }
 
 template <int D, int G, bool BULK>
@@ -108,7 +126,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     // smem: the stages [NW][TC_ST][K, V][16 rows][SR], then the range's key
     // and value page pointers [pgw] each. After the loop: the warps'
     // outputs [NW][G][D] from offset 0 (attn_finish).
-    extern __shared__ __align__(16) unsigned char tsm[];
+    extern __shared__ __align__(128) unsigned char tsm[];
     __shared__ int sItem[G];
     __shared__ float wM[NW][8], wL[NW][8];
     __shared__ u64 tbar[BULK ? NW * TC_ST : 1];  // BULK: a stage's mbarrier
@@ -166,13 +184,12 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     }
 
     unsigned char* stages = tsm + w * (TC_ST * 2 * TB);
-    // Where this lane's copies go in a stage: piece pc of row i at i*SR +
-    // 16*pc.
+    // Where this lane's copies go in a stage (tc_at: piece pc of row i).
     int at[CP];
 #pragma unroll
     for (int k = 0; k < CP; ++k) {
         const int idx = lane + 32 * k, row = idx / PC, pc = idx % PC;
-        at[k] = row * SR + pc * 16;
+        at[k] = tc_at<D, !BULK>(row, pc);
     }
     // A tile whose 16 tokens lie in one page (pages of 16 tokens or more,
     // the range's first token at a multiple of 16) is 16 consecutive rows:
@@ -253,7 +270,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
 #pragma unroll
         for (int j = 0; j < KS; ++j) {
             const int pc = 2 * j + mhalf;
-            fl_ldsm4(kb[j], sk + mrow * SR + pc * 16);
+            fl_ldsm4(kb[j], sk + tc_at<D, !BULK>(mrow, pc));
         }
         // S^T for tokens 0-7 (n = 0) and 8-15 (n = 1) of the tile, with
         // the queries' high and low halves (x = 0, 1) and even and odd k
@@ -281,7 +298,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
 #pragma unroll
         for (int j = 0; j < KS; ++j) {
             const int pc = 2 * j + mhalf;
-            fl_ldsm4t(va[j], sv + mrow * SR + pc * 16);
+            fl_ldsm4t(va[j], sv + tc_at<D, !BULK>(mrow, pc));
         }
         // Online softmax of head gid over the tile's 16 tokens (the four
         // lanes tig hold them all); tokens past the chunk are masked.

@@ -747,7 +747,7 @@ func bulkOf() (bool, error) {
 // key and value page pointers of its range; at least the warps' outputs and
 // the fused merge's room.
 func tcSmem(vg, hd, chunk, minPS int) int {
-	stages := attnThreads / 32 * tcStages * 2 * 16 * (hd*2 + 16) // rows padded by 16 bytes
+	stages := attnThreads / 32 * tcStages * 2 * 16 * (hd*2 + 16) // room for rows padded by 16 bytes (the bulk variant's layout)
 	return max(stages+16*(chunk/minPS+2), 4*attnThreads/32*vg*hd, 16*attnThreads)
 }
 
