@@ -477,7 +477,7 @@ func (b *Backend) planLaunch(lo, hi int) batchLaunch {
 	// for the others' (lean only when every call is).
 	vg, hd, shifted := l.vg, l.hd, c0.shifted
 	smemFor := func(chunk int) int { return rtSmem(vg, hd, chunk, minPS, shifted, lean) }
-	l.chunk = b.splitChunk(b.fn(l.kernel), smemFor, maxAttnSmemB, l.nsg, longest)
+	l.chunk = b.splitChunk(b.fn(l.kernel), smemFor, maxAttnSmemB, l.nsg, longest, 0)
 	l.smem, l.nchunks = smemFor(l.chunk), max(1, (longest+l.chunk-1)/l.chunk)
 	l.pgw = l.chunk/minPS + 2
 	ngroups := (l.nchunks + mergeGroup - 1) / mergeGroup

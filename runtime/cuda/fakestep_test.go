@@ -421,7 +421,7 @@ func TestFakeDecodeMetaByValue(t *testing.T) {
 				p := be.AttnPlan()
 				want := "attn_rt_d128_g4_bf16_short"
 				if kv == 32 {
-					want = "attn_rt_d128_g1_bf16" // MHA: attn_rt (useTC: groups of 4+; no _short of one head)
+					want = "attn_rt_d128_g1_bf16" // MHA: attn_rt (useTC: groups of 4+, or 8K tokens; no _short of one head)
 				} else if tc {
 					want = "attn_rt_d128_g4_bf16_tc"
 				}
@@ -504,6 +504,44 @@ func TestFakeAttnBulk(t *testing.T) {
 		t.Fatal("KVBENCH_ATTN_BULK=yes: backend made, want an error")
 	} else if !strings.Contains(err.Error(), "KVBENCH_ATTN_BULK") {
 		t.Errorf("error %q does not name KVBENCH_ATTN_BULK", err)
+	}
+}
+
+// TestFakeTCSlots: the tensor-core kernel's chosen chunk fills two
+// resident blocks a multiprocessor by default (KVBENCH_ATTN_TC_SLOTS), all
+// that fit with 0 (heads of 64 fit four on the fake device's 228 KB), and
+// a bad value is refused naming the variable.
+func TestFakeTCSlots(t *testing.T) {
+	chunk := func(t *testing.T, slots string) cuda.Plan {
+		t.Setenv("KVBENCH_ATTN_TC_SLOTS", slots)
+		be := fakeBackend(t)
+		cfg := runtime.Config{Arch: "llama", Dim: 2048, Hidden: 1024, Layers: 1, Heads: 32, KVHeads: 8, HeadDim: 64, Vocab: 100,
+			MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
+		const n = 16384
+		kc, _ := fakeFilledCache(t, be, cfg, n)
+		be.Attend(&runtime.AttnArgs{Rows: 1, QPos: []int{n - 1}, Heads: cfg.Heads, KVHeads: cfg.KVHeads, HeadDim: cfg.HeadDim,
+			Scale: 0.1, Seqs: kc.Seqs(0), Rope: runtime.RopeHalf, Theta: cfg.RopeTheta,
+			Q: be.Alloc(cfg.Heads * cfg.HeadDim), Out: be.Alloc(cfg.Heads * cfg.HeadDim)})
+		return be.AttnPlan()
+	}
+	two, all := chunk(t, ""), chunk(t, "0")
+	if two.Kernel != "attn_rt_d64_g4_bf16_tc" || all.Kernel != two.Kernel {
+		t.Fatalf("kernels %s, %s; want attn_rt_d64_g4_bf16_tc", two.Kernel, all.Kernel)
+	}
+	if all.Resident < 4 {
+		t.Fatalf("%d resident blocks a multiprocessor with heads of 64, want 4 or more (plan %+v)", all.Resident, all)
+	}
+	// 8 split rows over 132 multiprocessors: 2 slots a multiprocessor are
+	// 33 blocks a row (16,384 / 33 -> 512 tokens), 4 are 66 (-> 256).
+	if two.Chunk != 512 || all.Chunk != 256 {
+		t.Errorf("chunks %d (default) and %d (KVBENCH_ATTN_TC_SLOTS=0), want 512 and 256", two.Chunk, all.Chunk)
+	}
+	t.Setenv("KVBENCH_ATTN_TC_SLOTS", "-1")
+	if be, err := cuda.NewFakeBackend("bf16"); err == nil {
+		be.Close()
+		t.Fatal("KVBENCH_ATTN_TC_SLOTS=-1: backend made, want an error")
+	} else if !strings.Contains(err.Error(), "KVBENCH_ATTN_TC_SLOTS") {
+		t.Errorf("error %q does not name KVBENCH_ATTN_TC_SLOTS", err)
 	}
 }
 

@@ -285,6 +285,7 @@ type splitState struct {
 	short    int            // the longest chunk the _short kernels take ($KVBENCH_ATTN_SHORT; 0: none)
 	tc       tcMode         // when lean calls run the tensor-core _tc kernels ($KVBENCH_ATTN_TC)
 	bulk     bool           // they run the _tcb variant (the TMA's bulk copies) on sm_90a ($KVBENCH_ATTN_BULK)
+	tcSlots  int            // the most resident blocks a multiprocessor the _tc kernels' chunks count ($KVBENCH_ATTN_TC_SLOTS; 0: all)
 	occ      map[occKey]int // resident blocks per multiprocessor, by kernel and shared memory
 	last     Plan           // the last Attend's launch (AttnPlan)
 }
@@ -539,7 +540,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	f := b.fn(name)
 	smemFor := func(chunk int) int { return rtSmem(vg, hd, chunk, minPS, shifted, lean) }
 	limit := maxAttnSmemB
-	tc := b.tcOK(a, p) && (b.split.tc == tcOn || useTC(vg)) && b.tcFits(p.names.tc, vg, hd, minPS)
+	tc := b.tcOK(a, p) && (b.split.tc == tcOn || useTC(vg, longest)) && b.tcFits(p.names.tc, vg, hd, minPS)
 	if tc { // tcFits has let it take the opt-in shared memory
 		name = p.names.tc
 		if b.split.bulk && b.D.Arch() == "sm_90a" {
@@ -550,7 +551,11 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 		smemFor = func(chunk int) int { return tcSmem(vg, hd, chunk, minPS) }
 		limit = b.D.SharedPerBlockOptin
 	}
-	chunk := b.splitChunk(f, smemFor, limit, nsrows, longest)
+	slots := 0
+	if tc {
+		slots = b.split.tcSlots
+	}
+	chunk := b.splitChunk(f, smemFor, limit, nsrows, longest, slots)
 	smem, nchunks := smemFor(chunk), max(1, (longest+chunk-1)/chunk)
 	if !tc && p.names.short != "" && chunk <= b.split.short {
 		name = p.names.short
@@ -696,13 +701,18 @@ func (b *Backend) tcFits(name string, vg, hd, minPS int) bool {
 }
 
 // useTC is the default choice between the tensor-core kernel and attn_rt
-// for a lean call of vg virtual heads a split row: the tensor-core kernel
-// for groups of 4 or more. Measured on the H200 (2026-12-04,
-// docs/benchmarks.md): 32/8 heads of 128 in 9.9-138.4 us at 512-128K
-// tokens against attn_rt's 10.8-140.4 (faster at every length), of 64 in
-// 8.9-75.4 against 10.5-75.3 (faster to 32K, even after); with 2 heads a
-// row (32/16) 0-6 % slower, with 1 (32/32) slower at every length.
-func useTC(vg int) bool { return vg >= 4 }
+// for a lean call of vg virtual heads a split row whose longest row holds
+// longest tokens: the tensor-core kernel for groups of 4 or more, and for
+// 1 or 2 from tcLongFrom tokens. Measured on the H200 (2026-12-04,
+// docs/benchmarks.md), with the swizzled stages: 32/8 heads of 128 at or
+// under attn_rt at every length; 32/16 and 32/32 (2 and 1 heads a row)
+// 2-3 % faster than attn_rt from 32K tokens, within 0.5 us from 8K, and
+// up to 0.9 us slower at 1K-4K (32/32).
+func useTC(vg, longest int) bool { return vg >= 4 || longest >= tcLongFrom }
+
+// tcLongFrom is the least row from which groups of 1 or 2 heads take the
+// tensor-core kernel (useTC).
+const tcLongFrom = 8192
 
 // tcMode is when lean calls run the tensor-core kernel ($KVBENCH_ATTN_TC).
 type tcMode int
@@ -741,6 +751,25 @@ func bulkOf() (bool, error) {
 	}
 }
 
+// tcSlotsOf reads $KVBENCH_ATTN_TC_SLOTS: the most resident blocks a
+// multiprocessor that the tensor-core kernel's chosen chunk fills (0: as
+// many as fit). Default 2: measured on the H200 (2026-12-04,
+// docs/benchmarks.md), 32/8 heads of 64 (four blocks fit) read 16K-64K
+// tokens 1-9 % faster in chunks of about length/32 (two blocks a
+// multiprocessor) than in the chunks that fill all four; heads of 128 fit
+// two anyway.
+func tcSlotsOf() (int, error) {
+	v := os.Getenv("KVBENCH_ATTN_TC_SLOTS")
+	if v == "" {
+		return 2, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 || n > 64 {
+		return 0, fmt.Errorf("cuda: KVBENCH_ATTN_TC_SLOTS=%q: want a whole number of blocks in [0, 64]", v)
+	}
+	return n, nil
+}
+
 // tcSmem is the dynamic shared memory of a block of the _tc kernel over
 // chunk tokens with pages of at least minPS tokens: its warps' stages
 // (attention_tc.cu: TC_ST tiles of 16 tokens' keys and values each) and the
@@ -760,16 +789,20 @@ const tcStages = 3
 // SetAttnChunk asked for, else the smallest multiple of ChunkTokens, at
 // least $KVBENCH_ATTN_MIN_CHUNK and at most the row, that fills the GPU's
 // resident block slots in one wave ($KVBENCH_ATTN_WAVES waves; as
-// splitKV.size), lowered until the
-// shared memory fits.
-func (b *Backend) splitChunk(f *Function, smemFor func(int) int, limit, rows, tokensPerRow int) int {
+// splitKV.size; slots > 0: at most that many a multiprocessor counted),
+// lowered until the shared memory fits.
+func (b *Backend) splitChunk(f *Function, smemFor func(int) int, limit, rows, tokensPerRow, slots int) int {
 	limit -= f.Shared
 	chunk := b.split.chunk
 	if chunk == 0 {
 		least := max(b.split.minChunk, minChunkTokens)
 		chunk = least
 		for range 4 {
-			perRow := max(1, b.D.SMs*max(b.occupancy(f, smemFor(chunk)), 1)*max(b.split.waves, 1)/rows)
+			res := max(b.occupancy(f, smemFor(chunk)), 1)
+			if slots > 0 {
+				res = min(res, slots)
+			}
+			perRow := max(1, b.D.SMs*res*max(b.split.waves, 1)/rows)
 			c := (tokensPerRow + perRow - 1) / perRow
 			c = max(least, (c+minChunkTokens-1)/minChunkTokens*minChunkTokens)
 			if c == chunk {
