@@ -109,7 +109,70 @@ __device__ __forceinline__ int tc_at(int i, int pc) {
     return i * (D * 2 + 16) + pc * 16;
 }
 
-template <int D, int G, bool BULK>
+// tc_cluster_sync is a barrier of every thread of the block's cluster:
+// what each wrote to its shared memory before it is seen by all after.
+__device__ __forceinline__ void tc_cluster_sync() {
+#if KVB_WG
+    asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+#endif
+}
+
+// tc_cluster_ld reads the float at p in the shared memory of the block of
+// rank rank in this block's cluster.
+__device__ __forceinline__ float tc_cluster_ld(const float* p, int rank) {
+    float v = 0.f;
+#if KVB_WG
+    u32 a;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(a) : "r"((u32)__cvta_generic_to_shared(p)), "r"(rank));
+    asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(a) : "memory");
+#endif
+    return v;
+}
+
+// tc_cluster_merge ends a block of a launch whose row's chunks are one
+// cluster (CL: the cluster spans grid x, rank = chunk; sm_90a): the warps'
+// outputs (red [NW][G][D], rescaled to the block's maxima bm) are summed
+// into the block's partial in place (red [G][D]), the cluster meets, and
+// each block merges its share of the row's G*D outputs from every block's
+// partial, read through distributed shared memory, writing head g's output
+// at item[g]'s row of out. No partials in global memory, no counters, no
+// combine launch. A second barrier keeps every block's shared memory until
+// all have read it.
+template <int D, int G>
+__device__ __forceinline__ void tc_cluster_merge(float* red, const float (&bm)[G], const float (&bl)[G], const int* item,
+                                                 float* __restrict__ out) {
+    constexpr int NT = ATTN_NT, NW = NT / 32, N = G * D;
+    __shared__ float cM[G], cL[G];
+    const int tid = threadIdx.x;
+    for (int idx = tid; idx < N; idx += NT) {
+        float x = 0.f;
+#pragma unroll
+        for (int k = 0; k < NW; ++k) x += red[k * N + idx];
+        red[idx] = x;
+    }
+    if (tid < G) {
+        cM[tid] = bm[tid];
+        cL[tid] = bl[tid];
+    }
+    tc_cluster_sync();
+    const int n = gridDim.x, rank = blockIdx.x, per = (N + n - 1) / n;
+    for (int idx = rank * per + tid; idx < min(N, (rank + 1) * per); idx += NT) {
+        const int g = idx / D;
+        float M = NEG_INF;
+        for (int k = 0; k < n; ++k) M = fmaxf(M, tc_cluster_ld(&cM[g], k));
+        float L = 0.f, acc = 0.f;
+        for (int k = 0; k < n; ++k) {
+            const float mk = tc_cluster_ld(&cM[g], k);
+            const float wk = mk == NEG_INF ? 0.f : fl_exp2(mk - M);
+            L += wk * tc_cluster_ld(&cL[g], k);
+            acc += wk * tc_cluster_ld(&red[idx], k);
+        }
+        if (item[g] >= 0) out[(size_t)item[g] * D + (idx - g * D)] = L > 0.f ? acc / L : 0.f;
+    }
+    tc_cluster_sync();
+}
+
+template <int D, int G, bool BULK, bool CL>
 __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u64* __restrict__ ptrs, const int* __restrict__ ints,
                                             int hdr, int chunk, int pgw, float scaleLog2, float* __restrict__ partO,
                                             float* __restrict__ partML, int* __restrict__ counters, float* __restrict__ out,
@@ -382,6 +445,10 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
         }
     }
     __syncthreads();
+    if (CL) {
+        tc_cluster_merge<D, G>(red, bm, bl, sItem, out);
+        return;
+    }
     attn_finish<D, G>(
         red, bm, bl, r, c, gridDim.x, nsg, partO, partML, counters,
         [&](int g) { return sItem[g] >= 0 ? out + (size_t)sItem[g] * D : nullptr; }, NoML{});
@@ -390,20 +457,23 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
 
 // attn_rt_d{D}_g{G}_bf16_tc: attn_rt's parameters (ATTN_RT_PARAMS); raw and
 // ml are not written (the host sends no such call here).
-#define ATTN_TC_KERNEL_AS(D, G, BULK, SUF)                                                                          \
+#define ATTN_TC_KERNEL_AS(D, G, BULK, CL, SUF)                                                                          \
     extern "C" __global__ void __launch_bounds__(ATTN_NT) attn_rt_d##D##_g##G##_bf16_##SUF(ATTN_RT_PARAMS) {        \
         pdl_trigger();                                                                                              \
         const int* I = rt_ints(ints, box);                                                                          \
         const int r = blockIdx.y + blockIdx.z * gridDim.y;                                                          \
         const int nsrows = I[hdr + RH_SROWS];                                                                       \
         if (r >= nsrows) return;                                                                                    \
-        attn_tc_row<D, G, BULK>(q, ptrs, I, hdr, chunk, pgw, scaleLog2, partO, partML, counters, out, r, nsrows);  \
+        attn_tc_row<D, G, BULK, CL>(q, ptrs, I, hdr, chunk, pgw, scaleLog2, partO, partML, counters, out, r, nsrows);  \
     }
-// attn_rt_d{D}_g{G}_bf16_tc (cp.async) and _tcb (the TMA's bulk copies:
-// sm_90a; elsewhere it traps, and the host does not choose it).
-#define ATTN_TC_KERNEL(D, G)                  \
-    ATTN_TC_KERNEL_AS(D, G, false, tc)        \
-    ATTN_TC_KERNEL_AS(D, G, true, tcb)
+// attn_rt_d{D}_g{G}_bf16_tc (cp.async), _tcb (the TMA's bulk copies) and
+// _tcc (a row's chunks one cluster, merged in distributed shared memory);
+// the last two sm_90a only (elsewhere they trap or do nothing, and the host
+// does not choose them).
+#define ATTN_TC_KERNEL(D, G)                      \
+    ATTN_TC_KERNEL_AS(D, G, false, false, tc)     \
+    ATTN_TC_KERNEL_AS(D, G, true, false, tcb)     \
+    ATTN_TC_KERNEL_AS(D, G, false, true, tcc)
 
 #if KVB_IN(13)
 ATTN_TC_KERNEL(64, 1)

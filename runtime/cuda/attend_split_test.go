@@ -5,7 +5,6 @@ import (
 	"math"
 	"math/bits"
 	"math/rand/v2"
-	"os"
 	"slices"
 	"sort"
 	"testing"
@@ -31,7 +30,8 @@ import (
 // the others are uploaded: both must occur, accumulation among the first
 // (attn_rt_acc reads what the kernel wrote of them).
 func TestAttendSplitKernels(t *testing.T) {
-	t.Setenv("KVBENCH_ATTN_TC", "on") // every lean call it serves, whatever the chunk and group
+	t.Setenv("KVBENCH_ATTN_TC", "on")     // every lean call it serves, whatever the chunk and group
+	t.Setenv("KVBENCH_ATTN_CLUSTER", "0") // rows in one cluster: TestAttendTCKernels
 	g := newGPU(t)
 	c := cpu.New(0)
 	defer c.Close()
@@ -268,28 +268,27 @@ func TestAttendSplitManyRows(t *testing.T) {
 // (attention_tc.cu: one row that sees every token, bf16 pages of a power of
 // two tokens) with the CPU beyond TestAttendSplitKernels' cases: pages of 8
 // (tiles span two pages: the copies' general path), 16 and 32, contexts of
-// 1, 15 and 3,000 tokens (a last tile in part past the chunk; many tiles a
-// warp: the stages' ring turns), and chunks chosen per call or of 32; on
-// sm_90a both the cp.async kernel (_tc) and the one fed by the TMA's bulk
-// copies (_tcb, KVBENCH_ATTN_BULK=on).
+// 1, 15, 300, 1,000 and 3,000 tokens (a last tile in part past the chunk;
+// many tiles a warp: the stages' ring turns), and chunks chosen per call or
+// of 32; the cp.async kernel (_tc) and, on sm_90a, the one fed by the TMA's
+// bulk copies (_tcb, KVBENCH_ATTN_BULK=on) and the one whose row's chunks
+// are one cluster (_tcc, rows of up to KVBENCH_ATTN_CLUSTER tokens in at
+// most 8 chunks).
 func TestAttendTCKernels(t *testing.T) {
-	for _, bulk := range []string{"off", "on"} {
-		t.Run("bulk="+bulk, func(t *testing.T) {
-			t.Setenv("KVBENCH_ATTN_BULK", bulk)
-			testAttendTCKernels(t)
+	for _, v := range []struct{ name, bulk, cluster string }{{"tc", "off", "0"}, {"tcb", "on", "0"}, {"tcc", "off", "1024"}} {
+		t.Run(v.name, func(t *testing.T) {
+			t.Setenv("KVBENCH_ATTN_BULK", v.bulk)
+			t.Setenv("KVBENCH_ATTN_CLUSTER", v.cluster)
+			testAttendTCKernels(t, v.name)
 		})
 	}
 }
 
-func testAttendTCKernels(t *testing.T) {
+func testAttendTCKernels(t *testing.T, variant string) {
 	t.Setenv("KVBENCH_ATTN_TC", "on")
 	g := newGPU(t)
-	suffix := "_tc"
-	if os.Getenv("KVBENCH_ATTN_BULK") == "on" {
-		if g.D.Arch() != "sm_90a" {
-			t.Skipf("the bulk-copy kernel needs sm_90a, not %s", g.D.Arch())
-		}
-		suffix = "_tcb"
+	if variant != "tc" && g.D.Arch() != "sm_90a" {
+		t.Skipf("the _%s kernel needs sm_90a, not %s", variant, g.D.Arch())
 	}
 	c := cpu.New(0)
 	defer c.Close()
@@ -298,7 +297,7 @@ func testAttendTCKernels(t *testing.T) {
 	for _, hd := range []int{64, 128} {
 		for _, hk := range [][2]int{{8, 8}, {8, 4}, {8, 2}, {8, 1}} {
 			for _, ps := range []int{8, 16, 32} {
-				for _, n := range []int{1, 15, 3000} {
+				for _, n := range []int{1, 15, 300, 1000, 3000} {
 					for _, chunk := range []int{0, 32} {
 						t.Run(fmt.Sprintf("hd%d/%dx%d/ps%d/n%d/chunk%d", hd, hk[0], hk[1], ps, n, chunk), func(t *testing.T) {
 							if err := g.SetAttnChunk(chunk); err != nil {
@@ -308,7 +307,11 @@ func testAttendTCKernels(t *testing.T) {
 							cp := newCachePair(t, c, g, cfg, ps, runtime.BF16, false)
 							cp.append(rng, n)
 							compareAttend(t, c, g, cp, rng, attnCase{heads: hk[0], rows: 1, qpos: []int{cp.next - 1}, opt: "plain", tol: 2e-5})
-							want := fmt.Sprintf("attn_rt_d%d_g%d_bf16%s", hd, hk[0]/hk[1], suffix)
+							suffix := variant
+							if variant == "tcc" && (n > 1024 || (chunk != 0 && (n+chunk-1)/chunk > 8)) {
+								suffix = "tc"
+							}
+							want := fmt.Sprintf("attn_rt_d%d_g%d_bf16_%s", hd, hk[0]/hk[1], suffix)
 							if p := g.AttnPlan(); p.Kernel != want {
 								t.Errorf("kernel %s, want %s (plan %+v)", p.Kernel, want, p)
 							}

@@ -1,6 +1,7 @@
 package cuda
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -601,7 +602,7 @@ type Dim3 struct{ X, Y, Z int }
 // float32 or float64 (passed by value as the kernel's parameter of that
 // size). It does not wait; Sync reports errors of the kernel's execution.
 func (f *Function) Launch(grid, block Dim3, smem int, args ...any) error {
-	return f.launch(false, grid, block, smem, args)
+	return f.launch(false, 0, grid, block, smem, args)
 }
 
 // LaunchAfter launches f as a programmatic dependent of the kernel before it
@@ -611,7 +612,28 @@ func (f *Function) Launch(grid, block Dim3, smem int, args ...any) error {
 // the kernels) before it reads what that kernel writes or writes what it
 // reads. The kernel before it may let f start early (pdl_trigger).
 func (f *Function) LaunchAfter(grid, block Dim3, smem int, args ...any) error {
-	return f.launch(f.d.pdl, grid, block, smem, args)
+	return f.launch(f.d.pdl, 0, grid, block, smem, args)
+}
+
+// LaunchCluster is LaunchAfter with the grid's blocks in clusters of
+// cluster blocks along x (grid.X a multiple of it; 8 at most, compute
+// capability 9.0+ and a driver with cuLaunchKernelEx: HasClusters), whose
+// blocks run at once and may read each other's shared memory.
+func (f *Function) LaunchCluster(cluster int, grid, block Dim3, smem int, args ...any) error {
+	if !f.d.HasClusters() {
+		return fmt.Errorf("cuda: %s: thread block clusters need compute capability 9.0 and cuLaunchKernelEx", f.Name)
+	}
+	if cluster < 1 || cluster > 8 || grid.X%cluster != 0 {
+		return fmt.Errorf("cuda: %s: a cluster of %d blocks for a grid of %d along x", f.Name, cluster, grid.X)
+	}
+	return f.launch(f.d.pdl, cluster, grid, block, smem, args)
+}
+
+// HasClusters reports whether kernels may be launched in thread block
+// clusters (LaunchCluster). The fake device does (it reports compute
+// capability 9.0).
+func (d *Device) HasClusters() bool {
+	return d.Major >= 9 && (d.api.fake != nil || d.api.rawLaunchEx != 0)
 }
 
 // launchConfig is CUlaunchConfig; launchAttr is CUlaunchAttribute (an id,
@@ -630,10 +652,14 @@ type launchAttr struct {
 	val [64]byte
 }
 
-// attrProgrammaticSerialization is CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION.
-const attrProgrammaticSerialization = 6
+// attrProgrammaticSerialization is CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+// attrClusterDimension CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION.
+const (
+	attrProgrammaticSerialization = 6
+	attrClusterDimension          = 4
+)
 
-func (f *Function) launch(pdl bool, grid, block Dim3, smem int, args []any) error {
+func (f *Function) launch(pdl bool, cluster int, grid, block Dim3, smem int, args []any) error {
 	// One 8-byte slot per argument and an array of pointers to the slots,
 	// reused from a pool; the driver copies them before cuLaunchKernel
 	// returns.
@@ -683,12 +709,23 @@ func (f *Function) launch(pdl bool, grid, block Dim3, smem int, args []any) erro
 		fk.launched(f.Name)
 		return nil
 	}
-	if pdl {
-		lb.attr = launchAttr{id: attrProgrammaticSerialization}
-		lb.attr.val[0] = 1
+	if pdl || cluster > 0 {
+		n := 0
+		if pdl {
+			lb.attrs[n] = launchAttr{id: attrProgrammaticSerialization}
+			lb.attrs[n].val[0] = 1
+			n++
+		}
+		if cluster > 0 { // CUlaunchAttributeValue.clusterDim: x, y, z
+			lb.attrs[n] = launchAttr{id: attrClusterDimension}
+			binary.LittleEndian.PutUint32(lb.attrs[n].val[0:], uint32(cluster))
+			binary.LittleEndian.PutUint32(lb.attrs[n].val[4:], 1)
+			binary.LittleEndian.PutUint32(lb.attrs[n].val[8:], 1)
+			n++
+		}
 		lb.cfg = launchConfig{gridX: uint32(fix(grid.X)), gridY: uint32(fix(grid.Y)), gridZ: uint32(fix(grid.Z)),
 			blockX: uint32(fix(block.X)), blockY: uint32(fix(block.Y)), blockZ: uint32(fix(block.Z)), smem: uint32(smem),
-			stream: f.d.stream, attrs: uintptr(unsafe.Pointer(&lb.attr)), nattrs: 1}
+			stream: f.d.stream, attrs: uintptr(unsafe.Pointer(&lb.attrs[0])), nattrs: uint32(n)}
 		r, _, _ := purego.SyscallN(f.d.api.rawLaunchEx, uintptr(unsafe.Pointer(&lb.cfg)), f.h, uintptr(unsafe.Pointer(&lb.params[0])), 0)
 		runtime.KeepAlive(lb)
 		if r != 0 {
@@ -717,7 +754,7 @@ type launchBuf struct {
 	slots  [32]uint64
 	params [32]unsafe.Pointer
 	cfg    launchConfig
-	attr   launchAttr
+	attrs  [2]launchAttr
 }
 
 var launchBufs = sync.Pool{New: func() any { return new(launchBuf) }}

@@ -402,7 +402,8 @@ func TestFakeDecodeMetaByValue(t *testing.T) {
 		for _, box := range []string{"on", "off"} {
 			t.Run(fmt.Sprintf("32/%d/%s", kv, box), func(t *testing.T) {
 				t.Setenv("KVBENCH_RT_BOX", box)
-				tc := box == "on" // both kernels, each way
+				t.Setenv("KVBENCH_ATTN_CLUSTER", "0") // TestFakeAttnCluster's
+				tc := box == "on"                     // both kernels, each way
 				if !tc {
 					t.Setenv("KVBENCH_ATTN_TC", "off")
 				}
@@ -461,6 +462,7 @@ func TestFakeTCSharedMemory(t *testing.T) {
 		t.Run(fmt.Sprintf("optin%dK/hd%d/%s", c.optin>>10, c.hd, c.env), func(t *testing.T) {
 			defer cuda.SetFakeShared(c.optin, c.perSM)()
 			t.Setenv("KVBENCH_ATTN_TC", c.env)
+			t.Setenv("KVBENCH_ATTN_CLUSTER", "0") // TestFakeAttnCluster's
 			be := fakeBackend(t)
 			cfg := runtime.Config{Arch: "llama", Dim: 32 * c.hd, Hidden: 1024, Layers: 1, Heads: 32, KVHeads: 8, HeadDim: c.hd, Vocab: 100,
 				MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
@@ -485,6 +487,7 @@ func TestFakeAttnBulk(t *testing.T) {
 		{"on", "attn_rt_d128_g4_bf16_tcb"}} {
 		t.Run("bulk="+c.env, func(t *testing.T) {
 			t.Setenv("KVBENCH_ATTN_BULK", c.env)
+			t.Setenv("KVBENCH_ATTN_CLUSTER", "0") // TestFakeAttnCluster's
 			be := fakeBackend(t)
 			cfg := runtime.Config{Arch: "llama", Dim: 4096, Hidden: 1024, Layers: 1, Heads: 32, KVHeads: 8, HeadDim: 128, Vocab: 100,
 				MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
@@ -504,6 +507,72 @@ func TestFakeAttnBulk(t *testing.T) {
 		t.Fatal("KVBENCH_ATTN_BULK=yes: backend made, want an error")
 	} else if !strings.Contains(err.Error(), "KVBENCH_ATTN_BULK") {
 		t.Errorf("error %q does not name KVBENCH_ATTN_BULK", err)
+	}
+}
+
+// TestFakeAttnCluster: a lean decode call on the tensor cores whose rows
+// hold at most KVBENCH_ATTN_CLUSTER tokens (default 1,024) runs its row's
+// chunks as one cluster (_tcc, at most 8 chunks: 600 tokens in 8 of 96,
+// rounded up to 32, ... 7 of them) with no combine launched; longer rows,
+// KVBENCH_ATTN_CLUSTER=0, an asked chunk that makes more than 8, and rows of
+// one head under 8K (attn_rt) do not; an asked chunk that makes 8 or fewer
+// is kept; a bad value is refused naming the variable.
+func TestFakeAttnCluster(t *testing.T) {
+	for _, c := range []struct {
+		env, tcEnv     string
+		kv, n, chunk   int
+		want           string
+		wantChunk, blk int
+	}{
+		{"", "", 8, 600, 0, "attn_rt_d128_g4_bf16_tcc", 96, 7 * 8},
+		{"", "", 8, 1024, 0, "attn_rt_d128_g4_bf16_tcc", 128, 8 * 8},
+		{"", "", 8, 1025, 0, "attn_rt_d128_g4_bf16_tc", 0, 0},
+		{"0", "", 8, 600, 0, "attn_rt_d128_g4_bf16_tc", 0, 0},
+		{"4096", "", 8, 2000, 0, "attn_rt_d128_g4_bf16_tcc", 256, 8 * 8},
+		{"", "", 8, 600, 32, "attn_rt_d128_g4_bf16_tc", 32, 19 * 8},
+		{"", "", 8, 600, 128, "attn_rt_d128_g4_bf16_tcc", 128, 5 * 8},
+		{"", "", 32, 600, 0, "attn_rt_d128_g1_bf16", 0, 0},
+		{"", "on", 32, 600, 0, "attn_rt_d128_g1_bf16_tcc", 96, 7 * 32},
+	} {
+		t.Run(fmt.Sprintf("%s/%s/32x%d/n%d/chunk%d", c.env, c.tcEnv, c.kv, c.n, c.chunk), func(t *testing.T) {
+			t.Setenv("KVBENCH_ATTN_CLUSTER", c.env)
+			t.Setenv("KVBENCH_ATTN_TC", c.tcEnv)
+			be := fakeBackend(t)
+			if err := be.SetAttnChunk(c.chunk); err != nil {
+				t.Fatal(err)
+			}
+			cfg := runtime.Config{Arch: "llama", Dim: 4096, Hidden: 1024, Layers: 1, Heads: 32, KVHeads: c.kv, HeadDim: 128, Vocab: 100,
+				MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
+			kc, _ := fakeFilledCache(t, be, cfg, c.n)
+			a := &runtime.AttnArgs{Rows: 1, QPos: []int{c.n - 1}, Heads: cfg.Heads, KVHeads: cfg.KVHeads, HeadDim: cfg.HeadDim,
+				Scale: 0.1, Seqs: kc.Seqs(0), Rope: runtime.RopeHalf, Theta: cfg.RopeTheta,
+				Q: be.Alloc(cfg.Heads * cfg.HeadDim), Out: be.Alloc(cfg.Heads * cfg.HeadDim)}
+			be.Attend(a)
+			stop := cuda.FakeTrace()
+			be.Attend(a)
+			launched := stop()
+			p := be.AttnPlan()
+			if p.Kernel != c.want {
+				t.Fatalf("kernel %s, want %s (plan %+v)", p.Kernel, c.want, p)
+			}
+			if c.wantChunk != 0 && (p.Chunk != c.wantChunk || p.Blocks != c.blk) {
+				t.Errorf("chunk %d, %d blocks; want %d, %d (plan %+v)", p.Chunk, p.Blocks, c.wantChunk, c.blk, p)
+			}
+			combine := slices.ContainsFunc(launched, func(s string) bool { return strings.Contains(s, "combine") })
+			switch {
+			case strings.HasSuffix(p.Kernel, "_tcc") && combine:
+				t.Errorf("%s: a combine launched (launches %v)", p.Kernel, launched)
+			case strings.HasSuffix(p.Kernel, "_tc") && p.Blocks > cfg.KVHeads && !combine:
+				t.Errorf("%s over %d blocks: no combine launched (launches %v)", p.Kernel, p.Blocks, launched)
+			}
+		})
+	}
+	t.Setenv("KVBENCH_ATTN_CLUSTER", "-5")
+	if be, err := cuda.NewFakeBackend("bf16"); err == nil {
+		be.Close()
+		t.Fatal("KVBENCH_ATTN_CLUSTER=-5: backend made, want an error")
+	} else if !strings.Contains(err.Error(), "KVBENCH_ATTN_CLUSTER") {
+		t.Errorf("error %q does not name KVBENCH_ATTN_CLUSTER", err)
 	}
 }
 

@@ -286,6 +286,7 @@ type splitState struct {
 	tc       tcMode         // when lean calls run the tensor-core _tc kernels ($KVBENCH_ATTN_TC)
 	bulk     bool           // they run the _tcb variant (the TMA's bulk copies) on sm_90a ($KVBENCH_ATTN_BULK)
 	tcSlots  int            // the most resident blocks a multiprocessor the _tc kernels' chunks count ($KVBENCH_ATTN_TC_SLOTS; 0: all)
+	cluster  int            // the longest row whose chunks run as one cluster, the _tcc kernels ($KVBENCH_ATTN_CLUSTER; 0: none)
 	occ      map[occKey]int // resident blocks per multiprocessor, by kernel and shared memory
 	last     Plan           // the last Attend's launch (AttnPlan)
 }
@@ -461,8 +462,9 @@ type splitShape struct {
 // row; rows of one head measured no faster with it, 32/32 heads); tc the
 // tensor-core kernel of lean calls (attention_tc.cu; "" for float32 pages
 // and re-positioned keys).
-// tcb is tc's variant fed by the TMA's bulk copies (sm_90a).
-type splitNames struct{ rt, rtb, rtComb, rtbComb, short, tc, tcb string }
+// tcb is tc's variant fed by the TMA's bulk copies, tcc the one whose row's
+// chunks are one cluster, merged in distributed shared memory (sm_90a).
+type splitNames struct{ rt, rtb, rtComb, rtbComb, short, tc, tcb, tcc string }
 
 // splitKey is the shape that names a split-KV kernel.
 type splitKey struct {
@@ -484,15 +486,15 @@ func splitNamesOf(k splitKey) *splitNames {
 		sh = "_sh"
 	}
 	suffix := fmt.Sprintf("_d%d_g%d_%s%s", k.hd, k.vg, kt, sh)
-	short, tc, tcb := "", "", ""
+	short, tc, tcb, tcc := "", "", "", ""
 	if k.bf16 && !k.shifted && k.vg >= 2 && k.vg <= 4 {
 		short = "attn_rt" + suffix + "_short"
 	}
 	if k.bf16 && !k.shifted && k.vg&(k.vg-1) == 0 && k.vg <= 8 {
-		tc, tcb = "attn_rt"+suffix+"_tc", "attn_rt"+suffix+"_tcb"
+		tc, tcb, tcc = "attn_rt"+suffix+"_tc", "attn_rt"+suffix+"_tcb", "attn_rt"+suffix+"_tcc"
 	}
 	n, _ := splitNameCache.LoadOrStore(k, &splitNames{rt: "attn_rt" + suffix, rtb: "attn_rtb" + suffix,
-		rtComb: fmt.Sprintf("attn_rt_combine_d%d", k.hd), rtbComb: fmt.Sprintf("attn_rtb_combine_d%d", k.hd), short: short, tc: tc, tcb: tcb})
+		rtComb: fmt.Sprintf("attn_rt_combine_d%d", k.hd), rtbComb: fmt.Sprintf("attn_rtb_combine_d%d", k.hd), short: short, tc: tc, tcb: tcb, tcc: tcc})
 	return n.(*splitNames)
 }
 
@@ -556,6 +558,14 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 		slots = b.split.tcSlots
 	}
 	chunk := b.splitChunk(f, smemFor, limit, nsrows, longest, slots)
+	cl := 0 // the blocks of a cluster: a row's chunks (the _tcc kernel)
+	if tc && name == p.names.tc {
+		if c, n := b.clusterChunk(chunk, longest); n > 0 {
+			chunk, cl, name = c, n, p.names.tcc
+			b.allowShared(name, b.D.SharedPerBlockOptin-b.fn(name).Shared)
+			f = b.fn(name)
+		}
+	}
 	smem, nchunks := smemFor(chunk), max(1, (longest+chunk-1)/chunk)
 	if !tc && p.names.short != "" && chunk <= b.split.short {
 		name = p.names.short
@@ -563,7 +573,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	}
 	pgw := chunk/minPS + 2
 	ngroups := (nchunks + mergeGroup - 1) / mergeGroup
-	fused := fusedCombine(vg) && nsrows*(ngroups+1) <= ctrWords
+	fused := fusedCombine(vg) && nsrows*(ngroups+1) <= ctrWords && cl == 0
 	parts := nchunks
 	if fused {
 		parts += ngroups
@@ -635,11 +645,15 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	// A programmatic dependent: its blocks read the call's ints (by value,
 	// or uploaded before the kernel ahead of it) while that kernel ends, and
 	// wait for it before the page tables, q and the keys.
-	must(f.LaunchAfter(Dim3{nchunks, gy, gz}, Dim3{attnThreads, 1, 1}, smem,
-		b.f32(a.Q), ptrs, ints, hdr, int32(chunk), int32(pgw), a.Scale*float32(math.Log2E),
-		partO, ws.Add(pmlAt), counters, b.f32(a.Out), raw, mlAcc, wordsByValue(b.box)))
+	args := []any{b.f32(a.Q), ptrs, ints, hdr, int32(chunk), int32(pgw), a.Scale * float32(math.Log2E),
+		partO, ws.Add(pmlAt), counters, b.f32(a.Out), raw, mlAcc, wordsByValue(b.box)}
+	if cl > 0 { // the cluster merges the row: no partials, no combine
+		must(f.LaunchCluster(cl, Dim3{nchunks, gy, gz}, Dim3{attnThreads, 1, 1}, smem, args...))
+	} else {
+		must(f.LaunchAfter(Dim3{nchunks, gy, gz}, Dim3{attnThreads, 1, 1}, smem, args...))
+	}
 	b.split.last = Plan{Kernel: name, Chunk: chunk, Blocks: nchunks * nsrows, Resident: b.occupancy(f, smem), SharedMem: smem, ByValue: boxed}
-	if !fused && nchunks > 1 { // one chunk a row: the kernel wrote the outputs (and ml)
+	if !fused && nchunks > 1 && cl == 0 { // one chunk a row: the kernel wrote the outputs (and ml)
 		must(b.fn(p.names.rtComb).LaunchAfter(Dim3{vg, gy, hd / 32 * gz}, Dim3{combThreads, 1, 1}, 0,
 			partO, ws.Add(pmlAt), int32(nchunks), b.f32(a.Out), mlAcc, wordsByValue(b.hInts[hdr:hdr+rhWords])))
 	}
@@ -750,6 +764,50 @@ func bulkOf() (bool, error) {
 		return false, fmt.Errorf("cuda: KVBENCH_ATTN_BULK=%q is not on or off", v)
 	}
 }
+
+// maxCluster is the most blocks of a cluster (the portable limit).
+const maxCluster = 8
+
+// clusterChunk is the chunk and the cluster's blocks (one a chunk) for a
+// lean call on the tensor cores whose longest row holds longest tokens,
+// chosen chunk being the chunk the chooser (or SetAttnChunk) gave it: the
+// _tcc kernel serves where clusters can run (sm_90a), rows of at most
+// $KVBENCH_ATTN_CLUSTER tokens, in at most maxCluster chunks (the chosen
+// chunk, raised to a multiple of ChunkTokens that makes that few unless
+// SetAttnChunk asked for one); 0 blocks where it does not serve.
+func (b *Backend) clusterChunk(chosen, longest int) (int, int) {
+	if b.split.cluster <= 0 || longest > b.split.cluster || b.D.Arch() != "sm_90a" || !b.D.HasClusters() {
+		return 0, 0
+	}
+	c := chosen
+	if b.split.chunk == 0 {
+		least := (longest + maxCluster - 1) / maxCluster
+		c = max(c, (least+minChunkTokens-1)/minChunkTokens*minChunkTokens)
+	}
+	n := max(1, (longest+c-1)/c)
+	if n > maxCluster {
+		return 0, 0
+	}
+	return c, n
+}
+
+// clusterOf reads $KVBENCH_ATTN_CLUSTER: the longest row (tokens) of a lean
+// tensor-core call whose chunks run as one cluster (0: never; default
+// clusterTokens).
+func clusterOf() (int, error) {
+	v := os.Getenv("KVBENCH_ATTN_CLUSTER")
+	if v == "" {
+		return clusterTokens, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("cuda: KVBENCH_ATTN_CLUSTER=%q: want a whole number of tokens, 0 for none", v)
+	}
+	return n, nil
+}
+
+// clusterTokens is $KVBENCH_ATTN_CLUSTER's default.
+const clusterTokens = 1024
 
 // tcSlotsOf reads $KVBENCH_ATTN_TC_SLOTS: the most resident blocks a
 // multiprocessor that the tensor-core kernel's chosen chunk fills (0: as
