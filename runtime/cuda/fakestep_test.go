@@ -510,11 +510,11 @@ func TestFakeAttnBulk(t *testing.T) {
 	}
 }
 
-// TestFakeAttnCluster: a lean decode call on the tensor cores whose rows
-// hold at most KVBENCH_ATTN_CLUSTER tokens (default 1,024) runs its row's
+// TestFakeAttnCluster: with KVBENCH_ATTN_CLUSTER=1024 a lean decode call on
+// the tensor cores whose rows hold at most 1,024 tokens runs its row's
 // chunks as one cluster (_tcc, at most 8 chunks: 600 tokens in 8 of 96,
 // rounded up to 32, ... 7 of them) with no combine launched; longer rows,
-// KVBENCH_ATTN_CLUSTER=0, an asked chunk that makes more than 8, and rows of
+// the default (0: none), an asked chunk that makes more than 8, and rows of
 // one head under 8K (attn_rt) do not; an asked chunk that makes 8 or fewer
 // is kept; a bad value is refused naming the variable.
 func TestFakeAttnCluster(t *testing.T) {
@@ -524,15 +524,16 @@ func TestFakeAttnCluster(t *testing.T) {
 		want           string
 		wantChunk, blk int
 	}{
-		{"", "", 8, 600, 0, "attn_rt_d128_g4_bf16_tcc", 96, 7 * 8},
-		{"", "", 8, 1024, 0, "attn_rt_d128_g4_bf16_tcc", 128, 8 * 8},
-		{"", "", 8, 1025, 0, "attn_rt_d128_g4_bf16_tc", 0, 0},
+		{"1024", "", 8, 600, 0, "attn_rt_d128_g4_bf16_tcc", 96, 7 * 8},
+		{"1024", "", 8, 1024, 0, "attn_rt_d128_g4_bf16_tcc", 128, 8 * 8},
+		{"1024", "", 8, 1025, 0, "attn_rt_d128_g4_bf16_tc", 0, 0},
+		{"", "", 8, 600, 0, "attn_rt_d128_g4_bf16_tc", 0, 0},
 		{"0", "", 8, 600, 0, "attn_rt_d128_g4_bf16_tc", 0, 0},
 		{"4096", "", 8, 2000, 0, "attn_rt_d128_g4_bf16_tcc", 256, 8 * 8},
-		{"", "", 8, 600, 32, "attn_rt_d128_g4_bf16_tc", 32, 19 * 8},
-		{"", "", 8, 600, 128, "attn_rt_d128_g4_bf16_tcc", 128, 5 * 8},
-		{"", "", 32, 600, 0, "attn_rt_d128_g1_bf16", 0, 0},
-		{"", "on", 32, 600, 0, "attn_rt_d128_g1_bf16_tcc", 96, 7 * 32},
+		{"1024", "", 8, 600, 32, "attn_rt_d128_g4_bf16_tc", 32, 19 * 8},
+		{"1024", "", 8, 600, 128, "attn_rt_d128_g4_bf16_tcc", 128, 5 * 8},
+		{"1024", "", 32, 600, 0, "attn_rt_d128_g1_bf16", 0, 0},
+		{"1024", "on", 32, 600, 0, "attn_rt_d128_g1_bf16_tcc", 96, 7 * 32},
 	} {
 		t.Run(fmt.Sprintf("%s/%s/32x%d/n%d/chunk%d", c.env, c.tcEnv, c.kv, c.n, c.chunk), func(t *testing.T) {
 			t.Setenv("KVBENCH_ATTN_CLUSTER", c.env)

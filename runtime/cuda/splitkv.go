@@ -792,12 +792,17 @@ func (b *Backend) clusterChunk(chosen, longest int) (int, int) {
 }
 
 // clusterOf reads $KVBENCH_ATTN_CLUSTER: the longest row (tokens) of a lean
-// tensor-core call whose chunks run as one cluster (0: never; default
-// clusterTokens).
+// tensor-core call whose chunks run as one cluster (0, the default: never).
+// Measured on the H200 (2026-12-04, docs/benchmarks.md): alone, 32/8
+// decode attention at 512 tokens took 9.5 us against 10.2 (heads of 128)
+// and 8.7 against 9.1 (64), level at 1K and slower from 2K; but the 8B
+// shape's decode steps ran at 226 tok/s against 243-244 without: in the
+// chain of a step the cluster waits for whole groups of multiprocessors
+// that the kernels before it still hold.
 func clusterOf() (int, error) {
 	v := os.Getenv("KVBENCH_ATTN_CLUSTER")
 	if v == "" {
-		return clusterTokens, nil
+		return 0, nil
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 0 {
@@ -805,9 +810,6 @@ func clusterOf() (int, error) {
 	}
 	return n, nil
 }
-
-// clusterTokens is $KVBENCH_ATTN_CLUSTER's default.
-const clusterTokens = 1024
 
 // tcSlotsOf reads $KVBENCH_ATTN_TC_SLOTS: the most resident blocks a
 // multiprocessor that the tensor-core kernel's chosen chunk fills (0: as
