@@ -45,17 +45,6 @@
 
 #define TC_ST 3  // tiles in a warp's stages: TC_ST-1 in flight while it computes on one
 
-// BULK (attn_rt_d{D}_g{G}_bf16_tcb, sm_90a): the same kernel with a tile's
-// rows brought by the TMA's bulk copies instead of cp.async: lane l asks
-// for row l % 16 of the tile's K (lanes 0-15) or V (16-31), 256 or 128
-// bytes in one cp.async.bulk into a stage row padded by 16 bytes (a row
-// is one copy: tc_at's padded layout, not the swizzle), completing on
-// the stage's mbarrier by byte count (lane 0 arrives with the expected
-// 32 rows' bytes). A warp then issues one copy a lane a tile instead of
-// 2 x 16 x PC / 32 16-byte ones, and the loads leave the warp's issue slots
-// and the LSU. Rows past the chunk copy its last row again (finite: its K
-// row's score is masked, its V row meets a zero probability).
-
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
 // tc_mma accumulates d += A B for one m16n8k16 product (bf16 in, float32
 // accumulate). Not volatile: a product only reads and writes registers, so
@@ -78,36 +67,17 @@ __device__ __forceinline__ void tc_split(float x0, float x1, u32& h, u32& l) {
 #endif
 
 // TC_STAGE_BYTES is the dynamic shared memory of a block before the page
-// pointers: NW warps' TC_ST stages of a 16-token tile's K and V rows, room
-// for rows padded by 16 bytes (BULK's layout; the swizzled one uses 16*D*2
-// bytes of each TB) (tcSmem in splitkv.go: the same).
-#define TC_STAGE_BYTES(D) (ATTN_NT / 32 * TC_ST * 2 * 16 * ((D) * 2 + 16))
-
-// tc_bulk copies bytes (a multiple of 16) from global src to shared dst by
-// the TMA's bulk copy, completing on the mbarrier bar (sm_90a).
-__device__ __forceinline__ void tc_bulk(void* dst, u64 src, u32 bytes, u64* bar) {
-#if KVB_WG
-    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-                     (u32)__cvta_generic_to_shared(dst)),
-                 "l"(src), "r"(bytes), "r"((u32)__cvta_generic_to_shared(bar))
-                 : "memory");
-#else
-    __trap();
-#endif
-}
+// pointers: NW warps' TC_ST stages of a 16-token tile's K and V rows
+// (tcSmem in splitkv.go: the same).
+#define TC_STAGE_BYTES(D) (ATTN_NT / 32 * TC_ST * 2 * 16 * (D) * 2)
 
 // tc_at is the byte offset of the 16-byte piece pc of row i (0-15) in a
-// tile's K or V in a stage. SW (the cp.async kernel): the rows as 128-byte
-// halves, [D/64 halves][16 rows][128 bytes], the piece's chunk c = pc % 8
-// at c ^ (i % 8) of its half row: a 128-byte line of a row lands in one
-// aligned 128-byte span of shared memory, and ldmatrix's eight rows of a
-// piece fall in eight different 16-byte bank groups. Else (BULK: a row is
-// one bulk copy) rows padded by 16 bytes, row i at i * (D*2 + 16).
-template <int D, bool SW>
-__device__ __forceinline__ int tc_at(int i, int pc) {
-    if (SW) return (pc >> 3) * (16 * 128) + i * 128 + (((pc & 7) ^ (i & 7)) << 4);
-    return i * (D * 2 + 16) + pc * 16;
-}
+// tile's K or V in a stage: the rows as 128-byte halves, [D/64 halves][16
+// rows][128 bytes], the piece's chunk c = pc % 8 at c ^ (i % 8) of its half
+// row: a 128-byte line of a row lands in one aligned 128-byte span of
+// shared memory, and ldmatrix's eight rows of a piece fall in eight
+// different 16-byte bank groups.
+__device__ __forceinline__ int tc_at(int i, int pc) { return (pc >> 3) * (16 * 128) + i * 128 + (((pc & 7) ^ (i & 7)) << 4); }
 
 // tc_cluster_sync is a barrier of every thread of the block's cluster:
 // what each wrote to its shared memory before it is seen by all after.
@@ -172,7 +142,7 @@ __device__ __forceinline__ void tc_cluster_merge(float* red, const float (&bm)[G
     tc_cluster_sync();
 }
 
-template <int D, int G, bool BULK, bool CL>
+template <int D, int G, bool CL>
 __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u64* __restrict__ ptrs, const int* __restrict__ ints,
                                             int hdr, int chunk, int pgw, float scaleLog2, float* __restrict__ partO,
                                             float* __restrict__ partML, int* __restrict__ counters, float* __restrict__ out,
@@ -181,18 +151,16 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     constexpr int NT = ATTN_NT, NW = NT / 32;
     constexpr int RB = D * 2;           // bytes of a K or V row
     constexpr int PC = RB / 16;         // its 16-byte pieces
-    constexpr int SR = RB + 16;         // a row's stride in a stage: 16 bytes of padding
-    constexpr int TB = 16 * SR;         // bytes of a tile's K (or V) in a stage
+    constexpr int TB = 16 * RB;         // bytes of a tile's K (or V) in a stage
     constexpr int KS = D / 16;          // k steps of S^T, channel groups of O^T
     constexpr int CP = 16 * PC / 32;    // copies a lane issues per tile, of K and of V each
     static_assert(G == 1 || G == 2 || G == 4 || G == 8, "1, 2, 4 or 8 virtual heads");
-    // smem: the stages [NW][TC_ST][K, V][16 rows][SR], then the range's key
+    // smem: the stages [NW][TC_ST][K, V][tc_at's layout], then the range's key
     // and value page pointers [pgw] each. After the loop: the warps'
     // outputs [NW][G][D] from offset 0 (attn_finish).
     extern __shared__ __align__(128) unsigned char tsm[];
     __shared__ int sItem[G];
     __shared__ float wM[NW][8], wL[NW][8];
-    __shared__ u64 tbar[BULK ? NW * TC_ST : 1];  // BULK: a stage's mbarrier
 
     const int* H = ints + hdr;
     const int c = blockIdx.x, tid = threadIdx.x, w = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
@@ -207,13 +175,6 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     u64* spk = reinterpret_cast<u64*>(tsm + TC_STAGE_BYTES(D));
     u64* spv = spk + pgw;
     if (tid < G) sItem[tid] = rt_item(H, r, tid);
-#if KVB_WG
-    if (BULK && lane == 0) {
-#pragma unroll
-        for (int s = 0; s < TC_ST; ++s) tm_init(&tbar[w * TC_ST + s], 1);
-        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-    }
-#endif
     // The call's ints are ready; the page tables, q and the keys may be
     // written by the kernels just before this one.
     pdl_wait();
@@ -252,7 +213,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
 #pragma unroll
     for (int k = 0; k < CP; ++k) {
         const int idx = lane + 32 * k, row = idx / PC, pc = idx % PC;
-        at[k] = tc_at<D, !BULK>(row, pc);
+        at[k] = tc_at(row, pc);
     }
     // A tile whose 16 tokens lie in one page (pages of 16 tokens or more,
     // the range's first token at a multiple of 16) is 16 consecutive rows:
@@ -263,16 +224,6 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     auto issue = [&](int ti, int s) {
         unsigned char* dk = stages + s * (2 * TB);
         const int tb = ti * 16;
-        if (BULK) {
-#if KVB_WG
-            u64* bar = &tbar[w * TC_ST + s];
-            if (lane == 0) tm_expect(bar, 32 * RB);
-            const int row = lane & 15, t = lo + c0 + min(tb + row, len - 1);
-            const u64* pp = lane < 16 ? spk : spv;
-            tc_bulk(dk + (lane >> 4) * TB + row * SR, pp[(t >> psh) - pg0] + (size_t)(t & (ps - 1)) * RB, RB, bar);
-#endif
-            return;
-        }
         if (whole && tb + 16 <= len) {
             const int t0 = lo + c0 + tb, pj = (t0 >> psh) - pg0;
             const size_t off = (size_t)(t0 & (ps - 1)) * RB;
@@ -306,7 +257,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
 #pragma unroll
     for (int s = 0; s < TC_ST - 1; ++s) {
         if (s < mine) issue(w + s * NW, s);
-        if (!BULK) fl_commit();
+        fl_commit();
     }
     float o[KS][4];
 #pragma unroll
@@ -315,15 +266,9 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     for (int k = 0; k < mine; ++k) {
         __syncwarp();  // the stage written next was read by every lane (iteration k-1)
         if (k + TC_ST - 1 < mine) issue(w + (k + TC_ST - 1) * NW, (k + TC_ST - 1) % TC_ST);
-        if (BULK) {
-#if KVB_WG
-            tm_wait(&tbar[w * TC_ST + k % TC_ST], (k / TC_ST) & 1);  // tile k's 32 rows are in
-#endif
-        } else {
-            fl_commit();
-            fl_wait<TC_ST - 1>();
-            __syncwarp();  // every lane's copies of tile k are in
-        }
+        fl_commit();
+        fl_wait<TC_ST - 1>();
+        __syncwarp();  // every lane's copies of tile k are in
         const unsigned char* sk = stages + (k % TC_ST) * (2 * TB);
         const unsigned char* sv = sk + TB;
         const int ti = w + k * NW;
@@ -333,7 +278,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
 #pragma unroll
         for (int j = 0; j < KS; ++j) {
             const int pc = 2 * j + mhalf;
-            fl_ldsm4(kb[j], sk + tc_at<D, !BULK>(mrow, pc));
+            fl_ldsm4(kb[j], sk + tc_at(mrow, pc));
         }
         // S^T for tokens 0-7 (n = 0) and 8-15 (n = 1) of the tile, with
         // the queries' high and low halves (x = 0, 1) and even and odd k
@@ -361,7 +306,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
 #pragma unroll
         for (int j = 0; j < KS; ++j) {
             const int pc = 2 * j + mhalf;
-            fl_ldsm4t(va[j], sv + tc_at<D, !BULK>(mrow, pc));
+            fl_ldsm4t(va[j], sv + tc_at(mrow, pc));
         }
         // Online softmax of head gid over the tile's 16 tokens (the four
         // lanes tig hold them all); tokens past the chunk are masked.
@@ -457,23 +402,21 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
 
 // attn_rt_d{D}_g{G}_bf16_tc: attn_rt's parameters (ATTN_RT_PARAMS); raw and
 // ml are not written (the host sends no such call here).
-#define ATTN_TC_KERNEL_AS(D, G, BULK, CL, SUF)                                                                          \
+#define ATTN_TC_KERNEL_AS(D, G, CL, SUF)                                                                          \
     extern "C" __global__ void __launch_bounds__(ATTN_NT) attn_rt_d##D##_g##G##_bf16_##SUF(ATTN_RT_PARAMS) {        \
         pdl_trigger();                                                                                              \
         const int* I = rt_ints(ints, box);                                                                          \
         const int r = blockIdx.y + blockIdx.z * gridDim.y;                                                          \
         const int nsrows = I[hdr + RH_SROWS];                                                                       \
         if (r >= nsrows) return;                                                                                    \
-        attn_tc_row<D, G, BULK, CL>(q, ptrs, I, hdr, chunk, pgw, scaleLog2, partO, partML, counters, out, r, nsrows);  \
+        attn_tc_row<D, G, CL>(q, ptrs, I, hdr, chunk, pgw, scaleLog2, partO, partML, counters, out, r, nsrows);  \
     }
-// attn_rt_d{D}_g{G}_bf16_tc (cp.async), _tcb (the TMA's bulk copies) and
-// _tcc (a row's chunks one cluster, merged in distributed shared memory);
-// the last two sm_90a only (elsewhere they trap or do nothing, and the host
-// does not choose them).
-#define ATTN_TC_KERNEL(D, G)                      \
-    ATTN_TC_KERNEL_AS(D, G, false, false, tc)     \
-    ATTN_TC_KERNEL_AS(D, G, true, false, tcb)     \
-    ATTN_TC_KERNEL_AS(D, G, false, true, tcc)
+// attn_rt_d{D}_g{G}_bf16_tc, and _tcc (a row's chunks one cluster, merged
+// in distributed shared memory; sm_90a only: elsewhere its merge does
+// nothing, and the host does not choose it).
+#define ATTN_TC_KERNEL(D, G)               \
+    ATTN_TC_KERNEL_AS(D, G, false, tc)     \
+    ATTN_TC_KERNEL_AS(D, G, true, tcc)
 
 #if KVB_IN(13)
 ATTN_TC_KERNEL(64, 1)

@@ -270,14 +270,12 @@ func TestAttendSplitManyRows(t *testing.T) {
 // (tiles span two pages: the copies' general path), 16 and 32, contexts of
 // 1, 15, 300, 1,000 and 3,000 tokens (a last tile in part past the chunk;
 // many tiles a warp: the stages' ring turns), and chunks chosen per call or
-// of 32; the cp.async kernel (_tc) and, on sm_90a, the one fed by the TMA's
-// bulk copies (_tcb, KVBENCH_ATTN_BULK=on) and the one whose row's chunks
+// of 32; the kernel (_tc) and, on sm_90a, its variant whose row's chunks
 // are one cluster (_tcc, rows of up to KVBENCH_ATTN_CLUSTER tokens in at
 // most 8 chunks).
 func TestAttendTCKernels(t *testing.T) {
-	for _, v := range []struct{ name, bulk, cluster string }{{"tc", "off", "0"}, {"tcb", "on", "0"}, {"tcc", "off", "1024"}} {
+	for _, v := range []struct{ name, cluster string }{{"tc", "0"}, {"tcc", "1024"}} {
 		t.Run(v.name, func(t *testing.T) {
-			t.Setenv("KVBENCH_ATTN_BULK", v.bulk)
 			t.Setenv("KVBENCH_ATTN_CLUSTER", v.cluster)
 			testAttendTCKernels(t, v.name)
 		})

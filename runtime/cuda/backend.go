@@ -298,10 +298,6 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 		b.Close()
 		return nil, err
 	}
-	if b.split.bulk, err = bulkOf(); err != nil {
-		b.Close()
-		return nil, err
-	}
 	if b.split.tcSlots, err = tcSlotsOf(); err != nil {
 		b.Close()
 		return nil, err

@@ -440,11 +440,11 @@ func TestFakeDecodeMetaByValue(t *testing.T) {
 // TestFakeTCSharedMemory: a lean decode call runs the tensor-core kernel
 // only where its stages fit a block's shared memory and, by default, two
 // blocks fit a multiprocessor: on a device of 99 / 100 KB (a block, a
-// multiprocessor: sm_86, sm_89) head dim 128 (102 KB of stages) runs
-// attn_rt, even with KVBENCH_ATTN_TC=on, and head dim 64 (55 KB: one block
-// a multiprocessor) runs attn_rt unless KVBENCH_ATTN_TC=on; so does head
-// dim 128 on an A100's 163 / 164 KB; on the H200's 227 / 228 KB the
-// tensor-core kernel.
+// multiprocessor: sm_86, sm_89) head dim 128 (96 KB of stages and the page
+// pointers: one block a multiprocessor) runs attn_rt unless
+// KVBENCH_ATTN_TC=on, and head dim 64 (48 KB: two) the tensor-core kernel;
+// head dim 128 on an A100's 163 / 164 KB runs attn_rt unless
+// KVBENCH_ATTN_TC=on; on the H200's 227 / 228 KB the tensor-core kernel.
 func TestFakeTCSharedMemory(t *testing.T) {
 	for _, c := range []struct {
 		optin, perSM int32
@@ -452,8 +452,8 @@ func TestFakeTCSharedMemory(t *testing.T) {
 		env, want    string
 	}{
 		{99 << 10, 100 << 10, 128, "", "attn_rt_d128_g4_bf16_short"},
-		{99 << 10, 100 << 10, 128, "on", "attn_rt_d128_g4_bf16_short"},
-		{99 << 10, 100 << 10, 64, "", "attn_rt_d64_g4_bf16_short"},
+		{99 << 10, 100 << 10, 128, "on", "attn_rt_d128_g4_bf16_tc"},
+		{99 << 10, 100 << 10, 64, "", "attn_rt_d64_g4_bf16_tc"},
 		{99 << 10, 100 << 10, 64, "on", "attn_rt_d64_g4_bf16_tc"},
 		{163 << 10, 164 << 10, 128, "", "attn_rt_d128_g4_bf16_short"},
 		{163 << 10, 164 << 10, 128, "on", "attn_rt_d128_g4_bf16_tc"},
@@ -475,38 +475,6 @@ func TestFakeTCSharedMemory(t *testing.T) {
 				t.Errorf("kernel %s, want %s (plan %+v)", p.Kernel, c.want, p)
 			}
 		})
-	}
-}
-
-// TestFakeAttnBulk: KVBENCH_ATTN_BULK=on runs a lean decode call of 32/8
-// heads on the tensor-core kernel fed by the TMA's bulk copies (_tcb; the
-// fake device is sm_90a), off or unset the cp.async one (_tc), and any
-// other value is refused when the backend is made, naming the variable.
-func TestFakeAttnBulk(t *testing.T) {
-	for _, c := range []struct{ env, want string }{{"", "attn_rt_d128_g4_bf16_tc"}, {"off", "attn_rt_d128_g4_bf16_tc"},
-		{"on", "attn_rt_d128_g4_bf16_tcb"}} {
-		t.Run("bulk="+c.env, func(t *testing.T) {
-			t.Setenv("KVBENCH_ATTN_BULK", c.env)
-			t.Setenv("KVBENCH_ATTN_CLUSTER", "0") // TestFakeAttnCluster's
-			be := fakeBackend(t)
-			cfg := runtime.Config{Arch: "llama", Dim: 4096, Hidden: 1024, Layers: 1, Heads: 32, KVHeads: 8, HeadDim: 128, Vocab: 100,
-				MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
-			const n = 600
-			kc, _ := fakeFilledCache(t, be, cfg, n)
-			be.Attend(&runtime.AttnArgs{Rows: 1, QPos: []int{n - 1}, Heads: cfg.Heads, KVHeads: cfg.KVHeads, HeadDim: cfg.HeadDim,
-				Scale: 0.1, Seqs: kc.Seqs(0), Rope: runtime.RopeHalf, Theta: cfg.RopeTheta,
-				Q: be.Alloc(cfg.Heads * cfg.HeadDim), Out: be.Alloc(cfg.Heads * cfg.HeadDim)})
-			if p := be.AttnPlan(); p.Kernel != c.want {
-				t.Errorf("kernel %s, want %s (plan %+v)", p.Kernel, c.want, p)
-			}
-		})
-	}
-	t.Setenv("KVBENCH_ATTN_BULK", "yes")
-	if be, err := cuda.NewFakeBackend("bf16"); err == nil {
-		be.Close()
-		t.Fatal("KVBENCH_ATTN_BULK=yes: backend made, want an error")
-	} else if !strings.Contains(err.Error(), "KVBENCH_ATTN_BULK") {
-		t.Errorf("error %q does not name KVBENCH_ATTN_BULK", err)
 	}
 }
 

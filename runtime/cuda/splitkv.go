@@ -284,7 +284,6 @@ type splitState struct {
 	waves    int            // waves of resident blocks a chosen chunk fills ($KVBENCH_ATTN_WAVES)
 	short    int            // the longest chunk the _short kernels take ($KVBENCH_ATTN_SHORT; 0: none)
 	tc       tcMode         // when lean calls run the tensor-core _tc kernels ($KVBENCH_ATTN_TC)
-	bulk     bool           // they run the _tcb variant (the TMA's bulk copies) on sm_90a ($KVBENCH_ATTN_BULK)
 	tcSlots  int            // the most resident blocks a multiprocessor the _tc kernels' chunks count ($KVBENCH_ATTN_TC_SLOTS; 0: all)
 	cluster  int            // the longest row whose chunks run as one cluster, the _tcc kernels ($KVBENCH_ATTN_CLUSTER; 0: none)
 	occ      map[occKey]int // resident blocks per multiprocessor, by kernel and shared memory
@@ -462,9 +461,9 @@ type splitShape struct {
 // row; rows of one head measured no faster with it, 32/32 heads); tc the
 // tensor-core kernel of lean calls (attention_tc.cu; "" for float32 pages
 // and re-positioned keys).
-// tcb is tc's variant fed by the TMA's bulk copies, tcc the one whose row's
-// chunks are one cluster, merged in distributed shared memory (sm_90a).
-type splitNames struct{ rt, rtb, rtComb, rtbComb, short, tc, tcb, tcc string }
+// tcc is tc's variant whose row's chunks are one cluster, merged in
+// distributed shared memory (sm_90a).
+type splitNames struct{ rt, rtb, rtComb, rtbComb, short, tc, tcc string }
 
 // splitKey is the shape that names a split-KV kernel.
 type splitKey struct {
@@ -486,15 +485,15 @@ func splitNamesOf(k splitKey) *splitNames {
 		sh = "_sh"
 	}
 	suffix := fmt.Sprintf("_d%d_g%d_%s%s", k.hd, k.vg, kt, sh)
-	short, tc, tcb, tcc := "", "", "", ""
+	short, tc, tcc := "", "", ""
 	if k.bf16 && !k.shifted && k.vg >= 2 && k.vg <= 4 {
 		short = "attn_rt" + suffix + "_short"
 	}
 	if k.bf16 && !k.shifted && k.vg&(k.vg-1) == 0 && k.vg <= 8 {
-		tc, tcb, tcc = "attn_rt"+suffix+"_tc", "attn_rt"+suffix+"_tcb", "attn_rt"+suffix+"_tcc"
+		tc, tcc = "attn_rt"+suffix+"_tc", "attn_rt"+suffix+"_tcc"
 	}
 	n, _ := splitNameCache.LoadOrStore(k, &splitNames{rt: "attn_rt" + suffix, rtb: "attn_rtb" + suffix,
-		rtComb: fmt.Sprintf("attn_rt_combine_d%d", k.hd), rtbComb: fmt.Sprintf("attn_rtb_combine_d%d", k.hd), short: short, tc: tc, tcb: tcb, tcc: tcc})
+		rtComb: fmt.Sprintf("attn_rt_combine_d%d", k.hd), rtbComb: fmt.Sprintf("attn_rtb_combine_d%d", k.hd), short: short, tc: tc, tcc: tcc})
 	return n.(*splitNames)
 }
 
@@ -545,10 +544,6 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	tc := b.tcOK(a, p) && (b.split.tc == tcOn || useTC(vg, longest)) && b.tcFits(p.names.tc, vg, hd, minPS)
 	if tc { // tcFits has let it take the opt-in shared memory
 		name = p.names.tc
-		if b.split.bulk && b.D.Arch() == "sm_90a" {
-			name = p.names.tcb
-			b.allowShared(name, b.D.SharedPerBlockOptin-b.fn(name).Shared)
-		}
 		f = b.fn(name)
 		smemFor = func(chunk int) int { return tcSmem(vg, hd, chunk, minPS) }
 		limit = b.D.SharedPerBlockOptin
@@ -559,7 +554,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	}
 	chunk := b.splitChunk(f, smemFor, limit, nsrows, longest, slots)
 	cl := 0 // the blocks of a cluster: a row's chunks (the _tcc kernel)
-	if tc && name == p.names.tc {
+	if tc {
 		if c, n := b.clusterChunk(chunk, longest); n > 0 {
 			chunk, cl, name = c, n, p.names.tcc
 			b.allowShared(name, b.D.SharedPerBlockOptin-b.fn(name).Shared)
@@ -698,11 +693,12 @@ func (b *Backend) tcOK(a *runtime.AttnArgs, p splitShape) bool {
 
 // tcFits says whether the tensor-core kernel name can run a call of vg
 // virtual heads of hd channels over pages of at least minPS tokens here:
-// its stages (102 KB a block for head dim 128) must fit a block's shared
-// memory (not on GPUs of 99 KB, sm_86 and sm_89, where attn_rt serves) and,
-// unless KVBENCH_ATTN_TC=on, two blocks must fit a multiprocessor, as on
-// the H200 where it was measured (one block, four warps, as an A100's 164 KB
-// would hold, has not been measured). It lets name take the opt-in shared
+// its stages (96 KB a block for head dim 128, 48 KB for 64) must fit a
+// block's shared memory and, unless KVBENCH_ATTN_TC=on, two blocks must fit
+// a multiprocessor, as on the H200 where it was measured (one block, four
+// warps, as an A100's 164 KB or sm_86/sm_89's 100 KB would hold for head dim
+// 128, has not been measured; neither has head dim 64 on those GPUs, where
+// two fit and it serves). It lets name take the opt-in shared
 // memory where it fits.
 func (b *Backend) tcFits(name string, vg, hd, minPS int) bool {
 	f := b.fn(name)
@@ -748,20 +744,6 @@ func tcModeOf() (tcMode, error) {
 		return tcOff, nil
 	default:
 		return 0, fmt.Errorf("cuda: KVBENCH_ATTN_TC=%q is not auto, on or off", v)
-	}
-}
-
-// bulkOf reads $KVBENCH_ATTN_BULK: whether lean calls on the tensor cores
-// take the variant fed by the TMA's bulk copies (attention_tc.cu's BULK)
-// on sm_90a: on, off, or unset (off).
-func bulkOf() (bool, error) {
-	switch v := os.Getenv("KVBENCH_ATTN_BULK"); v {
-	case "", "off":
-		return false, nil
-	case "on":
-		return true, nil
-	default:
-		return false, fmt.Errorf("cuda: KVBENCH_ATTN_BULK=%q is not on or off", v)
 	}
 }
 
@@ -836,7 +818,7 @@ func tcSlotsOf() (int, error) {
 // key and value page pointers of its range; at least the warps' outputs and
 // the fused merge's room.
 func tcSmem(vg, hd, chunk, minPS int) int {
-	stages := attnThreads / 32 * tcStages * 2 * 16 * (hd*2 + 16) // room for rows padded by 16 bytes (the bulk variant's layout)
+	stages := attnThreads / 32 * tcStages * 2 * 16 * hd * 2
 	return max(stages+16*(chunk/minPS+2), 4*attnThreads/32*vg*hd, 16*attnThreads)
 }
 
