@@ -41,7 +41,9 @@
 //
 // At the end the warps' maxima, sums and outputs meet in shared memory,
 // rescaled to the block's maximum, and attn_finish writes the partial (and
-// runs the fused merge) as attn_rt's blocks do.
+// runs the fused merge) as attn_rt's blocks do; or, in the _tcc kernels,
+// the row's blocks, one cluster, merge their partials through distributed
+// shared memory (tc_cluster_merge).
 
 #define TC_ST 3  // tiles in a warp's stages: TC_ST-1 in flight while it computes on one
 
@@ -157,7 +159,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     static_assert(G == 1 || G == 2 || G == 4 || G == 8, "1, 2, 4 or 8 virtual heads");
     // smem: the stages [NW][TC_ST][K, V][tc_at's layout], then the range's key
     // and value page pointers [pgw] each. After the loop: the warps'
-    // outputs [NW][G][D] from offset 0 (attn_finish).
+    // outputs [NW][G][D] from offset 0 (attn_finish, tc_cluster_merge).
     extern __shared__ __align__(128) unsigned char tsm[];
     __shared__ int sItem[G];
     __shared__ float wM[NW][8], wL[NW][8];
