@@ -502,6 +502,10 @@ func TestFakeAttnCluster(t *testing.T) {
 		{"1024", "", 8, 600, 128, "attn_rt_d128_g4_bf16_tcc", 128, 5 * 8},
 		{"1024", "", 32, 600, 0, "attn_rt_d128_g1_bf16", 0, 0},
 		{"1024", "on", 32, 600, 0, "attn_rt_d128_g1_bf16_tcc", 96, 7 * 32},
+		// 1,200,000 tokens in 8 chunks of 150,016: their page pointers (16
+		// bytes a page of 16 tokens, 150 KB) and the stages (96 KB) would
+		// not fit a block's 227 KB of shared memory.
+		{"2000000", "", 8, 1200000, 0, "attn_rt_d128_g4_bf16_tc", 0, 0},
 	} {
 		t.Run(fmt.Sprintf("%s/%s/32x%d/n%d/chunk%d", c.env, c.tcEnv, c.kv, c.n, c.chunk), func(t *testing.T) {
 			t.Setenv("KVBENCH_ATTN_CLUSTER", c.env)

@@ -555,7 +555,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	chunk := b.splitChunk(f, smemFor, limit, nsrows, longest, slots)
 	cl := 0 // the blocks of a cluster: a row's chunks (the _tcc kernel)
 	if tc {
-		if c, n := b.clusterChunk(chunk, longest); n > 0 {
+		if c, n := b.clusterChunk(chunk, longest); n > 0 && smemFor(c) <= limit-b.fn(p.names.tcc).Shared {
 			chunk, cl, name = c, n, p.names.tcc
 			b.allowShared(name, b.D.SharedPerBlockOptin-b.fn(name).Shared)
 			f = b.fn(name)
@@ -756,7 +756,8 @@ const maxCluster = 8
 // _tcc kernel serves where clusters can run (sm_90a), rows of at most
 // $KVBENCH_ATTN_CLUSTER tokens, in at most maxCluster chunks (the chosen
 // chunk, raised to a multiple of ChunkTokens that makes that few unless
-// SetAttnChunk asked for one); 0 blocks where it does not serve.
+// SetAttnChunk asked for one); 0 blocks where it does not serve. The
+// caller also checks that the raised chunk's shared memory fits.
 func (b *Backend) clusterChunk(chosen, longest int) (int, int) {
 	if b.split.cluster <= 0 || longest > b.split.cluster || b.D.Arch() != "sm_90a" || !b.D.HasClusters() {
 		return 0, 0
