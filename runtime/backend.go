@@ -160,6 +160,10 @@ type KVSeq struct {
 	// by ID, thousands a decode step. A copy of the sequence may carry a
 	// stale one: the backend checks it against ID.
 	Slot int32
+	// addr holds KVCache's page addresses (KVAddresser) beside K and V:
+	// K[i]'s at 2i, V[i]'s at 2i+1, or fewer (a sequence built elsewhere,
+	// a backend without addresses): then the copies take the buffers.
+	addr []uint64
 }
 
 // ScaledRoPE is an optional Backend capability: RoPE with inverse

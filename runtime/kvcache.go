@@ -21,15 +21,16 @@ type KVCache struct {
 	kvHeads  int
 	headDim  int
 	pageSize int
-	dtype    DType      // element type of the pages
-	seqs     [][]KVSeq  // [layer][kvHead]
-	free     []kvPage   // pages ready for reuse
-	total    int        // pages ever allocated
-	shifts   bool       // keep KVSeq.Shift beside Pos
-	moves    [][2]int32 // Evict's copies (destination, source), reused
-	held     []int32    // Evict's token now in each slot past the kept count (its original slot), reused
-	ref      [][]KVSeq  // [layer][kvHead] every token ever appended, when recording
-	refPages int        // pages held by ref
+	dtype    DType       // element type of the pages
+	seqs     [][]KVSeq   // [layer][kvHead]
+	free     []kvPage    // pages ready for reuse
+	total    int         // pages ever allocated
+	shifts   bool        // keep KVSeq.Shift beside Pos
+	moves    [][2]int32  // Evict's copies (destination, source), reused
+	held     []int32     // Evict's token now in each slot past the kept count (its original slot), reused
+	ref      [][]KVSeq   // [layer][kvHead] every token ever appended, when recording
+	refPages int         // pages held by ref
+	pa       KVAddresser // the backend's page addresses (KVSeq.addr); nil: none
 }
 
 type kvPage struct{ k, v Buffer }
@@ -44,6 +45,25 @@ func (c *KVCache) kv() KVOps {
 
 // kvSeqIDs hands out KVSeq.ID: unique in the process, never 0.
 var kvSeqIDs atomic.Uint64
+
+// push appends the pages k, v to s's lists, and their addresses where the
+// lists' addresses are whole.
+func (c *KVCache) push(s *KVSeq, k, v Buffer) {
+	if c.pa != nil && len(s.addr) == 2*len(s.K) {
+		s.addr = append(s.addr, c.pa.KVPageAddr(k), c.pa.KVPageAddr(v))
+	}
+	s.K, s.V = append(s.K, k), append(s.V, v)
+}
+
+// addrs returns the copies' KVAddrOps and whether s's page addresses are
+// whole for them.
+func (c *KVCache) addrs(s *KVSeq) (KVAddrOps, bool) {
+	if len(s.addr) != 2*len(s.K) || len(s.K) == 0 {
+		return nil, false
+	}
+	ao, ok := c.kv().(KVAddrOps)
+	return ao, ok
+}
 
 // newSeq is an empty sequence of pages of pageSize slots with a fresh ID.
 func newSeq(pageSize int) KVSeq { return KVSeq{PageSize: pageSize, ID: kvSeqIDs.Add(1)} }
@@ -75,6 +95,7 @@ func NewKVCacheOf(be Backend, c Config, pageSize int, t DType) (*KVCache, error)
 		}
 	}
 	kc := &KVCache{be: be, layers: c.Layers, kvHeads: c.KVHeads, headDim: c.HeadDim, pageSize: pageSize, dtype: t}
+	kc.pa, _ = be.(KVAddresser)
 	kc.seqs = make([][]KVSeq, c.Layers)
 	for l := range kc.seqs {
 		kc.seqs[l] = make([]KVSeq, c.KVHeads)
@@ -301,6 +322,11 @@ func (c *KVCache) Evict(l, h int, drop []int32) {
 	ps := c.pageSize
 	if mv, ok := c.kv().(KVMover); ok && len(c.moves) > 0 {
 		mv.MoveKVs(s.K, s.V, c.moves, ps, c.headDim)
+	} else if ao, ok := c.addrs(s); ok {
+		for _, m := range c.moves {
+			d, f := 2*(int(m[0])/ps), 2*(int(m[1])/ps)
+			ao.MoveKVAt(s.addr[d], s.addr[d+1], int(m[0])%ps, s.addr[f], s.addr[f+1], int(m[1])%ps, c.headDim)
+		}
 	} else {
 		for _, m := range c.moves {
 			d, f := int(m[0]), int(m[1])
@@ -323,7 +349,12 @@ func (c *KVCache) evictOne(l, h int, s *KVSeq, d int) {
 			s.Shift[d] = s.Shift[last]
 		}
 		ps := c.pageSize
-		c.kv().MoveKV(s.K[d/ps], s.V[d/ps], d%ps, s.K[last/ps], s.V[last/ps], last%ps, c.headDim)
+		if ao, ok := c.addrs(s); ok {
+			dp, lp := 2*(d/ps), 2*(last/ps)
+			ao.MoveKVAt(s.addr[dp], s.addr[dp+1], d%ps, s.addr[lp], s.addr[lp+1], last%ps, c.headDim)
+		} else {
+			c.kv().MoveKV(s.K[d/ps], s.V[d/ps], d%ps, s.K[last/ps], s.V[last/ps], last%ps, c.headDim)
+		}
 	}
 	s.N--
 	c.trim(s)
@@ -353,6 +384,9 @@ func (c *KVCache) trim(s *KVSeq) {
 		s.K[i], s.V[i] = nil, nil
 	}
 	s.K, s.V = s.K[:keep], s.V[:keep]
+	if len(s.addr) > 2*keep {
+		s.addr = s.addr[:2*keep]
+	}
 }
 
 func (c *KVCache) takePage() kvPage {
@@ -410,10 +444,14 @@ func (c *KVCache) appendSeq(s *KVSeq, h int, k, v Buffer, rows int, pos []int, r
 		slot := s.N % c.pageSize
 		if slot == 0 && s.N/c.pageSize == len(s.K) {
 			p := c.seqPage(ref)
-			s.K = append(s.K, p.k)
-			s.V = append(s.V, p.v)
+			c.push(s, p.k, p.v)
 		}
-		c.kv().StoreKV(s.K[s.N/c.pageSize], s.V[s.N/c.pageSize], slot, k, v, r, h, c.headDim, kvDim)
+		if ao, ok := c.addrs(s); ok {
+			pi := 2 * (s.N / c.pageSize)
+			ao.StoreKVAt(s.addr[pi], s.addr[pi+1], slot, k, v, r, h, c.headDim, kvDim)
+		} else {
+			c.kv().StoreKV(s.K[s.N/c.pageSize], s.V[s.N/c.pageSize], slot, k, v, r, h, c.headDim, kvDim)
+		}
 		s.track(int32(pos[r]))
 		s.Pos = append(s.Pos, int32(pos[r]))
 		s.N++
@@ -445,20 +483,20 @@ func (c *KVCache) seqPage(ref bool) kvPage {
 func (c *KVCache) seqPages(s *KVSeq, count int, ref bool) {
 	for ; count > 0 && !ref && len(c.free) > 0; count-- {
 		p := c.takePage()
-		s.K, s.V = append(s.K, p.k), append(s.V, p.v)
+		c.push(s, p.k, p.v)
 	}
 	pa, ok := c.be.(KVPageAllocator)
 	if count <= 0 || !ok {
 		for range count {
 			p := c.seqPage(ref)
-			s.K, s.V = append(s.K, p.k), append(s.V, p.v)
+			c.push(s, p.k, p.v)
 		}
 		return
 	}
 	bufs := make([]Buffer, 2*count)
 	pa.AllocKVPages(c.pageSize*c.headDim, c.dtype, bufs)
 	for i := range count {
-		s.K, s.V = append(s.K, bufs[2*i]), append(s.V, bufs[2*i+1])
+		c.push(s, bufs[2*i], bufs[2*i+1])
 	}
 	if ref {
 		c.refPages += count
@@ -486,6 +524,7 @@ func (c *KVCache) Reset() {
 				s.Gen++
 			}
 			s.K, s.V, s.Pos, s.Shift, s.N, s.ShiftSpan, s.ShiftEqual = s.K[:0], s.V[:0], s.Pos[:0], s.Shift[:0], 0, 0, false
+			s.addr = s.addr[:0]
 			s.Bounded, s.MaxPos, s.Ascending = false, 0, false
 		}
 	}

@@ -29,6 +29,24 @@ type KVMover interface {
 	MoveKVs(k, v []Buffer, moves [][2]int32, pageSize, headDim int)
 }
 
+// KVAddresser is an optional Backend capability: KV pages with fixed
+// addresses (a device pointer and the page's type, as the backend reads
+// them), which its key/value copies also take instead of the page buffers
+// (KVAddrOps, on the backend and on its lanes). A KVCache then keeps each
+// sequence's page addresses beside its lists and stores and moves through
+// them: a batch step's thousands of one-row copies skip a look at each
+// page's buffer (a host cache miss each).
+type KVAddresser interface {
+	KVPageAddr(page Buffer) uint64
+}
+
+// KVAddrOps is StoreKV and MoveKV on pages given by their KVAddresser
+// addresses.
+type KVAddrOps interface {
+	StoreKVAt(kPage, vPage uint64, slot int, k, v Buffer, row, head, headDim, kvDim int)
+	MoveKVAt(dstK, dstV uint64, dstSlot int, srcK, srcV uint64, srcSlot, headDim int)
+}
+
 // KVLaner is an optional Backend capability: the key/value copies of
 // several streams made from several goroutines at once. A Batch step then
 // appends each stream's keys and values and runs its policy's BeforeAttend

@@ -159,6 +159,55 @@ func (b *Backend) storeOp(kPage, vPage runtime.Buffer, slot int, k, v runtime.Bu
 	return kp.Add(do), vp.Add(do), b.f32(k).Add(so), b.f32(v).Add(so), kt, headDim
 }
 
+var _ runtime.KVAddresser = (*Backend)(nil)
+var _ runtime.KVAddrOps = (*Backend)(nil)
+
+// KVPageAddr (runtime.KVAddresser) is a KV page's device pointer with its
+// type (kvF32, kvBF16) in the lowest bit (pages are at least 4-byte
+// aligned), for StoreKVAt and MoveKVAt.
+func (b *Backend) KVPageAddr(page runtime.Buffer) uint64 {
+	p, t := b.kvPage(page)
+	if p&1 != 0 {
+		panic(fmt.Sprintf("cuda: KV page at odd address %#x", uint64(p)))
+	}
+	return uint64(p) | uint64(t)
+}
+
+// StoreKVAt is StoreKV into the pages at the addresses KVPageAddr gave.
+func (b *Backend) StoreKVAt(kPage, vPage uint64, slot int, k, v runtime.Buffer, row, head, headDim, kvDim int) {
+	b.queueKV(b.storeOpAt(kPage, vPage, slot, k, v, row, head, headDim, kvDim))
+}
+
+// MoveKVAt is MoveKV between the pages at the addresses KVPageAddr gave.
+func (b *Backend) MoveKVAt(dstK, dstV uint64, dstSlot int, srcK, srcV uint64, srcSlot, headDim int) {
+	b.queueKV(b.moveOpAt(dstK, dstV, dstSlot, srcK, srcV, srcSlot, headDim))
+}
+
+// storeOpAt is storeOp on page addresses: the pages' own checks are the
+// cache's (a slot within its page), the rows' are made here.
+func (b *Backend) storeOpAt(kPage, vPage uint64, slot int, k, v runtime.Buffer, row, head, headDim, kvDim int) (dk, dv, sk, sv Ptr, mode, hd int) {
+	src := row*kvDim + head*headDim
+	b.check(k, src, headDim, "StoreKV")
+	b.check(v, src, headDim, "StoreKV")
+	kt := int(kPage & 1)
+	if int(vPage&1) != kt {
+		panic("cuda: StoreKV into key and value pages of different types")
+	}
+	so, do := int64(src)*4, int64(slot*headDim)*int64(4-2*kt)
+	return Ptr(kPage &^ 1).Add(do), Ptr(vPage &^ 1).Add(do), b.f32(k).Add(so), b.f32(v).Add(so), kt, headDim
+}
+
+// moveOpAt is moveOp on page addresses.
+func (b *Backend) moveOpAt(dstK, dstV uint64, dstSlot int, srcK, srcV uint64, srcSlot, headDim int) (dk, dv, sk, sv Ptr, mode, hd int) {
+	t := int(dstK & 1)
+	if int(dstV&1) != t || int(srcK&1) != t || int(srcV&1) != t {
+		panic("cuda: MoveKV between pages of different types")
+	}
+	es := int64(4 - 2*t)
+	do, so := int64(dstSlot*headDim)*es, int64(srcSlot*headDim)*es
+	return Ptr(dstK &^ 1).Add(do), Ptr(dstV &^ 1).Add(do), Ptr(srcK &^ 1).Add(so), Ptr(srcV &^ 1).Add(so), 2 * t, headDim
+}
+
 // MoveKVs (runtime.KVMover) queues one eviction's copies untracked (kvBatch):
 // beside other sequences' evictions, after a launch of anything else queued.
 func (b *Backend) MoveKVs(k, v []runtime.Buffer, moves [][2]int32, ps, hd int) {

@@ -23,6 +23,14 @@ func (l *kvLane) MoveKV(dstK, dstV runtime.Buffer, dstSlot int, srcK, srcV runti
 	l.add(l.b.moveOp(dstK, dstV, dstSlot, srcK, srcV, srcSlot, headDim))
 }
 
+func (l *kvLane) StoreKVAt(kPage, vPage uint64, slot int, k, v runtime.Buffer, row, head, headDim, kvDim int) {
+	l.add(l.b.storeOpAt(kPage, vPage, slot, k, v, row, head, headDim, kvDim))
+}
+
+func (l *kvLane) MoveKVAt(dstK, dstV uint64, dstSlot int, srcK, srcV uint64, srcSlot, headDim int) {
+	l.add(l.b.moveOpAt(dstK, dstV, dstSlot, srcK, srcV, srcSlot, headDim))
+}
+
 // add queues a copy in the lane's last round, or in a new one.
 func (l *kvLane) add(dk, dv, sk, sv Ptr, mode, hd int) {
 	if l.used > 0 && l.rounds[l.used-1].add(dk, dv, sk, sv, mode, hd) {
