@@ -65,6 +65,18 @@ func (c *KVCache) addrs(s *KVSeq) (KVAddrOps, bool) {
 	return ao, ok
 }
 
+// moveKV moves token f's key and value of s into token d's slot, through
+// the page addresses where they are whole.
+func (c *KVCache) moveKV(s *KVSeq, d, f int) {
+	ps := c.pageSize
+	if ao, ok := c.addrs(s); ok {
+		dp, fp := 2*(d/ps), 2*(f/ps)
+		ao.MoveKVAt(s.addr[dp], s.addr[dp+1], d%ps, s.addr[fp], s.addr[fp+1], f%ps, c.headDim)
+		return
+	}
+	c.kv().MoveKV(s.K[d/ps], s.V[d/ps], d%ps, s.K[f/ps], s.V[f/ps], f%ps, c.headDim)
+}
+
 // newSeq is an empty sequence of pages of pageSize slots with a fresh ID.
 func newSeq(pageSize int) KVSeq { return KVSeq{PageSize: pageSize, ID: kvSeqIDs.Add(1)} }
 
@@ -322,15 +334,9 @@ func (c *KVCache) Evict(l, h int, drop []int32) {
 	ps := c.pageSize
 	if mv, ok := c.kv().(KVMover); ok && len(c.moves) > 0 {
 		mv.MoveKVs(s.K, s.V, c.moves, ps, c.headDim)
-	} else if ao, ok := c.addrs(s); ok {
-		for _, m := range c.moves {
-			d, f := 2*(int(m[0])/ps), 2*(int(m[1])/ps)
-			ao.MoveKVAt(s.addr[d], s.addr[d+1], int(m[0])%ps, s.addr[f], s.addr[f+1], int(m[1])%ps, c.headDim)
-		}
 	} else {
 		for _, m := range c.moves {
-			d, f := int(m[0]), int(m[1])
-			c.kv().MoveKV(s.K[d/ps], s.V[d/ps], d%ps, s.K[f/ps], s.V[f/ps], f%ps, c.headDim)
+			c.moveKV(s, int(m[0]), int(m[1]))
 		}
 	}
 	c.trim(s)
@@ -348,13 +354,7 @@ func (c *KVCache) evictOne(l, h int, s *KVSeq, d int) {
 		if c.shifts {
 			s.Shift[d] = s.Shift[last]
 		}
-		ps := c.pageSize
-		if ao, ok := c.addrs(s); ok {
-			dp, lp := 2*(d/ps), 2*(last/ps)
-			ao.MoveKVAt(s.addr[dp], s.addr[dp+1], d%ps, s.addr[lp], s.addr[lp+1], last%ps, c.headDim)
-		} else {
-			c.kv().MoveKV(s.K[d/ps], s.V[d/ps], d%ps, s.K[last/ps], s.V[last/ps], last%ps, c.headDim)
-		}
+		c.moveKV(s, d, last)
 	}
 	s.N--
 	c.trim(s)

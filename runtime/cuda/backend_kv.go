@@ -145,18 +145,9 @@ func (b *Backend) StoreKV(kPage, vPage runtime.Buffer, slot int, k, v runtime.Bu
 // storeOp checks a StoreKV and returns its copy, as queueKV takes it (it
 // reads the buffers alone: lanes call it at once).
 func (b *Backend) storeOp(kPage, vPage runtime.Buffer, slot int, k, v runtime.Buffer, row, head, headDim, kvDim int) (dk, dv, sk, sv Ptr, mode, hd int) {
-	src := row*kvDim + head*headDim
 	b.check(kPage, slot*headDim, headDim, "StoreKV")
 	b.check(vPage, slot*headDim, headDim, "StoreKV")
-	b.check(k, src, headDim, "StoreKV")
-	b.check(v, src, headDim, "StoreKV")
-	kp, kt := b.kvPage(kPage)
-	vp, vt := b.kvPage(vPage)
-	if kt != vt {
-		panic("cuda: StoreKV into key and value pages of different types")
-	}
-	so, do := int64(src)*4, int64(slot*headDim)*int64(4-2*kt)
-	return kp.Add(do), vp.Add(do), b.f32(k).Add(so), b.f32(v).Add(so), kt, headDim
+	return b.storeOpAt(b.KVPageAddr(kPage), b.KVPageAddr(vPage), slot, k, v, row, head, headDim, kvDim)
 }
 
 var _ runtime.KVAddresser = (*Backend)(nil)
@@ -184,7 +175,8 @@ func (b *Backend) MoveKVAt(dstK, dstV uint64, dstSlot int, srcK, srcV uint64, sr
 }
 
 // storeOpAt is storeOp on page addresses: the pages' own checks are the
-// cache's (a slot within its page), the rows' are made here.
+// caller's (storeOp's, or the cache's: a slot within its page), the rows'
+// are made here.
 func (b *Backend) storeOpAt(kPage, vPage uint64, slot int, k, v runtime.Buffer, row, head, headDim, kvDim int) (dk, dv, sk, sv Ptr, mode, hd int) {
 	src := row*kvDim + head*headDim
 	b.check(k, src, headDim, "StoreKV")
@@ -238,14 +230,5 @@ func (b *Backend) moveOp(dstK, dstV runtime.Buffer, dstSlot int, srcK, srcV runt
 	b.check(dstV, dstSlot*headDim, headDim, "MoveKV")
 	b.check(srcK, srcSlot*headDim, headDim, "MoveKV")
 	b.check(srcV, srcSlot*headDim, headDim, "MoveKV")
-	dk, t1 := b.kvPage(dstK)
-	dv, t2 := b.kvPage(dstV)
-	sk, t3 := b.kvPage(srcK)
-	sv, t4 := b.kvPage(srcV)
-	if t1 != t2 || t1 != t3 || t1 != t4 {
-		panic("cuda: MoveKV between pages of different types")
-	}
-	es := int64(4 - 2*t1)
-	do, so := int64(dstSlot*headDim)*es, int64(srcSlot*headDim)*es
-	return dk.Add(do), dv.Add(do), sk.Add(so), sv.Add(so), 2 * t1, headDim
+	return b.moveOpAt(b.KVPageAddr(dstK), b.KVPageAddr(dstV), dstSlot, b.KVPageAddr(srcK), b.KVPageAddr(srcV), srcSlot, headDim)
 }

@@ -53,6 +53,17 @@ func BenchmarkFakePromptEvict(b *testing.B) {
 	}
 }
 
+// fakeDecodeArgs fills a cache of n tokens for c on be (fakeFilledCache)
+// and returns the arguments of a decode step's attention over layer 0:
+// one query row at position n-1 that sees every token.
+func fakeDecodeArgs(t *testing.T, be *cuda.Backend, c runtime.Config, n int) *runtime.AttnArgs {
+	t.Helper()
+	kc, _ := fakeFilledCache(t, be, c, n)
+	return &runtime.AttnArgs{Rows: 1, QPos: []int{n - 1}, Heads: c.Heads, KVHeads: c.KVHeads, HeadDim: c.HeadDim,
+		Scale: 0.1, Seqs: kc.Seqs(0), Rope: runtime.RopeHalf, Theta: c.RopeTheta,
+		Q: be.Alloc(c.Heads * c.HeadDim), Out: be.Alloc(c.Heads * c.HeadDim)}
+}
+
 // fakeFilledCache makes a KV cache of bf16 pages of 16 tokens for c on be
 // and appends n tokens at positions 0..n-1 to every KV head of layer 0; it
 // returns the cache and the keys' buffer.

@@ -411,10 +411,7 @@ func TestFakeDecodeMetaByValue(t *testing.T) {
 				c := runtime.Config{Arch: "llama", Dim: 4096, Hidden: 14336, Layers: 1, Heads: 32, KVHeads: kv, HeadDim: 128, Vocab: 32000,
 					MaxSeq: 1 << 16, RopeTheta: 5e5, NormEps: 1e-5}
 				const n = 600
-				kc, _ := fakeFilledCache(t, be, c, n)
-				a := &runtime.AttnArgs{Rows: 1, QPos: []int{n - 1}, Heads: c.Heads, KVHeads: c.KVHeads, HeadDim: c.HeadDim,
-					Scale: 0.088, Seqs: kc.Seqs(0), Rope: runtime.RopeHalf, Theta: c.RopeTheta,
-					Q: be.Alloc(c.Heads * c.HeadDim), Out: be.Alloc(c.Heads * c.HeadDim)}
+				a := fakeDecodeArgs(t, be, c, n)
 				be.Attend(a) // sends the page tables
 				_, c0, _, _ := cuda.FakeCounts()
 				be.Attend(a)
@@ -467,10 +464,7 @@ func TestFakeTCSharedMemory(t *testing.T) {
 			cfg := runtime.Config{Arch: "llama", Dim: 32 * c.hd, Hidden: 1024, Layers: 1, Heads: 32, KVHeads: 8, HeadDim: c.hd, Vocab: 100,
 				MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
 			const n = 600
-			kc, _ := fakeFilledCache(t, be, cfg, n)
-			be.Attend(&runtime.AttnArgs{Rows: 1, QPos: []int{n - 1}, Heads: cfg.Heads, KVHeads: cfg.KVHeads, HeadDim: cfg.HeadDim,
-				Scale: 0.1, Seqs: kc.Seqs(0), Rope: runtime.RopeHalf, Theta: cfg.RopeTheta,
-				Q: be.Alloc(cfg.Heads * cfg.HeadDim), Out: be.Alloc(cfg.Heads * cfg.HeadDim)})
+			be.Attend(fakeDecodeArgs(t, be, cfg, n))
 			if p := be.AttnPlan(); p.Kernel != c.want {
 				t.Errorf("kernel %s, want %s (plan %+v)", p.Kernel, c.want, p)
 			}
@@ -516,10 +510,7 @@ func TestFakeAttnCluster(t *testing.T) {
 			}
 			cfg := runtime.Config{Arch: "llama", Dim: 4096, Hidden: 1024, Layers: 1, Heads: 32, KVHeads: c.kv, HeadDim: 128, Vocab: 100,
 				MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
-			kc, _ := fakeFilledCache(t, be, cfg, c.n)
-			a := &runtime.AttnArgs{Rows: 1, QPos: []int{c.n - 1}, Heads: cfg.Heads, KVHeads: cfg.KVHeads, HeadDim: cfg.HeadDim,
-				Scale: 0.1, Seqs: kc.Seqs(0), Rope: runtime.RopeHalf, Theta: cfg.RopeTheta,
-				Q: be.Alloc(cfg.Heads * cfg.HeadDim), Out: be.Alloc(cfg.Heads * cfg.HeadDim)}
+			a := fakeDecodeArgs(t, be, cfg, c.n)
 			be.Attend(a)
 			stop := cuda.FakeTrace()
 			be.Attend(a)
@@ -560,10 +551,7 @@ func TestFakeTCSlots(t *testing.T) {
 		cfg := runtime.Config{Arch: "llama", Dim: 2048, Hidden: 1024, Layers: 1, Heads: 32, KVHeads: 8, HeadDim: 64, Vocab: 100,
 			MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
 		const n = 16384
-		kc, _ := fakeFilledCache(t, be, cfg, n)
-		be.Attend(&runtime.AttnArgs{Rows: 1, QPos: []int{n - 1}, Heads: cfg.Heads, KVHeads: cfg.KVHeads, HeadDim: cfg.HeadDim,
-			Scale: 0.1, Seqs: kc.Seqs(0), Rope: runtime.RopeHalf, Theta: cfg.RopeTheta,
-			Q: be.Alloc(cfg.Heads * cfg.HeadDim), Out: be.Alloc(cfg.Heads * cfg.HeadDim)})
+		be.Attend(fakeDecodeArgs(t, be, cfg, n))
 		return be.AttnPlan()
 	}
 	two, all := chunk(t, ""), chunk(t, "0")

@@ -315,17 +315,23 @@ func minChunkOf() (int, error) {
 // the resident block slots that many times (1, the default: one wave).
 const wavesEnv = "KVBENCH_ATTN_WAVES"
 
-// wavesOf reads $KVBENCH_ATTN_WAVES (default 1).
-func wavesOf() (int, error) {
-	v := os.Getenv(wavesEnv)
+// envInt reads the whole number $name in [lo, hi] (def where unset); an
+// error names the variable, its value and what it wants.
+func envInt(name string, def, lo, hi int, want string) (int, error) {
+	v := os.Getenv(name)
 	if v == "" {
-		return 1, nil
+		return def, nil
 	}
 	n, err := strconv.Atoi(v)
-	if err != nil || n < 1 || n > 64 {
-		return 0, fmt.Errorf("cuda: %s=%q: want a whole number of waves in [1, 64]", wavesEnv, v)
+	if err != nil || n < lo || n > hi {
+		return 0, fmt.Errorf("cuda: %s=%q: want %s", name, v, want)
 	}
 	return n, nil
+}
+
+// wavesOf reads $KVBENCH_ATTN_WAVES (default 1).
+func wavesOf() (int, error) {
+	return envInt(wavesEnv, 1, 1, 64, "a whole number of waves in [1, 64]")
 }
 
 // shortEnv sets splitState.short: chunks of at most that many tokens run the
@@ -341,15 +347,7 @@ const shortChunk = 256
 
 // shortOf reads $KVBENCH_ATTN_SHORT (default shortChunk).
 func shortOf() (int, error) {
-	v := os.Getenv(shortEnv)
-	if v == "" {
-		return shortChunk, nil
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("cuda: %s=%q: want the longest chunk in tokens (0: none)", shortEnv, v)
-	}
-	return n, nil
+	return envInt(shortEnv, shortChunk, 0, math.MaxInt, "the longest chunk in tokens (0: none)")
 }
 
 // SetAttnChunk sets the tokens per block of the split-KV kernels of Attend
@@ -548,7 +546,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 		smemFor = func(chunk int) int { return tcSmem(vg, hd, chunk, minPS) }
 		limit = b.D.SharedPerBlockOptin
 	}
-	slots := 0
+	slots := 0 // the chooser's resident blocks a multiprocessor: all
 	if tc {
 		slots = b.split.tcSlots
 	}
@@ -783,15 +781,7 @@ func (b *Backend) clusterChunk(chosen, longest int) (int, int) {
 // chain of a step the cluster waits for whole groups of multiprocessors
 // that the kernels before it still hold.
 func clusterOf() (int, error) {
-	v := os.Getenv("KVBENCH_ATTN_CLUSTER")
-	if v == "" {
-		return 0, nil
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("cuda: KVBENCH_ATTN_CLUSTER=%q: want a whole number of tokens, 0 for none", v)
-	}
-	return n, nil
+	return envInt("KVBENCH_ATTN_CLUSTER", 0, 0, math.MaxInt, "a whole number of tokens, 0 for none")
 }
 
 // tcSlotsOf reads $KVBENCH_ATTN_TC_SLOTS: the most resident blocks a
@@ -802,15 +792,7 @@ func clusterOf() (int, error) {
 // multiprocessor) than in the chunks that fill all four; heads of 128 fit
 // two anyway.
 func tcSlotsOf() (int, error) {
-	v := os.Getenv("KVBENCH_ATTN_TC_SLOTS")
-	if v == "" {
-		return 2, nil
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 0 || n > 64 {
-		return 0, fmt.Errorf("cuda: KVBENCH_ATTN_TC_SLOTS=%q: want a whole number of blocks in [0, 64]", v)
-	}
-	return n, nil
+	return envInt("KVBENCH_ATTN_TC_SLOTS", 2, 0, 64, "a whole number of blocks in [0, 64]")
 }
 
 // tcSmem is the dynamic shared memory of a block of the _tc kernel over
