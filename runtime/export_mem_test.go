@@ -2,6 +2,9 @@ package runtime
 
 import "testing"
 
-// RSSFileForTest is the process's resident memory of mapped files, for the
-// tests of package runtime_test (see rssFile).
-func RSSFileForTest(t testing.TB) int64 { t.Helper(); return rssFile(t) }
+// RSSMappedForTest is the resident memory of the mappings the tensors point
+// into, for the tests of package runtime_test (see rssMapped).
+func RSSMappedForTest(t testing.TB, tensors []*Tensor) int64 {
+	t.Helper()
+	return rssMapped(t, tensors)
+}

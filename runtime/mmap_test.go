@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -129,6 +130,87 @@ func rssFile(t testing.TB) int64 {
 	}
 	t.Skip("/proc/self/status has no RssFile")
 	return 0
+}
+
+// rssMapped is the resident memory of the mappings the tensors point into
+// (the Rss of their areas in /proc/self/smaps): unlike rssFile it does not
+// move when another test's mapping of the same file is unmapped by the
+// garbage collector. The test skips where smaps is not readable.
+func rssMapped(t testing.TB, tensors []*Tensor) int64 {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		t.Skip("no /proc/self/smaps: ", err)
+	}
+	type span struct{ lo, hi uintptr }
+	var spans []span
+	seen := map[*mapping]bool{}
+	for _, x := range tensors {
+		if x == nil {
+			continue
+		}
+		mp, ok := x.mem.(*mapping)
+		if !ok || seen[mp] || len(mp.data) == 0 {
+			continue
+		}
+		seen[mp] = true
+		lo := uintptr(unsafe.Pointer(unsafe.SliceData(mp.data)))
+		spans = append(spans, span{lo, lo + uintptr(len(mp.data))})
+	}
+	if len(spans) == 0 {
+		t.Fatalf("none of %d tensors is mapped", len(tensors))
+	}
+	return smapsRss(t, string(data), func(lo, hi uintptr) bool {
+		for _, s := range spans {
+			if lo < s.hi && hi > s.lo {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// smapsRss sums the Rss lines (kB) of the areas of an smaps text that in
+// says to count.
+func smapsRss(t testing.TB, text string, in func(lo, hi uintptr) bool) int64 {
+	t.Helper()
+	var total int64
+	counting := false
+	for _, line := range strings.Split(text, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		if a, b, ok := strings.Cut(f[0], "-"); ok && len(f) >= 5 {
+			lo, err1 := strconv.ParseUint(a, 16, 64)
+			hi, err2 := strconv.ParseUint(b, 16, 64)
+			if err1 == nil && err2 == nil {
+				counting = in(uintptr(lo), uintptr(hi))
+				continue
+			}
+		}
+		if counting && f[0] == "Rss:" {
+			n, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil || len(f) != 3 || f[2] != "kB" {
+				t.Fatalf("/proc/self/smaps: %q", line)
+			}
+			total += n << 10
+		}
+	}
+	return total
+}
+
+// TestSmapsRss sums the Rss of the areas asked for only.
+func TestSmapsRss(t *testing.T) {
+	text := "7f0000000000-7f0000004000 r--p 00000000 08:01 12 /m/a.safetensors\n" +
+		"Size:                 16 kB\nRss:                   8 kB\nPss:  8 kB\n" +
+		"7f0000010000-7f0000011000 r--p 00000000 08:01 13 /m/b.safetensors\n" +
+		"Rss:                   4 kB\n" +
+		"7f0000020000-7f0000030000 rw-p 00000000 00:00 0\n" +
+		"Rss:                  64 kB\nVmFlags: rd wr mr mw me ac\n"
+	got := smapsRss(t, text, func(lo, hi uintptr) bool { return lo < 0x7f0000012000 })
+	assert.Equal(t, int64(12<<10), got)
+	assert.Equal(t, int64(64<<10), smapsRss(t, text, func(lo, hi uintptr) bool { return lo >= 0x7f0000020000 }))
 }
 
 // TestParseMemAvailable reads MemAvailable (kB) from /proc/meminfo's text,

@@ -168,28 +168,56 @@ func TestUploadDropsHostPages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	tensors := allTensors(m)
+	// The Rss of this model's own mappings: the process's whole RssFile
+	// also moves when the garbage collector unmaps another test's mapping
+	// of the same file, as it did mid-upload once.
+	rss := func() int64 { return runtime.RSSMappedForTest(t, tensors) }
 	var bytes int64
 	seen := map[*runtime.Tensor]bool{}
-	for _, x := range allTensors(m) {
+	for _, x := range tensors {
 		if !seen[x] {
 			seen[x] = true
 			bytes += x.Bytes()
 		}
 	}
-	rss0 := runtime.RSSFileForTest(t)
+	// Another model's mapping of the same file, every page read, unmapped
+	// by the garbage collector during the upload: it must not count.
+	other, err := runtime.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherSum := sumTensors(allTensors(other))
+	rss0 := rss()
 	be := &copying{Backend: cpu.New(1)}
 	defer be.Close()
+	other = nil
+	goruntime.GC()
 	if _, err := runtime.UploadWeights(m, be); err != nil {
 		t.Fatal(err)
 	}
-	rss1 := runtime.RSSFileForTest(t)
+	goruntime.GC()
+	rss1 := rss()
 	if grew := rss1 - rss0; grew > bytes/4 {
-		t.Errorf("resident file-backed memory grew by %d bytes uploading a %d-byte model to a copying backend, want under a quarter of it", grew, bytes)
+		t.Errorf("resident memory of its mappings grew by %d bytes uploading a %d-byte model to a copying backend, want under a quarter of it", grew, bytes)
 	}
 	// Read in place (a CPU upload keeps the pages): resident again.
-	var sum float64 // in the order of the upload
+	sum := sumTensors(tensors)
+	rss2 := rss()
+	t.Logf("model of %d bytes: resident memory of its mappings +%d after a copying upload, +%d once read in place", bytes, rss1-rss0, rss2-rss0)
+	if grew := rss2 - rss0; grew < bytes/2 {
+		t.Errorf("reading every weight grew the resident memory of its mappings by %d bytes only, for a %d-byte model: the measure does not see mapped pages", grew, bytes)
+	}
+	if sum != be.sum || sum != otherSum {
+		t.Errorf("the weights read back after their pages were dropped differ from those uploaded (sums %v, %v; another load's %v)", sum, be.sum, otherSum)
+	}
+}
+
+// sumTensors reads every element of the distinct tensors, in order.
+func sumTensors(tensors []*runtime.Tensor) float64 {
+	var sum float64
 	done := map[*runtime.Tensor]bool{}
-	for _, x := range allTensors(m) {
+	for _, x := range tensors {
 		if done[x] {
 			continue
 		}
@@ -198,14 +226,7 @@ func TestUploadDropsHostPages(t *testing.T) {
 			sum += float64(x.At(i))
 		}
 	}
-	rss2 := runtime.RSSFileForTest(t)
-	t.Logf("model of %d bytes: resident file-backed memory +%d after a copying upload, +%d once read in place", bytes, rss1-rss0, rss2-rss0)
-	if grew := rss2 - rss0; grew < bytes/2 {
-		t.Errorf("reading every weight grew resident file-backed memory by %d bytes only, for a %d-byte model: the measure does not see mapped pages", grew, bytes)
-	}
-	if sum != be.sum {
-		t.Errorf("the weights read back after their pages were dropped differ from those uploaded (sums %v, %v)", sum, be.sum)
-	}
+	return sum
 }
 
 // allTensors lists every tensor of m in the order UploadWeights takes them
