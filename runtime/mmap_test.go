@@ -73,7 +73,7 @@ func TestSafetensorsMappedAndRead(t *testing.T) {
 }
 
 // TestReleaseHostDropsPages checks that the pages of a mapped tensor count
-// in the process's resident memory once read, and no longer after
+// in its mapping's resident memory once read, and no longer after
 // ReleaseHost, while the data stays readable.
 func TestReleaseHostDropsPages(t *testing.T) {
 	if !mapped || !readNative {
@@ -100,42 +100,19 @@ func TestReleaseHostDropsPages(t *testing.T) {
 		return s
 	}
 	want := sum() // every page read: resident
-	rssIn := rssFile(t)
+	rssIn := rssMapped(t, []*Tensor{w})
 	ReleaseHost(w)
-	rssOut := rssFile(t)
+	rssOut := rssMapped(t, []*Tensor{w})
 	if drop := rssIn - rssOut; drop < 48<<20 {
-		t.Errorf("resident file-backed memory went from %d to %d bytes after ReleaseHost of a 64 MiB tensor: want it %d MiB lower at least", rssIn, rssOut, 48)
+		t.Errorf("resident memory of the mapping went from %d to %d bytes after ReleaseHost of a 64 MiB tensor: want it %d MiB lower at least", rssIn, rssOut, 48)
 	}
 	assert.Equal(t, want, sum(), "the data reads the same after its pages were dropped")
 }
 
-// rssFile is the process's resident memory of mapped files (RssFile of
-// /proc/self/status), which the garbage collector's returns of heap memory
-// do not move; the test skips where it is not known.
-func rssFile(t testing.TB) int64 {
-	t.Helper()
-	data, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		t.Skip("no /proc/self/status: ", err)
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "RssFile:"); ok {
-			f := strings.Fields(v)
-			n, err := strconv.ParseInt(f[0], 10, 64)
-			if err != nil || len(f) != 2 || f[1] != "kB" {
-				t.Fatalf("/proc/self/status: RssFile is %q", v)
-			}
-			return n << 10
-		}
-	}
-	t.Skip("/proc/self/status has no RssFile")
-	return 0
-}
-
 // rssMapped is the resident memory of the mappings the tensors point into
-// (the Rss of their areas in /proc/self/smaps): unlike rssFile it does not
-// move when another test's mapping of the same file is unmapped by the
-// garbage collector. The test skips where smaps is not readable.
+// (the Rss of their areas in /proc/self/smaps): unlike the process's RssFile
+// it does not move when the garbage collector unmaps another test's mapping
+// of the same file. The test skips where smaps is not readable.
 func rssMapped(t testing.TB, tensors []*Tensor) int64 {
 	t.Helper()
 	data, err := os.ReadFile("/proc/self/smaps")
