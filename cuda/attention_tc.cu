@@ -109,7 +109,8 @@ __device__ __forceinline__ float tc_cluster_ld(const float* p, int rank) {
 // partial, read through distributed shared memory, writing head g's output
 // at item[g]'s row of out. No partials in global memory, no counters, no
 // combine launch. A second barrier keeps every block's shared memory until
-// all have read it.
+// all have read it. (sm_80+, as its caller: fl_exp2 is prefill.cu's.)
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
 template <int D, int G>
 __device__ __forceinline__ void tc_cluster_merge(float* red, const float (&bm)[G], const float (&bl)[G], const int* item,
                                                  float* __restrict__ out) {
@@ -143,6 +144,7 @@ __device__ __forceinline__ void tc_cluster_merge(float* red, const float (&bm)[G
     }
     tc_cluster_sync();
 }
+#endif
 
 template <int D, int G, bool CL>
 __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u64* __restrict__ ptrs, const int* __restrict__ ints,

@@ -80,7 +80,6 @@ __device__ __forceinline__ void tm_load(void* dst, const TmaMap* m, int c0, int 
         "l"((u64)m), "r"(c0), "r"(c1), "r"((u32)__cvta_generic_to_shared(bar))
         : "memory");
 }
-#endif
 
 // tma_consume_pipe is a consumer warpgroup's loop over the key tiles
 // [it0, ntiles) with the products of one tile beside the softmax of the
@@ -159,6 +158,7 @@ __device__ __forceinline__ void tma_consume_pipe(float (&o)[D / 2], u64* full, u
     pv(ntiles - 1);
     retire(ntiles - 1);
 }
+#endif
 
 // flash_tma: flash_wg's arguments, then base (the map's first row's
 // address), maxRows (the map's rows) and the map m; box rows R = min(page
