@@ -55,7 +55,7 @@ func clangArgs(arch string, part int, file string) []string {
 // TestClangSyntax checks the kernel source as NVRTC gets it (Source) with
 // clang's CUDA front end, so a change to the kernels is parsed and
 // type-checked (templates instantiated) on a machine without a GPU: for the
-// GPU generations from Ampere to Hopper, and on Hopper each module part
+// GPU generations from Volta to Hopper, and on Hopper each module part
 // alone. clang is not NVRTC (inline PTX is not checked, nor is what only
 // NVRTC refuses), but a misspelt name, a wrong type or a missing guard of
 // an architecture fails here. A source with an error planted fails too, so
@@ -89,7 +89,7 @@ func TestClangSyntax(t *testing.T) {
 		arch string
 		part int
 	}
-	jobs := []job{{"sm_80", -1}, {"sm_86", -1}, {"sm_89", -1}, {"sm_90", -1}}
+	jobs := []job{{"sm_70", -1}, {"sm_75", -1}, {"sm_80", -1}, {"sm_86", -1}, {"sm_89", -1}, {"sm_90", -1}}
 	for p := range Parts {
 		jobs = append(jobs, job{"sm_90", p})
 	}
