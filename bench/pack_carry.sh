@@ -9,8 +9,8 @@
 #   policies tasks bench cmd/kvbench"; TESTS=0: kvbench alone), as
 #   <package with / as _>.test, and Llama-2's tokenizer.model (for
 #   bench/e2e.py make);
-# - shared.txz (SHARED=1, the default): ../shared's kvbench-ref-13m and
-#   tokenizers, for the tests that read $KVBENCH_SHARED (cached in /tmp);
+# - shared.txz (SHARED=1, the default): ../shared's kvbench-ref-13m,
+#   stories260K and tokenizers, for the tests that read $KVBENCH_SHARED (cached in /tmp);
 # - b.txz: the variants named, built by bench/build_branches.sh (kvbench
 #   alone), for bench/decode_attn_call.sh $B .gpucarry/b/NAME ... (the
 #   working tree's own kvbench is $B/kvbench: name only the others).
@@ -36,11 +36,12 @@ if [ "${SHARED:-1}" = 1 ]; then
 		echo "pack_carry: $shared/models/kvbench-ref-13m not found (SHARED=0 to pack without it)" >&2
 		exit 1
 	fi
-	cache=/tmp/kvbench-shared-$(cat "$shared/models/kvbench-ref-13m/config.json" "$shared/tokenizers"/*/* 2>/dev/null | sha256sum | cut -c1-12).txz
+	cache=/tmp/kvbench-shared-$(cat "$shared/models/kvbench-ref-13m/config.json" "$shared/models/stories260K"/* "$shared/tokenizers"/*/* 2>/dev/null | sha256sum | cut -c1-12).txz
 	if [ ! -f "$cache" ]; then
 		s=$(mktemp -d)
 		mkdir -p "$s/shared/models"
 		cp -r "$shared/models/kvbench-ref-13m" "$s/shared/models/"
+		[ -d "$shared/models/stories260K" ] && cp -r "$shared/models/stories260K" "$s/shared/models/"
 		cp -r "$shared/tokenizers" "$s/shared/"
 		tar -C "$s" -cJf "$cache" shared
 		rm -rf "$s"
