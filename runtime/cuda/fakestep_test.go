@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"os"
 	goruntime "runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"testing"
@@ -30,6 +32,29 @@ import (
 // It reports ms/step and the launches, copies, reads and waits a step asks
 // of the driver (a real driver spends a few µs of host time on each, which
 // the fake does not; a wait costs what the device needs to catch up).
+// stepProfile starts a CPU profile of the timed steps alone where
+// $KVBENCH_STEP_PPROF names a file (the benchmark's name is added to it),
+// and returns what stops it.
+func stepProfile(b *testing.B) func() {
+	path := os.Getenv("KVBENCH_STEP_PPROF")
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path + "." + strings.NewReplacer("/", "_").Replace(b.Name()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 func BenchmarkFakeBatchStep(b *testing.B) {
 	be := fakeBackend(b)
 	shapes := []struct {
@@ -76,6 +101,7 @@ func BenchmarkFakeBatchStep(b *testing.B) {
 				l0, c0, r0, w0 := cuda.FakeCounts()
 				k0 := cuda.FakeKernels()
 				runtime.WritePhases(io.Discard) // the prompts' and warm-up's (KVBENCH_PHASES)
+				stopProfile := stepProfile(b)
 				b.ResetTimer()
 				t0 := time.Now()
 				for range b.N {
@@ -83,6 +109,7 @@ func BenchmarkFakeBatchStep(b *testing.B) {
 				}
 				ms := float64(time.Since(t0).Microseconds()) / 1e3 / float64(b.N)
 				b.StopTimer()
+				stopProfile()
 				l1, c1, r1, w1 := cuda.FakeCounts()
 				n := float64(b.N)
 				b.ReportMetric(ms, "ms/step")
