@@ -42,16 +42,16 @@ __device__ __forceinline__ float mv_dot(int wt, uint4 a, uint4 b, const float x[
 }
 
 // mv_fetch_rows asks for the pieces at column i of rows row0.. of w0 (and
-// w1): piece j = m*R + r of row row0+r of matrix m (row0+r+gap for the
-// second half of the rows, r >= R/2), rows past nrows re-reading the last.
+// w1): piece j = m*R + r of row row0+r of matrix m, rows past nrows
+// re-reading the last.
 template <int NM, int R, int WT>
-__device__ __forceinline__ void mv_fetch_rows(const void* w0, const void* w1, long long row0, int nrows, int gap, int in, int i,
+__device__ __forceinline__ void mv_fetch_rows(const void* w0, const void* w1, long long row0, int nrows, int in, int i,
                                               uint4 (&a)[NM * R], uint4 (&b)[NM * R]) {
 #pragma unroll
     for (int m = 0; m < NM; m++)
 #pragma unroll
         for (int r = 0; r < R; r++)
-            mv_fetch(m == 0 ? w0 : w1, WT, (row0 + min(r, nrows - 1) + (r >= R / 2 ? gap : 0)) * in + i, &a[m * R + r], &b[m * R + r]);
+            mv_fetch(m == 0 ? w0 : w1, WT, (row0 + min(r, nrows - 1)) * in + i, &a[m * R + r], &b[m * R + r]);
 }
 
 // mv_rows computes the NM*R dot products of x with rows row0.. of w0 (and
@@ -62,11 +62,10 @@ __device__ __forceinline__ void mv_fetch_rows(const void* w0, const void* w1, lo
 // written, so a block launched early (LaunchAfter) has its first loads in
 // flight while the kernel before it finishes; x is read after; pre() runs
 // between the two (work of the epilogue that reads nothing the kernel
-// before writes). gap skips rows between the block's two halves of rows
-// (mv_fetch_rows). Ends with the block synchronised.
+// before writes). Ends with the block synchronised.
 template <int NM, int R, int WT, class Pre>
 __device__ __forceinline__ void mv_rows_t(float* red, const float* x, int in, const void* w0, const void* w1, long long row0,
-                                          int nrows, int gap, Pre pre) {
+                                          int nrows, Pre pre) {
     float acc[NM * R];
 #pragma unroll
     for (int j = 0; j < NM * R; j++) acc[j] = 0.f;
@@ -74,7 +73,7 @@ __device__ __forceinline__ void mv_rows_t(float* red, const float* x, int in, co
     const int stride = blockDim.x * 8;
     int i = threadIdx.x * 8;
     bool has = i < in;
-    if (has) mv_fetch_rows<NM, R, WT>(w0, w1, row0, nrows, gap, in, i, a, b);
+    if (has) mv_fetch_rows<NM, R, WT>(w0, w1, row0, nrows, in, i, a, b);
     pdl_trigger();
     pre();
     pdl_wait();
@@ -84,7 +83,7 @@ __device__ __forceinline__ void mv_rows_t(float* red, const float* x, int in, co
         const int nx = i + stride;
         const bool more = nx < in;
         uint4 a2[NM * R], b2[NM * R];
-        if (more) mv_fetch_rows<NM, R, WT>(w0, w1, row0, nrows, gap, in, nx, a2, b2);
+        if (more) mv_fetch_rows<NM, R, WT>(w0, w1, row0, nrows, in, nx, a2, b2);
 #pragma unroll
         for (int j = 0; j < NM * R; j++) acc[j] += mv_dot(WT, a[j], b[j], xv);
 #pragma unroll
@@ -111,20 +110,20 @@ __device__ __forceinline__ void mv_rows_t(float* red, const float* x, int in, co
 // mv_rows is mv_rows_t for the weight type wt (a constant in the loop).
 template <int NM, int R, class Pre>
 __device__ __forceinline__ void mv_rows(float* red, const float* x, int in, int wt, const void* w0, const void* w1, long long row0,
-                                        int nrows, int gap, Pre pre) {
+                                        int nrows, Pre pre) {
     if (wt == WT_BF16)
-        mv_rows_t<NM, R, WT_BF16>(red, x, in, w0, w1, row0, nrows, gap, pre);
+        mv_rows_t<NM, R, WT_BF16>(red, x, in, w0, w1, row0, nrows, pre);
     else if (wt == WT_F16)
-        mv_rows_t<NM, R, WT_F16>(red, x, in, w0, w1, row0, nrows, gap, pre);
+        mv_rows_t<NM, R, WT_F16>(red, x, in, w0, w1, row0, nrows, pre);
     else
-        mv_rows_t<NM, R, WT_F32>(red, x, in, w0, w1, row0, nrows, gap, pre);
+        mv_rows_t<NM, R, WT_F32>(red, x, in, w0, w1, row0, nrows, pre);
 }
 
-// mv_rows of adjacent rows, nothing before the wait.
+// mv_rows with nothing before the wait.
 template <int NM, int R>
 __device__ __forceinline__ void mv_rows(float* red, const float* x, int in, int wt, const void* w0, const void* w1, long long row0,
                                         int nrows) {
-    mv_rows<NM, R>(red, x, in, wt, w0, w1, row0, nrows, 0, [] {});
+    mv_rows<NM, R>(red, x, in, wt, w0, w1, row0, nrows, [] {});
 }
 
 #define MV_STORE 0
@@ -190,18 +189,19 @@ extern "C" __global__ void __launch_bounds__(256, 2) be_mv_swiglu(const float* x
 // products' epilogue and, when stores is set, each key head's rotated key
 // and its value written to its KV page slot (copy j of box, mode 0 or 1, for
 // key head j, as be_rope_kv): no launch between the products, the rotation
-// and the stores. A block computes 8 rows of one head of hd (a multiple of
-// 8): for queries and keys the two elements of 4 rotation pairs (hd/2 apart,
-// or adjacent when interleaved), for values 8 adjacent ones. The rotation
-// and the values are rope_rows' to the bit: the same products, the same
-// angles (pos[0] times invf, sin and cos in double) and arithmetic. Grid:
-// heads*hd/8 blocks of queries, then kvheads*hd/8 of keys, then of values;
-// block 256. A programmatic dependent (LaunchAfter): pos and invf are
-// uploads, read before the wait.
+// and the stores. The queries and keys are in interleaved RoPE order (pairs
+// of adjacent rows: a model's own, or reordered at upload where it has
+// half-split pairs, runtime.QKInterleaver), so a block's 8 adjacent rows of
+// a head hold 4 whole pairs. The rotation and the values are rope_rows' to
+// the bit: the same products, the same angles (pos[0] times invf, sin and
+// cos in double, computed while the first weights arrive) and arithmetic.
+// Grid: heads*hd/8 blocks of queries, then kvheads*hd/8 of keys, then of
+// values (hd a multiple of 8); block 256. A programmatic dependent
+// (LaunchAfter): pos and invf are uploads, read before the wait.
 extern "C" __global__ void __launch_bounds__(256, 2) be_mv_qkv_rope(const float* x, int in, int wt, float* q, const void* wq, int heads,
                                                                     float* k, const void* wk, float* v, const void* wv, int kvheads,
-                                                                    int hd, const int* pos, const float* invf, int interleaved,
-                                                                    int stores, const __grid_constant__ KvBox box) {
+                                                                    int hd, const int* pos, const float* invf, int stores,
+                                                                    const __grid_constant__ KvBox box) {
     __shared__ float red[8];
     const int per = hd / 8, nq = heads * per, nk = kvheads * per;
     int b = blockIdx.x, m = 0;  // m: 0 queries, 1 keys, 2 values
@@ -212,22 +212,21 @@ extern "C" __global__ void __launch_bounds__(256, 2) be_mv_qkv_rope(const float*
         b -= nq;
         m = 1;
     }
-    const int h = b / per, c = b % per, half = hd / 2;
-    const bool split = m < 2 && !interleaved;  // the pairs' halves hd/2 apart
-    const long long row0 = (long long)h * hd + (split ? c * 4 : c * 8);
-    float* dst = m == 0 ? q : m == 1 ? k : v;
+    const int h = b / per, c = b % per;
+    const long long row0 = (long long)h * hd + c * 8;
+    float* out = (m == 0 ? q : m == 1 ? k : v) + (long long)h * hd;
     const void* w = m == 0 ? wq : m == 1 ? wk : wv;
-    // Thread t < 4 of a query or key block turns pair i = c*4 + t.
+    // Thread t < 4 of a query or key block turns pair i = c*4 + t: the
+    // block's rows 2t and 2t+1, channels 2i and 2i+1 of the head.
     const int t = threadIdx.x, i = c * 4 + t;
     float cs = 0.f, sn = 0.f;
-    mv_rows<1, 8>(red, x, in, wt, w, w, row0, 8, split ? half - 4 : 0, [&] {
+    mv_rows<1, 8>(red, x, in, wt, w, w, row0, 8, [&] {
         if (m < 2 && t < 4) {
             double sd, cd;
             sincos((double)__fmul_rn((float)pos[0], invf[i]), &sd, &cd);
             cs = (float)cd, sn = (float)sd;
         }
     });
-    float* out = dst + (long long)h * hd;
     if (m == 2) {
         if (t < 8) {
             const int e = c * 8 + t;
@@ -244,20 +243,18 @@ extern "C" __global__ void __launch_bounds__(256, 2) be_mv_qkv_rope(const float*
         return;
     }
     if (t >= 4) return;
-    const int ia = interleaved ? 2 * i : i, ib = interleaved ? 2 * i + 1 : i + half;
-    const float a = interleaved ? red[2 * t] : red[t], bb = interleaved ? red[2 * t + 1] : red[t + 4];
-    const float na = __fsub_rn(__fmul_rn(a, cs), __fmul_rn(bb, sn));
-    const float nb = interleaved ? __fadd_rn(__fmul_rn(a, sn), __fmul_rn(bb, cs)) : __fadd_rn(__fmul_rn(bb, cs), __fmul_rn(a, sn));
-    out[ia] = na;
-    out[ib] = nb;
+    const float a = red[2 * t], bb = red[2 * t + 1];
+    const float na = __fsub_rn(__fmul_rn(a, cs), __fmul_rn(bb, sn)), nb = __fadd_rn(__fmul_rn(a, sn), __fmul_rn(bb, cs));
+    out[2 * i] = na;
+    out[2 * i + 1] = nb;
     if (m == 1 && stores) {
         const u64* op = box.w + 5 * h;
         if (op[4] == 1) {
-            ((u16*)op[0])[ia] = be_to_bf16(na);
-            ((u16*)op[0])[ib] = be_to_bf16(nb);
+            ((u16*)op[0])[2 * i] = be_to_bf16(na);
+            ((u16*)op[0])[2 * i + 1] = be_to_bf16(nb);
         } else {
-            ((float*)op[0])[ia] = na;
-            ((float*)op[0])[ib] = nb;
+            ((float*)op[0])[2 * i] = na;
+            ((float*)op[0])[2 * i + 1] = nb;
         }
     }
 }

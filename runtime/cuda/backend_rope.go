@@ -11,6 +11,7 @@ import (
 // or a scaled RoPE's own), the rotation of queries and keys in one launch.
 
 var (
+	_ runtime.QKInterleaver    = (*Backend)(nil)
 	_ runtime.ScaledRoPE       = (*Backend)(nil)
 	_ runtime.RoPEPairer       = (*Backend)(nil)
 	_ runtime.ScaledRoPEPairer = (*Backend)(nil)
@@ -73,6 +74,13 @@ func (b *Backend) RoPE2(q, k runtime.Buffer, rows, heads, kvHeads, headDim int, 
 	b.ropeWith(q, rows, heads, headDim, pos, theta, nil, style, k, kvHeads)
 }
 
+// InterleaveQK asks for the query and key rows of half-split RoPE models
+// in interleaved order (runtime.QKInterleaver) where a decode step's
+// products, RoPE and KV stores are one launch (be_mv_qkv_rope, whose
+// blocks then read 8 adjacent rows holding 4 whole pairs): unless
+// KVBENCH_MV_ROPE, KVBENCH_ROPE_KV or KVBENCH_KV_BOX is off.
+func (b *Backend) InterleaveQK() bool { return !b.noMVRope && !b.noRopeKV && !b.noKVBox }
+
 // ropeWith runs be_rope with the inverse frequencies inv, or those of theta
 // when inv is nil, over x and, when x2 is not nil, x2 [rows,
 // heads2*headDim] too.
@@ -103,7 +111,7 @@ func (b *Backend) ropeWith(x runtime.Buffer, rows, heads, headDim int, pos []int
 	// products of these queries and keys: one launch for all of it.
 	pend := rows == 1 && heads2 > 0 && !b.noRopeKV && !b.noKVBox && heads2 <= kvBoxOps
 	var qkv qkvCall
-	if pend && !b.noMVRope {
+	if pend && !b.noMVRope && style == runtime.RopeInterleaved {
 		qkv, _ = b.takeQKV(x, x2, heads, heads2, headDim)
 	}
 	b.flushKV()
@@ -140,8 +148,9 @@ func (b *Backend) ropeWith(x runtime.Buffer, rows, heads, headDim int, pos []int
 // each key head of that row (the cache's Append of the step), else as
 // be_rope before them. So the rotated key goes to its page from the
 // rotating thread, with no launch between (KVBENCH_ROPE_KV=off: never).
-// When it took the step's pending q/k/v products (qkv.pending), it is
-// be_mv_qkv_rope, with the stores or without.
+// When it took the step's pending q/k/v products (qkv.pending: queries and
+// keys in interleaved order), it is be_mv_qkv_rope, with the stores or
+// without.
 type ropeCall struct {
 	pending      bool
 	grid, block  Dim3
@@ -180,7 +189,7 @@ func (b *Backend) launchQKVRope(r *ropeCall, withStores bool) {
 		// The values stored are not these products' values: the stores
 		// run as their own launch after the rotation.
 		b.launchQKVRope(&ropeCall{qkv: qkvCall{pending: true, x: c.x, in: c.in, ms: c.ms}, p: r.p, inv: r.inv, heads: r.heads,
-			hd: r.hd, heads2: r.heads2, inter: r.inter}, false)
+			hd: r.hd, heads2: r.heads2}, false)
 		must(b.fn("be_kv_box").LaunchAfter(Dim3{r.heads2, 1, 1}, Dim3{min(r.hd, 128), 1, 1}, 0, ByValue(raw(b.kvBox)), int32(r.hd)))
 		return
 	}
@@ -196,7 +205,7 @@ func (b *Backend) launchQKVRope(r *ropeCall, withStores bool) {
 	blocks := (r.heads + 2*r.heads2) * r.hd / 8
 	must(b.fn("be_mv_qkv_rope").LaunchAfter(Dim3{blocks, 1, 1}, Dim3{mvThreads, 1, 1}, 0, b.f32(c.x), int32(c.in), wtype(q.w.dtype),
 		b.f32(q.dst), q.w.p, int32(r.heads), b.f32(k.dst), k.w.p, b.f32(v.dst), v.w.p, int32(r.heads2), int32(r.hd), r.p, r.inv,
-		r.inter, stores, ByValue(raw(b.kvBox))))
+		stores, ByValue(raw(b.kvBox))))
 }
 
 // ropeStores reports whether the queued KV copies are exactly one store of

@@ -728,8 +728,8 @@ func TestFakeReleaseDropsPendingRoPE(t *testing.T) {
 		k0 := cuda.FakeKernels()
 		be.MatMul3(x, 1, 256, runtime.MatOut{Dst: q, W: wq, Out: 4 * 64}, runtime.MatOut{Dst: k, W: wk, Out: 2 * 64},
 			runtime.MatOut{Dst: v, W: wk, Out: 2 * 64})
-		if withRope {
-			be.RoPE2(q, k, 1, 4, 2, 64, []int{7}, 1e4, runtime.RopeHalf)
+		if withRope { // interleaved pairs: the RoPE takes the products
+			be.RoPE2(q, k, 1, 4, 2, 64, []int{7}, 1e4, runtime.RopeInterleaved)
 		}
 		if err := be.ReleaseWork(); err != nil {
 			t.Fatal(err)

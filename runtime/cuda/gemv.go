@@ -131,8 +131,9 @@ func (b *Backend) MatMul3(x runtime.Buffer, rows, in int, p, q, r runtime.MatOut
 
 // qkvCall is a one-row step's query, key and value products (MatMul3 by
 // be_mv), left pending: the RoPE of that row's queries and keys in these
-// buffers takes them (takeQKV), and be_mv_qkv_rope then computes the
-// products, the rotation and the keys' and values' stores in one launch;
+// buffers takes them (takeQKV; in interleaved order, InterleaveQK), and
+// be_mv_qkv_rope then computes the products, the rotation and the keys'
+// and values' stores in one launch;
 // any other operation first launches them as they are (launchQKV, from
 // flushKV or a wait). KVBENCH_MV_ROPE=off (or KVBENCH_ROPE_KV=off): never.
 type qkvCall struct {
