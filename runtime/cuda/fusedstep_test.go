@@ -110,7 +110,8 @@ func TestFakeDecodeStepOrder(t *testing.T) {
 // same values too, but for a half-split model its queries and keys are in
 // interleaved order (runtime.QKInterleaver), so attention's dot products
 // sum the same terms in another order: logits within float32 rounding and
-// the same greedy tokens; for the interleaved model, identical.
+// the same greedy tokens (bf16 pages: within 1e-3); for the interleaved
+// model, identical.
 func TestBackendFusedStep(t *testing.T) {
 	for _, name := range []string{"kvbench-ref-13m", "stories260K/stories260K.bin"} {
 		m, err := runtime.Load(fixtures.Path(t, "models/"+name))
@@ -150,6 +151,13 @@ func TestBackendFusedStep(t *testing.T) {
 					// bf16 compute rounds the activations: a reordered sum's
 					// last bit can move one of them by a bf16 step.
 					reordered, tol, greedy := m.Config.Rope == runtime.RopeHalf, 1e-4, steps
+					if kt == runtime.BF16 {
+						// Over bf16 pages attention runs on the tensor cores
+						// (the query split into two bf16 halves, sums in the
+						// MMA's own order): the channels' order moves more
+						// (measured on the H200: 1.8e-4 after 40 steps).
+						tol = 1e-3
+					}
 					if prec == "bf16" {
 						tol, greedy = 3e-2, 10
 					}
