@@ -60,11 +60,12 @@ __device__ __forceinline__ void mv_fetch_rows(const void* w0, const void* w1, lo
 // are not used. The next piece of each row is asked for before the current
 // one is used, and the first before pdl_wait: the weights are never
 // written, so a block launched early (LaunchAfter) has its first loads in
-// flight while the kernel before it finishes; x is read after. Ends with
-// the block synchronised.
-template <int NM, int R, int WT>
+// flight while the kernel before it finishes; x is read after; pre() runs
+// between the two (work of the epilogue that reads nothing the kernel
+// before writes). Ends with the block synchronised.
+template <int NM, int R, int WT, class Pre>
 __device__ __forceinline__ void mv_rows_t(float* red, const float* x, int in, const void* w0, const void* w1, long long row0,
-                                          int nrows) {
+                                          int nrows, Pre pre) {
     float acc[NM * R];
 #pragma unroll
     for (int j = 0; j < NM * R; j++) acc[j] = 0.f;
@@ -74,6 +75,7 @@ __device__ __forceinline__ void mv_rows_t(float* red, const float* x, int in, co
     bool has = i < in;
     if (has) mv_fetch_rows<NM, R, WT>(w0, w1, row0, nrows, in, i, a, b);
     pdl_trigger();
+    pre();
     pdl_wait();
     while (has) {
         const float4 x0 = *(const float4*)(x + i), x1 = *(const float4*)(x + i + 4);
@@ -106,15 +108,22 @@ __device__ __forceinline__ void mv_rows_t(float* red, const float* x, int in, co
 }
 
 // mv_rows is mv_rows_t for the weight type wt (a constant in the loop).
+template <int NM, int R, class Pre>
+__device__ __forceinline__ void mv_rows(float* red, const float* x, int in, int wt, const void* w0, const void* w1, long long row0,
+                                        int nrows, Pre pre) {
+    if (wt == WT_BF16)
+        mv_rows_t<NM, R, WT_BF16>(red, x, in, w0, w1, row0, nrows, pre);
+    else if (wt == WT_F16)
+        mv_rows_t<NM, R, WT_F16>(red, x, in, w0, w1, row0, nrows, pre);
+    else
+        mv_rows_t<NM, R, WT_F32>(red, x, in, w0, w1, row0, nrows, pre);
+}
+
+// mv_rows with nothing before the wait.
 template <int NM, int R>
 __device__ __forceinline__ void mv_rows(float* red, const float* x, int in, int wt, const void* w0, const void* w1, long long row0,
                                         int nrows) {
-    if (wt == WT_BF16)
-        mv_rows_t<NM, R, WT_BF16>(red, x, in, w0, w1, row0, nrows);
-    else if (wt == WT_F16)
-        mv_rows_t<NM, R, WT_F16>(red, x, in, w0, w1, row0, nrows);
-    else
-        mv_rows_t<NM, R, WT_F32>(red, x, in, w0, w1, row0, nrows);
+    mv_rows<NM, R>(red, x, in, wt, w0, w1, row0, nrows, [] {});
 }
 
 #define MV_STORE 0
@@ -172,5 +181,80 @@ extern "C" __global__ void __launch_bounds__(256, 2) be_mv_swiglu(const float* x
     if (threadIdx.x < nrows) {
         float g = red[threadIdx.x], u = red[MV_ROWS + threadIdx.x];
         dst[row0 + threadIdx.x] = __fmul_rn(__fdiv_rn(g, __fadd_rn(1.f, expf(-g))), u);
+    }
+}
+
+// be_mv_qkv_rope is a decode step's query, key and value products (be_mv_r8
+// of the three matrices, MV_STORE) with RoPE of the queries and keys in the
+// products' epilogue and, when stores is set, each key head's rotated key
+// and its value written to its KV page slot (copy j of box, mode 0 or 1, for
+// key head j, as be_rope_kv): no launch between the products, the rotation
+// and the stores. The queries and keys are in interleaved RoPE order (pairs
+// of adjacent rows: a model's own, or reordered at upload where it has
+// half-split pairs, runtime.QKInterleaver), so a block's 8 adjacent rows of
+// a head hold 4 whole pairs. The rotation and the values are rope_rows' to
+// the bit: the same products, the same angles (pos[0] times invf, sin and
+// cos in double, computed while the first weights arrive) and arithmetic.
+// Grid: heads*hd/8 blocks of queries, then kvheads*hd/8 of keys, then of
+// values (hd a multiple of 8); block 256. A programmatic dependent
+// (LaunchAfter): pos and invf are uploads, read before the wait.
+extern "C" __global__ void __launch_bounds__(256, 2) be_mv_qkv_rope(const float* x, int in, int wt, float* q, const void* wq, int heads,
+                                                                    float* k, const void* wk, float* v, const void* wv, int kvheads,
+                                                                    int hd, const int* pos, const float* invf, int stores,
+                                                                    const __grid_constant__ KvBox box) {
+    __shared__ float red[8];
+    const int per = hd / 8, nq = heads * per, nk = kvheads * per;
+    int b = blockIdx.x, m = 0;  // m: 0 queries, 1 keys, 2 values
+    if (b >= nq + nk) {
+        b -= nq + nk;
+        m = 2;
+    } else if (b >= nq) {
+        b -= nq;
+        m = 1;
+    }
+    const int h = b / per, c = b % per;
+    const long long row0 = (long long)h * hd + c * 8;
+    float* out = (m == 0 ? q : m == 1 ? k : v) + (long long)h * hd;
+    const void* w = m == 0 ? wq : m == 1 ? wk : wv;
+    // Thread t < 4 of a query or key block turns pair i = c*4 + t: the
+    // block's rows 2t and 2t+1, channels 2i and 2i+1 of the head.
+    const int t = threadIdx.x, i = c * 4 + t;
+    float cs = 0.f, sn = 0.f;
+    mv_rows<1, 8>(red, x, in, wt, w, w, row0, 8, [&] {
+        if (m < 2 && t < 4) {
+            double sd, cd;
+            sincos((double)__fmul_rn((float)pos[0], invf[i]), &sd, &cd);
+            cs = (float)cd, sn = (float)sd;
+        }
+    });
+    if (m == 2) {
+        if (t < 8) {
+            const int e = c * 8 + t;
+            const float val = red[t];
+            out[e] = val;
+            if (stores) {
+                const u64* op = box.w + 5 * h;
+                if (op[4] == 1)
+                    ((u16*)op[1])[e] = be_to_bf16(val);
+                else
+                    ((float*)op[1])[e] = val;
+            }
+        }
+        return;
+    }
+    if (t >= 4) return;
+    const float a = red[2 * t], bb = red[2 * t + 1];
+    const float na = __fsub_rn(__fmul_rn(a, cs), __fmul_rn(bb, sn)), nb = __fadd_rn(__fmul_rn(a, sn), __fmul_rn(bb, cs));
+    out[2 * i] = na;
+    out[2 * i + 1] = nb;
+    if (m == 1 && stores) {
+        const u64* op = box.w + 5 * h;
+        if (op[4] == 1) {
+            ((u16*)op[0])[2 * i] = be_to_bf16(na);
+            ((u16*)op[0])[2 * i + 1] = be_to_bf16(nb);
+        } else {
+            ((float*)op[0])[2 * i] = na;
+            ((float*)op[0])[2 * i + 1] = nb;
+        }
     }
 }

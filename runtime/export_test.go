@@ -15,3 +15,6 @@ func SetPhases(on bool) (restore func()) {
 	phasesOn = on
 	return func() { phasesOn = old }
 }
+
+// InterleaveHeadsForTest is interleaveHeads.
+func InterleaveHeadsForTest(t *Tensor, hd int) (*Tensor, error) { return interleaveHeads(t, hd) }

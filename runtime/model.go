@@ -55,6 +55,9 @@ type deviceWeights struct {
 	embed, norm, output Buffer
 	layers              []deviceLayer
 	scratch             scratchPool // the runners' own scratch, lent per call
+	// rope is the RoPE style of the uploaded queries and keys: the model's,
+	// or RopeInterleaved where the upload reordered them (QKInterleaver).
+	rope RopeStyle
 }
 
 type deviceLayer struct {
@@ -436,17 +439,17 @@ func (p *pass) run() {
 		}
 		k.mark(phaseQKV)
 		if r0 := p.segs[0].r; r0.scaled != nil && p.sameFreqs() {
-			rope2Freqs(r0.scaled, s.q, s.k, rows, c.Heads, c.KVHeads, c.HeadDim, pos, r0.invFreq, c.Rope)
+			rope2Freqs(r0.scaled, s.q, s.k, rows, c.Heads, c.KVHeads, c.HeadDim, pos, r0.invFreq, w.rope)
 		} else if r0.scaled != nil {
 			// Scaled RoPE whose frequencies follow each stream's length
 			// (dynamic, longrope): stream by stream.
 			for i := range p.segs {
 				g := &p.segs[i]
 				n := len(g.tokens)
-				rope2Freqs(g.r.scaled, g.q, g.k, n, c.Heads, c.KVHeads, c.HeadDim, g.pos, g.r.invFreq, c.Rope)
+				rope2Freqs(g.r.scaled, g.q, g.k, n, c.Heads, c.KVHeads, c.HeadDim, g.pos, g.r.invFreq, w.rope)
 			}
 		} else {
-			rope2(be, s.q, s.k, rows, c.Heads, c.KVHeads, c.HeadDim, pos, c.RopeTheta, c.Rope)
+			rope2(be, s.q, s.k, rows, c.Heads, c.KVHeads, c.HeadDim, pos, c.RopeTheta, w.rope)
 		}
 		k.mark(phaseRoPE)
 		// Each stream's new keys and values go to its cache and its policy
@@ -503,7 +506,7 @@ func (g *segment) prepare(l int, c Config, scale float32) {
 	r, rows := g.r, len(g.tokens)
 	r.attn = AttnArgs{Out: g.att, Q: g.q, Rows: rows, QPos: g.pos, Heads: c.Heads, KVHeads: c.KVHeads,
 		HeadDim: c.HeadDim, Scale: scale, Seqs: r.Cache.Seqs(l), Window: c.SlidingWindow,
-		Rope: c.Rope, Theta: c.RopeTheta}
+		Rope: r.w.rope, Theta: c.RopeTheta}
 	if r.scaled != nil {
 		r.attn.InvFreq = r.invFreq
 	}

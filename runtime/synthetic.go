@@ -124,8 +124,8 @@ func NewRandomModel(c Config, seed uint64) *Model {
 	return m
 }
 
-// ZeroModel returns a Llama-layout model of shape c whose bf16 tensors are
-// zeros, all views of one slice as long as the largest: untouched pages of
+// ZeroModel returns a Llama-layout model of shape c (with the biases and
+// head norms it asks for) whose bf16 tensors are zeros, all views of one slice as long as the largest: untouched pages of
 // it cost no memory, so the shape of an 8B model fits anywhere. It is for
 // timing the host's share of a run on a backend that computes nothing (a
 // null backend, the CUDA backend's fake device); its outputs mean nothing.
@@ -147,6 +147,12 @@ func ZeroModel(c Config) *Model {
 		l.AttnNorm, l.MLPNorm = t(c.Dim), t(c.Dim)
 		l.Wq, l.Wk, l.Wv, l.Wo = t(c.QDim(), c.Dim), t(c.KVDim(), c.Dim), t(c.KVDim(), c.Dim), t(c.Dim, c.QDim())
 		l.Gate, l.Up, l.Down = t(c.Hidden, c.Dim), t(c.Hidden, c.Dim), t(c.Dim, c.Hidden)
+		if c.QKVBias {
+			l.Bq, l.Bk, l.Bv = t(c.QDim()), t(c.KVDim()), t(c.KVDim())
+		}
+		if c.QKNorm {
+			l.QNorm, l.KNorm = t(c.HeadDim), t(c.HeadDim)
+		}
 	}
 	return m
 }

@@ -33,15 +33,30 @@ func WeightUploads() int64 { return uploads.Load() }
 // each file-backed tensor's pages once it is uploaded (ReleaseHost), so the
 // process does not hold the model twice, nor at once. When an upload fails,
 // the tensors uploaded before it are given back (where be is a
-// BufferFreer) and the error names the tensor.
+// BufferFreer) and the error names the tensor. Where be is a
+// QKInterleaver that asks for it, the query and key rows go up in
+// interleaved RoPE order (interleaveHeads).
 func UploadWeights(m *Model, be Backend) (*DeviceWeights, error) {
 	if m == nil || be == nil {
 		return nil, fmt.Errorf("upload weights: no model or no backend")
 	}
-	d := &DeviceWeights{model: m, be: be, w: &deviceWeights{}}
+	d := &DeviceWeights{model: m, be: be, w: &deviceWeights{rope: m.Config.Rope}}
 	copies := false
 	if wc, ok := be.(WeightCopier); ok {
 		copies = wc.CopiesWeights()
+	}
+	// The tensors whose heads go up reordered: the queries' and keys'.
+	reorder := map[*Tensor]bool{}
+	if interleavesQK(m, be) {
+		d.w.rope = RopeInterleaved
+		for i := range m.Weights.Layers {
+			l := &m.Weights.Layers[i]
+			for _, t := range []*Tensor{l.Wq, l.Wk, l.Bq, l.Bk, l.QNorm, l.KNorm} {
+				if t != nil {
+					reorder[t] = true
+				}
+			}
+		}
 	}
 	done := map[*Tensor]Buffer{}
 	up := func(t *Tensor) (Buffer, error) {
@@ -51,7 +66,14 @@ func UploadWeights(m *Model, be Backend) (*DeviceWeights, error) {
 		if b, ok := done[t]; ok { // a tied head: the embedding's buffer
 			return b, nil
 		}
-		b, err := be.Upload(t)
+		src := t
+		if reorder[t] {
+			var err error
+			if src, err = interleaveHeads(t, m.Config.HeadDim); err != nil {
+				return nil, fmt.Errorf("upload %s: %w", t.Name, err)
+			}
+		}
+		b, err := be.Upload(src)
 		if err != nil {
 			return nil, fmt.Errorf("upload %s: %w", t.Name, err)
 		}

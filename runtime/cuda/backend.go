@@ -111,6 +111,8 @@ type Backend struct {
 	kvBox     []uint64 // KvBox: a batch of KV copies by value (flushKV)
 	noRopeKV  bool     // KVBENCH_ROPE_KV=off: a step's RoPE and KV stores are separate launches (ropeCall)
 	ropeAt    ropeCall // the last RoPE launch, pending until the next flushKV for a decode step
+	noMVRope  bool     // KVBENCH_MV_ROPE=off: a step's q/k/v products and its RoPE are separate launches (qkvCall)
+	qkvAt     qkvCall  // a one-row step's q/k/v products, pending until its RoPE takes them or the next flushKV
 	box       []int32  // RtBox: the words' count, then a call's ints by value (rtBox)
 	mvKernel  string   // be_mv_r4 or be_mv_r8 ($KVBENCH_MV_ROWS)
 	wide      scratch  // float32 copy of a bf16/f16 weight for an f32 GEMM
@@ -291,6 +293,10 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 		return nil, err
 	}
 	if b.noRopeKV, err = envOff("KVBENCH_ROPE_KV"); err != nil {
+		b.Close()
+		return nil, err
+	}
+	if b.noMVRope, err = envOff("KVBENCH_MV_ROPE"); err != nil {
 		b.Close()
 		return nil, err
 	}
@@ -507,6 +513,9 @@ func (b *Backend) sync() {
 // wait waits for the stream; the staging arenas are free again.
 func (b *Backend) wait() {
 	b.notCapturing("a wait for the device")
+	if b.qkvAt.pending {
+		b.launchQKV()
+	}
 	if b.ropeAt.pending { // its positions are in the arena this wait frees
 		b.launchRope(false)
 	}

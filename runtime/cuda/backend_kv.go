@@ -27,8 +27,13 @@ func (b *Backend) queueKV(dk, dv, sk, sv Ptr, mode, hd int) {
 	}
 }
 
-// flushKV launches the pending KV copies.
+// flushKV launches the pending operations: a step's q/k/v products its
+// RoPE did not take, the page clears, a step's RoPE (with the stores when
+// they fit) and the KV copies.
 func (b *Backend) flushKV() {
+	if b.qkvAt.pending { // queued before everything else here
+		b.launchQKV()
+	}
 	if len(b.zeros) > 0 {
 		b.flushZeros()
 	}

@@ -11,6 +11,7 @@ import (
 // or a scaled RoPE's own), the rotation of queries and keys in one launch.
 
 var (
+	_ runtime.QKInterleaver    = (*Backend)(nil)
 	_ runtime.ScaledRoPE       = (*Backend)(nil)
 	_ runtime.RoPEPairer       = (*Backend)(nil)
 	_ runtime.ScaledRoPEPairer = (*Backend)(nil)
@@ -73,6 +74,13 @@ func (b *Backend) RoPE2(q, k runtime.Buffer, rows, heads, kvHeads, headDim int, 
 	b.ropeWith(q, rows, heads, headDim, pos, theta, nil, style, k, kvHeads)
 }
 
+// InterleaveQK asks for the query and key rows of half-split RoPE models
+// in interleaved order (runtime.QKInterleaver) where a decode step's
+// products, RoPE and KV stores are one launch (be_mv_qkv_rope, whose
+// blocks then read 8 adjacent rows holding 4 whole pairs): unless
+// KVBENCH_MV_ROPE, KVBENCH_ROPE_KV or KVBENCH_KV_BOX is off.
+func (b *Backend) InterleaveQK() bool { return !b.noMVRope && !b.noRopeKV && !b.noKVBox }
+
 // ropeWith runs be_rope with the inverse frequencies inv, or those of theta
 // when inv is nil, over x and, when x2 is not nil, x2 [rows,
 // heads2*headDim] too.
@@ -99,6 +107,13 @@ func (b *Backend) ropeWith(x runtime.Buffer, rows, heads, headDim int, pos []int
 		v = append(v, b.thetaFreqs(theta, headDim)...)
 	}
 	b.hInts = v
+	// A decode step's RoPE, left pending with its stores, takes the pending
+	// products of these queries and keys: one launch for all of it.
+	pend := rows == 1 && heads2 > 0 && !b.noRopeKV && !b.noKVBox && heads2 <= kvBoxOps
+	var qkv qkvCall
+	if pend && !b.noMVRope && style == runtime.RopeInterleaved {
+		qkv, _ = b.takeQKV(x, x2, heads, heads2, headDim)
+	}
 	b.flushKV()
 	// The queries and keys of a layer rotate by the same positions: reuse
 	// the upload while the arena still holds it.
@@ -119,8 +134,8 @@ func (b *Backend) ropeWith(x runtime.Buffer, rows, heads, headDim int, pos []int
 		threads, pairBlocks = 256, 1
 	}
 	b.ropeAt = ropeCall{grid: Dim3{rows, pairBlocks, 1}, block: Dim3{threads, 1, 1}, x: b.f32(x), p: p, inv: p.Add(int64(rows) * 4),
-		heads: heads, hd: headDim, inter: inter, k: p2, heads2: heads2}
-	if rows == 1 && heads2 > 0 && !b.noRopeKV && !b.noKVBox && heads2 <= kvBoxOps {
+		heads: heads, hd: headDim, inter: inter, k: p2, heads2: heads2, qkv: qkv}
+	if pend {
 		b.ropeAt.pending = true // flushKV launches it, with the keys' stores if they follow
 		return
 	}
@@ -133,6 +148,9 @@ func (b *Backend) ropeWith(x runtime.Buffer, rows, heads, headDim int, pos []int
 // each key head of that row (the cache's Append of the step), else as
 // be_rope before them. So the rotated key goes to its page from the
 // rotating thread, with no launch between (KVBENCH_ROPE_KV=off: never).
+// When it took the step's pending q/k/v products (qkv.pending: queries and
+// keys in interleaved order), it is be_mv_qkv_rope, with the stores or
+// without.
 type ropeCall struct {
 	pending      bool
 	grid, block  Dim3
@@ -140,6 +158,7 @@ type ropeCall struct {
 	heads, hd    int
 	heads2       int
 	inter        int32
+	qkv          qkvCall
 }
 
 // launchRope launches b.ropeAt: with the queued KV copies as its stores
@@ -147,12 +166,46 @@ type ropeCall struct {
 func (b *Backend) launchRope(withStores bool) {
 	r := &b.ropeAt
 	r.pending = false
+	if r.qkv.pending {
+		b.launchQKVRope(r, withStores)
+		return
+	}
 	if withStores {
 		must(b.fn("be_rope_kv").LaunchAfter(r.grid, r.block, 0, r.x, r.p, r.inv, int32(r.heads), int32(r.hd), r.inter, r.k, int32(r.heads2),
 			ByValue(raw(b.kvBox))))
 		return
 	}
 	must(b.fn("be_rope").LaunchAfter(r.grid, r.block, 0, r.x, r.p, r.inv, int32(r.heads), int32(r.hd), r.inter, r.k, int32(r.heads2)))
+}
+
+// launchQKVRope launches be_mv_qkv_rope: r's products, its rotation and,
+// withStores, the stores in b.kvBox (whose values must come from the
+// products' values: ropeStores checked the keys only).
+func (b *Backend) launchQKVRope(r *ropeCall, withStores bool) {
+	c := r.qkv
+	r.qkv.pending = false
+	q, k, v := c.ms[0], c.ms[1], c.ms[2]
+	if withStores && b.kvBox[3] != uint64(b.f32(v.dst)) {
+		// The values stored are not these products' values: the stores
+		// run as their own launch after the rotation.
+		b.launchQKVRope(&ropeCall{qkv: qkvCall{pending: true, x: c.x, in: c.in, ms: c.ms}, p: r.p, inv: r.inv, heads: r.heads,
+			hd: r.hd, heads2: r.heads2}, false)
+		must(b.fn("be_kv_box").LaunchAfter(Dim3{r.heads2, 1, 1}, Dim3{min(r.hd, 128), 1, 1}, 0, ByValue(raw(b.kvBox)), int32(r.hd)))
+		return
+	}
+	for _, m := range c.ms {
+		checkWeight(m.w, c.in, m.out)
+		b.check(m.dst, 0, m.out, "MatMul")
+	}
+	b.check(c.x, 0, c.in, "MatMul")
+	stores := int32(0)
+	if withStores {
+		stores = 1
+	}
+	blocks := (r.heads + 2*r.heads2) * r.hd / 8
+	must(b.fn("be_mv_qkv_rope").LaunchAfter(Dim3{blocks, 1, 1}, Dim3{mvThreads, 1, 1}, 0, b.f32(c.x), int32(c.in), wtype(q.w.dtype),
+		b.f32(q.dst), q.w.p, int32(r.heads), b.f32(k.dst), k.w.p, b.f32(v.dst), v.w.p, int32(r.heads2), int32(r.hd), r.p, r.inv,
+		stores, ByValue(raw(b.kvBox))))
 }
 
 // ropeStores reports whether the queued KV copies are exactly one store of

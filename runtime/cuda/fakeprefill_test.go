@@ -60,7 +60,7 @@ func TestFakePrefillMLP(t *testing.T) {
 // TestFakeScaledRoPEPaired checks that a model with a scaled RoPE (Llama
 // 3.1's llama3 scaling) turns a layer's queries and keys in one be_rope
 // launch (runtime.ScaledRoPEPairer), in a prompt's chunk and in a decode
-// step alike (there be_rope_kv, with the step's KV stores).
+// step alike (there be_mv_qkv_rope, with the step's products and KV stores).
 func TestFakeScaledRoPEPaired(t *testing.T) {
 	be := fakeBackend(t)
 	c := runtime.Config{Arch: "llama", Dim: 256, Hidden: 768, Layers: 3, Heads: 4, KVHeads: 2, HeadDim: 64, Vocab: 512,
@@ -78,8 +78,12 @@ func TestFakeScaledRoPEPaired(t *testing.T) {
 			t.Fatal(err)
 		}
 		k1 := cuda.FakeKernels()
-		if got := k1["be_rope"] - k0["be_rope"] + k1["be_rope_kv"] - k0["be_rope_kv"]; got != int64(c.Layers) {
-			t.Errorf("a pass of %d rows: %d be_rope and be_rope_kv launches, want one a layer (%d)", n, got, c.Layers)
+		got := int64(0)
+		for _, name := range []string{"be_rope", "be_rope_kv", "be_mv_qkv_rope"} {
+			got += k1[name] - k0[name]
+		}
+		if got != int64(c.Layers) {
+			t.Errorf("a pass of %d rows: %d be_rope, be_rope_kv and be_mv_qkv_rope launches, want one a layer (%d)", n, got, c.Layers)
 		}
 	}
 }

@@ -635,24 +635,28 @@ func TestFakeGrowthNoWait(t *testing.T) {
 // TestEnvSwitches: the backend's on/off switches refuse other values, naming
 // the variable.
 func TestEnvSwitches(t *testing.T) {
-	for _, name := range []string{"KVBENCH_GRAPHS", "KVBENCH_RT_BOX", "KVBENCH_KV_BOX", "KVBENCH_ROPE_KV", "KVBENCH_PAGE_TABLES", "KVBENCH_ATTN_TC"} {
+	for _, name := range []string{"KVBENCH_GRAPHS", "KVBENCH_RT_BOX", "KVBENCH_KV_BOX", "KVBENCH_ROPE_KV", "KVBENCH_MV_ROPE", "KVBENCH_PAGE_TABLES", "KVBENCH_ATTN_TC"} {
 		t.Run(name, func(t *testing.T) { refusesEnv(t, name, "maybe") })
 	}
 }
 
 // TestFakeDecodeStepUploads: a decode step of one stream (the 8B shape at
-// 512 tokens) uploads nothing a layer: its KV stores go by value with RoPE
-// (be_rope_kv, one a layer; with KVBENCH_ROPE_KV=off in a be_kv_box
-// launch of their own), the attention's ints too (RtBox); the step's copies
-// are its own (the token, the positions and frequencies of RoPE), fewer
-// than its layers. With KVBENCH_KV_BOX=off each layer's store uploads its
-// copies (be_kv_ops). The step's products run directly, not from CUDA
-// graphs, unless KVBENCH_GRAPHS=on (graphsFor).
+// 512 tokens) uploads nothing a layer: its KV stores go by value with the
+// q/k/v products and RoPE (be_mv_qkv_rope, one a layer; be_rope_kv with
+// KVBENCH_MV_ROPE=off; with KVBENCH_ROPE_KV=off in a be_kv_box launch of
+// their own), the attention's ints too (RtBox); the step's copies are its
+// own (the token, the positions and frequencies of RoPE), fewer than its
+// layers. With KVBENCH_KV_BOX=off each layer's store uploads its copies
+// (be_kv_ops). The step's products run directly, not from CUDA graphs,
+// unless KVBENCH_GRAPHS=on (graphsFor; a graph ends with the q/k/v
+// products, so RoPE is be_rope_kv).
 func TestFakeDecodeStepUploads(t *testing.T) {
-	for _, cs := range []struct{ box, ropeKV, graphs string }{{"", "", ""}, {"", "off", ""}, {"off", "", ""}, {"", "", "on"}, {"", "", "off"}} {
-		t.Run(fmt.Sprintf("kvbox %q, rope kv %q, graphs %q", cs.box, cs.ropeKV, cs.graphs), func(t *testing.T) {
+	for _, cs := range []struct{ box, ropeKV, mvRope, graphs string }{{"", "", "", ""}, {"", "", "off", ""}, {"", "off", "", ""},
+		{"off", "", "", ""}, {"", "", "", "on"}, {"", "", "", "off"}} {
+		t.Run(fmt.Sprintf("kvbox %q, rope kv %q, mv rope %q, graphs %q", cs.box, cs.ropeKV, cs.mvRope, cs.graphs), func(t *testing.T) {
 			t.Setenv("KVBENCH_KV_BOX", cs.box)
 			t.Setenv("KVBENCH_ROPE_KV", cs.ropeKV)
+			t.Setenv("KVBENCH_MV_ROPE", cs.mvRope)
 			t.Setenv("KVBENCH_GRAPHS", cs.graphs)
 			c := runtime.Config{Arch: "llama", Dim: 4096, Hidden: 14336, Layers: 32, Heads: 32, KVHeads: 8, HeadDim: 128, Vocab: 32000,
 				MaxSeq: 4096, RopeTheta: 5e5, NormEps: 1e-5, BOS: 1, EOS: 2}
@@ -670,19 +674,21 @@ func TestFakeDecodeStepUploads(t *testing.T) {
 			_, c1, _, _ := cuda.FakeCounts()
 			k1 := cuda.FakeKernels()
 			L := int64(c.Layers)
-			got := [4]int64{}
-			for i, name := range []string{"be_rope_kv", "be_rope", "be_kv_box", "be_kv_ops"} {
+			got := [5]int64{}
+			for i, name := range []string{"be_mv_qkv_rope", "be_rope_kv", "be_rope", "be_kv_box", "be_kv_ops"} {
 				got[i] = k1[name] - k0[name]
 			}
-			want := [4]int64{L, 0, 0, 0}
+			want := [5]int64{L, 0, 0, 0, 0}
 			switch {
 			case cs.box == "off":
-				want = [4]int64{0, L, 0, L}
+				want = [5]int64{0, 0, L, 0, L}
 			case cs.ropeKV == "off":
-				want = [4]int64{0, L, L, 0}
+				want = [5]int64{0, 0, L, L, 0}
+			case cs.mvRope == "off", cs.graphs == "on": // a replayed graph ends with the products
+				want = [5]int64{0, L, 0, 0, 0}
 			}
 			if got != want {
-				t.Errorf("launches of be_rope_kv, be_rope, be_kv_box, be_kv_ops: %v, want %v", got, want)
+				t.Errorf("launches of be_mv_qkv_rope, be_rope_kv, be_rope, be_kv_box, be_kv_ops: %v, want %v", got, want)
 			}
 			if copies := c1 - c0; (cs.box == "off") != (copies >= L) {
 				t.Errorf("%d copies to the device in a step of %d layers", copies, L)
@@ -695,22 +701,42 @@ func TestFakeDecodeStepUploads(t *testing.T) {
 }
 
 // TestFakeReleaseDropsPendingRoPE: a decode step's RoPE left pending
-// (ropeCall) when the work is released after a failure is dropped, not
-// launched later over the freed queries and keys.
+// (ropeCall), and its q/k/v products (qkvCall) with it or alone, when the
+// work is released after a failure are dropped, not launched later over the
+// freed queries and keys.
 func TestFakeReleaseDropsPendingRoPE(t *testing.T) {
 	t.Setenv("KVBENCH_ROPE_KV", "") // the switches under which a decode RoPE waits
 	t.Setenv("KVBENCH_KV_BOX", "")
-	be := fakeBackend(t)
-	q, k := be.Alloc(4*64), be.Alloc(2*64)
-	k0 := cuda.FakeKernels()
-	be.RoPE2(q, k, 1, 4, 2, 64, []int{7}, 1e4, runtime.RopeHalf)
-	if err := be.ReleaseWork(); err != nil {
-		t.Fatal(err)
-	}
-	x := be.Alloc(8)
-	be.Write(x, 0, make([]float32, 8)) // flushes what is queued
-	k1 := cuda.FakeKernels()
-	if n := k1["be_rope"] - k0["be_rope"] + k1["be_rope_kv"] - k0["be_rope_kv"]; n != 0 {
-		t.Errorf("%d RoPE launches after ReleaseWork, want none", n)
+	t.Setenv("KVBENCH_MV_ROPE", "")
+	for _, withRope := range []bool{false, true} {
+		be := fakeBackend(t)
+		x, q, k, v := be.Alloc(256), be.Alloc(4*64), be.Alloc(2*64), be.Alloc(2*64)
+		wq, err := be.Upload(&runtime.Tensor{Name: "wq", DType: runtime.BF16, Shape: []int{4 * 64, 256}, U16: make([]uint16, 4*64*256)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wk, err := be.Upload(&runtime.Tensor{Name: "wk", DType: runtime.BF16, Shape: []int{2 * 64, 256}, U16: make([]uint16, 2*64*256)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		k0 := cuda.FakeKernels()
+		be.MatMul3(x, 1, 256, runtime.MatOut{Dst: q, W: wq, Out: 4 * 64}, runtime.MatOut{Dst: k, W: wk, Out: 2 * 64},
+			runtime.MatOut{Dst: v, W: wk, Out: 2 * 64})
+		if withRope { // interleaved pairs: the RoPE takes the products
+			be.RoPE2(q, k, 1, 4, 2, 64, []int{7}, 1e4, runtime.RopeInterleaved)
+		}
+		if err := be.ReleaseWork(); err != nil {
+			t.Fatal(err)
+		}
+		y := be.Alloc(8)
+		be.Write(y, 0, make([]float32, 8)) // flushes what is queued
+		k1 := cuda.FakeKernels()
+		n := int64(0)
+		for _, name := range []string{"be_rope", "be_rope_kv", "be_mv_qkv_rope", "be_mv_r8", "be_mv_r4"} {
+			n += k1[name] - k0[name]
+		}
+		if n != 0 {
+			t.Errorf("with RoPE %v: %d launches of the products or RoPE after ReleaseWork, want none", withRope, n)
+		}
 	}
 }

@@ -103,11 +103,18 @@ func (b *Backend) mv(mode int32, x runtime.Buffer, in int, ms ...mvOut) {
 }
 
 // MatMul3 runs the three products of one row as one launch (else one
-// MatMul each).
+// MatMul each). A one-row step's are left pending (qkvCall): the RoPE of
+// its queries and keys may take them into its launch.
 func (b *Backend) MatMul3(x runtime.Buffer, rows, in int, p, q, r runtime.MatOut) {
 	wp, wq, wr := b.dev(p.W), b.dev(q.W), b.dev(r.W)
 	if b.mvFits(x, rows, in, wp, wq, wr) {
-		b.mv(mvStore, x, in, mvOut{p.Dst, wp, p.Out}, mvOut{q.Dst, wq, q.Out}, mvOut{r.Dst, wr, r.Out})
+		ms := [3]mvOut{{p.Dst, wp, p.Out}, {q.Dst, wq, q.Out}, {r.Dst, wr, r.Out}}
+		if !b.noMVRope && !b.noRopeKV && !b.noKVBox && p.Out%8 == 0 && q.Out == r.Out && q.Out%8 == 0 {
+			b.flushKV() // what came before runs before
+			b.qkvAt = qkvCall{pending: true, x: x, in: in, ms: ms}
+			return
+		}
+		b.mv(mvStore, x, in, ms[:]...)
 		return
 	}
 	if rows > 0 && b.gemmFits(rows) { // x rounded for the GEMMs once
@@ -120,6 +127,50 @@ func (b *Backend) MatMul3(x runtime.Buffer, rows, in int, p, q, r runtime.MatOut
 	b.MatMul(p.Dst, x, p.W, rows, in, p.Out)
 	b.MatMul(q.Dst, x, q.W, rows, in, q.Out)
 	b.MatMul(r.Dst, x, r.W, rows, in, r.Out)
+}
+
+// qkvCall is a one-row step's query, key and value products (MatMul3 by
+// be_mv), left pending: the RoPE of that row's queries and keys in these
+// buffers takes them (takeQKV; in interleaved order, InterleaveQK), and
+// be_mv_qkv_rope then computes the products, the rotation and the keys'
+// and values' stores in one launch;
+// any other operation first launches them as they are (launchQKV, from
+// flushKV or a wait). KVBENCH_MV_ROPE=off (or KVBENCH_ROPE_KV=off): never.
+type qkvCall struct {
+	pending bool
+	x       runtime.Buffer
+	in      int
+	ms      [3]mvOut // queries, keys, values
+}
+
+// launchQKV launches the pending products by be_mv.
+func (b *Backend) launchQKV() {
+	c := b.qkvAt
+	b.qkvAt.pending = false
+	b.mv(mvStore, c.x, c.in, c.ms[:]...)
+}
+
+// takeQKV reports whether the pending products are those of the queries q
+// [heads*hd] and keys k [kvHeads*hd] of one row (their values too) with a
+// head dimension be_mv_qkv_rope serves (a multiple of 8) and no queued KV
+// copy reading them (it would run before them); if so they are no longer
+// pending: the caller launches them with the rotation.
+func (b *Backend) takeQKV(q, k runtime.Buffer, heads, kvHeads, hd int) (qkvCall, bool) {
+	c := b.qkvAt
+	if !c.pending || hd%8 != 0 || c.ms[0].dst != q || c.ms[1].dst != k ||
+		c.ms[0].out != heads*hd || c.ms[1].out != kvHeads*hd || c.ms[2].out != kvHeads*hd {
+		return qkvCall{}, false
+	}
+	for _, m := range c.ms {
+		lo, hi := uint64(b.f32(m.dst)), uint64(b.f32(m.dst))+uint64(m.out)*4
+		for i := 0; i < len(b.kv.ops); i += 5 {
+			if o := b.kv.ops[i:]; o[2] >= lo && o[2] < hi || o[3] >= lo && o[3] < hi {
+				return qkvCall{}, false
+			}
+		}
+	}
+	b.qkvAt.pending = false
+	return c, true
 }
 
 // checkGemm checks one product dst = x w^T of rows rows: the weight's

@@ -184,6 +184,7 @@ func (b *Backend) ReleaseWork() (err error) {
 	b.qq.reset() // queued Quest work names buffers about to be freed
 	b.zeros = b.zeros[:0]
 	b.ropeAt.pending = false // a decode step's RoPE, pending, reads buffers about to be freed
+	b.qkvAt.pending = false  // and its products
 	syncErr := b.D.Sync()
 	b.dropReplays()
 	b.freeWorkspaces()
