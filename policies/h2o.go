@@ -66,8 +66,13 @@ type h2o struct {
 	ratios        bool // budgets are shares of the prompt length (base.ratioBudget)
 	normalize     bool
 	score         [][][]float64 // [layer][kvHead][token index] accumulated probability
-	acc           [][]float32   // [heads] the sums of the last call: own (as armed) or the backend's (AccView)
-	own           [][]float32   // [heads] the policy's accumulation buffers, reused by every layer
+	// hdr[l] is layer l's Acc headers [heads]: armed with own's buffers,
+	// replaced by the backend's views where it gives them (AccView); a
+	// layer's own, so that a pass's calls may be filled after its last
+	// layer (runtime.LateHook). own [heads] is the buffers, shared by the
+	// layers (a backend that fills late gives views).
+	hdr [][][]float32
+	own [][]float32
 	cand          []h2oCand     // scratch: eviction candidates
 	// next[l][h] is the next decode step's eviction as collect found it
 	// in its pass over the scores (see h2oNext); scan (tests) turns it off.
@@ -229,8 +234,11 @@ func (p *h2o) Start(r *runtime.Runner) error {
 			p.score[l][h] = p.score[l][h][:0]
 		}
 	}
-	if len(p.acc) != c.Heads {
-		p.acc, p.own = make([][]float32, c.Heads), make([][]float32, c.Heads)
+	if len(p.own) != c.Heads || len(p.hdr) != c.Layers {
+		p.own, p.hdr = make([][]float32, c.Heads), make([][][]float32, c.Layers)
+		for l := range p.hdr {
+			p.hdr[l] = make([][]float32, c.Heads)
+		}
 	}
 	p.next = make([][]h2oNext, c.Layers)
 	for l := range p.next {
@@ -267,8 +275,15 @@ func (p *h2o) BeforeAttend(l int, a *runtime.AttnArgs) {
 		pos := int32(a.QPos[0])
 		p.evict(l, pos, pos-1)
 	}
-	p.arm(a)
+	p.arm(l, a)
 	p.finish(l, a, 0)
+}
+
+// AfterAttendLate: a decode step's AfterAttend only adds the layer's
+// probabilities to its scores (the eviction comes before the next step's
+// attention), unless the step samples recall (runtime.LateHook).
+func (p *h2o) AfterAttendLate() bool {
+	return !p.idle() && p.inStep && p.stepEvict && !p.promptEvict && !p.sampled
 }
 
 func (p *h2o) AfterAttend(l int, a *runtime.AttnArgs) {
@@ -304,16 +319,17 @@ func (p *h2o) grow(l int) {
 // the sums from zero and overwrites them (no clearing here); AccView: it may
 // hand back its own copy of them instead (read in AfterAttend, before the
 // backend's next call), so Acc is armed from the policy's buffers each time.
-func (p *h2o) arm(a *runtime.AttnArgs) {
+func (p *h2o) arm(l int, a *runtime.AttnArgs) {
 	group := a.Heads / a.KVHeads
-	for h := range p.acc {
+	hdr := p.hdr[l]
+	for h := range hdr {
 		n := a.Seqs[h/group].N
 		if cap(p.own[h]) < n {
 			p.own[h] = make([]float32, n, n+n/4+64)
 		}
-		p.acc[h] = p.own[h][:n]
+		hdr[h] = p.own[h][:n]
 	}
-	a.Acc, a.AccFrom, a.AccZero, a.AccView = p.acc, 0, true, true
+	a.Acc, a.AccFrom, a.AccZero, a.AccView = hdr, 0, true, true
 }
 
 // collect adds what attention accumulated to the scores of layer l: the
@@ -334,7 +350,7 @@ func (p *h2o) collect(l int, a *runtime.AttnArgs) {
 		s := &a.Seqs[g]
 		sc := p.score[l][g][:s.N]
 		pos := s.Pos[:s.N]
-		accs := p.acc[g*group : (g+1)*group]
+		accs := a.Acc[g*group : (g+1)*group]
 		for i := range accs {
 			accs[i] = accs[i][:len(sc)]
 		}

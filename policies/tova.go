@@ -37,9 +37,13 @@ import (
 type tova struct {
 	base
 	size  int
-	armed bool
-	acc   [][]float32 // [heads] the sums of the last call: own (as armed) or the backend's (AccView)
-	own   [][]float32 // [heads] the policy's accumulation buffers, reused by every layer
+	armed []bool // [layers] the layer's call was armed (Acc) this forward
+	// hdr[l] is layer l's Acc headers [heads] (as h2o's: armed with own's
+	// buffers, replaced by the backend's views where it gives them, a
+	// layer's own so that a pass's calls may be filled after its last
+	// layer, runtime.LateHook); own [heads] is the buffers.
+	hdr [][][]float32
+	own [][]float32
 	avg   []float64   // [tokens] head-averaged probability, by KV head 0's index
 	cand  []h2oCand   // scratch: tokens ranked for eviction
 	idx   [][]int32   // [kvHead] index in head h of KV head 0's token t; nil: the same
@@ -83,8 +87,11 @@ func (p *tova) Start(r *runtime.Runner) error {
 		return err
 	}
 	c := r.Model.Config
-	if len(p.acc) != c.Heads {
-		p.acc, p.own = make([][]float32, c.Heads), make([][]float32, c.Heads)
+	if len(p.own) != c.Heads || len(p.hdr) != c.Layers {
+		p.own, p.hdr, p.armed = make([][]float32, c.Heads), make([][][]float32, c.Layers), make([]bool, c.Layers)
+		for l := range p.hdr {
+			p.hdr[l] = make([][]float32, c.Heads)
+		}
 	}
 	if len(p.idx) != c.KVHeads {
 		p.idx = make([][]int32, c.KVHeads)
@@ -105,7 +112,7 @@ func (p *tova) BeforeAttend(l int, a *runtime.AttnArgs) {
 		return
 	}
 	p.begin(l, a)
-	p.armed = false
+	p.armed[l] = false
 	over := false
 	if !p.stepEvict && !p.promptEvict {
 		p.finish(l, a, 0) // a dense prompt's chunk before its last: keep all
@@ -116,15 +123,16 @@ func (p *tova) BeforeAttend(l int, a *runtime.AttnArgs) {
 	}
 	if over {
 		group := a.Heads / a.KVHeads
-		for h := range p.acc { // armed from the policy's buffers: AccView may leave the backend's in acc
+		hdr := p.hdr[l]
+		for h := range hdr { // armed from the policy's buffers: AccView may leave the backend's views in them
 			n := a.Seqs[h/group].N
 			if cap(p.own[h]) < n {
 				p.own[h] = make([]float32, n, n+n/4+64)
 			}
-			p.acc[h] = p.own[h][:n]
+			hdr[h] = p.own[h][:n]
 		}
-		a.Acc, a.AccFrom, a.AccZero, a.AccView = p.acc, int(newest(a)), true, true
-		p.armed = true
+		a.Acc, a.AccFrom, a.AccZero, a.AccView = hdr, int(newest(a)), true, true
+		p.armed[l] = true
 	}
 	p.finish(l, a, 0)
 }
@@ -133,11 +141,16 @@ func (p *tova) AfterAttend(l int, a *runtime.AttnArgs) {
 	if p.idle() {
 		return
 	}
-	if p.armed {
+	if p.armed[l] {
 		p.evict(l, a)
 	}
 	p.end(l, a)
 }
+
+// AfterAttendLate: a decode step's AfterAttend evicts layer l by its own
+// call's probabilities, which nothing later in the step reads, unless the
+// step samples recall (runtime.LateHook).
+func (p *tova) AfterAttendLate() bool { return !p.idle() && p.inStep && p.stepEvict && !p.sampled }
 
 // evict drops the tokens of layer l the last query attended least, averaged
 // over every query head, until cache remain.
@@ -158,7 +171,7 @@ func (p *tova) evict(l int, a *runtime.AttnArgs) {
 	for g := range seqs {
 		idx := p.match(l, g)
 		for h := g * group; h < (g+1)*group; h++ {
-			acc := p.acc[h]
+			acc := a.Acc[h]
 			if idx == nil {
 				for t, v := range acc[:n] {
 					avg[t] += float64(v)
