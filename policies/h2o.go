@@ -71,9 +71,9 @@ type h2o struct {
 	// layer's own, so that a pass's calls may be filled after its last
 	// layer (runtime.LateHook). own [heads] is the buffers, shared by the
 	// layers (a backend that fills late gives views).
-	hdr [][][]float32
-	own [][]float32
-	cand          []h2oCand     // scratch: eviction candidates
+	hdr  [][][]float32
+	own  [][]float32
+	cand []h2oCand // scratch: eviction candidates
 	// next[l][h] is the next decode step's eviction as collect found it
 	// in its pass over the scores (see h2oNext); scan (tests) turns it off.
 	next  [][]h2oNext

@@ -42,14 +42,14 @@ type tova struct {
 	// buffers, replaced by the backend's views where it gives them, a
 	// layer's own so that a pass's calls may be filled after its last
 	// layer, runtime.LateHook); own [heads] is the buffers.
-	hdr [][][]float32
-	own [][]float32
-	avg   []float64   // [tokens] head-averaged probability, by KV head 0's index
-	cand  []h2oCand   // scratch: tokens ranked for eviction
-	idx   [][]int32   // [kvHead] index in head h of KV head 0's token t; nil: the same
-	maps  [][]int32   // [kvHead] storage of idx
-	drops [][]int32   // [kvHead] indices to evict
-	ord0  []int32     // scratch for matching positions
+	hdr   [][][]float32
+	own   [][]float32
+	avg   []float64 // [tokens] head-averaged probability, by KV head 0's index
+	cand  []h2oCand // scratch: tokens ranked for eviction
+	idx   [][]int32 // [kvHead] index in head h of KV head 0's token t; nil: the same
+	maps  [][]int32 // [kvHead] storage of idx
+	drops [][]int32 // [kvHead] indices to evict
+	ord0  []int32   // scratch for matching positions
 	ordH  []int32
 }
 
