@@ -194,3 +194,39 @@ func (o *orderHook) AfterAttend(l int, a *runtime.AttnArgs) {
 	o.events = append(o.events, fmt.Sprintf("after %d seqs %d", l, o.seqs[&a.Seqs[0]]))
 	o.Hook.AfterAttend(l, a)
 }
+
+// TestLateAfterAttendGPU: on the CUDA backend, H2O and TOVA alone and in a
+// batch give the same logits, log-probabilities, cache contents and
+// accounting with their sums read once a pass (the default) as read once a
+// layer (KVBENCH_ACC_DEFER=off): the same kernels, only the reads wait
+// elsewhere. Recall is sampled every fifth step (startPolicy), whose passes
+// read once a layer.
+func TestLateAfterAttendGPU(t *testing.T) {
+	m, err := runtime.Synthetic("tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sts := batchStreams(6, m.Config.Vocab, 7)
+	traces := func(t *testing.T, deferAcc, name string, params policies.Params) ([]streamTrace, []streamTrace) {
+		t.Setenv("KVBENCH_ACC_DEFER", deferAcc)
+		be := gpuBackendAt(t, "f32")
+		alone := make([]streamTrace, len(sts))
+		for i, st := range sts {
+			alone[i] = unbatchedTrace(t, m, be, name, params, st)
+		}
+		return alone, batchedTraces(t, m, be, name, params, sts)
+	}
+	for _, pc := range []struct {
+		name   string
+		params policies.Params
+	}{{"h2o", policies.Params{"budget": 24}}, {"tova", policies.Params{"budget": 20}}} {
+		t.Run(pc.name, func(t *testing.T) {
+			gotAlone, gotBatch := traces(t, "", pc.name, pc.params)
+			wantAlone, wantBatch := traces(t, "off", pc.name, pc.params)
+			for i := range sts {
+				compareTraces(t, fmt.Sprintf("stream %d alone", i), gotAlone[i], wantAlone[i], 0)
+				compareTraces(t, fmt.Sprintf("stream %d batched", i), gotBatch[i], wantBatch[i], 0)
+			}
+		})
+	}
+}

@@ -52,6 +52,12 @@ func accStride(a *runtime.AttnArgs) int {
 // attendAcc runs the calls (accDeferred) through Attend with their reads
 // queued, waits once, and fills their Acc.
 func (b *Backend) attendAcc(calls []*runtime.AttnArgs) {
+	if b.late.on { // each call's read waits for FlushAcc, or is its own
+		for _, a := range calls {
+			b.Attend(a)
+		}
+		return
+	}
 	need := int64(0)
 	for _, a := range calls {
 		need += span(int64(a.Heads*accStride(a)) * 4)
@@ -152,6 +158,9 @@ const accTabWords = 5
 // waits once and fills each call's Acc.
 func (b *Backend) accFinish(bt *batchAttn, n int, tab, ints Ptr) {
 	b.launch("attn_rtb_acc", Dim3{(max(bt.accLongest, 1) + 127) / 128, bt.accHeads, n}, Dim3{128, 1, 1}, tab, ints)
+	if b.late.on && b.lateBatch(bt) {
+		return
+	}
 	q := b.accPinned(bt.accBytes)
 	must(b.D.CopyDtoHAsync(q.pin, 0, bt.accDev, bt.accBytes))
 	b.sync()

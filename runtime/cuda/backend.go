@@ -65,6 +65,8 @@ type Backend struct {
 	accq        accQueue   // AttendBatch's queued reads of Acc values (accbatch.go)
 	qq          questQueue // Quest's queued bounds and choices (questbatch.go)
 	accOn       bool       // attendSplit queues its Acc read in accq
+	late        lateAccs   // a pass's Acc reads deferred to FlushAcc (lateacc.go)
+	noAccDefer  bool       // KVBENCH_ACC_DEFER=off: DeferAcc defers nothing
 	hRec        []float32
 	hF64        []float64
 	desc        string
@@ -291,6 +293,10 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 		return nil, err
 	}
 	if b.noRopeKV, err = envOff("KVBENCH_ROPE_KV"); err != nil {
+		b.Close()
+		return nil, err
+	}
+	if b.noAccDefer, err = envOff("KVBENCH_ACC_DEFER"); err != nil {
 		b.Close()
 		return nil, err
 	}

@@ -244,6 +244,7 @@ func (b *Backend) freeWorkspaces() {
 		_ = b.accq.pin.Free()
 		b.accq = accQueue{}
 	}
+	b.freeLate()
 }
 
 // releaseTables frees the device page tables (pagetable.go): the KV

@@ -655,6 +655,10 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	}
 	must(b.fn("attn_rt_acc").LaunchAfter(Dim3{(stride + 127) / 128, a.Heads, 1}, Dim3{128, 1, 1}, 0,
 		accDev, int32(astride), raw, mlAcc, ints, hdr, int32(a.AccFrom)))
+	if b.lateDefers(a) { // the pass's reads wait for FlushAcc (lateacc.go)
+		b.lateRead(a, accDev, astride)
+		return
+	}
 	if b.accOn { // a batch's call: the read queued, the wait once for all (accbatch.go)
 		b.queueAcc(a, accDev, astride)
 		return
