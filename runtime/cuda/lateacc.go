@@ -46,6 +46,13 @@ const lateChunk = 64 << 20
 // (runtime.AccDeferrer); it reports false, deferring nothing, with
 // KVBENCH_ACC_DEFER=off.
 func (b *Backend) DeferAcc(on bool) bool {
+	if on && len(b.late.items) > 0 {
+		// Reads of a pass that failed before its FlushAcc: their copies
+		// may still be landing in the chunks about to be reused.
+		b.sync()
+		clear(b.late.items)
+		b.late.items, b.late.cur, b.late.off = b.late.items[:0], 0, 0
+	}
 	b.late.on = on && !b.noAccDefer
 	return b.late.on
 }
