@@ -71,9 +71,13 @@ type h2o struct {
 	// layer's own, so that a pass's calls may be filled after its last
 	// layer (runtime.LateHook). own [heads] is the buffers, shared by the
 	// layers (a backend that fills late gives views).
-	hdr  [][][]float32
-	own  [][]float32
-	cand []h2oCand // scratch: eviction candidates
+	hdr [][][]float32
+	own [][]float32
+	// grouped: the backend sums each KV head's group itself (AccGroup:
+	// hdr[l][:kvHeads]); else the policy adds a group's heads in float32,
+	// in head order, as the backend would.
+	grouped bool
+	cand    []h2oCand // scratch: eviction candidates
 	// next[l][h] is the next decode step's eviction as collect found it
 	// in its pass over the scores (see h2oNext); scan (tests) turns it off.
 	next  [][]h2oNext
@@ -240,6 +244,7 @@ func (p *h2o) Start(r *runtime.Runner) error {
 			p.hdr[l] = make([][]float32, c.Heads)
 		}
 	}
+	p.grouped = runtime.GroupSums(r.Backend)
 	p.next = make([][]h2oNext, c.Layers)
 	for l := range p.next {
 		p.next[l] = make([]h2oNext, c.KVHeads)
@@ -322,22 +327,28 @@ func (p *h2o) grow(l int) {
 func (p *h2o) arm(l int, a *runtime.AttnArgs) {
 	group := a.Heads / a.KVHeads
 	hdr := p.hdr[l]
-	for h := range hdr {
-		n := a.Seqs[h/group].N
-		if cap(p.own[h]) < n {
-			p.own[h] = make([]float32, n, n+n/4+64)
-		}
-		hdr[h] = p.own[h][:n]
+	if p.grouped {
+		hdr = hdr[:a.KVHeads]
 	}
-	a.Acc, a.AccFrom, a.AccZero, a.AccView = hdr, 0, true, true
+	for i := range hdr {
+		n := a.Seqs[i/group].N
+		if p.grouped {
+			n = a.Seqs[i].N
+		}
+		if cap(p.own[i]) < n {
+			p.own[i] = make([]float32, n, n+n/4+64)
+		}
+		hdr[i] = p.own[i][:n]
+	}
+	a.Acc, a.AccFrom, a.AccZero, a.AccView, a.AccGroup = hdr, 0, true, true, p.grouped
 }
 
 // collect adds what attention accumulated to the scores of layer l: the
 // probabilities of every query row and every head of a KV head's group.
 //
-// A token's score takes its heads' probabilities in head order (the sums
-// of adding head after head over the whole list), in one pass over the
-// scores.
+// A token's score takes the float32 sum of its group's heads' sums, added
+// in head order (by the backend, AccGroup, or here: the same sum), in one
+// pass over the scores.
 func (p *h2o) collect(l int, a *runtime.AttnArgs) {
 	group := a.Heads / a.KVHeads
 	// A decode step (one row, evicting before attention) also finds the
@@ -350,26 +361,39 @@ func (p *h2o) collect(l int, a *runtime.AttnArgs) {
 		s := &a.Seqs[g]
 		sc := p.score[l][g][:s.N]
 		pos := s.Pos[:s.N]
-		accs := a.Acc[g*group : (g+1)*group]
-		for i := range accs {
-			accs[i] = accs[i][:len(sc)]
-		}
 		low := h2oLowest{best: -1}
-		if group == 4 { // the common GQA group, unrolled
-			a0, a1, a2, a3 := accs[0], accs[1], accs[2], accs[3]
+		switch {
+		case a.AccGroup || group == 1: // one slice a KV head: its group's sums
+			acc := a.Acc[g]
+			if !a.AccGroup {
+				acc = a.Acc[g*group]
+			}
+			acc = acc[:len(sc)]
 			for t := range sc {
-				v := sc[t] + float64(a0[t]) + float64(a1[t]) + float64(a2[t]) + float64(a3[t])
+				v := sc[t] + float64(acc[t])
 				sc[t] = v
 				if fuse && pos[t] < lo {
 					low.offer(t, p.key(v, pos[t], q), pos[t])
 				}
 			}
-		} else {
+		case group == 4: // the common GQA group, unrolled
+			accs := a.Acc[g*group : (g+1)*group]
+			a0, a1, a2, a3 := accs[0][:len(sc)], accs[1][:len(sc)], accs[2][:len(sc)], accs[3][:len(sc)]
 			for t := range sc {
-				v := sc[t]
-				for _, acc := range accs {
-					v += float64(acc[t])
+				v := sc[t] + float64(a0[t]+a1[t]+a2[t]+a3[t])
+				sc[t] = v
+				if fuse && pos[t] < lo {
+					low.offer(t, p.key(v, pos[t], q), pos[t])
 				}
+			}
+		default:
+			accs := a.Acc[g*group : (g+1)*group]
+			for t := range sc {
+				s := accs[0][t]
+				for _, acc := range accs[1:] {
+					s += acc[t]
+				}
+				v := sc[t] + float64(s)
 				sc[t] = v
 				if fuse && pos[t] < lo {
 					low.offer(t, p.key(v, pos[t], q), pos[t])

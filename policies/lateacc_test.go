@@ -18,9 +18,12 @@ import (
 // asks for deferral without AccView.
 type deferring struct {
 	*cpu.Backend
+	group    bool // it takes AccGroup (runtime.AccGrouper)
+	noDefer  bool // DeferAcc defers nothing
 	on       bool
 	queued   []deferredAcc
 	deferred int
+	grouped  int // calls that summed the groups
 	flushes  int
 	t        *testing.T
 }
@@ -30,7 +33,9 @@ type deferredAcc struct {
 	sums [][]float32 // the sums, the backend's
 }
 
-func (d *deferring) DeferAcc(on bool) bool { d.on = on; return true }
+func (d *deferring) DeferAcc(on bool) bool { d.on = on && !d.noDefer; return d.on }
+
+func (d *deferring) AccGroups() bool { return d.group }
 
 func (d *deferring) FlushAcc() {
 	d.flushes++
@@ -43,12 +48,15 @@ func (d *deferring) FlushAcc() {
 }
 
 func (d *deferring) Attend(a *runtime.AttnArgs) {
-	if !d.on || a.Acc == nil {
+	if (!d.on && !a.AccGroup) || a.Acc == nil {
 		d.Backend.Attend(a)
 		return
 	}
-	if !a.AccView {
+	if d.on && !a.AccView {
 		d.t.Errorf("a deferred call without AccView")
+	}
+	if a.AccGroup && (!d.group || !a.AccZero) {
+		d.t.Fatalf("AccGroup on a backend that does not take it (%v) or without AccZero (%v)", d.group, a.AccZero)
 	}
 	// The sums go to the backend's own buffers; the call's headers stay as
 	// they were until FlushAcc.
@@ -62,16 +70,36 @@ func (d *deferring) Attend(a *runtime.AttnArgs) {
 			copy(sums[h], a.Acc[h][:n])
 		}
 	}
-	c.Acc, c.AccView = sums, false
+	c.Acc, c.AccView, c.AccGroup = sums, false, false
 	d.Backend.Attend(&c)
+	if a.AccGroup { // each KV head's group added up in float32, heads in order
+		d.grouped++
+		g := make([][]float32, a.KVHeads)
+		for k := range g {
+			g[k] = slices.Clone(sums[k*group])
+			for h := k*group + 1; h < (k+1)*group; h++ {
+				for t := range g[k] {
+					g[k][t] += sums[h][t]
+				}
+			}
+		}
+		sums = g
+	}
+	if !d.on {
+		for i := range sums {
+			a.Acc[i] = sums[i]
+		}
+		return
+	}
 	d.queued = append(d.queued, deferredAcc{hdr: a.Acc, sums: sums})
 	d.deferred++
 }
 
 // TestLateAfterAttend runs H2O and TOVA alone and in a batch on a backend
 // that defers the attention sums to the end of each decode pass
-// (runtime.AccDeferrer: their AfterAttend then runs after the last layer)
-// against the plain CPU backend: identical logits, log-probabilities, cache
+// (runtime.AccDeferrer: their AfterAttend then runs after the last layer),
+// and on one that sums each KV head's group itself (runtime.AccGrouper),
+// deferring or not, against the plain CPU backend: identical logits, log-probabilities, cache
 // contents after every step and accounting; without recall and with recall
 // sampled every third step (whose passes do not defer: the recall figures
 // are read in AfterAttend). The deferring backend must
@@ -90,35 +118,40 @@ func TestLateAfterAttend(t *testing.T) {
 	}{{"h2o", policies.Params{"budget": 24}}, {"h2o", policies.Params{"budget": 20, "normalize": true}},
 		{"tova", policies.Params{"budget": 20}}} {
 		for _, recall := range []int{0, 3} {
-			t.Run(fmt.Sprintf("%s %v recall %d", pc.name, pc.params, recall), func(t *testing.T) {
-				d := &deferring{Backend: cpu.New(2), t: t}
-				defer d.Close()
-				params := pc.params
-				run := func(be runtime.Backend) ([]streamTrace, []streamTrace) {
-					measure := func(p policies.Policy) { p.MeasureRecall(recall) } // after startPolicy's
-					alone := make([]streamTrace, len(sts))
-					for i, st := range sts {
-						alone[i] = unbatchedTraceWith(t, m, be, pc.name, params, st, measure)
+			for _, mode := range []struct{ group, noDefer bool }{{false, false}, {true, false}, {true, true}} {
+				t.Run(fmt.Sprintf("%s %v recall %d group %v defer %v", pc.name, pc.params, recall, mode.group, !mode.noDefer), func(t *testing.T) {
+					d := &deferring{Backend: cpu.New(2), t: t, group: mode.group, noDefer: mode.noDefer}
+					defer d.Close()
+					params := pc.params
+					run := func(be runtime.Backend) ([]streamTrace, []streamTrace) {
+						measure := func(p policies.Policy) { p.MeasureRecall(recall) } // after startPolicy's
+						alone := make([]streamTrace, len(sts))
+						for i, st := range sts {
+							alone[i] = unbatchedTraceWith(t, m, be, pc.name, params, st, measure)
+						}
+						return alone, mixedTracesWith(t, m, be, func(int) (string, policies.Params) { return pc.name, params }, sts, measure)
 					}
-					return alone, mixedTracesWith(t, m, be, func(int) (string, policies.Params) { return pc.name, params }, sts, measure)
+					wantAlone, wantBatch := run(plain)
+					gotAlone, gotBatch := run(d)
+					for i := range sts {
+						compareTraces(t, fmt.Sprintf("stream %d alone", i), gotAlone[i], wantAlone[i], 0)
+						compareTraces(t, fmt.Sprintf("stream %d batched", i), gotBatch[i], wantBatch[i], 0)
+					}
+					if mode.group && d.grouped == 0 {
+					t.Errorf("no call summed the groups")
 				}
-				wantAlone, wantBatch := run(plain)
-				gotAlone, gotBatch := run(d)
-				for i := range sts {
-					compareTraces(t, fmt.Sprintf("stream %d alone", i), gotAlone[i], wantAlone[i], 0)
-					compareTraces(t, fmt.Sprintf("stream %d batched", i), gotBatch[i], wantBatch[i], 0)
-				}
-				if d.deferred == 0 || d.flushes == 0 {
-					t.Errorf("%d calls deferred, %d flushes: the passes did not defer", d.deferred, d.flushes)
-				}
-				if len(d.queued) != 0 {
-					t.Errorf("%d deferred calls never filled", len(d.queued))
-				}
-				t.Logf("%d calls deferred in %d flushes; recall sampled %d times in stream 0 alone", d.deferred, d.flushes, gotAlone[0].stats.RecallN)
-				if recall > 0 && gotAlone[0].stats.RecallN == 0 {
-					t.Errorf("no recall sampled")
-				}
-			})
+				if !mode.noDefer && (d.deferred == 0 || d.flushes == 0) {
+						t.Errorf("%d calls deferred, %d flushes: the passes did not defer", d.deferred, d.flushes)
+					}
+					if len(d.queued) != 0 {
+						t.Errorf("%d deferred calls never filled", len(d.queued))
+					}
+					t.Logf("%d calls deferred in %d flushes; recall sampled %d times in stream 0 alone", d.deferred, d.flushes, gotAlone[0].stats.RecallN)
+					if recall > 0 && gotAlone[0].stats.RecallN == 0 {
+						t.Errorf("no recall sampled")
+					}
+				})
+			}
 		}
 	}
 }

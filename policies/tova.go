@@ -42,15 +42,19 @@ type tova struct {
 	// buffers, replaced by the backend's views where it gives them, a
 	// layer's own so that a pass's calls may be filled after its last
 	// layer, runtime.LateHook); own [heads] is the buffers.
-	hdr   [][][]float32
-	own   [][]float32
-	avg   []float64 // [tokens] head-averaged probability, by KV head 0's index
-	cand  []h2oCand // scratch: tokens ranked for eviction
-	idx   [][]int32 // [kvHead] index in head h of KV head 0's token t; nil: the same
-	maps  [][]int32 // [kvHead] storage of idx
-	drops [][]int32 // [kvHead] indices to evict
-	ord0  []int32   // scratch for matching positions
-	ordH  []int32
+	hdr [][][]float32
+	own [][]float32
+	// grouped: the backend sums each KV head's group itself (AccGroup:
+	// hdr[l][:kvHeads]); else the policy adds a group's heads in float32,
+	// in head order, as the backend would.
+	grouped bool
+	avg     []float64 // [tokens] head-averaged probability, by KV head 0's index
+	cand    []h2oCand // scratch: tokens ranked for eviction
+	idx     [][]int32 // [kvHead] index in head h of KV head 0's token t; nil: the same
+	maps    [][]int32 // [kvHead] storage of idx
+	drops   [][]int32 // [kvHead] indices to evict
+	ord0    []int32   // scratch for matching positions
+	ordH    []int32
 }
 
 func init() {
@@ -93,6 +97,7 @@ func (p *tova) Start(r *runtime.Runner) error {
 			p.hdr[l] = make([][]float32, c.Heads)
 		}
 	}
+	p.grouped = runtime.GroupSums(r.Backend)
 	if len(p.idx) != c.KVHeads {
 		p.idx = make([][]int32, c.KVHeads)
 		p.maps = make([][]int32, c.KVHeads)
@@ -124,14 +129,20 @@ func (p *tova) BeforeAttend(l int, a *runtime.AttnArgs) {
 	if over {
 		group := a.Heads / a.KVHeads
 		hdr := p.hdr[l]
-		for h := range hdr { // armed from the policy's buffers: AccView may leave the backend's views in them
-			n := a.Seqs[h/group].N
-			if cap(p.own[h]) < n {
-				p.own[h] = make([]float32, n, n+n/4+64)
-			}
-			hdr[h] = p.own[h][:n]
+		if p.grouped {
+			hdr = hdr[:a.KVHeads]
 		}
-		a.Acc, a.AccFrom, a.AccZero, a.AccView = hdr, int(newest(a)), true, true
+		for i := range hdr { // armed from the policy's buffers: AccView may leave the backend's views in them
+			n := a.Seqs[i/group].N
+			if p.grouped {
+				n = a.Seqs[i].N
+			}
+			if cap(p.own[i]) < n {
+				p.own[i] = make([]float32, n, n+n/4+64)
+			}
+			hdr[i] = p.own[i][:n]
+		}
+		a.Acc, a.AccFrom, a.AccZero, a.AccView, a.AccGroup = hdr, int(newest(a)), true, true, p.grouped
 		p.armed[l] = true
 	}
 	p.finish(l, a, 0)
@@ -168,18 +179,27 @@ func (p *tova) evict(l int, a *runtime.AttnArgs) {
 	}
 	avg := p.avg[:n]
 	clear(avg)
+	// Each KV head's group summed in float32, heads in order (by the
+	// backend, AccGroup, or here), then added up over the groups.
 	for g := range seqs {
 		idx := p.match(l, g)
-		for h := g * group; h < (g+1)*group; h++ {
-			acc := a.Acc[h]
-			if idx == nil {
-				for t, v := range acc[:n] {
-					avg[t] += float64(v)
-				}
-			} else {
-				for t, i := range idx {
-					avg[t] += float64(acc[i])
-				}
+		sum := func(i int) float32 {
+			if a.AccGroup {
+				return a.Acc[g][i]
+			}
+			s := a.Acc[g*group][i]
+			for h := g*group + 1; h < (g+1)*group; h++ {
+				s += a.Acc[h][i]
+			}
+			return s
+		}
+		if idx == nil {
+			for t := range avg {
+				avg[t] += float64(sum(t))
+			}
+		} else {
+			for t, i := range idx {
+				avg[t] += float64(sum(int(i)))
 			}
 		}
 	}

@@ -76,3 +76,17 @@ func (p *pass) lateAfter() {
 		clear(p.segs[i].r.lateAttn) // no references kept to the step's buffers
 	}
 }
+
+// AccGrouper is an optional Backend capability: it takes AttnArgs.AccGroup
+// (a KV head's group of sums added up where they are made: a device then
+// reads back a group's fraction of the bytes). AccGroups reports whether
+// it does now (a setting may turn it off).
+type AccGrouper interface {
+	AccGroups() bool
+}
+
+// GroupSums reports whether be takes AttnArgs.AccGroup.
+func GroupSums(be Backend) bool {
+	g, ok := be.(AccGrouper)
+	return ok && g.AccGroups()
+}
