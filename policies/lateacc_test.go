@@ -138,9 +138,9 @@ func TestLateAfterAttend(t *testing.T) {
 						compareTraces(t, fmt.Sprintf("stream %d batched", i), gotBatch[i], wantBatch[i], 0)
 					}
 					if mode.group && d.grouped == 0 {
-					t.Errorf("no call summed the groups")
-				}
-				if !mode.noDefer && (d.deferred == 0 || d.flushes == 0) {
+						t.Errorf("no call summed the groups")
+					}
+					if !mode.noDefer && (d.deferred == 0 || d.flushes == 0) {
 						t.Errorf("%d calls deferred, %d flushes: the passes did not defer", d.deferred, d.flushes)
 					}
 					if len(d.queued) != 0 {
