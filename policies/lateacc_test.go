@@ -230,36 +230,51 @@ func (o *orderHook) AfterAttend(l int, a *runtime.AttnArgs) {
 
 // TestLateAfterAttendGPU: on the CUDA backend, H2O and TOVA alone and in a
 // batch give the same logits, log-probabilities, cache contents and
-// accounting with their sums read once a pass (the default) as read once a
-// layer (KVBENCH_ACC_DEFER=off): the same kernels, only the reads wait
-// elsewhere. Recall is sampled every fifth step (startPolicy), whose passes
-// read once a layer.
+// accounting with their sums read once a pass and summed by group on the
+// device (the defaults) as read once a layer and added up by the policy
+// (KVBENCH_ACC_DEFER=off, KVBENCH_ACC_GROUP=off), and with each alone: the
+// same kernels and the same float32 sums, only the reads wait elsewhere.
+// Models: tiny (heads of 16: the host adds the sums, be_attend) and heads
+// of 64 (the split-KV kernels and attn_rt_acc). Recall is sampled every
+// fifth step (startPolicy), whose passes read once a layer.
 func TestLateAfterAttendGPU(t *testing.T) {
-	m, err := runtime.Synthetic("tiny")
+	tiny, err := runtime.Synthetic("tiny")
 	if err != nil {
 		t.Fatal(err)
 	}
-	sts := batchStreams(6, m.Config.Vocab, 7)
-	traces := func(t *testing.T, deferAcc, name string, params policies.Params) ([]streamTrace, []streamTrace) {
-		t.Setenv("KVBENCH_ACC_DEFER", deferAcc)
-		be := gpuBackendAt(t, "f32")
-		alone := make([]streamTrace, len(sts))
-		for i, st := range sts {
-			alone[i] = unbatchedTrace(t, m, be, name, params, st)
-		}
-		return alone, batchedTraces(t, m, be, name, params, sts)
+	c64 := tiny.Config
+	c64.Dim, c64.Heads, c64.KVHeads, c64.HeadDim, c64.Layers = 256, 8, 2, 64, 2
+	d64 := runtime.NewRandomModel(c64, 9)
+	if err := d64.Check(); err != nil {
+		t.Fatal(err)
 	}
-	for _, pc := range []struct {
-		name   string
-		params policies.Params
-	}{{"h2o", policies.Params{"budget": 24}}, {"tova", policies.Params{"budget": 20}}} {
-		t.Run(pc.name, func(t *testing.T) {
-			gotAlone, gotBatch := traces(t, "", pc.name, pc.params)
-			wantAlone, wantBatch := traces(t, "off", pc.name, pc.params)
-			for i := range sts {
-				compareTraces(t, fmt.Sprintf("stream %d alone", i), gotAlone[i], wantAlone[i], 0)
-				compareTraces(t, fmt.Sprintf("stream %d batched", i), gotBatch[i], wantBatch[i], 0)
+	for _, m := range []*runtime.Model{tiny, d64} {
+		sts := batchStreams(6, m.Config.Vocab, 7)
+		traces := func(t *testing.T, deferAcc, group, name string, params policies.Params) ([]streamTrace, []streamTrace) {
+			t.Setenv("KVBENCH_ACC_DEFER", deferAcc)
+			t.Setenv("KVBENCH_ACC_GROUP", group)
+			be := gpuBackendAt(t, "f32")
+			alone := make([]streamTrace, len(sts))
+			for i, st := range sts {
+				alone[i] = unbatchedTrace(t, m, be, name, params, st)
 			}
-		})
+			return alone, batchedTraces(t, m, be, name, params, sts)
+		}
+		for _, pc := range []struct {
+			name   string
+			params policies.Params
+		}{{"h2o", policies.Params{"budget": 24}}, {"tova", policies.Params{"budget": 20}}} {
+			t.Run(fmt.Sprintf("hd%d/%s", m.Config.HeadDim, pc.name), func(t *testing.T) {
+				wantAlone, wantBatch := traces(t, "off", "off", pc.name, pc.params)
+				for _, set := range [][2]string{{"", ""}, {"", "off"}, {"off", ""}} {
+					gotAlone, gotBatch := traces(t, set[0], set[1], pc.name, pc.params)
+					for i := range sts {
+						what := fmt.Sprintf("defer %q group %q, stream %d", set[0], set[1], i)
+						compareTraces(t, what+" alone", gotAlone[i], wantAlone[i], 0)
+						compareTraces(t, what+" batched", gotBatch[i], wantBatch[i], 0)
+					}
+				}
+			})
+		}
 	}
 }

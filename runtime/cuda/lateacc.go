@@ -24,6 +24,10 @@ type lateAccs struct {
 	cur   int
 	off   int64
 	items []lateItem
+	// host holds the views of calls whose sums the host computed (the
+	// be_attend path) in a deferring pass; they live until the next one.
+	host [][]float32
+	hoff int
 }
 
 // lateItem is one call's deferred read: what fillAcc needs of the call, as
@@ -34,6 +38,7 @@ type lateItem struct {
 	seqs    []runtime.KVSeq
 	heads   int
 	kvHeads int
+	group   bool // AccGroup: a slice a KV head
 	astride int
 	pin     *Pinned
 	off     int64
@@ -54,7 +59,32 @@ func (b *Backend) DeferAcc(on bool) bool {
 		b.late.items, b.late.cur, b.late.off = b.late.items[:0], 0, 0
 	}
 	b.late.on = on && !b.noAccDefer
+	if b.late.on { // the last deferring pass's views are read by now
+		b.late.hoff = 0
+		if len(b.late.host) > 1 { // one chunk the size of them all
+			n := 0
+			for _, h := range b.late.host {
+				n += len(h)
+			}
+			b.late.host = [][]float32{make([]float32, n)}
+		}
+	}
 	return b.late.on
+}
+
+// lateHost is n zeroed float32s that stay put until the next deferring
+// pass (the views of a call whose sums the host computes in this one).
+func (b *Backend) lateHost(n int) []float32 {
+	l := &b.late
+	if len(l.host) == 0 || l.hoff+n > len(l.host[len(l.host)-1]) {
+		l.host = append(l.host, make([]float32, max(n, 1<<16)))
+		l.hoff = 0
+	}
+	h := l.host[len(l.host)-1]
+	v := h[l.hoff : l.hoff+n : l.hoff+n]
+	clear(v)
+	l.hoff += n
+	return v
 }
 
 // FlushAcc waits for the device once and fills every deferred call's Acc
@@ -68,8 +98,8 @@ func (b *Backend) FlushAcc() {
 	items := l.items
 	inParts(b.partsFor(len(items), accCallsPerPart), len(items), func(_, lo, hi int) {
 		for _, it := range items[lo:hi] {
-			a := runtime.AttnArgs{Acc: it.acc, Seqs: it.seqs, Heads: it.heads, KVHeads: it.kvHeads, AccView: true}
-			fillAcc(&a, unsafe.Slice((*float32)(unsafe.Add(it.pin.p, it.off)), it.heads*it.astride), it.astride)
+			a := runtime.AttnArgs{Acc: it.acc, Seqs: it.seqs, Heads: it.heads, KVHeads: it.kvHeads, AccView: true, AccGroup: it.group}
+			fillAcc(&a, unsafe.Slice((*float32)(unsafe.Add(it.pin.p, it.off)), accSlices(&a)*it.astride), it.astride)
 		}
 	})
 	clear(l.items) // no references kept to the calls' headers
@@ -105,10 +135,11 @@ func (b *Backend) lateRoom(n int64) (*Pinned, int64) {
 // lateRead queues the read of call a's sums (astride values a query head
 // at dev) behind the kernel that writes them, for FlushAcc.
 func (b *Backend) lateRead(a *runtime.AttnArgs, dev Ptr, astride int) {
-	n := int64(a.Heads*astride) * 4
+	n := int64(accSlices(a)*astride) * 4
 	pin, off := b.lateRoom(n)
 	must(b.D.CopyDtoHAsync(pin, off, dev, n))
-	b.late.items = append(b.late.items, lateItem{acc: a.Acc, seqs: a.Seqs, heads: a.Heads, kvHeads: a.KVHeads, astride: astride, pin: pin, off: off})
+	b.late.items = append(b.late.items, lateItem{acc: a.Acc, seqs: a.Seqs, heads: a.Heads, kvHeads: a.KVHeads, group: a.AccGroup,
+		astride: astride, pin: pin, off: off})
 }
 
 // freeLate gives the chunks back (the callers waited for the device) and
@@ -135,8 +166,15 @@ func (b *Backend) lateBatch(bt *batchAttn) bool {
 		if c := &bt.calls[i]; c.a.Acc != nil {
 			a := c.a
 			b.late.items = append(b.late.items, lateItem{acc: a.Acc, seqs: a.Seqs, heads: a.Heads, kvHeads: a.KVHeads,
-				astride: c.astride, pin: pin, off: off + c.accOff})
+				group: a.AccGroup, astride: c.astride, pin: pin, off: off + c.accOff})
 		}
 	}
 	return true
 }
+
+var _ runtime.AccGrouper = (*Backend)(nil)
+
+// AccGroups: attn_rt_acc sums a KV head's group where it makes the sums
+// (runtime.AccGrouper; the be_attend path adds them on the host), unless
+// KVBENCH_ACC_GROUP=off.
+func (b *Backend) AccGroups() bool { return !b.noAccGroup }
