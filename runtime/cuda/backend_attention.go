@@ -277,7 +277,9 @@ func (b *Backend) accFromProbs(a *runtime.AttnArgs, probs []float32, stride int)
 			clear(acc)
 		}
 		add(h, acc)
-		a.Acc[h] = acc
+		if fresh {
+			a.Acc[h] = acc
+		}
 	}
 }
 
