@@ -66,18 +66,8 @@ type h2o struct {
 	ratios        bool // budgets are shares of the prompt length (base.ratioBudget)
 	normalize     bool
 	score         [][][]float64 // [layer][kvHead][token index] accumulated probability
-	// hdr[l] is layer l's Acc headers [heads]: armed with own's buffers,
-	// replaced by the backend's views where it gives them (AccView); a
-	// layer's own, so that a pass's calls may be filled after its last
-	// layer (runtime.LateHook). own [heads] is the buffers, shared by the
-	// layers (a backend that fills late gives views).
-	hdr [][][]float32
-	own [][]float32
-	// grouped: the backend sums each KV head's group itself (AccGroup:
-	// hdr[l][:kvHeads]); else the policy adds a group's heads in float32,
-	// in head order, as the backend would.
-	grouped bool
-	cand    []h2oCand // scratch: eviction candidates
+	accArms                     // the sums asked of attention, a layer's headers each
+	cand          []h2oCand     // scratch: eviction candidates
 	// next[l][h] is the next decode step's eviction as collect found it
 	// in its pass over the scores (see h2oNext); scan (tests) turns it off.
 	next  [][]h2oNext
@@ -238,13 +228,7 @@ func (p *h2o) Start(r *runtime.Runner) error {
 			p.score[l][h] = p.score[l][h][:0]
 		}
 	}
-	if len(p.own) != c.Heads || len(p.hdr) != c.Layers {
-		p.own, p.hdr = make([][]float32, c.Heads), make([][][]float32, c.Layers)
-		for l := range p.hdr {
-			p.hdr[l] = make([][]float32, c.Heads)
-		}
-	}
-	p.grouped = runtime.GroupSums(r.Backend)
+	p.accArms.start(r)
 	p.next = make([][]h2oNext, c.Layers)
 	for l := range p.next {
 		p.next[l] = make([]h2oNext, c.KVHeads)
@@ -280,7 +264,7 @@ func (p *h2o) BeforeAttend(l int, a *runtime.AttnArgs) {
 		pos := int32(a.QPos[0])
 		p.evict(l, pos, pos-1)
 	}
-	p.arm(l, a)
+	p.arm(l, a, 0) // every query row's probabilities
 	p.finish(l, a, 0)
 }
 
@@ -317,30 +301,6 @@ func (p *h2o) grow(l int) {
 		}
 		p.score[l][h] = sc
 	}
-}
-
-// arm hands attention accumulation buffers, one per query head, as long as
-// its KV head's sequence, for every query row; AccZero: the backend starts
-// the sums from zero and overwrites them (no clearing here); AccView: it may
-// hand back its own copy of them instead (read in AfterAttend, before the
-// backend's next call), so Acc is armed from the policy's buffers each time.
-func (p *h2o) arm(l int, a *runtime.AttnArgs) {
-	group := a.Heads / a.KVHeads
-	hdr := p.hdr[l]
-	if p.grouped {
-		hdr = hdr[:a.KVHeads]
-	}
-	for i := range hdr {
-		n := a.Seqs[i/group].N
-		if p.grouped {
-			n = a.Seqs[i].N
-		}
-		if cap(p.own[i]) < n {
-			p.own[i] = make([]float32, n, n+n/4+64)
-		}
-		hdr[i] = p.own[i][:n]
-	}
-	a.Acc, a.AccFrom, a.AccZero, a.AccView, a.AccGroup = hdr, 0, true, true, p.grouped
 }
 
 // collect adds what attention accumulated to the scores of layer l: the

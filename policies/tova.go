@@ -36,18 +36,9 @@ import (
 // matches them by position.
 type tova struct {
 	base
-	size  int
-	armed []bool // [layers] the layer's call was armed (Acc) this forward
-	// hdr[l] is layer l's Acc headers [heads] (as h2o's: armed with own's
-	// buffers, replaced by the backend's views where it gives them, a
-	// layer's own so that a pass's calls may be filled after its last
-	// layer, runtime.LateHook); own [heads] is the buffers.
-	hdr [][][]float32
-	own [][]float32
-	// grouped: the backend sums each KV head's group itself (AccGroup:
-	// hdr[l][:kvHeads]); else the policy adds a group's heads in float32,
-	// in head order, as the backend would.
-	grouped bool
+	size    int
+	armed   []bool    // [layers] the layer's call was armed (Acc) this forward
+	accArms           // the sums asked of attention, a layer's headers each
 	avg     []float64 // [tokens] head-averaged probability, by KV head 0's index
 	cand    []h2oCand // scratch: tokens ranked for eviction
 	idx     [][]int32 // [kvHead] index in head h of KV head 0's token t; nil: the same
@@ -91,13 +82,10 @@ func (p *tova) Start(r *runtime.Runner) error {
 		return err
 	}
 	c := r.Model.Config
-	if len(p.own) != c.Heads || len(p.hdr) != c.Layers {
-		p.own, p.hdr, p.armed = make([][]float32, c.Heads), make([][][]float32, c.Layers), make([]bool, c.Layers)
-		for l := range p.hdr {
-			p.hdr[l] = make([][]float32, c.Heads)
-		}
+	p.accArms.start(r)
+	if len(p.armed) != c.Layers {
+		p.armed = make([]bool, c.Layers)
 	}
-	p.grouped = runtime.GroupSums(r.Backend)
 	if len(p.idx) != c.KVHeads {
 		p.idx = make([][]int32, c.KVHeads)
 		p.maps = make([][]int32, c.KVHeads)
@@ -127,22 +115,7 @@ func (p *tova) BeforeAttend(l int, a *runtime.AttnArgs) {
 		over = over || a.Seqs[g].N > p.size
 	}
 	if over {
-		group := a.Heads / a.KVHeads
-		hdr := p.hdr[l]
-		if p.grouped {
-			hdr = hdr[:a.KVHeads]
-		}
-		for i := range hdr { // armed from the policy's buffers: AccView may leave the backend's views in them
-			n := a.Seqs[i/group].N
-			if p.grouped {
-				n = a.Seqs[i].N
-			}
-			if cap(p.own[i]) < n {
-				p.own[i] = make([]float32, n, n+n/4+64)
-			}
-			hdr[i] = p.own[i][:n]
-		}
-		a.Acc, a.AccFrom, a.AccZero, a.AccView, a.AccGroup = hdr, int(newest(a)), true, true, p.grouped
+		p.arm(l, a, int(newest(a))) // the last row's probabilities
 		p.armed[l] = true
 	}
 	p.finish(l, a, 0)
@@ -173,7 +146,6 @@ func (p *tova) evict(l int, a *runtime.AttnArgs) {
 	if excess <= 0 {
 		return
 	}
-	group := a.Heads / a.KVHeads
 	if cap(p.avg) < n {
 		p.avg = make([]float64, n, n+n/4+64)
 	}
@@ -183,23 +155,13 @@ func (p *tova) evict(l int, a *runtime.AttnArgs) {
 	// backend, AccGroup, or here), then added up over the groups.
 	for g := range seqs {
 		idx := p.match(l, g)
-		sum := func(i int) float32 {
-			if a.AccGroup {
-				return a.Acc[g][i]
-			}
-			s := a.Acc[g*group][i]
-			for h := g*group + 1; h < (g+1)*group; h++ {
-				s += a.Acc[h][i]
-			}
-			return s
-		}
 		if idx == nil {
 			for t := range avg {
-				avg[t] += float64(sum(t))
+				avg[t] += float64(groupSum(a, g, t))
 			}
 		} else {
 			for t, i := range idx {
-				avg[t] += float64(sum(int(i)))
+				avg[t] += float64(groupSum(a, g, int(i)))
 			}
 		}
 	}
