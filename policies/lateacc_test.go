@@ -2,6 +2,7 @@ package policies_test
 
 import (
 	"fmt"
+	goruntime "runtime"
 	"slices"
 	"testing"
 
@@ -118,8 +119,13 @@ func TestLateAfterAttend(t *testing.T) {
 	}{{"h2o", policies.Params{"budget": 24}}, {"h2o", policies.Params{"budget": 20, "normalize": true}},
 		{"tova", policies.Params{"budget": 20}}} {
 		for _, recall := range []int{0, 3} {
-			for _, mode := range []struct{ group, noDefer bool }{{false, false}, {true, false}, {true, true}} {
-				t.Run(fmt.Sprintf("%s %v recall %d group %v defer %v", pc.name, pc.params, recall, mode.group, !mode.noDefer), func(t *testing.T) {
+			for _, mode := range []struct {
+				group, noDefer bool
+				lanes          string
+			}{{false, false, "off"}, {true, false, "off"}, {true, true, "off"}, {true, false, "2"}} {
+				t.Run(fmt.Sprintf("%s %v recall %d group %v defer %v lanes %s", pc.name, pc.params, recall, mode.group, !mode.noDefer, mode.lanes), func(t *testing.T) {
+					t.Setenv("KVBENCH_LANES", mode.lanes) // 2: the hooks on goroutines, every layer's in one job
+					defer goruntime.GOMAXPROCS(goruntime.GOMAXPROCS(4))
 					d := &deferring{Backend: cpu.New(2), t: t, group: mode.group, noDefer: mode.noDefer}
 					defer d.Close()
 					params := pc.params

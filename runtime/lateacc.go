@@ -59,19 +59,16 @@ func (p *pass) keepCalls(l int) {
 	}
 }
 
-// lateAfter fills the deferred sums with one wait and runs every layer's
-// AfterAttend in order, each segment's call of that layer put back first.
+// lateAfter fills the deferred sums with one wait and runs every
+// segment's AfterAttend of every layer, in layer order, on its calls kept
+// aside: one spread over the lanes for all the layers (laneWork).
 func (p *pass) lateAfter() {
 	d := p.be.(AccDeferrer)
 	d.DeferAcc(false)
 	d.FlushAcc()
-	for l := range p.c.Layers {
-		for i := range p.segs {
-			r := p.segs[i].r
-			r.attn = r.lateAttn[l]
-		}
-		p.afterAttend(l)
-	}
+	p.lateAll = true
+	p.afterAttend(0)
+	p.lateAll = false
 	for i := range p.segs {
 		clear(p.segs[i].r.lateAttn) // no references kept to the step's buffers
 	}

@@ -384,6 +384,7 @@ type pass struct {
 	// batch's; 0: never; lanes.go).
 	minLanes int
 	clock    phaseClock // the parts' wall times, with KVBENCH_PHASES (phases.go)
+	lateAll  bool       // afterAttend runs every layer's hooks (lateacc.go)
 }
 
 // step runs the layer loop over rows tokens (rows <= maxRows) and writes the
