@@ -152,6 +152,10 @@ func (b *Backend) Attend(a *runtime.AttnArgs) {
 	if a.Rows == 0 {
 		return
 	}
+	if rb := b.scoreRows(a, a.Recall != nil); rb < a.Rows { // scores past accRawMax: blocks of rows (accrows.go)
+		b.attendRows(a, rb)
+		return
+	}
 	hd := a.HeadDim
 	m := b.attnMeta(a)
 	shifted, recall, stride, fstride := a.QShift != nil, m.recall, m.stride, m.fstride
