@@ -27,34 +27,12 @@ import (
 //	go tool pprof -top -cum -focus 'Batch..LogProbs' cpu.out
 //
 // With KVBENCH_PHASES=1 it logs each case's step part by part (the pass's
-// parts and the lanes' and AttendBatch's finer ones, runtime/phases.go).
+// parts and the lanes' and AttendBatch's finer ones, runtime/phases.go);
+// KVBENCH_STEP_PPROF=FILE profiles the timed steps alone (stepProfile).
 //
 // It reports ms/step and the launches, copies, reads and waits a step asks
 // of the driver (a real driver spends a few µs of host time on each, which
 // the fake does not; a wait costs what the device needs to catch up).
-// stepProfile starts a CPU profile of the timed steps alone where
-// $KVBENCH_STEP_PPROF names a file (the benchmark's name is added to it),
-// and returns what stops it.
-func stepProfile(b *testing.B) func() {
-	path := os.Getenv("KVBENCH_STEP_PPROF")
-	if path == "" {
-		return func() {}
-	}
-	f, err := os.Create(path + "." + strings.NewReplacer("/", "_").Replace(b.Name()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		b.Fatal(err)
-	}
-	return func() {
-		pprof.StopCPUProfile()
-		if err := f.Close(); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
 func BenchmarkFakeBatchStep(b *testing.B) {
 	be := fakeBackend(b)
 	shapes := []struct {
@@ -278,6 +256,29 @@ func promptedBatch(tb testing.TB, be *cuda.Backend, m *runtime.Model, policy str
 func promptedMixed(tb testing.TB, be *cuda.Backend, m *runtime.Model, pick func(i int) (string, policies.Params), streams, maxRows int, prompt func(i int) int) *runtime.Batch {
 	tb.Helper()
 	return promptedWith(tb, be, m, nil, pick, streams, maxRows, prompt)
+}
+
+// stepProfile starts a CPU profile of the timed steps alone where
+// $KVBENCH_STEP_PPROF names a file (the benchmark's name is added to it),
+// and returns what stops it.
+func stepProfile(b *testing.B) func() {
+	path := os.Getenv("KVBENCH_STEP_PPROF")
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path + "." + strings.NewReplacer("/", "_").Replace(b.Name()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
 
 // promptedWith is promptedMixed over the weights dw already uploaded (nil:
@@ -558,12 +559,21 @@ func TestFakeAttnCluster(t *testing.T) {
 			}
 		})
 	}
-	t.Setenv("KVBENCH_ATTN_CLUSTER", "-5")
-	if be, err := cuda.NewFakeBackend("bf16"); err == nil {
+	refusesEnv(t, "KVBENCH_ATTN_CLUSTER", "-5")
+}
+
+// refusesEnv checks that a backend is not made with name=value and that the
+// error names the variable.
+func refusesEnv(t *testing.T, name, value string) {
+	t.Helper()
+	t.Setenv(name, value)
+	be, err := cuda.NewFakeBackend("bf16")
+	if err == nil {
 		be.Close()
-		t.Fatal("KVBENCH_ATTN_CLUSTER=-5: backend made, want an error")
-	} else if !strings.Contains(err.Error(), "KVBENCH_ATTN_CLUSTER") {
-		t.Errorf("error %q does not name KVBENCH_ATTN_CLUSTER", err)
+		t.Fatalf("%s=%s: backend made, want an error", name, value)
+	}
+	if !strings.Contains(err.Error(), name) {
+		t.Errorf("error %q does not name %s", err, name)
 	}
 }
 
@@ -593,13 +603,7 @@ func TestFakeTCSlots(t *testing.T) {
 	if two.Chunk != 512 || all.Chunk != 256 {
 		t.Errorf("chunks %d (default) and %d (KVBENCH_ATTN_TC_SLOTS=0), want 512 and 256", two.Chunk, all.Chunk)
 	}
-	t.Setenv("KVBENCH_ATTN_TC_SLOTS", "-1")
-	if be, err := cuda.NewFakeBackend("bf16"); err == nil {
-		be.Close()
-		t.Fatal("KVBENCH_ATTN_TC_SLOTS=-1: backend made, want an error")
-	} else if !strings.Contains(err.Error(), "KVBENCH_ATTN_TC_SLOTS") {
-		t.Errorf("error %q does not name KVBENCH_ATTN_TC_SLOTS", err)
-	}
+	refusesEnv(t, "KVBENCH_ATTN_TC_SLOTS", "-1")
 }
 
 // TestFakeGrowthNoWait: an Attend whose page tables outgrow their pool (a
@@ -632,17 +636,7 @@ func TestFakeGrowthNoWait(t *testing.T) {
 // the variable.
 func TestEnvSwitches(t *testing.T) {
 	for _, name := range []string{"KVBENCH_GRAPHS", "KVBENCH_RT_BOX", "KVBENCH_KV_BOX", "KVBENCH_ROPE_KV", "KVBENCH_ACC_DEFER", "KVBENCH_ACC_GROUP", "KVBENCH_PAGE_TABLES", "KVBENCH_ATTN_TC"} {
-		t.Run(name, func(t *testing.T) {
-			t.Setenv(name, "maybe")
-			be, err := cuda.NewFakeBackend("bf16")
-			if err == nil {
-				be.Close()
-				t.Fatalf("%s=maybe accepted", name)
-			}
-			if !strings.Contains(err.Error(), name) {
-				t.Errorf("the error %q does not name %s", err, name)
-			}
-		})
+		t.Run(name, func(t *testing.T) { refusesEnv(t, name, "maybe") })
 	}
 }
 
