@@ -10,7 +10,9 @@
 # the policies (each run prints its step part by part: KVBENCH_PHASES); LANES_CMP=1 also runs each with KVBENCH_LANES=off (the host's
 # work one stream after another: the lanes' and batchMeta's gain, same call);
 # GRAPHS_CMP=1 also runs each with KVBENCH_GRAPHS=off (a batch step's
-# products launched one by one: the graphs' gain, same call). A package's
+# products launched one by one: the graphs' gain, same call); DEFER_CMP=1 also
+# runs each with KVBENCH_ACC_DEFER=off (H2O's and TOVA's sums read once a
+# layer instead of once a step: the deferral's gain, same call). A package's
 # failed tests run again with KVBENCH_BATCH_ATTN=off and with
 # KVBENCH_GRAPHS=off (BISECT=0: not), to tell which path a failure follows.
 set -u
@@ -44,9 +46,10 @@ for s in ${SHAPES-1b 8b}; do # SHAPES= (empty) runs none
 	timeout 100 python3 bench/e2e.py make --shape $s --out /tmp/m$s --tokenizer $P/tokenizer.model 2>&1 | tail -1
 	pols=${POLS1B:-full window streamingllm h2o}; n=128; [ $s = 8b ] && pols=${POLS8B:-streamingllm h2o} && n=64
 	for p in $pols; do
-		for v in lanes=on $([ "${LANES_CMP:-0}" = 1 ] && echo lanes=off) $([ "${GRAPHS_CMP:-0}" = 1 ] && echo graphs=off); do
-			lanes=on graphs=on; eval "$v"
-			KVBENCH_PHASES=1 KVBENCH_LANES=$lanes KVBENCH_GRAPHS=$graphs timeout 90 $P/kvbench streams --model /tmp/m$s --backend cuda --streams 64 --policy $p --budget 1024 --prompt 1024 --tokens $n --alone 0 2>&1 | grep -E "decode|a batch step|device memory|^\| streams a pass|^\| [0-9]+ \| [0-9]+ \|" | sed "s/^/$v /"; el streams $s $p $v
+		for v in lanes=on $([ "${LANES_CMP:-0}" = 1 ] && echo lanes=off) $([ "${GRAPHS_CMP:-0}" = 1 ] && echo graphs=off) \
+			$([ "${DEFER_CMP:-0}" = 1 ] && echo accdefer=off); do
+			lanes=on graphs=on accdefer=on; eval "$v"
+			KVBENCH_PHASES=1 KVBENCH_LANES=$lanes KVBENCH_GRAPHS=$graphs KVBENCH_ACC_DEFER=$accdefer timeout 90 $P/kvbench streams --model /tmp/m$s --backend cuda --streams 64 --policy $p --budget 1024 --prompt 1024 --tokens $n --alone 0 2>&1 | grep -E "decode|a batch step|device memory|^\| streams a pass|^\| [0-9]+ \| [0-9]+ \|" | sed "s/^/$v /"; el streams $s $p $v
 		done
 	done
 	for p in full streamingllm; do

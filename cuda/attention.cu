@@ -1234,40 +1234,62 @@ COMBINE_KERNEL(128)
 RT_COMBINE_KERNEL(64)
 RT_COMBINE_KERNEL(128)
 
-// rt_acc adds, for token index i of query head h's token list, the softmax
-// probabilities of the query rows at positions >= accFrom to acc [heads,
-// astride] (by token index), rows in order as the CPU adds them: p = 2^(raw
-// - M) / sum with each (row, head)'s max and sum in ml [rows*heads*2] and
-// its base-2 scores in raw (attn_rt), index i of head h's token list being
-// token sel[i] or lo + i; ints and hdr are the call's.
-__device__ __forceinline__ void rt_acc(float* __restrict__ acc, int astride, const float* __restrict__ raw,
-                                       const float* __restrict__ ml, const int* __restrict__ ints, int hdr, int accFrom,
-                                       int h, int i) {
-    const int* H = ints + hdr;
-    const int heads = H[RH_HEADS], rows = H[RH_ROWS], stride = H[RH_STRIDE], rowOff = H[RH_ROWOFF];
-    if (h >= heads) return;
-    const int* sd = ints + (h / H[RH_G]) * SD_WORDS;
-    const int count = ints[H[RH_HEADOFF] + 2 * h + 1];
-    const int* sel = count >= 0 ? ints + ints[H[RH_HEADOFF] + 2 * h] : nullptr;
-    const int n = sel != nullptr ? count : sd[SD_HI] - sd[SD_LO];
-    if (i >= n) return;
-    const int t = sel != nullptr ? sel[i] : sd[SD_LO] + i;
-    float a = acc[(size_t)h * astride + t];
+// rt_acc_head is a + the softmax probabilities of token index i of query
+// head h's token list for the query rows at positions >= accFrom, rows in
+// order as the CPU adds them: p = 2^(raw - M) / sum with each (row,
+// head)'s max and sum in ml [rows*heads*2] and its base-2 scores in raw
+// (attn_rt).
+__device__ __forceinline__ float rt_acc_head(float a, const float* __restrict__ raw, const float* __restrict__ ml,
+                                             const int* __restrict__ ints, int rows, int heads, int stride, int rowOff,
+                                             int accFrom, int h, int i) {
     for (int r = 0; r < rows; ++r) {
         if (ints[rowOff + 2 * r] < accFrom) continue;
         const size_t item = (size_t)r * heads + h;
         const float s = raw[item * stride + i];
         if (s != NEG_INF) a += exp2f(s - ml[2 * item]) * (1.f / ml[2 * item + 1]);
     }
-    acc[(size_t)h * astride + t] = a;
+    return a;
+}
+
+// rt_acc adds, for token index i of query head h's token list, the softmax
+// probabilities of the query rows at positions >= accFrom to acc [heads,
+// astride] (by token index) (rt_acc_head), index i of head h's token list
+// being token sel[i] or lo + i; ints and hdr are the call's. With grp set
+// (AttnArgs.AccGroup: every head's list is its KV head's lo + i, the sums
+// start from zero), h is a KV head and acc [kvHeads, astride] takes its
+// group's heads' sums added in head order (float32), as the host would add
+// them.
+__device__ __forceinline__ void rt_acc(float* __restrict__ acc, int astride, const float* __restrict__ raw,
+                                       const float* __restrict__ ml, const int* __restrict__ ints, int hdr, int accFrom,
+                                       int grp, int h, int i) {
+    const int* H = ints + hdr;
+    const int heads = H[RH_HEADS], rows = H[RH_ROWS], stride = H[RH_STRIDE], rowOff = H[RH_ROWOFF], G = H[RH_G];
+    if (grp) {
+        if (h >= heads / G) return;
+        const int* sd = ints + h * SD_WORDS;
+        const int n = sd[SD_HI] - sd[SD_LO];
+        if (i >= n) return;
+        float sum = rt_acc_head(0.f, raw, ml, ints, rows, heads, stride, rowOff, accFrom, h * G, i);
+        for (int k = 1; k < G; ++k) sum = __fadd_rn(sum, rt_acc_head(0.f, raw, ml, ints, rows, heads, stride, rowOff, accFrom, h * G + k, i));
+        acc[(size_t)h * astride + sd[SD_LO] + i] = sum;
+        return;
+    }
+    if (h >= heads) return;
+    const int* sd = ints + (h / G) * SD_WORDS;
+    const int count = ints[H[RH_HEADOFF] + 2 * h + 1];
+    const int* sel = count >= 0 ? ints + ints[H[RH_HEADOFF] + 2 * h] : nullptr;
+    const int n = sel != nullptr ? count : sd[SD_HI] - sd[SD_LO];
+    if (i >= n) return;
+    const int t = sel != nullptr ? sel[i] : sd[SD_LO] + i;
+    acc[(size_t)h * astride + t] = rt_acc_head(acc[(size_t)h * astride + t], raw, ml, ints, rows, heads, stride, rowOff, accFrom, h, i);
 }
 
 // attn_rt_acc is rt_acc over one call: grid (ceil(longest list / 128),
-// heads), block 128.
+// heads, or KV heads with grp), block 128.
 extern "C" __global__ void attn_rt_acc(float* __restrict__ acc, int astride, const float* __restrict__ raw,
-                                       const float* __restrict__ ml, const int* __restrict__ ints, int hdr, int accFrom) {
+                                       const float* __restrict__ ml, const int* __restrict__ ints, int hdr, int accFrom, int grp) {
     pdl_wait();
-    rt_acc(acc, astride, raw, ml, ints, hdr, accFrom, blockIdx.y, blockIdx.x * blockDim.x + threadIdx.x);
+    rt_acc(acc, astride, raw, ml, ints, hdr, accFrom, grp, blockIdx.y, blockIdx.x * blockDim.x + threadIdx.x);
 }
 
 // AccCall is one call of attn_rtb_acc: its sums (astride a query head), its
@@ -1279,14 +1301,15 @@ struct AccCall {
     const float* raw;
     const float* ml;
     int base, hdr, astride, accFrom;
+    int grp, pad;
 };
 
 // attn_rtb_acc is rt_acc over the calls of tab: grid (ceil(longest list /
-// 128), most heads, calls), block 128.
+// 128), most heads (KV heads of a grp call), calls), block 128.
 extern "C" __global__ void attn_rtb_acc(const AccCall* __restrict__ tab, const int* __restrict__ ints) {
     pdl_wait();
     const AccCall e = tab[blockIdx.z];
-    rt_acc(e.acc, e.astride, e.raw, e.ml, ints + e.base, e.hdr, e.accFrom, blockIdx.y, blockIdx.x * blockDim.x + threadIdx.x);
+    rt_acc(e.acc, e.astride, e.raw, e.ml, ints + e.base, e.hdr, e.accFrom, e.grp, blockIdx.y, blockIdx.x * blockDim.x + threadIdx.x);
 }
 
 // ---- the runtime's attention of many calls in one launch (Backend.AttendBatch) ----

@@ -117,12 +117,23 @@ func scoreStep(j int) bool { return (j/3)%2 == 1 }
 // unbatchedTrace runs stream st alone on a runner of its own under the policy.
 func unbatchedTrace(t testing.TB, m *runtime.Model, be runtime.Backend, name string, params policies.Params, st batchStream) streamTrace {
 	t.Helper()
+	return unbatchedTraceWith(t, m, be, name, params, st, nil)
+}
+
+// unbatchedTraceWith is unbatchedTrace with set (when not nil) called on
+// the policy once it is started.
+func unbatchedTraceWith(t testing.TB, m *runtime.Model, be runtime.Backend, name string, params policies.Params, st batchStream,
+	set func(policies.Policy)) streamTrace {
+	t.Helper()
 	V := m.Config.Vocab
 	r, err := runtime.NewRunner(m, be, 16)
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := startPolicy(t, r, name, params)
+	if set != nil {
+		set(p)
+	}
 	logits := make([]float32, V)
 	feedPrompt(t, r, p, st.prompt, logits)
 	var tr streamTrace
@@ -172,6 +183,14 @@ func batchedTraces(t testing.TB, m *runtime.Model, be runtime.Backend, name stri
 // mixedTraces is batchedTraces with stream i under policy pick(i).
 func mixedTraces(t testing.TB, m *runtime.Model, be runtime.Backend, pick func(i int) (string, policies.Params), sts []batchStream) []streamTrace {
 	t.Helper()
+	return mixedTracesWith(t, m, be, pick, sts, nil)
+}
+
+// mixedTracesWith is mixedTraces with set (when not nil) called on each
+// stream's policy once it is started.
+func mixedTracesWith(t testing.TB, m *runtime.Model, be runtime.Backend, pick func(i int) (string, policies.Params), sts []batchStream,
+	set func(policies.Policy)) []streamTrace {
+	t.Helper()
 	V := m.Config.Vocab
 	first, err := runtime.NewRunner(m, be, 16)
 	if err != nil {
@@ -193,6 +212,9 @@ func mixedTraces(t testing.TB, m *runtime.Model, be runtime.Backend, pick func(i
 	for i := range sts {
 		name, params := pick(i)
 		pols[i] = startPolicy(t, runners[i], name, params)
+		if set != nil {
+			set(pols[i])
+		}
 	}
 	traces := make([]streamTrace, len(sts))
 	logits := make([]float32, len(sts)*V)

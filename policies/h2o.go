@@ -66,8 +66,7 @@ type h2o struct {
 	ratios        bool // budgets are shares of the prompt length (base.ratioBudget)
 	normalize     bool
 	score         [][][]float64 // [layer][kvHead][token index] accumulated probability
-	acc           [][]float32   // [heads] the sums of the last call: own (as armed) or the backend's (AccView)
-	own           [][]float32   // [heads] the policy's accumulation buffers, reused by every layer
+	accArms                     // the sums asked of attention, a layer's headers each
 	cand          []h2oCand     // scratch: eviction candidates
 	// next[l][h] is the next decode step's eviction as collect found it
 	// in its pass over the scores (see h2oNext); scan (tests) turns it off.
@@ -229,9 +228,7 @@ func (p *h2o) Start(r *runtime.Runner) error {
 			p.score[l][h] = p.score[l][h][:0]
 		}
 	}
-	if len(p.acc) != c.Heads {
-		p.acc, p.own = make([][]float32, c.Heads), make([][]float32, c.Heads)
-	}
+	p.accArms.start(r)
 	p.next = make([][]h2oNext, c.Layers)
 	for l := range p.next {
 		p.next[l] = make([]h2oNext, c.KVHeads)
@@ -267,8 +264,15 @@ func (p *h2o) BeforeAttend(l int, a *runtime.AttnArgs) {
 		pos := int32(a.QPos[0])
 		p.evict(l, pos, pos-1)
 	}
-	p.arm(a)
+	p.arm(l, a, 0) // every query row's probabilities
 	p.finish(l, a, 0)
+}
+
+// AfterAttendLate: a decode step's AfterAttend only adds the layer's
+// probabilities to its scores (the eviction comes before the next step's
+// attention), unless the step samples recall (runtime.LateHook).
+func (p *h2o) AfterAttendLate() bool {
+	return !p.idle() && p.inStep && p.stepEvict && !p.promptEvict && !p.sampled
 }
 
 func (p *h2o) AfterAttend(l int, a *runtime.AttnArgs) {
@@ -299,29 +303,12 @@ func (p *h2o) grow(l int) {
 	}
 }
 
-// arm hands attention accumulation buffers, one per query head, as long as
-// its KV head's sequence, for every query row; AccZero: the backend starts
-// the sums from zero and overwrites them (no clearing here); AccView: it may
-// hand back its own copy of them instead (read in AfterAttend, before the
-// backend's next call), so Acc is armed from the policy's buffers each time.
-func (p *h2o) arm(a *runtime.AttnArgs) {
-	group := a.Heads / a.KVHeads
-	for h := range p.acc {
-		n := a.Seqs[h/group].N
-		if cap(p.own[h]) < n {
-			p.own[h] = make([]float32, n, n+n/4+64)
-		}
-		p.acc[h] = p.own[h][:n]
-	}
-	a.Acc, a.AccFrom, a.AccZero, a.AccView = p.acc, 0, true, true
-}
-
 // collect adds what attention accumulated to the scores of layer l: the
 // probabilities of every query row and every head of a KV head's group.
 //
-// A token's score takes its heads' probabilities in head order (the sums
-// of adding head after head over the whole list), in one pass over the
-// scores.
+// A token's score takes the float32 sum of its group's heads' sums, added
+// in head order (by the backend, AccGroup, or here: the same sum), in one
+// pass over the scores.
 func (p *h2o) collect(l int, a *runtime.AttnArgs) {
 	group := a.Heads / a.KVHeads
 	// A decode step (one row, evicting before attention) also finds the
@@ -334,26 +321,39 @@ func (p *h2o) collect(l int, a *runtime.AttnArgs) {
 		s := &a.Seqs[g]
 		sc := p.score[l][g][:s.N]
 		pos := s.Pos[:s.N]
-		accs := p.acc[g*group : (g+1)*group]
-		for i := range accs {
-			accs[i] = accs[i][:len(sc)]
-		}
 		low := h2oLowest{best: -1}
-		if group == 4 { // the common GQA group, unrolled
-			a0, a1, a2, a3 := accs[0], accs[1], accs[2], accs[3]
+		switch {
+		case a.AccGroup || group == 1: // one slice a KV head: its group's sums
+			acc := a.Acc[g]
+			if !a.AccGroup {
+				acc = a.Acc[g*group]
+			}
+			acc = acc[:len(sc)]
 			for t := range sc {
-				v := sc[t] + float64(a0[t]) + float64(a1[t]) + float64(a2[t]) + float64(a3[t])
+				v := sc[t] + float64(acc[t])
 				sc[t] = v
 				if fuse && pos[t] < lo {
 					low.offer(t, p.key(v, pos[t], q), pos[t])
 				}
 			}
-		} else {
+		case group == 4: // the common GQA group, unrolled
+			accs := a.Acc[g*group : (g+1)*group]
+			a0, a1, a2, a3 := accs[0][:len(sc)], accs[1][:len(sc)], accs[2][:len(sc)], accs[3][:len(sc)]
 			for t := range sc {
-				v := sc[t]
-				for _, acc := range accs {
-					v += float64(acc[t])
+				v := sc[t] + float64(a0[t]+a1[t]+a2[t]+a3[t])
+				sc[t] = v
+				if fuse && pos[t] < lo {
+					low.offer(t, p.key(v, pos[t], q), pos[t])
 				}
+			}
+		default:
+			accs := a.Acc[g*group : (g+1)*group]
+			for t := range sc {
+				s := accs[0][t]
+				for _, acc := range accs[1:] {
+					s += acc[t]
+				}
+				v := sc[t] + float64(s)
 				sc[t] = v
 				if fuse && pos[t] < lo {
 					low.offer(t, p.key(v, pos[t], q), pos[t])

@@ -36,17 +36,16 @@ import (
 // matches them by position.
 type tova struct {
 	base
-	size  int
-	armed bool
-	acc   [][]float32 // [heads] the sums of the last call: own (as armed) or the backend's (AccView)
-	own   [][]float32 // [heads] the policy's accumulation buffers, reused by every layer
-	avg   []float64   // [tokens] head-averaged probability, by KV head 0's index
-	cand  []h2oCand   // scratch: tokens ranked for eviction
-	idx   [][]int32   // [kvHead] index in head h of KV head 0's token t; nil: the same
-	maps  [][]int32   // [kvHead] storage of idx
-	drops [][]int32   // [kvHead] indices to evict
-	ord0  []int32     // scratch for matching positions
-	ordH  []int32
+	size    int
+	armed   []bool    // [layers] the layer's call was armed (Acc) this forward
+	accArms           // the sums asked of attention, a layer's headers each
+	avg     []float64 // [tokens] head-averaged probability, by KV head 0's index
+	cand    []h2oCand // scratch: tokens ranked for eviction
+	idx     [][]int32 // [kvHead] index in head h of KV head 0's token t; nil: the same
+	maps    [][]int32 // [kvHead] storage of idx
+	drops   [][]int32 // [kvHead] indices to evict
+	ord0    []int32   // scratch for matching positions
+	ordH    []int32
 }
 
 func init() {
@@ -83,8 +82,9 @@ func (p *tova) Start(r *runtime.Runner) error {
 		return err
 	}
 	c := r.Model.Config
-	if len(p.acc) != c.Heads {
-		p.acc, p.own = make([][]float32, c.Heads), make([][]float32, c.Heads)
+	p.accArms.start(r)
+	if len(p.armed) != c.Layers {
+		p.armed = make([]bool, c.Layers)
 	}
 	if len(p.idx) != c.KVHeads {
 		p.idx = make([][]int32, c.KVHeads)
@@ -105,7 +105,7 @@ func (p *tova) BeforeAttend(l int, a *runtime.AttnArgs) {
 		return
 	}
 	p.begin(l, a)
-	p.armed = false
+	p.armed[l] = false
 	over := false
 	if !p.stepEvict && !p.promptEvict {
 		p.finish(l, a, 0) // a dense prompt's chunk before its last: keep all
@@ -115,16 +115,8 @@ func (p *tova) BeforeAttend(l int, a *runtime.AttnArgs) {
 		over = over || a.Seqs[g].N > p.size
 	}
 	if over {
-		group := a.Heads / a.KVHeads
-		for h := range p.acc { // armed from the policy's buffers: AccView may leave the backend's in acc
-			n := a.Seqs[h/group].N
-			if cap(p.own[h]) < n {
-				p.own[h] = make([]float32, n, n+n/4+64)
-			}
-			p.acc[h] = p.own[h][:n]
-		}
-		a.Acc, a.AccFrom, a.AccZero, a.AccView = p.acc, int(newest(a)), true, true
-		p.armed = true
+		p.arm(l, a, int(newest(a))) // the last row's probabilities
+		p.armed[l] = true
 	}
 	p.finish(l, a, 0)
 }
@@ -133,11 +125,16 @@ func (p *tova) AfterAttend(l int, a *runtime.AttnArgs) {
 	if p.idle() {
 		return
 	}
-	if p.armed {
+	if p.armed[l] {
 		p.evict(l, a)
 	}
 	p.end(l, a)
 }
+
+// AfterAttendLate: a decode step's AfterAttend evicts layer l by its own
+// call's probabilities, which nothing later in the step reads, unless the
+// step samples recall (runtime.LateHook).
+func (p *tova) AfterAttendLate() bool { return !p.idle() && p.inStep && p.stepEvict && !p.sampled }
 
 // evict drops the tokens of layer l the last query attended least, averaged
 // over every query head, until cache remain.
@@ -149,24 +146,22 @@ func (p *tova) evict(l int, a *runtime.AttnArgs) {
 	if excess <= 0 {
 		return
 	}
-	group := a.Heads / a.KVHeads
 	if cap(p.avg) < n {
 		p.avg = make([]float64, n, n+n/4+64)
 	}
 	avg := p.avg[:n]
 	clear(avg)
+	// Each KV head's group summed in float32, heads in order (by the
+	// backend, AccGroup, or here), then added up over the groups.
 	for g := range seqs {
 		idx := p.match(l, g)
-		for h := g * group; h < (g+1)*group; h++ {
-			acc := p.acc[h]
-			if idx == nil {
-				for t, v := range acc[:n] {
-					avg[t] += float64(v)
-				}
-			} else {
-				for t, i := range idx {
-					avg[t] += float64(acc[i])
-				}
+		if idx == nil {
+			for t := range avg {
+				avg[t] += float64(groupSum(a, g, t))
+			}
+		} else {
+			for t, i := range idx {
+				avg[t] += float64(groupSum(a, g, int(i)))
 			}
 		}
 	}

@@ -112,6 +112,12 @@ type AttnArgs struct {
 	// buffers every call. A backend may ignore it and write into Acc[h] as
 	// without it.
 	AccView bool
+	// AccGroup (with AccZero, without Sel or Chosen, on an AccGrouper)
+	// makes Acc one slice a KV head [KVHeads] holding its group's sums: for
+	// each token the float32 sum of its query heads' sums in head order
+	// (their own sums as above), what the caller would add itself from
+	// per-head slices.
+	AccGroup bool
 	// Ref [KVHeads] and Recall [rows*heads]: when set, Recall[r*heads+h]
 	// receives the share of full attention's probability mass (over the
 	// tokens of Ref, which holds token p at index p) that falls on the tokens

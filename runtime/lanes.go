@@ -145,9 +145,15 @@ func (p *pass) afterAttend(l int) { p.onLanes(l, true) }
 // laneWork is segment g's share of layer l: its store and policy before
 // attention, or its policy's look after.
 func (p *pass) laneWork(g *segment, l int, after bool) {
-	if !after {
+	switch r := g.r; {
+	case !after:
 		g.beforeAttend(l, p.c, p.scale)
-	} else if r := g.r; r.Hook != nil {
+	case r.Hook == nil:
+	case p.lateAll: // every layer's, in order, on the calls kept aside (lateacc.go)
+		for k := range r.lateAttn {
+			r.Hook.AfterAttend(k, &r.lateAttn[k])
+		}
+	default:
 		r.Hook.AfterAttend(l, &r.attn)
 	}
 }
@@ -215,6 +221,9 @@ func (p *pass) onLanes(l int, after bool) {
 	pc.Mark(names[2])
 	if failed != nil {
 		if err, ok := failed.(error); ok {
+			if p.lateAll {
+				panic(fmt.Errorf("batch step, after the last layer: %w", err))
+			}
 			panic(fmt.Errorf("batch step, layer %d: %w", l, err))
 		}
 		panic(failed)

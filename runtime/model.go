@@ -98,6 +98,7 @@ type Runner struct {
 	maxRows  int           // tokens per pass of the runner's own (prefill chunk)
 	hbRows   int           // rows of its scratch's float32 MLP buffers (mlpRows)
 	attn     AttnArgs      // the attention call of the layer in progress
+	lateAttn []AttnArgs    // [layers] the calls of a pass whose AfterAttend runs late (lateacc.go)
 	pass     pass          // the runner's own pass in progress
 	seg      [1]segment    // its one segment
 	pos      int           // position of the next token
@@ -386,6 +387,7 @@ type pass struct {
 	// batch's; 0: never; lanes.go).
 	minLanes int
 	clock    phaseClock // the parts' wall times, with KVBENCH_PHASES (phases.go)
+	lateAll  bool       // afterAttend runs every layer's hooks (lateacc.go)
 }
 
 // step runs the layer loop over rows tokens (rows <= maxRows) and writes the
@@ -425,6 +427,7 @@ func (p *pass) run() {
 	if rows != len(p.segs) || p.owner == 0 {
 		rep = nil
 	}
+	late := false // AfterAttend after the last layer (lateacc.go)
 	for l := range w.layers {
 		for i := range p.segs {
 			if probe := p.segs[i].r.probe; probe != nil {
@@ -456,9 +459,19 @@ func (p *pass) run() {
 		// acts; then every stream attends; then every policy sees the result.
 		p.beforeAttend(l)
 		k.mark(phaseBefore)
+		if l == 0 && p.lateAcc() {
+			d := p.be.(AccDeferrer)
+			if late = d.DeferAcc(true); late {
+				defer d.DeferAcc(false) // also when the pass fails
+			}
+		}
 		p.attend(l)
 		k.mark(phaseAttend)
-		p.afterAttend(l)
+		if late {
+			p.keepCalls(l)
+		} else {
+			p.afterAttend(l)
+		}
 		k.mark(phaseAfter)
 		if rep != nil {
 			rep.Replay(ReplayKey{p.owner, l, 1, rows}, func() { p.outputAndMLP(l, rows) })
@@ -466,6 +479,10 @@ func (p *pass) run() {
 			p.outputAndMLP(l, rows)
 		}
 		k.mark(phaseMLP)
+	}
+	if late {
+		p.lateAfter()
+		k.mark(phaseAfter)
 	}
 	for i := range p.segs {
 		g := &p.segs[i]

@@ -39,7 +39,24 @@ func (b *Backend) accDeferred(a *runtime.AttnArgs) bool {
 		len(a.Seqs) == a.KVHeads && splitOK(a, false) && !b.flashOK(a)
 }
 
-// accStride is the values a query head of a's Acc read takes (attendSplit's
+// accSlices is the slices of a's Acc: a query head's, or with AccGroup a
+// KV head's.
+func accSlices(a *runtime.AttnArgs) int {
+	if a.AccGroup {
+		return a.KVHeads
+	}
+	return a.Heads
+}
+
+// accLen is the tokens of slice i of a's Acc (its KV head's).
+func accLen(a *runtime.AttnArgs, i int) int {
+	if a.AccGroup {
+		return a.Seqs[i].N
+	}
+	return a.Seqs[i/(a.Heads/a.KVHeads)].N
+}
+
+// accStride is the values a slice of a's Acc read takes (attendSplit's
 // astride: the longest sequence).
 func accStride(a *runtime.AttnArgs) int {
 	n := 0
@@ -52,9 +69,15 @@ func accStride(a *runtime.AttnArgs) int {
 // attendAcc runs the calls (accDeferred) through Attend with their reads
 // queued, waits once, and fills their Acc.
 func (b *Backend) attendAcc(calls []*runtime.AttnArgs) {
+	if b.late.on { // each call's read waits for FlushAcc, or is its own
+		for _, a := range calls {
+			b.Attend(a)
+		}
+		return
+	}
 	need := int64(0)
 	for _, a := range calls {
-		need += span(int64(a.Heads*accStride(a)) * 4)
+		need += span(int64(accSlices(a)*accStride(a)) * 4)
 	}
 	q := b.accPinned(need)
 	q.off, q.items = 0, q.items[:0]
@@ -66,7 +89,7 @@ func (b *Backend) attendAcc(calls []*runtime.AttnArgs) {
 	b.sync()
 	buf := q.pin.Bytes()
 	for _, it := range q.items {
-		fillAcc(it.a, unsafe.Slice((*float32)(unsafe.Pointer(&buf[it.off])), it.a.Heads*it.astride), it.astride)
+		fillAcc(it.a, unsafe.Slice((*float32)(unsafe.Pointer(&buf[it.off])), accSlices(it.a)*it.astride), it.astride)
 	}
 	q.items = q.items[:0]
 }
@@ -110,11 +133,14 @@ func (b *Backend) accPlan(bt *batchAttn) int {
 		if c.a.Acc == nil {
 			continue
 		}
+		if c.a.AccGroup && (!c.a.AccZero || c.a.Sel != nil || c.a.Chosen != nil) {
+			panic("cuda: AttendBatch with AccGroup needs AccZero and no selection")
+		}
 		items := int64(c.a.Rows * c.a.Heads)
 		c.astride = accStride(c.a)
 		rawB += span(items * int64(max(c.longest, 1)) * 4)
 		mlB += span(items * 8)
-		accB += span(int64(c.a.Heads*c.astride) * 4)
+		accB += span(int64(accSlices(c.a)*c.astride) * 4)
 		n++
 	}
 	if n == 0 {
@@ -134,24 +160,28 @@ func (b *Backend) accPlan(bt *batchAttn) int {
 		acc := bt.accDev.Add(ao)
 		ro += span(items * int64(max(c.longest, 1)) * 4)
 		mo += span(items * 8)
-		ao += span(int64(c.a.Heads*c.astride) * 4)
+		ao += span(int64(accSlices(c.a)*c.astride) * 4)
 		bt.acct = append(bt.acct, uint64(acc), uint64(c.raw), uint64(c.ml),
-			uint64(uint32(c.base))|uint64(uint32(c.hdr))<<32, uint64(uint32(c.astride))|uint64(uint32(int32(c.a.AccFrom)))<<32)
-		bt.accLongest, bt.accHeads = max(bt.accLongest, c.longest), max(bt.accHeads, c.a.Heads)
+			uint64(uint32(c.base))|uint64(uint32(c.hdr))<<32, uint64(uint32(c.astride))|uint64(uint32(int32(c.a.AccFrom)))<<32,
+			uint64(flag(c.a.AccGroup)))
+		bt.accLongest, bt.accHeads = max(bt.accLongest, c.longest), max(bt.accHeads, accSlices(c.a))
 	}
 	return n
 }
 
 // accTabWords is the 8-byte words of an attn_rtb_acc table entry (AccCall
 // in attention.cu: sums, raw scores, maxima and sums, then base and header,
-// astride and accFrom).
-const accTabWords = 5
+// astride and accFrom, grp and padding).
+const accTabWords = 6
 
 // accFinish runs attn_rtb_acc over the n Acc calls (table at tab in the
 // upload, ints the batch's), reads every call's sums back in one copy,
 // waits once and fills each call's Acc.
 func (b *Backend) accFinish(bt *batchAttn, n int, tab, ints Ptr) {
 	b.launch("attn_rtb_acc", Dim3{(max(bt.accLongest, 1) + 127) / 128, bt.accHeads, n}, Dim3{128, 1, 1}, tab, ints)
+	if b.late.on && b.lateBatch(bt) {
+		return
+	}
 	q := b.accPinned(bt.accBytes)
 	must(b.D.CopyDtoHAsync(q.pin, 0, bt.accDev, bt.accBytes))
 	b.sync()
@@ -159,7 +189,7 @@ func (b *Backend) accFinish(bt *batchAttn, n int, tab, ints Ptr) {
 	fill := func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			if c := &bt.calls[i]; c.a.Acc != nil {
-				fillAcc(c.a, unsafe.Slice((*float32)(unsafe.Pointer(&buf[c.accOff])), c.a.Heads*c.astride), c.astride)
+				fillAcc(c.a, unsafe.Slice((*float32)(unsafe.Pointer(&buf[c.accOff])), accSlices(c.a)*c.astride), c.astride)
 			}
 		}
 	}
@@ -180,15 +210,14 @@ const accCallsPerPart = 8
 // next attention call's reads write the buffer again, or free it to grow
 // it, after the policies' AfterAttend hooks have read these).
 func fillAcc(a *runtime.AttnArgs, vals []float32, astride int) {
-	group := a.Heads / a.KVHeads
-	for h := 0; h < a.Heads; h++ {
-		n := a.Seqs[h/group].N
-		v := vals[h*astride : h*astride+n : h*astride+n]
+	for i := range accSlices(a) {
+		n := accLen(a, i)
+		v := vals[i*astride : i*astride+n : i*astride+n]
 		if a.AccView {
-			a.Acc[h] = v
+			a.Acc[i] = v
 			continue
 		}
-		copy(a.Acc[h][:n], v)
+		copy(a.Acc[i][:n], v)
 	}
 }
 
@@ -196,7 +225,7 @@ func fillAcc(a *runtime.AttnArgs, vals []float32, astride int) {
 // behind the kernel that writes them (attendSplit, under attendAcc).
 func (b *Backend) queueAcc(a *runtime.AttnArgs, dev Ptr, astride int) {
 	q := &b.accq
-	n := int64(a.Heads*astride) * 4
+	n := int64(accSlices(a)*astride) * 4
 	if q.off+span(n) > q.pin.bytes {
 		panic("cuda: Acc reads past their pinned buffer (attendAcc sized it)")
 	}

@@ -65,6 +65,10 @@ type Backend struct {
 	accq        accQueue   // AttendBatch's queued reads of Acc values (accbatch.go)
 	qq          questQueue // Quest's queued bounds and choices (questbatch.go)
 	accOn       bool       // attendSplit queues its Acc read in accq
+	late        lateAccs   // a pass's Acc reads deferred to FlushAcc (lateacc.go)
+	hGrp        []float32  // a head's sums before its group's (accFromProbs)
+	noAccDefer  bool       // KVBENCH_ACC_DEFER=off: DeferAcc defers nothing
+	noAccGroup  bool       // KVBENCH_ACC_GROUP=off: Acc is never summed by group (AccGroups)
 	hRec        []float32
 	hF64        []float64
 	desc        string
@@ -297,6 +301,14 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 		return nil, err
 	}
 	if b.noMVRope, err = envOff("KVBENCH_MV_ROPE"); err != nil {
+		b.Close()
+		return nil, err
+	}
+	if b.noAccDefer, err = envOff("KVBENCH_ACC_DEFER"); err != nil {
+		b.Close()
+		return nil, err
+	}
+	if b.noAccGroup, err = envOff("KVBENCH_ACC_GROUP"); err != nil {
 		b.Close()
 		return nil, err
 	}

@@ -152,7 +152,11 @@ func (b *Backend) Attend(a *runtime.AttnArgs) {
 	if a.Rows == 0 {
 		return
 	}
-	hd, group := a.HeadDim, a.Heads/a.KVHeads
+	if rb := b.scoreRows(a, a.Recall != nil); rb < a.Rows { // scores past accRawMax: blocks of rows (accrows.go)
+		b.attendRows(a, rb)
+		return
+	}
+	hd := a.HeadDim
 	m := b.attnMeta(a)
 	shifted, recall, stride, fstride := a.QShift != nil, m.recall, m.stride, m.fstride
 	hdr, rowOff, headOff, invOff := m.hdr, m.rowOff, m.headOff, m.invOff
@@ -187,33 +191,7 @@ func (b *Backend) Attend(a *runtime.AttnArgs) {
 		}
 		probs := b.hAcc[:need]
 		b.download(probs, scores)
-		for h := 0; h < a.Heads; h++ {
-			acc := a.Acc[h]
-			if a.AccZero { // the sums start from zero, whatever Acc holds
-				clear(acc[:a.Seqs[h/group].N])
-			}
-			var sel []int32
-			if a.Sel != nil {
-				sel = a.Sel[h]
-			}
-			n := a.Seqs[h/group].N
-			if sel != nil {
-				n = len(sel)
-			}
-			for r := 0; r < a.Rows; r++ {
-				if a.QPos[r] < a.AccFrom {
-					continue
-				}
-				p := probs[(r*a.Heads+h)*stride:]
-				for i := 0; i < n; i++ {
-					t := i
-					if sel != nil {
-						t = int(sel[i])
-					}
-					acc[t] += p[i]
-				}
-			}
-		}
+		b.accFromProbs(a, probs, stride)
 	}
 	if recall {
 		if cap(b.hRec) < items {
@@ -225,6 +203,86 @@ func (b *Backend) Attend(a *runtime.AttnArgs) {
 			if !math.IsNaN(float64(v)) {
 				a.Recall[i] = v
 			}
+		}
+	}
+}
+
+// accFromProbs adds the probabilities of be_attend's rows (probs, stride a
+// (row, head)) to a's Acc as Attend does (AccFrom, AccZero, selections;
+// AccGroup: a KV head's group added up in float32, heads in order). In a
+// pass that defers its reads (lateacc.go) a call taking views gets fresh
+// ones: the buffers its headers point at may be shared by the layers whose
+// sums are still unread.
+func (b *Backend) accFromProbs(a *runtime.AttnArgs, probs []float32, stride int) {
+	group := a.Heads / a.KVHeads
+	fresh := b.late.on && a.AccView
+	if a.AccGroup && !a.AccZero {
+		panic("cuda: Attend with AccGroup and without AccZero")
+	}
+	add := func(h int, acc []float32) {
+		var sel []int32
+		if a.Sel != nil {
+			sel = a.Sel[h]
+		}
+		n := a.Seqs[h/group].N
+		if sel != nil {
+			n = len(sel)
+		}
+		for r := 0; r < a.Rows; r++ {
+			if a.QPos[r] < a.AccFrom {
+				continue
+			}
+			p := probs[(r*a.Heads+h)*stride:]
+			for i := 0; i < n; i++ {
+				t := i
+				if sel != nil {
+					t = int(sel[i])
+				}
+				acc[t] += p[i]
+			}
+		}
+	}
+	if a.AccGroup {
+		for g := range a.KVHeads {
+			n := a.Seqs[g].N
+			out := a.Acc[g][:n]
+			if fresh {
+				out = b.lateHost(n)
+			}
+			if cap(b.hGrp) < n {
+				b.hGrp = make([]float32, n)
+			}
+			tmp := b.hGrp[:n]
+			for k := range group {
+				clear(tmp)
+				add(g*group+k, tmp)
+				if k == 0 {
+					copy(out, tmp)
+					continue
+				}
+				for t := range out {
+					out[t] += tmp[t]
+				}
+			}
+			a.Acc[g] = out
+		}
+		return
+	}
+	for h := range a.Heads {
+		n := a.Seqs[h/group].N
+		acc := a.Acc[h][:n]
+		switch {
+		case fresh:
+			acc = b.lateHost(n)
+			if !a.AccZero {
+				copy(acc, a.Acc[h][:n])
+			}
+		case a.AccZero: // the sums start from zero, whatever Acc holds
+			clear(acc)
+		}
+		add(h, acc)
+		if fresh {
+			a.Acc[h] = acc
 		}
 	}
 }

@@ -23,7 +23,9 @@ import (
 // (plain, re-positioned keys, the sliding window, a selection per head,
 // accumulated probabilities with a selection: Attend's kernels, their reads
 // waited for once; or, the sums zeroed (AccZero, as H2O and TOVA give
-// them), in the batched grid with one attn_rtb_acc) or a mix (options per stream; a stream of three query
+// them), in the batched grid with one attn_rtb_acc; or zeroed and summed
+// over each KV head's group, AccGroup, against the CPU's heads added up in
+// head order) or a mix (options per stream; a stream of three query
 // rows), which takes several launches. It checks every stream's output (and
 // Acc) and that the batched kernel ran.
 func TestAttendBatchGPU(t *testing.T) {
@@ -34,7 +36,7 @@ func TestAttendBatchGPU(t *testing.T) {
 	for _, typ := range []runtime.DType{runtime.F32, runtime.BF16} {
 		for _, hd := range []int{64, 128} {
 			for _, hk := range [][2]int{{32, 8}, {8, 8}, {6, 2}} {
-				for _, opt := range []string{"plain", "shift", "window", "sel", "acc", "acczero", "mixed"} {
+				for _, opt := range []string{"plain", "shift", "window", "sel", "acc", "acczero", "accgroup", "mixed"} {
 					for _, chunk := range []int{0, 1024} { // 1024: one chunk a row, no combine
 						name := fmt.Sprintf("%v/hd%d/%dx%d/%s/chunk%d", typ, hd, hk[0], hk[1], opt, chunk)
 						t.Run(name, func(t *testing.T) {
@@ -52,13 +54,13 @@ func TestAttendBatchGPU(t *testing.T) {
 }
 
 // batchOpts are the options of the streams of a "mixed" case, by stream.
-var batchOpts = []string{"plain", "shift", "window", "sel", "acc", "acczero"}
+var batchOpts = []string{"plain", "shift", "window", "sel", "acc", "acczero", "accgroup"}
 
-// batchCase is one case of TestAttendBatchGPU: six streams attended on
+// batchCase is one case of TestAttendBatchGPU: a stream per mixed option (seven) attended on
 // the CPU, by Attend on the GPU and by one AttendBatch.
 func batchCase(t *testing.T, c *cpu.Backend, g *cuda.Backend, rng *rand.Rand, typ runtime.DType, hd, heads, kvHeads int, opt string) {
 	t.Helper()
-	const S = 6
+	S := len(batchOpts) // a stream an option in a mixed case
 	cfg := runtime.Config{Heads: heads, KVHeads: kvHeads, HeadDim: hd}
 	group := heads / kvHeads
 	rows := make([]int, S)
@@ -141,6 +143,10 @@ func batchCase(t *testing.T, c *cpu.Backend, g *cuda.Backend, rng *rand.Rand, ty
 					acc = append(acc, make([]float32, cp.c.Len(0, h/group)))
 				}
 			}
+		case "accgroup": // zeroed sums of each KV head's group (H2O, TOVA): the CPU's by head
+			for h := range heads {
+				acc = append(acc, make([]float32, cp.c.Len(0, h/group)))
+			}
 		}
 		for k := range args {
 			// k 0 is the CPU's call, over the CPU's buffers; the others the GPU's.
@@ -160,10 +166,16 @@ func batchCase(t *testing.T, c *cpu.Backend, g *cuda.Backend, rng *rand.Rand, ty
 				a.Window = 40
 			}
 			if acc != nil {
-				a.AccZero = o == "acczero"
+				a.AccZero = o == "acczero" || o == "accgroup"
 				a.Acc = make([][]float32, heads)
 				for h := range acc {
 					a.Acc[h] = slices.Clone(acc[h])
+				}
+				if o == "accgroup" && k > 0 {
+					a.AccGroup, a.Acc = true, make([][]float32, kvHeads)
+					for g := range a.Acc {
+						a.Acc[g] = make([]float32, cp.c.Len(0, g))
+					}
 				}
 			}
 			args[k] = append(args[k], a)
@@ -184,6 +196,25 @@ func batchCase(t *testing.T, c *cpu.Backend, g *cuda.Backend, rng *rand.Rand, ty
 		}
 		if d := relDiff(got[lo:hi], alone[lo:hi]); d > 2e-5 || math.IsNaN(d) {
 			t.Errorf("stream %d (%d tokens): batched vs Attend alone: relative difference %.3g", i, cps[i].c.Len(0, 0), d)
+		}
+		if args[2][i].AccGroup { // each KV head's group of the CPU's sums, added up in head order
+			for g := range kvHeads {
+				want := slices.Clone(args[0][i].Acc[g*group])
+				for h := g*group + 1; h < (g+1)*group; h++ {
+					for t := range want {
+						want[t] += args[0][i].Acc[h][t]
+					}
+				}
+				for k, a := range []*runtime.AttnArgs{args[1][i], args[2][i]} {
+					if len(a.Acc[g]) != len(want) {
+						t.Fatalf("stream %d Acc[%d] (group): %d sums, want %d", i, g, len(a.Acc[g]), len(want))
+					}
+					if d := relDiff(a.Acc[g], want); d > 2e-5 || math.IsNaN(d) {
+						t.Errorf("stream %d Acc[%d] (group, %s): relative difference %.3g", i, g, []string{"alone", "batched"}[k], d)
+					}
+				}
+			}
+			continue
 		}
 		for h := range args[0][i].Acc {
 			if d := relDiff(args[2][i].Acc[h], args[0][i].Acc[h]); d > 2e-5 || math.IsNaN(d) {

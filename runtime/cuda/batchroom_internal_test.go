@@ -114,6 +114,9 @@ func TestAccPlan(t *testing.T) {
 			a := &runtime.AttnArgs{Rows: 1 + rng.IntN(3), Heads: heads, KVHeads: kv, Seqs: seqs, AccFrom: rng.IntN(100)}
 			if rng.IntN(3) > 0 {
 				a.Acc, a.AccZero = make([][]float32, heads), true
+				if rng.IntN(2) == 0 { // a KV head's group summed: a slice a KV head
+					a.Acc, a.AccGroup = make([][]float32, kv), true
+				}
 			}
 			bt.calls = append(bt.calls, batchCall{a: a, base: int32(100 * i), hdr: int32(7 * i), longest: rng.IntN(2000)})
 		}
@@ -135,10 +138,14 @@ func TestAccPlan(t *testing.T) {
 			}
 			acc := uint64(bt.accDev) + uint64(c.accOff)
 			parts = append(parts, span2{uint64(c.raw), uint64(c.raw) + items*uint64(max(c.longest, 1))*4},
-				span2{uint64(c.ml), uint64(c.ml) + items*8}, span2{acc, acc + uint64(c.a.Heads*c.astride)*4})
+				span2{uint64(c.ml), uint64(c.ml) + items*8}, span2{acc, acc + uint64(accSlices(c.a)*c.astride)*4})
 			e := bt.acct[k*accTabWords : (k+1)*accTabWords]
+			grp := uint64(0)
+			if c.a.AccGroup {
+				grp = 1
+			}
 			if e[0] != acc || e[1] != uint64(c.raw) || e[2] != uint64(c.ml) || e[3] != uint64(uint32(c.base))|uint64(uint32(c.hdr))<<32 ||
-				e[4] != uint64(uint32(c.astride))|uint64(uint32(int32(c.a.AccFrom)))<<32 {
+				e[4] != uint64(uint32(c.astride))|uint64(uint32(int32(c.a.AccFrom)))<<32 || e[5] != grp {
 				t.Fatalf("call %d: table entry %#x", i, e)
 			}
 			k++

@@ -86,3 +86,11 @@ func (b *Backend) CurrentCalls() int {
 	}
 	return n
 }
+
+// SetAccRawMax sets the most bytes of kept scores a block of an attention
+// call's rows may need (accrows.go); the returned function restores it.
+func SetAccRawMax(n int64) (restore func()) {
+	old := accRawMax
+	accRawMax = n
+	return func() { accRawMax = old }
+}

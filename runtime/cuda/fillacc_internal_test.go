@@ -45,3 +45,24 @@ func TestFillAccView(t *testing.T) {
 		}
 	}
 }
+
+// TestFillAccGroup: with AccGroup the values read back are a slice a KV
+// head, each its KV head's N long, as views or copies.
+func TestFillAccGroup(t *testing.T) {
+	const heads, kvHeads, astride = 8, 2, 40
+	vals := make([]float32, kvHeads*astride)
+	for i := range vals {
+		vals[i] = float32(i)
+	}
+	seqs := []runtime.KVSeq{{N: 33}, {N: 17}}
+	for _, view := range []bool{false, true} {
+		acc := [][]float32{make([]float32, 33), make([]float32, 17)}
+		a := &runtime.AttnArgs{Heads: heads, KVHeads: kvHeads, Seqs: seqs, Acc: acc, AccZero: true, AccView: view, AccGroup: true}
+		fillAcc(a, vals, astride)
+		for g := range kvHeads {
+			if want := vals[g*astride : g*astride+seqs[g].N]; !slices.Equal(a.Acc[g], want) {
+				t.Fatalf("view %v, KV head %d: %v, want %v", view, g, a.Acc[g], want)
+			}
+		}
+	}
+}

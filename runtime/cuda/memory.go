@@ -245,6 +245,7 @@ func (b *Backend) freeWorkspaces() {
 		_ = b.accq.pin.Free()
 		b.accq = accQueue{}
 	}
+	b.freeLate()
 }
 
 // releaseTables frees the device page tables (pagetable.go): the KV

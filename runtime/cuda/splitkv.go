@@ -600,19 +600,22 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	}
 	astride := 0
 	if a.Acc != nil {
+		if a.AccGroup && (!a.AccZero || a.Sel != nil || a.Chosen != nil) {
+			panic("cuda: Attend with AccGroup needs AccZero and no selection")
+		}
 		astride = accStride(a)
-		need := a.Heads * astride
+		need := accSlices(a) * astride
 		if cap(b.hAcc) < need {
 			b.hAcc = make([]float32, need)
 		}
 		b.hAcc = b.hAcc[:need]
-		for h := 0; h < a.Heads; h++ {
-			n := a.Seqs[h/group].N
-			if len(a.Acc[h]) < n {
-				panic(fmt.Sprintf("cuda: Attend Acc[%d] holds %d values for %d tokens", h, len(a.Acc[h]), n))
+		for i := range accSlices(a) {
+			n := accLen(a, i)
+			if len(a.Acc[i]) < n {
+				panic(fmt.Sprintf("cuda: Attend Acc[%d] holds %d values for %d tokens", i, len(a.Acc[i]), n))
 			}
 			if !a.AccZero {
-				copy(b.hAcc[h*astride:], a.Acc[h][:n])
+				copy(b.hAcc[i*astride:], a.Acc[i][:n])
 			}
 		}
 	}
@@ -653,8 +656,12 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	if a.Acc == nil {
 		return
 	}
-	must(b.fn("attn_rt_acc").LaunchAfter(Dim3{(stride + 127) / 128, a.Heads, 1}, Dim3{128, 1, 1}, 0,
-		accDev, int32(astride), raw, mlAcc, ints, hdr, int32(a.AccFrom)))
+	must(b.fn("attn_rt_acc").LaunchAfter(Dim3{(stride + 127) / 128, accSlices(a), 1}, Dim3{128, 1, 1}, 0,
+		accDev, int32(astride), raw, mlAcc, ints, hdr, int32(a.AccFrom), flag(a.AccGroup)))
+	if b.lateDefers(a) { // the pass's reads wait for FlushAcc (lateacc.go)
+		b.lateRead(a, accDev, astride)
+		return
+	}
 	if b.accOn { // a batch's call: the read queued, the wait once for all (accbatch.go)
 		b.queueAcc(a, accDev, astride)
 		return

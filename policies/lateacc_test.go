@@ -1,0 +1,286 @@
+package policies_test
+
+import (
+	"fmt"
+	goruntime "runtime"
+	"slices"
+	"testing"
+
+	"github.com/kvbench/kvbench/policies"
+	"github.com/kvbench/kvbench/runtime"
+	"github.com/kvbench/kvbench/runtime/cpu"
+)
+
+// deferring is a CPU backend that defers the Acc sums of attention calls
+// (runtime.AccDeferrer) as a GPU does: a deferred call computes its sums
+// into buffers of the backend's and leaves the call's Acc untouched; FlushAcc
+// hands them over as views (AccView) into the headers the call had. It
+// counts the calls it deferred and the flushes, and refuses a call that
+// asks for deferral without AccView.
+type deferring struct {
+	*cpu.Backend
+	group    bool // it takes AccGroup (runtime.AccGrouper)
+	noDefer  bool // DeferAcc defers nothing
+	on       bool
+	queued   []deferredAcc
+	deferred int
+	grouped  int // calls that summed the groups
+	flushes  int
+	t        *testing.T
+}
+
+type deferredAcc struct {
+	hdr  [][]float32 // the call's Acc headers, as it had them
+	sums [][]float32 // the sums, the backend's
+}
+
+func (d *deferring) DeferAcc(on bool) bool { d.on = on && !d.noDefer; return d.on }
+
+func (d *deferring) AccGroups() bool { return d.group }
+
+func (d *deferring) FlushAcc() {
+	d.flushes++
+	for _, q := range d.queued {
+		for h := range q.hdr {
+			q.hdr[h] = q.sums[h]
+		}
+	}
+	d.queued = d.queued[:0]
+}
+
+func (d *deferring) Attend(a *runtime.AttnArgs) {
+	if (!d.on && !a.AccGroup) || a.Acc == nil {
+		d.Backend.Attend(a)
+		return
+	}
+	if d.on && !a.AccView {
+		d.t.Errorf("a deferred call without AccView")
+	}
+	if a.AccGroup && (!d.group || !a.AccZero) {
+		d.t.Fatalf("AccGroup on a backend that does not take it (%v) or without AccZero (%v)", d.group, a.AccZero)
+	}
+	// The sums go to the backend's own buffers; the call's headers stay as
+	// they were until FlushAcc.
+	c := *a
+	group := a.Heads / a.KVHeads
+	sums := make([][]float32, a.Heads)
+	for h := range sums {
+		n := a.Seqs[h/group].N
+		sums[h] = make([]float32, n)
+		if !a.AccZero {
+			copy(sums[h], a.Acc[h][:n])
+		}
+	}
+	c.Acc, c.AccView, c.AccGroup = sums, false, false
+	d.Backend.Attend(&c)
+	if a.AccGroup { // each KV head's group added up in float32, heads in order
+		d.grouped++
+		g := make([][]float32, a.KVHeads)
+		for k := range g {
+			g[k] = slices.Clone(sums[k*group])
+			for h := k*group + 1; h < (k+1)*group; h++ {
+				for t := range g[k] {
+					g[k][t] += sums[h][t]
+				}
+			}
+		}
+		sums = g
+	}
+	if !d.on {
+		for i := range sums {
+			a.Acc[i] = sums[i]
+		}
+		return
+	}
+	d.queued = append(d.queued, deferredAcc{hdr: a.Acc, sums: sums})
+	d.deferred++
+}
+
+// TestLateAfterAttend runs H2O and TOVA alone and in a batch on a backend
+// that defers the attention sums to the end of each decode pass
+// (runtime.AccDeferrer: their AfterAttend then runs after the last layer),
+// and on one that sums each KV head's group itself (runtime.AccGrouper),
+// deferring or not, against the plain CPU backend: identical logits, log-probabilities, cache
+// contents after every step and accounting; without recall and with recall
+// sampled every third step (whose passes do not defer: the recall figures
+// are read in AfterAttend). The deferring backend must
+// have deferred calls and flushed once a pass at most.
+func TestLateAfterAttend(t *testing.T) {
+	plain := cpu.New(2)
+	defer plain.Close()
+	m, err := runtime.Synthetic("tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sts := batchStreams(6, m.Config.Vocab, 7)
+	for _, pc := range []struct {
+		name   string
+		params policies.Params
+	}{{"h2o", policies.Params{"budget": 24}}, {"h2o", policies.Params{"budget": 20, "normalize": true}},
+		{"tova", policies.Params{"budget": 20}}} {
+		for _, recall := range []int{0, 3} {
+			for _, mode := range []struct {
+				group, noDefer bool
+				lanes          string
+			}{{false, false, "off"}, {true, false, "off"}, {true, true, "off"}, {true, false, "2"}} {
+				t.Run(fmt.Sprintf("%s %v recall %d group %v defer %v lanes %s", pc.name, pc.params, recall, mode.group, !mode.noDefer, mode.lanes), func(t *testing.T) {
+					t.Setenv("KVBENCH_LANES", mode.lanes) // 2: the hooks on goroutines, every layer's in one job
+					defer goruntime.GOMAXPROCS(goruntime.GOMAXPROCS(4))
+					d := &deferring{Backend: cpu.New(2), t: t, group: mode.group, noDefer: mode.noDefer}
+					defer d.Close()
+					params := pc.params
+					run := func(be runtime.Backend) ([]streamTrace, []streamTrace) {
+						measure := func(p policies.Policy) { p.MeasureRecall(recall) } // after startPolicy's
+						alone := make([]streamTrace, len(sts))
+						for i, st := range sts {
+							alone[i] = unbatchedTraceWith(t, m, be, pc.name, params, st, measure)
+						}
+						return alone, mixedTracesWith(t, m, be, func(int) (string, policies.Params) { return pc.name, params }, sts, measure)
+					}
+					wantAlone, wantBatch := run(plain)
+					gotAlone, gotBatch := run(d)
+					for i := range sts {
+						compareTraces(t, fmt.Sprintf("stream %d alone", i), gotAlone[i], wantAlone[i], 0)
+						compareTraces(t, fmt.Sprintf("stream %d batched", i), gotBatch[i], wantBatch[i], 0)
+					}
+					if mode.group && d.grouped == 0 {
+						t.Errorf("no call summed the groups")
+					}
+					if !mode.noDefer && (d.deferred == 0 || d.flushes == 0) {
+						t.Errorf("%d calls deferred, %d flushes: the passes did not defer", d.deferred, d.flushes)
+					}
+					if len(d.queued) != 0 {
+						t.Errorf("%d deferred calls never filled", len(d.queued))
+					}
+					t.Logf("%d calls deferred in %d flushes; recall sampled %d times in stream 0 alone", d.deferred, d.flushes, gotAlone[0].stats.RecallN)
+					if recall > 0 && gotAlone[0].stats.RecallN == 0 {
+						t.Errorf("no recall sampled")
+					}
+				})
+			}
+		}
+	}
+}
+
+// TestLateAfterAttendOrder: in a deferred pass every layer's AfterAttend
+// runs after the last layer's attention, in layer order, each on its own
+// layer's call.
+func TestLateAfterAttendOrder(t *testing.T) {
+	d := &deferring{Backend: cpu.New(1), t: t}
+	defer d.Close()
+	m, err := runtime.Synthetic("tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := runtime.NewRunner(m, d, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := policies.New("h2o", policies.Params{"budget": 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &orderHook{Hook: p.(runtime.Hook), late: p.(runtime.LateHook)}
+	if err := p.Start(r); err != nil {
+		t.Fatal(err)
+	}
+	r.Hook = rec
+	logits := make([]float32, m.Config.Vocab)
+	for i := range 30 {
+		rec.events = rec.events[:0]
+		if err := r.Forward([]int{3 + i}, logits); err != nil {
+			t.Fatal(err)
+		}
+		if i < 12 { // under the budget: h2o does not evict yet, nothing is late
+			continue
+		}
+		L := m.Config.Layers
+		var want []string
+		for l := range L {
+			want = append(want, fmt.Sprintf("before %d", l))
+		}
+		for l := range L {
+			want = append(want, fmt.Sprintf("after %d seqs %d", l, l))
+		}
+		if !slices.Equal(rec.events, want) {
+			t.Fatalf("step %d: hooks ran %v, want %v", i, rec.events, want)
+		}
+	}
+}
+
+// orderHook records the hooks' order and which layer's sequences each
+// AfterAttend was given.
+type orderHook struct {
+	runtime.Hook
+	late   runtime.LateHook
+	events []string
+	seqs   map[*runtime.KVSeq]int
+	cache  *runtime.KVCache
+}
+
+func (o *orderHook) AfterAttendLate() bool { return o.late.AfterAttendLate() }
+
+func (o *orderHook) BeforeAttend(l int, a *runtime.AttnArgs) {
+	o.events = append(o.events, fmt.Sprintf("before %d", l))
+	if o.seqs == nil {
+		o.seqs = map[*runtime.KVSeq]int{}
+	}
+	o.seqs[&a.Seqs[0]] = l
+	o.Hook.BeforeAttend(l, a)
+}
+
+func (o *orderHook) AfterAttend(l int, a *runtime.AttnArgs) {
+	o.events = append(o.events, fmt.Sprintf("after %d seqs %d", l, o.seqs[&a.Seqs[0]]))
+	o.Hook.AfterAttend(l, a)
+}
+
+// TestLateAfterAttendGPU: on the CUDA backend, H2O and TOVA alone and in a
+// batch give the same logits, log-probabilities, cache contents and
+// accounting with their sums read once a pass and summed by group on the
+// device (the defaults) as read once a layer and added up by the policy
+// (KVBENCH_ACC_DEFER=off, KVBENCH_ACC_GROUP=off), and with each alone: the
+// same kernels and the same float32 sums, only the reads wait elsewhere.
+// Models: tiny (heads of 16: the host adds the sums, be_attend) and heads
+// of 64 (the split-KV kernels and attn_rt_acc). Recall is sampled every
+// fifth step (startPolicy), whose passes read once a layer.
+func TestLateAfterAttendGPU(t *testing.T) {
+	tiny, err := runtime.Synthetic("tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c64 := tiny.Config
+	c64.Dim, c64.Heads, c64.KVHeads, c64.HeadDim, c64.Layers = 256, 8, 2, 64, 2
+	d64 := runtime.NewRandomModel(c64, 9)
+	if err := d64.Check(); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []*runtime.Model{tiny, d64} {
+		sts := batchStreams(6, m.Config.Vocab, 7)
+		traces := func(t *testing.T, deferAcc, group, name string, params policies.Params) ([]streamTrace, []streamTrace) {
+			t.Setenv("KVBENCH_ACC_DEFER", deferAcc)
+			t.Setenv("KVBENCH_ACC_GROUP", group)
+			be := gpuBackendAt(t, "f32")
+			alone := make([]streamTrace, len(sts))
+			for i, st := range sts {
+				alone[i] = unbatchedTrace(t, m, be, name, params, st)
+			}
+			return alone, batchedTraces(t, m, be, name, params, sts)
+		}
+		for _, pc := range []struct {
+			name   string
+			params policies.Params
+		}{{"h2o", policies.Params{"budget": 24}}, {"tova", policies.Params{"budget": 20}}} {
+			t.Run(fmt.Sprintf("hd%d/%s", m.Config.HeadDim, pc.name), func(t *testing.T) {
+				wantAlone, wantBatch := traces(t, "off", "off", pc.name, pc.params)
+				for _, set := range [][2]string{{"", ""}, {"", "off"}, {"off", ""}} {
+					gotAlone, gotBatch := traces(t, set[0], set[1], pc.name, pc.params)
+					for i := range sts {
+						what := fmt.Sprintf("defer %q group %q, stream %d", set[0], set[1], i)
+						compareTraces(t, what+" alone", gotAlone[i], wantAlone[i], 0)
+						compareTraces(t, what+" batched", gotBatch[i], wantBatch[i], 0)
+					}
+				}
+			})
+		}
+	}
+}

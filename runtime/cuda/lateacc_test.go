@@ -1,0 +1,65 @@
+package cuda_test
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/kvbench/kvbench/policies"
+	"github.com/kvbench/kvbench/runtime"
+	"github.com/kvbench/kvbench/runtime/cuda"
+)
+
+// TestFakeLateAcc: a decode step of H2O or TOVA, one stream and a batch of
+// eight, waits for the device twice (the deferred sums, the
+// log-probabilities) where it waited once a layer and once for the
+// log-probabilities with KVBENCH_ACC_DEFER=off; full attention waits once
+// either way.
+func TestFakeLateAcc(t *testing.T) {
+	c := runtime.Config{Arch: "llama", Dim: 512, Hidden: 1024, Layers: 6, Heads: 8, KVHeads: 2, HeadDim: 64, Vocab: 1000,
+		MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
+	m := runtime.ZeroModel(c)
+	for _, pc := range []struct {
+		name   string
+		params policies.Params
+	}{{"h2o", policies.Params{"budget": 64}}, {"tova", policies.Params{"budget": 64}}, {"full", nil}} {
+		for _, deferAcc := range []string{"", "off"} {
+			for _, streams := range []int{1, 8} {
+				t.Run(fmt.Sprintf("%s/defer %q/%d streams", pc.name, deferAcc, streams), func(t *testing.T) {
+					t.Setenv("KVBENCH_ACC_DEFER", deferAcc)
+					be := fakeBackend(t)
+					dw, err := runtime.UploadWeights(m, be)
+					if err != nil {
+						t.Fatal(err)
+					}
+					batch := promptedWith(t, be, m, dw, func(int) (string, policies.Params) { return pc.name, pc.params }, streams, 64,
+						func(int) int { return 200 })
+					sids, toks, targets, out := make([]int, streams), make([]int, streams), make([]int, streams), make([]float64, streams)
+					for i := range sids {
+						sids[i], toks[i], targets[i] = i, 3+i, 4+i
+					}
+					step := func() { // log-probabilities: one read for every stream
+						if err := batch.LogProbs(sids, toks, targets, out); err != nil {
+							t.Fatal(err)
+						}
+					}
+					step()
+					_, _, _, w0 := cuda.FakeCounts()
+					for range 3 {
+						step()
+					}
+					_, _, _, w1 := cuda.FakeCounts()
+					want := int64(2)
+					switch {
+					case pc.name == "full":
+						want = 1
+					case deferAcc == "off":
+						want = int64(c.Layers) + 1
+					}
+					if got := (w1 - w0) / 3; got != want {
+						t.Errorf("%d waits for the device a step, want %d", got, want)
+					}
+				})
+			}
+		}
+	}
+}
