@@ -797,7 +797,8 @@ ATTN_KERNELS(128, 8)
 #define RH_INTER 11  // interleaved RoPE pairs (else rotate-half)
 #define RH_SROWS 12  // split rows (launches span them in grid y and z: at most 65535 in y)
 #define RH_LEAN 13   // 1: no head selects and every token is visible (no token ids or positions staged)
-#define RH_WORDS 14
+#define RH_EARLY 14  // 1: every KV head's tokens but its last were written before an operation that serialised the stream ahead of this launch (the tensor-core kernel reads them before pdl_wait)
+#define RH_WORDS 15
 
 // rt_item returns row*heads + head of virtual head v of split row r, or -1
 // past the last query row.

@@ -179,9 +179,14 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     u64* spk = reinterpret_cast<u64*>(tsm + TC_STAGE_BYTES(D));
     u64* spv = spk + pgw;
     if (tid < G) sItem[tid] = rt_item(H, r, tid);
-    // The call's ints are ready; the page tables, q and the keys may be
-    // written by the kernels just before this one.
-    pdl_wait();
+    // The call's ints are ready. The page tables, q and the keys may be
+    // written by the kernels just before this one; with RH_EARLY the host
+    // says that no kernel still running writes the page pointers, nor the
+    // keys and values of any token but each KV head's last
+    // (Backend.earlyReads): the pointers and the tiles before that token
+    // are asked for before the wait, while the kernel ahead finishes.
+    const bool early = H[RH_EARLY] != 0;
+    if (!early) pdl_wait();
     int pg0 = 0;
     if (len > 0) {
         const int t0 = lo + c0, t1 = t0 + len - 1;
@@ -193,23 +198,6 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
         }
     }
     __syncthreads();
-
-    // The queries as A fragments: row gid (virtual head gid, zero past G),
-    // channels 16j + 2tig, +1 (qa[j][0]) and 16j + 8 + 2tig, +1 (qa[j][1]);
-    // rows gid + 8 are zero.
-    u32 qh[KS][2], ql[KS][2];
-    {
-        const int it = gid < G ? sItem[gid] : -1;
-        const float* qr = q + (size_t)max(it, 0) * D + 2 * tig;
-#pragma unroll
-        for (int j = 0; j < KS; ++j)
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-                float2 v = make_float2(0.f, 0.f);
-                if (it >= 0) v = *reinterpret_cast<const float2*>(qr + 16 * j + 8 * e);
-                tc_split(v.x * scaleLog2, v.y * scaleLog2, qh[j][e], ql[j][e]);
-            }
-    }
 
     unsigned char* stages = tsm + w * (TC_ST * 2 * TB);
     // Where this lane's copies go in a stage (tc_at: piece pc of row i).
@@ -252,14 +240,44 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
             fl_cp16(dk + TB + at[k], reinterpret_cast<const char*>(spv[pj]) + off, ok);
         }
     };
+    const int ntiles = (len + 15) / 16;
+    const int mine = ntiles > w ? (ntiles - w + NW - 1) / NW : 0;  // this warp's tiles
+    // The first TC_ST-1 stages, one commit group each, in order: before the
+    // wait those whose tile ends before the KV head's last token (tile ti's
+    // last token c0 + min(16ti + 16, len) - 1 of the range), after it the rest.
+    int pre = 0;
+    if (early) {
+        for (; pre < TC_ST - 1 && pre < mine; ++pre) {
+            const int ti = w + pre * NW;
+            if (c0 + min(16 * ti + 16, len) >= total) break;
+            issue(ti, pre);
+            fl_commit();
+        }
+        pdl_wait();
+    }
+
+    // The queries as A fragments: row gid (virtual head gid, zero past G),
+    // channels 16j + 2tig, +1 (qa[j][0]) and 16j + 8 + 2tig, +1 (qa[j][1]);
+    // rows gid + 8 are zero.
+    u32 qh[KS][2], ql[KS][2];
+    {
+        const int it = gid < G ? sItem[gid] : -1;
+        const float* qr = q + (size_t)max(it, 0) * D + 2 * tig;
+#pragma unroll
+        for (int j = 0; j < KS; ++j)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                float2 v = make_float2(0.f, 0.f);
+                if (it >= 0) v = *reinterpret_cast<const float2*>(qr + 16 * j + 8 * e);
+                tc_split(v.x * scaleLog2, v.y * scaleLog2, qh[j][e], ql[j][e]);
+            }
+    }
+
     // ldmatrix's addresses: lane's matrix mi = lane / 8 is rows (mi / 2)*8
     // .. +7 of 8 channels 8*(mi % 2) past the step's first; its row rr.
     const int mrow = ((lane >> 3) >> 1) * 8 + (lane & 7), mhalf = (lane >> 3) & 1;
 
-    const int ntiles = (len + 15) / 16;
-    const int mine = ntiles > w ? (ntiles - w + NW - 1) / NW : 0;  // this warp's tiles
-#pragma unroll
-    for (int s = 0; s < TC_ST - 1; ++s) {
+    for (int s = pre; s < TC_ST - 1; ++s) {
         if (s < mine) issue(w + s * NW, s);
         fl_commit();
     }

@@ -161,6 +161,13 @@ type KVSeq struct {
 	// lists only grow: K[i] and V[i] stay the pages they were. KVCache
 	// keeps both; a sequence built elsewhere has ID 0 and is read whole.
 	ID, Gen uint64
+	// Writes counts the KV writes into the sequence's slots over its life
+	// (every token appended or moved one; never lowered, not even by a
+	// reset), in the order they were asked of the backend. A backend that
+	// saw the sequence at Writes w and N n, and now sees w+1 and n+1, knows
+	// that the only write since was the store of token n: every other slot
+	// holds what it held then. KVCache keeps it.
+	Writes uint64
 	// Slot is the backend's own index of its copy of the lists (0: none
 	// yet), written by the backend so that it finds them without a lookup
 	// by ID, thousands a decode step. A copy of the sequence may carry a

@@ -312,6 +312,10 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 		b.Close()
 		return nil, err
 	}
+	if b.split.noEarly, err = envOff("KVBENCH_ATTN_EARLY"); err != nil {
+		b.Close()
+		return nil, err
+	}
 	if b.split.tc, err = tcModeOf(); err != nil {
 		b.Close()
 		return nil, err

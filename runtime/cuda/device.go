@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -67,6 +68,28 @@ type Device struct {
 	peak   int64
 	closed bool
 	pdl    bool // LaunchAfter launches programmatic dependents
+
+	// serial counts the operations queued on the stream that nothing after
+	// them overlaps: a copy, a memset, a wait, a graph's replay, a kernel
+	// launched without the programmatic attribute. Whatever was queued
+	// before one of them has finished before anything queued after it
+	// starts (a plain kernel's own writes excepted: a dependent it lets
+	// start early may overlap them). Not counted while a capture records the
+	// stream's work; cuBLAS' launches are not counted either.
+	serial    atomic.Uint64
+	capturing atomic.Bool
+}
+
+// Serial returns the count of stream-serialising operations queued so far
+// (see Device.serial): a kernel queued after the count moved past c starts
+// after everything queued before c was reached has finished.
+func (d *Device) Serial() uint64 { return d.serial.Load() }
+
+// serialise notes a stream-serialising operation being queued.
+func (d *Device) serialise() {
+	if !d.capturing.Load() {
+		d.serial.Add(1)
+	}
 }
 
 // Open retains the primary context of device ordinal and creates a stream.
@@ -312,6 +335,7 @@ func Upload[T any](d *Device, dst Ptr, src []T) error {
 		return err
 	}
 	defer leave()
+	d.serialise()
 	if err := d.api.check("cuMemcpyHtoDAsync_v2", d.api.cuMemcpyHtoDAsync(uint64(dst), p, uint64(n), d.stream)); err != nil {
 		return err
 	}
@@ -331,6 +355,7 @@ func Download[T any](d *Device, dst []T, src Ptr) error {
 		return err
 	}
 	defer leave()
+	d.serialise()
 	if err := d.api.check("cuMemcpyDtoHAsync_v2", d.api.cuMemcpyDtoHAsync(p, uint64(src), uint64(n), d.stream)); err != nil {
 		return err
 	}
@@ -345,6 +370,7 @@ func (d *Device) CopyAsync(dst, src Ptr, bytes int64) error {
 		return err
 	}
 	defer leave()
+	d.serialise()
 	return d.api.check("cuMemcpyDtoDAsync_v2", d.api.cuMemcpyDtoDAsync(uint64(dst), uint64(src), uint64(bytes), d.stream))
 }
 
@@ -361,6 +387,7 @@ func (d *Device) Memset8(p Ptr, v uint8, bytes int64) error {
 	if err := d.enter(); err != nil {
 		return err
 	}
+	d.serialise()
 	err := d.api.check("cuMemsetD8Async", d.api.cuMemsetD8Async(uint64(p), v, uint64(bytes), d.stream))
 	leave()
 	if err != nil {
@@ -375,6 +402,7 @@ func (d *Device) Memset32(p Ptr, v uint32, n int64) error {
 	if err := d.enter(); err != nil {
 		return err
 	}
+	d.serialise()
 	err := d.api.check("cuMemsetD32Async", d.api.cuMemsetD32Async(uint64(p), v, uint64(n), d.stream))
 	leave()
 	if err != nil {
@@ -395,6 +423,7 @@ func (d *Device) Sync() error {
 		return err
 	}
 	defer leave()
+	d.serialise()
 	return d.api.check("cuStreamSynchronize", d.api.cuStreamSynchronize(d.stream))
 }
 
@@ -705,6 +734,9 @@ func (f *Function) launch(pdl bool, cluster int, grid, block Dim3, smem int, arg
 		return err
 	}
 	defer leave()
+	if !pdl {
+		f.d.serialise()
+	}
 	if fk := f.d.api.fake; fk != nil {
 		fk.launched(f.Name)
 		return nil

@@ -235,6 +235,7 @@ type Plan struct {
 	Resident  int    // blocks resident per multiprocessor
 	SharedMem int    // dynamic shared memory per block, bytes
 	ByValue   bool   // the call's ints went to the kernel by value (RtBox), not uploaded
+	Early     bool   // its blocks read the settled tokens before waiting for the kernel ahead (RH_EARLY)
 }
 
 func (a *splitKV) plan() Plan {
@@ -260,6 +261,7 @@ const (
 	rhInter
 	rhSRows
 	rhLean
+	rhEarly
 	rhWords
 )
 
@@ -286,6 +288,7 @@ type splitState struct {
 	tc       tcMode         // when lean calls run the tensor-core _tc kernels ($KVBENCH_ATTN_TC)
 	tcSlots  int            // the most resident blocks a multiprocessor the _tc kernels' chunks count ($KVBENCH_ATTN_TC_SLOTS; 0: all)
 	cluster  int            // the longest row whose chunks run as one cluster, the _tcc kernels ($KVBENCH_ATTN_CLUSTER; 0: none)
+	noEarly  bool           // the _tc kernels never read before pdl_wait ($KVBENCH_ATTN_EARLY=off)
 	occ      map[occKey]int // resident blocks per multiprocessor, by kernel and shared memory
 	last     Plan           // the last Attend's launch (AttnPlan)
 }
@@ -620,6 +623,8 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 		}
 	}
 	b.flushKV()
+	early := tc && cl == 0 && b.earlyReads(a, b.hInts)
+	b.hInts[hdr+rhEarly] = flag(early)
 	b.reserve(b.metaSpan() + span(int64(len(b.hAcc))*4))
 	boxed := b.rtBox()
 	var ints, ptrs Ptr
@@ -648,7 +653,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	} else {
 		must(f.LaunchAfter(Dim3{nchunks, gy, gz}, Dim3{attnThreads, 1, 1}, smem, args...))
 	}
-	b.split.last = Plan{Kernel: name, Chunk: chunk, Blocks: nchunks * nsrows, Resident: b.occupancy(f, smem), SharedMem: smem, ByValue: boxed}
+	b.split.last = Plan{Kernel: name, Chunk: chunk, Blocks: nchunks * nsrows, Resident: b.occupancy(f, smem), SharedMem: smem, ByValue: boxed, Early: early}
 	if !fused && nchunks > 1 && cl == 0 { // one chunk a row: the kernel wrote the outputs (and ml)
 		must(b.fn(p.names.rtComb).LaunchAfter(Dim3{vg, gy, hd / 32 * gz}, Dim3{combThreads, 1, 1}, 0,
 			partO, ws.Add(pmlAt), int32(nchunks), b.f32(a.Out), mlAcc, wordsByValue(b.hInts[hdr:hdr+rhWords])))

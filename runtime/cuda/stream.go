@@ -72,6 +72,7 @@ func (d *Device) CopyHtoDAsync(dst Ptr, h *Pinned, off, bytes int64) error {
 		return err
 	}
 	defer leave()
+	d.serialise()
 	if fk := d.api.fake; fk != nil {
 		fk.copies.Add(1)
 		return nil
@@ -91,6 +92,7 @@ func (d *Device) CopyDtoHAsync(h *Pinned, off int64, src Ptr, bytes int64) error
 		return err
 	}
 	defer leave()
+	d.serialise()
 	return d.api.check("cuMemcpyDtoHAsync_v2", d.api.cuMemcpyDtoHAsync(dst, uint64(src), uint64(bytes), d.stream))
 }
 
@@ -111,7 +113,11 @@ func (d *Device) BeginCapture() error {
 		return err
 	}
 	defer leave()
-	return d.api.check("cuStreamBeginCapture_v2", d.api.cuStreamBeginCapture(d.stream, streamCaptureRelaxed))
+	if err := d.api.check("cuStreamBeginCapture_v2", d.api.cuStreamBeginCapture(d.stream, streamCaptureRelaxed)); err != nil {
+		return err
+	}
+	d.capturing.Store(true)
+	return nil
 }
 
 // EndCapture ends a capture and instantiates the recorded graph.
@@ -121,6 +127,7 @@ func (d *Device) EndCapture() (*Graph, error) {
 	}
 	defer leave()
 	g := &Graph{d: d}
+	d.capturing.Store(false)
 	if err := d.api.check("cuStreamEndCapture", d.api.cuStreamEndCapture(d.stream, &g.g)); err != nil {
 		return nil, err
 	}
@@ -137,6 +144,7 @@ func (g *Graph) Launch() error {
 		return err
 	}
 	defer leave()
+	g.d.serialise() // the work after a replay waits for all of it
 	return g.d.api.check("cuGraphLaunch", g.d.api.cuGraphLaunch(g.exec, g.d.stream))
 }
 
