@@ -168,8 +168,8 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
 
     const int* H = ints + hdr;
     const int c = blockIdx.x, tid = threadIdx.x, w = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
-    const int heads = H[RH_HEADS], GH = H[RH_GH];
-    const int kvh = r / H[RH_TILES] / (H[RH_G] / GH);
+    const int heads = H[RH_HEADS];
+    const int kvh = rt_kvh(H, r);
     const int* sd = ints + kvh * SD_WORDS;
     const int lo = sd[SD_LO], total = sd[SD_HI] - lo;
     const int c0 = c * chunk, len = max(0, min(chunk, total - c0));

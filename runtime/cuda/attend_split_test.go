@@ -148,8 +148,14 @@ func TestAttendKernelChoice(t *testing.T) {
 		{"bf16", 128, 20, "plain", "flash_prefill_d128_w4_m2_n64", true, 4, 1},
 		{"bf16", 128, 20, "sel+acc", "attn_rt_d128_g8_f32", false, 4, 1},
 		{"bf16", 64, 1, "plain", "attn_rt_d64_g2_f32", false, 4, 2},
+		{"f32", 128, 1, "plain", "attn_rt_d128_g8_f32", false, 28, 4}, // a group of 7 padded to 8
+		{"f32", 64, 1, "plain", "attn_rt_d64_g4_f32", false, 6, 2},    // 3 padded to 4
+		{"f32", 64, 1, "acc", "attn_rt_d64_g4_f32", false, 6, 2},
+		{"f32", 64, 1, "shift", "attn_rt_d64_g4_f32_sh", false, 6, 2},
+		{"f32", 128, 1, "sel+acc", "attn_rt_d128_g1_f32", false, 28, 4}, // a selection per head: not padded
+		{"f32", 64, 3, "plain", "attn_rt_d64_g4_f32", false, 6, 2},      // rows: not padded, 4 rows of one head
 	} {
-		name := fmt.Sprintf("%s/hd%d/rows%d/%s", tc.prec, tc.hd, tc.rows, tc.opt)
+		name := fmt.Sprintf("%s/hd%d/rows%d/%s/%dx%d", tc.prec, tc.hd, tc.rows, tc.opt, tc.heads, tc.kvh)
 		t.Run(name, func(t *testing.T) {
 			g := newGPUPrec(t, tc.prec)
 			cfg := runtime.Config{Heads: tc.heads, KVHeads: tc.kvh, HeadDim: tc.hd}

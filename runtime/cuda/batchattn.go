@@ -455,7 +455,7 @@ func splitHeader(c *batchCall, h []int32, m attnLayout) {
 	c.vg, c.srows, c.longest, c.minPS, c.shifted, c.lean, c.hd = p.vg, p.srows, p.longest, p.minPS, p.shifted, p.lean, a.HeadDim
 	copy(h[m.hdr:], []int32{rhRows: int32(a.Rows), rhHeads: int32(a.Heads), rhG: int32(group), rhGH: int32(p.gh),
 		rhRT: int32(p.rt), rhTiles: int32(p.tiles), rhWin: int32(max(a.Window, 0)), rhRowOff: m.rowOff, rhHeadOff: m.headOff,
-		rhInvOff: m.invOff, rhStride: int32(max(p.longest, 1)), rhInter: flag(a.Rope == runtime.RopeInterleaved), rhSRows: int32(c.srows), rhLean: flag(p.lean)})
+		rhInvOff: m.invOff, rhStride: int32(max(p.longest, 1)), rhInter: flag(a.Rope == runtime.RopeInterleaved), rhSRows: int32(c.srows), rhLean: flag(p.lean), rhGR: int32(p.gr)})
 	c.hdr = m.hdr
 }
 

@@ -262,6 +262,7 @@ const (
 	rhSRows
 	rhLean
 	rhEarly
+	rhGR
 	rhWords
 )
 
@@ -412,25 +413,33 @@ func tokenRange(s *runtime.KVSeq, minQ, maxQ, window int) (lo, hi int) {
 	return lo, hi
 }
 
-// sharedHeads is the number of query heads per split row: the largest of 8,
-// 4, 2, 1 that divides group such that the heads of each such subgroup read
-// the same token list (the same selection, or none). heads holds (offset,
-// count) per query head, as Attend lays them out.
-func sharedHeads(heads []int32, group int) int {
+// sharedHeads returns the query heads of a split row's subgroup (gr) and
+// the virtual heads they take (gh, a power of two): the largest of 8, 4, 2,
+// 1 that divides group such that the heads of each such subgroup read the
+// same token list (the same selection, or none), gr = gh. A decode call's
+// (one query row) group of 3, 5, 6 or 7 heads that share their tokens is
+// one subgroup padded to 4 or 8 virtual heads instead (Qwen2.5-7B's 28
+// heads over 4: one read of each KV head's tokens, not seven). heads holds
+// (offset, count) per query head, as Attend lays them out.
+func sharedHeads(heads []int32, group, rows int) (gr, gh int) {
+	shared := func(n int) bool {
+		for h := 0; h < len(heads)/2; h++ {
+			first := h - h%n
+			if heads[2*h] != heads[2*first] || heads[2*h+1] != heads[2*first+1] {
+				return false
+			}
+		}
+		return true
+	}
+	if pad := 1 << bits.Len(uint(group-1)); rows == 1 && group <= 8 && pad != group && shared(group) {
+		return group, pad
+	}
 	for _, gh := range []int{8, 4, 2} {
-		if group%gh != 0 {
-			continue
-		}
-		same := true
-		for h := 0; h < len(heads)/2 && same; h++ {
-			first := h - h%gh
-			same = heads[2*h] == heads[2*first] && heads[2*h+1] == heads[2*first+1]
-		}
-		if same {
-			return gh
+		if group%gh == 0 && shared(gh) {
+			return gh, gh
 		}
 	}
-	return 1
+	return 1, 1
 }
 
 // attendSplit is Attend on the split-KV kernels of attention.cu, the same
@@ -449,10 +458,10 @@ func sharedHeads(heads []int32, group int) int {
 // attention of a decode step stages no token ids or positions, which leaves
 // room for longer chunks), and the kernel name's suffix (_d.._g.._type[_sh]).
 type splitShape struct {
-	gh, rt, vg, sub, tiles, srows int
-	longest, minPS                int
-	shifted, lean, pow2           bool        // pow2: every KV head's pages hold a power of two tokens
-	names                         *splitNames // the kernels of this shape
+	gr, gh, rt, vg, sub, tiles, srows int // gr of gh virtual heads real (sharedHeads)
+	longest, minPS                    int
+	shifted, lean, pow2               bool        // pow2: every KV head's pages hold a power of two tokens
+	names                             *splitNames // the kernels of this shape
 }
 
 // splitNames are the split-KV kernels of one shape: one call's (attn_rt_*)
@@ -505,12 +514,12 @@ var splitNameCache sync.Map // splitKey -> *splitNames
 func splitShapeOf(a *runtime.AttnArgs, h []int32, headOff, kvt int32) splitShape {
 	hd, group := a.HeadDim, a.Heads/a.KVHeads
 	var p splitShape
-	p.gh = sharedHeads(h[headOff:int(headOff)+2*a.Heads], group)
+	p.gr, p.gh = sharedHeads(h[headOff:int(headOff)+2*a.Heads], group, a.Rows)
 	p.rt = 1
 	if a.Rows > 1 {
 		p.rt = min(8/p.gh, 1<<bits.Len(uint(a.Rows-1)))
 	}
-	p.vg, p.sub, p.tiles = p.gh*p.rt, group/p.gh, (a.Rows+p.rt-1)/p.rt
+	p.vg, p.sub, p.tiles = p.gh*p.rt, group/p.gr, (a.Rows+p.rt-1)/p.rt
 	p.srows = a.KVHeads * p.sub * p.tiles
 	p.minPS, p.lean, p.pow2 = math.MaxInt, true, true
 	for g := range a.Seqs {
@@ -520,7 +529,7 @@ func splitShapeOf(a *runtime.AttnArgs, h []int32, headOff, kvt int32) splitShape
 		p.shifted = p.shifted || (a.QShift != nil && d[5] >= 0)
 		p.lean = p.lean && d[4] < 0
 		for s := range p.sub {
-			hh := g*group + s*p.gh
+			hh := g*group + s*p.gr
 			if n := h[int(headOff)+2*hh+1]; n >= 0 {
 				p.longest = max(p.longest, int(n))
 				p.lean = false
@@ -577,7 +586,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	stride := max(longest, 1)
 	copy(b.hInts[hdr:], []int32{rhRows: int32(a.Rows), rhHeads: int32(a.Heads), rhG: int32(group), rhGH: int32(gh),
 		rhRT: int32(rt), rhTiles: int32(tiles), rhWin: int32(max(a.Window, 0)), rhRowOff: rowOff, rhHeadOff: headOff,
-		rhInvOff: invOff, rhStride: int32(stride), rhInter: flag(a.Rope == runtime.RopeInterleaved), rhSRows: int32(nsrows), rhLean: flag(lean)})
+		rhInvOff: invOff, rhStride: int32(stride), rhInter: flag(a.Rope == runtime.RopeInterleaved), rhSRows: int32(nsrows), rhLean: flag(lean), rhGR: int32(p.gr)})
 	gy, gz := min(nsrows, maxGridY), (nsrows+maxGridY-1)/maxGridY
 
 	// Workspaces first (growing one waits for the device, which restarts
