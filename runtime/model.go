@@ -559,7 +559,7 @@ func (p *pass) headAll(rows int) {
 	if s.logits == nil {
 		s.logits = be.Alloc(s.maxRows * c.Vocab)
 	}
-	normMatMul(be, s.xb, s.x, w.norm, c.NormEps, rows, c.Dim, MatOut{s.logits, w.output, c.Vocab})
+	normMatMul(be, s.xb, s.x, w.norm, c.NormEps, rows, c.Dim, MatOut{Dst: s.logits, W: w.output, Out: c.Vocab})
 }
 
 // head is the output head: the logits of every row (a single segment with
@@ -611,13 +611,11 @@ func (p *pass) head() {
 // residual stream: q, k, v = W·RMSNorm(x) (+ bias).
 func (p *pass) projectQKV(l, rows int) {
 	c, be, s, lw := p.c, p.be, p.s, &p.w.layers[l]
-	normMatMul3(be, s.xb, s.x, lw.attnNorm, c.NormEps, rows, c.Dim, MatOut{s.q, lw.wq, c.QDim()}, MatOut{s.k, lw.wk, c.KVDim()},
-		MatOut{s.v, lw.wv, c.KVDim()})
+	q, k, v := MatOut{Dst: s.q, W: lw.wq, Out: c.QDim()}, MatOut{Dst: s.k, W: lw.wk, Out: c.KVDim()}, MatOut{Dst: s.v, W: lw.wv, Out: c.KVDim()}
 	if c.QKVBias {
-		be.AddBias(s.q, lw.bq, rows, c.QDim())
-		be.AddBias(s.k, lw.bk, rows, c.KVDim())
-		be.AddBias(s.v, lw.bv, rows, c.KVDim())
+		q.Bias, k.Bias, v.Bias = lw.bq, lw.bk, lw.bv
 	}
+	normMatMul3(be, s.xb, s.x, lw.attnNorm, c.NormEps, rows, c.Dim, q, k, v)
 	if c.QKNorm { // Qwen3: RMSNorm of each head's query and key, [rows*heads, head_dim]
 		be.RMSNorm(s.q, s.q, lw.qNorm, rows*c.Heads, c.HeadDim, c.NormEps)
 		be.RMSNorm(s.k, s.k, lw.kNorm, rows*c.KVHeads, c.HeadDim, c.NormEps)
