@@ -407,7 +407,10 @@ extern "C" __global__ void be_rope_kv(float* x, const int* pos, const float* inv
 }
 
 // be_scatter64 writes n words: dst[pairs[2i]] = pairs[2i+1] (the page
-// tables' updates of many sequences in one launch). Grid ceil(n/256), block 256.
+// tables' updates of many sequences in one launch). Grid ceil(n/256), block
+// 256. A plain launch without pdl_trigger: the kernels after it start once
+// its words are written (the decode attention reads page pointers before
+// its pdl_wait, RH_EARLY, on that promise).
 extern "C" __global__ void be_scatter64(u64* dst, const u64* pairs, int n) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) dst[pairs[2 * i]] = pairs[2 * i + 1];

@@ -410,7 +410,9 @@ func (b *Backend) readTable(id uint64) (k, v []uint64) {
 // one token appended (runtime.KVSeq.Writes and N each one more), and the
 // stream was serialised after that call (Device.Serial: an upload, a wait,
 // a plain launch), so every write before it has finished; the page tables
-// are written by copies and plain launches only. Called after the call's
+// are written by copies and by be_scatter64, a plain launch that does not
+// let its dependents start before it ends (no pdl_trigger: it must not
+// gain one). Called after the call's
 // KV writes are queued (flushKV), it notes what each sequence's table
 // sees now for the next call.
 func (b *Backend) earlyReads(a *runtime.AttnArgs, h []int32) bool {
