@@ -480,6 +480,13 @@ func (p *pass) run() {
 		}
 		k.mark(phaseMLP)
 	}
+	// The head before the late hooks: its kernels follow the last layer's
+	// on the device, and its read is the pass's one wait, after which the
+	// late hooks' FlushAcc finds the sums already landed (the hooks do not
+	// need the logits, nor the head the hooks).
+	defer p.deliverTimes()
+	p.head()
+	k.mark(phaseHead)
 	if late {
 		p.lateAfter()
 		k.mark(phaseAfter)
@@ -488,9 +495,6 @@ func (p *pass) run() {
 		g := &p.segs[i]
 		g.r.pos += len(g.tokens)
 	}
-	defer p.deliverTimes()
-	p.head()
-	k.mark(phaseHead)
 	k.done(len(p.segs), rows)
 }
 
