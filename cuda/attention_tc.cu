@@ -150,7 +150,7 @@ template <int D, int G, bool CL>
 __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u64* __restrict__ ptrs, const int* __restrict__ ints,
                                             int hdr, int chunk, int pgw, float scaleLog2, float* __restrict__ partO,
                                             float* __restrict__ partML, int* __restrict__ counters, float* __restrict__ out,
-                                            int r, int nsg) {
+                                            int r, int rg, int nsg) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     constexpr int NT = ATTN_NT, NW = NT / 32;
     constexpr int RB = D * 2;           // bytes of a K or V row
@@ -417,7 +417,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
         return;
     }
     attn_finish<D, G>(
-        red, bm, bl, r, c, gridDim.x, nsg, partO, partML, counters,
+        red, bm, bl, rg, c, gridDim.x, nsg, partO, partML, counters,
         [&](int g) { return sItem[g] >= 0 ? out + (size_t)sItem[g] * D : nullptr; }, NoML{});
 #endif
 }
@@ -431,14 +431,34 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
         const int r = blockIdx.y + blockIdx.z * gridDim.y;                                                          \
         const int nsrows = I[hdr + RH_SROWS];                                                                       \
         if (r >= nsrows) return;                                                                                    \
-        attn_tc_row<D, G, CL>(q, ptrs, I, hdr, chunk, pgw, scaleLog2, partO, partML, counters, out, r, nsrows);  \
+        attn_tc_row<D, G, CL>(q, ptrs, I, hdr, chunk, pgw, scaleLog2, partO, partML, counters, out, r, r, nsrows); \
     }
-// attn_rt_d{D}_g{G}_bf16_tc, and _tcc (a row's chunks one cluster, merged
+// attn_rtb_d{D}_g{G}_bf16_tc is the tensor-core kernel over the split rows
+// of a batched launch's calls (attn_rtb's parameters and table; lean calls
+// over bf16 pages of a power of two tokens, no raw scores: the host checks
+// every call); partials are indexed by the launch's split row.
+#define ATTN_TCB_KERNEL(D, G)                                                                                       \
+    extern "C" __global__ void __launch_bounds__(ATTN_NT) attn_rtb_d##D##_g##G##_bf16_tc(                           \
+        const RtbCall* __restrict__ tab, int nst, int nsg, const u64* __restrict__ ptrs, const int* __restrict__ ints, \
+        int chunk, int pgw, float scaleLog2, float* __restrict__ partO, float* __restrict__ partML,                  \
+        int* __restrict__ counters) {                                                                               \
+        pdl_trigger();                                                                                              \
+        pdl_wait();                                                                                                 \
+        const int rg = blockIdx.y + blockIdx.z * gridDim.y;                                                         \
+        if (rg >= nsg) return;                                                                                      \
+        const RtbCall e = tab[rtb_call(tab, nst, rg)];                                                              \
+        const int* ci = ints + e.base;                                                                              \
+        const int r = rg - e.srow0;                                                                                 \
+        if (r >= ci[e.hdr + RH_SROWS]) return;                                                                      \
+        attn_tc_row<D, G, false>(e.q, ptrs, ci, e.hdr, chunk, pgw, scaleLog2, partO, partML, counters, e.out, r, rg, nsg); \
+    }
+// attn_rt_d{D}_g{G}_bf16_tc, attn_rtb_d{D}_g{G}_bf16_tc (batched), and _tcc (a row's chunks one cluster, merged
 // in distributed shared memory; sm_90a only: elsewhere its merge does
 // nothing, and the host does not choose it).
 #define ATTN_TC_KERNEL(D, G)               \
     ATTN_TC_KERNEL_AS(D, G, false, tc)     \
-    ATTN_TC_KERNEL_AS(D, G, true, tcc)
+    ATTN_TC_KERNEL_AS(D, G, true, tcc)     \
+    ATTN_TCB_KERNEL(D, G)
 
 #if KVB_IN(13)
 ATTN_TC_KERNEL(64, 1)

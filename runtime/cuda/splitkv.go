@@ -473,7 +473,8 @@ type splitShape struct {
 // and re-positioned keys).
 // tcc is tc's variant whose row's chunks are one cluster, merged in
 // distributed shared memory (sm_90a).
-type splitNames struct{ rt, rtb, rtComb, rtbComb, short, tc, tcc string }
+// tcb is tc over a batched launch's calls (attn_rtb's table).
+type splitNames struct{ rt, rtb, rtComb, rtbComb, short, tc, tcc, tcb string }
 
 // splitKey is the shape that names a split-KV kernel.
 type splitKey struct {
@@ -495,15 +496,16 @@ func splitNamesOf(k splitKey) *splitNames {
 		sh = "_sh"
 	}
 	suffix := fmt.Sprintf("_d%d_g%d_%s%s", k.hd, k.vg, kt, sh)
-	short, tc, tcc := "", "", ""
+	short, tc, tcc, tcb := "", "", "", ""
 	if k.bf16 && !k.shifted && k.vg >= 2 && k.vg <= 4 {
 		short = "attn_rt" + suffix + "_short"
 	}
 	if k.bf16 && !k.shifted && k.vg&(k.vg-1) == 0 && k.vg <= 8 {
-		tc, tcc = "attn_rt"+suffix+"_tc", "attn_rt"+suffix+"_tcc"
+		tc, tcc, tcb = "attn_rt"+suffix+"_tc", "attn_rt"+suffix+"_tcc", "attn_rtb"+suffix+"_tc"
 	}
 	n, _ := splitNameCache.LoadOrStore(k, &splitNames{rt: "attn_rt" + suffix, rtb: "attn_rtb" + suffix,
-		rtComb: fmt.Sprintf("attn_rt_combine_d%d", k.hd), rtbComb: fmt.Sprintf("attn_rtb_combine_d%d", k.hd), short: short, tc: tc, tcc: tcc})
+		rtComb: fmt.Sprintf("attn_rt_combine_d%d", k.hd), rtbComb: fmt.Sprintf("attn_rtb_combine_d%d", k.hd), short: short, tc: tc, tcc: tcc,
+		tcb: tcb})
 	return n.(*splitNames)
 }
 
