@@ -2,8 +2,10 @@
 // attn_rt_d{D}_g{G}_bf16_tc, G = 1, 2, 4, 8 virtual heads per split row.
 // Same launch, parameters, partials and merge as attn_rt (attention.cu);
 // it serves only lean calls (RH_LEAN: no selection, no positions, every
-// token visible) over bf16 pages of a power of two tokens, without raw
-// scores or re-positioned keys: the host (splitkv.go) checks that.
+// token visible) over bf16 pages of a power of two tokens, without
+// re-positioned keys: the host (splitkv.go) checks that; raw scores and
+// the items' maxima and sums (H2O's and TOVA's calls) are written as
+// attn_rt writes them.
 //
 // Why: attn_rt spends ~125 warp instructions per token and KV head (the
 // unpacks, G*8 FMAs and a butterfly per 16 bytes of K, the same for V), so
@@ -150,7 +152,7 @@ template <int D, int G, bool CL>
 __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u64* __restrict__ ptrs, const int* __restrict__ ints,
                                             int hdr, int chunk, int pgw, float scaleLog2, float* __restrict__ partO,
                                             float* __restrict__ partML, int* __restrict__ counters, float* __restrict__ out,
-                                            int r, int rg, int nsg) {
+                                            float* __restrict__ raw, float* __restrict__ ml, int r, int rg, int nsg) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     constexpr int NT = ATTN_NT, NW = NT / 32;
     constexpr int RB = D * 2;           // bytes of a K or V row
@@ -169,6 +171,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     const int* H = ints + hdr;
     const int c = blockIdx.x, tid = threadIdx.x, w = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
     const int heads = H[RH_HEADS];
+    const int rawStride = H[RH_STRIDE];
     const int kvh = rt_kvh(H, r);
     const int* sd = ints + kvh * SD_WORDS;
     const int lo = sd[SD_LO], total = sd[SD_HI] - lo;
@@ -343,6 +346,15 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
         x[1] = i0 + 1 < len ? x[1] : NEG_INF;
         x[2] = i0 + 8 < len ? x[2] : NEG_INF;
         x[3] = i0 + 9 < len ? x[3] : NEG_INF;
+        // A call with accumulated probabilities (H2O, TOVA): its base-2
+        // scores [item, RH_STRIDE] by token index, as attn_rt writes them.
+        if (raw != nullptr && gid < G && sItem[gid] >= 0) {
+            float* rr = raw + (size_t)sItem[gid] * rawStride + c0;
+            if (i0 < len) rr[i0] = x[0];
+            if (i0 + 1 < len) rr[i0 + 1] = x[1];
+            if (i0 + 8 < len) rr[i0 + 8] = x[2];
+            if (i0 + 9 < len) rr[i0 + 9] = x[3];
+        }
         float mx = fmaxf(fmaxf(x[0], x[1]), fmaxf(x[2], x[3]));
         mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, 2));
@@ -418,12 +430,15 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     }
     attn_finish<D, G>(
         red, bm, bl, rg, c, gridDim.x, nsg, partO, partML, counters,
-        [&](int g) { return sItem[g] >= 0 ? out + (size_t)sItem[g] * D : nullptr; }, NoML{});
+        [&](int g) { return sItem[g] >= 0 ? out + (size_t)sItem[g] * D : nullptr; },
+        [&](int g) { return ml != nullptr && sItem[g] >= 0 ? ml + (size_t)sItem[g] * 2 : nullptr; });
 #endif
 }
 
-// attn_rt_d{D}_g{G}_bf16_tc: attn_rt's parameters (ATTN_RT_PARAMS); raw and
-// ml are not written (the host sends no such call here).
+// attn_rt_d{D}_g{G}_bf16_tc: attn_rt's parameters (ATTN_RT_PARAMS); raw
+// (the base-2 scores) and ml (each item's max and sum) as attn_rt writes
+// them for a call with accumulated probabilities; the _tcc variant merges
+// in the cluster and writes no ml (the host sends it no such call).
 #define ATTN_TC_KERNEL_AS(D, G, CL, SUF)                                                                          \
     extern "C" __global__ void __launch_bounds__(ATTN_NT) attn_rt_d##D##_g##G##_bf16_##SUF(ATTN_RT_PARAMS) {        \
         pdl_trigger();                                                                                              \
@@ -431,7 +446,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
         const int r = blockIdx.y + blockIdx.z * gridDim.y;                                                          \
         const int nsrows = I[hdr + RH_SROWS];                                                                       \
         if (r >= nsrows) return;                                                                                    \
-        attn_tc_row<D, G, CL>(q, ptrs, I, hdr, chunk, pgw, scaleLog2, partO, partML, counters, out, r, r, nsrows); \
+        attn_tc_row<D, G, CL>(q, ptrs, I, hdr, chunk, pgw, scaleLog2, partO, partML, counters, out, raw, ml, r, r, nsrows); \
     }
 // attn_rtb_d{D}_g{G}_bf16_tc is the tensor-core kernel over the split rows
 // of a batched launch's calls (attn_rtb's parameters and table; lean calls
@@ -450,7 +465,8 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
         const int* ci = ints + e.base;                                                                              \
         const int r = rg - e.srow0;                                                                                 \
         if (r >= ci[e.hdr + RH_SROWS]) return;                                                                      \
-        attn_tc_row<D, G, false>(e.q, ptrs, ci, e.hdr, chunk, pgw, scaleLog2, partO, partML, counters, e.out, r, rg, nsg); \
+        attn_tc_row<D, G, false>(e.q, ptrs, ci, e.hdr, chunk, pgw, scaleLog2, partO, partML, counters, e.out, e.raw, e.ml, r, \
+                                 rg, nsg);                                                                          \
     }
 // attn_rt_d{D}_g{G}_bf16_tc, attn_rtb_d{D}_g{G}_bf16_tc (batched), and _tcc (a row's chunks one cluster, merged
 // in distributed shared memory; sm_90a only: elsewhere its merge does

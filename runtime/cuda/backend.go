@@ -321,6 +321,10 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 		b.Close()
 		return nil, err
 	}
+	if b.split.noTCAcc, err = envOff("KVBENCH_ATTN_TC_ACC"); err != nil {
+		b.Close()
+		return nil, err
+	}
 	if b.split.tc, err = tcModeOf(); err != nil {
 		b.Close()
 		return nil, err

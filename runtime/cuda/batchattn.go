@@ -396,7 +396,7 @@ type batchCall struct {
 	a         *runtime.AttnArgs
 	base, hdr int32
 	kernel    string // attn_rtb_d{D}_g{G}_{bf16,f32}[_sh], or _bf16_tc
-	tcb       string // the tensor-core kernel that could serve it (lean, bf16 pages of a power of two, no Acc), or ""
+	tcb       string // the tensor-core kernel that could serve it (lean, bf16 pages of a power of two), or ""
 	tc        bool   // kernel is tcb
 	comb      string // its combine, attn_rtb_combine_d{D}
 	vg, srows int    // virtual heads per split row, split rows
@@ -455,7 +455,7 @@ func splitHeader(c *batchCall, h []int32, m attnLayout) {
 	group := a.Heads / a.KVHeads
 	p := splitShapeOf(a, h, m.headOff, c.kvt)
 	c.kernel, c.comb, c.tcb, c.tc = p.names.rtb, p.names.rtbComb, "", false
-	if p.names.tcb != "" && p.lean && p.pow2 && a.Acc == nil {
+	if p.names.tcb != "" && p.lean && p.pow2 {
 		c.tcb = p.names.tcb
 	}
 	c.vg, c.srows, c.longest, c.minPS, c.shifted, c.lean, c.hd = p.vg, p.srows, p.longest, p.minPS, p.shifted, p.lean, a.HeadDim
@@ -466,9 +466,9 @@ func splitHeader(c *batchCall, h []int32, m attnLayout) {
 }
 
 // batchTC moves the calls the batched tensor-core kernel serves to it
-// (attn_rtb_*_tc: lean calls over bf16 pages of a power of two tokens
-// without Acc, as tcOK; chosen as attendSplit chooses, useTC or
-// KVBENCH_ATTN_TC=on, where it fits, tcFits).
+// (attn_rtb_*_tc: lean calls over bf16 pages of a power of two tokens, with
+// Acc unless KVBENCH_ATTN_TC_ACC=off, as tcOK; chosen as attendSplit
+// chooses, useTC or KVBENCH_ATTN_TC=on, where it fits, tcFits).
 func (b *Backend) batchTC(bt *batchAttn) {
 	if b.split.tc == tcOff || b.D.Major < 8 {
 		return
@@ -480,7 +480,7 @@ func (b *Backend) batchTC(bt *batchAttn) {
 	fits := map[shape]bool{}
 	for i := range bt.calls {
 		c := &bt.calls[i]
-		if c.tcb == "" || b.split.tc != tcOn && !useTC(c.vg, c.longest) {
+		if c.tcb == "" || c.a.Acc != nil && b.split.noTCAcc || b.split.tc != tcOn && !useTC(c.vg, c.longest) {
 			continue
 		}
 		k := shape{c.tcb, c.minPS}

@@ -290,6 +290,7 @@ type splitState struct {
 	tcSlots  int            // the most resident blocks a multiprocessor the _tc kernels' chunks count ($KVBENCH_ATTN_TC_SLOTS; 0: all)
 	cluster  int            // the longest row whose chunks run as one cluster, the _tcc kernels ($KVBENCH_ATTN_CLUSTER; 0: none)
 	noEarly  bool           // the _tc kernels never read before pdl_wait ($KVBENCH_ATTN_EARLY=off)
+	noTCAcc  bool           // calls with Acc stay off the _tc kernels ($KVBENCH_ATTN_TC_ACC=off)
 	occ      map[occKey]int // resident blocks per multiprocessor, by kernel and shared memory
 	last     Plan           // the last Attend's launch (AttnPlan)
 }
@@ -567,7 +568,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	chunk := b.splitChunk(f, smemFor, limit, nsrows, longest, slots)
 	cl := 0 // the blocks of a cluster: a row's chunks (the _tcc kernel)
 	if tc {
-		if c, n := b.clusterChunk(chunk, longest); n > 0 && smemFor(c) <= limit-b.fn(p.names.tcc).Shared {
+		if c, n := b.clusterChunk(chunk, longest); n > 0 && a.Acc == nil && smemFor(c) <= limit-b.fn(p.names.tcc).Shared {
 			chunk, cl, name = c, n, p.names.tcc
 			b.allowShared(name, b.D.SharedPerBlockOptin-b.fn(name).Shared)
 			f = b.fn(name)
@@ -705,11 +706,12 @@ func rtSmem(vg, hd, chunk, minPS int, shifted, lean bool) int {
 
 // tcOK says whether the tensor-core kernel of lean calls (attention_tc.cu)
 // can serve a split-KV call of shape p: bf16 pages of a power of two tokens,
-// no selection, positions, re-positioned keys or accumulation, 1, 2, 4 or
-// 8 virtual heads a split row, sm_80 or later, and KVBENCH_ATTN_TC not off.
+// no selection, positions or re-positioned keys (accumulation unless
+// KVBENCH_ATTN_TC_ACC=off), 1, 2, 4 or 8 virtual heads a split row, sm_80
+// or later, and KVBENCH_ATTN_TC not off.
 // Whether it does is useTC's (or KVBENCH_ATTN_TC=on: always).
 func (b *Backend) tcOK(a *runtime.AttnArgs, p splitShape) bool {
-	return b.split.tc != tcOff && p.names.tc != "" && p.lean && p.pow2 && a.Acc == nil && b.D.Major >= 8
+	return b.split.tc != tcOff && p.names.tc != "" && p.lean && p.pow2 && (a.Acc == nil || !b.split.noTCAcc) && b.D.Major >= 8
 }
 
 // tcFits says whether the tensor-core kernel name can run a call of vg

@@ -14,22 +14,26 @@ import (
 )
 
 // TestFakeBatchTC: a batch step's lean calls (full attention, window's
-// evictions) attend on the batched tensor-core kernel, attn_rtb_*_tc; calls
-// with accumulated probabilities (H2O) stay on attn_rtb, and so does
-// everything with KVBENCH_ATTN_TC=off; fake device.
+// evictions, H2O's and TOVA's with accumulated probabilities) attend on the
+// batched tensor-core kernel, attn_rtb_*_tc; H2O's stay on attn_rtb with
+// KVBENCH_ATTN_TC_ACC=off, and everything with KVBENCH_ATTN_TC=off; fake
+// device.
 func TestFakeBatchTC(t *testing.T) {
 	for _, tc := range []struct {
-		policy, tcMode string
-		params         policies.Params
-		want           bool
+		policy, tcMode, tcAcc string
+		params                policies.Params
+		want                  bool
 	}{
-		{"full", "", nil, true},
-		{"window", "", policies.Params{"budget": 24}, true},
-		{"h2o", "", policies.Params{"budget": 24}, false},
-		{"full", "off", nil, false},
+		{"full", "", "", nil, true},
+		{"window", "", "", policies.Params{"budget": 24}, true},
+		{"h2o", "", "", policies.Params{"budget": 24}, true},
+		{"tova", "", "", policies.Params{"budget": 24}, true},
+		{"h2o", "", "off", policies.Params{"budget": 24}, false},
+		{"full", "off", "", nil, false},
 	} {
-		t.Run(tc.policy+"/"+tc.tcMode, func(t *testing.T) {
+		t.Run(tc.policy+"/"+tc.tcMode+"/"+tc.tcAcc, func(t *testing.T) {
 			t.Setenv("KVBENCH_ATTN_TC", tc.tcMode)
+			t.Setenv("KVBENCH_ATTN_TC_ACC", tc.tcAcc)
 			be := fakeBackend(t)
 			c := runtime.Config{Arch: "llama", Dim: 512, Hidden: 256, Layers: 2, Heads: 8, KVHeads: 2, HeadDim: 64, Vocab: 300,
 				MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5} // groups of 4: the tensor cores at every length
