@@ -1353,6 +1353,20 @@ __device__ __forceinline__ int rtb_call(const RtbCall* __restrict__ tab, int nst
     return lo;
 }
 
+// rtb_row finds a batched launch's block's split row: rg in the launch
+// (grid y and z), its call e (ints ci) and r in that call; it reports
+// whether the block has one (rg past the launch's or r past its call's
+// split rows: none).
+__device__ __forceinline__ bool rtb_row(const RtbCall* __restrict__ tab, int nst, int nsg, const int* __restrict__ ints, int& rg,
+                                        RtbCall& e, const int*& ci, int& r) {
+    rg = blockIdx.y + blockIdx.z * gridDim.y;
+    if (rg >= nsg) return false;
+    e = tab[rtb_call(tab, nst, rg)];
+    ci = ints + e.base;
+    r = rg - e.srow0;
+    return r < ci[e.hdr + RH_SROWS];
+}
+
 // attn_rtb_d{D}_g{G}_{bf16,f32}[_sh] is attn_rt over the nsg split rows of
 // nst calls (tab): block (chunk blockIdx.x, split row blockIdx.y + blockIdx.z
 // * gridDim.y of the launch); partials (and the fused merge's counters) are
@@ -1364,12 +1378,10 @@ __device__ __forceinline__ int rtb_call(const RtbCall* __restrict__ tab, int nst
                                        float* __restrict__ partO, float* __restrict__ partML, int* __restrict__ counters) { \
         pdl_trigger();                                                                                                \
         pdl_wait();                                                                                                   \
-        const int rg = blockIdx.y + blockIdx.z * gridDim.y;                                                           \
-        if (rg >= nsg) return;                                                                                        \
-        const RtbCall e = tab[rtb_call(tab, nst, rg)];                                                                \
-        const int* ci = ints + e.base;                                                                                \
-        const int r = rg - e.srow0;                                                                                   \
-        if (r >= ci[e.hdr + RH_SROWS]) return;                                                                        \
+        int rg, r;                                                                                                    \
+        RtbCall e;                                                                                                    \
+        const int* ci;                                                                                                \
+        if (!rtb_row(tab, nst, nsg, ints, rg, e, ci, r)) return;                                                      \
         attn_rt_row<D, G, KT, SH>(e.q, ptrs, ci, e.hdr, chunk, pgw, scaleLog2, partO, partML, counters, e.out,         \
                                   e.raw, e.ml, r, rg, nsg);                                                           \
     }

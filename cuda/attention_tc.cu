@@ -459,12 +459,10 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
         int* __restrict__ counters) {                                                                               \
         pdl_trigger();                                                                                              \
         pdl_wait();                                                                                                 \
-        const int rg = blockIdx.y + blockIdx.z * gridDim.y;                                                         \
-        if (rg >= nsg) return;                                                                                      \
-        const RtbCall e = tab[rtb_call(tab, nst, rg)];                                                              \
-        const int* ci = ints + e.base;                                                                              \
-        const int r = rg - e.srow0;                                                                                 \
-        if (r >= ci[e.hdr + RH_SROWS]) return;                                                                      \
+        int rg, r;                                                                                                  \
+        RtbCall e;                                                                                                  \
+        const int* ci;                                                                                              \
+        if (!rtb_row(tab, nst, nsg, ints, rg, e, ci, r)) return;                                                    \
         attn_tc_row<D, G, false>(e.q, ptrs, ci, e.hdr, chunk, pgw, scaleLog2, partO, partML, counters, e.out, e.raw, e.ml, r, \
                                  rg, nsg);                                                                          \
     }
