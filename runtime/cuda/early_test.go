@@ -141,26 +141,7 @@ func TestFakeEarlyDecode(t *testing.T) {
 	}{{"full", nil, true}, {"window", policies.Params{"budget": 64}, false}} {
 		t.Run(pc.name, func(t *testing.T) {
 			be := fakeBackend(t)
-			r, err := runtime.NewRunnerWith(m, be, runtime.RunnerOptions{MaxRows: 64, KVType: runtime.BF16})
-			if err != nil {
-				t.Fatal(err)
-			}
-			p, err := policies.New(pc.name, pc.params)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := p.Start(r); err != nil {
-				t.Fatal(err)
-			}
-			ids := make([]int, 100)
-			for i := range ids {
-				ids[i] = 3 + i%50
-			}
-			p.Prompt(len(ids))
-			logits := make([]float32, c.Vocab)
-			if err := r.Forward(ids, logits); err != nil {
-				t.Fatal(err)
-			}
+			r, logits := fakePolicyPrompted(t, be, m, pc.name, pc.params)
 			for step := range 4 {
 				if err := r.Forward([]int{5}, logits); err != nil {
 					t.Fatal(err)
