@@ -2,8 +2,8 @@
 """End-to-end reference timings with Hugging Face transformers, beside
 `kvbench e2e` (bench/e2e_call.sh runs both in one call on the GPU machine).
 
-  python3 bench/e2e.py make --shape 1b|8b --out DIR --tokenizer tokenizer.model
-      writes a random-weight Llama of that shape (bf16 safetensors) and the
+  python3 bench/e2e.py make --shape 1b|8b|qwen7b --out DIR --tokenizer tokenizer.model
+      writes a random-weight Llama (qwen7b: Qwen2) of that shape (bf16 safetensors) and the
       tokenizer into DIR, made on the GPU with a fixed seed.
   python3 bench/e2e.py time --model DIR --lengths 4096,16384 [--decode 128]
       times, with SDPA attention in bf16: a prefill keeping the last logits,
@@ -30,21 +30,26 @@ SHAPES = {
     # name: (layers, hidden, heads, kv heads, intermediate)
     "1b": (16, 2048, 32, 8, 8192),
     "8b": (32, 4096, 32, 8, 14336),
+    # Qwen2.5-7B's shape (q/k/v biases, GQA groups of 7), vocab 32000 as the others.
+    "qwen7b": (28, 3584, 28, 4, 18944),
 }
 
 
 def make(args):
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     layers, hidden, heads, kv, inter = SHAPES[args.shape]
-    cfg = LlamaConfig(
+    qwen = args.shape.startswith("qwen")
+    conf, model = (Qwen2Config, Qwen2ForCausalLM) if qwen else (LlamaConfig, LlamaForCausalLM)
+    cfg = conf(
         vocab_size=32000, hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
         num_attention_heads=heads, num_key_value_heads=kv, max_position_embeddings=131072,
-        rope_theta=500000.0, rms_norm_eps=1e-5, tie_word_embeddings=False, torch_dtype="bfloat16",
+        rope_theta=1000000.0 if qwen else 500000.0, rms_norm_eps=1e-6 if qwen else 1e-5,
+        tie_word_embeddings=False, torch_dtype="bfloat16",
     )
     torch.manual_seed(0)
     with torch.device("cuda"):
-        m = LlamaForCausalLM(cfg).to(torch.bfloat16)
+        m = model(cfg).to(torch.bfloat16)
     # Small weights keep activations in range over 32-128K tokens.
     with torch.no_grad():
         for p in m.parameters():
