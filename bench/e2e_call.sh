@@ -14,6 +14,7 @@ export KVBENCH_CUDA_CACHE=/tmp/kc PYTHONUNBUFFERED=1
 T0=$(date +%s); el() { echo "[t=$(( $(date +%s) - T0 ))s] $*"; }
 # PROFILE=1: the batched streams runs write CPU profiles to $OUT/cpu-<shape>-<policy>.pprof.
 # PK_PHASES=1: the streamingllm passkey cell once more, timed part by part (KVBENCH_PHASES).
+# E2E_QWEN=1: Qwen2.5-7B's shape too (bench/e2e.py make --shape qwen7b), after the 8B's.
 prof() { [ "${PROFILE:-0}" = 1 ] && echo "$OUT/cpu-$1.pprof"; }
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 pk() { # shape: one passkey cell per policy at 32K, 2 trials, under the task's protocol (the last
@@ -71,6 +72,14 @@ if [ "${E2E_STREAMS:-1}" = 1 ]; then # E2E_STREAMS=0 skips the batched streams
 KVBENCH_CPUPROFILE=$(prof $s-streamingllm) timeout 90 $K streams --model /tmp/m$s --backend cuda --streams 64 --policy streamingllm --param sinks=4 --budget 1024 --prompt 1024 --tokens 64 --alone 2 2>&1 | grep -v "^$" | tail -12; el streams $s
 fi
 rm -rf /tmp/m8b
+# E2E_QWEN=1: Qwen2.5-7B's shape (q/k/v biases, 28 heads over 4): transformers beside kvbench.
+if [ "${E2E_QWEN:-0}" = 1 ]; then
+s=qwen7b
+timeout 150 python3 bench/e2e.py make --shape $s --out /tmp/m$s --tokenizer $C/tokenizer.model 2>&1 | tail -1; el make $s
+timeout 150 python3 bench/e2e.py time --model /tmp/m$s --lengths 4096,16384,32768 --decode 64 2>&1 | grep "^|\|^trans"; el hf $s
+timeout 120 $K e2e --model /tmp/m$s --backend cuda --lengths 4096,16384,32768 --decode 128 2>&1 | grep -E "^\||^model|error|panic|memory|host|weights"; el kvbench e2e $s
+rm -rf /tmp/m$s
+fi
 # E2E_1B=0 stops here: the 1B shape, the decode kernels and SDPA are skipped.
 [ "${E2E_1B:-1}" = 1 ] || exit 0
 s=1b

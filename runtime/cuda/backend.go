@@ -115,6 +115,7 @@ type Backend struct {
 	kvBox     []uint64 // KvBox: a batch of KV copies by value (flushKV)
 	noRopeKV  bool     // KVBENCH_ROPE_KV=off: a step's RoPE and KV stores are separate launches (ropeCall)
 	ropeAt    ropeCall // the last RoPE launch, pending until the next flushKV for a decode step
+	normMax   int      // the most threads of an RMSNorm block ($KVBENCH_NORM_THREADS)
 	noMVRope  bool     // KVBENCH_MV_ROPE=off: a step's q/k/v products and its RoPE are separate launches (qkvCall)
 	qkvAt     qkvCall  // a one-row step's q/k/v products, pending until its RoPE takes them or the next flushKV
 	box       []int32  // RtBox: the words' count, then a call's ints by value (rtBox)
@@ -271,6 +272,10 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 		return nil, err
 	}
 	if b.split.short, err = shortOf(); err != nil {
+		b.Close()
+		return nil, err
+	}
+	if b.normMax, err = normMaxOf(); err != nil {
 		b.Close()
 		return nil, err
 	}

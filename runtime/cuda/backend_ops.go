@@ -2,6 +2,8 @@ package cuda
 
 import (
 	"fmt"
+	"os"
+	"strconv"
 
 	"github.com/kvbench/kvbench/runtime"
 )
@@ -40,13 +42,28 @@ func (b *Backend) RMSNorm(dst, x, w runtime.Buffer, rows, dim int, eps float32) 
 	wd := b.dev(w)
 	b.check(dst, 0, rows*dim, "RMSNorm")
 	b.check(x, 0, rows*dim, "RMSNorm")
-	b.launchAfter("be_rmsnorm", Dim3{rows, 1, 1}, Dim3{normThreads(dim), 1, 1}, b.f32(dst), b.f32(x), wd.p, wtype(wd.dtype), int32(dim), eps)
+	b.launchAfter("be_rmsnorm", Dim3{rows, 1, 1}, Dim3{b.normThreads(dim), 1, 1}, b.f32(dst), b.f32(x), wd.p, wtype(wd.dtype), int32(dim), eps)
 }
 
 // normThreads is the block of the RMSNorm kernels for rows of dim values:
 // about a float4 a thread, so that a one-row norm (a decode step) is one
-// load's latency, not a chain of them.
-func normThreads(dim int) int { return min(1024, max(32, (dim/4+31)&^31)) }
+// load's latency, not a chain of them; at most $KVBENCH_NORM_THREADS
+// (b.normMax: 1024 by default; 256 or 512 to compare).
+func (b *Backend) normThreads(dim int) int { return min(b.normMax, max(32, (dim/4+31)&^31)) }
+
+// normMaxOf reads $KVBENCH_NORM_THREADS: the most threads a block of the
+// RMSNorm kernels has (a multiple of 32 from 32 to 1024; default 1024).
+func normMaxOf() (int, error) {
+	v := os.Getenv("KVBENCH_NORM_THREADS")
+	if v == "" {
+		return 1024, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 32 || n > 1024 || n%32 != 0 {
+		return 0, fmt.Errorf("cuda: KVBENCH_NORM_THREADS=%q: want a multiple of 32 from 32 to 1024", v)
+	}
+	return n, nil
+}
 
 // MatMul computes dst[r, o] = sum_i x[r, i] * w[o, i].
 func (b *Backend) MatMul(dst, x, w runtime.Buffer, rows, in, out int) {

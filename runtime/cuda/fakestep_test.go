@@ -741,3 +741,19 @@ func TestFakeReleaseDropsPendingRoPE(t *testing.T) {
 		}
 	}
 }
+
+// TestNormThreadsEnv: KVBENCH_NORM_THREADS takes a multiple of 32 from 32
+// to 1024 and refuses anything else, naming the variable.
+func TestNormThreadsEnv(t *testing.T) {
+	for _, v := range []string{"256", "1024", "32"} {
+		t.Setenv("KVBENCH_NORM_THREADS", v)
+		be, err := cuda.NewFakeBackend("bf16")
+		if err != nil {
+			t.Fatalf("KVBENCH_NORM_THREADS=%s: %v", v, err)
+		}
+		be.Close()
+	}
+	for _, v := range []string{"100", "2048", "0", "abc"} {
+		t.Run(v, func(t *testing.T) { refusesEnv(t, "KVBENCH_NORM_THREADS", v) })
+	}
+}

@@ -43,7 +43,7 @@ func (b *Backend) normNarrow(x, norm runtime.Buffer, rows, dim int, eps float32,
 	}
 	b.check(x, 0, rows*dim, "RMSNorm")
 	nx := b.grow(&b.narrow, int64(rows)*int64(dim)*2)
-	b.launchAfter("be_rmsnorm_narrow", Dim3{rows, 1, 1}, Dim3{normThreads(dim), 1, 1}, nx, b.f32(x), nd.p, wtype(nd.dtype), int32(dim), eps,
+	b.launchAfter("be_rmsnorm_narrow", Dim3{rows, 1, 1}, Dim3{b.normThreads(dim), 1, 1}, nx, b.f32(x), nd.p, wtype(nd.dtype), int32(dim), eps,
 		wtype(t))
 	return nx
 }
