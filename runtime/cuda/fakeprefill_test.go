@@ -231,8 +231,10 @@ func BenchmarkFakeFirstPrompt(b *testing.B) {
 
 // BenchmarkFakeDecodeStep times the host's share of a single stream's
 // decode step (Runner.Forward of one token after a 512-token prompt) on
-// the fake device, for the 1B and 8B shapes' zero weights: what the host
-// adds to a step whose kernels take 1.24 and 4.5 ms on the H200.
+// the fake device, for the 1B and 8B shapes' zero weights (what the host
+// adds to a step whose kernels take 1.24 and 4.5 ms on the H200) and
+// Qwen2.5-7B's shape (q/k/v biases, groups of 7), with the kernels it
+// launches a step.
 func BenchmarkFakeDecodeStep(b *testing.B) {
 	for _, sh := range []struct {
 		name string
@@ -242,6 +244,9 @@ func BenchmarkFakeDecodeStep(b *testing.B) {
 			MaxSeq: 4096, RopeTheta: 5e5, NormEps: 1e-5, BOS: 1, EOS: 2}},
 		{"8B", runtime.Config{Arch: "llama", Dim: 4096, Hidden: 14336, Layers: 32, Heads: 32, KVHeads: 8, HeadDim: 128, Vocab: 32000,
 			MaxSeq: 4096, RopeTheta: 5e5, NormEps: 1e-5, BOS: 1, EOS: 2}},
+		// Qwen2.5-7B's shape: q/k/v biases, 28 heads over 4 (vocab as the others).
+		{"Qwen7B", runtime.Config{Arch: "qwen2", Dim: 3584, Hidden: 18944, Layers: 28, Heads: 28, KVHeads: 4, HeadDim: 128, Vocab: 32000,
+			MaxSeq: 4096, RopeTheta: 1e6, NormEps: 1e-6, BOS: 1, EOS: 2, QKVBias: true}},
 	} {
 		b.Run(sh.name, func(b *testing.B) {
 			r, logits := fakePrompted(b, fakeBackend(b), sh.c)
@@ -250,12 +255,15 @@ func BenchmarkFakeDecodeStep(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+			l0, _, _, _ := cuda.FakeCounts()
 			b.ResetTimer()
 			for range b.N {
 				if err := r.Forward([]int{5}, logits); err != nil {
 					b.Fatal(err)
 				}
 			}
+			l1, _, _, _ := cuda.FakeCounts()
+			b.ReportMetric(float64(l1-l0)/float64(b.N), "launches/step")
 		})
 	}
 }
