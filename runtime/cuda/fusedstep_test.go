@@ -32,27 +32,7 @@ func TestFakeDecodeStepOrder(t *testing.T) {
 		for _, mvRope := range []string{"", "off"} {
 			t.Run(pc.name+"/"+mvRope, func(t *testing.T) {
 				t.Setenv("KVBENCH_MV_ROPE", mvRope)
-				be := fakeBackend(t)
-				r, err := runtime.NewRunnerWith(m, be, runtime.RunnerOptions{MaxRows: 64, KVType: runtime.BF16})
-				if err != nil {
-					t.Fatal(err)
-				}
-				p, err := policies.New(pc.name, pc.params)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := p.Start(r); err != nil {
-					t.Fatal(err)
-				}
-				ids := make([]int, 100)
-				for i := range ids {
-					ids[i] = 3 + i%50
-				}
-				p.Prompt(len(ids))
-				logits := make([]float32, c.Vocab)
-				if err := r.Forward(ids, logits); err != nil {
-					t.Fatal(err)
-				}
+				r, logits := fakePolicyPrompted(t, fakeBackend(t), m, pc.name, pc.params)
 				wantRope, wantMV := "be_mv_qkv_rope", 2*c.Layers+1 // the output and down products, the head
 				if mvRope == "off" {
 					wantRope, wantMV = "be_rope_kv", 3*c.Layers+1
@@ -176,6 +156,34 @@ func TestBackendFusedStep(t *testing.T) {
 			}
 		}
 	}
+}
+
+// fakePolicyPrompted is a runner of m on be (bf16 KV pages, chunks of 64
+// rows) under a fresh policy name with params, after a 100-token prompt,
+// and its logits.
+func fakePolicyPrompted(t *testing.T, be *cuda.Backend, m *runtime.Model, name string, params policies.Params) (*runtime.Runner, []float32) {
+	t.Helper()
+	r, err := runtime.NewRunnerWith(m, be, runtime.RunnerOptions{MaxRows: 64, KVType: runtime.BF16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := policies.New(name, params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(r); err != nil {
+		t.Fatal(err)
+	}
+	ids := make([]int, 100)
+	for i := range ids {
+		ids[i] = 3 + i%50
+	}
+	p.Prompt(len(ids))
+	logits := make([]float32, m.Config.Vocab)
+	if err := r.Forward(ids, logits); err != nil {
+		t.Fatal(err)
+	}
+	return r, logits
 }
 
 // TestFakeQKVRopeDeclines: the q/k/v products stay their own launch, before
