@@ -106,6 +106,15 @@ __device__ __forceinline__ u16 be_to_bf16(float f) {
     return (u16)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
 }
 
+// be_kv_put writes x as element i of the KV page slot at p: bf16 in mode 1,
+// else float32 (a store's mode, word 4 of a be_kv_op copy).
+__device__ __forceinline__ void be_kv_put(u64 p, u64 mode, long long i, float x) {
+    if (mode == 1)
+        ((u16*)p)[i] = be_to_bf16(x);
+    else
+        ((float*)p)[i] = x;
+}
+
 // be_narrow1 rounds f to type wt (bf16 or f16, to nearest even).
 __device__ __forceinline__ u16 be_narrow1(float f, int wt) {
     if (wt == WT_BF16) return be_to_bf16(f);
@@ -319,17 +328,10 @@ __device__ __forceinline__ void rope_rows(float* x, const int* pos, const float*
         if (ops != nullptr && h >= heads) {
             const u64* op = ops + 5 * (h - heads);
             const float* sv = (const float*)op[3];
-            if (op[4] == 1) {
-                ((u16*)op[0])[ia] = be_to_bf16(na);
-                ((u16*)op[0])[ib] = be_to_bf16(nb);
-                ((u16*)op[1])[ia] = be_to_bf16(sv[ia]);
-                ((u16*)op[1])[ib] = be_to_bf16(sv[ib]);
-            } else {
-                ((float*)op[0])[ia] = na;
-                ((float*)op[0])[ib] = nb;
-                ((float*)op[1])[ia] = sv[ia];
-                ((float*)op[1])[ib] = sv[ib];
-            }
+            be_kv_put(op[0], op[4], ia, na);
+            be_kv_put(op[0], op[4], ib, nb);
+            be_kv_put(op[1], op[4], ia, sv[ia]);
+            be_kv_put(op[1], op[4], ib, sv[ib]);
         }
     }
 }

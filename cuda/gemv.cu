@@ -232,13 +232,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) be_mv_qkv_rope(const float*
             const int e = c * 8 + t;
             const float val = red[t];
             out[e] = val;
-            if (stores) {
-                const u64* op = box.w + 5 * h;
-                if (op[4] == 1)
-                    ((u16*)op[1])[e] = be_to_bf16(val);
-                else
-                    ((float*)op[1])[e] = val;
-            }
+            if (stores) be_kv_put(box.w[5 * h + 1], box.w[5 * h + 4], e, val);
         }
         return;
     }
@@ -249,12 +243,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) be_mv_qkv_rope(const float*
     out[2 * i + 1] = nb;
     if (m == 1 && stores) {
         const u64* op = box.w + 5 * h;
-        if (op[4] == 1) {
-            ((u16*)op[0])[2 * i] = be_to_bf16(na);
-            ((u16*)op[0])[2 * i + 1] = be_to_bf16(nb);
-        } else {
-            ((float*)op[0])[2 * i] = na;
-            ((float*)op[0])[2 * i + 1] = nb;
-        }
+        be_kv_put(op[0], op[4], 2 * i, na);
+        be_kv_put(op[0], op[4], 2 * i + 1, nb);
     }
 }

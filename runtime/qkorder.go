@@ -46,15 +46,9 @@ func interleaveHeads(t *Tensor, hd int) (*Tensor, error) {
 	rows := t.Shape[0]
 	switch {
 	case t.DType == F32 && len(t.F32) == rows*width:
-		out.F32 = make([]float32, rows*width)
-		for r := range rows {
-			copy(out.F32[r*width:(r+1)*width], t.F32[src(r)*width:])
-		}
+		out.F32 = permuteRows(t.F32, rows, width, src)
 	case t.DType != F32 && len(t.U16) == rows*width:
-		out.U16 = make([]uint16, rows*width)
-		for r := range rows {
-			copy(out.U16[r*width:(r+1)*width], t.U16[src(r)*width:])
-		}
+		out.U16 = permuteRows(t.U16, rows, width, src)
 	default:
 		return nil, fmt.Errorf("interleave %s: %v data of %d values for shape %v", t.Name, t.DType, max(len(t.F32), len(t.U16)), t.Shape)
 	}

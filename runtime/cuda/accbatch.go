@@ -56,6 +56,14 @@ func accLen(a *runtime.AttnArgs, i int) int {
 	return a.Seqs[i/(a.Heads/a.KVHeads)].N
 }
 
+// checkAccGroup panics (a programmer error) where a asks for group sums
+// (AccGroup) the kernels do not make: without AccZero, or over a selection.
+func checkAccGroup(a *runtime.AttnArgs, call string) {
+	if a.AccGroup && (!a.AccZero || a.Sel != nil || a.Chosen != nil) {
+		panic("cuda: " + call + " with AccGroup needs AccZero and no selection")
+	}
+}
+
 // accStride is the values a slice of a's Acc read takes (attendSplit's
 // astride: the longest sequence).
 func accStride(a *runtime.AttnArgs) int {
@@ -133,9 +141,7 @@ func (b *Backend) accPlan(bt *batchAttn) int {
 		if c.a.Acc == nil {
 			continue
 		}
-		if c.a.AccGroup && (!c.a.AccZero || c.a.Sel != nil || c.a.Chosen != nil) {
-			panic("cuda: AttendBatch with AccGroup needs AccZero and no selection")
-		}
+		checkAccGroup(c.a, "AttendBatch")
 		items := int64(c.a.Rows * c.a.Heads)
 		c.astride = accStride(c.a)
 		rawB += span(items * int64(max(c.longest, 1)) * 4)

@@ -293,27 +293,7 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 		b.Close()
 		return nil, fmt.Errorf("cuda: KVBENCH_GRAPHS=%q is not on or off (unset: graphs for steps of several rows)", v)
 	}
-	if b.noBox, err = envOff("KVBENCH_RT_BOX"); err != nil {
-		b.Close()
-		return nil, err
-	}
-	if b.noKVBox, err = envOff("KVBENCH_KV_BOX"); err != nil {
-		b.Close()
-		return nil, err
-	}
-	if b.noRopeKV, err = envOff("KVBENCH_ROPE_KV"); err != nil {
-		b.Close()
-		return nil, err
-	}
-	if b.noMVRope, err = envOff("KVBENCH_MV_ROPE"); err != nil {
-		b.Close()
-		return nil, err
-	}
-	if b.noAccDefer, err = envOff("KVBENCH_ACC_DEFER"); err != nil {
-		b.Close()
-		return nil, err
-	}
-	if b.noAccGroup, err = envOff("KVBENCH_ACC_GROUP"); err != nil {
+	if err := b.readSwitches(); err != nil {
 		b.Close()
 		return nil, err
 	}
@@ -544,6 +524,29 @@ func (b *Backend) wait() {
 	b.epoch++
 	b.st.off = 0
 	must(b.freeRetired())
+}
+
+// readSwitches sets the backend's switches that are on by default from
+// their variables (envOff): each field is true where its variable is "off".
+func (b *Backend) readSwitches() error {
+	for _, sw := range []struct {
+		name string
+		off  *bool
+	}{
+		{"KVBENCH_RT_BOX", &b.noBox},
+		{"KVBENCH_KV_BOX", &b.noKVBox},
+		{"KVBENCH_ROPE_KV", &b.noRopeKV},
+		{"KVBENCH_MV_ROPE", &b.noMVRope},
+		{"KVBENCH_ACC_DEFER", &b.noAccDefer},
+		{"KVBENCH_ACC_GROUP", &b.noAccGroup},
+	} {
+		off, err := envOff(sw.name)
+		if err != nil {
+			return err
+		}
+		*sw.off = off
+	}
+	return nil
 }
 
 // envOff reads a switch that is on by default: whether $name is "off" ("" and

@@ -78,7 +78,8 @@ func (b *Backend) RoPE2(q, k runtime.Buffer, rows, heads, kvHeads, headDim int, 
 // in interleaved order (runtime.QKInterleaver) where a decode step's
 // products, RoPE and KV stores are one launch (be_mv_qkv_rope, whose
 // blocks then read 8 adjacent rows holding 4 whole pairs): unless
-// KVBENCH_MV_ROPE, KVBENCH_ROPE_KV or KVBENCH_KV_BOX is off.
+// KVBENCH_MV_ROPE, KVBENCH_ROPE_KV or KVBENCH_KV_BOX is off. It is also
+// whether MatMul3 leaves a step's products pending for that launch.
 func (b *Backend) InterleaveQK() bool { return !b.noMVRope && !b.noRopeKV && !b.noKVBox }
 
 // ropeWith runs be_rope with the inverse frequencies inv, or those of theta

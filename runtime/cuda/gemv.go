@@ -109,7 +109,7 @@ func (b *Backend) MatMul3(x runtime.Buffer, rows, in int, p, q, r runtime.MatOut
 	wp, wq, wr := b.dev(p.W), b.dev(q.W), b.dev(r.W)
 	if b.mvFits(x, rows, in, wp, wq, wr) {
 		ms := [3]mvOut{{p.Dst, wp, p.Out}, {q.Dst, wq, q.Out}, {r.Dst, wr, r.Out}}
-		if !b.noMVRope && !b.noRopeKV && !b.noKVBox && p.Out%8 == 0 && q.Out == r.Out && q.Out%8 == 0 {
+		if b.InterleaveQK() && p.Out%8 == 0 && q.Out == r.Out && q.Out%8 == 0 { // be_mv_qkv_rope may take them
 			b.flushKV() // what came before runs before
 			b.qkvAt = qkvCall{pending: true, x: x, in: in, ms: ms}
 			return

@@ -603,9 +603,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	}
 	astride := 0
 	if a.Acc != nil {
-		if a.AccGroup && (!a.AccZero || a.Sel != nil || a.Chosen != nil) {
-			panic("cuda: Attend with AccGroup needs AccZero and no selection")
-		}
+		checkAccGroup(a, "Attend")
 		astride = accStride(a)
 		need := accSlices(a) * astride
 		if cap(b.hAcc) < need {
