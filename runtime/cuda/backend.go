@@ -297,10 +297,6 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 		b.Close()
 		return nil, err
 	}
-	if b.split.noTCAcc, err = envOff("KVBENCH_ATTN_TC_ACC"); err != nil {
-		b.Close()
-		return nil, err
-	}
 	if b.split.tc, err = tcModeOf(); err != nil {
 		b.Close()
 		return nil, err
@@ -539,6 +535,7 @@ func (b *Backend) readSwitches() error {
 		{"KVBENCH_MV_ROPE", &b.noMVRope},
 		{"KVBENCH_ACC_DEFER", &b.noAccDefer},
 		{"KVBENCH_ACC_GROUP", &b.noAccGroup},
+		{"KVBENCH_ATTN_TC_ACC", &b.split.noTCAcc},
 	} {
 		off, err := envOff(sw.name)
 		if err != nil {
