@@ -179,10 +179,7 @@ func TestEarlyReadsGPU(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					ids := make([]int, n)
-					for i := range ids {
-						ids[i] = 3 + (i*7919)%(c.Vocab-3)
-					}
+					ids := spreadTokens(n, c.Vocab)
 					logits := make([]float32, c.Vocab)
 					if err := r.Forward(ids, logits); err != nil {
 						t.Fatal(err)
