@@ -49,6 +49,16 @@ func relDiff(a, b []float32) float64 {
 	return d / max(m, 1e-30)
 }
 
+// spreadTokens is n token ids spread over a vocabulary (the special ids
+// below 3 left out), for prompts of the GPU-against-CPU tests.
+func spreadTokens(n, vocab int) []int {
+	ids := make([]int, n)
+	for i := range ids {
+		ids[i] = 3 + (i*7919)%(vocab-3)
+	}
+	return ids
+}
+
 func randVec(rng *rand.Rand, n int, scale float32) []float32 {
 	v := make([]float32, n)
 	for i := range v {

@@ -99,10 +99,7 @@ func TestBackendFusedStep(t *testing.T) {
 			t.Fatal(err)
 		}
 		vocab := m.Config.Vocab
-		prompt := make([]int, 200)
-		for i := range prompt {
-			prompt[i] = 3 + (i*7919)%(vocab-3)
-		}
+		prompt := spreadTokens(200, vocab)
 		const steps = 40
 		for _, prec := range []string{"bf16", "f32"} {
 			for _, kt := range []runtime.DType{runtime.F32, runtime.BF16} {

@@ -72,10 +72,7 @@ func TestBackendDecodeProfile(t *testing.T) {
 		t.Fatal(err)
 	}
 	vocab := m.Config.Vocab
-	prompt := make([]int, 1000)
-	for i := range prompt {
-		prompt[i] = 3 + (i*7919)%(vocab-3)
-	}
+	prompt := spreadTokens(1000, vocab)
 	logits := make([]float32, vocab)
 	if err := r.Forward(prompt, logits); err != nil {
 		t.Fatal(err)

@@ -310,10 +310,7 @@ func TestBackendReplay(t *testing.T) {
 		t.Fatal(err)
 	}
 	vocab := m.Config.Vocab
-	prompt := make([]int, 1000)
-	for i := range prompt {
-		prompt[i] = 3 + (i*7919)%(vocab-3)
-	}
+	prompt := spreadTokens(1000, vocab)
 	const steps = 200
 	run := func(be runtime.Backend) ([]float32, time.Duration) {
 		r, err := runtime.NewRunner(m, be, 256)
