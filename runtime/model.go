@@ -387,7 +387,12 @@ type pass struct {
 	// batch's; 0: never; lanes.go).
 	minLanes int
 	clock    phaseClock // the parts' wall times, with KVBENCH_PHASES (phases.go)
-	lateAll  bool       // afterAttend runs every layer's hooks (lateacc.go)
+	// lateAll: afterAttend runs the hooks of layers lateLo..lateHi-1, in
+	// order, on the calls kept aside (lateacc.go); accMarks are the
+	// backend's marks of each layer's deferred reads (AccPacer).
+	lateAll        bool
+	lateLo, lateHi int
+	accMarks       []int
 }
 
 // step runs the layer loop over rows tokens (rows <= maxRows) and writes the
