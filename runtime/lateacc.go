@@ -1,5 +1,7 @@
 package runtime
 
+import "slices"
+
 // Late AfterAttend: a decode step's H2O and TOVA read the probabilities
 // attention accumulated (AttnArgs.Acc) in AfterAttend, and nothing before
 // the next step's BeforeAttend of that layer reads what they do with them.
@@ -21,6 +23,22 @@ package runtime
 type AccDeferrer interface {
 	DeferAcc(on bool) bool
 	FlushAcc()
+}
+
+// AccPacer is an optional AccDeferrer capability: a pass's deferred reads
+// waited for in parts, so that the late AfterAttend of the first layers
+// runs on the host while the device still works on the last ones (the
+// step's work is all queued by then). AccMark marks the reads deferred so
+// far and returns the mark (marks count up from 0 in a pass; -1: the
+// backend does not pace now, FlushAcc alone fills the calls); AccDone
+// reports, without waiting, whether the reads before mark m have landed;
+// FlushAccTo waits for them only and fills their calls' Acc, as FlushAcc
+// does. Marks are taken in a deferring pass and flushed, in order, after
+// DeferAcc(false); FlushAcc fills whatever is left and forgets the marks.
+type AccPacer interface {
+	AccMark() int
+	AccDone(m int) bool
+	FlushAccTo(m int)
 }
 
 // LateHook is a Hook whose AfterAttend of the pass about to attend (asked
@@ -48,7 +66,8 @@ func (p *pass) lateAcc() bool {
 	return true
 }
 
-// keepCalls sets aside every segment's call of layer l (late passes).
+// keepCalls sets aside every segment's call of layer l (late passes) and
+// marks the layer's deferred reads where the backend paces them (AccPacer).
 func (p *pass) keepCalls(l int) {
 	for i := range p.segs {
 		r := p.segs[i].r
@@ -57,18 +76,56 @@ func (p *pass) keepCalls(l int) {
 		}
 		r.lateAttn[l] = r.attn
 	}
+	if pc, ok := p.be.(AccPacer); ok {
+		if l == 0 {
+			p.accMarks = make([]int, 0, p.c.Layers)
+		}
+		p.accMarks = append(p.accMarks, pc.AccMark())
+	}
 }
 
-// lateAfter fills the deferred sums with one wait and runs every
-// segment's AfterAttend of every layer, in layer order, on its calls kept
-// aside: one spread over the lanes for all the layers (laneWork).
+// paced reports whether the backend marked every layer's deferred reads
+// (AccPacer) in this late pass.
+func (p *pass) paced() bool {
+	return len(p.accMarks) == p.c.Layers && !slices.Contains(p.accMarks, -1)
+}
+
+// lateAfter fills the deferred sums and runs every segment's AfterAttend
+// of every layer, in layer order, on its calls kept aside. Where the
+// backend paces the reads (every layer marked), it waits for the first
+// layer's, then takes every layer whose reads have landed by then, and so
+// on: each round one spread over the lanes (laneWork) while the device
+// works on the later layers. Else one wait, one spread for all the layers.
 func (p *pass) lateAfter() {
 	d := p.be.(AccDeferrer)
 	d.DeferAcc(false)
-	d.FlushAcc()
+	L := p.c.Layers
+	pc, _ := p.be.(AccPacer)
+	paced := p.paced()
 	p.lateAll = true
-	p.afterAttend(0)
+	if !paced {
+		d.FlushAcc()
+		p.lateLo, p.lateHi = 0, L
+		p.afterAttend(0)
+	}
+	for lo := 0; paced && lo < L; {
+		pc.FlushAccTo(p.accMarks[lo])
+		hi := lo + 1
+		for hi < L && pc.AccDone(p.accMarks[hi]) {
+			hi++
+		}
+		if hi-1 > lo {
+			pc.FlushAccTo(p.accMarks[hi-1]) // landed: no wait
+		}
+		p.lateLo, p.lateHi = lo, hi
+		p.afterAttend(lo)
+		lo = hi
+	}
+	if paced {
+		d.FlushAcc() // nothing is left; the marks are forgotten
+	}
 	p.lateAll = false
+	p.accMarks = nil
 	for i := range p.segs {
 		clear(p.segs[i].r.lateAttn) // no references kept to the step's buffers
 	}

@@ -387,7 +387,12 @@ type pass struct {
 	// batch's; 0: never; lanes.go).
 	minLanes int
 	clock    phaseClock // the parts' wall times, with KVBENCH_PHASES (phases.go)
-	lateAll  bool       // afterAttend runs every layer's hooks (lateacc.go)
+	// lateAll: afterAttend runs the hooks of layers lateLo..lateHi-1, in
+	// order, on the calls kept aside (lateacc.go); accMarks are the
+	// backend's marks of each layer's deferred reads (AccPacer).
+	lateAll        bool
+	lateLo, lateHi int
+	accMarks       []int
 }
 
 // step runs the layer loop over rows tokens (rows <= maxRows) and writes the
@@ -480,16 +485,25 @@ func (p *pass) run() {
 		}
 		k.mark(phaseMLP)
 	}
-	// The head before the late hooks: its kernels follow the last layer's
-	// on the device, and its read is the pass's one wait, after which the
-	// late hooks' FlushAcc finds the sums already landed (the hooks do not
-	// need the logits, nor the head the hooks).
+	// The head before late hooks that wait for the whole step at once: its
+	// kernels follow the last layer's on the device, and its read is the
+	// pass's one wait, after which the hooks' FlushAcc finds the sums
+	// already landed (the hooks do not need the logits, nor the head the
+	// hooks). Paced hooks (AccPacer) run first, beside the device's later
+	// layers, and the head's read waits after them.
 	defer p.deliverTimes()
-	p.head()
-	k.mark(phaseHead)
+	headFirst := late && !p.paced()
+	if headFirst {
+		p.head()
+		k.mark(phaseHead)
+	}
 	if late {
 		p.lateAfter()
 		k.mark(phaseAfter)
+	}
+	if !headFirst {
+		p.head()
+		k.mark(phaseHead)
 	}
 	for i := range p.segs {
 		g := &p.segs[i]

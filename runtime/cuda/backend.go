@@ -69,6 +69,7 @@ type Backend struct {
 	hGrp        []float32  // a head's sums before its group's (accFromProbs)
 	noAccDefer  bool       // KVBENCH_ACC_DEFER=off: DeferAcc defers nothing
 	noAccGroup  bool       // KVBENCH_ACC_GROUP=off: Acc is never summed by group (AccGroups)
+	noAccPace   bool       // KVBENCH_ACC_PACE=off: a pass's deferred reads are waited for at once (AccMark)
 	hRec        []float32
 	hF64        []float64
 	desc        string
@@ -537,6 +538,7 @@ func (b *Backend) readSwitches() error {
 		{"KVBENCH_ACC_GROUP", &b.noAccGroup},
 		{"KVBENCH_ATTN_EARLY", &b.split.noEarly},
 		{"KVBENCH_ATTN_TC_ACC", &b.split.noTCAcc},
+		{"KVBENCH_ACC_PACE", &b.noAccPace},
 	} {
 		off, err := envOff(sw.name)
 		if err != nil {

@@ -810,6 +810,36 @@ func (d *Device) NewEvent() (*Event, error) {
 	return e, nil
 }
 
+// NewSyncEvent creates an event for waiting on, without timing (cheaper to
+// record and to wait for).
+func (d *Device) NewSyncEvent() (*Event, error) {
+	if err := d.enter(); err != nil {
+		return nil, err
+	}
+	defer leave()
+	e := &Event{d: d}
+	const disableTiming = 0x2 // CU_EVENT_DISABLE_TIMING
+	if err := d.api.check("cuEventCreate", d.api.cuEventCreate(&e.h, disableTiming)); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// Done reports, without waiting, whether the work enqueued before the
+// event's last Record has run.
+func (e *Event) Done() (bool, error) {
+	if err := e.d.enter(); err != nil {
+		return false, err
+	}
+	defer leave()
+	const notReady = 600 // CUDA_ERROR_NOT_READY
+	r := e.d.api.cuEventQuery(e.h)
+	if r == notReady {
+		return false, nil
+	}
+	return r == 0, e.d.api.check("cuEventQuery", r)
+}
+
 // Record enqueues the event on the device's stream.
 func (e *Event) Record() error {
 	if err := e.d.enter(); err != nil {

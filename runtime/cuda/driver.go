@@ -66,6 +66,7 @@ type driverAPI struct {
 	cuEventDestroy                              func(e uintptr) int32
 	cuEventRecord                               func(e, s uintptr) int32
 	cuEventSynchronize                          func(e uintptr) int32
+	cuEventQuery                                func(e uintptr) int32
 	cuEventElapsedTime                          func(ms *float32, start, end uintptr) int32
 	cuStreamBeginCapture                        func(s uintptr, mode int32) int32
 	cuStreamEndCapture                          func(s uintptr, graph *uintptr) int32
@@ -136,6 +137,7 @@ func (d *driverAPI) symbols() []symbol {
 		{&d.cuEventDestroy, []string{"cuEventDestroy_v2", "cuEventDestroy"}},
 		{&d.cuEventRecord, []string{"cuEventRecord"}},
 		{&d.cuEventSynchronize, []string{"cuEventSynchronize"}},
+		{&d.cuEventQuery, []string{"cuEventQuery"}},
 		// CUDA 12.8 added the _v2 export; CUDA 13 headers name only it.
 		{&d.cuEventElapsedTime, []string{"cuEventElapsedTime_v2", "cuEventElapsedTime"}},
 		{&d.cuStreamBeginCapture, []string{"cuStreamBeginCapture_v2", "cuStreamBeginCapture"}},

@@ -41,6 +41,8 @@ type fakeDev struct {
 	reads    atomic.Int64 // device-to-host copies
 	waits    atomic.Int64 // the host's waits for the device (stream, context, event)
 	gemms    atomic.Int64
+	busy     atomic.Int64     // event queries left to answer "not ready" (SetFakeBusy)
+	queries  atomic.Int64     // event queries (cuEventQuery)
 	byName   map[string]int64 // launches by kernel name (cuBLAS GEMMs as "cublas"), under mu
 	trace    []string         // launches in order while tracing (FakeTrace), under mu
 	tracing  bool
@@ -68,6 +70,13 @@ var fake = &fakeDev{host: map[unsafe.Pointer][]byte{}, sizes: map[uint64]uint64{
 func FakeCounts() (launches, copies, reads, waits int64) {
 	return fake.launches.Load() + fake.gemms.Load(), fake.copies.Load(), fake.reads.Load(), fake.waits.Load()
 }
+
+// SetFakeBusy makes the fake device's next n event queries answer "not
+// ready" (its work is otherwise always done: a wait returns at once).
+func SetFakeBusy(n int) { fake.busy.Store(int64(n)) }
+
+// FakeEventQueries returns the event queries the fake device has answered.
+func FakeEventQueries() int64 { return fake.queries.Load() }
 
 // FakeKernels returns the launches the fake device has seen by kernel name
 // (cuBLAS's GEMMs under "cublas", graph launches under "graph"; graph
@@ -229,6 +238,14 @@ func fakeDriver() *driverAPI {
 	d.cuEventDestroy = func(uintptr) int32 { return 0 }
 	d.cuEventRecord = func(_, _ uintptr) int32 { return 0 }
 	d.cuEventSynchronize = func(uintptr) int32 { f.waits.Add(1); return 0 }
+	d.cuEventQuery = func(uintptr) int32 {
+		f.queries.Add(1)
+		if f.busy.Add(-1) >= 0 {
+			return 600 // CUDA_ERROR_NOT_READY
+		}
+		f.busy.Store(0)
+		return 0
+	}
 	d.cuEventElapsedTime = func(ms *float32, _, _ uintptr) int32 { *ms = 0; return 0 }
 	d.cuStreamBeginCapture = func(uintptr, int32) int32 { f.mu.Lock(); f.byName["capture"]++; f.mu.Unlock(); return 0 }
 	d.cuStreamEndCapture = func(_ uintptr, g *uintptr) int32 { *g = f.handle(); return 0 }

@@ -13,7 +13,10 @@ import (
 // eight, waits for the device twice (the deferred sums, the
 // log-probabilities) where it waited once a layer and once for the
 // log-probabilities with KVBENCH_ACC_DEFER=off; full attention waits once
-// either way.
+// either way. Paced (the default), a step whose layers' reads land in
+// three rounds (two event queries answered "not ready") waits twice more,
+// and asks each later layer's event whether it has landed; with
+// KVBENCH_ACC_PACE=off it asks none.
 func TestFakeLateAcc(t *testing.T) {
 	c := runtime.Config{Arch: "llama", Dim: 512, Hidden: 1024, Layers: 6, Heads: 8, KVHeads: 2, HeadDim: 64, Vocab: 1000,
 		MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
@@ -22,10 +25,14 @@ func TestFakeLateAcc(t *testing.T) {
 		name   string
 		params policies.Params
 	}{{"h2o", policies.Params{"budget": 64}}, {"tova", policies.Params{"budget": 64}}, {"full", nil}} {
-		for _, deferAcc := range []string{"", "off"} {
+		for _, set := range [][2]string{{"", ""}, {"", "busy"}, {"", "off"}, {"off", ""}} {
+			deferAcc, pace := set[0], set[1]
 			for _, streams := range []int{1, 8} {
-				t.Run(fmt.Sprintf("%s/defer %q/%d streams", pc.name, deferAcc, streams), func(t *testing.T) {
+				t.Run(fmt.Sprintf("%s/defer %q/pace %q/%d streams", pc.name, deferAcc, pace, streams), func(t *testing.T) {
 					t.Setenv("KVBENCH_ACC_DEFER", deferAcc)
+					if pace == "off" {
+						t.Setenv("KVBENCH_ACC_PACE", "off")
+					}
 					be := fakeBackend(t)
 					dw, err := runtime.UploadWeights(m, be)
 					if err != nil {
@@ -38,25 +45,38 @@ func TestFakeLateAcc(t *testing.T) {
 						sids[i], toks[i], targets[i] = i, 3+i, 4+i
 					}
 					step := func() { // log-probabilities: one read for every stream
+						if pace == "busy" {
+							cuda.SetFakeBusy(2)
+						}
 						if err := batch.LogProbs(sids, toks, targets, out); err != nil {
 							t.Fatal(err)
 						}
 					}
 					step()
 					_, _, _, w0 := cuda.FakeCounts()
+					q0 := cuda.FakeEventQueries()
 					for range 3 {
 						step()
 					}
+					cuda.SetFakeBusy(0)
 					_, _, _, w1 := cuda.FakeCounts()
-					want := int64(2)
+					queries := (cuda.FakeEventQueries() - q0) / 3
+					want, wantQ := int64(2), int64(c.Layers-1)
 					switch {
 					case pc.name == "full":
-						want = 1
+						want, wantQ = 1, 0
 					case deferAcc == "off":
-						want = int64(c.Layers) + 1
+						want, wantQ = int64(c.Layers)+1, 0
+					case pace == "off":
+						wantQ = 0
+					case pace == "busy": // rounds: layer 0; 1; 2 to the last
+						want = 4
 					}
 					if got := (w1 - w0) / 3; got != want {
 						t.Errorf("%d waits for the device a step, want %d", got, want)
+					}
+					if queries != wantQ {
+						t.Errorf("%d event queries a step, want %d", queries, wantQ)
 					}
 				})
 			}
