@@ -74,11 +74,13 @@ const lateChunk = 64 << 20
 // (runtime.AccDeferrer); it reports false, deferring nothing, with
 // KVBENCH_ACC_DEFER=off.
 func (b *Backend) DeferAcc(on bool) bool {
-	if on && len(b.late.items) > 0 {
-		// Reads of a pass that failed before its FlushAcc: their copies
-		// may still be landing in the chunks about to be reused.
-		b.sync()
-		b.late.forget()
+	if on {
+		if len(b.late.items) > 0 {
+			// Reads of a pass that failed before its FlushAcc: their
+			// copies may still be landing in the chunks about to be reused.
+			b.sync()
+		}
+		b.late.forget() // and its marks, if any
 	}
 	b.late.on = on && !b.noAccDefer
 	if b.late.on { // the last deferring pass's views are read by now
