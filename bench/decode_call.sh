@@ -6,7 +6,10 @@
 # the GPU machine after `source bench/unpack_carry.sh`:
 #   VARIANTS="main=$B/kvbench box384=.gpucarry/b/box384/kvbench" \
 #   ENVS="- KVBENCH_KV_BOX=off KVBENCH_GRAPHS=off" REPS=2 bash bench/decode_call.sh
-# An ENVS entry is "-" (none) or VAR=value[,VAR=value...]. SHAPE (8b) and
+# An ENVS entry is "-" (none) or VAR=value[,VAR=value...]; a VARIANTS entry
+# may carry settings of its own after an @ (noearly=$B/kvbench@KVBENCH_ATTN_EARLY=off),
+# so that one build under two settings sits in each round beside the others.
+# SHAPE (8b) and
 # MODEL (/tmp/m<shape>, made if absent), PROMPT (512), STEPS (128) as named.
 set -u
 shape=${SHAPE:-8b}; model=${MODEL:-/tmp/m$shape}
@@ -23,14 +26,16 @@ echo "| round | build | settings | tok/s |"
 echo "|---|---|---|---:|"
 for r in $(seq 1 "${REPS:-2}"); do
 	for v in ${VARIANTS:-main=${B:-/tmp/gpubin}/kvbench}; do
-		name=${v%%=*} bin=${v#*=}
+		name=${v%%=*} bin=${v#*=} own=
+		case $bin in *@*) own=${bin#*@} bin=${bin%%@*} ;; esac
 		for e in ${ENVS:--}; do
 			envs=()
-			[ "$e" != - ] && IFS=, read -ra envs <<< "$e"
+			[ -n "$own" ] && IFS=, read -ra envs <<< "$own"
+			[ "$e" != - ] && IFS=, read -ra more <<< "$e" && envs+=("${more[@]}")
 			line=$(env "${envs[@]}" timeout 120 "$bin" e2e --model "$model" --backend cuda --lengths "${PROMPT:-512}" --nll=false \
 				--decode "${STEPS:-128}" 2>&1 | grep -E "^\| decode|error|panic" | head -3)
 			tok=$(echo "$line" | awk -F'|' '/^\| decode/ {gsub(/ /, "", $5); print $5}')
-			echo "| $r | $name | $e | ${tok:-$line} |"
+			echo "| $r | $name | ${own:+$own }$e | ${tok:-$line} |"
 		done
 	done
 done
