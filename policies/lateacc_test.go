@@ -281,8 +281,9 @@ func (o *orderHook) AfterAttend(l int, a *runtime.AttnArgs) {
 // device (the defaults) as read once a layer and added up by the policy
 // (KVBENCH_ACC_DEFER=off, KVBENCH_ACC_GROUP=off), with each alone, and
 // with the pass's reads waited for at once instead of layer by layer
-// (KVBENCH_ACC_PACE=off): the same kernels and the same float32 sums, only
-// the reads wait elsewhere.
+// (KVBENCH_ACC_PACE=off), and with the reads on the device's side stream
+// (KVBENCH_ACC_STREAM=on), paced or not: the same kernels and the same
+// float32 sums, only the reads wait elsewhere.
 // Models: tiny (heads of 16: the host adds the sums, be_attend) and heads
 // of 64 (the split-KV kernels and attn_rt_acc). Recall is sampled every
 // fifth step (startPolicy), whose passes read once a layer.
@@ -299,10 +300,11 @@ func TestLateAfterAttendGPU(t *testing.T) {
 	}
 	for _, m := range []*runtime.Model{tiny, d64} {
 		sts := batchStreams(6, m.Config.Vocab, 7)
-		traces := func(t *testing.T, deferAcc, group, pace, name string, params policies.Params) ([]streamTrace, []streamTrace) {
+		traces := func(t *testing.T, deferAcc, group, pace, side, name string, params policies.Params) ([]streamTrace, []streamTrace) {
 			t.Setenv("KVBENCH_ACC_DEFER", deferAcc)
 			t.Setenv("KVBENCH_ACC_GROUP", group)
 			t.Setenv("KVBENCH_ACC_PACE", pace)
+			t.Setenv("KVBENCH_ACC_STREAM", side)
 			be := gpuBackendAt(t, "f32")
 			alone := make([]streamTrace, len(sts))
 			for i, st := range sts {
@@ -315,11 +317,12 @@ func TestLateAfterAttendGPU(t *testing.T) {
 			params policies.Params
 		}{{"h2o", policies.Params{"budget": 24}}, {"tova", policies.Params{"budget": 20}}} {
 			t.Run(fmt.Sprintf("hd%d/%s", m.Config.HeadDim, pc.name), func(t *testing.T) {
-				wantAlone, wantBatch := traces(t, "off", "off", "", pc.name, pc.params)
-				for _, set := range [][3]string{{"", "", ""}, {"", "", "off"}, {"", "off", ""}, {"off", "", ""}} {
-					gotAlone, gotBatch := traces(t, set[0], set[1], set[2], pc.name, pc.params)
+				wantAlone, wantBatch := traces(t, "off", "off", "", "", pc.name, pc.params)
+				for _, set := range [][4]string{{"", "", "", ""}, {"", "", "off", ""}, {"", "off", "", ""}, {"off", "", "", ""},
+					{"", "", "", "on"}, {"", "", "off", "on"}} {
+					gotAlone, gotBatch := traces(t, set[0], set[1], set[2], set[3], pc.name, pc.params)
 					for i := range sts {
-						what := fmt.Sprintf("defer %q group %q pace %q, stream %d", set[0], set[1], set[2], i)
+						what := fmt.Sprintf("defer %q group %q pace %q side %q, stream %d", set[0], set[1], set[2], set[3], i)
 						compareTraces(t, what+" alone", gotAlone[i], wantAlone[i], 0)
 						compareTraces(t, what+" batched", gotBatch[i], wantBatch[i], 0)
 					}

@@ -70,6 +70,7 @@ type Backend struct {
 	noAccDefer  bool       // KVBENCH_ACC_DEFER=off: DeferAcc defers nothing
 	noAccGroup  bool       // KVBENCH_ACC_GROUP=off: Acc is never summed by group (AccGroups)
 	noAccPace   bool       // KVBENCH_ACC_PACE=off: a pass's deferred reads are waited for at once (AccMark)
+	accSide     bool       // KVBENCH_ACC_STREAM=on: deferred reads copy on the side stream (lateacc.go)
 	hRec        []float32
 	hF64        []float64
 	desc        string
@@ -298,6 +299,14 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 		b.Close()
 		return nil, err
 	}
+	switch v := os.Getenv("KVBENCH_ACC_STREAM"); v {
+	case "", "off":
+	case "on":
+		b.accSide = true
+	default:
+		b.Close()
+		return nil, fmt.Errorf("cuda: KVBENCH_ACC_STREAM=%q is not on or off (unset: off)", v)
+	}
 	if b.split.tc, err = tcModeOf(); err != nil {
 		b.Close()
 		return nil, err
@@ -518,8 +527,16 @@ func (b *Backend) wait() {
 		b.launchRope(false)
 	}
 	must(b.D.Sync())
+	b.settled()
+}
+
+// settled is the backend after a wait for the stream (and the side stream,
+// Device.Sync): the staging arena is free, Quest's epoch moves, memory
+// retired is freed, and no side copy out of accWork can still run.
+func (b *Backend) settled() {
 	b.epoch++
 	b.st.off = 0
+	b.late.workBusy = false
 	must(b.freeRetired())
 }
 
@@ -604,9 +621,7 @@ func get[T any](b *Backend, dst []T, src Ptr) {
 	b.flushKV()
 	b.notCapturing("a download")
 	must(Download(b.D, dst, src))
-	b.epoch++
-	b.st.off = 0
-	must(b.freeRetired())
+	b.settled()
 }
 
 func must(err error) {

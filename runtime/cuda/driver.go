@@ -62,6 +62,7 @@ type driverAPI struct {
 	cuStreamCreate                              func(s *uintptr, flags uint32) int32
 	cuStreamDestroy                             func(s uintptr) int32
 	cuStreamSynchronize                         func(s uintptr) int32
+	cuStreamWaitEvent                           func(s, e uintptr, flags uint32) int32
 	cuEventCreate                               func(e *uintptr, flags uint32) int32
 	cuEventDestroy                              func(e uintptr) int32
 	cuEventRecord                               func(e, s uintptr) int32
@@ -133,6 +134,7 @@ func (d *driverAPI) symbols() []symbol {
 		{&d.cuStreamCreate, []string{"cuStreamCreate"}},
 		{&d.cuStreamDestroy, []string{"cuStreamDestroy_v2", "cuStreamDestroy"}},
 		{&d.cuStreamSynchronize, []string{"cuStreamSynchronize"}},
+		{&d.cuStreamWaitEvent, []string{"cuStreamWaitEvent"}},
 		{&d.cuEventCreate, []string{"cuEventCreate"}},
 		{&d.cuEventDestroy, []string{"cuEventDestroy_v2", "cuEventDestroy"}},
 		{&d.cuEventRecord, []string{"cuEventRecord"}},

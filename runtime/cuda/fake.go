@@ -41,11 +41,14 @@ type fakeDev struct {
 	reads    atomic.Int64 // device-to-host copies
 	waits    atomic.Int64 // the host's waits for the device (stream, context, event)
 	gemms    atomic.Int64
-	busy     atomic.Int64     // event queries left to answer "not ready" (SetFakeBusy)
-	queries  atomic.Int64     // event queries (cuEventQuery)
-	byName   map[string]int64 // launches by kernel name (cuBLAS GEMMs as "cublas"), under mu
-	trace    []string         // launches in order while tracing (FakeTrace), under mu
-	tracing  bool
+	busy     atomic.Int64 // event queries left to answer "not ready" (SetFakeBusy)
+	queries  atomic.Int64 // event queries (cuEventQuery)
+	// streamWaits and sideCopies count a stream's waits for an event and
+	// the copies on the side stream (Device.SideCopyDtoH).
+	streamWaits, sideCopies atomic.Int64
+	byName                  map[string]int64 // launches by kernel name (cuBLAS GEMMs as "cublas"), under mu
+	trace                   []string         // launches in order while tracing (FakeTrace), under mu
+	tracing                 bool
 }
 
 // fakeMem is the fake device's memory, in bytes (an H200's).
@@ -77,6 +80,10 @@ func SetFakeBusy(n int) { fake.busy.Store(int64(n)) }
 
 // FakeEventQueries returns the event queries the fake device has answered.
 func FakeEventQueries() int64 { return fake.queries.Load() }
+
+// FakeSide returns the copies the fake device has run on a side stream and
+// the waits of a stream for an event.
+func FakeSide() (copies, streamWaits int64) { return fake.sideCopies.Load(), fake.streamWaits.Load() }
 
 // FakeKernels returns the launches the fake device has seen by kernel name
 // (cuBLAS's GEMMs under "cublas", graph launches under "graph"; graph
@@ -234,6 +241,7 @@ func fakeDriver() *driverAPI {
 	d.cuStreamCreate = func(s *uintptr, _ uint32) int32 { *s = f.handle(); return 0 }
 	d.cuStreamDestroy = func(uintptr) int32 { return 0 }
 	d.cuStreamSynchronize = func(uintptr) int32 { f.waits.Add(1); return 0 }
+	d.cuStreamWaitEvent = func(_, _ uintptr, _ uint32) int32 { f.streamWaits.Add(1); return 0 }
 	d.cuEventCreate = func(e *uintptr, _ uint32) int32 { *e = f.handle(); return 0 }
 	d.cuEventDestroy = func(uintptr) int32 { return 0 }
 	d.cuEventRecord = func(_, _ uintptr) int32 { return 0 }

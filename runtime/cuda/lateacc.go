@@ -44,6 +44,12 @@ type lateAccs struct {
 	events []*Event
 	filled int
 	landed int
+	// With KVBENCH_ACC_STREAM=on the copies run on the device's side
+	// stream (Device.SideCopyDtoH) behind after's record; workDone is
+	// recorded after the last copy out of accWork, workBusy until the
+	// stream has been told to wait for it (sideDone).
+	after, workDone *Event
+	workBusy        bool
 }
 
 // lateMark is a mark of the deferred reads: the items before it and the
@@ -162,7 +168,11 @@ func (b *Backend) AccMark() int {
 		l.events = append(l.events, ev)
 	}
 	ev := l.events[m]
-	must(ev.Record())
+	if b.accSide {
+		must(ev.RecordSide()) // behind the side stream's copies
+	} else {
+		must(ev.Record())
+	}
 	l.marks = append(l.marks, lateMark{items: len(l.items), ev: ev})
 	return m
 }
@@ -224,9 +234,44 @@ func (b *Backend) lateRoom(n int64) (*Pinned, int64) {
 func (b *Backend) lateRead(a *runtime.AttnArgs, dev Ptr, astride int) {
 	n := int64(accSlices(a)*astride) * 4
 	pin, off := b.lateRoom(n)
-	must(b.D.CopyDtoHAsync(pin, off, dev, n))
+	b.lateCopy(pin, off, dev, n, false)
 	b.late.items = append(b.late.items, lateItem{acc: a.Acc, seqs: a.Seqs, heads: a.Heads, kvHeads: a.KVHeads, group: a.AccGroup,
 		astride: astride, pin: pin, off: off})
+}
+
+// lateCopy copies n bytes of sums from dev to pin at off: on the stream, or
+// with KVBENCH_ACC_STREAM=on on the side stream, which the stream does not
+// wait for. A copy out of accWork (work) marks it busy until the stream
+// waits for the copy (sideDone); other sums are in the staging arena,
+// which is not written again before a wait (and Device.Sync waits for the
+// side stream too).
+func (b *Backend) lateCopy(pin *Pinned, off int64, dev Ptr, n int64, work bool) {
+	l := &b.late
+	if !b.accSide {
+		must(b.D.CopyDtoHAsync(pin, off, dev, n))
+		return
+	}
+	if l.after == nil {
+		var err error
+		l.after, err = b.D.NewSyncEvent()
+		must(err)
+		l.workDone, err = b.D.NewSyncEvent()
+		must(err)
+	}
+	var done *Event
+	if work {
+		done, l.workBusy = l.workDone, true
+	}
+	must(b.D.SideCopyDtoH(pin, off, dev, n, l.after, done))
+}
+
+// sideDone makes the stream wait for the last side copy out of accWork, if
+// one may still run, before it writes accWork again.
+func (b *Backend) sideDone() {
+	if l := &b.late; l.workBusy {
+		must(b.D.WaitFor(l.workDone))
+		l.workBusy = false
+	}
 }
 
 // freeLate gives the chunks back (the callers waited for the device) and
@@ -235,8 +280,10 @@ func (b *Backend) freeLate() {
 	for _, p := range b.late.pins {
 		_ = p.Free()
 	}
-	for _, ev := range b.late.events {
-		_ = ev.Destroy()
+	for _, ev := range append(b.late.events, b.late.after, b.late.workDone) {
+		if ev != nil {
+			_ = ev.Destroy()
+		}
 	}
 	b.late = lateAccs{}
 }
@@ -251,7 +298,7 @@ func (b *Backend) lateBatch(bt *batchAttn) bool {
 		}
 	}
 	pin, off := b.lateRoom(bt.accBytes)
-	must(b.D.CopyDtoHAsync(pin, off, bt.accDev, bt.accBytes))
+	b.lateCopy(pin, off, bt.accDev, bt.accBytes, true)
 	for i := range bt.calls {
 		if c := &bt.calls[i]; c.a.Acc != nil {
 			a := c.a
