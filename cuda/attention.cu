@@ -801,7 +801,8 @@ ATTN_KERNELS(128, 8)
 #define RH_LEAN 13   // 1: no head selects and every token is visible (no token ids or positions staged)
 #define RH_EARLY 14  // 1: every KV head's tokens but its last were written before an operation that serialised the stream ahead of this launch (the tensor-core kernel reads them before pdl_wait)
 #define RH_GR 15     // query heads of a subgroup (RH_GH virtual heads of which the first RH_GR are real; sub = G / GR)
-#define RH_WORDS 16
+#define RH_NOLO 16   // 1: the tensor-core kernel takes q and p in bf16 alone (no low halves; KVBENCH_ATTN_TC_LO=off)
+#define RH_WORDS 17
 
 // rt_item returns row*heads + head of virtual head v of split row r, or -1
 // past the last query row or past a subgroup's real heads (a group of 3, 5,

@@ -38,7 +38,11 @@
 //
 //   O^T += V^T P^T: A = V^T from the V stage by ldmatrix.trans, B = P^T
 //   (the probabilities split into bf16 high and low halves, two products,
-//   so the output keeps float32 accuracy). The accumulator gives lane
+//   so the output keeps float32 accuracy).
+//
+//   RH_NOLO (KVBENCH_ATTN_TC_LO=off) drops both low halves' products: q
+//   and p in bf16 alone, as SDPA takes them, half the products a tile; a
+//   setting to time what float32 accuracy costs, not a default. The accumulator gives lane
 //   (gid, tig) channels 16j + gid and 16j + gid + 8, heads 2tig, 2tig+1.
 //
 // At the end the warps' maxima, sums and outputs meet in shared memory,
@@ -189,6 +193,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     // (Backend.earlyReads): the pointers and the tiles before that token
     // are asked for before the wait, while the kernel ahead finishes.
     const bool early = H[RH_EARLY] != 0;
+    const bool lows = H[RH_NOLO] == 0;  // the low halves' products (float32 accuracy), unless asked off
     if (!early) pdl_wait();
     int pg0 = 0;
     if (len > 0) {
@@ -321,7 +326,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
 #pragma unroll
             for (int n = 0; n < 2; ++n) {
                 tc_mma(sa[j & 1][0][n], ah, kb[j][2 * n], kb[j][2 * n + 1]);
-                tc_mma(sa[j & 1][1][n], al, kb[j][2 * n], kb[j][2 * n + 1]);
+                if (lows) tc_mma(sa[j & 1][1][n], al, kb[j][2 * n], kb[j][2 * n + 1]);
             }
         }
         // The V fragments (A = V^T: matrices (tokens 0-7, ch 16j), (0-7,
@@ -384,8 +389,10 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
         // (no product waits for the one before it).
 #pragma unroll
         for (int j = 0; j < KS; ++j) tc_mma(o[j], va[j], bh0, bh1);
+        if (lows) {
 #pragma unroll
-        for (int j = 0; j < KS; ++j) tc_mma(o[j], va[j], bl0, bl1);
+            for (int j = 0; j < KS; ++j) tc_mma(o[j], va[j], bl0, bl1);
+        }
     }
     fl_wait<0>();
 

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/kvbench/kvbench/policies"
@@ -322,6 +323,40 @@ func testAttendTCKernels(t *testing.T, variant string) {
 						})
 					}
 				}
+			}
+		}
+	}
+}
+
+// TestAttendTCLowHalvesGPU: with KVBENCH_ATTN_TC_LO=off the tensor-core
+// decode kernels take the queries and the probabilities in bf16 alone (no
+// low halves' products: SDPA's precision, to time what they cost). Their
+// outputs stay within bf16's rounding of the CPU's.
+func TestAttendTCLowHalvesGPU(t *testing.T) {
+	t.Setenv("KVBENCH_ATTN_TC", "on")
+	t.Setenv("KVBENCH_ATTN_CLUSTER", "0")
+	t.Setenv("KVBENCH_ATTN_TC_LO", "off")
+	g := newGPU(t)
+	c := cpu.New(0)
+	defer c.Close()
+	rng := rand.New(rand.NewPCG(29, 3))
+	for _, hd := range []int{64, 128} {
+		for _, hk := range [][2]int{{8, 8}, {8, 2}, {8, 1}} {
+			for _, chunk := range []int{0, 32} {
+				t.Run(fmt.Sprintf("hd%d/%dx%d/chunk%d", hd, hk[0], hk[1], chunk), func(t *testing.T) {
+					if err := g.SetAttnChunk(chunk); err != nil {
+						t.Fatal(err)
+					}
+					defer g.SetAttnChunk(0)
+					cfg := runtime.Config{Heads: hk[0], KVHeads: hk[1], HeadDim: hd}
+					cp := newCachePair(t, c, g, cfg, 16, runtime.BF16, false)
+					cp.append(rng, 700)
+					ac := attnCase{heads: hk[0], rows: 1, qpos: []int{cp.next - 1}, opt: "plain", tol: 2e-2}
+					compareAttend(t, c, g, cp, rng, ac)
+					if p := g.AttnPlan(); !strings.HasSuffix(p.Kernel, "_tc") {
+						t.Fatalf("kernel %s, want a tensor-core one", p.Kernel)
+					}
+				})
 			}
 		}
 	}

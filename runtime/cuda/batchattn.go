@@ -360,7 +360,7 @@ func (b *Backend) batchMeta(bt *batchAttn) int {
 		for i := lo; i < hi; i++ {
 			c := &bt.calls[i]
 			m := b.describe(&pt.h, c.a, true)
-			splitHeader(c, pt.h, m)
+			splitHeader(c, pt.h, m, b.split.noLo)
 			if c.sel = m.sel; c.sel.on && int(c.sel.base) != len(pt.h) {
 				panic(fmt.Sprintf("cuda: AttendBatch: %d ints after a selection's place (%d)", len(pt.h)-int(c.sel.base), c.sel.base))
 			}
@@ -449,8 +449,8 @@ func (b *Backend) batchable(a *runtime.AttnArgs) bool {
 
 // splitHeader is attendSplit's shape of call c (its ints h, laid out as m
 // says): the split rows, the longest token list, the kernel, and the header
-// written into h.
-func splitHeader(c *batchCall, h []int32, m attnLayout) {
+// written into h (noLo: RH_NOLO).
+func splitHeader(c *batchCall, h []int32, m attnLayout, noLo bool) {
 	a := c.a
 	group := a.Heads / a.KVHeads
 	p := splitShapeOf(a, h, m.headOff, c.kvt)
@@ -461,7 +461,8 @@ func splitHeader(c *batchCall, h []int32, m attnLayout) {
 	c.vg, c.srows, c.longest, c.minPS, c.shifted, c.lean, c.hd = p.vg, p.srows, p.longest, p.minPS, p.shifted, p.lean, a.HeadDim
 	copy(h[m.hdr:], []int32{rhRows: int32(a.Rows), rhHeads: int32(a.Heads), rhG: int32(group), rhGH: int32(p.gh),
 		rhRT: int32(p.rt), rhTiles: int32(p.tiles), rhWin: int32(max(a.Window, 0)), rhRowOff: m.rowOff, rhHeadOff: m.headOff,
-		rhInvOff: m.invOff, rhStride: int32(max(p.longest, 1)), rhInter: flag(a.Rope == runtime.RopeInterleaved), rhSRows: int32(c.srows), rhLean: flag(p.lean), rhGR: int32(p.gr)})
+		rhInvOff: m.invOff, rhStride: int32(max(p.longest, 1)), rhInter: flag(a.Rope == runtime.RopeInterleaved), rhSRows: int32(c.srows), rhLean: flag(p.lean), rhGR: int32(p.gr),
+		rhNoLo: flag(noLo)})
 	c.hdr = m.hdr
 }
 
