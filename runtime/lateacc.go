@@ -90,6 +90,19 @@ func (p *pass) paced() bool {
 	return len(p.accMarks) == p.c.Layers && !slices.Contains(p.accMarks, -1)
 }
 
+// lateRoundPart names the KVBENCH_PHASES part that counts the rounds of
+// n layers (the filling of their sums is its time).
+func lateRoundPart(n int) string {
+	switch {
+	case n == 1:
+		return "late hooks: rounds of 1 layer (sums filled)"
+	case n <= 4:
+		return "late hooks: rounds of 2-4 layers (sums filled)"
+	default:
+		return "late hooks: rounds of 5+ layers (sums filled)"
+	}
+}
+
 // lateAfter fills the deferred sums and runs every segment's AfterAttend
 // of every layer, in layer order, on its calls kept aside. Where the
 // backend paces the reads (every layer marked), it waits for the first
@@ -108,8 +121,10 @@ func (p *pass) lateAfter() {
 		p.lateLo, p.lateHi = 0, L
 		p.afterAttend(0)
 	}
+	parts := StartParts() // KVBENCH_PHASES: the rounds' waits and their hooks
 	for lo := 0; paced && lo < L; {
 		pc.FlushAccTo(p.accMarks[lo])
+		parts.Mark("late hooks: waiting for the next layer's sums")
 		hi := lo + 1
 		for hi < L && pc.AccDone(p.accMarks[hi]) {
 			hi++
@@ -118,7 +133,9 @@ func (p *pass) lateAfter() {
 			pc.FlushAccTo(p.accMarks[hi-1]) // landed: no wait
 		}
 		p.lateLo, p.lateHi = lo, hi
+		parts.Mark(lateRoundPart(hi - lo))
 		p.afterAttend(lo)
+		parts.Mark("late hooks: a round's hooks (lanes)")
 		lo = hi
 	}
 	if paced {
