@@ -84,12 +84,6 @@ func (p *pass) keepCalls(l int) {
 	}
 }
 
-// paced reports whether the backend marked every layer's deferred reads
-// (AccPacer) in this late pass.
-func (p *pass) paced() bool {
-	return len(p.accMarks) == p.c.Layers && !slices.Contains(p.accMarks, -1)
-}
-
 // lateRoundPart names the KVBENCH_PHASES part that counts the rounds of
 // n layers (the filling of their sums is its time).
 func lateRoundPart(n int) string {
@@ -112,17 +106,28 @@ func lateRoundPart(n int) string {
 func (p *pass) lateAfter() {
 	d := p.be.(AccDeferrer)
 	d.DeferAcc(false)
-	L := p.c.Layers
-	pc, _ := p.be.(AccPacer)
-	paced := p.paced()
 	p.lateAll = true
-	if !paced {
+	if pc, ok := p.be.(AccPacer); ok && p.paced() {
+		p.lateRounds(pc)
+		d.FlushAcc() // nothing is left to wait for; the marks are forgotten
+	} else {
 		d.FlushAcc()
-		p.lateLo, p.lateHi = 0, L
-		p.afterAttend(0)
+		p.lateHooks(0, p.c.Layers)
 	}
+	p.lateAll = false
+	p.accMarks = nil
+	for i := range p.segs {
+		clear(p.segs[i].r.lateAttn) // no references kept to the step's buffers
+	}
+}
+
+// lateRounds runs the late hooks round by round: it waits for the first
+// layer whose sums are not in yet, takes every later one whose sums have
+// landed too, and runs their hooks.
+func (p *pass) lateRounds(pc AccPacer) {
+	L := p.c.Layers
 	parts := StartParts() // KVBENCH_PHASES: the rounds' waits and their hooks
-	for lo := 0; paced && lo < L; {
+	for lo := 0; lo < L; {
 		pc.FlushAccTo(p.accMarks[lo])
 		parts.Mark("late hooks: waiting for the next layer's sums")
 		hi := lo + 1
@@ -132,20 +137,24 @@ func (p *pass) lateAfter() {
 		if hi-1 > lo {
 			pc.FlushAccTo(p.accMarks[hi-1]) // landed: no wait
 		}
-		p.lateLo, p.lateHi = lo, hi
 		parts.Mark(lateRoundPart(hi - lo))
-		p.afterAttend(lo)
+		p.lateHooks(lo, hi)
 		parts.Mark("late hooks: a round's hooks (lanes)")
 		lo = hi
 	}
-	if paced {
-		d.FlushAcc() // nothing is left; the marks are forgotten
-	}
-	p.lateAll = false
-	p.accMarks = nil
-	for i := range p.segs {
-		clear(p.segs[i].r.lateAttn) // no references kept to the step's buffers
-	}
+}
+
+// lateHooks runs every segment's AfterAttend of layers lo..hi-1, in order,
+// on the calls kept aside: one spread over the lanes (laneWork).
+func (p *pass) lateHooks(lo, hi int) {
+	p.lateLo, p.lateHi = lo, hi
+	p.afterAttend(lo)
+}
+
+// paced reports whether the backend marked every layer's deferred reads
+// (AccPacer) in this late pass.
+func (p *pass) paced() bool {
+	return len(p.accMarks) == p.c.Layers && !slices.Contains(p.accMarks, -1)
 }
 
 // AccGrouper is an optional Backend capability: it takes AttnArgs.AccGroup
