@@ -156,27 +156,17 @@ func (p *tova) evict(l int, a *runtime.AttnArgs) {
 	// Each KV head's group summed in float32, heads in order (by the
 	// backend, AccGroup, or here), then added up over the groups in
 	// float64, in group order.
-	d0 := p.drops[0][:0]
-	if p.sameHeads(l, seqs) {
-		// Every head's token t is KV head 0's: one pass, the lowest found
-		// on the way when one token goes.
+	if sameHeads(seqs) {
+		// Every head's token t is KV head 0's: one pass over the tokens.
 		for g := range seqs {
 			p.idx[g] = nil
 		}
-		best, bestPos := -1, int32(0)
 		for t := range avg {
 			v := 0.0
 			for g := range seqs {
 				v += float64(groupSum(a, g, t))
 			}
-			v *= inv
-			avg[t] = v
-			if pos := s0.Pos[t]; best < 0 || v < avg[best] || v == avg[best] && pos < bestPos {
-				best, bestPos = t, pos
-			}
-		}
-		if excess == 1 {
-			d0 = append(d0, int32(best))
+			avg[t] = v * inv
 		}
 	} else {
 		clear(avg)
@@ -195,19 +185,19 @@ func (p *tova) evict(l int, a *runtime.AttnArgs) {
 		for t := range avg {
 			avg[t] *= inv
 		}
-		if excess == 1 {
-			best := 0
-			for t := 1; t < n; t++ {
-				if avg[t] < avg[best] || avg[t] == avg[best] && s0.Pos[t] < s0.Pos[best] {
-					best = t
-				}
-			}
-			d0 = append(d0, int32(best))
-		}
 	}
 
-	// The excess lowest by (score, position) where more than one goes.
-	if excess > 1 {
+	// The excess lowest by (score, position); one pass when one token goes.
+	d0 := p.drops[0][:0]
+	if excess == 1 {
+		best := 0
+		for t := 1; t < n; t++ {
+			if avg[t] < avg[best] || avg[t] == avg[best] && s0.Pos[t] < s0.Pos[best] {
+				best = t
+			}
+		}
+		d0 = append(d0, int32(best))
+	} else {
 		p.cand = p.cand[:0]
 		for t, pos := range s0.Pos[:n] {
 			p.cand = append(p.cand, h2oCand{key: avg[t], pos: pos, idx: int32(t)})
@@ -240,11 +230,11 @@ func (p *tova) evict(l int, a *runtime.AttnArgs) {
 	}
 }
 
-// sameHeads reports whether every KV head of layer l holds KV head 0's
+// sameHeads reports whether every KV head of a layer (seqs) holds KV head 0's
 // positions at the same indices (as it does unless the cache was changed
 // behind the policy): compared as bytes, which runs at the memory's speed
 // where an element loop did not (a quarter of a 64-stream step's host time).
-func (p *tova) sameHeads(l int, seqs []runtime.KVSeq) bool {
+func sameHeads(seqs []runtime.KVSeq) bool {
 	n := seqs[0].N
 	for g := 1; g < len(seqs); g++ {
 		if seqs[g].N != n || !sameInt32s(seqs[g].Pos[:n], seqs[0].Pos[:n]) {
