@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
@@ -27,6 +29,35 @@ func TestE2E(t *testing.T) {
 		a := append([]string{"e2e", "--model", "synthetic:tiny", "--backend", "cpu"}, args...)
 		if _, _, err := runCLI(t, a...); err == nil {
 			t.Errorf("%v: no error", args)
+		}
+	}
+}
+
+// TestE2EKernelTimes: on the fake CUDA device with KVBENCH_KERNEL_TIMES=1,
+// e2e prints each prefill's and NLL pass's kernel table after its own
+// (the fake's times are zero; the names and launches are the backend's).
+// In a process of its own: the fake must be that process's only device.
+func TestE2EKernelTimes(t *testing.T) {
+	if os.Getenv("KVBENCH_CUDA_FAKE") != "1" {
+		if testing.Short() {
+			t.Skip("short: no subprocess")
+		}
+		cmd := exec.Command(os.Args[0], "-test.run", "^TestE2EKernelTimes$", "-test.count", "1")
+		cmd.Env = append(os.Environ(), "KVBENCH_CUDA_FAKE=1")
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "PASS") {
+			t.Fatalf("e2e on the fake device: %v\n%s", err, out)
+		}
+		return
+	}
+	t.Setenv("KVBENCH_KERNEL_TIMES", "1")
+	out, _, err := runCLI(t, "e2e", "--model", "synthetic:tiny", "--backend", "cuda", "--lengths", "40", "--decode", "0", "--chunk", "32")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"kernel times, prefill of 40 tokens", "kernel times, NLL pass of 40 tokens", "| be_embed | 2 |", "| cublas gemm 64x64 ", "ms of wall time"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
 }

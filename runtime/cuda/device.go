@@ -67,6 +67,9 @@ type Device struct {
 	peak   int64
 	closed bool
 	pdl    bool // LaunchAfter launches programmatic dependents
+
+	kc        *kernelClock // the kernel clock, when started (kclock.go)
+	inCapture bool         // a graph capture is recording the stream's work
 }
 
 // Open retains the primary context of device ordinal and creates a stream.
@@ -336,6 +339,9 @@ func Download[T any](d *Device, dst []T, src Ptr) error {
 	}
 	err := d.api.check("cuStreamSynchronize", d.api.cuStreamSynchronize(d.stream))
 	runtime.KeepAlive(dst)
+	if err == nil {
+		d.clockRead()
+	}
 	return err
 }
 
@@ -395,7 +401,11 @@ func (d *Device) Sync() error {
 		return err
 	}
 	defer leave()
-	return d.api.check("cuStreamSynchronize", d.api.cuStreamSynchronize(d.stream))
+	if err := d.api.check("cuStreamSynchronize", d.api.cuStreamSynchronize(d.stream)); err != nil {
+		return err
+	}
+	d.clockRead()
+	return nil
 }
 
 // ProfilerRange starts (on) or stops the range a profiler attached with
@@ -705,6 +715,9 @@ func (f *Function) launch(pdl bool, cluster int, grid, block Dim3, smem int, arg
 		return err
 	}
 	defer leave()
+	if t := f.d.clockStart(); t != 0 {
+		defer f.d.clockEnd(f.Name, t)
+	}
 	if fk := f.d.api.fake; fk != nil {
 		fk.launched(f.Name)
 		return nil

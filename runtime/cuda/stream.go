@@ -111,7 +111,11 @@ func (d *Device) BeginCapture() error {
 		return err
 	}
 	defer leave()
-	return d.api.check("cuStreamBeginCapture_v2", d.api.cuStreamBeginCapture(d.stream, streamCaptureRelaxed))
+	if err := d.api.check("cuStreamBeginCapture_v2", d.api.cuStreamBeginCapture(d.stream, streamCaptureRelaxed)); err != nil {
+		return err
+	}
+	d.inCapture = true
+	return nil
 }
 
 // EndCapture ends a capture and instantiates the recorded graph.
@@ -120,6 +124,7 @@ func (d *Device) EndCapture() (*Graph, error) {
 		return nil, err
 	}
 	defer leave()
+	d.inCapture = false
 	g := &Graph{d: d}
 	if err := d.api.check("cuStreamEndCapture", d.api.cuStreamEndCapture(d.stream, &g.g)); err != nil {
 		return nil, err
@@ -137,6 +142,9 @@ func (g *Graph) Launch() error {
 		return err
 	}
 	defer leave()
+	if t := g.d.clockStart(); t != 0 {
+		defer g.d.clockEnd("graph", t)
+	}
 	return g.d.api.check("cuGraphLaunch", g.d.api.cuGraphLaunch(g.exec, g.d.stream))
 }
 
