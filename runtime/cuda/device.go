@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -69,7 +70,7 @@ type Device struct {
 	pdl    bool // LaunchAfter launches programmatic dependents
 
 	kc        *kernelClock // the kernel clock, when started (kclock.go)
-	inCapture bool         // a graph capture is recording the stream's work
+	capturing atomic.Bool  // a graph capture is recording the stream's work
 }
 
 // Open retains the primary context of device ordinal and creates a stream.

@@ -55,7 +55,7 @@ func (d *Device) StartKernelClock() {
 // enter and leave.
 func (d *Device) clockStart() uintptr {
 	kc := d.kc
-	if kc == nil || d.inCapture {
+	if kc == nil || d.capturing.Load() {
 		return 0
 	}
 	kc.mu.Lock()

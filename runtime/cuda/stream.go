@@ -114,7 +114,7 @@ func (d *Device) BeginCapture() error {
 	if err := d.api.check("cuStreamBeginCapture_v2", d.api.cuStreamBeginCapture(d.stream, streamCaptureRelaxed)); err != nil {
 		return err
 	}
-	d.inCapture = true
+	d.capturing.Store(true)
 	return nil
 }
 
@@ -124,8 +124,8 @@ func (d *Device) EndCapture() (*Graph, error) {
 		return nil, err
 	}
 	defer leave()
-	d.inCapture = false
 	g := &Graph{d: d}
+	d.capturing.Store(false)
 	if err := d.api.check("cuStreamEndCapture", d.api.cuStreamEndCapture(d.stream, &g.g)); err != nil {
 		return nil, err
 	}
