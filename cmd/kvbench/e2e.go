@@ -226,27 +226,19 @@ func clockTable(w *strings.Builder, clk kernelClock, what string, wall float64) 
 	}
 	fmt.Fprintf(w, "\nkernel times, %s (KVBENCH_KERNEL_TIMES: every launch between events, slower than unclocked):\n", what)
 	fmt.Fprintf(w, "| kernel | launches | device ms | share of the kernels |\n|---|---:|---:|---:|\n")
-	var rest kernelRest
-	for i, k := range kt {
-		if i >= 15 {
-			rest.n++
-			rest.launches += k.Launches
-			rest.ms += k.Ms
-			continue
-		}
+	const listed = 15
+	for _, k := range kt[:min(listed, len(kt))] {
 		fmt.Fprintf(w, "| %s | %d | %.2f | %.1f %% |\n", k.Name, k.Launches, k.Ms, 100*k.Ms/max(sum, 1e-9))
 	}
-	if rest.n > 0 {
-		fmt.Fprintf(w, "| %d others | %d | %.2f | %.1f %% |\n", rest.n, rest.launches, rest.ms, 100*rest.ms/max(sum, 1e-9))
+	if len(kt) > listed {
+		launches, ms := 0, 0.0
+		for _, k := range kt[listed:] {
+			launches, ms = launches+k.Launches, ms+k.Ms
+		}
+		fmt.Fprintf(w, "| %d others | %d | %.2f | %.1f %% |\n", len(kt)-listed, launches, ms, 100*ms/max(sum, 1e-9))
 	}
 	fmt.Fprintf(w, "kernels %.1f ms of %.1f ms of wall time (%.1f %%)\n", sum, 1e3*wall, 100*sum/max(1e3*wall, 1e-9))
 	return nil
-}
-
-// kernelRest sums the kernels a clock table does not list one by one.
-type kernelRest struct {
-	n, launches int
-	ms          float64
 }
 
 // hostMemoryLine describes the process's resident memory on the host now

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/kvbench/kvbench/runtime/cuda"
 )
 
 // TestE2E runs the end-to-end timing on the synthetic model on the CPU: the
@@ -59,5 +62,36 @@ func TestE2EKernelTimes(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// fixedClock is a kernelClock that returns its times.
+type fixedClock []cuda.KernelTime
+
+func (f fixedClock) KernelTimes(bool) ([]cuda.KernelTime, error) { return f, nil }
+
+// TestClockTable: the 15 longest kernels listed, the rest summed in one row,
+// the kernels' sum against the wall time; nothing without a clock.
+func TestClockTable(t *testing.T) {
+	var kt fixedClock
+	for i := range 17 {
+		kt = append(kt, cuda.KernelTime{Name: fmt.Sprintf("k%02d", i), Launches: 2, Ms: float64(17 - i)})
+	}
+	var w strings.Builder
+	if err := clockTable(&w, kt, "a pass", 0.306); err != nil {
+		t.Fatal(err)
+	}
+	out := w.String()
+	for _, want := range []string{"| k00 | 2 | 17.00 |", "| k14 | 2 | 3.00 |", "| 2 others | 4 | 3.00 | 2.0 % |", "kernels 153.0 ms of 306.0 ms of wall time (50.0 %)"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "| k15 |") {
+		t.Errorf("the 16th kernel listed:\n%s", out)
+	}
+	w.Reset()
+	if err := clockTable(&w, nil, "a pass", 1); err != nil || w.Len() != 0 {
+		t.Errorf("no clock: %q, %v", w.String(), err)
 	}
 }

@@ -27,12 +27,11 @@ type KernelTime struct {
 // kernelClock is a device's clock: the events recorded and not yet read,
 // the free ones, and the sums.
 type kernelClock struct {
-	mu    sync.Mutex
-	free  []uintptr
-	open  []clockPair
-	sums  map[string]*KernelTime
-	order []string // names in first-seen order
-	err   error    // the first driver error met (the clock then stops)
+	mu   sync.Mutex
+	free []uintptr
+	open []clockPair
+	sums map[string]*KernelTime
+	err  error // the first driver error met (the clock then stops)
 }
 
 type clockPair struct {
@@ -127,7 +126,6 @@ func (d *Device) clockRead() {
 		if s == nil {
 			s = &KernelTime{Name: p.name}
 			kc.sums[p.name] = s
-			kc.order = append(kc.order, p.name)
 		}
 		s.Launches++
 		s.Ms += float64(ms)
@@ -149,14 +147,14 @@ func (d *Device) KernelTimes(reset bool) ([]KernelTime, error) {
 	kc := d.kc
 	kc.mu.Lock()
 	defer kc.mu.Unlock()
-	out := make([]KernelTime, 0, len(kc.order))
-	for _, n := range kc.order {
-		out = append(out, *kc.sums[n])
+	out := make([]KernelTime, 0, len(kc.sums))
+	for _, s := range kc.sums {
+		out = append(out, *s)
 	}
-	slices.SortStableFunc(out, func(a, b KernelTime) int { return cmp.Compare(b.Ms, a.Ms) })
+	slices.SortFunc(out, func(a, b KernelTime) int { return cmp.Or(cmp.Compare(b.Ms, a.Ms), cmp.Compare(a.Name, b.Name)) })
 	err := kc.err
 	if reset {
-		kc.sums, kc.order = map[string]*KernelTime{}, nil
+		kc.sums = map[string]*KernelTime{}
 	}
 	return out, err
 }
