@@ -9,7 +9,8 @@
 # An ENVS entry is "-" (none) or VAR=value[,VAR=value...]; a VARIANTS entry
 # may carry settings of its own after an @ (noearly=$B/kvbench@KVBENCH_ATTN_EARLY=off),
 # so that one build under two settings sits in each round beside the others.
-# SHAPE (8b) and
+# A build whose e2e also times the stepwise loop (the logits read back each
+# step; builds with Runner.Greedy) shows it in the last column. SHAPE (8b) and
 # MODEL (/tmp/m<shape>, made if absent), PROMPT (512), STEPS (128) as named.
 set -u
 shape=${SHAPE:-8b}; model=${MODEL:-/tmp/m$shape}
@@ -22,8 +23,8 @@ if [ ! -f "$model/config.json" ]; then
 	fi
 	tail -1 /tmp/decode_make.log
 fi
-echo "| round | build | settings | tok/s |"
-echo "|---|---|---|---:|"
+echo "| round | build | settings | tok/s | stepwise tok/s |"
+echo "|---|---|---|---:|---:|"
 for r in $(seq 1 "${REPS:-2}"); do
 	for v in ${VARIANTS:-main=${B:-/tmp/gpubin}/kvbench}; do
 		name=${v%%=*} bin=${v#*=} own=
@@ -33,9 +34,10 @@ for r in $(seq 1 "${REPS:-2}"); do
 			[ -n "$own" ] && IFS=, read -ra envs <<< "$own"
 			[ "$e" != - ] && IFS=, read -ra more <<< "$e" && envs+=("${more[@]}")
 			line=$(env "${envs[@]}" timeout 120 "$bin" e2e --model "$model" --backend cuda --lengths "${PROMPT:-512}" --nll=false \
-				--decode "${STEPS:-128}" 2>&1 | grep -E "^\| decode|error|panic" | head -3)
+				--decode "${STEPS:-128}" 2>&1 | grep -E "^\| (stepwise )?decode|error|panic" | head -3)
 			tok=$(echo "$line" | awk -F'|' '/^\| decode/ {gsub(/ /, "", $5); print $5}')
-			echo "| $r | $name | ${own:+$own }$e | ${tok:-$line} |"
+			step=$(echo "$line" | awk -F'|' '/^\| stepwise decode/ {gsub(/ /, "", $5); print $5}')
+			echo "| $r | $name | ${own:+$own }$e | ${tok:-$line} | ${step:--} |"
 		done
 	done
 done

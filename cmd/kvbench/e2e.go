@@ -6,10 +6,12 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/kvbench/kvbench/bench"
 	"github.com/kvbench/kvbench/runtime"
+	"github.com/kvbench/kvbench/runtime/cuda"
 )
 
 func init() {
@@ -107,6 +109,17 @@ func cmdE2E(stdout, stderr io.Writer, args []string) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "| measure | tokens | seconds | tokens/s | note |\n|---|---:|---:|---:|---|\n")
+	// KVBENCH_KERNEL_TIMES=1 (cuda): each prefill's and NLL pass's device
+	// time by kernel, printed after the table (clocked runs are slower).
+	var clocks strings.Builder
+	clk, _ := be.(kernelClock)
+	clockReset := func() error {
+		if clk == nil {
+			return nil
+		}
+		_, err := clk.KernelTimes(true)
+		return err
+	}
 	for i, n := range lens {
 		prompt := ids(n)
 		r.Reset()
@@ -115,6 +128,9 @@ func cmdE2E(stdout, stderr io.Writer, args []string) error {
 			if err := profile(true); err != nil {
 				return err
 			}
+		}
+		if err := clockReset(); err != nil {
+			return err
 		}
 		t0 := time.Now()
 		if err := r.Forward(prompt, logits); err != nil {
@@ -127,6 +143,9 @@ func cmdE2E(stdout, stderr io.Writer, args []string) error {
 			}
 		}
 		fmt.Fprintf(stdout, "| prefill (last logits) | %d | %.3f | %.0f | |\n", n, el, float64(n)/el)
+		if err := clockTable(&clocks, clk, fmt.Sprintf("prefill of %d tokens", n), el); err != nil {
+			return err
+		}
 		if !*nll {
 			continue
 		}
@@ -134,6 +153,9 @@ func cmdE2E(stdout, stderr io.Writer, args []string) error {
 		// reduced where they are).
 		r.Reset()
 		lp := make([]float64, n-1)
+		if err := clockReset(); err != nil {
+			return err
+		}
 		t0 = time.Now()
 		if err := r.LogProbs(prompt[:n-1], prompt[1:], lp); err != nil {
 			return err
@@ -144,6 +166,9 @@ func cmdE2E(stdout, stderr io.Writer, args []string) error {
 		}
 		el = time.Since(t0).Seconds()
 		fmt.Fprintf(stdout, "| NLL pass (all logits) | %d | %.3f | %.0f | mean NLL %.3f |\n", n, el, float64(n)/el, sum/float64(n-1))
+		if err := clockTable(&clocks, clk, fmt.Sprintf("NLL pass of %d tokens", n), el); err != nil {
+			return err
+		}
 	}
 	if *decode > 0 {
 		r.Reset()
@@ -173,6 +198,46 @@ func cmdE2E(stdout, stderr io.Writer, args []string) error {
 	}
 	fmt.Fprintln(stdout, hostAfterUpload)
 	fmt.Fprintln(stdout, hostMemoryLine("at the end"))
+	fmt.Fprint(stdout, clocks.String())
+	return nil
+}
+
+// kernelClock is a backend that times its kernels (the cuda backend under
+// KVBENCH_KERNEL_TIMES=1; nil sums otherwise).
+type kernelClock interface {
+	KernelTimes(reset bool) ([]cuda.KernelTime, error)
+}
+
+// clockTable writes the device time by kernel of the pass just timed (wall
+// seconds) into w: the 15 longest, then the rest and the sum against the
+// wall time (the difference: copies, waits and the device idle). Nothing
+// where the backend clocks nothing.
+func clockTable(w *strings.Builder, clk kernelClock, what string, wall float64) error {
+	if clk == nil {
+		return nil
+	}
+	kt, err := clk.KernelTimes(true)
+	if err != nil || len(kt) == 0 {
+		return err
+	}
+	var sum float64
+	for _, k := range kt {
+		sum += k.Ms
+	}
+	fmt.Fprintf(w, "\nkernel times, %s (KVBENCH_KERNEL_TIMES: every launch between events, slower than unclocked):\n", what)
+	fmt.Fprintf(w, "| kernel | launches | device ms | share of the kernels |\n|---|---:|---:|---:|\n")
+	const listed = 15
+	for _, k := range kt[:min(listed, len(kt))] {
+		fmt.Fprintf(w, "| %s | %d | %.2f | %.1f %% |\n", k.Name, k.Launches, k.Ms, 100*k.Ms/max(sum, 1e-9))
+	}
+	if len(kt) > listed {
+		launches, ms := 0, 0.0
+		for _, k := range kt[listed:] {
+			launches, ms = launches+k.Launches, ms+k.Ms
+		}
+		fmt.Fprintf(w, "| %d others | %d | %.2f | %.1f %% |\n", len(kt)-listed, launches, ms, 100*ms/max(sum, 1e-9))
+	}
+	fmt.Fprintf(w, "kernels %.1f ms of %.1f ms of wall time (%.1f %%)\n", sum, 1e3*wall, 100*sum/max(1e3*wall, 1e-9))
 	return nil
 }
 

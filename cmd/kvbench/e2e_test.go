@@ -1,9 +1,14 @@
 package main
 
 import (
+	"fmt"
+	"os"
+	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/kvbench/kvbench/runtime/cuda"
 )
 
 // TestE2E runs the end-to-end timing on the synthetic model on the CPU: the
@@ -28,5 +33,65 @@ func TestE2E(t *testing.T) {
 		if _, _, err := runCLI(t, a...); err == nil {
 			t.Errorf("%v: no error", args)
 		}
+	}
+}
+
+// TestE2EKernelTimes: on the fake CUDA device with KVBENCH_KERNEL_TIMES=1,
+// e2e prints each prefill's and NLL pass's kernel table after its own
+// (the fake's times are zero; the names and launches are the backend's).
+// In a process of its own: the fake must be that process's only device.
+func TestE2EKernelTimes(t *testing.T) {
+	if os.Getenv("KVBENCH_CUDA_FAKE") != "1" {
+		if testing.Short() {
+			t.Skip("short: no subprocess")
+		}
+		cmd := exec.Command(os.Args[0], "-test.run", "^TestE2EKernelTimes$", "-test.count", "1")
+		cmd.Env = append(os.Environ(), "KVBENCH_CUDA_FAKE=1")
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "PASS") {
+			t.Fatalf("e2e on the fake device: %v\n%s", err, out)
+		}
+		return
+	}
+	t.Setenv("KVBENCH_KERNEL_TIMES", "1")
+	out, _, err := runCLI(t, "e2e", "--model", "synthetic:tiny", "--backend", "cuda", "--lengths", "40", "--decode", "0", "--chunk", "32")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"kernel times, prefill of 40 tokens", "kernel times, NLL pass of 40 tokens", "| be_embed | 2 |", "| cublas gemm 64x64 ", "ms of wall time"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// fixedClock is a kernelClock that returns its times.
+type fixedClock []cuda.KernelTime
+
+func (f fixedClock) KernelTimes(bool) ([]cuda.KernelTime, error) { return f, nil }
+
+// TestClockTable: the 15 longest kernels listed, the rest summed in one row,
+// the kernels' sum against the wall time; nothing without a clock.
+func TestClockTable(t *testing.T) {
+	var kt fixedClock
+	for i := range 17 {
+		kt = append(kt, cuda.KernelTime{Name: fmt.Sprintf("k%02d", i), Launches: 2, Ms: float64(17 - i)})
+	}
+	var w strings.Builder
+	if err := clockTable(&w, kt, "a pass", 0.306); err != nil {
+		t.Fatal(err)
+	}
+	out := w.String()
+	for _, want := range []string{"| k00 | 2 | 17.00 |", "| k14 | 2 | 3.00 |", "| 2 others | 4 | 3.00 | 2.0 % |", "kernels 153.0 ms of 306.0 ms of wall time (50.0 %)"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "| k15 |") {
+		t.Errorf("the 16th kernel listed:\n%s", out)
+	}
+	w.Reset()
+	if err := clockTable(&w, nil, "a pass", 1); err != nil || w.Len() != 0 {
+		t.Errorf("no clock: %q, %v", w.String(), err)
 	}
 }

@@ -236,6 +236,14 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 		b.Close()
 		return nil, fmt.Errorf("cuda: KVBENCH_GEMM=%q is not one of f32, bf16, off", b.gemm)
 	}
+	switch v := os.Getenv("KVBENCH_KERNEL_TIMES"); v {
+	case "", "0", "off":
+	case "1", "on":
+		b.D.StartKernelClock() // KernelTimes
+	default:
+		b.Close()
+		return nil, fmt.Errorf("cuda: KVBENCH_KERNEL_TIMES=%q is not on or off", v)
+	}
 	b.shared = map[string]bool{}
 	b.noLanes = os.Getenv("KVBENCH_LANES") == "off"
 	b.batchOff = os.Getenv(batchAttnEnv) == "off"
@@ -337,6 +345,14 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 	}
 	b.desc = fmt.Sprintf("%s, %s, NVRTC %s, %s compute%s", d.Name, d.Arch(), nv, b.prec, blasNote)
 	return b, nil
+}
+
+// KernelTimes returns the device time of every kernel since the last reset
+// where KVBENCH_KERNEL_TIMES=1 started the kernel clock (nil otherwise),
+// after the queued work has run (Device.KernelTimes).
+func (b *Backend) KernelTimes(reset bool) ([]KernelTime, error) {
+	b.flushKV()
+	return b.D.KernelTimes(reset)
 }
 
 // ProfilerRange starts or stops a profiler's range (Device.ProfilerRange)

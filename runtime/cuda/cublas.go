@@ -190,6 +190,19 @@ const (
 	GemmF16  GemmType = cudaR16F
 )
 
+// String names the type: f32, bf16 or f16.
+func (t GemmType) String() string {
+	switch t {
+	case GemmF32:
+		return "f32"
+	case GemmBF16:
+		return "bf16"
+	case GemmF16:
+		return "f16"
+	}
+	return fmt.Sprintf("type %d", int32(t))
+}
+
 // GemmNT enqueues dst[r, o] = sum_i x[r, i] * w[o, i] on the stream: dst
 // [rows, out] float32, x [rows, in] and w [out, in] row-major, both of type
 // t, accumulated in float32 (float32 inputs: full float32 arithmetic, no
@@ -228,6 +241,9 @@ func (bl *BLAS) gemm(dst, x, w Ptr, t GemmType, rows, in, out int, beta float32,
 		return err
 	}
 	defer leave()
+	if c := bl.d.clockStart(); c != 0 { // named by the weights' shape: the layer's products apart
+		defer bl.d.clockEnd(fmt.Sprintf("cublas gemm %dx%d %v", out, in, t), c)
+	}
 	// Column-major view: dst^T [out x rows] = (w as [in x out])^T * (x as [in x rows]).
 	r := bl.api.cublasGemmEx(bl.h, cublasOpT, cublasOpN, int32(out), int32(rows), int32(in),
 		unsafe.Pointer(&alpha), uint64(w), int32(t), int32(in), uint64(x), int32(t), int32(in),

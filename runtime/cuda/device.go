@@ -83,6 +83,8 @@ type Device struct {
 	// stream's work; cuBLAS' launches are not counted either.
 	serial    atomic.Uint64
 	capturing atomic.Bool
+
+	kc *kernelClock // the kernel clock, when started (kclock.go)
 }
 
 // Serial returns the count of stream-serialising operations queued so far
@@ -378,6 +380,9 @@ func Download[T any](d *Device, dst []T, src Ptr) error {
 		err = d.syncSide()
 	}
 	runtime.KeepAlive(dst)
+	if err == nil {
+		d.clockRead()
+	}
 	return err
 }
 
@@ -445,7 +450,11 @@ func (d *Device) Sync() error {
 	if err := d.api.check("cuStreamSynchronize", d.api.cuStreamSynchronize(d.stream)); err != nil {
 		return err
 	}
-	return d.syncSide()
+	if err := d.syncSide(); err != nil {
+		return err
+	}
+	d.clockRead()
+	return nil
 }
 
 // syncSide waits for the side stream where work was queued there since
@@ -819,6 +828,9 @@ func (f *Function) launch(pdl bool, cluster int, grid, block Dim3, smem int, arg
 	defer leave()
 	if !pdl {
 		f.d.serialise()
+	}
+	if t := f.d.clockStart(); t != 0 {
+		defer f.d.clockEnd(f.Name, t)
 	}
 	if fk := f.d.api.fake; fk != nil {
 		fk.launched(f.Name)

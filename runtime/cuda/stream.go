@@ -145,6 +145,9 @@ func (g *Graph) Launch() error {
 	}
 	defer leave()
 	g.d.serialise() // the work after a replay waits for all of it
+	if t := g.d.clockStart(); t != 0 {
+		defer g.d.clockEnd("graph", t)
+	}
 	return g.d.api.check("cuGraphLaunch", g.d.api.cuGraphLaunch(g.exec, g.d.stream))
 }
 
