@@ -159,7 +159,7 @@ func TestGreedyNonFinite(t *testing.T) {
 	r.Reset()
 	for _, c := range []struct {
 		first, n, room, logits int
-		want               string
+		want                   string
 	}{
 		{0, 0, 4, 0, "0 tokens asked"},
 		{0, 5, 4, 0, "room for 4"},
