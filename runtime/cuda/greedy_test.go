@@ -176,3 +176,43 @@ func TestGreedyGPU(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkFakeGreedy times 32 decode steps of the 8B shape on the fake
+// device (host time: no kernels run) as Runner.Greedy queues them and as a
+// loop of Forward and the host's argmax does (the logits read back, checked
+// and scanned every step); with the fake device's time model
+// (KVBENCH_FAKE_US, where the fake has one) the device's share too.
+func BenchmarkFakeGreedy(b *testing.B) {
+	c := runtime.Config{Arch: "llama", Dim: 4096, Hidden: 14336, Layers: 32, Heads: 32, KVHeads: 8, HeadDim: 128, Vocab: 32000,
+		MaxSeq: 4096, RopeTheta: 5e5, NormEps: 1e-5, BOS: 1, EOS: 2}
+	const n = 32
+	for _, loop := range []string{"greedy", "stepwise"} {
+		b.Run(loop, func(b *testing.B) {
+			r, logits := fakePrompted(b, fakeBackend(b), c)
+			out := make([]int, n)
+			b.ResetTimer()
+			for range b.N {
+				if loop == "greedy" {
+					if err := r.Greedy(5, n, out, logits); err != nil {
+						b.Fatal(err)
+					}
+				} else {
+					tok := 5
+					for range n {
+						if err := r.Forward([]int{tok}, logits); err != nil {
+							b.Fatal(err)
+						}
+						tok = argmaxF(logits)
+					}
+				}
+				b.StopTimer()
+				r.Reset() // a short stream: the cache's pages stay few
+				if err := r.Forward(out[:1], logits); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*n), "us/token")
+		})
+	}
+}
