@@ -76,7 +76,7 @@ func (r *Runner) Greedy(first, n int, out []int, logits []float32) error {
 		if err := r.Forward(one, logits); err != nil {
 			return err
 		}
-		tok = hostArgmax(logits)
+		tok = Argmax(logits)
 		out[done] = tok
 	}
 	return nil
@@ -141,9 +141,10 @@ type greedyAt struct {
 // only its count is read.
 var greedyToken = []int{-1}
 
-// hostArgmax is the index of the largest value of v, the first on ties,
-// skipping NaN (the logits Forward returns are finite).
-func hostArgmax(v []float32) int {
+// Argmax is the index of the largest value of v, the first on ties,
+// skipping NaN (-1 when v is empty or all NaN): the greedy choice, the
+// host's side of DeviceArgmax.Argmax.
+func Argmax(v []float32) int {
 	best := -1
 	for i, x := range v {
 		if x != x {

@@ -188,7 +188,7 @@ func cmdE2E(stdout, stderr io.Writer, args []string) error {
 				if err := r.Forward(one, logits); err != nil {
 					return err
 				}
-				one[0] = argmax(logits)
+				one[0] = runtime.Argmax(logits)
 			}
 			el := time.Since(t0).Seconds()
 			fmt.Fprintf(stdout, "| stepwise decode (logits read each step) | %d | %.3f | %.1f | the same, the argmax on the host |\n", *decode, el, float64(*decode)/el)
@@ -222,5 +222,5 @@ func decodePrompted(r *runtime.Runner, prompt []int, logits []float32) (int, err
 	if err := r.Forward(prompt, logits); err != nil {
 		return 0, err
 	}
-	return argmax(logits), nil
+	return runtime.Argmax(logits), nil
 }

@@ -68,7 +68,7 @@ func cmdGenerate(stdout, stderr io.Writer, args []string) error {
 	}
 	tPrefill := time.Since(t0)
 	t1 := time.Now()
-	gen, err := greedyTokens(r, argmax(logits), *steps, logits, func(t int) bool { return t == tok.EOS() || t == tok.BOS() })
+	gen, err := greedyTokens(r, runtime.Argmax(logits), *steps, logits, func(t int) bool { return t == tok.EOS() || t == tok.BOS() })
 	if err != nil {
 		return err
 	}
@@ -117,15 +117,4 @@ func greedyTokens(r *runtime.Runner, first, steps int, logits []float32, stop fu
 		t = buf[k-1]
 	}
 	return gen, nil
-}
-
-// argmax returns the index of the largest value (the first on ties).
-func argmax(v []float32) int {
-	best := 0
-	for i, x := range v {
-		if x > v[best] {
-			best = i
-		}
-	}
-	return best
 }

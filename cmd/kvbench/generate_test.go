@@ -35,7 +35,7 @@ func TestGreedyTokens(t *testing.T) {
 	r, logits := start()
 	var ref []int
 	for range 60 {
-		ref = append(ref, argmax(logits))
+		ref = append(ref, runtime.Argmax(logits))
 		if err := r.Forward(ref[len(ref)-1:], logits); err != nil {
 			t.Fatal(err)
 		}
@@ -51,7 +51,7 @@ func TestGreedyTokens(t *testing.T) {
 				want = ref[:i]
 			}
 			r, logits := start()
-			got, err := greedyTokens(r, argmax(logits), steps, logits, func(t int) bool { return t == stopTok })
+			got, err := greedyTokens(r, runtime.Argmax(logits), steps, logits, func(t int) bool { return t == stopTok })
 			if err != nil {
 				t.Fatal(err)
 			}
