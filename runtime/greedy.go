@@ -41,8 +41,8 @@ const NotDiagnosed = -3
 // argmax of the logits before it (the first on ties), and writes into out[k]
 // the argmax of the logits after the k-th token fed (out holds n). logits,
 // when not nil, receives the last step's logits [vocab]. It is Forward of
-// one token n times with the host's argmax between (tasks.Argmax's choice;
-// non-finite logits are an error), which it is where the backend is no
+// one token n times with the host's argmax between (Argmax; non-finite
+// logits are an error), which it is where the backend is no
 // DeviceArgmax; on one that is, the first n-1 steps are queued without
 // reading anything back and their tokens are read once, before the last
 // step, which runs as Forward does (its logits checked and diagnosed).
@@ -96,8 +96,12 @@ func (r *Runner) greedyLogits() []float32 {
 func (r *Runner) greedyDevice(da DeviceArgmax, first, m int, out []int) error {
 	be := r.Backend
 	words := (m + 1) * GreedySlot
-	if r.slots == nil || r.slots.Len() < words {
-		r.slots = be.Alloc(max(words, 64*GreedySlot))
+	if r.slots == nil || r.slots.Len() < words { // grown by doubling: the runtime frees nothing
+		old := 32 * GreedySlot
+		if r.slots != nil {
+			old = r.slots.Len()
+		}
+		r.slots = be.Alloc(max(words, 2*old))
 	}
 	be.Write(r.slots, 0, []float32{math.Float32frombits(uint32(int32(first))), 0, 0, 0})
 	start := r.pos
