@@ -113,6 +113,9 @@ type Runner struct {
 	freqStage int        // the Config.ropeStage invFreq was made for
 	firstRope int        // the stage of the stream's first step; -1 before it
 	err       error      // a step's error, returned by forward
+
+	slots      Buffer    // Greedy's token slots on a DeviceArgmax backend (greedy.go)
+	greedyHost []float32 // Greedy's logits when its caller wants none
 }
 
 // scratchIDs numbers the scratch states (state.id, the owners in ReplayKeys).
@@ -393,15 +396,21 @@ type pass struct {
 	lateAll        bool
 	lateLo, lateHi int
 	accMarks       []int
+	greedy         *greedyAt // the one token is on the device (greedy.go)
 }
 
 // step runs the layer loop over rows tokens (rows <= maxRows) and writes the
 // logits of every row (all) or of the last row into out, when out is not nil.
-func (r *Runner) step(tokens []int, out []float32, all bool) {
+func (r *Runner) step(tokens []int, out []float32, all bool) { r.stepAt(tokens, out, all, nil) }
+
+// stepAt is step of one token held on the device where g is not nil
+// (greedy.go): its embedding read from g's slot, the argmax of its logits
+// written to the next (out may be nil).
+func (r *Runner) stepAt(tokens []int, out []float32, all bool, g *greedyAt) {
 	s := r.scratch()
 	rows := len(tokens)
 	r.seg[0] = segment{r: r, tokens: tokens, out: out, q: s.q, k: s.k, v: s.v, att: s.att, pos: s.pos[:rows]}
-	r.pass = pass{c: r.Model.Config, be: r.Backend, w: r.w, s: s, segs: r.seg[:], tokens: tokens, all: all, score: r.score, owner: s.id}
+	r.pass = pass{c: r.Model.Config, be: r.Backend, w: r.w, s: s, segs: r.seg[:], tokens: tokens, all: all, score: r.score, owner: s.id, greedy: g}
 	r.pass.run()
 }
 
@@ -423,7 +432,11 @@ func (p *pass) run() {
 	af := c.RopeScaling.Attention()
 	p.scale = float32(af * af / math.Sqrt(float64(c.HeadDim)))
 
-	be.Embed(s.x, w.embed, p.tokens, c.Dim)
+	if g := p.greedy; g != nil {
+		g.da.EmbedSlot(s.x, w.embed, g.slots, g.i, c.Dim, c.Vocab)
+	} else {
+		be.Embed(s.x, w.embed, p.tokens, c.Dim)
+	}
 	k.mark(phaseStart)
 	// A decode step's fixed sequences of operations (same buffers, one row
 	// a stream: a runner's step or a batch's) are replayed as a unit where
@@ -616,13 +629,18 @@ func (p *pass) head() {
 		}
 		return
 	}
-	if out == nil {
+	if out == nil && p.greedy == nil {
 		return
 	}
 	be.CopyRows(s.last, s.x, 0, rows-1, 1, c.Dim)
 	be.RMSNorm(s.last, s.last, w.norm, 1, c.Dim, c.NormEps)
 	be.MatMul(s.logit1, s.last, w.output, 1, c.Dim, c.Vocab)
-	be.Read(out[:c.Vocab], s.logit1, 0)
+	if g := p.greedy; g != nil {
+		g.da.Argmax(g.slots, g.i+1, s.logit1, c.Vocab)
+	}
+	if out != nil {
+		be.Read(out[:c.Vocab], s.logit1, 0)
+	}
 }
 
 // projectQKV computes the queries, keys and values of layer l from the
