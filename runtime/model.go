@@ -310,8 +310,8 @@ func (r *Runner) forward(tokens []int, logits []float32, all bool) error {
 	if len(tokens) > r.maxRows {
 		r.Cache.Room(len(tokens)) // a long prompt's positions and page lists, grown once
 	}
-	for start := 0; start < len(tokens); start += r.maxRows {
-		chunk := tokens[start:min(start+r.maxRows, len(tokens))]
+	for start, end := 0, r.firstChunk(len(tokens)); start < len(tokens); start, end = end, min(end+r.maxRows, len(tokens)) {
+		chunk := tokens[start:end]
 		if err := r.checkWindow(len(chunk)); err != nil {
 			return err
 		}
@@ -329,6 +329,26 @@ func (r *Runner) forward(tokens []int, logits []float32, all bool) error {
 		}
 	}
 	return nil
+}
+
+// minFirstChunk is the fewest rows a remainder needs to go first: fewer
+// would make a prompt's first pass one of a handful of rows, or of one (a
+// decode step to the policies), for a wave of little blocks.
+const minFirstChunk = 16
+
+// firstChunk is the rows of the first pass over n tokens: the remainder of
+// n over maxRows when the backend fitted maxRows to its grid's waves
+// (RunnerOptions.FitRows), so that of a long prompt's passes the one whose
+// attention grid ends in a partly empty wave is the one over the fewest
+// keys, the cheapest (at 128K tokens of the 8B shape on an H200, the last
+// pass's ninth wave held blocks of up to 1,024 key tiles); maxRows
+// otherwise (an asked chunk, the chunked protocol's, stays in order), and
+// where the remainder is under minFirstChunk rows.
+func (r *Runner) firstChunk(n int) int {
+	if rem := n % r.maxRows; r.opts.FitRows && rem >= minFirstChunk {
+		return rem
+	}
+	return min(n, r.maxRows)
 }
 
 // checkWindow refuses a pass of rows tokens that reaches the model's sliding
