@@ -155,6 +155,30 @@ func TestFakeEarlyDecode(t *testing.T) {
 	}
 }
 
+// TestFakeEarlyGreedy: Runner.Greedy's steps on the device, which read
+// nothing back between them, still read early in every layer from the
+// second step on, as Forward's steps do: the stream still serialises
+// between steps without the read (the step's uploads, its embedding's
+// plain launch).
+func TestFakeEarlyGreedy(t *testing.T) {
+	c := runtime.Config{Arch: "llama", Dim: 512, Hidden: 1024, Layers: 3, Heads: 8, KVHeads: 2, HeadDim: 64, Vocab: 1000,
+		MaxSeq: 4096, RopeTheta: 1e4, NormEps: 1e-5}
+	m := runtime.ZeroModel(c)
+	be := fakeBackend(t)
+	r, logits := fakePolicyPrompted(t, be, m, "full", nil)
+	if err := r.Forward([]int{5}, logits); err != nil { // a step: the next ones may read early
+		t.Fatal(err)
+	}
+	const n = 6
+	e0 := be.EarlyCalls()
+	if err := r.Greedy(5, n, make([]int, n), logits); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := be.EarlyCalls()-e0, int64(n*c.Layers); got != want {
+		t.Errorf("%d of Greedy's attention calls read early, want %d (every layer of its %d steps)", got, want, n)
+	}
+}
+
 // TestEarlyReadsGPU: decoding with the settled tokens read before the wait
 // (the default) gives the logits of KVBENCH_ATTN_EARLY=off bit for bit (the
 // same kernel, the same sums; only when the loads are asked for moves),
