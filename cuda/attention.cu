@@ -776,17 +776,19 @@ ATTN_KERNELS(128, 8)
 // row without a selection reads), each query row's (position, shift), each
 // query head's (selection offset, count; -1: none), the RoPE inverse
 // frequencies, and the call's header at hdr (RH_*). A split row is
-// (KV head kvh, head subgroup s, row tile): the GH query heads kvh*G +
-// s*GH .. +GH-1 of the RT query rows tile*RT .. +RT-1, G = RT*GH virtual
-// heads read together; split row r = (kvh*(G/GH) + s)*tiles + tile. A
-// selection is the token list of the subgroup's first head (GH = G: the
-// group shares it; GH = 1: per head). Keys are masked by position where
+// (KV head kvh, head subgroup s, row tile): the GR query heads kvh*G +
+// s*GR .. +GR-1 of the RT query rows tile*RT .. +RT-1 as GH virtual heads
+// a row, RT*GH virtual heads read together (GR = GH, but for a group of 3,
+// 5, 6 or 7 heads read as one subgroup of GH = 4 or 8, whose virtual heads
+// past GR are empty); split row r = (kvh*(G/GR) + s)*tiles + tile. A
+// selection is the token list of the subgroup's first head (GR = G: the
+// group shares it; GR = 1: per head). Keys are masked by position where
 // positions are given (causal, and the sliding window).
 
 #define RH_ROWS 0    // query rows
 #define RH_HEADS 1   // query heads
 #define RH_G 2       // query heads per KV head
-#define RH_GH 3      // query heads per split row
+#define RH_GH 3      // virtual heads of a row's subgroup in a split row (a power of two)
 #define RH_RT 4      // query rows per split row
 #define RH_TILES 5   // row tiles: ceil(rows / RT)
 #define RH_WIN 6     // sliding window (0: none)
@@ -797,17 +799,24 @@ ATTN_KERNELS(128, 8)
 #define RH_INTER 11  // interleaved RoPE pairs (else rotate-half)
 #define RH_SROWS 12  // split rows (launches span them in grid y and z: at most 65535 in y)
 #define RH_LEAN 13   // 1: no head selects and every token is visible (no token ids or positions staged)
-#define RH_WORDS 14
+#define RH_EARLY 14  // 1: every KV head's tokens but its last were written before an operation that serialised the stream ahead of this launch (the tensor-core kernel reads them before pdl_wait)
+#define RH_GR 15     // query heads of a subgroup (RH_GH virtual heads of which the first RH_GR are real; sub = G / GR)
+#define RH_NOLO 16   // 1: the tensor-core kernel takes q and p in bf16 alone (no low halves; KVBENCH_ATTN_TC_LO=off)
+#define RH_WORDS 17
 
 // rt_item returns row*heads + head of virtual head v of split row r, or -1
-// past the last query row.
+// past the last query row or past a subgroup's real heads (a group of 3, 5,
+// 6 or 7 heads padded to 4 or 8 virtual ones: RH_GR of RH_GH are real).
 __device__ __forceinline__ int rt_item(const int* __restrict__ H, int r, int v) {
-    const int T = H[RH_TILES], GH = H[RH_GH], sub = H[RH_G] / GH;
+    const int T = H[RH_TILES], GH = H[RH_GH], GR = H[RH_GR], sub = H[RH_G] / GR;
     const int tile = r % T, q2 = r / T, s = q2 % sub, kvh = q2 / sub;
     const int row = tile * H[RH_RT] + v / GH;
-    if (row >= H[RH_ROWS]) return -1;
-    return row * H[RH_HEADS] + kvh * H[RH_G] + s * GH + v % GH;
+    if (row >= H[RH_ROWS] || v % GH >= GR) return -1;
+    return row * H[RH_HEADS] + kvh * H[RH_G] + s * GR + v % GH;
 }
+
+// rt_kvh is the KV head of split row r.
+__device__ __forceinline__ int rt_kvh(const int* __restrict__ H, int r) { return r / H[RH_TILES] / (H[RH_G] / H[RH_GR]); }
 
 // RtSrc is the runtime's source for attn_core: token i of the chunk is
 // stok[i] (a selection) or lo + c0 + i (a range); rows are found through the
@@ -959,8 +968,8 @@ __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u
     const int* H = ints + hdr;
     const int staged = H[RH_LEAN] != 0 ? 0 : chunk;  // room for the token ids and for the positions
     const int c = blockIdx.x, tid = threadIdx.x, lane = tid % L;
-    const int heads = H[RH_HEADS], GH = H[RH_GH];
-    const int kvh = r / H[RH_TILES] / (H[RH_G] / GH);
+    const int heads = H[RH_HEADS];
+    const int kvh = rt_kvh(H, r);
     const int* sd = ints + kvh * SD_WORDS;
     const int h0 = rt_item(H, r, 0) % heads;  // the subgroup's first head (row 0 of a tile always exists)
     const int selCount = ints[H[RH_HEADOFF] + 2 * h0 + 1];
@@ -1345,6 +1354,20 @@ __device__ __forceinline__ int rtb_call(const RtbCall* __restrict__ tab, int nst
     return lo;
 }
 
+// rtb_row finds a batched launch's block's split row: rg in the launch
+// (grid y and z), its call e (ints ci) and r in that call; it reports
+// whether the block has one (rg past the launch's or r past its call's
+// split rows: none).
+__device__ __forceinline__ bool rtb_row(const RtbCall* __restrict__ tab, int nst, int nsg, const int* __restrict__ ints, int& rg,
+                                        RtbCall& e, const int*& ci, int& r) {
+    rg = blockIdx.y + blockIdx.z * gridDim.y;
+    if (rg >= nsg) return false;
+    e = tab[rtb_call(tab, nst, rg)];
+    ci = ints + e.base;
+    r = rg - e.srow0;
+    return r < ci[e.hdr + RH_SROWS];
+}
+
 // attn_rtb_d{D}_g{G}_{bf16,f32}[_sh] is attn_rt over the nsg split rows of
 // nst calls (tab): block (chunk blockIdx.x, split row blockIdx.y + blockIdx.z
 // * gridDim.y of the launch); partials (and the fused merge's counters) are
@@ -1356,12 +1379,10 @@ __device__ __forceinline__ int rtb_call(const RtbCall* __restrict__ tab, int nst
                                        float* __restrict__ partO, float* __restrict__ partML, int* __restrict__ counters) { \
         pdl_trigger();                                                                                                \
         pdl_wait();                                                                                                   \
-        const int rg = blockIdx.y + blockIdx.z * gridDim.y;                                                           \
-        if (rg >= nsg) return;                                                                                        \
-        const RtbCall e = tab[rtb_call(tab, nst, rg)];                                                                \
-        const int* ci = ints + e.base;                                                                                \
-        const int r = rg - e.srow0;                                                                                   \
-        if (r >= ci[e.hdr + RH_SROWS]) return;                                                                        \
+        int rg, r;                                                                                                    \
+        RtbCall e;                                                                                                    \
+        const int* ci;                                                                                                \
+        if (!rtb_row(tab, nst, nsg, ints, rg, e, ci, r)) return;                                                      \
         attn_rt_row<D, G, KT, SH>(e.q, ptrs, ci, e.hdr, chunk, pgw, scaleLog2, partO, partML, counters, e.out,         \
                                   e.raw, e.ml, r, rg, nsg);                                                           \
     }

@@ -2,8 +2,10 @@
 // attn_rt_d{D}_g{G}_bf16_tc, G = 1, 2, 4, 8 virtual heads per split row.
 // Same launch, parameters, partials and merge as attn_rt (attention.cu);
 // it serves only lean calls (RH_LEAN: no selection, no positions, every
-// token visible) over bf16 pages of a power of two tokens, without raw
-// scores or re-positioned keys: the host (splitkv.go) checks that.
+// token visible) over bf16 pages of a power of two tokens, without
+// re-positioned keys: the host (splitkv.go) checks that; raw scores and
+// the items' maxima and sums (H2O's and TOVA's calls) are written as
+// attn_rt writes them.
 //
 // Why: attn_rt spends ~125 warp instructions per token and KV head (the
 // unpacks, G*8 FMAs and a butterfly per 16 bytes of K, the same for V), so
@@ -36,7 +38,11 @@
 //
 //   O^T += V^T P^T: A = V^T from the V stage by ldmatrix.trans, B = P^T
 //   (the probabilities split into bf16 high and low halves, two products,
-//   so the output keeps float32 accuracy). The accumulator gives lane
+//   so the output keeps float32 accuracy).
+//
+//   RH_NOLO (KVBENCH_ATTN_TC_LO=off) drops both low halves' products: q
+//   and p in bf16 alone, as SDPA takes them, half the products a tile; a
+//   setting to time what float32 accuracy costs, not a default. The accumulator gives lane
 //   (gid, tig) channels 16j + gid and 16j + gid + 8, heads 2tig, 2tig+1.
 //
 // At the end the warps' maxima, sums and outputs meet in shared memory,
@@ -150,7 +156,7 @@ template <int D, int G, bool CL>
 __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u64* __restrict__ ptrs, const int* __restrict__ ints,
                                             int hdr, int chunk, int pgw, float scaleLog2, float* __restrict__ partO,
                                             float* __restrict__ partML, int* __restrict__ counters, float* __restrict__ out,
-                                            int r, int nsg) {
+                                            float* __restrict__ raw, float* __restrict__ ml, int r, int rg, int nsg) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     constexpr int NT = ATTN_NT, NW = NT / 32;
     constexpr int RB = D * 2;           // bytes of a K or V row
@@ -168,8 +174,9 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
 
     const int* H = ints + hdr;
     const int c = blockIdx.x, tid = threadIdx.x, w = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
-    const int heads = H[RH_HEADS], GH = H[RH_GH];
-    const int kvh = r / H[RH_TILES] / (H[RH_G] / GH);
+    const int heads = H[RH_HEADS];
+    const int rawStride = H[RH_STRIDE];
+    const int kvh = rt_kvh(H, r);
     const int* sd = ints + kvh * SD_WORDS;
     const int lo = sd[SD_LO], total = sd[SD_HI] - lo;
     const int c0 = c * chunk, len = max(0, min(chunk, total - c0));
@@ -179,9 +186,15 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     u64* spk = reinterpret_cast<u64*>(tsm + TC_STAGE_BYTES(D));
     u64* spv = spk + pgw;
     if (tid < G) sItem[tid] = rt_item(H, r, tid);
-    // The call's ints are ready; the page tables, q and the keys may be
-    // written by the kernels just before this one.
-    pdl_wait();
+    // The call's ints are ready. The page tables, q and the keys may be
+    // written by the kernels just before this one; with RH_EARLY the host
+    // says that no kernel still running writes the page pointers, nor the
+    // keys and values of any token but each KV head's last
+    // (Backend.earlyReads): the pointers and the tiles before that token
+    // are asked for before the wait, while the kernel ahead finishes.
+    const bool early = H[RH_EARLY] != 0;
+    const bool lows = H[RH_NOLO] == 0;  // the low halves' products (float32 accuracy), unless asked off
+    if (!early) pdl_wait();
     int pg0 = 0;
     if (len > 0) {
         const int t0 = lo + c0, t1 = t0 + len - 1;
@@ -193,23 +206,6 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
         }
     }
     __syncthreads();
-
-    // The queries as A fragments: row gid (virtual head gid, zero past G),
-    // channels 16j + 2tig, +1 (qa[j][0]) and 16j + 8 + 2tig, +1 (qa[j][1]);
-    // rows gid + 8 are zero.
-    u32 qh[KS][2], ql[KS][2];
-    {
-        const int it = gid < G ? sItem[gid] : -1;
-        const float* qr = q + (size_t)max(it, 0) * D + 2 * tig;
-#pragma unroll
-        for (int j = 0; j < KS; ++j)
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-                float2 v = make_float2(0.f, 0.f);
-                if (it >= 0) v = *reinterpret_cast<const float2*>(qr + 16 * j + 8 * e);
-                tc_split(v.x * scaleLog2, v.y * scaleLog2, qh[j][e], ql[j][e]);
-            }
-    }
 
     unsigned char* stages = tsm + w * (TC_ST * 2 * TB);
     // Where this lane's copies go in a stage (tc_at: piece pc of row i).
@@ -252,14 +248,44 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
             fl_cp16(dk + TB + at[k], reinterpret_cast<const char*>(spv[pj]) + off, ok);
         }
     };
+    const int ntiles = (len + 15) / 16;
+    const int mine = ntiles > w ? (ntiles - w + NW - 1) / NW : 0;  // this warp's tiles
+    // The first TC_ST-1 stages, one commit group each, in order: before the
+    // wait those whose tile ends before the KV head's last token (tile ti's
+    // last token c0 + min(16ti + 16, len) - 1 of the range), after it the rest.
+    int pre = 0;
+    if (early) {
+        for (; pre < TC_ST - 1 && pre < mine; ++pre) {
+            const int ti = w + pre * NW;
+            if (c0 + min(16 * ti + 16, len) >= total) break;
+            issue(ti, pre);
+            fl_commit();
+        }
+        pdl_wait();
+    }
+
+    // The queries as A fragments: row gid (virtual head gid, zero past G),
+    // channels 16j + 2tig, +1 (qa[j][0]) and 16j + 8 + 2tig, +1 (qa[j][1]);
+    // rows gid + 8 are zero.
+    u32 qh[KS][2], ql[KS][2];
+    {
+        const int it = gid < G ? sItem[gid] : -1;
+        const float* qr = q + (size_t)max(it, 0) * D + 2 * tig;
+#pragma unroll
+        for (int j = 0; j < KS; ++j)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                float2 v = make_float2(0.f, 0.f);
+                if (it >= 0) v = *reinterpret_cast<const float2*>(qr + 16 * j + 8 * e);
+                tc_split(v.x * scaleLog2, v.y * scaleLog2, qh[j][e], ql[j][e]);
+            }
+    }
+
     // ldmatrix's addresses: lane's matrix mi = lane / 8 is rows (mi / 2)*8
     // .. +7 of 8 channels 8*(mi % 2) past the step's first; its row rr.
     const int mrow = ((lane >> 3) >> 1) * 8 + (lane & 7), mhalf = (lane >> 3) & 1;
 
-    const int ntiles = (len + 15) / 16;
-    const int mine = ntiles > w ? (ntiles - w + NW - 1) / NW : 0;  // this warp's tiles
-#pragma unroll
-    for (int s = 0; s < TC_ST - 1; ++s) {
+    for (int s = pre; s < TC_ST - 1; ++s) {
         if (s < mine) issue(w + s * NW, s);
         fl_commit();
     }
@@ -300,7 +326,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
 #pragma unroll
             for (int n = 0; n < 2; ++n) {
                 tc_mma(sa[j & 1][0][n], ah, kb[j][2 * n], kb[j][2 * n + 1]);
-                tc_mma(sa[j & 1][1][n], al, kb[j][2 * n], kb[j][2 * n + 1]);
+                if (lows) tc_mma(sa[j & 1][1][n], al, kb[j][2 * n], kb[j][2 * n + 1]);
             }
         }
         // The V fragments (A = V^T: matrices (tokens 0-7, ch 16j), (0-7,
@@ -325,6 +351,15 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
         x[1] = i0 + 1 < len ? x[1] : NEG_INF;
         x[2] = i0 + 8 < len ? x[2] : NEG_INF;
         x[3] = i0 + 9 < len ? x[3] : NEG_INF;
+        // A call with accumulated probabilities (H2O, TOVA): its base-2
+        // scores [item, RH_STRIDE] by token index, as attn_rt writes them.
+        if (raw != nullptr && gid < G && sItem[gid] >= 0) {
+            float* rr = raw + (size_t)sItem[gid] * rawStride + c0;
+            if (i0 < len) rr[i0] = x[0];
+            if (i0 + 1 < len) rr[i0 + 1] = x[1];
+            if (i0 + 8 < len) rr[i0 + 8] = x[2];
+            if (i0 + 9 < len) rr[i0 + 9] = x[3];
+        }
         float mx = fmaxf(fmaxf(x[0], x[1]), fmaxf(x[2], x[3]));
         mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, 2));
@@ -354,8 +389,10 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
         // (no product waits for the one before it).
 #pragma unroll
         for (int j = 0; j < KS; ++j) tc_mma(o[j], va[j], bh0, bh1);
+        if (lows) {
 #pragma unroll
-        for (int j = 0; j < KS; ++j) tc_mma(o[j], va[j], bl0, bl1);
+            for (int j = 0; j < KS; ++j) tc_mma(o[j], va[j], bl0, bl1);
+        }
     }
     fl_wait<0>();
 
@@ -399,13 +436,16 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
         return;
     }
     attn_finish<D, G>(
-        red, bm, bl, r, c, gridDim.x, nsg, partO, partML, counters,
-        [&](int g) { return sItem[g] >= 0 ? out + (size_t)sItem[g] * D : nullptr; }, NoML{});
+        red, bm, bl, rg, c, gridDim.x, nsg, partO, partML, counters,
+        [&](int g) { return sItem[g] >= 0 ? out + (size_t)sItem[g] * D : nullptr; },
+        [&](int g) { return ml != nullptr && sItem[g] >= 0 ? ml + (size_t)sItem[g] * 2 : nullptr; });
 #endif
 }
 
-// attn_rt_d{D}_g{G}_bf16_tc: attn_rt's parameters (ATTN_RT_PARAMS); raw and
-// ml are not written (the host sends no such call here).
+// attn_rt_d{D}_g{G}_bf16_tc: attn_rt's parameters (ATTN_RT_PARAMS); raw
+// (the base-2 scores) and ml (each item's max and sum) as attn_rt writes
+// them for a call with accumulated probabilities; the _tcc variant merges
+// in the cluster and writes no ml (the host sends it no such call).
 #define ATTN_TC_KERNEL_AS(D, G, CL, SUF)                                                                          \
     extern "C" __global__ void __launch_bounds__(ATTN_NT) attn_rt_d##D##_g##G##_bf16_##SUF(ATTN_RT_PARAMS) {        \
         pdl_trigger();                                                                                              \
@@ -413,14 +453,33 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
         const int r = blockIdx.y + blockIdx.z * gridDim.y;                                                          \
         const int nsrows = I[hdr + RH_SROWS];                                                                       \
         if (r >= nsrows) return;                                                                                    \
-        attn_tc_row<D, G, CL>(q, ptrs, I, hdr, chunk, pgw, scaleLog2, partO, partML, counters, out, r, nsrows);  \
+        attn_tc_row<D, G, CL>(q, ptrs, I, hdr, chunk, pgw, scaleLog2, partO, partML, counters, out, raw, ml, r, r, nsrows); \
     }
-// attn_rt_d{D}_g{G}_bf16_tc, and _tcc (a row's chunks one cluster, merged
+// attn_rtb_d{D}_g{G}_bf16_tc is the tensor-core kernel over the split rows
+// of a batched launch's calls (attn_rtb's parameters and table; lean calls
+// over bf16 pages of a power of two tokens, no raw scores: the host checks
+// every call); partials are indexed by the launch's split row.
+#define ATTN_TCB_KERNEL(D, G)                                                                                       \
+    extern "C" __global__ void __launch_bounds__(ATTN_NT) attn_rtb_d##D##_g##G##_bf16_tc(                           \
+        const RtbCall* __restrict__ tab, int nst, int nsg, const u64* __restrict__ ptrs, const int* __restrict__ ints, \
+        int chunk, int pgw, float scaleLog2, float* __restrict__ partO, float* __restrict__ partML,                  \
+        int* __restrict__ counters) {                                                                               \
+        pdl_trigger();                                                                                              \
+        pdl_wait();                                                                                                 \
+        int rg, r;                                                                                                  \
+        RtbCall e;                                                                                                  \
+        const int* ci;                                                                                              \
+        if (!rtb_row(tab, nst, nsg, ints, rg, e, ci, r)) return;                                                    \
+        attn_tc_row<D, G, false>(e.q, ptrs, ci, e.hdr, chunk, pgw, scaleLog2, partO, partML, counters, e.out, e.raw, e.ml, r, \
+                                 rg, nsg);                                                                          \
+    }
+// attn_rt_d{D}_g{G}_bf16_tc, attn_rtb_d{D}_g{G}_bf16_tc (batched), and _tcc (a row's chunks one cluster, merged
 // in distributed shared memory; sm_90a only: elsewhere its merge does
 // nothing, and the host does not choose it).
 #define ATTN_TC_KERNEL(D, G)               \
     ATTN_TC_KERNEL_AS(D, G, false, tc)     \
-    ATTN_TC_KERNEL_AS(D, G, true, tcc)
+    ATTN_TC_KERNEL_AS(D, G, true, tcc)     \
+    ATTN_TCB_KERNEL(D, G)
 
 #if KVB_IN(13)
 ATTN_TC_KERNEL(64, 1)

@@ -99,6 +99,63 @@ extern "C" __global__ void be_embed(float* dst, const void* table, int wt, const
     for (int i = threadIdx.x; i < dim; i += blockDim.x) dst[(long long)r * dim + i] = be_w(table, wt, base + i);
 }
 
+// be_embed_slot: dst [dim] = table[slot[0], :], zeros where slot[0] is no
+// row of the table [0, vocab) (a greedy step's token, written on the device
+// by be_argmax). Grid 1, block 256.
+extern "C" __global__ void be_embed_slot(float* dst, const void* table, int wt, const int* slot, int dim, int vocab) {
+    const int t = slot[0];
+    const bool ok = t >= 0 && t < vocab;
+    const long long base = (long long)(ok ? t : 0) * dim;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) dst[i] = ok ? be_w(table, wt, base + i) : 0.f;
+}
+
+// be_argmax: slot[0] = the index of the largest finite value of logits
+// [0, n), the first on ties (-1: none finite); slot[1] = how many are not
+// finite, slot[2] the first such index and slot[3] its bits (both 0 when
+// none: a zeroed slot reads as finite logits) (runtime.DeviceArgmax, a
+// greedy step's next token). One block of ARGMAX_THREADS; a programmatic
+// dependent (LaunchAfter) of the product that writes the logits.
+#define ARGMAX_THREADS 1024
+extern "C" __global__ void __launch_bounds__(ARGMAX_THREADS) be_argmax(int* slot, const float* logits, int n) {
+    __shared__ float bv[ARGMAX_THREADS / 32];
+    __shared__ int bi[ARGMAX_THREADS / 32], bb[ARGMAX_THREADS / 32], bc[ARGMAX_THREADS / 32];
+    pdl_wait();
+    float v = 0.f;
+    int best = -1, bad = -1, count = 0;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        const float x = logits[i];
+        if ((__float_as_uint(x) & 0x7f800000u) == 0x7f800000u) {  // NaN or infinite
+            if (bad < 0) bad = i;
+            count++;
+        } else if (best < 0 || x > v) {
+            best = i, v = x;
+        }
+    }
+    // The warp's, then the block's: the larger value, the lower index on
+    // ties; the lowest non-finite index (-1 as none: compared unsigned).
+    for (int o = 16; o > 0; o >>= 1) {
+        const float v2 = __shfl_xor_sync(FULL_MASK, v, o);
+        const int b2 = __shfl_xor_sync(FULL_MASK, best, o), d2 = __shfl_xor_sync(FULL_MASK, bad, o);
+        if (b2 >= 0 && (best < 0 || v2 > v || (v2 == v && b2 < best))) best = b2, v = v2;
+        if ((unsigned)d2 < (unsigned)bad) bad = d2;
+        count += __shfl_xor_sync(FULL_MASK, count, o);
+    }
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    if (lane == 0) bv[w] = v, bi[w] = best, bb[w] = bad, bc[w] = count;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int k = 1; k < (int)(blockDim.x >> 5); k++) {
+            if (bi[k] >= 0 && (best < 0 || bv[k] > v || (bv[k] == v && bi[k] < best))) best = bi[k], v = bv[k];
+            if ((unsigned)bb[k] < (unsigned)bad) bad = bb[k];
+            count += bc[k];
+        }
+        slot[0] = best;
+        slot[1] = count;
+        slot[2] = bad >= 0 ? bad : 0;
+        slot[3] = bad >= 0 ? (int)__float_as_uint(logits[bad]) : 0;
+    }
+}
+
 // bf16 of a float, rounded to nearest even (NaN kept a NaN).
 __device__ __forceinline__ u16 be_to_bf16(float f) {
     u32 x = __float_as_uint(f);
@@ -409,7 +466,10 @@ extern "C" __global__ void be_rope_kv(float* x, const int* pos, const float* inv
 }
 
 // be_scatter64 writes n words: dst[pairs[2i]] = pairs[2i+1] (the page
-// tables' updates of many sequences in one launch). Grid ceil(n/256), block 256.
+// tables' updates of many sequences in one launch). Grid ceil(n/256), block
+// 256. A plain launch without pdl_trigger: the kernels after it start once
+// its words are written (the decode attention reads page pointers before
+// its pdl_wait, RH_EARLY, on that promise).
 extern "C" __global__ void be_scatter64(u64* dst, const u64* pairs, int n) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) dst[pairs[2 * i]] = pairs[2 * i + 1];

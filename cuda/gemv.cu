@@ -136,27 +136,32 @@ __device__ __forceinline__ void mv_rows(float* red, const float* x, int in, int 
 // a multiple of 32 threads up to 256 (two blocks a multiprocessor: the
 // float32 weights' loop would take more registers). A programmatic
 // dependent (LaunchAfter).
+// The biases bs_m (nullptr: none; of type bwt) are added to MV_STORE's
+// products as be_add_bias adds them (the host sends none with MV_ADD).
 template <int R>
 __device__ __forceinline__ void mv_kernel(const float* x, int in, int wt, int mode, float* d0, const void* w0, int o0, float* d1,
-                                          const void* w1, int o1, float* d2, const void* w2, int o2) {
+                                          const void* w1, int o1, float* d2, const void* w2, int o2, const void* bs0,
+                                          const void* bs1, const void* bs2, int bwt) {
     __shared__ float red[R];
     int b = blockIdx.x;
     int n0 = (o0 + R - 1) / R, n1 = (o1 + R - 1) / R;
     float* d = d0;
     const void* w = w0;
+    const void* bs = bs0;
     int out = o0;
     if (b >= n0 + n1) {
         b -= n0 + n1;
-        d = d2, w = w2, out = o2;
+        d = d2, w = w2, out = o2, bs = bs2;
     } else if (b >= n0) {
         b -= n0;
-        d = d1, w = w1, out = o1;
+        d = d1, w = w1, out = o1, bs = bs1;
     }
     const int row0 = b * R, nrows = min(R, out - row0);
     if (nrows <= 0) return;
     mv_rows<1, R>(red, x, in, wt, w, w, row0, nrows);
     if (threadIdx.x < nrows) {
         float s = red[threadIdx.x];
+        if (bs != nullptr) s = __fadd_rn(s, be_w(bs, bwt, row0 + threadIdx.x));
         float* p = d + row0 + threadIdx.x;
         *p = mode == MV_ADD ? __fadd_rn(*p, s) : s;
     }
@@ -164,8 +169,9 @@ __device__ __forceinline__ void mv_kernel(const float* x, int in, int wt, int mo
 
 #define MV_KERNEL(R)                                                                                                       \
     extern "C" __global__ void __launch_bounds__(256, 2) be_mv_r##R(const float* x, int in, int wt, int mode, float* d0, const void* w0, int o0,      \
-                                          float* d1, const void* w1, int o1, float* d2, const void* w2, int o2) {           \
-        mv_kernel<R>(x, in, wt, mode, d0, w0, o0, d1, w1, o1, d2, w2, o2);                                                  \
+                                          float* d1, const void* w1, int o1, float* d2, const void* w2, int o2,            \
+                                          const void* bs0, const void* bs1, const void* bs2, int bwt) {                    \
+        mv_kernel<R>(x, in, wt, mode, d0, w0, o0, d1, w1, o1, d2, w2, o2, bs0, bs1, bs2, bwt);                              \
     }
 MV_KERNEL(4)
 MV_KERNEL(8)
@@ -195,12 +201,15 @@ extern "C" __global__ void __launch_bounds__(256, 2) be_mv_swiglu(const float* x
 // a head hold 4 whole pairs. The rotation and the values are rope_rows' to
 // the bit: the same products, the same angles (pos[0] times invf, sin and
 // cos in double, computed while the first weights arrive) and arithmetic.
+// The biases bq, bk, bv (nullptr: none; of type bwt, in the rows' order)
+// are added to the products before the rotation, as be_add_bias adds them.
 // Grid: heads*hd/8 blocks of queries, then kvheads*hd/8 of keys, then of
 // values (hd a multiple of 8); block 256. A programmatic dependent
 // (LaunchAfter): pos and invf are uploads, read before the wait.
 extern "C" __global__ void __launch_bounds__(256, 2) be_mv_qkv_rope(const float* x, int in, int wt, float* q, const void* wq, int heads,
                                                                     float* k, const void* wk, float* v, const void* wv, int kvheads,
                                                                     int hd, const int* pos, const float* invf, int stores,
+                                                                    const void* bq, const void* bk, const void* bv, int bwt,
                                                                     const __grid_constant__ KvBox box) {
     __shared__ float red[8];
     const int per = hd / 8, nq = heads * per, nk = kvheads * per;
@@ -216,6 +225,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) be_mv_qkv_rope(const float*
     const long long row0 = (long long)h * hd + c * 8;
     float* out = (m == 0 ? q : m == 1 ? k : v) + (long long)h * hd;
     const void* w = m == 0 ? wq : m == 1 ? wk : wv;
+    const void* bs = m == 0 ? bq : m == 1 ? bk : bv;
     // Thread t < 4 of a query or key block turns pair i = c*4 + t: the
     // block's rows 2t and 2t+1, channels 2i and 2i+1 of the head.
     const int t = threadIdx.x, i = c * 4 + t;
@@ -230,14 +240,18 @@ extern "C" __global__ void __launch_bounds__(256, 2) be_mv_qkv_rope(const float*
     if (m == 2) {
         if (t < 8) {
             const int e = c * 8 + t;
-            const float val = red[t];
+            const float val = bs != nullptr ? __fadd_rn(red[t], be_w(bs, bwt, row0 + t)) : red[t];
             out[e] = val;
             if (stores) be_kv_put(box.w[5 * h + 1], box.w[5 * h + 4], e, val);
         }
         return;
     }
     if (t >= 4) return;
-    const float a = red[2 * t], bb = red[2 * t + 1];
+    float a = red[2 * t], bb = red[2 * t + 1];
+    if (bs != nullptr) {
+        a = __fadd_rn(a, be_w(bs, bwt, row0 + 2 * t));
+        bb = __fadd_rn(bb, be_w(bs, bwt, row0 + 2 * t + 1));
+    }
     const float na = __fsub_rn(__fmul_rn(a, cs), __fmul_rn(bb, sn)), nb = __fadd_rn(__fmul_rn(a, sn), __fmul_rn(bb, cs));
     out[2 * i] = na;
     out[2 * i + 1] = nb;

@@ -16,13 +16,20 @@ import (
 // into buffers of the backend's and leaves the call's Acc untouched; FlushAcc
 // hands them over as views (AccView) into the headers the call had. It
 // counts the calls it deferred and the flushes, and refuses a call that
-// asks for deferral without AccView.
+// asks for deferral without AccView. With pace it also marks its reads
+// (runtime.AccPacer) and answers AccDone from a fixed pattern (some marks
+// land late), so that a pass's hooks run in several rounds.
 type deferring struct {
 	*cpu.Backend
 	group    bool // it takes AccGroup (runtime.AccGrouper)
 	noDefer  bool // DeferAcc defers nothing
+	pace     bool // AccMark marks (else -1)
 	on       bool
 	queued   []deferredAcc
+	filled   int   // queued calls filled (FlushAccTo)
+	marks    []int // the pass's marks: queued calls before each
+	queries  int   // AccDone calls, for its pattern
+	rounds   int   // FlushAccTo calls that filled calls
 	deferred int
 	grouped  int // calls that summed the groups
 	flushes  int
@@ -40,12 +47,42 @@ func (d *deferring) AccGroups() bool { return d.group }
 
 func (d *deferring) FlushAcc() {
 	d.flushes++
-	for _, q := range d.queued {
+	d.fill(len(d.queued))
+	d.queued, d.filled, d.marks = d.queued[:0], 0, d.marks[:0]
+}
+
+// fill hands the queued calls up to n their sums.
+func (d *deferring) fill(n int) {
+	for _, q := range d.queued[d.filled:n] {
 		for h := range q.hdr {
 			q.hdr[h] = q.sums[h]
 		}
 	}
-	d.queued = d.queued[:0]
+	d.filled = max(d.filled, n)
+}
+
+func (d *deferring) AccMark() int {
+	if !d.pace || !d.on {
+		return -1
+	}
+	d.marks = append(d.marks, len(d.queued))
+	return len(d.marks) - 1
+}
+
+// AccDone: two of three answers say landed.
+func (d *deferring) AccDone(m int) bool {
+	d.queries++
+	return d.queries%3 != 0
+}
+
+func (d *deferring) FlushAccTo(m int) {
+	if d.on {
+		d.t.Errorf("FlushAccTo(%d) while deferring", m)
+	}
+	if n := d.marks[m]; n > d.filled {
+		d.rounds++
+		d.fill(n)
+	}
 }
 
 func (d *deferring) Attend(a *runtime.AttnArgs) {
@@ -120,13 +157,14 @@ func TestLateAfterAttend(t *testing.T) {
 		{"tova", policies.Params{"budget": 20}}} {
 		for _, recall := range []int{0, 3} {
 			for _, mode := range []struct {
-				group, noDefer bool
-				lanes          string
-			}{{false, false, "off"}, {true, false, "off"}, {true, true, "off"}, {true, false, "2"}} {
-				t.Run(fmt.Sprintf("%s %v recall %d group %v defer %v lanes %s", pc.name, pc.params, recall, mode.group, !mode.noDefer, mode.lanes), func(t *testing.T) {
-					t.Setenv("KVBENCH_LANES", mode.lanes) // 2: the hooks on goroutines, every layer's in one job
+				group, noDefer, pace bool
+				lanes                string
+			}{{false, false, false, "off"}, {true, false, false, "off"}, {true, true, false, "off"}, {true, false, false, "2"},
+				{false, false, true, "off"}, {true, false, true, "2"}} {
+				t.Run(fmt.Sprintf("%s %v recall %d group %v defer %v pace %v lanes %s", pc.name, pc.params, recall, mode.group, !mode.noDefer, mode.pace, mode.lanes), func(t *testing.T) {
+					t.Setenv("KVBENCH_LANES", mode.lanes) // 2: the hooks on goroutines, a round's layers in one job
 					defer goruntime.GOMAXPROCS(goruntime.GOMAXPROCS(4))
-					d := &deferring{Backend: cpu.New(2), t: t, group: mode.group, noDefer: mode.noDefer}
+					d := &deferring{Backend: cpu.New(2), t: t, group: mode.group, noDefer: mode.noDefer, pace: mode.pace}
 					defer d.Close()
 					params := pc.params
 					run := func(be runtime.Backend) ([]streamTrace, []streamTrace) {
@@ -152,7 +190,10 @@ func TestLateAfterAttend(t *testing.T) {
 					if len(d.queued) != 0 {
 						t.Errorf("%d deferred calls never filled", len(d.queued))
 					}
-					t.Logf("%d calls deferred in %d flushes; recall sampled %d times in stream 0 alone", d.deferred, d.flushes, gotAlone[0].stats.RecallN)
+					if mode.pace && d.rounds <= d.flushes {
+						t.Errorf("%d rounds in %d flushes: the passes were not paced", d.rounds, d.flushes)
+					}
+					t.Logf("%d calls deferred in %d flushes, %d rounds; recall sampled %d times in stream 0 alone", d.deferred, d.flushes, d.rounds, gotAlone[0].stats.RecallN)
 					if recall > 0 && gotAlone[0].stats.RecallN == 0 {
 						t.Errorf("no recall sampled")
 					}
@@ -238,8 +279,11 @@ func (o *orderHook) AfterAttend(l int, a *runtime.AttnArgs) {
 // batch give the same logits, log-probabilities, cache contents and
 // accounting with their sums read once a pass and summed by group on the
 // device (the defaults) as read once a layer and added up by the policy
-// (KVBENCH_ACC_DEFER=off, KVBENCH_ACC_GROUP=off), and with each alone: the
-// same kernels and the same float32 sums, only the reads wait elsewhere.
+// (KVBENCH_ACC_DEFER=off, KVBENCH_ACC_GROUP=off), with each alone, and
+// with the pass's reads waited for at once instead of layer by layer
+// (KVBENCH_ACC_PACE=off), and with the reads on the device's side stream
+// (KVBENCH_ACC_STREAM=on), paced or not: the same kernels and the same
+// float32 sums, only the reads wait elsewhere.
 // Models: tiny (heads of 16: the host adds the sums, be_attend) and heads
 // of 64 (the split-KV kernels and attn_rt_acc). Recall is sampled every
 // fifth step (startPolicy), whose passes read once a layer.
@@ -256,9 +300,11 @@ func TestLateAfterAttendGPU(t *testing.T) {
 	}
 	for _, m := range []*runtime.Model{tiny, d64} {
 		sts := batchStreams(6, m.Config.Vocab, 7)
-		traces := func(t *testing.T, deferAcc, group, name string, params policies.Params) ([]streamTrace, []streamTrace) {
+		traces := func(t *testing.T, deferAcc, group, pace, side, name string, params policies.Params) ([]streamTrace, []streamTrace) {
 			t.Setenv("KVBENCH_ACC_DEFER", deferAcc)
 			t.Setenv("KVBENCH_ACC_GROUP", group)
+			t.Setenv("KVBENCH_ACC_PACE", pace)
+			t.Setenv("KVBENCH_ACC_STREAM", side)
 			be := gpuBackendAt(t, "f32")
 			alone := make([]streamTrace, len(sts))
 			for i, st := range sts {
@@ -271,11 +317,12 @@ func TestLateAfterAttendGPU(t *testing.T) {
 			params policies.Params
 		}{{"h2o", policies.Params{"budget": 24}}, {"tova", policies.Params{"budget": 20}}} {
 			t.Run(fmt.Sprintf("hd%d/%s", m.Config.HeadDim, pc.name), func(t *testing.T) {
-				wantAlone, wantBatch := traces(t, "off", "off", pc.name, pc.params)
-				for _, set := range [][2]string{{"", ""}, {"", "off"}, {"off", ""}} {
-					gotAlone, gotBatch := traces(t, set[0], set[1], pc.name, pc.params)
+				wantAlone, wantBatch := traces(t, "off", "off", "", "", pc.name, pc.params)
+				for _, set := range [][4]string{{"", "", "", ""}, {"", "", "off", ""}, {"", "off", "", ""}, {"off", "", "", ""},
+					{"", "", "", "on"}, {"", "", "off", "on"}} {
+					gotAlone, gotBatch := traces(t, set[0], set[1], set[2], set[3], pc.name, pc.params)
 					for i := range sts {
-						what := fmt.Sprintf("defer %q group %q, stream %d", set[0], set[1], i)
+						what := fmt.Sprintf("defer %q group %q pace %q side %q, stream %d", set[0], set[1], set[2], set[3], i)
 						compareTraces(t, what+" alone", gotAlone[i], wantAlone[i], 0)
 						compareTraces(t, what+" batched", gotBatch[i], wantBatch[i], 0)
 					}

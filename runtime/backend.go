@@ -161,6 +161,13 @@ type KVSeq struct {
 	// lists only grow: K[i] and V[i] stay the pages they were. KVCache
 	// keeps both; a sequence built elsewhere has ID 0 and is read whole.
 	ID, Gen uint64
+	// Writes counts the KV writes into the sequence's slots over its life
+	// (every token appended or moved one; never lowered, not even by a
+	// reset), in the order they were asked of the backend. A backend that
+	// saw the sequence at Writes w and N n, and now sees w+1 and n+1, knows
+	// that the only write since was the store of token n: every other slot
+	// holds what it held then. KVCache keeps it.
+	Writes uint64
 	// Slot is the backend's own index of its copy of the lists (0: none
 	// yet), written by the backend so that it finds them without a lookup
 	// by ID, thousands a decode step. A copy of the sequence may carry a
@@ -347,7 +354,8 @@ type ScaledRoPEPairer interface {
 // through fused.go, which makes those calls on other backends.
 type FusedMatMul interface {
 	// MatMul3 is MatMul(m.Dst, x, m.W, rows, in, m.Out) for m = a, b, c
-	// (a layer's query, key and value projections).
+	// (a layer's query, key and value projections), then AddBias(m.Dst,
+	// m.Bias, rows, m.Out) for each m with a Bias.
 	MatMul3(x Buffer, rows, in int, a, b, c MatOut)
 	// MatMulAdd is MatMul(tmp, x, w, rows, in, out), then Add(dst, tmp,
 	// rows*out); tmp is scratch.
@@ -395,9 +403,9 @@ func FitRows(be Backend, rows, heads, headDim int) int {
 // them). Each method reports true, or does nothing and reports false where
 // it does not serve (the caller then runs RMSNorm and the products).
 type NormedProducts interface {
-	// NormMatMul3 sets each o.Dst [rows, o.Out] = RMSNorm(x)·o.Wᵀ of the
-	// products a, b and c (x [rows, in]; norm the norm's weights, eps its
-	// epsilon, as RMSNorm).
+	// NormMatMul3 sets each o.Dst [rows, o.Out] = RMSNorm(x)·o.Wᵀ (+ o.Bias)
+	// of the products a, b and c (x [rows, in]; norm the norm's weights,
+	// eps its epsilon, as RMSNorm).
 	NormMatMul3(x, norm Buffer, eps float32, rows, in int, a, b, c MatOut) bool
 	// NormMatMul is NormMatMul3 of one product.
 	NormMatMul(x, norm Buffer, eps float32, rows, in int, a MatOut) bool
@@ -406,10 +414,13 @@ type NormedProducts interface {
 	NormMLP(x, norm Buffer, eps float32, gate, up, down Buffer, rows, dim, hidden int) bool
 }
 
-// MatOut is one product of FusedMatMul.MatMul3: Dst [rows, Out] = x·Wᵀ.
+// MatOut is one product of FusedMatMul.MatMul3: Dst [rows, Out] = x·Wᵀ,
+// plus Bias [Out] on every row where it is not nil (as AddBias: Qwen2's
+// query, key and value biases).
 type MatOut struct {
 	Dst, W Buffer
 	Out    int
+	Bias   Buffer
 }
 
 // LogProber is an optional Backend capability: the log-probabilities of

@@ -23,7 +23,8 @@ type NonFiniteError struct {
 	// Layer is the first stage whose output is not finite for that token:
 	// -1 the token's embedding, 0..Layers-1 a layer, Layers the final norm
 	// and output projection; NotReproduced when a re-run of the step
-	// without the cache policy is finite everywhere.
+	// without the cache policy is finite everywhere; NotDiagnosed when
+	// the step was not re-run (Runner.Greedy on the device).
 	Layer  int
 	Layers int
 }
@@ -41,6 +42,8 @@ func (e *NonFiniteError) Error() string {
 		return head + fmt.Sprintf(": layer %d (of %d, counting from 0) is the first whose output is not finite", e.Layer, e.Layers)
 	case e.Layer == e.Layers:
 		return head + ": every layer's output is finite; the final norm and output projection are not"
+	case e.Layer == NotDiagnosed:
+		return head + ": found after later steps of a greedy run on the device had run, so the step was not re-run layer by layer (run the stream again with Forward to find the layer)"
 	}
 	return head + ": a re-run of the step with full attention over the tokens the cache holds is finite in every layer and in the output: the cache policy's selection or eviction is the likely cause"
 }

@@ -9,9 +9,12 @@ func matMul3(be Backend, x Buffer, rows, in int, a, b, c MatOut) {
 		f.MatMul3(x, rows, in, a, b, c)
 		return
 	}
-	be.MatMul(a.Dst, x, a.W, rows, in, a.Out)
-	be.MatMul(b.Dst, x, b.W, rows, in, b.Out)
-	be.MatMul(c.Dst, x, c.W, rows, in, c.Out)
+	for _, o := range []MatOut{a, b, c} {
+		be.MatMul(o.Dst, x, o.W, rows, in, o.Out)
+		if o.Bias != nil {
+			be.AddBias(o.Dst, o.Bias, rows, o.Out)
+		}
+	}
 }
 
 // matMulAdd sets dst += x·wᵀ, with tmp [rows, out] as scratch.
@@ -107,6 +110,9 @@ func normMatMul(be Backend, xb, x, norm Buffer, eps float32, rows, in int, a Mat
 	}
 	be.RMSNorm(xb, x, norm, rows, in, eps)
 	be.MatMul(a.Dst, xb, a.W, rows, in, a.Out)
+	if a.Bias != nil {
+		be.AddBias(a.Dst, a.Bias, rows, a.Out)
+	}
 }
 
 // normMLP adds the MLP block of RMSNorm(x) to x, in one operation where the

@@ -332,6 +332,7 @@ func (c *KVCache) Evict(l, h int, drop []int32) {
 		s.N--
 	}
 	ps := c.pageSize
+	s.Writes += uint64(len(c.moves))
 	if mv, ok := c.kv().(KVMover); ok && len(c.moves) > 0 {
 		mv.MoveKVs(s.K, s.V, c.moves, ps, c.headDim)
 	} else {
@@ -355,6 +356,7 @@ func (c *KVCache) evictOne(l, h int, s *KVSeq, d int) {
 			s.Shift[d] = s.Shift[last]
 		}
 		c.moveKV(s, d, last)
+		s.Writes++
 	}
 	s.N--
 	c.trim(s)
@@ -433,6 +435,7 @@ func (c *KVCache) appendSeq(s *KVSeq, h int, k, v Buffer, rows int, pos []int, r
 		c.seqPages(s, pages, ref)
 		p0, p1 := s.N/c.pageSize, (s.N+rows-1)/c.pageSize+1
 		ka.AppendKV(s.K[p0:p1], s.V[p0:p1], s.N, c.pageSize, k, v, rows, h, c.headDim, kvDim)
+		s.Writes += uint64(rows)
 		for r := range rows {
 			s.track(int32(pos[r]))
 			s.Pos = append(s.Pos, int32(pos[r]))
@@ -452,6 +455,7 @@ func (c *KVCache) appendSeq(s *KVSeq, h int, k, v Buffer, rows int, pos []int, r
 		} else {
 			c.kv().StoreKV(s.K[s.N/c.pageSize], s.V[s.N/c.pageSize], slot, k, v, r, h, c.headDim, kvDim)
 		}
+		s.Writes++
 		s.track(int32(pos[r]))
 		s.Pos = append(s.Pos, int32(pos[r]))
 		s.N++

@@ -149,8 +149,8 @@ func (p *pass) laneWork(g *segment, l int, after bool) {
 	case !after:
 		g.beforeAttend(l, p.c, p.scale)
 	case r.Hook == nil:
-	case p.lateAll: // every layer's, in order, on the calls kept aside (lateacc.go)
-		for k := range r.lateAttn {
+	case p.lateAll: // layers lateLo..lateHi-1, in order, on the calls kept aside (lateacc.go)
+		for k := p.lateLo; k < p.lateHi; k++ {
 			r.Hook.AfterAttend(k, &r.lateAttn[k])
 		}
 	default:

@@ -1,5 +1,7 @@
 package runtime
 
+import "slices"
+
 // Late AfterAttend: a decode step's H2O and TOVA read the probabilities
 // attention accumulated (AttnArgs.Acc) in AfterAttend, and nothing before
 // the next step's BeforeAttend of that layer reads what they do with them.
@@ -21,6 +23,22 @@ package runtime
 type AccDeferrer interface {
 	DeferAcc(on bool) bool
 	FlushAcc()
+}
+
+// AccPacer is an optional AccDeferrer capability: a pass's deferred reads
+// waited for in parts, so that the late AfterAttend of the first layers
+// runs on the host while the device still works on the last ones (the
+// step's work is all queued by then). AccMark marks the reads deferred so
+// far and returns the mark (marks count up from 0 in a pass; -1: the
+// backend does not pace now, FlushAcc alone fills the calls); AccDone
+// reports, without waiting, whether the reads before mark m have landed;
+// FlushAccTo waits for them only and fills their calls' Acc, as FlushAcc
+// does. Marks are taken in a deferring pass and flushed, in order, after
+// DeferAcc(false); FlushAcc fills whatever is left and forgets the marks.
+type AccPacer interface {
+	AccMark() int
+	AccDone(m int) bool
+	FlushAccTo(m int)
 }
 
 // LateHook is a Hook whose AfterAttend of the pass about to attend (asked
@@ -48,7 +66,8 @@ func (p *pass) lateAcc() bool {
 	return true
 }
 
-// keepCalls sets aside every segment's call of layer l (late passes).
+// keepCalls sets aside every segment's call of layer l (late passes) and
+// marks the layer's deferred reads where the backend paces them (AccPacer).
 func (p *pass) keepCalls(l int) {
 	for i := range p.segs {
 		r := p.segs[i].r
@@ -57,21 +76,85 @@ func (p *pass) keepCalls(l int) {
 		}
 		r.lateAttn[l] = r.attn
 	}
+	if pc, ok := p.be.(AccPacer); ok {
+		if l == 0 {
+			p.accMarks = make([]int, 0, p.c.Layers)
+		}
+		p.accMarks = append(p.accMarks, pc.AccMark())
+	}
 }
 
-// lateAfter fills the deferred sums with one wait and runs every
-// segment's AfterAttend of every layer, in layer order, on its calls kept
-// aside: one spread over the lanes for all the layers (laneWork).
+// lateRoundPart names the KVBENCH_PHASES part that counts the rounds of
+// n layers (the filling of their sums is its time).
+func lateRoundPart(n int) string {
+	switch {
+	case n == 1:
+		return "late hooks: rounds of 1 layer (sums filled)"
+	case n <= 4:
+		return "late hooks: rounds of 2-4 layers (sums filled)"
+	default:
+		return "late hooks: rounds of 5+ layers (sums filled)"
+	}
+}
+
+// lateAfter fills the deferred sums and runs every segment's AfterAttend
+// of every layer, in layer order, on its calls kept aside. Where the
+// backend paces the reads (every layer marked), it waits for the first
+// layer's, then takes every layer whose reads have landed by then, and so
+// on: each round one spread over the lanes (laneWork) while the device
+// works on the later layers. Else one wait, one spread for all the layers.
 func (p *pass) lateAfter() {
 	d := p.be.(AccDeferrer)
 	d.DeferAcc(false)
-	d.FlushAcc()
 	p.lateAll = true
-	p.afterAttend(0)
+	if pc, ok := p.be.(AccPacer); ok && p.paced() {
+		p.lateRounds(pc)
+		d.FlushAcc() // nothing is left to wait for; the marks are forgotten
+	} else {
+		d.FlushAcc()
+		p.lateHooks(0, p.c.Layers)
+	}
 	p.lateAll = false
+	p.accMarks = nil
 	for i := range p.segs {
 		clear(p.segs[i].r.lateAttn) // no references kept to the step's buffers
 	}
+}
+
+// lateRounds runs the late hooks round by round: it waits for the first
+// layer whose sums are not in yet, takes every later one whose sums have
+// landed too, and runs their hooks.
+func (p *pass) lateRounds(pc AccPacer) {
+	L := p.c.Layers
+	parts := StartParts() // KVBENCH_PHASES: the rounds' waits and their hooks
+	for lo := 0; lo < L; {
+		pc.FlushAccTo(p.accMarks[lo])
+		parts.Mark("late hooks: waiting for the next layer's sums")
+		hi := lo + 1
+		for hi < L && pc.AccDone(p.accMarks[hi]) {
+			hi++
+		}
+		if hi-1 > lo {
+			pc.FlushAccTo(p.accMarks[hi-1]) // landed: no wait
+		}
+		parts.Mark(lateRoundPart(hi - lo))
+		p.lateHooks(lo, hi)
+		parts.Mark("late hooks: a round's hooks (lanes)")
+		lo = hi
+	}
+}
+
+// lateHooks runs every segment's AfterAttend of layers lo..hi-1, in order,
+// on the calls kept aside: one spread over the lanes (laneWork).
+func (p *pass) lateHooks(lo, hi int) {
+	p.lateLo, p.lateHi = lo, hi
+	p.afterAttend(lo)
+}
+
+// paced reports whether the backend marked every layer's deferred reads
+// (AccPacer) in this late pass.
+func (p *pass) paced() bool {
+	return len(p.accMarks) == p.c.Layers && !slices.Contains(p.accMarks, -1)
 }
 
 // AccGrouper is an optional Backend capability: it takes AttnArgs.AccGroup

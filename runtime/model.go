@@ -113,6 +113,9 @@ type Runner struct {
 	freqStage int        // the Config.ropeStage invFreq was made for
 	firstRope int        // the stage of the stream's first step; -1 before it
 	err       error      // a step's error, returned by forward
+
+	slots      Buffer    // Greedy's token slots on a DeviceArgmax backend (greedy.go)
+	greedyHost []float32 // Greedy's logits when its caller wants none
 }
 
 // scratchIDs numbers the scratch states (state.id, the owners in ReplayKeys).
@@ -307,8 +310,8 @@ func (r *Runner) forward(tokens []int, logits []float32, all bool) error {
 	if len(tokens) > r.maxRows {
 		r.Cache.Room(len(tokens)) // a long prompt's positions and page lists, grown once
 	}
-	for start := 0; start < len(tokens); start += r.maxRows {
-		chunk := tokens[start:min(start+r.maxRows, len(tokens))]
+	for start, end := 0, r.firstChunk(len(tokens)); start < len(tokens); start, end = end, min(end+r.maxRows, len(tokens)) {
+		chunk := tokens[start:end]
 		if err := r.checkWindow(len(chunk)); err != nil {
 			return err
 		}
@@ -326,6 +329,26 @@ func (r *Runner) forward(tokens []int, logits []float32, all bool) error {
 		}
 	}
 	return nil
+}
+
+// minFirstChunk is the fewest rows a remainder needs to go first: fewer
+// would make a prompt's first pass one of a handful of rows, or of one (a
+// decode step to the policies), for a wave of little blocks.
+const minFirstChunk = 16
+
+// firstChunk is the rows of the first pass over n tokens: the remainder of
+// n over maxRows when the backend fitted maxRows to its grid's waves
+// (RunnerOptions.FitRows), so that of a long prompt's passes the one whose
+// attention grid ends in a partly empty wave is the one over the fewest
+// keys, the cheapest (at 128K tokens of the 8B shape on an H200, the last
+// pass's ninth wave held blocks of up to 1,024 key tiles); maxRows
+// otherwise (an asked chunk, the chunked protocol's, stays in order), and
+// where the remainder is under minFirstChunk rows.
+func (r *Runner) firstChunk(n int) int {
+	if rem := n % r.maxRows; r.opts.FitRows && rem >= minFirstChunk {
+		return rem
+	}
+	return min(n, r.maxRows)
 }
 
 // checkWindow refuses a pass of rows tokens that reaches the model's sliding
@@ -387,16 +410,27 @@ type pass struct {
 	// batch's; 0: never; lanes.go).
 	minLanes int
 	clock    phaseClock // the parts' wall times, with KVBENCH_PHASES (phases.go)
-	lateAll  bool       // afterAttend runs every layer's hooks (lateacc.go)
+	// lateAll: afterAttend runs the hooks of layers lateLo..lateHi-1, in
+	// order, on the calls kept aside (lateacc.go); accMarks are the
+	// backend's marks of each layer's deferred reads (AccPacer).
+	lateAll        bool
+	lateLo, lateHi int
+	accMarks       []int
+	greedy         *greedyAt // the one token is on the device (greedy.go)
 }
 
 // step runs the layer loop over rows tokens (rows <= maxRows) and writes the
 // logits of every row (all) or of the last row into out, when out is not nil.
-func (r *Runner) step(tokens []int, out []float32, all bool) {
+func (r *Runner) step(tokens []int, out []float32, all bool) { r.stepAt(tokens, out, all, nil) }
+
+// stepAt is step of one token held on the device where g is not nil
+// (greedy.go): its embedding read from g's slot, the argmax of its logits
+// written to the next (out may be nil).
+func (r *Runner) stepAt(tokens []int, out []float32, all bool, g *greedyAt) {
 	s := r.scratch()
 	rows := len(tokens)
 	r.seg[0] = segment{r: r, tokens: tokens, out: out, q: s.q, k: s.k, v: s.v, att: s.att, pos: s.pos[:rows]}
-	r.pass = pass{c: r.Model.Config, be: r.Backend, w: r.w, s: s, segs: r.seg[:], tokens: tokens, all: all, score: r.score, owner: s.id}
+	r.pass = pass{c: r.Model.Config, be: r.Backend, w: r.w, s: s, segs: r.seg[:], tokens: tokens, all: all, score: r.score, owner: s.id, greedy: g}
 	r.pass.run()
 }
 
@@ -418,7 +452,11 @@ func (p *pass) run() {
 	af := c.RopeScaling.Attention()
 	p.scale = float32(af * af / math.Sqrt(float64(c.HeadDim)))
 
-	be.Embed(s.x, w.embed, p.tokens, c.Dim)
+	if g := p.greedy; g != nil {
+		g.da.EmbedSlot(s.x, w.embed, g.slots, g.i, c.Dim, c.Vocab)
+	} else {
+		be.Embed(s.x, w.embed, p.tokens, c.Dim)
+	}
 	k.mark(phaseStart)
 	// A decode step's fixed sequences of operations (same buffers, one row
 	// a stream: a runner's step or a batch's) are replayed as a unit where
@@ -480,17 +518,30 @@ func (p *pass) run() {
 		}
 		k.mark(phaseMLP)
 	}
+	// The head before late hooks that wait for the whole step at once: its
+	// kernels follow the last layer's on the device, and its read is the
+	// pass's one wait, after which the hooks' FlushAcc finds the sums
+	// already landed (the hooks do not need the logits, nor the head the
+	// hooks). Paced hooks (AccPacer) run first, beside the device's later
+	// layers, and the head's read waits after them.
+	defer p.deliverTimes()
+	headFirst := late && !p.paced()
+	if headFirst {
+		p.head()
+		k.mark(phaseHead)
+	}
 	if late {
 		p.lateAfter()
 		k.mark(phaseAfter)
+	}
+	if !headFirst {
+		p.head()
+		k.mark(phaseHead)
 	}
 	for i := range p.segs {
 		g := &p.segs[i]
 		g.r.pos += len(g.tokens)
 	}
-	defer p.deliverTimes()
-	p.head()
-	k.mark(phaseHead)
 	k.done(len(p.segs), rows)
 }
 
@@ -559,7 +610,7 @@ func (p *pass) headAll(rows int) {
 	if s.logits == nil {
 		s.logits = be.Alloc(s.maxRows * c.Vocab)
 	}
-	normMatMul(be, s.xb, s.x, w.norm, c.NormEps, rows, c.Dim, MatOut{s.logits, w.output, c.Vocab})
+	normMatMul(be, s.xb, s.x, w.norm, c.NormEps, rows, c.Dim, MatOut{Dst: s.logits, W: w.output, Out: c.Vocab})
 }
 
 // head is the output head: the logits of every row (a single segment with
@@ -598,26 +649,29 @@ func (p *pass) head() {
 		}
 		return
 	}
-	if out == nil {
+	if out == nil && p.greedy == nil {
 		return
 	}
 	be.CopyRows(s.last, s.x, 0, rows-1, 1, c.Dim)
 	be.RMSNorm(s.last, s.last, w.norm, 1, c.Dim, c.NormEps)
 	be.MatMul(s.logit1, s.last, w.output, 1, c.Dim, c.Vocab)
-	be.Read(out[:c.Vocab], s.logit1, 0)
+	if g := p.greedy; g != nil {
+		g.da.Argmax(g.slots, g.i+1, s.logit1, c.Vocab)
+	}
+	if out != nil {
+		be.Read(out[:c.Vocab], s.logit1, 0)
+	}
 }
 
 // projectQKV computes the queries, keys and values of layer l from the
 // residual stream: q, k, v = W·RMSNorm(x) (+ bias).
 func (p *pass) projectQKV(l, rows int) {
 	c, be, s, lw := p.c, p.be, p.s, &p.w.layers[l]
-	normMatMul3(be, s.xb, s.x, lw.attnNorm, c.NormEps, rows, c.Dim, MatOut{s.q, lw.wq, c.QDim()}, MatOut{s.k, lw.wk, c.KVDim()},
-		MatOut{s.v, lw.wv, c.KVDim()})
+	q, k, v := MatOut{Dst: s.q, W: lw.wq, Out: c.QDim()}, MatOut{Dst: s.k, W: lw.wk, Out: c.KVDim()}, MatOut{Dst: s.v, W: lw.wv, Out: c.KVDim()}
 	if c.QKVBias {
-		be.AddBias(s.q, lw.bq, rows, c.QDim())
-		be.AddBias(s.k, lw.bk, rows, c.KVDim())
-		be.AddBias(s.v, lw.bv, rows, c.KVDim())
+		q.Bias, k.Bias, v.Bias = lw.bq, lw.bk, lw.bv
 	}
+	normMatMul3(be, s.xb, s.x, lw.attnNorm, c.NormEps, rows, c.Dim, q, k, v)
 	if c.QKNorm { // Qwen3: RMSNorm of each head's query and key, [rows*heads, head_dim]
 		be.RMSNorm(s.q, s.q, lw.qNorm, rows*c.Heads, c.HeadDim, c.NormEps)
 		be.RMSNorm(s.k, s.k, lw.kNorm, rows*c.KVHeads, c.HeadDim, c.NormEps)

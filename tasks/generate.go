@@ -17,23 +17,13 @@ import (
 
 	"github.com/kvbench/kvbench/internal/num"
 	"github.com/kvbench/kvbench/policies"
+	"github.com/kvbench/kvbench/runtime"
 	"github.com/kvbench/kvbench/runtime/tokenizer"
 )
 
 // Argmax returns the index of the largest value of v (the first on ties), or
-// -1 when v is empty. NaN values are never chosen.
-func Argmax(v []float32) int {
-	best := -1
-	for i, x := range v {
-		if x != x {
-			continue
-		}
-		if best < 0 || x > v[best] {
-			best = i
-		}
-	}
-	return best
-}
+// -1 when v is empty. NaN values are never chosen (runtime.Argmax).
+func Argmax(v []float32) int { return runtime.Argmax(v) }
 
 // Greedy generates up to n tokens: starting from logits (those of the last
 // token fed to s), it takes the argmax, feeds it with s.Step (which writes the

@@ -171,25 +171,53 @@ func cmdE2E(stdout, stderr io.Writer, args []string) error {
 		}
 	}
 	if *decode > 0 {
-		r.Reset()
-		if err := r.Forward(ids(*decodePrompt), logits); err != nil {
+		// Greedy decoding as transformers' loop does it: each step's argmax
+		// stays on the device for the next step's embedding (Runner.Greedy;
+		// the host reads the tokens once). Where the backend has that, the
+		// same decode with the logits read back and the argmax taken on the
+		// host every step follows, for comparison.
+		first, err := decodePrompted(r, ids(*decodePrompt), logits)
+		if err != nil {
 			return err
 		}
-		one := []int{0}
+		toks := make([]int, *decode)
 		t0 := time.Now()
-		for k := range *decode {
-			if profPass == "decode" && (k == 0 || k == 3) {
-				if err := profile(k == 0); err != nil {
+		if profPass == "decode" { // the first three steps
+			k := min(3, *decode)
+			if err := profile(true); err != nil {
+				return err
+			}
+			if err := r.Greedy(first, k, toks, logits); err != nil {
+				return err
+			}
+			if err := profile(false); err != nil {
+				return err
+			}
+			if k < *decode {
+				if err := r.Greedy(toks[k-1], *decode-k, toks[k:], logits); err != nil {
 					return err
 				}
 			}
-			one[0] = argmax(logits)
-			if err := r.Forward(one, logits); err != nil {
-				return err
-			}
+		} else if err := r.Greedy(first, *decode, toks, logits); err != nil {
+			return err
 		}
 		el := time.Since(t0).Seconds()
 		fmt.Fprintf(stdout, "| decode (one token a step) | %d | %.3f | %.1f | after a %d-token prompt |\n", *decode, el, float64(*decode)/el, *decodePrompt)
+		if _, ok := be.(runtime.DeviceArgmax); ok {
+			if first, err = decodePrompted(r, ids(*decodePrompt), logits); err != nil {
+				return err
+			}
+			one := []int{first}
+			t0 := time.Now()
+			for range *decode {
+				if err := r.Forward(one, logits); err != nil {
+					return err
+				}
+				one[0] = runtime.Argmax(logits)
+			}
+			el := time.Since(t0).Seconds()
+			fmt.Fprintf(stdout, "| stepwise decode (logits read each step) | %d | %.3f | %.1f | the same, the argmax on the host |\n", *decode, el, float64(*decode)/el)
+		}
 	}
 	if mr, ok := be.(runtime.MemoryReporter); ok {
 		mem := mr.Memory()
@@ -250,4 +278,14 @@ func hostMemoryLine(when string) string {
 		return fmt.Sprintf("host memory %s: not known (%v)", when, err)
 	}
 	return fmt.Sprintf("host memory %s: %.2f GB resident, %.2f GB peak (VmRSS, VmHWM)", when, float64(rss)/1e9, float64(peak)/1e9)
+}
+
+// decodePrompted starts r over with prompt and returns the argmax of its
+// last logits: the first token a timed decode feeds.
+func decodePrompted(r *runtime.Runner, prompt []int, logits []float32) (int, error) {
+	r.Reset()
+	if err := r.Forward(prompt, logits); err != nil {
+		return 0, err
+	}
+	return runtime.Argmax(logits), nil
 }

@@ -28,6 +28,9 @@ func TestE2E(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
+	if strings.Contains(out, "stepwise decode") { // the CPU has no DeviceArgmax: one loop
+		t.Errorf("a stepwise decode row on the CPU:\n%s", out)
+	}
 	for _, args := range [][]string{{"--chunk", "0"}, {"--lengths", "x"}, {"--kv-dtype", "f8"}} {
 		a := append([]string{"e2e", "--model", "synthetic:tiny", "--backend", "cpu"}, args...)
 		if _, _, err := runCLI(t, a...); err == nil {

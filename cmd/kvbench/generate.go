@@ -67,22 +67,15 @@ func cmdGenerate(stdout, stderr io.Writer, args []string) error {
 		return err
 	}
 	tPrefill := time.Since(t0)
-	prev, n := ids[len(ids)-1], 0
 	t1 := time.Now()
-	for n < *steps {
-		next := argmax(logits)
-		if next == tok.EOS() || next == tok.BOS() {
-			break
-		}
+	gen, err := greedyTokens(r, runtime.Argmax(logits), *steps, logits, func(t int) bool { return t == tok.EOS() || t == tok.BOS() })
+	if err != nil {
+		return err
+	}
+	prev, n := ids[len(ids)-1], len(gen)
+	for _, next := range gen {
 		fmt.Fprint(out, tok.Piece(prev, next))
-		n++
 		prev = next
-		if n == *steps {
-			break
-		}
-		if err := r.Forward([]int{next}, logits); err != nil {
-			return err
-		}
 	}
 	fmt.Fprintln(out)
 	if *stats {
@@ -94,13 +87,34 @@ func cmdGenerate(stdout, stderr io.Writer, args []string) error {
 	return nil
 }
 
-// argmax returns the index of the largest value (the first on ties).
-func argmax(v []float32) int {
-	best := 0
-	for i, x := range v {
-		if x > v[best] {
-			best = i
+// greedyChunk is the most tokens greedyTokens asks of one Runner.Greedy.
+const greedyChunk = 16
+
+// greedyTokens generates up to steps tokens by greedy decoding from first
+// (the argmax of the logits of the last token fed to r), stopping before a
+// token stop accepts; every token returned but the last has been fed to r.
+// It runs Runner.Greedy in chunks (on a GPU the argmax stays on the device
+// within a chunk), so up to a chunk of tokens past a stop may be fed.
+func greedyTokens(r *runtime.Runner, first, steps int, logits []float32, stop func(int) bool) ([]int, error) {
+	var gen []int
+	buf := make([]int, greedyChunk)
+	t := first
+	for len(gen) < steps && !stop(t) {
+		gen = append(gen, t)
+		k := min(greedyChunk, steps-len(gen))
+		if k == 0 {
+			break
 		}
+		if err := r.Greedy(t, k, buf[:k], logits); err != nil {
+			return gen, err
+		}
+		for _, c := range buf[:k-1] {
+			if stop(c) {
+				return gen, nil
+			}
+			gen = append(gen, c)
+		}
+		t = buf[k-1]
 	}
-	return best
+	return gen, nil
 }

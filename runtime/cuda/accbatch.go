@@ -153,6 +153,7 @@ func (b *Backend) accPlan(bt *batchAttn) int {
 		return 0
 	}
 	base := b.grow(&b.accWork, rawB+mlB+accB)
+	b.sideDone() // the last side copy out of accWork has run before it is written again
 	bt.accDev, bt.accBytes = base.Add(rawB+mlB), accB
 	bt.accLongest, bt.accHeads = 0, 0
 	var ro, mo, ao int64

@@ -30,8 +30,8 @@ func scaledModel(t *testing.T, base, name string, edit func(c *runtime.Config)) 
 	return m
 }
 
-// scaledVariants are the RoPE scalings and Qwen3's q/k norms, on tiny's
-// shape (head_dim 16).
+// scaledVariants are the RoPE scalings, Qwen3's q/k norms and Qwen2's
+// q/k/v biases, on tiny's shape (head_dim 16).
 func scaledVariants() map[string]func(c *runtime.Config) {
 	short := []float64{1, 1.1, 1.3, 1.6, 2, 2.5, 3, 4}
 	long := []float64{1.2, 1.5, 2, 3, 4, 6, 8, 12}
@@ -51,11 +51,12 @@ func scaledVariants() map[string]func(c *runtime.Config) {
 			c.RopeScaling = runtime.RopeScaling{Type: runtime.RopeLongrope, Factor: 4, OriginalMaxSeq: 16,
 				ShortFactor: short, LongFactor: long, AttnFactor: runtime.LongropeAttnFactor(4, 16)}
 		},
-		"qknorm": func(c *runtime.Config) { c.QKNorm = true },
+		"qknorm":  func(c *runtime.Config) { c.QKNorm = true },
+		"qkvbias": func(c *runtime.Config) { c.QKVBias = true }, // Qwen2's: in the decode products' epilogue
 	}
 }
 
-// TestArchGPU runs each scaling and Qwen3's norms on the GPU against the CPU:
+// TestArchGPU runs each scaling, Qwen3's norms and Qwen2's biases on the GPU against the CPU:
 // a 40-token prompt in chunks of 32 and 32 decode steps (compareModel), and
 // the small shape (head_dim 64, the tensor-core prompt kernel) with yarn and
 // q/k norms together.
@@ -64,6 +65,9 @@ func TestArchGPU(t *testing.T) {
 	for name, edit := range scaledVariants() {
 		t.Run(name, func(t *testing.T) { compareModel(t, g, scaledModel(t, "tiny", name, edit)) })
 	}
+	t.Run("small qkvbias", func(t *testing.T) {
+		compareModel(t, g, scaledModel(t, "small", "qkvbias", scaledVariants()["qkvbias"]))
+	})
 	t.Run("small yarn qknorm", func(t *testing.T) {
 		compareModel(t, g, scaledModel(t, "small", "yarn+qknorm", func(c *runtime.Config) {
 			scaledVariants()["yarn"](c)

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/kvbench/kvbench/policies"
@@ -83,6 +84,9 @@ func TestAttendSplitKernels(t *testing.T) {
 											break
 										}
 									}
+									if pad := 1 << bits.Len(uint(group-1)); rows == 1 && opt != "sel+acc" && pad != group {
+										gh = pad // a decode row of 3, 5, 6 or 7 heads padded (sharedHeads)
+									}
 									rt := 1
 									if rows > 1 {
 										rt = min(8/gh, 1<<bits.Len(uint(rows-1)))
@@ -97,8 +101,8 @@ func TestAttendSplitKernels(t *testing.T) {
 									want := fmt.Sprintf("attn_rt_d%d_g%d_%s%s", hd, gh*rt, kt, sh)
 									p := g.AttnPlan()
 									switch {
-									case typ == runtime.BF16 && rows == 1 && opt == "plain" && ps == 16:
-										want += "_tc" // a lean call (every token visible, no selection, no accumulation)
+									case typ == runtime.BF16 && rows == 1 && (opt == "plain" || opt == "acc") && ps == 16:
+										want += "_tc" // a lean call (every token visible, no selection; H2O's accumulation too)
 									case typ == runtime.BF16 && sh == "" && gh*rt >= 2 && gh*rt <= 4 && p.Chunk <= 256:
 										want += "_short" // a chunk of a few steps of loads
 									}
@@ -148,8 +152,14 @@ func TestAttendKernelChoice(t *testing.T) {
 		{"bf16", 128, 20, "plain", "flash_prefill_d128_w4_m2_n64", true, 4, 1},
 		{"bf16", 128, 20, "sel+acc", "attn_rt_d128_g8_f32", false, 4, 1},
 		{"bf16", 64, 1, "plain", "attn_rt_d64_g2_f32", false, 4, 2},
+		{"f32", 128, 1, "plain", "attn_rt_d128_g8_f32", false, 28, 4}, // a group of 7 padded to 8
+		{"f32", 64, 1, "plain", "attn_rt_d64_g4_f32", false, 6, 2},    // 3 padded to 4
+		{"f32", 64, 1, "acc", "attn_rt_d64_g4_f32", false, 6, 2},
+		{"f32", 64, 1, "shift", "attn_rt_d64_g4_f32_sh", false, 6, 2},
+		{"f32", 128, 1, "sel+acc", "attn_rt_d128_g1_f32", false, 28, 4}, // a selection per head: not padded
+		{"f32", 64, 3, "plain", "attn_rt_d64_g4_f32", false, 6, 2},      // rows: not padded, 4 rows of one head
 	} {
-		name := fmt.Sprintf("%s/hd%d/rows%d/%s", tc.prec, tc.hd, tc.rows, tc.opt)
+		name := fmt.Sprintf("%s/hd%d/rows%d/%s/%dx%d", tc.prec, tc.hd, tc.rows, tc.opt, tc.heads, tc.kvh)
 		t.Run(name, func(t *testing.T) {
 			g := newGPUPrec(t, tc.prec)
 			cfg := runtime.Config{Heads: tc.heads, KVHeads: tc.kvh, HeadDim: tc.hd}
@@ -173,8 +183,9 @@ func TestAttendKernelChoice(t *testing.T) {
 }
 
 // TestPoliciesSplitKernelsGPU runs every policy on the small synthetic model
-// (head dim 64, 6 query heads over 2 KV heads: the split-KV kernels, with
-// split rows of one query head) on both backends: a 50-token prompt, then
+// (head dim 64, 6 query heads over 2 KV heads: the split-KV kernels, a
+// decode step's rows of the group's 3 heads padded to 4, or of one head
+// where each head selects its own tokens) on both backends: a 50-token prompt, then
 // 60 decode steps; the logits, the tokens each KV head keeps and the mean
 // recall agree. Where TestBackendPolicies (head dim 16) runs the general
 // kernel, this runs every policy option through attn_rt_*: selections
@@ -234,7 +245,7 @@ func TestPoliciesSplitKernelsGPU(t *testing.T) {
 			if math.Abs(sc.MeanRecall()-sg.MeanRecall()) > 1e-4 {
 				t.Errorf("mean recall cpu %.6f gpu %.6f", sc.MeanRecall(), sg.MeanRecall())
 			}
-			if !kernels["attn_rt_d64_g1_f32"] && !kernels["attn_rt_d64_g1_f32_sh"] {
+			if !kernels["attn_rt_d64_g4_f32"] && !kernels["attn_rt_d64_g4_f32_sh"] && !kernels["attn_rt_d64_g1_f32"] {
 				t.Errorf("the decode steps did not run the split-KV kernels (ran %v)", kernels)
 			}
 		})
@@ -316,6 +327,40 @@ func testAttendTCKernels(t *testing.T, variant string) {
 						})
 					}
 				}
+			}
+		}
+	}
+}
+
+// TestAttendTCLowHalvesGPU: with KVBENCH_ATTN_TC_LO=off the tensor-core
+// decode kernels take the queries and the probabilities in bf16 alone (no
+// low halves' products: SDPA's precision, to time what they cost). Their
+// outputs stay within bf16's rounding of the CPU's.
+func TestAttendTCLowHalvesGPU(t *testing.T) {
+	t.Setenv("KVBENCH_ATTN_TC", "on")
+	t.Setenv("KVBENCH_ATTN_CLUSTER", "0")
+	t.Setenv("KVBENCH_ATTN_TC_LO", "off")
+	g := newGPU(t)
+	c := cpu.New(0)
+	defer c.Close()
+	rng := rand.New(rand.NewPCG(29, 3))
+	for _, hd := range []int{64, 128} {
+		for _, hk := range [][2]int{{8, 8}, {8, 2}, {8, 1}} {
+			for _, chunk := range []int{0, 32} {
+				t.Run(fmt.Sprintf("hd%d/%dx%d/chunk%d", hd, hk[0], hk[1], chunk), func(t *testing.T) {
+					if err := g.SetAttnChunk(chunk); err != nil {
+						t.Fatal(err)
+					}
+					defer g.SetAttnChunk(0)
+					cfg := runtime.Config{Heads: hk[0], KVHeads: hk[1], HeadDim: hd}
+					cp := newCachePair(t, c, g, cfg, 16, runtime.BF16, false)
+					cp.append(rng, 700)
+					ac := attnCase{heads: hk[0], rows: 1, qpos: []int{cp.next - 1}, opt: "plain", tol: 2e-2}
+					compareAttend(t, c, g, cp, rng, ac)
+					if p := g.AttnPlan(); !strings.HasSuffix(p.Kernel, "_tc") {
+						t.Fatalf("kernel %s, want a tensor-core one", p.Kernel)
+					}
+				})
 			}
 		}
 	}

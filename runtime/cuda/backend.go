@@ -69,6 +69,8 @@ type Backend struct {
 	hGrp        []float32  // a head's sums before its group's (accFromProbs)
 	noAccDefer  bool       // KVBENCH_ACC_DEFER=off: DeferAcc defers nothing
 	noAccGroup  bool       // KVBENCH_ACC_GROUP=off: Acc is never summed by group (AccGroups)
+	noAccPace   bool       // KVBENCH_ACC_PACE=off: a pass's deferred reads are waited for at once (AccMark)
+	accSide     bool       // KVBENCH_ACC_STREAM=on: deferred reads copy on the side stream (lateacc.go)
 	hRec        []float32
 	hF64        []float64
 	desc        string
@@ -305,6 +307,14 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 		b.Close()
 		return nil, err
 	}
+	switch v := os.Getenv("KVBENCH_ACC_STREAM"); v {
+	case "", "off":
+	case "on":
+		b.accSide = true
+	default:
+		b.Close()
+		return nil, fmt.Errorf("cuda: KVBENCH_ACC_STREAM=%q is not on or off (unset: off)", v)
+	}
 	if b.split.tc, err = tcModeOf(); err != nil {
 		b.Close()
 		return nil, err
@@ -533,8 +543,16 @@ func (b *Backend) wait() {
 		b.launchRope(false)
 	}
 	must(b.D.Sync())
+	b.settled()
+}
+
+// settled is the backend after a wait for the stream (and the side stream,
+// Device.Sync): the staging arena is free, Quest's epoch moves, memory
+// retired is freed, and no side copy out of accWork can still run.
+func (b *Backend) settled() {
 	b.epoch++
 	b.st.off = 0
+	b.late.workBusy = false
 	must(b.freeRetired())
 }
 
@@ -551,6 +569,10 @@ func (b *Backend) readSwitches() error {
 		{"KVBENCH_MV_ROPE", &b.noMVRope},
 		{"KVBENCH_ACC_DEFER", &b.noAccDefer},
 		{"KVBENCH_ACC_GROUP", &b.noAccGroup},
+		{"KVBENCH_ATTN_EARLY", &b.split.noEarly},
+		{"KVBENCH_ATTN_TC_ACC", &b.split.noTCAcc},
+		{"KVBENCH_ATTN_TC_LO", &b.split.noLo},
+		{"KVBENCH_ACC_PACE", &b.noAccPace},
 	} {
 		off, err := envOff(sw.name)
 		if err != nil {
@@ -616,9 +638,7 @@ func get[T any](b *Backend, dst []T, src Ptr) {
 	b.flushKV()
 	b.notCapturing("a download")
 	must(Download(b.D, dst, src))
-	b.epoch++
-	b.st.off = 0
-	must(b.freeRetired())
+	b.settled()
 }
 
 func must(err error) {

@@ -77,7 +77,7 @@ func (b *Backend) MatMul(dst, x, w runtime.Buffer, rows, in, out int) {
 		return
 	}
 	if b.mvFits(x, rows, in, wd) {
-		b.mv(mvStore, x, in, mvOut{dst, wd, out})
+		b.mv(mvStore, x, in, mvOut{dst, wd, out, nil})
 		return
 	}
 	b.launch("be_matmul", Dim3{(out + 7) / 8, (rows + 7) / 8, 1}, Dim3{256, 1, 1},

@@ -203,10 +203,11 @@ func (b *Backend) launchQKVRope(r *ropeCall, withStores bool) {
 	if withStores {
 		stores = 1
 	}
+	bias, bwt, _ := mvBiases(c.ms[:]) // takeQKV took none it declines
 	blocks := (r.heads + 2*r.heads2) * r.hd / 8
 	must(b.fn("be_mv_qkv_rope").LaunchAfter(Dim3{blocks, 1, 1}, Dim3{mvThreads, 1, 1}, 0, b.f32(c.x), int32(c.in), wtype(q.w.dtype),
 		b.f32(q.dst), q.w.p, int32(r.heads), b.f32(k.dst), k.w.p, b.f32(v.dst), v.w.p, int32(r.heads2), int32(r.hd), r.p, r.inv,
-		stores, ByValue(raw(b.kvBox))))
+		stores, bias[0], bias[1], bias[2], bwt, ByValue(raw(b.kvBox))))
 }
 
 // ropeStores reports whether the queued KV copies are exactly one store of

@@ -89,6 +89,7 @@ func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
 	}
 	b.sendRuns()
 	nacc := b.accPlan(bt) // before the upload: it may grow accWork, which waits
+	b.batchTC(bt)
 	// Launches: the calls of one kernel and scale together.
 	bt.order = bt.order[:0]
 	for i := range bt.calls {
@@ -359,7 +360,7 @@ func (b *Backend) batchMeta(bt *batchAttn) int {
 		for i := lo; i < hi; i++ {
 			c := &bt.calls[i]
 			m := b.describe(&pt.h, c.a, true)
-			splitHeader(c, pt.h, m)
+			splitHeader(c, pt.h, m, b.split.noLo)
 			if c.sel = m.sel; c.sel.on && int(c.sel.base) != len(pt.h) {
 				panic(fmt.Sprintf("cuda: AttendBatch: %d ints after a selection's place (%d)", len(pt.h)-int(c.sel.base), c.sel.base))
 			}
@@ -394,7 +395,9 @@ func (b *Backend) batchMeta(bt *batchAttn) int {
 type batchCall struct {
 	a         *runtime.AttnArgs
 	base, hdr int32
-	kernel    string // attn_rtb_d{D}_g{G}_{bf16,f32}[_sh]
+	kernel    string // attn_rtb_d{D}_g{G}_{bf16,f32}[_sh], or _bf16_tc
+	tcb       string // the tensor-core kernel that could serve it (lean, bf16 pages of a power of two), or ""
+	tc        bool   // kernel is tcb
 	comb      string // its combine, attn_rtb_combine_d{D}
 	vg, srows int    // virtual heads per split row, split rows
 	longest   int    // the longest token list of a split row
@@ -446,17 +449,51 @@ func (b *Backend) batchable(a *runtime.AttnArgs) bool {
 
 // splitHeader is attendSplit's shape of call c (its ints h, laid out as m
 // says): the split rows, the longest token list, the kernel, and the header
-// written into h.
-func splitHeader(c *batchCall, h []int32, m attnLayout) {
+// written into h (noLo: RH_NOLO).
+func splitHeader(c *batchCall, h []int32, m attnLayout, noLo bool) {
 	a := c.a
 	group := a.Heads / a.KVHeads
 	p := splitShapeOf(a, h, m.headOff, c.kvt)
-	c.kernel, c.comb = p.names.rtb, p.names.rtbComb
+	c.kernel, c.comb, c.tcb, c.tc = p.names.rtb, p.names.rtbComb, "", false
+	if p.names.tcb != "" && p.lean && p.pow2 {
+		c.tcb = p.names.tcb
+	}
 	c.vg, c.srows, c.longest, c.minPS, c.shifted, c.lean, c.hd = p.vg, p.srows, p.longest, p.minPS, p.shifted, p.lean, a.HeadDim
 	copy(h[m.hdr:], []int32{rhRows: int32(a.Rows), rhHeads: int32(a.Heads), rhG: int32(group), rhGH: int32(p.gh),
 		rhRT: int32(p.rt), rhTiles: int32(p.tiles), rhWin: int32(max(a.Window, 0)), rhRowOff: m.rowOff, rhHeadOff: m.headOff,
-		rhInvOff: m.invOff, rhStride: int32(max(p.longest, 1)), rhInter: flag(a.Rope == runtime.RopeInterleaved), rhSRows: int32(c.srows), rhLean: flag(p.lean)})
+		rhInvOff: m.invOff, rhStride: int32(max(p.longest, 1)), rhInter: flag(a.Rope == runtime.RopeInterleaved), rhSRows: int32(c.srows), rhLean: flag(p.lean), rhGR: int32(p.gr),
+		rhNoLo: flag(noLo)})
 	c.hdr = m.hdr
+}
+
+// batchTC moves the calls the batched tensor-core kernel serves to it
+// (attn_rtb_*_tc: lean calls over bf16 pages of a power of two tokens, with
+// Acc unless KVBENCH_ATTN_TC_ACC=off, as tcOK; chosen as attendSplit
+// chooses, useTC or KVBENCH_ATTN_TC=on, where it fits, tcFits).
+func (b *Backend) batchTC(bt *batchAttn) {
+	if b.split.tc == tcOff || b.D.Major < 8 {
+		return
+	}
+	type shape struct {
+		name  string
+		minPS int
+	}
+	fits := map[shape]bool{}
+	for i := range bt.calls {
+		c := &bt.calls[i]
+		if c.tcb == "" || c.a.Acc != nil && b.split.noTCAcc || b.split.tc != tcOn && !useTC(c.vg, c.longest) {
+			continue
+		}
+		k := shape{c.tcb, c.minPS}
+		ok, seen := fits[k]
+		if !seen {
+			ok = b.tcFits(c.tcb, c.vg, c.hd, c.minPS)
+			fits[k] = ok
+		}
+		if ok {
+			c.kernel, c.tc = c.tcb, true
+		}
+	}
 }
 
 // planLaunch sizes the grid of the calls order[lo:hi] of the batch (one
@@ -477,7 +514,12 @@ func (b *Backend) planLaunch(lo, hi int) batchLaunch {
 	// for the others' (lean only when every call is).
 	vg, hd, shifted := l.vg, l.hd, c0.shifted
 	smemFor := func(chunk int) int { return rtSmem(vg, hd, chunk, minPS, shifted, lean) }
-	l.chunk = b.splitChunk(b.fn(l.kernel), smemFor, maxAttnSmemB, l.nsg, longest, 0)
+	limit, slots := maxAttnSmemB, 0
+	if c0.tc { // batchTC has let it take the opt-in shared memory
+		smemFor = func(chunk int) int { return tcSmem(vg, hd, chunk, minPS) }
+		limit, slots = b.D.SharedPerBlockOptin, b.split.tcSlots
+	}
+	l.chunk = b.splitChunk(b.fn(l.kernel), smemFor, limit, l.nsg, longest, slots)
 	l.smem, l.nchunks = smemFor(l.chunk), max(1, (longest+l.chunk-1)/l.chunk)
 	l.pgw = l.chunk/minPS + 2
 	ngroups := (l.nchunks + mergeGroup - 1) / mergeGroup

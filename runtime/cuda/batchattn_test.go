@@ -35,7 +35,7 @@ func TestAttendBatchGPU(t *testing.T) {
 	rng := rand.New(rand.NewPCG(41, 3))
 	for _, typ := range []runtime.DType{runtime.F32, runtime.BF16} {
 		for _, hd := range []int{64, 128} {
-			for _, hk := range [][2]int{{32, 8}, {8, 8}, {6, 2}} {
+			for _, hk := range [][2]int{{32, 8}, {8, 8}, {6, 2}, {28, 4}} {
 				for _, opt := range []string{"plain", "shift", "window", "sel", "acc", "acczero", "accgroup", "mixed"} {
 					for _, chunk := range []int{0, 1024} { // 1024: one chunk a row, no combine
 						name := fmt.Sprintf("%v/hd%d/%dx%d/%s/chunk%d", typ, hd, hk[0], hk[1], opt, chunk)

@@ -68,9 +68,35 @@ type Device struct {
 	peak   int64
 	closed bool
 	pdl    bool // LaunchAfter launches programmatic dependents
+	// side is a second stream (non-blocking, made on first use) for
+	// copies the stream must not wait for (SideCopyDtoH); sideBusy: work
+	// was queued on it since the last Sync.
+	side     uintptr
+	sideBusy bool
 
-	kc        *kernelClock // the kernel clock, when started (kclock.go)
-	capturing atomic.Bool  // a graph capture is recording the stream's work
+	// serial counts the operations queued on the stream that nothing after
+	// them overlaps: a copy, a memset, a wait, a graph's replay, a kernel
+	// launched without the programmatic attribute. Whatever was queued
+	// before one of them has finished before anything queued after it
+	// starts (a plain kernel's own writes excepted: a dependent it lets
+	// start early may overlap them). Not counted while a capture records the
+	// stream's work; cuBLAS' launches are not counted either.
+	serial    atomic.Uint64
+	capturing atomic.Bool
+
+	kc *kernelClock // the kernel clock, when started (kclock.go)
+}
+
+// Serial returns the count of stream-serialising operations queued so far
+// (see Device.serial): a kernel queued after the count moved past c starts
+// after everything queued before c was reached has finished.
+func (d *Device) Serial() uint64 { return d.serial.Load() }
+
+// serialise notes a stream-serialising operation being queued.
+func (d *Device) serialise() {
+	if !d.capturing.Load() {
+		d.serial.Add(1)
+	}
 }
 
 // Open retains the primary context of device ordinal and creates a stream.
@@ -199,6 +225,12 @@ func (d *Device) Close() error {
 	d.now = 0
 	d.mu.Unlock()
 	err1 := d.api.check("cuStreamDestroy_v2", d.api.cuStreamDestroy(d.stream))
+	if d.side != 0 {
+		if err := d.api.check("cuStreamDestroy_v2 (side stream)", d.api.cuStreamDestroy(d.side)); err1 == nil {
+			err1 = err
+		}
+		d.side = 0
+	}
 	err2 := d.api.check("cuDevicePrimaryCtxRelease_v2", d.api.cuDevicePrimaryCtxRelease(d.dev))
 	// The context may be gone: no thread counts as having it current.
 	threadCtx.Range(func(k, v any) bool {
@@ -316,10 +348,14 @@ func Upload[T any](d *Device, dst Ptr, src []T) error {
 		return err
 	}
 	defer leave()
+	d.serialise()
 	if err := d.api.check("cuMemcpyHtoDAsync_v2", d.api.cuMemcpyHtoDAsync(uint64(dst), p, uint64(n), d.stream)); err != nil {
 		return err
 	}
 	err := d.api.check("cuStreamSynchronize", d.api.cuStreamSynchronize(d.stream))
+	if err == nil {
+		err = d.syncSide()
+	}
 	runtime.KeepAlive(src)
 	return err
 }
@@ -335,10 +371,14 @@ func Download[T any](d *Device, dst []T, src Ptr) error {
 		return err
 	}
 	defer leave()
+	d.serialise()
 	if err := d.api.check("cuMemcpyDtoHAsync_v2", d.api.cuMemcpyDtoHAsync(p, uint64(src), uint64(n), d.stream)); err != nil {
 		return err
 	}
 	err := d.api.check("cuStreamSynchronize", d.api.cuStreamSynchronize(d.stream))
+	if err == nil {
+		err = d.syncSide()
+	}
 	runtime.KeepAlive(dst)
 	if err == nil {
 		d.clockRead()
@@ -352,6 +392,7 @@ func (d *Device) CopyAsync(dst, src Ptr, bytes int64) error {
 		return err
 	}
 	defer leave()
+	d.serialise()
 	return d.api.check("cuMemcpyDtoDAsync_v2", d.api.cuMemcpyDtoDAsync(uint64(dst), uint64(src), uint64(bytes), d.stream))
 }
 
@@ -368,6 +409,7 @@ func (d *Device) Memset8(p Ptr, v uint8, bytes int64) error {
 	if err := d.enter(); err != nil {
 		return err
 	}
+	d.serialise()
 	err := d.api.check("cuMemsetD8Async", d.api.cuMemsetD8Async(uint64(p), v, uint64(bytes), d.stream))
 	leave()
 	if err != nil {
@@ -382,6 +424,7 @@ func (d *Device) Memset32(p Ptr, v uint32, n int64) error {
 	if err := d.enter(); err != nil {
 		return err
 	}
+	d.serialise()
 	err := d.api.check("cuMemsetD32Async", d.api.cuMemsetD32Async(uint64(p), v, uint64(n), d.stream))
 	leave()
 	if err != nil {
@@ -395,18 +438,85 @@ func (d *Device) PoisonF32(p Ptr, n int64) error {
 	return d.Memset32(p, math.Float32bits(float32(math.NaN())), n)
 }
 
-// Sync waits for all work on the device's stream and reports a launch or
-// execution error from it.
+// Sync waits for all work on the device's stream, and on its side stream
+// where work was queued there, and reports a launch or execution error
+// from it.
 func (d *Device) Sync() error {
 	if err := d.enter(); err != nil {
 		return err
 	}
 	defer leave()
+	d.serialise()
 	if err := d.api.check("cuStreamSynchronize", d.api.cuStreamSynchronize(d.stream)); err != nil {
+		return err
+	}
+	if err := d.syncSide(); err != nil {
 		return err
 	}
 	d.clockRead()
 	return nil
+}
+
+// syncSide waits for the side stream where work was queued there since
+// the last wait: every wait for the stream waits for it too, so a caller
+// that reuses memory after a wait never meets a side copy still reading it.
+func (d *Device) syncSide() error {
+	if !d.sideBusy {
+		return nil
+	}
+	d.sideBusy = false
+	return d.api.check("cuStreamSynchronize (side stream)", d.api.cuStreamSynchronize(d.side))
+}
+
+// SideCopyDtoH enqueues on the side stream a copy of bytes from src to h at
+// off that starts once the work queued on the stream so far has run; the
+// stream goes on without waiting for it. after is an event of the caller's,
+// recorded on the stream for the side stream to wait for (recorded again
+// by the next call: a wait takes the record it was queued behind); done,
+// if not nil, is recorded on the side stream after the copy (the stream
+// may wait for it, WaitFor, before it writes src again). Sync waits for
+// the copy too.
+func (d *Device) SideCopyDtoH(h *Pinned, off int64, src Ptr, bytes int64, after, done *Event) error {
+	dst, err := h.span(off, bytes, "SideCopyDtoH")
+	if err != nil || bytes == 0 {
+		return err
+	}
+	if err := d.enter(); err != nil {
+		return err
+	}
+	defer leave()
+	if d.side == 0 {
+		if err := d.api.check("cuStreamCreate (side stream)", d.api.cuStreamCreate(&d.side, 1)); err != nil {
+			return err
+		}
+	}
+	if err := d.api.check("cuEventRecord", d.api.cuEventRecord(after.h, d.stream)); err != nil {
+		return err
+	}
+	if err := d.api.check("cuStreamWaitEvent", d.api.cuStreamWaitEvent(d.side, after.h, 0)); err != nil {
+		return err
+	}
+	d.sideBusy = true
+	if fk := d.api.fake; fk != nil {
+		fk.sideCopies.Add(1)
+	}
+	if err := d.api.check("cuMemcpyDtoHAsync_v2 (side stream)", d.api.cuMemcpyDtoHAsync(dst, uint64(src), uint64(bytes), d.side)); err != nil {
+		return err
+	}
+	if done == nil {
+		return nil
+	}
+	return d.api.check("cuEventRecord (side stream)", d.api.cuEventRecord(done.h, d.side))
+}
+
+// WaitFor makes the work queued on the stream after it wait for e's last
+// record (on either stream).
+func (d *Device) WaitFor(e *Event) error {
+	if err := d.enter(); err != nil {
+		return err
+	}
+	defer leave()
+	return d.api.check("cuStreamWaitEvent", d.api.cuStreamWaitEvent(d.stream, e.h, 0))
 }
 
 // ProfilerRange starts (on) or stops the range a profiler attached with
@@ -716,6 +826,9 @@ func (f *Function) launch(pdl bool, cluster int, grid, block Dim3, smem int, arg
 		return err
 	}
 	defer leave()
+	if !pdl {
+		f.d.serialise()
+	}
 	if t := f.d.clockStart(); t != 0 {
 		defer f.d.clockEnd(f.Name, t)
 	}
@@ -790,6 +903,50 @@ func (d *Device) NewEvent() (*Event, error) {
 		return nil, err
 	}
 	return e, nil
+}
+
+// NewSyncEvent creates an event for waiting on, without timing (cheaper to
+// record and to wait for).
+func (d *Device) NewSyncEvent() (*Event, error) {
+	if err := d.enter(); err != nil {
+		return nil, err
+	}
+	defer leave()
+	e := &Event{d: d}
+	const disableTiming = 0x2 // CU_EVENT_DISABLE_TIMING
+	if err := d.api.check("cuEventCreate", d.api.cuEventCreate(&e.h, disableTiming)); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// Done reports, without waiting, whether the work enqueued before the
+// event's last Record has run.
+func (e *Event) Done() (bool, error) {
+	if err := e.d.enter(); err != nil {
+		return false, err
+	}
+	defer leave()
+	const notReady = 600 // CUDA_ERROR_NOT_READY
+	r := e.d.api.cuEventQuery(e.h)
+	if r == notReady {
+		return false, nil
+	}
+	return r == 0, e.d.api.check("cuEventQuery", r)
+}
+
+// RecordSide enqueues the event on the side stream (after its copies; on
+// the stream where the side stream was never used).
+func (e *Event) RecordSide() error {
+	if err := e.d.enter(); err != nil {
+		return err
+	}
+	defer leave()
+	s := e.d.side
+	if s == 0 {
+		s = e.d.stream
+	}
+	return e.d.api.check("cuEventRecord (side stream)", e.d.api.cuEventRecord(e.h, s))
 }
 
 // Record enqueues the event on the device's stream.

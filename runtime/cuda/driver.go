@@ -62,10 +62,12 @@ type driverAPI struct {
 	cuStreamCreate                              func(s *uintptr, flags uint32) int32
 	cuStreamDestroy                             func(s uintptr) int32
 	cuStreamSynchronize                         func(s uintptr) int32
+	cuStreamWaitEvent                           func(s, e uintptr, flags uint32) int32
 	cuEventCreate                               func(e *uintptr, flags uint32) int32
 	cuEventDestroy                              func(e uintptr) int32
 	cuEventRecord                               func(e, s uintptr) int32
 	cuEventSynchronize                          func(e uintptr) int32
+	cuEventQuery                                func(e uintptr) int32
 	cuEventElapsedTime                          func(ms *float32, start, end uintptr) int32
 	cuStreamBeginCapture                        func(s uintptr, mode int32) int32
 	cuStreamEndCapture                          func(s uintptr, graph *uintptr) int32
@@ -132,10 +134,12 @@ func (d *driverAPI) symbols() []symbol {
 		{&d.cuStreamCreate, []string{"cuStreamCreate"}},
 		{&d.cuStreamDestroy, []string{"cuStreamDestroy_v2", "cuStreamDestroy"}},
 		{&d.cuStreamSynchronize, []string{"cuStreamSynchronize"}},
+		{&d.cuStreamWaitEvent, []string{"cuStreamWaitEvent"}},
 		{&d.cuEventCreate, []string{"cuEventCreate"}},
 		{&d.cuEventDestroy, []string{"cuEventDestroy_v2", "cuEventDestroy"}},
 		{&d.cuEventRecord, []string{"cuEventRecord"}},
 		{&d.cuEventSynchronize, []string{"cuEventSynchronize"}},
+		{&d.cuEventQuery, []string{"cuEventQuery"}},
 		// CUDA 12.8 added the _v2 export; CUDA 13 headers name only it.
 		{&d.cuEventElapsedTime, []string{"cuEventElapsedTime_v2", "cuEventElapsedTime"}},
 		{&d.cuStreamBeginCapture, []string{"cuStreamBeginCapture_v2", "cuStreamBeginCapture"}},

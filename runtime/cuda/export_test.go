@@ -94,3 +94,6 @@ func SetAccRawMax(n int64) (restore func()) {
 	accRawMax = n
 	return func() { accRawMax = old }
 }
+
+// EarlyCalls is how many attention launches have read early (RH_EARLY).
+func (b *Backend) EarlyCalls() int64 { return b.split.earlyN }

@@ -1,10 +1,13 @@
 package cuda
 
 import (
+	"fmt"
 	"maps"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 )
 
@@ -41,9 +44,23 @@ type fakeDev struct {
 	reads    atomic.Int64 // device-to-host copies
 	waits    atomic.Int64 // the host's waits for the device (stream, context, event)
 	gemms    atomic.Int64
-	byName   map[string]int64 // launches by kernel name (cuBLAS GEMMs as "cublas"), under mu
-	trace    []string         // launches in order while tracing (FakeTrace), under mu
-	tracing  bool
+	busy     atomic.Int64 // event queries left to answer "not ready" (SetFakeBusy)
+	queries  atomic.Int64 // event queries (cuEventQuery)
+	// streamWaits and sideCopies count a stream's waits for an event and
+	// the copies on the side stream (Device.SideCopyDtoH).
+	streamWaits, sideCopies atomic.Int64
+	// The device's time (KVBENCH_FAKE_US: each kernel, GEMM and graph
+	// launch is that many microseconds of work after the work queued
+	// before it; 0, the default: no time at all): doneAt is when the
+	// queued work ends, evDone when the work before each event's last
+	// record does; a wait sleeps until then, a query compares. Under mu.
+	// (One timeline: the side stream's copies take no time.)
+	perLaunch time.Duration
+	doneAt    time.Time
+	evDone    map[uintptr]time.Time
+	byName    map[string]int64 // launches by kernel name (cuBLAS GEMMs as "cublas"), under mu
+	trace     []string         // launches in order while tracing (FakeTrace), under mu
+	tracing   bool
 }
 
 // fakeMem is the fake device's memory, in bytes (an H200's).
@@ -68,6 +85,17 @@ var fake = &fakeDev{host: map[unsafe.Pointer][]byte{}, sizes: map[uint64]uint64{
 func FakeCounts() (launches, copies, reads, waits int64) {
 	return fake.launches.Load() + fake.gemms.Load(), fake.copies.Load(), fake.reads.Load(), fake.waits.Load()
 }
+
+// SetFakeBusy makes the fake device's next n event queries answer "not
+// ready" (its work is otherwise always done: a wait returns at once).
+func SetFakeBusy(n int) { fake.busy.Store(int64(n)) }
+
+// FakeEventQueries returns the event queries the fake device has answered.
+func FakeEventQueries() int64 { return fake.queries.Load() }
+
+// FakeSide returns the copies the fake device has run on a side stream and
+// the waits of a stream for an event.
+func FakeSide() (copies, streamWaits int64) { return fake.sideCopies.Load(), fake.streamWaits.Load() }
 
 // FakeKernels returns the launches the fake device has seen by kernel name
 // (cuBLAS's GEMMs under "cublas", graph launches under "graph"; graph
@@ -102,15 +130,65 @@ func (f *fakeDev) launched(name string) {
 	if f.tracing {
 		f.trace = append(f.trace, name)
 	}
+	f.work()
 	f.mu.Unlock()
 }
 
+// work adds a launch's device time behind the queued work (under mu).
+func (f *fakeDev) work() {
+	if f.perLaunch == 0 {
+		return
+	}
+	now := time.Now()
+	if f.doneAt.Before(now) {
+		f.doneAt = now
+	}
+	f.doneAt = f.doneAt.Add(f.perLaunch)
+}
+
+// until is when the work queued so far ends (ev: before event ev's last
+// record; the zero time when there is no device time).
+func (f *fakeDev) until(ev uintptr, event bool) time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if event {
+		return f.evDone[ev]
+	}
+	return f.doneAt
+}
+
+// wait counts a wait for the device and sleeps until t.
+func (f *fakeDev) wait(t time.Time) {
+	f.waits.Add(1)
+	if d := time.Until(t); d > 0 {
+		time.Sleep(d)
+	}
+}
+
 func (f *fakeDev) handle() uintptr { return uintptr(f.handles.Add(1)) }
+
+// fakeLaunchTime reads $KVBENCH_FAKE_US: the fake device's microseconds of
+// work a launch (unset or 0: none). Anything but a number of 0 or more is
+// a mistake in a test's setting: it panics saying so.
+func fakeLaunchTime() time.Duration {
+	v := os.Getenv("KVBENCH_FAKE_US")
+	if v == "" {
+		return 0
+	}
+	us, err := strconv.ParseFloat(v, 64)
+	if err != nil || us < 0 {
+		panic(fmt.Sprintf("cuda: KVBENCH_FAKE_US=%q is not a number of microseconds (0 or more)", v))
+	}
+	return time.Duration(us * float64(time.Microsecond))
+}
 
 // fakeDriver returns the entry points of the fake device.
 func fakeDriver() *driverAPI {
 	f := fake
 	f.next.CompareAndSwap(0, 1<<40)
+	f.mu.Lock()
+	f.perLaunch, f.evDone = fakeLaunchTime(), map[uintptr]time.Time{}
+	f.mu.Unlock()
 	d := &driverAPI{fake: f}
 	d.cuInit = func(uint32) int32 { return 0 }
 	d.cuDriverGetVersion = func(v *int32) int32 { *v = 13000; return 0 }
@@ -145,7 +223,7 @@ func fakeDriver() *driverAPI {
 	d.cuDevicePrimaryCtxRetain = func(ctx *uintptr, _ int32) int32 { *ctx = f.handle(); return 0 }
 	d.cuDevicePrimaryCtxRelease = func(int32) int32 { return 0 }
 	d.cuCtxSetCurrent = func(uintptr) int32 { return 0 }
-	d.cuCtxSynchronize = func() int32 { f.waits.Add(1); return 0 }
+	d.cuCtxSynchronize = func() int32 { f.wait(f.until(0, false)); return 0 }
 	d.cuMemGetInfo = func(free, total *uint64) int32 {
 		*total = fakeMem
 		*free = uint64(max(fakeMem-f.used.Load(), 0))
@@ -224,11 +302,27 @@ func fakeDriver() *driverAPI {
 	}
 	d.cuStreamCreate = func(s *uintptr, _ uint32) int32 { *s = f.handle(); return 0 }
 	d.cuStreamDestroy = func(uintptr) int32 { return 0 }
-	d.cuStreamSynchronize = func(uintptr) int32 { f.waits.Add(1); return 0 }
+	d.cuStreamSynchronize = func(uintptr) int32 { f.wait(f.until(0, false)); return 0 }
+	d.cuStreamWaitEvent = func(_, _ uintptr, _ uint32) int32 { f.streamWaits.Add(1); return 0 }
 	d.cuEventCreate = func(e *uintptr, _ uint32) int32 { *e = f.handle(); return 0 }
 	d.cuEventDestroy = func(uintptr) int32 { return 0 }
-	d.cuEventRecord = func(_, _ uintptr) int32 { return 0 }
-	d.cuEventSynchronize = func(uintptr) int32 { f.waits.Add(1); return 0 }
+	d.cuEventRecord = func(e, _ uintptr) int32 {
+		f.mu.Lock()
+		if f.perLaunch > 0 {
+			f.evDone[e] = f.doneAt
+		}
+		f.mu.Unlock()
+		return 0
+	}
+	d.cuEventSynchronize = func(e uintptr) int32 { f.wait(f.until(e, true)); return 0 }
+	d.cuEventQuery = func(e uintptr) int32 {
+		f.queries.Add(1)
+		if f.busy.Add(-1) >= 0 || time.Now().Before(f.until(e, true)) {
+			return 600 // CUDA_ERROR_NOT_READY
+		}
+		f.busy.Store(0)
+		return 0
+	}
 	d.cuEventElapsedTime = func(ms *float32, _, _ uintptr) int32 { *ms = 0; return 0 }
 	d.cuStreamBeginCapture = func(uintptr, int32) int32 { f.mu.Lock(); f.byName["capture"]++; f.mu.Unlock(); return 0 }
 	d.cuStreamEndCapture = func(_ uintptr, g *uintptr) int32 { *g = f.handle(); return 0 }
@@ -255,6 +349,7 @@ func fakeCublas() *cublasAPI {
 			f.gemms.Add(1)
 			f.mu.Lock()
 			f.byName["cublas"]++
+			f.work()
 			f.mu.Unlock()
 			return 0
 		},

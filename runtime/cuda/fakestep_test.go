@@ -636,7 +636,7 @@ func TestFakeGrowthNoWait(t *testing.T) {
 // the variable.
 func TestEnvSwitches(t *testing.T) {
 	for _, name := range []string{"KVBENCH_GRAPHS", "KVBENCH_RT_BOX", "KVBENCH_KV_BOX", "KVBENCH_ROPE_KV", "KVBENCH_MV_ROPE", "KVBENCH_ACC_DEFER",
-		"KVBENCH_ACC_GROUP", "KVBENCH_PAGE_TABLES", "KVBENCH_ATTN_TC"} {
+		"KVBENCH_ACC_GROUP", "KVBENCH_PAGE_TABLES", "KVBENCH_ATTN_TC", "KVBENCH_ATTN_EARLY", "KVBENCH_ATTN_TC_ACC"} {
 		t.Run(name, func(t *testing.T) { refusesEnv(t, name, "maybe") })
 	}
 }

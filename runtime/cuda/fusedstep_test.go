@@ -84,8 +84,9 @@ func TestFakeDecodeStepOrder(t *testing.T) {
 // stores in one kernel (be_mv_qkv_rope, the default), with the products
 // apart (KVBENCH_MV_ROPE=off: be_rope_kv takes the stores) and with every
 // step apart (KVBENCH_ROPE_KV=off), at both computes, with f32 and bf16 KV
-// pages, on a model of half-split RoPE pairs (kvbench-ref-13m) and one of
-// interleaved pairs and heads of 8 (stories260K). The last two compute and
+// pages, on a model of half-split RoPE pairs (kvbench-ref-13m), one of
+// interleaved pairs and heads of 8 (stories260K) and a random one with
+// Qwen2's q/k/v biases (synthetic small's shape). The last two compute and
 // store the same values: identical logits. The fused kernel computes the
 // same values too, but for a half-split model its queries and keys are in
 // interleaved order (runtime.QKInterleaver), so attention's dot products
@@ -93,11 +94,26 @@ func TestFakeDecodeStepOrder(t *testing.T) {
 // the same greedy tokens (bf16 pages: within 1e-3); for the interleaved
 // model, identical.
 func TestBackendFusedStep(t *testing.T) {
+	if ok, why := cuda.Available(); !ok {
+		t.Skip("no CUDA device: " + why)
+	}
+	models := map[string]*runtime.Model{}
 	for _, name := range []string{"kvbench-ref-13m", "stories260K/stories260K.bin"} {
 		m, err := runtime.Load(fixtures.Path(t, "models/"+name))
 		if err != nil {
 			t.Fatal(err)
 		}
+		models[name] = m
+	}
+	// Qwen2's q/k/v biases, added in the products' epilogue.
+	s, err := runtime.Synthetic("small")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := s.Config
+	c.QKVBias = true
+	models["small+qkvbias"] = runtime.NewRandomModel(c, 5)
+	for name, m := range models {
 		vocab := m.Config.Vocab
 		prompt := spreadTokens(200, vocab)
 		const steps = 40
@@ -184,9 +200,10 @@ func fakePolicyPrompted(t *testing.T, be *cuda.Backend, m *runtime.Model, name s
 }
 
 // TestFakeQKVRopeDeclines: the q/k/v products stay their own launch, before
-// the layer's RoPE, where something runs between them (biases, Qwen3's
-// norms of each head) or the head dimension is not a multiple of 8; the
-// interleaved pairs of llama2.c take the fused kernel too.
+// the layer's RoPE, where something runs between them (Qwen3's norms of
+// each head) or the head dimension is not a multiple of 8; the interleaved
+// pairs of llama2.c take the fused kernel too, and so do Qwen2's biases
+// (added in its epilogue: no be_add_bias).
 func TestFakeQKVRopeDeclines(t *testing.T) {
 	base := runtime.Config{Arch: "llama", Dim: 256, Hidden: 512, Layers: 2, Heads: 4, KVHeads: 2, HeadDim: 64, Vocab: 500,
 		MaxSeq: 1024, RopeTheta: 1e4, NormEps: 1e-5}
@@ -197,7 +214,7 @@ func TestFakeQKVRopeDeclines(t *testing.T) {
 	}{
 		{"plain", func(c *runtime.Config) {}, true},
 		{"interleaved", func(c *runtime.Config) { c.Rope = runtime.RopeInterleaved }, true},
-		{"bias", func(c *runtime.Config) { c.QKVBias = true }, false},
+		{"bias", func(c *runtime.Config) { c.QKVBias = true }, true},
 		{"qknorm", func(c *runtime.Config) { c.QKNorm = true }, false},
 		{"hd12", func(c *runtime.Config) { c.HeadDim, c.Heads, c.KVHeads = 12, 8, 4 }, false},
 	} {
@@ -235,6 +252,9 @@ func TestFakeQKVRopeDeclines(t *testing.T) {
 				case strings.HasPrefix(k, "attn_"):
 					lastMV = -1
 				}
+			}
+			if slices.Contains(trace, "be_add_bias") {
+				t.Errorf("a decode step added biases apart: %v", trace)
 			}
 			if tc.fused && (fused != c.Layers || rope != 0) {
 				t.Errorf("%d be_mv_qkv_rope and %d RoPE launches, want %d and none: %v", fused, rope, c.Layers, trace)

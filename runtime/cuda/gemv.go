@@ -56,11 +56,30 @@ const (
 	mvAdd   = 1
 )
 
-// mvOut is one matrix of a be_mv launch: dst [out] = w [out, in] · x.
+// mvOut is one matrix of a be_mv launch: dst [out] = w [out, in] · x
+// (+ bias [out] where not nil).
 type mvOut struct {
-	dst runtime.Buffer
-	w   *buf
-	out int
+	dst  runtime.Buffer
+	w    *buf
+	out  int
+	bias *buf
+}
+
+// mvBiases returns the biases' pointers of ms (0: none) and their one
+// element type, or false where two differ in type or one is shorter than
+// its product (then the caller adds them apart).
+func mvBiases(ms []mvOut) (ps [3]Ptr, wt int32, ok bool) {
+	wt = -1
+	for i, m := range ms {
+		if m.bias == nil {
+			continue
+		}
+		if m.bias.n < m.out || wt >= 0 && wtype(m.bias.dtype) != wt {
+			return ps, 0, false
+		}
+		ps[i], wt = m.bias.p, wtype(m.bias.dtype)
+	}
+	return ps, max(wt, 0), true
 }
 
 var _ runtime.FusedMatMul = (*Backend)(nil)
@@ -80,10 +99,23 @@ func (b *Backend) mvFits(x runtime.Buffer, rows, in int, ws ...*buf) bool {
 	return true
 }
 
-// mv launches be_mv over up to three matrices of one input (mvFits holds).
+// mv launches be_mv over up to three matrices of one input (mvFits holds),
+// their biases added in its epilogue (mvStore; else, or where mvBiases
+// declines, by AddBias after).
 func (b *Backend) mv(mode int32, x runtime.Buffer, in int, ms ...mvOut) {
 	if len(ms) == 0 || len(ms) > 3 {
 		panic(fmt.Sprintf("cuda: be_mv of %d matrices", len(ms)))
+	}
+	bias, bwt, ok := mvBiases(ms)
+	if !ok || mode != mvStore && bias != [3]Ptr{} {
+		var plain [3]mvOut
+		copy(plain[:], ms)
+		for i := range ms {
+			plain[i].bias = nil
+		}
+		b.mv(mode, x, in, plain[:len(ms)]...)
+		b.addBiases(1, ms...)
+		return
 	}
 	var args [3]struct {
 		d   Ptr
@@ -99,7 +131,31 @@ func (b *Backend) mv(mode int32, x runtime.Buffer, in int, ms ...mvOut) {
 	}
 	b.check(x, 0, in, "MatMul")
 	b.launchAfter(b.mvKernel, Dim3{blocks, 1, 1}, Dim3{mvThreads, 1, 1}, b.f32(x), int32(in), wtype(ms[0].w.dtype), mode,
-		args[0].d, args[0].w, args[0].out, args[1].d, args[1].w, args[1].out, args[2].d, args[2].w, args[2].out)
+		args[0].d, args[0].w, args[0].out, args[1].d, args[1].w, args[1].out, args[2].d, args[2].w, args[2].out,
+		bias[0], bias[1], bias[2], bwt)
+}
+
+// addBiases adds each product's bias to its rows rows (AddBias), for the
+// paths whose kernels do not.
+func (b *Backend) addBiases(rows int, ms ...mvOut) {
+	for _, m := range ms {
+		if m.bias != nil {
+			b.check(m.dst, 0, rows*m.out, "AddBias")
+			if m.bias.n < m.out {
+				panic(fmt.Sprintf("cuda: AddBias of a bias of %d values to rows of %d", m.bias.n, m.out))
+			}
+			b.launch("be_add_bias", Dim3{blocks(int64(rows * m.out)), 1, 1}, Dim3{256, 1, 1}, b.f32(m.dst), m.bias.p, wtype(m.bias.dtype),
+				int32(rows), int32(m.out))
+		}
+	}
+}
+
+// biasOf is the device buffer of a product's bias (nil: none).
+func (b *Backend) biasOf(o runtime.MatOut) *buf {
+	if o.Bias == nil {
+		return nil
+	}
+	return b.dev(o.Bias)
 }
 
 // MatMul3 runs the three products of one row as one launch (else one
@@ -107,8 +163,8 @@ func (b *Backend) mv(mode int32, x runtime.Buffer, in int, ms ...mvOut) {
 // its queries and keys may take them into its launch.
 func (b *Backend) MatMul3(x runtime.Buffer, rows, in int, p, q, r runtime.MatOut) {
 	wp, wq, wr := b.dev(p.W), b.dev(q.W), b.dev(r.W)
+	ms := [3]mvOut{{p.Dst, wp, p.Out, b.biasOf(p)}, {q.Dst, wq, q.Out, b.biasOf(q)}, {r.Dst, wr, r.Out, b.biasOf(r)}}
 	if b.mvFits(x, rows, in, wp, wq, wr) {
-		ms := [3]mvOut{{p.Dst, wp, p.Out}, {q.Dst, wq, q.Out}, {r.Dst, wr, r.Out}}
 		if b.InterleaveQK() && p.Out%8 == 0 && q.Out == r.Out && q.Out%8 == 0 { // be_mv_qkv_rope may take them
 			b.flushKV() // what came before runs before
 			b.qkvAt = qkvCall{pending: true, x: x, in: in, ms: ms}
@@ -122,11 +178,13 @@ func (b *Backend) MatMul3(x runtime.Buffer, rows, in int, p, q, r runtime.MatOut
 		b.checkGemm(x, rows, in, q.Dst, wq, q.Out)
 		b.checkGemm(x, rows, in, r.Dst, wr, r.Out)
 		b.gemmNT(x, rows, in, gemmOut{dst: p.Dst, w: wp, out: p.Out}, gemmOut{dst: q.Dst, w: wq, out: q.Out}, gemmOut{dst: r.Dst, w: wr, out: r.Out})
+		b.addBiases(rows, ms[:]...)
 		return
 	}
 	b.MatMul(p.Dst, x, p.W, rows, in, p.Out)
 	b.MatMul(q.Dst, x, q.W, rows, in, q.Out)
 	b.MatMul(r.Dst, x, r.W, rows, in, r.Out)
+	b.addBiases(rows, ms[:]...)
 }
 
 // qkvCall is a one-row step's query, key and value products (MatMul3 by
@@ -152,13 +210,17 @@ func (b *Backend) launchQKV() {
 
 // takeQKV reports whether the pending products are those of the queries q
 // [heads*hd] and keys k [kvHeads*hd] of one row (their values too) with a
-// head dimension be_mv_qkv_rope serves (a multiple of 8) and no queued KV
+// head dimension be_mv_qkv_rope serves (a multiple of 8), biases it takes
+// (mvBiases: none, or of one type) and no queued KV
 // copy reading them (it would run before them); if so they are no longer
 // pending: the caller launches them with the rotation.
 func (b *Backend) takeQKV(q, k runtime.Buffer, heads, kvHeads, hd int) (qkvCall, bool) {
 	c := b.qkvAt
 	if !c.pending || hd%8 != 0 || c.ms[0].dst != q || c.ms[1].dst != k ||
 		c.ms[0].out != heads*hd || c.ms[1].out != kvHeads*hd || c.ms[2].out != kvHeads*hd {
+		return qkvCall{}, false
+	}
+	if _, _, ok := mvBiases(c.ms[:]); !ok {
 		return qkvCall{}, false
 	}
 	for _, m := range c.ms {
@@ -184,7 +246,7 @@ func (b *Backend) checkGemm(x runtime.Buffer, rows, in int, dst runtime.Buffer, 
 // MatMulAdd adds the product to dst in the product's kernel for one row.
 func (b *Backend) MatMulAdd(dst, tmp, x, w runtime.Buffer, rows, in, out int) {
 	if wd := b.dev(w); b.mvFits(x, rows, in, wd) {
-		b.mv(mvAdd, x, in, mvOut{dst, wd, out})
+		b.mv(mvAdd, x, in, mvOut{dst, wd, out, nil})
 		return
 	}
 	if wd := b.dev(w); rows > 0 && b.gemmFits(rows) { // added in the GEMM's epilogue

@@ -75,3 +75,88 @@ func TestLateRoom(t *testing.T) {
 	}
 	b.DeferAcc(false)
 }
+
+// TestLateMarks: paced reads (runtime.AccPacer). FlushAccTo(m) fills the
+// calls read before mark m and no later one, waiting only for a mark not
+// known to have landed; FlushAcc after the last mark waits for nothing; a
+// pass that failed before its flush leaves no mark behind; with
+// KVBENCH_ACC_PACE=off, or outside a deferring pass, AccMark is -1.
+func TestLateMarks(t *testing.T) {
+	b := fakeOf(t, "bf16")
+	read := func() *runtime.AttnArgs {
+		a := &runtime.AttnArgs{Heads: 8, KVHeads: 2, Seqs: make([]runtime.KVSeq, 2), AccZero: true, AccView: true}
+		a.Seqs[0].N, a.Seqs[1].N = 40, 33
+		a.Acc = make([][]float32, accSlices(a))
+		b.lateRead(a, b.st.dev, 40)
+		return a
+	}
+	filled := func(a *runtime.AttnArgs) bool { return a.Acc[0] != nil }
+	if m := b.AccMark(); m != -1 {
+		t.Fatalf("AccMark outside a deferring pass: %d", m)
+	}
+	if !b.DeferAcc(true) {
+		t.Fatal("DeferAcc(true) declined")
+	}
+	var calls [3][]*runtime.AttnArgs
+	for l := range calls {
+		for range 2 + l {
+			calls[l] = append(calls[l], read())
+		}
+		if m := b.AccMark(); m != l {
+			t.Fatalf("layer %d's mark %d", l, m)
+		}
+	}
+	b.DeferAcc(false)
+	_, _, _, w0 := FakeCounts()
+	b.FlushAccTo(0)
+	for l, cs := range calls {
+		for _, a := range cs {
+			if filled(a) != (l == 0) {
+				t.Fatalf("after FlushAccTo(0): a call of layer %d filled %v", l, filled(a))
+			}
+		}
+	}
+	if !b.AccDone(2) { // the fake device's work is always done
+		t.Fatal("AccDone(2) false on the fake device")
+	}
+	b.FlushAccTo(1)
+	b.FlushAccTo(2)
+	b.FlushAcc()
+	if _, _, _, w1 := FakeCounts(); w1-w0 != 1 {
+		t.Fatalf("%d waits for three marks, want 1 (the first; AccDone saw the last land)", w1-w0)
+	}
+	for l, cs := range calls {
+		for _, a := range cs {
+			if !filled(a) {
+				t.Fatalf("a call of layer %d not filled", l)
+			}
+		}
+	}
+	if len(b.late.items) != 0 || len(b.late.marks) != 0 {
+		t.Fatalf("%d reads and %d marks left after FlushAcc", len(b.late.items), len(b.late.marks))
+	}
+	// Passes that fail after their marks, before any flush (with reads, or
+	// with none: layers that asked for no sums): the next starts afresh.
+	b.DeferAcc(true)
+	read()
+	b.AccMark()
+	b.DeferAcc(false)
+	b.DeferAcc(true)
+	b.AccMark()
+	b.AccMark()
+	b.DeferAcc(false)
+	b.DeferAcc(true)
+	if m := b.AccMark(); m != 0 || b.late.landed != 0 || len(b.late.items) != 0 {
+		t.Fatalf("after a failed pass: mark %d, %d landed, %d reads", m, b.late.landed, len(b.late.items))
+	}
+	b.DeferAcc(false)
+	b.FlushAcc()
+
+	t.Setenv("KVBENCH_ACC_PACE", "off")
+	off := fakeOf(t, "bf16")
+	off.DeferAcc(true)
+	if m := off.AccMark(); m != -1 {
+		t.Fatalf("AccMark with KVBENCH_ACC_PACE=off: %d", m)
+	}
+	off.DeferAcc(false)
+}

@@ -13,7 +13,10 @@ import (
 // eight, waits for the device twice (the deferred sums, the
 // log-probabilities) where it waited once a layer and once for the
 // log-probabilities with KVBENCH_ACC_DEFER=off; full attention waits once
-// either way.
+// either way. Paced (the default), a step whose layers' reads land in
+// three rounds (two event queries answered "not ready") waits twice more,
+// and asks each later layer's event whether it has landed; with
+// KVBENCH_ACC_PACE=off it asks none.
 func TestFakeLateAcc(t *testing.T) {
 	c := runtime.Config{Arch: "llama", Dim: 512, Hidden: 1024, Layers: 6, Heads: 8, KVHeads: 2, HeadDim: 64, Vocab: 1000,
 		MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
@@ -22,10 +25,15 @@ func TestFakeLateAcc(t *testing.T) {
 		name   string
 		params policies.Params
 	}{{"h2o", policies.Params{"budget": 64}}, {"tova", policies.Params{"budget": 64}}, {"full", nil}} {
-		for _, deferAcc := range []string{"", "off"} {
+		for _, set := range [][3]string{{"", "", ""}, {"", "busy", ""}, {"", "off", ""}, {"off", "", ""}, {"", "", "on"}, {"", "off", "on"}} {
+			deferAcc, pace, side := set[0], set[1], set[2]
 			for _, streams := range []int{1, 8} {
-				t.Run(fmt.Sprintf("%s/defer %q/%d streams", pc.name, deferAcc, streams), func(t *testing.T) {
+				t.Run(fmt.Sprintf("%s/defer %q/pace %q/side %q/%d streams", pc.name, deferAcc, pace, side, streams), func(t *testing.T) {
 					t.Setenv("KVBENCH_ACC_DEFER", deferAcc)
+					t.Setenv("KVBENCH_ACC_STREAM", side)
+					if pace == "off" {
+						t.Setenv("KVBENCH_ACC_PACE", "off")
+					}
 					be := fakeBackend(t)
 					dw, err := runtime.UploadWeights(m, be)
 					if err != nil {
@@ -38,25 +46,58 @@ func TestFakeLateAcc(t *testing.T) {
 						sids[i], toks[i], targets[i] = i, 3+i, 4+i
 					}
 					step := func() { // log-probabilities: one read for every stream
+						if pace == "busy" {
+							cuda.SetFakeBusy(2)
+						}
 						if err := batch.LogProbs(sids, toks, targets, out); err != nil {
 							t.Fatal(err)
 						}
 					}
 					step()
 					_, _, _, w0 := cuda.FakeCounts()
+					q0 := cuda.FakeEventQueries()
+					s0, sw0 := cuda.FakeSide()
 					for range 3 {
 						step()
 					}
+					cuda.SetFakeBusy(0)
 					_, _, _, w1 := cuda.FakeCounts()
-					want := int64(2)
+					queries := (cuda.FakeEventQueries() - q0) / 3
+					s1, sw1 := cuda.FakeSide()
+					sideCopies, streamWaits := (s1-s0)/3, (sw1-sw0)/3
+					want, wantQ := int64(2), int64(c.Layers-1)
 					switch {
 					case pc.name == "full":
-						want = 1
+						want, wantQ = 1, 0
 					case deferAcc == "off":
-						want = int64(c.Layers) + 1
+						want, wantQ = int64(c.Layers)+1, 0
+					case pace == "off":
+						wantQ = 0
+					case pace == "busy": // rounds: layer 0; 1; 2 to the last
+						want = 4
+					}
+					// On the side stream (KVBENCH_ACC_STREAM=on) each
+					// layer's sums are one copy that the stream does not
+					// wait for but the side stream does (one event wait
+					// each); the batch's accWork is waited for before it is
+					// written again (the layers after the first; one
+					// stream's sums are in the staging arena); a wait for
+					// the stream waits for the side stream too (one more).
+					wantSide, wantSW := int64(0), int64(0)
+					if side == "on" && pc.name != "full" && deferAcc == "" {
+						wantSide, wantSW, want = int64(c.Layers), int64(c.Layers), want+1
+						if streams > 1 {
+							wantSW += int64(c.Layers - 1)
+						}
 					}
 					if got := (w1 - w0) / 3; got != want {
 						t.Errorf("%d waits for the device a step, want %d", got, want)
+					}
+					if queries != wantQ {
+						t.Errorf("%d event queries a step, want %d", queries, wantQ)
+					}
+					if sideCopies != wantSide || streamWaits != wantSW {
+						t.Errorf("%d side copies and %d stream waits a step, want %d and %d", sideCopies, streamWaits, wantSide, wantSW)
 					}
 				})
 			}

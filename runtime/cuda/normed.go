@@ -78,6 +78,7 @@ func (b *Backend) NormMatMul3(x, norm runtime.Buffer, eps float32, rows, in int,
 	b.checkGemm(x, rows, in, r.Dst, wr, r.Out)
 	nx := b.normNarrow(x, norm, rows, in, eps, t)
 	b.gemmFrom(nx, t, rows, in, gemmOut{dst: p.Dst, w: wp, out: p.Out}, gemmOut{dst: q.Dst, w: wq, out: q.Out}, gemmOut{dst: r.Dst, w: wr, out: r.Out})
+	b.addBiases(rows, mvOut{p.Dst, wp, p.Out, b.biasOf(p)}, mvOut{q.Dst, wq, q.Out, b.biasOf(q)}, mvOut{r.Dst, wr, r.Out, b.biasOf(r)})
 	return true
 }
 
@@ -92,6 +93,7 @@ func (b *Backend) NormMatMul(x, norm runtime.Buffer, eps float32, rows, in int, 
 	b.checkGemm(x, rows, in, p.Dst, wp, p.Out)
 	nx := b.normNarrow(x, norm, rows, in, eps, t)
 	b.gemmFrom(nx, t, rows, in, gemmOut{dst: p.Dst, w: wp, out: p.Out})
+	b.addBiases(rows, mvOut{p.Dst, wp, p.Out, b.biasOf(p)})
 	return true
 }
 

@@ -77,11 +77,18 @@ type pageTable struct {
 	id   uint64 // the sequence's KVSeq.ID
 	slot int32  // its index in pageTables.slots, plus one
 	gen  uint64
-	off  int64            // region: key list at off, value list at off+size
-	size int64            // pages each list has room for (0: no region yet)
-	k, v []runtime.Buffer // the pages the device lists hold, as the host knows them
-	kvt  int32            // page type of the lists; -1 while they are empty
-	used uint64           // the clock of the last call that used it
+	// What the last lean tensor-core call over the sequence saw (earlyReads):
+	// the device's serialising count after its KV writes were queued, the
+	// sequence's Writes and N then.
+	watched bool
+	serial  uint64
+	writes  uint64
+	n       int
+	off     int64            // region: key list at off, value list at off+size
+	size    int64            // pages each list has room for (0: no region yet)
+	k, v    []runtime.Buffer // the pages the device lists hold, as the host knows them
+	kvt     int32            // page type of the lists; -1 while they are empty
+	used    uint64           // the clock of the last call that used it
 }
 
 // tableRun is an upload into the pool: words words at pool offset at, from
@@ -391,4 +398,35 @@ func (b *Backend) readTable(id uint64) (k, v []uint64) {
 	get(b, k, b.pt.pool.Add(t.off*8))
 	get(b, v, b.pt.pool.Add((t.off+t.size)*8))
 	return slices.Clip(k), slices.Clip(v)
+}
+
+// earlyReads says whether the blocks of a lean tensor-core call over a.Seqs
+// (its ints h, their descriptors first) may read the page pointers and every
+// token's keys and values but each sequence's last before waiting for the
+// kernel ahead of them (RH_EARLY; the kernel may start while that one, and
+// the ones before it, still run). It holds when, for every sequence, the
+// call reads up to its last token, and since the last such call over it (a
+// previous decode step): the sequence took exactly one write, the store of
+// one token appended (runtime.KVSeq.Writes and N each one more), and the
+// stream was serialised after that call (Device.Serial: an upload, a wait,
+// a plain launch), so every write before it has finished; the page tables
+// are written by copies and by be_scatter64, a plain launch that does not
+// let its dependents start before it ends (no pdl_trigger: it must not
+// gain one). Called after the call's
+// KV writes are queued (flushKV), it notes what each sequence's table
+// sees now for the next call.
+func (b *Backend) earlyReads(a *runtime.AttnArgs, h []int32) bool {
+	now, ok := b.D.Serial(), !b.split.noEarly
+	for g := range a.Seqs {
+		s := &a.Seqs[g]
+		t := b.table(s)
+		if t == nil || s.ID == 0 {
+			ok = false
+			continue
+		}
+		ok = ok && t.watched && t.serial != now && s.Writes == t.writes+1 && s.N == t.n+1 &&
+			int(h[g*sdWords+11]) == s.N
+		t.watched, t.serial, t.writes, t.n = true, now, s.Writes, s.N
+	}
+	return ok
 }

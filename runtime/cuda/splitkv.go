@@ -235,6 +235,7 @@ type Plan struct {
 	Resident  int    // blocks resident per multiprocessor
 	SharedMem int    // dynamic shared memory per block, bytes
 	ByValue   bool   // the call's ints went to the kernel by value (RtBox), not uploaded
+	Early     bool   // its blocks read the settled tokens before waiting for the kernel ahead (RH_EARLY)
 }
 
 func (a *splitKV) plan() Plan {
@@ -260,6 +261,9 @@ const (
 	rhInter
 	rhSRows
 	rhLean
+	rhEarly
+	rhGR
+	rhNoLo
 	rhWords
 )
 
@@ -286,8 +290,12 @@ type splitState struct {
 	tc       tcMode         // when lean calls run the tensor-core _tc kernels ($KVBENCH_ATTN_TC)
 	tcSlots  int            // the most resident blocks a multiprocessor the _tc kernels' chunks count ($KVBENCH_ATTN_TC_SLOTS; 0: all)
 	cluster  int            // the longest row whose chunks run as one cluster, the _tcc kernels ($KVBENCH_ATTN_CLUSTER; 0: none)
+	noEarly  bool           // the _tc kernels never read before pdl_wait ($KVBENCH_ATTN_EARLY=off)
+	noTCAcc  bool           // calls with Acc stay off the _tc kernels ($KVBENCH_ATTN_TC_ACC=off)
+	noLo     bool           // the _tc kernels take q and p in bf16 alone, no low halves ($KVBENCH_ATTN_TC_LO=off; SDPA's precision, for timing)
 	occ      map[occKey]int // resident blocks per multiprocessor, by kernel and shared memory
 	last     Plan           // the last Attend's launch (AttnPlan)
+	earlyN   int64          // the launches that read early so far (tests)
 }
 
 type occKey struct {
@@ -409,25 +417,33 @@ func tokenRange(s *runtime.KVSeq, minQ, maxQ, window int) (lo, hi int) {
 	return lo, hi
 }
 
-// sharedHeads is the number of query heads per split row: the largest of 8,
-// 4, 2, 1 that divides group such that the heads of each such subgroup read
-// the same token list (the same selection, or none). heads holds (offset,
-// count) per query head, as Attend lays them out.
-func sharedHeads(heads []int32, group int) int {
+// sharedHeads returns the query heads of a split row's subgroup (gr) and
+// the virtual heads they take (gh, a power of two): the largest of 8, 4, 2,
+// 1 that divides group such that the heads of each such subgroup read the
+// same token list (the same selection, or none), gr = gh. A decode call's
+// (one query row) group of 3, 5, 6 or 7 heads that share their tokens is
+// one subgroup padded to 4 or 8 virtual heads instead (Qwen2.5-7B's 28
+// heads over 4: one read of each KV head's tokens, not seven). heads holds
+// (offset, count) per query head, as Attend lays them out.
+func sharedHeads(heads []int32, group, rows int) (gr, gh int) {
+	shared := func(n int) bool {
+		for h := 0; h < len(heads)/2; h++ {
+			first := h - h%n
+			if heads[2*h] != heads[2*first] || heads[2*h+1] != heads[2*first+1] {
+				return false
+			}
+		}
+		return true
+	}
+	if pad := 1 << bits.Len(uint(group-1)); rows == 1 && group <= 8 && pad != group && shared(group) {
+		return group, pad
+	}
 	for _, gh := range []int{8, 4, 2} {
-		if group%gh != 0 {
-			continue
-		}
-		same := true
-		for h := 0; h < len(heads)/2 && same; h++ {
-			first := h - h%gh
-			same = heads[2*h] == heads[2*first] && heads[2*h+1] == heads[2*first+1]
-		}
-		if same {
-			return gh
+		if group%gh == 0 && shared(gh) {
+			return gh, gh
 		}
 	}
-	return 1
+	return 1, 1
 }
 
 // attendSplit is Attend on the split-KV kernels of attention.cu, the same
@@ -446,10 +462,10 @@ func sharedHeads(heads []int32, group int) int {
 // attention of a decode step stages no token ids or positions, which leaves
 // room for longer chunks), and the kernel name's suffix (_d.._g.._type[_sh]).
 type splitShape struct {
-	gh, rt, vg, sub, tiles, srows int
-	longest, minPS                int
-	shifted, lean, pow2           bool        // pow2: every KV head's pages hold a power of two tokens
-	names                         *splitNames // the kernels of this shape
+	gr, gh, rt, vg, sub, tiles, srows int // gr of gh virtual heads real (sharedHeads)
+	longest, minPS                    int
+	shifted, lean, pow2               bool        // pow2: every KV head's pages hold a power of two tokens
+	names                             *splitNames // the kernels of this shape
 }
 
 // splitNames are the split-KV kernels of one shape: one call's (attn_rt_*)
@@ -461,7 +477,8 @@ type splitShape struct {
 // and re-positioned keys).
 // tcc is tc's variant whose row's chunks are one cluster, merged in
 // distributed shared memory (sm_90a).
-type splitNames struct{ rt, rtb, rtComb, rtbComb, short, tc, tcc string }
+// tcb is tc over a batched launch's calls (attn_rtb's table).
+type splitNames struct{ rt, rtb, rtComb, rtbComb, short, tc, tcc, tcb string }
 
 // splitKey is the shape that names a split-KV kernel.
 type splitKey struct {
@@ -483,15 +500,16 @@ func splitNamesOf(k splitKey) *splitNames {
 		sh = "_sh"
 	}
 	suffix := fmt.Sprintf("_d%d_g%d_%s%s", k.hd, k.vg, kt, sh)
-	short, tc, tcc := "", "", ""
+	short, tc, tcc, tcb := "", "", "", ""
 	if k.bf16 && !k.shifted && k.vg >= 2 && k.vg <= 4 {
 		short = "attn_rt" + suffix + "_short"
 	}
 	if k.bf16 && !k.shifted && k.vg&(k.vg-1) == 0 && k.vg <= 8 {
-		tc, tcc = "attn_rt"+suffix+"_tc", "attn_rt"+suffix+"_tcc"
+		tc, tcc, tcb = "attn_rt"+suffix+"_tc", "attn_rt"+suffix+"_tcc", "attn_rtb"+suffix+"_tc"
 	}
 	n, _ := splitNameCache.LoadOrStore(k, &splitNames{rt: "attn_rt" + suffix, rtb: "attn_rtb" + suffix,
-		rtComb: fmt.Sprintf("attn_rt_combine_d%d", k.hd), rtbComb: fmt.Sprintf("attn_rtb_combine_d%d", k.hd), short: short, tc: tc, tcc: tcc})
+		rtComb: fmt.Sprintf("attn_rt_combine_d%d", k.hd), rtbComb: fmt.Sprintf("attn_rtb_combine_d%d", k.hd), short: short, tc: tc, tcc: tcc,
+		tcb: tcb})
 	return n.(*splitNames)
 }
 
@@ -502,12 +520,12 @@ var splitNameCache sync.Map // splitKey -> *splitNames
 func splitShapeOf(a *runtime.AttnArgs, h []int32, headOff, kvt int32) splitShape {
 	hd, group := a.HeadDim, a.Heads/a.KVHeads
 	var p splitShape
-	p.gh = sharedHeads(h[headOff:int(headOff)+2*a.Heads], group)
+	p.gr, p.gh = sharedHeads(h[headOff:int(headOff)+2*a.Heads], group, a.Rows)
 	p.rt = 1
 	if a.Rows > 1 {
 		p.rt = min(8/p.gh, 1<<bits.Len(uint(a.Rows-1)))
 	}
-	p.vg, p.sub, p.tiles = p.gh*p.rt, group/p.gh, (a.Rows+p.rt-1)/p.rt
+	p.vg, p.sub, p.tiles = p.gh*p.rt, group/p.gr, (a.Rows+p.rt-1)/p.rt
 	p.srows = a.KVHeads * p.sub * p.tiles
 	p.minPS, p.lean, p.pow2 = math.MaxInt, true, true
 	for g := range a.Seqs {
@@ -517,7 +535,7 @@ func splitShapeOf(a *runtime.AttnArgs, h []int32, headOff, kvt int32) splitShape
 		p.shifted = p.shifted || (a.QShift != nil && d[5] >= 0)
 		p.lean = p.lean && d[4] < 0
 		for s := range p.sub {
-			hh := g*group + s*p.gh
+			hh := g*group + s*p.gr
 			if n := h[int(headOff)+2*hh+1]; n >= 0 {
 				p.longest = max(p.longest, int(n))
 				p.lean = false
@@ -553,7 +571,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	chunk := b.splitChunk(f, smemFor, limit, nsrows, longest, slots)
 	cl := 0 // the blocks of a cluster: a row's chunks (the _tcc kernel)
 	if tc {
-		if c, n := b.clusterChunk(chunk, longest); n > 0 && smemFor(c) <= limit-b.fn(p.names.tcc).Shared {
+		if c, n := b.clusterChunk(chunk, longest); n > 0 && a.Acc == nil && smemFor(c) <= limit-b.fn(p.names.tcc).Shared {
 			chunk, cl, name = c, n, p.names.tcc
 			b.allowShared(name, b.D.SharedPerBlockOptin-b.fn(name).Shared)
 			f = b.fn(name)
@@ -574,7 +592,8 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	stride := max(longest, 1)
 	copy(b.hInts[hdr:], []int32{rhRows: int32(a.Rows), rhHeads: int32(a.Heads), rhG: int32(group), rhGH: int32(gh),
 		rhRT: int32(rt), rhTiles: int32(tiles), rhWin: int32(max(a.Window, 0)), rhRowOff: rowOff, rhHeadOff: headOff,
-		rhInvOff: invOff, rhStride: int32(stride), rhInter: flag(a.Rope == runtime.RopeInterleaved), rhSRows: int32(nsrows), rhLean: flag(lean)})
+		rhInvOff: invOff, rhStride: int32(stride), rhInter: flag(a.Rope == runtime.RopeInterleaved), rhSRows: int32(nsrows), rhLean: flag(lean), rhGR: int32(p.gr),
+		rhNoLo: flag(b.split.noLo)})
 	gy, gz := min(nsrows, maxGridY), (nsrows+maxGridY-1)/maxGridY
 
 	// Workspaces first (growing one waits for the device, which restarts
@@ -618,6 +637,8 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 		}
 	}
 	b.flushKV()
+	early := tc && cl == 0 && b.earlyReads(a, b.hInts)
+	b.hInts[hdr+rhEarly] = flag(early)
 	b.reserve(b.metaSpan() + span(int64(len(b.hAcc))*4))
 	boxed := b.rtBox()
 	var ints, ptrs Ptr
@@ -646,7 +667,10 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	} else {
 		must(f.LaunchAfter(Dim3{nchunks, gy, gz}, Dim3{attnThreads, 1, 1}, smem, args...))
 	}
-	b.split.last = Plan{Kernel: name, Chunk: chunk, Blocks: nchunks * nsrows, Resident: b.occupancy(f, smem), SharedMem: smem, ByValue: boxed}
+	b.split.last = Plan{Kernel: name, Chunk: chunk, Blocks: nchunks * nsrows, Resident: b.occupancy(f, smem), SharedMem: smem, ByValue: boxed, Early: early}
+	if early {
+		b.split.earlyN++
+	}
 	if !fused && nchunks > 1 && cl == 0 { // one chunk a row: the kernel wrote the outputs (and ml)
 		must(b.fn(p.names.rtComb).LaunchAfter(Dim3{vg, gy, hd / 32 * gz}, Dim3{combThreads, 1, 1}, 0,
 			partO, ws.Add(pmlAt), int32(nchunks), b.f32(a.Out), mlAcc, wordsByValue(b.hInts[hdr:hdr+rhWords])))
@@ -687,11 +711,12 @@ func rtSmem(vg, hd, chunk, minPS int, shifted, lean bool) int {
 
 // tcOK says whether the tensor-core kernel of lean calls (attention_tc.cu)
 // can serve a split-KV call of shape p: bf16 pages of a power of two tokens,
-// no selection, positions, re-positioned keys or accumulation, 1, 2, 4 or
-// 8 virtual heads a split row, sm_80 or later, and KVBENCH_ATTN_TC not off.
+// no selection, positions or re-positioned keys (accumulation unless
+// KVBENCH_ATTN_TC_ACC=off), 1, 2, 4 or 8 virtual heads a split row, sm_80
+// or later, and KVBENCH_ATTN_TC not off.
 // Whether it does is useTC's (or KVBENCH_ATTN_TC=on: always).
 func (b *Backend) tcOK(a *runtime.AttnArgs, p splitShape) bool {
-	return b.split.tc != tcOff && p.names.tc != "" && p.lean && p.pow2 && a.Acc == nil && b.D.Major >= 8
+	return b.split.tc != tcOff && p.names.tc != "" && p.lean && p.pow2 && (a.Acc == nil || !b.split.noTCAcc) && b.D.Major >= 8
 }
 
 // tcFits says whether the tensor-core kernel name can run a call of vg

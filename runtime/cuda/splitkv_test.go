@@ -65,7 +65,8 @@ func TestTokenRange(t *testing.T) {
 
 // TestSharedHeads checks how many query heads of a GQA group share a split
 // row: the largest power of two dividing the group whose heads all read the
-// same list (no GPU needed).
+// same list, or, for a decode call, a whole group of 3, 5, 6 or 7 such
+// heads padded to 4 or 8 virtual heads (no GPU needed).
 func TestSharedHeads(t *testing.T) {
 	none := func(heads int) []int32 {
 		var v []int32
@@ -82,23 +83,29 @@ func TestSharedHeads(t *testing.T) {
 		return v
 	}
 	for _, c := range []struct {
-		name  string
-		heads []int32
-		group int
-		want  int
+		name         string
+		heads        []int32
+		group, rows  int
+		wantR, wantV int
 	}{
-		{"no selection, group 4", none(8), 4, 4},
-		{"no selection, group 8", none(8), 8, 8},
-		{"no selection, MHA", none(8), 1, 1},
-		{"no selection, group 3", none(6), 3, 1},
-		{"no selection, group 6", none(12), 6, 2},
-		{"no selection, group 16", none(32), 16, 8},
-		{"a selection per head", perHead(8), 4, 1},
-		{"pairs share a list", []int32{7, 3, 7, 3, 9, 2, 9, 2}, 4, 2},
-		{"one group selects", append(none(4), perHead(4)...), 4, 1},
+		{"no selection, group 4", none(8), 4, 1, 4, 4},
+		{"no selection, group 8", none(8), 8, 1, 8, 8},
+		{"no selection, MHA", none(8), 1, 1, 1, 1},
+		{"no selection, group 3, one row: padded to 4", none(6), 3, 1, 3, 4},
+		{"no selection, group 3, two rows", none(6), 3, 2, 1, 1},
+		{"no selection, group 6, one row: padded to 8", none(12), 6, 1, 6, 8},
+		{"no selection, group 6, prompt rows", none(12), 6, 16, 2, 2},
+		{"no selection, group 7, one row: padded to 8", none(28), 7, 1, 7, 8},
+		{"no selection, group 5, one row: padded to 8", none(10), 5, 1, 5, 8},
+		{"no selection, group 16", none(32), 16, 1, 8, 8},
+		{"a selection per head", perHead(8), 4, 1, 1, 1},
+		{"a selection per head, group 7", perHead(14), 7, 1, 1, 1},
+		{"pairs share a list", []int32{7, 3, 7, 3, 9, 2, 9, 2}, 4, 1, 2, 2},
+		{"one group selects", append(none(4), perHead(4)...), 4, 1, 1, 1},
+		{"one group of 3 selects", append(none(3), perHead(3)...), 3, 1, 1, 1},
 	} {
-		if got := sharedHeads(c.heads, c.group); got != c.want {
-			t.Errorf("%s: sharedHeads = %d, want %d", c.name, got, c.want)
+		if r, v := sharedHeads(c.heads, c.group, c.rows); r != c.wantR || v != c.wantV {
+			t.Errorf("%s: sharedHeads = %d of %d, want %d of %d", c.name, r, v, c.wantR, c.wantV)
 		}
 	}
 }

@@ -72,6 +72,7 @@ func (d *Device) CopyHtoDAsync(dst Ptr, h *Pinned, off, bytes int64) error {
 		return err
 	}
 	defer leave()
+	d.serialise()
 	if fk := d.api.fake; fk != nil {
 		fk.copies.Add(1)
 		return nil
@@ -91,6 +92,7 @@ func (d *Device) CopyDtoHAsync(h *Pinned, off int64, src Ptr, bytes int64) error
 		return err
 	}
 	defer leave()
+	d.serialise()
 	return d.api.check("cuMemcpyDtoHAsync_v2", d.api.cuMemcpyDtoHAsync(dst, uint64(src), uint64(bytes), d.stream))
 }
 
@@ -142,6 +144,7 @@ func (g *Graph) Launch() error {
 		return err
 	}
 	defer leave()
+	g.d.serialise() // the work after a replay waits for all of it
 	if t := g.d.clockStart(); t != 0 {
 		defer g.d.clockEnd("graph", t)
 	}

@@ -1,0 +1,141 @@
+package cuda_test
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/kvbench/kvbench/policies"
+	"github.com/kvbench/kvbench/runtime"
+	"github.com/kvbench/kvbench/runtime/cpu"
+	"github.com/kvbench/kvbench/runtime/cuda"
+)
+
+// TestFakeBatchTC: a batch step's lean calls (full attention, window's
+// evictions, H2O's and TOVA's with accumulated probabilities) attend on the
+// batched tensor-core kernel, attn_rtb_*_tc; H2O's stay on attn_rtb with
+// KVBENCH_ATTN_TC_ACC=off, and everything with KVBENCH_ATTN_TC=off; fake
+// device.
+func TestFakeBatchTC(t *testing.T) {
+	for _, tc := range []struct {
+		policy, tcMode, tcAcc string
+		params                policies.Params
+		want                  bool
+	}{
+		{"full", "", "", nil, true},
+		{"window", "", "", policies.Params{"budget": 24}, true},
+		{"h2o", "", "", policies.Params{"budget": 24}, true},
+		{"tova", "", "", policies.Params{"budget": 24}, true},
+		{"h2o", "", "off", policies.Params{"budget": 24}, false},
+		{"full", "off", "", nil, false},
+	} {
+		t.Run(tc.policy+"/"+tc.tcMode+"/"+tc.tcAcc, func(t *testing.T) {
+			t.Setenv("KVBENCH_ATTN_TC", tc.tcMode)
+			t.Setenv("KVBENCH_ATTN_TC_ACC", tc.tcAcc)
+			be := fakeBackend(t)
+			c := runtime.Config{Arch: "llama", Dim: 512, Hidden: 256, Layers: 2, Heads: 8, KVHeads: 2, HeadDim: 64, Vocab: 300,
+				MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5} // groups of 4: the tensor cores at every length
+			const streams = 8
+			batch := promptedBatch(t, be, runtime.ZeroModel(c), tc.policy, tc.params, streams, 16, func(i int) int { return 30 + 3*i })
+			sids, toks, targets, out := make([]int, streams), make([]int, streams), make([]int, streams), make([]float64, streams)
+			for i := range sids {
+				sids[i], toks[i], targets[i] = i, 3+i, 4+i
+			}
+			k0 := cuda.FakeKernels()
+			for range 4 {
+				if err := batch.LogProbs(sids, toks, targets, out); err != nil {
+					t.Fatal(err)
+				}
+			}
+			tcs, plain := int64(0), int64(0)
+			for name, n := range cuda.FakeKernels() {
+				if !strings.HasPrefix(name, "attn_rtb_d") {
+					continue
+				}
+				if strings.HasSuffix(name, "_tc") {
+					tcs += n - k0[name]
+				} else {
+					plain += n - k0[name]
+				}
+			}
+			if tc.want && (tcs == 0 || plain != 0) || !tc.want && (tcs != 0 || plain == 0) {
+				t.Errorf("batched launches on the tensor cores %d, on attn_rtb %d; want the tensor cores %v", tcs, plain, tc.want)
+			}
+		})
+	}
+}
+
+// TestAttendBatchTCGPU: a batch of lean calls (8 streams of different
+// lengths, heads of 64 and 128, groups of 4 and 8, pages of 16 and 64)
+// attends on the batched tensor-core kernel as each call alone does on
+// attn_rt's (their outputs equal to float32 rounding of the tensor cores'
+// hi/lo split products) and as the CPU does (within bf16 pages' tolerance).
+func TestAttendBatchTCGPU(t *testing.T) {
+	g := newGPU(t)
+	c := cpu.New(0)
+	defer c.Close()
+	rng := rand.New(rand.NewPCG(17, 5))
+	for _, hd := range []int{64, 128} {
+		for _, hk := range [][2]int{{32, 8}, {16, 2}} {
+			for _, ps := range []int{16, 64} {
+				t.Run(fmt.Sprintf("hd%d/%dx%d/page%d", hd, hk[0], hk[1], ps), func(t *testing.T) {
+					batchTCCase(t, c, g, rng, hd, hk[0], hk[1], ps)
+				})
+			}
+		}
+	}
+}
+
+func batchTCCase(t *testing.T, c *cpu.Backend, g *cuda.Backend, rng *rand.Rand, hd, heads, kvHeads, ps int) {
+	cfg := runtime.Config{Heads: heads, KVHeads: kvHeads, HeadDim: hd}
+	const streams = 8
+	var pairs []*cachePair
+	var cpuArgs, gpuArgs []*runtime.AttnArgs
+	var outs []pair
+	for i := range streams {
+		cp := newCachePair(t, c, g, cfg, ps, runtime.BF16, false)
+		cp.append(rng, 100+137*i)
+		pairs = append(pairs, cp)
+		n := cp.next
+		q := newPair(c, g, randVec(rng, heads*hd, 1))
+		out := newPair(c, g, make([]float32, heads*hd))
+		outs = append(outs, out)
+		for side := range 2 {
+			a := &runtime.AttnArgs{Rows: 1, QPos: []int{n - 1}, Heads: heads, KVHeads: kvHeads, HeadDim: hd,
+				Scale: float32(1 / math.Sqrt(float64(hd))), Seqs: cp.seqs(side), Rope: runtime.RopeHalf, Theta: 1e4, Q: q.c, Out: out.c}
+			if side == 1 {
+				a.Q, a.Out = q.g, out.g
+				gpuArgs = append(gpuArgs, a)
+			} else {
+				cpuArgs = append(cpuArgs, a)
+			}
+		}
+	}
+	for _, a := range cpuArgs {
+		c.Attend(a)
+	}
+	g.AttendBatch(gpuArgs)
+	if p := g.AttnPlan(); !strings.HasSuffix(p.Kernel, "_tc") || !strings.HasPrefix(p.Kernel, "attn_rtb_") {
+		t.Fatalf("the batch ran %s, want the batched tensor-core kernel", p.Kernel)
+	}
+	batched := make([][]float32, streams)
+	for i, o := range outs {
+		batched[i] = make([]float32, heads*hd)
+		g.Read(batched[i], o.g, 0)
+		want := make([]float32, heads*hd)
+		c.Read(want, o.c, 0)
+		if d := relDiff(batched[i], want); d > 2e-3 {
+			t.Errorf("stream %d (%d tokens): the batch's output differs from the CPU's by %.3g (relative)", i, pairs[i].next, d)
+		}
+	}
+	for i, a := range gpuArgs { // each call alone (attendSplit's tensor-core kernel)
+		g.Attend(a)
+		alone := make([]float32, heads*hd)
+		g.Read(alone, outs[i].g, 0)
+		if d := relDiff(batched[i], alone); d > 1e-5 {
+			t.Errorf("stream %d: the batch's output differs from the call's alone by %.3g (relative)", i, d)
+		}
+	}
+}
