@@ -104,7 +104,7 @@ func checkLogits(t *testing.T, m *runtime.Model, g *golden, tol float64) {
 		}
 		for p := range c.IDs {
 			row := logits[p*V : (p+1)*V]
-			if am := argmaxOf(row); am != c.Argmax[p] {
+			if am := runtime.Argmax(row); am != c.Argmax[p] {
 				t.Errorf("case %d position %d: argmax %d, golden %d", ci, p, am, c.Argmax[p])
 			}
 			for j, want := range c.LogitsFirst16[p] {
@@ -178,7 +178,7 @@ func TestGoldenGreedy(t *testing.T) {
 		t.Fatal(err)
 	}
 	for len(ids) < len(g.Greedy.IDs) {
-		next := argmaxOf(logits)
+		next := runtime.Argmax(logits)
 		ids = append(ids, next)
 		if err := r.Forward([]int{next}, logits); err != nil {
 			t.Fatal(err)
@@ -189,14 +189,4 @@ func TestGoldenGreedy(t *testing.T) {
 			t.Fatalf("greedy ids differ at %d: got %v, golden %v", i, ids, g.Greedy.IDs)
 		}
 	}
-}
-
-func argmaxOf(v []float32) int {
-	best := 0
-	for i, x := range v {
-		if x > v[best] {
-			best = i
-		}
-	}
-	return best
 }

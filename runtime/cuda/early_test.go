@@ -211,7 +211,7 @@ func TestEarlyReadsGPU(t *testing.T) {
 					var all []float32
 					reads := 0
 					for range 24 {
-						if err := r.Forward([]int{argmaxF(logits)}, logits); err != nil {
+						if err := r.Forward([]int{runtime.Argmax(logits)}, logits); err != nil {
 							t.Fatal(err)
 						}
 						all = append(all, logits...)

@@ -232,7 +232,7 @@ func TestBackendModelsBF16(t *testing.T) {
 			}
 			var idc, idg []int
 			for range 32 {
-				tc, tg := argmaxF(lc), argmaxF(lg)
+				tc, tg := runtime.Argmax(lc), runtime.Argmax(lg)
 				idc, idg = append(idc, tc), append(idg, tg)
 				if err := rc.Forward([]int{tc}, lc); err != nil {
 					t.Fatal(err)
@@ -246,14 +246,4 @@ func TestBackendModelsBF16(t *testing.T) {
 			}
 		})
 	}
-}
-
-func argmaxF(v []float32) int {
-	best := 0
-	for i, x := range v {
-		if x > v[best] {
-			best = i
-		}
-	}
-	return best
 }

@@ -132,7 +132,7 @@ func TestBackendFusedStep(t *testing.T) {
 					}
 					var all []float32
 					for range steps {
-						if err := r.Forward([]int{argmaxF(logits)}, logits); err != nil {
+						if err := r.Forward([]int{runtime.Argmax(logits)}, logits); err != nil {
 							t.Fatal(err)
 						}
 						all = append(all, logits...)
@@ -158,7 +158,7 @@ func TestBackendFusedStep(t *testing.T) {
 						t.Errorf("logits with the products, RoPE and the stores in one kernel differ from KVBENCH_MV_ROPE=off's by %.3g (relative)", d)
 					}
 					for i := 0; i < greedy*vocab; i += vocab {
-						if a, b := argmaxF(fused[i:i+vocab]), argmaxF(ropeKV[i:i+vocab]); a != b {
+						if a, b := runtime.Argmax(fused[i:i+vocab]), runtime.Argmax(ropeKV[i:i+vocab]); a != b {
 							t.Fatalf("step %d: greedy token %d with the fused kernel, %d with KVBENCH_MV_ROPE=off", i/vocab, a, b)
 						}
 					}

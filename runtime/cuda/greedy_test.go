@@ -148,7 +148,7 @@ func TestGreedyGPU(t *testing.T) {
 						t.Fatal(err)
 					}
 					toks := make([]int, n)
-					first := argmaxF(logits)
+					first := runtime.Argmax(logits)
 					if device {
 						if err := r.Greedy(first, n, toks, logits); err != nil {
 							t.Fatal(err)
@@ -159,7 +159,7 @@ func TestGreedyGPU(t *testing.T) {
 						if err := r.Forward([]int{first}, logits); err != nil {
 							t.Fatal(err)
 						}
-						first = argmaxF(logits)
+						first = runtime.Argmax(logits)
 						toks[k] = first
 					}
 					return toks, slices.Clone(logits)
@@ -202,7 +202,7 @@ func BenchmarkFakeGreedy(b *testing.B) {
 						if err := r.Forward([]int{tok}, logits); err != nil {
 							b.Fatal(err)
 						}
-						tok = argmaxF(logits)
+						tok = runtime.Argmax(logits)
 					}
 				}
 				b.StopTimer()
