@@ -13,7 +13,8 @@ import (
 // AppendKV, from a first token inside a page, and reads every page back:
 // each slot holds its row's channels (rounded to bf16 on bf16 pages, as
 // the host rounds them), the slots before the first token and after the
-// last stay zero. Head dims 64, 128 and 256 take the four-channels-a-thread
+// last stay zero (the lists given start at the first token's page, as
+// AppendKV wants; the pages before it are read back too). Head dims 64, 128 and 256 take the four-channels-a-thread
 // kernel (be_kv_append4), 20 and 6 the one-channel kernel
 // (KVBENCH_KV_WIDE=off the same values), and page sizes 16 and 7, rows 1
 // to 300, heads at every offset.
@@ -48,7 +49,7 @@ func appendKVCases(t *testing.T, wide string) {
 							for i := range kp {
 								kp[i], vp[i] = g.AllocKV(ps*hd, typ), g.AllocKV(ps*hd, typ)
 							}
-							g.AppendKV(kp, vp, first, ps, k, v, rows, head, hd, kvDim)
+							g.AppendKV(kp[first/ps:], vp[first/ps:], first, ps, k, v, rows, head, hd, kvDim) // the lists from first's page on
 							for _, side := range []struct {
 								pages []runtime.Buffer
 								src   []float32
