@@ -839,6 +839,34 @@ extern "C" __global__ void be_logprob(double* out, const float* logits, const in
     if (threadIdx.x == 0) out[blockIdx.x] = (double)x[targets[blockIdx.x]] - (double)m - log(s);
 }
 
+// be_kv_append4 is be_kv_append four channels a thread, for a head whose
+// channels, row stride and offset are multiples of 4 and whose rows and
+// pages are 16-byte aligned (the caller checks): a float4 read and an
+// 8-byte (bf16) or 16-byte (float32) store a thread, hd/4 threads a row,
+// blockDim.x/(hd/4) rows a block; grid ceil(rows / that).
+extern "C" __global__ void be_kv_append4(const u64* kp, const u64* vp, int first, int ps, const float* k, const float* v,
+                                         int rows, int off, int kvDim, int hd, int kvt) {
+    const int q = hd >> 2, per = blockDim.x / q;
+    const int r = blockIdx.x * per + (int)threadIdx.x / q, c = ((int)threadIdx.x % q) * 4;
+    if ((int)threadIdx.x >= per * q || r >= rows) return;
+    const int t = first + r, p = t / ps - first / ps, slot = t % ps;
+    const float4 kx = *(const float4*)(k + (long long)r * kvDim + off + c);
+    const float4 vx = *(const float4*)(v + (long long)r * kvDim + off + c);
+    const long long at = (long long)slot * hd + c;
+    if (kvt == KV_BF16) {
+        uint2 kb, vb;
+        kb.x = (u32)be_to_bf16(kx.x) | ((u32)be_to_bf16(kx.y) << 16);
+        kb.y = (u32)be_to_bf16(kx.z) | ((u32)be_to_bf16(kx.w) << 16);
+        vb.x = (u32)be_to_bf16(vx.x) | ((u32)be_to_bf16(vx.y) << 16);
+        vb.y = (u32)be_to_bf16(vx.z) | ((u32)be_to_bf16(vx.w) << 16);
+        *(uint2*)((u16*)kp[p] + at) = kb;
+        *(uint2*)((u16*)vp[p] + at) = vb;
+    } else {
+        *(float4*)((float*)kp[p] + at) = kx;
+        *(float4*)((float*)vp[p] + at) = vx;
+    }
+}
+
 // be_kv_append stores rows rows of keys and values of one KV head (k, v
 // [rows, kvDim] float32, the head's channels from off) into consecutive
 // slots of a page list: row r goes to token first+r, page (first+r)/ps -

@@ -97,3 +97,20 @@ func SetAccRawMax(n int64) (restore func()) {
 
 // EarlyCalls is how many attention launches have read early (RH_EARLY).
 func (b *Backend) EarlyCalls() int64 { return b.split.earlyN }
+
+// PageValues reads n elements of a KV page back as float32 (bf16 pages
+// widened), after the queued work.
+func (b *Backend) PageValues(x runtime.Buffer, n int) []float32 {
+	p, t := b.kvPage(x)
+	out := make([]float32, n)
+	if t == kvBF16 {
+		u := make([]uint16, n)
+		get(b, u, p)
+		for i, v := range u {
+			out[i] = runtime.BF16ToF32(v)
+		}
+		return out
+	}
+	get(b, out, p)
+	return out
+}
