@@ -802,7 +802,23 @@ ATTN_KERNELS(128, 8)
 #define RH_EARLY 14  // 1: every KV head's tokens but its last were written before an operation that serialised the stream ahead of this launch (the tensor-core kernel reads them before pdl_wait)
 #define RH_GR 15     // query heads of a subgroup (RH_GH virtual heads of which the first RH_GR are real; sub = G / GR)
 #define RH_NOLO 16   // 1: the tensor-core kernel takes q and p in bf16 alone (no low halves; KVBENCH_ATTN_TC_LO=off)
-#define RH_WORDS 17
+#define RH_TRACE 17  // (2 words, low first) the device address of the launch's trace (rt_trace), 0: none
+#define RH_WORDS 19
+
+// A traced launch (Backend.SetAttnTrace; kvbench kernels --trace) has
+// the tensor-core kernel's block (chunk c, split row r) write TR_WORDS
+// words at (r * chunks + c) * TR_WORDS of the trace: [0] its start, [1] its
+// page pointers staged, [2] warp 0's first tile landed, [3] every warp's
+// tiles done, [4] its partial written (globaltimer, ns), [5] its
+// multiprocessor, [6] warp 0's tiles, [7] its tokens; and the combine's
+// block b (grid x fastest) two words after the split blocks': [0] its
+// start, [1] its end. The kernels write nothing else there.
+#define TR_WORDS 8
+
+// rt_trace is the trace of the call whose header is H (nullptr: none).
+__device__ __forceinline__ u64* rt_trace(const int* H) {
+    return reinterpret_cast<u64*>(((u64)(u32)H[RH_TRACE + 1] << 32) | (u32)H[RH_TRACE]);
+}
 
 // rt_item returns row*heads + head of virtual head v of split row r, or -1
 // past the last query row or past a subgroup's real heads (a group of 3, 5,
@@ -1236,8 +1252,16 @@ COMBINE_KERNEL(128)
         const int r = blockIdx.y + blockIdx.z / ((D) / 32) * gridDim.y;                                           \
         if (r >= hd.w[RH_SROWS]) return;                                                                           \
         const int it = rt_item(hd.w, r, blockIdx.x);                                                               \
+        u64* tr = rt_trace(hd.w);                                                                                  \
+        const u64 t0 = tr != nullptr ? gtime() : 0;                                                                \
         attn_combine<D>(partO, partML, nchunks, r, blockIdx.z % ((D) / 32),                                       \
                         it >= 0 ? out + (size_t)it * (D) : nullptr, ml != nullptr && it >= 0 ? ml + (size_t)it * 2 : nullptr); \
+        if (tr != nullptr && threadIdx.x == 0) {                                                                   \
+            u64* p = tr + (size_t)hd.w[RH_SROWS] * nchunks * TR_WORDS +                                            \
+                     2 * (blockIdx.x + (size_t)gridDim.x * (blockIdx.y + (size_t)gridDim.y * blockIdx.z));         \
+            p[0] = t0;                                                                                             \
+            p[1] = gtime();                                                                                        \
+        }                                                                                                          \
     }
 
 RT_COMBINE_KERNEL(64)
