@@ -34,12 +34,12 @@ func TestTraceSummary(t *testing.T) {
 	got := a.Summary()
 	for _, want := range []string{
 		"attn_rt_d128_g4_bf16_tc: 4 of 4 blocks on 3 multiprocessors",
-		"start 0.00..0.50..1.00",   // starts 0, 0, 0.5, 1
-		"stage 1.00/1.00",          // 1, 1, 1, 0.8: median (of 4, upper) 1
-		"first tile 1.00/2.00",     // 1, 1, 2
-		"tiles 30.00/30.00",        // 28, 30, 30
-		"partial 0.50/1.00",        // 1, 0.5, 0.5, 0.3
-		"end 1.20..33.00..34.50",   // 31, 33, 34.5, 1.2
+		"start 0.00..0.50..1.00", // starts 0, 0, 0.5, 1
+		"stage 1.00/1.00",        // 1, 1, 1, 0.8: median (of 4, upper) 1
+		"first tile 1.00/2.00",   // 1, 1, 2
+		"tiles 30.00/30.00",      // 28, 30, 30
+		"partial 0.50/1.00",      // 1, 0.5, 0.5, 0.3
+		"end 1.20..33.00..34.50", // 31, 33, 34.5, 1.2
 		"combine (2 blocks) ends 36.00..37.00..37.00",
 	} {
 		if !strings.Contains(got, want) {
