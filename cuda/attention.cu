@@ -806,13 +806,15 @@ ATTN_KERNELS(128, 8)
 #define RH_WORDS 19
 
 // A traced launch (Backend.SetAttnTrace; kvbench kernels --trace) has
-// the tensor-core kernel's block (chunk c, split row r) write TR_WORDS
-// words at (r * chunks + c) * TR_WORDS of the trace: [0] its start, [1] its
-// page pointers staged, [2] warp 0's first tile landed, [3] every warp's
-// tiles done, [4] its partial written (globaltimer, ns), [5] its
-// multiprocessor, [6] warp 0's tiles, [7] its tokens; and the combine's
-// block b (grid x fastest) two words after the split blocks': [0] its
-// start, [1] its end. The kernels write nothing else there.
+// each block (chunk c, split row r) of attn_rt and the tensor-core kernel
+// write TR_WORDS words at (r * chunks + c) * TR_WORDS of the trace: [0] its
+// start, [1] its page pointers staged, [2] warp 0's first tile landed (the
+// tensor-core kernel; attn_rt's two passes leave it 0), [3] every warp's
+// tiles done, [4] its partial written, after the fused merge where it ran
+// one (globaltimer, ns), [5] its multiprocessor, [6] warp 0's tiles (the
+// tensor-core kernel), [7] its tokens; and the combine's block b (grid x
+// fastest) two words after the split blocks': [0] its start, [1] its end.
+// The kernels write nothing else there; the batched launches none.
 #define TR_WORDS 8
 
 // rt_trace is the trace of the call whose header is H (nullptr: none).
@@ -1014,6 +1016,9 @@ __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u
         sLo[tid] = it >= 0 ? be_win_lo(qp, H[RH_WIN]) : (int)0x80000000;
         sQs[tid] = it >= 0 ? ints[H[RH_ROWOFF] + 2 * row + 1] : 0;
     }
+    u64* tr = rt_trace(H);  // a traced launch: this block's words (TR_WORDS)
+    if (tr != nullptr) tr += ((size_t)rg * gridDim.x + c) * TR_WORDS;
+    const u64 tStart = tr != nullptr ? gtime() : 0;
     // The call's ints are ready (uploaded before the launch, or by value);
     // the page tables, q and the keys may be written by the kernels just
     // before this one.
@@ -1042,6 +1047,12 @@ __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u
     if (SH)
         for (int j = tid; j < D / 2; j += NT) sinv[j] = __int_as_float(ints[H[RH_INVOFF] + j]);
     __syncthreads();
+    if (tr != nullptr && tid == 0) {  // no first tile stamped: the two passes count from here
+        tr[0] = tStart;
+        tr[1] = gtime();
+        tr[5] = sm_id();
+        tr[7] = len;
+    }
 
     int nvalid = 0;
 #pragma unroll
@@ -1089,10 +1100,18 @@ __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u
                                   pg0, psh, ps, lo, c0, nvalid, selMode, pos != nullptr, shift != nullptr, H[RH_INTER] != 0, nrot};
         attn_core<D, G, KT, SH, UX>(src, qinit, len, chunk, smem, m, l);
     }
+    if (tr != nullptr) {
+        __syncthreads();
+        if (tid == 0) tr[3] = gtime();
+    }
     attn_finish<D, G>(
         smem, m, l, rg, c, gridDim.x, nsg, partO, partML, counters,
         [&](int g) { return sItem[g] >= 0 ? out + (size_t)sItem[g] * D : nullptr; },
         [&](int g) { return ml != nullptr && sItem[g] >= 0 ? ml + (size_t)sItem[g] * 2 : nullptr; });
+    if (tr != nullptr) {  // every thread gets here (attn_finish's returns are the whole block's)
+        __syncthreads();
+        if (tid == 0) tr[4] = gtime();
+    }
 }
 
 // Kernel parameters of attn_rt_*: q, ptrs, ints, hdr, chunk, pgw,

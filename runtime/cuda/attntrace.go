@@ -8,11 +8,13 @@ import (
 
 // The split-KV attention's trace (RH_TRACE, TR_WORDS in attention.cu): a
 // measuring tool for `kvbench kernels --trace`. While it is on, every
-// Attend on the tensor-core decode kernel passes the kernel the address of
-// a zeroed device buffer, where each block writes when it started, staged
-// its page pointers, saw its first tile land, finished its tiles and wrote
-// its partial, and each block of the combine when it started and ended,
-// all on the GPU's global clock. AttnTrace reads the last call's back.
+// Attend on the split-KV kernels (attn_rt, the tensor-core kernel; not the
+// batched launches) passes the kernel the address of a zeroed device
+// buffer, where each block writes when it started, staged its page
+// pointers, saw its first tile land (the tensor-core kernel only),
+// finished its tiles and wrote its partial, and each block of the combine
+// when it started and ended, all on the GPU's global clock. AttnTrace
+// reads the last call's back.
 
 // traceWords is TR_WORDS: a split block's words in the trace.
 const traceWords = 8
@@ -31,8 +33,8 @@ type traceState struct {
 }
 
 // SetAttnTrace turns the trace on or off. While on, each split-KV call
-// costs a zeroing launch and a few stores a block more; the other kernels
-// (the CUDA-core attn_rt, the batched launches) write nothing.
+// costs a zeroing launch, a few stores and a barrier or two a block more;
+// the batched launches write nothing.
 func (b *Backend) SetAttnTrace(on bool) { b.trace.on = on }
 
 // traceCall readies the trace of a call of kernel over chunks x rows
@@ -114,7 +116,7 @@ func (a *AttnTrace) Summary() string {
 		}
 	}
 	if len(bl) == 0 {
-		return fmt.Sprintf("%s: no block wrote a trace (only the tensor-core decode kernel does)", a.Kernel)
+		return fmt.Sprintf("%s: no block wrote a trace", a.Kernel)
 	}
 	t0 := slices.MinFunc(bl, func(x, y TraceBlock) int { return cmpU(x.Start, y.Start) }).Start
 	us := func(ns uint64) float64 { return float64(ns) / 1e3 }
@@ -123,9 +125,12 @@ func (a *AttnTrace) Summary() string {
 	for _, x := range bl {
 		starts = append(starts, us(x.Start-t0))
 		stage = append(stage, us(x.Staged-x.Start))
-		if x.FirstTile != 0 {
+		switch {
+		case x.FirstTile != 0:
 			first = append(first, us(x.FirstTile-x.Staged))
 			tiles = append(tiles, us(x.TilesDone-x.FirstTile))
+		case x.Tokens > 0: // attn_rt stamps no first tile: its passes from the staging
+			tiles = append(tiles, us(x.TilesDone-x.Staged))
 		}
 		fin = append(fin, us(x.End-x.TilesDone))
 		ends = append(ends, us(x.End-t0))

@@ -46,6 +46,11 @@ func TestTraceSummary(t *testing.T) {
 			t.Errorf("summary %q lacks %q", got, want)
 		}
 	}
+	// attn_rt stamps no first tile: its passes count from the staging.
+	rt := parseTrace("attn_rt_d128_g1_bf16", 1, 1, 0, []uint64{base, base + 1000, 0, base + 5000, base + 5500, 2, 0, 32})
+	if s := rt.Summary(); !strings.Contains(s, "first tile -; tiles 4.00/4.00; partial 0.50/0.50; end 5.50..5.50..5.50") {
+		t.Errorf("attn_rt's summary: %q", s)
+	}
 	empty := parseTrace("attn_rt_d128_g1_bf16", 1, 2, 0, make([]uint64, 2*traceWords))
 	if s := empty.Summary(); !strings.Contains(s, "no block wrote a trace") {
 		t.Errorf("an empty trace's summary: %q", s)

@@ -1,12 +1,14 @@
 package cuda_test
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"strings"
 	"testing"
 
 	"github.com/kvbench/kvbench/runtime"
+	"github.com/kvbench/kvbench/runtime/cuda"
 )
 
 // TestFakeAttnTrace: the trace's layout follows the call's launches (a
@@ -44,21 +46,37 @@ func TestFakeAttnTrace(t *testing.T) {
 	}
 }
 
-// TestAttnTraceGPU: a traced decode call (32/8 heads of 128, bf16 pages,
-// 4,096 tokens) computes the same output, bit for bit, as an untraced one,
-// and every block's timestamps come in order, on a multiprocessor the
-// device has, over the tokens of its chunk; the combine ends after the
-// last block.
+// TestAttnTraceGPU: a traced decode call computes the same output, bit
+// for bit, as an untraced one, and every block's timestamps come in order,
+// on a multiprocessor the device has, over the tokens of its chunk; the
+// combine ends after the last block. Bf16 pages: 32/8 heads of 128 at
+// 4,096 tokens (the tensor-core kernel, a combine launch) and 32/32 at 512
+// (attn_rt, the fused merge: no first tile, no combine).
 func TestAttnTraceGPU(t *testing.T) {
 	be := newGPUPrec(t, "bf16")
-	cfg := runtime.Config{Arch: "llama", Dim: 4096, Hidden: 1024, Layers: 1, Heads: 32, KVHeads: 8,
+	for _, c := range []struct {
+		heads, kv, n int
+		tc           bool
+	}{{32, 8, 4096, true}, {32, 32, 512, false}} {
+		t.Run(fmt.Sprintf("%d/%d/%d", c.heads, c.kv, c.n), func(t *testing.T) { attnTraceCase(t, be, c.heads, c.kv, c.n, c.tc) })
+	}
+}
+
+func attnTraceCase(t *testing.T, be *cuda.Backend, heads, kv, n int, tc bool) {
+	cfg := runtime.Config{Arch: "llama", Dim: heads * 128, Hidden: 1024, Layers: 1, Heads: heads, KVHeads: kv,
 		HeadDim: 128, Vocab: 100, MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
-	const n = 4096
 	kc, err := runtime.NewKVCacheOf(be, cfg, 16, runtime.BF16)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer kc.Free()
 	rng := rand.New(rand.NewPCG(5, 8))
+	var bufs []runtime.Buffer
+	defer func() {
+		for _, x := range bufs {
+			be.Free(x)
+		}
+	}()
 	fill := func(m int) runtime.Buffer {
 		h := make([]float32, m)
 		for i := range h {
@@ -66,6 +84,7 @@ func TestAttnTraceGPU(t *testing.T) {
 		}
 		x := be.Alloc(m)
 		be.Write(x, 0, h)
+		bufs = append(bufs, x)
 		return x
 	}
 	pos := make([]int, n)
@@ -75,7 +94,7 @@ func TestAttnTraceGPU(t *testing.T) {
 	kc.Append(0, fill(n*cfg.KVDim()), fill(n*cfg.KVDim()), n, pos)
 	a := &runtime.AttnArgs{Rows: 1, QPos: []int{n - 1}, Heads: cfg.Heads, KVHeads: cfg.KVHeads, HeadDim: cfg.HeadDim,
 		Scale: 0.088, Seqs: kc.Seqs(0), Rope: runtime.RopeHalf, Theta: cfg.RopeTheta,
-		Q: fill(cfg.Heads * cfg.HeadDim), Out: be.Alloc(cfg.Heads * cfg.HeadDim)}
+		Q: fill(cfg.Heads * cfg.HeadDim), Out: fill(cfg.Heads * cfg.HeadDim)}
 	out := func() []float32 {
 		o := make([]float32, cfg.Heads*cfg.HeadDim)
 		be.Read(o, a.Out, 0)
@@ -97,15 +116,22 @@ func TestAttnTraceGPU(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("%+v: %s", be.AttnPlan(), tr.Summary())
-	if !strings.Contains(tr.Kernel, "_tc") {
-		t.Fatalf("kernel %s: the test wants the tensor-core kernel", tr.Kernel)
+	if strings.Contains(tr.Kernel, "_tc") != tc {
+		t.Fatalf("kernel %s: the case wants tensor cores %v", tr.Kernel, tc)
 	}
 	tokens, last := 0, uint64(0)
 	for i, x := range tr.Blocks {
-		if x.Start == 0 || x.Start > x.Staged || x.Staged > x.FirstTile || x.FirstTile > x.TilesDone || x.TilesDone > x.End {
+		first := x.FirstTile
+		if !tc {
+			if first != 0 || x.Tiles != 0 {
+				t.Fatalf("block %d of attn_rt stamped a first tile: %+v", i, x)
+			}
+			first = x.Staged
+		}
+		if x.Start == 0 || x.Start > x.Staged || x.Staged > first || first > x.TilesDone || x.TilesDone > x.End {
 			t.Fatalf("block %d out of order: %+v", i, x)
 		}
-		if x.SM < 0 || x.SM >= be.D.SMs || x.Tiles <= 0 || x.Tokens <= 0 {
+		if x.SM < 0 || x.SM >= be.D.SMs || tc && x.Tiles <= 0 || x.Tokens <= 0 {
 			t.Fatalf("block %d: %+v (the device has %d multiprocessors)", i, x, be.D.SMs)
 		}
 		tokens += x.Tokens
@@ -114,7 +140,7 @@ func TestAttnTraceGPU(t *testing.T) {
 	if tokens != n*cfg.KVHeads {
 		t.Errorf("the blocks read %d tokens, want %d", tokens, n*cfg.KVHeads)
 	}
-	if len(tr.Combine) == 0 {
+	if tc && len(tr.Combine) == 0 {
 		t.Fatal("no combine traced")
 	}
 	for i, c := range tr.Combine {

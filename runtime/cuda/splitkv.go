@@ -616,10 +616,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	if comb {
 		combBlocks = vg * gy * (hd / 32 * gz)
 	}
-	var trace Ptr
-	if tc { // the other kernels write no trace
-		trace = b.traceCall(name, nchunks, nsrows, combBlocks)
-	}
+	trace := b.traceCall(name, nchunks, nsrows, combBlocks)
 	b.hInts[hdr+rhTrace], b.hInts[hdr+rhTrace+1] = int32(uint32(trace)), int32(uint32(trace>>32))
 	var raw, mlAcc, counters Ptr
 	if a.Acc != nil {
