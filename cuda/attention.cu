@@ -817,9 +817,22 @@ ATTN_KERNELS(128, 8)
 // The kernels write nothing else there; the batched launches none.
 #define TR_WORDS 8
 
-// rt_trace is the trace of the call whose header is H (nullptr: none).
+// KVB_TRACE: the kernels built for the trace (KVBENCH_ATTN_TRACE=1 adds
+// -DKVB_TRACE=1). Without it rt_trace is nullptr, a constant: every stamp,
+// and the barriers that guard them, are compiled out, and the kernels are
+// what they would be without the trace's code.
+#ifndef KVB_TRACE
+#define KVB_TRACE 0
+#endif
+
+// rt_trace is the trace of the call whose header is H (nullptr: none, and
+// always in a build without KVB_TRACE).
 __device__ __forceinline__ u64* rt_trace(const int* H) {
+#if KVB_TRACE
     return reinterpret_cast<u64*>(((u64)(u32)H[RH_TRACE + 1] << 32) | (u32)H[RH_TRACE]);
+#else
+    return nullptr;
+#endif
 }
 
 // rt_item returns row*heads + head of virtual head v of split row r, or -1

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -50,7 +51,7 @@ func cmdKernels(stdout, stderr io.Writer, args []string) error {
 	verbose := fs.Bool("v", false, "print each cell's launch plan and cache")
 	graph := fs.Bool("graph", false, "replay each step as a CUDA graph (refused: the runtime's attention uploads per-call metadata)")
 	floor := fs.Bool("floor", false, "also time a kernel that only reads as many bytes as each step moves (rows marked /floor)")
-	trace := fs.Bool("trace", false, "after timing, run each step once more with the tensor-core decode kernel's blocks timing their phases on the GPU's clock (a '# trace' line a cell)")
+	trace := fs.Bool("trace", false, "after timing, run each step once more with the split-KV kernel's blocks stamping their phases on the GPU's clock (a '# trace' line a cell; the run's kernels are the trace's build, KVBENCH_ATTN_TRACE=1)")
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
@@ -87,6 +88,9 @@ func cmdKernels(stdout, stderr io.Writer, args []string) error {
 		return fmt.Errorf("kernels: no usable GPU: %s", why)
 	}
 	t0 := time.Now()
+	if *trace { // the kernels built with the trace's stamps (a header word tested a block, the stamps skipped when off)
+		os.Setenv("KVBENCH_ATTN_TRACE", "1")
+	}
 	b, err := cuda.NewBackend(*device)
 	if err != nil {
 		return fmt.Errorf("kernels: %w", err)
@@ -600,7 +604,9 @@ func traceStep(b *cuda.Backend, k *cuda.Kernels, st *step) (string, error) {
 	if err := k.Spin((500 * time.Microsecond).Nanoseconds()); err != nil {
 		return "", err
 	}
-	b.SetAttnTrace(true)
+	if err := b.SetAttnTrace(true); err != nil {
+		return "", err
+	}
 	defer b.SetAttnTrace(false)
 	m0 := b.Mark()
 	b.Attend(&st.a)

@@ -2,6 +2,7 @@ package cuda
 
 import (
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 )
@@ -22,6 +23,7 @@ const traceWords = 8
 // traceState is a Backend's trace (SetAttnTrace) and the layout of the
 // last traced call's words.
 type traceState struct {
+	built      bool // the kernels were built with the trace's stamps (KVBENCH_ATTN_TRACE)
 	on         bool
 	buf        scratch
 	kernel     string
@@ -32,10 +34,26 @@ type traceState struct {
 	traced     bool
 }
 
-// SetAttnTrace turns the trace on or off. While on, each split-KV call
-// costs a zeroing launch, a few stores and a barrier or two a block more;
-// the batched launches write nothing.
-func (b *Backend) SetAttnTrace(on bool) { b.trace.on = on }
+// traceEnv builds the kernels with the trace's stamps (KVB_TRACE): set to
+// 1 before a backend opens, for SetAttnTrace. Without it the stamps are
+// not in the kernels at all.
+const traceEnv = "KVBENCH_ATTN_TRACE"
+
+// traceBuild reports whether $KVBENCH_ATTN_TRACE asks for the trace's build.
+func traceBuild() bool { v := os.Getenv(traceEnv); return v != "" && v != "0" && v != "off" }
+
+// SetAttnTrace turns the trace on or off; on needs kernels built with it
+// (KVBENCH_ATTN_TRACE=1 when the backend opened). While on, each split-KV
+// call costs a zeroing launch, a few stores and a barrier or two a block
+// more; the batched launches write nothing. Off, a trace build's kernels
+// test one header word a block and skip the stamps.
+func (b *Backend) SetAttnTrace(on bool) error {
+	if on && !b.trace.built {
+		return fmt.Errorf("cuda: the attention trace needs kernels built with it: set %s=1 before the backend opens", traceEnv)
+	}
+	b.trace.on = on
+	return nil
+}
 
 // traceCall readies the trace of a call of kernel over chunks x rows
 // blocks and combBlocks combine blocks: the buffer grown and zeroed. It

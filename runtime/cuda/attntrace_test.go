@@ -16,6 +16,11 @@ import (
 // combine's), nothing is traced before SetAttnTrace, and on the fake device
 // (which runs no kernel) the summary says that no block wrote.
 func TestFakeAttnTrace(t *testing.T) {
+	plain := fakeBackend(t)
+	if err := plain.SetAttnTrace(true); err == nil || !strings.Contains(err.Error(), "KVBENCH_ATTN_TRACE") {
+		t.Fatalf("SetAttnTrace on kernels built without the trace: %v", err)
+	}
+	t.Setenv("KVBENCH_ATTN_TRACE", "1")
 	be := fakeBackend(t)
 	if _, err := be.AttnTrace(); err == nil {
 		t.Fatal("AttnTrace before any traced call: no error")
@@ -27,7 +32,9 @@ func TestFakeAttnTrace(t *testing.T) {
 	if _, err := be.AttnTrace(); err == nil {
 		t.Fatal("AttnTrace after an untraced call: no error")
 	}
-	be.SetAttnTrace(true)
+	if err := be.SetAttnTrace(true); err != nil {
+		t.Fatal(err)
+	}
 	be.Attend(a)
 	be.SetAttnTrace(false)
 	tr, err := be.AttnTrace()
@@ -53,6 +60,7 @@ func TestFakeAttnTrace(t *testing.T) {
 // 4,096 tokens (the tensor-core kernel, a combine launch) and 32/32 at 512
 // (attn_rt, the fused merge: no first tile, no combine).
 func TestAttnTraceGPU(t *testing.T) {
+	t.Setenv("KVBENCH_ATTN_TRACE", "1") // the kernels built with the stamps
 	be := newGPUPrec(t, "bf16")
 	for _, c := range []struct {
 		heads, kv, n int
@@ -102,7 +110,9 @@ func attnTraceCase(t *testing.T, be *cuda.Backend, heads, kv, n int, tc bool) {
 	}
 	be.Attend(a)
 	want := out()
-	be.SetAttnTrace(true)
+	if err := be.SetAttnTrace(true); err != nil {
+		t.Fatal(err)
+	}
 	be.Attend(a)
 	be.SetAttnTrace(false)
 	got := out()
