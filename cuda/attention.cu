@@ -802,7 +802,38 @@ ATTN_KERNELS(128, 8)
 #define RH_EARLY 14  // 1: every KV head's tokens but its last were written before an operation that serialised the stream ahead of this launch (the tensor-core kernel reads them before pdl_wait)
 #define RH_GR 15     // query heads of a subgroup (RH_GH virtual heads of which the first RH_GR are real; sub = G / GR)
 #define RH_NOLO 16   // 1: the tensor-core kernel takes q and p in bf16 alone (no low halves; KVBENCH_ATTN_TC_LO=off)
-#define RH_WORDS 17
+#define RH_TRACE 17  // (2 words, low first) the device address of the launch's trace (rt_trace), 0: none
+#define RH_WORDS 19
+
+// A traced launch (Backend.SetAttnTrace; kvbench kernels --trace) has
+// each block (chunk c, split row r) of attn_rt and the tensor-core kernel
+// write TR_WORDS words at (r * chunks + c) * TR_WORDS of the trace: [0] its
+// start, [1] its page pointers staged, [2] warp 0's first tile landed (the
+// tensor-core kernel; attn_rt's two passes leave it 0), [3] every warp's
+// tiles done, [4] its partial written, after the fused merge where it ran
+// one (globaltimer, ns), [5] its multiprocessor, [6] warp 0's tiles (the
+// tensor-core kernel), [7] its tokens; and the combine's block b (grid x
+// fastest) two words after the split blocks': [0] its start, [1] its end.
+// The kernels write nothing else there; the batched launches none.
+#define TR_WORDS 8
+
+// KVB_TRACE: the kernels built for the trace (KVBENCH_ATTN_TRACE=1 adds
+// -DKVB_TRACE=1). Without it rt_trace is nullptr, a constant: every stamp,
+// and the barriers that guard them, are compiled out, and the kernels are
+// what they would be without the trace's code.
+#ifndef KVB_TRACE
+#define KVB_TRACE 0
+#endif
+
+// rt_trace is the trace of the call whose header is H (nullptr: none, and
+// always in a build without KVB_TRACE).
+__device__ __forceinline__ u64* rt_trace(const int* H) {
+#if KVB_TRACE
+    return reinterpret_cast<u64*>(((u64)(u32)H[RH_TRACE + 1] << 32) | (u32)H[RH_TRACE]);
+#else
+    return nullptr;
+#endif
+}
 
 // rt_item returns row*heads + head of virtual head v of split row r, or -1
 // past the last query row or past a subgroup's real heads (a group of 3, 5,
@@ -998,6 +1029,9 @@ __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u
         sLo[tid] = it >= 0 ? be_win_lo(qp, H[RH_WIN]) : (int)0x80000000;
         sQs[tid] = it >= 0 ? ints[H[RH_ROWOFF] + 2 * row + 1] : 0;
     }
+    u64* tr = rt_trace(H);  // a traced launch: this block's words (TR_WORDS)
+    if (tr != nullptr) tr += ((size_t)rg * gridDim.x + c) * TR_WORDS;
+    const u64 tStart = tr != nullptr ? gtime() : 0;
     // The call's ints are ready (uploaded before the launch, or by value);
     // the page tables, q and the keys may be written by the kernels just
     // before this one.
@@ -1026,6 +1060,12 @@ __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u
     if (SH)
         for (int j = tid; j < D / 2; j += NT) sinv[j] = __int_as_float(ints[H[RH_INVOFF] + j]);
     __syncthreads();
+    if (tr != nullptr && tid == 0) {  // no first tile stamped: the two passes count from here
+        tr[0] = tStart;
+        tr[1] = gtime();
+        tr[5] = sm_id();
+        tr[7] = len;
+    }
 
     int nvalid = 0;
 #pragma unroll
@@ -1073,10 +1113,18 @@ __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u
                                   pg0, psh, ps, lo, c0, nvalid, selMode, pos != nullptr, shift != nullptr, H[RH_INTER] != 0, nrot};
         attn_core<D, G, KT, SH, UX>(src, qinit, len, chunk, smem, m, l);
     }
+    if (tr != nullptr) {
+        __syncthreads();
+        if (tid == 0) tr[3] = gtime();
+    }
     attn_finish<D, G>(
         smem, m, l, rg, c, gridDim.x, nsg, partO, partML, counters,
         [&](int g) { return sItem[g] >= 0 ? out + (size_t)sItem[g] * D : nullptr; },
         [&](int g) { return ml != nullptr && sItem[g] >= 0 ? ml + (size_t)sItem[g] * 2 : nullptr; });
+    if (tr != nullptr) {  // every thread gets here (attn_finish's returns are the whole block's)
+        __syncthreads();
+        if (tid == 0) tr[4] = gtime();
+    }
 }
 
 // Kernel parameters of attn_rt_*: q, ptrs, ints, hdr, chunk, pgw,
@@ -1236,8 +1284,16 @@ COMBINE_KERNEL(128)
         const int r = blockIdx.y + blockIdx.z / ((D) / 32) * gridDim.y;                                           \
         if (r >= hd.w[RH_SROWS]) return;                                                                           \
         const int it = rt_item(hd.w, r, blockIdx.x);                                                               \
+        u64* tr = rt_trace(hd.w);                                                                                  \
+        const u64 t0 = tr != nullptr ? gtime() : 0;                                                                \
         attn_combine<D>(partO, partML, nchunks, r, blockIdx.z % ((D) / 32),                                       \
                         it >= 0 ? out + (size_t)it * (D) : nullptr, ml != nullptr && it >= 0 ? ml + (size_t)it * 2 : nullptr); \
+        if (tr != nullptr && threadIdx.x == 0) {                                                                   \
+            u64* p = tr + (size_t)hd.w[RH_SROWS] * nchunks * TR_WORDS +                                            \
+                     2 * (blockIdx.x + (size_t)gridDim.x * (blockIdx.y + (size_t)gridDim.y * blockIdx.z));         \
+            p[0] = t0;                                                                                             \
+            p[1] = gtime();                                                                                        \
+        }                                                                                                          \
     }
 
 RT_COMBINE_KERNEL(64)

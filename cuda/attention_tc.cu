@@ -186,6 +186,9 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     u64* spk = reinterpret_cast<u64*>(tsm + TC_STAGE_BYTES(D));
     u64* spv = spk + pgw;
     if (tid < G) sItem[tid] = rt_item(H, r, tid);
+    u64* tr = rt_trace(H);  // a traced launch: this block's words (attention.cu, TR_WORDS)
+    if (tr != nullptr) tr += ((size_t)rg * gridDim.x + c) * TR_WORDS;
+    const u64 tStart = tr != nullptr ? gtime() : 0;
     // The call's ints are ready. The page tables, q and the keys may be
     // written by the kernels just before this one; with RH_EARLY the host
     // says that no kernel still running writes the page pointers, nor the
@@ -206,6 +209,12 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
         }
     }
     __syncthreads();
+    if (tr != nullptr && tid == 0) {
+        tr[0] = tStart;
+        tr[1] = gtime();
+        tr[5] = sm_id();
+        tr[7] = len;
+    }
 
     unsigned char* stages = tsm + w * (TC_ST * 2 * TB);
     // Where this lane's copies go in a stage (tc_at: piece pc of row i).
@@ -299,6 +308,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
         fl_commit();
         fl_wait<TC_ST - 1>();
         __syncwarp();  // every lane's copies of tile k are in
+        if (tr != nullptr && k == 0 && tid == 0) tr[2] = gtime();
         const unsigned char* sk = stages + (k % TC_ST) * (2 * TB);
         const unsigned char* sv = sk + TB;
         const int ti = w + k * NW;
@@ -405,6 +415,10 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
         wL[w][gid] = lsum;
     }
     __syncthreads();  // the stages are free: the outputs go there
+    if (tr != nullptr && tid == 0) {
+        tr[3] = gtime();
+        tr[6] = mine;
+    }
     float bm[G], bl[G];
 #pragma unroll
     for (int g = 0; g < G; ++g) {
@@ -433,12 +447,16 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     __syncthreads();
     if (CL) {
         tc_cluster_merge<D, G>(red, bm, bl, sItem, out);
-        return;
+    } else {
+        attn_finish<D, G>(
+            red, bm, bl, rg, c, gridDim.x, nsg, partO, partML, counters,
+            [&](int g) { return sItem[g] >= 0 ? out + (size_t)sItem[g] * D : nullptr; },
+            [&](int g) { return ml != nullptr && sItem[g] >= 0 ? ml + (size_t)sItem[g] * 2 : nullptr; });
     }
-    attn_finish<D, G>(
-        red, bm, bl, rg, c, gridDim.x, nsg, partO, partML, counters,
-        [&](int g) { return sItem[g] >= 0 ? out + (size_t)sItem[g] * D : nullptr; },
-        [&](int g) { return ml != nullptr && sItem[g] >= 0 ? ml + (size_t)sItem[g] * 2 : nullptr; });
+    if (tr != nullptr) {  // every thread gets here (attn_finish's returns are the whole block's)
+        __syncthreads();
+        if (tid == 0) tr[4] = gtime();
+    }
 #endif
 }
 

@@ -161,12 +161,25 @@ extern "C" __global__ void page_minmax(const bf16* __restrict__ K, int n, int D,
     mx[o] = bf16_from_f32(hi);
 }
 
+// gtime is the GPU's global clock in nanoseconds (%globaltimer), the same
+// on every multiprocessor.
+__device__ __forceinline__ u64 gtime() {
+    u64 t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+
+// sm_id is the multiprocessor the calling thread runs on.
+__device__ __forceinline__ u32 sm_id() {
+    u32 s;
+    asm volatile("mov.u32 %0, %%smid;" : "=r"(s));
+    return s;
+}
+
 // spin keeps the GPU busy for ns nanoseconds, so that work enqueued behind
 // it starts back to back, free of the host's launch gaps, when timed.
 extern "C" __global__ void spin(u64 ns) {
-    u64 t0, t;
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
-    do {
-        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-    } while (t - t0 < ns);
+    const u64 t0 = gtime();
+    while (gtime() - t0 < ns) {
+    }
 }

@@ -39,8 +39,9 @@ func clangFor(t *testing.T, dir string) string {
 }
 
 // clangArgs checks file for arch (sm_90: Hopper's sm_90a features too) as
-// module part of the source (package cuda's Parts; -1: the whole source).
-func clangArgs(arch string, part int, file string) []string {
+// module part of the source (package cuda's Parts; -1: the whole source),
+// with the macros defs defined (NAME=value) beside.
+func clangArgs(arch string, part int, file string, defs ...string) []string {
 	args := []string{"-x", "cuda", "--cuda-device-only", "-nocudainc", "-nocudalib", "--cuda-gpu-arch=" + arch,
 		"-fsyntax-only", "-std=c++17", "-Wno-everything"}
 	if arch == "sm_90" {
@@ -48,6 +49,9 @@ func clangArgs(arch string, part int, file string) []string {
 	}
 	if part >= 0 {
 		args = append(args, fmt.Sprintf("-DKVB_PART=%d", part))
+	}
+	for _, d := range defs {
+		args = append(args, "-D"+d)
 	}
 	return append(args, file)
 }
@@ -75,8 +79,8 @@ func TestClangSyntax(t *testing.T) {
 		return p
 	}
 	file := write("kvbench.cu", Source())
-	check := func(arch string, part int, f string) (string, error) {
-		out, err := exec.Command(clang, clangArgs(arch, part, f)...).CombinedOutput()
+	check := func(arch string, part int, f string, defs ...string) (string, error) {
+		out, err := exec.Command(clang, clangArgs(arch, part, f, defs...)...).CombinedOutput()
 		return string(out), err
 	}
 	t.Run("planted error", func(t *testing.T) {
@@ -88,15 +92,21 @@ func TestClangSyntax(t *testing.T) {
 	type job struct {
 		arch string
 		part int
+		def  string // a macro defined beside ("": none)
 	}
-	jobs := []job{{"sm_70", -1}, {"sm_75", -1}, {"sm_80", -1}, {"sm_86", -1}, {"sm_89", -1}, {"sm_90", -1}}
+	jobs := []job{{"sm_70", -1, ""}, {"sm_75", -1, ""}, {"sm_80", -1, ""}, {"sm_86", -1, ""}, {"sm_89", -1, ""}, {"sm_90", -1, ""},
+		{"sm_80", -1, "KVB_TRACE=1"}, {"sm_90", -1, "KVB_TRACE=1"}} // the attention trace's build (KVBENCH_ATTN_TRACE)
 	for p := range Parts {
-		jobs = append(jobs, job{"sm_90", p})
+		jobs = append(jobs, job{"sm_90", p, ""})
 	}
 	for _, j := range jobs {
-		t.Run(fmt.Sprintf("%s/part %d", j.arch, j.part), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s/part %d/%s", j.arch, j.part, j.def), func(t *testing.T) {
 			t.Parallel()
-			if out, err := check(j.arch, j.part, file); err != nil {
+			var defs []string
+			if j.def != "" {
+				defs = append(defs, j.def)
+			}
+			if out, err := check(j.arch, j.part, file, defs...); err != nil {
 				lines := strings.Split(out, "\n")
 				t.Fatalf("%s, part %d (-1: whole): %v\n%s", j.arch, j.part, err, strings.Join(lines[:min(len(lines), 40)], "\n"))
 			}

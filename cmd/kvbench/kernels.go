@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -33,7 +34,7 @@ const (
 )
 
 func cmdKernels(stdout, stderr io.Writer, args []string) error {
-	fs := newFlags("kernels", "kernels [--lengths N,...] [--heads H/KV,...] [--dim D] [--policies full,quest,...|all] [--budget T] [--page P] [--kv-page P] [--iters N] [--floor]", stderr)
+	fs := newFlags("kernels", "kernels [--lengths N,...] [--heads H/KV,...] [--dim D] [--policies full,quest,...|all] [--budget T] [--page P] [--kv-page P] [--iters N] [--floor] [--trace]", stderr)
 	lengthsF := fs.String("lengths", "4096,16384,32768,65536,131072", "cached tokens, comma-separated")
 	headsF := fs.String("heads", "32/8", "query heads / KV heads, comma-separated (32/8,32/32)")
 	dim := fs.Int("dim", 128, "head dimension (64 or 128)")
@@ -50,6 +51,7 @@ func cmdKernels(stdout, stderr io.Writer, args []string) error {
 	verbose := fs.Bool("v", false, "print each cell's launch plan and cache")
 	graph := fs.Bool("graph", false, "replay each step as a CUDA graph (refused: the runtime's attention uploads per-call metadata)")
 	floor := fs.Bool("floor", false, "also time a kernel that only reads as many bytes as each step moves (rows marked /floor)")
+	trace := fs.Bool("trace", false, "after timing, run each step once more with the split-KV kernel's blocks stamping their phases on the GPU's clock (a '# trace' line a cell; the run's kernels are the trace's build, KVBENCH_ATTN_TRACE=1)")
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
@@ -86,6 +88,9 @@ func cmdKernels(stdout, stderr io.Writer, args []string) error {
 		return fmt.Errorf("kernels: no usable GPU: %s", why)
 	}
 	t0 := time.Now()
+	if *trace { // the kernels built with the trace's stamps (a header word tested a block, the stamps skipped when off)
+		os.Setenv("KVBENCH_ATTN_TRACE", "1")
+	}
 	b, err := cuda.NewBackend(*device)
 	if err != nil {
 		return fmt.Errorf("kernels: %w", err)
@@ -120,7 +125,7 @@ func cmdKernels(stdout, stderr io.Writer, args []string) error {
 	fmt.Fprintf(stdout, "# device-to-device copy (cuMemcpyDtoDAsync, 1 GiB, read+write bytes): %.0f GB/s\n", bw/1e9)
 	io.WriteString(stdout, tableHeader+"\n")
 	var failed []string
-	o := cellOpts{page: *page, kvPage: *kvPage, budget: *budget, iters: *iters, check: *check, split: *split, floor: *floor, seed: *seed, bw: bw}
+	o := cellOpts{page: *page, kvPage: *kvPage, budget: *budget, iters: *iters, check: *check, split: *split, floor: *floor, trace: *trace, seed: *seed, bw: bw}
 	for _, hk := range heads {
 		for _, n := range lengths {
 			s := cell{heads: hk[0], kvHeads: hk[1], dim: *dim, tokens: n}
@@ -130,6 +135,9 @@ func cmdKernels(stdout, stderr io.Writer, args []string) error {
 					fmt.Fprintf(stdout, "# %s %s %d: %s\n", r.policy, r.heads, r.tokens, r.plan)
 				}
 				fmt.Fprintln(stdout, r.String())
+				if r.trace != "" {
+					fmt.Fprintf(stdout, "# trace %s %s %d: %s\n", r.policy, r.heads, r.tokens, r.trace)
+				}
 				if r.bad {
 					failed = append(failed, fmt.Sprintf("%s %d/%d n=%d", r.policy, hk[0], hk[1], n))
 				}
@@ -158,6 +166,7 @@ type kernelRow struct {
 	check        string
 	bad          bool
 	plan         string
+	trace        string // the traced step's summary (--trace)
 }
 
 func (r kernelRow) String() string {
@@ -175,6 +184,7 @@ type cellOpts struct {
 	page, budget, iters int
 	kvPage              int // KV cache page slots
 	check, split, floor bool
+	trace               bool
 	seed                uint64
 	bw                  float64 // copy bandwidth, bytes/s
 }
@@ -507,6 +517,11 @@ func benchPolicy(b *cuda.Backend, k *cuda.Kernels, d *cellData, name string, par
 		held += sq.N
 	}
 	row.plan = fmt.Sprintf("%+v; %d copies of the cache; %.0f tokens held per KV head", b.AttnPlan(), len(steps), float64(held)/float64(len(first.a.Seqs)))
+	if o.trace {
+		if row.trace, err = traceStep(b, k, steps[len(steps)-1]); err != nil {
+			return nil, err
+		}
+	}
 	rows := []kernelRow{row}
 	if o.split && (first.a.Sel != nil || first.a.Chosen != nil) {
 		sel := row
@@ -577,6 +592,32 @@ func timeSteps(b *cuda.Backend, k *cuda.Kernels, steps []*step, iters int, run f
 		b.ClearMarks()
 	}
 	return out, nil
+}
+
+// traceStep runs st's attention once more as timeSteps does (behind a
+// spin, the device otherwise idle) with the trace on, and returns the
+// trace's summary and the run's time between events.
+func traceStep(b *cuda.Backend, k *cuda.Kernels, st *step) (string, error) {
+	sync := b.Alloc(1)
+	defer b.Free(sync)
+	b.Read(make([]float32, 1), sync, 0)
+	if err := k.Spin((500 * time.Microsecond).Nanoseconds()); err != nil {
+		return "", err
+	}
+	if err := b.SetAttnTrace(true); err != nil {
+		return "", err
+	}
+	defer b.SetAttnTrace(false)
+	m0 := b.Mark()
+	b.Attend(&st.a)
+	m1 := b.Mark()
+	t, err := b.AttnTrace()
+	if err != nil {
+		return "", err
+	}
+	el := b.Elapsed(m0, m1)
+	b.ClearMarks()
+	return fmt.Sprintf("%s; events %.2f (with the trace's zeroing)", t.Summary(), float64(el)/1e3), nil
 }
 
 // checkStep compares one run of st's attention with a float64 reference on

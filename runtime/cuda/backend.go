@@ -51,6 +51,7 @@ type Backend struct {
 	accWork                                       scratch // a batch's accumulated probabilities: raw scores, maxima and sums, the sums (accbatch.go)
 	// The split-KV attention's chunk, occupancies and last plan (splitkv.go).
 	split splitState
+	trace traceState // the split-KV attention's trace (SetAttnTrace; attntrace.go)
 	// Host building space for the per-call metadata.
 	hInts     []int32
 	noLanes   bool // KVBENCH_LANES=off: AttendBatch builds its calls' metadata on one goroutine
@@ -217,6 +218,7 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 	}
 	b := &Backend{D: d, mod: m, fns: map[string]*Function{}, slab: newSlabAllocator(d),
 		kv: newKVBatch(), graphs: map[runtime.ReplayKey]*replay{}}
+	b.trace.built = traceBuild()
 	nv, _, err := NVRTCVersion()
 	if err != nil {
 		nv = "unknown"

@@ -15,10 +15,14 @@ import (
 // else -lineinfo (for compute-sanitizer's reports). NVRTC's default dialect
 // (C++17 since CUDA 12) is used.
 func KernelOptions() []string {
+	opts := []string{"-lineinfo"}
 	if s, ok := os.LookupEnv("KVBENCH_NVRTC_OPTS"); ok {
-		return strings.Fields(s)
+		opts = strings.Fields(s)
 	}
-	return []string{"-lineinfo"}
+	if traceBuild() {
+		opts = append(opts, "-DKVB_TRACE=1")
+	}
+	return opts
 }
 
 // Kernels is kvbench's kernel module (package kvbench/cuda's sources)

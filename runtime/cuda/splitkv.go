@@ -264,6 +264,8 @@ const (
 	rhEarly
 	rhGR
 	rhNoLo
+	rhTrace // 2 words: the trace's device address, low word first (attntrace.go; 0: none)
+	_
 	rhWords
 )
 
@@ -609,6 +611,13 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	if ws != oldP || b.ml.bytes != oldN {
 		b.launch("be_zero", Dim3{ctrWords / 256, 1, 1}, Dim3{256, 1, 1}, ws, int64(ctrWords))
 	}
+	comb := !fused && nchunks > 1 && cl == 0 // a combine launch merges the partials
+	combBlocks := 0
+	if comb {
+		combBlocks = vg * gy * (hd / 32 * gz)
+	}
+	trace := b.traceCall(name, nchunks, nsrows, combBlocks)
+	b.hInts[hdr+rhTrace], b.hInts[hdr+rhTrace+1] = int32(uint32(trace)), int32(uint32(trace>>32))
 	var raw, mlAcc, counters Ptr
 	if a.Acc != nil {
 		raw = b.grow(&b.scores, int64(items*stride)*4)
@@ -671,7 +680,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	if early {
 		b.split.earlyN++
 	}
-	if !fused && nchunks > 1 && cl == 0 { // one chunk a row: the kernel wrote the outputs (and ml)
+	if comb { // one chunk a row: the kernel wrote the outputs (and ml)
 		must(b.fn(p.names.rtComb).LaunchAfter(Dim3{vg, gy, hd / 32 * gz}, Dim3{combThreads, 1, 1}, 0,
 			partO, ws.Add(pmlAt), int32(nchunks), b.f32(a.Out), mlAcc, wordsByValue(b.hInts[hdr:hdr+rhWords])))
 	}
