@@ -680,7 +680,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	if early {
 		b.split.earlyN++
 	}
-	if comb { // one chunk a row: the kernel wrote the outputs (and ml)
+	if comb { // else the kernel merged the row (fused, cluster) or, one chunk a row, wrote the outputs (and ml)
 		must(b.fn(p.names.rtComb).LaunchAfter(Dim3{vg, gy, hd / 32 * gz}, Dim3{combThreads, 1, 1}, 0,
 			partO, ws.Add(pmlAt), int32(nchunks), b.f32(a.Out), mlAcc, wordsByValue(b.hInts[hdr:hdr+rhWords])))
 	}
