@@ -92,12 +92,14 @@ type AttnTrace struct {
 	Combine      []TraceSpan
 }
 
-// AttnTrace reads back the trace of the last call traced (it waits for the
-// device); an error when no call was.
+// AttnTrace reads back the trace of the last Attend (it waits for the
+// device); an error when that call wrote none (the trace off, or the call
+// not on the split-KV kernels: the prefill's, the general kernel's). A call
+// split into blocks of rows leaves its last block's.
 func (b *Backend) AttnTrace() (*AttnTrace, error) {
 	t := &b.trace
 	if !t.traced {
-		return nil, fmt.Errorf("cuda: no attention call was traced (SetAttnTrace, then a split-KV Attend)")
+		return nil, fmt.Errorf("cuda: the last Attend left no trace (SetAttnTrace first; only the split-KV kernels write one)")
 	}
 	w := make([]uint64, t.words)
 	get(b, w, t.buf.p)

@@ -51,6 +51,10 @@ func TestFakeAttnTrace(t *testing.T) {
 	if s := tr.Summary(); !strings.Contains(s, "no block wrote a trace") {
 		t.Errorf("summary on the fake device: %q", s)
 	}
+	be.Attend(a) // untraced: the trace read back is the last call's, so none
+	if _, err := be.AttnTrace(); err == nil {
+		t.Error("AttnTrace after a traced call and an untraced one: no error")
+	}
 }
 
 // TestAttnTraceGPU: a traced decode call computes the same output, bit

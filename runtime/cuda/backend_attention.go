@@ -142,7 +142,8 @@ func (b *Backend) metaSpan() int64 {
 // the kernels `kvbench kernels` times); recall and other head dims run the
 // general kernel be_attend (backend.cu). AttnPlan names the last one.
 func (b *Backend) Attend(a *runtime.AttnArgs) {
-	b.flushQuest() // a selection queued by Quest's Choose (questbatch.go)
+	b.flushQuest()         // a selection queued by Quest's Choose (questbatch.go)
+	b.trace.traced = false // AttnTrace reads this call's trace, or none (attntrace.go)
 	if a.KVHeads <= 0 || a.Heads%a.KVHeads != 0 || len(a.Seqs) != a.KVHeads {
 		panic(fmt.Sprintf("cuda: Attend with %d heads, %d kv heads, %d sequences", a.Heads, a.KVHeads, len(a.Seqs)))
 	}
