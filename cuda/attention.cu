@@ -835,6 +835,34 @@ __device__ __forceinline__ u64* rt_trace(const int* H) {
 #endif
 }
 
+// rt_trace_block is block (chunk c, split row rg)'s words of the trace of
+// the call whose header is H (nullptr: none).
+__device__ __forceinline__ u64* rt_trace_block(const int* H, int rg, int c) {
+    u64* t = rt_trace(H);
+    return t != nullptr ? t + ((size_t)rg * gridDim.x + c) * TR_WORDS : t;
+}
+
+// tr_staged has thread 0 stamp the block's start t0, its page pointers
+// staged (now), its multiprocessor and its tokens (after the staging's
+// barrier).
+__device__ __forceinline__ void tr_staged(u64* tr, u64 t0, int len) {
+    if (tr != nullptr && threadIdx.x == 0) {
+        tr[0] = t0;
+        tr[1] = gtime();
+        tr[5] = sm_id();
+        tr[7] = len;
+    }
+}
+
+// tr_stamp has thread 0 stamp word i once the whole block is there (a
+// barrier: every thread of the block calls it).
+__device__ __forceinline__ void tr_stamp(u64* tr, int i) {
+    if (tr != nullptr) {
+        __syncthreads();
+        if (threadIdx.x == 0) tr[i] = gtime();
+    }
+}
+
 // rt_item returns row*heads + head of virtual head v of split row r, or -1
 // past the last query row or past a subgroup's real heads (a group of 3, 5,
 // 6 or 7 heads padded to 4 or 8 virtual ones: RH_GR of RH_GH are real).
@@ -1029,8 +1057,7 @@ __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u
         sLo[tid] = it >= 0 ? be_win_lo(qp, H[RH_WIN]) : (int)0x80000000;
         sQs[tid] = it >= 0 ? ints[H[RH_ROWOFF] + 2 * row + 1] : 0;
     }
-    u64* tr = rt_trace(H);  // a traced launch: this block's words (TR_WORDS)
-    if (tr != nullptr) tr += ((size_t)rg * gridDim.x + c) * TR_WORDS;
+    u64* tr = rt_trace_block(H, rg, c);  // a traced launch: this block's words (TR_WORDS)
     const u64 tStart = tr != nullptr ? gtime() : 0;
     // The call's ints are ready (uploaded before the launch, or by value);
     // the page tables, q and the keys may be written by the kernels just
@@ -1060,12 +1087,7 @@ __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u
     if (SH)
         for (int j = tid; j < D / 2; j += NT) sinv[j] = __int_as_float(ints[H[RH_INVOFF] + j]);
     __syncthreads();
-    if (tr != nullptr && tid == 0) {  // no first tile stamped: the two passes count from here
-        tr[0] = tStart;
-        tr[1] = gtime();
-        tr[5] = sm_id();
-        tr[7] = len;
-    }
+    tr_staged(tr, tStart, len);  // no first tile stamped: the two passes count from here
 
     int nvalid = 0;
 #pragma unroll
@@ -1113,18 +1135,12 @@ __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u
                                   pg0, psh, ps, lo, c0, nvalid, selMode, pos != nullptr, shift != nullptr, H[RH_INTER] != 0, nrot};
         attn_core<D, G, KT, SH, UX>(src, qinit, len, chunk, smem, m, l);
     }
-    if (tr != nullptr) {
-        __syncthreads();
-        if (tid == 0) tr[3] = gtime();
-    }
+    tr_stamp(tr, 3);
     attn_finish<D, G>(
         smem, m, l, rg, c, gridDim.x, nsg, partO, partML, counters,
         [&](int g) { return sItem[g] >= 0 ? out + (size_t)sItem[g] * D : nullptr; },
         [&](int g) { return ml != nullptr && sItem[g] >= 0 ? ml + (size_t)sItem[g] * 2 : nullptr; });
-    if (tr != nullptr) {  // every thread gets here (attn_finish's returns are the whole block's)
-        __syncthreads();
-        if (tid == 0) tr[4] = gtime();
-    }
+    tr_stamp(tr, 4);  // every thread gets here (attn_finish's returns are the whole block's)
 }
 
 // Kernel parameters of attn_rt_*: q, ptrs, ints, hdr, chunk, pgw,

@@ -186,8 +186,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     u64* spk = reinterpret_cast<u64*>(tsm + TC_STAGE_BYTES(D));
     u64* spv = spk + pgw;
     if (tid < G) sItem[tid] = rt_item(H, r, tid);
-    u64* tr = rt_trace(H);  // a traced launch: this block's words (attention.cu, TR_WORDS)
-    if (tr != nullptr) tr += ((size_t)rg * gridDim.x + c) * TR_WORDS;
+    u64* tr = rt_trace_block(H, rg, c);  // a traced launch: this block's words (attention.cu, TR_WORDS)
     const u64 tStart = tr != nullptr ? gtime() : 0;
     // The call's ints are ready. The page tables, q and the keys may be
     // written by the kernels just before this one; with RH_EARLY the host
@@ -209,12 +208,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
         }
     }
     __syncthreads();
-    if (tr != nullptr && tid == 0) {
-        tr[0] = tStart;
-        tr[1] = gtime();
-        tr[5] = sm_id();
-        tr[7] = len;
-    }
+    tr_staged(tr, tStart, len);
 
     unsigned char* stages = tsm + w * (TC_ST * 2 * TB);
     // Where this lane's copies go in a stage (tc_at: piece pc of row i).
@@ -453,10 +447,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
             [&](int g) { return sItem[g] >= 0 ? out + (size_t)sItem[g] * D : nullptr; },
             [&](int g) { return ml != nullptr && sItem[g] >= 0 ? ml + (size_t)sItem[g] * 2 : nullptr; });
     }
-    if (tr != nullptr) {  // every thread gets here (attn_finish's returns are the whole block's)
-        __syncthreads();
-        if (tid == 0) tr[4] = gtime();
-    }
+    tr_stamp(tr, 4);  // every thread gets here (attn_finish's returns are the whole block's)
 #endif
 }
 

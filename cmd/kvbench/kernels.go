@@ -594,30 +594,23 @@ func timeSteps(b *cuda.Backend, k *cuda.Kernels, steps []*step, iters int, run f
 	return out, nil
 }
 
-// traceStep runs st's attention once more as timeSteps does (behind a
-// spin, the device otherwise idle) with the trace on, and returns the
-// trace's summary and the run's time between events.
+// traceStep runs st's attention with the trace on, as timeSteps times it
+// (warm runs, then one behind a spin, the device otherwise idle), and
+// returns the last run's trace summary and its time between events.
 func traceStep(b *cuda.Backend, k *cuda.Kernels, st *step) (string, error) {
-	sync := b.Alloc(1)
-	defer b.Free(sync)
-	b.Read(make([]float32, 1), sync, 0)
-	if err := k.Spin((500 * time.Microsecond).Nanoseconds()); err != nil {
-		return "", err
-	}
 	if err := b.SetAttnTrace(true); err != nil {
 		return "", err
 	}
 	defer b.SetAttnTrace(false)
-	m0 := b.Mark()
-	b.Attend(&st.a)
-	m1 := b.Mark()
+	ms, err := timeSteps(b, k, []*step{st}, 1, func(st *step) { b.Attend(&st.a) })
+	if err != nil {
+		return "", err
+	}
 	t, err := b.AttnTrace()
 	if err != nil {
 		return "", err
 	}
-	el := b.Elapsed(m0, m1)
-	b.ClearMarks()
-	return fmt.Sprintf("%s; events %.2f (with the trace's zeroing)", t.Summary(), float64(el)/1e3), nil
+	return fmt.Sprintf("%s; events %.2f (with the trace's zeroing)", t.Summary(), ms[0]*1e3), nil
 }
 
 // checkStep compares one run of st's attention with a float64 reference on

@@ -36,10 +36,7 @@ func appendKVCases(t *testing.T, wide string) {
 						rows, first, kvHeads := sh[0], sh[1], 3
 						name := fmt.Sprintf("wide%q/%v/hd%d/ps%d/rows%d/first%d", wide, typ, hd, ps, rows, first)
 						kvDim := kvHeads * hd
-						kh, vh := make([]float32, rows*kvDim), make([]float32, rows*kvDim)
-						for i := range kh {
-							kh[i], vh[i] = float32(rng.NormFloat64()), float32(rng.NormFloat64())
-						}
+						kh, vh := randVec(rng, rows*kvDim, 2), randVec(rng, rows*kvDim, 2)
 						k, v := g.Alloc(rows*kvDim), g.Alloc(rows*kvDim)
 						g.Write(k, 0, kh)
 						g.Write(v, 0, vh)

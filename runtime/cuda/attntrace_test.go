@@ -90,12 +90,8 @@ func attnTraceCase(t *testing.T, be *cuda.Backend, heads, kv, n int, tc bool) {
 		}
 	}()
 	fill := func(m int) runtime.Buffer {
-		h := make([]float32, m)
-		for i := range h {
-			h[i] = float32(rng.NormFloat64())
-		}
 		x := be.Alloc(m)
-		be.Write(x, 0, h)
+		be.Write(x, 0, randVec(rng, m, 2))
 		bufs = append(bufs, x)
 		return x
 	}

@@ -71,26 +71,24 @@ type Backend struct {
 	noAccDefer  bool       // KVBENCH_ACC_DEFER=off: DeferAcc defers nothing
 	noAccGroup  bool       // KVBENCH_ACC_GROUP=off: Acc is never summed by group (AccGroups)
 	noAccPace   bool       // KVBENCH_ACC_PACE=off: a pass's deferred reads are waited for at once (AccMark)
-	// noWideAppend: KVBENCH_KV_WIDE=off: a prompt's KV rows are stored a
-	// channel a thread (be_kv_append), never four (be_kv_append4).
-	noWideAppend bool
-	accSide      bool // KVBENCH_ACC_STREAM=on: deferred reads copy on the side stream (lateacc.go)
-	hRec         []float32
-	hF64         []float64
-	desc         string
-	kvt          int32 // page type of the call being built (kvF32, kvBF16)
-	st           stager
-	kv           kvBatch
-	lanes        []*kvLane // KV copies made on lanes (kvlanes.go)
-	laneOps      []runtime.KVOps
-	allocKV      sync.Mutex // AllocKV, called from lanes
-	zeros        []uint64   // buffers to clear before the next operation: pointer, float32 words
-	events       []*Event
-	marks        int
-	blas         *BLAS // nil when cuBLAS could not be loaded (blasErr says why)
-	blasErr      error
-	mem          memAcct // memory by kind (memory.go), guarded by mu
-	gemm         string  // KVBENCH_GEMM: bf16 (default under bf16 precision), f32 or off
+	noWideKV    bool       // KVBENCH_KV_WIDE=off: a prompt's KV rows stored a channel a thread (be_kv_append), not four
+	accSide     bool       // KVBENCH_ACC_STREAM=on: deferred reads copy on the side stream (lateacc.go)
+	hRec        []float32
+	hF64        []float64
+	desc        string
+	kvt         int32 // page type of the call being built (kvF32, kvBF16)
+	st          stager
+	kv          kvBatch
+	lanes       []*kvLane // KV copies made on lanes (kvlanes.go)
+	laneOps     []runtime.KVOps
+	allocKV     sync.Mutex // AllocKV, called from lanes
+	zeros       []uint64   // buffers to clear before the next operation: pointer, float32 words
+	events      []*Event
+	marks       int
+	blas        *BLAS // nil when cuBLAS could not be loaded (blasErr says why)
+	blasErr     error
+	mem         memAcct // memory by kind (memory.go), guarded by mu
+	gemm        string  // KVBENCH_GEMM: bf16 (default under bf16 precision), f32 or off
 	// prec is the compute precision (KVBENCH_PRECISION): "bf16" (default:
 	// bf16 GEMMs and tensor-core prefill attention, float32 accumulation)
 	// or "f32" (float32 GEMMs and attention, the CPU's results to rounding).
@@ -578,7 +576,7 @@ func (b *Backend) readSwitches() error {
 		{"KVBENCH_ATTN_TC_ACC", &b.split.noTCAcc},
 		{"KVBENCH_ATTN_TC_LO", &b.split.noLo},
 		{"KVBENCH_ACC_PACE", &b.noAccPace},
-		{"KVBENCH_KV_WIDE", &b.noWideAppend},
+		{"KVBENCH_KV_WIDE", &b.noWideKV},
 	} {
 		off, err := envOff(sw.name)
 		if err != nil {
@@ -886,7 +884,7 @@ func (b *Backend) AppendKV(kPages, vPages []runtime.Buffer, first, pageSize int,
 		b.check(p, 0, pageSize*headDim, "AppendKV page")
 	}
 	kp, vp := b.f32(k), b.f32(v)
-	wide := !b.noWideAppend && headDim%4 == 0 && kvDim%4 == 0 && headDim/4 <= 1024 && kp%16 == 0 && vp%16 == 0
+	wide := !b.noWideKV && headDim%4 == 0 && kvDim%4 == 0 && headDim/4 <= 1024 && kp%16 == 0 && vp%16 == 0
 	for _, p := range b.hPtrs {
 		wide = wide && p%16 == 0
 	}
