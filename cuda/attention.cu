@@ -220,6 +220,24 @@ __device__ __forceinline__ float rot_group_dot(const float (&qf)[G][8], const fl
     return s[0];
 }
 
+// KVB_MERGE1 (KVBENCH_ATTN_MERGE=onepass) builds attn_merge's one-wait
+// form: each thread's first MB chunks' loads are issued before the heads'
+// maxima and sums are formed, and those come from one pass of running
+// (max, sum) pairs (ml_join) instead of a pass for the maxima and a second
+// for the sums. Same values to rounding.
+#ifndef KVB_MERGE1
+#define KVB_MERGE1 0
+#endif
+
+// ml_join is the (max, sum) pair of two base-2 softmax partials' pairs:
+// M = max(a.x, b.x), sum = a.y 2^(a.x - M) + b.y 2^(b.x - M); (-inf, 0)
+// where both are empty.
+__device__ __forceinline__ float2 ml_join(float2 a, float2 b) {
+    const float M = fmaxf(a.x, b.x);
+    if (M == NEG_INF) return make_float2(NEG_INF, 0.f);
+    return make_float2(M, fmaf(a.y, exp2f(a.x - M), b.y * exp2f(b.x - M)));
+}
+
 // attn_merge: all NT threads of one block merge the nchunks partials of a
 // row (G virtual heads) into the outputs: out_g = sum_c 2^(m_c - M) o_c /
 // sum_c 2^(m_c - M) l_c, written at outp(g) (D floats; nullptr: not
@@ -239,17 +257,55 @@ __device__ __forceinline__ void attn_merge(const float* __restrict__ pO, const f
     constexpr int CPT = Q >= NT ? Q / NT : 1;
     __shared__ float sM[G], sInv[G], sMx[G], sL[G];
     const int tid = threadIdx.x, w = tid >> 5, ln = tid & 31;
+    const int cg = CG == 1 ? 0 : tid / Q;
+    float4 acc[CPT];
+    int col[CPT], gg[CPT];
+    float Mg[CPT];
+#pragma unroll
+    for (int k = 0; k < CPT; ++k) {
+        acc[k] = make_float4(0.f, 0.f, 0.f, 0.f);
+        col[k] = CG == 1 ? tid + k * NT : tid % Q;
+        gg[k] = col[k] * 4 / D;
+    }
+    // Batches of MB chunks: all their loads are issued before any is used.
+    constexpr int MB = 4;
+    int c = cg;
+#if KVB_MERGE1
+    // The first batch's loads go out now, to land while the sums are formed
+    // (a missing chunk weighs 2^-inf = 0).
+    float wm0[MB][CPT];
+    float4 o0[MB][CPT];
+#pragma unroll
+    for (int u = 0; u < MB; ++u)
+#pragma unroll
+        for (int k = 0; k < CPT; ++k) {
+            const int cu = c + u * CG;
+            wm0[u][k] = cu < nchunks ? __ldcg(pML + (cu * G + gg[k]) * 2) : NEG_INF;
+            o0[u][k] = cu < nchunks ? __ldcg(reinterpret_cast<const float4*>(pO + (size_t)cu * (G * D)) + col[k])
+                                    : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+#endif
     for (int g = w; g < G; g += NW) {
+#if KVB_MERGE1
+        float2 ml = make_float2(NEG_INF, 0.f);
+        for (int i = ln; i < nchunks; i += 32) ml = ml_join(ml, __ldcg(reinterpret_cast<const float2*>(pML) + i * G + g));
+#pragma unroll
+        for (int s = 16; s > 0; s >>= 1)
+            ml = ml_join(ml, make_float2(__shfl_xor_sync(0xffffffffu, ml.x, s), __shfl_xor_sync(0xffffffffu, ml.y, s)));
+        const float mx = ml.x, l = ml.y;
+        const float M = mx == NEG_INF ? 0.f : mx;
+#else
         float mx = NEG_INF;
-        for (int c = ln; c < nchunks; c += 32) mx = fmaxf(mx, __ldcg(pML + (c * G + g) * 2));
+        for (int i = ln; i < nchunks; i += 32) mx = fmaxf(mx, __ldcg(pML + (i * G + g) * 2));
         mx = warp_max(mx);
         const float M = mx == NEG_INF ? 0.f : mx;
         float l = 0.f;
-        for (int c = ln; c < nchunks; c += 32) {
-            const float2 ml = __ldcg(reinterpret_cast<const float2*>(pML) + c * G + g);
+        for (int i = ln; i < nchunks; i += 32) {
+            const float2 ml = __ldcg(reinterpret_cast<const float2*>(pML) + i * G + g);
             l += exp2f(ml.x - M) * ml.y;
         }
         l = warp_sum(l);
+#endif
         if (ln == 0) {
             sM[g] = M;
             sMx[g] = mx;
@@ -268,20 +324,15 @@ __device__ __forceinline__ void attn_merge(const float* __restrict__ pO, const f
             p[1] = sL[tid];
         }
     }
-    const int cg = CG == 1 ? 0 : tid / Q;
-    float4 acc[CPT];
-    int col[CPT], gg[CPT];
-    float Mg[CPT];
 #pragma unroll
-    for (int k = 0; k < CPT; ++k) {
-        acc[k] = make_float4(0.f, 0.f, 0.f, 0.f);
-        col[k] = CG == 1 ? tid + k * NT : tid % Q;
-        gg[k] = col[k] * 4 / D;
-        Mg[k] = sM[gg[k]];
-    }
-    // Batches of MB chunks: all their loads are issued before any is used.
-    constexpr int MB = 4;
-    int c = cg;
+    for (int k = 0; k < CPT; ++k) Mg[k] = sM[gg[k]];
+#if KVB_MERGE1
+#pragma unroll
+    for (int u = 0; u < MB; ++u)
+#pragma unroll
+        for (int k = 0; k < CPT; ++k) fma4(acc[k], exp2f(wm0[u][k] - Mg[k]), o0[u][k]);
+    c += MB * CG;
+#endif
     for (; c + (MB - 1) * CG < nchunks; c += MB * CG) {
         float wm[MB][CPT];
         float4 o[MB][CPT];
@@ -295,23 +346,13 @@ __device__ __forceinline__ void attn_merge(const float* __restrict__ pO, const f
 #pragma unroll
         for (int u = 0; u < MB; ++u)
 #pragma unroll
-            for (int k = 0; k < CPT; ++k) {
-                const float wc = exp2f(wm[u][k] - Mg[k]);
-                acc[k].x = fmaf(wc, o[u][k].x, acc[k].x);
-                acc[k].y = fmaf(wc, o[u][k].y, acc[k].y);
-                acc[k].z = fmaf(wc, o[u][k].z, acc[k].z);
-                acc[k].w = fmaf(wc, o[u][k].w, acc[k].w);
-            }
+            for (int k = 0; k < CPT; ++k) fma4(acc[k], exp2f(wm[u][k] - Mg[k]), o[u][k]);
     }
     for (; c < nchunks; c += CG) {
 #pragma unroll
         for (int k = 0; k < CPT; ++k) {
             const float wc = exp2f(__ldcg(pML + (c * G + gg[k]) * 2) - Mg[k]);
-            const float4 o = __ldcg(reinterpret_cast<const float4*>(pO + (size_t)c * (G * D)) + col[k]);
-            acc[k].x = fmaf(wc, o.x, acc[k].x);
-            acc[k].y = fmaf(wc, o.y, acc[k].y);
-            acc[k].z = fmaf(wc, o.z, acc[k].z);
-            acc[k].w = fmaf(wc, o.w, acc[k].w);
+            fma4(acc[k], wc, __ldcg(reinterpret_cast<const float4*>(pO + (size_t)c * (G * D)) + col[k]));
         }
     }
     if (CG == 1) {

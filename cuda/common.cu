@@ -89,6 +89,14 @@ __device__ __forceinline__ void pdl_trigger() {
 #endif
 }
 
+// fma4 adds w * o to acc, lane by lane.
+__device__ __forceinline__ void fma4(float4& acc, float w, float4 o) {
+    acc.x = fmaf(w, o.x, acc.x);
+    acc.y = fmaf(w, o.y, acc.y);
+    acc.z = fmaf(w, o.z, acc.z);
+    acc.w = fmaf(w, o.w, acc.w);
+}
+
 __device__ __forceinline__ float warp_max(float v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, o));
