@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Issue 14 item 6 in one device call: decode attention's candidate settings
+# beside SDPA, their GPU tests, the split kernel's trace and the 8B decode,
+# all from the one build of the working tree (every candidate is a setting:
+# KVBENCH_ATTN_MIN_CHUNK, KVBENCH_ATTN_MERGE, KVBENCH_ATTN_COMBINE,
+# KVBENCH_ATTN_TC). Pack here, carry [".gpucarry"], run from the repository
+# root on the GPU machine (about 8 minutes):
+#   PKGS="runtime/cuda" SHARED=0 bash bench/pack_carry.sh   # here
+#   bash bench/attn_knobs_call.sh                            # there
+# PARTS (default "tests kernels trace decode") picks the parts; ROUNDS (2)
+# the rounds of the kernels' table, each with SDPA beside it.
+set -u
+source bench/unpack_carry.sh
+export B
+t0=$(date +%s)
+stamp() { echo "## $1 ($(($(date +%s) - t0)) s, $(date -u +%H:%M:%S) UTC)"; }
+parts=" ${PARTS:-tests kernels trace decode} "
+nvidia-smi --query-gpu=name,clocks.max.sm,power.limit --format=csv,noheader
+if [[ $parts == *" tests "* ]]; then
+	stamp tests
+	# The trace's build (bit-identical outputs, stamps in order), the one-pass
+	# merge against the CPU, and the split kernels under the chunk of 64.
+	(cd runtime/cuda && timeout 240 $B/runtime_cuda.test -test.count=1 \
+		-test.run 'TestAttnTraceGPU|TestAttendOnePassMergeGPU|TestAttendTCKernels|TestPoliciesSplitKernelsGPU' 2>&1 |
+		grep -E "^(--- FAIL|FAIL|ok|PASS)|panic|attn_trace|error" | head -20)
+	(cd runtime/cuda && KVBENCH_ATTN_MIN_CHUNK=64 timeout 120 $B/runtime_cuda.test -test.count=1 \
+		-test.run 'TestAttendTCKernels|TestBackendModelsBF16' 2>&1 | grep -E "^(--- FAIL|FAIL|ok|PASS)|panic" | head -10)
+fi
+if [[ $parts == *" kernels "* ]]; then
+	stamp kernels
+	for r in $(seq 1 "${ROUNDS:-2}"); do
+		echo "# round $r"
+		SHAPES="32/8:128" LENGTHS=512,1024,2048,4096,8192,16384,32768,65536 \
+			ENVS="default KVBENCH_ATTN_MIN_CHUNK=64 KVBENCH_ATTN_MIN_CHUNK=128 KVBENCH_ATTN_MERGE=onepass KVBENCH_ATTN_COMBINE=fused KVBENCH_ATTN_COMBINE=fused,KVBENCH_ATTN_MERGE=onepass KVBENCH_ATTN_TC=off" \
+			bash bench/decode_attn_call.sh "$B" | grep -v "^NVIDIA"
+		SHAPES="32/32:128" LENGTHS=512,1024,2048,4096,8192,16384,32768 \
+			ENVS="default KVBENCH_ATTN_MERGE=onepass KVBENCH_ATTN_COMBINE=separate KVBENCH_ATTN_TC=off" \
+			bash bench/decode_attn_call.sh "$B" | grep -v "^NVIDIA"
+	done
+fi
+if [[ $parts == *" trace "* ]]; then
+	stamp trace
+	trace_at() { # settings heads lengths
+		local e=$1 h=$2 l=$3
+		set -- ; [ "$e" != default ] && set -- $(echo "$e" | tr , ' ')
+		env "$@" timeout 120 $B/kvbench kernels --policies full --iters 50 --check=false --trace --lengths "$l" --heads "$h" --dim 128 2>&1 |
+			grep -E "^# trace|^kvbench|error" | sed "s|^|$h $e: |"
+	}
+	trace_at default 32/8 1024,4096,32768,65536
+	trace_at KVBENCH_ATTN_MIN_CHUNK=64 32/8 1024,2048
+	trace_at KVBENCH_ATTN_COMBINE=fused 32/8 1024,32768
+	trace_at default 32/32 512,1024,16384,32768
+fi
+if [[ $parts == *" decode "* ]]; then
+	stamp decode
+	VARIANTS="main=$B/kvbench chunk64=$B/kvbench@KVBENCH_ATTN_MIN_CHUNK=64 onepass=$B/kvbench@KVBENCH_ATTN_MERGE=onepass" \
+		REPS=2 bash bench/decode_call.sh
+fi
+stamp done
