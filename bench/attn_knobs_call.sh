@@ -8,7 +8,9 @@
 #   PKGS="runtime/cuda" SHARED=0 bash bench/pack_carry.sh   # here
 #   bash bench/attn_knobs_call.sh                            # there
 # PARTS (default "tests kernels trace decode") picks the parts; ROUNDS (2)
-# the rounds of the kernels' table, each with SDPA beside it.
+# the rounds of the kernels' table, each with SDPA beside it. Two waves with
+# the fused one-pass merge is the staggered kernel's cheap stand-in: the
+# first wave's rows merge while the second wave reads (docs/gpu-notes.md).
 set -u
 source bench/unpack_carry.sh
 export B
@@ -31,7 +33,7 @@ if [[ $parts == *" kernels "* ]]; then
 	for r in $(seq 1 "${ROUNDS:-2}"); do
 		echo "# round $r"
 		SHAPES="32/8:128" LENGTHS=512,1024,2048,4096,8192,16384,32768,65536 \
-			ENVS="default KVBENCH_ATTN_MIN_CHUNK=64 KVBENCH_ATTN_MIN_CHUNK=128 KVBENCH_ATTN_MERGE=onepass KVBENCH_ATTN_COMBINE=fused KVBENCH_ATTN_COMBINE=fused,KVBENCH_ATTN_MERGE=onepass KVBENCH_ATTN_TC=off" \
+			ENVS="default KVBENCH_ATTN_MIN_CHUNK=64 KVBENCH_ATTN_MIN_CHUNK=128 KVBENCH_ATTN_MERGE=onepass KVBENCH_ATTN_COMBINE=fused KVBENCH_ATTN_COMBINE=fused,KVBENCH_ATTN_MERGE=onepass KVBENCH_ATTN_WAVES=2,KVBENCH_ATTN_COMBINE=fused,KVBENCH_ATTN_MERGE=onepass KVBENCH_ATTN_TC=off" \
 			bash bench/decode_attn_call.sh "$B" | grep -v "^NVIDIA"
 		SHAPES="32/32:128" LENGTHS=512,1024,2048,4096,8192,16384,32768 \
 			ENVS="default KVBENCH_ATTN_MERGE=onepass KVBENCH_ATTN_COMBINE=separate KVBENCH_ATTN_TC=off" \
