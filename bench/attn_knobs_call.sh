@@ -25,8 +25,11 @@ if [[ $parts == *" tests "* ]]; then
 	(cd runtime/cuda && timeout 240 $B/runtime_cuda.test -test.count=1 \
 		-test.run 'TestAttnTraceGPU|TestAttendOnePassMergeGPU|TestAttendTCKernels|TestPoliciesSplitKernelsGPU' 2>&1 |
 		grep -E "^(--- FAIL|FAIL|ok|PASS)|panic|attn_trace|error" | head -20)
-	(cd runtime/cuda && KVBENCH_ATTN_MIN_CHUNK=64 timeout 120 $B/runtime_cuda.test -test.count=1 \
-		-test.run 'TestAttendTCKernels|TestBackendModelsBF16' 2>&1 | grep -E "^(--- FAIL|FAIL|ok|PASS)|panic" | head -10)
+	for e in KVBENCH_ATTN_MIN_CHUNK=64 KVBENCH_ATTN_MERGE=onepass; do # the policies' sums and the models through each candidate
+		echo "# tests under $e"
+		(cd runtime/cuda && env $e timeout 150 $B/runtime_cuda.test -test.count=1 \
+			-test.run 'TestAttendTCKernels|TestPoliciesSplitKernelsGPU|TestBackendModelsBF16' 2>&1 | grep -E "^(--- FAIL|FAIL|ok|PASS)|panic" | head -10)
+	done
 fi
 if [[ $parts == *" kernels "* ]]; then
 	stamp kernels
