@@ -5,8 +5,8 @@
 # KVBENCH_ATTN_MIN_CHUNK, KVBENCH_ATTN_MERGE, KVBENCH_ATTN_COMBINE,
 # KVBENCH_ATTN_TC). Pack here, carry [".gpucarry"], run from the repository
 # root on the GPU machine (about 8 minutes):
-#   PKGS="runtime/cuda" SHARED=0 bash bench/pack_carry.sh   # here
-#   bash bench/attn_knobs_call.sh                            # there
+#   PKGS="runtime/cuda" bash bench/pack_carry.sh   # here (the fixtures too: TestBackendModelsBF16)
+#   bash bench/attn_knobs_call.sh                  # there
 # PARTS (default "tests kernels trace decode") picks the parts; ROUNDS (2)
 # the rounds of the kernels' table, each with SDPA beside it. Two waves with
 # the fused one-pass merge is the staggered kernel's cheap stand-in: the
