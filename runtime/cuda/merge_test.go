@@ -40,7 +40,7 @@ func TestMergeEnv(t *testing.T) {
 // the CPU's outputs and accumulated probabilities within the split
 // kernels' tolerance, through the fused last-block merges and through the
 // separate combine, over rows of many partials (chunks of 32), the
-// chooser's chunks and one chunk a row (1024), for MHA and GQA groups,
+// chooser's chunks and one chunk a row (2048), for MHA and GQA groups,
 // f32 and bf16 pages, one query row and several.
 func TestAttendOnePassMergeGPU(t *testing.T) {
 	t.Setenv("KVBENCH_ATTN_MERGE", "onepass")
@@ -57,7 +57,7 @@ func TestAttendOnePassMergeGPU(t *testing.T) {
 			for _, rows := range []int{1, 3} {
 				for _, opt := range []string{"plain", "acc"} {
 					for _, combine := range []string{"fused", "separate"} {
-						for _, chunk := range []int{0, 32, 1024} {
+						for _, chunk := range []int{0, 32, 2048} { // 2048: one chunk a row (the one-chunk merge)
 							name := fmt.Sprintf("%v/%dx%d/rows%d/%s/%s/chunk%d", typ, hk[0], hk[1], rows, opt, combine, chunk)
 							t.Run(name, func(t *testing.T) {
 								t.Setenv("KVBENCH_ATTN_COMBINE", combine)
