@@ -238,6 +238,26 @@ __device__ __forceinline__ float2 ml_join(float2 a, float2 b) {
     return make_float2(M, fmaf(a.y, exp2f(a.x - M), b.y * exp2f(b.x - M)));
 }
 
+// merge_loads issues attn_merge's loads of chunks c, c + step, ...,
+// c + (MB-1) step: each chunk's max for the thread's heads gg and its
+// output columns col (float4s). With GUARD a chunk from nchunks on is not
+// read: it weighs 2^-inf = 0.
+template <int G, int D, bool GUARD, int MB, int CPT>
+__device__ __forceinline__ void merge_loads(const float* __restrict__ pO, const float* __restrict__ pML, int c, int step,
+                                            int nchunks, const int (&col)[CPT], const int (&gg)[CPT], float (&wm)[MB][CPT],
+                                            float4 (&o)[MB][CPT]) {
+#pragma unroll
+    for (int u = 0; u < MB; ++u)
+#pragma unroll
+        for (int k = 0; k < CPT; ++k) {
+            const int cu = c + u * step;
+            const bool in = !GUARD || cu < nchunks;
+            wm[u][k] = in ? __ldcg(pML + (cu * G + gg[k]) * 2) : NEG_INF;
+            o[u][k] = in ? __ldcg(reinterpret_cast<const float4*>(pO + (size_t)cu * (G * D)) + col[k])
+                         : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+}
+
 // attn_merge: all NT threads of one block merge the nchunks partials of a
 // row (G virtual heads) into the outputs: out_g = sum_c 2^(m_c - M) o_c /
 // sum_c 2^(m_c - M) l_c, written at outp(g) (D floats; nullptr: not
@@ -275,15 +295,7 @@ __device__ __forceinline__ void attn_merge(const float* __restrict__ pO, const f
     // (a missing chunk weighs 2^-inf = 0).
     float wm0[MB][CPT];
     float4 o0[MB][CPT];
-#pragma unroll
-    for (int u = 0; u < MB; ++u)
-#pragma unroll
-        for (int k = 0; k < CPT; ++k) {
-            const int cu = c + u * CG;
-            wm0[u][k] = cu < nchunks ? __ldcg(pML + (cu * G + gg[k]) * 2) : NEG_INF;
-            o0[u][k] = cu < nchunks ? __ldcg(reinterpret_cast<const float4*>(pO + (size_t)cu * (G * D)) + col[k])
-                                    : make_float4(0.f, 0.f, 0.f, 0.f);
-        }
+    merge_loads<G, D, true>(pO, pML, c, CG, nchunks, col, gg, wm0, o0);
 #endif
     for (int g = w; g < G; g += NW) {
 #if KVB_MERGE1
@@ -336,13 +348,7 @@ __device__ __forceinline__ void attn_merge(const float* __restrict__ pO, const f
     for (; c + (MB - 1) * CG < nchunks; c += MB * CG) {
         float wm[MB][CPT];
         float4 o[MB][CPT];
-#pragma unroll
-        for (int u = 0; u < MB; ++u)
-#pragma unroll
-            for (int k = 0; k < CPT; ++k) {
-                wm[u][k] = __ldcg(pML + ((c + u * CG) * G + gg[k]) * 2);
-                o[u][k] = __ldcg(reinterpret_cast<const float4*>(pO + (size_t)(c + u * CG) * (G * D)) + col[k]);
-            }
+        merge_loads<G, D, false>(pO, pML, c, CG, nchunks, col, gg, wm, o);
 #pragma unroll
         for (int u = 0; u < MB; ++u)
 #pragma unroll
