@@ -187,6 +187,23 @@ func (j *attnJob) one(w, r, h int) {
 				}
 				continue
 			}
+			if hd%32 == 0 { // a page's scores in one call (dotRows), the hidden ones then masked
+				if !anyVisible(pos, lo, qpos) {
+					fillNegInf(out)
+					continue
+				}
+				dotRows(out, q, keys, hd)
+				for s, v := range out {
+					if pos[s] > qpos || pos[s] <= lo {
+						out[s] = negInf
+						continue
+					}
+					v *= a.Scale
+					out[s] = v
+					maxs = max(maxs, v)
+				}
+				continue
+			}
 			for s := range out {
 				if pos[s] > qpos || pos[s] <= lo {
 					out[s] = negInf
@@ -230,6 +247,10 @@ func (j *attnJob) one(w, r, h int) {
 			vals := vec(seq.V[p])
 			base := p * seq.PageSize
 			w := sc[base:min(base+seq.PageSize, seq.N)]
+			if hd%32 == 0 {
+				axpyRows(out, w, vals, hd) // the page's rows with their weights, as axpyHead adds them
+				continue
+			}
 			for s, e := range w {
 				if e != 0 {
 					axpyHead(out, e, vals[s*hd:(s+1)*hd])
@@ -259,6 +280,24 @@ func (j *attnJob) one(w, r, h int) {
 	}
 	if a.Recall != nil {
 		a.Recall[r*a.Heads+h] = j.recall(w, q, qpos, &a.Ref[h/group], seq, sel)
+	}
+}
+
+// anyVisible reports whether a query at qpos sees any of the positions
+// pos (those above lo and at most qpos).
+func anyVisible(pos []int32, lo, qpos int32) bool {
+	for _, p := range pos {
+		if p <= qpos && p > lo {
+			return true
+		}
+	}
+	return false
+}
+
+// fillNegInf sets every score of s to -Inf (masked).
+func fillNegInf(s []float32) {
+	for i := range s {
+		s[i] = negInf
 	}
 }
 

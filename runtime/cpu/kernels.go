@@ -59,6 +59,52 @@ func matmulFits(lenOut, lenX, lenW, rows, in, outStride, o0, o1 int) bool {
 	return o1*in <= lenW && rows*in <= lenX && (rows-1)*outStride+o1 <= lenOut
 }
 
+// dotRows sets out[s] = dotF32(q, k[s*ks:]) for every s < len(out): the
+// scores of a query against consecutive keys ks elements apart (a page's
+// rows). Where the rows are whole multiples of 32 elements the assembly
+// forms them in one call, bit for bit as dotF32 does.
+func dotRows(out, q, k []float32, ks int) {
+	if useAVX2 && len(q)%32 == 0 && rowsFit(len(out), len(q), len(k), ks) {
+		dotRowsAVX2(out, q, k, ks)
+		return
+	}
+	dotRowsGo(out, q, k, ks)
+}
+
+// axpyRows adds e[s] * x[s*xs:] to y for every s < len(e) with e[s] != 0,
+// in order: a query's weighted sum of a page's value rows. Where the rows
+// are whole multiples of 32 elements the assembly keeps y in registers
+// over all of them, bit for bit as axpyF32 adds them.
+func axpyRows(y, e, x []float32, xs int) {
+	if useAVX2 && len(y)%32 == 0 && rowsFit(len(e), len(y), len(x), xs) {
+		axpyRowsAVX2(y, e, x, xs)
+		return
+	}
+	axpyRowsGo(y, e, x, xs)
+}
+
+// rowsFit reports whether cnt rows of n elements, stride elements apart,
+// lie within a slice of length lenX: a non-empty problem the unchecked
+// kernels may run.
+func rowsFit(cnt, n, lenX, stride int) bool {
+	const lim = math.MaxInt32
+	return cnt > 0 && n > 0 && stride >= n && cnt < lim && stride < lim && (cnt-1)*stride+n <= lenX
+}
+
+func dotRowsGo(out, q, k []float32, ks int) {
+	for s := range out {
+		out[s] = dotF32(q, k[s*ks:])
+	}
+}
+
+func axpyRowsGo(y, e, x []float32, xs int) {
+	for s, w := range e {
+		if w != 0 {
+			axpyF32(y, w, x[s*xs:])
+		}
+	}
+}
+
 // dotF32 returns sum_i a[i]*b[i] over len(a) elements (len(b) >= len(a)).
 func dotF32(a, b []float32) float32 {
 	if useAVX2 && len(a) > 0 && len(b) >= len(a) {

@@ -48,6 +48,12 @@ func tile1x1F16(x *float32, xs int, w unsafe.Pointer, ws int, n int, out *float3
 //go:noescape
 func axpyAVX2(y *float32, a float32, x *float32, n int)
 
+//go:noescape
+func dotsAVX2(q *float32, k *float32, ks int, n int, cnt int, out *float32)
+
+//go:noescape
+func axpysAVX2(y *float32, e *float32, x *float32, xs int, n int, cnt int)
+
 // Weight element types of the tile kernels.
 const (
 	wF32 = iota
@@ -176,4 +182,16 @@ func dotF32AVX2(a, b []float32) float32 {
 // axpyF32AVX2 needs 0 < len(y) <= len(x).
 func axpyF32AVX2(y []float32, a float32, x []float32) {
 	axpyAVX2(&y[0], a, &x[0], len(y))
+}
+
+// dotRowsAVX2 needs rowsFit(len(out), len(q), len(k), ks) and len(q) a
+// multiple of 32.
+func dotRowsAVX2(out, q, k []float32, ks int) {
+	dotsAVX2(&q[0], &k[0], ks, len(q), len(out), &out[0])
+}
+
+// axpyRowsAVX2 needs rowsFit(len(e), len(y), len(x), xs) and len(y) a
+// multiple of 32.
+func axpyRowsAVX2(y, e, x []float32, xs int) {
+	axpysAVX2(&y[0], &e[0], &x[0], xs, len(y), len(e))
 }

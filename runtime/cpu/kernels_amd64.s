@@ -1153,3 +1153,109 @@ tail:
 done:
 	VZEROUPPER
 	RET
+
+// func dotsAVX2(q *float32, k *float32, ks int, n int, cnt int, out *float32)
+//
+// out[s] = sum_i q[i] * k[s*ks+i] for s < cnt, i < n; n a positive
+// multiple of 32. Each sum is formed as tile1x1F32 forms it for such an n
+// (four accumulators over 32 elements, added pairwise, then the same
+// horizontal reduction): the results are bit for bit those of cnt calls of
+// it, without a call per row.
+TEXT ·dotsAVX2(SB), NOSPLIT, $0-48
+	MOVQ q+0(FP), DI
+	MOVQ k+8(FP), R8
+	MOVQ ks+16(FP), R9
+	SHLQ $2, R9
+	MOVQ n+24(FP), CX
+	MOVQ cnt+32(FP), DX
+	MOVQ out+40(FP), R13
+	TESTQ DX, DX
+	JZ done
+row:
+	XORQ AX, AX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+loop32:
+	VMOVUPS (DI)(AX*4), Y4
+	VFMADD231PS (R8)(AX*4), Y4, Y0
+	VMOVUPS 32(DI)(AX*4), Y5
+	VFMADD231PS 32(R8)(AX*4), Y5, Y1
+	VMOVUPS 64(DI)(AX*4), Y6
+	VFMADD231PS 64(R8)(AX*4), Y6, Y2
+	VMOVUPS 96(DI)(AX*4), Y7
+	VFMADD231PS 96(R8)(AX*4), Y7, Y3
+	ADDQ $32, AX
+	CMPQ AX, CX
+	JB loop32
+	VADDPS Y1, Y0, Y0
+	VADDPS Y3, Y2, Y2
+	VADDPS Y2, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VMOVSS X0, (R13)
+	ADDQ $4, R13
+	ADDQ R9, R8
+	DECQ DX
+	JNZ row
+done:
+	VZEROUPPER
+	RET
+
+// func axpysAVX2(y *float32, e *float32, x *float32, xs int, n int, cnt int)
+//
+// y[i] += e[s] * x[s*xs+i] for s = 0..cnt-1 in order, i < n; n a positive
+// multiple of 32; a row whose e[s] is zero is skipped (a NaN is not). y is
+// held in four registers 32 columns at a time while every row is added:
+// each element sees the same fused multiply-adds in the same order as cnt
+// calls of axpyAVX2 (skipping the zeros), so the results are bit for bit
+// theirs.
+TEXT ·axpysAVX2(SB), NOSPLIT, $0-48
+	MOVQ y+0(FP), DI
+	MOVQ e+8(FP), R10
+	MOVQ x+16(FP), SI
+	MOVQ xs+24(FP), R9
+	SHLQ $2, R9
+	MOVQ n+32(FP), CX
+	MOVQ cnt+40(FP), DX
+	TESTQ DX, DX
+	JZ done
+	VXORPS X8, X8, X8
+	XORQ AX, AX
+cols:
+	VMOVUPS (DI)(AX*4), Y1
+	VMOVUPS 32(DI)(AX*4), Y2
+	VMOVUPS 64(DI)(AX*4), Y3
+	VMOVUPS 96(DI)(AX*4), Y4
+	LEAQ (SI)(AX*4), R8
+	XORQ BX, BX
+rows:
+	VMOVSS (R10)(BX*4), X0
+	VUCOMISS X8, X0
+	JNE add
+	JPS add
+	JMP next
+add:
+	VBROADCASTSS X0, Y0
+	VFMADD231PS (R8), Y0, Y1
+	VFMADD231PS 32(R8), Y0, Y2
+	VFMADD231PS 64(R8), Y0, Y3
+	VFMADD231PS 96(R8), Y0, Y4
+next:
+	ADDQ R9, R8
+	INCQ BX
+	CMPQ BX, DX
+	JB rows
+	VMOVUPS Y1, (DI)(AX*4)
+	VMOVUPS Y2, 32(DI)(AX*4)
+	VMOVUPS Y3, 64(DI)(AX*4)
+	VMOVUPS Y4, 96(DI)(AX*4)
+	ADDQ $32, AX
+	CMPQ AX, CX
+	JB cols
+done:
+	VZEROUPPER
+	RET

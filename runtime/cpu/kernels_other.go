@@ -26,3 +26,7 @@ func matmulF16AVX2(out, x []float32, w []uint16, rows, in, outStride, o0, o1 int
 func dotF32AVX2(a, b []float32) float32 { return dotF32Go(a, b) }
 
 func axpyF32AVX2(y []float32, a float32, x []float32) { axpyF32Go(y, a, x) }
+
+func dotRowsAVX2(out, q, k []float32, ks int) { dotRowsGo(out, q, k, ks) }
+
+func axpyRowsAVX2(y, e, x []float32, xs int) { axpyRowsGo(y, e, x, xs) }

@@ -1,0 +1,73 @@
+package cpu
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// TestKernelRows checks dotRows and axpyRows against one dotF32 or axpyF32
+// call a row, bit for bit, with the assembly and without: rows of 1..300
+// elements (the whole multiples of 32 take the assembly), 1..19 rows,
+// strides at and past the row, weights with zeros (skipped) and a NaN
+// (added), and that nothing past y or out is written.
+func TestKernelRows(t *testing.T) {
+	for _, avx := range []bool{true, false} {
+		setAVX2(t, avx)
+		rng := rand.New(rand.NewPCG(3, 11))
+		for _, n := range []int{1, 8, 31, 32, 33, 64, 96, 128, 160, 256, 300} {
+			for cnt := 1; cnt < 20; cnt += 3 {
+				for _, pad := range []int{0, 5} {
+					stride := n + pad
+					q := randF32(rng, n)
+					k := randF32(rng, (cnt-1)*stride+n)
+					out := make([]float32, cnt+1)
+					out[cnt] = 7
+					dotRows(out[:cnt], q, k, stride)
+					for s := range cnt {
+						if want := dotF32(q, k[s*stride:]); math.Float32bits(out[s]) != math.Float32bits(want) {
+							t.Fatalf("avx %v n=%d cnt=%d stride=%d: dotRows[%d] = %v, dotF32 %v", avx, n, cnt, stride, s, out[s], want)
+						}
+					}
+					if out[cnt] != 7 {
+						t.Fatalf("dotRows wrote past out (n=%d cnt=%d)", n, cnt)
+					}
+					e := randF32(rng, cnt)
+					e[0] = 0
+					if cnt > 4 {
+						e[3] = float32(math.NaN())
+					}
+					y0 := randF32(rng, n+1)
+					y, want := append([]float32(nil), y0...), append([]float32(nil), y0...)
+					axpyRows(y[:n], e, k, stride)
+					for s, w := range e {
+						if w != 0 {
+							axpyF32(want[:n], w, k[s*stride:])
+						}
+					}
+					for i := range y {
+						if math.Float32bits(y[i]) != math.Float32bits(want[i]) {
+							t.Fatalf("avx %v n=%d cnt=%d stride=%d: axpyRows y[%d] = %v, want %v", avx, n, cnt, stride, i, y[i], want[i])
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestKernelRowsBounds: rows past the slice still panic (the assembly is
+// only reached with rows that fit) and an empty problem does nothing.
+func TestKernelRowsBounds(t *testing.T) {
+	setAVX2(t, true)
+	k := make([]float32, 3*64)
+	out := make([]float32, 4)
+	defer func() {
+		if recover() == nil {
+			t.Error("dotRows over 4 rows of a 3-row slice: no panic")
+		}
+	}()
+	dotRows(out[:0], k[:64], k, 64)
+	axpyRows(out[:0], nil, k, 64)
+	dotRows(out, k[:64], k, 64)
+}
