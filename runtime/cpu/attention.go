@@ -54,6 +54,12 @@ type attnJob struct {
 
 var negInf = float32(math.Inf(-1))
 
+// pageKernels: Attend forms a page's scores and value sums in one call
+// each (dotRows, axpyRows) where a head's rows are whole multiples of 32
+// elements; false (tests) takes the call a token that they match bit for
+// bit.
+var pageKernels = true
+
 // Attend computes softmax(q·K^T·scale) V for every query row and head over
 // the cached tokens of its KV head at positions <= the row's position, with
 // the policy options of a (selection, shifts, accumulation, recall).
@@ -187,7 +193,7 @@ func (j *attnJob) one(w, r, h int) {
 				}
 				continue
 			}
-			if hd%32 == 0 { // a page's scores in one call (dotRows), the hidden ones then masked
+			if pageKernels && hd%32 == 0 { // a page's scores in one call (dotRows), the hidden ones then masked
 				if !anyVisible(pos, lo, qpos) {
 					fillNegInf(out)
 					continue
@@ -213,6 +219,23 @@ func (j *attnJob) one(w, r, h int) {
 				out[s] = v
 				maxs = max(maxs, v)
 			}
+		}
+	} else if pageKernels && !shifted && hd%32 == 0 {
+		// A selection's runs of consecutive tokens of one page in one call
+		// each (dotRows), the hidden ones then masked.
+		ps := seq.PageSize
+		for i := 0; i < len(sc); {
+			t, e := int(sel[i]), selRun(sel, i, ps)
+			dotRows(sc[i:e], q, vec(seq.K[t/ps])[(t%ps)*hd:], hd)
+			for k := i; k < e; k++ {
+				if p := seq.Pos[t+k-i]; p > qpos || p <= lo {
+					sc[k] = negInf
+					continue
+				}
+				sc[k] *= a.Scale
+				maxs = max(maxs, sc[k])
+			}
+			i = e
 		}
 	} else {
 		for i := range sc {
@@ -247,7 +270,7 @@ func (j *attnJob) one(w, r, h int) {
 			vals := vec(seq.V[p])
 			base := p * seq.PageSize
 			w := sc[base:min(base+seq.PageSize, seq.N)]
-			if hd%32 == 0 {
+			if pageKernels && hd%32 == 0 {
 				axpyRows(out, w, vals, hd) // the page's rows with their weights, as axpyHead adds them
 				continue
 			}
@@ -256,6 +279,13 @@ func (j *attnJob) one(w, r, h int) {
 					axpyHead(out, e, vals[s*hd:(s+1)*hd])
 				}
 			}
+		}
+	} else if pageKernels && hd%32 == 0 {
+		ps := seq.PageSize
+		for i := 0; i < len(sc); {
+			t, e := int(sel[i]), selRun(sel, i, ps)
+			axpyRows(out, sc[i:e], vec(seq.V[t/ps])[(t%ps)*hd:], hd)
+			i = e
 		}
 	} else {
 		for i, e := range sc {
@@ -281,6 +311,16 @@ func (j *attnJob) one(w, r, h int) {
 	if a.Recall != nil {
 		a.Recall[r*a.Heads+h] = j.recall(w, q, qpos, &a.Ref[h/group], seq, sel)
 	}
+}
+
+// selRun is the end of the run of sel from i on that names consecutive
+// tokens of one page of ps tokens: sel[i:selRun] are sel[i], sel[i]+1, ...
+func selRun(sel []int32, i, ps int) int {
+	page, e := sel[i]/int32(ps), i+1
+	for e < len(sel) && sel[e] == sel[e-1]+1 && sel[e]/int32(ps) == page {
+		e++
+	}
+	return e
 }
 
 // anyVisible reports whether a query at qpos sees any of the positions
@@ -341,13 +381,29 @@ func (j *attnJob) recall(w int, q []float32, qpos int32, ref, seq *runtime.KVSeq
 	full := j.full[w][:ref.N]
 	lo := windowStart(a, qpos)
 	m := negInf
-	for t := range full {
-		if ref.Pos[t] > qpos || ref.Pos[t] <= lo {
-			full[t] = negInf
+	for p := range ref.K {
+		base := p * ref.PageSize
+		if base >= ref.N {
+			break
+		}
+		pos, out := ref.Pos[base:min(base+ref.PageSize, ref.N)], full[base:min(base+ref.PageSize, ref.N)]
+		if !anyVisible(pos, lo, qpos) {
+			fillNegInf(out)
 			continue
 		}
-		full[t] = dotF32(q, tokenVec(ref.K, ref.PageSize, hd, t)) * a.Scale
-		m = max(m, full[t])
+		if pageKernels {
+			dotRows(out, q, vec(ref.K[p]), hd)
+		} else {
+			dotRowsGo(out, q, vec(ref.K[p]), hd)
+		}
+		for s, v := range out {
+			if pos[s] > qpos || pos[s] <= lo {
+				out[s] = negInf
+				continue
+			}
+			out[s] = v * a.Scale
+			m = max(m, out[s])
+		}
 	}
 	if m == negInf {
 		return 1
