@@ -331,6 +331,10 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 		b.Close()
 		return nil, err
 	}
+	if b.split.tcMin, err = tcMinOf(); err != nil {
+		b.Close()
+		return nil, err
+	}
 	if b.split.tcSlots, err = tcSlotsOf(); err != nil {
 		b.Close()
 		return nil, err

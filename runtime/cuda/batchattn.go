@@ -514,12 +514,12 @@ func (b *Backend) planLaunch(lo, hi int) batchLaunch {
 	// for the others' (lean only when every call is).
 	vg, hd, shifted := l.vg, l.hd, c0.shifted
 	smemFor := func(chunk int) int { return rtSmem(vg, hd, chunk, minPS, shifted, lean) }
-	limit, slots := maxAttnSmemB, 0
+	limit, slots, least := maxAttnSmemB, 0, b.split.minChunk
 	if c0.tc { // batchTC has let it take the opt-in shared memory
 		smemFor = func(chunk int) int { return tcSmem(vg, hd, chunk, minPS) }
-		limit, slots = b.D.SharedPerBlockOptin, b.split.tcSlots
+		limit, slots, least = b.D.SharedPerBlockOptin, b.split.tcSlots, max(least, b.split.tcMin)
 	}
-	l.chunk = b.splitChunk(b.fn(l.kernel), smemFor, limit, l.nsg, longest, slots)
+	l.chunk = b.splitChunk(b.fn(l.kernel), smemFor, limit, l.nsg, longest, slots, least)
 	l.smem, l.nchunks = smemFor(l.chunk), max(1, (longest+l.chunk-1)/l.chunk)
 	l.pgw = l.chunk/minPS + 2
 	ngroups := (l.nchunks + mergeGroup - 1) / mergeGroup

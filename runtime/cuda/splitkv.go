@@ -287,6 +287,7 @@ const ctrWords = 16 << 10
 type splitState struct {
 	chunk    int            // tokens per block asked for (SetAttnChunk); 0: chosen per call
 	minChunk int            // least tokens per block a chosen chunk has ($KVBENCH_ATTN_MIN_CHUNK)
+	tcMin    int            // least tokens per block a chosen chunk of the _tc kernels has ($KVBENCH_ATTN_TC_MIN)
 	waves    int            // waves of resident blocks a chosen chunk fills ($KVBENCH_ATTN_WAVES)
 	short    int            // the longest chunk the _short kernels take ($KVBENCH_ATTN_SHORT; 0: none)
 	tc       tcMode         // when lean calls run the tensor-core _tc kernels ($KVBENCH_ATTN_TC)
@@ -317,6 +318,24 @@ func minChunkOf() (int, error) {
 	n, err := strconv.Atoi(v)
 	if err != nil || n <= 0 || n%ChunkTokens != 0 {
 		return 0, fmt.Errorf("cuda: %s=%q: want a positive multiple of %d", minChunkEnv, v, ChunkTokens)
+	}
+	return n, nil
+}
+
+// tcMinOf reads $KVBENCH_ATTN_TC_MIN: the least tokens a block of the
+// tensor-core decode kernels takes in a chosen chunk (a multiple of
+// ChunkTokens; default ChunkTokens, the floor $KVBENCH_ATTN_MIN_CHUNK sets
+// for every kernel). A block's four warps take tiles of 16 tokens: a chunk
+// of 32 leaves two of them without one (32/8 heads at 1K tokens are 32
+// chunks of 32 a row); 64 is the candidate the next GPU call times.
+func tcMinOf() (int, error) {
+	v := os.Getenv("KVBENCH_ATTN_TC_MIN")
+	if v == "" {
+		return ChunkTokens, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 || n%ChunkTokens != 0 {
+		return 0, fmt.Errorf("cuda: KVBENCH_ATTN_TC_MIN=%q: want a positive multiple of %d", v, ChunkTokens)
 	}
 	return n, nil
 }
@@ -566,11 +585,11 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 		smemFor = func(chunk int) int { return tcSmem(vg, hd, chunk, minPS) }
 		limit = b.D.SharedPerBlockOptin
 	}
-	slots := 0 // the chooser's resident blocks a multiprocessor: all
+	slots, least := 0, b.split.minChunk // the chooser's resident blocks a multiprocessor (0: all) and least chunk
 	if tc {
-		slots = b.split.tcSlots
+		slots, least = b.split.tcSlots, max(least, b.split.tcMin)
 	}
-	chunk := b.splitChunk(f, smemFor, limit, nsrows, longest, slots)
+	chunk := b.splitChunk(f, smemFor, limit, nsrows, longest, slots, least)
 	cl := 0 // the blocks of a cluster: a row's chunks (the _tcc kernel)
 	if tc {
 		if c, n := b.clusterChunk(chunk, longest); n > 0 && a.Acc == nil && smemFor(c) <= limit-b.fn(p.names.tcc).Shared {
@@ -851,15 +870,16 @@ const tcStages = 3
 // tokensPerRow tokens (smemFor: its shared memory at a chunk, at most limit
 // bytes with f's static shared memory): the one
 // SetAttnChunk asked for, else the smallest multiple of ChunkTokens, at
-// least $KVBENCH_ATTN_MIN_CHUNK and at most the row, that fills the GPU's
+// least the floor least (minChunkOf: $KVBENCH_ATTN_MIN_CHUNK, on the
+// tensor cores at least $KVBENCH_ATTN_TC_MIN too) and at most the row, that fills the GPU's
 // resident block slots in one wave ($KVBENCH_ATTN_WAVES waves; as
 // splitKV.size; slots > 0: at most that many a multiprocessor counted),
 // lowered until the shared memory fits.
-func (b *Backend) splitChunk(f *Function, smemFor func(int) int, limit, rows, tokensPerRow, slots int) int {
+func (b *Backend) splitChunk(f *Function, smemFor func(int) int, limit, rows, tokensPerRow, slots, least int) int {
 	limit -= f.Shared
 	chunk := b.split.chunk
 	if chunk == 0 {
-		least := max(b.split.minChunk, minChunkTokens)
+		least = max(least, minChunkTokens)
 		chunk = least
 		for range 4 {
 			res := max(b.occupancy(f, smemFor(chunk)), 1)

@@ -1,0 +1,46 @@
+package cuda_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/kvbench/kvbench/runtime"
+	"github.com/kvbench/kvbench/runtime/cuda"
+)
+
+// TestFakeTCMinChunk: $KVBENCH_ATTN_TC_MIN raises the chosen chunk of the
+// tensor-core decode kernels alone (32/8 heads at 1,024 tokens: from the
+// chooser's chunk to 64), leaves the CUDA-core kernels' chunk (32/32 heads
+// at 1,024) as it was, and a value that is not a multiple of 32 stops the
+// backend with an error naming it.
+func TestFakeTCMinChunk(t *testing.T) {
+	plan := func(heads, kv int) cuda.Plan {
+		t.Helper()
+		be := fakeBackend(t)
+		cfg := runtime.Config{Arch: "llama", Dim: heads * 128, Hidden: 1024, Layers: 1, Heads: heads, KVHeads: kv,
+			HeadDim: 128, Vocab: 100, MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
+		be.Attend(fakeDecodeArgs(t, be, cfg, 1024))
+		return be.AttnPlan()
+	}
+	gqa, mha := plan(32, 8), plan(32, 32)
+	if !strings.HasSuffix(gqa.Kernel, "_tc") || strings.HasSuffix(mha.Kernel, "_tc") {
+		t.Fatalf("kernels %s (32/8) and %s (32/32): the case wants the tensor cores for the first alone", gqa.Kernel, mha.Kernel)
+	}
+	if gqa.Chunk >= 64 {
+		t.Fatalf("32/8 at 1,024 tokens took chunks of %d by default: the floor of 64 would change nothing", gqa.Chunk)
+	}
+	t.Setenv("KVBENCH_ATTN_TC_MIN", "64")
+	if p := plan(32, 8); p.Chunk != 64 || p.Kernel != gqa.Kernel {
+		t.Errorf("32/8 with KVBENCH_ATTN_TC_MIN=64: %+v, want chunks of 64 on %s", p, gqa.Kernel)
+	}
+	if p := plan(32, 32); p.Chunk != mha.Chunk || p.Kernel != mha.Kernel {
+		t.Errorf("32/32 with KVBENCH_ATTN_TC_MIN=64: %+v, want %+v (not on the tensor cores)", p, mha)
+	}
+	t.Setenv("KVBENCH_ATTN_TC_MIN", "48")
+	if be, err := cuda.NewFakeBackend("bf16"); err == nil {
+		be.Close()
+		t.Fatal("KVBENCH_ATTN_TC_MIN=48: no error")
+	} else if !strings.Contains(err.Error(), "KVBENCH_ATTN_TC_MIN") {
+		t.Errorf("error %q does not name the variable", err)
+	}
+}
