@@ -71,3 +71,40 @@ func TestKernelRowsBounds(t *testing.T) {
 	axpyRows(out[:0], nil, k, 64)
 	dotRows(out, k[:64], k, 64)
 }
+
+// BenchmarkDotRows64 times a page of 16 scores of a head of 64.
+func BenchmarkDotRows64(b *testing.B) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	q, k, out := randF32(rng, 64), randF32(rng, 16*64), make([]float32, 16)
+	for range b.N {
+		dotRows(out, q, k, 64)
+	}
+}
+
+// BenchmarkDotRows64Calls times the same page as a dotF32 call a score.
+func BenchmarkDotRows64Calls(b *testing.B) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	q, k, out := randF32(rng, 64), randF32(rng, 16*64), make([]float32, 16)
+	for range b.N {
+		dotRowsGo(out, q, k, 64)
+	}
+}
+
+// BenchmarkAxpyRows64 times a page of 16 value rows of a head of 64
+// added with their weights, and BenchmarkAxpyRows64Calls the same as an
+// axpyF32 call a row.
+func BenchmarkAxpyRows64(b *testing.B) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	y, e, x := randF32(rng, 64), randF32(rng, 16), randF32(rng, 16*64)
+	for range b.N {
+		axpyRows(y, e, x, 64)
+	}
+}
+
+func BenchmarkAxpyRows64Calls(b *testing.B) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	y, e, x := randF32(rng, 64), randF32(rng, 16), randF32(rng, 16*64)
+	for range b.N {
+		axpyRowsGo(y, e, x, 64)
+	}
+}
