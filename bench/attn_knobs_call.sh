@@ -48,8 +48,8 @@ if [[ $parts == *" trace "* ]]; then
 	trace_at() { # settings heads lengths
 		local e=$1 h=$2 l=$3
 		set -- ; [ "$e" != default ] && set -- $(echo "$e" | tr , ' ')
-		env "$@" timeout 120 $B/kvbench kernels --policies full --iters 50 --check=false --trace --lengths "$l" --heads "$h" --dim 128 2>&1 |
-			grep -E "^# trace|^kvbench|error" | sed "s|^|$h $e: |"
+		env "$@" timeout 120 $B/kvbench kernels --policies full --iters 50 --check=false --trace -v --lengths "$l" --heads "$h" --dim 128 2>&1 |
+			grep -E "^# trace|^# full|^kvbench|error" | sed "s|^|$h $e: |"
 	}
 	trace_at default 32/8 1024,4096,32768,65536
 	trace_at KVBENCH_ATTN_TC_MIN=64 32/8 1024,2048
