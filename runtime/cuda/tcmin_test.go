@@ -11,8 +11,9 @@ import (
 // TestFakeTCMinChunk: $KVBENCH_ATTN_TC_MIN raises the chosen chunk of the
 // tensor-core decode kernels alone (32/8 heads at 1,024 tokens: from the
 // chooser's chunk to 64), leaves the CUDA-core kernels' chunk (32/32 heads
-// at 1,024) as it was, and a value that is not a multiple of 32 stops the
-// backend with an error naming it.
+// at 1,024) as it was, raises a batch step's tensor-core launch alike,
+// and a value that is not a multiple of 32 stops the backend with an error
+// naming it.
 func TestFakeTCMinChunk(t *testing.T) {
 	plan := func(heads, kv int) cuda.Plan {
 		t.Helper()
@@ -35,6 +36,30 @@ func TestFakeTCMinChunk(t *testing.T) {
 	}
 	if p := plan(32, 32); p.Chunk != mha.Chunk || p.Kernel != mha.Kernel {
 		t.Errorf("32/32 with KVBENCH_ATTN_TC_MIN=64: %+v, want %+v (not on the tensor cores)", p, mha)
+	}
+	// A batch step's tensor-core launch (8 streams of 30-51 tokens, 8/2 heads
+	// of 64: 16 rows of a chunk of 32 by default).
+	batchPlan := func() cuda.Plan {
+		t.Helper()
+		be := fakeBackend(t)
+		c := runtime.Config{Arch: "llama", Dim: 512, Hidden: 256, Layers: 2, Heads: 8, KVHeads: 2, HeadDim: 64, Vocab: 300,
+			MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
+		const streams = 8
+		batch := promptedBatch(t, be, runtime.ZeroModel(c), "full", nil, streams, 16, func(i int) int { return 30 + 3*i })
+		sids, toks, targets, out := make([]int, streams), make([]int, streams), make([]int, streams), make([]float64, streams)
+		for i := range sids {
+			sids[i], toks[i], targets[i] = i, 3+i, 4+i
+		}
+		if err := batch.LogProbs(sids, toks, targets, out); err != nil {
+			t.Fatal(err)
+		}
+		return be.AttnPlan()
+	}
+	t.Setenv("KVBENCH_ATTN_TC_MIN", "")
+	dflt := batchPlan()
+	t.Setenv("KVBENCH_ATTN_TC_MIN", "64")
+	if p := batchPlan(); !strings.HasSuffix(dflt.Kernel, "_tc") || dflt.Chunk != 32 || p.Chunk != 64 || p.Kernel != dflt.Kernel {
+		t.Errorf("batch step: %+v by default, %+v with KVBENCH_ATTN_TC_MIN=64; want chunks of 32 and 64 on a tensor-core kernel", dflt, p)
 	}
 	t.Setenv("KVBENCH_ATTN_TC_MIN", "48")
 	if be, err := cuda.NewFakeBackend("bf16"); err == nil {
