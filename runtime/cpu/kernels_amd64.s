@@ -27,6 +27,19 @@
 
 #include "textflag.h"
 
+// The single dot product's pieces, shared by tile1x1<T> and dotsAVX2 so
+// that their sums are formed alike: DOT32F32 adds 32 elements of x (DI)
+// times w (R8) from element AX into the accumulators Y0-Y3 (Y4-Y7 taken);
+// SUM4 adds the accumulators into Y0; HSUM sums Y0's eight lanes into
+// X0's lowest (X1 taken).
+#define DOT32F32 \
+	VMOVUPS (DI)(AX*4), Y4; VFMADD231PS (R8)(AX*4), Y4, Y0; \
+	VMOVUPS 32(DI)(AX*4), Y5; VFMADD231PS 32(R8)(AX*4), Y5, Y1; \
+	VMOVUPS 64(DI)(AX*4), Y6; VFMADD231PS 64(R8)(AX*4), Y6, Y2; \
+	VMOVUPS 96(DI)(AX*4), Y7; VFMADD231PS 96(R8)(AX*4), Y7, Y3
+#define SUM4 VADDPS Y1, Y0, Y0; VADDPS Y3, Y2, Y2; VADDPS Y2, Y0, Y0
+#define HSUM VEXTRACTF128 $1, Y0, X1; VADDPS X1, X0, X0; VHADDPS X0, X0, X0; VHADDPS X0, X0, X0
+
 // func tile4x1F32(x *float32, xs int, w unsafe.Pointer, ws int, n int, out *float32, os int)
 TEXT ·tile4x1F32(SB), NOSPLIT, $0-56
 	MOVQ x+0(FP), DI
@@ -326,20 +339,11 @@ TEXT ·tile1x1F32(SB), NOSPLIT, $0-56
 	ANDQ $-32, BX
 	JZ loop8pre
 loop32:
-	VMOVUPS (DI)(AX*4), Y4
-	VFMADD231PS (R8)(AX*4), Y4, Y0
-	VMOVUPS 32(DI)(AX*4), Y5
-	VFMADD231PS 32(R8)(AX*4), Y5, Y1
-	VMOVUPS 64(DI)(AX*4), Y6
-	VFMADD231PS 64(R8)(AX*4), Y6, Y2
-	VMOVUPS 96(DI)(AX*4), Y7
-	VFMADD231PS 96(R8)(AX*4), Y7, Y3
+	DOT32F32
 	ADDQ $32, AX
 	CMPQ AX, BX
 	JB loop32
-	VADDPS Y1, Y0, Y0
-	VADDPS Y3, Y2, Y2
-	VADDPS Y2, Y0, Y0
+	SUM4
 loop8pre:
 	MOVQ CX, BX
 	ANDQ $-8, BX
@@ -352,10 +356,7 @@ loop8:
 	CMPQ AX, BX
 	JB loop8
 reduce:
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VHADDPS X0, X0, X0
-	VHADDPS X0, X0, X0
+	HSUM
 	CMPQ AX, CX
 	JAE store
 tail:
@@ -714,9 +715,7 @@ loop32:
 	ADDQ $32, AX
 	CMPQ AX, BX
 	JB loop32
-	VADDPS Y1, Y0, Y0
-	VADDPS Y3, Y2, Y2
-	VADDPS Y2, Y0, Y0
+	SUM4
 loop8pre:
 	MOVQ CX, BX
 	ANDQ $-8, BX
@@ -730,10 +729,7 @@ loop8:
 	CMPQ AX, BX
 	JB loop8
 reduce:
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VHADDPS X0, X0, X0
-	VHADDPS X0, X0, X0
+	HSUM
 	CMPQ AX, CX
 	JAE store
 tail:
@@ -1069,9 +1065,7 @@ loop32:
 	ADDQ $32, AX
 	CMPQ AX, BX
 	JB loop32
-	VADDPS Y1, Y0, Y0
-	VADDPS Y3, Y2, Y2
-	VADDPS Y2, Y0, Y0
+	SUM4
 loop8pre:
 	MOVQ CX, BX
 	ANDQ $-8, BX
@@ -1084,10 +1078,7 @@ loop8:
 	CMPQ AX, BX
 	JB loop8
 reduce:
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VHADDPS X0, X0, X0
-	VHADDPS X0, X0, X0
+	HSUM
 	CMPQ AX, CX
 	JAE store
 tail:
@@ -1180,24 +1171,12 @@ row:
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
 loop32:
-	VMOVUPS (DI)(AX*4), Y4
-	VFMADD231PS (R8)(AX*4), Y4, Y0
-	VMOVUPS 32(DI)(AX*4), Y5
-	VFMADD231PS 32(R8)(AX*4), Y5, Y1
-	VMOVUPS 64(DI)(AX*4), Y6
-	VFMADD231PS 64(R8)(AX*4), Y6, Y2
-	VMOVUPS 96(DI)(AX*4), Y7
-	VFMADD231PS 96(R8)(AX*4), Y7, Y3
+	DOT32F32
 	ADDQ $32, AX
 	CMPQ AX, CX
 	JB loop32
-	VADDPS Y1, Y0, Y0
-	VADDPS Y3, Y2, Y2
-	VADDPS Y2, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VHADDPS X0, X0, X0
-	VHADDPS X0, X0, X0
+	SUM4
+	HSUM
 	VMOVSS X0, (R13)
 	ADDQ $4, R13
 	ADDQ R9, R8
@@ -1228,13 +1207,8 @@ row64:
 	VFMADD231PS 160(R8), Y13, Y1
 	VFMADD231PS 192(R8), Y14, Y2
 	VFMADD231PS 224(R8), Y15, Y3
-	VADDPS Y1, Y0, Y0
-	VADDPS Y3, Y2, Y2
-	VADDPS Y2, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VHADDPS X0, X0, X0
-	VHADDPS X0, X0, X0
+	SUM4
+	HSUM
 	VMOVSS X0, (R13)
 	ADDQ $4, R13
 	ADDQ R9, R8
