@@ -193,21 +193,8 @@ func (j *attnJob) one(w, r, h int) {
 				}
 				continue
 			}
-			if pageKernels && hd%32 == 0 { // a page's scores in one call (dotRows), the hidden ones then masked
-				if !anyVisible(pos, lo, qpos) {
-					fillNegInf(out)
-					continue
-				}
-				dotRows(out, q, keys, hd)
-				for s, v := range out {
-					if pos[s] > qpos || pos[s] <= lo {
-						out[s] = negInf
-						continue
-					}
-					v *= a.Scale
-					out[s] = v
-					maxs = max(maxs, v)
-				}
+			if pageKernels && hd%32 == 0 { // a page's scores in one call (dotRows)
+				maxs = max(maxs, pageScores(out, q, keys, pos, a.Scale, lo, qpos))
 				continue
 			}
 			for s := range out {
@@ -323,6 +310,49 @@ func selRun(sel []int32, i, ps int) int {
 	return e
 }
 
+// pageScores writes into out the scores (q·k times scale) of a page's
+// keys, one row of keys a slot of out, -Inf where a query at qpos does not
+// see the slot's position pos (above qpos, or at most lo), and returns
+// their maximum (-Inf: none seen). The rows go through dotRows (bit for
+// bit dotF32's sums; with pageKernels off, a dotF32 call a row).
+func pageScores(out, q, keys []float32, pos []int32, scale float32, lo, qpos int32) float32 {
+	m := negInf
+	if !anyVisible(pos, lo, qpos) {
+		fillNegInf(out)
+		return m
+	}
+	if pageKernels {
+		dotRows(out, q, keys, len(q))
+	} else {
+		dotRowsGo(out, q, keys, len(q))
+	}
+	for s, v := range out {
+		if pos[s] > qpos || pos[s] <= lo {
+			out[s] = negInf
+			continue
+		}
+		v *= scale
+		out[s] = v
+		m = max(m, v)
+	}
+	return m
+}
+
+// seqScores is pageScores over every page of seq: out[t] for its tokens t,
+// and their maximum.
+func seqScores(out, q []float32, seq *runtime.KVSeq, hd int, scale float32, lo, qpos int32) float32 {
+	m := negInf
+	for p := range seq.K {
+		base := p * seq.PageSize
+		if base >= seq.N {
+			break
+		}
+		end := min(base+seq.PageSize, seq.N)
+		m = max(m, pageScores(out[base:end], q, vec(seq.K[p])[:(end-base)*hd], seq.Pos[base:end], scale, lo, qpos))
+	}
+	return m
+}
+
 // anyVisible reports whether a query at qpos sees any of the positions
 // pos (those above lo and at most qpos).
 func anyVisible(pos []int32, lo, qpos int32) bool {
@@ -380,31 +410,7 @@ func (j *attnJob) recall(w int, q []float32, qpos int32, ref, seq *runtime.KVSeq
 	hd := a.HeadDim
 	full := j.full[w][:ref.N]
 	lo := windowStart(a, qpos)
-	m := negInf
-	for p := range ref.K {
-		base := p * ref.PageSize
-		if base >= ref.N {
-			break
-		}
-		pos, out := ref.Pos[base:min(base+ref.PageSize, ref.N)], full[base:min(base+ref.PageSize, ref.N)]
-		if !anyVisible(pos, lo, qpos) {
-			fillNegInf(out)
-			continue
-		}
-		if pageKernels {
-			dotRows(out, q, vec(ref.K[p]), hd)
-		} else {
-			dotRowsGo(out, q, vec(ref.K[p]), hd)
-		}
-		for s, v := range out {
-			if pos[s] > qpos || pos[s] <= lo {
-				out[s] = negInf
-				continue
-			}
-			out[s] = v * a.Scale
-			m = max(m, out[s])
-		}
-	}
+	m := seqScores(full, q, ref, hd, a.Scale, lo, qpos)
 	if m == negInf {
 		return 1
 	}

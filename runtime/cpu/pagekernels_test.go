@@ -12,7 +12,7 @@ import (
 
 // TestAttendPageKernels: Attend with a page's scores and value sums in one
 // call each (pageKernels) gives, bit for bit, the outputs, accumulated
-// probabilities and recall of the call a token: heads of 64 and 128,
+// probabilities and recall of the call a token, and QK its scores: heads of 64 and 128,
 // pages of 16 and 7 tokens, caches in position order and shuffled (as
 // evictions leave them), a sliding window, selections in runs of a page
 // and scattered, unsorted, query rows that see every token, some or none.
@@ -62,7 +62,7 @@ func TestAttendPageKernels(t *testing.T) {
 							a.Ref, a.Recall = ref, make([]float32, rows*heads)
 						}
 						q := randF32(rng, rows*heads*hd)
-						run := func(on bool) ([]float32, [][]float32, []float32) {
+						run := func(on bool) ([]float32, [][]float32, []float32, []float32) {
 							pageKernels = on
 							defer func() { pageKernels = true }()
 							out := make([]float32, rows*heads*hd)
@@ -72,10 +72,16 @@ func TestAttendPageKernels(t *testing.T) {
 							for _, x := range a.Acc {
 								acc = append(acc, slices.Clone(x))
 							}
-							return out, acc, slices.Clone(a.Recall)
+							var qk []float32 // the scores QK gives policies (SnapKV, the oracle), every row and head
+							for r := range rows {
+								for h := range heads {
+									sc := make([]float32, seqs[h/(heads/kvHeads)].N)
+									b.QK(a, r, h, sc)
+									qk = append(qk, sc...)
+								}
+							}
+							return out, acc, slices.Clone(a.Recall), qk
 						}
-						o1, acc1, rec1 := run(true)
-						o0, acc0, rec0 := run(false)
 						same := func(what string, x, y []float32) {
 							t.Helper()
 							for i := range x {
@@ -84,6 +90,9 @@ func TestAttendPageKernels(t *testing.T) {
 								}
 							}
 						}
+						o1, acc1, rec1, qk1 := run(true)
+						o0, acc0, rec0, qk0 := run(false)
+						same("QK", qk1, qk0)
 						same("out", o1, o0)
 						for h := range acc1 {
 							same(fmt.Sprintf("acc head %d", h), acc1[h], acc0[h])

@@ -11,14 +11,7 @@ func (b *Backend) QK(a *runtime.AttnArgs, r, h int, out []float32) {
 	seq := &a.Seqs[h/(a.Heads/a.KVHeads)]
 	q := vec(a.Q)[(r*a.Heads+h)*hd : (r*a.Heads+h+1)*hd]
 	qpos := int32(a.QPos[r])
-	lo := windowStart(a, qpos)
-	for t := 0; t < seq.N; t++ {
-		if seq.Pos[t] > qpos || seq.Pos[t] <= lo {
-			out[t] = negInf
-			continue
-		}
-		out[t] = dotF32(q, tokenVec(seq.K, seq.PageSize, hd, t)) * a.Scale
-	}
+	seqScores(out[:seq.N], q, seq, hd, a.Scale, windowStart(a, qpos), qpos)
 }
 
 // KeyBounds writes the per-channel min and max of keys [t0, t1) of seq.
