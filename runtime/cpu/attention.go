@@ -209,19 +209,11 @@ func (j *attnJob) one(w, r, h int) {
 		}
 	} else if pageKernels && !shifted && hd%32 == 0 {
 		// A selection's runs of consecutive tokens of one page in one call
-		// each (dotRows), the hidden ones then masked.
+		// each (pageScores).
 		ps := seq.PageSize
 		for i := 0; i < len(sc); {
 			t, e := int(sel[i]), selRun(sel, i, ps)
-			dotRows(sc[i:e], q, vec(seq.K[t/ps])[(t%ps)*hd:], hd)
-			for k := i; k < e; k++ {
-				if p := seq.Pos[t+k-i]; p > qpos || p <= lo {
-					sc[k] = negInf
-					continue
-				}
-				sc[k] *= a.Scale
-				maxs = max(maxs, sc[k])
-			}
+			maxs = max(maxs, pageScores(sc[i:e], q, vec(seq.K[t/ps])[(t%ps)*hd:], seq.Pos[t:t+e-i], a.Scale, lo, qpos))
 			i = e
 		}
 	} else {
