@@ -1162,7 +1162,7 @@ TEXT ·dotsAVX2(SB), NOSPLIT, $0-48
 	TESTQ DX, DX
 	JZ done
 	CMPQ CX, $64
-	JEQ q64
+	JAE q64
 row:
 	XORQ AX, AX
 	VXORPS Y0, Y0, Y0
@@ -1183,8 +1183,9 @@ loop32:
 	JNZ row
 	JMP done
 q64:
-	// n == 64 (heads of 64): q held in Y8-Y15 for every row; Y0-Y3 take
-	// the elements 0-31 and then 32-63, as the loop above adds them.
+	// n >= 64 (heads of 64, 128, ...): q's first 64 elements held in
+	// Y8-Y15 for every row; Y0-Y3 take the elements 0-31, then 32-63, then
+	// the rest 32 at a time, as the loop above adds them.
 	VMOVUPS (DI), Y8
 	VMOVUPS 32(DI), Y9
 	VMOVUPS 64(DI), Y10
@@ -1206,6 +1207,15 @@ row64:
 	VFMADD231PS 160(R8), Y13, Y1
 	VFMADD231PS 192(R8), Y14, Y2
 	VFMADD231PS 224(R8), Y15, Y3
+	MOVQ $64, AX
+	CMPQ AX, CX
+	JAE sum64
+rest64:
+	DOT32F32
+	ADDQ $32, AX
+	CMPQ AX, CX
+	JB rest64
+sum64:
 	SUM4
 	HSUM
 	VMOVSS X0, (R13)

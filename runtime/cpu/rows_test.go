@@ -108,3 +108,12 @@ func BenchmarkAxpyRows64Calls(b *testing.B) {
 		axpyRowsGo(y, e, x, 64)
 	}
 }
+
+// BenchmarkDotRows128 times a page of 16 scores of a head of 128.
+func BenchmarkDotRows128(b *testing.B) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	q, k, out := randF32(rng, 128), randF32(rng, 16*128), make([]float32, 16)
+	for range b.N {
+		dotRows(out, q, k, 128)
+	}
+}
