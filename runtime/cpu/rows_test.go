@@ -1,6 +1,7 @@
 package cpu
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -72,48 +73,27 @@ func TestKernelRowsBounds(t *testing.T) {
 	dotRows(out, k[:64], k, 64)
 }
 
-// BenchmarkDotRows64 times a page of 16 scores of a head of 64.
-func BenchmarkDotRows64(b *testing.B) {
-	rng := rand.New(rand.NewPCG(1, 2))
-	q, k, out := randF32(rng, 64), randF32(rng, 16*64), make([]float32, 16)
-	for range b.N {
-		dotRows(out, q, k, 64)
-	}
-}
-
-// BenchmarkDotRows64Calls times the same page as a dotF32 call a score.
-func BenchmarkDotRows64Calls(b *testing.B) {
-	rng := rand.New(rand.NewPCG(1, 2))
-	q, k, out := randF32(rng, 64), randF32(rng, 16*64), make([]float32, 16)
-	for range b.N {
-		dotRowsGo(out, q, k, 64)
-	}
-}
-
-// BenchmarkAxpyRows64 times a page of 16 value rows of a head of 64
-// added with their weights, and BenchmarkAxpyRows64Calls the same as an
-// axpyF32 call a row.
-func BenchmarkAxpyRows64(b *testing.B) {
-	rng := rand.New(rand.NewPCG(1, 2))
-	y, e, x := randF32(rng, 64), randF32(rng, 16), randF32(rng, 16*64)
-	for range b.N {
-		axpyRows(y, e, x, 64)
-	}
-}
-
-func BenchmarkAxpyRows64Calls(b *testing.B) {
-	rng := rand.New(rand.NewPCG(1, 2))
-	y, e, x := randF32(rng, 64), randF32(rng, 16), randF32(rng, 16*64)
-	for range b.N {
-		axpyRowsGo(y, e, x, 64)
-	}
-}
-
-// BenchmarkDotRows128 times a page of 16 scores of a head of 128.
-func BenchmarkDotRows128(b *testing.B) {
-	rng := rand.New(rand.NewPCG(1, 2))
-	q, k, out := randF32(rng, 128), randF32(rng, 16*128), make([]float32, 16)
-	for range b.N {
-		dotRows(out, q, k, 128)
+// BenchmarkPageRows times a page of 16 rows of a head of 64 or 128: its
+// scores (dots) and its weighted value rows (axpys), through the page
+// kernels and as a dotF32 or axpyF32 call a row (calls).
+func BenchmarkPageRows(b *testing.B) {
+	for _, hd := range []int{64, 128} {
+		rng := rand.New(rand.NewPCG(1, 2))
+		q, k, out, e := randF32(rng, hd), randF32(rng, 16*hd), make([]float32, 16), randF32(rng, 16)
+		for _, c := range []struct {
+			name string
+			run  func()
+		}{
+			{"dots", func() { dotRows(out, q, k, hd) }},
+			{"dots/calls", func() { dotRowsGo(out, q, k, hd) }},
+			{"axpys", func() { axpyRows(q, e, k, hd) }},
+			{"axpys/calls", func() { axpyRowsGo(q, e, k, hd) }},
+		} {
+			b.Run(fmt.Sprintf("hd%d/%s", hd, c.name), func(b *testing.B) {
+				for range b.N {
+					c.run()
+				}
+			})
+		}
 	}
 }

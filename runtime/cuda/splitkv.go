@@ -310,14 +310,18 @@ type occKey struct {
 const minChunkEnv = "KVBENCH_ATTN_MIN_CHUNK"
 
 // minChunkOf reads $KVBENCH_ATTN_MIN_CHUNK (default ChunkTokens).
-func minChunkOf() (int, error) {
-	v := os.Getenv(minChunkEnv)
+func minChunkOf() (int, error) { return chunkFloorOf(minChunkEnv) }
+
+// chunkFloorOf reads $name, a least chunk: a positive multiple of
+// ChunkTokens (default ChunkTokens).
+func chunkFloorOf(name string) (int, error) {
+	v := os.Getenv(name)
 	if v == "" {
 		return ChunkTokens, nil
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil || n <= 0 || n%ChunkTokens != 0 {
-		return 0, fmt.Errorf("cuda: %s=%q: want a positive multiple of %d", minChunkEnv, v, ChunkTokens)
+		return 0, fmt.Errorf("cuda: %s=%q: want a positive multiple of %d", name, v, ChunkTokens)
 	}
 	return n, nil
 }
@@ -328,17 +332,7 @@ func minChunkOf() (int, error) {
 // for every kernel). A block's four warps take tiles of 16 tokens: a chunk
 // of 32 leaves two of them without one (32/8 heads at 1K tokens are 32
 // chunks of 32 a row); 64 is the candidate the next GPU call times.
-func tcMinOf() (int, error) {
-	v := os.Getenv("KVBENCH_ATTN_TC_MIN")
-	if v == "" {
-		return ChunkTokens, nil
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n <= 0 || n%ChunkTokens != 0 {
-		return 0, fmt.Errorf("cuda: KVBENCH_ATTN_TC_MIN=%q: want a positive multiple of %d", v, ChunkTokens)
-	}
-	return n, nil
-}
+func tcMinOf() (int, error) { return chunkFloorOf("KVBENCH_ATTN_TC_MIN") }
 
 // wavesEnv sets splitState.waves: the chosen chunk is the one that fills
 // the resident block slots that many times (1, the default: one wave).
