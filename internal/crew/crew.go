@@ -1,8 +1,9 @@
 // Package crew runs the parts of a job side by side on goroutines that
 // outlive the job. A batch step splits its host work (every stream's KV
 // stores and evictions, the attention calls' metadata) into up to 16 parts,
-// several times a layer: a goroutine started, or woken from sleep, for each
-// part costs tens of microseconds on a server, more than a part's work.
+// several times a layer, and the CPU backend every matrix product and
+// attention call: a goroutine started, or woken from sleep, for each part
+// costs tens of microseconds on a server, more than a part's work.
 // The crew's workers wait for the next job by spinning on a word for a
 // while after each one (holding their threads at first, then yielding them
 // between looks), then sleep until a job wakes them. The workers live as
