@@ -56,8 +56,8 @@ var negInf = float32(math.Inf(-1))
 
 // pageKernels: Attend forms a page's scores and value sums in one call
 // each (dotRows, axpyRows) where a head's rows are whole multiples of 32
-// elements; false (tests) takes the call a token that they match bit for
-// bit.
+// elements; false (tests) takes the call a token (dotHead, axpyHead) that
+// they match bit for bit.
 var pageKernels = true
 
 // Attend computes softmax(q·K^T·scale) V for every query row and head over
@@ -202,7 +202,7 @@ func (j *attnJob) one(w, r, h int) {
 					out[s] = negInf
 					continue
 				}
-				v := dotF32(q, keys[s*hd:(s+1)*hd]) * a.Scale
+				v := dotHead(q, keys[s*hd:(s+1)*hd]) * a.Scale
 				out[s] = v
 				maxs = max(maxs, v)
 			}
@@ -305,8 +305,8 @@ func selRun(sel []int32, i, ps int) int {
 // pageScores writes into out the scores (q·k times scale) of a page's
 // keys, one row of keys a slot of out, -Inf where a query at qpos does not
 // see the slot's position pos (above qpos, or at most lo), and returns
-// their maximum (-Inf: none seen). The rows go through dotRows (bit for
-// bit dotF32's sums; with pageKernels off, a dotF32 call a row).
+// their maximum (-Inf: none seen). The rows go through dotRows (with
+// pageKernels off, a dotHead call a row: the same sums).
 func pageScores(out, q, keys []float32, pos []int32, scale float32, lo, qpos int32) float32 {
 	m := negInf
 	if !anyVisible(pos, lo, qpos) {
@@ -316,7 +316,9 @@ func pageScores(out, q, keys []float32, pos []int32, scale float32, lo, qpos int
 	if pageKernels {
 		dotRows(out, q, keys, len(q))
 	} else {
-		dotRowsGo(out, q, keys, len(q))
+		for s := range out {
+			out[s] = dotHead(q, keys[s*len(q):])
+		}
 	}
 	for s, v := range out {
 		if pos[s] > qpos || pos[s] <= lo {
@@ -436,7 +438,9 @@ func (j *attnJob) recall(w int, q []float32, qpos int32, ref, seq *runtime.KVSeq
 // the assembly kernels (small models such as stories260K have 8 channels).
 const smallHead = 16
 
-// dotHead is dotF32 for one head's vectors.
+// dotHead is one key's score (before scaling) for a query: dotRows' sum
+// for a single row, so that every attention score of a head is summed
+// alike, page kernels or not, re-positioned keys or not.
 func dotHead(a, b []float32) float32 {
 	if len(a) < smallHead {
 		b = b[:len(a)]
@@ -446,7 +450,9 @@ func dotHead(a, b []float32) float32 {
 		}
 		return s
 	}
-	return dotF32(a, b)
+	var out [1]float32
+	dotRows(out[:], a, b[:len(a)], len(a))
+	return out[0]
 }
 
 // axpyHead is axpyF32 for one head's vectors.

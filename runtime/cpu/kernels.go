@@ -59,10 +59,12 @@ func matmulFits(lenOut, lenX, lenW, rows, in, outStride, o0, o1 int) bool {
 	return o1*in <= lenW && rows*in <= lenX && (rows-1)*outStride+o1 <= lenOut
 }
 
-// dotRows sets out[s] = dotF32(q, k[s*ks:]) for every s < len(out): the
-// scores of a query against consecutive keys ks elements apart (a page's
-// rows). Where the rows are whole multiples of 32 elements the assembly
-// forms them in one call, bit for bit as dotF32 does.
+// dotRows sets out[s] = q·k[s*ks:] for every s < len(out): the scores of a
+// query against consecutive keys ks elements apart (a page's rows). Where
+// the rows are whole multiples of 32 elements the assembly forms them in
+// one call, eight rows at a time, each sum a chain of fused multiply-adds
+// a lane (dotsAVX2: a row's sum does not depend on the rows beside it);
+// elsewhere as dotF32.
 func dotRows(out, q, k []float32, ks int) {
 	if useAVX2 && len(q)%32 == 0 && rowsFit(len(out), len(q), len(k), ks) {
 		dotRowsAVX2(out, q, k, ks)

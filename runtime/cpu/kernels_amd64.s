@@ -1147,82 +1147,117 @@ done:
 // func dotsAVX2(q *float32, k *float32, ks int, n int, cnt int, out *float32)
 //
 // out[s] = sum_i q[i] * k[s*ks+i] for s < cnt, i < n; n a positive
-// multiple of 32. Each sum is formed as tile1x1F32 forms it for such an n
-// (four accumulators over 32 elements, added pairwise, then the same
-// horizontal reduction): the results are bit for bit those of cnt calls of
-// it, without a call per row.
+// multiple of 32. Each sum is one chain of fused multiply-adds a lane
+// (lane j adds elements j, j+8, j+16, ... in order), its eight lanes then
+// added as ((l0+l1)+(l2+l3)) + ((l4+l5)+(l6+l7)). Rows go eight at a time,
+// the query 64 elements at a time in Y8-Y15 and each row's chain in Y0-Y7,
+// the eight sums formed together by VHADDPS; the rows left (fewer than
+// eight) go one at a time with the same chain and sums, so that a row's
+// score does not depend on the rows beside it.
+#define FMA8(off, qy) \
+	VFMADD231PS off(R14), qy, Y0; VFMADD231PS off(R14)(R9*1), qy, Y1; \
+	VFMADD231PS off(R14)(R9*2), qy, Y2; VFMADD231PS off(R14)(R10*1), qy, Y3; \
+	VFMADD231PS off(R12), qy, Y4; VFMADD231PS off(R12)(R9*1), qy, Y5; \
+	VFMADD231PS off(R12)(R9*2), qy, Y6; VFMADD231PS off(R12)(R10*1), qy, Y7
 TEXT ·dotsAVX2(SB), NOSPLIT, $0-48
 	MOVQ q+0(FP), DI
 	MOVQ k+8(FP), R8
 	MOVQ ks+16(FP), R9
 	SHLQ $2, R9
 	MOVQ n+24(FP), CX
+	SHLQ $2, CX // n in bytes
 	MOVQ cnt+32(FP), DX
 	MOVQ out+40(FP), R13
-	TESTQ DX, DX
-	JZ done
-	CMPQ CX, $64
-	JAE q64
-row:
-	XORQ AX, AX
+	LEAQ (R9)(R9*2), R10 // 3 rows
+	LEAQ (R9*8), R11     // 8 rows
+	CMPQ DX, $8
+	JB tail
+group:
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
-loop32:
-	DOT32F32
-	ADDQ $32, AX
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	XORQ BX, BX
+block64:
+	LEAQ 256(BX), AX
 	CMPQ AX, CX
-	JB loop32
-	SUM4
-	HSUM
+	JA block32
+	VMOVUPS (DI)(BX*1), Y8
+	VMOVUPS 32(DI)(BX*1), Y9
+	VMOVUPS 64(DI)(BX*1), Y10
+	VMOVUPS 96(DI)(BX*1), Y11
+	VMOVUPS 128(DI)(BX*1), Y12
+	VMOVUPS 160(DI)(BX*1), Y13
+	VMOVUPS 192(DI)(BX*1), Y14
+	VMOVUPS 224(DI)(BX*1), Y15
+	LEAQ (R8)(BX*1), R14
+	LEAQ (R14)(R9*4), R12
+	FMA8(0, Y8)
+	FMA8(32, Y9)
+	FMA8(64, Y10)
+	FMA8(96, Y11)
+	FMA8(128, Y12)
+	FMA8(160, Y13)
+	FMA8(192, Y14)
+	FMA8(224, Y15)
+	MOVQ AX, BX
+	JMP block64
+block32:
+	CMPQ BX, CX
+	JAE sums
+	VMOVUPS (DI)(BX*1), Y8
+	VMOVUPS 32(DI)(BX*1), Y9
+	VMOVUPS 64(DI)(BX*1), Y10
+	VMOVUPS 96(DI)(BX*1), Y11
+	LEAQ (R8)(BX*1), R14
+	LEAQ (R14)(R9*4), R12
+	FMA8(0, Y8)
+	FMA8(32, Y9)
+	FMA8(64, Y10)
+	FMA8(96, Y11)
+sums:
+	// Y0 = [r0 l0+l1, l2+l3, r1 l0+l1, l2+l3 | r0 l4+l5, l6+l7, r1 ...]
+	VHADDPS Y1, Y0, Y0
+	VHADDPS Y3, Y2, Y2
+	VHADDPS Y5, Y4, Y4
+	VHADDPS Y7, Y6, Y6
+	// Y0 = [r0..r3 (l0+l1)+(l2+l3) | r0..r3 (l4+l5)+(l6+l7)], Y4 r4..r7
+	VHADDPS Y2, Y0, Y0
+	VHADDPS Y6, Y4, Y4
+	VPERM2F128 $0x20, Y4, Y0, Y1
+	VPERM2F128 $0x31, Y4, Y0, Y2
+	VADDPS Y2, Y1, Y1
+	VMOVUPS Y1, (R13)
+	ADDQ $32, R13
+	ADDQ R11, R8
+	SUBQ $8, DX
+	CMPQ DX, $8
+	JAE group
+tail:
+	TESTQ DX, DX
+	JZ done
+row:
+	VXORPS Y0, Y0, Y0
+	XORQ BX, BX
+chain:
+	VMOVUPS (R8)(BX*1), Y1
+	VFMADD231PS (DI)(BX*1), Y1, Y0
+	ADDQ $32, BX
+	CMPQ BX, CX
+	JB chain
+	VHADDPS Y0, Y0, Y0
+	VHADDPS Y0, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDSS X1, X0, X0
 	VMOVSS X0, (R13)
 	ADDQ $4, R13
 	ADDQ R9, R8
 	DECQ DX
 	JNZ row
-	JMP done
-q64:
-	// n >= 64 (heads of 64, 128, ...): q's first 64 elements held in
-	// Y8-Y15 for every row; Y0-Y3 take the elements 0-31, then 32-63, then
-	// the rest 32 at a time, as the loop above adds them.
-	VMOVUPS (DI), Y8
-	VMOVUPS 32(DI), Y9
-	VMOVUPS 64(DI), Y10
-	VMOVUPS 96(DI), Y11
-	VMOVUPS 128(DI), Y12
-	VMOVUPS 160(DI), Y13
-	VMOVUPS 192(DI), Y14
-	VMOVUPS 224(DI), Y15
-row64:
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VFMADD231PS (R8), Y8, Y0
-	VFMADD231PS 32(R8), Y9, Y1
-	VFMADD231PS 64(R8), Y10, Y2
-	VFMADD231PS 96(R8), Y11, Y3
-	VFMADD231PS 128(R8), Y12, Y0
-	VFMADD231PS 160(R8), Y13, Y1
-	VFMADD231PS 192(R8), Y14, Y2
-	VFMADD231PS 224(R8), Y15, Y3
-	MOVQ $64, AX
-	CMPQ AX, CX
-	JAE sum64
-rest64:
-	DOT32F32
-	ADDQ $32, AX
-	CMPQ AX, CX
-	JB rest64
-sum64:
-	SUM4
-	HSUM
-	VMOVSS X0, (R13)
-	ADDQ $4, R13
-	ADDQ R9, R8
-	DECQ DX
-	JNZ row64
 done:
 	VZEROUPPER
 	RET
@@ -1247,6 +1282,8 @@ TEXT ·axpysAVX2(SB), NOSPLIT, $0-48
 	JZ done
 	VXORPS X8, X8, X8
 	XORQ AX, AX
+	TESTQ $63, CX
+	JZ cols64
 cols:
 	LOADY4
 	LEAQ (SI)(AX*4), R8
@@ -1273,5 +1310,50 @@ next:
 	CMPQ AX, CX
 	JB cols
 done:
+	VZEROUPPER
+	RET
+cols64:
+	// n a multiple of 64 (heads of 64, 128, ...): y held 64 columns at a
+	// time in Y1-Y4 and Y5-Y7, Y9 (the zero moved to X15), so that each
+	// row's weight is read, tested and broadcast once for 64 columns.
+	// Every element still sees the same fused multiply-adds in order.
+	VXORPS X15, X15, X15
+c64:
+	LOADY4
+	VMOVUPS 128(DI)(AX*4), Y5
+	VMOVUPS 160(DI)(AX*4), Y6
+	VMOVUPS 192(DI)(AX*4), Y7
+	VMOVUPS 224(DI)(AX*4), Y9
+	LEAQ (SI)(AX*4), R8
+	XORQ BX, BX
+r64:
+	VMOVSS (R10)(BX*4), X0
+	VUCOMISS X15, X0
+	JNE add64
+	JPS add64
+	JMP next64
+add64:
+	VBROADCASTSS X0, Y0
+	VFMADD231PS (R8), Y0, Y1
+	VFMADD231PS 32(R8), Y0, Y2
+	VFMADD231PS 64(R8), Y0, Y3
+	VFMADD231PS 96(R8), Y0, Y4
+	VFMADD231PS 128(R8), Y0, Y5
+	VFMADD231PS 160(R8), Y0, Y6
+	VFMADD231PS 192(R8), Y0, Y7
+	VFMADD231PS 224(R8), Y0, Y9
+next64:
+	ADDQ R9, R8
+	INCQ BX
+	CMPQ BX, DX
+	JB r64
+	STOREY4
+	VMOVUPS Y5, 128(DI)(AX*4)
+	VMOVUPS Y6, 160(DI)(AX*4)
+	VMOVUPS Y7, 192(DI)(AX*4)
+	VMOVUPS Y9, 224(DI)(AX*4)
+	ADDQ $64, AX
+	CMPQ AX, CX
+	JB c64
 	VZEROUPPER
 	RET
