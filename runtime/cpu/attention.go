@@ -45,8 +45,13 @@ func spinUntil(t0 time.Time, d time.Duration) {
 type attnJob struct {
 	a       *runtime.AttnArgs
 	q, out  []float32
-	byHead  bool        // items are heads (each looping over rows): Acc is written
-	scratch [][]float32 // per worker: scores
+	byHead  bool // items are heads (each looping over rows): Acc is written
+	blocked bool // items are blocks of query rows and heads of one KV head, a page at a time
+	rows    int  // query rows an item's block holds (blocked)
+	heads   int  // query heads an item's block holds (blocked): a KV head's group, or one
+	lanes   int  // rows x heads: the (row, head) pairs of a block
+	items   int
+	scratch [][]float32 // per worker: scores (a block's lanes' one after another)
 	full    [][]float32 // per worker: full-attention scores for recall
 	qrot    [][]float32 // per worker: the query rotated for shifted keys
 	invFreq []float32   // RoPE inverse frequencies, for shifts
@@ -94,7 +99,6 @@ func (b *Backend) Attend(a *runtime.AttnArgs) {
 		j.full = make([][]float32, len(j.scratch))
 		j.qrot = make([][]float32, len(j.scratch))
 	}
-	grow(j.scratch, longest)
 	grow(j.full, refLongest)
 	grow(j.qrot, a.HeadDim)
 	if a.QShift != nil {
@@ -112,25 +116,10 @@ func (b *Backend) Attend(a *runtime.AttnArgs) {
 			clear(a.Acc[h][:a.Seqs[h/group].N])
 		}
 	}
-	items := a.Rows * a.Heads
-	if j.byHead {
-		items = a.Heads
-	}
-	grain := max(1, (1<<14)/max(1, longest*a.HeadDim))
-	b.pool.run(j, items, grain)
-}
-
-func (j *attnJob) run(w, lo, hi int) {
-	a := j.a
-	for it := lo; it < hi; it++ {
-		if j.byHead {
-			for r := 0; r < a.Rows; r++ {
-				j.one(w, r, it)
-			}
-		} else {
-			j.one(w, it/a.Heads, it%a.Heads)
-		}
-	}
+	j.plan()
+	grow(j.scratch, j.lanes*longest)
+	grain := max(1, (1<<14)/max(1, longest*a.HeadDim*j.lanes))
+	b.pool.run(j, j.items, grain)
 }
 
 // key returns token t's key (or value) in pages.

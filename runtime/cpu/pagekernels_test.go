@@ -16,92 +16,101 @@ import (
 // pages of 16 and 7 tokens, caches in position order and shuffled (as
 // evictions leave them), a sliding window, selections in runs of a page
 // and scattered, unsorted, query rows that see every token, some or none.
+// Prompts of several rows take blocks of rows and heads a page at a time
+// (attnblock.go): 3 rows of a group of 2 heads (one block), 19 rows (three
+// blocks, the last short), 11 rows of 36 heads over one KV head (wider
+// than a block's lanes: a head at a time), and a decode step's one row of
+// a group of 4 heads (a block of the group).
 func TestAttendPageKernels(t *testing.T) {
 	setAVX2(t, true)
 	rng := rand.New(rand.NewPCG(17, 4))
-	const heads, kvHeads = 4, 2
 	b := New(2)
 	defer b.Close()
-	for _, hd := range []int{64, 128} {
-		for _, ps := range []int{16, 7} {
-			for _, n := range []int{1, 40, 300} {
-				for _, opt := range []string{"plain", "shuffled", "window", "sel runs", "sel scattered", "acc", "recall"} {
-					t.Run(fmt.Sprintf("hd%d/ps%d/n%d/%s", hd, ps, n, opt), func(t *testing.T) {
-						ref := make([]runtime.KVSeq, kvHeads)
-						seqs := make([]runtime.KVSeq, kvHeads)
-						for g := range kvHeads {
-							order := make([]int, n)
-							for i := range order {
-								order[i] = i
+	for _, shape := range []struct{ rows, heads, kvHeads int }{{3, 4, 2}, {19, 4, 2}, {11, 36, 1}, {1, 8, 2}} {
+		rows, heads, kvHeads := shape.rows, shape.heads, shape.kvHeads
+		for _, hd := range []int{64, 128} {
+			for _, ps := range []int{16, 7} {
+				for _, n := range []int{1, 40, 300} {
+					for _, opt := range []string{"plain", "shuffled", "window", "sel runs", "sel scattered", "acc", "recall"} {
+						t.Run(fmt.Sprintf("rows%d/heads%d/hd%d/ps%d/n%d/%s", rows, heads, hd, ps, n, opt), func(t *testing.T) {
+							ref := make([]runtime.KVSeq, kvHeads)
+							seqs := make([]runtime.KVSeq, kvHeads)
+							for g := range kvHeads {
+								order := make([]int, n)
+								for i := range order {
+									order[i] = i
+								}
+								ref[g] = pagedSeq(rng, ps, hd, order, nil)
+								if opt == "shuffled" || opt == "recall" {
+									rng.Shuffle(n, func(i, j int) { order[i], order[j] = order[j], order[i] })
+									order = order[:max(1, n*3/4)] // a quarter evicted
+								}
+								seqs[g] = pagedSeq(rng, ps, hd, order, &ref[g])
 							}
-							ref[g] = pagedSeq(rng, ps, hd, order, nil)
-							if opt == "shuffled" || opt == "recall" {
-								rng.Shuffle(n, func(i, j int) { order[i], order[j] = order[j], order[i] })
-								order = order[:max(1, n*3/4)] // a quarter evicted
+							qpos := []int{n - 1, n / 2, -1} // every token, half, none; then any
+							for len(qpos) < rows {
+								qpos = append(qpos, rng.IntN(n+1)-1)
 							}
-							seqs[g] = pagedSeq(rng, ps, hd, order, &ref[g])
-						}
-						rows := 3
-						qpos := []int{n - 1, n / 2, -1} // every token, half, none
-						a := &runtime.AttnArgs{Rows: rows, QPos: qpos, Heads: heads, KVHeads: kvHeads, HeadDim: hd,
-							Scale: float32(1 / math.Sqrt(float64(hd))), Seqs: seqs}
-						switch opt {
-						case "window":
-							a.Window = 17
-						case "sel runs", "sel scattered":
-							a.Sel = make([][]int32, heads)
-							for h := range a.Sel {
-								a.Sel[h] = pickTokens(rng, seqs[h/(heads/kvHeads)].N, ps, opt == "sel runs")
+							a := &runtime.AttnArgs{Rows: rows, QPos: qpos, Heads: heads, KVHeads: kvHeads, HeadDim: hd,
+								Scale: float32(1 / math.Sqrt(float64(hd))), Seqs: seqs}
+							switch opt {
+							case "window":
+								a.Window = 17
+							case "sel runs", "sel scattered":
+								a.Sel = make([][]int32, heads)
+								for h := range a.Sel {
+									a.Sel[h] = pickTokens(rng, seqs[h/(heads/kvHeads)].N, ps, opt == "sel runs")
+								}
+							case "acc":
+								a.Acc, a.AccZero = make([][]float32, heads), true
+								for h := range a.Acc {
+									a.Acc[h] = make([]float32, seqs[h/(heads/kvHeads)].N)
+								}
+							case "recall":
+								a.Ref, a.Recall = ref, make([]float32, rows*heads)
 							}
-						case "acc":
-							a.Acc, a.AccZero = make([][]float32, heads), true
-							for h := range a.Acc {
-								a.Acc[h] = make([]float32, seqs[h/(heads/kvHeads)].N)
+							q := randF32(rng, rows*heads*hd)
+							run := func(on bool) ([]float32, [][]float32, []float32, []float32) {
+								pageKernels = on
+								defer func() { pageKernels = true }()
+								out := make([]float32, rows*heads*hd)
+								a.Q, a.Out = &f32{q}, &f32{out}
+								b.Attend(a)
+								var acc [][]float32
+								for _, x := range a.Acc {
+									acc = append(acc, slices.Clone(x))
+								}
+								var qk []float32 // the scores QK gives policies (SnapKV, the oracle), every row and head
+								for r := range rows {
+									for h := range heads {
+										sc := make([]float32, seqs[h/(heads/kvHeads)].N)
+										b.QK(a, r, h, sc)
+										qk = append(qk, sc...)
+									}
+								}
+								return out, acc, slices.Clone(a.Recall), qk
 							}
-						case "recall":
-							a.Ref, a.Recall = ref, make([]float32, rows*heads)
-						}
-						q := randF32(rng, rows*heads*hd)
-						run := func(on bool) ([]float32, [][]float32, []float32, []float32) {
-							pageKernels = on
-							defer func() { pageKernels = true }()
-							out := make([]float32, rows*heads*hd)
-							a.Q, a.Out = &f32{q}, &f32{out}
-							b.Attend(a)
-							var acc [][]float32
-							for _, x := range a.Acc {
-								acc = append(acc, slices.Clone(x))
-							}
-							var qk []float32 // the scores QK gives policies (SnapKV, the oracle), every row and head
-							for r := range rows {
-								for h := range heads {
-									sc := make([]float32, seqs[h/(heads/kvHeads)].N)
-									b.QK(a, r, h, sc)
-									qk = append(qk, sc...)
+							same := func(what string, x, y []float32) {
+								t.Helper()
+								for i := range x {
+									if math.Float32bits(x[i]) != math.Float32bits(y[i]) {
+										t.Fatalf("%s[%d]: %v with the page kernels, %v with a call a token", what, i, x[i], y[i])
+									}
 								}
 							}
-							return out, acc, slices.Clone(a.Recall), qk
-						}
-						same := func(what string, x, y []float32) {
-							t.Helper()
-							for i := range x {
-								if math.Float32bits(x[i]) != math.Float32bits(y[i]) {
-									t.Fatalf("%s[%d]: %v with the page kernels, %v with a call a token", what, i, x[i], y[i])
-								}
+							o1, acc1, rec1, qk1 := run(true)
+							o0, acc0, rec0, qk0 := run(false)
+							same("QK", qk1, qk0)
+							same("out", o1, o0)
+							for h := range acc1 {
+								same(fmt.Sprintf("acc head %d", h), acc1[h], acc0[h])
 							}
-						}
-						o1, acc1, rec1, qk1 := run(true)
-						o0, acc0, rec0, qk0 := run(false)
-						same("QK", qk1, qk0)
-						same("out", o1, o0)
-						for h := range acc1 {
-							same(fmt.Sprintf("acc head %d", h), acc1[h], acc0[h])
-						}
-						same("recall", rec1, rec0)
-						if opt == "recall" && n > 1 && rec1[0] <= 0 {
-							t.Errorf("recall %v: the row that sees every token kept none of its mass", rec1[0])
-						}
-					})
+							same("recall", rec1, rec0)
+							if opt == "recall" && n > 1 && rec1[0] <= 0 {
+								t.Errorf("recall %v: the row that sees every token kept none of its mass", rec1[0])
+							}
+						})
+					}
 				}
 			}
 		}
