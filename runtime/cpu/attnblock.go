@@ -105,13 +105,8 @@ func (j *attnJob) block(w, r0, r1, h0, h1 int) {
 				sc:  sc[i*n : (i+1)*n]})
 		}
 	}
-	for p := range seq.K {
-		keys := vec(seq.K[p])
-		base := p * seq.PageSize
-		if base >= n {
-			break
-		}
-		end := min(base+seq.PageSize, n)
+	for p, base := 0, 0; base < n; p, base = p+1, base+seq.PageSize {
+		keys, end := vec(seq.K[p]), min(base+seq.PageSize, n)
 		pos := seq.Pos[base:end]
 		for i := range lanes {
 			l := &lanes[i]
@@ -125,13 +120,8 @@ func (j *attnJob) block(w, r0, r1, h0, h1 int) {
 			l.max = 1 / expNegSum(l.sc, l.max) // from here on, the sum's inverse
 		}
 	}
-	for p := range seq.V {
-		vals := vec(seq.V[p])
-		base := p * seq.PageSize
-		if base >= n {
-			break
-		}
-		end := min(base+seq.PageSize, n)
+	for p, base := 0, 0; base < n; p, base = p+1, base+seq.PageSize {
+		vals, end := vec(seq.V[p]), min(base+seq.PageSize, n)
 		for i := range lanes {
 			if l := &lanes[i]; l.max != negInf {
 				axpyRows(l.out, l.sc[base:end], vals, hd)

@@ -1159,6 +1159,13 @@ done:
 	VFMADD231PS off(R14)(R9*2), qy, Y2; VFMADD231PS off(R14)(R10*1), qy, Y3; \
 	VFMADD231PS off(R12), qy, Y4; VFMADD231PS off(R12)(R9*1), qy, Y5; \
 	VFMADD231PS off(R12)(R9*2), qy, Y6; VFMADD231PS off(R12)(R10*1), qy, Y7
+// QUERY32 loads 32 of the query's elements, from byte BX plus the offsets
+// a-d, into ya-yd; ROWS8 points R14 and R12 at byte BX of rows 0 and 4;
+// FMA8X4 is FMA8 for four groups of 8 elements.
+#define QUERY32(a, b, c, d, ya, yb, yc, yd) \
+	VMOVUPS a(DI)(BX*1), ya; VMOVUPS b(DI)(BX*1), yb; VMOVUPS c(DI)(BX*1), yc; VMOVUPS d(DI)(BX*1), yd
+#define ROWS8 LEAQ (R8)(BX*1), R14; LEAQ (R14)(R9*4), R12
+#define FMA8X4(a, b, c, d, ya, yb, yc, yd) FMA8(a, ya); FMA8(b, yb); FMA8(c, yc); FMA8(d, yd)
 TEXT ·dotsAVX2(SB), NOSPLIT, $0-48
 	MOVQ q+0(FP), DI
 	MOVQ k+8(FP), R8
@@ -1186,39 +1193,19 @@ block64:
 	LEAQ 256(BX), AX
 	CMPQ AX, CX
 	JA block32
-	VMOVUPS (DI)(BX*1), Y8
-	VMOVUPS 32(DI)(BX*1), Y9
-	VMOVUPS 64(DI)(BX*1), Y10
-	VMOVUPS 96(DI)(BX*1), Y11
-	VMOVUPS 128(DI)(BX*1), Y12
-	VMOVUPS 160(DI)(BX*1), Y13
-	VMOVUPS 192(DI)(BX*1), Y14
-	VMOVUPS 224(DI)(BX*1), Y15
-	LEAQ (R8)(BX*1), R14
-	LEAQ (R14)(R9*4), R12
-	FMA8(0, Y8)
-	FMA8(32, Y9)
-	FMA8(64, Y10)
-	FMA8(96, Y11)
-	FMA8(128, Y12)
-	FMA8(160, Y13)
-	FMA8(192, Y14)
-	FMA8(224, Y15)
+	QUERY32(0, 32, 64, 96, Y8, Y9, Y10, Y11)
+	QUERY32(128, 160, 192, 224, Y12, Y13, Y14, Y15)
+	ROWS8
+	FMA8X4(0, 32, 64, 96, Y8, Y9, Y10, Y11)
+	FMA8X4(128, 160, 192, 224, Y12, Y13, Y14, Y15)
 	MOVQ AX, BX
 	JMP block64
 block32:
 	CMPQ BX, CX
 	JAE sums
-	VMOVUPS (DI)(BX*1), Y8
-	VMOVUPS 32(DI)(BX*1), Y9
-	VMOVUPS 64(DI)(BX*1), Y10
-	VMOVUPS 96(DI)(BX*1), Y11
-	LEAQ (R8)(BX*1), R14
-	LEAQ (R14)(R9*4), R12
-	FMA8(0, Y8)
-	FMA8(32, Y9)
-	FMA8(64, Y10)
-	FMA8(96, Y11)
+	QUERY32(0, 32, 64, 96, Y8, Y9, Y10, Y11)
+	ROWS8
+	FMA8X4(0, 32, 64, 96, Y8, Y9, Y10, Y11)
 sums:
 	// Y0 = [r0 l0+l1, l2+l3, r1 l0+l1, l2+l3 | r0 l4+l5, l6+l7, r1 ...]
 	VHADDPS Y1, Y0, Y0
@@ -1262,6 +1249,15 @@ done:
 	VZEROUPPER
 	RET
 
+// WEIGHT loads row BX's weight e[BX] (R10) into X0 and goes to add unless
+// it is zero (X8 holds zero; a NaN is added), else to next. FMA4ROW adds
+// X0's broadcast (Y0) times four groups of 8 elements of the row (R8) at
+// the byte offsets a-d into the accumulators ya-yd.
+#define WEIGHT(add, next) VMOVSS (R10)(BX*4), X0; VUCOMISS X8, X0; JNE add; JPS add; JMP next
+#define FMA4ROW(a, b, c, d, ya, yb, yc, yd) \
+	VFMADD231PS a(R8), Y0, ya; VFMADD231PS b(R8), Y0, yb; \
+	VFMADD231PS c(R8), Y0, yc; VFMADD231PS d(R8), Y0, yd
+
 // func axpysAVX2(y *float32, e *float32, x *float32, xs int, n int, cnt int)
 //
 // y[i] += e[s] * x[s*xs+i] for s = 0..cnt-1 in order, i < n; n a positive
@@ -1289,17 +1285,10 @@ cols:
 	LEAQ (SI)(AX*4), R8
 	XORQ BX, BX
 rows:
-	VMOVSS (R10)(BX*4), X0
-	VUCOMISS X8, X0
-	JNE add
-	JPS add
-	JMP next
+	WEIGHT(add, next)
 add:
 	VBROADCASTSS X0, Y0
-	VFMADD231PS (R8), Y0, Y1
-	VFMADD231PS 32(R8), Y0, Y2
-	VFMADD231PS 64(R8), Y0, Y3
-	VFMADD231PS 96(R8), Y0, Y4
+	FMA4ROW(0, 32, 64, 96, Y1, Y2, Y3, Y4)
 next:
 	ADDQ R9, R8
 	INCQ BX
@@ -1314,10 +1303,9 @@ done:
 	RET
 cols64:
 	// n a multiple of 64 (heads of 64, 128, ...): y held 64 columns at a
-	// time in Y1-Y4 and Y5-Y7, Y9 (the zero moved to X15), so that each
-	// row's weight is read, tested and broadcast once for 64 columns.
-	// Every element still sees the same fused multiply-adds in order.
-	VXORPS X15, X15, X15
+	// time in Y1-Y7 and Y9, so that each row's weight is read, tested and
+	// broadcast once for 64 columns. Every element still sees the same
+	// fused multiply-adds in order.
 c64:
 	LOADY4
 	VMOVUPS 128(DI)(AX*4), Y5
@@ -1327,21 +1315,11 @@ c64:
 	LEAQ (SI)(AX*4), R8
 	XORQ BX, BX
 r64:
-	VMOVSS (R10)(BX*4), X0
-	VUCOMISS X15, X0
-	JNE add64
-	JPS add64
-	JMP next64
+	WEIGHT(add64, next64)
 add64:
 	VBROADCASTSS X0, Y0
-	VFMADD231PS (R8), Y0, Y1
-	VFMADD231PS 32(R8), Y0, Y2
-	VFMADD231PS 64(R8), Y0, Y3
-	VFMADD231PS 96(R8), Y0, Y4
-	VFMADD231PS 128(R8), Y0, Y5
-	VFMADD231PS 160(R8), Y0, Y6
-	VFMADD231PS 192(R8), Y0, Y7
-	VFMADD231PS 224(R8), Y0, Y9
+	FMA4ROW(0, 32, 64, 96, Y1, Y2, Y3, Y4)
+	FMA4ROW(128, 160, 192, 224, Y5, Y6, Y7, Y9)
 next64:
 	ADDQ R9, R8
 	INCQ BX
