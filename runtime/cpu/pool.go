@@ -1,6 +1,7 @@
 package cpu
 
 import (
+	"fmt"
 	"os"
 	"sync/atomic"
 
@@ -21,12 +22,24 @@ type job interface {
 // every core busy to its end.
 const piecesPerWorker = 4
 
-// poolEnv, set to "static", splits every job into one span per worker
+// PoolEnv, set to "static", splits every job into one span per worker
 // handed out over channels to goroutines of the backend's own, which sleep
-// between jobs (the way before the crew: to compare the two in one run).
-const poolEnv = "KVBENCH_CPU_POOL"
+// between jobs (the way before the crew: to compare the two in one run);
+// "crew" or unset: the crew. Another value is an error when a backend is
+// made through the registry (runtime.NewBackend).
+const PoolEnv = "KVBENCH_CPU_POOL"
 
-var poolStatic = os.Getenv(poolEnv) == "static"
+var poolStatic, poolErr = parsePool(os.Getenv(PoolEnv))
+
+func parsePool(v string) (static bool, err error) {
+	switch v {
+	case "", "crew":
+		return false, nil
+	case "static":
+		return true, nil
+	}
+	return false, fmt.Errorf("cpu: %s=%q: want crew or static", PoolEnv, v)
+}
 
 // pool spreads a job over workers goroutines: the process's crew
 // (internal/crew), whose workers spin a while after each job where a

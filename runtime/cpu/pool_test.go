@@ -189,3 +189,18 @@ func tinyModelLogits(t *testing.T, b *Backend) []float32 {
 	}
 	return out
 }
+
+// TestPoolEnv checks KVBENCH_CPU_POOL's values: the crew unset or "crew",
+// the static pool for "static", an error naming the variable otherwise.
+func TestPoolEnv(t *testing.T) {
+	for v, want := range map[string]bool{"": false, "crew": false, "static": true} {
+		if static, err := parsePool(v); err != nil || static != want {
+			t.Errorf("parsePool(%q) = %v, %v; want %v", v, static, err, want)
+		}
+	}
+	for _, v := range []string{"statc", "off", "Static"} {
+		if _, err := parsePool(v); err == nil || !strings.Contains(err.Error(), PoolEnv) {
+			t.Errorf("parsePool(%q): error %v, want one naming %s", v, err, PoolEnv)
+		}
+	}
+}

@@ -6,6 +6,11 @@ func init() {
 	runtime.RegisterBackend(runtime.BackendSpec{
 		Name:      "cpu",
 		Available: func() (bool, string) { return true, "" },
-		New:       func(threads int) (runtime.Backend, error) { return New(threads), nil },
+		New: func(threads int) (runtime.Backend, error) {
+			if poolErr != nil {
+				return nil, poolErr
+			}
+			return New(threads), nil
+		},
 	})
 }
