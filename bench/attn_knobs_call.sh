@@ -2,7 +2,7 @@
 # Issue 14 item 6 in one device call: decode attention's candidate settings
 # beside SDPA, their GPU tests, the split kernel's trace and the 8B decode,
 # all from the one build of the working tree (every candidate is a setting:
-# KVBENCH_ATTN_TC_MIN, KVBENCH_ATTN_MERGE, KVBENCH_ATTN_COMBINE,
+# KVBENCH_ATTN_TC_MIN, KVBENCH_ATTN_COMBINE,
 # KVBENCH_ATTN_TC). Pack here, carry [".gpucarry"], run from the repository
 # root on the GPU machine (about 8 minutes):
 #   PKGS="runtime/cuda" bash bench/pack_carry.sh   # here (the fixtures too: TestBackendModelsBF16)
@@ -11,6 +11,9 @@
 # the rounds of the kernels' table, each with SDPA beside it. Two waves with
 # the fused one-pass merge is the staggered kernel's cheap stand-in: the
 # first wave's rows merge while the second wave reads (docs/gpu-notes.md).
+# Run on an H100 on 2026-12-05 (docs/benchmarks.md): the chunk of 64 and the
+# one-pass merge won and are now the defaults; 32 (the old chunk) stays a
+# setting to time against.
 set -u
 source bench/unpack_carry.sh
 export B
@@ -25,7 +28,7 @@ if [[ $parts == *" tests "* ]]; then
 	(cd runtime/cuda && timeout 240 $B/runtime_cuda.test -test.count=1 \
 		-test.run 'TestAttnTraceGPU|TestAttendOnePassMergeGPU|TestAttendTCKernels|TestPoliciesSplitKernelsGPU' 2>&1 |
 		grep -E "^(--- FAIL|FAIL|ok|PASS)|panic|attn_trace|error" | head -20)
-	for e in KVBENCH_ATTN_TC_MIN=64 KVBENCH_ATTN_MERGE=onepass; do # the policies' sums and the models through each candidate
+	for e in KVBENCH_ATTN_TC_MIN=32 KVBENCH_ATTN_TC_MIN=128; do # the policies' sums and the models through each candidate
 		echo "# tests under $e"
 		(cd runtime/cuda && env $e timeout 150 $B/runtime_cuda.test -test.count=1 \
 			-test.run 'TestAttendTCKernels|TestPoliciesSplitKernelsGPU|TestBackendModelsBF16' 2>&1 | grep -E "^(--- FAIL|FAIL|ok|PASS)|panic" | head -10)
@@ -36,10 +39,10 @@ if [[ $parts == *" kernels "* ]]; then
 	for r in $(seq 1 "${ROUNDS:-2}"); do
 		echo "# round $r"
 		SHAPES="32/8:128" LENGTHS=512,1024,2048,4096,8192,16384,32768,65536 \
-			ENVS="default KVBENCH_ATTN_TC_MIN=64 KVBENCH_ATTN_TC_MIN=128 KVBENCH_ATTN_MERGE=onepass KVBENCH_ATTN_COMBINE=fused KVBENCH_ATTN_COMBINE=fused,KVBENCH_ATTN_MERGE=onepass KVBENCH_ATTN_WAVES=2,KVBENCH_ATTN_COMBINE=fused,KVBENCH_ATTN_MERGE=onepass KVBENCH_ATTN_TC=off" \
+			ENVS="default KVBENCH_ATTN_TC_MIN=32 KVBENCH_ATTN_TC_MIN=128 KVBENCH_ATTN_COMBINE=fused KVBENCH_ATTN_WAVES=2,KVBENCH_ATTN_COMBINE=fused KVBENCH_ATTN_TC=off" \
 			bash bench/decode_attn_call.sh "$B" | grep -v "^NVIDIA"
 		SHAPES="32/32:128" LENGTHS=512,1024,2048,4096,8192,16384,32768 \
-			ENVS="default KVBENCH_ATTN_MERGE=onepass KVBENCH_ATTN_COMBINE=separate KVBENCH_ATTN_TC=off" \
+			ENVS="default KVBENCH_ATTN_COMBINE=separate KVBENCH_ATTN_TC=off" \
 			bash bench/decode_attn_call.sh "$B" | grep -v "^NVIDIA"
 	done
 fi
@@ -52,13 +55,13 @@ if [[ $parts == *" trace "* ]]; then
 			grep -E "^# trace|^# full|^kvbench|error" | sed "s|^|$h $e: |"
 	}
 	trace_at default 32/8 1024,4096,32768,65536
-	trace_at KVBENCH_ATTN_TC_MIN=64 32/8 1024,2048
+	trace_at KVBENCH_ATTN_TC_MIN=32 32/8 1024,2048
 	trace_at KVBENCH_ATTN_COMBINE=fused 32/8 1024,32768
 	trace_at default 32/32 512,1024,16384,32768
 fi
 if [[ $parts == *" decode "* ]]; then
 	stamp decode
-	VARIANTS="main=$B/kvbench chunk64=$B/kvbench@KVBENCH_ATTN_TC_MIN=64 onepass=$B/kvbench@KVBENCH_ATTN_MERGE=onepass" \
+	VARIANTS="main=$B/kvbench chunk32=$B/kvbench@KVBENCH_ATTN_TC_MIN=32 tcoff=$B/kvbench@KVBENCH_ATTN_TC=off" \
 		REPS=2 bash bench/decode_call.sh
 fi
 stamp done

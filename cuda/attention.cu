@@ -220,15 +220,6 @@ __device__ __forceinline__ float rot_group_dot(const float (&qf)[G][8], const fl
     return s[0];
 }
 
-// KVB_MERGE1 (KVBENCH_ATTN_MERGE=onepass) builds attn_merge's one-wait
-// form: each thread's first MB chunks' loads are issued before the heads'
-// maxima and sums are formed, and those come from one pass of running
-// (max, sum) pairs (ml_join) instead of a pass for the maxima and a second
-// for the sums. Same values to rounding.
-#ifndef KVB_MERGE1
-#define KVB_MERGE1 0
-#endif
-
 // ml_join is the (max, sum) pair of two base-2 softmax partials' pairs:
 // M = max(a.x, b.x), sum = a.y 2^(a.x - M) + b.y 2^(b.x - M); (-inf, 0)
 // where both are empty.
@@ -288,17 +279,16 @@ __device__ __forceinline__ void attn_merge(const float* __restrict__ pO, const f
         gg[k] = col[k] * 4 / D;
     }
     // Batches of MB chunks: all their loads are issued before any is used.
+    // The first batch's go out now, to land while the heads' maxima and sums
+    // are formed, in one pass of running (max, sum) pairs (ml_join): one
+    // wait on the L2 where a pass for the maxima, one for the sums and the
+    // outputs' loads made three (a missing chunk weighs 2^-inf = 0).
     constexpr int MB = 4;
     int c = cg;
-#if KVB_MERGE1
-    // The first batch's loads go out now, to land while the sums are formed
-    // (a missing chunk weighs 2^-inf = 0).
     float wm0[MB][CPT];
     float4 o0[MB][CPT];
     merge_loads<G, D, true>(pO, pML, c, CG, nchunks, col, gg, wm0, o0);
-#endif
     for (int g = w; g < G; g += NW) {
-#if KVB_MERGE1
         float2 ml = make_float2(NEG_INF, 0.f);
         for (int i = ln; i < nchunks; i += 32) ml = ml_join(ml, __ldcg(reinterpret_cast<const float2*>(pML) + i * G + g));
 #pragma unroll
@@ -306,18 +296,6 @@ __device__ __forceinline__ void attn_merge(const float* __restrict__ pO, const f
             ml = ml_join(ml, make_float2(__shfl_xor_sync(0xffffffffu, ml.x, s), __shfl_xor_sync(0xffffffffu, ml.y, s)));
         const float mx = ml.x, l = ml.y;
         const float M = mx == NEG_INF ? 0.f : mx;
-#else
-        float mx = NEG_INF;
-        for (int i = ln; i < nchunks; i += 32) mx = fmaxf(mx, __ldcg(pML + (i * G + g) * 2));
-        mx = warp_max(mx);
-        const float M = mx == NEG_INF ? 0.f : mx;
-        float l = 0.f;
-        for (int i = ln; i < nchunks; i += 32) {
-            const float2 ml = __ldcg(reinterpret_cast<const float2*>(pML) + i * G + g);
-            l += exp2f(ml.x - M) * ml.y;
-        }
-        l = warp_sum(l);
-#endif
         if (ln == 0) {
             sM[g] = M;
             sMx[g] = mx;
@@ -338,13 +316,11 @@ __device__ __forceinline__ void attn_merge(const float* __restrict__ pO, const f
     }
 #pragma unroll
     for (int k = 0; k < CPT; ++k) Mg[k] = sM[gg[k]];
-#if KVB_MERGE1
 #pragma unroll
     for (int u = 0; u < MB; ++u)
 #pragma unroll
         for (int k = 0; k < CPT; ++k) fma4(acc[k], exp2f(wm0[u][k] - Mg[k]), o0[u][k]);
     c += MB * CG;
-#endif
     for (; c + (MB - 1) * CG < nchunks; c += MB * CG) {
         float wm[MB][CPT];
         float4 o[MB][CPT];

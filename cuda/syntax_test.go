@@ -95,8 +95,7 @@ func TestClangSyntax(t *testing.T) {
 		def  string // a macro defined beside ("": none)
 	}
 	jobs := []job{{"sm_70", -1, ""}, {"sm_75", -1, ""}, {"sm_80", -1, ""}, {"sm_86", -1, ""}, {"sm_89", -1, ""}, {"sm_90", -1, ""},
-		{"sm_80", -1, "KVB_TRACE=1"}, {"sm_90", -1, "KVB_TRACE=1"}, // the attention trace's build (KVBENCH_ATTN_TRACE)
-		{"sm_80", -1, "KVB_MERGE1=1"}, {"sm_90", -1, "KVB_MERGE1=1"}} // the one-pass merge (KVBENCH_ATTN_MERGE=onepass)
+		{"sm_80", -1, "KVB_TRACE=1"}, {"sm_90", -1, "KVB_TRACE=1"}} // the attention trace's build (KVBENCH_ATTN_TRACE)
 	for p := range Parts {
 		jobs = append(jobs, job{"sm_90", p, ""})
 	}

@@ -52,9 +52,6 @@ type Backend struct {
 	// The split-KV attention's chunk, occupancies and last plan (splitkv.go).
 	split splitState
 	trace traceState // the split-KV attention's trace (SetAttnTrace; attntrace.go)
-	// onePassMerge: the kernels were built with the one-pass split-KV merge
-	// ($KVBENCH_ATTN_MERGE=onepass; kernels.go).
-	onePassMerge bool
 	// Host building space for the per-call metadata.
 	hInts     []int32
 	noLanes   bool // KVBENCH_LANES=off: AttendBatch builds its calls' metadata on one goroutine
@@ -212,11 +209,6 @@ func NewFakeBackend(prec string) (*Backend, error) {
 
 // newBackendOn is NewBackendAt on the opened device d.
 func newBackendOn(d *Device, prec string) (*Backend, error) {
-	onePass, err := mergeBuild()
-	if err != nil {
-		d.Close()
-		return nil, err
-	}
 	m, err := d.LoadParts("kvbench.cu", kernelsrc.Source(), KernelOptions(), kernelsrc.Parts)
 	if err != nil {
 		d.Close()
@@ -225,7 +217,6 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 	b := &Backend{D: d, mod: m, fns: map[string]*Function{}, slab: newSlabAllocator(d),
 		kv: newKVBatch(), graphs: map[runtime.ReplayKey]*replay{}}
 	b.trace.built = traceBuild()
-	b.onePassMerge = onePass
 	nv, _, err := NVRTCVersion()
 	if err != nil {
 		nv = "unknown"
@@ -358,9 +349,6 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 		blasNote += ", no graphs"
 	} else if b.allGraphs {
 		blasNote += ", graphs for one-row steps too"
-	}
-	if b.onePassMerge {
-		blasNote += ", one-pass attention merge"
 	}
 	b.desc = fmt.Sprintf("%s, %s, NVRTC %s, %s compute%s", d.Name, d.Arch(), nv, b.prec, blasNote)
 	return b, nil

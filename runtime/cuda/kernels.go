@@ -22,30 +22,7 @@ func KernelOptions() []string {
 	if traceBuild() {
 		opts = append(opts, "-DKVB_TRACE=1")
 	}
-	if onePass, _ := mergeBuild(); onePass {
-		opts = append(opts, "-DKVB_MERGE1=1")
-	}
 	return opts
-}
-
-// mergeEnv chooses the split-KV merge's build (attn_merge in
-// cuda/attention.cu): "twopass" (the default) forms the heads' maxima and
-// then their sums before the partial outputs are asked for; "onepass"
-// (KVB_MERGE1) asks for each thread's first chunks' outputs first and forms
-// the maxima and sums in one pass of running pairs. A candidate until it is
-// timed beside the default on a GPU (docs/gpu-notes.md).
-const mergeEnv = "KVBENCH_ATTN_MERGE"
-
-// mergeBuild reports whether $KVBENCH_ATTN_MERGE asks for the one-pass merge.
-func mergeBuild() (bool, error) {
-	switch v := os.Getenv(mergeEnv); v {
-	case "", "twopass":
-		return false, nil
-	case "onepass":
-		return true, nil
-	default:
-		return false, fmt.Errorf("cuda: %s=%q is not twopass or onepass", mergeEnv, v)
-	}
 }
 
 // Kernels is kvbench's kernel module (package kvbench/cuda's sources)

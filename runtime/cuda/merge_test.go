@@ -3,51 +3,20 @@ package cuda_test
 import (
 	"fmt"
 	"math/rand/v2"
-	"slices"
-	"strings"
 	"testing"
 
 	"github.com/kvbench/kvbench/runtime"
 	"github.com/kvbench/kvbench/runtime/cpu"
-	"github.com/kvbench/kvbench/runtime/cuda"
 )
 
-// TestMergeEnv: $KVBENCH_ATTN_MERGE chooses the split-KV merge's build;
-// onepass adds the macro and says so in the backend's description, a
-// value it does not know stops the backend with an error naming it.
-func TestMergeEnv(t *testing.T) {
-	if be := fakeBackend(t); strings.Contains(be.Device(), "one-pass") || slices.Contains(cuda.KernelOptions(), "-DKVB_MERGE1=1") {
-		t.Errorf("default build: %q, options %v", be.Device(), cuda.KernelOptions())
-	}
-	t.Setenv("KVBENCH_ATTN_MERGE", "onepass")
-	if be := fakeBackend(t); !strings.Contains(be.Device(), "one-pass attention merge") || !slices.Contains(cuda.KernelOptions(), "-DKVB_MERGE1=1") {
-		t.Errorf("onepass: %q, options %v", be.Device(), cuda.KernelOptions())
-	}
-	t.Setenv("KVBENCH_ATTN_MERGE", "twopass")
-	if be := fakeBackend(t); strings.Contains(be.Device(), "one-pass") {
-		t.Errorf("twopass: %q", be.Device())
-	}
-	t.Setenv("KVBENCH_ATTN_MERGE", "fast")
-	if be, err := cuda.NewFakeBackend("bf16"); err == nil {
-		be.Close()
-		t.Fatal("KVBENCH_ATTN_MERGE=fast: no error")
-	} else if !strings.Contains(err.Error(), "KVBENCH_ATTN_MERGE") || !strings.Contains(err.Error(), "fast") {
-		t.Errorf("error %q names neither the variable nor its value", err)
-	}
-}
-
-// TestAttendOnePassMergeGPU: kernels built with the one-pass merge give
-// the CPU's outputs and accumulated probabilities within the split
+// TestAttendOnePassMergeGPU: the split-KV merge (one pass of running
+// (max, sum) pairs, the first chunks' loads issued first) gives the CPU's outputs and accumulated probabilities within the split
 // kernels' tolerance, through the fused last-block merges and through the
 // separate combine, over rows of many partials (chunks of 32), the
 // chooser's chunks and one chunk a row (2048), for MHA and GQA groups,
 // f32 and bf16 pages, one query row and several.
 func TestAttendOnePassMergeGPU(t *testing.T) {
-	t.Setenv("KVBENCH_ATTN_MERGE", "onepass")
 	g := newGPU(t)
-	if !strings.Contains(g.Device(), "one-pass attention merge") {
-		t.Fatalf("backend %q: not the one-pass build", g.Device())
-	}
 	c := cpu.New(0)
 	defer c.Close()
 	defer g.SetAttnChunk(0)

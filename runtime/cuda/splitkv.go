@@ -328,11 +328,20 @@ func chunkFloorOf(name string) (int, error) {
 
 // tcMinOf reads $KVBENCH_ATTN_TC_MIN: the least tokens a block of the
 // tensor-core decode kernels takes in a chosen chunk (a multiple of
-// ChunkTokens; default ChunkTokens, the floor $KVBENCH_ATTN_MIN_CHUNK sets
-// for every kernel). A block's four warps take tiles of 16 tokens: a chunk
-// of 32 leaves two of them without one (32/8 heads at 1K tokens are 32
-// chunks of 32 a row); 64 is the candidate the next GPU call times.
-func tcMinOf() (int, error) { return chunkFloorOf("KVBENCH_ATTN_TC_MIN") }
+// ChunkTokens; default TCMinChunk). A block's four warps take tiles of 16
+// tokens: a chunk of 32 leaves two of them without one (32/8 heads at 1K
+// tokens were 32 chunks of 32 a row). Measured on an H100 (2026-12-05,
+// docs/benchmarks.md): 64 took 32/8 at 512 and 1K tokens from 10.7 and
+// 12.3 to 10.4 and 11.7 µs, no change from 2K on nor in the 8B decode.
+func tcMinOf() (int, error) {
+	if os.Getenv("KVBENCH_ATTN_TC_MIN") == "" {
+		return TCMinChunk, nil
+	}
+	return chunkFloorOf("KVBENCH_ATTN_TC_MIN")
+}
+
+// TCMinChunk is the default least chunk of the tensor-core decode kernels.
+const TCMinChunk = 64
 
 // wavesEnv sets splitState.waves: the chosen chunk is the one that fills
 // the resident block slots that many times (1, the default: one wave).

@@ -8,10 +8,11 @@ import (
 	"github.com/kvbench/kvbench/runtime/cuda"
 )
 
-// TestFakeTCMinChunk: $KVBENCH_ATTN_TC_MIN raises the chosen chunk of the
-// tensor-core decode kernels alone (32/8 heads at 1,024 tokens: from the
-// chooser's chunk to 64), leaves the CUDA-core kernels' chunk (32/32 heads
-// at 1,024) as it was, raises a batch step's tensor-core launch alike,
+// TestFakeTCMinChunk: the least chunk of the tensor-core decode kernels
+// (default 64, $KVBENCH_ATTN_TC_MIN) sets their chosen chunk alone (32/8
+// heads at 1,024 tokens: 64 by default, the chooser's 32 under
+// KVBENCH_ATTN_TC_MIN=32), leaves the CUDA-core kernels' chunk (32/32
+// heads at 1,024) as it was, sets a batch step's tensor-core launch alike,
 // and a value that is not a multiple of 32 stops the backend with an error
 // naming it.
 func TestFakeTCMinChunk(t *testing.T) {
@@ -27,15 +28,15 @@ func TestFakeTCMinChunk(t *testing.T) {
 	if !strings.HasSuffix(gqa.Kernel, "_tc") || strings.HasSuffix(mha.Kernel, "_tc") {
 		t.Fatalf("kernels %s (32/8) and %s (32/32): the case wants the tensor cores for the first alone", gqa.Kernel, mha.Kernel)
 	}
-	if gqa.Chunk >= 64 {
-		t.Fatalf("32/8 at 1,024 tokens took chunks of %d by default: the floor of 64 would change nothing", gqa.Chunk)
+	if gqa.Chunk != cuda.TCMinChunk || cuda.TCMinChunk != 64 {
+		t.Fatalf("32/8 at 1,024 tokens took chunks of %d by default, want %d (64)", gqa.Chunk, cuda.TCMinChunk)
 	}
-	t.Setenv("KVBENCH_ATTN_TC_MIN", "64")
-	if p := plan(32, 8); p.Chunk != 64 || p.Kernel != gqa.Kernel {
-		t.Errorf("32/8 with KVBENCH_ATTN_TC_MIN=64: %+v, want chunks of 64 on %s", p, gqa.Kernel)
+	t.Setenv("KVBENCH_ATTN_TC_MIN", "32")
+	if p := plan(32, 8); p.Chunk != 32 || p.Kernel != gqa.Kernel {
+		t.Errorf("32/8 with KVBENCH_ATTN_TC_MIN=32: %+v, want chunks of 32 on %s", p, gqa.Kernel)
 	}
 	if p := plan(32, 32); p.Chunk != mha.Chunk || p.Kernel != mha.Kernel {
-		t.Errorf("32/32 with KVBENCH_ATTN_TC_MIN=64: %+v, want %+v (not on the tensor cores)", p, mha)
+		t.Errorf("32/32 with KVBENCH_ATTN_TC_MIN=32: %+v, want %+v (not on the tensor cores)", p, mha)
 	}
 	// A batch step's tensor-core launch (8 streams of 30-51 tokens, 8/2 heads
 	// of 64: 16 rows of a chunk of 32 by default).
@@ -57,9 +58,9 @@ func TestFakeTCMinChunk(t *testing.T) {
 	}
 	t.Setenv("KVBENCH_ATTN_TC_MIN", "")
 	dflt := batchPlan()
-	t.Setenv("KVBENCH_ATTN_TC_MIN", "64")
-	if p := batchPlan(); !strings.HasSuffix(dflt.Kernel, "_tc") || dflt.Chunk != 32 || p.Chunk != 64 || p.Kernel != dflt.Kernel {
-		t.Errorf("batch step: %+v by default, %+v with KVBENCH_ATTN_TC_MIN=64; want chunks of 32 and 64 on a tensor-core kernel", dflt, p)
+	t.Setenv("KVBENCH_ATTN_TC_MIN", "32")
+	if p := batchPlan(); !strings.HasSuffix(dflt.Kernel, "_tc") || dflt.Chunk != 64 || p.Chunk != 32 || p.Kernel != dflt.Kernel {
+		t.Errorf("batch step: %+v by default, %+v with KVBENCH_ATTN_TC_MIN=32; want chunks of 64 and 32 on a tensor-core kernel", dflt, p)
 	}
 	t.Setenv("KVBENCH_ATTN_TC_MIN", "48")
 	if be, err := cuda.NewFakeBackend("bf16"); err == nil {
