@@ -310,14 +310,14 @@ type occKey struct {
 const minChunkEnv = "KVBENCH_ATTN_MIN_CHUNK"
 
 // minChunkOf reads $KVBENCH_ATTN_MIN_CHUNK (default ChunkTokens).
-func minChunkOf() (int, error) { return chunkFloorOf(minChunkEnv) }
+func minChunkOf() (int, error) { return chunkFloorOf(minChunkEnv, ChunkTokens) }
 
 // chunkFloorOf reads $name, a least chunk: a positive multiple of
-// ChunkTokens (default ChunkTokens).
-func chunkFloorOf(name string) (int, error) {
+// ChunkTokens (def where unset).
+func chunkFloorOf(name string, def int) (int, error) {
 	v := os.Getenv(name)
 	if v == "" {
-		return ChunkTokens, nil
+		return def, nil
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil || n <= 0 || n%ChunkTokens != 0 {
@@ -333,12 +333,7 @@ func chunkFloorOf(name string) (int, error) {
 // tokens were 32 chunks of 32 a row). Measured on an H100 (2026-12-05,
 // docs/benchmarks.md): 64 took 32/8 at 512 and 1K tokens from 10.7 and
 // 12.3 to 10.4 and 11.7 µs, no change from 2K on nor in the 8B decode.
-func tcMinOf() (int, error) {
-	if os.Getenv("KVBENCH_ATTN_TC_MIN") == "" {
-		return TCMinChunk, nil
-	}
-	return chunkFloorOf("KVBENCH_ATTN_TC_MIN")
-}
+func tcMinOf() (int, error) { return chunkFloorOf("KVBENCH_ATTN_TC_MIN", TCMinChunk) }
 
 // TCMinChunk is the default least chunk of the tensor-core decode kernels.
 const TCMinChunk = 64
