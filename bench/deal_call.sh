@@ -5,7 +5,7 @@
 # on a few cases), decode attention beside SDPA, and the split kernel's
 # trace. Pack here, carry [".gpucarry"], run from the repository root on the
 # GPU machine:
-#   PKGS="runtime/cuda" bash bench/pack_carry.sh main   # here (main: the variant to time against)
+#   PKGS="runtime/cuda" bash bench/pack_carry.sh before   # here (a branch of the build to time against; VARIANT names it there)
 #   bash bench/deal_call.sh                             # there
 # PARTS (default "tests kernels trace"), ROUNDS (2).
 set -u
@@ -33,14 +33,14 @@ if [[ $parts == *" tests "* ]]; then
 fi
 if [[ $parts == *" kernels "* ]]; then
 	stamp kernels
-	# This build (near-equal shares; dealt) and main's (chunks of the chosen
+	# This build (near-equal shares; dealt) and the one before (chunks of the chosen
 	# size), SDPA beside, in turn.
 	for r in $(seq 1 "${ROUNDS:-2}"); do
 		echo "# round $r"
 		SHAPES="32/8:128" LENGTHS=512,1024,2048,4096,8192,16384,32768,65536,131072 \
-			ENVS="default KVBENCH_ATTN_DEAL=on" bash bench/decode_attn_call.sh "$B" .gpucarry/b/main | grep -v "^NVIDIA"
+			ENVS="default KVBENCH_ATTN_DEAL=on" bash bench/decode_attn_call.sh "$B" .gpucarry/b/${VARIANT:-before} | grep -v "^NVIDIA"
 		SHAPES="32/32:128 32/8:64" LENGTHS=512,1024,2048,4096,8192,16384,32768 \
-			ENVS="default KVBENCH_ATTN_DEAL=on" bash bench/decode_attn_call.sh "$B" .gpucarry/b/main | grep -v "^NVIDIA"
+			ENVS="default KVBENCH_ATTN_DEAL=on" bash bench/decode_attn_call.sh "$B" .gpucarry/b/${VARIANT:-before} | grep -v "^NVIDIA"
 	done
 fi
 if [[ $parts == *" trace "* ]]; then
@@ -54,6 +54,11 @@ if [[ $parts == *" trace "* ]]; then
 	for e in default KVBENCH_ATTN_DEAL=on; do
 		trace_at $e 32/8 4096,32768,65536
 		trace_at $e 32/32 16384
+	done
+	# The cache's page size (tokens): does a tile's place in the pool cost?
+	for kp in 16 64 256; do
+		timeout 60 $B/kvbench kernels --policies full --iters 200 --check=false --lengths 32768 --heads 32/8 --dim 128 --kv-page $kp 2>&1 |
+			grep -E "^kvbench|error" | sed "s|^|kv-page $kp: |"
 	done
 fi
 stamp done
