@@ -826,8 +826,7 @@ ATTN_KERNELS(128, 8)
 #define RH_GR 15     // query heads of a subgroup (RH_GH virtual heads of which the first RH_GR are real; sub = G / GR)
 #define RH_NOLO 16   // 1: the tensor-core kernel takes q and p in bf16 alone (no low halves; KVBENCH_ATTN_TC_LO=off)
 #define RH_TRACE 17  // (2 words, low first) the device address of the launch's trace (rt_trace), 0: none
-#define RH_DEAL 19   // (2 words, low first) the tensor-core kernel's tile counters, two ints a split row (rt_deal), 0: fixed chunks
-#define RH_WORDS 21
+#define RH_WORDS 19
 
 // A traced launch (Backend.SetAttnTrace; kvbench kernels --trace) has
 // each block (chunk c, split row r) of attn_rt and the tensor-core kernel
@@ -857,13 +856,6 @@ __device__ __forceinline__ u64* rt_trace(const int* H) {
 #else
     return nullptr;
 #endif
-}
-
-// rt_deal is the tile counters of the call whose header is H: two ints
-// per split row, zero before each launch (the launch's last warp resets
-// them), or nullptr: the tensor-core kernel's blocks take fixed chunks.
-__device__ __forceinline__ int* rt_deal(const int* H) {
-    return reinterpret_cast<int*>(((u64)(u32)H[RH_DEAL + 1] << 32) | (u32)H[RH_DEAL]);
 }
 
 // rt_trace_block is block (chunk c, split row rg)'s words of the trace of

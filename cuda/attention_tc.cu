@@ -171,7 +171,6 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     extern __shared__ __align__(128) unsigned char tsm[];
     __shared__ int sItem[G];
     __shared__ float wM[NW][8], wL[NW][8];
-    __shared__ int sTok;  // a traced dealt block's tokens
 
     const int* H = ints + hdr;
     const int c = blockIdx.x, tid = threadIdx.x, w = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
@@ -180,28 +179,20 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     const int kvh = rt_kvh(H, r);
     const int* sd = ints + kvh * SD_WORDS;
     const int lo = sd[SD_LO], total = sd[SD_HI] - lo;
-    const int ps = sd[SD_PS], psh = __ffs(ps) - 1;  // a power of two (the host checks)
-    // Tiles dealt (RH_DEAL, and the row's tokens start at a multiple of 16
-    // in pages of 16 tokens or more): the block takes no fixed chunk; its
-    // range is the KV head's whole row (c0 = 0, len = total), its warps
-    // take tiles in turn from the row's counter (see the dealt loop).
-    int* deal = rt_deal(H);
-    const bool dealt = deal != nullptr && psh >= 4 && (lo & 15) == 0;
-    // Fixed chunks: the row's tiles of 16 tokens in near-equal shares,
-    // block c's [c*nt/nb, (c+1)*nt/nb) (at most chunk/16 of them: the
-    // host's nb is the longest row's tokens over chunk, rounded up): no
-    // block holds more than a tile above the row's mean, where chunks of
-    // chunk tokens left the row's last block a remnant (32,769 tokens in 33
-    // chunks of 1,024: one token) and the others a tile or two more each.
+    // The row's tiles of 16 tokens in near-equal shares: block c's
+    // [c*nt/nb, (c+1)*nt/nb) (at most chunk/16 of them: the host's nb is
+    // the longest row's tokens over chunk, rounded up), where chunks of
+    // chunk tokens left the row's last block a remnant (32,769 tokens in
+    // 33 chunks of 1,024: one token) and the others a tile or two more.
     const int nt = (total + 15) >> 4, nb = gridDim.x;
-    const int c0 = dealt ? 0 : 16 * (int)((long long)c * nt / nb);
-    const int len = dealt ? total : max(0, min(16 * (int)((long long)(c + 1) * nt / nb), total) - c0);
+    const int c0 = 16 * (int)((long long)c * nt / nb);
+    const int len = max(0, min(16 * (int)((long long)(c + 1) * nt / nb), total) - c0);
+    const int ps = sd[SD_PS], psh = __ffs(ps) - 1;  // a power of two (the host checks)
     const u64* kp = ptrs + sd[SD_K];
     const u64* vp = ptrs + sd[SD_V];
     u64* spk = reinterpret_cast<u64*>(tsm + TC_STAGE_BYTES(D));
     u64* spv = spk + pgw;
     if (tid < G) sItem[tid] = rt_item(H, r, tid);
-    if (tid == 0) sTok = 0;
     u64* tr = rt_trace_block(H, rg, c);  // a traced launch: this block's words (attention.cu, TR_WORDS)
     const u64 tStart = tr != nullptr ? gtime() : 0;
     // The call's ints are ready. The page tables, q and the keys may be
@@ -214,7 +205,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     const bool lows = H[RH_NOLO] == 0;  // the low halves' products (float32 accuracy), unless asked off
     if (!early) pdl_wait();
     int pg0 = 0;
-    if (len > 0 && !dealt) {
+    if (len > 0) {
         const int t0 = lo + c0, t1 = t0 + len - 1;
         pg0 = t0 >> psh;
         const int npg = (t1 >> psh) - pg0 + 1;
@@ -267,54 +258,17 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
             fl_cp16(dk + TB + at[k], reinterpret_cast<const char*>(spv[pj]) + off, ok);
         }
     };
-    // The dealt loop's copies: tile ti's K rows from ks, V rows from vs (its
-    // first token's rows: a dealt tile lies in one page); rows past the
-    // range are zero (nothing read).
-    auto issueAt = [&](int ti, int s, const char* ks, const char* vs) {
-        unsigned char* dk = stages + s * (2 * TB);
-        const int n = len - ti * 16;
-#pragma unroll
-        for (int k = 0; k < CP; ++k) {
-            const int idx = lane + 32 * k;
-            const bool ok = idx / PC < n;
-            const int o = ok ? idx * 16 : 0;
-            fl_cp16(dk + at[k], ks + o, ok);
-            fl_cp16(dk + TB + at[k], vs + o, ok);
-        }
-    };
-    // rowOf is the address of tile ti's first row in the pages of p (dealt).
-    auto rowOf = [&](const u64* p, int ti) {
-        const int t = lo + 16 * ti;
-        return reinterpret_cast<const char*>(p[t >> psh]) + (size_t)(t & (ps - 1)) * RB;
-    };
     const int ntiles = (len + 15) / 16;
-    // Dealt: warp u = c*NW + w of the row's U takes tiles u, u + U, ...
-    // for DS rounds, then tiles DS*U + n, n from the row's counter
-    // (deal[0]); a warp past the end counts itself in deal[1], and the last
-    // one resets both for the next launch. Static: tiles w, w + NW, ... of
-    // the chunk (mine of them).
-    constexpr int DS = TC_ST + 1;
-    const int U = gridDim.x * NW, u = c * NW + w;
-    const int mine = dealt ? 0 : ntiles > w ? (ntiles - w + NW - 1) / NW : 0;  // this warp's tiles (static)
-    auto statTile = [&](int j) { return dealt ? min(u + j * U, ntiles) : (j < mine ? w + j * NW : ntiles); };
+    const int mine = ntiles > w ? (ntiles - w + NW - 1) / NW : 0;  // this warp's tiles
     // The first TC_ST-1 stages, one commit group each, in order: before the
     // wait those whose tile ends before the KV head's last token (tile ti's
     // last token c0 + min(16ti + 16, len) - 1 of the range), after it the rest.
     int pre = 0;
-    auto issueFirst = [&](int s) {
-        const int ti = statTile(s);
-        if (ti >= ntiles) return;
-        if (dealt) {
-            issueAt(ti, s, rowOf(kp, ti), rowOf(vp, ti));
-        } else {
-            issue(ti, s);
-        }
-    };
     if (early) {
-        for (; pre < TC_ST - 1 && statTile(pre) < ntiles; ++pre) {
-            const int ti = statTile(pre);
+        for (; pre < TC_ST - 1 && pre < mine; ++pre) {
+            const int ti = w + pre * NW;
             if (c0 + min(16 * ti + 16, len) >= total) break;
-            issueFirst(pre);
+            issue(ti, pre);
             fl_commit();
         }
         pdl_wait();
@@ -342,18 +296,24 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     const int mrow = ((lane >> 3) >> 1) * 8 + (lane & 7), mhalf = (lane >> 3) & 1;
 
     for (int s = pre; s < TC_ST - 1; ++s) {
-        issueFirst(s);
+        if (s < mine) issue(w + s * NW, s);
         fl_commit();
     }
     float o[KS][4];
 #pragma unroll
     for (int j = 0; j < KS; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
     float m = NEG_INF, lsum = 0.f;  // head gid's running max and this lane's share of its sum
-
-    // step folds tile ti (of the range), landed in the stage at sk, into
-    // the warp's running max, sum and outputs.
-    auto step = [&](const unsigned char* sk, int ti) {
+    for (int k = 0; k < mine; ++k) {
+        __syncwarp();  // the stage written next was read by every lane (iteration k-1)
+        if (k + TC_ST - 1 < mine) issue(w + (k + TC_ST - 1) * NW, (k + TC_ST - 1) % TC_ST);
+        fl_commit();
+        fl_wait<TC_ST - 1>();
+        __syncwarp();  // every lane's copies of tile k are in
+        if (tr != nullptr && k == 0 && tid == 0) tr[2] = gtime();
+        const unsigned char* sk = stages + (k % TC_ST) * (2 * TB);
         const unsigned char* sv = sk + TB;
+        const int ti = w + k * NW;
+
         // The tile's K fragments, all asked for before the first product.
         u32 kb[KS][4];
 #pragma unroll
@@ -444,72 +404,6 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
 #pragma unroll
             for (int j = 0; j < KS; ++j) tc_mma(o[j], va[j], bl0, bl1);
         }
-    };
-    int done = 0;  // tiles this warp folded (the trace)
-    if (!dealt) {
-        for (int k = 0; k < mine; ++k) {
-            __syncwarp();  // the stage written next was read by every lane (iteration k-1)
-            if (k + TC_ST - 1 < mine) issue(w + (k + TC_ST - 1) * NW, (k + TC_ST - 1) % TC_ST);
-            fl_commit();
-            fl_wait<TC_ST - 1>();
-            __syncwarp();  // every lane's copies of tile k are in
-            if (tr != nullptr && k == 0 && tid == 0) tr[2] = gtime();
-            step(stages + (k % TC_ST) * (2 * TB), w + k * NW);
-        }
-        done = mine;
-    } else {
-        // t0..t3: this warp's tiles k..k+3 (ntiles: none; a warp's tiles
-        // only grow, so the first past the end ends it); tile k+2's rows
-        // at k2, v2, read one iteration ahead; lane 0's pend: the counter's
-        // answer for tile k+4, asked one iteration ahead. The counter is
-        // read only after pdl_wait: every launch before this one is over.
-        int t0 = statTile(0), t1 = statTile(1), t2 = statTile(2), t3 = statTile(3);
-        const char *k2 = nullptr, *v2 = nullptr;
-        if (t2 < ntiles) {
-            k2 = rowOf(kp, t2);
-            v2 = rowOf(vp, t2);
-        }
-        bool more = DS * U < ntiles;  // tiles past the static rounds: the row's warps take them from the counter
-        const bool counted = more;    // every warp of the row sees the same
-        int pend = 0, ticket = -1;
-        if (more && lane == 0) pend = atomicAdd(deal + 2 * rg, 1);
-        for (int k = 0; t0 < ntiles; ++k) {
-            __syncwarp();  // the stage written next was read by every lane (iteration k-1)
-            if (t2 < ntiles) issueAt(t2, (k + TC_ST - 1) % TC_ST, k2, v2);
-            fl_commit();
-            const int ti = t0;
-            t0 = t1;
-            t1 = t2;
-            t2 = t3;
-            if (t2 < ntiles) {
-                k2 = rowOf(kp, t2);
-                v2 = rowOf(vp, t2);
-            }
-            if (more) {
-                t3 = DS * U + __shfl_sync(FULL_MASK, pend, 0);
-                if (t3 >= ntiles) {
-                    t3 = ntiles;
-                    more = false;
-                    if (lane == 0) ticket = atomicAdd(deal + 2 * rg + 1, 1);
-                } else if (lane == 0) {
-                    pend = atomicAdd(deal + 2 * rg, 1);
-                }
-            } else {
-                t3 = ntiles;
-            }
-            fl_wait<TC_ST - 1>();
-            __syncwarp();  // every lane's copies of tile k are in
-            if (tr != nullptr && k == 0 && tid == 0) tr[2] = gtime();
-            step(stages + (k % TC_ST) * (2 * TB), ti);
-            done = k + 1;
-            if (tr != nullptr && lane == 0) atomicAdd(&sTok, min(16, len - 16 * ti));
-        }
-        // The row's last warp past the end resets its counters (every other
-        // warp's last request was answered before it counted itself).
-        if (counted && lane == 0 && ticket == U - 1) {
-            deal[2 * rg] = 0;
-            deal[2 * rg + 1] = 0;
-        }
     }
     fl_wait<0>();
 
@@ -524,8 +418,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     __syncthreads();  // the stages are free: the outputs go there
     if (tr != nullptr && tid == 0) {
         tr[3] = gtime();
-        tr[6] = done;
-        if (dealt) tr[7] = sTok;  // the tokens its warps folded (tr_staged wrote the row's)
+        tr[6] = mine;
     }
     float bm[G], bl[G];
 #pragma unroll

@@ -236,7 +236,6 @@ type Plan struct {
 	SharedMem int    // dynamic shared memory per block, bytes
 	ByValue   bool   // the call's ints went to the kernel by value (RtBox), not uploaded
 	Early     bool   // its blocks read the settled tokens before waiting for the kernel ahead (RH_EARLY)
-	Dealt     bool   // its blocks take a row's tiles from a counter, not fixed chunks (RH_DEAL; rows in pages of 16 tokens or more from a multiple of 16)
 }
 
 func (a *splitKV) plan() Plan {
@@ -267,8 +266,6 @@ const (
 	rhNoLo
 	rhTrace // 2 words: the trace's device address, low word first (attntrace.go; 0: none)
 	_
-	rhDeal // 2 words: the tensor-core kernel's tile counters, low word first (dealCtr; 0: fixed chunks)
-	_
 	rhWords
 )
 
@@ -286,22 +283,6 @@ const maxGridY = 65535
 // more merges its partials with attn_rt_combine instead.
 const ctrWords = 16 << 10
 
-// dealWords is the room for the tensor-core kernel's tile counters after
-// the fused merge's (two a split row, RH_DEAL), kept zero between launches
-// the same way: a launch's last warp resets its rows'. A call with more
-// split rows than dealWords/2 takes fixed chunks.
-//
-// Dealing ($KVBENCH_ATTN_DEAL=on; off by default): with fixed chunks a
-// row's blocks end as unevenly as they start (the H200's trace at 32/8,
-// 32K: first tiles 3.3 µs median, 5.8 the last; ends 33.2 median, 35.3 the
-// last). Dealt, the warps take the row's tiles of 16 tokens from a counter
-// after a few fixed rounds, so those that start first take more. But which
-// warp sums which tiles then changes from launch to launch, and the
-// outputs' last bits with it: not the default, where accuracy and
-// perplexity are bit-reproducible (README, "compare"); a setting to time
-// what balance would buy.
-const dealWords = 16 << 10
-
 // splitState is a Backend's state for the split-KV kernels of Attend.
 type splitState struct {
 	chunk    int            // tokens per block asked for (SetAttnChunk); 0: chosen per call
@@ -315,7 +296,6 @@ type splitState struct {
 	noEarly  bool           // the _tc kernels never read before pdl_wait ($KVBENCH_ATTN_EARLY=off)
 	noTCAcc  bool           // calls with Acc stay off the _tc kernels ($KVBENCH_ATTN_TC_ACC=off)
 	noLo     bool           // the _tc kernels take q and p in bf16 alone, no low halves ($KVBENCH_ATTN_TC_LO=off; SDPA's precision, for timing)
-	deal     bool           // the _tc kernels' warps take a row's tiles from a counter ($KVBENCH_ATTN_DEAL=on; not bit-reproducible, for timing)
 	occ      map[occKey]int // resident blocks per multiprocessor, by kernel and shared memory
 	last     Plan           // the last Attend's launch (AttnPlan)
 	earlyN   int64          // the launches that read early so far (tests)
@@ -641,13 +621,12 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	// maxima and sums; Acc's raw scores in b.scores.
 	items := a.Rows * a.Heads
 	partO := b.grow(&b.part, int64(nsrows*parts*vg*hd)*4)
-	dealAt := span(ctrWords * 4)
-	mlAt := dealAt + span(dealWords*4)
+	mlAt := span(ctrWords * 4)
 	pmlAt := mlAt + span(int64(items)*8)
 	oldP, oldN := b.ml.p, b.ml.bytes
 	ws := b.grow(&b.ml, pmlAt+int64(nsrows*parts*vg*2)*4)
 	if ws != oldP || b.ml.bytes != oldN {
-		b.launch("be_zero", Dim3{(ctrWords + dealWords) / 256, 1, 1}, Dim3{256, 1, 1}, ws, int64(ctrWords+dealWords))
+		b.launch("be_zero", Dim3{ctrWords / 256, 1, 1}, Dim3{256, 1, 1}, ws, int64(ctrWords))
 	}
 	comb := !fused && nchunks > 1 && cl == 0 // a combine launch merges the partials
 	combBlocks := 0
@@ -656,11 +635,6 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	}
 	trace := b.traceCall(name, nchunks, nsrows, combBlocks)
 	b.hInts[hdr+rhTrace], b.hInts[hdr+rhTrace+1] = int32(uint32(trace)), int32(uint32(trace>>32))
-	var deal Ptr // the tensor-core kernel's tile counters (0: fixed chunks)
-	if tc && cl == 0 && b.split.deal && 2*nsrows <= dealWords {
-		deal = ws.Add(dealAt)
-	}
-	b.hInts[hdr+rhDeal], b.hInts[hdr+rhDeal+1] = int32(uint32(deal)), int32(uint32(deal>>32))
 	var raw, mlAcc, counters Ptr
 	if a.Acc != nil {
 		raw = b.grow(&b.scores, int64(items*stride)*4)
@@ -719,7 +693,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	} else {
 		must(f.LaunchAfter(Dim3{nchunks, gy, gz}, Dim3{attnThreads, 1, 1}, smem, args...))
 	}
-	b.split.last = Plan{Kernel: name, Chunk: chunk, Blocks: nchunks * nsrows, Resident: b.occupancy(f, smem), SharedMem: smem, ByValue: boxed, Early: early, Dealt: deal != 0}
+	b.split.last = Plan{Kernel: name, Chunk: chunk, Blocks: nchunks * nsrows, Resident: b.occupancy(f, smem), SharedMem: smem, ByValue: boxed, Early: early}
 	if early {
 		b.split.earlyN++
 	}
