@@ -6,7 +6,7 @@
 #   git branch -f before 03ecf28                                 # here: the build to time against
 #   PKGS="runtime/cuda" bash bench/pack_carry.sh before          # here
 #   bash bench/shares_call.sh                                    # there
-# PARTS (default "tests kernels trace"), ROUNDS (1).
+# PARTS (default "tests kernels trace"), ROUNDS (1), SHAPES and LENGTHS (bench/decode_attn_call.sh's).
 set -u
 source bench/unpack_carry.sh
 export B
@@ -24,7 +24,7 @@ if [[ $parts == *" kernels "* ]]; then
 	stamp kernels
 	for r in $(seq 1 "${ROUNDS:-1}"); do
 		echo "# round $r"
-		SHAPES="32/8:128 32/32:128 32/8:64" LENGTHS=512,1024,2048,4096,8192,16384,32768,65536 \
+		SHAPES="${SHAPES:-32/8:128 32/32:128 32/8:64}" LENGTHS=${LENGTHS:-512,1024,2048,4096,8192,16384,32768,65536} \
 			ENVS="default" bash bench/decode_attn_call.sh "$B" .gpucarry/b/${VARIANT:-before} "$B" .gpucarry/b/${VARIANT:-before} | grep -v "^NVIDIA"
 	done
 fi
