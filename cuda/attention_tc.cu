@@ -179,14 +179,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     const int kvh = rt_kvh(H, r);
     const int* sd = ints + kvh * SD_WORDS;
     const int lo = sd[SD_LO], total = sd[SD_HI] - lo;
-    // The row's tiles of 16 tokens in near-equal shares: block c's
-    // [c*nt/nb, (c+1)*nt/nb) (at most chunk/16 of them: the host's nb is
-    // the longest row's tokens over chunk, rounded up), where chunks of
-    // chunk tokens left the row's last block a remnant (32,769 tokens in
-    // 33 chunks of 1,024: one token) and the others a tile or two more.
-    const int nt = (total + 15) >> 4, nb = gridDim.x;
-    const int c0 = 16 * (int)((long long)c * nt / nb);
-    const int len = max(0, min(16 * (int)((long long)(c + 1) * nt / nb), total) - c0);
+    const int c0 = c * chunk, len = max(0, min(chunk, total - c0));
     const int ps = sd[SD_PS], psh = __ffs(ps) - 1;  // a power of two (the host checks)
     const u64* kp = ptrs + sd[SD_K];
     const u64* vp = ptrs + sd[SD_V];
