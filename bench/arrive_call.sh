@@ -6,24 +6,36 @@
 # [".gpucarry"], run from the repository root on the GPU machine:
 #   PKGS="runtime/cuda" bash bench/pack_carry.sh   # here
 #   bash bench/arrive_call.sh                      # there (about 8 minutes)
-# PARTS (default "tests kernels trace decode") picks the parts.
+# PARTS (default "tests floor kernels trace decode") picks the parts; floor is
+# the read floor in each step's split shape, merged each way (kvbench kernels
+# --floor), beside the step with and without arrivals.
 set -u
 source bench/unpack_carry.sh
 export B
 t0=$(date +%s)
 stamp() { echo "## $1 ($(($(date +%s) - t0)) s, $(date -u +%H:%M:%S) UTC)"; }
-parts=" ${PARTS:-tests kernels trace decode} "
+parts=" ${PARTS:-tests floor kernels trace decode} "
 nvidia-smi --query-gpu=name,clocks.max.sm,power.limit --format=csv,noheader
 if [[ $parts == *" tests "* ]]; then
 	stamp tests
 	(cd runtime/cuda && KVBENCH_ATTN_ARRIVE=on timeout 300 $B/runtime_cuda.test -test.count=1 \
-		-test.run 'TestAttendArrivalsGPU|TestAttnTraceGPU|TestAttendOnePassMergeGPU|TestAttendTCKernels|TestPoliciesSplitKernelsGPU|TestBackendModelsBF16|TestBackendPolicies' 2>&1 |
+		-test.run 'TestSplitFloor|TestReadFloor|TestAttendArrivalsGPU|TestAttnTraceGPU|TestAttendOnePassMergeGPU|TestAttendTCKernels|TestPoliciesSplitKernelsGPU|TestBackendModelsBF16|TestBackendPolicies' 2>&1 |
 		grep -E "^(--- FAIL|FAIL|ok|PASS)|panic|error" | head -20)
 	echo "# memcheck and racecheck of the arrivals' test (one case a check)"
 	for tool in memcheck racecheck synccheck; do
 		(cd runtime/cuda && KVBENCH_ATTN_ARRIVE=on timeout 120 compute-sanitizer --tool $tool $B/runtime_cuda.test -test.count=1 \
 			-test.run 'TestAttendArrivalsGPU/bf16/32x8/rows1/plain/chunk32' 2>&1 | grep -E "ERROR SUMMARY|^(--- FAIL|FAIL|ok|PASS)" | sed "s/^/$tool: /" | head -4)
 	done
+fi
+if [[ $parts == *" floor "* ]]; then
+	stamp floor
+	for e in default KVBENCH_ATTN_ARRIVE=on; do
+		set -- ; [ "$e" != default ] && set -- $e
+		env "$@" timeout 150 $B/kvbench kernels --policies full --iters 200 --check=false --floor --lengths 1024,8192,32768,65536 --heads 32/8 --dim 128 2>&1 |
+			grep -E "^kvbench|error" | sed "s|^|32/8 $e: |"
+	done
+	timeout 100 $B/kvbench kernels --policies full --iters 200 --check=false --floor --lengths 16384 --heads 32/32 --dim 128 2>&1 |
+		grep -E "^kvbench|error" | sed "s|^|32/32: |"
 fi
 if [[ $parts == *" kernels "* ]]; then
 	stamp kernels

@@ -50,7 +50,7 @@ func cmdKernels(stdout, stderr io.Writer, args []string) error {
 	split := fs.Bool("split", false, "selecting policies (Quest, the oracle): also time the selection, the policy's step before attention (rows marked /sel)")
 	verbose := fs.Bool("v", false, "print each cell's launch plan and cache")
 	graph := fs.Bool("graph", false, "replay each step as a CUDA graph (refused: the runtime's attention uploads per-call metadata)")
-	floor := fs.Bool("floor", false, "also time a kernel that only reads as many bytes as each step moves (rows marked /floor)")
+	floor := fs.Bool("floor", false, "also time a kernel that only reads as many bytes as each step moves (rows marked /floor), and the same in the step's split rows and chunks with each merge (/floor-combine, /floor-fused, /floor-arrive)")
 	trace := fs.Bool("trace", false, "after timing, run each step once more with the split-KV kernel's blocks stamping their phases on the GPU's clock (a '# trace' line a cell; the run's kernels are the trace's build, KVBENCH_ATTN_TRACE=1)")
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
@@ -548,8 +548,55 @@ func benchPolicy(b *cuda.Backend, k *cuda.Kernels, d *cellData, name string, par
 			return rows, err
 		}
 		rows = append(rows, fl)
+		// The floor in the step's own shape: its split rows and chunks, a
+		// partial as large as each block's, merged each way the step can.
+		if p := b.AttnPlan(); p.Rows > 0 && p.Blocks > p.Rows {
+			np := s.heads / p.Rows * (s.dim + 2)
+			for _, m := range []struct {
+				name string
+				mode int
+			}{{"floor-combine", cuda.FloorCombine}, {"floor-fused", cuda.FloorFused}, {"floor-arrive", cuda.FloorArrive}} {
+				sf := fl
+				sf.policy = name + "/" + m.name
+				if err := timeSplitFloor(k, fl.bytes, p.Rows, p.Blocks/p.Rows, np, m.mode, func(launch func(i int) error, n int) error {
+					samples, err := timeLaunches(k, launch, n, o.iters)
+					if err != nil {
+						return err
+					}
+					sf.median, sf.best = median(samples)*1e3, slices.Min(samples)*1e3
+					return nil
+				}); err != nil {
+					return rows, err
+				}
+				rows = append(rows, sf)
+			}
+		}
 	}
 	return rows, nil
+}
+
+// timeSplitFloor times cuda.SplitFloor over bytes (rows rows, rounded up
+// to 16 bytes a row) in chunks chunks with np floats of partial a block,
+// merged by mode, rotating over copies as timeFloor does.
+func timeSplitFloor(k *cuda.Kernels, bytes int64, rows, chunks, np, mode int, timed func(launch func(i int) error, n int) error) error {
+	d := k.D
+	rowBytes := (bytes/int64(rows) + 15) / 16 * 16
+	bytes = rowBytes * int64(rows)
+	copies := max(1, (3*int64(d.L2Bytes)+bytes-1)/bytes)
+	buf, err := d.Alloc(copies * bytes)
+	if err != nil {
+		return err
+	}
+	defer d.Free(buf)
+	if err := k.FillRandomBF16(buf, copies*bytes/2, 7, 1); err != nil {
+		return err
+	}
+	f, err := k.NewSplitFloor(rows, chunks, np)
+	if err != nil {
+		return err
+	}
+	defer f.Free()
+	return timed(func(i int) error { return f.Launch(buf.Add(int64(i)%copies*bytes), rowBytes, mode) }, int(copies))
 }
 
 // stepBytesRead is the bytes the policy counts for a decode step (the cache

@@ -201,3 +201,66 @@ func TestReadFloor(t *testing.T) {
 		t.Fatal("15 bytes accepted")
 	}
 }
+
+// TestSplitFloor checks the split floor's merged partials against the
+// host's (integers, so any order of summation gives them exactly) under
+// each merge, twice in a row (each launch leaves its counters at zero),
+// on rows whose chunks are not a multiple of the unrolled step, and that
+// rows of a size that is not a multiple of 16 bytes are refused.
+func TestSplitFloor(t *testing.T) {
+	k := gpu(t)
+	d := k.D
+	const rows, chunks, np, rowWords = 3, 7, 520, 9000
+	words := make([]uint32, rows*rowWords*4)
+	rng := rand.New(rand.NewPCG(5, 11))
+	for i := range words {
+		words[i] = rng.Uint32()
+	}
+	src, err := d.Alloc(int64(len(words)) * 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Free(src)
+	if err := Upload(d, src, words); err != nil {
+		t.Fatal(err)
+	}
+	want := make([]float32, rows*np)
+	for r := range rows {
+		for c := range chunks {
+			lo, hi := rowWords*c/chunks, rowWords*(c+1)/chunks
+			for j := range np {
+				x := uint32(0)
+				for i := lo + j%floorThreads; i < hi; i += floorThreads {
+					w := words[(r*rowWords+i)*4:]
+					x ^= w[0] ^ w[1] ^ w[2] ^ w[3]
+				}
+				want[r*np+j] += float32(x&255) + float32(j)
+			}
+		}
+	}
+	f, err := k.NewSplitFloor(rows, chunks, np)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Free()
+	for _, mode := range []int{FloorCombine, FloorFused, FloorArrive, FloorArrive, FloorFused, FloorCombine} {
+		if err := d.PoisonF32(f.out, int64(rows*np)); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Launch(src, rowWords*16, mode); err != nil {
+			t.Fatal(err)
+		}
+		got, err := f.Out()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("merge %d: out[%d] = %v, want %v", mode, i, got[i], want[i])
+			}
+		}
+	}
+	if err := f.Launch(src, 24, FloorCombine); err == nil {
+		t.Error("rows of 24 bytes accepted")
+	}
+}

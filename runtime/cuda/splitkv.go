@@ -232,6 +232,7 @@ type Plan struct {
 	Kernel    string // the split-KV kernel
 	Chunk     int    // tokens per block
 	Blocks    int    // blocks of the attention kernel
+	Rows      int    // its split rows (Blocks / Rows chunks a row)
 	Resident  int    // blocks resident per multiprocessor
 	SharedMem int    // dynamic shared memory per block, bytes
 	ByValue   bool   // the call's ints went to the kernel by value (RtBox), not uploaded
@@ -701,7 +702,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	} else {
 		must(f.LaunchAfter(Dim3{nchunks, gy, gz}, Dim3{attnThreads, 1, 1}, smem, args...))
 	}
-	b.split.last = Plan{Kernel: name, Chunk: chunk, Blocks: nchunks * nsrows, Resident: b.occupancy(f, smem), SharedMem: smem, ByValue: boxed, Early: early, Arrive: arrive}
+	b.split.last = Plan{Kernel: name, Chunk: chunk, Blocks: nchunks * nsrows, Rows: nsrows, Resident: b.occupancy(f, smem), SharedMem: smem, ByValue: boxed, Early: early, Arrive: arrive}
 	if early {
 		b.split.earlyN++
 	}
