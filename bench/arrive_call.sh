@@ -27,16 +27,6 @@ if [[ $parts == *" tests "* ]]; then
 			-test.run 'TestAttendArrivalsGPU/bf16/32x8/rows1/plain/chunk32' 2>&1 | grep -E "ERROR SUMMARY|^(--- FAIL|FAIL|ok|PASS)" | sed "s/^/$tool: /" | head -4)
 	done
 fi
-if [[ $parts == *" floor "* ]]; then
-	stamp floor
-	for e in default KVBENCH_ATTN_ARRIVE=on; do
-		set -- ; [ "$e" != default ] && set -- $e
-		env "$@" timeout 150 $B/kvbench kernels --policies full --iters 200 --check=false --floor --lengths 1024,8192,32768,65536 --heads 32/8 --dim 128 2>&1 |
-			grep -E "^kvbench|error" | sed "s|^|32/8 $e: |"
-	done
-	timeout 100 $B/kvbench kernels --policies full --iters 200 --check=false --floor --lengths 16384 --heads 32/32 --dim 128 2>&1 |
-		grep -E "^kvbench|error" | sed "s|^|32/32: |"
-fi
 if [[ $parts == *" kernels "* ]]; then
 	stamp kernels
 	for r in 1 2; do
@@ -49,6 +39,20 @@ if [[ $parts == *" kernels "* ]]; then
 			bash bench/decode_attn_call.sh "$B" | grep -v "^NVIDIA"
 	done
 fi
+if [[ $parts == *" decode "* ]]; then
+	stamp decode
+	VARIANTS="main=$B/kvbench arrive=$B/kvbench@KVBENCH_ATTN_ARRIVE=on" REPS=${REPS:-1} bash bench/decode_call.sh
+fi
+if [[ $parts == *" floor "* ]]; then
+	stamp floor
+	for e in default KVBENCH_ATTN_ARRIVE=on; do
+		set -- ; [ "$e" != default ] && set -- $e
+		env "$@" timeout 150 $B/kvbench kernels --policies full --iters 200 --check=false --floor --lengths 1024,8192,32768,65536 --heads 32/8 --dim 128 2>&1 |
+			grep -E "^kvbench|error" | sed "s|^|32/8 $e: |"
+	done
+	timeout 100 $B/kvbench kernels --policies full --iters 200 --check=false --floor --lengths 16384 --heads 32/32 --dim 128 2>&1 |
+		grep -E "^kvbench|error" | sed "s|^|32/32: |"
+fi
 if [[ $parts == *" trace "* ]]; then
 	stamp trace
 	trace_at() { # settings heads lengths
@@ -59,9 +63,5 @@ if [[ $parts == *" trace "* ]]; then
 	}
 	trace_at default 32/8 1024,32768
 	trace_at KVBENCH_ATTN_ARRIVE=on 32/8 1024,32768
-fi
-if [[ $parts == *" decode "* ]]; then
-	stamp decode
-	VARIANTS="main=$B/kvbench arrive=$B/kvbench@KVBENCH_ATTN_ARRIVE=on" REPS=${REPS:-1} bash bench/decode_call.sh
 fi
 stamp done
