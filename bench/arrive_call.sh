@@ -6,7 +6,8 @@
 # [".gpucarry"], run from the repository root on the GPU machine:
 #   PKGS="runtime/cuda" bash bench/pack_carry.sh   # here
 #   bash bench/arrive_call.sh                      # there (about 7 minutes)
-# PARTS (default "tests floor kernels trace decode") picks the parts; floor is
+# PARTS (default "tests floor kernels trace decode") picks the parts, ROUNDS
+# (2) the rounds of the kernels' A/B; floor is
 # the read floor in each step's split shape, merged each way (kvbench kernels
 # --floor), beside the step with and without arrivals.
 set -u
@@ -29,7 +30,7 @@ if [[ $parts == *" tests "* ]]; then
 fi
 if [[ $parts == *" kernels "* ]]; then
 	stamp kernels
-	for r in 1 2; do
+	for r in $(seq 1 "${ROUNDS:-2}"); do
 		echo "# round $r"
 		shapes="32/8:128"; [ $r = 1 ] && shapes="32/8:128 32/8:64"
 		SHAPES="$shapes" LENGTHS=512,1024,2048,4096,8192,16384,32768,65536 \
