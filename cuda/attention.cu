@@ -436,8 +436,7 @@ __device__ __forceinline__ void chunk_softmax(float* s, int stride, int len, int
 template <int D, int G, class OutF, class MLF>
 __device__ __forceinline__ void attn_finish(float* smem, const float (&m)[G], const float (&l)[G], int r, int c, int nchunks,
                                             int rows, float* __restrict__ partO, float* __restrict__ partML,
-                                            int* __restrict__ counters, OutF outp, MLF mlp,
-                                            int* __restrict__ arrive = nullptr) {
+                                            int* __restrict__ counters, OutF outp, MLF mlp) {
     constexpr int NT = ATTN_NT, NW = NT / 32;
     const int tid = threadIdx.x;
     const size_t prow = (size_t)r * nchunks;
@@ -455,19 +454,7 @@ __device__ __forceinline__ void attn_finish(float* smem, const float (&m)[G], co
         }
     }
     if (counters == nullptr) {
-        if (nchunks != 1) {  // a combine kernel merges the partials
-            // With arrivals, the combine's blocks wait for this count
-            // instead of the whole grid's end (attn_combine): the partial,
-            // seen by thread 0 through the barrier, is released before it.
-            if (arrive != nullptr) {
-                __syncthreads();
-                if (tid == 0) {
-                    __threadfence();
-                    atomicAdd(arrive + r, 1);
-                }
-            }
-            return;
-        }
+        if (nchunks != 1) return;  // a combine kernel merges the partials
         // One chunk a row (a batch of many streams): this block holds the
         // whole row, and its own partial, normalised, is the output; the
         // host launches no combine. (The partial stays written: a combine
@@ -839,8 +826,7 @@ ATTN_KERNELS(128, 8)
 #define RH_GR 15     // query heads of a subgroup (RH_GH virtual heads of which the first RH_GR are real; sub = G / GR)
 #define RH_NOLO 16   // 1: the tensor-core kernel takes q and p in bf16 alone (no low halves; KVBENCH_ATTN_TC_LO=off)
 #define RH_TRACE 17  // (2 words, low first) the device address of the launch's trace (rt_trace), 0: none
-#define RH_ARRIVE 19 // 1: counters are the split rows' arrivals (attn_finish counts each block's partial; attn_rt_combine waits on them), not the fused merge's
-#define RH_WORDS 20
+#define RH_WORDS 19
 
 // A traced launch (Backend.SetAttnTrace; kvbench kernels --trace) has
 // each block (chunk c, split row r) of attn_rt and the tensor-core kernel
@@ -1173,11 +1159,10 @@ __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u
         attn_core<D, G, KT, SH, UX>(src, qinit, len, chunk, smem, m, l);
     }
     tr_stamp(tr, 3);
-    const bool arr = H[RH_ARRIVE] != 0;
     attn_finish<D, G>(
-        smem, m, l, rg, c, gridDim.x, nsg, partO, partML, arr ? nullptr : counters,
+        smem, m, l, rg, c, gridDim.x, nsg, partO, partML, counters,
         [&](int g) { return sItem[g] >= 0 ? out + (size_t)sItem[g] * D : nullptr; },
-        [&](int g) { return ml != nullptr && sItem[g] >= 0 ? ml + (size_t)sItem[g] * 2 : nullptr; }, arr ? counters : nullptr);
+        [&](int g) { return ml != nullptr && sItem[g] >= 0 ? ml + (size_t)sItem[g] * 2 : nullptr; });
     tr_stamp(tr, 4);  // every thread gets here (attn_finish's returns are the whole block's)
 }
 
@@ -1247,24 +1232,14 @@ ATTN_RT_SHORT(128, 4)
 // each thread issues the loads of all its chunks before it uses them and
 // keeps its own running max, so the kernel waits for memory once; the
 // chunk groups are then merged in shared memory.
-//
-// With arrive (attn_finish's counts of the row's written partials; nullptr:
-// none) the block waits for its row's nchunks arrivals rather than for the
-// whole split kernel to end, so a row merges as soon as its own chunks are
-// done; done counts the row's combine blocks (perRow of them), and the last
-// one clears both counts for the next launch.
 template <int D>
 __device__ __forceinline__ void attn_combine(const float* __restrict__ partO, const float* __restrict__ partML,
                                              int nchunks, int r, int slice, float* __restrict__ outRow,
-                                             float* __restrict__ mlRow, int* __restrict__ arrive = nullptr,
-                                             int* __restrict__ done = nullptr, int perRow = 0) {
+                                             float* __restrict__ mlRow) {
     constexpr int NT = COMB_NT, Q = 8, CG = NT / Q, B = 4;
     __shared__ float4 sAcc[CG][Q];
     __shared__ float sM[CG][Q], sL[CG][Q];
-    if (arrive != nullptr)
-        wait_arrivals(arrive + r, nchunks);
-    else
-        pdl_wait();
+    pdl_wait();
     const int g = blockIdx.x, G = gridDim.x, tid = threadIdx.x;
     const int cg = tid / Q, col = slice * Q + tid % Q;
     const size_t row = (size_t)r * nchunks;
@@ -1302,12 +1277,6 @@ __device__ __forceinline__ void attn_combine(const float* __restrict__ partO, co
     sM[cg][tid % Q] = mt;
     sL[cg][tid % Q] = lt;
     __syncthreads();
-    if (arrive != nullptr && tid == 0 && atomicAdd(done + r, 1) == perRow - 1) {
-        // Every block of the row has read its partials: the counts go back
-        // to zero (seen by the next launch, which starts after this one ends).
-        arrive[r] = 0;
-        done[r] = 0;
-    }
     if (tid >= Q) return;
     float M = NEG_INF;
 #pragma unroll
@@ -1350,17 +1319,14 @@ COMBINE_KERNEL(128)
 #define RT_COMBINE_KERNEL(D)                                                                                       \
     extern "C" __global__ void __launch_bounds__(COMB_NT) attn_rt_combine_d##D(                                    \
         const float* __restrict__ partO, const float* __restrict__ partML, int nchunks, float* __restrict__ out,   \
-        float* __restrict__ ml, const __grid_constant__ RtHead hd, int* __restrict__ ctr) {                        \
+        float* __restrict__ ml, const __grid_constant__ RtHead hd) {                                               \
         const int r = blockIdx.y + blockIdx.z / ((D) / 32) * gridDim.y;                                           \
-        const int nsr = hd.w[RH_SROWS];                                                                            \
-        if (r >= nsr) return;                                                                                      \
-        const bool arr = hd.w[RH_ARRIVE] != 0;                                                                     \
+        if (r >= hd.w[RH_SROWS]) return;                                                                           \
         const int it = rt_item(hd.w, r, blockIdx.x);                                                               \
         u64* tr = rt_trace(hd.w);                                                                                  \
         const u64 t0 = tr != nullptr ? gtime() : 0;                                                                \
         attn_combine<D>(partO, partML, nchunks, r, blockIdx.z % ((D) / 32),                                       \
-                        it >= 0 ? out + (size_t)it * (D) : nullptr, ml != nullptr && it >= 0 ? ml + (size_t)it * 2 : nullptr, \
-                        arr ? ctr : nullptr, arr ? ctr + nsr : nullptr, gridDim.x * ((D) / 32));                  \
+                        it >= 0 ? out + (size_t)it * (D) : nullptr, ml != nullptr && it >= 0 ? ml + (size_t)it * 2 : nullptr); \
         if (tr != nullptr && threadIdx.x == 0) {                                                                   \
             u64* p = tr + (size_t)hd.w[RH_SROWS] * nchunks * TR_WORDS +                                            \
                      2 * (blockIdx.x + (size_t)gridDim.x * (blockIdx.y + (size_t)gridDim.y * blockIdx.z));         \

@@ -442,11 +442,10 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     if (CL) {
         tc_cluster_merge<D, G>(red, bm, bl, sItem, out);
     } else {
-        const bool arr = H[RH_ARRIVE] != 0;
         attn_finish<D, G>(
-            red, bm, bl, rg, c, gridDim.x, nsg, partO, partML, arr ? nullptr : counters,
+            red, bm, bl, rg, c, gridDim.x, nsg, partO, partML, counters,
             [&](int g) { return sItem[g] >= 0 ? out + (size_t)sItem[g] * D : nullptr; },
-            [&](int g) { return ml != nullptr && sItem[g] >= 0 ? ml + (size_t)sItem[g] * 2 : nullptr; }, arr ? counters : nullptr);
+            [&](int g) { return ml != nullptr && sItem[g] >= 0 ? ml + (size_t)sItem[g] * 2 : nullptr; });
     }
     tr_stamp(tr, 4);  // every thread gets here (attn_finish's returns are the whole block's)
 #endif

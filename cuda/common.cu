@@ -89,30 +89,6 @@ __device__ __forceinline__ void pdl_trigger() {
 #endif
 }
 
-// wait_arrivals (all threads of a block call it) returns once *a holds n:
-// thread 0 polls it with acquire loads, back to back (each waits on the
-// L2; the writers release their data before they count: attn_finish), then
-// the barrier passes what it saw to the block. Polling is bounded: past
-// 65,536 loads (tens of ms; a count left wrong by a failed launch) every
-// thread waits for the kernel ahead to end instead (pdl_wait), after which
-// what it wrote is visible anyway. The caller must be a programmatic
-// dependent of the writers, or launched after them: the writers' blocks
-// are all resident before it starts, so it cannot keep them from running.
-__device__ __forceinline__ void wait_arrivals(const int* a, int n) {
-    __shared__ int sOK;
-    if (threadIdx.x == 0) {
-        int ok = 0;
-        for (int i = 0; i < (1 << 16) && !ok; ++i) {
-            int v;
-            asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(a) : "memory");
-            ok = v == n;
-        }
-        sOK = ok;
-    }
-    __syncthreads();
-    if (!sOK) pdl_wait();
-}
-
 // fma4 adds w * o to acc, lane by lane.
 __device__ __forceinline__ void fma4(float4& acc, float w, float4 o) {
     acc.x = fmaf(w, o.x, acc.x);

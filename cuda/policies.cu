@@ -239,12 +239,11 @@ extern "C" __global__ void __launch_bounds__(RF_NT) read_floor(const uint4* __re
 // r (rowWords 16-byte words a row, cut into nc near-equal chunks) and
 // writes np floats of partial made from what it read (so no load can be
 // dropped): thread t's word x gives part[j] = (x & 255) + j for j = t mod
-// RF_NT. Then by mode: 0, nothing more (floor_combine sums the partials
-// after this kernel's end, as attn_rt_combine does); 1, the row's last
-// block to finish sums them into out (a fence and a counter a row, as the
-// fused merge does); 2, each block counts its row's arrival (ctr[r]) for
-// floor_combine to wait on (as attn_rt_combine with arrivals). Counters
-// [2 rows] are zero between launches (each launch clears what it used).
+// RF_NT. Then, fused = 0: nothing more (floor_combine sums the partials
+// after this kernel's end, as attn_rt_combine does); fused = 1: the row's
+// last block to finish sums them into out (a fence and a counter a row, as
+// the fused merge does; ctr [rows] is zero between launches, each launch
+// clears what it used).
 __device__ __forceinline__ void floor_sum(const float* __restrict__ p, int nc, int np, int j, float* __restrict__ out) {
     float s = 0.f;
     int c = 0;
@@ -261,7 +260,7 @@ __device__ __forceinline__ void floor_sum(const float* __restrict__ p, int nc, i
 
 extern "C" __global__ void __launch_bounds__(RF_NT) floor_split(const uint4* __restrict__ src, u64 rowWords, int np,
                                                                  float* __restrict__ part, float* __restrict__ out,
-                                                                 int* __restrict__ ctr, int mode) {
+                                                                 int* __restrict__ ctr, int fused) {
     pdl_trigger();
     const int c = blockIdx.x, r = blockIdx.y, nc = gridDim.x, tid = threadIdx.x;
     const u64 hi = rowWords * (c + 1) / nc;
@@ -281,13 +280,12 @@ extern "C" __global__ void __launch_bounds__(RF_NT) floor_split(const uint4* __r
     }
     float* p = part + ((size_t)r * nc + c) * np;
     for (int j = tid; j < np; j += RF_NT) p[j] = (float)(x & 255u) + (float)j;
-    if (mode == 0) return;
+    if (!fused) return;
     __syncthreads();
     __shared__ int sLast;
     if (tid == 0) {
         __threadfence();
-        const int n = atomicAdd(ctr + r, 1);
-        sLast = mode == 1 && n == nc - 1;
+        sLast = atomicAdd(ctr + r, 1) == nc - 1;
     }
     __syncthreads();
     if (!sLast) return;
@@ -296,23 +294,12 @@ extern "C" __global__ void __launch_bounds__(RF_NT) floor_split(const uint4* __r
     if (tid == 0) ctr[r] = 0;
 }
 
-// floor_combine: grid (ceil(np / RF_NT), rows); block (b, r) sums the nc
-// partials of columns b*RF_NT.. of row r, after floor_split's end (arrive =
-// 0; a programmatic dependent, it waits in pdl_wait) or after the row's nc
-// arrivals (arrive = 1: wait_arrivals on ctr[r]; ctr[rows + r] counts the
-// row's blocks, the last of which clears both).
+// floor_combine: grid (ceil(np / RF_NT), rows), launched as a programmatic
+// dependent of floor_split; block (b, r) sums the nc partials of columns
+// b*RF_NT.. of row r once floor_split has ended.
 extern "C" __global__ void __launch_bounds__(RF_NT) floor_combine(const float* __restrict__ part, int nc, int np,
-                                                                   float* __restrict__ out, int* __restrict__ ctr,
-                                                                   int arrive) {
-    const int r = blockIdx.y, rows = gridDim.y, j = blockIdx.x * RF_NT + threadIdx.x;
-    if (arrive)
-        wait_arrivals(ctr + r, nc);
-    else
-        pdl_wait();
+                                                                   float* __restrict__ out) {
+    const int r = blockIdx.y, j = blockIdx.x * RF_NT + threadIdx.x;
+    pdl_wait();
     if (j < np) floor_sum(part + (size_t)r * nc * np, nc, np, j, out + (size_t)r * np);
-    __syncthreads();
-    if (arrive && threadIdx.x == 0 && atomicAdd(ctr + rows + r, 1) == (int)gridDim.x - 1) {
-        ctr[r] = 0;
-        ctr[rows + r] = 0;
-    }
 }

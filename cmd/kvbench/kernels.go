@@ -50,7 +50,7 @@ func cmdKernels(stdout, stderr io.Writer, args []string) error {
 	split := fs.Bool("split", false, "selecting policies (Quest, the oracle): also time the selection, the policy's step before attention (rows marked /sel)")
 	verbose := fs.Bool("v", false, "print each cell's launch plan and cache")
 	graph := fs.Bool("graph", false, "replay each step as a CUDA graph (refused: the runtime's attention uploads per-call metadata)")
-	floor := fs.Bool("floor", false, "also time a kernel that only reads as many bytes as each step moves (rows marked /floor), and the same in the step's split rows and chunks with each merge (/floor-combine, /floor-fused, /floor-arrive)")
+	floor := fs.Bool("floor", false, "also time a kernel that only reads as many bytes as each step moves (rows marked /floor), and the same in the step's split rows and chunks with each merge (/floor-combine, /floor-fused)")
 	trace := fs.Bool("trace", false, "after timing, run each step once more with the split-KV kernel's blocks stamping their phases on the GPU's clock (a '# trace' line a cell; the run's kernels are the trace's build, KVBENCH_ATTN_TRACE=1)")
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
@@ -549,13 +549,13 @@ func benchPolicy(b *cuda.Backend, k *cuda.Kernels, d *cellData, name string, par
 		}
 		rows = append(rows, fl)
 		// The floor in the step's own shape: its split rows and chunks, a
-		// partial as large as each block's, merged each way the step can.
+		// partial as large as each block's, merged by a combine or by the row's last block.
 		if p := b.AttnPlan(); p.Rows > 0 && p.Blocks > p.Rows {
 			np := s.heads / p.Rows * (s.dim + 2)
 			for _, m := range []struct {
 				name string
 				mode int
-			}{{"floor-combine", cuda.FloorCombine}, {"floor-fused", cuda.FloorFused}, {"floor-arrive", cuda.FloorArrive}} {
+			}{{"floor-combine", cuda.FloorCombine}, {"floor-fused", cuda.FloorFused}} {
 				sf := fl
 				sf.policy = name + "/" + m.name
 				if err := timeSplitFloor(k, fl.bytes, p.Rows, p.Blocks/p.Rows, np, m.mode, func(launch func(i int) error, n int) error {

@@ -60,22 +60,17 @@ func TestFakeAttnTrace(t *testing.T) {
 // TestAttnTraceGPU: a traced decode call computes the same output, bit
 // for bit, as an untraced one, and every block's timestamps come in order,
 // on a multiprocessor the device has, over the tokens of its chunk; the
-// combine's blocks of a row end after the row's last block. Bf16 pages:
-// 32/8 heads of 128 at 4,096 tokens (the tensor-core kernel, a combine
-// launch, waiting for the kernel's end or, KVBENCH_ATTN_ARRIVE=on, for its
-// row's arrivals) and 32/32 at 512 (attn_rt, the fused merge: no first
-// tile, no combine).
+// combine ends after the last block. Bf16 pages: 32/8 heads of 128 at
+// 4,096 tokens (the tensor-core kernel, a combine launch) and 32/32 at 512
+// (attn_rt, the fused merge: no first tile, no combine).
 func TestAttnTraceGPU(t *testing.T) {
 	t.Setenv("KVBENCH_ATTN_TRACE", "1") // the kernels built with the stamps
-	for _, arrive := range []string{"off", "on"} {
-		t.Setenv("KVBENCH_ATTN_ARRIVE", arrive)
-		be := newGPUPrec(t, "bf16")
-		for _, c := range []struct {
-			heads, kv, n int
-			tc           bool
-		}{{32, 8, 4096, true}, {32, 32, 512, false}} {
-			t.Run(fmt.Sprintf("arrive-%s/%d/%d/%d", arrive, c.heads, c.kv, c.n), func(t *testing.T) { attnTraceCase(t, be, c.heads, c.kv, c.n, c.tc) })
-		}
+	be := newGPUPrec(t, "bf16")
+	for _, c := range []struct {
+		heads, kv, n int
+		tc           bool
+	}{{32, 8, 4096, true}, {32, 32, 512, false}} {
+		t.Run(fmt.Sprintf("%d/%d/%d", c.heads, c.kv, c.n), func(t *testing.T) { attnTraceCase(t, be, c.heads, c.kv, c.n, c.tc) })
 	}
 }
 
@@ -134,7 +129,7 @@ func attnTraceCase(t *testing.T, be *cuda.Backend, heads, kv, n int, tc bool) {
 	if strings.Contains(tr.Kernel, "_tc") != tc {
 		t.Fatalf("kernel %s: the case wants tensor cores %v", tr.Kernel, tc)
 	}
-	tokens, last := 0, make([]uint64, tr.Rows) // each split row's last block's end
+	tokens, last := 0, uint64(0)
 	for i, x := range tr.Blocks {
 		first := x.FirstTile
 		if !tc {
@@ -150,7 +145,7 @@ func attnTraceCase(t *testing.T, be *cuda.Backend, heads, kv, n int, tc bool) {
 			t.Fatalf("block %d: %+v (the device has %d multiprocessors)", i, x, be.D.SMs)
 		}
 		tokens += x.Tokens
-		last[i/tr.Chunks] = max(last[i/tr.Chunks], x.End)
+		last = max(last, x.End)
 	}
 	if tokens != n*cfg.KVHeads {
 		t.Errorf("the blocks read %d tokens, want %d", tokens, n*cfg.KVHeads)
@@ -158,12 +153,9 @@ func attnTraceCase(t *testing.T, be *cuda.Backend, heads, kv, n int, tc bool) {
 	if tc && len(tr.Combine) == 0 {
 		t.Fatal("no combine traced")
 	}
-	// Combine block i is (head x, row y, slice z) of a grid (G, rows, D/32).
-	vg := len(tr.Combine) / (tr.Rows * cfg.HeadDim / 32)
 	for i, c := range tr.Combine {
-		r := i / vg % tr.Rows
-		if c.Start == 0 || c.End < c.Start || c.End < last[r] {
-			t.Errorf("combine block %d (row %d): %+v, the row's last split block ended at %d", i, r, c, last[r])
+		if c.Start == 0 || c.End < c.Start || c.End < last {
+			t.Errorf("combine block %d: %+v, the last split block ended at %d", i, c, last)
 		}
 	}
 }

@@ -588,19 +588,7 @@ func (b *Backend) readSwitches() error {
 		}
 		*sw.off = off
 	}
-	on, err := envOn("KVBENCH_ATTN_ARRIVE")
-	if err != nil {
-		return err
-	}
-	b.split.arrive = on
 	return nil
-}
-
-// envOn reads a switch that is off by default: whether $name is "on" (""
-// and "off" are off; anything else is an error).
-func envOn(name string) (bool, error) {
-	off, err := envOff(name)
-	return os.Getenv(name) == "on" && !off, err
 }
 
 // envOff reads a switch that is on by default: whether $name is "off" ("" and

@@ -462,7 +462,7 @@ func splitHeader(c *batchCall, h []int32, m attnLayout, noLo bool) {
 	copy(h[m.hdr:], []int32{rhRows: int32(a.Rows), rhHeads: int32(a.Heads), rhG: int32(group), rhGH: int32(p.gh),
 		rhRT: int32(p.rt), rhTiles: int32(p.tiles), rhWin: int32(max(a.Window, 0)), rhRowOff: m.rowOff, rhHeadOff: m.headOff,
 		rhInvOff: m.invOff, rhStride: int32(max(p.longest, 1)), rhInter: flag(a.Rope == runtime.RopeInterleaved), rhSRows: int32(c.srows), rhLean: flag(p.lean), rhGR: int32(p.gr),
-		rhNoLo: flag(noLo), rhTrace: 0, rhTrace + 1: 0, rhArrive: 0}) // no trace (a batch's kernels write none), no arrivals (attn_rtb_combine waits for the kernel)
+		rhNoLo: flag(noLo), rhTrace: 0, rhTrace + 1: 0}) // no trace: a batch's kernels write none
 	c.hdr = m.hdr
 }
 

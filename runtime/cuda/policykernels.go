@@ -276,7 +276,6 @@ func (k *Kernels) ReadFloor(src Ptr, bytes int64, sink Ptr) error {
 const (
 	FloorCombine = iota // a second kernel, after the first one's end (attn_rt_combine's way)
 	FloorFused          // the row's last block to finish (the fused merge's way)
-	FloorArrive         // a second kernel, waiting on each row's arrivals (KVBENCH_ATTN_ARRIVE's way)
 )
 
 // SplitFloor is the read floor in a split step's shape (floor_split and
@@ -304,9 +303,9 @@ func (k *Kernels) NewSplitFloor(rows, chunks, np int) (*SplitFloor, error) {
 	}
 	alloc(&f.part, int64(rows*chunks*np)*4)
 	alloc(&f.out, int64(rows*np)*4)
-	alloc(&f.counter, int64(2*rows)*4)
+	alloc(&f.counter, int64(rows)*4)
 	if err == nil {
-		err = k.D.Memset32(f.counter, 0, int64(2*rows))
+		err = k.D.Memset32(f.counter, 0, int64(rows))
 	}
 	if err != nil {
 		f.Free()
@@ -316,12 +315,12 @@ func (k *Kernels) NewSplitFloor(rows, chunks, np int) (*SplitFloor, error) {
 }
 
 // Launch enqueues one step: rows of rowBytes (a multiple of 16) each from
-// src, merged by mode (FloorCombine, FloorFused, FloorArrive).
+// src, merged by mode (FloorCombine or FloorFused).
 func (f *SplitFloor) Launch(src Ptr, rowBytes int64, mode int) error {
 	if rowBytes%16 != 0 || rowBytes < 16 {
 		return fmt.Errorf("cuda: split floor rows of %d bytes, not a positive multiple of 16", rowBytes)
 	}
-	if mode < FloorCombine || mode > FloorArrive {
+	if mode != FloorCombine && mode != FloorFused {
 		return fmt.Errorf("cuda: split floor merge %d", mode)
 	}
 	sf, err := f.k.Func("floor_split")
@@ -329,7 +328,7 @@ func (f *SplitFloor) Launch(src Ptr, rowBytes int64, mode int) error {
 		return err
 	}
 	if err := sf.Launch(Dim3{f.Chunks, f.Rows, 1}, Dim3{floorThreads, 1, 1}, 0, src, uint64(rowBytes/16), int32(f.NP),
-		f.part, f.out, f.counter, int32(mode)); err != nil {
+		f.part, f.out, f.counter, flag(mode == FloorFused)); err != nil {
 		return err
 	}
 	if mode == FloorFused {
@@ -340,7 +339,7 @@ func (f *SplitFloor) Launch(src Ptr, rowBytes int64, mode int) error {
 		return err
 	}
 	return cf.LaunchAfter(Dim3{(f.NP + floorThreads - 1) / floorThreads, f.Rows, 1}, Dim3{floorThreads, 1, 1}, 0,
-		f.part, int32(f.Chunks), int32(f.NP), f.out, f.counter, flag(mode == FloorArrive))
+		f.part, int32(f.Chunks), int32(f.NP), f.out)
 }
 
 // Out reads the last step's merged rows [Rows, NP].

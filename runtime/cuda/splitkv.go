@@ -237,7 +237,6 @@ type Plan struct {
 	SharedMem int    // dynamic shared memory per block, bytes
 	ByValue   bool   // the call's ints went to the kernel by value (RtBox), not uploaded
 	Early     bool   // its blocks read the settled tokens before waiting for the kernel ahead (RH_EARLY)
-	Arrive    bool   // its combine waited on each row's arrivals, not on the kernel's end (RH_ARRIVE)
 }
 
 func (a *splitKV) plan() Plan {
@@ -268,7 +267,6 @@ const (
 	rhNoLo
 	rhTrace // 2 words: the trace's device address, low word first (attntrace.go; 0: none)
 	_
-	rhArrive // 1: the counters are the split rows' arrivals, which attn_rt_combine waits on (arrivalsOf)
 	rhWords
 )
 
@@ -299,7 +297,6 @@ type splitState struct {
 	noEarly  bool           // the _tc kernels never read before pdl_wait ($KVBENCH_ATTN_EARLY=off)
 	noTCAcc  bool           // calls with Acc stay off the _tc kernels ($KVBENCH_ATTN_TC_ACC=off)
 	noLo     bool           // the _tc kernels take q and p in bf16 alone, no low halves ($KVBENCH_ATTN_TC_LO=off; SDPA's precision, for timing)
-	arrive   bool           // attn_rt_combine waits on each row's arrivals, not the split kernel's end ($KVBENCH_ATTN_ARRIVE)
 	occ      map[occKey]int // resident blocks per multiprocessor, by kernel and shared memory
 	last     Plan           // the last Attend's launch (AttnPlan)
 	earlyN   int64          // the launches that read early so far (tests)
@@ -633,11 +630,6 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 		b.launch("be_zero", Dim3{ctrWords / 256, 1, 1}, Dim3{256, 1, 1}, ws, int64(ctrWords))
 	}
 	comb := !fused && nchunks > 1 && cl == 0 // a combine launch merges the partials
-	// With arrivals the combine's blocks wait on counts of each row's
-	// written partials (two words a split row in the counters' room)
-	// instead of the split kernel's end.
-	arrive := comb && b.split.arrive && 2*nsrows <= ctrWords
-	b.hInts[hdr+rhArrive] = flag(arrive)
 	combBlocks := 0
 	if comb {
 		combBlocks = vg * gy * (hd / 32 * gz)
@@ -649,7 +641,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 		raw = b.grow(&b.scores, int64(items*stride)*4)
 		mlAcc = ws.Add(mlAt)
 	}
-	if fused || arrive {
+	if fused {
 		counters = ws
 	}
 	astride := 0
@@ -702,13 +694,13 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	} else {
 		must(f.LaunchAfter(Dim3{nchunks, gy, gz}, Dim3{attnThreads, 1, 1}, smem, args...))
 	}
-	b.split.last = Plan{Kernel: name, Chunk: chunk, Blocks: nchunks * nsrows, Rows: nsrows, Resident: b.occupancy(f, smem), SharedMem: smem, ByValue: boxed, Early: early, Arrive: arrive}
+	b.split.last = Plan{Kernel: name, Chunk: chunk, Blocks: nchunks * nsrows, Rows: nsrows, Resident: b.occupancy(f, smem), SharedMem: smem, ByValue: boxed, Early: early}
 	if early {
 		b.split.earlyN++
 	}
 	if comb { // else the kernel merged the row (fused, cluster) or, one chunk a row, wrote the outputs (and ml)
 		must(b.fn(p.names.rtComb).LaunchAfter(Dim3{vg, gy, hd / 32 * gz}, Dim3{combThreads, 1, 1}, 0,
-			partO, ws.Add(pmlAt), int32(nchunks), b.f32(a.Out), mlAcc, wordsByValue(b.hInts[hdr:hdr+rhWords]), counters))
+			partO, ws.Add(pmlAt), int32(nchunks), b.f32(a.Out), mlAcc, wordsByValue(b.hInts[hdr:hdr+rhWords])))
 	}
 	if a.Acc == nil {
 		return
