@@ -537,14 +537,7 @@ func benchPolicy(b *cuda.Backend, k *cuda.Kernels, d *cellData, name string, par
 	if o.floor {
 		fl := row
 		fl.policy, fl.check, fl.plan = name+"/floor", "-", ""
-		if err := timeFloor(k, fl.bytes, func(launch func(i int) error, n int) error {
-			samples, err := timeLaunches(k, launch, n, o.iters)
-			if err != nil {
-				return err
-			}
-			fl.median, fl.best = median(samples)*1e3, slices.Min(samples)*1e3
-			return nil
-		}); err != nil {
+		if err := timeFloor(k, fl.bytes, timeInto(k, &fl, o.iters)); err != nil {
 			return rows, err
 		}
 		rows = append(rows, fl)
@@ -558,14 +551,7 @@ func benchPolicy(b *cuda.Backend, k *cuda.Kernels, d *cellData, name string, par
 			}{{"floor-combine", cuda.FloorCombine}, {"floor-fused", cuda.FloorFused}} {
 				sf := fl
 				sf.policy = name + "/" + m.name
-				if err := timeSplitFloor(k, fl.bytes, p.Rows, p.Blocks/p.Rows, np, m.mode, func(launch func(i int) error, n int) error {
-					samples, err := timeLaunches(k, launch, n, o.iters)
-					if err != nil {
-						return err
-					}
-					sf.median, sf.best = median(samples)*1e3, slices.Min(samples)*1e3
-					return nil
-				}); err != nil {
+				if err := timeSplitFloor(k, fl.bytes, p.Rows, p.Blocks/p.Rows, np, m.mode, timeInto(k, &sf, o.iters)); err != nil {
 					return rows, err
 				}
 				rows = append(rows, sf)
@@ -575,28 +561,32 @@ func benchPolicy(b *cuda.Backend, k *cuda.Kernels, d *cellData, name string, par
 	return rows, nil
 }
 
+// timeInto is a timer for timeFloor and timeSplitFloor: it times the
+// launches iters times (timeLaunches) and sets r's median and best.
+func timeInto(k *cuda.Kernels, r *kernelRow, iters int) func(launch func(i int) error, n int) error {
+	return func(launch func(i int) error, n int) error {
+		samples, err := timeLaunches(k, launch, n, iters)
+		if err != nil {
+			return err
+		}
+		r.median, r.best = median(samples)*1e3, slices.Min(samples)*1e3
+		return nil
+	}
+}
+
 // timeSplitFloor times cuda.SplitFloor over bytes (rows rows, rounded up
 // to 16 bytes a row) in chunks chunks with np floats of partial a block,
-// merged by mode, rotating over copies as timeFloor does.
+// merged by mode, over coldCopies.
 func timeSplitFloor(k *cuda.Kernels, bytes int64, rows, chunks, np, mode int, timed func(launch func(i int) error, n int) error) error {
-	d := k.D
 	rowBytes := (bytes/int64(rows) + 15) / 16 * 16
-	bytes = rowBytes * int64(rows)
-	copies := max(1, (3*int64(d.L2Bytes)+bytes-1)/bytes)
-	buf, err := d.Alloc(copies * bytes)
-	if err != nil {
-		return err
-	}
-	defer d.Free(buf)
-	if err := k.FillRandomBF16(buf, copies*bytes/2, 7, 1); err != nil {
-		return err
-	}
 	f, err := k.NewSplitFloor(rows, chunks, np)
 	if err != nil {
 		return err
 	}
 	defer f.Free()
-	return timed(func(i int) error { return f.Launch(buf.Add(int64(i)%copies*bytes), rowBytes, mode) }, int(copies))
+	return coldCopies(k, rowBytes*int64(rows), func(at func(i int) cuda.Ptr, n int) error {
+		return timed(func(i int) error { return f.Launch(at(i), rowBytes, mode) }, n)
+	})
 }
 
 // stepBytesRead is the bytes the policy counts for a decode step (the cache
@@ -797,26 +787,36 @@ func rotate(q []float64, dd int, a *runtime.AttnArgs) []float64 {
 	return r
 }
 
-// timeFloor times read_floor over bytes (rounded up to 16), rotating over
-// enough copies that the L2 cache holds none of them between two reads.
+// timeFloor times read_floor over bytes (rounded up to 16), over
+// coldCopies.
 func timeFloor(k *cuda.Kernels, bytes int64, timed func(launch func(i int) error, n int) error) error {
 	d := k.D
 	bytes = (bytes + 15) / 16 * 16
+	sink, err := d.Alloc(16)
+	if err != nil {
+		return err
+	}
+	defer d.Free(sink)
+	return coldCopies(k, bytes, func(at func(i int) cuda.Ptr, n int) error {
+		return timed(func(i int) error { return k.ReadFloor(at(i), bytes, sink) }, n)
+	})
+}
+
+// coldCopies runs use over n copies of bytes (a multiple of 16) of random
+// bf16 data, enough that the L2 cache holds none of them between two reads
+// when a caller rotates over them: at(i) is the start of copy i mod n.
+func coldCopies(k *cuda.Kernels, bytes int64, use func(at func(i int) cuda.Ptr, n int) error) error {
+	d := k.D
 	copies := max(1, (3*int64(d.L2Bytes)+bytes-1)/bytes)
 	buf, err := d.Alloc(copies * bytes)
 	if err != nil {
 		return err
 	}
 	defer d.Free(buf)
-	sink, err := d.Alloc(16)
-	if err != nil {
-		return err
-	}
-	defer d.Free(sink)
 	if err := k.FillRandomBF16(buf, copies*bytes/2, 7, 1); err != nil {
 		return err
 	}
-	return timed(func(i int) error { return k.ReadFloor(buf.Add(int64(i)%copies*bytes), bytes, sink) }, int(copies))
+	return use(func(i int) cuda.Ptr { return buf.Add(int64(i) % copies * bytes) }, int(copies))
 }
 
 // timeLaunches runs launch(i) warm, then iters times, each between two CUDA
