@@ -542,13 +542,14 @@ func benchPolicy(b *cuda.Backend, k *cuda.Kernels, d *cellData, name string, par
 		}
 		rows = append(rows, fl)
 		// The floor in the step's own shape: its split rows and chunks, a
-		// partial as large as each block's, merged by a combine or by the row's last block.
+		// partial as large as each block's, merged by a combine or by the row's last
+		// block, or not merged (what the split shape's reads and writes cost alone).
 		if p := b.AttnPlan(); p.Rows > 0 && p.Blocks > p.Rows {
 			np := s.heads / p.Rows * (s.dim + 2)
 			for _, m := range []struct {
 				name string
 				mode int
-			}{{"floor-combine", cuda.FloorCombine}, {"floor-fused", cuda.FloorFused}} {
+			}{{"floor-combine", cuda.FloorCombine}, {"floor-fused", cuda.FloorFused}, {"floor-split", cuda.FloorNone}} {
 				sf := fl
 				sf.policy = name + "/" + m.name
 				if err := timeSplitFloor(k, fl.bytes, p.Rows, p.Blocks/p.Rows, np, m.mode, timeInto(k, &sf, o.iters)); err != nil {

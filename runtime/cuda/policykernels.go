@@ -276,6 +276,7 @@ func (k *Kernels) ReadFloor(src Ptr, bytes int64, sink Ptr) error {
 const (
 	FloorCombine = iota // a second kernel, after the first one's end (attn_rt_combine's way)
 	FloorFused          // the row's last block to finish (the fused merge's way)
+	FloorNone           // none: the partials are written and left (the split shape's reads and writes alone)
 )
 
 // SplitFloor is the read floor in a split step's shape (floor_split and
@@ -315,12 +316,12 @@ func (k *Kernels) NewSplitFloor(rows, chunks, np int) (*SplitFloor, error) {
 }
 
 // Launch enqueues one step: rows of rowBytes (a multiple of 16) each from
-// src, merged by mode (FloorCombine or FloorFused).
+// src, merged by mode (FloorCombine, FloorFused or FloorNone).
 func (f *SplitFloor) Launch(src Ptr, rowBytes int64, mode int) error {
 	if rowBytes%16 != 0 || rowBytes < 16 {
 		return fmt.Errorf("cuda: split floor rows of %d bytes, not a positive multiple of 16", rowBytes)
 	}
-	if mode != FloorCombine && mode != FloorFused {
+	if mode != FloorCombine && mode != FloorFused && mode != FloorNone {
 		return fmt.Errorf("cuda: split floor merge %d", mode)
 	}
 	sf, err := f.k.Func("floor_split")
@@ -331,7 +332,7 @@ func (f *SplitFloor) Launch(src Ptr, rowBytes int64, mode int) error {
 		f.part, f.out, f.counter, flag(mode == FloorFused)); err != nil {
 		return err
 	}
-	if mode == FloorFused {
+	if mode != FloorCombine {
 		return nil
 	}
 	cf, err := f.k.Func("floor_combine")
@@ -346,6 +347,12 @@ func (f *SplitFloor) Launch(src Ptr, rowBytes int64, mode int) error {
 func (f *SplitFloor) Out() ([]float32, error) {
 	out := make([]float32, f.Rows*f.NP)
 	return out, Download(f.k.D, out, f.out)
+}
+
+// Parts reads the last step's partials [Rows, Chunks, NP].
+func (f *SplitFloor) Parts() ([]float32, error) {
+	part := make([]float32, f.Rows*f.Chunks*f.NP)
+	return part, Download(f.k.D, part, f.part)
 }
 
 // Free releases the device memory.

@@ -205,6 +205,7 @@ func TestReadFloor(t *testing.T) {
 // TestSplitFloor checks the split floor's merged partials against the
 // host's (integers, so any order of summation gives them exactly) under
 // both merges, twice in a row (the fused one leaves its counters at zero),
+// the unmerged partials of FloorNone,
 // on rows whose chunks are not a multiple of the unrolled step, and that
 // rows of a size that is not a multiple of 16 bytes are refused.
 func TestSplitFloor(t *testing.T) {
@@ -224,7 +225,7 @@ func TestSplitFloor(t *testing.T) {
 	if err := Upload(d, src, words); err != nil {
 		t.Fatal(err)
 	}
-	want := make([]float32, rows*np)
+	want, wantPart := make([]float32, rows*np), make([]float32, rows*chunks*np)
 	for r := range rows {
 		for c := range chunks {
 			lo, hi := rowWords*c/chunks, rowWords*(c+1)/chunks
@@ -234,6 +235,7 @@ func TestSplitFloor(t *testing.T) {
 					w := words[(r*rowWords+i)*4:]
 					x ^= w[0] ^ w[1] ^ w[2] ^ w[3]
 				}
+				wantPart[(r*chunks+c)*np+j] = float32(x&255) + float32(j)
 				want[r*np+j] += float32(x&255) + float32(j)
 			}
 		}
@@ -243,24 +245,34 @@ func TestSplitFloor(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Free()
-	for _, mode := range []int{FloorCombine, FloorFused, FloorFused, FloorCombine} {
+	for _, mode := range []int{FloorCombine, FloorFused, FloorFused, FloorNone, FloorCombine} {
 		if err := d.PoisonF32(f.out, int64(rows*np)); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.PoisonF32(f.part, int64(rows*chunks*np)); err != nil {
 			t.Fatal(err)
 		}
 		if err := f.Launch(src, rowWords*16, mode); err != nil {
 			t.Fatal(err)
 		}
-		got, err := f.Out()
+		got, exp, what := f.Out, want, "out"
+		if mode == FloorNone {
+			got, exp, what = f.Parts, wantPart, "part"
+		}
+		vals, err := got()
 		if err != nil {
 			t.Fatal(err)
 		}
-		for i := range want {
-			if got[i] != want[i] {
-				t.Fatalf("merge %d: out[%d] = %v, want %v", mode, i, got[i], want[i])
+		for i := range exp {
+			if vals[i] != exp[i] {
+				t.Fatalf("merge %d: %s[%d] = %v, want %v", mode, what, i, vals[i], exp[i])
 			}
 		}
 	}
 	if err := f.Launch(src, 24, FloorCombine); err == nil {
 		t.Error("rows of 24 bytes accepted")
+	}
+	if err := f.Launch(src, rowWords*16, FloorNone+1); err == nil {
+		t.Error("an unknown merge accepted")
 	}
 }
