@@ -12,7 +12,8 @@
 #   read floor, the split floors: merged by a combine, by the last block,
 #   not merged);
 # - kernels: the step by default and with clusters for rows up to 1,024
-#   and 2,048 tokens beside SDPA, 512-4,096 tokens, ROUNDS (2) rounds;
+#   and 2,048 tokens beside SDPA, 512-4,096 tokens, ROUNDS (2) rounds
+#   (LENGTHS and ENVS as bench/decode_attn_call.sh takes them);
 # - decode: the 8B shape's decode under the same three settings, REPS (2).
 set -u
 source bench/unpack_carry.sh
@@ -38,8 +39,8 @@ if [[ $parts == *" kernels "* ]]; then
 	stamp kernels
 	for r in $(seq 1 "${ROUNDS:-2}"); do
 		echo "# round $r"
-		SHAPES="32/8:128 32/8:64 32/32:128" LENGTHS=512,1024,2048,4096 \
-			ENVS="default KVBENCH_ATTN_CLUSTER=1024 KVBENCH_ATTN_CLUSTER=2048" \
+		SHAPES="32/8:128 32/8:64 32/32:128" LENGTHS=${LENGTHS:-512,1024,2048,4096} \
+			ENVS=${ENVS:-"default KVBENCH_ATTN_CLUSTER=1024 KVBENCH_ATTN_CLUSTER=2048"} \
 			bash bench/decode_attn_call.sh "$B" | grep -v "^NVIDIA"
 	done
 fi
