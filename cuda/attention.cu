@@ -826,8 +826,7 @@ ATTN_KERNELS(128, 8)
 #define RH_GR 15     // query heads of a subgroup (RH_GH virtual heads of which the first RH_GR are real; sub = G / GR)
 #define RH_NOLO 16   // 1: the tensor-core kernel takes q and p in bf16 alone (no low halves; KVBENCH_ATTN_TC_LO=off)
 #define RH_TRACE 17  // (2 words, low first) the device address of the launch's trace (rt_trace), 0: none
-#define RH_DEAL 19   // 1: the tensor-core kernel deals each row's tiles of 16 tokens to its blocks in turn (attention_tc.cu)
-#define RH_WORDS 20
+#define RH_WORDS 19
 
 // A traced launch (Backend.SetAttnTrace; kvbench kernels --trace) has
 // each block (chunk c, split row r) of attn_rt and the tensor-core kernel

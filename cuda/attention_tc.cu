@@ -179,23 +179,8 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     const int kvh = rt_kvh(H, r);
     const int* sd = ints + kvh * SD_WORDS;
     const int lo = sd[SD_LO], total = sd[SD_HI] - lo;
+    const int c0 = c * chunk, len = max(0, min(chunk, total - c0));
     const int ps = sd[SD_PS], psh = __ffs(ps) - 1;  // a power of two (the host checks)
-    // The block's tokens: chunk c of the range (tokens c0 .. c0 + len - 1),
-    // or, dealt (RH_DEAL; whole tiles: pages of 16 tokens or more, the range
-    // from a multiple of 16), the range's tiles of 16 tokens c, c + nr, c +
-    // 2nr, ... of its nr = ceil(total / chunk) blocks, so that a row's
-    // blocks read near one another all along. Either way the block's tokens
-    // are its local indices 0 .. len - 1, 16 a tile (only its last tile may
-    // be short); local tile ti starts at range index tileAt(ti).
-    const bool deal = H[RH_DEAL] != 0 && psh >= 4 && (lo & 15) == 0;
-    const int nr = (total + chunk - 1) / chunk, ntl = (total + 15) >> 4;
-    const int c0 = deal ? 0 : c * chunk;
-    int len = max(0, min(chunk, total - c0));
-    if (deal) {
-        const int mt = c < nr ? (ntl - c + nr - 1) / nr : 0;  // the block's tiles
-        len = mt > 0 && (ntl - 1) % nr == c ? 16 * (mt - 1) + total - 16 * (ntl - 1) : 16 * mt;
-    }
-    auto tileAt = [&](int ti) { return deal ? 16 * (c + nr * ti) : c0 + 16 * ti; };
     const u64* kp = ptrs + sd[SD_K];
     const u64* vp = ptrs + sd[SD_V];
     u64* spk = reinterpret_cast<u64*>(tsm + TC_STAGE_BYTES(D));
@@ -213,14 +198,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     const bool lows = H[RH_NOLO] == 0;  // the low halves' products (float32 accuracy), unless asked off
     if (!early) pdl_wait();
     int pg0 = 0;
-    if (deal) {  // each tile's first row: its page's pointer and the offset in it
-        for (int j = tid; j < (len + 15) / 16; j += NT) {
-            const int t = lo + tileAt(j);
-            const u64 off = (u64)(t & (ps - 1)) * RB;
-            spk[j] = kp[t >> psh] + off;
-            spv[j] = vp[t >> psh] + off;
-        }
-    } else if (len > 0) {
+    if (len > 0) {
         const int t0 = lo + c0, t1 = t0 + len - 1;
         pg0 = t0 >> psh;
         const int npg = (t1 >> psh) - pg0 + 1;
@@ -249,18 +227,6 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     auto issue = [&](int ti, int s) {
         unsigned char* dk = stages + s * (2 * TB);
         const int tb = ti * 16;
-        if (deal) {  // one page, its rows from spk[ti]; a short last tile reads only its tokens
-            const char* ks = reinterpret_cast<const char*>(spk[ti]);
-            const char* vs = reinterpret_cast<const char*>(spv[ti]);
-#pragma unroll
-            for (int k = 0; k < CP; ++k) {
-                const int idx = lane + 32 * k;
-                const bool ok = tb + idx / PC < len;
-                fl_cp16(dk + at[k], ks + idx * 16, ok);
-                fl_cp16(dk + TB + at[k], vs + idx * 16, ok);
-            }
-            return;
-        }
         if (whole && tb + 16 <= len) {
             const int t0 = lo + c0 + tb, pj = (t0 >> psh) - pg0;
             const size_t off = (size_t)(t0 & (ps - 1)) * RB;
@@ -289,12 +255,12 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     const int mine = ntiles > w ? (ntiles - w + NW - 1) / NW : 0;  // this warp's tiles
     // The first TC_ST-1 stages, one commit group each, in order: before the
     // wait those whose tile ends before the KV head's last token (tile ti's
-    // last token tileAt(ti) + min(16, len - 16ti) - 1 of the range), after it the rest.
+    // last token c0 + min(16ti + 16, len) - 1 of the range), after it the rest.
     int pre = 0;
     if (early) {
         for (; pre < TC_ST - 1 && pre < mine; ++pre) {
             const int ti = w + pre * NW;
-            if (tileAt(ti) + min(16, len - 16 * ti) >= total) break;
+            if (c0 + min(16 * ti + 16, len) >= total) break;
             issue(ti, pre);
             fl_commit();
         }
@@ -392,7 +358,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
         // A call with accumulated probabilities (H2O, TOVA): its base-2
         // scores [item, RH_STRIDE] by token index, as attn_rt writes them.
         if (raw != nullptr && gid < G && sItem[gid] >= 0) {
-            float* rr = raw + (size_t)sItem[gid] * rawStride + tileAt(ti) - 16 * ti;  // local token i at range index tileAt(ti) - 16ti + i
+            float* rr = raw + (size_t)sItem[gid] * rawStride + c0;
             if (i0 < len) rr[i0] = x[0];
             if (i0 + 1 < len) rr[i0 + 1] = x[1];
             if (i0 + 8 < len) rr[i0 + 8] = x[2];

@@ -283,21 +283,17 @@ func TestAttendSplitManyRows(t *testing.T) {
 // many tiles a warp: the stages' ring turns), and chunks chosen per call or
 // of 32; the kernel (_tc) and, on sm_90a, its variant whose row's chunks
 // are one cluster (_tcc, rows of up to KVBENCH_ATTN_CLUSTER tokens in at
-// most 8 chunks); each with a row's tiles in contiguous chunks and dealt
-// to its blocks in turn (KVBENCH_ATTN_TILES).
+// most 8 chunks).
 func TestAttendTCKernels(t *testing.T) {
 	for _, v := range []struct{ name, cluster string }{{"tc", "0"}, {"tcc", "1024"}} {
-		for _, tiles := range []string{"chunks", "dealt"} {
-			t.Run(v.name+"/"+tiles, func(t *testing.T) {
-				t.Setenv("KVBENCH_ATTN_CLUSTER", v.cluster)
-				t.Setenv("KVBENCH_ATTN_TILES", tiles)
-				testAttendTCKernels(t, v.name, tiles == "dealt")
-			})
-		}
+		t.Run(v.name, func(t *testing.T) {
+			t.Setenv("KVBENCH_ATTN_CLUSTER", v.cluster)
+			testAttendTCKernels(t, v.name)
+		})
 	}
 }
 
-func testAttendTCKernels(t *testing.T, variant string, dealt bool) {
+func testAttendTCKernels(t *testing.T, variant string) {
 	t.Setenv("KVBENCH_ATTN_TC", "on")
 	g := newGPU(t)
 	if variant != "tc" && g.D.Arch() != "sm_90a" {
@@ -325,12 +321,8 @@ func testAttendTCKernels(t *testing.T, variant string, dealt bool) {
 								suffix = "tc"
 							}
 							want := fmt.Sprintf("attn_rt_d%d_g%d_bf16_%s", hd, hk[0]/hk[1], suffix)
-							p := g.AttnPlan()
-							if p.Kernel != want {
+							if p := g.AttnPlan(); p.Kernel != want {
 								t.Errorf("kernel %s, want %s (plan %+v)", p.Kernel, want, p)
-							}
-							if ps == 16 && p.Dealt != dealt {
-								t.Errorf("tiles dealt %v, want %v (plan %+v)", p.Dealt, dealt, p)
 							}
 						})
 					}

@@ -606,27 +606,6 @@ func TestFakeTCSlots(t *testing.T) {
 	refusesEnv(t, "KVBENCH_ATTN_TC_SLOTS", "-1")
 }
 
-// TestFakeDealtTiles: KVBENCH_ATTN_TILES=dealt has the tensor-core kernel
-// deal a row's tiles to its blocks (Plan.Dealt, RH_DEAL in the call's
-// header) with the chunk and grid of contiguous chunks; "chunks" does not.
-func TestFakeDealtTiles(t *testing.T) {
-	plan := func(t *testing.T, tiles string) cuda.Plan {
-		t.Setenv("KVBENCH_ATTN_TILES", tiles)
-		be := fakeBackend(t)
-		cfg := runtime.Config{Arch: "llama", Dim: 4096, Hidden: 1024, Layers: 1, Heads: 32, KVHeads: 8, HeadDim: 128, Vocab: 100,
-			MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
-		be.Attend(fakeDecodeArgs(t, be, cfg, 32768))
-		return be.AttnPlan()
-	}
-	chunks, dealt := plan(t, "chunks"), plan(t, "dealt")
-	if chunks.Dealt || !dealt.Dealt {
-		t.Fatalf("dealt %v with chunks, %v with dealt; want false, true", chunks.Dealt, dealt.Dealt)
-	}
-	if dealt.Kernel != chunks.Kernel || dealt.Chunk != chunks.Chunk || dealt.Blocks != chunks.Blocks {
-		t.Errorf("dealt plan %+v, chunks' %+v: want the same kernel, chunk and blocks", dealt, chunks)
-	}
-}
-
 // TestFakeGrowthNoWait: an Attend whose page tables outgrow their pool (a
 // pool of 16 words to start with) and whose uploads outgrow the staging
 // arena grows both without waiting for the device (the old ones are freed
@@ -657,7 +636,7 @@ func TestFakeGrowthNoWait(t *testing.T) {
 // the variable.
 func TestEnvSwitches(t *testing.T) {
 	for _, name := range []string{"KVBENCH_GRAPHS", "KVBENCH_RT_BOX", "KVBENCH_KV_BOX", "KVBENCH_ROPE_KV", "KVBENCH_MV_ROPE", "KVBENCH_ACC_DEFER",
-		"KVBENCH_ACC_GROUP", "KVBENCH_PAGE_TABLES", "KVBENCH_ATTN_TC", "KVBENCH_ATTN_EARLY", "KVBENCH_ATTN_TC_ACC", "KVBENCH_ATTN_TILES"} {
+		"KVBENCH_ACC_GROUP", "KVBENCH_PAGE_TABLES", "KVBENCH_ATTN_TC", "KVBENCH_ATTN_EARLY", "KVBENCH_ATTN_TC_ACC"} {
 		t.Run(name, func(t *testing.T) { refusesEnv(t, name, "maybe") })
 	}
 }

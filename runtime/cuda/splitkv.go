@@ -237,7 +237,6 @@ type Plan struct {
 	SharedMem int    // dynamic shared memory per block, bytes
 	ByValue   bool   // the call's ints went to the kernel by value (RtBox), not uploaded
 	Early     bool   // its blocks read the settled tokens before waiting for the kernel ahead (RH_EARLY)
-	Dealt     bool   // a row's tiles of 16 tokens went to its blocks in turn, not in contiguous chunks (RH_DEAL)
 }
 
 func (a *splitKV) plan() Plan {
@@ -268,7 +267,6 @@ const (
 	rhNoLo
 	rhTrace // 2 words: the trace's device address, low word first (attntrace.go; 0: none)
 	_
-	rhDeal
 	rhWords
 )
 
@@ -296,7 +294,6 @@ type splitState struct {
 	tc       tcMode         // when lean calls run the tensor-core _tc kernels ($KVBENCH_ATTN_TC)
 	tcSlots  int            // the most resident blocks a multiprocessor the _tc kernels' chunks count ($KVBENCH_ATTN_TC_SLOTS; 0: all)
 	cluster  int            // the longest row whose chunks run as one cluster, the _tcc kernels ($KVBENCH_ATTN_CLUSTER; 0: none)
-	deal     bool           // the _tc kernels deal a row's tiles to its blocks in turn ($KVBENCH_ATTN_TILES)
 	noEarly  bool           // the _tc kernels never read before pdl_wait ($KVBENCH_ATTN_EARLY=off)
 	noTCAcc  bool           // calls with Acc stay off the _tc kernels ($KVBENCH_ATTN_TC_ACC=off)
 	noLo     bool           // the _tc kernels take q and p in bf16 alone, no low halves ($KVBENCH_ATTN_TC_LO=off; SDPA's precision, for timing)
@@ -606,9 +603,6 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 		f = b.fn(name)
 	}
 	pgw := chunk/minPS + 2
-	// Dealt tiles: a block's tiles lie all over its row, one page pointer
-	// each (pgw of them at most).
-	deal := tc && b.split.deal && chunk%16 == 0 && chunk/16 <= pgw
 	ngroups := (nchunks + mergeGroup - 1) / mergeGroup
 	fused := fusedCombine(vg) && nsrows*(ngroups+1) <= ctrWords && cl == 0
 	parts := nchunks
@@ -619,7 +613,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	copy(b.hInts[hdr:], []int32{rhRows: int32(a.Rows), rhHeads: int32(a.Heads), rhG: int32(group), rhGH: int32(gh),
 		rhRT: int32(rt), rhTiles: int32(tiles), rhWin: int32(max(a.Window, 0)), rhRowOff: rowOff, rhHeadOff: headOff,
 		rhInvOff: invOff, rhStride: int32(stride), rhInter: flag(a.Rope == runtime.RopeInterleaved), rhSRows: int32(nsrows), rhLean: flag(lean), rhGR: int32(p.gr),
-		rhNoLo: flag(b.split.noLo), rhDeal: flag(deal)})
+		rhNoLo: flag(b.split.noLo)})
 	gy, gz := min(nsrows, maxGridY), (nsrows+maxGridY-1)/maxGridY
 
 	// Workspaces first (growing one waits for the device, which restarts
@@ -700,7 +694,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	} else {
 		must(f.LaunchAfter(Dim3{nchunks, gy, gz}, Dim3{attnThreads, 1, 1}, smem, args...))
 	}
-	b.split.last = Plan{Kernel: name, Chunk: chunk, Blocks: nchunks * nsrows, Rows: nsrows, Resident: b.occupancy(f, smem), SharedMem: smem, ByValue: boxed, Early: early, Dealt: deal}
+	b.split.last = Plan{Kernel: name, Chunk: chunk, Blocks: nchunks * nsrows, Rows: nsrows, Resident: b.occupancy(f, smem), SharedMem: smem, ByValue: boxed, Early: early}
 	if early {
 		b.split.earlyN++
 	}
@@ -845,22 +839,6 @@ func (b *Backend) clusterChunk(chosen, longest int) (int, int) {
 // that the kernels before it still hold.
 func clusterOf() (int, error) {
 	return envInt("KVBENCH_ATTN_CLUSTER", 0, 0, math.MaxInt, "a whole number of tokens, 0 for none")
-}
-
-// dealOf reads $KVBENCH_ATTN_TILES: how the tensor-core kernels split a
-// row among its blocks, "chunks" (block c reads tokens c*chunk onwards) or
-// "dealt" (block c reads tiles of 16 tokens c, c + n, c + 2n, ... of the
-// row's n blocks, so that they all read near the same place at any time:
-// rows whose pages hold 16 tokens or more and start at a multiple of 16).
-func dealOf() (bool, error) {
-	switch v := os.Getenv("KVBENCH_ATTN_TILES"); v {
-	case "", "chunks":
-		return false, nil
-	case "dealt":
-		return true, nil
-	default:
-		return false, fmt.Errorf("cuda: KVBENCH_ATTN_TILES=%q: want chunks or dealt", v)
-	}
 }
 
 // tcSlotsOf reads $KVBENCH_ATTN_TC_SLOTS: the most resident blocks a
