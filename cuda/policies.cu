@@ -263,47 +263,12 @@ __device__ __forceinline__ void floor_sum(const float* __restrict__ p, int nc, i
     out[j] = s;
 }
 
-// xor_tiles is xor_words over tiles c, c + nc, c + 2nc, ... of 2^tsh words
-// of a row of rowWords (the last tile may be short): the block's words in
-// that order are its virtual words v, thread tid folds v = tid, tid + RF_NT,
-// ... (RU loads in flight), read at word (v / 2^tsh * nc + c) 2^tsh + v mod 2^tsh.
-__device__ __forceinline__ u32 xor_tiles(const uint4* __restrict__ src, u64 rowWords, int tsh, int c, int nc, int tid) {
-    const u64 tmask = (1ull << tsh) - 1, ntiles = (rowWords + tmask) >> tsh;
-    if ((u64)c >= ntiles) return 0;
-    const u64 vlen = ((ntiles - c + nc - 1) / nc) << tsh;
-    auto at = [&](u64 v) { return (((v >> tsh) * nc + c) << tsh) | (v & tmask); };
-    u32 x = 0;
-    u64 v = tid;
-    for (; v + (RU - 1) * RF_NT < vlen; v += RU * RF_NT) {
-        uint4 w[RU];
-#pragma unroll
-        for (int u = 0; u < RU; ++u) {
-            const u64 p = at(v + u * RF_NT);
-            w[u] = p < rowWords ? ld_stream(reinterpret_cast<const bf16*>(src + p)) : make_uint4(0, 0, 0, 0);
-        }
-#pragma unroll
-        for (int u = 0; u < RU; ++u) x ^= w[u].x ^ w[u].y ^ w[u].z ^ w[u].w;
-    }
-    for (; v < vlen; v += RF_NT) {
-        const u64 p = at(v);
-        if (p >= rowWords) continue;
-        const uint4 w = ld_stream(reinterpret_cast<const bf16*>(src + p));
-        x ^= w.x ^ w.y ^ w.z ^ w.w;
-    }
-    return x;
-}
-
-// floor_split: tsh = 0 reads chunk c of the row as near-equal contiguous
-// chunks; tsh > 0 reads tiles of 2^tsh words dealt in turn to the row's
-// blocks (xor_tiles).
 extern "C" __global__ void __launch_bounds__(RF_NT) floor_split(const uint4* __restrict__ src, u64 rowWords, int np,
                                                                  float* __restrict__ part, float* __restrict__ out,
-                                                                 int* __restrict__ ctr, int fused, int tsh) {
+                                                                 int* __restrict__ ctr, int fused) {
     pdl_trigger();
     const int c = blockIdx.x, r = blockIdx.y, nc = gridDim.x, tid = threadIdx.x;
-    const uint4* row = src + (u64)r * rowWords;
-    const u32 x = tsh > 0 ? xor_tiles(row, rowWords, tsh, c, nc, tid)
-                          : xor_words(row, rowWords * c / nc + tid, rowWords * (c + 1) / nc, RF_NT);
+    const u32 x = xor_words(src + (u64)r * rowWords, rowWords * c / nc + tid, rowWords * (c + 1) / nc, RF_NT);
     float* p = part + ((size_t)r * nc + c) * np;
     for (int j = tid; j < np; j += RF_NT) p[j] = (float)(x & 255u) + (float)j;
     if (!fused) return;

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"math/bits"
 	"math/rand/v2"
 	"os"
 	"slices"
@@ -545,24 +544,15 @@ func benchPolicy(b *cuda.Backend, k *cuda.Kernels, d *cellData, name string, par
 		// The floor in the step's own shape: its split rows and chunks, a
 		// partial as large as each block's, merged by a combine or by the row's last
 		// block, or not merged (what the split shape's reads and writes cost alone).
-		// The "-tiles" rows deal the row's tiles of 16 tokens (K and V) to its
-		// chunks in turn instead.
 		if p := b.AttnPlan(); p.Rows > 0 && p.Blocks > p.Rows {
 			np := s.heads / p.Rows * (s.dim + 2)
-			tile := 16 * s.dim * 2 * 2 / 16 // 16-byte words
 			for _, m := range []struct {
-				name      string
-				mode, tsh int
-			}{
-				{"floor-combine", cuda.FloorCombine, 0}, {"floor-fused", cuda.FloorFused, 0}, {"floor-split", cuda.FloorNone, 0},
-				{"floor-combine-tiles", cuda.FloorCombine, bits.Len(uint(tile)) - 1}, {"floor-split-tiles", cuda.FloorNone, bits.Len(uint(tile)) - 1},
-			} {
-				if m.tsh > 0 && tile&(tile-1) != 0 {
-					continue // tiles of a power of two words only
-				}
+				name string
+				mode int
+			}{{"floor-combine", cuda.FloorCombine}, {"floor-fused", cuda.FloorFused}, {"floor-split", cuda.FloorNone}} {
 				sf := fl
 				sf.policy = name + "/" + m.name
-				if err := timeSplitFloor(k, fl.bytes, p.Rows, p.Blocks/p.Rows, np, m.mode, m.tsh, timeInto(k, &sf, o.iters)); err != nil {
+				if err := timeSplitFloor(k, fl.bytes, p.Rows, p.Blocks/p.Rows, np, m.mode, timeInto(k, &sf, o.iters)); err != nil {
 					return rows, err
 				}
 				rows = append(rows, sf)
@@ -587,15 +577,13 @@ func timeInto(k *cuda.Kernels, r *kernelRow, iters int) func(launch func(i int) 
 
 // timeSplitFloor times cuda.SplitFloor over bytes (rows rows, rounded up
 // to 16 bytes a row) in chunks chunks with np floats of partial a block,
-// merged by mode, in tiles of 2^tsh words dealt in turn (0: contiguous
-// chunks), over coldCopies.
-func timeSplitFloor(k *cuda.Kernels, bytes int64, rows, chunks, np, mode, tsh int, timed func(launch func(i int) error, n int) error) error {
+// merged by mode, over coldCopies.
+func timeSplitFloor(k *cuda.Kernels, bytes int64, rows, chunks, np, mode int, timed func(launch func(i int) error, n int) error) error {
 	rowBytes := (bytes/int64(rows) + 15) / 16 * 16
 	f, err := k.NewSplitFloor(rows, chunks, np)
 	if err != nil {
 		return err
 	}
-	f.TileShift = tsh
 	defer f.Free()
 	return coldCopies(k, rowBytes*int64(rows), func(at func(i int) cuda.Ptr, n int) error {
 		return timed(func(i int) error { return f.Launch(at(i), rowBytes, mode) }, n)

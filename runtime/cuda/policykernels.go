@@ -285,12 +285,8 @@ const (
 // a split-KV decode step that reads as many bytes and merges as many
 // partials could reach at best.
 type SplitFloor struct {
-	k                *Kernels
-	Rows, Chunks, NP int
-	// TileShift 0: chunk c of a row is its c-th near-equal contiguous
-	// part; else the row is cut in tiles of 2^TileShift 16-byte words
-	// dealt in turn to the chunks (tile t to chunk t mod Chunks).
-	TileShift          int
+	k                  *Kernels
+	Rows, Chunks, NP   int
 	part, out, counter Ptr
 }
 
@@ -328,15 +324,12 @@ func (f *SplitFloor) Launch(src Ptr, rowBytes int64, mode int) error {
 	if mode != FloorCombine && mode != FloorFused && mode != FloorNone {
 		return fmt.Errorf("cuda: split floor merge %d", mode)
 	}
-	if f.TileShift < 0 || f.TileShift > 30 {
-		return fmt.Errorf("cuda: split floor tiles of 2^%d words", f.TileShift)
-	}
 	sf, err := f.k.Func("floor_split")
 	if err != nil {
 		return err
 	}
 	if err := sf.Launch(Dim3{f.Chunks, f.Rows, 1}, Dim3{floorThreads, 1, 1}, 0, src, uint64(rowBytes/16), int32(f.NP),
-		f.part, f.out, f.counter, flag(mode == FloorFused), int32(f.TileShift)); err != nil {
+		f.part, f.out, f.counter, flag(mode == FloorFused)); err != nil {
 		return err
 	}
 	if mode != FloorCombine {

@@ -205,10 +205,9 @@ func TestReadFloor(t *testing.T) {
 // TestSplitFloor checks the split floor's merged partials against the
 // host's (integers, so any order of summation gives them exactly) under
 // both merges, twice in a row (the fused one leaves its counters at zero),
-// the unmerged partials of FloorNone, in contiguous chunks and in tiles
-// dealt in turn (the last one short), on rows whose chunks are not a
-// multiple of the unrolled step, and that rows of a size that is not a
-// multiple of 16 bytes are refused.
+// the unmerged partials of FloorNone,
+// on rows whose chunks are not a multiple of the unrolled step, and that
+// rows of a size that is not a multiple of 16 bytes are refused.
 func TestSplitFloor(t *testing.T) {
 	k := gpu(t)
 	d := k.D
@@ -226,72 +225,50 @@ func TestSplitFloor(t *testing.T) {
 	if err := Upload(d, src, words); err != nil {
 		t.Fatal(err)
 	}
+	want, wantPart := make([]float32, rows*np), make([]float32, rows*chunks*np)
+	for r := range rows {
+		for c := range chunks {
+			lo, hi := rowWords*c/chunks, rowWords*(c+1)/chunks
+			for j := range np {
+				x := uint32(0)
+				for i := lo + j%floorThreads; i < hi; i += floorThreads {
+					w := words[(r*rowWords+i)*4:]
+					x ^= w[0] ^ w[1] ^ w[2] ^ w[3]
+				}
+				wantPart[(r*chunks+c)*np+j] = float32(x&255) + float32(j)
+				want[r*np+j] += float32(x&255) + float32(j)
+			}
+		}
+	}
 	f, err := k.NewSplitFloor(rows, chunks, np)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Free()
-	for _, tsh := range []int{0, 5, 9} {
-		// Block (c, r)'s words in its order, thread v mod floorThreads
-		// folding its v-th.
-		blockWords := func(r, c int) []int {
-			var idx []int
-			if tsh == 0 {
-				for i := rowWords * c / chunks; i < rowWords*(c+1)/chunks; i++ {
-					idx = append(idx, i)
-				}
-				return idx
-			}
-			tw := 1 << tsh
-			for tile := c; tile*tw < rowWords; tile += chunks {
-				for i := tile * tw; i < min((tile+1)*tw, rowWords); i++ {
-					idx = append(idx, i)
-				}
-			}
-			return idx
+	for _, mode := range []int{FloorCombine, FloorFused, FloorFused, FloorNone, FloorCombine} {
+		if err := d.PoisonF32(f.out, int64(rows*np)); err != nil {
+			t.Fatal(err)
 		}
-		want, wantPart := make([]float32, rows*np), make([]float32, rows*chunks*np)
-		for r := range rows {
-			for c := range chunks {
-				var x [floorThreads]uint32
-				for v, i := range blockWords(r, c) {
-					w := words[(r*rowWords+i)*4:]
-					x[v%floorThreads] ^= w[0] ^ w[1] ^ w[2] ^ w[3]
-				}
-				for j := range np {
-					p := float32(x[j%floorThreads]&255) + float32(j)
-					wantPart[(r*chunks+c)*np+j] = p
-					want[r*np+j] += p
-				}
-			}
+		if err := d.PoisonF32(f.part, int64(rows*chunks*np)); err != nil {
+			t.Fatal(err)
 		}
-		f.TileShift = tsh
-		for _, mode := range []int{FloorCombine, FloorFused, FloorFused, FloorNone, FloorCombine} {
-			if err := d.PoisonF32(f.out, int64(rows*np)); err != nil {
-				t.Fatal(err)
-			}
-			if err := d.PoisonF32(f.part, int64(rows*chunks*np)); err != nil {
-				t.Fatal(err)
-			}
-			if err := f.Launch(src, rowWords*16, mode); err != nil {
-				t.Fatal(err)
-			}
-			got, exp, what := f.Out, want, "out"
-			if mode == FloorNone {
-				got, exp, what = f.Parts, wantPart, "part"
-			}
-			vals, err := got()
-			if err != nil {
-				t.Fatal(err)
-			}
-			for i := range exp {
-				if vals[i] != exp[i] {
-					t.Fatalf("tiles of 2^%d words, merge %d: %s[%d] = %v, want %v", tsh, mode, what, i, vals[i], exp[i])
-				}
+		if err := f.Launch(src, rowWords*16, mode); err != nil {
+			t.Fatal(err)
+		}
+		got, exp, what := f.Out, want, "out"
+		if mode == FloorNone {
+			got, exp, what = f.Parts, wantPart, "part"
+		}
+		vals, err := got()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range exp {
+			if vals[i] != exp[i] {
+				t.Fatalf("merge %d: %s[%d] = %v, want %v", mode, what, i, vals[i], exp[i])
 			}
 		}
 	}
-	f.TileShift = 0
 	if err := f.Launch(src, 24, FloorCombine); err == nil {
 		t.Error("rows of 24 bytes accepted")
 	}
