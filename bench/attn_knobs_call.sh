@@ -17,8 +17,6 @@
 set -u
 source bench/unpack_carry.sh
 export B
-t0=$(date +%s)
-stamp() { echo "## $1 ($(($(date +%s) - t0)) s, $(date -u +%H:%M:%S) UTC)"; }
 parts=" ${PARTS:-tests kernels trace decode} "
 nvidia-smi --query-gpu=name,clocks.max.sm,power.limit --format=csv,noheader
 if [[ $parts == *" tests "* ]]; then

@@ -235,8 +235,9 @@ func TestSplitFloor(t *testing.T) {
 					w := words[(r*rowWords+i)*4:]
 					x ^= w[0] ^ w[1] ^ w[2] ^ w[3]
 				}
-				wantPart[(r*chunks+c)*np+j] = float32(x&255) + float32(j)
-				want[r*np+j] += float32(x&255) + float32(j)
+				p := float32(x&255) + float32(j)
+				wantPart[(r*chunks+c)*np+j] = p
+				want[r*np+j] += p
 			}
 		}
 	}
