@@ -463,7 +463,7 @@ __device__ __forceinline__ void attn_finish(float* smem, const float (&m)[G], co
         attn_merge<D, G, NT>(partO + prow * (G * D), partML + prow * (G * 2), 1, outp, nullptr, mlp, smem);
         return;
     }
-    // Fused merge, two levels (threadFenceReduction pattern; each counter is
+    // Fused merge, two levels (a counter a group, arrive_last; each counter is
     // reset by the block that saw it complete, for the next launch): the
     // last block to finish among a group of MERGE_S consecutive chunks
     // merges the group's partials into a group partial (after the chunk
@@ -474,12 +474,10 @@ __device__ __forceinline__ void attn_finish(float* smem, const float (&m)[G], co
     const int ngroups = (nchunks + S - 1) / S, grp = c / S;
     const int gsize = min(S, nchunks - grp * S);
     __shared__ int sLast;
-    __threadfence();
     __syncthreads();
-    if (tid == 0) sLast = atomicAdd(&counters[r * ngroups + grp], 1) == gsize - 1;
+    if (tid == 0) sLast = arrive_last(&counters[r * ngroups + grp], gsize);
     __syncthreads();
     if (!sLast) return;
-    __threadfence();
     if (tid == 0) counters[r * ngroups + grp] = 0;
     float* gO = partO + (size_t)rows * nchunks * (G * D) + (size_t)r * ngroups * (G * D);
     float* gML = partML + (size_t)rows * nchunks * (G * 2) + (size_t)r * ngroups * (G * 2);
@@ -491,12 +489,10 @@ __device__ __forceinline__ void attn_finish(float* smem, const float (&m)[G], co
     }
     float* gOg = gO + (size_t)grp * (G * D);
     attn_merge<D, G, NT>(pO, pML, gsize, [=](int g) { return gOg + (size_t)g * D; }, gML + (size_t)grp * (G * 2), mlp, smem);
-    __threadfence();
     __syncthreads();
-    if (tid == 0) sLast = atomicAdd(&counters[rows * ngroups + r], 1) == ngroups - 1;
+    if (tid == 0) sLast = arrive_last(&counters[rows * ngroups + r], ngroups);
     __syncthreads();
     if (!sLast) return;
-    __threadfence();
     if (tid == 0) counters[rows * ngroups + r] = 0;
     attn_merge<D, G, NT>(gO, gML, ngroups, outp, nullptr, mlp, smem);
 }

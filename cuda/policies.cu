@@ -246,7 +246,7 @@ extern "C" __global__ void __launch_bounds__(RF_NT) read_floor(const uint4* __re
 // dropped): thread t's word x gives part[j] = (x & 255) + j for j = t mod
 // RF_NT. Then, fused = 0: nothing more (floor_combine sums the partials
 // after this kernel's end, as attn_rt_combine does); fused = 1: the row's
-// last block to finish sums them into out (a fence and a counter a row, as
+// last block to finish sums them into out (a counter a row, arrive_last, as
 // the fused merge does; ctr [rows] is zero between launches, each launch
 // clears what it used).
 __device__ __forceinline__ void floor_sum(const float* __restrict__ p, int nc, int np, int j, float* __restrict__ out) {
@@ -274,13 +274,9 @@ extern "C" __global__ void __launch_bounds__(RF_NT) floor_split(const uint4* __r
     if (!fused) return;
     __syncthreads();
     __shared__ int sLast;
-    if (tid == 0) {
-        __threadfence();
-        sLast = atomicAdd(ctr + r, 1) == nc - 1;
-    }
+    if (tid == 0) sLast = arrive_last(ctr + r, nc);
     __syncthreads();
     if (!sLast) return;
-    __threadfence();
     for (int j = tid; j < np; j += RF_NT) floor_sum(part + (size_t)r * nc * np, nc, np, j, out + (size_t)r * np);
     if (tid == 0) ctr[r] = 0;
 }
