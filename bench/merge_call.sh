@@ -10,7 +10,9 @@
 # - tests: the floors' and the cluster kernel's GPU tests;
 # - floor: kvbench kernels --floor for 32/8 d128 (the step, its grid-wide
 #   read floor, the split floors: merged by a combine, by the last block,
-#   not merged);
+#   not merged) at FLOOR_LENGTHS under each setting of FLOOR_ENVS (the
+#   split floors take the step's shape: KVBENCH_ATTN_WAVES=4 gives them four
+#   times the chunks); FLOOR_SDPA=1 adds SDPA at those lengths;
 # - kernels: the step by default and with clusters for rows up to 1,024
 #   and 2,048 tokens beside SDPA, 512-4,096 tokens, ROUNDS (2) rounds
 #   (LENGTHS and ENVS as bench/decode_attn_call.sh takes them);
@@ -30,8 +32,14 @@ if [[ $parts == *" tests "* ]]; then
 fi
 if [[ $parts == *" floor "* ]]; then
 	stamp floor
-	timeout 200 $B/kvbench kernels --policies full --iters 200 --check=false --floor --lengths 1024,4096,32768,65536 \
-		--heads 32/8 --dim 128 2>&1 | grep -v "^$" | head -40
+	for e in ${FLOOR_ENVS:-default}; do
+		echo "# floor under $e"
+		set -- ; [ "$e" != default ] && set -- $(echo "$e" | tr , ' ')
+		env "$@" timeout 200 $B/kvbench kernels --policies full --iters 200 --check=false --floor \
+			--lengths ${FLOOR_LENGTHS:-1024,4096,32768,65536} --heads 32/8 --dim 128 2>&1 | grep -v "^$" | head -40
+	done
+	[ -n "${FLOOR_SDPA:-}" ] && timeout 120 python3 bench/sdpa.py --heads 32/8 --dim 128 --backends default --iters 200 \
+		--lengths ${FLOOR_LENGTHS:-1024,4096,32768,65536} 2>&1 | tail -n +1 | grep -v "^$" | head -20
 fi
 if [[ $parts == *" kernels "* ]]; then
 	stamp kernels
