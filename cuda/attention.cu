@@ -283,7 +283,7 @@ __device__ __forceinline__ void attn_merge(const float* __restrict__ pO, const f
     // are formed, in one pass of running (max, sum) pairs (ml_join): one
     // wait on the L2 where a pass for the maxima, one for the sums and the
     // outputs' loads made three (a missing chunk weighs 2^-inf = 0).
-    constexpr int MB = 4;
+    constexpr int MB = CPT == 1 && G > 1 ? 8 : 4;  // GQA rows: 8 chunks a round of loads
     int c = cg;
     float wm0[MB][CPT];
     float4 o0[MB][CPT];

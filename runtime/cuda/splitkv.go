@@ -194,7 +194,27 @@ func fusedCombine(g int) bool {
 	case "separate":
 		return false
 	}
-	return g == 1
+	return g == 1 // "short" too: fusedFor adds its rows
+}
+
+// fusedMaxChunks is the most chunks a row of a GQA call merges in its split
+// kernel under KVBENCH_ATTN_COMBINE=short (fusedFor).
+const fusedMaxChunks = 8
+
+// fusedFor reports whether a runtime call's split kernel, vg virtual heads
+// a row in nchunks chunks, merges its rows itself (attn_finish's fused
+// merge): by default rows of one head (fusedCombine); KVBENCH_ATTN_COMBINE=
+// fused or =separate forces one form, =short adds GQA rows of 2 to
+// fusedMaxChunks chunks, whose merge is one round of loads from the L2 in
+// one block (a setting to time: the fused merge of such rows ran level with
+// the combine at 512 tokens on the H200, 0.4 us ahead for heads of 64 on an
+// H100, before its loads were one round; the 8B decode's rows are such
+// rows).
+func fusedFor(vg, nchunks int) bool {
+	if os.Getenv("KVBENCH_ATTN_COMBINE") == "short" {
+		return vg == 1 || nchunks > 1 && nchunks <= fusedMaxChunks
+	}
+	return fusedCombine(vg)
 }
 
 // scaleLog2 is the softmax scale times log2(e): the kernels' scores are in
@@ -604,7 +624,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	}
 	pgw := chunk/minPS + 2
 	ngroups := (nchunks + mergeGroup - 1) / mergeGroup
-	fused := fusedCombine(vg) && nsrows*(ngroups+1) <= ctrWords && cl == 0
+	fused := fusedFor(vg, nchunks) && nsrows*(ngroups+1) <= ctrWords && cl == 0
 	parts := nchunks
 	if fused {
 		parts += ngroups
