@@ -317,6 +317,7 @@ type splitState struct {
 	noEarly  bool           // the _tc kernels never read before pdl_wait ($KVBENCH_ATTN_EARLY=off)
 	noTCAcc  bool           // calls with Acc stay off the _tc kernels ($KVBENCH_ATTN_TC_ACC=off)
 	noLo     bool           // the _tc kernels take q and p in bf16 alone, no low halves ($KVBENCH_ATTN_TC_LO=off; SDPA's precision, for timing)
+	tcUnit   int            // the chosen chunks of the single-call _tc kernels are multiples of it ($KVBENCH_ATTN_TC_UNIT)
 	occ      map[occKey]int // resident blocks per multiprocessor, by kernel and shared memory
 	last     Plan           // the last Attend's launch (AttnPlan)
 	earlyN   int64          // the launches that read early so far (tests)
@@ -608,7 +609,11 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	if tc {
 		slots, least = b.split.tcSlots, max(least, b.split.tcMin)
 	}
-	chunk := b.splitChunk(f, smemFor, limit, nsrows, longest, slots, least)
+	unit := minChunkTokens
+	if tc {
+		unit = b.split.tcUnit
+	}
+	chunk := b.splitChunk(f, smemFor, limit, nsrows, longest, slots, least, unit)
 	cl := 0 // the blocks of a cluster: a row's chunks (the _tcc kernel)
 	if tc {
 		if c, n := b.clusterChunk(chunk, longest); n > 0 && a.Acc == nil && smemFor(c) <= limit-b.fn(p.names.tcc).Shared {
@@ -861,6 +866,20 @@ func clusterOf() (int, error) {
 	return envInt("KVBENCH_ATTN_CLUSTER", 0, 0, math.MaxInt, "a whole number of tokens, 0 for none")
 }
 
+// tcUnitOf reads $KVBENCH_ATTN_TC_UNIT: the tokens the chunks the chooser
+// gives a single call's tensor-core kernel are a multiple of, 16 (its
+// tile) or 32 (ChunkTokens, every kernel's unit; the default). With 16 a
+// row of 32,769 tokens in 33 chunks takes chunks of 1,008 (the last 513)
+// where 32 gives 1,024 (the last one token): the longest block 1.6 %
+// shorter.
+func tcUnitOf() (int, error) {
+	n, err := envInt("KVBENCH_ATTN_TC_UNIT", minChunkTokens, 16, minChunkTokens, "16 or 32")
+	if err == nil && n != 16 && n != minChunkTokens {
+		err = fmt.Errorf("cuda: KVBENCH_ATTN_TC_UNIT=%d: want 16 or 32", n)
+	}
+	return n, err
+}
+
 // tcSlotsOf reads $KVBENCH_ATTN_TC_SLOTS: the most resident blocks a
 // multiprocessor that the tensor-core kernel's chosen chunk fills (0: as
 // many as fit). Default 2: measured on the H200 (2026-12-04,
@@ -888,13 +907,14 @@ const tcStages = 3
 // splitChunk is the chunk of a launch of f over rows split rows of up to
 // tokensPerRow tokens (smemFor: its shared memory at a chunk, at most limit
 // bytes with f's static shared memory): the one
-// SetAttnChunk asked for, else the smallest multiple of ChunkTokens, at
+// SetAttnChunk asked for, else the smallest multiple of unit (ChunkTokens,
+// or 16 where the tensor-core kernels take it: tcUnitOf), at
 // least the floor least (minChunkOf: $KVBENCH_ATTN_MIN_CHUNK, on the
 // tensor cores at least $KVBENCH_ATTN_TC_MIN too) and at most the row, that fills the GPU's
 // resident block slots in one wave ($KVBENCH_ATTN_WAVES waves; as
 // splitKV.size; slots > 0: at most that many a multiprocessor counted),
 // lowered until the shared memory fits.
-func (b *Backend) splitChunk(f *Function, smemFor func(int) int, limit, rows, tokensPerRow, slots, least int) int {
+func (b *Backend) splitChunk(f *Function, smemFor func(int) int, limit, rows, tokensPerRow, slots, least, unit int) int {
 	limit -= f.Shared
 	chunk := b.split.chunk
 	if chunk == 0 {
@@ -907,7 +927,7 @@ func (b *Backend) splitChunk(f *Function, smemFor func(int) int, limit, rows, to
 			}
 			perRow := max(1, b.D.SMs*res*max(b.split.waves, 1)/rows)
 			c := (tokensPerRow + perRow - 1) / perRow
-			c = max(least, (c+minChunkTokens-1)/minChunkTokens*minChunkTokens)
+			c = max(least, (c+unit-1)/unit*unit)
 			if c == chunk {
 				break
 			}
