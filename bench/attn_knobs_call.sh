@@ -1,23 +1,23 @@
 #!/usr/bin/env bash
 # Issue 14 item 6 in one device call: decode attention's candidate settings
 # beside SDPA, their GPU tests, the split kernel's trace and the 8B decode,
-# all from the one build of the working tree (every candidate is a setting:
-# KVBENCH_ATTN_TC_MIN, KVBENCH_ATTN_COMBINE,
-# KVBENCH_ATTN_TC). Pack here, carry [".gpucarry"], run from the repository
-# root on the GPU machine (about 8 minutes):
+# all from the one build of the working tree (every candidate is a setting).
+# Pack here, carry [".gpucarry"], run from the repository root on the GPU
+# machine (about 8 minutes):
 #   PKGS="runtime/cuda" bash bench/pack_carry.sh   # here (the fixtures too: TestBackendModelsBF16)
 #   bash bench/attn_knobs_call.sh                  # there
 # PARTS (default "tests kernels trace decode") picks the parts; ROUNDS (2)
-# the rounds of the kernels' table, each with SDPA beside it. Two waves with
-# the fused one-pass merge is the staggered kernel's cheap stand-in: the
-# first wave's rows merge while the second wave reads (docs/gpu-notes.md).
-# Run on an H100 on 2026-12-05 (docs/benchmarks.md): the chunk of 64 and the
-# one-pass merge won and are now the defaults; 32 (the old chunk) stays a
-# setting to time against.
+# the rounds of the kernels' table, each with SDPA beside it; KNOBS the
+# candidate settings (default: the twenty-ninth session's, not yet timed:
+# KVBENCH_ATTN_TC_UNIT=16, chunks of the tensor-core kernel cut at 16
+# tokens; KVBENCH_ATTN_COMBINE=short, GQA rows of 2-8 chunks merged by their
+# last block; both together). A candidate becomes the default only if it
+# gains in the kernels' table without a loss there or in the 8B decode.
 set -u
 source bench/unpack_carry.sh
 export B
 parts=" ${PARTS:-tests kernels trace decode} "
+knobs=${KNOBS:-"KVBENCH_ATTN_TC_UNIT=16 KVBENCH_ATTN_COMBINE=short KVBENCH_ATTN_TC_UNIT=16,KVBENCH_ATTN_COMBINE=short"}
 nvidia-smi --query-gpu=name,clocks.max.sm,power.limit --format=csv,noheader
 if [[ $parts == *" tests "* ]]; then
 	stamp tests
@@ -26,21 +26,17 @@ if [[ $parts == *" tests "* ]]; then
 	(cd runtime/cuda && timeout 240 $B/runtime_cuda.test -test.count=1 \
 		-test.run 'TestAttnTraceGPU|TestAttendOnePassMergeGPU|TestAttendTCKernels|TestPoliciesSplitKernelsGPU' 2>&1 |
 		grep -E "^(--- FAIL|FAIL|ok|PASS)|panic|attn_trace|error" | head -20)
-	for e in KVBENCH_ATTN_TC_MIN=32 KVBENCH_ATTN_TC_MIN=128; do # the policies' sums and the models through each candidate
+	for e in $knobs; do # the policies' sums and the models through each candidate
 		echo "# tests under $e"
-		(cd runtime/cuda && env $e timeout 150 $B/runtime_cuda.test -test.count=1 \
-			-test.run 'TestAttendTCKernels|TestPoliciesSplitKernelsGPU|TestBackendModelsBF16' 2>&1 | grep -E "^(--- FAIL|FAIL|ok|PASS)|panic" | head -10)
+		(cd runtime/cuda && env $(echo "$e" | tr , ' ') timeout 150 $B/runtime_cuda.test -test.count=1 \
+			-test.run 'TestAttendTCKernels|TestAttendOnePassMergeGPU|TestEarlyReadsGPU|TestPoliciesSplitKernelsGPU|TestBackendModelsBF16' 2>&1 | grep -E "^(--- FAIL|FAIL|ok|PASS)|panic" | head -10)
 	done
 fi
 if [[ $parts == *" kernels "* ]]; then
 	stamp kernels
 	for r in $(seq 1 "${ROUNDS:-2}"); do
 		echo "# round $r"
-		SHAPES="32/8:128" LENGTHS=512,1024,2048,4096,8192,16384,32768,65536 \
-			ENVS="default KVBENCH_ATTN_TC_MIN=32 KVBENCH_ATTN_TC_MIN=128 KVBENCH_ATTN_COMBINE=fused KVBENCH_ATTN_WAVES=2,KVBENCH_ATTN_COMBINE=fused KVBENCH_ATTN_TC=off" \
-			bash bench/decode_attn_call.sh "$B" | grep -v "^NVIDIA"
-		SHAPES="32/32:128" LENGTHS=512,1024,2048,4096,8192,16384,32768 \
-			ENVS="default KVBENCH_ATTN_COMBINE=separate KVBENCH_ATTN_TC=off" \
+		SHAPES="32/8:128 32/8:64 32/32:128" LENGTHS=512,1024,2048,4096,8192,16384,32768,65536 ENVS="default $knobs" \
 			bash bench/decode_attn_call.sh "$B" | grep -v "^NVIDIA"
 	done
 fi
@@ -52,14 +48,14 @@ if [[ $parts == *" trace "* ]]; then
 		env "$@" timeout 120 $B/kvbench kernels --policies full --iters 50 --check=false --trace -v --lengths "$l" --heads "$h" --dim 128 2>&1 |
 			grep -E "^# trace|^# full|^kvbench|error" | sed "s|^|$h $e: |"
 	}
-	trace_at default 32/8 1024,4096,32768,65536
-	trace_at KVBENCH_ATTN_TC_MIN=32 32/8 1024,2048
-	trace_at KVBENCH_ATTN_COMBINE=fused 32/8 1024,32768
-	trace_at default 32/32 512,1024,16384,32768
+	trace_at default 32/8 1024,32768,65536
+	for e in $knobs; do trace_at "$e" 32/8 1024,32768,65536; done
 fi
 if [[ $parts == *" decode "* ]]; then
 	stamp decode
-	VARIANTS="main=$B/kvbench chunk32=$B/kvbench@KVBENCH_ATTN_TC_MIN=32 tcoff=$B/kvbench@KVBENCH_ATTN_TC=off" \
+	v="main=$B/kvbench"
+	for e in $knobs; do v="$v $(echo "${e//KVBENCH_ATTN_/}" | tr -d '=,_' | tr 'A-Z' 'a-z')=$B/kvbench@$e"; done
+	VARIANTS="$v" \
 		REPS=2 bash bench/decode_call.sh
 fi
 stamp done
