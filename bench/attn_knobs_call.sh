@@ -11,13 +11,14 @@
 # candidate settings (default: the twenty-ninth session's, not yet timed:
 # KVBENCH_ATTN_TC_UNIT=16, chunks of the tensor-core kernel cut at 16
 # tokens; KVBENCH_ATTN_COMBINE=short, GQA rows of 2-8 chunks merged by their
-# last block; both together). A candidate becomes the default only if it
+# last block, its loads 4 or 8 chunks a round (-DKVB_MERGE_MB=8); unit 16
+# and short together). A candidate becomes the default only if it
 # gains in the kernels' table without a loss there or in the 8B decode.
 set -u
 source bench/unpack_carry.sh
 export B
 parts=" ${PARTS:-tests kernels trace decode} "
-knobs=${KNOBS:-"KVBENCH_ATTN_TC_UNIT=16 KVBENCH_ATTN_COMBINE=short KVBENCH_ATTN_TC_UNIT=16,KVBENCH_ATTN_COMBINE=short"}
+knobs=${KNOBS:-"KVBENCH_ATTN_TC_UNIT=16 KVBENCH_ATTN_COMBINE=short KVBENCH_ATTN_COMBINE=short,KVBENCH_NVRTC_OPTS=-DKVB_MERGE_MB=8 KVBENCH_ATTN_TC_UNIT=16,KVBENCH_ATTN_COMBINE=short"}
 nvidia-smi --query-gpu=name,clocks.max.sm,power.limit --format=csv,noheader
 if [[ $parts == *" tests "* ]]; then
 	stamp tests
@@ -54,7 +55,8 @@ fi
 if [[ $parts == *" decode "* ]]; then
 	stamp decode
 	v="main=$B/kvbench"
-	for e in $knobs; do v="$v $(echo "${e//KVBENCH_ATTN_/}" | tr -d '=,_' | tr 'A-Z' 'a-z')=$B/kvbench@$e"; done
+	i=0
+	for e in $knobs; do i=$((i + 1)) v="$v k$i=$B/kvbench@$e"; done # the table's settings column names each
 	VARIANTS="$v" \
 		REPS=2 bash bench/decode_call.sh
 fi
