@@ -39,7 +39,7 @@ if [[ $parts == *" floor "* ]]; then
 			--lengths ${FLOOR_LENGTHS:-1024,4096,32768,65536} --heads 32/8 --dim 128 2>&1 | grep -v "^$" | head -40
 	done
 	[ -n "${FLOOR_SDPA:-}" ] && timeout 120 python3 bench/sdpa.py --heads 32/8 --dim 128 --backends default --iters 200 \
-		--lengths ${FLOOR_LENGTHS:-1024,4096,32768,65536} 2>&1 | tail -n +1 | grep -v "^$" | head -20
+		--lengths ${FLOOR_LENGTHS:-1024,4096,32768,65536} 2>&1 | grep -v "^$" | head -20
 fi
 if [[ $parts == *" kernels "* ]]; then
 	stamp kernels

@@ -334,6 +334,10 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 		b.Close()
 		return nil, err
 	}
+	if b.split.combine, err = combineOf(); err != nil {
+		b.Close()
+		return nil, err
+	}
 	if b.split.tcUnit, err = tcUnitOf(); err != nil {
 		b.Close()
 		return nil, err

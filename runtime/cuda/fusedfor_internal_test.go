@@ -1,9 +1,12 @@
 package cuda
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
-// TestFusedFor checks which runtime calls merge in their split kernel under
-// each setting of KVBENCH_ATTN_COMBINE.
+// TestFusedFor checks which split rows merge in their split kernel under
+// each mode of KVBENCH_ATTN_COMBINE, and that combineOf refuses others.
 func TestFusedFor(t *testing.T) {
 	cases := []struct {
 		env         string
@@ -16,9 +19,12 @@ func TestFusedFor(t *testing.T) {
 		{"short", 4, fusedMaxChunks, true}, {"short", 4, fusedMaxChunks + 1, false}, {"short", 8, 5, true},
 	}
 	for _, c := range cases {
-		t.Setenv("KVBENCH_ATTN_COMBINE", c.env)
-		if got := fusedFor(c.vg, c.nchunks); got != c.want {
+		if got := fusedFor(c.env, c.vg, c.nchunks); got != c.want {
 			t.Errorf("KVBENCH_ATTN_COMBINE=%q, %d heads a row, %d chunks: fused %v, want %v", c.env, c.vg, c.nchunks, got, c.want)
 		}
+	}
+	t.Setenv(combineEnv, "shrot")
+	if _, err := combineOf(); err == nil || !strings.Contains(err.Error(), combineEnv) {
+		t.Errorf("KVBENCH_ATTN_COMBINE=shrot: error %v, want one naming the variable", err)
 	}
 }

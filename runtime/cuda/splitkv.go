@@ -183,38 +183,50 @@ func (k *Kernels) newSplitKV(kind string, s Shape, g, rows, rowsPerKV, tokensPer
 }
 
 // fusedCombine reports whether the split-KV kernel with g query heads per
-// row merges the partials itself (two levels of last-block merges) instead
-// of a separate attn_combine launch. Default: fused for g = 1 (measured
-// faster on the H100), separate for GQA rows (measured ~1 µs slower fused);
-// KVBENCH_ATTN_COMBINE=fused or =separate forces one form.
+// row of the synthetic calls (Kernels.NewDense and the others) merges the
+// partials itself (two levels of last-block merges) instead of a separate
+// attn_combine launch: fusedFor under $KVBENCH_ATTN_COMBINE, read here.
 func fusedCombine(g int) bool {
-	switch os.Getenv("KVBENCH_ATTN_COMBINE") {
+	return fusedFor(os.Getenv(combineEnv), g, 0)
+}
+
+// combineEnv picks where split rows merge (fusedFor's modes).
+const combineEnv = "KVBENCH_ATTN_COMBINE"
+
+// combineOf reads $KVBENCH_ATTN_COMBINE for a backend: "" (the default),
+// "fused", "separate" or "short".
+func combineOf() (string, error) {
+	switch v := os.Getenv(combineEnv); v {
+	case "", "fused", "separate", "short":
+		return v, nil
+	default:
+		return "", fmt.Errorf("cuda: %s=%q: want fused, separate or short", combineEnv, v)
+	}
+}
+
+// fusedMaxChunks is the most chunks a row of a GQA call merges in its split
+// kernel in mode "short" (fusedFor).
+const fusedMaxChunks = 8
+
+// fusedFor reports whether a split kernel with vg virtual heads a row in
+// nchunks chunks merges its rows itself (attn_finish's fused merge) rather
+// than leave them to a separate combine launch, in mode (combineOf): by
+// default rows of one head (measured faster on the H100; GQA rows ~1 µs
+// slower fused); "fused" or "separate" force one form; "short" adds GQA rows
+// of 2 to fusedMaxChunks chunks, whose merge is one or two rounds of loads
+// from the L2 in one block (a setting to time: the fused merge of such rows
+// ran level with the combine at 512 tokens on the H200, 0.4 us ahead for
+// heads of 64 on an H100; the 8B decode's rows are such rows).
+func fusedFor(mode string, vg, nchunks int) bool {
+	switch mode {
 	case "fused":
 		return true
 	case "separate":
 		return false
-	}
-	return g == 1 // "short" too: fusedFor adds its rows
-}
-
-// fusedMaxChunks is the most chunks a row of a GQA call merges in its split
-// kernel under KVBENCH_ATTN_COMBINE=short (fusedFor).
-const fusedMaxChunks = 8
-
-// fusedFor reports whether a runtime call's split kernel, vg virtual heads
-// a row in nchunks chunks, merges its rows itself (attn_finish's fused
-// merge): by default rows of one head (fusedCombine); KVBENCH_ATTN_COMBINE=
-// fused or =separate forces one form, =short adds GQA rows of 2 to
-// fusedMaxChunks chunks, whose merge is one round of loads from the L2 in
-// one block (a setting to time: the fused merge of such rows ran level with
-// the combine at 512 tokens on the H200, 0.4 us ahead for heads of 64 on an
-// H100, before its loads were one round; the 8B decode's rows are such
-// rows).
-func fusedFor(vg, nchunks int) bool {
-	if os.Getenv("KVBENCH_ATTN_COMBINE") == "short" {
+	case "short":
 		return vg == 1 || nchunks > 1 && nchunks <= fusedMaxChunks
 	}
-	return fusedCombine(vg)
+	return vg == 1
 }
 
 // scaleLog2 is the softmax scale times log2(e): the kernels' scores are in
@@ -317,6 +329,7 @@ type splitState struct {
 	noEarly  bool           // the _tc kernels never read before pdl_wait ($KVBENCH_ATTN_EARLY=off)
 	noTCAcc  bool           // calls with Acc stay off the _tc kernels ($KVBENCH_ATTN_TC_ACC=off)
 	noLo     bool           // the _tc kernels take q and p in bf16 alone, no low halves ($KVBENCH_ATTN_TC_LO=off; SDPA's precision, for timing)
+	combine  string         // where split rows merge: fusedFor's mode ($KVBENCH_ATTN_COMBINE)
 	tcUnit   int            // the chosen chunks of the single-call _tc kernels are multiples of it ($KVBENCH_ATTN_TC_UNIT)
 	occ      map[occKey]int // resident blocks per multiprocessor, by kernel and shared memory
 	last     Plan           // the last Attend's launch (AttnPlan)
@@ -629,7 +642,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	}
 	pgw := chunk/minPS + 2
 	ngroups := (nchunks + mergeGroup - 1) / mergeGroup
-	fused := fusedFor(vg, nchunks) && nsrows*(ngroups+1) <= ctrWords && cl == 0
+	fused := fusedFor(b.split.combine, vg, nchunks) && nsrows*(ngroups+1) <= ctrWords && cl == 0
 	parts := nchunks
 	if fused {
 		parts += ngroups

@@ -62,11 +62,18 @@ func TestFakeTCMinChunk(t *testing.T) {
 	if p := batchPlan(); !strings.HasSuffix(dflt.Kernel, "_tc") || dflt.Chunk != 64 || p.Chunk != 32 || p.Kernel != dflt.Kernel {
 		t.Errorf("batch step: %+v by default, %+v with KVBENCH_ATTN_TC_MIN=32; want chunks of 64 and 32 on a tensor-core kernel", dflt, p)
 	}
-	t.Setenv("KVBENCH_ATTN_TC_MIN", "48")
+	wantEnvRefused(t, "KVBENCH_ATTN_TC_MIN", "48")
+}
+
+// wantEnvRefused checks that a backend is refused, with an error naming the
+// variable, while $name is value.
+func wantEnvRefused(t *testing.T, name, value string) {
+	t.Helper()
+	t.Setenv(name, value)
 	if be, err := cuda.NewFakeBackend("bf16"); err == nil {
 		be.Close()
-		t.Fatal("KVBENCH_ATTN_TC_MIN=48: no error")
-	} else if !strings.Contains(err.Error(), "KVBENCH_ATTN_TC_MIN") {
-		t.Errorf("error %q does not name the variable", err)
+		t.Errorf("%s=%s: no error", name, value)
+	} else if !strings.Contains(err.Error(), name) {
+		t.Errorf("%s=%s: error %q does not name the variable", name, value, err)
 	}
 }

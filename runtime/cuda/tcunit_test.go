@@ -35,11 +35,5 @@ func TestFakeTCUnit(t *testing.T) {
 		t.Errorf("chunks of %d (%d blocks) with 16, %d (%d blocks) with 32: want a multiple of 16 below the other, as many blocks",
 			p16.Chunk, p16.Blocks, p32.Chunk, p32.Blocks)
 	}
-	t.Setenv("KVBENCH_ATTN_TC_UNIT", "24")
-	if be, err := cuda.NewFakeBackend("bf16"); err == nil {
-		be.Close()
-		t.Fatal("KVBENCH_ATTN_TC_UNIT=24: no error")
-	} else if !strings.Contains(err.Error(), "KVBENCH_ATTN_TC_UNIT") {
-		t.Errorf("error %q does not name the variable", err)
-	}
+	wantEnvRefused(t, "KVBENCH_ATTN_TC_UNIT", "24")
 }
