@@ -8,17 +8,17 @@
 #   bash bench/attn_knobs_call.sh                  # there
 # PARTS (default "tests kernels trace decode") picks the parts; ROUNDS (2)
 # the rounds of the kernels' table, each with SDPA beside it; KNOBS the
-# candidate settings (default: the twenty-ninth session's, not yet timed:
-# KVBENCH_ATTN_TC_UNIT=16, chunks of the tensor-core kernel cut at 16
-# tokens; KVBENCH_ATTN_COMBINE=short, GQA rows of 2-8 chunks merged by their
-# last block, its loads 4 or 8 chunks a round (-DKVB_MERGE_MB=8); unit 16
-# and short together). A candidate becomes the default only if it
+# candidate settings, space-separated, each a comma-separated list of
+# VAR=value (default: the merge's two forced forms,
+# KVBENCH_ATTN_COMBINE=fused and =separate; the thirtieth session timed
+# KVBENCH_ATTN_TC_UNIT=16, KVBENCH_ATTN_COMBINE=short and -DKVB_MERGE_MB=8
+# here: level, removed). A candidate becomes the default only if it
 # gains in the kernels' table without a loss there or in the 8B decode.
 set -u
 source bench/unpack_carry.sh
 export B
 parts=" ${PARTS:-tests kernels trace decode} "
-knobs=${KNOBS:-"KVBENCH_ATTN_TC_UNIT=16 KVBENCH_ATTN_COMBINE=short KVBENCH_ATTN_COMBINE=short,KVBENCH_NVRTC_OPTS=-DKVB_MERGE_MB=8 KVBENCH_ATTN_TC_UNIT=16,KVBENCH_ATTN_COMBINE=short"}
+knobs=${KNOBS:-"KVBENCH_ATTN_COMBINE=fused KVBENCH_ATTN_COMBINE=separate"}
 nvidia-smi --query-gpu=name,clocks.max.sm,power.limit --format=csv,noheader
 if [[ $parts == *" tests "* ]]; then
 	stamp tests

@@ -259,13 +259,6 @@ __device__ __forceinline__ void merge_loads(const float* __restrict__ pO, const 
 // M) / sum can be formed later. Each thread owns float4 columns of the G*D
 // outputs; when there are fewer columns than threads, chunk groups split the
 // chunks and are summed in shared memory sm (NT float4).
-// KVB_MERGE_MB: the chunks a round of attn_merge's loads for GQA rows of
-// one float4 column a thread (4 by default, as for the others; 8, through
-// KVBENCH_NVRTC_OPTS=-DKVB_MERGE_MB=8, is a candidate to time with
-// KVBENCH_ATTN_COMBINE=short: a row of 8 chunks merged in one round).
-#ifndef KVB_MERGE_MB
-#define KVB_MERGE_MB 4
-#endif
 template <int D, int G, int NT, class OutF, class MLF>
 __device__ __forceinline__ void attn_merge(const float* __restrict__ pO, const float* __restrict__ pML, int nchunks,
                                            OutF outp, float* __restrict__ outML, MLF mlp, float* sm) {
@@ -290,7 +283,7 @@ __device__ __forceinline__ void attn_merge(const float* __restrict__ pO, const f
     // are formed, in one pass of running (max, sum) pairs (ml_join): one
     // wait on the L2 where a pass for the maxima, one for the sums and the
     // outputs' loads made three (a missing chunk weighs 2^-inf = 0).
-    constexpr int MB = CPT == 1 && G > 1 ? KVB_MERGE_MB : 4;  // GQA rows: KVB_MERGE_MB chunks a round of loads
+    constexpr int MB = 4;
     int c = cg;
     float wm0[MB][CPT];
     float4 o0[MB][CPT];

@@ -338,10 +338,6 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 		b.Close()
 		return nil, err
 	}
-	if b.split.tcUnit, err = tcUnitOf(); err != nil {
-		b.Close()
-		return nil, err
-	}
 	b.box = make([]int32, 1+rtBoxWords)
 	b.kvBox = make([]uint64, 5*kvBoxOps)
 	blasNote := ""

@@ -519,11 +519,11 @@ func (b *Backend) planLaunch(lo, hi int) batchLaunch {
 		smemFor = func(chunk int) int { return tcSmem(vg, hd, chunk, minPS) }
 		limit, slots, least = b.D.SharedPerBlockOptin, b.split.tcSlots, max(least, b.split.tcMin)
 	}
-	l.chunk = b.splitChunk(b.fn(l.kernel), smemFor, limit, l.nsg, longest, slots, least, minChunkTokens)
+	l.chunk = b.splitChunk(b.fn(l.kernel), smemFor, limit, l.nsg, longest, slots, least)
 	l.smem, l.nchunks = smemFor(l.chunk), max(1, (longest+l.chunk-1)/l.chunk)
 	l.pgw = l.chunk/minPS + 2
 	ngroups := (l.nchunks + mergeGroup - 1) / mergeGroup
-	l.fused = vg == 1 && fusedFor(b.split.combine, 1, l.nchunks) && l.nsg*(ngroups+1) <= ctrWords
+	l.fused = vg == 1 && fusedFor(b.split.combine, 1) && l.nsg*(ngroups+1) <= ctrWords
 	parts := l.nchunks
 	if l.fused {
 		parts += ngroups

@@ -187,44 +187,35 @@ func (k *Kernels) newSplitKV(kind string, s Shape, g, rows, rowsPerKV, tokensPer
 // partials itself (two levels of last-block merges) instead of a separate
 // attn_combine launch: fusedFor under $KVBENCH_ATTN_COMBINE, read here.
 func fusedCombine(g int) bool {
-	return fusedFor(os.Getenv(combineEnv), g, 0)
+	return fusedFor(os.Getenv(combineEnv), g)
 }
 
 // combineEnv picks where split rows merge (fusedFor's modes).
 const combineEnv = "KVBENCH_ATTN_COMBINE"
 
 // combineOf reads $KVBENCH_ATTN_COMBINE for a backend: "" (the default),
-// "fused", "separate" or "short".
+// "fused" or "separate".
 func combineOf() (string, error) {
 	switch v := os.Getenv(combineEnv); v {
-	case "", "fused", "separate", "short":
+	case "", "fused", "separate":
 		return v, nil
 	default:
-		return "", fmt.Errorf("cuda: %s=%q: want fused, separate or short", combineEnv, v)
+		return "", fmt.Errorf("cuda: %s=%q: want fused or separate", combineEnv, v)
 	}
 }
 
-// fusedMaxChunks is the most chunks a row of a GQA call merges in its split
-// kernel in mode "short" (fusedFor).
-const fusedMaxChunks = 8
-
-// fusedFor reports whether a split kernel with vg virtual heads a row in
-// nchunks chunks merges its rows itself (attn_finish's fused merge) rather
-// than leave them to a separate combine launch, in mode (combineOf): by
-// default rows of one head (measured faster on the H100; GQA rows ~1 µs
-// slower fused); "fused" or "separate" force one form; "short" adds GQA rows
-// of 2 to fusedMaxChunks chunks, whose merge is one or two rounds of loads
-// from the L2 in one block (a setting to time: the fused merge of such rows
-// ran level with the combine at 512 tokens on the H200, 0.4 us ahead for
-// heads of 64 on an H100; the 8B decode's rows are such rows).
-func fusedFor(mode string, vg, nchunks int) bool {
+// fusedFor reports whether a split kernel with vg virtual heads a row
+// merges its rows itself (attn_finish's fused merge) rather than leave them
+// to a separate combine launch, in mode (combineOf): by default rows of one
+// head (measured faster on the H100; GQA rows ~1 µs slower fused, and rows
+// of 2-8 chunks merged by their last block level with the combine: H100,
+// 2026-12-05, docs/benchmarks.md); "fused" or "separate" force one form.
+func fusedFor(mode string, vg int) bool {
 	switch mode {
 	case "fused":
 		return true
 	case "separate":
 		return false
-	case "short":
-		return vg == 1 || nchunks > 1 && nchunks <= fusedMaxChunks
 	}
 	return vg == 1
 }
@@ -330,7 +321,6 @@ type splitState struct {
 	noTCAcc  bool           // calls with Acc stay off the _tc kernels ($KVBENCH_ATTN_TC_ACC=off)
 	noLo     bool           // the _tc kernels take q and p in bf16 alone, no low halves ($KVBENCH_ATTN_TC_LO=off; SDPA's precision, for timing)
 	combine  string         // where split rows merge: fusedFor's mode ($KVBENCH_ATTN_COMBINE)
-	tcUnit   int            // the chosen chunks of the single-call _tc kernels are multiples of it ($KVBENCH_ATTN_TC_UNIT)
 	occ      map[occKey]int // resident blocks per multiprocessor, by kernel and shared memory
 	last     Plan           // the last Attend's launch (AttnPlan)
 	earlyN   int64          // the launches that read early so far (tests)
@@ -622,11 +612,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	if tc {
 		slots, least = b.split.tcSlots, max(least, b.split.tcMin)
 	}
-	unit := minChunkTokens
-	if tc {
-		unit = b.split.tcUnit
-	}
-	chunk := b.splitChunk(f, smemFor, limit, nsrows, longest, slots, least, unit)
+	chunk := b.splitChunk(f, smemFor, limit, nsrows, longest, slots, least)
 	cl := 0 // the blocks of a cluster: a row's chunks (the _tcc kernel)
 	if tc {
 		if c, n := b.clusterChunk(chunk, longest); n > 0 && a.Acc == nil && smemFor(c) <= limit-b.fn(p.names.tcc).Shared {
@@ -642,7 +628,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	}
 	pgw := chunk/minPS + 2
 	ngroups := (nchunks + mergeGroup - 1) / mergeGroup
-	fused := fusedFor(b.split.combine, vg, nchunks) && nsrows*(ngroups+1) <= ctrWords && cl == 0
+	fused := fusedFor(b.split.combine, vg) && nsrows*(ngroups+1) <= ctrWords && cl == 0
 	parts := nchunks
 	if fused {
 		parts += ngroups
@@ -879,20 +865,6 @@ func clusterOf() (int, error) {
 	return envInt("KVBENCH_ATTN_CLUSTER", 0, 0, math.MaxInt, "a whole number of tokens, 0 for none")
 }
 
-// tcUnitOf reads $KVBENCH_ATTN_TC_UNIT: the tokens the chunks the chooser
-// gives a single call's tensor-core kernel are a multiple of, 16 (its
-// tile) or 32 (ChunkTokens, every kernel's unit; the default). With 16 a
-// row of 32,769 tokens in 33 chunks takes chunks of 1,008 (the last 513)
-// where 32 gives 1,024 (the last one token): the longest block 1.6 %
-// shorter.
-func tcUnitOf() (int, error) {
-	n, err := envInt("KVBENCH_ATTN_TC_UNIT", minChunkTokens, 16, minChunkTokens, "16 or 32")
-	if err == nil && n != 16 && n != minChunkTokens {
-		err = fmt.Errorf("cuda: KVBENCH_ATTN_TC_UNIT=%d: want 16 or 32", n)
-	}
-	return n, err
-}
-
 // tcSlotsOf reads $KVBENCH_ATTN_TC_SLOTS: the most resident blocks a
 // multiprocessor that the tensor-core kernel's chosen chunk fills (0: as
 // many as fit). Default 2: measured on the H200 (2026-12-04,
@@ -920,14 +892,13 @@ const tcStages = 3
 // splitChunk is the chunk of a launch of f over rows split rows of up to
 // tokensPerRow tokens (smemFor: its shared memory at a chunk, at most limit
 // bytes with f's static shared memory): the one
-// SetAttnChunk asked for, else the smallest multiple of unit (ChunkTokens,
-// or 16 where the tensor-core kernels take it: tcUnitOf), at
+// SetAttnChunk asked for, else the smallest multiple of ChunkTokens, at
 // least the floor least (minChunkOf: $KVBENCH_ATTN_MIN_CHUNK, on the
 // tensor cores at least $KVBENCH_ATTN_TC_MIN too) and at most the row, that fills the GPU's
 // resident block slots in one wave ($KVBENCH_ATTN_WAVES waves; as
 // splitKV.size; slots > 0: at most that many a multiprocessor counted),
 // lowered until the shared memory fits.
-func (b *Backend) splitChunk(f *Function, smemFor func(int) int, limit, rows, tokensPerRow, slots, least, unit int) int {
+func (b *Backend) splitChunk(f *Function, smemFor func(int) int, limit, rows, tokensPerRow, slots, least int) int {
 	limit -= f.Shared
 	chunk := b.split.chunk
 	if chunk == 0 {
@@ -940,7 +911,7 @@ func (b *Backend) splitChunk(f *Function, smemFor func(int) int, limit, rows, to
 			}
 			perRow := max(1, b.D.SMs*res*max(b.split.waves, 1)/rows)
 			c := (tokensPerRow + perRow - 1) / perRow
-			c = max(least, (c+unit-1)/unit*unit)
+			c = max(least, (c+minChunkTokens-1)/minChunkTokens*minChunkTokens)
 			if c == chunk {
 				break
 			}
