@@ -139,8 +139,7 @@ extern "C" __global__ void __launch_bounds__(EV_NT) evict_scores(const float* __
     block_argmin(cand, ci, red, redi);
     if (tid != 0) return;
     if (ci >= 0) atomicMin(best + slot, ((u64)__float_as_uint(cand) << 32) | (u32)ci);
-    __threadfence();
-    if (atomicAdd(done + slot, 1) != (int)gridDim.x - 1) return;
+    if (!arrive_last(done + slot, (int)gridDim.x)) return;  // the blocks' atomicMin seen before the count
     const u64 b = atomicExch(best + slot, ~0ull);
     evict[slot] = b == ~0ull ? -1 : (int)(u32)b;
     done[slot] = 0;

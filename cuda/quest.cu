@@ -421,16 +421,15 @@ __device__ __forceinline__ void quest_choose_block(const double* __restrict__ sc
         const int first = (P - 1) * page;  // the last page's first token
         for (int t = first + tid; t < n; t += QC_NT) o[k * page + t - first] = t;
     }
-    // The group's last block counts the distinct tokens it chose.
-    __threadfence();
+    // The group's last block counts the distinct tokens it chose
+    // (arrive_last: the blocks' chosen pages seen through the L2).
     __syncthreads();
     if (tid == 0) {
-        sLast = atomicAdd(done + g, 1u) == (u32)(group - 1);
+        sLast = arrive_last(reinterpret_cast<int*>(done + g), group);
         sCount = 0;
     }
     __syncthreads();
     if (!sLast) return;
-    __threadfence();
     if (P > 0) {
         const int* first = pages + (size_t)g * group * kr;
         u32 c = 0;
