@@ -406,7 +406,7 @@ __device__ __forceinline__ bool qc_in(const int* l, int n, int x) {
 // writes to cov[g] the number of distinct tokens the group chose, and sets
 // its counter done[g] back to 0 (done is 0 between launches).
 __device__ __forceinline__ void quest_choose_block(const double* __restrict__ scores, const int* __restrict__ ints, int heads,
-                                                   int group, int K, int page, int cap, int* pages, int* sel, int* cov, u32* done,
+                                                   int group, int K, int page, int cap, int* pages, int* sel, int* cov, int* done,
                                                    int h) {
     __shared__ int sLast;
     __shared__ u32 sCount;
@@ -425,7 +425,7 @@ __device__ __forceinline__ void quest_choose_block(const double* __restrict__ sc
     // (arrive_last: the blocks' chosen pages seen through the L2).
     __syncthreads();
     if (tid == 0) {
-        sLast = arrive_last(reinterpret_cast<int*>(done + g), group);
+        sLast = arrive_last(done + g, group);
         sCount = 0;
     }
     __syncthreads();
@@ -450,7 +450,7 @@ __device__ __forceinline__ void quest_choose_block(const double* __restrict__ sc
 
 extern "C" __global__ void __launch_bounds__(QC_NT) be_quest_choose(const double* __restrict__ scores, const int* __restrict__ ints,
                                                                     int heads, int group, int K, int page, int cap, int* pages,
-                                                                    int* sel, int* cov, u32* done) {
+                                                                    int* sel, int* cov, int* done) {
     quest_choose_block(scores, ints, heads, group, K, page, cap, pages, sel, cov, done, blockIdx.x);
 }
 
@@ -464,7 +464,7 @@ struct QuestCall {
     int* pages;
     int* sel;
     int* cov;
-    u32* done;
+    int* done;
     int ints, bounds, heads, group, K, cap;
 };
 

@@ -162,7 +162,7 @@ type choice struct {
 	pb      *pageBounds
 	sel     *buf    // [heads, cap] int32: the token indices of each head
 	pages   *buf    // [heads, max(k-1, 1)] int32: the chosen pages but the last
-	done    *buf    // [kvHeads] uint32: be_quest_choose's counters, 0 between launches
+	done    *buf    // [kvHeads] int32: be_quest_choose's counters, 0 between launches
 	host    *Pinned // [kvHeads] int32: distinct tokens per KV head (Covered), written by the device
 	heads   int     // heads sel has room for
 	cap     int     // tokens per head sel has room for
