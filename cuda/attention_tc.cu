@@ -152,12 +152,11 @@ __device__ __forceinline__ void tc_cluster_merge(float* red, const float (&bm)[G
 }
 #endif
 
-template <int D, int G, bool CL, bool TM>
+template <int D, int G, bool CL>
 __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u64* __restrict__ ptrs, const int* __restrict__ ints,
                                             int hdr, int chunk, int pgw, float scaleLog2, float* __restrict__ partO,
                                             float* __restrict__ partML, int* __restrict__ counters, float* __restrict__ out,
-                                            float* __restrict__ raw, float* __restrict__ ml, int r, int rg, int nsg,
-                                            const TmaMap* tmap, u64 tbase) {
+                                            float* __restrict__ raw, float* __restrict__ ml, int r, int rg, int nsg) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     constexpr int NT = ATTN_NT, NW = NT / 32;
     constexpr int RB = D * 2;           // bytes of a K or V row
@@ -167,14 +166,9 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     constexpr int CP = 16 * PC / 32;    // copies a lane issues per tile, of K and of V each
     static_assert(G == 1 || G == 2 || G == 4 || G == 8, "1, 2, 4 or 8 virtual heads");
     // smem: the stages [NW][TC_ST][K, V][tc_at's layout], then the range's key
-    // and value page pointers [pgw] each; with TM the stages start at the
-    // first 1024-byte boundary (the TMA's 128-byte swizzle is tc_at's layout
-    // from there; the host gives 1024 bytes more) and the warps' mbarriers
-    // [NW][TC_ST] follow the pointers. After the loop: the warps' outputs
-    // [NW][G][D] from the stages' start (attn_finish, tc_cluster_merge).
-    extern __shared__ __align__(128) unsigned char tsm0[];
-    unsigned char* tsm = tsm0;
-    if (TM) tsm += (1024u - ((u32)__cvta_generic_to_shared(tsm0) & 1023u)) & 1023u;
+    // and value page pointers [pgw] each. After the loop: the warps'
+    // outputs [NW][G][D] from offset 0 (attn_finish, tc_cluster_merge).
+    extern __shared__ __align__(128) unsigned char tsm[];
     __shared__ int sItem[G];
     __shared__ float wM[NW][8], wL[NW][8];
 
@@ -192,14 +186,6 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     u64* spk = reinterpret_cast<u64*>(tsm + TC_STAGE_BYTES(D));
     u64* spv = spk + pgw;
     if (tid < G) sItem[tid] = rt_item(H, r, tid);
-    u64* tbar = reinterpret_cast<u64*>(spv + pgw) + w * TC_ST;  // TM: this warp's stages' mbarriers
-#if KVB_WG
-    if (TM && lane == 0) {
-        for (int s = 0; s < TC_ST; ++s) tm_init(&tbar[s], 1);
-        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-        if (w == 0) asm volatile("prefetch.tensormap [%0];" ::"l"((u64)tmap) : "memory");
-    }
-#endif
     u64* tr = rt_trace_block(H, rg, c);  // a traced launch: this block's words (attention.cu, TR_WORDS)
     const u64 tStart = tr != nullptr ? gtime() : 0;
     // The call's ints are ready. The page tables, q and the keys may be
@@ -236,10 +222,6 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     // the range's first token at a multiple of 16) is 16 consecutive rows:
     // one page pointer, copies at fixed offsets.
     const bool whole = psh >= 4 && ((lo + c0) & 15) == 0;
-    // TM: whole tiles come by the TMA (tm_issue), the last one's 16 rows
-    // too (rows of the page past the chunk: finite, masked; their values
-    // zeroed once landed); else by cp.async.
-    const bool tma = TM && whole;
     // issue copies tile ti's K and V rows into stage s; tokens past the
     // chunk are zero (nothing read).
     auto issue = [&](int ti, int s) {
@@ -269,32 +251,6 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
             fl_cp16(dk + TB + at[k], reinterpret_cast<const char*>(spv[pj]) + off, ok);
         }
     };
-#if KVB_WG
-    // tm_issue asks the TMA for tile ti's K and V (lane 0): boxes of 16 rows
-    // by 64 channels, at the page's row in the map, completing on stage s's
-    // mbarrier.
-    auto tm_issue = [&](int ti, int s) {
-        if (lane != 0) return;
-        unsigned char* dk = stages + s * (2 * TB);
-        const int t0 = lo + c0 + ti * 16, pj = (t0 >> psh) - pg0, in = t0 & (ps - 1);
-        const int kr = (int)((spk[pj] - tbase) / RB) + in, vr = (int)((spv[pj] - tbase) / RB) + in;
-        tm_expect(&tbar[s], 2 * TB);
-#pragma unroll
-        for (int h = 0; h < D / 64; ++h) {
-            tm_load(dk + h * (16 * 128), tmap, h * 64, kr, &tbar[s]);
-            tm_load(dk + TB + h * (16 * 128), tmap, h * 64, vr, &tbar[s]);
-        }
-    };
-#else
-    auto tm_issue = [&](int, int) {};
-#endif
-    auto put = [&](int ti, int s) {
-        if (tma) {
-            tm_issue(ti, s);
-        } else {
-            issue(ti, s);
-        }
-    };
     const int ntiles = (len + 15) / 16;
     const int mine = ntiles > w ? (ntiles - w + NW - 1) / NW : 0;  // this warp's tiles
     // The first TC_ST-1 stages, one commit group each, in order: before the
@@ -305,7 +261,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
         for (; pre < TC_ST - 1 && pre < mine; ++pre) {
             const int ti = w + pre * NW;
             if (c0 + min(16 * ti + 16, len) >= total) break;
-            put(ti, pre);
+            issue(ti, pre);
             fl_commit();
         }
         pdl_wait();
@@ -333,7 +289,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     const int mrow = ((lane >> 3) >> 1) * 8 + (lane & 7), mhalf = (lane >> 3) & 1;
 
     for (int s = pre; s < TC_ST - 1; ++s) {
-        if (s < mine) put(w + s * NW, s);
+        if (s < mine) issue(w + s * NW, s);
         fl_commit();
     }
     float o[KS][4];
@@ -342,27 +298,14 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     float m = NEG_INF, lsum = 0.f;  // head gid's running max and this lane's share of its sum
     for (int k = 0; k < mine; ++k) {
         __syncwarp();  // the stage written next was read by every lane (iteration k-1)
-        if (k + TC_ST - 1 < mine) put(w + (k + TC_ST - 1) * NW, (k + TC_ST - 1) % TC_ST);
-        const int ti = w + k * NW;
-        unsigned char* sk = stages + (k % TC_ST) * (2 * TB);
-        unsigned char* sv = sk + TB;
-        if (tma) {
-#if KVB_WG
-            tm_wait(&tbar[k % TC_ST], (k / TC_ST) & 1);
-#endif
-            if (ti * 16 + 16 > len) {  // the chunk's last tile: its value rows past the chunk zeroed
-#pragma unroll
-                for (int e = 0; e < CP; ++e) {
-                    const int idx = lane + 32 * e, row = idx / PC, pc = idx % PC;
-                    if (ti * 16 + row >= len) *reinterpret_cast<uint4*>(sv + tc_at(row, pc)) = make_uint4(0u, 0u, 0u, 0u);
-                }
-            }
-        } else {
-            fl_commit();
-            fl_wait<TC_ST - 1>();
-        }
+        if (k + TC_ST - 1 < mine) issue(w + (k + TC_ST - 1) * NW, (k + TC_ST - 1) % TC_ST);
+        fl_commit();
+        fl_wait<TC_ST - 1>();
         __syncwarp();  // every lane's copies of tile k are in
         if (tr != nullptr && k == 0 && tid == 0) tr[2] = gtime();
+        const unsigned char* sk = stages + (k % TC_ST) * (2 * TB);
+        const unsigned char* sv = sk + TB;
+        const int ti = w + k * NW;
 
         // The tile's K fragments, all asked for before the first product.
         u32 kb[KS][4];
@@ -519,8 +462,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
         const int r = blockIdx.y + blockIdx.z * gridDim.y;                                                          \
         const int nsrows = I[hdr + RH_SROWS];                                                                       \
         if (r >= nsrows) return;                                                                                    \
-        attn_tc_row<D, G, CL, false>(q, ptrs, I, hdr, chunk, pgw, scaleLog2, partO, partML, counters, out, raw, ml, r, r, \
-                                     nsrows, nullptr, 0);                                                           \
+        attn_tc_row<D, G, CL>(q, ptrs, I, hdr, chunk, pgw, scaleLog2, partO, partML, counters, out, raw, ml, r, r, nsrows); \
     }
 // attn_rtb_d{D}_g{G}_bf16_tc is the tensor-core kernel over the split rows
 // of a batched launch's calls (attn_rtb's parameters and table; lean calls
@@ -537,37 +479,16 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
         RtbCall e;                                                                                                  \
         const int* ci;                                                                                              \
         if (!rtb_row(tab, nst, nsg, ints, rg, e, ci, r)) return;                                                    \
-        attn_tc_row<D, G, false, false>(e.q, ptrs, ci, e.hdr, chunk, pgw, scaleLog2, partO, partML, counters, e.out, e.raw, \
-                                        e.ml, r, rg, nsg, nullptr, 0);                                              \
+        attn_tc_row<D, G, false>(e.q, ptrs, ci, e.hdr, chunk, pgw, scaleLog2, partO, partML, counters, e.out, e.raw, e.ml, r, \
+                                 rg, nsg);                                                                          \
     }
-// attn_rt_d{D}_g{G}_bf16_tcm is the _tc kernel with whole tiles brought in
-// by the TMA ($KVBENCH_ATTN_TMA=on): the tensor map tmap spans the KV pages
-// from tbase (flashtma.go's tmaPages: rows of D channels, boxes of 16 rows
-// by 64 channels, the 128-byte swizzle); one lane of a warp asks for a
-// tile's four (d128) or two (d64) boxes of K and V, where the _tc kernel's
-// lanes issue 32 or 16 cp.async copies each; the stages' layout, the
-// arithmetic and so the outputs are the _tc kernel's, bit for bit. sm_90
-// only (elsewhere it copies nothing; the host does not choose it), pages
-// of 16 tokens or more (the host checks).
-#define ATTN_TM_KERNEL(D, G)                                                                                        \
-    extern "C" __global__ void __launch_bounds__(ATTN_NT)                                                           \
-        attn_rt_d##D##_g##G##_bf16_tcm(ATTN_RT_PARAMS, const __grid_constant__ TmaMap tmap, u64 tbase) {            \
-        pdl_trigger();                                                                                              \
-        const int* I = rt_ints(ints, box);                                                                          \
-        const int r = blockIdx.y + blockIdx.z * gridDim.y;                                                          \
-        const int nsrows = I[hdr + RH_SROWS];                                                                       \
-        if (r >= nsrows) return;                                                                                    \
-        attn_tc_row<D, G, false, true>(q, ptrs, I, hdr, chunk, pgw, scaleLog2, partO, partML, counters, out, raw, ml, r, r, \
-                                       nsrows, &tmap, tbase);                                                       \
-    }
-// attn_rt_d{D}_g{G}_bf16_tc, attn_rtb_d{D}_g{G}_bf16_tc (batched), _tcc (a row's chunks one cluster, merged
+// attn_rt_d{D}_g{G}_bf16_tc, attn_rtb_d{D}_g{G}_bf16_tc (batched), and _tcc (a row's chunks one cluster, merged
 // in distributed shared memory; sm_90a only: elsewhere its merge does
-// nothing, and the host does not choose it) and _tcm (TMA-fed).
+// nothing, and the host does not choose it).
 #define ATTN_TC_KERNEL(D, G)               \
     ATTN_TC_KERNEL_AS(D, G, false, tc)     \
     ATTN_TC_KERNEL_AS(D, G, true, tcc)     \
-    ATTN_TCB_KERNEL(D, G)                  \
-    ATTN_TM_KERNEL(D, G)
+    ATTN_TCB_KERNEL(D, G)
 
 #if KVB_IN(13)
 ATTN_TC_KERNEL(64, 1)

@@ -283,13 +283,11 @@ func TestAttendSplitManyRows(t *testing.T) {
 // many tiles a warp: the stages' ring turns), and chunks chosen per call or
 // of 32; the kernel (_tc) and, on sm_90a, its variant whose row's chunks
 // are one cluster (_tcc, rows of up to KVBENCH_ATTN_CLUSTER tokens in at
-// most 8 chunks) and its TMA-fed variant (_tcm, KVBENCH_ATTN_TMA=on, pages
-// of 16 tokens or more).
+// most 8 chunks).
 func TestAttendTCKernels(t *testing.T) {
-	for _, v := range []struct{ name, cluster, tma string }{{"tc", "0", "off"}, {"tcc", "1024", "off"}, {"tcm", "0", "on"}} {
+	for _, v := range []struct{ name, cluster string }{{"tc", "0"}, {"tcc", "1024"}} {
 		t.Run(v.name, func(t *testing.T) {
 			t.Setenv("KVBENCH_ATTN_CLUSTER", v.cluster)
-			t.Setenv("KVBENCH_ATTN_TMA", v.tma)
 			testAttendTCKernels(t, v.name)
 		})
 	}
@@ -319,7 +317,7 @@ func testAttendTCKernels(t *testing.T, variant string) {
 							cp.append(rng, n)
 							compareAttend(t, c, g, cp, rng, attnCase{heads: hk[0], rows: 1, qpos: []int{cp.next - 1}, opt: "plain", tol: 2e-5})
 							suffix := variant
-							if variant == "tcc" && (n > 1024 || (chunk != 0 && (n+chunk-1)/chunk > 8)) || variant == "tcm" && ps < 16 {
+							if variant == "tcc" && (n > 1024 || (chunk != 0 && (n+chunk-1)/chunk > 8)) {
 								suffix = "tc"
 							}
 							want := fmt.Sprintf("attn_rt_d%d_g%d_bf16_%s", hd, hk[0]/hk[1], suffix)

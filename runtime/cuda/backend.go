@@ -322,14 +322,6 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 		b.Close()
 		return nil, err
 	}
-	switch v := os.Getenv("KVBENCH_ATTN_TMA"); v {
-	case "", "off":
-	case "on":
-		b.split.tma = true
-	default:
-		b.Close()
-		return nil, fmt.Errorf("cuda: KVBENCH_ATTN_TMA=%q is not on or off (unset: off)", v)
-	}
 	if b.split.tcMin, err = tcMinOf(); err != nil {
 		b.Close()
 		return nil, err

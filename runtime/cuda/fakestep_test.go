@@ -636,7 +636,7 @@ func TestFakeGrowthNoWait(t *testing.T) {
 // the variable.
 func TestEnvSwitches(t *testing.T) {
 	for _, name := range []string{"KVBENCH_GRAPHS", "KVBENCH_RT_BOX", "KVBENCH_KV_BOX", "KVBENCH_ROPE_KV", "KVBENCH_MV_ROPE", "KVBENCH_ACC_DEFER",
-		"KVBENCH_ACC_GROUP", "KVBENCH_PAGE_TABLES", "KVBENCH_ATTN_TC", "KVBENCH_ATTN_EARLY", "KVBENCH_ATTN_TC_ACC", "KVBENCH_ATTN_TMA"} {
+		"KVBENCH_ACC_GROUP", "KVBENCH_PAGE_TABLES", "KVBENCH_ATTN_TC", "KVBENCH_ATTN_EARLY", "KVBENCH_ATTN_TC_ACC"} {
 		t.Run(name, func(t *testing.T) { refusesEnv(t, name, "maybe") })
 	}
 }
@@ -755,47 +755,5 @@ func TestNormThreadsEnv(t *testing.T) {
 	}
 	for _, v := range []string{"100", "2048", "0", "abc"} {
 		t.Run(v, func(t *testing.T) { refusesEnv(t, "KVBENCH_NORM_THREADS", v) })
-	}
-}
-
-// TestFakeAttnTMA: with KVBENCH_ATTN_TMA=on a lean decode call that the
-// tensor-core kernel serves runs its TMA-fed variant (_tcm, pages of 16
-// tokens here), with 1,024 bytes and the warps' mbarriers beyond the _tc
-// kernel's shared memory, and no cluster; unset or off it stays on _tc,
-// and MHA under 8K tokens on attn_rt either way.
-func TestFakeAttnTMA(t *testing.T) {
-	for _, c := range []struct {
-		env  string
-		kv   int
-		want string
-	}{
-		{"on", 8, "attn_rt_d128_g4_bf16_tcm"},
-		{"off", 8, "attn_rt_d128_g4_bf16_tc"},
-		{"", 8, "attn_rt_d128_g4_bf16_tc"},
-		{"on", 32, "attn_rt_d128_g1_bf16"},
-	} {
-		t.Run(fmt.Sprintf("%s/32x%d", c.env, c.kv), func(t *testing.T) {
-			t.Setenv("KVBENCH_ATTN_CLUSTER", "1024") // the TMA's variant takes no cluster
-			t.Setenv("KVBENCH_ATTN_TMA", c.env)
-			be := fakeBackend(t)
-			cfg := runtime.Config{Arch: "llama", Dim: 4096, Hidden: 1024, Layers: 1, Heads: 32, KVHeads: c.kv, HeadDim: 128, Vocab: 100,
-				MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
-			if c.env != "on" {
-				t.Setenv("KVBENCH_ATTN_CLUSTER", "0")
-				be = fakeBackend(t)
-			}
-			be.Attend(fakeDecodeArgs(t, be, cfg, 600))
-			p := be.AttnPlan()
-			if p.Kernel != c.want {
-				t.Fatalf("kernel %s, want %s (plan %+v)", p.Kernel, c.want, p)
-			}
-			if c.want == "attn_rt_d128_g4_bf16_tcm" {
-				const stages = 4 * 3 * 2 * 16 * 128 * 2 // attnThreads/32 warps' TC_ST stages of K and V
-				pgw := p.Chunk/16 + 2
-				if want := stages + 16*pgw + 1024 + 8*4*3; p.SharedMem != want {
-					t.Errorf("shared memory %d, want %d (plan %+v)", p.SharedMem, want, p)
-				}
-			}
-		})
 	}
 }

@@ -315,7 +315,6 @@ type splitState struct {
 	waves    int            // waves of resident blocks a chosen chunk fills ($KVBENCH_ATTN_WAVES)
 	short    int            // the longest chunk the _short kernels take ($KVBENCH_ATTN_SHORT; 0: none)
 	tc       tcMode         // when lean calls run the tensor-core _tc kernels ($KVBENCH_ATTN_TC)
-	tma      bool           // lean calls on the _tc kernels take the TMA-fed _tcm ones ($KVBENCH_ATTN_TMA=on; sm_90)
 	tcSlots  int            // the most resident blocks a multiprocessor the _tc kernels' chunks count ($KVBENCH_ATTN_TC_SLOTS; 0: all)
 	cluster  int            // the longest row whose chunks run as one cluster, the _tcc kernels ($KVBENCH_ATTN_CLUSTER; 0: none)
 	noEarly  bool           // the _tc kernels never read before pdl_wait ($KVBENCH_ATTN_EARLY=off)
@@ -523,8 +522,7 @@ type splitShape struct {
 // tcc is tc's variant whose row's chunks are one cluster, merged in
 // distributed shared memory (sm_90a).
 // tcb is tc over a batched launch's calls (attn_rtb's table).
-// tcm is tc with whole tiles brought in by the TMA (sm_90; $KVBENCH_ATTN_TMA=on).
-type splitNames struct{ rt, rtb, rtComb, rtbComb, short, tc, tcc, tcb, tcm string }
+type splitNames struct{ rt, rtb, rtComb, rtbComb, short, tc, tcc, tcb string }
 
 // splitKey is the shape that names a split-KV kernel.
 type splitKey struct {
@@ -546,16 +544,16 @@ func splitNamesOf(k splitKey) *splitNames {
 		sh = "_sh"
 	}
 	suffix := fmt.Sprintf("_d%d_g%d_%s%s", k.hd, k.vg, kt, sh)
-	short, tc, tcc, tcb, tcm := "", "", "", "", ""
+	short, tc, tcc, tcb := "", "", "", ""
 	if k.bf16 && !k.shifted && k.vg >= 2 && k.vg <= 4 {
 		short = "attn_rt" + suffix + "_short"
 	}
 	if k.bf16 && !k.shifted && k.vg&(k.vg-1) == 0 && k.vg <= 8 {
-		tc, tcc, tcb, tcm = "attn_rt"+suffix+"_tc", "attn_rt"+suffix+"_tcc", "attn_rtb"+suffix+"_tc", "attn_rt"+suffix+"_tcm"
+		tc, tcc, tcb = "attn_rt"+suffix+"_tc", "attn_rt"+suffix+"_tcc", "attn_rtb"+suffix+"_tc"
 	}
 	n, _ := splitNameCache.LoadOrStore(k, &splitNames{rt: "attn_rt" + suffix, rtb: "attn_rtb" + suffix,
 		rtComb: fmt.Sprintf("attn_rt_combine_d%d", k.hd), rtbComb: fmt.Sprintf("attn_rtb_combine_d%d", k.hd), short: short, tc: tc, tcc: tcc,
-		tcb: tcb, tcm: tcm})
+		tcb: tcb})
 	return n.(*splitNames)
 }
 
@@ -610,22 +608,13 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 		smemFor = func(chunk int) int { return tcSmem(vg, hd, chunk, minPS) }
 		limit = b.D.SharedPerBlockOptin
 	}
-	var tm *TensorMap // the _tcm kernel's map of the KV pages, from tbase
-	var tbase Ptr
-	if tc {
-		if m, base, ok := b.tmDecode(p, hd); ok {
-			tm, tbase, name = m, base, p.names.tcm
-			f = b.fn(name)
-			smemFor = func(chunk int) int { return tcSmem(vg, hd, chunk, minPS) + tmSmemExtra }
-		}
-	}
 	slots, least := 0, b.split.minChunk // the chooser's resident blocks a multiprocessor (0: all) and least chunk
 	if tc {
 		slots, least = b.split.tcSlots, max(least, b.split.tcMin)
 	}
 	chunk := b.splitChunk(f, smemFor, limit, nsrows, longest, slots, least)
 	cl := 0 // the blocks of a cluster: a row's chunks (the _tcc kernel)
-	if tc && tm == nil {
+	if tc {
 		if c, n := b.clusterChunk(chunk, longest); n > 0 && a.Acc == nil && smemFor(c) <= limit-b.fn(p.names.tcc).Shared {
 			chunk, cl, name = c, n, p.names.tcc
 			b.allowShared(name, b.D.SharedPerBlockOptin-b.fn(name).Shared)
@@ -724,9 +713,6 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	// wait for it before the page tables, q and the keys.
 	args := []any{b.f32(a.Q), ptrs, ints, hdr, int32(chunk), int32(pgw), a.Scale * float32(math.Log2E),
 		partO, ws.Add(pmlAt), counters, b.f32(a.Out), raw, mlAcc, wordsByValue(b.box)}
-	if tm != nil {
-		args = append(args, tm, uint64(tbase))
-	}
 	if cl > 0 { // the cluster merges the row: no partials, no combine
 		must(f.LaunchCluster(cl, Dim3{nchunks, gy, gz}, Dim3{attnThreads, 1, 1}, smem, args...))
 	} else {
@@ -902,27 +888,6 @@ func tcSmem(vg, hd, chunk, minPS int) int {
 
 // tcStages is TC_ST in attention_tc.cu.
 const tcStages = 3
-
-// tmSmemExtra is what the _tcm kernel's block takes beyond tcSmem: room to
-// start its stages on a 1024-byte boundary, and its warps' mbarriers.
-const tmSmemExtra = 1024 + 8*attnThreads/32*tcStages
-
-// tmDecode says whether a lean call of shape p, which the _tc kernel
-// serves, runs the TMA-fed _tcm kernel instead ($KVBENCH_ATTN_TMA=on,
-// sm_90, pages of 16 tokens or more, the map of the KV pages made:
-// tmaMap), and returns the map and its base. It lets the kernel take the
-// opt-in shared memory.
-func (b *Backend) tmDecode(p splitShape, hd int) (*TensorMap, Ptr, bool) {
-	if !b.split.tma || p.names.tcm == "" || b.D.Major < 9 || p.minPS < 16 {
-		return nil, 0, false
-	}
-	m, base, _, ok := b.tmaMap(hd, 16, 16)
-	if !ok {
-		return nil, 0, false
-	}
-	b.allowShared(p.names.tcm, b.D.SharedPerBlockOptin-b.fn(p.names.tcm).Shared)
-	return m, base, true
-}
 
 // splitChunk is the chunk of a launch of f over rows split rows of up to
 // tokensPerRow tokens (smemFor: its shared memory at a chunk, at most limit
