@@ -27,6 +27,15 @@ func SetFakeShared(optin, perSM int32) (restore func()) {
 	return func() { fakeSharedOptin, fakeSharedPerSM = o, p }
 }
 
+// SetFakeMemory sets the fake device's memory clock (kHz) and bus width
+// (bits) for the backends made after it (an H200's by default); the
+// returned function restores them.
+func SetFakeMemory(clockKHz, busBits int32) (restore func()) {
+	c, w := fakeMemClockKHz, fakeMemBusBits
+	fakeMemClockKHz, fakeMemBusBits = clockKHz, busBits
+	return func() { fakeMemClockKHz, fakeMemBusBits = c, w }
+}
+
 // SetTablePoolMin sets the smallest size of a page tables' pool, in words,
 // for the pools made or grown after it; the returned function restores it.
 func SetTablePoolMin(words int64) (restore func()) {

@@ -72,6 +72,8 @@ const fakeMem = 143771 << 20
 var (
 	fakeSharedOptin int32 = 227 << 10
 	fakeSharedPerSM int32 = 228 << 10
+	fakeMemClockKHz int32 = 3201000 // an H200's (SetFakeMemory)
+	fakeMemBusBits  int32 = 6144
 )
 
 // fake is the one fake device of the process.
@@ -214,6 +216,12 @@ func fakeDriver() *driverAPI {
 			*v = 48 << 10
 		case attrMaxSharedPerBlockOptin:
 			*v = fakeSharedOptin
+		case attrClockRate:
+			*v = 1980000
+		case attrMemoryClockRate:
+			*v = fakeMemClockKHz
+		case attrGlobalMemoryBusWidth:
+			*v = fakeMemBusBits
 		default:
 			*v = 0
 		}

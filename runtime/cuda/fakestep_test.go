@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"os"
 	goruntime "runtime"
 	"runtime/pprof"
@@ -755,5 +756,40 @@ func TestNormThreadsEnv(t *testing.T) {
 	}
 	for _, v := range []string{"100", "2048", "0", "abc"} {
 		t.Run(v, func(t *testing.T) { refusesEnv(t, "KVBENCH_NORM_THREADS", v) })
+	}
+}
+
+// TestFakeMemRateChoice: rows of one head (32/32, MHA) of 9,000 tokens take
+// the tensor-core kernel on a device whose memory gives 16 bytes a
+// multiprocessor cycle or more (the fake device's H200 figures: 18.8) and
+// attn_rt on an H100's (2,619 MHz over 5,120 bits: 12.8); groups of 4
+// (32/8) take it on both.
+func TestFakeMemRateChoice(t *testing.T) {
+	for _, c := range []struct {
+		clock, bus int32
+		kv         int
+		rate       float64
+		want       string
+	}{
+		{3201000, 6144, 32, 18.8, "attn_rt_d128_g1_bf16_tc"},
+		{2619000, 5120, 32, 12.8, "attn_rt_d128_g1_bf16"},
+		{2619000, 5120, 8, 12.8, "attn_rt_d128_g4_bf16_tc"},
+		{0, 0, 32, 0, "attn_rt_d128_g1_bf16_tc"}, // unknown: the H200's choice
+	} {
+		t.Run(fmt.Sprintf("%d/%d/32x%d", c.clock, c.bus, c.kv), func(t *testing.T) {
+			defer cuda.SetFakeMemory(c.clock, c.bus)()
+			t.Setenv("KVBENCH_ATTN_TC", "")
+			t.Setenv("KVBENCH_ATTN_CLUSTER", "0")
+			be := fakeBackend(t)
+			if got := be.D.MemBytesPerSMCycle(); math.Abs(got-c.rate) > 0.05 {
+				t.Errorf("bytes a multiprocessor cycle %.2f, want %.1f", got, c.rate)
+			}
+			cfg := runtime.Config{Arch: "llama", Dim: 4096, Hidden: 1024, Layers: 1, Heads: 32, KVHeads: c.kv, HeadDim: 128, Vocab: 100,
+				MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
+			be.Attend(fakeDecodeArgs(t, be, cfg, 9000))
+			if p := be.AttnPlan(); p.Kernel != c.want {
+				t.Errorf("kernel %s, want %s (plan %+v)", p.Kernel, c.want, p)
+			}
+		})
 	}
 }

@@ -601,7 +601,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	f := b.fn(name)
 	smemFor := func(chunk int) int { return rtSmem(vg, hd, chunk, minPS, shifted, lean) }
 	limit := maxAttnSmemB
-	tc := b.tcOK(a, p) && (b.split.tc == tcOn || useTC(vg, longest)) && b.tcFits(p.names.tc, vg, hd, minPS)
+	tc := b.tcOK(a, p) && (b.split.tc == tcOn || useTC(vg, longest, b.D.MemBytesPerSMCycle())) && b.tcFits(p.names.tc, vg, hd, minPS)
 	if tc { // tcFits has let it take the opt-in shared memory
 		name = p.names.tc
 		f = b.fn(name)
@@ -791,17 +791,31 @@ func (b *Backend) tcFits(name string, vg, hd, minPS int) bool {
 
 // useTC is the default choice between the tensor-core kernel and attn_rt
 // for a lean call of vg virtual heads a split row whose longest row holds
-// longest tokens: the tensor-core kernel for groups of 4 or more, and for
-// 1 or 2 from tcLongFrom tokens. Measured on the H200 (2026-12-04,
-// docs/benchmarks.md), with the swizzled stages: 32/8 heads of 128 at or
-// under attn_rt at every length; 32/16 and 32/32 (2 and 1 heads a row)
-// 2-3 % faster than attn_rt from 32K tokens, within 0.5 us from 8K, and
-// up to 0.9 us slower at 1K-4K (32/32).
-func useTC(vg, longest int) bool { return vg >= 4 || longest >= tcLongFrom }
+// longest tokens, on a device whose memory gives memRate bytes a
+// multiprocessor cycle (Device.MemBytesPerSMCycle; 0: unknown): the
+// tensor-core kernel for groups of 4 or more, and for 1 or 2 from
+// tcLongFrom tokens unless the memory is slower than tcMemRate.
+//
+// Measured on the H200 (18.8 bytes a cycle; 2026-12-04, docs/benchmarks.md),
+// with the swizzled stages: 32/8 heads of 128 at or under attn_rt at every
+// length; 32/16 and 32/32 (2 and 1 heads a row) 2-3 % faster than attn_rt
+// from 32K tokens, within 0.5 us from 8K, and up to 0.9 us slower at 1K-4K
+// (32/32). On the H100 (12.8 bytes a cycle; 2026-12-05) 32/32 on attn_rt is
+// 1.5 us faster at 8K, 2.1 at 16K, 1.2-1.7 at 32K and 0.8-1.0 at 64K, and
+// level below 8K: there attn_rt's instructions keep up with the memory.
+func useTC(vg, longest int, memRate float64) bool {
+	return vg >= 4 || longest >= tcLongFrom && (memRate == 0 || memRate >= tcMemRate)
+}
 
 // tcLongFrom is the least row from which groups of 1 or 2 heads take the
 // tensor-core kernel (useTC).
 const tcLongFrom = 8192
+
+// tcMemRate is the memory's bytes a multiprocessor cycle from which rows
+// of 1 or 2 heads take the tensor-core kernel at all (useTC): between the
+// H100's 12.8, where attn_rt's instructions keep up with the memory, and
+// the H200's 18.8, where they do not; no device in between was measured.
+const tcMemRate = 16.0
 
 // tcMode is when lean calls run the tensor-core kernel ($KVBENCH_ATTN_TC).
 type tcMode int
