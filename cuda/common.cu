@@ -50,26 +50,11 @@ __device__ __forceinline__ void unpack8(const uint4 v, float f[8]) {
     f[7] = __uint_as_float(v.w & 0xffff0000u);
 }
 
-// KVB_L2 (an NVRTC define, KVBENCH_NVRTC_OPTS=-DKVB_L2=256; default 0) is
-// the L2 prefetch size, 128 or 256 bytes, that the streaming loads
-// (ld_stream, ld_stream_if) and fl_cp16's copies ask for; 0 asks for none.
-// A setting for timing (sm_80 or later).
-#ifndef KVB_L2
-#define KVB_L2 0
-#endif
-#if KVB_L2 == 256
-#define KVB_L2Q ".L2::256B"
-#elif KVB_L2 == 128
-#define KVB_L2Q ".L2::128B"
-#else
-#define KVB_L2Q ""
-#endif
-
 // ld_stream loads 16 read-only bytes that are used once: through the
 // non-coherent path, without allocating in L1.
 __device__ __forceinline__ uint4 ld_stream(const bf16* p) {
     uint4 v;
-    asm("ld.global.nc.L1::no_allocate" KVB_L2Q ".v4.u32 {%0,%1,%2,%3}, [%4];"
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
         : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
         : "l"(p));
     return v;
@@ -82,7 +67,7 @@ __device__ __forceinline__ uint4 ld_stream(const bf16* p) {
 __device__ __forceinline__ uint4 ld_stream_if(const bf16* p, bool ok) {
     uint4 v = make_uint4(0u, 0u, 0u, 0u);
     asm("{\n\t.reg .pred q;\n\tsetp.ne.b32 q, %5, 0;\n\t"
-        "@q ld.global.nc.L1::no_allocate" KVB_L2Q ".v4.u32 {%0,%1,%2,%3}, [%4];\n\t}"
+        "@q ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n\t}"
         : "+r"(v.x), "+r"(v.y), "+r"(v.z), "+r"(v.w)
         : "l"(p), "r"((int)ok));
     return v;

@@ -63,7 +63,7 @@ __device__ __forceinline__ void fl_ldsm4t(u32 (&r)[4], const void* p) {
 __device__ __forceinline__ void fl_cp16(void* dst, const void* src, bool ok) {
     u32 d = (u32)__cvta_generic_to_shared(dst);
     int n = ok ? 16 : 0;
-    asm volatile("cp.async.cg.shared.global" KVB_L2Q " [%0], [%1], 16, %2;" ::"r"(d), "l"(src), "r"(n));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(d), "l"(src), "r"(n));
 }
 
 // fl_exp2 is 2^x (ex2.approx: 2^-inf = +0).
