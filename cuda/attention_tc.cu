@@ -51,7 +51,9 @@
 // the row's blocks, one cluster, merge their partials through distributed
 // shared memory (tc_cluster_merge).
 
-#define TC_ST 3  // tiles in a warp's stages: TC_ST-1 in flight while it computes on one
+#ifndef TC_ST
+#define TC_ST 3  // tiles in a warp's stages: TC_ST-1 in flight while it computes on one ($KVBENCH_ATTN_TC_ST)
+#endif
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
 // tc_mma accumulates d += A B for one m16n8k16 product (bf16 in, float32

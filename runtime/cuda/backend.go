@@ -209,6 +209,11 @@ func NewFakeBackend(prec string) (*Backend, error) {
 
 // newBackendOn is NewBackendAt on the opened device d.
 func newBackendOn(d *Device, prec string) (*Backend, error) {
+	stages, err := tcStagesOf() // the kernels are compiled with it (KernelOptions)
+	if err != nil {
+		d.Close()
+		return nil, err
+	}
 	m, err := d.LoadParts("kvbench.cu", kernelsrc.Source(), KernelOptions(), kernelsrc.Parts)
 	if err != nil {
 		d.Close()
@@ -216,6 +221,7 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 	}
 	b := &Backend{D: d, mod: m, fns: map[string]*Function{}, slab: newSlabAllocator(d),
 		kv: newKVBatch(), graphs: map[runtime.ReplayKey]*replay{}}
+	b.split.tcStages = stages
 	b.trace.built = traceBuild()
 	nv, _, err := NVRTCVersion()
 	if err != nil {

@@ -516,7 +516,7 @@ func (b *Backend) planLaunch(lo, hi int) batchLaunch {
 	smemFor := func(chunk int) int { return rtSmem(vg, hd, chunk, minPS, shifted, lean) }
 	limit, slots, least := maxAttnSmemB, 0, b.split.minChunk
 	if c0.tc { // batchTC has let it take the opt-in shared memory
-		smemFor = func(chunk int) int { return tcSmem(vg, hd, chunk, minPS) }
+		smemFor = func(chunk int) int { return b.tcSmem(vg, hd, chunk, minPS) }
 		limit, slots, least = b.D.SharedPerBlockOptin, b.split.tcSlots, max(least, b.split.tcMin)
 	}
 	l.chunk = b.splitChunk(b.fn(l.kernel), smemFor, limit, l.nsg, longest, slots, least)

@@ -793,3 +793,35 @@ func TestFakeMemRateChoice(t *testing.T) {
 		})
 	}
 }
+
+// TestFakeTCStages: KVBENCH_ATTN_TC_ST=2 compiles the tensor-core decode
+// kernels with two stages a warp (-DTC_ST=2 among the NVRTC options) and
+// sizes their blocks' shared memory by it: 64 KB of stages at head dim 128
+// instead of 96; a value outside [2, 4] is refused naming the variable.
+func TestFakeTCStages(t *testing.T) {
+	for _, c := range []struct {
+		env    string
+		stages int
+	}{{"", 3}, {"2", 2}, {"4", 4}} {
+		t.Run("st"+c.env, func(t *testing.T) {
+			t.Setenv("KVBENCH_ATTN_TC_ST", c.env)
+			t.Setenv("KVBENCH_ATTN_CLUSTER", "0")
+			t.Setenv("KVBENCH_ATTN_TC", "on")
+			if got, want := slices.Contains(cuda.KernelOptions(), "-DTC_ST="+c.env), c.env == "2" || c.env == "4"; got != want {
+				t.Errorf("options %v: -DTC_ST=%s among them %v, want %v", cuda.KernelOptions(), c.env, got, want)
+			}
+			be := fakeBackend(t)
+			cfg := runtime.Config{Arch: "llama", Dim: 4096, Hidden: 1024, Layers: 1, Heads: 32, KVHeads: 8, HeadDim: 128, Vocab: 100,
+				MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
+			be.Attend(fakeDecodeArgs(t, be, cfg, 600))
+			p := be.AttnPlan()
+			if want := 4*c.stages*2*16*256 + 16*(p.Chunk/16+2); p.Kernel != "attn_rt_d128_g4_bf16_tc" || p.SharedMem != want {
+				t.Errorf("kernel %s, shared memory %d; want the _tc kernel, %d (plan %+v)", p.Kernel, p.SharedMem, want, p)
+			}
+		})
+	}
+	t.Setenv("KVBENCH_ATTN_TC_ST", "5")
+	if _, err := cuda.NewFakeBackend("bf16"); err == nil || !strings.Contains(err.Error(), "KVBENCH_ATTN_TC_ST") {
+		t.Errorf("KVBENCH_ATTN_TC_ST=5: %v, want an error naming it", err)
+	}
+}

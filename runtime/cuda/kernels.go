@@ -22,6 +22,9 @@ func KernelOptions() []string {
 	if traceBuild() {
 		opts = append(opts, "-DKVB_TRACE=1")
 	}
+	if n, err := tcStagesOf(); err == nil && n != tcStagesDefault {
+		opts = append(opts, fmt.Sprintf("-DTC_ST=%d", n))
+	}
 	return opts
 }
 

@@ -315,6 +315,7 @@ type splitState struct {
 	waves    int            // waves of resident blocks a chosen chunk fills ($KVBENCH_ATTN_WAVES)
 	short    int            // the longest chunk the _short kernels take ($KVBENCH_ATTN_SHORT; 0: none)
 	tc       tcMode         // when lean calls run the tensor-core _tc kernels ($KVBENCH_ATTN_TC)
+	tcStages int            // the _tc kernels' stages a warp, TC_ST ($KVBENCH_ATTN_TC_ST)
 	tcSlots  int            // the most resident blocks a multiprocessor the _tc kernels' chunks count ($KVBENCH_ATTN_TC_SLOTS; 0: all)
 	cluster  int            // the longest row whose chunks run as one cluster, the _tcc kernels ($KVBENCH_ATTN_CLUSTER; 0: none)
 	noEarly  bool           // the _tc kernels never read before pdl_wait ($KVBENCH_ATTN_EARLY=off)
@@ -605,7 +606,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	if tc { // tcFits has let it take the opt-in shared memory
 		name = p.names.tc
 		f = b.fn(name)
-		smemFor = func(chunk int) int { return tcSmem(vg, hd, chunk, minPS) }
+		smemFor = func(chunk int) int { return b.tcSmem(vg, hd, chunk, minPS) }
 		limit = b.D.SharedPerBlockOptin
 	}
 	slots, least := 0, b.split.minChunk // the chooser's resident blocks a multiprocessor (0: all) and least chunk
@@ -781,7 +782,7 @@ func (b *Backend) tcOK(a *runtime.AttnArgs, p splitShape) bool {
 // memory where it fits.
 func (b *Backend) tcFits(name string, vg, hd, minPS int) bool {
 	f := b.fn(name)
-	smem := tcSmem(vg, hd, minChunkTokens, minPS)
+	smem := b.tcSmem(vg, hd, minChunkTokens, minPS)
 	if smem > b.D.SharedPerBlockOptin-f.Shared {
 		return false
 	}
@@ -895,13 +896,24 @@ func tcSlotsOf() (int, error) {
 // (attention_tc.cu: TC_ST tiles of 16 tokens' keys and values each) and the
 // key and value page pointers of its range; at least the warps' outputs and
 // the fused merge's room.
-func tcSmem(vg, hd, chunk, minPS int) int {
-	stages := attnThreads / 32 * tcStages * 2 * 16 * hd * 2
+func (b *Backend) tcSmem(vg, hd, chunk, minPS int) int {
+	stages := attnThreads / 32 * b.split.tcStages * 2 * 16 * hd * 2
 	return max(stages+16*(chunk/minPS+2), 4*attnThreads/32*vg*hd, 16*attnThreads)
 }
 
-// tcStages is TC_ST in attention_tc.cu.
-const tcStages = 3
+// tcStagesDefault is TC_ST in attention_tc.cu: the tiles of 16 tokens in a
+// warp's stages of the tensor-core decode kernels.
+const tcStagesDefault = 3
+
+// tcStagesOf reads $KVBENCH_ATTN_TC_ST, the tensor-core decode kernels'
+// stages a warp, 2 to 4 (default 3): the kernels are compiled with it
+// (KernelOptions: -DTC_ST) and their shared memory sized by it (tcSmem).
+// A setting for timing: with 2 (a tile in flight while the warp computes
+// on one) three blocks of head dim 128 fit an H100's or H200's
+// multiprocessor, with KVBENCH_ATTN_TC_SLOTS=3.
+func tcStagesOf() (int, error) {
+	return envInt("KVBENCH_ATTN_TC_ST", tcStagesDefault, 2, 4, "a whole number of tiles in [2, 4]")
+}
 
 // splitChunk is the chunk of a launch of f over rows split rows of up to
 // tokensPerRow tokens (smemFor: its shared memory at a chunk, at most limit
