@@ -794,23 +794,30 @@ func TestFakeMemRateChoice(t *testing.T) {
 	}
 }
 
-// TestFakeTCStages: KVBENCH_ATTN_TC_ST=2 compiles the tensor-core decode
-// kernels with two stages a warp (-DTC_ST=2 among the NVRTC options) and
-// sizes their blocks' shared memory by it: 64 KB of stages at head dim 128
-// instead of 96; a value outside [2, 4] is refused naming the variable.
+// TestFakeTCStages: the tensor-core decode kernels' stages a warp are 3 on
+// the fake device's H200 figures and 2 on an H100's (memory under 16 bytes
+// a multiprocessor cycle), KVBENCH_ATTN_TC_ST=N (2-4) either way; a value
+// other than 3 is compiled in (-DTC_ST=N among the NVRTC options) and the
+// blocks' shared memory is sized by it (64 KB of stages at head dim 128
+// for 2, 96 for 3); a value outside [2, 4] is refused naming the variable.
 func TestFakeTCStages(t *testing.T) {
 	for _, c := range []struct {
+		h100   bool
 		env    string
 		stages int
-	}{{"", 3}, {"2", 2}, {"4", 4}} {
-		t.Run("st"+c.env, func(t *testing.T) {
+	}{{false, "", 3}, {false, "2", 2}, {false, "4", 4}, {true, "", 2}, {true, "3", 3}} {
+		t.Run(fmt.Sprintf("h100=%v/st%s", c.h100, c.env), func(t *testing.T) {
+			if c.h100 {
+				defer cuda.SetFakeMemory(2619000, 5120)()
+			}
 			t.Setenv("KVBENCH_ATTN_TC_ST", c.env)
 			t.Setenv("KVBENCH_ATTN_CLUSTER", "0")
 			t.Setenv("KVBENCH_ATTN_TC", "on")
-			if got, want := slices.Contains(cuda.KernelOptions(), "-DTC_ST="+c.env), c.env == "2" || c.env == "4"; got != want {
-				t.Errorf("options %v: -DTC_ST=%s among them %v, want %v", cuda.KernelOptions(), c.env, got, want)
-			}
 			be := fakeBackend(t)
+			opt := fmt.Sprintf("-DTC_ST=%d", c.stages)
+			if got, want := slices.Contains(cuda.KernelOptions(be.D), opt), c.stages != 3; got != want {
+				t.Errorf("options %v: %s among them %v, want %v", cuda.KernelOptions(be.D), opt, got, want)
+			}
 			cfg := runtime.Config{Arch: "llama", Dim: 4096, Hidden: 1024, Layers: 1, Heads: 32, KVHeads: 8, HeadDim: 128, Vocab: 100,
 				MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
 			be.Attend(fakeDecodeArgs(t, be, cfg, 600))

@@ -10,11 +10,13 @@ import (
 	kernelsrc "github.com/kvbench/kvbench/cuda"
 )
 
-// KernelOptions are the NVRTC options kvbench's kernels are compiled with,
-// besides the architecture: $KVBENCH_NVRTC_OPTS (space-separated) when set,
-// else -lineinfo (for compute-sanitizer's reports). NVRTC's default dialect
-// (C++17 since CUDA 12) is used.
-func KernelOptions() []string {
+// KernelOptions are the NVRTC options kvbench's kernels are compiled with
+// on device d (nil: no device, the defaults), besides the architecture:
+// $KVBENCH_NVRTC_OPTS (space-separated) when set, else -lineinfo (for
+// compute-sanitizer's reports); the trace's build; the tensor-core decode
+// kernels' stages where they are not 3 (tcStagesFor). NVRTC's default
+// dialect (C++17 since CUDA 12) is used.
+func KernelOptions(d *Device) []string {
 	opts := []string{"-lineinfo"}
 	if s, ok := os.LookupEnv("KVBENCH_NVRTC_OPTS"); ok {
 		opts = strings.Fields(s)
@@ -22,7 +24,7 @@ func KernelOptions() []string {
 	if traceBuild() {
 		opts = append(opts, "-DKVB_TRACE=1")
 	}
-	if n, err := tcStagesOf(); err == nil && n != tcStagesDefault {
+	if n, err := tcStagesFor(d); err == nil && n != tcStagesDefault {
 		opts = append(opts, fmt.Sprintf("-DTC_ST=%d", n))
 	}
 	return opts
@@ -40,7 +42,7 @@ type Kernels struct {
 
 // LoadKernels compiles (or takes from the cache) and loads the kernels.
 func LoadKernels(d *Device) (*Kernels, error) {
-	m, err := d.LoadParts("kvbench.cu", kernelsrc.Source(), KernelOptions(), kernelsrc.Parts)
+	m, err := d.LoadParts("kvbench.cu", kernelsrc.Source(), KernelOptions(d), kernelsrc.Parts)
 	if err != nil {
 		return nil, err
 	}

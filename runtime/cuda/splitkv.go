@@ -905,14 +905,24 @@ func (b *Backend) tcSmem(vg, hd, chunk, minPS int) int {
 // warp's stages of the tensor-core decode kernels.
 const tcStagesDefault = 3
 
-// tcStagesOf reads $KVBENCH_ATTN_TC_ST, the tensor-core decode kernels'
-// stages a warp, 2 to 4 (default 3): the kernels are compiled with it
-// (KernelOptions: -DTC_ST) and their shared memory sized by it (tcSmem).
-// A setting for timing: with 2 (a tile in flight while the warp computes
-// on one) three blocks of head dim 128 fit an H100's or H200's
-// multiprocessor, with KVBENCH_ATTN_TC_SLOTS=3.
-func tcStagesOf() (int, error) {
-	return envInt("KVBENCH_ATTN_TC_ST", tcStagesDefault, 2, 4, "a whole number of tiles in [2, 4]")
+// tcStagesFor is the tensor-core decode kernels' stages a warp on device d
+// (nil: none known): $KVBENCH_ATTN_TC_ST (2 to 4) where set, else 2 where
+// d's memory gives under tcMemRate bytes a multiprocessor cycle, else 3.
+// The kernels are compiled with it (KernelOptions: -DTC_ST) and their
+// shared memory sized by it (tcSmem). Measured on an H100 (12.8 bytes a
+// cycle; 2026-12-05, docs/benchmarks.md): two stages (one tile in flight
+// while a warp computes on another; 64 KB a block at head dim 128, still
+// two blocks a multiprocessor, which the 170 registers a thread allow) are
+// 0.4-1.0 us faster than three at 8K-64K tokens for 32/8 heads of 128 and
+// of 64, level below 8K. Three are what the H200 was tuned with.
+func tcStagesFor(d *Device) (int, error) {
+	def := tcStagesDefault
+	if d != nil {
+		if r := d.MemBytesPerSMCycle(); r > 0 && r < tcMemRate {
+			def = 2
+		}
+	}
+	return envInt("KVBENCH_ATTN_TC_ST", def, 2, 4, "a whole number of tiles in [2, 4]")
 }
 
 // splitChunk is the chunk of a launch of f over rows split rows of up to
