@@ -12,8 +12,11 @@
 # VAR=value (default: the merge's two forced forms,
 # KVBENCH_ATTN_COMBINE=fused and =separate; the thirtieth session timed
 # KVBENCH_ATTN_TC_UNIT=16, KVBENCH_ATTN_COMBINE=short and -DKVB_MERGE_MB=8
-# here: level, removed). A candidate becomes the default only if it
-# gains in the kernels' table without a loss there or in the 8B decode.
+# here: level, removed; the thirty-first made two stages a warp the
+# H100's default: on an H200, KNOBS="KVBENCH_ATTN_TC_ST=2" times them there,
+# and TestDeviceMemRateGPU checks the memory figures that choose them). A
+# candidate becomes the default only if it gains in the kernels' table
+# without a loss there or in the 8B decode.
 set -u
 source bench/unpack_carry.sh
 export B
@@ -25,7 +28,7 @@ if [[ $parts == *" tests "* ]]; then
 	# The trace's build (bit-identical outputs, stamps in order), the one-pass
 	# merge against the CPU, and the split kernels under the chunk of 64.
 	(cd runtime/cuda && timeout 240 $B/runtime_cuda.test -test.count=1 \
-		-test.run 'TestAttnTraceGPU|TestAttendOnePassMergeGPU|TestAttendTCKernels|TestPoliciesSplitKernelsGPU' 2>&1 |
+		-test.run 'TestAttnTraceGPU|TestAttendOnePassMergeGPU|TestAttendTCKernels|TestPoliciesSplitKernelsGPU|TestDeviceMemRateGPU' 2>&1 |
 		grep -E "^(--- FAIL|FAIL|ok|PASS)|panic|attn_trace|error" | head -20)
 	for e in $knobs; do # the policies' sums and the models through each candidate
 		echo "# tests under $e"
