@@ -14,7 +14,9 @@
 # KVBENCH_ATTN_TC_UNIT=16, KVBENCH_ATTN_COMBINE=short and -DKVB_MERGE_MB=8
 # here: level, removed; the thirty-first made two stages a warp the
 # H100's default: on an H200, KNOBS="KVBENCH_ATTN_TC_ST=2" times them there,
-# and TestDeviceMemRateGPU checks the memory figures that choose them). A
+# and TestDeviceMemRateGPU checks the memory figures that choose them;
+# left to time on the H100: three blocks of two stages a multiprocessor,
+# KNOBS="KVBENCH_NVRTC_OPTS=-DKVB_TC_MINB=3,KVBENCH_ATTN_TC_SLOTS=3"). A
 # candidate becomes the default only if it gains in the kernels' table
 # without a loss there or in the 8B decode.
 set -u
