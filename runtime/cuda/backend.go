@@ -221,7 +221,7 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 	}
 	b := &Backend{D: d, mod: m, fns: map[string]*Function{}, slab: newSlabAllocator(d),
 		kv: newKVBatch(), graphs: map[runtime.ReplayKey]*replay{}}
-	b.split.tcStages = stages
+	b.split.tcStages, b.split.slowMem = stages, slowMemory(d)
 	b.trace.built = traceBuild()
 	nv, _, err := NVRTCVersion()
 	if err != nil {

@@ -481,7 +481,7 @@ func (b *Backend) batchTC(bt *batchAttn) {
 	fits := map[shape]bool{}
 	for i := range bt.calls {
 		c := &bt.calls[i]
-		if c.tcb == "" || c.a.Acc != nil && b.split.noTCAcc || b.split.tc != tcOn && !useTC(c.vg, c.longest, b.D.MemBytesPerSMCycle()) {
+		if c.tcb == "" || c.a.Acc != nil && b.split.noTCAcc || b.split.tc != tcOn && !useTC(c.vg, c.longest, b.split.slowMem) {
 			continue
 		}
 		k := shape{c.tcb, c.minPS}

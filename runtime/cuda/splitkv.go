@@ -316,6 +316,7 @@ type splitState struct {
 	short    int            // the longest chunk the _short kernels take ($KVBENCH_ATTN_SHORT; 0: none)
 	tc       tcMode         // when lean calls run the tensor-core _tc kernels ($KVBENCH_ATTN_TC)
 	tcStages int            // the _tc kernels' stages a warp, TC_ST ($KVBENCH_ATTN_TC_ST)
+	slowMem  bool           // the device's memory is slow for the decode kernels (slowMemory)
 	tcSlots  int            // the most resident blocks a multiprocessor the _tc kernels' chunks count ($KVBENCH_ATTN_TC_SLOTS; 0: all)
 	cluster  int            // the longest row whose chunks run as one cluster, the _tcc kernels ($KVBENCH_ATTN_CLUSTER; 0: none)
 	noEarly  bool           // the _tc kernels never read before pdl_wait ($KVBENCH_ATTN_EARLY=off)
@@ -602,7 +603,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	f := b.fn(name)
 	smemFor := func(chunk int) int { return rtSmem(vg, hd, chunk, minPS, shifted, lean) }
 	limit := maxAttnSmemB
-	tc := b.tcOK(a, p) && (b.split.tc == tcOn || useTC(vg, longest, b.D.MemBytesPerSMCycle())) && b.tcFits(p.names.tc, vg, hd, minPS)
+	tc := b.tcOK(a, p) && (b.split.tc == tcOn || useTC(vg, longest, b.split.slowMem)) && b.tcFits(p.names.tc, vg, hd, minPS)
 	if tc { // tcFits has let it take the opt-in shared memory
 		name = p.names.tc
 		f = b.fn(name)
@@ -792,10 +793,9 @@ func (b *Backend) tcFits(name string, vg, hd, minPS int) bool {
 
 // useTC is the default choice between the tensor-core kernel and attn_rt
 // for a lean call of vg virtual heads a split row whose longest row holds
-// longest tokens, on a device whose memory gives memRate bytes a
-// multiprocessor cycle (Device.MemBytesPerSMCycle; 0: unknown): the
+// longest tokens, on a device whose memory is slow or not (slowMemory): the
 // tensor-core kernel for groups of 4 or more, and for 1 or 2 from
-// tcLongFrom tokens unless the memory is slower than tcMemRate.
+// tcLongFrom tokens unless the memory is slow.
 //
 // Measured on the H200 (18.8 bytes a cycle; 2026-12-04, docs/benchmarks.md),
 // with the swizzled stages: 32/8 heads of 128 at or under attn_rt at every
@@ -804,19 +804,31 @@ func (b *Backend) tcFits(name string, vg, hd, minPS int) bool {
 // (32/32). On the H100 (12.8 bytes a cycle; 2026-12-05) 32/32 on attn_rt is
 // 1.5 us faster at 8K, 2.1 at 16K, 1.2-1.7 at 32K and 0.8-1.0 at 64K, and
 // level below 8K: there attn_rt's instructions keep up with the memory.
-func useTC(vg, longest int, memRate float64) bool {
-	return vg >= 4 || longest >= tcLongFrom && (memRate == 0 || memRate >= tcMemRate)
+func useTC(vg, longest int, slowMem bool) bool {
+	return vg >= 4 || longest >= tcLongFrom && !slowMem
 }
 
 // tcLongFrom is the least row from which groups of 1 or 2 heads take the
 // tensor-core kernel (useTC).
 const tcLongFrom = 8192
 
-// tcMemRate is the memory's bytes a multiprocessor cycle from which rows
-// of 1 or 2 heads take the tensor-core kernel at all (useTC): between the
-// H100's 12.8, where attn_rt's instructions keep up with the memory, and
-// the H200's 18.8, where they do not; no device in between was measured.
+// tcMemRate is the memory's bytes a multiprocessor cycle under which it is
+// slow for the decode kernels (slowMemory): between the H100's 12.8, where
+// attn_rt's instructions keep up with the memory and two stages a warp
+// read faster than three, and the H200's 18.8, where neither holds; no
+// device in between was measured.
 const tcMemRate = 16.0
+
+// slowMemory says whether d's memory gives under tcMemRate bytes a
+// multiprocessor cycle (Device.MemBytesPerSMCycle); false where the driver
+// did not give the figures (nil d too): the H200's choices, as tuned.
+func slowMemory(d *Device) bool {
+	if d == nil {
+		return false
+	}
+	r := d.MemBytesPerSMCycle()
+	return r > 0 && r < tcMemRate
+}
 
 // tcMode is when lean calls run the tensor-core kernel ($KVBENCH_ATTN_TC).
 type tcMode int
@@ -917,10 +929,8 @@ const tcStagesDefault = 3
 // of 64, level below 8K. Three are what the H200 was tuned with.
 func tcStagesFor(d *Device) (int, error) {
 	def := tcStagesDefault
-	if d != nil {
-		if r := d.MemBytesPerSMCycle(); r > 0 && r < tcMemRate {
-			def = 2
-		}
+	if slowMemory(d) {
+		def = 2
 	}
 	return envInt("KVBENCH_ATTN_TC_ST", def, 2, 4, "a whole number of tiles in [2, 4]")
 }

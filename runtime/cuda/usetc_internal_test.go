@@ -3,21 +3,33 @@ package cuda
 import "testing"
 
 // TestUseTC: the default choice of the tensor-core kernel for lean calls
-// (groups of 4 or more at every length; of 1 or 2 from 8,192 tokens where
-// the memory gives 16 bytes a multiprocessor cycle or more, or where that
-// is unknown, as on the H200's 18.8, never on the H100's 12.8) and
-// KVBENCH_ATTN_TC's values.
+// (groups of 4 or more at every length; of 1 or 2 from 8,192 tokens unless
+// the memory is slow, as the H100's 12.8 bytes a multiprocessor cycle are
+// and the H200's 18.8 or unknown figures are not) and KVBENCH_ATTN_TC's
+// values.
 func TestUseTC(t *testing.T) {
 	for _, c := range []struct {
 		vg, longest int
-		rate        float64
+		slow        bool
 		want        bool
-	}{{1, 600, 18.8, false}, {2, 8191, 18.8, false}, {1, 8192, 18.8, true}, {2, 131072, 18.8, true}, {4, 1, 18.8, true},
-		{8, 600, 18.8, true}, {4, 131072, 18.8, true}, {1, 8192, 0, true}, {1, 8192, 12.8, false}, {2, 131072, 12.8, false},
-		{4, 600, 12.8, true}, {8, 131072, 12.8, true}, {1, 8192, 16, true}} {
-		if got := useTC(c.vg, c.longest, c.rate); got != c.want {
-			t.Errorf("useTC(%d, %d, %g) = %v, want %v", c.vg, c.longest, c.rate, got, c.want)
+	}{{1, 600, false, false}, {2, 8191, false, false}, {1, 8192, false, true}, {2, 131072, false, true}, {4, 1, false, true},
+		{8, 600, false, true}, {4, 131072, false, true}, {1, 8192, true, false}, {2, 131072, true, false},
+		{4, 600, true, true}, {8, 131072, true, true}} {
+		if got := useTC(c.vg, c.longest, c.slow); got != c.want {
+			t.Errorf("useTC(%d, %d, %v) = %v, want %v", c.vg, c.longest, c.slow, got, c.want)
 		}
+	}
+	for _, c := range []struct {
+		clock, bus int
+		slow       bool
+	}{{3201000, 6144, false}, {2619000, 5120, true}, {0, 0, false}, {3201000, 0, false}} {
+		d := &Device{SMs: 132, ClockKHz: 1980000, MemClockKHz: c.clock, MemBusBits: c.bus}
+		if got := slowMemory(d); got != c.slow {
+			t.Errorf("memory %d kHz over %d bits (%.1f bytes a cycle): slow %v, want %v", c.clock, c.bus, d.MemBytesPerSMCycle(), got, c.slow)
+		}
+	}
+	if slowMemory(nil) {
+		t.Error("no device: slow memory")
 	}
 	for v, want := range map[string]tcMode{"": tcAuto, "auto": tcAuto, "on": tcOn, "off": tcOff} {
 		t.Setenv("KVBENCH_ATTN_TC", v)
