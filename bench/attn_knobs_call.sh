@@ -12,11 +12,11 @@
 # VAR=value (default: the merge's two forced forms,
 # KVBENCH_ATTN_COMBINE=fused and =separate; the thirtieth session timed
 # KVBENCH_ATTN_TC_UNIT=16, KVBENCH_ATTN_COMBINE=short and -DKVB_MERGE_MB=8
-# here: level, removed; the thirty-first made two stages a warp the
-# H100's default: on an H200, KNOBS="KVBENCH_ATTN_TC_ST=2" times them there,
-# and TestDeviceMemRateGPU checks the memory figures that choose them;
-# left to time on the H100: three blocks of two stages a multiprocessor,
-# KNOBS="KVBENCH_NVRTC_OPTS=-DKVB_TC_MINB=3,KVBENCH_ATTN_TC_SLOTS=3"). A
+# here: level, removed; the thirty-second timed two stages a warp on an
+# H200 (now the default on every device; KVBENCH_ATTN_TC_ST=3 times three)
+# and three blocks of two stages a multiprocessor (-DKVB_TC_MINB=3, lost,
+# removed); TestDeviceMemRateGPU checks the memory figures that choose the
+# MHA rows' kernel). A
 # candidate becomes the default only if it gains in the kernels' table
 # without a loss there or in the 8B decode.
 set -u

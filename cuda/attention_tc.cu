@@ -52,19 +52,9 @@
 // shared memory (tc_cluster_merge).
 
 #ifndef TC_ST
-#define TC_ST 3  // tiles in a warp's stages: TC_ST-1 in flight while it computes on one ($KVBENCH_ATTN_TC_ST)
+#define TC_ST 2  // tiles in a warp's stages: TC_ST-1 in flight while it computes on one ($KVBENCH_ATTN_TC_ST)
 #endif
 
-// TC_BOUNDS are the tensor-core decode kernels' launch bounds: ATTN_NT
-// threads, and with the NVRTC define KVB_TC_MINB=N (for timing, unset by
-// default) at least N blocks a multiprocessor, which caps the registers a
-// thread (two stages at head dim 128 take 170, one over what three blocks
-// of 128 threads may hold; their 64 KB of stages would fit three).
-#ifdef KVB_TC_MINB
-#define TC_BOUNDS __launch_bounds__(ATTN_NT, KVB_TC_MINB)
-#else
-#define TC_BOUNDS __launch_bounds__(ATTN_NT)
-#endif
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
 // tc_mma accumulates d += A B for one m16n8k16 product (bf16 in, float32
@@ -469,7 +459,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
 // them for a call with accumulated probabilities; the _tcc variant merges
 // in the cluster and writes no ml (the host sends it no such call).
 #define ATTN_TC_KERNEL_AS(D, G, CL, SUF)                                                                          \
-    extern "C" __global__ void TC_BOUNDS attn_rt_d##D##_g##G##_bf16_##SUF(ATTN_RT_PARAMS) {                        \
+    extern "C" __global__ void __launch_bounds__(ATTN_NT) attn_rt_d##D##_g##G##_bf16_##SUF(ATTN_RT_PARAMS) {                        \
         pdl_trigger();                                                                                              \
         const int* I = rt_ints(ints, box);                                                                          \
         const int r = blockIdx.y + blockIdx.z * gridDim.y;                                                          \
@@ -482,7 +472,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
 // over bf16 pages of a power of two tokens, no raw scores: the host checks
 // every call); partials are indexed by the launch's split row.
 #define ATTN_TCB_KERNEL(D, G)                                                                                       \
-    extern "C" __global__ void TC_BOUNDS attn_rtb_d##D##_g##G##_bf16_tc(                                           \
+    extern "C" __global__ void __launch_bounds__(ATTN_NT) attn_rtb_d##D##_g##G##_bf16_tc(                                           \
         const RtbCall* __restrict__ tab, int nst, int nsg, const u64* __restrict__ ptrs, const int* __restrict__ ints, \
         int chunk, int pgw, float scaleLog2, float* __restrict__ partO, float* __restrict__ partML,                  \
         int* __restrict__ counters) {                                                                               \

@@ -111,7 +111,7 @@ func cmdKernels(stdout, stderr io.Writer, args []string) error {
 		cached = cached && m.Res.Cached
 	}
 	fmt.Fprintf(stdout, "# kernels: NVRTC %s (%s), %s, options %q, %d modules, cached %v, loaded in %.1fs\n",
-		ver, path, b.D.Arch(), cuda.KernelOptions(b.D), len(k.Mods), cached, time.Since(t0).Seconds())
+		ver, path, b.D.Arch(), cuda.KernelOptions(), len(k.Mods), cached, time.Since(t0).Seconds())
 	fmt.Fprintf(stdout, "# timed: Backend.Attend of one decode step (device time between events, its metadata included, passed by value or uploaded) on a bf16 cache of pages of %d tokens built through runtime.KVCache and each policy's hooks\n", *kvPage)
 	for _, name := range []string{fmt.Sprintf("attn_rt_d%d_g4_bf16_tc", *dim), fmt.Sprintf("attn_rt_d%d_g4_bf16", *dim), fmt.Sprintf("attn_rt_d%d_g1_bf16", *dim), fmt.Sprintf("attn_rt_combine_d%d", *dim)} {
 		if f, err := k.Func(name); err == nil {

@@ -209,12 +209,12 @@ func NewFakeBackend(prec string) (*Backend, error) {
 
 // newBackendOn is NewBackendAt on the opened device d.
 func newBackendOn(d *Device, prec string) (*Backend, error) {
-	stages, err := tcStagesFor(d) // the kernels are compiled with it (KernelOptions)
+	stages, err := tcStages() // the kernels are compiled with it (KernelOptions)
 	if err != nil {
 		d.Close()
 		return nil, err
 	}
-	m, err := d.LoadParts("kvbench.cu", kernelsrc.Source(), KernelOptions(d), kernelsrc.Parts)
+	m, err := d.LoadParts("kvbench.cu", kernelsrc.Source(), KernelOptions(), kernelsrc.Parts)
 	if err != nil {
 		d.Close()
 		return nil, err

@@ -34,7 +34,7 @@ func TestCompileKernels(t *testing.T) {
 	}
 	t.Setenv("KVBENCH_CUDA_CACHE", t.TempDir())
 	t0 := time.Now()
-	parts, err := CompileParts("kvbench.cu", kernelsrc.Source(), arch, KernelOptions(nil), kernelsrc.Parts)
+	parts, err := CompileParts("kvbench.cu", kernelsrc.Source(), arch, KernelOptions(), kernelsrc.Parts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +80,7 @@ func TestCompileKernels(t *testing.T) {
 			}
 		}
 	}
-	again, err := CompileParts("kvbench.cu", kernelsrc.Source(), arch, KernelOptions(nil), kernelsrc.Parts)
+	again, err := CompileParts("kvbench.cu", kernelsrc.Source(), arch, KernelOptions(), kernelsrc.Parts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func TestCompileKernels(t *testing.T) {
 		}
 	}
 	if os.Getenv("KVBENCH_COMPILE_WHOLE") == "1" {
-		whole, err := Compile("kvbench.cu", kernelsrc.Source(), arch, KernelOptions(nil))
+		whole, err := Compile("kvbench.cu", kernelsrc.Source(), arch, KernelOptions())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -134,7 +134,7 @@ template <int N> __global__ void three(float* x) { x[0] = N; }
 template __global__ void three<3>(float*);
 extern "C" __global__ void four(unsigned long long* x, float* y) { x[0] = x[1] / x[2]; y[0] = y[1] / y[2]; }`
 	for _, arch := range []string{"sm_90", "compute_90"} {
-		res, err := Compile("image.cu", src, arch, KernelOptions(nil))
+		res, err := Compile("image.cu", src, arch, KernelOptions())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -10,13 +10,12 @@ import (
 	kernelsrc "github.com/kvbench/kvbench/cuda"
 )
 
-// KernelOptions are the NVRTC options kvbench's kernels are compiled with
-// on device d (nil: no device, the defaults), besides the architecture:
-// $KVBENCH_NVRTC_OPTS (space-separated) when set, else -lineinfo (for
-// compute-sanitizer's reports); the trace's build; the tensor-core decode
-// kernels' stages where they are not 3 (tcStagesFor). NVRTC's default
-// dialect (C++17 since CUDA 12) is used.
-func KernelOptions(d *Device) []string {
+// KernelOptions are the NVRTC options kvbench's kernels are compiled with,
+// besides the architecture: $KVBENCH_NVRTC_OPTS (space-separated) when
+// set, else -lineinfo (for compute-sanitizer's reports); the trace's
+// build; the tensor-core decode kernels' stages where they are not the
+// default (tcStages). NVRTC's default dialect (C++17 since CUDA 12) is used.
+func KernelOptions() []string {
 	opts := []string{"-lineinfo"}
 	if s, ok := os.LookupEnv("KVBENCH_NVRTC_OPTS"); ok {
 		opts = strings.Fields(s)
@@ -24,7 +23,7 @@ func KernelOptions(d *Device) []string {
 	if traceBuild() {
 		opts = append(opts, "-DKVB_TRACE=1")
 	}
-	if n, err := tcStagesFor(d); err == nil && n != tcStagesDefault {
+	if n, err := tcStages(); err == nil && n != tcStagesDefault {
 		opts = append(opts, fmt.Sprintf("-DTC_ST=%d", n))
 	}
 	return opts
@@ -42,7 +41,7 @@ type Kernels struct {
 
 // LoadKernels compiles (or takes from the cache) and loads the kernels.
 func LoadKernels(d *Device) (*Kernels, error) {
-	m, err := d.LoadParts("kvbench.cu", kernelsrc.Source(), KernelOptions(d), kernelsrc.Parts)
+	m, err := d.LoadParts("kvbench.cu", kernelsrc.Source(), KernelOptions(), kernelsrc.Parts)
 	if err != nil {
 		return nil, err
 	}

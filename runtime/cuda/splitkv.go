@@ -814,9 +814,8 @@ const tcLongFrom = 8192
 
 // tcMemRate is the memory's bytes a multiprocessor cycle under which it is
 // slow for the decode kernels (slowMemory): between the H100's 12.8, where
-// attn_rt's instructions keep up with the memory and two stages a warp
-// read faster than three, and the H200's 18.8, where neither holds; no
-// device in between was measured.
+// attn_rt's instructions keep up with the memory, and the H200's 18.8,
+// where they do not; no device in between was measured.
 const tcMemRate = 16.0
 
 // slowMemory says whether d's memory gives under tcMemRate bytes a
@@ -915,24 +914,20 @@ func (b *Backend) tcSmem(vg, hd, chunk, minPS int) int {
 
 // tcStagesDefault is TC_ST in attention_tc.cu: the tiles of 16 tokens in a
 // warp's stages of the tensor-core decode kernels.
-const tcStagesDefault = 3
+const tcStagesDefault = 2
 
-// tcStagesFor is the tensor-core decode kernels' stages a warp on device d
-// (nil: none known): $KVBENCH_ATTN_TC_ST (2 to 4) where set, else 2 where
-// d's memory gives under tcMemRate bytes a multiprocessor cycle, else 3.
-// The kernels are compiled with it (KernelOptions: -DTC_ST) and their
-// shared memory sized by it (tcSmem). Measured on an H100 (12.8 bytes a
-// cycle; 2026-12-05, docs/benchmarks.md): two stages (one tile in flight
-// while a warp computes on another; 64 KB a block at head dim 128, still
-// two blocks a multiprocessor, which the 170 registers a thread allow) are
-// 0.4-1.0 us faster than three at 8K-64K tokens for 32/8 heads of 128 and
-// of 64, level below 8K. Three are what the H200 was tuned with.
-func tcStagesFor(d *Device) (int, error) {
-	def := tcStagesDefault
-	if slowMemory(d) {
-		def = 2
-	}
-	return envInt("KVBENCH_ATTN_TC_ST", def, 2, 4, "a whole number of tiles in [2, 4]")
+// tcStages is the tensor-core decode kernels' stages a warp:
+// $KVBENCH_ATTN_TC_ST (2 to 4) where set, else tcStagesDefault. The
+// kernels are compiled with it (KernelOptions: -DTC_ST where it is not the
+// default) and their shared memory sized by it (tcSmem). Measured
+// (2026-12-05, docs/benchmarks.md): two stages (one tile in flight while a
+// warp computes on another; 64 KB a block at head dim 128, two blocks a
+// multiprocessor, which the 170 registers a thread allow) against three:
+// on an H100 0.4-1.0 us faster at 8K-64K tokens for 32/8 heads of 128 and
+// of 64, level below 8K; on an H200 0.1-0.8 us faster at 512-64K for heads
+// of 128, level or faster for heads of 64 and MHA rows, the 8B decode level.
+func tcStages() (int, error) {
+	return envInt("KVBENCH_ATTN_TC_ST", tcStagesDefault, 2, 4, "a whole number of tiles in [2, 4]")
 }
 
 // splitChunk is the chunk of a launch of f over rows split rows of up to
