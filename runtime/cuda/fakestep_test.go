@@ -466,11 +466,11 @@ func TestFakeDecodeMetaByValue(t *testing.T) {
 // TestFakeTCSharedMemory: a lean decode call runs the tensor-core kernel
 // only where its stages fit a block's shared memory and, by default, two
 // blocks fit a multiprocessor: on a device of 99 / 100 KB (a block, a
-// multiprocessor: sm_86, sm_89) head dim 128 (96 KB of stages and the page
+// multiprocessor: sm_86, sm_89) head dim 128 (64 KB of stages and the page
 // pointers: one block a multiprocessor) runs attn_rt unless
-// KVBENCH_ATTN_TC=on, and head dim 64 (48 KB: two) the tensor-core kernel;
-// head dim 128 on an A100's 163 / 164 KB runs attn_rt unless
-// KVBENCH_ATTN_TC=on; on the H200's 227 / 228 KB the tensor-core kernel.
+// KVBENCH_ATTN_TC=on, and head dim 64 (32 KB: three) the tensor-core
+// kernel; head dim 128 on an A100's 163 / 164 KB (two blocks) and on the
+// H200's 227 / 228 KB the tensor-core kernel.
 func TestFakeTCSharedMemory(t *testing.T) {
 	for _, c := range []struct {
 		optin, perSM int32
@@ -481,7 +481,7 @@ func TestFakeTCSharedMemory(t *testing.T) {
 		{99 << 10, 100 << 10, 128, "on", "attn_rt_d128_g4_bf16_tc"},
 		{99 << 10, 100 << 10, 64, "", "attn_rt_d64_g4_bf16_tc"},
 		{99 << 10, 100 << 10, 64, "on", "attn_rt_d64_g4_bf16_tc"},
-		{163 << 10, 164 << 10, 128, "", "attn_rt_d128_g4_bf16_short"},
+		{163 << 10, 164 << 10, 128, "", "attn_rt_d128_g4_bf16_tc"}, // two blocks of two stages (64 KB each) fit
 		{163 << 10, 164 << 10, 128, "on", "attn_rt_d128_g4_bf16_tc"},
 		{227 << 10, 228 << 10, 128, "", "attn_rt_d128_g4_bf16_tc"},
 	} {
@@ -525,10 +525,10 @@ func TestFakeAttnCluster(t *testing.T) {
 		{"1024", "", 8, 600, 128, "attn_rt_d128_g4_bf16_tcc", 128, 5 * 8},
 		{"1024", "", 32, 600, 0, "attn_rt_d128_g1_bf16", 0, 0},
 		{"1024", "on", 32, 600, 0, "attn_rt_d128_g1_bf16_tcc", 96, 7 * 32},
-		// 1,200,000 tokens in 8 chunks of 150,016: their page pointers (16
-		// bytes a page of 16 tokens, 150 KB) and the stages (96 KB) would
+		// 1,600,000 tokens in 8 chunks of 200,000: their page pointers (16
+		// bytes a page of 16 tokens, 200 KB) and the stages (64 KB) would
 		// not fit a block's 227 KB of shared memory.
-		{"2000000", "", 8, 1200000, 0, "attn_rt_d128_g4_bf16_tc", 0, 0},
+		{"2000000", "", 8, 1600000, 0, "attn_rt_d128_g4_bf16_tc", 0, 0},
 	} {
 		t.Run(fmt.Sprintf("%s/%s/32x%d/n%d/chunk%d", c.env, c.tcEnv, c.kv, c.n, c.chunk), func(t *testing.T) {
 			t.Setenv("KVBENCH_ATTN_CLUSTER", c.env)
@@ -580,7 +580,7 @@ func refusesEnv(t *testing.T, name, value string) {
 
 // TestFakeTCSlots: the tensor-core kernel's chosen chunk fills two
 // resident blocks a multiprocessor by default (KVBENCH_ATTN_TC_SLOTS), all
-// that fit with 0 (heads of 64 fit four on the fake device's 228 KB), and
+// that fit with 0 (heads of 64 fit six on the fake device's 228 KB), and
 // a bad value is refused naming the variable.
 func TestFakeTCSlots(t *testing.T) {
 	chunk := func(t *testing.T, slots string) cuda.Plan {
@@ -600,9 +600,10 @@ func TestFakeTCSlots(t *testing.T) {
 		t.Fatalf("%d resident blocks a multiprocessor with heads of 64, want 4 or more (plan %+v)", all.Resident, all)
 	}
 	// 8 split rows over 132 multiprocessors: 2 slots a multiprocessor are
-	// 33 blocks a row (16,384 / 33 -> 512 tokens), 4 are 66 (-> 256).
-	if two.Chunk != 512 || all.Chunk != 256 {
-		t.Errorf("chunks %d (default) and %d (KVBENCH_ATTN_TC_SLOTS=0), want 512 and 256", two.Chunk, all.Chunk)
+	// 33 blocks a row (16,384 / 33 -> 512 tokens), 6 (two stages of heads
+	// of 64: 32 KB a block) are 99 (-> 192).
+	if two.Chunk != 512 || all.Resident != 6 || all.Chunk != 192 {
+		t.Errorf("chunks %d (default) and %d (KVBENCH_ATTN_TC_SLOTS=0, %d resident), want 512 and 192 (6)", two.Chunk, all.Chunk, all.Resident)
 	}
 	refusesEnv(t, "KVBENCH_ATTN_TC_SLOTS", "-1")
 }
