@@ -5,8 +5,9 @@
 # 61.0 MB taken: this script stops at 63 MB). Run from the repository root:
 #   bash bench/pack_carry.sh [NAME:PATCH | ref ...]
 # - gpubin.txz: kvbench and the test binaries of the packages PKGS names
-#   (default "runtime/cuda bench"; bench/gpu_check.sh wants "runtime/cuda
-#   policies tasks bench cmd/kvbench"; TESTS=0: kvbench alone), as
+#   (default "runtime/cuda bench"; bench/gpu_check.sh runs those of
+#   "runtime/cuda policies tasks bench cmd/kvbench" it finds, which do not
+#   fit one carry together; TESTS=0: kvbench alone), as
 #   <package with / as _>.test, and Llama-2's tokenizer.model (for
 #   bench/e2e.py make);
 # - shared.txz (SHARED=1, the default): ../shared's kvbench-ref-13m,
