@@ -155,21 +155,30 @@ func (p *tova) evict(l int, a *runtime.AttnArgs) {
 	inv := 1 / float64(a.Heads)
 	// Each KV head's group summed in float32, heads in order (by the
 	// backend, AccGroup, or here), then added up over the groups in
-	// float64, in group order.
+	// float64, in group order, from 0: each token's sum is the same
+	// additions in the same order however the passes run.
+	clear(avg)
 	if sameHeads(seqs) {
-		// Every head's token t is KV head 0's: one pass over the tokens.
+		// Every head's token t is KV head 0's: a pass over each KV head's
+		// sums, in order.
 		for g := range seqs {
 			p.idx[g] = nil
 		}
-		for t := range avg {
-			v := 0.0
+		if a.AccGroup || a.Heads == a.KVHeads { // a slice a KV head: no sums to form
 			for g := range seqs {
-				v += float64(groupSum(a, g, t))
+				acc := a.Acc[g][:n]
+				for t, x := range acc {
+					avg[t] += float64(x)
+				}
 			}
-			avg[t] = v * inv
+		} else {
+			for g := range seqs {
+				for t := range avg {
+					avg[t] += float64(groupSum(a, g, t))
+				}
+			}
 		}
 	} else {
-		clear(avg)
 		for g := range seqs {
 			idx := p.match(l, g)
 			if idx == nil {
@@ -182,22 +191,27 @@ func (p *tova) evict(l int, a *runtime.AttnArgs) {
 				}
 			}
 		}
-		for t := range avg {
-			avg[t] *= inv
-		}
 	}
 
-	// The excess lowest by (score, position); one pass when one token goes.
+	// The excess lowest by (score, position); when one token goes, the
+	// average's last step and the search are one pass.
 	d0 := p.drops[0][:0]
 	if excess == 1 {
+		pos := s0.Pos[:n]
 		best := 0
+		avg[0] *= inv
 		for t := 1; t < n; t++ {
-			if avg[t] < avg[best] || avg[t] == avg[best] && s0.Pos[t] < s0.Pos[best] {
+			v := avg[t] * inv
+			avg[t] = v
+			if v < avg[best] || v == avg[best] && pos[t] < pos[best] {
 				best = t
 			}
 		}
 		d0 = append(d0, int32(best))
 	} else {
+		for t := range avg {
+			avg[t] *= inv
+		}
 		p.cand = p.cand[:0]
 		for t, pos := range s0.Pos[:n] {
 			p.cand = append(p.cand, h2oCand{key: avg[t], pos: pos, idx: int32(t)})
