@@ -459,7 +459,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
 // them for a call with accumulated probabilities; the _tcc variant merges
 // in the cluster and writes no ml (the host sends it no such call).
 #define ATTN_TC_KERNEL_AS(D, G, CL, SUF)                                                                          \
-    extern "C" __global__ void __launch_bounds__(ATTN_NT) attn_rt_d##D##_g##G##_bf16_##SUF(ATTN_RT_PARAMS) {                        \
+    extern "C" __global__ void __launch_bounds__(ATTN_NT) attn_rt_d##D##_g##G##_bf16_##SUF(ATTN_RT_PARAMS) { \
         pdl_trigger();                                                                                              \
         const int* I = rt_ints(ints, box);                                                                          \
         const int r = blockIdx.y + blockIdx.z * gridDim.y;                                                          \
@@ -472,7 +472,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
 // over bf16 pages of a power of two tokens, no raw scores: the host checks
 // every call); partials are indexed by the launch's split row.
 #define ATTN_TCB_KERNEL(D, G)                                                                                       \
-    extern "C" __global__ void __launch_bounds__(ATTN_NT) attn_rtb_d##D##_g##G##_bf16_tc(                                           \
+    extern "C" __global__ void __launch_bounds__(ATTN_NT) attn_rtb_d##D##_g##G##_bf16_tc( \
         const RtbCall* __restrict__ tab, int nst, int nsg, const u64* __restrict__ ptrs, const int* __restrict__ ints, \
         int chunk, int pgw, float scaleLog2, float* __restrict__ partO, float* __restrict__ partML,                  \
         int* __restrict__ counters) {                                                                               \
