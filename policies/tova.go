@@ -156,39 +156,24 @@ func (p *tova) evict(l int, a *runtime.AttnArgs) {
 	// Each KV head's group summed in float32, heads in order (by the
 	// backend, AccGroup, or here), then added up over the groups in
 	// float64, in group order, from 0: each token's sum is the same
-	// additions in the same order however the passes run.
+	// additions in the same order however the passes run. A KV head that
+	// holds KV head 0's positions at the same indices (match: nil, the
+	// usual case) is walked in order, its slice taken once where it holds
+	// the group's sums.
 	clear(avg)
-	if sameHeads(seqs) {
-		// Every head's token t is KV head 0's: a pass over each KV head's
-		// sums, in order.
-		for g := range seqs {
-			p.idx[g] = nil
-		}
-		if a.AccGroup || a.Heads == a.KVHeads { // a slice a KV head: no sums to form
-			for g := range seqs {
-				acc := a.Acc[g][:n]
-				for t, x := range acc {
-					avg[t] += float64(x)
-				}
+	for g := range seqs {
+		switch idx := p.match(l, g); {
+		case idx == nil && (a.AccGroup || a.Heads == a.KVHeads):
+			for t, x := range a.Acc[g][:n] {
+				avg[t] += float64(x)
 			}
-		} else {
-			for g := range seqs {
-				for t := range avg {
-					avg[t] += float64(groupSum(a, g, t))
-				}
+		case idx == nil:
+			for t := range avg {
+				avg[t] += float64(groupSum(a, g, t))
 			}
-		}
-	} else {
-		for g := range seqs {
-			idx := p.match(l, g)
-			if idx == nil {
-				for t := range avg {
-					avg[t] += float64(groupSum(a, g, t))
-				}
-			} else {
-				for t, i := range idx {
-					avg[t] += float64(groupSum(a, g, int(i)))
-				}
+		default:
+			for t, i := range idx {
+				avg[t] += float64(groupSum(a, g, int(i)))
 			}
 		}
 	}
@@ -242,20 +227,6 @@ func (p *tova) evict(l int, a *runtime.AttnArgs) {
 	for g := range seqs {
 		p.cache.Evict(l, g, p.drops[g])
 	}
-}
-
-// sameHeads reports whether every KV head of a layer (seqs) holds KV head 0's
-// positions at the same indices (as it does unless the cache was changed
-// behind the policy): compared as bytes, which runs at the memory's speed
-// where an element loop did not (a quarter of a 64-stream step's host time).
-func sameHeads(seqs []runtime.KVSeq) bool {
-	n := seqs[0].N
-	for g := 1; g < len(seqs); g++ {
-		if seqs[g].N != n || !sameInt32s(seqs[g].Pos[:n], seqs[0].Pos[:n]) {
-			return false
-		}
-	}
-	return true
 }
 
 // sameInt32s reports whether a and b (of one length) hold the same values.
