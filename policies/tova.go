@@ -48,6 +48,7 @@ type tova struct {
 	drops   [][]int32 // [kvHead] indices to evict
 	ord0    []int32   // scratch for matching positions
 	ordH    []int32
+	rows    [][]float32 // scratch: the KV heads' sums (sumRows)
 }
 
 func init() {
@@ -160,20 +161,33 @@ func (p *tova) evict(l int, a *runtime.AttnArgs) {
 	// holds KV head 0's positions at the same indices (match: nil, the
 	// usual case) is walked in order, its slice taken once where it holds
 	// the group's sums.
-	clear(avg)
-	for g := range seqs {
-		switch idx := p.match(l, g); {
-		case idx == nil && (a.AccGroup || a.Heads == a.KVHeads):
-			for t, x := range a.Acc[g][:n] {
-				avg[t] += float64(x)
+	agree := p.cache.HeadsAgree(l)
+	if agree && (a.AccGroup || a.Heads == a.KVHeads) {
+		// The usual case: each KV head's slice holds its group's sums at
+		// head 0's indices; added up four heads at a time.
+		p.rows = p.rows[:0]
+		for g := range seqs {
+			p.rows = append(p.rows, a.Acc[g][:n])
+			p.idx[g] = nil
+		}
+		sumRows(avg, p.rows)
+	} else {
+		clear(avg)
+		for g := range seqs {
+			var idx []int32
+			if !agree {
+				idx = p.match(l, g)
+			} else {
+				p.idx[g] = nil
 			}
-		case idx == nil:
-			for t := range avg {
-				avg[t] += float64(groupSum(a, g, t))
-			}
-		default:
-			for t, i := range idx {
-				avg[t] += float64(groupSum(a, g, int(i)))
+			if idx == nil {
+				for t := range avg {
+					avg[t] += float64(groupSum(a, g, t))
+				}
+			} else {
+				for t, i := range idx {
+					avg[t] += float64(groupSum(a, g, int(i)))
+				}
 			}
 		}
 	}
@@ -226,6 +240,34 @@ func (p *tova) evict(l int, a *runtime.AttnArgs) {
 	}
 	for g := range seqs {
 		p.cache.Evict(l, g, p.drops[g])
+	}
+}
+
+// sumRows sets avg[t] to the float64 sum of rows[0][t], rows[1][t], ... in
+// that order (each row widened; the same additions, from 0, as adding one
+// row at a time into a cleared avg), four rows a pass over avg.
+func sumRows(avg []float64, rows [][]float32) {
+	n := len(avg)
+	i := 0
+	if len(rows) >= 4 {
+		r0, r1, r2, r3 := rows[0][:n], rows[1][:n], rows[2][:n], rows[3][:n]
+		for t := range avg {
+			avg[t] = float64(r0[t]) + float64(r1[t]) + float64(r2[t]) + float64(r3[t])
+		}
+		i = 4
+	} else {
+		clear(avg)
+	}
+	for ; i+4 <= len(rows); i += 4 {
+		r0, r1, r2, r3 := rows[i][:n], rows[i+1][:n], rows[i+2][:n], rows[i+3][:n]
+		for t := range avg {
+			avg[t] = avg[t] + float64(r0[t]) + float64(r1[t]) + float64(r2[t]) + float64(r3[t])
+		}
+	}
+	for ; i < len(rows); i++ {
+		for t, x := range rows[i][:n] {
+			avg[t] += float64(x)
+		}
 	}
 }
 

@@ -21,16 +21,27 @@ type KVCache struct {
 	kvHeads  int
 	headDim  int
 	pageSize int
-	dtype    DType       // element type of the pages
-	seqs     [][]KVSeq   // [layer][kvHead]
-	free     []kvPage    // pages ready for reuse
-	total    int         // pages ever allocated
-	shifts   bool        // keep KVSeq.Shift beside Pos
-	moves    [][2]int32  // Evict's copies (destination, source), reused
-	held     []int32     // Evict's token now in each slot past the kept count (its original slot), reused
-	ref      [][]KVSeq   // [layer][kvHead] every token ever appended, when recording
-	refPages int         // pages held by ref
-	pa       KVAddresser // the backend's page addresses (KVSeq.addr); nil: none
+	dtype    DType        // element type of the pages
+	seqs     [][]KVSeq    // [layer][kvHead]
+	free     []kvPage     // pages ready for reuse
+	total    int          // pages ever allocated
+	shifts   bool         // keep KVSeq.Shift beside Pos
+	moves    [][2]int32   // Evict's copies (destination, source), reused
+	held     []int32      // Evict's token now in each slot past the kept count (its original slot), reused
+	ref      [][]KVSeq    // [layer][kvHead] every token ever appended, when recording
+	refPages int          // pages held by ref
+	pa       KVAddresser  // the backend's page addresses (KVSeq.addr); nil: none
+	agree    []headsAgree // [layer] whether its KV heads are known to hold the same tokens (HeadsAgree)
+}
+
+// headsAgree follows a layer's changes for HeadsAgree: appends reach every
+// KV head alike; evictions agree when a round of Evict calls gives heads
+// 0, 1, ... in turn the same indices. Anything else breaks the agreement
+// until Reset.
+type headsAgree struct {
+	broken bool
+	done   int     // heads evicted in the round under way (0: none)
+	drop   []int32 // that round's indices, sorted
 }
 
 type kvPage struct{ k, v Buffer }
@@ -109,6 +120,7 @@ func NewKVCacheOf(be Backend, c Config, pageSize int, t DType) (*KVCache, error)
 	kc := &KVCache{be: be, layers: c.Layers, kvHeads: c.KVHeads, headDim: c.HeadDim, pageSize: pageSize, dtype: t}
 	kc.pa, _ = be.(KVAddresser)
 	kc.seqs = make([][]KVSeq, c.Layers)
+	kc.agree = make([]headsAgree, c.Layers)
 	for l := range kc.seqs {
 		kc.seqs[l] = make([]KVSeq, c.KVHeads)
 		for h := range kc.seqs[l] {
@@ -152,6 +164,34 @@ func (c *KVCache) Room(n int) {
 	// after the prompt, the next Reset): one growth.
 	if more := total - len(c.free); more > 0 {
 		c.free = slices.Grow(c.free, more)
+	}
+}
+
+// HeadsAgree reports that every KV head of layer l is known to hold the same
+// positions at the same indices, without comparing them: since the last
+// Reset, every change of the layer reached all its heads alike (appends,
+// and evictions of the same indices from heads 0, 1, ... in turn, no
+// other change between). False where that is not known (the heads may still
+// agree: compare their positions).
+func (c *KVCache) HeadsAgree(l int) bool {
+	a := &c.agree[l]
+	return !a.broken && a.done == 0
+}
+
+// agreeEvict follows an eviction of drop (sorted) from head h of layer l.
+func (c *KVCache) agreeEvict(l, h int, drop []int32) {
+	a := &c.agree[l]
+	switch {
+	case a.broken:
+		return
+	case h != a.done || h > 0 && !slices.Equal(drop, a.drop):
+		a.broken = true
+		return
+	case h == 0:
+		a.drop = append(a.drop[:0], drop...)
+	}
+	if a.done++; a.done == c.kvHeads {
+		a.done = 0
 	}
 }
 
@@ -293,10 +333,12 @@ func (c *KVCache) ReferenceBytes() int64 { return int64(c.refPages) * c.PageByte
 func (c *KVCache) Evict(l, h int, drop []int32) {
 	s := &c.seqs[l][h]
 	if len(drop) == 1 { // a decode step's usual eviction: no sorting, no move list
+		c.agreeEvict(l, h, drop)
 		c.evictOne(l, h, s, int(drop[0]))
 		return
 	}
 	slices.Sort(drop)
+	c.agreeEvict(l, h, drop)
 	// The swap-removes, last drop first, track which original token each
 	// slot past the kept count holds (held); a token moved into such a slot
 	// moves on when that slot becomes the last, so only the copies into the
@@ -406,6 +448,9 @@ func (c *KVCache) Append(l int, k, v Buffer, rows int, pos []int) {
 	if len(pos) < rows {
 		panic(fmt.Sprintf("kvcache: %d positions for %d rows", len(pos), rows))
 	}
+	if a := &c.agree[l]; a.done != 0 { // amid a round of evictions: the heads differ
+		a.broken = true
+	}
 	for h := range c.seqs[l] {
 		c.appendSeq(&c.seqs[l][h], h, k, v, rows, pos, false)
 		if c.shifts {
@@ -511,6 +556,9 @@ func (c *KVCache) seqPages(s *KVSeq, count int, ref bool) {
 
 // Reset empties the cache; its pages go to the free list.
 func (c *KVCache) Reset() {
+	for l := range c.agree { // empty heads agree
+		c.agree[l].broken, c.agree[l].done = false, 0
+	}
 	pages := 0
 	for l := range c.seqs {
 		for h := range c.seqs[l] {
