@@ -6,14 +6,14 @@
 # caches flushed between replays (ncu's default) and without
 # (--cache-control none: a decode step's kernels find the instructions and
 # the page tables warm). Build here:
-#   CGO_ENABLED=0 go build -ldflags="-s -w" -o .gpucarry/kvbench ./cmd/kvbench
+#   bash bench/pack_carry.sh   (or any kvbench binary carried)
 # carry .gpucarry and run from the repository root on the GPU machine:
-#   bash bench/ncu_attn_call.sh 2>&1 | tee $OUT/ncu_attn.log
+#   source bench/unpack_carry.sh; bash bench/ncu_attn_call.sh $B/kvbench 2>&1 | tee $OUT/ncu_attn.log
 # NCU_LENS (default "1024 2048"), HEADS (32/8), DIM (128), CACHES ("all
-# none"), SDPA=0 skips PyTorch's side; CARRY the folder of the binary. The
-# whole ncu reports go to $OUT/ncu_<side>_<len>_<cache>.txt.
+# none"), SDPA=0 skips PyTorch's side. The whole ncu reports go to
+# $OUT/ncu_<side>_<len>_<cache>.txt.
 set -u
-B=$PWD/${CARRY:-.gpucarry}
+KVB=${1:-.gpucarry/kvbench}
 export KVBENCH_CUDA_CACHE=/tmp/kc PYTHONUNBUFFERED=1
 T0=$(date +%s); el() { echo "[t=$(( $(date +%s) - T0 ))s] $*"; }
 H=${HEADS:-32/8} D=${DIM:-128}
@@ -53,7 +53,7 @@ for len in ${NCU_LENS:-1024 2048}; do
 	for cache in ${CACHES:-all none}; do
 		# kvbench: the split kernel and its combine of two steps past the warm-up
 		profile kvbench $len $cache '^attn_rt' 4 4 \
-			"$B/kvbench" kernels --policies full --iters 5 --check=false --lengths $len --heads $H --dim $D
+			"$KVB" kernels --policies full --iters 5 --check=false --lengths $len --heads $H --dim $D
 		el kvbench $len $cache
 		if [ "${SDPA:-1}" = 1 ]; then
 			# SDPA: its attention kernels (flash's split and combine, or whatever
