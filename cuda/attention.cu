@@ -1269,19 +1269,49 @@ __device__ __forceinline__ void attn_combine(const float* __restrict__ partO, co
             lt = fmaf(w, ml[u].y, lt);
         }
     }
+#ifdef KVB_COMB_WARP
+    // The warp's four chunk groups (lanes 8 apart) merged by shuffles, so
+    // that the last step below merges the NT/32 warps' pairs, not CG groups.
+#pragma unroll
+    for (int s = Q; s < 32; s <<= 1) {
+        const float pm = __shfl_xor_sync(0xffffffffu, mt, s), pl = __shfl_xor_sync(0xffffffffu, lt, s);
+        float4 pa;
+        pa.x = __shfl_xor_sync(0xffffffffu, acc.x, s);
+        pa.y = __shfl_xor_sync(0xffffffffu, acc.y, s);
+        pa.z = __shfl_xor_sync(0xffffffffu, acc.z, s);
+        pa.w = __shfl_xor_sync(0xffffffffu, acc.w, s);
+        const float m = fmaxf(mt, pm), ms = m == NEG_INF ? 0.f : m;
+        const float w0 = exp2f(mt - ms), w1 = exp2f(pm - ms);
+        acc.x = fmaf(w1, pa.x, acc.x * w0);
+        acc.y = fmaf(w1, pa.y, acc.y * w0);
+        acc.z = fmaf(w1, pa.z, acc.z * w0);
+        acc.w = fmaf(w1, pa.w, acc.w * w0);
+        lt = fmaf(w1, pl, lt * w0);
+        mt = m;
+    }
+    constexpr int CM = NT / 32; // the pairs merged in shared memory: a warp's each
+    const int cm = tid / 32;
+    if ((tid & 31) < Q) {
+        sAcc[cm][tid % Q] = acc;
+        sM[cm][tid % Q] = mt;
+        sL[cm][tid % Q] = lt;
+    }
+#else
+    constexpr int CM = CG;
     sAcc[cg][tid % Q] = acc;
     sM[cg][tid % Q] = mt;
     sL[cg][tid % Q] = lt;
+#endif
     __syncthreads();
     if (tid >= Q) return;
     float M = NEG_INF;
 #pragma unroll
-    for (int k = 0; k < CG; ++k) M = fmaxf(M, sM[k][tid]);
+    for (int k = 0; k < CM; ++k) M = fmaxf(M, sM[k][tid]);
     const float Ms = M == NEG_INF ? 0.f : M;
     float4 s = make_float4(0.f, 0.f, 0.f, 0.f);
     float L = 0.f;
 #pragma unroll 8
-    for (int k = 0; k < CG; ++k) {
+    for (int k = 0; k < CM; ++k) {
         const float w = exp2f(sM[k][tid] - Ms);
         const float4 a = sAcc[k][tid];
         s.x = fmaf(w, a.x, s.x);
