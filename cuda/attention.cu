@@ -1228,77 +1228,6 @@ ATTN_RT_SHORT(128, 4)
 // each thread issues the loads of all its chunks before it uses them and
 // keeps its own running max, so the kernel waits for memory once; the
 // chunk groups are then merged in shared memory.
-#ifdef KVB_COMB_LANES
-// attn_combine with a warp a float4 column and a lane a chunk group (to be
-// timed against the form below): each lane keeps the running (max, sum,
-// output) of chunks lane, lane+32, ...; the warp merges its lanes' by
-// shuffles; no shared memory and no barrier.
-template <int D>
-__device__ __forceinline__ void attn_combine(const float* __restrict__ partO, const float* __restrict__ partML,
-                                             int nchunks, int r, int slice, float* __restrict__ outRow,
-                                             float* __restrict__ mlRow) {
-    constexpr int NW = COMB_NT / 32, B = 4;
-    static_assert(NW == 8, "a slice is 8 float4 columns (D / 32 slices)");
-    pdl_wait();
-    const int g = blockIdx.x, G = gridDim.x, ln = threadIdx.x & 31;
-    const int col = slice * NW + (threadIdx.x >> 5);
-    const size_t row = (size_t)r * nchunks;
-    float mt = NEG_INF, lt = 0.f;
-    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-    for (int c0 = ln; c0 < nchunks; c0 += B * 32) {
-        float2 ml[B];
-        float4 o[B];
-#pragma unroll
-        for (int u = 0; u < B; ++u) {
-            const int c = c0 + u * 32;
-            ml[u] = make_float2(NEG_INF, 0.f);
-            if (c < nchunks) {
-                ml[u] = __ldcg(reinterpret_cast<const float2*>(partML) + (row + c) * G + g);
-                o[u] = __ldcg(reinterpret_cast<const float4*>(partO + ((row + c) * G + g) * D) + col);
-            }
-        }
-#pragma unroll
-        for (int u = 0; u < B; ++u) {
-            if (ml[u].x == NEG_INF) continue;
-            if (ml[u].x > mt) {
-                const float k = mt == NEG_INF ? 0.f : exp2f(mt - ml[u].x);
-                acc.x *= k, acc.y *= k, acc.z *= k, acc.w *= k, lt *= k;
-                mt = ml[u].x;
-            }
-            const float w = exp2f(ml[u].x - mt);
-            acc.x = fmaf(w, o[u].x, acc.x);
-            acc.y = fmaf(w, o[u].y, acc.y);
-            acc.z = fmaf(w, o[u].z, acc.z);
-            acc.w = fmaf(w, o[u].w, acc.w);
-            lt = fmaf(w, ml[u].y, lt);
-        }
-    }
-#pragma unroll
-    for (int s = 1; s < 32; s <<= 1) {
-        const float pm = __shfl_xor_sync(0xffffffffu, mt, s), pl = __shfl_xor_sync(0xffffffffu, lt, s);
-        float4 pa;
-        pa.x = __shfl_xor_sync(0xffffffffu, acc.x, s);
-        pa.y = __shfl_xor_sync(0xffffffffu, acc.y, s);
-        pa.z = __shfl_xor_sync(0xffffffffu, acc.z, s);
-        pa.w = __shfl_xor_sync(0xffffffffu, acc.w, s);
-        const float m = fmaxf(mt, pm), ms = m == NEG_INF ? 0.f : m;
-        const float w0 = exp2f(mt - ms), w1 = exp2f(pm - ms);
-        acc.x = fmaf(w1, pa.x, acc.x * w0);
-        acc.y = fmaf(w1, pa.y, acc.y * w0);
-        acc.z = fmaf(w1, pa.z, acc.z * w0);
-        acc.w = fmaf(w1, pa.w, acc.w * w0);
-        lt = fmaf(w1, pl, lt * w0);
-        mt = m;
-    }
-    if (ln != 0) return;
-    const float inv = lt > 0.f ? 1.f / lt : 0.f;
-    if (outRow != nullptr) reinterpret_cast<float4*>(outRow)[col] = make_float4(acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv);
-    if (mlRow != nullptr && threadIdx.x == 0 && slice == 0) {
-        mlRow[0] = mt == NEG_INF ? 0.f : mt;
-        mlRow[1] = lt;
-    }
-}
-#else
 template <int D>
 __device__ __forceinline__ void attn_combine(const float* __restrict__ partO, const float* __restrict__ partML,
                                              int nchunks, int r, int slice, float* __restrict__ outRow,
@@ -1340,49 +1269,19 @@ __device__ __forceinline__ void attn_combine(const float* __restrict__ partO, co
             lt = fmaf(w, ml[u].y, lt);
         }
     }
-#ifdef KVB_COMB_WARP
-    // The warp's four chunk groups (lanes 8 apart) merged by shuffles, so
-    // that the last step below merges the NT/32 warps' pairs, not CG groups.
-#pragma unroll
-    for (int s = Q; s < 32; s <<= 1) {
-        const float pm = __shfl_xor_sync(0xffffffffu, mt, s), pl = __shfl_xor_sync(0xffffffffu, lt, s);
-        float4 pa;
-        pa.x = __shfl_xor_sync(0xffffffffu, acc.x, s);
-        pa.y = __shfl_xor_sync(0xffffffffu, acc.y, s);
-        pa.z = __shfl_xor_sync(0xffffffffu, acc.z, s);
-        pa.w = __shfl_xor_sync(0xffffffffu, acc.w, s);
-        const float m = fmaxf(mt, pm), ms = m == NEG_INF ? 0.f : m;
-        const float w0 = exp2f(mt - ms), w1 = exp2f(pm - ms);
-        acc.x = fmaf(w1, pa.x, acc.x * w0);
-        acc.y = fmaf(w1, pa.y, acc.y * w0);
-        acc.z = fmaf(w1, pa.z, acc.z * w0);
-        acc.w = fmaf(w1, pa.w, acc.w * w0);
-        lt = fmaf(w1, pl, lt * w0);
-        mt = m;
-    }
-    constexpr int CM = NT / 32; // the pairs merged in shared memory: a warp's each
-    const int cm = tid / 32;
-    if ((tid & 31) < Q) {
-        sAcc[cm][tid % Q] = acc;
-        sM[cm][tid % Q] = mt;
-        sL[cm][tid % Q] = lt;
-    }
-#else
-    constexpr int CM = CG;
     sAcc[cg][tid % Q] = acc;
     sM[cg][tid % Q] = mt;
     sL[cg][tid % Q] = lt;
-#endif
     __syncthreads();
     if (tid >= Q) return;
     float M = NEG_INF;
 #pragma unroll
-    for (int k = 0; k < CM; ++k) M = fmaxf(M, sM[k][tid]);
+    for (int k = 0; k < CG; ++k) M = fmaxf(M, sM[k][tid]);
     const float Ms = M == NEG_INF ? 0.f : M;
     float4 s = make_float4(0.f, 0.f, 0.f, 0.f);
     float L = 0.f;
 #pragma unroll 8
-    for (int k = 0; k < CM; ++k) {
+    for (int k = 0; k < CG; ++k) {
         const float w = exp2f(sM[k][tid] - Ms);
         const float4 a = sAcc[k][tid];
         s.x = fmaf(w, a.x, s.x);
@@ -1398,8 +1297,6 @@ __device__ __forceinline__ void attn_combine(const float* __restrict__ partO, co
         mlRow[1] = L;
     }
 }
-
-#endif // KVB_COMB_LANES
 
 #define COMBINE_KERNEL(D)                                                                                  \
     extern "C" __global__ void __launch_bounds__(COMB_NT) attn_combine_d##D(                               \

@@ -96,8 +96,7 @@ func TestClangSyntax(t *testing.T) {
 	}
 	jobs := []job{{"sm_70", -1, ""}, {"sm_75", -1, ""}, {"sm_80", -1, ""}, {"sm_86", -1, ""}, {"sm_89", -1, ""}, {"sm_90", -1, ""},
 		{"sm_80", -1, "KVB_TRACE=1"}, {"sm_90", -1, "KVB_TRACE=1"}, // the attention trace's build (KVBENCH_ATTN_TRACE)
-		{"sm_90", -1, "TC_ST=3"},                                        // the tensor-core decode kernels' settings
-		{"sm_80", -1, "KVB_COMB_WARP"}, {"sm_90", -1, "KVB_COMB_LANES"}} // the split-KV combine's merges (to be timed)
+		{"sm_90", -1, "TC_ST=3"}} // the tensor-core decode kernels' settings
 	for p := range Parts {
 		jobs = append(jobs, job{"sm_90", p, ""})
 	}
