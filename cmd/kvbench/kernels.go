@@ -671,9 +671,21 @@ func checkStep(b *cuda.Backend, d *cellData, st *step) (string, bool) {
 	if a.KVHeads > 1 {
 		kvHeads = append(kvHeads, a.KVHeads-1)
 	}
+	// What the run added to the sums: Acc's values, less what they held
+	// before where the backend adds to them (not under AccZero); a query
+	// head's own slice, or under AccGroup its KV head's, holding the sum of
+	// the group's probabilities.
+	added := func(i int, t int32) float64 {
+		v := float64(a.Acc[i][t])
+		if !a.AccZero {
+			v -= float64(before[i][t])
+		}
+		return v
+	}
 	worst, accWorst := 0.0, 0.0
 	for _, g := range kvHeads {
 		seq := &a.Seqs[g]
+		groupProbs := map[int32]float64{} // token -> the group's probabilities (AccGroup)
 		for h := g * group; h < (g+1)*group; h++ {
 			toks := st.tokens(h)
 			ref, probs := refAttend(d, a, h, seq, toks)
@@ -688,9 +700,16 @@ func checkStep(b *cuda.Backend, d *cellData, st *step) (string, bool) {
 			worst = max(worst, e/max(m, 1e-30))
 			if a.Acc != nil && a.QPos[0] >= a.AccFrom {
 				for i, t := range toks {
-					accWorst = max(accWorst, math.Abs(float64(a.Acc[h][t]-before[h][t])-probs[i]))
+					if a.AccGroup {
+						groupProbs[t] += probs[i]
+					} else {
+						accWorst = max(accWorst, math.Abs(added(h, t)-probs[i]))
+					}
 				}
 			}
+		}
+		for t, p := range groupProbs {
+			accWorst = max(accWorst, math.Abs(added(g, t)-p))
 		}
 	}
 	ok := worst < 1e-3
