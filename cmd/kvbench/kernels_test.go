@@ -78,10 +78,12 @@ func TestKernelsCommand(t *testing.T) {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	t.Log("\n" + out)
-	// Per head shape, a row and a floor row per policy and a selection row
-	// for Quest and the oracle; every check passed.
+	// Per head shape, a row and four floor rows per policy (/floor, and the
+	// step's split rows read with each merge: /floor-combine, /floor-fused,
+	// /floor-split) and a selection row for Quest and the oracle; every
+	// check passed.
 	names := policies.Names()
-	if n, want := strings.Count(out, "kvbench "), 2*(2*len(names)+2); n != want {
+	if n, want := strings.Count(out, "kvbench "), 2*(5*len(names)+2); n != want {
 		t.Fatalf("%d rows, want %d:\n%s", n, want, out)
 	}
 	for _, p := range names {
