@@ -161,26 +161,29 @@ func (p *tova) evict(l int, a *runtime.AttnArgs) {
 	// holds KV head 0's positions at the same indices (match: nil, the
 	// usual case) is walked in order, its slice taken once where it holds
 	// the group's sums.
-	agree := p.cache.HeadsAgree(l)
-	if agree && (a.AccGroup || a.Heads == a.KVHeads) {
+	// Where each KV head finds head 0's tokens (p.idx, nil: at the same
+	// indices): known without comparing where the cache says its heads
+	// agree (HeadsAgree), else matched.
+	aligned, agree := true, p.cache.HeadsAgree(l)
+	for g := range seqs {
+		if agree {
+			p.idx[g] = nil
+		} else if p.match(l, g) != nil {
+			aligned = false
+		}
+	}
+	if aligned && (a.AccGroup || a.Heads == a.KVHeads) {
 		// The usual case: each KV head's slice holds its group's sums at
 		// head 0's indices; added up four heads at a time.
 		p.rows = p.rows[:0]
 		for g := range seqs {
 			p.rows = append(p.rows, a.Acc[g][:n])
-			p.idx[g] = nil
 		}
 		sumRows(avg, p.rows)
 	} else {
 		clear(avg)
 		for g := range seqs {
-			var idx []int32
-			if !agree {
-				idx = p.match(l, g)
-			} else {
-				p.idx[g] = nil
-			}
-			if idx == nil {
+			if idx := p.idx[g]; idx == nil {
 				for t := range avg {
 					avg[t] += float64(groupSum(a, g, t))
 				}
