@@ -177,15 +177,39 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
 
     const int* H = ints + hdr;
     const int c = blockIdx.x, tid = threadIdx.x, w = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
+#ifdef KVB_PRO_SPEC
+    // The source words of split row r's KV head are asked for beside the
+    // header's, for KV head r: that head is r's in a call of one query row
+    // whose groups are whole (a decode step's), and the words are read again
+    // only where the header names another. One round of loads comes before
+    // the page pointers instead of two (header, then the head's words).
+    const int gs = r * SD_WORDS < hdr ? r : 0;
+    const int* sg = ints + gs * SD_WORDS;
+    int sLo = sg[SD_LO], sHi = sg[SD_HI], sPs = sg[SD_PS], sK = sg[SD_K], sV = sg[SD_V];
+    const int nsrows = H[RH_SROWS];
+    const int heads = H[RH_HEADS];
+    const int rawStride = H[RH_STRIDE];
+    const int kvh = rt_kvh(H, r);
+    if (nsg < 0) {  // a single call's launch: blocks past its split rows return (every load above is in bounds)
+        if (r >= nsrows) return;
+        nsg = nsrows;
+    }
+    if (kvh != gs) {
+        const int* sd = ints + kvh * SD_WORDS;
+        sLo = sd[SD_LO], sHi = sd[SD_HI], sPs = sd[SD_PS], sK = sd[SD_K], sV = sd[SD_V];
+    }
+#else
     const int heads = H[RH_HEADS];
     const int rawStride = H[RH_STRIDE];
     const int kvh = rt_kvh(H, r);
     const int* sd = ints + kvh * SD_WORDS;
-    const int lo = sd[SD_LO], total = sd[SD_HI] - lo;
+    const int sLo = sd[SD_LO], sHi = sd[SD_HI], sPs = sd[SD_PS], sK = sd[SD_K], sV = sd[SD_V];
+#endif
+    const int lo = sLo, total = sHi - lo;
     const int c0 = c * chunk, len = max(0, min(chunk, total - c0));
-    const int ps = sd[SD_PS], psh = __ffs(ps) - 1;  // a power of two (the host checks)
-    const u64* kp = ptrs + sd[SD_K];
-    const u64* vp = ptrs + sd[SD_V];
+    const int ps = sPs, psh = __ffs(ps) - 1;  // a power of two (the host checks)
+    const u64* kp = ptrs + sK;
+    const u64* vp = ptrs + sV;
     u64* spk = reinterpret_cast<u64*>(tsm + TC_STAGE_BYTES(D));
     u64* spv = spk + pgw;
     if (tid < G) sItem[tid] = rt_item(H, r, tid);
@@ -200,17 +224,27 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     const bool early = H[RH_EARLY] != 0;
     const bool lows = H[RH_NOLO] == 0;  // the low halves' products (float32 accuracy), unless asked off
     if (!early) pdl_wait();
+#ifndef KVB_PTR_DIRECT
+#define KVB_PTR_DIRECT 0
+#endif
+    // Every tile in one page (pages of 16 tokens or more, the range's first
+    // token and its length multiples of 16): a warp may read its tiles' page
+    // pointers itself as it issues them (one word for all its lanes), the
+    // first stages' (dFirst: no barrier before them; KVB_PTR_DIRECT 2) or
+    // every tile's (dAll: nothing staged; KVB_PTR_DIRECT 1).
+    const bool fast = psh >= 4 && ((lo + c0) & 15) == 0 && (len & 15) == 0;
+    const bool dAll = KVB_PTR_DIRECT == 1 && fast, dFirst = KVB_PTR_DIRECT != 0 && fast;
     int pg0 = 0;
     if (len > 0) {
         const int t0 = lo + c0, t1 = t0 + len - 1;
         pg0 = t0 >> psh;
         const int npg = (t1 >> psh) - pg0 + 1;
-        for (int j = tid; j < npg; j += NT) {
+        for (int j = tid; !dAll && j < npg; j += NT) {
             spk[j] = kp[pg0 + j];
             spv[j] = vp[pg0 + j];
         }
     }
-    __syncthreads();
+    if (!dFirst) __syncthreads();
     tr_staged(tr, tStart, len);
 
     unsigned char* stages = tsm + w * (TC_ST * 2 * TB);
@@ -227,14 +261,14 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     const bool whole = psh >= 4 && ((lo + c0) & 15) == 0;
     // issue copies tile ti's K and V rows into stage s; tokens past the
     // chunk are zero (nothing read).
-    auto issue = [&](int ti, int s) {
+    auto issue = [&](int ti, int s, bool direct) {
         unsigned char* dk = stages + s * (2 * TB);
         const int tb = ti * 16;
         if (whole && tb + 16 <= len) {
             const int t0 = lo + c0 + tb, pj = (t0 >> psh) - pg0;
             const size_t off = (size_t)(t0 & (ps - 1)) * RB;
-            const char* ks = reinterpret_cast<const char*>(spk[pj]) + off;
-            const char* vs = reinterpret_cast<const char*>(spv[pj]) + off;
+            const char* ks = reinterpret_cast<const char*>(direct ? __ldg(kp + pg0 + pj) : spk[pj]) + off;
+            const char* vs = reinterpret_cast<const char*>(direct ? __ldg(vp + pg0 + pj) : spv[pj]) + off;
 #pragma unroll
             for (int k = 0; k < CP; ++k) {
                 fl_cp16(dk + at[k], ks + (lane + 32 * k) * 16, true);
@@ -264,10 +298,18 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
         for (; pre < TC_ST - 1 && pre < mine; ++pre) {
             const int ti = w + pre * NW;
             if (c0 + min(16 * ti + 16, len) >= total) break;
-            issue(ti, pre);
+            issue(ti, pre, dFirst);
             fl_commit();
         }
         pdl_wait();
+    }
+    if (dFirst) {  // the first stages, then the barrier the pointers (and sItem) wait for otherwise
+        for (int s = pre; s < TC_ST - 1; ++s) {
+            if (s < mine) issue(w + s * NW, s, true);
+            fl_commit();
+        }
+        pre = TC_ST - 1;
+        __syncthreads();
     }
 
     // The queries as A fragments: row gid (virtual head gid, zero past G),
@@ -292,7 +334,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     const int mrow = ((lane >> 3) >> 1) * 8 + (lane & 7), mhalf = (lane >> 3) & 1;
 
     for (int s = pre; s < TC_ST - 1; ++s) {
-        if (s < mine) issue(w + s * NW, s);
+        if (s < mine) issue(w + s * NW, s, false);
         fl_commit();
     }
     float o[KS][4];
@@ -301,7 +343,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     float m = NEG_INF, lsum = 0.f;  // head gid's running max and this lane's share of its sum
     for (int k = 0; k < mine; ++k) {
         __syncwarp();  // the stage written next was read by every lane (iteration k-1)
-        if (k + TC_ST - 1 < mine) issue(w + (k + TC_ST - 1) * NW, (k + TC_ST - 1) % TC_ST);
+        if (k + TC_ST - 1 < mine) issue(w + (k + TC_ST - 1) * NW, (k + TC_ST - 1) % TC_ST, dAll);
         fl_commit();
         fl_wait<TC_ST - 1>();
         __syncwarp();  // every lane's copies of tile k are in
@@ -458,14 +500,26 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
 // (the base-2 scores) and ml (each item's max and sum) as attn_rt writes
 // them for a call with accumulated probabilities; the _tcc variant merges
 // in the cluster and writes no ml (the host sends it no such call).
+#ifdef KVB_PRO_SPEC
+// Blocks past the call's split rows return inside attn_tc_row (nsg -1), once
+// their first loads are out.
+#define ATTN_TC_ENTRY(D, G, CL)                                                                                 \
+    pdl_trigger();                                                                                              \
+    const int* I = rt_ints(ints, box);                                                                          \
+    const int r = blockIdx.y + blockIdx.z * gridDim.y;                                                          \
+    attn_tc_row<D, G, CL>(q, ptrs, I, hdr, chunk, pgw, scaleLog2, partO, partML, counters, out, raw, ml, r, r, -1);
+#else
+#define ATTN_TC_ENTRY(D, G, CL)                                                                                 \
+    pdl_trigger();                                                                                              \
+    const int* I = rt_ints(ints, box);                                                                          \
+    const int r = blockIdx.y + blockIdx.z * gridDim.y;                                                          \
+    const int nsrows = I[hdr + RH_SROWS];                                                                       \
+    if (r >= nsrows) return;                                                                                    \
+    attn_tc_row<D, G, CL>(q, ptrs, I, hdr, chunk, pgw, scaleLog2, partO, partML, counters, out, raw, ml, r, r, nsrows);
+#endif
 #define ATTN_TC_KERNEL_AS(D, G, CL, SUF)                                                                          \
     extern "C" __global__ void __launch_bounds__(ATTN_NT) attn_rt_d##D##_g##G##_bf16_##SUF(ATTN_RT_PARAMS) { \
-        pdl_trigger();                                                                                              \
-        const int* I = rt_ints(ints, box);                                                                          \
-        const int r = blockIdx.y + blockIdx.z * gridDim.y;                                                          \
-        const int nsrows = I[hdr + RH_SROWS];                                                                       \
-        if (r >= nsrows) return;                                                                                    \
-        attn_tc_row<D, G, CL>(q, ptrs, I, hdr, chunk, pgw, scaleLog2, partO, partML, counters, out, raw, ml, r, r, nsrows); \
+        ATTN_TC_ENTRY(D, G, CL)                                                                                   \
     }
 // attn_rtb_d{D}_g{G}_bf16_tc is the tensor-core kernel over the split rows
 // of a batched launch's calls (attn_rtb's parameters and table; lean calls
