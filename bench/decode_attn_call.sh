@@ -10,7 +10,8 @@
 # (with several folders each line starts with the folder's name).
 # SHAPES="32/8:128 32/32:128" LENGTHS=512,...,131072 ITERS=200 and
 # ENVS="default KVBENCH_ATTN_SHORT=0 KVBENCH_ATTN_COMBINE=separate" (settings
-# joined by commas in one word: "KVBENCH_ATTN_SHORT=0,KVBENCH_RT_BOX=off");
+# joined by commas in one word: "KVBENCH_ATTN_SHORT=0,KVBENCH_RT_BOX=off"; a "+"
+# in a value is a space: "KVBENCH_NVRTC_OPTS=-DKVB_PRO_SPEC=1+-DKVB_PTR_DIRECT=2");
 # NCU_LEN=131072 adds a line per run with ncu's view of one attention launch
 # at that length (its time, the L2 sectors it read, the DRAM's share; NCU_METRICS=a,b,... other
 # metrics instead).
@@ -26,7 +27,11 @@ for sh in ${SHAPES:-32/8:128 32/16:128 32/32:128 32/8:64}; do
 	for C in "${DIRS[@]}"; do
 		tag=""; [ ${#DIRS[@]} -gt 1 ] && tag="$(basename "$C") "
 		for e in ${ENVS:-default KVBENCH_ATTN_SHORT=0}; do
-			set -- ; [ "$e" != default ] && set -- $(echo "$e" | tr , ' ')
+			set -- # the setting's words; a "+" within one is a space (several NVRTC options in one value)
+			if [ "$e" != default ]; then
+				IFS=, read -ra kv <<< "$e"
+				for x in "${kv[@]}"; do set -- "$@" "${x//+/ }"; done
+			fi
 			env "$@" timeout 120 "$C/kvbench" kernels --policies full --iters ${ITERS:-200} --check=false --lengths $L --heads $h --dim $d 2>&1 | line "$tag$h d$d $e"
 			if [ -n "${NCU_LEN:-}" ]; then # one attention launch under ncu: its time, L2 sectors read, DRAM share
 				env "$@" timeout 120 ncu --profile-from-start on -k regex:'^attn_rt_d' --launch-skip 2 --launch-count 1 \
