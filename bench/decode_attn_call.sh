@@ -21,7 +21,13 @@ DIRS=("$@")
 export KVBENCH_CUDA_CACHE=/tmp/kc PYTHONUNBUFFERED=1
 L=${LENGTHS:-512,1024,2048,4096,8192,16384,32768,65536,131072}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-line() { awk -v t="$1" '$1 ~ /^(kvbench|sdpa)$/ && $4 ~ /^[0-9]+$/ {s = s " " $4 "=" $5} END {print t ":" s}'; }
+# line prints a run's medians (tokens=us) and, for kvbench, the registers and
+# local bytes of its tensor-core decode kernel for groups of 4 (a setting
+# that changes them may change the blocks a multiprocessor holds, and so
+# the chunks).
+line() { awk -v t="$1" '$1 ~ /^(kvbench|sdpa)$/ && $4 ~ /^[0-9]+$/ {s = s " " $4 "=" $5}
+	$1 == "#" && $2 ~ /^attn_rt_d[0-9]+_g4_bf16_tc:$/ {r = " [tc: " $3 " regs, " $5 " B local]"}
+	END {print t ":" s r}'; }
 for sh in ${SHAPES:-32/8:128 32/16:128 32/32:128 32/8:64}; do
 	h=${sh%%:*} d=${sh##*:}
 	for C in "${DIRS[@]}"; do
