@@ -54,8 +54,8 @@ if [[ $parts == *" trace "* ]]; then
 		env "$@" timeout 120 $B/kvbench kernels --policies full --iters 50 --check=false --trace -v --lengths "$l" --heads "$h" --dim 128 2>&1 |
 			grep -E "^# trace|^# full|^kvbench|error" | sed "s|^|$h $e: |"
 	}
-	trace_at default 32/8 1024,32768,65536
-	for e in $knobs; do trace_at "$e" 32/8 1024,32768,65536; done
+	trace_at default 32/8 1024,2048,32768,65536
+	for e in $knobs; do trace_at "$e" 32/8 1024,2048,32768,65536; done
 fi
 if [[ $parts == *" decode "* ]]; then
 	stamp decode
