@@ -155,6 +155,13 @@ __device__ __forceinline__ void tc_cluster_merge(float* red, const float (&bm)[G
 }
 #endif
 
+// KVB_PTR_DIRECT (an NVRTC define, 0 by default): the warps read their
+// tiles' page pointers themselves, 1 for every tile, 2 for the first stages
+// (attn_tc_row, dAll and dFirst).
+#ifndef KVB_PTR_DIRECT
+#define KVB_PTR_DIRECT 0
+#endif
+
 template <int D, int G, bool CL>
 __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u64* __restrict__ ptrs, const int* __restrict__ ints,
                                             int hdr, int chunk, int pgw, float scaleLog2, float* __restrict__ partO,
@@ -224,15 +231,15 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     const bool early = H[RH_EARLY] != 0;
     const bool lows = H[RH_NOLO] == 0;  // the low halves' products (float32 accuracy), unless asked off
     if (!early) pdl_wait();
-#ifndef KVB_PTR_DIRECT
-#define KVB_PTR_DIRECT 0
-#endif
-    // Every tile in one page (pages of 16 tokens or more, the range's first
-    // token and its length multiples of 16): a warp may read its tiles' page
-    // pointers itself as it issues them (one word for all its lanes), the
-    // first stages' (dFirst: no barrier before them; KVB_PTR_DIRECT 2) or
-    // every tile's (dAll: nothing staged; KVB_PTR_DIRECT 1).
-    const bool fast = psh >= 4 && ((lo + c0) & 15) == 0 && (len & 15) == 0;
+    // A tile whose 16 tokens lie in one page (pages of 16 tokens or more,
+    // the range's first token at a multiple of 16) is 16 consecutive rows:
+    // one page pointer, copies at fixed offsets.
+    const bool whole = psh >= 4 && ((lo + c0) & 15) == 0;
+    // Every tile whole (the range's length a multiple of 16 too): a warp may
+    // read its tiles' page pointers itself as it issues them (one word for
+    // all its lanes), the first stages' (dFirst: no barrier before them;
+    // KVB_PTR_DIRECT 2) or every tile's (dAll: nothing staged; KVB_PTR_DIRECT 1).
+    const bool fast = whole && (len & 15) == 0;
     const bool dAll = KVB_PTR_DIRECT == 1 && fast, dFirst = KVB_PTR_DIRECT != 0 && fast;
     int pg0 = 0;
     if (len > 0) {
@@ -255,10 +262,6 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
         const int idx = lane + 32 * k, row = idx / PC, pc = idx % PC;
         at[k] = tc_at(row, pc);
     }
-    // A tile whose 16 tokens lie in one page (pages of 16 tokens or more,
-    // the range's first token at a multiple of 16) is 16 consecutive rows:
-    // one page pointer, copies at fixed offsets.
-    const bool whole = psh >= 4 && ((lo + c0) & 15) == 0;
     // issue copies tile ti's K and V rows into stage s; tokens past the
     // chunk are zero (nothing read).
     auto issue = [&](int ti, int s, bool direct) {
