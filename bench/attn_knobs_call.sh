@@ -34,7 +34,8 @@ if [[ $parts == *" tests "* ]]; then
 		grep -E "^(--- FAIL|FAIL|ok|PASS)|panic|attn_trace|error" | head -20)
 	for e in $knobs; do # the policies' sums and the models through each candidate
 		echo "# tests under $e"
-		(cd runtime/cuda && env $(echo "$e" | tr , ' ') timeout 150 $B/runtime_cuda.test -test.count=1 \
+		setting_args "$e"
+		(cd runtime/cuda && env "${ARGS[@]}" timeout 150 $B/runtime_cuda.test -test.count=1 \
 			-test.run 'TestAttendTCKernels|TestAttendOnePassMergeGPU|TestEarlyReadsGPU|TestPoliciesSplitKernelsGPU|TestBackendModelsBF16' 2>&1 | grep -E "^(--- FAIL|FAIL|ok|PASS)|panic" | head -10)
 	done
 fi
@@ -50,8 +51,8 @@ if [[ $parts == *" trace "* ]]; then
 	stamp trace
 	trace_at() { # settings heads lengths
 		local e=$1 h=$2 l=$3
-		set -- ; [ "$e" != default ] && set -- $(echo "$e" | tr , ' ')
-		env "$@" timeout 120 $B/kvbench kernels --policies full --iters 50 --check=false --trace -v --lengths "$l" --heads "$h" --dim 128 2>&1 |
+		setting_args "$e"
+		env "${ARGS[@]}" timeout 120 $B/kvbench kernels --policies full --iters 50 --check=false --trace -v --lengths "$l" --heads "$h" --dim 128 2>&1 |
 			grep -E "^# trace|^# full|^kvbench|error" | sed "s|^|$h $e: |"
 	}
 	trace_at default 32/8 1024,2048,32768,65536

@@ -34,8 +34,8 @@ if [[ $parts == *" floor "* ]]; then
 	stamp floor
 	for e in ${FLOOR_ENVS:-default}; do
 		echo "# floor under $e"
-		set -- ; [ "$e" != default ] && set -- $(echo "$e" | tr , ' ')
-		env "$@" timeout 200 $B/kvbench kernels --policies full --iters 200 --check=false --floor \
+		setting_args "$e"
+		env "${ARGS[@]}" timeout 200 $B/kvbench kernels --policies full --iters 200 --check=false --floor \
 			--lengths ${FLOOR_LENGTHS:-1024,4096,32768,65536} --heads 32/8 --dim 128 2>&1 | grep -v "^$" | head -40
 	done
 	[ -n "${FLOOR_SDPA:-}" ] && timeout 120 python3 bench/sdpa.py --heads 32/8 --dim 128 --backends default --iters 200 \
