@@ -2,7 +2,6 @@ package cuda
 
 import (
 	"fmt"
-	"math"
 	"os"
 	"strings"
 	"sync"
@@ -89,33 +88,6 @@ func (k *Kernels) PageMinMax(K Ptr, kvHeads, tokens, headDim, pageSize int, mn, 
 // Spin enqueues a kernel that keeps the GPU busy for d nanoseconds.
 func (k *Kernels) Spin(ns int64) error {
 	return k.launch("spin", Dim3{1, 1, 1}, Dim3{1, 1, 1}, 0, uint64(ns))
-}
-
-// Shape is the shape of one decode step's attention: one query token of
-// Heads query heads over Tokens cached tokens of KVHeads KV heads.
-type Shape struct {
-	Heads, KVHeads, HeadDim, Tokens int
-}
-
-// Group is the number of query heads per KV head.
-func (s Shape) Group() int { return s.Heads / s.KVHeads }
-
-// KVBytes is the size of the K and V caches.
-func (s Shape) KVBytes() int64 { return 2 * int64(s.KVHeads) * int64(s.Tokens) * int64(s.HeadDim) * 2 }
-
-// Validate says why the kernels cannot take shape s (nil: they can).
-func (s Shape) Validate() error {
-	switch {
-	case s.HeadDim != 64 && s.HeadDim != 128:
-		return fmt.Errorf("cuda: head dim %d: the kernels are built for 64 and 128", s.HeadDim)
-	case s.KVHeads <= 0 || s.Heads <= 0 || s.Heads%s.KVHeads != 0:
-		return fmt.Errorf("cuda: %d query heads are not a multiple of %d KV heads", s.Heads, s.KVHeads)
-	case s.Group() != 1 && s.Group() != 2 && s.Group() != 4 && s.Group() != 8:
-		return fmt.Errorf("cuda: GQA group %d: the kernels are built for 1, 2, 4 and 8", s.Group())
-	case s.Tokens <= 0 || int64(s.Tokens)*int64(s.HeadDim) > math.MaxInt32:
-		return fmt.Errorf("cuda: %d tokens out of range", s.Tokens)
-	}
-	return nil
 }
 
 const (
