@@ -28,5 +28,5 @@
 //     the device), flashtma.go (prefill), batchattn.go, accbatch.go (a batch's
 //     calls), backend_quest.go and questbatch.go (Quest); floor.go (the read
 //     floors `kvbench kernels --floor` times), reference.go (bf16
-//     conversions, the kernels' references).
+//     conversions, page_minmax's reference).
 package cuda
