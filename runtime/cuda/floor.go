@@ -2,7 +2,7 @@ package cuda
 
 import "fmt"
 
-// floorThreads is RF_NT in policies.cu: the read floors' threads a block.
+// floorThreads is RF_NT in floor.cu: the read floors' threads a block.
 const floorThreads = 256
 
 // ReadFloor enqueues a kernel that reads bytes (a multiple of 16) at src
@@ -32,7 +32,7 @@ const (
 )
 
 // SplitFloor is the read floor in a split step's shape (floor_split and
-// floor_combine in policies.cu): Rows rows read in Chunks chunks each, one
+// floor_combine in floor.cu): Rows rows read in Chunks chunks each, one
 // block a chunk, each writing NP floats of partial that a merge sums: what
 // a split-KV decode step that reads as many bytes and merges as many
 // partials could reach at best.
