@@ -21,7 +21,7 @@ import (
 // envLocations are the KVBENCH_ environment variables that name where
 // things are (fixtures, caches, libraries) or drive the tests, not how a
 // run computes; every other KVBENCH_ variable is a setting of the run
-// (KVBENCH_PRECISION, KVBENCH_GEMM, KVBENCH_ATTN_KERNEL, ...), so that a
+// (KVBENCH_PRECISION, KVBENCH_GEMM, KVBENCH_ATTN_TC, ...), so that a
 // knob added later is covered without a change here.
 var envLocations = map[string]bool{
 	"KVBENCH_SHARED":          true,

@@ -283,14 +283,14 @@ func TestRunSettings(t *testing.T) {
 	s2 := *s
 	s2.KVType = "bf16"
 	t.Setenv("KVBENCH_GEMM", "")
-	t.Setenv("KVBENCH_ATTN_KERNEL", "mma")
+	t.Setenv("KVBENCH_ATTN_TC", "on")
 	d := results.DiffManifest(&results.Manifest{Settings: set}, &results.Manifest{Settings: runSettings(&s2, "cuda", "r", "b")}, nil)
 	var got []string
 	for _, m := range d {
 		got = append(got, m.String())
 	}
 	assert.Equal(t, []string{
-		"env.KVBENCH_ATTN_KERNEL: (none) (recorded), mma (this run)",
+		"env.KVBENCH_ATTN_TC: (none) (recorded), on (this run)",
 		"env.KVBENCH_GEMM: bf16 (recorded), (none) (this run)",
 		"kv_dtype: f32 (recorded), bf16 (this run)",
 	}, got)

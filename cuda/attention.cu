@@ -1,23 +1,23 @@
-// Split-KV decode attention ("flash decoding"): one set of kernels for the
-// runtime's paged KV cache (Backend.Attend, runtime/cuda) and for the
-// synthetic contiguous layout of the kernel tests (Kernels: Dense, Quest,
-// Evicting, Oracle). Both are instantiations of one template (attn_split):
-// only where a block finds its tokens, queries, masks and outputs differs
-// (the "source", SynthSrc or RtSrc below).
+// Split-KV decode attention ("flash decoding") over the runtime's paged KV
+// cache (Backend.Attend and AttendBatch, runtime/cuda): the CUDA-core
+// kernels attn_rt_* and attn_rtb_* here, the tensor-core ones in
+// attention_tc.cu. The CUDA-core kernels are instantiations of one template
+// (attn_core) that a "source" (RtSrc below) tells where a block finds its
+// tokens, queries, masks and outputs.
 //
 // The work is split into rows and chunks. A row is a set of G query heads
 // (virtual heads) that read the same tokens of one KV head, so each K/V byte
 // is read once for the whole row: a GQA group (dense attention, a selection
-// shared by the group), one query head (a selection per query head), and in
-// the runtime also several query rows of a prompt chunk (the virtual heads
-// are then rows x heads). Block (chunk c, row r) handles `chunk` tokens of
-// row r: a pass over K writes the scores of its tokens to shared memory, a
-// softmax over them, and a pass over V accumulates p*v; it writes its
-// partial (max, sum, unnormalised output). A combine kernel then merges the
-// partials of each virtual head, many blocks in parallel (one per virtual
-// head and 32 channels); or, when the host passes counters (its default for
-// G = 1), the split kernel merges them itself in two levels of "last block
-// to finish" merges (attn_merge), saving the second launch.
+// shared by the group), one query head (a selection per query head), and
+// also several query rows of a prompt chunk (the virtual heads are then
+// rows x heads). Block (chunk c, row r) handles `chunk` tokens of row r: a
+// pass over K writes the scores of its tokens to shared memory, a softmax
+// over them, and a pass over V accumulates p*v; it writes its partial (max,
+// sum, unnormalised output). A combine kernel (attn_rt_combine) then merges
+// the partials of each virtual head, many blocks in parallel (one per
+// virtual head and 32 channels); or, when the host passes counters (its
+// default for G = 1), the split kernel merges them itself in two levels of
+// "last block to finish" merges (attn_merge), saving the second launch.
 //
 // Each token's D channels are read by L = D/8 threads with one 16-byte load
 // each (two for float32 pages); a block of ATTN_NT threads covers ATTN_NT/L
@@ -26,13 +26,7 @@
 // blocks. Scores are in base 2: the queries are pre-scaled by softmax scale
 // * log2(e).
 //
-// Synthetic layout: q [heads, D] bf16; K and V [kvHeads, n, D] bf16; out
-// [heads, D] float32; query head h reads KV head h / (heads / kvHeads).
-// Paged rows (Quest): virtual token i of row r is slot i % pageSize of page
-// pages[r*nsel + i/pageSize]; tokens past n (a partial last page) are
-// masked.
-//
-// Runtime layout (attn_rt_*, the descriptors of be_attend in backend.cu):
+// Layout (attn_rt_*, the descriptors of be_attend in backend.cu):
 // q and out [rows, heads, D] float32; each KV head's keys and values in
 // pages of float32 or bf16 (a pointer list in ptrs), its positions,
 // re-positioning shifts and the range of token indices to read; a
@@ -115,14 +109,6 @@ __device__ __forceinline__ float group_dot(const float (&qf)[G][8], const float 
     hh = 0;
     Halve<G, L / 2>::run(s, lane, hh);
     return s[0];
-}
-
-// group_dot of a key held as 8 bf16 values (x).
-template <int G, int L>
-__device__ __forceinline__ float group_dot(const float (&qf)[G][8], const uint4 x, int lane, int& hh) {
-    float kf[8];
-    unpack8(x, kf);
-    return group_dot<G, L>(qf, kf, lane, hh);
 }
 
 // KFrag is one lane's 8 channels of a key or value row: one 16-byte word of
@@ -366,21 +352,11 @@ __device__ __forceinline__ void attn_merge(const float* __restrict__ pO, const f
     }
 }
 
-// split_bf16 packs p as two bf16 halves, high | low: hi = bf16(p) in the
-// upper 16 bits, lo = bf16(p - hi) in the lower (hi + lo is p within about
-// 2^-17 relative), for tensor-core products that keep float32 accuracy.
-__device__ __forceinline__ u32 split_bf16(float p) {
-    const bf16 hi = bf16_from_f32(p);
-    return ((u32)hi << 16) | bf16_from_f32(p - f32_from_bf16(hi));
-}
-
 // chunk_softmax turns the base-2 scores s[g*stride + i] (i < len) of the
 // block's G heads into p = 2^(s - m_g) in place and returns each head's max
-// m and sum l. With PACK the probabilities are stored as split_bf16 words
-// and entries len..padTo-1 are zeroed (the tensor-core kernels read whole
-// tiles of 16 tokens). All NT threads must call it.
-template <int G, int NT, bool PACK>
-__device__ __forceinline__ void chunk_softmax(float* s, int stride, int len, int padTo, float (&m)[G], float (&l)[G]) {
+// m and sum l. All NT threads must call it.
+template <int G, int NT>
+__device__ __forceinline__ void chunk_softmax(float* s, int stride, int len, float (&m)[G], float (&l)[G]) {
     constexpr int NW = NT / 32;
     __shared__ float red[NW][G];
     const int tid = threadIdx.x, w = tid >> 5;
@@ -406,14 +382,9 @@ __device__ __forceinline__ void chunk_softmax(float* s, int stride, int len, int
         float x = 0.f;
         for (int i = tid; i < len; i += NT) {
             const float p = exp2f(s[g * stride + i] - mm);
-            if (PACK)
-                reinterpret_cast<u32*>(s)[g * stride + i] = split_bf16(p);
-            else
-                s[g * stride + i] = p;
+            s[g * stride + i] = p;
             x += p;
         }
-        if (PACK)
-            for (int i = len + tid; i < padTo; i += NT) s[g * stride + i] = 0.f;
         x = warp_sum(x);
         if ((tid & 31) == 0) red[w][g] = x;
     }
@@ -495,46 +466,6 @@ __device__ __forceinline__ void attn_finish(float* smem, const float (&m)[G], co
     if (!sLast) return;
     if (tid == 0) counters[rows * ngroups + r] = 0;
     attn_merge<D, G, NT>(gO, gML, ngroups, outp, nullptr, mlp, smem);
-}
-
-// NoML is the merges' mlp where no one needs the heads' max and sum.
-struct NoML {
-    __device__ float* operator()(int) const { return nullptr; }
-};
-
-// attn_finish for the synthetic layout: block (chunk blockIdx.x, row
-// blockIdx.y) of the launch; virtual head g of row r is output row r*G + g
-// of out [rows*G, D].
-template <int D, int G>
-__device__ __forceinline__ void attn_finish(float* smem, const float (&m)[G], const float (&l)[G], float* __restrict__ partO,
-                                            float* __restrict__ partML, int* __restrict__ counters, float* __restrict__ out) {
-    const int r = blockIdx.y;
-    float* o = out + (size_t)r * G * D;
-    attn_finish<D, G>(smem, m, l, r, blockIdx.x, gridDim.x, gridDim.y, partO, partML, counters,
-                      [=](int g) { return o + (size_t)g * D; }, NoML{});
-}
-
-// stage_pages: for a paged row (Quest, the oracle), the NT threads copy the
-// page ids of the chunk's tokens c0 .. c0+len-1 of row r into spg and
-// return the first page's index; dense rows stage nothing.
-template <bool PAGED, int NT>
-__device__ __forceinline__ int stage_pages(int* spg, const int* __restrict__ pages, int r, int nsel, int pageSize,
-                                           int c0, int len) {
-    if (!PAGED) return 0;
-    const int pg0 = c0 / pageSize, npg = (c0 + len - 1) / pageSize - pg0 + 1;
-    for (int j = threadIdx.x; j < npg; j += NT) spg[j] = pages[(size_t)r * nsel + pg0 + j];
-    __syncthreads();
-    return pg0;
-}
-
-// chunk_token maps the chunk's i-th token to its index in the KV head, or
-// -1 when it is masked (past n on a partial last page).
-template <bool PAGED>
-__device__ __forceinline__ int chunk_token(const int* spg, int pg0, int c0, int i, int pageSize, int n) {
-    if (!PAGED) return c0 + i;
-    const int v = c0 + i;
-    const int t = spg[v / pageSize - pg0] * pageSize + v % pageSize;
-    return t < n ? t : -1;
 }
 
 // rot_scores scores again, with their keys turned (rot_group_dot), the
@@ -635,7 +566,7 @@ __device__ __forceinline__ void attn_core(const Src& src, QInit qinit, int len, 
     __syncthreads();
     if (SH) rot_scores<D, G, KT>(src, qf, chunk, smem);
 
-    chunk_softmax<G, NT, false>(smem, chunk, len, len, m, l);
+    chunk_softmax<G, NT>(smem, chunk, len, m, l);
 
     // Pass 2: acc[g] = sum_t p[g][t] * v[t] over this thread's tokens.
     float acc[G][8];
@@ -681,110 +612,6 @@ __device__ __forceinline__ void attn_core(const Src& src, QInit qinit, int len, 
     }
     __syncthreads();
 }
-
-// SynthSrc is the synthetic layout's source for attn_core: the tokens of
-// one KV head (K and V its [n, D] rows), a dense chunk or, PAGED, the
-// chunk's pages staged in spg; every token is visible; raw (nullptr: none)
-// holds the scores of the row's G heads, rawStride apart.
-template <int D, bool PAGED>
-struct SynthSrc {
-    const bf16* K;
-    const bf16* V;
-    const int* spg;
-    int pg0, c0, pageSize, n;
-    float* raw;
-    int rawStride;
-    __device__ int token(int i) const { return chunk_token<PAGED>(spg, pg0, c0, i, pageSize, n); }
-    __device__ const void* row(bool isV, int t) const { return (isV ? V : K) + (size_t)max(t, 0) * D; }
-    __device__ bool visible(int, int) const { return true; }
-    __device__ bool needs_rot(int) const { return false; }
-    __device__ int rot_limit() const { return 0; }
-    __device__ int delta(int, int) const { return 0; }
-    __device__ float invf(int) const { return 0.f; }
-    __device__ bool interleaved() const { return false; }
-    __device__ void put_raw(int h, int i, float x) const {
-        if (raw != nullptr) raw[(size_t)h * rawStride + c0 + i] = x;
-    }
-};
-
-template <int D, int G, bool PAGED>
-__device__ __forceinline__ void attn_split(
-    const bf16* __restrict__ q, const bf16* __restrict__ K, const bf16* __restrict__ V,
-    const int* __restrict__ pages, int n, int nsel, int pageSize, int rowsPerKV, int chunk,
-    float scaleLog2, float* __restrict__ partO, float* __restrict__ partML, int* __restrict__ counters,
-    float* __restrict__ out, float* __restrict__ raw) {
-    constexpr int NT = ATTN_NT;
-    constexpr int L = D / 8;
-    // smem: scores/probabilities [G][chunk], then (paged) the chunk's page
-    // ids; after pass 2 the warps' partial outputs [NW][G][D] from offset 0.
-    extern __shared__ float smem[];
-
-    pdl_trigger();
-    pdl_wait();
-    const int r = blockIdx.y, c = blockIdx.x;
-    const int lane = threadIdx.x % L;
-    const int kvh = r / rowsPerKV;
-    const int total = PAGED ? nsel * pageSize : n;
-    const int c0 = c * chunk;
-    const int len = min(chunk, total - c0);
-    // The query is loaded first (its latency overlaps the page-list staging
-    // and the first keys' loads) and used after the first keys are asked
-    // for, pre-scaled by softmax scale * log2(e): scores are in base 2.
-    uint4 qv[G];
-#pragma unroll
-    for (int g = 0; g < G; ++g) qv[g] = *reinterpret_cast<const uint4*>(q + (size_t)(r * G + g) * D + lane * 8);
-
-    int* spg = reinterpret_cast<int*>(smem + G * chunk);
-    const int pg0 = stage_pages<PAGED, NT>(spg, pages, r, nsel, pageSize, c0, len);
-    const SynthSrc<D, PAGED> src{K + (size_t)kvh * n * D, V + (size_t)kvh * n * D, spg, pg0, c0, pageSize, n,
-                                 raw != nullptr ? raw + (size_t)r * G * total : nullptr, total};
-    float m[G], l[G];
-    attn_core<D, G, KV_BF16, false>(
-        src,
-        [&](float(&qf)[G][8]) {
-#pragma unroll
-            for (int g = 0; g < G; ++g) {
-                unpack8(qv[g], qf[g]);
-#pragma unroll
-                for (int j = 0; j < 8; ++j) qf[g][j] *= scaleLog2;
-            }
-        },
-        len, chunk, smem, m, l);
-    attn_finish<D, G>(smem, m, l, partO, partML, counters, out);
-}
-
-// Kernel parameters, in order: q, K, V, pages, n, nsel, pageSize, rowsPerKV,
-// chunk, scaleLog2, partO [rows, chunks, G, D], partML [rows, chunks, G, 2],
-// counters [rows] (zero between launches; null: attn_combine merges, the
-// default), out [rows*G, D] (with counters: the last block of each row
-// merges into it), raw (null: none) [rows*G, tokens of a row] the base-2
-// scores (q·k · scale · log2 e; -inf where masked), for the policies that
-// score tokens by their attention (H2O, TOVA).
-#define ATTN_PARAMS                                                                             \
-    const bf16 *__restrict__ q, const bf16 *__restrict__ K, const bf16 *__restrict__ V,         \
-        const int *__restrict__ pages, int n, int nsel, int pageSize, int rowsPerKV, int chunk, \
-        float scaleLog2, float *__restrict__ partO, float *__restrict__ partML, int *__restrict__ counters, \
-        float *__restrict__ out, float *__restrict__ raw
-#define ATTN_ARGS q, K, V, pages, n, nsel, pageSize, rowsPerKV, chunk, scaleLog2, partO, partML, counters, out, raw
-
-#define ATTN_KERNELS(D, G)                                                                \
-    extern "C" __global__ void __launch_bounds__(ATTN_NT, ((G) == 4 ? ATTN_MINB : 1)) attn_dense_d##D##_g##G(ATTN_PARAMS) { \
-        attn_split<D, G, false>(ATTN_ARGS);                                               \
-    }                                                                                     \
-    extern "C" __global__ void __launch_bounds__(ATTN_NT, ((G) == 4 ? ATTN_MINB : 1)) attn_paged_d##D##_g##G(ATTN_PARAMS) { \
-        attn_split<D, G, true>(ATTN_ARGS);                                                \
-    }
-
-#if KVB_IN(9)
-ATTN_KERNELS(64, 1)
-ATTN_KERNELS(64, 2)
-ATTN_KERNELS(64, 4)
-ATTN_KERNELS(64, 8)
-ATTN_KERNELS(128, 1)
-ATTN_KERNELS(128, 2)
-ATTN_KERNELS(128, 4)
-ATTN_KERNELS(128, 8)
-#endif
 
 // ---- the runtime's attention (Backend.Attend) ----
 //
@@ -904,8 +731,8 @@ __device__ __forceinline__ int rt_kvh(const int* __restrict__ H, int r) { return
 // position its window hides, its shift and its row*heads + head (-1: none).
 // LEAN: a range whose tokens are all visible, in pages of a power of two
 // tokens (a lean call's, RH_LEAN): the token, its page and its visibility
-// cost the fewest instructions (the loops issue as many as the synthetic
-// kernels', which matters at the few warps a multiprocessor holds).
+// cost the fewest instructions (the loops issue about as many as over a
+// contiguous cache, which matters at the few warps a multiprocessor holds).
 template <int D, int G, int KT, bool LEAN = false>
 struct RtSrc {
     const u64* kp;
@@ -1009,10 +836,11 @@ __device__ __forceinline__ const int* rt_ints(const int* __restrict__ ints, cons
 // runtime's attention: q, out [rows, heads, D] float32; pages of type KT;
 // SH: re-positioned keys (shifts) may occur. pgw is the room for staged page
 // pointers per list (pages a chunk's range spans at most). Outputs as
-// attn_split's, indexed by split row; raw (nullptr: none) receives the
-// base-2 scores at [(row*heads + head)*stride + index in the row's token
-// list], and ml (nullptr: none; fused merge only) each (row, head)'s max
-// and sum at [(row*heads + head)*2]. The call's ints are box's where it
+// attn_finish writes them (ATTN_RT_PARAMS), indexed by split row; raw
+// (nullptr: none) receives the base-2 scores at [(row*heads +
+// head)*stride + index in the row's token list], and ml (nullptr: none;
+// fused merge only) each (row, head)'s max and sum at [(row*heads +
+// head)*2]. The call's ints are box's where it
 // holds them (block 0 then writes them to ints, where the kernels after
 // this one, attn_rt_acc, read them), else at ints.
 template <int D, int G, int KT, bool SH, int UX = 0>
@@ -1297,16 +1125,6 @@ __device__ __forceinline__ void attn_combine(const float* __restrict__ partO, co
         mlRow[1] = L;
     }
 }
-
-#define COMBINE_KERNEL(D)                                                                                  \
-    extern "C" __global__ void __launch_bounds__(COMB_NT) attn_combine_d##D(                               \
-        const float* __restrict__ partO, const float* __restrict__ partML, int nchunks, float* __restrict__ out) { \
-        attn_combine<D>(partO, partML, nchunks, blockIdx.y, blockIdx.z,                                    \
-                        out + ((size_t)blockIdx.y * gridDim.x + blockIdx.x) * (D), nullptr);               \
-    }
-
-COMBINE_KERNEL(64)
-COMBINE_KERNEL(128)
 
 // attn_rt_combine_d{D} is attn_combine for the runtime's split rows (grid
 // (G, up to 65535 split rows, D/32 slices times the split rows' blocks of

@@ -550,7 +550,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     ATTN_TC_KERNEL_AS(D, G, true, tcc)     \
     ATTN_TCB_KERNEL(D, G)
 
-#if KVB_IN(13)
+#if KVB_IN(11)
 ATTN_TC_KERNEL(64, 1)
 ATTN_TC_KERNEL(64, 2)
 ATTN_TC_KERNEL(64, 4)

@@ -9,9 +9,8 @@ typedef unsigned long long u64;
 // The source is compiled as Parts modules side by side (package cuda's
 // Parts; runtime/cuda's Device.LoadParts), module p with -DKVB_PART=p: the
 // big families of instantiated kernels sit in KVB_IN(p) blocks (the
-// prefill, Quest and scoring families in part 0), the small kernels in
-// every part. Without KVB_PART (one module)
-// everything is compiled.
+// prefill family in part 0), the small kernels in every part. Without
+// KVB_PART (one module) everything is compiled.
 #ifdef KVB_PART
 #define KVB_IN(p) (KVB_PART == (p))
 #else
@@ -94,12 +93,13 @@ __device__ __forceinline__ void pdl_wait() {
 }
 
 // pdl_trigger lets a programmatic dependent launched after this kernel start
-// its blocks (which then wait in pdl_wait) before this kernel finishes. Only
-// the split-KV kernel calls it (its dependent, attn_combine, is small): an
-// early start of Quest's top-K blocks, which take room on the GPU while they
-// wait, measured 1-10 µs slower at 32K-128K tokens than their start at the
-// scoring's end (H100, 2026-11-24); without a trigger a dependent still
-// saves its launch latency.
+// its blocks (which then wait in pdl_wait) before this kernel finishes. The
+// split-KV kernels call it (their dependent, attn_rt_combine, is small);
+// dependents that take room on the GPU while they wait can lose by it (an
+// early start of a Quest top-K selection kernel, since removed, measured
+// 1-10 µs slower at 32K-128K tokens than its start at the scoring's end:
+// H100, 2026-11-24); without a trigger a dependent still saves its launch
+// latency.
 __device__ __forceinline__ void pdl_trigger() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;" :::);

@@ -11,17 +11,14 @@ var common string
 //go:embed attention.cu
 var attention string
 
-//go:embed attention_mma.cu
-var attentionMMA string
-
 //go:embed attention_tc.cu
 var attentionTC string
 
 //go:embed quest.cu
 var quest string
 
-//go:embed policies.cu
-var policies string
+//go:embed floor.cu
+var floor string
 
 //go:embed backend.cu
 var backend string
@@ -40,21 +37,22 @@ var prefillTMA string
 
 // Parts is the number of modules the source is compiled as, side by side:
 // module p with -DKVB_PART=p holds the kernel families common.cu's KVB_IN
-// gives it (the split-KV decode kernels by head dimension and group, the
-// CUDA-core and tensor-core dense ones, the wgmma prefill in part 11, its
-// TMA-fed variants in part 12, the runtime's tensor-core decode kernels of
-// lean calls in part 13, the rest in part 0) and all the small kernels.
-// NVRTC's time goes mostly to the big families; compiled one after the
-// other they took 148 s on the H200 machine.
-const Parts = 14
+// gives it (the runtime's split-KV decode kernels by head dimension and
+// group in parts 1-4, their batched forms in parts 5-8, the wgmma prefill
+// in part 9, its TMA-fed variants in part 10, the tensor-core decode
+// kernels of lean calls in part 11, the rest in part 0) and all the small
+// kernels. NVRTC's time goes mostly to the big families: compiled one after
+// the other, they would take minutes (148 s on the H200 machine, with the
+// synthetic split-KV kernels since removed).
+const Parts = 12
 
 // Source is the whole kernel source, one translation unit that serves both
 // the runtime's backend and kvbench kernels: the shared helpers, the forward
 // pass's ops (backend.cu) and its decode matrix-vector products (gemv.cu),
 // the tensor-core prefill attention (mma.sync, and wgmma on Hopper, fed by
-// cp.async or the TMA), the split-KV decode attention kernels
-// (CUDA-core and tensor-core, synthetic and the runtime's), the Quest kernels and the other policies'
-// steps.
+// cp.async or the TMA), the split-KV decode attention kernels (CUDA-core
+// and tensor-core), Quest's page choice and the read floors of `kvbench
+// kernels --floor`.
 func Source() string {
-	return common + "\n" + backend + "\n" + gemv + "\n" + prefill + "\n" + prefillWG + "\n" + prefillTMA + "\n" + attention + "\n" + attentionMMA + "\n" + attentionTC + "\n" + quest + "\n" + policies
+	return common + "\n" + backend + "\n" + gemv + "\n" + prefill + "\n" + prefillWG + "\n" + prefillTMA + "\n" + attention + "\n" + attentionTC + "\n" + quest + "\n" + floor
 }

@@ -342,7 +342,7 @@ __device__ __forceinline__ void flash_tma(float* __restrict__ out, const float* 
 #define TMA_KERNEL_PIPE(D, NWG, BN, NS) TMA_KERNEL_AS(flash_tma_d##D##_g##NWG##_n##BN##_s##NS##_p, D, NWG, BN, NS, true)
 
 // The variants KVBENCH_FLASH chooses among (tNWG nBN, NS stages).
-#if KVB_IN(12)
+#if KVB_IN(10)
 TMA_KERNEL(64, 2, 64, 4)
 TMA_KERNEL(128, 2, 64, 4)
 TMA_KERNEL(64, 3, 64, 4)

@@ -613,7 +613,7 @@ __device__ __forceinline__ void flash_wg(float* __restrict__ out, const float* _
 
 // The variants KVBENCH_FLASH chooses among (gNWG nBN; s: MODE 0, k: MODE 2;
 // _w1: the swizzled layout).
-#if KVB_IN(11)
+#if KVB_IN(9)
 extern "C" __global__ void __launch_bounds__(128) wg_probe64(float* out, const bf16* a, const bf16* b, int mode, int lbo,
                                                            int sbo) {
     wg_probe<64>(out, a, b, mode, lbo, sbo);

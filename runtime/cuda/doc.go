@@ -1,8 +1,9 @@
 // Package cuda is kvbench's GPU runtime: a binding of the CUDA driver API and
 // NVRTC loaded at run time with purego (dlopen of libcuda.so.1 and libnvrtc;
 // no cgo, no CUDA headers at build time), an accounting device allocator, an
-// on-disk cache of compiled kernels, and the decode-attention kernels (dense
-// split-KV and Quest) with their float64 references.
+// on-disk cache of compiled kernels, and the Backend that runs kvbench's
+// forward pass and decode attention (split-KV over the paged cache, Quest's
+// page choice) on one GPU.
 //
 // A binary that imports it runs on machines without a GPU: nothing happens
 // at init time, and Available says why no device can be used.
@@ -25,7 +26,7 @@
 //   - attention: backend_attention.go and splitkv.go (Attend: the split-KV
 //     decode kernels over the paged cache), pagetable.go (page lists kept on
 //     the device), flashtma.go (prefill), batchattn.go, accbatch.go (a batch's
-//     calls), backend_quest.go and questbatch.go (Quest), policykernels.go
-//     (H2O's and TOVA's scoring), reference.go (float64 references of the
-//     kernels).
+//     calls), backend_quest.go and questbatch.go (Quest); floor.go (the read
+//     floors `kvbench kernels --floor` times), reference.go (bf16
+//     conversions, page_minmax's reference).
 package cuda
