@@ -155,11 +155,16 @@ __device__ __forceinline__ void tc_cluster_merge(float* red, const float (&bm)[G
 }
 #endif
 
-// KVB_PTR_DIRECT (an NVRTC define, 0 by default): the warps read their
-// tiles' page pointers themselves, 1 for every tile, 2 for the first stages
-// (attn_tc_row, dAll and dFirst).
+// KVB_PTR_DIRECT (an NVRTC define, 0 by default): 2 has the warps read the
+// page pointers of their first stages' tiles themselves (attn_tc_row,
+// dFirst). 1 (every tile's pointer read by its warp) was removed on
+// 2026-12-06: a dependent load in every tile's issue, 2 µs slower for heads
+// of 64 at 32K on the H200 (docs/benchmarks.md).
 #ifndef KVB_PTR_DIRECT
 #define KVB_PTR_DIRECT 0
+#endif
+#if KVB_PTR_DIRECT != 0 && KVB_PTR_DIRECT != 2
+#error "KVB_PTR_DIRECT: 0 or 2"
 #endif
 
 template <int D, int G, bool CL>
@@ -237,16 +242,16 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     const bool whole = psh >= 4 && ((lo + c0) & 15) == 0;
     // Every tile whole (the range's length a multiple of 16 too): a warp may
     // read its tiles' page pointers itself as it issues them (one word for
-    // all its lanes), the first stages' (dFirst: no barrier before them;
-    // KVB_PTR_DIRECT 2) or every tile's (dAll: nothing staged; KVB_PTR_DIRECT 1).
+    // all its lanes): the first stages' (dFirst: no barrier before them;
+    // KVB_PTR_DIRECT 2).
     const bool fast = whole && (len & 15) == 0;
-    const bool dAll = KVB_PTR_DIRECT == 1 && fast, dFirst = KVB_PTR_DIRECT != 0 && fast;
+    const bool dFirst = KVB_PTR_DIRECT == 2 && fast;
     int pg0 = 0;
     if (len > 0) {
         const int t0 = lo + c0, t1 = t0 + len - 1;
         pg0 = t0 >> psh;
         const int npg = (t1 >> psh) - pg0 + 1;
-        for (int j = tid; !dAll && j < npg; j += NT) {
+        for (int j = tid; j < npg; j += NT) {
             spk[j] = kp[pg0 + j];
             spv[j] = vp[pg0 + j];
         }
@@ -346,7 +351,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     float m = NEG_INF, lsum = 0.f;  // head gid's running max and this lane's share of its sum
     for (int k = 0; k < mine; ++k) {
         __syncwarp();  // the stage written next was read by every lane (iteration k-1)
-        if (k + TC_ST - 1 < mine) issue(w + (k + TC_ST - 1) * NW, (k + TC_ST - 1) % TC_ST, dAll);
+        if (k + TC_ST - 1 < mine) issue(w + (k + TC_ST - 1) * NW, (k + TC_ST - 1) % TC_ST, false);
         fl_commit();
         fl_wait<TC_ST - 1>();
         __syncwarp();  // every lane's copies of tile k are in
