@@ -9,8 +9,12 @@
 # PARTS (default "tests kernels trace decode") picks the parts; ROUNDS (2)
 # the rounds of the kernels' table, each with SDPA beside it; KNOBS the
 # candidate settings, space-separated, each a comma-separated list of
-# VAR=value (default: the merge's two forced forms,
-# KVBENCH_ATTN_COMBINE=fused and =separate; the thirtieth session timed
+# VAR=value, a "+" within a value a space (default: the tensor-core decode
+# kernel's first stages' page pointers read by the warps, its KV head's
+# words asked for with the header, and chunks of at least 128 tokens, the
+# three forms docs/gpu-notes.md's thirty-fifth session leaves to time; the
+# merge's two forced forms, KVBENCH_ATTN_COMBINE=fused and =separate, were
+# the default before; the thirtieth session timed
 # KVBENCH_ATTN_TC_UNIT=16, KVBENCH_ATTN_COMBINE=short and -DKVB_MERGE_MB=8
 # here: level, removed; the thirty-second timed two stages a warp on an
 # H200 (now the default on every device; KVBENCH_ATTN_TC_ST=3 times three)
@@ -23,7 +27,7 @@ set -u
 source bench/unpack_carry.sh
 export B
 parts=" ${PARTS:-tests kernels trace decode} "
-knobs=${KNOBS:-"KVBENCH_ATTN_COMBINE=fused KVBENCH_ATTN_COMBINE=separate"}
+knobs=${KNOBS:-"KVBENCH_NVRTC_OPTS=-DKVB_PTR_DIRECT=2 KVBENCH_NVRTC_OPTS=-DKVB_PRO_SPEC=1 KVBENCH_ATTN_TC_MIN=128"}
 nvidia-smi --query-gpu=name,clocks.max.sm,power.limit --format=csv,noheader
 if [[ $parts == *" tests "* ]]; then
 	stamp tests
