@@ -3,9 +3,7 @@
 # .gpucarry/b and the fixtures into .gpucarry/shared, and sets the
 # environment kvbench's GPU runs and tests expect; stamp NAME prints a
 # part's heading with the seconds since then and the time of day;
-# setting_args SETTING puts a setting's words in the array ARGS ("default":
-# none; commas part the words, a "+" within one is a space, as in
-# bench/decode_attn_call.sh's ENVS), to run as env "${ARGS[@]}" command.
+# setting_args (bench/setting_args.sh) turns a setting into env's words.
 B=/tmp/gpubin
 mkdir -p $B
 tar -C $B -xJf .gpucarry/gpubin.txz
@@ -14,10 +12,4 @@ tar -C $B -xJf .gpucarry/gpubin.txz
 export KVBENCH_CUDA_CACHE=/tmp/kc PYTHONUNBUFFERED=1 KVBENCH_SHARED=$PWD/.gpucarry/shared
 t0=$(date +%s)
 stamp() { echo "## $1 ($(($(date +%s) - t0)) s, $(date -u +%H:%M:%S) UTC)"; }
-setting_args() {
-	ARGS=()
-	[ "$1" = default ] && return
-	local kv x
-	IFS=, read -ra kv <<< "$1"
-	for x in "${kv[@]}"; do ARGS+=("${x//+/ }"); done
-}
+source bench/setting_args.sh
