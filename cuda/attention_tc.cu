@@ -199,7 +199,6 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     const int* sg = ints + gs * SD_WORDS;
     int sLo = sg[SD_LO], sHi = sg[SD_HI], sPs = sg[SD_PS], sK = sg[SD_K], sV = sg[SD_V];
     const int nsrows = H[RH_SROWS];
-    const int heads = H[RH_HEADS];
     const int rawStride = H[RH_STRIDE];
     const int kvh = rt_kvh(H, r);
     if (nsg < 0) {  // a single call's launch: blocks past its split rows return (every load above is in bounds)
@@ -211,7 +210,6 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
         sLo = sd[SD_LO], sHi = sd[SD_HI], sPs = sd[SD_PS], sK = sd[SD_K], sV = sd[SD_V];
     }
 #else
-    const int heads = H[RH_HEADS];
     const int rawStride = H[RH_STRIDE];
     const int kvh = rt_kvh(H, r);
     const int* sd = ints + kvh * SD_WORDS;

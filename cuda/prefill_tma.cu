@@ -290,38 +290,38 @@ __device__ __forceinline__ void flash_tma(float* __restrict__ out, const float* 
         tma_consume_pipe<D, BN, NS, L>(o, full, empty, kp, Ks, Vs, qdesc, it0, ntiles, lane, tig, sorted, window, qa, qb,
                                        wla, wlb, wmin, wmax, scaleLog2, ma, mb, la, lb);
         wg_store<D>(out, lse, o, ra, rb, rows, heads, h, tig, ma, mb, la, lb, scaleLog2);
-        return;
-    }
-    float o[D / 2], s[BN / 2];
+    } else {  // one branch or the other compiled (NVRTC warns of a loop after a return)
+        float o[D / 2], s[BN / 2];
 #pragma unroll
-    for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
+        for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
 #pragma unroll
-    for (int i = 0; i < BN / 2; ++i) s[i] = 0.f;
-    u32 p[BN / 16][4];
-    for (int it = it0, k = 0; it < ntiles; ++it, ++k) {
-        const int b = k % NS, t0 = it * BN;
-        tm_wait(&full[b], (k / NS) & 1);
-        if (t0 + BN > kend) {
-            // The last tile, partial: its value rows from kend on to zero
-            // (the file's header), by every consumer thread, then published.
-            const int from = kend - t0;
-            for (int i = tid; i < (BN - from) * CH; i += NC)
-                *(uint4*)(Vs + b * KT + L::template off<BN>(from + i / CH, i % CH)) = make_uint4(0u, 0u, 0u, 0u);
-            wg_proxy_fence();
-            asm volatile("bar.sync 1, %0;" ::"n"(NC) : "memory");
+        for (int i = 0; i < BN / 2; ++i) s[i] = 0.f;
+        u32 p[BN / 16][4];
+        for (int it = it0, k = 0; it < ntiles; ++it, ++k) {
+            const int b = k % NS, t0 = it * BN;
+            tm_wait(&full[b], (k / NS) & 1);
+            if (t0 + BN > kend) {
+                // The last tile, partial: its value rows from kend on to zero
+                // (the file's header), by every consumer thread, then published.
+                const int from = kend - t0;
+                for (int i = tid; i < (BN - from) * CH; i += NC)
+                    *(uint4*)(Vs + b * KT + L::template off<BN>(from + i / CH, i % CH)) = make_uint4(0u, 0u, 0u, 0u);
+                wg_proxy_fence();
+                asm volatile("bar.sync 1, %0;" ::"n"(NC) : "memory");
+            }
+            const int* kps = kp + b * BN;
+            const bool skip = sorted && (kps[0] > wmax || kps[BN - 1] <= be_win_lo(wmin, window));
+            if (!skip) {
+                const bool fullTile = sorted && kps[BN - 1] <= wmin && kps[0] > be_win_lo(wmax, window);
+                wg_scores<D, BN, L>(s, o, p, qdesc, L::kdesc(Ks + b * KT), fullTile, kps, tig, qa, qb, wla, wlb, scaleLog2, ma,
+                                    mb, la, lb);
+                wg_pv<D, BN, L>(o, p, L::vdesc(Vs + b * KT));
+            }
+            __syncwarp();
+            if (lane == 0) tm_arrive(&empty[b]);
         }
-        const int* kps = kp + b * BN;
-        const bool skip = sorted && (kps[0] > wmax || kps[BN - 1] <= be_win_lo(wmin, window));
-        if (!skip) {
-            const bool fullTile = sorted && kps[BN - 1] <= wmin && kps[0] > be_win_lo(wmax, window);
-            wg_scores<D, BN, L>(s, o, p, qdesc, L::kdesc(Ks + b * KT), fullTile, kps, tig, qa, qb, wla, wlb, scaleLog2, ma,
-                                mb, la, lb);
-            wg_pv<D, BN, L>(o, p, L::vdesc(Vs + b * KT));
-        }
-        __syncwarp();
-        if (lane == 0) tm_arrive(&empty[b]);
+        wg_store<D>(out, lse, o, ra, rb, rows, heads, h, tig, ma, mb, la, lb, scaleLog2);
     }
-    wg_store<D>(out, lse, o, ra, rb, rows, heads, h, tig, ma, mb, la, lb, scaleLog2);
 #endif
 }
 

@@ -7,7 +7,7 @@
 // The runtime's Quest (policies/quest.go) scores pages in double
 // (be_quest_score) and attends, for each query head whose KV head holds more
 // than K pages, the K-1 best pages but the last, ties to the lower page,
-// plus the last page. be_quest_choose makes that choice on the device, so
+// plus the last page. be_quest_choose_batch makes that choice on the device, so
 // that neither the scores nor the selection cross to the host.
 
 #define QC_NT 256
@@ -149,16 +149,17 @@ __device__ __forceinline__ bool qc_in(const int* l, int n, int x) {
     return false;
 }
 
-// be_quest_choose: grid (heads), block QC_NT. ints: [2*heads] the pages P of
-// query head h (0: not scored) and the offset of its scores in scores (the
-// layout of be_quest_score), then [kvHeads] the tokens n of each KV head.
-// Block h chooses the K-1 pages of highest score among pages [0, P-1), ties
-// to the lower page, and page P-1; it writes the first ones, ascending, to
-// pages [heads, max(K-1, 1)], and the tokens of every chosen page, in page
-// order, to sel [heads, cap]: page p's tokens p*page ... p*page+page-1, the
-// last page's up to n-1. The last block of each KV head's group to finish
-// writes to cov[g] the number of distinct tokens the group chose, and sets
-// its counter done[g] back to 0 (done is 0 between launches).
+// quest_choose_block is block h of a choice over a grid of (heads) blocks
+// of QC_NT threads. ints: [2*heads] the pages P of query head h (0: not
+// scored) and the offset of its scores in scores (the layout of
+// be_quest_score), then [kvHeads] the tokens n of each KV head. Block h
+// chooses the K-1 pages of highest score among pages [0, P-1), ties to the
+// lower page, and page P-1; it writes the first ones, ascending, to pages
+// [heads, max(K-1, 1)], and the tokens of every chosen page, in page order,
+// to sel [heads, cap]: page p's tokens p*page ... p*page+page-1, the last
+// page's up to n-1. The last block of each KV head's group to finish writes
+// to cov[g] the number of distinct tokens the group chose, and sets its
+// counter done[g] back to 0 (done is 0 between launches).
 __device__ __forceinline__ void quest_choose_block(const double* __restrict__ scores, const int* __restrict__ ints, int heads,
                                                    int group, int K, int page, int cap, int* pages, int* sel, int* cov, int* done,
                                                    int h) {
@@ -202,15 +203,9 @@ __device__ __forceinline__ void quest_choose_block(const double* __restrict__ sc
     }
 }
 
-extern "C" __global__ void __launch_bounds__(QC_NT) be_quest_choose(const double* __restrict__ scores, const int* __restrict__ ints,
-                                                                    int heads, int group, int K, int page, int cap, int* pages,
-                                                                    int* sel, int* cov, int* done) {
-    quest_choose_block(scores, ints, heads, group, K, page, cap, pages, sel, cov, done, blockIdx.x);
-}
-
 // QuestCall is one Choose of a batch of them (Backend.flushQuest): its
-// query row, its scores, its choice's buffers (as be_quest_choose takes
-// them), where its ints (be_quest_score's and be_quest_choose's layout) and
+// query row, its scores, its choice's buffers (as quest_choose_block takes
+// them), where its ints (be_quest_score's and quest_choose_block's layout) and
 // its KV heads' bounds (in ptrs) start, and its shape.
 struct QuestCall {
     const float* q;
@@ -232,7 +227,7 @@ extern "C" __global__ void be_quest_score_batch(const QuestCall* __restrict__ ta
     quest_score_page(e.scores, e.q, ptrs + e.bounds, ints + e.ints, e.group, hd, h, blockIdx.x * blockDim.x + threadIdx.x);
 }
 
-// be_quest_choose_batch is be_quest_choose over the calls of tab: grid (most
+// be_quest_choose_batch is quest_choose_block over the calls of tab: grid (most
 // heads, calls), block QC_NT; a block past its call's heads does nothing.
 extern "C" __global__ void __launch_bounds__(QC_NT) be_quest_choose_batch(const QuestCall* __restrict__ tab,
                                                                           const int* __restrict__ ints, int page) {

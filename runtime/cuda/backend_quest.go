@@ -162,7 +162,7 @@ type choice struct {
 	pb      *pageBounds
 	sel     *buf    // [heads, cap] int32: the token indices of each head
 	pages   *buf    // [heads, max(k-1, 1)] int32: the chosen pages but the last
-	done    *buf    // [kvHeads] int32: be_quest_choose's counters, 0 between launches
+	done    *buf    // [kvHeads] int32: be_quest_choose_batch's counters, 0 between launches
 	host    *Pinned // [kvHeads] int32: distinct tokens per KV head (Covered), written by the device
 	heads   int     // heads sel has room for
 	cap     int     // tokens per head sel has room for
@@ -213,7 +213,7 @@ func (c *choice) free() {
 }
 
 // Choose is Quest's choice on the device (runtime.PageChooser): the pages
-// scored as Score does (be_quest_score), then be_quest_choose picks each
+// scored as Score does (be_quest_score), then be_quest_choose_batch picks each
 // head's pages and writes its token indices, and counts each KV head's
 // distinct tokens; that count is downloaded without a wait. Queued with the
 // batch's other Quest work (questbatch.go): no launch, no wait here.
@@ -267,7 +267,7 @@ func (pb *pageBounds) Choose(a *runtime.AttnArgs, k int) {
 	a.Chosen = c
 }
 
-// questChooseThreads is be_quest_choose's block (QC_NT in quest.cu).
+// questChooseThreads is be_quest_choose_batch's block (QC_NT in quest.cu).
 const questChooseThreads = 256
 
 // Count is the number of tokens query head h attends (-1: every token).

@@ -32,7 +32,7 @@ type questQueue struct {
 	xMost            int
 	xPage, xHd, xKvt int32
 	// Chooses: their ints (2*heads + kvHeads each: be_quest_score's and
-	// be_quest_choose's layout), their KV heads' bounds, the calls.
+	// be_quest_choose_batch's layout), their KV heads' bounds, the calls.
 	cInts  []int32
 	cPtrs  []uint64
 	calls  []questJob
