@@ -9,25 +9,22 @@
 # PARTS (default "tests kernels trace decode") picks the parts; ROUNDS (2)
 # the rounds of the kernels' table, each with SDPA beside it; KNOBS the
 # candidate settings, space-separated, each a comma-separated list of
-# VAR=value, a "+" within a value a space (default: the tensor-core decode
-# kernel's first stages' page pointers read by the warps, its KV head's
-# words asked for with the header, and chunks of at least 128 tokens, the
-# three forms docs/gpu-notes.md's thirty-fifth session leaves to time; the
-# merge's two forced forms, KVBENCH_ATTN_COMBINE=fused and =separate, were
-# the default before; the thirtieth session timed
-# KVBENCH_ATTN_TC_UNIT=16, KVBENCH_ATTN_COMBINE=short and -DKVB_MERGE_MB=8
-# here: level, removed; the thirty-second timed two stages a warp on an
-# H200 (now the default on every device; KVBENCH_ATTN_TC_ST=3 times three)
-# and three blocks of two stages a multiprocessor (-DKVB_TC_MINB=3, lost,
-# removed); TestDeviceMemRateGPU checks the memory figures that choose the
-# MHA rows' kernel). A
-# candidate becomes the default only if it gains in the kernels' table
-# without a loss there or in the 8B decode.
+# VAR=value, a "+" within a value a space (default: three stages a warp,
+# KVBENCH_ATTN_TC_ST=3, the one form of the tensor-core decode kernel still
+# a setting; give the candidates to time). Timed here and settled (see
+# docs/gpu-notes.md): the merge's forced forms (KVBENCH_ATTN_COMBINE),
+# KVBENCH_ATTN_TC_UNIT=16, -DKVB_MERGE_MB=8, three blocks a multiprocessor
+# (all removed); the first stages' page pointers read by the warps and the
+# KV head's words asked for with the header (defaults since the thirty-sixth
+# session); KVBENCH_ATTN_TC_MIN=128 (lost at 512, 2026-12-06).
+# TestDeviceMemRateGPU checks the memory figures that choose the MHA rows'
+# kernel. A candidate becomes the default only if it gains in the kernels'
+# table without a loss there or in the 8B decode.
 set -u
 source bench/unpack_carry.sh
 export B
 parts=" ${PARTS:-tests kernels trace decode} "
-knobs=${KNOBS:-"KVBENCH_NVRTC_OPTS=-DKVB_PTR_DIRECT=2 KVBENCH_NVRTC_OPTS=-DKVB_PRO_SPEC=1 KVBENCH_ATTN_TC_MIN=128"}
+knobs=${KNOBS:-"KVBENCH_ATTN_TC_ST=3"}
 nvidia-smi --query-gpu=name,clocks.max.sm,power.limit --format=csv,noheader
 if [[ $parts == *" tests "* ]]; then
 	stamp tests

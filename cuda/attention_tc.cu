@@ -155,18 +155,6 @@ __device__ __forceinline__ void tc_cluster_merge(float* red, const float (&bm)[G
 }
 #endif
 
-// KVB_PTR_DIRECT (an NVRTC define, 0 by default): 2 has the warps read the
-// page pointers of their first stages' tiles themselves (attn_tc_row,
-// dFirst). 1 (every tile's pointer read by its warp) was removed on
-// 2026-12-06: a dependent load in every tile's issue, 2 µs slower for heads
-// of 64 at 32K on the H200 (docs/benchmarks.md).
-#ifndef KVB_PTR_DIRECT
-#define KVB_PTR_DIRECT 0
-#endif
-#if KVB_PTR_DIRECT != 0 && KVB_PTR_DIRECT != 2
-#error "KVB_PTR_DIRECT: 0 or 2"
-#endif
-
 template <int D, int G, bool CL>
 __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u64* __restrict__ ptrs, const int* __restrict__ ints,
                                             int hdr, int chunk, int pgw, float scaleLog2, float* __restrict__ partO,
@@ -189,7 +177,6 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
 
     const int* H = ints + hdr;
     const int c = blockIdx.x, tid = threadIdx.x, w = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
-#ifdef KVB_PRO_SPEC
     // The source words of split row r's KV head are asked for beside the
     // header's, for KV head r: that head is r's in a call of one query row
     // whose groups are whole (a decode step's), and the words are read again
@@ -209,12 +196,6 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
         const int* sd = ints + kvh * SD_WORDS;
         sLo = sd[SD_LO], sHi = sd[SD_HI], sPs = sd[SD_PS], sK = sd[SD_K], sV = sd[SD_V];
     }
-#else
-    const int rawStride = H[RH_STRIDE];
-    const int kvh = rt_kvh(H, r);
-    const int* sd = ints + kvh * SD_WORDS;
-    const int sLo = sd[SD_LO], sHi = sd[SD_HI], sPs = sd[SD_PS], sK = sd[SD_K], sV = sd[SD_V];
-#endif
     const int lo = sLo, total = sHi - lo;
     const int c0 = c * chunk, len = max(0, min(chunk, total - c0));
     const int ps = sPs, psh = __ffs(ps) - 1;  // a power of two (the host checks)
@@ -238,12 +219,13 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     // the range's first token at a multiple of 16) is 16 consecutive rows:
     // one page pointer, copies at fixed offsets.
     const bool whole = psh >= 4 && ((lo + c0) & 15) == 0;
-    // Every tile whole (the range's length a multiple of 16 too): a warp may
-    // read its tiles' page pointers itself as it issues them (one word for
-    // all its lanes): the first stages' (dFirst: no barrier before them;
-    // KVB_PTR_DIRECT 2).
+    // Every tile whole (the range's length a multiple of 16 too): a warp
+    // reads the page pointers of its first stages' tiles itself as it issues
+    // them (one word for all its lanes), with no barrier before them; the
+    // later tiles' come from shared memory. (Every tile's pointer read by
+    // its warp was a dependent load in every issue: 2 µs slower for heads
+    // of 64 at 32K on the H200, 2026-12-06.)
     const bool fast = whole && (len & 15) == 0;
-    const bool dFirst = KVB_PTR_DIRECT == 2 && fast;
     int pg0 = 0;
     if (len > 0) {
         const int t0 = lo + c0, t1 = t0 + len - 1;
@@ -254,7 +236,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
             spv[j] = vp[pg0 + j];
         }
     }
-    if (!dFirst) __syncthreads();
+    if (!fast) __syncthreads();
     tr_staged(tr, tStart, len);
 
     unsigned char* stages = tsm + w * (TC_ST * 2 * TB);
@@ -304,12 +286,12 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
         for (; pre < TC_ST - 1 && pre < mine; ++pre) {
             const int ti = w + pre * NW;
             if (c0 + min(16 * ti + 16, len) >= total) break;
-            issue(ti, pre, dFirst);
+            issue(ti, pre, fast);
             fl_commit();
         }
         pdl_wait();
     }
-    if (dFirst) {  // the first stages, then the barrier the pointers (and sItem) wait for otherwise
+    if (fast) {  // the first stages, then the barrier the pointers (and sItem) wait for otherwise
         for (int s = pre; s < TC_ST - 1; ++s) {
             if (s < mine) issue(w + s * NW, s, true);
             fl_commit();
@@ -506,7 +488,6 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
 // (the base-2 scores) and ml (each item's max and sum) as attn_rt writes
 // them for a call with accumulated probabilities; the _tcc variant merges
 // in the cluster and writes no ml (the host sends it no such call).
-#ifdef KVB_PRO_SPEC
 // Blocks past the call's split rows return inside attn_tc_row (nsg -1), once
 // their first loads are out.
 #define ATTN_TC_ENTRY(D, G, CL)                                                                                 \
@@ -514,15 +495,6 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     const int* I = rt_ints(ints, box);                                                                          \
     const int r = blockIdx.y + blockIdx.z * gridDim.y;                                                          \
     attn_tc_row<D, G, CL>(q, ptrs, I, hdr, chunk, pgw, scaleLog2, partO, partML, counters, out, raw, ml, r, r, -1);
-#else
-#define ATTN_TC_ENTRY(D, G, CL)                                                                                 \
-    pdl_trigger();                                                                                              \
-    const int* I = rt_ints(ints, box);                                                                          \
-    const int r = blockIdx.y + blockIdx.z * gridDim.y;                                                          \
-    const int nsrows = I[hdr + RH_SROWS];                                                                       \
-    if (r >= nsrows) return;                                                                                    \
-    attn_tc_row<D, G, CL>(q, ptrs, I, hdr, chunk, pgw, scaleLog2, partO, partML, counters, out, raw, ml, r, r, nsrows);
-#endif
 #define ATTN_TC_KERNEL_AS(D, G, CL, SUF)                                                                          \
     extern "C" __global__ void __launch_bounds__(ATTN_NT) attn_rt_d##D##_g##G##_bf16_##SUF(ATTN_RT_PARAMS) { \
         ATTN_TC_ENTRY(D, G, CL)                                                                                   \

@@ -96,9 +96,7 @@ func TestClangSyntax(t *testing.T) {
 	}
 	jobs := []job{{"sm_70", -1, ""}, {"sm_75", -1, ""}, {"sm_80", -1, ""}, {"sm_86", -1, ""}, {"sm_89", -1, ""}, {"sm_90", -1, ""},
 		{"sm_80", -1, "KVB_TRACE=1"}, {"sm_90", -1, "KVB_TRACE=1"}, // the attention trace's build (KVBENCH_ATTN_TRACE)
-		{"sm_90", -1, "KVB_PRO_SPEC=1"},   // the tensor-core kernel's KV head words asked for with the header (timed against the default)
-		{"sm_80", -1, "KVB_PTR_DIRECT=2"}, // its first stages' page pointers read by the warps (timed against the default)
-		{"sm_90", -1, "TC_ST=3"}}          // the tensor-core decode kernels' settings
+		{"sm_90", -1, "TC_ST=3"}} // the tensor-core decode kernels' settings
 	for p := range Parts {
 		jobs = append(jobs, job{"sm_90", p, ""})
 	}
