@@ -11,7 +11,7 @@
 # SHAPES="32/8:128 32/32:128" LENGTHS=512,...,131072 ITERS=200 and
 # ENVS="default KVBENCH_ATTN_SHORT=0 KVBENCH_ATTN_COMBINE=separate" (settings
 # joined by commas in one word: "KVBENCH_ATTN_SHORT=0,KVBENCH_RT_BOX=off"; a "+"
-# in a value is a space: "KVBENCH_NVRTC_OPTS=-DTC_ST=3+-DKVB_TRACE=1");
+# in a value is a space: "KVBENCH_NVRTC_OPTS=-DKVB_A=1+-DKVB_B=2", two candidate defines);
 # NCU_LEN=131072 adds a line per run with ncu's view of one attention launch
 # at that length (its time, the L2 sectors it read, the DRAM's share; NCU_METRICS=a,b,... other
 # metrics instead).
