@@ -99,7 +99,7 @@ const ctrWords = 16 << 10
 type splitState struct {
 	chunk    int            // tokens per block asked for (SetAttnChunk); 0: chosen per call
 	minChunk int            // least tokens per block a chosen chunk has ($KVBENCH_ATTN_MIN_CHUNK)
-	tcMin    int            // least tokens per block a chosen chunk of the _tc kernels has ($KVBENCH_ATTN_TC_MIN)
+	tcMin    int            // least tokens per block a chosen chunk of the _tc kernels has ($KVBENCH_ATTN_TC_MIN; 0: tcLeast's choice)
 	waves    int            // waves of resident blocks a chosen chunk fills ($KVBENCH_ATTN_WAVES)
 	short    int            // the longest chunk the _short kernels take ($KVBENCH_ATTN_SHORT; 0: none)
 	tc       tcMode         // when lean calls run the tensor-core _tc kernels ($KVBENCH_ATTN_TC)
@@ -142,16 +142,38 @@ func chunkFloorOf(name string, def int) (int, error) {
 }
 
 // tcMinOf reads $KVBENCH_ATTN_TC_MIN: the least tokens a block of the
-// tensor-core decode kernels takes in a chosen chunk (a multiple of
-// ChunkTokens; default TCMinChunk). A block's four warps take tiles of 16
-// tokens: a chunk of 32 leaves two of them without one (32/8 heads at 1K
-// tokens were 32 chunks of 32 a row). Measured on an H100 (2026-12-05,
-// docs/benchmarks.md): 64 took 32/8 at 512 and 1K tokens from 10.7 and
-// 12.3 to 10.4 and 11.7 µs, no change from 2K on nor in the 8B decode.
-func tcMinOf() (int, error) { return chunkFloorOf("KVBENCH_ATTN_TC_MIN", TCMinChunk) }
+// tensor-core decode kernels takes in a chosen chunk, for every call (a
+// multiple of ChunkTokens; 0 where unset: tcLeast's choice).
+func tcMinOf() (int, error) { return chunkFloorOf("KVBENCH_ATTN_TC_MIN", 0) }
 
-// TCMinChunk is the default least chunk of the tensor-core decode kernels.
-const TCMinChunk = 64
+// TCMinChunk is the default least chunk of the tensor-core decode kernels;
+// TCLongChunk the one for heads of 128 in rows of TCLongRow tokens or more.
+const (
+	TCMinChunk  = 64
+	TCLongChunk = 128
+	TCLongRow   = 1024
+)
+
+// tcLeast is the least chunk of a tensor-core call over heads of hd
+// channels whose longest row holds longest tokens: $KVBENCH_ATTN_TC_MIN
+// where set, else TCMinChunk, and TCLongChunk for heads of 128 from
+// TCLongRow tokens on. A block's four warps take tiles of 16 tokens: a
+// chunk of 32 leaves two of them without one. Measured on an H100
+// (docs/benchmarks.md): 64 took 32/8 at 512 and 1K tokens from 10.7 and
+// 12.3 to 10.4 and 11.7 µs (2026-12-05); 128 took 32/8 heads of 128 at
+// 1.5K, 2K and 3K tokens from 12.3, 13.5 and 14.3 µs to 11.6, 12.3 and
+// 13.4, level at 768 and 1K, 0.45 µs slower at 512, while heads of 64
+// (blocks half as long) were 0.2-0.45 µs slower at 512-2K (2026-12-06).
+// Longer rows choose chunks of 128 or more anyway on 132 multiprocessors.
+func (s *splitState) tcLeast(hd, longest int) int {
+	switch {
+	case s.tcMin > 0:
+		return s.tcMin
+	case hd == 128 && longest >= TCLongRow:
+		return TCLongChunk
+	}
+	return TCMinChunk
+}
 
 // wavesEnv sets splitState.waves: the chosen chunk is the one that fills
 // the resident block slots that many times (1, the default: one wave).
@@ -400,7 +422,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	}
 	slots, least := 0, b.split.minChunk // the chooser's resident blocks a multiprocessor (0: all) and least chunk
 	if tc {
-		slots, least = b.split.tcSlots, max(least, b.split.tcMin)
+		slots, least = b.split.tcSlots, max(least, b.split.tcLeast(hd, longest))
 	}
 	chunk := b.splitChunk(f, smemFor, limit, nsrows, longest, slots, least)
 	cl := 0 // the blocks of a cluster: a row's chunks (the _tcc kernel)
@@ -723,7 +745,7 @@ func tcStages() (int, error) {
 // bytes with f's static shared memory): the one
 // SetAttnChunk asked for, else the smallest multiple of ChunkTokens, at
 // least the floor least (minChunkOf: $KVBENCH_ATTN_MIN_CHUNK, on the
-// tensor cores at least $KVBENCH_ATTN_TC_MIN too) and at most the row, that fills the GPU's
+// tensor cores at least tcLeast's too) and at most the row, that fills the GPU's
 // resident block slots in one wave ($KVBENCH_ATTN_WAVES waves; slots > 0:
 // at most that many a multiprocessor counted),
 // lowered until the shared memory fits.

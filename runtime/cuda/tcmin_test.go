@@ -9,27 +9,35 @@ import (
 )
 
 // TestFakeTCMinChunk: the least chunk of the tensor-core decode kernels
-// (default 64, $KVBENCH_ATTN_TC_MIN) sets their chosen chunk alone (32/8
-// heads at 1,024 tokens: 64 by default, the chooser's 32 under
-// KVBENCH_ATTN_TC_MIN=32), leaves the CUDA-core kernels' chunk (32/32
-// heads at 1,024) as it was, sets a batch step's tensor-core launch alike,
-// and a value that is not a multiple of 32 stops the backend with an error
-// naming it.
+// (tcLeast: 64, 128 for heads of 128 from 1,024 tokens on;
+// $KVBENCH_ATTN_TC_MIN for every call) sets their chosen chunk alone (32/8
+// heads of 128: 64 at 512 and 768 tokens, 128 at 1,024 and 2,048; the
+// chooser's 32 at 1,024 under KVBENCH_ATTN_TC_MIN=32), leaves the
+// CUDA-core kernels' chunk (32/32 heads at 1,024) as it was, sets a batch
+// step's tensor-core launch alike (heads of 64: 64), and a value that is
+// not a multiple of 32 stops the backend with an error naming it.
 func TestFakeTCMinChunk(t *testing.T) {
-	plan := func(heads, kv int) cuda.Plan {
+	planAt := func(heads, kv, hd, tokens int) cuda.Plan {
 		t.Helper()
 		be := fakeBackend(t)
-		cfg := runtime.Config{Arch: "llama", Dim: heads * 128, Hidden: 1024, Layers: 1, Heads: heads, KVHeads: kv,
-			HeadDim: 128, Vocab: 100, MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
-		be.Attend(fakeDecodeArgs(t, be, cfg, 1024))
+		cfg := runtime.Config{Arch: "llama", Dim: heads * hd, Hidden: 1024, Layers: 1, Heads: heads, KVHeads: kv,
+			HeadDim: hd, Vocab: 100, MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
+		be.Attend(fakeDecodeArgs(t, be, cfg, tokens))
 		return be.AttnPlan()
 	}
+	plan := func(heads, kv int) cuda.Plan { return planAt(heads, kv, 128, 1024) }
 	gqa, mha := plan(32, 8), plan(32, 32)
 	if !strings.HasSuffix(gqa.Kernel, "_tc") || strings.HasSuffix(mha.Kernel, "_tc") {
 		t.Fatalf("kernels %s (32/8) and %s (32/32): the case wants the tensor cores for the first alone", gqa.Kernel, mha.Kernel)
 	}
-	if gqa.Chunk != cuda.TCMinChunk || cuda.TCMinChunk != 64 {
-		t.Fatalf("32/8 at 1,024 tokens took chunks of %d by default, want %d (64)", gqa.Chunk, cuda.TCMinChunk)
+	if cuda.TCMinChunk != 64 || cuda.TCLongChunk != 128 || cuda.TCLongRow != 1024 {
+		t.Fatalf("least chunks %d and %d from %d tokens, want 64 and 128 from 1,024", cuda.TCMinChunk, cuda.TCLongChunk, cuda.TCLongRow)
+	}
+	for _, c := range []struct{ hd, tokens, want int }{{128, 512, 64}, {128, 768, 64}, {128, 1024, 128}, {128, 2048, 128},
+		{64, 1024, 64}, {64, 2048, 64}} {
+		if p := planAt(32, 8, c.hd, c.tokens); p.Chunk != c.want || !strings.HasSuffix(p.Kernel, "_tc") {
+			t.Errorf("32/8 heads of %d at %d tokens: %+v, want chunks of %d on a _tc kernel", c.hd, c.tokens, p, c.want)
+		}
 	}
 	t.Setenv("KVBENCH_ATTN_TC_MIN", "32")
 	if p := plan(32, 8); p.Chunk != 32 || p.Kernel != gqa.Kernel {
