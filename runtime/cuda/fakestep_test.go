@@ -504,7 +504,8 @@ func TestFakeTCSharedMemory(t *testing.T) {
 // TestFakeAttnCluster: with KVBENCH_ATTN_CLUSTER=1024 a lean decode call on
 // the tensor cores whose rows hold at most 1,024 tokens runs its row's
 // chunks as one cluster (_tcc, at most 8 chunks: 600 tokens in 8 of 96,
-// rounded up to 32, ... 7 of them) with no combine launched; longer rows,
+// rounded up to 32, ... 7 of them; 32 rows of 600 in 5 of tcLeast's 128)
+// with no combine launched; longer rows,
 // the default (0: none), an asked chunk that makes more than 8, and rows of
 // one head under 8K (attn_rt) do not; an asked chunk that makes 8 or fewer
 // is kept; a bad value is refused naming the variable.
@@ -524,7 +525,7 @@ func TestFakeAttnCluster(t *testing.T) {
 		{"1024", "", 8, 600, 32, "attn_rt_d128_g4_bf16_tc", 32, 19 * 8},
 		{"1024", "", 8, 600, 128, "attn_rt_d128_g4_bf16_tcc", 128, 5 * 8},
 		{"1024", "", 32, 600, 0, "attn_rt_d128_g1_bf16", 0, 0},
-		{"1024", "on", 32, 600, 0, "attn_rt_d128_g1_bf16_tcc", 96, 7 * 32},
+		{"1024", "on", 32, 600, 0, "attn_rt_d128_g1_bf16_tcc", 128, 5 * 32}, // 32 rows: tcLeast's 128
 		// 1,600,000 tokens in 8 chunks of 200,000: their page pointers (16
 		// bytes a page of 16 tokens, 200 KB) and the stages (64 KB) would
 		// not fit a block's 227 KB of shared memory.

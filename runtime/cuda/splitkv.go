@@ -147,29 +147,31 @@ func chunkFloorOf(name string, def int) (int, error) {
 func tcMinOf() (int, error) { return chunkFloorOf("KVBENCH_ATTN_TC_MIN", 0) }
 
 // TCMinChunk is the default least chunk of the tensor-core decode kernels;
-// TCLongChunk the one for heads of 128 in rows of TCLongRow tokens or more.
+// TCLongChunk the one for heads of 128 where chunks that long still give a
+// call's grid half a block a multiprocessor or more (tcLeast).
 const (
 	TCMinChunk  = 64
 	TCLongChunk = 128
-	TCLongRow   = 1024
 )
 
 // tcLeast is the least chunk of a tensor-core call over heads of hd
-// channels whose longest row holds longest tokens: $KVBENCH_ATTN_TC_MIN
-// where set, else TCMinChunk, and TCLongChunk for heads of 128 from
-// TCLongRow tokens on. A block's four warps take tiles of 16 tokens: a
-// chunk of 32 leaves two of them without one. Measured on an H100
-// (docs/benchmarks.md): 64 took 32/8 at 512 and 1K tokens from 10.7 and
-// 12.3 to 10.4 and 11.7 µs (2026-12-05); 128 took 32/8 heads of 128 at
-// 1.5K, 2K and 3K tokens from 12.3, 13.5 and 14.3 µs to 11.6, 12.3 and
-// 13.4, level at 768 and 1K, 0.45 µs slower at 512, while heads of 64
-// (blocks half as long) were 0.2-0.45 µs slower at 512-2K (2026-12-06).
-// Longer rows choose chunks of 128 or more anyway on 132 multiprocessors.
-func (s *splitState) tcLeast(hd, longest int) int {
+// channels, rows split rows and a longest row of longest tokens, on a
+// device of sms multiprocessors: $KVBENCH_ATTN_TC_MIN where set, else
+// TCMinChunk, and TCLongChunk for heads of 128 where the rows' chunks of
+// TCLongChunk make at least sms/2 blocks. A block's four warps take tiles
+// of 16 tokens: a chunk of 32 leaves two of them without one. Measured on
+// an H100 (docs/benchmarks.md): 64 took 32/8 at 512 and 1K tokens from
+// 10.7 and 12.3 to 10.4 and 11.7 µs (2026-12-05); 128 took 32/8 heads of
+// 128 (8 rows) at 1.5K, 2K and 3K tokens (96-192 blocks of 128) from 12.3,
+// 13.5 and 14.3 µs to 11.6, 12.3 and 13.4, was level at 768 and 1K (48
+// and 64 blocks) and 0.45 µs slower at 512 (32), while heads of 64 (blocks
+// half as long) were 0.2-0.45 µs slower at 512-2K (2026-12-06). Rows long
+// enough for the chooser to fill the device take 128 or more anyway.
+func (s *splitState) tcLeast(hd, rows, longest, sms int) int {
 	switch {
 	case s.tcMin > 0:
 		return s.tcMin
-	case hd == 128 && longest >= TCLongRow:
+	case hd == 128 && 2*rows*((longest+TCLongChunk-1)/TCLongChunk) >= sms:
 		return TCLongChunk
 	}
 	return TCMinChunk
@@ -422,7 +424,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	}
 	slots, least := 0, b.split.minChunk // the chooser's resident blocks a multiprocessor (0: all) and least chunk
 	if tc {
-		slots, least = b.split.tcSlots, max(least, b.split.tcLeast(hd, longest))
+		slots, least = b.split.tcSlots, max(least, b.split.tcLeast(hd, nsrows, longest, b.D.SMs))
 	}
 	chunk := b.splitChunk(f, smemFor, limit, nsrows, longest, slots, least)
 	cl := 0 // the blocks of a cluster: a row's chunks (the _tcc kernel)

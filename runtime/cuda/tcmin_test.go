@@ -9,9 +9,11 @@ import (
 )
 
 // TestFakeTCMinChunk: the least chunk of the tensor-core decode kernels
-// (tcLeast: 64, 128 for heads of 128 from 1,024 tokens on;
-// $KVBENCH_ATTN_TC_MIN for every call) sets their chosen chunk alone (32/8
-// heads of 128: 64 at 512 and 768 tokens, 128 at 1,024 and 2,048; the
+// (tcLeast: 64, 128 for heads of 128 where chunks of 128 give the grid at
+// least half a block a multiprocessor; $KVBENCH_ATTN_TC_MIN for every call)
+// sets their chosen chunk alone (32/8 heads of 128, 8 rows on the fake
+// device's 132 multiprocessors: 64 at 512 and 1,024 tokens, 128 from 1,025
+// on; 28/4, 4 rows: 64 at 2,048, 128 at 4,096; heads of 64: 64; the
 // chooser's 32 at 1,024 under KVBENCH_ATTN_TC_MIN=32), leaves the
 // CUDA-core kernels' chunk (32/32 heads at 1,024) as it was, sets a batch
 // step's tensor-core launch alike (heads of 64: 64), and a value that is
@@ -30,13 +32,15 @@ func TestFakeTCMinChunk(t *testing.T) {
 	if !strings.HasSuffix(gqa.Kernel, "_tc") || strings.HasSuffix(mha.Kernel, "_tc") {
 		t.Fatalf("kernels %s (32/8) and %s (32/32): the case wants the tensor cores for the first alone", gqa.Kernel, mha.Kernel)
 	}
-	if cuda.TCMinChunk != 64 || cuda.TCLongChunk != 128 || cuda.TCLongRow != 1024 {
-		t.Fatalf("least chunks %d and %d from %d tokens, want 64 and 128 from 1,024", cuda.TCMinChunk, cuda.TCLongChunk, cuda.TCLongRow)
+	if gqa.Chunk != cuda.TCMinChunk || cuda.TCMinChunk != 64 || cuda.TCLongChunk != 128 {
+		t.Fatalf("32/8 at 1,024 tokens took chunks of %d, want %d; least chunks %d and %d, want 64 and 128", gqa.Chunk,
+			cuda.TCMinChunk, cuda.TCMinChunk, cuda.TCLongChunk)
 	}
-	for _, c := range []struct{ hd, tokens, want int }{{128, 512, 64}, {128, 768, 64}, {128, 1024, 128}, {128, 2048, 128},
-		{64, 1024, 64}, {64, 2048, 64}} {
-		if p := planAt(32, 8, c.hd, c.tokens); p.Chunk != c.want || !strings.HasSuffix(p.Kernel, "_tc") {
-			t.Errorf("32/8 heads of %d at %d tokens: %+v, want chunks of %d on a _tc kernel", c.hd, c.tokens, p, c.want)
+	for _, c := range []struct{ heads, kv, hd, tokens, want int }{{32, 8, 128, 512, 64}, {32, 8, 128, 1024, 64},
+		{32, 8, 128, 1025, 128}, {32, 8, 128, 2048, 128}, {28, 4, 128, 2048, 64}, {28, 4, 128, 4096, 128},
+		{32, 8, 64, 1025, 64}, {32, 8, 64, 2048, 64}} {
+		if p := planAt(c.heads, c.kv, c.hd, c.tokens); p.Chunk != c.want || !strings.HasSuffix(p.Kernel, "_tc") {
+			t.Errorf("%d/%d heads of %d at %d tokens: %+v, want chunks of %d on a _tc kernel", c.heads, c.kv, c.hd, c.tokens, p, c.want)
 		}
 	}
 	t.Setenv("KVBENCH_ATTN_TC_MIN", "32")
