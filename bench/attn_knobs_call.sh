@@ -17,8 +17,8 @@
 # (all removed); the first stages' page pointers read by the warps and the
 # KV head's words asked for with the header (defaults since the thirty-sixth
 # session); KVBENCH_ATTN_TC_MIN=128 (lost at 512,
-# 2026-12-06; chunks of 128 for heads of 128 from 1K tokens are the default
-# since, tcLeast).
+# 2026-12-06; chunks of 128 for heads of 128 where they still give half a
+# block a multiprocessor are the default since, tcLeast).
 # TestDeviceMemRateGPU checks the memory figures that choose the MHA rows'
 # kernel. A candidate becomes the default only if it gains in the kernels'
 # table without a loss there or in the 8B decode.

@@ -146,19 +146,19 @@ func chunkFloorOf(name string, def int) (int, error) {
 // multiple of ChunkTokens; 0 where unset: tcLeast's choice).
 func tcMinOf() (int, error) { return chunkFloorOf("KVBENCH_ATTN_TC_MIN", 0) }
 
-// TCMinChunk is the default least chunk of the tensor-core decode kernels;
-// TCLongChunk the one for heads of 128 where chunks that long still give a
+// tcMinChunk is the default least chunk of the tensor-core decode kernels;
+// tcLongChunk the one for heads of 128 where chunks that long still give a
 // call's grid half a block a multiprocessor or more (tcLeast).
 const (
-	TCMinChunk  = 64
-	TCLongChunk = 128
+	tcMinChunk  = 64
+	tcLongChunk = 128
 )
 
 // tcLeast is the least chunk of a tensor-core call over heads of hd
 // channels, rows split rows and a longest row of longest tokens, on a
 // device of sms multiprocessors: $KVBENCH_ATTN_TC_MIN where set, else
-// TCMinChunk, and TCLongChunk for heads of 128 where the rows' chunks of
-// TCLongChunk make at least sms/2 blocks. A block's four warps take tiles
+// tcMinChunk, and tcLongChunk for heads of 128 where the rows' chunks of
+// tcLongChunk make at least sms/2 blocks. A block's four warps take tiles
 // of 16 tokens: a chunk of 32 leaves two of them without one. Measured on
 // an H100 (docs/benchmarks.md): 64 took 32/8 at 512 and 1K tokens from
 // 10.7 and 12.3 to 10.4 and 11.7 µs (2026-12-05); 128 took 32/8 heads of
@@ -171,10 +171,10 @@ func (s *splitState) tcLeast(hd, rows, longest, sms int) int {
 	switch {
 	case s.tcMin > 0:
 		return s.tcMin
-	case hd == 128 && 2*rows*((longest+TCLongChunk-1)/TCLongChunk) >= sms:
-		return TCLongChunk
+	case hd == 128 && 2*rows*((longest+tcLongChunk-1)/tcLongChunk) >= sms:
+		return tcLongChunk
 	}
-	return TCMinChunk
+	return tcMinChunk
 }
 
 // wavesEnv sets splitState.waves: the chosen chunk is the one that fills
