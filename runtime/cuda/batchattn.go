@@ -168,7 +168,8 @@ func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
 		b.launchSmem(l.kernel, Dim3{l.nchunks, gy, gz}, Dim3{attnThreads, 1, 1}, l.smem,
 			lt, int32(l.calls), int32(l.nsg), b.pt.pool, ints, int32(l.chunk), int32(l.pgw), l.scale*float32(math.Log2E),
 			partO, ws.Add(pmlAt), counters)
-		b.split.last = Plan{Kernel: l.kernel, Chunk: l.chunk, Blocks: l.nchunks * l.nsg, Resident: b.occupancy(b.fn(l.kernel), l.smem), SharedMem: l.smem}
+		b.split.last = Plan{Kernel: l.kernel, Chunk: l.chunk, Blocks: l.nchunks * l.nsg, Rows: l.nsg, Resident: b.occupancy(b.fn(l.kernel), l.smem),
+			SharedMem: l.smem, Merge: mergeOf(l.fused, 0, l.nchunks)}
 		if !l.fused && l.nchunks > 1 { // one chunk a row: the kernel wrote the outputs
 			must(b.fn(l.comb).LaunchAfter(Dim3{l.vg, gy, l.hd / 32 * gz}, Dim3{combThreads, 1, 1}, 0,
 				partO, ws.Add(pmlAt), int32(l.nchunks), lt, int32(l.calls), int32(l.nsg), ints))
@@ -469,7 +470,8 @@ func splitHeader(c *batchCall, h []int32, m attnLayout, noLo bool) {
 // batchTC moves the calls the batched tensor-core kernel serves to it
 // (attn_rtb_*_tc: lean calls over bf16 pages of a power of two tokens, with
 // Acc unless KVBENCH_ATTN_TC_ACC=off, as tcOK; chosen as attendSplit
-// chooses, useTC or KVBENCH_ATTN_TC=on, where it fits, tcFits).
+// chooses, useTC or KVBENCH_ATTN_TC=on, where it fits, tcFits; useTC counts
+// the split rows of every call the kernel would serve, its launch's rows).
 func (b *Backend) batchTC(bt *batchAttn) {
 	if b.split.tc == tcOff || b.D.Major < 8 {
 		return
@@ -479,9 +481,13 @@ func (b *Backend) batchTC(bt *batchAttn) {
 		minPS int
 	}
 	fits := map[shape]bool{}
+	rows := map[string]int{} // the split rows of the calls a tensor-core kernel would serve (one launch)
+	for i := range bt.calls {
+		rows[bt.calls[i].tcb] += bt.calls[i].srows
+	}
 	for i := range bt.calls {
 		c := &bt.calls[i]
-		if c.tcb == "" || c.a.Acc != nil && b.split.noTCAcc || b.split.tc != tcOn && !useTC(c.vg, c.longest, b.split.slowMem) {
+		if c.tcb == "" || c.a.Acc != nil && b.split.noTCAcc || b.split.tc != tcOn && !useTC(c.vg, rows[c.tcb], c.longest, b.split.slowMem) {
 			continue
 		}
 		k := shape{c.tcb, c.minPS}
@@ -523,7 +529,7 @@ func (b *Backend) planLaunch(lo, hi int) batchLaunch {
 	l.smem, l.nchunks = smemFor(l.chunk), max(1, (longest+l.chunk-1)/l.chunk)
 	l.pgw = l.chunk/minPS + 2
 	ngroups := (l.nchunks + mergeGroup - 1) / mergeGroup
-	l.fused = vg == 1 && fusedFor(b.split.combine, 1) && l.nsg*(ngroups+1) <= ctrWords
+	l.fused = vg == 1 && fusedFor(b.split.combine, 1, l.nsg, l.nchunks) && l.nsg*(ngroups+1) <= ctrWords
 	parts := l.nchunks
 	if l.fused {
 		parts += ngroups

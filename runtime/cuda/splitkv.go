@@ -30,19 +30,30 @@ func combineOf() (string, error) {
 
 // fusedFor reports whether a split kernel with vg virtual heads a row
 // merges its rows itself (attn_finish's fused merge) rather than leave them
-// to a separate combine launch, in mode (combineOf): by default rows of one
-// head (measured faster on the H100; GQA rows ~1 µs slower fused, and rows
-// of 2-8 chunks merged by their last block level with the combine: H100,
-// 2026-12-05, docs/benchmarks.md); "fused" or "separate" force one form.
-func fusedFor(mode string, vg int) bool {
+// to a separate combine launch, in mode (combineOf), for a launch of rows
+// split rows of chunks chunks each: by default rows of one head where there
+// are fusedRows of them or each has at most mergeGroup chunks (one level of
+// merges); "fused" or "separate" force one form.
+//
+// Measured on the H100 (2026-12-06, docs/benchmarks.md): GQA rows ~1 µs
+// slower fused (2026-12-05). MHA rows fused: 32 rows 0.1-0.7 µs faster at
+// 512-16K, over 17-65 chunks a row; 8 and 16 rows (8/8, 16/16) 1-1.7 µs
+// slower over 17 or more chunks (the last blocks of few rows merge in two
+// levels what the combine spreads over rows x D/32 blocks), and 0.2-0.9 µs
+// faster over at most 16 (the tensor-core kernel's 5-16 chunks a row).
+func fusedFor(mode string, vg, rows, chunks int) bool {
 	switch mode {
 	case "fused":
 		return true
 	case "separate":
 		return false
 	}
-	return vg == 1
+	return vg == 1 && (rows >= fusedRows || chunks <= mergeGroup)
 }
+
+// fusedRows is the least number of MHA split rows that merge in the split
+// kernel over any number of chunks (fusedFor).
+const fusedRows = 32
 
 // Plan describes the launch of an Attend (Backend.AttnPlan).
 type Plan struct {
@@ -54,6 +65,21 @@ type Plan struct {
 	SharedMem int    // dynamic shared memory per block, bytes
 	ByValue   bool   // the call's ints went to the kernel by value (RtBox), not uploaded
 	Early     bool   // its blocks read the settled tokens before waiting for the kernel ahead (RH_EARLY)
+	Merge     string // where a row's chunks merge: "fused" (its last blocks), "combine" (a second launch), "cluster", or "" (one chunk a row)
+}
+
+// mergeOf names where the rows of a split launch of nchunks chunks a row
+// merge (Plan.Merge): fused, in a combine launch, or in a cluster (cl > 0).
+func mergeOf(fused bool, cl, nchunks int) string {
+	switch {
+	case nchunks <= 1:
+		return ""
+	case cl > 0:
+		return "cluster"
+	case fused:
+		return "fused"
+	}
+	return "combine"
 }
 
 // Header words of a call of the runtime's split-KV kernels (RH_* in
@@ -415,7 +441,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	f := b.fn(name)
 	smemFor := func(chunk int) int { return rtSmem(vg, hd, chunk, minPS, shifted, lean) }
 	limit := maxAttnSmemB
-	tc := b.tcOK(a, p) && (b.split.tc == tcOn || useTC(vg, longest, b.split.slowMem)) && b.tcFits(p.names.tc, vg, hd, minPS)
+	tc := b.tcOK(a, p) && (b.split.tc == tcOn || useTC(vg, nsrows, longest, b.split.slowMem)) && b.tcFits(p.names.tc, vg, hd, minPS)
 	if tc { // tcFits has let it take the opt-in shared memory
 		name = p.names.tc
 		f = b.fn(name)
@@ -442,7 +468,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	}
 	pgw := chunk/minPS + 2
 	ngroups := (nchunks + mergeGroup - 1) / mergeGroup
-	fused := fusedFor(b.split.combine, vg) && nsrows*(ngroups+1) <= ctrWords && cl == 0
+	fused := fusedFor(b.split.combine, vg, nsrows, nchunks) && nsrows*(ngroups+1) <= ctrWords && cl == 0
 	parts := nchunks
 	if fused {
 		parts += ngroups
@@ -532,7 +558,8 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	} else {
 		must(f.LaunchAfter(Dim3{nchunks, gy, gz}, Dim3{attnThreads, 1, 1}, smem, args...))
 	}
-	b.split.last = Plan{Kernel: name, Chunk: chunk, Blocks: nchunks * nsrows, Rows: nsrows, Resident: b.occupancy(f, smem), SharedMem: smem, ByValue: boxed, Early: early}
+	b.split.last = Plan{Kernel: name, Chunk: chunk, Blocks: nchunks * nsrows, Rows: nsrows, Resident: b.occupancy(f, smem), SharedMem: smem, ByValue: boxed, Early: early,
+		Merge: mergeOf(fused, cl, nchunks)}
 	if early {
 		b.split.earlyN++
 	}
@@ -604,10 +631,11 @@ func (b *Backend) tcFits(name string, vg, hd, minPS int) bool {
 }
 
 // useTC is the default choice between the tensor-core kernel and attn_rt
-// for a lean call of vg virtual heads a split row whose longest row holds
-// longest tokens, on a device whose memory is slow or not (slowMemory): the
-// tensor-core kernel for groups of 4 or more, and for 1 or 2 from
-// tcLongFrom tokens unless the memory is slow.
+// for a lean call of vg virtual heads a split row and rows split rows whose
+// longest row holds longest tokens, on a device whose memory is slow or not
+// (slowMemory): the tensor-core kernel for groups of 4 or more, for rows of
+// one head where there are at most tcFewRows of them, and for groups of 1
+// or 2 from tcLongFrom tokens unless the memory is slow.
 //
 // Measured on the H200 (18.8 bytes a cycle; 2026-12-04, docs/benchmarks.md),
 // with the swizzled stages: 32/8 heads of 128 at or under attn_rt at every
@@ -616,13 +644,21 @@ func (b *Backend) tcFits(name string, vg, hd, minPS int) bool {
 // (32/32). On the H100 (12.8 bytes a cycle; 2026-12-05) 32/32 on attn_rt is
 // 1.5 us faster at 8K, 2.1 at 16K, 1.2-1.7 at 32K and 0.8-1.0 at 64K, and
 // level below 8K: there attn_rt's instructions keep up with the memory.
-func useTC(vg, longest int, slowMem bool) bool {
-	return vg >= 4 || longest >= tcLongFrom && !slowMem
+// 8/8 and 16/16 (8 and 16 rows; H100, 2026-12-06), each kernel with the
+// merge fusedFor gives it: on the tensor cores 0.2-1.4 µs faster at
+// 512-16K, but for 8 rows of 128 at 1K and 8K-16K and 16 at 512 (0.1-0.6 µs
+// slower); attn_rt splits so few rows into many chunks of 32 tokens.
+func useTC(vg, rows, longest int, slowMem bool) bool {
+	return vg >= 4 || vg == 1 && rows <= tcFewRows || longest >= tcLongFrom && !slowMem
 }
 
 // tcLongFrom is the least row from which groups of 1 or 2 heads take the
 // tensor-core kernel (useTC).
 const tcLongFrom = 8192
+
+// tcFewRows is the most split rows of one head that take the tensor-core
+// kernel at every length (useTC).
+const tcFewRows = 16
 
 // tcMemRate is the memory's bytes a multiprocessor cycle under which it is
 // slow for the decode kernels (slowMemory): between the H100's 12.8, where

@@ -1,0 +1,82 @@
+package cuda_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/kvbench/kvbench/runtime"
+	"github.com/kvbench/kvbench/runtime/cuda"
+)
+
+// TestFakeMHARows: rows of one head (MHA) take the tensor-core kernel where
+// a launch has at most 16 of them (useTC), and merge in the split kernel
+// where there are 32 or more or each has at most 16 chunks, else in the
+// combine launch (fusedFor), on the fake device's 132 multiprocessors:
+// 8/8 heads of 128 in 9 chunks of 64 at 513 tokens and 16 of 128 at 2,048
+// (fused), 17 at 2,049 (combine); heads of 64 in 17 chunks of 64 at 1,025
+// (combine); 16/16 in 9 of 128 at 1,025 (fused); 32/32 on attn_rt, fused; KVBENCH_ATTN_TC and KVBENCH_ATTN_COMBINE still force either way;
+// a batch step of 2 streams of 8/8 heads (16 rows) takes the tensor-core
+// kernel and one of 4 (32 rows) attn_rt.
+func TestFakeMHARows(t *testing.T) {
+	planAt := func(heads, hd, tokens int) cuda.Plan {
+		t.Helper()
+		be := fakeBackend(t)
+		cfg := runtime.Config{Arch: "llama", Dim: heads * hd, Hidden: 1024, Layers: 1, Heads: heads, KVHeads: heads,
+			HeadDim: hd, Vocab: 100, MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
+		be.Attend(fakeDecodeArgs(t, be, cfg, tokens))
+		return be.AttnPlan()
+	}
+	for _, c := range []struct {
+		heads, hd, tokens int
+		env, val          string
+		tc                bool
+		chunks            int // chunks a row (0: not checked)
+		merge             string
+	}{
+		{8, 128, 513, "", "", true, 9, "fused"},
+		{8, 128, 2048, "", "", true, 16, "fused"},
+		{8, 128, 2049, "", "", true, 17, "combine"},
+		{8, 64, 1025, "", "", true, 17, "combine"},
+		{16, 128, 1025, "", "", true, 9, "fused"},
+		{32, 128, 1025, "", "", false, 0, "fused"},
+		{8, 128, 2049, "KVBENCH_ATTN_TC", "off", false, 0, "combine"},
+		{32, 128, 1025, "KVBENCH_ATTN_COMBINE", "separate", false, 0, "combine"},
+		{8, 128, 2049, "KVBENCH_ATTN_COMBINE", "fused", true, 17, "fused"},
+	} {
+		if c.env != "" {
+			t.Setenv(c.env, c.val)
+		}
+		p := planAt(c.heads, c.hd, c.tokens)
+		if c.env != "" {
+			t.Setenv(c.env, "")
+		}
+		name := "default"
+		if c.env != "" {
+			name = c.env + "=" + c.val
+		}
+		if strings.HasSuffix(p.Kernel, "_tc") != c.tc || p.Merge != c.merge || p.Rows != c.heads ||
+			c.chunks > 0 && p.Blocks != c.chunks*p.Rows {
+			t.Errorf("%d/%d heads of %d at %d tokens (%s): %+v; want tensor cores %v, %d chunks a row, merge %q",
+				c.heads, c.heads, c.hd, c.tokens, name, p, c.tc, c.chunks, c.merge)
+		}
+	}
+	batchPlan := func(streams int) cuda.Plan {
+		t.Helper()
+		be := fakeBackend(t)
+		c := runtime.Config{Arch: "llama", Dim: 512, Hidden: 256, Layers: 2, Heads: 8, KVHeads: 8, HeadDim: 64, Vocab: 300,
+			MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
+		batch := promptedBatch(t, be, runtime.ZeroModel(c), "full", nil, streams, 16, func(i int) int { return 600 + 7*i })
+		sids, toks, targets, out := make([]int, streams), make([]int, streams), make([]int, streams), make([]float64, streams)
+		for i := range sids {
+			sids[i], toks[i], targets[i] = i, 3+i, 4+i
+		}
+		if err := batch.LogProbs(sids, toks, targets, out); err != nil {
+			t.Fatal(err)
+		}
+		return be.AttnPlan()
+	}
+	if two, four := batchPlan(2), batchPlan(4); !strings.HasSuffix(two.Kernel, "_tc") || two.Rows != 16 ||
+		strings.HasSuffix(four.Kernel, "_tc") || four.Rows != 32 {
+		t.Errorf("batch steps of 2 and 4 streams of 8/8 heads: %+v and %+v; want the tensor cores for 16 rows alone", two, four)
+	}
+}
