@@ -36,11 +36,12 @@ func combineOf() (string, error) {
 // merges); "fused" or "separate" force one form.
 //
 // Measured on the H100 (2026-12-06, docs/benchmarks.md): GQA rows ~1 µs
-// slower fused (2026-12-05). MHA rows fused: 32 rows 0.1-0.7 µs faster at
-// 512-16K, over 17-65 chunks a row; 8 and 16 rows (8/8, 16/16) 1-1.7 µs
-// slower over 17 or more chunks (the last blocks of few rows merge in two
-// levels what the combine spreads over rows x D/32 blocks), and 0.2-0.9 µs
-// faster over at most 16 (the tensor-core kernel's 5-16 chunks a row).
+// slower fused (2026-12-05). MHA rows fused: 32 rows 0.3-0.8 µs faster on
+// attn_rt at 512-16K, over 17-65 chunks a row; 8 and 16 rows (8/8, 16/16)
+// 0.5-2.0 µs slower over 17 or more chunks (the last blocks of few rows
+// merge in two levels what the combine spreads over rows x D/32 blocks),
+// and level to 1.0 µs faster over at most 16 (the tensor-core kernel's
+// 5-16 chunks a row).
 func fusedFor(mode string, vg, rows, chunks int) bool {
 	switch mode {
 	case "fused":
