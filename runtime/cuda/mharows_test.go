@@ -4,7 +4,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kvbench/kvbench/runtime"
 	"github.com/kvbench/kvbench/runtime/cuda"
 )
 
@@ -18,14 +17,6 @@ import (
 // a batch step of 2 streams of 8/8 heads (16 rows) takes the tensor-core
 // kernel and one of 4 (32 rows) attn_rt.
 func TestFakeMHARows(t *testing.T) {
-	planAt := func(heads, hd, tokens int) cuda.Plan {
-		t.Helper()
-		be := fakeBackend(t)
-		cfg := runtime.Config{Arch: "llama", Dim: heads * hd, Hidden: 1024, Layers: 1, Heads: heads, KVHeads: heads,
-			HeadDim: hd, Vocab: 100, MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
-		be.Attend(fakeDecodeArgs(t, be, cfg, tokens))
-		return be.AttnPlan()
-	}
 	for _, c := range []struct {
 		heads, hd, tokens int
 		env, val          string
@@ -46,7 +37,7 @@ func TestFakeMHARows(t *testing.T) {
 		if c.env != "" {
 			t.Setenv(c.env, c.val)
 		}
-		p := planAt(c.heads, c.hd, c.tokens)
+		p := decodePlan(t, c.heads, c.heads, c.hd, c.tokens)
 		if c.env != "" {
 			t.Setenv(c.env, "")
 		}
@@ -60,21 +51,7 @@ func TestFakeMHARows(t *testing.T) {
 				c.heads, c.heads, c.hd, c.tokens, name, p, c.tc, c.chunks, c.merge)
 		}
 	}
-	batchPlan := func(streams int) cuda.Plan {
-		t.Helper()
-		be := fakeBackend(t)
-		c := runtime.Config{Arch: "llama", Dim: 512, Hidden: 256, Layers: 2, Heads: 8, KVHeads: 8, HeadDim: 64, Vocab: 300,
-			MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
-		batch := promptedBatch(t, be, runtime.ZeroModel(c), "full", nil, streams, 16, func(i int) int { return 600 + 7*i })
-		sids, toks, targets, out := make([]int, streams), make([]int, streams), make([]int, streams), make([]float64, streams)
-		for i := range sids {
-			sids[i], toks[i], targets[i] = i, 3+i, 4+i
-		}
-		if err := batch.LogProbs(sids, toks, targets, out); err != nil {
-			t.Fatal(err)
-		}
-		return be.AttnPlan()
-	}
+	batchPlan := func(streams int) cuda.Plan { return batchStepPlan(t, 8, streams, func(i int) int { return 600 + 7*i }) }
 	if two, four := batchPlan(2), batchPlan(4); !strings.HasSuffix(two.Kernel, "_tc") || two.Rows != 16 ||
 		strings.HasSuffix(four.Kernel, "_tc") || four.Rows != 32 {
 		t.Errorf("batch steps of 2 and 4 streams of 8/8 heads: %+v and %+v; want the tensor cores for 16 rows alone", two, four)

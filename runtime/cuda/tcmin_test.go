@@ -19,14 +19,7 @@ import (
 // step's tensor-core launch alike (heads of 64: 64), and a value that is
 // not a multiple of 32 stops the backend with an error naming it.
 func TestFakeTCMinChunk(t *testing.T) {
-	planAt := func(heads, kv, hd, tokens int) cuda.Plan {
-		t.Helper()
-		be := fakeBackend(t)
-		cfg := runtime.Config{Arch: "llama", Dim: heads * hd, Hidden: 1024, Layers: 1, Heads: heads, KVHeads: kv,
-			HeadDim: hd, Vocab: 100, MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
-		be.Attend(fakeDecodeArgs(t, be, cfg, tokens))
-		return be.AttnPlan()
-	}
+	planAt := func(heads, kv, hd, tokens int) cuda.Plan { return decodePlan(t, heads, kv, hd, tokens) }
 	plan := func(heads, kv int) cuda.Plan { return planAt(heads, kv, 128, 1024) }
 	gqa, mha := plan(32, 8), plan(32, 32)
 	if !strings.HasSuffix(gqa.Kernel, "_tc") || strings.HasSuffix(mha.Kernel, "_tc") {
@@ -48,22 +41,7 @@ func TestFakeTCMinChunk(t *testing.T) {
 	}
 	// A batch step's tensor-core launch (8 streams of 30-51 tokens, 8/2 heads
 	// of 64: 16 rows of a chunk of 32 by default).
-	batchPlan := func() cuda.Plan {
-		t.Helper()
-		be := fakeBackend(t)
-		c := runtime.Config{Arch: "llama", Dim: 512, Hidden: 256, Layers: 2, Heads: 8, KVHeads: 2, HeadDim: 64, Vocab: 300,
-			MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
-		const streams = 8
-		batch := promptedBatch(t, be, runtime.ZeroModel(c), "full", nil, streams, 16, func(i int) int { return 30 + 3*i })
-		sids, toks, targets, out := make([]int, streams), make([]int, streams), make([]int, streams), make([]float64, streams)
-		for i := range sids {
-			sids[i], toks[i], targets[i] = i, 3+i, 4+i
-		}
-		if err := batch.LogProbs(sids, toks, targets, out); err != nil {
-			t.Fatal(err)
-		}
-		return be.AttnPlan()
-	}
+	batchPlan := func() cuda.Plan { return batchStepPlan(t, 2, 8, func(i int) int { return 30 + 3*i }) }
 	t.Setenv("KVBENCH_ATTN_TC_MIN", "")
 	dflt := batchPlan()
 	t.Setenv("KVBENCH_ATTN_TC_MIN", "32")
@@ -84,4 +62,35 @@ func wantEnvRefused(t *testing.T, name, value string) {
 	} else if !strings.Contains(err.Error(), name) {
 		t.Errorf("%s=%s: error %q does not name the variable", name, value, err)
 	}
+}
+
+// decodePlan is the plan of one decode call's attention on the fake device:
+// heads query heads of hd channels over kv KV heads, tokens cached.
+func decodePlan(t *testing.T, heads, kv, hd, tokens int) cuda.Plan {
+	t.Helper()
+	be := fakeBackend(t)
+	cfg := runtime.Config{Arch: "llama", Dim: heads * hd, Hidden: 1024, Layers: 1, Heads: heads, KVHeads: kv,
+		HeadDim: hd, Vocab: 100, MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
+	be.Attend(fakeDecodeArgs(t, be, cfg, tokens))
+	return be.AttnPlan()
+}
+
+// batchStepPlan is the attention plan of one decode step of a batch of
+// streams on the fake device: a 2-layer model of 8 query heads of 64 over
+// kv KV heads, stream i prompted with prompt(i) tokens under full
+// attention.
+func batchStepPlan(t *testing.T, kv, streams int, prompt func(i int) int) cuda.Plan {
+	t.Helper()
+	be := fakeBackend(t)
+	c := runtime.Config{Arch: "llama", Dim: 512, Hidden: 256, Layers: 2, Heads: 8, KVHeads: kv, HeadDim: 64, Vocab: 300,
+		MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
+	batch := promptedBatch(t, be, runtime.ZeroModel(c), "full", nil, streams, 16, prompt)
+	sids, toks, targets, out := make([]int, streams), make([]int, streams), make([]int, streams), make([]float64, streams)
+	for i := range sids {
+		sids[i], toks[i], targets[i] = i, 3+i, 4+i
+	}
+	if err := batch.LogProbs(sids, toks, targets, out); err != nil {
+		t.Fatal(err)
+	}
+	return be.AttnPlan()
 }
