@@ -658,10 +658,14 @@ __device__ __forceinline__ void attn_core(const Src& src, QInit qinit, int len, 
 // tensor-core kernel; attn_rt's two passes leave it 0), [3] every warp's
 // tiles done, [4] its partial written, after the fused merge where it ran
 // one (globaltimer, ns), [5] its multiprocessor, [6] warp 0's tiles (the
-// tensor-core kernel), [7] its tokens; and the combine's block b (grid x
-// fastest) two words after the split blocks': [0] its start, [1] its end.
-// The kernels write nothing else there; the batched launches none.
-#define TR_WORDS 8
+// tensor-core kernel), [7] its tokens, and inside [3]..[4] (the tensor-core
+// kernel; attn_rt leaves them 0) [8] thread 0's block maxima and sums
+// formed (no barrier: the compiler may move some of that arithmetic past
+// it) and [9] the warps' outputs in shared memory (after the barrier
+// before attn_finish); and the combine's block b (grid x fastest) two words
+// after the split blocks': [0] its start, [1] its end. The kernels write
+// nothing else there; the batched launches none.
+#define TR_WORDS 10
 
 // KVB_TRACE: the kernels built for the trace (KVBENCH_ATTN_TRACE=1 adds
 // -DKVB_TRACE=1). Without it rt_trace is nullptr, a constant: every stamp,

@@ -458,6 +458,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
         bm[g] = x;
         bl[g] = y;
     }
+    if (tr != nullptr && tid == 0) tr[8] = gtime();
     float* red = reinterpret_cast<float*>(tsm);
 #pragma unroll
     for (int g = 0; g < G; ++g) {
@@ -472,6 +473,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
         }
     }
     __syncthreads();
+    if (tr != nullptr && tid == 0) tr[9] = gtime();
     if (CL) {
         tc_cluster_merge<D, G>(red, bm, bl, sItem, out);
     } else {

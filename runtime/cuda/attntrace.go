@@ -13,12 +13,13 @@ import (
 // batched launches) passes the kernel the address of a zeroed device
 // buffer, where each block writes when it started, staged its page
 // pointers, saw its first tile land (the tensor-core kernel only),
-// finished its tiles and wrote its partial, and each block of the combine
+// finished its tiles, formed its maxima and put its warps' outputs in
+// shared memory (the tensor-core kernel only), and wrote its partial, and each block of the combine
 // when it started and ended, all on the GPU's global clock. AttnTrace
 // reads the last call's back.
 
 // traceWords is TR_WORDS: a split block's words in the trace.
-const traceWords = 8
+const traceWords = 10
 
 // traceState is a Backend's trace (SetAttnTrace) and the layout of the
 // last traced call's words.
@@ -75,10 +76,13 @@ func (b *Backend) traceCall(kernel string, chunks, rows, combBlocks int) Ptr {
 }
 
 // TraceBlock is a split block's timestamps (ns, the GPU's global clock;
-// 0: not written) and what it read.
+// 0: not written) and what it read. Maxima and Shared split the partial's
+// phase (TilesDone..End) of the tensor-core kernel: thread 0's block
+// maxima and sums formed, and the warps' outputs in shared memory.
 type TraceBlock struct {
 	Start, Staged, FirstTile, TilesDone, End uint64
 	SM, Tiles, Tokens                        int // its multiprocessor, warp 0's 16-token tiles, its tokens
+	Maxima, Shared                           uint64
 }
 
 // TraceSpan is a combine block's start and end (ns).
@@ -113,7 +117,7 @@ func parseTrace(kernel string, chunks, rows, comb int, w []uint64) *AttnTrace {
 	for i := range chunks * rows {
 		x := w[i*traceWords : (i+1)*traceWords]
 		a.Blocks = append(a.Blocks, TraceBlock{Start: x[0], Staged: x[1], FirstTile: x[2], TilesDone: x[3], End: x[4],
-			SM: int(x[5]), Tiles: int(x[6]), Tokens: int(x[7])})
+			SM: int(x[5]), Tiles: int(x[6]), Tokens: int(x[7]), Maxima: x[8], Shared: x[9]})
 	}
 	for i := range comb {
 		x := w[chunks*rows*traceWords+2*i:]
@@ -125,9 +129,11 @@ func parseTrace(kernel string, chunks, rows, comb int, w []uint64) *AttnTrace {
 // Summary describes the trace in one line, times in microseconds from the
 // first block's start: when the blocks started (spread), each phase's
 // median and maximum (staging the page pointers, the first tile's wait,
-// the tiles, writing the partial), when the blocks ended (first, median,
-// last) and when the combine's blocks ended; or why there is nothing to
-// say (a kernel that writes no trace).
+// the tiles, writing the partial; where the blocks stamped inside that
+// last phase, its parts: the block's maxima, the outputs to shared memory,
+// their sums and stores), when the blocks ended (first, median, last) and
+// when the combine's blocks ended; or why there is nothing to say (a
+// kernel that writes no trace).
 func (a *AttnTrace) Summary() string {
 	var bl []TraceBlock
 	for _, x := range a.Blocks {
@@ -140,7 +146,7 @@ func (a *AttnTrace) Summary() string {
 	}
 	t0 := slices.MinFunc(bl, func(x, y TraceBlock) int { return cmpU(x.Start, y.Start) }).Start
 	us := func(ns uint64) float64 { return float64(ns) / 1e3 }
-	var starts, stage, first, tiles, fin, ends []float64
+	var starts, stage, first, tiles, fin, ends, maxima, shared, stores []float64
 	sms := map[int]int{}
 	for _, x := range bl {
 		starts = append(starts, us(x.Start-t0))
@@ -153,12 +159,21 @@ func (a *AttnTrace) Summary() string {
 			tiles = append(tiles, us(x.TilesDone-x.Staged))
 		}
 		fin = append(fin, us(x.End-x.TilesDone))
+		if x.TilesDone <= x.Maxima && x.Maxima <= x.Shared && x.Shared <= x.End {
+			maxima = append(maxima, us(x.Maxima-x.TilesDone))
+			shared = append(shared, us(x.Shared-x.Maxima))
+			stores = append(stores, us(x.End-x.Shared))
+		}
 		ends = append(ends, us(x.End-t0))
 		sms[x.SM]++
 	}
 	var s strings.Builder
+	part := medMax(fin)
+	if len(maxima) > 0 {
+		part += fmt.Sprintf(" (maxima %s, to shared %s, sums and stores %s)", medMax(maxima), medMax(shared), medMax(stores))
+	}
 	fmt.Fprintf(&s, "%s: %d of %d blocks on %d multiprocessors; start %s; stage %s; first tile %s; tiles %s; partial %s; end %s",
-		a.Kernel, len(bl), len(a.Blocks), len(sms), spread(starts), medMax(stage), medMax(first), medMax(tiles), medMax(fin), spread(ends))
+		a.Kernel, len(bl), len(a.Blocks), len(sms), spread(starts), medMax(stage), medMax(first), medMax(tiles), part, spread(ends))
 	var ce []float64
 	for _, c := range a.Combine {
 		if c.End >= t0 && c.End != 0 {

@@ -10,17 +10,18 @@ import (
 // those worked out by hand.
 func TestTraceSummary(t *testing.T) {
 	const base = 1_000_000
-	// start, staged, first tile, tiles done, end (ns after base); SM, tiles, tokens.
-	blocks := [][8]uint64{
-		{0, 1000, 2000, 30000, 31000, 3, 16, 1024},
-		{500, 1500, 2500, 32500, 33000, 3, 16, 1024},
-		{1000, 2000, 4000, 34000, 34500, 7, 16, 1024},
-		{0, 800, 0, 900, 1200, 9, 0, 0}, // no tile: first tile unset
+	// start, staged, first tile, tiles done, end (ns after base); SM, tiles,
+	// tokens; maxima formed, outputs in shared memory (ns after base).
+	blocks := [][traceWords]uint64{
+		{0, 1000, 2000, 30000, 31000, 3, 16, 1024, 30100, 30400},
+		{500, 1500, 2500, 32500, 33000, 3, 16, 1024, 32700, 32800},
+		{1000, 2000, 4000, 34000, 34500, 7, 16, 1024, 34200, 34300},
+		{0, 800, 0, 900, 1200, 9, 0, 0, 0, 0}, // no tile: first tile unset, no inner stamps
 	}
 	var w []uint64
 	for _, b := range blocks {
 		for i, x := range b {
-			if i < 5 && (x != 0 || i == 0) {
+			if (i < 5 || i >= 8) && (x != 0 || i == 0) {
 				x += base
 			}
 			w = append(w, x)
@@ -39,6 +40,9 @@ func TestTraceSummary(t *testing.T) {
 		"first tile 1.00/2.00",   // 1, 1, 2
 		"tiles 30.00/30.00",      // 28, 30, 30
 		"partial 0.50/1.00",      // 1, 0.5, 0.5, 0.3
+		// the three blocks with inner stamps: maxima 0.1, 0.2, 0.2; to shared
+		// 0.3, 0.1, 0.1; sums and stores 0.6, 0.2, 0.2
+		"(maxima 0.20/0.20, to shared 0.10/0.30, sums and stores 0.20/0.60)",
 		"end 1.20..33.00..34.50", // 31, 33, 34.5, 1.2
 		"combine (2 blocks) ends 36.00..37.00..37.00",
 	} {
@@ -47,7 +51,7 @@ func TestTraceSummary(t *testing.T) {
 		}
 	}
 	// attn_rt stamps no first tile: its passes count from the staging.
-	rt := parseTrace("attn_rt_d128_g1_bf16", 1, 1, 0, []uint64{base, base + 1000, 0, base + 5000, base + 5500, 2, 0, 32})
+	rt := parseTrace("attn_rt_d128_g1_bf16", 1, 1, 0, []uint64{base, base + 1000, 0, base + 5000, base + 5500, 2, 0, 32, 0, 0})
 	if s := rt.Summary(); !strings.Contains(s, "first tile -; tiles 4.00/4.00; partial 0.50/0.50; end 5.50..5.50..5.50") {
 		t.Errorf("attn_rt's summary: %q", s)
 	}

@@ -60,7 +60,8 @@ func TestFakeAttnTrace(t *testing.T) {
 // TestAttnTraceGPU: a traced decode call computes the same output, bit
 // for bit, as an untraced one, and every block's timestamps come in order,
 // on a multiprocessor the device has, over the tokens of its chunk; the
-// combine ends after the last block. Bf16 pages: 32/8 heads of 128 at
+// combine ends after the last block; the tensor-core kernel's stamps
+// inside the partial's phase come in order within it. Bf16 pages: 32/8 heads of 128 at
 // 4,096 tokens (the tensor-core kernel, a combine launch) and 32/32 at 512
 // (attn_rt, the fused merge: no first tile, no combine).
 func TestAttnTraceGPU(t *testing.T) {
@@ -140,6 +141,10 @@ func attnTraceCase(t *testing.T, be *cuda.Backend, heads, kv, n int, tc bool) {
 		}
 		if x.Start == 0 || x.Start > x.Staged || x.Staged > first || first > x.TilesDone || x.TilesDone > x.End {
 			t.Fatalf("block %d out of order: %+v", i, x)
+		}
+		if tc && (x.TilesDone > x.Maxima || x.Maxima > x.Shared || x.Shared > x.End) || !tc && (x.Maxima != 0 || x.Shared != 0) {
+			t.Fatalf("block %d: the partial's inner stamps %d, %d between %d and %d (tensor cores %v: in order; else none)",
+				i, x.Maxima, x.Shared, x.TilesDone, x.End, tc)
 		}
 		if x.SM < 0 || x.SM >= be.D.SMs || tc && x.Tiles <= 0 || x.Tokens <= 0 {
 			t.Fatalf("block %d: %+v (the device has %d multiprocessors)", i, x, be.D.SMs)
