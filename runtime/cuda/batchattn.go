@@ -232,6 +232,7 @@ type batchAttn struct {
 	parts    []metaPart
 	acc      []*runtime.AttnArgs // calls with Acc that do not batch (attendAcc)
 	oneRope  bool                // the re-positioned calls share one theta and head dim (thetaFreqs' cache)
+	tcRows   map[string]int      // batchTC's split rows by tensor-core kernel, kept between steps
 	// The batched calls with Acc (accPlan): attn_rtb_acc's table, their
 	// sums' device region, the longest token list and the most heads.
 	acct                 []uint64
@@ -481,7 +482,11 @@ func (b *Backend) batchTC(bt *batchAttn) {
 		minPS int
 	}
 	fits := map[shape]bool{}
-	rows := map[string]int{} // the split rows of the calls a tensor-core kernel would serve (one launch)
+	if bt.tcRows == nil {
+		bt.tcRows = map[string]int{}
+	}
+	rows := bt.tcRows // the split rows of the calls a tensor-core kernel would serve (one launch)
+	clear(rows)
 	for i := range bt.calls {
 		rows[bt.calls[i].tcb] += bt.calls[i].srows
 	}

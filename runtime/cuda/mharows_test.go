@@ -13,7 +13,8 @@ import (
 // combine launch (fusedFor), on the fake device's 132 multiprocessors:
 // 8/8 heads of 128 in 9 chunks of 64 at 513 tokens and 16 of 128 at 2,048
 // (fused), 17 at 2,049 (combine); heads of 64 in 17 chunks of 64 at 1,025
-// (combine); 16/16 in 9 of 128 at 1,025 (fused); 32/32 on attn_rt, fused; KVBENCH_ATTN_TC and KVBENCH_ATTN_COMBINE still force either way;
+// (combine); 16/16 in 9 of 128 at 1,025 (fused); 32/32 on attn_rt, fused;
+// KVBENCH_ATTN_TC and KVBENCH_ATTN_COMBINE still force either way;
 // a batch step of 2 streams of 8/8 heads (16 rows) takes the tensor-core
 // kernel and one of 4 (32 rows) attn_rt.
 func TestFakeMHARows(t *testing.T) {
@@ -34,16 +35,14 @@ func TestFakeMHARows(t *testing.T) {
 		{32, 128, 1025, "KVBENCH_ATTN_COMBINE", "separate", false, 0, "combine"},
 		{8, 128, 2049, "KVBENCH_ATTN_COMBINE", "fused", true, 17, "fused"},
 	} {
+		name := "default"
 		if c.env != "" {
+			name = c.env + "=" + c.val
 			t.Setenv(c.env, c.val)
 		}
 		p := decodePlan(t, c.heads, c.heads, c.hd, c.tokens)
 		if c.env != "" {
 			t.Setenv(c.env, "")
-		}
-		name := "default"
-		if c.env != "" {
-			name = c.env + "=" + c.val
 		}
 		if strings.HasSuffix(p.Kernel, "_tc") != c.tc || p.Merge != c.merge || p.Rows != c.heads ||
 			c.chunks > 0 && p.Blocks != c.chunks*p.Rows {

@@ -19,8 +19,7 @@ import (
 // step's tensor-core launch alike (heads of 64: 64), and a value that is
 // not a multiple of 32 stops the backend with an error naming it.
 func TestFakeTCMinChunk(t *testing.T) {
-	planAt := func(heads, kv, hd, tokens int) cuda.Plan { return decodePlan(t, heads, kv, hd, tokens) }
-	plan := func(heads, kv int) cuda.Plan { return planAt(heads, kv, 128, 1024) }
+	plan := func(heads, kv int) cuda.Plan { return decodePlan(t, heads, kv, 128, 1024) }
 	gqa, mha := plan(32, 8), plan(32, 32)
 	if !strings.HasSuffix(gqa.Kernel, "_tc") || strings.HasSuffix(mha.Kernel, "_tc") {
 		t.Fatalf("kernels %s (32/8) and %s (32/32): the case wants the tensor cores for the first alone", gqa.Kernel, mha.Kernel)
@@ -28,7 +27,7 @@ func TestFakeTCMinChunk(t *testing.T) {
 	for _, c := range []struct{ heads, kv, hd, tokens, want int }{{32, 8, 128, 512, 64}, {32, 8, 128, 1024, 64},
 		{32, 8, 128, 1025, 128}, {32, 8, 128, 2048, 128}, {28, 4, 128, 2048, 64}, {28, 4, 128, 4096, 128},
 		{32, 8, 64, 1025, 64}, {32, 8, 64, 2048, 64}} {
-		if p := planAt(c.heads, c.kv, c.hd, c.tokens); p.Chunk != c.want || !strings.HasSuffix(p.Kernel, "_tc") {
+		if p := decodePlan(t, c.heads, c.kv, c.hd, c.tokens); p.Chunk != c.want || !strings.HasSuffix(p.Kernel, "_tc") {
 			t.Errorf("%d/%d heads of %d at %d tokens: %+v, want chunks of %d on a _tc kernel", c.heads, c.kv, c.hd, c.tokens, p, c.want)
 		}
 	}
