@@ -398,31 +398,32 @@ __device__ __forceinline__ void chunk_softmax(float* s, int stride, int len, flo
     }
 }
 
+// attn_ml_at is where block (chunk c, row r) of a launch of nchunks x rows
+// blocks writes its heads' maxima and sums in partML: [G][max, sum].
+template <int G>
+__device__ __forceinline__ float* attn_ml_at(float* partML, int r, int c, int nchunks) {
+    return partML + ((size_t)r * nchunks + c) * (G * 2);
+}
+
 // attn_finish ends split-KV block (chunk c, row r) of a launch of nchunks x
-// rows blocks: the warps' partial outputs are in smem [NW][G][D] (written
-// after a barrier); it sums them into the block's partial (partO, with each
-// head's max m and sum l in partML) and, with counters, runs the fused
-// merge, which writes virtual head g's output at outp(g) and its max and sum
-// at mlp(g) (see attn_merge).
-template <int D, int G, class OutF, class MLF>
-__device__ __forceinline__ void attn_finish(float* smem, const float (&m)[G], const float (&l)[G], int r, int c, int nchunks,
-                                            int rows, float* __restrict__ partO, float* __restrict__ partML,
-                                            int* __restrict__ counters, OutF outp, MLF mlp) {
+// rows blocks: the warps' partial outputs are in smem [NW][G][PD] (head g's
+// D channels at g*PD: PD > D pads the rows against bank conflicts), written
+// before a barrier, as are the block's maxima and sums at attn_ml_at; it
+// sums the outputs into the block's partial (partO) and, with counters,
+// runs the fused merge, which writes virtual head g's output at outp(g) and
+// its max and sum at mlp(g) (see attn_merge).
+template <int D, int G, int PD, class OutF, class MLF>
+__device__ __forceinline__ void attn_finish(float* smem, int r, int c, int nchunks, int rows, float* __restrict__ partO,
+                                            float* __restrict__ partML, int* __restrict__ counters, OutF outp, MLF mlp) {
     constexpr int NT = ATTN_NT, NW = NT / 32;
     const int tid = threadIdx.x;
     const size_t prow = (size_t)r * nchunks;
     for (int idx = tid; idx < G * D; idx += NT) {
+        const int at = (idx / D) * PD + idx % D;
         float x = 0.f;
 #pragma unroll
-        for (int k = 0; k < NW; ++k) x += smem[k * G * D + idx];
+        for (int k = 0; k < NW; ++k) x += smem[k * G * PD + at];
         partO[(prow + c) * (G * D) + idx] = x;
-    }
-    if (tid == 0) {
-#pragma unroll
-        for (int g = 0; g < G; ++g) {
-            partML[((prow + c) * G + g) * 2 + 0] = m[g];
-            partML[((prow + c) * G + g) * 2 + 1] = l[g];
-        }
     }
     if (counters == nullptr) {
         if (nchunks != 1) return;  // a combine kernel merges the partials
@@ -987,8 +988,16 @@ __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u
         attn_core<D, G, KT, SH, UX>(src, qinit, len, chunk, smem, m, l);
     }
     tr_stamp(tr, 3);
-    attn_finish<D, G>(
-        smem, m, l, rg, c, gridDim.x, nsg, partO, partML, counters,
+    if (threadIdx.x == 0) {
+        float* bml = attn_ml_at<G>(partML, rg, c, gridDim.x);
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+            bml[2 * g] = m[g];
+            bml[2 * g + 1] = l[g];
+        }
+    }
+    attn_finish<D, G, D>(
+        smem, rg, c, gridDim.x, nsg, partO, partML, counters,
         [&](int g) { return sItem[g] >= 0 ? out + (size_t)sItem[g] * D : nullptr; },
         [&](int g) { return ml != nullptr && sItem[g] >= 0 ? ml + (size_t)sItem[g] * 2 : nullptr; });
     tr_stamp(tr, 4);  // every thread gets here (attn_finish's returns are the whole block's)

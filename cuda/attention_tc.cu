@@ -112,42 +112,40 @@ __device__ __forceinline__ float tc_cluster_ld(const float* p, int rank) {
 
 // tc_cluster_merge ends a block of a launch whose row's chunks are one
 // cluster (CL: the cluster spans grid x, rank = chunk; sm_90a): the warps'
-// outputs (red [NW][G][D], rescaled to the block's maxima bm) are summed
-// into the block's partial in place (red [G][D]), the cluster meets, and
-// each block merges its share of the row's G*D outputs from every block's
-// partial, read through distributed shared memory, writing head g's output
-// at item[g]'s row of out. No partials in global memory, no counters, no
-// combine launch. A second barrier keeps every block's shared memory until
-// all have read it. (sm_80+, as its caller: fl_exp2 is prefill.cu's.)
+// outputs (red [NW][G][PD], rescaled to the block's maxima; head g's D
+// channels at g*PD) are summed into the block's partial (after them, [G][D]),
+// the cluster meets, and each block merges its share of the row's G*D outputs
+// from every block's partial and maxima and sums (cML [G][max, sum], written
+// before the barrier before this), read through distributed shared memory,
+// writing head g's output at item[g]'s row of out. No partials in global
+// memory, no counters, no combine launch. A second barrier keeps every
+// block's shared memory until all have read it. (sm_80+, as its caller:
+// fl_exp2 is prefill.cu's.)
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-template <int D, int G>
-__device__ __forceinline__ void tc_cluster_merge(float* red, const float (&bm)[G], const float (&bl)[G], const int* item,
-                                                 float* __restrict__ out) {
+template <int D, int G, int PD>
+__device__ __forceinline__ void tc_cluster_merge(float* red, const float* cML, const int* item, float* __restrict__ out) {
     constexpr int NT = ATTN_NT, NW = NT / 32, N = G * D;
-    __shared__ float cM[G], cL[G];
     const int tid = threadIdx.x;
+    float* part = red + NW * G * PD;
     for (int idx = tid; idx < N; idx += NT) {
+        const int at = (idx / D) * PD + idx % D;
         float x = 0.f;
 #pragma unroll
-        for (int k = 0; k < NW; ++k) x += red[k * N + idx];
-        red[idx] = x;
-    }
-    if (tid < G) {
-        cM[tid] = bm[tid];
-        cL[tid] = bl[tid];
+        for (int k = 0; k < NW; ++k) x += red[k * G * PD + at];
+        part[idx] = x;
     }
     tc_cluster_sync();
     const int n = gridDim.x, rank = blockIdx.x, per = (N + n - 1) / n;
     for (int idx = rank * per + tid; idx < min(N, (rank + 1) * per); idx += NT) {
         const int g = idx / D;
         float M = NEG_INF;
-        for (int k = 0; k < n; ++k) M = fmaxf(M, tc_cluster_ld(&cM[g], k));
+        for (int k = 0; k < n; ++k) M = fmaxf(M, tc_cluster_ld(&cML[2 * g], k));
         float L = 0.f, acc = 0.f;
         for (int k = 0; k < n; ++k) {
-            const float mk = tc_cluster_ld(&cM[g], k);
+            const float mk = tc_cluster_ld(&cML[2 * g], k);
             const float wk = mk == NEG_INF ? 0.f : fl_exp2(mk - M);
-            L += wk * tc_cluster_ld(&cL[g], k);
-            acc += wk * tc_cluster_ld(&red[idx], k);
+            L += wk * tc_cluster_ld(&cML[2 * g + 1], k);
+            acc += wk * tc_cluster_ld(&part[idx], k);
         }
         if (item[g] >= 0) out[(size_t)item[g] * D + (idx - g * D)] = L > 0.f ? acc / L : 0.f;
     }
@@ -170,10 +168,11 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     static_assert(G == 1 || G == 2 || G == 4 || G == 8, "1, 2, 4 or 8 virtual heads");
     // smem: the stages [NW][TC_ST][K, V][tc_at's layout], then the range's key
     // and value page pointers [pgw] each. After the loop: the warps'
-    // outputs [NW][G][D] from offset 0 (attn_finish, tc_cluster_merge).
+    // outputs [NW][G][D + 4] from offset 0 (attn_finish, tc_cluster_merge).
     extern __shared__ __align__(128) unsigned char tsm[];
     __shared__ int sItem[G];
     __shared__ float wM[NW][8], wL[NW][8];
+    __shared__ __align__(16) float cML[G * 2];  // the block's maxima and sums for the cluster's merge (CL)
 
     const int* H = ints + hdr;
     const int c = blockIdx.x, tid = threadIdx.x, w = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
@@ -446,39 +445,66 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
         tr[3] = gtime();
         tr[6] = mine;
     }
-    float bm[G], bl[G];
+    // Heads g0 = 2tig and g0 + 1 are this lane's outputs: the block's maxima
+    // and sums of those two only, and this warp's scales to the block's
+    // maxima. (wM holds 8 heads: those past G are the zero queries', finite
+    // and unused.) Each lane taking all G heads (G x NW exp2 and twice as
+    // many loads) cost 28/4's heads of 128 0.5 µs a block for 8 heads.
+    const int g0 = 2 * tig;
+    float bm[2], bl[2], sc[2];
 #pragma unroll
-    for (int g = 0; g < G; ++g) {
+    for (int e = 0; e < 2; ++e) {
+        const int g = g0 + e;
         float x = NEG_INF;
 #pragma unroll
         for (int v = 0; v < NW; ++v) x = fmaxf(x, wM[v][g]);
         float y = 0.f;
 #pragma unroll
         for (int v = 0; v < NW; ++v) y += wM[v][g] == NEG_INF ? 0.f : wL[v][g] * fl_exp2(wM[v][g] - x);
-        bm[g] = x;
-        bl[g] = y;
+        bm[e] = x;
+        bl[e] = y;
+        sc[e] = wM[w][g] == NEG_INF ? 0.f : fl_exp2(wM[w][g] - x);
     }
     if (tr != nullptr && tid == 0) tr[8] = gtime();
+    // The outputs to red [NW][G][PD]: a row of D channels padded by 4 floats
+    // puts heads g0 of the four tig at banks 8 apart, so a store of the
+    // warp's 32 lanes (8 gid x 4 tig) meets no conflict. (Each head in turn,
+    // its lanes alone, was G/2 x 2KS stores of 8 lanes a warp.)
+    constexpr int PD = D + 4;
+    static_assert((NW * G * PD + G * D) * 4 <= TC_STAGE_BYTES(D), "the outputs fit the stages");
     float* red = reinterpret_cast<float*>(tsm);
-#pragma unroll
-    for (int g = 0; g < G; ++g) {
-        if ((g >> 1) != tig) continue;  // heads 2tig, 2tig+1 are this lane's
-        const float wm = wM[w][g];
-        const float sc = wm == NEG_INF ? 0.f : fl_exp2(wm - bm[g]);
-        float* dst = red + (w * G + g) * D + gid;
+    if (g0 < G) {
+        float* d0 = red + (w * G + g0) * PD + gid;
 #pragma unroll
         for (int j = 0; j < KS; ++j) {
-            dst[16 * j] = o[j][g & 1] * sc;
-            dst[16 * j + 8] = o[j][2 + (g & 1)] * sc;
+            d0[16 * j] = o[j][0] * sc[0];
+            d0[16 * j + 8] = o[j][2] * sc[0];
+        }
+        if (G > 1) {
+            float* d1 = d0 + PD;
+#pragma unroll
+            for (int j = 0; j < KS; ++j) {
+                d1[16 * j] = o[j][1] * sc[1];
+                d1[16 * j + 8] = o[j][3] * sc[1];
+            }
+        }
+        // The block's maxima and sums, by warp 0's lanes of gid 0: one
+        // store of heads g0 and g0 + 1 each.
+        if (w == 0 && gid == 0) {
+            float* bml = CL ? cML + 2 * g0 : attn_ml_at<G>(partML, rg, c, gridDim.x) + 2 * g0;
+            if (G > 1)
+                *reinterpret_cast<float4*>(bml) = make_float4(bm[0], bl[0], bm[1], bl[1]);
+            else
+                *reinterpret_cast<float2*>(bml) = make_float2(bm[0], bl[0]);
         }
     }
     __syncthreads();
     if (tr != nullptr && tid == 0) tr[9] = gtime();
     if (CL) {
-        tc_cluster_merge<D, G>(red, bm, bl, sItem, out);
+        tc_cluster_merge<D, G, PD>(red, cML, sItem, out);
     } else {
-        attn_finish<D, G>(
-            red, bm, bl, rg, c, gridDim.x, nsg, partO, partML, counters,
+        attn_finish<D, G, PD>(
+            red, rg, c, gridDim.x, nsg, partO, partML, counters,
             [&](int g) { return sItem[g] >= 0 ? out + (size_t)sItem[g] * D : nullptr; },
             [&](int g) { return ml != nullptr && sItem[g] >= 0 ? ml + (size_t)sItem[g] * 2 : nullptr; });
     }
