@@ -46,8 +46,9 @@
 //   (gid, tig) channels 16j + gid and 16j + gid + 8, heads 2tig, 2tig+1.
 //
 // At the end the warps' maxima, sums and outputs meet in shared memory,
-// rescaled to the block's maximum, and attn_finish writes the partial (and
-// runs the fused merge) as attn_rt's blocks do; or, in the _tcc kernels,
+// rescaled to the block's maximum (each lane forms and stores only its own
+// two heads'), and attn_finish writes the partial (and runs the fused
+// merge) as attn_rt's blocks do; or, in the _tcc kernels,
 // the row's blocks, one cluster, merge their partials through distributed
 // shared memory (tc_cluster_merge).
 
