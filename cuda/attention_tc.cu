@@ -450,7 +450,8 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     // and sums of those two only, and this warp's scales to the block's
     // maxima. (wM holds 8 heads: those past G are the zero queries', finite
     // and unused.) Each lane taking all G heads (G x NW exp2 and twice as
-    // many loads) cost 28/4's heads of 128 0.5 µs a block for 8 heads.
+    // many loads) took 0.48 µs a block for 28/4's 8 heads, against 0.16
+    // now (H100, traced).
     const int g0 = 2 * tig;
     float bm[2], bl[2], sc[2];
 #pragma unroll
