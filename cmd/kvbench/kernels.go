@@ -113,7 +113,7 @@ func cmdKernels(stdout, stderr io.Writer, args []string) error {
 	fmt.Fprintf(stdout, "# kernels: NVRTC %s (%s), %s, options %q, %d modules, cached %v, loaded in %.1fs\n",
 		ver, path, b.D.Arch(), cuda.KernelOptions(), len(k.Mods), cached, time.Since(t0).Seconds())
 	fmt.Fprintf(stdout, "# timed: Backend.Attend of one decode step (device time between events, its metadata included, passed by value or uploaded) on a bf16 cache of pages of %d tokens built through runtime.KVCache and each policy's hooks\n", *kvPage)
-	for _, name := range []string{fmt.Sprintf("attn_rt_d%d_g4_bf16_tc", *dim), fmt.Sprintf("attn_rt_d%d_g4_bf16", *dim), fmt.Sprintf("attn_rt_d%d_g1_bf16", *dim), fmt.Sprintf("attn_rt_combine_d%d", *dim)} {
+	for _, name := range kernelNames(*dim, heads) {
 		if f, err := k.Func(name); err == nil {
 			fmt.Fprintf(stdout, "# %s: %d registers, %d B local, %d B static shared\n", f.Name, f.Regs, f.Local, f.Shared)
 		}
@@ -902,6 +902,28 @@ func timeLaunches(k *cuda.Kernels, launch func(i int) error, nsets, iters int) (
 		run += b
 	}
 	return out, nil
+}
+
+// kernelNames lists the split-KV kernels whose resources -v prints: the
+// tensor-core and CUDA-core kernels of groups of 4 (the usual GQA shape)
+// and of each group the heads ask for (the kernel's group: a power of two,
+// at most 8, that holds it), of one head, and the combine.
+func kernelNames(dim int, heads [][2]int) []string {
+	gs := []int{4}
+	for _, h := range heads {
+		g := 1
+		for g < h[0]/h[1] && g < 8 {
+			g *= 2
+		}
+		if !slices.Contains(gs, g) && g != 1 {
+			gs = append(gs, g)
+		}
+	}
+	var out []string
+	for _, g := range append(gs, 1) {
+		out = append(out, cuda.DecodeKernels(dim, g)...)
+	}
+	return append(out, fmt.Sprintf("attn_rt_combine_d%d", dim))
 }
 
 func median(x []float64) float64 {

@@ -534,7 +534,7 @@ func (b *Backend) planLaunch(lo, hi int) batchLaunch {
 	l.smem, l.nchunks = smemFor(l.chunk), max(1, (longest+l.chunk-1)/l.chunk)
 	l.pgw = l.chunk/minPS + 2
 	ngroups := (l.nchunks + mergeGroup - 1) / mergeGroup
-	l.fused = vg == 1 && fusedFor(b.split.combine, 1, l.nsg, l.nchunks) && l.nsg*(ngroups+1) <= ctrWords
+	l.fused = vg == 1 && fusedFor(b.split.combine, 1, l.nsg, l.nchunks, false) && l.nsg*(ngroups+1) <= ctrWords
 	parts := l.nchunks
 	if l.fused {
 		parts += ngroups

@@ -507,8 +507,10 @@ func TestFakeTCSharedMemory(t *testing.T) {
 // rounded up to 32, ... 7 of them; 32 rows of 600 in 5 of tcLeast's 128)
 // with no combine launched; longer rows,
 // the default (0: none), an asked chunk that makes more than 8, and rows of
-// one head under 8K (attn_rt) do not; an asked chunk that makes 8 or fewer
-// is kept; a bad value is refused naming the variable.
+// one head under 8K (attn_rt) do not (and merge as the plan says: a
+// combine launched where it says "combine", none where "fused"); an asked
+// chunk that makes 8 or fewer is kept; a bad value is refused naming the
+// variable.
 func TestFakeAttnCluster(t *testing.T) {
 	for _, c := range []struct {
 		env, tcEnv     string
@@ -556,8 +558,12 @@ func TestFakeAttnCluster(t *testing.T) {
 			switch {
 			case strings.HasSuffix(p.Kernel, "_tcc") && combine:
 				t.Errorf("%s: a combine launched (launches %v)", p.Kernel, launched)
-			case strings.HasSuffix(p.Kernel, "_tc") && p.Blocks > cfg.KVHeads && !combine:
+			case strings.HasSuffix(p.Kernel, "_tc") && p.Merge == "combine" && !combine:
 				t.Errorf("%s over %d blocks: no combine launched (launches %v)", p.Kernel, p.Blocks, launched)
+			case p.Merge == "fused" && combine:
+				t.Errorf("%s merged fused: a combine launched (launches %v)", p.Kernel, launched)
+			case strings.HasSuffix(p.Kernel, "_tc") && p.Blocks > cfg.KVHeads && p.Merge == "":
+				t.Errorf("%s over %d blocks: no merge (plan %+v)", p.Kernel, p.Blocks, p)
 			}
 		})
 	}

@@ -8,21 +8,26 @@ import (
 // TestFusedFor checks which split rows merge in their split kernel under
 // each mode of KVBENCH_ATTN_COMBINE, and that combineOf refuses others:
 // by default MHA rows, 32 or more of them over any chunks, fewer over at
-// most 16 chunks (one level of merges).
+// most 16 chunks (one level of merges), and rows of 4 heads on the tensor
+// cores over at most 16 chunks.
 func TestFusedFor(t *testing.T) {
 	cases := []struct {
 		env              string
 		vg, rows, chunks int
+		tc               bool
 		want             bool
 	}{
-		{"", 1, 32, 65, true}, {"", 1, 64, 17, true}, {"", 1, 8, 9, true}, {"", 1, 16, 16, true},
-		{"", 1, 16, 17, false}, {"", 1, 8, 33, false}, {"", 1, 31, 17, false},
-		{"", 4, 32, 9, false}, {"", 8, 4, 2, false},
-		{"separate", 1, 32, 9, false}, {"fused", 4, 8, 33, true}, {"fused", 1, 8, 33, true},
+		{"", 1, 32, 65, false, true}, {"", 1, 64, 17, true, true}, {"", 1, 8, 9, true, true}, {"", 1, 16, 16, false, true},
+		{"", 1, 16, 17, true, false}, {"", 1, 8, 33, false, false}, {"", 1, 31, 17, false, false},
+		{"", 4, 8, 9, true, true}, {"", 4, 8, 16, true, true}, {"", 4, 8, 17, true, false}, {"", 4, 32, 65, true, false},
+		{"", 4, 8, 9, false, false}, {"", 2, 16, 9, true, false}, {"", 8, 4, 9, true, false}, {"", 8, 4, 2, false, false},
+		{"separate", 1, 32, 9, false, false}, {"separate", 4, 8, 9, true, false},
+		{"fused", 4, 8, 33, true, true}, {"fused", 1, 8, 33, false, true}, {"fused", 8, 4, 33, false, true},
 	}
 	for _, c := range cases {
-		if got := fusedFor(c.env, c.vg, c.rows, c.chunks); got != c.want {
-			t.Errorf("KVBENCH_ATTN_COMBINE=%q, %d heads a row, %d rows of %d chunks: fused %v, want %v", c.env, c.vg, c.rows, c.chunks, got, c.want)
+		if got := fusedFor(c.env, c.vg, c.rows, c.chunks, c.tc); got != c.want {
+			t.Errorf("KVBENCH_ATTN_COMBINE=%q, %d heads a row, %d rows of %d chunks, tensor cores %v: fused %v, want %v",
+				c.env, c.vg, c.rows, c.chunks, c.tc, got, c.want)
 		}
 	}
 	t.Setenv(combineEnv, "short")

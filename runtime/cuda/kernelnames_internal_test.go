@@ -280,7 +280,8 @@ func dynamicNames(t *testing.T) map[nameSite][]string {
 		{"batchattn.go", "AttendBatch", "l.comb"}:       split,
 		{"batchattn.go", "planLaunch", "l.kernel"}:      split,
 		{"batchattn.go", "batchTC", "c.tcb"}:            split,
-		{"gemv.go", "mv", "b.mvKernel"}:                 mv, // mvKernelOf
+		{"gemv.go", "mv", "b.mvKernel"}:                 mv,    // mvKernelOf
+		{"kernels.go", "cmdKernels", "name"}:            split, // DecodeKernels, in cmd/kvbench's register report
 	}
 }
 

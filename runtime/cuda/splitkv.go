@@ -31,25 +31,34 @@ func combineOf() (string, error) {
 // fusedFor reports whether a split kernel with vg virtual heads a row
 // merges its rows itself (attn_finish's fused merge) rather than leave them
 // to a separate combine launch, in mode (combineOf), for a launch of rows
-// split rows of chunks chunks each: by default rows of one head where there
-// are fusedRows of them or each has at most mergeGroup chunks (one level of
-// merges); "fused" or "separate" force one form.
+// split rows of chunks chunks each, on the tensor cores (tc) or not: by
+// default rows of one head where there are fusedRows of them or each has
+// at most mergeGroup chunks (one level of merges), and rows of 4 heads on
+// the tensor cores over at most mergeGroup chunks; "fused" or "separate"
+// force one form.
 //
-// Measured on the H100 (2026-12-06, docs/benchmarks.md): GQA rows ~1 µs
-// slower fused (2026-12-05). MHA rows fused: 32 rows 0.3-0.8 µs faster on
-// attn_rt at 512-16K, over 17-65 chunks a row; 8 and 16 rows (8/8, 16/16)
-// 0.5-2.0 µs slower over 17 or more chunks (the last blocks of few rows
-// merge in two levels what the combine spreads over rows x D/32 blocks),
-// and level to 1.0 µs faster over at most 16 (the tensor-core kernel's
-// 5-16 chunks a row).
-func fusedFor(mode string, vg, rows, chunks int) bool {
+// Measured on the H100 (docs/benchmarks.md). MHA rows fused (2026-12-06):
+// 32 rows 0.3-0.8 µs faster on attn_rt at 512-16K, over 17-65 chunks a
+// row; 8 and 16 rows (8/8, 16/16) 0.5-2.0 µs slower over 17 or more chunks
+// (the last blocks of few rows merge in two levels what the combine spreads
+// over rows x D/32 blocks), and level to 1.0 µs faster over at most 16 (the
+// tensor-core kernel's 5-16 chunks a row). GQA rows fused, with the merge
+// in one round of loads (the fortieth session): rows of 4 heads (32/8)
+// 0.3-0.5 µs faster over 9-16 chunks and 1.0-2.9 slower over 17 or more
+// (two levels); rows of 2 (32/16) 1.0-1.5 slower and of 8 (28/4, 7 heads)
+// 0.2-0.6 slower even over 9 chunks: the merge's one block a row does what
+// the combine spreads over many, and every block pays the arrival.
+func fusedFor(mode string, vg, rows, chunks int, tc bool) bool {
 	switch mode {
 	case "fused":
 		return true
 	case "separate":
 		return false
 	}
-	return vg == 1 && (rows >= fusedRows || chunks <= mergeGroup)
+	if chunks > mergeGroup {
+		return vg == 1 && rows >= fusedRows
+	}
+	return vg == 1 || tc && vg == 4
 }
 
 // fusedRows is the least number of MHA split rows that merge in the split
@@ -400,6 +409,17 @@ func splitNamesOf(k splitKey) *splitNames {
 
 var splitNameCache sync.Map // splitKey -> *splitNames
 
+// DecodeKernels names the split-KV kernels a decode call over bf16 pages of
+// head dim hd runs for kernel groups of vg heads: the tensor-core kernel
+// (where there is one) and the CUDA-core one (for `kvbench kernels -v`).
+func DecodeKernels(hd, vg int) []string {
+	n := splitNamesOf(splitKey{hd: hd, vg: vg, bf16: true})
+	if n.tc == "" {
+		return []string{n.rt}
+	}
+	return []string{n.tc, n.rt}
+}
+
 // splitShapeOf reads a call's shape from its descriptors and head table
 // (its ints h, the table at headOff) and its page type kvt.
 func splitShapeOf(a *runtime.AttnArgs, h []int32, headOff, kvt int32) splitShape {
@@ -469,7 +489,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	}
 	pgw := chunk/minPS + 2
 	ngroups := (nchunks + mergeGroup - 1) / mergeGroup
-	fused := fusedFor(b.split.combine, vg, nsrows, nchunks) && nsrows*(ngroups+1) <= ctrWords && cl == 0
+	fused := fusedFor(b.split.combine, vg, nsrows, nchunks, tc) && nsrows*(ngroups+1) <= ctrWords && cl == 0
 	parts := nchunks
 	if fused {
 		parts += ngroups
