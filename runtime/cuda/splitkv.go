@@ -44,7 +44,7 @@ func combineOf() (string, error) {
 // over rows x D/32 blocks), and level to 1.0 µs faster over at most 16 (the
 // tensor-core kernel's 5-16 chunks a row). GQA rows fused, with the merge
 // in one round of loads (2026-12-06): rows of 4 heads (32/8) 0.3-0.8 µs
-// faster over 9-16 chunks (the H200: 0.1-0.5) and 1.2-2.2 slower over 17 or
+// faster over 9-16 chunks (the H200: 0.1-0.6) and 1.2-2.2 slower over 17 or
 // more (two levels); rows of 2 (32/16) 0.7-1.5 slower and of 8 (28/4, 7
 // heads) 0.1-0.8 slower even over 9-16 chunks: the merge's one block a row
 // does what the combine spreads over many, and every block pays the
