@@ -920,10 +920,12 @@ func kernelNames(dim int, heads [][2]int) []string {
 		}
 	}
 	var out []string
+	comb := ""
 	for _, g := range append(gs, 1) {
-		out = append(out, cuda.DecodeKernels(dim, g)...)
+		names, c := cuda.DecodeKernels(dim, g)
+		out, comb = append(out, names...), c
 	}
-	return append(out, fmt.Sprintf("attn_rt_combine_d%d", dim))
+	return append(out, comb)
 }
 
 func median(x []float64) float64 {

@@ -411,14 +411,15 @@ func splitNamesOf(k splitKey) *splitNames {
 var splitNameCache sync.Map // splitKey -> *splitNames
 
 // DecodeKernels names the split-KV kernels a decode call over bf16 pages of
-// head dim hd runs for kernel groups of vg heads: the tensor-core kernel
-// (where there is one) and the CUDA-core one (for `kvbench kernels -v`).
-func DecodeKernels(hd, vg int) []string {
+// head dim hd runs for kernel groups of vg heads (the tensor-core kernel,
+// where there is one, and the CUDA-core one) and the combine that merges
+// their rows (for `kvbench kernels -v`).
+func DecodeKernels(hd, vg int) (kernels []string, combine string) {
 	n := splitNamesOf(splitKey{hd: hd, vg: vg, bf16: true})
 	if n.tc == "" {
-		return []string{n.rt}
+		return []string{n.rt}, n.rtComb
 	}
-	return []string{n.tc, n.rt}
+	return []string{n.tc, n.rt}, n.rtComb
 }
 
 // splitShapeOf reads a call's shape from its descriptors and head table
