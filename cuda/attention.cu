@@ -275,13 +275,16 @@ __device__ __forceinline__ void attn_merge(const float* __restrict__ pO, const f
     // The first batch's go out now, to land while the heads' maxima and sums
     // are formed, in one pass of running (max, sum) pairs (ml_join): one
     // wait on the L2 where a pass for the maxima, one for the sums and the
-    // outputs' loads made three (a missing chunk weighs 2^-inf = 0). A batch
-    // covers MERGE_R chunks where a thread's loads stay within 16 float4s
-    // (CPT columns a chunk), so that a row of up to MERGE_R chunks (one
-    // first-level group) waits on the L2 once; else 16 / CPT chunks a batch,
-    // and never fewer than 4.
+    // outputs' loads made three (a missing chunk weighs 2^-inf = 0). For
+    // groups of 4, whose rows the host merges here by default over up to 16
+    // chunks (fusedFor), a batch covers MERGE_R chunks where a thread's loads
+    // stay within 16 float4s (CPT columns a chunk), so that such a row waits
+    // on the L2 once; else 16 / CPT chunks a batch, and never fewer than 4.
+    // Other groups take batches of 4: the larger batch's registers (176 ->
+    // 207 for the tensor-core kernels of heads of 128) cost rows of 8 heads,
+    // which the combine merges, 0.1-0.2 µs at 512 tokens.
     constexpr int MBR = (MERGE_R + CG - 1) / CG;
-    constexpr int MB0 = CPT * MBR <= 16 ? MBR : 16 / CPT;
+    constexpr int MB0 = G != 4 ? 4 : CPT * MBR <= 16 ? MBR : 16 / CPT;
     constexpr int MB = MB0 > 4 ? MB0 : 4;
     int c = cg;
     float wm0[MB][CPT];
