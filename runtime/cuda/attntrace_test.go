@@ -62,10 +62,13 @@ func TestFakeAttnTrace(t *testing.T) {
 // on a multiprocessor the device has, over the tokens of its chunk; the
 // combine ends after the last block; the tensor-core kernel's stamps
 // inside the partial's phase come in order within it. Bf16 pages: 32/8 heads of 128 at
-// 4,096 tokens (the tensor-core kernel, a combine launch) and 32/32 at 512
-// (attn_rt, the fused merge: no first tile, no combine).
+// 4,096 tokens (the tensor-core kernel, a combine launch: two blocks a
+// multiprocessor, 32 chunks a row, on every device; the H100's one, by
+// default, has 16 merged fused) and 32/32 at 512 (attn_rt, the fused merge:
+// no first tile, no combine).
 func TestAttnTraceGPU(t *testing.T) {
 	t.Setenv("KVBENCH_ATTN_TRACE", "1") // the kernels built with the stamps
+	t.Setenv("KVBENCH_ATTN_TC_SLOTS", "2")
 	be := newGPUPrec(t, "bf16")
 	for _, c := range []struct {
 		heads, kv, n int

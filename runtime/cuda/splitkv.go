@@ -142,7 +142,7 @@ type splitState struct {
 	tc       tcMode         // when lean calls run the tensor-core _tc kernels ($KVBENCH_ATTN_TC)
 	tcStages int            // the _tc kernels' stages a warp, TC_ST ($KVBENCH_ATTN_TC_ST)
 	slowMem  bool           // the device's memory is slow for the decode kernels (slowMemory)
-	tcSlots  int            // the most resident blocks a multiprocessor the _tc kernels' chunks count ($KVBENCH_ATTN_TC_SLOTS; 0: all)
+	tcSlots  int            // the most resident blocks a multiprocessor the _tc kernels' chunks count ($KVBENCH_ATTN_TC_SLOTS; 0: all; -1: tcSlotsFor's default)
 	cluster  int            // the longest row whose chunks run as one cluster, the _tcc kernels ($KVBENCH_ATTN_CLUSTER; 0: none)
 	noEarly  bool           // the _tc kernels never read before pdl_wait ($KVBENCH_ATTN_EARLY=off)
 	noTCAcc  bool           // calls with Acc stay off the _tc kernels ($KVBENCH_ATTN_TC_ACC=off)
@@ -473,7 +473,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	}
 	slots, least := 0, b.split.minChunk // the chooser's resident blocks a multiprocessor (0: all) and least chunk
 	if tc {
-		slots, least = b.split.tcSlots, max(least, b.split.tcLeast(hd, nsrows, longest, b.D.SMs))
+		slots, least = b.split.tcSlotsFor(hd, false), max(least, b.split.tcLeast(hd, nsrows, longest, b.D.SMs))
 	}
 	chunk := b.splitChunk(f, smemFor, limit, nsrows, longest, slots, least)
 	cl := 0 // the blocks of a cluster: a row's chunks (the _tcc kernel)
@@ -764,13 +764,34 @@ func clusterOf() (int, error) {
 
 // tcSlotsOf reads $KVBENCH_ATTN_TC_SLOTS: the most resident blocks a
 // multiprocessor that the tensor-core kernel's chosen chunk fills (0: as
-// many as fit). Default 2: measured on the H200 (2026-12-04,
-// docs/benchmarks.md), 32/8 heads of 64 (four blocks fit) read 16K-64K
-// tokens 1-9 % faster in chunks of about length/32 (two blocks a
-// multiprocessor) than in the chunks that fill all four; heads of 128 fit
-// two anyway.
+// many as fit); -1 where unset (tcSlotsFor's defaults).
 func tcSlotsOf() (int, error) {
-	return envInt("KVBENCH_ATTN_TC_SLOTS", 2, 0, 64, "a whole number of blocks in [0, 64]")
+	return envInt("KVBENCH_ATTN_TC_SLOTS", -1, 0, 64, "a whole number of blocks in [0, 64]")
+}
+
+// tcSlotsFor is the resident blocks a multiprocessor that the chunk of a
+// tensor-core launch of heads of hd channels fills: $KVBENCH_ATTN_TC_SLOTS
+// where set, else one for heads of 128 on a device whose memory is slow
+// (slowMemory: the H100) and two otherwise.
+//
+// Two measured on the H200 (2026-12-04, docs/benchmarks.md): 32/8 heads of
+// 64 (four blocks fit) read 16K-64K tokens 1-9 % faster in chunks of about
+// length/32 (two blocks a multiprocessor) than in the chunks that fill all
+// four; one for them is 0.5-5 us slower at 4K-128K on the H100 too. One for
+// heads of 128 (two fit) measured on the H100 (2026-12-06): 32/8 0.3-0.8 us
+// faster at 2K-32K and 1.3-2.5 at 128K, level at 64K (rows of 4 heads in 16
+// chunks merge fused, fusedFor); 16/2 1.0-1.4 us faster at 16K-64K; 28/4
+// 0.3-0.6 at 8K-32K; level elsewhere. The H200 keeps two until timed, and
+// so does a batch of streams (batched: untimed; from about 16 streams of 8
+// KV heads a row is one chunk either way).
+func (s *splitState) tcSlotsFor(hd int, batched bool) int {
+	switch {
+	case s.tcSlots >= 0:
+		return s.tcSlots
+	case hd == 128 && s.slowMem && !batched:
+		return 1
+	}
+	return 2
 }
 
 // tcSmem is the dynamic shared memory of a block of the _tc kernel over
