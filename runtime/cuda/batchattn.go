@@ -528,7 +528,7 @@ func (b *Backend) planLaunch(lo, hi int) batchLaunch {
 	limit, slots, least := maxAttnSmemB, 0, b.split.minChunk
 	if c0.tc { // batchTC has let it take the opt-in shared memory
 		smemFor = func(chunk int) int { return b.tcSmem(vg, hd, chunk, minPS) }
-		limit, slots, least = b.D.SharedPerBlockOptin, b.split.tcSlotsFor(hd, true), max(least, b.split.tcLeast(hd, l.nsg, longest, b.D.SMs))
+		limit, slots, least = b.D.SharedPerBlockOptin, b.split.tcSlotsFor(hd, vg, true), max(least, b.split.tcLeast(hd, l.nsg, longest, b.D.SMs))
 	}
 	l.chunk = b.splitChunk(b.fn(l.kernel), smemFor, limit, l.nsg, longest, slots, least)
 	l.smem, l.nchunks = smemFor(l.chunk), max(1, (longest+l.chunk-1)/l.chunk)

@@ -620,28 +620,38 @@ func TestFakeTCSlots(t *testing.T) {
 // H100's figures), in chunks of 16,384 / 16 = 1,024 tokens over 128 blocks
 // whose rows of 4 heads merge fused (16 chunks), and two on the H200's (33
 // blocks a row -> chunks of 512, merged by the combine);
-// KVBENCH_ATTN_TC_SLOTS=2 gives the H100 the H200's plan.
+// KVBENCH_ATTN_TC_SLOTS=2 gives the H100 the H200's plan. MHA rows on the
+// tensor cores (KVBENCH_ATTN_TC=on) keep two there: 32 rows of 8 chunks of
+// 2,048.
 func TestFakeTCSlotsByMemory(t *testing.T) {
 	for _, c := range []struct {
 		h100   bool
+		kv     int
 		env    string
+		kernel string
 		chunk  int
 		blocks int
 		merge  string
-	}{{false, "", 512, 256, "combine"}, {true, "", 1024, 128, "fused"}, {true, "2", 512, 256, "combine"}} {
-		t.Run(fmt.Sprintf("h100=%v/slots%s", c.h100, c.env), func(t *testing.T) {
+	}{
+		{false, 8, "", "attn_rt_d128_g4_bf16_tc", 512, 256, "combine"},
+		{true, 8, "", "attn_rt_d128_g4_bf16_tc", 1024, 128, "fused"},
+		{true, 8, "2", "attn_rt_d128_g4_bf16_tc", 512, 256, "combine"},
+		{true, 32, "", "attn_rt_d128_g1_bf16_tc", 2048, 256, "fused"},
+	} {
+		t.Run(fmt.Sprintf("h100=%v/%d/slots%s", c.h100, c.kv, c.env), func(t *testing.T) {
 			if c.h100 {
 				defer cuda.SetFakeMemory(2619000, 5120)()
 			}
 			t.Setenv("KVBENCH_ATTN_TC_SLOTS", c.env)
 			t.Setenv("KVBENCH_ATTN_CLUSTER", "0")
+			t.Setenv("KVBENCH_ATTN_TC", "on")
 			be := fakeBackend(t)
-			cfg := runtime.Config{Arch: "llama", Dim: 4096, Hidden: 1024, Layers: 1, Heads: 32, KVHeads: 8, HeadDim: 128, Vocab: 100,
+			cfg := runtime.Config{Arch: "llama", Dim: 4096, Hidden: 1024, Layers: 1, Heads: 32, KVHeads: c.kv, HeadDim: 128, Vocab: 100,
 				MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
 			be.Attend(fakeDecodeArgs(t, be, cfg, 16384))
 			p := be.AttnPlan()
-			if p.Kernel != "attn_rt_d128_g4_bf16_tc" || p.Chunk != c.chunk || p.Blocks != c.blocks || p.Merge != c.merge {
-				t.Errorf("plan %+v, want attn_rt_d128_g4_bf16_tc in %d blocks of %d tokens, merge %s", p, c.blocks, c.chunk, c.merge)
+			if p.Kernel != c.kernel || p.Chunk != c.chunk || p.Blocks != c.blocks || p.Merge != c.merge {
+				t.Errorf("plan %+v, want %s in %d blocks of %d tokens, merge %s", p, c.kernel, c.blocks, c.chunk, c.merge)
 			}
 		})
 	}

@@ -473,7 +473,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	}
 	slots, least := 0, b.split.minChunk // the chooser's resident blocks a multiprocessor (0: all) and least chunk
 	if tc {
-		slots, least = b.split.tcSlotsFor(hd, false), max(least, b.split.tcLeast(hd, nsrows, longest, b.D.SMs))
+		slots, least = b.split.tcSlotsFor(hd, vg, false), max(least, b.split.tcLeast(hd, nsrows, longest, b.D.SMs))
 	}
 	chunk := b.splitChunk(f, smemFor, limit, nsrows, longest, slots, least)
 	cl := 0 // the blocks of a cluster: a row's chunks (the _tcc kernel)
@@ -770,25 +770,27 @@ func tcSlotsOf() (int, error) {
 }
 
 // tcSlotsFor is the resident blocks a multiprocessor that the chunk of a
-// tensor-core launch of heads of hd channels fills: $KVBENCH_ATTN_TC_SLOTS
-// where set, else one for heads of 128 on a device whose memory is slow
-// (slowMemory: the H100) and two otherwise.
+// tensor-core launch of vg virtual heads of hd channels a row fills:
+// $KVBENCH_ATTN_TC_SLOTS where set, else one for groups of 4 or more heads of
+// 128 of one stream on a device whose memory is slow (slowMemory: the
+// H100), and two otherwise.
 //
 // Two measured on the H200 (2026-12-04, docs/benchmarks.md): 32/8 heads of
 // 64 (four blocks fit) read 16K-64K tokens 1-9 % faster in chunks of about
 // length/32 (two blocks a multiprocessor) than in the chunks that fill all
 // four; one for them is 0.5-5 us slower at 4K-128K on the H100 too. One for
-// heads of 128 (two fit) measured on the H100 (2026-12-06): 32/8 0.3-0.8 us
-// faster at 2K-32K and 1.3-2.5 at 128K, level at 64K (rows of 4 heads in 16
-// chunks merge fused, fusedFor); 16/2 1.0-1.4 us faster at 16K-64K; 28/4
-// 0.3-0.6 at 8K-32K; level elsewhere. The H200 keeps two until timed, and
-// so does a batch of streams (batched: untimed; from about 16 streams of 8
-// KV heads a row is one chunk either way).
-func (s *splitState) tcSlotsFor(hd int, batched bool) int {
+// groups of heads of 128 (two fit) measured on the H100 (2026-12-06): 32/8
+// and 24/8 0.4-1.4 us faster at 2K-32K and 128K, level at 4K-8K and 64K
+// (rows of 4 heads in 16 chunks merge fused, fusedFor); 16/2 0.8-1.3 us
+// faster at 16K-128K; 28/4 0.3-0.7 at 8K-128K, 0.1-0.3 slower at 4K. MHA
+// rows on the tensor cores keep two (one was 1.6-2.3 us slower at 32K for
+// 32/32 heads of 128), as do the H200 and a batch of streams (untimed; from
+// about 16 streams of 8 KV heads a row is one chunk either way).
+func (s *splitState) tcSlotsFor(hd, vg int, batched bool) int {
 	switch {
 	case s.tcSlots >= 0:
 		return s.tcSlots
-	case hd == 128 && s.slowMem && !batched:
+	case hd == 128 && vg >= 4 && s.slowMem && !batched:
 		return 1
 	}
 	return 2
