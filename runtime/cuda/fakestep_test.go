@@ -615,6 +615,20 @@ func TestFakeTCSlots(t *testing.T) {
 	refusesEnv(t, "KVBENCH_ATTN_TC_SLOTS", "-1")
 }
 
+// fakeTCBackend makes a fake backend on an H100's memory figures (h100) or
+// the H200's, the tensor-core kernel asked for every call it serves
+// (KVBENCH_ATTN_TC=on), no clusters, and $name set to value.
+func fakeTCBackend(t *testing.T, h100 bool, name, value string) *cuda.Backend {
+	t.Helper()
+	if h100 {
+		t.Cleanup(cuda.SetFakeMemory(2619000, 5120))
+	}
+	t.Setenv(name, value)
+	t.Setenv("KVBENCH_ATTN_CLUSTER", "0")
+	t.Setenv("KVBENCH_ATTN_TC", "on")
+	return fakeBackend(t)
+}
+
 // TestFakeTCSlotsByMemory: heads of 128 (two blocks fit a multiprocessor)
 // fill one block a multiprocessor on a device whose memory is slow (an
 // H100's figures), in chunks of 16,384 / 16 = 1,024 tokens over 128 blocks
@@ -639,13 +653,7 @@ func TestFakeTCSlotsByMemory(t *testing.T) {
 		{true, 32, "", "attn_rt_d128_g1_bf16_tc", 2048, 256, "fused"},
 	} {
 		t.Run(fmt.Sprintf("h100=%v/%d/slots%s", c.h100, c.kv, c.env), func(t *testing.T) {
-			if c.h100 {
-				defer cuda.SetFakeMemory(2619000, 5120)()
-			}
-			t.Setenv("KVBENCH_ATTN_TC_SLOTS", c.env)
-			t.Setenv("KVBENCH_ATTN_CLUSTER", "0")
-			t.Setenv("KVBENCH_ATTN_TC", "on")
-			be := fakeBackend(t)
+			be := fakeTCBackend(t, c.h100, "KVBENCH_ATTN_TC_SLOTS", c.env)
 			cfg := runtime.Config{Arch: "llama", Dim: 4096, Hidden: 1024, Layers: 1, Heads: 32, KVHeads: c.kv, HeadDim: 128, Vocab: 100,
 				MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
 			be.Attend(fakeDecodeArgs(t, be, cfg, 16384))
@@ -857,13 +865,7 @@ func TestFakeTCStages(t *testing.T) {
 		stages int
 	}{{false, "", 2}, {false, "3", 3}, {false, "4", 4}, {true, "", 2}, {true, "3", 3}} {
 		t.Run(fmt.Sprintf("h100=%v/st%s", c.h100, c.env), func(t *testing.T) {
-			if c.h100 {
-				defer cuda.SetFakeMemory(2619000, 5120)()
-			}
-			t.Setenv("KVBENCH_ATTN_TC_ST", c.env)
-			t.Setenv("KVBENCH_ATTN_CLUSTER", "0")
-			t.Setenv("KVBENCH_ATTN_TC", "on")
-			be := fakeBackend(t)
+			be := fakeTCBackend(t, c.h100, "KVBENCH_ATTN_TC_ST", c.env)
 			opt := fmt.Sprintf("-DTC_ST=%d", c.stages)
 			if got, want := slices.Contains(cuda.KernelOptions(), opt), c.stages != 2; got != want {
 				t.Errorf("options %v: %s among them %v, want %v", cuda.KernelOptions(), opt, got, want)
