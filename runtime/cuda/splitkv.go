@@ -780,9 +780,10 @@ func tcSlotsOf() (int, error) {
 // length/32 (two blocks a multiprocessor) than in the chunks that fill all
 // four; one for them is 0.5-5 us slower at 4K-128K on the H100 too. One for
 // groups of heads of 128 (two fit) measured on the H100 (2026-12-06): 32/8
-// and 24/8 0.4-1.4 us faster at 2K-32K and 128K, level at 4K-8K and 64K
-// (rows of 4 heads in 16 chunks merge fused, fusedFor); 16/2 0.8-1.3 us
-// faster at 16K-128K; 28/4 0.3-0.7 at 8K-128K, 0.1-0.3 slower at 4K. MHA
+// and 24/8 0.4-1.4 us faster at 2K, 16K-32K and 128K (24/8 at 64K too),
+// level at 4K-8K (rows of 4 heads in 16 chunks merge fused, fusedFor); 16/2
+// 0.8-1.3 us faster at 16K-128K; 28/4 0.2-0.7 at 8K-32K and 128K, level at
+// 64K, 0.1-0.3 slower at 4K. MHA
 // rows on the tensor cores keep two (one was 1.6-2.3 us slower at 32K for
 // 32/32 heads of 128), as do the H200 and a batch of streams (untimed; from
 // about 16 streams of 8 KV heads a row is one chunk either way).
