@@ -34,7 +34,7 @@ const (
 )
 
 func cmdKernels(stdout, stderr io.Writer, args []string) error {
-	fs := newFlags("kernels", "kernels [--lengths N,...] [--heads H/KV,...] [--dim D] [--policies full,quest,...|all] [--budget T] [--page P] [--kv-page P] [--iters N] [--floor] [--trace]", stderr)
+	fs := newFlags("kernels", "kernels [--lengths N,...] [--heads H/KV,...] [--dim D] [--policies full,quest,...|all] [--budget T] [--page P] [--kv-page P] [--iters N] [--streams N] [--floor] [--trace]", stderr)
 	lengthsF := fs.String("lengths", "4096,16384,32768,65536,131072", "cached tokens, comma-separated")
 	headsF := fs.String("heads", "32/8", "query heads / KV heads, comma-separated (32/8,32/32)")
 	dim := fs.Int("dim", 128, "head dimension (64 or 128)")
@@ -51,6 +51,7 @@ func cmdKernels(stdout, stderr io.Writer, args []string) error {
 	verbose := fs.Bool("v", false, "print each cell's launch plan and cache")
 	graph := fs.Bool("graph", false, "replay each step as a CUDA graph (refused: the runtime's attention uploads per-call metadata)")
 	floor := fs.Bool("floor", false, "also time a kernel that only reads as many bytes as each step moves (rows marked /floor), and the same in the step's split rows and chunks with each merge (/floor-combine, /floor-fused)")
+	streams := fs.Int("streams", 1, "streams whose decode steps are timed together as one batch step's attention (Backend.AttendBatch), each over its own cache under its own policy")
 	trace := fs.Bool("trace", false, "after timing, run each step once more with the split-KV kernel's blocks stamping their phases on the GPU's clock (a '# trace' line a cell; the run's kernels are the trace's build, KVBENCH_ATTN_TRACE=1)")
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
@@ -74,6 +75,12 @@ func cmdKernels(stdout, stderr io.Writer, args []string) error {
 	}
 	if *iters < 1 || *page < 1 || *budget < 1 || *kvPage < 1 {
 		return fmt.Errorf("kernels: --iters, --page, --kv-page and --budget must be positive")
+	}
+	if *streams < 1 {
+		return fmt.Errorf("kernels: --streams %d: want 1 or more", *streams)
+	}
+	if *streams > 1 && (*split || *trace) {
+		return fmt.Errorf("kernels: --streams %d: --split and --trace time one stream's step", *streams)
 	}
 	if *chunk < 0 || *chunk%cuda.ChunkTokens != 0 {
 		return fmt.Errorf("kernels: --chunk %d is not 0 (chosen for the device) or a positive multiple of %d", *chunk, cuda.ChunkTokens)
@@ -112,7 +119,11 @@ func cmdKernels(stdout, stderr io.Writer, args []string) error {
 	}
 	fmt.Fprintf(stdout, "# kernels: NVRTC %s (%s), %s, options %q, %d modules, cached %v, loaded in %.1fs\n",
 		ver, path, b.D.Arch(), cuda.KernelOptions(), len(k.Mods), cached, time.Since(t0).Seconds())
-	fmt.Fprintf(stdout, "# timed: Backend.Attend of one decode step (device time between events, its metadata included, passed by value or uploaded) on a bf16 cache of pages of %d tokens built through runtime.KVCache and each policy's hooks\n", *kvPage)
+	timed := "Backend.Attend of one decode step"
+	if *streams > 1 {
+		timed = fmt.Sprintf("Backend.AttendBatch of %d streams' decode steps (the heads column's NxH/KV), each stream's cache its own", *streams)
+	}
+	fmt.Fprintf(stdout, "# timed: %s (device time between events, its metadata included, passed by value or uploaded) on a bf16 cache of pages of %d tokens built through runtime.KVCache and each policy's hooks\n", timed, *kvPage)
 	for _, name := range kernelNames(*dim, heads) {
 		if f, err := k.Func(name); err == nil {
 			fmt.Fprintf(stdout, "# %s: %d registers, %d B local, %d B static shared\n", f.Name, f.Regs, f.Local, f.Shared)
@@ -125,7 +136,7 @@ func cmdKernels(stdout, stderr io.Writer, args []string) error {
 	fmt.Fprintf(stdout, "# device-to-device copy (cuMemcpyDtoDAsync, 1 GiB, read+write bytes): %.0f GB/s\n", bw/1e9)
 	io.WriteString(stdout, tableHeader+"\n")
 	var failed []string
-	o := cellOpts{page: *page, kvPage: *kvPage, budget: *budget, iters: *iters, check: *check, split: *split, floor: *floor, trace: *trace, seed: *seed, bw: bw}
+	o := cellOpts{page: *page, kvPage: *kvPage, budget: *budget, iters: *iters, streams: *streams, check: *check, split: *split, floor: *floor, trace: *trace, seed: *seed, bw: bw}
 	for _, hk := range heads {
 		for _, n := range lengths {
 			s := cell{heads: hk[0], kvHeads: hk[1], dim: *dim, tokens: n}
@@ -183,6 +194,7 @@ type cell struct{ heads, kvHeads, dim, tokens int }
 type cellOpts struct {
 	page, budget, iters int
 	kvPage              int // KV cache page slots
+	streams             int // steps timed as one batch (AttendBatch); 1: one Attend
 	check, split, floor bool
 	trace               bool
 	seed                uint64
@@ -372,6 +384,63 @@ func (st *step) free() {
 	st.r.Cache.Free()
 }
 
+// unit is what one timed run attends: one policy's decode step a stream
+// (--streams), each over its own cache, run as one Attend, or as one
+// AttendBatch of every stream's call, each with output rows of its own.
+type unit struct {
+	steps []*step
+	calls []*runtime.AttnArgs
+	outs  []runtime.Buffer
+}
+
+// newUnit builds streams steps of policy name in d's cell (newStep).
+func newUnit(b *cuda.Backend, d *cellData, name string, params policies.Params, streams int) (*unit, error) {
+	u := &unit{}
+	for range streams {
+		st, err := newStep(b, d, name, params)
+		if err != nil {
+			u.free(b)
+			return nil, err
+		}
+		u.steps = append(u.steps, st)
+		if streams > 1 {
+			out := b.Alloc(d.s.heads * d.s.dim)
+			u.outs = append(u.outs, out)
+			st.a.Out = out
+		}
+		u.calls = append(u.calls, &st.a)
+	}
+	return u, nil
+}
+
+// run queues u's attention: Attend for one stream, AttendBatch for more.
+func (u *unit) run(b *cuda.Backend) {
+	if len(u.calls) == 1 {
+		b.Attend(u.calls[0])
+		return
+	}
+	b.AttendBatch(u.calls)
+}
+
+// bytes is what u's run moves: its steps' bytes.
+func (u *unit) bytes() int64 {
+	var n int64
+	for _, st := range u.steps {
+		n += st.bytes()
+	}
+	return n
+}
+
+// free gives u's steps and output rows back.
+func (u *unit) free(b *cuda.Backend) {
+	for _, st := range u.steps {
+		st.free()
+	}
+	for _, x := range u.outs {
+		b.Free(x)
+	}
+}
+
 // kvBytes is what the step's attention reads of the cache: each KV head's
 // keys and values once per split row of the kernels (per query head where
 // the heads select their own tokens, per GQA group otherwise).
@@ -471,43 +540,48 @@ func benchCell(b *cuda.Backend, k *cuda.Kernels, s cell, names []string, o cellO
 	return rows, nil
 }
 
-// benchPolicy times one policy's step in d's cell, on as many copies of its
-// cache as keep the bytes touched between two runs of one copy above the L2
-// cache (up to 16, within half the free memory).
+// benchPolicy times one policy's step in d's cell (o.streams steps as one
+// batch: unit), on as many copies of its caches as keep the bytes touched
+// between two runs of one copy above the L2 cache (up to 16, within half the
+// free memory).
 func benchPolicy(b *cuda.Backend, k *cuda.Kernels, d *cellData, name string, params policies.Params, o cellOpts) ([]kernelRow, error) {
-	first, err := newStep(b, d, name, params)
+	streams := max(o.streams, 1)
+	u0, err := newUnit(b, d, name, params, streams)
 	if err != nil {
 		return nil, err
 	}
-	steps := []*step{first}
+	units := []*unit{u0}
 	defer func() {
-		for _, st := range steps {
-			st.free()
+		for _, u := range units {
+			u.free(b)
 		}
 	}()
-	touched := max(first.bytes(), 1)
+	first := u0.steps[0]
+	touched := max(u0.bytes(), 1)
 	free, _, err := b.D.MemInfo()
 	if err != nil {
 		return nil, err
 	}
-	cacheBytes := first.r.Cache.AllocatedBytes()
+	cacheBytes := first.r.Cache.AllocatedBytes() * int64(streams)
 	nsets := int(min(16, (3*int64(b.D.L2Bytes)+touched-1)/touched))
 	nsets = int(min(int64(nsets), max(1, free/2/max(cacheBytes, 1))))
-	for len(steps) < nsets {
-		st, err := newStep(b, d, name, params)
+	for len(units) < nsets {
+		u, err := newUnit(b, d, name, params, streams)
 		if err != nil {
 			return nil, err
 		}
-		steps = append(steps, st)
+		units = append(units, u)
 	}
 	s := d.s
-	row := kernelRow{policy: name, heads: fmt.Sprintf("%d/%d", s.heads, s.kvHeads), tokens: s.tokens, bw: o.bw,
-		check: "-", bytes: first.bytes()}
-	if o.check {
-		msg, ok := checkStep(b, d, first)
-		row.check, row.bad = msg, !ok
+	heads := fmt.Sprintf("%d/%d", s.heads, s.kvHeads)
+	if streams > 1 {
+		heads = fmt.Sprintf("%dx%s", streams, heads)
 	}
-	samples, err := timeSteps(b, k, steps, o.iters, func(st *step) { b.Attend(&st.a) })
+	row := kernelRow{policy: name, heads: heads, tokens: s.tokens, bw: o.bw, check: "-", bytes: u0.bytes()}
+	if o.check {
+		row.check, row.bad = checkUnit(b, d, u0)
+	}
+	samples, err := timeRuns(b, k, len(units), o.iters, func(i int) { units[i].run(b) })
 	if err != nil {
 		return nil, err
 	}
@@ -516,9 +590,9 @@ func benchPolicy(b *cuda.Backend, k *cuda.Kernels, d *cellData, name string, par
 	for _, sq := range first.a.Seqs {
 		held += sq.N
 	}
-	row.plan = fmt.Sprintf("%+v; %d copies of the cache; %.0f tokens held per KV head", b.AttnPlan(), len(steps), float64(held)/float64(len(first.a.Seqs)))
+	row.plan = fmt.Sprintf("%+v; %d copies of the cache; %.0f tokens held per KV head", b.AttnPlan(), len(units), float64(held)/float64(len(first.a.Seqs)))
 	if o.trace {
-		if row.trace, err = traceStep(b, k, steps[len(steps)-1]); err != nil {
+		if row.trace, err = traceStep(b, k, units[len(units)-1].steps[0]); err != nil {
 			return nil, err
 		}
 	}
@@ -527,7 +601,7 @@ func benchPolicy(b *cuda.Backend, k *cuda.Kernels, d *cellData, name string, par
 		sel := row
 		sel.policy, sel.check, sel.plan = name+"/sel", "-", ""
 		sel.bytes = max(0, stepBytesRead(first)-first.kvBytes())
-		samples, err := timeSteps(b, k, steps, o.iters, func(st *step) { st.p.BeforeAttend(0, &st.a) })
+		samples, err := timeRuns(b, k, len(units), o.iters, func(i int) { st := units[i].steps[0]; st.p.BeforeAttend(0, &st.a) })
 		if err != nil {
 			return rows, err
 		}
@@ -545,7 +619,7 @@ func benchPolicy(b *cuda.Backend, k *cuda.Kernels, d *cellData, name string, par
 		// partial as large as each block's, merged by a combine or by the row's last
 		// block, or not merged (what the split shape's reads and writes cost alone).
 		if p := b.AttnPlan(); p.Rows > 0 && p.Blocks > p.Rows {
-			np := s.heads / p.Rows * (s.dim + 2)
+			np := s.heads * streams / p.Rows * (s.dim + 2)
 			for _, m := range []struct {
 				name string
 				mode int
@@ -599,18 +673,18 @@ func stepBytesRead(st *step) int64 {
 	return st.p.Stats().BytesRead
 }
 
-// timeSteps runs run on each step warm, then iters times rotating over the
-// steps, each run between two device timestamps behind a spin kernel long
-// enough to cover the host's share of the run (so the timestamps hold the
-// device's work: uploads, kernels, downloads), and returns the milliseconds
-// of each run.
-func timeSteps(b *cuda.Backend, k *cuda.Kernels, steps []*step, iters int, run func(st *step)) ([]float64, error) {
+// timeRuns runs run(i) for each of n copies warm, then iters times
+// rotating over the copies, each run between two device timestamps behind a
+// spin kernel long enough to cover the host's share of the run (so the
+// timestamps hold the device's work: uploads, kernels, downloads), and
+// returns the milliseconds of each run.
+func timeRuns(b *cuda.Backend, k *cuda.Kernels, n, iters int, run func(i int)) ([]float64, error) {
 	// The host's share: the fastest warm run (the first ones may grow the
 	// backend's workspaces, which waits for the device).
 	host := time.Duration(math.MaxInt64)
-	for i := range max(5, len(steps)) {
+	for i := range max(5, n) {
 		t0 := time.Now()
-		run(steps[i%len(steps)])
+		run(i % n)
 		host = min(host, time.Since(t0))
 	}
 	sync := b.Alloc(1)
@@ -624,7 +698,7 @@ func timeSteps(b *cuda.Backend, k *cuda.Kernels, steps []*step, iters int, run f
 			return nil, err
 		}
 		m0 := b.Mark()
-		run(steps[i%len(steps)])
+		run(i % n)
 		m1 := b.Mark()
 		out = append(out, float64(b.Elapsed(m0, m1))/1e6)
 		b.ClearMarks()
@@ -632,7 +706,7 @@ func timeSteps(b *cuda.Backend, k *cuda.Kernels, steps []*step, iters int, run f
 	return out, nil
 }
 
-// traceStep runs st's attention with the trace on, as timeSteps times it
+// traceStep runs st's attention with the trace on, as timeRuns times it
 // (warm runs, then one behind a spin, the device otherwise idle), and
 // returns the last run's trace summary and its time between events.
 func traceStep(b *cuda.Backend, k *cuda.Kernels, st *step) (string, error) {
@@ -640,7 +714,7 @@ func traceStep(b *cuda.Backend, k *cuda.Kernels, st *step) (string, error) {
 		return "", err
 	}
 	defer b.SetAttnTrace(false)
-	ms, err := timeSteps(b, k, []*step{st}, 1, func(st *step) { b.Attend(&st.a) })
+	ms, err := timeRuns(b, k, 1, 1, func(int) { b.Attend(&st.a) })
 	if err != nil {
 		return "", err
 	}
@@ -651,12 +725,37 @@ func traceStep(b *cuda.Backend, k *cuda.Kernels, st *step) (string, error) {
 	return fmt.Sprintf("%s; events %.2f (with the trace's zeroing)", t.Summary(), ms[0]*1e3), nil
 }
 
-// checkStep compares one run of st's attention with a float64 reference on
-// the first and last KV heads, from the host copy of the keys, values and
+// checkUnit checks u's run, stream by stream (checkStep, the whole unit run
+// once for each), and returns the report of the worst errors and whether
+// they passed: outputs within 1e-3 of the largest reference value, added
+// probabilities within 1e-5.
+func checkUnit(b *cuda.Backend, d *cellData, u *unit) (string, bool) {
+	worst, accWorst := 0.0, 0.0
+	for _, st := range u.steps {
+		w, aw := checkStep(b, d, st, func() { u.run(b) })
+		worst, accWorst = max(worst, w), max(accWorst, aw)
+	}
+	ok := worst < 1e-3
+	msg := fmt.Sprintf("relerr=%.1e", worst)
+	if u.steps[0].a.Acc != nil {
+		ok = ok && accWorst < 1e-5
+		msg += fmt.Sprintf(" acc=%.0e", accWorst)
+	}
+	if !ok {
+		msg += " FAIL"
+	}
+	return msg, ok
+}
+
+// checkStep compares st's output from one run of attend (which computes
+// st's attention, alone or in a batch) with a float64 reference on the
+// first and last KV heads, from the host copy of the keys, values and
 // queries as the pages hold them (bf16): the output of each of their query
-// heads and, where the policy accumulates probabilities, what the run added.
-// It returns the report and whether it passed.
-func checkStep(b *cuda.Backend, d *cellData, st *step) (string, bool) {
+// heads and, where the policy accumulates probabilities, what the run
+// added. It returns the worst output error relative to the largest
+// reference value and the worst probability's error (+Inf where an output
+// is NaN).
+func checkStep(b *cuda.Backend, d *cellData, st *step, attend func()) (worst, accWorst float64) {
 	a := &st.a
 	hd, group := a.HeadDim, a.Heads/a.KVHeads
 	var before [][]float32
@@ -664,7 +763,7 @@ func checkStep(b *cuda.Backend, d *cellData, st *step) (string, bool) {
 		before = append(before, slices.Clone(acc))
 	}
 	b.Write(a.Out, 0, slices.Repeat([]float32{float32(math.NaN())}, a.Heads*hd))
-	b.Attend(a)
+	attend()
 	out := make([]float32, a.Heads*hd)
 	b.Read(out, a.Out, 0)
 	kvHeads := []int{0}
@@ -682,7 +781,6 @@ func checkStep(b *cuda.Backend, d *cellData, st *step) (string, bool) {
 		}
 		return v
 	}
-	worst, accWorst := 0.0, 0.0
 	for _, g := range kvHeads {
 		seq := &a.Seqs[g]
 		groupProbs := map[int32]float64{} // token -> the group's probabilities (AccGroup)
@@ -712,16 +810,7 @@ func checkStep(b *cuda.Backend, d *cellData, st *step) (string, bool) {
 			accWorst = max(accWorst, math.Abs(added(g, t)-p))
 		}
 	}
-	ok := worst < 1e-3
-	msg := fmt.Sprintf("relerr=%.1e", worst)
-	if a.Acc != nil {
-		ok = ok && accWorst < 1e-5
-		msg += fmt.Sprintf(" acc=%.0e", accWorst)
-	}
-	if !ok {
-		msg += " FAIL"
-	}
-	return msg, ok
+	return worst, accWorst
 }
 
 // refAttend is query head h's attention (row 0 of a) over tokens toks of

@@ -2,6 +2,10 @@ package main
 
 import (
 	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -65,6 +69,9 @@ func TestKernelsBadFlags(t *testing.T) {
 		{"kernels", "--chunk", "100"},
 		{"kernels", "--graph"},
 		{"kernels", "--kv-page", "0"},
+		{"kernels", "--streams", "0"},
+		{"kernels", "--streams", "2", "--trace"},
+		{"kernels", "--streams", "2", "--split"},
 	} {
 		_, _, err := runCLI(t, args...)
 		if err == nil {
@@ -129,6 +136,61 @@ func TestKernelsCommand(t *testing.T) {
 	}
 	if !strings.Contains(out, "pages of 64 tokens") || strings.Count(out, "kvbench ") != 3 || strings.Contains(out, "FAIL") {
 		t.Fatalf("--kv-page 64: want the page size in the header and three rows, every check passed:\n%s", out)
+	}
+	// Three streams as one batch step's attention (--streams): every
+	// stream's output checked, a row per policy.
+	out, _, err = runCLI(t, "kernels", "--lengths", "1000", "--heads", "8/2", "--iters", "5", "--policies", "full,h2o,quest", "--budget", "256", "--streams", "3", "-v")
+	if err != nil {
+		t.Fatalf("--streams 3: %v\n%s", err, out)
+	}
+	t.Log("\n" + out)
+	if strings.Count(out, "kvbench ") != 3 || strings.Count(out, " 3x8/2 ") != 3 || strings.Contains(out, "FAIL") {
+		t.Fatalf("--streams 3: want three rows of 3x8/2, every check passed:\n%s", out)
+	}
+}
+
+// TestKernelsStreamsFake: on the fake device (no GPU; a process of its own,
+// the fake being its only device), --streams 4 times the batched kernels
+// (attn_rtb_*) over four caches: the row's heads read 4x32/8 and its bytes
+// are four times one stream's.
+func TestKernelsStreamsFake(t *testing.T) {
+	if os.Getenv("KVBENCH_CUDA_FAKE") != "1" {
+		if testing.Short() {
+			t.Skip("short: no subprocess")
+		}
+		cmd := exec.Command(os.Args[0], "-test.run", "^TestKernelsStreamsFake$", "-test.count", "1", "-test.v")
+		cmd.Env = append(os.Environ(), "KVBENCH_CUDA_FAKE=1")
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "--- PASS") {
+			t.Fatalf("on the fake device: %v\n%s", err, out)
+		}
+		return
+	}
+	moved := func(streams string) (string, float64) {
+		out, _, err := runCLI(t, "kernels", "--lengths", "2048", "--heads", "32/8", "--iters", "2", "--policies", "full", "--check=false", "--streams", streams, "-v")
+		if err != nil {
+			t.Fatalf("--streams %s: %v\n%s", streams, err, out)
+		}
+		for _, line := range strings.Split(out, "\n") {
+			if f := strings.Fields(line); len(f) >= 7 && f[0] == "kvbench" {
+				mb, err := strconv.ParseFloat(f[6], 64)
+				if err != nil {
+					t.Fatalf("MB column of %q: %v", line, err)
+				}
+				return out, mb
+			}
+		}
+		t.Fatalf("--streams %s: no row:\n%s", streams, out)
+		return "", 0
+	}
+	_, one := moved("1")
+	out, four := moved("4")
+	if !strings.Contains(out, "kvbench  full       4x32/8 ") || !strings.Contains(out, "Kernel:attn_rtb_d128_g4_bf16_tc") ||
+		!strings.Contains(out, "AttendBatch of 4 streams") {
+		t.Errorf("--streams 4: want a 4x32/8 row timed through AttendBatch on attn_rtb_d128_g4_bf16_tc:\n%s", out)
+	}
+	if one <= 0 || math.Abs(four-4*one) > 0.25 { // each printed to 0.1 MB
+		t.Errorf("MB moved: %.1f for four streams, %.1f for one", four, one)
 	}
 }
 
