@@ -12,6 +12,8 @@
 # ENVS="default KVBENCH_ATTN_SHORT=0 KVBENCH_ATTN_COMBINE=separate" (settings
 # joined by commas in one word: "KVBENCH_ATTN_SHORT=0,KVBENCH_RT_BOX=off"; a "+"
 # in a value is a space: "KVBENCH_NVRTC_OPTS=-DKVB_A=1+-DKVB_B=2", two candidate defines);
+# STREAMS=N times N streams' steps as one batch (kvbench kernels --streams N)
+# beside SDPA over a batch of N (bench/sdpa.py --batch N);
 # NCU_LEN=131072 adds a line per run with ncu's view of one attention launch
 # at that length (its time, the L2 sectors it read, the DRAM's share; NCU_METRICS=a,b,... other
 # metrics instead).
@@ -21,6 +23,8 @@ source bench/setting_args.sh
 DIRS=("$@")
 export KVBENCH_CUDA_CACHE=/tmp/kc PYTHONUNBUFFERED=1
 L=${LENGTHS:-512,1024,2048,4096,8192,16384,32768,65536,131072}
+SA=(); BA=() # only where asked: builds from before --streams refuse it
+[ "${STREAMS:-1}" != 1 ] && SA=(--streams "$STREAMS") BA=(--batch "$STREAMS")
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 # line prints a run's medians (tokens=us) and, for kvbench, the registers and
 # local bytes of its tensor-core decode kernel for groups of 4 (a setting
@@ -35,7 +39,7 @@ for sh in ${SHAPES:-32/8:128 32/16:128 32/32:128 32/8:64}; do
 		tag=""; [ ${#DIRS[@]} -gt 1 ] && tag="$(basename "$C") "
 		for e in ${ENVS:-default KVBENCH_ATTN_SHORT=0}; do
 			setting_args "$e"
-			env "${ARGS[@]}" timeout 120 "$C/kvbench" kernels --policies full --iters ${ITERS:-200} --check=false --lengths $L --heads $h --dim $d 2>&1 | line "$tag$h d$d $e"
+			env "${ARGS[@]}" timeout 120 "$C/kvbench" kernels --policies full --iters ${ITERS:-200} --check=false --lengths $L --heads $h --dim $d "${SA[@]}" 2>&1 | line "$tag$h d$d $e"
 			if [ -n "${NCU_LEN:-}" ]; then # one attention launch under ncu: its time, L2 sectors read, DRAM share
 				env "${ARGS[@]}" timeout 120 ncu --profile-from-start on -k regex:'^attn_rt_d' --launch-skip 2 --launch-count 1 \
 					--metrics "${NCU_METRICS:-gpu__time_duration.sum,lts__t_sectors_srcunit_tex_op_read.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed}" \
@@ -44,5 +48,5 @@ for sh in ${SHAPES:-32/8:128 32/16:128 32/32:128 32/8:64}; do
 			fi
 		done
 	done
-	timeout 120 python3 bench/sdpa.py --heads $h --dim $d --backends default --iters ${ITERS:-200} --lengths $L 2>&1 | line "$h d$d sdpa"
+	timeout 120 python3 bench/sdpa.py --heads $h --dim $d --backends default --iters ${ITERS:-200} --lengths $L "${BA[@]}" 2>&1 | line "$h d$d sdpa"
 done

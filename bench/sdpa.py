@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Time PyTorch's scaled_dot_product_attention on kvbench's decode shapes.
 
-One query token, batch 1, bf16 Q/K/V (K and V [1, kv_heads, tokens, dim]),
+One query token, batch 1 (--batch B: B sequences of the same length, the
+batched reference beside `kvbench kernels --streams B`), bf16 Q/K/V (K and V
+[B, kv_heads, tokens, dim]),
 GQA through enable_gqa=True. Each (backend, heads, length) cell is timed the
 way `kvbench kernels` times its kernels: warm-up, CUDA events around every
 run, runs queued behind a GPU sleep so the host's launch latency stays out of
@@ -107,8 +109,11 @@ def main():
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--iters", type=int, default=200)
     ap.add_argument("--backends", default="default,flash,efficient,cudnn")
+    ap.add_argument("--batch", type=int, default=1, help="sequences of the same length attended in one call (the heads column then reads Bx<heads>)")
     ap.add_argument("--no-check", action="store_true")
     args = ap.parse_args()
+    if args.batch < 1:
+        sys.exit(f"sdpa.py: --batch {args.batch}: want 1 or more")
     if not torch.cuda.is_available():
         sys.exit("sdpa.py: no CUDA device visible to PyTorch")
     dev = torch.cuda.get_device_properties(0)
@@ -120,14 +125,14 @@ def main():
     print(HEADER)
     gen = torch.Generator(device="cuda")
     gen.manual_seed(1)
-    D = args.dim
+    D, B = args.dim, args.batch
     for hk in args.heads.split(","):
         H, KV = (int(x) for x in hk.split("/"))
         for N in (int(x) for x in args.lengths.split(",")):
-            kv_bytes = 2 * KV * N * D * 2
+            kv_bytes = 2 * B * KV * N * D * 2
             n_sets = min(16, max(1, math.ceil(3 * l2 / kv_bytes)))
             sets = [
-                (uniform_bf16((1, H, 1, D), gen), uniform_bf16((1, KV, N, D), gen), uniform_bf16((1, KV, N, D), gen))
+                (uniform_bf16((B, H, 1, D), gen), uniform_bf16((B, KV, N, D), gen), uniform_bf16((B, KV, N, D), gen))
                 for _ in range(n_sets)
             ]
             gqa = H != KV
@@ -137,7 +142,8 @@ def main():
                     q, k, v = sets[i % n_sets]
                     return F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
 
-                row = f"{'sdpa':<8} {be:<10} {hk:>6} {N:>8}"
+                label = hk if B == 1 else f"{B}x{hk}"
+                row = f"{'sdpa':<8} {be:<10} {label:>6} {N:>8}"
                 try:
                     if be == "default":
                         ms = timer.run(call, n_sets, args.iters)
