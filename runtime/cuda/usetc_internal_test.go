@@ -45,3 +45,26 @@ func TestUseTC(t *testing.T) {
 		t.Error("KVBENCH_ATTN_TC=yes accepted")
 	}
 }
+
+// TestTCSlotsFor: one block a multiprocessor for one stream's groups of 4 or
+// more heads of 128 where the memory is slow; two for heads of 64, rows of
+// one or two heads, a batch of streams, or fast memory; and
+// $KVBENCH_ATTN_TC_SLOTS (tcSlots 0 or more) over all of them.
+func TestTCSlotsFor(t *testing.T) {
+	for _, c := range []struct {
+		env, hd, vg   int
+		slow, batched bool
+		want          int
+	}{
+		{-1, 128, 4, true, false, 1}, {-1, 128, 8, true, false, 1}, {-1, 128, 4, false, false, 2},
+		{-1, 128, 4, true, true, 2}, {-1, 64, 4, true, false, 2}, {-1, 128, 1, true, false, 2},
+		{-1, 128, 2, true, false, 2}, {0, 128, 4, true, false, 0}, {2, 128, 4, true, false, 2},
+		{3, 64, 1, false, true, 3},
+	} {
+		s := splitState{tcSlots: c.env, slowMem: c.slow}
+		if got := s.tcSlotsFor(c.hd, c.vg, c.batched); got != c.want {
+			t.Errorf("tcSlots %d, heads of %d in groups of %d, slow memory %v, batched %v: %d, want %d",
+				c.env, c.hd, c.vg, c.slow, c.batched, got, c.want)
+		}
+	}
+}
