@@ -783,10 +783,10 @@ func tcSlotsOf() (int, error) {
 // and 24/8 0.4-1.4 us faster at 2K, 16K-32K and 128K (24/8 at 64K too),
 // level at 4K-8K (rows of 4 heads in 16 chunks merge fused, fusedFor); 16/2
 // 0.8-1.3 us faster at 16K-128K; 28/4 0.2-0.7 at 8K-32K and 128K, level at
-// 64K, 0.1-0.3 slower at 4K. MHA
-// rows on the tensor cores keep two (one was 1.6-2.3 us slower at 32K for
-// 32/32 heads of 128), as do the H200 and a batch of streams (untimed; from
-// about 16 streams of 8 KV heads a row is one chunk either way).
+// 64K, 0.1-0.3 slower at 4K. MHA rows on the tensor cores keep two (one was
+// 1.6-2.3 us slower at 32K for 32/32 heads of 128), as do the H200 and a
+// batch of streams (untimed; from about 16 streams of 8 KV heads a row is
+// one chunk either way).
 func (s *splitState) tcSlotsFor(hd, vg int, batched bool) int {
 	switch {
 	case s.tcSlots >= 0:
