@@ -671,13 +671,20 @@ func (b *Backend) tcFits(name string, vg, hd, minPS int) bool {
 // merge fusedFor gives it: on the tensor cores 0.2-1.4 µs faster at
 // 512-16K, but for 8 rows of 128 at 1K and 8K-16K and 16 at 512 (0.1-0.6 µs
 // slower); attn_rt splits so few rows into many chunks of 32 tokens.
+// From 32K tokens (H100, 2026-12-06, one round on main) the tensor cores
+// were faster there too: 32/32 heads of 64 2.5 us at 32K and 4.0 at 128K,
+// level at 64K; heads of 128 0.8-1.1 at 32K, 0.4-0.8 at 64K and 3.2-4.0
+// at 128K; 32/16 (one block a multiprocessor) 0.7-2.3 at 32K-128K.
 func useTC(vg, rows, longest int, slowMem bool) bool {
-	return vg >= 4 || vg == 1 && rows <= tcFewRows || longest >= tcLongFrom && !slowMem
+	return vg >= 4 || vg == 1 && rows <= tcFewRows || longest >= tcLongFrom && (!slowMem || longest >= tcSlowLongFrom)
 }
 
 // tcLongFrom is the least row from which groups of 1 or 2 heads take the
 // tensor-core kernel (useTC).
 const tcLongFrom = 8192
+
+// tcSlowLongFrom is tcLongFrom where the memory is slow (useTC).
+const tcSlowLongFrom = 32768
 
 // tcFewRows is the most split rows of one head that take the tensor-core
 // kernel at every length (useTC).

@@ -4,9 +4,9 @@ import "testing"
 
 // TestUseTC: the default choice of the tensor-core kernel for lean calls
 // (groups of 4 or more at every length; rows of one head at every length
-// where there are at most 16 of them; groups of 1 or 2 from 8,192 tokens
-// unless the memory is slow, as the H100's 12.8 bytes a multiprocessor
-// cycle are and the H200's 18.8 or unknown figures are not) and
+// where there are at most 16 of them; groups of 1 or 2 from 8,192 tokens,
+// or from 32,768 where the memory is slow, as the H100's 12.8 bytes a
+// multiprocessor cycle are and the H200's 18.8 or unknown figures are not) and
 // KVBENCH_ATTN_TC's values.
 func TestUseTC(t *testing.T) {
 	for _, c := range []struct {
@@ -15,9 +15,9 @@ func TestUseTC(t *testing.T) {
 		want              bool
 	}{{1, 32, 600, false, false}, {2, 16, 8191, false, false}, {1, 32, 8192, false, true}, {2, 16, 131072, false, true},
 		{4, 8, 1, false, true}, {8, 4, 600, false, true}, {4, 8, 131072, false, true}, {1, 32, 8192, true, false},
-		{2, 16, 131072, true, false}, {4, 8, 600, true, true}, {8, 4, 131072, true, true},
+		{2, 16, 32767, true, false}, {2, 16, 32768, true, true}, {1, 32, 131072, true, true}, {4, 8, 600, true, true}, {8, 4, 131072, true, true},
 		{1, 16, 600, true, true}, {1, 8, 512, false, true}, {1, 17, 4096, true, false}, {2, 8, 600, true, false},
-		{1, 16, 131072, true, true}} {
+		{1, 16, 131072, true, true}, {1, 32, 32767, true, false}} {
 		if got := useTC(c.vg, c.rows, c.longest, c.slow); got != c.want {
 			t.Errorf("useTC(%d, %d rows, %d, %v) = %v, want %v", c.vg, c.rows, c.longest, c.slow, got, c.want)
 		}
