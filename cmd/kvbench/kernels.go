@@ -238,7 +238,8 @@ func benchPolicy(b *cuda.Backend, k *cuda.Kernels, d *cellData, name string, par
 	}
 	row := kernelRow{policy: name, heads: heads, tokens: s.tokens, bw: o.bw, check: "-", bytes: u0.bytes()}
 	if o.check {
-		row.check, row.bad = checkUnit(b, d, u0)
+		msg, ok := checkUnit(b, d, u0)
+		row.check, row.bad = msg, !ok
 	}
 	samples, err := timeRuns(b, k, len(units), o.iters, func(i int) { units[i].run(b) })
 	if err != nil {
