@@ -1292,6 +1292,28 @@ struct RtbCall {
     float* ml;   // and each (row, head)'s max and sum; else null
 };
 
+// RtbBox carries a batched launch's table and ints by value, as RtBox a
+// single call's: n > 0 words, the launch's nst table entries (RTB_CALL_WORDS
+// each) and then the batch's ints; n = 0: both were uploaded (tab, ints).
+// The host sends a box only where nothing after the launch reads them from
+// memory (no accumulated probabilities, no device selection, one launch),
+// and gives the launch's combine the same box. 8-aligned: the entries hold
+// pointers. A batch of 4 streams of 32/8 heads (201 words a call) fits;
+// 8 do not (the upload).
+#define RTB_CALL_WORDS 12
+struct __align__(8) RtbBox {
+    int n;
+    int pad;
+    int w[RT_BOX_WORDS];
+};
+
+// rtb_meta points tab and ints at box's where it holds them.
+__device__ __forceinline__ void rtb_meta(const RtbBox& box, int nst, const RtbCall* __restrict__& tab, const int* __restrict__& ints) {
+    if (box.n <= 0) return;
+    tab = reinterpret_cast<const RtbCall*>(box.w);
+    ints = box.w + nst * RTB_CALL_WORDS;
+}
+
 // rtb_call finds the call of split row rg among nst calls (the last whose
 // first split row is <= rg).
 __device__ __forceinline__ int rtb_call(const RtbCall* __restrict__ tab, int nst, int rg) {
@@ -1326,9 +1348,11 @@ __device__ __forceinline__ bool rtb_row(const RtbCall* __restrict__ tab, int nst
     extern "C" __global__ void __launch_bounds__(ATTN_NT, ((G) == 4 && (KT) == KV_BF16 ? ATTN_MINB : 1))            \
         attn_rtb_d##D##_g##G##_##KN##SN(const RtbCall* __restrict__ tab, int nst, int nsg, const u64* __restrict__ ptrs, \
                                        const int* __restrict__ ints, int chunk, int pgw, float scaleLog2,             \
-                                       float* __restrict__ partO, float* __restrict__ partML, int* __restrict__ counters) { \
+                                       float* __restrict__ partO, float* __restrict__ partML, int* __restrict__ counters, \
+                                       const __grid_constant__ RtbBox box) {                                         \
         pdl_trigger();                                                                                                \
         pdl_wait();                                                                                                   \
+        rtb_meta(box, nst, tab, ints);                                                                                \
         int rg, r;                                                                                                    \
         RtbCall e;                                                                                                    \
         const int* ci;                                                                                                \
@@ -1365,9 +1389,10 @@ ATTN_RTB_KERNELS(128, 8)
 #define RTB_COMBINE_KERNEL(D)                                                                                        \
     extern "C" __global__ void __launch_bounds__(COMB_NT) attn_rtb_combine_d##D(                                     \
         const float* __restrict__ partO, const float* __restrict__ partML, int nchunks, const RtbCall* __restrict__ tab, \
-        int nst, int nsg, const int* __restrict__ ints) {                                                            \
+        int nst, int nsg, const int* __restrict__ ints, const __grid_constant__ RtbBox box) {                        \
         const int rg = blockIdx.y + blockIdx.z / ((D) / 32) * gridDim.y;                                            \
         if (rg >= nsg) return;                                                                                       \
+        rtb_meta(box, nst, tab, ints);                                                                               \
         const RtbCall e = tab[rtb_call(tab, nst, rg)];                                                               \
         const int* H = ints + e.base + e.hdr;                                                                        \
         const int r = rg - e.srow0;                                                                                  \

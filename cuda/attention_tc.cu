@@ -537,9 +537,10 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     extern "C" __global__ void __launch_bounds__(ATTN_NT) attn_rtb_d##D##_g##G##_bf16_tc( \
         const RtbCall* __restrict__ tab, int nst, int nsg, const u64* __restrict__ ptrs, const int* __restrict__ ints, \
         int chunk, int pgw, float scaleLog2, float* __restrict__ partO, float* __restrict__ partML,                  \
-        int* __restrict__ counters) {                                                                               \
+        int* __restrict__ counters, const __grid_constant__ RtbBox box) {                                           \
         pdl_trigger();                                                                                              \
         pdl_wait();                                                                                                 \
+        rtb_meta(box, nst, tab, ints);                                                                              \
         int rg, r;                                                                                                  \
         RtbCall e;                                                                                                  \
         const int* ci;                                                                                              \

@@ -123,6 +123,7 @@ type Backend struct {
 	noMVRope  bool     // KVBENCH_MV_ROPE=off: a step's q/k/v products and its RoPE are separate launches (qkvCall)
 	qkvAt     qkvCall  // a one-row step's q/k/v products, pending until its RoPE takes them or the next flushKV
 	box       []int32  // RtBox: the words' count, then a call's ints by value (rtBox)
+	bbox      []int32  // RtbBox: the words' count, a pad, then a batched launch's table and ints by value (rtbBox)
 	mvKernel  string   // be_mv_r4 or be_mv_r8 ($KVBENCH_MV_ROWS)
 	wide      scratch  // float32 copy of a bf16/f16 weight for an f32 GEMM
 	narrow    scratch  // bf16/f16 copy of the activations for a bf16/f16 GEMM
@@ -345,6 +346,7 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 		return nil, err
 	}
 	b.box = make([]int32, 1+rtBoxWords)
+	b.bbox = make([]int32, 2+rtBoxWords)
 	b.kvBox = make([]uint64, 5*kvBoxOps)
 	blasNote := ""
 	if b.gemm != "off" {

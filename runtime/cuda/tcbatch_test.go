@@ -67,6 +67,64 @@ func TestFakeBatchTC(t *testing.T) {
 	}
 }
 
+// TestFakeBatchMetaByValue: a batch step's launch takes its table and ints
+// by value (RtbBox) where they fit and nothing after it reads them: two or
+// four streams of 32/8 heads under full attention; not eight (1,600
+// words), not H2O's (its sums' kernel reads the ints), not Quest's (its
+// selections are copied into the ints on the device), not with
+// KVBENCH_RT_BOX=off. A boxed step makes a copy to the device fewer a
+// layer than the same step uploading.
+func TestFakeBatchMetaByValue(t *testing.T) {
+	c := runtime.Config{Arch: "llama", Dim: 2048, Hidden: 256, Layers: 2, Heads: 32, KVHeads: 8, HeadDim: 64, Vocab: 300,
+		MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
+	step := func(t *testing.T, box, policy string, streams int) (cuda.Plan, int64) {
+		t.Setenv("KVBENCH_RT_BOX", box)
+		be := fakeBackend(t)
+		var params policies.Params
+		switch policy {
+		case "h2o":
+			params = policies.Params{"budget": 256}
+		case "quest": // every layer selecting
+			params = policies.Params{"budget": 256, "dense_layers": 0}
+		}
+		batch := promptedBatch(t, be, runtime.ZeroModel(c), policy, params, streams, 16, func(i int) int { return 600 + 3*i })
+		sids, toks, targets, out := make([]int, streams), make([]int, streams), make([]int, streams), make([]float64, streams)
+		for i := range sids {
+			sids[i], toks[i], targets[i] = i, 3+i, 4+i
+		}
+		for range 2 {
+			if err := batch.LogProbs(sids, toks, targets, out); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_, c0, _, _ := cuda.FakeCounts()
+		if err := batch.LogProbs(sids, toks, targets, out); err != nil {
+			t.Fatal(err)
+		}
+		_, c1, _, _ := cuda.FakeCounts()
+		return be.AttnPlan(), c1 - c0
+	}
+	for _, tc := range []struct {
+		policy  string
+		streams int
+		want    bool
+	}{{"full", 2, true}, {"full", 4, true}, {"full", 8, false}, {"h2o", 2, false}, {"quest", 2, false}} {
+		t.Run(fmt.Sprintf("%s/%d", tc.policy, tc.streams), func(t *testing.T) {
+			p, copies := step(t, "", tc.policy, tc.streams)
+			if !strings.HasPrefix(p.Kernel, "attn_rtb_") || p.ByValue != tc.want {
+				t.Fatalf("plan %+v: want a batched kernel, by value %v", p, tc.want)
+			}
+			off, upCopies := step(t, "off", tc.policy, tc.streams)
+			if off.ByValue {
+				t.Errorf("KVBENCH_RT_BOX=off: plan %+v by value", off)
+			}
+			if tc.want && copies > upCopies-int64(c.Layers) || !tc.want && copies != upCopies {
+				t.Errorf("%d copies to the device a step by value, %d uploading (%d layers)", copies, upCopies, c.Layers)
+			}
+		})
+	}
+}
+
 // TestAttendBatchTCGPU: a batch of lean calls (8 streams of different
 // lengths, heads of 64 and 128, groups of 4 and 8, pages of 16 and 64)
 // attends on the batched tensor-core kernel as each call alone does on
