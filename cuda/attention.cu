@@ -1298,13 +1298,18 @@ struct RtbCall {
 // The host sends a box only where nothing after the launch reads them from
 // memory (no accumulated probabilities, no device selection, one launch),
 // and gives the launch's combine the same box. 8-aligned: the entries hold
-// pointers. A batch of 4 streams of 32/8 heads (201 words a call) fits;
-// 8 do not (the upload).
+// pointers. RTB_BOX_WORDS is RT_BOX_WORDS (parameters under 4 KB: 4
+// streams of 32/8 heads, 201 words a call) unless the host defines more
+// (rtbBoxWords: 2,048 where NVRTC and the driver take CUDA 12.1's 32 KB of
+// parameters, 8 streams of 32/8).
 #define RTB_CALL_WORDS 12
+#ifndef RTB_BOX_WORDS
+#define RTB_BOX_WORDS RT_BOX_WORDS
+#endif
 struct __align__(8) RtbBox {
     int n;
     int pad;
-    int w[RT_BOX_WORDS];
+    int w[RTB_BOX_WORDS];
 };
 
 // rtb_meta points tab and ints at box's where it holds them.

@@ -346,7 +346,12 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 		return nil, err
 	}
 	b.box = make([]int32, 1+rtBoxWords)
-	b.bbox = make([]int32, 2+rtBoxWords)
+	nb, err := rtbBoxWords()
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
+	b.bbox = make([]int32, 2+nb)
 	b.kvBox = make([]uint64, 5*kvBoxOps)
 	blasNote := ""
 	if b.gemm != "off" {

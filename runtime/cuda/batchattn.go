@@ -196,13 +196,13 @@ func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
 // ints where they can go to its kernels by value, and says whether they
 // do: one launch (its combine gets the same box), no device selection
 // copied into the ints, no accumulated probabilities (whose kernels read
-// the ints after it), and the table and ints together at most rtBoxWords.
+// the ints after it), and the table and ints together at most rtbBoxWords.
 // Otherwise the box holds none and the kernels read the uploaded ones. A
 // batch's upload cost 6-9 µs of a step's device time on the H100 (2x16/2
 // heads at 1K-4K tokens: 25.6-28.3 µs a step against 17.0-19.8 at best).
 func (b *Backend) rtbBox(bt *batchAttn, selBytes int64, nacc int) bool {
 	tabWords := 2 * len(bt.tab)
-	if b.noBox || len(bt.launches) != 1 || selBytes > 0 || nacc > 0 || tabWords+len(bt.ints) > rtBoxWords {
+	if b.noBox || len(bt.launches) != 1 || selBytes > 0 || nacc > 0 || tabWords+len(bt.ints) > len(b.bbox)-2 {
 		b.bbox[0] = 0
 		return false
 	}

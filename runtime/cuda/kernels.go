@@ -13,7 +13,8 @@ import (
 // besides the architecture: $KVBENCH_NVRTC_OPTS (space-separated) when
 // set, else -lineinfo (for compute-sanitizer's reports); the trace's
 // build; the tensor-core decode kernels' stages where they are not the
-// default (tcStages). NVRTC's default dialect (C++17 since CUDA 12) is used.
+// default (tcStages); the batched launches' box where it is not the
+// default (rtbBoxWords). NVRTC's default dialect (C++17 since CUDA 12) is used.
 func KernelOptions() []string {
 	opts := []string{"-lineinfo"}
 	if s, ok := os.LookupEnv("KVBENCH_NVRTC_OPTS"); ok {
@@ -24,6 +25,9 @@ func KernelOptions() []string {
 	}
 	if n, err := tcStages(); err == nil && n != tcStagesDefault {
 		opts = append(opts, fmt.Sprintf("-DTC_ST=%d", n))
+	}
+	if n, err := rtbBoxWords(); err == nil && n != rtBoxWords {
+		opts = append(opts, fmt.Sprintf("-DRTB_BOX_WORDS=%d", n))
 	}
 	return opts
 }

@@ -832,6 +832,37 @@ func tcStages() (int, error) {
 	return envInt("KVBENCH_ATTN_TC_ST", tcStagesDefault, 2, 4, "a whole number of tiles in [2, 4]")
 }
 
+// rtbBoxWords is the most words of a batched launch's table and ints that
+// go by value (RtbBox): $KVBENCH_RTB_BOX_WORDS (up to 8,000: 32 KB of
+// parameters), else rtbBoxLarge where NVRTC and the driver are of CUDA 12.1
+// or later (kernel parameters up to 32,764 bytes), else rtBoxWords, which
+// keeps the parameters under the 4 KB every CUDA version takes.
+func rtbBoxWords() (int, error) {
+	def := rtBoxWords
+	if v, _, err := NVRTCVersion(); err == nil && versionAtLeast(v, 12, 1) && versionAtLeast(DriverVersion(), 12, 1) {
+		def = rtbBoxLarge
+	}
+	return envInt("KVBENCH_RTB_BOX_WORDS", def, 64, 8000, "a whole number of words in [64, 8000]")
+}
+
+// rtbBoxLarge is the batched box where large parameters are taken: 8 KB,
+// 8 streams of 32/8 heads (1,608 words). Measured on the H100
+// (2026-12-06, docs/benchmarks.md): 8 streams of 32/8 at 1K-32K tokens
+// 8.8-9.3 µs a step faster than their upload with 2,048 words; 2 streams,
+// whose ints fit 960, 0.1-0.3 µs slower for the parameters' bytes, and
+// 1.7-2.0 slower with 8,000 words.
+const rtbBoxLarge = 2048
+
+// versionAtLeast says whether a version "major.minor" is at least
+// major.minor (false where it does not parse).
+func versionAtLeast(v string, major, minor int) bool {
+	var a, b int
+	if _, err := fmt.Sscanf(v, "%d.%d", &a, &b); err != nil {
+		return false
+	}
+	return a > major || a == major && b >= minor
+}
+
 // splitChunk is the chunk of a launch of f over rows split rows of up to
 // tokensPerRow tokens (smemFor: its shared memory at a chunk, at most limit
 // bytes with f's static shared memory): the one

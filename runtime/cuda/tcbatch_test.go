@@ -69,16 +69,18 @@ func TestFakeBatchTC(t *testing.T) {
 
 // TestFakeBatchMetaByValue: a batch step's launch takes its table and ints
 // by value (RtbBox) where they fit and nothing after it reads them: two or
-// four streams of 32/8 heads under full attention; not eight (1,600
-// words), not H2O's (its sums' kernel reads the ints), not Quest's (its
-// selections are copied into the ints on the device), not with
-// KVBENCH_RT_BOX=off. A boxed step makes a copy to the device fewer a
-// layer than the same step uploading.
+// four streams of 32/8 heads under full attention in a box of 960 words
+// (parameters under 4 KB), eight (1,608 words) in one of 2,048 (CUDA
+// 12.1's larger parameters), not twelve; not H2O's (its sums' kernel reads
+// the ints), not Quest's (its selections are copied into the ints on the
+// device), not with KVBENCH_RT_BOX=off. A boxed step makes a copy to the
+// device fewer a layer than the same step uploading.
 func TestFakeBatchMetaByValue(t *testing.T) {
 	c := runtime.Config{Arch: "llama", Dim: 2048, Hidden: 256, Layers: 2, Heads: 32, KVHeads: 8, HeadDim: 64, Vocab: 300,
 		MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
-	step := func(t *testing.T, box, policy string, streams int) (cuda.Plan, int64) {
+	step := func(t *testing.T, box, words, policy string, streams int) (cuda.Plan, int64) {
 		t.Setenv("KVBENCH_RT_BOX", box)
+		t.Setenv("KVBENCH_RTB_BOX_WORDS", words)
 		be := fakeBackend(t)
 		var params policies.Params
 		switch policy {
@@ -105,16 +107,17 @@ func TestFakeBatchMetaByValue(t *testing.T) {
 		return be.AttnPlan(), c1 - c0
 	}
 	for _, tc := range []struct {
-		policy  string
-		streams int
-		want    bool
-	}{{"full", 2, true}, {"full", 4, true}, {"full", 8, false}, {"h2o", 2, false}, {"quest", 2, false}} {
-		t.Run(fmt.Sprintf("%s/%d", tc.policy, tc.streams), func(t *testing.T) {
-			p, copies := step(t, "", tc.policy, tc.streams)
+		policy, words string
+		streams       int
+		want          bool
+	}{{"full", "960", 2, true}, {"full", "960", 4, true}, {"full", "960", 8, false}, {"full", "2048", 8, true},
+		{"full", "2048", 12, false}, {"h2o", "2048", 2, false}, {"quest", "2048", 2, false}} {
+		t.Run(fmt.Sprintf("%s/%s/%d", tc.policy, tc.words, tc.streams), func(t *testing.T) {
+			p, copies := step(t, "", tc.words, tc.policy, tc.streams)
 			if !strings.HasPrefix(p.Kernel, "attn_rtb_") || p.ByValue != tc.want {
 				t.Fatalf("plan %+v: want a batched kernel, by value %v", p, tc.want)
 			}
-			off, upCopies := step(t, "off", tc.policy, tc.streams)
+			off, upCopies := step(t, "off", tc.words, tc.policy, tc.streams)
 			if off.ByValue {
 				t.Errorf("KVBENCH_RT_BOX=off: plan %+v by value", off)
 			}

@@ -68,3 +68,13 @@ func TestTCSlotsFor(t *testing.T) {
 		}
 	}
 }
+
+// TestVersionAtLeast: the CUDA versions that take kernel parameters of
+// 32 KB (rtbBoxWords: 12.1 on) and those that do not parse.
+func TestVersionAtLeast(t *testing.T) {
+	for v, want := range map[string]bool{"12.1": true, "12.0": false, "13.0": true, "11.8": false, "12.10": true, "": false, "x.y": false} {
+		if got := versionAtLeast(v, 12, 1); got != want {
+			t.Errorf("versionAtLeast(%q, 12, 1) = %v, want %v", v, got, want)
+		}
+	}
+}
