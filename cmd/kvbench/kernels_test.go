@@ -160,16 +160,7 @@ func TestKernelsCommand(t *testing.T) {
 // (attn_rtb_*) over four caches: the row's heads read 4x32/8 and its bytes
 // are four times one stream's.
 func TestKernelsStreamsFake(t *testing.T) {
-	if os.Getenv("KVBENCH_CUDA_FAKE") != "1" {
-		if testing.Short() {
-			t.Skip("short: no subprocess")
-		}
-		cmd := exec.Command(os.Args[0], "-test.run", "^TestKernelsStreamsFake$", "-test.count", "1", "-test.v")
-		cmd.Env = append(os.Environ(), "KVBENCH_CUDA_FAKE=1")
-		out, err := cmd.CombinedOutput()
-		if err != nil || !strings.Contains(string(out), "--- PASS") {
-			t.Fatalf("on the fake device: %v\n%s", err, out)
-		}
+	if !onFakeDevice(t) {
 		return
 	}
 	moved := func(streams string) (string, float64) {
@@ -197,6 +188,51 @@ func TestKernelsStreamsFake(t *testing.T) {
 	}
 	if one <= 0 || math.Abs(four-4*one) > 0.25 { // each printed to 0.1 MB
 		t.Errorf("MB moved: %.1f for four streams, %.1f for one", four, one)
+	}
+}
+
+// onFakeDevice reports whether the test runs on the fake device; where it
+// does not, it runs the test again in a process of its own with the fake
+// as its only device (KVBENCH_CUDA_FAKE=1), fails t if that fails, and
+// returns false (skipped under -short: no subprocess).
+func onFakeDevice(t *testing.T) bool {
+	t.Helper()
+	if os.Getenv("KVBENCH_CUDA_FAKE") == "1" {
+		return true
+	}
+	if testing.Short() {
+		t.Skip("short: no subprocess")
+	}
+	cmd := exec.Command(os.Args[0], "-test.run", "^"+t.Name()+"$", "-test.count", "1", "-test.v")
+	cmd.Env = append(os.Environ(), "KVBENCH_CUDA_FAKE=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS") {
+		t.Fatalf("on the fake device: %v\n%s", err, out)
+	}
+	return false
+}
+
+// TestKernelsCheckFake: on the fake device, whose kernels write nothing,
+// every check fails, and the command says so: each row marked FAIL and an
+// error naming each failed cell (a verdict inverted between the row and
+// the error, as 3b4e2ec had it, fails here without a GPU).
+func TestKernelsCheckFake(t *testing.T) {
+	if !onFakeDevice(t) {
+		return
+	}
+	for _, streams := range []string{"1", "2"} {
+		out, _, err := runCLI(t, "kernels", "--lengths", "512", "--heads", "8/2", "--dim", "64", "--iters", "2", "--policies", "full,h2o", "--streams", streams)
+		if err == nil || !strings.Contains(err.Error(), "check failed") {
+			t.Fatalf("--streams %s: err = %v, want the failed checks\n%s", streams, err, out)
+		}
+		for _, p := range []string{"full", "h2o"} {
+			if !strings.Contains(err.Error(), p+" 8/2 n=512") {
+				t.Errorf("--streams %s: the error does not name %s's cell: %v", streams, p, err)
+			}
+		}
+		if n := strings.Count(out, " FAIL"); n != 2 {
+			t.Errorf("--streams %s: %d rows marked FAIL, want 2:\n%s", streams, n, out)
+		}
 	}
 }
 
