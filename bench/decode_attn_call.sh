@@ -26,11 +26,13 @@ L=${LENGTHS:-512,1024,2048,4096,8192,16384,32768,65536,131072}
 SA=(); BA=() # only where asked: builds from before --streams refuse it
 [ "${STREAMS:-1}" != 1 ] && SA=(--streams "$STREAMS") BA=(--batch "$STREAMS")
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-# line prints a run's medians (tokens=us) and, for kvbench, the registers and
+# line prints a run's medians (tokens=us; "(min M)" after one more than 10 %
+# above its run's best: a spread of two kinds of steps, as a batch's
+# uploaded metadata gave) and, for kvbench, the registers and
 # local bytes of its tensor-core decode kernel for groups of 4 (a setting
 # that changes them may change the blocks a multiprocessor holds, and so
 # the chunks).
-line() { awk -v t="$1" '$1 ~ /^(kvbench|sdpa)$/ && $4 ~ /^[0-9]+$/ {s = s " " $4 "=" $5}
+line() { awk -v t="$1" '$1 ~ /^(kvbench|sdpa)$/ && $4 ~ /^[0-9]+$/ {s = s " " $4 "=" $5; if ($6 + 0 > 0 && $5 > 1.1 * $6) s = s "(min " $6 ")"}
 	$1 == "#" && $2 ~ /^attn_rt_d[0-9]+_g4_bf16_tc:$/ {r = " [tc: " $3 " regs, " $5 " B local]"}
 	END {print t ":" s r}'; }
 for sh in ${SHAPES:-32/8:128 32/16:128 32/32:128 32/8:64}; do
