@@ -12,6 +12,8 @@
 # ENVS="default KVBENCH_ATTN_SHORT=0 KVBENCH_ATTN_COMBINE=separate" (settings
 # joined by commas in one word: "KVBENCH_ATTN_SHORT=0,KVBENCH_RT_BOX=off"; a "+"
 # in a value is a space: "KVBENCH_NVRTC_OPTS=-DKVB_A=1+-DKVB_B=2", two candidate defines);
+# POLICY=quest times that policy's step instead of full attention's (SDPA's
+# rows stay full attention over every token);
 # STREAMS=N times N streams' steps as one batch (kvbench kernels --streams N)
 # beside SDPA over a batch of N (bench/sdpa.py --batch N);
 # NCU_LEN=131072 adds a line per run with ncu's view of one attention launch
@@ -41,11 +43,11 @@ for sh in ${SHAPES:-32/8:128 32/16:128 32/32:128 32/8:64}; do
 		tag=""; [ ${#DIRS[@]} -gt 1 ] && tag="$(basename "$C") "
 		for e in ${ENVS:-default KVBENCH_ATTN_SHORT=0}; do
 			setting_args "$e"
-			env "${ARGS[@]}" timeout 120 "$C/kvbench" kernels --policies full --iters ${ITERS:-200} --check=false --lengths $L --heads $h --dim $d "${SA[@]}" 2>&1 | line "$tag$h d$d $e"
+			env "${ARGS[@]}" timeout 120 "$C/kvbench" kernels --policies ${POLICY:-full} --iters ${ITERS:-200} --check=false --lengths $L --heads $h --dim $d "${SA[@]}" 2>&1 | line "$tag$h d$d $e"
 			if [ -n "${NCU_LEN:-}" ]; then # one attention launch under ncu: its time, L2 sectors read, DRAM share
 				env "${ARGS[@]}" timeout 120 ncu --profile-from-start on -k regex:'^attn_rt_d' --launch-skip 2 --launch-count 1 \
 					--metrics "${NCU_METRICS:-gpu__time_duration.sum,lts__t_sectors_srcunit_tex_op_read.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed}" \
-					"$C/kvbench" kernels --policies full --iters 3 --check=false --lengths $NCU_LEN --heads $h --dim $d 2>&1 |
+					"$C/kvbench" kernels --policies ${POLICY:-full} --iters 3 --check=false --lengths $NCU_LEN --heads $h --dim $d 2>&1 |
 					awk -v t="$tag$h d$d $e ncu $NCU_LEN" '/^  attn_rt_d/ {k = $1} $1 ~ /^[a-z0-9]+__[a-z0-9_.]+$/ && NF >= 2 {s = s " " $1 "=" $NF} END {print t ": " k s}'
 			fi
 		done
