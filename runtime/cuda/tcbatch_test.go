@@ -200,3 +200,25 @@ func batchTCCase(t *testing.T, c *cpu.Backend, g *cuda.Backend, rng *rand.Rand, 
 		}
 	}
 }
+
+// TestRtbBoxWordsEnv: KVBENCH_RTB_BOX_WORDS outside [64, 8000] or not a
+// number is refused with an error naming it; a size other than the 4 KB
+// box is compiled in (-DRTB_BOX_WORDS, KernelOptions), the 4 KB box's is
+// the kernels' own default.
+func TestRtbBoxWordsEnv(t *testing.T) {
+	for _, v := range []string{"32", "9000", "x", "-1"} {
+		t.Run(v, func(t *testing.T) { refusesEnv(t, "KVBENCH_RTB_BOX_WORDS", v) })
+	}
+	for v, want := range map[string]string{"2048": "-DRTB_BOX_WORDS=2048", "8000": "-DRTB_BOX_WORDS=8000", "960": ""} {
+		t.Setenv("KVBENCH_RTB_BOX_WORDS", v)
+		var got string
+		for _, o := range cuda.KernelOptions() {
+			if strings.HasPrefix(o, "-DRTB_BOX_WORDS=") {
+				got = o
+			}
+		}
+		if got != want {
+			t.Errorf("KVBENCH_RTB_BOX_WORDS=%s: option %q, want %q", v, got, want)
+		}
+	}
+}
