@@ -222,3 +222,40 @@ func TestRtbBoxWordsEnv(t *testing.T) {
 		}
 	}
 }
+
+// TestFakeMixedBatchUploads: a batch whose calls take two kernels (full
+// attention's tensor-core one and StreamingLLM's re-positioned keys',
+// attn_rtb_*_sh) is two launches over one table, and uploads it: the box
+// carries one launch's table (rtbBox).
+func TestFakeMixedBatchUploads(t *testing.T) {
+	c := runtime.Config{Arch: "llama", Dim: 2048, Hidden: 256, Layers: 2, Heads: 32, KVHeads: 8, HeadDim: 64, Vocab: 300,
+		MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
+	be := fakeBackend(t)
+	const streams = 2
+	pick := func(i int) (string, policies.Params) {
+		if i%2 == 1 {
+			return "streamingllm", policies.Params{"sinks": 4, "budget": 256}
+		}
+		return "full", nil
+	}
+	batch := promptedMixed(t, be, runtime.ZeroModel(c), pick, streams, 16, func(i int) int { return 600 + 3*i })
+	sids, toks, targets, out := []int{0, 1}, []int{3, 4}, []int{4, 5}, make([]float64, streams)
+	for range 2 {
+		if err := batch.LogProbs(sids, toks, targets, out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k0 := cuda.FakeKernels()
+	if err := batch.LogProbs(sids, toks, targets, out); err != nil {
+		t.Fatal(err)
+	}
+	kernels := 0
+	for name, n := range cuda.FakeKernels() {
+		if strings.HasPrefix(name, "attn_rtb_d") && n > k0[name] {
+			kernels++
+		}
+	}
+	if p := be.AttnPlan(); kernels < 2 || p.ByValue {
+		t.Errorf("%d batched kernels in a step, the last launch's plan %+v; want two or more, not by value", kernels, p)
+	}
+}
