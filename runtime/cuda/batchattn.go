@@ -6,7 +6,6 @@ import (
 	"math"
 	goruntime "runtime"
 	"slices"
-	"unsafe"
 
 	"github.com/kvbench/kvbench/internal/crew"
 	"github.com/kvbench/kvbench/runtime"
@@ -207,7 +206,7 @@ func (b *Backend) rtbBox(bt *batchAttn, selBytes int64, nacc int) bool {
 		return false
 	}
 	b.bbox[0] = int32(tabWords + len(bt.ints))
-	copy(b.bbox[2:], unsafe.Slice((*int32)(unsafe.Pointer(unsafe.SliceData(bt.tab))), tabWords))
+	copy(raw(b.bbox[2:2+tabWords]), raw(bt.tab))
 	copy(b.bbox[2+tabWords:], bt.ints)
 	return true
 }

@@ -671,10 +671,10 @@ func (b *Backend) tcFits(name string, vg, hd, minPS int) bool {
 // merge fusedFor gives it: on the tensor cores 0.2-1.4 µs faster at
 // 512-16K, but for 8 rows of 128 at 1K and 8K-16K and 16 at 512 (0.1-0.6 µs
 // slower); attn_rt splits so few rows into many chunks of 32 tokens.
-// From 32K tokens (H100, 2026-12-06, one round on main) the tensor cores
-// were faster there too: 32/32 heads of 64 2.5 us at 32K and 4.0 at 128K,
-// level at 64K; heads of 128 0.8-1.1 at 32K, 0.4-0.8 at 64K and 3.2-4.0
-// at 128K; 32/16 (one block a multiprocessor) 0.7-2.3 at 32K-128K.
+// From 32K tokens the tensor cores are faster on slow memory too (H100,
+// 2026-12-06, two rounds against attn_rt, docs/benchmarks.md): 32/32 and
+// 32/16, heads of 64 and 128, 0.7-10 µs faster at 32K-128K (32/32 heads of
+// 64 at 128K 355 µs against 364-365), level at 16K, where they stay off.
 func useTC(vg, rows, longest int, slowMem bool) bool {
 	return vg >= 4 || vg == 1 && rows <= tcFewRows || longest >= tcLongFrom && (!slowMem || longest >= tcSlowLongFrom)
 }
@@ -848,7 +848,7 @@ func rtbBoxWords() (int, error) {
 // rtbBoxLarge is the batched box where large parameters are taken: 8 KB,
 // 8 streams of 32/8 heads (1,608 words). Measured on the H100
 // (2026-12-06, docs/benchmarks.md): 8 streams of 32/8 at 1K-32K tokens
-// 8.8-9.3 µs a step faster than their upload with 2,048 words; 2 streams,
+// 8.3-9.3 µs a step faster than their upload with 2,048 words; 2 streams,
 // whose ints fit 960, 0.1-0.3 µs slower for the parameters' bytes, and
 // 1.7-2.0 slower with 8,000 words.
 const rtbBoxLarge = 2048
