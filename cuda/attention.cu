@@ -678,7 +678,20 @@ __device__ __forceinline__ void attn_core(const Src& src, QInit qinit, int len, 
 #define RH_GR 15     // query heads of a subgroup (RH_GH virtual heads of which the first RH_GR are real; sub = G / GR)
 #define RH_NOLO 16   // 1: the tensor-core kernel takes q and p in bf16 alone (no low halves; KVBENCH_ATTN_TC_LO=off)
 #define RH_TRACE 17  // (2 words, low first) the device address of the launch's trace (rt_trace), 0: none
-#define RH_WORDS 19
+#define RH_SEL 19    // (2 words, low first) where a selecting head's offsets count from, as an address (rt_sel); 0: the call's ints
+#define RH_WORDS 21
+
+// rt_sel is where the selection at offset off of a call's head table lies:
+// in the call's ints, or where RH_SEL says (a device selection read where
+// its kernel left it, Quest's choice: no copy into the ints ahead of the
+// launch, and the ints can go by value). RH_SEL holds that selection's
+// address less 4 bytes a word of the offsets' base, so that the same
+// offsets serve either way. Read only after pdl_wait: the kernel ahead may
+// be the one that writes it.
+__device__ __forceinline__ const int* rt_sel(const int* __restrict__ ints, const int* __restrict__ H, int off) {
+    const u64 a = ((u64)(u32)H[RH_SEL + 1] << 32) | (u32)H[RH_SEL];
+    return a != 0 ? reinterpret_cast<const int*>(a + 4ull * (u32)off) : ints + off;
+}
 
 // A traced launch (Backend.SetAttnTrace; kvbench kernels --trace) has
 // each block (chunk c, split row r) of attn_rt and the tensor-core kernel
@@ -913,7 +926,7 @@ __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u
     const int h0 = rt_item(H, r, 0) % heads;  // the subgroup's first head (row 0 of a tile always exists)
     const int selCount = ints[H[RH_HEADOFF] + 2 * h0 + 1];
     const bool selMode = selCount >= 0;
-    const int* sel = selMode ? ints + ints[H[RH_HEADOFF] + 2 * h0] : nullptr;
+    const int* sel = selMode ? rt_sel(ints, H, ints[H[RH_HEADOFF] + 2 * h0]) : nullptr;
     const int lo = sd[SD_LO], total = selMode ? selCount : sd[SD_HI] - lo;
     const int c0 = c * chunk, len = max(0, min(chunk, total - c0));
     const int ps = sd[SD_PS], psh = (ps & (ps - 1)) == 0 ? __ffs(ps) - 1 : -1;
@@ -1236,7 +1249,7 @@ __device__ __forceinline__ void rt_acc(float* __restrict__ acc, int astride, con
     if (h >= heads) return;
     const int* sd = ints + (h / G) * SD_WORDS;
     const int count = ints[H[RH_HEADOFF] + 2 * h + 1];
-    const int* sel = count >= 0 ? ints + ints[H[RH_HEADOFF] + 2 * h] : nullptr;
+    const int* sel = count >= 0 ? rt_sel(ints, H, ints[H[RH_HEADOFF] + 2 * h]) : nullptr;
     const int n = sel != nullptr ? count : sd[SD_HI] - sd[SD_LO];
     if (i >= n) return;
     const int t = sel != nullptr ? sel[i] : sd[SD_LO] + i;

@@ -75,18 +75,6 @@ extern "C" __global__ void be_zero_many(const u64* list) {
     for (long long i = threadIdx.x; i < n; i += blockDim.x) p[i] = 0.f;
 }
 
-// be_copy_into copies, in block y, list entry y's words (src, words) to
-// base + its offset in words: list [n][3] (offset, src, words). Grid
-// (blocks a copy, n), block 256.
-extern "C" __global__ void be_copy_into(int* base, const u64* list) {
-    const u64* e = list + 3 * blockIdx.y;
-    int* dst = base + (long long)e[0];
-    const int* src = (const int*)e[1];
-    const long long n = (long long)e[2];
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
-        dst[i] = src[i];
-}
-
 extern "C" __global__ void be_zero(float* p, long long n) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
         p[i] = 0.f;

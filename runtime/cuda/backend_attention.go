@@ -313,7 +313,7 @@ func (b *Backend) attnMeta(a *runtime.AttnArgs) attnLayout {
 	b.callPages(a.Seqs, refs) // page lists from the device tables where they can (pagetable.go)
 	b.hInts = b.hInts[:0]
 	m := b.describe(&b.hInts, a, b.pt.call)
-	b.cs = m.sel // putMeta copies the selection after the ints
+	b.cs = m.sel // putMeta copies the selection after the ints (attendSplit's kernels read it in place: selAt)
 	return m
 }
 

@@ -309,6 +309,18 @@ type chosenCall struct {
 	base  int32
 }
 
+// selAt writes into a call's header h where the split-KV kernels read its
+// device selection cs from (RH_SEL, rt_sel): its address less 4 bytes a
+// word of the offsets chosenHead gave, which count from cs.base; none (0:
+// the selections are in the ints) where cs is off.
+func selAt(h []int32, cs chosenCall) {
+	a := uint64(0)
+	if cs.on {
+		a = uint64(cs.src) - 4*uint64(cs.base)
+	}
+	h[rhSel], h[rhSel+1] = int32(uint32(a)), int32(uint32(a>>32))
+}
+
 // chosenHead returns the offset in the call's ints and the token count of
 // query head h's selection in a.Chosen (-1: every token), for describe's
 // loop over the heads, which calls it for h = 0 first, once the call's ints

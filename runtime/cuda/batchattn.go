@@ -2,7 +2,6 @@ package cuda
 
 import (
 	"cmp"
-	"fmt"
 	"math"
 	goruntime "runtime"
 	"slices"
@@ -17,8 +16,9 @@ import (
 // take without a download of their own (no recall, accumulated
 // probabilities only zeroed ones, page lists in the device tables, not a
 // prompt chunk for the tensor-core prefill; a selection made on the device
-// is copied into the call's ints there) have their metadata built one
-// after another into one array, uploaded in one copy, and run as one grid
+// is read where its kernel left it, RH_SEL) have their metadata built one
+// after another into one array, sent by value where it fits (rtbBox) or
+// uploaded in one copy, and run as one grid
 // of every call's split rows per kernel (attn_rtb_*, then attn_rtb_combine
 // or the fused merge; one launch for the usual batch, whose streams share
 // the policy); the KV copies the streams queued go in one be_kv_ops before
@@ -134,29 +134,13 @@ func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
 	pc.Mark("attention: launches planned, workspaces")
 	b.flushKV()
 	pc.Mark("attention: KV copies flushed")
-	selBytes := b.selRoom(bt)
 	var p [putMax]Ptr
 	var tab, ints Ptr // uploaded, or none where the box holds them
-	boxed := b.rtbBox(bt, selBytes, nacc)
+	boxed := b.rtbBox(bt, nacc)
 	if !boxed {
-		b.reserve(span(int64(len(bt.ints))*4) + span(int64(len(bt.tab))*8) + span(int64(len(bt.acct))*8) +
-			span(int64(len(bt.selt))*8) + span(selBytes))
-		p = b.putBytes(raw(bt.tab), raw(bt.acct), raw(bt.selt), raw(bt.ints)) // the ints last: the selections' room follows them
-		tab, ints = p[0], p[3]
-	}
-	if selBytes > 0 {
-		// Device room only: every selection copied there on the device, in
-		// one launch (a copy each below two).
-		b.st.off += span(selBytes)
-		if n := len(bt.selt) / 3; n > 1 {
-			b.launch("be_copy_into", Dim3{min(bt.selMost/256+1, 64), n, 1}, Dim3{256, 1, 1}, ints, p[2])
-		} else {
-			for i := range bt.calls {
-				if c := &bt.calls[i]; c.sel.on {
-					must(b.D.CopyAsync(ints.Add(int64(c.selAt)*4), c.sel.src, c.sel.bytes))
-				}
-			}
-		}
+		b.reserve(span(int64(len(bt.ints))*4) + span(int64(len(bt.tab))*8) + span(int64(len(bt.acct))*8))
+		p = b.putBytes(raw(bt.tab), raw(bt.acct), raw(bt.ints))
+		tab, ints = p[0], p[2]
 	}
 	pc.Mark("attention: metadata uploaded")
 	if nacc > 0 { // the sums start at 0 (AccZero)
@@ -199,9 +183,9 @@ func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
 // Otherwise the box holds none and the kernels read the uploaded ones. A
 // batch's upload cost 6-9 µs of a step's device time on the H100 (2x16/2
 // heads at 1K-4K tokens: 25.6-28.3 µs a step against 17.0-19.8 at best).
-func (b *Backend) rtbBox(bt *batchAttn, selBytes int64, nacc int) bool {
+func (b *Backend) rtbBox(bt *batchAttn, nacc int) bool {
 	tabWords := 2 * len(bt.tab)
-	if b.noBox || len(bt.launches) != 1 || selBytes > 0 || nacc > 0 || tabWords+len(bt.ints) > len(b.bbox)-2 {
+	if b.noBox || len(bt.launches) != 1 || nacc > 0 || tabWords+len(bt.ints) > len(b.bbox)-2 {
 		b.bbox[0] = 0
 		return false
 	}
@@ -209,36 +193,6 @@ func (b *Backend) rtbBox(bt *batchAttn, selBytes int64, nacc int) bool {
 	copy(raw(b.bbox[2:2+tabWords]), raw(bt.tab))
 	copy(b.bbox[2+tabWords:], bt.ints)
 	return true
-}
-
-// selRoom places the calls' device selections (Quest's choice) one after
-// another past the batch's ints, in the arena room that follows their
-// upload, points each call's head table there (describe wrote offsets for a
-// selection right after the call's own ints) and lists the copies in
-// bt.selt (be_copy_into's: offset from the ints, source, words); it returns
-// the room's bytes.
-func (b *Backend) selRoom(bt *batchAttn) int64 {
-	at := int32(span(int64(len(bt.ints))*4) / 4)
-	start := at
-	bt.selt, bt.selMost = bt.selt[:0], 0
-	for i := range bt.calls {
-		c := &bt.calls[i]
-		if !c.sel.on {
-			continue
-		}
-		c.selAt = at
-		delta := at - c.base - c.sel.base
-		h := bt.ints[c.base:]
-		for hh := range c.a.Heads {
-			if h[c.headOff+2*int32(hh)+1] >= 0 {
-				h[c.headOff+2*int32(hh)] += delta
-			}
-		}
-		bt.selt = append(bt.selt, uint64(c.selAt), uint64(c.sel.src), uint64(c.sel.bytes/4))
-		bt.selMost = max(bt.selMost, int(c.sel.bytes/4))
-		at += int32(span(c.sel.bytes) / 4)
-	}
-	return int64(at-start) * 4
 }
 
 var _ runtime.BatchAttender = (*Backend)(nil)
@@ -265,8 +219,6 @@ type batchAttn struct {
 	// The batched calls with Acc (accPlan): attn_rtb_acc's table, their
 	// sums' device region, the longest token list and the most heads.
 	acct                 []uint64
-	selt                 []uint64 // be_copy_into's list of the selections (selRoom)
-	selMost              int      // the longest, in words
 	accDev               Ptr
 	accBytes             int64
 	accLongest, accHeads int
@@ -392,10 +344,7 @@ func (b *Backend) batchMeta(bt *batchAttn) int {
 			c := &bt.calls[i]
 			m := b.describe(&pt.h, c.a, true)
 			splitHeader(c, pt.h, m, b.split.noLo)
-			if c.sel = m.sel; c.sel.on && int(c.sel.base) != len(pt.h) {
-				panic(fmt.Sprintf("cuda: AttendBatch: %d ints after a selection's place (%d)", len(pt.h)-int(c.sel.base), c.sel.base))
-			}
-			c.headOff = m.headOff
+			selAt(pt.h[m.hdr:], m.sel) // its device selection read where it lies (rt_sel)
 			c.base, c.part = int32(len(pt.ints)), k
 			pt.ints = append(pt.ints, pt.h...)
 		}
@@ -436,12 +385,9 @@ type batchCall struct {
 	shifted   bool
 	lean      bool // no selection, no positions (RH_LEAN)
 	hd        int
-	kvt       int32      // its pages' type
-	current   bool       // its page tables held its lists already (checkTables)
-	part      int        // the part of batchMeta that built its ints
-	sel       chosenCall // its device selection (Quest's), copied after the batch's ints (selRoom)
-	selAt     int32      // where, in the batch's ints
-	headOff   int32      // its head table, in its ints
+	kvt       int32 // its pages' type
+	current   bool  // its page tables held its lists already (checkTables)
+	part      int   // the part of batchMeta that built its ints
 	// With Acc (accPlan): where its raw scores and (row, head) maxima and
 	// sums go, its sums' offset in the read and their stride a head.
 	raw, ml Ptr

@@ -7,90 +7,32 @@ import (
 	"github.com/kvbench/kvbench/runtime"
 )
 
-// TestSelRoom checks selRoom's arithmetic on random batches: every call
-// with a device selection gets room of its selection's bytes past the
-// batch's ints (at span alignment of their upload), rooms do not overlap,
-// and each head table entry of a selecting head now points, from the
-// call's own ints, at its head's part of the room (h * cap ints in), while
-// heads attending every token and calls without a selection are untouched.
-func TestSelRoom(t *testing.T) {
+// TestSelAt checks selAt's header words on random selections: the address
+// rt_sel forms from them for a head's offset (chosenHead's: the
+// selection's base plus the head's place, h * cap ints in) is that head's
+// part of the selection where Quest's kernel left it; a call without a
+// device selection writes 0 (the selections are in its ints).
+func TestSelAt(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 8))
-	var b Backend
-	for range 50 {
-		bt := &batchAttn{}
-		for range 1 + rng.IntN(12) {
-			heads := 1 + rng.IntN(8)
-			capTokens := 1 + rng.IntN(300)
-			base := int32(len(bt.ints))
-			// The call's ints: some descriptors, its head table, more ints;
-			// a selection's offsets as describe leaves them: right after.
-			pre := rng.IntN(40)
-			headOff := int32(pre)
-			n := pre + 2*heads + rng.IntN(30)
-			ints := make([]int32, n)
-			for j := range ints {
-				ints[j] = rng.Int32N(1000)
-			}
-			c := batchCall{a: &runtime.AttnArgs{Heads: heads}, base: base, headOff: headOff}
-			on := rng.IntN(3) > 0
-			if on {
-				c.sel = chosenCall{on: true, src: Ptr(0x1000 + rng.IntN(1<<20)*4), bytes: int64(heads*capTokens) * 4, base: int32(n)}
-			}
-			counts := make([]int32, heads)
-			for h := range heads {
-				counts[h] = -1
-				if on && rng.IntN(4) > 0 {
-					counts[h] = rng.Int32N(int32(capTokens)) + 1
-				}
-				ints[pre+2*h+1] = counts[h]
-				if counts[h] >= 0 {
-					ints[pre+2*h] = c.sel.base + int32(h*capTokens)
-				}
-			}
-			bt.ints = append(bt.ints, ints...)
-			bt.calls = append(bt.calls, c)
+	h := make([]int32, rhWords)
+	for range 200 {
+		cs := chosenCall{on: true, src: Ptr(0x7f00_0000_0000 + rng.Int64N(1<<36)*4), base: rng.Int32N(5000)}
+		capTokens, heads := 1+rng.IntN(4096), 1+rng.IntN(64)
+		selAt(h, cs)
+		a := uint64(uint32(h[rhSel])) | uint64(uint32(h[rhSel+1]))<<32 // rt_sel's reading
+		if a == 0 {
+			t.Fatalf("selection at %#x: header reads none", cs.src)
 		}
-		before := append([]int32(nil), bt.ints...)
-		room := b.selRoom(bt)
-		end := int32(span(int64(len(bt.ints))*4) / 4)
-		var used int64
-		nsel := 0
-		for i := range bt.calls {
-			c := &bt.calls[i]
-			h := bt.ints[c.base:]
-			hb := before[c.base:]
-			if !c.sel.on {
-				for j := range 2 * c.a.Heads {
-					if h[int(c.headOff)+j] != hb[int(c.headOff)+j] {
-						t.Fatalf("call %d without a selection: head table changed", i)
-					}
-				}
-				continue
-			}
-			if c.selAt < end || int64(c.selAt)*4 < int64(end)*4+used || int64(c.selAt-end)*4+c.sel.bytes > room {
-				t.Fatalf("call %d: room at %d (ints end at %d, %d bytes placed before, %d in all)", i, c.selAt, end, used, room)
-			}
-			used = int64(c.selAt-end)*4 + span(c.sel.bytes)
-			if k := 3 * nsel; len(bt.selt) < k+3 || bt.selt[k] != uint64(c.selAt) || bt.selt[k+1] != uint64(c.sel.src) || bt.selt[k+2] != uint64(c.sel.bytes/4) {
-				t.Fatalf("call %d: copy entry %d of %v, want (%d, %#x, %d)", i, nsel, bt.selt, c.selAt, c.sel.src, c.sel.bytes/4)
-			}
-			nsel++
-			capTokens := int32(c.sel.bytes / 4 / int64(c.a.Heads))
-			for hh := range c.a.Heads {
-				off, cnt := h[int(c.headOff)+2*hh], h[int(c.headOff)+2*hh+1]
-				if cnt < 0 {
-					if off != hb[int(c.headOff)+2*hh] {
-						t.Fatalf("call %d head %d attends every token, yet its offset moved", i, hh)
-					}
-					continue
-				}
-				if got, want := c.base+off, c.selAt+int32(hh)*capTokens; got != want {
-					t.Fatalf("call %d head %d: selection at %d of the batch's ints, want %d", i, hh, got, want)
-				}
+		for range 4 {
+			hh := rng.IntN(heads)
+			off := cs.base + int32(hh*capTokens)
+			if got, want := a+4*uint64(uint32(off)), uint64(cs.src)+4*uint64(hh*capTokens); got != want {
+				t.Fatalf("selection at %#x (base %d), head %d: rt_sel reads %#x, want %#x", cs.src, cs.base, hh, got, want)
 			}
 		}
-		if len(bt.selt) != 3*nsel {
-			t.Fatalf("%d copy entries for %d selections", len(bt.selt)/3, nsel)
+		selAt(h, chosenCall{})
+		if h[rhSel] != 0 || h[rhSel+1] != 0 {
+			t.Fatalf("no selection: header words %d, %d", h[rhSel], h[rhSel+1])
 		}
 	}
 }

@@ -123,3 +123,7 @@ func (b *Backend) PageValues(x runtime.Buffer, n int) []float32 {
 	get(b, out, p)
 	return out
 }
+
+// HeaderSelWord is the split-KV header's first word of RH_SEL (a device
+// selection's address, which differs between backends).
+const HeaderSelWord = rhSel

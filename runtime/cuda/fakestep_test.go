@@ -187,7 +187,15 @@ func TestBatchMetaParts(t *testing.T) {
 				defer cuda.SetMetaCallsPerPart(perPart)()
 				be := fakeBackend(t)
 				be.OnBatchMeta(func(ints, b []int32, parts int) {
+					n0 := len(all)
 					all, bases = append(all, ints...), append(bases, b...)
+					// A device selection's address (Quest's choice, RH_SEL)
+					// is each backend's own: compared as present or not.
+					for k := 0; k+1 < len(b); k += 2 {
+						if at := n0 + int(b[k]+b[k+1]) + cuda.HeaderSelWord; all[at] != 0 || all[at+1] != 0 {
+							all[at], all[at+1] = 1, 1
+						}
+					}
 					maxParts = max(maxParts, parts)
 				})
 				fakeSteps(t, be, pc.name, pc.params, 12, 40)
@@ -393,7 +401,15 @@ func TestBatchTableChecks(t *testing.T) {
 				defer cuda.SetTableChecks(on)()
 				be := fakeBackend(t)
 				be.OnBatchMeta(func(ints, b []int32, parts int) {
+					n0 := len(all)
 					all, bases = append(all, ints...), append(bases, b...)
+					// A device selection's address (Quest's choice, RH_SEL)
+					// is each backend's own: compared as present or not.
+					for k := 0; k+1 < len(b); k += 2 {
+						if at := n0 + int(b[k]+b[k+1]) + cuda.HeaderSelWord; all[at] != 0 || all[at+1] != 0 {
+							all[at], all[at+1] = 1, 1
+						}
+					}
 					current += be.CurrentCalls()
 				})
 				l0, c0, r0, _ := cuda.FakeCounts()
@@ -403,6 +419,7 @@ func TestBatchTableChecks(t *testing.T) {
 			}
 			off, boff, coff, woff := record(false)
 			on, bon, con, won := record(true)
+
 			if coff != 0 || con == 0 {
 				t.Fatalf("calls found current: %d with the checks off, %d with them on (want 0 and some)", coff, con)
 			}

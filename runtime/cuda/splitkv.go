@@ -115,6 +115,8 @@ const (
 	rhNoLo
 	rhTrace // 2 words: the trace's device address, low word first (attntrace.go; 0: none)
 	_
+	rhSel // 2 words: a device selection's address less 4 bytes a word of its offsets' base (selAt; 0: the selections are in the ints)
+	_
 	rhWords
 )
 
@@ -523,6 +525,10 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	}
 	trace := b.traceCall(name, nchunks, nsrows, combBlocks)
 	b.hInts[hdr+rhTrace], b.hInts[hdr+rhTrace+1] = int32(uint32(trace)), int32(uint32(trace>>32))
+	// A device selection is read where it lies (rt_sel), not copied after
+	// the ints: the ints may then go by value.
+	selAt(b.hInts[hdr:], b.cs)
+	b.cs = chosenCall{}
 	var raw, mlAcc, counters Ptr
 	if a.Acc != nil {
 		raw = b.grow(&b.scores, int64(items*stride)*4)

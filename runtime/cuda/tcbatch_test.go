@@ -72,9 +72,10 @@ func TestFakeBatchTC(t *testing.T) {
 // four streams of 32/8 heads under full attention in a box of 960 words
 // (parameters under 4 KB), eight (1,608 words) in one of 2,048 (CUDA
 // 12.1's larger parameters), not twelve; not H2O's (its sums' kernel reads
-// the ints), not Quest's (its selections are copied into the ints on the
-// device), not with KVBENCH_RT_BOX=off. A boxed step makes a copy to the
-// device fewer a layer than the same step uploading.
+// the ints), not with KVBENCH_RT_BOX=off. Quest's go by value, in a batch
+// and alone: its selections are read where its kernel left them (RH_SEL),
+// not copied into the ints. A boxed step makes a copy to the device fewer
+// a layer than the same step uploading.
 func TestFakeBatchMetaByValue(t *testing.T) {
 	c := runtime.Config{Arch: "llama", Dim: 2048, Hidden: 256, Layers: 2, Heads: 32, KVHeads: 8, HeadDim: 64, Vocab: 300,
 		MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
@@ -111,11 +112,15 @@ func TestFakeBatchMetaByValue(t *testing.T) {
 		streams       int
 		want          bool
 	}{{"full", "960", 2, true}, {"full", "960", 4, true}, {"full", "960", 8, false}, {"full", "2048", 8, true},
-		{"full", "2048", 12, false}, {"h2o", "2048", 2, false}, {"quest", "2048", 2, false}} {
+		{"full", "2048", 12, false}, {"h2o", "2048", 2, false}, {"quest", "2048", 2, true}, {"quest", "960", 1, true}} {
 		t.Run(fmt.Sprintf("%s/%s/%d", tc.policy, tc.words, tc.streams), func(t *testing.T) {
 			p, copies := step(t, "", tc.words, tc.policy, tc.streams)
-			if !strings.HasPrefix(p.Kernel, "attn_rtb_") || p.ByValue != tc.want {
-				t.Fatalf("plan %+v: want a batched kernel, by value %v", p, tc.want)
+			kernel := "attn_rtb_" // one stream: Attend's kernel
+			if tc.streams == 1 {
+				kernel = "attn_rt_"
+			}
+			if !strings.HasPrefix(p.Kernel, kernel) || p.ByValue != tc.want {
+				t.Fatalf("plan %+v: want %s*, by value %v", p, kernel, tc.want)
 			}
 			off, upCopies := step(t, "off", tc.words, tc.policy, tc.streams)
 			if off.ByValue {
