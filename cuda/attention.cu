@@ -1422,3 +1422,15 @@ ATTN_RTB_KERNELS(128, 8)
 
 RTB_COMBINE_KERNEL(64)
 RTB_COMBINE_KERNEL(128)
+
+// attn_rtb_put writes box's n words at dst: a batch's table and ints too
+// long for one launch's box, carried in pieces by launches of one block
+// instead of a copy on the stream. Its room is fresh (nothing ahead of it
+// reads it), so it starts at once, beside the kernel ahead of it
+// (programmatic dependent launch); it waits for that kernel last, so that
+// a kernel waiting on this one sees both finished.
+extern "C" __global__ void __launch_bounds__(256) attn_rtb_put(int* __restrict__ dst, const __grid_constant__ RtbBox box) {
+    pdl_trigger();
+    for (int i = threadIdx.x; i < box.n; i += blockDim.x) dst[i] = box.w[i];
+    pdl_wait();
+}

@@ -124,10 +124,14 @@ type Backend struct {
 	qkvAt     qkvCall  // a one-row step's q/k/v products, pending until its RoPE takes them or the next flushKV
 	box       []int32  // RtBox: the words' count, then a call's ints by value (rtBox)
 	bbox      []int32  // RtbBox: the words' count, a pad, then a batched launch's table and ints by value (rtbBox)
-	mvKernel  string   // be_mv_r4 or be_mv_r8 ($KVBENCH_MV_ROWS)
-	wide      scratch  // float32 copy of a bf16/f16 weight for an f32 GEMM
-	narrow    scratch  // bf16/f16 copy of the activations for a bf16/f16 GEMM
-	mlp       scratch  // bf16 gate and up products of a prompt's MLP (MLP)
+	pbox      []int32  // the same, a piece of a batch's metadata for attn_rtb_put (putCarried)
+	// putLaunches is the most attn_rtb_put launches that carry a batch's
+	// metadata ($KVBENCH_RTB_PUT; 0: uploaded by a copy).
+	putLaunches int
+	mvKernel    string  // be_mv_r4 or be_mv_r8 ($KVBENCH_MV_ROWS)
+	wide        scratch // float32 copy of a bf16/f16 weight for an f32 GEMM
+	narrow      scratch // bf16/f16 copy of the activations for a bf16/f16 GEMM
+	mlp         scratch // bf16 gate and up products of a prompt's MLP (MLP)
 
 	pt pageTables // the KV sequences' page lists on the device (pagetable.go)
 	cs chosenCall // the device selection of the attention call being built (backend_quest.go)
@@ -351,7 +355,11 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 		b.Close()
 		return nil, err
 	}
-	b.bbox = make([]int32, 2+nb)
+	b.bbox, b.pbox = make([]int32, 2+nb), make([]int32, 2+nb)
+	if b.putLaunches, err = envInt("KVBENCH_RTB_PUT", 4, 0, 64, "a whole number of launches in [0, 64]"); err != nil {
+		b.Close()
+		return nil, err
+	}
 	b.kvBox = make([]uint64, 5*kvBoxOps)
 	blasNote := ""
 	if b.gemm != "off" {
@@ -509,6 +517,17 @@ func (b *Backend) reserve(n int64) {
 // room made by reserve), and returns the device address of each (by value:
 // no allocation, several uploads a layer); the host does not wait.
 func (b *Backend) putBytes(parts ...[]byte) [putMax]Ptr {
+	out, off, last := b.stageBytes(parts...)
+	if last > 0 {
+		must(b.D.CopyHtoDAsync(b.st.dev.Add(off), b.st.host, off, last))
+	}
+	return out
+}
+
+// stageBytes lays parts out in the arena's host copy for putBytes and takes
+// their room: it returns each part's device address, where they start and
+// the bytes to send from there (to the last part's last byte).
+func (b *Backend) stageBytes(parts ...[]byte) (out [putMax]Ptr, off, last int64) {
 	if len(parts) > putMax {
 		panic(fmt.Sprintf("cuda: an upload of %d parts (at most %d)", len(parts), putMax))
 	}
@@ -519,10 +538,9 @@ func (b *Backend) putBytes(parts ...[]byte) [putMax]Ptr {
 	if b.st.off+need > b.st.size {
 		panic(fmt.Sprintf("cuda: staging put of %d bytes without reserve (%d of %d used)", need, b.st.off, b.st.size))
 	}
-	off, at := b.st.off, b.st.off
+	off = b.st.off
+	at := off
 	h := b.st.host.Bytes()
-	var out [putMax]Ptr
-	last := int64(0) // end of the last byte written, from off
 	for i, p := range parts {
 		copy(h[at:], p)
 		out[i] = b.st.dev.Add(at)
@@ -531,11 +549,8 @@ func (b *Backend) putBytes(parts ...[]byte) [putMax]Ptr {
 		}
 		at += span(int64(len(p)))
 	}
-	if last > 0 {
-		must(b.D.CopyHtoDAsync(b.st.dev.Add(off), b.st.host, off, last))
-	}
 	b.st.off += need
-	return out
+	return out, off, last
 }
 
 // raw is the bytes of a slice.

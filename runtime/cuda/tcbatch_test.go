@@ -74,14 +74,23 @@ func TestFakeBatchTC(t *testing.T) {
 // 12.1's larger parameters), not twelve; not H2O's (its sums' kernel reads
 // the ints), not with KVBENCH_RT_BOX=off. Quest's go by value, in a batch
 // and alone: its selections are read where its kernel left them (RH_SEL),
-// not copied into the ints. A boxed step makes a copy to the device fewer
-// a layer than the same step uploading.
+// not copied into the ints. What a batch does not send by value is
+// carried by attn_rtb_put launches, a box each (putCarried), with no copy
+// of its own: by default up to 4 of them, with KVBENCH_RTB_PUT=1 one (12
+// streams then upload), with KVBENCH_RTB_PUT=0 none (every layer's
+// metadata uploaded). One stream's call uploads where it is not by value.
 func TestFakeBatchMetaByValue(t *testing.T) {
 	c := runtime.Config{Arch: "llama", Dim: 2048, Hidden: 256, Layers: 2, Heads: 32, KVHeads: 8, HeadDim: 64, Vocab: 300,
 		MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
-	step := func(t *testing.T, box, words, policy string, streams int) (cuda.Plan, int64) {
+	L := int64(c.Layers)
+	type got struct {
+		plan         cuda.Plan
+		copies, puts int64
+	}
+	step := func(t *testing.T, box, words, put, policy string, streams int) got {
 		t.Setenv("KVBENCH_RT_BOX", box)
 		t.Setenv("KVBENCH_RTB_BOX_WORDS", words)
+		t.Setenv("KVBENCH_RTB_PUT", put)
 		be := fakeBackend(t)
 		var params policies.Params
 		switch policy {
@@ -101,11 +110,12 @@ func TestFakeBatchMetaByValue(t *testing.T) {
 			}
 		}
 		_, c0, _, _ := cuda.FakeCounts()
+		k0 := cuda.FakeKernels()["attn_rtb_put"]
 		if err := batch.LogProbs(sids, toks, targets, out); err != nil {
 			t.Fatal(err)
 		}
 		_, c1, _, _ := cuda.FakeCounts()
-		return be.AttnPlan(), c1 - c0
+		return got{be.AttnPlan(), c1 - c0, cuda.FakeKernels()["attn_rtb_put"] - k0}
 	}
 	for _, tc := range []struct {
 		policy, words string
@@ -114,20 +124,37 @@ func TestFakeBatchMetaByValue(t *testing.T) {
 	}{{"full", "960", 2, true}, {"full", "960", 4, true}, {"full", "960", 8, false}, {"full", "2048", 8, true},
 		{"full", "2048", 12, false}, {"h2o", "2048", 2, false}, {"quest", "2048", 2, true}, {"quest", "960", 1, true}} {
 		t.Run(fmt.Sprintf("%s/%s/%d", tc.policy, tc.words, tc.streams), func(t *testing.T) {
-			p, copies := step(t, "", tc.words, tc.policy, tc.streams)
+			def := step(t, "", tc.words, "", tc.policy, tc.streams)
 			kernel := "attn_rtb_" // one stream: Attend's kernel
 			if tc.streams == 1 {
 				kernel = "attn_rt_"
 			}
-			if !strings.HasPrefix(p.Kernel, kernel) || p.ByValue != tc.want {
-				t.Fatalf("plan %+v: want %s*, by value %v", p, kernel, tc.want)
+			if !strings.HasPrefix(def.plan.Kernel, kernel) || def.plan.ByValue != tc.want {
+				t.Fatalf("plan %+v: want %s*, by value %v", def.plan, kernel, tc.want)
 			}
-			off, upCopies := step(t, "off", tc.words, tc.policy, tc.streams)
-			if off.ByValue {
-				t.Errorf("KVBENCH_RT_BOX=off: plan %+v by value", off)
+			if tc.streams == 1 {
+				up := step(t, "off", tc.words, "", tc.policy, tc.streams)
+				if up.plan.ByValue || up.puts != 0 || up.copies < def.copies+L {
+					t.Errorf("one stream, KVBENCH_RT_BOX=off: plan %+v, %d attn_rtb_put, %d copies against %d by value", up.plan, up.puts, up.copies, def.copies)
+				}
+				return
 			}
-			if tc.want && copies > upCopies-int64(c.Layers) || !tc.want && copies != upCopies {
-				t.Errorf("%d copies to the device a step by value, %d uploading (%d layers)", copies, upCopies, c.Layers)
+			carried := step(t, "off", tc.words, "", tc.policy, tc.streams)
+			up := step(t, "off", tc.words, "0", tc.policy, tc.streams)
+			one := step(t, "off", tc.words, "1", tc.policy, tc.streams)
+			if carried.plan.ByValue || up.plan.ByValue {
+				t.Errorf("KVBENCH_RT_BOX=off: plans %+v, %+v by value", carried.plan, up.plan)
+			}
+			if tc.want != (def.puts == 0) || carried.puts < L || up.puts != 0 {
+				t.Errorf("attn_rtb_put launches a step: %d by default, %d with the box off, %d with KVBENCH_RTB_PUT=0 (%d layers)",
+					def.puts, carried.puts, up.puts, L)
+			}
+			if def.copies != carried.copies || up.copies < carried.copies+L {
+				t.Errorf("copies to the device a step: %d by default, %d carried, %d uploading (%d layers)", def.copies, carried.copies, up.copies, L)
+			}
+			if wantOne := tc.streams < 8 || tc.words == "2048" && tc.streams == 8; (one.copies == carried.copies) != wantOne {
+				t.Errorf("KVBENCH_RTB_PUT=1: %d copies a step against %d carried (%d attn_rtb_put), want as carried %v",
+					one.copies, carried.copies, one.puts, wantOne)
 			}
 		})
 	}
