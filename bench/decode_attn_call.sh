@@ -17,7 +17,7 @@
 # STREAMS=N times N streams' steps as one batch (kvbench kernels --streams N)
 # beside SDPA over a batch of N (bench/sdpa.py --batch N);
 # NCU_LEN=131072 adds a line per run with ncu's view of one attention launch
-# at that length (its time, the L2 sectors it read, the DRAM's share; NCU_METRICS=a,b,... other
+# (a batch's, with STREAMS) at that length (its time, the L2 sectors it read, the DRAM's share; NCU_METRICS=a,b,... other
 # metrics instead).
 set -u
 source bench/setting_args.sh
@@ -45,10 +45,10 @@ for sh in ${SHAPES:-32/8:128 32/16:128 32/32:128 32/8:64}; do
 			setting_args "$e"
 			env "${ARGS[@]}" timeout 120 "$C/kvbench" kernels --policies ${POLICY:-full} --iters ${ITERS:-200} --check=false --lengths $L --heads $h --dim $d "${SA[@]}" 2>&1 | line "$tag$h d$d $e"
 			if [ -n "${NCU_LEN:-}" ]; then # one attention launch under ncu: its time, L2 sectors read, DRAM share
-				env "${ARGS[@]}" timeout 120 ncu --profile-from-start on -k regex:'^attn_rt_d' --launch-skip 2 --launch-count 1 \
+				env "${ARGS[@]}" timeout 120 ncu --profile-from-start on -k regex:'^attn_rtb?_d' --launch-skip 2 --launch-count 1 \
 					--metrics "${NCU_METRICS:-gpu__time_duration.sum,lts__t_sectors_srcunit_tex_op_read.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed}" \
-					"$C/kvbench" kernels --policies ${POLICY:-full} --iters 3 --check=false --lengths $NCU_LEN --heads $h --dim $d 2>&1 |
-					awk -v t="$tag$h d$d $e ncu $NCU_LEN" '/^  attn_rt_d/ {k = $1} $1 ~ /^[a-z0-9]+__[a-z0-9_.]+$/ && NF >= 2 {s = s " " $1 "=" $NF} END {print t ": " k s}'
+					"$C/kvbench" kernels --policies ${POLICY:-full} --iters 3 --check=false --lengths $NCU_LEN --heads $h --dim $d "${SA[@]}" 2>&1 |
+					awk -v t="$tag$h d$d $e ncu $NCU_LEN" '/^  attn_rtb?_d/ {k = $1} $1 ~ /^[a-z0-9]+__[a-z0-9_.]+$/ && NF >= 2 {s = s " " $1 "=" $NF} END {print t ": " k s}'
 			fi
 		done
 	done
