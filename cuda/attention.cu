@@ -1325,8 +1325,26 @@ struct __align__(8) RtbBox {
     int w[RTB_BOX_WORDS];
 };
 
+// RtbXBox is the larger box of the batched tensor-core kernels and the
+// combine, whose entry points taking it end in _xb (attn_rtb_d*_tc_xb,
+// attn_rtb_combine_d*_xb): a batch whose metadata RtbBox cannot hold
+// (more than 8 streams of 32/8) goes by value in it (rtbXBoxWords:
+// RTB_XBOX_WORDS, up to 8,000 words where CUDA 12.1's parameters are
+// taken; its bytes cost every launch that takes it, so small batches keep
+// RtbBox). Without RTB_XBOX_WORDS it is RtbBox's size and the host does
+// not use it.
+#ifndef RTB_XBOX_WORDS
+#define RTB_XBOX_WORDS RTB_BOX_WORDS
+#endif
+struct __align__(8) RtbXBox {
+    int n;
+    int pad;
+    int w[RTB_XBOX_WORDS];
+};
+
 // rtb_meta points tab and ints at box's where it holds them.
-__device__ __forceinline__ void rtb_meta(const RtbBox& box, int nst, const RtbCall* __restrict__& tab, const int* __restrict__& ints) {
+template <class Box>
+__device__ __forceinline__ void rtb_meta(const Box& box, int nst, const RtbCall* __restrict__& tab, const int* __restrict__& ints) {
     if (box.n <= 0) return;
     tab = reinterpret_cast<const RtbCall*>(box.w);
     ints = box.w + nst * RTB_CALL_WORDS;
@@ -1403,11 +1421,11 @@ ATTN_RTB_KERNELS(128, 8)
 
 // attn_rtb_combine_d{D} is attn_rt_combine over a batched launch's split
 // rows (grid (G, up to 65535 split rows, D/32 slices times the split rows'
-// blocks of 65535)).
-#define RTB_COMBINE_KERNEL(D)                                                                                        \
-    extern "C" __global__ void __launch_bounds__(COMB_NT) attn_rtb_combine_d##D(                                     \
+// blocks of 65535)); attn_rtb_combine_d{D}_xb the same with RtbXBox.
+#define RTB_COMBINE_KERNEL(D, BOX, SUF)                                                                              \
+    extern "C" __global__ void __launch_bounds__(COMB_NT) attn_rtb_combine_d##D##SUF(                                \
         const float* __restrict__ partO, const float* __restrict__ partML, int nchunks, const RtbCall* __restrict__ tab, \
-        int nst, int nsg, const int* __restrict__ ints, const __grid_constant__ RtbBox box) {                        \
+        int nst, int nsg, const int* __restrict__ ints, const __grid_constant__ BOX box) {                           \
         const int rg = blockIdx.y + blockIdx.z / ((D) / 32) * gridDim.y;                                            \
         if (rg >= nsg) return;                                                                                       \
         rtb_meta(box, nst, tab, ints);                                                                               \
@@ -1420,8 +1438,10 @@ ATTN_RTB_KERNELS(128, 8)
                         e.ml != nullptr && it >= 0 ? e.ml + (size_t)it * 2 : nullptr);                               \
     }
 
-RTB_COMBINE_KERNEL(64)
-RTB_COMBINE_KERNEL(128)
+RTB_COMBINE_KERNEL(64, RtbBox, )
+RTB_COMBINE_KERNEL(128, RtbBox, )
+RTB_COMBINE_KERNEL(64, RtbXBox, _xb)
+RTB_COMBINE_KERNEL(128, RtbXBox, _xb)
 
 // attn_rtb_put writes box's n words at dst: a batch's table and ints too
 // long for one launch's box, carried in pieces by launches of one block

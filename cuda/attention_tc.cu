@@ -533,11 +533,13 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
 // of a batched launch's calls (attn_rtb's parameters and table; lean calls
 // over bf16 pages of a power of two tokens, no raw scores: the host checks
 // every call); partials are indexed by the launch's split row.
-#define ATTN_TCB_KERNEL(D, G)                                                                                       \
-    extern "C" __global__ void __launch_bounds__(ATTN_NT) attn_rtb_d##D##_g##G##_bf16_tc( \
+// attn_rtb_d{D}_g{G}_bf16_tc_xb is the same with the larger box, RtbXBox
+// (part 12).
+#define ATTN_TCB_KERNEL_AS(D, G, BOX, SUF)                                                                          \
+    extern "C" __global__ void __launch_bounds__(ATTN_NT) attn_rtb_d##D##_g##G##_bf16_tc##SUF( \
         const RtbCall* __restrict__ tab, int nst, int nsg, const u64* __restrict__ ptrs, const int* __restrict__ ints, \
         int chunk, int pgw, float scaleLog2, float* __restrict__ partO, float* __restrict__ partML,                  \
-        int* __restrict__ counters, const __grid_constant__ RtbBox box) {                                           \
+        int* __restrict__ counters, const __grid_constant__ BOX box) {                                              \
         pdl_trigger();                                                                                              \
         pdl_wait();                                                                                                 \
         rtb_meta(box, nst, tab, ints);                                                                              \
@@ -554,7 +556,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
 #define ATTN_TC_KERNEL(D, G)               \
     ATTN_TC_KERNEL_AS(D, G, false, tc)     \
     ATTN_TC_KERNEL_AS(D, G, true, tcc)     \
-    ATTN_TCB_KERNEL(D, G)
+    ATTN_TCB_KERNEL_AS(D, G, RtbBox, )
 
 #if KVB_IN(11)
 ATTN_TC_KERNEL(64, 1)
@@ -565,4 +567,14 @@ ATTN_TC_KERNEL(128, 1)
 ATTN_TC_KERNEL(128, 2)
 ATTN_TC_KERNEL(128, 4)
 ATTN_TC_KERNEL(128, 8)
+#endif
+#if KVB_IN(12)
+ATTN_TCB_KERNEL_AS(64, 1, RtbXBox, _xb)
+ATTN_TCB_KERNEL_AS(64, 2, RtbXBox, _xb)
+ATTN_TCB_KERNEL_AS(64, 4, RtbXBox, _xb)
+ATTN_TCB_KERNEL_AS(64, 8, RtbXBox, _xb)
+ATTN_TCB_KERNEL_AS(128, 1, RtbXBox, _xb)
+ATTN_TCB_KERNEL_AS(128, 2, RtbXBox, _xb)
+ATTN_TCB_KERNEL_AS(128, 4, RtbXBox, _xb)
+ATTN_TCB_KERNEL_AS(128, 8, RtbXBox, _xb)
 #endif

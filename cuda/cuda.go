@@ -40,11 +40,12 @@ var prefillTMA string
 // gives it (the runtime's split-KV decode kernels by head dimension and
 // group in parts 1-4, their batched forms in parts 5-8, the wgmma prefill
 // in part 9, its TMA-fed variants in part 10, the tensor-core decode
-// kernels of lean calls in part 11, the rest in part 0) and all the small
+// kernels of lean calls in part 11, their batched forms with the larger box
+// (RtbXBox) in part 12, the rest in part 0) and all the small
 // kernels. NVRTC's time goes mostly to the big families: compiled one after
 // the other, they would take minutes (148 s on the H200 machine, with the
 // synthetic split-KV kernels since removed).
-const Parts = 12
+const Parts = 13
 
 // Source is the whole kernel source, one translation unit that serves both
 // the runtime's backend and kvbench kernels: the shared helpers, the forward

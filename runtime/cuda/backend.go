@@ -125,6 +125,7 @@ type Backend struct {
 	box       []int32  // RtBox: the words' count, then a call's ints by value (rtBox)
 	bbox      []int32  // RtbBox: the words' count, a pad, then a batched launch's table and ints by value (rtbBox)
 	pbox      []int32  // the same, a piece of a batch's metadata for attn_rtb_put (putCarried)
+	xbox      []int32  // RtbXBox: the larger box, for a batch's metadata too long for bbox (nil: none, rtbXBoxWords)
 	// putLaunches is the most attn_rtb_put launches that carry a batch's
 	// metadata ($KVBENCH_RTB_PUT; 0: uploaded by a copy).
 	putLaunches int
@@ -356,6 +357,13 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 		return nil, err
 	}
 	b.bbox, b.pbox = make([]int32, 2+nb), make([]int32, 2+nb)
+	if nb, err = rtbXBoxWords(); err != nil {
+		b.Close()
+		return nil, err
+	}
+	if nb > 0 {
+		b.xbox = make([]int32, 2+nb)
+	}
 	if b.putLaunches, err = envInt("KVBENCH_RTB_PUT", 4, 0, 64, "a whole number of launches in [0, 64]"); err != nil {
 		b.Close()
 		return nil, err

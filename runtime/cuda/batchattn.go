@@ -136,7 +136,8 @@ func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
 	pc.Mark("attention: KV copies flushed")
 	var p [putMax]Ptr
 	var tab, ints Ptr // uploaded, or none where the box holds them
-	boxed := b.rtbBox(bt, nacc)
+	box := b.rtbBox(bt, nacc)
+	boxed := box[0] > 0
 	if !boxed {
 		b.reserve(span(int64(len(bt.ints))*4) + span(int64(len(bt.tab))*8) + span(int64(len(bt.acct))*8))
 		p = b.putCarried(raw(bt.tab), raw(bt.acct), raw(bt.ints))
@@ -147,25 +148,29 @@ func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
 		n := bt.accBytes / 4
 		b.launch("be_zero", Dim3{blocks(n), 1, 1}, Dim3{256, 1, 1}, bt.accDev, n)
 	}
-	box := wordsByValue(b.bbox)
+	bv := wordsByValue(box)
 	for _, l := range bt.launches {
 		lt := Ptr(0)
 		if !boxed {
 			lt = tab.Add(int64(l.first) * rtbWords * 8)
+		}
+		kernel, comb := l.kernel, l.comb
+		if len(box) != len(b.bbox) { // the larger box (rtbBox gives it to one tensor-core launch alone)
+			kernel, comb = l.kernelX, l.combX
 		}
 		gy, gz := min(l.nsg, maxGridY), (l.nsg+maxGridY-1)/maxGridY
 		var counters Ptr
 		if l.fused {
 			counters = ws
 		}
-		b.launchSmem(l.kernel, Dim3{l.nchunks, gy, gz}, Dim3{attnThreads, 1, 1}, l.smem,
+		b.launchSmem(kernel, Dim3{l.nchunks, gy, gz}, Dim3{attnThreads, 1, 1}, l.smem,
 			lt, int32(l.calls), int32(l.nsg), b.pt.pool, ints, int32(l.chunk), int32(l.pgw), l.scale*float32(math.Log2E),
-			partO, ws.Add(pmlAt), counters, box)
-		b.split.last = Plan{Kernel: l.kernel, Chunk: l.chunk, Blocks: l.nchunks * l.nsg, Rows: l.nsg, Resident: b.occupancy(b.fn(l.kernel), l.smem),
+			partO, ws.Add(pmlAt), counters, bv)
+		b.split.last = Plan{Kernel: kernel, Chunk: l.chunk, Blocks: l.nchunks * l.nsg, Rows: l.nsg, Resident: b.occupancy(b.fn(l.kernel), l.smem),
 			SharedMem: l.smem, ByValue: boxed, Merge: mergeOf(l.fused, 0, l.nchunks)}
 		if !l.fused && l.nchunks > 1 { // one chunk a row: the kernel wrote the outputs
-			must(b.fn(l.comb).LaunchAfter(Dim3{l.vg, gy, l.hd / 32 * gz}, Dim3{combThreads, 1, 1}, 0,
-				partO, ws.Add(pmlAt), int32(l.nchunks), lt, int32(l.calls), int32(l.nsg), ints, box))
+			must(b.fn(comb).LaunchAfter(Dim3{l.vg, gy, l.hd / 32 * gz}, Dim3{combThreads, 1, 1}, 0,
+				partO, ws.Add(pmlAt), int32(l.nchunks), lt, int32(l.calls), int32(l.nsg), ints, bv))
 		}
 	}
 	pc.Mark("attention: kernels launched")
@@ -180,19 +185,30 @@ func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
 // do: one launch (its combine gets the same box), no device selection
 // copied into the ints, no accumulated probabilities (whose kernels read
 // the ints after it), and the table and ints together at most rtbBoxWords.
-// Otherwise the box holds none and the kernels read the uploaded ones. A
-// batch's upload cost 6-9 µs of a step's device time on the H100 (2x16/2
-// heads at 1K-4K tokens: 25.6-28.3 µs a step against 17.0-19.8 at best).
-func (b *Backend) rtbBox(bt *batchAttn, nacc int) bool {
+// Where they are too long for it, a tensor-core launch takes the larger box
+// (b.xbox, RtbXBox) if there is one and they fit it. It returns the box the
+// launch passes: n = 0 (b.bbox) where none holds them and the kernels read
+// the uploaded ones. A batch's upload cost 6-9 µs of a step's device time
+// on the H100 (2x16/2 heads at 1K-4K tokens: 25.6-28.3 µs a step against
+// 17.0-19.8 at best).
+func (b *Backend) rtbBox(bt *batchAttn, nacc int) []int32 {
 	tabWords := 2 * len(bt.tab)
-	if b.noBox || len(bt.launches) != 1 || nacc > 0 || tabWords+len(bt.ints) > len(b.bbox)-2 {
-		b.bbox[0] = 0
-		return false
+	n := tabWords + len(bt.ints)
+	b.bbox[0] = 0
+	if b.noBox || len(bt.launches) != 1 || nacc > 0 {
+		return b.bbox
 	}
-	b.bbox[0] = int32(tabWords + len(bt.ints))
-	copy(raw(b.bbox[2:2+tabWords]), raw(bt.tab))
-	copy(b.bbox[2+tabWords:], bt.ints)
-	return true
+	box := b.bbox
+	if n > len(box)-2 {
+		if bt.launches[0].kernelX == "" || n > len(b.xbox)-2 {
+			return b.bbox
+		}
+		box = b.xbox
+	}
+	box[0] = int32(n)
+	copy(raw(box[2:2+tabWords]), raw(bt.tab))
+	copy(box[2+tabWords:], bt.ints)
+	return box
 }
 
 // putCarried is putBytes for a batch's metadata: the bytes laid out in
@@ -407,9 +423,11 @@ type batchCall struct {
 	tcb       string // the tensor-core kernel that could serve it (lean, bf16 pages of a power of two), or ""
 	tc        bool   // kernel is tcb
 	comb      string // its combine, attn_rtb_combine_d{D}
-	vg, srows int    // virtual heads per split row, split rows
-	longest   int    // the longest token list of a split row
-	minPS     int    // the smallest page of its KV heads
+	tcbX      string // tcb and comb taking the larger box (RtbXBox)
+	combX     string
+	vg, srows int // virtual heads per split row, split rows
+	longest   int // the longest token list of a split row
+	minPS     int // the smallest page of its KV heads
 	shifted   bool
 	lean      bool // no selection, no positions (RH_LEAN)
 	hd        int
@@ -427,6 +445,7 @@ type batchCall struct {
 // batch, entries first.. of its table) of one kernel.
 type batchLaunch struct {
 	kernel, comb        string
+	kernelX, combX      string // the same taking the larger box (RtbXBox; kernelX "": none)
 	first, calls, nsg   int
 	hd, vg              int
 	chunk, nchunks, pgw int
@@ -459,9 +478,9 @@ func splitHeader(c *batchCall, h []int32, m attnLayout, noLo bool) {
 	a := c.a
 	group := a.Heads / a.KVHeads
 	p := splitShapeOf(a, h, m.headOff, c.kvt)
-	c.kernel, c.comb, c.tcb, c.tc = p.names.rtb, p.names.rtbComb, "", false
+	c.kernel, c.comb, c.tcb, c.tc, c.tcbX, c.combX = p.names.rtb, p.names.rtbComb, "", false, "", p.names.rtbCombX
 	if p.names.tcb != "" && p.lean && p.pow2 {
-		c.tcb = p.names.tcb
+		c.tcb, c.tcbX = p.names.tcb, p.names.tcbX
 	}
 	c.vg, c.srows, c.longest, c.minPS, c.shifted, c.lean, c.hd = p.vg, p.srows, p.longest, p.minPS, p.shifted, p.lean, a.HeadDim
 	copy(h[m.hdr:], []int32{rhRows: int32(a.Rows), rhHeads: int32(a.Heads), rhG: int32(group), rhGH: int32(p.gh),
@@ -507,6 +526,9 @@ func (b *Backend) batchTC(bt *batchAttn) {
 		if ok {
 			c.kernel, c.tc = c.tcb, true
 		}
+		if ok && !seen && b.xbox != nil { // its form with the larger box too
+			b.allowShared(c.tcbX, b.D.SharedPerBlockOptin-b.fn(c.tcbX).Shared)
+		}
 	}
 }
 
@@ -516,6 +538,9 @@ func (b *Backend) planLaunch(lo, hi int) batchLaunch {
 	bt := &b.bt
 	c0 := &bt.calls[bt.order[lo]]
 	l := batchLaunch{kernel: c0.kernel, comb: c0.comb, first: len(bt.tab) / rtbWords, calls: hi - lo, hd: c0.hd, vg: c0.vg, scale: c0.a.Scale}
+	if c0.tc {
+		l.kernelX, l.combX = c0.tcbX, c0.combX
+	}
 	longest, minPS, lean := 0, math.MaxInt, true
 	for _, i := range bt.order[lo:hi] {
 		c := &bt.calls[i]

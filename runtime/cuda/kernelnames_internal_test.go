@@ -248,7 +248,7 @@ func dynamicNames(t *testing.T) map[nameSite][]string {
 			for _, bf16 := range []bool{false, true} {
 				for _, shifted := range []bool{false, true} {
 					n := splitNamesOf(splitKey{hd: hd, vg: vg, bf16: bf16, shifted: shifted})
-					for _, name := range []string{n.rt, n.rtb, n.rtComb, n.rtbComb, n.short, n.tc, n.tcc, n.tcb} {
+					for _, name := range []string{n.rt, n.rtb, n.rtComb, n.rtbComb, n.rtbCombX, n.short, n.tc, n.tcc, n.tcb, n.tcbX} {
 						if name != "" && !slices.Contains(split, name) {
 							split = append(split, name)
 						}
@@ -276,10 +276,12 @@ func dynamicNames(t *testing.T) map[nameSite][]string {
 		{"splitkv.go", "attendSplit", "p.names.tc"}:     split,
 		{"splitkv.go", "attendSplit", "p.names.tcc"}:    split,
 		{"splitkv.go", "attendSplit", "p.names.rtComb"}: split,
-		{"batchattn.go", "AttendBatch", "l.kernel"}:     split, // batchLaunch, from splitNames
-		{"batchattn.go", "AttendBatch", "l.comb"}:       split,
+		{"batchattn.go", "AttendBatch", "kernel"}:       split, // batchLaunch's, from splitNames
+		{"batchattn.go", "AttendBatch", "l.kernel"}:     split,
+		{"batchattn.go", "AttendBatch", "comb"}:         split,
 		{"batchattn.go", "planLaunch", "l.kernel"}:      split,
 		{"batchattn.go", "batchTC", "c.tcb"}:            split,
+		{"batchattn.go", "batchTC", "c.tcbX"}:           split,
 		{"gemv.go", "mv", "b.mvKernel"}:                 mv,    // mvKernelOf
 		{"kernels.go", "cmdKernels", "name"}:            split, // DecodeKernels, in cmd/kvbench's register report
 	}

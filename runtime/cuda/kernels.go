@@ -14,7 +14,8 @@ import (
 // set, else -lineinfo (for compute-sanitizer's reports); the trace's
 // build; the tensor-core decode kernels' stages where they are not the
 // default (tcStages); the batched launches' box where it is not the
-// default (rtbBoxWords). NVRTC's default dialect (C++17 since CUDA 12) is used.
+// default (rtbBoxWords), and its larger box where there is one
+// (rtbXBoxWords). NVRTC's default dialect (C++17 since CUDA 12) is used.
 func KernelOptions() []string {
 	opts := []string{"-lineinfo"}
 	if s, ok := os.LookupEnv("KVBENCH_NVRTC_OPTS"); ok {
@@ -28,6 +29,9 @@ func KernelOptions() []string {
 	}
 	if n, err := rtbBoxWords(); err == nil && n != rtBoxWords {
 		opts = append(opts, fmt.Sprintf("-DRTB_BOX_WORDS=%d", n))
+	}
+	if n, err := rtbXBoxWords(); err == nil && n > 0 {
+		opts = append(opts, fmt.Sprintf("-DRTB_XBOX_WORDS=%d", n))
 	}
 	return opts
 }

@@ -374,8 +374,9 @@ type splitShape struct {
 // and re-positioned keys).
 // tcc is tc's variant whose row's chunks are one cluster, merged in
 // distributed shared memory (sm_90a).
-// tcb is tc over a batched launch's calls (attn_rtb's table).
-type splitNames struct{ rt, rtb, rtComb, rtbComb, short, tc, tcc, tcb string }
+// tcb is tc over a batched launch's calls (attn_rtb's table); tcbX and
+// rtbCombX are tcb and rtbComb taking the larger box (RtbXBox).
+type splitNames struct{ rt, rtb, rtComb, rtbComb, rtbCombX, short, tc, tcc, tcb, tcbX string }
 
 // splitKey is the shape that names a split-KV kernel.
 type splitKey struct {
@@ -397,16 +398,16 @@ func splitNamesOf(k splitKey) *splitNames {
 		sh = "_sh"
 	}
 	suffix := fmt.Sprintf("_d%d_g%d_%s%s", k.hd, k.vg, kt, sh)
-	short, tc, tcc, tcb := "", "", "", ""
+	short, tc, tcc, tcb, tcbX := "", "", "", "", ""
 	if k.bf16 && !k.shifted && k.vg >= 2 && k.vg <= 4 {
 		short = "attn_rt" + suffix + "_short"
 	}
 	if k.bf16 && !k.shifted && k.vg&(k.vg-1) == 0 && k.vg <= 8 {
-		tc, tcc, tcb = "attn_rt"+suffix+"_tc", "attn_rt"+suffix+"_tcc", "attn_rtb"+suffix+"_tc"
+		tc, tcc, tcb, tcbX = "attn_rt"+suffix+"_tc", "attn_rt"+suffix+"_tcc", "attn_rtb"+suffix+"_tc", "attn_rtb"+suffix+"_tc_xb"
 	}
 	n, _ := splitNameCache.LoadOrStore(k, &splitNames{rt: "attn_rt" + suffix, rtb: "attn_rtb" + suffix,
-		rtComb: fmt.Sprintf("attn_rt_combine_d%d", k.hd), rtbComb: fmt.Sprintf("attn_rtb_combine_d%d", k.hd), short: short, tc: tc, tcc: tcc,
-		tcb: tcb})
+		rtComb: fmt.Sprintf("attn_rt_combine_d%d", k.hd), rtbComb: fmt.Sprintf("attn_rtb_combine_d%d", k.hd),
+		rtbCombX: fmt.Sprintf("attn_rtb_combine_d%d_xb", k.hd), short: short, tc: tc, tcc: tcc, tcb: tcb, tcbX: tcbX})
 	return n.(*splitNames)
 }
 
@@ -858,6 +859,41 @@ func rtbBoxWords() (int, error) {
 // whose ints fit 960, 0.1-0.3 µs slower for the parameters' bytes, and
 // 1.7-2.0 slower with 8,000 words.
 const rtbBoxLarge = 2048
+
+// rtbXBoxWords is the most words of the larger box (RtbXBox: the batched
+// tensor-core kernels' and the combine's entry points ending _xb), for a
+// batch whose table and ints rtbBoxWords cannot hold: $KVBENCH_RTB_XBOX_WORDS
+// (0: none), else rtbXBoxDefault where rtbBoxWords' default is
+// rtbBoxLarge (CUDA 12.1 or later), else none. A size at or under
+// rtbBoxWords' is none.
+func rtbXBoxWords() (int, error) {
+	def := 0
+	if v, _, err := NVRTCVersion(); err == nil && versionAtLeast(v, 12, 1) && versionAtLeast(DriverVersion(), 12, 1) {
+		def = rtbXBoxDefault
+	}
+	const want = "0 (none) or a whole number of words in [64, 8000]"
+	n, err := envInt(rtbXBoxEnv, def, 0, 8000, want)
+	if err != nil {
+		return 0, err
+	}
+	if n > 0 && n < 64 {
+		return 0, fmt.Errorf("cuda: %s=%q: want %s", rtbXBoxEnv, os.Getenv(rtbXBoxEnv), want)
+	}
+	if small, err := rtbBoxWords(); err != nil || n <= small {
+		return 0, err
+	}
+	return n, nil
+}
+
+// rtbXBoxEnv names the variable that sizes the larger box.
+const rtbXBoxEnv = "KVBENCH_RTB_XBOX_WORDS"
+
+// rtbXBoxDefault is the larger box where large parameters are taken.
+// Measured on the H100 (2026-12-06, docs/benchmarks.md): 16 streams of
+// 32/8 heads of 128 (3,312 words) at 1K tokens, 38.0 µs a step with their
+// metadata carried by two attn_rtb_put launches against 32.7 in a box of
+// 4,096 words.
+const rtbXBoxDefault = 8000
 
 // versionAtLeast says whether a version "major.minor" is at least
 // major.minor (false where it does not parse).

@@ -87,9 +87,10 @@ func TestFakeBatchMetaByValue(t *testing.T) {
 		plan         cuda.Plan
 		copies, puts int64
 	}
-	step := func(t *testing.T, box, words, put, policy string, streams int) got {
+	step := func(t *testing.T, box, words, xwords, put, policy string, streams int) got {
 		t.Setenv("KVBENCH_RT_BOX", box)
 		t.Setenv("KVBENCH_RTB_BOX_WORDS", words)
+		t.Setenv("KVBENCH_RTB_XBOX_WORDS", xwords)
 		t.Setenv("KVBENCH_RTB_PUT", put)
 		be := fakeBackend(t)
 		var params policies.Params
@@ -117,31 +118,39 @@ func TestFakeBatchMetaByValue(t *testing.T) {
 		_, c1, _, _ := cuda.FakeCounts()
 		return got{be.AttnPlan(), c1 - c0, cuda.FakeKernels()["attn_rtb_put"] - k0}
 	}
+	// The larger box (KVBENCH_RTB_XBOX_WORDS, "0": none) holds 12 and 24
+	// streams' metadata (about 2,440 and 4,870 words) where it is 8,000
+	// words, not 24 streams' where it is 4,096, and only a tensor-core
+	// launch's (Quest's calls select: attn_rtb).
 	for _, tc := range []struct {
-		policy, words string
-		streams       int
-		want          bool
-	}{{"full", "960", 2, true}, {"full", "960", 4, true}, {"full", "960", 8, false}, {"full", "2048", 8, true},
-		{"full", "2048", 12, false}, {"h2o", "2048", 2, false}, {"quest", "2048", 2, true}, {"quest", "960", 1, true}} {
-		t.Run(fmt.Sprintf("%s/%s/%d", tc.policy, tc.words, tc.streams), func(t *testing.T) {
-			def := step(t, "", tc.words, "", tc.policy, tc.streams)
+		policy, words, xwords string
+		streams               int
+		want, xb              bool // by value; in the larger box (a kernel named _xb)
+	}{{"full", "960", "0", 2, true, false}, {"full", "960", "0", 4, true, false}, {"full", "960", "0", 8, false, false},
+		{"full", "2048", "0", 8, true, false}, {"full", "2048", "8000", 8, true, false}, {"full", "2048", "0", 12, false, false},
+		{"full", "2048", "8000", 12, true, true}, {"full", "2048", "2048", 12, false, false}, {"full", "2048", "8000", 24, true, true},
+		{"full", "2048", "4096", 24, false, false},
+		{"h2o", "2048", "8000", 2, false, false}, {"quest", "2048", "0", 2, true, false}, {"quest", "2048", "8000", 12, false, false},
+		{"quest", "960", "0", 1, true, false}} {
+		t.Run(fmt.Sprintf("%s/%s/%s/%d", tc.policy, tc.words, tc.xwords, tc.streams), func(t *testing.T) {
+			def := step(t, "", tc.words, tc.xwords, "", tc.policy, tc.streams)
 			kernel := "attn_rtb_" // one stream: Attend's kernel
 			if tc.streams == 1 {
 				kernel = "attn_rt_"
 			}
-			if !strings.HasPrefix(def.plan.Kernel, kernel) || def.plan.ByValue != tc.want {
-				t.Fatalf("plan %+v: want %s*, by value %v", def.plan, kernel, tc.want)
+			if !strings.HasPrefix(def.plan.Kernel, kernel) || def.plan.ByValue != tc.want || strings.HasSuffix(def.plan.Kernel, "_xb") != tc.xb {
+				t.Fatalf("plan %+v: want %s*, by value %v, the larger box %v", def.plan, kernel, tc.want, tc.xb)
 			}
 			if tc.streams == 1 {
-				up := step(t, "off", tc.words, "", tc.policy, tc.streams)
+				up := step(t, "off", tc.words, tc.xwords, "", tc.policy, tc.streams)
 				if up.plan.ByValue || up.puts != 0 || up.copies < def.copies+L {
 					t.Errorf("one stream, KVBENCH_RT_BOX=off: plan %+v, %d attn_rtb_put, %d copies against %d by value", up.plan, up.puts, up.copies, def.copies)
 				}
 				return
 			}
-			carried := step(t, "off", tc.words, "", tc.policy, tc.streams)
-			up := step(t, "off", tc.words, "0", tc.policy, tc.streams)
-			one := step(t, "off", tc.words, "1", tc.policy, tc.streams)
+			carried := step(t, "off", tc.words, tc.xwords, "", tc.policy, tc.streams)
+			up := step(t, "off", tc.words, tc.xwords, "0", tc.policy, tc.streams)
+			one := step(t, "off", tc.words, tc.xwords, "1", tc.policy, tc.streams)
 			if carried.plan.ByValue || up.plan.ByValue {
 				t.Errorf("KVBENCH_RT_BOX=off: plans %+v, %+v by value", carried.plan, up.plan)
 			}
@@ -251,6 +260,28 @@ func TestRtbBoxWordsEnv(t *testing.T) {
 		}
 		if got != want {
 			t.Errorf("KVBENCH_RTB_BOX_WORDS=%s: option %q, want %q", v, got, want)
+		}
+	}
+}
+
+// TestRtbXBoxWordsEnv: KVBENCH_RTB_XBOX_WORDS is refused outside 0 and
+// [64, 8000], compiled in where it is larger than the small box, and none
+// (no option) at or under it.
+func TestRtbXBoxWordsEnv(t *testing.T) {
+	for _, v := range []string{"32", "9000", "x", "-1"} {
+		t.Run(v, func(t *testing.T) { refusesEnv(t, "KVBENCH_RTB_XBOX_WORDS", v) })
+	}
+	t.Setenv("KVBENCH_RTB_BOX_WORDS", "2048")
+	for v, want := range map[string]string{"4096": "-DRTB_XBOX_WORDS=4096", "8000": "-DRTB_XBOX_WORDS=8000", "2048": "", "1000": "", "0": ""} {
+		t.Setenv("KVBENCH_RTB_XBOX_WORDS", v)
+		var got string
+		for _, o := range cuda.KernelOptions() {
+			if strings.HasPrefix(o, "-DRTB_XBOX_WORDS=") {
+				got = o
+			}
+		}
+		if got != want {
+			t.Errorf("KVBENCH_RTB_XBOX_WORDS=%s: option %q, want %q", v, got, want)
 		}
 	}
 }
