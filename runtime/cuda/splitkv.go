@@ -888,12 +888,15 @@ func rtbXBoxWords() (int, error) {
 // rtbXBoxEnv names the variable that sizes the larger box.
 const rtbXBoxEnv = "KVBENCH_RTB_XBOX_WORDS"
 
-// rtbXBoxDefault is the larger box where large parameters are taken.
-// Measured on the H100 (2026-12-06, docs/benchmarks.md): 16 streams of
-// 32/8 heads of 128 (3,312 words) at 1K tokens, 38.0 µs a step with their
-// metadata carried by two attn_rtb_put launches against 32.7 in a box of
-// 4,096 words.
-const rtbXBoxDefault = 8000
+// rtbXBoxDefault is the larger box where large parameters are taken: 24 KB,
+// 30 streams of 32/8 heads (203 words a stream). Measured on the H100
+// (2026-12-06, docs/benchmarks.md), 32/8 heads of 128 at 1K / 4K / 16K
+// tokens: 16 streams (3,312 words) 33.6 / 99.4 / 359.4 µs a step against
+// 38.4 / 103.7 / 364.0 with their metadata carried by attn_rtb_put
+// launches; a box of 4,096 words 0.3-1.6 µs faster, one of 8,000 0.5-1.0
+// slower (its bytes cost every launch); 24 streams 47.8 / 151.7 against
+// 53.7 / 156.9 carried. Batches that fit RtbBox keep it.
+const rtbXBoxDefault = 6144
 
 // versionAtLeast says whether a version "major.minor" is at least
 // major.minor (false where it does not parse).
