@@ -254,16 +254,21 @@ func TestRtbBoxWordsEnv(t *testing.T) {
 	}
 	for v, want := range map[string]string{"2048": "-DRTB_BOX_WORDS=2048", "8000": "-DRTB_BOX_WORDS=8000", "960": ""} {
 		t.Setenv("KVBENCH_RTB_BOX_WORDS", v)
-		var got string
-		for _, o := range cuda.KernelOptions() {
-			if strings.HasPrefix(o, "-DRTB_BOX_WORDS=") {
-				got = o
-			}
-		}
-		if got != want {
+		if got := kernelOption("-DRTB_BOX_WORDS="); got != want {
 			t.Errorf("KVBENCH_RTB_BOX_WORDS=%s: option %q, want %q", v, got, want)
 		}
 	}
+}
+
+// kernelOption is the last of cuda.KernelOptions starting with prefix ("": none).
+func kernelOption(prefix string) string {
+	got := ""
+	for _, o := range cuda.KernelOptions() {
+		if strings.HasPrefix(o, prefix) {
+			got = o
+		}
+	}
+	return got
 }
 
 // TestRtbXBoxWordsEnv: KVBENCH_RTB_XBOX_WORDS is refused outside 0 and
@@ -276,13 +281,7 @@ func TestRtbXBoxWordsEnv(t *testing.T) {
 	t.Setenv("KVBENCH_RTB_BOX_WORDS", "2048")
 	for v, want := range map[string]string{"4096": "-DRTB_XBOX_WORDS=4096", "8000": "-DRTB_XBOX_WORDS=8000", "2048": "", "1000": "", "0": ""} {
 		t.Setenv("KVBENCH_RTB_XBOX_WORDS", v)
-		var got string
-		for _, o := range cuda.KernelOptions() {
-			if strings.HasPrefix(o, "-DRTB_XBOX_WORDS=") {
-				got = o
-			}
-		}
-		if got != want {
+		if got := kernelOption("-DRTB_XBOX_WORDS="); got != want {
 			t.Errorf("KVBENCH_RTB_XBOX_WORDS=%s: option %q, want %q", v, got, want)
 		}
 	}
