@@ -1309,9 +1309,9 @@ struct RtbCall {
 // single call's: n > 0 words, the launch's nst table entries (RTB_CALL_WORDS
 // each) and then the batch's ints; n = 0: both were uploaded (tab, ints).
 // The host sends a box only where nothing after the launch reads them from
-// memory (no accumulated probabilities, no device selection, one launch),
-// and gives the launch's combine the same box. 8-aligned: the entries hold
-// pointers. RTB_BOX_WORDS is RT_BOX_WORDS (parameters under 4 KB: 4
+// memory (no accumulated probabilities, one launch; a device selection is
+// read where its kernel left it, rt_sel), and gives the launch's combine
+// the same box. 8-aligned: the entries hold pointers. RTB_BOX_WORDS is RT_BOX_WORDS (parameters under 4 KB: 4
 // streams of 32/8 heads, 201 words a call) unless the host defines more
 // (rtbBoxWords: 2,048 where NVRTC and the driver take CUDA 12.1's 32 KB of
 // parameters, 8 streams of 32/8).

@@ -181,10 +181,10 @@ func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
 }
 
 // rtbBox fills b.bbox (RtbBox in attention.cu) with the batch's table and
-// ints where they can go to its kernels by value, and says whether they
-// do: one launch (its combine gets the same box), no device selection
-// copied into the ints, no accumulated probabilities (whose kernels read
-// the ints after it), and the table and ints together at most rtbBoxWords.
+// ints where they can go to its kernels by value: one launch (its combine
+// gets the same box), no accumulated probabilities (whose kernels read the
+// ints after it), and the table and ints together at most rtbBoxWords (a
+// device selection is read where its kernel left it: RH_SEL).
 // Where they are too long for it, a tensor-core launch takes the larger box
 // (b.xbox, RtbXBox) if there is one and they fit it. It returns the box the
 // launch passes: n = 0 (b.bbox) where none holds them and the kernels read
