@@ -71,7 +71,8 @@ func TestFakeBatchTC(t *testing.T) {
 // by value (RtbBox) where they fit and nothing after it reads them: two or
 // four streams of 32/8 heads under full attention in a box of 960 words
 // (parameters under 4 KB), eight (1,608 words) in one of 2,048 (CUDA
-// 12.1's larger parameters), not twelve; not H2O's (its sums' kernel reads
+// 12.1's larger parameters), not twelve, which go in the larger box
+// (RtbXBox) where there is one; not H2O's (its sums' kernel reads
 // the ints), not with KVBENCH_RT_BOX=off. Quest's go by value, in a batch
 // and alone: its selections are read where its kernel left them (RH_SEL),
 // not copied into the ints. What a batch does not send by value is
