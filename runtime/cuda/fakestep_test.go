@@ -175,6 +175,21 @@ func TestFakeBackendSteps(t *testing.T) {
 	}
 }
 
+// appendMeta appends a batch step's ints to all, a device selection's
+// address (Quest's choice, RH_SEL) in each call's header masked to 1 where
+// it is set: that address is each backend's own, so runs compare it as
+// present or not. bases holds each call's (ints base, header offset).
+func appendMeta(all, ints, bases []int32) []int32 {
+	n0 := len(all)
+	all = append(all, ints...)
+	for k := 0; k+1 < len(bases); k += 2 {
+		if at := n0 + int(bases[k]+bases[k+1]) + cuda.HeaderSelWord; all[at] != 0 || all[at+1] != 0 {
+			all[at], all[at+1] = 1, 1
+		}
+	}
+	return all
+}
+
 // TestBatchMetaParts: the metadata AttendBatch builds on several goroutines
 // (batchMeta's parts) is the metadata it builds on one, call for call, for
 // policies that batch (shifted keys, evictions, growing caches), on the fake
@@ -187,15 +202,7 @@ func TestBatchMetaParts(t *testing.T) {
 				defer cuda.SetMetaCallsPerPart(perPart)()
 				be := fakeBackend(t)
 				be.OnBatchMeta(func(ints, b []int32, parts int) {
-					n0 := len(all)
-					all, bases = append(all, ints...), append(bases, b...)
-					// A device selection's address (Quest's choice, RH_SEL)
-					// is each backend's own: compared as present or not.
-					for k := 0; k+1 < len(b); k += 2 {
-						if at := n0 + int(b[k]+b[k+1]) + cuda.HeaderSelWord; all[at] != 0 || all[at+1] != 0 {
-							all[at], all[at+1] = 1, 1
-						}
-					}
+					all, bases = appendMeta(all, ints, b), append(bases, b...)
 					maxParts = max(maxParts, parts)
 				})
 				fakeSteps(t, be, pc.name, pc.params, 12, 40)
@@ -401,15 +408,7 @@ func TestBatchTableChecks(t *testing.T) {
 				defer cuda.SetTableChecks(on)()
 				be := fakeBackend(t)
 				be.OnBatchMeta(func(ints, b []int32, parts int) {
-					n0 := len(all)
-					all, bases = append(all, ints...), append(bases, b...)
-					// A device selection's address (Quest's choice, RH_SEL)
-					// is each backend's own: compared as present or not.
-					for k := 0; k+1 < len(b); k += 2 {
-						if at := n0 + int(b[k]+b[k+1]) + cuda.HeaderSelWord; all[at] != 0 || all[at+1] != 0 {
-							all[at], all[at+1] = 1, 1
-						}
-					}
+					all, bases = appendMeta(all, ints, b), append(bases, b...)
 					current += be.CurrentCalls()
 				})
 				l0, c0, r0, _ := cuda.FakeCounts()
