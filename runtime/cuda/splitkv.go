@@ -846,7 +846,7 @@ func tcStages() (int, error) {
 // keeps the parameters under the 4 KB every CUDA version takes.
 func rtbBoxWords() (int, error) {
 	def := rtBoxWords
-	if v, _, err := NVRTCVersion(); err == nil && versionAtLeast(v, 12, 1) && versionAtLeast(DriverVersion(), 12, 1) {
+	if largeParams() {
 		def = rtbBoxLarge
 	}
 	return envInt("KVBENCH_RTB_BOX_WORDS", def, 64, 8000, "a whole number of words in [64, 8000]")
@@ -868,7 +868,7 @@ const rtbBoxLarge = 2048
 // rtbBoxWords' is none.
 func rtbXBoxWords() (int, error) {
 	def := 0
-	if v, _, err := NVRTCVersion(); err == nil && versionAtLeast(v, 12, 1) && versionAtLeast(DriverVersion(), 12, 1) {
+	if largeParams() {
 		def = rtbXBoxDefault
 	}
 	const want = "0 (none) or a whole number of words in [64, 8000]"
@@ -897,6 +897,13 @@ const rtbXBoxEnv = "KVBENCH_RTB_XBOX_WORDS"
 // slower (its bytes cost every launch); 24 streams 47.8 / 151.7 against
 // 53.7 / 156.9 carried. Batches that fit RtbBox keep it.
 const rtbXBoxDefault = 6144
+
+// largeParams says whether NVRTC and the driver are of CUDA 12.1 or later,
+// whose kernels take parameters up to 32,764 bytes.
+func largeParams() bool {
+	v, _, err := NVRTCVersion()
+	return err == nil && versionAtLeast(v, 12, 1) && versionAtLeast(DriverVersion(), 12, 1)
+}
 
 // versionAtLeast says whether a version "major.minor" is at least
 // major.minor (false where it does not parse).
