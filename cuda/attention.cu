@@ -1325,8 +1325,8 @@ struct __align__(8) RtbBox {
     int w[RTB_BOX_WORDS];
 };
 
-// RtbXBox is the larger box of the batched tensor-core kernels and the
-// combine, whose entry points taking it end in _xb (attn_rtb_d*_tc_xb,
+// RtbXBox is the larger box of the batched kernels and the combine, whose
+// entry points taking it end in _xb (attn_rtb_d*_xb, attn_rtb_d*_tc_xb,
 // attn_rtb_combine_d*_xb): a batch whose metadata RtbBox cannot hold
 // (more than 8 streams of 32/8) goes by value in it (rtbXBoxWords:
 // RTB_XBOX_WORDS, up to 8,000 words where CUDA 12.1's parameters are
@@ -1379,13 +1379,14 @@ __device__ __forceinline__ bool rtb_row(const RtbCall* __restrict__ tab, int nst
 // attn_rtb_d{D}_g{G}_{bf16,f32}[_sh] is attn_rt over the nsg split rows of
 // nst calls (tab): block (chunk blockIdx.x, split row blockIdx.y + blockIdx.z
 // * gridDim.y of the launch); partials (and the fused merge's counters) are
-// indexed by the launch's split row.
-#define ATTN_RTB_KERNEL(D, G, KT, KN, SH, SN)                                                                        \
+// indexed by the launch's split row. The same names ending _xb take the
+// larger box, RtbXBox (parts 13-16).
+#define ATTN_RTB_KERNEL(D, G, KT, KN, SH, SN, BOX, BN)                                                               \
     extern "C" __global__ void __launch_bounds__(ATTN_NT, ((G) == 4 && (KT) == KV_BF16 ? ATTN_MINB : 1))            \
-        attn_rtb_d##D##_g##G##_##KN##SN(const RtbCall* __restrict__ tab, int nst, int nsg, const u64* __restrict__ ptrs, \
+        attn_rtb_d##D##_g##G##_##KN##SN##BN(const RtbCall* __restrict__ tab, int nst, int nsg, const u64* __restrict__ ptrs, \
                                        const int* __restrict__ ints, int chunk, int pgw, float scaleLog2,             \
                                        float* __restrict__ partO, float* __restrict__ partML, int* __restrict__ counters, \
-                                       const __grid_constant__ RtbBox box) {                                         \
+                                       const __grid_constant__ BOX box) {                                            \
         pdl_trigger();                                                                                                \
         pdl_wait();                                                                                                   \
         rtb_meta(box, nst, tab, ints);                                                                                \
@@ -1396,27 +1397,43 @@ __device__ __forceinline__ bool rtb_row(const RtbCall* __restrict__ tab, int nst
         attn_rt_row<D, G, KT, SH>(e.q, ptrs, ci, e.hdr, chunk, pgw, scaleLog2, partO, partML, counters, e.out,         \
                                   e.raw, e.ml, r, rg, nsg);                                                           \
     }
-#define ATTN_RTB_KERNELS(D, G)                            \
-    ATTN_RTB_KERNEL(D, G, KV_BF16, bf16, false, )         \
-    ATTN_RTB_KERNEL(D, G, KV_BF16, bf16, true, _sh)       \
-    ATTN_RTB_KERNEL(D, G, KV_F32, f32, false, )           \
-    ATTN_RTB_KERNEL(D, G, KV_F32, f32, true, _sh)
+#define ATTN_RTB_KERNELS(D, G, BOX, BN)                            \
+    ATTN_RTB_KERNEL(D, G, KV_BF16, bf16, false, , BOX, BN)         \
+    ATTN_RTB_KERNEL(D, G, KV_BF16, bf16, true, _sh, BOX, BN)       \
+    ATTN_RTB_KERNEL(D, G, KV_F32, f32, false, , BOX, BN)           \
+    ATTN_RTB_KERNEL(D, G, KV_F32, f32, true, _sh, BOX, BN)
 
 #if KVB_IN(5)
-ATTN_RTB_KERNELS(64, 1)
-ATTN_RTB_KERNELS(64, 2)
+ATTN_RTB_KERNELS(64, 1, RtbBox, )
+ATTN_RTB_KERNELS(64, 2, RtbBox, )
 #endif
 #if KVB_IN(6)
-ATTN_RTB_KERNELS(64, 4)
-ATTN_RTB_KERNELS(64, 8)
+ATTN_RTB_KERNELS(64, 4, RtbBox, )
+ATTN_RTB_KERNELS(64, 8, RtbBox, )
 #endif
 #if KVB_IN(7)
-ATTN_RTB_KERNELS(128, 1)
-ATTN_RTB_KERNELS(128, 2)
+ATTN_RTB_KERNELS(128, 1, RtbBox, )
+ATTN_RTB_KERNELS(128, 2, RtbBox, )
 #endif
 #if KVB_IN(8)
-ATTN_RTB_KERNELS(128, 4)
-ATTN_RTB_KERNELS(128, 8)
+ATTN_RTB_KERNELS(128, 4, RtbBox, )
+ATTN_RTB_KERNELS(128, 8, RtbBox, )
+#endif
+#if KVB_IN(13)
+ATTN_RTB_KERNELS(64, 1, RtbXBox, _xb)
+ATTN_RTB_KERNELS(64, 2, RtbXBox, _xb)
+#endif
+#if KVB_IN(14)
+ATTN_RTB_KERNELS(64, 4, RtbXBox, _xb)
+ATTN_RTB_KERNELS(64, 8, RtbXBox, _xb)
+#endif
+#if KVB_IN(15)
+ATTN_RTB_KERNELS(128, 1, RtbXBox, _xb)
+ATTN_RTB_KERNELS(128, 2, RtbXBox, _xb)
+#endif
+#if KVB_IN(16)
+ATTN_RTB_KERNELS(128, 4, RtbXBox, _xb)
+ATTN_RTB_KERNELS(128, 8, RtbXBox, _xb)
 #endif
 
 // attn_rtb_combine_d{D} is attn_rt_combine over a batched launch's split

@@ -41,11 +41,12 @@ var prefillTMA string
 // group in parts 1-4, their batched forms in parts 5-8, the wgmma prefill
 // in part 9, its TMA-fed variants in part 10, the tensor-core decode
 // kernels of lean calls in part 11, their batched forms with the larger box
-// (RtbXBox) in part 12, the rest in part 0) and all the small
+// (RtbXBox) in part 12, the other batched forms with it in parts 13-16, the
+// rest in part 0) and all the small
 // kernels. NVRTC's time goes mostly to the big families: compiled one after
 // the other, they would take minutes (148 s on the H200 machine, with the
 // synthetic split-KV kernels since removed).
-const Parts = 13
+const Parts = 17
 
 // Source is the whole kernel source, one translation unit that serves both
 // the runtime's backend and kvbench kernels: the shared helpers, the forward

@@ -96,8 +96,8 @@ func TestClangSyntax(t *testing.T) {
 	}
 	jobs := []job{{"sm_70", -1, ""}, {"sm_75", -1, ""}, {"sm_80", -1, ""}, {"sm_86", -1, ""}, {"sm_89", -1, ""}, {"sm_90", -1, ""},
 		{"sm_80", -1, "KVB_TRACE=1"}, {"sm_90", -1, "KVB_TRACE=1"}, // the attention trace's build (KVBENCH_ATTN_TRACE)
-		{"sm_90", -1, "TC_ST=3"},             // the tensor-core decode kernels' settings
-		{"sm_90", 12, "RTB_XBOX_WORDS=8000"}} // the batched kernels' larger box
+		{"sm_90", -1, "TC_ST=3"},                                                   // the tensor-core decode kernels' settings
+		{"sm_90", 12, "RTB_XBOX_WORDS=8000"}, {"sm_90", 15, "RTB_XBOX_WORDS=8000"}} // the batched kernels' larger box
 	for p := range Parts {
 		jobs = append(jobs, job{"sm_90", p, ""})
 	}

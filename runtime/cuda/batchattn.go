@@ -155,7 +155,7 @@ func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
 			lt = tab.Add(int64(l.first) * rtbWords * 8)
 		}
 		kernel, comb := l.kernel, l.comb
-		if len(box) != len(b.bbox) { // the larger box (rtbBox gives it to one tensor-core launch alone)
+		if len(box) != len(b.bbox) { // the larger box (rtbBox gives it to one launch alone)
 			kernel, comb = l.kernelX, l.combX
 		}
 		gy, gz := min(l.nsg, maxGridY), (l.nsg+maxGridY-1)/maxGridY
@@ -185,8 +185,8 @@ func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
 // gets the same box), no accumulated probabilities (whose kernels read the
 // ints after it), and the table and ints together at most rtbBoxWords (a
 // device selection is read where its kernel left it: RH_SEL).
-// Where they are too long for it, a tensor-core launch takes the larger box
-// (b.xbox, RtbXBox) if there is one and they fit it. It returns the box the
+// Where they are too long for it, the launch takes the larger box (b.xbox,
+// RtbXBox) if there is one and they fit it. It returns the box the
 // launch passes: n = 0 (b.bbox) where none holds them and the kernels read
 // the uploaded ones. A batch's upload cost 6-9 µs of a step's device time
 // on the H100 (2x16/2 heads at 1K-4K tokens: 25.6-28.3 µs a step against
@@ -200,7 +200,7 @@ func (b *Backend) rtbBox(bt *batchAttn, nacc int) []int32 {
 	}
 	box := b.bbox
 	if n > len(box)-2 {
-		if bt.launches[0].kernelX == "" || n > len(b.xbox)-2 {
+		if n > len(b.xbox)-2 {
 			return b.bbox
 		}
 		box = b.xbox
@@ -423,7 +423,8 @@ type batchCall struct {
 	tcb       string // the tensor-core kernel that could serve it (lean, bf16 pages of a power of two), or ""
 	tc        bool   // kernel is tcb
 	comb      string // its combine, attn_rtb_combine_d{D}
-	tcbX      string // tcb and comb taking the larger box (RtbXBox)
+	kernelX   string // kernel, tcb and comb taking the larger box (RtbXBox)
+	tcbX      string
 	combX     string
 	vg, srows int // virtual heads per split row, split rows
 	longest   int // the longest token list of a split row
@@ -445,7 +446,7 @@ type batchCall struct {
 // batch, entries first.. of its table) of one kernel.
 type batchLaunch struct {
 	kernel, comb        string
-	kernelX, combX      string // the same taking the larger box (RtbXBox; kernelX "": none)
+	kernelX, combX      string // the same taking the larger box (RtbXBox)
 	first, calls, nsg   int
 	hd, vg              int
 	chunk, nchunks, pgw int
@@ -478,7 +479,8 @@ func splitHeader(c *batchCall, h []int32, m attnLayout, noLo bool) {
 	a := c.a
 	group := a.Heads / a.KVHeads
 	p := splitShapeOf(a, h, m.headOff, c.kvt)
-	c.kernel, c.comb, c.tcb, c.tc, c.tcbX, c.combX = p.names.rtb, p.names.rtbComb, "", false, "", p.names.rtbCombX
+	c.kernel, c.comb, c.tcb, c.tc = p.names.rtb, p.names.rtbComb, "", false
+	c.kernelX, c.tcbX, c.combX = p.names.rtbX, "", p.names.rtbCombX
 	if p.names.tcb != "" && p.lean && p.pow2 {
 		c.tcb, c.tcbX = p.names.tcb, p.names.tcbX
 	}
@@ -524,7 +526,7 @@ func (b *Backend) batchTC(bt *batchAttn) {
 			fits[k] = ok
 		}
 		if ok {
-			c.kernel, c.tc = c.tcb, true
+			c.kernel, c.kernelX, c.tc = c.tcb, c.tcbX, true
 		}
 		if ok && !seen && b.xbox != nil { // its form with the larger box too
 			b.allowShared(c.tcbX, b.D.SharedPerBlockOptin-b.fn(c.tcbX).Shared)
@@ -537,10 +539,8 @@ func (b *Backend) batchTC(bt *batchAttn) {
 func (b *Backend) planLaunch(lo, hi int) batchLaunch {
 	bt := &b.bt
 	c0 := &bt.calls[bt.order[lo]]
-	l := batchLaunch{kernel: c0.kernel, comb: c0.comb, first: len(bt.tab) / rtbWords, calls: hi - lo, hd: c0.hd, vg: c0.vg, scale: c0.a.Scale}
-	if c0.tc {
-		l.kernelX, l.combX = c0.tcbX, c0.combX
-	}
+	l := batchLaunch{kernel: c0.kernel, comb: c0.comb, kernelX: c0.kernelX, combX: c0.combX, first: len(bt.tab) / rtbWords, calls: hi - lo,
+		hd: c0.hd, vg: c0.vg, scale: c0.a.Scale}
 	longest, minPS, lean := 0, math.MaxInt, true
 	for _, i := range bt.order[lo:hi] {
 		c := &bt.calls[i]

@@ -248,7 +248,7 @@ func dynamicNames(t *testing.T) map[nameSite][]string {
 			for _, bf16 := range []bool{false, true} {
 				for _, shifted := range []bool{false, true} {
 					n := splitNamesOf(splitKey{hd: hd, vg: vg, bf16: bf16, shifted: shifted})
-					for _, name := range []string{n.rt, n.rtb, n.rtComb, n.rtbComb, n.rtbCombX, n.short, n.tc, n.tcc, n.tcb, n.tcbX} {
+					for _, name := range []string{n.rt, n.rtb, n.rtbX, n.rtComb, n.rtbComb, n.rtbCombX, n.short, n.tc, n.tcc, n.tcb, n.tcbX} {
 						if name != "" && !slices.Contains(split, name) {
 							split = append(split, name)
 						}

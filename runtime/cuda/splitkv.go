@@ -374,9 +374,9 @@ type splitShape struct {
 // and re-positioned keys).
 // tcc is tc's variant whose row's chunks are one cluster, merged in
 // distributed shared memory (sm_90a).
-// tcb is tc over a batched launch's calls (attn_rtb's table); tcbX and
-// rtbCombX are tcb and rtbComb taking the larger box (RtbXBox).
-type splitNames struct{ rt, rtb, rtComb, rtbComb, rtbCombX, short, tc, tcc, tcb, tcbX string }
+// tcb is tc over a batched launch's calls (attn_rtb's table); rtbX, tcbX
+// and rtbCombX are rtb, tcb and rtbComb taking the larger box (RtbXBox).
+type splitNames struct{ rt, rtb, rtbX, rtComb, rtbComb, rtbCombX, short, tc, tcc, tcb, tcbX string }
 
 // splitKey is the shape that names a split-KV kernel.
 type splitKey struct {
@@ -405,7 +405,7 @@ func splitNamesOf(k splitKey) *splitNames {
 	if k.bf16 && !k.shifted && k.vg&(k.vg-1) == 0 && k.vg <= 8 {
 		tc, tcc, tcb, tcbX = "attn_rt"+suffix+"_tc", "attn_rt"+suffix+"_tcc", "attn_rtb"+suffix+"_tc", "attn_rtb"+suffix+"_tc_xb"
 	}
-	n, _ := splitNameCache.LoadOrStore(k, &splitNames{rt: "attn_rt" + suffix, rtb: "attn_rtb" + suffix,
+	n, _ := splitNameCache.LoadOrStore(k, &splitNames{rt: "attn_rt" + suffix, rtb: "attn_rtb" + suffix, rtbX: "attn_rtb" + suffix + "_xb",
 		rtComb: fmt.Sprintf("attn_rt_combine_d%d", k.hd), rtbComb: fmt.Sprintf("attn_rtb_combine_d%d", k.hd),
 		rtbCombX: fmt.Sprintf("attn_rtb_combine_d%d_xb", k.hd), short: short, tc: tc, tcc: tcc, tcb: tcb, tcbX: tcbX})
 	return n.(*splitNames)
@@ -861,7 +861,7 @@ func rtbBoxWords() (int, error) {
 const rtbBoxLarge = 2048
 
 // rtbXBoxWords is the most words of the larger box (RtbXBox: the batched
-// tensor-core kernels' and the combine's entry points ending _xb), for a
+// kernels' and the combine's entry points ending _xb), for a
 // batch whose table and ints rtbBoxWords cannot hold: $KVBENCH_RTB_XBOX_WORDS
 // (0: none), else rtbXBoxDefault where rtbBoxWords' default is
 // rtbBoxLarge (CUDA 12.1 or later), else none. A size at or under

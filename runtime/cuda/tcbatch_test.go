@@ -100,6 +100,8 @@ func TestFakeBatchMetaByValue(t *testing.T) {
 			params = policies.Params{"budget": 256}
 		case "quest": // every layer selecting
 			params = policies.Params{"budget": 256, "dense_layers": 0}
+		case "streamingllm": // keys re-positioned: attn_rtb_*_sh
+			params = policies.Params{"sinks": 4, "budget": 256}
 		}
 		batch := promptedBatch(t, be, runtime.ZeroModel(c), policy, params, streams, 16, func(i int) int { return 600 + 3*i })
 		sids, toks, targets, out := make([]int, streams), make([]int, streams), make([]int, streams), make([]float64, streams)
@@ -121,8 +123,8 @@ func TestFakeBatchMetaByValue(t *testing.T) {
 	}
 	// The larger box (KVBENCH_RTB_XBOX_WORDS, "0": none) holds 12 and 24
 	// streams' metadata (about 2,440 and 4,870 words) where it is 8,000
-	// words, not 24 streams' where it is 4,096, and only a tensor-core
-	// launch's (Quest's calls select: attn_rtb).
+	// words, not 24 streams' where it is 4,096, for the tensor-core launches
+	// and the others (Quest's and StreamingLLM's calls: attn_rtb_*_xb).
 	for _, tc := range []struct {
 		policy, words, xwords string
 		streams               int
@@ -131,13 +133,17 @@ func TestFakeBatchMetaByValue(t *testing.T) {
 		{"full", "2048", "0", 8, true, false}, {"full", "2048", "8000", 8, true, false}, {"full", "2048", "0", 12, false, false},
 		{"full", "2048", "8000", 12, true, true}, {"full", "2048", "2048", 12, false, false}, {"full", "2048", "8000", 24, true, true},
 		{"full", "2048", "4096", 24, false, false},
-		{"h2o", "2048", "8000", 2, false, false}, {"quest", "2048", "0", 2, true, false}, {"quest", "2048", "8000", 12, false, false},
+		{"h2o", "2048", "8000", 2, false, false}, {"quest", "2048", "0", 2, true, false}, {"quest", "2048", "8000", 12, true, true},
+		{"streamingllm", "2048", "8000", 12, true, true},
 		{"quest", "960", "0", 1, true, false}} {
 		t.Run(fmt.Sprintf("%s/%s/%s/%d", tc.policy, tc.words, tc.xwords, tc.streams), func(t *testing.T) {
 			def := step(t, "", tc.words, tc.xwords, "", tc.policy, tc.streams)
 			kernel := "attn_rtb_" // one stream: Attend's kernel
 			if tc.streams == 1 {
 				kernel = "attn_rt_"
+			}
+			if tc.policy == "streamingllm" && !strings.Contains(def.plan.Kernel, "_sh") {
+				t.Fatalf("plan %+v: want the re-positioned keys' kernel (_sh)", def.plan)
 			}
 			if !strings.HasPrefix(def.plan.Kernel, kernel) || def.plan.ByValue != tc.want || strings.HasSuffix(def.plan.Kernel, "_xb") != tc.xb {
 				t.Fatalf("plan %+v: want %s*, by value %v, the larger box %v", def.plan, kernel, tc.want, tc.xb)
