@@ -159,10 +159,15 @@ __device__ __forceinline__ bool qc_in(const int* l, int n, int x) {
 // to sel [heads, cap]: page p's tokens p*page ... p*page+page-1, the last
 // page's up to n-1. The last block of each KV head's group to finish writes
 // to cov[g] the number of distinct tokens the group chose, and sets its
-// counter done[g] back to 0 (done is 0 between launches).
+// counter done[g] back to 0 (done is 0 between launches). Where lists >= 0
+// it also writes, from pool offset lists on, each head's page lists for the
+// split-KV kernels (Backend.listCall): head h's key pages at lists + 2*h*K,
+// its value pages K words later, the chosen ones ascending and page P-1
+// last, copied from its KV head's lists in the pool (their offsets kv[2g],
+// kv[2g+1]). A head that is not scored writes none.
 __device__ __forceinline__ void quest_choose_block(const double* __restrict__ scores, const int* __restrict__ ints, int heads,
                                                    int group, int K, int page, int cap, int* pages, int* sel, int* cov, int* done,
-                                                   int h) {
+                                                   u64* __restrict__ pool, int lists, const int* __restrict__ kv, int h) {
     __shared__ int sLast;
     __shared__ u32 sCount;
     const int tid = threadIdx.x, g = h / group;
@@ -175,6 +180,16 @@ __device__ __forceinline__ void quest_choose_block(const double* __restrict__ sc
         for (int i = tid; i < k * page; i += QC_NT) o[i] = chosen[i / page] * page + i % page;
         const int first = (P - 1) * page;  // the last page's first token
         for (int t = first + tid; t < n; t += QC_NT) o[k * page + t - first] = t;
+        if (lists >= 0) {
+            u64* lk = pool + lists + (size_t)2 * h * K;
+            const u64* rk = pool + kv[2 * g];
+            const u64* rv = pool + kv[2 * g + 1];
+            for (int i = tid; i < K; i += QC_NT) {
+                const int pg = i < k ? chosen[i] : P - 1;
+                lk[i] = rk[pg];
+                lk[K + i] = rv[pg];
+            }
+        }
     }
     // The group's last block counts the distinct tokens it chose
     // (arrive_last: the blocks' chosen pages seen through the L2).
@@ -215,6 +230,7 @@ struct QuestCall {
     int* cov;
     int* done;
     int ints, bounds, heads, group, K, cap;
+    int lists, kv;  // the heads' page lists in the pool (-1: none), their KV heads' list offsets in ints
 };
 
 // be_quest_score_batch is be_quest_score over the calls of tab: grid
@@ -229,9 +245,11 @@ extern "C" __global__ void be_quest_score_batch(const QuestCall* __restrict__ ta
 
 // be_quest_choose_batch is quest_choose_block over the calls of tab: grid (most
 // heads, calls), block QC_NT; a block past its call's heads does nothing.
+// pool: the device page tables (the calls' page lists, where they have them).
 extern "C" __global__ void __launch_bounds__(QC_NT) be_quest_choose_batch(const QuestCall* __restrict__ tab,
-                                                                          const int* __restrict__ ints, int page) {
+                                                                          const int* __restrict__ ints, int page, u64* pool) {
     const QuestCall e = tab[blockIdx.y];
     if ((int)blockIdx.x >= e.heads) return;
-    quest_choose_block(e.scores, ints + e.ints, e.heads, e.group, e.K, page, e.cap, e.pages, e.sel, e.cov, e.done, blockIdx.x);
+    quest_choose_block(e.scores, ints + e.ints, e.heads, e.group, e.K, page, e.cap, e.pages, e.sel, e.cov, e.done, pool, e.lists,
+                       ints + e.kv, blockIdx.x);
 }

@@ -72,6 +72,7 @@ type Backend struct {
 	noAccGroup  bool       // KVBENCH_ACC_GROUP=off: Acc is never summed by group (AccGroups)
 	noAccPace   bool       // KVBENCH_ACC_PACE=off: a pass's deferred reads are waited for at once (AccMark)
 	noWideKV    bool       // KVBENCH_KV_WIDE=off: a prompt's KV rows stored a channel a thread (be_kv_append), not four
+	noLists     bool       // KVBENCH_QUEST_LISTS=off: Quest's calls gather their chosen tokens (no page lists, questlists.go)
 	accSide     bool       // KVBENCH_ACC_STREAM=on: deferred reads copy on the side stream (lateacc.go)
 	hRec        []float32
 	hF64        []float64
@@ -621,6 +622,7 @@ func (b *Backend) readSwitches() error {
 		{"KVBENCH_ATTN_TC_LO", &b.split.noLo},
 		{"KVBENCH_ACC_PACE", &b.noAccPace},
 		{"KVBENCH_KV_WIDE", &b.noWideKV},
+		{"KVBENCH_QUEST_LISTS", &b.noLists},
 	} {
 		off, err := envOff(sw.name)
 		if err != nil {

@@ -158,7 +158,7 @@ func (b *Backend) Attend(a *runtime.AttnArgs) {
 		return
 	}
 	hd := a.HeadDim
-	m := b.attnMeta(a)
+	m, a := b.attnMeta(a)
 	shifted, recall, stride, fstride := a.QShift != nil, m.recall, m.stride, m.fstride
 	hdr, rowOff, headOff, invOff := m.hdr, m.rowOff, m.headOff, m.invOff
 	if b.flashOK(a) {
@@ -303,18 +303,22 @@ type attnLayout struct {
 
 // attnMeta checks a's buffers and builds its metadata in b.hInts (from
 // index 0), its page lists through callPages (pagetable.go): the first half
-// of Attend.
-func (b *Backend) attnMeta(a *runtime.AttnArgs) attnLayout {
+// of Attend. It returns the call Attend runs: a, or Quest's call over its
+// page lists (listCall).
+func (b *Backend) attnMeta(a *runtime.AttnArgs) (attnLayout, *runtime.AttnArgs) {
 	recall := a.Recall != nil && a.Ref != nil
 	var refs []runtime.KVSeq
 	if recall {
 		refs = a.Ref
 	}
 	b.callPages(a.Seqs, refs) // page lists from the device tables where they can (pagetable.go)
+	if b.pt.call {
+		a = b.listCall(a) // Quest's call over its page lists (questlists.go)
+	}
 	b.hInts = b.hInts[:0]
 	m := b.describe(&b.hInts, a, b.pt.call)
 	b.cs = m.sel // putMeta copies the selection after the ints (attendSplit's kernels read it in place: selAt)
-	return m
+	return m, a
 }
 
 // describe checks a's buffers and appends its metadata to *h (empty), the
@@ -361,8 +365,16 @@ func (b *Backend) describe(h *[]int32, a *runtime.AttnArgs, tables bool) attnLay
 	}
 	lastPos, lastN := int32(-1), 0 // the last positions added: their offset and count
 	var lastShift shiftRun         // the last run of equal shifts added
+	lists := listsOf(a)            // Quest's call over its page lists (questlists.go)
 	for g := range a.Seqs {
 		s := &a.Seqs[g]
+		if lists != nil { // a query head's chosen pages, every token visible
+			d := [sdWords]int32{int32(s.N), int32(s.PageSize), 0, 0, -1, -1, 0, 1, 0, 0, 0, int32(s.N), 0}
+			d[2], d[3] = lists.listPages(g)
+			copy((*h)[g*sdWords:], d[:])
+			stride = max(stride, s.N)
+			continue
+		}
 		if len(s.Pos) < s.N || len(s.K)*s.PageSize < s.N || len(s.V)*s.PageSize < s.N {
 			panic(fmt.Sprintf("cuda: Attend kv head %d: %d tokens, %d positions, %d+%d pages of %d", g, s.N, len(s.Pos), len(s.K), len(s.V), s.PageSize))
 		}
@@ -424,7 +436,7 @@ func (b *Backend) describe(h *[]int32, a *runtime.AttnArgs, tables bool) attnLay
 	var cs chosenCall
 	for i := 0; i < a.Heads; i++ {
 		cnt, off := int32(-1), int32(0)
-		if a.Chosen != nil { // a selection on the device (Quest's PageChooser)
+		if a.Chosen != nil && lists == nil { // a selection on the device (Quest's PageChooser)
 			off, cnt = b.chosenHead(a, i, int32(len(*h)), &cs)
 			stride = max(stride, int(cnt))
 		} else if a.Sel != nil && a.Sel[i] != nil {

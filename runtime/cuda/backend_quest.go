@@ -170,6 +170,9 @@ type choice struct {
 	counts  []int   // [heads] tokens each head attends; -1: every token
 	epoch   int     // b.epoch when its choice was launched (Covered waits if the host has not since)
 	pending bool    // its Choose is queued, not launched (questbatch.go)
+	lists   choiceLists
+	va      runtime.AttnArgs // listCall's call (questlists.go)
+	vseqs   []runtime.KVSeq  // its sequences, one a query head
 }
 
 // room gives c buffers for heads query heads of cap tokens and kr pages
@@ -210,6 +213,17 @@ func (c *choice) free() {
 	}
 	must(c.host.Free())
 	c.sel, c.pages, c.done, c.host = nil, nil, nil, nil
+}
+
+// freeLists releases c's page lists' region in the pool (after the queued
+// work).
+func (c *choice) freeLists() {
+	if c.lists.words == 0 {
+		return
+	}
+	c.pb.b.flushQuest() // a queued choice may write them
+	c.pb.b.releaseRegion(c.lists.off, c.lists.words)
+	c.lists.on, c.lists.words = false, 0
 }
 
 // Choose is Quest's choice on the device (runtime.PageChooser): the pages
@@ -263,7 +277,9 @@ func (pb *pageBounds) Choose(a *runtime.AttnArgs, k int) {
 	// Buffers first: growing them waits for the stream, and new ones are
 	// cleared by a queued operation, both before the uploads below.
 	c.room(a.Heads, len(pb.heads), k*pb.page, max(k-1, 1))
-	b.queueChoose(c, b.f32(a.Q), a.Heads, len(pb.heads), group, k, total, most, int32(pb.page), int32(hd)) // questbatch.go
+	kv := len(b.hInts)
+	b.hInts = c.setLists(a, k, b.hInts)                                                                        // the heads' page lists (questlists.go): the KV heads' list offsets appended
+	b.queueChoose(c, b.f32(a.Q), a.Heads, len(pb.heads), group, k, total, most, kv, int32(pb.page), int32(hd)) // questbatch.go
 	a.Chosen = c
 }
 
@@ -364,5 +380,6 @@ func (pb *pageBounds) Free() {
 		}
 	}
 	pb.ch.free()
+	pb.ch.freeLists()
 	pb.heads = nil
 }

@@ -72,6 +72,7 @@ func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
 			b.pt.call = false // no putMeta: the batch uploads every call's ints at once
 			c.kvt = b.pageType()
 		}
+		c.a = b.listCall(c.a) // Quest's call over its page lists (questlists.go), its tables current
 		if c.a.QShift != nil && c.a.InvFreq == nil {
 			b.thetaFreqs(c.a.Theta, c.a.HeadDim) // its cache filled before the calls read it side by side
 			bt.oneRope = bt.oneRope && b.rope.theta == bt.calls[0].a.Theta && b.rope.hd == bt.calls[0].a.HeadDim
@@ -167,7 +168,7 @@ func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
 			lt, int32(l.calls), int32(l.nsg), b.pt.pool, ints, int32(l.chunk), int32(l.pgw), l.scale*float32(math.Log2E),
 			partO, ws.Add(pmlAt), counters, bv)
 		b.split.last = Plan{Kernel: kernel, Chunk: l.chunk, Blocks: l.nchunks * l.nsg, Rows: l.nsg, Resident: b.occupancy(b.fn(l.kernel), l.smem),
-			SharedMem: l.smem, ByValue: boxed, Merge: mergeOf(l.fused, 0, l.nchunks)}
+			SharedMem: l.smem, ByValue: boxed, Merge: mergeOf(l.fused, 0, l.nchunks), Lists: l.lists}
 		if !l.fused && l.nchunks > 1 { // one chunk a row: the kernel wrote the outputs
 			must(b.fn(comb).LaunchAfter(Dim3{l.vg, gy, l.hd / 32 * gz}, Dim3{combThreads, 1, 1}, 0,
 				partO, ws.Add(pmlAt), int32(l.nchunks), lt, int32(l.calls), int32(l.nsg), ints, bv))
@@ -452,6 +453,7 @@ type batchLaunch struct {
 	chunk, nchunks, pgw int
 	smem                int
 	fused               bool
+	lists               bool // some call runs over Quest's page lists (Plan.Lists)
 	scale               float32
 	bytesO, bytesML     int64
 }
@@ -547,6 +549,7 @@ func (b *Backend) planLaunch(lo, hi int) batchLaunch {
 		bt.tab = append(bt.tab, uint64(uint32(l.nsg))|uint64(uint32(c.base))<<32, uint64(uint32(c.hdr)),
 			uint64(b.f32(c.a.Q)), uint64(b.f32(c.a.Out)), uint64(c.raw), uint64(c.ml))
 		l.nsg += c.srows
+		l.lists = l.lists || listsOf(c.a) != nil
 		longest, minPS, lean = max(longest, c.longest), min(minPS, c.minPS), lean && c.lean
 	}
 	// A lean call stages less than the others: the grid's blocks have room

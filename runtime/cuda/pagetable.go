@@ -66,7 +66,10 @@ type pageTables struct {
 	call bool
 	// hold keeps the uploads staged across calls (AttendBatch sends those
 	// of all its calls at once, before its launches).
-	hold  bool
+	hold bool
+	// held is the words of the regions handed out for lists the device
+	// writes (Quest's choices: holdRegion), in no table.
+	held  int64
 	runs  []tableRun // scratch: the uploads staged
 	host  []uint64   // scratch: the pointers they upload
 	pairs []uint64   // scratch: (word, pointer) pairs of a scattered upload
@@ -353,6 +356,53 @@ func (b *Backend) tableRegion(words int64) int64 {
 	return off
 }
 
+// holdRegion hands out a region of words words (a power of two) for lists
+// that kernels write into the pool (Quest's choices, questlists.go), until
+// releaseRegion.
+func (b *Backend) holdRegion(words int64) int64 {
+	if b.pt.seqs == nil {
+		b.pt.seqs, b.pt.free = map[uint64]*pageTable{}, map[int64][]int64{}
+	}
+	off := b.tableRegion(words)
+	b.pt.held += words
+	return off
+}
+
+// releaseRegion frees a region holdRegion handed out; work queued before
+// reads it before it is written again (one stream).
+func (b *Backend) releaseRegion(off, words int64) {
+	pt := &b.pt
+	pt.free[words] = append(pt.free[words], off)
+	pt.held -= words
+}
+
+// seqTables brings the device tables of seqs up to date now, their uploads
+// sent, for a kernel queued before the attention call over them that reads
+// them (Quest's choice, which copies page pointers into its lists), and
+// appends each sequence's key and value list offsets to out. It returns
+// false (out as it was, nothing refreshed) where the tables are off or a
+// sequence has no ID.
+func (b *Backend) seqTables(seqs []runtime.KVSeq, out []int32) ([]int32, bool) {
+	if b.pt.off {
+		return out, false
+	}
+	for i := range seqs {
+		if seqs[i].ID == 0 {
+			return out, false
+		}
+	}
+	b.pt.clock++
+	for i := range seqs {
+		b.refresh(&seqs[i])
+	}
+	b.sendRuns() // now, also while a batch holds its uploads: the kernel reading them comes first
+	for i := range seqs {
+		k, v := b.tablePages(&seqs[i])
+		out = append(out, k, v)
+	}
+	return out, true
+}
+
 // sweepTables drops the tables unused for tableIdleCalls calls, their
 // regions freed, and says whether it dropped any.
 func (b *Backend) sweepTables() bool {
@@ -381,6 +431,7 @@ func (b *Backend) tableWords() (size, top, live, free int64) {
 	for _, t := range pt.seqs {
 		live += 2 * t.size
 	}
+	live += pt.held
 	for w, l := range pt.free {
 		free += w * int64(len(l))
 	}

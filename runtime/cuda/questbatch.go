@@ -51,11 +51,13 @@ type questJob struct {
 	ints, bounds, heads, kvh int32
 	group, k                 int32
 	scores                   int64 // its first score
+	lists, kv                int32 // its heads' page lists in the pool (-1: none), its KV heads' list offsets in its ints
 }
 
 // questTabWords is the 8-byte words of a QuestCall (quest.cu): q, scores,
-// pages, sel, cov, done, then (ints, bounds), (heads, group), (K, cap).
-const questTabWords = 9
+// pages, sel, cov, done, then (ints, bounds), (heads, group), (K, cap),
+// (lists, kv).
+const questTabWords = 10
 
 // queueExtend queues an Extend's descriptors (b.hInts, b.hPtrs, as
 // be_quest_extend takes them for one call).
@@ -83,14 +85,20 @@ func (b *Backend) queueExtend(touched int, page, hd, kvt int32) {
 const qxWords = 5
 
 // queueChoose queues a Choose of choice c for the query row at qp (its
-// ints in b.hInts, its bounds in b.hPtrs; total scores, most a head).
-func (b *Backend) queueChoose(c *choice, qp Ptr, heads, kvHeads, group, k, total, most int, page, hd int32) {
+// ints in b.hInts, its bounds in b.hPtrs; total scores, most a head). With
+// c.lists set, the choice also writes its heads' page lists into the pool,
+// from its KV heads' lists, whose offsets are the ints from index kv on.
+func (b *Backend) queueChoose(c *choice, qp Ptr, heads, kvHeads, group, k, total, most, kv int, page, hd int32) {
 	q := &b.qq
 	if len(q.calls) > 0 && (q.cPage != page || q.cHd != hd) {
 		b.flushQuest()
 	}
 	q.calls = append(q.calls, questJob{c: c, q: qp, ints: int32(len(q.cInts)), bounds: int32(len(q.cPtrs)),
-		heads: int32(heads), kvh: int32(kvHeads), group: int32(group), k: int32(k), scores: q.scores})
+		heads: int32(heads), kvh: int32(kvHeads), group: int32(group), k: int32(k), scores: q.scores, lists: -1})
+	if c.lists.on {
+		j := &q.calls[len(q.calls)-1]
+		j.lists, j.kv = int32(c.lists.off), int32(len(q.cInts)+kv)
+	}
 	q.cInts = append(q.cInts, b.hInts...)
 	q.cPtrs = append(q.cPtrs, b.hPtrs...)
 	q.scores += int64(total)
@@ -127,7 +135,7 @@ func (b *Backend) flushQuest() {
 		// so no read is queued a call; Covered waits for the stream.
 		q.tab = append(q.tab, uint64(j.q), uint64(dev.Add(j.scores*8)), uint64(c.pages.p), uint64(c.sel.p), uint64(uintptr(c.host.p)), uint64(c.done.p),
 			uint64(uint32(j.ints))|uint64(uint32(j.bounds))<<32, uint64(uint32(j.heads))|uint64(uint32(j.group))<<32,
-			uint64(uint32(j.k))|uint64(uint32(int32(c.cap)))<<32)
+			uint64(uint32(j.k))|uint64(uint32(int32(c.cap)))<<32, uint64(uint32(j.lists))|uint64(uint32(j.kv))<<32)
 	}
 	b.reserve(span(int64(len(q.xInts))*4) + span(int64(len(q.xPtrs))*8) + span(int64(len(q.cInts))*4) +
 		span(int64(len(q.cPtrs))*8) + span(int64(len(q.tab))*8))
@@ -138,7 +146,9 @@ func (b *Backend) flushQuest() {
 	}
 	if n := len(q.calls); n > 0 {
 		b.launch("be_quest_score_batch", Dim3{(q.cMost + 127) / 128, q.cHeads, n}, Dim3{128, 1, 1}, p[4], p[2], p[3], q.cHd)
-		b.launch("be_quest_choose_batch", Dim3{q.cHeads, n, 1}, Dim3{questChooseThreads, 1, 1}, p[4], p[2], q.cPage)
+		// The pool as it is now: a pool that grew since a Choose was queued
+		// holds its lists at the same offsets.
+		b.launch("be_quest_choose_batch", Dim3{q.cHeads, n, 1}, Dim3{questChooseThreads, 1, 1}, p[4], p[2], q.cPage, b.pt.pool)
 		for _, j := range q.calls {
 			j.c.epoch, j.c.pending = b.epoch, false
 		}

@@ -88,7 +88,9 @@ func refChoice(scores []float64, n, page, k int) []int32 {
 // distinct tokens (Covered), heads left unscored when their KV head holds k
 // pages or fewer; then attention over the device selection against the
 // same selection given as Sel, bit for bit, on the split-KV path and on
-// be_attend with recall. float32 and bf16 pages, head dims 64 and 128, GQA
+// be_attend with recall, and within float32 rounding over the heads' page
+// lists (questlists.go), which serve the calls whose every token is visible
+// where Quest's page is the cache's. float32 and bf16 pages, head dims 64 and 128, GQA
 // groups 1, 4 and 8, bounds pages of 16 and 5 tokens, KV heads of different
 // lengths, budgets of 1 to 40 pages (the selection buffers grow), random
 // keys and coarse ones whose pages' scores tie.
@@ -201,16 +203,23 @@ func questChooseCase(t *testing.T, c *cpu.Backend, g *cuda.Backend, rng *rand.Ra
 		}
 		// Attention over the device selection and over the same one as Sel,
 		// with the page lists uploaded per call and from the device tables
-		// (sequences given IDs of their own).
-		withIDs := slices.Clone(sg)
+		// (sequences given IDs of their own), and with positions known to
+		// lie before the query's (bounded): where Quest's page is the
+		// cache's, such a call runs over its heads' page lists
+		// (questlists.go), which add the same tokens in other chunks: equal
+		// to the float32 rounding of their sums.
+		withIDs, bounded := slices.Clone(sg), slices.Clone(sg)
 		for i := range withIDs {
 			withIDs[i].ID = testSeqIDs.Add(1)
+			bounded[i].ID = testSeqIDs.Add(1)
+			bounded[i].Bounded, bounded[i].MaxPos, bounded[i].Ascending = true, int32(bounded[i].N-1), true
 		}
 		for _, x := range []struct {
 			recall bool
 			seqs   []runtime.KVSeq
-		}{{false, sg}, {true, sg}, {false, withIDs}, {true, withIDs}} {
+		}{{false, sg}, {true, sg}, {false, withIDs}, {true, withIDs}, {false, bounded}} {
 			recall := x.recall
+			lists := x.seqs[0].Bounded && page == 16
 			outC, outS := g.Alloc(heads*hd), g.Alloc(heads*hd)
 			a1, a2 := mk(q.g, x.seqs), mk(q.g, x.seqs)
 			a1.Out, a2.Out = outC, outS
@@ -221,9 +230,18 @@ func questChooseCase(t *testing.T, c *cpu.Backend, g *cuda.Backend, rng *rand.Ra
 				a2.Ref, a2.Recall = x.seqs, make([]float32, heads)
 			}
 			g.Attend(a1)
+			if got := g.AttnPlan().Lists; got != lists {
+				t.Fatalf("k %d recall %v tables %v bounded %v: over page lists %v, want %v", k, recall, x.seqs[0].ID != 0, x.seqs[0].Bounded, got, lists)
+			}
 			g.Attend(a2)
 			o1, o2 := read(g, outC), read(g, outS)
 			for i := range o1 {
+				if lists {
+					if d := math.Abs(float64(o1[i] - o2[i])); d > 5e-5*(1+math.Abs(float64(o2[i]))) || math.IsNaN(float64(o1[i])) {
+						t.Fatalf("k %d: output %d over the page lists %v, over Sel %v", k, i, o1[i], o2[i])
+					}
+					continue
+				}
 				if math.Float32bits(o1[i]) != math.Float32bits(o2[i]) {
 					t.Fatalf("k %d recall %v tables %v: output %d over the device selection %v, over Sel %v", k, recall, x.seqs[0].ID != 0, i, o1[i], o2[i])
 				}

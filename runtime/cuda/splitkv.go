@@ -77,6 +77,7 @@ type Plan struct {
 	ByValue   bool   // the call's ints went to the kernel by value (RtBox), not uploaded
 	Early     bool   // its blocks read the settled tokens before waiting for the kernel ahead (RH_EARLY)
 	Merge     string // where a row's chunks merge: "fused" (its last blocks), "combine" (a second launch), "cluster", or "" (one chunk a row)
+	Lists     bool   // Quest's choice read as its heads' page lists (questlists.go; a batch: some call of the launch)
 }
 
 // mergeOf names where the rows of a split launch of nchunks chunks a row
@@ -589,7 +590,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 		must(f.LaunchAfter(Dim3{nchunks, gy, gz}, Dim3{attnThreads, 1, 1}, smem, args...))
 	}
 	b.split.last = Plan{Kernel: name, Chunk: chunk, Blocks: nchunks * nsrows, Rows: nsrows, Resident: b.occupancy(f, smem), SharedMem: smem, ByValue: boxed, Early: early,
-		Merge: mergeOf(fused, cl, nchunks)}
+		Merge: mergeOf(fused, cl, nchunks), Lists: listsOf(a) != nil}
 	if early {
 		b.split.earlyN++
 	}

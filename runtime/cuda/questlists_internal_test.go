@@ -1,0 +1,121 @@
+package cuda
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/kvbench/kvbench/runtime"
+)
+
+// TestQuestLists (fake device) checks the host's side of Quest's calls over
+// page lists (questlists.go): where Quest's page is the cache's and every
+// token is visible, the call runs as one of a KV head a query head (the
+// plan says Lists), each chosen head's descriptor naming its lists in the
+// choice's region of the pool (2k words a head, the value list k words
+// after the key list) and its count of tokens, no selection in the head
+// table; be_quest_choose_batch's call names that region and, in its ints,
+// the KV heads' list offsets in the device tables. With
+// KVBENCH_QUEST_LISTS=off, bounds pages of another size or a sliding window
+// that hides tokens, the call gathers its selection as before. The pool's
+// words stay accounted for (handed out = live + free) while the choice
+// holds its region and after the bounds are freed.
+func TestQuestLists(t *testing.T) {
+	for _, c := range []struct {
+		name         string
+		env          string
+		page, window int
+		want         bool
+	}{
+		{"lists", "on", 16, 0, true},
+		{"off", "off", 16, 0, false},
+		{"bounds of 8 tokens", "on", 8, 0, false},
+		{"window", "on", 16, 100, false},
+		{"window covering", "on", 16, 5000, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Setenv("KVBENCH_QUEST_LISTS", c.env)
+			b := fakeOf(t, "bf16")
+			cfg := runtime.Config{Arch: "llama", Dim: 512, Hidden: 1024, Layers: 1, Heads: 8, KVHeads: 2, HeadDim: 64, Vocab: 100,
+				MaxSeq: 8192, RopeTheta: 1e4, NormEps: 1e-5}
+			kc, err := runtime.NewKVCacheOf(b, cfg, 16, runtime.BF16)
+			if err != nil {
+				t.Fatal(err)
+			}
+			const n, k = 600, 7
+			kb, vb := b.Alloc(n*cfg.KVDim()), b.Alloc(n*cfg.KVDim())
+			pos := make([]int, n)
+			for i := range pos {
+				pos[i] = i
+			}
+			kc.Append(0, kb, vb, n, pos)
+			seqs := kc.Seqs(0)
+			pb := b.NewPageBounds(cfg.KVHeads, cfg.HeadDim, c.page).(*pageBounds)
+			pb.Extend(seqs)
+			a := &runtime.AttnArgs{Rows: 1, QPos: []int{n}, Heads: cfg.Heads, KVHeads: cfg.KVHeads, HeadDim: cfg.HeadDim, Scale: 0.1,
+				Seqs: seqs, Rope: runtime.RopeHalf, Theta: cfg.RopeTheta, Window: c.window,
+				Q: b.Alloc(cfg.Heads * cfg.HeadDim), Out: b.Alloc(cfg.Heads * cfg.HeadDim)}
+			pb.Choose(a, k)
+			if a.Chosen == nil {
+				t.Fatal("no choice")
+			}
+			b.Attend(a)
+			ch := &pb.ch
+			if got := b.AttnPlan().Lists; got != c.want {
+				t.Fatalf("over page lists %v (plan %+v), want %v", got, b.AttnPlan(), c.want)
+			}
+			heads := cfg.KVHeads
+			if c.want {
+				heads = cfg.Heads
+			}
+			headOff := int(b.hInts[heads*sdWords+rhHeadOff]) // the header after the descriptors
+			for h := range heads {
+				d := b.hInts[h*sdWords : (h+1)*sdWords]
+				if !c.want {
+					if cnt := b.hInts[headOff+2*h*(cfg.Heads/cfg.KVHeads)+1]; cnt != int32(ch.counts[h*(cfg.Heads/cfg.KVHeads)]) {
+						t.Fatalf("kv head %d: the head table's count %d, the choice's %d", h, cnt, ch.counts[h])
+					}
+					continue
+				}
+				cnt := ch.counts[h]
+				kOff := int32(ch.lists.off) + int32(2*h*k)
+				want := []int32{int32(cnt), 16, kOff, kOff + k, -1, -1}
+				if fmt.Sprint(d[:6]) != fmt.Sprint(want) || d[10] != 0 || d[11] != int32(cnt) {
+					t.Fatalf("head %d: descriptor %v, want %v..., tokens [0, %d)", h, d, want, cnt)
+				}
+				if sel := b.hInts[headOff+2*h+1]; sel != -1 {
+					t.Fatalf("head %d: a selection of %d tokens in the head table", h, sel)
+				}
+			}
+			// The choice's launch: its lists' region and the KV heads' list
+			// offsets (the queue's scratch keeps the last launch's words).
+			q := &b.qq
+			w := q.tab[questTabWords-1]
+			lists, kv := int32(uint32(w)), int(int32(uint32(w>>32)))
+			if !c.want && c.page != 16 && lists != -1 {
+				t.Fatalf("bounds of %d tokens: lists at %d", c.page, lists)
+			}
+			if c.want {
+				if lists != int32(ch.lists.off) {
+					t.Fatalf("the choice's lists at %d, its region at %d", lists, ch.lists.off)
+				}
+				ints := q.cInts[:cap(q.cInts)]
+				for g := range seqs {
+					t0 := b.table(&seqs[g])
+					if ints[kv+2*g] != int32(t0.off) || ints[kv+2*g+1] != int32(t0.off+t0.size) {
+						t.Fatalf("kv head %d: list offsets %v, its table's %d, %d", g, ints[kv+2*g:kv+2*g+2], t0.off, t0.off+t0.size)
+					}
+				}
+				if ch.lists.words < int64(2*cfg.Heads*k) {
+					t.Fatalf("a region of %d words for %d heads of %d pages", ch.lists.words, cfg.Heads, k)
+				}
+			}
+			if _, top, live, free := b.tableWords(); top != live+free {
+				t.Fatalf("the pool handed out %d words, %d live and %d free", top, live, free)
+			}
+			pb.Free()
+			if _, top, live, free := b.tableWords(); top != live+free || b.pt.held != 0 {
+				t.Fatalf("bounds freed: the pool handed out %d words, %d live and %d free, %d held", top, live, free, b.pt.held)
+			}
+		})
+	}
+}
