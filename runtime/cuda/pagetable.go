@@ -376,12 +376,13 @@ func (b *Backend) releaseRegion(off, words int64) {
 	pt.held -= words
 }
 
-// seqTables brings the device tables of seqs up to date now, their uploads
-// sent, for a kernel queued before the attention call over them that reads
-// them (Quest's choice, which copies page pointers into its lists), and
-// appends each sequence's key and value list offsets to out. It returns
-// false (out as it was, nothing refreshed) where the tables are off or a
-// sequence has no ID.
+// seqTables brings the device tables of seqs up to date for a kernel queued
+// before the attention call over them that reads them (Quest's choice,
+// which copies page pointers into its lists: flushQuest sends the uploads
+// staged here before it launches the choices, with those of the other
+// streams' Chooses), and appends each sequence's key and value list offsets
+// to out. It returns false (out as it was, nothing refreshed) where the
+// tables are off or a sequence has no ID.
 func (b *Backend) seqTables(seqs []runtime.KVSeq, out []int32) ([]int32, bool) {
 	if b.pt.off {
 		return out, false
@@ -395,7 +396,6 @@ func (b *Backend) seqTables(seqs []runtime.KVSeq, out []int32) ([]int32, bool) {
 	for i := range seqs {
 		b.refresh(&seqs[i])
 	}
-	b.sendRuns() // now, also while a batch holds its uploads: the kernel reading them comes first
 	for i := range seqs {
 		k, v := b.tablePages(&seqs[i])
 		out = append(out, k, v)

@@ -122,7 +122,8 @@ func (b *Backend) flushQuest() {
 	if len(q.xInts) == 0 && len(q.calls) == 0 {
 		return
 	}
-	b.flushKV() // the keys of queued copies must land first
+	b.flushKV()  // the keys of queued copies must land first
+	b.sendRuns() // the page tables the choices copy their lists from (seqTables)
 	var dev Ptr
 	if len(q.calls) > 0 {
 		dev = b.grow(&b.pscore, q.scores*8) // growing waits: before the upload

@@ -97,6 +97,8 @@ func (b *Backend) listCall(a *runtime.AttnArgs) *runtime.AttnArgs {
 	}
 	c.va = *a
 	c.va.KVHeads = a.Heads
+	// Its sequences give describe their lengths and pages' size alone (no
+	// ID: no device table, no early reads); their other fields stay zero.
 	c.vseqs = slices.Grow(c.vseqs[:0], a.Heads)[:a.Heads]
 	for h := range a.Heads {
 		s := &a.Seqs[h/l.group]
@@ -104,7 +106,7 @@ func (b *Backend) listCall(a *runtime.AttnArgs) *runtime.AttnArgs {
 		if c.counts[h] >= 0 {
 			n = c.counts[h]
 		}
-		c.vseqs[h] = runtime.KVSeq{N: n, PageSize: s.PageSize, Bounded: true, MaxPos: s.MaxPos, Ascending: s.Ascending}
+		c.vseqs[h].N, c.vseqs[h].PageSize = n, s.PageSize
 	}
 	c.va.Seqs = c.vseqs
 	return &c.va
