@@ -260,7 +260,6 @@ type batchAttn struct {
 	parts    []metaPart
 	acc      []*runtime.AttnArgs // calls with Acc that do not batch (attendAcc)
 	oneRope  bool                // the re-positioned calls share one theta and head dim (thetaFreqs' cache)
-	tcRows   map[string]int      // batchTC's split rows by tensor-core kernel, kept between steps
 	// The batched calls with Acc (accPlan): attn_rtb_acc's table, their
 	// sums' device region, the longest token list and the most heads.
 	acct                 []uint64
@@ -496,9 +495,13 @@ func splitHeader(c *batchCall, h []int32, m attnLayout, noLo bool) {
 
 // batchTC moves the calls the batched tensor-core kernel serves to it
 // (attn_rtb_*_tc: lean calls over bf16 pages of a power of two tokens, with
-// Acc unless KVBENCH_ATTN_TC_ACC=off, as tcOK; chosen as attendSplit
-// chooses, useTC or KVBENCH_ATTN_TC=on, where it fits, tcFits; useTC counts
-// the split rows of every call the kernel would serve, its launch's rows).
+// Acc unless KVBENCH_ATTN_TC_ACC=off, as tcOK), every one of them where it
+// fits (tcFits): unlike one call's rows (useTC), a batch's rows of one or
+// two heads are many, and attn_rtb spread over them ran 1.5-3.8x slower
+// than the tensor-core kernel (H100, 2026-12-06: 8x32/32 heads of 128 at
+// 2K 272.7 µs against 97.1, 2x at 2K 57.3 against 30.6, 8x32/16 at 4K
+// 161.8 against 100.8, 8x32/32 heads of 64 at 8K 523.6 against 181.1;
+// docs/benchmarks.md), where groups of 4 or more heads take it already.
 func (b *Backend) batchTC(bt *batchAttn) {
 	if b.split.tc == tcOff || b.D.Major < 8 {
 		return
@@ -508,17 +511,9 @@ func (b *Backend) batchTC(bt *batchAttn) {
 		minPS int
 	}
 	fits := map[shape]bool{}
-	if bt.tcRows == nil {
-		bt.tcRows = map[string]int{}
-	}
-	rows := bt.tcRows // the split rows of the calls a tensor-core kernel would serve (one launch)
-	clear(rows)
-	for i := range bt.calls {
-		rows[bt.calls[i].tcb] += bt.calls[i].srows
-	}
 	for i := range bt.calls {
 		c := &bt.calls[i]
-		if c.tcb == "" || c.a.Acc != nil && b.split.noTCAcc || b.split.tc != tcOn && !useTC(c.vg, rows[c.tcb], c.longest, b.split.slowMem) {
+		if c.tcb == "" || c.a.Acc != nil && b.split.noTCAcc {
 			continue
 		}
 		k := shape{c.tcb, c.minPS}

@@ -16,7 +16,8 @@ import (
 // (combine); 16/16 in 9 of 128 at 1,025 (fused); 32/32 on attn_rt, fused;
 // KVBENCH_ATTN_TC and KVBENCH_ATTN_COMBINE still force either way;
 // a batch step of 2 streams of 8/8 heads (16 rows) takes the tensor-core
-// kernel and one of 4 (32 rows) attn_rt.
+// kernel and so does one of 4 (32 rows: a batch's rows of one head take
+// it however many, batchTC), unless KVBENCH_ATTN_TC=off.
 func TestFakeMHARows(t *testing.T) {
 	for _, c := range []struct {
 		heads, hd, tokens int
@@ -52,7 +53,11 @@ func TestFakeMHARows(t *testing.T) {
 	}
 	batchPlan := func(streams int) cuda.Plan { return batchStepPlan(t, 8, streams, func(i int) int { return 600 + 7*i }) }
 	if two, four := batchPlan(2), batchPlan(4); !strings.HasSuffix(two.Kernel, "_tc") || two.Rows != 16 ||
-		strings.HasSuffix(four.Kernel, "_tc") || four.Rows != 32 {
-		t.Errorf("batch steps of 2 and 4 streams of 8/8 heads: %+v and %+v; want the tensor cores for 16 rows alone", two, four)
+		!strings.HasSuffix(four.Kernel, "_tc") || four.Rows != 32 {
+		t.Errorf("batch steps of 2 and 4 streams of 8/8 heads: %+v and %+v; want the tensor cores for both", two, four)
+	}
+	t.Setenv("KVBENCH_ATTN_TC", "off")
+	if four := batchPlan(4); strings.HasSuffix(four.Kernel, "_tc") {
+		t.Errorf("a batch step of 4 streams of 8/8 heads with KVBENCH_ATTN_TC=off: %+v", four)
 	}
 }
