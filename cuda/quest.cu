@@ -234,13 +234,14 @@ struct QuestCall {
 };
 
 // be_quest_score_batch is be_quest_score over the calls of tab: grid
-// (ceil(most pages / 128), most heads, calls), block 128.
-extern "C" __global__ void be_quest_score_batch(const QuestCall* __restrict__ tab, const int* __restrict__ ints,
-                                                const u64* __restrict__ ptrs, int hd) {
+// (ceil(most pages / qs_pages(hd)), most KV heads, calls), block QS_NT.
+extern "C" __global__ void __launch_bounds__(QS_NT) be_quest_score_batch(const QuestCall* __restrict__ tab,
+                                                                        const int* __restrict__ ints,
+                                                                        const u64* __restrict__ ptrs, int hd) {
     const QuestCall e = tab[blockIdx.z];
-    const int h = blockIdx.y;
-    if (h >= e.heads) return;
-    quest_score_page(e.scores, e.q, ptrs + e.bounds, ints + e.ints, e.group, hd, h, blockIdx.x * blockDim.x + threadIdx.x);
+    const int g = blockIdx.y;
+    if (g * e.group >= e.heads) return;
+    quest_score_block(e.scores, e.q, ptrs + e.bounds, ints + e.ints, e.group, hd, g, blockIdx.x);
 }
 
 // be_quest_choose_batch is quest_choose_block over the calls of tab: grid (most

@@ -143,7 +143,7 @@ func (pb *pageBounds) Score(a *runtime.AttnArgs, out [][]float64) {
 	b.reserve(b.metaSpan())
 	ints, ptrs := b.putMeta()
 	dev := b.grow(&b.pscore, int64(total)*8)
-	b.launch("be_quest_score", Dim3{(most + 127) / 128, a.Heads, 1}, Dim3{128, 1, 1},
+	b.launch("be_quest_score", Dim3{(most + questScorePages(hd) - 1) / questScorePages(hd), a.KVHeads, 1}, Dim3{questScoreThreads, 1, 1},
 		dev, b.f32(a.Q), ptrs, ints, int32(group), int32(hd))
 	if cap(b.hF64) < total {
 		b.hF64 = make([]float64, total, total+total/4+256)
@@ -285,6 +285,14 @@ func (pb *pageBounds) Choose(a *runtime.AttnArgs, k int) {
 
 // questChooseThreads is be_quest_choose_batch's block (QC_NT in quest.cu).
 const questChooseThreads = 256
+
+// questScoreThreads is be_quest_score's block (QS_NT in backend.cu).
+const questScoreThreads = 256
+
+// questScorePages is the pages a block of be_quest_score scores for head
+// dim hd (qs_pages in backend.cu: QS_FLOATS floats of bounds, at most a
+// page a thread).
+func questScorePages(hd int) int { return min(questScoreThreads, 8192/(2*hd)) }
 
 // Count is the number of tokens query head h attends (-1: every token).
 func (c *choice) Count(h int) int { return c.counts[h] }

@@ -39,6 +39,7 @@ type questQueue struct {
 	scores int64 // doubles the calls' scores take
 	cMost  int   // most pages a head scores
 	cHeads int   // most query heads
+	cKV    int   // most KV heads
 	cPage  int32
 	cHd    int32
 	tab    []uint64
@@ -102,7 +103,7 @@ func (b *Backend) queueChoose(c *choice, qp Ptr, heads, kvHeads, group, k, total
 	q.cInts = append(q.cInts, b.hInts...)
 	q.cPtrs = append(q.cPtrs, b.hPtrs...)
 	q.scores += int64(total)
-	q.cMost, q.cHeads = max(q.cMost, most), max(q.cHeads, heads)
+	q.cMost, q.cHeads, q.cKV = max(q.cMost, most), max(q.cHeads, heads), max(q.cKV, kvHeads)
 	q.cPage, q.cHd = page, hd
 	c.pending = true
 	b.questNow()
@@ -146,7 +147,8 @@ func (b *Backend) flushQuest() {
 			p[1], p[0], q.xPage, q.xHd, q.xKvt)
 	}
 	if n := len(q.calls); n > 0 {
-		b.launch("be_quest_score_batch", Dim3{(q.cMost + 127) / 128, q.cHeads, n}, Dim3{128, 1, 1}, p[4], p[2], p[3], q.cHd)
+		per := questScorePages(int(q.cHd))
+		b.launch("be_quest_score_batch", Dim3{(q.cMost + per - 1) / per, q.cKV, n}, Dim3{questScoreThreads, 1, 1}, p[4], p[2], p[3], q.cHd)
 		// The pool as it is now: a pool that grew since a Choose was queued
 		// holds its lists at the same offsets.
 		b.launch("be_quest_choose_batch", Dim3{q.cHeads, n, 1}, Dim3{questChooseThreads, 1, 1}, p[4], p[2], q.cPage, b.pt.pool)
@@ -163,7 +165,7 @@ func (q *questQueue) reset() {
 	for _, j := range q.calls {
 		j.c.pending = false
 	}
-	q.cInts, q.cPtrs, q.calls, q.scores, q.cMost, q.cHeads = q.cInts[:0], q.cPtrs[:0], q.calls[:0], 0, 0, 0
+	q.cInts, q.cPtrs, q.calls, q.scores, q.cMost, q.cHeads, q.cKV = q.cInts[:0], q.cPtrs[:0], q.calls[:0], 0, 0, 0, 0
 }
 
 var _ runtime.PageChooser = (*pageBounds)(nil)
