@@ -261,7 +261,11 @@ func benchPolicy(b *cuda.Backend, k *cuda.Kernels, d *cellData, name string, par
 		sel := row
 		sel.policy, sel.check, sel.plan = name+"/sel", "-", ""
 		sel.bytes = max(0, stepBytesRead(first)-first.kvBytes())
-		samples, err := timeRuns(b, k, len(units), o.iters, func(i int) { st := units[i].steps[0]; st.p.BeforeAttend(0, &st.a) })
+		samples, err := timeRuns(b, k, len(units), o.iters, func(i int) {
+			st := units[i].steps[0]
+			st.p.BeforeAttend(0, &st.a)
+			b.FlushQuest() // Quest's scores and choice are queued until the attention: launched here
+		})
 		if err != nil {
 			return rows, err
 		}

@@ -116,6 +116,11 @@ func (b *Backend) questNow() {
 	}
 }
 
+// FlushQuest launches the Quest work queued by the policies' hooks now,
+// rather than with the next attention call (for timing that work alone:
+// kvbench kernels --split).
+func (b *Backend) FlushQuest() { b.flushQuest() }
+
 // flushQuest launches the queued Quest work: the Extends, then the
 // Chooses' scores and choices, then each choice's read of its counts.
 func (b *Backend) flushQuest() {

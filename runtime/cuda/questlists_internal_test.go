@@ -119,3 +119,40 @@ func TestQuestLists(t *testing.T) {
 		})
 	}
 }
+
+// TestFlushQuest (fake device): Choose queues Quest's score and choice
+// (no launch, once its buffers are made); FlushQuest launches both, and
+// nothing when none is queued.
+func TestFlushQuest(t *testing.T) {
+	b := fakeOf(t, "bf16")
+	cfg := runtime.Config{Arch: "llama", Dim: 256, Hidden: 512, Layers: 1, Heads: 4, KVHeads: 2, HeadDim: 64, Vocab: 100,
+		MaxSeq: 4096, RopeTheta: 1e4, NormEps: 1e-5}
+	kc, err := runtime.NewKVCacheOf(b, cfg, 16, runtime.BF16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 300
+	pos := make([]int, n)
+	for i := range pos {
+		pos[i] = i
+	}
+	kc.Append(0, b.Alloc(n*cfg.KVDim()), b.Alloc(n*cfg.KVDim()), n, pos)
+	seqs := kc.Seqs(0)
+	pb := b.NewPageBounds(cfg.KVHeads, cfg.HeadDim, 16).(*pageBounds)
+	defer pb.Free()
+	pb.Extend(seqs)
+	a := &runtime.AttnArgs{Rows: 1, QPos: []int{n}, Heads: cfg.Heads, KVHeads: cfg.KVHeads, HeadDim: cfg.HeadDim, Scale: 0.1,
+		Seqs: seqs, Q: b.Alloc(cfg.Heads * cfg.HeadDim), Out: b.Alloc(cfg.Heads * cfg.HeadDim)}
+	pb.Choose(a, 4) // its buffers made (and cleared) first
+	b.FlushQuest()
+	l0, _, _, _ := FakeCounts()
+	pb.Choose(a, 4)
+	l1, _, _, _ := FakeCounts()
+	b.FlushQuest()
+	l2, _, _, _ := FakeCounts()
+	b.FlushQuest()
+	l3, _, _, _ := FakeCounts()
+	if l1 != l0 || l2-l1 < 2 || l3 != l2 {
+		t.Fatalf("launches: Choose %d, FlushQuest %d, again %d; want 0, the score and the choice, 0", l1-l0, l2-l1, l3-l2)
+	}
+}
