@@ -37,18 +37,8 @@ func TestQuestLists(t *testing.T) {
 			b := fakeOf(t, "bf16")
 			cfg := runtime.Config{Arch: "llama", Dim: 512, Hidden: 1024, Layers: 1, Heads: 8, KVHeads: 2, HeadDim: 64, Vocab: 100,
 				MaxSeq: 8192, RopeTheta: 1e4, NormEps: 1e-5}
-			kc, err := runtime.NewKVCacheOf(b, cfg, 16, runtime.BF16)
-			if err != nil {
-				t.Fatal(err)
-			}
 			const n, k = 600, 7
-			kb, vb := b.Alloc(n*cfg.KVDim()), b.Alloc(n*cfg.KVDim())
-			pos := make([]int, n)
-			for i := range pos {
-				pos[i] = i
-			}
-			kc.Append(0, kb, vb, n, pos)
-			seqs := kc.Seqs(0)
+			seqs := filledSeqs(t, b, cfg, n)
 			pb := b.NewPageBounds(cfg.KVHeads, cfg.HeadDim, c.page).(*pageBounds)
 			pb.Extend(seqs)
 			a := &runtime.AttnArgs{Rows: 1, QPos: []int{n}, Heads: cfg.Heads, KVHeads: cfg.KVHeads, HeadDim: cfg.HeadDim, Scale: 0.1,
@@ -127,17 +117,8 @@ func TestFlushQuest(t *testing.T) {
 	b := fakeOf(t, "bf16")
 	cfg := runtime.Config{Arch: "llama", Dim: 256, Hidden: 512, Layers: 1, Heads: 4, KVHeads: 2, HeadDim: 64, Vocab: 100,
 		MaxSeq: 4096, RopeTheta: 1e4, NormEps: 1e-5}
-	kc, err := runtime.NewKVCacheOf(b, cfg, 16, runtime.BF16)
-	if err != nil {
-		t.Fatal(err)
-	}
 	const n = 300
-	pos := make([]int, n)
-	for i := range pos {
-		pos[i] = i
-	}
-	kc.Append(0, b.Alloc(n*cfg.KVDim()), b.Alloc(n*cfg.KVDim()), n, pos)
-	seqs := kc.Seqs(0)
+	seqs := filledSeqs(t, b, cfg, n)
 	pb := b.NewPageBounds(cfg.KVHeads, cfg.HeadDim, 16).(*pageBounds)
 	defer pb.Free()
 	pb.Extend(seqs)
@@ -155,4 +136,21 @@ func TestFlushQuest(t *testing.T) {
 	if l1 != l0 || l2-l1 < 2 || l3 != l2 {
 		t.Fatalf("launches: Choose %d, FlushQuest %d, again %d; want 0, the score and the choice, 0", l1-l0, l2-l1, l3-l2)
 	}
+}
+
+// filledSeqs makes a KV cache of bf16 pages of 16 tokens for cfg on b,
+// appends n tokens at positions 0..n-1 to layer 0 and returns its
+// sequences.
+func filledSeqs(t *testing.T, b *Backend, cfg runtime.Config, n int) []runtime.KVSeq {
+	t.Helper()
+	kc, err := runtime.NewKVCacheOf(b, cfg, 16, runtime.BF16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pos := make([]int, n)
+	for i := range pos {
+		pos[i] = i
+	}
+	kc.Append(0, b.Alloc(n*cfg.KVDim()), b.Alloc(n*cfg.KVDim()), n, pos)
+	return kc.Seqs(0)
 }
