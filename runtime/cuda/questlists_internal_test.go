@@ -2,6 +2,7 @@ package cuda
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/kvbench/kvbench/runtime"
@@ -153,4 +154,41 @@ func filledSeqs(t *testing.T, b *Backend, cfg runtime.Config, n int) []runtime.K
 	}
 	kc.Append(0, b.Alloc(n*cfg.KVDim()), b.Alloc(n*cfg.KVDim()), n, pos)
 	return kc.Seqs(0)
+}
+
+// TestQuestListsBatch (fake device): a batch step of two streams' Quest
+// calls runs over their page lists too (one launch, the plan says Lists),
+// and gathers with KVBENCH_QUEST_LISTS=off.
+func TestQuestListsBatch(t *testing.T) {
+	for _, env := range []string{"on", "off"} {
+		t.Run(env, func(t *testing.T) {
+			t.Setenv("KVBENCH_QUEST_LISTS", env)
+			b := fakeOf(t, "bf16")
+			cfg := runtime.Config{Arch: "llama", Dim: 256, Hidden: 512, Layers: 1, Heads: 4, KVHeads: 2, HeadDim: 64, Vocab: 100,
+				MaxSeq: 4096, RopeTheta: 1e4, NormEps: 1e-5}
+			var calls []*runtime.AttnArgs
+			for i, n := range []int{300, 420} {
+				seqs := filledSeqs(t, b, cfg, n)
+				pb := b.NewPageBounds(cfg.KVHeads, cfg.HeadDim, 16)
+				defer pb.Free()
+				pb.Extend(seqs)
+				a := &runtime.AttnArgs{Rows: 1, QPos: []int{n}, Heads: cfg.Heads, KVHeads: cfg.KVHeads, HeadDim: cfg.HeadDim, Scale: 0.1,
+					Seqs: seqs, Q: b.Alloc(cfg.Heads * cfg.HeadDim), Out: b.Alloc(cfg.Heads * cfg.HeadDim)}
+				pb.(runtime.PageChooser).Choose(a, 5+i)
+				if a.Chosen == nil {
+					t.Fatalf("stream %d: no choice", i)
+				}
+				calls = append(calls, a)
+			}
+			b.AttendBatch(calls)
+			if p, want := b.AttnPlan(), env == "on"; p.Lists != want || !strings.HasPrefix(p.Kernel, "attn_rtb_") {
+				t.Fatalf("plan %+v, want a batched launch over page lists %v", p, want)
+			}
+			for i, a := range calls {
+				if a.KVHeads != cfg.KVHeads || len(a.Seqs) != cfg.KVHeads {
+					t.Fatalf("stream %d: the caller's call changed (%d kv heads, %d sequences)", i, a.KVHeads, len(a.Seqs))
+				}
+			}
+		})
+	}
 }
