@@ -666,7 +666,9 @@ func (b *Backend) tcFits(name string, vg, hd, minPS int) bool {
 // longest row holds longest tokens, on a device whose memory is slow or not
 // (slowMemory): the tensor-core kernel for groups of 4 or more, for rows of
 // one head where there are at most tcFewRows of them, and for groups of 1
-// or 2 from tcLongFrom tokens unless the memory is slow.
+// or 2 from tcLongFrom tokens unless the memory is slow. It chooses for one
+// call (attendSplit); a batch step's lean calls take the tensor-core kernel
+// at every length (batchTC).
 //
 // Measured on the H200 (18.8 bytes a cycle; 2026-12-04, docs/benchmarks.md),
 // with the swizzled stages: 32/8 heads of 128 at or under attn_rt at every
