@@ -125,21 +125,8 @@ func (b *Backend) callPages(seqs, refs []runtime.KVSeq) {
 	b.hPtrs, b.kvt = b.hPtrs[:0], -1
 	pt := &b.pt
 	pt.call = false
-	if pt.off {
+	if !b.refreshSeqs(seqs, refs) {
 		return
-	}
-	for _, list := range [][]runtime.KVSeq{seqs, refs} {
-		for i := range list {
-			if list[i].ID == 0 {
-				return
-			}
-		}
-	}
-	pt.clock++
-	for _, list := range [][]runtime.KVSeq{seqs, refs} {
-		for i := range list {
-			b.refresh(&list[i])
-		}
 	}
 	if !pt.hold {
 		b.sendRuns()
@@ -158,6 +145,30 @@ func (b *Backend) callPages(seqs, refs []runtime.KVSeq) {
 		}
 	}
 	pt.call = true
+}
+
+// refreshSeqs brings the device tables of the sequences of seqs and refs
+// up to date, their uploads staged (sendRuns sends them), and says whether
+// it could: false, nothing refreshed, where the tables are off or a
+// sequence has no ID.
+func (b *Backend) refreshSeqs(seqs, refs []runtime.KVSeq) bool {
+	if b.pt.off {
+		return false
+	}
+	for _, list := range [][]runtime.KVSeq{seqs, refs} {
+		for i := range list {
+			if list[i].ID == 0 {
+				return false
+			}
+		}
+	}
+	b.pt.clock++
+	for _, list := range [][]runtime.KVSeq{seqs, refs} {
+		for i := range list {
+			b.refresh(&list[i])
+		}
+	}
+	return true
 }
 
 // tablePages returns the offsets of the key and value page lists of s in
@@ -186,9 +197,7 @@ func (b *Backend) table(s *runtime.KVSeq) *pageTable {
 // (b.pt.host, b.pt.runs) for sendRuns.
 func (b *Backend) refresh(s *runtime.KVSeq) {
 	pt := &b.pt
-	if pt.seqs == nil {
-		pt.seqs, pt.free = map[uint64]*pageTable{}, map[int64][]int64{}
-	}
+	pt.ready()
 	t := b.table(s)
 	if t == nil {
 		t = &pageTable{id: s.ID, gen: s.Gen, kvt: -1}
@@ -356,13 +365,18 @@ func (b *Backend) tableRegion(words int64) int64 {
 	return off
 }
 
+// ready makes the tables' maps before their first use.
+func (pt *pageTables) ready() {
+	if pt.seqs == nil {
+		pt.seqs, pt.free = map[uint64]*pageTable{}, map[int64][]int64{}
+	}
+}
+
 // holdRegion hands out a region of words words (a power of two) for lists
 // that kernels write into the pool (Quest's choices, questlists.go), until
 // releaseRegion.
 func (b *Backend) holdRegion(words int64) int64 {
-	if b.pt.seqs == nil {
-		b.pt.seqs, b.pt.free = map[uint64]*pageTable{}, map[int64][]int64{}
-	}
+	b.pt.ready()
 	off := b.tableRegion(words)
 	b.pt.held += words
 	return off
@@ -384,17 +398,8 @@ func (b *Backend) releaseRegion(off, words int64) {
 // to out. It returns false (out as it was, nothing refreshed) where the
 // tables are off or a sequence has no ID.
 func (b *Backend) seqTables(seqs []runtime.KVSeq, out []int32) ([]int32, bool) {
-	if b.pt.off {
+	if !b.refreshSeqs(seqs, nil) {
 		return out, false
-	}
-	for i := range seqs {
-		if seqs[i].ID == 0 {
-			return out, false
-		}
-	}
-	b.pt.clock++
-	for i := range seqs {
-		b.refresh(&seqs[i])
 	}
 	for i := range seqs {
 		k, v := b.tablePages(&seqs[i])
