@@ -55,12 +55,13 @@ type fakeDev struct {
 	// queued work ends, evDone when the work before each event's last
 	// record does; a wait sleeps until then, a query compares. Under mu.
 	// (One timeline: the side stream's copies take no time.)
-	perLaunch time.Duration
-	doneAt    time.Time
-	evDone    map[uintptr]time.Time
-	byName    map[string]int64 // launches by kernel name (cuBLAS GEMMs as "cublas"), under mu
-	trace     []string         // launches in order while tracing (FakeTrace), under mu
-	tracing   bool
+	perLaunch   time.Duration
+	doneAt      time.Time
+	evDone      map[uintptr]time.Time
+	byName      map[string]int64 // launches by kernel name (cuBLAS GEMMs as "cublas"), under mu
+	trace       []string         // launches in order while tracing (FakeTrace), under mu
+	tracing     bool
+	traceEvents bool // events recorded go in the trace too (FakeTraceEvents), under mu
 }
 
 // fakeMem is the fake device's memory, in bytes (an H200's).
@@ -121,6 +122,22 @@ func FakeTrace() func() []string {
 		defer fake.mu.Unlock()
 		fake.tracing = false
 		return fake.trace
+	}
+}
+
+// FakeTraceEvents is FakeTrace with every event recorded on the stream in
+// the trace too, as "event": where a timed piece of work's marks (Mark)
+// fall among its launches.
+func FakeTraceEvents() func() []string {
+	stop := FakeTrace()
+	fake.mu.Lock()
+	fake.traceEvents = true
+	fake.mu.Unlock()
+	return func() []string {
+		fake.mu.Lock()
+		fake.traceEvents = false
+		fake.mu.Unlock()
+		return stop()
 	}
 }
 
@@ -318,6 +335,9 @@ func fakeDriver() *driverAPI {
 		f.mu.Lock()
 		if f.perLaunch > 0 {
 			f.evDone[e] = f.doneAt
+		}
+		if f.tracing && f.traceEvents {
+			f.trace = append(f.trace, "event")
 		}
 		f.mu.Unlock()
 		return 0
