@@ -179,6 +179,16 @@ type KVSeq struct {
 	addr []uint64
 }
 
+// PageAddrs returns the sequence's page addresses (KVAddresser's: K[i]'s at
+// 2i, V[i]'s at 2i+1), or nil where they are not whole: a backend's way to
+// its pages without a lookup a page.
+func (s *KVSeq) PageAddrs() []uint64 {
+	if len(s.K) == 0 || len(s.addr) != 2*len(s.K) {
+		return nil
+	}
+	return s.addr
+}
+
 // ScaledRoPE is an optional Backend capability: RoPE with inverse
 // frequencies the caller gives (a scaled RoPE, Config.RopeInvFreq) instead of
 // ones derived from a base, in RoPEFreqs and, through AttnArgs.InvFreq, in

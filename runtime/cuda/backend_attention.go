@@ -36,6 +36,25 @@ func (b *Backend) pagePtrs(pages []runtime.Buffer) int32 {
 	return off
 }
 
+// addrPtrs is pagePtrs over the key pages [p0, p1) of a sequence's page
+// addresses a (KVSeq.PageAddrs: KVPageAddr's, the type in the lowest bit).
+func (b *Backend) addrPtrs(a []uint64, p0, p1 int) int32 {
+	if b.pt.call {
+		panic("cuda: a page list uploaded in a call whose lists come from the page tables (callPages, tablePages)")
+	}
+	off := int32(len(b.hPtrs))
+	for i := p0; i < p1; i++ {
+		x := a[2*i]
+		if t := int32(x & 1); b.kvt < 0 {
+			b.kvt = t
+		} else if b.kvt != t {
+			panic("cuda: one attention call over KV pages of different types")
+		}
+		b.hPtrs = append(b.hPtrs, x&^1)
+	}
+	return off
+}
+
 // pageType is the page type of the call built (float32 when it has none).
 func (b *Backend) pageType() int32 { return max(b.kvt, 0) }
 
