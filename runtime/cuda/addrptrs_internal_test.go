@@ -15,23 +15,13 @@ func TestAddrPtrs(t *testing.T) {
 	for _, typ := range []string{"f32", "bf16"} {
 		t.Run(typ, func(t *testing.T) {
 			b := fakeOf(t, typ)
-			cfg := runtime.Config{Arch: "llama", Dim: 256, Hidden: 512, Layers: 1, Heads: 4, KVHeads: 2, HeadDim: 64, Vocab: 100,
-				MaxSeq: 4096, RopeTheta: 1e4, NormEps: 1e-5}
 			kt := runtime.BF16
 			if typ == "f32" {
 				kt = runtime.F32
 			}
-			kc, err := runtime.NewKVCacheOf(b, cfg, 16, kt)
-			if err != nil {
-				t.Fatal(err)
-			}
-			n := 300
-			pos := make([]int, n)
-			for i := range pos {
-				pos[i] = i
-			}
-			kc.Append(0, b.Alloc(n*cfg.KVDim()), b.Alloc(n*cfg.KVDim()), n, pos)
-			for _, s := range kc.Seqs(0) {
+			seqs := filledSeqsOf(t, b, runtime.Config{Arch: "llama", Dim: 256, Hidden: 512, Layers: 1, Heads: 4, KVHeads: 2, HeadDim: 64,
+				Vocab: 100, MaxSeq: 4096, RopeTheta: 1e4, NormEps: 1e-5}, 300, kt)
+			for _, s := range seqs {
 				a := s.PageAddrs()
 				if a == nil {
 					t.Fatal("a sequence of the cache has no page addresses")

@@ -144,7 +144,13 @@ func TestFlushQuest(t *testing.T) {
 // sequences.
 func filledSeqs(t *testing.T, b *Backend, cfg runtime.Config, n int) []runtime.KVSeq {
 	t.Helper()
-	kc, err := runtime.NewKVCacheOf(b, cfg, 16, runtime.BF16)
+	return filledSeqsOf(t, b, cfg, n, runtime.BF16)
+}
+
+// filledSeqsOf is filledSeqs over pages of type kt.
+func filledSeqsOf(t *testing.T, b *Backend, cfg runtime.Config, n int, kt runtime.DType) []runtime.KVSeq {
+	t.Helper()
+	kc, err := runtime.NewKVCacheOf(b, cfg, 16, kt)
 	if err != nil {
 		t.Fatal(err)
 	}
