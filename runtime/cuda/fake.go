@@ -55,9 +55,14 @@ type fakeDev struct {
 	// queued work ends, evDone when the work before each event's last
 	// record does; a wait sleeps until then, a query compares. Under mu.
 	// (One timeline: the side stream's copies take no time.)
-	perLaunch   time.Duration
-	doneAt      time.Time
-	evDone      map[uintptr]time.Time
+	perLaunch time.Duration
+	doneAt    time.Time
+	evDone    map[uintptr]time.Time
+	// evAt is when each event's last record completes on the fake's clock:
+	// the host's time of the record, or the queued work's end where that is
+	// later. Elapsed times are differences of it: with no device time the
+	// host's share of the span timed (what kvbench prints under the fake).
+	evAt        map[uintptr]time.Time
 	byName      map[string]int64 // launches by kernel name (cuBLAS GEMMs as "cublas"), under mu
 	trace       []string         // launches in order while tracing (FakeTrace), under mu
 	tracing     bool
@@ -206,7 +211,7 @@ func fakeDriver() *driverAPI {
 	f := fake
 	f.next.CompareAndSwap(0, 1<<40)
 	f.mu.Lock()
-	f.perLaunch, f.evDone = fakeLaunchTime(), map[uintptr]time.Time{}
+	f.perLaunch, f.evDone, f.evAt = fakeLaunchTime(), map[uintptr]time.Time{}, map[uintptr]time.Time{}
 	f.mu.Unlock()
 	d := &driverAPI{fake: f}
 	d.cuInit = func(uint32) int32 { return 0 }
@@ -336,6 +341,10 @@ func fakeDriver() *driverAPI {
 		if f.perLaunch > 0 {
 			f.evDone[e] = f.doneAt
 		}
+		f.evAt[e] = time.Now()
+		if f.doneAt.After(f.evAt[e]) {
+			f.evAt[e] = f.doneAt
+		}
 		if f.tracing && f.traceEvents {
 			f.trace = append(f.trace, "event")
 		}
@@ -351,7 +360,12 @@ func fakeDriver() *driverAPI {
 		f.busy.Store(0)
 		return 0
 	}
-	d.cuEventElapsedTime = func(ms *float32, _, _ uintptr) int32 { *ms = 0; return 0 }
+	d.cuEventElapsedTime = func(ms *float32, start, end uintptr) int32 {
+		f.mu.Lock()
+		*ms = float32(f.evAt[end].Sub(f.evAt[start]).Seconds() * 1e3)
+		f.mu.Unlock()
+		return 0
+	}
 	d.cuStreamBeginCapture = func(uintptr, int32) int32 { f.mu.Lock(); f.byName["capture"]++; f.mu.Unlock(); return 0 }
 	d.cuStreamEndCapture = func(_ uintptr, g *uintptr) int32 { *g = f.handle(); return 0 }
 	d.cuGraphInstantiateWithFlags = func(e *uintptr, _ uintptr, _ uint64) int32 { *e = f.handle(); return 0 }

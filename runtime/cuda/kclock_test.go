@@ -3,6 +3,7 @@ package cuda_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kvbench/kvbench/runtime"
 	"github.com/kvbench/kvbench/runtime/cuda"
@@ -81,4 +82,21 @@ func TestFakeKernelClock(t *testing.T) {
 			t.Errorf("got %v, want a refusal naming KVBENCH_KERNEL_TIMES", err)
 		}
 	})
+}
+
+// TestFakeElapsed: on the fake device the time between two marks is the
+// host's between their records (no device time set), so that kvbench's
+// device-timed rows print the host's share of a step under the fake, as
+// its warning says.
+func TestFakeElapsed(t *testing.T) {
+	be := fakeBackend(t)
+	i := be.Mark()
+	time.Sleep(20 * time.Millisecond)
+	j := be.Mark()
+	if d := be.Elapsed(i, j); d < 20*time.Millisecond || d > 10*time.Second {
+		t.Errorf("%v between marks 20 ms apart on the host, want 20 ms or a little more", d)
+	}
+	if d := be.Elapsed(j, j); d != 0 {
+		t.Errorf("%v from a mark to itself", d)
+	}
 }
