@@ -49,11 +49,11 @@ func combineOf() (string, error) {
 // heads) 0.1-0.8 slower even over 9-16 chunks: the merge's one block a row
 // does what the combine spreads over many, and every block pays the
 // arrival. Where there are fusedRows rows or more of at most fusedFew
-// chunks (a batch's), rows of up to 4 heads merge fused: 8 streams of
-// 32/16 (128 rows of 2 heads, 2 and 4 chunks) at 1K / 2K 33.3 / 55.0 µs
-// against 37.7 / 59.3 with the combine launch (H100, 2026-12-06). Rows of
-// 8 heads keep the combine there: their batched fused merge is untimed and
-// unchecked on a GPU.
+// chunks (a batch's), rows of up to 4 heads on the tensor cores merge
+// fused: 8 streams of 32/16 (128 rows of 2 heads, 2 and 4 chunks) at 1K /
+// 2K 33.3 / 55.0 µs against 37.7 / 59.3 with the combine launch (H100,
+// 2026-12-06). Rows of 8 heads, and rows off the tensor cores (a batch's
+// shifted or accumulating calls), keep the combine there: untimed.
 func fusedFor(mode string, vg, rows, chunks int, tc bool) bool {
 	switch mode {
 	case "fused":
@@ -61,7 +61,7 @@ func fusedFor(mode string, vg, rows, chunks int, tc bool) bool {
 	case "separate":
 		return false
 	}
-	if chunks <= fusedFew && rows >= fusedRows && vg <= 4 {
+	if chunks <= fusedFew && rows >= fusedRows && vg <= 4 && tc {
 		return true
 	}
 	if chunks > mergeGroup {
@@ -74,8 +74,8 @@ func fusedFor(mode string, vg, rows, chunks int, tc bool) bool {
 // kernel over any number of chunks (fusedFor).
 const fusedRows = 32
 
-// fusedFew is the most chunks a row of up to 4 heads has where fusedRows
-// rows or more merge in the split kernel (fusedFor).
+// fusedFew is the most chunks a row of up to 4 heads on the tensor cores
+// has where fusedRows rows or more merge in the split kernel (fusedFor).
 const fusedFew = 4
 
 // Plan describes the launch of an Attend (Backend.AttnPlan).
