@@ -20,18 +20,10 @@ const sdWords = 13
 // A call whose lists come from the device page tables (callPages) has no
 // pointers of its own.
 func (b *Backend) pagePtrs(pages []runtime.Buffer) int32 {
-	if b.pt.call {
-		panic("cuda: a page list uploaded in a call whose lists come from the page tables (callPages, tablePages)")
-	}
-	off := int32(len(b.hPtrs))
+	off := b.ptrsStart()
 	for _, p := range pages {
 		ptr, t := b.kvPage(p)
-		if b.kvt < 0 {
-			b.kvt = int32(t)
-		} else if b.kvt != int32(t) {
-			panic("cuda: one attention call over KV pages of different types")
-		}
-		b.hPtrs = append(b.hPtrs, uint64(ptr))
+		b.pagePtr(uint64(ptr), int32(t))
 	}
 	return off
 }
@@ -39,20 +31,31 @@ func (b *Backend) pagePtrs(pages []runtime.Buffer) int32 {
 // addrPtrs is pagePtrs over the key pages [p0, p1) of a sequence's page
 // addresses a (KVSeq.PageAddrs: KVPageAddr's, the type in the lowest bit).
 func (b *Backend) addrPtrs(a []uint64, p0, p1 int) int32 {
+	off := b.ptrsStart()
+	for i := p0; i < p1; i++ {
+		b.pagePtr(a[2*i]&^1, int32(a[2*i]&1))
+	}
+	return off
+}
+
+// ptrsStart is where a call's page list starts in b.hPtrs; a call over the
+// device page tables has none.
+func (b *Backend) ptrsStart() int32 {
 	if b.pt.call {
 		panic("cuda: a page list uploaded in a call whose lists come from the page tables (callPages, tablePages)")
 	}
-	off := int32(len(b.hPtrs))
-	for i := p0; i < p1; i++ {
-		x := a[2*i]
-		if t := int32(x & 1); b.kvt < 0 {
-			b.kvt = t
-		} else if b.kvt != t {
-			panic("cuda: one attention call over KV pages of different types")
-		}
-		b.hPtrs = append(b.hPtrs, x&^1)
+	return int32(len(b.hPtrs))
+}
+
+// pagePtr appends one page's pointer, of page type t: the call's first
+// sets b.kvt, the others must match it.
+func (b *Backend) pagePtr(ptr uint64, t int32) {
+	if b.kvt < 0 {
+		b.kvt = t
+	} else if b.kvt != t {
+		panic("cuda: one attention call over KV pages of different types")
 	}
-	return off
+	b.hPtrs = append(b.hPtrs, ptr)
 }
 
 // pageType is the page type of the call built (float32 when it has none).
