@@ -20,26 +20,9 @@ import (
 func TestFakeQuestTimedSelection(t *testing.T) {
 	be := fakeBackend(t)
 	c := runtime.Config{Arch: "llama", Dim: 256, Hidden: 256, Layers: 2, Heads: 4, KVHeads: 2, HeadDim: 64, Vocab: 300, MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
-	r, err := runtime.NewRunnerWith(runtime.ZeroModel(c), be, runtime.RunnerOptions{MaxRows: 64, KVType: runtime.BF16})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := policies.New("quest", policies.Params{"budget": 32, "page": 16, "dense_layers": 0})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Start(r); err != nil {
-		t.Fatal(err)
-	}
-	logits := make([]float32, c.Vocab)
-	ids := make([]int, 200)
-	for i := range ids {
-		ids[i] = 3 + i%50
-	}
-	p.Prompt(len(ids))
-	if err := r.Forward(ids, logits); err != nil {
-		t.Fatal(err)
-	}
+	batch := promptedBatch(t, be, runtime.ZeroModel(c), "quest", policies.Params{"budget": 32, "page": 16, "dense_layers": 0}, 1, 64,
+		func(int) int { return 200 })
+	r, logits := batch.Runner(0), make([]float32, c.Vocab)
 	timed := 0
 	r.OnAttend = func(_, rows int, _ time.Duration) { timed++ }
 	stop := cuda.FakeTraceEvents()
