@@ -106,7 +106,7 @@ func TestQuestChoose(t *testing.T) {
 					for _, coarse := range []bool{false, true} {
 						name := fmt.Sprintf("%v/hd%d/%d-%d/page%d/coarse%v", typ, hd, sh.heads, sh.kvHeads, page, coarse)
 						t.Run(name, func(t *testing.T) {
-							questChooseCase(t, c, g, rng, typ, hd, sh.heads, sh.kvHeads, page, coarse)
+							questChooseCase(t, c, g, rng, typ, hd, sh.heads, sh.kvHeads, page, coarse, 700, []int{1, 2, 5, 13, 40, 44})
 						})
 					}
 				}
@@ -115,9 +115,29 @@ func TestQuestChoose(t *testing.T) {
 	}
 }
 
-func questChooseCase(t *testing.T, c *cpu.Backend, g *cuda.Backend, rng *rand.Rand, typ runtime.DType, hd, heads, kvHeads, page int, coarse bool) {
+// TestQuestChooseManyPages is TestQuestChoose's check over thousands of
+// pages (pages of one token): the device's select gives each thread a run of
+// several scores, held in registers up to 8,192 pages and read from memory
+// past that, paths the shapes above (at most 140 pages) leave untried.
+func TestQuestChooseManyPages(t *testing.T) {
+	g := newGPU(t)
+	c := cpu.New(0)
+	defer c.Close()
+	rng := rand.New(rand.NewPCG(14, 3))
+	for _, n := range []int{2600, 9000} {
+		for _, coarse := range []bool{false, true} {
+			t.Run(fmt.Sprintf("tokens%d/coarse%v", n, coarse), func(t *testing.T) {
+				questChooseCase(t, c, g, rng, runtime.F32, 64, 8, 2, 1, coarse, n, []int{1, 2, 100, 1500})
+			})
+		}
+	}
+}
+
+// questChooseCase checks Choose for KV heads of n0, n0-37, ... tokens and
+// budgets of ks pages (TestQuestChoose).
+func questChooseCase(t *testing.T, c *cpu.Backend, g *cuda.Backend, rng *rand.Rand, typ runtime.DType, hd, heads, kvHeads, page int, coarse bool,
+	n0 int, ks []int) {
 	group := heads / kvHeads
-	const n0 = 700
 	var sc, sg []runtime.KVSeq
 	for kv := range kvHeads {
 		s := questKV(t, c, g, rng, n0-37*kv, 16, hd, typ, coarse)
@@ -140,7 +160,7 @@ func questChooseCase(t *testing.T, c *cpu.Backend, g *cuda.Backend, rng *rand.Ra
 	}
 	q := newPair(c, g, qv)
 	maxPos := n0
-	for _, k := range []int{1, 2, 5, 13, 40, 44} {
+	for _, k := range ks {
 		mk := func(qb runtime.Buffer, seqs []runtime.KVSeq) *runtime.AttnArgs {
 			return &runtime.AttnArgs{Q: qb, Rows: 1, QPos: []int{maxPos}, Heads: heads, KVHeads: kvHeads, HeadDim: hd,
 				Scale: float32(1 / math.Sqrt(float64(hd))), Seqs: seqs}
