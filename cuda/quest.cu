@@ -10,7 +10,12 @@
 // plus the last page. be_quest_choose_batch makes that choice on the device, so
 // that neither the scores nor the selection cross to the host.
 
-#define QC_NT 256
+// QC_NT and QC_E: blocks of 512 threads, up to 16 keys a thread in registers,
+// were the fastest on the H100 at 4K-128K tokens (32/8 heads of 128, 255 to
+// 8,191 pages) against 256 threads reading keys from memory (slower past
+// 2,000 pages), 256 with up to 32 keys in registers, and 1,024 with up to 8
+// (2.5x the instructions of 256 in the block-wide steps).
+#define QC_NT 512
 #define QC_BITS 2048  // the most pages a group's count marks in shared memory, over 32 (65,536 pages)
 
 // qc_key maps a double to an unsigned integer of the same order (-0 ties
@@ -21,10 +26,34 @@ __device__ __forceinline__ u64 qc_key(double d) {
     return (u >> 63) ? ~u : (u | 0x8000000000000000ull);
 }
 
+#define QC_E 16  // the most keys a thread of qc_select holds in registers (M up to 16 * QC_NT)
+
+// QC_EACH runs its body for each key x of the thread's run, j its place in
+// the run (index b + j): from registers r where the block holds them (E >
+// 0), else loaded from s and mapped again.
+#define QC_EACH(...)                                                         \
+    if (E > 0) {                                                             \
+        _Pragma("unroll") for (int j = 0; j < (E > 0 ? E : 1); ++j) {        \
+            if (j < n) {                                                     \
+                const u64 x = r[j];                                          \
+                __VA_ARGS__                                                  \
+            }                                                                \
+        }                                                                    \
+    } else {                                                                 \
+        for (int j = 0; j < n; ++j) {                                        \
+            const u64 x = qc_key(s[b + j]);                                  \
+            __VA_ARGS__                                                      \
+        }                                                                    \
+    }
+
 // qc_select writes to out, ascending, the indices of the k largest of the M
 // doubles s (0 < k < M), ties to the lower index: a radix select over the
 // keys (qc_key), 8 bits a pass from the highest bit on which the keys
-// differ, then an ordered compaction. All QC_NT threads call it.
+// differ, then an ordered compaction. All QC_NT threads call it; thread t
+// takes the run of keys from t * ceil(M / QC_NT) on, held in registers
+// where E > 0 (M <= E * QC_NT), so that the passes read no memory but the
+// histogram (each pass's loads from the L2 were a latency in series a key).
+template <int E>
 __device__ void qc_select(const double* __restrict__ s, int M, int k, int* __restrict__ out) {
     __shared__ u32 hist[256];
     __shared__ u32 ws[QC_NT / 32];
@@ -32,12 +61,14 @@ __device__ void qc_select(const double* __restrict__ s, int M, int k, int* __res
     __shared__ u32 sBin, sNeed;
     __shared__ int sDone;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    u64 lo = ~0ull, hi = 0ull;
-    for (int i = tid; i < M; i += QC_NT) {
-        const u64 x = qc_key(s[i]);
-        lo = min(lo, x);
-        hi = max(hi, x);
+    const int per = (M + QC_NT - 1) / QC_NT, b = min(M, tid * per), n = min(M, b + per) - b;
+    u64 r[E > 0 ? E : 1];
+    if (E > 0) {
+#pragma unroll
+        for (int j = 0; j < (E > 0 ? E : 1); ++j) r[j] = j < n ? qc_key(s[b + j]) : 0ull;
     }
+    u64 lo = ~0ull, hi = 0ull;
+    QC_EACH(lo = min(lo, x); hi = max(hi, x);)
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) {
         lo = min(lo, __shfl_xor_sync(FULL_MASK, lo, o));
@@ -64,10 +95,7 @@ __device__ void qc_select(const double* __restrict__ s, int M, int k, int* __res
         const u64 dmask = (1ull << bits) - 1ull;
         for (int i = tid; i < 256; i += QC_NT) hist[i] = 0;
         __syncthreads();
-        for (int i = tid; i < M; i += QC_NT) {
-            const u64 x = qc_key(s[i]);
-            if ((x & mask) == prefix) atomicAdd(&hist[(u32)((x >> shift) & dmask)], 1u);
-        }
+        QC_EACH(if ((x & mask) == prefix) atomicAdd(&hist[(u32)((x >> shift) & dmask)], 1u);)
         __syncthreads();
         if (warp == 0) {
             // Lane l holds bins 255-8l down to 248-8l: counts from the top.
@@ -109,32 +137,14 @@ __device__ void qc_select(const double* __restrict__ s, int M, int k, int* __res
     }
     // Taken: keys whose masked value is above prefix, and the first `need`
     // (by index) of those equal to it.
-    const int E = (M + QC_NT - 1) / QC_NT;
-    const int b = min(M, tid * E), e = min(M, b + E);
     u32 eq = 0;
-    for (int i = b; i < e; ++i) eq += (qc_key(s[i]) & mask) == prefix;
+    QC_EACH(eq += (x & mask) == prefix;)
     const u32 eqBefore = block_excl_scan<QC_NT>(eq, ws);
     u32 cnt = 0, rank = eqBefore;
-    for (int i = b; i < e; ++i) {
-        const u64 x = qc_key(s[i]) & mask;
-        if (x > prefix) {
-            ++cnt;
-        } else if (x == prefix) {
-            cnt += rank < need;
-            ++rank;
-        }
-    }
+    QC_EACH(const u64 y = x & mask; if (y > prefix) { ++cnt; } else if (y == prefix) { cnt += rank < need; ++rank; })
     u32 pos = block_excl_scan<QC_NT>(cnt, ws);
     rank = eqBefore;
-    for (int i = b; i < e; ++i) {
-        const u64 x = qc_key(s[i]) & mask;
-        bool take = x > prefix;
-        if (x == prefix) {
-            take = rank < need;
-            ++rank;
-        }
-        if (take) out[pos++] = i;
-    }
+    QC_EACH(const u64 y = x & mask; bool take = y > prefix; if (y == prefix) { take = rank < need; ++rank; } if (take) out[pos++] = b + j;)
 }
 
 // qc_in says whether sorted list l [n] holds x.
@@ -176,7 +186,10 @@ __device__ __forceinline__ void quest_choose_block(const double* __restrict__ sc
     const int P = ints[2 * h], n = ints[2 * heads + g], k = K - 1, kr = max(k, 1);
     if (P > 0) {
         int* chosen = pages + (size_t)h * kr;
-        if (k > 0) qc_select(scores + ints[2 * h + 1], P - 1, k, chosen);
+        if (k > 0) {
+            if (P - 1 <= QC_E * QC_NT) qc_select<QC_E>(scores + ints[2 * h + 1], P - 1, k, chosen);
+            else qc_select<0>(scores + ints[2 * h + 1], P - 1, k, chosen);
+        }
         __syncthreads();  // the block's chosen pages, written to global memory, visible to the block
         int* o = sel + (size_t)h * cap;
         for (int i = tid; i < k * page; i += QC_NT) o[i] = chosen[i / page] * page + i % page;

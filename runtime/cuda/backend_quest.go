@@ -292,7 +292,7 @@ func (pb *pageBounds) Choose(a *runtime.AttnArgs, k int) {
 }
 
 // questChooseThreads is be_quest_choose_batch's block (QC_NT in quest.cu).
-const questChooseThreads = 256
+const questChooseThreads = 512
 
 // questScoreThreads is be_quest_score's block (QS_NT in backend.cu).
 const questScoreThreads = 256
