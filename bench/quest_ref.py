@@ -93,7 +93,7 @@ def main():
 
             chosen = [select(i) for i in range(n_sets)]
             rows = [
-                ("quest/sel", lambda i: select(i)),
+                ("quest/sel", select),
                 ("quest/att", lambda i: attend(i, chosen[i % n_sets])),
                 ("quest", lambda i: attend(i, select(i))),
             ]
