@@ -687,8 +687,16 @@ extern "C" __global__ void be_key_bounds(float* out, const u64* kp, int ps, int 
 
 // ---- Quest page bounds (runtime.PageBounds, backend_quest.go) ----
 //
-// The bounds of one KV head are float32 [pages][2][hd]: page p's per-channel
-// minimum of its keys at p*2*hd, its maximum at p*2*hd + hd.
+// The bounds of one KV head are [pages][2][hd] of the cache's page type
+// (kvt): page p's per-channel minimum of its keys at p*2*hd, its maximum at
+// p*2*hd + hd. The minimum and maximum of bf16 keys are bf16 values, so bf16
+// bounds hold them exactly, in half the bytes the scores read.
+
+// be_st_bound stores bound value v (a value of type kvt) at element c of row.
+__device__ __forceinline__ void be_st_bound(void* row, int c, int kvt, float v) {
+    if (kvt == KV_BF16) ((u16*)row)[c] = (u16)(__float_as_uint(v) >> 16);  // exact: v came from bf16 keys
+    else ((float*)row)[c] = v;
+}
 
 // Per KV head descriptor of be_quest_extend, ints: tokens folded n0, tokens
 // now n1, kOff (index in ptrs of the cache page holding token n0, whose first
@@ -713,7 +721,7 @@ extern "C" __global__ void be_quest_extend(const u64* ptrs, const int* ints, int
     const int t0 = max(n0, p * page), t1 = min(n1, (p + 1) * page);
     if (t0 >= t1) return;
     const int first = n0 - n0 % ps;
-    float* b = (float*)ptrs[d[QX_B]] + (long long)p * 2 * hd;
+    char* b = (char*)ptrs[d[QX_B]] + (long long)p * 2 * hd * (kvt == KV_BF16 ? 2 : 4);
     const bool fresh = t0 == p * page;
     for (int c = threadIdx.x; c < hd; c += blockDim.x) {
         int t = t0;
@@ -723,16 +731,16 @@ extern "C" __global__ void be_quest_extend(const u64* ptrs, const int* ints, int
             hi = lo;
             t++;
         } else {
-            lo = b[c];
-            hi = b[hd + c];
+            lo = be_ld(b, c, kvt);
+            hi = be_ld(b, hd + c, kvt);
         }
         for (; t < t1; t++) {
             const float v = be_ld(be_row(ptrs, koff, ps, hd, t - first, kvt), c, kvt);
             lo = fminf(lo, v);
             hi = fmaxf(hi, v);
         }
-        b[c] = lo;
-        b[hd + c] = hi;
+        be_st_bound(b, c, kvt, lo);
+        be_st_bound(b, hd + c, kvt, hi);
     }
 }
 
@@ -752,9 +760,9 @@ extern "C" __global__ void be_quest_extend(const u64* ptrs, const int* ints, int
 // quest_score_block is block (bx, g) of a grid (ceil(most pages /
 // qs_pages(hd)), kvHeads) of QS_NT threads: the qs_pages(hd) pages from
 // bx*qs_pages(hd) on of KV head g, for every query head of its group. A
-// page's bounds are 2*hd floats in a row and the block's pages are one run
-// of memory: the block copies it into shared memory at once, eight 16-byte
-// loads a thread in flight (a thread a page, reading its own row in order,
+// page's bounds are 2*hd values of type kvt in a row and the block's pages
+// are one run of memory: the block copies it into shared memory (as floats)
+// at once, eight 16-byte loads a thread in flight (a thread a page, reading its own row in order,
 // had one load at a time in flight: 113 µs under ncu for 32/8 heads of 128
 // at 32K on the H100), then sums each (page, head) in channel order.
 #define QS_NT 256
@@ -762,7 +770,7 @@ extern "C" __global__ void be_quest_extend(const u64* ptrs, const int* ints, int
 #define QS_QD 1024      // the group's query channels a block holds as doubles (more: converted as read)
 __device__ __forceinline__ int qs_pages(int hd) { return min(QS_NT, QS_FLOATS / (2 * hd)); }
 __device__ __forceinline__ void quest_score_block(double* out, const float* q, const u64* bounds, const int* ints, int group, int hd,
-                                                  int g, int bx) {
+                                                  int kvt, int g, int bx) {
     __shared__ float sb[QS_FLOATS + QS_NT];
     __shared__ double sq[QS_QD];
     const int tid = threadIdx.x, h0 = g * group, w = 2 * hd, pitch = w + 1, pages = qs_pages(hd), p0 = bx * pages;
@@ -770,25 +778,35 @@ __device__ __forceinline__ void quest_score_block(double* out, const float* q, c
     for (int j = 0; j < group; ++j) most = max(most, ints[2 * (h0 + j)]);
     if (most <= p0) return;  // the whole block
     const int rows = min(pages, most - p0);
-    const float4* src = reinterpret_cast<const float4*>((const float*)bounds[g] + (long long)p0 * w);  // w: a multiple of 4
-    const int n4 = rows * w / 4;
-    for (int x0 = 0; x0 < n4; x0 += 8 * QS_NT) {
-        float4 v[8];
+    // 16 bytes hold 4 float32 bounds or 8 bf16 ones; w (2*hd, hd a multiple
+    // of 4) is a multiple of 8, so no 16 bytes straddle two rows.
+    const int per = kvt == KV_BF16 ? 8 : 4;
+    const uint4* src = reinterpret_cast<const uint4*>((const char*)bounds[g] + (long long)p0 * w * (kvt == KV_BF16 ? 2 : 4));
+    const int n16 = rows * w / per;
+    for (int x0 = 0; x0 < n16; x0 += 8 * QS_NT) {
+        uint4 v[8];
 #pragma unroll
         for (int u = 0; u < 8; ++u) {
             const int x = x0 + u * QS_NT + tid;
-            if (x < n4) v[u] = __ldg(src + x);
+            if (x < n16) v[u] = __ldg(src + x);
         }
 #pragma unroll
         for (int u = 0; u < 8; ++u) {
             const int x = x0 + u * QS_NT + tid;
-            if (x < n4) {
-                const int e = 4 * x, r = e / w;
-                float* d = sb + r * pitch + (e - r * w);  // four floats of one row (w a multiple of 4)
-                d[0] = v[u].x;
-                d[1] = v[u].y;
-                d[2] = v[u].z;
-                d[3] = v[u].w;
+            if (x < n16) {
+                const int e = per * x, r = e / w;
+                float* d = sb + r * pitch + (e - r * w);  // per values of one row
+                const u32 wd[4] = {v[u].x, v[u].y, v[u].z, v[u].w};
+                if (per == 8) {
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) {
+                        d[2 * i] = __uint_as_float(wd[i] << 16);
+                        d[2 * i + 1] = __uint_as_float(wd[i] & 0xffff0000u);
+                    }
+                } else {
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) d[i] = __uint_as_float(wd[i]);
+                }
             }
         }
     }
@@ -819,8 +837,8 @@ __device__ __forceinline__ void quest_score_block(double* out, const float* q, c
 }
 
 extern "C" __global__ void __launch_bounds__(QS_NT) be_quest_score(double* out, const float* q, const u64* bounds, const int* ints,
-                                                                  int group, int hd) {
-    quest_score_block(out, q, bounds, ints, group, hd, blockIdx.y, blockIdx.x);
+                                                                  int group, int hd, int kvt) {
+    quest_score_block(out, q, bounds, ints, group, hd, kvt, blockIdx.y, blockIdx.x);
 }
 
 // ---- conversions around cuBLAS (MatMul of many rows) ----

@@ -264,14 +264,15 @@ struct QuestCall {
 };
 
 // be_quest_score_batch is be_quest_score over the calls of tab: grid
-// (ceil(most pages / qs_pages(hd)), most KV heads, calls), block QS_NT.
+// (ceil(most pages / qs_pages(hd)), most KV heads, calls), block QS_NT;
+// every call's bounds of page type kvt.
 extern "C" __global__ void __launch_bounds__(QS_NT) be_quest_score_batch(const QuestCall* __restrict__ tab,
                                                                         const int* __restrict__ ints,
-                                                                        const u64* __restrict__ ptrs, int hd) {
+                                                                        const u64* __restrict__ ptrs, int hd, int kvt) {
     const QuestCall e = tab[blockIdx.z];
     const int g = blockIdx.y;
     if (g * e.group >= e.heads) return;
-    quest_score_block(e.scores, e.q, ptrs + e.bounds, ints + e.ints, e.group, hd, g, blockIdx.x);
+    quest_score_block(e.scores, e.q, ptrs + e.bounds, ints + e.ints, e.group, hd, kvt, g, blockIdx.x);
 }
 
 // be_quest_choose_batch is quest_choose_block over the calls of tab: grid (most

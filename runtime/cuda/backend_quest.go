@@ -9,13 +9,17 @@ import (
 )
 
 // pageBounds is runtime.PageBounds (and runtime.PageChooser) in device
-// memory: one float32 buffer [pages][2][headDim] per KV head (a page's
-// minimum, then its maximum), grown by doubling. Extend is one kernel for
+// memory: one buffer [pages][2][headDim] per KV head (a page's minimum, then
+// its maximum), grown by doubling, of the cache pages' type: the minimum and
+// maximum of bf16 keys are bf16 values, held exactly in half the bytes of
+// float32 (the bytes the scores read; the policy's accounting counts a bound
+// as a key vector of the cache). Extend is one kernel for
 // every KV head (no wait); Score is one kernel for every query head and one
 // download of the scores; Choose scores and chooses on the device, no wait.
 type pageBounds struct {
 	b        *Backend
 	hd, page int
+	kvt      int32        // the bounds' page type (kvF32, kvBF16): the cache's, -1 before the first tokens
 	heads    []boundsHead // [kvHeads]
 	ch       choice       // Choose's selection
 }
@@ -36,7 +40,7 @@ func (b *Backend) NewPageBounds(kvHeads, headDim, page int) runtime.PageBounds {
 	if kvHeads <= 0 || headDim <= 0 || page <= 0 {
 		panic(fmt.Sprintf("cuda: NewPageBounds(%d kv heads, head dim %d, page %d)", kvHeads, headDim, page))
 	}
-	return &pageBounds{b: b, hd: headDim, page: page, heads: make([]boundsHead, kvHeads)}
+	return &pageBounds{b: b, hd: headDim, page: page, kvt: -1, heads: make([]boundsHead, kvHeads)}
 }
 
 // grow gives head h room for pages bounds pages, keeping the folded ones.
@@ -44,8 +48,11 @@ func (pb *pageBounds) grow(h *boundsHead, pages int) {
 	b := pb.b
 	b.flushQuest() // queued work may name the old buffer
 	c := max(pages, 2*h.pages, minBoundsPages)
-	vec := int64(pb.hd) * 4
-	x, err := b.newBuf(c*2*pb.hd, runtime.F32, int64(c)*2*vec)
+	dt, vec := runtime.F32, int64(pb.hd)*4
+	if pb.kvt == kvBF16 {
+		dt, vec = runtime.BF16, int64(pb.hd)*2
+	}
+	x, err := b.newBuf(c*2*pb.hd, dt, int64(c)*2*vec)
 	must(err)
 	if h.buf != nil {
 		if used := (h.n + pb.page - 1) / pb.page; used > 0 {
@@ -65,6 +72,7 @@ func (pb *pageBounds) Extend(seqs []runtime.KVSeq) {
 	if len(seqs) != len(pb.heads) {
 		panic(fmt.Sprintf("cuda: PageBounds.Extend with %d sequences for %d kv heads", len(seqs), len(pb.heads)))
 	}
+	pb.setType(seqs)
 	// Room first: growing waits for the stream, which restarts the arena.
 	touched := 0
 	for g := range seqs {
@@ -108,10 +116,40 @@ func (pb *pageBounds) Extend(seqs []runtime.KVSeq) {
 		}
 		b.hInts = append(b.hInts, int32(n0), int32(n1), kOff, int32(max(s.PageSize, 1)), bOff)
 	}
-	b.queueExtend(touched, int32(pb.page), int32(pb.hd), b.pageType()) // launched with the batch's others (questbatch.go)
+	if t := b.pageType(); t != pb.kvt {
+		panic(fmt.Sprintf("cuda: PageBounds.Extend over pages of type %d, bounds of type %d", t, pb.kvt))
+	}
+	b.queueExtend(touched, int32(pb.page), int32(pb.hd), pb.kvt) // launched with the batch's others (questbatch.go)
 	for g := range seqs {
 		pb.heads[g].n = seqs[g].N
 	}
+}
+
+// setType takes the bounds' type from the cache pages of the first
+// sequence holding tokens; bounds of another type are folded again from the
+// first token (their buffers replaced as they grow).
+func (pb *pageBounds) setType(seqs []runtime.KVSeq) {
+	t := int32(-1)
+	for g := range seqs {
+		if s := &seqs[g]; s.N > 0 && len(s.K) > 0 {
+			if a := s.PageAddrs(); a != nil {
+				t = int32(a[0] & 1)
+			} else {
+				_, kt := pb.b.kvPage(s.K[0])
+				t = int32(kt)
+			}
+			break
+		}
+	}
+	if t < 0 || t == pb.kvt {
+		return
+	}
+	if pb.kvt >= 0 {
+		for g := range pb.heads {
+			pb.heads[g].n, pb.heads[g].pages = 0, 0
+		}
+	}
+	pb.kvt = t
 }
 
 // Score scores the pages of every query head that out asks for, one launch,
@@ -152,7 +190,7 @@ func (pb *pageBounds) Score(a *runtime.AttnArgs, out [][]float64) {
 	ints, ptrs := b.putMeta()
 	dev := b.grow(&b.pscore, int64(total)*8)
 	b.launch("be_quest_score", Dim3{(most + questScorePages(hd) - 1) / questScorePages(hd), a.KVHeads, 1}, Dim3{questScoreThreads, 1, 1},
-		dev, b.f32(a.Q), ptrs, ints, int32(group), int32(hd))
+		dev, b.f32(a.Q), ptrs, ints, int32(group), int32(hd), max(pb.kvt, 0))
 	if cap(b.hF64) < total {
 		b.hF64 = make([]float64, total, total+total/4+256)
 	}
@@ -286,8 +324,8 @@ func (pb *pageBounds) Choose(a *runtime.AttnArgs, k int) {
 	// cleared by a queued operation, both before the uploads below.
 	c.room(a.Heads, len(pb.heads), k*pb.page, max(k-1, 1))
 	kv := len(b.hInts)
-	b.hInts = c.setLists(a, k, b.hInts)                                                                        // the heads' page lists (questlists.go): the KV heads' list offsets appended
-	b.queueChoose(c, b.f32(a.Q), a.Heads, len(pb.heads), group, k, total, most, kv, int32(pb.page), int32(hd)) // questbatch.go
+	b.hInts = c.setLists(a, k, b.hInts)                                                                                        // the heads' page lists (questlists.go): the KV heads' list offsets appended
+	b.queueChoose(c, b.f32(a.Q), a.Heads, len(pb.heads), group, k, total, most, kv, int32(pb.page), int32(hd), max(pb.kvt, 0)) // questbatch.go
 	a.Chosen = c
 }
 

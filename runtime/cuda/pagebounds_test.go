@@ -70,7 +70,8 @@ func (s *growSeq) store(c *cpu.Backend, g *cuda.Backend, rng *rand.Rand, t0, t1 
 // smaller and larger than the cache's, appends of one token, within a page,
 // across page boundaries and over many pages (the bounds grow), steps with
 // nothing new, a skipped head per step, a shrink over new keys (rebuild),
-// Reset, and the memory returned by Free.
+// Reset, cache pages of the other type after all that (the bounds, held in
+// the pages' type, start again), and the memory returned by Free.
 func TestBackendPageBounds(t *testing.T) {
 	g := newGPU(t)
 	c := cpu.New(0)
@@ -173,12 +174,31 @@ func TestBackendPageBounds(t *testing.T) {
 					bg.Reset()
 					check("after Reset", -1, true)
 					check("again, nothing new", 2, false)
+					// Cache pages of the other type: the bounds take it (bf16
+					// bounds for bf16 keys) and fold from the first token again.
+					first, other := seqs, runtime.BF16
+					if typ == runtime.BF16 {
+						other = runtime.F32
+					}
+					seqs = make([]*growSeq, kvHeads)
+					for kv := range seqs {
+						seqs[kv] = newGrowSeq(c, g, capacity, pc.ps, hd, other)
+						seqs[kv].store(c, g, rng, 0, 100-7*kv)
+					}
+					check("pages of the other type", -1, true)
 					bg.Free()
 					bc.Free()
+					for _, s := range seqs {
+						for _, x := range [][]runtime.Buffer{s.g.K, s.g.V, {s.kg, s.vg}} {
+							for _, b := range x {
+								g.Free(b)
+							}
+						}
+					}
 					if after, _ := g.MemStats(); after != before {
 						t.Errorf("memory held %d bytes before the bounds, %d after Free", before, after)
 					}
-					for _, s := range seqs {
+					for _, s := range first {
 						for _, x := range [][]runtime.Buffer{s.g.K, s.g.V, {s.kg, s.vg}} {
 							for _, b := range x {
 								g.Free(b)

@@ -32,7 +32,8 @@ type questQueue struct {
 	xMost            int
 	xPage, xHd, xKvt int32
 	// Chooses: their ints (2*heads + kvHeads each: be_quest_score's and
-	// be_quest_choose_batch's layout), their KV heads' bounds, the calls.
+	// be_quest_choose_batch's layout), their KV heads' bounds (every one of
+	// the same page, head dim and page type), the calls.
 	cInts  []int32
 	cPtrs  []uint64
 	calls  []questJob
@@ -42,6 +43,7 @@ type questQueue struct {
 	cKV    int   // most KV heads
 	cPage  int32
 	cHd    int32
+	cKvt   int32 // the calls' bounds' page type
 	tab    []uint64
 }
 
@@ -89,9 +91,9 @@ const qxWords = 5
 // ints in b.hInts, its bounds in b.hPtrs; total scores, most a head). With
 // c.lists set, the choice also writes its heads' page lists into the pool,
 // from its KV heads' lists, whose offsets are the ints from index kv on.
-func (b *Backend) queueChoose(c *choice, qp Ptr, heads, kvHeads, group, k, total, most, kv int, page, hd int32) {
+func (b *Backend) queueChoose(c *choice, qp Ptr, heads, kvHeads, group, k, total, most, kv int, page, hd, kvt int32) {
 	q := &b.qq
-	if len(q.calls) > 0 && (q.cPage != page || q.cHd != hd) {
+	if len(q.calls) > 0 && (q.cPage != page || q.cHd != hd || q.cKvt != kvt) {
 		b.flushQuest()
 	}
 	q.calls = append(q.calls, questJob{c: c, q: qp, ints: int32(len(q.cInts)), bounds: int32(len(q.cPtrs)),
@@ -104,7 +106,7 @@ func (b *Backend) queueChoose(c *choice, qp Ptr, heads, kvHeads, group, k, total
 	q.cPtrs = append(q.cPtrs, b.hPtrs...)
 	q.scores += int64(total)
 	q.cMost, q.cHeads, q.cKV = max(q.cMost, most), max(q.cHeads, heads), max(q.cKV, kvHeads)
-	q.cPage, q.cHd = page, hd
+	q.cPage, q.cHd, q.cKvt = page, hd, kvt
 	c.pending = true
 	b.questNow()
 }
@@ -153,7 +155,7 @@ func (b *Backend) flushQuest() {
 	}
 	if n := len(q.calls); n > 0 {
 		per := questScorePages(int(q.cHd))
-		b.launch("be_quest_score_batch", Dim3{(q.cMost + per - 1) / per, q.cKV, n}, Dim3{questScoreThreads, 1, 1}, p[4], p[2], p[3], q.cHd)
+		b.launch("be_quest_score_batch", Dim3{(q.cMost + per - 1) / per, q.cKV, n}, Dim3{questScoreThreads, 1, 1}, p[4], p[2], p[3], q.cHd, q.cKvt)
 		// The pool as it is now: a pool that grew since a Choose was queued
 		// holds its lists at the same offsets.
 		b.launch("be_quest_choose_batch", Dim3{q.cHeads, n, 1}, Dim3{questChooseThreads, 1, 1}, p[4], p[2], q.cPage, b.pt.pool)
