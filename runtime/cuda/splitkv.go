@@ -52,8 +52,13 @@ func combineOf() (string, error) {
 // chunks (a batch's), rows of up to 4 heads on the tensor cores merge
 // fused: 8 streams of 32/16 (128 rows of 2 heads, 2 and 4 chunks) at 1K /
 // 2K 33.3 / 55.0 µs against 37.7 / 59.3 with the combine launch (H100,
-// 2026-12-06). Rows of 8 heads, and rows off the tensor cores (a batch's
-// shifted or accumulating calls), keep the combine there: untimed.
+// 2026-12-06). Rows of 8 heads on the tensor cores (28/4, 16/2) merge fused
+// where there are fusedRows8 rows or more over at most mergeGroup chunks
+// (H100, 2026-12-06, batches of 4-24 streams at 512-4K, the combine
+// against the fused merge): 24 rows 0.2-3.3 µs faster over 5-11 chunks, 32
+// rows 0.2-3.9, 48-96 rows 2.7-16.1; 8 and 16 rows 4.0 slower to 0.8
+// faster. Rows off the tensor cores (a batch's shifted or accumulating
+// calls) keep the combine there: untimed.
 func fusedFor(mode string, vg, rows, chunks int, tc bool) bool {
 	switch mode {
 	case "fused":
@@ -62,6 +67,9 @@ func fusedFor(mode string, vg, rows, chunks int, tc bool) bool {
 		return false
 	}
 	if chunks <= fusedFew && rows >= fusedRows && vg <= 4 && tc {
+		return true
+	}
+	if vg == 8 && tc && rows >= fusedRows8 && chunks <= mergeGroup {
 		return true
 	}
 	if chunks > mergeGroup {
@@ -73,6 +81,10 @@ func fusedFor(mode string, vg, rows, chunks int, tc bool) bool {
 // fusedRows is the least number of MHA split rows that merge in the split
 // kernel over any number of chunks (fusedFor).
 const fusedRows = 32
+
+// fusedRows8 is the least number of split rows of 8 heads on the tensor
+// cores that merge in the split kernel (fusedFor).
+const fusedRows8 = 24
 
 // fusedFew is the most chunks a row of up to 4 heads on the tensor cores
 // has where fusedRows rows or more merge in the split kernel (fusedFor).

@@ -187,7 +187,7 @@ func TestAttendBatchTCGPU(t *testing.T) {
 	defer c.Close()
 	rng := rand.New(rand.NewPCG(17, 5))
 	for _, hd := range []int{64, 128} {
-		for _, hk := range [][2]int{{32, 8}, {16, 2}, {32, 16}, {28, 4}} { // 32/16: 128 rows of two heads, fused where they have at most 4 chunks (fusedFew); 28/4: 32 rows of seven
+		for _, hk := range [][2]int{{32, 8}, {16, 2}, {32, 16}, {28, 4}} { // 32/16: 128 rows of two heads, fused where they have at most 4 chunks (fusedFew); 28/4: 32 rows of seven, fused over at most 16 chunks (fusedRows8)
 			for _, ps := range []int{16, 64} {
 				t.Run(fmt.Sprintf("hd%d/%dx%d/page%d", hd, hk[0], hk[1], ps), func(t *testing.T) {
 					batchTCCase(t, c, g, rng, hd, hk[0], hk[1], ps)
