@@ -33,9 +33,11 @@ func combineOf() (string, error) {
 // to a separate combine launch, in mode (combineOf), for a launch of rows
 // split rows of chunks chunks each, on the tensor cores (tc) or not: by
 // default rows of one head where there are fusedRows of them or each has
-// at most mergeGroup chunks (one level of merges), and rows of 4 heads on
-// the tensor cores over at most mergeGroup chunks; "fused" or "separate"
-// force one form.
+// at most mergeGroup chunks (one level of merges), rows of 4 heads on the
+// tensor cores over at most mergeGroup chunks, fusedRows rows or more of
+// up to 4 heads on the tensor cores over at most fusedFew chunks, and
+// fusedRows8 rows or more of 8 heads on the tensor cores over at most
+// mergeGroup chunks; "fused" or "separate" force one form.
 //
 // Measured on the H100 (docs/benchmarks.md). MHA rows fused (2026-12-06):
 // 32 rows 0.3-0.8 µs faster on attn_rt at 512-16K, over 17-65 chunks a
