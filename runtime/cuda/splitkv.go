@@ -57,7 +57,7 @@ func combineOf() (string, error) {
 // 2026-12-06). Rows of 8 heads on the tensor cores (28/4, 16/2) merge fused
 // where there are fusedRows8 rows or more over at most mergeGroup chunks
 // (H100, 2026-12-06, batches of 4-24 streams at 512-4K, the combine
-// against the fused merge): 24 rows 0.2-3.3 µs faster over 5-11 chunks, 32
+// against the fused merge): 24 rows level to 3.3 µs faster over 5-11 chunks, 32
 // rows 0.2-3.9, 48-96 rows 2.7-16.1; 8 and 16 rows 4.0 slower to 0.8
 // faster. Rows off the tensor cores (a batch's shifted or accumulating
 // calls) keep the combine there: untimed.
