@@ -778,6 +778,16 @@ __device__ __forceinline__ void quest_score_block(double* out, const float* q, c
     for (int j = 0; j < group; ++j) most = max(most, ints[2 * (h0 + j)]);
     if (most <= p0) return;  // the whole block
     const int rows = min(pages, most - p0);
+    // The group's query loaded into registers first, stored after the
+    // bounds' loads are issued: its loads overlap theirs (they were issued
+    // after the bounds had landed in shared memory).
+    const bool held = group * hd <= QS_QD;
+    float qv[QS_QD / QS_NT];
+#pragma unroll
+    for (int k = 0; k < QS_QD / QS_NT; ++k) {
+        const int i = tid + k * QS_NT;
+        if (held && i < group * hd) qv[k] = __ldg(q + (long long)h0 * hd + i);
+    }
     // 16 bytes hold 4 float32 bounds or 8 bf16 ones; w (2*hd, hd a multiple
     // of 4) is a multiple of 8, so no 16 bytes straddle two rows.
     const int per = kvt == KV_BF16 ? 8 : 4;
@@ -810,9 +820,11 @@ __device__ __forceinline__ void quest_score_block(double* out, const float* q, c
             }
         }
     }
-    const bool held = group * hd <= QS_QD;
-    if (held)
-        for (int i = tid; i < group * hd; i += QS_NT) sq[i] = (double)q[(long long)h0 * hd + i];
+#pragma unroll
+    for (int k = 0; k < QS_QD / QS_NT; ++k) {
+        const int i = tid + k * QS_NT;
+        if (held && i < group * hd) sq[i] = (double)qv[k];
+    }
     __syncthreads();
     for (int x = tid; x < rows * group; x += QS_NT) {
         const int r = x % rows, j = x / rows, h = h0 + j, p = p0 + r;
