@@ -758,22 +758,30 @@ extern "C" __global__ void be_quest_extend(const u64* ptrs, const int* ints, int
 // 128 at 32K on the H100). ints [2*heads]: pages of head h (0: skipped)
 // and the offset of its scores in out.
 // quest_score_block is block (bx, g) of a grid (ceil(most pages /
-// qs_pages(hd)), kvHeads) of QS_NT threads: the qs_pages(hd) pages from
-// bx*qs_pages(hd) on of KV head g, for every query head of its group. A
-// page's bounds are 2*hd values of type kvt in a row and the block's pages
-// are one run of memory: the block copies it into shared memory (as floats)
-// at once, eight 16-byte loads a thread in flight (a thread a page, reading its own row in order,
-// had one load at a time in flight: 113 µs under ncu for 32/8 heads of 128
-// at 32K on the H100), then sums each (page, head) in channel order.
+// qs_pages(hd, kvt)), kvHeads) of QS_NT threads: the qs_pages(hd, kvt) pages
+// from bx*qs_pages(hd, kvt) on of KV head g, for every query head of its
+// group. A page's bounds are 2*hd values of type kvt in a row and the
+// block's pages are one run of memory: the block copies it into shared
+// memory at once, eight 16-byte loads a thread in flight (a thread a page,
+// reading its own row in order, had one load at a time in flight: 113 µs
+// under ncu for 32/8 heads of 128 at 32K on the H100), then sums each
+// (page, head) in channel order. Float32 bounds are staged as they are, in
+// rows of 2*hd+1 floats; bf16 bounds as bf16, in rows of 2*hd+2 (hd+1
+// words: odd, so a warp's 32 pages fall in 32 banks), twice the pages in
+// the same shared memory, so that a group of 4 heads of 128 gives each of
+// the block's threads a sum (staged as floats, half of them sat idle).
 #define QS_NT 256
-#define QS_FLOATS 8192  // the bounds a block stages (rows padded by one float)
+#define QS_FLOATS 8192  // the bounds a block stages, in 4-byte words (and QS_NT words of the rows' padding)
 #define QS_QD 1024      // the group's query channels a block holds as doubles (more: converted as read)
-__device__ __forceinline__ int qs_pages(int hd) { return min(QS_NT, QS_FLOATS / (2 * hd)); }
+__device__ __forceinline__ int qs_pages(int hd, int kvt) { return min(QS_NT, (kvt == KV_BF16 ? 2 : 1) * QS_FLOATS / (2 * hd)); }
 __device__ __forceinline__ void quest_score_block(double* out, const float* q, const u64* bounds, const int* ints, int group, int hd,
                                                   int kvt, int g, int bx) {
     __shared__ float sb[QS_FLOATS + QS_NT];
     __shared__ double sq[QS_QD];
-    const int tid = threadIdx.x, h0 = g * group, w = 2 * hd, pitch = w + 1, pages = qs_pages(hd), p0 = bx * pages;
+    const bool b16 = kvt == KV_BF16;
+    const int tid = threadIdx.x, h0 = g * group, w = 2 * hd, pages = qs_pages(hd, kvt), p0 = bx * pages;
+    const int pitch = b16 ? w + 2 : w + 1;  // a row's values in shared memory
+    u16* sh = reinterpret_cast<u16*>(sb);
     int most = 0;  // the most pages a head of the group scores (0: none asked)
     for (int j = 0; j < group; ++j) most = max(most, ints[2 * (h0 + j)]);
     if (most <= p0) return;  // the whole block
@@ -790,8 +798,8 @@ __device__ __forceinline__ void quest_score_block(double* out, const float* q, c
     }
     // 16 bytes hold 4 float32 bounds or 8 bf16 ones; w (2*hd, hd a multiple
     // of 4) is a multiple of 8, so no 16 bytes straddle two rows.
-    const int per = kvt == KV_BF16 ? 8 : 4;
-    const uint4* src = reinterpret_cast<const uint4*>((const char*)bounds[g] + (long long)p0 * w * (kvt == KV_BF16 ? 2 : 4));
+    const int per = b16 ? 8 : 4;
+    const uint4* src = reinterpret_cast<const uint4*>((const char*)bounds[g] + (long long)p0 * w * (b16 ? 2 : 4));
     const int n16 = rows * w / per;
     for (int x0 = 0; x0 < n16; x0 += 8 * QS_NT) {
         uint4 v[8];
@@ -805,17 +813,20 @@ __device__ __forceinline__ void quest_score_block(double* out, const float* q, c
             const int x = x0 + u * QS_NT + tid;
             if (x < n16) {
                 const int e = per * x, r = e / w;
-                float* d = sb + r * pitch + (e - r * w);  // per values of one row
-                const u32 wd[4] = {v[u].x, v[u].y, v[u].z, v[u].w};
-                if (per == 8) {
-#pragma unroll
-                    for (int i = 0; i < 4; ++i) {
-                        d[2 * i] = __uint_as_float(wd[i] << 16);
-                        d[2 * i + 1] = __uint_as_float(wd[i] & 0xffff0000u);
-                    }
+                if (b16) {
+                    // 8 bf16 of one row: 4 words (a row starts on a word:
+                    // pitch is even, and e - r*w a multiple of 8).
+                    u32* d = reinterpret_cast<u32*>(sh + r * pitch + (e - r * w));
+                    d[0] = v[u].x;
+                    d[1] = v[u].y;
+                    d[2] = v[u].z;
+                    d[3] = v[u].w;
                 } else {
-#pragma unroll
-                    for (int i = 0; i < 4; ++i) d[i] = __uint_as_float(wd[i]);
+                    float* d = sb + r * pitch + (e - r * w);
+                    d[0] = __uint_as_float(v[u].x);
+                    d[1] = __uint_as_float(v[u].y);
+                    d[2] = __uint_as_float(v[u].z);
+                    d[3] = __uint_as_float(v[u].w);
                 }
             }
         }
@@ -829,19 +840,36 @@ __device__ __forceinline__ void quest_score_block(double* out, const float* q, c
     for (int x = tid; x < rows * group; x += QS_NT) {
         const int r = x % rows, j = x / rows, h = h0 + j, p = p0 + r;
         if (p >= ints[2 * h]) continue;
-        const float* lo = sb + r * pitch;
         double s = 0.0;
-        if (held) {
-            const double* qh = sq + j * hd;
-            for (int i = 0; i < hd; i++) {
-                const double xq = qh[i];
-                s = __fma_rn(xq, (double)lo[i + (xq >= 0.0 ? hd : 0)], s);
+        if (b16) {
+            const u16* lo = sh + r * pitch;
+            if (held) {
+                const double* qh = sq + j * hd;
+                for (int i = 0; i < hd; i++) {
+                    const double xq = qh[i];
+                    s = __fma_rn(xq, (double)be_bf16(lo[i + (xq >= 0.0 ? hd : 0)]), s);
+                }
+            } else {
+                const float* qh = q + (long long)h * hd;
+                for (int i = 0; i < hd; i++) {
+                    const float xf = qh[i];
+                    s = __fma_rn((double)xf, (double)be_bf16(lo[i + (xf >= 0.f ? hd : 0)]), s);
+                }
             }
         } else {
-            const float* qh = q + (long long)h * hd;
-            for (int i = 0; i < hd; i++) {
-                const float xf = qh[i];
-                s = __fma_rn((double)xf, (double)lo[i + (xf >= 0.f ? hd : 0)], s);
+            const float* lo = sb + r * pitch;
+            if (held) {
+                const double* qh = sq + j * hd;
+                for (int i = 0; i < hd; i++) {
+                    const double xq = qh[i];
+                    s = __fma_rn(xq, (double)lo[i + (xq >= 0.0 ? hd : 0)], s);
+                }
+            } else {
+                const float* qh = q + (long long)h * hd;
+                for (int i = 0; i < hd; i++) {
+                    const float xf = qh[i];
+                    s = __fma_rn((double)xf, (double)lo[i + (xf >= 0.f ? hd : 0)], s);
+                }
             }
         }
         out[ints[2 * h + 1] + p] = s;

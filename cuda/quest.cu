@@ -264,7 +264,7 @@ struct QuestCall {
 };
 
 // be_quest_score_batch is be_quest_score over the calls of tab: grid
-// (ceil(most pages / qs_pages(hd)), most KV heads, calls), block QS_NT;
+// (ceil(most pages / qs_pages(hd, kvt)), most KV heads, calls), block QS_NT;
 // every call's bounds of page type kvt.
 extern "C" __global__ void __launch_bounds__(QS_NT) be_quest_score_batch(const QuestCall* __restrict__ tab,
                                                                         const int* __restrict__ ints,

@@ -189,8 +189,10 @@ func (pb *pageBounds) Score(a *runtime.AttnArgs, out [][]float64) {
 	b.reserve(b.metaSpan())
 	ints, ptrs := b.putMeta()
 	dev := b.grow(&b.pscore, int64(total)*8)
-	b.launch("be_quest_score", Dim3{(most + questScorePages(hd) - 1) / questScorePages(hd), a.KVHeads, 1}, Dim3{questScoreThreads, 1, 1},
-		dev, b.f32(a.Q), ptrs, ints, int32(group), int32(hd), max(pb.kvt, 0))
+	kvt := max(pb.kvt, 0)
+	per := questScorePages(hd, kvt)
+	b.launch("be_quest_score", Dim3{(most + per - 1) / per, a.KVHeads, 1}, Dim3{questScoreThreads, 1, 1},
+		dev, b.f32(a.Q), ptrs, ints, int32(group), int32(hd), kvt)
 	if cap(b.hF64) < total {
 		b.hF64 = make([]float64, total, total+total/4+256)
 	}
@@ -336,9 +338,14 @@ const questChooseThreads = 512
 const questScoreThreads = 256
 
 // questScorePages is the pages a block of be_quest_score scores for head
-// dim hd (qs_pages in backend.cu: QS_FLOATS floats of bounds, at most a
-// page a thread).
-func questScorePages(hd int) int { return min(questScoreThreads, 8192/(2*hd)) }
+// dim hd and bounds of page type kvt (qs_pages in backend.cu: QS_FLOATS
+// words of bounds, two bf16 a word, at most a page a thread).
+func questScorePages(hd int, kvt int32) int {
+	if kvt == kvBF16 {
+		return min(questScoreThreads, 2*8192/(2*hd))
+	}
+	return min(questScoreThreads, 8192/(2*hd))
+}
 
 // Count is the number of tokens query head h attends (-1: every token).
 func (c *choice) Count(h int) int { return c.counts[h] }

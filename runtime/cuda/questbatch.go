@@ -154,7 +154,7 @@ func (b *Backend) flushQuest() {
 			p[1], p[0], q.xPage, q.xHd, q.xKvt)
 	}
 	if n := len(q.calls); n > 0 {
-		per := questScorePages(int(q.cHd))
+		per := questScorePages(int(q.cHd), q.cKvt)
 		b.launch("be_quest_score_batch", Dim3{(q.cMost + per - 1) / per, q.cKV, n}, Dim3{questScoreThreads, 1, 1}, p[4], p[2], p[3], q.cHd, q.cKvt)
 		// The pool as it is now: a pool that grew since a Choose was queued
 		// holds its lists at the same offsets.
