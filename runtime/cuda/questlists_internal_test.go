@@ -127,15 +127,29 @@ func TestFlushQuest(t *testing.T) {
 		Seqs: seqs, Q: b.Alloc(cfg.Heads * cfg.HeadDim), Out: b.Alloc(cfg.Heads * cfg.HeadDim)}
 	pb.Choose(a, 4) // its buffers made (and cleared) first
 	b.FlushQuest()
-	l0, _, _, _ := FakeCounts()
+	l0, c0, _, _ := FakeCounts()
 	pb.Choose(a, 4)
-	l1, _, _, _ := FakeCounts()
+	l1, c1, _, _ := FakeCounts()
 	b.FlushQuest()
-	l2, _, _, _ := FakeCounts()
+	l2, c2, _, _ := FakeCounts()
 	b.FlushQuest()
-	l3, _, _, _ := FakeCounts()
-	if l1 != l0 || l2-l1 < 2 || l3 != l2 {
-		t.Fatalf("launches: Choose %d, FlushQuest %d, again %d; want 0, the score and the choice, 0", l1-l0, l2-l1, l3-l2)
+	l3, c3, _, _ := FakeCounts()
+	if l1 != l0 || l2-l1 < 3 || l3 != l2 {
+		t.Fatalf("launches: Choose %d, FlushQuest %d, again %d; want 0, the metadata's carrier, the score and the choice, 0", l1-l0, l2-l1, l3-l2)
+	}
+	// Its metadata carried by a launch (putCarried), not copied; with the
+	// carriers off (KVBENCH_RTB_PUT=0), one copy.
+	if c1 != c0 || c2 != c1 || c3 != c2 {
+		t.Fatalf("copies: Choose %d, FlushQuest %d, again %d; want none", c1-c0, c2-c1, c3-c2)
+	}
+	was := b.putLaunches
+	b.putLaunches = 0
+	defer func() { b.putLaunches = was }()
+	pb.Choose(a, 4)
+	_, c4, _, _ := FakeCounts()
+	b.FlushQuest()
+	if _, c5, _, _ := FakeCounts(); c5-c4 != 1 {
+		t.Fatalf("carriers off: FlushQuest made %d copies, want 1", c5-c4)
 	}
 }
 
