@@ -22,6 +22,7 @@ type pageBounds struct {
 	kvt      int32        // the bounds' page type (kvF32, kvBF16): the cache's, -1 before the first tokens
 	heads    []boundsHead // [kvHeads]
 	ch       choice       // Choose's selection
+	gen      uint64       // 1 + the flush count (questQueue.gen) when it was last extended
 }
 
 // boundsHead is the bounds of one KV head.
@@ -72,6 +73,12 @@ func (pb *pageBounds) Extend(seqs []runtime.KVSeq) {
 	if len(seqs) != len(pb.heads) {
 		panic(fmt.Sprintf("cuda: PageBounds.Extend with %d sequences for %d kv heads", len(seqs), len(pb.heads)))
 	}
+	if pb.gen == b.qq.gen+1 {
+		// Already extended in the queue: launched first. One launch of
+		// both would fold them side by side, each reading and writing the
+		// same partial page (the later one's fold could be lost).
+		b.flushQuest()
+	}
 	pb.setType(seqs)
 	// Room first: growing waits for the stream, which restarts the arena.
 	touched := 0
@@ -120,6 +127,7 @@ func (pb *pageBounds) Extend(seqs []runtime.KVSeq) {
 		panic(fmt.Sprintf("cuda: PageBounds.Extend over pages of type %d, bounds of type %d", t, pb.kvt))
 	}
 	b.queueExtend(touched, int32(pb.page), int32(pb.hd), pb.kvt) // launched with the batch's others (questbatch.go)
+	pb.gen = b.qq.gen + 1                                        // after queueExtend, which may flush first
 	for g := range seqs {
 		pb.heads[g].n = seqs[g].N
 	}

@@ -212,3 +212,66 @@ func TestQuestListsBatch(t *testing.T) {
 		})
 	}
 }
+
+// TestFlushQuestFusedExtend checks where Quest's Extends run: one token a
+// KV head folds in the choice's launch (no be_quest_extend), more tokens in
+// a be_quest_extend before the scores, as with KVBENCH_QUEST_FUSE=off; bounds
+// extended twice before a flush launch the first Extend alone, first.
+func TestFlushQuestFusedExtend(t *testing.T) {
+	b := fakeOf(t, "bf16")
+	cfg := runtime.Config{Arch: "llama", Dim: 256, Hidden: 512, Layers: 1, Heads: 4, KVHeads: 2, HeadDim: 64, Vocab: 100,
+		MaxSeq: 4096, RopeTheta: 1e4, NormEps: 1e-5}
+	kc, err := runtime.NewKVCacheOf(b, cfg, 16, runtime.BF16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	add := func(m int) []runtime.KVSeq {
+		pos := make([]int, m)
+		for i := range pos {
+			pos[i] = n + i
+		}
+		kc.Append(0, b.Alloc(m*cfg.KVDim()), b.Alloc(m*cfg.KVDim()), m, pos)
+		n += m
+		return kc.Seqs(0)
+	}
+	pb := b.NewPageBounds(cfg.KVHeads, cfg.HeadDim, 16).(*pageBounds)
+	defer pb.Free()
+	q := b.Alloc(cfg.Heads * cfg.HeadDim)
+	step := func(m ...int) (extends, chooses int64) {
+		k0 := FakeKernels()
+		var seqs []runtime.KVSeq
+		for _, x := range m {
+			seqs = add(x)
+			pb.Extend(seqs)
+		}
+		a := &runtime.AttnArgs{Rows: 1, QPos: []int{n - 1}, Heads: cfg.Heads, KVHeads: cfg.KVHeads, HeadDim: cfg.HeadDim, Scale: 0.1,
+			Seqs: seqs, Q: q, Out: b.Alloc(cfg.Heads * cfg.HeadDim)}
+		pb.Choose(a, 4)
+		b.FlushQuest()
+		k1 := FakeKernels()
+		return k1["be_quest_extend"] - k0["be_quest_extend"], k1["be_quest_choose_batch"] - k0["be_quest_choose_batch"]
+	}
+	if x, c := step(300); x != 1 || c != 1 {
+		t.Fatalf("a prompt of 300 tokens: %d be_quest_extend, %d be_quest_choose_batch; want 1 and 1", x, c)
+	}
+	if x, c := step(1); x != 0 || c != 1 {
+		t.Fatalf("one token: %d be_quest_extend, %d be_quest_choose_batch; want 0 (in the choice's launch) and 1", x, c)
+	}
+	if x, c := step(1, 1); x != 1 || c != 1 {
+		t.Fatalf("bounds extended twice: %d be_quest_extend, %d be_quest_choose_batch; want 1 (the first Extend, flushed by the second) and 1", x, c)
+	}
+	// The first Extend is launched when the second is queued, alone.
+	k0 := FakeKernels()
+	pb.Extend(add(1))
+	pb.Extend(add(1))
+	if x := FakeKernels()["be_quest_extend"] - k0["be_quest_extend"]; x != 1 {
+		t.Fatalf("bounds extended twice, no choice: the second Extend launched %d be_quest_extend before it, want 1", x)
+	}
+	b.FlushQuest()
+	b.noQuestFuse = true
+	defer func() { b.noQuestFuse = false }()
+	if x, c := step(1); x != 1 || c != 1 {
+		t.Fatalf("KVBENCH_QUEST_FUSE=off, one token: %d be_quest_extend, %d be_quest_choose_batch; want 1 and 1", x, c)
+	}
+}
