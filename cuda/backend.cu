@@ -709,15 +709,12 @@ __device__ __forceinline__ void be_st_bound(void* row, int c, int kvt, float v) 
 #define QX_B 4
 #define QX_WORDS 5
 
-// be_quest_extend folds tokens [n0, n1) of every KV head into its bounds:
-// grid (most bounds pages touched by a head, kvHeads), block min(max(hd, 32),
-// 256), a thread per channel. Block (x, g) updates bounds page n0/page + x of
-// head g: a page already holding tokens (n0 inside it) takes the minimum and
-// maximum with its new keys, a fresh page starts from its first key.
-extern "C" __global__ void be_quest_extend(const u64* ptrs, const int* ints, int page, int hd, int kvt) {
-    const int* d = ints + blockIdx.y * QX_WORDS;
+// quest_extend_block is block (x, .) of be_quest_extend for descriptor d,
+// its threads over the channels (any number of them: be_quest_choose_batch
+// runs it in its own blocks too, quest.cu).
+__device__ __forceinline__ void quest_extend_block(const u64* ptrs, const int* d, int page, int hd, int kvt, int x) {
     const int n0 = d[QX_N0], n1 = d[QX_N1], ps = d[QX_PS], koff = d[QX_K];
-    const int p = n0 / page + blockIdx.x;
+    const int p = n0 / page + x;
     const int t0 = max(n0, p * page), t1 = min(n1, (p + 1) * page);
     if (t0 >= t1) return;
     const int first = n0 - n0 % ps;
@@ -744,6 +741,15 @@ extern "C" __global__ void be_quest_extend(const u64* ptrs, const int* ints, int
     }
 }
 
+// be_quest_extend folds tokens [n0, n1) of every KV head into its bounds:
+// grid (most bounds pages touched by a head, kvHeads), block min(max(hd, 32),
+// 256), a thread per channel. Block (x, g) updates bounds page n0/page + x of
+// head g: a page already holding tokens (n0 inside it) takes the minimum and
+// maximum with its new keys, a fresh page starts from its first key.
+extern "C" __global__ void be_quest_extend(const u64* ptrs, const int* ints, int page, int hd, int kvt) {
+    quest_extend_block(ptrs, ints + blockIdx.y * QX_WORDS, page, hd, kvt, blockIdx.x);
+}
+
 // be_quest_score: the score of every page p of query head h (row 0 of q
 // [heads*hd]) against the bounds of its KV head h/group (at bounds[h/group]):
 // sum over channels in order, in double, of max(q_i lo_i, q_i hi_i), the sum
@@ -758,30 +764,50 @@ extern "C" __global__ void be_quest_extend(const u64* ptrs, const int* ints, int
 // 128 at 32K on the H100). ints [2*heads]: pages of head h (0: skipped)
 // and the offset of its scores in out.
 // quest_score_block is block (bx, g) of a grid (ceil(most pages /
-// qs_pages(hd)), kvHeads) of QS_NT threads: the qs_pages(hd) pages from
-// bx*qs_pages(hd) on of KV head g, for every query head of its group. A
-// page's bounds are 2*hd values of type kvt in a row and the block's pages
-// are one run of memory: the block copies it into shared memory (as floats)
-// at once, eight 16-byte loads a thread in flight (a thread a page, reading its own row in order,
-// had one load at a time in flight: 113 µs under ncu for 32/8 heads of 128
-// at 32K on the H100), then sums each (page, head) in channel order.
+// qs_pages(hd, kvt)), kvHeads) of QS_NT threads: the qs_pages(hd, kvt) pages
+// from bx*qs_pages(hd, kvt) on of KV head g, for every query head of its
+// group, but the last drop pages of each head (be_quest_score_batch drops
+// the last page, which Quest's choice takes unscored: its bounds may be
+// being extended meanwhile). A page's bounds are 2*hd values of type kvt in
+// a row and the block's pages are one run of memory: the block copies it into shared
+// memory at once, eight 16-byte loads a thread in flight (a thread a page,
+// reading its own row in order, had one load at a time in flight: 113 µs
+// under ncu for 32/8 heads of 128 at 32K on the H100), then sums each
+// (page, head) in channel order. Float32 bounds are staged as they are, in
+// rows of 2*hd+1 floats; bf16 bounds as bf16, in rows of 2*hd+2 (hd+1
+// words: odd, so a warp's 32 pages fall in 32 banks), twice the pages in
+// the same shared memory, so that a group of 4 heads of 128 gives each of
+// the block's threads a sum (staged as floats, half of them sat idle).
 #define QS_NT 256
-#define QS_FLOATS 8192  // the bounds a block stages (rows padded by one float)
+#define QS_FLOATS 8192  // the bounds a block stages, in 4-byte words (and QS_NT words of the rows' padding)
 #define QS_QD 1024      // the group's query channels a block holds as doubles (more: converted as read)
-__device__ __forceinline__ int qs_pages(int hd) { return min(QS_NT, QS_FLOATS / (2 * hd)); }
-__device__ __forceinline__ void quest_score_block(double* out, const float* q, const u64* bounds, const int* ints, int group, int hd,
+__device__ __forceinline__ int qs_pages(int hd, int kvt) { return min(QS_NT, (kvt == KV_BF16 ? 2 : 1) * QS_FLOATS / (2 * hd)); }
+__device__ __forceinline__ void quest_score_block(double* out, const float* q, const u64* bounds, const int* ints, int drop, int group, int hd,
                                                   int kvt, int g, int bx) {
     __shared__ float sb[QS_FLOATS + QS_NT];
     __shared__ double sq[QS_QD];
-    const int tid = threadIdx.x, h0 = g * group, w = 2 * hd, pitch = w + 1, pages = qs_pages(hd), p0 = bx * pages;
+    const bool b16 = kvt == KV_BF16;
+    const int tid = threadIdx.x, h0 = g * group, w = 2 * hd, pages = qs_pages(hd, kvt), p0 = bx * pages;
+    const int pitch = b16 ? w + 2 : w + 1;  // a row's values in shared memory
+    u16* sh = reinterpret_cast<u16*>(sb);
     int most = 0;  // the most pages a head of the group scores (0: none asked)
-    for (int j = 0; j < group; ++j) most = max(most, ints[2 * (h0 + j)]);
+    for (int j = 0; j < group; ++j) most = max(most, ints[2 * (h0 + j)] - drop);
     if (most <= p0) return;  // the whole block
     const int rows = min(pages, most - p0);
+    // The group's query loaded into registers first, stored after the
+    // bounds' loads are issued: its loads overlap theirs (they were issued
+    // after the bounds had landed in shared memory).
+    const bool held = group * hd <= QS_QD;
+    float qv[QS_QD / QS_NT];
+#pragma unroll
+    for (int k = 0; k < QS_QD / QS_NT; ++k) {
+        const int i = tid + k * QS_NT;
+        if (held && i < group * hd) qv[k] = __ldg(q + (long long)h0 * hd + i);
+    }
     // 16 bytes hold 4 float32 bounds or 8 bf16 ones; w (2*hd, hd a multiple
     // of 4) is a multiple of 8, so no 16 bytes straddle two rows.
-    const int per = kvt == KV_BF16 ? 8 : 4;
-    const uint4* src = reinterpret_cast<const uint4*>((const char*)bounds[g] + (long long)p0 * w * (kvt == KV_BF16 ? 2 : 4));
+    const int per = b16 ? 8 : 4;
+    const uint4* src = reinterpret_cast<const uint4*>((const char*)bounds[g] + (long long)p0 * w * (b16 ? 2 : 4));
     const int n16 = rows * w / per;
     for (int x0 = 0; x0 < n16; x0 += 8 * QS_NT) {
         uint4 v[8];
@@ -795,41 +821,63 @@ __device__ __forceinline__ void quest_score_block(double* out, const float* q, c
             const int x = x0 + u * QS_NT + tid;
             if (x < n16) {
                 const int e = per * x, r = e / w;
-                float* d = sb + r * pitch + (e - r * w);  // per values of one row
-                const u32 wd[4] = {v[u].x, v[u].y, v[u].z, v[u].w};
-                if (per == 8) {
-#pragma unroll
-                    for (int i = 0; i < 4; ++i) {
-                        d[2 * i] = __uint_as_float(wd[i] << 16);
-                        d[2 * i + 1] = __uint_as_float(wd[i] & 0xffff0000u);
-                    }
+                if (b16) {
+                    // 8 bf16 of one row: 4 words (a row starts on a word:
+                    // pitch is even, and e - r*w a multiple of 8).
+                    u32* d = reinterpret_cast<u32*>(sh + r * pitch + (e - r * w));
+                    d[0] = v[u].x;
+                    d[1] = v[u].y;
+                    d[2] = v[u].z;
+                    d[3] = v[u].w;
                 } else {
-#pragma unroll
-                    for (int i = 0; i < 4; ++i) d[i] = __uint_as_float(wd[i]);
+                    float* d = sb + r * pitch + (e - r * w);
+                    d[0] = __uint_as_float(v[u].x);
+                    d[1] = __uint_as_float(v[u].y);
+                    d[2] = __uint_as_float(v[u].z);
+                    d[3] = __uint_as_float(v[u].w);
                 }
             }
         }
     }
-    const bool held = group * hd <= QS_QD;
-    if (held)
-        for (int i = tid; i < group * hd; i += QS_NT) sq[i] = (double)q[(long long)h0 * hd + i];
+#pragma unroll
+    for (int k = 0; k < QS_QD / QS_NT; ++k) {
+        const int i = tid + k * QS_NT;
+        if (held && i < group * hd) sq[i] = (double)qv[k];
+    }
     __syncthreads();
     for (int x = tid; x < rows * group; x += QS_NT) {
         const int r = x % rows, j = x / rows, h = h0 + j, p = p0 + r;
-        if (p >= ints[2 * h]) continue;
-        const float* lo = sb + r * pitch;
+        if (p >= ints[2 * h] - drop) continue;
         double s = 0.0;
-        if (held) {
-            const double* qh = sq + j * hd;
-            for (int i = 0; i < hd; i++) {
-                const double xq = qh[i];
-                s = __fma_rn(xq, (double)lo[i + (xq >= 0.0 ? hd : 0)], s);
+        if (b16) {
+            const u16* lo = sh + r * pitch;
+            if (held) {
+                const double* qh = sq + j * hd;
+                for (int i = 0; i < hd; i++) {
+                    const double xq = qh[i];
+                    s = __fma_rn(xq, (double)be_bf16(lo[i + (xq >= 0.0 ? hd : 0)]), s);
+                }
+            } else {
+                const float* qh = q + (long long)h * hd;
+                for (int i = 0; i < hd; i++) {
+                    const float xf = qh[i];
+                    s = __fma_rn((double)xf, (double)be_bf16(lo[i + (xf >= 0.f ? hd : 0)]), s);
+                }
             }
         } else {
-            const float* qh = q + (long long)h * hd;
-            for (int i = 0; i < hd; i++) {
-                const float xf = qh[i];
-                s = __fma_rn((double)xf, (double)lo[i + (xf >= 0.f ? hd : 0)], s);
+            const float* lo = sb + r * pitch;
+            if (held) {
+                const double* qh = sq + j * hd;
+                for (int i = 0; i < hd; i++) {
+                    const double xq = qh[i];
+                    s = __fma_rn(xq, (double)lo[i + (xq >= 0.0 ? hd : 0)], s);
+                }
+            } else {
+                const float* qh = q + (long long)h * hd;
+                for (int i = 0; i < hd; i++) {
+                    const float xf = qh[i];
+                    s = __fma_rn((double)xf, (double)lo[i + (xf >= 0.f ? hd : 0)], s);
+                }
             }
         }
         out[ints[2 * h + 1] + p] = s;
@@ -838,7 +886,7 @@ __device__ __forceinline__ void quest_score_block(double* out, const float* q, c
 
 extern "C" __global__ void __launch_bounds__(QS_NT) be_quest_score(double* out, const float* q, const u64* bounds, const int* ints,
                                                                   int group, int hd, int kvt) {
-    quest_score_block(out, q, bounds, ints, group, hd, kvt, blockIdx.y, blockIdx.x);
+    quest_score_block(out, q, bounds, ints, 0, group, hd, kvt, blockIdx.y, blockIdx.x);
 }
 
 // ---- conversions around cuBLAS (MatMul of many rows) ----

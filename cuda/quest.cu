@@ -263,23 +263,38 @@ struct QuestCall {
     int lists, kv;  // the heads' page lists in the pool (-1: none), their KV heads' list offsets in ints
 };
 
-// be_quest_score_batch is be_quest_score over the calls of tab: grid
-// (ceil(most pages / qs_pages(hd)), most KV heads, calls), block QS_NT;
-// every call's bounds of page type kvt.
+// be_quest_score_batch is be_quest_score over the calls of tab, but for the
+// last page of each head, which the choice takes unscored: grid (ceil(most
+// pages / qs_pages(hd, kvt)), most KV heads, calls), block QS_NT; every call's
+// bounds of page type kvt.
 extern "C" __global__ void __launch_bounds__(QS_NT) be_quest_score_batch(const QuestCall* __restrict__ tab,
                                                                         const int* __restrict__ ints,
                                                                         const u64* __restrict__ ptrs, int hd, int kvt) {
     const QuestCall e = tab[blockIdx.z];
     const int g = blockIdx.y;
     if (g * e.group >= e.heads) return;
-    quest_score_block(e.scores, e.q, ptrs + e.bounds, ints + e.ints, e.group, hd, kvt, g, blockIdx.x);
+    quest_score_block(e.scores, e.q, ptrs + e.bounds, ints + e.ints, 1, e.group, hd, kvt, g, blockIdx.x);
 }
 
 // be_quest_choose_batch is quest_choose_block over the calls of tab: grid (most
-// heads, calls), block QC_NT; a block past its call's heads does nothing.
-// pool: the device page tables (the calls' page lists, where they have them).
+// heads, calls + xRows), block QC_NT; a block past its call's heads does
+// nothing. pool: the device page tables (the calls' page lists,
+// where they have them). Blocks of rows calls on fold one token each into
+// the bounds, as be_quest_extend does: block (x, calls + y) takes its
+// descriptor y * gridDim.x + x of the nx at xInts (their pointers at xPtrs,
+// of head dim xHd and page type xKvt), where every descriptor folds at most
+// one token, into the last page of its KV head, which the calls' scores
+// (be_quest_score_batch) leave out: one launch fewer in Quest's chain a
+// layer (Backend.flushQuest).
 extern "C" __global__ void __launch_bounds__(QC_NT) be_quest_choose_batch(const QuestCall* __restrict__ tab,
-                                                                          const int* __restrict__ ints, int page, u64* pool) {
+                                                                          const int* __restrict__ ints, int page, u64* pool, int calls,
+                                                                          const u64* __restrict__ xPtrs, const int* __restrict__ xInts,
+                                                                          int nx, int xHd, int xKvt) {
+    if ((int)blockIdx.y >= calls) {
+        const int d = ((int)blockIdx.y - calls) * (int)gridDim.x + (int)blockIdx.x;
+        if (d < nx) quest_extend_block(xPtrs, xInts + d * QX_WORDS, page, xHd, xKvt, 0);
+        return;
+    }
     const QuestCall e = tab[blockIdx.y];
     if ((int)blockIdx.x >= e.heads) return;
     quest_choose_block(e.scores, ints + e.ints, e.heads, e.group, e.K, page, e.cap, e.pages, e.sel, e.cov, e.done, pool, e.lists,

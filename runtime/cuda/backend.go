@@ -73,6 +73,7 @@ type Backend struct {
 	noAccPace   bool       // KVBENCH_ACC_PACE=off: a pass's deferred reads are waited for at once (AccMark)
 	noWideKV    bool       // KVBENCH_KV_WIDE=off: a prompt's KV rows stored a channel a thread (be_kv_append), not four
 	noLists     bool       // KVBENCH_QUEST_LISTS=off: Quest's calls gather their chosen tokens (no page lists, questlists.go)
+	noQuestFuse bool       // KVBENCH_QUEST_FUSE=off: Quest's Extends launched apart, before the scores (questbatch.go)
 	accSide     bool       // KVBENCH_ACC_STREAM=on: deferred reads copy on the side stream (lateacc.go)
 	hRec        []float32
 	hF64        []float64
@@ -623,6 +624,7 @@ func (b *Backend) readSwitches() error {
 		{"KVBENCH_ACC_PACE", &b.noAccPace},
 		{"KVBENCH_KV_WIDE", &b.noWideKV},
 		{"KVBENCH_QUEST_LISTS", &b.noLists},
+		{"KVBENCH_QUEST_FUSE", &b.noQuestFuse},
 	} {
 		off, err := envOff(sw.name)
 		if err != nil {

@@ -22,6 +22,7 @@ type pageBounds struct {
 	kvt      int32        // the bounds' page type (kvF32, kvBF16): the cache's, -1 before the first tokens
 	heads    []boundsHead // [kvHeads]
 	ch       choice       // Choose's selection
+	gen      uint64       // 1 + the flush count (questQueue.gen) when it was last extended
 }
 
 // boundsHead is the bounds of one KV head.
@@ -72,6 +73,12 @@ func (pb *pageBounds) Extend(seqs []runtime.KVSeq) {
 	if len(seqs) != len(pb.heads) {
 		panic(fmt.Sprintf("cuda: PageBounds.Extend with %d sequences for %d kv heads", len(seqs), len(pb.heads)))
 	}
+	if pb.gen == b.qq.gen+1 {
+		// Already extended in the queue: launched first. One launch of
+		// both would fold them side by side, each reading and writing the
+		// same partial page (the later one's fold could be lost).
+		b.flushQuest()
+	}
 	pb.setType(seqs)
 	// Room first: growing waits for the stream, which restarts the arena.
 	touched := 0
@@ -120,6 +127,7 @@ func (pb *pageBounds) Extend(seqs []runtime.KVSeq) {
 		panic(fmt.Sprintf("cuda: PageBounds.Extend over pages of type %d, bounds of type %d", t, pb.kvt))
 	}
 	b.queueExtend(touched, int32(pb.page), int32(pb.hd), pb.kvt) // launched with the batch's others (questbatch.go)
+	pb.gen = b.qq.gen + 1                                        // after queueExtend, which may flush first
 	for g := range seqs {
 		pb.heads[g].n = seqs[g].N
 	}
@@ -189,8 +197,10 @@ func (pb *pageBounds) Score(a *runtime.AttnArgs, out [][]float64) {
 	b.reserve(b.metaSpan())
 	ints, ptrs := b.putMeta()
 	dev := b.grow(&b.pscore, int64(total)*8)
-	b.launch("be_quest_score", Dim3{(most + questScorePages(hd) - 1) / questScorePages(hd), a.KVHeads, 1}, Dim3{questScoreThreads, 1, 1},
-		dev, b.f32(a.Q), ptrs, ints, int32(group), int32(hd), max(pb.kvt, 0))
+	kvt := max(pb.kvt, 0)
+	per := questScorePages(hd, kvt)
+	b.launch("be_quest_score", Dim3{(most + per - 1) / per, a.KVHeads, 1}, Dim3{questScoreThreads, 1, 1},
+		dev, b.f32(a.Q), ptrs, ints, int32(group), int32(hd), kvt)
 	if cap(b.hF64) < total {
 		b.hF64 = make([]float64, total, total+total/4+256)
 	}
@@ -336,9 +346,14 @@ const questChooseThreads = 512
 const questScoreThreads = 256
 
 // questScorePages is the pages a block of be_quest_score scores for head
-// dim hd (qs_pages in backend.cu: QS_FLOATS floats of bounds, at most a
-// page a thread).
-func questScorePages(hd int) int { return min(questScoreThreads, 8192/(2*hd)) }
+// dim hd and bounds of page type kvt (qs_pages in backend.cu: QS_FLOATS
+// words of bounds, two bf16 a word, at most a page a thread).
+func questScorePages(hd int, kvt int32) int {
+	if kvt == kvBF16 {
+		return min(questScoreThreads, 2*8192/(2*hd))
+	}
+	return min(questScoreThreads, 8192/(2*hd))
+}
 
 // Count is the number of tokens query head h attends (-1: every token).
 func (c *choice) Count(h int) int { return c.counts[h] }

@@ -16,7 +16,8 @@ import (
 // back, a bounds or choice buffer freed or grown): every queued Extend as
 // one be_quest_extend (its descriptors are per KV head already), every
 // queued Choose as one be_quest_score_batch and one be_quest_choose_batch
-// over a table of calls (QuestCall in quest.cu), with one upload. A
+// over a table of calls (QuestCall in quest.cu), with one upload (carried
+// by attn_rtb_put launches where they fit: putCarried). A
 // choice's counts are known on the host when Choose returns; its token
 // indices wait for the launch, and its distinct-token counts too, which the
 // device writes straight into the choice's pinned host memory (no read).
@@ -31,6 +32,11 @@ type questQueue struct {
 	xPtrs            []uint64
 	xMost            int
 	xPage, xHd, xKvt int32
+	// xMany: some descriptor folds more than one token (into pages the
+	// scores may read: the Extends then run before them, not beside the
+	// choice).
+	xMany bool
+	gen   uint64 // counts the flushes (pageBounds.gen: the last one whose queue it extended)
 	// Chooses: their ints (2*heads + kvHeads each: be_quest_score's and
 	// be_quest_choose_batch's layout), their KV heads' bounds (every one of
 	// the same page, head dim and page type), the calls.
@@ -76,6 +82,7 @@ func (b *Backend) queueExtend(touched int, page, hd, kvt int32) {
 			d[2] += base
 			d[4] += base
 		}
+		q.xMany = q.xMany || d[1]-d[0] > 1
 		q.xInts = append(q.xInts, d...)
 	}
 	q.xPtrs = append(q.xPtrs, b.hPtrs...)
@@ -148,17 +155,28 @@ func (b *Backend) flushQuest() {
 	}
 	b.reserve(span(int64(len(q.xInts))*4) + span(int64(len(q.xPtrs))*8) + span(int64(len(q.cInts))*4) +
 		span(int64(len(q.cPtrs))*8) + span(int64(len(q.tab))*8))
-	p := b.putBytes(raw(q.xInts), raw(q.xPtrs), raw(q.cInts), raw(q.cPtrs), raw(q.tab))
-	if len(q.xInts) > 0 {
-		b.launch("be_quest_extend", Dim3{q.xMost, len(q.xInts) / qxWords, 1}, Dim3{min(max(int(q.xHd), 32), 256), 1, 1},
+	// Carried by attn_rtb_put launches where they fit (a copy on the stream
+	// cost a batch step 3-9 µs of device time on the H100), else one copy.
+	p := b.putCarried(raw(q.xInts), raw(q.xPtrs), raw(q.cInts), raw(q.cPtrs), raw(q.tab))
+	// Extends of one token a head fold it into the last page, which the
+	// scores leave out: they run in the choice's launch (beside it, in
+	// blocks of their own), one launch fewer in the chain.
+	nx, fuse := len(q.xInts)/qxWords, q.fusable() && !b.noQuestFuse
+	if nx > 0 && !fuse {
+		b.launch("be_quest_extend", Dim3{q.xMost, nx, 1}, Dim3{min(max(int(q.xHd), 32), 256), 1, 1},
 			p[1], p[0], q.xPage, q.xHd, q.xKvt)
 	}
 	if n := len(q.calls); n > 0 {
-		per := questScorePages(int(q.cHd))
+		per := questScorePages(int(q.cHd), q.cKvt)
 		b.launch("be_quest_score_batch", Dim3{(q.cMost + per - 1) / per, q.cKV, n}, Dim3{questScoreThreads, 1, 1}, p[4], p[2], p[3], q.cHd, q.cKvt)
 		// The pool as it is now: a pool that grew since a Choose was queued
 		// holds its lists at the same offsets.
-		b.launch("be_quest_choose_batch", Dim3{q.cHeads, n, 1}, Dim3{questChooseThreads, 1, 1}, p[4], p[2], q.cPage, b.pt.pool)
+		rows, xn := 0, int32(0)
+		if fuse {
+			rows, xn = (nx+q.cHeads-1)/q.cHeads, int32(nx)
+		}
+		b.launch("be_quest_choose_batch", Dim3{q.cHeads, n + rows, 1}, Dim3{questChooseThreads, 1, 1},
+			p[4], p[2], q.cPage, b.pt.pool, int32(n), p[1], p[0], xn, q.xHd, q.xKvt)
 		for _, j := range q.calls {
 			j.c.epoch, j.c.pending = b.epoch, false
 		}
@@ -166,9 +184,19 @@ func (b *Backend) flushQuest() {
 	q.reset()
 }
 
+// fusable says whether the queued Extends may run in the choice's launch:
+// there are Chooses, and every Extend folds at most one token into the last
+// page of its head (one that no Choose's scores read: a queue holds one
+// Extend of given bounds at most, pageBounds.Extend) and shares their page
+// size.
+func (q *questQueue) fusable() bool {
+	return len(q.calls) > 0 && len(q.xInts) > 0 && q.xMost == 1 && !q.xMany && q.xPage == q.cPage
+}
+
 // reset forgets the queued work (launched, or dropped after a failure).
 func (q *questQueue) reset() {
-	q.xInts, q.xPtrs, q.xMost = q.xInts[:0], q.xPtrs[:0], 0
+	q.xInts, q.xPtrs, q.xMost, q.xMany = q.xInts[:0], q.xPtrs[:0], 0, false
+	q.gen++
 	for _, j := range q.calls {
 		j.c.pending = false
 	}

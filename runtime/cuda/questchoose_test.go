@@ -133,6 +133,80 @@ func TestQuestChooseManyPages(t *testing.T) {
 	}
 }
 
+// TestQuestChooseStepwise checks the choice of decode steps: the bounds
+// extended one token a step (an Extend the choice's launch runs, beside it:
+// questbatch.go), then chosen, for steps across several pages; and with
+// KVBENCH_QUEST_FUSE=off, where be_quest_extend runs first.
+func TestQuestChooseStepwise(t *testing.T) {
+	for _, fuse := range []string{"on", "off"} {
+		t.Run("fuse-"+fuse, func(t *testing.T) {
+			t.Setenv("KVBENCH_QUEST_FUSE", fuse)
+			g := newGPU(t)
+			c := cpu.New(0)
+			defer c.Close()
+			rng := rand.New(rand.NewPCG(15, 3))
+			for _, typ := range []runtime.DType{runtime.F32, runtime.BF16} {
+				for _, page := range []int{16, 5} {
+					t.Run(fmt.Sprintf("%v/page%d", typ, page), func(t *testing.T) {
+						questStepwiseCase(t, c, g, rng, typ, 128, 8, 2, page, 260, 40, 6)
+					})
+				}
+			}
+		})
+	}
+}
+
+// questStepwiseCase folds n-steps tokens of KV heads of n tokens into the
+// bounds of the CPU and the GPU, then steps one token at a time, choosing k
+// pages a step on the GPU and checking each choice against the host's.
+func questStepwiseCase(t *testing.T, c *cpu.Backend, g *cuda.Backend, rng *rand.Rand, typ runtime.DType, hd, heads, kvHeads, page, n, steps, k int) {
+	group := heads / kvHeads
+	var sc, sg []runtime.KVSeq
+	for range kvHeads {
+		s := questKV(t, c, g, rng, n, 16, hd, typ, false)
+		sc, sg = append(sc, s.c), append(sg, s.g)
+	}
+	bc, bg := c.NewPageBounds(kvHeads, hd, page), g.NewPageBounds(kvHeads, hd, page)
+	defer bc.Free()
+	defer bg.Free()
+	pc := bg.(runtime.PageChooser)
+	q := newPair(c, g, randVec(rng, heads*hd, 2))
+	view := func(s []runtime.KVSeq, m int) []runtime.KVSeq {
+		v := slices.Clone(s)
+		for i := range v {
+			v[i].N = m
+		}
+		return v
+	}
+	for m := n - steps; m <= n; m++ {
+		vc, vg := view(sc, m), view(sg, m)
+		bc.Extend(vc)
+		bg.Extend(vg)
+		if m == n-steps {
+			continue
+		}
+		mk := func(qb runtime.Buffer, seqs []runtime.KVSeq) *runtime.AttnArgs {
+			return &runtime.AttnArgs{Q: qb, Rows: 1, QPos: []int{m}, Heads: heads, KVHeads: kvHeads, HeadDim: hd,
+				Scale: float32(1 / math.Sqrt(float64(hd))), Seqs: seqs}
+		}
+		ag := mk(q.g, vg)
+		pc.Choose(ag, k)
+		pages := (m + page - 1) / page
+		if ag.Chosen == nil {
+			t.Fatalf("%d tokens: no selection", m)
+		}
+		for h := range heads {
+			out := make([][]float64, heads)
+			out[h] = make([]float64, pages)
+			bc.Score(mk(q.c, vc), out)
+			want := refChoice(out[h], vc[h/group].N, page, k)
+			if got := ag.Chosen.Tokens(h); ag.Chosen.Count(h) != len(want) || !slices.Equal(got, want) {
+				t.Fatalf("%d tokens, head %d: chose %v (count %d), want %v", m, h, got, ag.Chosen.Count(h), want)
+			}
+		}
+	}
+}
+
 // questChooseCase checks Choose for KV heads of n0, n0-37, ... tokens and
 // budgets of ks pages (TestQuestChoose).
 func questChooseCase(t *testing.T, c *cpu.Backend, g *cuda.Backend, rng *rand.Rand, typ runtime.DType, hd, heads, kvHeads, page int, coarse bool,

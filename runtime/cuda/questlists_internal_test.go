@@ -127,15 +127,29 @@ func TestFlushQuest(t *testing.T) {
 		Seqs: seqs, Q: b.Alloc(cfg.Heads * cfg.HeadDim), Out: b.Alloc(cfg.Heads * cfg.HeadDim)}
 	pb.Choose(a, 4) // its buffers made (and cleared) first
 	b.FlushQuest()
-	l0, _, _, _ := FakeCounts()
+	l0, c0, _, _ := FakeCounts()
 	pb.Choose(a, 4)
-	l1, _, _, _ := FakeCounts()
+	l1, c1, _, _ := FakeCounts()
 	b.FlushQuest()
-	l2, _, _, _ := FakeCounts()
+	l2, c2, _, _ := FakeCounts()
 	b.FlushQuest()
-	l3, _, _, _ := FakeCounts()
-	if l1 != l0 || l2-l1 < 2 || l3 != l2 {
-		t.Fatalf("launches: Choose %d, FlushQuest %d, again %d; want 0, the score and the choice, 0", l1-l0, l2-l1, l3-l2)
+	l3, c3, _, _ := FakeCounts()
+	if l1 != l0 || l2-l1 < 3 || l3 != l2 {
+		t.Fatalf("launches: Choose %d, FlushQuest %d, again %d; want 0, the metadata's carrier, the score and the choice, 0", l1-l0, l2-l1, l3-l2)
+	}
+	// Its metadata carried by a launch (putCarried), not copied; with the
+	// carriers off (KVBENCH_RTB_PUT=0), one copy.
+	if c1 != c0 || c2 != c1 || c3 != c2 {
+		t.Fatalf("copies: Choose %d, FlushQuest %d, again %d; want none", c1-c0, c2-c1, c3-c2)
+	}
+	was := b.putLaunches
+	b.putLaunches = 0
+	defer func() { b.putLaunches = was }()
+	pb.Choose(a, 4)
+	_, c4, _, _ := FakeCounts()
+	b.FlushQuest()
+	if _, c5, _, _ := FakeCounts(); c5-c4 != 1 {
+		t.Fatalf("carriers off: FlushQuest made %d copies, want 1", c5-c4)
 	}
 }
 
@@ -196,5 +210,68 @@ func TestQuestListsBatch(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestFlushQuestFusedExtend checks where Quest's Extends run: one token a
+// KV head folds in the choice's launch (no be_quest_extend), more tokens in
+// a be_quest_extend before the scores, as with KVBENCH_QUEST_FUSE=off; bounds
+// extended twice before a flush launch the first Extend alone, first.
+func TestFlushQuestFusedExtend(t *testing.T) {
+	b := fakeOf(t, "bf16")
+	cfg := runtime.Config{Arch: "llama", Dim: 256, Hidden: 512, Layers: 1, Heads: 4, KVHeads: 2, HeadDim: 64, Vocab: 100,
+		MaxSeq: 4096, RopeTheta: 1e4, NormEps: 1e-5}
+	kc, err := runtime.NewKVCacheOf(b, cfg, 16, runtime.BF16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	add := func(m int) []runtime.KVSeq {
+		pos := make([]int, m)
+		for i := range pos {
+			pos[i] = n + i
+		}
+		kc.Append(0, b.Alloc(m*cfg.KVDim()), b.Alloc(m*cfg.KVDim()), m, pos)
+		n += m
+		return kc.Seqs(0)
+	}
+	pb := b.NewPageBounds(cfg.KVHeads, cfg.HeadDim, 16).(*pageBounds)
+	defer pb.Free()
+	q := b.Alloc(cfg.Heads * cfg.HeadDim)
+	step := func(m ...int) (extends, chooses int64) {
+		k0 := FakeKernels()
+		var seqs []runtime.KVSeq
+		for _, x := range m {
+			seqs = add(x)
+			pb.Extend(seqs)
+		}
+		a := &runtime.AttnArgs{Rows: 1, QPos: []int{n - 1}, Heads: cfg.Heads, KVHeads: cfg.KVHeads, HeadDim: cfg.HeadDim, Scale: 0.1,
+			Seqs: seqs, Q: q, Out: b.Alloc(cfg.Heads * cfg.HeadDim)}
+		pb.Choose(a, 4)
+		b.FlushQuest()
+		k1 := FakeKernels()
+		return k1["be_quest_extend"] - k0["be_quest_extend"], k1["be_quest_choose_batch"] - k0["be_quest_choose_batch"]
+	}
+	if x, c := step(300); x != 1 || c != 1 {
+		t.Fatalf("a prompt of 300 tokens: %d be_quest_extend, %d be_quest_choose_batch; want 1 and 1", x, c)
+	}
+	if x, c := step(1); x != 0 || c != 1 {
+		t.Fatalf("one token: %d be_quest_extend, %d be_quest_choose_batch; want 0 (in the choice's launch) and 1", x, c)
+	}
+	if x, c := step(1, 1); x != 1 || c != 1 {
+		t.Fatalf("bounds extended twice: %d be_quest_extend, %d be_quest_choose_batch; want 1 (the first Extend, flushed by the second) and 1", x, c)
+	}
+	// The first Extend is launched when the second is queued, alone.
+	k0 := FakeKernels()
+	pb.Extend(add(1))
+	pb.Extend(add(1))
+	if x := FakeKernels()["be_quest_extend"] - k0["be_quest_extend"]; x != 1 {
+		t.Fatalf("bounds extended twice, no choice: the second Extend launched %d be_quest_extend before it, want 1", x)
+	}
+	b.FlushQuest()
+	b.noQuestFuse = true
+	defer func() { b.noQuestFuse = false }()
+	if x, c := step(1); x != 1 || c != 1 {
+		t.Fatalf("KVBENCH_QUEST_FUSE=off, one token: %d be_quest_extend, %d be_quest_choose_batch; want 1 and 1", x, c)
 	}
 }

@@ -80,6 +80,8 @@ func TestFakeBatchTC(t *testing.T) {
 // of its own: by default up to 4 of them, with KVBENCH_RTB_PUT=1 one (12
 // streams then upload), with KVBENCH_RTB_PUT=0 none (every layer's
 // metadata uploaded). One stream's call uploads where it is not by value.
+// Quest's scores and choice carry theirs the same way, at least a launch
+// a layer.
 func TestFakeBatchMetaByValue(t *testing.T) {
 	c := runtime.Config{Arch: "llama", Dim: 2048, Hidden: 256, Layers: 2, Heads: 32, KVHeads: 8, HeadDim: 64, Vocab: 300,
 		MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
@@ -148,9 +150,19 @@ func TestFakeBatchMetaByValue(t *testing.T) {
 			if !strings.HasPrefix(def.plan.Kernel, kernel) || def.plan.ByValue != tc.want || strings.HasSuffix(def.plan.Kernel, "_xb") != tc.xb {
 				t.Fatalf("plan %+v: want %s*, by value %v, the larger box %v", def.plan, kernel, tc.want, tc.xb)
 			}
+			// Quest's scores and choice carry their own metadata
+			// (flushQuest): at least an attn_rtb_put a layer, unless
+			// KVBENCH_RTB_PUT=0; where the attention goes by value, all
+			// of the step's.
+			qp := int64(0)
+			if tc.policy == "quest" {
+				if qp = def.puts; !tc.want || qp < L {
+					t.Fatalf("quest: %d attn_rtb_put a step by default (the attention by value %v), want Quest's own, at least one a layer (%d)", qp, tc.want, L)
+				}
+			}
 			if tc.streams == 1 {
 				up := step(t, "off", tc.words, tc.xwords, "", tc.policy, tc.streams)
-				if up.plan.ByValue || up.puts != 0 || up.copies < def.copies+L {
+				if up.plan.ByValue || up.puts != qp || up.copies < def.copies+L {
 					t.Errorf("one stream, KVBENCH_RT_BOX=off: plan %+v, %d attn_rtb_put, %d copies against %d by value", up.plan, up.puts, up.copies, def.copies)
 				}
 				return
@@ -161,7 +173,7 @@ func TestFakeBatchMetaByValue(t *testing.T) {
 			if carried.plan.ByValue || up.plan.ByValue {
 				t.Errorf("KVBENCH_RT_BOX=off: plans %+v, %+v by value", carried.plan, up.plan)
 			}
-			if tc.want != (def.puts == 0) || carried.puts < L || up.puts != 0 {
+			if tc.want != (def.puts == qp) || carried.puts < L+qp || up.puts != 0 {
 				t.Errorf("attn_rtb_put launches a step: %d by default, %d with the box off, %d with KVBENCH_RTB_PUT=0 (%d layers)",
 					def.puts, carried.puts, up.puts, L)
 			}
