@@ -14,11 +14,12 @@ import (
 // (questQueue) and launches them when something needs their results
 // (flushQuest: Attend, AttendBatch, the scores downloaded, a choice read
 // back, a bounds or choice buffer freed or grown): every queued Extend as
-// one be_quest_extend (its descriptors are per KV head already), every
-// queued Choose as one be_quest_score_batch and one be_quest_choose_batch
-// over a table of calls (QuestCall in quest.cu), with one upload (carried
-// by attn_rtb_put launches where they fit: putCarried). A
-// choice's counts are known on the host when Choose returns; its token
+// one be_quest_extend (its descriptors are per KV head already), or, where
+// each folds one token into its last page (a decode step), in blocks of the
+// choice's launch; every queued Choose as one be_quest_score_batch and one
+// be_quest_choose_batch over a table of calls (QuestCall in quest.cu), with
+// one upload (carried by attn_rtb_put launches where they fit: putCarried).
+// A choice's counts are known on the host when Choose returns; its token
 // indices wait for the launch, and its distinct-token counts too, which the
 // device writes straight into the choice's pinned host memory (no read).
 // KVBENCH_BATCH_ATTN=off launches each at once (for comparison).
@@ -130,8 +131,8 @@ func (b *Backend) questNow() {
 // kvbench kernels --split).
 func (b *Backend) FlushQuest() { b.flushQuest() }
 
-// flushQuest launches the queued Quest work: the Extends, then the
-// Chooses' scores and choices, then each choice's read of its counts.
+// flushQuest launches the queued Quest work: the Extends (unless they run
+// in the choice's launch: fusable), then the Chooses' scores and choices.
 func (b *Backend) flushQuest() {
 	q := &b.qq
 	if len(q.xInts) == 0 && len(q.calls) == 0 {
