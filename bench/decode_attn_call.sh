@@ -16,6 +16,8 @@
 # rows stay full attention over every token);
 # STREAMS=N times N streams' steps as one batch (kvbench kernels --streams N)
 # beside SDPA over a batch of N (bench/sdpa.py --batch N);
+# B2B=N times kvbench's runs N at a time back to back behind one spin
+# (kvbench kernels --back-to-back N), as bench/sdpa.py times SDPA's (50);
 # NCU_LEN=131072 adds a line per run with ncu's view of one attention launch
 # (a batch's, with STREAMS) at that length (its time, the L2 sectors it read, the DRAM's share; NCU_METRICS=a,b,... other
 # metrics instead).
@@ -27,6 +29,7 @@ export KVBENCH_CUDA_CACHE=/tmp/kc PYTHONUNBUFFERED=1
 L=${LENGTHS:-512,1024,2048,4096,8192,16384,32768,65536,131072}
 SA=(); BA=() # only where asked: builds from before --streams refuse it
 [ "${STREAMS:-1}" != 1 ] && SA=(--streams "$STREAMS") BA=(--batch "$STREAMS")
+[ "${B2B:-1}" != 1 ] && SA+=(--back-to-back "$B2B")
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 # line prints a run's medians (tokens=us; "(min M)" after one more than 10 %
 # above its run's best: a spread of two kinds of steps, as a batch's

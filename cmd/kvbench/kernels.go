@@ -43,6 +43,7 @@ func cmdKernels(stdout, stderr io.Writer, args []string) error {
 	graph := fs.Bool("graph", false, "replay each step as a CUDA graph (refused: the runtime's attention uploads per-call metadata)")
 	floor := fs.Bool("floor", false, "also time a kernel that only reads as many bytes as each step moves (rows marked /floor), and the same in the step's split rows and chunks with each merge (/floor-combine, /floor-fused)")
 	streams := fs.Int("streams", 1, "streams whose decode steps are timed together as one batch step's attention (Backend.AttendBatch), each over its own cache under its own policy")
+	backToBack := fs.Int("back-to-back", 1, "runs timed back to back behind one spin, each between its own timestamps, as bench/sdpa.py times SDPA (50 there); 1: each run alone behind a spin")
 	trace := fs.Bool("trace", false, "after timing, run each step once more with the split-KV kernel's blocks stamping their phases on the GPU's clock (a '# trace' line a cell; the run's kernels are the trace's build, KVBENCH_ATTN_TRACE=1)")
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
@@ -69,6 +70,9 @@ func cmdKernels(stdout, stderr io.Writer, args []string) error {
 	}
 	if *streams < 1 {
 		return fmt.Errorf("kernels: --streams %d: want 1 or more", *streams)
+	}
+	if *backToBack < 1 || *backToBack > 1000 {
+		return fmt.Errorf("kernels: --back-to-back %d: want 1 to 1000 runs", *backToBack)
 	}
 	if *streams > 1 && (*split || *trace) {
 		return fmt.Errorf("kernels: --streams %d: --split and --trace time one stream's step", *streams)
@@ -114,6 +118,9 @@ func cmdKernels(stdout, stderr io.Writer, args []string) error {
 	if *streams > 1 {
 		timed = fmt.Sprintf("Backend.AttendBatch of %d streams' decode steps (the heads column's NxH/KV), each stream's cache its own", *streams)
 	}
+	if *backToBack > 1 {
+		timed += fmt.Sprintf(", %d runs back to back behind one spin", *backToBack)
+	}
 	fmt.Fprintf(stdout, "# timed: %s (device time between events, its metadata included, passed by value or uploaded) on a bf16 cache of pages of %d tokens built through runtime.KVCache and each policy's hooks\n", timed, *kvPage)
 	for _, name := range kernelNames(*dim, heads) {
 		if f, err := k.Func(name); err == nil {
@@ -127,7 +134,7 @@ func cmdKernels(stdout, stderr io.Writer, args []string) error {
 	fmt.Fprintf(stdout, "# device-to-device copy (cuMemcpyDtoDAsync, 1 GiB, read+write bytes): %.0f GB/s\n", bw/1e9)
 	io.WriteString(stdout, tableHeader+"\n")
 	var failed []string
-	o := cellOpts{page: *page, kvPage: *kvPage, budget: *budget, iters: *iters, streams: *streams, check: *check, split: *split, floor: *floor, trace: *trace, seed: *seed, bw: bw}
+	o := cellOpts{page: *page, kvPage: *kvPage, budget: *budget, iters: *iters, batch: *backToBack, streams: *streams, check: *check, split: *split, floor: *floor, trace: *trace, seed: *seed, bw: bw}
 	for _, hk := range heads {
 		for _, n := range lengths {
 			s := cell{heads: hk[0], kvHeads: hk[1], dim: *dim, tokens: n}
@@ -241,7 +248,7 @@ func benchPolicy(b *cuda.Backend, k *cuda.Kernels, d *cellData, name string, par
 		msg, ok := checkUnit(b, d, u0)
 		row.check, row.bad = msg, !ok
 	}
-	samples, err := timeRuns(b, k, len(units), o.iters, func(i int) { units[i].run(b) })
+	samples, err := timeRuns(b, k, len(units), o.iters, o.batch, func(i int) { units[i].run(b) })
 	if err != nil {
 		return nil, err
 	}
@@ -261,7 +268,7 @@ func benchPolicy(b *cuda.Backend, k *cuda.Kernels, d *cellData, name string, par
 		sel := row
 		sel.policy, sel.check, sel.plan = name+"/sel", "-", ""
 		sel.bytes = max(0, stepBytesRead(first)-first.kvBytes())
-		samples, err := timeRuns(b, k, len(units), o.iters, func(i int) {
+		samples, err := timeRuns(b, k, len(units), o.iters, o.batch, func(i int) {
 			st := units[i].steps[0]
 			st.p.BeforeAttend(0, &st.a)
 			b.FlushQuest() // Quest's scores and choice are queued until the attention: launched here
@@ -341,8 +348,12 @@ func stepBytesRead(st *step) int64 {
 // rotating over the copies, each run between two device timestamps behind a
 // spin kernel long enough to cover the host's share of the run (so the
 // timestamps hold the device's work: uploads, kernels, downloads), and
-// returns the milliseconds of each run.
-func timeRuns(b *cuda.Backend, k *cuda.Kernels, n, iters int, run func(i int)) ([]float64, error) {
+// returns the milliseconds of each run. With batch > 1 (--back-to-back) the
+// runs go batch at a time behind one spin, each between its own
+// timestamps, one run's end the next one's start: as bench/sdpa.py times
+// SDPA (50 calls behind one sleep), so that a run starts as soon as the one
+// before it ends, not after the spin's end.
+func timeRuns(b *cuda.Backend, k *cuda.Kernels, n, iters, batch int, run func(i int)) ([]float64, error) {
 	// The host's share: the fastest warm run (the first ones may grow the
 	// backend's workspaces, which waits for the device).
 	host := time.Duration(math.MaxInt64)
@@ -354,17 +365,32 @@ func timeRuns(b *cuda.Backend, k *cuda.Kernels, n, iters int, run func(i int)) (
 	sync := b.Alloc(1)
 	defer b.Free(sync)
 	tmp := make([]float32, 1)
-	spin := max(200*time.Microsecond, 3*host)
+	batch = max(batch, 1)
+	spin := max(200*time.Microsecond, 3*host*time.Duration(batch))
 	out := make([]float64, 0, iters)
-	for i := range iters {
+	marks := make([]int, 0, batch+1)
+	for retries := 0; len(out) < iters; {
+		m := min(batch, iters-len(out))
 		b.Read(tmp, sync, 0) // the device idle and the staging arena free
 		if err := k.Spin(spin.Nanoseconds()); err != nil {
 			return nil, err
 		}
-		m0 := b.Mark()
-		run(i % n)
-		m1 := b.Mark()
-		out = append(out, float64(b.Elapsed(m0, m1))/1e6)
+		t0 := time.Now()
+		marks = append(marks[:0], b.Mark())
+		for j := range m {
+			run((len(out) + j) % n)
+			marks = append(marks, b.Mark())
+		}
+		if queued := time.Since(t0); m > 1 && queued > spin*8/10 && retries < 4 {
+			// The host queued the runs slower than the spin covered: the
+			// device may have waited between them. Again, with a longer spin.
+			spin, retries = 2*queued, retries+1
+			b.ClearMarks()
+			continue
+		}
+		for j := range m {
+			out = append(out, float64(b.Elapsed(marks[j], marks[j+1]))/1e6)
+		}
 		b.ClearMarks()
 	}
 	return out, nil
@@ -378,7 +404,7 @@ func traceStep(b *cuda.Backend, k *cuda.Kernels, st *step) (string, error) {
 		return "", err
 	}
 	defer b.SetAttnTrace(false)
-	ms, err := timeRuns(b, k, 1, 1, func(int) { b.Attend(&st.a) })
+	ms, err := timeRuns(b, k, 1, 1, 1, func(int) { b.Attend(&st.a) })
 	if err != nil {
 		return "", err
 	}

@@ -28,6 +28,7 @@ type cell struct{ heads, kvHeads, dim, tokens int }
 // cellOpts are the flags that shape every cell.
 type cellOpts struct {
 	page, budget, iters int
+	batch               int // runs timed back to back behind one spin (--back-to-back)
 	kvPage              int // KV cache page slots
 	streams             int // steps timed as one batch (AttendBatch); 1: one Attend
 	check, split, floor bool

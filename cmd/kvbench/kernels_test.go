@@ -72,6 +72,8 @@ func TestKernelsBadFlags(t *testing.T) {
 		{"kernels", "--streams", "0"},
 		{"kernels", "--streams", "2", "--trace"},
 		{"kernels", "--streams", "2", "--split"},
+		{"kernels", "--back-to-back", "0"},
+		{"kernels", "--back-to-back", "5000"},
 	} {
 		_, _, err := runCLI(t, args...)
 		if err == nil {
@@ -136,6 +138,16 @@ func TestKernelsCommand(t *testing.T) {
 	}
 	if !strings.Contains(out, "pages of 64 tokens") || strings.Count(out, "kvbench ") != 3 || strings.Contains(out, "FAIL") {
 		t.Fatalf("--kv-page 64: want the page size in the header and three rows, every check passed:\n%s", out)
+	}
+	// Runs back to back behind one spin (--back-to-back), 7 in batches of
+	// 3: the header says so, and each policy's row and Quest's selection row
+	// come with every check passed.
+	out, _, err = runCLI(t, "kernels", "--lengths", "1000", "--heads", "8/2", "--iters", "7", "--policies", "full,quest", "--budget", "256", "--back-to-back", "3", "--split")
+	if err != nil {
+		t.Fatalf("--back-to-back 3: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "3 runs back to back behind one spin") || strings.Count(out, "kvbench ") != 3 || strings.Contains(out, "FAIL") {
+		t.Fatalf("--back-to-back 3: want the mode in the header and three rows (full, quest, quest/sel), every check passed:\n%s", out)
 	}
 	// Three streams as one batch step's attention (--streams): every
 	// stream's output checked, a row per policy.
