@@ -778,6 +778,23 @@ extern "C" __global__ void be_quest_extend(const u64* ptrs, const int* ints, int
 // words: odd, so a warp's 32 pages fall in 32 banks), twice the pages in
 // the same shared memory, so that a group of 4 heads of 128 gives each of
 // the block's threads a sum (staged as floats, half of them sat idle).
+// qs_val is a staged bound as a float: bf16 (u16) or float32.
+__device__ __forceinline__ float qs_val(u16 v) { return be_bf16(v); }
+__device__ __forceinline__ float qs_val(float v) { return v; }
+
+// qs_sum is a page's score for query qh (doubles held in shared memory, or
+// the floats of q): the sum in channel order of qh[i] times bound i (lo[i]
+// where qh[i] < 0, lo[hd + i] otherwise), one fma a channel.
+template <typename Q, typename T>
+__device__ __forceinline__ double qs_sum(const Q* qh, const T* lo, int hd) {
+    double s = 0.0;
+    for (int i = 0; i < hd; i++) {
+        const Q x = qh[i];
+        s = __fma_rn((double)x, (double)qs_val(lo[i + (x >= (Q)0 ? hd : 0)]), s);
+    }
+    return s;
+}
+
 #define QS_NT 256
 #define QS_FLOATS 8192  // the bounds a block stages, in 4-byte words (and QS_NT words of the rows' padding)
 #define QS_QD 1024      // the group's query channels a block holds as doubles (more: converted as read)
@@ -848,38 +865,8 @@ __device__ __forceinline__ void quest_score_block(double* out, const float* q, c
     for (int x = tid; x < rows * group; x += QS_NT) {
         const int r = x % rows, j = x / rows, h = h0 + j, p = p0 + r;
         if (p >= ints[2 * h] - drop) continue;
-        double s = 0.0;
-        if (b16) {
-            const u16* lo = sh + r * pitch;
-            if (held) {
-                const double* qh = sq + j * hd;
-                for (int i = 0; i < hd; i++) {
-                    const double xq = qh[i];
-                    s = __fma_rn(xq, (double)be_bf16(lo[i + (xq >= 0.0 ? hd : 0)]), s);
-                }
-            } else {
-                const float* qh = q + (long long)h * hd;
-                for (int i = 0; i < hd; i++) {
-                    const float xf = qh[i];
-                    s = __fma_rn((double)xf, (double)be_bf16(lo[i + (xf >= 0.f ? hd : 0)]), s);
-                }
-            }
-        } else {
-            const float* lo = sb + r * pitch;
-            if (held) {
-                const double* qh = sq + j * hd;
-                for (int i = 0; i < hd; i++) {
-                    const double xq = qh[i];
-                    s = __fma_rn(xq, (double)lo[i + (xq >= 0.0 ? hd : 0)], s);
-                }
-            } else {
-                const float* qh = q + (long long)h * hd;
-                for (int i = 0; i < hd; i++) {
-                    const float xf = qh[i];
-                    s = __fma_rn((double)xf, (double)lo[i + (xf >= 0.f ? hd : 0)], s);
-                }
-            }
-        }
+        const double s = b16 ? (held ? qs_sum(sq + j * hd, sh + r * pitch, hd) : qs_sum(q + (long long)h * hd, sh + r * pitch, hd))
+                             : (held ? qs_sum(sq + j * hd, sb + r * pitch, hd) : qs_sum(q + (long long)h * hd, sb + r * pitch, hd));
         out[ints[2 * h + 1] + p] = s;
     }
 }

@@ -278,8 +278,8 @@ extern "C" __global__ void __launch_bounds__(QS_NT) be_quest_score_batch(const Q
 
 // be_quest_choose_batch is quest_choose_block over the calls of tab: grid (most
 // heads, calls + xRows), block QC_NT; a block past its call's heads does
-// nothing. pool: the device page tables (the calls' page lists,
-// where they have them). Blocks of rows calls on fold one token each into
+// nothing. pool: the device page tables (the calls' page lists, where they
+// have them). The blocks of rows calls and later fold one token each into
 // the bounds, as be_quest_extend does: block (x, calls + y) takes its
 // descriptor y * gridDim.x + x of the nx at xInts (their pointers at xPtrs,
 // of head dim xHd and page type xKvt), where every descriptor folds at most

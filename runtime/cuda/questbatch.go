@@ -191,7 +191,7 @@ func (b *Backend) flushQuest() {
 // Extend of given bounds at most, pageBounds.Extend) and shares their page
 // size.
 func (q *questQueue) fusable() bool {
-	return len(q.calls) > 0 && len(q.xInts) > 0 && q.xMost == 1 && !q.xMany && q.xPage == q.cPage
+	return len(q.calls) > 0 && len(q.xInts) > 0 && !q.xMany && q.xPage == q.cPage // one token a descriptor: one page each
 }
 
 // reset forgets the queued work (launched, or dropped after a failure).
