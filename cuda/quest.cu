@@ -187,8 +187,17 @@ __device__ __forceinline__ void quest_choose_block(const double* __restrict__ sc
     if (P > 0) {
         int* chosen = pages + (size_t)h * kr;
         if (k > 0) {
-            if (P - 1 <= QC_E * QC_NT) qc_select<QC_E>(scores + ints[2 * h + 1], P - 1, k, chosen);
-            else qc_select<0>(scores + ints[2 * h + 1], P - 1, k, chosen);
+            // Registers for the thread's run of keys, the fewest that hold it:
+            // every pass walks all E of them (guarded), so E = 16 where runs
+            // are of 4 keys (2,047 pages) made each pass four times the work.
+            const double* s = scores + ints[2 * h + 1];
+            const int M = P - 1, per = (M + QC_NT - 1) / QC_NT;
+            if (per <= 1) qc_select<1>(s, M, k, chosen);
+            else if (per <= 2) qc_select<2>(s, M, k, chosen);
+            else if (per <= 4) qc_select<4>(s, M, k, chosen);
+            else if (per <= 8) qc_select<8>(s, M, k, chosen);
+            else if (per <= QC_E) qc_select<QC_E>(s, M, k, chosen);
+            else qc_select<0>(s, M, k, chosen);
         }
         __syncthreads();  // the block's chosen pages, written to global memory, visible to the block
         int* o = sel + (size_t)h * cap;

@@ -117,14 +117,15 @@ func TestQuestChoose(t *testing.T) {
 
 // TestQuestChooseManyPages is TestQuestChoose's check over thousands of
 // pages (pages of one token): the device's select gives each thread a run of
-// several scores, held in registers up to 8,192 pages and read from memory
-// past that, paths the shapes above (at most 140 pages) leave untried.
+// several scores, held in registers up to 8,192 pages (in runs of up to 2,
+// 4, 8 and 16 keys: qc_select's E) and read from memory past that, paths the
+// shapes above (at most 140 pages) leave untried.
 func TestQuestChooseManyPages(t *testing.T) {
 	g := newGPU(t)
 	c := cpu.New(0)
 	defer c.Close()
 	rng := rand.New(rand.NewPCG(14, 3))
-	for _, n := range []int{2600, 9000} {
+	for _, n := range []int{700, 2000, 2600, 6000, 9000} {
 		for _, coarse := range []bool{false, true} {
 			t.Run(fmt.Sprintf("tokens%d/coarse%v", n, coarse), func(t *testing.T) {
 				questChooseCase(t, c, g, rng, runtime.F32, 64, 8, 2, 1, coarse, n, []int{1, 2, 100, 1500})
