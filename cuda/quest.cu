@@ -14,7 +14,10 @@
 // were the fastest on the H100 at 4K-128K tokens (32/8 heads of 128, 255 to
 // 8,191 pages) against 256 threads reading keys from memory (slower past
 // 2,000 pages), 256 with up to 32 keys in registers, and 1,024 with up to 8
-// (2.5x the warp instructions of 256 under ncu at 2,047 pages).
+// (2.5x the warp instructions of 256 under ncu at 2,047 pages). With runs
+// fitted to the pages (qc_select<E>), 1,024 threads with up to 8 keys were
+// level with 512 at 4K-128K; a warp's histogram atomics added once a bin
+// (__match_any_sync) cost 0.7-7.9 µs (H100, 2026-12-07).
 #define QC_NT 512
 #define QC_BITS 2048  // the most pages a group's count marks in shared memory, over 32 (65,536 pages)
 
