@@ -900,3 +900,43 @@ func TestFakeTCStages(t *testing.T) {
 		t.Errorf("KVBENCH_ATTN_TC_ST=5: %v, want an error naming it", err)
 	}
 }
+
+// TestFakeRowKernelChoice: with KVBENCH_ATTN_ROW=576 a decode call whose
+// split rows are of 1 or 2 heads of 64 over at most 576 tokens (the cache's
+// tokens, the new one included) runs the
+// _row kernel, one block of 512 threads a row and no merge (MHA 32/32 and
+// GQA 32/16 at 512 tokens); longer rows, groups of 4 (the tensor cores),
+// heads of 128 and the default (0: off) run the split kernels.
+func TestFakeRowKernelChoice(t *testing.T) {
+	for _, c := range []struct {
+		env         string
+		kv, hd, n   int
+		row         bool
+		description string
+	}{
+		{"576", 32, 64, 512, true, "MHA at 512"},
+		{"576", 16, 64, 512, true, "rows of 2 at 512"},
+		{"576", 32, 64, 576, true, "576 tokens"},
+		{"576", 32, 64, 577, false, "577 tokens"},
+		{"576", 32, 64, 1024, false, "1K"},
+		{"576", 8, 64, 512, false, "groups of 4"},
+		{"576", 32, 128, 512, false, "heads of 128"},
+		{"", 32, 64, 512, false, "the default"},
+		{"0", 16, 64, 512, false, "off"},
+	} {
+		t.Run(c.description, func(t *testing.T) {
+			t.Setenv("KVBENCH_ATTN_ROW", c.env)
+			be := fakeBackend(t)
+			cfg := runtime.Config{Arch: "llama", Dim: 32 * c.hd, Hidden: 4096, Layers: 1, Heads: 32, KVHeads: c.kv, HeadDim: c.hd, Vocab: 32000,
+				MaxSeq: 1 << 16, RopeTheta: 5e5, NormEps: 1e-5}
+			be.Attend(fakeDecodeArgs(t, be, cfg, c.n))
+			p := be.AttnPlan()
+			if got := strings.HasSuffix(p.Kernel, "_row"); got != c.row {
+				t.Fatalf("kernel %s (plan %+v), want a _row kernel: %v", p.Kernel, p, c.row)
+			}
+			if c.row && (p.Blocks != p.Rows || p.Chunk < c.n || p.Merge != "") {
+				t.Errorf("plan %+v: want one block a split row over the %d tokens, no merge", p, c.n)
+			}
+		})
+	}
+}

@@ -286,14 +286,17 @@ const rowEnv = "KVBENCH_ATTN_ROW"
 // block.
 const rowThreads = 512
 
-// rowTokens is the default longest row of the _row kernels: for heads of
-// 64, ATTN_ROW_U = 9 steps of rowThreads/8 = 64 tokens, so that a block asks
-// for all of a row's keys and values in one round of loads.
+// rowTokens is the longest row one round of the _row kernels' loads
+// covers: for heads of 64, ATTN_ROW_U = 9 steps of rowThreads/8 = 64
+// tokens, so that a block asks for all of a row's keys and values before it
+// uses any. KVBENCH_ATTN_ROW=576 turns the kernels on for such rows.
 const rowTokens = 576
 
-// rowOf reads $KVBENCH_ATTN_ROW (default rowTokens).
+// rowOf reads $KVBENCH_ATTN_ROW (default 0: the _row kernels are off until
+// a GPU has timed them against the split kernels and SDPA; TestAttendRowKernels
+// checks them against the CPU whatever the default).
 func rowOf() (int, error) {
-	return envInt(rowEnv, rowTokens, 0, math.MaxInt, "the longest row in tokens (0: none)")
+	return envInt(rowEnv, 0, 0, math.MaxInt, "the longest row in tokens (0: none)")
 }
 
 // rowChunk is the chunk of a call that runs its shape's _row kernel (one
