@@ -13,8 +13,10 @@
 # - shared.txz (SHARED=1, the default): ../shared's kvbench-ref-13m,
 #   stories260K and tokenizers, for the tests that read $KVBENCH_SHARED (cached in /tmp);
 # - b.txz: the variants named, built by bench/build_branches.sh (kvbench
-#   alone), for bench/decode_attn_call.sh $B .gpucarry/b/NAME ... (the
-#   working tree's own kvbench is $B/kvbench: name only the others).
+#   alone; BTESTS=1: their runtime/cuda test binaries too), for
+#   bench/decode_attn_call.sh $B .gpucarry/b/NAME ... (the working tree's
+#   own kvbench is $B/kvbench: name only the others); a patch waiting for a
+#   GPU is named NAME:bench/variants/NAME.patch.
 # On the device a call script starts with: source bench/unpack_carry.sh
 # (binaries in $B, variants in .gpucarry/b, $KVBENCH_SHARED set).
 set -eu
@@ -55,7 +57,7 @@ if [ "${SHARED:-1}" = 1 ]; then
 	cp "$cache" .gpucarry/shared.txz
 fi
 if [ $# -gt 0 ]; then
-	TESTS=0 bash bench/build_branches.sh "$@" > /dev/null
+	TESTS=${BTESTS:-0} bash bench/build_branches.sh "$@" > /dev/null
 	txz .gpucarry b .gpucarry/b.txz
 	rm -rf .gpucarry/b
 fi

@@ -490,14 +490,18 @@ var splitNameCache sync.Map // splitKey -> *splitNames
 
 // DecodeKernels names the split-KV kernels a decode call over bf16 pages of
 // head dim hd runs for kernel groups of vg heads (the tensor-core kernel,
-// where there is one, and the CUDA-core one) and the combine that merges
-// their rows (for `kvbench kernels -v`).
+// where there is one, the CUDA-core one, and the _row kernel where there is
+// one) and the combine that merges their rows (for `kvbench kernels -v`).
 func DecodeKernels(hd, vg int) (kernels []string, combine string) {
 	n := splitNamesOf(splitKey{hd: hd, vg: vg, bf16: true})
-	if n.tc == "" {
-		return []string{n.rt}, n.rtComb
+	if n.tc != "" {
+		kernels = append(kernels, n.tc)
 	}
-	return []string{n.tc, n.rt}, n.rtComb
+	kernels = append(kernels, n.rt)
+	if n.row != "" {
+		kernels = append(kernels, n.row)
+	}
+	return kernels, n.rtComb
 }
 
 // splitShapeOf reads a call's shape from its descriptors and head table
