@@ -55,17 +55,8 @@ func TestAttendRowKernels(t *testing.T) {
 							} else {
 								cp.append(rng, n)
 							}
-							cp.append(rng, rows)
 							held += rows
-							qpos := make([]int, rows)
-							for r := range qpos {
-								qpos[r] = cp.next - rows + r
-							}
-							ac := attnCase{heads: hk[0], rows: rows, qpos: qpos, opt: opt, tol: 2e-5}
-							if opt == "window" {
-								ac.opt, ac.window = "plain", 50
-							}
-							compareAttend(t, c, g, cp, rng, ac)
+							compareAttend(t, c, g, cp, rng, queryCase(cp, rng, hk[0], rows, opt))
 							p := g.AttnPlan()
 							got := strings.HasSuffix(p.Kernel, "_row")
 							if got {
