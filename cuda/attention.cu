@@ -1106,7 +1106,7 @@ __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u
 // up to 576 tokens asks for all its keys and then all its values before it
 // uses any, and writes its outputs itself (OWN). For short rows of few
 // heads (MHA at 512 tokens), where the split kernels' many blocks, their
-// arrivals and the merge cost more than the bytes (Backend.rowKernel).
+// arrivals and the merge cost more than the bytes (Backend.rowChunk).
 #ifndef ATTN_ROW_NT
 #define ATTN_ROW_NT 512
 #endif

@@ -302,15 +302,16 @@ func rowOf() (int, error) {
 // rowChunk is the chunk of a call that runs its shape's _row kernel (one
 // block of rowThreads a split row, which reads the whole row and writes
 // its outputs: no partials, no merge), or 0 where it does not: a chunk
-// asked for (SetAttnChunk), a call on the tensor cores, a shape with no
+// asked for (SetAttnChunk), a shape with no
 // _row kernel (bf16 pages of heads of 64, rows of 1 or 2 heads, keys not
 // re-positioned), a row longer than $KVBENCH_ATTN_ROW, or more split rows
-// than multiprocessors (the blocks would not all start at once). Short
+// than multiprocessors (the blocks would not all start at once); the
+// caller keeps calls on the tensor cores off it. Short
 // rows of few heads, where the split kernels' many blocks, their arrivals
 // and the merge cost more than the bytes read: MHA 32/32 and GQA 32/16
 // heads of 64 at 512 tokens.
-func (b *Backend) rowChunk(p splitShape, tc bool, nsrows, longest int) int {
-	if b.split.chunk != 0 || tc || p.names.row == "" || longest < 1 || longest > b.split.row || nsrows > b.D.SMs {
+func (b *Backend) rowChunk(p splitShape, nsrows, longest int) int {
+	if b.split.chunk != 0 || p.names.row == "" || longest < 1 || longest > b.split.row || nsrows > b.D.SMs {
 		return 0
 	}
 	return (longest + ChunkTokens - 1) / ChunkTokens * ChunkTokens
@@ -557,7 +558,19 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	if tc {
 		slots, least = b.split.tcSlotsFor(hd, vg, false), max(least, b.split.tcLeast(hd, nsrows, longest, b.D.SMs))
 	}
-	chunk := b.splitChunk(f, smemFor, limit, nsrows, longest, slots, least)
+	// One block a whole row (the _row kernel), else the split chooser's chunk.
+	threads, row := attnThreads, 0
+	if !tc {
+		row = b.rowChunk(p, nsrows, longest)
+	}
+	var chunk int
+	if row > 0 {
+		chunk, name, threads = row, p.names.row, rowThreads
+		f = b.fn(name)
+		smemFor = func(chunk int) int { return rtSmemAt(vg, hd, chunk, minPS, shifted, lean, rowThreads) }
+	} else {
+		chunk = b.splitChunk(f, smemFor, limit, nsrows, longest, slots, least)
+	}
 	cl := 0 // the blocks of a cluster: a row's chunks (the _tcc kernel)
 	if tc {
 		if c, n := b.clusterChunk(chunk, longest); n > 0 && a.Acc == nil && smemFor(c) <= limit-b.fn(p.names.tcc).Shared {
@@ -567,19 +580,13 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 		}
 	}
 	smem, nchunks := smemFor(chunk), max(1, (longest+chunk-1)/chunk)
-	if !tc && p.names.short != "" && chunk <= b.split.short {
+	if !tc && row == 0 && p.names.short != "" && chunk <= b.split.short {
 		name = p.names.short
 		f = b.fn(name)
 	}
-	threads := attnThreads
-	if rc := b.rowChunk(p, tc || cl > 0, nsrows, longest); rc > 0 {
-		chunk, nchunks, name, threads = rc, 1, p.names.row, rowThreads
-		f = b.fn(name)
-		smem = rtSmemAt(vg, hd, chunk, minPS, shifted, lean, rowThreads)
-	}
 	pgw := chunk/minPS + 2
 	ngroups := (nchunks + mergeGroup - 1) / mergeGroup
-	fused := threads == attnThreads && fusedFor(b.split.combine, vg, nsrows, nchunks, tc) && nsrows*(ngroups+1) <= ctrWords && cl == 0
+	fused := row == 0 && fusedFor(b.split.combine, vg, nsrows, nchunks, tc) && nsrows*(ngroups+1) <= ctrWords && cl == 0
 	parts := nchunks
 	if fused {
 		parts += ngroups
