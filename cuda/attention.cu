@@ -440,10 +440,10 @@ __device__ __forceinline__ float* attn_ml_at(float* partML, int r, int c, int nc
 // sums the outputs into the block's partial (partO) and, with counters,
 // runs the fused merge, which writes virtual head g's output at outp(g) and
 // its max and sum at mlp(g) (see attn_merge).
-template <int D, int G, int PD, int NT = ATTN_NT, class OutF, class MLF>
+template <int D, int G, int PD, class OutF, class MLF>
 __device__ __forceinline__ void attn_finish(float* smem, int r, int c, int nchunks, int rows, float* __restrict__ partO,
                                             float* __restrict__ partML, int* __restrict__ counters, OutF outp, MLF mlp) {
-    constexpr int NW = NT / 32;
+    constexpr int NT = ATTN_NT, NW = NT / 32;
     const int tid = threadIdx.x;
     const size_t prow = (size_t)r * nchunks;
     for (int idx = tid; idx < G * D; idx += NT) {
@@ -506,10 +506,10 @@ __device__ __forceinline__ void attn_finish(float* smem, int r, int c, int nchun
 // step turns its tokens only where one of them needs it, as pass 1 did
 // before. rot_limit() is the block's, so every warp runs the same steps;
 // the block synchronises again after it.
-template <int D, int G, int KT, int NT, class Src>
+template <int D, int G, int KT, class Src>
 __device__ __forceinline__ void rot_scores(const Src& src, const float (&qf)[G][8], int chunk, float* smem) {
     constexpr int L = D / 8;
-    constexpr int TG = NT / L;
+    constexpr int TG = ATTN_NT / L;
     const int nr = src.rot_limit();
     if (nr <= 0) return;
     const int lane = threadIdx.x % L, tg = threadIdx.x / L;
@@ -542,9 +542,10 @@ __device__ __forceinline__ void rot_scores(const Src& src, const float (&qf)[G][
 // SH, the tokens whose key was re-positioned (src.needs_rot; none at or past
 // src.rot_limit()) are scored again by rot_scores between pass 1 and the
 // softmax. Every thread of the block calls it.
-template <int D, int G, int KT, bool SH, int UX = 0, int NT = ATTN_NT, class Src, class QInit>
+template <int D, int G, int KT, bool SH, int UX = 0, class Src, class QInit>
 __device__ __forceinline__ void attn_core(const Src& src, QInit qinit, int len, int chunk, float* smem, float (&m)[G],
                                           float (&l)[G]) {
+    constexpr int NT = ATTN_NT;
     constexpr int L = D / 8;    // threads per token
     constexpr int TG = NT / L;  // tokens per step
     constexpr int U0 = UX > 0 ? UX : G == 1 ? ATTN_U1 : G >= 8 ? ATTN_U8 : ATTN_U;
@@ -592,7 +593,7 @@ __device__ __forceinline__ void attn_core(const Src& src, QInit qinit, int len, 
         }
     }
     __syncthreads();
-    if (SH) rot_scores<D, G, KT, NT>(src, qf, chunk, smem);
+    if (SH) rot_scores<D, G, KT>(src, qf, chunk, smem);
 
     chunk_softmax<G, NT>(smem, chunk, len, m, l);
 
@@ -841,10 +842,8 @@ struct RtSrc {
 // lean call (RH_LEAN) over pages of a power of two tokens runs the loops of
 // the lean source (RtSrc's LEAN), compiled in only where asked (attn_rt
 // without re-positioned keys). UX: steps of loads in flight (0: attn_core's
-// default for G and KT). NT: the block's threads. OWN: the block holds its
-// whole row (one chunk a row, the _row kernels): its sums, normalised, are
-// the outputs, written from shared memory, with no partial and no merge.
-template <int D, int G, int KT, bool SH, bool LEANOK = false, int UX = 0, int NT = ATTN_NT, bool OWN = false>
+// default for G and KT).
+template <int D, int G, int KT, bool SH, bool LEANOK = false, int UX = 0>
 __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u64* __restrict__ ptrs, const int* __restrict__ ints,
                                             int hdr, int chunk, int pgw, float scaleLog2, float* __restrict__ partO,
                                             float* __restrict__ partML, int* __restrict__ counters, float* __restrict__ out,
@@ -890,7 +889,7 @@ __device__ __forceinline__ const int* rt_ints(const int* __restrict__ ints, cons
 // head)*2]. The call's ints are box's where it
 // holds them (block 0 then writes them to ints, where the kernels after
 // this one, attn_rt_acc, read them), else at ints.
-template <int D, int G, int KT, bool SH, int UX = 0, int NT = ATTN_NT, bool OWN = false>
+template <int D, int G, int KT, bool SH, int UX = 0>
 __device__ __forceinline__ void attn_rt(const float* __restrict__ q, const u64* __restrict__ ptrs, const int* __restrict__ ints,
                                         int hdr, int chunk, int pgw, float scaleLog2, float* __restrict__ partO,
                                         float* __restrict__ partML, int* __restrict__ counters, float* __restrict__ out,
@@ -900,14 +899,15 @@ __device__ __forceinline__ void attn_rt(const float* __restrict__ q, const u64* 
     const int r = blockIdx.y + blockIdx.z * gridDim.y;
     const int nsrows = I[hdr + RH_SROWS];
     if (r >= nsrows) return;
-    attn_rt_row<D, G, KT, SH, !SH, UX, NT, OWN>(q, ptrs, I, hdr, chunk, pgw, scaleLog2, partO, partML, counters, out, raw, ml, r, r, nsrows);
+    attn_rt_row<D, G, KT, SH, !SH, UX>(q, ptrs, I, hdr, chunk, pgw, scaleLog2, partO, partML, counters, out, raw, ml, r, r, nsrows);
 }
 
-template <int D, int G, int KT, bool SH, bool LEANOK, int UX, int NT, bool OWN>
+template <int D, int G, int KT, bool SH, bool LEANOK, int UX>
 __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u64* __restrict__ ptrs, const int* __restrict__ ints,
                                             int hdr, int chunk, int pgw, float scaleLog2, float* __restrict__ partO,
                                             float* __restrict__ partML, int* __restrict__ counters, float* __restrict__ out,
                                             float* __restrict__ raw, float* __restrict__ ml, int r, int rg, int nsg) {
+    constexpr int NT = ATTN_NT;
     constexpr int L = D / 8;
     // smem: scores/probabilities [G][chunk]; the chunk's token ids and
     // positions [chunk] each (none in a lean call, RH_LEAN: no selection, no
@@ -1022,39 +1022,13 @@ __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u
         // two tokens: the lean source's loops.
         const RtSrc<D, G, KT, true> src{kp, vp, spk, spv, stok, spos, ssh, sinv, sQ, sLo, sQs, sItem, raw, H[RH_STRIDE],
                                         pg0, psh, ps, lo, c0, nvalid, false, false, false, H[RH_INTER] != 0, 0};
-        attn_core<D, G, KT, SH, UX, NT>(src, qinit, len, chunk, smem, m, l);
+        attn_core<D, G, KT, SH, UX>(src, qinit, len, chunk, smem, m, l);
     } else {
         const RtSrc<D, G, KT> src{kp, vp, spk, spv, stok, spos, ssh, sinv, sQ, sLo, sQs, sItem, raw, H[RH_STRIDE],
                                   pg0, psh, ps, lo, c0, nvalid, selMode, pos != nullptr, shift != nullptr, H[RH_INTER] != 0, nrot};
-        attn_core<D, G, KT, SH, UX, NT>(src, qinit, len, chunk, smem, m, l);
+        attn_core<D, G, KT, SH, UX>(src, qinit, len, chunk, smem, m, l);
     }
     tr_stamp(tr, 3);
-    if (OWN) {
-        // The sum over the warps in attn_finish's order, times 1/l: the
-        // numbers a merge of one chunk writes (its weight 2^(m - m) is 1).
-        constexpr int NW = NT / 32;
-        for (int idx = tid; idx < G * D; idx += NT) {
-            float x = 0.f;
-#pragma unroll
-            for (int k = 0; k < NW; ++k) x += smem[k * G * D + idx];
-            float lg = l[0];
-            int it = sItem[0];
-#pragma unroll
-            for (int g = 1; g < G; ++g)
-                if (idx / D == g) lg = l[g], it = sItem[g];
-            if (it >= 0) out[(size_t)it * D + idx % D] = x * (lg > 0.f ? 1.f / lg : 0.f);
-        }
-        if (ml != nullptr) {
-#pragma unroll
-            for (int g = 0; g < G; ++g)
-                if (tid == g && sItem[g] >= 0) {
-                    ml[(size_t)sItem[g] * 2] = m[g] == NEG_INF ? 0.f : m[g];
-                    ml[(size_t)sItem[g] * 2 + 1] = l[g];
-                }
-        }
-        tr_stamp(tr, 4);
-        return;
-    }
     if (threadIdx.x == 0) {
         float* bml = attn_ml_at<G>(partML, rg, c, gridDim.x);
 #pragma unroll
@@ -1100,23 +1074,6 @@ __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u
         attn_rt_d##D##_g##G##_bf16_short(ATTN_RT_PARAMS) {                                                     \
         attn_rt<D, G, KV_BF16, false, ATTN_US>(ATTN_RT_ARGS);                                                  \
     }
-// attn_rt_d{D}_g{G}_bf16_row: one block of ATTN_ROW_NT threads a split
-// row that it reads whole (a chunk as long as the row), ATTN_ROW_U steps of
-// loads in flight: for heads of 64, 9 steps of 64 tokens, so that a row of
-// up to 576 tokens asks for all its keys and then all its values before it
-// uses any, and writes its outputs itself (OWN). For short rows of few
-// heads (MHA at 512 tokens), where the split kernels' many blocks, their
-// arrivals and the merge cost more than the bytes (Backend.rowChunk).
-#ifndef ATTN_ROW_NT
-#define ATTN_ROW_NT 512
-#endif
-#ifndef ATTN_ROW_U
-#define ATTN_ROW_U 9
-#endif
-#define ATTN_RT_ROWK(D, G)                                                                                      \
-    extern "C" __global__ void __launch_bounds__(ATTN_ROW_NT, 1) attn_rt_d##D##_g##G##_bf16_row(ATTN_RT_PARAMS) { \
-        attn_rt<D, G, KV_BF16, false, ATTN_ROW_U, ATTN_ROW_NT, true>(ATTN_RT_ARGS);                            \
-    }
 #define ATTN_RT_KERNELS(D, G)                            \
     ATTN_RT_KERNEL(D, G, KV_BF16, bf16, false, )         \
     ATTN_RT_KERNEL(D, G, KV_BF16, bf16, true, _sh)       \
@@ -1127,8 +1084,6 @@ __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u
 ATTN_RT_KERNELS(64, 1)
 ATTN_RT_KERNELS(64, 2)
 ATTN_RT_SHORT(64, 2)
-ATTN_RT_ROWK(64, 1)
-ATTN_RT_ROWK(64, 2)
 #endif
 #if KVB_IN(2)
 ATTN_RT_KERNELS(64, 4)

@@ -58,11 +58,14 @@ __device__ __forceinline__ u64 qc_key(double d) {
 // histogram (each pass's loads from the L2 were a latency in series a key).
 template <int E>
 __device__ void qc_select(const double* __restrict__ s, int M, int k, int* __restrict__ out) {
-    __shared__ u32 hist[256];
+    // Two histograms and two slots for warp 0's verdict, a pass's in
+    // [pass & 1]: while warp 0 scans one histogram, warps 1+ clear the
+    // other for the next pass, so a pass takes two barriers, not four.
+    __shared__ u32 hist[2][256];
     __shared__ u32 ws[QC_NT / 32];
     __shared__ u64 wlo[QC_NT / 32], whi[QC_NT / 32];
-    __shared__ u32 sBin, sNeed;
-    __shared__ int sDone;
+    __shared__ u32 sBin[2], sNeed[2];
+    __shared__ int sDone[2];
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int per = (M + QC_NT - 1) / QC_NT, b = min(M, tid * per), n = min(M, b + per) - b;
     u64 r[E > 0 ? E : 1];
@@ -81,6 +84,7 @@ __device__ void qc_select(const double* __restrict__ s, int M, int k, int* __res
         wlo[warp] = lo;
         whi[warp] = hi;
     }
+    for (int i = tid; i < 256; i += QC_NT) hist[0][i] = 0;
     __syncthreads();
 #pragma unroll
     for (int w = 0; w < QC_NT / 32; ++w) {
@@ -93,19 +97,23 @@ __device__ void qc_select(const double* __restrict__ s, int M, int k, int* __res
     u64 mask = top < 0 ? ~0ull : (top == 63 ? 0ull : ~((2ull << top) - 1ull));
     u64 prefix = lo & mask;
     u32 need = (u32)k;  // keys still to take among those matching prefix
-    while (top >= 0) {
-        const int bits = min(8, top + 1), shift = top - bits + 1;
+    for (int pass = 0; top >= 0; ++pass) {
+        const int bits = min(8, top + 1), shift = top - bits + 1, hb = pass & 1;
         const u64 dmask = (1ull << bits) - 1ull;
-        for (int i = tid; i < 256; i += QC_NT) hist[i] = 0;
+        u32* h = hist[hb];
+        // h was cleared before the barrier that ended the last pass.
+        QC_EACH(if ((x & mask) == prefix) atomicAdd(&h[(u32)((x >> shift) & dmask)], 1u);)
         __syncthreads();
-        QC_EACH(if ((x & mask) == prefix) atomicAdd(&hist[(u32)((x >> shift) & dmask)], 1u);)
-        __syncthreads();
-        if (warp == 0) {
+        if (warp != 0) {
+            // The other histogram's last reader was warp 0, in the pass
+            // before, ahead of the barrier above.
+            for (int i = tid - 32; i < 256; i += QC_NT - 32) hist[hb ^ 1][i] = 0;
+        } else {
             // Lane l holds bins 255-8l down to 248-8l: counts from the top.
             u32 cnt[8], tot = 0;
 #pragma unroll
             for (int j = 0; j < 8; ++j) {
-                cnt[j] = hist[255 - lane * 8 - j];
+                cnt[j] = h[255 - lane * 8 - j];
                 tot += cnt[j];
             }
             u32 incl = tot;
@@ -120,9 +128,9 @@ __device__ void qc_select(const double* __restrict__ s, int M, int k, int* __res
                 u32 above = excl;
                 for (int j = 0; j < 8; ++j) {
                     if (above + cnt[j] >= need) {
-                        sBin = 255u - (u32)(lane * 8 + j);
-                        sNeed = need - above;
-                        sDone = cnt[j] == need - above;
+                        sBin[hb] = 255u - (u32)(lane * 8 + j);
+                        sNeed[hb] = need - above;
+                        sDone[hb] = cnt[j] == need - above;
                         break;
                     }
                     above += cnt[j];
@@ -130,13 +138,13 @@ __device__ void qc_select(const double* __restrict__ s, int M, int k, int* __res
             }
         }
         __syncthreads();
-        prefix |= (u64)sBin << shift;
+        // Slot hb is written again two passes on, after a barrier every
+        // thread reaches only once it has read it here.
+        prefix |= (u64)sBin[hb] << shift;
         mask |= dmask << shift;
-        need = sNeed;
-        const int done = sDone;
-        __syncthreads();
+        need = sNeed[hb];
         top = shift - 1;
-        if (done) break;
+        if (sDone[hb]) break;
     }
     // Taken: keys whose masked value is above prefix, and the first `need`
     // (by index) of those equal to it.

@@ -33,8 +33,8 @@ func TestParseHeads(t *testing.T) {
 
 // TestKernelNames checks the kernels -v reports: groups of 4 first, then
 // each group the heads ask for as its kernel's (28/4: 7 heads on the
-// kernel of 8; a group past 8 on the kernel of 8), one head's, the _row
-// kernels of groups of 1 and 2 heads of 64, and the combine.
+// kernel of 8; a group past 8 on the kernel of 8), one head's, and the
+// combine.
 func TestKernelNames(t *testing.T) {
 	got := strings.Join(kernelNames(128, [][2]int{{28, 4}, {32, 8}, {32, 32}, {64, 4}}), " ")
 	want := "attn_rt_d128_g4_bf16_tc attn_rt_d128_g4_bf16 attn_rt_d128_g8_bf16_tc attn_rt_d128_g8_bf16 " +
@@ -43,8 +43,8 @@ func TestKernelNames(t *testing.T) {
 		t.Errorf("kernelNames(128, 28/4 32/8 32/32 64/4) = %s, want %s", got, want)
 	}
 	got = strings.Join(kernelNames(64, [][2]int{{32, 16}}), " ")
-	want = "attn_rt_d64_g4_bf16_tc attn_rt_d64_g4_bf16 attn_rt_d64_g2_bf16_tc attn_rt_d64_g2_bf16 attn_rt_d64_g2_bf16_row " +
-		"attn_rt_d64_g1_bf16_tc attn_rt_d64_g1_bf16 attn_rt_d64_g1_bf16_row attn_rt_combine_d64"
+	want = "attn_rt_d64_g4_bf16_tc attn_rt_d64_g4_bf16 attn_rt_d64_g2_bf16_tc attn_rt_d64_g2_bf16 " +
+		"attn_rt_d64_g1_bf16_tc attn_rt_d64_g1_bf16 attn_rt_combine_d64"
 	if got != want {
 		t.Errorf("kernelNames(64, 32/16) = %s, want %s", got, want)
 	}

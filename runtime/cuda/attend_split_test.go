@@ -33,7 +33,6 @@ import (
 func TestAttendSplitKernels(t *testing.T) {
 	t.Setenv("KVBENCH_ATTN_TC", "on")     // every lean call it serves, whatever the chunk and group
 	t.Setenv("KVBENCH_ATTN_CLUSTER", "0") // rows in one cluster: TestAttendTCKernels
-	t.Setenv("KVBENCH_ATTN_ROW", "0")     // one block a whole row: TestAttendRowKernels
 	g := newGPU(t)
 	c := cpu.New(0)
 	defer c.Close()

@@ -302,10 +302,6 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 		b.Close()
 		return nil, err
 	}
-	if b.split.row, err = rowOf(); err != nil {
-		b.Close()
-		return nil, err
-	}
 	if b.normMax, err = normMaxOf(); err != nil {
 		b.Close()
 		return nil, err

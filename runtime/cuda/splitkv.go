@@ -168,7 +168,6 @@ type splitState struct {
 	tcMin    int            // least tokens per block a chosen chunk of the _tc kernels has ($KVBENCH_ATTN_TC_MIN; 0: tcLeast's choice)
 	waves    int            // waves of resident blocks a chosen chunk fills ($KVBENCH_ATTN_WAVES)
 	short    int            // the longest chunk the _short kernels take ($KVBENCH_ATTN_SHORT; 0: none)
-	row      int            // the longest row the _row kernels take ($KVBENCH_ATTN_ROW; 0: none)
 	tc       tcMode         // when lean calls run the tensor-core _tc kernels ($KVBENCH_ATTN_TC)
 	tcStages int            // the _tc kernels' stages a warp, TC_ST ($KVBENCH_ATTN_TC_ST)
 	slowMem  bool           // the device's memory is slow for the decode kernels (slowMemory)
@@ -278,45 +277,6 @@ const shortEnv = "KVBENCH_ATTN_SHORT"
 // gained 0.2-1.5 us at 512-8K.
 const shortChunk = 256
 
-// rowEnv sets splitState.row: rows of at most that many tokens run the
-// _row kernels where there is one and the call fits them (rowChunk).
-const rowEnv = "KVBENCH_ATTN_ROW"
-
-// rowThreads is ATTN_ROW_NT in attention.cu: the _row kernels' threads a
-// block.
-const rowThreads = 512
-
-// rowTokens is the longest row one round of the _row kernels' loads
-// covers: for heads of 64, ATTN_ROW_U = 9 steps of rowThreads/8 = 64
-// tokens, so that a block asks for all of a row's keys and values before it
-// uses any. KVBENCH_ATTN_ROW=576 turns the kernels on for such rows.
-const rowTokens = 576
-
-// rowOf reads $KVBENCH_ATTN_ROW (default 0: the _row kernels are off until
-// a GPU has timed them against the split kernels and SDPA; TestAttendRowKernels
-// checks them against the CPU whatever the default).
-func rowOf() (int, error) {
-	return envInt(rowEnv, 0, 0, math.MaxInt, "the longest row in tokens (0: none)")
-}
-
-// rowChunk is the chunk of a call that runs its shape's _row kernel (one
-// block of rowThreads a split row, which reads the whole row and writes
-// its outputs: no partials, no merge), or 0 where it does not: a chunk
-// asked for (SetAttnChunk), a shape with no
-// _row kernel (bf16 pages of heads of 64, rows of 1 or 2 heads, keys not
-// re-positioned), a row longer than $KVBENCH_ATTN_ROW, or more split rows
-// than multiprocessors (the blocks would not all start at once); the
-// caller keeps calls on the tensor cores off it. Short
-// rows of few heads, where the split kernels' many blocks, their arrivals
-// and the merge cost more than the bytes read: MHA 32/32 and GQA 32/16
-// heads of 64 at 512 tokens.
-func (b *Backend) rowChunk(p splitShape, nsrows, longest int) int {
-	if b.split.chunk != 0 || p.names.row == "" || longest < 1 || longest > b.split.row || nsrows > b.D.SMs {
-		return 0
-	}
-	return (longest + ChunkTokens - 1) / ChunkTokens * ChunkTokens
-}
-
 // shortOf reads $KVBENCH_ATTN_SHORT (default shortChunk).
 func shortOf() (int, error) {
 	return envInt(shortEnv, shortChunk, 0, math.MaxInt, "the longest chunk in tokens (0: none)")
@@ -341,15 +301,12 @@ func (b *Backend) AttnPlan() Plan { return b.split.last }
 
 // occupancy is f's resident blocks per multiprocessor at attnThreads
 // threads and smem bytes of dynamic shared memory, asked of the driver once.
-func (b *Backend) occupancy(f *Function, smem int) int { return b.occupancyAt(f, attnThreads, smem) }
-
-// occupancyAt is occupancy at threads threads a block.
-func (b *Backend) occupancyAt(f *Function, threads, smem int) int {
+func (b *Backend) occupancy(f *Function, smem int) int {
 	k := occKey{f, smem}
 	if n, ok := b.split.occ[k]; ok {
 		return n
 	}
-	n, err := f.Occupancy(threads, smem)
+	n, err := f.Occupancy(attnThreads, smem)
 	must(err)
 	if b.split.occ == nil {
 		b.split.occ = map[occKey]int{}
@@ -446,10 +403,7 @@ type splitShape struct {
 // distributed shared memory (sm_90a).
 // tcb is tc over a batched launch's calls (attn_rtb's table); rtbX, tcbX
 // and rtbCombX are rtb, tcb and rtbComb taking the larger box (RtbXBox).
-// row is the kernel of one block a whole split row (rowChunk; "" where
-// there is none: all but bf16 pages of heads of 64 in rows of 1 or 2
-// heads, keys not re-positioned).
-type splitNames struct{ rt, rtb, rtbX, rtComb, rtbComb, rtbCombX, short, tc, tcc, tcb, tcbX, row string }
+type splitNames struct{ rt, rtb, rtbX, rtComb, rtbComb, rtbCombX, short, tc, tcc, tcb, tcbX string }
 
 // splitKey is the shape that names a split-KV kernel.
 type splitKey struct {
@@ -471,19 +425,16 @@ func splitNamesOf(k splitKey) *splitNames {
 		sh = "_sh"
 	}
 	suffix := fmt.Sprintf("_d%d_g%d_%s%s", k.hd, k.vg, kt, sh)
-	short, tc, tcc, tcb, tcbX, row := "", "", "", "", "", ""
+	short, tc, tcc, tcb, tcbX := "", "", "", "", ""
 	if k.bf16 && !k.shifted && k.vg >= 2 && k.vg <= 4 {
 		short = "attn_rt" + suffix + "_short"
-	}
-	if k.bf16 && !k.shifted && k.hd == 64 && k.vg <= 2 {
-		row = "attn_rt" + suffix + "_row"
 	}
 	if k.bf16 && !k.shifted && k.vg&(k.vg-1) == 0 && k.vg <= 8 {
 		tc, tcc, tcb, tcbX = "attn_rt"+suffix+"_tc", "attn_rt"+suffix+"_tcc", "attn_rtb"+suffix+"_tc", "attn_rtb"+suffix+"_tc_xb"
 	}
 	n, _ := splitNameCache.LoadOrStore(k, &splitNames{rt: "attn_rt" + suffix, rtb: "attn_rtb" + suffix, rtbX: "attn_rtb" + suffix + "_xb",
 		rtComb: fmt.Sprintf("attn_rt_combine_d%d", k.hd), rtbComb: fmt.Sprintf("attn_rtb_combine_d%d", k.hd),
-		rtbCombX: fmt.Sprintf("attn_rtb_combine_d%d_xb", k.hd), short: short, tc: tc, tcc: tcc, tcb: tcb, tcbX: tcbX, row: row})
+		rtbCombX: fmt.Sprintf("attn_rtb_combine_d%d_xb", k.hd), short: short, tc: tc, tcc: tcc, tcb: tcb, tcbX: tcbX})
 	return n.(*splitNames)
 }
 
@@ -491,18 +442,14 @@ var splitNameCache sync.Map // splitKey -> *splitNames
 
 // DecodeKernels names the split-KV kernels a decode call over bf16 pages of
 // head dim hd runs for kernel groups of vg heads (the tensor-core kernel,
-// where there is one, the CUDA-core one, and the _row kernel where there is
-// one) and the combine that merges their rows (for `kvbench kernels -v`).
+// where there is one, and the CUDA-core one) and the combine that merges
+// their rows (for `kvbench kernels -v`).
 func DecodeKernels(hd, vg int) (kernels []string, combine string) {
 	n := splitNamesOf(splitKey{hd: hd, vg: vg, bf16: true})
-	if n.tc != "" {
-		kernels = append(kernels, n.tc)
+	if n.tc == "" {
+		return []string{n.rt}, n.rtComb
 	}
-	kernels = append(kernels, n.rt)
-	if n.row != "" {
-		kernels = append(kernels, n.row)
-	}
-	return kernels, n.rtComb
+	return []string{n.tc, n.rt}, n.rtComb
 }
 
 // splitShapeOf reads a call's shape from its descriptors and head table
@@ -558,19 +505,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	if tc {
 		slots, least = b.split.tcSlotsFor(hd, vg, false), max(least, b.split.tcLeast(hd, nsrows, longest, b.D.SMs))
 	}
-	// One block a whole row (the _row kernel), else the split chooser's chunk.
-	threads, row := attnThreads, 0
-	if !tc {
-		row = b.rowChunk(p, nsrows, longest)
-	}
-	var chunk int
-	if row > 0 {
-		chunk, name, threads = row, p.names.row, rowThreads
-		f = b.fn(name)
-		smemFor = func(chunk int) int { return rtSmemAt(vg, hd, chunk, minPS, shifted, lean, rowThreads) }
-	} else {
-		chunk = b.splitChunk(f, smemFor, limit, nsrows, longest, slots, least)
-	}
+	chunk := b.splitChunk(f, smemFor, limit, nsrows, longest, slots, least)
 	cl := 0 // the blocks of a cluster: a row's chunks (the _tcc kernel)
 	if tc {
 		if c, n := b.clusterChunk(chunk, longest); n > 0 && a.Acc == nil && smemFor(c) <= limit-b.fn(p.names.tcc).Shared {
@@ -580,13 +515,13 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 		}
 	}
 	smem, nchunks := smemFor(chunk), max(1, (longest+chunk-1)/chunk)
-	if !tc && row == 0 && p.names.short != "" && chunk <= b.split.short {
+	if !tc && p.names.short != "" && chunk <= b.split.short {
 		name = p.names.short
 		f = b.fn(name)
 	}
 	pgw := chunk/minPS + 2
 	ngroups := (nchunks + mergeGroup - 1) / mergeGroup
-	fused := row == 0 && fusedFor(b.split.combine, vg, nsrows, nchunks, tc) && nsrows*(ngroups+1) <= ctrWords && cl == 0
+	fused := fusedFor(b.split.combine, vg, nsrows, nchunks, tc) && nsrows*(ngroups+1) <= ctrWords && cl == 0
 	parts := nchunks
 	if fused {
 		parts += ngroups
@@ -678,9 +613,9 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	if cl > 0 { // the cluster merges the row: no partials, no combine
 		must(f.LaunchCluster(cl, Dim3{nchunks, gy, gz}, Dim3{attnThreads, 1, 1}, smem, args...))
 	} else {
-		must(f.LaunchAfter(Dim3{nchunks, gy, gz}, Dim3{threads, 1, 1}, smem, args...))
+		must(f.LaunchAfter(Dim3{nchunks, gy, gz}, Dim3{attnThreads, 1, 1}, smem, args...))
 	}
-	b.split.last = Plan{Kernel: name, Chunk: chunk, Blocks: nchunks * nsrows, Rows: nsrows, Resident: b.occupancyAt(f, threads, smem), SharedMem: smem, ByValue: boxed, Early: early,
+	b.split.last = Plan{Kernel: name, Chunk: chunk, Blocks: nchunks * nsrows, Rows: nsrows, Resident: b.occupancy(f, smem), SharedMem: smem, ByValue: boxed, Early: early,
 		Merge: mergeOf(fused, cl, nchunks), Lists: listsOf(a) != nil}
 	if early {
 		b.split.earlyN++
@@ -713,11 +648,6 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 // re-positioned, the key and value page pointers of its range; and at least
 // the warps' partial outputs and the fused merge's room.
 func rtSmem(vg, hd, chunk, minPS int, shifted, lean bool) int {
-	return rtSmemAt(vg, hd, chunk, minPS, shifted, lean, attnThreads)
-}
-
-// rtSmemAt is rtSmem for blocks of threads threads (the _row kernels').
-func rtSmemAt(vg, hd, chunk, minPS int, shifted, lean bool, threads int) int {
 	words := vg * chunk
 	if !lean {
 		words += 2 * chunk
@@ -725,7 +655,7 @@ func rtSmemAt(vg, hd, chunk, minPS int, shifted, lean bool, threads int) int {
 	if shifted {
 		words += chunk + hd/2
 	}
-	return max(4*words+16*(chunk/minPS+2), 4*threads/32*vg*hd, 16*threads)
+	return max(4*words+16*(chunk/minPS+2), 4*attnThreads/32*vg*hd, 16*attnThreads)
 }
 
 // tcOK says whether the tensor-core kernel of lean calls (attention_tc.cu)
