@@ -66,7 +66,16 @@ func TestAttendSplitKernels(t *testing.T) {
 									if evict {
 										cp.evict(rng, 0.25)
 									}
-									compareAttend(t, c, g, cp, rng, queryCase(cp, rng, hk[0], rows, opt))
+									cp.append(rng, rows)
+									qpos := make([]int, rows)
+									for r := range qpos {
+										qpos[r] = cp.next - rows + r
+									}
+									ac := attnCase{heads: hk[0], rows: rows, qpos: qpos, opt: opt, tol: 2e-5}
+									if opt == "window" {
+										ac.opt, ac.window = "plain", 50
+									}
+									compareAttend(t, c, g, cp, rng, ac)
 									group := hk[0] / hk[1]
 									gh := 1
 									for _, x := range []int{8, 4, 2} {

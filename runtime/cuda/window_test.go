@@ -110,22 +110,6 @@ type attnCase struct {
 	tol         float64
 }
 
-// queryCase appends rows query rows to cp and returns the call of heads
-// query heads over them with option opt ("window": plain, a sliding window
-// of 50), as the split-KV kernels' tests make them.
-func queryCase(cp *cachePair, rng *rand.Rand, heads, rows int, opt string) attnCase {
-	cp.append(rng, rows)
-	qpos := make([]int, rows)
-	for r := range qpos {
-		qpos[r] = cp.next - rows + r
-	}
-	ac := attnCase{heads: heads, rows: rows, qpos: qpos, opt: opt, tol: 2e-5}
-	if opt == "window" {
-		ac.opt, ac.window = "plain", 50
-	}
-	return ac
-}
-
 // compareAttend runs the same call over cp on the CPU and on g and checks
 // the output, the accumulated probabilities, recall and (one row, one head)
 // QK against the CPU's.
