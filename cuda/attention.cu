@@ -679,7 +679,16 @@ __device__ __forceinline__ void attn_core(const Src& src, QInit qinit, int len, 
 #define RH_NOLO 16   // 1: the tensor-core kernel takes q and p in bf16 alone (no low halves; KVBENCH_ATTN_TC_LO=off)
 #define RH_TRACE 17  // (2 words, low first) the device address of the launch's trace (rt_trace), 0: none
 #define RH_SEL 19    // (2 words, low first) where a selecting head's offsets count from, as an address (rt_sel); 0: the call's ints
-#define RH_WORDS 21
+#define RH_PBASE 21  // (2 words, low first) the address the descriptors' SD_KO and SD_VO count from
+#define RH_WORDS 23
+
+// sd_page is the address of page pg of the key (isV false) or value list
+// of a KV head whose descriptor sd gives its pages' stride (SD_PST not 0),
+// in a call of header H: arithmetic, no load.
+__device__ __forceinline__ u64 sd_page(const int* __restrict__ H, const int* __restrict__ sd, bool isV, int pg) {
+    const u64 base = ((u64)(u32)H[RH_PBASE + 1] << 32) | (u32)H[RH_PBASE];
+    return base + 16ull * (u32)sd[isV ? SD_VO : SD_KO] + (u64)((long long)pg * sd[SD_PST]);
+}
 
 // rt_sel is where the selection at offset off of a call's head table lies:
 // in the call's ints, or where RH_SEL says (a device selection read where
@@ -964,9 +973,10 @@ __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u
             const int t0 = lo + c0, t1 = lo + c0 + len - 1;
             pg0 = psh >= 0 ? t0 >> psh : t0 / ps;
             const int npg = (psh >= 0 ? t1 >> psh : t1 / ps) - pg0 + 1;
+            const bool arith = sd[SD_PST] != 0;  // pages one stride apart: their addresses, no pointer loaded
             for (int j = tid; j < npg; j += NT) {
-                spk[j] = kp[pg0 + j];
-                spv[j] = vp[pg0 + j];
+                spk[j] = arith ? sd_page(H, sd, false, pg0 + j) : kp[pg0 + j];
+                spv[j] = arith ? sd_page(H, sd, true, pg0 + j) : vp[pg0 + j];
             }
         }
         if (pos != nullptr || shift != nullptr) {

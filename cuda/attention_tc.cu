@@ -185,6 +185,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     const int gs = r * SD_WORDS < hdr ? r : 0;
     const int* sg = ints + gs * SD_WORDS;
     int sLo = sg[SD_LO], sHi = sg[SD_HI], sPs = sg[SD_PS], sK = sg[SD_K], sV = sg[SD_V];
+    const int* sdh = sg;  // the KV head's descriptor (SD_KO, SD_VO, SD_PST: sd_page)
     const int nsrows = H[RH_SROWS];
     const int rawStride = H[RH_STRIDE];
     const int kvh = rt_kvh(H, r);
@@ -195,7 +196,11 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     if (kvh != gs) {
         const int* sd = ints + kvh * SD_WORDS;
         sLo = sd[SD_LO], sHi = sd[SD_HI], sPs = sd[SD_PS], sK = sd[SD_K], sV = sd[SD_V];
+        sdh = sd;
     }
+    // Pages one stride apart (SD_PST): a page's address is arithmetic, not
+    // a load of its pointer before its tiles' loads.
+    const bool arith = sdh[SD_PST] != 0;
     const int lo = sLo, total = sHi - lo;
     const int c0 = c * chunk, len = max(0, min(chunk, total - c0));
     const int ps = sPs, psh = __ffs(ps) - 1;  // a power of two (the host checks)
@@ -232,8 +237,8 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
         pg0 = t0 >> psh;
         const int npg = (t1 >> psh) - pg0 + 1;
         for (int j = tid; j < npg; j += NT) {
-            spk[j] = kp[pg0 + j];
-            spv[j] = vp[pg0 + j];
+            spk[j] = arith ? sd_page(H, sdh, false, pg0 + j) : kp[pg0 + j];
+            spv[j] = arith ? sd_page(H, sdh, true, pg0 + j) : vp[pg0 + j];
         }
     }
     if (!fast) __syncthreads();
@@ -255,8 +260,10 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
         if (whole && tb + 16 <= len) {
             const int t0 = lo + c0 + tb, pj = (t0 >> psh) - pg0;
             const size_t off = (size_t)(t0 & (ps - 1)) * RB;
-            const char* ks = reinterpret_cast<const char*>(direct ? __ldg(kp + pg0 + pj) : spk[pj]) + off;
-            const char* vs = reinterpret_cast<const char*>(direct ? __ldg(vp + pg0 + pj) : spv[pj]) + off;
+            const u64 kpg = !direct ? spk[pj] : arith ? sd_page(H, sdh, false, pg0 + pj) : __ldg(kp + pg0 + pj);
+            const u64 vpg = !direct ? spv[pj] : arith ? sd_page(H, sdh, true, pg0 + pj) : __ldg(vp + pg0 + pj);
+            const char* ks = reinterpret_cast<const char*>(kpg) + off;
+            const char* vs = reinterpret_cast<const char*>(vpg) + off;
 #pragma unroll
             for (int k = 0; k < CP; ++k) {
                 fl_cp16(dk + at[k], ks + (lane + 32 * k) * 16, true);

@@ -470,7 +470,11 @@ extern "C" __global__ void be_scatter64(u64* dst, const u64* pairs, int n) {
 // none) (into ints), refN, refPageSize, refKOff, refPosOff, and the range
 // [lo, hi) of token indices that a row without a selection needs to read
 // (the split-KV kernels of attention.cu; the others read every token), and
-// the number of shifts given (a token past them has shift 0: be_shift).
+// the number of shifts given (a token past them has shift 0: be_shift);
+// where every page of both lists lies a stride from the one before (SD_PST
+// not 0), the first key and value pages' offsets from the call's base
+// (RH_PBASE, attention.cu) and that stride: the split-KV kernels then find
+// a page with no load of its pointer (sd_page).
 #define SD_N 0
 #define SD_PS 1
 #define SD_K 2
@@ -484,7 +488,10 @@ extern "C" __global__ void be_scatter64(u64* dst, const u64* pairs, int n) {
 #define SD_LO 10
 #define SD_HI 11
 #define SD_SHN 12
-#define SD_WORDS 13
+#define SD_KO 13   // the first key page's address, as 16-byte units past the call's RH_PBASE, where SD_PST is not 0
+#define SD_VO 14   // the first value page's, alike
+#define SD_PST 15  // bytes from each page of both lists to the next (0: read the page pointers)
+#define SD_WORDS 16
 
 // be_shift is token t's shift: shift[t] for the first sd[SD_SHN] tokens,
 // else 0 (the host sends only the shifts that may be nonzero).

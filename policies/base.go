@@ -72,6 +72,12 @@ func (b *base) MeasureRecall(n int) { b.recallEvery = max(n, 0) }
 func (b *base) Prompt(n int) {
 	b.announce(n)
 	b.resolveRatio(n)
+	if b.cache != nil && (b.prefill != PrefillChunked || !b.evicts) {
+		// The cache will hold the whole prompt: its pages set aside in one
+		// run per sequence (a GPU backend's attention then finds them by
+		// arithmetic).
+		b.cache.Hold(n)
+	}
 }
 func (b *base) SetPrefill(p Prefill) { b.prefill = p }
 

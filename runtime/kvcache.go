@@ -31,6 +31,7 @@ type KVCache struct {
 	ref      [][]KVSeq    // [layer][kvHead] every token ever appended, when recording
 	refPages int          // pages held by ref
 	pa       KVAddresser  // the backend's page addresses (KVSeq.addr); nil: none
+	spares   int          // pages in the sequences' spare lists (Hold)
 	agree    []headsAgree // [layer] whether its KV heads are known to hold the same tokens (HeadsAgree)
 }
 
@@ -204,7 +205,60 @@ func (c *KVCache) PageBytes() int64 { return int64(2 * c.pageSize * c.headDim * 
 // ResidentBytes is the memory of the pages the sequences hold now: their
 // tokens', and an empty page a sequence keeps for its next token after an
 // eviction left its pages full (see Evict).
-func (c *KVCache) ResidentBytes() int64 { return int64(c.total-len(c.free)) * c.PageBytes() }
+func (c *KVCache) ResidentBytes() int64 { return int64(c.total-len(c.free)-c.spares) * c.PageBytes() }
+
+// Hold announces that every sequence is to take n more tokens and keep
+// them (a prompt under the dense protocol, and its answer's first 64
+// tokens): each sequence that holds no page yet sets aside the pages for
+// them at once, from one bulk allocation, or from the end of the free list
+// where it holds as many (the pages a sequence gave back at Reset lie
+// there in their order). A sequence's pages then lie one stride apart, which
+// lets a GPU backend's attention find a page by arithmetic rather than by
+// loading its pointer (the CUDA backend's pageArith). The pages set aside
+// count as neither resident nor free; Reset returns the unused ones. Only a
+// backend that allocates pages in bulk (KVPageAllocator) is served; for
+// others Hold does nothing.
+func (c *KVCache) Hold(n int) {
+	pa, ok := c.be.(KVPageAllocator)
+	if !ok || n <= 0 {
+		return
+	}
+	count := (n + 64 + c.pageSize - 1) / c.pageSize
+	for l := range c.seqs {
+		for h := range c.seqs[l] {
+			s := &c.seqs[l][h]
+			if len(s.K) > 0 || len(s.spare) > 0 {
+				continue
+			}
+			s.spare = slices.Grow(s.spare[:0], count)
+			if f := len(c.free); f >= count {
+				s.spare = append(s.spare, c.free[f-count:]...)
+				clear(c.free[f-count:])
+				c.free = c.free[:f-count]
+			} else {
+				bufs := make([]Buffer, 2*count)
+				pa.AllocKVPages(c.pageSize*c.headDim, c.dtype, bufs)
+				for i := range count {
+					s.spare = append(s.spare, kvPage{k: bufs[2*i], v: bufs[2*i+1]})
+				}
+				c.total += count
+			}
+			c.spares += count
+		}
+	}
+}
+
+// spareOf takes the first page s has set aside (Hold), if any.
+func (c *KVCache) spareOf(s *KVSeq) (kvPage, bool) {
+	if len(s.spare) == 0 {
+		return kvPage{}, false
+	}
+	p := s.spare[0]
+	s.spare[0] = kvPage{}
+	s.spare = s.spare[1:]
+	c.spares--
+	return p, true
+}
 
 // AllocatedBytes is the memory of every page the cache has allocated, in use
 // or free for reuse: what the process holds for this cache.
@@ -491,7 +545,14 @@ func (c *KVCache) appendSeq(s *KVSeq, h int, k, v Buffer, rows int, pos []int, r
 	for r := 0; r < rows; r++ {
 		slot := s.N % c.pageSize
 		if slot == 0 && s.N/c.pageSize == len(s.K) {
-			p := c.seqPage(ref)
+			var p kvPage
+			ok := false
+			if !ref {
+				p, ok = c.spareOf(s)
+			}
+			if !ok {
+				p = c.seqPage(ref)
+			}
 			c.push(s, p.k, p.v)
 		}
 		if ao, ok := c.addrs(s); ok {
@@ -530,6 +591,10 @@ func (c *KVCache) seqPage(ref bool) kvPage {
 // seqPages appends count pages (none where count <= 0) to s: seqPage's,
 // the new ones made in one call where the backend is a KVPageAllocator.
 func (c *KVCache) seqPages(s *KVSeq, count int, ref bool) {
+	for ; count > 0 && !ref && len(s.spare) > 0; count-- {
+		p, _ := c.spareOf(s)
+		c.push(s, p.k, p.v)
+	}
 	for ; count > 0 && !ref && len(c.free) > 0; count-- {
 		p := c.takePage()
 		c.push(s, p.k, p.v)
@@ -562,16 +627,20 @@ func (c *KVCache) Reset() {
 	pages := 0
 	for l := range c.seqs {
 		for h := range c.seqs[l] {
-			pages += len(c.seqs[l][h].K)
+			pages += len(c.seqs[l][h].K) + len(c.seqs[l][h].spare)
 		}
 	}
 	c.free = slices.Grow(c.free, pages) // a long prompt's million pages: one growth
+	c.spares = 0
 	for l := range c.seqs {
 		for h := range c.seqs[l] {
 			s := &c.seqs[l][h]
 			for i := range s.K {
 				c.free = append(c.free, kvPage{k: s.K[i], v: s.V[i]})
 			}
+			c.free = append(c.free, s.spare...) // after the pages before them: Hold finds the run again
+			clear(s.spare)
+			s.spare = s.spare[:0]
 			if len(s.K) > 0 {
 				s.Gen++
 			}

@@ -619,6 +619,7 @@ func (b *Backend) readSwitches() error {
 		{"KVBENCH_ACC_DEFER", &b.noAccDefer},
 		{"KVBENCH_ACC_GROUP", &b.noAccGroup},
 		{"KVBENCH_ATTN_EARLY", &b.split.noEarly},
+		{"KVBENCH_ATTN_ARITH", &b.split.noArith},
 		{"KVBENCH_ATTN_TC_ACC", &b.split.noTCAcc},
 		{"KVBENCH_ATTN_TC_LO", &b.split.noLo},
 		{"KVBENCH_ACC_PACE", &b.noAccPace},

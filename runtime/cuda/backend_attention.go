@@ -12,8 +12,14 @@ import (
 	"github.com/kvbench/kvbench/runtime"
 )
 
-// Descriptor words per KV head, as SD_* in backend.cu.
-const sdWords = 13
+// Descriptor words per KV head, as SD_* in backend.cu; the words of
+// pageArith's stride and offsets (SD_KO, SD_VO, SD_PST).
+const (
+	sdWords   = 16
+	sdKOff    = 13
+	sdVOff    = 14
+	sdPStride = 15
+)
 
 // pagePtrs appends the device pointers of pages and returns their offset;
 // every page of a call must have the same type (b.kvt, -1 before the first).
@@ -404,6 +410,7 @@ func (b *Backend) describe(h *[]int32, a *runtime.AttnArgs, tables bool) attnLay
 		d := [sdWords]int32{int32(s.N), int32(max(s.PageSize, 1)), 0, 0, 0, -1, 0, 1, 0, 0, int32(lo), int32(hi), 0}
 		if tables {
 			d[2], d[3] = b.tablePages(s)
+			d[sdKOff], d[sdVOff], d[sdPStride] = b.arithWords(s)
 		} else {
 			d[2], d[3] = b.pagePtrs(s.K), b.pagePtrs(s.V)
 		}
@@ -454,6 +461,9 @@ func (b *Backend) describe(h *[]int32, a *runtime.AttnArgs, tables bool) attnLay
 		}
 		copy((*h)[g*sdWords:], d[:])
 		stride = max(stride, s.N)
+	}
+	if tables {
+		(*h)[hdr+rhPBase], (*h)[hdr+rhPBase+1] = int32(uint32(b.pt.low)), int32(uint32(b.pt.low>>32))
 	}
 	var cs chosenCall
 	for i := 0; i < a.Heads; i++ {
@@ -811,4 +821,17 @@ func fitRows(rows, heads, tile, slots int) int {
 		return rows
 	}
 	return best * tile
+}
+
+// arithWords is the descriptor's SD_KO, SD_VO and SD_PST for s (zeros
+// where its pages are not one stride apart): pageArith's first pages as
+// 16-byte units past the lowest page the tables hold (the call's base,
+// RH_PBASE), where both are 16-byte aligned and under 64 GiB past it.
+func (b *Backend) arithWords(s *runtime.KVSeq) (ko, vo, stride int32) {
+	k, v, st := b.pageArith(s)
+	low := b.pt.low
+	if st == 0 || (k|v)&15 != 0 || k < low || v < low || (k-low)/16 > math.MaxUint32 || (v-low)/16 > math.MaxUint32 {
+		return 0, 0, 0
+	}
+	return int32(uint32((k - low) / 16)), int32(uint32((v - low) / 16)), st
 }

@@ -168,7 +168,7 @@ func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
 			lt, int32(l.calls), int32(l.nsg), b.pt.pool, ints, int32(l.chunk), int32(l.pgw), l.scale*float32(math.Log2E),
 			partO, ws.Add(pmlAt), counters, bv)
 		b.split.last = Plan{Kernel: kernel, Chunk: l.chunk, Blocks: l.nchunks * l.nsg, Rows: l.nsg, Resident: b.occupancy(b.fn(l.kernel), l.smem),
-			SharedMem: l.smem, ByValue: boxed, Merge: mergeOf(l.fused, 0, l.nchunks), Lists: l.lists}
+			SharedMem: l.smem, ByValue: boxed, Merge: mergeOf(l.fused, 0, l.nchunks), Lists: l.lists, Arith: bt.arith()}
 		if !l.fused && l.nchunks > 1 { // one chunk a row: the kernel wrote the outputs
 			must(b.fn(comb).LaunchAfter(Dim3{l.vg, gy, l.hd / 32 * gz}, Dim3{combThreads, 1, 1}, 0,
 				partO, ws.Add(pmlAt), int32(l.nchunks), lt, int32(l.calls), int32(l.nsg), ints, bv))
@@ -387,6 +387,7 @@ func (b *Backend) batchMeta(bt *batchAttn) int {
 		for i := lo; i < hi; i++ {
 			c := &bt.calls[i]
 			m := b.describe(&pt.h, c.a, true)
+			c.arith = arithHeads(pt.h, c.a.KVHeads)
 			splitHeader(c, pt.h, m, b.split.noLo)
 			selAt(pt.h[m.hdr:], m.sel) // its device selection read where it lies (rt_sel)
 			c.base, c.part = int32(len(pt.ints)), k
@@ -428,6 +429,7 @@ type batchCall struct {
 	combX     string
 	vg, srows int // virtual heads per split row, split rows
 	longest   int // the longest token list of a split row
+	arith     int // KV heads whose pages are found by their stride (arithHeads)
 	minPS     int // the smallest page of its KV heads
 	shifted   bool
 	lean      bool // no selection, no positions (RH_LEAN)
@@ -576,3 +578,13 @@ func (b *Backend) planLaunch(lo, hi int) batchLaunch {
 func (b *Backend) WorkReleases() uint64 { return b.releases }
 
 var _ runtime.WorkCounter = (*Backend)(nil)
+
+// arith is the KV heads of the batch's calls whose pages are found by
+// their stride (Plan.Arith).
+func (bt *batchAttn) arith() int {
+	n := 0
+	for i := range bt.calls {
+		n += bt.calls[i].arith
+	}
+	return n
+}

@@ -127,3 +127,7 @@ func (b *Backend) PageValues(x runtime.Buffer, n int) []float32 {
 // HeaderSelWord is the split-KV header's first word of RH_SEL (a device
 // selection's address, which differs between backends).
 const HeaderSelWord = rhSel
+
+// HeaderPBaseWord is the header's first word of RH_PBASE (the address the
+// descriptors' page offsets count from: each backend's own).
+const HeaderPBaseWord = rhPBase

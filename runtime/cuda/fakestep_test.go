@@ -176,15 +176,19 @@ func TestFakeBackendSteps(t *testing.T) {
 }
 
 // appendMeta appends a batch step's ints to all, a device selection's
-// address (Quest's choice, RH_SEL) in each call's header masked to 1 where
-// it is set: that address is each backend's own, so runs compare it as
-// present or not. bases holds each call's (ints base, header offset).
+// address (Quest's choice, RH_SEL) and the base of the page offsets
+// (RH_PBASE) in each call's header masked to 1 where set: those addresses
+// are each backend's own, so runs compare them as present or not (the
+// offsets past the base are compared as they are). bases holds each
+// call's (ints base, header offset).
 func appendMeta(all, ints, bases []int32) []int32 {
 	n0 := len(all)
 	all = append(all, ints...)
 	for k := 0; k+1 < len(bases); k += 2 {
-		if at := n0 + int(bases[k]+bases[k+1]) + cuda.HeaderSelWord; all[at] != 0 || all[at+1] != 0 {
-			all[at], all[at+1] = 1, 1
+		for _, w := range []int{cuda.HeaderSelWord, cuda.HeaderPBaseWord} {
+			if at := n0 + int(bases[k]+bases[k+1]) + w; all[at] != 0 || all[at+1] != 0 {
+				all[at], all[at+1] = 1, 1
+			}
 		}
 	}
 	return all

@@ -69,7 +69,11 @@ type pageTables struct {
 	hold bool
 	// held is the words of the regions handed out for lists the device
 	// writes (Quest's choices: holdRegion), in no table.
-	held  int64
+	held int64
+	// low is the lowest page address the tables have held, 16-byte
+	// aligned (0: none yet): where the calls' page offsets count from
+	// (arithWords, RH_PBASE).
+	low   uint64
 	runs  []tableRun // scratch: the uploads staged
 	host  []uint64   // scratch: the pointers they upload
 	pairs []uint64   // scratch: (word, pointer) pairs of a scattered upload
@@ -90,6 +94,7 @@ type pageTable struct {
 	off     int64            // region: key list at off, value list at off+size
 	size    int64            // pages each list has room for (0: no region yet)
 	k, v    []runtime.Buffer // the pages the device lists hold, as the host knows them
+	kr, vr  pageRun          // where the lists' first pages lie (pageArith)
 	kvt     int32            // page type of the lists; -1 while they are empty
 	used    uint64           // the clock of the last call that used it
 }
@@ -179,6 +184,61 @@ func (b *Backend) tablePages(s *runtime.KVSeq) (k, v int32) {
 	return int32(t.off), int32(t.off + t.size)
 }
 
+// pageArith returns where the page lists of s lie when every page of each
+// is a stride from the one before, the same stride in both (a sequence
+// whose pages came from one allocation: runtime.KVCache.Room): the first
+// key and value pages' addresses and the stride in bytes, which the split-KV
+// kernels turn into a page's address with no load of its pointer (the
+// descriptor's SD_KB, SD_VB, SD_PST). stride is 0 where the lists are not
+// so (the kernels read the pointers), or the call's lists are not the
+// tables' (callPages went through pagePtrs). A list of one page has any
+// stride: 1.
+func (b *Backend) pageArith(s *runtime.KVSeq) (kb, vb uint64, stride int32) {
+	t := b.table(s)
+	if b.split.noArith || t == nil || len(t.k) == 0 || len(t.k) != len(t.v) ||
+		t.kr.n != len(t.k) || t.vr.n != len(t.v) {
+		return 0, 0, 0
+	}
+	if len(t.k) == 1 {
+		return t.kr.base, t.vr.base, 1
+	}
+	if t.kr.stride != t.vr.stride || t.kr.stride != int64(int32(t.kr.stride)) {
+		return 0, 0, 0
+	}
+	return t.kr.base, t.vr.base, int32(t.kr.stride)
+}
+
+// pageRun is the start of a page list whose pages are a stride apart: its
+// first n pages lie at base + i*stride (stride is set once n >= 2).
+type pageRun struct {
+	base   uint64
+	stride int64
+	n      int
+}
+
+// add notes that page i of the list lies at p (pages are added in order;
+// one past the run ends it for good, until cut).
+func (r *pageRun) add(i int, p uint64) {
+	if i != r.n {
+		return
+	}
+	switch i {
+	case 0:
+		r.base, r.n = p, 1
+	case 1:
+		if r.stride = int64(p - r.base); r.stride != 0 {
+			r.n = 2
+		}
+	default:
+		if p == r.base+uint64(r.stride*int64(i)) {
+			r.n++
+		}
+	}
+}
+
+// cut drops the run's pages from index n on (the list kept n pages).
+func (r *pageRun) cut(n int) { r.n = min(r.n, n) }
+
 // table returns the table of s (nil: none), through s.Slot where it names
 // one of s's ID, else by ID. It only reads the tables.
 func (b *Backend) table(s *runtime.KVSeq) *pageTable {
@@ -217,6 +277,8 @@ func (b *Backend) refresh(s *runtime.KVSeq) {
 		// Pages left the lists: keep what still matches.
 		t.k = t.k[:matching(t.k, s.K)]
 		t.v = t.v[:matching(t.v, s.V)]
+		t.kr.cut(len(t.k))
+		t.vr.cut(len(t.v))
 		t.gen = s.Gen
 	}
 	if len(t.k) == 0 && len(t.v) == 0 {
@@ -231,15 +293,20 @@ func (b *Backend) refresh(s *runtime.KVSeq) {
 	for _, l := range []struct {
 		host  *[]runtime.Buffer
 		pages []runtime.Buffer
+		run   *pageRun
 		at    int64
-	}{{&t.k, s.K, t.off}, {&t.v, s.V, t.off + t.size}} {
+	}{{&t.k, s.K, &t.kr, t.off}, {&t.v, s.V, &t.vr, t.off + t.size}} {
 		have := len(*l.host)
 		if have == len(l.pages) {
 			continue
 		}
 		from := int64(len(pt.host))
-		for _, p := range l.pages[have:] {
+		for i, p := range l.pages[have:] {
 			ptr, typ := b.kvPage(p)
+			l.run.add(have+i, uint64(ptr))
+			if a := uint64(ptr) &^ 15; pt.low == 0 || a < pt.low {
+				pt.low = a
+			}
 			if t.kvt < 0 {
 				t.kvt = int32(typ)
 			} else if t.kvt != int32(typ) {

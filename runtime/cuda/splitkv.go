@@ -104,6 +104,19 @@ type Plan struct {
 	Early     bool   // its blocks read the settled tokens before waiting for the kernel ahead (RH_EARLY)
 	Merge     string // where a row's chunks merge: "fused" (its last blocks), "combine" (a second launch), "cluster", or "" (one chunk a row)
 	Lists     bool   // Quest's choice read as its heads' page lists (questlists.go; a batch: some call of the launch)
+	Arith     int    // KV heads whose pages the kernel found by their stride, no pointer loaded (pageArith; a batch: all its calls')
+}
+
+// arithHeads counts the KV heads of a call's ints h whose descriptors give
+// their pages' stride (SD_PST).
+func arithHeads(h []int32, kvHeads int) int {
+	n := 0
+	for g := range kvHeads {
+		if h[g*sdWords+sdPStride] != 0 {
+			n++
+		}
+	}
+	return n
 }
 
 // mergeOf names where the rows of a split launch of nchunks chunks a row
@@ -144,6 +157,8 @@ const (
 	_
 	rhSel // 2 words: a device selection's address less 4 bytes a word of its offsets' base (selAt; 0: the selections are in the ints)
 	_
+	rhPBase // 2 words: the address the descriptors' page offsets count from (pageArith; 0 where no KV head has them)
+	_
 	rhWords
 )
 
@@ -174,6 +189,7 @@ type splitState struct {
 	tcSlots  int            // the most resident blocks a multiprocessor the _tc kernels' chunks count ($KVBENCH_ATTN_TC_SLOTS; 0: all; -1: tcSlotsFor's default)
 	cluster  int            // the longest row whose chunks run as one cluster, the _tcc kernels ($KVBENCH_ATTN_CLUSTER; 0: none)
 	noEarly  bool           // the _tc kernels never read before pdl_wait ($KVBENCH_ATTN_EARLY=off)
+	noArith  bool           // the kernels read every page pointer, even of lists one stride apart ($KVBENCH_ATTN_ARITH=off; pageArith)
 	noTCAcc  bool           // calls with Acc stay off the _tc kernels ($KVBENCH_ATTN_TC_ACC=off)
 	noLo     bool           // the _tc kernels take q and p in bf16 alone, no low halves ($KVBENCH_ATTN_TC_LO=off; SDPA's precision, for timing)
 	combine  string         // where split rows merge: fusedFor's mode ($KVBENCH_ATTN_COMBINE)
@@ -616,7 +632,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 		must(f.LaunchAfter(Dim3{nchunks, gy, gz}, Dim3{attnThreads, 1, 1}, smem, args...))
 	}
 	b.split.last = Plan{Kernel: name, Chunk: chunk, Blocks: nchunks * nsrows, Rows: nsrows, Resident: b.occupancy(f, smem), SharedMem: smem, ByValue: boxed, Early: early,
-		Merge: mergeOf(fused, cl, nchunks), Lists: listsOf(a) != nil}
+		Merge: mergeOf(fused, cl, nchunks), Lists: listsOf(a) != nil, Arith: arithHeads(b.hInts, a.KVHeads)}
 	if early {
 		b.split.earlyN++
 	}
