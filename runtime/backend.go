@@ -177,10 +177,13 @@ type KVSeq struct {
 	// K[i]'s at 2i, V[i]'s at 2i+1, or fewer (a sequence built elsewhere,
 	// a backend without addresses): then the copies take the buffers.
 	addr []uint64
-	// spare holds pages KVCache.Hold set aside for the sequence's next
-	// tokens, taken from the front: one allocation's, so that the lists
-	// stay one stride apart as they grow.
-	spare []kvPage
+	// blk is the run of pages KVCache.Hold gave the sequence, one
+	// allocation's, in order; its first used pages are the first pages of
+	// K, the rest set aside for its next tokens. The sequence keeps it
+	// across Reset, so that its lists stay one stride apart as they grow,
+	// prompt after prompt.
+	blk  []kvPage
+	used int
 }
 
 // PageAddrs returns the sequence's page addresses (KVAddresser's: K[i]'s at

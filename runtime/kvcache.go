@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"sync/atomic"
@@ -31,7 +32,7 @@ type KVCache struct {
 	ref      [][]KVSeq    // [layer][kvHead] every token ever appended, when recording
 	refPages int          // pages held by ref
 	pa       KVAddresser  // the backend's page addresses (KVSeq.addr); nil: none
-	spares   int          // pages in the sequences' spare lists (Hold)
+	spares   int          // pages of the sequences' runs (Hold) not in their lists
 	agree    []headsAgree // [layer] whether its KV heads are known to hold the same tokens (HeadsAgree)
 }
 
@@ -209,37 +210,56 @@ func (c *KVCache) ResidentBytes() int64 { return int64(c.total-len(c.free)-c.spa
 
 // Hold announces that every sequence is to take n more tokens and keep
 // them (a prompt under the dense protocol, and its answer's first 64
-// tokens): each sequence that holds no page yet sets aside the pages for
-// them at once, from one bulk allocation, or from the end of the free list
-// where it holds as many (the pages a sequence gave back at Reset lie
-// there in their order). A sequence's pages then lie one stride apart, which
-// lets a GPU backend's attention find a page by arithmetic rather than by
-// loading its pointer (the CUDA backend's pageArith). The pages set aside
-// count as neither resident nor free; Reset returns the unused ones. Only a
-// backend that allocates pages in bulk (KVPageAllocator) is served; for
-// others Hold does nothing.
+// tokens). Each sequence that holds no token takes a run of pages for them
+// at once (KVSeq.blk), from one bulk allocation, and takes its next pages
+// from the run: its pages then lie one stride apart, which lets a GPU
+// backend's attention find a page by arithmetic rather than by loading its
+// pointer (the CUDA backend's pageArith). A sequence keeps its run across
+// Reset and Evict (pages of the run leaving its lists return to the run),
+// and takes a new one only when a prompt needs more: the old run joins the
+// free list, and the new one comes from the free list's end where it holds
+// enough (no growth; its pages may not be one stride apart), else from a
+// bulk allocation. Pages of a run outside the lists count as neither
+// resident nor free. Only a backend that allocates pages in bulk
+// (KVPageAllocator) is served; for others Hold does nothing.
 func (c *KVCache) Hold(n int) {
 	pa, ok := c.be.(KVPageAllocator)
 	if !ok || n <= 0 {
 		return
 	}
 	count := (n + 64 + c.pageSize - 1) / c.pageSize
+	grow := false // runs too short, first released together
+	for l := range c.seqs {
+		for h := range c.seqs[l] {
+			if s := &c.seqs[l][h]; len(s.K) == 0 && len(s.blk) < count {
+				grow = true
+				c.free = append(c.free, s.blk...)
+				c.spares -= len(s.blk)
+				clear(s.blk)
+				s.blk = s.blk[:0]
+			}
+		}
+	}
+	if !grow {
+		return
+	}
+	c.sortFree()
 	for l := range c.seqs {
 		for h := range c.seqs[l] {
 			s := &c.seqs[l][h]
-			if len(s.K) > 0 || len(s.spare) > 0 {
+			if len(s.K) > 0 || len(s.blk) >= count {
 				continue
 			}
-			s.spare = slices.Grow(s.spare[:0], count)
+			s.blk = slices.Grow(s.blk[:0], count)
 			if f := len(c.free); f >= count {
-				s.spare = append(s.spare, c.free[f-count:]...)
+				s.blk = append(s.blk, c.free[f-count:]...)
 				clear(c.free[f-count:])
 				c.free = c.free[:f-count]
 			} else {
 				bufs := make([]Buffer, 2*count)
 				pa.AllocKVPages(c.pageSize*c.headDim, c.dtype, bufs)
 				for i := range count {
-					s.spare = append(s.spare, kvPage{k: bufs[2*i], v: bufs[2*i+1]})
+					s.blk = append(s.blk, kvPage{k: bufs[2*i], v: bufs[2*i+1]})
 				}
 				c.total += count
 			}
@@ -248,16 +268,36 @@ func (c *KVCache) Hold(n int) {
 	}
 }
 
-// spareOf takes the first page s has set aside (Hold), if any.
+// sortFree orders the free list by the keys' addresses where the backend
+// gives them (KVAddresser), so that the runs Hold takes from its end are
+// pages of earlier runs and bulk allocations side by side, mostly one
+// stride apart.
+func (c *KVCache) sortFree() {
+	if c.pa == nil || len(c.free) < 2 {
+		return
+	}
+	type at struct {
+		a uint64
+		p kvPage
+	}
+	xs := make([]at, len(c.free))
+	for i, p := range c.free {
+		xs[i] = at{c.pa.KVPageAddr(p.k), p}
+	}
+	slices.SortFunc(xs, func(x, y at) int { return cmp.Compare(x.a, y.a) })
+	for i := range xs {
+		c.free[i] = xs[i].p
+	}
+}
+
+// spareOf takes the next page of s's run (Hold), if any is left.
 func (c *KVCache) spareOf(s *KVSeq) (kvPage, bool) {
-	if len(s.spare) == 0 {
+	if s.used >= len(s.blk) || s.used != len(s.K) {
 		return kvPage{}, false
 	}
-	p := s.spare[0]
-	s.spare[0] = kvPage{}
-	s.spare = s.spare[1:]
+	s.used++
 	c.spares--
-	return p, true
+	return s.blk[s.used-1], true
 }
 
 // AllocatedBytes is the memory of every page the cache has allocated, in use
@@ -321,13 +361,23 @@ func (c *KVCache) freePage(k, v Buffer) {
 // the tokens held, the free list and the recall reference. The cache is
 // empty after, as after Reset, and allocates anew if used again.
 func (c *KVCache) Free() {
-	c.Reset() // the tokens' pages join the free list; the reference's are freed
+	c.Reset() // the tokens' pages join the free list (or their runs); the reference's are freed
 	for _, p := range c.free {
 		c.freePage(p.k, p.v)
 	}
 	clear(c.free)
 	c.free = c.free[:0]
-	c.total = 0
+	for l := range c.seqs {
+		for h := range c.seqs[l] {
+			s := &c.seqs[l][h]
+			for _, p := range s.blk {
+				c.freePage(p.k, p.v)
+			}
+			clear(s.blk)
+			s.blk = s.blk[:0]
+		}
+	}
+	c.total, c.spares = 0, 0
 }
 
 // TrackShifts makes every sequence carry a Shift per token (initially 0),
@@ -478,8 +528,14 @@ func (c *KVCache) trim(s *KVSeq) {
 		s.Gen++ // pages leave the lists: the next ones appended differ
 	}
 	for i := keep; i < len(s.K); i++ {
-		c.free = append(c.free, kvPage{k: s.K[i], v: s.V[i]})
+		if i >= s.used { // a page of the run returns to it (its place: s.blk[i])
+			c.free = append(c.free, kvPage{k: s.K[i], v: s.V[i]})
+		}
 		s.K[i], s.V[i] = nil, nil
+	}
+	if s.used > keep {
+		c.spares += s.used - keep
+		s.used = keep
 	}
 	s.K, s.V = s.K[:keep], s.V[:keep]
 	if len(s.addr) > 2*keep {
@@ -591,8 +647,11 @@ func (c *KVCache) seqPage(ref bool) kvPage {
 // seqPages appends count pages (none where count <= 0) to s: seqPage's,
 // the new ones made in one call where the backend is a KVPageAllocator.
 func (c *KVCache) seqPages(s *KVSeq, count int, ref bool) {
-	for ; count > 0 && !ref && len(s.spare) > 0; count-- {
-		p, _ := c.spareOf(s)
+	for ; count > 0 && !ref; count-- {
+		p, ok := c.spareOf(s)
+		if !ok {
+			break
+		}
 		c.push(s, p.k, p.v)
 	}
 	for ; count > 0 && !ref && len(c.free) > 0; count-- {
@@ -627,20 +686,18 @@ func (c *KVCache) Reset() {
 	pages := 0
 	for l := range c.seqs {
 		for h := range c.seqs[l] {
-			pages += len(c.seqs[l][h].K) + len(c.seqs[l][h].spare)
+			pages += len(c.seqs[l][h].K)
 		}
 	}
 	c.free = slices.Grow(c.free, pages) // a long prompt's million pages: one growth
-	c.spares = 0
 	for l := range c.seqs {
 		for h := range c.seqs[l] {
 			s := &c.seqs[l][h]
-			for i := range s.K {
+			for i := s.used; i < len(s.K); i++ { // the run's pages stay with it
 				c.free = append(c.free, kvPage{k: s.K[i], v: s.V[i]})
 			}
-			c.free = append(c.free, s.spare...) // after the pages before them: Hold finds the run again
-			clear(s.spare)
-			s.spare = s.spare[:0]
+			c.spares += s.used
+			s.used = 0
 			if len(s.K) > 0 {
 				s.Gen++
 			}
