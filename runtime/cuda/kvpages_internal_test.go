@@ -53,3 +53,35 @@ func TestAllocKVPages(t *testing.T) {
 		t.Fatalf("pages through the failure hook: %v", two)
 	}
 }
+
+// TestAllocKVPagesRuns: a bulk request of pages (a sequence's run,
+// runtime.KVCache.Hold) lies in one slab, its blocks side by side in
+// address order, even where the free blocks on top would straddle a slab's
+// end or a gap (single pages taken between the runs); the blocks a run
+// skipped serve later requests, so no more slabs are taken than one per run
+// beyond what the blocks fill.
+func TestAllocKVPagesRuns(t *testing.T) {
+	b := fakeOf(t, "bf16")
+	const n = 16 * 128 // 4 KiB pages
+	perSlab := int(slabBytes / 4096)
+	slabs0 := len(b.slab.slabs)
+	blocks := 0
+	for i := range 40 {
+		run := make([]runtime.Buffer, 2*(1000+97*i%900)) // 2,000-3,800 blocks: a slab holds 4 to 8
+		b.AllocKVPages(n, runtime.BF16, run)
+		blocks += len(run)
+		for j := 1; j < len(run); j++ {
+			if b.dev(run[j]).p != b.dev(run[j-1]).p.Add(4096) {
+				t.Fatalf("run %d: block %d of %d at %#x, block %d at %#x: not side by side", i, j, len(run), uint64(b.dev(run[j]).p), j-1, uint64(b.dev(run[j-1]).p))
+			}
+		}
+		for range 1 + i%5 { // single pages between the runs
+			b.AllocKV(n, runtime.BF16)
+			blocks++
+		}
+		b.Alloc(1 << 20) // a buffer of its own between the slabs: the next slab is not the last one's neighbour
+	}
+	if got, most := len(b.slab.slabs)-slabs0, (blocks+perSlab-1)/perSlab+40; got > most {
+		t.Fatalf("%d slabs for %d blocks in 40 runs, want at most %d", got, blocks, most)
+	}
+}

@@ -72,27 +72,63 @@ func (s *slabAllocator) allocMany(bytes int64, dst []Ptr) (int64, bool, error) {
 		s.classes[bs] = c
 	}
 	grew := false
+	// A bulk request (a sequence's run of pages: KVCache.Hold) that the
+	// free blocks cannot serve whole but one fresh slab can: the slab's
+	// blocks go on top, so that the run lies in one slab, its blocks one
+	// stride apart; the blocks left below serve later requests.
+	if n := len(dst); n >= slabBulk && c.run(n) < n && int64(n) <= slabBytes/bs {
+		if err := s.grow(c); err != nil {
+			return 0, false, err
+		}
+		grew = true
+	}
 	for i := range dst {
 		if len(c.free) == 0 {
-			p, err := s.d.Alloc(slabBytes)
-			if err != nil {
+			if err := s.grow(c); err != nil {
 				for _, q := range dst[:i] { // nothing taken on failure
 					c.free = append(c.free, q)
 				}
 				return 0, grew, err
 			}
 			grew = true
-			s.slabs = append(s.slabs, p)
-			n := slabBytes / bs
-			// Pushed in reverse so that blocks are handed out in address order.
-			for j := n - 1; j >= 0; j-- {
-				c.free = append(c.free, p.Add(j*bs))
-			}
 		}
 		dst[i] = c.free[len(c.free)-1]
 		c.free = c.free[:len(c.free)-1]
 	}
 	return bs, grew, nil
+}
+
+// run is how many of the blocks on top of c's free list, up to n, are
+// handed out one block apart in address order (one slab's, side by side).
+func (c *slabClass) run(n int) int {
+	f := len(c.free)
+	if f == 0 {
+		return 0
+	}
+	k := 1
+	for k < n && k < f && c.free[f-1-k] == c.free[f-k].Add(c.block) {
+		k++
+	}
+	return k
+}
+
+// slabBulk is the fewest blocks of a request that allocMany serves from
+// one slab where it can.
+const slabBulk = 64
+
+// grow takes a slab from the driver for class c, its blocks pushed on top
+// of c's free list in reverse, so that they are handed out in address
+// order. s.mu is held.
+func (s *slabAllocator) grow(c *slabClass) error {
+	p, err := s.d.Alloc(slabBytes)
+	if err != nil {
+		return err
+	}
+	s.slabs = append(s.slabs, p)
+	for j := slabBytes/c.block - 1; j >= 0; j-- {
+		c.free = append(c.free, p.Add(j*c.block))
+	}
+	return nil
 }
 
 // release returns a block of class bs to its free list.
