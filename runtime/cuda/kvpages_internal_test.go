@@ -57,17 +57,25 @@ func TestAllocKVPages(t *testing.T) {
 // TestAllocKVPagesRuns: a bulk request of pages (a sequence's run,
 // runtime.KVCache.Hold) lies in one slab, its blocks side by side in
 // address order, even where the free blocks on top would straddle a slab's
-// end or a gap (single pages taken between the runs); the blocks a run
-// skipped serve later requests, so no more slabs are taken than one per run
-// beyond what the blocks fill.
+// end or a gap (single pages taken between the runs); a run of more than a
+// quarter of a slab that the blocks on top cannot serve gets a slab of its
+// own size. The blocks a run skipped serve later requests, so no more
+// slabs are taken than one per run beyond what the blocks fill; freed,
+// every slab goes back to the driver (trim).
 func TestAllocKVPagesRuns(t *testing.T) {
 	b := fakeOf(t, "bf16")
 	const n = 16 * 128 // 4 KiB pages
 	perSlab := int(slabBytes / 4096)
-	slabs0 := len(b.slab.slabs)
-	blocks := 0
+	slabs0, mem0 := len(b.slab.slabs), b.Memory()
+	blocks, own := 0, 0
+	var all []runtime.Buffer
 	for i := range 40 {
-		run := make([]runtime.Buffer, 2*(1000+97*i%900)) // 2,000-3,800 blocks: a slab holds 4 to 8
+		pages := 1000 + 97*i%900 // 2,000-3,800 blocks: a slab holds 4 to 8
+		if i%7 == 3 {
+			pages = 2600 + 300*(i%3) // 5,200-5,800 blocks: a slab of its own
+			own++
+		}
+		run := make([]runtime.Buffer, 2*pages)
 		b.AllocKVPages(n, runtime.BF16, run)
 		blocks += len(run)
 		for j := 1; j < len(run); j++ {
@@ -75,13 +83,24 @@ func TestAllocKVPagesRuns(t *testing.T) {
 				t.Fatalf("run %d: block %d of %d at %#x, block %d at %#x: not side by side", i, j, len(run), uint64(b.dev(run[j]).p), j-1, uint64(b.dev(run[j-1]).p))
 			}
 		}
+		all = append(all, run...)
 		for range 1 + i%5 { // single pages between the runs
-			b.AllocKV(n, runtime.BF16)
+			all = append(all, b.AllocKV(n, runtime.BF16))
 			blocks++
 		}
 		b.Alloc(1 << 20) // a buffer of its own between the slabs: the next slab is not the last one's neighbour
 	}
 	if got, most := len(b.slab.slabs)-slabs0, (blocks+perSlab-1)/perSlab+40; got > most {
 		t.Fatalf("%d slabs for %d blocks in 40 runs, want at most %d", got, blocks, most)
+	}
+	if len(b.slab.sizes) == 0 || len(b.slab.sizes) > own { // where the blocks on top could not serve them
+		t.Fatalf("%d slabs of their own size for %d runs over a quarter of a slab", len(b.slab.sizes), own)
+	}
+	for _, x := range all {
+		b.Free(x)
+	}
+	b.slab.trim()
+	if m := b.Memory(); len(b.slab.slabs) != slabs0 || len(b.slab.sizes) != 0 || m.KV != mem0.KV {
+		t.Fatalf("after freeing every page and trim: %d slabs (%d of their own size), KV %d bytes; want %d slabs, KV %d", len(b.slab.slabs), len(b.slab.sizes), m.KV, slabs0, mem0.KV)
 	}
 }

@@ -25,6 +25,7 @@ type slabAllocator struct {
 	mu      sync.Mutex
 	classes map[int64]*slabClass
 	slabs   []Ptr
+	sizes   map[Ptr]int64 // the slabs not of slabBytes (a bulk run's own): their bytes
 }
 
 type slabClass struct {
@@ -73,18 +74,24 @@ func (s *slabAllocator) allocMany(bytes int64, dst []Ptr) (int64, bool, error) {
 	}
 	grew := false
 	// A bulk request (a sequence's run of pages: KVCache.Hold) that the
-	// free blocks cannot serve whole but one fresh slab can: the slab's
-	// blocks go on top, so that the run lies in one slab, its blocks one
-	// stride apart; the blocks left below serve later requests.
-	if n := len(dst); n >= slabBulk && c.run(n) < n && int64(n) <= slabBytes/bs {
-		if err := s.grow(c); err != nil {
+	// free blocks on top cannot serve side by side: a fresh slab's blocks go
+	// on top, so that the run lies in one slab, its blocks one stride apart.
+	// A run of more than a quarter of a slab gets a slab of its own size
+	// (the blocks a slab of the usual size would leave after such runs
+	// could go unused); the blocks left below serve later requests.
+	if n := len(dst); n >= slabBulk && c.run(n) < n {
+		bytes := int64(slabBytes)
+		if int64(n)*bs > slabBytes/4 {
+			bytes = int64(n) * bs
+		}
+		if err := s.grow(c, bytes); err != nil {
 			return 0, false, err
 		}
 		grew = true
 	}
 	for i := range dst {
 		if len(c.free) == 0 {
-			if err := s.grow(c); err != nil {
+			if err := s.grow(c, slabBytes); err != nil {
 				for _, q := range dst[:i] { // nothing taken on failure
 					c.free = append(c.free, q)
 				}
@@ -116,19 +123,33 @@ func (c *slabClass) run(n int) int {
 // one slab where it can.
 const slabBulk = 64
 
-// grow takes a slab from the driver for class c, its blocks pushed on top
-// of c's free list in reverse, so that they are handed out in address
-// order. s.mu is held.
-func (s *slabAllocator) grow(c *slabClass) error {
-	p, err := s.d.Alloc(slabBytes)
+// grow takes a slab of bytes (a multiple of c's block) from the driver
+// for class c, its blocks pushed on top of c's free list in reverse, so
+// that they are handed out in address order. s.mu is held.
+func (s *slabAllocator) grow(c *slabClass, bytes int64) error {
+	p, err := s.d.Alloc(bytes)
 	if err != nil {
 		return err
 	}
 	s.slabs = append(s.slabs, p)
-	for j := slabBytes/c.block - 1; j >= 0; j-- {
+	if bytes != slabBytes {
+		if s.sizes == nil {
+			s.sizes = map[Ptr]int64{}
+		}
+		s.sizes[p] = bytes
+	}
+	for j := bytes/c.block - 1; j >= 0; j-- {
 		c.free = append(c.free, p.Add(j*c.block))
 	}
 	return nil
+}
+
+// size is the bytes of the slab at p.
+func (s *slabAllocator) size(p Ptr) int64 {
+	if n, ok := s.sizes[p]; ok {
+		return n
+	}
+	return slabBytes
 }
 
 // release returns a block of class bs to its free list.
@@ -145,7 +166,7 @@ func (s *slabAllocator) close() {
 	for _, p := range s.slabs {
 		_ = s.d.Free(p)
 	}
-	s.slabs = nil
+	s.slabs, s.sizes = nil, nil
 	s.classes = map[int64]*slabClass{}
 }
 
@@ -170,13 +191,13 @@ func (s *slabAllocator) trim() {
 		}
 		kept := c.free[:0]
 		for _, p := range c.free {
-			if free[base(p)] < slabBytes/bs {
+			if b := base(p); free[b] < s.size(b)/bs {
 				kept = append(kept, p)
 			}
 		}
 		c.free = kept
 		for p, n := range free {
-			if n == slabBytes/bs {
+			if n == s.size(p)/bs {
 				empty[p] = true
 			}
 		}
@@ -188,6 +209,7 @@ func (s *slabAllocator) trim() {
 	for _, p := range s.slabs {
 		if empty[p] {
 			_ = s.d.Free(p)
+			delete(s.sizes, p)
 		} else {
 			left = append(left, p)
 		}
