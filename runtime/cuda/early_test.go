@@ -198,28 +198,12 @@ func TestEarlyReadsGPU(t *testing.T) {
 				t.Setenv("KVBENCH_ATTN_TC", "on")
 				run := func(early string) ([]float32, int) {
 					t.Setenv("KVBENCH_ATTN_EARLY", early)
-					be := newGPUPrec(t, "bf16")
-					r, err := runtime.NewRunnerWith(m, be, runtime.RunnerOptions{MaxRows: 512, KVType: runtime.BF16})
-					if err != nil {
-						t.Fatal(err)
-					}
-					ids := spreadTokens(n, c.Vocab)
-					logits := make([]float32, c.Vocab)
-					if err := r.Forward(ids, logits); err != nil {
-						t.Fatal(err)
-					}
-					var all []float32
-					reads := 0
-					for range 24 {
-						if err := r.Forward([]int{runtime.Argmax(logits)}, logits); err != nil {
-							t.Fatal(err)
+					return decodeAfterPrompt(t, m, n, 24, func(p cuda.Plan) int {
+						if p.Early {
+							return 1
 						}
-						all = append(all, logits...)
-						if be.AttnPlan().Early {
-							reads++
-						}
-					}
-					return all, reads
+						return 0
+					})
 				}
 				got, reads := run("")
 				want, off := run("off")

@@ -30,25 +30,7 @@ func TestPageArithGPU(t *testing.T) {
 					t.Setenv("KVBENCH_ATTN_TC", tc)
 					run := func(arith string) ([]float32, int) {
 						t.Setenv("KVBENCH_ATTN_ARITH", arith)
-						be := newGPUPrec(t, "bf16")
-						r, err := runtime.NewRunnerWith(m, be, runtime.RunnerOptions{MaxRows: 512, KVType: runtime.BF16})
-						if err != nil {
-							t.Fatal(err)
-						}
-						logits := make([]float32, c.Vocab)
-						if err := r.Forward(spreadTokens(n, c.Vocab), logits); err != nil {
-							t.Fatal(err)
-						}
-						var all []float32
-						used := 0
-						for range 12 {
-							if err := r.Forward([]int{runtime.Argmax(logits)}, logits); err != nil {
-								t.Fatal(err)
-							}
-							all = append(all, logits...)
-							used += be.AttnPlan().Arith
-						}
-						return all, used
+						return decodeAfterPrompt(t, m, n, 12, func(p cuda.Plan) int { return p.Arith })
 					}
 					got, used := run("")
 					want, off := run("off")
@@ -62,4 +44,32 @@ func TestPageArithGPU(t *testing.T) {
 			}
 		}
 	}
+}
+
+// decodeAfterPrompt runs m on a fresh bf16 GPU backend, under the
+// environment as set: a prompt of n tokens in chunks of 512, then steps
+// greedy decode steps. It returns the steps' logits and the sum of count
+// over their attention calls' plans (the last layer's of each step).
+func decodeAfterPrompt(t *testing.T, m *runtime.Model, n, steps int, count func(cuda.Plan) int) ([]float32, int) {
+	t.Helper()
+	be := newGPUPrec(t, "bf16")
+	r, err := runtime.NewRunnerWith(m, be, runtime.RunnerOptions{MaxRows: 512, KVType: runtime.BF16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vocab := m.Config.Vocab
+	logits := make([]float32, vocab)
+	if err := r.Forward(spreadTokens(n, vocab), logits); err != nil {
+		t.Fatal(err)
+	}
+	var all []float32
+	sum := 0
+	for range steps {
+		if err := r.Forward([]int{runtime.Argmax(logits)}, logits); err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, logits...)
+		sum += count(be.AttnPlan())
+	}
+	return all, sum
 }
