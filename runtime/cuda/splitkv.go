@@ -727,9 +727,25 @@ func (b *Backend) tcFits(name string, vg, hd, minPS int) bool {
 // 2026-12-06, two rounds against attn_rt, docs/benchmarks.md): 32/32 and
 // 32/16, heads of 64 and 128, 0.7-10 µs faster at 32K-128K (32/32 heads of
 // 64 at 128K 355 µs against 364-365), level at 16K, where they stay off.
+// With the pages found by arithmetic (pageArith; H100, 2026-12-07, two or
+// three rounds), 32/32 rows of 513 and 769 tokens are 0.2-1.0 µs faster on
+// the tensor cores (heads of 64 and 128), rows of 1,025 0.4-0.5 µs slower,
+// and of 257 faster for heads of 64, slower for 128: rows of one head
+// between tcShortLo and tcShortHi tokens take them where the memory is
+// slow (the H200 lost with them at 512-1K before the arithmetic, and is
+// untimed with it).
 func useTC(vg, rows, longest int, slowMem bool) bool {
-	return vg >= 4 || vg == 1 && rows <= tcFewRows || longest >= tcLongFrom && (!slowMem || longest >= tcSlowLongFrom)
+	return vg >= 4 || vg == 1 && rows <= tcFewRows || longest >= tcLongFrom && (!slowMem || longest >= tcSlowLongFrom) ||
+		vg == 1 && slowMem && longest > tcShortLo && longest <= tcShortHi
 }
+
+// tcShortLo and tcShortHi bound the rows of one head (tokens: over the
+// first, at most the second) that take the tensor-core kernel where the
+// memory is slow (useTC).
+const (
+	tcShortLo = 384
+	tcShortHi = 896
+)
 
 // tcLongFrom is the least row from which groups of 1 or 2 heads take the
 // tensor-core kernel (useTC).

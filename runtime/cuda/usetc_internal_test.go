@@ -6,7 +6,8 @@ import "testing"
 // (groups of 4 or more at every length; rows of one head at every length
 // where there are at most 16 of them; groups of 1 or 2 from 8,192 tokens,
 // or from 32,768 where the memory is slow, as the H100's 12.8 bytes a
-// multiprocessor cycle are and the H200's 18.8 or unknown figures are not) and
+// multiprocessor cycle are and the H200's 18.8 or unknown figures are not;
+// rows of one head of 385-896 tokens where the memory is slow) and
 // KVBENCH_ATTN_TC's values.
 func TestUseTC(t *testing.T) {
 	for _, c := range []struct {
@@ -17,7 +18,10 @@ func TestUseTC(t *testing.T) {
 		{4, 8, 1, false, true}, {8, 4, 600, false, true}, {4, 8, 131072, false, true}, {1, 32, 8192, true, false},
 		{2, 16, 32767, true, false}, {2, 16, 32768, true, true}, {1, 32, 131072, true, true}, {4, 8, 600, true, true}, {8, 4, 131072, true, true},
 		{1, 16, 600, true, true}, {1, 8, 512, false, true}, {1, 17, 4096, true, false}, {2, 8, 600, true, false},
-		{1, 16, 131072, true, true}, {1, 32, 32767, true, false}} {
+		{1, 16, 131072, true, true}, {1, 32, 32767, true, false},
+		{1, 32, 513, true, true}, {1, 32, 769, true, true}, {1, 32, 385, true, true}, {1, 32, 896, true, true},
+		{1, 32, 384, true, false}, {1, 32, 897, true, false}, {1, 32, 1025, true, false}, {1, 32, 257, true, false},
+		{1, 32, 513, false, false}, {2, 16, 513, true, false}} {
 		if got := useTC(c.vg, c.rows, c.longest, c.slow); got != c.want {
 			t.Errorf("useTC(%d, %d rows, %d, %v) = %v, want %v", c.vg, c.rows, c.longest, c.slow, got, c.want)
 		}
