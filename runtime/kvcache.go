@@ -216,10 +216,10 @@ func (c *KVCache) ResidentBytes() int64 { return int64(c.total-len(c.free)-c.spa
 // backend's attention find a page by arithmetic rather than by loading its
 // pointer (the CUDA backend's pageArith). A sequence keeps its run across
 // Reset and Evict (pages of the run leaving its lists return to the run),
-// and takes a new one only when a prompt needs more: the old run joins the
-// free list, and the new one comes from the free list's end where it holds
-// enough (no growth; its pages may not be one stride apart), else from a
-// bulk allocation. Pages of a run outside the lists count as neither
+// and takes a new one only when a prompt needs more: the old runs join the
+// free list, which is sorted by address (sortFree), and each new run comes
+// from its end where it holds enough (no growth; its pages may not be one
+// stride apart), else from a bulk allocation. Pages of a run outside the lists count as neither
 // resident nor free. Only a backend that allocates pages in bulk
 // (KVPageAllocator) is served; for others Hold does nothing.
 func (c *KVCache) Hold(n int) {
@@ -601,14 +601,7 @@ func (c *KVCache) appendSeq(s *KVSeq, h int, k, v Buffer, rows int, pos []int, r
 	for r := 0; r < rows; r++ {
 		slot := s.N % c.pageSize
 		if slot == 0 && s.N/c.pageSize == len(s.K) {
-			var p kvPage
-			ok := false
-			if !ref {
-				p, ok = c.spareOf(s)
-			}
-			if !ok {
-				p = c.seqPage(ref)
-			}
+			p := c.seqPage(s, ref)
 			c.push(s, p.k, p.v)
 		}
 		if ao, ok := c.addrs(s); ok {
@@ -634,12 +627,15 @@ func (s *KVSeq) track(p int32) {
 	}
 }
 
-// seqPage is a page for a sequence: a fresh one for the recall reference
-// (ref), else one from the free list.
-func (c *KVCache) seqPage(ref bool) kvPage {
+// seqPage is the next page for s: a fresh one for the recall reference
+// (ref), else the next of its run (Hold) or one from the free list.
+func (c *KVCache) seqPage(s *KVSeq, ref bool) kvPage {
 	if ref {
 		c.refPages++
 		return c.allocPage()
+	}
+	if p, ok := c.spareOf(s); ok {
+		return p
 	}
 	return c.takePage()
 }
@@ -661,7 +657,7 @@ func (c *KVCache) seqPages(s *KVSeq, count int, ref bool) {
 	pa, ok := c.be.(KVPageAllocator)
 	if count <= 0 || !ok {
 		for range count {
-			p := c.seqPage(ref)
+			p := c.seqPage(s, ref)
 			c.push(s, p.k, p.v)
 		}
 		return

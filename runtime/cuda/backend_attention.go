@@ -409,8 +409,9 @@ func (b *Backend) describe(h *[]int32, a *runtime.AttnArgs, tables bool) attnLay
 		lo, hi := tokenRange(s, minQ, maxQ, a.Window)
 		d := [sdWords]int32{int32(s.N), int32(max(s.PageSize, 1)), 0, 0, 0, -1, 0, 1, 0, 0, int32(lo), int32(hi), 0}
 		if tables {
-			d[2], d[3] = b.tablePages(s)
-			d[sdKOff], d[sdVOff], d[sdPStride] = b.arithWords(s)
+			t := b.table(s) // one lookup for the lists and their stride
+			d[2], d[3] = t.lists()
+			d[sdKOff], d[sdVOff], d[sdPStride] = b.arithWords(t)
 		} else {
 			d[2], d[3] = b.pagePtrs(s.K), b.pagePtrs(s.V)
 		}
@@ -823,12 +824,13 @@ func fitRows(rows, heads, tile, slots int) int {
 	return best * tile
 }
 
-// arithWords is the descriptor's SD_KO, SD_VO and SD_PST for s (zeros
-// where its pages are not one stride apart): pageArith's first pages as
-// 16-byte units past the lowest page the tables hold (the call's base,
-// RH_PBASE), where both are 16-byte aligned and under 64 GiB past it.
-func (b *Backend) arithWords(s *runtime.KVSeq) (ko, vo, stride int32) {
-	k, v, st := b.pageArith(s)
+// arithWords is the descriptor's SD_KO, SD_VO and SD_PST for the lists of
+// table t (zeros where its pages are not one stride apart): pageArith's
+// first pages as 16-byte units past the lowest page the tables hold (the
+// call's base, RH_PBASE), where both are 16-byte aligned and under 64 GiB
+// past it.
+func (b *Backend) arithWords(t *pageTable) (ko, vo, stride int32) {
+	k, v, st := b.pageArith(t)
 	low := b.pt.low
 	if st == 0 || (k|v)&15 != 0 || k < low || v < low || (k-low)/16 > math.MaxUint32 || (v-low)/16 > math.MaxUint32 {
 		return 0, 0, 0

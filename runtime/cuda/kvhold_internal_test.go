@@ -46,7 +46,7 @@ func TestKVHold(t *testing.T) {
 		}
 		b.pt.runs, b.pt.host = b.pt.runs[:0], b.pt.host[:0]
 		for i := range seqs {
-			if _, _, st := b.pageArith(&seqs[i]); st == 0 {
+			if _, _, st := b.pageArith(b.table(&seqs[i])); st == 0 {
 				t.Fatalf("%s: sequence %d (%d pages) not one stride apart", what, i, len(seqs[i].K))
 			}
 		}

@@ -60,7 +60,7 @@ func TestPageArith(t *testing.T) {
 		b.pt.clock++
 		b.refresh(s)
 		b.pt.runs, b.pt.host = b.pt.runs[:0], b.pt.host[:0]
-		kb, vb, st := b.pageArith(s)
+		kb, vb, st := b.pageArith(b.table(s))
 		want := len(s.K) > 0 // one stride through both lists
 		var d int64
 		if len(s.K) > 1 {
@@ -87,7 +87,7 @@ func TestPageArith(t *testing.T) {
 	}
 	b.split.noArith = true // KVBENCH_ATTN_ARITH=off
 	for i := range seqs {
-		if _, _, st := b.pageArith(&seqs[i]); st != 0 {
+		if _, _, st := b.pageArith(b.table(&seqs[i])); st != 0 {
 			t.Fatalf("sequence %d: stride %d with the arithmetic off", i, st)
 		}
 	}

@@ -179,22 +179,20 @@ func (b *Backend) refreshSeqs(seqs, refs []runtime.KVSeq) bool {
 // tablePages returns the offsets of the key and value page lists of s in
 // the device tables' pool, which callPages has brought up to date. It reads
 // the tables alone: AttendBatch's calls take theirs side by side.
-func (b *Backend) tablePages(s *runtime.KVSeq) (k, v int32) {
-	t := b.table(s)
-	return int32(t.off), int32(t.off + t.size)
-}
+func (b *Backend) tablePages(s *runtime.KVSeq) (k, v int32) { return b.table(s).lists() }
 
-// pageArith returns where the page lists of s lie when every page of each
-// is a stride from the one before, the same stride in both (a sequence
-// whose pages came from one allocation: runtime.KVCache.Room): the first
-// key and value pages' addresses and the stride in bytes, which the split-KV
-// kernels turn into a page's address with no load of its pointer (the
-// descriptor's SD_KB, SD_VB, SD_PST). stride is 0 where the lists are not
-// so (the kernels read the pointers), or the call's lists are not the
-// tables' (callPages went through pagePtrs). A list of one page has any
-// stride: 1.
-func (b *Backend) pageArith(s *runtime.KVSeq) (kb, vb uint64, stride int32) {
-	t := b.table(s)
+// lists is the offsets of t's key and value lists in the pool.
+func (t *pageTable) lists() (k, v int32) { return int32(t.off), int32(t.off + t.size) }
+
+// pageArith returns where the page lists of table t lie when every page
+// of each is a stride from the one before, the same stride in both (a
+// sequence whose pages came from one allocation: runtime.KVCache.Hold): the
+// first key and value pages' addresses and the stride in bytes, which the
+// split-KV kernels turn into a page's address with no load of its pointer
+// (arithWords). stride is 0 where the lists are not so, where t is nil
+// (the call's lists are not the tables'), or with KVBENCH_ATTN_ARITH=off. A
+// list of one page has any stride: 1.
+func (b *Backend) pageArith(t *pageTable) (kb, vb uint64, stride int32) {
 	if b.split.noArith || t == nil || len(t.k) == 0 || len(t.k) != len(t.v) ||
 		t.kr.n != len(t.k) || t.vr.n != len(t.v) {
 		return 0, 0, 0
