@@ -510,7 +510,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	f := b.fn(name)
 	smemFor := func(chunk int) int { return rtSmem(vg, hd, chunk, minPS, shifted, lean) }
 	limit := maxAttnSmemB
-	tc := b.tcOK(a, p) && (b.split.tc == tcOn || useTC(vg, nsrows, longest, b.split.slowMem)) && b.tcFits(p.names.tc, vg, hd, minPS)
+	tc := b.tcOK(a, p) && (b.split.tc == tcOn || useTC(vg, nsrows, longest, hd, b.split.slowMem)) && b.tcFits(p.names.tc, vg, hd, minPS)
 	if tc { // tcFits has let it take the opt-in shared memory
 		name = p.names.tc
 		f = b.fn(name)
@@ -727,25 +727,30 @@ func (b *Backend) tcFits(name string, vg, hd, minPS int) bool {
 // 2026-12-06, two rounds against attn_rt, docs/benchmarks.md): 32/32 and
 // 32/16, heads of 64 and 128, 0.7-10 µs faster at 32K-128K (32/32 heads of
 // 64 at 128K 355 µs against 364-365), level at 16K, where they stay off.
-// With the pages found by arithmetic (pageArith; H100, 2026-12-07, two or
-// three rounds), 32/32 rows of 513 and 769 tokens are 0.2-1.0 µs faster on
-// the tensor cores (heads of 64 and 128), rows of 1,025 0.4-0.5 µs slower,
-// and of 257 faster for heads of 64, slower for 128: rows of one head
-// between tcShortLo and tcShortHi tokens take them where the memory is
-// slow (the H200 lost with them at 512-1K before the arithmetic, and is
-// untimed with it).
-func useTC(vg, rows, longest int, slowMem bool) bool {
+// With the pages found by arithmetic (pageArith; H100, 2026-12-07, two to
+// four rounds; docs/benchmarks.md), 32/32 rows of heads of 64 are faster on
+// the tensor cores from 257 to 3,073 tokens (0.3-1.4 µs; level at 513 and
+// 769) and mixed from 4,097 (0.3 slower there, 0.4-0.5 faster at 8K-16K),
+// and rows of heads of 128 from 385 to 897 (0.2-0.6 µs; level at 513-641),
+// slower at 257 (0.3) and mixed at 1,025: rows of one head within
+// tcShort's bounds for their head dim take them where the memory is slow
+// (the H200 lost with them at 512-1K before the arithmetic, and is untimed
+// with it).
+func useTC(vg, rows, longest, hd int, slowMem bool) bool {
+	lo, hi := tcShort(hd)
 	return vg >= 4 || vg == 1 && rows <= tcFewRows || longest >= tcLongFrom && (!slowMem || longest >= tcSlowLongFrom) ||
-		vg == 1 && slowMem && longest > tcShortLo && longest <= tcShortHi
+		vg == 1 && slowMem && longest > lo && longest <= hi
 }
 
-// tcShortLo and tcShortHi bound the rows of one head (tokens: over the
-// first, at most the second) that take the tensor-core kernel where the
-// memory is slow (useTC).
-const (
-	tcShortLo = 384
-	tcShortHi = 896
-)
+// tcShort bounds the rows of one head of hd (tokens: over lo, at most hi)
+// that take the tensor-core kernel where the memory is slow (useTC). The
+// bounds fall between the timed rows.
+func tcShort(hd int) (lo, hi int) {
+	if hd == 64 {
+		return 0, 3584
+	}
+	return 320, 960
+}
 
 // tcLongFrom is the least row from which groups of 1 or 2 heads take the
 // tensor-core kernel (useTC).

@@ -11,19 +11,23 @@ import "testing"
 // KVBENCH_ATTN_TC's values.
 func TestUseTC(t *testing.T) {
 	for _, c := range []struct {
-		vg, rows, longest int
-		slow              bool
-		want              bool
-	}{{1, 32, 600, false, false}, {2, 16, 8191, false, false}, {1, 32, 8192, false, true}, {2, 16, 131072, false, true},
-		{4, 8, 1, false, true}, {8, 4, 600, false, true}, {4, 8, 131072, false, true}, {1, 32, 8192, true, false},
-		{2, 16, 32767, true, false}, {2, 16, 32768, true, true}, {1, 32, 131072, true, true}, {4, 8, 600, true, true}, {8, 4, 131072, true, true},
-		{1, 16, 600, true, true}, {1, 8, 512, false, true}, {1, 17, 4096, true, false}, {2, 8, 600, true, false},
-		{1, 16, 131072, true, true}, {1, 32, 32767, true, false},
-		{1, 32, 513, true, true}, {1, 32, 769, true, true}, {1, 32, 385, true, true}, {1, 32, 896, true, true},
-		{1, 32, 384, true, false}, {1, 32, 897, true, false}, {1, 32, 1025, true, false}, {1, 32, 257, true, false},
-		{1, 32, 513, false, false}, {2, 16, 513, true, false}} {
-		if got := useTC(c.vg, c.rows, c.longest, c.slow); got != c.want {
-			t.Errorf("useTC(%d, %d rows, %d, %v) = %v, want %v", c.vg, c.rows, c.longest, c.slow, got, c.want)
+		vg, rows, longest, hd int
+		slow                  bool
+		want                  bool
+	}{{1, 32, 600, 128, false, false}, {2, 16, 8191, 128, false, false}, {1, 32, 8192, 128, false, true}, {2, 16, 131072, 128, false, true},
+		{4, 8, 1, 128, false, true}, {8, 4, 600, 64, false, true}, {4, 8, 131072, 128, false, true}, {1, 32, 8192, 128, true, false},
+		{2, 16, 32767, 128, true, false}, {2, 16, 32768, 64, true, true}, {1, 32, 131072, 128, true, true}, {4, 8, 600, 128, true, true}, {8, 4, 131072, 128, true, true},
+		{1, 16, 600, 128, true, true}, {1, 8, 512, 128, false, true}, {1, 17, 4096, 128, true, false}, {2, 8, 600, 128, true, false},
+		{1, 16, 131072, 128, true, true}, {1, 32, 32767, 128, true, false},
+		// rows of one head of 128 on slow memory: 321-960 tokens
+		{1, 32, 513, 128, true, true}, {1, 32, 769, 128, true, true}, {1, 32, 385, 128, true, true}, {1, 32, 960, 128, true, true},
+		{1, 32, 320, 128, true, false}, {1, 32, 961, 128, true, false}, {1, 32, 1025, 128, true, false}, {1, 32, 257, 128, true, false},
+		// of 64: up to 3,584 tokens
+		{1, 32, 257, 64, true, true}, {1, 32, 1, 64, true, true}, {1, 32, 3073, 64, true, true}, {1, 32, 3584, 64, true, true},
+		{1, 32, 3585, 64, true, false}, {1, 32, 4097, 64, true, false}, {1, 32, 32767, 64, true, false},
+		{1, 32, 513, 128, false, false}, {1, 32, 513, 64, false, false}, {2, 16, 513, 128, true, false}, {2, 16, 513, 64, true, false}} {
+		if got := useTC(c.vg, c.rows, c.longest, c.hd, c.slow); got != c.want {
+			t.Errorf("useTC(%d, %d rows, %d tokens, heads of %d, slow %v) = %v, want %v", c.vg, c.rows, c.longest, c.hd, c.slow, got, c.want)
 		}
 	}
 	for _, c := range []struct {
