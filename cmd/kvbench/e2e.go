@@ -176,7 +176,7 @@ func cmdE2E(stdout, stderr io.Writer, args []string) error {
 		// the host reads the tokens once). Where the backend has that, the
 		// same decode with the logits read back and the argmax taken on the
 		// host every step follows, for comparison.
-		first, err := decodePrompted(r, ids(*decodePrompt), logits)
+		first, err := decodePrompted(r, ids(*decodePrompt), *decode, logits)
 		if err != nil {
 			return err
 		}
@@ -204,7 +204,7 @@ func cmdE2E(stdout, stderr io.Writer, args []string) error {
 		el := time.Since(t0).Seconds()
 		fmt.Fprintf(stdout, "| decode (one token a step) | %d | %.3f | %.1f | after a %d-token prompt |\n", *decode, el, float64(*decode)/el, *decodePrompt)
 		if _, ok := be.(runtime.DeviceArgmax); ok {
-			if first, err = decodePrompted(r, ids(*decodePrompt), logits); err != nil {
+			if first, err = decodePrompted(r, ids(*decodePrompt), *decode, logits); err != nil {
 				return err
 			}
 			one := []int{first}
@@ -281,9 +281,13 @@ func hostMemoryLine(when string) string {
 }
 
 // decodePrompted starts r over with prompt and returns the argmax of its
-// last logits: the first token a timed decode feeds.
-func decodePrompted(r *runtime.Runner, prompt []int, logits []float32) (int, error) {
+// last logits: the first token a timed decode of steps tokens feeds. The
+// cache holds the prompt and the steps first (KVCache.Hold), as a policy's
+// Prompt has it do, so that a GPU backend's decode finds the pages past the
+// prompt by arithmetic, as in the suites.
+func decodePrompted(r *runtime.Runner, prompt []int, steps int, logits []float32) (int, error) {
 	r.Reset()
+	r.Cache.Hold(len(prompt) + steps)
 	if err := r.Forward(prompt, logits); err != nil {
 		return 0, err
 	}

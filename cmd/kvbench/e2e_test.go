@@ -2,12 +2,14 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
 
+	"github.com/kvbench/kvbench/runtime"
 	"github.com/kvbench/kvbench/runtime/cuda"
 )
 
@@ -96,5 +98,56 @@ func TestClockTable(t *testing.T) {
 	w.Reset()
 	if err := clockTable(&w, nil, "a pass", 1); err != nil || w.Len() != 0 {
 		t.Errorf("no clock: %q, %v", w.String(), err)
+	}
+}
+
+// TestE2EDecodeHold: e2e's decode after a prompt (decodePrompted) holds the
+// prompt's and the steps' pages in one run per sequence, so that on a GPU
+// the decode steps past the prompt's last page find their pages by
+// arithmetic: on the fake device, the last step's plan has every KV head
+// so (Plan.Arith). In a process of its own: the fake must be that
+// process's only device.
+func TestE2EDecodeHold(t *testing.T) {
+	if os.Getenv("KVBENCH_CUDA_FAKE") != "1" {
+		if testing.Short() {
+			t.Skip("short: no subprocess")
+		}
+		cmd := exec.Command(os.Args[0], "-test.run", "^TestE2EDecodeHold$", "-test.count", "1", "-test.v")
+		cmd.Env = append(os.Environ(), "KVBENCH_CUDA_FAKE=1")
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "PASS") {
+			t.Fatalf("decode on the fake device: %v\n%s", err, out)
+		}
+		return
+	}
+	m, err := runtime.Synthetic("small") // heads of 64: the split-KV kernels
+	if err != nil {
+		t.Fatal(err)
+	}
+	be, release, err := openBackendAt("cuda", 0, "", io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	r, err := runtime.NewRunnerWith(m, be, runtime.RunnerOptions{MaxRows: 64, KVType: runtime.BF16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prompt := make([]int, 40) // 3 pages of 16 tokens; 30 steps take 2 more
+	for i := range prompt {
+		prompt[i] = 3 + i
+	}
+	const steps = 30
+	logits := make([]float32, m.Config.Vocab)
+	first, err := decodePrompted(r, prompt, steps, logits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Greedy(first, steps, make([]int, steps), logits); err != nil {
+		t.Fatal(err)
+	}
+	p := be.(interface{ AttnPlan() cuda.Plan }).AttnPlan()
+	if p.Arith != m.Config.KVHeads {
+		t.Errorf("the last decode step's plan %+v: %d KV heads found by arithmetic, want %d", p, p.Arith, m.Config.KVHeads)
 	}
 }

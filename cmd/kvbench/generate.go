@@ -63,6 +63,9 @@ func cmdGenerate(stdout, stderr io.Writer, args []string) error {
 
 	logits := make([]float32, m.Config.Vocab)
 	t0 := time.Now()
+	// The pages in one run a sequence, so a GPU's decode finds them by
+	// arithmetic; no more than the model's context, since EOS may stop it early.
+	r.Cache.Hold(min(len(ids)+*steps, max(m.Config.MaxSeq, len(ids))))
 	if err := r.Forward(ids, logits); err != nil {
 		return err
 	}
