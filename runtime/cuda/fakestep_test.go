@@ -837,24 +837,30 @@ func TestNormThreadsEnv(t *testing.T) {
 	}
 }
 
-// TestFakeMemRateChoice: rows of one head (32/32, MHA) of 9,000 tokens take
-// the tensor-core kernel on a device whose memory gives 16 bytes a
-// multiprocessor cycle or more (the fake device's H200 figures: 18.8) and
-// attn_rt on an H100's (2,619 MHz over 5,120 bits: 12.8); groups of 4
-// (32/8) take it on both.
+// TestFakeMemRateChoice: rows of one head (32/32, MHA) of 600 tokens take
+// attn_rt on a device whose memory gives 16 bytes a multiprocessor cycle or
+// more (the fake device's H200 figures: 18.8) and the tensor-core kernel on
+// an H100's (2,619 MHz over 5,120 bits: 12.8: slowTC); of 1,200 attn_rt on
+// both, of 9,000 the tensor cores on both; groups of 4 (32/8) take them on
+// both.
 func TestFakeMemRateChoice(t *testing.T) {
+	const rt, tc, tc4 = "attn_rt_d128_g1_bf16", "attn_rt_d128_g1_bf16_tc", "attn_rt_d128_g4_bf16_tc"
 	for _, c := range []struct {
 		clock, bus int32
-		kv         int
+		kv, n      int
 		rate       float64
 		want       string
 	}{
-		{3201000, 6144, 32, 18.8, "attn_rt_d128_g1_bf16_tc"},
-		{2619000, 5120, 32, 12.8, "attn_rt_d128_g1_bf16"},
-		{2619000, 5120, 8, 12.8, "attn_rt_d128_g4_bf16_tc"},
-		{0, 0, 32, 0, "attn_rt_d128_g1_bf16_tc"}, // unknown: the H200's choice
+		{3201000, 6144, 32, 600, 18.8, rt},
+		{3201000, 6144, 32, 1200, 18.8, rt},
+		{3201000, 6144, 32, 9000, 18.8, tc},
+		{2619000, 5120, 32, 600, 12.8, tc},
+		{2619000, 5120, 32, 1200, 12.8, rt},
+		{2619000, 5120, 32, 9000, 12.8, tc},
+		{2619000, 5120, 8, 600, 12.8, tc4},
+		{0, 0, 32, 600, 0, rt}, // unknown: the H200's choice
 	} {
-		t.Run(fmt.Sprintf("%d/%d/32x%d", c.clock, c.bus, c.kv), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%d/%d/32x%d/%d", c.clock, c.bus, c.kv, c.n), func(t *testing.T) {
 			defer cuda.SetFakeMemory(c.clock, c.bus)()
 			t.Setenv("KVBENCH_ATTN_TC", "")
 			t.Setenv("KVBENCH_ATTN_CLUSTER", "0")
@@ -864,7 +870,7 @@ func TestFakeMemRateChoice(t *testing.T) {
 			}
 			cfg := runtime.Config{Arch: "llama", Dim: 4096, Hidden: 1024, Layers: 1, Heads: 32, KVHeads: c.kv, HeadDim: 128, Vocab: 100,
 				MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
-			be.Attend(fakeDecodeArgs(t, be, cfg, 9000))
+			be.Attend(fakeDecodeArgs(t, be, cfg, c.n))
 			if p := be.AttnPlan(); p.Kernel != c.want {
 				t.Errorf("kernel %s, want %s (plan %+v)", p.Kernel, c.want, p)
 			}

@@ -708,9 +708,9 @@ func (b *Backend) tcFits(name string, vg, hd, minPS int) bool {
 // longest row holds longest tokens, on a device whose memory is slow or not
 // (slowMemory): the tensor-core kernel for groups of 4 or more, for rows of
 // one head where there are at most tcFewRows of them, and for groups of 1
-// or 2 from tcLongFrom tokens unless the memory is slow. It chooses for one
-// call (attendSplit); a batch step's lean calls take the tensor-core kernel
-// at every length (batchTC).
+// or 2 from tcLongFrom tokens; where the memory is slow, slowTC's choice.
+// It chooses for one call (attendSplit); a batch step's lean calls take the
+// tensor-core kernel at every length (batchTC).
 //
 // Measured on the H200 (18.8 bytes a cycle; 2026-12-04, docs/benchmarks.md),
 // with the swizzled stages: 32/8 heads of 128 at or under attn_rt at every
@@ -726,31 +726,43 @@ func (b *Backend) tcFits(name string, vg, hd, minPS int) bool {
 // From 32K tokens the tensor cores are faster on slow memory too (H100,
 // 2026-12-06, two rounds against attn_rt, docs/benchmarks.md): 32/32 and
 // 32/16, heads of 64 and 128, 0.7-10 µs faster at 32K-128K (32/32 heads of
-// 64 at 128K 355 µs against 364-365), level at 16K, where they stay off.
+// 64 at 128K 355 µs against 364-365), level at 16K (then attn_rt's).
 // With the pages found by arithmetic (pageArith; H100, 2026-12-07, two to
-// four rounds; docs/benchmarks.md), 32/32 rows of heads of 64 are faster on
-// the tensor cores from 257 to 3,073 tokens (0.3-1.4 µs; level at 513 and
-// 769) and mixed from 4,097 (0.3 slower there, 0.4-0.5 faster at 8K-16K),
-// and rows of heads of 128 from 385 to 897 (0.2-0.6 µs; level at 513-641),
-// slower at 257 (0.3) and mixed at 1,025: rows of one head within
-// tcShort's bounds for their head dim take them where the memory is slow
-// (the H200 lost with them at 512-1K before the arithmetic, and is untimed
-// with it).
+// four rounds; docs/benchmarks.md), rows of one and two heads are faster on
+// the tensor cores where the memory is slow at nearly every length:
+// 32/16 by 0.2-1.3 µs from 257 to 16,385 tokens (heads of 128 level at
+// 513); 32/32 heads of 64 by 0.3-1.4 µs at 257, 1,025-3,073 and
+// 6,145-16,385 (level at 513-769; at 4,097 0.3 slower once, 0.4 faster
+// once); 32/32 heads of 128 by 0.2-1.5 µs at 385-897 and 2,049-16,385 but
+// slower at 257 (0.3) and 1,025-1,537 (0.1-0.4). So where the memory is
+// slow, rows of one or two heads take them at every length (slowTC) but
+// rows of one head of 128 outside tcShort128's bounds. The H200 lost with
+// them at 512-1K before the arithmetic, and is untimed with it.
 func useTC(vg, rows, longest, hd int, slowMem bool) bool {
-	lo, hi := tcShort(hd)
-	return vg >= 4 || vg == 1 && rows <= tcFewRows || longest >= tcLongFrom && (!slowMem || longest >= tcSlowLongFrom) ||
-		vg == 1 && slowMem && longest > lo && longest <= hi
+	switch {
+	case vg >= 4 || vg == 1 && rows <= tcFewRows:
+		return true
+	case slowMem:
+		return slowTC(vg, longest, hd)
+	}
+	return longest >= tcLongFrom
 }
 
-// tcShort bounds the rows of one head of hd (tokens: over lo, at most hi)
-// that take the tensor-core kernel where the memory is slow (useTC). The
-// bounds fall between the timed rows.
-func tcShort(hd int) (lo, hi int) {
-	if hd == 64 {
-		return 0, 3584
+// slowTC is useTC's choice for rows of vg heads (1 or 2 here; more: as
+// fast memory's) of hd channels where the memory is slow.
+func slowTC(vg, longest, hd int) bool {
+	if vg == 1 && hd == 128 {
+		lo, hi, from := tcShort128()
+		return longest > lo && longest <= hi || longest > from
 	}
-	return 320, 960
+	return vg <= 2 || longest >= tcSlowLongFrom
 }
+
+// tcShort128 bounds the rows of one head of 128 that take the tensor cores
+// where the memory is slow (slowTC): over lo and at most hi tokens, or
+// over from. The bounds fall between the timed rows (257 and 385; 897 and
+// 1,025; 1,537 and 2,049).
+func tcShort128() (lo, hi, from int) { return 320, 960, 1792 }
 
 // tcLongFrom is the least row from which groups of 1 or 2 heads take the
 // tensor-core kernel (useTC).

@@ -15,17 +15,21 @@ func TestUseTC(t *testing.T) {
 		slow                  bool
 		want                  bool
 	}{{1, 32, 600, 128, false, false}, {2, 16, 8191, 128, false, false}, {1, 32, 8192, 128, false, true}, {2, 16, 131072, 128, false, true},
-		{4, 8, 1, 128, false, true}, {8, 4, 600, 64, false, true}, {4, 8, 131072, 128, false, true}, {1, 32, 8192, 128, true, false},
-		{2, 16, 32767, 128, true, false}, {2, 16, 32768, 64, true, true}, {1, 32, 131072, 128, true, true}, {4, 8, 600, 128, true, true}, {8, 4, 131072, 128, true, true},
-		{1, 16, 600, 128, true, true}, {1, 8, 512, 128, false, true}, {1, 17, 4096, 128, true, false}, {2, 8, 600, 128, true, false},
-		{1, 16, 131072, 128, true, true}, {1, 32, 32767, 128, true, false},
-		// rows of one head of 128 on slow memory: 321-960 tokens
+		{4, 8, 1, 128, false, true}, {8, 4, 600, 64, false, true}, {4, 8, 131072, 128, false, true}, {1, 32, 8192, 128, true, true},
+		{2, 16, 32767, 128, true, true}, {2, 16, 32768, 64, true, true}, {1, 32, 131072, 128, true, true}, {4, 8, 600, 128, true, true}, {8, 4, 131072, 128, true, true},
+		{1, 16, 600, 128, true, true}, {1, 8, 512, 128, false, true}, {1, 17, 1200, 128, true, false}, {2, 8, 600, 128, true, true},
+		{1, 16, 131072, 128, true, true}, {1, 32, 32767, 128, true, true},
+		// rows of one head of 128 on slow memory: 321-960 tokens and from 1,793
 		{1, 32, 513, 128, true, true}, {1, 32, 769, 128, true, true}, {1, 32, 385, 128, true, true}, {1, 32, 960, 128, true, true},
 		{1, 32, 320, 128, true, false}, {1, 32, 961, 128, true, false}, {1, 32, 1025, 128, true, false}, {1, 32, 257, 128, true, false},
-		// of 64: up to 3,584 tokens
-		{1, 32, 257, 64, true, true}, {1, 32, 1, 64, true, true}, {1, 32, 3073, 64, true, true}, {1, 32, 3584, 64, true, true},
-		{1, 32, 3585, 64, true, false}, {1, 32, 4097, 64, true, false}, {1, 32, 32767, 64, true, false},
-		{1, 32, 513, 128, false, false}, {1, 32, 513, 64, false, false}, {2, 16, 513, 128, true, false}, {2, 16, 513, 64, true, false}} {
+		{1, 32, 1792, 128, true, false}, {1, 32, 1793, 128, true, true}, {1, 32, 4097, 128, true, true},
+		// of 64, and rows of two heads: every length
+		{1, 32, 257, 64, true, true}, {1, 32, 1, 64, true, true}, {1, 32, 3073, 64, true, true}, {1, 32, 4097, 64, true, true},
+		{1, 32, 16385, 64, true, true}, {2, 16, 257, 64, true, true}, {2, 16, 513, 128, true, true}, {2, 16, 16385, 128, true, true},
+		// fast memory: from 8K
+		{1, 32, 513, 128, false, false}, {1, 32, 513, 64, false, false}, {2, 16, 513, 64, false, false}, {2, 16, 8191, 64, false, false},
+		// groups of 3 (none between 2 and 4 today): as before, from 32K on slow memory
+		{3, 16, 8192, 128, true, false}, {3, 16, 32768, 128, true, true}} {
 		if got := useTC(c.vg, c.rows, c.longest, c.hd, c.slow); got != c.want {
 			t.Errorf("useTC(%d, %d rows, %d tokens, heads of %d, slow %v) = %v, want %v", c.vg, c.rows, c.longest, c.hd, c.slow, got, c.want)
 		}
