@@ -18,6 +18,12 @@
 # beside SDPA over a batch of N (bench/sdpa.py --batch N);
 # B2B=N times kvbench's runs N at a time back to back behind one spin
 # (kvbench kernels --back-to-back N), as bench/sdpa.py times SDPA's (50);
+# SDPA is timed over L keys (the "sdpa" line) and over L+1 (the "sdpa L+1
+# keys" line, shown under L): kvbench kernels' step at length L attends
+# the L-token prompt and the new token, so the second is the same work;
+# SDPA's time steps up past a multiple of its 128-key tiles (H100, 32/32
+# heads of 64: 9.6 µs over 512 keys, 11.6 over 513), so at such lengths the
+# two lines differ by up to 2 µs (SDPA_SAME=0: the first alone).
 # NCU_LEN=131072 adds a line per run with ncu's view of one attention launch
 # (a batch's, with STREAMS) at that length (its time, the L2 sectors it read, the DRAM's share; NCU_METRICS=a,b,... other
 # metrics instead).
@@ -37,7 +43,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 # local bytes of its tensor-core decode kernel for groups of 4 (a setting
 # that changes them may change the blocks a multiprocessor holds, and so
 # the chunks).
-line() { awk -v t="$1" '$1 ~ /^(kvbench|sdpa)$/ && $4 ~ /^[0-9]+$/ {s = s " " $4 "=" $5; if ($6 + 0 > 0 && $5 > 1.1 * $6) s = s "(min " $6 ")"}
+line() { awk -v t="$1" -v off="${2:-0}" '$1 ~ /^(kvbench|sdpa)$/ && $4 ~ /^[0-9]+$/ {s = s " " ($4 - off) "=" $5; if ($6 + 0 > 0 && $5 > 1.1 * $6) s = s "(min " $6 ")"}
 	$1 == "#" && $2 ~ /^attn_rt_d[0-9]+_g4_bf16_tc:$/ {r = " [tc: " $3 " regs, " $5 " B local]"}
 	END {print t ":" s r}'; }
 for sh in ${SHAPES:-32/8:128 32/16:128 32/32:128 32/8:64}; do
@@ -56,4 +62,11 @@ for sh in ${SHAPES:-32/8:128 32/16:128 32/32:128 32/8:64}; do
 		done
 	done
 	timeout 120 python3 bench/sdpa.py --heads $h --dim $d --backends default --iters ${ITERS:-200} --lengths $L "${BA[@]}" 2>&1 | line "$h d$d sdpa"
+	# kvbench's step at length L attends L+1 keys (the prompt's and the new
+	# token's); SDPA over L+1 keys, each shown under L, is the same work
+	# (SDPA_SAME=0: not timed).
+	if [ "${SDPA_SAME:-1}" = 1 ]; then
+		L1=$(echo "$L" | tr ',' '\n' | awk '{print $1 + 1}' | paste -sd,)
+		timeout 120 python3 bench/sdpa.py --heads $h --dim $d --backends default --iters ${ITERS:-200} --lengths $L1 "${BA[@]}" 2>&1 | line "$h d$d sdpa L+1 keys" 1
+	fi
 done
