@@ -10,7 +10,9 @@ run, runs queued behind a GPU sleep so the host's launch latency stays out of
 the timed region, inputs rotated among copies that together exceed the L2
 cache, the median of many runs. Rows use the column layout of
 `kvbench kernels`, so both tables read side by side; %copy is against a
-device-to-device copy measured here.
+device-to-device copy measured here. Tokens N are N keys, where kvbench
+kernels' N is the step after an N-token prompt, over N+1 keys: for the same
+work time SDPA at N+1 (bench/decode_attn_call.sh prints both).
 
     python3 bench/sdpa.py --heads 32/8,32/32 --lengths 4096,16384,32768,65536,131072
 """

@@ -26,7 +26,7 @@ func kernelPolicyNames() string { return strings.Join(policies.Names(), ", ") }
 
 func cmdKernels(stdout, stderr io.Writer, args []string) error {
 	fs := newFlags("kernels", "kernels [--lengths N,...] [--heads H/KV,...] [--dim D] [--policies full,quest,...|all] [--budget T] [--page P] [--kv-page P] [--iters N] [--streams N] [--floor] [--trace]", stderr)
-	lengthsF := fs.String("lengths", "4096,16384,32768,65536,131072", "cached tokens, comma-separated")
+	lengthsF := fs.String("lengths", "4096,16384,32768,65536,131072", "prompt tokens cached before the timed decode step, comma-separated (the step appends its token and attends one key more: N+1)")
 	headsF := fs.String("heads", "32/8", "query heads / KV heads, comma-separated (32/8,32/32)")
 	dim := fs.Int("dim", 128, "head dimension (64 or 128)")
 	policiesF := fs.String("policies", "full,quest", "policies, comma-separated, or all: "+kernelPolicyNames())
@@ -121,7 +121,7 @@ func cmdKernels(stdout, stderr io.Writer, args []string) error {
 	if *backToBack > 1 {
 		timed += fmt.Sprintf(", %d runs back to back behind one spin", *backToBack)
 	}
-	fmt.Fprintf(stdout, "# timed: %s (device time between events, its metadata included, passed by value or uploaded) on a bf16 cache of pages of %d tokens built through runtime.KVCache and each policy's hooks\n", timed, *kvPage)
+	fmt.Fprintf(stdout, "# timed: %s (device time between events, its metadata included, passed by value or uploaded) on a bf16 cache of pages of %d tokens built through runtime.KVCache and each policy's hooks; tokens N: the decode step after an N-token prompt, over N+1 keys\n", timed, *kvPage)
 	for _, name := range kernelNames(*dim, heads) {
 		if f, err := k.Func(name); err == nil {
 			fmt.Fprintf(stdout, "# %s: %d registers, %d B local, %d B static shared\n", f.Name, f.Regs, f.Local, f.Shared)
