@@ -46,6 +46,8 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 line() { awk -v t="$1" -v off="${2:-0}" '$1 ~ /^(kvbench|sdpa)$/ && $4 ~ /^[0-9]+$/ {s = s " " ($4 - off) "=" $5; if ($6 + 0 > 0 && $5 > 1.1 * $6) s = s "(min " $6 ")"}
 	$1 == "#" && $2 ~ /^attn_rt_d[0-9]+_g4_bf16_tc:$/ {r = " [tc: " $3 " regs, " $5 " B local]"}
 	END {print t ":" s r}'; }
+# sdpa LENGTHS runs bench/sdpa.py for the shape in h and d.
+sdpa() { timeout 120 python3 bench/sdpa.py --heads $h --dim $d --backends default --iters ${ITERS:-200} --lengths "$1" "${BA[@]}" 2>&1; }
 for sh in ${SHAPES:-32/8:128 32/16:128 32/32:128 32/8:64}; do
 	h=${sh%%:*} d=${sh##*:}
 	for C in "${DIRS[@]}"; do
@@ -61,12 +63,9 @@ for sh in ${SHAPES:-32/8:128 32/16:128 32/32:128 32/8:64}; do
 			fi
 		done
 	done
-	timeout 120 python3 bench/sdpa.py --heads $h --dim $d --backends default --iters ${ITERS:-200} --lengths $L "${BA[@]}" 2>&1 | line "$h d$d sdpa"
+	sdpa "$L" | line "$h d$d sdpa"
 	# kvbench's step at length L attends L+1 keys (the prompt's and the new
 	# token's); SDPA over L+1 keys, each shown under L, is the same work
 	# (SDPA_SAME=0: not timed).
-	if [ "${SDPA_SAME:-1}" = 1 ]; then
-		L1=$(echo "$L" | tr ',' '\n' | awk '{print $1 + 1}' | paste -sd,)
-		timeout 120 python3 bench/sdpa.py --heads $h --dim $d --backends default --iters ${ITERS:-200} --lengths $L1 "${BA[@]}" 2>&1 | line "$h d$d sdpa L+1 keys" 1
-	fi
+	[ "${SDPA_SAME:-1}" = 1 ] && sdpa "$(echo "$L" | tr ',' '\n' | awk '{print $1 + 1}' | paste -sd,)" | line "$h d$d sdpa L+1 keys" 1
 done

@@ -736,8 +736,8 @@ func (b *Backend) tcFits(name string, vg, hd, minPS int) bool {
 // once); 32/32 heads of 128 by 0.2-1.5 µs at 385-897 and 2,049-16,385 but
 // slower at 257 (0.3) and 1,025-1,537 (0.1-0.4). So where the memory is
 // slow, rows of one or two heads take them at every length (slowTC) but
-// rows of one head of 128 outside tcShort128's bounds. The H200 lost with
-// them at 512-1K before the arithmetic, and is untimed with it.
+// rows of one head of 128 outside the tcShort128 bounds. The H200 lost
+// with them at 512-1K before the arithmetic, and is untimed with it.
 func useTC(vg, rows, longest, hd int, slowMem bool) bool {
 	switch {
 	case vg >= 4 || vg == 1 && rows <= tcFewRows:
@@ -748,27 +748,32 @@ func useTC(vg, rows, longest, hd int, slowMem bool) bool {
 	return longest >= tcLongFrom
 }
 
-// slowTC is useTC's choice for rows of vg heads (1 or 2 here; more: as
-// fast memory's) of hd channels where the memory is slow.
+// slowTC is useTC's choice, where the memory is slow, for rows of vg heads
+// (under 4) of hd channels: groups of 1 or 2 at every length but rows of
+// one head of 128, which take the tensor cores over tcShort128Lo and at
+// most tcShort128Hi tokens or over tcShort128From; others (groups of 3)
+// from tcSlowLongFrom.
 func slowTC(vg, longest, hd int) bool {
 	if vg == 1 && hd == 128 {
-		lo, hi, from := tcShort128()
-		return longest > lo && longest <= hi || longest > from
+		return longest > tcShort128Lo && longest <= tcShort128Hi || longest > tcShort128From
 	}
 	return vg <= 2 || longest >= tcSlowLongFrom
 }
 
-// tcShort128 bounds the rows of one head of 128 that take the tensor cores
-// where the memory is slow (slowTC): over lo and at most hi tokens, or
-// over from. The bounds fall between the timed rows (257 and 385; 897 and
-// 1,025; 1,537 and 2,049).
-func tcShort128() (lo, hi, from int) { return 320, 960, 1792 }
+// The bounds of slowTC for rows of one head of 128, between the timed rows
+// (257 and 385; 897 and 1,025; 1,537 and 2,049 tokens).
+const (
+	tcShort128Lo   = 320
+	tcShort128Hi   = 960
+	tcShort128From = 1792
+)
 
 // tcLongFrom is the least row from which groups of 1 or 2 heads take the
 // tensor-core kernel (useTC).
 const tcLongFrom = 8192
 
-// tcSlowLongFrom is tcLongFrom where the memory is slow (useTC).
+// tcSlowLongFrom is tcLongFrom where the memory is slow, for the groups
+// slowTC does not send to the tensor cores at every length.
 const tcSlowLongFrom = 32768
 
 // tcFewRows is the most split rows of one head that take the tensor-core
