@@ -433,6 +433,145 @@ __device__ __forceinline__ float* attn_ml_at(float* partML, int r, int c, int nc
     return partML + ((size_t)r * nchunks + c) * (G * 2);
 }
 
+// attn_put_ml writes block (chunk c, row r)'s max m and sum l of virtual
+// head g where attn_ml_at puts them: as floats, or with ep != 0 as tagged
+// words at the same index of a u64 array (the polled merge).
+template <int G>
+__device__ __forceinline__ void attn_put_ml(float* partML, int r, int c, int nchunks, int g, float m, float l, u32 ep) {
+    if (ep != 0) {
+        st_tag2(reinterpret_cast<u64*>(partML) + ((size_t)r * nchunks + c) * (G * 2) + 2 * g, m, l, ep);
+        return;
+    }
+    float* p = attn_ml_at<G>(partML, r, c, nchunks) + 2 * g;
+    *reinterpret_cast<float2*>(p) = make_float2(m, l);
+}
+
+// attn_merge_poll is attn_merge over tagged partials (st_tag): block 0 of a
+// row merges the row's nchunks partials (tO [nchunks][G*D], tML
+// [nchunks][G][2] words) as they arrive, each word read again until it
+// carries this launch's epoch ep, with no count of arrivals and no fence:
+// the last partial's stores reach the merger in one trip through the L2,
+// where the counted merge pays the arrival's atomic and then a round of
+// loads. Each thread takes float4 column col of chunks cg, cg + CG, ...
+// (the host sends a row here only where that is at most PM chunks a
+// thread: one round of loads), joins them in running (max, sum, output),
+// and the CG chunk groups meet in shared memory sm (NT float4). Outputs,
+// maxima and sums as attn_merge writes them without outML.
+#define PM 4
+template <int D, int G, int NT, class OutF, class MLF>
+__device__ __forceinline__ void attn_merge_poll(const u64* __restrict__ tO, const u64* __restrict__ tML, int nchunks, u32 ep,
+                                                OutF outp, MLF mlp, float* sm) {
+    constexpr int Q = G * D / 4;
+    constexpr int CG = Q >= NT ? 1 : NT / Q;
+    constexpr int CPT = Q >= NT ? Q / NT : 1;
+    const int tid = threadIdx.x;
+    const int cg = CG == 1 ? 0 : tid / Q;
+    int col[CPT], gg[CPT];
+    u64 w[PM][CPT][6];  // a chunk's four output words, then its max and sum
+#pragma unroll
+    for (int k = 0; k < CPT; ++k) {
+        col[k] = CG == 1 ? tid + k * NT : tid % Q;
+        gg[k] = col[k] * 4 / D;
+    }
+#pragma unroll
+    for (int u = 0; u < PM; ++u) {
+        const int cu = cg + u * CG;
+        if (cu >= nchunks) break;
+#pragma unroll
+        for (int k = 0; k < CPT; ++k) {
+            const u64* o = tO + (size_t)cu * (G * D) + col[k] * 4;
+            ld_tag2(o, w[u][k][0], w[u][k][1]);
+            ld_tag2(o + 2, w[u][k][2], w[u][k][3]);
+            ld_tag2(tML + (cu * G + gg[k]) * 2, w[u][k][4], w[u][k][5]);
+        }
+    }
+    float mr[CPT], lr[CPT];
+    float4 acc[CPT];
+#pragma unroll
+    for (int k = 0; k < CPT; ++k) {
+        mr[k] = NEG_INF;
+        lr[k] = 0.f;
+        acc[k] = make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+#pragma unroll
+    for (int u = 0; u < PM; ++u) {
+        const int cu = cg + u * CG;
+        if (cu >= nchunks) break;
+#pragma unroll
+        for (int k = 0; k < CPT; ++k) {
+            u64(&x)[6] = w[u][k];
+            // Words not yet this launch's: ask again until they are.
+            while (!(tag_is(x[0], ep) && tag_is(x[1], ep) && tag_is(x[2], ep) && tag_is(x[3], ep) && tag_is(x[4], ep) &&
+                     tag_is(x[5], ep))) {
+                const u64* o = tO + (size_t)cu * (G * D) + col[k] * 4;
+                ld_tag2(o, x[0], x[1]);
+                ld_tag2(o + 2, x[2], x[3]);
+                ld_tag2(tML + (cu * G + gg[k]) * 2, x[4], x[5]);
+            }
+            const float mc = tag_value(x[4]), M = fmaxf(mr[k], mc);
+            if (M == NEG_INF) continue;  // both empty
+            const float a = exp2f(mr[k] - M), b = exp2f(mc - M);
+            lr[k] = fmaf(lr[k], a, tag_value(x[5]) * b);
+            acc[k] = make_float4(fmaf(acc[k].x, a, tag_value(x[0]) * b), fmaf(acc[k].y, a, tag_value(x[1]) * b),
+                                 fmaf(acc[k].z, a, tag_value(x[2]) * b), fmaf(acc[k].w, a, tag_value(x[3]) * b));
+            mr[k] = M;
+        }
+    }
+    if (CG == 1) {
+#pragma unroll
+        for (int k = 0; k < CPT; ++k) {
+            const float inv = lr[k] > 0.f ? 1.f / lr[k] : 0.f;
+            if (float* o = outp(gg[k]))
+                *reinterpret_cast<float4*>(o + col[k] * 4 - gg[k] * D) =
+                    make_float4(acc[k].x * inv, acc[k].y * inv, acc[k].z * inv, acc[k].w * inv);
+            if (col[k] * 4 % D == 0)
+                if (float* p = mlp(gg[k])) {
+                    p[0] = mr[k] == NEG_INF ? 0.f : mr[k];
+                    p[1] = lr[k];
+                }
+        }
+        return;
+    }
+    // The chunk groups' (max, sum) pairs, then their outputs scaled to the
+    // column's maximum, through sm.
+    float2* sml = reinterpret_cast<float2*>(sm);
+    sml[tid] = make_float2(mr[0], lr[0]);
+    __syncthreads();
+    const int cl = tid % Q;
+    float M = NEG_INF;
+#pragma unroll
+    for (int k = 0; k < CG; ++k) M = fmaxf(M, sml[k * Q + cl].x);
+    float L = 0.f;
+#pragma unroll
+    for (int k = 0; k < CG; ++k) {
+        const float2 e = sml[k * Q + cl];
+        if (e.x != NEG_INF) L = fmaf(e.y, exp2f(e.x - M), L);
+    }
+    const float s = mr[0] == NEG_INF ? 0.f : exp2f(mr[0] - M);
+    __syncthreads();
+    float4* red = reinterpret_cast<float4*>(sm);
+    red[tid] = make_float4(acc[0].x * s, acc[0].y * s, acc[0].z * s, acc[0].w * s);
+    __syncthreads();
+    if (tid < Q) {
+        float4 t = red[tid];
+#pragma unroll
+        for (int k = 1; k < CG; ++k) {
+            const float4 e = red[k * Q + tid];
+            t.x += e.x;
+            t.y += e.y;
+            t.z += e.z;
+            t.w += e.w;
+        }
+        const float inv = L > 0.f ? 1.f / L : 0.f;
+        if (float* o = outp(gg[0])) *reinterpret_cast<float4*>(o + tid * 4 - gg[0] * D) = make_float4(t.x * inv, t.y * inv, t.z * inv, t.w * inv);
+        if (tid * 4 % D == 0)
+            if (float* p = mlp(gg[0])) {
+                p[0] = M == NEG_INF ? 0.f : M;
+                p[1] = L;
+            }
+    }
+}
+
 // attn_finish ends split-KV block (chunk c, row r) of a launch of nchunks x
 // rows blocks: the warps' partial outputs are in smem [NW][G][PD] (head g's
 // D channels at g*PD: PD > D pads the rows against bank conflicts), written
@@ -442,10 +581,28 @@ __device__ __forceinline__ float* attn_ml_at(float* partML, int r, int c, int nc
 // its max and sum at mlp(g) (see attn_merge).
 template <int D, int G, int PD, class OutF, class MLF>
 __device__ __forceinline__ void attn_finish(float* smem, int r, int c, int nchunks, int rows, float* __restrict__ partO,
-                                            float* __restrict__ partML, int* __restrict__ counters, OutF outp, MLF mlp) {
+                                            float* __restrict__ partML, int* __restrict__ counters, OutF outp, MLF mlp,
+                                            u32 ep = 0) {
     constexpr int NT = ATTN_NT, NW = NT / 32;
     const int tid = threadIdx.x;
     const size_t prow = (size_t)r * nchunks;
+    if (ep != 0) {
+        // The polled merge (RH_EPOCH): the partial as tagged words (its
+        // maxima and sums went so, attn_put_ml); block 0 of the row merges.
+        u64* tO = reinterpret_cast<u64*>(partO);
+        for (int idx = tid; idx < G * D; idx += NT) {
+            const int at = (idx / D) * PD + idx % D;
+            float x = 0.f;
+#pragma unroll
+            for (int k = 0; k < NW; ++k) x += smem[k * G * PD + at];
+            st_tag(tO + (prow + c) * (G * D) + idx, x, ep);
+        }
+        if (c != 0) return;
+        __syncthreads();  // smem is free for the merge
+        attn_merge_poll<D, G, NT>(tO + prow * (G * D), reinterpret_cast<const u64*>(partML) + prow * (G * 2), nchunks, ep, outp,
+                                  mlp, smem);
+        return;
+    }
     for (int idx = tid; idx < G * D; idx += NT) {
         const int at = (idx / D) * PD + idx % D;
         float x = 0.f;
@@ -680,7 +837,8 @@ __device__ __forceinline__ void attn_core(const Src& src, QInit qinit, int len, 
 #define RH_TRACE 17  // (2 words, low first) the device address of the launch's trace (rt_trace), 0: none
 #define RH_SEL 19    // (2 words, low first) where a selecting head's offsets count from, as an address (rt_sel); 0: the call's ints
 #define RH_PBASE 21  // (2 words, low first) the address the descriptors' SD_KO and SD_VO count from
-#define RH_WORDS 23
+#define RH_EPOCH 23  // the polled merge's epoch (attn_merge_poll; 0: merged by a count, or not in the kernel)
+#define RH_WORDS 24
 
 // sd_page is the address of page pg of the key (isV false) or value list
 // of a KV head whose descriptor sd gives its pages' stride (SD_PST not 0),
@@ -1039,18 +1197,15 @@ __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u
         attn_core<D, G, KT, SH, UX>(src, qinit, len, chunk, smem, m, l);
     }
     tr_stamp(tr, 3);
+    const u32 ep = counters != nullptr ? (u32)H[RH_EPOCH] : 0u;
     if (threadIdx.x == 0) {
-        float* bml = attn_ml_at<G>(partML, rg, c, gridDim.x);
 #pragma unroll
-        for (int g = 0; g < G; ++g) {
-            bml[2 * g] = m[g];
-            bml[2 * g + 1] = l[g];
-        }
+        for (int g = 0; g < G; ++g) attn_put_ml<G>(partML, rg, c, gridDim.x, g, m[g], l[g], ep);
     }
     attn_finish<D, G, D>(
         smem, rg, c, gridDim.x, nsg, partO, partML, counters,
         [&](int g) { return sItem[g] >= 0 ? out + (size_t)sItem[g] * D : nullptr; },
-        [&](int g) { return ml != nullptr && sItem[g] >= 0 ? ml + (size_t)sItem[g] * 2 : nullptr; });
+        [&](int g) { return ml != nullptr && sItem[g] >= 0 ? ml + (size_t)sItem[g] * 2 : nullptr; }, ep);
     tr_stamp(tr, 4);  // every thread gets here (attn_finish's returns are the whole block's)
 }
 

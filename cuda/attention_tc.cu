@@ -481,6 +481,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     // its lanes alone, was G/2 x 2KS stores of 8 lanes a warp.)
     constexpr int PD = D + 4;
     static_assert((NW * G * PD + G * D) * 4 <= TC_STAGE_BYTES(D), "the outputs fit the stages");
+    const u32 ep = !CL && counters != nullptr ? (u32)H[RH_EPOCH] : 0u;  // the polled merge (attn_merge_poll)
     float* red = reinterpret_cast<float*>(tsm);
     if (g0 < G) {
         float* d0 = red + (w * G + g0) * PD + gid;
@@ -500,11 +501,16 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
         // The block's maxima and sums, by warp 0's lanes of gid 0: one
         // store of heads g0 and g0 + 1 each.
         if (w == 0 && gid == 0) {
-            float* bml = CL ? cML + 2 * g0 : attn_ml_at<G>(partML, rg, c, gridDim.x) + 2 * g0;
-            if (G > 1)
-                *reinterpret_cast<float4*>(bml) = make_float4(bm[0], bl[0], bm[1], bl[1]);
-            else
-                *reinterpret_cast<float2*>(bml) = make_float2(bm[0], bl[0]);
+            if (ep != 0) {  // the polled merge's tagged words (attn_put_ml)
+                attn_put_ml<G>(partML, rg, c, gridDim.x, g0, bm[0], bl[0], ep);
+                if (G > 1) attn_put_ml<G>(partML, rg, c, gridDim.x, g0 + 1, bm[1], bl[1], ep);
+            } else {
+                float* bml = CL ? cML + 2 * g0 : attn_ml_at<G>(partML, rg, c, gridDim.x) + 2 * g0;
+                if (G > 1)
+                    *reinterpret_cast<float4*>(bml) = make_float4(bm[0], bl[0], bm[1], bl[1]);
+                else
+                    *reinterpret_cast<float2*>(bml) = make_float2(bm[0], bl[0]);
+            }
         }
     }
     __syncthreads();
@@ -515,7 +521,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
         attn_finish<D, G, PD>(
             red, rg, c, gridDim.x, nsg, partO, partML, counters,
             [&](int g) { return sItem[g] >= 0 ? out + (size_t)sItem[g] * D : nullptr; },
-            [&](int g) { return ml != nullptr && sItem[g] >= 0 ? ml + (size_t)sItem[g] * 2 : nullptr; });
+            [&](int g) { return ml != nullptr && sItem[g] >= 0 ? ml + (size_t)sItem[g] * 2 : nullptr; }, ep);
     }
     tr_stamp(tr, 4);  // every thread gets here (attn_finish's returns are the whole block's)
 #endif

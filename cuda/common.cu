@@ -37,6 +37,26 @@ __device__ __forceinline__ bool arrive_last(int* ctr, int n) {
     return old == n - 1;
 }
 
+// Tagged words (the polled merge, attn_merge_poll): a float32 value in the
+// low half of a 64-bit word and the launch's epoch in the high half, stored
+// and loaded as one single-copy-atomic access at GPU scope, so that a
+// reader that sees the epoch sees the value written with it, and a word
+// left by an earlier launch (an older epoch) is told apart without a fence
+// or a count.
+__device__ __forceinline__ u64 tag_word(float x, u32 ep) { return ((u64)ep << 32) | __float_as_uint(x); }
+__device__ __forceinline__ float tag_value(u64 w) { return __uint_as_float((u32)w); }
+__device__ __forceinline__ bool tag_is(u64 w, u32 ep) { return (u32)(w >> 32) == ep; }
+__device__ __forceinline__ void st_tag(u64* p, float x, u32 ep) {
+    asm volatile("st.relaxed.gpu.global.u64 [%0], %1;" ::"l"(p), "l"(tag_word(x, ep)) : "memory");
+}
+__device__ __forceinline__ void st_tag2(u64* p, float x, float y, u32 ep) {
+    asm volatile("st.relaxed.gpu.global.v2.u64 [%0], {%1, %2};" ::"l"(p), "l"(tag_word(x, ep)), "l"(tag_word(y, ep))
+                 : "memory");
+}
+__device__ __forceinline__ void ld_tag2(const u64* p, u64& a, u64& b) {
+    asm volatile("ld.relaxed.gpu.global.v2.u64 {%0, %1}, [%2];" : "=l"(a), "=l"(b) : "l"(p) : "memory");
+}
+
 // unpack8 widens the 8 bf16 values of a 16-byte vector to float32.
 __device__ __forceinline__ void unpack8(const uint4 v, float f[8]) {
     f[0] = __uint_as_float(v.x << 16);

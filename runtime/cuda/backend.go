@@ -114,6 +114,7 @@ type Backend struct {
 	graphs    map[runtime.ReplayKey]*replay
 	replayGen uint64   // bumped when the scratch replayed products use (wide, narrow) moves
 	capturing bool     // inside Replay's capture: no host data, no waiting
+	poll      pollState // the polled merge (pollmerge.go)
 	noGraphs  bool     // KVBENCH_GRAPHS=off: Replay runs the operations directly
 	allGraphs bool     // KVBENCH_GRAPHS=on: one-row steps replay from graphs too (graphsFor)
 	noBox     bool     // KVBENCH_RT_BOX=off: the split-KV calls' ints are always uploaded
@@ -349,6 +350,10 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 		return nil, err
 	}
 	if b.split.combine, err = combineOf(); err != nil {
+		b.Close()
+		return nil, err
+	}
+	if b.poll.on, err = pollOf(); err != nil {
 		b.Close()
 		return nil, err
 	}

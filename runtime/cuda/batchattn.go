@@ -168,7 +168,7 @@ func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
 			lt, int32(l.calls), int32(l.nsg), b.pt.pool, ints, int32(l.chunk), int32(l.pgw), l.scale*float32(math.Log2E),
 			partO, ws.Add(pmlAt), counters, bv)
 		b.split.last = Plan{Kernel: kernel, Chunk: l.chunk, Blocks: l.nchunks * l.nsg, Rows: l.nsg, Resident: b.occupancy(b.fn(l.kernel), l.smem),
-			SharedMem: l.smem, ByValue: boxed, Merge: mergeOf(l.fused, 0, l.nchunks), Lists: l.lists, Arith: bt.arith()}
+			SharedMem: l.smem, ByValue: boxed, Merge: mergeOf(l.fused, 0, l.nchunks, false), Lists: l.lists, Arith: bt.arith()}
 		if !l.fused && l.nchunks > 1 { // one chunk a row: the kernel wrote the outputs
 			must(b.fn(comb).LaunchAfter(Dim3{l.vg, gy, l.hd / 32 * gz}, Dim3{combThreads, 1, 1}, 0,
 				partO, ws.Add(pmlAt), int32(l.nchunks), lt, int32(l.calls), int32(l.nsg), ints, bv))

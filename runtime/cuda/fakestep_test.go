@@ -656,7 +656,7 @@ func fakeTCBackend(t *testing.T, h100 bool, name, value string) *cuda.Backend {
 // blocks a row -> chunks of 512, merged by the combine);
 // KVBENCH_ATTN_TC_SLOTS=2 gives the H100 the H200's plan. MHA rows on the
 // tensor cores (KVBENCH_ATTN_TC=on) keep two there: 32 rows of 8 chunks of
-// 2,048.
+// 2,048, merged polled (the grid resident at once).
 func TestFakeTCSlotsByMemory(t *testing.T) {
 	for _, c := range []struct {
 		h100   bool
@@ -670,7 +670,7 @@ func TestFakeTCSlotsByMemory(t *testing.T) {
 		{false, 8, "", "attn_rt_d128_g4_bf16_tc", 512, 256, "combine"},
 		{true, 8, "", "attn_rt_d128_g4_bf16_tc", 1024, 128, "fused"},
 		{true, 8, "2", "attn_rt_d128_g4_bf16_tc", 512, 256, "combine"},
-		{true, 32, "", "attn_rt_d128_g1_bf16_tc", 2048, 256, "fused"},
+		{true, 32, "", "attn_rt_d128_g1_bf16_tc", 2048, 256, "polled"},
 	} {
 		t.Run(fmt.Sprintf("h100=%v/%d/slots%s", c.h100, c.kv, c.env), func(t *testing.T) {
 			be := fakeTCBackend(t, c.h100, "KVBENCH_ATTN_TC_SLOTS", c.env)

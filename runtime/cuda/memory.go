@@ -223,7 +223,7 @@ func (b *Backend) ReleaseWork() (err error) {
 // workspaces lists the backend's grown scratch buffers (a new one joins
 // this list, so that Close and ReleaseWork free it).
 func (b *Backend) workspaces() []*scratch {
-	return []*scratch{&b.scores, &b.full, &b.recall, &b.small, &b.part, &b.ml, &b.pscore, &b.wide, &b.narrow, &b.accWork, &b.trace.buf}
+	return []*scratch{&b.scores, &b.full, &b.recall, &b.small, &b.part, &b.ml, &b.pscore, &b.wide, &b.narrow, &b.accWork, &b.trace.buf, &b.poll.buf}
 }
 
 // freeWorkspaces frees the backend's grown scratch buffers and its staging

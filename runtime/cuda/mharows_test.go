@@ -12,9 +12,11 @@ import (
 // where there are 32 or more or each has at most 16 chunks, else in the
 // combine launch (fusedFor), on the fake device's 132 multiprocessors:
 // 8/8 heads of 128 in 9 chunks of 64 at 513 tokens and 16 of 128 at 2,048
-// (fused), 17 at 2,049 (combine); heads of 64 in 17 chunks of 64 at 1,025
-// (combine); 16/16 in 9 of 128 at 1,025 (fused); 32/32 on attn_rt, fused;
-// KVBENCH_ATTN_TC and KVBENCH_ATTN_COMBINE still force either way;
+// (in the kernel, polled; counted with KVBENCH_ATTN_POLL=off), 17 at 2,049
+// (combine); heads of 64 in 17 chunks of 64 at 1,025 (combine); 16/16 in 9
+// of 128 at 1,025 (polled); 32/32 on attn_rt, fused (counted: more chunks
+// than a polled merge takes); KVBENCH_ATTN_TC and KVBENCH_ATTN_COMBINE
+// still force either way;
 // a batch step of 2 streams of 8/8 heads (16 rows) takes the tensor-core
 // kernel and so does one of 4 (32 rows: a batch's rows of one head take
 // it however many, batchTC), unless KVBENCH_ATTN_TC=off.
@@ -26,11 +28,12 @@ func TestFakeMHARows(t *testing.T) {
 		chunks            int // chunks a row (0: not checked)
 		merge             string
 	}{
-		{8, 128, 513, "", "", true, 9, "fused"},
-		{8, 128, 2048, "", "", true, 16, "fused"},
+		{8, 128, 513, "", "", true, 9, "polled"},
+		{8, 128, 513, "KVBENCH_ATTN_POLL", "off", true, 9, "fused"},
+		{8, 128, 2048, "", "", true, 16, "polled"},
 		{8, 128, 2049, "", "", true, 17, "combine"},
 		{8, 64, 1025, "", "", true, 17, "combine"},
-		{16, 128, 1025, "", "", true, 9, "fused"},
+		{16, 128, 1025, "", "", true, 9, "polled"},
 		{32, 128, 1025, "", "", false, 0, "fused"},
 		{8, 128, 2049, "KVBENCH_ATTN_TC", "off", false, 0, "combine"},
 		{32, 128, 1025, "KVBENCH_ATTN_COMBINE", "separate", false, 0, "combine"},

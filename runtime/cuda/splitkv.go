@@ -102,7 +102,7 @@ type Plan struct {
 	SharedMem int    // dynamic shared memory per block, bytes
 	ByValue   bool   // the call's ints went to the kernel by value (RtBox), not uploaded
 	Early     bool   // its blocks read the settled tokens before waiting for the kernel ahead (RH_EARLY)
-	Merge     string // where a row's chunks merge: "fused" (its last blocks), "combine" (a second launch), "cluster", or "" (one chunk a row)
+	Merge     string // where a row's chunks merge: "fused" (its last blocks, counted), "polled" (block 0, pollmerge.go), "combine" (a second launch), "cluster", or "" (one chunk a row)
 	Lists     bool   // Quest's choice read as its heads' page lists (questlists.go; a batch: some call of the launch)
 	Arith     int    // KV heads whose pages the kernel found by their stride, no pointer loaded (pageArith; a batch: all its calls')
 }
@@ -120,13 +120,16 @@ func arithHeads(h []int32, kvHeads int) int {
 }
 
 // mergeOf names where the rows of a split launch of nchunks chunks a row
-// merge (Plan.Merge): fused, in a combine launch, or in a cluster (cl > 0).
-func mergeOf(fused bool, cl, nchunks int) string {
+// merge (Plan.Merge): fused (counted, or polled: poll), in a combine
+// launch, or in a cluster (cl > 0).
+func mergeOf(fused bool, cl, nchunks int, poll bool) string {
 	switch {
 	case nchunks <= 1:
 		return ""
 	case cl > 0:
 		return "cluster"
+	case poll:
+		return "polled"
 	case fused:
 		return "fused"
 	}
@@ -159,6 +162,7 @@ const (
 	_
 	rhPBase // 2 words: the address the descriptors' page offsets count from (pageArith; 0 where no KV head has them)
 	_
+	rhEpoch // the polled merge's epoch (pollmerge.go; 0: none)
 	rhWords
 )
 
@@ -581,6 +585,13 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	if fused {
 		counters = ws
 	}
+	partML := ws.Add(pmlAt)
+	poll := b.pollFor(fused, vg, hd, nchunks, nsrows, b.occupancy(f, smem))
+	if poll { // tagged partials of their own, and the call's epoch
+		var ep uint32
+		partO, partML, ep = b.pollParts(int64(nsrows*nchunks*vg*hd), int64(nsrows*nchunks*vg*2))
+		b.hInts[hdr+rhEpoch] = int32(ep)
+	}
 	astride := 0
 	if a.Acc != nil {
 		checkAccGroup(a, "Attend")
@@ -625,14 +636,14 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	// or uploaded before the kernel ahead of it) while that kernel ends, and
 	// wait for it before the page tables, q and the keys.
 	args := []any{b.f32(a.Q), ptrs, ints, hdr, int32(chunk), int32(pgw), a.Scale * float32(math.Log2E),
-		partO, ws.Add(pmlAt), counters, b.f32(a.Out), raw, mlAcc, wordsByValue(b.box)}
+		partO, partML, counters, b.f32(a.Out), raw, mlAcc, wordsByValue(b.box)}
 	if cl > 0 { // the cluster merges the row: no partials, no combine
 		must(f.LaunchCluster(cl, Dim3{nchunks, gy, gz}, Dim3{attnThreads, 1, 1}, smem, args...))
 	} else {
 		must(f.LaunchAfter(Dim3{nchunks, gy, gz}, Dim3{attnThreads, 1, 1}, smem, args...))
 	}
 	b.split.last = Plan{Kernel: name, Chunk: chunk, Blocks: nchunks * nsrows, Rows: nsrows, Resident: b.occupancy(f, smem), SharedMem: smem, ByValue: boxed, Early: early,
-		Merge: mergeOf(fused, cl, nchunks), Lists: listsOf(a) != nil, Arith: arithHeads(b.hInts, a.KVHeads)}
+		Merge: mergeOf(fused, cl, nchunks, poll), Lists: listsOf(a) != nil, Arith: arithHeads(b.hInts, a.KVHeads)}
 	if early {
 		b.split.earlyN++
 	}
