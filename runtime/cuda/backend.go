@@ -112,23 +112,23 @@ type Backend struct {
 		inv   []int32
 	}
 	graphs    map[runtime.ReplayKey]*replay
-	replayGen uint64   // bumped when the scratch replayed products use (wide, narrow) moves
-	capturing bool     // inside Replay's capture: no host data, no waiting
+	replayGen uint64    // bumped when the scratch replayed products use (wide, narrow) moves
+	capturing bool      // inside Replay's capture: no host data, no waiting
 	poll      pollState // the polled merge (pollmerge.go)
-	noGraphs  bool     // KVBENCH_GRAPHS=off: Replay runs the operations directly
-	allGraphs bool     // KVBENCH_GRAPHS=on: one-row steps replay from graphs too (graphsFor)
-	noBox     bool     // KVBENCH_RT_BOX=off: the split-KV calls' ints are always uploaded
-	noKVBox   bool     // KVBENCH_KV_BOX=off: KV copies are always uploaded (be_kv_ops, not be_kv_box)
-	kvBox     []uint64 // KvBox: a batch of KV copies by value (flushKV)
-	noRopeKV  bool     // KVBENCH_ROPE_KV=off: a step's RoPE and KV stores are separate launches (ropeCall)
-	ropeAt    ropeCall // the last RoPE launch, pending until the next flushKV for a decode step
-	normMax   int      // the most threads of an RMSNorm block ($KVBENCH_NORM_THREADS)
-	noMVRope  bool     // KVBENCH_MV_ROPE=off: a step's q/k/v products and its RoPE are separate launches (qkvCall)
-	qkvAt     qkvCall  // a one-row step's q/k/v products, pending until its RoPE takes them or the next flushKV
-	box       []int32  // RtBox: the words' count, then a call's ints by value (rtBox)
-	bbox      []int32  // RtbBox: the words' count, a pad, then a batched launch's table and ints by value (rtbBox)
-	pbox      []int32  // the same, a piece of a batch's metadata for attn_rtb_put (putCarried)
-	xbox      []int32  // RtbXBox: the larger box, for a batch's metadata too long for bbox (nil: none, rtbXBoxWords)
+	noGraphs  bool      // KVBENCH_GRAPHS=off: Replay runs the operations directly
+	allGraphs bool      // KVBENCH_GRAPHS=on: one-row steps replay from graphs too (graphsFor)
+	noBox     bool      // KVBENCH_RT_BOX=off: the split-KV calls' ints are always uploaded
+	noKVBox   bool      // KVBENCH_KV_BOX=off: KV copies are always uploaded (be_kv_ops, not be_kv_box)
+	kvBox     []uint64  // KvBox: a batch of KV copies by value (flushKV)
+	noRopeKV  bool      // KVBENCH_ROPE_KV=off: a step's RoPE and KV stores are separate launches (ropeCall)
+	ropeAt    ropeCall  // the last RoPE launch, pending until the next flushKV for a decode step
+	normMax   int       // the most threads of an RMSNorm block ($KVBENCH_NORM_THREADS)
+	noMVRope  bool      // KVBENCH_MV_ROPE=off: a step's q/k/v products and its RoPE are separate launches (qkvCall)
+	qkvAt     qkvCall   // a one-row step's q/k/v products, pending until its RoPE takes them or the next flushKV
+	box       []int32   // RtBox: the words' count, then a call's ints by value (rtBox)
+	bbox      []int32   // RtbBox: the words' count, a pad, then a batched launch's table and ints by value (rtbBox)
+	pbox      []int32   // the same, a piece of a batch's metadata for attn_rtb_put (putCarried)
+	xbox      []int32   // RtbXBox: the larger box, for a batch's metadata too long for bbox (nil: none, rtbXBoxWords)
 	// putLaunches is the most attn_rtb_put launches that carry a batch's
 	// metadata ($KVBENCH_RTB_PUT; 0: uploaded by a copy).
 	putLaunches int
