@@ -3,6 +3,7 @@ package cuda_test
 import (
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/kvbench/kvbench/runtime"
@@ -26,7 +27,7 @@ func TestPolledMergeGPU(t *testing.T) {
 	defer c.Close()
 	rng := rand.New(rand.NewPCG(41, 7))
 	defer g.SetAttnChunk(0)
-	polled := 0
+	polled := map[string]int{} // polled calls by kernel: the tensor cores' and attn_rt's
 	for _, typ := range []runtime.DType{runtime.F32, runtime.BF16} {
 		for _, hd := range []int{64, 128} {
 			for _, hk := range [][2]int{{16, 16}, {8, 4}, {8, 2}, {8, 1}} {
@@ -55,8 +56,8 @@ func TestPolledMergeGPU(t *testing.T) {
 								}
 								for range 2 {
 									compareAttend(t, c, g, cp, rng, ac)
-									if g.AttnPlan().Merge == "polled" {
-										polled++
+									if p := g.AttnPlan(); p.Merge == "polled" {
+										polled[p.Kernel]++
 									}
 								}
 							})
@@ -66,8 +67,48 @@ func TestPolledMergeGPU(t *testing.T) {
 			}
 		}
 	}
-	if polled == 0 {
-		t.Error("no call merged polled")
+	tc, rt := 0, 0
+	for k, n := range polled {
+		if strings.HasSuffix(k, "_tc") {
+			tc += n
+		} else {
+			rt += n
+		}
 	}
-	t.Logf("%d calls merged polled", polled)
+	if tc == 0 || rt == 0 {
+		t.Errorf("calls merged polled by kernel: %v; want some on the tensor cores and some on attn_rt", polled)
+	}
+	t.Logf("calls merged polled: %v", polled)
+}
+
+// TestFakePolledRows: on the fake device (132 multiprocessors), rows the
+// polled merge can take merge in the kernel even where the counted merge
+// would leave them to the combine launch: 32/16 heads of 64 at 256 tokens
+// (8 chunks of 32 a row on the _short kernel); at 4,096 (128 chunks) the
+// combine; with KVBENCH_ATTN_COMBINE=separate or KVBENCH_ATTN_POLL=off the
+// combine again; 32/32 at 256 polled, and merged counted with the poll off.
+func TestFakePolledRows(t *testing.T) {
+	for _, c := range []struct {
+		kv, tokens int
+		env, val   string
+		merge      string
+	}{
+		{16, 256, "", "", "polled"},
+		{16, 4096, "", "", "combine"},
+		{16, 256, "KVBENCH_ATTN_COMBINE", "separate", "combine"},
+		{16, 256, "KVBENCH_ATTN_POLL", "off", "combine"},
+		{32, 256, "", "", "polled"},
+		{32, 256, "KVBENCH_ATTN_POLL", "off", "fused"},
+	} {
+		if c.env != "" {
+			t.Setenv(c.env, c.val)
+		}
+		p := decodePlan(t, 32, c.kv, 64, c.tokens)
+		if c.env != "" {
+			t.Setenv(c.env, "")
+		}
+		if p.Merge != c.merge {
+			t.Errorf("32/%d heads of 64 at %d tokens (%s=%s): %+v; want merge %q", c.kv, c.tokens, c.env, c.val, p, c.merge)
+		}
+	}
 }

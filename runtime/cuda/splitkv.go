@@ -541,7 +541,11 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	}
 	pgw := chunk/minPS + 2
 	ngroups := (nchunks + mergeGroup - 1) / mergeGroup
-	fused := fusedFor(b.split.combine, vg, nsrows, nchunks, tc) && nsrows*(ngroups+1) <= ctrWords && cl == 0
+	// Rows the polled merge takes merge in the kernel unless the combine is
+	// asked for: without the arrival's count it beats the combine launch
+	// wherever it applies (pollmerge.go).
+	pollable := cl == 0 && b.split.combine != "separate" && b.pollFor(true, vg, hd, nchunks, nsrows, b.occupancy(f, smem))
+	fused := (pollable || fusedFor(b.split.combine, vg, nsrows, nchunks, tc)) && nsrows*(ngroups+1) <= ctrWords && cl == 0
 	parts := nchunks
 	if fused {
 		parts += ngroups
@@ -586,7 +590,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 		counters = ws
 	}
 	partML := ws.Add(pmlAt)
-	poll := b.pollFor(fused, vg, hd, nchunks, nsrows, b.occupancy(f, smem))
+	poll := fused && pollable
 	if poll { // tagged partials of their own, and the call's epoch
 		var ep uint32
 		partO, partML, ep = b.pollParts(int64(nsrows*nchunks*vg*hd), int64(nsrows*nchunks*vg*2))
