@@ -1014,7 +1014,8 @@ template <int D, int G, int KT, bool SH, bool LEANOK = false, int UX = 0>
 __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u64* __restrict__ ptrs, const int* __restrict__ ints,
                                             int hdr, int chunk, int pgw, float scaleLog2, float* __restrict__ partO,
                                             float* __restrict__ partML, int* __restrict__ counters, float* __restrict__ out,
-                                            float* __restrict__ raw, float* __restrict__ ml, int r, int rg, int nsg);
+                                            float* __restrict__ raw, float* __restrict__ ml, int r, int rg, int nsg,
+                                            u32 ep = 0);
 
 // RtBox carries a small call's ints by value (n > 0 words; n = 0: the ints
 // were uploaded): no copy ahead of the kernel on the stream, and the
@@ -1066,14 +1067,15 @@ __device__ __forceinline__ void attn_rt(const float* __restrict__ q, const u64* 
     const int r = blockIdx.y + blockIdx.z * gridDim.y;
     const int nsrows = I[hdr + RH_SROWS];
     if (r >= nsrows) return;
-    attn_rt_row<D, G, KT, SH, !SH, UX>(q, ptrs, I, hdr, chunk, pgw, scaleLog2, partO, partML, counters, out, raw, ml, r, r, nsrows);
+    attn_rt_row<D, G, KT, SH, !SH, UX>(q, ptrs, I, hdr, chunk, pgw, scaleLog2, partO, partML, counters, out, raw, ml, r, r, nsrows,
+                                       counters != nullptr ? (u32)I[hdr + RH_EPOCH] : 0u);
 }
 
 template <int D, int G, int KT, bool SH, bool LEANOK, int UX>
 __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u64* __restrict__ ptrs, const int* __restrict__ ints,
                                             int hdr, int chunk, int pgw, float scaleLog2, float* __restrict__ partO,
                                             float* __restrict__ partML, int* __restrict__ counters, float* __restrict__ out,
-                                            float* __restrict__ raw, float* __restrict__ ml, int r, int rg, int nsg) {
+                                            float* __restrict__ raw, float* __restrict__ ml, int r, int rg, int nsg, u32 ep) {
     constexpr int NT = ATTN_NT;
     constexpr int L = D / 8;
     // smem: scores/probabilities [G][chunk]; the chunk's token ids and
@@ -1197,7 +1199,6 @@ __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u
         attn_core<D, G, KT, SH, UX>(src, qinit, len, chunk, smem, m, l);
     }
     tr_stamp(tr, 3);
-    const u32 ep = counters != nullptr ? (u32)H[RH_EPOCH] : 0u;
     if (threadIdx.x == 0) {
 #pragma unroll
         for (int g = 0; g < G; ++g) attn_put_ml<G>(partML, rg, c, gridDim.x, g, m[g], l[g], ep);

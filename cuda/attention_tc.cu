@@ -188,6 +188,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     const int* sdh = sg;  // the KV head's descriptor (SD_KO, SD_VO, SD_PST: sd_page)
     const int nsrows = H[RH_SROWS];
     const int rawStride = H[RH_STRIDE];
+    const bool single = nsg < 0;
     const int kvh = rt_kvh(H, r);
     if (nsg < 0) {  // a single call's launch: blocks past its split rows return (every load above is in bounds)
         if (r >= nsrows) return;
@@ -481,7 +482,9 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     // its lanes alone, was G/2 x 2KS stores of 8 lanes a warp.)
     constexpr int PD = D + 4;
     static_assert((NW * G * PD + G * D) * 4 <= TC_STAGE_BYTES(D), "the outputs fit the stages");
-    const u32 ep = !CL && counters != nullptr ? (u32)H[RH_EPOCH] : 0u;  // the polled merge (attn_merge_poll)
+    // The polled merge (attn_merge_poll): a single call's launch only (a
+    // batched launch, nsg given, merges counted or by the combine).
+    const u32 ep = !CL && single && counters != nullptr ? (u32)H[RH_EPOCH] : 0u;
     float* red = reinterpret_cast<float*>(tsm);
     if (g0 < G) {
         float* d0 = red + (w * G + g0) * PD + gid;
