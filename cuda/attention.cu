@@ -1009,13 +1009,13 @@ struct RtSrc {
 // lean call (RH_LEAN) over pages of a power of two tokens runs the loops of
 // the lean source (RtSrc's LEAN), compiled in only where asked (attn_rt
 // without re-positioned keys). UX: steps of loads in flight (0: attn_core's
-// default for G and KT).
-template <int D, int G, int KT, bool SH, bool LEANOK = false, int UX = 0>
+// default for G and KT). ONE: a single call's launch (attn_rt), whose rows
+// may merge polled (RH_EPOCH).
+template <int D, int G, int KT, bool SH, bool LEANOK = false, int UX = 0, bool ONE = false>
 __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u64* __restrict__ ptrs, const int* __restrict__ ints,
                                             int hdr, int chunk, int pgw, float scaleLog2, float* __restrict__ partO,
                                             float* __restrict__ partML, int* __restrict__ counters, float* __restrict__ out,
-                                            float* __restrict__ raw, float* __restrict__ ml, int r, int rg, int nsg,
-                                            u32 ep = 0);
+                                            float* __restrict__ raw, float* __restrict__ ml, int r, int rg, int nsg);
 
 // RtBox carries a small call's ints by value (n > 0 words; n = 0: the ints
 // were uploaded): no copy ahead of the kernel on the stream, and the
@@ -1067,15 +1067,15 @@ __device__ __forceinline__ void attn_rt(const float* __restrict__ q, const u64* 
     const int r = blockIdx.y + blockIdx.z * gridDim.y;
     const int nsrows = I[hdr + RH_SROWS];
     if (r >= nsrows) return;
-    attn_rt_row<D, G, KT, SH, !SH, UX>(q, ptrs, I, hdr, chunk, pgw, scaleLog2, partO, partML, counters, out, raw, ml, r, r, nsrows,
-                                       counters != nullptr ? (u32)I[hdr + RH_EPOCH] : 0u);
+    attn_rt_row<D, G, KT, SH, !SH, UX, true>(q, ptrs, I, hdr, chunk, pgw, scaleLog2, partO, partML, counters, out, raw, ml, r, r,
+                                             nsrows);
 }
 
-template <int D, int G, int KT, bool SH, bool LEANOK, int UX>
+template <int D, int G, int KT, bool SH, bool LEANOK, int UX, bool ONE>
 __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u64* __restrict__ ptrs, const int* __restrict__ ints,
                                             int hdr, int chunk, int pgw, float scaleLog2, float* __restrict__ partO,
                                             float* __restrict__ partML, int* __restrict__ counters, float* __restrict__ out,
-                                            float* __restrict__ raw, float* __restrict__ ml, int r, int rg, int nsg, u32 ep) {
+                                            float* __restrict__ raw, float* __restrict__ ml, int r, int rg, int nsg) {
     constexpr int NT = ATTN_NT;
     constexpr int L = D / 8;
     // smem: scores/probabilities [G][chunk]; the chunk's token ids and
@@ -1199,6 +1199,9 @@ __device__ __forceinline__ void attn_rt_row(const float* __restrict__ q, const u
         attn_core<D, G, KT, SH, UX>(src, qinit, len, chunk, smem, m, l);
     }
     tr_stamp(tr, 3);
+    // The polled merge (attn_merge_poll): a single call's launch only (ONE;
+    // a batched launch merges counted or by the combine).
+    const u32 ep = ONE && counters != nullptr ? (u32)H[RH_EPOCH] : 0u;
     if (threadIdx.x == 0) {
 #pragma unroll
         for (int g = 0; g < G; ++g) attn_put_ml<G>(partML, rg, c, gridDim.x, g, m[g], l[g], ep);
