@@ -353,10 +353,6 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 		b.Close()
 		return nil, err
 	}
-	if b.poll.on, err = pollOf(); err != nil {
-		b.Close()
-		return nil, err
-	}
 	b.box = make([]int32, 1+rtBoxWords)
 	nb, err := rtbBoxWords()
 	if err != nil {
@@ -625,6 +621,7 @@ func (b *Backend) readSwitches() error {
 		{"KVBENCH_ACC_GROUP", &b.noAccGroup},
 		{"KVBENCH_ATTN_EARLY", &b.split.noEarly},
 		{"KVBENCH_ATTN_ARITH", &b.split.noArith},
+		{"KVBENCH_ATTN_POLL", &b.poll.off},
 		{"KVBENCH_ATTN_TC_ACC", &b.split.noTCAcc},
 		{"KVBENCH_ATTN_TC_LO", &b.split.noLo},
 		{"KVBENCH_ACC_PACE", &b.noAccPace},

@@ -1,10 +1,5 @@
 package cuda
 
-import (
-	"fmt"
-	"os"
-)
-
 // The polled merge (attn_merge_poll in attention.cu): a split row's blocks
 // write their partials as tagged words, each a float32 value beside the
 // launch's epoch (RH_EPOCH), and block 0 of the row reads them again until
@@ -17,21 +12,6 @@ import (
 // on a block that cannot start), never inside a recorded graph (the epoch
 // goes by value and must change every launch), and only where one round of
 // loads covers a thread's chunks (pollChunks).
-
-// pollEnv turns the polled merge on or off ($KVBENCH_ATTN_POLL).
-const pollEnv = "KVBENCH_ATTN_POLL"
-
-// pollOf reads $KVBENCH_ATTN_POLL: "on" or "off" (default on).
-func pollOf() (bool, error) {
-	switch v := os.Getenv(pollEnv); v {
-	case "off", "0":
-		return false, nil
-	case "", "on", "1":
-		return true, nil
-	default:
-		return false, fmt.Errorf("cuda: %s=%q: want on or off", pollEnv, v)
-	}
-}
 
 // pollPM is PM in attention.cu: the most chunks a thread of the polled
 // merge reads, in one round of loads.
@@ -50,11 +30,12 @@ func pollChunks(vg, hd int) int {
 	return min(pollPM*cg, mergeGroup)
 }
 
-// pollState is the polled merge's setting, its last epoch and its tagged
-// partials (outputs, then maxima and sums), apart from b.part and b.ml so
-// that no word another merge wrote can carry an epoch.
+// pollState is the polled merge's switch ($KVBENCH_ATTN_POLL=off: the
+// counted merge; readSwitches), its last epoch and its tagged partials
+// (outputs, then maxima and sums), apart from b.part and b.ml so that no
+// word another merge wrote can carry an epoch.
 type pollState struct {
-	on    bool
+	off   bool
 	epoch uint32
 	buf   scratch
 }
@@ -63,7 +44,7 @@ type pollState struct {
 // chunks of vg virtual heads of hd channels over nsrows split rows, a grid
 // of resident blocks per multiprocessor, merges polled.
 func (b *Backend) pollFor(fused bool, vg, hd, nchunks, nsrows, resident int) bool {
-	return b.poll.on && fused && !b.capturing && nchunks > 1 && nchunks <= pollChunks(vg, hd) &&
+	return !b.poll.off && fused && !b.capturing && nchunks > 1 && nchunks <= pollChunks(vg, hd) &&
 		nchunks*nsrows <= resident*b.D.SMs
 }
 

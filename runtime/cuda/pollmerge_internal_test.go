@@ -4,7 +4,7 @@ import "testing"
 
 // TestPollFor: the polled merge takes a row merged in the kernel over 2 to
 // pollChunks chunks where the whole grid is resident at once, with the
-// setting on and outside a recorded graph; never otherwise.
+// switch on and outside a recorded graph; never otherwise.
 func TestPollFor(t *testing.T) {
 	for _, c := range []struct{ vg, hd, want int }{{1, 64, 16}, {1, 128, 16}, {2, 64, 16}, {2, 128, 8}, {4, 64, 8}, {4, 128, 4}, {8, 128, 4}} {
 		if got := pollChunks(c.vg, c.hd); got != c.want {
@@ -12,7 +12,6 @@ func TestPollFor(t *testing.T) {
 		}
 	}
 	b := &Backend{D: &Device{SMs: 132}}
-	b.poll.on = true
 	for _, c := range []struct {
 		fused                             bool
 		vg, hd, nchunks, nsrows, resident int
@@ -32,25 +31,9 @@ func TestPollFor(t *testing.T) {
 		{true, 1, 64, 9, 32, 3, true, false, false},    // inside a graph's capture
 		{true, 1, 64, 9, 32, 3, false, true, false},    // KVBENCH_ATTN_POLL=off
 	} {
-		b.capturing, b.poll.on = c.capturing, !c.off
+		b.capturing, b.poll.off = c.capturing, c.off
 		if got := b.pollFor(c.fused, c.vg, c.hd, c.nchunks, c.nsrows, c.resident); got != c.want {
 			t.Errorf("pollFor(%+v) = %v, want %v", c, got, c.want)
 		}
-	}
-	for _, v := range []string{"", "on", "1"} {
-		t.Setenv(pollEnv, v)
-		if on, err := pollOf(); !on || err != nil {
-			t.Errorf("%s=%q: %v, %v; want on", pollEnv, v, on, err)
-		}
-	}
-	for _, v := range []string{"off", "0"} {
-		t.Setenv(pollEnv, v)
-		if on, err := pollOf(); on || err != nil {
-			t.Errorf("%s=%q: %v, %v; want off", pollEnv, v, on, err)
-		}
-	}
-	t.Setenv(pollEnv, "yes")
-	if _, err := pollOf(); err == nil {
-		t.Errorf("%s=yes accepted", pollEnv)
 	}
 }
