@@ -40,12 +40,11 @@ type pollState struct {
 	buf   scratch
 }
 
-// pollFor reports whether an Attend merged fused (fused), with nchunks
-// chunks of vg virtual heads of hd channels over nsrows split rows, a grid
-// of resident blocks per multiprocessor, merges polled.
-func (b *Backend) pollFor(fused bool, vg, hd, nchunks, nsrows, resident int) bool {
-	return !b.poll.off && fused && !b.capturing && nchunks > 1 && nchunks <= pollChunks(vg, hd) &&
-		nchunks*nsrows <= resident*b.D.SMs
+// pollFor reports whether an Attend whose rows merge in the kernel, with
+// nchunks chunks of vg virtual heads of hd channels over nsrows split rows,
+// a grid of resident blocks per multiprocessor, may merge them polled.
+func (b *Backend) pollFor(vg, hd, nchunks, nsrows, resident int) bool {
+	return !b.poll.off && !b.capturing && nchunks > 1 && nchunks <= pollChunks(vg, hd) && nchunks*nsrows <= resident*b.D.SMs
 }
 
 // pollParts returns the tagged partials' room, oWords outputs then
@@ -53,9 +52,8 @@ func (b *Backend) pollFor(fused bool, vg, hd, nchunks, nsrows, resident int) boo
 // buffer is zeroed (no word in it carries an epoch), and so is the buffer
 // when the epochs wrap.
 func (b *Backend) pollParts(oWords, mlWords int64) (o, ml Ptr, ep uint32) {
-	n := (span(oWords*8) + mlWords*8) / 4
 	old := b.poll.buf.p
-	p := b.grow(&b.poll.buf, n*4)
+	p := b.grow(&b.poll.buf, span(oWords*8)+mlWords*8)
 	b.poll.epoch++
 	if p != old || b.poll.epoch == 0 {
 		b.launch("be_zero", Dim3{blocks(b.poll.buf.bytes / 4), 1, 1}, Dim3{256, 1, 1}, p, b.poll.buf.bytes/4)

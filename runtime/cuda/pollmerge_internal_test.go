@@ -13,26 +13,24 @@ func TestPollFor(t *testing.T) {
 	}
 	b := &Backend{D: &Device{SMs: 132}}
 	for _, c := range []struct {
-		fused                             bool
 		vg, hd, nchunks, nsrows, resident int
 		capturing, off                    bool
 		want                              bool
 	}{
-		{true, 1, 64, 9, 32, 3, false, false, true},
-		{true, 1, 64, 16, 32, 4, false, false, true},
-		{true, 1, 64, 17, 32, 3, false, false, false},  // past one merge group
-		{true, 4, 128, 5, 8, 3, false, false, false},   // more than a round of loads a thread
-		{true, 4, 128, 4, 8, 3, false, false, true},    //
-		{true, 1, 128, 16, 32, 1, false, false, false}, // 512 blocks, 132 resident
-		{true, 1, 128, 12, 33, 3, false, false, true},  // 396 blocks, 396 resident
-		{true, 1, 128, 13, 33, 3, false, false, false}, // 429 blocks
-		{false, 1, 64, 9, 32, 3, false, false, false},  // merged by a combine
-		{true, 1, 64, 1, 32, 3, false, false, false},   // one chunk: nothing to merge
-		{true, 1, 64, 9, 32, 3, true, false, false},    // inside a graph's capture
-		{true, 1, 64, 9, 32, 3, false, true, false},    // KVBENCH_ATTN_POLL=off
+		{1, 64, 9, 32, 3, false, false, true},
+		{1, 64, 16, 32, 4, false, false, true},
+		{1, 64, 17, 32, 3, false, false, false}, // past one merge group
+		{4, 128, 5, 8, 3, false, false, false},  // more than a round of loads a thread
+		{4, 128, 4, 8, 3, false, false, true},
+		{1, 128, 16, 32, 1, false, false, false}, // 512 blocks, 132 resident
+		{1, 128, 12, 33, 3, false, false, true},  // 396 blocks, 396 resident
+		{1, 128, 13, 33, 3, false, false, false}, // 429 blocks
+		{1, 64, 1, 32, 3, false, false, false},   // one chunk: nothing to merge
+		{1, 64, 9, 32, 3, true, false, false},    // inside a graph's capture
+		{1, 64, 9, 32, 3, false, true, false},    // KVBENCH_ATTN_POLL=off
 	} {
 		b.capturing, b.poll.off = c.capturing, c.off
-		if got := b.pollFor(c.fused, c.vg, c.hd, c.nchunks, c.nsrows, c.resident); got != c.want {
+		if got := b.pollFor(c.vg, c.hd, c.nchunks, c.nsrows, c.resident); got != c.want {
 			t.Errorf("pollFor(%+v) = %v, want %v", c, got, c.want)
 		}
 	}

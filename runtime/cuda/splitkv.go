@@ -544,7 +544,8 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	// Rows the polled merge takes merge in the kernel unless the combine is
 	// asked for: without the arrival's count it beats the combine launch
 	// wherever it applies (pollmerge.go).
-	pollable := cl == 0 && b.split.combine != "separate" && b.pollFor(true, vg, hd, nchunks, nsrows, b.occupancy(f, smem))
+	resident := b.occupancy(f, smem)
+	pollable := cl == 0 && b.split.combine != "separate" && b.pollFor(vg, hd, nchunks, nsrows, resident)
 	fused := (pollable || fusedFor(b.split.combine, vg, nsrows, nchunks, tc)) && nsrows*(ngroups+1) <= ctrWords && cl == 0
 	parts := nchunks
 	if fused {
@@ -646,7 +647,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	} else {
 		must(f.LaunchAfter(Dim3{nchunks, gy, gz}, Dim3{attnThreads, 1, 1}, smem, args...))
 	}
-	b.split.last = Plan{Kernel: name, Chunk: chunk, Blocks: nchunks * nsrows, Rows: nsrows, Resident: b.occupancy(f, smem), SharedMem: smem, ByValue: boxed, Early: early,
+	b.split.last = Plan{Kernel: name, Chunk: chunk, Blocks: nchunks * nsrows, Rows: nsrows, Resident: resident, SharedMem: smem, ByValue: boxed, Early: early,
 		Merge: mergeOf(fused, cl, nchunks, poll), Lists: listsOf(a) != nil, Arith: arithHeads(b.hInts, a.KVHeads)}
 	if early {
 		b.split.earlyN++
