@@ -242,6 +242,23 @@ __device__ __forceinline__ void merge_loads(const float* __restrict__ pO, const 
         }
 }
 
+// group_sum is column col's sum over the CG chunk groups' float4s in red
+// [CG][Q] (shared memory, written before a barrier): the merges' last step
+// where chunk groups split a row's chunks.
+template <int CG, int Q>
+__device__ __forceinline__ float4 group_sum(const float4* red, int col) {
+    float4 s = red[col];
+#pragma unroll
+    for (int k = 1; k < CG; ++k) {
+        const float4 t = red[k * Q + col];
+        s.x += t.x;
+        s.y += t.y;
+        s.z += t.z;
+        s.w += t.w;
+    }
+    return s;
+}
+
 // attn_merge: all NT threads of one block merge the nchunks partials of a
 // row (G virtual heads) into the outputs: out_g = sum_c 2^(m_c - M) o_c /
 // sum_c 2^(m_c - M) l_c, written at outp(g) (D floats; nullptr: not
@@ -364,15 +381,7 @@ __device__ __forceinline__ void attn_merge(const float* __restrict__ pO, const f
         red[tid] = acc[0];
         __syncthreads();
         if (tid < Q) {
-            float4 s = red[tid];
-#pragma unroll
-            for (int k = 1; k < CG; ++k) {
-                const float4 t = red[k * Q + tid];
-                s.x += t.x;
-                s.y += t.y;
-                s.z += t.z;
-                s.w += t.w;
-            }
+            const float4 s = group_sum<CG, Q>(red, tid);
             const float inv = sInv[gg[0]];
             if (float* o = outp(gg[0]))
                 *reinterpret_cast<float4*>(o + tid * 4 - gg[0] * D) = make_float4(s.x * inv, s.y * inv, s.z * inv, s.w * inv);
@@ -473,17 +482,19 @@ __device__ __forceinline__ void attn_merge_poll(const u64* __restrict__ tO, cons
         col[k] = CG == 1 ? tid + k * NT : tid % Q;
         gg[k] = col[k] * 4 / D;
     }
+    // ask loads chunk cu's words for column k into x.
+    auto ask = [&](int cu, int k, u64(&x)[6]) {
+        const u64* o = tO + (size_t)cu * (G * D) + col[k] * 4;
+        ld_tag2(o, x[0], x[1]);
+        ld_tag2(o + 2, x[2], x[3]);
+        ld_tag2(tML + (cu * G + gg[k]) * 2, x[4], x[5]);
+    };
 #pragma unroll
     for (int u = 0; u < PM; ++u) {
         const int cu = cg + u * CG;
         if (cu >= nchunks) break;
 #pragma unroll
-        for (int k = 0; k < CPT; ++k) {
-            const u64* o = tO + (size_t)cu * (G * D) + col[k] * 4;
-            ld_tag2(o, w[u][k][0], w[u][k][1]);
-            ld_tag2(o + 2, w[u][k][2], w[u][k][3]);
-            ld_tag2(tML + (cu * G + gg[k]) * 2, w[u][k][4], w[u][k][5]);
-        }
+        for (int k = 0; k < CPT; ++k) ask(cu, k, w[u][k]);
     }
     float mr[CPT], lr[CPT];
     float4 acc[CPT];
@@ -502,12 +513,8 @@ __device__ __forceinline__ void attn_merge_poll(const u64* __restrict__ tO, cons
             u64(&x)[6] = w[u][k];
             // Words not yet this launch's: ask again until they are.
             while (!(tag_is(x[0], ep) && tag_is(x[1], ep) && tag_is(x[2], ep) && tag_is(x[3], ep) && tag_is(x[4], ep) &&
-                     tag_is(x[5], ep))) {
-                const u64* o = tO + (size_t)cu * (G * D) + col[k] * 4;
-                ld_tag2(o, x[0], x[1]);
-                ld_tag2(o + 2, x[2], x[3]);
-                ld_tag2(tML + (cu * G + gg[k]) * 2, x[4], x[5]);
-            }
+                     tag_is(x[5], ep)))
+                ask(cu, k, x);
             const float mc = tag_value(x[4]), M = fmaxf(mr[k], mc);
             if (M == NEG_INF) continue;  // both empty
             const float a = exp2f(mr[k] - M), b = exp2f(mc - M);
@@ -553,15 +560,7 @@ __device__ __forceinline__ void attn_merge_poll(const u64* __restrict__ tO, cons
     red[tid] = make_float4(acc[0].x * s, acc[0].y * s, acc[0].z * s, acc[0].w * s);
     __syncthreads();
     if (tid < Q) {
-        float4 t = red[tid];
-#pragma unroll
-        for (int k = 1; k < CG; ++k) {
-            const float4 e = red[k * Q + tid];
-            t.x += e.x;
-            t.y += e.y;
-            t.z += e.z;
-            t.w += e.w;
-        }
+        const float4 t = group_sum<CG, Q>(red, tid);
         const float inv = L > 0.f ? 1.f / L : 0.f;
         if (float* o = outp(gg[0])) *reinterpret_cast<float4*>(o + tid * 4 - gg[0] * D) = make_float4(t.x * inv, t.y * inv, t.z * inv, t.w * inv);
         if (tid * 4 % D == 0)

@@ -19,10 +19,7 @@ func rowsCall(g *cuda.Backend, cp *cachePair, rng *rand.Rand, heads, hd, rows in
 	w := heads * hd
 	q, out := g.Alloc(rows*w), g.Alloc(rows*w)
 	g.Write(q, 0, randVec(rng, rows*w, 1))
-	qpos := make([]int, rows)
-	for r := range qpos {
-		qpos[r] = cp.next - rows + r
-	}
+	qpos := cp.lastRows(rows)
 	a := &runtime.AttnArgs{Rows: rows, QPos: qpos, Heads: heads, KVHeads: cp.cfg.KVHeads, HeadDim: hd,
 		Scale: float32(1 / math.Sqrt(float64(hd))), Seqs: cp.seqs(1), Rope: runtime.RopeHalf, Theta: 1e4, Q: q, Out: out,
 		AccZero: zero, AccFrom: qpos[rows/3]}

@@ -67,10 +67,7 @@ func TestAttendSplitKernels(t *testing.T) {
 										cp.evict(rng, 0.25)
 									}
 									cp.append(rng, rows)
-									qpos := make([]int, rows)
-									for r := range qpos {
-										qpos[r] = cp.next - rows + r
-									}
+									qpos := cp.lastRows(rows)
 									ac := attnCase{heads: hk[0], rows: rows, qpos: qpos, opt: opt, tol: 2e-5}
 									if opt == "window" {
 										ac.opt, ac.window = "plain", 50

@@ -46,6 +46,16 @@ func newCachePair(t *testing.T, c *cpu.Backend, g *cuda.Backend, cfg runtime.Con
 	return &cachePair{c: cc, g: gc, cfg: cfg, typ: typ, be: [2]runtime.Backend{c, g}, record: record}
 }
 
+// lastRows is the positions of the last rows tokens appended: a call's
+// query rows.
+func (p *cachePair) lastRows(rows int) []int {
+	qpos := make([]int, rows)
+	for r := range qpos {
+		qpos[r] = p.next - rows + r
+	}
+	return qpos
+}
+
 // append adds rows tokens of random keys and values at the next positions,
 // in one Append per backend (the GPU's is one kernel for a prompt chunk).
 func (p *cachePair) append(rng *rand.Rand, rows int) {
@@ -244,10 +254,7 @@ func TestAttendWindowGPU(t *testing.T) {
 										cp.evict(rng, 0.3)
 									}
 									cp.append(rng, rows) // the rows' own tokens, as the runner appends them
-									qpos := make([]int, rows)
-									for r := range qpos {
-										qpos[r] = cp.next - rows + r
-									}
+									qpos := cp.lastRows(rows)
 									tol := 2e-5
 									if prec == "bf16" && rows >= 16 && hd != 16 && opt == "plain" {
 										tol = flashTol // the tensor-core prefill: bf16 products
