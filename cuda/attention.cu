@@ -585,29 +585,25 @@ __device__ __forceinline__ void attn_finish(float* smem, int r, int c, int nchun
     constexpr int NT = ATTN_NT, NW = NT / 32;
     const int tid = threadIdx.x;
     const size_t prow = (size_t)r * nchunks;
-    if (ep != 0) {
-        // The polled merge (RH_EPOCH): the partial as tagged words (its
-        // maxima and sums went so, attn_put_ml); block 0 of the row merges.
-        u64* tO = reinterpret_cast<u64*>(partO);
-        for (int idx = tid; idx < G * D; idx += NT) {
-            const int at = (idx / D) * PD + idx % D;
-            float x = 0.f;
-#pragma unroll
-            for (int k = 0; k < NW; ++k) x += smem[k * G * PD + at];
-            st_tag(tO + (prow + c) * (G * D) + idx, x, ep);
-        }
-        if (c != 0) return;
-        __syncthreads();  // smem is free for the merge
-        attn_merge_poll<D, G, NT>(tO + prow * (G * D), reinterpret_cast<const u64*>(partML) + prow * (G * 2), nchunks, ep, outp,
-                                  mlp, smem);
-        return;
-    }
+    // With ep the polled merge (RH_EPOCH): the partial as tagged words (its
+    // maxima and sums went so, attn_put_ml), and block 0 of the row merges.
+    u64* tO = reinterpret_cast<u64*>(partO);
     for (int idx = tid; idx < G * D; idx += NT) {
         const int at = (idx / D) * PD + idx % D;
         float x = 0.f;
 #pragma unroll
         for (int k = 0; k < NW; ++k) x += smem[k * G * PD + at];
-        partO[(prow + c) * (G * D) + idx] = x;
+        if (ep != 0)
+            st_tag(tO + (prow + c) * (G * D) + idx, x, ep);
+        else
+            partO[(prow + c) * (G * D) + idx] = x;
+    }
+    if (ep != 0) {
+        if (c != 0) return;
+        __syncthreads();  // smem is free for the merge
+        attn_merge_poll<D, G, NT>(tO + prow * (G * D), reinterpret_cast<const u64*>(partML) + prow * (G * 2), nchunks, ep, outp,
+                                  mlp, smem);
+        return;
     }
     if (counters == nullptr) {
         if (nchunks != 1) return;  // a combine kernel merges the partials
