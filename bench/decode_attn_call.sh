@@ -24,6 +24,8 @@
 # SDPA's time steps up past a multiple of its 128-key tiles (H100, 32/32
 # heads of 64: 9.6 µs over 512 keys, 11.6 over 513), so at such lengths the
 # two lines differ by up to 2 µs (SDPA_SAME=0: the first alone).
+# PLANS=1 shows each kvbench cell's plan on the device (chunks a row, merge,
+# blocks a multiprocessor, the kernel's registers: see line below);
 # NCU_LEN=131072 adds a line per run with ncu's view of one attention launch
 # (a batch's, with STREAMS) at that length (its time, the L2 sectors it read, the DRAM's share; NCU_METRICS=a,b,... other
 # metrics instead).
@@ -43,7 +45,14 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 # local bytes of its tensor-core decode kernel for groups of 4 (a setting
 # that changes them may change the blocks a multiprocessor holds, and so
 # the chunks).
-line() { awk -v t="$1" -v off="${2:-0}" '$1 ~ /^(kvbench|sdpa)$/ && $4 ~ /^[0-9]+$/ {s = s " " ($4 - off) "=" $5; if ($6 + 0 > 0 && $5 > 1.1 * $6) s = s "(min " $6 ")"}
+# With PLANS=1 (kvbench kernels -v) each kvbench cell also shows its plan on
+# this device: [chunks a row, merge, blocks a multiprocessor, the kernel's
+# registers], e.g. 511=7.7[8c polled 6/SM 128r].
+line() { awk -v t="$1" -v off="${2:-0}" '
+	function field(k,   m) { return match($0, k ":[^ }]*") ? substr($0, RSTART + length(k) + 1, RLENGTH - length(k) - 1) : "" }
+	$1 == "#" && $2 ~ /^attn_rt.*:$/ && $4 == "registers," {regs[substr($2, 1, length($2) - 1)] = $3}
+	$1 == "#" && /\{Kernel:/ {k = field("Kernel"); p = "[" int(field("Blocks") / field("Rows")) "c " field("Merge") " " field("Resident") "/SM " regs[k] "r]"}
+	$1 ~ /^(kvbench|sdpa)$/ && $4 ~ /^[0-9]+$/ {s = s " " ($4 - off) "=" $5; if ($6 + 0 > 0 && $5 > 1.1 * $6) s = s "(min " $6 ")"; if ($1 == "kvbench") s = s p; p = ""}
 	$1 == "#" && $2 ~ /^attn_rt_d[0-9]+_g4_bf16_tc:$/ {r = " [tc: " $3 " regs, " $5 " B local]"}
 	END {print t ":" s r}'; }
 # sdpa LENGTHS runs bench/sdpa.py for the shape in h and d.
@@ -54,7 +63,7 @@ for sh in ${SHAPES:-32/8:128 32/16:128 32/32:128 32/8:64}; do
 		tag=""; [ ${#DIRS[@]} -gt 1 ] && tag="$(basename "$C") "
 		for e in ${ENVS:-default KVBENCH_ATTN_SHORT=0}; do
 			setting_args "$e"
-			env "${ARGS[@]}" timeout 120 "$C/kvbench" kernels --policies ${POLICY:-full} --iters ${ITERS:-200} --check=false --lengths $L --heads $h --dim $d "${SA[@]}" 2>&1 | line "$tag$h d$d $e"
+			env "${ARGS[@]}" timeout 120 "$C/kvbench" kernels --policies ${POLICY:-full} --iters ${ITERS:-200} --check=false --lengths $L --heads $h --dim $d "${SA[@]}" ${PLANS:+-v} 2>&1 | line "$tag$h d$d $e"
 			if [ -n "${NCU_LEN:-}" ]; then # one attention launch under ncu: its time, L2 sectors read, DRAM share
 				env "${ARGS[@]}" timeout 120 ncu --profile-from-start on -k regex:'^attn_rtb?_d' --launch-skip 2 --launch-count 1 \
 					--metrics "${NCU_METRICS:-gpu__time_duration.sum,lts__t_sectors_srcunit_tex_op_read.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed}" \
