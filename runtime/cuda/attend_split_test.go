@@ -66,8 +66,7 @@ func TestAttendSplitKernels(t *testing.T) {
 									if evict {
 										cp.evict(rng, 0.25)
 									}
-									cp.append(rng, rows)
-									qpos := cp.lastRows(rows)
+									qpos := cp.queryRows(rng, rows)
 									ac := attnCase{heads: hk[0], rows: rows, qpos: qpos, opt: opt, tol: 2e-5}
 									if opt == "window" {
 										ac.opt, ac.window = "plain", 50

@@ -35,8 +35,7 @@ func TestAttendOnePassMergeGPU(t *testing.T) {
 								}
 								cp := newCachePair(t, c, g, runtime.Config{Heads: hk[0], KVHeads: hk[1], HeadDim: 128}, 16, typ, false)
 								cp.append(rng, 1500)
-								cp.append(rng, rows)
-								qpos := cp.lastRows(rows)
+								qpos := cp.queryRows(rng, rows)
 								compareAttend(t, c, g, cp, rng, attnCase{heads: hk[0], rows: rows, qpos: qpos, opt: opt, tol: 2e-5})
 							})
 						}

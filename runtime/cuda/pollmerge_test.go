@@ -45,8 +45,7 @@ func TestPolledMergeGPU(t *testing.T) {
 								if chunk == 128 {
 									cp.evict(rng, 0.25)
 								}
-								cp.append(rng, rows)
-								qpos := cp.lastRows(rows)
+								qpos := cp.queryRows(rng, rows)
 								ac := attnCase{heads: hk[0], rows: rows, qpos: qpos, opt: opt, tol: 2e-5}
 								if opt == "window" {
 									ac.opt, ac.window = "plain", 150

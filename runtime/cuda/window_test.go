@@ -56,6 +56,13 @@ func (p *cachePair) lastRows(rows int) []int {
 	return qpos
 }
 
+// queryRows appends rows tokens, a call's query rows (as the runner appends
+// them before the call), and returns their positions.
+func (p *cachePair) queryRows(rng *rand.Rand, rows int) []int {
+	p.append(rng, rows)
+	return p.lastRows(rows)
+}
+
 // append adds rows tokens of random keys and values at the next positions,
 // in one Append per backend (the GPU's is one kernel for a prompt chunk).
 func (p *cachePair) append(rng *rand.Rand, rows int) {
@@ -253,8 +260,7 @@ func TestAttendWindowGPU(t *testing.T) {
 									if evict {
 										cp.evict(rng, 0.3)
 									}
-									cp.append(rng, rows) // the rows' own tokens, as the runner appends them
-									qpos := cp.lastRows(rows)
+									qpos := cp.queryRows(rng, rows)
 									tol := 2e-5
 									if prec == "bf16" && rows >= 16 && hd != 16 && opt == "plain" {
 										tol = flashTol // the tensor-core prefill: bf16 products
