@@ -49,7 +49,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 # this device: [chunks a row, merge, blocks a multiprocessor, the kernel's
 # registers], e.g. 511=7.7[8c polled 6/SM 128r].
 line() { awk -v t="$1" -v off="${2:-0}" '
-	function field(k,   m) { return match($0, k ":[^ }]*") ? substr($0, RSTART + length(k) + 1, RLENGTH - length(k) - 1) : "" }
+	function field(k) { return match($0, k ":[^ }]*") ? substr($0, RSTART + length(k) + 1, RLENGTH - length(k) - 1) : "" }
 	$1 == "#" && $2 ~ /^attn_rt.*:$/ && $4 == "registers," {regs[substr($2, 1, length($2) - 1)] = $3}
 	$1 == "#" && /\{Kernel:/ {k = field("Kernel"); p = "[" int(field("Blocks") / field("Rows")) "c " field("Merge") " " field("Resident") "/SM " regs[k] "r]"}
 	$1 ~ /^(kvbench|sdpa)$/ && $4 ~ /^[0-9]+$/ {s = s " " ($4 - off) "=" $5; if ($6 + 0 > 0 && $5 > 1.1 * $6) s = s "(min " $6 ")"; if ($1 == "kvbench") s = s p; p = ""}
