@@ -2,17 +2,11 @@ package results
 
 import (
 	"fmt"
-	"io"
 	"math"
 	"sort"
 	"strconv"
 	"strings"
 
-	"github.com/olekukonko/tablewriter"
-	"github.com/olekukonko/tablewriter/renderer"
-	"github.com/olekukonko/tablewriter/tw"
-
-	"github.com/kvbench/kvbench/policies"
 	"github.com/kvbench/kvbench/tasks"
 )
 
@@ -116,66 +110,6 @@ func harnessValue(r *Record, name string) (float64, bool) {
 		v = r.Throughput
 	}
 	return v, v > 0
-}
-
-// DefaultThreshold is the gate of a metric that the thresholds do not name:
-// DefaultFractionGate for a fraction (absolute drop), DefaultLatencyGate for
-// latency_p50, DefaultRelativeGate for every other metric a task declares and
-// for the cache figures. tokens_per_s (the whole cell's wall time, prefill
-// included: too noisy on a shared CPU) and metrics of unknown direction have
-// no default gate.
-func DefaultThreshold(m MetricInfo) (float64, bool) {
-	switch {
-	case m.Direction == Unknown || m.Name == MetricTokensPerS:
-		return 0, false
-	case m.Name == MetricLatencyP50:
-		return DefaultLatencyGate, true
-	case m.Absolute():
-		return DefaultFractionGate, true
-	}
-	return DefaultRelativeGate, true
-}
-
-// ParseThresholds parses "accuracy=0.02,ppl=5%,latency_p50=0.10,nll=off": a
-// metric name and a non-negative number (a fraction, or a percentage with
-// "%"), or "off" for no gate. For a fraction metric (accuracy, score) the
-// value is an absolute drop, for any other a relative change. It checks the
-// syntax only; Compare checks the names against the metrics it knows. An
-// empty string gives an empty map (every metric keeps its default).
-func ParseThresholds(s string) (map[string]float64, error) {
-	m := map[string]float64{}
-	if strings.TrimSpace(s) == "" {
-		return m, nil
-	}
-	for i, item := range strings.Split(s, ",") {
-		item = strings.TrimSpace(item)
-		key, val, ok := strings.Cut(item, "=")
-		key, val = strings.TrimSpace(key), strings.TrimSpace(val)
-		switch {
-		case item == "":
-			return nil, fmt.Errorf("thresholds: item %d is empty (in %q)", i+1, s)
-		case !ok:
-			return nil, fmt.Errorf("thresholds: item %d %q: want metric=value", i+1, item)
-		case key == "" || strings.ContainsAny(key, " \t"):
-			return nil, fmt.Errorf("thresholds: item %d %q: bad metric name %q", i+1, item, key)
-		}
-		if _, dup := m[key]; dup {
-			return nil, fmt.Errorf("thresholds: item %d %q: %s given twice", i+1, item, key)
-		}
-		if strings.EqualFold(val, "off") {
-			m[key] = Off
-			continue
-		}
-		v, err := strconv.ParseFloat(strings.TrimSuffix(val, "%"), 64)
-		if err != nil || math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
-			return nil, fmt.Errorf("thresholds: item %d %q: value %q is not a non-negative number or off", i+1, item, val)
-		}
-		if strings.HasSuffix(val, "%") {
-			v /= 100
-		}
-		m[key] = v
-	}
-	return m, nil
 }
 
 // Verdicts of a Change.
@@ -474,74 +408,6 @@ func (c *Comparison) noteLegacy(runs []Run, name string) {
 		msg += fmt.Sprintf("; task(s) %s are not in this build: their metrics are reported, not gated", strings.Join(sortedKeys(unknown), ", "))
 	}
 	c.Notes = append(c.Notes, msg)
-}
-
-// knownMetricNames lists the metric names that thresholds may name.
-func knownMetricNames(runs ...[]Run) []string {
-	set := map[string]bool{}
-	for _, m := range harnessMetrics {
-		set[m.Name] = true
-	}
-	for _, name := range tasks.Names() {
-		t, _ := tasks.Lookup(name)
-		for _, m := range t.Metrics() {
-			set[m.Name] = true
-		}
-	}
-	for _, side := range runs {
-		for _, r := range side {
-			for i := range r.Records {
-				for _, d := range r.Records[i].Declared {
-					set[d.Name] = true
-				}
-				for k := range r.Records[i].Metrics {
-					set[k] = true
-				}
-			}
-		}
-	}
-	return sortedKeys(set)
-}
-
-func checkThresholdNames(th map[string]float64, base, new []Run) error {
-	if len(th) == 0 {
-		return nil
-	}
-	known := knownMetricNames(base, new)
-	isKnown := map[string]bool{}
-	for _, k := range known {
-		isKnown[k] = true
-	}
-	var bad []string
-	for _, k := range sortedKeys(th) {
-		if isKnown[k] {
-			continue
-		}
-		msg := fmt.Sprintf("%q", k)
-		if cl := closestMetric(k, known); cl != "" {
-			msg += fmt.Sprintf(" (did you mean %s?)", cl)
-		}
-		bad = append(bad, msg)
-	}
-	if len(bad) > 0 {
-		return fmt.Errorf("compare: unknown metric %s in the thresholds; the metrics are %s", strings.Join(bad, ", "), strings.Join(known, ", "))
-	}
-	return nil
-}
-
-// closestMetric suggests a known name for an unknown one: the closest by
-// edit distance, else the one it begins ("latency" for latency_p50).
-func closestMetric(k string, known []string) string {
-	if cl := policies.Closest(k, known); cl != "" {
-		return cl
-	}
-	lk := strings.ToLower(k)
-	for _, n := range known {
-		if strings.HasPrefix(n, lk) || strings.HasPrefix(lk, n) {
-			return n
-		}
-	}
-	return ""
 }
 
 // infoOf returns the declaration of a task metric in a record: its own
@@ -870,124 +736,4 @@ func (c *Comparison) HasRegressions() bool {
 		}
 	}
 	return false
-}
-
-func fmtNum(v float64) string {
-	if math.IsNaN(v) {
-		return "—"
-	}
-	if v == math.Trunc(v) && math.Abs(v) < 1e15 {
-		return strconv.FormatFloat(v, 'f', -1, 64)
-	}
-	return strconv.FormatFloat(v, 'g', 6, 64)
-}
-
-func fmtChange(ch Change) string {
-	switch {
-	case math.IsNaN(ch.Delta):
-		return "—"
-	case ch.Delta == 0:
-		return "0"
-	case math.IsNaN(ch.Rel) || math.IsInf(ch.Rel, 0):
-		return fmt.Sprintf("%+.4g", ch.Delta)
-	case ch.Unit == tasks.UnitFraction:
-		return fmt.Sprintf("%+.4g (%+.1f%%)", ch.Delta, 100*ch.Rel)
-	}
-	return fmt.Sprintf("%+.1f%%", 100*ch.Rel)
-}
-
-// Markdown writes the comparison: the verdict, the problems and regressions,
-// a table of the changes per cell and metric (medians over the runs), then
-// missing cells and notes.
-func (c *Comparison) Markdown(w io.Writer) error {
-	regs := c.Regressions()
-	runs := fmt.Sprintf("%d BASE and %d NEW run(s)", c.BaseRuns, c.NewRuns)
-	switch {
-	case len(c.Problems) > 0:
-		fmt.Fprintf(w, "**Gate failed: %d problem(s)", len(c.Problems))
-		if len(regs) > 0 {
-			fmt.Fprintf(w, " and %d regression(s)", len(regs))
-		}
-		fmt.Fprintf(w, "** (%d changes compared over %s).\n\n", len(c.Changes), runs)
-		fmt.Fprintln(w, "Problems:")
-		fmt.Fprintln(w)
-		for _, p := range c.Problems {
-			fmt.Fprintf(w, "- %s\n", mdEscape(p))
-		}
-		fmt.Fprintln(w)
-	case len(regs) == 0:
-		fmt.Fprintf(w, "**No regressions** (%d changes compared over %s).\n\n", len(c.Changes), runs)
-	default:
-		fmt.Fprintf(w, "**%d regression(s)** (%d changes compared over %s).\n\n", len(regs), len(c.Changes), runs)
-	}
-	if len(regs) > 0 {
-		fmt.Fprintln(w, "Regressions:")
-		fmt.Fprintln(w)
-		for _, r := range regs {
-			fmt.Fprintf(w, "- %s\n", mdEscape(r))
-		}
-		fmt.Fprintln(w)
-	}
-	if len(c.Changes) > 0 {
-		t := tablewriter.NewTable(w,
-			tablewriter.WithRenderer(renderer.NewMarkdown()),
-			tablewriter.WithHeaderAutoFormat(tw.Off),
-			tablewriter.WithHeaderAutoWrap(tw.WrapNone),
-			tablewriter.WithRowAutoWrap(tw.WrapNone),
-			tablewriter.WithHeaderAlignment(tw.AlignLeft),
-			tablewriter.WithRowAlignmentConfig(tw.CellAlignment{PerColumn: []tw.Align{
-				tw.AlignLeft, tw.AlignLeft, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignLeft, tw.AlignLeft}}),
-		)
-		t.Header([]string{"cell", "metric", "base", "new", "change", "p (Holm)", "verdict", "note"})
-		for _, ch := range c.Changes {
-			p := ""
-			if !math.IsNaN(ch.PAdj) {
-				p = fmt.Sprintf("%.3g", ch.PAdj)
-			} else if !math.IsNaN(ch.P) {
-				p = fmt.Sprintf("(%.3g)", ch.P)
-			}
-			verdict := ch.Verdict
-			if ch.Regression {
-				verdict = "**" + VerdictRegression + "**"
-			}
-			if err := t.Append([]string{mdEscape(ch.Cell), mdEscape(ch.Metric), fmtNum(ch.Base), fmtNum(ch.New),
-				fmtChange(ch), p, verdict, mdEscape(ch.Note)}); err != nil {
-				return err
-			}
-		}
-		if err := t.Render(); err != nil {
-			return err
-		}
-		fmt.Fprintln(w)
-		if c.BaseRuns > 1 || c.NewRuns > 1 {
-			fmt.Fprintf(w, "Values are medians over the runs; p is the exact Mann-Whitney p-value of the run-level values, Holm-adjusted over the %d gated timings (in parentheses: unadjusted, not gated).\n\n", c.TimingTests)
-		}
-	}
-	if len(c.OnlyBase) > 0 {
-		fmt.Fprintf(w, "Cells only in BASE (%d):\n\n", len(c.OnlyBase))
-		for _, s := range c.OnlyBase {
-			fmt.Fprintf(w, "- %s\n", mdEscape(s))
-		}
-		fmt.Fprintln(w)
-	}
-	if len(c.OnlyNew) > 0 {
-		fmt.Fprintf(w, "Cells only in NEW (%d):\n\n", len(c.OnlyNew))
-		for _, s := range c.OnlyNew {
-			fmt.Fprintf(w, "- %s\n", mdEscape(s))
-		}
-		fmt.Fprintln(w)
-	}
-	if len(c.Notes) > 0 {
-		fmt.Fprintln(w, "Notes:")
-		fmt.Fprintln(w)
-		for _, s := range c.Notes {
-			fmt.Fprintf(w, "- %s\n", mdEscape(s))
-		}
-		fmt.Fprintln(w)
-	}
-	return nil
-}
-
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
 }
