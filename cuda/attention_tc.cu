@@ -1,6 +1,6 @@
 // The runtime's lean decode attention on the tensor cores:
 // attn_rt_d{D}_g{G}_bf16_tc, G = 1, 2, 4, 8 virtual heads per split row.
-// Same launch, parameters, partials and merge as attn_rt (attention.cu);
+// Same launch, parameters, partials and merge as attn_rt (attention_rt.cu);
 // it serves only lean calls (RH_LEAN: no selection, no positions, every
 // token visible) over bf16 pages of a power of two tokens, without
 // re-positioned keys: the host (splitkv.go) checks that; raw scores and
@@ -210,7 +210,7 @@ __device__ __forceinline__ void attn_tc_row(const float* __restrict__ q, const u
     u64* spk = reinterpret_cast<u64*>(tsm + TC_STAGE_BYTES(D));
     u64* spv = spk + pgw;
     if (tid < G) sItem[tid] = rt_item(H, r, tid);
-    u64* tr = rt_trace_block(H, rg, c);  // a traced launch: this block's words (attention.cu, TR_WORDS)
+    u64* tr = rt_trace_block(H, rg, c);  // a traced launch: this block's words (attention_rt.cu, TR_WORDS)
     const u64 tStart = tr != nullptr ? gtime() : 0;
     // The call's ints are ready. The page tables, q and the keys may be
     // written by the kernels just before this one; with RH_EARLY the host

@@ -469,11 +469,11 @@ extern "C" __global__ void be_scatter64(u64* dst, const u64* pairs, int n) {
 // (-1: no positions, every token is visible to every row), shiftOff (-1:
 // none) (into ints), refN, refPageSize, refKOff, refPosOff, and the range
 // [lo, hi) of token indices that a row without a selection needs to read
-// (the split-KV kernels of attention.cu; the others read every token), and
+// (the split-KV kernels of attention_rt.cu; the others read every token), and
 // the number of shifts given (a token past them has shift 0: be_shift);
 // where every page of both lists lies a stride from the one before (SD_PST
 // not 0), the first key and value pages' offsets from the call's base
-// (RH_PBASE, attention.cu) and that stride: the split-KV kernels then find
+// (RH_PBASE, attention_rt.cu) and that stride: the split-KV kernels then find
 // a page with no load of its pointer (sd_page).
 #define SD_N 0
 #define SD_PS 1

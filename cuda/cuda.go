@@ -11,6 +11,12 @@ var common string
 //go:embed attention.cu
 var attention string
 
+//go:embed attention_rt.cu
+var attentionRT string
+
+//go:embed attention_rtb.cu
+var attentionRTB string
+
 //go:embed attention_tc.cu
 var attentionTC string
 
@@ -56,5 +62,5 @@ const Parts = 17
 // and tensor-core), Quest's page choice and the read floors of `kvbench
 // kernels --floor`.
 func Source() string {
-	return common + "\n" + backend + "\n" + gemv + "\n" + prefill + "\n" + prefillWG + "\n" + prefillTMA + "\n" + attention + "\n" + attentionTC + "\n" + quest + "\n" + floor
+	return common + "\n" + backend + "\n" + gemv + "\n" + prefill + "\n" + prefillWG + "\n" + prefillTMA + "\n" + attention + "\n" + attentionRT + "\n" + attentionRTB + "\n" + attentionTC + "\n" + quest + "\n" + floor
 }

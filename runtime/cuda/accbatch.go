@@ -177,7 +177,7 @@ func (b *Backend) accPlan(bt *batchAttn) int {
 }
 
 // accTabWords is the 8-byte words of an attn_rtb_acc table entry (AccCall
-// in attention.cu: sums, raw scores, maxima and sums, then base and header,
+// in attention_rtb.cu: sums, raw scores, maxima and sums, then base and header,
 // astride and accFrom, grp and padding).
 const accTabWords = 6
 

@@ -16,7 +16,7 @@ import (
 )
 
 // TestAttendSplitKernels compares Attend on the split-KV kernels of
-// attention.cu (attn_rt_*) with the CPU on caches built through
+// attention_rt.cu (attn_rt_*) with the CPU on caches built through
 // runtime.KVCache, and checks which kernel ran: float32 and bf16 pages,
 // head dims 64 and 128, GQA groups 1, 2, 4, 8 and 3 (6 query heads over 2:
 // split rows of one head), one and several query rows (rows share a split

@@ -7,7 +7,7 @@ import (
 	"strings"
 )
 
-// The split-KV attention's trace (RH_TRACE, TR_WORDS in attention.cu): a
+// The split-KV attention's trace (RH_TRACE, TR_WORDS in attention_rt.cu): a
 // measuring tool for `kvbench kernels --trace`. While it is on, every
 // Attend on the split-KV kernels (attn_rt, the tensor-core kernel; not the
 // batched launches) passes the kernel the address of a zeroed device

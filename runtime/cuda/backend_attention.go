@@ -166,7 +166,7 @@ func (b *Backend) metaSpan() int64 {
 // are downloaded and written into the host slices of a. Kernels: prompt
 // chunks without a policy option at bf16 precision run the tensor-core
 // prefill (flash_prefill_*, prefill.cu); every other call of head dim 64 or
-// 128 without recall runs the split-KV kernels of attention.cu (attendSplit,
+// 128 without recall runs the split-KV kernels of attention_rt.cu (attendSplit,
 // the kernels `kvbench kernels` times); recall and other head dims run the
 // general kernel be_attend (backend.cu). AttnPlan names the last one.
 func (b *Backend) Attend(a *runtime.AttnArgs) {

@@ -181,7 +181,7 @@ func (b *Backend) AttendBatch(calls []*runtime.AttnArgs) {
 	}
 }
 
-// rtbBox fills b.bbox (RtbBox in attention.cu) with the batch's table and
+// rtbBox fills b.bbox (RtbBox in attention_rtb.cu) with the batch's table and
 // ints where they can go to its kernels by value: one launch (its combine
 // gets the same box), no accumulated probabilities (whose kernels read the
 // ints after it), and the table and ints together at most rtbBoxWords (a
@@ -246,7 +246,7 @@ var _ runtime.BatchAttender = (*Backend)(nil)
 const batchAttnEnv = "KVBENCH_BATCH_ATTN"
 
 // rtbWords is the 8-byte words of a call's entry in a batched launch's
-// table (RtbCall in attention.cu: first split row and ints offset, header
+// table (RtbCall in attention_rtb.cu: first split row and ints offset, header
 // offset, queries, outputs, raw scores, maxima and sums).
 const rtbWords = 6
 

@@ -121,7 +121,7 @@ func mergeOf(fused bool, cl, nchunks int, poll bool) string {
 }
 
 // Header words of a call of the runtime's split-KV kernels (RH_* in
-// attention.cu), placed after the KV heads' descriptors.
+// attention_rt.cu), placed after the KV heads' descriptors.
 const (
 	rhRows = iota
 	rhHeads
@@ -151,7 +151,7 @@ const (
 )
 
 // rtBoxWords is the most ints a call passes by value (RT_BOX_WORDS in
-// attention.cu: RtBox, a kernel parameter of 4 + 4*rtBoxWords bytes).
+// attention_rt.cu: RtBox, a kernel parameter of 4 + 4*rtBoxWords bytes).
 const rtBoxWords = 960
 
 // maxGridY is the most blocks a launch has in grid y; split rows beyond it
@@ -310,7 +310,7 @@ func sharedHeads(heads []int32, group, rows int) (gr, gh int) {
 	return 1, 1
 }
 
-// attendSplit is Attend on the split-KV kernels of attention.cu, the same
+// attendSplit is Attend on the split-KV kernels of attention_rt.cu, the same
 // kernels for every policy: attn_rt_d{D}_g{G}_{bf16,f32}[_sh], a block per
 // (chunk of tokens, split row), where a split row is G virtual heads that
 // read the same tokens of one KV head once (the query heads of a GQA group
