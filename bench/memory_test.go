@@ -101,7 +101,9 @@ func checkUploadedOnce(t *testing.T, backend string) {
 // the resident bytes are the pages that hold tokens, the allocated bytes
 // (free pages for reuse included) plus the recall reference are the KV
 // bytes and page buffers the backend counts, the peak the policy reports is
-// the device's KV peak, and closing the cell gives every page back.
+// the device's KV peak (on a GPU, less a run's reserve for a policy that
+// keeps every token: KVCache.Hold), and closing the cell gives every page
+// back.
 func TestKVAccountingMatchesDevice(t *testing.T) { checkKVAccounting(t, "cpu") }
 
 // TestKVAccountingMatchesDeviceGPU is TestKVAccountingMatchesDevice on the
@@ -167,8 +169,19 @@ func checkKVAccounting(t *testing.T, backend string) {
 						if want := int(2 * dev.KV / c.PageBytes()); dev.KVBuffers != want {
 							t.Fatalf("%s: device holds %d KV page buffers, want %d (keys and values of %d pages)", when, dev.KVBuffers, want, want/2)
 						}
-						if tc.recall == 0 && run == 0 && dev.PeakKV != st.MaxResidentBytes {
-							t.Fatalf("%s: device KV peak %d bytes, the policy's peak %d", when, dev.PeakKV, st.MaxResidentBytes)
+						// A policy that keeps every token holds its prompt and
+						// the answer's first 64 tokens in one run a sequence
+						// where the backend allocates pages in bulk
+						// (KVCache.Hold): the device's peak is then the
+						// policy's plus at most that reserve. Elsewhere, and
+						// for every policy that evicts, the two are equal.
+						_, bulk := e.dev.be.(runtime.KVPageAllocator)
+						reserve := int64(0)
+						if bulk && !s.p.Evicts() {
+							reserve = int64(m.Config.Layers*m.Config.KVHeads) * int64((64+c.PageSize()-1)/c.PageSize()+1) * c.PageBytes()
+						}
+						if tc.recall == 0 && run == 0 && (dev.PeakKV < st.MaxResidentBytes || dev.PeakKV > st.MaxResidentBytes+reserve) {
+							t.Fatalf("%s: device KV peak %d bytes, the policy's peak %d (a run's reserve of at most %d)", when, dev.PeakKV, st.MaxResidentBytes, reserve)
 						}
 					}
 					logits := make([]float32, m.Config.Vocab)

@@ -72,10 +72,15 @@ func (b *base) MeasureRecall(n int) { b.recallEvery = max(n, 0) }
 func (b *base) Prompt(n int) {
 	b.announce(n)
 	b.resolveRatio(n)
-	if b.cache != nil && (b.prefill != PrefillChunked || !b.evicts) {
-		// The cache will hold the whole prompt: its pages set aside in one
+	if b.cache != nil && !b.evicts {
+		// The cache will keep the whole prompt: its pages set aside in one
 		// run per sequence (a GPU backend's attention then finds them by
-		// arithmetic).
+		// arithmetic). Not for a policy that evicts, under either protocol:
+		// a run keeps its pages with its sequence after an eviction, so a
+		// dense prompt's run would hold every layer's whole prompt at once
+		// (a backend's KV peak above the policy's: a prompt in one forward
+		// compresses each layer before the next one fills, and the pages
+		// it frees serve the next layer) and after it (TestDensePromptHold).
 		b.cache.Hold(n)
 	}
 }
