@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kvbench/kvbench/policies"
+	"github.com/kvbench/kvbench/policies/policytest"
 	"github.com/kvbench/kvbench/results"
 	"github.com/kvbench/kvbench/runtime"
 	"github.com/kvbench/kvbench/runtime/cpu"
@@ -105,6 +106,22 @@ func checkUploadedOnce(t *testing.T, backend string) {
 // keeps every token: KVCache.Hold), and closing the cell gives every page
 // back.
 func TestKVAccountingMatchesDevice(t *testing.T) { checkKVAccounting(t, "cpu") }
+
+// The backend "cpu-bulk-test": policytest.BulkPages.
+func init() {
+	runtime.RegisterBackend(runtime.BackendSpec{
+		Name:      "cpu-bulk-test",
+		Available: func() (bool, string) { return true, "" },
+		New:       func(threads int) (runtime.Backend, error) { return policytest.BulkPages{Backend: cpu.New(1)}, nil },
+	})
+}
+
+// TestKVAccountingBulkPages is TestKVAccountingMatchesDevice on a backend
+// that allocates pages in bulk, as the GPU's does, so that a prompt's pages
+// may be held in runs (KVCache.Hold): the GPU test's accounting, checked
+// without a GPU (a policy that evicted once held every layer's whole prompt
+// there, and only the GPU test could see it).
+func TestKVAccountingBulkPages(t *testing.T) { checkKVAccounting(t, "cpu-bulk-test") }
 
 // TestKVAccountingMatchesDeviceGPU is TestKVAccountingMatchesDevice on the
 // CUDA backend, with float32 and bf16 pages (skipped without a GPU).

@@ -5,23 +5,13 @@ import (
 	"testing"
 
 	"github.com/kvbench/kvbench/policies"
+	"github.com/kvbench/kvbench/policies/policytest"
 	"github.com/kvbench/kvbench/runtime"
 	"github.com/kvbench/kvbench/runtime/cpu"
 )
 
-// bulkCPU is the CPU backend with the CUDA backend's bulk page allocation
-// (runtime.KVPageAllocator), the capability KVCache.Hold needs: pages come
-// from AllocKV one by one, so the memory counts are the CPU backend's.
-type bulkCPU struct{ *cpu.Backend }
-
-func (b bulkCPU) AllocKVPages(n int, t runtime.DType, dst []runtime.Buffer) {
-	for i := range dst {
-		dst[i] = b.AllocKV(n, t)
-	}
-}
-
 // TestDensePromptHold: on a backend that allocates pages in bulk (the CUDA
-// backend; here bulkCPU), a policy that evicts sets no run of pages aside
+// backend; here policytest.BulkPages), a policy that evicts sets no run of pages aside
 // for its dense prompt (KVCache.Hold keeps a run's pages with its sequence
 // after an eviction), so the backend's KV peak after the prompt and after
 // each step is the policy's own peak, as on a backend without the
@@ -30,7 +20,7 @@ func (b bulkCPU) AllocKVPages(n int, t runtime.DType, dst []runtime.Buffer) {
 // a sequence: the backend's peak is the policy's plus at most that reserve,
 // and the reserve serves the steps without another allocation.
 func TestDensePromptHold(t *testing.T) {
-	be := bulkCPU{cpu.New(1)}
+	be := policytest.BulkPages{Backend: cpu.New(1)}
 	defer be.Close()
 	m, err := runtime.Synthetic("tiny")
 	if err != nil {

@@ -1,0 +1,19 @@
+package policytest
+
+import (
+	"github.com/kvbench/kvbench/runtime"
+	"github.com/kvbench/kvbench/runtime/cpu"
+)
+
+// BulkPages is the CPU backend with the CUDA backend's bulk page allocation
+// (runtime.KVPageAllocator), the capability runtime.KVCache.Hold acts on:
+// the GPU's page handling, its memory counted as the CPU backend counts it
+// (the pages come from AllocKV one by one), for tests without a GPU.
+type BulkPages struct{ *cpu.Backend }
+
+// AllocKVPages fills dst with zeroed page buffers of n elements of type t.
+func (b BulkPages) AllocKVPages(n int, t runtime.DType, dst []runtime.Buffer) {
+	for i := range dst {
+		dst[i] = b.AllocKV(n, t)
+	}
+}
