@@ -167,6 +167,16 @@ func checkKVAccounting(t *testing.T, backend string) {
 					s := ts.(*stream)
 					mr := e.dev.be.(runtime.MemoryReporter)
 					c := s.r.Cache
+					// A policy that keeps every token holds its prompt and the
+					// answer's first tokens in one run a sequence where the
+					// backend allocates pages in bulk (KVCache.Hold): the
+					// device's peak is then the policy's plus at most that
+					// reserve. Elsewhere, and for every policy that evicts,
+					// the two are equal.
+					reserve := int64(0)
+					if _, bulk := e.dev.be.(runtime.KVPageAllocator); bulk && !s.p.Evicts() {
+						reserve = policytest.HoldReserve(c, m.Config.Layers, m.Config.KVHeads)
+					}
 					check := func(when string) {
 						t.Helper()
 						st := s.p.Stats()
@@ -185,17 +195,6 @@ func checkKVAccounting(t *testing.T, backend string) {
 						}
 						if want := int(2 * dev.KV / c.PageBytes()); dev.KVBuffers != want {
 							t.Fatalf("%s: device holds %d KV page buffers, want %d (keys and values of %d pages)", when, dev.KVBuffers, want, want/2)
-						}
-						// A policy that keeps every token holds its prompt and
-						// the answer's first 64 tokens in one run a sequence
-						// where the backend allocates pages in bulk
-						// (KVCache.Hold): the device's peak is then the
-						// policy's plus at most that reserve. Elsewhere, and
-						// for every policy that evicts, the two are equal.
-						_, bulk := e.dev.be.(runtime.KVPageAllocator)
-						reserve := int64(0)
-						if bulk && !s.p.Evicts() {
-							reserve = int64(m.Config.Layers*m.Config.KVHeads) * int64((64+c.PageSize()-1)/c.PageSize()+1) * c.PageBytes()
 						}
 						if tc.recall == 0 && run == 0 && (dev.PeakKV < st.MaxResidentBytes || dev.PeakKV > st.MaxResidentBytes+reserve) {
 							t.Fatalf("%s: device KV peak %d bytes, the policy's peak %d (a run's reserve of at most %d)", when, dev.PeakKV, st.MaxResidentBytes, reserve)

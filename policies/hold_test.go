@@ -63,8 +63,7 @@ func TestDensePromptHold(t *testing.T) {
 				t.Fatalf("%s evicts: %v, the case says %v", tc.name, p.Evicts(), tc.evicts)
 			}
 			c := r.Cache
-			seqs := int64(m.Config.Layers * m.Config.KVHeads)
-			reserve := seqs * int64((64+c.PageSize()-1)/c.PageSize()+1) * c.PageBytes()
+			reserve := policytest.HoldReserve(c, m.Config.Layers, m.Config.KVHeads)
 			logits := make([]float32, m.Config.Vocab)
 			check := func(when string) {
 				t.Helper()

@@ -208,8 +208,12 @@ func (c *KVCache) PageBytes() int64 { return int64(2 * c.pageSize * c.headDim * 
 // eviction left its pages full (see Evict).
 func (c *KVCache) ResidentBytes() int64 { return int64(c.total-len(c.free)-c.spares) * c.PageBytes() }
 
+// HoldTail is the tokens past a prompt that Hold sets aside with it (its
+// answer's first tokens).
+const HoldTail = 64
+
 // Hold announces that every sequence is to take n more tokens and keep
-// them (a prompt under the dense protocol, and its answer's first 64
+// them (a prompt under the dense protocol, and its answer's first HoldTail
 // tokens). Each sequence that holds no token takes a run of pages for them
 // at once (KVSeq.blk), from one bulk allocation, and takes its next pages
 // from the run: its pages then lie one stride apart, which lets a GPU
@@ -227,7 +231,7 @@ func (c *KVCache) Hold(n int) {
 	if !ok || n <= 0 {
 		return
 	}
-	count := (n + 64 + c.pageSize - 1) / c.pageSize
+	count := (n + HoldTail + c.pageSize - 1) / c.pageSize
 	grow := false // runs too short, first released together
 	for l := range c.seqs {
 		for h := range c.seqs[l] {

@@ -17,3 +17,11 @@ func (b BulkPages) AllocKVPages(n int, t runtime.DType, dst []runtime.Buffer) {
 		dst[i] = b.AllocKV(n, t)
 	}
 }
+
+// HoldReserve is the most bytes runtime.KVCache.Hold's runs hold past the
+// pages of the tokens a cache of layers x kvHeads sequences holds: the
+// HoldTail tokens after a prompt, and a partly filled page, a sequence.
+func HoldReserve(c *runtime.KVCache, layers, kvHeads int) int64 {
+	pages := (runtime.HoldTail+c.PageSize()-1)/c.PageSize() + 1
+	return int64(layers*kvHeads*pages) * c.PageBytes()
+}
