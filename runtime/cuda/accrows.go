@@ -32,7 +32,6 @@ func (b *Backend) scoreRows(a *runtime.AttnArgs, recall bool) int {
 // query head's sums and the groups are added up at the end, in head order,
 // as one call's kernel adds them.
 func (b *Backend) attendRows(a *runtime.AttnArgs, rb int) {
-	w := a.Heads * a.HeadDim
 	var heads [][]float32 // a query head's sums, for AccGroup
 	if a.Acc != nil && a.AccGroup {
 		heads = make([][]float32, a.Heads)
@@ -41,16 +40,7 @@ func (b *Backend) attendRows(a *runtime.AttnArgs, rb int) {
 		}
 	}
 	for r0 := 0; r0 < a.Rows; r0 += rb {
-		r1 := min(a.Rows, r0+rb)
-		s := *a
-		s.Rows, s.QPos = r1-r0, a.QPos[r0:r1]
-		s.Q, s.Out = b.View(a.Q, r0*w, (r1-r0)*w), b.View(a.Out, r0*w, (r1-r0)*w)
-		if a.QShift != nil {
-			s.QShift = a.QShift[r0:r1]
-		}
-		if a.Recall != nil {
-			s.Recall = a.Recall[r0*a.Heads : r1*a.Heads]
-		}
+		s := b.rowSpan(a, r0, min(a.Rows, r0+rb))
 		if a.Acc != nil {
 			s.AccView = false // the sums land in the caller's buffers, the next block's start
 			s.AccZero = a.AccZero && r0 == 0
@@ -73,4 +63,58 @@ func (b *Backend) attendRows(a *runtime.AttnArgs, rb int) {
 			}
 		}
 	}
+}
+
+// rowSpan is a's rows [r0, r1) as a call of their own: the queries',
+// outputs', positions', shifts' and recall's rows in views, the rest as a.
+func (b *Backend) rowSpan(a *runtime.AttnArgs, r0, r1 int) runtime.AttnArgs {
+	w := a.Heads * a.HeadDim
+	s := *a
+	s.Rows, s.QPos = r1-r0, a.QPos[r0:r1]
+	s.Q, s.Out = b.View(a.Q, r0*w, (r1-r0)*w), b.View(a.Out, r0*w, (r1-r0)*w)
+	if a.QShift != nil {
+		s.QShift = a.QShift[r0:r1]
+	}
+	if a.Recall != nil {
+		s.Recall = a.Recall[r0*a.Heads : r1*a.Heads]
+	}
+	return s
+}
+
+// accTail is the first row of a that adds to Acc when a accumulates only
+// from a later row on, every row before it under AccFrom and every row from
+// it at or past (SnapKV's observation window, TOVA's last row: a prompt
+// chunk's last rows); 0 otherwise (no Acc, every row adds, or rows out of
+// that order).
+func accTail(a *runtime.AttnArgs) int {
+	if a.Acc == nil || a.Chosen != nil || a.Rows < 2 || a.QPos[0] >= a.AccFrom {
+		return 0
+	}
+	lo := 1
+	for lo < a.Rows && a.QPos[lo] < a.AccFrom {
+		lo++
+	}
+	if lo == a.Rows { // no row adds: the call still zeroes or views Acc
+		return 0
+	}
+	for r := lo + 1; r < a.Rows; r++ {
+		if a.QPos[r] < a.AccFrom {
+			return 0
+		}
+	}
+	return lo
+}
+
+// attendAccTail runs a as two calls: its rows before lo (accTail) without
+// Acc, which a prompt chunk's tensor-core prefill serves (flashOK) and which
+// keep no scores, then the rest with a's Acc as a asks. Without it a
+// SnapKV prompt chunk ran every row on the split-KV path keeping every
+// row's raw scores (up to accRawMax, 4 GiB, of device memory) for the sums
+// of its last 32. The sums are the same: the rows before lo add nothing.
+func (b *Backend) attendAccTail(a *runtime.AttnArgs, lo int) {
+	head := b.rowSpan(a, 0, lo)
+	head.Acc, head.AccFrom, head.AccZero, head.AccView, head.AccGroup = nil, 0, false, false, false
+	b.Attend(&head)
+	tail := b.rowSpan(a, lo, a.Rows)
+	b.Attend(&tail) // Acc's headers are a's: views land there
 }

@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/kvbench/kvbench/runtime"
@@ -54,6 +55,7 @@ func TestAttendRowsGPU(t *testing.T) {
 				seed := rng.Uint64()
 				run := func(max int64) ([]float32, [][]float32) {
 					defer cuda.SetAccRawMax(max)()
+					defer g.SetAccTail(false)() // the rows before AccFrom in the blocks too
 					a := rowsCall(g, cp, rand.New(rand.NewPCG(seed, 2)), heads, hd, rows, acc, zero)
 					if mode == "group" { // a KV head's group summed
 						a.AccGroup, a.Acc = true, make([][]float32, kv)
@@ -94,6 +96,7 @@ func TestFakeAttendRows(t *testing.T) {
 	for h := range acc {
 		acc[h] = make([]float32, 300)
 	}
+	defer g.SetAccTail(false)() // every row in blocks, those before AccFrom too (not apart: accTail)
 	for _, cs := range []struct {
 		max  int64
 		want int64
@@ -107,4 +110,167 @@ func TestFakeAttendRows(t *testing.T) {
 			t.Errorf("cap %d bytes: %d attn_rt_acc launches, want %d", cs.max, n, cs.want)
 		}
 	}
+}
+
+// tailCall is a prompt chunk's call over cp (rows query rows at the cache's
+// last positions) whose rows add to Acc from row from on (SnapKV's
+// observation window, TOVA's last row), its sums a query head's each
+// (zeroed) or a KV head's group's, on backend i of cp (0 CPU, 1 GPU).
+func tailCall(cp *cachePair, be runtime.Backend, i int, q []float32, heads, rows, from int, group bool) *runtime.AttnArgs {
+	hd := cp.cfg.HeadDim
+	w := heads * hd
+	qb, out := be.Alloc(rows*w), be.Alloc(rows*w)
+	be.Write(qb, 0, q)
+	qpos := cp.lastRows(rows)
+	a := &runtime.AttnArgs{Rows: rows, QPos: qpos, Heads: heads, KVHeads: cp.cfg.KVHeads, HeadDim: hd,
+		Scale: float32(1 / math.Sqrt(float64(hd))), Seqs: cp.seqs(i), Rope: runtime.RopeHalf, Theta: 1e4, Q: qb, Out: out,
+		AccZero: true, AccFrom: qpos[from]}
+	n := heads
+	if group {
+		n, a.AccGroup = cp.cfg.KVHeads, true
+	}
+	a.Acc = make([][]float32, n)
+	for h := range a.Acc {
+		a.Acc[h] = make([]float32, cp.c.Len(0, h*cp.cfg.KVHeads/n))
+	}
+	return a
+}
+
+// TestAttendAccTailGPU: a bf16 prompt chunk whose last rows alone add to
+// Acc runs its first rows on the tensor-core prefill and the rest on the
+// split-KV path (attendAccTail). Outputs match the CPU's within the
+// prefill's tolerance, the sums within float32 rounding, for a query head's
+// sums and a group's, a window of rows and the last row alone; the sums
+// equal those of the call run as one (KVBENCH_ACC_TAIL=off, every row on
+// the split-KV path) within float32 rounding, and so do the outputs of the
+// rows that add.
+func TestAttendAccTailGPU(t *testing.T) {
+	c := cpu.New(0)
+	defer c.Close()
+	g := newGPUPrec(t, "bf16")
+	rng := rand.New(rand.NewPCG(4, 12))
+	for _, hd := range []int{64, 128} {
+		for _, from := range []int{48, 63} {
+			for _, group := range []bool{false, true} {
+				t.Run(fmt.Sprintf("hd%d/from%d/group%v", hd, from, group), func(t *testing.T) {
+					heads, kv, rows := 8, 2, 64
+					cfg := runtime.Config{Heads: heads, KVHeads: kv, HeadDim: hd}
+					cp := newCachePair(t, c, g, cfg, 16, runtime.BF16, false)
+					cp.append(rng, 300+rows)
+					q := randVec(rng, rows*heads*hd, 1)
+					want := tailCall(cp, c, 0, q, heads, rows, from, group)
+					c.Attend(want)
+					got := tailCall(cp, g, 1, q, heads, rows, from, group)
+					g.Attend(got)
+					if p := g.AttnPlan(); !strings.HasPrefix(p.Kernel, "attn_rt") {
+						t.Errorf("the rows that add ran %s, want the split-KV kernels", p.Kernel)
+					}
+					wantOut, gotOut := read(c, want.Out), read(g, got.Out)
+					if d := relDiff(gotOut, wantOut); d > flashTol || math.IsNaN(d) {
+						t.Errorf("outputs differ from the CPU's by %.3g (relative)", d)
+					}
+					// The same call over the same pages, run as one.
+					restore := g.SetAccTail(false)
+					whole := tailCall(cp, g, 1, q, heads, rows, from, group)
+					g.Attend(whole)
+					restore()
+					if p := g.AttnPlan(); !strings.HasPrefix(p.Kernel, "attn_rt") {
+						t.Errorf("the call as one ran %s, want the split-KV kernels", p.Kernel)
+					}
+					wholeOut := read(g, whole.Out)
+					for h := range whole.Acc {
+						if d := relDiff(got.Acc[h], whole.Acc[h]); d > 1e-5 || math.IsNaN(d) {
+							t.Errorf("Acc[%d] differs from the call's as one by %.3g (relative)", h, d)
+						}
+					}
+					for h := range want.Acc {
+						if d := relDiff(got.Acc[h], want.Acc[h]); d > 1e-4 || math.IsNaN(d) {
+							t.Errorf("Acc[%d] differs from the CPU's by %.3g (relative)", h, d)
+						}
+					}
+					tail := from * heads * hd
+					if d := relDiff(gotOut[tail:], wantOut[tail:]); d > 1e-4 || math.IsNaN(d) {
+						t.Errorf("the outputs of the rows that add differ from the CPU's by %.3g (relative)", d)
+					}
+					if d := relDiff(gotOut[tail:], wholeOut[tail:]); d > 1e-5 || math.IsNaN(d) {
+						t.Errorf("the outputs of the rows that add differ from the call's as one by %.3g (relative)", d)
+					}
+				})
+			}
+		}
+	}
+}
+
+// TestFakeAttendAccTail: on the fake device at bf16 precision, a 64-row
+// prompt chunk whose last rows alone add to Acc launches the tensor-core
+// prefill once (its first rows) and one split-KV call with Acc (the rest),
+// and the scores it keeps are too few for every row's; run as one
+// (SetAccTail(false)), no prefill kernel, and the scores' scratch grows to
+// hold every row's. A call whose first row adds, or whose rows
+// all come before AccFrom, runs as one. In a batch (AttendBatch), each such
+// call runs so too.
+func TestFakeAttendAccTail(t *testing.T) {
+	g := fakeBackend(t)
+	c := cpu.New(0)
+	defer c.Close()
+	rng := rand.New(rand.NewPCG(2, 5))
+	heads, kv, hd, rows := 8, 2, 128, 64
+	cp := newCachePair(t, c, g, runtime.Config{Heads: heads, KVHeads: kv, HeadDim: hd}, 16, runtime.BF16, false)
+	cp.append(rng, 300+rows)
+	q := make([]float32, rows*heads*hd)
+	every := int64(rows * heads * cp.c.Len(0, 0) * 4) // every row's raw scores
+	last := cp.next - 1
+	for _, cs := range []struct {
+		name       string
+		from       int
+		on         bool
+		flash, acc int64
+		allScores  bool
+	}{
+		{"window of 16", last - 15, true, 1, 1, false},
+		{"last row", last, true, 1, 1, false},
+		{"window of 16, as one", last - 15, false, 0, 1, true},
+		{"every row adds", last - rows + 1, true, 0, 1, true},
+		{"no row adds", last + 1, true, 0, 1, true},
+	} {
+		restore := g.SetAccTail(cs.on)
+		k0 := cuda.FakeKernels()
+		a := tailCall(cp, g, 1, q, heads, rows, 0, false)
+		a.AccFrom = cs.from
+		g.Attend(a)
+		k1 := cuda.FakeKernels()
+		restore()
+		flash := prefillLaunches(k0, k1)
+		if acc := k1["attn_rt_acc"] - k0["attn_rt_acc"]; flash != cs.flash || acc != cs.acc {
+			t.Errorf("%s: %d prefill and %d attn_rt_acc launches, want %d and %d", cs.name, flash, acc, cs.flash, cs.acc)
+		}
+		// The scratch only grows: the cases that keep few scores come first.
+		if s := g.ScoreBytes(); (s >= every) != cs.allScores {
+			t.Errorf("%s: the scores' scratch is %d bytes after the call; every row's scores are %d", cs.name, s, every)
+		}
+	}
+	// A batch's two such calls: each through Attend, its rows apart.
+	k0 := cuda.FakeKernels()
+	calls := make([]*runtime.AttnArgs, 2)
+	for i := range calls {
+		calls[i] = tailCall(cp, g, 1, q, heads, rows, rows-16, false)
+	}
+	g.AttendBatch(calls)
+	k1 := cuda.FakeKernels()
+	flash := prefillLaunches(k0, k1)
+	if acc := k1["attn_rt_acc"] - k0["attn_rt_acc"]; flash != 2 || acc != 2 {
+		t.Errorf("a batch of two: %d prefill and %d attn_rt_acc launches, want 2 and 2", flash, acc)
+	}
+}
+
+// prefillLaunches is how many tensor-core prefill kernels (flash_*) were
+// launched between two FakeKernels counts.
+func prefillLaunches(k0, k1 map[string]int64) int64 {
+	n := int64(0)
+	for k, c := range k1 {
+		if strings.HasPrefix(k, "flash_") {
+			n += c - k0[k]
+		}
+	}
+	return n
 }

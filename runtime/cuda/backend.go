@@ -69,6 +69,7 @@ type Backend struct {
 	hGrp        []float32  // a head's sums before its group's (accFromProbs)
 	noAccDefer  bool       // KVBENCH_ACC_DEFER=off: DeferAcc defers nothing
 	noAccGroup  bool       // KVBENCH_ACC_GROUP=off: Acc is never summed by group (AccGroups)
+	noAccTail   bool       // KVBENCH_ACC_TAIL=off: a call whose rows add to Acc only from a later row on runs as one (accTail)
 	noAccPace   bool       // KVBENCH_ACC_PACE=off: a pass's deferred reads are waited for at once (AccMark)
 	noWideKV    bool       // KVBENCH_KV_WIDE=off: a prompt's KV rows stored a channel a thread (be_kv_append), not four
 	noLists     bool       // KVBENCH_QUEST_LISTS=off: Quest's calls gather their chosen tokens (no page lists, questlists.go)
@@ -528,6 +529,7 @@ func (b *Backend) readSwitches() error {
 		{"KVBENCH_MV_ROPE", &b.noMVRope},
 		{"KVBENCH_ACC_DEFER", &b.noAccDefer},
 		{"KVBENCH_ACC_GROUP", &b.noAccGroup},
+		{"KVBENCH_ACC_TAIL", &b.noAccTail},
 		{"KVBENCH_ATTN_EARLY", &b.split.noEarly},
 		{"KVBENCH_ATTN_ARITH", &b.split.noArith},
 		{"KVBENCH_ATTN_POLL", &b.poll.off},

@@ -181,6 +181,10 @@ func (b *Backend) Attend(a *runtime.AttnArgs) {
 	if a.Rows == 0 {
 		return
 	}
+	if lo := accTail(a); lo > 0 && !b.noAccTail { // rows that add nothing to Acc apart (accrows.go)
+		b.attendAccTail(a, lo)
+		return
+	}
 	if rb := b.scoreRows(a, a.Recall != nil); rb < a.Rows { // scores past accRawMax: blocks of rows (accrows.go)
 		b.attendRows(a, rb)
 		return

@@ -467,6 +467,9 @@ func (b *Backend) batchable(a *runtime.AttnArgs) bool {
 	if !splitOK(a, false) || (a.Acc != nil && !a.AccZero) || a.Recall != nil || b.flashOK(a) {
 		return false
 	}
+	if !b.noAccTail && accTail(a) > 0 { // Attend runs its rows before AccFrom apart
+		return false
+	}
 	for i := range a.Seqs {
 		if a.Seqs[i].ID == 0 {
 			return false

@@ -131,3 +131,15 @@ const HeaderSelWord = rhSel
 // HeaderPBaseWord is the header's first word of RH_PBASE (the address the
 // descriptors' page offsets count from: each backend's own).
 const HeaderPBaseWord = rhPBase
+
+// SetAccTail turns attendAccTail on or off (KVBENCH_ACC_TAIL) and returns
+// what puts it back.
+func (b *Backend) SetAccTail(on bool) (restore func()) {
+	old := b.noAccTail
+	b.noAccTail = !on
+	return func() { b.noAccTail = old }
+}
+
+// ScoreBytes is the size of the scratch that keeps the split-KV path's raw
+// scores (and be_attend's).
+func (b *Backend) ScoreBytes() int64 { return b.scores.bytes }
