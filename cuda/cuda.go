@@ -29,6 +29,12 @@ var floor string
 //go:embed backend.cu
 var backend string
 
+//go:embed backend_attn.cu
+var backendAttn string
+
+//go:embed backend_quest.cu
+var backendQuest string
+
 //go:embed gemv.cu
 var gemv string
 
@@ -56,11 +62,12 @@ const Parts = 17
 
 // Source is the whole kernel source, one translation unit that serves both
 // the runtime's backend and kvbench kernels: the shared helpers, the forward
-// pass's ops (backend.cu) and its decode matrix-vector products (gemv.cu),
-// the tensor-core prefill attention (mma.sync, and wgmma on Hopper, fed by
-// cp.async or the TMA), the split-KV decode attention kernels (CUDA-core
-// and tensor-core), Quest's page choice and the read floors of `kvbench
-// kernels --floor`.
+// pass's ops (backend.cu; its general attention kernel in backend_attn.cu,
+// Quest's page bounds in backend_quest.cu) and its decode matrix-vector
+// products (gemv.cu), the tensor-core prefill attention (mma.sync, and
+// wgmma on Hopper, fed by cp.async or the TMA), the split-KV decode
+// attention kernels (CUDA-core and tensor-core), Quest's page choice and
+// the read floors of `kvbench kernels --floor`.
 func Source() string {
-	return common + "\n" + backend + "\n" + gemv + "\n" + prefill + "\n" + prefillWG + "\n" + prefillTMA + "\n" + attention + "\n" + attentionRT + "\n" + attentionRTB + "\n" + attentionTC + "\n" + quest + "\n" + floor
+	return common + "\n" + backend + "\n" + backendAttn + "\n" + backendQuest + "\n" + gemv + "\n" + prefill + "\n" + prefillWG + "\n" + prefillTMA + "\n" + attention + "\n" + attentionRT + "\n" + attentionRTB + "\n" + attentionTC + "\n" + quest + "\n" + floor
 }

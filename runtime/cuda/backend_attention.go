@@ -12,7 +12,7 @@ import (
 	"github.com/kvbench/kvbench/runtime"
 )
 
-// Descriptor words per KV head, as SD_* in backend.cu; the words of
+// Descriptor words per KV head, as SD_* in backend_attn.cu; the words of
 // pageArith's stride and offsets (SD_KO, SD_VO, SD_PST).
 const (
 	sdWords   = 16
@@ -168,7 +168,7 @@ func (b *Backend) metaSpan() int64 {
 // prefill (flash_prefill_*, prefill.cu); every other call of head dim 64 or
 // 128 without recall runs the split-KV kernels of attention_rt.cu (attendSplit,
 // the kernels `kvbench kernels` times); recall and other head dims run the
-// general kernel be_attend (backend.cu). AttnPlan names the last one.
+// general kernel be_attend (backend_attn.cu). AttnPlan names the last one.
 func (b *Backend) Attend(a *runtime.AttnArgs) {
 	b.flushQuest()         // a selection queued by Quest's Choose (questbatch.go)
 	b.trace.traced = false // AttnTrace reads this call's trace, or none (attntrace.go)

@@ -342,11 +342,11 @@ func (pb *pageBounds) Choose(a *runtime.AttnArgs, k int) {
 // questChooseThreads is be_quest_choose_batch's block (QC_NT in quest.cu).
 const questChooseThreads = 512
 
-// questScoreThreads is be_quest_score's block (QS_NT in backend.cu).
+// questScoreThreads is be_quest_score's block (QS_NT in backend_quest.cu).
 const questScoreThreads = 256
 
 // questScorePages is the pages a block of be_quest_score scores for head
-// dim hd and bounds of page type kvt (qs_pages in backend.cu: QS_FLOATS
+// dim hd and bounds of page type kvt (qs_pages in backend_quest.cu: QS_FLOATS
 // words of bounds, two bf16 a word, at most a page a thread).
 func questScorePages(hd int, kvt int32) int {
 	if kvt == kvBF16 {

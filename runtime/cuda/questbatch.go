@@ -92,7 +92,7 @@ func (b *Backend) queueExtend(touched int, page, hd, kvt int32) {
 	b.questNow()
 }
 
-// qxWords is be_quest_extend's descriptor (QX_WORDS in backend.cu).
+// qxWords is be_quest_extend's descriptor (QX_WORDS in backend_quest.cu).
 const qxWords = 5
 
 // queueChoose queues a Choose of choice c for the query row at qp (its

@@ -3,7 +3,7 @@ package cuda
 import "testing"
 
 // TestQuestScorePages checks the pages a block of be_quest_score stages
-// against its shared memory (quest_score_block in backend.cu: QS_FLOATS +
+// against its shared memory (quest_score_block in backend_quest.cu: QS_FLOATS +
 // QS_NT words): float32 bounds in rows of 2*hd+1 words, bf16 bounds in
 // rows of 2*hd+2 values, two a word; at most a page a thread, and bf16
 // bounds at least twice the pages of float32 ones where the threads allow.
