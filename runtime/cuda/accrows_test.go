@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kvbench/kvbench/policies"
 	"github.com/kvbench/kvbench/runtime"
 	"github.com/kvbench/kvbench/runtime/cpu"
 	"github.com/kvbench/kvbench/runtime/cuda"
@@ -273,4 +274,44 @@ func prefillLaunches(k0, k1 map[string]int64) int64 {
 		}
 	}
 	return n
+}
+
+// TestFakePromptAccTail runs a 200-token prompt of a small zero model on
+// the fake device at bf16 precision under each policy, as one forward a
+// stream: SnapKV and PyramidKV (whose last 32 prompt rows accumulate) and
+// TOVA (its last row) run each layer's prompt on the tensor-core prefill
+// and the rows that accumulate on one split-KV call with its sums; H2O
+// (every row accumulates) runs no prefill kernel; full attention the
+// prefill and no sums. The policies shape their calls as attendAccTail
+// expects.
+func TestFakePromptAccTail(t *testing.T) {
+	c := runtime.Config{Arch: "llama", Dim: 256, Hidden: 256, Layers: 2, Heads: 4, KVHeads: 2, HeadDim: 64, Vocab: 300, MaxSeq: 1 << 12, RopeTheta: 1e4, NormEps: 1e-5}
+	const streams, prompt = 2, 200
+	calls := int64(streams * c.Layers)
+	for _, pc := range []struct {
+		name       string
+		params     policies.Params
+		flash, acc int64
+	}{
+		{"full", nil, calls, 0},
+		{"snapkv", policies.Params{"budget": 64}, calls, calls},
+		{"pyramidkv", policies.Params{"budget": 64}, calls, calls},
+		{"tova", policies.Params{"budget": 40}, calls, calls},
+		{"h2o", policies.Params{"budget": 40}, 0, -1},
+	} {
+		t.Run(pc.name, func(t *testing.T) {
+			t.Setenv("KVBENCH_ACC_TAIL", "on")
+			be := fakeBackend(t)
+			k0 := cuda.FakeKernels()
+			batch := promptedBatch(t, be, runtime.ZeroModel(c), pc.name, pc.params, streams, 256, func(int) int { return prompt })
+			k1 := cuda.FakeKernels()
+			flash, acc := prefillLaunches(k0, k1), k1["attn_rt_acc"]-k0["attn_rt_acc"]
+			if flash != pc.flash || (pc.acc >= 0 && acc != pc.acc) || (pc.acc < 0 && acc < calls) {
+				t.Errorf("the prompts: %d prefill and %d attn_rt_acc launches, want %d and %d (-1: one a layer and stream at least)", flash, acc, pc.flash, pc.acc)
+			}
+			for i := range batch.Len() {
+				batch.Runner(i).Reset()
+			}
+		})
+	}
 }
