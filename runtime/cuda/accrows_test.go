@@ -281,24 +281,37 @@ func prefillLaunches(k0, k1 map[string]int64) int64 {
 // stream: SnapKV and PyramidKV (whose last 32 prompt rows accumulate) and
 // TOVA (its last row) run each layer's prompt on the tensor-core prefill
 // and the rows that accumulate on one split-KV call with its sums; H2O
-// (every row accumulates) runs no prefill kernel; full attention the
+// (every row accumulates) runs no prefill kernel; every other policy the
 // prefill and no sums. The policies shape their calls as attendAccTail
-// expects.
+// expects; every registered policy must have a case, so no policy's prompt
+// leaves the prefill unnoticed.
 func TestFakePromptAccTail(t *testing.T) {
 	c := runtime.Config{Arch: "llama", Dim: 256, Hidden: 256, Layers: 2, Heads: 4, KVHeads: 2, HeadDim: 64, Vocab: 300, MaxSeq: 1 << 12, RopeTheta: 1e4, NormEps: 1e-5}
 	const streams, prompt = 2, 200
 	calls := int64(streams * c.Layers)
-	for _, pc := range []struct {
+	type launches struct {
 		name       string
 		params     policies.Params
-		flash, acc int64
-	}{
+		flash, acc int64 // acc -1: at least one a layer and stream
+	}
+	cases := []launches{
 		{"full", nil, calls, 0},
+		{"window", policies.Params{"budget": 64}, calls, 0},
+		{"streamingllm", policies.Params{"sinks": 4, "budget": 64}, calls, 0},
+		{"random", policies.Params{"budget": 64}, calls, 0},
+		{"quest", policies.Params{"budget": 32, "page": 8}, calls, 0},
+		{"oracle", policies.Params{"budget": 64}, calls, 0},
 		{"snapkv", policies.Params{"budget": 64}, calls, calls},
 		{"pyramidkv", policies.Params{"budget": 64}, calls, calls},
 		{"tova", policies.Params{"budget": 40}, calls, calls},
 		{"h2o", policies.Params{"budget": 40}, 0, -1},
-	} {
+	}
+	for _, name := range policies.Names() {
+		if !slices.ContainsFunc(cases, func(c launches) bool { return c.name == name }) {
+			t.Errorf("policy %s has no case: say what its prompt launches", name)
+		}
+	}
+	for _, pc := range cases {
 		t.Run(pc.name, func(t *testing.T) {
 			t.Setenv("KVBENCH_ACC_TAIL", "on")
 			be := fakeBackend(t)
