@@ -235,14 +235,13 @@ func TestFakeAttendAccTail(t *testing.T) {
 		{"no row adds", last + 1, true, 0, 1, true},
 	} {
 		restore := g.SetAccTail(cs.on)
-		k0 := cuda.FakeKernels()
-		a := tailCall(cp, g, 1, q, heads, rows, 0, false)
-		a.AccFrom = cs.from
-		g.Attend(a)
-		k1 := cuda.FakeKernels()
+		flash, acc := launches(func() {
+			a := tailCall(cp, g, 1, q, heads, rows, 0, false)
+			a.AccFrom = cs.from
+			g.Attend(a)
+		})
 		restore()
-		flash := prefillLaunches(k0, k1)
-		if acc := k1["attn_rt_acc"] - k0["attn_rt_acc"]; flash != cs.flash || acc != cs.acc {
+		if flash != cs.flash || acc != cs.acc {
 			t.Errorf("%s: %d prefill and %d attn_rt_acc launches, want %d and %d", cs.name, flash, acc, cs.flash, cs.acc)
 		}
 		// The scratch only grows: the cases that keep few scores come first.
@@ -251,29 +250,28 @@ func TestFakeAttendAccTail(t *testing.T) {
 		}
 	}
 	// A batch's two such calls: each through Attend, its rows apart.
-	k0 := cuda.FakeKernels()
 	calls := make([]*runtime.AttnArgs, 2)
 	for i := range calls {
 		calls[i] = tailCall(cp, g, 1, q, heads, rows, rows-16, false)
 	}
-	g.AttendBatch(calls)
-	k1 := cuda.FakeKernels()
-	flash := prefillLaunches(k0, k1)
-	if acc := k1["attn_rt_acc"] - k0["attn_rt_acc"]; flash != 2 || acc != 2 {
+	if flash, acc := launches(func() { g.AttendBatch(calls) }); flash != 2 || acc != 2 {
 		t.Errorf("a batch of two: %d prefill and %d attn_rt_acc launches, want 2 and 2", flash, acc)
 	}
 }
 
-// prefillLaunches is how many tensor-core prefill kernels (flash_*) were
-// launched between two FakeKernels counts.
-func prefillLaunches(k0, k1 map[string]int64) int64 {
-	n := int64(0)
+// launches runs f on the fake device and counts what it launched: the
+// tensor-core prefill kernels (flash_*) and the split-KV path's sums
+// (attn_rt_acc).
+func launches(f func()) (flash, acc int64) {
+	k0 := cuda.FakeKernels()
+	f()
+	k1 := cuda.FakeKernels()
 	for k, c := range k1 {
 		if strings.HasPrefix(k, "flash_") {
-			n += c - k0[k]
+			flash += c - k0[k]
 		}
 	}
-	return n
+	return flash, k1["attn_rt_acc"] - k0["attn_rt_acc"]
 }
 
 // TestFakePromptAccTail runs a 200-token prompt of a small zero model on
@@ -289,12 +287,12 @@ func TestFakePromptAccTail(t *testing.T) {
 	c := runtime.Config{Arch: "llama", Dim: 256, Hidden: 256, Layers: 2, Heads: 4, KVHeads: 2, HeadDim: 64, Vocab: 300, MaxSeq: 1 << 12, RopeTheta: 1e4, NormEps: 1e-5}
 	const streams, prompt = 2, 200
 	calls := int64(streams * c.Layers)
-	type launches struct {
+	type want struct {
 		name       string
 		params     policies.Params
 		flash, acc int64 // acc -1: at least one a layer and stream
 	}
-	cases := []launches{
+	cases := []want{
 		{"full", nil, calls, 0},
 		{"window", policies.Params{"budget": 64}, calls, 0},
 		{"streamingllm", policies.Params{"sinks": 4, "budget": 64}, calls, 0},
@@ -307,7 +305,7 @@ func TestFakePromptAccTail(t *testing.T) {
 		{"h2o", policies.Params{"budget": 40}, 0, -1},
 	}
 	for _, name := range policies.Names() {
-		if !slices.ContainsFunc(cases, func(c launches) bool { return c.name == name }) {
+		if !slices.ContainsFunc(cases, func(c want) bool { return c.name == name }) {
 			t.Errorf("policy %s has no case: say what its prompt launches", name)
 		}
 	}
@@ -315,10 +313,10 @@ func TestFakePromptAccTail(t *testing.T) {
 		t.Run(pc.name, func(t *testing.T) {
 			t.Setenv("KVBENCH_ACC_TAIL", "on")
 			be := fakeBackend(t)
-			k0 := cuda.FakeKernels()
-			batch := promptedBatch(t, be, runtime.ZeroModel(c), pc.name, pc.params, streams, 256, func(int) int { return prompt })
-			k1 := cuda.FakeKernels()
-			flash, acc := prefillLaunches(k0, k1), k1["attn_rt_acc"]-k0["attn_rt_acc"]
+			var batch *runtime.Batch
+			flash, acc := launches(func() {
+				batch = promptedBatch(t, be, runtime.ZeroModel(c), pc.name, pc.params, streams, 256, func(int) int { return prompt })
+			})
 			if flash != pc.flash || (pc.acc >= 0 && acc != pc.acc) || (pc.acc < 0 && acc < calls) {
 				t.Errorf("the prompts: %d prefill and %d attn_rt_acc launches, want %d and %d (-1: one a layer and stream at least)", flash, acc, pc.flash, pc.acc)
 			}
