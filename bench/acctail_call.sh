@@ -4,10 +4,12 @@
 # session) in one device call: their GPU tests, then passkey cells with
 # KVBENCH_ACC_TAIL=off and on from one binary (time, KV held, the device's
 # KV and peak memory), the 1B shape at 8K and 32K, H2O's 32K cell beside
-# (every row accumulates: unchanged), on an H200 item 6's decode table,
+# (every row accumulates: unchanged), the prompt's last chunk of 8192 rows
+# per policy (kvbench kernels --rows) beside SDPA's (bench/sdpa.py --rows),
+# on an H200 item 6's decode table,
 # then, if under 330 s have passed, the 8B shape at 32K beside transformers'
 # passkey trial. Pack here:
-#   PKGS="runtime/cuda policies bench" bash bench/pack_carry.sh
+#   PKGS="runtime/cuda policies bench cmd/kvbench" bash bench/pack_carry.sh
 # carry .gpucarry/gpubin.txz and .gpucarry/shared.txz, and run from the
 # repository root on the GPU machine: bash bench/acctail_call.sh
 source bench/unpack_carry.sh
@@ -17,6 +19,7 @@ sm() { grep -E "^--- (FAIL|PASS|SKIP)|^(FAIL|ok|PASS)$|^panic" $1 | awk '{print 
 stamp tests
 (cd runtime/cuda && timeout 150 $B/runtime_cuda.test -test.count=1 -test.v -test.run 'AccTail|AttendRows|AttendKernelChoice|PoliciesSplitKernels|TestCompileKernels' > $OUT/cuda.log 2>&1; echo "rc $?"); sm $OUT/cuda.log
 (cd policies && timeout 120 $B/policies.test -test.count=1 -test.v -test.run 'GPU' > $OUT/pol.log 2>&1; echo "rc $?"); sm $OUT/pol.log
+(cd cmd/kvbench && timeout 150 $B/cmd_kvbench.test -test.count=1 -test.v -test.run 'TestKernelsCommand' > $OUT/cmd.log 2>&1; echo "rc $?"); sm $OUT/cmd.log; grep -A12 "rows 300" $OUT/cmd.log | grep "kvbench \|impl" | cut -c1-150
 (cd bench && timeout 150 $B/bench.test -test.count=1 -test.v -test.run "TestPasskeyAnswersBF16" > $OUT/bench.log 2>&1; echo "rc $?"); sm $OUT/bench.log; grep -E "accuracy" $OUT/bench.log | cut -c1-160
 cells() { # shape lengths policies trials [variants]
 for v in ${5:-off on}; do
@@ -48,6 +51,11 @@ timeout 60 python3 bench/e2e.py make --shape 1b --out /tmp/m1b --tokenizer $B/to
 KVBENCH_ACC_TAIL=on timeout 100 $B/kvbench e2e --model /tmp/m1b --backend cuda --lengths 4096 --decode 0 2>&1 | tail -2
 cells 1b "8192, 32768" "full, {name: snapkv, budget: 1024}, {name: pyramidkv, budget: 1024}, {name: tova, budget: 1024}" 2
 cells 1b "32768" "{name: h2o, budget: 1024}" 1 on
+stamp "prompt chunks (kvbench kernels --rows 8192 beside sdpa.py --rows 8192)"
+for d in 64 128; do
+timeout 150 $B/kvbench kernels --rows 8192 --lengths 8192,32768 --heads 32/8 --dim $d --policies full,snapkv,tova,h2o --budget 1024 --iters 20 2>&1 | grep -v "registers\|^# kernels"
+timeout 100 python3 bench/sdpa.py --rows 8192 --lengths 8192,32768 --heads 32/8 --dim $d --iters 20 --backends default,flash 2>&1 | grep -v "^# device"
+done
 if nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200; then
 stamp table
 SHAPES="32/8:128 32/32:64 32/8:64 32/32:128" LENGTHS=255,511,1023,2047,32767 ENVS="default" ITERS=200 PLANS=1 timeout 150 bash bench/decode_attn_call.sh $B

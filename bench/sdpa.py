@@ -14,7 +14,15 @@ device-to-device copy measured here. Tokens N are N keys, where kvbench
 kernels' N is the step after an N-token prompt, over N+1 keys: for the same
 work time SDPA at N+1 (bench/decode_attn_call.sh prints both).
 
+--rows R times a prompt chunk instead, beside `kvbench kernels --rows R`:
+the last R query rows of an N-token prompt (all N where R >= N) over its N
+keys, causal (the mask aligned to the last key: causal_lower_right where
+R < N), K and V repeated to the query heads before the timed region. Its
+rows print GFLOP (4 x dim x query heads x the query-key pairs the rows
+see) and TFLOP/s instead of bytes.
+
     python3 bench/sdpa.py --heads 32/8,32/32 --lengths 4096,16384,32768,65536,131072
+    python3 bench/sdpa.py --heads 32/8 --dim 64 --lengths 8192,32768 --rows 8192
 """
 
 import argparse
@@ -27,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 HEADER = "impl     policy      heads   tokens  median_us    min_us   MB_moved     GB/s  %copy  check"
+ROWS_HEADER = "impl     policy      heads   tokens     rows  median_us    min_us    GFLOP  TFLOP/s  check"
 BACKENDS = ["default", "flash", "efficient", "cudnn", "math"]
 
 
@@ -100,6 +109,68 @@ def reference(q, k, v, kv_heads):
     return torch.cat(rows)
 
 
+def reference_rows(q, k, v, heads, rows):
+    """float64 causal attention of query heads heads in rows rows of q
+    ([1, H, R, D]) over k, v ([1, H, N, D]), the mask aligned to the last
+    key: [len(rows) * len(heads), D]."""
+    R, N, D = q.shape[2], k.shape[2], q.shape[3]
+    out = []
+    for r in rows:
+        for h in heads:
+            s = (q[0, h, r].double() @ k[0, h].double().T) / math.sqrt(D)
+            s[N - R + r + 1 :] = -math.inf
+            out.append(torch.softmax(s, dim=-1) @ v[0, h].double())
+    return torch.stack(out)
+
+
+def time_rows(args, timer, H, KV, N, hk, gen):
+    """Time and check SDPA on the last args.rows rows of an N-token prompt."""
+    from torch.nn.attention.bias import causal_lower_right
+
+    D, B = args.dim, args.batch
+    R = min(args.rows, N)
+    G = H // KV
+    q = uniform_bf16((B, H, R, D), gen)
+    k = uniform_bf16((B, KV, N, D), gen).repeat_interleave(G, dim=1)
+    v = uniform_bf16((B, KV, N, D), gen).repeat_interleave(G, dim=1)
+    mask = None if R == N else causal_lower_right(R, N)
+    flops = 4 * D * H * B * (R * (N - R) + R * (R + 1) // 2)
+
+    def call(i):
+        if mask is None:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+    label = hk if B == 1 else f"{B}x{hk}"
+    for be in args.backends.split(","):
+        row = f"{'sdpa':<8} {be:<10} {label:>6} {N:>8} {R:>8}"
+        try:
+            if be == "default":
+                ms = timer.run(call, 1, args.iters)
+                out = call(0)
+            else:
+                with backend_ctx(be):
+                    ms = timer.run(call, 1, args.iters)
+                    out = call(0)
+            torch.cuda.synchronize()
+        except RuntimeError as e:
+            msg = str(e).strip().splitlines()[0][:60]
+            print(f"{row}  n/a: {msg}")
+            torch.cuda.synchronize()
+            continue
+        check = "-"
+        if not args.no_check:
+            rows = sorted({0, R // 2, R - 1})
+            heads = [h * G for h in ([0, KV - 1] if KV > 1 else [0])]
+            ref = reference_rows(q, k, v, heads, rows)
+            got = torch.stack([out[0, h, r] for r in rows for h in heads]).double()
+            check = f"relerr={((got - ref).norm() / ref.norm()).item():.1e}"
+        med, best = statistics.median(ms) * 1e3, min(ms) * 1e3
+        print(f"{row} {med:10.1f} {best:9.1f} {flops / 1e9:8.2f} {flops / (med * 1e-6) / 1e12:8.1f}  {check}", flush=True)
+    del q, k, v
+    torch.cuda.empty_cache()
+
+
 def uniform_bf16(shape, gen):
     return (torch.rand(shape, generator=gen, device="cuda") * 2 - 1).to(torch.bfloat16)
 
@@ -112,10 +183,13 @@ def main():
     ap.add_argument("--iters", type=int, default=200)
     ap.add_argument("--backends", default="default,flash,efficient,cudnn")
     ap.add_argument("--batch", type=int, default=1, help="sequences of the same length attended in one call (the heads column then reads Bx<heads>)")
+    ap.add_argument("--rows", type=int, default=1, help="1: a decode step; more: the last ROWS query rows of the prompt, causal (see the module doc)")
     ap.add_argument("--no-check", action="store_true")
     args = ap.parse_args()
     if args.batch < 1:
         sys.exit(f"sdpa.py: --batch {args.batch}: want 1 or more")
+    if args.rows < 1:
+        sys.exit(f"sdpa.py: --rows {args.rows}: want 1 (a decode step) or more (a prompt chunk)")
     if not torch.cuda.is_available():
         sys.exit("sdpa.py: no CUDA device visible to PyTorch")
     dev = torch.cuda.get_device_properties(0)
@@ -124,13 +198,16 @@ def main():
     bw = copy_bandwidth(timer)
     print(f"# device: {dev.name}, {dev.multi_processor_count} SMs, {l2 >> 20} MB L2; torch {torch.__version__}, CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}")
     print(f"# device-to-device copy (tensor.copy_, 1 GiB, read+write bytes): {bw / 1e9:.0f} GB/s")
-    print(HEADER)
+    print(HEADER if args.rows == 1 else ROWS_HEADER)
     gen = torch.Generator(device="cuda")
     gen.manual_seed(1)
     D, B = args.dim, args.batch
     for hk in args.heads.split(","):
         H, KV = (int(x) for x in hk.split("/"))
         for N in (int(x) for x in args.lengths.split(",")):
+            if args.rows > 1:
+                time_rows(args, timer, H, KV, N, hk, gen)
+                continue
             kv_bytes = 2 * B * KV * N * D * 2
             n_sets = min(16, max(1, math.ceil(3 * l2 / kv_bytes)))
             sets = [

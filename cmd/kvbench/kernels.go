@@ -17,7 +17,7 @@ import (
 )
 
 func init() {
-	register("kernels", "time the runtime's decode attention step (Backend.Attend) under each policy against copy bandwidth", cmdKernels)
+	register("kernels", "time the runtime's decode attention step (Backend.Attend) under each policy against copy bandwidth, or a prompt chunk's (--rows)", cmdKernels)
 }
 
 // kernelPolicyNames lists the policies `kvbench kernels` can time: every
@@ -25,7 +25,7 @@ func init() {
 func kernelPolicyNames() string { return strings.Join(policies.Names(), ", ") }
 
 func cmdKernels(stdout, stderr io.Writer, args []string) error {
-	fs := newFlags("kernels", "kernels [--lengths N,...] [--heads H/KV,...] [--dim D] [--policies full,quest,...|all] [--budget T] [--page P] [--kv-page P] [--iters N] [--streams N] [--floor] [--trace]", stderr)
+	fs := newFlags("kernels", "kernels [--lengths N,...] [--heads H/KV,...] [--dim D] [--policies full,quest,...|all] [--budget T] [--page P] [--kv-page P] [--iters N] [--rows R] [--streams N] [--floor] [--trace]", stderr)
 	lengthsF := fs.String("lengths", "4096,16384,32768,65536,131072", "prompt tokens cached before the timed decode step, comma-separated (the step appends its token and attends one key more: N+1)")
 	headsF := fs.String("heads", "32/8", "query heads / KV heads, comma-separated (32/8,32/32)")
 	dim := fs.Int("dim", 128, "head dimension (64 or 128)")
@@ -34,6 +34,7 @@ func cmdKernels(stdout, stderr io.Writer, args []string) error {
 	page := fs.Int("page", 16, "Quest: tokens per page")
 	kvPage := fs.Int("kv-page", runtime.DefaultPageSize, "token slots of a KV cache page")
 	iters := fs.Int("iters", 200, "timed runs per cell (the median is reported)")
+	rowsF := fs.Int("rows", 1, "query rows of the timed call: 1, the decode step after the prompt; more, the prompt's last chunk of that many rows (at most N) over the N-token prompt, attended as the runner's last prefill pass attends it under each policy's hook, before the policy compresses (8192: the suites' chunk on a GPU; rows then report GFLOP and TFLOP/s, as bench/sdpa.py --rows does)")
 	chunk := fs.Int("chunk", 0, "tokens per block of the split-KV kernels (0: chosen for the device)")
 	check := fs.Bool("check", true, "compare the output (and accumulated probabilities) with a float64 CPU reference (two KV heads)")
 	seed := fs.Uint64("seed", 1, "random seed of the synthetic Q/K/V")
@@ -73,6 +74,12 @@ func cmdKernels(stdout, stderr io.Writer, args []string) error {
 	}
 	if *backToBack < 1 || *backToBack > 1000 {
 		return fmt.Errorf("kernels: --back-to-back %d: want 1 to 1000 runs", *backToBack)
+	}
+	if *rowsF < 1 {
+		return fmt.Errorf("kernels: --rows %d: want 1 (a decode step) or more (a prompt chunk)", *rowsF)
+	}
+	if *rowsF > 1 && (*streams > 1 || *split || *floor || *trace) {
+		return fmt.Errorf("kernels: --rows %d: --streams, --split, --floor and --trace time decode steps", *rowsF)
 	}
 	if *streams > 1 && (*split || *trace) {
 		return fmt.Errorf("kernels: --streams %d: --split and --trace time one stream's step", *streams)
@@ -115,13 +122,22 @@ func cmdKernels(stdout, stderr io.Writer, args []string) error {
 	fmt.Fprintf(stdout, "# kernels: NVRTC %s (%s), %s, options %q, %d modules, cached %v, loaded in %.1fs\n",
 		ver, path, b.D.Arch(), cuda.KernelOptions(), len(k.Mods), cached, time.Since(t0).Seconds())
 	timed := "Backend.Attend of one decode step"
+	if *rowsF > 1 {
+		timed = fmt.Sprintf("Backend.Attend of the prompt's last %d rows (fewer where N is smaller: the rows column) over its N keys, causal", *rowsF)
+	}
 	if *streams > 1 {
 		timed = fmt.Sprintf("Backend.AttendBatch of %d streams' decode steps (the heads column's NxH/KV), each stream's cache its own", *streams)
 	}
 	if *backToBack > 1 {
 		timed += fmt.Sprintf(", %d runs back to back behind one spin", *backToBack)
 	}
-	fmt.Fprintf(stdout, "# timed: %s (device time between events, its metadata included, passed by value or uploaded) on a bf16 cache of pages of %d tokens built through runtime.KVCache and each policy's hooks; tokens N: the decode step after an N-token prompt, over N+1 keys\n", timed, *kvPage)
+	tokensN := "tokens N: the decode step after an N-token prompt, over N+1 keys"
+	header := tableHeader
+	if *rowsF > 1 {
+		tokensN = "tokens N: an N-token prompt; GFLOP: 4 x dim x query heads x the query-key pairs the rows see"
+		header = rowsHeader
+	}
+	fmt.Fprintf(stdout, "# timed: %s (device time between events, its metadata included, passed by value or uploaded) on a bf16 cache of pages of %d tokens built through runtime.KVCache and each policy's hooks; %s\n", timed, *kvPage, tokensN)
 	for _, name := range kernelNames(*dim, heads) {
 		if f, err := k.Func(name); err == nil {
 			fmt.Fprintf(stdout, "# %s: %d registers, %d B local, %d B static shared\n", f.Name, f.Regs, f.Local, f.Shared)
@@ -132,9 +148,9 @@ func cmdKernels(stdout, stderr io.Writer, args []string) error {
 		return fmt.Errorf("kernels: copy bandwidth: %w", err)
 	}
 	fmt.Fprintf(stdout, "# device-to-device copy (cuMemcpyDtoDAsync, 1 GiB, read+write bytes): %.0f GB/s\n", bw/1e9)
-	io.WriteString(stdout, tableHeader+"\n")
+	io.WriteString(stdout, header+"\n")
 	var failed []string
-	o := cellOpts{page: *page, kvPage: *kvPage, budget: *budget, iters: *iters, batch: *backToBack, streams: *streams, check: *check, split: *split, floor: *floor, trace: *trace, seed: *seed, bw: bw}
+	o := cellOpts{rows: *rowsF, page: *page, kvPage: *kvPage, budget: *budget, iters: *iters, batch: *backToBack, streams: *streams, check: *check, split: *split, floor: *floor, trace: *trace, seed: *seed, bw: bw}
 	for _, hk := range heads {
 		for _, n := range lengths {
 			s := cell{heads: hk[0], kvHeads: hk[1], dim: *dim, tokens: n}
@@ -162,13 +178,19 @@ func cmdKernels(stdout, stderr io.Writer, args []string) error {
 	return nil
 }
 
-// tableHeader names the columns that bench/sdpa.py prints too.
-const tableHeader = "impl     policy      heads   tokens  median_us    min_us   MB_moved     GB/s  %copy  check"
+// tableHeader names the columns that bench/sdpa.py prints too; rowsHeader
+// those of prompt chunks (--rows), bench/sdpa.py's under its --rows.
+const (
+	tableHeader = "impl     policy      heads   tokens  median_us    min_us   MB_moved     GB/s  %copy  check"
+	rowsHeader  = "impl     policy      heads   tokens     rows  median_us    min_us    GFLOP  TFLOP/s  check"
+)
 
 type kernelRow struct {
 	policy       string
 	heads        string
 	tokens       int
+	rows         int     // query rows of the timed call (more than 1: a prompt chunk, timed in FLOP/s)
+	flops        float64 // the call's attention FLOPs (rows > 1)
 	median, best float64 // microseconds
 	bytes        int64
 	bw           float64 // copy bandwidth, bytes/s
@@ -179,13 +201,17 @@ type kernelRow struct {
 }
 
 func (r kernelRow) String() string {
+	if r.rows > 1 {
+		return fmt.Sprintf("%-8s %-10s %6s %8d %8d %10.1f %9.1f %8.2f %8.1f  %s",
+			"kvbench", r.policy, r.heads, r.tokens, r.rows, r.median, r.best, r.flops/1e9, r.flops/(r.median*1e-6)/1e12, r.check)
+	}
 	gbs := float64(r.bytes) / (r.median * 1e-6) / 1e9
 	return fmt.Sprintf("%-8s %-10s %6s %8d %10.1f %9.1f %10.1f %8.0f %6.1f  %s",
 		"kvbench", r.policy, r.heads, r.tokens, r.median, r.best, float64(r.bytes)/1e6, gbs, 100*gbs*1e9/r.bw, r.check)
 }
 
 func benchCell(b *cuda.Backend, k *cuda.Kernels, s cell, names []string, o cellOpts) ([]kernelRow, error) {
-	d, err := newCellData(b, s, o.seed)
+	d, err := newCellData(b, s, o.rows, o.seed)
 	if err != nil {
 		return nil, err
 	}
@@ -243,7 +269,7 @@ func benchPolicy(b *cuda.Backend, k *cuda.Kernels, d *cellData, name string, par
 	if streams > 1 {
 		heads = fmt.Sprintf("%dx%s", streams, heads)
 	}
-	row := kernelRow{policy: name, heads: heads, tokens: s.tokens, bw: o.bw, check: "-", bytes: u0.bytes()}
+	row := kernelRow{policy: name, heads: heads, tokens: s.tokens, rows: d.rows, flops: first.flops(), bw: o.bw, check: "-", bytes: u0.bytes()}
 	if o.check {
 		msg, ok := checkUnit(b, d, u0)
 		row.check, row.bad = msg, !ok

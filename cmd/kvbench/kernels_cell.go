@@ -7,6 +7,7 @@ package main
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 
 	"github.com/kvbench/kvbench/policies"
 	"github.com/kvbench/kvbench/runtime"
@@ -15,7 +16,8 @@ import (
 
 // The cache a cell builds: the prompt enters the cache in chunks of up to
 // promptChunk tokens (the KV block repeated), the policy's hooks seeing each
-// chunk; attention runs for the last promptRows rows only.
+// chunk; attention runs for the last promptRows rows only (the last
+// cellOpts.rows rows, the timed prompt chunk, under --rows).
 const (
 	promptChunk = 4096
 	promptRows  = 64
@@ -28,6 +30,7 @@ type cell struct{ heads, kvHeads, dim, tokens int }
 // cellOpts are the flags that shape every cell.
 type cellOpts struct {
 	page, budget, iters int
+	rows                int // query rows of the timed call: 1 the decode step, more the prompt's last chunk (--rows)
 	batch               int // runs timed back to back behind one spin (--back-to-back)
 	kvPage              int // KV cache page slots
 	streams             int // steps timed as one batch (AttendBatch); 1: one Attend
@@ -47,20 +50,28 @@ type cellData struct {
 	model  *runtime.Model
 	dw     *runtime.DeviceWeights
 	block  int
+	last   int       // rows of the prompt's last chunk, the one attended (its KV rows start at row 0 of the block)
+	rows   int       // query rows of the timed call: 1 (a decode step) or last (the prompt's last chunk, --rows)
 	hk, hv []float32 // [block, kvDim] as generated; the pages hold them rounded to bf16
 	kb, vb runtime.Buffer
-	hq     []float32 // [promptRows, heads*dim]
+	hq     []float32 // [last, heads*dim]
 	qb, ob runtime.Buffer
 }
 
-// newCellData makes the shared inputs of cell s.
-func newCellData(b *cuda.Backend, s cell, seed uint64) (*cellData, error) {
+// newCellData makes the shared inputs of cell s whose timed call has rows
+// query rows: 1, a decode step after the prompt, or more, the prompt's last
+// chunk of that many rows (at most the cell's tokens).
+func newCellData(b *cuda.Backend, s cell, rows int, seed uint64) (*cellData, error) {
 	c := runtime.Config{Arch: "synthetic", Dim: 8, Hidden: 8, Layers: 1, Heads: s.heads, KVHeads: s.kvHeads, HeadDim: s.dim,
 		Vocab: 8, MaxSeq: s.tokens + 1, RopeTheta: 1e4, Rope: runtime.RopeHalf, NormEps: 1e-5, TiedEmbeddings: true, BOS: 1, EOS: 2}
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	d := &cellData{s: s, model: runtime.NewRandomModel(c, seed), block: min(s.tokens, promptChunk)}
+	d := &cellData{s: s, model: runtime.NewRandomModel(c, seed), block: min(s.tokens, promptChunk), last: min(s.tokens, promptRows), rows: 1}
+	if rows > 1 {
+		d.last = min(s.tokens, rows)
+		d.rows = d.last
+	}
 	dw, err := runtime.UploadWeights(d.model, b)
 	if err != nil {
 		return nil, err
@@ -75,9 +86,9 @@ func newCellData(b *cuda.Backend, s cell, seed uint64) (*cellData, error) {
 		return v
 	}
 	kvDim, qDim := c.KVDim(), c.QDim()
-	d.hk, d.hv, d.hq = uni(d.block*kvDim), uni(d.block*kvDim), uni(promptRows*qDim)
+	d.hk, d.hv, d.hq = uni(d.block*kvDim), uni(d.block*kvDim), uni(d.last*qDim)
 	d.kb, d.vb = b.Alloc(d.block*kvDim), b.Alloc(d.block*kvDim)
-	d.qb, d.ob = b.Alloc(d.block*qDim), b.Alloc(d.block*qDim)
+	d.qb, d.ob = b.Alloc(d.last*qDim), b.Alloc(d.last*qDim)
 	b.Write(d.kb, 0, d.hk)
 	b.Write(d.vb, 0, d.hv)
 	b.Write(d.qb, 0, d.hq)
@@ -85,16 +96,16 @@ func newCellData(b *cuda.Backend, s cell, seed uint64) (*cellData, error) {
 }
 
 // rowOf is the row of the KV block that newStep appends at position p: the
-// prompt's chunks before its last rows start at multiples of the block, its
-// last promptRows rows and the decode step's token start at row 0.
+// prompt's chunks before its last d.last rows start at multiples of the
+// block, its last rows (in blocks) and the decode step's token at row 0.
 func (d *cellData) rowOf(p int) int {
 	n := d.s.tokens
-	last := n - min(n, promptRows)
+	last := n - d.last
 	switch {
 	case p >= n:
 		return p - n
 	case p >= last:
-		return p - last
+		return (p - last) % d.block
 	}
 	return p % d.block
 }
@@ -128,9 +139,10 @@ func policyParams(name string, o cellOpts) (policies.Params, error) {
 	return p, nil
 }
 
-// step is one policy's decode step over its own cache: the runner that
-// holds the cache, the policy, and the attention arguments the policy set
-// for the step (the newest token's query at the end of the cache).
+// step is one policy's timed call over its own cache: the runner that holds
+// the cache, the policy, and the attention arguments the policy set for the
+// call (a decode step: the newest token's query at the end of the cache; or
+// the prompt's last chunk, its rows' queries over the whole prompt).
 type step struct {
 	r *runtime.Runner
 	p policies.Policy
@@ -148,9 +160,12 @@ func (d *cellData) args(r *runtime.Runner, rows int, pos []int) runtime.AttnArgs
 
 // newStep builds policy name's cache for d's cell: a prompt of the cell's
 // tokens (the KV block repeated) announced to the policy and fed to its
-// hooks in chunks, attention computed for the last promptRows rows, the
-// policy compressing as it does after a prompt; then a decode step's token
-// appended and the policy's hook run before its attention.
+// hooks in chunks, attention computed for the last d.last rows, the policy
+// compressing as it does after a prompt; then a decode step's token
+// appended and the policy's hook run before its attention. Where the timed
+// call is the prompt's last chunk (d.rows > 1), the step stops at that
+// chunk's hook before its attention: the chunk is attended as the
+// runner's last prefill pass attends it, before the policy compresses.
 func newStep(b *cuda.Backend, d *cellData, name string, params policies.Params) (*step, error) {
 	r, err := runtime.NewRunnerWith(d.model, b, runtime.RunnerOptions{MaxRows: 1, PageSize: d.kvPage, KVType: runtime.BF16, Weights: d.dw})
 	if err != nil {
@@ -167,7 +182,7 @@ func newStep(b *cuda.Backend, d *cellData, name string, params policies.Params) 
 		return nil, err
 	}
 	n := d.s.tokens
-	last := min(n, promptRows)
+	last := d.last
 	p.Prompt(n)
 	run := func(rows, at int, attend bool) error {
 		pos := make([]int, rows)
@@ -197,12 +212,24 @@ func newStep(b *cuda.Backend, d *cellData, name string, params policies.Params) 
 			return nil, err
 		}
 	}
-	if err := run(last, n-last, true); err != nil {
-		st.free()
-		return nil, err
+	if d.rows > 1 {
+		pos := make([]int, last)
+		for i := range pos {
+			pos[i] = n - last + i
+		}
+		for i := 0; i < last; i += d.block {
+			m := min(d.block, last-i)
+			r.Cache.Append(0, d.kb, d.vb, m, pos[i:i+m])
+		}
+		st.a = d.args(r, last, pos)
+	} else {
+		if err := run(last, n-last, true); err != nil {
+			st.free()
+			return nil, err
+		}
+		r.Cache.Append(0, d.kb, d.vb, 1, []int{n})
+		st.a = d.args(r, 1, []int{n})
 	}
-	r.Cache.Append(0, d.kb, d.vb, 1, []int{n})
-	st.a = d.args(r, 1, []int{n})
 	p.BeforeAttend(0, &st.a)
 	if e, ok := p.(interface{ Err() error }); ok && e.Err() != nil {
 		err := e.Err()
@@ -352,4 +379,28 @@ func (st *step) bytes() int64 {
 		b += 4 * int64(a.Heads) * int64(longest) * 4
 	}
 	return b
+}
+
+// flops is the call's attention arithmetic: 4 x dim a query head for each
+// query-key pair a row sees (the scores' and the output's multiply-adds),
+// the pairs being the tokens its head attends at positions up to the
+// row's.
+func (st *step) flops() float64 {
+	a := &st.a
+	group := a.Heads / a.KVHeads
+	var pairs int64
+	for h := range a.Heads {
+		seq := &a.Seqs[h/group]
+		toks := st.tokens(h)
+		pos := make([]int, len(toks))
+		for i, t := range toks {
+			pos[i] = int(seq.Pos[t])
+		}
+		slices.Sort(pos)
+		for r := range a.Rows {
+			n, _ := slices.BinarySearch(pos, a.QPos[r]+1)
+			pairs += int64(n)
+		}
+	}
+	return 4 * float64(a.HeadDim) * float64(pairs)
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/kvbench/kvbench/policies"
+	"github.com/kvbench/kvbench/runtime"
 	"github.com/kvbench/kvbench/runtime/cuda"
 )
 
@@ -74,6 +75,10 @@ func TestKernelsBadFlags(t *testing.T) {
 		{"kernels", "--streams", "2", "--split"},
 		{"kernels", "--back-to-back", "0"},
 		{"kernels", "--back-to-back", "5000"},
+		{"kernels", "--rows", "0"},
+		{"kernels", "--rows", "64", "--streams", "2"},
+		{"kernels", "--rows", "64", "--floor"},
+		{"kernels", "--rows", "64", "--split"},
 	} {
 		_, _, err := runCLI(t, args...)
 		if err == nil {
@@ -165,6 +170,17 @@ func TestKernelsCommand(t *testing.T) {
 	if strings.Count(out, "kvbench ") != 3 || rows != 3 || strings.Contains(out, "FAIL") {
 		t.Fatalf("--streams 3: want three rows of 3x8/2, every check passed:\n%s", out)
 	}
+	// The prompt's last chunk of 300 rows (--rows) under every policy: its
+	// outputs checked in three rows, and SnapKV's, PyramidKV's and TOVA's
+	// sums (32 rows and 1) against the reference.
+	out, _, err = runCLI(t, "kernels", "--lengths", "1000", "--heads", "8/2", "--iters", "5", "--policies", "all", "--budget", "256", "--rows", "300")
+	if err != nil {
+		t.Fatalf("--rows 300: %v\n%s", err, out)
+	}
+	t.Log("\n" + out)
+	if strings.Count(out, "kvbench ") != len(names) || strings.Count(out, " acc=") < 3 || strings.Contains(out, "FAIL") {
+		t.Fatalf("--rows 300: want a row a policy, three sums checked, every check passed:\n%s", out)
+	}
 }
 
 // TestKernelsStreamsFake: on the fake device (no GPU; a process of its own,
@@ -200,6 +216,52 @@ func TestKernelsStreamsFake(t *testing.T) {
 	}
 	if one <= 0 || math.Abs(four-4*one) > 0.25 { // each printed to 0.1 MB
 		t.Errorf("MB moved: %.1f for four streams, %.1f for one", four, one)
+	}
+}
+
+// TestKernelsRowsFake: on the fake device, --rows times the prompt's last
+// chunk under each policy's hook: rows as many as asked (a prompt's tokens
+// where fewer), the GFLOP of its causal pairs, the prefill's kernel for
+// full attention and the split-KV tail for SnapKV's observation window,
+// and the sums of up to accCheckRows rows checked (H2O's 512 named
+// unchecked).
+func TestKernelsRowsFake(t *testing.T) {
+	if !onFakeDevice(t) {
+		return
+	}
+	out, _, err := runCLI(t, "kernels", "--lengths", "2048,300", "--heads", "8/2", "--dim", "64", "--iters", "2", "--rows", "512", "--budget", "256", "--policies", "full,snapkv,h2o", "-v")
+	if err == nil || !strings.Contains(err.Error(), "check failed") { // the fake computes nothing
+		t.Fatalf("err = %v, want the failed checks\n%s", err, out)
+	}
+	if !strings.Contains(out, rowsHeader) || !strings.Contains(out, "prompt's last 512 rows") {
+		t.Errorf("no prompt-chunk header:\n%s", out)
+	}
+	gflop := func(n, r int) float64 { return 4 * 64 * 8 * float64(r*(n-r)+r*(r+1)/2) / 1e9 }
+	want := map[string]float64{"2048": gflop(2048, 512), "300": gflop(300, 300)}
+	rows := 0
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 9 || f[0] != "kvbench" {
+			continue
+		}
+		rows++
+		r := map[string]string{"2048": "512", "300": "300"}[f[3]]
+		g, err := strconv.ParseFloat(f[7], 64)
+		if f[4] != r || err != nil || math.Abs(g-want[f[3]]) > 0.006 {
+			t.Errorf("%q: want %s rows and %.2f GFLOP", line, r, want[f[3]])
+		}
+		switch {
+		case f[1] == "snapkv" && !strings.Contains(line, " acc="),
+			f[1] == "h2o" && !strings.Contains(line, " acc=unchecked("+r+" rows)"),
+			f[1] == "full" && strings.Contains(line, " acc"):
+			t.Errorf("%q: the sums' check is not the policy's", line)
+		}
+	}
+	if rows != 6 {
+		t.Errorf("%d rows, want 6:\n%s", rows, out)
+	}
+	if !strings.Contains(out, "# full 8/2 2048: {Kernel:flash_") || !strings.Contains(out, "# snapkv 8/2 2048: {Kernel:attn_rt_") {
+		t.Errorf("want full's chunk on the prefill and SnapKV's last on the split-KV tail:\n%s", out)
 	}
 }
 
@@ -248,20 +310,56 @@ func TestKernelsCheckFake(t *testing.T) {
 	}
 }
 
+// TestStepFlops counts a call's query-key pairs against a count of every
+// (row, head, token) visible, on calls with positions out of order, a head
+// that selects its tokens and one that does not.
+func TestStepFlops(t *testing.T) {
+	pos := []int32{5, 0, 3, 1, 2, 4, 7, 6, 9, 8}
+	st := &step{a: runtime.AttnArgs{Rows: 3, QPos: []int{4, 6, 9}, Heads: 4, KVHeads: 2, HeadDim: 64,
+		Seqs: []runtime.KVSeq{{N: 10, Pos: pos}, {N: 8, Pos: pos[:8]}}}}
+	st.a.Sel = [][]int32{nil, {0, 6, 8}, nil, {1, 2}}
+	want := 0
+	for h := range 4 {
+		for _, q := range st.a.QPos {
+			for _, tk := range st.tokens(h) {
+				if int(st.a.Seqs[h/2].Pos[tk]) <= q {
+					want++
+				}
+			}
+		}
+	}
+	// By hand: head 0 sees 5+7+10, head 1 (positions 5, 7, 9) 0+1+3, head 2
+	// 5+7+8, head 3 (positions 0, 3) 2+2+2.
+	if want != 22+4+20+6 {
+		t.Fatalf("the brute count is %d", want)
+	}
+	if got := st.flops(); got != 4*64*float64(want) {
+		t.Fatalf("flops %.0f, want %d", got, 4*64*want)
+	}
+}
+
 // TestKernelsCellLayout checks, without a GPU, where the cell's cache takes
 // each token's keys from (the rows the reference reads) and the parameters
 // each policy runs with.
 func TestKernelsCellLayout(t *testing.T) {
-	d := &cellData{s: cell{tokens: 10000}, block: 4096}
+	d := &cellData{s: cell{tokens: 10000}, block: 4096, last: promptRows}
 	for p, want := range map[int]int{0: 0, 4095: 4095, 4096: 0, 8191: 4095, 8192: 0, 9935: 1743, 9936: 0, 9999: 63, 10000: 0} {
 		if got := d.rowOf(p); got != want {
 			t.Errorf("rowOf(%d) = %d, want %d", p, got, want)
 		}
 	}
-	small := &cellData{s: cell{tokens: 40}, block: 40}
+	small := &cellData{s: cell{tokens: 40}, block: 40, last: 40}
 	for p, want := range map[int]int{0: 0, 39: 39, 40: 0} {
 		if got := small.rowOf(p); got != want {
 			t.Errorf("40 tokens: rowOf(%d) = %d, want %d", p, got, want)
+		}
+	}
+	// A prompt chunk of 8192 rows timed (--rows): the chunk's rows, from
+	// position 1808, come from the block's rows in turn from row 0.
+	chunk := &cellData{s: cell{tokens: 10000}, block: 4096, last: 8192, rows: 8192}
+	for p, want := range map[int]int{0: 0, 1807: 1807, 1808: 0, 5903: 4095, 5904: 0, 9999: 4095} {
+		if got := chunk.rowOf(p); got != want {
+			t.Errorf("8192 rows timed: rowOf(%d) = %d, want %d", p, got, want)
 		}
 	}
 	o := cellOpts{budget: 512, page: 32}
