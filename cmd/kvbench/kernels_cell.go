@@ -184,7 +184,9 @@ func newStep(b *cuda.Backend, d *cellData, name string, params policies.Params) 
 	n := d.s.tokens
 	last := d.last
 	p.Prompt(n)
-	run := func(rows, at int, attend bool) error {
+	// appendRows appends the prompt's rows at positions at.., the KV block's
+	// rows in turn (rowOf), and returns their positions.
+	appendRows := func(rows, at int) []int {
 		pos := make([]int, rows)
 		for i := range pos {
 			pos[i] = at + i
@@ -193,6 +195,10 @@ func newStep(b *cuda.Backend, d *cellData, name string, params policies.Params) 
 			m := min(d.block, rows-i)
 			r.Cache.Append(0, d.kb, d.vb, m, pos[i:i+m])
 		}
+		return pos
+	}
+	run := func(rows, at int, attend bool) error {
+		pos := appendRows(rows, at)
 		a := d.args(r, rows, pos)
 		p.BeforeAttend(0, &a)
 		if attend {
@@ -213,15 +219,7 @@ func newStep(b *cuda.Backend, d *cellData, name string, params policies.Params) 
 		}
 	}
 	if d.rows > 1 {
-		pos := make([]int, last)
-		for i := range pos {
-			pos[i] = n - last + i
-		}
-		for i := 0; i < last; i += d.block {
-			m := min(d.block, last-i)
-			r.Cache.Append(0, d.kb, d.vb, m, pos[i:i+m])
-		}
-		st.a = d.args(r, last, pos)
+		st.a = d.args(r, last, appendRows(last, n-last))
 	} else {
 		if err := run(last, n-last, true); err != nil {
 			st.free()
