@@ -109,6 +109,27 @@ def reference(q, k, v, kv_heads):
     return torch.cat(rows)
 
 
+def time_backend(timer, be, call, n_sets, iters, row):
+    """Time call under SDPA backend be (default: PyTorch's choice) and return
+    the runs' milliseconds and one call's output; where the backend refuses
+    the shape, print row with the reason and return None."""
+    try:
+        if be == "default":
+            ms = timer.run(call, n_sets, iters)
+            out = call(0)
+        else:
+            with backend_ctx(be):
+                ms = timer.run(call, n_sets, iters)
+                out = call(0)
+        torch.cuda.synchronize()
+    except RuntimeError as e:
+        msg = str(e).strip().splitlines()[0][:60]
+        print(f"{row}  n/a: {msg}")
+        torch.cuda.synchronize()
+        return None
+    return ms, out
+
+
 def reference_rows(q, k, v, heads, rows):
     """float64 causal attention of query heads heads in rows rows of q
     ([1, H, R, D]) over k, v ([1, H, N, D]), the mask aligned to the last
@@ -144,20 +165,10 @@ def time_rows(args, timer, H, KV, N, hk, gen):
     label = hk if B == 1 else f"{B}x{hk}"
     for be in args.backends.split(","):
         row = f"{'sdpa':<8} {be:<10} {label:>6} {N:>8} {R:>8}"
-        try:
-            if be == "default":
-                ms = timer.run(call, 1, args.iters)
-                out = call(0)
-            else:
-                with backend_ctx(be):
-                    ms = timer.run(call, 1, args.iters)
-                    out = call(0)
-            torch.cuda.synchronize()
-        except RuntimeError as e:
-            msg = str(e).strip().splitlines()[0][:60]
-            print(f"{row}  n/a: {msg}")
-            torch.cuda.synchronize()
+        res = time_backend(timer, be, call, 1, args.iters, row)
+        if res is None:
             continue
+        ms, out = res
         check = "-"
         if not args.no_check:
             rows = sorted({0, R // 2, R - 1})
@@ -223,20 +234,10 @@ def main():
 
                 label = hk if B == 1 else f"{B}x{hk}"
                 row = f"{'sdpa':<8} {be:<10} {label:>6} {N:>8}"
-                try:
-                    if be == "default":
-                        ms = timer.run(call, n_sets, args.iters)
-                        out = call(0)
-                    else:
-                        with backend_ctx(be):
-                            ms = timer.run(call, n_sets, args.iters)
-                            out = call(0)
-                    torch.cuda.synchronize()
-                except RuntimeError as e:
-                    msg = str(e).strip().splitlines()[0][:60]
-                    print(f"{row}  n/a: {msg}")
-                    torch.cuda.synchronize()
+                res = time_backend(timer, be, call, n_sets, args.iters, row)
+                if res is None:
                     continue
+                ms, out = res
                 check = "-"
                 if not args.no_check:
                     q, k, v = sets[0]
