@@ -269,7 +269,10 @@ func benchPolicy(b *cuda.Backend, k *cuda.Kernels, d *cellData, name string, par
 	if streams > 1 {
 		heads = fmt.Sprintf("%dx%s", streams, heads)
 	}
-	row := kernelRow{policy: name, heads: heads, tokens: s.tokens, rows: d.rows, flops: first.flops(), bw: o.bw, check: "-", bytes: u0.bytes()}
+	row := kernelRow{policy: name, heads: heads, tokens: s.tokens, rows: d.rows, bw: o.bw, check: "-", bytes: u0.bytes()}
+	if d.rows > 1 {
+		row.flops = first.flops() // a prompt chunk's rows report FLOP/s
+	}
 	if o.check {
 		msg, ok := checkUnit(b, d, u0)
 		row.check, row.bad = msg, !ok
