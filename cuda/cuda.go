@@ -47,6 +47,9 @@ var prefillWG string
 //go:embed prefill_tma.cu
 var prefillTMA string
 
+//go:embed acccols.cu
+var accCols string
+
 // Parts is the number of modules the source is compiled as, side by side:
 // module p with -DKVB_PART=p holds the kernel families common.cu's KVB_IN
 // gives it (the runtime's split-KV decode kernels by head dimension and
@@ -65,9 +68,10 @@ const Parts = 17
 // pass's ops (backend.cu; its general attention kernel in backend_attn.cu,
 // Quest's page bounds in backend_quest.cu) and its decode matrix-vector
 // products (gemv.cu), the tensor-core prefill attention (mma.sync, and
-// wgmma on Hopper, fed by cp.async or the TMA), the split-KV decode
+// wgmma on Hopper, fed by cp.async or the TMA) and a prompt chunk's
+// accumulated probabilities after it (acccols.cu), the split-KV decode
 // attention kernels (CUDA-core and tensor-core), Quest's page choice and
 // the read floors of `kvbench kernels --floor`.
 func Source() string {
-	return common + "\n" + backend + "\n" + backendAttn + "\n" + backendQuest + "\n" + gemv + "\n" + prefill + "\n" + prefillWG + "\n" + prefillTMA + "\n" + attention + "\n" + attentionRT + "\n" + attentionRTB + "\n" + attentionTC + "\n" + quest + "\n" + floor
+	return common + "\n" + backend + "\n" + backendAttn + "\n" + backendQuest + "\n" + gemv + "\n" + prefill + "\n" + prefillWG + "\n" + prefillTMA + "\n" + accCols + "\n" + attention + "\n" + attentionRT + "\n" + attentionRTB + "\n" + attentionTC + "\n" + quest + "\n" + floor
 }

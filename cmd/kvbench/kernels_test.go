@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -222,9 +223,9 @@ func TestKernelsStreamsFake(t *testing.T) {
 // TestKernelsRowsFake: on the fake device, --rows times the prompt's last
 // chunk under each policy's hook: rows as many as asked (a prompt's tokens
 // where fewer), the GFLOP of its causal pairs, the prefill's kernel for
-// full attention and the split-KV tail for SnapKV's observation window,
-// and the sums of up to accCheckRows rows checked (H2O's 512 named
-// unchecked).
+// full attention, the split-KV tail for SnapKV's observation window and
+// the prefill with acc_cols for H2O's every row, and the sums of up to
+// accCheckRows rows checked (H2O's 512 named unchecked).
 func TestKernelsRowsFake(t *testing.T) {
 	if !onFakeDevice(t) {
 		return
@@ -262,6 +263,9 @@ func TestKernelsRowsFake(t *testing.T) {
 	}
 	if !strings.Contains(out, "# full 8/2 2048: {Kernel:flash_") || !strings.Contains(out, "# snapkv 8/2 2048: {Kernel:attn_rt_") {
 		t.Errorf("want full's chunk on the prefill and SnapKV's last on the split-KV tail:\n%s", out)
+	}
+	if !regexp.MustCompile(`# h2o 8/2 2048: \{Kernel:flash_\S*\+acc_cols `).MatchString(out) {
+		t.Errorf("want H2O's chunk on the prefill and acc_cols:\n%s", out)
 	}
 }
 

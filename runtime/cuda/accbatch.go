@@ -1,6 +1,7 @@
 package cuda
 
 import (
+	"fmt"
 	"unsafe"
 
 	"github.com/kvbench/kvbench/runtime"
@@ -239,4 +240,56 @@ func (b *Backend) queueAcc(a *runtime.AttnArgs, dev Ptr, astride int) {
 	must(b.D.CopyDtoHAsync(q.pin, q.off, dev, n))
 	q.items = append(q.items, accItem{a: a, off: q.off, astride: astride})
 	q.off += span(n)
+}
+
+// accHost readies b.hAcc for a call's sums, astride (accStride) values a
+// slice of Acc: each slice's values where the sums add to them (not
+// AccZero), for accDevice to upload. It returns astride.
+func (b *Backend) accHost(a *runtime.AttnArgs) int {
+	checkAccGroup(a, "Attend")
+	astride := accStride(a)
+	need := accSlices(a) * astride
+	if cap(b.hAcc) < need {
+		b.hAcc = make([]float32, need)
+	}
+	b.hAcc = b.hAcc[:need]
+	for i := range accSlices(a) {
+		n := accLen(a, i)
+		if len(a.Acc[i]) < n {
+			panic(fmt.Sprintf("cuda: Attend Acc[%d] holds %d values for %d tokens", i, len(a.Acc[i]), n))
+		}
+		if !a.AccZero {
+			copy(b.hAcc[i*astride:], a.Acc[i][:n])
+		}
+	}
+	return astride
+}
+
+// accDevice is where a call's sums are kept on the device: room in the
+// staging arena (the call's reserve counts it), zeroed there for AccZero
+// (no upload), else b.hAcc uploaded (accHost).
+func (b *Backend) accDevice(a *runtime.AttnArgs) Ptr {
+	if !a.AccZero {
+		return put(b, b.hAcc)
+	}
+	n := int64(len(b.hAcc))
+	dev := b.st.dev.Add(b.st.off)
+	b.st.off += span(n * 4)
+	b.launch("be_zero", Dim3{blocks(n), 1, 1}, Dim3{256, 1, 1}, dev, n)
+	return dev
+}
+
+// accRead brings a call's sums back from dev, astride values a slice, into
+// its Acc: deferred to the pass's FlushAcc (lateacc.go), queued with the
+// batch's (attendAcc), or read now.
+func (b *Backend) accRead(a *runtime.AttnArgs, dev Ptr, astride int) {
+	switch {
+	case b.lateDefers(a):
+		b.lateRead(a, dev, astride)
+	case b.accOn:
+		b.queueAcc(a, dev, astride)
+	default:
+		b.download(b.hAcc, dev)
+		fillAcc(a, b.hAcc, astride)
+	}
 }

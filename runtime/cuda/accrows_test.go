@@ -235,7 +235,7 @@ func TestFakeAttendAccTail(t *testing.T) {
 		{"no row adds", last + 1, true, 0, 1, true},
 	} {
 		restore := g.SetAccTail(cs.on)
-		flash, acc := launches(func() {
+		flash, acc, _ := launches(func() {
 			a := tailCall(cp, g, 1, q, heads, rows, 0, false)
 			a.AccFrom = cs.from
 			g.Attend(a)
@@ -254,24 +254,27 @@ func TestFakeAttendAccTail(t *testing.T) {
 	for i := range calls {
 		calls[i] = tailCall(cp, g, 1, q, heads, rows, rows-16, false)
 	}
-	if flash, acc := launches(func() { g.AttendBatch(calls) }); flash != 2 || acc != 2 {
+	if flash, acc, _ := launches(func() { g.AttendBatch(calls) }); flash != 2 || acc != 2 {
 		t.Errorf("a batch of two: %d prefill and %d attn_rt_acc launches, want 2 and 2", flash, acc)
 	}
 }
 
 // launches runs f on the fake device and counts what it launched: the
-// tensor-core prefill kernels (flash_*) and the split-KV path's sums
-// (attn_rt_acc).
-func launches(f func()) (flash, acc int64) {
+// tensor-core prefill kernels (flash_*), the split-KV path's sums
+// (attn_rt_acc) and the tensor-core sums (acc_cols_*).
+func launches(f func()) (flash, acc, cols int64) {
 	k0 := cuda.FakeKernels()
 	f()
 	k1 := cuda.FakeKernels()
 	for k, c := range k1 {
-		if strings.HasPrefix(k, "flash_") {
+		switch {
+		case strings.HasPrefix(k, "flash_"):
 			flash += c - k0[k]
+		case strings.HasPrefix(k, "acc_cols_"):
+			cols += c - k0[k]
 		}
 	}
-	return flash, k1["attn_rt_acc"] - k0["attn_rt_acc"]
+	return flash, k1["attn_rt_acc"] - k0["attn_rt_acc"], cols
 }
 
 // TestFakePromptAccTail runs a 200-token prompt of a small zero model on
@@ -279,30 +282,31 @@ func launches(f func()) (flash, acc int64) {
 // stream: SnapKV and PyramidKV (whose last 32 prompt rows accumulate) and
 // TOVA (its last row) run each layer's prompt on the tensor-core prefill
 // and the rows that accumulate on one split-KV call with its sums; H2O
-// (every row accumulates) runs no prefill kernel; every other policy the
-// prefill and no sums. The policies shape their calls as attendAccTail
-// expects; every registered policy must have a case, so no policy's prompt
-// leaves the prefill unnoticed.
+// (every row accumulates) runs the prefill and its sums on the tensor
+// cores (acc_cols); every other policy the prefill and no sums. The
+// policies shape their calls as attendAccTail and attendAccCols expect;
+// every registered policy must have a case, so no policy's prompt leaves
+// the prefill unnoticed.
 func TestFakePromptAccTail(t *testing.T) {
 	c := runtime.Config{Arch: "llama", Dim: 256, Hidden: 256, Layers: 2, Heads: 4, KVHeads: 2, HeadDim: 64, Vocab: 300, MaxSeq: 1 << 12, RopeTheta: 1e4, NormEps: 1e-5}
 	const streams, prompt = 2, 200
 	calls := int64(streams * c.Layers)
 	type want struct {
-		name       string
-		params     policies.Params
-		flash, acc int64 // acc -1: at least one a layer and stream
+		name             string
+		params           policies.Params
+		flash, acc, cols int64
 	}
 	cases := []want{
-		{"full", nil, calls, 0},
-		{"window", policies.Params{"budget": 64}, calls, 0},
-		{"streamingllm", policies.Params{"sinks": 4, "budget": 64}, calls, 0},
-		{"random", policies.Params{"budget": 64}, calls, 0},
-		{"quest", policies.Params{"budget": 32, "page": 8}, calls, 0},
-		{"oracle", policies.Params{"budget": 64}, calls, 0},
-		{"snapkv", policies.Params{"budget": 64}, calls, calls},
-		{"pyramidkv", policies.Params{"budget": 64}, calls, calls},
-		{"tova", policies.Params{"budget": 40}, calls, calls},
-		{"h2o", policies.Params{"budget": 40}, 0, -1},
+		{"full", nil, calls, 0, 0},
+		{"window", policies.Params{"budget": 64}, calls, 0, 0},
+		{"streamingllm", policies.Params{"sinks": 4, "budget": 64}, calls, 0, 0},
+		{"random", policies.Params{"budget": 64}, calls, 0, 0},
+		{"quest", policies.Params{"budget": 32, "page": 8}, calls, 0, 0},
+		{"oracle", policies.Params{"budget": 64}, calls, 0, 0},
+		{"snapkv", policies.Params{"budget": 64}, calls, calls, 0},
+		{"pyramidkv", policies.Params{"budget": 64}, calls, calls, 0},
+		{"tova", policies.Params{"budget": 40}, calls, calls, 0},
+		{"h2o", policies.Params{"budget": 40}, calls, 0, calls},
 	}
 	for _, name := range policies.Names() {
 		if !slices.ContainsFunc(cases, func(c want) bool { return c.name == name }) {
@@ -314,11 +318,11 @@ func TestFakePromptAccTail(t *testing.T) {
 			t.Setenv("KVBENCH_ACC_TAIL", "on")
 			be := fakeBackend(t)
 			var batch *runtime.Batch
-			flash, acc := launches(func() {
+			flash, acc, cols := launches(func() {
 				batch = promptedBatch(t, be, runtime.ZeroModel(c), pc.name, pc.params, streams, 256, func(int) int { return prompt })
 			})
-			if flash != pc.flash || (pc.acc >= 0 && acc != pc.acc) || (pc.acc < 0 && acc < calls) {
-				t.Errorf("the prompts: %d prefill and %d attn_rt_acc launches, want %d and %d (-1: one a layer and stream at least)", flash, acc, pc.flash, pc.acc)
+			if flash != pc.flash || acc != pc.acc || cols != pc.cols {
+				t.Errorf("the prompts: %d prefill, %d attn_rt_acc and %d acc_cols launches, want %d, %d and %d", flash, acc, cols, pc.flash, pc.acc, pc.cols)
 			}
 			for i := range batch.Len() {
 				batch.Runner(i).Reset()

@@ -47,6 +47,7 @@ type Backend struct {
 	// Per-call scratch on the device, grown as needed (pscore: the page
 	// scores of PageBounds.Score).
 	scores, full, recall, small, part, ml, pscore scratch
+	lse, qbf                                      scratch // a prompt chunk's lse and bf16 queries for its sums on the tensor cores (acccols.go)
 	accWork                                       scratch // a batch's accumulated probabilities: raw scores, maxima and sums, the sums (accbatch.go)
 	// The split-KV attention's chunk, occupancies and last plan (splitkv.go).
 	split splitState
@@ -70,6 +71,7 @@ type Backend struct {
 	noAccDefer  bool       // KVBENCH_ACC_DEFER=off: DeferAcc defers nothing
 	noAccGroup  bool       // KVBENCH_ACC_GROUP=off: Acc is never summed by group (AccGroups)
 	noAccTail   bool       // KVBENCH_ACC_TAIL=off: a call whose rows add to Acc only from a later row on runs as one (accTail)
+	noAccCols   bool       // KVBENCH_ACC_COLS=off: a prompt chunk whose every row adds to Acc stays on the split-KV path (acccols.go)
 	noAccPace   bool       // KVBENCH_ACC_PACE=off: a pass's deferred reads are waited for at once (AccMark)
 	noWideKV    bool       // KVBENCH_KV_WIDE=off: a prompt's KV rows stored a channel a thread (be_kv_append), not four
 	noLists     bool       // KVBENCH_QUEST_LISTS=off: Quest's calls gather their chosen tokens (no page lists, questlists.go)
@@ -530,6 +532,7 @@ func (b *Backend) readSwitches() error {
 		{"KVBENCH_ACC_DEFER", &b.noAccDefer},
 		{"KVBENCH_ACC_GROUP", &b.noAccGroup},
 		{"KVBENCH_ACC_TAIL", &b.noAccTail},
+		{"KVBENCH_ACC_COLS", &b.noAccCols},
 		{"KVBENCH_ATTN_EARLY", &b.split.noEarly},
 		{"KVBENCH_ATTN_ARITH", &b.split.noArith},
 		{"KVBENCH_ATTN_POLL", &b.poll.off},

@@ -12,10 +12,13 @@ import (
 	"github.com/kvbench/kvbench/runtime"
 )
 
-// Descriptor words per KV head, as SD_* in backend_attn.cu; the words of
-// pageArith's stride and offsets (SD_KO, SD_VO, SD_PST).
+// Descriptor words per KV head, as SD_* in backend_attn.cu; the range of
+// token indices a row without a selection may see (SD_LO, SD_HI); the
+// words of pageArith's stride and offsets (SD_KO, SD_VO, SD_PST).
 const (
 	sdWords   = 16
+	sdLo      = 10
+	sdHi      = 11
 	sdKOff    = 13
 	sdVOff    = 14
 	sdPStride = 15
@@ -183,6 +186,10 @@ func (b *Backend) Attend(a *runtime.AttnArgs) {
 	}
 	if lo := accTail(a); lo > 0 && !b.noAccTail { // rows that add nothing to Acc apart (accrows.go)
 		b.attendAccTail(a, lo)
+		return
+	}
+	if b.accColsOK(a) { // every row adds: the prefill, then the sums by key (acccols.go)
+		b.attendAccCols(a)
 		return
 	}
 	if rb := b.scoreRows(a, a.Recall != nil); rb < a.Rows { // scores past accRawMax: blocks of rows (accrows.go)
@@ -551,7 +558,14 @@ func (b *Backend) flashOK(a *runtime.AttnArgs) bool {
 // Attend built (the KV heads' pages and positions, the rows' positions at
 // rowOff): flash_wg (prefill_wg.cu) for bf16 pages where the variant is a
 // wgmma one, else flash_prefill (prefill.cu).
-func (b *Backend) attendFlash(a *runtime.AttnArgs, rowOff int32) {
+func (b *Backend) attendFlash(a *runtime.AttnArgs, rowOff int32) { b.flashCall(a, rowOff, 0, 0) }
+
+// flashCall is attendFlash writing each (row, head)'s lse where lse is not
+// 0 ([rows, heads] floats: log2 of the sum of 2^(q.k * scale * log2 e)
+// over the keys the row sees), with room more bytes reserved in the
+// staging arena beside the call's metadata. It returns where the metadata
+// went (putMeta), for a kernel after it over the same call.
+func (b *Backend) flashCall(a *runtime.AttnArgs, rowOff int32, lse Ptr, room int64) (ints, ptrs Ptr) {
 	sorted := int32(1)
 	for g := range a.Seqs {
 		if b.hInts[g*sdWords+4] < 0 || a.Seqs[g].Ascending {
@@ -566,8 +580,8 @@ func (b *Backend) attendFlash(a *runtime.AttnArgs, rowOff int32) {
 		}
 	}
 	b.flushKV()
-	b.reserve(b.metaSpan())
-	ints, ptrs := b.putMeta()
+	b.reserve(b.metaSpan() + room)
+	ints, ptrs = b.putMeta()
 	hd, f, kvt := a.HeadDim, b.flash, b.pageType()
 	if hd == 64 {
 		f = b.flash64
@@ -590,19 +604,19 @@ func (b *Backend) attendFlash(a *runtime.AttnArgs, rowOff int32) {
 	grid := Dim3{(a.Rows + bm - 1) / bm, a.Heads, 1}
 	b.split.last = Plan{Kernel: name, Blocks: grid.X * grid.Y, SharedMem: smem}
 	scale, ps := a.Scale*float32(math.Log2E), int32(bits.TrailingZeros(uint(a.Seqs[0].PageSize)))
-	if f.tma != 0 { // a producer beside the warpgroups
+	switch {
+	case f.tma != 0: // a producer beside the warpgroups
 		b.launchSmem(name, grid, Dim3{f.threads(), 1, 1}, smem, b.f32(a.Out), b.f32(a.Q), ptrs, ints,
-			int32(a.Heads), int32(a.KVHeads), scale, rowOff, int32(a.Rows), sorted, ps, Ptr(0), int32(max(a.Window, 0)),
+			int32(a.Heads), int32(a.KVHeads), scale, rowOff, int32(a.Rows), sorted, ps, lse, int32(max(a.Window, 0)),
 			base, maxRows, tm)
-		return
-	}
-	if f.wg {
+	case f.wg:
 		b.launchSmem(name, grid, Dim3{32 * f.warps, 1, 1}, smem, b.f32(a.Out), b.f32(a.Q), ptrs, ints,
-			int32(a.Heads), int32(a.KVHeads), scale, rowOff, int32(a.Rows), sorted, ps, Ptr(0), int32(max(a.Window, 0)))
-		return
+			int32(a.Heads), int32(a.KVHeads), scale, rowOff, int32(a.Rows), sorted, ps, lse, int32(max(a.Window, 0)))
+	default:
+		b.launchSmem(name, grid, Dim3{32 * f.warps, 1, 1}, smem, b.f32(a.Out), b.f32(a.Q), ptrs, ints,
+			int32(a.Heads), int32(a.KVHeads), scale, rowOff, int32(a.Rows), kvt, sorted, ps, lse, int32(max(a.Window, 0)))
 	}
-	b.launchSmem(name, grid, Dim3{32 * f.warps, 1, 1}, smem, b.f32(a.Out), b.f32(a.Q), ptrs, ints,
-		int32(a.Heads), int32(a.KVHeads), scale, rowOff, int32(a.Rows), kvt, sorted, ps, Ptr(0), int32(max(a.Window, 0)))
+	return ints, ptrs
 }
 
 // flashShape is a variant of the prefill attention kernel: warps per block

@@ -470,6 +470,9 @@ func (b *Backend) batchable(a *runtime.AttnArgs) bool {
 	if !b.noAccTail && accTail(a) > 0 { // Attend runs its rows before AccFrom apart
 		return false
 	}
+	if b.accColsOK(a) { // Attend runs it on the tensor cores
+		return false
+	}
 	for i := range a.Seqs {
 		if a.Seqs[i].ID == 0 {
 			return false

@@ -140,6 +140,15 @@ func (b *Backend) SetAccTail(on bool) (restore func()) {
 	return func() { b.noAccTail = old }
 }
 
+// SetAccCols turns the tensor-core sums of prompt chunks whose every row
+// adds to Acc on or off (KVBENCH_ACC_COLS), returning the old setting's
+// restore.
+func (b *Backend) SetAccCols(on bool) (restore func()) {
+	old := b.noAccCols
+	b.noAccCols = !on
+	return func() { b.noAccCols = old }
+}
+
 // ScoreBytes is the size of the scratch that keeps the split-KV path's raw
 // scores (and be_attend's).
 func (b *Backend) ScoreBytes() int64 { return b.scores.bytes }

@@ -270,7 +270,8 @@ func dynamicNames(t *testing.T) map[nameSite][]string {
 		mv = append(mv, name)
 	}
 	return map[nameSite][]string{
-		{"backend_attention.go", "attendFlash", "name"}: flash, // flashShape.kernel
+		{"backend_attention.go", "flashCall", "name"}:   flash, // flashShape.kernel
+		{"acccols.go", "attendAccCols", "name"}:         {accColsKernel(64), accColsKernel(128)},
 		{"backend_attention.go", "FitRows", "name"}:     flash,
 		{"splitkv.go", "attendSplit", "name"}:           split, // splitShape.names
 		{"splitkv.go", "attendSplit", "p.names.tc"}:     split,

@@ -519,22 +519,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	}
 	astride := 0
 	if a.Acc != nil {
-		checkAccGroup(a, "Attend")
-		astride = accStride(a)
-		need := accSlices(a) * astride
-		if cap(b.hAcc) < need {
-			b.hAcc = make([]float32, need)
-		}
-		b.hAcc = b.hAcc[:need]
-		for i := range accSlices(a) {
-			n := accLen(a, i)
-			if len(a.Acc[i]) < n {
-				panic(fmt.Sprintf("cuda: Attend Acc[%d] holds %d values for %d tokens", i, len(a.Acc[i]), n))
-			}
-			if !a.AccZero {
-				copy(b.hAcc[i*astride:], a.Acc[i][:n])
-			}
-		}
+		astride = b.accHost(a)
 	}
 	b.flushKV()
 	early := tc && cl == 0 && b.earlyReads(a, b.hInts)
@@ -548,14 +533,8 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 		ints, ptrs = b.putMeta()
 	}
 	var accDev Ptr
-	switch {
-	case a.Acc != nil && a.AccZero: // room in the arena, zeroed on the device: no upload
-		n := int64(len(b.hAcc))
-		accDev = b.st.dev.Add(b.st.off)
-		b.st.off += span(n * 4)
-		b.launch("be_zero", Dim3{blocks(n), 1, 1}, Dim3{256, 1, 1}, accDev, n)
-	case a.Acc != nil:
-		accDev = put(b, b.hAcc)
+	if a.Acc != nil {
+		accDev = b.accDevice(a)
 	}
 	// A programmatic dependent: its blocks read the call's ints (by value,
 	// or uploaded before the kernel ahead of it) while that kernel ends, and
@@ -581,16 +560,7 @@ func (b *Backend) attendSplit(a *runtime.AttnArgs, hdr, rowOff, headOff, invOff 
 	}
 	must(b.fn("attn_rt_acc").LaunchAfter(Dim3{(stride + 127) / 128, accSlices(a), 1}, Dim3{128, 1, 1}, 0,
 		accDev, int32(astride), raw, mlAcc, ints, hdr, int32(a.AccFrom), flag(a.AccGroup)))
-	if b.lateDefers(a) { // the pass's reads wait for FlushAcc (lateacc.go)
-		b.lateRead(a, accDev, astride)
-		return
-	}
-	if b.accOn { // a batch's call: the read queued, the wait once for all (accbatch.go)
-		b.queueAcc(a, accDev, astride)
-		return
-	}
-	b.download(b.hAcc, accDev)
-	fillAcc(a, b.hAcc, astride)
+	b.accRead(a, accDev, astride)
 }
 
 // rtSmem is the dynamic shared memory of a block of attn_rt_d{hd}_g{vg}

@@ -1,0 +1,233 @@
+// Accumulated probabilities of a prompt chunk on the tensor cores: the sums
+// (AttnArgs.Acc) of a call whose every row adds, H2O's prompt under the
+// dense protocol. The chunk's outputs come from the tensor-core prefill
+// (prefill.cu, prefill_wg.cu, prefill_tma.cu), which also writes each (row,
+// head)'s lse: log2 of the sum of 2^(q.k * scaleLog2) over the keys the row
+// sees. A row's probability of a key is then 2^(q.k * scaleLog2 - lse), and
+// acc_cols adds it up by key, over the rows: the split-KV path kept every
+// row's raw scores for that (rows x heads x tokens floats, in blocks of rows
+// past 4 GiB) and summed them on CUDA cores.
+//
+// Block (key tile blockIdx.x of BN = 16*NW tokens from the KV head's SD_LO,
+// KV head blockIdx.y), NW warps of 16 keys each. The keys are staged in
+// shared memory (rounded to bf16 where the pages are float32, as the
+// prefill rounds them) and each warp keeps its 16 keys as the A operand of
+// every k-step in registers; the room then takes the queries. The block
+// walks the group's query heads and, for each, the chunk's rows in tiles of
+// BM (queries in bf16, be_narrow's copy, brought two tiles deep by
+// cp.async, with the rows' positions and lse). Per tile a warp computes S^T
+// = K Q^T (mma.sync m16n8k16: 16 keys x 8 rows a product, bf16 in, float32
+// accumulate: the prefill's scores), masks by position (causal and the
+// model's sliding window, as the prefill does) and adds 2^(s * scaleLog2 -
+// lse) into each key's sum in registers; at a head's end the four lanes
+// that hold a key add theirs. With rows whose positions ascend (ascRows) a
+// block reads only the rows that may see its keys; a warp skips a tile whose
+// rows see none of its keys.
+//
+// acc [slices, astride]: with grp (AccGroup) slice g takes the group's sums
+// added in head order in float32 (what the host and attn_rt_acc add),
+// written over what it held; else slice h has head h's sums added to it.
+
+#define AC_NW 8
+#define AC_BM 64
+
+template <int D>
+__device__ __forceinline__ void acc_cols(float* __restrict__ acc, int astride, const bf16* __restrict__ qb,
+                                         const float* __restrict__ lse, const u64* __restrict__ ptrs,
+                                         const int* __restrict__ ints, int heads, int kvHeads, float scaleLog2,
+                                         int rowOff, int rows, int kvt, int ascRows, int psShift, int window, int grp) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    constexpr int NW = AC_NW, NT = 32 * NW, BN = 16 * NW, BM = AC_BM, RS = D + 8;  // RS: padded shared row, bf16
+    constexpr int KS = D / 16;                                                      // k-steps of S^T = K Q^T
+    constexpr int NJ = BM / 8;                                                      // 8-row tiles of S^T
+    constexpr int CH = D / 8;                                                       // 16-byte pieces of a bf16 row
+    static_assert(BN * RS >= 2 * BM * RS, "the queries' two tiles fit the keys' room");
+    static_assert(BM == 64, "a warp's lanes read a tile's row positions two each");
+    extern __shared__ __align__(16) unsigned char ac_smem[];
+    bf16* Ks = (bf16*)ac_smem;                  // [BN][RS], then the queries' tiles [2][BM][RS]
+    bf16* Qs = Ks;
+    int* rq = (int*)(ac_smem + BN * RS * 2);    // [2][BM] the tiles' row positions (-1: no row)
+    float* rl = (float*)(rq + 2 * BM);          // [2][BM] their lse
+    __shared__ int wk[NW][2];                   // each warp's smallest and largest key position
+    __shared__ int rspan[2];                    // the rows the block reads: [rspan[0], rspan[1])
+
+    const int tid = threadIdx.x, w = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
+    const int mi = lane >> 3, rr = lane & 7;  // ldmatrix: this lane's matrix and row
+    const int g = blockIdx.y, G = heads / kvHeads;
+    const int* sd = ints + g * SD_WORDS;
+    const int lo = sd[SD_LO], hi = sd[SD_HI], psMask = (1 << psShift) - 1, kOff = sd[SD_K];
+    const int* pos = sd[SD_POS] >= 0 ? ints + sd[SD_POS] : 0;  // none: every token is visible to every row
+    const int t0 = lo + blockIdx.x * BN;
+    if (t0 >= hi) return;  // past this KV head's tokens (the grid spans the longest)
+
+    // The keys, rounded to bf16 (zeros past hi).
+    for (int i = tid; i < BN * CH; i += NT) {
+        const int r = i / CH, c = (i % CH) * 8, t = t0 + r;
+        const bool ok = t < hi;
+        const int tt = ok ? t : t0;
+        const char* kr = (const char*)ptrs[kOff + (tt >> psShift)];
+        if (kvt == KV_BF16) {
+            fl_cp16(Ks + r * RS + c, kr + ((long long)(tt & psMask) * D + c) * 2, ok);
+        } else {
+            uint4 kk = make_uint4(0u, 0u, 0u, 0u);
+            if (ok) {
+                const long long o = ((long long)(tt & psMask) * D + c) * 4;
+                const float4 k0 = *(const float4*)(kr + o), k1 = *(const float4*)(kr + o + 16);
+                kk = make_uint4(fl_pack2(k0.x, k0.y), fl_pack2(k0.z, k0.w), fl_pack2(k1.x, k1.y), fl_pack2(k1.z, k1.w));
+            }
+            *(uint4*)(Ks + r * RS + c) = kk;
+        }
+    }
+    fl_commit();
+    fl_wait<0>();
+    __syncthreads();
+
+    // This warp's keys as the A operand; this lane's two keys (rows gid and
+    // gid + 8 of the accumulator) and their positions.
+    u32 kf[KS][4];
+#pragma unroll
+    for (int k = 0; k < KS; ++k) fl_ldsm4(kf[k], Ks + (w * 16 + (mi & 1) * 8 + rr) * RS + k * 16 + (mi >> 1) * 8);
+    const int ka = t0 + w * 16 + gid, kb = ka + 8;
+    const bool oka = ka < hi, okb = kb < hi;
+    const int kpa = oka && pos ? pos[ka] : 0, kpb = okb && pos ? pos[kb] : 0;
+    int kmin = min(oka ? kpa : 0x7fffffff, okb ? kpb : 0x7fffffff), kmax = max(oka ? kpa : -1, okb ? kpb : -1);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        kmin = min(kmin, __shfl_xor_sync(FULL_MASK, kmin, o));
+        kmax = max(kmax, __shfl_xor_sync(FULL_MASK, kmax, o));
+    }
+    if (lane == 0) wk[w][0] = kmin, wk[w][1] = kmax;
+    __syncthreads();  // also: every warp's keys are in registers, the room is the queries'
+    if (tid == 0) {
+        int r0 = 0, r1 = rows;
+        if (pos && ascRows) {
+            int bmin = wk[0][0], bmax = wk[0][1];
+            for (int i = 1; i < NW; ++i) bmin = min(bmin, wk[i][0]), bmax = max(bmax, wk[i][1]);
+            int a = 0, b = rows;  // the first row at or past the smallest key
+            while (a < b) {
+                const int mid = (a + b) >> 1;
+                if (ints[rowOff + 2 * mid] < bmin) a = mid + 1; else b = mid;
+            }
+            r0 = a;
+            if (window > 0) {  // the first row whose window hides the largest key
+                b = rows;
+                while (a < b) {
+                    const int mid = (a + b) >> 1;
+                    if (be_win_lo(ints[rowOff + 2 * mid], window) < bmax) a = mid + 1; else b = mid;
+                }
+                r1 = a;
+            }
+        }
+        rspan[0] = r0, rspan[1] = r1;
+    }
+    __syncthreads();
+    const int r0 = rspan[0], r1 = rspan[1];
+    const int nrt = r1 > r0 ? (r1 - r0 + BM - 1) / BM : 0, items = G * nrt;
+
+    // Bring item it (query head g*G + it/nrt, row tile it%nrt) into buffer it&1.
+    auto load = [&](int it) {
+        const int h = g * G + it / nrt, rs = r0 + (it % nrt) * BM, b = it & 1;
+        bf16* qs = Qs + b * BM * RS;
+        for (int i = tid; i < BM * CH; i += NT) {
+            const int r = i / CH, c = (i % CH) * 8, row = rs + r;
+            const bool ok = row < r1;
+            fl_cp16(qs + r * RS + c, qb + ((long long)(ok ? row : rs) * heads + h) * D + c, ok);
+        }
+        if (tid < BM) {
+            const int row = rs + tid;
+            const bool ok = row < r1;
+            rq[b * BM + tid] = ok ? ints[rowOff + 2 * row] : -1;
+            rl[b * BM + tid] = ok ? lse[(long long)row * heads + h] : 0.f;
+        }
+        fl_commit();
+    };
+
+    float ca = 0.f, cb = 0.f;  // this lane's share of the head's sums of keys ka and kb
+    float ta = 0.f, tb = 0.f;  // the group's sums so far (grp)
+    if (items > 0) load(0);
+    for (int it = 0; it < items; ++it) {
+        if (it + 1 < items) {
+            load(it + 1);
+            fl_wait<1>();
+        } else {
+            fl_wait<0>();
+        }
+        __syncthreads();
+        const int b = it & 1;
+        const bf16* qs = Qs + b * BM * RS;
+        const int* qp = rq + b * BM;
+        const float* ql = rl + b * BM;
+        bool any = true;
+        if (pos) {  // some row of the tile sees some key of the warp
+            const int p0 = qp[lane], p1 = qp[lane + 32];
+            const bool s0 = p0 >= 0 && p0 >= kmin && be_win_lo(p0, window) < kmax;
+            const bool s1 = p1 >= 0 && p1 >= kmin && be_win_lo(p1, window) < kmax;
+            any = __any_sync(FULL_MASK, s0 || s1);
+        }
+        if (any) {
+            float s[NJ][4];
+#pragma unroll
+            for (int j = 0; j < NJ; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+            for (int k = 0; k < KS; ++k) {
+#pragma unroll
+                for (int j = 0; j < NJ; j += 2) {
+                    // Matrices: (rows 8j.., channels 0-7), (8j.., 8-15), (8(j+1).., 0-7), (8(j+1).., 8-15).
+                    u32 bq[4];
+                    fl_ldsm4(bq, qs + ((j + (mi >> 1)) * 8 + rr) * RS + k * 16 + (mi & 1) * 8);
+                    fl_mma(s[j], kf[k], bq[0], bq[1]);
+                    fl_mma(s[j + 1], kf[k], bq[2], bq[3]);
+                }
+            }
+#pragma unroll
+            for (int j = 0; j < NJ; ++j) {
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    const int row = j * 8 + 2 * tig + e, p = qp[row];
+                    const float l = ql[row];
+                    const int wl = be_win_lo(p, window);
+                    const bool va = oka && p >= 0 && (!pos || (kpa <= p && kpa > wl));
+                    const bool vb = okb && p >= 0 && (!pos || (kpb <= p && kpb > wl));
+                    ca += va ? fl_exp2(fmaf(s[j][e], scaleLog2, -l)) : 0.f;
+                    cb += vb ? fl_exp2(fmaf(s[j][2 + e], scaleLog2, -l)) : 0.f;
+                }
+            }
+        }
+        if (it % nrt == nrt - 1) {  // the head's last tile: its sums
+            const float sa = fl_quad_sum(ca), sb = fl_quad_sum(cb);
+            ca = cb = 0.f;
+            const int k = it / nrt;
+            if (grp) {
+                ta = k == 0 ? sa : __fadd_rn(ta, sa);
+                tb = k == 0 ? sb : __fadd_rn(tb, sb);
+            } else if (tig == 0) {
+                float* out = acc + (size_t)(g * G + k) * astride;
+                if (oka) out[ka] += sa;
+                if (okb) out[kb] += sb;
+            }
+        }
+        __syncthreads();  // buffer b is brought again at it + 2
+    }
+    if (grp && tig == 0) {  // every slice's tokens [lo, hi) written (zeros where no row sees them)
+        float* out = acc + (size_t)g * astride;
+        if (oka) out[ka] = ta;
+        if (okb) out[kb] = tb;
+    }
+#endif
+}
+
+// AC_SMEM is the dynamic shared memory of acc_cols<D>.
+#define AC_SMEM(D) (16 * AC_NW * ((D) + 8) * 2 + 2 * AC_BM * 8)
+
+#define ACC_COLS_KERNEL(D)                                                                                         \
+    extern "C" __global__ void __launch_bounds__(32 * AC_NW) acc_cols_d##D(                                        \
+        float* acc, int astride, const bf16* qb, const float* lse, const u64* ptrs, const int* ints, int heads,    \
+        int kvHeads, float scaleLog2, int rowOff, int rows, int kvt, int ascRows, int psShift, int window, int grp) { \
+        acc_cols<D>(acc, astride, qb, lse, ptrs, ints, heads, kvHeads, scaleLog2, rowOff, rows, kvt, ascRows,      \
+                    psShift, window, grp);                                                                         \
+    }
+
+#if KVB_IN(0)
+ACC_COLS_KERNEL(64)
+ACC_COLS_KERNEL(128)
+#endif
