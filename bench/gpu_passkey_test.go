@@ -14,8 +14,9 @@ import (
 // bundled models/kvbench-ref-7m and the fixture kvbench-ref-13m) on the CPU
 // and on the GPU at its default bf16 precision (bf16 GEMMs, tensor-core
 // prefill, bf16 KV pages) and requires the same answer in every trial, for
-// full attention, Quest, and SnapKV and TOVA (whose prompt's last rows
-// alone accumulate: the other rows on the tensor-core prefill). It needs a
+// full attention, Quest, SnapKV and TOVA (whose prompt's last rows alone
+// accumulate: the other rows on the tensor-core prefill) and H2O (whose
+// every prompt row accumulates: the prefill, then acc_cols). It needs a
 // GPU.
 func TestPasskeyAnswersBF16(t *testing.T) {
 	if ok, why := cuda.Available(); !ok {
@@ -39,7 +40,7 @@ func passkeyAnswersBF16(t *testing.T, path string) {
 		name   string
 		params policies.Params
 	}{{"full", nil}, {"quest", policies.Params{"budget": 256, "page": 16}},
-		{"snapkv", policies.Params{"budget": 512}}, {"tova", policies.Params{"budget": 512}}} {
+		{"snapkv", policies.Params{"budget": 512}}, {"tova", policies.Params{"budget": 512}}, {"h2o", policies.Params{"budget": 512}}} {
 		answers := map[string][]string{}
 		for _, be := range []string{"cpu", "cuda"} {
 			e, err := NewEngine(m, tok, pol.name, pol.params)
