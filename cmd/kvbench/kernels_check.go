@@ -14,7 +14,8 @@ import (
 
 // checkUnit checks u's run, stream by stream (checkStep, the whole unit run
 // once for each), and returns the report of the worst errors and whether
-// they passed: outputs within 1e-3 of the largest reference value, added
+// they passed: outputs within 1e-3 of the largest reference value (a
+// prompt chunk's within chunkTol), added
 // probabilities within 1e-5 a row that added them, or where more than
 // accCheckRows rows added, their total within 1e-4 of one a row and query
 // head.
@@ -24,7 +25,11 @@ func checkUnit(b *cuda.Backend, d *cellData, u *unit) (string, bool) {
 		w, aw, n := checkStep(b, d, st, func() { u.run(b) })
 		worst, accWorst, accRows = max(worst, w), max(accWorst, aw), max(accRows, n)
 	}
-	ok := worst < 1e-3
+	tol := 1e-3
+	if u.steps[0].a.Rows > 1 {
+		tol = chunkTol
+	}
+	ok := worst < tol
 	msg := fmt.Sprintf("relerr=%.1e", worst)
 	switch {
 	case u.steps[0].a.Acc == nil:
@@ -40,6 +45,13 @@ func checkUnit(b *cuda.Backend, d *cellData, u *unit) (string, bool) {
 	}
 	return msg, ok
 }
+
+// chunkTol is the largest error a prompt chunk's outputs may have relative
+// to the largest reference value: the tensor-core prefill multiplies the
+// queries and the probabilities in bf16, as SDPA does (2-3e-3 measured at
+// 8K and 32K tokens, SDPA's own 2.2e-3 at 32K: H100, 2026-12-08), where
+// the decode kernels' near-float32 products stay within 1e-3.
+const chunkTol = 1e-2
 
 // accCheckRows is the most rows whose added probabilities checkStep
 // checks: each such row's reference reads every key of its heads.
