@@ -5,7 +5,9 @@ package policies
 // behaviour is tested from outside in snapkv_test.go.
 
 import (
+	"cmp"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"testing"
 )
@@ -126,7 +128,7 @@ func TestSnapPool1D(t *testing.T) {
 		{11, true, []float64{1, 1, 1, 1, 1}},
 	} {
 		got := make([]float64, len(x))
-		snapPool1d(got, x, c.kernel, c.avg)
+		snapPool1d(got, x, c.kernel, c.avg, nil)
 		for i := range got {
 			if math.Abs(got[i]-c.want[i]) > 1e-12 {
 				t.Errorf("kernel %d avg %v: %v, want %v", c.kernel, c.avg, got, c.want)
@@ -137,15 +139,66 @@ func TestSnapPool1D(t *testing.T) {
 	// Negative scores (not probabilities, but the padding rule shows): max
 	// pooling never takes a padded value.
 	got := make([]float64, 3)
-	snapPool1d(got, []float64{-1, -2, -3}, 3, false)
+	snapPool1d(got, []float64{-1, -2, -3}, 3, false, nil)
 	if !slices.Equal(got, []float64{-1, -1, -2}) {
 		t.Errorf("max pooling of negatives: %v, want [-1 -1 -2]", got)
 	}
 }
 
-func TestSnapRank(t *testing.T) {
-	got := snapRank(nil, []float64{0.5, 2, 0.5, 3, 2, 0.1})
-	if want := []int32{3, 1, 4, 0, 2, 5}; !slices.Equal(got, want) {
-		t.Errorf("snapRank %v, want %v (ties to the earlier index)", got, want)
+// TestSnapMaxPoolNaive: max pooling (van Herk/Gil-Werman) equals the
+// maximum over each window's covered elements, on random scores of many
+// lengths and widths (wider than the scores too), the scratch reused.
+func TestSnapMaxPoolNaive(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 8))
+	var tmp []float64
+	for range 300 {
+		n, kernel := 1+rng.IntN(80), 1+2*rng.IntN(12)
+		src := make([]float64, n)
+		for i := range src {
+			src[i] = float64(rng.IntN(9)) - 4 // ties and negatives
+		}
+		got := make([]float64, n)
+		tmp = snapPool1d(got, src, kernel, false, tmp)
+		for i := range n {
+			lo, hi := max(i-kernel/2, 0), min(i+kernel/2, n-1)
+			if want := slices.Max(src[lo : hi+1]); got[i] != want {
+				t.Fatalf("n %d kernel %d: element %d is %v, want %v (src %v)", n, kernel, i, got[i], want, src)
+			}
+		}
+	}
+}
+
+// TestTopK: topK's first k indices are the k best (higher score first,
+// ties to the lower index) as a full sort finds them, on scores with many
+// ties, for every k.
+func TestTopK(t *testing.T) {
+	rng := rand.New(rand.NewPCG(6, 1))
+	for range 200 {
+		n := 1 + rng.IntN(60)
+		score := make([]float64, n)
+		for i := range score {
+			score[i] = float64(rng.IntN(5))
+		}
+		sorted := make([]int32, n)
+		for i := range sorted {
+			sorted[i] = int32(i)
+		}
+		slices.SortFunc(sorted, func(x, y int32) int {
+			if c := cmp.Compare(score[y], score[x]); c != 0 {
+				return c
+			}
+			return cmp.Compare(x, y)
+		})
+		for k := 0; k <= n; k++ {
+			idx := make([]int32, n) // the indices in a random order
+			for i, v := range rng.Perm(n) {
+				idx[i] = int32(v)
+			}
+			topK(idx, score, k)
+			got, want := slices.Sorted(slices.Values(idx[:k])), slices.Sorted(slices.Values(sorted[:k]))
+			if !slices.Equal(got, want) {
+				t.Fatalf("scores %v, k %d: topK kept %v, want %v", score, k, got, want)
+			}
+		}
 	}
 }

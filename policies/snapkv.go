@@ -71,10 +71,11 @@ type snapKV struct {
 
 	acc    [][][]float32 // [layer or 0 when shared][heads][tokens] window probabilities
 	order  []int32       // prefix token indices, in position order
-	rank   []int32       // positions in order, ranked by score
+	rank   []int32       // positions in order, the capacity's best first (topK)
 	raw    []float64     // one query head's scores in position order
 	pooled []float64
 	score  []float64 // group mean of the pooled scores
+	pool   []float64 // snapPool1d's scratch
 }
 
 func init() {
@@ -254,7 +255,9 @@ func (s *snapKV) compress(l int, a *runtime.AttnArgs) {
 		if keep >= m {
 			continue
 		}
-		slices.SortFunc(s.order, func(x, y int32) int { return cmp.Compare(seq.Pos[x], seq.Pos[y]) })
+		if !seq.Ascending { // else the indices are in position order already
+			slices.SortFunc(s.order, func(x, y int32) int { return cmp.Compare(seq.Pos[x], seq.Pos[y]) })
+		}
 		s.raw = snapGrow(s.raw, m)
 		s.pooled = snapGrow(s.pooled, m)
 		s.score = snapGrow(s.score, m)
@@ -263,13 +266,19 @@ func (s *snapKV) compress(l int, a *runtime.AttnArgs) {
 			for i, t := range s.order {
 				s.raw[i] = float64(acc[h][t])
 			}
-			snapPool1d(s.pooled, s.raw, s.kernel, s.avg)
+			s.pool = snapPool1d(s.pooled, s.raw, s.kernel, s.avg, s.pool)
 			for i, v := range s.pooled {
 				s.score[i] += v / float64(group)
 			}
 		}
-		s.rank = snapRank(s.rank, s.score)
-		// rank[keep:] are positions in order of the tokens to drop.
+		// rank[:keep] are the positions in order of the tokens kept (the
+		// best scores, ties to the earlier position), rank[keep:] the rest:
+		// a selection, not a sort (Evict takes the drops in any order).
+		s.rank = s.rank[:0]
+		for i := range m {
+			s.rank = append(s.rank, int32(i))
+		}
+		topK(s.rank, s.score, keep)
 		s.drop = s.drop[:0]
 		for _, i := range s.rank[keep:] {
 			s.drop = append(s.drop, s.order[i])
@@ -293,40 +302,59 @@ func snapGrow(b []float64, n int) []float64 {
 	return b[:n]
 }
 
-// snapRank writes into rank (reused) the indices 0..len(score)-1 ordered by
-// score, highest first, ties to the lower index.
-func snapRank(rank []int32, score []float64) []int32 {
-	rank = rank[:0]
-	for i := range score {
-		rank = append(rank, int32(i))
-	}
-	slices.SortFunc(rank, func(x, y int32) int {
-		if c := cmp.Compare(score[y], score[x]); c != 0 {
-			return c
-		}
-		return cmp.Compare(x, y)
-	})
-	return rank
-}
-
 // snapPool1d writes into dst the 1-D pooling of src with width kernel (odd),
 // stride 1 and padding kernel/2, as torch's F.max_pool1d (padding is -Inf:
 // the maximum over the covered elements) or F.avg_pool1d with
 // count_include_pad=True (padding is zero: the covered sum divided by kernel).
-// len(dst) == len(src).
-func snapPool1d(dst, src []float64, kernel int, avg bool) {
+// len(dst) == len(src). Max pooling takes 2 x len(src) floats of scratch
+// from tmp, grown if shorter, and returns it.
+//
+// The maxima are van Herk's and Gil and Werman's: src cut into blocks of
+// kernel elements, each element's maximum from its block's start (pre) and
+// to its block's end (suf); a window of kernel elements spans at most two
+// blocks, its maximum max(suf[lo], pre[hi]), three comparisons an element
+// whatever the width. A window cut short by an edge lies in one block
+// starting at lo (the first) or ending at hi (the last). The values are the
+// maxima themselves: no rounding.
+func snapPool1d(dst, src []float64, kernel int, avg bool, tmp []float64) []float64 {
 	pad := kernel / 2
 	n := len(src)
-	for i := range dst[:n] {
-		lo, hi := max(i-pad, 0), min(i+pad, n-1)
-		if avg {
+	if avg {
+		for i := range dst[:n] {
+			lo, hi := max(i-pad, 0), min(i+pad, n-1)
 			var sum float64
 			for _, v := range src[lo : hi+1] {
 				sum += v
 			}
 			dst[i] = sum / float64(kernel)
-		} else {
-			dst[i] = slices.Max(src[lo : hi+1])
+		}
+		return tmp
+	}
+	if cap(tmp) < 2*n {
+		tmp = make([]float64, 2*n)
+	}
+	pre, suf := tmp[:n], tmp[n:2*n]
+	for b := 0; b < n; b += kernel {
+		e := min(b+kernel, n)
+		pre[b] = src[b]
+		for i := b + 1; i < e; i++ {
+			pre[i] = max(pre[i-1], src[i])
+		}
+		suf[e-1] = src[e-1]
+		for i := e - 2; i >= b; i-- {
+			suf[i] = max(suf[i+1], src[i])
 		}
 	}
+	for i := range dst[:n] {
+		lo, hi := max(i-pad, 0), min(i+pad, n-1)
+		switch {
+		case lo/kernel != hi/kernel:
+			dst[i] = max(suf[lo], pre[hi])
+		case lo%kernel == 0: // from the block's start
+			dst[i] = pre[hi]
+		default: // to the block's end (the last, cut short by the edge)
+			dst[i] = suf[lo]
+		}
+	}
+	return tmp
 }
