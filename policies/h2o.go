@@ -296,8 +296,9 @@ func (p *h2o) grow(l int) {
 		if len(sc) > n {
 			panic(fmt.Sprintf("policy h2o: layer %d KV head %d holds %d tokens, the policy scored %d: the cache changed behind the policy", l, h, n, len(sc)))
 		}
-		for len(sc) < n {
-			sc = append(sc, 0)
+		if m := len(sc); m < n { // one growth at most, not an append a token
+			sc = slices.Grow(sc, n-m)[:n]
+			clear(sc[m:])
 		}
 		p.score[l][h] = sc
 	}
