@@ -6,7 +6,8 @@
 # acc tail and acc_cols (their fixes), TestKernelsCommand, then the 1B
 # shape's 32K cell under full, SnapKV, TOVA and H2O (budget 1,024, one
 # trial) with KVBENCH_PHASES (the host's wall time by part of a pass) and
-# KVBENCH_CPUPROFILE ($OUT/POLICY.prof; read here with go tool pprof).
+# KVBENCH_CPUPROFILE ($OUT/POLICY.prof; read here with go tool pprof);
+# then H2O's prompt chunk under acc_cols's two variants (KVBENCH_ACC_COLS_MT).
 # Pack here:
 #   PKGS="runtime/cuda cmd/kvbench" bash bench/pack_carry.sh
 # carry .gpucarry/gpubin.txz and .gpucarry/shared.txz, and run from the
@@ -43,5 +44,9 @@ for l in open(sys.argv[1] + "/results.jsonl"):
     r = json.loads(l)
     print('| cell', r['policy'], '|', r['status'], '|', round((t(r['meta']['end']) - t(r['meta']['start'])).total_seconds(), 2), 's |', {k: v for k, v in r.items() if k in ('timing', 'latency')})
 PY
+done
+stamp "acc_cols variants (kvbench kernels --rows 8192, H2O)"
+for mt in 1 2; do
+KVBENCH_ACC_COLS_MT=$mt timeout 60 $B/kvbench kernels --rows 8192 --lengths 8192,32768 --heads 32/8 --dim 64,128 --policies full,h2o --budget 1024 --iters 10 2>&1 | grep "^kvbench" | sed "s/^/MT=$mt /"
 done
 stamp done

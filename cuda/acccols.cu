@@ -8,11 +8,12 @@
 // row's raw scores for that (rows x heads x tokens floats, in blocks of rows
 // past 4 GiB) and summed them on CUDA cores.
 //
-// Block (key tile blockIdx.x of BN = 16*NW tokens from the KV head's SD_LO,
-// KV head blockIdx.y), NW warps of 16 keys each. The keys are staged in
-// shared memory (rounded to bf16 where the pages are float32, as the
-// prefill rounds them) and each warp keeps its 16 keys as the A operand of
-// every k-step in registers; the room then takes the queries. The block
+// Block (key tile blockIdx.x of BN = 16*MT*NW tokens from the KV head's
+// SD_LO, KV head blockIdx.y), NW warps of 16*MT keys each. The keys are
+// staged in shared memory (rounded to bf16 where the pages are float32, as
+// the prefill rounds them) and each warp keeps its keys as the A operand
+// (MT m-tiles) of every k-step in registers; the room then takes the
+// queries. The block
 // walks the group's query heads and, for each, the chunk's rows in tiles of
 // BM (queries in bf16, be_narrow's copy, brought two tiles deep by
 // cp.async, with the rows' positions and lse). Per tile a warp computes S^T
@@ -28,21 +29,21 @@
 // added in head order in float32 (what the host and attn_rt_acc add),
 // written over what it held; else slice h has head h's sums added to it.
 
-#define AC_NW 8
-#define AC_BM 64
-
-template <int D>
+// Variants (the runtime's KVBENCH_ACC_COLS_MT): MT m-tiles of 16 keys a
+// warp (each query fragment read from shared memory feeds MT products, and
+// each row's position and lse 2*MT keys), NW warps, BM rows a tile.
+template <int D, int MT, int NW, int BM>
 __device__ __forceinline__ void acc_cols(float* __restrict__ acc, int astride, const bf16* __restrict__ qb,
                                          const float* __restrict__ lse, const u64* __restrict__ ptrs,
                                          const int* __restrict__ ints, int heads, int kvHeads, float scaleLog2,
                                          int rowOff, int rows, int kvt, int ascRows, int psShift, int window, int grp) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    constexpr int NW = AC_NW, NT = 32 * NW, BN = 16 * NW, BM = AC_BM, RS = D + 8;  // RS: padded shared row, bf16
-    constexpr int KS = D / 16;                                                      // k-steps of S^T = K Q^T
-    constexpr int NJ = BM / 8;                                                      // 8-row tiles of S^T
-    constexpr int CH = D / 8;                                                       // 16-byte pieces of a bf16 row
+    constexpr int NT = 32 * NW, WK = 16 * MT, BN = WK * NW, RS = D + 8;  // RS: padded shared row, bf16
+    constexpr int KS = D / 16;                                           // k-steps of S^T = K Q^T
+    constexpr int NJ = BM / 8;                                           // 8-row tiles of S^T
+    constexpr int CH = D / 8;                                            // 16-byte pieces of a bf16 row
     static_assert(BN * RS >= 2 * BM * RS, "the queries' two tiles fit the keys' room");
-    static_assert(BM == 64, "a warp's lanes read a tile's row positions two each");
+    static_assert(BM % 32 == 0 && NJ % 2 == 0 && BM <= NT, "a tile's rows: whole lanes' worth, pairs of 8-row tiles");
     extern __shared__ __align__(16) unsigned char ac_smem[];
     bf16* Ks = (bf16*)ac_smem;                  // [BN][RS], then the queries' tiles [2][BM][RS]
     bf16* Qs = Ks;
@@ -82,15 +83,23 @@ __device__ __forceinline__ void acc_cols(float* __restrict__ acc, int astride, c
     fl_wait<0>();
     __syncthreads();
 
-    // This warp's keys as the A operand; this lane's two keys (rows gid and
-    // gid + 8 of the accumulator) and their positions.
-    u32 kf[KS][4];
+    // This warp's keys as the A operand (m-tile t: keys w*WK + 16t ..); this
+    // lane's keys (rows gid and gid + 8 of each m-tile) and their positions.
+    u32 kf[MT][KS][4];
+    int ka[MT], kpa[MT], kpb[MT];
+    bool oka[MT], okb[MT];
+    int kmin = 0x7fffffff, kmax = -1;
 #pragma unroll
-    for (int k = 0; k < KS; ++k) fl_ldsm4(kf[k], Ks + (w * 16 + (mi & 1) * 8 + rr) * RS + k * 16 + (mi >> 1) * 8);
-    const int ka = t0 + w * 16 + gid, kb = ka + 8;
-    const bool oka = ka < hi, okb = kb < hi;
-    const int kpa = oka && pos ? pos[ka] : 0, kpb = okb && pos ? pos[kb] : 0;
-    int kmin = min(oka ? kpa : 0x7fffffff, okb ? kpb : 0x7fffffff), kmax = max(oka ? kpa : -1, okb ? kpb : -1);
+    for (int t = 0; t < MT; ++t) {
+#pragma unroll
+        for (int k = 0; k < KS; ++k)
+            fl_ldsm4(kf[t][k], Ks + (w * WK + 16 * t + (mi & 1) * 8 + rr) * RS + k * 16 + (mi >> 1) * 8);
+        ka[t] = t0 + w * WK + 16 * t + gid;
+        oka[t] = ka[t] < hi, okb[t] = ka[t] + 8 < hi;
+        kpa[t] = oka[t] && pos ? pos[ka[t]] : 0, kpb[t] = okb[t] && pos ? pos[ka[t] + 8] : 0;
+        if (oka[t]) kmin = min(kmin, kpa[t]), kmax = max(kmax, kpa[t]);
+        if (okb[t]) kmin = min(kmin, kpb[t]), kmax = max(kmax, kpb[t]);
+    }
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) {
         kmin = min(kmin, __shfl_xor_sync(FULL_MASK, kmin, o));
@@ -142,8 +151,10 @@ __device__ __forceinline__ void acc_cols(float* __restrict__ acc, int astride, c
         fl_commit();
     };
 
-    float ca = 0.f, cb = 0.f;  // this lane's share of the head's sums of keys ka and kb
-    float ta = 0.f, tb = 0.f;  // the group's sums so far (grp)
+    float ca[MT], cb[MT];  // this lane's share of the head's sums of its keys
+    float ta[MT], tb[MT];  // the group's sums so far (grp)
+#pragma unroll
+    for (int t = 0; t < MT; ++t) ca[t] = cb[t] = ta[t] = tb[t] = 0.f;
     if (items > 0) load(0);
     for (int it = 0; it < items; ++it) {
         if (it + 1 < items) {
@@ -159,15 +170,20 @@ __device__ __forceinline__ void acc_cols(float* __restrict__ acc, int astride, c
         const float* ql = rl + b * BM;
         bool any = true;
         if (pos) {  // some row of the tile sees some key of the warp
-            const int p0 = qp[lane], p1 = qp[lane + 32];
-            const bool s0 = p0 >= 0 && p0 >= kmin && be_win_lo(p0, window) < kmax;
-            const bool s1 = p1 >= 0 && p1 >= kmin && be_win_lo(p1, window) < kmax;
-            any = __any_sync(FULL_MASK, s0 || s1);
+            bool sees = false;
+#pragma unroll
+            for (int r = lane; r < BM; r += 32) {
+                const int p = qp[r];
+                sees = sees || (p >= 0 && p >= kmin && be_win_lo(p, window) < kmax);
+            }
+            any = __any_sync(FULL_MASK, sees);
         }
         if (any) {
-            float s[NJ][4];
+            float s[MT][NJ][4];
 #pragma unroll
-            for (int j = 0; j < NJ; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+            for (int t = 0; t < MT; ++t)
+#pragma unroll
+                for (int j = 0; j < NJ; ++j) s[t][j][0] = s[t][j][1] = s[t][j][2] = s[t][j][3] = 0.f;
 #pragma unroll
             for (int k = 0; k < KS; ++k) {
 #pragma unroll
@@ -175,8 +191,11 @@ __device__ __forceinline__ void acc_cols(float* __restrict__ acc, int astride, c
                     // Matrices: (rows 8j.., channels 0-7), (8j.., 8-15), (8(j+1).., 0-7), (8(j+1).., 8-15).
                     u32 bq[4];
                     fl_ldsm4(bq, qs + ((j + (mi >> 1)) * 8 + rr) * RS + k * 16 + (mi & 1) * 8);
-                    fl_mma(s[j], kf[k], bq[0], bq[1]);
-                    fl_mma(s[j + 1], kf[k], bq[2], bq[3]);
+#pragma unroll
+                    for (int t = 0; t < MT; ++t) {
+                        fl_mma(s[t][j], kf[t][k], bq[0], bq[1]);
+                        fl_mma(s[t][j + 1], kf[t][k], bq[2], bq[3]);
+                    }
                 }
             }
 #pragma unroll
@@ -186,48 +205,61 @@ __device__ __forceinline__ void acc_cols(float* __restrict__ acc, int astride, c
                     const int row = j * 8 + 2 * tig + e, p = qp[row];
                     const float l = ql[row];
                     const int wl = be_win_lo(p, window);
-                    const bool va = oka && p >= 0 && (!pos || (kpa <= p && kpa > wl));
-                    const bool vb = okb && p >= 0 && (!pos || (kpb <= p && kpb > wl));
-                    ca += va ? fl_exp2(fmaf(s[j][e], scaleLog2, -l)) : 0.f;
-                    cb += vb ? fl_exp2(fmaf(s[j][2 + e], scaleLog2, -l)) : 0.f;
+#pragma unroll
+                    for (int t = 0; t < MT; ++t) {
+                        const bool va = oka[t] && p >= 0 && (!pos || (kpa[t] <= p && kpa[t] > wl));
+                        const bool vb = okb[t] && p >= 0 && (!pos || (kpb[t] <= p && kpb[t] > wl));
+                        ca[t] += va ? fl_exp2(fmaf(s[t][j][e], scaleLog2, -l)) : 0.f;
+                        cb[t] += vb ? fl_exp2(fmaf(s[t][j][2 + e], scaleLog2, -l)) : 0.f;
+                    }
                 }
             }
         }
         if (it % nrt == nrt - 1) {  // the head's last tile: its sums
-            const float sa = fl_quad_sum(ca), sb = fl_quad_sum(cb);
-            ca = cb = 0.f;
             const int k = it / nrt;
-            if (grp) {
-                ta = k == 0 ? sa : __fadd_rn(ta, sa);
-                tb = k == 0 ? sb : __fadd_rn(tb, sb);
-            } else if (tig == 0) {
-                float* out = acc + (size_t)(g * G + k) * astride;
-                if (oka) out[ka] += sa;
-                if (okb) out[kb] += sb;
+#pragma unroll
+            for (int t = 0; t < MT; ++t) {
+                const float sa = fl_quad_sum(ca[t]), sb = fl_quad_sum(cb[t]);
+                ca[t] = cb[t] = 0.f;
+                if (grp) {
+                    ta[t] = k == 0 ? sa : __fadd_rn(ta[t], sa);
+                    tb[t] = k == 0 ? sb : __fadd_rn(tb[t], sb);
+                } else if (tig == 0) {
+                    float* out = acc + (size_t)(g * G + k) * astride;
+                    if (oka[t]) out[ka[t]] += sa;
+                    if (okb[t]) out[ka[t] + 8] += sb;
+                }
             }
         }
         __syncthreads();  // buffer b is brought again at it + 2
     }
     if (grp && tig == 0) {  // every slice's tokens [lo, hi) written (zeros where no row sees them)
         float* out = acc + (size_t)g * astride;
-        if (oka) out[ka] = ta;
-        if (okb) out[kb] = tb;
+#pragma unroll
+        for (int t = 0; t < MT; ++t) {
+            if (oka[t]) out[ka[t]] = ta[t];
+            if (okb[t]) out[ka[t] + 8] = tb[t];
+        }
     }
 #endif
 }
 
-// AC_SMEM is the dynamic shared memory of acc_cols<D>.
-#define AC_SMEM(D) (16 * AC_NW * ((D) + 8) * 2 + 2 * AC_BM * 8)
+// AC_SMEM is the dynamic shared memory of acc_cols<D, MT, NW, BM>.
+#define AC_SMEM(D, MT, NW, BM) (16 * (MT) * (NW) * ((D) + 8) * 2 + 2 * (BM) * 8)
 
-#define ACC_COLS_KERNEL(D)                                                                                         \
-    extern "C" __global__ void __launch_bounds__(32 * AC_NW) acc_cols_d##D(                                        \
+#define ACC_COLS_KERNEL(NAME, D, MT, NW, BM)                                                                       \
+    extern "C" __global__ void __launch_bounds__(32 * NW) NAME(                                                    \
         float* acc, int astride, const bf16* qb, const float* lse, const u64* ptrs, const int* ints, int heads,    \
         int kvHeads, float scaleLog2, int rowOff, int rows, int kvt, int ascRows, int psShift, int window, int grp) { \
-        acc_cols<D>(acc, astride, qb, lse, ptrs, ints, heads, kvHeads, scaleLog2, rowOff, rows, kvt, ascRows,      \
-                    psShift, window, grp);                                                                         \
+        acc_cols<D, MT, NW, BM>(acc, astride, qb, lse, ptrs, ints, heads, kvHeads, scaleLog2, rowOff, rows, kvt, \
+                                ascRows, psShift, window, grp);                                                    \
     }
 
+// acc_cols_d{D}: 8 warps of 16 keys, rows in tiles of 64; acc_cols_d{D}_m2:
+// 4 warps of 32 keys, rows in tiles of 32 (a query fragment feeds 4 products).
 #if KVB_IN(0)
-ACC_COLS_KERNEL(64)
-ACC_COLS_KERNEL(128)
+ACC_COLS_KERNEL(acc_cols_d64, 64, 1, 8, 64)
+ACC_COLS_KERNEL(acc_cols_d128, 128, 1, 8, 64)
+ACC_COLS_KERNEL(acc_cols_d64_m2, 64, 2, 4, 32)
+ACC_COLS_KERNEL(acc_cols_d128_m2, 128, 2, 4, 32)
 #endif

@@ -46,22 +46,31 @@ func (b *Backend) accColsOK(a *runtime.AttnArgs) bool {
 	return b.flashOK(&plain)
 }
 
-// accColsWarps and accColsRows are acc_cols's warps a block (16 keys each)
-// and rows a tile (AC_NW and AC_BM in acccols.cu).
-const (
-	accColsWarps = 8
-	accColsRows  = 64
-)
+// accColsShape is a variant of acc_cols (ACC_COLS_KERNEL in acccols.cu):
+// m-tiles of 16 keys a warp, warps a block, rows a tile of the queries.
+type accColsShape struct{ mt, warps, rows int }
 
-// accColsKernel is acc_cols's kernel for head dim hd (64 or 128).
-func accColsKernel(hd int) string { return fmt.Sprintf("acc_cols_d%d", hd) }
+// accColsShapes are the variants by KVBENCH_ACC_COLS_MT (1, the default:
+// 8 warps of 16 keys, tiles of 64 rows; 2: 4 warps of 32 keys, tiles of 32
+// rows, each query fragment read from shared memory feeding 4 products).
+var accColsShapes = map[int]accColsShape{1: {1, 8, 64}, 2: {2, 4, 32}}
 
-// accColsSmem is acc_cols_d{hd}'s dynamic shared memory (AC_SMEM).
-func accColsSmem(hd int) int { return 16*accColsWarps*(hd+8)*2 + 2*accColsRows*8 }
+// keys is the keys a block of f takes.
+func (f accColsShape) keys() int { return 16 * f.mt * f.warps }
+
+// kernel is f's kernel for head dim hd (64 or 128) and its dynamic shared
+// memory (AC_SMEM).
+func (f accColsShape) kernel(hd int) (string, int) {
+	name := fmt.Sprintf("acc_cols_d%d", hd)
+	if f.mt != 1 {
+		name += fmt.Sprintf("_m%d", f.mt)
+	}
+	return name, f.keys()*(hd+8)*2 + 2*f.rows*8
+}
 
 // attendAccCols runs a (accColsOK) as the prefill kernel writing each
 // (row, head)'s lse, then acc_cols over the same metadata, a block a tile
-// of 16 x accColsWarps keys and KV head, after the queries are rounded to
+// of keys (accColsShape.keys) and KV head, after the queries are rounded to
 // bf16 (be_narrow) for it; the sums are read back as the split-KV path's
 // are (accRead: deferred, queued with a batch's, or at once).
 func (b *Backend) attendAccCols(a *runtime.AttnArgs) {
@@ -76,15 +85,16 @@ func (b *Backend) attendAccCols(a *runtime.AttnArgs) {
 	acc := b.accDevice(a)
 	n := int64(rows * a.Heads * hd)
 	b.launch("be_narrow", Dim3{blocks(n), 1, 1}, Dim3{256, 1, 1}, qb, b.f32(a.Q), wtype(runtime.BF16), n)
+	f := accColsShapes[b.accColsMT]
 	tiles := 0
 	for g := range a.KVHeads {
 		d := b.hInts[g*sdWords:]
-		tiles = max(tiles, (int(d[sdHi]-d[sdLo])+16*accColsWarps-1)/(16*accColsWarps))
+		tiles = max(tiles, (int(d[sdHi]-d[sdLo])+f.keys()-1)/f.keys())
 	}
 	if tiles > 0 {
-		name, smem := accColsKernel(hd), accColsSmem(hd)
+		name, smem := f.kernel(hd)
 		b.allowShared(name, smem)
-		b.launchSmem(name, Dim3{tiles, a.KVHeads, 1}, Dim3{32 * accColsWarps, 1, 1}, smem,
+		b.launchSmem(name, Dim3{tiles, a.KVHeads, 1}, Dim3{32 * f.warps, 1, 1}, smem,
 			acc, int32(astride), qb, lse, ptrs, ints, int32(a.Heads), int32(a.KVHeads), a.Scale*float32(math.Log2E),
 			m.rowOff, int32(rows), b.pageType(), flag(slices.IsSorted(a.QPos[:rows])),
 			int32(bits.TrailingZeros(uint(a.Seqs[0].PageSize))), int32(max(a.Window, 0)), flag(a.AccGroup))

@@ -66,7 +66,8 @@ func accMass(a *runtime.AttnArgs, c accColsCase) float64 {
 // to bf16; each row's probabilities sum to one (the sums of a slice add up
 // to its rows, times the group with AccGroup: the prefill's lse and
 // acc_cols's scores agree); through AttendBatch and through a deferring
-// pass (DeferAcc, AccView) the sums are the same as Attend's. Head dims 64
+// pass (DeferAcc, AccView) the sums are the same as Attend's, and with the
+// other variant (KVBENCH_ACC_COLS_MT=2) within float32 rounding. Head dims 64
 // and 128, a query head's sums and a group's, bf16 and float32 pages, key
 // positions out of order, a sliding window, rows in descending order, and
 // sums that add to Acc's values.
@@ -120,7 +121,19 @@ func TestAttendAccColsGPU(t *testing.T) {
 				t.Errorf("the sums add up to %.6g, want %g (the rows times the heads)", m, rowsPer)
 			}
 
-			restore := g.SetAccCols(false)
+			// The other variant (KVBENCH_ACC_COLS_MT=2): the same sums but
+			// for the order of their additions.
+			restore := g.SetAccColsMT(2)
+			m2 := accColsCall(cp, g, 1, q, heads, rows, tc)
+			g.Attend(m2)
+			restore()
+			for h := range m2.Acc {
+				if d := relDiff(m2.Acc[h], got.Acc[h]); d > 1e-5 || math.IsNaN(d) {
+					t.Errorf("KVBENCH_ACC_COLS_MT=2: Acc[%d] differs from the default variant's by %.3g", h, d)
+				}
+			}
+
+			restore = g.SetAccCols(false)
 			split := accColsCall(cp, g, 1, q, heads, rows, tc)
 			g.Attend(split)
 			restore()
@@ -163,7 +176,8 @@ func TestAttendAccColsGPU(t *testing.T) {
 // TestFakeAttendAccCols: on the fake device at bf16 precision a prompt
 // chunk of 200 rows whose every row adds to Acc launches the prefill, the
 // queries' rounding and acc_cols once each, no split-KV sums, and keeps no
-// row's scores; through AttendBatch each such call does the same. A chunk
+// row's scores; through AttendBatch each such call does the same;
+// KVBENCH_ACC_COLS_MT=2 launches its variant. A chunk
 // of fewer rows than the path takes (127), one with KVBENCH_ACC_COLS=off,
 // and one at float32 precision run on the split-KV path and keep every
 // row's scores.
@@ -187,6 +201,13 @@ func TestFakeAttendAccCols(t *testing.T) {
 	if s := g.ScoreBytes(); s != 0 {
 		t.Errorf("200 rows: the scores' scratch is %d bytes, want none", s)
 	}
+	restoreMT := g.SetAccColsMT(2)
+	m2 := cuda.FakeKernels()["acc_cols_d128_m2"]
+	g.Attend(accColsCall(cp, g, 1, q, heads, 200, tc))
+	if n := cuda.FakeKernels()["acc_cols_d128_m2"] - m2; n != 1 {
+		t.Errorf("KVBENCH_ACC_COLS_MT=2: %d acc_cols_d128_m2 launches, want 1", n)
+	}
+	restoreMT()
 	calls := []*runtime.AttnArgs{accColsCall(cp, g, 1, q, heads, 200, tc), accColsCall(cp, g, 1, q, heads, 200, tc)}
 	if flash, acc, cols := launches(func() { g.AttendBatch(calls) }); flash != 2 || acc != 0 || cols != 2 {
 		t.Errorf("a batch of two: %d prefill, %d attn_rt_acc and %d acc_cols launches, want 2, 0 and 2", flash, acc, cols)

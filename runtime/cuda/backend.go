@@ -72,6 +72,7 @@ type Backend struct {
 	noAccGroup  bool       // KVBENCH_ACC_GROUP=off: Acc is never summed by group (AccGroups)
 	noAccTail   bool       // KVBENCH_ACC_TAIL=off: a call whose rows add to Acc only from a later row on runs as one (accTail)
 	noAccCols   bool       // KVBENCH_ACC_COLS=off: a prompt chunk whose every row adds to Acc stays on the split-KV path (acccols.go)
+	accColsMT   int        // KVBENCH_ACC_COLS_MT: acc_cols's variant (accColsShapes)
 	noAccPace   bool       // KVBENCH_ACC_PACE=off: a pass's deferred reads are waited for at once (AccMark)
 	noWideKV    bool       // KVBENCH_KV_WIDE=off: a prompt's KV rows stored a channel a thread (be_kv_append), not four
 	noLists     bool       // KVBENCH_QUEST_LISTS=off: Quest's calls gather their chosen tokens (no page lists, questlists.go)
@@ -283,6 +284,15 @@ func newBackendOn(d *Device, prec string) (*Backend, error) {
 			return nil, fmt.Errorf("cuda: %s=%q is not a positive integer", metaCallsEnv, v)
 		}
 		b.metaCalls = n
+	}
+	b.accColsMT = 1
+	if v := os.Getenv("KVBENCH_ACC_COLS_MT"); v != "" {
+		n, err := strconv.Atoi(v)
+		if _, ok := accColsShapes[n]; err != nil || !ok {
+			b.Close()
+			return nil, fmt.Errorf("cuda: KVBENCH_ACC_COLS_MT=%q is not 1 or 2", v)
+		}
+		b.accColsMT = n
 	}
 	if b.flash, err = chooseFlash(os.Getenv("KVBENCH_FLASH"), d.Arch(), 128); err != nil {
 		b.Close()

@@ -149,6 +149,14 @@ func (b *Backend) SetAccCols(on bool) (restore func()) {
 	return func() { b.noAccCols = old }
 }
 
+// SetAccColsMT picks acc_cols's variant (KVBENCH_ACC_COLS_MT), returning
+// the old setting's restore.
+func (b *Backend) SetAccColsMT(mt int) (restore func()) {
+	old := b.accColsMT
+	b.accColsMT = mt
+	return func() { b.accColsMT = old }
+}
+
 // ScoreBytes is the size of the scratch that keeps the split-KV path's raw
 // scores (and be_attend's).
 func (b *Backend) ScoreBytes() int64 { return b.scores.bytes }

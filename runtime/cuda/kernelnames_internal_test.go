@@ -269,9 +269,16 @@ func dynamicNames(t *testing.T) map[nameSite][]string {
 		}
 		mv = append(mv, name)
 	}
+	var accCols []string
+	for _, f := range accColsShapes {
+		for _, hd := range []int{64, 128} {
+			n, _ := f.kernel(hd)
+			accCols = append(accCols, n)
+		}
+	}
 	return map[nameSite][]string{
 		{"backend_attention.go", "flashCall", "name"}:   flash, // flashShape.kernel
-		{"acccols.go", "attendAccCols", "name"}:         {accColsKernel(64), accColsKernel(128)},
+		{"acccols.go", "attendAccCols", "name"}:         accCols,
 		{"backend_attention.go", "FitRows", "name"}:     flash,
 		{"splitkv.go", "attendSplit", "name"}:           split, // splitShape.names
 		{"splitkv.go", "attendSplit", "p.names.tc"}:     split,
