@@ -46,7 +46,7 @@ for l in open(sys.argv[1] + "/results.jsonl"):
 PY
 done
 stamp "acc_cols variants (kvbench kernels --rows 8192, H2O)"
-for mt in 1 2; do for d in 64 128; do
+for mt in 1 2; do for d in 128; do
 KVBENCH_ACC_COLS_MT=$mt timeout 60 $B/kvbench kernels --rows 8192 --lengths 8192,32768 --heads 32/8 --dim $d --policies full,h2o --budget 1024 --iters 10 2>&1 | grep "^kvbench" | sed "s/^/MT=$mt d=$d /"
 done; done
 stamp done
