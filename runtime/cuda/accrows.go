@@ -16,7 +16,7 @@ var accRawMax int64 = 4 << 30
 // scoreRows is the most rows of a a block may hold for its kept scores to
 // fit accRawMax (a.Rows when they fit or a keeps none).
 func (b *Backend) scoreRows(a *runtime.AttnArgs, recall bool) int {
-	if a.Rows <= 1 || a.Chosen != nil || (a.Acc == nil && splitOK(a, recall)) || b.flashOK(a) || b.accColsOK(a) {
+	if a.Rows <= 1 || a.Chosen != nil || (a.Acc == nil && splitOK(a, recall)) || b.flashOK(a) {
 		return a.Rows
 	}
 	perRow := int64(a.Heads) * int64(max(accStride(a), 1)) * 4
