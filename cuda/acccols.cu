@@ -74,7 +74,7 @@ __device__ __forceinline__ void acc_cols(float* __restrict__ acc, int astride, c
             if (ok) {
                 const long long o = ((long long)(tt & psMask) * D + c) * 4;
                 const float4 k0 = *(const float4*)(kr + o), k1 = *(const float4*)(kr + o + 16);
-                kk = make_uint4(fl_pack2(k0.x, k0.y), fl_pack2(k0.z, k0.w), fl_pack2(k1.x, k1.y), fl_pack2(k1.z, k1.w));
+                kk = fl_pack8(k0, k1);
             }
             *(uint4*)(Ks + r * RS + c) = kk;
         }

@@ -143,6 +143,11 @@ __device__ __forceinline__ u32 fl_pack2(float lo, float hi) {
     return (u32)bf16_from_f32(lo) | ((u32)bf16_from_f32(hi) << 16);
 }
 
+// fl_pack8 rounds the eight floats a, b to bf16: 16 bytes, in order.
+__device__ __forceinline__ uint4 fl_pack8(float4 a, float4 b) {
+    return make_uint4(fl_pack2(a.x, a.y), fl_pack2(a.z, a.w), fl_pack2(b.x, b.y), fl_pack2(b.z, b.w));
+}
+
 template <int D, int NW, int MT, int BN>
 __device__ __forceinline__ void flash_prefill(float* __restrict__ out, const float* __restrict__ q,
                                               const u64* __restrict__ ptrs, const int* __restrict__ ints, int heads,
@@ -180,7 +185,7 @@ __device__ __forceinline__ void flash_prefill(float* __restrict__ out, const flo
         if (r0 + r < rows) {
             const float* p = q + ((long long)(r0 + r) * heads + h) * D + c;
             const float4 a = *(const float4*)p, b = *(const float4*)(p + 4);
-            v = make_uint4(fl_pack2(a.x, a.y), fl_pack2(a.z, a.w), fl_pack2(b.x, b.y), fl_pack2(b.z, b.w));
+            v = fl_pack8(a, b);
         }
         *(uint4*)(Qs + r * RS + c) = v;
     }
@@ -231,8 +236,8 @@ __device__ __forceinline__ void flash_prefill(float* __restrict__ out, const flo
                 if (ok) {
                     const float4 k0 = *(const float4*)(kr + o), k1 = *(const float4*)(kr + o + 16);
                     const float4 v0 = *(const float4*)(vr + o), v1 = *(const float4*)(vr + o + 16);
-                    kk = make_uint4(fl_pack2(k0.x, k0.y), fl_pack2(k0.z, k0.w), fl_pack2(k1.x, k1.y), fl_pack2(k1.z, k1.w));
-                    vv = make_uint4(fl_pack2(v0.x, v0.y), fl_pack2(v0.z, v0.w), fl_pack2(v1.x, v1.y), fl_pack2(v1.z, v1.w));
+                    kk = fl_pack8(k0, k1);
+                    vv = fl_pack8(v0, v1);
                 }
                 *(uint4*)(ks + r * RS + c) = kk;
                 *(uint4*)(vs + r * RS + c) = vv;
