@@ -16,7 +16,6 @@
 source bench/unpack_carry.sh
 exec > >(tee $OUT/log) 2>&1
 nvidia-smi --query-gpu=name,clocks.max.sm,power.limit --format=csv,noheader
-sm() { grep -E "^--- (FAIL|PASS|SKIP)|^(FAIL|ok|PASS)$|^panic" $1 | awk '{print $1,$2}' | sort | uniq -c; grep -B3 -A6 -- "--- FAIL" $1 | head -30; }
 stamp tests
 (cd runtime/cuda && timeout 150 $B/runtime_cuda.test -test.count=1 -test.v -test.run 'AccTail|AccCols|AttendRows|AttendKernelChoice|PoliciesSplitKernels|TestCompileKernels' > $OUT/cuda.log 2>&1; echo "rc $?"); sm $OUT/cuda.log
 (cd policies && timeout 120 $B/policies.test -test.count=1 -test.v -test.run 'GPU' > $OUT/pol.log 2>&1; echo "rc $?"); sm $OUT/pol.log

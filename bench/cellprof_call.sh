@@ -15,7 +15,6 @@
 source bench/unpack_carry.sh
 exec > >(tee $OUT/log) 2>&1
 nvidia-smi --query-gpu=name,clocks.max.sm,power.limit --format=csv,noheader
-sm() { grep -E "^--- (FAIL|PASS|SKIP)|^(FAIL|ok|PASS)$|^panic" $1 | awk '{print $1,$2}' | sort | uniq -c; grep -B3 -A12 -- "--- FAIL\|^panic" $1 | head -40; }
 stamp tests
 (cd runtime/cuda && timeout 180 $B/runtime_cuda.test -test.count=1 -test.v -test.run 'AccCols|AccTail|AttendRows|AttendKernelChoice|PoliciesSplitKernels|TestCompileKernels' > $OUT/cuda.log 2>&1; echo "rc $?"); sm $OUT/cuda.log
 (cd cmd/kvbench && timeout 150 $B/cmd_kvbench.test -test.count=1 -test.v -test.run 'TestKernelsCommand' > $OUT/cmd.log 2>&1; echo "rc $?"); sm $OUT/cmd.log
