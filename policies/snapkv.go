@@ -345,7 +345,12 @@ func snapPool1d(dst, src []float64, kernel int, avg bool, tmp []float64) []float
 			suf[i] = max(suf[i+1], src[i])
 		}
 	}
-	for i := range dst[:n] {
+	// A whole window [i-pad, i+pad] spans two blocks, or is one block
+	// (then suf and pre both hold its maximum): no division a element.
+	for i := pad; i+pad < n; i++ {
+		dst[i] = max(suf[i-pad], pre[i+pad])
+	}
+	edge := func(i int) { // a window the edges cut short
 		lo, hi := max(i-pad, 0), min(i+pad, n-1)
 		switch {
 		case lo/kernel != hi/kernel:
@@ -355,6 +360,12 @@ func snapPool1d(dst, src []float64, kernel int, avg bool, tmp []float64) []float
 		default: // to the block's end (the last, cut short by the edge)
 			dst[i] = suf[lo]
 		}
+	}
+	for i := range min(pad, n) {
+		edge(i)
+	}
+	for i := max(n-pad, pad); i < n; i++ {
+		edge(i)
 	}
 	return tmp
 }
