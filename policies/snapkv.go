@@ -3,8 +3,10 @@ package policies
 import (
 	"cmp"
 	"fmt"
+	goruntime "runtime"
 	"slices"
 
+	"github.com/kvbench/kvbench/internal/crew"
 	"github.com/kvbench/kvbench/runtime"
 )
 
@@ -69,13 +71,19 @@ type snapKV struct {
 	shared   bool // the whole window is in this forward: one accumulator set for all layers
 	prompted bool // the stream has had an announced prompt
 
-	acc    [][][]float32 // [layer or 0 when shared][heads][tokens] window probabilities
-	order  []int32       // prefix token indices, in position order
-	rank   []int32       // positions in order, the capacity's best first (topK)
-	raw    []float64     // one query head's scores in position order
+	acc   [][][]float32 // [layer or 0 when shared][heads][tokens] window probabilities
+	heads []snapHead    // each KV head's choice and scratch (compress)
+}
+
+// snapHead is one KV head's choice of the tokens to evict, with its scratch.
+type snapHead struct {
+	order  []int32   // prefix token indices, in position order
+	rank   []int32   // positions in order, the capacity's best first (topK)
+	raw    []float64 // one query head's scores in position order
 	pooled []float64
 	score  []float64 // group mean of the pooled scores
 	pool   []float64 // snapPool1d's scratch
+	drop   []int32   // the token indices to evict (rank's tail; nil: none)
 }
 
 func init() {
@@ -233,7 +241,10 @@ func (s *snapKV) accumulate(l int, a *runtime.AttnArgs) {
 }
 
 // compress evicts from layer l the prefix tokens outside each KV head's top
-// scores, once the prompt's last row has attended.
+// scores, once the prompt's last row has attended. The KV heads choose side
+// by side (the crew: at 32K tokens a layer's choice is some 10 ms on one
+// core, on the host while the device waits for the next layer), then evict
+// in order.
 func (s *snapKV) compress(l int, a *runtime.AttnArgs) {
 	slot := l
 	if s.shared {
@@ -242,48 +253,67 @@ func (s *snapKV) compress(l int, a *runtime.AttnArgs) {
 	acc := s.acc[slot]
 	group := a.Heads / a.KVHeads
 	seqs := s.cache.Seqs(l)
+	if len(s.heads) < len(seqs) {
+		s.heads = append(s.heads, make([]snapHead, len(seqs)-len(s.heads))...)
+	}
+	keep := s.keep(l)
+	parts := min(len(seqs), goruntime.GOMAXPROCS(0), crew.MaxParts)
+	per := (len(seqs) + parts - 1) / parts
+	crew.Run(parts, func(k int) {
+		for g := k * per; g < min(len(seqs), (k+1)*per); g++ {
+			s.heads[g].choose(&seqs[g], acc[g*group:(g+1)*group], s.from, keep, s.kernel, s.avg)
+		}
+	})
 	for g := range seqs {
-		seq := &seqs[g]
-		s.order = s.order[:0]
-		for t, p := range seq.Pos[:seq.N] {
-			if int(p) < s.from {
-				s.order = append(s.order, int32(t))
-			}
+		if h := &s.heads[g]; h.drop != nil {
+			s.cache.Evict(l, g, h.drop)
 		}
-		m := len(s.order)
-		keep := s.keep(l)
-		if keep >= m {
-			continue
+	}
+}
+
+// choose sets h.drop to the indices of seq's prefix tokens (positions
+// before from) outside the keep best by the pooled scores of the group's
+// query heads (acc), or to nil where the prefix has no more than keep.
+func (h *snapHead) choose(seq *runtime.KVSeq, acc [][]float32, from, keep, kernel int, avg bool) {
+	h.drop = nil
+	h.order = h.order[:0]
+	for t, p := range seq.Pos[:seq.N] {
+		if int(p) < from {
+			h.order = append(h.order, int32(t))
 		}
-		if !seq.Ascending { // else the indices are in position order already
-			slices.SortFunc(s.order, func(x, y int32) int { return cmp.Compare(seq.Pos[x], seq.Pos[y]) })
+	}
+	m := len(h.order)
+	if keep >= m {
+		return
+	}
+	if !seq.Ascending { // else the indices are in position order already
+		slices.SortFunc(h.order, func(x, y int32) int { return cmp.Compare(seq.Pos[x], seq.Pos[y]) })
+	}
+	h.raw = snapGrow(h.raw, m)
+	h.pooled = snapGrow(h.pooled, m)
+	h.score = snapGrow(h.score, m)
+	clear(h.score)
+	inv := float64(len(acc))
+	for _, qh := range acc {
+		for i, t := range h.order {
+			h.raw[i] = float64(qh[t])
 		}
-		s.raw = snapGrow(s.raw, m)
-		s.pooled = snapGrow(s.pooled, m)
-		s.score = snapGrow(s.score, m)
-		clear(s.score)
-		for h := g * group; h < (g+1)*group; h++ {
-			for i, t := range s.order {
-				s.raw[i] = float64(acc[h][t])
-			}
-			s.pool = snapPool1d(s.pooled, s.raw, s.kernel, s.avg, s.pool)
-			for i, v := range s.pooled {
-				s.score[i] += v / float64(group)
-			}
+		h.pool = snapPool1d(h.pooled, h.raw, kernel, avg, h.pool)
+		for i, v := range h.pooled {
+			h.score[i] += v / inv
 		}
-		// rank[:keep] are the positions in order of the tokens kept (the
-		// best scores, ties to the earlier position), rank[keep:] the rest:
-		// a selection, not a sort (Evict takes the drops in any order).
-		s.rank = s.rank[:0]
-		for i := range m {
-			s.rank = append(s.rank, int32(i))
-		}
-		topK(s.rank, s.score, keep)
-		s.drop = s.drop[:0]
-		for _, i := range s.rank[keep:] {
-			s.drop = append(s.drop, s.order[i])
-		}
-		s.cache.Evict(l, g, s.drop)
+	}
+	// rank[:keep] are the positions in order of the tokens kept (the
+	// best scores, ties to the earlier position), rank[keep:] the rest:
+	// a selection, not a sort (Evict takes the drops in any order).
+	h.rank = h.rank[:0]
+	for i := range m {
+		h.rank = append(h.rank, int32(i))
+	}
+	topK(h.rank, h.score, keep)
+	h.drop = h.rank[keep:] // rank's tail, turned into token indices in place
+	for j, i := range h.drop {
+		h.drop[j] = h.order[i]
 	}
 }
 
