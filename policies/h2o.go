@@ -270,9 +270,14 @@ func (p *h2o) BeforeAttend(l int, a *runtime.AttnArgs) {
 
 // AfterAttendLate: a decode step's AfterAttend only adds the layer's
 // probabilities to its scores (the eviction comes before the next step's
-// attention), unless the step samples recall (runtime.LateHook).
+// attention), unless the step samples recall; so does a dense prompt's
+// chunk before the last (the prompt is compressed after its last row)
+// (runtime.LateHook).
 func (p *h2o) AfterAttendLate() bool {
-	return !p.idle() && p.inStep && p.stepEvict && !p.promptEvict && !p.sampled
+	if p.idle() || p.promptEvict || p.sampled {
+		return false
+	}
+	return (p.inStep && p.stepEvict) || (p.prompting && !p.decode)
 }
 
 func (p *h2o) AfterAttend(l int, a *runtime.AttnArgs) {

@@ -1,10 +1,14 @@
 package runtime
 
-import "slices"
+import (
+	"os"
+	"slices"
+)
 
-// Late AfterAttend: a decode step's H2O and TOVA read the probabilities
+// Late AfterAttend: a decode step's H2O and TOVA, and H2O's prompt chunks
+// before the last under the dense protocol, read the probabilities
 // attention accumulated (AttnArgs.Acc) in AfterAttend, and nothing before
-// the next step's BeforeAttend of that layer reads what they do with them.
+// the next pass's BeforeAttend of that layer reads what they do with them.
 // On a backend that reads Acc back from a device, a read a layer drains the
 // device's queue once a layer; with every stream's hook agreeing, the pass
 // instead asks the backend to defer the reads (AccDeferrer), keeps each
@@ -41,20 +45,28 @@ type AccPacer interface {
 	FlushAccTo(m int)
 }
 
+// noLatePrompt reports whether KVBENCH_LATE_PROMPT=off keeps every prompt
+// chunk's AfterAttend at its layer (a wait for the sums a layer, as before
+// prompt chunks could be late), to compare the two in one build.
+func noLatePrompt() bool { return os.Getenv("KVBENCH_LATE_PROMPT") == "off" }
+
 // LateHook is a Hook whose AfterAttend of the pass about to attend (asked
 // after layer 0's BeforeAttend) may run after the pass's last layer, in
 // layer order, on its call's AttnArgs kept aside: it reads only Acc (through
-// AccView, with Acc headers of its own for each layer) and its own state,
-// and the pass's later layers do not need what it does.
+// AccView, with Acc headers of its own for each layer), its layer's
+// sequences (which nothing changes between that layer's attention and the
+// pass's end) and its own state, and the pass's later layers do not need
+// what it does.
 type LateHook interface {
 	AfterAttendLate() bool
 }
 
 // lateAcc reports whether the pass's AfterAttend runs after its last layer
-// (asked once layer 0's calls are built): one row a segment, a backend that
-// defers Acc reads, and every segment's hook a LateHook that agrees.
+// (asked once layer 0's calls are built): a backend that defers Acc reads,
+// and every segment's hook a LateHook that agrees; a prompt's chunk (rows
+// past one a segment) only without KVBENCH_LATE_PROMPT=off.
 func (p *pass) lateAcc() bool {
-	if _, ok := p.be.(AccDeferrer); !ok || len(p.tokens) != len(p.segs) {
+	if _, ok := p.be.(AccDeferrer); !ok || (len(p.tokens) != len(p.segs) && noLatePrompt()) {
 		return false
 	}
 	for i := range p.segs {

@@ -32,6 +32,19 @@ func (b *Backend) scoreRows(a *runtime.AttnArgs, recall bool) int {
 // query head's sums and the groups are added up at the end, in head order,
 // as one call's kernel adds them.
 func (b *Backend) attendRows(a *runtime.AttnArgs, rb int) {
+	if a.Acc != nil && b.lateDefers(a) {
+		// A deferring pass (lateacc.go): the blocks' sums go to views of
+		// their own that live until the next deferring pass, not to the
+		// headers' buffers, which a policy shares among its layers.
+		for i := range accSlices(a) {
+			n := accLen(a, i)
+			v := b.lateHost(n)
+			if !a.AccZero {
+				copy(v, a.Acc[i][:n])
+			}
+			a.Acc[i] = v
+		}
+	}
 	var heads [][]float32 // a query head's sums, for AccGroup
 	if a.Acc != nil && a.AccGroup {
 		heads = make([][]float32, a.Heads)

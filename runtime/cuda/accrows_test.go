@@ -54,7 +54,7 @@ func TestAttendRowsGPU(t *testing.T) {
 					acc[h] = randVec(rng, cp.c.Len(0, h/(heads/kv)), 1)
 				}
 				seed := rng.Uint64()
-				run := func(max int64) ([]float32, [][]float32) {
+				run := func(max int64, deferred bool) ([]float32, [][]float32) {
 					defer cuda.SetAccRawMax(max)()
 					defer g.SetAccTail(false)() // the rows before AccFrom in the blocks too
 					a := rowsCall(g, cp, rand.New(rand.NewPCG(seed, 2)), heads, hd, rows, acc, zero)
@@ -64,17 +64,30 @@ func TestAttendRowsGPU(t *testing.T) {
 							a.Acc[k] = make([]float32, cp.c.Len(0, k))
 						}
 					}
-					g.Attend(a)
-					return read(g, a.Out), a.Acc
+					if deferred { // a late pass's call (lateacc.go): views of its own
+						a.AccView = g.DeferAcc(true)
+						g.Attend(a)
+						g.DeferAcc(false)
+						g.FlushAcc()
+					} else {
+						g.Attend(a)
+					}
+					sums := make([][]float32, len(a.Acc))
+					for h := range sums {
+						sums[h] = slices.Clone(a.Acc[h])
+					}
+					return read(g, a.Out), sums
 				}
-				wantOut, wantAcc := run(1 << 40)
-				gotOut, gotAcc := run(int64(heads*300*4) * 7) // 7 rows a block
-				if d := relDiff(gotOut, wantOut); d > 1e-5 || math.IsNaN(d) {
-					t.Errorf("outputs in blocks of rows differ by %.3g (relative)", d)
-				}
-				for h := range wantAcc {
-					if d := relDiff(gotAcc[h], wantAcc[h]); d > 1e-5 || math.IsNaN(d) {
-						t.Errorf("Acc[%d] in blocks of rows differs by %.3g (relative)", h, d)
+				wantOut, wantAcc := run(1<<40, false)
+				for _, deferred := range []bool{false, true} {
+					gotOut, gotAcc := run(int64(heads*300*4)*7, deferred) // 7 rows a block
+					if d := relDiff(gotOut, wantOut); d > 1e-5 || math.IsNaN(d) {
+						t.Errorf("deferred %v: outputs in blocks of rows differ by %.3g (relative)", deferred, d)
+					}
+					for h := range wantAcc {
+						if d := relDiff(gotAcc[h], wantAcc[h]); d > 1e-5 || math.IsNaN(d) {
+							t.Errorf("deferred %v: Acc[%d] in blocks of rows differs by %.3g (relative)", deferred, h, d)
+						}
 					}
 				}
 			})
@@ -109,6 +122,50 @@ func TestFakeAttendRows(t *testing.T) {
 		restore()
 		if n := k1["attn_rt_acc"] - k0["attn_rt_acc"]; n != cs.want {
 			t.Errorf("cap %d bytes: %d attn_rt_acc launches, want %d", cs.max, n, cs.want)
+		}
+	}
+}
+
+// TestFakeAttendRowsDeferred: in a pass that defers its sums (lateacc.go),
+// a call run in blocks of rows hands back views of its own, as a deferred
+// call does: two layers' calls whose headers share a policy's buffers end
+// with sums in neither those buffers nor each other's, so that the first
+// layer's late hook still finds its own.
+func TestFakeAttendRowsDeferred(t *testing.T) {
+	g := fakeBackend(t)
+	c := cpu.New(0)
+	defer c.Close()
+	rng := rand.New(rand.NewPCG(2, 4))
+	heads, kv, hd := 8, 2, 64
+	cp := newCachePair(t, c, g, runtime.Config{Heads: heads, KVHeads: kv, HeadDim: hd}, 16, runtime.BF16, false)
+	cp.append(rng, 300)
+	own := make([][]float32, heads)
+	for h := range own {
+		own[h] = make([]float32, 300)
+	}
+	defer g.SetAccTail(false)()
+	defer cuda.SetAccRawMax(int64(heads*300*4) * 7)() // blocks of 7 rows
+	if !g.DeferAcc(true) {
+		t.Fatal("the fake backend does not defer")
+	}
+	var calls []*runtime.AttnArgs
+	k0 := cuda.FakeKernels()
+	for range 2 {
+		a := rowsCall(g, cp, rng, heads, hd, 40, own, true)
+		copy(a.Acc, own) // the policy's buffers, shared by the layers
+		a.AccView = true
+		g.Attend(a)
+		calls = append(calls, a)
+	}
+	g.DeferAcc(false)
+	g.FlushAcc()
+	if n := cuda.FakeKernels()["attn_rt_acc"] - k0["attn_rt_acc"]; n != 12 {
+		t.Errorf("%d attn_rt_acc launches, want 12 (6 blocks a call)", n)
+	}
+	for h := range heads {
+		p0, p1, po := &calls[0].Acc[h][0], &calls[1].Acc[h][0], &own[h][0]
+		if p0 == po || p1 == po || p0 == p1 {
+			t.Errorf("head %d: the calls' sums share memory (layer 0 %p, layer 1 %p, the policy's %p)", h, p0, p1, po)
 		}
 	}
 }

@@ -104,3 +104,66 @@ func TestFakeLateAcc(t *testing.T) {
 		}
 	}
 }
+
+// TestFakeLatePrompt: H2O's dense prompt of four chunks of 128 rows (the
+// tensor-core prefill and acc_cols: every row adds to the sums) waits for
+// the device once a chunk before the last (the deferred sums, the pass's
+// end) where it waited once a layer with KVBENCH_LATE_PROMPT=off; the last
+// chunk, which compresses each layer after its attention, waits once a
+// layer either way, and so does TOVA's, whose earlier chunks keep no sums.
+// Each chunk's acc_cols runs once a layer in both.
+func TestFakeLatePrompt(t *testing.T) {
+	c := runtime.Config{Arch: "llama", Dim: 512, Hidden: 1024, Layers: 6, Heads: 8, KVHeads: 2, HeadDim: 64, Vocab: 1000,
+		MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
+	m := runtime.ZeroModel(c)
+	const rows, chunks = 128, 4
+	for _, pc := range []struct {
+		name   string
+		params policies.Params
+	}{{"h2o", policies.Params{"budget": 64}}, {"tova", policies.Params{"budget": 64}}} {
+		for _, off := range []string{"", "off"} {
+			t.Run(fmt.Sprintf("%s/late prompt %q", pc.name, off), func(t *testing.T) {
+				t.Setenv("KVBENCH_LATE_PROMPT", off)
+				be := fakeBackend(t)
+				r, err := runtime.NewRunner(m, be, rows)
+				if err != nil {
+					t.Fatal(err)
+				}
+				p, err := policies.New(pc.name, pc.params)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := p.Start(r); err != nil {
+					t.Fatal(err)
+				}
+				toks := make([]int, rows*chunks)
+				for i := range toks {
+					toks[i] = 3 + i%900
+				}
+				p.Prompt(len(toks))
+				logits := make([]float32, c.Vocab)
+				k0 := cuda.FakeKernels()
+				_, _, _, w0 := cuda.FakeCounts()
+				if err := r.Forward(toks, logits); err != nil { // in chunks of rows
+					t.Fatal(err)
+				}
+				_, _, _, w1 := cuda.FakeCounts()
+				cols := cuda.FakeKernels()["acc_cols_d64"] - k0["acc_cols_d64"]
+				// The last chunk: each layer's sums, then the logits.
+				want := int64(c.Layers) + 1
+				switch {
+				case pc.name == "h2o" && off == "off":
+					want += (chunks - 1) * int64(c.Layers)
+				case pc.name == "h2o":
+					want += chunks - 1
+				}
+				if w1-w0 != want {
+					t.Errorf("%d waits for the device, want %d", w1-w0, want)
+				}
+				if wantCols := int64(chunks * c.Layers); pc.name == "h2o" && cols != wantCols {
+					t.Errorf("%d acc_cols launches, want %d", cols, wantCols)
+				}
+			})
+		}
+	}
+}
