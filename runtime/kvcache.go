@@ -586,6 +586,9 @@ func (c *KVCache) appendSeq(s *KVSeq, h int, k, v Buffer, rows int, pos []int, r
 	// prefill several milliseconds a layer on the host).
 	pages := (s.N+rows+c.pageSize-1)/c.pageSize - len(s.K) // new pages needed
 	if pages > 0 {
+		if c.pa != nil && len(s.addr) == 2*len(s.K) { // push appends the pages' addresses too
+			s.addr = slices.Grow(s.addr, 2*pages)
+		}
 		s.K = slices.Grow(s.K, pages)
 		s.V = slices.Grow(s.V, pages)
 	}
