@@ -34,8 +34,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-HEADER = "impl     policy      heads   tokens  median_us    min_us   MB_moved     GB/s  %copy  check"
-ROWS_HEADER = "impl     policy      heads   tokens     rows  median_us    min_us    GFLOP  TFLOP/s  check"
+HEADER = "impl     policy        heads   tokens  median_us    min_us   MB_moved     GB/s  %copy  check"
+ROWS_HEADER = "impl     policy        heads   tokens     rows  median_us    min_us    GFLOP  TFLOP/s  check"
 BACKENDS = ["default", "flash", "efficient", "cudnn", "math"]
 
 
@@ -164,7 +164,7 @@ def time_rows(args, timer, H, KV, N, hk, gen):
 
     label = hk if B == 1 else f"{B}x{hk}"
     for be in args.backends.split(","):
-        row = f"{'sdpa':<8} {be:<10} {label:>6} {N:>8} {R:>8}"
+        row = f"{'sdpa':<8} {be:<12} {label:>6} {N:>8} {R:>8}"
         res = time_backend(timer, be, call, 1, args.iters, row)
         if res is None:
             continue
@@ -233,7 +233,7 @@ def main():
                     return F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
 
                 label = hk if B == 1 else f"{B}x{hk}"
-                row = f"{'sdpa':<8} {be:<10} {label:>6} {N:>8}"
+                row = f"{'sdpa':<8} {be:<12} {label:>6} {N:>8}"
                 res = time_backend(timer, be, call, n_sets, args.iters, row)
                 if res is None:
                     continue

@@ -181,8 +181,8 @@ func cmdKernels(stdout, stderr io.Writer, args []string) error {
 // tableHeader names the columns that bench/sdpa.py prints too; rowsHeader
 // those of prompt chunks (--rows), bench/sdpa.py's under its --rows.
 const (
-	tableHeader = "impl     policy      heads   tokens  median_us    min_us   MB_moved     GB/s  %copy  check"
-	rowsHeader  = "impl     policy      heads   tokens     rows  median_us    min_us    GFLOP  TFLOP/s  check"
+	tableHeader = "impl     policy        heads   tokens  median_us    min_us   MB_moved     GB/s  %copy  check"
+	rowsHeader  = "impl     policy        heads   tokens     rows  median_us    min_us    GFLOP  TFLOP/s  check"
 )
 
 type kernelRow struct {
@@ -202,11 +202,11 @@ type kernelRow struct {
 
 func (r kernelRow) String() string {
 	if r.rows > 1 {
-		return fmt.Sprintf("%-8s %-10s %6s %8d %8d %10.1f %9.1f %8.2f %8.1f  %s",
+		return fmt.Sprintf("%-8s %-12s %6s %8d %8d %10.1f %9.1f %8.2f %8.1f  %s",
 			"kvbench", r.policy, r.heads, r.tokens, r.rows, r.median, r.best, r.flops/1e9, r.flops/(r.median*1e-6)/1e12, r.check)
 	}
 	gbs := float64(r.bytes) / (r.median * 1e-6) / 1e9
-	return fmt.Sprintf("%-8s %-10s %6s %8d %10.1f %9.1f %10.1f %8.0f %6.1f  %s",
+	return fmt.Sprintf("%-8s %-12s %6s %8d %10.1f %9.1f %10.1f %8.0f %6.1f  %s",
 		"kvbench", r.policy, r.heads, r.tokens, r.median, r.best, float64(r.bytes)/1e6, gbs, 100*gbs*1e9/r.bw, r.check)
 }
 

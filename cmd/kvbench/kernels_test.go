@@ -212,7 +212,7 @@ func TestKernelsStreamsFake(t *testing.T) {
 	}
 	_, one := moved("1")
 	out, four := moved("4")
-	if !strings.Contains(out, "kvbench  full       4x32/8 ") || !strings.Contains(out, "Kernel:attn_rtb_d128_g4_bf16_tc") ||
+	if !regexp.MustCompile(`(?m)^kvbench +full +4x32/8 `).MatchString(out) || !strings.Contains(out, "Kernel:attn_rtb_d128_g4_bf16_tc") ||
 		!strings.Contains(out, "AttendBatch of 4 streams") {
 		t.Errorf("--streams 4: want a 4x32/8 row timed through AttendBatch on attn_rtb_d128_g4_bf16_tc:\n%s", out)
 	}
