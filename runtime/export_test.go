@@ -16,5 +16,14 @@ func SetPhases(on bool) (restore func()) {
 	return func() { phasesOn = old }
 }
 
+// SetPhasesDevice turns the device's part of the pass timing
+// (KVBENCH_PHASES=device) on or off and returns the function that restores
+// it.
+func SetPhasesDevice(on bool) (restore func()) {
+	old := phasesDevice
+	phasesDevice = on
+	return func() { phasesDevice = old }
+}
+
 // InterleaveHeadsForTest is interleaveHeads.
 func InterleaveHeadsForTest(t *Tensor, hd int) (*Tensor, error) { return interleaveHeads(t, hd) }

@@ -439,7 +439,7 @@ func (p *pass) run() {
 	c, be, w, s := p.c, p.be, p.w, p.s
 	rows := len(p.tokens)
 	k := &p.clock
-	k.start()
+	k.start(be)
 	for i := range p.segs {
 		g := &p.segs[i]
 		for j := range g.tokens {
@@ -542,7 +542,7 @@ func (p *pass) run() {
 		g := &p.segs[i]
 		g.r.pos += len(g.tokens)
 	}
-	k.done(len(p.segs), rows)
+	k.done(len(p.segs), rows, p.marked())
 }
 
 // sameFreqs reports whether every segment's stream rotates with the same
@@ -709,6 +709,17 @@ func (p *pass) outputAndMLP(l, rows int) {
 // deliverTimes hands the device times of this pass's attention calls to
 // each stream's OnAttend (waiting for the device when the pass read nothing
 // back), then forgets the marks.
+// marked reports whether a segment's runner has OnAttend's marks to read
+// (deliverTimes).
+func (p *pass) marked() bool {
+	for i := range p.segs {
+		if len(p.segs[i].r.marks) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 func (p *pass) deliverTimes() {
 	var dt DeviceTimer
 	for i := range p.segs {

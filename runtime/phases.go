@@ -19,6 +19,16 @@ const PhasesEnv = "KVBENCH_PHASES"
 
 var phasesOn = func() bool { v := os.Getenv(PhasesEnv); return v != "" && v != "0" }()
 
+// phasesDevice: KVBENCH_PHASES=device also times each part on the device
+// (a backend that is a DeviceTimer): a timestamp queued at every mark, and
+// a part's device time the time between the device's reaching the mark
+// before it and its own. That is the part's work, plus any time the device
+// sat idle waiting for the host to queue it: beside the host's times, where
+// a pass's wall time goes (the device busy, or waiting). The timestamps
+// flush queued KV copies at each mark (a launch each at most), and the
+// times are read once the pass is done (a wait, where the pass has none).
+var phasesDevice = os.Getenv(PhasesEnv) == "device"
+
 // The parts of a pass, in the order a layer runs them.
 const (
 	phaseStart  = iota // positions, frequencies, the embedding
@@ -39,11 +49,25 @@ type phaseClock struct {
 	on   bool
 	last time.Time
 	sum  [numPhases]time.Duration
+	// With phasesDevice: the device's timer, the pass's first timestamp
+	// and each mark's part and timestamp.
+	dt     DeviceTimer
+	d0     int
+	dmarks []devMark
 }
 
-func (k *phaseClock) start() {
+type devMark struct{ ph, m int }
+
+func (k *phaseClock) start(be Backend) {
 	if k.on = phasesOn; k.on {
 		k.last, k.sum = time.Now(), [numPhases]time.Duration{}
+		k.dt, _ = be.(DeviceTimer)
+		if !phasesDevice {
+			k.dt = nil
+		}
+		if k.dt != nil {
+			k.d0, k.dmarks = k.dt.Mark(), k.dmarks[:0]
+		}
 	}
 }
 
@@ -53,7 +77,20 @@ func (k *phaseClock) mark(ph int) {
 		now := time.Now()
 		k.sum[ph] += now.Sub(k.last)
 		k.last = now
+		if k.dt != nil {
+			k.dmarks = append(k.dmarks, devMark{ph, k.dt.Mark()})
+		}
 	}
+}
+
+// deviceSums is the device time of each part of the pass (phasesDevice).
+func (k *phaseClock) deviceSums() (sum [numPhases]time.Duration) {
+	prev := k.d0
+	for _, dm := range k.dmarks {
+		sum[dm.ph] += k.dt.Elapsed(prev, dm.m)
+		prev = dm.m
+	}
+	return sum
 }
 
 // phaseTotals is every pass's sums since the last WritePhases, by the
@@ -79,13 +116,25 @@ type phaseKey struct {
 type phaseSum struct {
 	passes int
 	sum    [numPhases]time.Duration
+	dev    [numPhases]time.Duration // on the device (phasesDevice)
+	timed  bool                     // dev holds the device's times
 }
 
 // done adds the sums of a pass of rows rows over streams streams to the
-// totals.
-func (k *phaseClock) done(streams, rows int) {
+// totals; with the device's times, it forgets the timer's marks unless
+// others (the runners' OnAttend: deliverTimes) are still to be read.
+func (k *phaseClock) done(streams, rows int, othersMarked bool) {
 	if !k.on {
 		return
+	}
+	var dev [numPhases]time.Duration
+	timed := k.dt != nil
+	if timed {
+		dev = k.deviceSums()
+		if !othersMarked {
+			k.dt.ClearMarks()
+		}
+		k.dt, k.dmarks = nil, k.dmarks[:0]
 	}
 	phaseTotals.Lock()
 	defer phaseTotals.Unlock()
@@ -101,7 +150,9 @@ func (k *phaseClock) done(streams, rows int) {
 	t.passes++
 	for i, d := range k.sum {
 		t.sum[i] += d
+		t.dev[i] += dev[i]
 	}
+	t.timed = t.timed || timed
 }
 
 // PartClock times the finer parts of a pass's work (a backend's share of
@@ -178,6 +229,15 @@ func WritePhases(w io.Writer) {
 			fmt.Fprintf(w, " %.3f |", ms(d, t.passes))
 		}
 		fmt.Fprintf(w, " %.3f |\n", ms(all, t.passes))
+		if t.timed { // KVBENCH_PHASES=device: the same parts on the device
+			fmt.Fprintf(w, "| %s, device | %d |", label, t.passes)
+			all = 0
+			for _, d := range t.dev {
+				all += d
+				fmt.Fprintf(w, " %.3f |", ms(d, t.passes))
+			}
+			fmt.Fprintf(w, " %.3f |\n", ms(all, t.passes))
+		}
 	}
 	clear(phaseTotals.by)
 }

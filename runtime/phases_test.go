@@ -3,11 +3,13 @@ package runtime_test
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/kvbench/kvbench/runtime"
+	"github.com/kvbench/kvbench/runtime/cpu"
 )
 
 // TestPhases checks the pass timing: with it on, a batch's steps, a
@@ -114,5 +116,84 @@ func TestPartClock(t *testing.T) {
 	runtime.WritePhases(&out)
 	if out.Len() != 0 {
 		t.Errorf("a second WritePhases wrote %q", out.String())
+	}
+}
+
+// tickTimer is a CPU backend that is a DeviceTimer whose marks are a
+// millisecond apart on its "device": the device time between marks a and b
+// is b-a milliseconds. It counts the marks it forgot.
+type tickTimer struct {
+	*cpu.Backend
+	marks, cleared int
+}
+
+func (d *tickTimer) Mark() int { d.marks++; return d.marks - 1 }
+func (d *tickTimer) Elapsed(a, b int) time.Duration {
+	return time.Duration(b-a) * time.Millisecond
+}
+func (d *tickTimer) ClearMarks() { d.cleared += d.marks; d.marks = 0 }
+
+// TestPhasesDevice: with KVBENCH_PHASES=device each pass row has a device
+// row under it, each part the device time between the mark before it and
+// its own (here a millisecond a mark: the start and the head 1 ms a pass,
+// every layer's parts 1 ms a layer), and the pass forgets its marks where
+// no OnAttend reads them; OnAttend's marks are left to it, and it still
+// gets every layer's time.
+func TestPhasesDevice(t *testing.T) {
+	m, err := runtime.Synthetic("tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	L := m.Config.Layers
+	for _, onAttend := range []bool{false, true} {
+		t.Run(fmt.Sprintf("OnAttend %v", onAttend), func(t *testing.T) {
+			be := &tickTimer{Backend: cpu.New(1)}
+			defer be.Close()
+			r, err := runtime.NewRunner(m, be, 8)
+			if err != nil {
+				t.Fatal(err)
+			}
+			attended := 0
+			if onAttend {
+				r.OnAttend = func(layer, rows int, d time.Duration) { attended++ }
+			}
+			logits := make([]float32, m.Config.Vocab)
+			runtime.WritePhases(&bytes.Buffer{})
+			defer runtime.SetPhases(true)()
+			defer runtime.SetPhasesDevice(true)()
+			for i := range 2 {
+				if err := r.Forward([]int{3 + i}, logits); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var out bytes.Buffer
+			runtime.WritePhases(&out)
+			lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+			if len(lines) != 4 || !strings.HasPrefix(lines[3], "| 1, device | 2 |") {
+				t.Fatalf("WritePhases wrote\n%s\nwant a header, a rule, a row and its device row", out.String())
+			}
+			var cells []float64
+			for _, f := range strings.Split(strings.Trim(lines[3], "| "), "|")[2:] {
+				var v float64
+				if _, err := fmt.Sscan(strings.TrimSpace(f), &v); err != nil {
+					t.Fatalf("row %q: cell %q: %v", lines[3], f, err)
+				}
+				cells = append(cells, v)
+			}
+			want := []float64{1, float64(L), float64(L), float64(L), float64(L), float64(L), float64(L), 1, float64(2 + 6*L)}
+			if onAttend { // OnAttend's marks around each layer's attention: the attention part spans one more
+				want[4] += float64(2 * L)
+				want[8] += float64(2 * L)
+			}
+			if !slices.Equal(cells, want) {
+				t.Errorf("device ms a pass %v, want %v", cells, want)
+			}
+			if be.marks != 0 || be.cleared == 0 {
+				t.Errorf("%d marks left, %d forgotten: the passes' marks were not forgotten", be.marks, be.cleared)
+			}
+			if onAttend && attended != 2*L {
+				t.Errorf("OnAttend got %d times, want %d", attended, 2*L)
+			}
+		})
 	}
 }
