@@ -3,13 +3,17 @@
 # attention's (issue 14, sixty-first session: SnapKV's 32K cell of the 1B
 # shape 3.64 s, H2O's 3.03, TOVA's 1.88, full's 0.88, its prompt chunks
 # only 0.15-0.4 s of that), in one device call: the GPU tests of the
-# acc tail and acc_cols (their fixes), TestKernelsCommand, then the 1B
-# shape's 32K cell under full, SnapKV, TOVA and H2O (budget 1,024, one
-# trial) with KVBENCH_PHASES (the host's wall time by part of a pass) and
-# KVBENCH_CPUPROFILE ($OUT/POLICY.prof; read here with go tool pprof);
-# then H2O's prompt chunk under acc_cols's two variants (KVBENCH_ACC_COLS_MT).
+# acc tail, acc_cols and attendRows (a deferring pass's views, sixty-second
+# session), TestKernelsCommand, the policies' GPU tests and
+# TestPasskeyAnswersBF16 (H2O's prompt chunks now late: the same answers as
+# the CPU), then the 1B shape's 32K cell under full, SnapKV, TOVA and H2O
+# (budget 1,024, one trial; H2O also with KVBENCH_LATE_PROMPT=off) with
+# KVBENCH_PHASES=device (each pass part's time on the host and on the
+# device: where the device waits) and KVBENCH_CPUPROFILE ($OUT/NAME.prof;
+# read here with go tool pprof); then H2O's prompt chunk under acc_cols's
+# two variants (KVBENCH_ACC_COLS_MT).
 # Pack here:
-#   PKGS="runtime/cuda cmd/kvbench" bash bench/pack_carry.sh
+#   PKGS="runtime/cuda cmd/kvbench policies bench" bash bench/pack_carry.sh
 # carry .gpucarry/gpubin.txz and .gpucarry/shared.txz, and run from the
 # repository root on the GPU machine: bash bench/cellprof_call.sh
 source bench/unpack_carry.sh
@@ -18,11 +22,14 @@ nvidia-smi --query-gpu=name,clocks.max.sm,power.limit --format=csv,noheader
 stamp tests
 (cd runtime/cuda && timeout 180 $B/runtime_cuda.test -test.count=1 -test.v -test.run 'AccCols|AccTail|AttendRows|AttendKernelChoice|PoliciesSplitKernels|TestCompileKernels' > $OUT/cuda.log 2>&1; echo "rc $?"); sm $OUT/cuda.log
 (cd cmd/kvbench && timeout 150 $B/cmd_kvbench.test -test.count=1 -test.v -test.run 'TestKernelsCommand' > $OUT/cmd.log 2>&1; echo "rc $?"); sm $OUT/cmd.log
+(cd policies && timeout 100 $B/policies.test -test.count=1 -test.v -test.run 'GPU' > $OUT/pol.log 2>&1; echo "rc $?"); sm $OUT/pol.log
+(cd bench && timeout 120 $B/bench.test -test.count=1 -test.v -test.run 'TestPasskeyAnswersBF16' > $OUT/bench.log 2>&1; echo "rc $?"); sm $OUT/bench.log; grep -E "accuracy" $OUT/bench.log | cut -c1-160
 stamp "make 1b"
 timeout 60 python3 bench/e2e.py make --shape 1b --out /tmp/m1b --tokenizer $B/tokenizer.model 2>&1 | tail -1
 KVBENCH_ACC_TAIL=on timeout 100 $B/kvbench e2e --model /tmp/m1b --backend cuda --lengths 4096 --decode 0 2>&1 | tail -1
-for p in full "{name: snapkv, budget: 1024}" "{name: tova, budget: 1024}" "{name: h2o, budget: 1024}"; do
-name=$(echo "$p" | sed 's/{name: \([a-z0-9]*\).*/\1/')
+for p in full "{name: snapkv, budget: 1024}" "{name: tova, budget: 1024}" "{name: h2o, budget: 1024}" "late-off {name: h2o, budget: 1024}"; do
+late=; case "$p" in late-off*) late=off; p=${p#late-off }; esac
+name=$(echo "$p" | sed 's/{name: \([a-z0-9]*\).*/\1/')${late:+-lateoff}
 out=/tmp/prof-$name
 cat > /tmp/prof-$name.yaml <<YAML
 name: prof-$name
@@ -33,7 +40,7 @@ policies: [$p]
 tasks: [{name: passkey, lengths: [32768], depths: [0.5], trials: 1, decode_tail: 0}]
 YAML
 stamp "cell $name"
-KVBENCH_PHASES=1 KVBENCH_CPUPROFILE=$OUT/$name.prof timeout 120 $B/kvbench run /tmp/prof-$name.yaml --out $out --quiet > $OUT/$name.phases 2>&1
+KVBENCH_LATE_PROMPT=$late KVBENCH_PHASES=device KVBENCH_CPUPROFILE=$OUT/$name.prof timeout 120 $B/kvbench run /tmp/prof-$name.yaml --out $out --quiet > $OUT/$name.phases 2>&1
 tail -40 $OUT/$name.phases | cut -c1-160
 python3 - $out <<'PY'
 import json, sys
