@@ -259,7 +259,7 @@ func (p *h2o) BeforeAttend(l int, a *runtime.AttnArgs) {
 		return // the budget waits for a prompt: the stream's error says so
 	}
 	p.begin(l, a)
-	p.grow(l)
+	p.grow(l, p.promptRest(a))
 	if p.stepEvict {
 		pos := int32(a.QPos[0])
 		p.evict(l, pos, pos-1)
@@ -292,8 +292,10 @@ func (p *h2o) AfterAttend(l int, a *runtime.AttnArgs) {
 	p.end(l, a)
 }
 
-// grow gives the tokens just appended to layer l a zero score.
-func (p *h2o) grow(l int) {
+// grow gives the tokens just appended to layer l a zero score, with room
+// for more tokens after them (the rest of a prompt: its chunks would grow
+// the scores one chunk at a time, each growth a copy).
+func (p *h2o) grow(l, more int) {
 	seqs := p.cache.Seqs(l)
 	for h := range seqs {
 		sc := p.score[l][h]
@@ -302,7 +304,7 @@ func (p *h2o) grow(l int) {
 			panic(fmt.Sprintf("policy h2o: layer %d KV head %d holds %d tokens, the policy scored %d: the cache changed behind the policy", l, h, n, len(sc)))
 		}
 		if m := len(sc); m < n { // one growth at most, not an append a token
-			sc = slices.Grow(sc, n-m)[:n]
+			sc = slices.Grow(sc, n-m+more)[:n]
 			clear(sc[m:])
 		}
 		p.score[l][h] = sc

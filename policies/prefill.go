@@ -125,6 +125,16 @@ func (s *promptState) place(a *runtime.AttnArgs) {
 	}
 }
 
+// promptRest is the tokens of the announced prompt still to come after the
+// forward a places (0 outside a prompt), and its answer's first
+// runtime.HoldTail: room a policy's per-token state may take at once.
+func (s *promptState) promptRest(a *runtime.AttnArgs) int {
+	if !s.prompting || s.promptEnd {
+		return 0
+	}
+	return s.hi - a.QPos[a.Rows-1] + runtime.HoldTail
+}
+
 // promptLen is the length of the announced prompt the forward in progress
 // belongs to (valid while prompting).
 func (s *promptState) promptLen() int { return s.hi - s.lo + 1 }
