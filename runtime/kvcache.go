@@ -143,7 +143,7 @@ func (c *KVCache) PageSize() int { return c.pageSize }
 func (c *KVCache) Seqs(l int) []KVSeq { return c.seqs[l] }
 
 // Room gives every sequence's lists room for n more tokens (positions,
-// shifts, page lists; no pages: Reserve allocates those), so that a long
+// shifts, page lists and their addresses; no pages: Reserve allocates those), so that a long
 // prompt appended chunk by chunk does not grow them again and again. It
 // changes no token, page or count.
 func (c *KVCache) Room(n int) {
@@ -157,6 +157,9 @@ func (c *KVCache) Room(n int) {
 				s.Shift = slices.Grow(s.Shift, s.N+n-len(s.Shift))
 			}
 			pages := (s.N + n + c.pageSize - 1) / c.pageSize
+			if c.pa != nil && len(s.addr) == 2*len(s.K) { // push appends the pages' addresses too
+				s.addr = slices.Grow(s.addr, 2*(pages-len(s.K)))
+			}
 			s.K = slices.Grow(s.K, pages-len(s.K))
 			s.V = slices.Grow(s.V, pages-len(s.V))
 			total += pages
