@@ -424,18 +424,64 @@ func (p *h2o) evict(l int, last, lastQ int32) {
 					p.cand = append(p.cand, h2oCand{key: p.key(sc[t], pos, lastQ), pos: pos, idx: int32(t)})
 				}
 			}
-			slices.SortFunc(p.cand, func(x, y h2oCand) int {
-				if c := cmp.Compare(x.key, y.key); c != 0 {
-					return c
-				}
-				return cmp.Compare(x.pos, y.pos)
-			})
+			lowestCands(p.cand, excess)
 			for _, c := range p.cand[:excess] {
 				p.drop = append(p.drop, c.idx)
 			}
 		}
 		p.cache.Evict(l, h, p.drop)
 		p.score[l][h] = h2oCompact(sc, p.drop)
+	}
+}
+
+// candBefore orders candidates by key, then position: the order a
+// policy's lowest are taken in (positions are distinct within a sequence,
+// so it is total; keys compare as cmp.Compare does).
+func candBefore(x, y h2oCand) bool {
+	if c := cmp.Compare(x.key, y.key); c != 0 {
+		return c < 0
+	}
+	return x.pos < y.pos
+}
+
+// lowestCands reorders c so that its first k entries are the k lowest by
+// candBefore, in no particular order: the set a sort would put first, by
+// a quickselect (median-of-three pivot, in place). A prompt's compression
+// drops thousands of a sequence's tokens: a sort took it O(n log n).
+func lowestCands(c []h2oCand, k int) {
+	lo, hi := 0, len(c)-1
+	if k <= 0 || k >= len(c) {
+		return
+	}
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		if candBefore(c[mid], c[lo]) {
+			c[mid], c[lo] = c[lo], c[mid]
+		}
+		if candBefore(c[hi], c[lo]) {
+			c[hi], c[lo] = c[lo], c[hi]
+		}
+		if candBefore(c[mid], c[hi]) {
+			c[mid], c[hi] = c[hi], c[mid]
+		}
+		pivot := c[hi]
+		s := lo
+		for i := lo; i < hi; i++ {
+			if candBefore(c[i], pivot) {
+				c[s], c[i] = c[i], c[s]
+				s++
+			}
+		}
+		c[s], c[hi] = c[hi], c[s]
+		// c[lo:s] come before the pivot, now at s.
+		switch {
+		case s == k || s == k-1:
+			return
+		case s > k:
+			hi = s - 1
+		default:
+			lo = s + 1
+		}
 	}
 }
 

@@ -1,6 +1,9 @@
 package policies
 
 import (
+	"cmp"
+	"math"
+	"math/rand/v2"
 	"slices"
 	"testing"
 
@@ -41,6 +44,48 @@ func TestH2OFusedEviction(t *testing.T) {
 		steps := (len(toks) - 60) * m.Config.Layers * m.Config.KVHeads
 		if f, s := ps[0].(*h2o).fused, ps[1].(*h2o).fused; s != 0 || f < steps/2 {
 			t.Errorf("%v: %d evictions fused (the scanning twin %d) of %d decode evictions at most", params, f, s, steps)
+		}
+	}
+}
+
+// TestLowestCands: lowestCands's first k candidates are the set a sort by
+// (key, position) puts first, on keys with many ties (and a NaN, which
+// cmp.Compare puts first), for every k.
+func TestLowestCands(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 2))
+	for range 200 {
+		n := 1 + rng.IntN(70)
+		c := make([]h2oCand, n)
+		for i, p := range rng.Perm(n) {
+			c[i] = h2oCand{key: float64(rng.IntN(4)), pos: int32(p), idx: int32(i)}
+		}
+		if rng.IntN(5) == 0 {
+			c[rng.IntN(n)].key = math.NaN()
+		}
+		sorted := slices.Clone(c)
+		slices.SortFunc(sorted, func(x, y h2oCand) int {
+			if d := cmp.Compare(x.key, y.key); d != 0 {
+				return d
+			}
+			return cmp.Compare(x.pos, y.pos)
+		})
+		for k := 0; k <= n; k++ {
+			got := slices.Clone(c)
+			lowestCands(got, k)
+			idx := func(cs []h2oCand) []int32 {
+				var v []int32
+				for _, x := range cs {
+					v = append(v, x.idx)
+				}
+				slices.Sort(v)
+				return v
+			}
+			if g, w := idx(got[:k]), idx(sorted[:k]); !slices.Equal(g, w) {
+				t.Fatalf("n %d k %d: lowest %v, want %v", n, k, g, w)
+			}
+			if g, w := idx(got), idx(c); !slices.Equal(g, w) {
+				t.Fatalf("n %d k %d: the candidates changed: %v, want %v", n, k, g, w)
+			}
 		}
 	}
 }

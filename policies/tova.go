@@ -218,12 +218,7 @@ func (p *tova) evict(l int, a *runtime.AttnArgs) {
 		for t, pos := range s0.Pos[:n] {
 			p.cand = append(p.cand, h2oCand{key: avg[t], pos: pos, idx: int32(t)})
 		}
-		slices.SortFunc(p.cand, func(x, y h2oCand) int {
-			if c := cmp.Compare(x.key, y.key); c != 0 {
-				return c
-			}
-			return cmp.Compare(x.pos, y.pos)
-		})
+		lowestCands(p.cand, excess)
 		for _, c := range p.cand[:excess] {
 			d0 = append(d0, c.idx)
 		}

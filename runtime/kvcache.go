@@ -3,6 +3,7 @@ package runtime
 import (
 	"cmp"
 	"fmt"
+	"math/bits"
 	"slices"
 	"sync/atomic"
 )
@@ -29,6 +30,7 @@ type KVCache struct {
 	shifts   bool         // keep KVSeq.Shift beside Pos
 	moves    [][2]int32   // Evict's copies (destination, source), reused
 	held     []int32      // Evict's token now in each slot past the kept count (its original slot), reused
+	marks    []uint64     // sortDrops's bitmap, reused
 	ref      [][]KVSeq    // [layer][kvHead] every token ever appended, when recording
 	refPages int          // pages held by ref
 	pa       KVAddresser  // the backend's page addresses (KVSeq.addr); nil: none
@@ -448,7 +450,7 @@ func (c *KVCache) Evict(l, h int, drop []int32) {
 		c.evictOne(l, h, s, int(drop[0]))
 		return
 	}
-	slices.Sort(drop)
+	c.sortDrops(drop, s.N)
 	c.agreeEvict(l, h, drop)
 	// The swap-removes, last drop first, track which original token each
 	// slot past the kept count holds (held); a token moved into such a slot
@@ -494,6 +496,36 @@ func (c *KVCache) Evict(l, h int, drop []int32) {
 		}
 	}
 	c.trim(s)
+}
+
+// sortDrops sorts drop, indices of a sequence of n tokens, in place: where
+// they are many (a prompt's compression drops most of a sequence: a
+// comparison sort of 31K indices took about a millisecond), by a bitmap
+// of the n indices read in order; else, or where an index is out of range
+// or repeated (Evict's checks then say so), by comparisons.
+func (c *KVCache) sortDrops(drop []int32, n int) {
+	if len(drop) < 256 || len(drop) < n/16 {
+		slices.Sort(drop)
+		return
+	}
+	words := (n + 63) / 64
+	c.marks = slices.Grow(c.marks[:0], words)[:words]
+	clear(c.marks)
+	for _, d := range drop {
+		if d < 0 || int(d) >= n || c.marks[d>>6]&(1<<(d&63)) != 0 {
+			slices.Sort(drop)
+			return
+		}
+		c.marks[d>>6] |= 1 << (d & 63)
+	}
+	k := 0
+	for w, m := range c.marks {
+		for m != 0 {
+			drop[k] = int32(w<<6 + bits.TrailingZeros64(m))
+			k++
+			m &= m - 1
+		}
+	}
 }
 
 // evictOne is Evict of the one token d of sequence s (layer l, KV head h):
