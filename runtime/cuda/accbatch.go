@@ -221,6 +221,9 @@ func fillAcc(a *runtime.AttnArgs, vals []float32, astride int) {
 	for i := range accSlices(a) {
 		n := accLen(a, i)
 		v := vals[i*astride : i*astride+n : i*astride+n]
+		if fakeSums {
+			fakeFillSums(v)
+		}
 		if a.AccView {
 			a.Acc[i] = v
 			continue

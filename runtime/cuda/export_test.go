@@ -18,6 +18,14 @@ func (b *Backend) PagePtr(x runtime.Buffer) uint64 {
 	return uint64(p)
 }
 
+// SetFakeSums turns the fake device's pseudo-random attention sums
+// (KVBENCH_FAKE_SUMS=random) on or off; the returned function restores it.
+func SetFakeSums(on bool) (restore func()) {
+	old := fakeSums
+	fakeSums = on
+	return func() { fakeSums = old }
+}
+
 // SetFakeShared sets the shared memory a block of fake devices made after
 // it may opt in to and a multiprocessor's; the returned function restores
 // them.

@@ -3,6 +3,7 @@ package cuda
 import (
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"os"
 	"strconv"
 	"sync"
@@ -30,6 +31,26 @@ const fakeEnv = "KVBENCH_CUDA_FAKE"
 
 // fakeOn reports whether KVBENCH_CUDA_FAKE asks for the fake device.
 func fakeOn() bool { v := os.Getenv(fakeEnv); return v != "" && v != "0" && v != "off" }
+
+// fakeSums: with KVBENCH_FAKE_SUMS=random the fake device's attention sums
+// (what fillAcc hands a policy) are pseudo-random, uniform in [0, 2/n) for
+// n tokens, where its reads give zeros: H2O's, TOVA's and SnapKV's choices
+// then meet the orders real sums give (zeros all tie, and their sorts and
+// selections run fast on ties), so a profile of their host work is a
+// real one.
+var fakeSums = fakeOn() && os.Getenv("KVBENCH_FAKE_SUMS") == "random"
+
+// fakeSumCalls numbers the calls of fakeFillSums: each its own values.
+var fakeSumCalls atomic.Uint64
+
+// fakeFillSums writes fakeSums's values into v.
+func fakeFillSums(v []float32) {
+	rng := rand.New(rand.NewPCG(0x6b76, fakeSumCalls.Add(1)))
+	s := 2 / float32(max(len(v), 1))
+	for i := range v {
+		v[i] = rng.Float32() * s
+	}
+}
 
 // fakeDev is the fake device's state.
 type fakeDev struct {

@@ -2,6 +2,7 @@ package cuda_test
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/kvbench/kvbench/policies"
@@ -165,5 +166,43 @@ func TestFakeLatePrompt(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestFakeSums: on the fake device H2O's scores after a prompt are all zero
+// (its reads give zeros), and with KVBENCH_FAKE_SUMS=random they are the
+// pseudo-random sums, positive and not all equal.
+func TestFakeSums(t *testing.T) {
+	c := runtime.Config{Arch: "llama", Dim: 256, Hidden: 256, Layers: 2, Heads: 4, KVHeads: 2, HeadDim: 64, Vocab: 300,
+		MaxSeq: 1 << 12, RopeTheta: 1e4, NormEps: 1e-5}
+	for _, random := range []bool{false, true} {
+		t.Run(fmt.Sprintf("random %v", random), func(t *testing.T) {
+			defer cuda.SetFakeSums(random)()
+			be := fakeBackend(t)
+			r, err := runtime.NewRunner(runtime.ZeroModel(c), be, 128)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := policies.New("h2o", policies.Params{"budget": 1000})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := p.Start(r); err != nil {
+				t.Fatal(err)
+			}
+			toks := make([]int, 300)
+			for i := range toks {
+				toks[i] = 3 + i%290
+			}
+			p.Prompt(len(toks))
+			if err := r.Forward(toks, make([]float32, c.Vocab)); err != nil {
+				t.Fatal(err)
+			}
+			sc := p.(interface{ Scores(l, h int) []float64 }).Scores(1, 1)
+			lo, hi := slices.Min(sc), slices.Max(sc)
+			if len(sc) != len(toks) || (random && !(lo > 0 && hi > lo)) || (!random && (lo != 0 || hi != 0)) {
+				t.Errorf("%d scores from %g to %g", len(sc), lo, hi)
+			}
+		})
 	}
 }
