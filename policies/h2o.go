@@ -3,8 +3,10 @@ package policies
 import (
 	"cmp"
 	"fmt"
+	goruntime "runtime"
 	"slices"
 
+	"github.com/kvbench/kvbench/internal/crew"
 	"github.com/kvbench/kvbench/runtime"
 )
 
@@ -68,6 +70,8 @@ type h2o struct {
 	score         [][][]float64 // [layer][kvHead][token index] accumulated probability
 	accArms                     // the sums asked of attention, a layer's headers each
 	cand          []h2oCand     // scratch: eviction candidates
+	bulk          []h2oBulk     // scratch of each KV head's bulk eviction (evictBulk)
+	bulkMin       int           // evictBulk's threshold (bulkMin; tests change it)
 	// next[l][h] is the next decode step's eviction as collect found it
 	// in its pass over the scores (see h2oNext); scan (tests) turns it off.
 	next  [][]h2oNext
@@ -133,7 +137,7 @@ func newH2O(p Params) (Policy, error) {
 	k := rd.knob(1)
 	tokens := rd.has("heavy") || rd.has("recent")
 	ratios := rd.has("heavy_ratio") || rd.has("recent_ratio")
-	pol := &h2o{base: base{name: "h2o", evicts: true}}
+	pol := &h2o{base: base{name: "h2o", evicts: true}, bulkMin: bulkMin}
 	pol.normalize = rd.Bool("normalize", false)
 	for _, n := range []string{"heavy", "recent", "heavy_ratio", "recent_ratio"} {
 		rd.used[n] = true
@@ -388,6 +392,9 @@ func (p *h2o) key(sc float64, pos, lastQ int32) float64 {
 func (p *h2o) evict(l int, last, lastQ int32) {
 	seqs := p.cache.Seqs(l)
 	lo := last - int32(p.recent) + 1 // the recent window is [lo, last]
+	if p.evictBulk(l, seqs, lo, lastQ) {
+		return
+	}
 	for h := range seqs {
 		nx := p.next[l][h]
 		p.next[l][h].ok = false // every eviction spends what collect found
@@ -432,6 +439,60 @@ func (p *h2o) evict(l int, last, lastQ int32) {
 		p.cache.Evict(l, h, p.drop)
 		p.score[l][h] = h2oCompact(sc, p.drop)
 	}
+}
+
+// h2oBulk is one KV head's scratch in a bulk eviction: its candidates and
+// the indices it drops.
+type h2oBulk struct {
+	cand []h2oCand
+	drop []int32
+}
+
+// bulkMin is the fewest tokens past the budget every KV head of a layer
+// must hold for evict to choose their drops side by side (evictBulk).
+const bulkMin = 256
+
+// evictBulk is evict where every KV head of layer l holds bulkMin tokens or
+// more past the budget (a prompt's compression): the heads choose their
+// drops side by side (the crew; the same choice as evict's: the excess
+// lowest candidates by key, then position), then evict in head order. It
+// reports false, doing nothing, where a head holds fewer.
+func (p *h2o) evictBulk(l int, seqs []runtime.KVSeq, lo, lastQ int32) bool {
+	for h := range seqs {
+		if seqs[h].N < p.heavy+p.recent+p.bulkMin {
+			return false
+		}
+	}
+	if len(p.bulk) < len(seqs) {
+		p.bulk = append(p.bulk, make([]h2oBulk, len(seqs)-len(p.bulk))...)
+	}
+	parts := min(len(seqs), goruntime.GOMAXPROCS(0), crew.MaxParts)
+	per := (len(seqs) + parts - 1) / parts
+	crew.Run(parts, func(k int) {
+		for h := k * per; h < min(len(seqs), (k+1)*per); h++ {
+			b, s, sc := &p.bulk[h], &seqs[h], p.score[l][h]
+			b.cand, b.drop = b.cand[:0], b.drop[:0]
+			for t, pos := range s.Pos[:s.N] {
+				if pos < lo {
+					b.cand = append(b.cand, h2oCand{key: p.key(sc[t], pos, lastQ), pos: pos, idx: int32(t)})
+				}
+			}
+			if excess := len(b.cand) - p.heavy; excess > 0 {
+				lowestCands(b.cand, excess)
+				for _, c := range b.cand[:excess] {
+					b.drop = append(b.drop, c.idx)
+				}
+			}
+		}
+	})
+	for h := range seqs {
+		p.next[l][h].ok = false // every eviction spends what collect found
+		if b := &p.bulk[h]; len(b.drop) > 0 {
+			p.cache.Evict(l, h, b.drop)
+			p.score[l][h] = h2oCompact(p.score[l][h], b.drop)
+		}
+	}
+	return true
 }
 
 // candBefore orders candidates by key, then position: the order a

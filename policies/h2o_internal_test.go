@@ -89,3 +89,48 @@ func TestLowestCands(t *testing.T) {
 		}
 	}
 }
+
+// TestH2OBulkEviction: the prompt's compression with the KV heads choosing
+// side by side (evictBulk) keeps what the head-by-head eviction keeps: two
+// streams over the same tokens, one always in bulk and one never, hold the
+// same positions in the same slots with the same scores and give the same
+// logits at every step, under the dense protocol (one compression) and the
+// chunked one (one a chunk).
+func TestH2OBulkEviction(t *testing.T) {
+	m, err := runtime.Synthetic("tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pre := range []Prefill{PrefillDense, PrefillChunked} {
+		for _, params := range []Params{{"heavy": 20, "recent": 20}, {"heavy": 12, "recent": 30, "normalize": true}, {"heavy": 1, "recent": 1}} {
+			ps, rs := twinRunners(t, m, "h2o", params)
+			ps[0].(*h2o).bulkMin, ps[1].(*h2o).bulkMin = 1, math.MaxInt32
+			for _, p := range ps {
+				p.SetPrefill(pre)
+			}
+			toks := make([]int, 170)
+			for i := range toks {
+				toks[i] = 3 + (i*37)%200
+			}
+			stepTwins(t, m, ps, rs, toks, 150, func(n int) {
+				for l := range m.Config.Layers {
+					a, b := rs[0].Cache.Seqs(l), rs[1].Cache.Seqs(l)
+					for h := range a {
+						if !slices.Equal(a[h].Pos[:a[h].N], b[h].Pos[:b[h].N]) {
+							t.Fatalf("%v %v token %d layer %d head %d: holds %v, head by head %v", pre, params, n, l, h, a[h].Pos[:a[h].N], b[h].Pos[:b[h].N])
+						}
+						if sa, sb := ps[0].(*h2o).Scores(l, h), ps[1].(*h2o).Scores(l, h); !slices.Equal(sa, sb) {
+							t.Fatalf("%v %v token %d layer %d head %d: scores differ from head by head's", pre, params, n, l, h)
+						}
+					}
+				}
+			})
+			if got := len(ps[0].(*h2o).bulk); got != m.Config.KVHeads {
+				t.Errorf("%v %v: %d heads' bulk scratch, want %d: no bulk eviction ran", pre, params, got, m.Config.KVHeads)
+			}
+			if len(ps[1].(*h2o).bulk) != 0 {
+				t.Errorf("%v %v: the head-by-head twin evicted in bulk", pre, params)
+			}
+		}
+	}
+}
