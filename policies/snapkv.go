@@ -293,14 +293,14 @@ func (h *snapHead) choose(seq *runtime.KVSeq, acc [][]float32, from, keep, kerne
 	h.pooled = snapGrow(h.pooled, m)
 	h.score = snapGrow(h.score, m)
 	clear(h.score)
-	inv := float64(len(acc))
+	group := float64(len(acc))
 	for _, qh := range acc {
 		for i, t := range h.order {
 			h.raw[i] = float64(qh[t])
 		}
 		h.pool = snapPool1d(h.pooled, h.raw, kernel, avg, h.pool)
 		for i, v := range h.pooled {
-			h.score[i] += v / inv
+			h.score[i] += v / group
 		}
 	}
 	// rank[:keep] are the positions in order of the tokens kept (the

@@ -706,9 +706,6 @@ func (p *pass) outputAndMLP(l, rows int) {
 	normMLP(be, s.x, s.xb2, s.xb, s.hb, s.hb2, lw.mlpNorm, c.NormEps, lw.gate, lw.up, lw.down, rows, c.Dim, c.Hidden)
 }
 
-// deliverTimes hands the device times of this pass's attention calls to
-// each stream's OnAttend (waiting for the device when the pass read nothing
-// back), then forgets the marks.
 // marked reports whether a segment's runner has OnAttend's marks to read
 // (deliverTimes).
 func (p *pass) marked() bool {
@@ -720,6 +717,9 @@ func (p *pass) marked() bool {
 	return false
 }
 
+// deliverTimes hands the device times of this pass's attention calls to
+// each stream's OnAttend (waiting for the device when the pass read nothing
+// back), then forgets the marks.
 func (p *pass) deliverTimes() {
 	var dt DeviceTimer
 	for i := range p.segs {
