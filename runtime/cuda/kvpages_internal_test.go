@@ -104,3 +104,49 @@ func TestAllocKVPagesRuns(t *testing.T) {
 		t.Fatalf("after freeing every page and trim: %d slabs (%d of their own size), KV %d bytes; want %d slabs, KV %d", len(b.slab.slabs), len(b.slab.sizes), m.KV, slabs0, mem0.KV)
 	}
 }
+
+// TestTableMovesOncePerPrompt: a prompt appended in chunks to a cache that
+// took room for it (KVCache.Room) has its device page table sized for the
+// whole prompt at the first chunk: the table moves once, where without the
+// room it moves again as the chunks come, and a table's size stays within
+// four times what its lists hold.
+func TestTableMovesOncePerPrompt(t *testing.T) {
+	const chunk, chunks, kvHeads, hd = 1024, 4, 2, 64
+	for _, room := range []bool{true, false} {
+		b := fakeOf(t, "bf16")
+		c, err := runtime.NewKVCacheOf(b, runtime.Config{Layers: 1, KVHeads: kvHeads, HeadDim: hd}, 16, runtime.BF16)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if room {
+			c.Room(chunk * chunks)
+		}
+		k, v := b.Alloc(chunk*kvHeads*hd), b.Alloc(chunk*kvHeads*hd)
+		pos := make([]int, chunk)
+		var sizes []int64
+		for i := range chunks {
+			for r := range pos {
+				pos[r] = i*chunk + r
+			}
+			c.Append(0, k, v, chunk, pos)
+			seqs := c.Seqs(0)
+			if !b.refreshSeqs(seqs, nil) {
+				t.Fatal("the tables were not refreshed")
+			}
+			tb := b.table(&seqs[0])
+			if pages := int64(len(seqs[0].K)); tb.size < pages || tb.size > 4*max(pages, minTablePages) {
+				t.Fatalf("room %v, chunk %d: a table of %d pages for %d", room, i, tb.size, pages)
+			}
+			sizes = append(sizes, tb.size)
+		}
+		moves := 0
+		for i := 1; i < len(sizes); i++ {
+			if sizes[i] != sizes[i-1] {
+				moves++
+			}
+		}
+		if (moves == 0) != room {
+			t.Errorf("room %v: table sizes %v by chunk, %d moves after the first", room, sizes, moves)
+		}
+	}
+}

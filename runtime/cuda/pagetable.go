@@ -286,7 +286,10 @@ func (b *Backend) refresh(s *runtime.KVSeq) {
 		return
 	}
 	if need := int64(max(len(s.K), len(s.V))); need > t.size {
-		b.moveTable(t, need)
+		// Room for the lists' capacity too (a prompt's pages to come:
+		// KVCache.Room), up to four times what they hold: a table moves
+		// once a prompt, not once a chunk.
+		b.moveTable(t, max(need, min(int64(min(cap(s.K), cap(s.V))), 4*need)))
 	}
 	for _, l := range []struct {
 		host  *[]runtime.Buffer
