@@ -284,6 +284,11 @@ func (p *h2o) AfterAttendLate() bool {
 	return (p.inStep && p.stepEvict) || (p.prompting && !p.decode)
 }
 
+// AfterAttendLag: a prompt chunk's AfterAttend adds its layer's sums to
+// the scores and evicts from its layer's cache alone, which nothing reads
+// before the next layer's BeforeAttend (runtime.LagHook).
+func (p *h2o) AfterAttendLag() bool { return !p.idle() && !p.sampled }
+
 func (p *h2o) AfterAttend(l int, a *runtime.AttnArgs) {
 	if p.idle() {
 		return

@@ -139,6 +139,11 @@ func (p *tova) AfterAttend(l int, a *runtime.AttnArgs) {
 // step samples recall (runtime.LateHook).
 func (p *tova) AfterAttendLate() bool { return !p.idle() && p.inStep && p.stepEvict && !p.sampled }
 
+// AfterAttendLag: a prompt chunk's AfterAttend that evicts (its last row's
+// probabilities asked for: armed) touches its layer's cache alone, which
+// nothing reads before the next layer's BeforeAttend (runtime.LagHook).
+func (p *tova) AfterAttendLag() bool { return !p.idle() && !p.sampled && p.armed[0] }
+
 // evict drops the tokens of layer l the last query attended least, averaged
 // over every query head, until cache remain.
 func (p *tova) evict(l int, a *runtime.AttnArgs) {

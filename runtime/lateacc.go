@@ -38,7 +38,8 @@ type AccDeferrer interface {
 // reports, without waiting, whether the reads before mark m have landed;
 // FlushAccTo waits for them only and fills their calls' Acc, as FlushAcc
 // does. Marks are taken in a deferring pass and flushed, in order, after
-// DeferAcc(false); FlushAcc fills whatever is left and forgets the marks.
+// DeferAcc(false), or while it still defers (a lagging pass: lagHooks);
+// FlushAcc fills whatever is left and forgets the marks.
 type AccPacer interface {
 	AccMark() int
 	AccDone(m int) bool
@@ -59,6 +60,70 @@ func noLatePrompt() bool { return os.Getenv("KVBENCH_LATE_PROMPT") == "off" }
 // what it does.
 type LateHook interface {
 	AfterAttendLate() bool
+}
+
+// LagHook is a Hook whose AfterAttend of the prompt chunk about to attend
+// (asked after layer 0's BeforeAttend, where the pass is not late) may run
+// once its layer's output and MLP are queued, before the next layer's
+// BeforeAttend, on its call's AttnArgs kept aside: it reads only Acc
+// (AccView, headers of its own for each layer), its layer's sequences and
+// its own state, and what it changes (its layer's cache: an eviction) is
+// read by nothing before the next layer's BeforeAttend. The host then waits
+// for that layer's sums alone while the device runs its MLP, where a hook
+// at its layer drains the device first: a prompt's compression, a layer
+// at a time, leaves the device less idle.
+type LagHook interface {
+	AfterAttendLag() bool
+}
+
+// noLagHooks reports whether KVBENCH_LAG_HOOKS=off keeps every prompt
+// chunk's hooks at their layer (the host waits for each layer's sums with
+// the device drained), to compare the two in one build.
+func noLagHooks() bool { return os.Getenv("KVBENCH_LAG_HOOKS") == "off" }
+
+// lagAcc reports whether the pass's hooks lag a layer's MLP (asked once
+// layer 0's calls are built, where the pass is not late): a prompt's chunk
+// (rows past one a segment), a backend that defers Acc reads and paces
+// them, and every segment's hook a LagHook that agrees.
+func (p *pass) lagAcc() bool {
+	_, defers := p.be.(AccDeferrer)
+	_, paces := p.be.(AccPacer)
+	if !defers || !paces || len(p.tokens) == len(p.segs) || noLagHooks() {
+		return false
+	}
+	for i := range p.segs {
+		lh, ok := p.segs[i].r.Hook.(LagHook)
+		if !ok || !lh.AfterAttendLag() {
+			return false
+		}
+	}
+	return true
+}
+
+// lagHooks waits for layer l's deferred sums alone (its mark; all the
+// reads so far where the backend did not mark it) and runs every
+// segment's AfterAttend of layer l on its call kept aside.
+func (p *pass) lagHooks(l int) {
+	if m := p.accMarks[l]; m >= 0 {
+		p.be.(AccPacer).FlushAccTo(m)
+	} else {
+		p.be.(AccDeferrer).FlushAcc() // the reads so far: this layer's
+	}
+	p.lateAll = true
+	p.lateHooks(l, l+1)
+	p.lateAll = false
+	for i := range p.segs {
+		p.segs[i].r.lateAttn[l] = AttnArgs{} // no references kept to the pass's buffers
+	}
+}
+
+// lagEnd ends a lagging pass: deferring off, the marks forgotten (every
+// layer's sums were filled by its lagHooks).
+func (p *pass) lagEnd() {
+	d := p.be.(AccDeferrer)
+	d.DeferAcc(false)
+	d.FlushAcc()
+	p.accMarks = nil
 }
 
 // lateAcc reports whether the pass's AfterAttend runs after its last layer

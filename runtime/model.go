@@ -466,6 +466,7 @@ func (p *pass) run() {
 		rep = nil
 	}
 	late := false // AfterAttend after the last layer (lateacc.go)
+	lag := false  // AfterAttend of each layer after its MLP (lateacc.go)
 	for l := range w.layers {
 		for i := range p.segs {
 			if probe := p.segs[i].r.probe; probe != nil {
@@ -497,15 +498,23 @@ func (p *pass) run() {
 		// acts; then every stream attends; then every policy sees the result.
 		p.beforeAttend(l)
 		k.mark(phaseBefore)
-		if l == 0 && p.lateAcc() {
-			d := p.be.(AccDeferrer)
-			if late = d.DeferAcc(true); late {
-				defer d.DeferAcc(false) // also when the pass fails
+		if l == 0 {
+			switch {
+			case p.lateAcc():
+				d := p.be.(AccDeferrer)
+				if late = d.DeferAcc(true); late {
+					defer d.DeferAcc(false) // also when the pass fails
+				}
+			case p.lagAcc(): // lateacc.go
+				d := p.be.(AccDeferrer)
+				if lag = d.DeferAcc(true); lag {
+					defer d.DeferAcc(false)
+				}
 			}
 		}
 		p.attend(l)
 		k.mark(phaseAttend)
-		if late {
+		if late || lag {
 			p.keepCalls(l)
 		} else {
 			p.afterAttend(l)
@@ -517,6 +526,13 @@ func (p *pass) run() {
 			p.outputAndMLP(l, rows)
 		}
 		k.mark(phaseMLP)
+		if lag { // the layer's hooks while the device runs its MLP
+			p.lagHooks(l)
+			k.mark(phaseAfter)
+		}
+	}
+	if lag {
+		p.lagEnd()
 	}
 	// The head before late hooks that wait for the whole step at once: its
 	// kernels follow the last layer's on the device, and its read is the

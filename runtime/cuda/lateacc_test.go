@@ -3,6 +3,7 @@ package cuda_test
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/kvbench/kvbench/policies"
@@ -204,5 +205,108 @@ func TestFakeSums(t *testing.T) {
 				t.Errorf("%d scores from %g to %g", len(sc), lo, hi)
 			}
 		})
+	}
+}
+
+// lagProbe wraps a policy's hook and notes, at each AfterAttend of a
+// prompt's last chunk, how many be_swiglu_bf16 launches (a layer's MLP) the
+// pass has made so far.
+type lagProbe struct {
+	runtime.Hook
+	mlps  []int64 // at each AfterAttend, the pass's MLP launches so far
+	start int64
+}
+
+func (h *lagProbe) BeforeAttend(l int, a *runtime.AttnArgs) {
+	if l == 0 {
+		h.start, h.mlps = cuda.FakeKernels()["be_swiglu_bf16"], h.mlps[:0]
+	}
+	h.Hook.BeforeAttend(l, a)
+}
+
+func (h *lagProbe) AfterAttend(l int, a *runtime.AttnArgs) {
+	h.mlps = append(h.mlps, cuda.FakeKernels()["be_swiglu_bf16"]-h.start)
+	h.Hook.AfterAttend(l, a)
+}
+
+func (h *lagProbe) AfterAttendLag() bool  { return h.Hook.(runtime.LagHook).AfterAttendLag() }
+func (h *lagProbe) AfterAttendLate() bool { return h.Hook.(runtime.LateHook).AfterAttendLate() }
+
+// TestFakeLagHooks: the prompt's last chunk of TOVA and of H2O (each layer
+// compressed after its attention) runs each layer's hooks once the layer's
+// MLP is queued, so the host waits for that layer's sums alone (an event)
+// while the device runs the MLP; with KVBENCH_LAG_HOOKS=off the hooks run
+// before it, the device drained. Either way one wait a layer, then one for
+// the logits, and the same evictions (the fake's sums are zeros: the same
+// positions kept).
+func TestFakeLagHooks(t *testing.T) {
+	c := runtime.Config{Arch: "llama", Dim: 512, Hidden: 1024, Layers: 4, Heads: 8, KVHeads: 2, HeadDim: 64, Vocab: 1000,
+		MaxSeq: 1 << 16, RopeTheta: 1e4, NormEps: 1e-5}
+	m := runtime.ZeroModel(c)
+	const rows = 128
+	for _, pc := range []struct {
+		name   string
+		params policies.Params
+	}{{"h2o", policies.Params{"budget": 64}}, {"tova", policies.Params{"budget": 64}}} {
+		held := map[string]string{}
+		for _, off := range []string{"", "off"} {
+			t.Run(fmt.Sprintf("%s/lag %q", pc.name, off), func(t *testing.T) {
+				t.Setenv("KVBENCH_LAG_HOOKS", off)
+				be := fakeBackend(t)
+				r, err := runtime.NewRunner(m, be, rows)
+				if err != nil {
+					t.Fatal(err)
+				}
+				p, err := policies.New(pc.name, pc.params)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := p.Start(r); err != nil {
+					t.Fatal(err)
+				}
+				probe := &lagProbe{Hook: r.Hook}
+				r.Hook = probe
+				toks := make([]int, 2*rows)
+				for i := range toks {
+					toks[i] = 3 + i%900
+				}
+				p.Prompt(len(toks))
+				logits := make([]float32, c.Vocab)
+				if err := r.Forward(toks[:rows], logits); err != nil {
+					t.Fatal(err)
+				}
+				_, _, _, w0 := cuda.FakeCounts()
+				if err := r.Forward(toks[rows:], logits); err != nil { // the last chunk: each layer compressed
+					t.Fatal(err)
+				}
+				_, _, _, w1 := cuda.FakeCounts()
+				want := make([]int64, c.Layers)
+				for l := range want {
+					want[l] = int64(l)
+					if off == "" {
+						want[l]++ // its own MLP queued before its hooks
+					}
+				}
+				if !slices.Equal(probe.mlps, want) {
+					t.Errorf("MLPs launched at each layer's hooks %v, want %v", probe.mlps, want)
+				}
+				if w := int64(c.Layers) + 1; w1-w0 != w {
+					t.Errorf("%d waits for the device in the last chunk, want %d", w1-w0, w)
+				}
+				var b strings.Builder
+				for l := range c.Layers {
+					for _, s := range r.Cache.Seqs(l) {
+						fmt.Fprint(&b, s.Pos[:s.N], ";")
+					}
+				}
+				held[off] = b.String()
+				if s := r.Cache.Seqs(0)[0]; s.N != 64 {
+					t.Errorf("layer 0 holds %d tokens after the prompt, want the budget's 64", s.N)
+				}
+			})
+		}
+		if held[""] != held["off"] {
+			t.Errorf("%s: the positions kept differ with the hooks lagging", pc.name)
+		}
 	}
 }
