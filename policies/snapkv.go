@@ -72,6 +72,7 @@ type snapKV struct {
 	prompted bool // the stream has had an announced prompt
 
 	acc   [][][]float32 // [layer or 0 when shared][heads][tokens] window probabilities
+	hdr   [][][]float32 // [layer][heads] a shared window's headers, a layer's each (views)
 	heads []snapHead    // each KV head's choice and scratch (compress)
 }
 
@@ -188,6 +189,11 @@ func (s *snapKV) AfterAttend(l int, a *runtime.AttnArgs) {
 	s.end(l, a)
 }
 
+// AfterAttendLag: the forward that holds the whole window compresses each
+// layer from that layer's own sums (views) and touches its layer's cache
+// alone (runtime.LagHook).
+func (s *snapKV) AfterAttendLag() bool { return !s.idle() && s.shared && !s.sampled }
+
 // plan places the forward in progress within the announced prompt that base
 // follows (the same protocol as every policy's: SnapKV compresses where the
 // others do under PrefillDense, after the prompt's last row, whatever the
@@ -227,17 +233,35 @@ func (s *snapKV) accumulate(l int, a *runtime.AttnArgs) {
 		if s.firstWin {
 			old = 0
 		}
-		if cap(b) < n {
+		switch {
+		case cap(b) < n:
 			nb := make([]float32, n, n+n/4+64)
 			copy(nb, b[:old])
 			b = nb
-		} else {
+		case s.shared: // the call starts the sums from zero (AccZero)
+			b = b[:n]
+		default:
 			b = b[:n]
 			clear(b[min(old, n):])
 		}
 		bufs[h] = b
 	}
 	a.Acc, a.AccFrom = bufs, s.from
+	if s.shared {
+		// The whole window in this forward: its sums start from zero, and
+		// the backend may hand them back as views, into headers of the
+		// layer's own (so that its compression may wait for the layer's
+		// MLP: AfterAttendLag).
+		for len(s.hdr) <= l {
+			s.hdr = append(s.hdr, nil)
+		}
+		if len(s.hdr[l]) < a.Heads {
+			s.hdr[l] = make([][]float32, a.Heads)
+		}
+		hdr := s.hdr[l][:a.Heads]
+		copy(hdr, bufs)
+		a.Acc, a.AccZero, a.AccView = hdr, true, true
+	}
 }
 
 // compress evicts from layer l the prefix tokens outside each KV head's top
@@ -246,11 +270,10 @@ func (s *snapKV) accumulate(l int, a *runtime.AttnArgs) {
 // core, on the host while the device waits for the next layer), then evict
 // in order.
 func (s *snapKV) compress(l int, a *runtime.AttnArgs) {
-	slot := l
-	if s.shared {
-		slot = 0
+	acc := a.Acc // a shared window's: the layer's headers (the backend's views, or the shared buffers)
+	if !s.shared {
+		acc = s.acc[l]
 	}
-	acc := s.acc[slot]
 	group := a.Heads / a.KVHeads
 	seqs := s.cache.Seqs(l)
 	if len(s.heads) < len(seqs) {

@@ -229,11 +229,18 @@ func (h *lagProbe) AfterAttend(l int, a *runtime.AttnArgs) {
 	h.Hook.AfterAttend(l, a)
 }
 
-func (h *lagProbe) AfterAttendLag() bool  { return h.Hook.(runtime.LagHook).AfterAttendLag() }
-func (h *lagProbe) AfterAttendLate() bool { return h.Hook.(runtime.LateHook).AfterAttendLate() }
+func (h *lagProbe) AfterAttendLag() bool {
+	lh, ok := h.Hook.(runtime.LagHook)
+	return ok && lh.AfterAttendLag()
+}
 
-// TestFakeLagHooks: the prompt's last chunk of TOVA and of H2O (each layer
-// compressed after its attention) runs each layer's hooks once the layer's
+func (h *lagProbe) AfterAttendLate() bool {
+	lh, ok := h.Hook.(runtime.LateHook)
+	return ok && lh.AfterAttendLate()
+}
+
+// TestFakeLagHooks: the prompt's last chunk of TOVA, H2O and SnapKV (each
+// layer compressed after its attention) runs each layer's hooks once the layer's
 // MLP is queued, so the host waits for that layer's sums alone (an event)
 // while the device runs the MLP; with KVBENCH_LAG_HOOKS=off the hooks run
 // before it, the device drained. Either way one wait a layer, then one for
@@ -247,7 +254,7 @@ func TestFakeLagHooks(t *testing.T) {
 	for _, pc := range []struct {
 		name   string
 		params policies.Params
-	}{{"h2o", policies.Params{"budget": 64}}, {"tova", policies.Params{"budget": 64}}} {
+	}{{"h2o", policies.Params{"budget": 64}}, {"tova", policies.Params{"budget": 64}}, {"snapkv", policies.Params{"budget": 64}}} {
 		held := map[string]string{}
 		for _, off := range []string{"", "off"} {
 			t.Run(fmt.Sprintf("%s/lag %q", pc.name, off), func(t *testing.T) {
