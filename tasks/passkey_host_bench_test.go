@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/kvbench/kvbench/bench"
+	"github.com/kvbench/kvbench/policies"
 	"github.com/kvbench/kvbench/runtime"
 	"github.com/kvbench/kvbench/runtime/tokenizer"
 	"github.com/kvbench/kvbench/tasks"
@@ -17,7 +18,10 @@ import (
 // (KVBENCH_CUDA_FAKE: nothing computed): the prompt's tokenizing, the KV
 // pages allocated and appended, the policies' hooks and the attention
 // calls' metadata, which a GPU run adds to its device time where the host
-// falls behind. The cells share one backend, as the cells of a run do. It needs the Llama-2 tokenizer of the shared fixtures
+// falls behind. The cells share one backend, as the cells of a run do.
+// The evicting policies (budget 1,024) meet pseudo-random attention sums
+// (KVBENCH_FAKE_SUMS=random): zeros would all tie, and their choices run
+// fast on ties. It needs the Llama-2 tokenizer of the shared fixtures
 // ($KVBENCH_SHARED/tokenizers/llama2).
 func BenchmarkPasskeyHost32K(b *testing.B) {
 	dir := os.Getenv("KVBENCH_SHARED")
@@ -29,6 +33,7 @@ func BenchmarkPasskeyHost32K(b *testing.B) {
 		b.Skipf("the Llama-2 tokenizer of the shared fixtures: %v", err)
 	}
 	b.Setenv("KVBENCH_CUDA_FAKE", "1")
+	b.Setenv("KVBENCH_FAKE_SUMS", "random")
 	c := runtime.Config{Arch: "llama", Dim: 4096, Hidden: 14336, Layers: 32, Heads: 32, KVHeads: 8, HeadDim: 128, Vocab: 32000,
 		MaxSeq: 1 << 17, RopeTheta: 5e5, NormEps: 1e-5, BOS: 1, EOS: 2}
 	m := runtime.ZeroModel(c)
@@ -36,10 +41,14 @@ func BenchmarkPasskeyHost32K(b *testing.B) {
 	// shares its Devices among the cells); the first cell uploads.
 	ds := bench.NewDevices()
 	defer ds.Close()
-	for _, pol := range []string{"full", "streamingllm"} {
+	for _, pol := range []string{"full", "streamingllm", "snapkv", "tova", "h2o"} {
+		var params policies.Params
+		if pol != "full" && pol != "streamingllm" {
+			params = policies.Params{"budget": 1024}
+		}
 		b.Run(pol, func(b *testing.B) {
 			for range b.N {
-				e, err := bench.NewEngine(m, tok, pol, nil)
+				e, err := bench.NewEngine(m, tok, pol, params)
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -38,7 +38,8 @@ func fakeOn() bool { v := os.Getenv(fakeEnv); return v != "" && v != "0" && v !=
 // then meet the orders real sums give (zeros all tie, and their sorts and
 // selections run fast on ties), so a profile of their host work is a
 // real one.
-var fakeSums = fakeOn() && os.Getenv("KVBENCH_FAKE_SUMS") == "random"
+// (Read when a fake device opens: fakeDriver.)
+var fakeSums bool
 
 // fakeSumCalls numbers the calls of fakeFillSums: each its own values.
 var fakeSumCalls atomic.Uint64
@@ -229,6 +230,9 @@ func fakeLaunchTime() time.Duration {
 
 // fakeDriver returns the entry points of the fake device.
 func fakeDriver() *driverAPI {
+	if os.Getenv("KVBENCH_FAKE_SUMS") == "random" {
+		fakeSums = true
+	}
 	f := fake
 	f.next.CompareAndSwap(0, 1<<40)
 	f.mu.Lock()
