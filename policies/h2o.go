@@ -71,7 +71,7 @@ type h2o struct {
 	accArms                     // the sums asked of attention, a layer's headers each
 	cand          []h2oCand     // scratch: eviction candidates
 	bulk          []h2oBulk     // scratch of each KV head's bulk eviction (evictBulk)
-	bulkMin       int           // evictBulk's threshold (bulkMin; tests change it)
+	bulkMin       int           // evictBulk's threshold, and 1/16 of collect's (bulkMin; tests change it)
 	// next[l][h] is the next decode step's eviction as collect found it
 	// in its pass over the scores (see h2oNext); scan (tests) turns it off.
 	next  [][]h2oNext
@@ -334,51 +334,74 @@ func (p *h2o) collect(l int, a *runtime.AttnArgs) {
 	fuse := a.Rows == 1 && p.stepEvict && !p.scan
 	q := newest(a)
 	lo := q + 2 - int32(p.recent)
+	few := false // a head too short to be worth a goroutine
 	for g := range a.Seqs {
-		s := &a.Seqs[g]
-		sc := p.score[l][g][:s.N]
-		pos := s.Pos[:s.N]
-		low := h2oLowest{best: -1}
-		switch {
-		case a.AccGroup || group == 1: // one slice a KV head: its group's sums
-			acc := a.Acc[g]
-			if !a.AccGroup {
-				acc = a.Acc[g*group]
-			}
-			acc = acc[:len(sc)]
-			for t := range sc {
-				v := sc[t] + float64(acc[t])
-				sc[t] = v
-				if fuse && pos[t] < lo {
-					low.offer(t, p.key(v, pos[t], q), pos[t])
-				}
-			}
-		case group == 4: // the common GQA group, unrolled
-			accs := a.Acc[g*group : (g+1)*group]
-			a0, a1, a2, a3 := accs[0][:len(sc)], accs[1][:len(sc)], accs[2][:len(sc)], accs[3][:len(sc)]
-			for t := range sc {
-				v := sc[t] + float64(a0[t]+a1[t]+a2[t]+a3[t])
-				sc[t] = v
-				if fuse && pos[t] < lo {
-					low.offer(t, p.key(v, pos[t], q), pos[t])
-				}
-			}
-		default:
-			accs := a.Acc[g*group : (g+1)*group]
-			for t := range sc {
-				s := accs[0][t]
-				for _, acc := range accs[1:] {
-					s += acc[t]
-				}
-				v := sc[t] + float64(s)
-				sc[t] = v
-				if fuse && pos[t] < lo {
-					low.offer(t, p.key(v, pos[t], q), pos[t])
-				}
+		few = few || a.Seqs[g].N < p.bulkMin*16
+	}
+	parts := min(len(a.Seqs), goruntime.GOMAXPROCS(0), crew.MaxParts)
+	if few || parts < 2 {
+		for g := range a.Seqs {
+			p.collectHead(l, g, a, group, fuse, q, lo)
+		}
+		return
+	}
+	// Long sequences (a prompt's, or the steps fed one at a time before it
+	// is compressed: 32 layers x 8 KV heads x 32K tokens a step on the 8B
+	// shape): the KV heads side by side on the crew.
+	per := (len(a.Seqs) + parts - 1) / parts
+	crew.Run(parts, func(k int) {
+		for g := k * per; g < min(len(a.Seqs), (k+1)*per); g++ {
+			p.collectHead(l, g, a, group, fuse, q, lo)
+		}
+	})
+}
+
+// collectHead is collect's work for KV head g (it touches that head's
+// scores and next victim alone).
+func (p *h2o) collectHead(l, g int, a *runtime.AttnArgs, group int, fuse bool, q, lo int32) {
+	s := &a.Seqs[g]
+	sc := p.score[l][g][:s.N]
+	pos := s.Pos[:s.N]
+	low := h2oLowest{best: -1}
+	switch {
+	case a.AccGroup || group == 1: // one slice a KV head: its group's sums
+		acc := a.Acc[g]
+		if !a.AccGroup {
+			acc = a.Acc[g*group]
+		}
+		acc = acc[:len(sc)]
+		for t := range sc {
+			v := sc[t] + float64(acc[t])
+			sc[t] = v
+			if fuse && pos[t] < lo {
+				low.offer(t, p.key(v, pos[t], q), pos[t])
 			}
 		}
-		p.next[l][g] = h2oNext{at: q, n: len(sc), ncand: low.n, best: int32(low.best), ok: fuse}
+	case group == 4: // the common GQA group, unrolled
+		accs := a.Acc[g*group : (g+1)*group]
+		a0, a1, a2, a3 := accs[0][:len(sc)], accs[1][:len(sc)], accs[2][:len(sc)], accs[3][:len(sc)]
+		for t := range sc {
+			v := sc[t] + float64(a0[t]+a1[t]+a2[t]+a3[t])
+			sc[t] = v
+			if fuse && pos[t] < lo {
+				low.offer(t, p.key(v, pos[t], q), pos[t])
+			}
+		}
+	default:
+		accs := a.Acc[g*group : (g+1)*group]
+		for t := range sc {
+			s := accs[0][t]
+			for _, acc := range accs[1:] {
+				s += acc[t]
+			}
+			v := sc[t] + float64(s)
+			sc[t] = v
+			if fuse && pos[t] < lo {
+				low.offer(t, p.key(v, pos[t], q), pos[t])
+			}
+		}
 	}
+	p.next[l][g] = h2oNext{at: q, n: len(sc), ncand: low.n, best: int32(low.best), ok: fuse}
 }
 
 // key is token t's ranking score; lastQ is the position of the last query

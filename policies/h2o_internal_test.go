@@ -91,8 +91,9 @@ func TestLowestCands(t *testing.T) {
 }
 
 // TestH2OBulkEviction: the prompt's compression with the KV heads choosing
-// side by side (evictBulk) keeps what the head-by-head eviction keeps: two
-// streams over the same tokens, one always in bulk and one never, hold the
+// side by side (evictBulk), and the sums added to the scores side by side
+// (collect on the crew), keep what head by head keeps: two streams over the
+// same tokens, one always on the crew and one never, hold the
 // same positions in the same slots with the same scores and give the same
 // logits at every step, under the dense protocol (one compression) and the
 // chunked one (one a chunk).
