@@ -488,9 +488,15 @@ func (c *KVCache) Evict(l, h int, drop []int32) {
 	}
 	ps := c.pageSize
 	s.Writes += uint64(len(c.moves))
-	if mv, ok := c.kv().(KVMover); ok && len(c.moves) > 0 {
+	am, byAddr := c.kv().(KVAddrMover)
+	mv, bulk := c.kv().(KVMover)
+	switch {
+	case len(c.moves) == 0:
+	case byAddr && len(s.addr) == 2*len(s.K):
+		am.MoveKVsAt(s.addr, c.moves, ps, c.headDim)
+	case bulk:
 		mv.MoveKVs(s.K, s.V, c.moves, ps, c.headDim)
-	} else {
+	default:
 		for _, m := range c.moves {
 			c.moveKV(s, int(m[0]), int(m[1]))
 		}

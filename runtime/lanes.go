@@ -29,6 +29,13 @@ type KVMover interface {
 	MoveKVs(k, v []Buffer, moves [][2]int32, pageSize, headDim int)
 }
 
+// KVAddrMover is an optional KVOps capability: MoveKVs on a sequence's
+// page addresses (KVSeq's, where they are whole: each page's key address,
+// then its value address), page i's at addr[2i] and addr[2i+1].
+type KVAddrMover interface {
+	MoveKVsAt(addr []uint64, moves [][2]int32, pageSize, headDim int)
+}
+
 // KVAddresser is an optional Backend capability: KV pages with fixed
 // addresses (a device pointer and the page's type, as the backend reads
 // them), which its key/value copies also take instead of the page buffers

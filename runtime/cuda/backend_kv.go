@@ -208,20 +208,43 @@ func (b *Backend) moveOpAt(dstK, dstV uint64, dstSlot int, srcK, srcV uint64, sr
 // MoveKVs (runtime.KVMover) queues one eviction's copies untracked (kvBatch):
 // beside other sequences' evictions, after a launch of anything else queued.
 func (b *Backend) MoveKVs(k, v []runtime.Buffer, moves [][2]int32, ps, hd int) {
-	q := &b.kv
-	seq := b.dev(k[0])
-	if len(q.ops) > 0 && (!q.bulk || q.hd != hd || q.bulkSeqs[seq]) {
-		b.flushKV()
-	}
-	if q.bulkSeqs == nil {
-		q.bulkSeqs = map[*buf]bool{}
-	}
-	q.bulk, q.hd, q.bulkSeqs[seq] = true, hd, true
+	q := b.bulkMoves(b.KVPageAddr(k[0]), hd)
 	for _, m := range moves {
 		d, f := int(m[0]), int(m[1])
 		dk, dv, sk, sv, mode, _ := b.moveOp(k[d/ps], v[d/ps], d%ps, k[f/ps], v[f/ps], f%ps, hd)
 		q.ops = append(q.ops, uint64(dk), uint64(dv), uint64(sk), uint64(sv), uint64(mode))
 	}
+}
+
+var _ runtime.KVAddrMover = (*Backend)(nil)
+
+// MoveKVsAt (runtime.KVAddrMover) is MoveKVs on the sequence's page
+// addresses (addr: each page's key address, then its value address), with
+// no buffer looked up and checked a copy: a prompt's compression moves
+// about a thousand tokens a sequence.
+func (b *Backend) MoveKVsAt(addr []uint64, moves [][2]int32, ps, hd int) {
+	q := b.bulkMoves(addr[0], hd)
+	for _, m := range moves {
+		d, f := int(m[0]), int(m[1])
+		dp, fp := 2*(d/ps), 2*(f/ps)
+		dk, dv, sk, sv, mode, _ := b.moveOpAt(addr[dp], addr[dp+1], d%ps, addr[fp], addr[fp+1], f%ps, hd)
+		q.ops = append(q.ops, uint64(dk), uint64(dv), uint64(sk), uint64(sv), uint64(mode))
+	}
+}
+
+// bulkMoves readies the KV queue for one eviction's untracked copies of
+// the sequence whose first key page is at seq: the queue launched first
+// where it holds tracked copies, another head dim's, or this sequence's.
+func (b *Backend) bulkMoves(seq uint64, hd int) *kvBatch {
+	q := &b.kv
+	if len(q.ops) > 0 && (!q.bulk || q.hd != hd || q.bulkSeqs[seq]) {
+		b.flushKV()
+	}
+	if q.bulkSeqs == nil {
+		q.bulkSeqs = map[uint64]bool{}
+	}
+	q.bulk, q.hd, q.bulkSeqs[seq] = true, hd, true
+	return q
 }
 
 // MoveKV copies one slot's key and value to another slot (queued).

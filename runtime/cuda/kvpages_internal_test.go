@@ -1,6 +1,7 @@
 package cuda
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/kvbench/kvbench/runtime"
@@ -150,3 +151,41 @@ func TestTableMovesOncePerPrompt(t *testing.T) {
 		}
 	}
 }
+
+// TestMoveKVsAt: an eviction's copies given by page addresses queue the
+// same be_kv_ops words as given by page buffers, f32 and bf16 pages, and a
+// second eviction of the sequence launches the first either way.
+func TestMoveKVsAt(t *testing.T) {
+	for _, dt := range []runtime.DType{runtime.F32, runtime.BF16} {
+		b := fakeOf(t, "bf16")
+		const ps, hd, pages = 16, 64, 20
+		k, v := make([]runtime.Buffer, pages), make([]runtime.Buffer, pages)
+		var addr []uint64
+		for i := range pages {
+			k[i], v[i] = b.AllocKV(ps*hd, dt), b.AllocKV(ps*hd, dt)
+			addr = append(addr, b.KVPageAddr(k[i]), b.KVPageAddr(v[i]))
+		}
+		var moves [][2]int32
+		for i := range 50 {
+			moves = append(moves, [2]int32{int32(i * 3), int32(pages*ps - 1 - i)})
+		}
+		b.flushKV()
+		b.MoveKVs(k, v, moves, ps, hd)
+		want := slices.Clone(b.kv.ops)
+		b.flushKV()
+		b.MoveKVsAt(addr, moves, ps, hd)
+		got := slices.Clone(b.kv.ops)
+		if !slices.Equal(got, want) || len(got) != 5*len(moves) {
+			t.Fatalf("%v: %d words by address, %d by buffer, or they differ", dt, len(got), len(want))
+		}
+		l0 := fakeLaunches()
+		b.MoveKVsAt(addr, moves[:1], ps, hd) // the same sequence again: the first launches
+		if fakeLaunches() != l0+1 || len(b.kv.ops) != 5 {
+			t.Fatalf("%v: a second eviction of the sequence did not launch the first (%d words queued)", dt, len(b.kv.ops))
+		}
+		b.flushKV()
+	}
+}
+
+// fakeLaunches is the fake device's launches so far.
+func fakeLaunches() int64 { l, _, _, _ := FakeCounts(); return l }

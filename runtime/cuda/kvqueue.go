@@ -23,7 +23,7 @@ type kvBatch struct {
 	written  ptrTable // key slot -> the copy that writes it
 	read     ptrTable // key slots copies read
 	bulk     bool
-	bulkSeqs map[*buf]bool
+	bulkSeqs map[uint64]bool // by the first key page's address (KVPageAddr)
 }
 
 // be_kv_ops' modes.
