@@ -168,6 +168,31 @@ func TestSnapMaxPoolNaive(t *testing.T) {
 	}
 }
 
+// TestSnapMaxPoolFloat32: max pooling in float32 gives the float64
+// pooling's values exactly (a maximum is one of its values), on random
+// float32 sums of many lengths and widths.
+func TestSnapMaxPoolFloat32(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 9))
+	var tmp32 []float32
+	var tmp []float64
+	for range 300 {
+		n, kernel := 1+rng.IntN(80), 1+2*rng.IntN(12)
+		src32, src := make([]float32, n), make([]float64, n)
+		for i := range src32 {
+			src32[i] = rng.Float32() / float32(n)
+			src[i] = float64(src32[i])
+		}
+		got, want := make([]float32, n), make([]float64, n)
+		tmp32 = snapMaxPool(got, src32, kernel, tmp32)
+		tmp = snapPool1d(want, src, kernel, false, tmp)
+		for i := range n {
+			if float64(got[i]) != want[i] {
+				t.Fatalf("n %d kernel %d: element %d is %v in float32, %v in float64", n, kernel, i, got[i], want[i])
+			}
+		}
+	}
+}
+
 // TestTopK: topK's first k indices are the k best (higher score first,
 // ties to the lower index) as a full sort finds them, on scores with many
 // ties, for every k.

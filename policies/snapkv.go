@@ -78,13 +78,16 @@ type snapKV struct {
 
 // snapHead is one KV head's choice of the tokens to evict, with its scratch.
 type snapHead struct {
-	order  []int32   // prefix token indices, in position order
-	rank   []int32   // positions in order, the capacity's best first (topK)
-	raw    []float64 // one query head's scores in position order
-	pooled []float64
-	score  []float64 // group mean of the pooled scores
-	pool   []float64 // snapPool1d's scratch
-	drop   []int32   // the token indices to evict (rank's tail; nil: none)
+	order    []int32   // prefix token indices, in position order
+	rank     []int32   // positions in order, the capacity's best first (topK)
+	raw      []float64 // one query head's scores in position order (avg pooling)
+	pooled   []float64
+	pool     []float64 // snapPool1d's scratch
+	raw32    []float32 // max pooling's: the gather where positions do not ascend,
+	pooled32 []float32 // the pooled values,
+	pool32   []float32 // and snapMaxPool's scratch
+	score    []float64 // group mean of the pooled scores
+	drop     []int32   // the token indices to evict (rank's tail; nil: none)
 }
 
 func init() {
@@ -312,18 +315,39 @@ func (h *snapHead) choose(seq *runtime.KVSeq, acc [][]float32, from, keep, kerne
 	if !seq.Ascending { // else the indices are in position order already
 		slices.SortFunc(h.order, func(x, y int32) int { return cmp.Compare(seq.Pos[x], seq.Pos[y]) })
 	}
-	h.raw = snapGrow(h.raw, m)
-	h.pooled = snapGrow(h.pooled, m)
 	h.score = snapGrow(h.score, m)
 	clear(h.score)
 	group := float64(len(acc))
-	for _, qh := range acc {
-		for i, t := range h.order {
-			h.raw[i] = float64(qh[t])
+	if avg {
+		h.raw = snapGrow(h.raw, m)
+		h.pooled = snapGrow(h.pooled, m)
+		for _, qh := range acc {
+			for i, t := range h.order {
+				h.raw[i] = float64(qh[t])
+			}
+			h.pool = snapPool1d(h.pooled, h.raw, kernel, avg, h.pool)
+			for i, v := range h.pooled {
+				h.score[i] += v / group
+			}
 		}
-		h.pool = snapPool1d(h.pooled, h.raw, kernel, avg, h.pool)
-		for i, v := range h.pooled {
-			h.score[i] += v / group
+	} else {
+		// Max pooling in float32, the sums' own type: a maximum is one of
+		// its values, so it is the float64 pooling's exactly. Ascending
+		// positions put the prefix at indices 0..m-1: no gather.
+		h.pooled32 = snapGrow(h.pooled32, m)
+		for _, qh := range acc {
+			src := qh[:m]
+			if !seq.Ascending {
+				h.raw32 = snapGrow(h.raw32, m)
+				for i, t := range h.order {
+					h.raw32[i] = qh[t]
+				}
+				src = h.raw32
+			}
+			h.pool32 = snapMaxPool(h.pooled32, src, kernel, h.pool32)
+			for i, v := range h.pooled32 {
+				h.score[i] += float64(v) / group
+			}
 		}
 	}
 	// rank[:keep] are the positions in order of the tokens kept (the
@@ -348,9 +372,9 @@ func (s *snapKV) keep(l int) int {
 	return s.capacity - s.window
 }
 
-func snapGrow(b []float64, n int) []float64 {
+func snapGrow[T float32 | float64](b []T, n int) []T {
 	if cap(b) < n {
-		return make([]float64, n, n+n/4+64)
+		return make([]T, n, n+n/4+64)
 	}
 	return b[:n]
 }
@@ -383,8 +407,15 @@ func snapPool1d(dst, src []float64, kernel int, avg bool, tmp []float64) []float
 		}
 		return tmp
 	}
+	return snapMaxPool(dst, src, kernel, tmp)
+}
+
+// snapMaxPool is snapPool1d's max pooling, in either float type.
+func snapMaxPool[T float32 | float64](dst, src []T, kernel int, tmp []T) []T {
+	pad := kernel / 2
+	n := len(src)
 	if cap(tmp) < 2*n {
-		tmp = make([]float64, 2*n)
+		tmp = make([]T, 2*n)
 	}
 	pre, suf := tmp[:n], tmp[n:2*n]
 	for b := 0; b < n; b += kernel {
