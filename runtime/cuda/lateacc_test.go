@@ -126,18 +126,7 @@ func TestFakeLatePrompt(t *testing.T) {
 		for _, off := range []string{"", "off"} {
 			t.Run(fmt.Sprintf("%s/late prompt %q", pc.name, off), func(t *testing.T) {
 				t.Setenv("KVBENCH_LATE_PROMPT", off)
-				be := fakeBackend(t)
-				r, err := runtime.NewRunner(m, be, rows)
-				if err != nil {
-					t.Fatal(err)
-				}
-				p, err := policies.New(pc.name, pc.params)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := p.Start(r); err != nil {
-					t.Fatal(err)
-				}
+				r, p := policyRunner(t, fakeBackend(t), m, rows, pc.name, pc.params)
 				toks := make([]int, rows*chunks)
 				for i := range toks {
 					toks[i] = 3 + i%900
@@ -179,18 +168,7 @@ func TestFakeSums(t *testing.T) {
 	for _, random := range []bool{false, true} {
 		t.Run(fmt.Sprintf("random %v", random), func(t *testing.T) {
 			defer cuda.SetFakeSums(random)()
-			be := fakeBackend(t)
-			r, err := runtime.NewRunner(runtime.ZeroModel(c), be, 128)
-			if err != nil {
-				t.Fatal(err)
-			}
-			p, err := policies.New("h2o", policies.Params{"budget": 1000})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := p.Start(r); err != nil {
-				t.Fatal(err)
-			}
+			r, p := policyRunner(t, fakeBackend(t), runtime.ZeroModel(c), 128, "h2o", policies.Params{"budget": 1000})
 			toks := make([]int, 300)
 			for i := range toks {
 				toks[i] = 3 + i%290
@@ -259,18 +237,7 @@ func TestFakeLagHooks(t *testing.T) {
 		for _, off := range []string{"", "off"} {
 			t.Run(fmt.Sprintf("%s/lag %q", pc.name, off), func(t *testing.T) {
 				t.Setenv("KVBENCH_LAG_HOOKS", off)
-				be := fakeBackend(t)
-				r, err := runtime.NewRunner(m, be, rows)
-				if err != nil {
-					t.Fatal(err)
-				}
-				p, err := policies.New(pc.name, pc.params)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := p.Start(r); err != nil {
-					t.Fatal(err)
-				}
+				r, p := policyRunner(t, fakeBackend(t), m, rows, pc.name, pc.params)
 				probe := &lagProbe{Hook: r.Hook}
 				r.Hook = probe
 				toks := make([]int, 2*rows)
@@ -316,4 +283,22 @@ func TestFakeLagHooks(t *testing.T) {
 			t.Errorf("%s: the positions kept differ with the hooks lagging", pc.name)
 		}
 	}
+}
+
+// policyRunner is a runner of m on be, prompt chunks of rows, under a fresh
+// policy name with params.
+func policyRunner(t *testing.T, be *cuda.Backend, m *runtime.Model, rows int, name string, params policies.Params) (*runtime.Runner, policies.Policy) {
+	t.Helper()
+	r, err := runtime.NewRunner(m, be, rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := policies.New(name, params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(r); err != nil {
+		t.Fatal(err)
+	}
+	return r, p
 }
