@@ -536,7 +536,10 @@ func candBefore(x, y h2oCand) bool {
 // lowestCands reorders c so that its first k entries are the k lowest by
 // candBefore, in no particular order: the set a sort would put first, by
 // a quickselect (median-of-three pivot, in place). A prompt's compression
-// drops thousands of a sequence's tokens: a sort took it O(n log n).
+// drops thousands of a sequence's tokens: a sort took it O(n log n). It is
+// topK's loop on candidates; one generic loop taking the comparison as a
+// function ran topK 40 % slower (195 to 275 us over 32K scores: the
+// comparison no longer inlined), so each keeps its own.
 func lowestCands(c []h2oCand, k int) {
 	lo, hi := 0, len(c)-1
 	if k <= 0 || k >= len(c) {
