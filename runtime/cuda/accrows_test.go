@@ -95,21 +95,33 @@ func TestAttendRowsGPU(t *testing.T) {
 	}
 }
 
+// The fake-device row tests' shape: 8 query heads over 2 KV heads of 64.
+const fakeRowsHeads, fakeRowsDim = 8, 64
+
+// fakeRowsCache is a fake backend, a cache pair on it and the CPU holding
+// 300 tokens of that shape, its random source (seeded by seed) and zeroed
+// sums of 300 tokens a query head.
+func fakeRowsCache(t *testing.T, seed uint64) (*cuda.Backend, *cachePair, *rand.Rand, [][]float32) {
+	t.Helper()
+	g := fakeBackend(t)
+	c := cpu.New(0)
+	t.Cleanup(func() { c.Close() })
+	rng := rand.New(rand.NewPCG(2, seed))
+	cp := newCachePair(t, c, g, runtime.Config{Heads: fakeRowsHeads, KVHeads: 2, HeadDim: fakeRowsDim}, 16, runtime.BF16, false)
+	cp.append(rng, 300)
+	acc := make([][]float32, fakeRowsHeads)
+	for h := range acc {
+		acc[h] = make([]float32, 300)
+	}
+	return g, cp, rng, acc
+}
+
 // TestFakeAttendRows: on the fake device, a call whose scores pass the cap
 // runs as ceil(rows / block) calls (one attn_rt_acc each), the last block
 // the rest; one that fits, as one.
 func TestFakeAttendRows(t *testing.T) {
-	g := fakeBackend(t)
-	c := cpu.New(0)
-	defer c.Close()
-	rng := rand.New(rand.NewPCG(2, 3))
-	heads, kv, hd := 8, 2, 64
-	cp := newCachePair(t, c, g, runtime.Config{Heads: heads, KVHeads: kv, HeadDim: hd}, 16, runtime.BF16, false)
-	cp.append(rng, 300)
-	acc := make([][]float32, heads)
-	for h := range acc {
-		acc[h] = make([]float32, 300)
-	}
+	const heads, hd = fakeRowsHeads, fakeRowsDim
+	g, cp, rng, acc := fakeRowsCache(t, 3)
 	defer g.SetAccTail(false)() // every row in blocks, those before AccFrom too (not apart: accTail)
 	for _, cs := range []struct {
 		max  int64
@@ -132,17 +144,8 @@ func TestFakeAttendRows(t *testing.T) {
 // with sums in neither those buffers nor each other's, so that the first
 // layer's late hook still finds its own.
 func TestFakeAttendRowsDeferred(t *testing.T) {
-	g := fakeBackend(t)
-	c := cpu.New(0)
-	defer c.Close()
-	rng := rand.New(rand.NewPCG(2, 4))
-	heads, kv, hd := 8, 2, 64
-	cp := newCachePair(t, c, g, runtime.Config{Heads: heads, KVHeads: kv, HeadDim: hd}, 16, runtime.BF16, false)
-	cp.append(rng, 300)
-	own := make([][]float32, heads)
-	for h := range own {
-		own[h] = make([]float32, 300)
-	}
+	const heads, hd = fakeRowsHeads, fakeRowsDim
+	g, cp, rng, own := fakeRowsCache(t, 4)
 	defer g.SetAccTail(false)()
 	defer cuda.SetAccRawMax(int64(heads*300*4) * 7)() // blocks of 7 rows
 	if !g.DeferAcc(true) {
